@@ -1,0 +1,255 @@
+//! What the `leafd` and `hubd` binaries run: parse the nats-server-compatible flags, load the
+//! configuration, set up logging, start the server and stop it gracefully on SIGTERM or SIGINT.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use tracing::{error, info};
+
+use crate::auth::{Authenticator, Permissions, Rules, User};
+use crate::cli::{self, normalize_args, ServerArgs};
+use crate::config::{self, Config};
+use crate::server::{Server, ServerOptions};
+
+/// Which binary is running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    /// The gateway server.
+    Leafd,
+    /// The hub server.
+    Hubd,
+}
+
+impl Flavor {
+    /// The binary's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Flavor::Leafd => "leafd",
+            Flavor::Hubd => "hubd",
+        }
+    }
+}
+
+/// How long connections get to flush their queues at shutdown.
+const DRAIN_LIMIT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    disable_version_flag = true,
+    about = "A NATS-compatible server for the industrial edge"
+)]
+struct Cli {
+    /// Print the version and exit (`-V` is nats-server's `--trace`).
+    #[arg(short = 'v', long = "version", action = clap::ArgAction::Version)]
+    version: Option<bool>,
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Validate a configuration file and exit (0: valid; 1: the error is printed).
+    CheckConfig {
+        /// The configuration file (TOML, or JSON when it ends in .json).
+        file: PathBuf,
+    },
+}
+
+/// Runs the binary: the `main` of `leafd` and `hubd`.
+pub fn main(flavor: Flavor) -> ExitCode {
+    let cli = match Cli::try_parse_from(normalize_args(std::env::args_os())) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    if let Some(Command::CheckConfig { file }) = &cli.command {
+        return check_config(flavor, file);
+    }
+    let cfg = match cli::load(&cli.server) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("{}: {e}", flavor.name());
+            return ExitCode::from(1);
+        }
+    };
+    init_logging(&cfg);
+    if let Err(msg) = unsupported_yet(&cfg) {
+        error!("{msg}");
+        eprintln!("{}: {msg}", flavor.name());
+        return ExitCode::from(1);
+    }
+    let opts = server_options(&cfg, flavor);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name(flavor.name())
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("{}: cannot start the runtime: {e}", flavor.name());
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(async move {
+        let server = match Server::bind(opts).await {
+            Ok(s) => s,
+            Err(e) => {
+                error!("{e}");
+                eprintln!("{}: {e}", flavor.name());
+                return ExitCode::from(1);
+            }
+        };
+        info!(
+            version = env!("CARGO_PKG_VERSION"),
+            nats_level = crate::server::info::NATS_FEATURE_LEVEL,
+            "{} starting",
+            flavor.name()
+        );
+        server.run(shutdown_signal(), DRAIN_LIMIT).await;
+        info!("{} stopped", flavor.name());
+        ExitCode::SUCCESS
+    })
+}
+
+fn check_config(flavor: Flavor, file: &std::path::Path) -> ExitCode {
+    match config::load_file(file).and_then(|cfg| cfg.validate().map(|()| cfg)) {
+        Ok(cfg) => match unsupported_yet(&cfg) {
+            Ok(()) => {
+                println!(
+                    "{}: configuration {} is valid",
+                    flavor.name(),
+                    file.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(msg) => {
+                eprintln!("{}: {}: {msg}", flavor.name(), file.display());
+                ExitCode::from(1)
+            }
+        },
+        Err(e) => {
+            eprintln!("{}: {e}", flavor.name());
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Settings that parse but whose feature is not built yet: refused with a clear message rather
+/// than silently ignored.
+fn unsupported_yet(cfg: &Config) -> Result<(), String> {
+    if cfg.jetstream.enabled {
+        return Err("JetStream (jetstream, -js, -sd) is not supported yet".into());
+    }
+    if cfg.http_port.is_some() {
+        return Err("the monitoring port (http_port, -m) is not supported yet".into());
+    }
+    if cfg.leafnodes.listen.is_some() || !cfg.leafnodes.remotes.is_empty() {
+        return Err("leafnode links (leafnodes) are not supported yet".into());
+    }
+    Ok(())
+}
+
+/// The server options a configuration describes.
+pub fn server_options(cfg: &Config, flavor: Flavor) -> ServerOptions {
+    ServerOptions {
+        implementation: flavor.name(),
+        implementation_version: env!("CARGO_PKG_VERSION"),
+        server_name: cfg.server_name.clone(),
+        host: cfg.host.clone(),
+        port: cfg.port,
+        max_payload: cfg.max_payload,
+        max_control_line: cfg.max_control_line,
+        max_pending: cfg.max_pending,
+        max_connections: cfg.max_connections,
+        ping_interval: cfg.ping_interval,
+        ping_max: cfg.ping_max,
+        write_deadline: cfg.write_deadline,
+        auth_timeout: cfg.authorization.timeout,
+        auth: authenticator(cfg),
+    }
+}
+
+fn authenticator(cfg: &Config) -> Authenticator {
+    let auth = &cfg.authorization;
+    if let Some(token) = &auth.token {
+        return Authenticator::Token(token.clone());
+    }
+    let mut users = HashMap::new();
+    if let Some(user) = &auth.user {
+        users.insert(
+            user.clone(),
+            User {
+                password: auth.password.clone().unwrap_or_default(),
+                permissions: None,
+            },
+        );
+    }
+    for u in &auth.users {
+        let p = &u.permissions;
+        let permissions = (!p.is_unrestricted()).then(|| {
+            let rules = |l: &config::SubjectPermission| Rules::new(l.allow_list(), &l.deny);
+            Arc::new(Permissions {
+                publish: rules(&p.publish),
+                subscribe: rules(&p.subscribe),
+            })
+        });
+        users.insert(
+            u.user.clone(),
+            User {
+                password: u.password.clone().unwrap_or_default(),
+                permissions,
+            },
+        );
+    }
+    if users.is_empty() {
+        Authenticator::Open
+    } else {
+        Authenticator::Users(users)
+    }
+}
+
+fn init_logging(cfg: &Config) {
+    let level = match cfg.effective_log_level().as_str() {
+        "error" => tracing::Level::ERROR,
+        "warn" => tracing::Level::WARN,
+        "debug" => tracing::Level::DEBUG,
+        "trace" => tracing::Level::TRACE,
+        _ => tracing::Level::INFO,
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            error!("cannot install the SIGTERM handler: {e}");
+            std::future::pending::<()>().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => info!("SIGINT received"),
+    }
+}

@@ -1,0 +1,246 @@
+//! Client authentication (user/password, user lists, token) and per-user permissions.
+//!
+//! The semantics follow nats-server's:
+//! * A publish is allowed when the subject matches an `allow` entry (or there is no allow list)
+//!   and matches no `deny` entry.
+//! * A subscription is allowed when its filter lies inside an `allow` entry (or there is no
+//!   allow list) and inside no `deny` entry. A wildcard subscription that merely *overlaps* a
+//!   deny entry (`foo.*` with `foo.secret` denied) is accepted, and the denied subjects are
+//!   filtered out when messages are delivered ([`Permissions::delivery_denied`]).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::subject::{is_subset, subject_matches, subjects_overlap};
+
+/// An allow list and a deny list of subject filters (wildcards allowed).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rules {
+    /// `None`: everything not denied is allowed.
+    pub allow: Option<Vec<Box<[u8]>>>,
+    /// Filters that are refused even when allowed.
+    pub deny: Vec<Box<[u8]>>,
+}
+
+impl Rules {
+    /// Rules from string lists (as they appear in configuration).
+    pub fn new(allow: Option<&[String]>, deny: &[String]) -> Self {
+        Rules {
+            allow: allow.map(|a| a.iter().map(|s| s.as_bytes().into()).collect()),
+            deny: deny.iter().map(|s| s.as_bytes().into()).collect(),
+        }
+    }
+
+    /// May a message be published to the literal `subject`?
+    pub fn allows_publish(&self, subject: &[u8]) -> bool {
+        let allowed = match &self.allow {
+            None => true,
+            Some(list) => list.iter().any(|f| subject_matches(f, subject)),
+        };
+        allowed && !self.deny.iter().any(|f| subject_matches(f, subject))
+    }
+
+    /// May a subscription on `filter` be created?
+    pub fn allows_subscribe(&self, filter: &[u8]) -> bool {
+        let allowed = match &self.allow {
+            None => true,
+            Some(list) => list.iter().any(|f| is_subset(filter, f)),
+        };
+        allowed && !self.deny.iter().any(|f| is_subset(filter, f))
+    }
+
+    /// Does `filter` overlap some deny entry (so deliveries must be checked one by one)?
+    fn overlaps_deny(&self, filter: &[u8]) -> bool {
+        self.deny.iter().any(|f| subjects_overlap(f, filter))
+    }
+}
+
+/// What one user may do.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Permissions {
+    /// Publish rules.
+    pub publish: Rules,
+    /// Subscribe rules.
+    pub subscribe: Rules,
+}
+
+impl Permissions {
+    /// Whether deliveries to a subscription on `filter` must be checked against the subscribe
+    /// deny list one message at a time.
+    pub fn needs_delivery_check(&self, filter: &[u8]) -> bool {
+        self.subscribe.overlaps_deny(filter)
+    }
+
+    /// Whether a message on the literal `subject` must not be delivered to this user.
+    pub fn delivery_denied(&self, subject: &[u8]) -> bool {
+        self.subscribe
+            .deny
+            .iter()
+            .any(|f| subject_matches(f, subject))
+    }
+}
+
+/// One configured user.
+#[derive(Debug, Clone)]
+pub struct User {
+    /// The password the client must present.
+    pub password: String,
+    /// `None`: may do anything.
+    pub permissions: Option<Arc<Permissions>>,
+}
+
+/// How clients must authenticate.
+#[derive(Debug, Clone, Default)]
+pub enum Authenticator {
+    /// Anybody may connect.
+    #[default]
+    Open,
+    /// Clients present this token as `auth_token`.
+    Token(String),
+    /// Clients present one of these user names with its password.
+    Users(HashMap<String, User>),
+}
+
+/// The credentials a client presented in CONNECT.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Credentials<'a> {
+    /// `user`.
+    pub user: Option<&'a str>,
+    /// `pass`.
+    pub pass: Option<&'a str>,
+    /// `auth_token`.
+    pub token: Option<&'a str>,
+}
+
+/// A failed login. The client is told only `Authorization Violation`, as nats-server does.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AuthError {
+    /// No or a wrong token.
+    #[error("bad or missing token")]
+    BadToken,
+    /// The user name is not configured.
+    #[error("unknown user {0:?}")]
+    UnknownUser(String),
+    /// The password does not match.
+    #[error("wrong password for user {0:?}")]
+    BadPassword(String),
+    /// No user name given.
+    #[error("no user name given")]
+    MissingUser,
+}
+
+impl Authenticator {
+    /// Whether INFO must say `auth_required`.
+    pub fn required(&self) -> bool {
+        !matches!(self, Authenticator::Open)
+    }
+
+    /// Checks credentials; on success returns the user's permissions (`None` = unrestricted).
+    pub fn authenticate(
+        &self,
+        creds: Credentials<'_>,
+    ) -> Result<Option<Arc<Permissions>>, AuthError> {
+        match self {
+            Authenticator::Open => Ok(None),
+            Authenticator::Token(token) => match creds.token {
+                Some(t) if constant_time_eq(t.as_bytes(), token.as_bytes()) => Ok(None),
+                _ => Err(AuthError::BadToken),
+            },
+            Authenticator::Users(users) => {
+                let name = creds.user.ok_or(AuthError::MissingUser)?;
+                let user = users
+                    .get(name)
+                    .ok_or_else(|| AuthError::UnknownUser(name.to_string()))?;
+                let pass = creds.pass.unwrap_or("");
+                if constant_time_eq(pass.as_bytes(), user.password.as_bytes()) {
+                    Ok(user.permissions.clone())
+                } else {
+                    Err(AuthError::BadPassword(name.to_string()))
+                }
+            }
+        }
+    }
+}
+
+/// Compares secrets without an early exit on the first differing byte.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules(allow: Option<&[&str]>, deny: &[&str]) -> Rules {
+        let allow: Option<Vec<String>> = allow.map(|a| a.iter().map(|s| s.to_string()).collect());
+        let deny: Vec<String> = deny.iter().map(|s| s.to_string()).collect();
+        Rules::new(allow.as_deref(), &deny)
+    }
+
+    #[test]
+    fn publish_allow_and_deny() {
+        let r = rules(Some(&["foo.>", "bar"]), &["foo.secret"]);
+        assert!(r.allows_publish(b"foo.a"));
+        assert!(r.allows_publish(b"bar"));
+        assert!(!r.allows_publish(b"baz"));
+        assert!(!r.allows_publish(b"foo.secret"));
+        let open = rules(None, &["x.*"]);
+        assert!(open.allows_publish(b"anything"));
+        assert!(!open.allows_publish(b"x.y"));
+    }
+
+    #[test]
+    fn subscribe_subset_semantics() {
+        let r = rules(Some(&["foo.>"]), &["foo.secret"]);
+        assert!(r.allows_subscribe(b"foo.*"));
+        assert!(r.allows_subscribe(b"foo.a.b"));
+        assert!(!r.allows_subscribe(b">"));
+        assert!(!r.allows_subscribe(b"foo.secret"));
+        let p = Permissions {
+            publish: Rules::default(),
+            subscribe: r,
+        };
+        assert!(p.needs_delivery_check(b"foo.*"));
+        assert!(p.delivery_denied(b"foo.secret"));
+        assert!(!p.delivery_denied(b"foo.open"));
+    }
+
+    #[test]
+    fn authenticate_users_and_token() {
+        let mut users = HashMap::new();
+        users.insert(
+            "a".to_string(),
+            User {
+                password: "pw".into(),
+                permissions: None,
+            },
+        );
+        let auth = Authenticator::Users(users);
+        let ok = Credentials {
+            user: Some("a"),
+            pass: Some("pw"),
+            token: None,
+        };
+        assert_eq!(auth.authenticate(ok), Ok(None));
+        let bad = Credentials {
+            pass: Some("nope"),
+            ..ok
+        };
+        assert!(matches!(
+            auth.authenticate(bad),
+            Err(AuthError::BadPassword(_))
+        ));
+        let token = Authenticator::Token("t".into());
+        assert!(token.authenticate(Credentials::default()).is_err());
+        assert!(token
+            .authenticate(Credentials {
+                token: Some("t"),
+                ..Credentials::default()
+            })
+            .is_ok());
+    }
+}

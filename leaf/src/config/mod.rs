@@ -1,0 +1,584 @@
+//! Server configuration shared by `leafd` and `hubd`.
+//!
+//! A config file is TOML, or JSON when its name ends in `.json`; both are
+//! read onto the same serde structures. Key names and nesting follow
+//! nats-server's config file, so its users recognise them (`port`,
+//! `max_payload`, `authorization { users = [...] }`, `jetstream`,
+//! `leafnodes`, ...). Unknown keys are an error, so a typo cannot silently
+//! fall back to a default. `leafd.example.toml` at the crate root documents
+//! every key; a unit test parses it, so it cannot drift from the code.
+//!
+//! Loading has three steps:
+//!
+//! 1. [`load_file`] (or [`parse_str`]) reads and deserializes a file. Errors
+//!    name the file, line and key:
+//!    `leafd.toml:7: authorization.users[0].password: invalid type: integer `5`, expected a string`.
+//! 2. Command-line flags override file values (`cli::ServerArgs::apply`).
+//! 3. [`Config::validate`] checks what serde cannot: auth combinations,
+//!    permission subjects, limits.
+//!
+//! `cli::load` runs all three.
+//!
+//! Values with units: durations are an integer number of seconds or a string
+//! such as `"500ms"`, `"30s"`, `"2m"`, `"1h"` ([`parse_duration`]); sizes are
+//! an integer number of bytes or a string such as `"64KB"` or `"1MB"`
+//! ([`parse_size`]).
+
+mod error;
+mod validate;
+mod value;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+
+pub use error::{ConfigError, Location};
+pub use value::{parse_duration, parse_size, LogLevel, ParseValueError};
+
+/// Default client listen host: loopback, so a fresh install is not exposed.
+pub const DEFAULT_HOST: &str = "127.0.0.1";
+/// Default client port, as nats-server.
+pub const DEFAULT_PORT: u16 = 4222;
+/// Default leaf-node port, as nats-server.
+pub const DEFAULT_LEAFNODE_PORT: u16 = 7422;
+/// Default maximum message payload: 1 MiB, as nats-server.
+pub const DEFAULT_MAX_PAYLOAD: usize = 1 << 20;
+/// Largest accepted `max_payload`: 64 MiB, as nats-server.
+pub const MAX_PAYLOAD_LIMIT: usize = 64 << 20;
+/// Default maximum protocol control line: 4 KiB.
+pub const DEFAULT_MAX_CONTROL_LINE: usize = 4096;
+/// Default per-connection outbound pending limit: 64 MiB.
+pub const DEFAULT_MAX_PENDING: usize = 64 << 20;
+/// Default maximum number of client connections.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 65536;
+/// Default interval between server pings to a client.
+pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(120);
+/// Default number of unanswered pings before a connection is closed as stale.
+pub const DEFAULT_PING_MAX: u32 = 2;
+/// Default time a write to a client may block before it is a slow consumer.
+pub const DEFAULT_WRITE_DEADLINE: Duration = Duration::from_secs(10);
+/// Default time a client has to authenticate after connecting.
+pub const DEFAULT_AUTH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The whole server configuration. `Config::default()` is the configuration
+/// of a server started without a file or flags.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Client listen host (default `127.0.0.1`).
+    pub host: String,
+    /// Client listen port (default 4222; 0 picks a free port).
+    pub port: u16,
+    /// HTTP monitoring port (not implemented yet; accepted for compatibility).
+    pub http_port: Option<u16>,
+    /// Server name announced in `INFO`; the binary picks one when unset.
+    pub server_name: Option<String>,
+    /// Largest message payload a client may publish, in bytes.
+    #[serde(deserialize_with = "value::de_size_usize")]
+    pub max_payload: usize,
+    /// Longest protocol control line (verb, subject and arguments), in bytes.
+    #[serde(deserialize_with = "value::de_size_usize")]
+    pub max_control_line: usize,
+    /// Per-connection outbound bytes pending before the client is a slow consumer.
+    #[serde(deserialize_with = "value::de_size_usize")]
+    pub max_pending: usize,
+    /// Maximum number of client connections.
+    pub max_connections: usize,
+    /// Interval between server pings to each client.
+    #[serde(deserialize_with = "value::de_duration")]
+    pub ping_interval: Duration,
+    /// Unanswered pings after which a connection is closed as stale.
+    pub ping_max: u32,
+    /// How long a write to a client may block before the client is dropped.
+    #[serde(deserialize_with = "value::de_duration")]
+    pub write_deadline: Duration,
+    /// Log level; see [`Config::effective_log_level`] for `debug` and `trace`.
+    pub log_level: LogLevel,
+    /// nats-server style switch: `true` logs at least at debug level.
+    pub debug: bool,
+    /// nats-server style switch: `true` logs at trace level.
+    pub trace: bool,
+    /// Client authentication and permissions.
+    #[serde(deserialize_with = "value::de_table")]
+    pub authorization: Authorization,
+    /// JetStream (persistence); disabled by default.
+    pub jetstream: JetStream,
+    /// Leaf-node listener and remotes.
+    #[serde(deserialize_with = "value::de_table")]
+    pub leafnodes: LeafNodes,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            host: DEFAULT_HOST.to_owned(),
+            port: DEFAULT_PORT,
+            http_port: None,
+            server_name: None,
+            max_payload: DEFAULT_MAX_PAYLOAD,
+            max_control_line: DEFAULT_MAX_CONTROL_LINE,
+            max_pending: DEFAULT_MAX_PENDING,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            ping_interval: DEFAULT_PING_INTERVAL,
+            ping_max: DEFAULT_PING_MAX,
+            write_deadline: DEFAULT_WRITE_DEADLINE,
+            log_level: LogLevel::Info,
+            debug: false,
+            trace: false,
+            authorization: Authorization::default(),
+            jetstream: JetStream::default(),
+            leafnodes: LeafNodes::default(),
+        }
+    }
+}
+
+impl Config {
+    /// The level to log at: `log_level`, raised to debug by `debug = true`
+    /// and to trace by `trace = true`.
+    pub fn effective_log_level(&self) -> LogLevel {
+        let mut level = self.log_level;
+        if self.debug {
+            level = level.max(LogLevel::Debug);
+        }
+        if self.trace {
+            level = level.max(LogLevel::Trace);
+        }
+        level
+    }
+
+    /// The leaf-node listen address as `(host, port)`, if leaf nodes are
+    /// accepted. A `leafnodes.listen` without a host uses the top-level `host`.
+    pub fn leafnode_listen(&self) -> Option<(&str, u16)> {
+        self.leafnodes
+            .listen
+            .as_ref()
+            .map(|listen| (listen.host.as_deref().unwrap_or(&self.host), listen.port))
+    }
+}
+
+/// The `[authorization]` table: one user, a token, or a list of users.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Authorization {
+    /// Single-user name (with `password`).
+    #[serde(alias = "username")]
+    pub user: Option<String>,
+    /// Single-user password (with `user`).
+    #[serde(alias = "pass")]
+    pub password: Option<String>,
+    /// Shared token (`auth_token` in `CONNECT`); excludes users.
+    pub token: Option<String>,
+    /// Several users, each with optional permissions.
+    #[serde(deserialize_with = "value::de_table_list")]
+    pub users: Vec<User>,
+    /// Time a client has to send `CONNECT` before it is disconnected.
+    #[serde(deserialize_with = "value::de_duration")]
+    pub timeout: Duration,
+}
+
+impl Default for Authorization {
+    fn default() -> Self {
+        Authorization {
+            user: None,
+            password: None,
+            token: None,
+            users: Vec::new(),
+            timeout: DEFAULT_AUTH_TIMEOUT,
+        }
+    }
+}
+
+impl Authorization {
+    /// Whether clients must authenticate at all.
+    pub fn is_required(&self) -> bool {
+        self.user.is_some() || self.token.is_some() || !self.users.is_empty()
+    }
+}
+
+impl fmt::Debug for Authorization {
+    /// Secrets are redacted so the config can be logged.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Authorization")
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| Redacted))
+            .field("token", &self.token.as_ref().map(|_| Redacted))
+            .field("users", &self.users)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+/// Stands in for a secret in `Debug` output.
+struct Redacted;
+
+impl fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// One entry of `authorization.users`.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct User {
+    /// User name.
+    #[serde(alias = "username")]
+    pub user: String,
+    /// Password; required (checked by [`Config::validate`]).
+    #[serde(default, alias = "pass")]
+    pub password: Option<String>,
+    /// What the user may publish and subscribe to; unrestricted by default.
+    #[serde(default, deserialize_with = "value::de_table")]
+    pub permissions: Permissions,
+}
+
+impl fmt::Debug for User {
+    /// The password is redacted so the config can be logged.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("User")
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| Redacted))
+            .field("permissions", &self.permissions)
+            .finish()
+    }
+}
+
+/// A user's publish and subscribe permissions.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Permissions {
+    /// Subjects the user may publish to (`pub` is accepted too).
+    #[serde(alias = "pub")]
+    pub publish: SubjectPermission,
+    /// Subjects the user may subscribe to (`sub` is accepted too).
+    #[serde(alias = "sub")]
+    pub subscribe: SubjectPermission,
+}
+
+impl Permissions {
+    /// Whether neither publish nor subscribe is restricted.
+    pub fn is_unrestricted(&self) -> bool {
+        self.publish.is_unrestricted() && self.subscribe.is_unrestricted()
+    }
+}
+
+/// Allow and deny lists of subjects (wildcards allowed).
+///
+/// An empty `allow` allows every subject that `deny` does not match. In a
+/// file this is a table `{ allow = [...], deny = [...] }`, or, as in
+/// nats-server, a bare list or a single string meaning `allow`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SubjectPermission {
+    /// Subjects allowed; empty means all.
+    pub allow: Vec<String>,
+    /// Subjects denied, checked after `allow`.
+    pub deny: Vec<String>,
+}
+
+impl SubjectPermission {
+    /// The allow list, or `None` when there is none (everything not denied
+    /// is allowed).
+    pub fn allow_list(&self) -> Option<&[String]> {
+        (!self.allow.is_empty()).then_some(self.allow.as_slice())
+    }
+
+    /// Whether every subject is allowed.
+    pub fn is_unrestricted(&self) -> bool {
+        self.allow.is_empty() && self.deny.is_empty()
+    }
+}
+
+impl<'de> Deserialize<'de> for SubjectPermission {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        /// The table form.
+        #[derive(Default, Deserialize)]
+        #[serde(default, deny_unknown_fields)]
+        struct Table {
+            #[serde(deserialize_with = "value::de_string_list")]
+            allow: Vec<String>,
+            #[serde(deserialize_with = "value::de_string_list")]
+            deny: Vec<String>,
+        }
+
+        struct PermissionVisitor;
+        impl<'de> Visitor<'de> for PermissionVisitor {
+            type Value = SubjectPermission;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a subject, a list of subjects, or a table with allow and deny")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<SubjectPermission, E> {
+                Ok(SubjectPermission {
+                    allow: vec![v.to_owned()],
+                    deny: Vec::new(),
+                })
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<SubjectPermission, A::Error> {
+                let allow = value::StringListVisitor.visit_seq(seq)?;
+                Ok(SubjectPermission {
+                    allow,
+                    deny: Vec::new(),
+                })
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<SubjectPermission, A::Error> {
+                let table = Table::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(SubjectPermission {
+                    allow: table.allow,
+                    deny: table.deny,
+                })
+            }
+        }
+        deserializer.deserialize_any(PermissionVisitor)
+    }
+}
+
+/// JetStream settings. In a file either `jetstream = true|false` or a table;
+/// a table enables JetStream unless it says `enabled = false`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JetStream {
+    /// Whether JetStream is on (default off).
+    pub enabled: bool,
+    /// Where streams are stored; the binary picks a default when unset.
+    pub store_dir: Option<PathBuf>,
+    /// JetStream domain, so a leaf's streams are addressable from the hub.
+    pub domain: Option<String>,
+    /// Limit on memory-backed stream storage, in bytes.
+    pub max_memory_store: Option<u64>,
+    /// Limit on file-backed stream storage, in bytes.
+    pub max_file_store: Option<u64>,
+}
+
+impl<'de> Deserialize<'de> for JetStream {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        /// The table form.
+        #[derive(Default, Deserialize)]
+        #[serde(default, deny_unknown_fields)]
+        struct Table {
+            enabled: Option<bool>,
+            store_dir: Option<PathBuf>,
+            domain: Option<String>,
+            #[serde(
+                alias = "max_mem_store",
+                alias = "max_mem",
+                deserialize_with = "value::de_opt_size"
+            )]
+            max_memory_store: Option<u64>,
+            #[serde(alias = "max_file", deserialize_with = "value::de_opt_size")]
+            max_file_store: Option<u64>,
+        }
+
+        struct JetStreamVisitor;
+        impl<'de> Visitor<'de> for JetStreamVisitor {
+            type Value = JetStream;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("true, false, or a table")
+            }
+            fn visit_bool<E: de::Error>(self, enabled: bool) -> Result<JetStream, E> {
+                Ok(JetStream {
+                    enabled,
+                    ..JetStream::default()
+                })
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<JetStream, E> {
+                // nats-server accepts `jetstream: enabled`.
+                match v {
+                    "enabled" | "true" => self.visit_bool(true),
+                    "disabled" | "false" => self.visit_bool(false),
+                    _ => Err(E::invalid_value(de::Unexpected::Str(v), &self)),
+                }
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<JetStream, A::Error> {
+                let table = Table::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(JetStream {
+                    enabled: table.enabled.unwrap_or(true),
+                    store_dir: table.store_dir,
+                    domain: table.domain,
+                    max_memory_store: table.max_memory_store,
+                    max_file_store: table.max_file_store,
+                })
+            }
+        }
+        deserializer.deserialize_any(JetStreamVisitor)
+    }
+}
+
+/// The `[leafnodes]` table: accepting leaf connections and connecting out.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "LeafNodesTable")]
+pub struct LeafNodes {
+    /// Where to accept leaf-node connections; `None` accepts none.
+    pub listen: Option<Listen>,
+    /// Servers (hubs) to connect to as a leaf node.
+    pub remotes: Vec<Remote>,
+}
+
+/// `[leafnodes]` as written: `listen = "host:port"` or `host` and `port`.
+#[derive(Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct LeafNodesTable {
+    #[serde(deserialize_with = "de_listen")]
+    listen: Option<Listen>,
+    host: Option<String>,
+    port: Option<u16>,
+    #[serde(deserialize_with = "value::de_table_list")]
+    remotes: Vec<Remote>,
+}
+
+impl TryFrom<LeafNodesTable> for LeafNodes {
+    type Error = String;
+
+    fn try_from(table: LeafNodesTable) -> Result<Self, Self::Error> {
+        let listen = match (table.listen, table.host, table.port) {
+            (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
+                return Err("set either `listen` or `host`/`port`, not both".to_owned())
+            }
+            (Some(listen), None, None) => Some(listen),
+            (None, host, Some(port)) => Some(Listen { host, port }),
+            (None, Some(host), None) => Some(Listen {
+                host: Some(host),
+                port: DEFAULT_LEAFNODE_PORT,
+            }),
+            (None, None, None) => None,
+        };
+        Ok(LeafNodes {
+            listen,
+            remotes: table.remotes,
+        })
+    }
+}
+
+/// Serde helper for `leafnodes.listen`.
+fn de_listen<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Listen>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    text.parse().map(Some).map_err(de::Error::custom)
+}
+
+/// A listen address: `"0.0.0.0:7422"`, `"[::1]:7422"`, `":7422"` or `"7422"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listen {
+    /// Host or IP (IPv6 without brackets); `None` means the top-level `host`.
+    pub host: Option<String>,
+    /// Port (0 picks a free port).
+    pub port: u16,
+}
+
+impl FromStr for Listen {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("invalid listen address `{s}`: expected host:port");
+        let s = s.trim();
+        let (host, port) = match s.rsplit_once(':') {
+            Some((host, port)) => (host, port),
+            None => ("", s),
+        };
+        let host = match host.strip_prefix('[') {
+            Some(inner) => inner.strip_suffix(']').ok_or_else(bad)?,
+            None if host.contains(':') => return Err(bad()),
+            None => host,
+        };
+        let port = port.parse().map_err(|_| bad())?;
+        let host = (!host.is_empty()).then(|| host.to_owned());
+        Ok(Listen { host, port })
+    }
+}
+
+impl fmt::Display for Listen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.host.as_deref() {
+            Some(host) if host.contains(':') => write!(f, "[{host}]:{}", self.port),
+            Some(host) => write!(f, "{host}:{}", self.port),
+            None => write!(f, ":{}", self.port),
+        }
+    }
+}
+
+/// One `leafnodes.remotes` entry: a hub to connect to.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(from = "RemoteTable")]
+pub struct Remote {
+    /// URLs of the hub's leaf-node listeners (`nats-leaf://host:7422`), tried in turn.
+    pub urls: Vec<String>,
+}
+
+/// A remote as written: `url = "..."` and/or `urls = [...]`.
+#[derive(Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RemoteTable {
+    url: Option<String>,
+    #[serde(deserialize_with = "value::de_string_list")]
+    urls: Vec<String>,
+}
+
+impl From<RemoteTable> for Remote {
+    fn from(table: RemoteTable) -> Self {
+        let mut urls = Vec::with_capacity(table.urls.len() + 1);
+        urls.extend(table.url);
+        urls.extend(table.urls);
+        Remote { urls }
+    }
+}
+
+/// The syntax of a config file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// TOML (the default).
+    Toml,
+    /// JSON, for file names ending in `.json`.
+    Json,
+}
+
+impl Format {
+    /// JSON if the file name ends in `.json` (any case), TOML otherwise.
+    pub fn from_path(path: &Path) -> Format {
+        match path.extension() {
+            Some(ext) if ext.eq_ignore_ascii_case("json") => Format::Json,
+            _ => Format::Toml,
+        }
+    }
+}
+
+/// Reads and deserializes a config file: TOML, or JSON if the name ends in
+/// `.json`. Does not validate (flags may still change values); see
+/// [`Config::validate`].
+pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse_str(&text, Format::from_path(path), &path.display().to_string())
+}
+
+/// Deserializes config text; `origin` names it in errors (usually the file name).
+pub fn parse_str(text: &str, format: Format, origin: &str) -> Result<Config, ConfigError> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    match format {
+        Format::Toml => serde_path_to_error::deserialize(toml::Deserializer::new(text))
+            .map(|TopLevel(config)| config)
+            .map_err(|err| ConfigError::from_toml(err, text, origin)),
+        Format::Json => {
+            let mut de = serde_json::Deserializer::from_str(text);
+            let TopLevel(config) = serde_path_to_error::deserialize(&mut de)
+                .map_err(|err| ConfigError::from_json(err, origin))?;
+            // Reject trailing garbage after the top-level object.
+            de.end()
+                .map_err(|err| ConfigError::from_json_syntax(&err, origin))?;
+            Ok(config)
+        }
+    }
+}
+
+/// The whole file: a [`Config`] that must be a table (a JSON array is not a config).
+struct TopLevel(Config);
+
+impl<'de> Deserialize<'de> for TopLevel {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        value::de_table(deserializer).map(TopLevel)
+    }
+}
+
+#[cfg(test)]
+mod tests;

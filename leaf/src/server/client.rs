@@ -1,0 +1,817 @@
+//! One client connection: reading and parsing its protocol, routing what it publishes, keeping
+//! its subscriptions, and pinging it.
+//!
+//! The read loop processes everything buffered by one `read` before it wakes the writers of the
+//! connections it delivered to (the *flush set*), so a burst of N messages to one subscriber wakes
+//! that subscriber's writer once. When a subscriber's queue is above its stall mark, the
+//! publisher waits for it (bounded) before reading more: the publisher is throttled through TCP
+//! instead of the subscriber being dropped, as nats-server does.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tracing::{debug, warn};
+
+use super::info::{ConnectInfo, ServerInfo, NATS_FEATURE_LEVEL};
+use super::outbound::{AppendOutcome, Outbound, SHARE_THRESHOLD};
+use super::Shared;
+use crate::auth::{Credentials, Permissions};
+use crate::proto::{self, ClientOp, Limits};
+use crate::subject::{is_valid_literal_subject, is_valid_queue_name, is_valid_subject};
+use crate::sublist::MatchResult;
+
+/// The smallest read buffer; it grows while reads fill it.
+const MIN_READ: usize = 4 * 1024;
+/// The largest read size.
+const MAX_READ: usize = 64 * 1024;
+/// How many subjects a connection caches match results for.
+const LOCAL_CACHE_SIZE: usize = 512;
+/// How long a publisher waits for one stalled subscriber before it reads on.
+const STALL_LIMIT: Duration = Duration::from_millis(100);
+/// The status message sent to a requester when nobody is subscribed to the request subject.
+const NO_RESPONDERS_HDR: &[u8] = b"NATS/1.0 503\r\n\r\n";
+
+/// The part of a connection other connections see: its outbound queue and delivery options.
+pub struct ClientHandle {
+    /// The connection id (INFO's `client_id`).
+    pub id: u64,
+    /// What is waiting to be written to this client.
+    pub out: Outbound,
+    /// The client understands HMSG.
+    headers: AtomicBool,
+}
+
+impl ClientHandle {
+    fn new(id: u64, max_pending: usize) -> Self {
+        ClientHandle {
+            id,
+            out: Outbound::new(max_pending),
+            headers: AtomicBool::new(false),
+        }
+    }
+}
+
+/// One subscription of one client.
+pub struct Subscription {
+    /// The subscribing connection.
+    pub client: Arc<ClientHandle>,
+    /// The subject filter.
+    pub subject: Box<[u8]>,
+    /// The queue group, if any.
+    pub queue: Option<Box<[u8]>>,
+    /// The client's subscription id.
+    pub sid: Box<[u8]>,
+    /// Deliveries after which the subscription ends (0: unlimited).
+    max: AtomicU64,
+    /// Deliveries so far.
+    delivered: AtomicU64,
+    /// Set once the subscription is removed.
+    done: AtomicBool,
+    /// Set when the filter overlaps the client's subscribe deny list.
+    deny_check: Option<Arc<Permissions>>,
+}
+
+/// A shared handle to a subscription; equality is identity.
+#[derive(Clone)]
+pub struct SubRef(pub Arc<Subscription>);
+
+impl PartialEq for SubRef {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+/// Why a connection ended.
+#[derive(Debug)]
+enum Close {
+    /// The client closed its side.
+    Eof,
+    /// Reading failed.
+    Read(std::io::Error),
+    /// A protocol error was reported with -ERR.
+    Protocol(&'static str),
+    /// Authentication failed.
+    Auth,
+    /// No PONG came back.
+    Stale,
+    /// The outbound queue overflowed or a write stalled.
+    SlowConsumer,
+    /// The outbound side closed (write error).
+    WriterClosed,
+    /// The server is shutting down.
+    Shutdown,
+}
+
+/// The connections written to while processing one read buffer.
+#[derive(Default)]
+struct FlushSet {
+    list: Vec<Arc<ClientHandle>>,
+    ids: HashSet<u64>,
+}
+
+impl FlushSet {
+    fn add(&mut self, client: &Arc<ClientHandle>) {
+        if let Some(last) = self.list.last() {
+            if last.id == client.id {
+                return;
+            }
+        }
+        if self.list.len() < 16 {
+            if self.list.iter().any(|c| c.id == client.id) {
+                return;
+            }
+            self.list.push(client.clone());
+            if self.list.len() == 16 {
+                self.ids.extend(self.list.iter().map(|c| c.id));
+            }
+        } else if self.ids.insert(client.id) {
+            self.list.push(client.clone());
+        }
+    }
+
+    fn flush(&mut self) {
+        for c in self.list.drain(..) {
+            c.out.flush();
+        }
+        self.ids.clear();
+    }
+}
+
+/// A message being routed.
+struct Msg<'a> {
+    subject: &'a [u8],
+    reply: Option<&'a [u8]>,
+    headers: Option<&'a [u8]>,
+    payload: &'a [u8],
+}
+
+/// The read side of one connection.
+struct Connection {
+    shared: Arc<Shared>,
+    handle: Arc<ClientHandle>,
+    peer: SocketAddr,
+    limits: Limits,
+    connected: bool,
+    connect: ConnectInfo,
+    permissions: Option<Arc<Permissions>>,
+    subs: HashMap<Box<[u8]>, Arc<Subscription>>,
+    /// `subs.len()` at which ended subscriptions are next swept out of `subs`.
+    sweep_at: usize,
+    /// Match results by subject, valid while `cache_generation` equals the sublist's.
+    cache: HashMap<Box<[u8]>, Arc<MatchResult<SubRef>>>,
+    cache_generation: u64,
+    /// Publish permission results by subject.
+    publish_allowed: HashMap<Box<[u8]>, bool>,
+    flush_set: FlushSet,
+    stalled: Vec<Arc<ClientHandle>>,
+    pings_out: u32,
+    in_msgs: u64,
+    in_bytes: u64,
+}
+
+/// Sends `-ERR text` to a client that cannot be served and closes it.
+pub(crate) async fn refuse(mut stream: TcpStream, text: &'static str) {
+    let mut line = BytesMut::new();
+    proto::encode::write_err(&mut line, text);
+    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&line)).await;
+}
+
+/// Serves one client connection until it closes or the server stops.
+pub(crate) async fn serve(
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    mut stop: watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    let id = shared
+        .next_client_id
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let handle = Arc::new(ClientHandle::new(id, shared.opts.max_pending));
+    let info = server_info(&shared, id, peer);
+    let mut line = BytesMut::with_capacity(info.len() + 8);
+    proto::encode::write_info(&mut line, &info);
+    handle.out.append_bytes(&line);
+    let (mut reader, mut writer) = stream.into_split();
+    let writer_handle = handle.clone();
+    let write_deadline = shared.opts.write_deadline;
+    let writer_task = tokio::spawn(async move {
+        writer_handle
+            .out
+            .run_writer(&mut writer, write_deadline)
+            .await
+    });
+    debug!(cid = id, %peer, "client connected");
+
+    let mut conn = Connection::new(shared, handle.clone(), peer);
+    let reason = conn.read_loop(&mut reader, &mut stop).await;
+    conn.remove_all_subscriptions();
+    handle.out.close();
+    match writer_task.await {
+        Ok(Err(e)) => debug!(cid = id, error = %e, "write side closed"),
+        Err(e) => warn!(cid = id, error = %e, "writer task failed"),
+        Ok(Ok(())) => {}
+    }
+    match reason {
+        Close::SlowConsumer => warn!(cid = id, %peer, "slow consumer detected, connection closed"),
+        Close::Stale => debug!(cid = id, %peer, "stale connection closed"),
+        Close::Auth => debug!(cid = id, %peer, "authorization violation"),
+        Close::Read(e) => debug!(cid = id, %peer, error = %e, "read failed"),
+        Close::Protocol(text) => debug!(cid = id, %peer, error = text, "protocol error"),
+        ref other => debug!(cid = id, %peer, reason = ?other, "client closed"),
+    }
+}
+
+fn server_info(shared: &Shared, client_id: u64, peer: SocketAddr) -> Vec<u8> {
+    let opts = &shared.opts;
+    let info = ServerInfo {
+        server_id: shared.server_id.clone(),
+        server_name: opts
+            .server_name
+            .clone()
+            .unwrap_or_else(|| shared.server_id.clone()),
+        version: NATS_FEATURE_LEVEL,
+        leaf_version: opts.implementation_version,
+        implementation: opts.implementation,
+        go: "none",
+        host: shared.local_addr.ip().to_string(),
+        port: shared.local_addr.port(),
+        headers: true,
+        max_payload: opts.max_payload,
+        proto: 1,
+        client_id,
+        client_ip: peer.ip().to_string(),
+        auth_required: opts.auth.required(),
+    };
+    serde_json::to_vec(&info).unwrap_or_default()
+}
+
+impl Connection {
+    fn new(shared: Arc<Shared>, handle: Arc<ClientHandle>, peer: SocketAddr) -> Self {
+        let limits = Limits {
+            max_control_line: shared.opts.max_control_line,
+            max_payload: shared.opts.max_payload,
+        };
+        Connection {
+            shared,
+            handle,
+            peer,
+            limits,
+            connected: false,
+            connect: ConnectInfo::default(),
+            permissions: None,
+            subs: HashMap::new(),
+            sweep_at: 64,
+            cache: HashMap::new(),
+            cache_generation: 0,
+            publish_allowed: HashMap::new(),
+            flush_set: FlushSet::default(),
+            stalled: Vec::new(),
+            pings_out: 0,
+            in_msgs: 0,
+            in_bytes: 0,
+        }
+    }
+
+    async fn read_loop(
+        &mut self,
+        reader: &mut tokio::net::tcp::OwnedReadHalf,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Close {
+        let opts = &self.shared.opts;
+        let ping_interval = opts.ping_interval;
+        let auth_required = opts.auth.required();
+        let auth_deadline = tokio::time::sleep(opts.auth_timeout);
+        tokio::pin!(auth_deadline);
+        let mut ping =
+            tokio::time::interval_at(tokio::time::Instant::now() + ping_interval, ping_interval);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut buf = BytesMut::with_capacity(MIN_READ);
+        let mut read_size = MIN_READ;
+        self.handle.out.flush();
+        loop {
+            if *stop.borrow() {
+                return Close::Shutdown;
+            }
+            if self.handle.out.is_closed() {
+                return self.outbound_closed();
+            }
+            if buf.capacity() - buf.len() < read_size / 2 {
+                buf.reserve(read_size);
+            }
+            tokio::select! {
+                read = reader.read_buf(&mut buf) => match read {
+                    Ok(0) => return Close::Eof,
+                    Ok(n) => {
+                        if n == read_size && read_size < MAX_READ {
+                            read_size *= 2;
+                        }
+                    }
+                    Err(e) => return Close::Read(e),
+                },
+                _ = ping.tick() => {
+                    if let Some(close) = self.on_ping_timer() {
+                        return close;
+                    }
+                    continue;
+                }
+                _ = &mut auth_deadline, if auth_required && !self.connected => {
+                    self.send_err("'Authentication Timeout'");
+                    return Close::Auth;
+                }
+                _ = stop.changed() => return Close::Shutdown,
+            }
+            let (consumed, close) = self.process(&buf);
+            buf.advance(consumed);
+            self.flush_set.flush();
+            if let Some(close) = close {
+                return close;
+            }
+            self.wait_for_stalled().await;
+        }
+    }
+
+    fn outbound_closed(&self) -> Close {
+        if self.handle.out.is_slow_consumer() {
+            Close::SlowConsumer
+        } else {
+            Close::WriterClosed
+        }
+    }
+
+    /// Handles every complete op in `buf`; returns the bytes consumed and, if the connection
+    /// must close, why.
+    fn process(&mut self, buf: &[u8]) -> (usize, Option<Close>) {
+        let mut pos = 0;
+        while pos < buf.len() {
+            match proto::parse_client_op(&buf[pos..], &self.limits) {
+                Ok(Some((op, used))) => {
+                    pos += used;
+                    if let Err(close) = self.handle_op(op) {
+                        return (pos, Some(close));
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    debug!(cid = self.handle.id, error = %e, "protocol error");
+                    self.send_err(e.err_text());
+                    return (pos, Some(Close::Protocol(e.err_text())));
+                }
+            }
+        }
+        (pos, None)
+    }
+
+    fn handle_op(&mut self, op: ClientOp<'_>) -> Result<(), Close> {
+        if !self.connected
+            && !matches!(op, ClientOp::Connect(_))
+            && self.shared.opts.auth.required()
+        {
+            self.send_err("'Authorization Violation'");
+            return Err(Close::Auth);
+        }
+        match op {
+            ClientOp::Connect(json) => self.on_connect(json)?,
+            ClientOp::Pub {
+                subject,
+                reply,
+                payload,
+            } => {
+                self.publish(Msg {
+                    subject,
+                    reply,
+                    headers: None,
+                    payload,
+                });
+                self.ok();
+            }
+            ClientOp::HPub {
+                subject,
+                reply,
+                headers,
+                payload,
+            } => {
+                self.publish(Msg {
+                    subject,
+                    reply,
+                    headers: Some(headers),
+                    payload,
+                });
+                self.ok();
+            }
+            ClientOp::Sub {
+                subject,
+                queue,
+                sid,
+            } => self.subscribe(subject, queue, sid),
+            ClientOp::Unsub { sid, max } => {
+                self.unsubscribe(sid, max);
+                self.ok();
+            }
+            ClientOp::Ping => self.send(proto::encode::PONG),
+            ClientOp::Pong => self.pings_out = 0,
+        }
+        Ok(())
+    }
+
+    fn on_connect(&mut self, json: &[u8]) -> Result<(), Close> {
+        let connect: ConnectInfo = match serde_json::from_slice(json) {
+            Ok(c) => c,
+            Err(e) => {
+                debug!(cid = self.handle.id, error = %e, "bad CONNECT");
+                self.send_err("'Invalid CONNECT Arguments'");
+                return Err(Close::Protocol("invalid CONNECT"));
+            }
+        };
+        let creds = Credentials {
+            user: connect.user.as_deref(),
+            pass: connect.pass.as_deref(),
+            token: connect.auth_token.as_deref(),
+        };
+        match self.shared.opts.auth.authenticate(creds) {
+            Ok(perms) => self.permissions = perms,
+            Err(e) => {
+                warn!(cid = self.handle.id, peer = %self.peer, error = %e, "authentication failed");
+                self.send_err("'Authorization Violation'");
+                return Err(Close::Auth);
+            }
+        }
+        self.handle
+            .headers
+            .store(connect.headers, Ordering::Relaxed);
+        debug!(
+            cid = self.handle.id,
+            name = connect.name.as_deref().unwrap_or(""),
+            lang = connect.lang.as_deref().unwrap_or(""),
+            version = connect.version.as_deref().unwrap_or(""),
+            "client CONNECT"
+        );
+        self.connect = connect;
+        self.connected = true;
+        self.ok();
+        Ok(())
+    }
+
+    /// Routes one published message to every interested subscription.
+    fn publish(&mut self, msg: Msg<'_>) {
+        self.in_msgs += 1;
+        self.in_bytes += (msg.payload.len() + msg.headers.map_or(0, <[u8]>::len)) as u64;
+        if self.permissions.is_some() && !self.may_publish(msg.subject) {
+            let text = format!(
+                "'Permissions Violation for Publish to \"{}\"'",
+                String::from_utf8_lossy(msg.subject)
+            );
+            self.send_err(&text);
+            return;
+        }
+        let Some(result) = self.lookup(msg.subject) else {
+            self.send_err("'Invalid Publish Subject'");
+            return;
+        };
+        if result.is_empty() {
+            if let Some(reply) = msg.reply {
+                if self.connect.no_responders && self.connect.headers {
+                    self.send_no_responders(reply);
+                }
+            }
+            return;
+        }
+        let mut shared: Option<Bytes> = None;
+        for sub in &result.plain {
+            self.deliver(sub, &msg, &mut shared);
+        }
+        for group in &result.queues {
+            let n = group.members.len();
+            if n == 0 {
+                continue;
+            }
+            let start = fastrand::usize(..n);
+            for i in 0..n {
+                let Some(member) = group.members.get((start + i) % n) else {
+                    break;
+                };
+                if self.deliver(member, &msg, &mut shared) {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// The match result for `subject`, from this connection's cache when it is current.
+    /// `None` when the subject is not a valid publish subject.
+    fn lookup(&mut self, subject: &[u8]) -> Option<Arc<MatchResult<SubRef>>> {
+        let generation = self.shared.sublist.generation();
+        if generation != self.cache_generation {
+            self.cache.clear();
+            self.cache_generation = generation;
+        } else if let Some(hit) = self.cache.get(subject) {
+            return Some(hit.clone());
+        }
+        if !is_valid_literal_subject(subject) {
+            return None;
+        }
+        let result = self.shared.sublist.matches(subject);
+        if self.cache.len() >= LOCAL_CACHE_SIZE {
+            self.cache.clear();
+        }
+        self.cache.insert(subject.into(), result.clone());
+        Some(result)
+    }
+
+    fn may_publish(&mut self, subject: &[u8]) -> bool {
+        if let Some(&allowed) = self.publish_allowed.get(subject) {
+            return allowed;
+        }
+        let allowed = self
+            .permissions
+            .as_ref()
+            .is_none_or(|p| p.publish.allows_publish(subject));
+        if self.publish_allowed.len() >= LOCAL_CACHE_SIZE {
+            self.publish_allowed.clear();
+        }
+        self.publish_allowed.insert(subject.into(), allowed);
+        allowed
+    }
+
+    /// Queues `msg` for one subscription. Returns false when it was not delivered (echo off,
+    /// subscription ended, denied, or the subscriber is gone), so a queue group can try another.
+    fn deliver(&mut self, sub_ref: &SubRef, msg: &Msg<'_>, shared: &mut Option<Bytes>) -> bool {
+        let sub = &sub_ref.0;
+        if !self.connect.echo && sub.client.id == self.handle.id {
+            return false;
+        }
+        if sub.done.load(Ordering::Relaxed) {
+            return false;
+        }
+        if let Some(perms) = &sub.deny_check {
+            if perms.delivery_denied(msg.subject) {
+                return false;
+            }
+        }
+        let n = sub.delivered.fetch_add(1, Ordering::Relaxed) + 1;
+        let max = sub.max.load(Ordering::Relaxed);
+        if max > 0 {
+            if n > max {
+                return false;
+            }
+            if n == max {
+                sub.done.store(true, Ordering::Relaxed);
+                let _ = self
+                    .shared
+                    .sublist
+                    .remove(&sub.subject, sub.queue.as_deref(), sub_ref);
+            }
+        }
+        let out = &sub.client.out;
+        let with_headers = match msg.headers {
+            Some(h) if sub.client.headers.load(Ordering::Relaxed) => Some(h),
+            _ => None,
+        };
+        let outcome = match with_headers {
+            Some(hdr) => {
+                let total = hdr.len() + msg.payload.len();
+                if total >= SHARE_THRESHOLD {
+                    let body = shared.get_or_insert_with(|| {
+                        let mut b = BytesMut::with_capacity(total);
+                        b.extend_from_slice(hdr);
+                        b.extend_from_slice(msg.payload);
+                        b.freeze()
+                    });
+                    out.append(
+                        |b| {
+                            proto::encode::write_hmsg_head(
+                                b,
+                                msg.subject,
+                                &sub.sid,
+                                msg.reply,
+                                hdr.len(),
+                                total,
+                            )
+                        },
+                        Some(body),
+                        b"\r\n",
+                    )
+                } else {
+                    out.append(
+                        |b| {
+                            proto::encode::write_hmsg_head(
+                                b,
+                                msg.subject,
+                                &sub.sid,
+                                msg.reply,
+                                hdr.len(),
+                                total,
+                            );
+                            b.extend_from_slice(hdr);
+                            b.extend_from_slice(msg.payload);
+                        },
+                        None,
+                        b"\r\n",
+                    )
+                }
+            }
+            None => {
+                let len = msg.payload.len();
+                if len >= SHARE_THRESHOLD && msg.headers.is_none() {
+                    let body = shared.get_or_insert_with(|| Bytes::copy_from_slice(msg.payload));
+                    out.append(
+                        |b| proto::encode::write_msg_head(b, msg.subject, &sub.sid, msg.reply, len),
+                        Some(body),
+                        b"\r\n",
+                    )
+                } else {
+                    out.append(
+                        |b| {
+                            proto::encode::write_msg_head(b, msg.subject, &sub.sid, msg.reply, len);
+                            b.extend_from_slice(msg.payload);
+                        },
+                        None,
+                        b"\r\n",
+                    )
+                }
+            }
+        };
+        match outcome {
+            AppendOutcome::Queued => {}
+            AppendOutcome::Stalled => {
+                if !Arc::ptr_eq(&sub.client, &self.handle)
+                    && !self.stalled.iter().any(|c| c.id == sub.client.id)
+                {
+                    self.stalled.push(sub.client.clone());
+                }
+            }
+            AppendOutcome::Closed => return false,
+        }
+        self.flush_set.add(&sub.client);
+        true
+    }
+
+    /// Waits (bounded) for subscribers whose queues this connection filled past their stall
+    /// mark, so a fast publisher is slowed to its consumers' pace.
+    async fn wait_for_stalled(&mut self) {
+        for client in self.stalled.drain(..) {
+            client.out.wait_drained(STALL_LIMIT).await;
+        }
+    }
+
+    fn send_no_responders(&mut self, reply: &[u8]) {
+        let Some(sid) = self
+            .subs
+            .values()
+            .find(|s| {
+                !s.done.load(Ordering::Relaxed)
+                    && crate::subject::subject_matches(&s.subject, reply)
+            })
+            .map(|s| s.sid.clone())
+        else {
+            return;
+        };
+        let len = NO_RESPONDERS_HDR.len();
+        self.handle.out.append(
+            |b| {
+                proto::encode::write_hmsg_head(b, reply, &sid, None, len, len);
+                b.extend_from_slice(NO_RESPONDERS_HDR);
+            },
+            None,
+            b"\r\n",
+        );
+        let me = self.handle.clone();
+        self.flush_set.add(&me);
+    }
+
+    fn subscribe(&mut self, subject: &[u8], queue: Option<&[u8]>, sid: &[u8]) {
+        if !is_valid_subject(subject) {
+            self.send_err("'Invalid Subject'");
+            return;
+        }
+        if let Some(q) = queue {
+            if !is_valid_queue_name(q) {
+                self.send_err("'Invalid Queue Name'");
+                return;
+            }
+        }
+        let mut deny_check = None;
+        if let Some(perms) = &self.permissions {
+            if !perms.subscribe.allows_subscribe(subject) {
+                let subject = String::from_utf8_lossy(subject);
+                let text = match queue {
+                    Some(q) => format!(
+                        "'Permissions Violation for Subscription to \"{subject}\" using queue \"{}\"'",
+                        String::from_utf8_lossy(q)
+                    ),
+                    None => format!("'Permissions Violation for Subscription to \"{subject}\"'"),
+                };
+                self.send_err(&text);
+                return;
+            }
+            if perms.needs_delivery_check(subject) {
+                deny_check = Some(perms.clone());
+            }
+        }
+        if self.subs.contains_key(sid) {
+            // nats-server ignores a SUB that reuses a live sid.
+            self.ok();
+            return;
+        }
+        let sub = Arc::new(Subscription {
+            client: self.handle.clone(),
+            subject: subject.into(),
+            queue: queue.map(Into::into),
+            sid: sid.into(),
+            max: AtomicU64::new(0),
+            delivered: AtomicU64::new(0),
+            done: AtomicBool::new(false),
+            deny_check,
+        });
+        if let Err(e) = self
+            .shared
+            .sublist
+            .insert(subject, queue, SubRef(sub.clone()))
+        {
+            debug!(cid = self.handle.id, error = %e, "subscription refused");
+            self.send_err("'Invalid Subject'");
+            return;
+        }
+        self.subs.insert(sid.into(), sub);
+        self.sweep_ended_subscriptions();
+        self.ok();
+    }
+
+    /// Drops subscriptions that ended by reaching their max from the sid map, amortised so the
+    /// map cannot grow without bound under the old request pattern (SUB + UNSUB 1 per request).
+    fn sweep_ended_subscriptions(&mut self) {
+        if self.subs.len() >= self.sweep_at {
+            self.subs.retain(|_, s| !s.done.load(Ordering::Relaxed));
+            self.sweep_at = (self.subs.len() * 2).max(64);
+        }
+    }
+
+    fn unsubscribe(&mut self, sid: &[u8], max: Option<u64>) {
+        let Some(sub) = self.subs.get(sid).cloned() else {
+            return;
+        };
+        if let Some(max) = max {
+            // As in nats-server, `max` counts every delivery since the SUB.
+            if max > sub.delivered.load(Ordering::Relaxed) {
+                sub.max.store(max, Ordering::Relaxed);
+                return;
+            }
+        }
+        self.subs.remove(sid);
+        self.remove_subscription(&sub);
+    }
+
+    fn remove_subscription(&self, sub: &Arc<Subscription>) {
+        if !sub.done.swap(true, Ordering::Relaxed) {
+            let _ = self.shared.sublist.remove(
+                &sub.subject,
+                sub.queue.as_deref(),
+                &SubRef(sub.clone()),
+            );
+        }
+    }
+
+    fn remove_all_subscriptions(&mut self) {
+        let subs: Vec<_> = self.subs.drain().map(|(_, s)| s).collect();
+        for sub in &subs {
+            self.remove_subscription(sub);
+        }
+    }
+
+    fn on_ping_timer(&mut self) -> Option<Close> {
+        if self.pings_out >= self.shared.opts.ping_max {
+            self.send_err("'Stale Connection'");
+            self.flush_set.flush();
+            return Some(Close::Stale);
+        }
+        self.pings_out += 1;
+        self.send(proto::encode::PING);
+        self.flush_set.flush();
+        None
+    }
+
+    fn ok(&mut self) {
+        if self.connect.verbose {
+            self.send(proto::encode::OK);
+        }
+    }
+
+    fn send(&mut self, bytes: &[u8]) {
+        self.handle.out.append_bytes(bytes);
+        let me = self.handle.clone();
+        self.flush_set.add(&me);
+    }
+
+    fn send_err(&mut self, text: &str) {
+        let mut line = BytesMut::with_capacity(text.len() + 8);
+        proto::encode::write_err(&mut line, text);
+        self.send(&line);
+    }
+}

@@ -1,0 +1,205 @@
+//! The NATS core server: the accept loop, per-server shared state, and graceful shutdown.
+//!
+//! One task per connection reads and routes (see [`client`]); one task per connection writes
+//! (see [`outbound`]). There is no central router task: the task that reads a `PUB` looks the
+//! subject up in the shared [`Sublist`] (through a per-connection cache) and appends the message
+//! straight into each subscriber's outbound queue, so a message crosses no channel and is copied
+//! at most once per subscriber (large payloads not at all).
+
+pub mod client;
+pub mod info;
+pub mod outbound;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch, Semaphore};
+use tracing::{debug, info, warn};
+
+use crate::auth::Authenticator;
+use crate::sublist::Sublist;
+
+pub use client::{ClientHandle, SubRef, Subscription};
+
+/// Everything the server needs to know to serve clients.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// `leafd` or `hubd`: reported in INFO and logs.
+    pub implementation: &'static str,
+    /// Our own release version.
+    pub implementation_version: &'static str,
+    /// The server name reported in INFO (defaults to the server id).
+    pub server_name: Option<String>,
+    /// Host to listen on.
+    pub host: String,
+    /// Port to listen on (0: any free port).
+    pub port: u16,
+    /// The largest payload (headers included) a client may publish.
+    pub max_payload: usize,
+    /// The longest control line accepted.
+    pub max_control_line: usize,
+    /// Per-connection limit on queued outbound bytes before it is closed as a slow consumer.
+    pub max_pending: usize,
+    /// How many client connections are served at once.
+    pub max_connections: usize,
+    /// How often the server pings an idle client.
+    pub ping_interval: Duration,
+    /// Unanswered pings after which the connection is closed as stale.
+    pub ping_max: u32,
+    /// How long one socket write may block before the client is dropped as a slow consumer.
+    pub write_deadline: Duration,
+    /// How long a client has to send CONNECT when authentication is required.
+    pub auth_timeout: Duration,
+    /// Who may connect.
+    pub auth: Authenticator,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            implementation: "leafd",
+            implementation_version: env!("CARGO_PKG_VERSION"),
+            server_name: None,
+            host: "127.0.0.1".into(),
+            port: 4222,
+            max_payload: 1024 * 1024,
+            max_control_line: 4096,
+            max_pending: 64 * 1024 * 1024,
+            max_connections: 64 * 1024,
+            ping_interval: Duration::from_secs(120),
+            ping_max: 2,
+            write_deadline: Duration::from_secs(10),
+            auth_timeout: Duration::from_secs(2),
+            auth: Authenticator::Open,
+        }
+    }
+}
+
+/// State shared by every connection of one server.
+pub struct Shared {
+    /// The options the server was started with.
+    pub opts: ServerOptions,
+    /// This process's server id.
+    pub server_id: String,
+    /// All subscriptions of all clients.
+    pub sublist: Sublist<SubRef>,
+    /// The address the listener is bound to.
+    pub local_addr: SocketAddr,
+    pub(crate) next_client_id: AtomicU64,
+}
+
+/// A bound, not yet running server.
+pub struct Server {
+    shared: Arc<Shared>,
+    listener: TcpListener,
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// The client listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address tried.
+        addr: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+impl Server {
+    /// Binds the client listener.
+    pub async fn bind(opts: ServerOptions) -> Result<Server, ServerError> {
+        let addr = format!("{}:{}", opts.host, opts.port);
+        let listener = TcpListener::bind(&addr)
+            .await
+            .map_err(|source| ServerError::Bind {
+                addr: addr.clone(),
+                source,
+            })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| ServerError::Bind { addr, source })?;
+        let shared = Arc::new(Shared {
+            server_id: info::new_server_id(),
+            sublist: Sublist::new(),
+            local_addr,
+            next_client_id: AtomicU64::new(1),
+            opts,
+        });
+        Ok(Server { shared, listener })
+    }
+
+    /// The address clients connect to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared.local_addr
+    }
+
+    /// The shared state (for tests and embedding).
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Serves clients until `shutdown` completes, then stops accepting, lets every connection
+    /// flush what is queued for it (bounded by `drain_limit`), and returns.
+    pub async fn run(self, shutdown: impl Future<Output = ()>, drain_limit: Duration) {
+        let Server { shared, listener } = self;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        // Each connection task holds a clone of `done_tx`; `recv` returns `None` once all are gone.
+        let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
+        let slots = Arc::new(Semaphore::new(shared.opts.max_connections));
+        let mut backoff = Duration::from_millis(5);
+        tokio::pin!(shutdown);
+        info!(
+            addr = %shared.local_addr,
+            server_id = %shared.server_id,
+            "listening for client connections"
+        );
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        backoff = Duration::from_millis(5);
+                        let Ok(permit) = slots.clone().try_acquire_owned() else {
+                            warn!(%peer, "maximum connections exceeded, refusing client");
+                            tokio::spawn(client::refuse(stream, "'maximum connections exceeded'"));
+                            continue;
+                        };
+                        let shared = shared.clone();
+                        let stop = stop_rx.clone();
+                        let done = done_tx.clone();
+                        tokio::spawn(async move {
+                            client::serve(shared, stream, peer, stop).await;
+                            drop(permit);
+                            drop(done);
+                        });
+                    }
+                    Err(e) => {
+                        // Typically out of file descriptors: back off instead of spinning.
+                        warn!(error = %e, "accept failed");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(1));
+                    }
+                }
+            }
+        }
+        drop(listener);
+        info!("shutting down: closing client connections");
+        let _ = stop_tx.send(true);
+        drop(done_tx);
+        if tokio::time::timeout(drain_limit, done_rx.recv())
+            .await
+            .is_err()
+        {
+            warn!("some connections did not finish flushing in time");
+        } else {
+            debug!("all connections closed");
+        }
+    }
+}

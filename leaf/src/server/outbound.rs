@@ -1,0 +1,324 @@
+//! The outbound queue of one connection: what the server has to send to a client.
+//!
+//! Producers (the read tasks of *other* connections that publish, and the connection itself for
+//! PONG, `+OK` and `-ERR`) append encoded protocol bytes under a short mutex; one writer task per
+//! connection drains the queue with vectored writes. This gives the two properties the message
+//! path depends on:
+//!
+//! * **Coalescing.** Every message appended while the previous write was in flight goes out in the
+//!   next single `writev`, so a burst of small messages costs one syscall, not one per message.
+//!   Producers only *wake* the writer once per read buffer they processed (see
+//!   [`crate::server::client`]), not once per message.
+//! * **Shared payloads.** Small payloads are copied next to their `MSG` line (copying 16 bytes is
+//!   cheaper than an iovec). Payloads of [`SHARE_THRESHOLD`] bytes or more are appended as a
+//!   reference-counted [`Bytes`] chunk, so a fan-out to N subscribers holds the payload once.
+//!
+//! Memory is bounded: `pending` counts bytes queued or in flight. Above the *stall* mark the
+//! producer is asked to wait for the writer (it stops reading its own socket for a while, which
+//! pushes back on the publishing client through TCP, as nats-server does); above the connection's
+//! `max_pending` the connection is closed as a slow consumer.
+
+use std::collections::VecDeque;
+use std::io::IoSlice;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::Notify;
+
+/// Payloads at least this large are shared between subscribers instead of copied.
+pub const SHARE_THRESHOLD: usize = 4096;
+
+/// How many chunks one vectored write hands to the kernel at most.
+const MAX_IOVECS: usize = 64;
+
+/// Why an append was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppendOutcome {
+    /// Appended; nothing to worry about.
+    Queued,
+    /// Appended, but the queue is above the stall mark: the producer should wait for the writer.
+    Stalled,
+    /// Not appended: the connection is closed (or was just closed as a slow consumer).
+    Closed,
+}
+
+struct Queue {
+    /// Completed chunks waiting to be written.
+    chunks: VecDeque<Bytes>,
+    /// The chunk being appended to.
+    current: BytesMut,
+}
+
+/// The outbound side of one connection, shared by every producer that delivers to it.
+pub struct Outbound {
+    queue: Mutex<Queue>,
+    /// Bytes queued or being written.
+    pending: AtomicUsize,
+    /// Set once: the connection is going away; appends are refused.
+    closed: AtomicBool,
+    /// Set when `closed` was caused by exceeding `max_pending`.
+    slow_consumer: AtomicBool,
+    /// Wakes the writer task.
+    wake_writer: Notify,
+    /// Wakes producers stalled on this connection once the writer drained a batch.
+    drained: Notify,
+    max_pending: usize,
+    stall_mark: usize,
+}
+
+impl Outbound {
+    /// An empty queue that refuses to hold more than `max_pending` bytes.
+    pub fn new(max_pending: usize) -> Self {
+        let max_pending = max_pending.max(64 * 1024);
+        Outbound {
+            queue: Mutex::new(Queue {
+                chunks: VecDeque::new(),
+                current: BytesMut::new(),
+            }),
+            pending: AtomicUsize::new(0),
+            closed: AtomicBool::new(false),
+            slow_consumer: AtomicBool::new(false),
+            wake_writer: Notify::new(),
+            drained: Notify::new(),
+            max_pending,
+            stall_mark: (max_pending / 4).min(2 * 1024 * 1024),
+        }
+    }
+
+    /// Appends bytes produced by `encode` (which writes into the current chunk) plus an optional
+    /// shared payload chunk and a trailer. Returns what the producer should do next.
+    ///
+    /// `encode` must be cheap: it runs under the queue's mutex.
+    pub fn append(
+        &self,
+        encode: impl FnOnce(&mut BytesMut),
+        shared: Option<&Bytes>,
+        trailer: &[u8],
+    ) -> AppendOutcome {
+        if self.closed.load(Ordering::Relaxed) {
+            return AppendOutcome::Closed;
+        }
+        let added;
+        {
+            let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+            let before = q.current.len();
+            encode(&mut q.current);
+            let mut n = q.current.len() - before;
+            if let Some(payload) = shared {
+                let head = q.current.split().freeze();
+                q.chunks.push_back(head);
+                q.chunks.push_back(payload.clone());
+                n += payload.len();
+            }
+            q.current.extend_from_slice(trailer);
+            added = n + trailer.len();
+        }
+        let pending = self.pending.fetch_add(added, Ordering::Relaxed) + added;
+        if pending > self.max_pending {
+            self.slow_consumer.store(true, Ordering::Relaxed);
+            self.close();
+            return AppendOutcome::Closed;
+        }
+        if pending > self.stall_mark {
+            AppendOutcome::Stalled
+        } else {
+            AppendOutcome::Queued
+        }
+    }
+
+    /// Appends raw protocol bytes (PONG, +OK, -ERR, INFO, PING).
+    pub fn append_bytes(&self, bytes: &[u8]) -> AppendOutcome {
+        self.append(|b| b.extend_from_slice(bytes), None, &[])
+    }
+
+    /// Wakes the writer task: call after a batch of appends.
+    pub fn flush(&self) {
+        self.wake_writer.notify_one();
+    }
+
+    /// Closes the queue: further appends are refused and the writer exits after draining what is
+    /// already queued.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+        self.wake_writer.notify_one();
+        self.drained.notify_waiters();
+    }
+
+    /// Whether the connection is closed or closing.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
+    }
+
+    /// Whether the queue was closed because the client could not keep up.
+    pub fn is_slow_consumer(&self) -> bool {
+        self.slow_consumer.load(Ordering::Relaxed)
+    }
+
+    /// Bytes queued or in flight.
+    pub fn pending(&self) -> usize {
+        self.pending.load(Ordering::Relaxed)
+    }
+
+    /// Waits (at most `limit`) until this queue is below its stall mark again.
+    pub async fn wait_drained(&self, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        while self.pending() > self.stall_mark && !self.is_closed() {
+            let notified = self.drained.notified();
+            if self.pending() <= self.stall_mark || self.is_closed() {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                break;
+            }
+        }
+    }
+
+    /// Takes everything queued, or `None` if nothing is queued.
+    fn take(&self, into: &mut Vec<Bytes>) {
+        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        into.extend(q.chunks.drain(..));
+        if !q.current.is_empty() {
+            let tail = q.current.split().freeze();
+            into.push(tail);
+        }
+    }
+
+    /// The writer task: drains the queue into `sink` until the queue is closed and empty, or a
+    /// write fails or exceeds `write_deadline`. Returns the write error, if any.
+    pub async fn run_writer<W>(
+        &self,
+        sink: &mut W,
+        write_deadline: Duration,
+    ) -> Result<(), WriteError>
+    where
+        W: tokio::io::AsyncWrite + Unpin,
+    {
+        let mut batch: Vec<Bytes> = Vec::with_capacity(16);
+        loop {
+            let notified = self.wake_writer.notified();
+            self.take(&mut batch);
+            if batch.is_empty() {
+                if self.is_closed() {
+                    break;
+                }
+                notified.await;
+                continue;
+            }
+            let total: usize = batch.iter().map(Bytes::len).sum();
+            let result =
+                tokio::time::timeout(write_deadline, write_all_vectored(sink, &mut batch)).await;
+            batch.clear();
+            self.pending.fetch_sub(total, Ordering::Relaxed);
+            self.drained.notify_waiters();
+            match result {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    self.close();
+                    return Err(WriteError::Io(e));
+                }
+                Err(_) => {
+                    self.slow_consumer.store(true, Ordering::Relaxed);
+                    self.close();
+                    return Err(WriteError::Deadline);
+                }
+            }
+        }
+        let _ = sink.flush().await;
+        let _ = sink.shutdown().await;
+        Ok(())
+    }
+}
+
+/// Why the writer stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// The socket failed.
+    #[error("write failed: {0}")]
+    Io(#[from] std::io::Error),
+    /// One write took longer than the write deadline: the client is not reading.
+    #[error("write deadline exceeded")]
+    Deadline,
+}
+
+/// Writes every chunk, using vectored writes of up to [`MAX_IOVECS`] chunks.
+async fn write_all_vectored<W>(sink: &mut W, chunks: &mut [Bytes]) -> std::io::Result<()>
+where
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    let mut first = 0;
+    while first < chunks.len() {
+        let end = (first + MAX_IOVECS).min(chunks.len());
+        let slices: Vec<IoSlice<'_>> = chunks[first..end].iter().map(|c| IoSlice::new(c)).collect();
+        let mut written = sink.write_vectored(&slices).await?;
+        if written == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        drop(slices);
+        while written > 0 && first < chunks.len() {
+            let len = chunks[first].len();
+            if written >= len {
+                written -= len;
+                first += 1;
+            } else {
+                let rest = chunks[first].slice(written..);
+                chunks[first] = rest;
+                written = 0;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn coalesces_and_shares_payloads() {
+        let out = Outbound::new(1 << 20);
+        let big = Bytes::from(vec![b'x'; SHARE_THRESHOLD]);
+        assert_eq!(out.append_bytes(b"PONG\r\n"), AppendOutcome::Queued);
+        out.append(
+            |b| b.extend_from_slice(b"MSG a 1 4096\r\n"),
+            Some(&big),
+            b"\r\n",
+        );
+        out.append_bytes(b"+OK\r\n");
+        out.close();
+        let mut sink = Vec::new();
+        out.run_writer(&mut sink, Duration::from_secs(1))
+            .await
+            .unwrap();
+        let mut expected = b"PONG\r\nMSG a 1 4096\r\n".to_vec();
+        expected.extend_from_slice(&big);
+        expected.extend_from_slice(b"\r\n+OK\r\n");
+        assert_eq!(sink, expected);
+        assert_eq!(out.pending(), 0);
+    }
+
+    #[test]
+    fn over_max_pending_closes_as_slow_consumer() {
+        let out = Outbound::new(64 * 1024);
+        let chunk = vec![0u8; 1024];
+        let mut outcome = AppendOutcome::Queued;
+        for _ in 0..100 {
+            outcome = out.append_bytes(&chunk);
+            if outcome == AppendOutcome::Closed {
+                break;
+            }
+        }
+        assert_eq!(outcome, AppendOutcome::Closed);
+        assert!(out.is_slow_consumer());
+        assert_eq!(out.append_bytes(b"x"), AppendOutcome::Closed);
+    }
+
+    #[test]
+    fn stall_mark_reported() {
+        let out = Outbound::new(64 * 1024);
+        let chunk = vec![0u8; 17 * 1024];
+        assert_eq!(out.append_bytes(&chunk), AppendOutcome::Stalled);
+    }
+}

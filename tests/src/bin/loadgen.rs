@@ -1,0 +1,1197 @@
+//! `loadgen`: a load generator for NATS-protocol servers (leafd, hubd, nats-server).
+//!
+//! It drives the servers for `scripts/bench` and prints one JSON line per run on
+//! stdout (a human-readable line goes to stderr).
+//!
+//! Subcommands:
+//!
+//! * `pub --url HOST:PORT --size N --msgs M`: publish-only ingest, msgs/s. The
+//!   publisher writes pre-encoded `PUB` frames in large chunks, then sends `PING`
+//!   and waits for the `PONG`, so the clock stops only once the server has read
+//!   everything.
+//! * `pubsub --subs K --size N --msgs M`: one publisher and K subscribers, each on
+//!   its own connection; deliveries/s and loss (expected - received) after the
+//!   stream goes quiet for `--idle` seconds (default 2).
+//! * `reqrep --msgs M --size N`: sequential request/reply latency percentiles in
+//!   microseconds, through async-nats on both ends.
+//! * `startup [--runs R] -- CMD ARGS...`: spawns CMD (every `{port}` in ARGS is
+//!   replaced by a free loopback port), times spawn to first `INFO` line, kills it.
+//! * `freeport`: prints a free loopback TCP port.
+//! * `report FILE [--baseline NAME]`: renders the JSON lines collected in FILE as
+//!   a Markdown table of medians and ratios against the baseline server.
+//!
+//! The raw-protocol modes use blocking `std::net::TcpStream`s on plain threads: one
+//! thread per connection keeps the tool cheap enough that the server, not the
+//! load generator, is the bottleneck.
+
+use std::collections::BTreeMap;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// The error type of this tool.
+///
+/// A boxed error is enough here: every failure ends the run with a message on
+/// stderr and a non-zero exit status, nothing is matched on or recovered.
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// Result alias using [`Error`].
+type Result<T> = std::result::Result<T, Error>;
+
+/// Subject used by the throughput modes.
+const SUBJECT: &str = "bench.s";
+
+/// Subject the request/reply responder listens on.
+const RR_SUBJECT: &str = "bench.rr";
+
+/// Size of one write of pre-encoded `PUB` frames.
+const WRITE_CHUNK: usize = 128 * 1024;
+
+/// Size of the read buffer of a subscriber connection.
+const READ_BUF: usize = 256 * 1024;
+
+/// Longest protocol line (outside payloads) accepted before giving up.
+const MAX_LINE: usize = 64 * 1024;
+
+/// Upper bound on any single wait for the server (handshake, PONG, startup).
+const WAIT_LIMIT: Duration = Duration::from_secs(30);
+
+fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    match run(argv) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("loadgen: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Dispatches on the subcommand.
+fn run(argv: Vec<String>) -> Result<()> {
+    let Some((cmd, rest)) = argv.split_first() else {
+        return Err(USAGE.into());
+    };
+    let args = args::Args::parse(rest)?;
+    match cmd.as_str() {
+        "pub" => throughput::run_pub(&args),
+        "pubsub" => throughput::run_pubsub(&args),
+        "reqrep" => reqrep::run(&args),
+        "startup" => startup::run(&args),
+        "freeport" => {
+            println!("{}", startup::free_port()?);
+            Ok(())
+        }
+        "report" => report::run(&args),
+        "help" | "--help" | "-h" => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        other => Err(format!("unknown subcommand {other:?}\n{USAGE}").into()),
+    }
+}
+
+/// Usage text.
+const USAGE: &str = "usage:
+  loadgen pub    [--url HOST:PORT] [--size 16] [--msgs 5000000] [--server NAME]
+  loadgen pubsub [--url HOST:PORT] [--subs 1] [--size 16] [--msgs 2000000] [--idle 2] [--server NAME]
+  loadgen reqrep [--url HOST:PORT] [--size 16] [--msgs 20000] [--warmup 1000] [--threads 0] [--server NAME]
+                 (--threads 0: one current-thread tokio runtime for both ends)
+  loadgen startup [--runs 3] [--server NAME] -- CMD ARGS...   ({port} in ARGS = a free port)
+  loadgen freeport
+  loadgen report FILE [--baseline nats-server]";
+
+/// Prints a run's JSON record on stdout and its human summary on stderr.
+fn emit(record: serde_json::Value, human: &str) {
+    println!("{record}");
+    eprintln!("{human}");
+}
+
+mod args {
+    //! Minimal `--key value` argument parsing (no external parser needed).
+
+    use super::Result;
+    use std::collections::HashMap;
+    use std::str::FromStr;
+
+    /// Parsed arguments: `--key value` options, positionals, and everything after `--`.
+    #[derive(Debug, Default)]
+    pub struct Args {
+        /// Options given as `--key value`.
+        opts: HashMap<String, String>,
+        /// Arguments that are not options.
+        pub positional: Vec<String>,
+        /// Arguments after a literal `--`.
+        pub trailing: Vec<String>,
+    }
+
+    impl Args {
+        /// Parses `argv` (without the program name and subcommand).
+        pub fn parse(argv: &[String]) -> Result<Args> {
+            let mut out = Args::default();
+            let mut it = argv.iter();
+            while let Some(a) = it.next() {
+                if a == "--" {
+                    out.trailing = it.cloned().collect();
+                    break;
+                }
+                if let Some(key) = a.strip_prefix("--") {
+                    let Some(value) = it.next() else {
+                        return Err(format!("option --{key} needs a value").into());
+                    };
+                    out.opts.insert(key.to_owned(), value.clone());
+                } else {
+                    out.positional.push(a.clone());
+                }
+            }
+            Ok(out)
+        }
+
+        /// The string value of `--key`, or `default`.
+        pub fn str_or(&self, key: &str, default: &str) -> String {
+            self.opts
+                .get(key)
+                .cloned()
+                .unwrap_or_else(|| default.to_owned())
+        }
+
+        /// The parsed value of `--key`, or `default`.
+        pub fn num_or<T: FromStr>(&self, key: &str, default: T) -> Result<T> {
+            match self.opts.get(key) {
+                None => Ok(default),
+                Some(v) => v
+                    .replace('_', "")
+                    .parse()
+                    .map_err(|_| format!("bad value for --{key}: {v:?}").into()),
+            }
+        }
+    }
+}
+
+mod wire {
+    //! Just enough of the NATS client protocol, over a blocking `TcpStream`.
+
+    use super::{Result, MAX_LINE, WAIT_LIMIT};
+    use std::io::{ErrorKind, Read, Write};
+    use std::net::TcpStream;
+    use std::time::{Duration, Instant};
+
+    /// Connects to `url` (`HOST:PORT`, an optional `nats://` prefix is ignored),
+    /// reads `INFO`, sends `CONNECT` and a `PING`, and waits for the `PONG`.
+    ///
+    /// Returns the stream and a [`Reader`] holding any bytes read past the `PONG`.
+    pub fn connect(url: &str) -> Result<(TcpStream, Reader)> {
+        let addr = url.strip_prefix("nats://").unwrap_or(url);
+        let mut stream = TcpStream::connect(addr).map_err(|e| format!("connect to {addr}: {e}"))?;
+        stream.set_nodelay(true)?;
+        // A server that stops reading must not hang a publisher forever.
+        stream.set_write_timeout(Some(WAIT_LIMIT))?;
+        let mut reader = Reader::new();
+        let info = reader.read_line(&mut stream)?;
+        if !info.starts_with(b"INFO") {
+            return Err(format!("expected INFO, got {:?}", String::from_utf8_lossy(&info)).into());
+        }
+        stream.write_all(
+            b"CONNECT {\"verbose\":false,\"pedantic\":false,\"headers\":false,\
+              \"name\":\"loadgen\",\"lang\":\"rust\",\"version\":\"0.1.0\",\"protocol\":1}\r\n\
+              PING\r\n",
+        )?;
+        reader.wait_pong(&mut stream)?;
+        Ok((stream, reader))
+    }
+
+    /// What a [`Reader`] saw in one call to [`Reader::feed`].
+    #[derive(Debug, Default, Clone, Copy)]
+    pub struct Seen {
+        /// `MSG`/`HMSG` frames completed.
+        pub msgs: u64,
+        /// `PING`s from the server that need a `PONG`.
+        pub pings: u32,
+        /// `PONG`s from the server.
+        pub pongs: u32,
+    }
+
+    /// Incremental parser of server-to-client traffic that counts messages
+    /// without copying payloads.
+    #[derive(Debug)]
+    pub struct Reader {
+        /// Payload bytes (plus CRLF) still to skip.
+        skip: usize,
+        /// Partial protocol line carried over between reads.
+        line: Vec<u8>,
+        /// Bytes read during the handshake and not consumed yet.
+        pending: Vec<u8>,
+        /// First `-ERR` line received, if any.
+        pub error: Option<String>,
+    }
+
+    impl Reader {
+        /// A reader at the start of a connection.
+        pub fn new() -> Reader {
+            Reader {
+                skip: 0,
+                line: Vec::new(),
+                pending: Vec::new(),
+                error: None,
+            }
+        }
+
+        /// Reads one raw CRLF-terminated line (handshake use only).
+        fn read_line(&mut self, stream: &mut TcpStream) -> Result<Vec<u8>> {
+            let deadline = Instant::now() + WAIT_LIMIT;
+            let mut buf = [0u8; 4096];
+            loop {
+                if let Some(i) = self.pending.iter().position(|&b| b == b'\n') {
+                    let rest = self.pending.split_off(i + 1);
+                    let line = std::mem::replace(&mut self.pending, rest);
+                    return Ok(line);
+                }
+                if self.pending.len() > MAX_LINE {
+                    return Err("protocol line too long".into());
+                }
+                if Instant::now() > deadline {
+                    return Err("timed out waiting for a line from the server".into());
+                }
+                stream.set_read_timeout(Some(Duration::from_secs(1)))?;
+                match stream.read(&mut buf) {
+                    Ok(0) => return Err("server closed the connection".into()),
+                    Ok(n) => self
+                        .pending
+                        .extend_from_slice(buf.get(..n).unwrap_or_default()),
+                    Err(e) if is_timeout(&e) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+
+        /// Reads until a `PONG` arrives, answering `PING`s and counting nothing else.
+        pub fn wait_pong(&mut self, stream: &mut TcpStream) -> Result<u64> {
+            let deadline = Instant::now() + WAIT_LIMIT;
+            let mut msgs = 0u64;
+            let pending = std::mem::take(&mut self.pending);
+            let mut seen = self.feed(&pending)?;
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                msgs += seen.msgs;
+                for _ in 0..seen.pings {
+                    stream.write_all(b"PONG\r\n")?;
+                }
+                if seen.pongs > 0 {
+                    stream.set_read_timeout(None)?;
+                    return Ok(msgs);
+                }
+                if let Some(err) = &self.error {
+                    return Err(format!("server error: {err}").into());
+                }
+                if Instant::now() > deadline {
+                    return Err("timed out waiting for PONG".into());
+                }
+                stream.set_read_timeout(Some(Duration::from_secs(1)))?;
+                seen = match stream.read(&mut buf) {
+                    Ok(0) => return Err("server closed the connection".into()),
+                    Ok(n) => self.feed(buf.get(..n).unwrap_or_default())?,
+                    Err(e) if is_timeout(&e) => Seen::default(),
+                    Err(e) => return Err(e.into()),
+                };
+            }
+        }
+
+        /// Takes the bytes read past the handshake (to be fed before new reads).
+        pub fn take_pending(&mut self) -> Vec<u8> {
+            std::mem::take(&mut self.pending)
+        }
+
+        /// Consumes `buf`, counting complete messages and control lines.
+        pub fn feed(&mut self, mut buf: &[u8]) -> Result<Seen> {
+            let mut seen = Seen::default();
+            loop {
+                if self.skip > 0 {
+                    let n = self.skip.min(buf.len());
+                    self.skip -= n;
+                    buf = buf.get(n..).unwrap_or_default();
+                    if self.skip > 0 {
+                        return Ok(seen);
+                    }
+                    seen.msgs += 1;
+                }
+                if buf.is_empty() {
+                    return Ok(seen);
+                }
+                match buf.iter().position(|&b| b == b'\n') {
+                    None => {
+                        self.line.extend_from_slice(buf);
+                        if self.line.len() > MAX_LINE {
+                            return Err("protocol line too long".into());
+                        }
+                        return Ok(seen);
+                    }
+                    Some(i) => {
+                        let (head, tail) = buf.split_at(i + 1);
+                        buf = tail;
+                        if self.line.is_empty() {
+                            self.control(head, &mut seen)?;
+                        } else {
+                            let mut line = std::mem::take(&mut self.line);
+                            line.extend_from_slice(head);
+                            self.control(&line, &mut seen)?;
+                            line.clear();
+                            self.line = line;
+                        }
+                    }
+                }
+            }
+        }
+
+        /// Handles one complete line (with its `\r\n`).
+        fn control(&mut self, line: &[u8], seen: &mut Seen) -> Result<()> {
+            let line = line.strip_suffix(b"\n").unwrap_or(line);
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.starts_with(b"MSG ") || line.starts_with(b"HMSG ") {
+                // The last field is the payload size (total size for HMSG).
+                let size_field = line.rsplit(|&b| b == b' ').next().unwrap_or_default();
+                let size = parse_usize(size_field)
+                    .ok_or_else(|| format!("bad MSG line {:?}", String::from_utf8_lossy(line)))?;
+                self.skip = size + 2;
+            } else if line.starts_with(b"PING") {
+                seen.pings += 1;
+            } else if line.starts_with(b"PONG") {
+                seen.pongs += 1;
+            } else if line.starts_with(b"-ERR") {
+                if self.error.is_none() {
+                    self.error = Some(String::from_utf8_lossy(line).into_owned());
+                }
+            } else if line.starts_with(b"+OK") || line.starts_with(b"INFO") || line.is_empty() {
+                // Nothing to do.
+            } else {
+                return Err(format!(
+                    "unexpected protocol line {:?}",
+                    String::from_utf8_lossy(line)
+                )
+                .into());
+            }
+            Ok(())
+        }
+    }
+
+    /// Parses ASCII decimal digits.
+    fn parse_usize(digits: &[u8]) -> Option<usize> {
+        if digits.is_empty() || digits.len() > 12 {
+            return None;
+        }
+        digits.iter().try_fold(0usize, |acc, &d| {
+            d.is_ascii_digit().then(|| acc * 10 + usize::from(d - b'0'))
+        })
+    }
+
+    /// True for the errors a socket read timeout produces.
+    pub fn is_timeout(e: &std::io::Error) -> bool {
+        matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)
+    }
+
+    /// Pre-encodes as many `PUB subject size` frames as fit in about `target`
+    /// bytes (at least one).
+    pub fn pub_frames(subject: &str, size: usize, target: usize) -> (Vec<u8>, usize) {
+        let mut frame = format!("PUB {subject} {size}\r\n").into_bytes();
+        frame.extend((0..size).map(|i| b'a' + (i % 26) as u8));
+        frame.extend_from_slice(b"\r\n");
+        let count = (target / frame.len()).max(1);
+        (frame.repeat(count), count)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn counts_split_messages() {
+            let wire = b"MSG a 1 3\r\nabc\r\nPING\r\nMSG a 1 reply 0\r\n\r\nHMSG a 1 12 14\r\nNATS/1.0\r\n\r\nxy\r\n";
+            for cut in 0..wire.len() {
+                let mut r = Reader::new();
+                let (a, b) = wire.split_at(cut);
+                let s1 = r.feed(a).unwrap_or_default();
+                let s2 = r.feed(b).unwrap_or_default();
+                assert_eq!(s1.msgs + s2.msgs, 3, "cut at {cut}");
+                assert_eq!(s1.pings + s2.pings, 1, "cut at {cut}");
+            }
+        }
+    }
+}
+
+mod throughput {
+    //! The `pub` and `pubsub` modes.
+
+    use super::*;
+    use wire::Reader;
+
+    /// Publishes `msgs` frames of `size` bytes as fast as the socket takes them,
+    /// then waits for a `PONG` (so every message has been processed).
+    fn blast(stream: &mut TcpStream, reader: &mut Reader, size: usize, msgs: u64) -> Result<()> {
+        let (chunk, per_chunk) = wire::pub_frames(SUBJECT, size, WRITE_CHUNK);
+        let per_chunk = per_chunk as u64;
+        let frame_len = chunk.len() / per_chunk as usize;
+        let mut left = msgs;
+        while left >= per_chunk {
+            stream.write_all(&chunk)?;
+            left -= per_chunk;
+        }
+        let tail = chunk.get(..frame_len * left as usize).unwrap_or_default();
+        stream.write_all(tail)?;
+        stream.write_all(b"PING\r\n")?;
+        reader.wait_pong(stream)?;
+        Ok(())
+    }
+
+    /// `loadgen pub`: publish-only ingest.
+    pub fn run_pub(args: &args::Args) -> Result<()> {
+        let url = args.str_or("url", "127.0.0.1:4222");
+        let size: usize = args.num_or("size", 16)?;
+        let msgs: u64 = args.num_or("msgs", 5_000_000)?;
+        let server = args.str_or("server", "");
+        let (mut stream, mut reader) = wire::connect(&url)?;
+        let start = Instant::now();
+        blast(&mut stream, &mut reader, size, msgs)?;
+        let secs = start.elapsed().as_secs_f64();
+        let rate = msgs as f64 / secs;
+        emit(
+            serde_json::json!({
+                "mode": "pub", "row": format!("pub/{size}"), "server": server,
+                "size": size, "msgs": msgs, "secs": secs,
+                "msgs_per_sec": rate, "mb_per_sec": rate * size as f64 / 1e6,
+            }),
+            &format!(
+                "pub      {server:12} size {size:4} B  {msgs} msgs in {secs:.3} s = {:.3} M msgs/s ({:.1} MB/s payload)",
+                rate / 1e6,
+                rate * size as f64 / 1e6
+            ),
+        );
+        Ok(())
+    }
+
+    /// State shared by the publisher and the subscriber threads.
+    struct Shared {
+        /// Set once the publisher has received its final `PONG`.
+        pub_done: AtomicBool,
+        /// Set if the publisher failed (subscribers stop waiting).
+        pub_failed: AtomicBool,
+    }
+
+    /// What one subscriber saw.
+    struct SubResult {
+        /// Messages received.
+        received: u64,
+        /// When the last message arrived.
+        last: Option<Instant>,
+        /// Why the subscriber stopped early, if it did.
+        error: Option<String>,
+    }
+
+    /// One subscriber connection: subscribes, confirms with PING/PONG, waits at
+    /// `ready`, then counts messages until it has `expected` or the stream is idle.
+    fn subscriber(
+        url: &str,
+        sid: usize,
+        expected: u64,
+        idle: Duration,
+        ready: &Barrier,
+        start: &std::sync::OnceLock<Instant>,
+        shared: &Shared,
+    ) -> SubResult {
+        let mut res = SubResult {
+            received: 0,
+            last: None,
+            error: None,
+        };
+        let setup = || -> Result<(TcpStream, Reader)> {
+            let (mut stream, mut reader) = wire::connect(url)?;
+            stream.write_all(format!("SUB {SUBJECT} {sid}\r\nPING\r\n").as_bytes())?;
+            reader.wait_pong(&mut stream)?;
+            Ok((stream, reader))
+        };
+        let conn = setup();
+        ready.wait();
+        let (mut stream, mut reader) = match conn {
+            Ok(c) => c,
+            Err(e) => {
+                res.error = Some(format!("setup: {e}"));
+                return res;
+            }
+        };
+        if let Err(e) = stream.set_read_timeout(Some(Duration::from_millis(100))) {
+            res.error = Some(e.to_string());
+            return res;
+        }
+        let mut buf = vec![0u8; READ_BUF];
+        let mut quiet_since = Instant::now();
+        let mut pending = reader.take_pending();
+        loop {
+            let got = if pending.is_empty() {
+                stream.read(&mut buf)
+            } else {
+                let n = pending.len().min(buf.len());
+                if let (Some(dst), Some(src)) = (buf.get_mut(..n), pending.get(..n)) {
+                    dst.copy_from_slice(src);
+                }
+                pending.drain(..n);
+                Ok(n)
+            };
+            match got {
+                Ok(0) => {
+                    res.error = Some(match &reader.error {
+                        Some(e) => format!("server closed the connection after {e}"),
+                        None => "server closed the connection".into(),
+                    });
+                    break;
+                }
+                Ok(n) => {
+                    let seen = match reader.feed(buf.get(..n).unwrap_or_default()) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            res.error = Some(e.to_string());
+                            break;
+                        }
+                    };
+                    if seen.msgs > 0 {
+                        res.received += seen.msgs;
+                        let now = Instant::now();
+                        res.last = Some(now);
+                        quiet_since = now;
+                    }
+                    for _ in 0..seen.pings {
+                        if let Err(e) = stream.write_all(b"PONG\r\n") {
+                            res.error = Some(e.to_string());
+                        }
+                    }
+                    if res.received >= expected {
+                        break;
+                    }
+                }
+                Err(e) if wire::is_timeout(&e) => {
+                    if shared.pub_failed.load(Ordering::Acquire) {
+                        res.error = Some("publisher failed".into());
+                        break;
+                    }
+                    if shared.pub_done.load(Ordering::Acquire) {
+                        // Count quiet time from the later of last message and publisher end.
+                        if let Some(t) = start.get() {
+                            if quiet_since < *t {
+                                quiet_since = *t;
+                            }
+                        }
+                        if quiet_since.elapsed() >= idle {
+                            break;
+                        }
+                    } else {
+                        quiet_since = Instant::now();
+                    }
+                }
+                Err(e) => {
+                    res.error = Some(format!("read: {e}"));
+                    break;
+                }
+            }
+        }
+        if let Some(e) = &reader.error {
+            if res.error.is_none() {
+                res.error = Some(e.clone());
+            }
+        }
+        res
+    }
+
+    /// `loadgen pubsub`: one publisher, K subscribers.
+    pub fn run_pubsub(args: &args::Args) -> Result<()> {
+        let url = args.str_or("url", "127.0.0.1:4222");
+        let size: usize = args.num_or("size", 16)?;
+        let msgs: u64 = args.num_or("msgs", 2_000_000)?;
+        let subs: usize = args.num_or("subs", 1)?;
+        let idle = Duration::from_secs_f64(args.num_or("idle", 2.0)?);
+        let server = args.str_or("server", "");
+        if subs == 0 {
+            return Err("--subs must be at least 1".into());
+        }
+
+        let shared = Arc::new(Shared {
+            pub_done: AtomicBool::new(false),
+            pub_failed: AtomicBool::new(false),
+        });
+        let ready = Arc::new(Barrier::new(subs + 1));
+        let start = Arc::new(std::sync::OnceLock::new());
+        let handles: Vec<_> = (1..=subs)
+            .map(|sid| {
+                let (url, ready, start, shared) =
+                    (url.clone(), ready.clone(), start.clone(), shared.clone());
+                thread::Builder::new()
+                    .name(format!("sub-{sid}"))
+                    .spawn(move || subscriber(&url, sid, msgs, idle, &ready, &start, &shared))
+            })
+            .collect::<std::io::Result<_>>()?;
+
+        let conn = wire::connect(&url);
+        ready.wait();
+        let outcome = conn.and_then(|(mut stream, mut reader)| {
+            let t0 = Instant::now();
+            let _ = start.set(t0);
+            blast(&mut stream, &mut reader, size, msgs)?;
+            let pub_secs = t0.elapsed().as_secs_f64();
+            Ok((t0, pub_secs, stream))
+        });
+        let (t0, pub_secs, pub_error, _pub_stream) = match outcome {
+            Ok((t0, secs, stream)) => {
+                shared.pub_done.store(true, Ordering::Release);
+                (t0, secs, None, Some(stream))
+            }
+            Err(e) => {
+                shared.pub_failed.store(true, Ordering::Release);
+                (Instant::now(), f64::NAN, Some(e.to_string()), None)
+            }
+        };
+        let results: Vec<SubResult> = handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or(SubResult {
+                    received: 0,
+                    last: None,
+                    error: Some("subscriber thread panicked".into()),
+                })
+            })
+            .collect();
+
+        let received: u64 = results.iter().map(|r| r.received).sum();
+        let expected = msgs * subs as u64;
+        let lost = expected.saturating_sub(received);
+        let last = results.iter().filter_map(|r| r.last).max();
+        let secs = last.map_or(f64::NAN, |l| l.duration_since(t0).as_secs_f64());
+        let rate = received as f64 / secs;
+        let mut errors: Vec<String> = results
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| r.error.as_ref().map(|e| format!("sub {}: {e}", i + 1)))
+            .collect();
+        if let Some(e) = pub_error {
+            errors.insert(0, format!("publisher: {e}"));
+        }
+        let per_sub: Vec<u64> = results.iter().map(|r| r.received).collect();
+        emit(
+            serde_json::json!({
+                "mode": "pubsub", "row": format!("pubsub{subs}/{size}"), "server": server,
+                "subs": subs, "size": size, "msgs": msgs, "expected": expected,
+                "received": received, "lost": lost, "per_sub": per_sub,
+                "secs": secs, "pub_secs": pub_secs,
+                "deliveries_per_sec": rate, "pub_msgs_per_sec": msgs as f64 / pub_secs,
+                "errors": errors,
+            }),
+            &format!(
+                "pubsub   {server:12} size {size:4} B  subs {subs}  {received}/{expected} delivered in {secs:.3} s = {:.3} M deliveries/s, lost {lost}{}",
+                rate / 1e6,
+                if errors.is_empty() { String::new() } else { format!("  errors: {}", errors.join("; ")) }
+            ),
+        );
+        Ok(())
+    }
+}
+
+mod reqrep {
+    //! The `reqrep` mode: sequential request/reply latency via async-nats.
+
+    use super::*;
+    use futures::StreamExt;
+
+    /// `loadgen reqrep`.
+    pub fn run(args: &args::Args) -> Result<()> {
+        let url = args.str_or("url", "127.0.0.1:4222");
+        let size: usize = args.num_or("size", 16)?;
+        let msgs: usize = args.num_or("msgs", 20_000)?;
+        let warmup: usize = args.num_or("warmup", 1_000)?;
+        let server = args.str_or("server", "");
+        let threads: usize = args.num_or("threads", 0)?;
+        let rt = if threads == 0 {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+        } else {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(threads)
+                .enable_all()
+                .build()?
+        };
+        let mut lat_ns = rt.block_on(measure(&url, size, msgs, warmup))?;
+        if lat_ns.is_empty() {
+            return Err("no requests measured".into());
+        }
+        lat_ns.sort_unstable();
+        let pct = |p: f64| -> f64 {
+            let idx = ((lat_ns.len() - 1) as f64 * p).round() as usize;
+            lat_ns.get(idx).copied().unwrap_or_default() as f64 / 1e3
+        };
+        let total: u64 = lat_ns.iter().sum();
+        let mean = total as f64 / lat_ns.len() as f64 / 1e3;
+        let (p50, p90, p99, p999, max) = (pct(0.5), pct(0.9), pct(0.99), pct(0.999), pct(1.0));
+        emit(
+            serde_json::json!({
+                "mode": "reqrep", "row": format!("reqrep/{size}"), "server": server,
+                "size": size, "msgs": msgs, "mean_us": mean,
+                "p50_us": p50, "p90_us": p90, "p99_us": p99, "p999_us": p999, "max_us": max,
+                "req_per_sec": 1e6 / mean,
+            }),
+            &format!(
+                "reqrep   {server:12} size {size:4} B  {msgs} reqs  p50 {p50:.1} us  p90 {p90:.1} us  p99 {p99:.1} us  max {max:.1} us  mean {mean:.1} us"
+            ),
+        );
+        Ok(())
+    }
+
+    /// Starts a responder, then times `msgs` sequential requests after `warmup`.
+    async fn measure(url: &str, size: usize, msgs: usize, warmup: usize) -> Result<Vec<u64>> {
+        let url = format!("nats://{}", url.strip_prefix("nats://").unwrap_or(url));
+        let responder = async_nats::connect(url.as_str()).await?;
+        let mut sub = responder.subscribe(RR_SUBJECT).await?;
+        responder.flush().await?;
+        let echo = responder.clone();
+        let task = tokio::spawn(async move {
+            while let Some(msg) = sub.next().await {
+                if let Some(reply) = msg.reply {
+                    if echo.publish(reply, msg.payload).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+
+        let requester = async_nats::ConnectOptions::new()
+            .request_timeout(Some(Duration::from_secs(5)))
+            .connect(url.as_str())
+            .await?;
+        let payload = bytes::Bytes::from(vec![b'r'; size]);
+        for _ in 0..warmup {
+            requester.request(RR_SUBJECT, payload.clone()).await?;
+        }
+        let mut lat = Vec::with_capacity(msgs);
+        for _ in 0..msgs {
+            let t = Instant::now();
+            let reply = requester.request(RR_SUBJECT, payload.clone()).await?;
+            lat.push(u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX));
+            if reply.payload.len() != size {
+                return Err(
+                    format!("reply of {} bytes, expected {size}", reply.payload.len()).into(),
+                );
+            }
+        }
+        task.abort();
+        Ok(lat)
+    }
+}
+
+mod startup {
+    //! The `startup` and `freeport` helpers.
+
+    use super::*;
+
+    /// Binds an ephemeral loopback port and returns its number.
+    pub fn free_port() -> Result<u16> {
+        Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    }
+
+    /// Spawns the command once and returns the time until the first `INFO` line.
+    fn once(cmd: &[String]) -> Result<Duration> {
+        let port = free_port()?;
+        let argv: Vec<String> = cmd
+            .iter()
+            .map(|a| a.replace("{port}", &port.to_string()))
+            .collect();
+        let Some((prog, rest)) = argv.split_first() else {
+            return Err("startup: no command given after --".into());
+        };
+        let addr = format!("127.0.0.1:{port}");
+        let t0 = Instant::now();
+        let mut child = Command::new(prog)
+            .args(rest)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("spawn {prog}: {e}"))?;
+        let outcome = (|| -> Result<Duration> {
+            loop {
+                if let Some(status) = child.try_wait()? {
+                    return Err(format!("{prog} exited early with {status}").into());
+                }
+                if t0.elapsed() > WAIT_LIMIT {
+                    return Err(format!("{prog} did not accept connections on {addr}").into());
+                }
+                let Ok(mut s) = TcpStream::connect(&addr) else {
+                    thread::sleep(Duration::from_micros(100));
+                    continue;
+                };
+                s.set_read_timeout(Some(Duration::from_secs(5)))?;
+                let mut buf = [0u8; 4];
+                match s.read_exact(&mut buf) {
+                    Ok(()) if &buf == b"INFO" => return Ok(t0.elapsed()),
+                    Ok(()) => return Err(format!("{prog} sent {buf:?}, not INFO").into()),
+                    Err(e) if e.kind() == ErrorKind::UnexpectedEof => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        })();
+        let _ = child.kill();
+        let _ = child.wait();
+        outcome
+    }
+
+    /// `loadgen startup`.
+    pub fn run(args: &args::Args) -> Result<()> {
+        let runs: usize = args.num_or("runs", 3)?;
+        let server = args.str_or("server", "");
+        let mut ms = Vec::with_capacity(runs);
+        for _ in 0..runs.max(1) {
+            ms.push(once(&args.trailing)?.as_secs_f64() * 1e3);
+        }
+        let median = report::median(&mut ms.clone()).unwrap_or(f64::NAN);
+        emit(
+            serde_json::json!({
+                "mode": "startup", "row": "startup", "server": server,
+                "runs_ms": ms, "ms": median,
+            }),
+            &format!(
+                "startup  {server:12} median {median:.2} ms over {} runs ({ms:.2?})",
+                ms.len()
+            ),
+        );
+        Ok(())
+    }
+}
+
+mod report {
+    //! The `report` subcommand: JSON lines in, Markdown table out.
+
+    use super::*;
+
+    /// Which direction of a metric is better.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Better {
+        /// Bigger numbers are better (throughput).
+        Higher,
+        /// Smaller numbers are better (latency, memory, size).
+        Lower,
+    }
+
+    /// One table row: label, record `row` key, field, direction, display scale,
+    /// target ratio (ours/baseline) and which servers the target applies to.
+    struct RowSpec {
+        /// Label in the table.
+        label: &'static str,
+        /// Value of the record's `row` field.
+        row: &'static str,
+        /// Numeric field of the record.
+        field: &'static str,
+        /// Which direction is better.
+        better: Better,
+        /// Divisor applied before display.
+        scale: f64,
+        /// Target ratio ours/baseline, if there is one.
+        target: Option<f64>,
+        /// Servers the target applies to (empty: all).
+        target_for: &'static [&'static str],
+    }
+
+    /// Shorthand constructor for [`RowSpec`].
+    const fn spec(
+        label: &'static str,
+        row: &'static str,
+        field: &'static str,
+        better: Better,
+        scale: f64,
+        target: Option<f64>,
+        target_for: &'static [&'static str],
+    ) -> RowSpec {
+        RowSpec {
+            label,
+            row,
+            field,
+            better,
+            scale,
+            target,
+            target_for,
+        }
+    }
+
+    /// The rows of the table, in order.
+    const ROWS: &[RowSpec] = &[
+        spec(
+            "startup to first INFO (ms)",
+            "startup",
+            "ms",
+            Better::Lower,
+            1.0,
+            None,
+            &[],
+        ),
+        spec(
+            "idle RSS (MiB)",
+            "idle_rss",
+            "kib",
+            Better::Lower,
+            1024.0,
+            Some(1.0 / 3.0),
+            &["leafd"],
+        ),
+        spec(
+            "pub 16 B (M msgs/s)",
+            "pub/16",
+            "msgs_per_sec",
+            Better::Higher,
+            1e6,
+            Some(1.2),
+            &[],
+        ),
+        spec(
+            "pub 128 B (M msgs/s)",
+            "pub/128",
+            "msgs_per_sec",
+            Better::Higher,
+            1e6,
+            Some(1.2),
+            &[],
+        ),
+        spec(
+            "pubsub 1 sub 16 B (M deliveries/s)",
+            "pubsub1/16",
+            "deliveries_per_sec",
+            Better::Higher,
+            1e6,
+            Some(1.2),
+            &[],
+        ),
+        spec(
+            "pubsub 1 sub 128 B (M deliveries/s)",
+            "pubsub1/128",
+            "deliveries_per_sec",
+            Better::Higher,
+            1e6,
+            Some(1.2),
+            &[],
+        ),
+        spec(
+            "pubsub 4 subs 16 B (M deliveries/s)",
+            "pubsub4/16",
+            "deliveries_per_sec",
+            Better::Higher,
+            1e6,
+            Some(1.2),
+            &[],
+        ),
+        spec(
+            "pubsub 4 subs 128 B (M deliveries/s)",
+            "pubsub4/128",
+            "deliveries_per_sec",
+            Better::Higher,
+            1e6,
+            Some(1.2),
+            &[],
+        ),
+        spec(
+            "req/rep 16 B p50 (us)",
+            "reqrep/16",
+            "p50_us",
+            Better::Lower,
+            1.0,
+            Some(1.0),
+            &[],
+        ),
+        spec(
+            "req/rep 16 B p90 (us)",
+            "reqrep/16",
+            "p90_us",
+            Better::Lower,
+            1.0,
+            None,
+            &[],
+        ),
+        spec(
+            "req/rep 16 B p99 (us)",
+            "reqrep/16",
+            "p99_us",
+            Better::Lower,
+            1.0,
+            Some(1.0),
+            &[],
+        ),
+        spec(
+            "peak RSS (MiB)",
+            "peak_rss",
+            "kib",
+            Better::Lower,
+            1024.0,
+            None,
+            &[],
+        ),
+        spec(
+            "binary size, stripped (MiB)",
+            "binary",
+            "bytes",
+            Better::Lower,
+            1048576.0,
+            Some(0.5),
+            &["leafd"],
+        ),
+    ];
+
+    /// Median of `v` (sorts it); `None` if empty.
+    pub fn median(v: &mut [f64]) -> Option<f64> {
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        match n {
+            0 => None,
+            _ if n % 2 == 1 => v.get(n / 2).copied(),
+            _ => Some((v.get(n / 2 - 1)? + v.get(n / 2)?) / 2.0),
+        }
+    }
+
+    /// Formats a number with a precision suited to its magnitude.
+    fn fmt_num(x: f64) -> String {
+        if !x.is_finite() {
+            "n/a".into()
+        } else if x >= 100.0 {
+            format!("{x:.0}")
+        } else if x >= 10.0 {
+            format!("{x:.1}")
+        } else {
+            format!("{x:.2}")
+        }
+    }
+
+    /// `loadgen report FILE [--baseline NAME]`.
+    pub fn run(args: &args::Args) -> Result<()> {
+        let Some(path) = args.positional.first() else {
+            return Err("report: FILE missing".into());
+        };
+        let baseline = args.str_or("baseline", "nats-server");
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+        let records: Vec<serde_json::Value> = text
+            .lines()
+            .filter(|l| l.trim_start().starts_with('{'))
+            .map(serde_json::from_str)
+            .collect::<std::result::Result<_, _>>()?;
+
+        // Servers in order of first appearance.
+        let mut servers: Vec<String> = Vec::new();
+        for r in &records {
+            if let Some(s) = r.get("server").and_then(|s| s.as_str()) {
+                if !s.is_empty() && !servers.iter().any(|x| x == s) {
+                    servers.push(s.to_owned());
+                }
+            }
+        }
+        let has_base = servers.contains(&baseline);
+
+        // (server, row, field) -> values
+        let mut values: BTreeMap<(String, String, String), Vec<f64>> = BTreeMap::new();
+        let mut notes: Vec<String> = Vec::new();
+        for r in &records {
+            let server = r.get("server").and_then(|v| v.as_str()).unwrap_or_default();
+            let row = r.get("row").and_then(|v| v.as_str()).unwrap_or_default();
+            if let Some(obj) = r.as_object() {
+                for (k, v) in obj {
+                    if let Some(x) = v.as_f64() {
+                        values
+                            .entry((server.to_owned(), row.to_owned(), k.clone()))
+                            .or_default()
+                            .push(x);
+                    }
+                }
+            }
+            let lost = r.get("lost").and_then(|v| v.as_u64()).unwrap_or(0);
+            let errors: Vec<&str> = r
+                .get("errors")
+                .and_then(|v| v.as_array())
+                .map(|a| a.iter().filter_map(|e| e.as_str()).collect())
+                .unwrap_or_default();
+            let error = r.get("error").and_then(|v| v.as_str());
+            if lost > 0 || !errors.is_empty() || error.is_some() {
+                let mut note = format!("{server} {row}:");
+                if lost > 0 {
+                    let exp = r.get("expected").and_then(|v| v.as_u64()).unwrap_or(0);
+                    note.push_str(&format!(" lost {lost} of {exp}"));
+                }
+                if !errors.is_empty() {
+                    note.push_str(&format!(" ({})", errors.join("; ")));
+                }
+                if let Some(e) = error {
+                    note.push_str(&format!(" {e}"));
+                }
+                notes.push(note);
+            }
+        }
+
+        let get = |server: &str, spec: &RowSpec| -> Option<f64> {
+            let mut v = values
+                .get(&(
+                    server.to_owned(),
+                    spec.row.to_owned(),
+                    spec.field.to_owned(),
+                ))?
+                .clone();
+            median(&mut v).map(|m| m / spec.scale)
+        };
+
+        let mut header = String::from("| metric |");
+        let mut rule = String::from("|---|");
+        for s in &servers {
+            header.push_str(&format!(" {s} |"));
+            rule.push_str("---:|");
+            if has_base && *s != baseline {
+                header.push_str(&format!(" {s} / {baseline} |"));
+                rule.push_str("---:|");
+            }
+        }
+        println!("{header}");
+        println!("{rule}");
+        for spec in ROWS {
+            let mut line = format!("| {} |", spec.label);
+            let base = get(&baseline, spec);
+            for s in &servers {
+                let v = get(s, spec);
+                line.push_str(&format!(" {} |", v.map_or("n/a".into(), fmt_num)));
+                if has_base && *s != baseline {
+                    let cell = match (v, base) {
+                        (Some(v), Some(b)) if b > 0.0 && v.is_finite() => {
+                            let ratio = v / b;
+                            let applies = spec.target_for.is_empty()
+                                || spec.target_for.iter().any(|t| t == s);
+                            let mark = match (spec.target, applies) {
+                                (Some(t), true) => {
+                                    let ok = match spec.better {
+                                        Better::Higher => ratio >= t,
+                                        Better::Lower => ratio <= t,
+                                    };
+                                    if ok {
+                                        " ok"
+                                    } else {
+                                        " MISS"
+                                    }
+                                }
+                                _ => "",
+                            };
+                            format!("{ratio:.2}x{mark}")
+                        }
+                        _ => "n/a".into(),
+                    };
+                    line.push_str(&format!(" {cell} |"));
+                }
+            }
+            println!("{line}");
+        }
+        if !notes.is_empty() {
+            println!();
+            println!("Problems seen during the run:");
+            println!();
+            for n in notes {
+                println!("- {n}");
+            }
+        }
+        Ok(())
+    }
+}

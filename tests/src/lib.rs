@@ -1,0 +1,839 @@
+//! End-to-end test harness: starts the real `leafd`, `hubd` and `nats-server` binaries and
+//! talks to them with the real `async-nats` client and with raw sockets.
+//!
+//! The same behavioural test runs against all three servers (see [`server_tests!`]), so the
+//! suite proves wire compatibility with nats-server rather than self-consistency.
+//!
+//! Layout:
+//! - [`ServerKind`] and binary lookup ([`ServerKind::binary_path`]);
+//! - [`TestServer`] / [`ServerBuilder`]: one server process on a free 127.0.0.1 port, with an
+//!   optional config file, killed and reaped on drop, its output printed if the test panics;
+//! - [`RawConn`]: a line-oriented raw protocol connection for wire-level assertions;
+//! - small helpers for bounded waits ([`bounded`], [`next_msg`]), ordering barriers
+//!   ([`barrier`]) and draining already-delivered messages ([`drain_ready`]).
+//!
+//! Every wait is bounded by [`WAIT`] unless a test passes its own bound.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::fs;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use futures::{FutureExt, StreamExt};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+
+pub use async_nats;
+pub use serde_json;
+
+/// The default bound for any single wait in a test (a message, a line, a connect).
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// How long a server may take to accept a connection and send its `INFO` line.
+const STARTUP: Duration = Duration::from_secs(10);
+
+/// How long a server gets to exit after SIGTERM before it is sent SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// How many ports are tried when a freshly chosen port turns out to be taken.
+const START_ATTEMPTS: usize = 5;
+
+/// Ports handed out by this process, so two servers of one test binary never race for one.
+static USED_PORTS: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+
+/// A process-wide counter that makes temp directories and subjects unique.
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Which server implementation a test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ServerKind {
+    /// Our edge server, `leafd` (crate `leaf`).
+    Leafd,
+    /// Our hub server, `hubd` (crate `hub`).
+    Hubd,
+    /// The reference implementation, `nats-server` (found on `PATH`).
+    NatsServer,
+}
+
+impl ServerKind {
+    /// All three kinds, in the order tests are generated.
+    pub const ALL: [ServerKind; 3] = [ServerKind::Leafd, ServerKind::Hubd, ServerKind::NatsServer];
+
+    /// The executable's file name.
+    pub fn binary_name(self) -> &'static str {
+        match self {
+            ServerKind::Leafd => "leafd",
+            ServerKind::Hubd => "hubd",
+            ServerKind::NatsServer => "nats-server",
+        }
+    }
+
+    /// The config file name handed to `-c`: ours read JSON when the name ends in `.json`,
+    /// nats-server reads the same JSON text as its `.conf` format.
+    pub fn config_file_name(self) -> &'static str {
+        match self {
+            ServerKind::Leafd | ServerKind::Hubd => "server.json",
+            ServerKind::NatsServer => "server.conf",
+        }
+    }
+
+    /// Locates the executable.
+    ///
+    /// `leafd`/`hubd`: `$LEAF_BIN_DIR`, else `$CARGO_TARGET_DIR/debug`, else
+    /// `<workspace root>/target/debug`. `nats-server`: `$NATS_SERVER_BIN`, else `PATH`, else
+    /// `/usr/sbin` and `/usr/bin` (where Debian installs it).
+    ///
+    /// # Panics
+    /// When the binary does not exist: run `cargo build --bins` (ours) or install the
+    /// `nats-server` package. A missing server is a test failure, never a skip.
+    pub fn binary_path(self) -> PathBuf {
+        match self {
+            ServerKind::Leafd | ServerKind::Hubd => {
+                let path = our_bin_dir().join(self.binary_name());
+                assert!(
+                    path.is_file(),
+                    "{} not found at {}: run `cargo build --bins` first \
+                     (or point LEAF_BIN_DIR at the directory holding it)",
+                    self.binary_name(),
+                    path.display()
+                );
+                path
+            }
+            ServerKind::NatsServer => find_nats_server().unwrap_or_else(|| {
+                panic!(
+                    "nats-server not found on PATH, /usr/sbin or /usr/bin: install it \
+                     (`apt-get install -y nats-server`) or set NATS_SERVER_BIN"
+                )
+            }),
+        }
+    }
+}
+
+impl fmt::Display for ServerKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.binary_name())
+    }
+}
+
+/// The directory holding our built binaries (see [`ServerKind::binary_path`]).
+fn our_bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("LEAF_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
+    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
+        return PathBuf::from(dir).join("debug");
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("target")
+        .join("debug")
+}
+
+/// Finds `nats-server`: `$NATS_SERVER_BIN`, then each `PATH` entry, then Debian's locations.
+fn find_nats_server() -> Option<PathBuf> {
+    if let Some(bin) = std::env::var_os("NATS_SERVER_BIN") {
+        return Some(PathBuf::from(bin));
+    }
+    let path_dirs = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default();
+    path_dirs
+        .into_iter()
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/bin")])
+        .map(|dir| dir.join("nats-server"))
+        .find(|candidate| candidate.is_file())
+}
+
+/// Generates three `#[tokio::test]`s from each `async fn name(server: ServerKind)`.
+///
+/// `server_tests!(pub_sub, wildcards);` expands to modules `pub_sub` and `wildcards`, each with
+/// tests `leafd`, `hubd` and `nats_server` (full names such as `pub_sub::leafd`), so
+/// `cargo test leafd` or `cargo test nats_server` selects one server. The tests use the
+/// multi-threaded runtime with 2 workers.
+#[macro_export]
+macro_rules! server_tests {
+    ($($name:ident),+ $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn leafd() {
+                    super::$name($crate::ServerKind::Leafd).await
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn hubd() {
+                    super::$name($crate::ServerKind::Hubd).await
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn nats_server() {
+                    super::$name($crate::ServerKind::NatsServer).await
+                }
+            }
+        )+
+    };
+}
+
+/// Awaits `fut` for at most [`WAIT`].
+///
+/// # Panics
+/// On timeout, naming `what` was being waited for.
+pub async fn bounded<F: Future>(what: &str, fut: F) -> F::Output {
+    bounded_for(WAIT, what, fut).await
+}
+
+/// Awaits `fut` for at most `limit`.
+///
+/// # Panics
+/// On timeout, naming `what` was being waited for.
+pub async fn bounded_for<F: Future>(limit: Duration, what: &str, fut: F) -> F::Output {
+    match tokio::time::timeout(limit, fut).await {
+        Ok(out) => out,
+        Err(_) => panic!("timed out after {limit:?} waiting for {what}"),
+    }
+}
+
+/// A subject (or other name) unique within this test process: `<prefix>.<n>.<random>`.
+pub fn unique(prefix: &str) -> String {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix}.{n}.{}", fastrand::u32(..))
+}
+
+/// Builds a [`TestServer`]: a config file, extra command-line arguments.
+#[derive(Debug, Clone)]
+pub struct ServerBuilder {
+    /// Which binary to start.
+    kind: ServerKind,
+    /// Config text written to [`ServerKind::config_file_name`] and passed with `-c`.
+    config: Option<String>,
+    /// Extra arguments after `-a 127.0.0.1 -p PORT [-c FILE]`.
+    args: Vec<String>,
+}
+
+impl ServerBuilder {
+    /// Uses `config` (JSON text, e.g. a `serde_json::Value`) as the server's config file.
+    /// The same text is given to all three servers.
+    pub fn config(mut self, config: impl fmt::Display) -> Self {
+        self.config = Some(config.to_string());
+        self
+    }
+
+    /// Appends one command-line argument (e.g. `--user`).
+    pub fn arg(mut self, arg: impl Into<String>) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    /// Starts the server and waits (at most 10 s) until a TCP connect receives `INFO `.
+    ///
+    /// # Panics
+    /// When the binary is missing, cannot be spawned, exits early on every port tried, or
+    /// never becomes ready; the panic message includes the server's output.
+    pub async fn start(self) -> TestServer {
+        let binary = self.kind.binary_path();
+        let dir = std::env::temp_dir().join(format!(
+            "leaf-e2e-{}-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed),
+            fastrand::u32(..)
+        ));
+        fs::create_dir_all(&dir)
+            .unwrap_or_else(|e| panic!("cannot create temp dir {}: {e}", dir.display()));
+        let config_path = self.config.as_ref().map(|text| {
+            let path = dir.join(self.kind.config_file_name());
+            fs::write(&path, text)
+                .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+            path
+        });
+        let log_path = dir.join("server.log");
+
+        let mut last_failure = String::new();
+        for attempt in 1..=START_ATTEMPTS {
+            let port = pick_port();
+            let mut child = self.spawn(&binary, port, config_path.as_deref(), &log_path);
+            match wait_ready(&mut child, port).await {
+                Ok(()) => {
+                    return TestServer {
+                        kind: self.kind,
+                        port,
+                        child: Some(child),
+                        dir,
+                        log_path,
+                    };
+                }
+                Err(reason) => {
+                    stop_child(&mut child);
+                    let log = fs::read_to_string(&log_path).unwrap_or_default();
+                    last_failure = format!(
+                        "attempt {attempt} on port {port}: {reason}\n---- {} output ----\n{log}",
+                        self.kind
+                    );
+                    // Only an early exit (most likely a port conflict) is worth a retry.
+                    if !reason.starts_with("exited") {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = fs::remove_dir_all(&dir);
+        panic!(
+            "{} ({}) did not start: {last_failure}",
+            self.kind,
+            binary.display()
+        );
+    }
+
+    /// Spawns the binary with its output appended to `log_path`.
+    fn spawn(&self, binary: &Path, port: u16, config: Option<&Path>, log_path: &Path) -> Child {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log_path)
+            .unwrap_or_else(|e| panic!("cannot open {}: {e}", log_path.display()));
+        let log_err = log
+            .try_clone()
+            .unwrap_or_else(|e| panic!("cannot clone log handle: {e}"));
+        let mut cmd = Command::new(binary);
+        cmd.arg("-a")
+            .arg("127.0.0.1")
+            .arg("-p")
+            .arg(port.to_string());
+        if let Some(config) = config {
+            cmd.arg("-c").arg(config);
+        }
+        cmd.args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(log_err));
+        cmd.spawn()
+            .unwrap_or_else(|e| panic!("cannot spawn {}: {e}", binary.display()))
+    }
+}
+
+/// Chooses a port that is free now and was not handed out before by this process.
+///
+/// Ports come from 20000..32000, below Linux's ephemeral range, so outgoing client sockets
+/// never occupy them.
+fn pick_port() -> u16 {
+    let mut used = USED_PORTS.lock().unwrap_or_else(|e| e.into_inner());
+    let used = used.get_or_insert_with(HashSet::new);
+    loop {
+        let port = fastrand::u16(20000..32000);
+        if used.contains(&port) {
+            continue;
+        }
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            used.insert(port);
+            return port;
+        }
+    }
+}
+
+/// Waits until `port` answers a TCP connect with an `INFO ` line while `child` is alive.
+///
+/// Returns `Err("exited ...")` when the child exits first, `Err("not ready ...")` on timeout.
+async fn wait_ready(child: &mut Child, port: u16) -> Result<(), String> {
+    let deadline = Instant::now() + STARTUP;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!("exited early with {status}"));
+        }
+        if Instant::now() >= deadline {
+            return Err(format!("not ready within {STARTUP:?}"));
+        }
+        if let Ok(Ok(stream)) = tokio::time::timeout(
+            Duration::from_millis(500),
+            TcpStream::connect(("127.0.0.1", port)),
+        )
+        .await
+        {
+            let mut line = String::new();
+            let mut reader = BufReader::new(stream);
+            let read =
+                tokio::time::timeout(Duration::from_secs(2), reader.read_line(&mut line)).await;
+            if matches!(read, Ok(Ok(n)) if n > 0) && line.starts_with("INFO ") {
+                // Make sure it is our child that answered, not a stranger on the same port.
+                if let Ok(Some(status)) = child.try_wait() {
+                    return Err(format!("exited early with {status}"));
+                }
+                return Ok(());
+            }
+        }
+        // Polling for readiness, not synchronising messages.
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Stops `child`: SIGTERM, up to [`STOP_GRACE`] to exit, then SIGKILL; always reaps it.
+fn stop_child(child: &mut Child) {
+    if let Ok(None) = child.try_wait() {
+        if let Ok(pid) = libc::pid_t::try_from(child.id()) {
+            // SAFETY: `kill` has no memory-safety preconditions. The pid is our own child,
+            // which has not been reaped yet, so it cannot have been reused by another process.
+            unsafe {
+                libc::kill(pid, libc::SIGTERM);
+            }
+        }
+        let deadline = Instant::now() + STOP_GRACE;
+        while Instant::now() < deadline {
+            if !matches!(child.try_wait(), Ok(None)) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if let Ok(None) = child.try_wait() {
+            let _ = child.kill();
+        }
+    }
+    let _ = child.wait();
+}
+
+/// A running server process on `127.0.0.1:<port>`.
+///
+/// Dropping it stops (SIGTERM, then SIGKILL) and reaps its own child process by PID, prints
+/// the server's output if the thread is panicking (a failing test), and removes its temp
+/// directory.
+#[derive(Debug)]
+pub struct TestServer {
+    /// Which binary runs.
+    kind: ServerKind,
+    /// The client port it listens on.
+    port: u16,
+    /// The child process; `None` only during drop.
+    child: Option<Child>,
+    /// Temp directory with the config file and the log.
+    dir: PathBuf,
+    /// File receiving the server's stdout and stderr.
+    log_path: PathBuf,
+}
+
+impl TestServer {
+    /// A builder for a server of `kind` (for config files and extra arguments).
+    pub fn builder(kind: ServerKind) -> ServerBuilder {
+        ServerBuilder {
+            kind,
+            config: None,
+            args: Vec::new(),
+        }
+    }
+
+    /// Starts a server of `kind` with default settings.
+    pub async fn start(kind: ServerKind) -> TestServer {
+        Self::builder(kind).start().await
+    }
+
+    /// Starts a server of `kind` with `config` (JSON text) as its config file.
+    pub async fn with_config(kind: ServerKind, config: impl fmt::Display) -> TestServer {
+        Self::builder(kind).config(config).start().await
+    }
+
+    /// Which implementation this is.
+    pub fn kind(&self) -> ServerKind {
+        self.kind
+    }
+
+    /// `nats://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// The client port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Everything the server printed so far (stdout and stderr).
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Connect options used by [`TestServer::client`]: bounded connect and requests, and no
+    /// discovered servers.
+    pub fn options() -> async_nats::ConnectOptions {
+        async_nats::ConnectOptions::new()
+            .connection_timeout(Duration::from_secs(5))
+            .request_timeout(Some(Duration::from_secs(5)))
+            .ignore_discovered_servers()
+    }
+
+    /// Connects an `async-nats` client with [`TestServer::options`].
+    ///
+    /// # Panics
+    /// When the connection fails or takes longer than [`WAIT`].
+    pub async fn client(&self) -> async_nats::Client {
+        self.client_with(Self::options()).await
+    }
+
+    /// Connects an `async-nats` client with `options`.
+    ///
+    /// # Panics
+    /// When the connection fails or takes longer than [`WAIT`].
+    pub async fn client_with(&self, options: async_nats::ConnectOptions) -> async_nats::Client {
+        match self.try_client_with(options).await {
+            Ok(client) => client,
+            Err(e) => panic!("{} client connect failed: {e}", self.kind),
+        }
+    }
+
+    /// Tries to connect an `async-nats` client with `options` (bounded by [`WAIT`]).
+    pub async fn try_client_with(
+        &self,
+        options: async_nats::ConnectOptions,
+    ) -> Result<async_nats::Client, async_nats::ConnectError> {
+        bounded("async-nats connect", options.connect(self.url())).await
+    }
+
+    /// Opens a raw socket and reads the `INFO` line; sends nothing.
+    pub async fn raw(&self) -> RawConn {
+        RawConn::open(self.port).await
+    }
+
+    /// Opens a raw socket and completes a handshake: `CONNECT` (non-verbose, headers on),
+    /// then `PING`, expecting `PONG`.
+    pub async fn raw_connected(&self) -> RawConn {
+        let mut conn = self.raw().await;
+        conn.handshake(serde_json::json!({})).await;
+        conn
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            stop_child(&mut child);
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "---- {} output (port {}, log {}) ----\n{}---- end of {} output ----",
+                self.kind,
+                self.port,
+                self.log_path.display(),
+                self.log(),
+                self.kind
+            );
+        }
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// One `MSG` or `HMSG` as read by [`RawConn::next_msg`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawMsg {
+    /// The subject it was published to.
+    pub subject: String,
+    /// The subscription id it was delivered for.
+    pub sid: String,
+    /// The reply subject, if any.
+    pub reply: Option<String>,
+    /// The raw header block (`NATS/1.0\r\n...\r\n\r\n`) of an `HMSG`; `None` for `MSG`.
+    pub headers: Option<Vec<u8>>,
+    /// The payload.
+    pub payload: Vec<u8>,
+}
+
+/// A raw protocol connection for wire-level assertions. Lines are returned without `\r\n`.
+#[derive(Debug)]
+pub struct RawConn {
+    /// Buffered read half.
+    reader: BufReader<OwnedReadHalf>,
+    /// Write half; every send is flushed.
+    writer: OwnedWriteHalf,
+    /// The server's `INFO` JSON.
+    info: serde_json::Value,
+}
+
+impl RawConn {
+    /// Connects to `127.0.0.1:<port>` and reads the `INFO` line.
+    ///
+    /// # Panics
+    /// When the connect fails or the first line is not a valid `INFO`.
+    pub async fn open(port: u16) -> RawConn {
+        let stream = bounded("raw connect", TcpStream::connect(("127.0.0.1", port)))
+            .await
+            .unwrap_or_else(|e| panic!("raw connect to port {port} failed: {e}"));
+        let _ = stream.set_nodelay(true);
+        let (read, writer) = stream.into_split();
+        let mut conn = RawConn {
+            reader: BufReader::new(read),
+            writer,
+            info: serde_json::Value::Null,
+        };
+        let line = conn
+            .next_line()
+            .await
+            .unwrap_or_else(|| panic!("connection closed before INFO"));
+        let json = line
+            .strip_prefix("INFO ")
+            .unwrap_or_else(|| panic!("first line is not INFO: {line:?}"));
+        conn.info = serde_json::from_str(json)
+            .unwrap_or_else(|e| panic!("INFO is not valid JSON ({e}): {json}"));
+        conn
+    }
+
+    /// The server's `INFO` JSON.
+    pub fn info(&self) -> &serde_json::Value {
+        &self.info
+    }
+
+    /// Writes and flushes `data`.
+    ///
+    /// # Panics
+    /// When the write fails (e.g. the server closed the connection) or blocks past [`WAIT`].
+    pub async fn send(&mut self, data: impl AsRef<[u8]>) {
+        if let Err(e) = self.try_send(data).await {
+            panic!("raw write failed: {e}");
+        }
+    }
+
+    /// Writes and flushes `data`, reporting write errors (bounded by [`WAIT`]).
+    pub async fn try_send(&mut self, data: impl AsRef<[u8]>) -> std::io::Result<()> {
+        let data = data.as_ref();
+        bounded("raw write", async {
+            self.writer.write_all(data).await?;
+            self.writer.flush().await
+        })
+        .await
+    }
+
+    /// Sends `CONNECT` with `{"verbose":false,"pedantic":false,"headers":true,
+    /// "no_responders":true,"protocol":1,...}` merged with the fields of `extra` (e.g. `user`).
+    pub async fn send_connect(&mut self, extra: serde_json::Value) {
+        let mut connect = serde_json::json!({
+            "verbose": false,
+            "pedantic": false,
+            "tls_required": false,
+            "headers": true,
+            "no_responders": true,
+            "protocol": 1,
+            "lang": "raw",
+            "version": "0.0.0",
+            "name": "e2e-raw",
+        });
+        if let (Some(base), serde_json::Value::Object(extra)) = (connect.as_object_mut(), extra) {
+            base.extend(extra);
+        }
+        self.send(format!("CONNECT {connect}\r\n")).await;
+    }
+
+    /// [`RawConn::send_connect`] then [`RawConn::ping`].
+    pub async fn handshake(&mut self, extra: serde_json::Value) {
+        self.send_connect(extra).await;
+        self.ping().await;
+    }
+
+    /// Reads one line, waiting at most [`WAIT`]; `None` on EOF or a connection reset.
+    ///
+    /// # Panics
+    /// On timeout.
+    pub async fn next_line(&mut self) -> Option<String> {
+        match self.next_line_within(WAIT).await {
+            Ok(line) => line,
+            Err(_) => panic!("timed out after {WAIT:?} waiting for a line from the server"),
+        }
+    }
+
+    /// Reads one line, waiting at most `limit`: `Ok(None)` on EOF or reset, `Err` on timeout.
+    pub async fn next_line_within(
+        &mut self,
+        limit: Duration,
+    ) -> Result<Option<String>, tokio::time::error::Elapsed> {
+        tokio::time::timeout(limit, async {
+            let mut buf = Vec::new();
+            match self.reader.read_until(b'\n', &mut buf).await {
+                Ok(0) | Err(_) => None,
+                Ok(_) => {
+                    while matches!(buf.last(), Some(b'\n' | b'\r')) {
+                        buf.pop();
+                    }
+                    Some(String::from_utf8_lossy(&buf).into_owned())
+                }
+            }
+        })
+        .await
+    }
+
+    /// Reads one line and asserts it equals `expected`.
+    ///
+    /// # Panics
+    /// On a different line, EOF or timeout.
+    pub async fn expect_line(&mut self, expected: &str) {
+        let line = self.next_line().await;
+        assert_eq!(
+            line.as_deref(),
+            Some(expected),
+            "unexpected line from server"
+        );
+    }
+
+    /// Sends `PING` and reads until `PONG`, answering server `PING`s.
+    ///
+    /// # Panics
+    /// On any other line (an `-ERR`, a message), EOF or timeout.
+    pub async fn ping(&mut self) {
+        self.send("PING\r\n").await;
+        loop {
+            match self.next_line().await.as_deref() {
+                Some("PONG") => return,
+                Some("PING") => self.send("PONG\r\n").await,
+                Some(other) => panic!("expected PONG, got {other:?}"),
+                None => panic!("expected PONG, got EOF"),
+            }
+        }
+    }
+
+    /// Reads the next `MSG`/`HMSG` with its payload, answering server `PING`s.
+    ///
+    /// # Panics
+    /// On any other line, a malformed header line, EOF or timeout.
+    pub async fn next_msg(&mut self) -> RawMsg {
+        loop {
+            let line = self
+                .next_line()
+                .await
+                .unwrap_or_else(|| panic!("expected MSG, got EOF"));
+            if line == "PING" {
+                self.send("PONG\r\n").await;
+                continue;
+            }
+            return self.read_msg_body(&line).await;
+        }
+    }
+
+    /// Parses a `MSG`/`HMSG` line and reads its body.
+    async fn read_msg_body(&mut self, line: &str) -> RawMsg {
+        let parts: Vec<&str> = line.split(' ').collect();
+        let parse = |s: &str| -> usize {
+            s.parse()
+                .unwrap_or_else(|_| panic!("bad size {s:?} in {line:?}"))
+        };
+        let (subject, sid, reply, header_len, total_len) = match parts.as_slice() {
+            ["MSG", subject, sid, len] => (*subject, *sid, None, None, parse(len)),
+            ["MSG", subject, sid, reply, len] => (*subject, *sid, Some(*reply), None, parse(len)),
+            ["HMSG", subject, sid, hlen, len] => {
+                (*subject, *sid, None, Some(parse(hlen)), parse(len))
+            }
+            ["HMSG", subject, sid, reply, hlen, len] => {
+                (*subject, *sid, Some(*reply), Some(parse(hlen)), parse(len))
+            }
+            _ => panic!("expected MSG or HMSG, got {line:?}"),
+        };
+        let mut body = vec![0u8; total_len + 2];
+        bounded("message body", self.reader.read_exact(&mut body))
+            .await
+            .unwrap_or_else(|e| panic!("reading body of {line:?}: {e}"));
+        assert_eq!(
+            body.split_off(total_len),
+            b"\r\n",
+            "payload of {line:?} not followed by CRLF"
+        );
+        let headers = header_len.map(|h| {
+            assert!(h <= total_len, "header size > total size in {line:?}");
+            let payload = body.split_off(h);
+            std::mem::replace(&mut body, payload)
+        });
+        RawMsg {
+            subject: subject.to_owned(),
+            sid: sid.to_owned(),
+            reply: reply.map(str::to_owned),
+            headers,
+            payload: body,
+        }
+    }
+
+    /// Reads lines until the server closes the connection, within `limit`; returns them.
+    ///
+    /// # Panics
+    /// When the connection is still open after `limit`.
+    pub async fn expect_closed_within(&mut self, limit: Duration) -> Vec<String> {
+        let deadline = tokio::time::Instant::now() + limit;
+        let mut lines = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.next_line_within(left).await {
+                Ok(Some(line)) => lines.push(line),
+                Ok(None) => return lines,
+                Err(_) => {
+                    panic!("connection still open after {limit:?}; lines received: {lines:?}")
+                }
+            }
+        }
+    }
+}
+
+/// The next message of `sub`, waiting at most [`WAIT`].
+///
+/// # Panics
+/// On timeout or when the subscription ended.
+pub async fn next_msg(sub: &mut async_nats::Subscriber) -> async_nats::Message {
+    bounded("a message", sub.next())
+        .await
+        .unwrap_or_else(|| panic!("subscription ended while waiting for a message"))
+}
+
+/// Every message already delivered to `sub` and waiting in its queue, without waiting.
+///
+/// Use after [`barrier`] to assert that nothing more than expected arrived. Polling runs
+/// outside tokio's cooperative budget, which would otherwise report "not ready" after about
+/// 128 messages even though more are queued.
+pub async fn drain_ready(sub: &mut async_nats::Subscriber) -> Vec<async_nats::Message> {
+    tokio::task::unconstrained(async {
+        let mut out = Vec::new();
+        while let Some(Some(msg)) = sub.next().now_or_never() {
+            out.push(msg);
+        }
+        out
+    })
+    .await
+}
+
+/// An ordering barrier between two clients.
+///
+/// `subscriber` subscribes to a fresh subject (and flushes, so the server has it),
+/// `publisher` publishes one marker there and flushes, and the marker is awaited. NATS keeps
+/// one publisher's messages in order towards one subscriber connection, and async-nats hands
+/// them to subscriptions in order, so when this returns every message `publisher` published
+/// before the call that routes to `subscriber` is already queued in its subscriptions
+/// (see [`drain_ready`]). `publisher` and `subscriber` may be the same client.
+///
+/// # Panics
+/// When any step fails or takes longer than [`WAIT`].
+pub async fn barrier(publisher: &async_nats::Client, subscriber: &async_nats::Client) {
+    let subject = unique("barrier");
+    let mut sub = bounded("barrier subscribe", subscriber.subscribe(subject.clone()))
+        .await
+        .unwrap_or_else(|e| panic!("barrier subscribe failed: {e}"));
+    bounded("barrier flush", subscriber.flush())
+        .await
+        .unwrap_or_else(|e| panic!("barrier flush failed: {e}"));
+    bounded(
+        "barrier publish",
+        publisher.publish(subject, "barrier".into()),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("barrier publish failed: {e}"));
+    bounded("barrier flush", publisher.flush())
+        .await
+        .unwrap_or_else(|e| panic!("barrier flush failed: {e}"));
+    let _ = next_msg(&mut sub).await;
+}
+
+/// Flushes `client` (a PING/PONG round trip), bounded by [`WAIT`].
+///
+/// # Panics
+/// When the flush fails or times out.
+pub async fn flush(client: &async_nats::Client) {
+    bounded("flush", client.flush())
+        .await
+        .unwrap_or_else(|e| panic!("flush failed: {e}"));
+}
