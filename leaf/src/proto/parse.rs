@@ -133,12 +133,18 @@ type Parsed<'a> = Result<Option<(ClientOp<'a>, usize)>, ParseError>;
 ///
 /// Never panics and never allocates.
 pub fn parse_client_op<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
-    // Fast path: the overwhelmingly common op, spelled the way every client library spells it.
+    // Fast paths: the overwhelmingly common ops, spelled the way every client library does.
     if buf.starts_with(b"PUB ") {
         if let Some(parsed) = parse_pub_fast(buf, limits) {
             return parsed;
         }
         return parse_after_name(buf, Kind::Pub, 3, limits);
+    }
+    if buf.starts_with(b"HPUB ") {
+        if let Some(parsed) = parse_hpub_fast(buf, limits) {
+            return parsed;
+        }
+        return parse_after_name(buf, Kind::HPub, 4, limits);
     }
     parse_general(buf, limits)
 }
@@ -151,46 +157,106 @@ fn parse_general<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
     }
 }
 
-/// Fast path for a well-formed `PUB <subject> [reply] <size>\r\n` with single spaces, as every
-/// client library writes it; `buf` starts with `PUB `.
+/// Fast path for a well-formed `PUB <subject> [reply] <size>\r\n`; `buf` starts with `PUB `.
 ///
-/// Returns `None` (so the caller takes the general path, which decides) for anything else:
-/// an incomplete control line, other blanks, a bare `\n`, malformed arguments. It therefore
-/// never changes an outcome, only the cost of reaching it.
+/// Returns `None` when the general path must decide (see [`fast_fields`]), so it never changes
+/// an outcome, only the cost of reaching it.
 #[inline]
 fn parse_pub_fast<'a>(buf: &'a [u8], limits: &Limits) -> Option<Parsed<'a>> {
-    let limit = buf.len().min(limits.max_control_line.saturating_add(2));
-    let nl = 4 + memchr(b'\n', buf.get(4..limit)?)?;
-    // The line is `PUB ` + args + `\r\n`.
-    if nl < 1 || buf.get(nl - 1) != Some(&b'\r') || nl - 1 > limits.max_control_line {
-        return None;
-    }
-    let args = buf.get(4..nl - 1)?;
-    // Size: the digits after the last space.
-    let space = memchr::memrchr(b' ', args)?;
-    let size = parse_usize(args.get(space + 1..)?)?;
-    let head = args.get(..space)?;
-    let (subject, reply) = match memchr::memchr(b' ', head) {
-        None => (head, None),
-        Some(i) => (head.get(..i)?, Some(head.get(i + 1..)?)),
+    let (fields, n, line_end) = fast_fields::<3>(buf, 4, limits)?;
+    let (subject, reply, size) = match (n, fields) {
+        (2, [subject, size, _]) => (subject, None, size),
+        (3, [subject, reply, size]) => (subject, Some(reply), size),
+        _ => return None,
     };
-    let plain = |f: &[u8]| !f.is_empty() && !f.contains(&b'\t') && !f.contains(&b' ');
-    if !plain(subject) || !reply.is_none_or(plain) {
+    let args = PubArgs {
+        subject,
+        reply,
+        hdr: None,
+        total: parse_usize(size)?,
+    };
+    Some(finish_pub(buf, line_end, args, limits))
+}
+
+/// Fast path for a well-formed `HPUB <subject> [reply] <hdr> <total>\r\n`; `buf` starts with
+/// `HPUB `. Same contract as [`parse_pub_fast`].
+#[inline]
+fn parse_hpub_fast<'a>(buf: &'a [u8], limits: &Limits) -> Option<Parsed<'a>> {
+    let (fields, n, line_end) = fast_fields::<4>(buf, 5, limits)?;
+    let (subject, reply, hdr, total) = match (n, fields) {
+        (3, [subject, hdr, total, _]) => (subject, None, hdr, total),
+        (4, [subject, reply, hdr, total]) => (subject, Some(reply), hdr, total),
+        _ => return None,
+    };
+    let hdr = parse_usize(hdr)?;
+    let total = parse_usize(total)?;
+    if hdr > total {
         return None;
     }
-    let line_end = nl + 1;
-    Some(match payload(buf, line_end, size, limits) {
-        Ok(Some(payload)) => Ok(Some((
-            ClientOp::Pub {
-                subject,
-                reply,
-                payload,
-            },
-            line_end + size + 2,
-        ))),
-        Ok(None) => Ok(None),
-        Err(e) => Err(e),
-    })
+    let args = PubArgs {
+        subject,
+        reply,
+        hdr: Some(hdr),
+        total,
+    };
+    Some(finish_pub(buf, line_end, args, limits))
+}
+
+/// Splits a canonical control line, `NAME field( field)*\r\n` with single spaces, whose
+/// arguments start at `buf[start]`, into at most `N` fields; returns the fields (unused slots
+/// empty), their count and the index just past the `\r\n`.
+///
+/// One pass both splits the fields and finds the line end: hot control lines are short, and a
+/// word-at-a-time scan beats separate `memchr` calls there (each costs dozens of instructions of
+/// dispatch on a short haystack). Returns `None` for anything unusual (an incomplete or
+/// overlong line, tabs, several spaces, a bare `\n`, more than `N` fields), leaving the
+/// decision to the general path.
+#[inline]
+fn fast_fields<'a, const N: usize>(
+    buf: &'a [u8],
+    mut start: usize,
+    limits: &Limits,
+) -> Option<([&'a [u8]; N], usize, usize)> {
+    // A line whose text fits the limit has its "\r\n" within the first `max + 2` bytes.
+    let line = buf.get(..buf.len().min(limits.max_control_line.saturating_add(2)))?;
+    let mut fields: [&[u8]; N] = [&[]; N];
+    let mut n = 0;
+    loop {
+        let i = next_control_or_space(line, start)?;
+        if i == start {
+            return None;
+        }
+        *fields.get_mut(n)? = line.get(start..i)?;
+        n += 1;
+        match line.get(i..i + 2)? {
+            [b' ', _] => start = i + 1,
+            b"\r\n" => return Some((fields, n, i + 2)),
+            _ => return None,
+        }
+    }
+}
+
+/// Index of the first byte at or after `from` that is `<= b' '` (a space, a tab, `\r`, `\n` or
+/// another control byte), or `None` if there is none.
+///
+/// Examines eight bytes per step: `(w - 0x21..) & !w & 0x80..` sets the top bit of the lowest
+/// byte of `w` that is below `0x21`, and of no byte before it (higher bytes may be flagged
+/// spuriously by the borrow, but only the lowest flag is used).
+#[inline]
+fn next_control_or_space(line: &[u8], from: usize) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let mut i = from;
+    while let Some(chunk) = line.get(i..).and_then(|rest| rest.first_chunk::<8>()) {
+        let w = u64::from_le_bytes(*chunk);
+        let found = w.wrapping_sub(ONES * 0x21) & !w & HIGHS;
+        if found != 0 {
+            return Some(i + (found.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    let tail = line.get(i..)?;
+    tail.iter().position(|&b| b <= b' ').map(|p| i + p)
 }
 
 /// Recognises the op name at the start of `buf`, case-insensitively.
@@ -203,23 +269,23 @@ fn op_name(buf: &[u8]) -> Result<Option<(Kind, usize)>, ParseError> {
         return Ok(None);
     };
     // `| 0x20` folds ASCII upper case letters onto lower case; the only other byte it maps onto
-    // a lower case letter is that letter itself, so this never accepts a non-letter.
+    // a lower case letter is that letter itself, so comparing `b | 0x20` with a lower case name
+    // is an exact case-insensitive comparison that never accepts a non-letter.
     let (kind, name): (Kind, &[u8]) = match first | 0x20 {
         b'p' => match buf.get(1).map(|b| b | 0x20) {
             None => return Ok(None),
-            Some(b'u') => (Kind::Pub, b"PUB"),
-            Some(b'i') => (Kind::Ping, b"PING"),
-            Some(b'o') => (Kind::Pong, b"PONG"),
+            Some(b'u') => (Kind::Pub, b"pub"),
+            Some(b'i') => (Kind::Ping, b"ping"),
+            Some(b'o') => (Kind::Pong, b"pong"),
             Some(_) => return Err(ParseError::UnknownOp),
         },
-        b'h' => (Kind::HPub, b"HPUB"),
-        b's' => (Kind::Sub, b"SUB"),
-        b'u' => (Kind::Unsub, b"UNSUB"),
-        b'c' => (Kind::Connect, b"CONNECT"),
+        b'h' => (Kind::HPub, b"hpub"),
+        b's' => (Kind::Sub, b"sub"),
+        b'u' => (Kind::Unsub, b"unsub"),
+        b'c' => (Kind::Connect, b"connect"),
         _ => return Err(ParseError::UnknownOp),
     };
-    let have = buf.len().min(name.len());
-    if !buf[..have].eq_ignore_ascii_case(&name[..have]) {
+    if buf.iter().zip(name).any(|(b, n)| b | 0x20 != *n) {
         return Err(ParseError::UnknownOp);
     }
     match buf.get(name.len()) {
@@ -273,36 +339,8 @@ fn parse_after_name<'a>(buf: &'a [u8], kind: Kind, name_len: usize, limits: &Lim
     };
     let args = buf.get(name_len..content_end).unwrap_or(&[]);
     let op = match kind {
-        Kind::Pub => {
-            let (subject, reply, size) = pub_args(args)?;
-            let payload = match payload(buf, line_end, size, limits)? {
-                Some(p) => p,
-                None => return Ok(None),
-            };
-            let op = ClientOp::Pub {
-                subject,
-                reply,
-                payload,
-            };
-            return Ok(Some((op, line_end + size + 2)));
-        }
-        Kind::HPub => {
-            let (subject, reply, hdr, total) = hpub_args(args)?;
-            let Some(all) = payload(buf, line_end, total, limits)? else {
-                return Ok(None);
-            };
-            let (headers, payload) = all.split_at(hdr);
-            if hdr > 0 && !headers.starts_with(b"NATS/1.0") {
-                return Err(ParseError::BadHeaders);
-            }
-            let op = ClientOp::HPub {
-                subject,
-                reply,
-                headers,
-                payload,
-            };
-            return Ok(Some((op, line_end + total + 2)));
-        }
+        Kind::Pub => return finish_pub(buf, line_end, pub_args(args)?, limits),
+        Kind::HPub => return finish_pub(buf, line_end, hpub_args(args)?, limits),
         Kind::Sub => {
             let bad = ParseError::BadArgs { op: "SUB" };
             match split_fields::<3>(args).ok_or(bad)? {
@@ -351,19 +389,36 @@ fn parse_after_name<'a>(buf: &'a [u8], kind: Kind, name_len: usize, limits: &Lim
     Ok(Some((op, line_end)))
 }
 
+/// The arguments of a `PUB` or `HPUB` control line.
+struct PubArgs<'a> {
+    /// Subject published to.
+    subject: &'a [u8],
+    /// Optional reply subject.
+    reply: Option<&'a [u8]>,
+    /// Size of the header block for `HPUB` (at most `total`), `None` for `PUB`.
+    hdr: Option<usize>,
+    /// Number of bytes after the control line, before the final `\r\n`.
+    total: usize,
+}
+
 /// Splits `PUB` arguments into subject, optional reply and payload size.
-fn pub_args(args: &[u8]) -> Result<(&[u8], Option<&[u8]>, usize), ParseError> {
+fn pub_args(args: &[u8]) -> Result<PubArgs<'_>, ParseError> {
     let bad = ParseError::BadArgs { op: "PUB" };
     let (subject, reply, size) = match split_fields::<3>(args).ok_or(bad)? {
         ([subject, size, _], 2) => (subject, None, size),
         ([subject, reply, size], 3) => (subject, Some(reply), size),
         _ => return Err(bad),
     };
-    Ok((subject, reply, parse_usize(size).ok_or(bad)?))
+    Ok(PubArgs {
+        subject,
+        reply,
+        hdr: None,
+        total: parse_usize(size).ok_or(bad)?,
+    })
 }
 
 /// Splits `HPUB` arguments into subject, optional reply, header size and total size.
-fn hpub_args(args: &[u8]) -> Result<(&[u8], Option<&[u8]>, usize, usize), ParseError> {
+fn hpub_args(args: &[u8]) -> Result<PubArgs<'_>, ParseError> {
     let bad = ParseError::BadArgs { op: "HPUB" };
     let (subject, reply, hdr, total) = match split_fields::<4>(args).ok_or(bad)? {
         ([subject, hdr, total, _], 3) => (subject, None, hdr, total),
@@ -375,7 +430,50 @@ fn hpub_args(args: &[u8]) -> Result<(&[u8], Option<&[u8]>, usize, usize), ParseE
     if hdr > total {
         return Err(bad);
     }
-    Ok((subject, reply, hdr, total))
+    Ok(PubArgs {
+        subject,
+        reply,
+        hdr: Some(hdr),
+        total,
+    })
+}
+
+/// Completes a `PUB`/`HPUB` whose control line ends at `line_end`: waits for the payload and
+/// its `\r\n`, then checks the header block of an `HPUB`.
+#[inline]
+fn finish_pub<'a>(
+    buf: &'a [u8],
+    line_end: usize,
+    args: PubArgs<'a>,
+    limits: &Limits,
+) -> Parsed<'a> {
+    let Some(all) = payload(buf, line_end, args.total, limits)? else {
+        return Ok(None);
+    };
+    let consumed = line_end + args.total + 2;
+    let PubArgs { subject, reply, .. } = args;
+    let op = match args.hdr {
+        None => ClientOp::Pub {
+            subject,
+            reply,
+            payload: all,
+        },
+        Some(hdr) => {
+            let (headers, payload) = all
+                .split_at_checked(hdr)
+                .ok_or(ParseError::BadArgs { op: "HPUB" })?;
+            if hdr > 0 && !headers.starts_with(b"NATS/1.0") {
+                return Err(ParseError::BadHeaders);
+            }
+            ClientOp::HPub {
+                subject,
+                reply,
+                headers,
+                payload,
+            }
+        }
+    };
+    Ok(Some((op, consumed)))
 }
 
 /// Returns the `size` payload bytes starting at `start`, once they and their `\r\n` are buffered.
@@ -449,8 +547,13 @@ fn trim_blanks(mut s: &[u8]) -> &[u8] {
 /// Parses a non-empty run of ASCII digits; `None` on any other byte or on overflow.
 #[inline]
 fn parse_usize(digits: &[u8]) -> Option<usize> {
+    // Up to this many digits cannot overflow, so the common case needs no overflow checks.
+    const SAFE_DIGITS: usize = if usize::BITS >= 64 { 19 } else { 9 };
     if digits.is_empty() {
         return None;
+    }
+    if digits.len() > SAFE_DIGITS {
+        return usize::try_from(parse_u64(digits)?).ok();
     }
     let mut n: usize = 0;
     for &b in digits {
@@ -458,7 +561,7 @@ fn parse_usize(digits: &[u8]) -> Option<usize> {
         if d > 9 {
             return None;
         }
-        n = n.checked_mul(10)?.checked_add(usize::from(d))?;
+        n = n * 10 + usize::from(d);
     }
     Some(n)
 }
@@ -482,6 +585,7 @@ fn parse_u64(digits: &[u8]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn lim() -> Limits {
         Limits::default()
@@ -948,5 +1052,118 @@ mod tests {
         assert_eq!(split_fields::<2>(b""), Some(([&b""[..], b""], 0)));
         assert_eq!(trim_blanks(b" \t x y \t"), b"x y");
         assert_eq!(trim_blanks(b" \t "), b"");
+    }
+
+    /// `PUB`/`HPUB` argument text, mostly near-valid: fields joined by blanks, a line end and
+    /// a body.
+    fn arg_text() -> impl Strategy<Value = Vec<u8>> {
+        let field = prop_oneof![
+            12 => (0u32..20).prop_map(|n| n.to_string().into_bytes()),
+            2 => Just(b"foo".to_vec()),
+            1 => Just(b"bar.baz".to_vec()),
+            1 => Just(b"99999999999999999999".to_vec()),
+            1 => prop::collection::vec(any::<u8>(), 1..3),
+        ];
+        let sep = prop_oneof![
+            20 => Just(&b" "[..]),
+            1 => Just(&b"  "[..]),
+            1 => Just(&b"\t"[..]),
+        ];
+        let end = prop_oneof![
+            20 => Just(&b"\r\n"[..]),
+            1 => Just(&b"\n"[..]),
+            1 => Just(&b"\r"[..]),
+            1 => Just(&b""[..]),
+            1 => Just(&b" \r\n"[..]),
+        ];
+        let body = prop::collection::vec(
+            prop_oneof![
+                Just(b"NATS/1.0\r\n\r\n".to_vec()),
+                Just(b"\r\n".to_vec()),
+                prop::collection::vec(any::<u8>(), 0..8),
+            ],
+            0..4,
+        );
+        (
+            prop::bool::weighted(0.05),
+            prop_oneof![3 => Just(b"foo".to_vec()), 1 => field.clone()],
+            prop_oneof![
+                4 => prop::collection::vec((sep.clone(), field.clone()), 1..4),
+                1 => prop::collection::vec((sep, field.clone()), 0..6),
+            ],
+            end,
+            body,
+        )
+            .prop_map(|(lead, first, rest, end, body)| {
+                let mut out = Vec::new();
+                if lead {
+                    out.push(b' ');
+                }
+                out.extend_from_slice(&first);
+                for (sep, field) in rest {
+                    out.extend_from_slice(sep);
+                    out.extend_from_slice(&field);
+                }
+                out.extend_from_slice(end);
+                out.extend_from_slice(&body.concat());
+                out
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// The `PUB `/`HPUB ` fast paths return exactly what the general path returns, for
+        /// every prefix of well-formed and malformed input alike.
+        #[test]
+        fn fast_paths_agree_with_general_path(tail in arg_text(), small in any::<bool>()) {
+            let limits = if small {
+                Limits { max_control_line: 20, max_payload: 12 }
+            } else {
+                Limits::default()
+            };
+            for (prefix, kind, name_len) in [(&b"PUB "[..], Kind::Pub, 3), (b"HPUB ", Kind::HPub, 4)] {
+                let mut buf = prefix.to_vec();
+                buf.extend_from_slice(&tail);
+                for k in prefix.len()..=buf.len() {
+                    let input = &buf[..k];
+                    prop_assert_eq!(
+                        parse_client_op(input, &limits),
+                        parse_after_name(input, kind, name_len, &limits),
+                        "{:?}", String::from_utf8_lossy(input)
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn swar_scan() {
+        let line = b"abcdefghijklmnopqrstuvwxyz \x7f\x80\xff\t";
+        for from in 0..line.len() {
+            let want = line[from..]
+                .iter()
+                .position(|&b| b <= b' ')
+                .map(|p| p + from);
+            assert_eq!(next_control_or_space(line, from), want, "from {from}");
+        }
+        for len in 0..20 {
+            let mut v = vec![b'a'; len];
+            assert_eq!(next_control_or_space(&v, 0), None);
+            for at in 0..len {
+                for b in [0u8, b'\t', b'\n', b'\r', b' ', 0x20] {
+                    v[at] = b;
+                    assert_eq!(next_control_or_space(&v, 0), Some(at));
+                    v[at] = b'a';
+                }
+                // Bytes above 0x20, including non-ASCII ones, are never delimiters.
+                for b in [0x21u8, 0x7f, 0x80, 0xa0, 0xa1, 0xdf, 0xff] {
+                    v[at] = b;
+                    assert_eq!(next_control_or_space(&v, 0), None);
+                    v[at] = b'a';
+                }
+            }
+        }
+        assert_eq!(next_control_or_space(b"ab", 5), None);
     }
 }

@@ -306,11 +306,13 @@ impl Connection {
             if buf.capacity() - buf.len() < read_size / 2 {
                 buf.reserve(read_size);
             }
+            let spare = buf.capacity() - buf.len();
             tokio::select! {
                 read = reader.read_buf(&mut buf) => match read {
                     Ok(0) => return Close::Eof,
                     Ok(n) => {
-                        if n == read_size && read_size < MAX_READ {
+                        // A read that filled the buffer: the client sends faster than we read.
+                        if n >= spare.min(read_size) && read_size < MAX_READ {
                             read_size *= 2;
                         }
                     }
