@@ -10,9 +10,16 @@
 //!   optional config file, killed and reaped on drop, its output printed if the test panics;
 //! - [`RawConn`]: a line-oriented raw protocol connection for wire-level assertions;
 //! - small helpers for bounded waits ([`bounded`], [`next_msg`]), ordering barriers
-//!   ([`barrier`]) and draining already-delivered messages ([`drain_ready`]).
+//!   ([`barrier`], [`sync`]) and draining already-delivered messages ([`drain_ready`]).
 //!
 //! Every wait is bounded by [`WAIT`] unless a test passes its own bound.
+//!
+//! Note: async-nats 0.51's `Client::flush` only writes the client's socket buffer; it does
+//! not wait for the server's `PONG`, so it does not make a subscription effective. Tests use
+//! [`sync`] / [`barrier`] (a marker message round trip) instead.
+//!
+//! Run: `cargo build --bins && cargo test -p e2e` (or `scripts/test`); one server only:
+//! `cargo test -p e2e leafd` / `hubd` / `nats_server`.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -797,43 +804,68 @@ pub async fn drain_ready(sub: &mut async_nats::Subscriber) -> Vec<async_nats::Me
     .await
 }
 
-/// An ordering barrier between two clients.
+/// An ordering barrier between two clients, on a fresh subject.
 ///
-/// `subscriber` subscribes to a fresh subject (and flushes, so the server has it),
-/// `publisher` publishes one marker there and flushes, and the marker is awaited. NATS keeps
-/// one publisher's messages in order towards one subscriber connection, and async-nats hands
-/// them to subscriptions in order, so when this returns every message `publisher` published
-/// before the call that routes to `subscriber` is already queued in its subscriptions
-/// (see [`drain_ready`]). `publisher` and `subscriber` may be the same client.
+/// See [`barrier_on`]. `publisher` and `subscriber` may be the same client unless it was
+/// connected with `no_echo`.
 ///
 /// # Panics
 /// When any step fails or takes longer than [`WAIT`].
 pub async fn barrier(publisher: &async_nats::Client, subscriber: &async_nats::Client) {
-    let subject = unique("barrier");
-    let mut sub = bounded("barrier subscribe", subscriber.subscribe(subject.clone()))
-        .await
-        .unwrap_or_else(|e| panic!("barrier subscribe failed: {e}"));
-    bounded("barrier flush", subscriber.flush())
-        .await
-        .unwrap_or_else(|e| panic!("barrier flush failed: {e}"));
-    bounded(
-        "barrier publish",
-        publisher.publish(subject, "barrier".into()),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("barrier publish failed: {e}"));
-    bounded("barrier flush", publisher.flush())
-        .await
-        .unwrap_or_else(|e| panic!("barrier flush failed: {e}"));
-    let _ = next_msg(&mut sub).await;
+    barrier_on(publisher, subscriber, &unique("barrier")).await;
 }
 
-/// Flushes `client` (a PING/PONG round trip), bounded by [`WAIT`].
+/// An ordering barrier between two clients, using `subject` (which must be fresh and
+/// allowed: `subscriber` subscribes to it, `publisher` publishes to it).
+///
+/// `subscriber` subscribes to `subject`, then `publisher` publishes a marker there until
+/// one arrives (a marker can be lost only if it overtakes the `SUB`; each wait is short and
+/// the whole barrier is bounded by [`WAIT`]). When this returns:
+/// - the server has processed everything `subscriber` sent before the call (its `SUB` for
+///   the marker was processed, and one connection's operations are processed in order);
+/// - every message `publisher` published before the call that routes to `subscriber` is
+///   already queued in its subscriptions, because NATS keeps one publisher's messages in
+///   order towards one subscriber connection and async-nats hands them to subscriptions in
+///   order (see [`drain_ready`]).
+///
+/// This replaces `Client::flush`, which in async-nats 0.51 only writes the socket buffer and
+/// does not wait for the server's `PONG`.
 ///
 /// # Panics
-/// When the flush fails or times out.
-pub async fn flush(client: &async_nats::Client) {
-    bounded("flush", client.flush())
-        .await
-        .unwrap_or_else(|e| panic!("flush failed: {e}"));
+/// When any step fails or takes longer than [`WAIT`].
+pub async fn barrier_on(
+    publisher: &async_nats::Client,
+    subscriber: &async_nats::Client,
+    subject: &str,
+) {
+    let mut sub = bounded(
+        "barrier subscribe",
+        subscriber.subscribe(subject.to_owned()),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("barrier subscribe to {subject} failed: {e}"));
+    bounded("barrier marker", async {
+        loop {
+            publisher
+                .publish(subject.to_owned(), "barrier".into())
+                .await
+                .unwrap_or_else(|e| panic!("barrier publish to {subject} failed: {e}"));
+            match tokio::time::timeout(Duration::from_millis(200), sub.next()).await {
+                Ok(Some(_)) => return,
+                Ok(None) => panic!("barrier subscription to {subject} ended"),
+                Err(_) => {}
+            }
+        }
+    })
+    .await;
+}
+
+/// Makes sure the server has processed everything `client` sent so far (subscriptions in
+/// particular): a [`barrier`] from `client` to itself. Not for `no_echo` clients: use
+/// [`barrier`] with another client as publisher.
+///
+/// # Panics
+/// When any step fails or takes longer than [`WAIT`].
+pub async fn sync(client: &async_nats::Client) {
+    barrier(client, client).await;
 }

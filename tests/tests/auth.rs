@@ -4,7 +4,10 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use e2e::{flush, next_msg, serde_json::json, server_tests, RawConn, ServerKind, TestServer};
+use e2e::{
+    barrier_on, next_msg, serde_json::json, server_tests, sync, unique, RawConn, ServerKind,
+    TestServer,
+};
 
 server_tests!(
     user_password,
@@ -56,7 +59,7 @@ async fn assert_accepted(server: &TestServer, fields: e2e::serde_json::Value) ->
 async fn assert_client_works(server: &TestServer, options: async_nats::ConnectOptions) {
     let client = server.client_with(options).await;
     let mut sub = client.subscribe("client.check").await.unwrap();
-    flush(&client).await;
+    sync(&client).await;
     client.publish("client.check", "x".into()).await.unwrap();
     assert_eq!(next_msg(&mut sub).await.payload, Bytes::from("x"));
 }
@@ -178,7 +181,7 @@ async fn permissions_publish(kind: ServerKind) {
     let admin_opts = TestServer::options().user_and_password("admin".into(), "pw2".into());
     let admin = server.client_with(admin_opts).await;
     let mut watch = admin.subscribe(">").await.unwrap();
-    flush(&admin).await;
+    sync(&admin).await;
 
     let mut raw = server.raw().await;
     raw.handshake(json!({ "user": "limited", "pass": "pw1" }))
@@ -201,7 +204,9 @@ async fn permissions_publish(kind: ServerKind) {
         if msg.subject.as_str() == "foo.end" {
             break;
         }
-        got.push((msg.subject.to_string(), msg.payload));
+        if !msg.subject.starts_with("barrier.") {
+            got.push((msg.subject.to_string(), msg.payload));
+        }
     }
     let allowed = Bytes::from("allowed");
     assert_eq!(
@@ -231,7 +236,6 @@ async fn permissions_subscribe(kind: ServerKind) {
     for subject in ["bar", "foo.hidden", "foo.a.b", "foo.visible", "_INBOX.abc"] {
         admin.publish(subject, subject.into()).await.unwrap();
     }
-    flush(&admin).await;
     let first = raw.next_msg().await;
     let second = raw.next_msg().await;
     assert_eq!(
@@ -249,7 +253,7 @@ async fn permissions_subscribe(kind: ServerKind) {
         .client_with(TestServer::options().user_and_password("limited".into(), "pw1".into()))
         .await;
     let mut service = admin.subscribe("foo.service").await.unwrap();
-    flush(&admin).await;
+    sync(&admin).await;
     let responder = admin.clone();
     let task = tokio::spawn(async move {
         let msg = next_msg(&mut service).await;
@@ -269,7 +273,7 @@ async fn permissions_wildcards_and_deny_overrides_allow(kind: ServerKind) {
     let admin_opts = TestServer::options().user_and_password("admin".into(), "pw2".into());
     let admin = server.client_with(admin_opts).await;
     let mut watch = admin.subscribe("foo.>").await.unwrap();
-    flush(&admin).await;
+    sync(&admin).await;
 
     let limited_opts = TestServer::options().user_and_password("limited".into(), "pw1".into());
     let limited = server.client_with(limited_opts).await;
@@ -286,7 +290,6 @@ async fn permissions_wildcards_and_deny_overrides_allow(kind: ServerKind) {
     limited.publish("foo.fine", "fine".into()).await.unwrap();
     // `limited` may not publish to a barrier subject: use an allowed marker instead.
     limited.publish("foo.end", "end".into()).await.unwrap();
-    flush(&limited).await;
     let mut subjects = Vec::new();
     loop {
         let subject = next_msg(&mut watch).await.subject.to_string();
@@ -300,10 +303,10 @@ async fn permissions_wildcards_and_deny_overrides_allow(kind: ServerKind) {
 
     // Subscribe side: `foo.*` allowed, `foo.hidden` denied even though `foo.*` matches it.
     let mut sub = limited.subscribe("foo.*").await.unwrap();
-    flush(&limited).await;
+    // `limited` may only subscribe to foo.* and _INBOX.>: sync through an inbox subject.
+    barrier_on(&admin, &limited, &unique("_INBOX.sync")).await;
     admin.publish("foo.hidden", "h".into()).await.unwrap();
     admin.publish("foo.seen", "s".into()).await.unwrap();
-    flush(&admin).await;
     // A denied subject is not delivered even through an allowed wildcard subscription
     // (nats-server filters deliveries against the deny list). foo.hidden was published
     // first, so it would arrive before foo.seen.
@@ -311,5 +314,9 @@ async fn permissions_wildcards_and_deny_overrides_allow(kind: ServerKind) {
     while got.last().map(String::as_str) != Some("foo.seen") {
         got.push(next_msg(&mut sub).await.subject.to_string());
     }
-    assert_eq!(got, ["foo.seen"], "foo.hidden leaked through the foo.* subscription");
+    assert_eq!(
+        got,
+        ["foo.seen"],
+        "foo.hidden leaked through the foo.* subscription"
+    );
 }

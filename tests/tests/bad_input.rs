@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use e2e::{flush, next_msg, serde_json::json, server_tests, ServerKind, TestServer};
+use e2e::{next_msg, serde_json::json, server_tests, sync, ServerKind, TestServer};
 
 server_tests!(
     garbage_gets_err,
@@ -24,7 +24,7 @@ async fn assert_serves(server: &TestServer) {
     let client = server.client().await;
     let subject = e2e::unique("alive");
     let mut sub = client.subscribe(subject.clone()).await.unwrap();
-    flush(&client).await;
+    sync(&client).await;
     client.publish(subject, "alive".into()).await.unwrap();
     assert_eq!(next_msg(&mut sub).await.payload, Bytes::from("alive"));
 }
@@ -78,7 +78,7 @@ async fn pub_split_into_single_bytes(kind: ServerKind) {
     let server = TestServer::start(kind).await;
     let client = server.client().await;
     let mut sub = client.subscribe("split.test").await.unwrap();
-    flush(&client).await;
+    sync(&client).await;
 
     let mut raw = server.raw_connected().await;
     let block = "NATS/1.0\r\nX-Split: yes\r\n\r\n";

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use async_nats::HeaderMap;
 use bytes::Bytes;
-use e2e::{barrier, bounded, drain_ready, flush, next_msg, server_tests, ServerKind, TestServer};
+use e2e::{barrier, bounded, drain_ready, next_msg, server_tests, sync, ServerKind, TestServer};
 use futures::StreamExt;
 
 server_tests!(
@@ -29,14 +29,13 @@ async fn pub_sub(kind: ServerKind) {
     let subscriber = server.client().await;
     let publisher = server.client().await;
     let mut sub = subscriber.subscribe("greet.joe").await.unwrap();
-    flush(&subscriber).await;
+    sync(&subscriber).await;
     for i in 0..10 {
         publisher
             .publish("greet.joe", format!("hello {i}").into())
             .await
             .unwrap();
     }
-    flush(&publisher).await;
     for i in 0..10 {
         let msg = next_msg(&mut sub).await;
         assert_eq!(msg.subject.as_str(), "greet.joe");
@@ -59,7 +58,7 @@ async fn wildcards(kind: ServerKind) {
     let mut mid = client.subscribe("a.*.c").await.unwrap();
     let mut exact = client.subscribe("a.b.c").await.unwrap();
     let mut all = client.subscribe(">").await.unwrap();
-    flush(&client).await;
+    sync(&client).await;
     for subject in ["a", "a.b", "a.b.c", "a.x.c", "a.b.c.d", "b.x", "a.b.d"] {
         client.publish(subject, subject.into()).await.unwrap();
     }
@@ -101,7 +100,7 @@ async fn queue_groups(kind: ServerKind) {
         );
     }
     let mut plain = consumer.subscribe("jobs").await.unwrap();
-    flush(&consumer).await;
+    sync(&consumer).await;
     for i in 0..N {
         publisher
             .publish("jobs", i.to_string().into())
@@ -143,7 +142,7 @@ async fn request_reply(kind: ServerKind) {
     let responder = server.client().await;
     let requester = server.client().await;
     let mut service = responder.subscribe("svc.upper").await.unwrap();
-    flush(&responder).await;
+    sync(&responder).await;
     let task = tokio::spawn({
         let responder = responder.clone();
         async move {
@@ -174,7 +173,7 @@ async fn headers_round_trip(kind: ServerKind) {
     let server = TestServer::start(kind).await;
     let client = server.client().await;
     let mut sub = client.subscribe("hdr").await.unwrap();
-    flush(&client).await;
+    sync(&client).await;
     let mut headers = HeaderMap::new();
     headers.insert("X-Single", "one");
     headers.insert("X-Multi", "first");
@@ -185,7 +184,6 @@ async fn headers_round_trip(kind: ServerKind) {
         .publish_with_headers("hdr", headers, "body".into())
         .await
         .unwrap();
-    flush(&client).await;
     let msg = next_msg(&mut sub).await;
     assert_eq!(msg.payload, Bytes::from("body"));
     let got = msg.headers.expect("message has no headers");
@@ -257,14 +255,13 @@ async fn unsubscribe_after(kind: ServerKind) {
     let publisher = server.client().await;
     let mut sub = subscriber.subscribe("limited").await.unwrap();
     sub.unsubscribe_after(3).await.unwrap();
-    flush(&subscriber).await;
+    sync(&subscriber).await;
     for i in 0..10 {
         publisher
             .publish("limited", i.to_string().into())
             .await
             .unwrap();
     }
-    flush(&publisher).await;
     let got: Vec<Bytes> = bounded("subscription end", sub.map(|m| m.payload).collect()).await;
     assert_eq!(got, ["0", "1", "2"].map(Bytes::from));
 }
@@ -284,7 +281,6 @@ async fn unsubscribe_max_on_the_wire(kind: ServerKind) {
             .unwrap();
     }
     publisher.publish("marker", "end".into()).await.unwrap();
-    flush(&publisher).await;
     let mut limited = Vec::new();
     loop {
         let msg = raw.next_msg().await;
@@ -329,14 +325,15 @@ async fn no_echo(kind: ServerKind) {
     let other = server.client().await;
     let mut quiet_sub = quiet.subscribe("echo").await.unwrap();
     let mut other_sub = other.subscribe("echo").await.unwrap();
-    flush(&quiet).await;
-    flush(&other).await;
+    // `quiet` never hears itself, so it is synced through `other`.
+    barrier(&other, &quiet).await;
+    sync(&other).await;
     quiet.publish("echo", "from-quiet".into()).await.unwrap();
-    // The PONG comes after anything the server would have sent for that publish.
-    flush(&quiet).await;
+    // Once `other` has the marker, the server has handled "from-quiet" (and would have
+    // queued an echo to `quiet` before "from-other" below).
+    barrier(&quiet, &other).await;
     other.publish("echo", "from-other".into()).await.unwrap();
     barrier(&other, &quiet).await;
-    barrier(&quiet, &other).await;
     let payloads = |msgs: Vec<async_nats::Message>| -> Vec<Bytes> {
         msgs.into_iter().map(|m| m.payload).collect()
     };

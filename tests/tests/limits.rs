@@ -1,12 +1,15 @@
 //! Size and scale limits: max payload, large payloads, many subscriptions, many clients.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use e2e::{
-    barrier, bounded, bounded_for, drain_ready, flush, next_msg, serde_json::json, server_tests,
-    ServerKind, TestServer,
+    barrier, bounded, bounded_for, drain_ready, next_msg, serde_json::json, server_tests, sync,
+    ServerKind, TestServer, WAIT,
 };
+use futures::StreamExt;
 
 server_tests!(
     max_payload_violation,
@@ -21,7 +24,7 @@ async fn max_payload_violation(kind: ServerKind) {
     let server = TestServer::with_config(kind, json!({ "max_payload": 1024 })).await;
     let client = server.client().await;
     let mut sub = client.subscribe("after").await.unwrap();
-    flush(&client).await;
+    sync(&client).await;
 
     let mut raw = server.raw_connected().await;
     assert_eq!(raw.info()["max_payload"], 1024, "INFO: {}", raw.info());
@@ -47,7 +50,7 @@ async fn large_payload(kind: ServerKind) {
     let client = server.client().await;
     let publisher = server.client().await;
     let mut sub = client.subscribe("big").await.unwrap();
-    flush(&client).await;
+    sync(&client).await;
     let payload: Bytes = (0..512 * 1024)
         .map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect::<Vec<u8>>()
@@ -55,7 +58,6 @@ async fn large_payload(kind: ServerKind) {
     for _ in 0..3 {
         publisher.publish("big", payload.clone()).await.unwrap();
     }
-    flush(&publisher).await;
     for _ in 0..3 {
         let msg = next_msg(&mut sub).await;
         assert_eq!(msg.payload.len(), payload.len());
@@ -80,7 +82,7 @@ async fn many_subscriptions(kind: ServerKind) {
         wild.push(client.subscribe(format!("w.{j}.*")).await.unwrap());
     }
     let mut all_s = client.subscribe("s.>").await.unwrap();
-    flush(&client).await;
+    sync(&client).await;
 
     // Unsubscribe every 10th exact subscription: those subjects must then reach only `s.>`.
     for (i, sub) in exact.iter_mut().enumerate() {
@@ -88,16 +90,13 @@ async fn many_subscriptions(kind: ServerKind) {
             sub.unsubscribe().await.unwrap();
         }
     }
-    flush(&client).await;
+    sync(&client).await;
 
     for i in 0..EXACT {
         publisher
             .publish(format!("s.{i}"), i.to_string().into())
             .await
             .unwrap();
-        if i % 1000 == 999 {
-            flush(&publisher).await;
-        }
     }
     for j in 0..WILD {
         publisher
@@ -161,24 +160,35 @@ async fn many_clients(kind: ServerKind) {
         subs.push((shared, private));
     }
     for client in &clients {
-        flush(client).await;
+        sync(client).await;
     }
 
+    // Per receiver: messages and "end" markers seen so far, for the failure message.
+    let progress: Arc<Vec<(AtomicUsize, AtomicUsize)>> = Arc::new(
+        (0..CLIENTS)
+            .map(|_| (AtomicUsize::new(0), AtomicUsize::new(0)))
+            .collect(),
+    );
     // Everyone receives concurrently while everyone publishes concurrently.
     let receivers = subs
         .into_iter()
         .enumerate()
         .map(|(i, (mut shared, mut private))| {
+            let progress = Arc::clone(&progress);
             tokio::spawn(async move {
                 let mut seen = HashSet::new();
                 let mut ends = 0;
                 while ends < CLIENTS {
-                    let msg = next_msg(&mut shared).await;
+                    let Some(msg) = shared.next().await else {
+                        panic!("client {i}: subscription ended");
+                    };
                     let text = String::from_utf8_lossy(&msg.payload).into_owned();
                     if text.starts_with("end ") {
                         ends += 1;
+                        progress[i].1.store(ends, Ordering::Relaxed);
                     } else {
                         assert!(seen.insert(text.clone()), "client {i} got {text} twice");
+                        progress[i].0.store(seen.len(), Ordering::Relaxed);
                     }
                 }
                 // Every publisher's "end" follows its messages, so nothing may be missing.
@@ -217,14 +227,35 @@ async fn many_clients(kind: ServerKind) {
                 .publish("c.all", format!("end {i}").into())
                 .await
                 .unwrap();
-            flush(&client).await;
         })
     });
     let publishers: Vec<_> = publishers.collect();
     bounded("publishers", futures::future::try_join_all(publishers))
         .await
         .unwrap();
-    bounded("receivers", futures::future::try_join_all(receivers))
-        .await
-        .unwrap();
+    let all = futures::future::try_join_all(receivers);
+    match tokio::time::timeout(WAIT, all).await {
+        Ok(result) => {
+            result.unwrap();
+        }
+        Err(_) => {
+            let stuck: Vec<String> = progress
+                .iter()
+                .enumerate()
+                .filter(|(_, (_, ends))| ends.load(Ordering::Relaxed) < CLIENTS)
+                .map(|(i, (seen, ends))| {
+                    format!(
+                        "client {i}: {}/{} messages, {}/{CLIENTS} ends",
+                        seen.load(Ordering::Relaxed),
+                        CLIENTS * PER_CLIENT,
+                        ends.load(Ordering::Relaxed)
+                    )
+                })
+                .collect();
+            panic!(
+                "receivers incomplete after {WAIT:?} ({} of {CLIENTS} stuck): {stuck:#?}",
+                stuck.len()
+            );
+        }
+    }
 }

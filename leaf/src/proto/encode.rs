@@ -59,6 +59,7 @@ fn len_u64(n: usize) -> u64 {
 ///
 /// Reserves room for the payload and its `\r\n` too, so the caller can append them without
 /// another allocation.
+#[inline]
 pub fn write_msg_head(
     out: &mut BytesMut,
     subject: &[u8],
@@ -66,17 +67,15 @@ pub fn write_msg_head(
     reply: Option<&[u8]>,
     payload_len: usize,
 ) {
-    write_line(
-        out,
-        &[Some(b"MSG"), Some(subject), Some(sid), reply],
-        &[len_u64(payload_len)],
-        payload_len + CRLF.len(),
-    );
+    let mut digits = itoa::Buffer::new();
+    let len = digits.format(payload_len).as_bytes();
+    write_delivery_head(out, b"MSG ", subject, sid, reply, &[len], payload_len);
 }
 
 /// Writes `HMSG <subject> <sid> [reply] <hdr_len> <total_len>\r\n`.
 ///
 /// Reserves room for the headers, the payload and their `\r\n` too.
+#[inline]
 pub fn write_hmsg_head(
     out: &mut BytesMut,
     subject: &[u8],
@@ -85,15 +84,54 @@ pub fn write_hmsg_head(
     hdr_len: usize,
     total_len: usize,
 ) {
-    write_line(
-        out,
-        &[Some(b"HMSG"), Some(subject), Some(sid), reply],
-        &[len_u64(hdr_len), len_u64(total_len)],
-        total_len + CRLF.len(),
+    let mut hdr_digits = itoa::Buffer::new();
+    let mut total_digits = itoa::Buffer::new();
+    let hdr = hdr_digits.format(hdr_len).as_bytes();
+    let total = total_digits.format(total_len).as_bytes();
+    write_delivery_head(out, b"HMSG ", subject, sid, reply, &[hdr, total], total_len);
+}
+
+/// Writes `<op><subject> <sid> [reply] <sizes...>\r\n` and reserves `body_len + 2` more bytes.
+#[inline(always)]
+fn write_delivery_head(
+    out: &mut BytesMut,
+    op: &[u8],
+    subject: &[u8],
+    sid: &[u8],
+    reply: Option<&[u8]>,
+    sizes: &[&[u8]],
+    body_len: usize,
+) {
+    let reply_len = reply.map_or(0, |r| r.len() + 1);
+    let sizes_len: usize = sizes.iter().map(|s| s.len() + 1).sum();
+    out.reserve(
+        op.len()
+            + subject.len()
+            + 1
+            + sid.len()
+            + reply_len
+            + sizes_len
+            + CRLF.len()
+            + body_len
+            + CRLF.len(),
     );
+    out.extend_from_slice(op);
+    out.extend_from_slice(subject);
+    out.extend_from_slice(b" ");
+    out.extend_from_slice(sid);
+    if let Some(reply) = reply {
+        out.extend_from_slice(b" ");
+        out.extend_from_slice(reply);
+    }
+    for size in sizes {
+        out.extend_from_slice(b" ");
+        out.extend_from_slice(size);
+    }
+    out.extend_from_slice(CRLF);
 }
 
 /// Writes a complete `MSG`: head, payload and `\r\n`.
+#[inline]
 pub fn write_msg(
     out: &mut BytesMut,
     subject: &[u8],
@@ -107,6 +145,7 @@ pub fn write_msg(
 }
 
 /// Writes a complete `HMSG`: head, header block, payload and `\r\n`.
+#[inline]
 pub fn write_hmsg(
     out: &mut BytesMut,
     subject: &[u8],

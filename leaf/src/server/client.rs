@@ -172,8 +172,6 @@ struct Connection {
     flush_set: FlushSet,
     stalled: Vec<Arc<ClientHandle>>,
     pings_out: u32,
-    in_msgs: u64,
-    in_bytes: u64,
 }
 
 /// Sends `-ERR text` to a client that cannot be served and closes it.
@@ -275,8 +273,6 @@ impl Connection {
             flush_set: FlushSet::default(),
             stalled: Vec::new(),
             pings_out: 0,
-            in_msgs: 0,
-            in_bytes: 0,
         }
     }
 
@@ -463,8 +459,6 @@ impl Connection {
 
     /// Routes one published message to every interested subscription.
     fn publish(&mut self, msg: Msg<'_>) {
-        self.in_msgs += 1;
-        self.in_bytes += (msg.payload.len() + msg.headers.map_or(0, <[u8]>::len)) as u64;
         if self.permissions.is_some() && !self.may_publish(msg.subject) {
             let text = format!(
                 "'Permissions Violation for Publish to \"{}\"'",

@@ -101,7 +101,7 @@ impl Outbound {
         if self.closed.load(Ordering::Relaxed) {
             return AppendOutcome::Closed;
         }
-        let added;
+        let pending;
         {
             let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
             let before = q.current.len();
@@ -114,9 +114,11 @@ impl Outbound {
                 n += payload.len();
             }
             q.current.extend_from_slice(trailer);
-            added = n + trailer.len();
+            let added = n + trailer.len();
+            // Counted under the lock: the writer subtracts what it took under the same lock's
+            // protection, so `pending` never goes below zero.
+            pending = self.pending.fetch_add(added, Ordering::Relaxed) + added;
         }
-        let pending = self.pending.fetch_add(added, Ordering::Relaxed) + added;
         if pending > self.max_pending {
             self.slow_consumer.store(true, Ordering::Relaxed);
             self.close();
@@ -176,7 +178,7 @@ impl Outbound {
         }
     }
 
-    /// Takes everything queued, or `None` if nothing is queued.
+    /// Moves everything queued into `into`.
     fn take(&self, into: &mut Vec<Bytes>) {
         let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
         into.extend(q.chunks.drain(..));
@@ -207,6 +209,7 @@ impl Outbound {
                 notified.await;
                 continue;
             }
+            // Everything in `batch` was counted in `pending` before it was queued.
             let total: usize = batch.iter().map(Bytes::len).sum();
             let result =
                 tokio::time::timeout(write_deadline, write_all_vectored(sink, &mut batch)).await;
@@ -275,6 +278,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     #[tokio::test]
     async fn coalesces_and_shares_payloads() {
@@ -297,6 +301,41 @@ mod tests {
         expected.extend_from_slice(b"\r\n+OK\r\n");
         assert_eq!(sink, expected);
         assert_eq!(out.pending(), 0);
+    }
+
+    /// Producers on other threads racing the writer: `pending` must never underflow (it used to
+    /// when it was counted after the bytes were queued) and must end at zero.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_producers_keep_pending_exact() {
+        let out = Arc::new(Outbound::new(64 * 1024 * 1024));
+        let writer_out = out.clone();
+        let writer = tokio::spawn(async move {
+            let mut sink = tokio::io::sink();
+            writer_out
+                .run_writer(&mut sink, Duration::from_secs(5))
+                .await
+        });
+        let producers: Vec<_> = (0..4)
+            .map(|_| {
+                let out = out.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..20_000 {
+                        assert_ne!(
+                            out.append_bytes(b"MSG a 1 2\r\nhi\r\n"),
+                            AppendOutcome::Closed
+                        );
+                        out.flush();
+                    }
+                })
+            })
+            .collect();
+        for p in producers {
+            p.join().unwrap();
+        }
+        out.close();
+        writer.await.unwrap().unwrap();
+        assert_eq!(out.pending(), 0);
+        assert!(!out.is_slow_consumer());
     }
 
     #[test]
