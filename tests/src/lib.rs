@@ -378,7 +378,9 @@ async fn wait_ready(child: &mut Child, port: u16) -> Result<(), String> {
 }
 
 /// Stops `child`: SIGTERM, up to [`STOP_GRACE`] to exit, then SIGKILL; always reaps it.
-fn stop_child(child: &mut Child) {
+/// Returns the exit status, and whether the process exited by itself before SIGKILL.
+fn stop_child(child: &mut Child) -> (Option<std::process::ExitStatus>, bool) {
+    let mut graceful = true;
     if let Ok(None) = child.try_wait() {
         if let Ok(pid) = libc::pid_t::try_from(child.id()) {
             // SAFETY: `kill` has no memory-safety preconditions. The pid is our own child,
@@ -395,10 +397,11 @@ fn stop_child(child: &mut Child) {
             std::thread::sleep(Duration::from_millis(10));
         }
         if let Ok(None) = child.try_wait() {
+            graceful = false;
             let _ = child.kill();
         }
     }
-    let _ = child.wait();
+    (child.wait().ok(), graceful)
 }
 
 /// A running server process on `127.0.0.1:<port>`.
@@ -512,6 +515,18 @@ impl TestServer {
         let mut conn = self.raw().await;
         conn.handshake(serde_json::json!({})).await;
         conn
+    }
+}
+
+impl TestServer {
+    /// Sends SIGTERM and waits (bounded) for the process to exit. Returns its exit status, or
+    /// `None` when it had to be killed because it did not exit within the grace period.
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        match stop_child(&mut child) {
+            (status, true) => status,
+            (_, false) => None,
+        }
     }
 }
 
