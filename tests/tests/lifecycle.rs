@@ -26,6 +26,7 @@ fn run(kind: ServerKind, args: &[&str]) -> Output {
         std::thread::sleep(Duration::from_millis(10));
     }
     let _ = child.kill();
+    let _ = child.wait();
     panic!("{kind} {args:?} did not exit within 10 s");
 }
 

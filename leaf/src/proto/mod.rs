@@ -11,8 +11,10 @@
 //! [`parse_client_op`] on it until it returns `Ok(None)`:
 //!
 //! 1. **Find one complete operation.** The op name is recognised from its first bytes
-//!    (case-insensitively, with a fast path for `PUB `), then `memchr` finds the end of the
-//!    control line, looking no further than [`Limits::max_control_line`] bytes. For `PUB` and
+//!    (case-insensitively), then `memchr` finds the end of the control line, looking no further
+//!    than [`Limits::max_control_line`] bytes. Canonical `PUB `/`HPUB ` lines (single spaces,
+//!    `\r\n`) take a fast path that splits the fields and finds the line end in one
+//!    word-at-a-time pass; anything unusual falls back to the general path, which decides. For `PUB` and
 //!    `HPUB` the declared size is checked against [`Limits::max_payload`] and the op is complete
 //!    once `size + 2` more bytes (payload and `\r\n`) are buffered. Anything missing yields
 //!    `Ok(None)`: the caller reads more and calls again on the same, longer buffer, since the

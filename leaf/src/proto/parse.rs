@@ -149,7 +149,7 @@ pub fn parse_client_op<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
     parse_general(buf, limits)
 }
 
-/// The general path of [`parse_client_op`], without the `PUB ` fast path.
+/// The general path of [`parse_client_op`], without the `PUB `/`HPUB ` fast paths.
 fn parse_general<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
     match op_name(buf)? {
         Some((kind, name_len)) => parse_after_name(buf, kind, name_len, limits),

@@ -152,6 +152,30 @@ struct Msg<'a> {
     payload: &'a [u8],
 }
 
+/// A large message body, copied once per publish and shared by every subscriber's queue: with
+/// the header block (for subscribers that announced headers) and without.
+#[derive(Default)]
+struct SharedBodies {
+    with_headers: Option<Bytes>,
+    payload_only: Option<Bytes>,
+}
+
+impl SharedBodies {
+    fn get(&mut self, headers: Option<&[u8]>, payload: &[u8]) -> &Bytes {
+        match headers {
+            Some(h) => self.with_headers.get_or_insert_with(|| {
+                let mut b = BytesMut::with_capacity(h.len() + payload.len());
+                b.extend_from_slice(h);
+                b.extend_from_slice(payload);
+                b.freeze()
+            }),
+            None => self
+                .payload_only
+                .get_or_insert_with(|| Bytes::copy_from_slice(payload)),
+        }
+    }
+}
+
 /// The read side of one connection.
 struct Connection {
     shared: Arc<Shared>,
@@ -479,9 +503,9 @@ impl Connection {
             }
             return;
         }
-        let mut shared: Option<Bytes> = None;
+        let mut bodies = SharedBodies::default();
         for sub in &result.plain {
-            self.deliver(sub, &msg, &mut shared);
+            self.deliver(sub, &msg, &mut bodies);
         }
         for group in &result.queues {
             let n = group.members.len();
@@ -493,7 +517,7 @@ impl Connection {
                 let Some(member) = group.members.get((start + i) % n) else {
                     break;
                 };
-                if self.deliver(member, &msg, &mut shared) {
+                if self.deliver(member, &msg, &mut bodies) {
                     break;
                 }
             }
@@ -538,7 +562,7 @@ impl Connection {
 
     /// Queues `msg` for one subscription. Returns false when it was not delivered (echo off,
     /// subscription ended, denied, or the subscriber is gone), so a queue group can try another.
-    fn deliver(&mut self, sub_ref: &SubRef, msg: &Msg<'_>, shared: &mut Option<Bytes>) -> bool {
+    fn deliver(&mut self, sub_ref: &SubRef, msg: &Msg<'_>, bodies: &mut SharedBodies) -> bool {
         let sub = &sub_ref.0;
         if !self.connect.echo && sub.client.id == self.handle.id {
             return false;
@@ -565,74 +589,32 @@ impl Connection {
                     .remove(&sub.subject, sub.queue.as_deref(), sub_ref);
             }
         }
-        let out = &sub.client.out;
-        let with_headers = match msg.headers {
-            Some(h) if sub.client.headers.load(Ordering::Relaxed) => Some(h),
-            _ => None,
+        // A subscriber that did not announce headers gets the payload alone, as in nats-server.
+        let hdr = msg
+            .headers
+            .filter(|_| sub.client.headers.load(Ordering::Relaxed));
+        let total = hdr.map_or(0, <[u8]>::len) + msg.payload.len();
+        let head = |b: &mut BytesMut| match hdr {
+            Some(h) => {
+                proto::encode::write_hmsg_head(b, msg.subject, &sub.sid, msg.reply, h.len(), total)
+            }
+            None => proto::encode::write_msg_head(b, msg.subject, &sub.sid, msg.reply, total),
         };
-        let outcome = match with_headers {
-            Some(hdr) => {
-                let total = hdr.len() + msg.payload.len();
-                if total >= SHARE_THRESHOLD {
-                    let body = shared.get_or_insert_with(|| {
-                        let mut b = BytesMut::with_capacity(total);
-                        b.extend_from_slice(hdr);
-                        b.extend_from_slice(msg.payload);
-                        b.freeze()
-                    });
-                    out.append(
-                        |b| {
-                            proto::encode::write_hmsg_head(
-                                b,
-                                msg.subject,
-                                &sub.sid,
-                                msg.reply,
-                                hdr.len(),
-                                total,
-                            )
-                        },
-                        Some(body),
-                        b"\r\n",
-                    )
-                } else {
-                    out.append(
-                        |b| {
-                            proto::encode::write_hmsg_head(
-                                b,
-                                msg.subject,
-                                &sub.sid,
-                                msg.reply,
-                                hdr.len(),
-                                total,
-                            );
-                            b.extend_from_slice(hdr);
-                            b.extend_from_slice(msg.payload);
-                        },
-                        None,
-                        b"\r\n",
-                    )
-                }
-            }
-            None => {
-                let len = msg.payload.len();
-                if len >= SHARE_THRESHOLD && msg.headers.is_none() {
-                    let body = shared.get_or_insert_with(|| Bytes::copy_from_slice(msg.payload));
-                    out.append(
-                        |b| proto::encode::write_msg_head(b, msg.subject, &sub.sid, msg.reply, len),
-                        Some(body),
-                        b"\r\n",
-                    )
-                } else {
-                    out.append(
-                        |b| {
-                            proto::encode::write_msg_head(b, msg.subject, &sub.sid, msg.reply, len);
-                            b.extend_from_slice(msg.payload);
-                        },
-                        None,
-                        b"\r\n",
-                    )
-                }
-            }
+        let out = &sub.client.out;
+        let outcome = if total >= SHARE_THRESHOLD {
+            out.append(head, Some(bodies.get(hdr, msg.payload)), b"\r\n")
+        } else {
+            out.append(
+                |b| {
+                    head(b);
+                    if let Some(h) = hdr {
+                        b.extend_from_slice(h);
+                    }
+                    b.extend_from_slice(msg.payload);
+                },
+                None,
+                b"\r\n",
+            )
         };
         match outcome {
             AppendOutcome::Queued => {}
