@@ -1,0 +1,182 @@
+//! The on-disk format, version [`FORMAT_VERSION`]: redb table definitions and the
+//! postcard-encoded records stored in them. See `DESIGN.md` next to this file.
+//!
+//! Changing any record's shape or any key's meaning requires a new format version.
+
+use serde::{Deserialize, Serialize};
+
+use super::StoreError;
+
+/// The format version written to (and required from) the `meta` table.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// `meta`: `"format_version"` → u32 LE, `"next_stream_id"` → u32 LE.
+pub(crate) const META: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("meta");
+/// `streams`: stream name → [`StreamDef`].
+pub(crate) const STREAMS: redb::TableDefinition<&str, &[u8]> =
+    redb::TableDefinition::new("streams");
+/// `stream_state`: stream id → [`StateRec`]. Rewritten once per commit that touches the stream.
+pub(crate) const STATES: redb::TableDefinition<u32, &[u8]> =
+    redb::TableDefinition::new("stream_state");
+/// `blocks`: (stream id, seq of the block's first slot) → [`BlockRec`].
+pub(crate) const BLOCKS: redb::TableDefinition<(u32, u64), &[u8]> =
+    redb::TableDefinition::new("blocks");
+/// `subjects`: (stream id, literal subject) → [`SubjectRec`].
+pub(crate) const SUBJECTS: redb::TableDefinition<(u32, &str), &[u8]> =
+    redb::TableDefinition::new("subjects");
+/// `consumers`: (stream id, consumer name) → opaque bytes owned by the layer above.
+pub(crate) const CONSUMERS: redb::TableDefinition<(u32, &str), &[u8]> =
+    redb::TableDefinition::new("consumers");
+
+/// Key of the format version in `meta`.
+pub(crate) const META_VERSION: &str = "format_version";
+/// Key of the next unused stream id in `meta` (ids are never reused).
+pub(crate) const META_NEXT_ID: &str = "next_stream_id";
+
+/// A block is closed (a new block is started within the same commit) once its encoded
+/// payload reaches this many bytes, so one record stays small enough to rewrite cheaply.
+pub(crate) const BLOCK_TARGET_BYTES: usize = 256 * 1024;
+
+/// A stream's definition: its id (the key prefix of all its other records) and its config.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct StreamDef {
+    /// Internal id, unique for the life of the file.
+    pub id: u32,
+    /// Opaque config bytes of the layer above.
+    pub config: Vec<u8>,
+}
+
+/// A stream's counters, as stored.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct StateRec {
+    pub first_seq: u64,
+    pub last_seq: u64,
+    pub msgs: u64,
+    pub bytes: u64,
+    pub first_ts_ns: i64,
+    pub last_ts_ns: i64,
+    pub num_subjects: u64,
+}
+
+/// One subject's entry in the subject index.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct SubjectRec {
+    pub first_seq: u64,
+    pub last_seq: u64,
+    pub msgs: u64,
+}
+
+/// A run of consecutive sequence numbers of one stream, written by one commit. Slot `i`
+/// holds sequence `first_seq + i`; `None` is a deleted message (tombstone). A block whose
+/// slots are all `None` is removed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct BlockRec {
+    pub slots: Vec<Option<MsgRec>>,
+}
+
+/// One stored message (its sequence number is implied by its slot).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct MsgRec {
+    pub subject: String,
+    pub headers: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+    pub ts_ns: i64,
+}
+
+/// Borrowed twin of [`MsgRec`] with the identical encoding, used on the append path to
+/// avoid copying payloads twice.
+#[derive(Serialize)]
+pub(crate) struct MsgRef<'a> {
+    pub subject: &'a str,
+    pub headers: Option<&'a [u8]>,
+    pub payload: &'a [u8],
+    pub ts_ns: i64,
+}
+
+/// Borrowed twin of [`BlockRec`].
+#[derive(Serialize)]
+pub(crate) struct BlockRef<'a> {
+    pub slots: Vec<Option<MsgRef<'a>>>,
+}
+
+impl MsgRec {
+    /// The bytes this message is accounted for in [`StreamState::bytes`](super::StreamState).
+    pub(crate) fn size(&self) -> u64 {
+        msg_size(
+            &self.subject,
+            self.headers.as_ref().map_or(0, Vec::len),
+            self.payload.len(),
+        )
+    }
+}
+
+/// Accounted size of a message: subject + headers + payload lengths.
+pub(crate) fn msg_size(subject: &str, headers_len: usize, payload_len: usize) -> u64 {
+    (subject.len() + headers_len + payload_len) as u64
+}
+
+/// Encodes a record.
+pub(crate) fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
+    postcard::to_allocvec(v).map_err(|e| StoreError::Invalid(format!("encode: {e}")))
+}
+
+/// Decodes a record.
+pub(crate) fn decode<'a, T: Deserialize<'a>>(b: &'a [u8]) -> Result<T, StoreError> {
+    Ok(postcard::from_bytes(b)?)
+}
+
+/// Encodes a u32 as 4 LE bytes (for `meta`).
+pub(crate) fn u32_bytes(v: u32) -> [u8; 4] {
+    v.to_le_bytes()
+}
+
+/// Decodes a `meta` u32.
+pub(crate) fn u32_from(b: &[u8]) -> Result<u32, StoreError> {
+    let arr: [u8; 4] = b
+        .try_into()
+        .map_err(|_| StoreError::Corrupt("meta value is not 4 bytes".into()))?;
+    Ok(u32::from_le_bytes(arr))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn borrowed_and_owned_encodings_agree() {
+        let owned = BlockRec {
+            slots: vec![
+                Some(MsgRec {
+                    subject: "a.b".into(),
+                    headers: Some(b"NATS/1.0\r\n\r\n".to_vec()),
+                    payload: vec![1, 2, 3],
+                    ts_ns: -5,
+                }),
+                None,
+            ],
+        };
+        let borrowed = BlockRef {
+            slots: vec![
+                Some(MsgRef {
+                    subject: "a.b",
+                    headers: Some(b"NATS/1.0\r\n\r\n"),
+                    payload: &[1, 2, 3],
+                    ts_ns: -5,
+                }),
+                None,
+            ],
+        };
+        let a = encode(&owned).unwrap();
+        let b = encode(&borrowed).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(decode::<BlockRec>(&a).unwrap(), owned);
+    }
+
+    #[test]
+    fn garbage_is_corrupt_not_panic() {
+        assert!(matches!(
+            decode::<BlockRec>(&[0xff, 0xff, 0xff]),
+            Err(StoreError::Corrupt(_))
+        ));
+    }
+}
