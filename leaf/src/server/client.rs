@@ -2,25 +2,25 @@
 //! its subscriptions, and pinging it.
 //!
 //! The read loop processes everything buffered by one `read` before it wakes the writers of the
-//! connections it delivered to (the *flush set*), so a burst of N messages to one subscriber wakes
+//! connections it delivered to (see [`Router`]), so a burst of N messages to one subscriber wakes
 //! that subscriber's writer once. When a subscriber's queue is above its stall mark, the
 //! publisher waits for it (bounded) before reading more: the publisher is throttled through TCP
 //! instead of the subscriber being dropped, as nats-server does.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use super::info::{ConnectInfo, ServerInfo, NATS_FEATURE_LEVEL};
-use super::outbound::{AppendOutcome, Outbound, SHARE_THRESHOLD};
+use super::route::{ClientHandle, Msg, Router, SubRef, SubTarget, Subscription};
 use super::Shared;
 use crate::auth::{Credentials, Permissions};
 use crate::proto::{self, ClientOp, Limits};
@@ -33,60 +33,8 @@ const MIN_READ: usize = 4 * 1024;
 const MAX_READ: usize = 64 * 1024;
 /// How many subjects a connection caches match results for.
 const LOCAL_CACHE_SIZE: usize = 512;
-/// How long a publisher waits for one stalled subscriber before it reads on.
-const STALL_LIMIT: Duration = Duration::from_millis(100);
 /// The status message sent to a requester when nobody is subscribed to the request subject.
 const NO_RESPONDERS_HDR: &[u8] = b"NATS/1.0 503\r\n\r\n";
-
-/// The part of a connection other connections see: its outbound queue and delivery options.
-pub struct ClientHandle {
-    /// The connection id (INFO's `client_id`).
-    pub id: u64,
-    /// What is waiting to be written to this client.
-    pub out: Outbound,
-    /// The client understands HMSG.
-    headers: AtomicBool,
-}
-
-impl ClientHandle {
-    fn new(id: u64, max_pending: usize) -> Self {
-        ClientHandle {
-            id,
-            out: Outbound::new(max_pending),
-            headers: AtomicBool::new(false),
-        }
-    }
-}
-
-/// One subscription of one client.
-pub struct Subscription {
-    /// The subscribing connection.
-    pub client: Arc<ClientHandle>,
-    /// The subject filter.
-    pub subject: Box<[u8]>,
-    /// The queue group, if any.
-    pub queue: Option<Box<[u8]>>,
-    /// The client's subscription id.
-    pub sid: Box<[u8]>,
-    /// Deliveries after which the subscription ends (0: unlimited).
-    max: AtomicU64,
-    /// Deliveries so far.
-    delivered: AtomicU64,
-    /// Set once the subscription is removed.
-    done: AtomicBool,
-    /// Set when the filter overlaps the client's subscribe deny list.
-    deny_check: Option<Arc<Permissions>>,
-}
-
-/// A shared handle to a subscription; equality is identity.
-#[derive(Clone)]
-pub struct SubRef(pub Arc<Subscription>);
-
-impl PartialEq for SubRef {
-    fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.0, &other.0)
-    }
-}
 
 /// Why a connection ended.
 #[derive(Debug)]
@@ -109,73 +57,6 @@ enum Close {
     Shutdown,
 }
 
-/// The connections written to while processing one read buffer.
-#[derive(Default)]
-struct FlushSet {
-    list: Vec<Arc<ClientHandle>>,
-    ids: HashSet<u64>,
-}
-
-impl FlushSet {
-    fn add(&mut self, client: &Arc<ClientHandle>) {
-        if let Some(last) = self.list.last() {
-            if last.id == client.id {
-                return;
-            }
-        }
-        if self.list.len() < 16 {
-            if self.list.iter().any(|c| c.id == client.id) {
-                return;
-            }
-            self.list.push(client.clone());
-            if self.list.len() == 16 {
-                self.ids.extend(self.list.iter().map(|c| c.id));
-            }
-        } else if self.ids.insert(client.id) {
-            self.list.push(client.clone());
-        }
-    }
-
-    fn flush(&mut self) {
-        for c in self.list.drain(..) {
-            c.out.flush();
-        }
-        self.ids.clear();
-    }
-}
-
-/// A message being routed.
-struct Msg<'a> {
-    subject: &'a [u8],
-    reply: Option<&'a [u8]>,
-    headers: Option<&'a [u8]>,
-    payload: &'a [u8],
-}
-
-/// A large message body, copied once per publish and shared by every subscriber's queue: with
-/// the header block (for subscribers that announced headers) and without.
-#[derive(Default)]
-struct SharedBodies {
-    with_headers: Option<Bytes>,
-    payload_only: Option<Bytes>,
-}
-
-impl SharedBodies {
-    fn get(&mut self, headers: Option<&[u8]>, payload: &[u8]) -> &Bytes {
-        match headers {
-            Some(h) => self.with_headers.get_or_insert_with(|| {
-                let mut b = BytesMut::with_capacity(h.len() + payload.len());
-                b.extend_from_slice(h);
-                b.extend_from_slice(payload);
-                b.freeze()
-            }),
-            None => self
-                .payload_only
-                .get_or_insert_with(|| Bytes::copy_from_slice(payload)),
-        }
-    }
-}
-
 /// The read side of one connection.
 struct Connection {
     shared: Arc<Shared>,
@@ -193,8 +74,7 @@ struct Connection {
     cache_generation: u64,
     /// Publish permission results by subject.
     publish_allowed: HashMap<Box<[u8]>, bool>,
-    flush_set: FlushSet,
-    stalled: Vec<Arc<ClientHandle>>,
+    router: Router,
     pings_out: u32,
 }
 
@@ -294,8 +174,7 @@ impl Connection {
             cache: HashMap::new(),
             cache_generation: 0,
             publish_allowed: HashMap::new(),
-            flush_set: FlushSet::default(),
-            stalled: Vec::new(),
+            router: Router::default(),
             pings_out: 0,
         }
     }
@@ -352,11 +231,11 @@ impl Connection {
             }
             let (consumed, close) = self.process(&buf);
             buf.advance(consumed);
-            self.flush_set.flush();
+            self.router.flush();
             if let Some(close) = close {
                 return close;
             }
-            self.wait_for_stalled().await;
+            self.router.wait_for_stalled(Some(self.handle.id)).await;
         }
     }
 
@@ -503,25 +382,9 @@ impl Connection {
             }
             return;
         }
-        let mut bodies = SharedBodies::default();
-        for sub in &result.plain {
-            self.deliver(sub, &msg, &mut bodies);
-        }
-        for group in &result.queues {
-            let n = group.members.len();
-            if n == 0 {
-                continue;
-            }
-            let start = fastrand::usize(..n);
-            for i in 0..n {
-                let Some(member) = group.members.get((start + i) % n) else {
-                    break;
-                };
-                if self.deliver(member, &msg, &mut bodies) {
-                    break;
-                }
-            }
-        }
+        let no_echo = (!self.connect.echo).then_some(self.handle.id);
+        self.router
+            .route(&self.shared.sublist, &result, &msg, no_echo);
     }
 
     /// The match result for `subject`, from this connection's cache when it is current.
@@ -560,108 +423,21 @@ impl Connection {
         allowed
     }
 
-    /// Queues `msg` for one subscription. Returns false when it was not delivered (echo off,
-    /// subscription ended, denied, or the subscriber is gone), so a queue group can try another.
-    fn deliver(&mut self, sub_ref: &SubRef, msg: &Msg<'_>, bodies: &mut SharedBodies) -> bool {
-        let sub = &sub_ref.0;
-        if !self.connect.echo && sub.client.id == self.handle.id {
-            return false;
-        }
-        if sub.done.load(Ordering::Relaxed) {
-            return false;
-        }
-        if let Some(perms) = &sub.deny_check {
-            if perms.delivery_denied(msg.subject) {
-                return false;
-            }
-        }
-        let n = sub.delivered.fetch_add(1, Ordering::Relaxed) + 1;
-        let max = sub.max.load(Ordering::Relaxed);
-        if max > 0 {
-            if n > max {
-                return false;
-            }
-            if n == max {
-                sub.done.store(true, Ordering::Relaxed);
-                let _ = self
-                    .shared
-                    .sublist
-                    .remove(&sub.subject, sub.queue.as_deref(), sub_ref);
-            }
-        }
-        // A subscriber that did not announce headers gets the payload alone, as in nats-server.
-        let hdr = msg
-            .headers
-            .filter(|_| sub.client.headers.load(Ordering::Relaxed));
-        let total = hdr.map_or(0, <[u8]>::len) + msg.payload.len();
-        let head = |b: &mut BytesMut| match hdr {
-            Some(h) => {
-                proto::encode::write_hmsg_head(b, msg.subject, &sub.sid, msg.reply, h.len(), total)
-            }
-            None => proto::encode::write_msg_head(b, msg.subject, &sub.sid, msg.reply, total),
-        };
-        let out = &sub.client.out;
-        let outcome = if total >= SHARE_THRESHOLD {
-            out.append(head, Some(bodies.get(hdr, msg.payload)), b"\r\n")
-        } else {
-            out.append(
-                |b| {
-                    head(b);
-                    if let Some(h) = hdr {
-                        b.extend_from_slice(h);
-                    }
-                    b.extend_from_slice(msg.payload);
-                },
-                None,
-                b"\r\n",
-            )
-        };
-        match outcome {
-            AppendOutcome::Queued => {}
-            AppendOutcome::Stalled => {
-                if !Arc::ptr_eq(&sub.client, &self.handle)
-                    && !self.stalled.iter().any(|c| c.id == sub.client.id)
-                {
-                    self.stalled.push(sub.client.clone());
-                }
-            }
-            AppendOutcome::Closed => return false,
-        }
-        self.flush_set.add(&sub.client);
-        true
-    }
-
-    /// Waits (bounded) for subscribers whose queues this connection filled past their stall
-    /// mark, so a fast publisher is slowed to its consumers' pace.
-    async fn wait_for_stalled(&mut self) {
-        for client in self.stalled.drain(..) {
-            client.out.wait_drained(STALL_LIMIT).await;
-        }
-    }
-
     fn send_no_responders(&mut self, reply: &[u8]) {
         let Some(sid) = self
             .subs
             .values()
-            .find(|s| {
-                !s.done.load(Ordering::Relaxed)
-                    && crate::subject::subject_matches(&s.subject, reply)
-            })
+            .find(|s| !s.is_done() && crate::subject::subject_matches(&s.subject, reply))
             .map(|s| s.sid.clone())
         else {
             return;
         };
         let len = NO_RESPONDERS_HDR.len();
-        self.handle.out.append(
-            |b| {
-                proto::encode::write_hmsg_head(b, reply, &sid, None, len, len);
-                b.extend_from_slice(NO_RESPONDERS_HDR);
-            },
-            None,
-            b"\r\n",
-        );
-        let me = self.handle.clone();
-        self.flush_set.add(&me);
+        self.router.send_with(&self.handle, |b| {
+            proto::encode::write_hmsg_head(b, reply, &sid, None, len, len);
+            b.extend_from_slice(NO_RESPONDERS_HDR);
+            b.extend_from_slice(b"\r\n");
+        });
     }
 
     fn subscribe(&mut self, subject: &[u8], queue: Option<&[u8]>, sid: &[u8]) {
@@ -698,16 +474,13 @@ impl Connection {
             self.ok();
             return;
         }
-        let sub = Arc::new(Subscription {
-            client: self.handle.clone(),
-            subject: subject.into(),
-            queue: queue.map(Into::into),
-            sid: sid.into(),
-            max: AtomicU64::new(0),
-            delivered: AtomicU64::new(0),
-            done: AtomicBool::new(false),
+        let sub = Arc::new(Subscription::new(
+            SubTarget::Client(self.handle.clone()),
+            subject,
+            queue,
+            sid,
             deny_check,
-        });
+        ));
         if let Err(e) = self
             .shared
             .sublist
@@ -726,7 +499,7 @@ impl Connection {
     /// map cannot grow without bound under the old request pattern (SUB + UNSUB 1 per request).
     fn sweep_ended_subscriptions(&mut self) {
         if self.subs.len() >= self.sweep_at {
-            self.subs.retain(|_, s| !s.done.load(Ordering::Relaxed));
+            self.subs.retain(|_, s| !s.is_done());
             self.sweep_at = (self.subs.len() * 2).max(64);
         }
     }
@@ -747,7 +520,7 @@ impl Connection {
     }
 
     fn remove_subscription(&self, sub: &Arc<Subscription>) {
-        if !sub.done.swap(true, Ordering::Relaxed) {
+        if sub.finish() {
             let _ = self.shared.sublist.remove(
                 &sub.subject,
                 sub.queue.as_deref(),
@@ -766,12 +539,12 @@ impl Connection {
     fn on_ping_timer(&mut self) -> Option<Close> {
         if self.pings_out >= self.shared.opts.ping_max {
             self.send_err("'Stale Connection'");
-            self.flush_set.flush();
+            self.router.flush();
             return Some(Close::Stale);
         }
         self.pings_out += 1;
         self.send(proto::encode::PING);
-        self.flush_set.flush();
+        self.router.flush();
         None
     }
 
@@ -782,9 +555,7 @@ impl Connection {
     }
 
     fn send(&mut self, bytes: &[u8]) {
-        self.handle.out.append_bytes(bytes);
-        let me = self.handle.clone();
-        self.flush_set.add(&me);
+        self.router.send(&self.handle, bytes);
     }
 
     fn send_err(&mut self, text: &str) {

@@ -9,6 +9,7 @@
 pub mod client;
 pub mod info;
 pub mod outbound;
+pub mod route;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -21,9 +22,9 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tracing::{debug, info, warn};
 
 use crate::auth::Authenticator;
-use crate::sublist::Sublist;
+use crate::sublist::{Sublist, SublistError};
 
-pub use client::{ClientHandle, SubRef, Subscription};
+pub use route::{ClientHandle, InternalSink, Msg, Router, SubRef, SubTarget, Subscription};
 
 /// Everything the server needs to know to serve clients.
 #[derive(Debug, Clone)]
@@ -90,6 +91,51 @@ pub struct Shared {
     /// The address the listener is bound to.
     pub local_addr: SocketAddr,
     pub(crate) next_client_id: AtomicU64,
+}
+
+impl Shared {
+    /// Publishes a message from inside the server (no client connection): JetStream replies,
+    /// messages arriving over a leaf link. Returns how many subscriptions it was delivered to.
+    /// It never waits for slow subscribers; their own limits bound what they queue.
+    pub fn publish(&self, msg: &Msg<'_>) -> usize {
+        let result = self.sublist.matches(msg.subject);
+        if result.is_empty() {
+            return 0;
+        }
+        let mut router = Router::default();
+        let delivered = router.route(&self.sublist, &result, msg, None);
+        router.flush();
+        router.clear_stalled();
+        delivered
+    }
+
+    /// Subscribes a component of the server to `subject` (optionally in a queue group): every
+    /// matching message is handed to `sink`.
+    pub fn subscribe_internal(
+        &self,
+        subject: &[u8],
+        queue: Option<&[u8]>,
+        sink: Arc<dyn InternalSink>,
+    ) -> Result<SubRef, SublistError> {
+        let sub = SubRef(Arc::new(Subscription::new(
+            SubTarget::Internal(sink),
+            subject,
+            queue,
+            b"",
+            None,
+        )));
+        self.sublist.insert(subject, queue, sub.clone())?;
+        Ok(sub)
+    }
+
+    /// Removes a subscription made with [`Shared::subscribe_internal`].
+    pub fn unsubscribe_internal(&self, sub: &SubRef) {
+        if sub.0.finish() {
+            let _ = self
+                .sublist
+                .remove(&sub.0.subject, sub.0.queue.as_deref(), sub);
+        }
+    }
 }
 
 /// A bound, not yet running server.
@@ -201,5 +247,90 @@ impl Server {
         } else {
             debug!("all connections closed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Weak;
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    use tokio::net::TcpStream;
+
+    /// Answers every request with its payload reversed, through `Shared::publish`.
+    struct Reverser(Weak<Shared>);
+
+    impl InternalSink for Reverser {
+        fn deliver(&self, msg: &Msg<'_>) {
+            let (Some(shared), Some(reply)) = (self.0.upgrade(), msg.reply) else {
+                return;
+            };
+            let payload: Vec<u8> = msg.payload.iter().rev().copied().collect();
+            shared.publish(&Msg {
+                subject: reply,
+                reply: None,
+                headers: None,
+                payload: &payload,
+            });
+        }
+    }
+
+    async fn read_line(reader: &mut BufReader<tokio::net::tcp::OwnedReadHalf>) -> String {
+        let mut line = String::new();
+        tokio::time::timeout(Duration::from_secs(5), reader.read_line(&mut line))
+            .await
+            .expect("line within 5 s")
+            .expect("read");
+        line
+    }
+
+    #[tokio::test]
+    async fn internal_subscriptions_receive_and_publish() {
+        let server = Server::bind(ServerOptions {
+            port: 0,
+            ..ServerOptions::default()
+        })
+        .await
+        .unwrap();
+        let addr = server.local_addr();
+        let shared = server.shared().clone();
+        let sink = Arc::new(Reverser(Arc::downgrade(&shared)));
+        let sub = shared
+            .subscribe_internal(b"svc.reverse", None, sink)
+            .unwrap();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let running = tokio::spawn(server.run(
+            async {
+                let _ = stop_rx.await;
+            },
+            Duration::from_secs(1),
+        ));
+
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let (read, mut write) = stream.into_split();
+        let mut reader = BufReader::new(read);
+        assert!(read_line(&mut reader).await.starts_with("INFO "));
+        write
+            .write_all(b"CONNECT {}\r\nSUB answers 7\r\nPUB svc.reverse answers 3\r\nabc\r\nPING\r\n")
+            .await
+            .unwrap();
+        assert_eq!(read_line(&mut reader).await, "MSG answers 7 3\r\n");
+        assert_eq!(read_line(&mut reader).await, "cba\r\n");
+        assert_eq!(read_line(&mut reader).await, "PONG\r\n");
+
+        // Once unsubscribed, the request has no taker.
+        shared.unsubscribe_internal(&sub);
+        write
+            .write_all(b"PUB svc.reverse answers 3\r\nabc\r\nPING\r\n")
+            .await
+            .unwrap();
+        assert_eq!(read_line(&mut reader).await, "PONG\r\n");
+        assert_eq!(shared.sublist.count(), 1);
+
+        let _ = stop_tx.send(());
+        tokio::time::timeout(Duration::from_secs(5), running)
+            .await
+            .unwrap()
+            .unwrap();
     }
 }
