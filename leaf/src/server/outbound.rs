@@ -31,6 +31,10 @@ use tokio::sync::Notify;
 /// Payloads at least this large are shared between subscribers instead of copied.
 pub const SHARE_THRESHOLD: usize = 4096;
 
+/// The most a queue holds before its producers are asked to wait: enough for large vectored
+/// writes, small enough that a fan-out to many slow readers stays within a small device's RAM.
+const STALL_MARK_MAX: usize = 512 * 1024;
+
 /// How many chunks one vectored write hands to the kernel at most.
 const MAX_IOVECS: usize = 64;
 
@@ -84,7 +88,7 @@ impl Outbound {
             wake_writer: Notify::new(),
             drained: Notify::new(),
             max_pending,
-            stall_mark: (max_pending / 4).min(2 * 1024 * 1024),
+            stall_mark: (max_pending / 4).min(STALL_MARK_MAX),
         }
     }
 
