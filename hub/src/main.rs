@@ -1,6 +1,7 @@
-//! `hubd`: the hub server. It serves the same NATS core as `leafd` (from the `leaf` library);
-//! the hub-specific parts (the accept side of leafnode links, the full JetStream API) will live
-//! in this crate.
+//! `hubd`: the hub server. It serves the same NATS core, JetStream and leafnode link as
+//! `leafd` (all from the `leaf` library); hub-only parts (monitoring for many leaves, the
+//! full JetStream API with consumers, KV and object store) will live in this crate as they
+//! are built.
 
 fn main() -> std::process::ExitCode {
     leaf::app::main(leaf::app::Flavor::Hubd)

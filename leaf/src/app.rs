@@ -13,6 +13,8 @@ use tracing::{error, info};
 use crate::auth::{Authenticator, Permissions, Rules, User};
 use crate::cli::{self, normalize_args, ServerArgs};
 use crate::config::{self, Config};
+use crate::jetstream::{JetStream, JetStreamOptions};
+use crate::leafnode::{LeafOptions, RemoteUrl};
 use crate::server::{Server, ServerOptions};
 
 /// Which binary is running.
@@ -118,6 +120,18 @@ pub fn main(flavor: Flavor) -> ExitCode {
             "{} starting",
             flavor.name()
         );
+        let _jetstream = if cfg.jetstream.enabled {
+            match JetStream::start(server.shared(), jetstream_options(&cfg, flavor)) {
+                Ok(js) => Some(js),
+                Err(e) => {
+                    error!("{e}");
+                    eprintln!("{}: {e}", flavor.name());
+                    return ExitCode::from(1);
+                }
+            }
+        } else {
+            None
+        };
         server.run(shutdown_signal(), DRAIN_LIMIT).await;
         info!("{} stopped", flavor.name());
         ExitCode::SUCCESS
@@ -150,16 +164,78 @@ fn check_config(flavor: Flavor, file: &std::path::Path) -> ExitCode {
 /// Settings that parse but whose feature is not built yet: refused with a clear message rather
 /// than silently ignored.
 fn unsupported_yet(cfg: &Config) -> Result<(), String> {
-    if cfg.jetstream.enabled {
-        return Err("JetStream (jetstream, -js, -sd) is not supported yet".into());
-    }
     if cfg.http_port.is_some() {
         return Err("the monitoring port (http_port, -m) is not supported yet".into());
     }
-    if cfg.leafnodes.listen.is_some() || !cfg.leafnodes.remotes.is_empty() {
-        return Err("leafnode links (leafnodes) are not supported yet".into());
+    for (i, remote) in cfg.leafnodes.remotes.iter().enumerate() {
+        if let Some(key) = remote.unsupported.first() {
+            return Err(format!(
+                "leafnodes.remotes[{i}].{key}: not supported yet (leafnode links are plain TCP \
+                 with user/password or token in the URL; TLS, credentials files, nkeys, \
+                 accounts, hub mode, deny lists and compression are not implemented)"
+            ));
+        }
+        for url in &remote.urls {
+            if let Err(e) = RemoteUrl::parse(url) {
+                return Err(format!("leafnodes.remotes[{i}]: {e}"));
+            }
+        }
     }
     Ok(())
+}
+
+/// The leafnode settings a configuration describes. URLs that do not parse are skipped
+/// (`unsupported_yet` refuses them first).
+fn leaf_options(cfg: &Config) -> LeafOptions {
+    let ln = &cfg.leafnodes;
+    let auth = &ln.authorization;
+    let auth = match (&auth.token, &auth.user) {
+        (Some(token), _) => Authenticator::Token(token.clone()),
+        (None, Some(user)) => Authenticator::Users(HashMap::from([(
+            user.clone(),
+            User {
+                password: auth.password.clone().unwrap_or_default(),
+                permissions: None,
+            },
+        )])),
+        (None, None) => Authenticator::Open,
+    };
+    LeafOptions {
+        listen: cfg
+            .leafnode_listen()
+            .map(|(host, port)| (host.to_owned(), port)),
+        auth,
+        auth_timeout: ln.authorization.timeout,
+        remotes: ln
+            .remotes
+            .iter()
+            .map(|r| {
+                r.urls
+                    .iter()
+                    .filter_map(|u| RemoteUrl::parse(u).ok())
+                    .collect()
+            })
+            .filter(|urls: &Vec<RemoteUrl>| !urls.is_empty())
+            .collect(),
+        reconnect_max: ln.reconnect,
+        ping_interval: ln.ping_interval,
+        ping_max: ln.ping_max,
+        ..LeafOptions::default()
+    }
+}
+
+/// Where JetStream keeps its store and how it is limited. Without `store_dir`, a directory
+/// under the system's temporary directory is used, as nats-server does.
+fn jetstream_options(cfg: &Config, flavor: Flavor) -> JetStreamOptions {
+    let js = &cfg.jetstream;
+    JetStreamOptions {
+        store_dir: js
+            .store_dir
+            .clone()
+            .unwrap_or_else(|| std::env::temp_dir().join(flavor.name()).join("jetstream")),
+        domain: js.domain.clone(),
+        max_file_bytes: js.max_file_store,
+    }
 }
 
 /// The server options a configuration describes.
@@ -179,6 +255,7 @@ pub fn server_options(cfg: &Config, flavor: Flavor) -> ServerOptions {
         write_deadline: cfg.write_deadline,
         auth_timeout: cfg.authorization.timeout,
         auth: authenticator(cfg),
+        leafnodes: leaf_options(cfg),
     }
 }
 
@@ -251,5 +328,51 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => info!("SIGTERM received"),
         _ = tokio::signal::ctrl_c() => info!("SIGINT received"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(text: &str) -> Config {
+        config::parse_str(text, config::Format::Toml, "t.toml").unwrap()
+    }
+
+    #[test]
+    fn leafnode_settings_become_options() {
+        let c = cfg(
+            "[leafnodes]\nlisten = \"127.0.0.1:0\"\nreconnect = \"3s\"\n\
+                     authorization = { user = \"u\", password = \"p\" }\n\
+                     remotes = [{ urls = [\"nats-leaf://a:b@h:1\", \"nats://h2\"] }]\n",
+        );
+        unsupported_yet(&c).unwrap();
+        let o = leaf_options(&c);
+        assert!(o.enabled());
+        assert_eq!(o.listen, Some(("127.0.0.1".to_owned(), 0)));
+        assert!(o.auth.required());
+        assert_eq!(o.reconnect_max, Duration::from_secs(3));
+        assert_eq!(o.remotes.len(), 1);
+        assert_eq!(o.remotes[0][0].user.as_deref(), Some("a"));
+        assert_eq!(o.remotes[0][1].port, config::DEFAULT_LEAFNODE_PORT);
+        assert!(!leaf_options(&Config::default()).enabled());
+    }
+
+    #[test]
+    fn unimplemented_leafnode_features_are_refused() {
+        let err = unsupported_yet(&cfg(
+            "[leafnodes]\nremotes = [{ url = \"tls://u:secret@hub:7422\" }]\n",
+        ))
+        .unwrap_err();
+        assert!(err.contains("tls:// scheme is not supported yet"), "{err}");
+        assert!(!err.contains("secret"));
+        let err = unsupported_yet(&cfg(
+            "[leafnodes]\nremotes = [{ url = \"nats-leaf://hub\", credentials = \"x.creds\" }]\n",
+        ))
+        .unwrap_err();
+        assert!(
+            err.starts_with("leafnodes.remotes[0].credentials: not supported yet"),
+            "{err}"
+        );
     }
 }

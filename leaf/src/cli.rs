@@ -117,6 +117,15 @@ pub struct ServerArgs {
         value_parser = parse_size_arg
     )]
     pub max_payload: Option<usize>,
+
+    /// Accept leafnode connections on HOST:PORT (`leafnodes.listen`).
+    #[arg(long = "leafnodes", value_name = "HOST:PORT", value_parser = parse_listen_arg)]
+    pub leafnodes: Option<config::Listen>,
+
+    /// Connect to a hub as a leaf node (repeatable; each adds a `leafnodes.remotes` entry),
+    /// e.g. nats-leaf://user:pass@hub:7422.
+    #[arg(long = "hub", value_name = "URL")]
+    pub hub: Vec<String>,
 }
 
 impl ServerArgs {
@@ -171,6 +180,15 @@ impl ServerArgs {
         if let Some(size) = self.max_payload {
             cfg.max_payload = size;
         }
+        if let Some(listen) = &self.leafnodes {
+            cfg.leafnodes.listen = Some(listen.clone());
+        }
+        for url in &self.hub {
+            cfg.leafnodes.remotes.push(config::Remote {
+                urls: vec![url.clone()],
+                ..config::Remote::default()
+            });
+        }
     }
 }
 
@@ -184,6 +202,11 @@ pub fn load(args: &ServerArgs) -> Result<Config, ConfigError> {
     args.apply(&mut cfg);
     cfg.validate()?;
     Ok(cfg)
+}
+
+/// clap value parser for `--leafnodes`.
+fn parse_listen_arg(s: &str) -> Result<config::Listen, String> {
+    s.parse()
 }
 
 /// clap value parser for `--max_payload`.
@@ -529,6 +552,29 @@ mod tests {
         assert_eq!(cfg.effective_log_level(), LogLevel::Trace);
         assert_eq!(cfg.max_payload, 64 << 10);
         assert_eq!(cfg.port, config::DEFAULT_PORT);
+
+        let cfg = load(
+            &parse(&[
+                "--leafnodes",
+                "127.0.0.1:7422",
+                "--hub",
+                "nats-leaf://a:1",
+                "-hub",
+                "nats-leaf://u:p@b:2",
+            ])
+            .server,
+        )
+        .unwrap();
+        assert_eq!(cfg.leafnode_listen(), Some(("127.0.0.1", 7422)));
+        let urls: Vec<_> = cfg
+            .leafnodes
+            .remotes
+            .iter()
+            .map(|r| r.urls.clone())
+            .collect();
+        assert_eq!(urls, [["nats-leaf://a:1"], ["nats-leaf://u:p@b:2"]]);
+        let bad = ["leafd", "--leafnodes", "nowhere"].map(OsString::from);
+        assert!(TestCli::try_parse_from(normalize_args(bad)).is_err());
 
         let err = load(&parse(&["--user", "a"]).server).unwrap_err();
         assert_eq!(

@@ -11,6 +11,8 @@
 //! * [`auth`]: authentication and per-user publish/subscribe permissions.
 //! * [`server`]: the accept loop, connections ([`server::client`]), outbound queues
 //!   ([`server::outbound`]) and the INFO/CONNECT bodies ([`server::info`]).
+//! * [`leafnode`]: leafnode links to hubs and from leaves (the NATS server-to-server
+//!   leafnode protocol, both sides).
 //! * [`config`]: the configuration file (TOML or JSON, nats-server's key names) and
 //!   [`cli`]: the nats-server-compatible command-line flags.
 //! * [`app`]: what the `leafd` and `hubd` binaries run: flags, config, logging, signals.
@@ -21,7 +23,10 @@ pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod jetstream;
+pub mod leafnode;
 pub mod proto;
 pub mod server;
+pub mod store;
 pub mod subject;
 pub mod sublist;

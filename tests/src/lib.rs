@@ -24,7 +24,6 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::fs;
-use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -191,7 +190,7 @@ macro_rules! server_tests {
 ///
 /// # Panics
 /// On timeout, naming `what` was being waited for.
-pub async fn bounded<F: Future>(what: &str, fut: F) -> F::Output {
+pub async fn bounded<F: std::future::IntoFuture>(what: &str, fut: F) -> F::Output {
     bounded_for(WAIT, what, fut).await
 }
 
@@ -199,8 +198,12 @@ pub async fn bounded<F: Future>(what: &str, fut: F) -> F::Output {
 ///
 /// # Panics
 /// On timeout, naming `what` was being waited for.
-pub async fn bounded_for<F: Future>(limit: Duration, what: &str, fut: F) -> F::Output {
-    match tokio::time::timeout(limit, fut).await {
+pub async fn bounded_for<F: std::future::IntoFuture>(
+    limit: Duration,
+    what: &str,
+    fut: F,
+) -> F::Output {
+    match tokio::time::timeout(limit, fut.into_future()).await {
         Ok(out) => out,
         Err(_) => panic!("timed out after {limit:?} waiting for {what}"),
     }
@@ -320,6 +323,34 @@ impl ServerBuilder {
             .stderr(Stdio::from(log_err));
         cmd.spawn()
             .unwrap_or_else(|e| panic!("cannot spawn {}: {e}", binary.display()))
+    }
+}
+
+/// A free port on 127.0.0.1 for a second listener (a leafnode port, say), never handed out
+/// twice by this process (see [`pick_port`]).
+pub fn free_port() -> u16 {
+    pick_port()
+}
+
+/// Waits (bounded by [`WAIT`], polling) until `server`'s output contains `needle` at least
+/// `times` times; returns the whole output.
+///
+/// # Panics
+/// On timeout, with the output.
+pub async fn wait_for_log(server: &TestServer, needle: &str, times: usize) -> String {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let log = server.log();
+        if log.matches(needle).count() >= times {
+            return log;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {WAIT:?} waiting for {times}x {needle:?} in the {} log:\n{log}",
+            server.kind()
+        );
+        // Polling a log file: there is nothing to synchronise on.
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -143,8 +143,8 @@ fn bad_flag_is_refused() {
 }
 
 #[test]
-fn jetstream_flags_are_not_supported_yet() {
-    for args in [&["-js"][..], &["-sd", "/tmp/x"][..], &["--jetstream"][..]] {
+fn monitoring_port_is_not_supported_yet() {
+    for args in [&["-m", "8222"][..], &["--http_port", "8222"][..]] {
         let out = run(ServerKind::Leafd, args);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");

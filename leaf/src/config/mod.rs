@@ -405,18 +405,47 @@ impl<'de> Deserialize<'de> for JetStream {
     }
 }
 
+/// Default cap of the leaf-node reconnect backoff.
+pub const DEFAULT_LEAFNODE_RECONNECT: Duration = Duration::from_secs(10);
+/// Default interval between keepalive pings on a leaf-node link.
+pub const DEFAULT_LEAFNODE_PING_INTERVAL: Duration = Duration::from_secs(30);
+/// Default number of unanswered pings after which a leaf-node link is dead.
+pub const DEFAULT_LEAFNODE_PING_MAX: u32 = 2;
+
 /// The `[leafnodes]` table: accepting leaf connections and connecting out.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "LeafNodesTable")]
 pub struct LeafNodes {
     /// Where to accept leaf-node connections; `None` accepts none.
     pub listen: Option<Listen>,
     /// Servers (hubs) to connect to as a leaf node.
     pub remotes: Vec<Remote>,
+    /// Who may connect on the leaf-node listener.
+    pub authorization: LeafAuthorization,
+    /// Cap of the reconnect backoff (`reconnect`, also `reconnect_delay`,
+    /// `reconnect_interval`): retries start at 100 ms and double up to this.
+    pub reconnect: Duration,
+    /// Interval between keepalive pings on each link.
+    pub ping_interval: Duration,
+    /// Unanswered pings after which a link is closed and, if solicited, reconnected.
+    pub ping_max: u32,
+}
+
+impl Default for LeafNodes {
+    fn default() -> Self {
+        LeafNodes {
+            listen: None,
+            remotes: Vec::new(),
+            authorization: LeafAuthorization::default(),
+            reconnect: DEFAULT_LEAFNODE_RECONNECT,
+            ping_interval: DEFAULT_LEAFNODE_PING_INTERVAL,
+            ping_max: DEFAULT_LEAFNODE_PING_MAX,
+        }
+    }
 }
 
 /// `[leafnodes]` as written: `listen = "host:port"` or `host` and `port`.
-#[derive(Default, Deserialize)]
+#[derive(Deserialize)]
 #[serde(default, deny_unknown_fields)]
 struct LeafNodesTable {
     #[serde(deserialize_with = "de_listen")]
@@ -425,6 +454,73 @@ struct LeafNodesTable {
     port: Option<u16>,
     #[serde(deserialize_with = "value::de_table_list")]
     remotes: Vec<Remote>,
+    #[serde(deserialize_with = "value::de_table")]
+    authorization: LeafAuthorization,
+    #[serde(
+        alias = "reconnect_delay",
+        alias = "reconnect_interval",
+        deserialize_with = "value::de_duration"
+    )]
+    reconnect: Duration,
+    #[serde(deserialize_with = "value::de_duration")]
+    ping_interval: Duration,
+    ping_max: u32,
+}
+
+impl Default for LeafNodesTable {
+    fn default() -> Self {
+        let d = LeafNodes::default();
+        LeafNodesTable {
+            listen: None,
+            host: None,
+            port: None,
+            remotes: Vec::new(),
+            authorization: d.authorization,
+            reconnect: d.reconnect,
+            ping_interval: d.ping_interval,
+            ping_max: d.ping_max,
+        }
+    }
+}
+
+/// `leafnodes.authorization`: credentials a leaf must present (one user, or a token).
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LeafAuthorization {
+    /// User name (with `password`).
+    #[serde(alias = "username")]
+    pub user: Option<String>,
+    /// Password (with `user`).
+    #[serde(alias = "pass")]
+    pub password: Option<String>,
+    /// Token (a leaf sends it as the URL's user name, or as `auth_token`); excludes `user`.
+    pub token: Option<String>,
+    /// Time a leaf has to send `CONNECT`.
+    #[serde(deserialize_with = "value::de_duration")]
+    pub timeout: Duration,
+}
+
+impl Default for LeafAuthorization {
+    fn default() -> Self {
+        LeafAuthorization {
+            user: None,
+            password: None,
+            token: None,
+            timeout: DEFAULT_AUTH_TIMEOUT,
+        }
+    }
+}
+
+impl fmt::Debug for LeafAuthorization {
+    /// Secrets are redacted so the config can be logged.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LeafAuthorization")
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| Redacted))
+            .field("token", &self.token.as_ref().map(|_| Redacted))
+            .field("timeout", &self.timeout)
+            .finish()
+    }
 }
 
 impl TryFrom<LeafNodesTable> for LeafNodes {
@@ -446,6 +542,10 @@ impl TryFrom<LeafNodesTable> for LeafNodes {
         Ok(LeafNodes {
             listen,
             remotes: table.remotes,
+            authorization: table.authorization,
+            reconnect: table.reconnect,
+            ping_interval: table.ping_interval,
+            ping_max: table.ping_max,
         })
     }
 }
@@ -497,20 +597,37 @@ impl fmt::Display for Listen {
 }
 
 /// One `leafnodes.remotes` entry: a hub to connect to.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(from = "RemoteTable")]
 pub struct Remote {
-    /// URLs of the hub's leaf-node listeners (`nats-leaf://host:7422`), tried in turn.
+    /// URLs of the hub's leaf-node listeners (`nats-leaf://host:7422`), tried in random order.
     pub urls: Vec<String>,
+    /// nats-server remote keys that were given but are not implemented yet (`tls`,
+    /// `credentials`, `nkey`, `account`, `hub`, ...): the binaries refuse to start with them
+    /// rather than ignore them.
+    pub unsupported: Vec<String>,
 }
 
-/// A remote as written: `url = "..."` and/or `urls = [...]`.
+/// A remote as written: `url = "..."` and/or `urls = [...]`, plus nats-server keys that are
+/// recognised only to be refused with a clear message.
 #[derive(Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 struct RemoteTable {
     url: Option<String>,
     #[serde(deserialize_with = "value::de_string_list")]
     urls: Vec<String>,
+    tls: Option<de::IgnoredAny>,
+    #[serde(alias = "creds")]
+    credentials: Option<de::IgnoredAny>,
+    #[serde(alias = "seed")]
+    nkey: Option<de::IgnoredAny>,
+    #[serde(alias = "local")]
+    account: Option<de::IgnoredAny>,
+    hub: Option<de::IgnoredAny>,
+    deny_imports: Option<de::IgnoredAny>,
+    deny_exports: Option<de::IgnoredAny>,
+    ws_compression: Option<de::IgnoredAny>,
+    compression: Option<de::IgnoredAny>,
 }
 
 impl From<RemoteTable> for Remote {
@@ -518,7 +635,22 @@ impl From<RemoteTable> for Remote {
         let mut urls = Vec::with_capacity(table.urls.len() + 1);
         urls.extend(table.url);
         urls.extend(table.urls);
-        Remote { urls }
+        let unsupported = [
+            ("tls", table.tls.is_some()),
+            ("credentials", table.credentials.is_some()),
+            ("nkey", table.nkey.is_some()),
+            ("account", table.account.is_some()),
+            ("hub", table.hub.is_some()),
+            ("deny_imports", table.deny_imports.is_some()),
+            ("deny_exports", table.deny_exports.is_some()),
+            ("ws_compression", table.ws_compression.is_some()),
+            ("compression", table.compression.is_some()),
+        ]
+        .into_iter()
+        .filter(|(_, given)| *given)
+        .map(|(key, _)| key.to_owned())
+        .collect();
+        Remote { urls, unsupported }
     }
 }
 

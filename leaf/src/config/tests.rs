@@ -534,8 +534,8 @@ fn example_file_parses() {
     assert_eq!(cfg.ping_interval, DEFAULT_PING_INTERVAL);
     assert_eq!(cfg.write_deadline, DEFAULT_WRITE_DEADLINE);
     assert_eq!(cfg.authorization.users.len(), 3);
-    // JetStream and leafnode remotes are shown but off until those features exist.
-    assert!(!cfg.jetstream.enabled);
+    // Leafnode remotes are shown commented out.
+    assert!(cfg.jetstream.enabled);
     assert_eq!(cfg.jetstream.domain.as_deref(), Some("edge"));
     assert!(cfg.leafnodes.remotes.is_empty());
 
@@ -562,4 +562,64 @@ fn example_file_parses() {
         let parsed = parsed.unwrap_or_else(|err| panic!("line {}: `{code}`: {err}", i + 1));
         assert_ne!(parsed, cfg, "line {}: `{code}` changes nothing", i + 1);
     }
+}
+
+#[test]
+fn leafnodes_authorization_and_timings() {
+    let cfg = toml(
+        "[leafnodes]\nlisten = \":7422\"\nreconnect = \"2s\"\nping_interval = \"5s\"\nping_max = 3\n\
+         authorization = { user = \"leaf\", password = \"pw\", timeout = 1 }\n",
+    )
+    .unwrap();
+    cfg.validate().unwrap();
+    let ln = &cfg.leafnodes;
+    assert_eq!(ln.authorization.user.as_deref(), Some("leaf"));
+    assert_eq!(ln.authorization.password.as_deref(), Some("pw"));
+    assert_eq!(ln.authorization.timeout, Duration::from_secs(1));
+    assert_eq!(ln.reconnect, Duration::from_secs(2));
+    assert_eq!(ln.ping_interval, Duration::from_secs(5));
+    assert_eq!(ln.ping_max, 3);
+    assert!(!format!("{:?}", ln.authorization).contains("pw"));
+
+    // nats-server's spelling, in JSON.
+    let cfg = json(
+        r#"{"leafnodes": {"listen": "127.0.0.1:7422", "reconnect_interval": 1,
+            "authorization": {"token": "s3cr3t"}}}"#,
+    )
+    .unwrap();
+    assert_eq!(cfg.leafnodes.authorization.token.as_deref(), Some("s3cr3t"));
+    assert_eq!(cfg.leafnodes.reconnect, Duration::from_secs(1));
+    assert_eq!(cfg.leafnodes.ping_max, DEFAULT_LEAFNODE_PING_MAX);
+
+    let defaults = toml("[leafnodes]\n").unwrap().leafnodes;
+    assert_eq!(defaults, LeafNodes::default());
+    assert_eq!(defaults.reconnect, DEFAULT_LEAFNODE_RECONNECT);
+
+    let err = toml("[leafnodes]\nauthorization = { user = \"a\", secret = 1 }\n").unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("unknown key `leafnodes.authorization.secret`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn leafnode_remote_keys_not_implemented_are_recorded() {
+    let cfg = toml(
+        "[leafnodes]\nremotes = [{ url = \"nats-leaf://hub:7422\", credentials = \"/x.creds\", tls = { ca_file = \"ca\" } }]\n",
+    )
+    .unwrap();
+    assert_eq!(cfg.leafnodes.remotes[0].unsupported, ["tls", "credentials"]);
+    let cfg =
+        json(r#"{"leafnodes": {"remotes": [{"url": "nats-leaf://hub:7422", "seed": "SU"}]}}"#)
+            .unwrap();
+    assert_eq!(cfg.leafnodes.remotes[0].unsupported, ["nkey"]);
+    assert!(
+        toml("[leafnodes]\nremotes = [{ url = \"nats-leaf://h:1\" }]\n")
+            .unwrap()
+            .leafnodes
+            .remotes[0]
+            .unsupported
+            .is_empty()
+    );
 }

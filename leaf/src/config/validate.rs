@@ -207,6 +207,64 @@ impl Config {
                 ));
             }
         }
+        let auth = &self.leafnodes.authorization;
+        match (&auth.user, &auth.password, &auth.token) {
+            (Some(_), None, _) => {
+                return Err(ConfigError::invalid(
+                    "leafnodes.authorization.password",
+                    "missing password for leafnodes.authorization.user",
+                ))
+            }
+            (None, Some(_), _) => {
+                return Err(ConfigError::invalid(
+                    "leafnodes.authorization.user",
+                    "missing user for leafnodes.authorization.password",
+                ))
+            }
+            (Some(user), Some(_), _) if user.is_empty() => {
+                return Err(ConfigError::invalid(
+                    "leafnodes.authorization.user",
+                    "must not be empty",
+                ))
+            }
+            (Some(_), Some(_), Some(_)) => {
+                return Err(ConfigError::invalid(
+                    "leafnodes.authorization.token",
+                    "cannot be combined with leafnodes.authorization.user; use one or the other",
+                ))
+            }
+            (_, _, Some(token)) if token.is_empty() => {
+                return Err(ConfigError::invalid(
+                    "leafnodes.authorization.token",
+                    "must not be empty",
+                ))
+            }
+            _ => {}
+        }
+        if auth.timeout.is_zero() {
+            return Err(ConfigError::invalid(
+                "leafnodes.authorization.timeout",
+                "must be greater than zero",
+            ));
+        }
+        if self.leafnodes.reconnect.is_zero() {
+            return Err(ConfigError::invalid(
+                "leafnodes.reconnect",
+                "must be greater than zero",
+            ));
+        }
+        if self.leafnodes.ping_interval.is_zero() {
+            return Err(ConfigError::invalid(
+                "leafnodes.ping_interval",
+                "must be greater than zero",
+            ));
+        }
+        if self.leafnodes.ping_max == 0 {
+            return Err(ConfigError::invalid(
+                "leafnodes.ping_max",
+                "must be at least 1",
+            ));
+        }
         for (i, remote) in self.leafnodes.remotes.iter().enumerate() {
             if remote.urls.is_empty() {
                 return Err(ConfigError::invalid(
@@ -420,18 +478,46 @@ mod tests {
         assert!(invalid(&cfg).starts_with("jetstream.domain: "));
 
         let mut cfg = Config::default();
-        cfg.leafnodes.remotes = vec![Remote { urls: vec![] }];
+        cfg.leafnodes.remotes = vec![Remote::default()];
         assert_eq!(
             invalid(&cfg),
             "leafnodes.remotes[0].url: missing url (set `url` or `urls`)"
         );
         cfg.leafnodes.remotes = vec![Remote {
             urls: vec!["hub:7422".into()],
+            ..Remote::default()
         }];
         assert!(invalid(&cfg).starts_with("leafnodes.remotes[0].urls: `hub:7422` is not a URL"));
         cfg.leafnodes.remotes = vec![Remote {
             urls: vec!["nats-leaf://hub:7422".into()],
+            ..Remote::default()
         }];
         cfg.validate().unwrap();
+
+        let mut cfg = Config::default();
+        cfg.leafnodes.authorization.user = Some("leaf".into());
+        assert_eq!(
+            invalid(&cfg),
+            "leafnodes.authorization.password: missing password for leafnodes.authorization.user"
+        );
+        cfg.leafnodes.authorization.password = Some("pw".into());
+        cfg.validate().unwrap();
+        cfg.leafnodes.authorization.token = Some("t".into());
+        assert!(invalid(&cfg).starts_with("leafnodes.authorization.token: cannot be combined"));
+        let mut cfg = Config::default();
+        cfg.leafnodes.authorization.token = Some(String::new());
+        assert_eq!(
+            invalid(&cfg),
+            "leafnodes.authorization.token: must not be empty"
+        );
+        let mut cfg = Config::default();
+        cfg.leafnodes.ping_max = 0;
+        assert_eq!(invalid(&cfg), "leafnodes.ping_max: must be at least 1");
+        let mut cfg = Config::default();
+        cfg.leafnodes.reconnect = std::time::Duration::ZERO;
+        assert_eq!(
+            invalid(&cfg),
+            "leafnodes.reconnect: must be greater than zero"
+        );
     }
 }

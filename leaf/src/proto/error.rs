@@ -2,7 +2,8 @@
 
 use thiserror::Error;
 
-/// Why a buffer could not be decoded as a client protocol operation.
+/// Why a buffer could not be decoded as a client protocol operation (or, by
+/// [`parse_leaf_op`](super::parse_leaf_op), as a leafnode one).
 ///
 /// Every variant is fatal for the connection: the server answers with
 /// `-ERR <`[`ParseError::err_text`]`>` (or closes silently, as nats-server does for malformed
@@ -18,24 +19,27 @@ pub enum ParseError {
     /// Reported as soon as that many bytes are buffered without a line end.
     #[error("maximum control line exceeded")]
     ControlLineTooLong,
-    /// The payload size declared by `PUB`/`HPUB` exceeds
+    /// The payload size declared by `PUB`/`HPUB` (or `LMSG`/`HMSG` on a leafnode link) exceeds
     /// [`Limits::max_payload`](super::Limits). Reported as soon as the control line is complete,
     /// before any payload byte is needed.
     #[error("maximum payload exceeded")]
     MaxPayload,
     /// The arguments of an operation are malformed: wrong number of fields, a size that is not
     /// a decimal number (or overflows), a header size larger than the total size, an empty
-    /// `CONNECT`.
+    /// `CONNECT`; on a leafnode link also an `LS+` weight that is not a `u32`, a missing or
+    /// unknown `+`/`|` queue marker, an empty `INFO` or `-ERR`.
     #[error("invalid arguments for {op}")]
     BadArgs {
         /// The operation whose arguments were rejected (`"PUB"`, `"HPUB"`, `"SUB"`, `"UNSUB"`,
-        /// `"CONNECT"`, `"PING"` or `"PONG"`).
+        /// `"CONNECT"`, `"PING"` or `"PONG"`; on a leafnode link also `"INFO"`, `"-ERR"`,
+        /// `"+OK"`, `"LS+"`, `"LS-"`, `"LMSG"` or `"HMSG"`).
         op: &'static str,
     },
-    /// The payload of a `PUB`/`HPUB` is not followed by `\r\n`, so the declared size is wrong.
+    /// The payload of a `PUB`/`HPUB` (`LMSG`/`HMSG`) is not followed by `\r\n`, so the declared
+    /// size is wrong.
     #[error("message payload is not followed by CRLF")]
     MissingPayloadTerminator,
-    /// The header block of an `HPUB` does not start with `NATS/1.0`.
+    /// The header block of an `HPUB` (or leafnode `HMSG`) does not start with `NATS/1.0`.
     #[error("message headers do not start with NATS/1.0")]
     BadHeaders,
 }

@@ -1,9 +1,10 @@
 //! The NATS client protocol on the wire, without I/O.
 //!
 //! This module turns bytes into [`ClientOp`]s ([`parse_client_op`]) and operations into bytes
-//! (the `write_*` functions). It never touches a socket, keeps no state, and the parser never
-//! allocates, so the same code serves the client read loop, the leafnode link, tests and the
-//! fuzzer (`fuzz/fuzz_targets/parse.rs`).
+//! (the `write_*` functions); its [`leaf`] submodule does the same for the server-to-server
+//! leafnode protocol ([`LeafOp`], [`parse_leaf_op`]), with the same building blocks. It never
+//! touches a socket, keeps no state, and the parsers never allocate, so the same code serves the
+//! client read loop, the leafnode link, tests and the fuzzers (`fuzz/fuzz_targets/`).
 //!
 //! # Decoding in two phases
 //!
@@ -52,6 +53,7 @@
 
 pub mod encode;
 pub mod error;
+pub mod leaf;
 pub mod parse;
 
 pub use encode::{
@@ -60,4 +62,8 @@ pub use encode::{
     OK, PING, PONG,
 };
 pub use error::ParseError;
+pub use leaf::{
+    parse_leaf_op, write_leaf_op, write_lmsg, write_lmsg_head, write_ls_minus, write_ls_plus,
+    LeafOp, QueueNames,
+};
 pub use parse::{parse_client_op, ClientOp, Limits};

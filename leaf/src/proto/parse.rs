@@ -6,6 +6,10 @@
 //! the control line limit (the line-end search never looks further than
 //! `max_control_line + 2` bytes), so re-parsing while a large payload trickles in costs a short
 //! scan of the control line each time, not a scan of the payload.
+//!
+//! The building blocks (op name matching, control line search, field splitting, number
+//! parsing, payload framing) are shared, `pub(super)`, with the leafnode codec in
+//! [`leaf`](super::leaf), so both protocols frame bytes the same way.
 
 use memchr::memchr;
 
@@ -188,11 +192,7 @@ fn parse_hpub_fast<'a>(buf: &'a [u8], limits: &Limits) -> Option<Parsed<'a>> {
         (4, [subject, reply, hdr, total]) => (subject, Some(reply), hdr, total),
         _ => return None,
     };
-    let hdr = parse_usize(hdr)?;
-    let total = parse_usize(total)?;
-    if hdr > total {
-        return None;
-    }
+    let (hdr, total) = hdr_total(hdr, total)?;
     let args = PubArgs {
         subject,
         reply,
@@ -212,7 +212,7 @@ fn parse_hpub_fast<'a>(buf: &'a [u8], limits: &Limits) -> Option<Parsed<'a>> {
 /// overlong line, tabs, several spaces, a bare `\n`, more than `N` fields), leaving the
 /// decision to the general path.
 #[inline]
-fn fast_fields<'a, const N: usize>(
+pub(super) fn fast_fields<'a, const N: usize>(
     buf: &'a [u8],
     mut start: usize,
     limits: &Limits,
@@ -268,9 +268,7 @@ fn op_name(buf: &[u8]) -> Result<Option<(Kind, usize)>, ParseError> {
     let Some(&first) = buf.first() else {
         return Ok(None);
     };
-    // `| 0x20` folds ASCII upper case letters onto lower case; the only other byte it maps onto
-    // a lower case letter is that letter itself, so comparing `b | 0x20` with a lower case name
-    // is an exact case-insensitive comparison that never accepts a non-letter.
+    // See `name_end` for the `| 0x20` case folding.
     let (kind, name): (Kind, &[u8]) = match first | 0x20 {
         b'p' => match buf.get(1).map(|b| b | 0x20) {
             None => return Ok(None),
@@ -285,12 +283,34 @@ fn op_name(buf: &[u8]) -> Result<Option<(Kind, usize)>, ParseError> {
         b'c' => (Kind::Connect, b"connect"),
         _ => return Err(ParseError::UnknownOp),
     };
-    if buf.iter().zip(name).any(|(b, n)| b | 0x20 != *n) {
+    Ok(name_end(buf, name)?.map(|len| (kind, len)))
+}
+
+/// Matches the op name `name` (lower case letters, other bytes literal) at the start of `buf`.
+///
+/// Letters compare case-insensitively, other bytes (`+`, `-`) exactly. Returns the name's
+/// length once the name and the byte after it (a blank or a line end) are buffered, `None`
+/// while `buf` is a prefix of `name` followed by such a byte, and [`ParseError::UnknownOp`] as
+/// soon as it cannot be.
+#[inline]
+pub(super) fn name_end(buf: &[u8], name: &[u8]) -> Result<Option<usize>, ParseError> {
+    // `| 0x20` folds ASCII upper case letters onto lower case; the only other byte it maps onto
+    // a lower case letter is that letter itself, so comparing `b | 0x20` with a lower case
+    // letter is an exact case-insensitive comparison. Non-letters must match exactly (`0x0b |
+    // 0x20` is `+`).
+    let differs = |(b, n): (&u8, &u8)| {
+        if n.is_ascii_lowercase() {
+            b | 0x20 != *n
+        } else {
+            b != n
+        }
+    };
+    if buf.iter().zip(name).any(differs) {
         return Err(ParseError::UnknownOp);
     }
     match buf.get(name.len()) {
         None => Ok(None),
-        Some(b' ' | b'\t' | b'\r' | b'\n') => Ok(Some((kind, name.len()))),
+        Some(b' ' | b'\t' | b'\r' | b'\n') => Ok(Some(name.len())),
         Some(_) => Err(ParseError::UnknownOp),
     }
 }
@@ -300,7 +320,11 @@ fn op_name(buf: &[u8]) -> Result<Option<(Kind, usize)>, ParseError> {
 /// Returns `(content_end, line_end)`: the line's text is `buf[..content_end]` (without `\r\n`
 /// or `\n`) and the next byte after the line is `buf[line_end]`. `None` means the line end is
 /// not buffered yet and the line may still fit the limit.
-fn find_line(buf: &[u8], from: usize, max: usize) -> Result<Option<(usize, usize)>, ParseError> {
+pub(super) fn find_line(
+    buf: &[u8],
+    from: usize,
+    max: usize,
+) -> Result<Option<(usize, usize)>, ParseError> {
     // A line whose text fits the limit has its '\n' at index `max + 1` at the latest.
     let limit = buf.len().min(max.saturating_add(2));
     let hay = buf.get(from..limit).unwrap_or(&[]);
@@ -368,17 +392,9 @@ fn parse_after_name<'a>(buf: &'a [u8], kind: Kind, name_len: usize, limits: &Lim
                 _ => return Err(bad),
             }
         }
-        Kind::Connect => {
-            let json = trim_blanks(args);
-            if json.is_empty() {
-                return Err(ParseError::BadArgs { op: "CONNECT" });
-            }
-            ClientOp::Connect(json)
-        }
+        Kind::Connect => ClientOp::Connect(text_arg(args, "CONNECT")?),
         Kind::Ping | Kind::Pong => {
-            if !trim_blanks(args).is_empty() {
-                return Err(ParseError::BadArgs { op: kind.name() });
-            }
+            no_args(args, kind.name())?;
             if kind == Kind::Ping {
                 ClientOp::Ping
             } else {
@@ -425,11 +441,7 @@ fn hpub_args(args: &[u8]) -> Result<PubArgs<'_>, ParseError> {
         ([subject, reply, hdr, total], 4) => (subject, Some(reply), hdr, total),
         _ => return Err(bad),
     };
-    let hdr = parse_usize(hdr).ok_or(bad)?;
-    let total = parse_usize(total).ok_or(bad)?;
-    if hdr > total {
-        return Err(bad);
-    }
+    let (hdr, total) = hdr_total(hdr, total).ok_or(bad)?;
     Ok(PubArgs {
         subject,
         reply,
@@ -459,12 +471,7 @@ fn finish_pub<'a>(
             payload: all,
         },
         Some(hdr) => {
-            let (headers, payload) = all
-                .split_at_checked(hdr)
-                .ok_or(ParseError::BadArgs { op: "HPUB" })?;
-            if hdr > 0 && !headers.starts_with(b"NATS/1.0") {
-                return Err(ParseError::BadHeaders);
-            }
+            let (headers, payload) = split_headers(all, hdr, "HPUB")?;
             ClientOp::HPub {
                 subject,
                 reply,
@@ -476,10 +483,39 @@ fn finish_pub<'a>(
     Ok(Some((op, consumed)))
 }
 
+/// Parses the header and total sizes of an `HPUB` (or a leafnode `HMSG`); `None` unless both
+/// are numbers and the header block fits in the total.
+#[inline]
+pub(super) fn hdr_total(hdr: &[u8], total: &[u8]) -> Option<(usize, usize)> {
+    let hdr = parse_usize(hdr)?;
+    let total = parse_usize(total)?;
+    (hdr <= total).then_some((hdr, total))
+}
+
+/// Splits the body of an `HPUB` (or a leafnode `HMSG`) into its `hdr`-byte header block and the
+/// payload, checking that a non-empty header block starts with `NATS/1.0`.
+///
+/// `op` names the operation in [`ParseError::BadArgs`] should `hdr` exceed the body (the
+/// argument checks already exclude it).
+#[inline]
+pub(super) fn split_headers<'a>(
+    all: &'a [u8],
+    hdr: usize,
+    op: &'static str,
+) -> Result<(&'a [u8], &'a [u8]), ParseError> {
+    let (headers, payload) = all
+        .split_at_checked(hdr)
+        .ok_or(ParseError::BadArgs { op })?;
+    if hdr > 0 && !headers.starts_with(b"NATS/1.0") {
+        return Err(ParseError::BadHeaders);
+    }
+    Ok((headers, payload))
+}
+
 /// Returns the `size` payload bytes starting at `start`, once they and their `\r\n` are buffered.
 ///
 /// Enforces [`Limits::max_payload`] before looking at any payload byte.
-fn payload<'a>(
+pub(super) fn payload<'a>(
     buf: &'a [u8],
     start: usize,
     size: usize,
@@ -507,28 +543,92 @@ fn is_blank(b: &u8) -> bool {
 /// Returns the fields (unused slots are empty) and how many there are, or `None` if there are
 /// more than `N`.
 #[inline]
-fn split_fields<const N: usize>(args: &[u8]) -> Option<([&[u8]; N], usize)> {
+pub(super) fn split_fields<const N: usize>(args: &[u8]) -> Option<([&[u8]; N], usize)> {
     let mut out: [&[u8]; N] = [&[]; N];
     let mut n = 0;
-    let mut i = 0;
-    loop {
-        while i < args.len() && is_blank(&args[i]) {
-            i += 1;
-        }
-        if i == args.len() {
-            return Some((out, n));
-        }
-        let start = i;
-        while i < args.len() && !is_blank(&args[i]) {
-            i += 1;
-        }
-        *out.get_mut(n)? = &args[start..i];
+    for field in Fields::new(args) {
+        *out.get_mut(n)? = field;
         n += 1;
+    }
+    Some((out, n))
+}
+
+/// The blank-separated fields of a control line's arguments, from either end.
+///
+/// Taking fields from the front ([`Iterator::next`]) and the back
+/// ([`DoubleEndedIterator::next_back`]) shrinks the untaken middle, which
+/// [`Fields::remainder`] returns; this lets an op with a variable number of fields in the
+/// middle (the queue names of a leafnode `LMSG`) be split without allocating.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Fields<'a> {
+    /// The fields not taken yet, possibly with surrounding blanks.
+    rest: &'a [u8],
+}
+
+impl<'a> Fields<'a> {
+    /// Fields of `args`.
+    #[inline]
+    pub(super) fn new(args: &'a [u8]) -> Self {
+        Fields { rest: args }
+    }
+
+    /// The fields not taken yet, blanks around them removed.
+    #[inline]
+    pub(super) fn remainder(&self) -> &'a [u8] {
+        trim_blanks(self.rest)
+    }
+}
+
+impl<'a> Iterator for Fields<'a> {
+    type Item = &'a [u8];
+
+    #[inline]
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let start = self.rest.iter().position(|b| !is_blank(b))?;
+        let rest = self.rest.get(start..).unwrap_or(&[]);
+        let end = rest.iter().position(is_blank).unwrap_or(rest.len());
+        let (field, rest) = rest.split_at(end);
+        self.rest = rest;
+        Some(field)
+    }
+}
+
+impl<'a> DoubleEndedIterator for Fields<'a> {
+    #[inline]
+    fn next_back(&mut self) -> Option<&'a [u8]> {
+        let end = self.rest.iter().rposition(|b| !is_blank(b))? + 1;
+        let rest = self.rest.get(..end).unwrap_or(&[]);
+        let start = rest.iter().rposition(is_blank).map_or(0, |i| i + 1);
+        let (rest, field) = rest.split_at(start);
+        self.rest = rest;
+        Some(field)
+    }
+}
+
+/// Checks that an op which takes no arguments (`PING`, `PONG`, `+OK`) got none.
+#[inline]
+pub(super) fn no_args(args: &[u8], op: &'static str) -> Result<(), ParseError> {
+    if trim_blanks(args).is_empty() {
+        Ok(())
+    } else {
+        Err(ParseError::BadArgs { op })
+    }
+}
+
+/// The single free-text argument of `CONNECT`, `INFO` or `-ERR`, blanks around it removed;
+/// it must not be empty.
+#[inline]
+pub(super) fn text_arg<'a>(args: &'a [u8], op: &'static str) -> Result<&'a [u8], ParseError> {
+    let text = trim_blanks(args);
+    if text.is_empty() {
+        Err(ParseError::BadArgs { op })
+    } else {
+        Ok(text)
     }
 }
 
 /// Removes leading and trailing blanks.
-fn trim_blanks(mut s: &[u8]) -> &[u8] {
+pub(super) fn trim_blanks(mut s: &[u8]) -> &[u8] {
     while let [first, rest @ ..] = s {
         if !is_blank(first) {
             break;
@@ -546,7 +646,7 @@ fn trim_blanks(mut s: &[u8]) -> &[u8] {
 
 /// Parses a non-empty run of ASCII digits; `None` on any other byte or on overflow.
 #[inline]
-fn parse_usize(digits: &[u8]) -> Option<usize> {
+pub(super) fn parse_usize(digits: &[u8]) -> Option<usize> {
     // Up to this many digits cannot overflow, so the common case needs no overflow checks.
     const SAFE_DIGITS: usize = if usize::BITS >= 64 { 19 } else { 9 };
     if digits.is_empty() {
@@ -567,7 +667,7 @@ fn parse_usize(digits: &[u8]) -> Option<usize> {
 }
 
 /// Like [`parse_usize`], for `u64`.
-fn parse_u64(digits: &[u8]) -> Option<u64> {
+pub(super) fn parse_u64(digits: &[u8]) -> Option<u64> {
     if digits.is_empty() {
         return None;
     }
@@ -1051,6 +1151,25 @@ mod tests {
         assert_eq!(split_fields::<2>(b"a b c"), None);
         assert_eq!(split_fields::<2>(b""), Some(([&b""[..], b""], 0)));
         assert_eq!(trim_blanks(b" \t x y \t"), b"x y");
+        let all: Vec<&[u8]> = Fields::new(b" a\tbb  c ").collect();
+        assert_eq!(all, [&b"a"[..], b"bb", b"c"]);
+        let back: Vec<&[u8]> = Fields::new(b" a\tbb  c ").rev().collect();
+        assert_eq!(back, [&b"c"[..], b"bb", b"a"]);
+        let mut f = Fields::new(b"  s  + r q1\tq2  9 ");
+        assert_eq!(f.next(), Some(&b"s"[..]));
+        assert_eq!(f.next_back(), Some(&b"9"[..]));
+        assert_eq!(f.remainder(), b"+ r q1\tq2");
+        assert_eq!(f.next(), Some(&b"+"[..]));
+        assert_eq!(f.next_back(), Some(&b"q2"[..]));
+        assert_eq!(f.remainder(), b"r q1");
+        let mut f = Fields::new(b"x");
+        assert_eq!(f.next_back(), Some(&b"x"[..]));
+        assert_eq!(
+            (f.next(), f.next_back(), f.remainder()),
+            (None, None, &b""[..])
+        );
+        assert_eq!(Fields::new(b" \t ").next(), None);
+        assert_eq!(Fields::new(b"").next_back(), None);
         assert_eq!(trim_blanks(b" \t "), b"");
     }
 

@@ -151,6 +151,7 @@ fn server_info(shared: &Shared, client_id: u64, peer: SocketAddr) -> Vec<u8> {
         client_id,
         client_ip: peer.ip().to_string(),
         auth_required: opts.auth.required(),
+        jetstream: shared.jetstream.load(std::sync::atomic::Ordering::Relaxed),
     };
     serde_json::to_vec(&info).unwrap_or_default()
 }
@@ -383,8 +384,7 @@ impl Connection {
             return;
         }
         let no_echo = (!self.connect.echo).then_some(self.handle.id);
-        self.router
-            .route(&self.shared.sublist, &result, &msg, no_echo);
+        self.router.route(&self.shared, &result, &msg, no_echo);
     }
 
     /// The match result for `subject`, from this connection's cache when it is current.
@@ -481,11 +481,7 @@ impl Connection {
             sid,
             deny_check,
         ));
-        if let Err(e) = self
-            .shared
-            .sublist
-            .insert(subject, queue, SubRef(sub.clone()))
-        {
+        if let Err(e) = self.shared.add_subscription(&SubRef(sub.clone())) {
             debug!(cid = self.handle.id, error = %e, "subscription refused");
             self.send_err("'Invalid Subject'");
             return;
@@ -521,11 +517,7 @@ impl Connection {
 
     fn remove_subscription(&self, sub: &Arc<Subscription>) {
         if sub.finish() {
-            let _ = self.shared.sublist.remove(
-                &sub.subject,
-                sub.queue.as_deref(),
-                &SubRef(sub.clone()),
-            );
+            self.shared.remove_subscription(&SubRef(sub.clone()));
         }
     }
 

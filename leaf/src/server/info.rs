@@ -41,6 +41,9 @@ pub struct ServerInfo {
     /// Set when the client must authenticate in CONNECT.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub auth_required: bool,
+    /// JetStream is enabled.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub jetstream: bool,
 }
 
 /// The options a client sends in `CONNECT`. Unknown fields are ignored.

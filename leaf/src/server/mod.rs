@@ -5,6 +5,10 @@
 //! subject up in the shared [`Sublist`] (through a per-connection cache) and appends the message
 //! straight into each subscriber's outbound queue, so a message crosses no channel and is copied
 //! at most once per subscriber (large payloads not at all).
+//!
+//! Every subscription change goes through [`Shared::add_subscription`],
+//! [`Shared::remove_subscription`] or [`Shared::reweigh_subscription`]: with leafnode links
+//! configured these also keep the links' interest exact (see [`crate::leafnode::interest`]).
 
 pub mod client;
 pub mod info;
@@ -22,9 +26,14 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tracing::{debug, info, warn};
 
 use crate::auth::Authenticator;
+use crate::leafnode::interest::Origin;
+use crate::leafnode::{LeafOptions, LeafState, LinkStatus};
 use crate::sublist::{Sublist, SublistError};
 
-pub use route::{ClientHandle, InternalSink, Msg, Router, SubRef, SubTarget, Subscription};
+pub use route::{
+    ClientHandle, ConnKind, InternalSink, LeafPeer, LinkStats, Msg, Router, SubRef, SubTarget,
+    Subscription,
+};
 
 /// Everything the server needs to know to serve clients.
 #[derive(Debug, Clone)]
@@ -57,6 +66,8 @@ pub struct ServerOptions {
     pub auth_timeout: Duration,
     /// Who may connect.
     pub auth: Authenticator,
+    /// Leafnode links: a listener (hub side) and remotes (leaf side).
+    pub leafnodes: LeafOptions,
 }
 
 impl Default for ServerOptions {
@@ -76,6 +87,7 @@ impl Default for ServerOptions {
             write_deadline: Duration::from_secs(10),
             auth_timeout: Duration::from_secs(2),
             auth: Authenticator::Open,
+            leafnodes: LeafOptions::default(),
         }
     }
 }
@@ -90,7 +102,14 @@ pub struct Shared {
     pub sublist: Sublist<SubRef>,
     /// The address the listener is bound to.
     pub local_addr: SocketAddr,
+    /// The address the leafnode listener is bound to, if any.
+    pub leaf_addr: Option<SocketAddr>,
+    /// Leafnode links; `None` when none are configured (then subscription changes take no
+    /// extra lock).
+    pub leaf: Option<LeafState>,
     pub(crate) next_client_id: AtomicU64,
+    /// Set once JetStream serves this server's clients (INFO's `jetstream`).
+    pub jetstream: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -103,7 +122,7 @@ impl Shared {
             return 0;
         }
         let mut router = Router::default();
-        let delivered = router.route(&self.sublist, &result, msg, None);
+        let delivered = router.route(self, &result, msg, None);
         router.flush();
         router.clear_stalled();
         delivered
@@ -124,17 +143,91 @@ impl Shared {
             b"",
             None,
         )));
-        self.sublist.insert(subject, queue, sub.clone())?;
+        self.add_subscription(&sub)?;
         Ok(sub)
     }
 
     /// Removes a subscription made with [`Shared::subscribe_internal`].
     pub fn unsubscribe_internal(&self, sub: &SubRef) {
         if sub.0.finish() {
-            let _ = self
-                .sublist
-                .remove(&sub.0.subject, sub.0.queue.as_deref(), sub);
+            self.remove_subscription(sub);
         }
+    }
+
+    /// Adds `sub` to the sublist (the one place subscriptions are added). With leafnode links,
+    /// under the interest lock, and every link that should hear about it is told.
+    pub fn add_subscription(&self, sub: &SubRef) -> Result<(), SublistError> {
+        let s = &sub.0;
+        let Some(leaf) = &self.leaf else {
+            return self
+                .sublist
+                .insert(&s.subject, s.queue.as_deref(), sub.clone());
+        };
+        let mut interest = leaf.interest();
+        self.sublist
+            .insert(&s.subject, s.queue.as_deref(), sub.clone())?;
+        interest.change(
+            &s.subject,
+            s.queue.as_deref(),
+            Origin::of(s),
+            i64::from(s.weight()),
+        );
+        Ok(())
+    }
+
+    /// Removes `sub` from the sublist (the one place subscriptions are removed; callers mark
+    /// it finished first). Returns false if it was not there.
+    pub fn remove_subscription(&self, sub: &SubRef) -> bool {
+        let s = &sub.0;
+        let Some(leaf) = &self.leaf else {
+            return matches!(
+                self.sublist.remove(&s.subject, s.queue.as_deref(), sub),
+                Ok(true)
+            );
+        };
+        let mut interest = leaf.interest();
+        let removed = matches!(
+            self.sublist.remove(&s.subject, s.queue.as_deref(), sub),
+            Ok(true)
+        );
+        if removed {
+            interest.change(
+                &s.subject,
+                s.queue.as_deref(),
+                Origin::of(s),
+                -i64::from(s.weight()),
+            );
+        }
+        removed
+    }
+
+    /// Changes the queue weight of a link's queue subscription (a repeated `LS+` with a new
+    /// weight) and tells the other links.
+    pub fn reweigh_subscription(&self, sub: &SubRef, weight: u32) {
+        let s = &sub.0;
+        let Some(leaf) = &self.leaf else {
+            s.weight.store(weight, std::sync::atomic::Ordering::Relaxed);
+            return;
+        };
+        let mut interest = leaf.interest();
+        let old = s.weight.swap(weight, std::sync::atomic::Ordering::Relaxed);
+        if s.is_done() {
+            return;
+        }
+        interest.change(
+            &s.subject,
+            s.queue.as_deref(),
+            Origin::of(s),
+            i64::from(weight) - i64::from(old),
+        );
+    }
+
+    /// The status of every leafnode link (empty when none are configured).
+    pub fn leafnode_status(&self) -> Vec<LinkStatus> {
+        self.leaf
+            .as_ref()
+            .map(LeafState::status)
+            .unwrap_or_default()
     }
 }
 
@@ -142,6 +235,7 @@ impl Shared {
 pub struct Server {
     shared: Arc<Shared>,
     listener: TcpListener,
+    leaf_listener: Option<TcpListener>,
 }
 
 /// Why the server could not start.
@@ -171,19 +265,51 @@ impl Server {
         let local_addr = listener
             .local_addr()
             .map_err(|source| ServerError::Bind { addr, source })?;
+        let leaf_listener = match &opts.leafnodes.listen {
+            Some((host, port)) => {
+                let addr = if host.contains(':') {
+                    format!("[{host}]:{port}")
+                } else {
+                    format!("{host}:{port}")
+                };
+                Some(
+                    TcpListener::bind(&addr)
+                        .await
+                        .map_err(|source| ServerError::Bind { addr, source })?,
+                )
+            }
+            None => None,
+        };
+        let leaf_addr = leaf_listener.as_ref().and_then(|l| l.local_addr().ok());
+        let leaf = opts
+            .leafnodes
+            .enabled()
+            .then(|| LeafState::new(opts.leafnodes.clone()));
         let shared = Arc::new(Shared {
             server_id: info::new_server_id(),
             sublist: Sublist::new(),
             local_addr,
+            leaf_addr,
+            leaf,
             next_client_id: AtomicU64::new(1),
+            jetstream: std::sync::atomic::AtomicBool::new(false),
             opts,
         });
-        Ok(Server { shared, listener })
+        Ok(Server {
+            shared,
+            listener,
+            leaf_listener,
+        })
     }
 
     /// The address clients connect to.
     pub fn local_addr(&self) -> SocketAddr {
         self.shared.local_addr
+    }
+
+    /// The address leafnode connections are accepted on, if a listener is configured.
+    pub fn leafnode_addr(&self) -> Option<SocketAddr> {
+        self.shared.leaf_addr
     }
 
     /// The shared state (for tests and embedding).
@@ -194,10 +320,30 @@ impl Server {
     /// Serves clients until `shutdown` completes, then stops accepting, lets every connection
     /// flush what is queued for it (bounded by `drain_limit`), and returns.
     pub async fn run(self, shutdown: impl Future<Output = ()>, drain_limit: Duration) {
-        let Server { shared, listener } = self;
+        let Server {
+            shared,
+            listener,
+            leaf_listener,
+        } = self;
         let (stop_tx, stop_rx) = watch::channel(false);
         // Each connection task holds a clone of `done_tx`; `recv` returns `None` once all are gone.
         let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
+        if let Some(l) = leaf_listener {
+            tokio::spawn(crate::leafnode::accept::run(
+                shared.clone(),
+                l,
+                stop_rx.clone(),
+                done_tx.clone(),
+            ));
+        }
+        for index in 0..shared.opts.leafnodes.remotes.len() {
+            tokio::spawn(crate::leafnode::solicit::run(
+                shared.clone(),
+                index,
+                stop_rx.clone(),
+                done_tx.clone(),
+            ));
+        }
         let slots = Arc::new(Semaphore::new(shared.opts.max_connections));
         let mut backoff = Duration::from_millis(5);
         tokio::pin!(shutdown);
@@ -311,7 +457,9 @@ mod tests {
         let mut reader = BufReader::new(read);
         assert!(read_line(&mut reader).await.starts_with("INFO "));
         write
-            .write_all(b"CONNECT {}\r\nSUB answers 7\r\nPUB svc.reverse answers 3\r\nabc\r\nPING\r\n")
+            .write_all(
+                b"CONNECT {}\r\nSUB answers 7\r\nPUB svc.reverse answers 3\r\nabc\r\nPING\r\n",
+            )
             .await
             .unwrap();
         assert_eq!(read_line(&mut reader).await, "MSG answers 7 3\r\n");

@@ -1,48 +1,105 @@
 //! Delivering one published message to the subscriptions that match it.
 //!
 //! This is the message path shared by client connections (which publish what their clients
-//! send) and by the server's own components (JetStream replies, later the leaf link), which
-//! publish with [`Shared::publish`](super::Shared::publish) and receive through
-//! [`InternalSink`] subscriptions.
+//! send), leafnode links (which publish what the other server forwards, see
+//! [`Router::route_from_link`]) and the server's own components (JetStream replies), which
+//! publish with [`Shared::publish`] and receive through [`InternalSink`] subscriptions.
 //!
 //! A [`Router`] holds the per-publisher delivery state: the set of connections written to since
 //! the last flush (their writers are woken once per batch, not per message) and the
 //! subscribers whose queues passed their stall mark (the publisher waits for them).
+//!
+//! # Leafnode targets
+//!
+//! Interest announced by a leafnode link (`LS+`) is a [`SubTarget::Leaf`] subscription. A
+//! message crosses a link at most once, however many of the link's subscriptions match: link
+//! targets are collected while the local subscriptions are served, then one `LMSG`/`HMSG` is
+//! written per link, carrying the names of the queue groups this copy is meant for. As in
+//! nats-server, a queue group prefers its local members; a member behind a link is chosen only
+//! when no local member took the message. A message that came from a link is never sent back
+//! into it, and reaches only the queue groups its `LMSG` names.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 
 use super::outbound::{AppendOutcome, Outbound, SHARE_THRESHOLD};
+use super::Shared;
 use crate::auth::Permissions;
-use crate::proto;
-use crate::sublist::{MatchResult, Sublist};
+use crate::proto::{self, QueueNames};
+use crate::sublist::MatchResult;
 
 /// How long a publisher waits for one stalled subscriber before it goes on.
 const STALL_LIMIT: Duration = Duration::from_millis(100);
 
 /// The part of a connection other connections see: its outbound queue and delivery options.
 pub struct ClientHandle {
-    /// The connection id (INFO's `client_id`).
+    /// The connection id (INFO's `client_id`; leafnode links draw from the same counter).
     pub id: u64,
     /// What is waiting to be written to this client.
     pub out: Outbound,
     /// The client understands HMSG.
     pub(crate) headers: AtomicBool,
+    /// What is at the other end.
+    pub kind: ConnKind,
 }
 
 impl ClientHandle {
-    /// A handle with an empty outbound queue bounded by `max_pending` bytes.
+    /// A client connection's handle with an empty outbound queue bounded by `max_pending` bytes.
     pub fn new(id: u64, max_pending: usize) -> Self {
+        Self::with_kind(id, max_pending, ConnKind::Client)
+    }
+
+    /// A handle for a connection of `kind`.
+    pub fn with_kind(id: u64, max_pending: usize, kind: ConnKind) -> Self {
         ClientHandle {
             id,
             out: Outbound::new(max_pending),
             headers: AtomicBool::new(false),
+            kind,
         }
     }
+
+    /// The leafnode peer behind this handle, if it is a link.
+    pub fn leaf(&self) -> Option<&LeafPeer> {
+        match &self.kind {
+            ConnKind::Leaf(peer) => Some(peer),
+            ConnKind::Client => None,
+        }
+    }
+}
+
+/// What is at the other end of a connection.
+pub enum ConnKind {
+    /// A NATS client: messages are written as `MSG`/`HMSG`.
+    Client,
+    /// Another server, over a leafnode link: messages are written as `LMSG`/`HMSG`.
+    Leaf(LeafPeer),
+}
+
+/// The link-specific part of a leafnode connection's handle.
+pub struct LeafPeer {
+    /// This server opened the link (it is a leaf of the peer, the "spoke" side).
+    pub solicited: bool,
+    /// Traffic counters, shared with the link's status entry.
+    pub stats: Arc<LinkStats>,
+}
+
+/// Message and byte counters of a leafnode link, both directions. Bytes count message bodies
+/// (headers and payload), as nats-server's `in_bytes`/`out_bytes`.
+#[derive(Debug, Default)]
+pub struct LinkStats {
+    /// Messages received from the peer.
+    pub msgs_in: AtomicU64,
+    /// Body bytes received from the peer.
+    pub bytes_in: AtomicU64,
+    /// Messages sent to the peer.
+    pub msgs_out: AtomicU64,
+    /// Body bytes sent to the peer.
+    pub bytes_out: AtomicU64,
 }
 
 /// A message as it is routed: slices borrowed from the publisher's buffer.
@@ -73,6 +130,9 @@ pub enum SubTarget {
     Client(Arc<ClientHandle>),
     /// A component inside the server.
     Internal(Arc<dyn InternalSink>),
+    /// Interest announced by a leafnode link (`LS+`): encoded as LMSG/HMSG into the link's
+    /// outbound queue, once per message and link.
+    Leaf(Arc<ClientHandle>),
 }
 
 /// One subscription.
@@ -93,6 +153,9 @@ pub struct Subscription {
     pub(crate) done: AtomicBool,
     /// Set when the filter overlaps the subscriber's subscribe deny list.
     pub(crate) deny_check: Option<Arc<Permissions>>,
+    /// How many members this subscription stands for in its queue group: 1, except for a
+    /// leafnode link's queue interest (the `LS+` weight). Changed under the interest lock.
+    pub(crate) weight: AtomicU32,
 }
 
 impl Subscription {
@@ -113,15 +176,21 @@ impl Subscription {
             delivered: AtomicU64::new(0),
             done: AtomicBool::new(false),
             deny_check,
+            weight: AtomicU32::new(1),
         }
     }
 
-    /// The id of the subscribing client connection (`None` for internal subscriptions).
+    /// The id of the subscribing connection or link (`None` for internal subscriptions).
     pub fn client_id(&self) -> Option<u64> {
         match &self.target {
-            SubTarget::Client(c) => Some(c.id),
+            SubTarget::Client(c) | SubTarget::Leaf(c) => Some(c.id),
             SubTarget::Internal(_) => None,
         }
+    }
+
+    /// The queue weight (see the field's documentation).
+    pub fn weight(&self) -> u32 {
+        self.weight.load(Ordering::Relaxed)
     }
 
     /// Whether the subscription was removed.
@@ -209,48 +278,154 @@ impl SharedBodies {
 pub struct Router {
     flush_set: FlushSet,
     stalled: Vec<Arc<ClientHandle>>,
+    /// Links the message being routed goes to (each once), collected during `route`.
+    links: Vec<Arc<ClientHandle>>,
+    /// Queue members behind links chosen for the message being routed: (index in `links`,
+    /// the subscription, whose queue name goes on the `LMSG` line).
+    link_queues: Vec<(usize, SubRef)>,
 }
 
 impl Router {
     /// Delivers `msg` to every plain subscription in `result` and to one member of each queue
     /// group. `no_echo` is the publishing connection's id when it asked not to receive its own
-    /// messages. Returns how many deliveries were made.
+    /// messages. Returns how many deliveries were made (a link counts once).
     pub fn route(
         &mut self,
-        sublist: &Sublist<SubRef>,
+        shared: &Shared,
         result: &MatchResult<SubRef>,
         msg: &Msg<'_>,
         no_echo: Option<u64>,
     ) -> usize {
+        self.route_inner(shared, result, msg, no_echo, None)
+    }
+
+    /// Delivers a message received from the leafnode link `link_id`: to every plain
+    /// subscription except the link's own, and to one member of each queue group named in
+    /// `queues` (none when it is empty), as nats-server does with an `LMSG`.
+    pub fn route_from_link(
+        &mut self,
+        shared: &Shared,
+        result: &MatchResult<SubRef>,
+        msg: &Msg<'_>,
+        link_id: u64,
+        queues: QueueNames<'_>,
+    ) -> usize {
+        self.route_inner(shared, result, msg, Some(link_id), Some(queues))
+    }
+
+    /// `queue_filter`: `None` serves every queue group, `Some(names)` only those named.
+    fn route_inner(
+        &mut self,
+        shared: &Shared,
+        result: &MatchResult<SubRef>,
+        msg: &Msg<'_>,
+        no_echo: Option<u64>,
+        queue_filter: Option<QueueNames<'_>>,
+    ) -> usize {
         let mut bodies = SharedBodies::default();
         let mut delivered = 0;
         for sub in &result.plain {
-            delivered += usize::from(self.deliver(sublist, sub, msg, no_echo, &mut bodies));
+            if let SubTarget::Leaf(link) = &sub.0.target {
+                if Some(link.id) != no_echo && !sub.0.is_done() {
+                    self.add_link(link);
+                }
+                continue;
+            }
+            delivered += usize::from(self.deliver(shared, sub, msg, no_echo, &mut bodies));
         }
         for group in &result.queues {
+            if let Some(filter) = &queue_filter {
+                if !filter.iter().any(|q| q == &*group.name) {
+                    continue;
+                }
+            }
             let n = group.members.len();
             if n == 0 {
                 continue;
             }
+            // Local members first; a member behind a link only if none of them took it.
+            let mut remote: Option<&SubRef> = None;
+            let mut done = false;
             let start = fastrand::usize(..n);
             for i in 0..n {
                 let Some(member) = group.members.get((start + i) % n) else {
                     break;
                 };
-                if self.deliver(sublist, member, msg, no_echo, &mut bodies) {
+                if let SubTarget::Leaf(link) = &member.0.target {
+                    if remote.is_none() && Some(link.id) != no_echo && !member.0.is_done() {
+                        remote = Some(member);
+                    }
+                    continue;
+                }
+                if self.deliver(shared, member, msg, no_echo, &mut bodies) {
                     delivered += 1;
+                    done = true;
                     break;
                 }
             }
+            if let (false, Some(member)) = (done, remote) {
+                if let SubTarget::Leaf(link) = &member.0.target {
+                    let index = self.add_link(link);
+                    self.link_queues.push((index, member.clone()));
+                }
+            }
+        }
+        if !self.links.is_empty() {
+            delivered += self.send_to_links(msg, &mut bodies);
         }
         delivered
+    }
+
+    /// Adds `link` to the links the current message goes to; returns its index.
+    fn add_link(&mut self, link: &Arc<ClientHandle>) -> usize {
+        match self.links.iter().position(|l| l.id == link.id) {
+            Some(i) => i,
+            None => {
+                self.links.push(link.clone());
+                self.links.len() - 1
+            }
+        }
+    }
+
+    /// Writes one `LMSG`/`HMSG` per collected link, then forgets them.
+    fn send_to_links(&mut self, msg: &Msg<'_>, bodies: &mut SharedBodies) -> usize {
+        let links = std::mem::take(&mut self.links);
+        let picks = std::mem::take(&mut self.link_queues);
+        let mut sent = 0;
+        let mut queues: Vec<&[u8]> = Vec::new();
+        for (i, link) in links.iter().enumerate() {
+            queues.clear();
+            queues.extend(
+                picks
+                    .iter()
+                    .filter(|(index, _)| *index == i)
+                    .filter_map(|(_, sub)| sub.0.queue.as_deref()),
+            );
+            match encode_leaf(link, msg, &queues, bodies) {
+                AppendOutcome::Queued => {}
+                AppendOutcome::Stalled => {
+                    if !self.stalled.iter().any(|c| c.id == link.id) {
+                        self.stalled.push(link.clone());
+                    }
+                }
+                AppendOutcome::Closed => continue,
+            }
+            self.flush_set.add(link);
+            sent += 1;
+        }
+        // Keep the allocations for the next message.
+        self.links = links;
+        self.links.clear();
+        self.link_queues = picks;
+        self.link_queues.clear();
+        sent
     }
 
     /// Queues `msg` for one subscription. Returns false when it was not delivered (echo off,
     /// subscription ended, denied, or the subscriber is gone), so a queue group can try another.
     fn deliver(
         &mut self,
-        sublist: &Sublist<SubRef>,
+        shared: &Shared,
         sub_ref: &SubRef,
         msg: &Msg<'_>,
         no_echo: Option<u64>,
@@ -275,7 +450,7 @@ impl Router {
                 return false;
             }
             if n == max && sub.finish() {
-                let _ = sublist.remove(&sub.subject, sub.queue.as_deref(), sub_ref);
+                shared.remove_subscription(sub_ref);
             }
         }
         let client = match &sub.target {
@@ -284,6 +459,8 @@ impl Router {
                 sink.deliver(msg);
                 return true;
             }
+            // Links are served by `send_to_links`; `route_inner` never passes them here.
+            SubTarget::Leaf(_) => return false,
         };
         let outcome = encode_into(&client.out, client, sub, msg, bodies);
         match outcome {
@@ -365,5 +542,175 @@ fn encode_into(
             None,
             b"\r\n",
         )
+    }
+}
+
+/// Appends `LMSG`/`HMSG` for `msg` to a link's queue, with the queue groups it is meant for.
+/// A peer that did not announce headers gets the payload alone, as nats-server does.
+fn encode_leaf(
+    link: &ClientHandle,
+    msg: &Msg<'_>,
+    queues: &[&[u8]],
+    bodies: &mut SharedBodies,
+) -> AppendOutcome {
+    let hdr = msg.headers.filter(|_| link.headers.load(Ordering::Relaxed));
+    let total = hdr.map_or(0, <[u8]>::len) + msg.payload.len();
+    let head = |b: &mut BytesMut| {
+        proto::write_lmsg_head(
+            b,
+            msg.subject,
+            msg.reply,
+            queues,
+            hdr.map(<[u8]>::len),
+            total,
+        );
+    };
+    let outcome = if total >= SHARE_THRESHOLD {
+        link.out
+            .append(head, Some(bodies.get(hdr, msg.payload)), b"\r\n")
+    } else {
+        link.out.append(
+            |b| {
+                head(b);
+                if let Some(h) = hdr {
+                    b.extend_from_slice(h);
+                }
+                b.extend_from_slice(msg.payload);
+            },
+            None,
+            b"\r\n",
+        )
+    };
+    if outcome != AppendOutcome::Closed {
+        if let Some(peer) = link.leaf() {
+            peer.stats.msgs_out.fetch_add(1, Ordering::Relaxed);
+            peer.stats
+                .bytes_out
+                .fetch_add(total as u64, Ordering::Relaxed);
+        }
+    }
+    outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::{Server, ServerOptions};
+
+    async fn shared() -> Arc<Shared> {
+        let opts = ServerOptions {
+            port: 0,
+            ..ServerOptions::default()
+        };
+        Server::bind(opts).await.unwrap().shared().clone()
+    }
+
+    fn handle(id: u64, leaf: bool) -> Arc<ClientHandle> {
+        let kind = if leaf {
+            ConnKind::Leaf(LeafPeer {
+                solicited: false,
+                stats: Arc::default(),
+            })
+        } else {
+            ConnKind::Client
+        };
+        let h = ClientHandle::with_kind(id, 1 << 20, kind);
+        h.headers.store(true, Ordering::Relaxed);
+        Arc::new(h)
+    }
+
+    fn sub(shared: &Shared, h: &Arc<ClientHandle>, subject: &str, queue: Option<&str>) {
+        let target = match h.kind {
+            ConnKind::Leaf(_) => SubTarget::Leaf(h.clone()),
+            ConnKind::Client => SubTarget::Client(h.clone()),
+        };
+        let s = Subscription::new(
+            target,
+            subject.as_bytes(),
+            queue.map(str::as_bytes),
+            b"1",
+            None,
+        );
+        shared.add_subscription(&SubRef(Arc::new(s))).unwrap();
+    }
+
+    fn route(shared: &Shared, from_link: Option<(u64, &[u8])>, subject: &str) -> usize {
+        let msg = Msg {
+            subject: subject.as_bytes(),
+            reply: None,
+            headers: None,
+            payload: b"hi",
+        };
+        let result = shared.sublist.matches(msg.subject);
+        let mut router = Router::default();
+        let n = match from_link {
+            None => router.route(shared, &result, &msg, None),
+            Some((id, queues)) => {
+                router.route_from_link(shared, &result, &msg, id, QueueNames::new(queues))
+            }
+        };
+        router.flush();
+        n
+    }
+
+    async fn written(h: &ClientHandle) -> String {
+        h.out.close();
+        let mut sink = Vec::new();
+        h.out
+            .run_writer(&mut sink, Duration::from_secs(1))
+            .await
+            .unwrap();
+        String::from_utf8(sink).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_link_gets_one_copy_with_its_queue_names() {
+        let shared = shared().await;
+        let link = handle(100, true);
+        sub(&shared, &link, "a.b", None);
+        sub(&shared, &link, "a.*", None);
+        sub(&shared, &link, "a.>", Some("q"));
+        assert_eq!(route(&shared, None, "a.b"), 1);
+        assert_eq!(route(&shared, None, "x"), 0);
+        assert_eq!(written(&link).await, "LMSG a.b | q 2\r\nhi\r\n");
+        let stats = &link.leaf().unwrap().stats;
+        assert_eq!(stats.msgs_out.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.bytes_out.load(Ordering::Relaxed), 2);
+    }
+
+    #[tokio::test]
+    async fn queue_groups_prefer_local_members() {
+        let shared = shared().await;
+        let link = handle(100, true);
+        let local = handle(1, false);
+        sub(&shared, &link, "job", Some("w"));
+        sub(&shared, &local, "job", Some("w"));
+        for _ in 0..20 {
+            assert_eq!(route(&shared, None, "job"), 1);
+        }
+        assert_eq!(written(&link).await, "");
+        assert_eq!(written(&local).await.matches("MSG job 1 2\r\n").count(), 20);
+    }
+
+    #[tokio::test]
+    async fn messages_from_a_link_skip_it_and_unnamed_queues() {
+        let shared = shared().await;
+        let from = handle(100, true);
+        let other = handle(101, true);
+        let local = handle(1, false);
+        sub(&shared, &from, "m", None);
+        sub(&shared, &other, "m", None);
+        sub(&shared, &local, "m", None);
+        sub(&shared, &local, "m", Some("g"));
+        // Plain delivery only: the local plain subscription and the other link.
+        assert_eq!(route(&shared, Some((100, b"")), "m"), 2);
+        // Named queue group too.
+        assert_eq!(route(&shared, Some((100, b"g")), "m"), 3);
+        assert_eq!(written(&from).await, "");
+        assert_eq!(
+            written(&other).await,
+            "LMSG m 2\r\nhi\r\nLMSG m 2\r\nhi\r\n"
+        );
+        assert_eq!(written(&local).await.matches("MSG m 1 2\r\n").count(), 3);
     }
 }

@@ -11,8 +11,7 @@ use redb::{BackendError, StorageBackend};
 
 /// Produces a fresh backend for the same underlying storage; called at open and again
 /// whenever the writer must reopen the database after an I/O failure.
-pub(crate) type BackendFactory =
-    Arc<dyn Fn() -> io::Result<Box<dyn StorageBackend>> + Send + Sync>;
+pub(crate) type BackendFactory = Arc<dyn Fn() -> io::Result<Box<dyn StorageBackend>> + Send + Sync>;
 
 /// A factory opening (creating if needed) the database file at `path`.
 pub(crate) fn file_factory(path: PathBuf) -> BackendFactory {
@@ -23,44 +22,46 @@ pub(crate) fn file_factory(path: PathBuf) -> BackendFactory {
             .create(true)
             .truncate(false)
             .open(&path)?;
-        let backend = redb::backends::FileBackend::new(file)
-            .map_err(|e| io::Error::other(e.to_string()))?;
+        let backend =
+            redb::backends::FileBackend::new(file).map_err(|e| io::Error::other(e.to_string()))?;
         Ok(Box::new(backend) as Box<dyn StorageBackend>)
     })
 }
 
-/// Wraps the real backend: refuses to grow past `max_len` with `StorageFull` (which redb
-/// reports as an I/O error, failing the commit without changing the committed state) and
-/// publishes the current length.
+/// Wraps the real backend: refuses any write ending beyond `limit` with `StorageFull`
+/// (which redb reports as an I/O error, failing the commit without changing the committed
+/// state) and publishes the current length.
+///
+/// Only writes are limited, not `set_len`: redb grows the file by doubling it (a sparse
+/// extension on Linux file systems), while its allocator places pages lowest-first, so the
+/// highest written offset, not the length, is what tracks the space actually used.
 #[derive(Debug)]
 pub(crate) struct LimitBackend {
     inner: Box<dyn StorageBackend>,
-    max_len: Option<u64>,
+    limit: Arc<AtomicU64>,
     len: Arc<AtomicU64>,
 }
 
 impl LimitBackend {
-    /// Wraps `inner`; `len` is updated on every length change.
+    /// Wraps `inner`. `limit` (u64::MAX for none) is read on every write, so the writer can
+    /// change it between commits; `len` is updated on every length change.
     pub(crate) fn new(
         inner: Box<dyn StorageBackend>,
-        max_len: Option<u64>,
+        limit: Arc<AtomicU64>,
         len: Arc<AtomicU64>,
     ) -> Self {
-        LimitBackend {
-            inner,
-            max_len,
-            len,
-        }
+        LimitBackend { inner, limit, len }
     }
 
     fn check(&self, end: u64) -> io::Result<()> {
-        match self.max_len {
-            Some(max) if end > max => Err(io::Error::new(
+        let max = self.limit.load(Ordering::Relaxed);
+        if end > max {
+            return Err(io::Error::new(
                 io::ErrorKind::StorageFull,
-                format!("store file would grow to {end} bytes, max_file_bytes is {max}"),
-            )),
-            _ => Ok(()),
+                format!("store file write would end at {end} bytes, limit is {max}"),
+            ));
         }
+        Ok(())
     }
 }
 
@@ -76,9 +77,6 @@ impl StorageBackend for LimitBackend {
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
-        if len > self.len.load(Ordering::Relaxed) {
-            self.check(len)?;
-        }
         self.inner.set_len(len)?;
         self.len.store(len, Ordering::Relaxed);
         Ok(())

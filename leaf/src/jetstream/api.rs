@@ -1,0 +1,535 @@
+//! The `$JS.API.` request handlers (and `$JS.<domain>.API.` when a domain is set).
+//!
+//! Requests arrive through an internal subscription and are handled one at a time by the API
+//! task, in arrival order; replies are published to the request's reply subject. Bodies are
+//! JSON shaped as nats-server shapes them (see [`super::config`]). Consumers are not served
+//! yet: their requests get an error saying so.
+
+use base64::Engine;
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::config::{ApiError, StreamConfig};
+use super::headers;
+use super::time::{now_ns, rfc3339};
+use super::{Inner, StoredConfig};
+use crate::server::Msg;
+use crate::store::{PurgeRequest, StoreError, StoredMessage};
+use crate::subject::subjects_overlap;
+
+/// One API request, copied off the publisher's buffer.
+pub(crate) struct Request {
+    /// The subject with any `$JS.<domain>.` prefix turned into `$JS.`.
+    pub(crate) subject: String,
+    pub(crate) reply: Option<String>,
+    pub(crate) payload: Bytes,
+}
+
+/// What the handler answers with.
+enum Reply {
+    Json(Value),
+    /// A raw message (DIRECT.GET): headers and payload.
+    Raw(Vec<u8>, Bytes),
+}
+
+fn ok(kind: &str, mut body: Value) -> Reply {
+    if let Value::Object(map) = &mut body {
+        map.insert(
+            "type".into(),
+            Value::String(format!("io.nats.jetstream.api.v1.{kind}")),
+        );
+    }
+    Reply::Json(body)
+}
+
+fn err(kind: &str, e: &ApiError) -> Reply {
+    ok(kind, json!({ "error": e }))
+}
+
+impl Inner {
+    /// Handles one request and publishes its reply.
+    pub(crate) async fn handle(&self, req: Request) {
+        let Some(reply_to) = req.reply.clone() else {
+            return; // nobody to answer
+        };
+        let reply = self.dispatch(&req).await;
+        let Some(server) = self.server.upgrade() else {
+            return;
+        };
+        match reply {
+            Reply::Json(body) => {
+                let body = serde_json::to_vec(&body).unwrap_or_default();
+                server.publish(&Msg {
+                    subject: reply_to.as_bytes(),
+                    reply: None,
+                    headers: None,
+                    payload: &body,
+                });
+            }
+            Reply::Raw(hdr, payload) => {
+                server.publish(&Msg {
+                    subject: reply_to.as_bytes(),
+                    reply: None,
+                    headers: Some(&hdr),
+                    payload: &payload,
+                });
+            }
+        }
+    }
+
+    async fn dispatch(&self, req: &Request) -> Reply {
+        let Some(rest) = req.subject.strip_prefix("$JS.API.") else {
+            return err(
+                "error_response",
+                &ApiError::bad_request("unknown API subject"),
+            );
+        };
+        let tokens: Vec<&str> = rest.split('.').collect();
+        match tokens.as_slice() {
+            ["INFO"] => self.account_info(),
+            ["STREAM", "CREATE", name] => self.stream_create(name, &req.payload).await,
+            ["STREAM", "UPDATE", name] => self.stream_update(name, &req.payload).await,
+            ["STREAM", "INFO", name] => self.stream_info_reply(name),
+            ["STREAM", "DELETE", name] => self.stream_delete(name).await,
+            ["STREAM", "PURGE", name] => self.stream_purge(name, &req.payload).await,
+            ["STREAM", "NAMES"] => self.stream_names(&req.payload),
+            ["STREAM", "LIST"] => self.stream_list(&req.payload),
+            ["STREAM", "MSG", "GET", name] => self.msg_get(name, &req.payload),
+            ["STREAM", "MSG", "DELETE", name] => self.msg_delete(name, &req.payload).await,
+            ["DIRECT", "GET", name] => self.direct_get(name, &req.payload, None),
+            ["DIRECT", "GET", name, subject @ ..] if !subject.is_empty() => {
+                self.direct_get(name, &req.payload, Some(subject.join(".")))
+            }
+            ["CONSUMER", ..] => err(
+                "consumer_create_response",
+                &ApiError::new(501, 10003, "consumers are not supported yet by this server"),
+            ),
+            _ => err(
+                "error_response",
+                &ApiError::bad_request("unknown or unsupported JetStream API request"),
+            ),
+        }
+    }
+
+    fn account_info(&self) -> Reply {
+        let streams = self.streams_snapshot();
+        let storage: u64 = streams
+            .iter()
+            .filter_map(|s| self.store.stream_state(&s.name).ok().flatten())
+            .map(|s| s.bytes)
+            .sum();
+        let mut body = json!({
+            "memory": 0,
+            "storage": storage,
+            "streams": streams.len(),
+            "consumers": 0,
+            "limits": {
+                "max_memory": -1, "max_storage": self.max_file_bytes.map_or(-1, |b| b as i64),
+                "max_streams": -1, "max_consumers": -1, "max_ack_pending": -1,
+                "memory_max_stream_bytes": -1, "storage_max_stream_bytes": -1,
+                "max_bytes_required": false
+            },
+            "api": { "total": self.api_total.load(std::sync::atomic::Ordering::Relaxed), "errors": 0 },
+        });
+        if let Some(d) = &self.domain {
+            body["domain"] = Value::String(d.clone());
+        }
+        ok("account_info_response", body)
+    }
+
+    fn stream_info_json(&self, name: &str) -> Result<Value, ApiError> {
+        let stream = self.stream(name).ok_or_else(ApiError::stream_not_found)?;
+        let state = self
+            .store
+            .stream_state(name)
+            .map_err(|e| ApiError::general(&e.to_string()))?
+            .unwrap_or_default();
+        let (first_seq, last_seq) = if state.msgs == 0 {
+            (state.last_seq + 1, state.last_seq)
+        } else {
+            (state.first_seq, state.last_seq)
+        };
+        let mut state_json = json!({
+            "messages": state.msgs,
+            "bytes": state.bytes,
+            "first_seq": first_seq,
+            "first_ts": rfc3339(if state.msgs == 0 { 0 } else { state.first_ts_ns }),
+            "last_seq": last_seq,
+            "last_ts": rfc3339(state.last_ts_ns),
+            "consumer_count": 0,
+        });
+        if state.num_subjects > 0 {
+            state_json["num_subjects"] = json!(state.num_subjects);
+        }
+        if state.num_deleted > 0 {
+            state_json["num_deleted"] = json!(state.num_deleted);
+        }
+        Ok(json!({
+            "config": stream.config(),
+            "created": rfc3339(stream.created_ns),
+            "state": state_json,
+            "ts": rfc3339(now_ns()),
+        }))
+    }
+
+    fn stream_info_reply(&self, name: &str) -> Reply {
+        match self.stream_info_json(name) {
+            Ok(body) => ok("stream_info_response", body),
+            Err(e) => err("stream_info_response", &e),
+        }
+    }
+
+    fn parse_config(&self, name: &str, payload: &[u8]) -> Result<StreamConfig, ApiError> {
+        let mut cfg: StreamConfig =
+            serde_json::from_slice(payload).map_err(|_| ApiError::invalid_json())?;
+        if cfg.name.is_empty() {
+            cfg.name = name.to_string();
+        }
+        if cfg.name != name {
+            return Err(ApiError::stream_mismatch());
+        }
+        cfg.normalize()
+    }
+
+    fn check_overlap(&self, cfg: &StreamConfig) -> Result<(), ApiError> {
+        for other in self.streams_snapshot() {
+            if other.name == cfg.name {
+                continue;
+            }
+            let theirs = other.config().subjects;
+            for a in &cfg.subjects {
+                if theirs
+                    .iter()
+                    .any(|b| subjects_overlap(a.as_bytes(), b.as_bytes()))
+                {
+                    return Err(ApiError::subjects_overlap());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn stream_create(&self, name: &str, payload: &[u8]) -> Reply {
+        const KIND: &str = "stream_create_response";
+        let cfg = match self.parse_config(name, payload) {
+            Ok(c) => c,
+            Err(e) => return err(KIND, &e),
+        };
+        if let Some(existing) = self.stream(name) {
+            // Creating the same stream again is fine; a different configuration is not.
+            return if existing.config() == cfg {
+                self.stream_info_reply(name)
+            } else {
+                err(KIND, &ApiError::stream_name_exists())
+            };
+        }
+        if let Err(e) = self.check_overlap(&cfg) {
+            return err(KIND, &e);
+        }
+        let created_ns = now_ns();
+        let record = StoredConfig {
+            config: cfg.clone(),
+            created_ns,
+        };
+        let bytes = serde_json::to_vec(&record).unwrap_or_default();
+        match self.store.create_stream(name, bytes).await {
+            Ok(_) => {}
+            Err(StoreError::AlreadyExists(_)) => return err(KIND, &ApiError::stream_name_exists()),
+            Err(StoreError::InsufficientResources(_)) => {
+                return err(KIND, &ApiError::insufficient_resources())
+            }
+            Err(e) => return err(KIND, &ApiError::general(&e.to_string())),
+        }
+        if let Err(e) = self.open_stream(name, cfg, created_ns) {
+            return err(KIND, &e);
+        }
+        match self.stream_info_json(name) {
+            Ok(mut body) => {
+                body["did_create"] = json!(true);
+                ok(KIND, body)
+            }
+            Err(e) => err(KIND, &e),
+        }
+    }
+
+    async fn stream_update(&self, name: &str, payload: &[u8]) -> Reply {
+        const KIND: &str = "stream_update_response";
+        let cfg = match self.parse_config(name, payload) {
+            Ok(c) => c,
+            Err(e) => return err(KIND, &e),
+        };
+        let Some(stream) = self.stream(name) else {
+            return err(KIND, &ApiError::stream_not_found());
+        };
+        let old = stream.config();
+        if old.storage != cfg.storage || old.retention != cfg.retention {
+            return err(
+                KIND,
+                &ApiError::new(
+                    500,
+                    10052,
+                    "stream configuration update can not change storage type or retention policy",
+                ),
+            );
+        }
+        if old.sealed && !cfg.sealed {
+            return err(
+                KIND,
+                &ApiError::new(
+                    500,
+                    10052,
+                    "stream configuration update can not unseal a sealed stream",
+                ),
+            );
+        }
+        if let Err(e) = self.check_overlap(&cfg) {
+            return err(KIND, &e);
+        }
+        let record = StoredConfig {
+            config: cfg.clone(),
+            created_ns: stream.created_ns,
+        };
+        let bytes = serde_json::to_vec(&record).unwrap_or_default();
+        if let Err(e) = self.store.update_stream_config(name, bytes).await {
+            return err(KIND, &ApiError::general(&e.to_string()));
+        }
+        if let Err(e) = self.reconfigure(&stream, cfg) {
+            return err(KIND, &e);
+        }
+        match self.stream_info_json(name) {
+            Ok(body) => ok(KIND, body),
+            Err(e) => err(KIND, &e),
+        }
+    }
+
+    async fn stream_delete(&self, name: &str) -> Reply {
+        const KIND: &str = "stream_delete_response";
+        if self.stream(name).is_none() {
+            return err(KIND, &ApiError::stream_not_found());
+        }
+        self.close_stream(name);
+        match self.store.delete_stream(name).await {
+            Ok(()) => ok(KIND, json!({ "success": true })),
+            Err(e) => err(KIND, &ApiError::general(&e.to_string())),
+        }
+    }
+
+    async fn stream_purge(&self, name: &str, payload: &[u8]) -> Reply {
+        const KIND: &str = "stream_purge_response";
+        #[derive(Deserialize, Default)]
+        #[serde(default)]
+        struct PurgeBody {
+            filter: Option<String>,
+            seq: Option<u64>,
+            keep: Option<u64>,
+        }
+        let Some(stream) = self.stream(name) else {
+            return err(KIND, &ApiError::stream_not_found());
+        };
+        let cfg = stream.config();
+        if cfg.deny_purge || cfg.sealed {
+            return err(
+                KIND,
+                &ApiError::new(400, 10083, "stream purge not permitted"),
+            );
+        }
+        let body: PurgeBody = if payload.is_empty() {
+            PurgeBody::default()
+        } else {
+            match serde_json::from_slice(payload) {
+                Ok(b) => b,
+                Err(_) => return err(KIND, &ApiError::invalid_json()),
+            }
+        };
+        if body.seq.is_some() && body.keep.is_some() {
+            return err(
+                KIND,
+                &ApiError::bad_request("sequence and keep can not both be set"),
+            );
+        }
+        let req = PurgeRequest {
+            filter: body.filter.filter(|f| !f.is_empty()),
+            up_to_seq: body.seq.filter(|&s| s > 0),
+            keep: body.keep.filter(|&k| k > 0),
+        };
+        match self.store.purge(name, req).await {
+            Ok(purged) => ok(KIND, json!({ "success": true, "purged": purged })),
+            Err(e) => err(KIND, &ApiError::general(&e.to_string())),
+        }
+    }
+
+    fn list_request(payload: &[u8]) -> (usize, Option<String>) {
+        #[derive(Deserialize, Default)]
+        #[serde(default)]
+        struct ListBody {
+            offset: usize,
+            subject: Option<String>,
+        }
+        let body: ListBody = serde_json::from_slice(payload).unwrap_or_default();
+        (body.offset, body.subject.filter(|s| !s.is_empty()))
+    }
+
+    fn filtered_names(&self, subject: Option<&str>) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .streams_snapshot()
+            .into_iter()
+            .filter(|s| {
+                subject.is_none_or(|f| {
+                    s.config()
+                        .subjects
+                        .iter()
+                        .any(|sub| subjects_overlap(sub.as_bytes(), f.as_bytes()))
+                })
+            })
+            .map(|s| s.name.clone())
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn stream_names(&self, payload: &[u8]) -> Reply {
+        let (offset, subject) = Self::list_request(payload);
+        let names = self.filtered_names(subject.as_deref());
+        let total = names.len();
+        let page: Vec<String> = names.into_iter().skip(offset).take(1024).collect();
+        ok(
+            "stream_names_response",
+            json!({ "total": total, "offset": offset, "limit": 1024, "streams": page }),
+        )
+    }
+
+    fn stream_list(&self, payload: &[u8]) -> Reply {
+        let (offset, subject) = Self::list_request(payload);
+        let names = self.filtered_names(subject.as_deref());
+        let total = names.len();
+        let infos: Vec<Value> = names
+            .iter()
+            .skip(offset)
+            .take(256)
+            .filter_map(|n| self.stream_info_json(n).ok())
+            .collect();
+        ok(
+            "stream_list_response",
+            json!({ "total": total, "offset": offset, "limit": 256, "streams": infos, "missing": [] }),
+        )
+    }
+
+    /// Finds the message a MSG.GET or DIRECT.GET body asks for.
+    fn find_message(
+        &self,
+        name: &str,
+        payload: &[u8],
+        last_by: Option<String>,
+    ) -> Result<StoredMessage, ApiError> {
+        #[derive(Deserialize, Default)]
+        #[serde(default)]
+        struct GetBody {
+            seq: u64,
+            last_by_subj: Option<String>,
+            next_by_subj: Option<String>,
+        }
+        if self.stream(name).is_none() {
+            return Err(ApiError::stream_not_found());
+        }
+        let body: GetBody = if let Some(subject) = last_by {
+            GetBody {
+                last_by_subj: Some(subject),
+                ..GetBody::default()
+            }
+        } else {
+            serde_json::from_slice(payload).map_err(|_| ApiError::invalid_json())?
+        };
+        let found = match (body.seq, body.last_by_subj, body.next_by_subj) {
+            (seq, None, None) if seq > 0 => self.store.get(name, seq),
+            (0, Some(subject), None) => self.store.last_by_subject(name, &subject),
+            (seq, None, Some(subject)) => self.store.next_by_subject(name, seq.max(1), &subject),
+            _ => return Err(ApiError::bad_request("bad request")),
+        };
+        found
+            .map_err(|e| ApiError::general(&e.to_string()))?
+            .ok_or_else(ApiError::no_message_found)
+    }
+
+    fn msg_get(&self, name: &str, payload: &[u8]) -> Reply {
+        const KIND: &str = "stream_msg_get_response";
+        match self.find_message(name, payload, None) {
+            Ok(m) => {
+                let b64 = base64::engine::general_purpose::STANDARD;
+                let mut message = json!({
+                    "subject": m.subject,
+                    "seq": m.seq,
+                    "data": b64.encode(&m.payload),
+                    "time": rfc3339(m.ts_ns),
+                });
+                if let Some(h) = &m.headers {
+                    message["hdrs"] = Value::String(b64.encode(h));
+                }
+                ok(KIND, json!({ "message": message }))
+            }
+            Err(e) => err(KIND, &e),
+        }
+    }
+
+    fn direct_get(&self, name: &str, payload: &[u8], last_by: Option<String>) -> Reply {
+        let status = |code: u16, text: &str| {
+            Reply::Raw(
+                headers::Builder::new(Some((code, text))).finish(),
+                Bytes::new(),
+            )
+        };
+        match self.stream(name) {
+            None => return status(404, "Message Not Found"),
+            Some(s) if !s.config().allow_direct => return status(404, "Message Not Found"),
+            Some(_) => {}
+        }
+        if last_by.is_none() && payload.is_empty() {
+            return status(408, "Empty Request");
+        }
+        match self.find_message(name, payload, last_by) {
+            Ok(m) => {
+                let mut b = headers::Builder::new(None);
+                if let Some(h) = &m.headers {
+                    b = b.add_block(h);
+                }
+                let hdr = b
+                    .add("Nats-Stream", name)
+                    .add("Nats-Subject", &m.subject)
+                    .add("Nats-Sequence", &m.seq.to_string())
+                    .add("Nats-Time-Stamp", &rfc3339(m.ts_ns))
+                    .finish();
+                Reply::Raw(hdr, m.payload)
+            }
+            Err(e) if e.err_code == 10037 || e.err_code == 10059 => {
+                status(404, "Message Not Found")
+            }
+            Err(_) => status(408, "Bad Request"),
+        }
+    }
+
+    async fn msg_delete(&self, name: &str, payload: &[u8]) -> Reply {
+        const KIND: &str = "stream_msg_delete_response";
+        #[derive(Deserialize)]
+        struct DeleteBody {
+            seq: u64,
+        }
+        let Some(stream) = self.stream(name) else {
+            return err(KIND, &ApiError::stream_not_found());
+        };
+        let cfg = stream.config();
+        if cfg.deny_delete || cfg.sealed {
+            return err(
+                KIND,
+                &ApiError::new(400, 10082, "message delete not permitted"),
+            );
+        }
+        let Ok(body) = serde_json::from_slice::<DeleteBody>(payload) else {
+            return err(KIND, &ApiError::invalid_json());
+        };
+        match self.store.delete_msg(name, body.seq).await {
+            Ok(true) => ok(KIND, json!({ "success": true })),
+            Ok(false) => err(KIND, &ApiError::new(500, 10057, "no message found")),
+            Err(e) => err(KIND, &ApiError::new(500, 10057, &e.to_string())),
+        }
+    }
+}

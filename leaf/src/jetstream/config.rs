@@ -1,0 +1,432 @@
+//! The JSON bodies of the JetStream API, shaped as nats-server 2.9/2.10 shapes them: stream
+//! configuration, stream info and state, PubAck, stored messages and API errors.
+//!
+//! Unknown fields in requests are ignored (newer clients send fields such as `allow_msg_ttl`),
+//! every field has nats-server's default, and responses carry the same field names.
+
+use serde::{Deserialize, Serialize};
+
+use crate::subject::is_valid_subject;
+
+/// Two minutes in nanoseconds: the default `duplicate_window`.
+pub const DEFAULT_DUPLICATE_WINDOW_NS: i64 = 120_000_000_000;
+
+/// How messages leave a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Retention {
+    /// Kept until a limit removes them.
+    #[default]
+    Limits,
+    /// Kept while a consumer still has to see them.
+    Interest,
+    /// Removed once acknowledged by a consumer.
+    #[serde(rename = "workqueue")]
+    WorkQueue,
+}
+
+/// What happens when a limit is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Discard {
+    /// The oldest messages make room.
+    #[default]
+    Old,
+    /// New messages are refused.
+    New,
+}
+
+/// Where a stream's messages are kept. leafd keeps both kinds on disk, durably: `memory`
+/// streams are accepted for compatibility and behave like `file` streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Storage {
+    /// On disk.
+    #[default]
+    File,
+    /// In memory (kept on disk by leafd).
+    Memory,
+}
+
+fn minus_one() -> i64 {
+    -1
+}
+fn minus_one_i32() -> i32 {
+    -1
+}
+fn one() -> i32 {
+    1
+}
+fn is_zero(v: &i64) -> bool {
+    *v == 0
+}
+fn is_false(v: &bool) -> bool {
+    !*v
+}
+
+/// A stream's configuration (`StreamConfig`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StreamConfig {
+    /// The stream's name.
+    pub name: String,
+    /// Free text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Subjects captured (wildcards allowed); defaults to the stream's name.
+    pub subjects: Vec<String>,
+    /// Retention policy.
+    pub retention: Retention,
+    /// Most consumers (-1: unlimited).
+    #[serde(default = "minus_one_i32")]
+    pub max_consumers: i32,
+    /// Most messages (-1: unlimited).
+    #[serde(default = "minus_one")]
+    pub max_msgs: i64,
+    /// Most bytes (-1: unlimited).
+    #[serde(default = "minus_one")]
+    pub max_bytes: i64,
+    /// Oldest message age in nanoseconds (0: unlimited).
+    pub max_age: i64,
+    /// Most messages per subject (-1: unlimited).
+    #[serde(default = "minus_one")]
+    pub max_msgs_per_subject: i64,
+    /// Largest message (-1: unlimited).
+    #[serde(default = "minus_one_i32")]
+    pub max_msg_size: i32,
+    /// Discard policy.
+    pub discard: Discard,
+    /// Storage type.
+    pub storage: Storage,
+    /// Replicas (1: leafd is a single server).
+    #[serde(default = "one")]
+    pub num_replicas: i32,
+    /// Publishes are not acknowledged.
+    #[serde(skip_serializing_if = "is_false")]
+    pub no_ack: bool,
+    /// Window for `Nats-Msg-Id` deduplication, in nanoseconds.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub duplicate_window: i64,
+    /// `DIRECT.GET` is served.
+    pub allow_direct: bool,
+    /// Mirrors serve direct gets (accepted, no mirrors yet).
+    pub mirror_direct: bool,
+    /// No more messages in or out.
+    pub sealed: bool,
+    /// Messages cannot be deleted.
+    pub deny_delete: bool,
+    /// The stream cannot be purged.
+    pub deny_purge: bool,
+    /// `Nats-Rollup` headers are honoured.
+    pub allow_rollup_hdrs: bool,
+    /// Discard new per subject (with `discard: new` and `max_msgs_per_subject`).
+    #[serde(skip_serializing_if = "is_false")]
+    pub discard_new_per_subject: bool,
+    /// Mirror configuration (not supported yet: refused when set).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<serde_json::Value>,
+    /// Source configurations (not supported yet: refused when set).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sources: Option<Vec<serde_json::Value>>,
+    /// Republish configuration (not supported yet: refused when set).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub republish: Option<serde_json::Value>,
+    /// Free-form metadata (2.10).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        StreamConfig {
+            name: String::new(),
+            description: None,
+            subjects: Vec::new(),
+            retention: Retention::Limits,
+            max_consumers: -1,
+            max_msgs: -1,
+            max_bytes: -1,
+            max_age: 0,
+            max_msgs_per_subject: -1,
+            max_msg_size: -1,
+            discard: Discard::Old,
+            storage: Storage::File,
+            num_replicas: 1,
+            no_ack: false,
+            duplicate_window: 0,
+            allow_direct: false,
+            mirror_direct: false,
+            sealed: false,
+            deny_delete: false,
+            deny_purge: false,
+            allow_rollup_hdrs: false,
+            discard_new_per_subject: false,
+            mirror: None,
+            sources: None,
+            republish: None,
+            metadata: None,
+        }
+    }
+}
+
+/// Whether `name` can name a stream (or consumer): no subject separators or wildcards, no
+/// whitespace, no path separators (the name is used as a subject token).
+pub fn is_valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && !name
+            .bytes()
+            .any(|b| matches!(b, b'.' | b'*' | b'>' | b'/' | b'\\') || b.is_ascii_whitespace())
+}
+
+impl StreamConfig {
+    /// Fills in nats-server's defaults and checks the configuration.
+    pub fn normalize(mut self) -> Result<StreamConfig, ApiError> {
+        if self.name.contains('/') || self.name.contains('\\') {
+            return Err(ApiError::new(
+                400,
+                10128,
+                "Stream name can not contain path separators",
+            ));
+        }
+        if !is_valid_name(&self.name) {
+            return Err(ApiError::invalid_config(
+                "stream name is required and can not contain '.', '*', '>'",
+            ));
+        }
+        if self.num_replicas == 0 {
+            self.num_replicas = 1;
+        }
+        if self.num_replicas > 1 {
+            return Err(ApiError::new(
+                500,
+                10074,
+                "replicas > 1 not supported in non-clustered mode",
+            ));
+        }
+        if self.retention != Retention::Limits {
+            return Err(ApiError::invalid_config(
+                "interest and workqueue retention are not supported yet by this server",
+            ));
+        }
+        if self.mirror.is_some() || self.sources.as_ref().is_some_and(|s| !s.is_empty()) {
+            return Err(ApiError::invalid_config(
+                "mirrors and sources are not supported yet by this server",
+            ));
+        }
+        if self.republish.is_some() {
+            return Err(ApiError::invalid_config(
+                "republish is not supported yet by this server",
+            ));
+        }
+        if self.subjects.is_empty() {
+            self.subjects = vec![self.name.clone()];
+        }
+        for s in &self.subjects {
+            if !is_valid_subject(s.as_bytes()) {
+                return Err(ApiError::invalid_config(&format!("invalid subject {s:?}")));
+            }
+            if crate::subject::subjects_overlap(s.as_bytes(), b"$JS.API.>") {
+                return Err(ApiError::invalid_config(
+                    "subjects overlap with jetstream api",
+                ));
+            }
+        }
+        for (field, v) in [
+            ("max_msgs", self.max_msgs),
+            ("max_bytes", self.max_bytes),
+            ("max_msgs_per_subject", self.max_msgs_per_subject),
+        ] {
+            if v == 0 || v < -1 {
+                if v == 0 {
+                    // nats-server treats 0 as unlimited.
+                    match field {
+                        "max_msgs" => self.max_msgs = -1,
+                        "max_bytes" => self.max_bytes = -1,
+                        _ => self.max_msgs_per_subject = -1,
+                    }
+                } else {
+                    return Err(ApiError::invalid_config(&format!(
+                        "{field} must be -1 or positive"
+                    )));
+                }
+            }
+        }
+        if self.max_msg_size == 0 {
+            self.max_msg_size = -1;
+        }
+        if self.max_age < 0 || self.duplicate_window < 0 {
+            return Err(ApiError::invalid_config(
+                "max_age and duplicate_window can not be negative",
+            ));
+        }
+        if self.duplicate_window == 0 {
+            self.duplicate_window = if self.max_age > 0 {
+                self.max_age.min(DEFAULT_DUPLICATE_WINDOW_NS)
+            } else {
+                DEFAULT_DUPLICATE_WINDOW_NS
+            };
+        }
+        if self.max_age > 0 && self.duplicate_window > self.max_age {
+            return Err(ApiError::invalid_config(
+                "duplicates window can not be larger then max age",
+            ));
+        }
+        Ok(self)
+    }
+}
+
+/// An error answer of the JetStream API (`{"error": {code, err_code, description}}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{description} ({code}/{err_code})")]
+pub struct ApiError {
+    /// HTTP-like status.
+    pub code: u16,
+    /// nats-server's error code, which clients branch on.
+    pub err_code: u16,
+    /// Human-readable text.
+    pub description: String,
+}
+
+impl ApiError {
+    /// An error with its codes and text.
+    pub fn new(code: u16, err_code: u16, description: &str) -> Self {
+        ApiError {
+            code,
+            err_code,
+            description: description.to_string(),
+        }
+    }
+    /// 10059.
+    pub fn stream_not_found() -> Self {
+        Self::new(404, 10059, "stream not found")
+    }
+    /// 10058.
+    pub fn stream_name_exists() -> Self {
+        Self::new(
+            400,
+            10058,
+            "stream name already in use with a different configuration",
+        )
+    }
+    /// 10065.
+    pub fn subjects_overlap() -> Self {
+        Self::new(400, 10065, "subjects overlap with an existing stream")
+    }
+    /// 10037.
+    pub fn no_message_found() -> Self {
+        Self::new(404, 10037, "no message found")
+    }
+    /// 10052.
+    pub fn invalid_config(text: &str) -> Self {
+        Self::new(500, 10052, text)
+    }
+    /// 10025.
+    pub fn invalid_json() -> Self {
+        Self::new(400, 10025, "invalid JSON")
+    }
+    /// 10003.
+    pub fn bad_request(text: &str) -> Self {
+        Self::new(400, 10003, text)
+    }
+    /// 10056.
+    pub fn stream_mismatch() -> Self {
+        Self::new(400, 10056, "stream name in subject does not match request")
+    }
+    /// 10023.
+    pub fn insufficient_resources() -> Self {
+        Self::new(503, 10023, "insufficient resources")
+    }
+    /// 10077.
+    pub fn store_failed(text: &str) -> Self {
+        Self::new(503, 10077, text)
+    }
+    /// 10071.
+    pub fn wrong_last_sequence(seq: u64) -> Self {
+        Self::new(400, 10071, &format!("wrong last sequence: {seq}"))
+    }
+    /// 10070.
+    pub fn wrong_last_msg_id(id: &str) -> Self {
+        Self::new(400, 10070, &format!("wrong last msg ID: {id}"))
+    }
+    /// 10060.
+    pub fn expected_stream_mismatch() -> Self {
+        Self::new(400, 10060, "expected stream does not match")
+    }
+    /// 10054.
+    pub fn message_too_large() -> Self {
+        Self::new(400, 10054, "message size exceeds maximum allowed")
+    }
+    /// 10109.
+    pub fn sealed() -> Self {
+        Self::new(400, 10109, "invalid operation on sealed stream")
+    }
+    /// 10051.
+    pub fn general(text: &str) -> Self {
+        Self::new(500, 10051, text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_unknown_fields() {
+        let cfg: StreamConfig =
+            serde_json::from_str(r#"{"name":"S","allow_msg_ttl":true,"subjects":["a.>"]}"#)
+                .unwrap();
+        let cfg = cfg.normalize().unwrap();
+        assert_eq!(cfg.max_msgs, -1);
+        assert_eq!(cfg.duplicate_window, DEFAULT_DUPLICATE_WINDOW_NS);
+        assert_eq!(cfg.num_replicas, 1);
+        let json = serde_json::to_value(&cfg).unwrap();
+        assert_eq!(json["retention"], "limits");
+        assert_eq!(json["discard"], "old");
+        assert_eq!(json["storage"], "file");
+    }
+
+    #[test]
+    fn subjects_default_to_the_name_and_are_checked() {
+        let cfg = StreamConfig {
+            name: "ORDERS".into(),
+            ..StreamConfig::default()
+        }
+        .normalize()
+        .unwrap();
+        assert_eq!(cfg.subjects, ["ORDERS"]);
+        for bad in ["a..b", "$JS.API.STREAM.INFO.x"] {
+            let e = StreamConfig {
+                name: "S".into(),
+                subjects: vec![bad.into()],
+                ..StreamConfig::default()
+            }
+            .normalize()
+            .unwrap_err();
+            assert_eq!(e.err_code, 10052, "{bad}");
+        }
+        assert!(StreamConfig::default().normalize().is_err());
+        assert_eq!(
+            StreamConfig {
+                name: "a/b".into(),
+                ..StreamConfig::default()
+            }
+            .normalize()
+            .unwrap_err()
+            .err_code,
+            10128
+        );
+    }
+
+    #[test]
+    fn duplicate_window_follows_max_age() {
+        let cfg = StreamConfig {
+            name: "S".into(),
+            max_age: 1_000_000_000,
+            ..StreamConfig::default()
+        }
+        .normalize()
+        .unwrap();
+        assert_eq!(cfg.duplicate_window, 1_000_000_000);
+    }
+}

@@ -1,0 +1,331 @@
+//! JetStream on the durable [`Store`]: streams, their API and publish acknowledgements.
+//!
+//! * [`config`]: the API's JSON bodies and error codes, as nats-server shapes them.
+//! * [`api`]: the `$JS.API.` request handlers (one task, requests in order).
+//! * [`stream`]: capturing published messages into a stream and acknowledging them once they
+//!   are durable (see its module documentation for pipelining, dedup and limits).
+//! * [`headers`], [`time`]: NATS header blocks and Go-style timestamps.
+//!
+//! The engine plugs into the server through internal subscriptions (see
+//! [`crate::server::Shared::subscribe_internal`]): one on `$JS.API.>` (and
+//! `$JS.<domain>.API.>`), and one per subject of every stream. Consumers, KV and object
+//! store are not served yet.
+
+pub mod api;
+pub mod config;
+pub mod headers;
+pub mod stream;
+pub mod time;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use self::config::{ApiError, StreamConfig};
+use self::stream::{Capture, Stream};
+use crate::server::{InternalSink, Msg, Shared, SubRef};
+use crate::store::{Store, StoreError, StoreOptions};
+
+/// How JetStream is set up.
+#[derive(Debug, Clone)]
+pub struct JetStreamOptions {
+    /// Directory of the store (created if missing).
+    pub store_dir: PathBuf,
+    /// The JetStream domain, if any: the API is also served on `$JS.<domain>.API.>`.
+    pub domain: Option<String>,
+    /// Most bytes the store file may use.
+    pub max_file_bytes: Option<u64>,
+}
+
+/// Why JetStream could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum JetStreamError {
+    /// The store could not be opened.
+    #[error("cannot open the JetStream store in {dir}: {source}")]
+    Store {
+        /// The store directory.
+        dir: PathBuf,
+        /// Why.
+        source: StoreError,
+    },
+    /// A stored stream configuration cannot be read.
+    #[error("stream {name}: stored configuration is unreadable: {reason}")]
+    BadStoredConfig {
+        /// The stream.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+    /// The API subjects could not be subscribed.
+    #[error("cannot subscribe the JetStream API: {0}")]
+    Subscribe(String),
+}
+
+/// What the store keeps as a stream's configuration bytes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct StoredConfig {
+    pub(crate) config: StreamConfig,
+    pub(crate) created_ns: i64,
+}
+
+/// A running JetStream engine. Dropping it does not stop it; the server's shutdown does.
+#[derive(Clone)]
+pub struct JetStream {
+    inner: Arc<Inner>,
+}
+
+/// State shared by the API task and the streams.
+pub(crate) struct Inner {
+    pub(crate) store: Store,
+    pub(crate) server: Weak<Shared>,
+    pub(crate) domain: Option<String>,
+    pub(crate) max_file_bytes: Option<u64>,
+    streams: RwLock<HashMap<String, Arc<Stream>>>,
+    captures: Mutex<HashMap<String, Vec<SubRef>>>,
+    pub(crate) api_total: AtomicU64,
+}
+
+/// Hands API requests to the API task.
+struct ApiSink {
+    tx: mpsc::UnboundedSender<api::Request>,
+    domain_prefix: Option<String>,
+}
+
+impl InternalSink for ApiSink {
+    fn deliver(&self, msg: &Msg<'_>) {
+        let subject = String::from_utf8_lossy(msg.subject);
+        let subject = match &self.domain_prefix {
+            Some(prefix) => match subject.strip_prefix(prefix.as_str()) {
+                Some(rest) => format!("$JS.API.{rest}"),
+                None => subject.into_owned(),
+            },
+            None => subject.into_owned(),
+        };
+        let _ = self.tx.send(api::Request {
+            subject,
+            reply: msg.reply.map(|r| String::from_utf8_lossy(r).into_owned()),
+            payload: Bytes::copy_from_slice(msg.payload),
+        });
+    }
+}
+
+impl JetStream {
+    /// Opens the store, resumes every stored stream and starts serving the API on `server`.
+    /// Must be called within a tokio runtime.
+    pub fn start(
+        server: &Arc<Shared>,
+        opts: JetStreamOptions,
+    ) -> Result<JetStream, JetStreamError> {
+        let store = Store::open(
+            &opts.store_dir,
+            StoreOptions {
+                max_file_bytes: opts.max_file_bytes,
+                ..StoreOptions::default()
+            },
+        )
+        .map_err(|source| JetStreamError::Store {
+            dir: opts.store_dir.clone(),
+            source,
+        })?;
+        let inner = Arc::new(Inner {
+            store,
+            server: Arc::downgrade(server),
+            domain: opts.domain.clone(),
+            max_file_bytes: opts.max_file_bytes,
+            streams: RwLock::new(HashMap::new()),
+            captures: Mutex::new(HashMap::new()),
+            api_total: AtomicU64::new(0),
+        });
+        let stored = inner
+            .store
+            .streams()
+            .map_err(|source| JetStreamError::Store {
+                dir: opts.store_dir.clone(),
+                source,
+            })?;
+        for (name, bytes, _) in stored {
+            let record: StoredConfig =
+                serde_json::from_slice(&bytes).map_err(|e| JetStreamError::BadStoredConfig {
+                    name: name.clone(),
+                    reason: e.to_string(),
+                })?;
+            inner
+                .open_stream(&name, record.config, record.created_ns)
+                .map_err(|e| JetStreamError::BadStoredConfig {
+                    name: name.clone(),
+                    reason: e.description,
+                })?;
+        }
+        let (tx, mut rx) = mpsc::unbounded_channel::<api::Request>();
+        let mut api_subjects = vec![("$JS.API.>".to_string(), None)];
+        if let Some(d) = &opts.domain {
+            api_subjects.push((format!("$JS.{d}.API.>"), Some(format!("$JS.{d}.API."))));
+        }
+        for (subject, domain_prefix) in api_subjects {
+            let sink = Arc::new(ApiSink {
+                tx: tx.clone(),
+                domain_prefix,
+            });
+            server
+                .subscribe_internal(subject.as_bytes(), None, sink)
+                .map_err(|e| JetStreamError::Subscribe(e.to_string()))?;
+        }
+        let worker = inner.clone();
+        tokio::spawn(async move {
+            while let Some(req) = rx.recv().await {
+                worker
+                    .api_total
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                worker.handle(req).await;
+            }
+        });
+        server
+            .jetstream
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        info!(
+            store_dir = %opts.store_dir.display(),
+            streams = inner.streams_snapshot().len(),
+            domain = opts.domain.as_deref().unwrap_or(""),
+            "JetStream ready"
+        );
+        Ok(JetStream { inner })
+    }
+
+    /// The names of the streams.
+    pub fn stream_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .inner
+            .streams_snapshot()
+            .iter()
+            .map(|s| s.name.clone())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// The store under the engine.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+}
+
+impl Inner {
+    pub(crate) fn stream(&self, name: &str) -> Option<Arc<Stream>> {
+        self.streams
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(name)
+            .cloned()
+    }
+
+    pub(crate) fn streams_snapshot(&self) -> Vec<Arc<Stream>> {
+        self.streams
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Starts a stream's task and subscribes its subjects.
+    pub(crate) fn open_stream(
+        &self,
+        name: &str,
+        config: StreamConfig,
+        created_ns: i64,
+    ) -> Result<(), ApiError> {
+        let stream = stream::start(
+            name.to_string(),
+            config.clone(),
+            created_ns,
+            self.store.clone(),
+            self.server.clone(),
+            self.domain.clone(),
+        );
+        self.streams
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(name.to_string(), stream.clone());
+        self.subscribe_subjects(&stream, &config.subjects)
+    }
+
+    fn subscribe_subjects(
+        &self,
+        stream: &Arc<Stream>,
+        subjects: &[String],
+    ) -> Result<(), ApiError> {
+        let Some(server) = self.server.upgrade() else {
+            return Err(ApiError::general("server is shutting down"));
+        };
+        let mut subs = Vec::new();
+        for subject in subjects {
+            let sink = Arc::new(Capture(Arc::downgrade(stream)));
+            match server.subscribe_internal(subject.as_bytes(), None, sink) {
+                Ok(sub) => subs.push(sub),
+                Err(e) => {
+                    for s in &subs {
+                        server.unsubscribe_internal(s);
+                    }
+                    return Err(ApiError::invalid_config(&e.to_string()));
+                }
+            }
+        }
+        self.captures
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(stream.name.clone(), subs);
+        Ok(())
+    }
+
+    fn unsubscribe_subjects(&self, name: &str) {
+        let subs = self
+            .captures
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(name);
+        if let (Some(subs), Some(server)) = (subs, self.server.upgrade()) {
+            for s in &subs {
+                server.unsubscribe_internal(s);
+            }
+        }
+    }
+
+    /// Applies a new configuration to a running stream.
+    pub(crate) fn reconfigure(
+        &self,
+        stream: &Arc<Stream>,
+        config: StreamConfig,
+    ) -> Result<(), ApiError> {
+        let subjects_changed = stream.config().subjects != config.subjects;
+        *stream
+            .config
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = config.clone();
+        if subjects_changed {
+            self.unsubscribe_subjects(&stream.name);
+            self.subscribe_subjects(stream, &config.subjects)?;
+        }
+        Ok(())
+    }
+
+    /// Stops capturing for a stream and forgets it (its task ends when its queue closes).
+    pub(crate) fn close_stream(&self, name: &str) {
+        self.unsubscribe_subjects(name);
+        let removed = self
+            .streams
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(name);
+        match removed {
+            Some(stream) => stream.close(),
+            None => warn!(stream = name, "closing a stream that is not open"),
+        }
+    }
+}

@@ -1,0 +1,617 @@
+//! One stream at run time: capturing the messages published to its subjects, storing them
+//! through the group-committing [`Store`], and answering each publisher with a PubAck once the
+//! message is durable.
+//!
+//! Capture is an internal subscription per configured subject. Its `deliver` runs on the
+//! publisher's task and only copies the message into the stream's queue; the stream's own
+//! task does the rest in arrival order:
+//!
+//! * **Pipelining.** A plain message is handed to the store at once (the store's writer assigns
+//!   sequence numbers in arrival order and batches everything that arrives during one commit
+//!   into the next), and its PubAck is sent when that commit is durable, in order. Many
+//!   publishes are in flight at a time; none is acknowledged before it is on disk.
+//! * **Exact expectations.** A message with `Nats-Expected-*` headers, or whose `Nats-Msg-Id`
+//!   is still in flight, first waits until every earlier append of the stream is committed, so
+//!   its checks see the exact stored state (KV compare-and-set relies on this).
+//! * **Deduplication.** `Nats-Msg-Id`s of the last `duplicate_window` are kept in memory and
+//!   rebuilt from the stored messages when the server starts, so a retry after a restart is
+//!   still recognised.
+//! * **Limits.** `max_msgs`, `max_bytes`, `max_msgs_per_subject` (with `discard: old`) and
+//!   rollups are applied by purges issued right after the append; `max_age` by a timer.
+//!   `discard: new` refuses a message that would exceed `max_msgs` or `max_bytes`.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, RwLock, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+
+use super::config::{ApiError, Discard, StreamConfig};
+use super::headers;
+use super::time::now_ns;
+use crate::server::{InternalSink, Msg, Shared};
+use crate::store::{Appended, NewMessage, PurgeRequest, Store, StoreError};
+
+/// Messages waiting for the stream's task before new ones are refused.
+const MAX_QUEUED: usize = 65_536;
+
+/// A message captured from a subject of the stream.
+pub(crate) struct Ingest {
+    subject: String,
+    reply: Option<String>,
+    headers: Option<Bytes>,
+    payload: Bytes,
+}
+
+/// What a publisher is told.
+#[derive(Debug, Serialize)]
+struct PubAck<'a> {
+    stream: &'a str,
+    seq: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    domain: Option<&'a str>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    duplicate: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct PubAckError<'a> {
+    error: &'a ApiError,
+}
+
+/// A stream's shared handle: its configuration and the queue into its task.
+pub(crate) struct Stream {
+    pub(crate) name: String,
+    pub(crate) config: RwLock<StreamConfig>,
+    pub(crate) created_ns: i64,
+    /// `None` asks the task to finish what is in flight and stop.
+    queue: mpsc::UnboundedSender<Option<Ingest>>,
+    queued: std::sync::atomic::AtomicUsize,
+}
+
+impl Stream {
+    /// Stops the stream's task once it has reported everything already captured.
+    pub(crate) fn close(&self) {
+        let _ = self.queue.send(None);
+    }
+
+    /// The current configuration.
+    pub(crate) fn config(&self) -> StreamConfig {
+        self.config
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// The internal subscription sink that captures messages for a stream.
+pub(crate) struct Capture(pub(crate) Weak<Stream>);
+
+impl InternalSink for Capture {
+    fn deliver(&self, msg: &Msg<'_>) {
+        let Some(stream) = self.0.upgrade() else {
+            return;
+        };
+        // A reply that is itself a JetStream ack or API subject is not a publisher waiting
+        // for a PubAck (nats-server treats them the same way).
+        let ingest = Ingest {
+            subject: String::from_utf8_lossy(msg.subject).into_owned(),
+            reply: msg.reply.map(|r| String::from_utf8_lossy(r).into_owned()),
+            headers: msg.headers.map(Bytes::copy_from_slice),
+            payload: Bytes::copy_from_slice(msg.payload),
+        };
+        let n = stream
+            .queued
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if n >= MAX_QUEUED {
+            stream
+                .queued
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            warn!(stream = %stream.name, "stream queue full, message refused");
+            return;
+        }
+        let _ = stream.queue.send(Some(ingest));
+    }
+}
+
+type AppendFuture = Pin<Box<dyn Future<Output = Result<Appended, StoreError>> + Send>>;
+
+/// An append handed to the store whose commit has not been reported yet.
+struct InFlight {
+    fut: AppendFuture,
+    reply: Option<String>,
+    subject: String,
+    msg_id: Option<String>,
+    rollup: Option<Rollup>,
+    size: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rollup {
+    Subject,
+    All,
+}
+
+/// The state the stream's task owns.
+struct Runner {
+    stream: Arc<Stream>,
+    store: Store,
+    server: Weak<Shared>,
+    domain: Option<String>,
+    /// Stored `Nats-Msg-Id`s: id → (seq, stored at ns).
+    dedup: HashMap<String, (u64, i64)>,
+    /// Ids in `dedup` in the order they were stored, to expire them.
+    dedup_order: VecDeque<(String, i64)>,
+    /// The `Nats-Msg-Id` of the last stored message.
+    last_msg_id: Option<String>,
+    in_flight: VecDeque<InFlight>,
+}
+
+/// Creates a stream's handle and starts its task. `last_msg_id` and `recent_ids` come from the
+/// stored messages (see [`recent_msg_ids`]).
+pub(crate) fn start(
+    name: String,
+    config: StreamConfig,
+    created_ns: i64,
+    store: Store,
+    server: Weak<Shared>,
+    domain: Option<String>,
+) -> Arc<Stream> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let stream = Arc::new(Stream {
+        name,
+        config: RwLock::new(config),
+        created_ns,
+        queue: tx,
+        queued: std::sync::atomic::AtomicUsize::new(0),
+    });
+    let (dedup_order, last_msg_id) = recent_msg_ids(&store, &stream);
+    let mut dedup = HashMap::new();
+    for (id, seq, ts) in &dedup_order {
+        dedup.insert(id.clone(), (*seq, *ts));
+    }
+    let runner = Runner {
+        stream: stream.clone(),
+        store,
+        server,
+        domain,
+        dedup,
+        dedup_order: dedup_order
+            .into_iter()
+            .map(|(id, _, ts)| (id, ts))
+            .collect(),
+        last_msg_id,
+        in_flight: VecDeque::new(),
+    };
+    tokio::spawn(runner.run(rx));
+    stream
+}
+
+/// The `Nats-Msg-Id`s stored within the stream's duplicate window (oldest first, with their
+/// sequence and time), and the id of the newest message, read back from the store.
+fn recent_msg_ids(store: &Store, stream: &Stream) -> (Vec<(String, u64, i64)>, Option<String>) {
+    let cfg = stream.config();
+    let Ok(Some(state)) = store.stream_state(&stream.name) else {
+        return (Vec::new(), None);
+    };
+    if state.msgs == 0 {
+        return (Vec::new(), None);
+    }
+    let cutoff = now_ns() - cfg.duplicate_window;
+    let last_msg_id = store
+        .get(&stream.name, state.last_seq)
+        .ok()
+        .flatten()
+        .and_then(|m| m.headers)
+        .and_then(|h| headers::get_str(&h, "Nats-Msg-Id").map(str::to_string));
+    // Step back in chunks until a chunk starts before the window.
+    let chunk = 1024u64;
+    let mut from = state
+        .last_seq
+        .saturating_sub(chunk - 1)
+        .max(state.first_seq);
+    loop {
+        let first_in_chunk = store
+            .read_range(&stream.name, from, 1, u64::MAX)
+            .ok()
+            .and_then(|v| v.into_iter().next());
+        if from <= state.first_seq || first_in_chunk.is_none_or(|m| m.ts_ns < cutoff) {
+            break;
+        }
+        from = from.saturating_sub(chunk).max(state.first_seq);
+    }
+    let mut ids = Vec::new();
+    let mut seq = from;
+    while seq <= state.last_seq {
+        let Ok(batch) = store.read_range(&stream.name, seq, 1024, u64::MAX) else {
+            break;
+        };
+        let Some(last) = batch.last() else {
+            break;
+        };
+        seq = last.seq + 1;
+        for m in batch {
+            if m.ts_ns < cutoff {
+                continue;
+            }
+            if let Some(id) = m
+                .headers
+                .as_deref()
+                .and_then(|h| headers::get_str(h, "Nats-Msg-Id"))
+            {
+                ids.push((id.to_string(), m.seq, m.ts_ns));
+            }
+        }
+    }
+    (ids, last_msg_id)
+}
+
+impl Runner {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Option<Ingest>>) {
+        let mut expiry = tokio::time::interval(Duration::from_secs(1));
+        expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                result = front(&mut self.in_flight), if !self.in_flight.is_empty() => {
+                    if let Some(done) = self.in_flight.pop_front() {
+                        self.completed(done, result).await;
+                    }
+                }
+                next = rx.recv() => match next {
+                    Some(Some(ingest)) => {
+                        self.stream.queued.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                        self.ingest(ingest).await;
+                    }
+                    Some(None) | None => break,
+                },
+                _ = expiry.tick() => self.expire().await,
+            }
+        }
+        self.drain().await;
+    }
+
+    /// Waits for every append in flight and reports it.
+    async fn drain(&mut self) {
+        while let Some(mut done) = self.in_flight.pop_front() {
+            let result = (&mut done.fut).await;
+            self.completed(done, result).await;
+        }
+    }
+
+    fn reply(&self, reply: Option<&str>, body: &[u8]) {
+        let (Some(reply), Some(server)) = (reply, self.server.upgrade()) else {
+            return;
+        };
+        server.publish(&Msg {
+            subject: reply.as_bytes(),
+            reply: None,
+            headers: None,
+            payload: body,
+        });
+    }
+
+    fn reply_error(&self, reply: Option<&str>, err: &ApiError) {
+        let body = serde_json::to_vec(&PubAckError { error: err }).unwrap_or_default();
+        self.reply(reply, &body);
+    }
+
+    fn reply_ack(&self, reply: Option<&str>, seq: u64, duplicate: bool) {
+        let body = serde_json::to_vec(&PubAck {
+            stream: &self.stream.name,
+            seq,
+            domain: self.domain.as_deref(),
+            duplicate,
+        })
+        .unwrap_or_default();
+        self.reply(reply, &body);
+    }
+
+    async fn ingest(&mut self, m: Ingest) {
+        let cfg = self.stream.config();
+        let reply = if cfg.no_ack { None } else { m.reply.clone() };
+        let reply = reply.as_deref();
+        if cfg.sealed {
+            return self.reply_error(reply, &ApiError::sealed());
+        }
+        let size =
+            (m.subject.len() + m.headers.as_ref().map_or(0, Bytes::len) + m.payload.len()) as u64;
+        if cfg.max_msg_size >= 0 && size > cfg.max_msg_size as u64 {
+            return self.reply_error(reply, &ApiError::message_too_large());
+        }
+        let hdr = m.headers.as_deref().unwrap_or_default();
+        let msg_id = headers::get_str(hdr, "Nats-Msg-Id")
+            .filter(|s| !s.is_empty())
+            .map(str::to_string);
+        if let Some(expected) = headers::get_str(hdr, "Nats-Expected-Stream") {
+            if expected != self.stream.name {
+                return self.reply_error(reply, &ApiError::expected_stream_mismatch());
+            }
+        }
+        let expect_last_seq = headers::get_str(hdr, "Nats-Expected-Last-Sequence");
+        let expect_subject_seq = headers::get_str(hdr, "Nats-Expected-Last-Subject-Sequence");
+        let expect_msg_id = headers::get_str(hdr, "Nats-Expected-Last-Msg-Id");
+        let rollup = match headers::get_str(hdr, "Nats-Rollup") {
+            None => None,
+            Some(kind) if !cfg.allow_rollup_hdrs => {
+                let _ = kind;
+                return self.reply_error(reply, &ApiError::new(500, 10115, "rollup not permitted"));
+            }
+            Some(k) if k.eq_ignore_ascii_case("sub") => Some(Rollup::Subject),
+            Some(k) if k.eq_ignore_ascii_case("all") => Some(Rollup::All),
+            Some(_) => {
+                return self.reply_error(reply, &ApiError::new(500, 10111, "rollup value invalid"));
+            }
+        };
+        let needs_exact = expect_last_seq.is_some()
+            || expect_subject_seq.is_some()
+            || expect_msg_id.is_some()
+            || cfg.discard == Discard::New
+            || msg_id.as_ref().is_some_and(|id| {
+                self.in_flight
+                    .iter()
+                    .any(|f| f.msg_id.as_deref() == Some(id))
+            });
+        if needs_exact {
+            self.drain().await;
+        }
+        if let Some(id) = &msg_id {
+            if let Some(&(seq, ts)) = self.dedup.get(id) {
+                if ts >= now_ns() - cfg.duplicate_window {
+                    return self.reply_ack(reply, seq, true);
+                }
+            }
+        }
+        let state = self.store.stream_state(&self.stream.name).ok().flatten();
+        if let Some(v) = expect_last_seq {
+            let last = state.map_or(0, |s| s.last_seq);
+            if v.parse::<u64>().ok() != Some(last) {
+                return self.reply_error(reply, &ApiError::wrong_last_sequence(last));
+            }
+        }
+        if let Some(v) = expect_subject_seq {
+            let filter = headers::get_str(hdr, "Nats-Expected-Last-Subject-Sequence-Subject")
+                .unwrap_or(&m.subject);
+            let last = self
+                .store
+                .subject_state(&self.stream.name, filter)
+                .ok()
+                .flatten()
+                .map_or(0, |s| s.last_seq);
+            if v.parse::<u64>().ok() != Some(last) {
+                return self.reply_error(reply, &ApiError::wrong_last_sequence(last));
+            }
+        }
+        if let Some(v) = expect_msg_id {
+            if self.last_msg_id.as_deref() != Some(v) {
+                let last = self.last_msg_id.clone().unwrap_or_default();
+                return self.reply_error(reply, &ApiError::wrong_last_msg_id(&last));
+            }
+        }
+        if cfg.discard == Discard::New {
+            if let Some(s) = state {
+                let too_many = cfg.max_msgs > 0 && s.msgs >= cfg.max_msgs as u64;
+                let too_big = cfg.max_bytes > 0 && s.bytes + size > cfg.max_bytes as u64;
+                let per_subject = cfg.discard_new_per_subject
+                    && cfg.max_msgs_per_subject > 0
+                    && self
+                        .store
+                        .subject_state(&self.stream.name, &m.subject)
+                        .ok()
+                        .flatten()
+                        .is_some_and(|ss| ss.msgs >= cfg.max_msgs_per_subject as u64);
+                if too_many || too_big || per_subject {
+                    let text = if too_big {
+                        "maximum bytes exceeded"
+                    } else if per_subject {
+                        "maximum messages per subject exceeded"
+                    } else {
+                        "maximum messages exceeded"
+                    };
+                    return self.reply_error(reply, &ApiError::new(503, 10077, text));
+                }
+            }
+        }
+        let fut = self.store.append(
+            &self.stream.name,
+            NewMessage {
+                subject: m.subject.clone(),
+                headers: m.headers,
+                payload: m.payload,
+                ts_ns: now_ns(),
+            },
+        );
+        self.in_flight.push_back(InFlight {
+            fut: Box::pin(fut),
+            reply: m.reply.filter(|_| !cfg.no_ack),
+            subject: m.subject,
+            msg_id,
+            rollup,
+            size,
+        });
+    }
+
+    /// Reports one finished append and applies the limits it may have crossed.
+    async fn completed(&mut self, done: InFlight, result: Result<Appended, StoreError>) {
+        let reply = done.reply.as_deref();
+        let appended = match result {
+            Ok(a) => a,
+            Err(e) => {
+                warn!(stream = %self.stream.name, error = %e, "append failed");
+                let err = match e {
+                    StoreError::InsufficientResources(_) => ApiError::insufficient_resources(),
+                    other => ApiError::store_failed(&other.to_string()),
+                };
+                return self.reply_error(reply, &err);
+            }
+        };
+        if let Some(id) = done.msg_id {
+            self.dedup
+                .insert(id.clone(), (appended.seq, appended.ts_ns));
+            self.dedup_order.push_back((id.clone(), appended.ts_ns));
+            self.last_msg_id = Some(id);
+        } else {
+            self.last_msg_id = None;
+        }
+        self.reply_ack(reply, appended.seq, false);
+        let _ = done.size;
+        self.apply_limits(&done.subject, appended.seq, done.rollup);
+    }
+
+    /// Issues the purges that bring the stream back within its limits after `seq` was stored.
+    /// They are queued behind the append in the store and are idempotent, so they are not
+    /// waited for.
+    fn apply_limits(&mut self, subject: &str, seq: u64, rollup: Option<Rollup>) {
+        let cfg = self.stream.config();
+        let mut purges = Vec::new();
+        match rollup {
+            Some(Rollup::All) => purges.push(PurgeRequest {
+                filter: None,
+                up_to_seq: Some(seq),
+                keep: None,
+            }),
+            Some(Rollup::Subject) => purges.push(PurgeRequest {
+                filter: Some(subject.to_string()),
+                up_to_seq: Some(seq),
+                keep: None,
+            }),
+            None => {}
+        }
+        if cfg.discard == Discard::Old {
+            let state = self.store.stream_state(&self.stream.name).ok().flatten();
+            if cfg.max_msgs > 0 && state.is_some_and(|s| s.msgs > cfg.max_msgs as u64) {
+                purges.push(PurgeRequest {
+                    filter: None,
+                    up_to_seq: None,
+                    keep: Some(cfg.max_msgs as u64),
+                });
+            }
+            if cfg.max_bytes > 0 {
+                if let Some(s) = state.filter(|s| s.bytes > cfg.max_bytes as u64) {
+                    if let Some(up_to) =
+                        self.bytes_cutoff(s.first_seq, s.bytes - cfg.max_bytes as u64)
+                    {
+                        purges.push(PurgeRequest {
+                            filter: None,
+                            up_to_seq: Some(up_to),
+                            keep: None,
+                        });
+                    }
+                }
+            }
+        }
+        if cfg.max_msgs_per_subject > 0 {
+            let over = self
+                .store
+                .subject_state(&self.stream.name, subject)
+                .ok()
+                .flatten()
+                .is_some_and(|ss| ss.msgs > cfg.max_msgs_per_subject as u64);
+            if over {
+                purges.push(PurgeRequest {
+                    filter: Some(subject.to_string()),
+                    up_to_seq: None,
+                    keep: Some(cfg.max_msgs_per_subject as u64),
+                });
+            }
+        }
+        for req in purges {
+            let name = self.stream.name.clone();
+            let fut = self.store.purge(&name, req);
+            tokio::spawn(async move {
+                if let Err(e) = fut.await {
+                    warn!(stream = %name, error = %e, "limit purge failed");
+                }
+            });
+        }
+    }
+
+    /// The exclusive sequence up to which the oldest messages hold at least `excess` bytes.
+    fn bytes_cutoff(&self, first_seq: u64, excess: u64) -> Option<u64> {
+        let mut removed = 0u64;
+        let mut seq = first_seq;
+        loop {
+            let batch = self
+                .store
+                .read_range(&self.stream.name, seq, 256, u64::MAX)
+                .ok()?;
+            let last = batch.last()?.seq;
+            for m in &batch {
+                removed += (m.subject.len()
+                    + m.headers.as_ref().map_or(0, Bytes::len)
+                    + m.payload.len()) as u64;
+                if removed >= excess {
+                    return Some(m.seq + 1);
+                }
+            }
+            seq = last + 1;
+        }
+    }
+
+    /// Removes messages older than `max_age` and forgets expired message ids.
+    async fn expire(&mut self) {
+        let cfg = self.stream.config();
+        let now = now_ns();
+        while let Some((id, ts)) = self.dedup_order.front() {
+            if *ts >= now - cfg.duplicate_window {
+                break;
+            }
+            if self.dedup.get(id).is_some_and(|&(_, t)| t == *ts) {
+                self.dedup.remove(id);
+            }
+            self.dedup_order.pop_front();
+        }
+        if cfg.max_age <= 0 {
+            return;
+        }
+        let cutoff = now - cfg.max_age;
+        let Ok(Some(state)) = self.store.stream_state(&self.stream.name) else {
+            return;
+        };
+        if state.msgs == 0 || state.first_ts_ns >= cutoff {
+            return;
+        }
+        let mut seq = state.first_seq;
+        let mut up_to = None;
+        'scan: loop {
+            let Ok(batch) = self.store.read_range(&self.stream.name, seq, 256, u64::MAX) else {
+                break;
+            };
+            let Some(last) = batch.last().map(|m| m.seq) else {
+                break;
+            };
+            for m in &batch {
+                if m.ts_ns >= cutoff {
+                    up_to = Some(m.seq);
+                    break 'scan;
+                }
+            }
+            up_to = Some(last + 1);
+            seq = last + 1;
+        }
+        if let Some(up_to) = up_to {
+            let req = PurgeRequest {
+                filter: None,
+                up_to_seq: Some(up_to),
+                keep: None,
+            };
+            match self.store.purge(&self.stream.name, req).await {
+                Ok(n) => debug!(stream = %self.stream.name, expired = n, "max_age applied"),
+                Err(e) => warn!(stream = %self.stream.name, error = %e, "expiry failed"),
+            }
+        }
+    }
+}
+
+/// Resolves with the result of the oldest append in flight (which is never empty when called).
+async fn front(in_flight: &mut VecDeque<InFlight>) -> Result<Appended, StoreError> {
+    match in_flight.front_mut() {
+        Some(f) => (&mut f.fut).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,75 @@
+//! The hub side: accepting leafnode connections on the `leafnodes.listen` address.
+//!
+//! Each accepted connection runs [`link::serve`](super::link::serve) with
+//! [`Side::Accepted`]: INFO first (with a non-zero `client_id`, `leafnode_urls`, a nonce and
+//! `info_on_connect`, as a nats-server 2.9 leaf requires), CONNECT required before anything
+//! else and authenticated against `leafnodes.authorization`, then INFO `connect_info` and the
+//! `LS+` burst.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tracing::{error, info, warn};
+
+use super::link::{self, Side};
+use crate::server::Shared;
+
+/// Accepts leafnode connections until `stop` turns true. Every connection task holds a clone
+/// of `done`, so the server can wait for them at shutdown.
+pub async fn run(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    mut stop: watch::Receiver<bool>,
+    done: mpsc::Sender<()>,
+) {
+    let Some(leaf) = shared.leaf.as_ref() else {
+        return;
+    };
+    if let Ok(addr) = listener.local_addr() {
+        info!(%addr, "listening for leafnode connections");
+    }
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    backoff = Duration::from_millis(5);
+                    let entry = leaf.add_accepted(peer.to_string());
+                    let shared = shared.clone();
+                    let stop = stop.clone();
+                    let done = done.clone();
+                    tokio::spawn(async move {
+                        let outcome = link::serve(
+                            shared.clone(),
+                            stream,
+                            peer,
+                            Side::Accepted,
+                            entry.clone(),
+                            stop,
+                        )
+                        .await;
+                        if outcome.ended.is_loop() {
+                            error!(%peer, reason = %outcome.ended, "leafnode connection closed");
+                        } else if outcome.established {
+                            info!(%peer, reason = %outcome.ended, "leafnode connection closed");
+                        } else {
+                            warn!(%peer, reason = %outcome.ended, "leafnode connection refused");
+                        }
+                        if let Some(leaf) = shared.leaf.as_ref() {
+                            leaf.remove_accepted(&entry);
+                        }
+                        drop(done);
+                    });
+                }
+                Err(e) => {
+                    warn!(error = %e, "leafnode accept failed");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+}

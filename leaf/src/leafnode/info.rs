@@ -1,0 +1,188 @@
+//! The JSON bodies of the leafnode handshake: the hub's `INFO` and the leaf's `CONNECT`.
+//!
+//! Field names are nats-server 2.9's (`Info` in `server.go`, `leafConnectInfo` in
+//! `leafnode.go`). What a 2.9 leaf checks in the hub's first INFO: a non-zero `client_id` and
+//! a `leafnode_urls` array (otherwise it reports that it reached the wrong port), `nonce`,
+//! `headers`, and `info_on_connect` (then it waits for a second INFO with `connect_info`
+//! before it sends its own interest).
+
+use serde::{Deserialize, Serialize};
+
+/// The hub's `INFO` on a leafnode connection (both the first one and the `connect_info` one).
+#[derive(Debug, Clone, Serialize)]
+pub struct HubInfo {
+    /// The hub's server id.
+    pub server_id: String,
+    /// The hub's server name.
+    pub server_name: String,
+    /// The nats-server feature level ([`crate::server::info::NATS_FEATURE_LEVEL`]).
+    pub version: &'static str,
+    /// Protocol version (1).
+    pub proto: u8,
+    /// Our own release.
+    pub leaf_version: &'static str,
+    /// `leafd` or `hubd`.
+    pub implementation: &'static str,
+    /// nats-server's Go version field.
+    pub go: &'static str,
+    /// The leafnode listener's host.
+    pub host: String,
+    /// The leafnode listener's port.
+    pub port: u16,
+    /// HMSG is supported.
+    pub headers: bool,
+    /// The largest payload the hub accepts.
+    pub max_payload: usize,
+    /// The connection id; a nats-server leaf requires it to be non-zero.
+    pub client_id: u64,
+    /// The peer's address.
+    pub client_ip: String,
+    /// Random bytes a leaf signs for nkey authentication.
+    pub nonce: String,
+    /// The leaf must authenticate in CONNECT.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub auth_required: bool,
+    /// The hub answers CONNECT with a second INFO (`connect_info`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub info_on_connect: bool,
+    /// Set on the INFO that answers CONNECT.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub connect_info: bool,
+    /// The account the leaf is bound to (on the `connect_info` INFO).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote_account: Option<&'static str>,
+    /// Leafnode URLs the leaf may reconnect to (`host:port`); never absent.
+    pub leafnode_urls: Vec<String>,
+}
+
+/// What a leaf reads from the hub's `INFO`. Unknown fields are ignored.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct PeerInfo {
+    /// The hub's server id.
+    pub server_id: String,
+    /// The hub's server name.
+    pub server_name: String,
+    /// The hub's version.
+    pub version: String,
+    /// The connection id the hub gave us (non-zero on a leafnode port).
+    pub client_id: u64,
+    /// HMSG is supported.
+    pub headers: bool,
+    /// The hub's largest payload.
+    pub max_payload: usize,
+    /// The hub answers CONNECT with an INFO carrying `connect_info`.
+    pub info_on_connect: bool,
+    /// This INFO answers our CONNECT.
+    pub connect_info: bool,
+    /// The hub requires TLS.
+    pub tls_required: bool,
+    /// The hub's leafnode URLs; `None` means this is not a leafnode port.
+    pub leafnode_urls: Option<Vec<String>>,
+}
+
+/// The leaf's `CONNECT` (nats-server's `leafConnectInfo`). Unknown fields are ignored.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LeafConnect {
+    /// The leaf's version.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// User name (from the remote URL).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Password (from the remote URL).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pass: Option<String>,
+    /// Token; nats-server leaves send a lone URL user name as `user` instead.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_token: Option<String>,
+    /// TLS is in use.
+    pub tls_required: bool,
+    /// The leaf's server id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_id: Option<String>,
+    /// The leaf's server name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The soliciting side wants to be the hub (not supported; refused).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub is_hub: bool,
+    /// The leaf's cluster name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+    /// HMSG is supported.
+    pub headers: bool,
+    /// JetStream is enabled on the leaf.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub jetstream: bool,
+    /// Set by clients (never by leaves): a client connected to the leafnode port.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lang: Option<String>,
+    /// Set by gateways: a gateway connected to the leafnode port.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
+}
+
+/// A random nonce in nats-server's style (base64url characters).
+pub fn new_nonce() -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    (0..22)
+        .map(|_| {
+            ALPHABET
+                .get(fastrand::usize(..ALPHABET.len()))
+                .copied()
+                .map_or('A', char::from)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The first INFO of nats-server 2.9.10's leafnode port, as captured.
+    const NATS_INFO: &str = r#"{"server_id":"NBX","server_name":"hub","version":"2.9.10","proto":1,"go":"go1.19","host":"127.0.0.1","port":7422,"headers":true,"auth_required":true,"max_payload":1048576,"client_id":5,"nonce":"abc","leafnode_urls":["127.0.0.1:7422"],"info_on_connect":true}"#;
+
+    #[test]
+    fn reads_nats_server_info() {
+        let info: PeerInfo = serde_json::from_str(NATS_INFO).unwrap();
+        assert_eq!(info.client_id, 5);
+        assert!(info.headers && info.info_on_connect && !info.connect_info);
+        assert_eq!(
+            info.leafnode_urls.as_deref(),
+            Some(&["127.0.0.1:7422".to_owned()][..])
+        );
+        let client_port: PeerInfo = serde_json::from_str(r#"{"server_id":"N"}"#).unwrap();
+        assert!(client_port.leafnode_urls.is_none());
+    }
+
+    #[test]
+    fn connect_round_trip() {
+        let c = LeafConnect {
+            user: Some("u".into()),
+            pass: Some("p".into()),
+            headers: true,
+            ..LeafConnect::default()
+        };
+        let text = serde_json::to_string(&c).unwrap();
+        assert_eq!(
+            text,
+            r#"{"user":"u","pass":"p","tls_required":false,"headers":true}"#
+        );
+        let back: LeafConnect =
+            serde_json::from_str(r#"{"version":"2.9.10","tls_required":false,"server_id":"N","name":"leaf","headers":true,"extra":1}"#)
+                .unwrap();
+        assert_eq!(back.name.as_deref(), Some("leaf"));
+        assert!(back.lang.is_none());
+    }
+
+    #[test]
+    fn nonce_shape() {
+        let n = new_nonce();
+        assert_eq!(n.len(), 22);
+        assert!(n
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+    }
+}

@@ -1,0 +1,341 @@
+//! The interest every leafnode link has been told about: nats-server's per-link "smap".
+//!
+//! Every subscription change of the server goes through [`Shared::add_subscription`],
+//! [`Shared::remove_subscription`] or [`Shared::reweigh_subscription`], which, with leafnode
+//! links configured, hold the [`Interest`] lock around the sublist change and call
+//! [`Interest::change`]. `Interest` keeps:
+//!
+//! * a **table** of all interest by key (`subject` or `subject queue`, the `LS+` argument),
+//!   counted by origin: local (clients and the server's own components) or per link, with the
+//!   link's queue weight. A link that connects gets its first `LS+` burst from this table, so
+//!   the sublist never has to be walked;
+//! * one **smap** per established link: what that link was told, as a count per key. A plain
+//!   key is announced when its count goes from 0 to 1 (`LS+ subject`) and withdrawn when it
+//!   returns to 0 (`LS- subject`); a queue key is announced with its weight
+//!   (`LS+ subject queue weight`) whenever the weight changes, and withdrawn at 0.
+//!
+//! What a link is told depends on its side, as in nats-server: a link this server accepted
+//! (we are its hub) hears about all interest except its own; a link this server solicited (we
+//! are a leaf, "spoke") hears only about local interest and interest of links this server
+//! accepted, never about interest learned from another hub.
+//!
+//! Holding one lock across the sublist change and the smap updates makes each link's view
+//! exact: a link registering (snapshot + burst) and a subscription changing are ordered.
+//! The lock is never taken on the publish path (except by the rare auto-unsubscribe).
+//!
+//! [`Shared::add_subscription`]: crate::server::Shared::add_subscription
+//! [`Shared::remove_subscription`]: crate::server::Shared::remove_subscription
+//! [`Shared::reweigh_subscription`]: crate::server::Shared::reweigh_subscription
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+
+use crate::proto;
+use crate::server::route::{ClientHandle, SubTarget, Subscription};
+
+/// Where a piece of interest comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// A client connection or a component of this server.
+    Local,
+    /// A leafnode link.
+    Link {
+        /// The link's connection id.
+        id: u64,
+        /// This server opened the link (the peer is our hub).
+        solicited: bool,
+    },
+}
+
+impl Origin {
+    /// The origin of a subscription, from its target.
+    pub fn of(sub: &Subscription) -> Origin {
+        match &sub.target {
+            SubTarget::Leaf(link) => Origin::Link {
+                id: link.id,
+                solicited: link.leaf().is_some_and(|p| p.solicited),
+            },
+            SubTarget::Client(_) | SubTarget::Internal(_) => Origin::Local,
+        }
+    }
+}
+
+/// The interest behind one key, by origin.
+#[derive(Debug, Default)]
+struct KeyInterest {
+    /// Local members (subscriptions of clients and of the server itself).
+    local: u32,
+    /// Per link: (link id, solicited, members).
+    links: Vec<(u64, bool, u32)>,
+}
+
+impl KeyInterest {
+    fn is_empty(&self) -> bool {
+        self.local == 0 && self.links.is_empty()
+    }
+
+    /// The count a link with id `id` and side `solicited` should have been told.
+    fn visible_to(&self, id: u64, solicited: bool) -> u32 {
+        let from_links: u32 = self
+            .links
+            .iter()
+            .filter(|(l, s, _)| *l != id && !(solicited && *s))
+            .map(|(_, _, n)| *n)
+            .sum();
+        self.local.saturating_add(from_links)
+    }
+}
+
+/// One established link's view.
+struct LinkView {
+    handle: Arc<ClientHandle>,
+    solicited: bool,
+    /// Count per key, as announced to the link.
+    smap: HashMap<Box<[u8]>, u32>,
+}
+
+/// All interest and every link's view of it; see the module documentation.
+#[derive(Default)]
+pub struct Interest {
+    table: HashMap<Box<[u8]>, KeyInterest>,
+    links: Vec<LinkView>,
+    /// Scratch space for building keys.
+    key: Vec<u8>,
+}
+
+/// Builds the key of `subject`/`queue` into `buf`.
+fn make_key<'b>(buf: &'b mut Vec<u8>, subject: &[u8], queue: Option<&[u8]>) -> &'b [u8] {
+    buf.clear();
+    buf.extend_from_slice(subject);
+    if let Some(q) = queue {
+        buf.push(b' ');
+        buf.extend_from_slice(q);
+    }
+    buf
+}
+
+/// Splits a key back into subject and queue.
+fn split_key(key: &[u8]) -> (&[u8], Option<&[u8]>) {
+    match key.iter().position(|&b| b == b' ') {
+        Some(i) => (key.get(..i).unwrap_or_default(), key.get(i + 1..)),
+        None => (key, None),
+    }
+}
+
+/// Writes the `LS+`/`LS-` that takes a link from `old` to `new` members of `key`, if any.
+fn write_update(out: &mut BytesMut, key: &[u8], old: u32, new: u32) {
+    let (subject, queue) = split_key(key);
+    match queue {
+        Some(q) if new > 0 && new != old => proto::write_ls_plus(out, subject, Some((q, new))),
+        None if old == 0 && new > 0 => proto::write_ls_plus(out, subject, None),
+        _ if old > 0 && new == 0 => proto::write_ls_minus(out, subject, queue),
+        _ => {}
+    }
+}
+
+impl Interest {
+    /// Records that `delta` members of `subject`/`queue` from `origin` appeared (positive) or
+    /// went away (negative), and tells every link that should know.
+    pub fn change(&mut self, subject: &[u8], queue: Option<&[u8]>, origin: Origin, delta: i64) {
+        if delta == 0 {
+            return;
+        }
+        let mut key_buf = std::mem::take(&mut self.key);
+        let key = make_key(&mut key_buf, subject, queue);
+        self.update_table(key, origin, delta);
+        for link in &mut self.links {
+            let visible = match origin {
+                Origin::Local => true,
+                Origin::Link { id, solicited } => {
+                    id != link.handle.id && !(link.solicited && solicited)
+                }
+            };
+            if !visible {
+                continue;
+            }
+            let old = link.smap.get(key).copied().unwrap_or(0);
+            let new = apply(old, delta);
+            if new == 0 {
+                link.smap.remove(key);
+            } else {
+                link.smap.insert(key.into(), new);
+            }
+            let mut out = BytesMut::new();
+            write_update(&mut out, key, old, new);
+            if !out.is_empty() {
+                link.handle.out.append_bytes(&out);
+                link.handle.out.flush();
+            }
+        }
+        self.key = key_buf;
+    }
+
+    fn update_table(&mut self, key: &[u8], origin: Origin, delta: i64) {
+        let entry = match self.table.get_mut(key) {
+            Some(e) => e,
+            None if delta > 0 => self.table.entry(key.into()).or_default(),
+            None => return,
+        };
+        match origin {
+            Origin::Local => entry.local = apply(entry.local, delta),
+            Origin::Link { id, solicited } => {
+                match entry.links.iter().position(|(l, _, _)| *l == id) {
+                    Some(i) => {
+                        let n = entry.links.get(i).map_or(0, |(_, _, n)| *n);
+                        let n = apply(n, delta);
+                        if n == 0 {
+                            entry.links.swap_remove(i);
+                        } else if let Some(slot) = entry.links.get_mut(i) {
+                            slot.2 = n;
+                        }
+                    }
+                    None => {
+                        let n = apply(0, delta);
+                        if n > 0 {
+                            entry.links.push((id, solicited, n));
+                        }
+                    }
+                }
+            }
+        }
+        if entry.is_empty() {
+            self.table.remove(key);
+        }
+    }
+
+    /// Registers an established link and queues its first `LS+` burst: every key it should
+    /// know about, then the loop-detection subject `lds`.
+    pub fn add_link(&mut self, handle: Arc<ClientHandle>, solicited: bool, lds: &[u8]) {
+        let id = handle.id;
+        let mut smap = HashMap::new();
+        let mut out = BytesMut::new();
+        for (key, entry) in &self.table {
+            let n = entry.visible_to(id, solicited);
+            if n > 0 {
+                write_update(&mut out, key, 0, n);
+                smap.insert(key.clone(), n);
+            }
+        }
+        proto::write_ls_plus(&mut out, lds, None);
+        handle.out.append_bytes(&out);
+        handle.out.flush();
+        self.links.push(LinkView {
+            handle,
+            solicited,
+            smap,
+        });
+    }
+
+    /// Forgets a link (its own interest is removed separately, subscription by subscription).
+    pub fn remove_link(&mut self, id: u64) {
+        self.links.retain(|l| l.handle.id != id);
+    }
+
+    /// How many keys link `id` was told about (for tests and status).
+    pub fn announced(&self, id: u64) -> usize {
+        self.links
+            .iter()
+            .find(|l| l.handle.id == id)
+            .map_or(0, |l| l.smap.len())
+    }
+}
+
+/// `n + delta`, clamped to `0..=u32::MAX`.
+fn apply(n: u32, delta: i64) -> u32 {
+    u32::try_from((i64::from(n) + delta).max(0)).unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::route::{ConnKind, LeafPeer};
+
+    fn link(id: u64, solicited: bool) -> Arc<ClientHandle> {
+        Arc::new(ClientHandle::with_kind(
+            id,
+            1 << 20,
+            ConnKind::Leaf(LeafPeer {
+                solicited,
+                stats: Arc::default(),
+            }),
+        ))
+    }
+
+    async fn drain(h: &ClientHandle) -> String {
+        h.out.close();
+        let mut sink = Vec::new();
+        h.out
+            .run_writer(&mut sink, std::time::Duration::from_secs(1))
+            .await
+            .unwrap();
+        String::from_utf8(sink).unwrap()
+    }
+
+    const LOCAL: Origin = Origin::Local;
+
+    #[tokio::test]
+    async fn plain_and_queue_transitions() {
+        let mut i = Interest::default();
+        let a = link(1, false);
+        i.add_link(a.clone(), false, b"$LDS.x");
+        i.change(b"foo", None, LOCAL, 1);
+        i.change(b"foo", None, LOCAL, 1);
+        i.change(b"foo", None, LOCAL, -1);
+        i.change(b"foo", None, LOCAL, -1);
+        i.change(b"bar", Some(b"q"), LOCAL, 1);
+        i.change(b"bar", Some(b"q"), LOCAL, 1);
+        i.change(b"bar", Some(b"q"), LOCAL, -2);
+        assert_eq!(
+            drain(&a).await,
+            "LS+ $LDS.x\r\nLS+ foo\r\nLS- foo\r\nLS+ bar q 1\r\nLS+ bar q 2\r\nLS- bar q\r\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn burst_and_sides() {
+        let mut i = Interest::default();
+        i.change(b"local", None, LOCAL, 1);
+        // Interest learned from a hub (solicited link 7) and from a leaf below us (link 8).
+        let hub = link(7, true);
+        let below = link(8, false);
+        i.add_link(hub.clone(), true, b"$LDS.x");
+        i.add_link(below.clone(), false, b"$LDS.x");
+        i.change(
+            b"from.hub",
+            None,
+            Origin::Link {
+                id: 7,
+                solicited: true,
+            },
+            1,
+        );
+        i.change(
+            b"from.leaf",
+            Some(b"g"),
+            Origin::Link {
+                id: 8,
+                solicited: false,
+            },
+            3,
+        );
+        // A second hub connects: it hears local and leaf interest, not the first hub's.
+        let hub2 = link(9, true);
+        i.add_link(hub2.clone(), true, b"$LDS.x");
+        let mut burst: Vec<String> = drain(&hub2).await.lines().map(str::to_owned).collect();
+        burst.sort();
+        assert_eq!(burst, ["LS+ $LDS.x", "LS+ from.leaf g 3", "LS+ local"]);
+        assert_eq!(
+            drain(&hub).await,
+            "LS+ local\r\nLS+ $LDS.x\r\nLS+ from.leaf g 3\r\n"
+        );
+        assert_eq!(
+            drain(&below).await,
+            "LS+ local\r\nLS+ $LDS.x\r\nLS+ from.hub\r\n"
+        );
+        i.remove_link(7);
+        assert_eq!(i.announced(7), 0);
+        assert_eq!(i.announced(9), 2);
+    }
+}

@@ -1,0 +1,723 @@
+//! One leafnode connection, either side: the handshake state machine, then the established
+//! link.
+//!
+//! The connection has one read task (this module) and one writer task (the same
+//! [`Outbound`](crate::server::outbound::Outbound) writer as clients). The read task parses
+//! [`LeafOp`]s and:
+//!
+//! * during the handshake, plays its side: the accepting side (hub) sends INFO, expects
+//!   CONNECT first, authenticates, answers with INFO `connect_info`; the soliciting side
+//!   (leaf) waits for INFO, checks it is a leafnode port, sends CONNECT and waits for the
+//!   `connect_info` INFO when the hub announced `info_on_connect`;
+//! * once established, registers the link with the interest table (which queues the first
+//!   `LS+` burst), turns `LS+`/`LS-` into subscriptions of the server (through the central
+//!   subscription hooks, so other links hear about them), and routes `LMSG`/`HMSG` locally
+//!   with [`Router::route_from_link`] (never back into this link);
+//! * pings the peer every `ping_interval` and closes the link after `ping_max` unanswered
+//!   pings.
+//!
+//! When the connection ends, the link leaves the interest table and every subscription it
+//! announced is removed (again through the hooks, so other links see the `LS-`).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use super::info::{new_nonce, HubInfo, LeafConnect, PeerInfo};
+use super::{LeafState, LinkEntry, RemoteUrl, LOOP_RECONNECT_DELAY};
+use crate::auth::Credentials;
+use crate::config::MAX_PAYLOAD_LIMIT;
+use crate::proto::{self, LeafOp, Limits, QueueNames};
+use crate::server::info::NATS_FEATURE_LEVEL;
+use crate::server::route::{
+    ClientHandle, ConnKind, LeafPeer, Msg, Router, SubRef, SubTarget, Subscription,
+};
+use crate::server::Shared;
+use crate::subject::{is_valid_literal_subject, is_valid_queue_name, is_valid_subject};
+use crate::sublist::MatchResult;
+
+/// The largest control line accepted on a link (queue lists and INFO can be long).
+const MAX_CONTROL_LINE: usize = 64 * 1024;
+/// Smallest and largest read sizes.
+const MIN_READ: usize = 4 * 1024;
+const MAX_READ: usize = 64 * 1024;
+/// How many subjects a link caches match results for.
+const LOCAL_CACHE_SIZE: usize = 512;
+/// How long a leaf waits for the hub's first INFO, and then for the `connect_info` INFO.
+const HANDSHAKE_STEP: Duration = Duration::from_secs(2);
+/// The account name nats-server reports in loop errors (we have one account).
+const ACCOUNT: &str = "$G";
+
+/// Which side of the link this server is.
+pub enum Side {
+    /// We accepted the connection: we are the hub.
+    Accepted,
+    /// We opened it to `url`: we are the leaf.
+    Solicited {
+        /// The URL dialled (credentials for CONNECT).
+        url: RemoteUrl,
+    },
+}
+
+/// Why a link ended.
+#[derive(Debug)]
+pub enum Ended {
+    /// The peer closed the connection.
+    Eof,
+    /// Reading failed.
+    Read(std::io::Error),
+    /// The peer broke the protocol.
+    Protocol(String),
+    /// The peer's CONNECT failed authentication (accepting side).
+    AuthFailed(String),
+    /// The peer sent `-ERR` (e.g. the hub refused our credentials).
+    PeerError(String),
+    /// The handshake did not complete in time.
+    HandshakeTimeout,
+    /// The address is not a leafnode port (no `client_id`/`leafnode_urls` in INFO).
+    WrongPort,
+    /// The peer requires something we do not implement (TLS).
+    Unsupported(String),
+    /// Our own loop-detection subject came back.
+    Loop,
+    /// No PONG came back.
+    Stale,
+    /// The outbound queue overflowed or a write stalled.
+    SlowConsumer,
+    /// The write side closed.
+    WriterClosed,
+    /// The server is shutting down.
+    Shutdown,
+}
+
+impl Ended {
+    /// Whether the link ended because of a routing loop (detected here or by the peer).
+    pub fn is_loop(&self) -> bool {
+        match self {
+            Ended::Loop => true,
+            Ended::PeerError(text) => text.contains("Loop detected"),
+            _ => false,
+        }
+    }
+
+    /// How long a soliciting side must wait before reconnecting, if longer than its backoff.
+    pub fn reconnect_delay(&self) -> Option<Duration> {
+        self.is_loop().then_some(LOOP_RECONNECT_DELAY)
+    }
+}
+
+impl fmt::Display for Ended {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Ended::Eof => f.write_str("connection closed by the peer"),
+            Ended::Read(e) => write!(f, "read failed: {e}"),
+            Ended::Protocol(text) => write!(f, "protocol error: {text}"),
+            Ended::AuthFailed(why) => write!(f, "authentication failed: {why}"),
+            Ended::PeerError(text) => write!(f, "the peer reported an error: {text}"),
+            Ended::HandshakeTimeout => f.write_str("handshake timed out"),
+            Ended::WrongPort => f.write_str(
+                "attempted to connect to a port that is not a leafnode port (wrong port?)",
+            ),
+            Ended::Unsupported(what) => write!(f, "not supported: {what}"),
+            Ended::Loop => write!(
+                f,
+                "Loop detected for leafnode account=\"{ACCOUNT}\" (our own $LDS subject came back)"
+            ),
+            Ended::Stale => f.write_str("stale link (no PONG)"),
+            Ended::SlowConsumer => f.write_str("slow consumer"),
+            Ended::WriterClosed => f.write_str("write failed"),
+            Ended::Shutdown => f.write_str("server shutting down"),
+        }
+    }
+}
+
+/// Where the handshake stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Accepting side: INFO sent, waiting for CONNECT.
+    AwaitConnect,
+    /// Soliciting side: waiting for the hub's INFO.
+    AwaitInfo,
+    /// Soliciting side: CONNECT sent, waiting for the INFO with `connect_info`.
+    AwaitConnectInfo,
+    /// Interest and messages flow.
+    Established,
+}
+
+/// The outcome of [`serve`].
+pub struct Outcome {
+    /// Why the connection ended.
+    pub ended: Ended,
+    /// Whether the handshake completed (the link was up).
+    pub established: bool,
+}
+
+/// The read side of one link.
+struct Link<'s> {
+    shared: &'s Arc<Shared>,
+    leaf: &'s LeafState,
+    handle: Arc<ClientHandle>,
+    entry: Arc<LinkEntry>,
+    side: Side,
+    peer: SocketAddr,
+    /// Our end of the connection (what the peer dialled).
+    local: Option<SocketAddr>,
+    phase: Phase,
+    limits: Limits,
+    /// The peer's server name (from CONNECT or INFO).
+    remote_name: String,
+    /// Subscriptions announced by the peer, by `LS+` key (`subject[ queue]`).
+    subs: HashMap<Box<[u8]>, SubRef>,
+    cache: HashMap<Box<[u8]>, Arc<MatchResult<SubRef>>>,
+    cache_generation: u64,
+    router: Router,
+    pings_out: u32,
+    registered: bool,
+}
+
+/// Runs one leafnode connection until it ends. `entry` receives its status; the caller owns
+/// reconnecting (solicited) or dropping the entry (accepted).
+pub(crate) async fn serve(
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    side: Side,
+    entry: Arc<LinkEntry>,
+    mut stop: watch::Receiver<bool>,
+) -> Outcome {
+    let Some(leaf) = shared.leaf.as_ref() else {
+        return Outcome {
+            ended: Ended::Shutdown,
+            established: false,
+        };
+    };
+    let _ = stream.set_nodelay(true);
+    let local = stream.local_addr().ok();
+    let id = shared.next_client_id.fetch_add(1, Ordering::Relaxed);
+    let solicited = matches!(side, Side::Solicited { .. });
+    let handle = Arc::new(ClientHandle::with_kind(
+        id,
+        shared.opts.max_pending,
+        ConnKind::Leaf(LeafPeer {
+            solicited,
+            stats: entry.stats().clone(),
+        }),
+    ));
+    let (mut reader, mut writer) = stream.into_split();
+    let writer_handle = handle.clone();
+    let write_deadline = shared.opts.write_deadline;
+    let writer_task = tokio::spawn(async move {
+        writer_handle
+            .out
+            .run_writer(&mut writer, write_deadline)
+            .await
+    });
+    let mut link = Link {
+        shared: &shared,
+        leaf,
+        handle: handle.clone(),
+        entry,
+        side,
+        peer,
+        local,
+        phase: if solicited {
+            Phase::AwaitInfo
+        } else {
+            Phase::AwaitConnect
+        },
+        limits: Limits {
+            max_control_line: MAX_CONTROL_LINE,
+            max_payload: MAX_PAYLOAD_LIMIT.max(shared.opts.max_payload),
+        },
+        remote_name: String::new(),
+        subs: HashMap::new(),
+        cache: HashMap::new(),
+        cache_generation: 0,
+        router: Router::default(),
+        pings_out: 0,
+        registered: false,
+    };
+    if !solicited {
+        link.send_hub_info(false);
+    }
+    let ended = link.read_loop(&mut reader, &mut stop).await;
+    let established = link.registered;
+    link.teardown();
+    handle.out.close();
+    match writer_task.await {
+        Ok(Err(e)) => debug!(lid = id, error = %e, "leafnode write side closed"),
+        Err(e) => warn!(lid = id, error = %e, "leafnode writer task failed"),
+        Ok(Ok(())) => {}
+    }
+    Outcome { ended, established }
+}
+
+impl Link<'_> {
+    fn solicited(&self) -> bool {
+        matches!(self.side, Side::Solicited { .. })
+    }
+
+    async fn read_loop(
+        &mut self,
+        reader: &mut tokio::net::tcp::OwnedReadHalf,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Ended {
+        let handshake_limit = if self.solicited() {
+            HANDSHAKE_STEP
+        } else {
+            self.leaf.opts.auth_timeout
+        };
+        let handshake = tokio::time::sleep(handshake_limit);
+        tokio::pin!(handshake);
+        let ping_interval = self.leaf.opts.ping_interval;
+        let mut ping =
+            tokio::time::interval_at(tokio::time::Instant::now() + ping_interval, ping_interval);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut buf = BytesMut::with_capacity(MIN_READ);
+        let mut read_size = MIN_READ;
+        self.handle.out.flush();
+        loop {
+            if *stop.borrow() {
+                return Ended::Shutdown;
+            }
+            if self.handle.out.is_closed() {
+                return if self.handle.out.is_slow_consumer() {
+                    Ended::SlowConsumer
+                } else {
+                    Ended::WriterClosed
+                };
+            }
+            if buf.capacity() - buf.len() < read_size / 2 {
+                buf.reserve(read_size);
+            }
+            let spare = buf.capacity() - buf.len();
+            let phase = self.phase;
+            tokio::select! {
+                read = reader.read_buf(&mut buf) => match read {
+                    Ok(0) => return Ended::Eof,
+                    Ok(n) => {
+                        if n >= spare.min(read_size) && read_size < MAX_READ {
+                            read_size *= 2;
+                        }
+                    }
+                    Err(e) => return Ended::Read(e),
+                },
+                _ = ping.tick(), if phase == Phase::Established => {
+                    if self.pings_out >= self.leaf.opts.ping_max {
+                        self.send_err("'Stale Connection'");
+                        self.router.flush();
+                        return Ended::Stale;
+                    }
+                    self.pings_out += 1;
+                    self.router.send(&self.handle, proto::PING);
+                    self.router.flush();
+                    continue;
+                }
+                _ = &mut handshake, if phase != Phase::Established => {
+                    if phase == Phase::AwaitConnect {
+                        self.send_err("'Authentication Timeout'");
+                        self.router.flush();
+                    }
+                    return Ended::HandshakeTimeout;
+                }
+                _ = stop.changed() => return Ended::Shutdown,
+            }
+            let before = self.phase;
+            let (consumed, ended) = self.process(&buf);
+            buf.advance(consumed);
+            self.router.flush();
+            if let Some(ended) = ended {
+                return ended;
+            }
+            if self.phase != before && self.phase == Phase::AwaitConnectInfo {
+                // The second handshake step gets its own time limit.
+                handshake
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + HANDSHAKE_STEP);
+            }
+            self.router.wait_for_stalled(Some(self.handle.id)).await;
+        }
+    }
+
+    /// Handles every complete op in `buf`; returns the bytes consumed and, if the link must
+    /// close, why.
+    fn process(&mut self, buf: &[u8]) -> (usize, Option<Ended>) {
+        let mut pos = 0;
+        while let Some(rest) = buf.get(pos..).filter(|r| !r.is_empty()) {
+            match proto::parse_leaf_op(rest, &self.limits) {
+                Ok(Some((op, used))) => {
+                    pos += used;
+                    if let Err(ended) = self.handle_op(op) {
+                        return (pos, Some(ended));
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    self.send_err(e.err_text());
+                    return (pos, Some(Ended::Protocol(e.to_string())));
+                }
+            }
+        }
+        (pos, None)
+    }
+
+    fn handle_op(&mut self, op: LeafOp<'_>) -> Result<(), Ended> {
+        match op {
+            LeafOp::Ping => {
+                self.router.send(&self.handle, proto::PONG);
+                return Ok(());
+            }
+            LeafOp::Pong => {
+                self.pings_out = 0;
+                return Ok(());
+            }
+            LeafOp::Ok => return Ok(()),
+            LeafOp::Err(text) => {
+                let text = String::from_utf8_lossy(text).trim_matches('\'').to_owned();
+                return Err(Ended::PeerError(text));
+            }
+            _ => {}
+        }
+        match (self.phase, op) {
+            (Phase::AwaitConnect, LeafOp::Connect(json)) => self.on_connect(json),
+            (Phase::AwaitConnect, _) => {
+                self.send_err("'Authorization Violation'");
+                Err(Ended::Protocol("expected CONNECT first".into()))
+            }
+            (Phase::AwaitInfo, LeafOp::Info(json)) => self.on_first_info(json),
+            (Phase::AwaitConnectInfo, LeafOp::Info(json)) => {
+                let info: PeerInfo = serde_json::from_slice(json)
+                    .map_err(|e| Ended::Protocol(format!("bad INFO: {e}")))?;
+                if info.connect_info {
+                    self.establish();
+                }
+                Ok(())
+            }
+            (Phase::Established, LeafOp::Info(_)) => Ok(()),
+            (
+                Phase::Established,
+                LeafOp::Sub {
+                    subject,
+                    queue,
+                    weight,
+                },
+            ) => self.on_sub(subject, queue, weight.unwrap_or(1)),
+            (Phase::Established, LeafOp::Unsub { subject, queue }) => {
+                self.on_unsub(subject, queue);
+                Ok(())
+            }
+            (
+                Phase::Established,
+                LeafOp::Msg {
+                    subject,
+                    reply,
+                    queues,
+                    headers,
+                    payload,
+                },
+            ) => {
+                self.on_msg(
+                    Msg {
+                        subject,
+                        reply,
+                        headers,
+                        payload,
+                    },
+                    queues,
+                );
+                Ok(())
+            }
+            (_, op) => {
+                self.send_err("'Unknown Protocol Operation'");
+                Err(Ended::Protocol(format!(
+                    "unexpected {} during the handshake",
+                    op.name()
+                )))
+            }
+        }
+    }
+
+    /// Accepting side: the INFO we send first (`connect_info == false`) or in answer to
+    /// CONNECT (`true`).
+    fn send_hub_info(&mut self, connect_info: bool) {
+        let shared = self.shared;
+        let opts = &shared.opts;
+        // The address the peer dialled: right even when the listener is bound to 0.0.0.0.
+        let (host, port) = self
+            .local
+            .or(shared.leaf_addr)
+            .map(|a| (a.ip().to_string(), a.port()))
+            .unwrap_or_default();
+        let info = HubInfo {
+            server_id: shared.server_id.clone(),
+            server_name: opts
+                .server_name
+                .clone()
+                .unwrap_or_else(|| shared.server_id.clone()),
+            version: NATS_FEATURE_LEVEL,
+            proto: 1,
+            leaf_version: opts.implementation_version,
+            implementation: opts.implementation,
+            go: "none",
+            leafnode_urls: vec![format!("{host}:{port}")],
+            host,
+            port,
+            headers: true,
+            max_payload: opts.max_payload,
+            client_id: self.handle.id,
+            client_ip: self.peer.ip().to_string(),
+            nonce: new_nonce(),
+            auth_required: self.leaf.opts.auth.required(),
+            info_on_connect: true,
+            connect_info,
+            remote_account: connect_info.then_some(ACCOUNT),
+        };
+        let json = serde_json::to_vec(&info).unwrap_or_default();
+        self.router
+            .send_with(&self.handle, |b| proto::write_info(b, &json));
+    }
+
+    /// Accepting side: the leaf's CONNECT.
+    fn on_connect(&mut self, json: &[u8]) -> Result<(), Ended> {
+        let connect: LeafConnect = match serde_json::from_slice(json) {
+            Ok(c) => c,
+            Err(e) => {
+                self.send_err("'Invalid CONNECT Arguments'");
+                return Err(Ended::Protocol(format!("bad CONNECT: {e}")));
+            }
+        };
+        if connect.lang.is_some() {
+            self.send_err("'Attempted To Connect To Leafnode Port'");
+            return Err(Ended::Protocol(
+                "a client connected to the leafnode port".into(),
+            ));
+        }
+        if let Some(gw) = &connect.gateway {
+            self.send_err("'Rejecting Gateway Connection On Leafnode Port'");
+            return Err(Ended::Protocol(format!(
+                "gateway {gw:?} on the leafnode port"
+            )));
+        }
+        if connect.is_hub {
+            self.send_err("'Hub Mode Remotes Not Supported'");
+            return Err(Ended::Protocol("the remote wants to be the hub".into()));
+        }
+        // A lone URL user name is a token for a token-protected listener.
+        let token = connect
+            .auth_token
+            .as_deref()
+            .or(connect.user.as_deref().filter(|_| connect.pass.is_none()));
+        let creds = Credentials {
+            user: connect.user.as_deref(),
+            pass: connect.pass.as_deref(),
+            token,
+        };
+        if let Err(e) = self.leaf.opts.auth.authenticate(creds) {
+            self.send_err("'Authorization Violation'");
+            return Err(Ended::AuthFailed(e.to_string()));
+        }
+        self.handle
+            .headers
+            .store(connect.headers, Ordering::Relaxed);
+        self.remote_name = connect.name.or(connect.server_id).unwrap_or_default();
+        self.send_hub_info(true);
+        self.establish();
+        Ok(())
+    }
+
+    /// Soliciting side: the hub's first INFO.
+    fn on_first_info(&mut self, json: &[u8]) -> Result<(), Ended> {
+        let info: PeerInfo =
+            serde_json::from_slice(json).map_err(|e| Ended::Protocol(format!("bad INFO: {e}")))?;
+        if info.client_id == 0 || info.leafnode_urls.is_none() {
+            return Err(Ended::WrongPort);
+        }
+        if info.tls_required {
+            return Err(Ended::Unsupported(
+                "the hub requires TLS, which leafnode links do not implement yet".into(),
+            ));
+        }
+        self.handle.headers.store(info.headers, Ordering::Relaxed);
+        self.remote_name = if info.server_name.is_empty() {
+            info.server_id.clone()
+        } else {
+            info.server_name.clone()
+        };
+        let Side::Solicited { url } = &self.side else {
+            return Err(Ended::Protocol("INFO on an accepted link".into()));
+        };
+        let shared = self.shared;
+        // A lone URL user name goes as `user` (nats-server's way) and as a token (ours).
+        let token = url.user.clone().filter(|_| url.pass.is_none());
+        let connect = LeafConnect {
+            version: Some(NATS_FEATURE_LEVEL.to_owned()),
+            user: url.user.clone(),
+            pass: url.pass.clone(),
+            auth_token: token,
+            tls_required: false,
+            server_id: Some(shared.server_id.clone()),
+            name: Some(
+                shared
+                    .opts
+                    .server_name
+                    .clone()
+                    .unwrap_or_else(|| shared.server_id.clone()),
+            ),
+            headers: true,
+            ..LeafConnect::default()
+        };
+        let json = serde_json::to_vec(&connect).unwrap_or_default();
+        self.router
+            .send_with(&self.handle, |b| proto::write_connect(b, &json));
+        if info.info_on_connect {
+            self.phase = Phase::AwaitConnectInfo;
+        } else {
+            self.establish();
+        }
+        Ok(())
+    }
+
+    /// The handshake is complete: register with the interest table (first `LS+` burst).
+    fn establish(&mut self) {
+        self.phase = Phase::Established;
+        let solicited = self.solicited();
+        self.leaf
+            .interest()
+            .add_link(self.handle.clone(), solicited, &self.leaf.lds);
+        self.registered = true;
+        let url = match &self.side {
+            Side::Solicited { url } => url.to_string(),
+            Side::Accepted => self.peer.to_string(),
+        };
+        info!(
+            lid = self.handle.id,
+            %url,
+            remote = %self.remote_name,
+            side = if solicited { "leaf" } else { "hub" },
+            "leafnode link established"
+        );
+        self.entry.up(url, self.remote_name.clone());
+    }
+
+    /// `LS+ subject [queue weight]`.
+    fn on_sub(&mut self, subject: &[u8], queue: Option<&[u8]>, weight: u32) -> Result<(), Ended> {
+        if subject == &*self.leaf.lds {
+            let text = format!(
+                "'Loop detected for leafnode account=\"{ACCOUNT}\". Delaying attempt to reconnect for {}s'",
+                LOOP_RECONNECT_DELAY.as_secs()
+            );
+            self.send_err(&text);
+            return Err(Ended::Loop);
+        }
+        if !is_valid_subject(subject) || queue.is_some_and(|q| !is_valid_queue_name(q)) {
+            debug!(lid = self.handle.id, subject = %String::from_utf8_lossy(subject), "invalid LS+ ignored");
+            return Ok(());
+        }
+        let mut key = Vec::with_capacity(subject.len() + queue.map_or(0, |q| q.len() + 1));
+        key.extend_from_slice(subject);
+        if let Some(q) = queue {
+            key.push(b' ');
+            key.extend_from_slice(q);
+        }
+        if let Some(existing) = self.subs.get(key.as_slice()) {
+            if queue.is_some() {
+                self.shared.reweigh_subscription(existing, weight.max(1));
+            }
+            return Ok(());
+        }
+        let sub = Subscription::new(
+            SubTarget::Leaf(self.handle.clone()),
+            subject,
+            queue,
+            &key,
+            None,
+        );
+        sub.weight.store(weight.max(1), Ordering::Relaxed);
+        let sub = SubRef(Arc::new(sub));
+        if self.shared.add_subscription(&sub).is_ok() {
+            self.subs.insert(key.into_boxed_slice(), sub);
+        }
+        Ok(())
+    }
+
+    /// `LS- subject [queue]`.
+    fn on_unsub(&mut self, subject: &[u8], queue: Option<&[u8]>) {
+        let mut key = subject.to_vec();
+        if let Some(q) = queue {
+            key.push(b' ');
+            key.extend_from_slice(q);
+        }
+        if let Some(sub) = self.subs.remove(key.as_slice()) {
+            if sub.0.finish() {
+                self.shared.remove_subscription(&sub);
+            }
+        }
+    }
+
+    /// `LMSG`/`HMSG`: route to local subscriptions and other links, never back to this one.
+    fn on_msg(&mut self, msg: Msg<'_>, queues: QueueNames<'_>) {
+        if let Some(peer) = self.handle.leaf() {
+            let size = msg.headers.map_or(0, <[u8]>::len) + msg.payload.len();
+            peer.stats.msgs_in.fetch_add(1, Ordering::Relaxed);
+            peer.stats
+                .bytes_in
+                .fetch_add(size as u64, Ordering::Relaxed);
+        }
+        let Some(result) = self.lookup(msg.subject) else {
+            return;
+        };
+        if result.is_empty() {
+            return;
+        }
+        self.router
+            .route_from_link(self.shared, &result, &msg, self.handle.id, queues);
+    }
+
+    /// The match result for `subject`, from the link's cache when current; `None` for a
+    /// subject that is not a valid literal.
+    fn lookup(&mut self, subject: &[u8]) -> Option<Arc<MatchResult<SubRef>>> {
+        let generation = self.shared.sublist.generation();
+        if generation != self.cache_generation {
+            self.cache.clear();
+            self.cache_generation = generation;
+        } else if let Some(hit) = self.cache.get(subject) {
+            return Some(hit.clone());
+        }
+        if !is_valid_literal_subject(subject) {
+            return None;
+        }
+        let result = self.shared.sublist.matches(subject);
+        if self.cache.len() >= LOCAL_CACHE_SIZE {
+            self.cache.clear();
+        }
+        self.cache.insert(subject.into(), result.clone());
+        Some(result)
+    }
+
+    /// Leaves the interest table and removes every subscription the peer announced.
+    fn teardown(&mut self) {
+        if self.registered {
+            self.leaf.interest().remove_link(self.handle.id);
+        }
+        for (_, sub) in self.subs.drain() {
+            if sub.0.finish() {
+                self.shared.remove_subscription(&sub);
+            }
+        }
+        self.router.flush();
+    }
+
+    fn send_err(&mut self, text: &str) {
+        self.router
+            .send_with(&self.handle, |b| proto::write_err(b, text));
+    }
+}

@@ -1,0 +1,336 @@
+//! Leafnode links: the NATS server-to-server protocol between a leaf (`leafd`) and its hub
+//! (`hubd` or nats-server), both sides, over plain TCP.
+//!
+//! * [`accept`]: the hub side: a listener (`leafnodes { listen }`), the INFO / CONNECT /
+//!   INFO(`connect_info`) handshake, authentication (`leafnodes.authorization`);
+//! * [`solicit`]: the leaf side: one task per `leafnodes.remotes` entry, connecting, handshaking
+//!   and reconnecting forever with exponential backoff and jitter;
+//! * [`link`]: an established link, the same on both sides: `LS+`/`LS-` interest in,
+//!   `LMSG`/`HMSG` messages in and routed locally, keepalive;
+//! * [`interest`]: what each link has been told (`LS+`/`LS-` out), kept exact by the server's
+//!   central subscription hooks;
+//! * [`info`]: the handshake JSON; [`url`]: remote URLs.
+//!
+//! Messages go out on the normal message path: interest received from a link is a
+//! subscription in the server's sublist whose target encodes `LMSG`/`HMSG` into the link's
+//! outbound queue (see [`crate::server::route`]). Not implemented yet: TLS, WebSocket,
+//! compression, nkey/JWT/creds authentication, accounts, `hub: true` remotes, permissions
+//! (`deny_imports`/`deny_exports`).
+
+pub mod accept;
+pub mod info;
+pub mod interest;
+pub mod link;
+pub mod solicit;
+pub mod url;
+
+use std::fmt;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use crate::auth::Authenticator;
+use crate::server::route::LinkStats;
+
+pub use interest::Interest;
+pub use url::{RemoteUrl, UrlError};
+
+/// The subject prefix of loop-detection subscriptions.
+pub const LDS_PREFIX: &str = "$LDS.";
+
+/// How long a solicited link waits before reconnecting after a loop was detected.
+pub const LOOP_RECONNECT_DELAY: Duration = Duration::from_secs(30);
+
+/// Default cap of the reconnect backoff.
+pub const DEFAULT_RECONNECT_MAX: Duration = Duration::from_secs(10);
+
+/// Default interval between keepalive PINGs on a link.
+pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Default number of unanswered PINGs after which a link is considered dead.
+pub const DEFAULT_PING_MAX: u32 = 2;
+
+/// The first reconnect delay.
+pub const RECONNECT_MIN: Duration = Duration::from_millis(100);
+
+/// The leafnode settings of a server.
+#[derive(Clone)]
+pub struct LeafOptions {
+    /// Where to accept leafnode connections (`host`, `port`; port 0 picks one).
+    pub listen: Option<(String, u16)>,
+    /// Who may connect as a leaf.
+    pub auth: Authenticator,
+    /// How long an accepted connection has to send CONNECT.
+    pub auth_timeout: Duration,
+    /// Hubs to connect to: each entry's URLs are tried in random order.
+    pub remotes: Vec<Vec<RemoteUrl>>,
+    /// Cap of the reconnect backoff (from 100 ms, doubling, with jitter).
+    pub reconnect_max: Duration,
+    /// Interval between keepalive PINGs.
+    pub ping_interval: Duration,
+    /// Unanswered PINGs after which a link is closed as dead.
+    pub ping_max: u32,
+    /// How long to wait for a TCP connect to a hub.
+    pub dial_timeout: Duration,
+}
+
+impl Default for LeafOptions {
+    fn default() -> Self {
+        LeafOptions {
+            listen: None,
+            auth: Authenticator::Open,
+            auth_timeout: Duration::from_secs(2),
+            remotes: Vec::new(),
+            reconnect_max: DEFAULT_RECONNECT_MAX,
+            ping_interval: DEFAULT_PING_INTERVAL,
+            ping_max: DEFAULT_PING_MAX,
+            dial_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+impl fmt::Debug for LeafOptions {
+    /// Secrets (URL passwords, the authenticator) are not shown.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LeafOptions")
+            .field("listen", &self.listen)
+            .field("auth_required", &self.auth.required())
+            .field("remotes", &self.remotes)
+            .field("reconnect_max", &self.reconnect_max)
+            .field("ping_interval", &self.ping_interval)
+            .field("ping_max", &self.ping_max)
+            .finish()
+    }
+}
+
+impl LeafOptions {
+    /// Whether any link is configured (a listener or a remote).
+    pub fn enabled(&self) -> bool {
+        self.listen.is_some() || !self.remotes.is_empty()
+    }
+}
+
+/// The state of one link as reported by [`LeafState::status`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkStatus {
+    /// This server opened the link (a `remotes` entry); otherwise it was accepted.
+    pub solicited: bool,
+    /// The URL (solicited, password hidden) or the peer address (accepted).
+    pub url: String,
+    /// The link is up (handshake complete).
+    pub connected: bool,
+    /// When it came up (or, when down, went down); `None` before the first attempt ended.
+    pub since: Option<SystemTime>,
+    /// How many times it connected after the first time.
+    pub reconnects: u64,
+    /// The peer's server name, once known.
+    pub remote_server: String,
+    /// Why it last went down, if it did.
+    pub last_error: Option<String>,
+    /// Messages received.
+    pub msgs_in: u64,
+    /// Body bytes received.
+    pub bytes_in: u64,
+    /// Messages sent.
+    pub msgs_out: u64,
+    /// Body bytes sent.
+    pub bytes_out: u64,
+}
+
+/// The live status of one link (a remote, or one accepted connection).
+pub(crate) struct LinkEntry {
+    solicited: bool,
+    stats: Arc<LinkStats>,
+    state: Mutex<EntryState>,
+}
+
+#[derive(Default)]
+struct EntryState {
+    url: String,
+    connected: bool,
+    since: Option<SystemTime>,
+    connects: u64,
+    remote_server: String,
+    last_error: Option<String>,
+}
+
+impl LinkEntry {
+    fn new(solicited: bool, url: String) -> Arc<LinkEntry> {
+        Arc::new(LinkEntry {
+            solicited,
+            stats: Arc::default(),
+            state: Mutex::new(EntryState {
+                url,
+                ..EntryState::default()
+            }),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, EntryState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The counters shared with the link's handle.
+    pub(crate) fn stats(&self) -> &Arc<LinkStats> {
+        &self.stats
+    }
+
+    /// Records that the link came up.
+    pub(crate) fn up(&self, url: String, remote_server: String) {
+        let mut s = self.lock();
+        s.url = url;
+        s.connected = true;
+        s.since = Some(SystemTime::now());
+        s.connects += 1;
+        s.remote_server = remote_server;
+    }
+
+    /// Records that the link went down (or an attempt failed) because of `reason`.
+    pub(crate) fn down(&self, reason: String) {
+        let mut s = self.lock();
+        if s.connected || s.since.is_none() {
+            s.since = Some(SystemTime::now());
+        }
+        s.connected = false;
+        s.last_error = Some(reason);
+    }
+
+    fn snapshot(&self) -> LinkStatus {
+        let s = self.lock();
+        LinkStatus {
+            solicited: self.solicited,
+            url: s.url.clone(),
+            connected: s.connected,
+            since: s.since,
+            reconnects: s.connects.saturating_sub(1),
+            remote_server: s.remote_server.clone(),
+            last_error: s.last_error.clone(),
+            msgs_in: self.stats.msgs_in.load(Ordering::Relaxed),
+            bytes_in: self.stats.bytes_in.load(Ordering::Relaxed),
+            msgs_out: self.stats.msgs_out.load(Ordering::Relaxed),
+            bytes_out: self.stats.bytes_out.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The leafnode part of a server's shared state (present when links are configured).
+pub struct LeafState {
+    /// The settings.
+    pub opts: LeafOptions,
+    /// All interest and each link's view of it; see [`interest`].
+    pub(crate) interest: Mutex<Interest>,
+    /// This server's loop-detection subject, `$LDS.<random>`.
+    pub(crate) lds: Box<[u8]>,
+    /// Status entries: one per remote (first), then one per accepted link.
+    entries: Mutex<Vec<Arc<LinkEntry>>>,
+}
+
+impl LeafState {
+    /// New state for `opts`, with a fresh loop-detection subject.
+    pub fn new(opts: LeafOptions) -> LeafState {
+        let lds = format!("{LDS_PREFIX}{}", random_token(22));
+        let entries = opts
+            .remotes
+            .iter()
+            .map(|urls| {
+                let url = urls.first().map(ToString::to_string).unwrap_or_default();
+                LinkEntry::new(true, url)
+            })
+            .collect();
+        LeafState {
+            opts,
+            interest: Mutex::new(Interest::default()),
+            lds: lds.into_bytes().into_boxed_slice(),
+            entries: Mutex::new(entries),
+        }
+    }
+
+    /// Locks the interest table (see [`interest`]).
+    pub(crate) fn interest(&self) -> MutexGuard<'_, Interest> {
+        self.interest.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// This server's loop-detection subject.
+    pub fn lds(&self) -> &[u8] {
+        &self.lds
+    }
+
+    /// The status of every link: each remote (connected or not), then each accepted link.
+    pub fn status(&self) -> Vec<LinkStatus> {
+        self.lock_entries().iter().map(|e| e.snapshot()).collect()
+    }
+
+    fn lock_entries(&self) -> MutexGuard<'_, Vec<Arc<LinkEntry>>> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The status entry of remote number `index`.
+    pub(crate) fn remote_entry(&self, index: usize) -> Option<Arc<LinkEntry>> {
+        self.lock_entries()
+            .get(index)
+            .filter(|e| e.solicited)
+            .cloned()
+    }
+
+    /// Adds the status entry of a newly accepted link.
+    pub(crate) fn add_accepted(&self, peer: String) -> Arc<LinkEntry> {
+        let entry = LinkEntry::new(false, peer);
+        self.lock_entries().push(entry.clone());
+        entry
+    }
+
+    /// Removes an accepted link's status entry.
+    pub(crate) fn remove_accepted(&self, entry: &Arc<LinkEntry>) {
+        self.lock_entries().retain(|e| !Arc::ptr_eq(e, entry));
+    }
+}
+
+/// A random token of upper-case letters and digits (for `$LDS.` subjects).
+fn random_token(len: usize) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    (0..len)
+        .map(|_| {
+            ALPHABET
+                .get(fastrand::usize(..ALPHABET.len()))
+                .copied()
+                .map_or('A', char::from)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_of_remotes_and_accepted_links() {
+        let url = RemoteUrl::parse("nats-leaf://u:p@hub:1").unwrap();
+        let state = LeafState::new(LeafOptions {
+            remotes: vec![vec![url]],
+            ..LeafOptions::default()
+        });
+        assert!(state.lds().starts_with(b"$LDS."));
+        let st = state.status();
+        assert_eq!(st.len(), 1);
+        assert!(st[0].solicited && !st[0].connected);
+        assert_eq!(st[0].url, "nats-leaf://u:***@hub:1");
+
+        let remote = state.remote_entry(0).unwrap();
+        remote.up("nats-leaf://hub:1".into(), "hub".into());
+        remote.down("closed".into());
+        remote.up("nats-leaf://hub:1".into(), "hub".into());
+        remote.stats().msgs_in.fetch_add(3, Ordering::Relaxed);
+        let accepted = state.add_accepted("127.0.0.1:5".into());
+        accepted.up("127.0.0.1:5".into(), "leaf".into());
+        let st = state.status();
+        assert_eq!(st.len(), 2);
+        assert!(st[0].connected);
+        assert_eq!(st[0].reconnects, 1);
+        assert_eq!(st[0].msgs_in, 3);
+        assert_eq!(st[0].last_error.as_deref(), Some("closed"));
+        assert!(!st[1].solicited);
+        state.remove_accepted(&accepted);
+        assert_eq!(state.status().len(), 1);
+        assert!(state.remote_entry(1).is_none());
+    }
+}

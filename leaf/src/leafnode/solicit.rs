@@ -1,0 +1,162 @@
+//! The leaf side: one task per `leafnodes.remotes` entry, connecting to the hub and
+//! reconnecting forever.
+//!
+//! Each round tries the remote's URLs in a fresh random order. Between attempts the task
+//! waits with exponential backoff and jitter: the ceiling starts at 100 ms and doubles up to
+//! `reconnect_max` (10 s by default); the wait is drawn uniformly from the upper half of the
+//! ceiling, so many leaves restarted together do not reconnect in lockstep. A link that was up
+//! resets the backoff. After a loop was detected the wait is 30 s, as nats-server does.
+//! Every (re)connection re-sends the whole interest set (the interest table's burst).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+use tracing::{error, info, warn};
+
+use super::link::{self, Side};
+use super::{LinkEntry, RemoteUrl, RECONNECT_MIN};
+use crate::server::Shared;
+
+/// The wait before attempt number `failures` (0-based) with the ceiling capped at `max`.
+pub fn backoff(failures: u32, max: Duration) -> Duration {
+    let ceiling = RECONNECT_MIN
+        .saturating_mul(1u32 << failures.min(16))
+        .min(max.max(RECONNECT_MIN));
+    let half = ceiling / 2;
+    let extra_ms = u64::try_from(half.as_millis()).unwrap_or(u64::MAX);
+    half + Duration::from_millis(fastrand::u64(..=extra_ms))
+}
+
+/// Keeps remote number `index` connected until `stop` turns true.
+pub async fn run(
+    shared: Arc<Shared>,
+    index: usize,
+    mut stop: watch::Receiver<bool>,
+    done: mpsc::Sender<()>,
+) {
+    let Some(leaf) = shared.leaf.as_ref() else {
+        return;
+    };
+    let (Some(urls), Some(entry)) = (leaf.opts.remotes.get(index), leaf.remote_entry(index)) else {
+        return;
+    };
+    let mut urls = urls.clone();
+    let max = leaf.opts.reconnect_max;
+    let mut failures: u32 = 0;
+    loop {
+        fastrand::shuffle(&mut urls);
+        let mut extra_delay = None;
+        for url in &urls {
+            if *stop.borrow() {
+                return;
+            }
+            match attempt(&shared, url, &entry, &stop).await {
+                Attempt::Established => failures = 0,
+                Attempt::Failed(delay) => {
+                    failures = failures.saturating_add(1);
+                    extra_delay = extra_delay.max(delay);
+                }
+                Attempt::Stopped => {
+                    drop(done);
+                    return;
+                }
+            }
+        }
+        let wait = backoff(failures.saturating_sub(1), max).max(extra_delay.unwrap_or_default());
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.changed() => break,
+        }
+    }
+    drop(done);
+}
+
+/// The result of one connection attempt.
+enum Attempt {
+    /// The link was up (and has now ended).
+    Established,
+    /// It never came up; wait at least this long if `Some`.
+    Failed(Option<Duration>),
+    /// The server is stopping.
+    Stopped,
+}
+
+async fn attempt(
+    shared: &Arc<Shared>,
+    url: &RemoteUrl,
+    entry: &Arc<LinkEntry>,
+    stop: &watch::Receiver<bool>,
+) -> Attempt {
+    let Some(leaf) = shared.leaf.as_ref() else {
+        return Attempt::Stopped;
+    };
+    let dial = tokio::time::timeout(leaf.opts.dial_timeout, TcpStream::connect(url.addr())).await;
+    let stream = match dial {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            warn!(url = %url, error = %e, "cannot connect to leafnode hub");
+            entry.down(format!("connect failed: {e}"));
+            return Attempt::Failed(None);
+        }
+        Err(_) => {
+            warn!(url = %url, "connecting to leafnode hub timed out");
+            entry.down("connect timed out".into());
+            return Attempt::Failed(None);
+        }
+    };
+    let peer = stream
+        .peer_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], url.port)));
+    let outcome = link::serve(
+        shared.clone(),
+        stream,
+        peer,
+        Side::Solicited { url: url.clone() },
+        entry.clone(),
+        stop.clone(),
+    )
+    .await;
+    let reason = outcome.ended.to_string();
+    entry.down(reason.clone());
+    if matches!(outcome.ended, link::Ended::Shutdown) {
+        return Attempt::Stopped;
+    }
+    if let Some(delay) = outcome.ended.reconnect_delay() {
+        error!(
+            url = %url,
+            %reason,
+            "leafnode link to hub closed; reconnecting in {}s",
+            delay.as_secs()
+        );
+        return Attempt::Failed(Some(delay));
+    }
+    if outcome.established {
+        info!(url = %url, %reason, "leafnode link to hub disconnected; reconnecting");
+        Attempt::Established
+    } else {
+        error!(url = %url, %reason, "leafnode link to hub failed; will retry");
+        Attempt::Failed(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_with_jitter_and_is_capped() {
+        let max = Duration::from_secs(10);
+        for _ in 0..100 {
+            let first = backoff(0, max);
+            assert!(first >= Duration::from_millis(50) && first <= Duration::from_millis(100));
+            let third = backoff(2, max);
+            assert!(third >= Duration::from_millis(200) && third <= Duration::from_millis(400));
+            let late = backoff(40, max);
+            assert!(late >= Duration::from_secs(5) && late <= max);
+        }
+        assert!(backoff(3, Duration::from_millis(1)) <= RECONNECT_MIN);
+    }
+}

@@ -1,0 +1,187 @@
+//! Remote URLs: `nats-leaf://[user[:password]@]host[:port]`.
+
+use std::fmt;
+
+use crate::config::DEFAULT_LEAFNODE_PORT;
+
+/// A parsed remote URL. `Display` hides the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RemoteUrl {
+    /// Host name or IP address (IPv6 without brackets).
+    pub host: String,
+    /// Port (default 7422).
+    pub port: u16,
+    /// User name from the userinfo.
+    pub user: Option<String>,
+    /// Password from the userinfo.
+    pub pass: Option<String>,
+}
+
+/// Why a remote URL cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum UrlError {
+    /// Not `scheme://...`.
+    #[error("`{0}` is not a URL like nats-leaf://host:7422")]
+    Malformed(String),
+    /// A scheme this build cannot connect with.
+    #[error("`{url}`: the {scheme}:// scheme is not supported yet (TLS and WebSocket leafnode links are not implemented; use nats-leaf://)")]
+    Unsupported {
+        /// The URL, password hidden.
+        url: String,
+        /// Its scheme.
+        scheme: String,
+    },
+    /// The port is not a number.
+    #[error("`{0}`: invalid port")]
+    BadPort(String),
+}
+
+impl RemoteUrl {
+    /// Parses a remote URL. The schemes `nats-leaf` and `nats` are accepted; `tls`, `ws` and
+    /// `wss` are refused (not implemented yet). Userinfo may be percent-encoded.
+    pub fn parse(text: &str) -> Result<RemoteUrl, UrlError> {
+        let text = text.trim();
+        let (scheme, rest) = text
+            .split_once("://")
+            .ok_or_else(|| UrlError::Malformed(text.to_owned()))?;
+        let rest = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        let (userinfo, hostport) = match rest.rsplit_once('@') {
+            Some((u, h)) => (Some(u), h),
+            None => (None, rest),
+        };
+        let scheme = scheme.to_ascii_lowercase();
+        if scheme != "nats-leaf" && scheme != "nats" {
+            let shown = match userinfo {
+                Some(_) => format!("{scheme}://***@{hostport}"),
+                None => text.to_owned(),
+            };
+            return Err(UrlError::Unsupported { url: shown, scheme });
+        }
+        let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+            let (host, after) = v6
+                .split_once(']')
+                .ok_or_else(|| UrlError::Malformed(text.to_owned()))?;
+            (host, after.strip_prefix(':'))
+        } else {
+            match hostport.rsplit_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (hostport, None),
+            }
+        };
+        if host.is_empty() {
+            return Err(UrlError::Malformed(text.to_owned()));
+        }
+        let port = match port {
+            None | Some("") => DEFAULT_LEAFNODE_PORT,
+            Some(p) => p.parse().map_err(|_| UrlError::BadPort(text.to_owned()))?,
+        };
+        let (user, pass) = match userinfo {
+            None => (None, None),
+            Some(info) => match info.split_once(':') {
+                Some((u, p)) => (Some(decode(u)), Some(decode(p))),
+                None => (Some(decode(info)), None),
+            },
+        };
+        Ok(RemoteUrl {
+            host: host.to_owned(),
+            port,
+            user: user.filter(|u| !u.is_empty()),
+            pass,
+        })
+    }
+
+    /// `host:port` for connecting.
+    pub fn addr(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl fmt::Display for RemoteUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("nats-leaf://")?;
+        if let Some(user) = &self.user {
+            write!(f, "{user}")?;
+            if self.pass.is_some() {
+                f.write_str(":***")?;
+            }
+            f.write_str("@")?;
+        }
+        f.write_str(&self.addr())
+    }
+}
+
+impl fmt::Debug for RemoteUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RemoteUrl({self})")
+    }
+}
+
+/// Percent-decodes `s` (invalid escapes are kept as written).
+fn decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        if b == b'%' {
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok());
+            if let Some(v) = hex {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_forms() {
+        let u = RemoteUrl::parse("nats-leaf://hub:7000").unwrap();
+        assert_eq!(
+            (u.host.as_str(), u.port, u.user, u.pass),
+            ("hub", 7000, None, None)
+        );
+        let u = RemoteUrl::parse("nats-leaf://a%40b:p%3Aw@10.0.0.1").unwrap();
+        assert_eq!(u.port, 7422);
+        assert_eq!(u.user.as_deref(), Some("a@b"));
+        assert_eq!(u.pass.as_deref(), Some("p:w"));
+        assert_eq!(u.to_string(), "nats-leaf://a@b:***@10.0.0.1:7422");
+        let u = RemoteUrl::parse("nats://tok@[::1]:9/").unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("::1", 9));
+        assert_eq!(u.user.as_deref(), Some("tok"));
+        assert_eq!(u.addr(), "[::1]:9");
+    }
+
+    #[test]
+    fn refuses_what_is_not_supported() {
+        let e = RemoteUrl::parse("tls://u:secret@hub:7422").unwrap_err();
+        assert!(matches!(e, UrlError::Unsupported { .. }));
+        assert!(!e.to_string().contains("secret"));
+        assert!(matches!(
+            RemoteUrl::parse("wss://hub"),
+            Err(UrlError::Unsupported { .. })
+        ));
+        assert!(matches!(
+            RemoteUrl::parse("hub:7422"),
+            Err(UrlError::Malformed(_))
+        ));
+        assert!(matches!(
+            RemoteUrl::parse("nats-leaf://hub:x"),
+            Err(UrlError::BadPort(_))
+        ));
+    }
+}

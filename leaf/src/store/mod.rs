@@ -1,0 +1,765 @@
+//! leaf's local JetStream storage engine: streams of messages in one redb file, written by
+//! a single group-commit writer thread.
+//!
+//! Durability contract: every write method returns a future that resolves `Ok` only after
+//! the redb commit holding the write was made durable (`Durability::Immediate`, one fsync).
+//! Concurrent and pipelined callers share commits: the writer takes everything queued while
+//! the previous commit was in flight (up to [`StoreOptions::max_batch`]) into one transaction.
+//! The write methods send their operation to the writer *when called* (not when first
+//! polled), so calling `append` twice and awaiting later keeps the call order.
+//!
+//! Readers use their own redb read transactions and are never blocked by the writer. The
+//! futures need no tokio runtime (only `tokio::sync::oneshot`). See `DESIGN.md` for the
+//! on-disk format and the crash-safety argument.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), leaf::store::StoreError> {
+//! use leaf::store::{NewMessage, Store, StoreOptions};
+//! let store = Store::open(std::path::Path::new("/var/lib/leafd"), StoreOptions::default())?;
+//! store.create_stream("ORDERS", b"{}".to_vec()).await?;
+//! let ack = store
+//!     .append("ORDERS", NewMessage::new("orders.new", &b"hello"[..], 0))
+//!     .await?; // durable from here on
+//! assert_eq!(store.get("ORDERS", ack.seq)?.map(|m| m.payload), Some((&b"hello"[..]).into()));
+//! # Ok(()) }
+//! ```
+
+mod backend;
+mod error;
+mod format;
+mod read;
+mod subject;
+mod writer;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::thread::JoinHandle;
+
+use bytes::Bytes;
+use redb::{Database, ReadableDatabase, ReadableTable};
+use tokio::sync::oneshot;
+
+pub use error::StoreError;
+pub use format::FORMAT_VERSION;
+
+use backend::{BackendFactory, LimitBackend};
+use format::{decode, StateRec, StreamDef, SubjectRec};
+use writer::{Op, Writer};
+
+/// The database file's name inside the store directory.
+pub const FILE_NAME: &str = "leaf.redb";
+
+/// Options of [`Store::open`].
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Appends fail with [`StoreError::InsufficientResources`] once a commit would write
+    /// past this offset of the file. Deletes and purges get 1/8 (at least 4 MiB) headroom so
+    /// space can always be freed. `None`: no limit besides the disk.
+    pub max_file_bytes: Option<u64>,
+    /// Most operations (messages, for appends) in one group commit. Default 1024.
+    pub max_batch: usize,
+    /// redb page cache size in bytes. Default 32 MiB.
+    pub cache_bytes: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            max_file_bytes: None,
+            max_batch: 1024,
+            cache_bytes: 32 << 20,
+        }
+    }
+}
+
+/// A stream's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StreamState {
+    /// Sequence of the oldest stored message; `last_seq + 1` when the stream is empty (0 for
+    /// a stream that never held a message).
+    pub first_seq: u64,
+    /// Sequence of the newest message ever appended (deletes do not lower it).
+    pub last_seq: u64,
+    /// Stored messages.
+    pub msgs: u64,
+    /// Sum of subject + headers + payload lengths of the stored messages.
+    pub bytes: u64,
+    /// Timestamp of the oldest stored message (0 when empty).
+    pub first_ts_ns: i64,
+    /// Timestamp of the newest appended message.
+    pub last_ts_ns: i64,
+    /// Distinct subjects among the stored messages.
+    pub num_subjects: u64,
+    /// Deleted sequence numbers between `first_seq` and `last_seq`.
+    pub num_deleted: u64,
+}
+
+impl From<StateRec> for StreamState {
+    fn from(s: StateRec) -> Self {
+        let span = if s.msgs == 0 {
+            0
+        } else {
+            s.last_seq - s.first_seq + 1
+        };
+        StreamState {
+            first_seq: s.first_seq,
+            last_seq: s.last_seq,
+            msgs: s.msgs,
+            bytes: s.bytes,
+            first_ts_ns: s.first_ts_ns,
+            last_ts_ns: s.last_ts_ns,
+            num_subjects: s.num_subjects,
+            num_deleted: span.saturating_sub(s.msgs),
+        }
+    }
+}
+
+/// One subject's entry in a stream's subject index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubjectState {
+    /// Oldest stored sequence with this subject.
+    pub first_seq: u64,
+    /// Newest stored sequence with this subject.
+    pub last_seq: u64,
+    /// Stored messages with this subject.
+    pub msgs: u64,
+}
+
+/// A message to append.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMessage {
+    /// Literal subject (no wildcards).
+    pub subject: String,
+    /// Raw NATS header block, if any.
+    pub headers: Option<Bytes>,
+    /// Payload.
+    pub payload: Bytes,
+    /// Timestamp (ns since the Unix epoch), chosen by the caller.
+    pub ts_ns: i64,
+}
+
+impl NewMessage {
+    /// A message without headers.
+    pub fn new(subject: impl Into<String>, payload: impl Into<Bytes>, ts_ns: i64) -> Self {
+        NewMessage {
+            subject: subject.into(),
+            headers: None,
+            payload: payload.into(),
+            ts_ns,
+        }
+    }
+}
+
+/// The acknowledgement of one appended message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// Its sequence number.
+    pub seq: u64,
+    /// Its timestamp.
+    pub ts_ns: i64,
+}
+
+/// A stored message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMessage {
+    /// Sequence number.
+    pub seq: u64,
+    /// Subject.
+    pub subject: String,
+    /// Raw header block, if any.
+    pub headers: Option<Bytes>,
+    /// Payload.
+    pub payload: Bytes,
+    /// Timestamp given at append.
+    pub ts_ns: i64,
+}
+
+/// What [`Store::purge`] removes: the messages matching `filter` (all if `None`) with
+/// seq < `up_to_seq` (if set), except the newest `keep` matching messages (if set).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PurgeRequest {
+    /// Subject filter (wildcards allowed); `None`, `""` or `">"` match everything.
+    pub filter: Option<String>,
+    /// Exclusive upper bound (JetStream's purge `seq`).
+    pub up_to_seq: Option<u64>,
+    /// Keep this many of the newest matching messages.
+    pub keep: Option<u64>,
+}
+
+/// A stream as cached in memory.
+#[derive(Debug, Clone)]
+pub(crate) struct StreamEntry {
+    pub(crate) id: u32,
+    pub(crate) config: Bytes,
+    pub(crate) state: StateRec,
+}
+
+/// In-memory copy of the streams table and states, updated only after a successful commit.
+#[derive(Debug, Default)]
+pub(crate) struct Cache {
+    pub(crate) streams: HashMap<String, StreamEntry>,
+    pub(crate) next_id: u32,
+}
+
+/// State shared by the handles and the writer thread.
+pub(crate) struct Shared {
+    /// The database; `None` only while the writer reopens it. The writer holds the read
+    /// lock for a batch, `compact` and reopen take the write lock.
+    pub(crate) db: RwLock<Option<Database>>,
+    pub(crate) cache: RwLock<Cache>,
+    /// Successful commits since open (diagnostics and tests).
+    pub(crate) commits: AtomicU64,
+    /// Current write limit of the backend (u64::MAX for none).
+    pub(crate) limit: Arc<AtomicU64>,
+    /// Current file length.
+    pub(crate) len: Arc<AtomicU64>,
+    factory: BackendFactory,
+    cache_bytes: usize,
+}
+
+impl Shared {
+    /// Opens the database through the factory, checks the format and loads the cache.
+    fn open_db(&self) -> Result<(Database, Cache), StoreError> {
+        let backend = (self.factory)()?;
+        let db = redb::Builder::new()
+            .set_cache_size(self.cache_bytes)
+            .create_with_backend(LimitBackend::new(
+                backend,
+                self.limit.clone(),
+                self.len.clone(),
+            ))?;
+        init_format(&db)?;
+        let cache = load_cache(&db)?;
+        Ok((db, cache))
+    }
+
+    /// Closes and reopens the database (after redb latched an I/O failure). Readers wait.
+    pub(crate) fn reopen(&self) -> Result<(), StoreError> {
+        let mut db = self.db.write().unwrap_or_else(PoisonError::into_inner);
+        drop(db.take());
+        let (new_db, cache) = self.open_db()?;
+        *db = Some(new_db);
+        *self.cache.write().unwrap_or_else(PoisonError::into_inner) = cache;
+        tracing::info!("store reopened after a failed commit");
+        Ok(())
+    }
+}
+
+/// Creates the tables and writes the format version into a new file; checks it otherwise.
+fn init_format(db: &Database) -> Result<(), StoreError> {
+    {
+        let r = db.begin_read()?;
+        match r.open_table(format::META) {
+            Ok(t) => {
+                if let Some(v) = t.get(format::META_VERSION)? {
+                    let found = format::u32_from(v.value())?;
+                    if found != FORMAT_VERSION {
+                        return Err(StoreError::Version {
+                            found,
+                            supported: FORMAT_VERSION,
+                        });
+                    }
+                    return Ok(());
+                }
+            }
+            Err(redb::TableError::TableDoesNotExist(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let txn = db.begin_write()?;
+    {
+        let mut meta = txn.open_table(format::META)?;
+        meta.insert(
+            format::META_VERSION,
+            format::u32_bytes(FORMAT_VERSION).as_slice(),
+        )?;
+        meta.insert(format::META_NEXT_ID, format::u32_bytes(1).as_slice())?;
+        txn.open_table(format::STREAMS)?;
+        txn.open_table(format::STATES)?;
+        txn.open_table(format::BLOCKS)?;
+        txn.open_table(format::SUBJECTS)?;
+        txn.open_table(format::CONSUMERS)?;
+    }
+    txn.commit()?;
+    Ok(())
+}
+
+/// Reads the streams, their states and the next stream id.
+fn load_cache(db: &Database) -> Result<Cache, StoreError> {
+    let r = db.begin_read()?;
+    let meta = r.open_table(format::META)?;
+    let next_id = match meta.get(format::META_NEXT_ID)? {
+        Some(v) => format::u32_from(v.value())?,
+        None => return Err(StoreError::Corrupt("meta lacks next_stream_id".into())),
+    };
+    let streams = r.open_table(format::STREAMS)?;
+    let states = r.open_table(format::STATES)?;
+    let mut cache = Cache {
+        streams: HashMap::new(),
+        next_id,
+    };
+    for e in streams.iter()? {
+        let (k, v) = e?;
+        let def: StreamDef = decode(v.value())?;
+        let state: StateRec = match states.get(def.id)? {
+            Some(s) => decode(s.value())?,
+            None => {
+                return Err(StoreError::Corrupt(format!(
+                    "stream {} has no state",
+                    k.value()
+                )))
+            }
+        };
+        cache.streams.insert(
+            k.value().to_string(),
+            StreamEntry {
+                id: def.id,
+                config: Bytes::from(def.config),
+                state,
+            },
+        );
+    }
+    Ok(cache)
+}
+
+/// The handle: owns the writer thread's sender; the last clone's drop stops the writer
+/// (after it finished the queued operations) and closes the file cleanly.
+struct Inner {
+    tx: Mutex<Option<mpsc::Sender<Op>>>,
+    shared: Arc<Shared>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        drop(
+            self.tx
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+        );
+        if let Some(t) = self
+            .thread
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            if t.join().is_err() {
+                tracing::error!("store writer thread panicked");
+            }
+        }
+    }
+}
+
+/// The message store. Cheap to clone; all clones share one database and one writer thread.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("file_size", &self.file_size())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `dir` (file `dir/leaf.redb`) and starts the
+    /// writer thread. After an unclean stop redb first repairs the file (a scan of all its
+    /// pages, see `DESIGN.md`), so this may take a while on a large store.
+    pub fn open(dir: &Path, opts: StoreOptions) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(dir)?;
+        Store::open_with(backend::file_factory(dir.join(FILE_NAME)), opts)
+    }
+
+    /// Opens the store over any backend factory (tests plug in fault-injecting storage).
+    pub(crate) fn open_with(
+        factory: BackendFactory,
+        opts: StoreOptions,
+    ) -> Result<Store, StoreError> {
+        let shared = Shared {
+            db: RwLock::new(None),
+            cache: RwLock::new(Cache::default()),
+            commits: AtomicU64::new(0),
+            limit: Arc::new(AtomicU64::new(u64::MAX)),
+            len: Arc::new(AtomicU64::new(0)),
+            factory,
+            cache_bytes: opts.cache_bytes,
+        };
+        let (db, cache) = shared.open_db()?;
+        *shared.db.write().unwrap_or_else(PoisonError::into_inner) = Some(db);
+        *shared.cache.write().unwrap_or_else(PoisonError::into_inner) = cache;
+        let shared = Arc::new(shared);
+        let (tx, rx) = mpsc::channel();
+        let writer = Writer {
+            shared: shared.clone(),
+            rx,
+            max_batch: opts.max_batch.max(1),
+            max_file_bytes: opts.max_file_bytes,
+            full_since: None,
+            needs_reopen: false,
+        };
+        let thread = std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || writer.run())?;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                tx: Mutex::new(Some(tx)),
+                shared,
+                thread: Mutex::new(Some(thread)),
+            }),
+        })
+    }
+
+    /// Sends an op to the writer now; the returned future waits for its commit.
+    fn submit<T: Send + 'static>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Op,
+    ) -> impl Future<Output = Result<T, StoreError>> + Send + 'static {
+        let (reply, rx) = oneshot::channel();
+        let sent = match &*self.inner.tx.lock().unwrap_or_else(PoisonError::into_inner) {
+            Some(tx) => tx.send(make(reply)).is_ok(),
+            None => false,
+        };
+        async move {
+            if !sent {
+                return Err(StoreError::Closed);
+            }
+            rx.await.unwrap_or(Err(StoreError::Closed))
+        }
+    }
+
+    /// Creates a stream with opaque `config` bytes. Fails with `AlreadyExists`.
+    pub fn create_stream(
+        &self,
+        name: &str,
+        config: Vec<u8>,
+    ) -> impl Future<Output = Result<StreamState, StoreError>> + Send + 'static {
+        let name = name.to_string();
+        self.submit(move |r| Op::Create(name, config, r))
+    }
+
+    /// Replaces a stream's config bytes. Fails with `NotFound`.
+    pub fn update_stream_config(
+        &self,
+        name: &str,
+        config: Vec<u8>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send + 'static {
+        let name = name.to_string();
+        self.submit(move |r| Op::UpdateConfig(name, config, r))
+    }
+
+    /// Deletes a stream with all its messages, subject index entries and consumer blobs.
+    pub fn delete_stream(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send + 'static {
+        let name = name.to_string();
+        self.submit(move |r| Op::DeleteStream(name, r))
+    }
+
+    /// Appends one message; resolves with its sequence number once it is durable.
+    pub fn append(
+        &self,
+        name: &str,
+        msg: NewMessage,
+    ) -> impl Future<Output = Result<Appended, StoreError>> + Send + 'static {
+        let name = name.to_string();
+        let f = self.submit(move |r| Op::Append(name, vec![msg], r));
+        async move {
+            f.await?
+                .pop()
+                .ok_or_else(|| StoreError::Corrupt("internal: empty append reply".into()))
+        }
+    }
+
+    /// Appends messages with consecutive sequence numbers, all in one commit.
+    pub fn append_batch(
+        &self,
+        name: &str,
+        msgs: Vec<NewMessage>,
+    ) -> impl Future<Output = Result<Vec<Appended>, StoreError>> + Send + 'static {
+        let name = name.to_string();
+        self.submit(move |r| Op::Append(name, msgs, r))
+    }
+
+    /// Deletes one message (interior deletes allowed). `Ok(false)` if it was not stored.
+    pub fn delete_msg(
+        &self,
+        name: &str,
+        seq: u64,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send + 'static {
+        let name = name.to_string();
+        self.submit(move |r| Op::DeleteMsg(name, seq, r))
+    }
+
+    /// Purges messages (see [`PurgeRequest`]); resolves with how many were removed.
+    pub fn purge(
+        &self,
+        name: &str,
+        req: PurgeRequest,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send + 'static {
+        let name = name.to_string();
+        self.submit(move |r| Op::Purge(name, req, r))
+    }
+
+    /// Stores a consumer's opaque state blob (durable like appends, same group commit).
+    pub fn put_consumer(
+        &self,
+        stream: &str,
+        consumer: &str,
+        state: Vec<u8>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send + 'static {
+        let (stream, consumer) = (stream.to_string(), consumer.to_string());
+        self.submit(move |r| Op::PutConsumer(stream, consumer, state, r))
+    }
+
+    /// Deletes a consumer blob; `Ok(false)` if there was none.
+    pub fn delete_consumer(
+        &self,
+        stream: &str,
+        consumer: &str,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send + 'static {
+        let (stream, consumer) = (stream.to_string(), consumer.to_string());
+        self.submit(move |r| Op::DeleteConsumer(stream, consumer, r))
+    }
+
+    fn cache(&self) -> std::sync::RwLockReadGuard<'_, Cache> {
+        self.inner
+            .shared
+            .cache
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// All streams: (name, config, state), sorted by name.
+    pub fn streams(&self) -> Result<Vec<(String, Vec<u8>, StreamState)>, StoreError> {
+        let mut v: Vec<_> = self
+            .cache()
+            .streams
+            .iter()
+            .map(|(n, e)| (n.clone(), e.config.to_vec(), e.state.into()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(v)
+    }
+
+    /// A stream's counters, `None` if it does not exist.
+    pub fn stream_state(&self, name: &str) -> Result<Option<StreamState>, StoreError> {
+        Ok(self.cache().streams.get(name).map(|e| e.state.into()))
+    }
+
+    /// The stream's id, or `NotFound`.
+    fn stream_id(&self, name: &str) -> Result<u32, StoreError> {
+        self.cache()
+            .streams
+            .get(name)
+            .map(|e| e.id)
+            .ok_or_else(|| StoreError::NotFound(format!("stream {name}")))
+    }
+
+    /// Runs `f` in a read transaction.
+    fn with_read<T>(
+        &self,
+        f: impl FnOnce(&redb::ReadTransaction) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let db = self
+            .inner
+            .shared
+            .db
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        let db = db.as_ref().ok_or(StoreError::Closed)?;
+        let txn = db.begin_read()?;
+        f(&txn)
+    }
+
+    /// The message `seq`, `None` if it is not stored (never written, deleted or purged).
+    pub fn get(&self, name: &str, seq: u64) -> Result<Option<StoredMessage>, StoreError> {
+        let id = self.stream_id(name)?;
+        self.with_read(|txn| {
+            let t = txn.open_table(format::BLOCKS)?;
+            Ok(read::get_msg(&t, id, seq)?.map(|m| read::to_stored(seq, m)))
+        })
+    }
+
+    /// The newest message matching `filter`. A literal subject is one index lookup plus one
+    /// block read; a wildcard filter scans backwards from the newest message.
+    pub fn last_by_subject(
+        &self,
+        name: &str,
+        filter: &str,
+    ) -> Result<Option<StoredMessage>, StoreError> {
+        let id = self.stream_id(name)?;
+        self.with_read(|txn| {
+            let blocks = txn.open_table(format::BLOCKS)?;
+            if subject::is_literal(filter) && !filter.is_empty() {
+                let subjects = txn.open_table(format::SUBJECTS)?;
+                let Some(v) = subjects.get((id, filter))? else {
+                    return Ok(None);
+                };
+                let r: SubjectRec = decode(v.value())?;
+                return Ok(
+                    read::get_msg(&blocks, id, r.last_seq)?.map(|m| read::to_stored(r.last_seq, m))
+                );
+            }
+            let mut found = None;
+            read::scan_backward(&blocks, id, u64::MAX, |seq, m| {
+                if subject::matches(filter, &m.subject) {
+                    found = Some(read::to_stored(seq, m));
+                    return false;
+                }
+                true
+            })?;
+            Ok(found)
+        })
+    }
+
+    /// The first message with seq >= `from_seq` matching `filter`. A literal subject starts
+    /// at its index entry's first_seq and stops after its last_seq; a wildcard scans.
+    pub fn next_by_subject(
+        &self,
+        name: &str,
+        from_seq: u64,
+        filter: &str,
+    ) -> Result<Option<StoredMessage>, StoreError> {
+        let id = self.stream_id(name)?;
+        self.with_read(|txn| {
+            let blocks = txn.open_table(format::BLOCKS)?;
+            let mut from = from_seq;
+            let mut until = u64::MAX;
+            if subject::is_literal(filter) && !filter.is_empty() {
+                let subjects = txn.open_table(format::SUBJECTS)?;
+                let Some(v) = subjects.get((id, filter))? else {
+                    return Ok(None);
+                };
+                let r: SubjectRec = decode(v.value())?;
+                if r.last_seq < from_seq {
+                    return Ok(None);
+                }
+                from = from.max(r.first_seq);
+                until = r.last_seq;
+            }
+            let mut found = None;
+            read::scan_forward(&blocks, id, from, |seq, m| {
+                if seq > until {
+                    return false;
+                }
+                if subject::matches(filter, &m.subject) {
+                    found = Some(read::to_stored(seq, m));
+                    return false;
+                }
+                true
+            })?;
+            Ok(found)
+        })
+    }
+
+    /// Up to `max_msgs` stored messages from `from_seq` on, in order, skipping deleted
+    /// sequences, stopping before the total of accounted bytes would exceed `max_bytes`
+    /// (but always returning at least one message if any is stored at or after `from_seq`).
+    pub fn read_range(
+        &self,
+        name: &str,
+        from_seq: u64,
+        max_msgs: usize,
+        max_bytes: u64,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        let id = self.stream_id(name)?;
+        if max_msgs == 0 {
+            return Ok(Vec::new());
+        }
+        self.with_read(|txn| {
+            let blocks = txn.open_table(format::BLOCKS)?;
+            let mut out = Vec::new();
+            let mut bytes = 0u64;
+            read::scan_forward(&blocks, id, from_seq, |seq, m| {
+                let size = m.size();
+                if !out.is_empty() && bytes + size > max_bytes {
+                    return false;
+                }
+                bytes += size;
+                out.push(read::to_stored(seq, m));
+                out.len() < max_msgs
+            })?;
+            Ok(out)
+        })
+    }
+
+    /// The subject index entry of a literal subject.
+    pub fn subject_state(
+        &self,
+        name: &str,
+        subject: &str,
+    ) -> Result<Option<SubjectState>, StoreError> {
+        let id = self.stream_id(name)?;
+        self.with_read(|txn| {
+            let subjects = txn.open_table(format::SUBJECTS)?;
+            let Some(v) = subjects.get((id, subject))? else {
+                return Ok(None);
+            };
+            let r: SubjectRec = decode(v.value())?;
+            Ok(Some(SubjectState {
+                first_seq: r.first_seq,
+                last_seq: r.last_seq,
+                msgs: r.msgs,
+            }))
+        })
+    }
+
+    /// All consumer blobs of a stream, sorted by consumer name.
+    pub fn consumers(&self, stream: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let id = self.stream_id(stream)?;
+        self.with_read(|txn| {
+            let t = txn.open_table(format::CONSUMERS)?;
+            let mut out = Vec::new();
+            for e in t.range((id, "")..(id + 1, ""))? {
+                let (k, v) = e?;
+                out.push((k.value().1.to_string(), v.value().to_vec()));
+            }
+            Ok(out)
+        })
+    }
+
+    /// Current length of the database file in bytes. redb grows the file by doubling it
+    /// (sparsely) and never shrinks it except through [`Store::compact`].
+    pub fn file_size(&self) -> u64 {
+        self.inner.shared.len.load(Ordering::Relaxed)
+    }
+
+    /// Successful commits since open (diagnostics: appends per commit = batching factor).
+    pub fn commits(&self) -> u64 {
+        self.inner.shared.commits.load(Ordering::Relaxed)
+    }
+
+    /// Compacts the file (moves pages down and truncates the free tail), returning whether
+    /// anything was done. Blocking and exclusive: it waits for the commit in flight, and all
+    /// readers and the writer wait for it, so call it when the store is idle (e.g. at
+    /// startup, or from `spawn_blocking` after a large purge).
+    pub fn compact(&self) -> Result<bool, StoreError> {
+        let mut db = self
+            .inner
+            .shared
+            .db
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        let db = db.as_mut().ok_or(StoreError::Closed)?;
+        let mut any = false;
+        for _ in 0..16 {
+            if !db.compact()? {
+                break;
+            }
+            any = true;
+        }
+        Ok(any)
+    }
+}

@@ -1,0 +1,110 @@
+//! Read-side helpers over the `blocks` table, shared by readers (read transactions) and the
+//! writer (its own write transaction, which sees its uncommitted changes).
+
+use redb::ReadableTable;
+
+use super::format::{decode, BlockRec, MsgRec};
+use super::{StoreError, StoredMessage};
+
+/// The type of the `blocks` table's value.
+pub(crate) type Val = &'static [u8];
+
+/// The block holding `seq` (its first seq and contents), if a block covers `seq`.
+pub(crate) fn block_containing<T: ReadableTable<(u32, u64), Val>>(
+    t: &T,
+    id: u32,
+    seq: u64,
+) -> Result<Option<(u64, BlockRec)>, StoreError> {
+    let mut r = t.range((id, 0u64)..=(id, seq))?;
+    let Some(e) = r.next_back() else {
+        return Ok(None);
+    };
+    let (k, v) = e?;
+    let first = k.value().1;
+    let block: BlockRec = decode(v.value())?;
+    if seq < first.saturating_add(block.slots.len() as u64) {
+        Ok(Some((first, block)))
+    } else {
+        Ok(None)
+    }
+}
+
+/// The live message `seq`, if any.
+pub(crate) fn get_msg<T: ReadableTable<(u32, u64), Val>>(
+    t: &T,
+    id: u32,
+    seq: u64,
+) -> Result<Option<MsgRec>, StoreError> {
+    let Some((first, mut block)) = block_containing(t, id, seq)? else {
+        return Ok(None);
+    };
+    let idx = usize::try_from(seq - first).map_err(|_| StoreError::Corrupt("slot".into()))?;
+    Ok(block.slots.get_mut(idx).and_then(Option::take))
+}
+
+/// Calls `f(seq, msg)` for every live message with seq >= `from`, in order, until `f`
+/// returns false.
+pub(crate) fn scan_forward<T, F>(t: &T, id: u32, from: u64, mut f: F) -> Result<(), StoreError>
+where
+    T: ReadableTable<(u32, u64), Val>,
+    F: FnMut(u64, MsgRec) -> bool,
+{
+    let start = match t.range((id, 0u64)..=(id, from))?.next_back() {
+        Some(e) => e?.0.value().1,
+        None => from,
+    };
+    for e in t.range((id, start)..=(id, u64::MAX))? {
+        let (k, v) = e?;
+        let first = k.value().1;
+        let block: BlockRec = decode(v.value())?;
+        for (i, slot) in block.slots.into_iter().enumerate() {
+            let seq = first + i as u64;
+            if seq < from {
+                continue;
+            }
+            if let Some(m) = slot {
+                if !f(seq, m) {
+                    return Ok(());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Calls `f(seq, msg)` for every live message with seq <= `upto`, newest first, until `f`
+/// returns false.
+pub(crate) fn scan_backward<T, F>(t: &T, id: u32, upto: u64, mut f: F) -> Result<(), StoreError>
+where
+    T: ReadableTable<(u32, u64), Val>,
+    F: FnMut(u64, MsgRec) -> bool,
+{
+    for e in t.range((id, 0u64)..=(id, upto))?.rev() {
+        let (k, v) = e?;
+        let first = k.value().1;
+        let block: BlockRec = decode(v.value())?;
+        for (i, slot) in block.slots.into_iter().enumerate().rev() {
+            let seq = first + i as u64;
+            if seq > upto {
+                continue;
+            }
+            if let Some(m) = slot {
+                if !f(seq, m) {
+                    return Ok(());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Converts a stored record to the public message type (no copy of the byte vectors).
+pub(crate) fn to_stored(seq: u64, m: MsgRec) -> StoredMessage {
+    StoredMessage {
+        seq,
+        subject: m.subject,
+        headers: m.headers.map(bytes::Bytes::from),
+        payload: bytes::Bytes::from(m.payload),
+        ts_ns: m.ts_ns,
+    }
+}

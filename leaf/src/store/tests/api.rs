@@ -1,0 +1,462 @@
+//! Unit tests of every API call.
+
+use super::{check_consistent, msg, open, rt};
+use crate::store::{NewMessage, PurgeRequest, Store, StoreError, StoreOptions};
+
+#[test]
+fn create_append_get_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt();
+    {
+        let s = open(dir.path());
+        let st = rt.block_on(s.create_stream("S", b"cfg".to_vec())).unwrap();
+        assert_eq!((st.first_seq, st.last_seq, st.msgs), (0, 0, 0));
+        assert!(matches!(
+            rt.block_on(s.create_stream("S", vec![])),
+            Err(StoreError::AlreadyExists(_))
+        ));
+        for i in 1..=10u64 {
+            let a = rt.block_on(s.append("S", msg("a.b", i))).unwrap();
+            assert_eq!(a.seq, i, "gapless and ordered");
+        }
+        let mut with_hdr = msg("a.c", 11);
+        with_hdr.headers = Some(b"NATS/1.0\r\nX: y\r\n\r\n"[..].into());
+        let acks = rt
+            .block_on(s.append_batch("S", vec![with_hdr.clone(), msg("a.b", 12)]))
+            .unwrap();
+        assert_eq!(acks.iter().map(|a| a.seq).collect::<Vec<_>>(), [11, 12]);
+        let m = s.get("S", 11).unwrap().unwrap();
+        assert_eq!(m.headers, with_hdr.headers);
+        assert_eq!(m.payload, with_hdr.payload);
+        assert_eq!(m.subject, "a.c");
+        assert!(s.get("S", 13).unwrap().is_none());
+        assert!(s.get("S", 0).unwrap().is_none());
+        assert!(matches!(s.get("T", 1), Err(StoreError::NotFound(_))));
+        assert!(matches!(
+            rt.block_on(s.append("T", msg("x", 1))),
+            Err(StoreError::NotFound(_))
+        ));
+        assert!(matches!(
+            rt.block_on(s.append("S", msg("a.*", 1))),
+            Err(StoreError::Invalid(_))
+        ));
+        rt.block_on(s.update_stream_config("S", b"cfg2".to_vec()))
+            .unwrap();
+        rt.block_on(s.put_consumer("S", "c1", b"state1".to_vec()))
+            .unwrap();
+        check_consistent(&s, "S");
+    }
+    let s = open(dir.path());
+    let streams = s.streams().unwrap();
+    assert_eq!(streams.len(), 1);
+    assert_eq!(streams[0].0, "S");
+    assert_eq!(streams[0].1, b"cfg2");
+    assert_eq!(streams[0].2.last_seq, 12);
+    assert_eq!(
+        s.consumers("S").unwrap(),
+        vec![("c1".into(), b"state1".to_vec())]
+    );
+    let all = check_consistent(&s, "S");
+    assert_eq!(all.len(), 12);
+    assert_eq!(rt.block_on(s.append("S", msg("a.b", 13))).unwrap().seq, 13);
+}
+
+#[test]
+fn concurrent_appenders_get_distinct_seqs_and_share_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let rt = rt();
+    rt.block_on(s.create_stream("S", vec![])).unwrap();
+    let before = s.commits();
+    let results = rt.block_on(async {
+        let mut tasks = Vec::new();
+        for t in 0..8u64 {
+            let s = s.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut out = Vec::new();
+                // 1000 appends per task, 32 in flight per task.
+                for chunk in 0..(1000 / 25) {
+                    let futs: Vec<_> = (0..25)
+                        .map(|i| {
+                            let n = t * 1000 + chunk * 25 + i;
+                            (n, s.append("S", msg(&format!("t.{t}"), n)))
+                        })
+                        .collect();
+                    for (n, f) in futs {
+                        out.push((n, f.await.unwrap().seq));
+                    }
+                }
+                out
+            }));
+        }
+        let mut all = Vec::new();
+        for t in tasks {
+            all.extend(t.await.unwrap());
+        }
+        all
+    });
+    let commits = s.commits() - before;
+    assert_eq!(results.len(), 8000);
+    let mut seqs: Vec<u64> = results.iter().map(|r| r.1).collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=8000).collect::<Vec<_>>());
+    for (n, seq) in &results {
+        assert_eq!(
+            s.get("S", *seq).unwrap().unwrap().payload,
+            msg("x", *n).payload
+        );
+    }
+    assert!(commits < 8000 / 4, "{commits} commits for 8000 appends");
+    check_consistent(&s, "S");
+}
+
+#[test]
+fn group_commit_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let rt = rt();
+    rt.block_on(s.create_stream("S", vec![])).unwrap();
+    let before = s.commits();
+    let futs: Vec<_> = (0..256).map(|i| s.append("S", msg("a", i))).collect();
+    let acks = rt.block_on(async {
+        let mut v = Vec::new();
+        for f in futs {
+            v.push(f.await.unwrap().seq);
+        }
+        v
+    });
+    assert_eq!(acks, (1..=256).collect::<Vec<_>>(), "arrival order");
+    let commits = s.commits() - before;
+    assert!(
+        commits <= 16,
+        "{commits} commits for 256 concurrent appends"
+    );
+}
+
+#[test]
+fn max_batch_bounds_a_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(
+        dir.path(),
+        StoreOptions {
+            max_batch: 10,
+            ..StoreOptions::default()
+        },
+    )
+    .unwrap();
+    let rt = rt();
+    rt.block_on(s.create_stream("S", vec![])).unwrap();
+    let before = s.commits();
+    let futs: Vec<_> = (0..100).map(|i| s.append("S", msg("a", i))).collect();
+    rt.block_on(async {
+        for f in futs {
+            f.await.unwrap();
+        }
+    });
+    assert!(s.commits() - before >= 10);
+}
+
+#[test]
+fn delete_msg_updates_state_and_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let rt = rt();
+    rt.block_on(s.create_stream("S", vec![])).unwrap();
+    let subjects = ["a", "b", "a", "c", "a", "b"];
+    for (i, sub) in subjects.iter().enumerate() {
+        rt.block_on(s.append("S", msg(sub, i as u64))).unwrap();
+    }
+    assert!(rt.block_on(s.delete_msg("S", 3)).unwrap());
+    assert!(!rt.block_on(s.delete_msg("S", 3)).unwrap());
+    assert!(!rt.block_on(s.delete_msg("S", 99)).unwrap());
+    let ss = s.subject_state("S", "a").unwrap().unwrap();
+    assert_eq!((ss.first_seq, ss.last_seq, ss.msgs), (1, 5, 2));
+    assert!(rt.block_on(s.delete_msg("S", 1)).unwrap());
+    let st = s.stream_state("S").unwrap().unwrap();
+    assert_eq!(
+        (st.first_seq, st.last_seq, st.msgs, st.num_deleted),
+        (2, 6, 4, 1)
+    );
+    assert_eq!(s.subject_state("S", "a").unwrap().unwrap().first_seq, 5);
+    assert!(rt.block_on(s.delete_msg("S", 6)).unwrap());
+    let ss = s.subject_state("S", "b").unwrap().unwrap();
+    assert_eq!((ss.first_seq, ss.last_seq, ss.msgs), (2, 2, 1));
+    assert!(rt.block_on(s.delete_msg("S", 4)).unwrap());
+    assert!(s.subject_state("S", "c").unwrap().is_none());
+    assert_eq!(s.next_by_subject("S", 0, "a").unwrap().unwrap().seq, 5);
+    assert_eq!(s.next_by_subject("S", 3, "*").unwrap().unwrap().seq, 5);
+    assert_eq!(s.last_by_subject("S", ">").unwrap().unwrap().seq, 5);
+    let seqs: Vec<u64> = s
+        .read_range("S", 0, 10, u64::MAX)
+        .unwrap()
+        .iter()
+        .map(|m| m.seq)
+        .collect();
+    assert_eq!(seqs, [2, 5]);
+    check_consistent(&s, "S");
+    // Delete everything: the stream is empty and first = last + 1.
+    assert!(rt.block_on(s.delete_msg("S", 2)).unwrap());
+    assert!(rt.block_on(s.delete_msg("S", 5)).unwrap());
+    let st = s.stream_state("S").unwrap().unwrap();
+    assert_eq!((st.first_seq, st.last_seq, st.msgs), (7, 6, 0));
+    assert_eq!(rt.block_on(s.append("S", msg("z", 0))).unwrap().seq, 7);
+    check_consistent(&s, "S");
+}
+
+fn filled(rt: &tokio::runtime::Runtime, s: &Store) {
+    rt.block_on(s.create_stream("S", vec![])).unwrap();
+    let msgs: Vec<NewMessage> = (0..30u64)
+        .map(|i| msg(["x.a", "x.b", "y.a"][(i % 3) as usize], i))
+        .collect();
+    rt.block_on(s.append_batch("S", msgs)).unwrap();
+}
+
+#[test]
+fn purge_variants() {
+    let rt = rt();
+    // up_to_seq (exclusive)
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    filled(&rt, &s);
+    let n = rt
+        .block_on(s.purge(
+            "S",
+            PurgeRequest {
+                up_to_seq: Some(11),
+                ..Default::default()
+            },
+        ))
+        .unwrap();
+    assert_eq!(n, 10);
+    assert_eq!(s.stream_state("S").unwrap().unwrap().first_seq, 11);
+    check_consistent(&s, "S");
+    // filter
+    let n = rt
+        .block_on(s.purge(
+            "S",
+            PurgeRequest {
+                filter: Some("x.*".into()),
+                ..Default::default()
+            },
+        ))
+        .unwrap();
+    assert_eq!(n, 13);
+    assert!(s.subject_state("S", "x.a").unwrap().is_none());
+    check_consistent(&s, "S");
+    // keep
+    let n = rt
+        .block_on(s.purge(
+            "S",
+            PurgeRequest {
+                keep: Some(2),
+                ..Default::default()
+            },
+        ))
+        .unwrap();
+    assert_eq!(n, 5);
+    let seqs: Vec<u64> = check_consistent(&s, "S").iter().map(|m| m.seq).collect();
+    assert_eq!(seqs, [27, 30]);
+    // all
+    let n = rt.block_on(s.purge("S", PurgeRequest::default())).unwrap();
+    assert_eq!(n, 2);
+    let st = s.stream_state("S").unwrap().unwrap();
+    assert_eq!(
+        (st.first_seq, st.last_seq, st.msgs, st.num_subjects),
+        (31, 30, 0, 0)
+    );
+    check_consistent(&s, "S");
+
+    // filter + keep on a fresh stream
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    filled(&rt, &s);
+    let n = rt
+        .block_on(s.purge(
+            "S",
+            PurgeRequest {
+                filter: Some("x.a".into()),
+                keep: Some(3),
+                ..Default::default()
+            },
+        ))
+        .unwrap();
+    assert_eq!(n, 7);
+    let ss = s.subject_state("S", "x.a").unwrap().unwrap();
+    assert_eq!((ss.first_seq, ss.last_seq, ss.msgs), (22, 28, 3));
+    assert_eq!(s.stream_state("S").unwrap().unwrap().first_seq, 2);
+    check_consistent(&s, "S");
+}
+
+#[test]
+fn delete_stream_frees_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt();
+    let s = open(dir.path());
+    filled(&rt, &s);
+    rt.block_on(s.put_consumer("S", "c", b"x".to_vec()))
+        .unwrap();
+    rt.block_on(s.delete_stream("S")).unwrap();
+    assert!(s.stream_state("S").unwrap().is_none());
+    assert!(matches!(
+        rt.block_on(s.delete_stream("S")),
+        Err(StoreError::NotFound(_))
+    ));
+    // Same name again: a new, empty stream with a new id.
+    rt.block_on(s.create_stream("S", vec![])).unwrap();
+    assert!(s.get("S", 1).unwrap().is_none());
+    assert!(s.subject_state("S", "x.a").unwrap().is_none());
+    assert!(s.consumers("S").unwrap().is_empty());
+    assert_eq!(rt.block_on(s.append("S", msg("q", 1))).unwrap().seq, 1);
+    drop(s);
+    // Nothing of the old stream is left in any table.
+    let s = open(dir.path());
+    let db = s.inner.shared.db.read().unwrap();
+    let txn = redb::ReadableDatabase::begin_read(db.as_ref().unwrap()).unwrap();
+    use redb::ReadableTableMetadata;
+    assert_eq!(
+        txn.open_table(crate::store::format::BLOCKS)
+            .unwrap()
+            .len()
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        txn.open_table(crate::store::format::SUBJECTS)
+            .unwrap()
+            .len()
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        txn.open_table(crate::store::format::CONSUMERS)
+            .unwrap()
+            .len()
+            .unwrap(),
+        0
+    );
+}
+
+#[test]
+fn consumer_blobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt();
+    let s = open(dir.path());
+    rt.block_on(s.create_stream("A", vec![])).unwrap();
+    rt.block_on(s.create_stream("B", vec![])).unwrap();
+    rt.block_on(s.put_consumer("A", "c2", b"2".to_vec()))
+        .unwrap();
+    rt.block_on(s.put_consumer("A", "c1", b"1".to_vec()))
+        .unwrap();
+    rt.block_on(s.put_consumer("B", "c1", b"b".to_vec()))
+        .unwrap();
+    rt.block_on(s.put_consumer("A", "c1", b"1b".to_vec()))
+        .unwrap();
+    assert_eq!(
+        s.consumers("A").unwrap(),
+        vec![("c1".into(), b"1b".to_vec()), ("c2".into(), b"2".to_vec())]
+    );
+    assert!(rt.block_on(s.delete_consumer("A", "c1")).unwrap());
+    assert!(!rt.block_on(s.delete_consumer("A", "c1")).unwrap());
+    assert_eq!(
+        s.consumers("B").unwrap(),
+        vec![("c1".into(), b"b".to_vec())]
+    );
+    assert!(matches!(
+        rt.block_on(s.put_consumer("Z", "c", vec![])),
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+#[test]
+fn read_range_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt();
+    let s = open(dir.path());
+    filled(&rt, &s);
+    assert_eq!(s.read_range("S", 5, 3, u64::MAX).unwrap().len(), 3);
+    assert_eq!(s.read_range("S", 5, 3, u64::MAX).unwrap()[0].seq, 5);
+    // each message accounts 3 + 64 bytes
+    assert_eq!(s.read_range("S", 1, 100, 200).unwrap().len(), 2);
+    assert_eq!(s.read_range("S", 1, 100, 1).unwrap().len(), 1);
+    assert!(s.read_range("S", 31, 100, u64::MAX).unwrap().is_empty());
+}
+
+#[test]
+fn newer_format_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(open(dir.path()));
+    {
+        let db = redb::Database::open(dir.path().join(crate::store::FILE_NAME)).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(crate::store::format::META)
+            .unwrap()
+            .insert("format_version", 2u32.to_le_bytes().as_slice())
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    match Store::open(dir.path(), StoreOptions::default()) {
+        Err(StoreError::Version {
+            found: 2,
+            supported: 1,
+        }) => {}
+        other => panic!("expected a version error, got {other:?}"),
+    }
+}
+
+#[test]
+fn second_open_is_refused_and_futures_need_no_runtime() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    assert!(matches!(
+        Store::open(dir.path(), StoreOptions::default()),
+        Err(StoreError::AlreadyOpen)
+    ));
+    // A plain executor without tokio's I/O driver.
+    let st = futures_lite_block_on(s.create_stream("S", vec![])).unwrap();
+    assert_eq!(st.msgs, 0);
+}
+
+/// A minimal block_on (no tokio runtime at all).
+fn futures_lite_block_on<F: std::future::Future>(f: F) -> F::Output {
+    use std::task::{Context, Poll, Wake, Waker};
+    struct T(std::thread::Thread);
+    impl Wake for T {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(std::sync::Arc::new(T(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut f = std::pin::pin!(f);
+    loop {
+        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::park();
+    }
+}
+
+#[test]
+fn compact_shrinks_after_purge() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt();
+    let s = open(dir.path());
+    rt.block_on(s.create_stream("S", vec![])).unwrap();
+    for i in 0..200u64 {
+        let msgs = (0..50).map(|j| msg("a", i * 50 + j)).collect();
+        rt.block_on(s.append_batch("S", msgs)).unwrap();
+    }
+    let big = s.file_size();
+    rt.block_on(s.purge(
+        "S",
+        PurgeRequest {
+            keep: Some(10),
+            ..Default::default()
+        },
+    ))
+    .unwrap();
+    s.compact().unwrap();
+    let small = s.file_size();
+    assert!(small < big, "{small} < {big}");
+    assert_eq!(check_consistent(&s, "S").len(), 10);
+}

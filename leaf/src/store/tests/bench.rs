@@ -1,0 +1,140 @@
+//! Ignored benchmarks; run with
+//! `cargo test --release --lib bench -- --ignored --nocapture --test-threads=1`.
+
+use std::time::{Duration, Instant};
+
+use super::{msg, open, rt};
+use crate::store::{NewMessage, Store, StoreOptions};
+
+fn payload128(n: u64) -> NewMessage {
+    let mut p = format!("{n}-").into_bytes();
+    p.resize(128, b'p');
+    NewMessage::new("bench.subject", p, 0)
+}
+
+/// appends/s with 1, 16 and 256 appends in flight (128 B payloads), and file size.
+#[test]
+#[ignore]
+fn bench_append_throughput() {
+    for in_flight in [1usize, 16, 256] {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(dir.path());
+        let rt = rt();
+        rt.block_on(s.create_stream("B", vec![])).unwrap();
+        let total = match in_flight {
+            1 => 3_000,
+            16 => 40_000,
+            _ => 200_000,
+        } as u64;
+        let c0 = s.commits();
+        let t = Instant::now();
+        rt.block_on(async {
+            let mut q = std::collections::VecDeque::new();
+            for n in 0..total {
+                q.push_back(s.append("B", payload128(n)));
+                if q.len() >= in_flight {
+                    q.pop_front().unwrap().await.unwrap();
+                }
+            }
+            while let Some(f) = q.pop_front() {
+                f.await.unwrap();
+            }
+        });
+        let secs = t.elapsed().as_secs_f64();
+        let commits = s.commits() - c0;
+        let len = s.file_size();
+        let blocks = file_blocks(dir.path());
+        println!(
+            "in_flight={in_flight}: {total} appends in {secs:.2}s = {:.0}/s, {commits} commits ({:.1} msgs/commit), file {:.1} MB len / {:.1} MB allocated => {:.0} MB len per 1M msgs",
+            total as f64 / secs,
+            total as f64 / commits as f64,
+            len as f64 / 1e6,
+            blocks as f64 / 1e6,
+            len as f64 / total as f64,
+        );
+    }
+}
+
+fn file_blocks(dir: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(dir.join(crate::store::FILE_NAME))
+        .map(|m| m.blocks() * 512)
+        .unwrap_or(0)
+}
+
+/// Child for the repair benchmark: builds 1M × 128 B messages, prints READY, then waits
+/// to be killed (the store is never closed cleanly).
+#[test]
+#[ignore]
+fn bench_repair_child() {
+    let Ok(dir) = std::env::var("LEAF_STORE_REPAIR_DIR") else {
+        return;
+    };
+    let s = open(std::path::Path::new(&dir));
+    let rt = rt();
+    rt.block_on(s.create_stream("R", vec![])).unwrap();
+    rt.block_on(async {
+        let mut q = std::collections::VecDeque::new();
+        for b in 0..(1_000_000 / 256) {
+            let msgs = (0..256).map(|i| payload128(b * 256 + i)).collect();
+            q.push_back(s.append_batch("R", msgs));
+            if q.len() >= 4 {
+                q.pop_front().unwrap().await.unwrap();
+            }
+        }
+        while let Some(f) = q.pop_front() {
+            f.await.unwrap();
+        }
+    });
+    println!("READY {}", s.stream_state("R").unwrap().unwrap().msgs);
+    std::thread::sleep(Duration::from_secs(600));
+}
+
+/// `Store::open` time after a SIGKILL with 1M messages stored, vs a clean open.
+#[test]
+#[ignore]
+fn bench_open_after_kill() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "store::tests::bench::bench_repair_child",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env("LEAF_STORE_REPAIR_DIR", dir.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut ready = false;
+    for line in std::io::BufReader::new(stdout).lines() {
+        if line.unwrap().starts_with("READY") {
+            ready = true;
+            break;
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(ready);
+    let len = std::fs::metadata(dir.path().join(crate::store::FILE_NAME))
+        .unwrap()
+        .len();
+    let t = Instant::now();
+    let s = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    let dirty = t.elapsed();
+    assert_eq!(s.stream_state("R").unwrap().unwrap().msgs, 999_936);
+    drop(s);
+    let t = Instant::now();
+    let s = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    let clean = t.elapsed();
+    assert!(s.get("R", 1).unwrap().is_some());
+    println!(
+        "file {:.0} MB: open after SIGKILL {:?}, clean open {:?}",
+        len as f64 / 1e6,
+        dirty,
+        clean
+    );
+    let _ = msg("x", 0);
+}

@@ -1,0 +1,785 @@
+//! The group-commit writer: one OS thread (`store-writer`) owns every write. It takes all
+//! operations queued while the previous commit was in flight (up to `max_batch`), applies
+//! them in ONE write transaction, commits with `Durability::Immediate` (one fsync), and only
+//! then updates the in-memory cache and answers each operation.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use redb::{ReadableTable, Table, WriteTransaction};
+use tokio::sync::oneshot;
+
+use super::format::{
+    self, encode, BlockRec, BlockRef, MsgRef, StateRec, StreamDef, SubjectRec, BLOCKS,
+    BLOCK_TARGET_BYTES, CONSUMERS, META, STATES, STREAMS, SUBJECTS,
+};
+use super::read::{block_containing, scan_forward, Val};
+use super::{
+    subject, Appended, Cache, NewMessage, PurgeRequest, Shared, StoreError, StreamEntry,
+    StreamState,
+};
+
+/// The reply channel of an operation.
+type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+/// One write operation sent to the writer thread.
+pub(crate) enum Op {
+    /// Create a stream.
+    Create(String, Vec<u8>, Reply<StreamState>),
+    /// Replace a stream's config bytes.
+    UpdateConfig(String, Vec<u8>, Reply<()>),
+    /// Delete a stream and everything under it.
+    DeleteStream(String, Reply<()>),
+    /// Append messages (all in this one commit).
+    Append(String, Vec<NewMessage>, Reply<Vec<Appended>>),
+    /// Delete one message.
+    DeleteMsg(String, u64, Reply<bool>),
+    /// Purge messages.
+    Purge(String, PurgeRequest, Reply<u64>),
+    /// Store a consumer blob.
+    PutConsumer(String, String, Vec<u8>, Reply<()>),
+    /// Delete a consumer blob.
+    DeleteConsumer(String, String, Reply<bool>),
+}
+
+impl Op {
+    /// How many slots of `max_batch` this op takes.
+    fn weight(&self) -> usize {
+        match self {
+            Op::Append(_, m, _) => m.len().max(1),
+            _ => 1,
+        }
+    }
+
+    fn is_append(&self) -> bool {
+        matches!(self, Op::Append(..))
+    }
+
+    fn fail(self, e: StoreError) {
+        match self {
+            Op::Create(_, _, r) => drop(r.send(Err(e))),
+            Op::UpdateConfig(_, _, r) | Op::DeleteStream(_, r) | Op::PutConsumer(_, _, _, r) => {
+                drop(r.send(Err(e)))
+            }
+            Op::Append(_, _, r) => drop(r.send(Err(e))),
+            Op::DeleteMsg(_, _, r) | Op::DeleteConsumer(_, _, r) => drop(r.send(Err(e))),
+            Op::Purge(_, _, r) => drop(r.send(Err(e))),
+        }
+    }
+
+    fn complete(self, d: Done) {
+        match (self, d) {
+            (Op::Create(_, _, r), Done::State(s)) => drop(r.send(Ok(s))),
+            (
+                Op::UpdateConfig(_, _, r) | Op::DeleteStream(_, r) | Op::PutConsumer(_, _, _, r),
+                Done::Unit,
+            ) => drop(r.send(Ok(()))),
+            (Op::Append(_, _, r), Done::Appended(a)) => drop(r.send(Ok(a))),
+            (Op::DeleteMsg(_, _, r) | Op::DeleteConsumer(_, _, r), Done::Bool(b)) => {
+                drop(r.send(Ok(b)))
+            }
+            (Op::Purge(_, _, r), Done::Count(n)) => drop(r.send(Ok(n))),
+            (op, _) => op.fail(StoreError::Corrupt("internal: reply type mismatch".into())),
+        }
+    }
+}
+
+/// The successful outcome of an op, delivered after the commit.
+enum Done {
+    State(StreamState),
+    Unit,
+    Appended(Vec<Appended>),
+    Bool(bool),
+    Count(u64),
+}
+
+/// The writer thread's state.
+pub(crate) struct Writer {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) rx: Receiver<Op>,
+    pub(crate) max_batch: usize,
+    pub(crate) max_file_bytes: Option<u64>,
+    /// Set when a commit failed for lack of space: appends are refused without touching the
+    /// disk until something is freed or `FULL_RETRY` has passed.
+    pub(crate) full_since: Option<Instant>,
+    /// Set when the database handle must be reopened before the next batch.
+    pub(crate) needs_reopen: bool,
+}
+
+/// How long appends are refused after a no-space failure before a commit is tried again
+/// (space may have been freed outside the store).
+#[cfg(not(test))]
+const FULL_RETRY: Duration = Duration::from_secs(5);
+#[cfg(test)]
+const FULL_RETRY: Duration = Duration::from_millis(200);
+
+impl Writer {
+    /// Runs until every `Store` handle (every sender) is gone.
+    pub(crate) fn run(mut self) {
+        while let Ok(first) = self.rx.recv() {
+            let mut weight = first.weight();
+            let mut ops = vec![first];
+            while weight < self.max_batch {
+                match self.rx.try_recv() {
+                    Ok(op) => {
+                        weight += op.weight();
+                        ops.push(op);
+                    }
+                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+                }
+            }
+            self.run_batch(ops);
+        }
+        tracing::debug!("store writer exiting");
+    }
+
+    fn run_batch(&mut self, ops: Vec<Op>) {
+        if self.needs_reopen {
+            if let Err(e) = self.shared.reopen() {
+                tracing::warn!(error = %e, "store reopen failed");
+                for op in ops {
+                    op.fail(e.replicate());
+                }
+                return;
+            }
+            self.needs_reopen = false;
+        }
+        if let Some(t) = self.full_since {
+            if t.elapsed() >= FULL_RETRY {
+                self.full_since = None;
+            }
+        }
+        // Deletes may need a few fresh pages even at the limit: give batches without appends
+        // headroom, so a purge can always free space.
+        let limit = match self.max_file_bytes {
+            None => u64::MAX,
+            Some(m) if ops.iter().any(Op::is_append) => m,
+            Some(m) => m.saturating_add((m / 8).max(4 << 20)),
+        };
+        self.shared.limit.store(limit, Ordering::Relaxed);
+
+        match self.apply_and_commit(&ops) {
+            Ok((results, overlay, next_id, freed)) => {
+                self.shared.commits.fetch_add(1, Ordering::Relaxed);
+                if freed {
+                    self.full_since = None;
+                }
+                {
+                    let mut cache = self
+                        .shared
+                        .cache
+                        .write()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    for (name, e) in overlay {
+                        match e {
+                            Some(e) => cache.streams.insert(name, e),
+                            None => cache.streams.remove(&name),
+                        };
+                    }
+                    cache.next_id = next_id;
+                }
+                for (op, r) in ops.into_iter().zip(results) {
+                    match r {
+                        Ok(d) => op.complete(d),
+                        Err(e) => op.fail(e),
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, ops = ops.len(), "store commit failed");
+                if matches!(e, StoreError::InsufficientResources(_)) {
+                    self.full_since = Some(Instant::now());
+                }
+                for op in ops {
+                    op.fail(e.replicate());
+                }
+                // redb latched the failure: reopen now (a repair scan), so readers see the
+                // committed state again; if that fails too, retry before the next batch.
+                if e.needs_reopen() {
+                    self.needs_reopen = true;
+                    match self.shared.reopen() {
+                        Ok(()) => self.needs_reopen = false,
+                        Err(e) => tracing::warn!(error = %e, "store reopen failed"),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Applies all ops in one transaction and commits it. The outer error fails the whole
+    /// batch (nothing was committed); per-op logical errors are in the result vector.
+    #[allow(clippy::type_complexity)]
+    fn apply_and_commit(
+        &self,
+        ops: &[Op],
+    ) -> Result<
+        (
+            Vec<Result<Done, StoreError>>,
+            HashMap<String, Option<StreamEntry>>,
+            u32,
+            bool,
+        ),
+        StoreError,
+    > {
+        let db_guard = self
+            .shared
+            .db
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let db = db_guard.as_ref().ok_or(StoreError::Closed)?;
+        let cache = self
+            .shared
+            .cache
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut txn = db.begin_write()?;
+        txn.set_durability(redb::Durability::Immediate)?;
+        let mut results = Vec::with_capacity(ops.len());
+        let (overlay, next_id, freed) = {
+            let mut b = Batch::open(&txn, &cache, self.full_since.is_some())?;
+            for op in ops {
+                results.push(b.apply(op)?);
+            }
+            b.finish()?
+        };
+        drop(cache);
+        txn.commit()?;
+        Ok((results, overlay, next_id, freed))
+    }
+}
+
+/// Messages of one stream appended in this batch, not yet written as a block.
+struct Pending<'a> {
+    first_seq: u64,
+    msgs: Vec<&'a NewMessage>,
+    bytes: usize,
+}
+
+/// The state of one batch: open tables plus overlays over the shared cache.
+struct Batch<'t, 'o> {
+    meta: Table<'t, &'static str, &'static [u8]>,
+    streams: Table<'t, &'static str, &'static [u8]>,
+    states: Table<'t, u32, &'static [u8]>,
+    blocks: Table<'t, (u32, u64), Val>,
+    subjects: Table<'t, (u32, &'static str), &'static [u8]>,
+    consumers: Table<'t, (u32, &'static str), &'static [u8]>,
+    base: &'t Cache,
+    over: HashMap<String, Option<StreamEntry>>,
+    next_id: u32,
+    pending: HashMap<u32, Pending<'o>>,
+    subj: HashMap<(u32, String), (Option<SubjectRec>, bool)>,
+    freed: bool,
+    full: bool,
+}
+
+type OpResult = Result<Result<Done, StoreError>, StoreError>;
+
+impl<'t, 'o> Batch<'t, 'o> {
+    fn open(txn: &'t WriteTransaction, base: &'t Cache, full: bool) -> Result<Self, StoreError> {
+        Ok(Batch {
+            meta: txn.open_table(META)?,
+            streams: txn.open_table(STREAMS)?,
+            states: txn.open_table(STATES)?,
+            blocks: txn.open_table(BLOCKS)?,
+            subjects: txn.open_table(SUBJECTS)?,
+            consumers: txn.open_table(CONSUMERS)?,
+            base,
+            over: HashMap::new(),
+            next_id: base.next_id,
+            pending: HashMap::new(),
+            subj: HashMap::new(),
+            freed: false,
+            full,
+        })
+    }
+
+    fn apply(&mut self, op: &'o Op) -> OpResult {
+        match op {
+            Op::Create(name, config, _) => self.create(name, config),
+            Op::UpdateConfig(name, config, _) => self.update_config(name, config),
+            Op::DeleteStream(name, _) => self.delete_stream(name),
+            Op::Append(name, msgs, _) => self.append(name, msgs),
+            Op::DeleteMsg(name, seq, _) => self.delete_msg(name, *seq),
+            Op::Purge(name, req, _) => self.purge(name, req),
+            Op::PutConsumer(stream, name, blob, _) => self.put_consumer(stream, name, blob),
+            Op::DeleteConsumer(stream, name, _) => self.delete_consumer(stream, name),
+        }
+    }
+
+    /// The current (overlaid) entry of a stream.
+    fn entry(&self, name: &str) -> Option<StreamEntry> {
+        match self.over.get(name) {
+            Some(e) => e.clone(),
+            None => self.base.streams.get(name).cloned(),
+        }
+    }
+
+    /// The current state of a stream, without cloning its config.
+    fn state_of(&self, name: &str) -> Option<(u32, StateRec)> {
+        match self.over.get(name) {
+            Some(e) => e.as_ref().map(|e| (e.id, e.state)),
+            None => self.base.streams.get(name).map(|e| (e.id, e.state)),
+        }
+    }
+
+    fn set_state(&mut self, name: &str, state: StateRec) {
+        if let Some(Some(e)) = self.over.get_mut(name) {
+            e.state = state;
+            return;
+        }
+        if let Some(mut e) = self.base.streams.get(name).cloned() {
+            e.state = state;
+            self.over.insert(name.to_string(), Some(e));
+        }
+    }
+
+    fn subject_get(&mut self, id: u32, s: &str) -> Result<Option<SubjectRec>, StoreError> {
+        if let Some((r, _)) = self.subj.get(&(id, s.to_string())) {
+            return Ok(*r);
+        }
+        let r = match self.subjects.get((id, s))? {
+            Some(v) => Some(format::decode::<SubjectRec>(v.value())?),
+            None => None,
+        };
+        self.subj.insert((id, s.to_string()), (r, false));
+        Ok(r)
+    }
+
+    fn subject_set(&mut self, id: u32, s: &str, r: Option<SubjectRec>) {
+        self.subj.insert((id, s.to_string()), (r, true));
+    }
+
+    fn create(&mut self, name: &str, config: &[u8]) -> OpResult {
+        if name.is_empty() {
+            return Ok(Err(StoreError::Invalid("empty stream name".into())));
+        }
+        if self.entry(name).is_some() {
+            return Ok(Err(StoreError::AlreadyExists(name.to_string())));
+        }
+        let id = self.next_id;
+        let Some(next) = id.checked_add(1) else {
+            return Ok(Err(StoreError::InsufficientResources(
+                "stream ids exhausted".into(),
+            )));
+        };
+        self.next_id = next;
+        self.meta
+            .insert(format::META_NEXT_ID, format::u32_bytes(next).as_slice())?;
+        let def = StreamDef {
+            id,
+            config: config.to_vec(),
+        };
+        self.streams.insert(name, encode(&def)?.as_slice())?;
+        let state = StateRec::default();
+        self.over.insert(
+            name.to_string(),
+            Some(StreamEntry {
+                id,
+                config: Bytes::copy_from_slice(config),
+                state,
+            }),
+        );
+        Ok(Ok(Done::State(state.into())))
+    }
+
+    fn update_config(&mut self, name: &str, config: &[u8]) -> OpResult {
+        let Some(mut e) = self.entry(name) else {
+            return Ok(Err(StoreError::NotFound(format!("stream {name}"))));
+        };
+        let def = StreamDef {
+            id: e.id,
+            config: config.to_vec(),
+        };
+        self.streams.insert(name, encode(&def)?.as_slice())?;
+        e.config = Bytes::copy_from_slice(config);
+        self.over.insert(name.to_string(), Some(e));
+        Ok(Ok(Done::Unit))
+    }
+
+    fn delete_stream(&mut self, name: &str) -> OpResult {
+        let Some((id, _)) = self.state_of(name) else {
+            return Ok(Err(StoreError::NotFound(format!("stream {name}"))));
+        };
+        self.pending.remove(&id);
+        self.subj.retain(|(sid, _), _| *sid != id);
+        self.blocks
+            .retain_in((id, 0u64)..=(id, u64::MAX), |_, _| false)?;
+        self.subjects
+            .retain_in((id, "")..(id + 1, ""), |_, _| false)?;
+        self.consumers
+            .retain_in((id, "")..(id + 1, ""), |_, _| false)?;
+        self.states.remove(id)?;
+        self.streams.remove(name)?;
+        self.over.insert(name.to_string(), None);
+        self.freed = true;
+        Ok(Ok(Done::Unit))
+    }
+
+    fn append(&mut self, name: &str, msgs: &'o [NewMessage]) -> OpResult {
+        let Some((id, mut st)) = self.state_of(name) else {
+            return Ok(Err(StoreError::NotFound(format!("stream {name}"))));
+        };
+        for m in msgs {
+            if m.subject.is_empty() || !subject::is_literal(&m.subject) {
+                return Ok(Err(StoreError::Invalid(format!(
+                    "subject {:?} is not a literal subject",
+                    m.subject
+                ))));
+            }
+        }
+        if self.full {
+            return Ok(Err(StoreError::InsufficientResources(
+                "store is full; free space (purge/delete) first".into(),
+            )));
+        }
+        let mut out = Vec::with_capacity(msgs.len());
+        for m in msgs {
+            let seq = st.last_seq + 1;
+            let size = format::msg_size(
+                &m.subject,
+                m.headers.as_ref().map_or(0, Bytes::len),
+                m.payload.len(),
+            );
+            if st.msgs == 0 {
+                st.first_seq = seq;
+                st.first_ts_ns = m.ts_ns;
+            }
+            st.last_seq = seq;
+            st.last_ts_ns = m.ts_ns;
+            st.msgs += 1;
+            st.bytes += size;
+            let rec = match self.subject_get(id, &m.subject)? {
+                Some(mut r) => {
+                    r.last_seq = seq;
+                    r.msgs += 1;
+                    r
+                }
+                None => {
+                    st.num_subjects += 1;
+                    SubjectRec {
+                        first_seq: seq,
+                        last_seq: seq,
+                        msgs: 1,
+                    }
+                }
+            };
+            self.subject_set(id, &m.subject, Some(rec));
+            let p = self.pending.entry(id).or_insert_with(|| Pending {
+                first_seq: seq,
+                msgs: Vec::new(),
+                bytes: 0,
+            });
+            p.msgs.push(m);
+            p.bytes += size as usize;
+            if p.bytes >= BLOCK_TARGET_BYTES {
+                self.flush_pending(id)?;
+            }
+            out.push(Appended {
+                seq,
+                ts_ns: m.ts_ns,
+            });
+        }
+        self.set_state(name, st);
+        Ok(Ok(Done::Appended(out)))
+    }
+
+    /// Writes the open block of stream `id`, if any.
+    fn flush_pending(&mut self, id: u32) -> Result<(), StoreError> {
+        let Some(p) = self.pending.remove(&id) else {
+            return Ok(());
+        };
+        let block = BlockRef {
+            slots: p
+                .msgs
+                .iter()
+                .map(|m| {
+                    Some(MsgRef {
+                        subject: &m.subject,
+                        headers: m.headers.as_deref(),
+                        payload: &m.payload,
+                        ts_ns: m.ts_ns,
+                    })
+                })
+                .collect(),
+        };
+        self.blocks
+            .insert((id, p.first_seq), encode(&block)?.as_slice())?;
+        Ok(())
+    }
+
+    /// Writes back a modified block, or removes it when no live message is left.
+    fn put_block(&mut self, id: u32, first: u64, block: &BlockRec) -> Result<(), StoreError> {
+        if block.slots.iter().all(Option::is_none) {
+            self.blocks.remove((id, first))?;
+        } else {
+            self.blocks.insert((id, first), encode(block)?.as_slice())?;
+        }
+        Ok(())
+    }
+
+    /// First live message at or after `from`: (seq, ts).
+    fn first_live(&self, id: u32, from: u64) -> Result<Option<(u64, i64)>, StoreError> {
+        let mut found = None;
+        scan_forward(&self.blocks, id, from, |seq, m| {
+            found = Some((seq, m.ts_ns));
+            false
+        })?;
+        Ok(found)
+    }
+
+    /// Re-derives first_seq / first_ts after removals at the front.
+    fn fix_first(&self, id: u32, st: &mut StateRec) -> Result<(), StoreError> {
+        if st.msgs == 0 {
+            st.first_seq = st.last_seq + 1;
+            st.first_ts_ns = 0;
+            return Ok(());
+        }
+        match self.first_live(id, st.first_seq)? {
+            Some((seq, ts)) => {
+                st.first_seq = seq;
+                st.first_ts_ns = ts;
+                Ok(())
+            }
+            None => Err(StoreError::Corrupt(format!(
+                "stream {id} counts {} messages but none is stored",
+                st.msgs
+            ))),
+        }
+    }
+
+    fn delete_msg(&mut self, name: &str, seq: u64) -> OpResult {
+        let Some((id, mut st)) = self.state_of(name) else {
+            return Ok(Err(StoreError::NotFound(format!("stream {name}"))));
+        };
+        self.flush_pending(id)?;
+        let Some((first, mut block)) = block_containing(&self.blocks, id, seq)? else {
+            return Ok(Ok(Done::Bool(false)));
+        };
+        let idx = usize::try_from(seq - first).map_err(|_| StoreError::Corrupt("slot".into()))?;
+        let Some(m) = block.slots.get_mut(idx).and_then(Option::take) else {
+            return Ok(Ok(Done::Bool(false)));
+        };
+        self.put_block(id, first, &block)?;
+        self.freed = true;
+        st.msgs = st.msgs.saturating_sub(1);
+        st.bytes = st.bytes.saturating_sub(m.size());
+        if let Some(mut r) = self.subject_get(id, &m.subject)? {
+            r.msgs = r.msgs.saturating_sub(1);
+            if r.msgs == 0 {
+                st.num_subjects = st.num_subjects.saturating_sub(1);
+                self.subject_set(id, &m.subject, None);
+            } else {
+                if seq == r.first_seq {
+                    let mut next = None;
+                    scan_forward(&self.blocks, id, seq + 1, |s, x| {
+                        if x.subject == m.subject {
+                            next = Some(s);
+                            return false;
+                        }
+                        s < r.last_seq
+                    })?;
+                    r.first_seq = next.ok_or_else(|| {
+                        StoreError::Corrupt(format!("subject index of {} is off", m.subject))
+                    })?;
+                }
+                if seq == r.last_seq {
+                    let mut prev = None;
+                    super::read::scan_backward(&self.blocks, id, seq - 1, |s, x| {
+                        if x.subject == m.subject {
+                            prev = Some(s);
+                            return false;
+                        }
+                        s > r.first_seq
+                    })?;
+                    r.last_seq = prev.ok_or_else(|| {
+                        StoreError::Corrupt(format!("subject index of {} is off", m.subject))
+                    })?;
+                }
+                self.subject_set(id, &m.subject, Some(r));
+            }
+        }
+        if seq == st.first_seq || st.msgs == 0 {
+            self.fix_first(id, &mut st)?;
+        }
+        self.set_state(name, st);
+        Ok(Ok(Done::Bool(true)))
+    }
+
+    fn purge(&mut self, name: &str, req: &PurgeRequest) -> OpResult {
+        let Some((id, mut st)) = self.state_of(name) else {
+            return Ok(Err(StoreError::NotFound(format!("stream {name}"))));
+        };
+        self.flush_pending(id)?;
+        let filter = req.filter.as_deref().filter(|f| !f.is_empty() && *f != ">");
+        if st.msgs == 0 {
+            return Ok(Ok(Done::Count(0)));
+        }
+        // Everything: drop the whole key ranges.
+        if filter.is_none() && req.up_to_seq.is_none() && req.keep.is_none() {
+            let n = st.msgs;
+            self.blocks
+                .retain_in((id, 0u64)..=(id, u64::MAX), |_, _| false)?;
+            self.subjects
+                .retain_in((id, "")..(id + 1, ""), |_, _| false)?;
+            self.subj.retain(|(sid, _), _| *sid != id);
+            st.msgs = 0;
+            st.bytes = 0;
+            st.num_subjects = 0;
+            self.fix_first(id, &mut st)?;
+            self.set_state(name, st);
+            self.freed = true;
+            return Ok(Ok(Done::Count(n)));
+        }
+        let matches = |s: &str| filter.is_none_or(|f| subject::matches(f, s));
+        // The purged set is always a prefix (by seq) of the matching messages: everything
+        // matching with seq <= cutoff.
+        let mut cutoff = match req.up_to_seq {
+            Some(0) => return Ok(Ok(Done::Count(0))),
+            Some(u) => (u - 1).min(st.last_seq),
+            None => st.last_seq,
+        };
+        if let Some(keep) = req.keep {
+            let mut seqs = Vec::new();
+            scan_forward(&self.blocks, id, st.first_seq, |seq, m| {
+                if matches(&m.subject) {
+                    seqs.push(seq);
+                }
+                true
+            })?;
+            let n = seqs.len() as u64;
+            if n <= keep {
+                return Ok(Ok(Done::Count(0)));
+            }
+            let idx = usize::try_from(n - keep - 1).unwrap_or(usize::MAX);
+            let Some(&s) = seqs.get(idx) else {
+                return Ok(Ok(Done::Count(0)));
+            };
+            cutoff = cutoff.min(s);
+        }
+        // Pass over the blocks up to the cutoff, tombstoning matches.
+        let mut rewrites: Vec<(u64, BlockRec)> = Vec::new();
+        let mut per_subject: HashMap<String, u64> = HashMap::new();
+        let mut count = 0u64;
+        let mut bytes = 0u64;
+        for e in self.blocks.range((id, 0u64)..=(id, cutoff))? {
+            let (k, v) = e?;
+            let first = k.value().1;
+            let mut block: BlockRec = format::decode(v.value())?;
+            let mut changed = false;
+            for (i, slot) in block.slots.iter_mut().enumerate() {
+                let seq = first + i as u64;
+                if seq > cutoff {
+                    break;
+                }
+                if slot.as_ref().is_some_and(|m| matches(&m.subject)) {
+                    if let Some(m) = slot.take() {
+                        count += 1;
+                        bytes += m.size();
+                        *per_subject.entry(m.subject).or_default() += 1;
+                        changed = true;
+                    }
+                }
+            }
+            if changed {
+                rewrites.push((first, block));
+            }
+        }
+        for (first, block) in &rewrites {
+            self.put_block(id, *first, block)?;
+        }
+        if count == 0 {
+            return Ok(Ok(Done::Count(0)));
+        }
+        self.freed = true;
+        // Subject index: each touched subject lost all its messages <= cutoff.
+        let mut need_first: HashSet<String> = HashSet::new();
+        for (s, n) in per_subject {
+            let Some(mut r) = self.subject_get(id, &s)? else {
+                return Err(StoreError::Corrupt(format!(
+                    "subject {s} missing from index"
+                )));
+            };
+            r.msgs = r.msgs.saturating_sub(n);
+            if r.msgs == 0 {
+                st.num_subjects = st.num_subjects.saturating_sub(1);
+                self.subject_set(id, &s, None);
+            } else {
+                self.subject_set(id, &s, Some(r));
+                need_first.insert(s);
+            }
+        }
+        if !need_first.is_empty() {
+            let mut found: Vec<(String, u64)> = Vec::new();
+            scan_forward(&self.blocks, id, cutoff + 1, |seq, m| {
+                if need_first.remove(&m.subject) {
+                    found.push((m.subject, seq));
+                }
+                !need_first.is_empty()
+            })?;
+            if let Some(s) = need_first.into_iter().next() {
+                return Err(StoreError::Corrupt(format!("subject index of {s} is off")));
+            }
+            for (s, seq) in found {
+                if let Some(mut r) = self.subject_get(id, &s)? {
+                    r.first_seq = seq;
+                    self.subject_set(id, &s, Some(r));
+                }
+            }
+        }
+        st.msgs = st.msgs.saturating_sub(count);
+        st.bytes = st.bytes.saturating_sub(bytes);
+        self.fix_first(id, &mut st)?;
+        self.set_state(name, st);
+        Ok(Ok(Done::Count(count)))
+    }
+
+    fn put_consumer(&mut self, stream: &str, name: &str, blob: &[u8]) -> OpResult {
+        let Some((id, _)) = self.state_of(stream) else {
+            return Ok(Err(StoreError::NotFound(format!("stream {stream}"))));
+        };
+        if name.is_empty() {
+            return Ok(Err(StoreError::Invalid("empty consumer name".into())));
+        }
+        self.consumers.insert((id, name), blob)?;
+        Ok(Ok(Done::Unit))
+    }
+
+    fn delete_consumer(&mut self, stream: &str, name: &str) -> OpResult {
+        let Some((id, _)) = self.state_of(stream) else {
+            return Ok(Err(StoreError::NotFound(format!("stream {stream}"))));
+        };
+        let existed = self.consumers.remove((id, name))?.is_some();
+        Ok(Ok(Done::Bool(existed)))
+    }
+
+    /// Writes the open blocks, the dirty subject entries and the touched stream states.
+    #[allow(clippy::type_complexity)]
+    fn finish(mut self) -> Result<(HashMap<String, Option<StreamEntry>>, u32, bool), StoreError> {
+        let ids: Vec<u32> = self.pending.keys().copied().collect();
+        for id in ids {
+            self.flush_pending(id)?;
+        }
+        for ((id, s), (r, dirty)) in &self.subj {
+            if !dirty {
+                continue;
+            }
+            match r {
+                Some(r) => {
+                    self.subjects
+                        .insert((*id, s.as_str()), encode(r)?.as_slice())?;
+                }
+                None => {
+                    self.subjects.remove((*id, s.as_str()))?;
+                }
+            }
+        }
+        for e in self.over.values().flatten() {
+            self.states.insert(e.id, encode(&e.state)?.as_slice())?;
+        }
+        Ok((self.over, self.next_id, self.freed))
+    }
+}

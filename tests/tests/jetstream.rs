@@ -1,0 +1,459 @@
+//! JetStream streams through the async-nats client, against leafd, hubd and nats-server:
+//! stream management, publish acknowledgements, deduplication, expectations, message gets,
+//! purges and limits; and, for our servers, durability across a SIGKILL.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, context::PublishErrorKind, message::PublishMessage, stream};
+use bytes::Bytes;
+use e2e::{bounded, server_tests, ServerKind, TestServer};
+use futures::StreamExt;
+
+server_tests!(
+    stream_lifecycle,
+    publish_acks_and_dedup,
+    expectations,
+    message_gets,
+    purges_and_deletes,
+    limits_discard_old,
+    discard_new_refuses,
+    pipelined_publishes,
+);
+
+/// A fresh store directory, removed when dropped.
+struct StoreDir(PathBuf);
+
+impl StoreDir {
+    fn new() -> StoreDir {
+        let dir = std::env::temp_dir().join(format!(
+            "leaf-e2e-js-{}-{}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        std::fs::create_dir_all(&dir).expect("store dir");
+        StoreDir(dir)
+    }
+    fn path(&self) -> &str {
+        self.0.to_str().expect("utf-8 temp path")
+    }
+}
+
+impl Drop for StoreDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+async fn start_js(kind: ServerKind, dir: &StoreDir) -> TestServer {
+    TestServer::builder(kind)
+        .arg("-js")
+        .arg("-sd")
+        .arg(dir.path())
+        .start()
+        .await
+}
+
+async fn context(server: &TestServer) -> jetstream::Context {
+    jetstream::new(server.client().await)
+}
+
+fn config(name: &str, subjects: &[&str]) -> stream::Config {
+    stream::Config {
+        name: name.to_string(),
+        subjects: subjects.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+async fn publish(
+    js: &jetstream::Context,
+    subject: &str,
+    payload: &str,
+) -> jetstream::publish::PublishAck {
+    bounded(
+        "publish ack",
+        js.publish(subject.to_string(), Bytes::from(payload.to_string()))
+            .await
+            .expect("publish sent"),
+    )
+    .await
+    .expect("publish acknowledged")
+}
+
+async fn stream_lifecycle(kind: ServerKind) {
+    let dir = StoreDir::new();
+    let server = start_js(kind, &dir).await;
+    let js = context(&server).await;
+
+    let info = js
+        .create_stream(config("ORDERS", &["orders.>"]))
+        .await
+        .unwrap()
+        .cached_info()
+        .clone();
+    assert_eq!(info.config.name, "ORDERS");
+    assert_eq!(info.state.messages, 0);
+    // The same configuration again is accepted; a different one is refused (10058).
+    js.create_stream(config("ORDERS", &["orders.>"]))
+        .await
+        .unwrap();
+    let e = js
+        .create_stream(config("ORDERS", &["other.>"]))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("10058"), "{e}");
+    // Overlapping subjects are refused (10065).
+    let e = js
+        .create_stream(config("MORE", &["orders.eu"]))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("10065"), "{e}");
+    js.create_stream(config("EVENTS", &["events.*"]))
+        .await
+        .unwrap();
+
+    let mut names: Vec<String> = js.stream_names().map(|n| n.unwrap()).collect().await;
+    names.sort();
+    assert_eq!(names, ["EVENTS", "ORDERS"]);
+
+    // Update: add a subject.
+    let mut cfg = config("EVENTS", &["events.*", "alerts.>"]);
+    cfg.description = Some("updated".into());
+    let updated = js.update_stream(&cfg).await.unwrap();
+    assert_eq!(updated.config.subjects.len(), 2);
+    publish(&js, "alerts.x.y", "a").await;
+    let mut events = js.get_stream("EVENTS").await.unwrap();
+    assert_eq!(events.info().await.unwrap().state.messages, 1);
+
+    assert!(js.delete_stream("EVENTS").await.unwrap().success);
+    let e = js.get_stream("EVENTS").await.unwrap_err();
+    assert!(e.to_string().contains("not found"), "{e}");
+    // Its subjects are free again: a publish there has no stream (no responders).
+    let e = js
+        .publish("alerts.x.y", "b".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), PublishErrorKind::StreamNotFound, "{e}");
+}
+
+async fn publish_acks_and_dedup(kind: ServerKind) {
+    let dir = StoreDir::new();
+    let server = start_js(kind, &dir).await;
+    let js = context(&server).await;
+    js.create_stream(config("S", &["s.>"])).await.unwrap();
+
+    for i in 1..=5u64 {
+        let ack = publish(&js, "s.a", &format!("m{i}")).await;
+        assert_eq!(
+            (ack.stream.as_str(), ack.sequence, ack.duplicate),
+            ("S", i, false)
+        );
+    }
+    let send = |id: &'static str, body: &'static str| {
+        let js = js.clone();
+        async move {
+            bounded(
+                "ack",
+                js.send_publish(
+                    "s.b",
+                    PublishMessage::build().payload(body.into()).message_id(id),
+                )
+                .await
+                .unwrap(),
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let first = send("id-1", "x").await;
+    assert_eq!((first.sequence, first.duplicate), (6, false));
+    let again = send("id-1", "x").await;
+    assert_eq!((again.sequence, again.duplicate), (6, true));
+    let other = send("id-2", "y").await;
+    assert_eq!((other.sequence, other.duplicate), (7, false));
+    let mut s = js.get_stream("S").await.unwrap();
+    assert_eq!(s.info().await.unwrap().state.messages, 7);
+}
+
+async fn expectations(kind: ServerKind) {
+    let dir = StoreDir::new();
+    let server = start_js(kind, &dir).await;
+    let js = context(&server).await;
+    js.create_stream(config("E", &["e.>"])).await.unwrap();
+    publish(&js, "e.a", "1").await; // seq 1
+    publish(&js, "e.b", "2").await; // seq 2
+
+    let send = |subject: &'static str, msg: PublishMessage| {
+        let js = js.clone();
+        async move { bounded("ack", js.send_publish(subject, msg).await.unwrap()).await }
+    };
+    let ok = send(
+        "e.a",
+        PublishMessage::build()
+            .payload("3".into())
+            .expected_last_sequence(2),
+    )
+    .await;
+    assert_eq!(ok.unwrap().sequence, 3);
+    let e = send(
+        "e.a",
+        PublishMessage::build()
+            .payload("x".into())
+            .expected_last_sequence(2),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.kind(), PublishErrorKind::WrongLastSequence, "{e}");
+    // Per subject: e.a was last stored at 3, e.b at 2.
+    let ok = send(
+        "e.b",
+        PublishMessage::build()
+            .payload("4".into())
+            .expected_last_subject_sequence(2),
+    )
+    .await;
+    assert_eq!(ok.unwrap().sequence, 4);
+    let e = send(
+        "e.a",
+        PublishMessage::build()
+            .payload("x".into())
+            .expected_last_subject_sequence(1),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.kind(), PublishErrorKind::WrongLastSequence, "{e}");
+    // 0 means "no message on this subject yet" (KV create).
+    let ok = send(
+        "e.new",
+        PublishMessage::build()
+            .payload("5".into())
+            .expected_last_subject_sequence(0),
+    )
+    .await;
+    assert_eq!(ok.unwrap().sequence, 5);
+    let e = send(
+        "e.b",
+        PublishMessage::build()
+            .payload("x".into())
+            .expected_stream("OTHER"),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        e.to_string().contains("expected stream does not match"),
+        "{e}"
+    );
+}
+
+async fn message_gets(kind: ServerKind) {
+    let dir = StoreDir::new();
+    let server = start_js(kind, &dir).await;
+    let js = context(&server).await;
+    let mut cfg = config("G", &["g.>"]);
+    cfg.allow_direct = true;
+    js.create_stream(cfg).await.unwrap();
+    publish(&js, "g.a", "first").await;
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("X-Kind", "reading");
+    bounded(
+        "ack",
+        js.publish_with_headers("g.b", headers, "second".into())
+            .await
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    publish(&js, "g.a", "third").await;
+
+    let stream = js.get_stream("G").await.unwrap();
+    let m = stream.get_raw_message(2).await.unwrap();
+    assert_eq!((m.subject.as_str(), m.sequence), ("g.b", 2));
+    assert_eq!(m.payload, Bytes::from("second"));
+    assert_eq!(m.headers.get("X-Kind").map(|v| v.as_str()), Some("reading"));
+    let last = stream.get_last_raw_message_by_subject("g.a").await.unwrap();
+    assert_eq!((last.sequence, last.payload), (3, Bytes::from("third")));
+    let next = stream
+        .raw_message_builder()
+        .sequence(2)
+        .next_by_subject("g.a")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(next.sequence, 3);
+    assert!(stream.get_raw_message(99).await.is_err());
+
+    let direct = stream.direct_get(1).await.unwrap();
+    assert_eq!(
+        (direct.subject.as_str(), direct.payload),
+        ("g.a", Bytes::from("first"))
+    );
+    let direct = stream.direct_get_last_for_subject("g.b").await.unwrap();
+    assert_eq!(direct.sequence, 2);
+    assert_eq!(
+        direct.headers.get("X-Kind").map(|v| v.as_str()),
+        Some("reading")
+    );
+    assert!(stream.direct_get(99).await.is_err());
+}
+
+async fn purges_and_deletes(kind: ServerKind) {
+    let dir = StoreDir::new();
+    let server = start_js(kind, &dir).await;
+    let js = context(&server).await;
+    js.create_stream(config("P", &["p.>"])).await.unwrap();
+    for i in 0..10 {
+        publish(
+            &js,
+            if i % 2 == 0 { "p.even" } else { "p.odd" },
+            &i.to_string(),
+        )
+        .await;
+    }
+    let mut stream = js.get_stream("P").await.unwrap();
+    // Keep the newest six (5..=10), then drop the odd ones among them (6, 8, 10).
+    // (Keep is done first: nats-server 2.9 miscounts `keep` after interior deletes.)
+    let purged = stream.purge().keep(6).await.unwrap();
+    assert_eq!(purged.purged, 4);
+    let purged = stream.purge().filter("p.odd").await.unwrap();
+    assert_eq!(purged.purged, 3);
+    assert!(stream.delete_message(7).await.unwrap());
+    assert!(stream.get_raw_message(7).await.is_err());
+    let info = stream.info().await.unwrap().clone();
+    assert_eq!(info.state.messages, 2);
+    assert_eq!(info.state.first_sequence, 5);
+    assert_eq!(info.state.last_sequence, 10);
+    let purged = stream.purge().await.unwrap();
+    assert_eq!(purged.purged, 2);
+    assert_eq!(stream.info().await.unwrap().state.messages, 0);
+    // Sequences go on after a purge.
+    assert_eq!(publish(&js, "p.x", "after").await.sequence, 11);
+}
+
+async fn limits_discard_old(kind: ServerKind) {
+    let dir = StoreDir::new();
+    let server = start_js(kind, &dir).await;
+    let js = context(&server).await;
+    let mut cfg = config("L", &["l.>"]);
+    cfg.max_messages = 5;
+    cfg.max_messages_per_subject = 2;
+    js.create_stream(cfg).await.unwrap();
+    for i in 0..4 {
+        publish(&js, "l.same", &i.to_string()).await;
+    }
+    for i in 0..10 {
+        publish(&js, &format!("l.k{i}"), "v").await;
+    }
+    let mut stream = js.get_stream("L").await.unwrap();
+    // Limits are applied right after the append: poll (bounded) until they took effect.
+    bounded("limits applied", async {
+        loop {
+            let info = stream.info().await.unwrap().clone();
+            if info.state.messages == 5 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let first = stream.info().await.unwrap().state.first_sequence;
+    assert_eq!(first, 10, "the 5 newest messages are kept");
+    // The per-subject limit kept the 2 newest of l.same before they aged out.
+    let same = stream.get_last_raw_message_by_subject("l.same").await;
+    assert!(same.is_err(), "l.same was pushed out by max_msgs");
+}
+
+async fn discard_new_refuses(kind: ServerKind) {
+    let dir = StoreDir::new();
+    let server = start_js(kind, &dir).await;
+    let js = context(&server).await;
+    let mut cfg = config("N", &["n.>"]);
+    cfg.max_messages = 3;
+    cfg.discard = stream::DiscardPolicy::New;
+    js.create_stream(cfg).await.unwrap();
+    for i in 0..3 {
+        publish(&js, "n.a", &i.to_string()).await;
+    }
+    let e = bounded("refusal", js.publish("n.a", "x".into()).await.unwrap())
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("maximum messages exceeded"), "{e}");
+}
+
+async fn pipelined_publishes(kind: ServerKind) {
+    let dir = StoreDir::new();
+    let server = start_js(kind, &dir).await;
+    let js = context(&server).await;
+    js.create_stream(config("FAST", &["fast.>"])).await.unwrap();
+    let mut acks = Vec::new();
+    for i in 0..2000 {
+        acks.push(
+            js.publish(format!("fast.{}", i % 7), Bytes::from(format!("{i}")))
+                .await
+                .unwrap(),
+        );
+    }
+    let mut seqs = Vec::new();
+    for ack in acks {
+        seqs.push(bounded("ack", ack).await.unwrap().sequence);
+    }
+    assert_eq!(
+        seqs,
+        (1..=2000).collect::<Vec<u64>>(),
+        "acks in order, gapless"
+    );
+    let stream = js.get_stream("FAST").await.unwrap();
+    let m = stream.get_raw_message(1234).await.unwrap();
+    assert_eq!(m.payload, Bytes::from("1233"));
+}
+
+/// Everything acknowledged before a SIGKILL is there after a restart on the same store.
+async fn acknowledged_survives_sigkill(kind: ServerKind) {
+    let dir = StoreDir::new();
+    let server = start_js(kind, &dir).await;
+    let port = server.port();
+    let js = context(&server).await;
+    js.create_stream(config("D", &["d.>"])).await.unwrap();
+    let mut acks = Vec::new();
+    for i in 0..500 {
+        acks.push(
+            js.publish("d.x", Bytes::from(format!("payload-{i}")))
+                .await
+                .unwrap(),
+        );
+    }
+    for ack in acks {
+        bounded("ack", ack).await.unwrap();
+    }
+    // SIGKILL: no chance to flush anything that was not already durable.
+    let pid = server.pid();
+    // SAFETY: our own child, not yet reaped.
+    unsafe {
+        libc::kill(pid as i32, libc::SIGKILL);
+    }
+    drop(server);
+    let _ = port;
+    let server = start_js(kind, &dir).await;
+    let js = context(&server).await;
+    let mut stream = js.get_stream("D").await.unwrap();
+    let info = stream.info().await.unwrap().clone();
+    assert_eq!(info.state.messages, 500);
+    for seq in [1u64, 250, 500] {
+        let m = stream.get_raw_message(seq).await.unwrap();
+        assert_eq!(m.payload, Bytes::from(format!("payload-{}", seq - 1)));
+    }
+    // And it keeps going where it left off.
+    assert_eq!(publish(&js, "d.x", "next").await.sequence, 501);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_survives_sigkill_leafd() {
+    acknowledged_survives_sigkill(ServerKind::Leafd).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_survives_sigkill_hubd() {
+    acknowledged_survives_sigkill(ServerKind::Hubd).await;
+}
