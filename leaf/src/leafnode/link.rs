@@ -39,19 +39,16 @@ use crate::config::MAX_PAYLOAD_LIMIT;
 use crate::proto::{self, LeafOp, Limits, QueueNames};
 use crate::server::info::NATS_FEATURE_LEVEL;
 use crate::server::route::{
-    ClientHandle, ConnKind, LeafPeer, Msg, Router, SubRef, SubTarget, Subscription,
+    ClientHandle, ConnKind, LeafPeer, MatchCache, Msg, Router, SubRef, SubTarget, Subscription,
 };
 use crate::server::Shared;
-use crate::subject::{is_valid_literal_subject, is_valid_queue_name, is_valid_subject};
-use crate::sublist::MatchResult;
+use crate::subject::{is_valid_queue_name, is_valid_subject};
 
 /// The largest control line accepted on a link (queue lists and INFO can be long).
 const MAX_CONTROL_LINE: usize = 64 * 1024;
 /// Smallest and largest read sizes.
 const MIN_READ: usize = 4 * 1024;
 const MAX_READ: usize = 64 * 1024;
-/// How many subjects a link caches match results for.
-const LOCAL_CACHE_SIZE: usize = 512;
 /// How long a leaf waits for the hub's first INFO, and then for the `connect_info` INFO.
 const HANDSHAKE_STEP: Duration = Duration::from_secs(2);
 /// The account name nats-server reports in loop errors (we have one account).
@@ -177,8 +174,7 @@ struct Link<'s> {
     remote_name: String,
     /// Subscriptions announced by the peer, by `LS+` key (`subject[ queue]`).
     subs: HashMap<Box<[u8]>, SubRef>,
-    cache: HashMap<Box<[u8]>, Arc<MatchResult<SubRef>>>,
-    cache_generation: u64,
+    cache: MatchCache,
     router: Router,
     pings_out: u32,
     registered: bool,
@@ -240,8 +236,7 @@ pub(crate) async fn serve(
         },
         remote_name: String::new(),
         subs: HashMap::new(),
-        cache: HashMap::new(),
-        cache_generation: 0,
+        cache: MatchCache::default(),
         router: Router::default(),
         pings_out: 0,
         registered: false,
@@ -672,7 +667,7 @@ impl Link<'_> {
                 .bytes_in
                 .fetch_add(size as u64, Ordering::Relaxed);
         }
-        let Some(result) = self.lookup(msg.subject) else {
+        let Some(result) = self.cache.lookup(&self.shared.sublist, msg.subject) else {
             return;
         };
         if result.is_empty() {
@@ -680,27 +675,6 @@ impl Link<'_> {
         }
         self.router
             .route_from_link(self.shared, &result, &msg, self.handle.id, queues);
-    }
-
-    /// The match result for `subject`, from the link's cache when current; `None` for a
-    /// subject that is not a valid literal.
-    fn lookup(&mut self, subject: &[u8]) -> Option<Arc<MatchResult<SubRef>>> {
-        let generation = self.shared.sublist.generation();
-        if generation != self.cache_generation {
-            self.cache.clear();
-            self.cache_generation = generation;
-        } else if let Some(hit) = self.cache.get(subject) {
-            return Some(hit.clone());
-        }
-        if !is_valid_literal_subject(subject) {
-            return None;
-        }
-        let result = self.shared.sublist.matches(subject);
-        if self.cache.len() >= LOCAL_CACHE_SIZE {
-            self.cache.clear();
-        }
-        self.cache.insert(subject.into(), result.clone());
-        Some(result)
     }
 
     /// Leaves the interest table and removes every subscription the peer announced.

@@ -20,18 +20,17 @@ use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use super::info::{ConnectInfo, ServerInfo, NATS_FEATURE_LEVEL};
-use super::route::{ClientHandle, Msg, Router, SubRef, SubTarget, Subscription};
+use super::route::{ClientHandle, MatchCache, Msg, Router, SubRef, SubTarget, Subscription};
 use super::Shared;
 use crate::auth::{Credentials, Permissions};
 use crate::proto::{self, ClientOp, Limits};
-use crate::subject::{is_valid_literal_subject, is_valid_queue_name, is_valid_subject};
-use crate::sublist::MatchResult;
+use crate::subject::{is_valid_queue_name, is_valid_subject};
 
 /// The smallest read buffer; it grows while reads fill it.
 const MIN_READ: usize = 4 * 1024;
 /// The largest read size.
 const MAX_READ: usize = 64 * 1024;
-/// How many subjects a connection caches match results for.
+/// How many subjects a connection caches publish permission results for.
 const LOCAL_CACHE_SIZE: usize = 512;
 /// The status message sent to a requester when nobody is subscribed to the request subject.
 const NO_RESPONDERS_HDR: &[u8] = b"NATS/1.0 503\r\n\r\n";
@@ -69,9 +68,8 @@ struct Connection {
     subs: HashMap<Box<[u8]>, Arc<Subscription>>,
     /// `subs.len()` at which ended subscriptions are next swept out of `subs`.
     sweep_at: usize,
-    /// Match results by subject, valid while `cache_generation` equals the sublist's.
-    cache: HashMap<Box<[u8]>, Arc<MatchResult<SubRef>>>,
-    cache_generation: u64,
+    /// Match results by subject.
+    cache: MatchCache,
     /// Publish permission results by subject.
     publish_allowed: HashMap<Box<[u8]>, bool>,
     router: Router,
@@ -172,8 +170,7 @@ impl Connection {
             permissions: None,
             subs: HashMap::new(),
             sweep_at: 64,
-            cache: HashMap::new(),
-            cache_generation: 0,
+            cache: MatchCache::default(),
             publish_allowed: HashMap::new(),
             router: Router::default(),
             pings_out: 0,
@@ -371,7 +368,7 @@ impl Connection {
             self.send_err(&text);
             return;
         }
-        let Some(result) = self.lookup(msg.subject) else {
+        let Some(result) = self.cache.lookup(&self.shared.sublist, msg.subject) else {
             self.send_err("'Invalid Publish Subject'");
             return;
         };
@@ -385,27 +382,6 @@ impl Connection {
         }
         let no_echo = (!self.connect.echo).then_some(self.handle.id);
         self.router.route(&self.shared, &result, &msg, no_echo);
-    }
-
-    /// The match result for `subject`, from this connection's cache when it is current.
-    /// `None` when the subject is not a valid publish subject.
-    fn lookup(&mut self, subject: &[u8]) -> Option<Arc<MatchResult<SubRef>>> {
-        let generation = self.shared.sublist.generation();
-        if generation != self.cache_generation {
-            self.cache.clear();
-            self.cache_generation = generation;
-        } else if let Some(hit) = self.cache.get(subject) {
-            return Some(hit.clone());
-        }
-        if !is_valid_literal_subject(subject) {
-            return None;
-        }
-        let result = self.shared.sublist.matches(subject);
-        if self.cache.len() >= LOCAL_CACHE_SIZE {
-            self.cache.clear();
-        }
-        self.cache.insert(subject.into(), result.clone());
-        Some(result)
     }
 
     fn may_publish(&mut self, subject: &[u8]) -> bool {

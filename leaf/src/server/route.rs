@@ -19,7 +19,7 @@
 //! when no local member took the message. A message that came from a link is never sent back
 //! into it, and reaches only the queue groups its `LMSG` names.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,7 +30,8 @@ use super::outbound::{AppendOutcome, Outbound, SHARE_THRESHOLD};
 use super::Shared;
 use crate::auth::Permissions;
 use crate::proto::{self, QueueNames};
-use crate::sublist::MatchResult;
+use crate::subject::is_valid_literal_subject;
+use crate::sublist::{MatchResult, Sublist};
 
 /// How long a publisher waits for one stalled subscriber before it goes on.
 const STALL_LIMIT: Duration = Duration::from_millis(100);
@@ -100,6 +101,46 @@ pub struct LinkStats {
     pub msgs_out: AtomicU64,
     /// Body bytes sent to the peer.
     pub bytes_out: AtomicU64,
+}
+
+/// How many subjects a publisher caches match results for.
+const MATCH_CACHE_SIZE: usize = 512;
+
+/// A publisher's own cache of match results (a client connection's, a link's), valid while the
+/// sublist's generation is unchanged: a hit costs one atomic load and one hash lookup, no lock.
+#[derive(Default)]
+pub struct MatchCache {
+    results: HashMap<Box<[u8]>, Arc<MatchResult<SubRef>>>,
+    generation: u64,
+}
+
+impl MatchCache {
+    /// The subscriptions matching `subject`, or `None` when it is not a valid literal subject
+    /// (validated only on a cache miss: cached subjects were valid).
+    pub fn lookup(
+        &mut self,
+        sublist: &Sublist<SubRef>,
+        subject: &[u8],
+    ) -> Option<Arc<MatchResult<SubRef>>> {
+        // Read the generation before matching: a concurrent change then costs at most one
+        // needless cache drop, never a stale hit.
+        let generation = sublist.generation();
+        if generation != self.generation {
+            self.results.clear();
+            self.generation = generation;
+        } else if let Some(hit) = self.results.get(subject) {
+            return Some(hit.clone());
+        }
+        if !is_valid_literal_subject(subject) {
+            return None;
+        }
+        let result = sublist.matches(subject);
+        if self.results.len() >= MATCH_CACHE_SIZE {
+            self.results.clear();
+        }
+        self.results.insert(subject.into(), result.clone());
+        Some(result)
+    }
 }
 
 /// A message as it is routed: slices borrowed from the publisher's buffer.

@@ -568,19 +568,36 @@ impl Store {
     }
 
     /// Runs `f` in a read transaction.
+    ///
+    /// After a failed commit redb answers every call on the old handle with an I/O error until
+    /// the writer has reopened the database. A read that lands in that window is retried on the
+    /// new handle (bounded: about 200 ms), so a full disk fails writes but not reads.
     fn with_read<T>(
         &self,
-        f: impl FnOnce(&redb::ReadTransaction) -> Result<T, StoreError>,
+        f: impl Fn(&redb::ReadTransaction) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let db = self
-            .inner
-            .shared
-            .db
-            .read()
-            .unwrap_or_else(PoisonError::into_inner);
-        let db = db.as_ref().ok_or(StoreError::Closed)?;
-        let txn = db.begin_read()?;
-        f(&txn)
+        let mut attempts = 0;
+        loop {
+            let result = {
+                let db = self
+                    .inner
+                    .shared
+                    .db
+                    .read()
+                    .unwrap_or_else(PoisonError::into_inner);
+                let db = db.as_ref().ok_or(StoreError::Closed)?;
+                db.begin_read()
+                    .map_err(StoreError::from)
+                    .and_then(|txn| f(&txn))
+            };
+            match result {
+                Err(StoreError::Io(_)) if attempts < 100 => {
+                    attempts += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                }
+                other => return other,
+            }
+        }
     }
 
     /// The message `seq`, `None` if it is not stored (never written, deleted or purged).
