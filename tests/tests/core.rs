@@ -21,6 +21,7 @@ server_tests!(
     unsubscribe_stops_delivery,
     no_echo,
     info_fields,
+    wildcard_tokens_in_published_subjects,
 );
 
 /// Messages published by one client reach another client's subscription, in order.
@@ -379,4 +380,32 @@ async fn info_fields(kind: ServerKind) {
         Some(server_id),
         "server_id changed between connections"
     );
+}
+
+/// A published subject may contain `*` and `>` tokens (nats-server without `pedantic` routes
+/// them as ordinary tokens; async-nats relies on it for consumer filters in API subjects):
+/// wildcard subscriptions match them, literal ones do not.
+async fn wildcard_tokens_in_published_subjects(kind: ServerKind) {
+    let server = TestServer::start(kind).await;
+    let mut raw = server.raw_connected().await;
+    raw.send(
+        "SUB wc.> 1\r\nSUB wc.a 2\r\nSUB wc.* 3\r\nPUB wc.* 2\r\nhi\r\nPUB wc.a.> 2\r\nho\r\n",
+    )
+    .await;
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let msg = raw.next_msg().await;
+        got.push((msg.subject, msg.sid));
+    }
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("wc.*".to_owned(), "1".to_owned()),
+            ("wc.*".to_owned(), "3".to_owned()),
+            ("wc.a.>".to_owned(), "1".to_owned()),
+        ]
+    );
+    // Nothing else arrives (`wc.a` did not match `wc.*`): the next line is the PONG.
+    raw.ping().await;
 }

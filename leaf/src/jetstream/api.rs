@@ -2,8 +2,10 @@
 //!
 //! Requests arrive through an internal subscription and are handled one at a time by the API
 //! task, in arrival order; replies are published to the request's reply subject. Bodies are
-//! JSON shaped as nats-server shapes them (see [`super::config`]). Consumers are not served
-//! yet: their requests get an error saying so.
+//! JSON shaped as nats-server shapes them (see [`super::config`]). Pull consumers are
+//! created, listed, described and deleted here (see [`super::consumer`] for how they run);
+//! push consumers and the 2.11 consumer requests (PAUSE, UNPIN, RESET) get an error saying they
+//! are not supported yet.
 
 use base64::Engine;
 use bytes::Bytes;
@@ -11,6 +13,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::config::{ApiError, StreamConfig};
+use super::consumer::{self, config::ConsumerConfig, Cmd};
 use super::headers;
 use super::time::{now_ns, rfc3339};
 use super::{Inner, StoredConfig};
@@ -31,6 +34,19 @@ enum Reply {
     Json(Value),
     /// A raw message (DIRECT.GET): headers and payload.
     Raw(Vec<u8>, Bytes),
+    /// Nothing (someone else answers).
+    Nothing,
+}
+
+/// Which subject form created a consumer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CreateForm {
+    /// `CONSUMER.CREATE.<stream>`.
+    LegacyEphemeral,
+    /// `CONSUMER.DURABLE.CREATE.<stream>.<durable>`.
+    LegacyDurable,
+    /// `CONSUMER.CREATE.<stream>.<name>[.<filter>]`.
+    Named,
 }
 
 fn ok(kind: &str, mut body: Value) -> Reply {
@@ -75,6 +91,7 @@ impl Inner {
                     payload: &payload,
                 });
             }
+            Reply::Nothing => {}
         }
     }
 
@@ -101,9 +118,52 @@ impl Inner {
             ["DIRECT", "GET", name, subject @ ..] if !subject.is_empty() => {
                 self.direct_get(name, &req.payload, Some(subject.join(".")))
             }
+            ["CONSUMER", "CREATE", stream] => {
+                self.consumer_create(
+                    stream,
+                    None,
+                    None,
+                    CreateForm::LegacyEphemeral,
+                    &req.payload,
+                )
+                .await
+            }
+            ["CONSUMER", "CREATE", stream, name, filter @ ..] => {
+                let filter = (!filter.is_empty()).then(|| filter.join("."));
+                self.consumer_create(stream, Some(name), filter, CreateForm::Named, &req.payload)
+                    .await
+            }
+            ["CONSUMER", "DURABLE", "CREATE", stream, name] => {
+                self.consumer_create(
+                    stream,
+                    Some(name),
+                    None,
+                    CreateForm::LegacyDurable,
+                    &req.payload,
+                )
+                .await
+            }
+            ["CONSUMER", "INFO", stream, name] => self.consumer_info(stream, name).await,
+            ["CONSUMER", "DELETE", stream, name] => self.consumer_delete(stream, name).await,
+            ["CONSUMER", "NAMES", stream] => self.consumer_names(stream, &req.payload),
+            ["CONSUMER", "LIST", stream] => self.consumer_list(stream, &req.payload).await,
+            ["CONSUMER", "MSG", "NEXT", stream, name] => {
+                if let Some(reply) = &req.reply {
+                    self.pull_request(
+                        &format!("{stream}.{name}"),
+                        reply.clone(),
+                        req.payload.clone(),
+                    );
+                }
+                Reply::Nothing
+            }
             ["CONSUMER", ..] => err(
-                "consumer_create_response",
-                &ApiError::new(501, 10003, "consumers are not supported yet by this server"),
+                "error_response",
+                &ApiError::new(
+                    501,
+                    10003,
+                    "this consumer request is not supported yet by this server",
+                ),
             ),
             _ => err(
                 "error_response",
@@ -123,7 +183,7 @@ impl Inner {
             "memory": 0,
             "storage": storage,
             "streams": streams.len(),
-            "consumers": 0,
+            "consumers": streams.iter().map(|s| s.consumer_count()).sum::<usize>(),
             "limits": {
                 "max_memory": -1, "max_storage": self.max_file_bytes.map_or(-1, |b| b as i64),
                 "max_streams": -1, "max_consumers": -1, "max_ack_pending": -1,
@@ -157,7 +217,7 @@ impl Inner {
             "first_ts": rfc3339(if state.msgs == 0 { 0 } else { state.first_ts_ns }),
             "last_seq": last_seq,
             "last_ts": rfc3339(state.last_ts_ns),
-            "consumer_count": 0,
+            "consumer_count": stream.consumer_count(),
         });
         if state.num_subjects > 0 {
             state_json["num_subjects"] = json!(state.num_subjects);
@@ -305,8 +365,13 @@ impl Inner {
 
     async fn stream_delete(&self, name: &str) -> Reply {
         const KIND: &str = "stream_delete_response";
-        if self.stream(name).is_none() {
+        let Some(stream) = self.stream(name) else {
             return err(KIND, &ApiError::stream_not_found());
+        };
+        // Its consumers first, so none of their writes lands after the delete.
+        for c in stream.consumers_snapshot() {
+            stream.remove_consumer(&c.name);
+            c.stop().await;
         }
         self.close_stream(name);
         match self.store.delete_stream(name).await {
@@ -354,7 +419,10 @@ impl Inner {
             keep: body.keep.filter(|&k| k > 0),
         };
         match self.store.purge(name, req).await {
-            Ok(purged) => ok(KIND, json!({ "success": true, "purged": purged })),
+            Ok(purged) => {
+                stream.consumers_recount();
+                ok(KIND, json!({ "success": true, "purged": purged }))
+            }
             Err(e) => err(KIND, &ApiError::general(&e.to_string())),
         }
     }
@@ -527,9 +595,237 @@ impl Inner {
             return err(KIND, &ApiError::invalid_json());
         };
         match self.store.delete_msg(name, body.seq).await {
-            Ok(true) => ok(KIND, json!({ "success": true })),
+            Ok(true) => {
+                stream.consumers_recount();
+                ok(KIND, json!({ "success": true }))
+            }
             Ok(false) => err(KIND, &ApiError::new(500, 10057, "no message found")),
             Err(e) => err(KIND, &ApiError::new(500, 10057, &e.to_string())),
         }
     }
+
+    // ---- consumers ----
+
+    async fn consumer_create(
+        &self,
+        stream_name: &str,
+        subject_name: Option<&str>,
+        subject_filter: Option<String>,
+        form: CreateForm,
+        payload: &[u8],
+    ) -> Reply {
+        const KIND: &str = "consumer_create_response";
+        #[derive(Deserialize)]
+        struct CreateBody {
+            #[serde(default)]
+            stream_name: String,
+            config: Option<ConsumerConfig>,
+            #[serde(default)]
+            action: String,
+        }
+        let fail =
+            |code: u16, err_code: u16, text: &str| err(KIND, &ApiError::new(code, err_code, text));
+        let Ok(body) = serde_json::from_slice::<CreateBody>(payload) else {
+            return err(KIND, &ApiError::invalid_json());
+        };
+        if body.stream_name != stream_name {
+            return err(KIND, &ApiError::stream_mismatch());
+        }
+        let Some(mut cfg) = body.config else {
+            return fail(400, 10078, "consumer config required");
+        };
+        match form {
+            CreateForm::LegacyDurable => {
+                let Some(d) = cfg.durable_name.as_deref().filter(|d| !d.is_empty()) else {
+                    return fail(
+                        400,
+                        10018,
+                        "consumer expected to be durable but a durable name was not set",
+                    );
+                };
+                if Some(d) != subject_name {
+                    return fail(
+                        400,
+                        10017,
+                        "consumer name in subject does not match durable name in request",
+                    );
+                }
+            }
+            CreateForm::Named => {
+                let Some(name) = subject_name else {
+                    return err(KIND, &ApiError::bad_request("consumer name required"));
+                };
+                if name.contains('/') || name.contains('\\') {
+                    return fail(400, 10127, "Consumer name can not contain path separators");
+                }
+                if cfg
+                    .durable_name
+                    .as_deref()
+                    .is_some_and(|d| !d.is_empty() && d != name)
+                {
+                    return fail(
+                        400,
+                        10017,
+                        "consumer name in subject does not match durable name in request",
+                    );
+                }
+                cfg.name = Some(name.to_string());
+                if let Some(filter) = &subject_filter {
+                    if !cfg.filter_subjects.is_empty() || &cfg.filter_subject != filter {
+                        return fail(400, 10131, "Consumer create request did not match filtered subject from create subject");
+                    }
+                }
+            }
+            CreateForm::LegacyEphemeral => {
+                if cfg.durable_name.as_deref().is_some_and(|d| !d.is_empty()) {
+                    return fail(
+                        400,
+                        10020,
+                        "consumer expected to be ephemeral but a durable name was set in request",
+                    );
+                }
+            }
+        }
+        let Some(stream) = self.stream(stream_name) else {
+            return err(KIND, &ApiError::stream_not_found());
+        };
+        let stream_cfg = stream.config();
+        let mut cfg = match cfg.normalize(&stream_cfg) {
+            Ok(c) => c,
+            Err(e) => return err(KIND, &e),
+        };
+        if cfg.name.is_none() {
+            cfg.name = Some(ephemeral_name());
+        }
+        let name = cfg.name.clone().unwrap_or_default();
+        if let Some(existing) = stream.consumer(&name) {
+            let old = existing.config();
+            if old == cfg {
+                return self.consumer_info_reply(KIND, &existing).await;
+            }
+            if body.action == "create" {
+                return fail(400, 10148, "consumer already exists");
+            }
+            if let Err(e) = old.check_update(&cfg) {
+                return err(KIND, &e);
+            }
+            *existing
+                .config
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = cfg.clone();
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            existing.send(Cmd::Update(Box::new(cfg), tx));
+            return match rx.await {
+                Ok(info) => ok(KIND, info),
+                Err(_) => err(KIND, &ApiError::new(404, 10014, "consumer not found")),
+            };
+        }
+        if body.action == "update" {
+            return fail(400, 10149, "consumer does not exist");
+        }
+        if stream_cfg.max_consumers > 0
+            && stream.consumer_count() >= stream_cfg.max_consumers as usize
+        {
+            return fail(400, 10026, "maximum consumers limit reached");
+        }
+        let handle = match consumer::start(
+            &stream,
+            self.store.clone(),
+            self.server.clone(),
+            cfg,
+            now_ns(),
+            None,
+        ) {
+            Ok(h) => h,
+            Err(e) => return fail(500, 10012, &e),
+        };
+        stream.add_consumer(handle.clone());
+        self.consumer_info_reply(KIND, &handle).await
+    }
+
+    async fn consumer_info_reply(&self, kind: &str, c: &consumer::ConsumerHandle) -> Reply {
+        match c.info().await {
+            Some(info) => ok(kind, info),
+            None => err(kind, &ApiError::new(404, 10014, "consumer not found")),
+        }
+    }
+
+    async fn consumer_info(&self, stream: &str, name: &str) -> Reply {
+        const KIND: &str = "consumer_info_response";
+        let Some(s) = self.stream(stream) else {
+            return err(KIND, &ApiError::stream_not_found());
+        };
+        match s.consumer(name) {
+            Some(c) => self.consumer_info_reply(KIND, &c).await,
+            None => err(KIND, &ApiError::new(404, 10014, "consumer not found")),
+        }
+    }
+
+    async fn consumer_delete(&self, stream: &str, name: &str) -> Reply {
+        const KIND: &str = "consumer_delete_response";
+        let Some(s) = self.stream(stream) else {
+            return err(KIND, &ApiError::stream_not_found());
+        };
+        let Some(c) = s.remove_consumer(name) else {
+            return err(KIND, &ApiError::new(404, 10014, "consumer not found"));
+        };
+        c.stop().await;
+        match self.store.delete_consumer(stream, name).await {
+            Ok(_) => ok(KIND, json!({ "success": true })),
+            Err(e) => err(KIND, &ApiError::general(&e.to_string())),
+        }
+    }
+
+    fn consumer_names(&self, stream: &str, payload: &[u8]) -> Reply {
+        const KIND: &str = "consumer_names_response";
+        let Some(s) = self.stream(stream) else {
+            return err(KIND, &ApiError::stream_not_found());
+        };
+        let (offset, _) = Self::list_request(payload);
+        let all = s.consumers_snapshot();
+        let names: Vec<&str> = all
+            .iter()
+            .skip(offset)
+            .take(1024)
+            .map(|c| c.name.as_str())
+            .collect();
+        ok(
+            KIND,
+            json!({ "total": all.len(), "offset": offset, "limit": 1024, "consumers": names }),
+        )
+    }
+
+    async fn consumer_list(&self, stream: &str, payload: &[u8]) -> Reply {
+        const KIND: &str = "consumer_list_response";
+        let Some(s) = self.stream(stream) else {
+            return err(KIND, &ApiError::stream_not_found());
+        };
+        let (offset, _) = Self::list_request(payload);
+        let all = s.consumers_snapshot();
+        let mut infos = Vec::new();
+        for c in all.iter().skip(offset).take(256) {
+            if let Some(info) = c.info().await {
+                infos.push(info);
+            }
+        }
+        ok(
+            KIND,
+            json!({ "total": all.len(), "offset": offset, "limit": 256, "consumers": infos, "missing": [] }),
+        )
+    }
+}
+
+/// A random 8-character name for an ephemeral consumer.
+fn ephemeral_name() -> String {
+    const CHARS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    (0..8)
+        .map(|_| {
+            char::from(
+                CHARS
+                    .get(fastrand::usize(..CHARS.len()))
+                    .copied()
+                    .unwrap_or(b'X'),
+            )
+        })
+        .collect()
 }

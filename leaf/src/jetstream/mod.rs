@@ -1,18 +1,23 @@
-//! JetStream on the durable [`Store`]: streams, their API and publish acknowledgements.
+//! JetStream on the durable [`Store`]: streams, pull consumers, their API and publish
+//! acknowledgements.
 //!
 //! * [`config`]: the API's JSON bodies and error codes, as nats-server shapes them.
 //! * [`api`]: the `$JS.API.` request handlers (one task, requests in order).
 //! * [`stream`]: capturing published messages into a stream and acknowledging them once they
 //!   are durable (see its module documentation for pipelining, dedup and limits).
+//! * [`consumer`]: pull consumers, their acks, redeliveries and persisted state (see its
+//!   module documentation for the persistence rule).
 //! * [`headers`], [`time`]: NATS header blocks and Go-style timestamps.
 //!
 //! The engine plugs into the server through internal subscriptions (see
 //! [`crate::server::Shared::subscribe_internal`]): one on `$JS.API.>` (and
-//! `$JS.<domain>.API.>`), and one per subject of every stream. Consumers, KV and object
-//! store are not served yet.
+//! `$JS.<domain>.API.>`), one on `$JS.ACK.>`, and one per subject of every stream. Pull
+//! requests (`CONSUMER.MSG.NEXT`) and acks go straight to the consumer's task, not through
+//! the API task. Push consumers, KV watchers and the object store are not served yet.
 
 pub mod api;
 pub mod config;
+pub mod consumer;
 pub mod headers;
 pub mod stream;
 pub mod time;
@@ -63,6 +68,16 @@ pub enum JetStreamError {
         /// Why.
         reason: String,
     },
+    /// A stored consumer cannot be read.
+    #[error("consumer {stream} > {name}: stored state is unreadable: {reason}")]
+    BadStoredConsumer {
+        /// The stream.
+        stream: String,
+        /// The consumer.
+        name: String,
+        /// Why.
+        reason: String,
+    },
     /// The API subjects could not be subscribed.
     #[error("cannot subscribe the JetStream API: {0}")]
     Subscribe(String),
@@ -92,10 +107,34 @@ pub(crate) struct Inner {
     pub(crate) api_total: AtomicU64,
 }
 
-/// Hands API requests to the API task.
+/// Hands API requests to the API task, and pull requests to their consumer.
 struct ApiSink {
     tx: mpsc::UnboundedSender<api::Request>,
     domain_prefix: Option<String>,
+    engine: Weak<Inner>,
+}
+
+/// Hands acks (`$JS.ACK.>`) to their consumer.
+struct AckSink(Weak<Inner>);
+
+impl InternalSink for AckSink {
+    fn deliver(&self, msg: &Msg<'_>) {
+        let Some(inner) = self.0.upgrade() else {
+            return;
+        };
+        let subject = String::from_utf8_lossy(msg.subject);
+        let Some((stream, consumer, sseq, dseq)) = consumer::parse_ack_subject(&subject) else {
+            return;
+        };
+        if let Some(c) = inner.stream(stream).and_then(|s| s.consumer(consumer)) {
+            c.send(consumer::Cmd::Ack {
+                sseq,
+                dseq,
+                body: Bytes::copy_from_slice(msg.payload),
+                reply: msg.reply.map(|r| String::from_utf8_lossy(r).into_owned()),
+            });
+        }
+    }
 }
 
 impl InternalSink for ApiSink {
@@ -108,6 +147,13 @@ impl InternalSink for ApiSink {
             },
             None => subject.into_owned(),
         };
+        if let Some(rest) = subject.strip_prefix("$JS.API.CONSUMER.MSG.NEXT.") {
+            if let (Some(inner), Some(reply)) = (self.engine.upgrade(), msg.reply) {
+                let reply = String::from_utf8_lossy(reply).into_owned();
+                inner.pull_request(rest, reply, Bytes::copy_from_slice(msg.payload));
+            }
+            return;
+        }
         let _ = self.tx.send(api::Request {
             subject,
             reply: msg.reply.map(|r| String::from_utf8_lossy(r).into_owned()),
@@ -162,6 +208,7 @@ impl JetStream {
                     name: name.clone(),
                     reason: e.description,
                 })?;
+            inner.restore_consumers(&name)?;
         }
         let (tx, mut rx) = mpsc::unbounded_channel::<api::Request>();
         let mut api_subjects = vec![("$JS.API.>".to_string(), None)];
@@ -172,11 +219,19 @@ impl JetStream {
             let sink = Arc::new(ApiSink {
                 tx: tx.clone(),
                 domain_prefix,
+                engine: Arc::downgrade(&inner),
             });
             server
                 .subscribe_internal(subject.as_bytes(), None, sink)
                 .map_err(|e| JetStreamError::Subscribe(e.to_string()))?;
         }
+        server
+            .subscribe_internal(
+                b"$JS.ACK.>",
+                None,
+                Arc::new(AckSink(Arc::downgrade(&inner))),
+            )
+            .map_err(|e| JetStreamError::Subscribe(e.to_string()))?;
         let worker = inner.clone();
         tokio::spawn(async move {
             while let Some(req) = rx.recv().await {
@@ -217,6 +272,61 @@ impl JetStream {
 }
 
 impl Inner {
+    /// Resumes the stored consumers of stream `name`.
+    fn restore_consumers(&self, name: &str) -> Result<(), JetStreamError> {
+        let Some(stream) = self.stream(name) else {
+            return Ok(());
+        };
+        let bad = |consumer: &str, reason: String| JetStreamError::BadStoredConsumer {
+            stream: name.to_string(),
+            name: consumer.to_string(),
+            reason,
+        };
+        let stored = self
+            .store
+            .consumers(name)
+            .map_err(|e| bad("*", e.to_string()))?;
+        for (cname, bytes) in stored {
+            let (config, created_ns) =
+                consumer::decode_record(&bytes).map_err(|e| bad(&cname, e))?;
+            let handle = consumer::start(
+                &stream,
+                self.store.clone(),
+                self.server.clone(),
+                config,
+                created_ns,
+                Some(bytes),
+            )
+            .map_err(|e| bad(&cname, e))?;
+            stream.add_consumer(handle);
+        }
+        Ok(())
+    }
+
+    /// Hands a pull request (`<stream>.<consumer>` after `CONSUMER.MSG.NEXT.`) to its
+    /// consumer; without one the requester is told there are no responders (503).
+    pub(crate) fn pull_request(&self, names: &str, reply: String, payload: Bytes) {
+        let mut it = names.split('.');
+        let found = match (it.next(), it.next(), it.next()) {
+            (Some(s), Some(c), None) => self.stream(s).and_then(|s| s.consumer(c)),
+            _ => None,
+        };
+        match found {
+            Some(c) => c.send(consumer::Cmd::Next { reply, payload }),
+            None => {
+                if let Some(server) = self.server.upgrade() {
+                    let hdr = headers::Builder::new(Some((503, ""))).finish();
+                    server.publish(&Msg {
+                        subject: reply.as_bytes(),
+                        reply: None,
+                        headers: Some(&hdr),
+                        payload: b"",
+                    });
+                }
+            }
+        }
+    }
+
     pub(crate) fn stream(&self, name: &str) -> Option<Arc<Stream>> {
         self.streams
             .read()
@@ -324,7 +434,13 @@ impl Inner {
             .unwrap_or_else(PoisonError::into_inner)
             .remove(name);
         match removed {
-            Some(stream) => stream.close(),
+            Some(stream) => {
+                for c in stream.consumers_snapshot() {
+                    stream.remove_consumer(&c.name);
+                    c.send(consumer::Cmd::Stop(tokio::sync::oneshot::channel().0));
+                }
+                stream.close()
+            }
             None => warn!(stream = name, "closing a stream that is not open"),
         }
     }

@@ -19,6 +19,8 @@
 //! * **Limits.** `max_msgs`, `max_bytes`, `max_msgs_per_subject` (with `discard: old`) and
 //!   rollups are applied by purges issued right after the append; `max_age` by a timer.
 //!   `discard: new` refuses a message that would exceed `max_msgs` or `max_bytes`.
+//! * **Consumers.** After each PubAck the stream's consumers are told the new sequence and
+//!   subject (one channel send each), and after each purge that they should count again.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -32,6 +34,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use super::config::{ApiError, Discard, StreamConfig};
+use super::consumer::{Cmd, ConsumerHandle};
 use super::headers;
 use super::time::now_ns;
 use crate::server::{InternalSink, Msg, Shared};
@@ -72,12 +75,90 @@ pub(crate) struct Stream {
     /// `None` asks the task to finish what is in flight and stop.
     queue: mpsc::UnboundedSender<Option<Ingest>>,
     queued: std::sync::atomic::AtomicUsize,
+    /// The stream's consumers by name.
+    pub(crate) consumers: RwLock<HashMap<String, Arc<ConsumerHandle>>>,
 }
 
 impl Stream {
     /// Stops the stream's task once it has reported everything already captured.
     pub(crate) fn close(&self) {
         let _ = self.queue.send(None);
+    }
+
+    /// The consumer `name`.
+    pub(crate) fn consumer(&self, name: &str) -> Option<Arc<ConsumerHandle>> {
+        self.consumers
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(name)
+            .cloned()
+    }
+
+    /// All consumers, sorted by name.
+    pub(crate) fn consumers_snapshot(&self) -> Vec<Arc<ConsumerHandle>> {
+        let mut v: Vec<_> = self
+            .consumers
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// How many consumers the stream has.
+    pub(crate) fn consumer_count(&self) -> usize {
+        self.consumers
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
+    }
+
+    /// Registers a started consumer.
+    pub(crate) fn add_consumer(&self, handle: Arc<ConsumerHandle>) {
+        self.consumers
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(handle.name.clone(), handle);
+    }
+
+    /// Forgets a consumer (its task is stopped by the caller).
+    pub(crate) fn remove_consumer(&self, name: &str) -> Option<Arc<ConsumerHandle>> {
+        self.consumers
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(name)
+    }
+
+    /// Tells every consumer that messages were removed.
+    pub(crate) fn consumers_recount(&self) {
+        for c in self
+            .consumers
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+        {
+            c.send(Cmd::Recount);
+        }
+    }
+
+    /// Tells every consumer that `seq` was stored.
+    fn consumers_appended(&self, seq: u64, subject: &str) {
+        let consumers = self
+            .consumers
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if consumers.is_empty() {
+            return;
+        }
+        let subject: Arc<str> = Arc::from(subject);
+        for c in consumers.values() {
+            c.send(Cmd::Appended {
+                seq,
+                subject: subject.clone(),
+            });
+        }
     }
 
     /// The current configuration.
@@ -169,6 +250,7 @@ pub(crate) fn start(
         created_ns,
         queue: tx,
         queued: std::sync::atomic::AtomicUsize::new(0),
+        consumers: RwLock::new(HashMap::new()),
     });
     let (dedup_order, last_msg_id) = recent_msg_ids(&store, &stream);
     let mut dedup = HashMap::new();
@@ -458,6 +540,8 @@ impl Runner {
         } else {
             self.last_msg_id = None;
         }
+        // Consumers first: a pull request sent after the PubAck finds the message counted.
+        self.stream.consumers_appended(appended.seq, &done.subject);
         self.reply_ack(reply, appended.seq, false);
         let _ = done.size;
         self.apply_limits(&done.subject, appended.seq, done.rollup);
@@ -523,9 +607,16 @@ impl Runner {
         for req in purges {
             let name = self.stream.name.clone();
             let fut = self.store.purge(&name, req);
+            let stream = Arc::downgrade(&self.stream);
             tokio::spawn(async move {
-                if let Err(e) = fut.await {
-                    warn!(stream = %name, error = %e, "limit purge failed");
+                match fut.await {
+                    Ok(n) if n > 0 => {
+                        if let Some(s) = stream.upgrade() {
+                            s.consumers_recount();
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => warn!(stream = %name, error = %e, "limit purge failed"),
                 }
             });
         }
@@ -601,7 +692,10 @@ impl Runner {
                 keep: None,
             };
             match self.store.purge(&self.stream.name, req).await {
-                Ok(n) => debug!(stream = %self.stream.name, expired = n, "max_age applied"),
+                Ok(n) => {
+                    debug!(stream = %self.stream.name, expired = n, "max_age applied");
+                    self.stream.consumers_recount();
+                }
                 Err(e) => warn!(stream = %self.stream.name, error = %e, "expiry failed"),
             }
         }

@@ -30,7 +30,7 @@ use super::outbound::{AppendOutcome, Outbound, SHARE_THRESHOLD};
 use super::Shared;
 use crate::auth::Permissions;
 use crate::proto::{self, QueueNames};
-use crate::subject::is_valid_literal_subject;
+use crate::subject::is_valid_subject;
 use crate::sublist::{MatchResult, Sublist};
 
 /// How long a publisher waits for one stalled subscriber before it goes on.
@@ -115,8 +115,12 @@ pub struct MatchCache {
 }
 
 impl MatchCache {
-    /// The subscriptions matching `subject`, or `None` when it is not a valid literal subject
+    /// The subscriptions matching `subject`, or `None` when it is not a well-formed subject
     /// (validated only on a cache miss: cached subjects were valid).
+    ///
+    /// As in nats-server (without `pedantic`), a published subject may contain `*` and `>`
+    /// tokens; they are matched as ordinary tokens. Clients rely on it: async-nats puts a
+    /// consumer's wildcard filter into the `$JS.API.CONSUMER.CREATE` subject.
     pub fn lookup(
         &mut self,
         sublist: &Sublist<SubRef>,
@@ -131,7 +135,7 @@ impl MatchCache {
         } else if let Some(hit) = self.results.get(subject) {
             return Some(hit.clone());
         }
-        if !is_valid_literal_subject(subject) {
+        if !is_valid_subject(subject) {
             return None;
         }
         let result = sublist.matches(subject);

@@ -1,0 +1,503 @@
+//! A consumer's configuration as nats-server's API carries it (`ConsumerConfig`), its
+//! defaults and its checks against the stream.
+//!
+//! Unknown fields are ignored; durations are nanoseconds, as in nats-server's JSON.
+
+use serde::{Deserialize, Serialize};
+
+use crate::jetstream::config::{is_valid_name, ApiError, StreamConfig};
+use crate::jetstream::time::parse_rfc3339;
+use crate::subject::{is_subset, is_valid_subject};
+
+/// Default `ack_wait`: 30 s.
+pub const DEFAULT_ACK_WAIT_NS: i64 = 30_000_000_000;
+/// Default `max_waiting` of a pull consumer.
+pub const DEFAULT_MAX_WAITING: i64 = 512;
+/// Default `max_ack_pending` with explicit or all acks.
+pub const DEFAULT_MAX_ACK_PENDING: i64 = 1000;
+/// How long an ephemeral consumer without pull requests lives when `inactive_threshold` is 0.
+pub const DEFAULT_INACTIVE_NS: i64 = 5_000_000_000;
+/// Longest description accepted.
+const MAX_DESCRIPTION: usize = 4096;
+
+/// Where a new consumer starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliverPolicy {
+    /// From the first message.
+    #[default]
+    All,
+    /// From the last message (matching the filter).
+    Last,
+    /// Only messages stored after the consumer was created.
+    New,
+    /// From `opt_start_seq`.
+    ByStartSequence,
+    /// From the first message stored at or after `opt_start_time`.
+    ByStartTime,
+    /// The last message of every subject matching the filter, then new ones.
+    LastPerSubject,
+}
+
+/// How messages are acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AckPolicy {
+    /// No acks: a delivered message counts as acknowledged (Go's zero value).
+    #[default]
+    None,
+    /// Acknowledging a message acknowledges every earlier one.
+    All,
+    /// Every message is acknowledged on its own.
+    Explicit,
+}
+
+/// How fast messages are replayed (only `instant` is served).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplayPolicy {
+    /// As fast as possible.
+    #[default]
+    Instant,
+    /// At the original pace (not supported yet: refused).
+    Original,
+}
+
+fn is_zero(v: &i64) -> bool {
+    *v == 0
+}
+fn is_zero_u64(v: &u64) -> bool {
+    *v == 0
+}
+fn is_false(v: &bool) -> bool {
+    !*v
+}
+
+/// A consumer's configuration (`ConsumerConfig`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ConsumerConfig {
+    /// Name of a durable consumer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub durable_name: Option<String>,
+    /// Name of the consumer (2.9+).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Free text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Push consumers' delivery subject (not supported yet: refused).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deliver_subject: Option<String>,
+    /// Push consumers' queue group.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deliver_group: Option<String>,
+    /// Where the consumer starts.
+    pub deliver_policy: DeliverPolicy,
+    /// Start sequence of `by_start_sequence`.
+    #[serde(skip_serializing_if = "is_zero_u64")]
+    pub opt_start_seq: u64,
+    /// Start time of `by_start_time` (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub opt_start_time: Option<String>,
+    /// Ack policy.
+    pub ack_policy: AckPolicy,
+    /// How long a delivered message waits for its ack before it is redelivered (ns).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub ack_wait: i64,
+    /// Most deliveries of one message (-1: unlimited).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub max_deliver: i64,
+    /// Redelivery delays by delivery count (ns).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub backoff: Vec<i64>,
+    /// Only messages matching this subject.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub filter_subject: String,
+    /// Only messages matching one of these subjects (2.10).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub filter_subjects: Vec<String>,
+    /// Replay policy.
+    pub replay_policy: ReplayPolicy,
+    /// Push rate limit (refused for pull consumers).
+    #[serde(skip_serializing_if = "is_zero_u64")]
+    pub rate_limit_bps: u64,
+    /// Ack sampling (accepted, not used).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sample_freq: Option<String>,
+    /// Most pull requests waiting at a time.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub max_waiting: i64,
+    /// Most delivered messages waiting for their ack.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub max_ack_pending: i64,
+    /// Deliver headers only, with the payload's size in `Nats-Msg-Size`.
+    #[serde(skip_serializing_if = "is_false")]
+    pub headers_only: bool,
+    /// Push flow control (refused for pull consumers).
+    #[serde(skip_serializing_if = "is_false")]
+    pub flow_control: bool,
+    /// Push idle heartbeat (refused for pull consumers).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub idle_heartbeat: i64,
+    /// Largest batch of one pull request.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub max_batch: i64,
+    /// Longest `expires` of one pull request (ns).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub max_expires: i64,
+    /// Largest `max_bytes` of one pull request.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub max_bytes: i64,
+    /// An ephemeral consumer without pull requests for this long is deleted (ns).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub inactive_threshold: i64,
+    /// Replicas (leafd is a single server).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub num_replicas: i64,
+    /// Keep the consumer's state in memory (leafd keeps it in the store either way).
+    #[serde(skip_serializing_if = "is_false")]
+    pub mem_storage: bool,
+    /// Free-form metadata (2.10).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+fn invalid_policy(text: &str) -> ApiError {
+    ApiError::new(400, 10094, text)
+}
+
+impl ConsumerConfig {
+    /// The consumer's name: `name`, else `durable_name`.
+    pub fn consumer_name(&self) -> Option<&str> {
+        self.name
+            .as_deref()
+            .or(self.durable_name.as_deref())
+            .filter(|n| !n.is_empty())
+    }
+
+    /// Whether the consumer is durable.
+    pub fn is_durable(&self) -> bool {
+        self.durable_name.as_deref().is_some_and(|d| !d.is_empty())
+    }
+
+    /// The subject filters (empty: everything).
+    pub fn filters(&self) -> Vec<String> {
+        if !self.filter_subject.is_empty() {
+            vec![self.filter_subject.clone()]
+        } else {
+            self.filter_subjects.clone()
+        }
+    }
+
+    /// The start time of `by_start_time`, in ns.
+    pub fn start_time_ns(&self) -> Option<i64> {
+        self.opt_start_time.as_deref().and_then(parse_rfc3339)
+    }
+
+    /// Checks the configuration against the stream's and fills in nats-server's defaults.
+    pub fn normalize(mut self, stream: &StreamConfig) -> Result<ConsumerConfig, ApiError> {
+        if self
+            .deliver_subject
+            .as_deref()
+            .is_some_and(|s| !s.is_empty())
+        {
+            return Err(ApiError::new(
+                400,
+                10012,
+                "push consumers are not supported yet by this server",
+            ));
+        }
+        self.deliver_subject = None;
+        if let Some(d) = self.durable_name.as_deref() {
+            if d.is_empty() {
+                self.durable_name = None;
+            } else if !is_valid_name(d) {
+                return Err(ApiError::new(
+                    400,
+                    10103,
+                    "durable name can not contain '.', '*', '>'",
+                ));
+            }
+        }
+        if let (Some(n), Some(d)) = (self.name.as_deref(), self.durable_name.as_deref()) {
+            if !n.is_empty() && n != d {
+                return Err(ApiError::new(
+                    400,
+                    10132,
+                    "Consumer Durable and Name have to be equal if both are provided",
+                ));
+            }
+        }
+        if let Some(n) = self.name.as_deref() {
+            if n.is_empty() {
+                self.name = None;
+            } else if !is_valid_name(n) {
+                return Err(ApiError::new(
+                    400,
+                    10127,
+                    "Consumer name can not contain path separators",
+                ));
+            }
+        }
+        if self.name.is_none() {
+            self.name = self.durable_name.clone();
+        }
+        if self
+            .description
+            .as_ref()
+            .is_some_and(|d| d.len() > MAX_DESCRIPTION)
+        {
+            return Err(ApiError::new(
+                400,
+                10107,
+                "consumer description is too long, maximum allowed is 4096",
+            ));
+        }
+        if self.rate_limit_bps > 0 {
+            return Err(ApiError::new(
+                400,
+                10086,
+                "consumer in pull mode can not have rate limit set",
+            ));
+        }
+        if self.max_waiting < 0 {
+            return Err(ApiError::new(
+                400,
+                10087,
+                "consumer max waiting needs to be positive",
+            ));
+        }
+        if self.idle_heartbeat > 0 {
+            return Err(ApiError::new(
+                400,
+                10088,
+                "consumer idle heartbeat requires a push based consumer",
+            ));
+        }
+        if self.flow_control {
+            return Err(ApiError::new(
+                400,
+                10089,
+                "consumer flow control requires a push based consumer",
+            ));
+        }
+        if self.max_batch < 0 {
+            return Err(ApiError::new(
+                400,
+                10114,
+                "consumer max request batch needs to be > 0",
+            ));
+        }
+        if self.num_replicas > 1 {
+            return Err(ApiError::new(
+                400,
+                10126,
+                "consumer config replica count exceeds parent stream",
+            ));
+        }
+        if self.replay_policy == ReplayPolicy::Original {
+            return Err(ApiError::new(
+                400,
+                10012,
+                "replay policy original is not supported yet by this server",
+            ));
+        }
+        if !self.backoff.is_empty() && self.max_deliver > 0 {
+            if self.max_deliver <= self.backoff.len() as i64 {
+                return Err(ApiError::new(
+                    400,
+                    10116,
+                    "max deliver is required to be > length of backoff values",
+                ));
+            }
+        } else if !self.backoff.is_empty() {
+            return Err(ApiError::new(
+                400,
+                10116,
+                "max deliver is required to be > length of backoff values",
+            ));
+        }
+        if !self.filter_subject.is_empty() && !self.filter_subjects.is_empty() {
+            return Err(ApiError::new(
+                400,
+                10136,
+                "consumer config can not have both filter_subject and filter_subjects",
+            ));
+        }
+        for f in self.filters() {
+            let inside = is_valid_subject(f.as_bytes())
+                && stream
+                    .subjects
+                    .iter()
+                    .any(|s| is_subset(f.as_bytes(), s.as_bytes()));
+            if !inside {
+                return Err(ApiError::new(
+                    400,
+                    10093,
+                    "consumer filter subject is not a valid subset of the interest subjects",
+                ));
+            }
+        }
+        let has_seq = self.opt_start_seq > 0;
+        let has_time = self.opt_start_time.is_some();
+        let name = match self.deliver_policy {
+            DeliverPolicy::All => "all",
+            DeliverPolicy::Last => "last",
+            DeliverPolicy::New => "new",
+            DeliverPolicy::LastPerSubject => "last per subject",
+            DeliverPolicy::ByStartSequence => "by start sequence",
+            DeliverPolicy::ByStartTime => "by start time",
+        };
+        let bad_start = |what: &str| {
+            invalid_policy(&format!(
+                "consumer delivery policy is deliver {name}, but optional start {what} is also set"
+            ))
+        };
+        let not_set = |what: &str| {
+            invalid_policy(&format!(
+                "consumer delivery policy is deliver {name}, but optional {what} is not set"
+            ))
+        };
+        match self.deliver_policy {
+            DeliverPolicy::All
+            | DeliverPolicy::Last
+            | DeliverPolicy::New
+            | DeliverPolicy::LastPerSubject => {
+                if has_seq {
+                    return Err(bad_start("sequence"));
+                }
+                if has_time {
+                    return Err(bad_start("time"));
+                }
+                if self.deliver_policy == DeliverPolicy::LastPerSubject && self.filters().is_empty()
+                {
+                    return Err(not_set("filter subject"));
+                }
+            }
+            DeliverPolicy::ByStartSequence => {
+                if !has_seq {
+                    return Err(not_set("start sequence"));
+                }
+                if has_time {
+                    return Err(bad_start("time"));
+                }
+            }
+            DeliverPolicy::ByStartTime => {
+                if !has_time {
+                    return Err(not_set("start time"));
+                }
+                if has_seq {
+                    return Err(bad_start("sequence"));
+                }
+                if self.start_time_ns().is_none() {
+                    return Err(invalid_policy("consumer start time is not a valid time"));
+                }
+            }
+        }
+        // nats-server's defaults.
+        if self.max_waiting == 0 {
+            self.max_waiting = DEFAULT_MAX_WAITING;
+        }
+        let acks = self.ack_policy != AckPolicy::None;
+        if let Some(first) = self.backoff.first() {
+            self.ack_wait = *first;
+        }
+        if self.ack_wait == 0 && acks {
+            self.ack_wait = DEFAULT_ACK_WAIT_NS;
+        }
+        if self.max_deliver == 0 {
+            self.max_deliver = -1;
+        }
+        if acks && self.max_ack_pending == 0 {
+            self.max_ack_pending = DEFAULT_MAX_ACK_PENDING;
+        }
+        Ok(self)
+    }
+
+    /// Why `new` may not replace `self` on a running consumer, if it may not.
+    pub fn check_update(&self, new: &ConsumerConfig) -> Result<(), ApiError> {
+        let refuse = |what: &str| {
+            Err(ApiError::new(
+                500,
+                10012,
+                &format!("{what} can not be updated"),
+            ))
+        };
+        if self.deliver_policy != new.deliver_policy {
+            return refuse("deliver policy");
+        }
+        if self.opt_start_seq != new.opt_start_seq {
+            return refuse("start sequence");
+        }
+        if self.opt_start_time != new.opt_start_time {
+            return refuse("start time");
+        }
+        if self.ack_policy != new.ack_policy {
+            return refuse("ack policy");
+        }
+        if self.replay_policy != new.replay_policy {
+            return refuse("replay policy");
+        }
+        if self.max_waiting != new.max_waiting {
+            return refuse("max waiting");
+        }
+        if self.filters() != new.filters() {
+            return refuse("filter subject");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stream() -> StreamConfig {
+        StreamConfig {
+            name: "S".into(),
+            subjects: vec!["orders.>".into()],
+            ..StreamConfig::default()
+        }
+    }
+
+    #[test]
+    fn defaults_follow_nats_server() {
+        let cfg: ConsumerConfig = serde_json::from_str(
+            r#"{"durable_name":"d","ack_policy":"explicit","unknown_field":1}"#,
+        )
+        .unwrap();
+        let cfg = cfg.normalize(&stream()).unwrap();
+        assert_eq!(cfg.ack_wait, DEFAULT_ACK_WAIT_NS);
+        assert_eq!(cfg.max_deliver, -1);
+        assert_eq!(cfg.max_waiting, DEFAULT_MAX_WAITING);
+        assert_eq!(cfg.max_ack_pending, DEFAULT_MAX_ACK_PENDING);
+        assert_eq!(cfg.name.as_deref(), Some("d"));
+        let json = serde_json::to_value(&cfg).unwrap();
+        assert_eq!(json["deliver_policy"], "all");
+        assert_eq!(json["ack_policy"], "explicit");
+    }
+
+    #[test]
+    fn bad_configurations_are_refused() {
+        let check = |json: &str| {
+            serde_json::from_str::<ConsumerConfig>(json)
+                .unwrap()
+                .normalize(&stream())
+                .unwrap_err()
+                .err_code
+        };
+        assert_eq!(check(r#"{"deliver_subject":"x"}"#), 10012);
+        assert_eq!(check(r#"{"filter_subject":"other.x"}"#), 10093);
+        assert_eq!(check(r#"{"deliver_policy":"by_start_sequence"}"#), 10094);
+        assert_eq!(check(r#"{"deliver_policy":"last_per_subject"}"#), 10094);
+        assert_eq!(check(r#"{"opt_start_seq":3}"#), 10094);
+        assert_eq!(check(r#"{"durable_name":"a.b"}"#), 10103);
+        assert!(
+            serde_json::from_str::<ConsumerConfig>(r#"{"filter_subject":"orders.*"}"#)
+                .unwrap()
+                .normalize(&stream())
+                .is_ok()
+        );
+    }
+}

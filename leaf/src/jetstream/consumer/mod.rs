@@ -1,0 +1,1160 @@
+//! Pull consumers: one task per consumer owns its state and serves its pull requests
+//! (`$JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer>`), its acks (`$JS.ACK.<stream>.<consumer>.…`)
+//! and its info requests, in arrival order.
+//!
+//! * **Delivery.** A pull request waits in the consumer's queue until messages are there, its
+//!   `expires` passes (`408 Request Timeout`) or, with `no_wait`, nothing more is available
+//!   (`404 No Messages` if nothing was delivered, else `408`). Messages go to the request's
+//!   reply subject with the reply subject
+//!   `$JS.ACK.<stream>.<consumer>.<delivery count>.<stream seq>.<consumer seq>.<ts>.<pending>`.
+//!   The stream wakes its consumers after each stored message ([`Cmd::Appended`]).
+//! * **Acks.** `+ACK` (or empty), `-NAK` (optionally `-NAK {"delay": ns}`), `+WPI` (restarts
+//!   `ack_wait`), `+TERM`, `+NXT` (ack, then a pull request). A message not acknowledged
+//!   within `ack_wait` is redelivered, at most `max_deliver` times in total.
+//! * **Persistence.** A durable consumer's configuration and state (delivered sequences,
+//!   ack floor, outstanding acks with their delivery counts) are written with
+//!   [`Store::put_consumer`] after every change, with at most one write in flight: the changes
+//!   made while a write is in flight go into the next one, so writes batch under load and
+//!   share the store's group commits. A crash loses at most the changes of the writes not yet
+//!   committed: acks in them are lost (those messages are delivered again) and deliveries in
+//!   them are repeated, i.e. delivery is at-least-once, as with nats-server. An ack sent with a
+//!   reply subject (`double_ack`) is answered only once it is durable. Ephemeral consumers are
+//!   not persisted.
+
+pub mod config;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tracing::warn;
+
+use self::config::{AckPolicy, ConsumerConfig, DeliverPolicy, DEFAULT_INACTIVE_NS};
+use super::headers;
+use super::stream::Stream;
+use super::time::{now_ns, rfc3339};
+use crate::server::{Msg, Shared};
+use crate::store::{Store, StoreError, StoredMessage};
+use crate::subject::subject_matches;
+
+/// A message for a consumer's task.
+pub(crate) enum Cmd {
+    /// A pull request.
+    Next {
+        /// Where the messages go.
+        reply: String,
+        /// The request body.
+        payload: Bytes,
+    },
+    /// An ack on one delivered message.
+    Ack {
+        /// Its stream sequence.
+        sseq: u64,
+        /// Its consumer sequence.
+        dseq: u64,
+        /// The ack body.
+        body: Bytes,
+        /// The ack's own reply subject.
+        reply: Option<String>,
+    },
+    /// The stream stored message `seq` on `subject`.
+    Appended {
+        /// Its sequence.
+        seq: u64,
+        /// Its subject.
+        subject: Arc<str>,
+    },
+    /// Messages were removed from the stream: count the pending ones again.
+    Recount,
+    /// The consumer's info.
+    Info(oneshot::Sender<Value>),
+    /// A new configuration (already checked); answers with the info.
+    Update(Box<ConsumerConfig>, oneshot::Sender<Value>),
+    /// Stop; answers once no write of this consumer is in flight any more.
+    Stop(oneshot::Sender<()>),
+}
+
+/// A running consumer, as its stream keeps it.
+pub(crate) struct ConsumerHandle {
+    /// The consumer's name.
+    pub(crate) name: String,
+    /// The configuration it was created with (updated by [`Cmd::Update`] through the API).
+    pub(crate) config: std::sync::Mutex<ConsumerConfig>,
+    tx: mpsc::UnboundedSender<Cmd>,
+}
+
+impl ConsumerHandle {
+    /// Hands `cmd` to the consumer's task (dropped if the task has ended).
+    pub(crate) fn send(&self, cmd: Cmd) {
+        let _ = self.tx.send(cmd);
+    }
+
+    /// The current configuration.
+    pub(crate) fn config(&self) -> ConsumerConfig {
+        self.config
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Asks the task for the consumer's info (`None` if it has stopped).
+    pub(crate) async fn info(&self) -> Option<Value> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Cmd::Info(tx));
+        rx.await.ok()
+    }
+
+    /// Stops the task and waits until none of its writes is in flight.
+    pub(crate) async fn stop(&self) {
+        let (tx, rx) = oneshot::channel();
+        self.send(Cmd::Stop(tx));
+        let _ = rx.await;
+    }
+}
+
+/// One delivered message waiting for its ack.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+struct Pending {
+    /// Consumer sequence of its first delivery.
+    dseq: u64,
+    /// Deliveries so far.
+    dc: u64,
+    /// When it was last delivered (or its ack_wait restarted), ns.
+    ts: i64,
+    /// Queued for redelivery.
+    #[serde(skip)]
+    queued: bool,
+}
+
+/// The persisted part of a consumer's state.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct State {
+    /// Last consumer sequence handed out.
+    dseq: u64,
+    /// Next stream sequence to look at for new messages.
+    next_sseq: u64,
+    /// Ack floor: consumer and stream sequences.
+    ack_floor: (u64, u64),
+    /// Outstanding acks by stream sequence.
+    pending: BTreeMap<u64, Pending>,
+    /// `last_per_subject` start: the sequences still to deliver, then where to resume.
+    lps: Option<(VecDeque<u64>, u64)>,
+    /// When the last message was delivered, ns (0: never).
+    last_delivered_ns: i64,
+    /// When the last ack arrived, ns (0: never).
+    last_ack_ns: i64,
+}
+
+/// What the store keeps for a durable consumer.
+#[derive(Debug, Serialize, Deserialize)]
+struct Record {
+    config: ConsumerConfig,
+    created_ns: i64,
+    state: State,
+}
+
+/// A pull request waiting for messages.
+struct Waiting {
+    reply: String,
+    /// Messages still wanted.
+    batch: u64,
+    /// Bytes still allowed (`None`: no limit).
+    bytes: Option<u64>,
+    no_wait: bool,
+    expires: Option<Instant>,
+    heartbeat: Option<Duration>,
+    next_heartbeat: Option<Instant>,
+    delivered: u64,
+}
+
+/// The body of a pull request.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct NextRequest {
+    batch: i64,
+    expires: i64,
+    max_bytes: i64,
+    no_wait: bool,
+    idle_heartbeat: i64,
+}
+
+type WriteFuture = Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send>>;
+
+/// Creates a consumer (or resumes a stored one) and starts its task.
+pub(crate) fn start(
+    stream: &Arc<Stream>,
+    store: Store,
+    server: Weak<Shared>,
+    config: ConsumerConfig,
+    created_ns: i64,
+    stored: Option<Vec<u8>>,
+) -> Result<Arc<ConsumerHandle>, String> {
+    let name = config
+        .consumer_name()
+        .map(str::to_string)
+        .ok_or_else(|| "consumer without a name".to_string())?;
+    let (tx, rx) = mpsc::unbounded_channel();
+    let handle = Arc::new(ConsumerHandle {
+        name: name.clone(),
+        config: std::sync::Mutex::new(config.clone()),
+        tx,
+    });
+    let mut task = Task {
+        stream_name: stream.name.clone(),
+        stream: Arc::downgrade(stream),
+        name,
+        durable: config.is_durable(),
+        filters: config.filters(),
+        config,
+        created_ns,
+        store,
+        server,
+        state: State::default(),
+        num_pending: 0,
+        counted_upto: 0,
+        rdq: VecDeque::new(),
+        waiting: VecDeque::new(),
+        ack_check: None,
+        last_request: Instant::now(),
+        dirty: false,
+        write: None,
+        replies_dirty: Vec::new(),
+        replies_in_flight: Vec::new(),
+    };
+    match stored {
+        Some(bytes) => {
+            let record: Record = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+            task.state = record.state;
+            task.schedule_ack_check();
+        }
+        None => {
+            task.select_start();
+            task.dirty = task.durable;
+        }
+    }
+    task.recount();
+    tokio::spawn(task.run(rx));
+    Ok(handle)
+}
+
+/// Reads the stored record of a consumer: its configuration and creation time.
+pub(crate) fn decode_record(bytes: &[u8]) -> Result<(ConsumerConfig, i64), String> {
+    let record: Record = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    Ok((record.config, record.created_ns))
+}
+
+/// The consumer's task state.
+struct Task {
+    stream_name: String,
+    stream: Weak<Stream>,
+    name: String,
+    durable: bool,
+    config: ConsumerConfig,
+    filters: Vec<String>,
+    created_ns: i64,
+    store: Store,
+    server: Weak<Shared>,
+    state: State,
+    /// Messages at or after `next_sseq` matching the filters (plus the `lps` list).
+    num_pending: u64,
+    /// Highest stream sequence `num_pending` accounts for.
+    counted_upto: u64,
+    /// Stream sequences due for redelivery.
+    rdq: VecDeque<u64>,
+    waiting: VecDeque<Waiting>,
+    /// When pending acks are next checked for expiry.
+    ack_check: Option<Instant>,
+    /// When the last pull request arrived (ephemerals' inactivity).
+    last_request: Instant,
+    /// State changed since the last write was issued.
+    dirty: bool,
+    write: Option<WriteFuture>,
+    /// Ack replies waiting for the next write / the write in flight.
+    replies_dirty: Vec<String>,
+    replies_in_flight: Vec<String>,
+}
+
+/// Parses the tokens after `$JS.ACK.`: stream, consumer, delivery count, stream seq, consumer
+/// seq (and timestamp, pending, which are not needed).
+pub(crate) fn parse_ack_subject(subject: &str) -> Option<(&str, &str, u64, u64)> {
+    let rest = subject.strip_prefix("$JS.ACK.")?;
+    let tokens: Vec<&str> = rest.split('.').collect();
+    if tokens.len() != 7 {
+        return None;
+    }
+    let (stream, consumer) = (*tokens.first()?, *tokens.get(1)?);
+    let sseq = tokens.get(3)?.parse().ok()?;
+    let dseq = tokens.get(4)?.parse().ok()?;
+    Some((stream, consumer, sseq, dseq))
+}
+
+fn instant_after_ns(ns: i64) -> Instant {
+    Instant::now() + Duration::from_nanos(ns.max(0) as u64)
+}
+
+impl Task {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Cmd>) {
+        loop {
+            self.maybe_write();
+            let deadline = self.next_deadline();
+            tokio::select! {
+                biased;
+                result = poll_write(&mut self.write), if self.write.is_some() => {
+                    self.write = None;
+                    if let Err(e) = result {
+                        warn!(stream = %self.stream_name, consumer = %self.name, error = %e,
+                              "consumer state write failed");
+                    }
+                    let replies = std::mem::take(&mut self.replies_in_flight);
+                    for reply in replies {
+                        self.publish(&reply, None, None, b"");
+                    }
+                }
+                cmd = rx.recv() => match cmd {
+                    Some(Cmd::Stop(done)) => {
+                        self.stopped().await;
+                        let _ = done.send(());
+                        return;
+                    }
+                    Some(cmd) => self.handle(cmd),
+                    None => {
+                        self.stopped().await;
+                        return;
+                    }
+                },
+                _ = tokio::time::sleep_until(deadline.unwrap_or_else(far_future)), if deadline.is_some() => {
+                    if self.timers() {
+                        self.stopped().await;
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Tells the waiting requests the consumer is gone and waits for the write in flight.
+    async fn stopped(&mut self) {
+        for w in std::mem::take(&mut self.waiting) {
+            self.status(&w.reply, 409, "Consumer Deleted", None);
+        }
+        if let Some(write) = self.write.take() {
+            let _ = write.await;
+        }
+    }
+
+    fn handle(&mut self, cmd: Cmd) {
+        match cmd {
+            Cmd::Next { reply, payload } => self.next_request(reply, &payload),
+            Cmd::Ack {
+                sseq,
+                dseq,
+                body,
+                reply,
+            } => self.ack(sseq, dseq, &body, reply),
+            Cmd::Appended { seq, subject } => {
+                if seq > self.counted_upto {
+                    self.counted_upto = seq;
+                    let after_start = match &self.state.lps {
+                        Some((_, resume)) => seq > *resume,
+                        None => seq >= self.state.next_sseq,
+                    };
+                    if after_start && self.matches(&subject) {
+                        self.num_pending += 1;
+                    }
+                }
+                self.deliver();
+            }
+            Cmd::Recount => {
+                self.recount();
+                self.deliver();
+            }
+            Cmd::Info(tx) => {
+                let _ = tx.send(self.info());
+            }
+            Cmd::Update(config, tx) => {
+                self.config = *config;
+                self.filters = self.config.filters();
+                self.dirty = self.durable;
+                self.schedule_ack_check();
+                let _ = tx.send(self.info());
+                self.deliver();
+            }
+            Cmd::Stop(_) => {}
+        }
+    }
+
+    fn matches(&self, subject: &str) -> bool {
+        self.filters.is_empty()
+            || self
+                .filters
+                .iter()
+                .any(|f| subject_matches(f.as_bytes(), subject.as_bytes()))
+    }
+
+    fn publish(&self, subject: &str, reply: Option<&str>, headers: Option<&[u8]>, payload: &[u8]) {
+        if let Some(server) = self.server.upgrade() {
+            server.publish(&Msg {
+                subject: subject.as_bytes(),
+                reply: reply.map(str::as_bytes),
+                headers,
+                payload,
+            });
+        }
+    }
+
+    /// Sends a status message (`NATS/1.0 <code> <text>`) to a request's reply subject.
+    fn status(&self, reply: &str, code: u16, text: &str, left: Option<(u64, u64)>) {
+        let mut b = headers::Builder::new(Some((code, text)));
+        if let Some((msgs, bytes)) = left {
+            b = b
+                .add("Nats-Pending-Messages", &msgs.to_string())
+                .add("Nats-Pending-Bytes", &bytes.to_string());
+        }
+        let hdr = b.finish();
+        self.publish(reply, None, Some(&hdr), b"");
+    }
+
+    fn has_interest(&self, subject: &str) -> bool {
+        self.server
+            .upgrade()
+            .is_some_and(|s| !s.sublist.matches(subject.as_bytes()).is_empty())
+    }
+
+    // ---- starting point and counting ----
+
+    fn stream_bounds(&self) -> (u64, u64) {
+        match self.store.stream_state(&self.stream_name) {
+            Ok(Some(s)) => (s.first_seq.max(1), s.last_seq),
+            _ => (1, 0),
+        }
+    }
+
+    /// The first stored message at or after `from` matching the filters.
+    fn next_matching(&self, from: u64) -> Option<StoredMessage> {
+        if self.filters.is_empty() {
+            return self
+                .store
+                .read_range(&self.stream_name, from, 1, u64::MAX)
+                .ok()
+                .and_then(|v| v.into_iter().next());
+        }
+        self.filters
+            .iter()
+            .filter_map(|f| {
+                self.store
+                    .next_by_subject(&self.stream_name, from, f)
+                    .ok()
+                    .flatten()
+            })
+            .min_by_key(|m| m.seq)
+    }
+
+    /// Calls `f` on every stored message at or after `from` (stops when `f` returns false).
+    fn scan(&self, from: u64, mut f: impl FnMut(&StoredMessage) -> bool) {
+        let mut seq = from;
+        loop {
+            let Ok(batch) = self.store.read_range(&self.stream_name, seq, 512, u64::MAX) else {
+                return;
+            };
+            let Some(last) = batch.last().map(|m| m.seq) else {
+                return;
+            };
+            for m in &batch {
+                if !f(m) {
+                    return;
+                }
+            }
+            seq = last + 1;
+        }
+    }
+
+    /// Chooses where a new consumer starts.
+    fn select_start(&mut self) {
+        let (first, last) = self.stream_bounds();
+        let cfg = &self.config;
+        self.state.next_sseq = match cfg.deliver_policy {
+            DeliverPolicy::All => first,
+            DeliverPolicy::New => last + 1,
+            DeliverPolicy::Last => {
+                let found = if self.filters.len() == 1 {
+                    self.filters.first().and_then(|f| {
+                        self.store
+                            .last_by_subject(&self.stream_name, f)
+                            .ok()
+                            .flatten()
+                    })
+                } else if self.filters.is_empty() {
+                    self.store.get(&self.stream_name, last).ok().flatten()
+                } else {
+                    let mut best = None;
+                    self.scan(first, |m| {
+                        if self.matches(&m.subject) {
+                            best = Some(m.seq);
+                        }
+                        true
+                    });
+                    best.and_then(|s| self.store.get(&self.stream_name, s).ok().flatten())
+                };
+                found.map_or(last + 1, |m| m.seq)
+            }
+            DeliverPolicy::ByStartSequence => cfg.opt_start_seq.clamp(first, last + 1),
+            DeliverPolicy::ByStartTime => {
+                let start = cfg.start_time_ns().unwrap_or(0);
+                let mut at = last + 1;
+                self.scan(first, |m| {
+                    if m.ts_ns >= start {
+                        at = m.seq;
+                        return false;
+                    }
+                    true
+                });
+                at
+            }
+            DeliverPolicy::LastPerSubject => {
+                let mut last_by: HashMap<String, u64> = HashMap::new();
+                self.scan(first, |m| {
+                    if self.matches(&m.subject) {
+                        last_by.insert(m.subject.clone(), m.seq);
+                    }
+                    true
+                });
+                let mut seqs: Vec<u64> = last_by.into_values().collect();
+                seqs.sort_unstable();
+                let next = seqs.first().copied().unwrap_or(last + 1);
+                self.state.lps = Some((seqs.into(), last));
+                next
+            }
+        };
+        if self.state.lps.as_ref().is_some_and(|(s, _)| s.is_empty()) {
+            self.state.lps = None;
+        }
+        if let Some((_, resume)) = &self.state.lps {
+            // Nothing before the resume point is delivered except the list.
+            self.state.next_sseq = self.state.next_sseq.min(*resume + 1);
+        }
+        // nats-server reports the floors just below the start.
+        self.state.ack_floor = (0, self.state.next_sseq.saturating_sub(1));
+    }
+
+    /// Counts the messages still to deliver.
+    fn recount(&mut self) {
+        let (first, last) = self.stream_bounds();
+        self.counted_upto = last;
+        let (from, extra) = match &self.state.lps {
+            Some((seqs, resume)) => (*resume + 1, seqs.len() as u64),
+            None => (self.state.next_sseq.max(first), 0),
+        };
+        let mut n = 0u64;
+        if from <= last {
+            if self.filters.is_empty() {
+                if let Ok(Some(s)) = self.store.stream_state(&self.stream_name) {
+                    if from <= s.first_seq {
+                        n = s.msgs;
+                    } else {
+                        self.scan(from, |_| {
+                            n += 1;
+                            true
+                        });
+                    }
+                }
+            } else {
+                self.scan(from, |m| {
+                    if m.seq > last {
+                        return false;
+                    }
+                    if self.matches(&m.subject) {
+                        n += 1;
+                    }
+                    true
+                });
+            }
+        }
+        self.num_pending = n + extra;
+    }
+
+    // ---- pull requests ----
+
+    fn next_request(&mut self, reply: String, payload: &[u8]) {
+        self.last_request = Instant::now();
+        let body = payload.trim_ascii();
+        let req = if body.is_empty() {
+            NextRequest {
+                batch: 1,
+                ..NextRequest::default()
+            }
+        } else if body.first() == Some(&b'{') {
+            match serde_json::from_slice::<NextRequest>(body) {
+                Ok(r) => r,
+                Err(e) => return self.status(&reply, 400, &format!("Bad Request - {e}"), None),
+            }
+        } else {
+            NextRequest {
+                batch: std::str::from_utf8(body)
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(1),
+                ..NextRequest::default()
+            }
+        };
+        if req.idle_heartbeat > 0 && req.idle_heartbeat.saturating_mul(2) > req.expires {
+            return self.status(&reply, 400, "Bad Request - heartbeat value too large", None);
+        }
+        let cfg = self.config.clone();
+        if cfg.max_batch > 0 && req.batch > cfg.max_batch {
+            let text = format!("Exceeded MaxRequestBatch of {}", cfg.max_batch);
+            return self.status(&reply, 409, &text, None);
+        }
+        if cfg.max_expires > 0 && req.expires > cfg.max_expires {
+            let text = format!(
+                "Exceeded MaxRequestExpires of {:?}",
+                Duration::from_nanos(cfg.max_expires as u64)
+            );
+            return self.status(&reply, 409, &text, None);
+        }
+        if cfg.max_bytes > 0 && req.max_bytes > cfg.max_bytes {
+            let text = format!("Exceeded MaxRequestMaxBytes of {}", cfg.max_bytes);
+            return self.status(&reply, 409, &text, None);
+        }
+        self.expire_requests();
+        if self.waiting.len() as i64 >= cfg.max_waiting.max(1) {
+            return self.status(&reply, 409, "Exceeded MaxWaiting", None);
+        }
+        if req.no_wait && req.expires <= 0 && self.available() == 0 {
+            return self.status(&reply, 404, "No Messages", None);
+        }
+        let heartbeat =
+            (req.idle_heartbeat > 0).then(|| Duration::from_nanos(req.idle_heartbeat as u64));
+        self.waiting.push_back(Waiting {
+            reply,
+            batch: req.batch.max(1) as u64,
+            bytes: (req.max_bytes > 0).then_some(req.max_bytes as u64),
+            no_wait: req.no_wait,
+            expires: (req.expires > 0).then(|| instant_after_ns(req.expires)),
+            heartbeat,
+            next_heartbeat: heartbeat.map(|h| Instant::now() + h),
+            delivered: 0,
+        });
+        self.deliver();
+    }
+
+    /// Messages that could be delivered right now (an estimate for `no_wait`).
+    fn available(&self) -> u64 {
+        let new = if self.config.ack_policy != AckPolicy::None
+            && self.state.pending.len() as i64 >= self.config.max_ack_pending
+            && self.config.max_ack_pending > 0
+        {
+            0
+        } else {
+            self.num_pending
+        };
+        new + self.rdq.len() as u64
+    }
+
+    /// Answers the requests whose time is up.
+    fn expire_requests(&mut self) {
+        let now = Instant::now();
+        let mut keep = VecDeque::with_capacity(self.waiting.len());
+        for w in std::mem::take(&mut self.waiting) {
+            if w.expires.is_some_and(|e| e <= now) {
+                self.status(
+                    &w.reply,
+                    408,
+                    "Request Timeout",
+                    Some((w.batch, w.bytes.unwrap_or(0))),
+                );
+            } else {
+                keep.push_back(w);
+            }
+        }
+        self.waiting = keep;
+    }
+
+    // ---- delivery ----
+
+    /// Delivers what is available to the waiting requests, round robin.
+    fn deliver(&mut self) {
+        while let Some(mut w) = self.waiting.pop_front() {
+            if !self.has_interest(&w.reply) {
+                continue; // the requester is gone
+            }
+            let Some((msg, dc, redelivery)) = self.next_message() else {
+                // Nothing more now: a no_wait request ends here.
+                if w.no_wait {
+                    if w.delivered == 0 && w.expires.is_none() {
+                        self.status(&w.reply, 404, "No Messages", None);
+                    } else if w.delivered > 0 {
+                        self.status(
+                            &w.reply,
+                            408,
+                            "Request Timeout",
+                            Some((w.batch, w.bytes.unwrap_or(0))),
+                        );
+                    } else {
+                        self.waiting.push_front(w);
+                    }
+                } else {
+                    self.waiting.push_front(w);
+                }
+                // Give the other no_wait requests their answer too.
+                self.finish_no_wait();
+                return;
+            };
+            let size = (msg.subject.len()
+                + msg.headers.as_ref().map_or(0, Bytes::len)
+                + msg.payload.len()) as u64;
+            if let Some(left) = w.bytes {
+                if size > left {
+                    self.status(
+                        &w.reply,
+                        409,
+                        "Message Size Exceeds MaxBytes",
+                        Some((w.batch, left)),
+                    );
+                    self.unget(msg.seq, redelivery);
+                    continue;
+                }
+                w.bytes = Some(left - size);
+            }
+            self.send_message(&w.reply, &msg, dc, redelivery);
+            w.delivered += 1;
+            w.batch -= 1;
+            if let Some(h) = w.heartbeat {
+                w.next_heartbeat = Some(Instant::now() + h);
+            }
+            if w.batch > 0 && w.bytes != Some(0) {
+                self.waiting.push_back(w);
+            }
+        }
+    }
+
+    /// Ends the `no_wait` requests that got something when nothing more is available.
+    fn finish_no_wait(&mut self) {
+        let mut keep = VecDeque::with_capacity(self.waiting.len());
+        for w in std::mem::take(&mut self.waiting) {
+            if w.no_wait && w.delivered > 0 {
+                self.status(
+                    &w.reply,
+                    408,
+                    "Request Timeout",
+                    Some((w.batch, w.bytes.unwrap_or(0))),
+                );
+            } else if w.no_wait && w.expires.is_none() {
+                self.status(&w.reply, 404, "No Messages", None);
+            } else {
+                keep.push_back(w);
+            }
+        }
+        self.waiting = keep;
+    }
+
+    /// The next message to deliver: a redelivery first, else a new one. Returns the message,
+    /// its delivery count and whether it is a redelivery.
+    fn next_message(&mut self) -> Option<(StoredMessage, u64, bool)> {
+        while let Some(sseq) = self.rdq.pop_front() {
+            let Some(p) = self.state.pending.get(&sseq).copied() else {
+                continue;
+            };
+            let max = self.config.max_deliver;
+            let msg = self.store.get(&self.stream_name, sseq).ok().flatten();
+            match msg {
+                Some(m) if max <= 0 || (p.dc as i64) < max => {
+                    return Some((m, p.dc + 1, true));
+                }
+                _ => {
+                    // Gone, or delivered often enough: no longer waited for.
+                    self.remove_pending(sseq, p.dseq);
+                }
+            }
+        }
+        let acks = self.config.ack_policy != AckPolicy::None;
+        if acks
+            && self.config.max_ack_pending > 0
+            && self.state.pending.len() as i64 >= self.config.max_ack_pending
+        {
+            return None;
+        }
+        loop {
+            if let Some((seqs, resume)) = &mut self.state.lps {
+                let Some(seq) = seqs.pop_front() else {
+                    self.state.next_sseq = self.state.next_sseq.max(*resume + 1);
+                    self.state.lps = None;
+                    continue;
+                };
+                if let Some(m) = self.store.get(&self.stream_name, seq).ok().flatten() {
+                    self.num_pending = self.num_pending.saturating_sub(1);
+                    return Some((m, 1, false));
+                }
+                self.num_pending = self.num_pending.saturating_sub(1);
+                continue;
+            }
+            let m = self.next_matching(self.state.next_sseq)?;
+            self.state.next_sseq = m.seq + 1;
+            if m.seq <= self.counted_upto {
+                self.num_pending = self.num_pending.saturating_sub(1);
+            } else {
+                self.counted_upto = m.seq;
+            }
+            return Some((m, 1, false));
+        }
+    }
+
+    /// Puts back a message taken by [`Task::next_message`] but not sent.
+    fn unget(&mut self, seq: u64, redelivery: bool) {
+        if redelivery {
+            self.rdq.push_front(seq);
+        } else if self.state.lps.is_some() {
+            if let Some((seqs, _)) = &mut self.state.lps {
+                seqs.push_front(seq);
+            }
+            self.num_pending += 1;
+        } else {
+            self.state.next_sseq = seq;
+            self.num_pending += 1;
+        }
+    }
+
+    fn send_message(&mut self, reply: &str, msg: &StoredMessage, dc: u64, redelivery: bool) {
+        self.state.dseq += 1;
+        let dseq = self.state.dseq;
+        let now = now_ns();
+        self.state.last_delivered_ns = now;
+        match self.config.ack_policy {
+            AckPolicy::None => self.state.ack_floor = (dseq, msg.seq),
+            _ => {
+                let was_empty = self.state.pending.is_empty();
+                let p = self.state.pending.entry(msg.seq).or_insert(Pending {
+                    dseq,
+                    dc: 0,
+                    ts: now,
+                    queued: false,
+                });
+                p.dc = dc;
+                p.ts = now;
+                p.queued = false;
+                if was_empty || self.ack_check.is_none() {
+                    self.schedule_ack_check();
+                }
+            }
+        }
+        let _ = redelivery;
+        let ack = format!(
+            "$JS.ACK.{}.{}.{}.{}.{}.{}.{}",
+            self.stream_name, self.name, dc, msg.seq, dseq, msg.ts_ns, self.num_pending
+        );
+        if self.config.headers_only {
+            let hdr = headers::Builder::new(None)
+                .add_block(msg.headers.as_deref().unwrap_or(b"NATS/1.0\r\n\r\n"))
+                .add("Nats-Msg-Size", &msg.payload.len().to_string())
+                .finish();
+            self.publish(reply, Some(&ack), Some(&hdr), b"");
+        } else {
+            self.publish(reply, Some(&ack), msg.headers.as_deref(), &msg.payload);
+        }
+        self.dirty = self.durable;
+    }
+
+    // ---- acks ----
+
+    fn ack(&mut self, sseq: u64, dseq: u64, body: &[u8], reply: Option<String>) {
+        let body = body.trim_ascii();
+        let (kind, rest) = match body.iter().position(|b| b.is_ascii_whitespace()) {
+            Some(i) => (
+                body.get(..i).unwrap_or_default(),
+                body.get(i..).unwrap_or_default(),
+            ),
+            None => (body, &b""[..]),
+        };
+        self.state.last_ack_ns = now_ns();
+        match kind {
+            b"" | b"+ACK" => self.acked(sseq, dseq),
+            b"+NXT" => {
+                self.acked(sseq, dseq);
+                if let Some(r) = reply {
+                    self.next_request(r, rest);
+                }
+                self.dirty = self.durable;
+                return;
+            }
+            b"-NAK" => {
+                #[derive(Deserialize)]
+                struct Delay {
+                    delay: i64,
+                }
+                let delay = serde_json::from_slice::<Delay>(rest.trim_ascii())
+                    .map(|d| d.delay)
+                    .unwrap_or(0);
+                let wait = self.ack_wait_for(self.state.pending.get(&sseq).map_or(1, |p| p.dc));
+                if let Some(p) = self.state.pending.get_mut(&sseq) {
+                    if delay > 0 {
+                        // Due again `delay` from now.
+                        p.ts = now_ns() - wait + delay;
+                        self.schedule_ack_check();
+                    } else if !p.queued {
+                        p.queued = true;
+                        self.rdq.push_back(sseq);
+                    }
+                }
+            }
+            b"+WPI" => {
+                if let Some(p) = self.state.pending.get_mut(&sseq) {
+                    p.ts = now_ns();
+                }
+            }
+            b"+TERM" => {
+                if let Some(p) = self.state.pending.get(&sseq).copied() {
+                    self.remove_pending(sseq, p.dseq);
+                }
+            }
+            _ => {}
+        }
+        self.dirty = self.durable;
+        if let Some(r) = reply {
+            if self.durable {
+                self.replies_dirty.push(r);
+            } else {
+                self.publish(&r, None, None, b"");
+            }
+        }
+        self.deliver();
+    }
+
+    fn acked(&mut self, sseq: u64, dseq: u64) {
+        match self.config.ack_policy {
+            AckPolicy::Explicit => {
+                let dseq = self.state.pending.get(&sseq).map_or(dseq, |p| p.dseq);
+                if self.state.pending.contains_key(&sseq) {
+                    self.remove_pending(sseq, dseq);
+                }
+            }
+            AckPolicy::All => {
+                let (dflr, sflr) = self.state.ack_floor;
+                if dseq <= dflr || sseq <= sflr {
+                    return;
+                }
+                self.state.ack_floor = (dseq, sseq);
+                let later = self.state.pending.split_off(&(sseq + 1));
+                self.state.pending = later;
+                self.rdq.retain(|s| *s > sseq);
+                if self.state.pending.is_empty() {
+                    self.state.ack_floor =
+                        (self.state.dseq, self.state.next_sseq.saturating_sub(1));
+                }
+            }
+            AckPolicy::None => {}
+        }
+    }
+
+    /// Forgets an outstanding ack and moves the ack floor as nats-server does.
+    fn remove_pending(&mut self, sseq: u64, dseq: u64) {
+        self.state.pending.remove(&sseq);
+        if self.state.pending.is_empty() {
+            self.state.ack_floor = (self.state.dseq, self.state.next_sseq.saturating_sub(1));
+            if let Some((_, resume)) = &self.state.lps {
+                self.state.ack_floor.1 = self.state.ack_floor.1.min(*resume);
+            }
+        } else if dseq == self.state.ack_floor.0 + 1 {
+            self.state.ack_floor = (dseq, sseq);
+            if let Some((&next, p)) = self.state.pending.range(sseq + 1..).next() {
+                self.state.ack_floor = (p.dseq.saturating_sub(1), next - 1);
+            }
+        }
+    }
+
+    // ---- timers ----
+
+    fn ack_wait_for(&self, dc: u64) -> i64 {
+        if self.config.backoff.is_empty() {
+            return self.config.ack_wait;
+        }
+        let i = (dc.saturating_sub(1) as usize).min(self.config.backoff.len() - 1);
+        self.config
+            .backoff
+            .get(i)
+            .copied()
+            .unwrap_or(self.config.ack_wait)
+    }
+
+    /// Sets the next pending-ack check to the earliest deadline.
+    fn schedule_ack_check(&mut self) {
+        let now = now_ns();
+        let earliest = self
+            .state
+            .pending
+            .values()
+            .filter(|p| !p.queued)
+            .map(|p| p.ts + self.ack_wait_for(p.dc))
+            .min();
+        self.ack_check = earliest.map(|t| instant_after_ns(t - now));
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let mut d = self.ack_check;
+        let mut take = |t: Option<Instant>| {
+            if let Some(t) = t {
+                d = Some(d.map_or(t, |x| x.min(t)));
+            }
+        };
+        for w in &self.waiting {
+            take(w.expires);
+            take(w.next_heartbeat);
+        }
+        if !self.durable && self.waiting.is_empty() {
+            take(Some(self.inactive_deadline()));
+        }
+        d
+    }
+
+    fn inactive_deadline(&self) -> Instant {
+        let ns = if self.config.inactive_threshold > 0 {
+            self.config.inactive_threshold
+        } else {
+            DEFAULT_INACTIVE_NS
+        };
+        self.last_request + Duration::from_nanos(ns as u64)
+    }
+
+    /// Runs what is due. Returns true when an inactive ephemeral consumer deleted itself.
+    fn timers(&mut self) -> bool {
+        let now = Instant::now();
+        if self.ack_check.is_some_and(|t| t <= now) {
+            let now_ns = now_ns();
+            let due: Vec<u64> = self
+                .state
+                .pending
+                .iter()
+                .filter(|(_, p)| !p.queued && p.ts + self.ack_wait_for(p.dc) <= now_ns)
+                .map(|(s, _)| *s)
+                .collect();
+            for sseq in due {
+                let Some(p) = self.state.pending.get_mut(&sseq) else {
+                    continue;
+                };
+                if self.config.max_deliver > 0 && p.dc as i64 >= self.config.max_deliver {
+                    let dseq = p.dseq;
+                    self.remove_pending(sseq, dseq);
+                    self.dirty = self.durable;
+                } else {
+                    p.queued = true;
+                    self.rdq.push_back(sseq);
+                }
+            }
+            self.schedule_ack_check();
+        }
+        self.expire_requests();
+        let mut due_hb = Vec::new();
+        for w in &mut self.waiting {
+            if let (Some(t), Some(h)) = (w.next_heartbeat, w.heartbeat) {
+                if t <= now {
+                    w.next_heartbeat = Some(now + h);
+                    due_hb.push(w.reply.clone());
+                }
+            }
+        }
+        for reply in due_hb {
+            let hdr = headers::Builder::new(Some((100, "Idle Heartbeat")))
+                .add("Nats-Last-Consumer", &self.state.dseq.to_string())
+                .add(
+                    "Nats-Last-Stream",
+                    &self.state.next_sseq.saturating_sub(1).to_string(),
+                )
+                .finish();
+            self.publish(&reply, None, Some(&hdr), b"");
+        }
+        if !self.durable && self.waiting.is_empty() && self.inactive_deadline() <= now {
+            if let Some(stream) = self.stream.upgrade() {
+                stream.remove_consumer(&self.name);
+            }
+            return true;
+        }
+        self.deliver();
+        false
+    }
+
+    // ---- persistence ----
+
+    fn maybe_write(&mut self) {
+        if !self.dirty || self.write.is_some() || !self.durable {
+            return;
+        }
+        self.dirty = false;
+        let record = Record {
+            config: self.config.clone(),
+            created_ns: self.created_ns,
+            state: self.state.clone(),
+        };
+        let bytes = serde_json::to_vec(&record).unwrap_or_default();
+        self.write = Some(Box::pin(self.store.put_consumer(
+            &self.stream_name,
+            &self.name,
+            bytes,
+        )));
+        self.replies_in_flight = std::mem::take(&mut self.replies_dirty);
+    }
+
+    // ---- info ----
+
+    fn info(&self) -> Value {
+        let opt_ts = |ns: i64| (ns > 0).then(|| rfc3339(ns));
+        let mut delivered = json!({
+            "consumer_seq": self.state.dseq,
+            "stream_seq": self.state.next_sseq.saturating_sub(1),
+        });
+        if let Some(t) = opt_ts(self.state.last_delivered_ns) {
+            delivered["last_active"] = Value::String(t);
+        }
+        let mut ack_floor = json!({
+            "consumer_seq": self.state.ack_floor.0,
+            "stream_seq": self.state.ack_floor.1,
+        });
+        if let Some(t) = opt_ts(self.state.last_ack_ns) {
+            ack_floor["last_active"] = Value::String(t);
+        }
+        let redelivered = self.state.pending.values().filter(|p| p.dc > 1).count();
+        json!({
+            "stream_name": self.stream_name,
+            "name": self.name,
+            "created": rfc3339(self.created_ns),
+            "config": self.config,
+            "delivered": delivered,
+            "ack_floor": ack_floor,
+            "num_ack_pending": self.state.pending.len(),
+            "num_redelivered": redelivered,
+            "num_waiting": self.waiting.len(),
+            "num_pending": self.num_pending,
+            "ts": rfc3339(now_ns()),
+        })
+    }
+}
+
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(86_400)
+}
+
+async fn poll_write(write: &mut Option<WriteFuture>) -> Result<(), StoreError> {
+    match write {
+        Some(w) => w.await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ack_subjects_parse() {
+        assert_eq!(
+            parse_ack_subject("$JS.ACK.S.C.2.10.12.1700000000000000000.5"),
+            Some(("S", "C", 10, 12))
+        );
+        assert_eq!(parse_ack_subject("$JS.ACK.S.C.2.10"), None);
+        assert_eq!(parse_ack_subject("$JS.ACK.S.C.x.y.z.1.5"), None);
+    }
+}
