@@ -233,8 +233,10 @@ struct Runner {
     in_flight: VecDeque<InFlight>,
 }
 
-/// Creates a stream's handle and starts its task. `last_msg_id` and `recent_ids` come from the
-/// stored messages (see [`recent_msg_ids`]).
+/// Creates a stream's handle and starts its task. The task first rebuilds the dedup state
+/// from the stored messages (see [`recent_msg_ids`]) off the async threads, then serves the
+/// stream's queue: the server starts at once, and publishes wait for the rebuild, so a retry
+/// with a known `Nats-Msg-Id` is still recognised.
 pub(crate) fn start(
     name: String,
     config: StreamConfig,
@@ -252,25 +254,32 @@ pub(crate) fn start(
         queued: std::sync::atomic::AtomicUsize::new(0),
         consumers: RwLock::new(HashMap::new()),
     });
-    let (dedup_order, last_msg_id) = recent_msg_ids(&store, &stream);
-    let mut dedup = HashMap::new();
-    for (id, seq, ts) in &dedup_order {
-        dedup.insert(id.clone(), (*seq, *ts));
-    }
     let runner = Runner {
         stream: stream.clone(),
         store,
         server,
         domain,
-        dedup,
-        dedup_order: dedup_order
-            .into_iter()
-            .map(|(id, _, ts)| (id, ts))
-            .collect(),
-        last_msg_id,
+        dedup: HashMap::new(),
+        dedup_order: VecDeque::new(),
+        last_msg_id: None,
         in_flight: VecDeque::new(),
     };
-    tokio::spawn(runner.run(rx));
+    tokio::spawn(async move {
+        let (store, for_scan) = (runner.store.clone(), runner.stream.clone());
+        let scan = tokio::task::spawn_blocking(move || recent_msg_ids(&store, &for_scan)).await;
+        let mut runner = runner;
+        match scan {
+            Ok((recent, last_msg_id)) => {
+                for (id, seq, ts) in recent {
+                    runner.dedup.insert(id.clone(), (seq, ts));
+                    runner.dedup_order.push_back((id, ts));
+                }
+                runner.last_msg_id = last_msg_id;
+            }
+            Err(e) => warn!(stream = %runner.stream.name, error = %e, "dedup rebuild failed"),
+        }
+        runner.run(rx).await;
+    });
     stream
 }
 

@@ -14,8 +14,16 @@
 //!   stream goes quiet for `--idle` seconds (default 2).
 //! * `reqrep --msgs M --size N`: sequential request/reply latency percentiles in
 //!   microseconds, through async-nats on both ends.
-//! * `startup [--runs R] -- CMD ARGS...`: spawns CMD (every `{port}` in ARGS is
-//!   replaced by a free loopback port), times spawn to first `INFO` line, kills it.
+//!   With `--responder-url` the responder connects there (e.g. a hub behind the
+//!   requester's leaf); requests are retried until one gets through first.
+//! * `pubsub --sub-url HOST:PORT`: subscribers on another server than the publisher
+//!   (leaf link); the publisher sends probes until interest has arrived.
+//! * `js --mode sync|async`: JetStream publish throughput (and, sync, PubAck
+//!   latency) on stream `BENCH` (subjects `bench.>`), via async-nats; afterwards
+//!   `STREAM.INFO` must report every acknowledged message.
+//! * `startup [--runs R] [--js-stream NAME] -- CMD ARGS...`: spawns CMD (every
+//!   `{port}` in ARGS is replaced by a free loopback port), times spawn to first
+//!   `INFO` line (and to the first `STREAM.INFO NAME` answer), kills it (SIGKILL).
 //! * `freeport`: prints a free loopback TCP port.
 //! * `report FILE [--baseline NAME]`: renders the JSON lines collected in FILE as
 //!   a Markdown table of medians and ratios against the baseline server.
@@ -28,7 +36,7 @@ use std::collections::BTreeMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Command, ExitCode, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -47,6 +55,12 @@ const SUBJECT: &str = "bench.s";
 
 /// Subject the request/reply responder listens on.
 const RR_SUBJECT: &str = "bench.rr";
+
+/// Subject of the interest probes sent before a measurement across a leaf link.
+const PROBE_SUBJECT: &str = "bench.probe";
+
+/// Upper bound on waiting for interest to cross a leaf link.
+const PROBE_LIMIT: Duration = Duration::from_secs(15);
 
 /// Size of one write of pre-encoded `PUB` frames.
 const WRITE_CHUNK: usize = 128 * 1024;
@@ -81,6 +95,7 @@ fn run(argv: Vec<String>) -> Result<()> {
         "pub" => throughput::run_pub(&args),
         "pubsub" => throughput::run_pubsub(&args),
         "reqrep" => reqrep::run(&args),
+        "js" => js::run(&args),
         "startup" => startup::run(&args),
         "freeport" => {
             println!("{}", startup::free_port()?);
@@ -99,9 +114,16 @@ fn run(argv: Vec<String>) -> Result<()> {
 const USAGE: &str = "usage:
   loadgen pub    [--url HOST:PORT] [--size 16] [--msgs 5000000] [--server NAME]
   loadgen pubsub [--url HOST:PORT] [--subs 1] [--size 16] [--msgs 2000000] [--idle 2] [--server NAME]
+                 [--sub-url HOST:PORT] [--row NAME] [--pair NAME]
+                 (--sub-url: subscribers there, e.g. a hub; probes until interest has arrived)
   loadgen reqrep [--url HOST:PORT] [--size 16] [--msgs 20000] [--warmup 1000] [--threads 0] [--server NAME]
+                 [--responder-url HOST:PORT] [--row NAME] [--pair NAME]
                  (--threads 0: one current-thread tokio runtime for both ends)
-  loadgen startup [--runs 3] [--server NAME] -- CMD ARGS...   ({port} in ARGS = a free port)
+  loadgen js     [--url HOST:PORT] [--mode sync|async] [--size 128] [--msgs 3000] [--warmup 100]
+                 [--inflight 256] [--row NAME] [--server NAME]
+                 (stream BENCH on bench.>, recreated; checks the stored count with STREAM.INFO)
+  loadgen startup [--runs 3] [--server NAME] [--row startup] [--js-stream NAME] -- CMD ARGS...
+                 ({port} in ARGS = a free port; --js-stream: also time the first STREAM.INFO answer)
   loadgen freeport
   loadgen report FILE [--baseline nats-server]";
 
@@ -159,6 +181,11 @@ mod args {
                 .unwrap_or_else(|| default.to_owned())
         }
 
+        /// The string value of `--key`, if given.
+        pub fn str_opt(&self, key: &str) -> Option<String> {
+            self.opts.get(key).cloned()
+        }
+
         /// The parsed value of `--key`, or `default`.
         pub fn num_or<T: FromStr>(&self, key: &str, default: T) -> Result<T> {
             match self.opts.get(key) {
@@ -213,7 +240,12 @@ mod wire {
         pub pings: u32,
         /// `PONG`s from the server.
         pub pongs: u32,
+        /// `MSG` frames completed on the probe subscription (sid [`PROBE_SID`]).
+        pub probes: u64,
     }
+
+    /// Subscription id whose messages count as probes, not as measured messages.
+    pub const PROBE_SID: &[u8] = b"p";
 
     /// Incremental parser of server-to-client traffic that counts messages
     /// without copying payloads.
@@ -221,6 +253,8 @@ mod wire {
     pub struct Reader {
         /// Payload bytes (plus CRLF) still to skip.
         skip: usize,
+        /// Whether the message being skipped belongs to the probe subscription.
+        skip_probe: bool,
         /// Partial protocol line carried over between reads.
         line: Vec<u8>,
         /// Bytes read during the handshake and not consumed yet.
@@ -234,6 +268,7 @@ mod wire {
         pub fn new() -> Reader {
             Reader {
                 skip: 0,
+                skip_probe: false,
                 line: Vec::new(),
                 pending: Vec::new(),
                 error: None,
@@ -316,7 +351,11 @@ mod wire {
                     if self.skip > 0 {
                         return Ok(seen);
                     }
-                    seen.msgs += 1;
+                    if self.skip_probe {
+                        seen.probes += 1;
+                    } else {
+                        seen.msgs += 1;
+                    }
                 }
                 if buf.is_empty() {
                     return Ok(seen);
@@ -356,6 +395,8 @@ mod wire {
                 let size = parse_usize(size_field)
                     .ok_or_else(|| format!("bad MSG line {:?}", String::from_utf8_lossy(line)))?;
                 self.skip = size + 2;
+                // `MSG subject sid ...`: the second field is the subscription id.
+                self.skip_probe = line.split(|&b| b == b' ').nth(2) == Some(PROBE_SID);
             } else if line.starts_with(b"PING") {
                 seen.pings += 1;
             } else if line.starts_with(b"PONG") {
@@ -418,6 +459,19 @@ mod wire {
                 assert_eq!(s1.pings + s2.pings, 1, "cut at {cut}");
             }
         }
+
+        #[test]
+        fn separates_probes() {
+            let wire = b"MSG bench.probe p 0\r\n\r\nMSG bench.s 1 2\r\nab\r\nMSG x p r 1\r\nz\r\n";
+            for cut in 0..wire.len() {
+                let mut r = Reader::new();
+                let (a, b) = wire.split_at(cut);
+                let s1 = r.feed(a).unwrap_or_default();
+                let s2 = r.feed(b).unwrap_or_default();
+                assert_eq!(s1.msgs + s2.msgs, 1, "cut at {cut}");
+                assert_eq!(s1.probes + s2.probes, 2, "cut at {cut}");
+            }
+        }
     }
 }
 
@@ -477,6 +531,8 @@ mod throughput {
         pub_done: AtomicBool,
         /// Set if the publisher failed (subscribers stop waiting).
         pub_failed: AtomicBool,
+        /// Subscribers that have received at least one probe.
+        probed: AtomicUsize,
     }
 
     /// What one subscriber saw.
@@ -491,9 +547,11 @@ mod throughput {
 
     /// One subscriber connection: subscribes, confirms with PING/PONG, waits at
     /// `ready`, then counts messages until it has `expected` or the stream is idle.
+    #[allow(clippy::too_many_arguments)]
     fn subscriber(
         url: &str,
         sid: usize,
+        probe: bool,
         expected: u64,
         idle: Duration,
         ready: &Barrier,
@@ -507,7 +565,15 @@ mod throughput {
         };
         let setup = || -> Result<(TcpStream, Reader)> {
             let (mut stream, mut reader) = wire::connect(url)?;
-            stream.write_all(format!("SUB {SUBJECT} {sid}\r\nPING\r\n").as_bytes())?;
+            let mut subs = format!("SUB {SUBJECT} {sid}\r\n");
+            if probe {
+                // After the measured subscription, so that on an ordered link the
+                // probe's interest arriving implies the measured one has arrived.
+                let probe_sid = String::from_utf8_lossy(wire::PROBE_SID);
+                subs.push_str(&format!("SUB {PROBE_SUBJECT} {probe_sid}\r\n"));
+            }
+            subs.push_str("PING\r\n");
+            stream.write_all(subs.as_bytes())?;
             reader.wait_pong(&mut stream)?;
             Ok((stream, reader))
         };
@@ -527,6 +593,7 @@ mod throughput {
         let mut buf = vec![0u8; READ_BUF];
         let mut quiet_since = Instant::now();
         let mut pending = reader.take_pending();
+        let mut probed = false;
         loop {
             let got = if pending.is_empty() {
                 stream.read(&mut buf)
@@ -554,6 +621,10 @@ mod throughput {
                             break;
                         }
                     };
+                    if seen.probes > 0 && !probed {
+                        probed = true;
+                        shared.probed.fetch_add(1, Ordering::AcqRel);
+                    }
                     if seen.msgs > 0 {
                         res.received += seen.msgs;
                         let now = Instant::now();
@@ -602,9 +673,33 @@ mod throughput {
         res
     }
 
+    /// Publishes probes on [`PROBE_SUBJECT`] every 10 ms until every subscriber
+    /// has seen one (interest has crossed any leaf link), at most `limit`.
+    fn probe(stream: &mut TcpStream, subs: usize, shared: &Shared, limit: Duration) -> Result<()> {
+        let t0 = Instant::now();
+        while shared.probed.load(Ordering::Acquire) < subs {
+            if t0.elapsed() > limit {
+                return Err(format!(
+                    "interest did not arrive within {limit:?}: {} of {subs} subscribers got a probe",
+                    shared.probed.load(Ordering::Acquire)
+                )
+                .into());
+            }
+            stream.write_all(format!("PUB {PROBE_SUBJECT} 0\r\n\r\n").as_bytes())?;
+            thread::sleep(Duration::from_millis(10));
+        }
+        Ok(())
+    }
+
     /// `loadgen pubsub`: one publisher, K subscribers.
+    ///
+    /// With `--sub-url`, the subscribers connect there instead of `--url` (e.g. a hub
+    /// behind the publisher's leaf); the publisher then sends probes until every
+    /// subscriber has one, before the clock starts.
     pub fn run_pubsub(args: &args::Args) -> Result<()> {
         let url = args.str_or("url", "127.0.0.1:4222");
+        let sub_url = args.str_or("sub-url", &url);
+        let probe_needed = sub_url != url;
         let size: usize = args.num_or("size", 16)?;
         let msgs: u64 = args.num_or("msgs", 2_000_000)?;
         let subs: usize = args.num_or("subs", 1)?;
@@ -617,22 +712,37 @@ mod throughput {
         let shared = Arc::new(Shared {
             pub_done: AtomicBool::new(false),
             pub_failed: AtomicBool::new(false),
+            probed: AtomicUsize::new(0),
         });
         let ready = Arc::new(Barrier::new(subs + 1));
         let start = Arc::new(std::sync::OnceLock::new());
         let handles: Vec<_> = (1..=subs)
             .map(|sid| {
-                let (url, ready, start, shared) =
-                    (url.clone(), ready.clone(), start.clone(), shared.clone());
+                let (url, ready, start, shared) = (
+                    sub_url.clone(),
+                    ready.clone(),
+                    start.clone(),
+                    shared.clone(),
+                );
                 thread::Builder::new()
                     .name(format!("sub-{sid}"))
-                    .spawn(move || subscriber(&url, sid, msgs, idle, &ready, &start, &shared))
+                    .spawn(move || {
+                        subscriber(&url, sid, probe_needed, msgs, idle, &ready, &start, &shared)
+                    })
             })
             .collect::<std::io::Result<_>>()?;
 
         let conn = wire::connect(&url);
         ready.wait();
+        let mut probe_ms = 0.0;
         let outcome = conn.and_then(|(mut stream, mut reader)| {
+            if probe_needed {
+                let t = Instant::now();
+                probe(&mut stream, subs, &shared, PROBE_LIMIT)?;
+                // Let probes still in flight arrive before the clock starts.
+                thread::sleep(Duration::from_millis(50));
+                probe_ms = t.elapsed().as_secs_f64() * 1e3;
+            }
             let t0 = Instant::now();
             let _ = start.set(t0);
             blast(&mut stream, &mut reader, size, msgs)?;
@@ -675,9 +785,12 @@ mod throughput {
             errors.insert(0, format!("publisher: {e}"));
         }
         let per_sub: Vec<u64> = results.iter().map(|r| r.received).collect();
+        let row = args.str_or("row", &format!("pubsub{subs}/{size}"));
+        let pair = args.str_or("pair", "");
         emit(
             serde_json::json!({
-                "mode": "pubsub", "row": format!("pubsub{subs}/{size}"), "server": server,
+                "mode": "pubsub", "row": row, "server": server, "pair": pair,
+                "url": url, "sub_url": sub_url, "probe_ms": probe_ms,
                 "subs": subs, "size": size, "msgs": msgs, "expected": expected,
                 "received": received, "lost": lost, "per_sub": per_sub,
                 "secs": secs, "pub_secs": pub_secs,
@@ -718,7 +831,9 @@ mod reqrep {
                 .enable_all()
                 .build()?
         };
-        let mut lat_ns = rt.block_on(measure(&url, size, msgs, warmup))?;
+        let responder_url = args.str_or("responder-url", &url);
+        let (mut lat_ns, probe_ms) =
+            rt.block_on(measure(&url, &responder_url, size, msgs, warmup))?;
         if lat_ns.is_empty() {
             return Err("no requests measured".into());
         }
@@ -732,7 +847,9 @@ mod reqrep {
         let (p50, p90, p99, p999, max) = (pct(0.5), pct(0.9), pct(0.99), pct(0.999), pct(1.0));
         emit(
             serde_json::json!({
-                "mode": "reqrep", "row": format!("reqrep/{size}"), "server": server,
+                "mode": "reqrep", "row": args.str_or("row", &format!("reqrep/{size}")),
+                "server": server, "pair": args.str_or("pair", ""),
+                "url": url, "responder_url": responder_url, "probe_ms": probe_ms,
                 "size": size, "msgs": msgs, "mean_us": mean,
                 "p50_us": p50, "p90_us": p90, "p99_us": p99, "p999_us": p999, "max_us": max,
                 "req_per_sec": 1e6 / mean,
@@ -744,10 +861,24 @@ mod reqrep {
         Ok(())
     }
 
-    /// Starts a responder, then times `msgs` sequential requests after `warmup`.
-    async fn measure(url: &str, size: usize, msgs: usize, warmup: usize) -> Result<Vec<u64>> {
-        let url = format!("nats://{}", url.strip_prefix("nats://").unwrap_or(url));
-        let responder = async_nats::connect(url.as_str()).await?;
+    /// `nats://HOST:PORT` from `HOST:PORT` (with or without the scheme).
+    fn nats_url(url: &str) -> String {
+        format!("nats://{}", url.strip_prefix("nats://").unwrap_or(url))
+    }
+
+    /// Starts a responder on `responder_url`, then times `msgs` sequential requests
+    /// sent through `url` after `warmup`. Returns the latencies in ns and how long
+    /// the first successful request took to get through (interest crossing a leaf
+    /// link in both directions), in ms.
+    async fn measure(
+        url: &str,
+        responder_url: &str,
+        size: usize,
+        msgs: usize,
+        warmup: usize,
+    ) -> Result<(Vec<u64>, f64)> {
+        let url = nats_url(url);
+        let responder = async_nats::connect(nats_url(responder_url)).await?;
         let mut sub = responder.subscribe(RR_SUBJECT).await?;
         responder.flush().await?;
         let echo = responder.clone();
@@ -766,6 +897,24 @@ mod reqrep {
             .connect(url.as_str())
             .await?;
         let payload = bytes::Bytes::from(vec![b'r'; size]);
+        // Until the responder's interest has reached the requester's server and the
+        // requester's reply interest the responder's, requests fail or time out.
+        let t_probe = Instant::now();
+        loop {
+            let attempt = tokio::time::timeout(
+                Duration::from_millis(250),
+                requester.request(RR_SUBJECT, payload.clone()),
+            )
+            .await;
+            if let Ok(Ok(_)) = attempt {
+                break;
+            }
+            if t_probe.elapsed() > PROBE_LIMIT {
+                return Err(format!("no reply within {PROBE_LIMIT:?}: {attempt:?}").into());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let probe_ms = t_probe.elapsed().as_secs_f64() * 1e3;
         for _ in 0..warmup {
             requester.request(RR_SUBJECT, payload.clone()).await?;
         }
@@ -781,7 +930,218 @@ mod reqrep {
             }
         }
         task.abort();
-        Ok(lat)
+        Ok((lat, probe_ms))
+    }
+}
+
+mod js {
+    //! The `js` mode: JetStream publish throughput and acknowledgement latency,
+    //! through async-nats, followed by a `STREAM.INFO` check of what was stored.
+
+    use super::*;
+    use async_nats::jetstream::{self, context::PublishAckFuture, stream};
+    use std::collections::VecDeque;
+
+    /// Name of the benchmark stream (subjects `bench.>`).
+    pub const STREAM: &str = "BENCH";
+
+    /// CPU time (user + system) this process has used so far, in seconds.
+    pub fn cpu_secs() -> f64 {
+        // SAFETY: `getrusage` only writes into the zeroed struct we own.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: RUSAGE_SELF is valid and `ru` is a valid, writable rusage.
+        if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
+            return f64::NAN;
+        }
+        let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+        tv(ru.ru_utime) + tv(ru.ru_stime)
+    }
+
+    /// What one run measured.
+    struct Outcome {
+        /// Publishes acknowledged without error (warm-up included).
+        acked: u64,
+        /// Publishes whose acknowledgement was an error or never came.
+        failed: u64,
+        /// First failure, if any.
+        first_error: Option<String>,
+        /// Wall time of the timed part.
+        secs: f64,
+        /// Per-publish acknowledgement latencies in ns (sync mode only).
+        lat_ns: Vec<u64>,
+    }
+
+    /// Records the outcome of one acknowledgement.
+    fn tally<T, E: std::fmt::Display>(out: &mut Outcome, r: std::result::Result<T, E>) {
+        match r {
+            Ok(_) => out.acked += 1,
+            Err(e) => {
+                out.failed += 1;
+                if out.first_error.is_none() {
+                    out.first_error = Some(e.to_string());
+                }
+            }
+        }
+    }
+
+    /// `loadgen js --mode sync|async`.
+    pub fn run(args: &args::Args) -> Result<()> {
+        let url = args.str_or("url", "127.0.0.1:4222");
+        let mode = args.str_or("mode", "sync");
+        let size: usize = args.num_or("size", 128)?;
+        let msgs: u64 = args.num_or("msgs", 3_000)?;
+        let warmup: u64 = args.num_or("warmup", 100)?;
+        let inflight: usize = args.num_or("inflight", 256)?;
+        let server = args.str_or("server", "");
+        if mode != "sync" && mode != "async" {
+            return Err(format!("--mode must be sync or async, not {mode:?}").into());
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let cpu0 = cpu_secs();
+        let (out, stored) =
+            rt.block_on(measure(&url, &mode, size, msgs, warmup, inflight.max(1)))?;
+        let cpu = cpu_secs() - cpu0;
+        let total = msgs + warmup;
+        // Loss: acknowledged publishes that the stream does not hold.
+        let lost = out.acked.saturating_sub(stored);
+        let rate = msgs as f64 / out.secs;
+        let mut lat = out.lat_ns;
+        lat.sort_unstable();
+        let pct = |p: f64| -> Option<f64> {
+            let idx = ((lat.len().checked_sub(1)?) as f64 * p).round() as usize;
+            lat.get(idx).map(|&ns| ns as f64 / 1e3)
+        };
+        let mut errors = Vec::new();
+        if let Some(e) = &out.first_error {
+            errors.push(format!("{} failed acks, first: {e}", out.failed));
+        }
+        if stored != out.acked {
+            errors.push(format!(
+                "stream holds {stored} messages, {} were acknowledged ({total} sent)",
+                out.acked
+            ));
+        }
+        let mut record = serde_json::json!({
+            "mode": "js", "row": args.str_or("row", &format!("js-{mode}/{size}")), "server": server,
+            "size": size, "msgs": msgs, "warmup": warmup, "sent": total,
+            "inflight": if mode == "sync" { 1 } else { inflight },
+            "acked": out.acked, "failed": out.failed, "stored": stored,
+            "expected": total, "lost": lost, "secs": out.secs, "msgs_per_sec": rate,
+            "client_cpu_secs": cpu, "errors": errors,
+        });
+        let mut human = format!(
+            "js-{mode:5}  {server:12} size {size:4} B  {msgs} msgs in {:.3} s = {:.1} k msgs/s, acked {}/{total}, stored {stored}, lost {lost}, client CPU {:.0} %",
+            out.secs,
+            rate / 1e3,
+            out.acked,
+            100.0 * cpu / out.secs
+        );
+        if let (Some(p50), Some(p90), Some(p99), Some(max), Some(obj)) = (
+            pct(0.5),
+            pct(0.9),
+            pct(0.99),
+            pct(1.0),
+            record.as_object_mut(),
+        ) {
+            obj.insert("p50_us".into(), p50.into());
+            obj.insert("p90_us".into(), p90.into());
+            obj.insert("p99_us".into(), p99.into());
+            obj.insert("max_us".into(), max.into());
+            human.push_str(&format!(
+                "  ack p50 {p50:.0} us  p90 {p90:.0} us  p99 {p99:.0} us  max {max:.0} us"
+            ));
+        }
+        if !errors.is_empty() {
+            human.push_str(&format!("  errors: {}", errors.join("; ")));
+        }
+        emit(record, &human);
+        Ok(())
+    }
+
+    /// (Re)creates the stream, publishes, and returns the outcome and the number of
+    /// messages `STREAM.INFO` reports afterwards.
+    async fn measure(
+        url: &str,
+        mode: &str,
+        size: usize,
+        msgs: u64,
+        warmup: u64,
+        inflight: usize,
+    ) -> Result<(Outcome, u64)> {
+        let url = format!("nats://{}", url.strip_prefix("nats://").unwrap_or(url));
+        let client = async_nats::ConnectOptions::new()
+            .request_timeout(Some(Duration::from_secs(10)))
+            .connect(url.as_str())
+            .await?;
+        let ctx = jetstream::new(client);
+        // A leftover stream from an earlier run would skew the count.
+        let _ = ctx.delete_stream(STREAM).await;
+        let mut stream = ctx
+            .create_stream(stream::Config {
+                name: STREAM.to_owned(),
+                subjects: vec!["bench.>".to_owned()],
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| format!("create stream {STREAM}: {e}"))?;
+        let payload = bytes::Bytes::from(vec![b'j'; size]);
+        let mut out = Outcome {
+            acked: 0,
+            failed: 0,
+            first_error: None,
+            secs: f64::NAN,
+            lat_ns: Vec::new(),
+        };
+        if mode == "sync" {
+            for _ in 0..warmup {
+                let r = async { ctx.publish(SUBJECT, payload.clone()).await?.await }.await;
+                tally(&mut out, r.map_err(|e| e.to_string()));
+            }
+            out.lat_ns.reserve(msgs as usize);
+            let t0 = Instant::now();
+            for _ in 0..msgs {
+                let t = Instant::now();
+                let r = async { ctx.publish(SUBJECT, payload.clone()).await?.await }.await;
+                out.lat_ns
+                    .push(u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX));
+                tally(&mut out, r.map_err(|e| e.to_string()));
+            }
+            out.secs = t0.elapsed().as_secs_f64();
+        } else {
+            let mut window: VecDeque<PublishAckFuture> = VecDeque::with_capacity(inflight);
+            let mut t0 = Instant::now();
+            for i in 0..warmup + msgs {
+                if i == warmup {
+                    // Drain the warm-up so the timed part starts from an empty pipe.
+                    while let Some(f) = window.pop_front() {
+                        tally(&mut out, f.await);
+                    }
+                    t0 = Instant::now();
+                }
+                if window.len() >= inflight {
+                    if let Some(f) = window.pop_front() {
+                        tally(&mut out, f.await);
+                    }
+                }
+                match ctx.publish(SUBJECT, payload.clone()).await {
+                    Ok(f) => window.push_back(f),
+                    Err(e) => tally::<(), _>(&mut out, Err(e)),
+                }
+            }
+            while let Some(f) = window.pop_front() {
+                tally(&mut out, f.await);
+            }
+            out.secs = t0.elapsed().as_secs_f64();
+        }
+        let stored = stream
+            .info()
+            .await
+            .map_err(|e| format!("stream info: {e}"))?
+            .state
+            .messages;
+        Ok((out, stored))
     }
 }
 
@@ -795,8 +1155,73 @@ mod startup {
         Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
     }
 
-    /// Spawns the command once and returns the time until the first `INFO` line.
-    fn once(cmd: &[String]) -> Result<Duration> {
+    /// Times of one start: first `INFO`, and (if asked) first `STREAM.INFO` answer.
+    struct Times {
+        /// Spawn to the first `INFO` bytes.
+        info: Duration,
+        /// Spawn to the first `STREAM.INFO` reply carrying the stream's state.
+        js: Option<Duration>,
+        /// Messages that reply reported.
+        js_msgs: Option<u64>,
+    }
+
+    /// On a connection that has just sent `INFO`: asks `$JS.API.STREAM.INFO.<stream>`
+    /// every 50 ms until a reply with the stream's state arrives. Returns the
+    /// message count it reports.
+    fn wait_stream(s: &mut TcpStream, stream: &str, t0: Instant) -> Result<u64> {
+        s.write_all(
+            format!(
+                "CONNECT {{\"verbose\":false,\"pedantic\":false,\"headers\":true,\"protocol\":1}}\r\n\
+                 SUB _bench.ready 1\r\nPUB $JS.API.STREAM.INFO.{stream} _bench.ready 0\r\n\r\n"
+            )
+            .as_bytes(),
+        )?;
+        s.set_read_timeout(Some(Duration::from_millis(50)))?;
+        let mut seen: Vec<u8> = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut asked = Instant::now();
+        loop {
+            if t0.elapsed() > WAIT_LIMIT {
+                return Err(format!("no STREAM.INFO {stream} answer within {WAIT_LIMIT:?}").into());
+            }
+            match s.read(&mut buf) {
+                Ok(0) => return Err("server closed the connection".into()),
+                Ok(n) => seen.extend_from_slice(buf.get(..n).unwrap_or_default()),
+                Err(e) if wire::is_timeout(&e) => {}
+                Err(e) => return Err(e.into()),
+            }
+            let text = String::from_utf8_lossy(&seen);
+            if let Some(i) = text.find("\"state\"") {
+                let rest = text.get(i..).unwrap_or_default();
+                if let Some(j) = rest.find("\"messages\":") {
+                    let digits: String = rest
+                        .get(j + 11..)
+                        .unwrap_or_default()
+                        .chars()
+                        .take_while(|c| c.is_ascii_digit())
+                        .collect();
+                    if let (Ok(n), true) = (digits.parse(), rest.len() > j + 11 + digits.len()) {
+                        return Ok(n);
+                    }
+                }
+            }
+            if text.contains("PING\r\n") {
+                s.write_all(b"PONG\r\n")?;
+            }
+            // An error reply (JetStream not ready yet) or no reply: ask again.
+            if asked.elapsed() >= Duration::from_millis(50) || text.contains("\"error\"") {
+                seen.clear();
+                s.write_all(
+                    format!("PUB $JS.API.STREAM.INFO.{stream} _bench.ready 0\r\n\r\n").as_bytes(),
+                )?;
+                asked = Instant::now();
+            }
+        }
+    }
+
+    /// Spawns the command once and returns the time until the first `INFO` line,
+    /// and with `js_stream` until the stream's info is served.
+    fn once(cmd: &[String], js_stream: Option<&str>) -> Result<Times> {
         let port = free_port()?;
         let argv: Vec<String> = cmd
             .iter()
@@ -814,7 +1239,7 @@ mod startup {
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| format!("spawn {prog}: {e}"))?;
-        let outcome = (|| -> Result<Duration> {
+        let outcome = (|| -> Result<Times> {
             loop {
                 if let Some(status) = child.try_wait()? {
                     return Err(format!("{prog} exited early with {status}").into());
@@ -829,7 +1254,22 @@ mod startup {
                 s.set_read_timeout(Some(Duration::from_secs(5)))?;
                 let mut buf = [0u8; 4];
                 match s.read_exact(&mut buf) {
-                    Ok(()) if &buf == b"INFO" => return Ok(t0.elapsed()),
+                    Ok(()) if &buf == b"INFO" => {
+                        let info = t0.elapsed();
+                        let Some(name) = js_stream else {
+                            return Ok(Times {
+                                info,
+                                js: None,
+                                js_msgs: None,
+                            });
+                        };
+                        let n = wait_stream(&mut s, name, t0)?;
+                        return Ok(Times {
+                            info,
+                            js: Some(t0.elapsed()),
+                            js_msgs: Some(n),
+                        });
+                    }
                     Ok(()) => return Err(format!("{prog} sent {buf:?}, not INFO").into()),
                     Err(e) if e.kind() == ErrorKind::UnexpectedEof => continue,
                     Err(e) => return Err(e.into()),
@@ -845,21 +1285,37 @@ mod startup {
     pub fn run(args: &args::Args) -> Result<()> {
         let runs: usize = args.num_or("runs", 3)?;
         let server = args.str_or("server", "");
+        let row = args.str_or("row", "startup");
+        let js_stream = args.str_opt("js-stream");
         let mut ms = Vec::with_capacity(runs);
+        let mut js_ms = Vec::new();
+        let mut js_msgs = Vec::new();
         for _ in 0..runs.max(1) {
-            ms.push(once(&args.trailing)?.as_secs_f64() * 1e3);
+            let t = once(&args.trailing, js_stream.as_deref())?;
+            ms.push(t.info.as_secs_f64() * 1e3);
+            js_ms.extend(t.js.map(|d| d.as_secs_f64() * 1e3));
+            js_msgs.extend(t.js_msgs);
         }
         let median = report::median(&mut ms.clone()).unwrap_or(f64::NAN);
-        emit(
-            serde_json::json!({
-                "mode": "startup", "row": "startup", "server": server,
-                "runs_ms": ms, "ms": median,
-            }),
-            &format!(
-                "startup  {server:12} median {median:.2} ms over {} runs ({ms:.2?})",
-                ms.len()
-            ),
+        let mut record = serde_json::json!({
+            "mode": "startup", "row": row, "server": server,
+            "runs_ms": ms, "ms": median,
+        });
+        let mut human = format!(
+            "{row:8} {server:12} median {median:.2} ms to INFO over {} runs ({ms:.2?})",
+            ms.len()
         );
+        if let (Some(js_median), Some(obj)) =
+            (report::median(&mut js_ms.clone()), record.as_object_mut())
+        {
+            obj.insert("js_runs_ms".into(), js_ms.clone().into());
+            obj.insert("js_ms".into(), js_median.into());
+            obj.insert("js_msgs".into(), js_msgs.clone().into());
+            human.push_str(&format!(
+                "; {js_median:.2} ms to STREAM.INFO ({js_ms:.2?}), messages {js_msgs:?}"
+            ));
+        }
+        emit(record, &human);
         Ok(())
     }
 }
@@ -1017,6 +1473,105 @@ mod report {
             Better::Lower,
             1.0,
             Some(1.0),
+            &[],
+        ),
+        spec(
+            "JS sync publish 128 B (k msgs/s) †",
+            "js-sync/128",
+            "msgs_per_sec",
+            Better::Higher,
+            1e3,
+            None,
+            &[],
+        ),
+        spec(
+            "JS sync publish 128 B, ack p50 (us) †",
+            "js-sync/128",
+            "p50_us",
+            Better::Lower,
+            1.0,
+            None,
+            &[],
+        ),
+        spec(
+            "JS sync publish 128 B, ack p99 (us) †",
+            "js-sync/128",
+            "p99_us",
+            Better::Lower,
+            1.0,
+            None,
+            &[],
+        ),
+        spec(
+            "JS async publish 128 B, 256 in flight (k msgs/s) †",
+            "js-async/128",
+            "msgs_per_sec",
+            Better::Higher,
+            1e3,
+            None,
+            &[],
+        ),
+        spec(
+            "leaf link pub 128 B, leaf→hub (M deliveries/s) ‡",
+            "leafpub/128",
+            "deliveries_per_sec",
+            Better::Higher,
+            1e6,
+            Some(1.2),
+            &[],
+        ),
+        spec(
+            "leaf link req/rep 128 B p50 (us) ‡",
+            "leafrr/128",
+            "p50_us",
+            Better::Lower,
+            1.0,
+            Some(1.0),
+            &[],
+        ),
+        spec(
+            "leaf link req/rep 128 B p90 (us) ‡",
+            "leafrr/128",
+            "p90_us",
+            Better::Lower,
+            1.0,
+            None,
+            &[],
+        ),
+        spec(
+            "leaf link req/rep 128 B p99 (us) ‡",
+            "leafrr/128",
+            "p99_us",
+            Better::Lower,
+            1.0,
+            Some(1.0),
+            &[],
+        ),
+        spec(
+            "restart after SIGKILL, 1M-msg store: first INFO (ms)",
+            "recovery",
+            "ms",
+            Better::Lower,
+            1.0,
+            None,
+            &[],
+        ),
+        spec(
+            "restart after SIGKILL, 1M-msg store: STREAM.INFO served (ms)",
+            "recovery",
+            "js_ms",
+            Better::Lower,
+            1.0,
+            None,
+            &[],
+        ),
+        spec(
+            "Store::open after SIGKILL, 1M msgs (ms, store test)",
+            "store_open",
+            "ms",
+            Better::Lower,
+            1.0,
+            None,
             &[],
         ),
         spec(
@@ -1183,6 +1738,23 @@ mod report {
                 }
             }
             println!("{line}");
+        }
+        let has_row = |row: &str| values.keys().any(|(_, r, _)| r == row);
+        if has_row("js-sync/128") || has_row("js-async/128") {
+            println!();
+            println!(
+                "† nats-server 2.9 acknowledges a JetStream publish before any fsync; leafd and \
+                 hubd send the PubAck only after the commit holding the message is fsynced. \
+                 These ratios compare a durable server with a non-durable one."
+            );
+        }
+        if has_row("leafpub/128") || has_row("leafrr/128") {
+            println!();
+            println!(
+                "‡ Leaf link rows are pairs, leaf → hub: column nats-server = nats-server → \
+                 nats-server, leafd = leafd → nats-server, hubd = leafd → hubd. Publisher and \
+                 requester on the leaf, subscriber and responder on the hub."
+            );
         }
         if !notes.is_empty() {
             println!();
