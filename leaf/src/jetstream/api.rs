@@ -2,10 +2,10 @@
 //!
 //! Requests arrive through an internal subscription and are handled one at a time by the API
 //! task, in arrival order; replies are published to the request's reply subject. Bodies are
-//! JSON shaped as nats-server shapes them (see [`super::config`]). Pull consumers are
-//! created, listed, described and deleted here (see [`super::consumer`] for how they run);
-//! push consumers and the 2.11 consumer requests (PAUSE, UNPIN, RESET) get an error saying they
-//! are not supported yet.
+//! JSON shaped as nats-server shapes them (see [`super::config`]). Pull and push consumers
+//! are created, listed, described and deleted here (see [`super::consumer`] for how they run);
+//! the 2.11 consumer requests (PAUSE, UNPIN, RESET) get an error saying they are not supported
+//! yet.
 
 use base64::Engine;
 use bytes::Bytes;
@@ -182,6 +182,8 @@ impl Inner {
         let mut body = json!({
             "memory": 0,
             "storage": storage,
+            "reserved_memory": 0,
+            "reserved_storage": 0,
             "streams": streams.len(),
             "consumers": streams.iter().map(|s| s.consumer_count()).sum::<usize>(),
             "limits": {

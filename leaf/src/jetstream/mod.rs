@@ -1,19 +1,19 @@
-//! JetStream on the durable [`Store`]: streams, pull consumers, their API and publish
+//! JetStream on the durable [`Store`]: streams, pull and push consumers, their API and publish
 //! acknowledgements.
 //!
 //! * [`config`]: the API's JSON bodies and error codes, as nats-server shapes them.
 //! * [`api`]: the `$JS.API.` request handlers (one task, requests in order).
 //! * [`stream`]: capturing published messages into a stream and acknowledging them once they
 //!   are durable (see its module documentation for pipelining, dedup and limits).
-//! * [`consumer`]: pull consumers, their acks, redeliveries and persisted state (see its
-//!   module documentation for the persistence rule).
+//! * [`consumer`]: pull and push consumers, their acks, redeliveries and persisted state (see
+//!   its module documentation for the persistence rule).
 //! * [`headers`], [`time`]: NATS header blocks and Go-style timestamps.
 //!
 //! The engine plugs into the server through internal subscriptions (see
 //! [`crate::server::Shared::subscribe_internal`]): one on `$JS.API.>` (and
-//! `$JS.<domain>.API.>`), one on `$JS.ACK.>`, and one per subject of every stream. Pull
-//! requests (`CONSUMER.MSG.NEXT`) and acks go straight to the consumer's task, not through
-//! the API task. Push consumers, KV watchers and the object store are not served yet.
+//! `$JS.<domain>.API.>`), one on `$JS.ACK.>`, one on `$JS.FC.>` (push flow control answers),
+//! and one per subject of every stream. Pull requests (`CONSUMER.MSG.NEXT`), acks and flow
+//! control answers go straight to the consumer's task, not through the API task.
 
 pub mod api;
 pub mod config;
@@ -137,6 +137,32 @@ impl InternalSink for AckSink {
     }
 }
 
+/// Hands flow control answers (`$JS.FC.<stream>.<consumer>.<n>`) to their consumer.
+struct FlowControlSink(Weak<Inner>);
+
+impl InternalSink for FlowControlSink {
+    fn deliver(&self, msg: &Msg<'_>) {
+        let Some(inner) = self.0.upgrade() else {
+            return;
+        };
+        let subject = String::from_utf8_lossy(msg.subject);
+        let Some(rest) = subject.strip_prefix("$JS.FC.") else {
+            return;
+        };
+        let mut it = rest.split('.');
+        let (Some(stream), Some(consumer), Some(_), None) =
+            (it.next(), it.next(), it.next(), it.next())
+        else {
+            return;
+        };
+        if let Some(c) = inner.stream(stream).and_then(|s| s.consumer(consumer)) {
+            c.send(consumer::Cmd::FlowControl {
+                subject: subject.clone().into_owned(),
+            });
+        }
+    }
+}
+
 impl InternalSink for ApiSink {
     fn deliver(&self, msg: &Msg<'_>) {
         let subject = String::from_utf8_lossy(msg.subject);
@@ -230,6 +256,13 @@ impl JetStream {
                 b"$JS.ACK.>",
                 None,
                 Arc::new(AckSink(Arc::downgrade(&inner))),
+            )
+            .map_err(|e| JetStreamError::Subscribe(e.to_string()))?;
+        server
+            .subscribe_internal(
+                b"$JS.FC.>",
+                None,
+                Arc::new(FlowControlSink(Arc::downgrade(&inner))),
             )
             .map_err(|e| JetStreamError::Subscribe(e.to_string()))?;
         let worker = inner.clone();

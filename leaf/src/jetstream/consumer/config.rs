@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::jetstream::config::{is_valid_name, ApiError, StreamConfig};
 use crate::jetstream::time::parse_rfc3339;
-use crate::subject::{is_subset, is_valid_subject};
+use crate::subject::{is_subset, is_valid_subject, subject_matches};
 
 /// Default `ack_wait`: 30 s.
 pub const DEFAULT_ACK_WAIT_NS: i64 = 30_000_000_000;
@@ -17,6 +17,8 @@ pub const DEFAULT_MAX_WAITING: i64 = 512;
 pub const DEFAULT_MAX_ACK_PENDING: i64 = 1000;
 /// How long an ephemeral consumer without pull requests lives when `inactive_threshold` is 0.
 pub const DEFAULT_INACTIVE_NS: i64 = 5_000_000_000;
+/// Shortest push idle heartbeat accepted: 100 ms.
+pub const MIN_IDLE_HEARTBEAT_NS: i64 = 100_000_000;
 /// Longest description accepted.
 const MAX_DESCRIPTION: usize = 4096;
 
@@ -86,7 +88,7 @@ pub struct ConsumerConfig {
     /// Free text.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
-    /// Push consumers' delivery subject (not supported yet: refused).
+    /// Push consumers' delivery subject (unset: a pull consumer).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deliver_subject: Option<String>,
     /// Push consumers' queue group.
@@ -119,7 +121,7 @@ pub struct ConsumerConfig {
     pub filter_subjects: Vec<String>,
     /// Replay policy.
     pub replay_policy: ReplayPolicy,
-    /// Push rate limit (refused for pull consumers).
+    /// Push rate limit (refused for pull consumers; accepted but not applied for push).
     #[serde(skip_serializing_if = "is_zero_u64")]
     pub rate_limit_bps: u64,
     /// Ack sampling (accepted, not used).
@@ -176,6 +178,13 @@ impl ConsumerConfig {
             .filter(|n| !n.is_empty())
     }
 
+    /// Whether the consumer pushes its messages to `deliver_subject`.
+    pub fn is_push(&self) -> bool {
+        self.deliver_subject
+            .as_deref()
+            .is_some_and(|s| !s.is_empty())
+    }
+
     /// Whether the consumer is durable.
     pub fn is_durable(&self) -> bool {
         self.durable_name.as_deref().is_some_and(|d| !d.is_empty())
@@ -197,18 +206,57 @@ impl ConsumerConfig {
 
     /// Checks the configuration against the stream's and fills in nats-server's defaults.
     pub fn normalize(mut self, stream: &StreamConfig) -> Result<ConsumerConfig, ApiError> {
-        if self
-            .deliver_subject
-            .as_deref()
-            .is_some_and(|s| !s.is_empty())
-        {
-            return Err(ApiError::new(
-                400,
-                10012,
-                "push consumers are not supported yet by this server",
-            ));
+        if self.deliver_subject.as_deref().is_some_and(str::is_empty) {
+            self.deliver_subject = None;
         }
-        self.deliver_subject = None;
+        if self.deliver_group.as_deref().is_some_and(str::is_empty) {
+            self.deliver_group = None;
+        }
+        let push = self.is_push();
+        if let Some(d) = self.deliver_subject.as_deref() {
+            if !is_valid_subject(d.as_bytes()) {
+                return Err(ApiError::new(400, 10015, "deliver subject not valid"));
+            }
+            if d.split('.').any(|t| t == "*" || t == ">") {
+                return Err(ApiError::new(
+                    400,
+                    10079,
+                    "consumer deliver subject has wildcards",
+                ));
+            }
+            if stream
+                .subjects
+                .iter()
+                .any(|s| subject_matches(s.as_bytes(), d.as_bytes()))
+            {
+                return Err(ApiError::new(
+                    400,
+                    10081,
+                    "consumer deliver subject forms a cycle",
+                ));
+            }
+            if self.max_waiting != 0 {
+                return Err(ApiError::new(
+                    400,
+                    10080,
+                    "consumer in push mode can not set max waiting",
+                ));
+            }
+            if self.flow_control && self.idle_heartbeat <= 0 {
+                return Err(ApiError::new(
+                    400,
+                    10108,
+                    "consumer with flow control also needs heartbeats",
+                ));
+            }
+            if self.idle_heartbeat > 0 && self.idle_heartbeat < MIN_IDLE_HEARTBEAT_NS {
+                return Err(ApiError::new(
+                    400,
+                    10083,
+                    "consumer idle heartbeat needs to be >= 100ms",
+                ));
+            }
+        }
         if let Some(d) = self.durable_name.as_deref() {
             if d.is_empty() {
                 self.durable_name = None;
@@ -254,7 +302,7 @@ impl ConsumerConfig {
                 "consumer description is too long, maximum allowed is 4096",
             ));
         }
-        if self.rate_limit_bps > 0 {
+        if self.rate_limit_bps > 0 && !push {
             return Err(ApiError::new(
                 400,
                 10086,
@@ -268,14 +316,14 @@ impl ConsumerConfig {
                 "consumer max waiting needs to be positive",
             ));
         }
-        if self.idle_heartbeat > 0 {
+        if self.idle_heartbeat > 0 && !push {
             return Err(ApiError::new(
                 400,
                 10088,
                 "consumer idle heartbeat requires a push based consumer",
             ));
         }
-        if self.flow_control {
+        if self.flow_control && !push {
             return Err(ApiError::new(
                 400,
                 10089,
@@ -396,7 +444,7 @@ impl ConsumerConfig {
             }
         }
         // nats-server's defaults.
-        if self.max_waiting == 0 {
+        if self.max_waiting == 0 && !push {
             self.max_waiting = DEFAULT_MAX_WAITING;
         }
         let acks = self.ack_policy != AckPolicy::None;
@@ -438,6 +486,9 @@ impl ConsumerConfig {
         }
         if self.replay_policy != new.replay_policy {
             return refuse("replay policy");
+        }
+        if self.is_push() != new.is_push() {
+            return refuse("push/pull mode");
         }
         if self.max_waiting != new.max_waiting {
             return refuse("max waiting");
@@ -487,7 +538,14 @@ mod tests {
                 .unwrap_err()
                 .err_code
         };
-        assert_eq!(check(r#"{"deliver_subject":"x"}"#), 10012);
+        assert_eq!(check(r#"{"deliver_subject":"x.*"}"#), 10079);
+        assert_eq!(check(r#"{"deliver_subject":"orders.x"}"#), 10081);
+        assert_eq!(
+            check(r#"{"deliver_subject":"x","flow_control":true}"#),
+            10108
+        );
+        assert_eq!(check(r#"{"deliver_subject":"x","max_waiting":3}"#), 10080);
+        assert_eq!(check(r#"{"idle_heartbeat":1000000000}"#), 10088);
         assert_eq!(check(r#"{"filter_subject":"other.x"}"#), 10093);
         assert_eq!(check(r#"{"deliver_policy":"by_start_sequence"}"#), 10094);
         assert_eq!(check(r#"{"deliver_policy":"last_per_subject"}"#), 10094);

@@ -1,6 +1,10 @@
-//! Pull consumers: one task per consumer owns its state and serves its pull requests
-//! (`$JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer>`), its acks (`$JS.ACK.<stream>.<consumer>.…`)
-//! and its info requests, in arrival order.
+//! Consumers: one task per consumer owns its state and serves its pull requests
+//! (`$JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer>`), its acks (`$JS.ACK.<stream>.<consumer>.…`),
+//! its flow control answers and its info requests, in arrival order.
+//!
+//! A consumer with a `deliver_subject` is a push consumer: the same task, state, acks,
+//! redeliveries and persistence, but messages are sent to `deliver_subject` without pull
+//! requests (see [`push`] for interest, flow control and heartbeats).
 //!
 //! * **Delivery.** A pull request waits in the consumer's queue until messages are there, its
 //!   `expires` passes (`408 Request Timeout`) or, with `no_wait`, nothing more is available
@@ -22,6 +26,7 @@
 //!   not persisted.
 
 pub mod config;
+mod push;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
@@ -40,9 +45,10 @@ use self::config::{AckPolicy, ConsumerConfig, DeliverPolicy, DEFAULT_INACTIVE_NS
 use super::headers;
 use super::stream::Stream;
 use super::time::{now_ns, rfc3339};
-use crate::server::{Msg, Shared};
+use crate::server::{Msg, Router, Shared, SubRef, SubTarget};
 use crate::store::{Store, StoreError, StoredMessage};
 use crate::subject::subject_matches;
+use crate::sublist::{MatchResult, QueueGroup};
 
 /// A message for a consumer's task.
 pub(crate) enum Cmd {
@@ -70,6 +76,11 @@ pub(crate) enum Cmd {
         seq: u64,
         /// Its subject.
         subject: Arc<str>,
+    },
+    /// A flow control answer: the client published to this `$JS.FC.…` subject.
+    FlowControl {
+        /// The subject it published to.
+        subject: String,
     },
     /// Messages were removed from the stream: count the pending ones again.
     Recount,
@@ -227,7 +238,10 @@ pub(crate) fn start(
         write: None,
         replies_dirty: Vec::new(),
         replies_in_flight: Vec::new(),
+        push: None,
+        ahead: None,
     };
+    task.reset_push();
     match stored {
         Some(bytes) => {
             let record: Record = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
@@ -279,11 +293,32 @@ struct Task {
     /// Ack replies waiting for the next write / the write in flight.
     replies_dirty: Vec<String>,
     replies_in_flight: Vec<String>,
+    /// Push delivery state (`None`: a pull consumer).
+    push: Option<push::PushState>,
+    /// Messages read ahead of delivery.
+    ahead: Option<ReadAhead>,
+}
+
+/// Most messages read ahead at once.
+const READ_AHEAD_MSGS: usize = 128;
+/// Most bytes read ahead at once.
+const READ_AHEAD_BYTES: u64 = 1024 * 1024;
+
+/// Stored messages read ahead: every stored message with a sequence in `from..=upto` that
+/// is still to be looked at (removals clear it through [`Cmd::Recount`]).
+struct ReadAhead {
+    from: u64,
+    upto: u64,
+    msgs: VecDeque<StoredMessage>,
 }
 
 /// Parses the tokens after `$JS.ACK.`: stream, consumer, delivery count, stream seq, consumer
 /// seq (and timestamp, pending, which are not needed).
+///
+/// An ack reply that crossed a leafnode link to a server that does not take the original
+/// subject back out of it (`$JS.ACK.…@<subject>`) is understood too.
 pub(crate) fn parse_ack_subject(subject: &str) -> Option<(&str, &str, u64, u64)> {
+    let subject = subject.split_once('@').map_or(subject, |(ack, _)| ack);
     let rest = subject.strip_prefix("$JS.ACK.")?;
     let tokens: Vec<&str> = rest.split('.').collect();
     if tokens.len() != 7 {
@@ -371,7 +406,9 @@ impl Task {
                 }
                 self.deliver();
             }
+            Cmd::FlowControl { subject } => self.flow_control_answer(&subject),
             Cmd::Recount => {
+                self.ahead = None;
                 self.recount();
                 self.deliver();
             }
@@ -381,12 +418,30 @@ impl Task {
             Cmd::Update(config, tx) => {
                 self.config = *config;
                 self.filters = self.config.filters();
+                self.reset_push();
                 self.dirty = self.durable;
                 self.schedule_ack_check();
                 let _ = tx.send(self.info());
                 self.deliver();
             }
             Cmd::Stop(_) => {}
+        }
+    }
+
+    /// Sets up push delivery for the current configuration (kept if the subject is the same).
+    fn reset_push(&mut self) {
+        match self
+            .config
+            .deliver_subject
+            .clone()
+            .filter(|s| !s.is_empty())
+        {
+            Some(subject) => {
+                if self.push.as_ref().is_none_or(|p| p.subject() != subject) {
+                    self.push = Some(push::PushState::new(subject));
+                }
+            }
+            None => self.push = None,
         }
     }
 
@@ -407,6 +462,83 @@ impl Task {
                 payload,
             });
         }
+    }
+
+    /// Sends a stored message to the subscribers of `to` (a pull request's reply subject or a
+    /// push consumer's deliver subject), as nats-server does: local subscribers see the
+    /// message under its original `subject`; leafnode links get it under `to` (the subject the
+    /// other side routes on) with the original subject appended to the ack reply
+    /// (`$JS.ACK.…@<subject>`), which the receiving server turns back into the subject.
+    fn publish_stored(
+        &self,
+        to: &str,
+        subject: &str,
+        ack: &str,
+        headers: Option<&[u8]>,
+        payload: &[u8],
+    ) {
+        let Some(server) = self.server.upgrade() else {
+            return;
+        };
+        let result = server.sublist.matches(to.as_bytes());
+        if result.is_empty() {
+            return;
+        }
+        let remote = |s: &SubRef| matches!(s.0.target, SubTarget::Leaf(_));
+        let mut router = Router::default();
+        let any_remote = result.plain.iter().any(remote)
+            || result.queues.iter().any(|g| g.members.iter().any(remote));
+        if !any_remote {
+            let msg = Msg {
+                subject: subject.as_bytes(),
+                reply: Some(ack.as_bytes()),
+                headers,
+                payload,
+            };
+            router.route(&server, &result, &msg, None);
+        } else {
+            // Queue groups stay local when they have a local member.
+            let mut local = MatchResult::new();
+            let mut links = MatchResult::new();
+            for sub in &result.plain {
+                let side = if remote(sub) { &mut links } else { &mut local };
+                side.plain.push(sub.clone());
+            }
+            for group in &result.queues {
+                let (far, near): (Vec<SubRef>, Vec<SubRef>) =
+                    group.members.iter().cloned().partition(|m| remote(m));
+                let (side, members) = if near.is_empty() {
+                    (&mut links, far)
+                } else {
+                    (&mut local, near)
+                };
+                side.queues.push(QueueGroup {
+                    name: group.name.clone(),
+                    members,
+                });
+            }
+            if !local.is_empty() {
+                let msg = Msg {
+                    subject: subject.as_bytes(),
+                    reply: Some(ack.as_bytes()),
+                    headers,
+                    payload,
+                };
+                router.route(&server, &local, &msg, None);
+            }
+            if !links.is_empty() {
+                let reply = format!("{ack}@{subject}");
+                let msg = Msg {
+                    subject: to.as_bytes(),
+                    reply: Some(reply.as_bytes()),
+                    headers,
+                    payload,
+                };
+                router.route(&server, &links, &msg, None);
+            }
+        }
+        router.flush();
+        router.clear_stalled();
     }
 
     /// Sends a status message (`NATS/1.0 <code> <text>`) to a request's reply subject.
@@ -437,13 +569,18 @@ impl Task {
     }
 
     /// The first stored message at or after `from` matching the filters.
-    fn next_matching(&self, from: u64) -> Option<StoredMessage> {
-        if self.filters.is_empty() {
-            return self
-                .store
-                .read_range(&self.stream_name, from, 1, u64::MAX)
-                .ok()
-                .and_then(|v| v.into_iter().next());
+    ///
+    /// Without filters, or with a wildcard filter, messages are read ahead in batches
+    /// ([`ReadAhead`]): one store read serves many deliveries. Literal filters use the
+    /// store's subject index.
+    fn next_matching(&mut self, from: u64) -> Option<StoredMessage> {
+        let literal = !self.filters.is_empty()
+            && self
+                .filters
+                .iter()
+                .all(|f| !f.split('.').any(|t| t == "*" || t == ">"));
+        if !literal {
+            return self.next_read_ahead(from);
         }
         self.filters
             .iter()
@@ -454,6 +591,45 @@ impl Task {
                     .flatten()
             })
             .min_by_key(|m| m.seq)
+    }
+
+    fn next_read_ahead(&mut self, mut from: u64) -> Option<StoredMessage> {
+        loop {
+            if let Some(ra) = &mut self.ahead {
+                if ra.from <= from && from <= ra.upto {
+                    while ra.msgs.front().is_some_and(|m| m.seq < from) {
+                        ra.msgs.pop_front();
+                    }
+                    while let Some(m) = ra.msgs.pop_front() {
+                        ra.from = m.seq + 1;
+                        if self.filters.is_empty()
+                            || self
+                                .filters
+                                .iter()
+                                .any(|f| subject_matches(f.as_bytes(), m.subject.as_bytes()))
+                        {
+                            return Some(m);
+                        }
+                    }
+                    from = ra.upto + 1;
+                }
+            }
+            let batch = self
+                .store
+                .read_range(&self.stream_name, from, READ_AHEAD_MSGS, READ_AHEAD_BYTES)
+                .ok()
+                .filter(|b| !b.is_empty());
+            let Some(batch) = batch else {
+                self.ahead = None;
+                return None;
+            };
+            let upto = batch.last().map_or(from, |m| m.seq);
+            self.ahead = Some(ReadAhead {
+                from,
+                upto,
+                msgs: batch.into(),
+            });
+        }
     }
 
     /// Calls `f` on every stored message at or after `from` (stops when `f` returns false).
@@ -582,6 +758,9 @@ impl Task {
     // ---- pull requests ----
 
     fn next_request(&mut self, reply: String, payload: &[u8]) {
+        if self.push.is_some() {
+            return self.status(&reply, 409, "Consumer is push based", None);
+        }
         self.last_request = Instant::now();
         let body = payload.trim_ascii();
         let req = if body.is_empty() {
@@ -680,6 +859,9 @@ impl Task {
 
     /// Delivers what is available to the waiting requests, round robin.
     fn deliver(&mut self) {
+        if self.push.is_some() {
+            return self.deliver_push();
+        }
         while let Some(mut w) = self.waiting.pop_front() {
             if !self.has_interest(&w.reply) {
                 continue; // the requester is gone
@@ -853,9 +1035,15 @@ impl Task {
                 .add_block(msg.headers.as_deref().unwrap_or(b"NATS/1.0\r\n\r\n"))
                 .add("Nats-Msg-Size", &msg.payload.len().to_string())
                 .finish();
-            self.publish(reply, Some(&ack), Some(&hdr), b"");
+            self.publish_stored(reply, &msg.subject, &ack, Some(&hdr), b"");
         } else {
-            self.publish(reply, Some(&ack), msg.headers.as_deref(), &msg.payload);
+            self.publish_stored(
+                reply,
+                &msg.subject,
+                &ack,
+                msg.headers.as_deref(),
+                &msg.payload,
+            );
         }
         self.dirty = self.durable;
     }
@@ -1008,6 +1196,7 @@ impl Task {
         if !self.durable && self.waiting.is_empty() {
             take(Some(self.inactive_deadline()));
         }
+        take(self.push_deadline());
         d
     }
 
@@ -1048,6 +1237,7 @@ impl Task {
             self.schedule_ack_check();
         }
         self.expire_requests();
+        self.push_timers(now);
         let mut due_hb = Vec::new();
         for w in &mut self.waiting {
             if let (Some(t), Some(h)) = (w.next_heartbeat, w.heartbeat) {
@@ -1117,7 +1307,7 @@ impl Task {
             ack_floor["last_active"] = Value::String(t);
         }
         let redelivered = self.state.pending.values().filter(|p| p.dc > 1).count();
-        json!({
+        let mut info = json!({
             "stream_name": self.stream_name,
             "name": self.name,
             "created": rfc3339(self.created_ns),
@@ -1129,7 +1319,11 @@ impl Task {
             "num_waiting": self.waiting.len(),
             "num_pending": self.num_pending,
             "ts": rfc3339(now_ns()),
-        })
+        });
+        if let Some(bound) = self.push_bound() {
+            info["push_bound"] = Value::Bool(bound);
+        }
+        info
     }
 }
 
@@ -1152,6 +1346,10 @@ mod tests {
     fn ack_subjects_parse() {
         assert_eq!(
             parse_ack_subject("$JS.ACK.S.C.2.10.12.1700000000000000000.5"),
+            Some(("S", "C", 10, 12))
+        );
+        assert_eq!(
+            parse_ack_subject("$JS.ACK.S.C.2.10.12.1700000000000000000.5@orders.new"),
             Some(("S", "C", 10, 12))
         );
         assert_eq!(parse_ack_subject("$JS.ACK.S.C.2.10"), None);
