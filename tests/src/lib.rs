@@ -549,7 +549,61 @@ impl TestServer {
     }
 }
 
+/// A fresh JetStream store directory under the system's temporary directory, removed when
+/// dropped (after the server using it, so declare it before the server).
+#[derive(Debug)]
+pub struct StoreDir(PathBuf);
+
+impl StoreDir {
+    /// Creates an empty, uniquely named directory.
+    ///
+    /// # Panics
+    /// When the directory cannot be created.
+    pub fn new() -> StoreDir {
+        let dir = std::env::temp_dir().join(format!(
+            "leaf-e2e-js-{}-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed),
+            fastrand::u64(..)
+        ));
+        fs::create_dir_all(&dir)
+            .unwrap_or_else(|e| panic!("cannot create store dir {}: {e}", dir.display()));
+        StoreDir(dir)
+    }
+
+    /// The directory, as a command-line argument.
+    ///
+    /// # Panics
+    /// When the temporary directory's path is not UTF-8.
+    pub fn path(&self) -> &str {
+        self.0.to_str().expect("utf-8 temp path")
+    }
+}
+
+impl Default for StoreDir {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for StoreDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
 impl TestServer {
+    /// Starts a server of `kind` with JetStream on, storing in `dir` (`-js -sd DIR`, the same
+    /// flags for all three servers).
+    pub async fn start_jetstream(kind: ServerKind, dir: &StoreDir) -> TestServer {
+        Self::builder(kind)
+            .arg("-js")
+            .arg("-sd")
+            .arg(dir.path())
+            .start()
+            .await
+    }
+
     /// Sends SIGTERM and waits (bounded) for the process to exit. Returns its exit status, or
     /// `None` when it had to be killed because it did not exit within the grace period.
     pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {

@@ -2,12 +2,11 @@
 //! stream management, publish acknowledgements, deduplication, expectations, message gets,
 //! purges and limits; and, for our servers, durability across a SIGKILL.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, context::PublishErrorKind, message::PublishMessage, stream};
 use bytes::Bytes;
-use e2e::{bounded, server_tests, ServerKind, TestServer};
+use e2e::{bounded, server_tests, ServerKind, StoreDir, TestServer};
 use futures::StreamExt;
 
 server_tests!(
@@ -20,39 +19,6 @@ server_tests!(
     discard_new_refuses,
     pipelined_publishes,
 );
-
-/// A fresh store directory, removed when dropped.
-struct StoreDir(PathBuf);
-
-impl StoreDir {
-    fn new() -> StoreDir {
-        let dir = std::env::temp_dir().join(format!(
-            "leaf-e2e-js-{}-{}",
-            std::process::id(),
-            fastrand::u64(..)
-        ));
-        std::fs::create_dir_all(&dir).expect("store dir");
-        StoreDir(dir)
-    }
-    fn path(&self) -> &str {
-        self.0.to_str().expect("utf-8 temp path")
-    }
-}
-
-impl Drop for StoreDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-async fn start_js(kind: ServerKind, dir: &StoreDir) -> TestServer {
-    TestServer::builder(kind)
-        .arg("-js")
-        .arg("-sd")
-        .arg(dir.path())
-        .start()
-        .await
-}
 
 async fn context(server: &TestServer) -> jetstream::Context {
     jetstream::new(server.client().await)
@@ -83,7 +49,7 @@ async fn publish(
 
 async fn stream_lifecycle(kind: ServerKind) {
     let dir = StoreDir::new();
-    let server = start_js(kind, &dir).await;
+    let server = TestServer::start_jetstream(kind, &dir).await;
     let js = context(&server).await;
 
     let info = js
@@ -141,7 +107,7 @@ async fn stream_lifecycle(kind: ServerKind) {
 
 async fn publish_acks_and_dedup(kind: ServerKind) {
     let dir = StoreDir::new();
-    let server = start_js(kind, &dir).await;
+    let server = TestServer::start_jetstream(kind, &dir).await;
     let js = context(&server).await;
     js.create_stream(config("S", &["s.>"])).await.unwrap();
 
@@ -180,7 +146,7 @@ async fn publish_acks_and_dedup(kind: ServerKind) {
 
 async fn expectations(kind: ServerKind) {
     let dir = StoreDir::new();
-    let server = start_js(kind, &dir).await;
+    let server = TestServer::start_jetstream(kind, &dir).await;
     let js = context(&server).await;
     js.create_stream(config("E", &["e.>"])).await.unwrap();
     publish(&js, "e.a", "1").await; // seq 1
@@ -250,7 +216,7 @@ async fn expectations(kind: ServerKind) {
 
 async fn message_gets(kind: ServerKind) {
     let dir = StoreDir::new();
-    let server = start_js(kind, &dir).await;
+    let server = TestServer::start_jetstream(kind, &dir).await;
     let js = context(&server).await;
     let mut cfg = config("G", &["g.>"]);
     cfg.allow_direct = true;
@@ -301,7 +267,7 @@ async fn message_gets(kind: ServerKind) {
 
 async fn purges_and_deletes(kind: ServerKind) {
     let dir = StoreDir::new();
-    let server = start_js(kind, &dir).await;
+    let server = TestServer::start_jetstream(kind, &dir).await;
     let js = context(&server).await;
     js.create_stream(config("P", &["p.>"])).await.unwrap();
     for i in 0..10 {
@@ -334,7 +300,7 @@ async fn purges_and_deletes(kind: ServerKind) {
 
 async fn limits_discard_old(kind: ServerKind) {
     let dir = StoreDir::new();
-    let server = start_js(kind, &dir).await;
+    let server = TestServer::start_jetstream(kind, &dir).await;
     let js = context(&server).await;
     let mut cfg = config("L", &["l.>"]);
     cfg.max_messages = 5;
@@ -367,7 +333,7 @@ async fn limits_discard_old(kind: ServerKind) {
 
 async fn discard_new_refuses(kind: ServerKind) {
     let dir = StoreDir::new();
-    let server = start_js(kind, &dir).await;
+    let server = TestServer::start_jetstream(kind, &dir).await;
     let js = context(&server).await;
     let mut cfg = config("N", &["n.>"]);
     cfg.max_messages = 3;
@@ -384,7 +350,7 @@ async fn discard_new_refuses(kind: ServerKind) {
 
 async fn pipelined_publishes(kind: ServerKind) {
     let dir = StoreDir::new();
-    let server = start_js(kind, &dir).await;
+    let server = TestServer::start_jetstream(kind, &dir).await;
     let js = context(&server).await;
     js.create_stream(config("FAST", &["fast.>"])).await.unwrap();
     let mut acks = Vec::new();
@@ -412,7 +378,7 @@ async fn pipelined_publishes(kind: ServerKind) {
 /// Everything acknowledged before a SIGKILL is there after a restart on the same store.
 async fn acknowledged_survives_sigkill(kind: ServerKind) {
     let dir = StoreDir::new();
-    let server = start_js(kind, &dir).await;
+    let server = TestServer::start_jetstream(kind, &dir).await;
     let port = server.port();
     let js = context(&server).await;
     js.create_stream(config("D", &["d.>"])).await.unwrap();
@@ -435,7 +401,7 @@ async fn acknowledged_survives_sigkill(kind: ServerKind) {
     }
     drop(server);
     let _ = port;
-    let server = start_js(kind, &dir).await;
+    let server = TestServer::start_jetstream(kind, &dir).await;
     let js = context(&server).await;
     let mut stream = js.get_stream("D").await.unwrap();
     let info = stream.info().await.unwrap().clone();

@@ -3,12 +3,11 @@
 //! filters, deliver policies, ephemerals, empty fetches, waiting fetches, listing and
 //! deleting; and, for our servers, a durable consumer's state across a SIGKILL.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, consumer::pull, stream, AckKind, Message};
 use bytes::Bytes;
-use e2e::{bounded, server_tests, ServerKind, TestServer};
+use e2e::{bounded, server_tests, ServerKind, StoreDir, TestServer};
 use futures::StreamExt;
 
 server_tests!(
@@ -23,45 +22,12 @@ server_tests!(
     names_list_delete,
 );
 
-/// A fresh store directory, removed when dropped.
-struct StoreDir(PathBuf);
-
-impl StoreDir {
-    fn new() -> StoreDir {
-        let dir = std::env::temp_dir().join(format!(
-            "leaf-e2e-jsc-{}-{}",
-            std::process::id(),
-            fastrand::u64(..)
-        ));
-        std::fs::create_dir_all(&dir).expect("store dir");
-        StoreDir(dir)
-    }
-    fn path(&self) -> &str {
-        self.0.to_str().expect("utf-8 temp path")
-    }
-}
-
-impl Drop for StoreDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-async fn start_js(kind: ServerKind, dir: &StoreDir) -> TestServer {
-    TestServer::builder(kind)
-        .arg("-js")
-        .arg("-sd")
-        .arg(dir.path())
-        .start()
-        .await
-}
-
 /// A server with stream `S` on `s.>`.
 async fn setup(
     kind: ServerKind,
     dir: &StoreDir,
 ) -> (TestServer, jetstream::Context, stream::Stream) {
-    let server = start_js(kind, dir).await;
+    let server = TestServer::start_jetstream(kind, dir).await;
     let js = jetstream::new(server.client().await);
     let stream = js
         .create_stream(stream::Config {
@@ -529,7 +495,7 @@ async fn ack_floor_survives_sigkill(kind: ServerKind) {
         libc::kill(pid as i32, libc::SIGKILL);
     }
     drop(server);
-    let server = start_js(kind, &dir).await;
+    let server = TestServer::start_jetstream(kind, &dir).await;
     let js = jetstream::new(server.client().await);
     let stream = js.get_stream("S").await.unwrap();
     let c: consumer::PullConsumer = stream.get_consumer("D").await.unwrap();

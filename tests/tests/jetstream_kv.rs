@@ -3,12 +3,11 @@
 //! purge, history, keys, and a watch receiving the puts made after it started. History, keys
 //! and watch run on ordered push consumers.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, kv, stream};
 use bytes::Bytes;
-use e2e::{bounded, server_tests, ServerKind, TestServer};
+use e2e::{bounded, server_tests, ServerKind, StoreDir, TestServer};
 use futures::StreamExt;
 
 server_tests!(
@@ -18,30 +17,6 @@ server_tests!(
     history_and_keys,
     watch_receives_new_puts,
 );
-
-/// A fresh store directory, removed when dropped.
-struct StoreDir(PathBuf);
-
-impl StoreDir {
-    fn new() -> StoreDir {
-        let dir = std::env::temp_dir().join(format!(
-            "leaf-e2e-kv-{}-{}",
-            std::process::id(),
-            fastrand::u64(..)
-        ));
-        std::fs::create_dir_all(&dir).expect("store dir");
-        StoreDir(dir)
-    }
-    fn path(&self) -> &str {
-        self.0.to_str().expect("utf-8 temp path")
-    }
-}
-
-impl Drop for StoreDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// A server with bucket `B` (history 5).
 ///

@@ -4,13 +4,12 @@
 //! published while they run, and a 5,000-message consume under flow control), and the raw
 //! idle heartbeat and flow control requests on the deliver subject.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, consumer::push, stream};
 use bytes::Bytes;
 use e2e::serde_json::json;
-use e2e::{bounded, bounded_for, free_port, server_tests, ServerKind, TestServer};
+use e2e::{bounded, bounded_for, free_port, server_tests, ServerKind, StoreDir, TestServer};
 use futures::StreamExt;
 
 server_tests!(
@@ -22,30 +21,6 @@ server_tests!(
     push_consumer_refuses_pull_requests,
     ephemeral_without_interest_goes_away,
 );
-
-/// A fresh store directory, removed when dropped.
-struct StoreDir(PathBuf);
-
-impl StoreDir {
-    fn new() -> StoreDir {
-        let dir = std::env::temp_dir().join(format!(
-            "leaf-e2e-jsp-{}-{}",
-            std::process::id(),
-            fastrand::u64(..)
-        ));
-        std::fs::create_dir_all(&dir).expect("store dir");
-        StoreDir(dir)
-    }
-    fn path(&self) -> &str {
-        self.0.to_str().expect("utf-8 temp path")
-    }
-}
-
-impl Drop for StoreDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// A server with stream `S` on `s.>`.
 async fn setup(
