@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use tracing::{error, info};
 
 use crate::auth::{Authenticator, Permissions, Rules, User};
@@ -66,7 +66,13 @@ enum Command {
 
 /// Runs the binary: the `main` of `leafd` and `hubd`.
 pub fn main(flavor: Flavor) -> ExitCode {
-    let cli = match Cli::try_parse_from(normalize_args(std::env::args_os())) {
+    // The binary's own name in --help, --version and errors (the crate is `leaf`).
+    let parsed = Cli::command()
+        .name(flavor.name())
+        .bin_name(flavor.name())
+        .try_get_matches_from(normalize_args(std::env::args_os()))
+        .and_then(|matches| Cli::from_arg_matches(&matches));
+    let cli = match parsed {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();

@@ -257,3 +257,15 @@ fn rss_kib(pid: u32) -> u64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
 }
+
+#[test]
+fn version_names_the_binary() {
+    for (kind, name) in [(ServerKind::Leafd, "leafd "), (ServerKind::Hubd, "hubd ")] {
+        for flag in ["--version", "-v"] {
+            let out = run(kind, &[flag]);
+            assert!(out.status.success(), "{kind} {flag}");
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(stdout.starts_with(name), "{kind} {flag}: {stdout}");
+        }
+    }
+}
