@@ -26,8 +26,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
-use tokio::io::AsyncReadExt;
+use crate::server::readbuf::ReadBuffer;
+use bytes::Buf;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
@@ -46,9 +46,6 @@ use crate::subject::{is_valid_queue_name, is_valid_subject};
 
 /// The largest control line accepted on a link (queue lists and INFO can be long).
 const MAX_CONTROL_LINE: usize = 64 * 1024;
-/// Smallest and largest read sizes.
-const MIN_READ: usize = 4 * 1024;
-const MAX_READ: usize = 64 * 1024;
 /// How long a leaf waits for the hub's first INFO, and then for the `connect_info` INFO.
 const HANDSHAKE_STEP: Duration = Duration::from_secs(2);
 /// The account name nats-server reports in loop errors (we have one account).
@@ -277,8 +274,7 @@ impl Link<'_> {
         let mut ping =
             tokio::time::interval_at(tokio::time::Instant::now() + ping_interval, ping_interval);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut buf = BytesMut::with_capacity(MIN_READ);
-        let mut read_size = MIN_READ;
+        let mut rb = ReadBuffer::default();
         self.handle.out.flush();
         loop {
             if *stop.borrow() {
@@ -291,19 +287,11 @@ impl Link<'_> {
                     Ended::WriterClosed
                 };
             }
-            if buf.capacity() - buf.len() < read_size / 2 {
-                buf.reserve(read_size);
-            }
-            let spare = buf.capacity() - buf.len();
             let phase = self.phase;
             tokio::select! {
-                read = reader.read_buf(&mut buf) => match read {
+                read = rb.read_from(reader) => match read {
                     Ok(0) => return Ended::Eof,
-                    Ok(n) => {
-                        if n >= spare.min(read_size) && read_size < MAX_READ {
-                            read_size *= 2;
-                        }
-                    }
+                    Ok(_) => {}
                     Err(e) => return Ended::Read(e),
                 },
                 _ = ping.tick(), if phase == Phase::Established => {
@@ -327,8 +315,8 @@ impl Link<'_> {
                 _ = stop.changed() => return Ended::Shutdown,
             }
             let before = self.phase;
-            let (consumed, ended) = self.process(&buf);
-            buf.advance(consumed);
+            let (consumed, ended) = self.process(&rb.buf);
+            rb.buf.advance(consumed);
             self.router.flush();
             if let Some(ended) = ended {
                 return ended;

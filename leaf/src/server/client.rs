@@ -14,22 +14,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use super::info::{ConnectInfo, ServerInfo, NATS_FEATURE_LEVEL};
+use super::readbuf::ReadBuffer;
 use super::route::{ClientHandle, MatchCache, Msg, Router, SubRef, SubTarget, Subscription};
 use super::Shared;
 use crate::auth::{Credentials, Permissions};
 use crate::proto::{self, ClientOp, Limits};
 use crate::subject::{is_valid_queue_name, is_valid_subject};
 
-/// The smallest read buffer; it grows while reads fill it.
-const MIN_READ: usize = 4 * 1024;
-/// The largest read size.
-const MAX_READ: usize = 64 * 1024;
 /// How many subjects a connection caches publish permission results for.
 const LOCAL_CACHE_SIZE: usize = 512;
 /// The status message sent to a requester when nobody is subscribed to the request subject.
@@ -190,8 +187,7 @@ impl Connection {
         let mut ping =
             tokio::time::interval_at(tokio::time::Instant::now() + ping_interval, ping_interval);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut buf = BytesMut::with_capacity(MIN_READ);
-        let mut read_size = MIN_READ;
+        let mut rb = ReadBuffer::default();
         self.handle.out.flush();
         loop {
             if *stop.borrow() {
@@ -200,19 +196,10 @@ impl Connection {
             if self.handle.out.is_closed() {
                 return self.outbound_closed();
             }
-            if buf.capacity() - buf.len() < read_size / 2 {
-                buf.reserve(read_size);
-            }
-            let spare = buf.capacity() - buf.len();
             tokio::select! {
-                read = reader.read_buf(&mut buf) => match read {
+                read = rb.read_from(reader) => match read {
                     Ok(0) => return Close::Eof,
-                    Ok(n) => {
-                        // A read that filled the buffer: the client sends faster than we read.
-                        if n >= spare.min(read_size) && read_size < MAX_READ {
-                            read_size *= 2;
-                        }
-                    }
+                    Ok(_) => {}
                     Err(e) => return Close::Read(e),
                 },
                 _ = ping.tick() => {
@@ -227,8 +214,8 @@ impl Connection {
                 }
                 _ = stop.changed() => return Close::Shutdown,
             }
-            let (consumed, close) = self.process(&buf);
-            buf.advance(consumed);
+            let (consumed, close) = self.process(&rb.buf);
+            rb.buf.advance(consumed);
             self.router.flush();
             if let Some(close) = close {
                 return close;

@@ -13,6 +13,7 @@
 pub mod client;
 pub mod info;
 pub mod outbound;
+pub mod readbuf;
 pub mod route;
 
 use std::future::Future;
