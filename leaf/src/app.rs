@@ -16,6 +16,7 @@ use crate::config::{self, Config};
 use crate::jetstream::{JetStream, JetStreamOptions};
 use crate::leafnode::{LeafOptions, RemoteUrl};
 use crate::server::{Server, ServerOptions};
+use crate::uplink::Uplinks;
 
 /// Which binary is running.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,7 +139,22 @@ pub fn main(flavor: Flavor) -> ExitCode {
         } else {
             None
         };
+        let uplinks = match (&_jetstream, cfg.uplinks.is_empty()) {
+            (_, true) => None,
+            (Some(js), false) => match Uplinks::start(server.shared(), js, &cfg.uplinks).await {
+                Ok(u) => Some(u),
+                Err(e) => {
+                    error!("{e}");
+                    eprintln!("{}: {e}", flavor.name());
+                    return ExitCode::from(1);
+                }
+            },
+            (None, false) => None,
+        };
         server.run(shutdown_signal(), DRAIN_LIMIT).await;
+        if let Some(uplinks) = uplinks {
+            uplinks.stop().await;
+        }
         info!("{} stopped", flavor.name());
         ExitCode::SUCCESS
     })

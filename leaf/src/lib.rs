@@ -30,3 +30,4 @@ pub mod server;
 pub mod store;
 pub mod subject;
 pub mod sublist;
+pub mod uplink;

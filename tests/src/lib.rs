@@ -224,6 +224,8 @@ pub struct ServerBuilder {
     config: Option<String>,
     /// Extra arguments after `-a 127.0.0.1 -p PORT [-c FILE]`.
     args: Vec<String>,
+    /// A fixed client port (a restart on the same port); picked freely when `None`.
+    port: Option<u16>,
 }
 
 impl ServerBuilder {
@@ -231,6 +233,13 @@ impl ServerBuilder {
     /// The same text is given to all three servers.
     pub fn config(mut self, config: impl fmt::Display) -> Self {
         self.config = Some(config.to_string());
+        self
+    }
+
+    /// Listens on `port` instead of a freshly picked one (to restart a server where its
+    /// clients and leaves expect it). No retry on another port.
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = Some(port);
         self
     }
 
@@ -264,8 +273,13 @@ impl ServerBuilder {
         let log_path = dir.join("server.log");
 
         let mut last_failure = String::new();
-        for attempt in 1..=START_ATTEMPTS {
-            let port = pick_port();
+        let attempts = if self.port.is_some() {
+            1
+        } else {
+            START_ATTEMPTS
+        };
+        for attempt in 1..=attempts {
+            let port = self.port.unwrap_or_else(pick_port);
             let mut child = self.spawn(&binary, port, config_path.as_deref(), &log_path);
             match wait_ready(&mut child, port).await {
                 Ok(()) => {
@@ -461,6 +475,7 @@ impl TestServer {
             kind,
             config: None,
             args: Vec::new(),
+            port: None,
         }
     }
 
@@ -549,6 +564,8 @@ impl TestServer {
     }
 }
 
+pub mod proxy;
+
 /// A fresh JetStream store directory under the system's temporary directory, removed when
 /// dropped (after the server using it, so declare it before the server).
 #[derive(Debug)]
@@ -602,6 +619,20 @@ impl TestServer {
             .arg(dir.path())
             .start()
             .await
+    }
+
+    /// Kills the process with SIGKILL (no chance to flush or say goodbye) and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            if let Ok(pid) = libc::pid_t::try_from(child.id()) {
+                // SAFETY: `kill` has no memory-safety preconditions; the pid is our own
+                // unreaped child, so it cannot have been reused.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                }
+            }
+            let _ = child.wait();
+        }
     }
 
     /// Sends SIGTERM and waits (bounded) for the process to exit. Returns its exit status, or

@@ -25,6 +25,7 @@
 //! ([`parse_size`]).
 
 mod error;
+pub mod uplink;
 mod validate;
 mod value;
 
@@ -37,6 +38,7 @@ use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
 pub use error::{ConfigError, Location};
+pub use uplink::{Uplink, WhenFull};
 pub use value::{parse_duration, parse_size, LogLevel, ParseValueError};
 
 /// Default client listen host: loopback, so a fresh install is not exposed.
@@ -110,6 +112,9 @@ pub struct Config {
     /// Leaf-node listener and remotes.
     #[serde(deserialize_with = "value::de_table")]
     pub leafnodes: LeafNodes,
+    /// Store-and-forward uplinks to hub streams (`[[uplinks]]`).
+    #[serde(deserialize_with = "value::de_table_list")]
+    pub uplinks: Vec<Uplink>,
 }
 
 impl Default for Config {
@@ -132,6 +137,7 @@ impl Default for Config {
             authorization: Authorization::default(),
             jetstream: JetStream::default(),
             leafnodes: LeafNodes::default(),
+            uplinks: Vec::new(),
         }
     }
 }

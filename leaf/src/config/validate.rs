@@ -21,7 +21,8 @@ impl Config {
         self.validate_server()?;
         self.validate_authorization()?;
         self.validate_jetstream()?;
-        self.validate_leafnodes()
+        self.validate_leafnodes()?;
+        self.validate_uplinks()
     }
 
     fn validate_server(&self) -> Result<(), ConfigError> {
@@ -169,6 +170,114 @@ impl Config {
             let perms = &user.permissions;
             check_subjects(&perms.publish, &format!("{key}.permissions.publish"))?;
             check_subjects(&perms.subscribe, &format!("{key}.permissions.subscribe"))?;
+        }
+        Ok(())
+    }
+
+    fn validate_uplinks(&self) -> Result<(), ConfigError> {
+        let mut names = std::collections::HashSet::new();
+        for (i, up) in self.uplinks.iter().enumerate() {
+            let key = |k: &str| format!("uplinks[{i}].{k}");
+            if up.name.is_empty()
+                || !up
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(ConfigError::invalid(
+                    key("name"),
+                    "must be letters, digits, `-` or `_` (it names the local stream)",
+                ));
+            }
+            if !names.insert(up.name.as_str()) {
+                return Err(ConfigError::invalid(
+                    key("name"),
+                    format!("`{}` is used by another uplink", up.name),
+                ));
+            }
+            if !self.jetstream.enabled {
+                return Err(ConfigError::invalid(
+                    key("name"),
+                    "uplinks buffer in JetStream: enable `jetstream`",
+                ));
+            }
+            if up.subjects.is_empty() {
+                return Err(ConfigError::invalid(key("subjects"), "missing subjects"));
+            }
+            for subject in &up.subjects {
+                if !crate::subject::is_valid_subject(subject.as_bytes()) {
+                    return Err(ConfigError::invalid(
+                        key("subjects"),
+                        format!("`{subject}` is not a valid subject"),
+                    ));
+                }
+            }
+            for subject in &up.hub_subjects {
+                if !crate::subject::is_valid_subject(subject.as_bytes()) {
+                    return Err(ConfigError::invalid(
+                        key("hub_subjects"),
+                        format!("`{subject}` is not a valid subject"),
+                    ));
+                }
+            }
+            let stream = up.stream_name();
+            if !is_valid_token(&stream) {
+                return Err(ConfigError::invalid(
+                    key("stream"),
+                    format!("`{stream}` is not a valid stream name"),
+                ));
+            }
+            if up.hub_stream.is_empty() || !is_valid_token(&up.hub_stream) {
+                return Err(ConfigError::invalid(
+                    key("hub_stream"),
+                    "must be a stream name (no dots, wildcards or whitespace)",
+                ));
+            }
+            if let Some(domain) = &up.hub_domain {
+                if !is_valid_token(domain) {
+                    return Err(ConfigError::invalid(
+                        key("hub_domain"),
+                        format!("`{domain}` must be a single subject token"),
+                    ));
+                }
+            }
+            if let Some(prefix) = &up.subject_prefix {
+                if prefix.contains(['*', '>'])
+                    || !crate::subject::is_valid_subject(prefix.as_bytes())
+                {
+                    return Err(ConfigError::invalid(
+                        key("subject_prefix"),
+                        format!("`{prefix}` must be literal subject tokens"),
+                    ));
+                }
+            }
+            if up.remote >= self.leafnodes.remotes.len() {
+                return Err(ConfigError::invalid(
+                    key("remote"),
+                    format!(
+                        "there is no leafnodes.remotes[{}] (the uplink needs a hub: set leafnodes.remotes or --hub)",
+                        up.remote
+                    ),
+                ));
+            }
+            if up.max_in_flight == 0 || up.max_in_flight > 65_536 {
+                return Err(ConfigError::invalid(
+                    key("max_in_flight"),
+                    "must be between 1 and 65536",
+                ));
+            }
+            if up.ack_timeout.is_zero() {
+                return Err(ConfigError::invalid(
+                    key("ack_timeout"),
+                    "must be greater than zero",
+                ));
+            }
+            if up.rate_limit == Some(0) {
+                return Err(ConfigError::invalid(
+                    key("rate_limit"),
+                    "must be greater than zero (leave it out for no limit)",
+                ));
+            }
         }
         Ok(())
     }

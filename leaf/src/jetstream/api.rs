@@ -272,6 +272,29 @@ impl Inner {
         Ok(())
     }
 
+    /// Creates or updates a stream for an in-process caller (see `JetStream::ensure_stream`).
+    pub(crate) async fn ensure_stream(&self, cfg: &StreamConfig) -> Result<(), ApiError> {
+        let payload = serde_json::to_vec(cfg).map_err(|e| ApiError::general(&e.to_string()))?;
+        let reply = if self.stream(&cfg.name).is_some() {
+            let same = self.stream(&cfg.name).map(|s| s.config());
+            let wanted = self.parse_config(&cfg.name, &payload)?;
+            if same.as_ref() == Some(&wanted) {
+                return Ok(());
+            }
+            self.stream_update(&cfg.name, &payload).await
+        } else {
+            self.stream_create(&cfg.name, &payload).await
+        };
+        match reply {
+            Reply::Json(body) => match body.get("error") {
+                Some(e) => Err(serde_json::from_value(e.clone())
+                    .unwrap_or_else(|_| ApiError::general("stream could not be created"))),
+                None => Ok(()),
+            },
+            _ => Ok(()),
+        }
+    }
+
     async fn stream_create(&self, name: &str, payload: &[u8]) -> Reply {
         const KIND: &str = "stream_create_response";
         let cfg = match self.parse_config(name, payload) {

@@ -302,6 +302,23 @@ impl JetStream {
     pub fn store(&self) -> &Store {
         &self.inner.store
     }
+
+    /// Creates stream `config.name`, or updates it to `config` when it exists with another
+    /// configuration, exactly as `STREAM.CREATE`/`STREAM.UPDATE` would.
+    pub async fn ensure_stream(&self, config: &StreamConfig) -> Result<(), ApiError> {
+        self.inner.ensure_stream(config).await
+    }
+
+    /// When stream `name` was created (ns since the epoch): a stream deleted and created
+    /// again has a new value.
+    pub fn stream_created_ns(&self, name: &str) -> Option<i64> {
+        self.inner.stream(name).map(|s| s.created_ns)
+    }
+
+    /// Watches the sequence of the newest message of stream `name` acknowledged as stored.
+    pub fn watch_appended(&self, name: &str) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.inner.stream(name).map(|s| s.appended.subscribe())
+    }
 }
 
 impl Inner {
@@ -320,6 +337,11 @@ impl Inner {
             .consumers(name)
             .map_err(|e| bad("*", e.to_string()))?;
         for (cname, bytes) in stored {
+            if cname.contains('.') {
+                // Not a consumer: state of an in-process reader (an uplink's cursor); consumer
+                // names cannot contain dots.
+                continue;
+            }
             let (config, created_ns) =
                 consumer::decode_record(&bytes).map_err(|e| bad(&cname, e))?;
             let handle = consumer::start(

@@ -77,6 +77,9 @@ pub(crate) struct Stream {
     queued: std::sync::atomic::AtomicUsize,
     /// The stream's consumers by name.
     pub(crate) consumers: RwLock<HashMap<String, Arc<ConsumerHandle>>>,
+    /// The sequence of the newest message acknowledged as stored (for in-process readers
+    /// such as uplinks).
+    pub(crate) appended: tokio::sync::watch::Sender<u64>,
 }
 
 impl Stream {
@@ -145,6 +148,7 @@ impl Stream {
 
     /// Tells every consumer that `seq` was stored.
     fn consumers_appended(&self, seq: u64, subject: &str) {
+        self.appended.send_replace(seq);
         let consumers = self
             .consumers
             .read()
@@ -253,6 +257,7 @@ pub(crate) fn start(
         queue: tx,
         queued: std::sync::atomic::AtomicUsize::new(0),
         consumers: RwLock::new(HashMap::new()),
+        appended: tokio::sync::watch::Sender::new(0),
     });
     let runner = Runner {
         stream: stream.clone(),

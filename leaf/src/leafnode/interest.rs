@@ -142,10 +142,11 @@ impl Interest {
         if delta == 0 {
             return;
         }
+        let announce = !super::js_denied(subject);
         let mut key_buf = std::mem::take(&mut self.key);
         let key = make_key(&mut key_buf, subject, queue);
         self.update_table(key, origin, delta);
-        for link in &mut self.links {
+        for link in self.links.iter_mut().filter(|_| announce) {
             let visible = match origin {
                 Origin::Local => true,
                 Origin::Link { id, solicited } => {
@@ -212,6 +213,9 @@ impl Interest {
         let mut smap = HashMap::new();
         let mut out = BytesMut::new();
         for (key, entry) in &self.table {
+            if super::js_denied(split_key(key).0) {
+                continue;
+            }
             let n = entry.visible_to(id, solicited);
             if n > 0 {
                 write_update(&mut out, key, 0, n);

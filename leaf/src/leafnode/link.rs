@@ -589,6 +589,7 @@ impl Link<'_> {
             "leafnode link established"
         );
         self.entry.up(url, self.remote_name.clone());
+        self.entry.set_link(Some(self.handle.clone()));
     }
 
     /// `LS+ subject [queue weight]`.
@@ -603,6 +604,10 @@ impl Link<'_> {
         }
         if !is_valid_subject(subject) || queue.is_some_and(|q| !is_valid_queue_name(q)) {
             debug!(lid = self.handle.id, subject = %String::from_utf8_lossy(subject), "invalid LS+ ignored");
+            return Ok(());
+        }
+        if super::js_denied(subject) {
+            debug!(lid = self.handle.id, subject = %String::from_utf8_lossy(subject), "LS+ for a subject kept off links ignored");
             return Ok(());
         }
         let mut key = Vec::with_capacity(subject.len() + queue.map_or(0, |q| q.len() + 1));
@@ -655,6 +660,9 @@ impl Link<'_> {
                 .bytes_in
                 .fetch_add(size as u64, Ordering::Relaxed);
         }
+        if super::js_denied(msg.subject) {
+            return;
+        }
         let Some(result) = self.cache.lookup(&self.shared.sublist, msg.subject) else {
             return;
         };
@@ -668,6 +676,7 @@ impl Link<'_> {
     /// Leaves the interest table and removes every subscription the peer announced.
     fn teardown(&mut self) {
         if self.registered {
+            self.entry.set_link(None);
             self.leaf.interest().remove_link(self.handle.id);
         }
         for (_, sub) in self.subs.drain() {

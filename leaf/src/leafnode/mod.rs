@@ -30,10 +30,23 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use crate::auth::Authenticator;
-use crate::server::route::LinkStats;
+use crate::server::route::{ClientHandle, LinkStats};
 
 pub use interest::Interest;
 pub use url::{RemoteUrl, UrlError};
+
+/// Subjects that never cross a link in either direction, as nats-server denies them on
+/// leafnode connections of ordinary accounts: the JetStream API without a domain, KV and
+/// object store. Both sides may run JetStream; without this, a request would be answered by
+/// both. A JetStream on the other side is reached through its domain (`$JS.<domain>.API.>`).
+pub const JS_DENIED_PREFIXES: [&[u8]; 3] = [b"$JS.API.", b"$KV.", b"$OBJ."];
+
+/// Whether `subject` (a literal subject or an `LS+` subject) is kept off links; see
+/// [`JS_DENIED_PREFIXES`].
+#[inline]
+pub fn js_denied(subject: &[u8]) -> bool {
+    subject.first() == Some(&b'$') && JS_DENIED_PREFIXES.iter().any(|p| subject.starts_with(p))
+}
 
 /// The subject prefix of loop-detection subscriptions.
 pub const LDS_PREFIX: &str = "$LDS.";
@@ -142,6 +155,9 @@ pub(crate) struct LinkEntry {
     solicited: bool,
     stats: Arc<LinkStats>,
     state: Mutex<EntryState>,
+    /// The established connection, while there is one (for components that write to the
+    /// link directly, such as uplinks).
+    link: tokio::sync::watch::Sender<Option<Arc<ClientHandle>>>,
 }
 
 #[derive(Default)]
@@ -163,6 +179,7 @@ impl LinkEntry {
                 url,
                 ..EntryState::default()
             }),
+            link: tokio::sync::watch::Sender::new(None),
         })
     }
 
@@ -173,6 +190,11 @@ impl LinkEntry {
     /// The counters shared with the link's handle.
     pub(crate) fn stats(&self) -> &Arc<LinkStats> {
         &self.stats
+    }
+
+    /// Publishes the established connection (`None` when it ends).
+    pub(crate) fn set_link(&self, handle: Option<Arc<ClientHandle>>) {
+        self.link.send_replace(handle);
     }
 
     /// Records that the link came up.
@@ -270,6 +292,15 @@ impl LeafState {
             .get(index)
             .filter(|e| e.solicited)
             .cloned()
+    }
+
+    /// Watches remote number `index`'s established connection: `Some` while the link is up.
+    /// Writing to it bypasses interest (the caller decides what to send).
+    pub fn watch_remote(
+        &self,
+        index: usize,
+    ) -> Option<tokio::sync::watch::Receiver<Option<Arc<ClientHandle>>>> {
+        self.remote_entry(index).map(|e| e.link.subscribe())
     }
 
     /// Adds the status entry of a newly accepted link.

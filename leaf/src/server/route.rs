@@ -416,7 +416,12 @@ impl Router {
             }
         }
         if !self.links.is_empty() {
-            delivered += self.send_to_links(msg, &mut bodies);
+            if crate::leafnode::js_denied(msg.subject) {
+                self.links.clear();
+                self.link_queues.clear();
+            } else {
+                delivered += self.send_to_links(msg, &mut bodies);
+            }
         }
         delivered
     }

@@ -1,0 +1,871 @@
+//! One uplink's task: reads its local buffer stream in order and forwards it to the hub
+//! stream over the leaf link, pipelined, advancing its cursor only on the hub's PubAcks.
+//!
+//! Position bookkeeping (local sequences):
+//!
+//! * `next`: the next sequence to read from the buffer; every sequence below it was read and
+//!   is *done* (acknowledged by the hub, refused for good, or absent: dropped by the buffer's
+//!   limits), *in flight* (sent, no answer yet) or *failed* (must be sent again);
+//! * the cursor `acked` is the sequence below the first one that is not done, so everything
+//!   up to it is on the hub. Answers may come in any order; a done sequence above the cursor
+//!   waits in `done_ahead` until the ones below it are done too.
+//!
+//! A refusal that may go away (hub full, no stream yet, not the leader), a garbled answer and
+//! an answer that does not come within `ack_timeout` stop new sends; once nothing is in
+//! flight any more, sending resumes at the cursor after a backoff, skipping what is known to
+//! be done. When the link drops, what was in flight has an unknown fate: sending resumes at
+//! the cursor once the link is back, after the read-back (see `sync`). Every resend carries
+//! the message's original `Nats-Msg-Id`.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use serde_json::json;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+use super::hub::{self, AckOutcome, Answer};
+use super::record::{self, Cursor, Origin};
+use super::{State, StatusCell};
+use crate::config::Uplink;
+use crate::server::outbound::AppendOutcome;
+use crate::server::ClientHandle;
+use crate::store::{PurgeRequest, Store, StoredMessage};
+
+/// Most messages read from the buffer at once.
+const READ_BATCH: usize = 256;
+/// Most bytes read from the buffer at once.
+const READ_BATCH_BYTES: u64 = 1 << 20;
+/// Most bytes in flight to the hub.
+const MAX_IN_FLIGHT_BYTES: u64 = 4 << 20;
+/// How long an API request to the hub may take.
+const API_TIMEOUT: Duration = Duration::from_secs(3);
+/// Shortest interval between two cursor writes.
+const PERSIST_INTERVAL: Duration = Duration::from_millis(50);
+/// Interval of the housekeeping tick (timeouts, persistence, rates).
+const TICK: Duration = Duration::from_millis(100);
+/// Interval of progress log lines while replaying.
+const PROGRESS_LOG: Duration = Duration::from_secs(10);
+/// First wait after a failure before sending again; doubles up to [`MAX_RETRY_DELAY`].
+const MIN_RETRY_DELAY: Duration = Duration::from_millis(250);
+/// Longest wait after repeated failures.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(10);
+
+/// A message sent and not answered yet.
+struct Sent {
+    at: Instant,
+    bytes: u64,
+}
+
+/// Why a wait for the hub ended early.
+enum Interrupted {
+    /// The link went down (or another connection replaced it).
+    LinkDown,
+    /// The server is stopping.
+    Stop,
+}
+
+/// Everything one uplink's task owns.
+pub(crate) struct Forwarder {
+    pub(crate) cfg: Uplink,
+    pub(crate) stream: String,
+    pub(crate) store: Store,
+    pub(crate) origin: Origin,
+    pub(crate) epoch: i64,
+    pub(crate) link_rx: watch::Receiver<Option<Arc<ClientHandle>>>,
+    pub(crate) answers: mpsc::UnboundedReceiver<Answer>,
+    pub(crate) appended: watch::Receiver<u64>,
+    pub(crate) reply_prefix: String,
+    pub(crate) api_prefix: String,
+    pub(crate) status: Arc<StatusCell>,
+    pub(crate) stop: watch::Receiver<bool>,
+    pub(crate) cursor: Cursor,
+    next: u64,
+    in_flight: BTreeMap<u64, Sent>,
+    in_flight_bytes: u64,
+    /// Done sequences above the cursor, with their hub sequence when known.
+    done_ahead: BTreeMap<u64, u64>,
+    /// The lowest sequence that failed since the last resume.
+    failed_min: Option<u64>,
+    /// No new sends until nothing is in flight, then resume at the cursor.
+    recovering: bool,
+    retry_delay: Duration,
+    resume_at: Option<Instant>,
+    read_ahead: VecDeque<StoredMessage>,
+    next_api_id: u64,
+    persisted: u64,
+    last_persist: Instant,
+    persist_task: Option<JoinHandle<()>>,
+    bucket: Option<TokenBucket>,
+    api_warned: bool,
+    last_progress: Instant,
+}
+
+impl Forwarder {
+    /// A forwarder starting from `cursor` (read from the store, or fresh).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        cfg: Uplink,
+        store: Store,
+        origin: Origin,
+        epoch: i64,
+        link_rx: watch::Receiver<Option<Arc<ClientHandle>>>,
+        answers: mpsc::UnboundedReceiver<Answer>,
+        appended: watch::Receiver<u64>,
+        reply_prefix: String,
+        status: Arc<StatusCell>,
+        stop: watch::Receiver<bool>,
+        cursor: Cursor,
+    ) -> Forwarder {
+        let api_prefix = match &cfg.hub_domain {
+            Some(d) => format!("$JS.{d}.API."),
+            None => "$JS.API.".to_string(),
+        };
+        let bucket = cfg.rate_limit.map(TokenBucket::new);
+        Forwarder {
+            stream: cfg.stream_name(),
+            cfg,
+            store,
+            origin,
+            epoch,
+            link_rx,
+            answers,
+            appended,
+            reply_prefix,
+            api_prefix,
+            status,
+            stop,
+            next: cursor.acked + 1,
+            persisted: cursor.acked,
+            cursor,
+            in_flight: BTreeMap::new(),
+            in_flight_bytes: 0,
+            done_ahead: BTreeMap::new(),
+            failed_min: None,
+            recovering: false,
+            retry_delay: MIN_RETRY_DELAY,
+            resume_at: None,
+            read_ahead: VecDeque::new(),
+            next_api_id: 0,
+            last_persist: Instant::now(),
+            persist_task: None,
+            bucket,
+            api_warned: false,
+            last_progress: Instant::now(),
+        }
+    }
+
+    /// Runs until the server stops.
+    pub(crate) async fn run(mut self) {
+        self.status.update(|s| s.acked = self.cursor.acked);
+        loop {
+            let link = match self.wait_for_link().await {
+                Some(link) => link,
+                None => break,
+            };
+            self.status.update(|s| s.state = State::Syncing);
+            let ended = match self.sync(&link).await {
+                Ok(()) => self.pump(&link).await,
+                Err(e) => e,
+            };
+            self.link_lost();
+            if matches!(ended, Interrupted::Stop) {
+                break;
+            }
+        }
+        self.persist_now().await;
+    }
+
+    /// Waits until the link is up; `None` when the server stops first.
+    async fn wait_for_link(&mut self) -> Option<Arc<ClientHandle>> {
+        self.status.update(|s| s.state = State::Offline);
+        loop {
+            if *self.stop.borrow() {
+                return None;
+            }
+            let current = self.link_rx.borrow_and_update().clone();
+            if let Some(link) = current.filter(|l| !l.out.is_closed()) {
+                return Some(link);
+            }
+            tokio::select! {
+                r = self.link_rx.changed() => if r.is_err() { return None },
+                _ = self.stop.changed() => {}
+                Some(a) = self.answers.recv() => self.on_answer(a),
+            }
+        }
+    }
+
+    /// In-flight messages have an unknown fate now; they are sent again from the cursor.
+    fn link_lost(&mut self) {
+        self.in_flight.clear();
+        self.in_flight_bytes = 0;
+        self.read_ahead.clear();
+        self.failed_min = None;
+        self.recovering = false;
+        self.resume_at = None;
+        self.next = self.cursor.acked + 1;
+        self.status.update(|s| s.state = State::Offline);
+    }
+
+    /// Whether `link` is still the current connection.
+    fn link_is_current(&self, link: &Arc<ClientHandle>) -> bool {
+        !link.out.is_closed()
+            && self
+                .link_rx
+                .borrow()
+                .as_ref()
+                .is_some_and(|l| Arc::ptr_eq(l, link))
+    }
+
+    // ----- synchronisation with the hub after every (re)connect -------------------------
+
+    /// Makes sure the hub stream exists (creating it when allowed) and reads back the newest
+    /// message of this uplink the hub holds, so nothing it already has is sent again, however
+    /// long ago it was sent. Without the hub's API (no domain configured, or a hub that keeps
+    /// `$JS.API` off leaf links), only the hub's duplicate window protects resends.
+    async fn sync(&mut self, link: &Arc<ClientHandle>) -> Result<(), Interrupted> {
+        let info = self
+            .request(link, &format!("STREAM.INFO.{}", self.cfg.hub_stream), b"")
+            .await?;
+        let Some(info) = info else {
+            if !self.api_warned {
+                self.api_warned = true;
+                warn!(
+                    uplink = %self.cfg.name,
+                    api = %self.api_prefix,
+                    "the hub's JetStream API does not answer through the link (nats-server keeps $JS.API off leafnode links: give the hub a JetStream domain and set hub_domain); messages are still forwarded, but a resend is only recognised within the hub stream's duplicate window"
+                );
+            }
+            self.status.update(|s| s.hub_api = false);
+            return Ok(());
+        };
+        self.status.update(|s| s.hub_api = true);
+        match hub::api_result(&info) {
+            Ok(v) => self.note_hub_stream(&v),
+            Err(e) if e.err_code == 10059 && self.cfg.create_hub_stream => {
+                self.create_hub_stream(link).await?;
+            }
+            Err(e) => {
+                warn!(uplink = %self.cfg.name, hub_stream = %self.cfg.hub_stream, error = %e, "hub stream is not available; messages wait until it is");
+                self.status
+                    .update(|s| s.last_error = Some(format!("hub stream: {e}")));
+            }
+        }
+        self.read_back(link).await
+    }
+
+    fn note_hub_stream(&mut self, info: &serde_json::Value) {
+        let window = info
+            .pointer("/config/duplicate_window")
+            .and_then(serde_json::Value::as_i64)
+            .unwrap_or(0);
+        self.status.update(|s| {
+            s.hub_duplicate_window = Duration::from_nanos(u64::try_from(window).unwrap_or(0));
+        });
+    }
+
+    async fn create_hub_stream(&mut self, link: &Arc<ClientHandle>) -> Result<(), Interrupted> {
+        let subjects = if self.cfg.hub_subjects.is_empty() {
+            self.hub_filters()
+        } else {
+            self.cfg.hub_subjects.clone()
+        };
+        let body = json!({
+            "name": self.cfg.hub_stream,
+            "subjects": subjects,
+            "retention": "limits",
+            "storage": "file",
+            "discard": "old",
+            "num_replicas": 1,
+        });
+        let payload = serde_json::to_vec(&body).unwrap_or_default();
+        let reply = self
+            .request(
+                link,
+                &format!("STREAM.CREATE.{}", self.cfg.hub_stream),
+                &payload,
+            )
+            .await?;
+        match reply.as_deref().map(hub::api_result) {
+            Some(Ok(v)) => {
+                info!(uplink = %self.cfg.name, hub_stream = %self.cfg.hub_stream, ?subjects, "created the hub stream");
+                self.note_hub_stream(&v);
+            }
+            Some(Err(e)) => {
+                warn!(uplink = %self.cfg.name, hub_stream = %self.cfg.hub_stream, error = %e, "cannot create the hub stream");
+                self.status
+                    .update(|s| s.last_error = Some(format!("creating the hub stream: {e}")));
+            }
+            None => {
+                warn!(uplink = %self.cfg.name, "the hub did not answer the stream create request")
+            }
+        }
+        Ok(())
+    }
+
+    /// The hub subjects this uplink's messages land on (its subjects after the prefix).
+    fn hub_filters(&self) -> Vec<String> {
+        self.cfg
+            .subjects
+            .iter()
+            .map(|s| self.hub_subject(s))
+            .collect()
+    }
+
+    fn hub_subject(&self, local: &str) -> String {
+        match &self.cfg.subject_prefix {
+            Some(p) => format!("{p}.{local}"),
+            None => local.to_string(),
+        }
+    }
+
+    /// Asks the hub for the newest message on each of the uplink's hub subjects; a message
+    /// of this uplink's origin above the cursor moves the cursor there (the hub stores one
+    /// link's messages in the order they were sent, so everything before it is there too).
+    async fn read_back(&mut self, link: &Arc<ClientHandle>) -> Result<(), Interrupted> {
+        let mut newest: Option<(u64, u64)> = None;
+        for filter in self.hub_filters() {
+            let body = serde_json::to_vec(&json!({ "last_by_subj": filter })).unwrap_or_default();
+            let reply = self
+                .request(
+                    link,
+                    &format!("STREAM.MSG.GET.{}", self.cfg.hub_stream),
+                    &body,
+                )
+                .await?;
+            let Some(reply) = reply else {
+                return Ok(());
+            };
+            match hub::parse_msg_get(&reply) {
+                Ok(Some(m)) => {
+                    let ours = m.msg_id.as_deref().and_then(|id| self.origin.parse(id));
+                    match ours {
+                        Some(local) if newest.is_none_or(|(n, _)| local > n) => {
+                            newest = Some((local, m.seq));
+                        }
+                        Some(_) => {}
+                        None => {
+                            debug!(uplink = %self.cfg.name, %filter, "newest hub message on the subject is not this uplink's")
+                        }
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    debug!(uplink = %self.cfg.name, %filter, error = %e, "read-back failed");
+                    return Ok(());
+                }
+            }
+        }
+        if let Some((local, hub_seq)) = newest {
+            if local > self.cursor.acked {
+                info!(
+                    uplink = %self.cfg.name,
+                    cursor = self.cursor.acked,
+                    hub_holds = local,
+                    "the hub already holds messages sent before the link dropped; not sending them again"
+                );
+                self.done_ahead.retain(|&s, _| s > local);
+                self.cursor.acked = local;
+                self.cursor.hub_seq = hub_seq;
+                self.next = local + 1;
+                self.status.update(|s| s.acked = local);
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends one API request and waits for its answer: `Ok(None)` on timeout.
+    async fn request(
+        &mut self,
+        link: &Arc<ClientHandle>,
+        api: &str,
+        payload: &[u8],
+    ) -> Result<Option<Bytes>, Interrupted> {
+        self.next_api_id += 1;
+        let id = self.next_api_id;
+        let subject = format!("{}{api}", self.api_prefix);
+        let reply = format!("{}r.{id}", self.reply_prefix);
+        if hub::send(link, subject.as_bytes(), reply.as_bytes(), None, payload)
+            == AppendOutcome::Closed
+        {
+            return Err(Interrupted::LinkDown);
+        }
+        link.out.flush();
+        let deadline = tokio::time::Instant::now() + API_TIMEOUT;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => return Ok(None),
+                _ = self.stop.changed() => return Err(Interrupted::Stop),
+                r = self.link_rx.changed() => {
+                    if r.is_err() || !self.link_is_current(link) {
+                        return Err(Interrupted::LinkDown);
+                    }
+                }
+                a = self.answers.recv() => match a {
+                    Some(Answer::Api { id: got, body }) if got == id => return Ok(Some(body)),
+                    Some(other) => self.on_answer(other),
+                    None => return Err(Interrupted::Stop),
+                },
+            }
+        }
+    }
+
+    // ----- forwarding -------------------------------------------------------------------
+
+    /// Sends and collects answers until the link drops or the server stops.
+    async fn pump(&mut self, link: &Arc<ClientHandle>) -> Interrupted {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            if *self.stop.borrow() {
+                return Interrupted::Stop;
+            }
+            if !self.link_is_current(link) {
+                return Interrupted::LinkDown;
+            }
+            let wait = match self.send_some(link).await {
+                Ok(wait) => wait,
+                Err(e) => return e,
+            };
+            tokio::select! {
+                biased;
+                _ = self.stop.changed() => return Interrupted::Stop,
+                r = self.link_rx.changed() => {
+                    if r.is_err() || !self.link_is_current(link) {
+                        return Interrupted::LinkDown;
+                    }
+                }
+                a = self.answers.recv() => match a {
+                    Some(a) => {
+                        self.on_answer(a);
+                        while let Ok(a) = self.answers.try_recv() {
+                            self.on_answer(a);
+                        }
+                    }
+                    None => return Interrupted::Stop,
+                },
+                _ = tick.tick() => self.housekeeping(),
+                _ = self.appended.changed(), if wait == Wait::NewMessages => {}
+                _ = tokio::time::sleep(wait.delay()), if wait.is_delay() => {}
+            }
+        }
+    }
+
+    /// Sends as much as the window, the rate limit and the buffer allow.
+    async fn send_some(&mut self, link: &Arc<ClientHandle>) -> Result<Wait, Interrupted> {
+        if self.recovering {
+            if !self.in_flight.is_empty() {
+                return Ok(Wait::Answers);
+            }
+            self.resume();
+        }
+        if let Some(at) = self.resume_at {
+            let now = Instant::now();
+            if at > now {
+                return Ok(Wait::Delay(at - now));
+            }
+            self.resume_at = None;
+        }
+        let mut sent_any = false;
+        let result = loop {
+            if self.in_flight.len() >= self.cfg.max_in_flight
+                || self.in_flight_bytes >= MAX_IN_FLIGHT_BYTES
+            {
+                break Wait::Answers;
+            }
+            if self.read_ahead.is_empty() && !self.refill().await {
+                break Wait::NewMessages;
+            }
+            let Some(msg) = self.read_ahead.front() else {
+                break Wait::NewMessages;
+            };
+            let size = (msg.subject.len()
+                + msg.headers.as_ref().map_or(0, |h| h.len())
+                + msg.payload.len()) as u64;
+            if let Some(bucket) = &mut self.bucket {
+                if let Some(delay) = bucket.take(size) {
+                    break Wait::Delay(delay);
+                }
+            }
+            let Some(msg) = self.read_ahead.pop_front() else {
+                break Wait::NewMessages;
+            };
+            let subject = self.hub_subject(&msg.subject);
+            let headers = record::hub_headers(msg.headers.as_deref(), &self.origin.msg_id(msg.seq));
+            let reply = format!("{}a.{}", self.reply_prefix, msg.seq);
+            let outcome = hub::send(
+                link,
+                subject.as_bytes(),
+                reply.as_bytes(),
+                Some(&headers),
+                &msg.payload,
+            );
+            if outcome == AppendOutcome::Closed {
+                return Err(Interrupted::LinkDown);
+            }
+            self.in_flight.insert(
+                msg.seq,
+                Sent {
+                    at: Instant::now(),
+                    bytes: size,
+                },
+            );
+            self.in_flight_bytes += size;
+            self.status.update(|s| {
+                s.sent_msgs += 1;
+                s.sent_bytes += size;
+            });
+            sent_any = true;
+            if outcome == AppendOutcome::Stalled {
+                link.out.flush();
+                link.out.wait_drained(Duration::from_millis(100)).await;
+            }
+        };
+        if sent_any {
+            link.out.flush();
+            self.status.update(|s| {
+                if s.state != State::Stalled {
+                    s.state = State::Forwarding;
+                }
+            });
+        } else if result == Wait::NewMessages && self.in_flight.is_empty() {
+            self.status.update(|s| s.state = State::Live);
+        }
+        Ok(result)
+    }
+
+    /// Reads the next messages from the buffer into `read_ahead`, skipping what is already
+    /// done and counting what the buffer dropped. Returns false when there is nothing new.
+    async fn refill(&mut self) -> bool {
+        let store = self.store.clone();
+        let (stream, from) = (self.stream.clone(), self.next);
+        let batch = tokio::task::spawn_blocking(move || {
+            store.read_range(&stream, from, READ_BATCH, READ_BATCH_BYTES)
+        })
+        .await;
+        let batch = match batch {
+            Ok(Ok(b)) => b,
+            Ok(Err(e)) => {
+                warn!(uplink = %self.cfg.name, error = %e, "cannot read the buffer");
+                return false;
+            }
+            Err(_) => return false,
+        };
+        if batch.is_empty() {
+            return false;
+        }
+        let mut dropped = 0;
+        for msg in batch {
+            if msg.seq < self.next {
+                continue;
+            }
+            dropped += msg.seq - self.next;
+            self.next = msg.seq + 1;
+            if self.done_ahead.contains_key(&msg.seq) {
+                continue;
+            }
+            self.read_ahead.push_back(msg);
+        }
+        if dropped > 0 {
+            self.status.update(|s| s.dropped += dropped);
+            warn!(uplink = %self.cfg.name, dropped, "buffer limits dropped messages before they reached the hub");
+        }
+        self.advance();
+        !self.read_ahead.is_empty() || self.refill_more_pending()
+    }
+
+    /// Whether more may be readable right away (everything read was already done).
+    fn refill_more_pending(&self) -> bool {
+        *self.appended.borrow() >= self.next
+    }
+
+    fn on_answer(&mut self, answer: Answer) {
+        let Answer::Ack { seq, outcome } = answer else {
+            return;
+        };
+        match outcome {
+            AckOutcome::Stored {
+                seq: hub_seq,
+                stream,
+                ..
+            } => {
+                if stream != self.cfg.hub_stream {
+                    warn!(uplink = %self.cfg.name, %stream, expected = %self.cfg.hub_stream, "message stored by another hub stream");
+                }
+                self.retry_delay = MIN_RETRY_DELAY;
+                self.status.update(|s| {
+                    s.last_ack = Some(SystemTime::now());
+                    s.last_hub_seq = hub_seq;
+                });
+                self.done(seq, hub_seq);
+            }
+            AckOutcome::Refused(e) if hub::is_permanent(&e) => {
+                warn!(uplink = %self.cfg.name, seq, error = %e, "the hub refused a message for good; skipped");
+                self.status.update(|s| {
+                    s.rejected += 1;
+                    s.last_error = Some(format!("message {seq} refused: {e}"));
+                });
+                self.done(seq, 0);
+            }
+            other => {
+                if seq <= self.cursor.acked || self.done_ahead.contains_key(&seq) {
+                    return;
+                }
+                if let Some(s) = self.in_flight.remove(&seq) {
+                    self.in_flight_bytes = self.in_flight_bytes.saturating_sub(s.bytes);
+                }
+                {
+                    let why = match &other {
+                        AckOutcome::Refused(e) => e.to_string(),
+                        AckOutcome::Status(503) => {
+                            "no hub stream captures the subject (503)".to_string()
+                        }
+                        AckOutcome::Status(c) => format!("status {c}"),
+                        _ => "unreadable answer".to_string(),
+                    };
+                    self.fail(seq, &why);
+                }
+            }
+        }
+    }
+
+    /// `seq` is on the hub (or skipped for good).
+    fn done(&mut self, seq: u64, hub_seq: u64) {
+        if seq <= self.cursor.acked {
+            return;
+        }
+        if let Some(s) = self.in_flight.remove(&seq) {
+            self.in_flight_bytes = self.in_flight_bytes.saturating_sub(s.bytes);
+        }
+        self.done_ahead.insert(seq, hub_seq);
+        self.status.update(|s| s.acked_msgs += 1);
+        self.advance();
+    }
+
+    /// `seq` must be sent again: stop sending, let what is in flight finish, then resume at
+    /// the cursor after a backoff.
+    fn fail(&mut self, seq: u64, why: &str) {
+        self.failed_min = Some(self.failed_min.map_or(seq, |m| m.min(seq)));
+        if !self.recovering {
+            warn!(uplink = %self.cfg.name, seq, reason = why, "hub did not store a message; sending again from the cursor");
+        }
+        self.recovering = true;
+        self.status.update(|s| {
+            s.state = State::Stalled;
+            s.last_error = Some(why.to_string());
+        });
+        self.advance();
+    }
+
+    /// Resumes sending at the cursor (what is done above it is skipped when read again).
+    fn resume(&mut self) {
+        self.recovering = false;
+        self.failed_min = None;
+        self.read_ahead.clear();
+        self.in_flight_bytes = 0;
+        self.next = self.cursor.acked + 1;
+        self.resume_at = Some(Instant::now() + self.retry_delay);
+        self.retry_delay = (self.retry_delay * 2).min(MAX_RETRY_DELAY);
+        self.status.update(|s| s.resent_rounds += 1);
+    }
+
+    /// Moves the cursor up to the first sequence that is not done.
+    fn advance(&mut self) {
+        let mut limit = self.next;
+        if let Some((&first, _)) = self.in_flight.first_key_value() {
+            limit = limit.min(first);
+        }
+        if let Some(f) = self.failed_min {
+            limit = limit.min(f);
+        }
+        if let Some(r) = self.read_ahead.front() {
+            limit = limit.min(r.seq);
+        }
+        let new_acked = limit.saturating_sub(1);
+        if new_acked <= self.cursor.acked {
+            return;
+        }
+        while let Some((&s, &h)) = self.done_ahead.first_key_value() {
+            if s > new_acked {
+                break;
+            }
+            if h > 0 {
+                self.cursor.hub_seq = h;
+            }
+            self.done_ahead.pop_first();
+        }
+        self.cursor.acked = new_acked;
+        self.status.update(|s| s.acked = new_acked);
+    }
+
+    /// Timeouts, cursor persistence, rates and progress logs.
+    fn housekeeping(&mut self) {
+        let now = Instant::now();
+        if let Some((&first, sent)) = self.in_flight.first_key_value() {
+            if now.duration_since(sent.at) > self.cfg.ack_timeout {
+                let n = self.in_flight.len();
+                self.in_flight.clear();
+                self.in_flight_bytes = 0;
+                self.fail(
+                    first,
+                    &format!(
+                        "no answer from the hub within {:?} for {n} messages",
+                        self.cfg.ack_timeout
+                    ),
+                );
+            }
+        }
+        self.persist();
+        self.status.tick();
+        if now.duration_since(self.last_progress) >= PROGRESS_LOG {
+            self.last_progress = now;
+            let last = *self.appended.borrow();
+            let backlog = last.saturating_sub(self.cursor.acked);
+            if backlog > 0 {
+                let rate = self.status.snapshot_rate();
+                info!(uplink = %self.cfg.name, backlog, acked = self.cursor.acked, msgs_per_sec = rate as u64, "uplink forwarding");
+            }
+        }
+    }
+
+    /// Writes the cursor and frees what the hub holds, at most every [`PERSIST_INTERVAL`],
+    /// one write at a time.
+    fn persist(&mut self) {
+        if self.cursor.acked <= self.persisted
+            || self.last_persist.elapsed() < PERSIST_INTERVAL
+            || self.persist_task.as_ref().is_some_and(|t| !t.is_finished())
+        {
+            return;
+        }
+        self.last_persist = Instant::now();
+        self.persisted = self.cursor.acked;
+        let cursor = Cursor {
+            version: Cursor::VERSION,
+            epoch: self.epoch,
+            ..self.cursor
+        };
+        let (store, stream, name) = (
+            self.store.clone(),
+            self.stream.clone(),
+            self.cfg.name.clone(),
+        );
+        self.persist_task = Some(tokio::spawn(async move {
+            write_cursor(&store, &stream, &name, cursor).await;
+        }));
+    }
+
+    /// Writes the cursor now (at shutdown).
+    async fn persist_now(&mut self) {
+        if let Some(t) = self.persist_task.take() {
+            let _ = t.await;
+        }
+        if self.cursor.acked > self.persisted {
+            self.persisted = self.cursor.acked;
+            let cursor = Cursor {
+                version: Cursor::VERSION,
+                epoch: self.epoch,
+                ..self.cursor
+            };
+            write_cursor(&self.store, &self.stream, &self.cfg.name, cursor).await;
+        }
+    }
+}
+
+/// Stores the cursor, then removes the messages it covers from the buffer. The order matters:
+/// a crash in between leaves messages the cursor already covers, never a gap the cursor does
+/// not explain (which would be counted as dropped).
+async fn write_cursor(store: &Store, stream: &str, name: &str, cursor: Cursor) {
+    if let Err(e) = store
+        .put_consumer(stream, record::CURSOR_KEY, cursor.encode())
+        .await
+    {
+        warn!(uplink = %name, error = %e, "cannot store the uplink cursor");
+        return;
+    }
+    let purge = PurgeRequest {
+        up_to_seq: Some(cursor.acked + 1),
+        ..PurgeRequest::default()
+    };
+    if let Err(e) = store.purge(stream, purge).await {
+        warn!(uplink = %name, error = %e, "cannot free forwarded messages");
+    }
+}
+
+/// What `pump` waits for after sending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    /// Answers (the window is full, or recovering).
+    Answers,
+    /// New messages in the buffer.
+    NewMessages,
+    /// A delay (rate limit, retry backoff).
+    Delay(Duration),
+}
+
+impl Wait {
+    fn is_delay(&self) -> bool {
+        matches!(self, Wait::Delay(_))
+    }
+
+    fn delay(&self) -> Duration {
+        match self {
+            Wait::Delay(d) => *d,
+            _ => Duration::ZERO,
+        }
+    }
+}
+
+/// A token bucket for the replay rate: `rate` bytes per second, bursts up to a tenth of a
+/// second's worth (at least one large message).
+struct TokenBucket {
+    rate: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    fn new(rate: u64) -> TokenBucket {
+        TokenBucket {
+            rate: rate as f64,
+            tokens: 0.0,
+            last: Instant::now(),
+        }
+    }
+
+    /// Takes `n` bytes' worth of tokens, or says how long to wait for them.
+    fn take(&mut self, n: u64) -> Option<Duration> {
+        let now = Instant::now();
+        let burst = (self.rate / 10.0).max(n as f64);
+        self.tokens =
+            (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(burst);
+        self.last = now;
+        let n = n as f64;
+        if self.tokens >= n {
+            self.tokens -= n;
+            None
+        } else {
+            Some(Duration::from_secs_f64((n - self.tokens) / self.rate))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_bucket_paces_to_the_rate() {
+        let mut b = TokenBucket::new(1000);
+        // Starts empty: the first 100 bytes wait about 0.1 s.
+        let d = b.take(100).unwrap();
+        assert!(d > Duration::from_millis(50) && d <= Duration::from_millis(100));
+        b.tokens = 100.0;
+        assert_eq!(b.take(100), None);
+        // A message larger than the burst still goes through eventually.
+        b.tokens = 5000.0;
+        assert_eq!(b.take(5000), None);
+    }
+}

