@@ -5,7 +5,7 @@
 //! name = "sensors"              # names the uplink in logs, status and the local stream
 //! subjects = ["sensors.>"]      # local subjects captured (durably) into the local buffer
 //! hub_stream = "SENSORS"        # the stream on the hub the messages are stored in
-//! hub_domain = "hub"            # the hub's JetStream domain, for its API ($JS.hub.API.>)
+//! hub_domain = "hub"            # only if the hub's JetStream has a domain
 //! subject_prefix = "gw1"        # on the hub, sensors.x becomes gw1.sensors.x
 //! create_hub_stream = true      # create hub_stream when it is missing
 //! max_bytes = "512MB"           # buffer limits on the gateway
@@ -23,6 +23,8 @@ use super::value;
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 512;
 /// Default time the hub gets to acknowledge a message before it is sent again.
 pub const DEFAULT_ACK_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default shortest interval between two writes of the uplink's cursor.
+pub const DEFAULT_CURSOR_INTERVAL: Duration = Duration::from_millis(50);
 
 /// What happens when a publish would exceed the buffer limits.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -50,8 +52,8 @@ pub struct Uplink {
     pub remote: usize,
     /// The stream on the hub.
     pub hub_stream: String,
-    /// The hub's JetStream domain: its API is reached as `$JS.<domain>.API` (nats-server
-    /// keeps `$JS.API` off leafnode links).
+    /// The hub's JetStream domain, to address its API as `$JS.<domain>.API` (default:
+    /// `$JS.API`).
     pub hub_domain: Option<String>,
     /// Create `hub_stream` on the hub when it does not exist.
     pub create_hub_stream: bool,
@@ -78,6 +80,11 @@ pub struct Uplink {
     /// Time the hub gets to acknowledge a message before it is sent again.
     #[serde(deserialize_with = "value::de_duration")]
     pub ack_timeout: Duration,
+    /// Shortest interval between two writes of the cursor (and frees of forwarded
+    /// messages). Longer means fewer writes to the flash; exactness does not depend on it
+    /// (after a crash, leafd reads back from the hub what it already holds).
+    #[serde(deserialize_with = "value::de_duration")]
+    pub cursor_interval: Duration,
 }
 
 impl Default for Uplink {
@@ -99,6 +106,7 @@ impl Default for Uplink {
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             rate_limit: None,
             ack_timeout: DEFAULT_ACK_TIMEOUT,
+            cursor_interval: DEFAULT_CURSOR_INTERVAL,
         }
     }
 }

@@ -660,9 +660,6 @@ impl Link<'_> {
                 .bytes_in
                 .fetch_add(size as u64, Ordering::Relaxed);
         }
-        if super::js_denied(msg.subject) {
-            return;
-        }
         let Some(result) = self.cache.lookup(&self.shared.sublist, msg.subject) else {
             return;
         };

@@ -35,10 +35,13 @@ use crate::server::route::{ClientHandle, LinkStats};
 pub use interest::Interest;
 pub use url::{RemoteUrl, UrlError};
 
-/// Subjects that never cross a link in either direction, as nats-server denies them on
-/// leafnode connections of ordinary accounts: the JetStream API without a domain, KV and
-/// object store. Both sides may run JetStream; without this, a request would be answered by
-/// both. A JetStream on the other side is reached through its domain (`$JS.<domain>.API.>`).
+/// Subjects whose interest never crosses a link, as nats-server denies them on leafnode
+/// connections of ordinary accounts: the JetStream API without a domain, KV and object store.
+/// Both sides may run JetStream; were the interest announced, a client's request would be
+/// answered by both. Messages on them are not forwarded by interest either. A message the
+/// other side sends anyway (an uplink's request to its hub's API) is served, as nats-server
+/// serves it. A JetStream on the other side is otherwise reached through its domain
+/// (`$JS.<domain>.API.>`).
 pub const JS_DENIED_PREFIXES: [&[u8]; 3] = [b"$JS.API.", b"$KV.", b"$OBJ."];
 
 /// Whether `subject` (a literal subject or an `LS+` subject) is kept off links; see

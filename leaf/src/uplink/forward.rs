@@ -43,8 +43,6 @@ const READ_BATCH_BYTES: u64 = 1 << 20;
 const MAX_IN_FLIGHT_BYTES: u64 = 4 << 20;
 /// How long an API request to the hub may take.
 const API_TIMEOUT: Duration = Duration::from_secs(3);
-/// Shortest interval between two cursor writes.
-const PERSIST_INTERVAL: Duration = Duration::from_millis(50);
 /// Interval of the housekeeping tick (timeouts, persistence, rates).
 const TICK: Duration = Duration::from_millis(100);
 /// Interval of progress log lines while replaying.
@@ -224,8 +222,8 @@ impl Forwarder {
 
     /// Makes sure the hub stream exists (creating it when allowed) and reads back the newest
     /// message of this uplink the hub holds, so nothing it already has is sent again, however
-    /// long ago it was sent. Without the hub's API (no domain configured, or a hub that keeps
-    /// `$JS.API` off leaf links), only the hub's duplicate window protects resends.
+    /// long ago it was sent. Without the hub's API (no JetStream on the hub, or a domain other
+    /// than `hub_domain`), only the hub's duplicate window protects resends.
     async fn sync(&mut self, link: &Arc<ClientHandle>) -> Result<(), Interrupted> {
         let info = self
             .request(link, &format!("STREAM.INFO.{}", self.cfg.hub_stream), b"")
@@ -236,7 +234,7 @@ impl Forwarder {
                 warn!(
                     uplink = %self.cfg.name,
                     api = %self.api_prefix,
-                    "the hub's JetStream API does not answer through the link (nats-server keeps $JS.API off leafnode links: give the hub a JetStream domain and set hub_domain); messages are still forwarded, but a resend is only recognised within the hub stream's duplicate window"
+                    "the hub's JetStream API does not answer through the link (is hub_domain the hub's JetStream domain?); messages are still forwarded, but a resend is only recognised within the hub stream's duplicate window"
                 );
             }
             self.status.update(|s| s.hub_api = false);
@@ -731,11 +729,11 @@ impl Forwarder {
         }
     }
 
-    /// Writes the cursor and frees what the hub holds, at most every [`PERSIST_INTERVAL`],
-    /// one write at a time.
+    /// Writes the cursor and frees what the hub holds, at most every `cursor_interval`, one
+    /// write at a time.
     fn persist(&mut self) {
         if self.cursor.acked <= self.persisted
-            || self.last_persist.elapsed() < PERSIST_INTERVAL
+            || self.last_persist.elapsed() < self.cfg.cursor_interval
             || self.persist_task.as_ref().is_some_and(|t| !t.is_finished())
         {
             return;

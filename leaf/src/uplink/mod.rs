@@ -18,8 +18,10 @@
 //! its local sequence ([`record`]), so a resend within the hub stream's duplicate window is
 //! recognised by the hub. For resends after longer outages, the task reads back, after every
 //! (re)connect and before sending anything, the newest message of its origin on the hub
-//! (`STREAM.MSG.GET` `last_by_subj`) and starts after it. The hub's API is reached through its
-//! JetStream domain (`hub_domain`), because nats-server keeps `$JS.API` off leafnode links.
+//! (`STREAM.MSG.GET` `last_by_subj`) and starts after it. Requests to the hub's API are sent
+//! straight into the link like the messages: hubs do not announce interest in `$JS.API.>` to
+//! leaves, but serve what a leaf sends there (nats-server and hubd alike). `hub_domain`
+//! addresses a hub whose JetStream is in a domain (`$JS.<domain>.API`).
 
 pub mod forward;
 pub mod hub;
