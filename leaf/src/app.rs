@@ -15,8 +15,18 @@ use crate::cli::{self, normalize_args, ServerArgs};
 use crate::config::{self, Config};
 use crate::jetstream::{JetStream, JetStreamOptions};
 use crate::leafnode::{LeafOptions, RemoteUrl};
+use crate::monitor;
 use crate::server::{Server, ServerOptions};
 use crate::uplink::Uplinks;
+
+/// Aborts a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
 
 /// Which binary is running.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +68,16 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Show the uplinks of a running leafd (backlog, rate, progress bar and ETA), read from
+    /// its monitoring port. Refreshes every second in a terminal.
+    Status {
+        /// The monitoring address (`host:port`, or just the port on 127.0.0.1).
+        #[arg(long, short = 'm', default_value = "127.0.0.1:8222")]
+        monitor: String,
+        /// Print once, even in a terminal.
+        #[arg(long)]
+        once: bool,
+    },
     /// Validate a configuration file and exit (0: valid; 1: the error is printed).
     CheckConfig {
         /// The configuration file (TOML, or JSON when it ends in .json).
@@ -84,8 +104,23 @@ pub fn main(flavor: Flavor) -> ExitCode {
             };
         }
     };
-    if let Some(Command::CheckConfig { file }) = &cli.command {
-        return check_config(flavor, file);
+    match &cli.command {
+        Some(Command::CheckConfig { file }) => return check_config(flavor, file),
+        Some(Command::Status { monitor, once }) => {
+            let addr = if monitor.contains(':') {
+                monitor.clone()
+            } else {
+                format!("127.0.0.1:{monitor}")
+            };
+            return match crate::status_cmd::run(&addr, *once) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("{}: {e}", flavor.name());
+                    ExitCode::from(1)
+                }
+            };
+        }
+        None => {}
     }
     let cfg = match cli::load(&cli.server) {
         Ok(cfg) => cfg,
@@ -142,7 +177,7 @@ pub fn main(flavor: Flavor) -> ExitCode {
         let uplinks = match (&_jetstream, cfg.uplinks.is_empty()) {
             (_, true) => None,
             (Some(js), false) => match Uplinks::start(server.shared(), js, &cfg.uplinks).await {
-                Ok(u) => Some(u),
+                Ok(u) => Some(Arc::new(u)),
                 Err(e) => {
                     error!("{e}");
                     eprintln!("{}: {e}", flavor.name());
@@ -150,6 +185,25 @@ pub fn main(flavor: Flavor) -> ExitCode {
                 }
             },
             (None, false) => None,
+        };
+        let _monitor = match cfg.http_port {
+            Some(port) => {
+                let sources = monitor::Sources {
+                    shared: Arc::downgrade(server.shared()),
+                    uplinks: uplinks.clone(),
+                };
+                match monitor::Monitor::bind(&cfg.host, port, sources).await {
+                    Ok(m) => Some(AbortOnDrop(tokio::spawn(m.run()))),
+                    Err(e) => {
+                        let msg =
+                            format!("cannot listen for monitoring on {}:{port}: {e}", cfg.host);
+                        error!("{msg}");
+                        eprintln!("{}: {msg}", flavor.name());
+                        return ExitCode::from(1);
+                    }
+                }
+            }
+            None => None,
         };
         server.run(shutdown_signal(), DRAIN_LIMIT).await;
         if let Some(uplinks) = uplinks {
@@ -186,9 +240,6 @@ fn check_config(flavor: Flavor, file: &std::path::Path) -> ExitCode {
 /// Settings that parse but whose feature is not built yet: refused with a clear message rather
 /// than silently ignored.
 fn unsupported_yet(cfg: &Config) -> Result<(), String> {
-    if cfg.http_port.is_some() {
-        return Err("the monitoring port (http_port, -m) is not supported yet".into());
-    }
     for (i, remote) in cfg.leafnodes.remotes.iter().enumerate() {
         if let Some(key) = remote.unsupported.first() {
             return Err(format!(

@@ -566,6 +566,46 @@ impl TestServer {
 
 pub mod proxy;
 
+/// `GET http://127.0.0.1:<port><path>` (a server's monitoring port): the status code and the
+/// body parsed as JSON (`Value::Null` when it is not JSON).
+///
+/// # Panics
+/// When the port does not answer with an HTTP response within [`WAIT`].
+pub async fn http_get(port: u16, path: &str) -> (u16, serde_json::Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    bounded(&format!("GET {path} on port {port}"), async {
+        let mut stream = TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap_or_else(|e| panic!("monitoring port {port}: {e}"));
+        stream
+            .write_all(
+                format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("monitoring port {port}: {e}"));
+        let mut raw = Vec::new();
+        stream
+            .read_to_end(&mut raw)
+            .await
+            .unwrap_or_else(|e| panic!("monitoring port {port}: {e}"));
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        let (head, body) = text
+            .split_once("\r\n\r\n")
+            .unwrap_or_else(|| panic!("not an HTTP response: {text}"));
+        let code = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or_else(|| panic!("no status code: {head}"));
+        (
+            code,
+            serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+        )
+    })
+    .await
+}
+
 /// A fresh JetStream store directory under the system's temporary directory, removed when
 /// dropped (after the server using it, so declare it before the server).
 #[derive(Debug)]

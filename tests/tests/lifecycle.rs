@@ -143,16 +143,6 @@ fn bad_flag_is_refused() {
 }
 
 #[test]
-fn monitoring_port_is_not_supported_yet() {
-    for args in [&["-m", "8222"][..], &["--http_port", "8222"][..]] {
-        let out = run(ServerKind::Leafd, args);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
-        assert!(stderr.contains("not supported yet"), "{args:?}: {stderr}");
-    }
-}
-
-#[test]
 fn check_config_validates_without_starting() {
     let good = temp_file(
         "good.toml",

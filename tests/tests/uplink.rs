@@ -13,7 +13,7 @@ use std::time::Duration;
 use e2e::async_nats::{self, jetstream, HeaderMap};
 use e2e::proxy::TcpProxy;
 use e2e::serde_json::{json, Value};
-use e2e::{bounded_for, free_port, ServerKind, StoreDir, TestServer};
+use e2e::{bounded_for, free_port, http_get, ServerKind, StoreDir, TestServer};
 use futures::StreamExt;
 
 /// The hub stream's name.
@@ -80,6 +80,63 @@ async fn start_leafd(
     b.start().await
 }
 
+/// leafd as [`start_leafd`] does, with its monitoring port on; returns it and the port.
+async fn start_leafd_monitored(
+    store: &StoreDir,
+    hub_leaf_port: u16,
+    extra: Value,
+) -> (TestServer, u16) {
+    let mport = free_port();
+    let mut uplink = json!({
+        "name": "sensors",
+        "subjects": ["sensors.>"],
+        "hub_stream": HUB_STREAM,
+        "subject_prefix": PREFIX,
+        "create_hub_stream": true,
+    });
+    if let (Some(u), Some(e)) = (uplink.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            u.insert(k.clone(), v.clone());
+        }
+    }
+    let config = json!({
+        "jetstream": { "store_dir": store.path() },
+        "leafnodes": {
+            "remotes": [{ "url": format!("nats-leaf://127.0.0.1:{hub_leaf_port}") }],
+            "reconnect": "250ms",
+        },
+        "uplinks": [uplink],
+    });
+    let server = TestServer::builder(ServerKind::Leafd)
+        .config(config)
+        .arg("-m")
+        .arg(mport.to_string())
+        .start()
+        .await;
+    (server, mport)
+}
+
+/// The status of the first uplink, from `/uplinkz`.
+async fn uplink_status(mport: u16) -> Value {
+    let (code, body) = http_get(mport, "/uplinkz").await;
+    assert_eq!(code, 200, "{body}");
+    body["uplinks"][0].clone()
+}
+
+/// Waits until the first uplink's status satisfies `ok`.
+async fn await_status(mport: u16, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
+    bounded_for(Duration::from_secs(60), what, async {
+        loop {
+            let s = uplink_status(mport).await;
+            if ok(&s) {
+                return s;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+}
+
 /// What a test publishes: message `i` goes to `sensors.<i % 7>` with a header and payload
 /// naming `i`.
 fn expected(i: u64) -> (String, String) {
@@ -136,6 +193,11 @@ async fn await_hub_count(hub: &async_nats::Client, n: u64, limit: Duration) {
 /// Reads the whole hub stream in order and checks it holds exactly messages `0..n`, each
 /// once, with its subject (prefixed), payload and headers.
 async fn check_hub_stream(hub: &async_nats::Client, n: u64) {
+    check_hub_range(hub, 0, n).await
+}
+
+/// Like [`check_hub_stream`] for messages `from..to`.
+async fn check_hub_range(hub: &async_nats::Client, from: u64, to: u64) {
     let js = jetstream::new(hub.clone());
     let stream = js.get_stream(HUB_STREAM).await.expect("hub stream");
     let consumer = stream
@@ -152,7 +214,7 @@ async fn check_hub_stream(hub: &async_nats::Client, n: u64) {
         .await
         .expect("hub consumer messages");
     let mut ids: HashMap<String, u64> = HashMap::new();
-    for i in 0..n {
+    for i in from..to {
         let msg = bounded_for(
             Duration::from_secs(30),
             "the next hub message",
@@ -187,7 +249,11 @@ async fn check_hub_stream(hub: &async_nats::Client, n: u64) {
             panic!("message id {id} stored twice: messages {first} and {i}");
         }
     }
-    assert_eq!(hub_count(hub).await, n, "hub stream holds extra messages");
+    assert_eq!(
+        hub_count(hub).await,
+        to - from,
+        "hub stream holds extra messages"
+    );
 }
 
 /// Connects a client to `server`, retrying (it may be restarting).
@@ -378,6 +444,89 @@ async fn no_duplicates_within_window_without_hub_api(kind: ServerKind) {
     );
 }
 
+/// A full buffer with the default policy drops the oldest messages, counts them, and keeps
+/// the newest; the status page and `leafd status` show the backlog while the hub is away.
+async fn full_buffer_drops_oldest(kind: ServerKind) {
+    let (hub_store, leaf_store) = (StoreDir::new(), StoreDir::new());
+    let leaf_port = free_port();
+    let (leafd, mport) =
+        start_leafd_monitored(&leaf_store, leaf_port, json!({ "max_msgs": 100 })).await;
+    publish_range(&client(&leafd).await, 0, 250).await;
+    // The limit is applied right after each message is stored, asynchronously.
+    let offline = await_status(mport, "the buffer to hold the newest 100", |s| {
+        s["buffered_msgs"] == json!(100)
+    })
+    .await;
+    assert_eq!(offline["state"], json!("offline"), "{offline}");
+    assert_eq!(offline["backlog_msgs"], json!(100), "{offline}");
+    assert!(offline["oldest_age_ms"].as_u64().is_some(), "{offline}");
+    let status = std::process::Command::new(ServerKind::Leafd.binary_path())
+        .args(["status", "--once", "-m", &mport.to_string()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        status.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    assert!(text.contains("sensors -> SENSORS  offline"), "{text}");
+    assert!(text.contains("backlog 100 msgs"), "{text}");
+
+    let hub = start_hub(kind, &hub_store, leaf_port, None).await;
+    let hub_client = client(&hub).await;
+    await_hub_count(&hub_client, 100, Duration::from_secs(60)).await;
+    check_hub_range(&hub_client, 150, 250).await;
+    let live = await_status(mport, "the uplink to be live", |s| {
+        s["state"] == json!("live")
+    })
+    .await;
+    assert_eq!(live["dropped"], json!(150), "{live}");
+    assert_eq!(live["backlog_msgs"], json!(0), "{live}");
+    assert_eq!(live["acked_msgs"], json!(100), "{live}");
+    assert_eq!(live["hub_api"], json!(true), "{live}");
+}
+
+/// With `when_full = "reject"` publishers get an error once the buffer is full; nothing
+/// buffered is lost, and once forwarded, the buffer takes messages again.
+async fn full_buffer_rejects_new(kind: ServerKind) {
+    let (hub_store, leaf_store) = (StoreDir::new(), StoreDir::new());
+    let leaf_port = free_port();
+    let (leafd, mport) = start_leafd_monitored(
+        &leaf_store,
+        leaf_port,
+        json!({ "max_msgs": 100, "when_full": "reject" }),
+    )
+    .await;
+    let leaf_client = client(&leafd).await;
+    publish_range(&leaf_client, 0, 100).await;
+    let js = jetstream::new(leaf_client.clone());
+    for i in 100..110 {
+        let (subject, payload) = expected(i);
+        let result = js
+            .publish(subject, payload.into())
+            .await
+            .expect("send")
+            .await;
+        assert!(
+            result.is_err(),
+            "publish {i} into a full buffer was accepted"
+        );
+    }
+    let hub = start_hub(kind, &hub_store, leaf_port, None).await;
+    let hub_client = client(&hub).await;
+    await_hub_count(&hub_client, 100, Duration::from_secs(60)).await;
+    // Forwarded messages are freed with the next cursor write.
+    await_status(mport, "the buffer to drain", |s| {
+        s["buffered_msgs"] == json!(0)
+    })
+    .await;
+    publish_range(&leaf_client, 100, 150).await;
+    await_hub_count(&hub_client, 150, Duration::from_secs(60)).await;
+    check_hub_stream(&hub_client, 150).await;
+    assert_eq!(uplink_status(mport).await["dropped"], json!(0));
+}
+
 macro_rules! hub_tests {
     ($($name:ident),+ $(,)?) => {
         $(
@@ -403,4 +552,6 @@ hub_tests!(
     survives_leafd_sigkills,
     no_duplicates_after_outage_beyond_duplicate_window,
     no_duplicates_within_window_without_hub_api,
+    full_buffer_drops_oldest,
+    full_buffer_rejects_new,
 );

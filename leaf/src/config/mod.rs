@@ -75,7 +75,7 @@ pub struct Config {
     pub host: String,
     /// Client listen port (default 4222; 0 picks a free port).
     pub port: u16,
-    /// HTTP monitoring port (not implemented yet; accepted for compatibility).
+    /// HTTP monitoring port (off by default); binds to `host`.
     pub http_port: Option<u16>,
     /// Server name announced in `INFO`; the binary picks one when unset.
     pub server_name: Option<String>,

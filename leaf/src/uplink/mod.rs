@@ -107,6 +107,9 @@ pub struct UplinkStatus {
     pub acked: u64,
     /// Messages waiting to be forwarded.
     pub backlog_msgs: u64,
+    /// Messages in the local buffer: the backlog plus forwarded messages not freed yet
+    /// (they are freed with each cursor write). Limits apply to these.
+    pub buffered_msgs: u64,
     /// Bytes waiting to be forwarded (approximate while forwarded messages are freed).
     pub backlog_bytes: u64,
     /// Age of the oldest waiting message.
@@ -213,7 +216,7 @@ struct Entry {
 pub struct Uplinks {
     entries: Vec<Entry>,
     stop: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<()>>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
 /// The local buffer stream of an uplink.
@@ -246,7 +249,7 @@ impl Uplinks {
         let mut uplinks = Uplinks {
             entries: Vec::new(),
             stop,
-            tasks: Vec::new(),
+            tasks: Mutex::new(Vec::new()),
         };
         for cfg in configs {
             let stream = cfg.stream_name();
@@ -292,6 +295,7 @@ impl Uplinks {
                 state: State::Offline,
                 acked: cursor.acked,
                 backlog_msgs: 0,
+                buffered_msgs: 0,
                 backlog_bytes: 0,
                 oldest_age: None,
                 sent_msgs: 0,
@@ -327,7 +331,11 @@ impl Uplinks {
                 stop_rx.clone(),
                 cursor,
             );
-            uplinks.tasks.push(tokio::spawn(forwarder.run()));
+            uplinks
+                .tasks
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(tokio::spawn(forwarder.run()));
             uplinks.entries.push(Entry {
                 status,
                 store,
@@ -346,6 +354,7 @@ impl Uplinks {
                 if let Ok(Some(state)) = e.store.stream_state(&e.stream) {
                     let waiting = state.last_seq.saturating_sub(s.acked).min(state.msgs);
                     s.backlog_msgs = waiting;
+                    s.buffered_msgs = state.msgs;
                     s.backlog_bytes = state
                         .bytes
                         .saturating_mul(waiting)
@@ -366,9 +375,10 @@ impl Uplinks {
     }
 
     /// Stops every uplink and waits until each stored its cursor.
-    pub async fn stop(self) {
+    pub async fn stop(&self) {
         let _ = self.stop.send(true);
-        for t in self.tasks {
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(PoisonError::into_inner));
+        for t in tasks {
             let _ = t.await;
         }
     }

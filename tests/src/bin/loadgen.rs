@@ -20,7 +20,11 @@
 //!   (leaf link); the publisher sends probes until interest has arrived.
 //! * `js --mode sync|async`: JetStream publish throughput (and, sync, PubAck
 //!   latency) on stream `BENCH` (subjects `bench.>`), via async-nats; afterwards
-//!   `STREAM.INFO` must report every acknowledged message.
+//!   `STREAM.INFO` must report every acknowledged message. `--stream NAME --create
+//!   false` publishes into an existing stream instead (an uplink's buffer).
+//! * `await-stream --url HUB --stream NAME --msgs N --leaf-url LEAF`: after the hub
+//!   has been started, times from the leaf link coming up until stream NAME on the
+//!   hub holds N messages (a backlog replay); samples the leaf's RSS and CPU time.
 //! * `startup [--runs R] [--js-stream NAME] -- CMD ARGS...`: spawns CMD (every
 //!   `{port}` in ARGS is replaced by a free loopback port), times spawn to first
 //!   `INFO` line (and to the first `STREAM.INFO NAME` answer), kills it (SIGKILL).
@@ -97,6 +101,7 @@ fn run(argv: Vec<String>) -> Result<()> {
         "reqrep" => reqrep::run(&args),
         "js" => js::run(&args),
         "startup" => startup::run(&args),
+        "await-stream" => await_stream::run(&args),
         "freeport" => {
             println!("{}", startup::free_port()?);
             Ok(())
@@ -120,8 +125,15 @@ const USAGE: &str = "usage:
                  [--responder-url HOST:PORT] [--row NAME] [--pair NAME]
                  (--threads 0: one current-thread tokio runtime for both ends)
   loadgen js     [--url HOST:PORT] [--mode sync|async] [--size 128] [--msgs 3000] [--warmup 100]
-                 [--inflight 256] [--row NAME] [--server NAME]
-                 (stream BENCH on bench.>, recreated; checks the stored count with STREAM.INFO)
+                 [--inflight 256] [--row NAME] [--server NAME] [--stream BENCH] [--create true|false]
+                 (stream BENCH on bench.>, recreated; --create false: publish into an existing
+                 stream, e.g. an uplink's UPLINK_<name>; checks the stored count with STREAM.INFO)
+  loadgen await-stream --url HUB --stream HUB --msgs N [--leaf-url LEAF] [--timeout 300]
+                 [--source NAME --source-api PREFIX] [--leaf-pid PID] [--hub-pid PID]
+                 [--row uplink] [--server NAME] [--pair NAME]
+                 (times stream HUB on a just-started hub reaching N messages, from the moment a
+                 probe published on the hub reaches a subscriber on LEAF; --source: create HUB
+                 sourcing NAME via the API PREFIX first; --leaf-pid: sample its RSS every 200 ms)
   loadgen startup [--runs 3] [--server NAME] [--row startup] [--js-stream NAME] -- CMD ARGS...
                  ({port} in ARGS = a free port; --js-stream: also time the first STREAM.INFO answer)
   loadgen freeport
@@ -942,8 +954,17 @@ mod js {
     use async_nats::jetstream::{self, context::PublishAckFuture, stream};
     use std::collections::VecDeque;
 
-    /// Name of the benchmark stream (subjects `bench.>`).
+    /// Default name of the benchmark stream (subjects `bench.>`).
     pub const STREAM: &str = "BENCH";
+
+    /// Where the run publishes: which stream, and whether loadgen (re)creates it.
+    struct Target {
+        /// Stream name (`--stream`, default [`STREAM`]).
+        stream: String,
+        /// `--create true` (default): delete and create the stream on `bench.>`;
+        /// `false`: use a stream that already exists (e.g. an uplink's `UPLINK_<name>`).
+        create: bool,
+    }
 
     /// CPU time (user + system) this process has used so far, in seconds.
     pub fn cpu_secs() -> f64 {
@@ -996,12 +1017,28 @@ mod js {
         if mode != "sync" && mode != "async" {
             return Err(format!("--mode must be sync or async, not {mode:?}").into());
         }
+        let create = args.str_or("create", "true");
+        let target = Target {
+            stream: args.str_or("stream", STREAM),
+            create: match create.as_str() {
+                "true" | "yes" => true,
+                "false" | "no" => false,
+                _ => return Err(format!("--create must be true or false, not {create:?}").into()),
+            },
+        };
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
         let cpu0 = cpu_secs();
-        let (out, stored) =
-            rt.block_on(measure(&url, &mode, size, msgs, warmup, inflight.max(1)))?;
+        let (out, stored) = rt.block_on(measure(
+            &url,
+            &target,
+            &mode,
+            size,
+            msgs,
+            warmup,
+            inflight.max(1),
+        ))?;
         let cpu = cpu_secs() - cpu0;
         let total = msgs + warmup;
         // Loss: acknowledged publishes that the stream does not hold.
@@ -1025,7 +1062,7 @@ mod js {
         }
         let mut record = serde_json::json!({
             "mode": "js", "row": args.str_or("row", &format!("js-{mode}/{size}")), "server": server,
-            "size": size, "msgs": msgs, "warmup": warmup, "sent": total,
+            "stream": target.stream, "size": size, "msgs": msgs, "warmup": warmup, "sent": total,
             "inflight": if mode == "sync" { 1 } else { inflight },
             "acked": out.acked, "failed": out.failed, "stored": stored,
             "expected": total, "lost": lost, "secs": out.secs, "msgs_per_sec": rate,
@@ -1060,10 +1097,11 @@ mod js {
         Ok(())
     }
 
-    /// (Re)creates the stream, publishes, and returns the outcome and the number of
-    /// messages `STREAM.INFO` reports afterwards.
+    /// (Re)creates the stream (unless told to use an existing one), publishes, and
+    /// returns the outcome and the number of messages `STREAM.INFO` reports afterwards.
     async fn measure(
         url: &str,
+        target: &Target,
         mode: &str,
         size: usize,
         msgs: u64,
@@ -1076,16 +1114,22 @@ mod js {
             .connect(url.as_str())
             .await?;
         let ctx = jetstream::new(client);
-        // A leftover stream from an earlier run would skew the count.
-        let _ = ctx.delete_stream(STREAM).await;
-        let mut stream = ctx
-            .create_stream(stream::Config {
-                name: STREAM.to_owned(),
+        let name = target.stream.as_str();
+        let mut stream = if target.create {
+            // A leftover stream from an earlier run would skew the count.
+            let _ = ctx.delete_stream(name).await;
+            ctx.create_stream(stream::Config {
+                name: name.to_owned(),
                 subjects: vec!["bench.>".to_owned()],
                 ..Default::default()
             })
             .await
-            .map_err(|e| format!("create stream {STREAM}: {e}"))?;
+            .map_err(|e| format!("create stream {name}: {e}"))?
+        } else {
+            ctx.get_stream(name)
+                .await
+                .map_err(|e| format!("stream {name} (expected to exist): {e}"))?
+        };
         let payload = bytes::Bytes::from(vec![b'j'; size]);
         let mut out = Outcome {
             acked: 0,
@@ -1142,6 +1186,326 @@ mod js {
             .state
             .messages;
         Ok((out, stored))
+    }
+}
+
+mod await_stream {
+    //! The `await-stream` mode: times a stream on a just-started hub filling up to a
+    //! message count, i.e. a backlog replayed over a leaf link (an uplink's, or a
+    //! stream sourcing from the leaf's JetStream).
+    //!
+    //! The clock that counts starts when the leaf link is up: a subscriber on the leaf
+    //! receives a probe published on the hub. Before that the leaf is only waiting
+    //! for its reconnect timer (1 s granularity in nats-server, configurable in
+    //! leafd), which is reported apart (`link_secs`).
+
+    use super::*;
+    use futures::StreamExt;
+
+    /// Subject of the link probes (outside `bench.>`, so no uplink captures them).
+    const LINK_PROBE: &str = "uplinkprobe.link";
+
+    /// Interval between two `STREAM.INFO` polls.
+    const POLL: Duration = Duration::from_millis(20);
+
+    /// Interval between two samples of the watched process's memory.
+    const RSS_EVERY: Duration = Duration::from_millis(200);
+
+    /// `VmRSS` of process `pid` in KiB.
+    fn rss_kib(pid: u32) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    }
+
+    /// CPU time (user + system) process `pid` has used so far, in seconds.
+    fn proc_cpu_secs(pid: u32) -> Option<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // The command name may hold spaces: fields are counted after its ')'.
+        let rest = stat.get(stat.rfind(')')? + 1..)?;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // utime and stime are fields 14 and 15 of the line; `rest` starts at field 3.
+        let utime: u64 = fields.get(11)?.parse().ok()?;
+        let stime: u64 = fields.get(12)?.parse().ok()?;
+        // SAFETY: sysconf has no preconditions.
+        let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        (ticks > 0).then(|| (utime + stime) as f64 / ticks as f64)
+    }
+
+    /// Samples the RSS of a process every [`RSS_EVERY`] on its own thread.
+    struct RssSampler {
+        /// Cleared to stop the thread.
+        running: Arc<AtomicBool>,
+        /// The thread; it returns the samples in KiB.
+        handle: thread::JoinHandle<Vec<u64>>,
+    }
+
+    impl RssSampler {
+        /// Starts sampling process `pid` (the first sample is taken at once).
+        fn start(pid: u32) -> RssSampler {
+            let running = Arc::new(AtomicBool::new(true));
+            let flag = Arc::clone(&running);
+            let handle = thread::spawn(move || {
+                let mut samples = Vec::new();
+                loop {
+                    samples.extend(rss_kib(pid));
+                    if !flag.load(Ordering::Relaxed) {
+                        return samples;
+                    }
+                    thread::sleep(RSS_EVERY);
+                }
+            });
+            RssSampler { running, handle }
+        }
+
+        /// Stops sampling (after one last sample) and returns the samples in KiB.
+        fn stop(self) -> Vec<u64> {
+            self.running.store(false, Ordering::Relaxed);
+            self.handle.join().unwrap_or_default()
+        }
+    }
+
+    /// What to wait for and how.
+    struct Spec {
+        /// The hub's client address.
+        url: String,
+        /// The leaf's client address (for the link probe), if any.
+        leaf_url: Option<String>,
+        /// The hub stream to watch.
+        stream: String,
+        /// Message count that ends the wait.
+        msgs: u64,
+        /// Give up after this long.
+        limit: Duration,
+        /// With `--source NAME --source-api PREFIX`: once the link is up, create the
+        /// hub stream sourcing stream NAME through the JetStream API at PREFIX.
+        source: Option<(String, String)>,
+    }
+
+    /// Times measured by one wait (seconds since loadgen started unless noted).
+    struct Times {
+        /// Connected to the hub.
+        connected: f64,
+        /// Link up (probe received on the leaf).
+        link: f64,
+        /// The hub stream first held a message.
+        first: Option<f64>,
+        /// The hub stream held `msgs` messages.
+        done: f64,
+        /// Messages the stream held then.
+        stored: u64,
+        /// Messages it held 500 ms later (late duplicates would show here).
+        stored_after: u64,
+        /// Polls sent.
+        polls: u64,
+    }
+
+    /// `nats://HOST:PORT` from `HOST:PORT`.
+    fn nats_url(url: &str) -> String {
+        format!("nats://{}", url.strip_prefix("nats://").unwrap_or(url))
+    }
+
+    /// The message count of `STREAM.INFO` for `stream`, or `None` if the answer is
+    /// an error (no such stream yet) or does not come.
+    async fn stream_msgs(client: &async_nats::Client, stream: &str) -> Option<u64> {
+        let reply = tokio::time::timeout(
+            Duration::from_secs(2),
+            client.request(format!("$JS.API.STREAM.INFO.{stream}"), bytes::Bytes::new()),
+        )
+        .await
+        .ok()?
+        .ok()?;
+        let v: serde_json::Value = serde_json::from_slice(&reply.payload).ok()?;
+        v.get("state")?.get("messages")?.as_u64()
+    }
+
+    /// Connects to the hub (retrying while it starts), waits for the link, creates
+    /// the sourcing stream if asked, and polls until the stream holds `msgs`.
+    /// `on_link` runs once the link is up (starts the samplers).
+    async fn measure(spec: &Spec, on_link: impl FnOnce()) -> Result<Times> {
+        let t0 = Instant::now();
+        let since = |t: Instant| t.duration_since(t0).as_secs_f64();
+        let hub = loop {
+            match async_nats::ConnectOptions::new()
+                .request_timeout(Some(Duration::from_secs(5)))
+                .connect(nats_url(&spec.url))
+                .await
+            {
+                Ok(c) => break c,
+                Err(e) if t0.elapsed() > WAIT_LIMIT => {
+                    return Err(format!("cannot connect to the hub {}: {e}", spec.url).into())
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+            }
+        };
+        let connected = since(Instant::now());
+        if let Some(leaf_url) = &spec.leaf_url {
+            let leaf = async_nats::connect(nats_url(leaf_url)).await?;
+            let mut sub = leaf.subscribe(LINK_PROBE).await?;
+            leaf.flush().await?;
+            loop {
+                hub.publish(LINK_PROBE, bytes::Bytes::new()).await?;
+                hub.flush().await?;
+                if let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(10), sub.next()).await
+                {
+                    break;
+                }
+                if t0.elapsed() > spec.limit {
+                    return Err(format!("the leaf link did not come up within {:?}", spec.limit).into());
+                }
+            }
+        }
+        let t_link = Instant::now();
+        on_link();
+        if let Some((name, api)) = &spec.source {
+            let config = serde_json::json!({
+                "name": spec.stream,
+                "storage": "file",
+                "sources": [{ "name": name, "external": { "api": api } }],
+            });
+            let reply = hub
+                .request(
+                    format!("$JS.API.STREAM.CREATE.{}", spec.stream),
+                    config.to_string().into(),
+                )
+                .await
+                .map_err(|e| format!("create stream {}: {e}", spec.stream))?;
+            let v: serde_json::Value = serde_json::from_slice(&reply.payload)?;
+            if let Some(err) = v.get("error") {
+                return Err(format!("create stream {}: {err}", spec.stream).into());
+            }
+        }
+        let mut first = None;
+        let mut polls = 0u64;
+        let (done, stored) = loop {
+            polls += 1;
+            let n = stream_msgs(&hub, &spec.stream).await.unwrap_or(0);
+            let now = Instant::now();
+            if n > 0 && first.is_none() {
+                first = Some(since(now));
+            }
+            if n >= spec.msgs {
+                break (since(now), n);
+            }
+            if t_link.elapsed() > spec.limit {
+                return Err(format!(
+                    "stream {} holds {n} of {} messages after {:?}",
+                    spec.stream, spec.msgs, spec.limit
+                )
+                .into());
+            }
+            tokio::time::sleep(POLL).await;
+        };
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let stored_after = stream_msgs(&hub, &spec.stream).await.unwrap_or(0);
+        Ok(Times {
+            connected,
+            link: since(t_link),
+            first,
+            done,
+            stored,
+            stored_after,
+            polls,
+        })
+    }
+
+    /// `loadgen await-stream`.
+    pub fn run(args: &args::Args) -> Result<()> {
+        let source = match (args.str_opt("source"), args.str_opt("source-api")) {
+            (Some(name), Some(api)) => Some((name, api)),
+            (None, None) => None,
+            _ => return Err("--source and --source-api go together".into()),
+        };
+        let spec = Spec {
+            url: args.str_or("url", "127.0.0.1:4222"),
+            leaf_url: args.str_opt("leaf-url"),
+            stream: args.str_or("stream", "HUB"),
+            msgs: args.num_or("msgs", 1_000_000)?,
+            limit: Duration::from_secs_f64(args.num_or("timeout", 300.0)?),
+            source,
+        };
+        let server = args.str_or("server", "");
+        let row = args.str_or("row", "uplink");
+        let leaf_pid: Option<u32> = args.str_opt("leaf-pid").and_then(|p| p.parse().ok());
+        let hub_pid: Option<u32> = args.str_opt("hub-pid").and_then(|p| p.parse().ok());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let mut sampler = None;
+        let mut cpu_at_link = (None, None);
+        let times = rt.block_on(measure(&spec, || {
+            sampler = leaf_pid.map(RssSampler::start);
+            cpu_at_link = (
+                leaf_pid.and_then(proc_cpu_secs),
+                hub_pid.and_then(proc_cpu_secs),
+            );
+        }));
+        let cpu_used = |pid: Option<u32>, at_link: Option<f64>| -> Option<f64> {
+            Some(proc_cpu_secs(pid?)? - at_link?)
+        };
+        let leaf_cpu = cpu_used(leaf_pid, cpu_at_link.0);
+        let hub_cpu = cpu_used(hub_pid, cpu_at_link.1);
+        let rss = sampler.map(RssSampler::stop).unwrap_or_default();
+        let t = times?;
+        let secs = t.done - t.link;
+        let rate = spec.msgs as f64 / secs;
+        let mut errors = Vec::new();
+        if t.stored_after != spec.msgs {
+            errors.push(format!(
+                "stream {} holds {} messages 0.5 s after reaching {}, expected exactly {}",
+                spec.stream, t.stored_after, t.stored, spec.msgs
+            ));
+        }
+        let lost = spec.msgs.saturating_sub(t.stored_after);
+        let mut record = serde_json::json!({
+            "mode": "await-stream", "row": row, "server": server, "pair": args.str_or("pair", ""),
+            "stream": spec.stream, "msgs": spec.msgs, "expected": spec.msgs,
+            "stored": t.stored, "stored_after": t.stored_after, "lost": lost,
+            "secs": secs, "msgs_per_sec": rate,
+            "secs_from_start": t.done, "connect_secs": t.connected, "link_secs": t.link,
+            "first_msg_secs": t.first.map(|f| f - t.link), "polls": t.polls,
+            "errors": errors,
+        });
+        let mut human = format!(
+            "{row:8} {server:12} {} msgs on {} in {secs:.3} s after the link came up = {:.1} k msgs/s \
+             ({:.3} s from start, link up after {:.3} s, first message after {:.3} s)",
+            spec.msgs,
+            spec.stream,
+            rate / 1e3,
+            t.done,
+            t.link,
+            t.first.map_or(f64::NAN, |f| f - t.link),
+        );
+        if let Some(obj) = record.as_object_mut() {
+            if let (Some(&start), Some(&max), Some(&end)) =
+                (rss.first(), rss.iter().max(), rss.last())
+            {
+                obj.insert("rss_start_kib".into(), start.into());
+                obj.insert("rss_max_kib".into(), max.into());
+                obj.insert("rss_end_kib".into(), end.into());
+                obj.insert("rss_samples_kib".into(), rss.clone().into());
+                human.push_str(&format!(
+                    ", leaf RSS {:.1} MiB at start, max {:.1}, end {:.1} ({} samples)",
+                    start as f64 / 1024.0,
+                    max as f64 / 1024.0,
+                    end as f64 / 1024.0,
+                    rss.len()
+                ));
+            }
+            if let Some(c) = leaf_cpu {
+                obj.insert("leaf_cpu_secs".into(), c.into());
+                human.push_str(&format!(", leaf CPU {c:.2} s"));
+            }
+            if let Some(c) = hub_cpu {
+                obj.insert("hub_cpu_secs".into(), c.into());
+                human.push_str(&format!(", hub CPU {c:.2} s"));
+            }
+        }
+        if !errors.is_empty() {
+            human.push_str(&format!("  errors: {}", errors.join("; ")));
+        }
+        emit(record, &human);
+        Ok(())
     }
 }
 

@@ -1,0 +1,212 @@
+//! `leafd status`: the uplinks of a running leafd, read from its monitoring port
+//! (`/uplinkz`), with a progress bar and an ETA per uplink. In a terminal it refreshes every
+//! second until interrupted (or until every backlog is forwarded); otherwise it prints once.
+
+use std::io::{IsTerminal, Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// Why the status could not be shown.
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    /// The monitoring port did not answer.
+    #[error("cannot reach leafd's monitoring port at {addr}: {source} (is leafd running with http_port / -m set?)")]
+    Connect {
+        /// The address tried.
+        addr: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The answer was not the expected page.
+    #[error("unexpected answer from {addr}: {reason}")]
+    BadAnswer {
+        /// The address asked.
+        addr: String,
+        /// What was wrong.
+        reason: String,
+    },
+}
+
+/// Fetches `/uplinkz` from `addr` (`host:port`).
+pub fn fetch(addr: &str) -> Result<Value, StatusError> {
+    let connect_err = |source| StatusError::Connect {
+        addr: addr.to_string(),
+        source,
+    };
+    let bad = |reason: String| StatusError::BadAnswer {
+        addr: addr.to_string(),
+        reason,
+    };
+    let mut stream = TcpStream::connect(addr).map_err(connect_err)?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(connect_err)?;
+    write!(
+        stream,
+        "GET /uplinkz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(connect_err)?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).map_err(connect_err)?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| bad("no HTTP header".into()))?;
+    if !head.starts_with("HTTP/1.1 200") {
+        return Err(bad(head.lines().next().unwrap_or_default().to_string()));
+    }
+    serde_json::from_str(body).map_err(|e| bad(format!("invalid JSON: {e}")))
+}
+
+/// One line (plus a detail line) per uplink.
+pub fn render(page: &Value, bar_width: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    let uplinks = page["uplinks"].as_array().cloned().unwrap_or_default();
+    if uplinks.is_empty() {
+        out.push("no uplinks configured".to_string());
+    }
+    for u in &uplinks {
+        let n = |k: &str| u[k].as_u64().unwrap_or(0);
+        let backlog = n("backlog_msgs");
+        let done = n("acked_msgs");
+        let rate = u["rate_msgs_per_sec"].as_f64().unwrap_or(0.0);
+        let total = done + backlog;
+        let fraction = if total == 0 {
+            1.0
+        } else {
+            done as f64 / total as f64
+        };
+        let filled = ((fraction * bar_width as f64).round() as usize).min(bar_width);
+        let bar = format!("[{}{}]", "#".repeat(filled), ".".repeat(bar_width - filled));
+        let eta = if backlog == 0 {
+            "done".to_string()
+        } else if rate >= 1.0 {
+            format!("ETA {}", human_duration(backlog as f64 / rate))
+        } else {
+            "ETA -".to_string()
+        };
+        let oldest = u["oldest_age_ms"]
+            .as_u64()
+            .map(|ms| format!(", oldest {}", human_duration(ms as f64 / 1000.0)))
+            .unwrap_or_default();
+        out.push(format!(
+            "{} -> {}  {:<10} {} {:>3}%  backlog {} msgs ({}{oldest})  {} msg/s  {eta}",
+            u["name"].as_str().unwrap_or("?"),
+            u["hub_stream"].as_str().unwrap_or("?"),
+            u["state"].as_str().unwrap_or("?"),
+            bar,
+            (fraction * 100.0).floor() as u64,
+            backlog,
+            human_bytes(n("backlog_bytes")),
+            rate.round() as u64,
+        ));
+        let mut detail = format!(
+            "    forwarded up to local seq {} (hub seq {}), dropped {}, refused by hub {}, resend rounds {}",
+            n("acked"),
+            n("last_hub_seq"),
+            n("dropped"),
+            n("rejected"),
+            n("resent_rounds"),
+        );
+        if let Some(e) = u["last_error"].as_str() {
+            detail.push_str(&format!("; last problem: {e}"));
+        }
+        out.push(detail);
+    }
+    out
+}
+
+/// Whether every uplink has forwarded everything.
+fn all_done(page: &Value) -> bool {
+    page["uplinks"]
+        .as_array()
+        .is_some_and(|u| u.iter().all(|u| u["backlog_msgs"].as_u64() == Some(0)))
+}
+
+fn human_duration(secs: f64) -> String {
+    let s = secs.max(0.0).round() as u64;
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
+    let mut v = b as f64;
+    let mut unit = 0;
+    while v >= 1000.0 && unit + 1 < UNITS.len() {
+        v /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", UNITS.get(unit).copied().unwrap_or("B"))
+    }
+}
+
+/// Runs `leafd status`: prints once, or refreshes every second in a terminal (unless
+/// `once`). Returns the process exit code.
+pub fn run(addr: &str, once: bool) -> Result<(), StatusError> {
+    let tty = std::io::stdout().is_terminal();
+    let mut printed = 0;
+    loop {
+        let page = fetch(addr)?;
+        let lines = render(&page, 30);
+        let mut stdout = std::io::stdout().lock();
+        if printed > 0 {
+            // Back to the first line of the previous frame, and clear below.
+            let _ = write!(stdout, "\x1b[{printed}A\x1b[J");
+        }
+        for l in &lines {
+            let _ = writeln!(stdout, "{l}");
+        }
+        let _ = stdout.flush();
+        printed = lines.len();
+        if once || !tty || all_done(&page) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn renders_progress_and_eta() {
+        let page = json!({"uplinks": [{
+            "name": "sensors", "hub_stream": "SENSORS", "state": "forwarding",
+            "backlog_msgs": 750, "backlog_bytes": 96000, "acked_msgs": 250,
+            "rate_msgs_per_sec": 50.0, "acked": 250, "last_hub_seq": 250,
+            "dropped": 0, "rejected": 0, "resent_rounds": 0, "oldest_age_ms": 65000
+        }]});
+        let lines = render(&page, 20);
+        assert_eq!(lines.len(), 2);
+        assert!(lines[0].contains("[#####...............]"), "{}", lines[0]);
+        assert!(lines[0].contains(" 25%"), "{}", lines[0]);
+        assert!(lines[0].contains("ETA 15s"), "{}", lines[0]);
+        assert!(lines[0].contains("96.0 KB, oldest 1m05s"), "{}", lines[0]);
+        assert!(!all_done(&page));
+        let done = json!({"uplinks": [{"name": "s", "backlog_msgs": 0, "acked_msgs": 9}]});
+        assert!(render(&done, 10)[0].contains("100%"));
+        assert!(all_done(&done));
+        assert_eq!(
+            render(&json!({"uplinks": []}), 10),
+            vec!["no uplinks configured"]
+        );
+    }
+
+    #[test]
+    fn units() {
+        assert_eq!(human_duration(3700.0), "1h01m");
+        assert_eq!(human_bytes(999), "999 B");
+        assert_eq!(human_bytes(1_500_000), "1.5 MB");
+    }
+}
