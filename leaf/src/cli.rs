@@ -122,8 +122,8 @@ pub struct ServerArgs {
     #[arg(long = "leafnodes", value_name = "HOST:PORT", value_parser = parse_listen_arg)]
     pub leafnodes: Option<config::Listen>,
 
-    /// Connect to a hub as a leaf node (repeatable; each adds a `leafnodes.remotes` entry),
-    /// e.g. nats-leaf://user:pass@hub:7422.
+    /// Connect to a hub as a leaf node (repeatable; each is a `leafnodes.remotes` entry and
+    /// together they replace the file's remotes), e.g. nats-leaf://user:pass@hub:7422.
     #[arg(long = "hub", value_name = "URL")]
     pub hub: Vec<String>,
 }
@@ -182,6 +182,10 @@ impl ServerArgs {
         }
         if let Some(listen) = &self.leafnodes {
             cfg.leafnodes.listen = Some(listen.clone());
+        }
+        if !self.hub.is_empty() {
+            // Flags override the file: its remotes give way to the --hub URLs.
+            cfg.leafnodes.remotes.clear();
         }
         for url in &self.hub {
             cfg.leafnodes.remotes.push(config::Remote {

@@ -564,6 +564,80 @@ fn example_file_parses() {
     }
 }
 
+/// The uplink example is a complete, valid gateway configuration, and its commented keys
+/// parse too.
+#[test]
+fn uplink_example_file_parses() {
+    let text = include_str!("../../uplink.example.toml");
+    let cfg = parse_str(text, Format::Toml, "uplink.example.toml").unwrap();
+    cfg.validate().unwrap();
+    let up = &cfg.uplinks[0];
+    assert_eq!(up.name, "sensors");
+    assert_eq!(up.stream_name(), "UPLINK_sensors");
+    assert_eq!(up.subject_prefix.as_deref(), Some("gw1"));
+    assert_eq!(up.max_bytes, Some(2 << 30));
+    assert_eq!(up.max_age, Some(Duration::from_secs(30 * 86400)));
+    assert_eq!(up.when_full, WhenFull::DropOldest);
+    assert_eq!(cfg.http_port, Some(8222));
+    for (i, line) in text.lines().enumerate() {
+        let Some(code) = line.trim_start().strip_prefix("# ") else {
+            continue;
+        };
+        if !code
+            .split_once(" = ")
+            .is_some_and(|(k, _)| k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
+        {
+            continue;
+        }
+        let variant: Vec<&str> = text
+            .lines()
+            .enumerate()
+            .map(|(j, l)| if j == i { code } else { l })
+            .collect();
+        let parsed = parse_str(&variant.join("\n"), Format::Toml, "uplink.example.toml")
+            .unwrap_or_else(|err| panic!("line {}: `{code}`: {err}", i + 1));
+        parsed
+            .validate()
+            .unwrap_or_else(|err| panic!("line {}: `{code}`: {err}", i + 1));
+        assert_ne!(parsed, cfg, "line {}: `{code}` changes nothing", i + 1);
+    }
+}
+
+/// Uplink settings are checked with the key named.
+#[test]
+fn uplink_errors_name_the_key() {
+    let base = "jetstream = true\n[leafnodes]\nremotes = [{ url = \"nats-leaf://h:7422\" }]\n";
+    let check = |extra: &str| {
+        toml(&format!("{base}[[uplinks]]\n{extra}"))
+            .and_then(|c| c.validate().map(|()| c))
+            .map_err(|e| e.to_string())
+    };
+    let ok = check("name = \"a\"\nsubjects = \"s.>\"\nhub_stream = \"S\"\n").unwrap();
+    assert_eq!(ok.uplinks[0].subjects, ["s.>"]);
+    let err = check("name = \"a b\"\nsubjects = \"s.>\"\nhub_stream = \"S\"\n").unwrap_err();
+    assert!(err.contains("uplinks[0].name"), "{err}");
+    let err = check("name = \"a\"\nsubjects = \"s.>\"\nhub_stream = \"S.x\"\n").unwrap_err();
+    assert!(err.contains("uplinks[0].hub_stream"), "{err}");
+    let err =
+        check("name = \"a\"\nsubjects = \"s.>\"\nhub_stream = \"S\"\nremote = 3\n").unwrap_err();
+    assert!(err.contains("uplinks[0].remote"), "{err}");
+    let err =
+        check("name = \"a\"\nsubjects = \"s.>\"\nhub_stream = \"S\"\nwhen_full = \"explode\"\n")
+            .unwrap_err();
+    assert!(err.contains("when_full"), "{err}");
+    let err = check("name = \"a\"\nsubjects = []\nhub_stream = \"S\"\n").unwrap_err();
+    assert!(err.contains("uplinks[0].subjects"), "{err}");
+    let err =
+        check("name = \"a\"\nsubjects = \"s.>\"\nhub_stream = \"S\"\nsubject_prefix = \"gw.*\"\n")
+            .unwrap_err();
+    assert!(err.contains("uplinks[0].subject_prefix"), "{err}");
+    let err = toml("[[uplinks]]\nname = \"a\"\nsubjects = \"s.>\"\nhub_stream = \"S\"\n")
+        .and_then(|c| c.validate())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("enable `jetstream`"), "{err}");
+}
+
 #[test]
 fn leafnodes_authorization_and_timings() {
     let cfg = toml(

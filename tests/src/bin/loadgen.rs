@@ -1265,6 +1265,48 @@ mod await_stream {
         }
     }
 
+    /// The processes watched during the replay (leaf: RSS and CPU; hub: CPU), from
+    /// the link coming up until the stream is complete.
+    struct Watch {
+        /// The leaf's process id.
+        leaf_pid: Option<u32>,
+        /// The hub's process id.
+        hub_pid: Option<u32>,
+        /// The leaf's RSS sampler while the replay runs.
+        sampler: Option<RssSampler>,
+        /// CPU seconds of leaf and hub when the link came up.
+        cpu_at_link: (Option<f64>, Option<f64>),
+        /// RSS samples of the leaf in KiB (once done).
+        rss: Vec<u64>,
+        /// CPU seconds leaf and hub used during the replay (once done).
+        cpu_used: (Option<f64>, Option<f64>),
+    }
+
+    impl Watch {
+        /// The link is up: start sampling.
+        fn link(&mut self) {
+            self.sampler = self.leaf_pid.map(RssSampler::start);
+            self.cpu_at_link = (
+                self.leaf_pid.and_then(proc_cpu_secs),
+                self.hub_pid.and_then(proc_cpu_secs),
+            );
+        }
+
+        /// The stream is complete (or the wait failed): stop sampling.
+        fn done(&mut self) {
+            let used = |pid: Option<u32>, at_link: Option<f64>| -> Option<f64> {
+                Some(proc_cpu_secs(pid?)? - at_link?)
+            };
+            self.cpu_used = (
+                used(self.leaf_pid, self.cpu_at_link.0),
+                used(self.hub_pid, self.cpu_at_link.1),
+            );
+            if let Some(s) = self.sampler.take() {
+                self.rss = s.stop();
+            }
+        }
+    }
+
     /// What to wait for and how.
     struct Spec {
         /// The hub's client address.
@@ -1320,9 +1362,9 @@ mod await_stream {
     }
 
     /// Connects to the hub (retrying while it starts), waits for the link, creates
-    /// the sourcing stream if asked, and polls until the stream holds `msgs`.
-    /// `on_link` runs once the link is up (starts the samplers).
-    async fn measure(spec: &Spec, on_link: impl FnOnce()) -> Result<Times> {
+    /// the sourcing stream if asked, and polls until the stream holds `msgs`; then
+    /// polls once more 500 ms later. `watch` runs from link up to complete.
+    async fn measure(spec: &Spec, watch: &mut Watch) -> Result<Times> {
         let t0 = Instant::now();
         let since = |t: Instant| t.duration_since(t0).as_secs_f64();
         let hub = loop {
@@ -1346,17 +1388,20 @@ mod await_stream {
             loop {
                 hub.publish(LINK_PROBE, bytes::Bytes::new()).await?;
                 hub.flush().await?;
-                if let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(10), sub.next()).await
+                if let Ok(Some(_)) =
+                    tokio::time::timeout(Duration::from_millis(10), sub.next()).await
                 {
                     break;
                 }
                 if t0.elapsed() > spec.limit {
-                    return Err(format!("the leaf link did not come up within {:?}", spec.limit).into());
+                    return Err(
+                        format!("the leaf link did not come up within {:?}", spec.limit).into(),
+                    );
                 }
             }
         }
         let t_link = Instant::now();
-        on_link();
+        watch.link();
         if let Some((name, api)) = &spec.source {
             let config = serde_json::json!({
                 "name": spec.stream,
@@ -1385,6 +1430,7 @@ mod await_stream {
                 first = Some(since(now));
             }
             if n >= spec.msgs {
+                watch.done();
                 break (since(now), n);
             }
             if t_link.elapsed() > spec.limit {
@@ -1431,22 +1477,18 @@ mod await_stream {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let mut sampler = None;
-        let mut cpu_at_link = (None, None);
-        let times = rt.block_on(measure(&spec, || {
-            sampler = leaf_pid.map(RssSampler::start);
-            cpu_at_link = (
-                leaf_pid.and_then(proc_cpu_secs),
-                hub_pid.and_then(proc_cpu_secs),
-            );
-        }));
-        let cpu_used = |pid: Option<u32>, at_link: Option<f64>| -> Option<f64> {
-            Some(proc_cpu_secs(pid?)? - at_link?)
+        let mut watch = Watch {
+            leaf_pid,
+            hub_pid,
+            sampler: None,
+            cpu_at_link: (None, None),
+            rss: Vec::new(),
+            cpu_used: (None, None),
         };
-        let leaf_cpu = cpu_used(leaf_pid, cpu_at_link.0);
-        let hub_cpu = cpu_used(hub_pid, cpu_at_link.1);
-        let rss = sampler.map(RssSampler::stop).unwrap_or_default();
+        let times = rt.block_on(measure(&spec, &mut watch));
+        watch.done();
         let t = times?;
+        let (rss, (leaf_cpu, hub_cpu)) = (watch.rss, watch.cpu_used);
         let secs = t.done - t.link;
         let rate = spec.msgs as f64 / secs;
         let mut errors = Vec::new();
