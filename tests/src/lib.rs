@@ -226,6 +226,10 @@ pub struct ServerBuilder {
     args: Vec<String>,
     /// A fixed client port (a restart on the same port); picked freely when `None`.
     port: Option<u16>,
+    /// The address to listen on and connect to (default 127.0.0.1).
+    host: String,
+    /// A network namespace to run the server in (`ip netns exec`).
+    netns: Option<String>,
 }
 
 impl ServerBuilder {
@@ -240,6 +244,14 @@ impl ServerBuilder {
     /// clients and leaves expect it). No retry on another port.
     pub fn port(mut self, port: u16) -> Self {
         self.port = Some(port);
+        self
+    }
+
+    /// Runs the server inside network namespace `netns`, listening on `host` (an address of
+    /// that namespace reachable from the test's namespace).
+    pub fn in_netns(mut self, netns: &str, host: &str) -> Self {
+        self.netns = Some(netns.to_string());
+        self.host = host.to_string();
         self
     }
 
@@ -281,10 +293,11 @@ impl ServerBuilder {
         for attempt in 1..=attempts {
             let port = self.port.unwrap_or_else(pick_port);
             let mut child = self.spawn(&binary, port, config_path.as_deref(), &log_path);
-            match wait_ready(&mut child, port).await {
+            match wait_ready(&mut child, &self.host, port).await {
                 Ok(()) => {
                     return TestServer {
                         kind: self.kind,
+                        host: self.host.clone(),
                         port,
                         child: Some(child),
                         dir,
@@ -323,9 +336,16 @@ impl ServerBuilder {
         let log_err = log
             .try_clone()
             .unwrap_or_else(|e| panic!("cannot clone log handle: {e}"));
-        let mut cmd = Command::new(binary);
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(binary);
+                c
+            }
+            None => Command::new(binary),
+        };
         cmd.arg("-a")
-            .arg("127.0.0.1")
+            .arg(&self.host)
             .arg("-p")
             .arg(port.to_string());
         if let Some(config) = config {
@@ -390,7 +410,7 @@ fn pick_port() -> u16 {
 /// Waits until `port` answers a TCP connect with an `INFO ` line while `child` is alive.
 ///
 /// Returns `Err("exited ...")` when the child exits first, `Err("not ready ...")` on timeout.
-async fn wait_ready(child: &mut Child, port: u16) -> Result<(), String> {
+async fn wait_ready(child: &mut Child, host: &str, port: u16) -> Result<(), String> {
     let deadline = Instant::now() + STARTUP;
     loop {
         if let Ok(Some(status)) = child.try_wait() {
@@ -399,11 +419,8 @@ async fn wait_ready(child: &mut Child, port: u16) -> Result<(), String> {
         if Instant::now() >= deadline {
             return Err(format!("not ready within {STARTUP:?}"));
         }
-        if let Ok(Ok(stream)) = tokio::time::timeout(
-            Duration::from_millis(500),
-            TcpStream::connect(("127.0.0.1", port)),
-        )
-        .await
+        if let Ok(Ok(stream)) =
+            tokio::time::timeout(Duration::from_millis(500), TcpStream::connect((host, port))).await
         {
             let mut line = String::new();
             let mut reader = BufReader::new(stream);
@@ -458,6 +475,8 @@ fn stop_child(child: &mut Child) -> (Option<std::process::ExitStatus>, bool) {
 pub struct TestServer {
     /// Which binary runs.
     kind: ServerKind,
+    /// The address it listens on.
+    host: String,
     /// The client port it listens on.
     port: u16,
     /// The child process; `None` only during drop.
@@ -476,6 +495,8 @@ impl TestServer {
             config: None,
             args: Vec::new(),
             port: None,
+            host: "127.0.0.1".to_string(),
+            netns: None,
         }
     }
 
@@ -494,9 +515,9 @@ impl TestServer {
         self.kind
     }
 
-    /// `nats://127.0.0.1:<port>`.
+    /// `nats://<host>:<port>` (host 127.0.0.1 unless the server runs in a namespace).
     pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
+        format!("nats://{}:{}", self.host, self.port)
     }
 
     /// The client port.
@@ -564,6 +585,7 @@ impl TestServer {
     }
 }
 
+pub mod netns;
 pub mod proxy;
 
 /// `GET http://127.0.0.1:<port><path>` (a server's monitoring port): the status code and the

@@ -1,8 +1,11 @@
-//! A TCP proxy on 127.0.0.1 that a test controls: it forwards connections to a target port
-//! and can cut every live connection at once, or refuse new ones for a while (a WAN outage).
+//! A TCP proxy that a test controls: it forwards connections to a target port and can cut
+//! every live connection at once, refuse new ones for a while (a WAN outage), and impair the
+//! traffic it carries ([`Impairment`]: latency, and the stalls that packet loss causes a TCP
+//! stream).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -25,9 +28,18 @@ impl TcpProxy {
     /// # Panics
     /// When no port can be bound.
     pub async fn start(target: u16) -> TcpProxy {
-        let listener = TcpListener::bind(("127.0.0.1", 0))
+        Self::start_on("127.0.0.1", target, Impairment::default()).await
+    }
+
+    /// Starts a proxy listening on `host` (a free port) to `127.0.0.1:<target>`, impairing
+    /// the traffic as `impairment` says.
+    ///
+    /// # Panics
+    /// When no port can be bound.
+    pub async fn start_on(host: &str, target: u16, impairment: Impairment) -> TcpProxy {
+        let listener = TcpListener::bind((host, 0))
             .await
-            .unwrap_or_else(|e| panic!("proxy cannot bind: {e}"));
+            .unwrap_or_else(|e| panic!("proxy cannot bind on {host}: {e}"));
         let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
         let up = Arc::new(AtomicBool::new(true));
         let (cut, cut_rx) = watch::channel(0u64);
@@ -38,6 +50,7 @@ impl TcpProxy {
             up.clone(),
             cut_rx,
             connections.clone(),
+            impairment,
         ));
         TcpProxy {
             port,
@@ -81,12 +94,79 @@ impl Drop for TcpProxy {
     }
 }
 
+/// How a proxy impairs what it carries, each direction on its own.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Impairment {
+    /// One-way latency added to every chunk.
+    pub delay: Duration,
+    /// Probability that a chunk is held back by `stall` (what a lost packet does to a TCP
+    /// stream: everything behind it waits for the retransmission).
+    pub loss: f64,
+    /// How long a "lost" chunk is held back.
+    pub stall: Duration,
+}
+
+impl Impairment {
+    fn is_none(&self) -> bool {
+        self.delay.is_zero() && self.loss == 0.0
+    }
+}
+
+/// Copies `from` to `to`, chunk by chunk, each chunk no earlier than the impairment says.
+async fn relay(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    imp: Impairment,
+) {
+    if imp.is_none() {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match from.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    if to.write_all(&buf[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+    let reader = async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match from.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    let mut due = tokio::time::Instant::now() + imp.delay;
+                    if imp.loss > 0.0 && fastrand::f64() < imp.loss {
+                        due += imp.stall;
+                    }
+                    if tx.send((due, buf[..n].to_vec())).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    };
+    let writer = async move {
+        while let Some((due, chunk)) = rx.recv().await {
+            tokio::time::sleep_until(due).await;
+            if to.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+    };
+    tokio::join!(reader, writer);
+}
+
 async fn accept_loop(
     listener: TcpListener,
     target: u16,
     up: Arc<AtomicBool>,
     cut: watch::Receiver<u64>,
     connections: Arc<AtomicU64>,
+    impairment: Impairment,
 ) {
     loop {
         let Ok((client, _)) = listener.accept().await else {
@@ -106,34 +186,10 @@ async fn accept_loop(
         tokio::spawn(async move {
             let _ = client.set_nodelay(true);
             let _ = server.set_nodelay(true);
-            let (mut cr, mut cw) = client.into_split();
-            let (mut sr, mut sw) = server.into_split();
-            let up_dir = async {
-                let mut buf = vec![0u8; 64 * 1024];
-                loop {
-                    match cr.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => {
-                            if sw.write_all(&buf[..n]).await.is_err() {
-                                break;
-                            }
-                        }
-                    }
-                }
-            };
-            let down_dir = async {
-                let mut buf = vec![0u8; 64 * 1024];
-                loop {
-                    match sr.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => {
-                            if cw.write_all(&buf[..n]).await.is_err() {
-                                break;
-                            }
-                        }
-                    }
-                }
-            };
+            let (cr, cw) = client.into_split();
+            let (sr, sw) = server.into_split();
+            let up_dir = relay(cr, sw, impairment);
+            let down_dir = relay(sr, cw, impairment);
             tokio::select! {
                 _ = up_dir => {}
                 _ = down_dir => {}

@@ -11,7 +11,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use e2e::async_nats::{self, jetstream, HeaderMap};
-use e2e::proxy::TcpProxy;
+use e2e::netns::NetNs;
+use e2e::proxy::{Impairment, TcpProxy};
 use e2e::serde_json::{json, Value};
 use e2e::{bounded_for, free_port, http_get, ServerKind, StoreDir, TestServer};
 use futures::StreamExt;
@@ -527,6 +528,86 @@ async fn full_buffer_rejects_new(kind: ServerKind) {
     assert_eq!(uplink_status(mport).await["dropped"], json!(0));
 }
 
+/// A flaky WAN: leafd in its own network namespace, joined to the hub's by a veth pair
+/// limited to 2 Mbit/s (`tc tbf`) and set down every few seconds (1 s, 1 s, 5 s), with 200 ms
+/// of latency each way and 5 % loss on the path. The backlog still arrives exactly once and
+/// in order; the achieved replay rate is printed.
+///
+/// The kernel here is built without `netem` (CONFIG_NET_SCH_NETEM is not set), so latency and
+/// loss come from a relay on the path (see `e2e::proxy::Impairment`): every chunk is
+/// delayed, and 5 % of them are held back 600 ms with everything behind them, which is what
+/// a lost segment does to a TCP stream. Shaping and outages are the kernel's.
+async fn survives_a_flaky_wan(kind: ServerKind) {
+    const N: u64 = 5_000;
+    let (hub_store, leaf_store) = (StoreDir::new(), StoreDir::new());
+    let ns = NetNs::create();
+    let leaf_port = free_port();
+    let wan = TcpProxy::start_on(
+        ns.host_addr(),
+        leaf_port,
+        Impairment {
+            delay: Duration::from_millis(200),
+            loss: 0.05,
+            stall: Duration::from_millis(600),
+        },
+    )
+    .await;
+    let config = json!({
+        "jetstream": { "store_dir": leaf_store.path() },
+        "leafnodes": {
+            "remotes": [{ "url": format!("nats-leaf://{}:{}", ns.host_addr(), wan.port()) }],
+            "reconnect": "500ms",
+            "ping_interval": "1s",
+            "ping_max": 3,
+        },
+        "uplinks": [{
+            "name": "sensors",
+            "subjects": ["sensors.>"],
+            "hub_stream": HUB_STREAM,
+            "subject_prefix": PREFIX,
+            "create_hub_stream": true,
+        }],
+    });
+    let leafd = TestServer::builder(ServerKind::Leafd)
+        .config(config)
+        .in_netns(ns.name(), ns.ns_addr())
+        .start()
+        .await;
+    publish_range(&client(&leafd).await, 0, N).await;
+    ns.qdisc("tbf rate 2mbit burst 32kbit latency 500ms");
+    let hub = start_hub(kind, &hub_store, leaf_port, None).await;
+    let hub_client = client(&hub).await;
+    let started = std::time::Instant::now();
+    // Short outages TCP rides out, and every third one long enough (5 s) for the link's
+    // pings to declare it dead, so leafd reconnects mid-replay.
+    let outages = async {
+        for round in 1.. {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            ns.set_link(false);
+            let secs = if round % 3 == 0 { 5 } else { 1 };
+            tokio::time::sleep(Duration::from_secs(secs)).await;
+            ns.set_link(true);
+        }
+    };
+    tokio::select! {
+        _ = await_hub_count(&hub_client, N, Duration::from_secs(300)) => {}
+        _ = outages => {}
+    }
+    ns.set_link(true);
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "flaky WAN ({kind} hub): {N} messages replayed in {secs:.1} s = {:.0} msgs/s, over {} connections",
+        N as f64 / secs,
+        wan.connections()
+    );
+    check_hub_stream(&hub_client, N).await;
+    assert!(
+        wan.connections() > 1,
+        "the long outage should have broken the link"
+    );
+    drop(leafd);
+}
+
 macro_rules! hub_tests {
     ($($name:ident),+ $(,)?) => {
         $(
@@ -554,4 +635,5 @@ hub_tests!(
     no_duplicates_within_window_without_hub_api,
     full_buffer_drops_oldest,
     full_buffer_rejects_new,
+    survives_a_flaky_wan,
 );

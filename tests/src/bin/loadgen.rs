@@ -1486,7 +1486,10 @@ mod await_stream {
             cpu_used: (None, None),
         };
         let times = rt.block_on(measure(&spec, &mut watch));
-        watch.done();
+        if times.is_err() {
+            // Stop the sampler thread (on success `measure` did when the stream was full).
+            watch.done();
+        }
         let t = times?;
         let (rss, (leaf_cpu, hub_cpu)) = (watch.rss, watch.cpu_used);
         let secs = t.done - t.link;
@@ -1780,6 +1783,12 @@ mod report {
         }
     }
 
+    /// Uplink replay target: at least this many messages per second.
+    const UPLINK_TARGET_RATE: f64 = 100_000.0;
+
+    /// Uplink replay target: at least this many times the nats-server way's rate.
+    const UPLINK_TARGET_RATIO: f64 = 2.0;
+
     /// The rows of the table, in order.
     const ROWS: &[RowSpec] = &[
         spec(
@@ -1981,6 +1990,78 @@ mod report {
             &[],
         ),
         spec(
+            "uplink backlog fill, JS async publish 128 B (k msgs/s) §",
+            "uplink-fill",
+            "msgs_per_sec",
+            Better::Higher,
+            1e3,
+            None,
+            &[],
+        ),
+        spec(
+            "uplink replay of the backlog to the hub (k msgs/s) §",
+            "uplink",
+            "msgs_per_sec",
+            Better::Higher,
+            1e3,
+            Some(UPLINK_TARGET_RATIO),
+            &[],
+        ),
+        spec(
+            "uplink replay: seconds from link up §",
+            "uplink",
+            "secs",
+            Better::Lower,
+            1.0,
+            None,
+            &[],
+        ),
+        spec(
+            "uplink replay: seconds from hub start §",
+            "uplink",
+            "secs_from_start",
+            Better::Lower,
+            1.0,
+            None,
+            &[],
+        ),
+        spec(
+            "uplink replay: leaf RSS at link up (MiB) §",
+            "uplink",
+            "rss_start_kib",
+            Better::Lower,
+            1024.0,
+            None,
+            &[],
+        ),
+        spec(
+            "uplink replay: leaf RSS max during replay (MiB) §",
+            "uplink",
+            "rss_max_kib",
+            Better::Lower,
+            1024.0,
+            None,
+            &[],
+        ),
+        spec(
+            "uplink replay: leaf CPU (s) §",
+            "uplink",
+            "leaf_cpu_secs",
+            Better::Lower,
+            1.0,
+            None,
+            &[],
+        ),
+        spec(
+            "uplink replay: hub CPU (s) §",
+            "uplink",
+            "hub_cpu_secs",
+            Better::Lower,
+            1.0,
+            None,
+            &[],
+        ),
+        spec(
             "peak RSS (MiB)",
             "peak_rss",
             "kib",
@@ -2160,6 +2241,44 @@ mod report {
                 "‡ Leaf link rows are pairs, leaf → hub: column nats-server = nats-server → \
                  nats-server, leafd = leafd → nats-server, hubd = leafd → hubd. Publisher and \
                  requester on the leaf, subscriber and responder on the hub."
+            );
+        }
+        if has_row("uplink") {
+            let backlog = records
+                .iter()
+                .filter(|r| r.get("row").and_then(|v| v.as_str()) == Some("uplink"))
+                .find_map(|r| r.get("msgs").and_then(|v| v.as_u64()))
+                .unwrap_or(0);
+            let rates: Vec<String> = servers
+                .iter()
+                .filter(|s| **s != baseline)
+                .filter_map(|s| {
+                    let mut v = values
+                        .get(&(s.clone(), "uplink".into(), "msgs_per_sec".into()))?
+                        .clone();
+                    let rate = median(&mut v)?;
+                    let mark = if rate >= UPLINK_TARGET_RATE {
+                        "ok"
+                    } else {
+                        "MISS"
+                    };
+                    Some(format!("{s} {:.1} k {mark}", rate / 1e3))
+                })
+                .collect();
+            println!();
+            println!(
+                "§ Uplink rows: a backlog of {backlog} × 128 B stored on the leaf while its hub \
+                 is down, replayed into hub stream HUB once the hub starts; seconds and msgs/s \
+                 from the leaf link coming up. Pairs as ‡; the nats-server column is the \
+                 nats-server way: a leaf with a JetStream domain, its stream sourced by the \
+                 hub's stream. Targets: ≥ {:.0} k msgs/s ({}) and ≥ {UPLINK_TARGET_RATIO}× the \
+                 nats-server way; the leaf's RSS flat during the replay.",
+                UPLINK_TARGET_RATE / 1e3,
+                if rates.is_empty() {
+                    "n/a".to_owned()
+                } else {
+                    rates.join(", ")
+                }
             );
         }
         if !notes.is_empty() {
