@@ -201,13 +201,30 @@ async fn check_hub_stream(hub: &async_nats::Client, n: u64) {
 async fn check_hub_range(hub: &async_nats::Client, from: u64, to: u64) {
     let js = jetstream::new(hub.clone());
     let stream = js.get_stream(HUB_STREAM).await.expect("hub stream");
-    let consumer = stream
-        .create_consumer(jetstream::consumer::pull::Config {
-            ack_policy: jetstream::consumer::AckPolicy::None,
-            ..Default::default()
-        })
-        .await
-        .expect("hub consumer");
+    // A clustered hub that just lost a node may refuse a consumer for a moment.
+    let consumer = bounded_for(
+        Duration::from_secs(30),
+        "a consumer on the hub stream",
+        async {
+            loop {
+                let created = stream
+                    .create_consumer(jetstream::consumer::pull::Config {
+                        ack_policy: jetstream::consumer::AckPolicy::None,
+                        num_replicas: 1,
+                        ..Default::default()
+                    })
+                    .await;
+                match created {
+                    Ok(c) => return c,
+                    Err(e) => {
+                        eprintln!("hub consumer not created yet: {e}");
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                    }
+                }
+            }
+        },
+    )
+    .await;
     let mut messages = consumer
         .stream()
         .max_messages_per_batch(1000)
@@ -606,6 +623,97 @@ async fn survives_a_flaky_wan(kind: ServerKind) {
         "the long outage should have broken the link"
     );
     drop(leafd);
+}
+
+/// A hub cluster: three nats-server nodes with clustered JetStream and a stream replicated
+/// on all three; leafd lists every node's leafnode URL. The node leafd is connected to is
+/// stopped in the middle of the replay: leafd moves to another node and the hub stream
+/// still gets every message exactly once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replays_to_a_hub_cluster() {
+    const N: u64 = 20_000;
+    let stores = [StoreDir::new(), StoreDir::new(), StoreDir::new()];
+    let leaf_store = StoreDir::new();
+    let leaf_ports = [free_port(), free_port(), free_port()];
+    let route_ports = [free_port(), free_port(), free_port()];
+    let mut nodes = Vec::new();
+    for i in 0..3 {
+        let routes: Vec<String> = route_ports
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, p)| format!("nats-route://127.0.0.1:{p}"))
+            .collect();
+        let config = json!({
+            "server_name": format!("hub{i}"),
+            "jetstream": { "store_dir": stores[i].path() },
+            "cluster": {
+                "name": "hubs",
+                "listen": format!("127.0.0.1:{}", route_ports[i]),
+                "routes": routes,
+            },
+            "leafnodes": { "listen": format!("127.0.0.1:{}", leaf_ports[i]) },
+        });
+        nodes.push(Some(
+            TestServer::with_config(ServerKind::NatsServer, config).await,
+        ));
+    }
+    let hub_client = client(nodes[2].as_ref().unwrap()).await;
+    let js = jetstream::new(hub_client.clone());
+    bounded_for(
+        Duration::from_secs(60),
+        "clustered JetStream to accept the stream",
+        async {
+            loop {
+                let created = js
+                    .create_stream(jetstream::stream::Config {
+                        name: HUB_STREAM.to_string(),
+                        subjects: vec![format!("{PREFIX}.sensors.>")],
+                        num_replicas: 3,
+                        ..Default::default()
+                    })
+                    .await;
+                if created.is_ok() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        },
+    )
+    .await;
+    let urls: Vec<String> = leaf_ports
+        .iter()
+        .map(|p| format!("nats-leaf://127.0.0.1:{p}"))
+        .collect();
+    let config = json!({
+        "jetstream": { "store_dir": leaf_store.path() },
+        "leafnodes": { "remotes": [{ "urls": urls }], "reconnect": "250ms" },
+        "uplinks": [{
+            "name": "sensors",
+            "subjects": ["sensors.>"],
+            "hub_stream": HUB_STREAM,
+            "subject_prefix": PREFIX,
+        }],
+    });
+    let leafd = TestServer::with_config(ServerKind::Leafd, config).await;
+    publish_range(&client(&leafd).await, 0, N / 2).await;
+    // Stop the node that carries the link once the replay is under way.
+    await_hub_count(&hub_client, N / 10, Duration::from_secs(60)).await;
+    let carrier = nodes
+        .iter()
+        .position(|n| {
+            n.as_ref()
+                .is_some_and(|n| n.log().contains("Leafnode connection created"))
+        })
+        .expect("a node with the leaf's connection");
+    eprintln!("stopping hub{carrier}, which carries the link");
+    let mut stopped = nodes[carrier].take().unwrap();
+    stopped.terminate();
+    publish_range(&client(&leafd).await, N / 2, N).await;
+    let survivor = nodes.iter().flatten().next().unwrap();
+    let hub_client = client(survivor).await;
+    await_hub_count(&hub_client, N, Duration::from_secs(180)).await;
+    check_hub_stream(&hub_client, N).await;
 }
 
 macro_rules! hub_tests {
