@@ -716,6 +716,78 @@ async fn replays_to_a_hub_cluster() {
     check_hub_stream(&hub_client, N).await;
 }
 
+/// `rate_limit` caps the replay: 400 messages of about 540 bytes at 50 KiB/s cannot arrive
+/// in less than about 4 s (the check is only that lower bound, which the token bucket
+/// guarantees whatever the machine's speed).
+async fn rate_limit_caps_the_replay(kind: ServerKind) {
+    const N: u64 = 400;
+    let (hub_store, leaf_store) = (StoreDir::new(), StoreDir::new());
+    let leaf_port = free_port();
+    let leafd = start_leafd(
+        &leaf_store,
+        leaf_port,
+        json!({ "rate_limit": "50KB" }),
+        None,
+    )
+    .await;
+    let js = jetstream::new(client(&leafd).await);
+    for i in 0..N {
+        let mut headers = HeaderMap::new();
+        headers.insert("Reading", i.to_string().as_str());
+        js.publish_with_headers(
+            format!("sensors.{}", i % 7),
+            headers,
+            vec![b'x'; 500].into(),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("PubAck");
+    }
+    let hub = start_hub(kind, &hub_store, leaf_port, None).await;
+    let started = std::time::Instant::now();
+    let hub_client = client(&hub).await;
+    await_hub_count(&hub_client, N, Duration::from_secs(60)).await;
+    let secs = started.elapsed().as_secs_f64();
+    assert!(
+        secs >= 3.0,
+        "{N} messages of ~540 B at 50 KiB/s arrived in {secs:.2} s: the rate limit was not applied"
+    );
+}
+
+/// Deleting the uplink's buffer stream through the API does not take leafd down: the uplink
+/// reports the problem and leafd keeps serving.
+async fn deleted_buffer_is_reported(kind: ServerKind) {
+    let (hub_store, leaf_store) = (StoreDir::new(), StoreDir::new());
+    let leaf_port = free_port();
+    let _hub = start_hub(kind, &hub_store, leaf_port, None).await;
+    let (leafd, mport) = start_leafd_monitored(&leaf_store, leaf_port, json!({})).await;
+    let leaf_client = client(&leafd).await;
+    publish_range(&leaf_client, 0, 10).await;
+    await_status(mport, "the uplink to be live", |s| {
+        s["state"] == json!("live")
+    })
+    .await;
+    jetstream::new(leaf_client.clone())
+        .delete_stream("UPLINK_sensors")
+        .await
+        .expect("delete the buffer stream");
+    let s = await_status(mport, "the uplink to report its buffer gone", |s| {
+        s["state"] == json!("stalled")
+    })
+    .await;
+    assert!(
+        s["last_error"].as_str().unwrap_or("").contains("deleted"),
+        "{s}"
+    );
+    let (code, _) = http_get(mport, "/healthz").await;
+    assert_eq!(code, 200);
+    leaf_client
+        .flush()
+        .await
+        .expect("leafd still serves clients");
+}
+
 macro_rules! hub_tests {
     ($($name:ident),+ $(,)?) => {
         $(
@@ -744,4 +816,6 @@ hub_tests!(
     full_buffer_drops_oldest,
     full_buffer_rejects_new,
     survives_a_flaky_wan,
+    rate_limit_caps_the_replay,
+    deleted_buffer_is_reported,
 );

@@ -25,7 +25,7 @@ use bytes::Bytes;
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::hub::{self, AckOutcome, Answer};
 use super::record::{self, Cursor, Origin};
@@ -64,6 +64,8 @@ enum Interrupted {
     LinkDown,
     /// The server is stopping.
     Stop,
+    /// The local buffer stream was deleted (through the JetStream API).
+    BufferGone,
 }
 
 /// Everything one uplink's task owns.
@@ -170,8 +172,18 @@ impl Forwarder {
                 Err(e) => e,
             };
             self.link_lost();
-            if matches!(ended, Interrupted::Stop) {
-                break;
+            match ended {
+                Interrupted::Stop => break,
+                Interrupted::BufferGone => {
+                    error!(uplink = %self.cfg.name, stream = %self.stream, "the uplink's buffer stream was deleted; the uplink stops until leafd restarts (which creates it again)");
+                    self.status.update(|s| {
+                        s.state = State::Stalled;
+                        s.last_error = Some("buffer stream deleted; restart leafd".into());
+                    });
+                    let _ = self.stop.wait_for(|stop| *stop).await;
+                    return;
+                }
+                Interrupted::LinkDown => {}
             }
         }
         self.persist_now().await;
@@ -446,7 +458,11 @@ impl Forwarder {
                     None => return Interrupted::Stop,
                 },
                 _ = tick.tick() => self.housekeeping(),
-                _ = self.appended.changed(), if wait == Wait::NewMessages => {}
+                r = self.appended.changed(), if wait == Wait::NewMessages => {
+                    if r.is_err() {
+                        return Interrupted::BufferGone;
+                    }
+                }
                 _ = tokio::time::sleep(wait.delay()), if wait.is_delay() => {}
             }
         }

@@ -1512,8 +1512,9 @@ mod await_stream {
             "errors": errors,
         });
         let mut human = format!(
-            "{row:8} {server:12} {} msgs on {} in {secs:.3} s after the link came up = {:.1} k msgs/s \
-             ({:.3} s from start, link up after {:.3} s, first message after {:.3} s)",
+            "{row:8} {server:12} {} msgs on {} in {secs:.3} s after the link came up \
+             = {:.1} k msgs/s ({:.3} s from start, link up after {:.3} s, \
+             first message after {:.3} s)",
             spec.msgs,
             spec.stream,
             rate / 1e3,
