@@ -14,7 +14,7 @@ use crate::auth::{Authenticator, Permissions, Rules, User};
 use crate::cli::{self, normalize_args, ServerArgs};
 use crate::config::{self, Config};
 use crate::jetstream::{JetStream, JetStreamOptions};
-use crate::leafnode::{LeafOptions, RemoteUrl};
+use crate::leafnode::{LeafOptions, LinkDeny, RemoteOptions, RemoteUrl};
 use crate::monitor;
 use crate::server::{Server, ServerOptions};
 use crate::uplink::Uplinks;
@@ -245,7 +245,7 @@ fn unsupported_yet(cfg: &Config) -> Result<(), String> {
             return Err(format!(
                 "leafnodes.remotes[{i}].{key}: not supported yet (leafnode links are plain TCP \
                  with user/password or token in the URL; TLS, credentials files, nkeys, \
-                 accounts, hub mode, deny lists and compression are not implemented)"
+                 accounts, hub mode and compression are not implemented)"
             ));
         }
         for url in &remote.urls {
@@ -282,13 +282,18 @@ fn leaf_options(cfg: &Config) -> LeafOptions {
         remotes: ln
             .remotes
             .iter()
-            .map(|r| {
-                r.urls
+            .map(|r| RemoteOptions {
+                urls: r
+                    .urls
                     .iter()
                     .filter_map(|u| RemoteUrl::parse(u).ok())
-                    .collect()
+                    .collect(),
+                deny: Arc::new(LinkDeny {
+                    imports: r.deny_imports.clone(),
+                    exports: r.deny_exports.clone(),
+                }),
             })
-            .filter(|urls: &Vec<RemoteUrl>| !urls.is_empty())
+            .filter(|r| !r.urls.is_empty())
             .collect(),
         reconnect_max: ln.reconnect,
         ping_interval: ln.ping_interval,
@@ -426,8 +431,8 @@ mod tests {
         assert!(o.auth.required());
         assert_eq!(o.reconnect_max, Duration::from_secs(3));
         assert_eq!(o.remotes.len(), 1);
-        assert_eq!(o.remotes[0][0].user.as_deref(), Some("a"));
-        assert_eq!(o.remotes[0][1].port, config::DEFAULT_LEAFNODE_PORT);
+        assert_eq!(o.remotes[0].urls[0].user.as_deref(), Some("a"));
+        assert_eq!(o.remotes[0].urls[1].port, config::DEFAULT_LEAFNODE_PORT);
         assert!(!leaf_options(&Config::default()).enabled());
     }
 

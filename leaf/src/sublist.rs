@@ -317,6 +317,25 @@ impl<T: Clone + PartialEq + Send + Sync> Sublist<T> {
         result
     }
 
+    /// Like [`Sublist::matches`] without touching the cache (a read lock only): for subjects
+    /// used once, such as reply inboxes, caching would only evict useful entries.
+    pub fn matches_uncached(&self, subject: &[u8]) -> Arc<MatchResult<T>> {
+        if self.count.load(Ordering::Relaxed) == 0 {
+            return Arc::clone(&self.empty);
+        }
+        let state = self.read();
+        if let Some(hit) = state.cache.get(subject) {
+            return Arc::clone(hit);
+        }
+        let found = state.root.collect(subject);
+        drop(state);
+        if found.is_empty() {
+            Arc::clone(&self.empty)
+        } else {
+            Arc::new(found)
+        }
+    }
+
     /// A counter bumped by every successful insert and remove.
     ///
     /// A caller may cache [`Sublist::matches`] results itself and drop them

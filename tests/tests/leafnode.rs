@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use e2e::async_nats::{self, Client, HeaderMap, Subscriber};
 use e2e::serde_json::json;
-use e2e::{bounded, free_port, next_msg, unique, wait_for_log, ServerKind, TestServer};
+use e2e::{
+    bounded, drain_ready, free_port, next_msg, unique, wait_for_log, ServerKind, TestServer,
+};
 use futures::StreamExt;
 
 const PROBE: &[u8] = b"probe";
@@ -337,6 +339,67 @@ async fn hub_restart(leaf_kind: ServerKind, hub_kind: ServerKind) {
     send_and_expect(&lc, &back, &mut hub_sub, 5).await;
 }
 
+/// `deny_exports` and `deny_imports` on the leaf's remote: messages on denied subjects do
+/// not cross the link in the denied direction, even to wildcard subscribers, while the
+/// others do.
+async fn deny_lists(leaf_kind: ServerKind, hub_kind: ServerKind) {
+    let port = free_port();
+    let hub = start_hub(hub_kind, port, false).await;
+    let config = json!({ "leafnodes": { "remotes": [{
+        "url": format!("nats-leaf://127.0.0.1:{port}"),
+        "deny_exports": ["secret.>"],
+        "deny_imports": ["cmd.>"],
+    }], "reconnect": 1 } });
+    let leaf = TestServer::with_config(leaf_kind, config).await;
+    let hc = hub.client().await;
+    let lc = leaf.client().await;
+
+    // Leaf → hub: secret.> stays on the leaf, for exact and wildcard subscribers alike.
+    let mut exact = hc.subscribe("secret.x").await.unwrap();
+    let mut wide = hc.subscribe(">").await.unwrap();
+    let mut open = hc.subscribe("open.x").await.unwrap();
+    await_interest(&lc, "open.x", &mut open).await;
+    lc.publish("secret.x", "classified".into()).await.unwrap();
+    lc.publish("open.x", "public".into()).await.unwrap();
+    assert_eq!(next_msg(&mut open).await.payload, "public".as_bytes());
+    // Everything the hub's `>` subscriber got up to the public message: no secret.
+    loop {
+        let msg = next_msg(&mut wide).await;
+        assert!(
+            !msg.subject.starts_with("secret."),
+            "{} crossed",
+            msg.subject
+        );
+        if msg.payload == "public".as_bytes() {
+            break;
+        }
+    }
+    assert!(
+        drain_ready(&mut exact).await.is_empty(),
+        "secret.x crossed the link"
+    );
+
+    // Hub → leaf: cmd.> is not accepted by the leaf.
+    let mut cmd = lc.subscribe("cmd.valve").await.unwrap();
+    let mut wide = lc.subscribe(">").await.unwrap();
+    let mut ok = lc.subscribe("ok.x").await.unwrap();
+    await_interest(&hc, "ok.x", &mut ok).await;
+    hc.publish("cmd.valve", "open".into()).await.unwrap();
+    hc.publish("ok.x", "fine".into()).await.unwrap();
+    assert_eq!(next_msg(&mut ok).await.payload, "fine".as_bytes());
+    loop {
+        let msg = next_msg(&mut wide).await;
+        assert!(!msg.subject.starts_with("cmd."), "{} crossed", msg.subject);
+        if msg.payload == "fine".as_bytes() {
+            break;
+        }
+    }
+    assert!(
+        drain_ready(&mut cmd).await.is_empty(),
+        "cmd.valve crossed the link"
+    );
+}
+
 macro_rules! pair_tests {
     ($($name:ident: $leaf:ident -> $hub:ident),+ $(,)?) => {
         $(
@@ -351,6 +414,11 @@ macro_rules! pair_tests {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn wrong_password() {
                     super::wrong_password(ServerKind::$leaf, ServerKind::$hub).await
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn deny_lists() {
+                    super::deny_lists(ServerKind::$leaf, ServerKind::$hub).await
                 }
 
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -608,6 +608,10 @@ impl fmt::Display for Listen {
 pub struct Remote {
     /// URLs of the hub's leaf-node listeners (`nats-leaf://host:7422`), tried in random order.
     pub urls: Vec<String>,
+    /// Subjects whose messages are not accepted from this hub.
+    pub deny_imports: Vec<String>,
+    /// Subjects whose messages are not sent to this hub.
+    pub deny_exports: Vec<String>,
     /// nats-server remote keys that were given but are not implemented yet (`tls`,
     /// `credentials`, `nkey`, `account`, `hub`, ...): the binaries refuse to start with them
     /// rather than ignore them.
@@ -630,8 +634,10 @@ struct RemoteTable {
     #[serde(alias = "local")]
     account: Option<de::IgnoredAny>,
     hub: Option<de::IgnoredAny>,
-    deny_imports: Option<de::IgnoredAny>,
-    deny_exports: Option<de::IgnoredAny>,
+    #[serde(deserialize_with = "value::de_string_list")]
+    deny_imports: Vec<String>,
+    #[serde(deserialize_with = "value::de_string_list")]
+    deny_exports: Vec<String>,
     ws_compression: Option<de::IgnoredAny>,
     compression: Option<de::IgnoredAny>,
 }
@@ -647,8 +653,6 @@ impl From<RemoteTable> for Remote {
             ("nkey", table.nkey.is_some()),
             ("account", table.account.is_some()),
             ("hub", table.hub.is_some()),
-            ("deny_imports", table.deny_imports.is_some()),
-            ("deny_exports", table.deny_exports.is_some()),
             ("ws_compression", table.ws_compression.is_some()),
             ("compression", table.compression.is_some()),
         ]
@@ -656,7 +660,12 @@ impl From<RemoteTable> for Remote {
         .filter(|(_, given)| *given)
         .map(|(key, _)| key.to_owned())
         .collect();
-        Remote { urls, unsupported }
+        Remote {
+            urls,
+            deny_imports: table.deny_imports,
+            deny_exports: table.deny_exports,
+            unsupported,
+        }
     }
 }
 

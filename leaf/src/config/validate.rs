@@ -381,6 +381,19 @@ impl Config {
                     "missing url (set `url` or `urls`)",
                 ));
             }
+            for (list, key) in [
+                (&remote.deny_imports, "deny_imports"),
+                (&remote.deny_exports, "deny_exports"),
+            ] {
+                for subject in list {
+                    if !crate::subject::is_valid_subject(subject.as_bytes()) {
+                        return Err(ConfigError::invalid(
+                            format!("leafnodes.remotes[{i}].{key}"),
+                            format!("`{subject}` is not a valid subject"),
+                        ));
+                    }
+                }
+            }
             for url in &remote.urls {
                 if !is_plausible_url(url) {
                     return Err(ConfigError::invalid(

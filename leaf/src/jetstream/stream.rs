@@ -235,6 +235,8 @@ struct Runner {
     /// The `Nats-Msg-Id` of the last stored message.
     last_msg_id: Option<String>,
     in_flight: VecDeque<InFlight>,
+    /// The `Nats-Msg-Id`s of `in_flight`, counted.
+    in_flight_ids: HashMap<String, u32>,
 }
 
 /// Creates a stream's handle and starts its task. The task first rebuilds the dedup state
@@ -268,6 +270,7 @@ pub(crate) fn start(
         dedup_order: VecDeque::new(),
         last_msg_id: None,
         in_flight: VecDeque::new(),
+        in_flight_ids: HashMap::new(),
     };
     tokio::spawn(async move {
         let (store, for_scan) = (runner.store.clone(), runner.stream.clone());
@@ -448,11 +451,9 @@ impl Runner {
             || expect_subject_seq.is_some()
             || expect_msg_id.is_some()
             || cfg.discard == Discard::New
-            || msg_id.as_ref().is_some_and(|id| {
-                self.in_flight
-                    .iter()
-                    .any(|f| f.msg_id.as_deref() == Some(id))
-            });
+            || msg_id
+                .as_ref()
+                .is_some_and(|id| self.in_flight_ids.contains_key(id));
         if needs_exact {
             self.drain().await;
         }
@@ -522,6 +523,9 @@ impl Runner {
                 ts_ns: now_ns(),
             },
         );
+        if let Some(id) = &msg_id {
+            *self.in_flight_ids.entry(id.clone()).or_default() += 1;
+        }
         self.in_flight.push_back(InFlight {
             fut: Box::pin(fut),
             reply: m.reply.filter(|_| !cfg.no_ack),
@@ -534,6 +538,14 @@ impl Runner {
 
     /// Reports one finished append and applies the limits it may have crossed.
     async fn completed(&mut self, done: InFlight, result: Result<Appended, StoreError>) {
+        if let Some(id) = &done.msg_id {
+            if let Some(n) = self.in_flight_ids.get_mut(id) {
+                *n -= 1;
+                if *n == 0 {
+                    self.in_flight_ids.remove(id);
+                }
+            }
+        }
         let reply = done.reply.as_deref();
         let appended = match result {
             Ok(a) => a,

@@ -122,6 +122,9 @@ pub struct LeafConnect {
     /// Set by gateways: a gateway connected to the leafnode port.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gateway: Option<String>,
+    /// The leaf's `deny_imports`: subjects the hub must not send it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deny_pub: Vec<String>,
 }
 
 /// A random nonce in nats-server's style (base64url characters).

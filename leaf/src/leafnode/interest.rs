@@ -116,6 +116,14 @@ fn make_key<'b>(buf: &'b mut Vec<u8>, subject: &[u8], queue: Option<&[u8]>) -> &
     buf
 }
 
+/// Whether `link` refuses messages on everything `subject` could match (its remote's
+/// `deny_imports`), so the interest is not announced to it.
+fn import_denied(link: &ClientHandle, subject: &[u8]) -> bool {
+    link.leaf()
+        .and_then(|p| p.deny.get())
+        .is_some_and(|d| !d.imports.is_empty() && d.import_interest_denied(subject))
+}
+
 /// Splits a key back into subject and queue.
 fn split_key(key: &[u8]) -> (&[u8], Option<&[u8]>) {
     match key.iter().position(|&b| b == b' ') {
@@ -147,6 +155,9 @@ impl Interest {
         let key = make_key(&mut key_buf, subject, queue);
         self.update_table(key, origin, delta);
         for link in self.links.iter_mut().filter(|_| announce) {
+            if import_denied(&link.handle, subject) {
+                continue;
+            }
             let visible = match origin {
                 Origin::Local => true,
                 Origin::Link { id, solicited } => {
@@ -213,7 +224,7 @@ impl Interest {
         let mut smap = HashMap::new();
         let mut out = BytesMut::new();
         for (key, entry) in &self.table {
-            if super::js_denied(split_key(key).0) {
+            if super::js_denied(split_key(key).0) || import_denied(&handle, split_key(key).0) {
                 continue;
             }
             let n = entry.visible_to(id, solicited);
@@ -263,6 +274,7 @@ mod tests {
             ConnKind::Leaf(LeafPeer {
                 solicited,
                 stats: Arc::default(),
+                deny: std::sync::OnceLock::new(),
             }),
         ))
     }

@@ -33,7 +33,7 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use super::info::{new_nonce, HubInfo, LeafConnect, PeerInfo};
-use super::{LeafState, LinkEntry, RemoteUrl, LOOP_RECONNECT_DELAY};
+use super::{LeafState, LinkDeny, LinkEntry, RemoteUrl, LOOP_RECONNECT_DELAY};
 use crate::auth::Credentials;
 use crate::config::MAX_PAYLOAD_LIMIT;
 use crate::proto::{self, LeafOp, Limits, QueueNames};
@@ -59,6 +59,8 @@ pub enum Side {
     Solicited {
         /// The URL dialled (credentials for CONNECT).
         url: RemoteUrl,
+        /// Subjects kept off the link (the remote's deny lists).
+        deny: Arc<LinkDeny>,
     },
 }
 
@@ -147,6 +149,12 @@ enum Phase {
     Established,
 }
 
+/// Nothing denied (accepted links).
+static NO_DENY: LinkDeny = LinkDeny {
+    imports: Vec::new(),
+    exports: Vec::new(),
+};
+
 /// The outcome of [`serve`].
 pub struct Outcome {
     /// Why the connection ended.
@@ -203,6 +211,10 @@ pub(crate) async fn serve(
         ConnKind::Leaf(LeafPeer {
             solicited,
             stats: entry.stats().clone(),
+            deny: match &side {
+                Side::Solicited { deny, .. } => std::sync::OnceLock::from(LinkDeny::clone(deny)),
+                Side::Accepted => std::sync::OnceLock::new(),
+            },
         }),
     ));
     let (mut reader, mut writer) = stream.into_split();
@@ -254,6 +266,15 @@ pub(crate) async fn serve(
 }
 
 impl Link<'_> {
+    /// The subjects kept off this link: the remote's deny lists (solicited), or what the
+    /// leaf asked for in its CONNECT (accepted).
+    fn deny(&self) -> &LinkDeny {
+        self.handle
+            .leaf()
+            .and_then(|p| p.deny.get())
+            .unwrap_or(&NO_DENY)
+    }
+
     fn solicited(&self) -> bool {
         matches!(self.side, Side::Solicited { .. })
     }
@@ -511,6 +532,15 @@ impl Link<'_> {
         self.handle
             .headers
             .store(connect.headers, Ordering::Relaxed);
+        if !connect.deny_pub.is_empty() {
+            // The leaf's deny_imports: never send it messages on these subjects.
+            if let Some(peer) = self.handle.leaf() {
+                let _ = peer.deny.set(LinkDeny {
+                    imports: Vec::new(),
+                    exports: connect.deny_pub.clone(),
+                });
+            }
+        }
         self.remote_name = connect.name.or(connect.server_id).unwrap_or_default();
         self.send_hub_info(true);
         self.establish();
@@ -535,7 +565,7 @@ impl Link<'_> {
         } else {
             info.server_name.clone()
         };
-        let Side::Solicited { url } = &self.side else {
+        let Side::Solicited { url, .. } = &self.side else {
             return Err(Ended::Protocol("INFO on an accepted link".into()));
         };
         let shared = self.shared;
@@ -556,6 +586,8 @@ impl Link<'_> {
                     .unwrap_or_else(|| shared.server_id.clone()),
             ),
             headers: true,
+            // Our deny_imports, so the hub does not send what we would drop anyway.
+            deny_pub: self.deny().imports.clone(),
             ..LeafConnect::default()
         };
         let json = serde_json::to_vec(&connect).unwrap_or_default();
@@ -578,7 +610,7 @@ impl Link<'_> {
             .add_link(self.handle.clone(), solicited, &self.leaf.lds);
         self.registered = true;
         let url = match &self.side {
-            Side::Solicited { url } => url.to_string(),
+            Side::Solicited { url, .. } => url.to_string(),
             Side::Accepted => self.peer.to_string(),
         };
         info!(
@@ -606,8 +638,8 @@ impl Link<'_> {
             debug!(lid = self.handle.id, subject = %String::from_utf8_lossy(subject), "invalid LS+ ignored");
             return Ok(());
         }
-        if super::js_denied(subject) {
-            debug!(lid = self.handle.id, subject = %String::from_utf8_lossy(subject), "LS+ for a subject kept off links ignored");
+        if super::js_denied(subject) || self.deny().export_interest_denied(subject) {
+            debug!(lid = self.handle.id, subject = %String::from_utf8_lossy(subject), "LS+ for a subject kept off the link ignored");
             return Ok(());
         }
         let mut key = Vec::with_capacity(subject.len() + queue.map_or(0, |q| q.len() + 1));
@@ -659,6 +691,9 @@ impl Link<'_> {
             peer.stats
                 .bytes_in
                 .fetch_add(size as u64, Ordering::Relaxed);
+        }
+        if self.deny().import_denied(msg.subject) {
+            return;
         }
         let Some(result) = self.cache.lookup(&self.shared.sublist, msg.subject) else {
             return;

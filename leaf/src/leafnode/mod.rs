@@ -14,10 +14,11 @@
 //! Messages go out on the normal message path: interest received from a link is a
 //! subscription in the server's sublist whose target encodes `LMSG`/`HMSG` into the link's
 //! outbound queue (see [`crate::server::route`]). Not implemented yet: TLS, WebSocket,
-//! compression, nkey/JWT/creds authentication, accounts, `hub: true` remotes, permissions
-//! (`deny_imports`/`deny_exports`).
+//! compression, nkey/JWT/creds authentication, accounts, `hub: true` remotes. A remote's
+//! `deny_imports`/`deny_exports` are enforced by [`deny`].
 
 pub mod accept;
+pub mod deny;
 pub mod info;
 pub mod interest;
 pub mod link;
@@ -32,6 +33,7 @@ use std::time::{Duration, SystemTime};
 use crate::auth::Authenticator;
 use crate::server::route::{ClientHandle, LinkStats};
 
+pub use deny::LinkDeny;
 pub use interest::Interest;
 pub use url::{RemoteUrl, UrlError};
 
@@ -69,6 +71,25 @@ pub const DEFAULT_PING_MAX: u32 = 2;
 /// The first reconnect delay.
 pub const RECONNECT_MIN: Duration = Duration::from_millis(100);
 
+/// One hub to connect to.
+#[derive(Debug, Clone, Default)]
+pub struct RemoteOptions {
+    /// Its URLs, tried in random order.
+    pub urls: Vec<RemoteUrl>,
+    /// Subjects kept off the link.
+    pub deny: Arc<LinkDeny>,
+}
+
+impl RemoteOptions {
+    /// A remote with `urls` and nothing denied.
+    pub fn new(urls: Vec<RemoteUrl>) -> RemoteOptions {
+        RemoteOptions {
+            urls,
+            deny: Arc::default(),
+        }
+    }
+}
+
 /// The leafnode settings of a server.
 #[derive(Clone)]
 pub struct LeafOptions {
@@ -78,8 +99,8 @@ pub struct LeafOptions {
     pub auth: Authenticator,
     /// How long an accepted connection has to send CONNECT.
     pub auth_timeout: Duration,
-    /// Hubs to connect to: each entry's URLs are tried in random order.
-    pub remotes: Vec<Vec<RemoteUrl>>,
+    /// Hubs to connect to.
+    pub remotes: Vec<RemoteOptions>,
     /// Cap of the reconnect backoff (from 100 ms, doubling, with jitter).
     pub reconnect_max: Duration,
     /// Interval between keepalive PINGs.
@@ -257,8 +278,12 @@ impl LeafState {
         let entries = opts
             .remotes
             .iter()
-            .map(|urls| {
-                let url = urls.first().map(ToString::to_string).unwrap_or_default();
+            .map(|remote| {
+                let url = remote
+                    .urls
+                    .first()
+                    .map(ToString::to_string)
+                    .unwrap_or_default();
                 LinkEntry::new(true, url)
             })
             .collect();
@@ -340,7 +365,7 @@ mod tests {
     fn status_of_remotes_and_accepted_links() {
         let url = RemoteUrl::parse("nats-leaf://u:p@hub:1").unwrap();
         let state = LeafState::new(LeafOptions {
-            remotes: vec![vec![url]],
+            remotes: vec![RemoteOptions::new(vec![url])],
             ..LeafOptions::default()
         });
         assert!(state.lds().starts_with(b"$LDS."));

@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
 use super::link::{self, Side};
-use super::{LinkEntry, RemoteUrl, RECONNECT_MIN};
+use super::{LinkDeny, LinkEntry, RemoteUrl, RECONNECT_MIN};
 use crate::server::Shared;
 
 /// The wait before attempt number `failures` (0-based) with the ceiling capped at `max`.
@@ -40,10 +40,12 @@ pub async fn run(
     let Some(leaf) = shared.leaf.as_ref() else {
         return;
     };
-    let (Some(urls), Some(entry)) = (leaf.opts.remotes.get(index), leaf.remote_entry(index)) else {
+    let (Some(remote), Some(entry)) = (leaf.opts.remotes.get(index), leaf.remote_entry(index))
+    else {
         return;
     };
-    let mut urls = urls.clone();
+    let mut urls = remote.urls.clone();
+    let deny = remote.deny.clone();
     let max = leaf.opts.reconnect_max;
     let mut failures: u32 = 0;
     loop {
@@ -53,7 +55,7 @@ pub async fn run(
             if *stop.borrow() {
                 return;
             }
-            match attempt(&shared, url, &entry, &stop).await {
+            match attempt(&shared, url, &deny, &entry, &stop).await {
                 Attempt::Established => failures = 0,
                 Attempt::Failed(delay) => {
                     failures = failures.saturating_add(1);
@@ -87,6 +89,7 @@ enum Attempt {
 async fn attempt(
     shared: &Arc<Shared>,
     url: &RemoteUrl,
+    deny: &Arc<LinkDeny>,
     entry: &Arc<LinkEntry>,
     stop: &watch::Receiver<bool>,
 ) -> Attempt {
@@ -114,7 +117,10 @@ async fn attempt(
         shared.clone(),
         stream,
         peer,
-        Side::Solicited { url: url.clone() },
+        Side::Solicited {
+            url: url.clone(),
+            deny: deny.clone(),
+        },
         entry.clone(),
         stop.clone(),
     )

@@ -87,6 +87,10 @@ pub struct LeafPeer {
     pub solicited: bool,
     /// Traffic counters, shared with the link's status entry.
     pub stats: Arc<LinkStats>,
+    /// Subjects kept off the link: a remote's `deny_imports`/`deny_exports` (set when the
+    /// link is created), or the `deny_pub` an accepted leaf sent in its CONNECT. Unset:
+    /// nothing denied.
+    pub deny: std::sync::OnceLock<crate::leafnode::LinkDeny>,
 }
 
 /// Message and byte counters of a leafnode link, both directions. Bytes count message bodies
@@ -138,6 +142,9 @@ impl MatchCache {
         if !is_valid_subject(subject) {
             return None;
         }
+        if is_single_use(subject) {
+            return Some(sublist.matches_uncached(subject));
+        }
         let result = sublist.matches(subject);
         if self.results.len() >= MATCH_CACHE_SIZE {
             self.results.clear();
@@ -145,6 +152,15 @@ impl MatchCache {
         self.results.insert(subject.into(), result.clone());
         Some(result)
     }
+}
+
+/// Whether `subject` is most likely published to once (a reply inbox, a JetStream ack, an
+/// uplink's reply): its match result is not cached, so a stream of such subjects does not
+/// evict the subjects that repeat.
+fn is_single_use(subject: &[u8]) -> bool {
+    subject.starts_with(b"_INBOX.")
+        || subject.starts_with(b"_UPLINK.")
+        || subject.starts_with(b"$JS.ACK.")
 }
 
 /// A message as it is routed: slices borrowed from the publisher's buffer.
@@ -444,6 +460,13 @@ impl Router {
         let mut sent = 0;
         let mut queues: Vec<&[u8]> = Vec::new();
         for (i, link) in links.iter().enumerate() {
+            if link
+                .leaf()
+                .and_then(|p| p.deny.get())
+                .is_some_and(|d| !d.exports.is_empty() && d.export_denied(msg.subject))
+            {
+                continue;
+            }
             queues.clear();
             queues.extend(
                 picks
@@ -660,6 +683,7 @@ mod tests {
             ConnKind::Leaf(LeafPeer {
                 solicited: false,
                 stats: Arc::default(),
+                deny: std::sync::OnceLock::new(),
             })
         } else {
             ConnKind::Client

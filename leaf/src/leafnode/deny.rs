@@ -1,0 +1,88 @@
+//! A remote's `deny_imports` and `deny_exports`: subjects kept off one link, the gateway's
+//! security boundary.
+//!
+//! * `deny_exports`: messages on these subjects never go to the hub. Interest the hub
+//!   announces wholly within them is ignored, and every message is checked before it is
+//!   written to the link (a hub subscription on `>` still gets nothing denied).
+//! * `deny_imports`: messages on these subjects from the hub are dropped. Local interest
+//!   wholly within them is not announced to the hub (so it does not send them), and every
+//!   message arriving from the link is checked.
+
+use crate::subject::{is_subset, subject_matches};
+
+/// The subjects kept off one link.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LinkDeny {
+    /// Subjects (wildcards allowed) not accepted from the peer.
+    pub imports: Vec<String>,
+    /// Subjects (wildcards allowed) not sent to the peer.
+    pub exports: Vec<String>,
+}
+
+impl LinkDeny {
+    /// Whether nothing is denied.
+    pub fn is_empty(&self) -> bool {
+        self.imports.is_empty() && self.exports.is_empty()
+    }
+
+    /// A message on `subject` must not be sent over the link.
+    #[inline]
+    pub fn export_denied(&self, subject: &[u8]) -> bool {
+        self.exports
+            .iter()
+            .any(|p| subject_matches(p.as_bytes(), subject))
+    }
+
+    /// A message on `subject` arriving from the link is dropped.
+    #[inline]
+    pub fn import_denied(&self, subject: &[u8]) -> bool {
+        self.imports
+            .iter()
+            .any(|p| subject_matches(p.as_bytes(), subject))
+    }
+
+    /// The peer's interest in `subject` (an `LS+` subject) is ignored: nothing it could
+    /// match may be sent.
+    pub fn export_interest_denied(&self, subject: &[u8]) -> bool {
+        self.exports
+            .iter()
+            .any(|p| is_subset(subject, p.as_bytes()))
+    }
+
+    /// Local interest in `subject` is not announced to the peer: nothing it could match
+    /// would be accepted.
+    pub fn import_interest_denied(&self, subject: &[u8]) -> bool {
+        self.imports
+            .iter()
+            .any(|p| is_subset(subject, p.as_bytes()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_and_interest() {
+        let deny = LinkDeny {
+            imports: vec!["cmd.>".into()],
+            exports: vec!["secret.*".into(), "private".into()],
+        };
+        assert!(!deny.is_empty());
+        assert!(deny.export_denied(b"secret.x"));
+        assert!(deny.export_denied(b"private"));
+        assert!(!deny.export_denied(b"secret.x.y"));
+        assert!(!deny.export_denied(b"public"));
+        assert!(deny.import_denied(b"cmd.valve.open"));
+        assert!(!deny.import_denied(b"cmdx"));
+        // Interest wholly inside a denied subject is dropped; wider interest is kept and
+        // filtered message by message.
+        assert!(deny.export_interest_denied(b"secret.x"));
+        assert!(deny.export_interest_denied(b"secret.*"));
+        assert!(!deny.export_interest_denied(b"secret.>"));
+        assert!(!deny.export_interest_denied(b">"));
+        assert!(deny.import_interest_denied(b"cmd.*"));
+        assert!(!deny.import_interest_denied(b">"));
+        assert!(LinkDeny::default().is_empty());
+    }
+}
