@@ -191,6 +191,7 @@ pub fn main(flavor: Flavor) -> ExitCode {
                 let sources = monitor::Sources {
                     shared: Arc::downgrade(server.shared()),
                     uplinks: uplinks.clone(),
+                    jetstream: _jetstream.clone(),
                 };
                 match monitor::Monitor::bind(&cfg.host, port, sources).await {
                     Ok(m) => Some(AbortOnDrop(tokio::spawn(m.run()))),

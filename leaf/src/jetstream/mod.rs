@@ -83,6 +83,19 @@ pub enum JetStreamError {
     Subscribe(String),
 }
 
+/// One stream's size, for monitoring.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamSummary {
+    /// The stream.
+    pub name: String,
+    /// Stored messages.
+    pub messages: u64,
+    /// Stored bytes.
+    pub bytes: u64,
+    /// Consumers.
+    pub consumers: usize,
+}
+
 /// What the store keeps as a stream's configuration bytes.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct StoredConfig {
@@ -313,6 +326,52 @@ impl JetStream {
     /// again has a new value.
     pub fn stream_created_ns(&self, name: &str) -> Option<i64> {
         self.inner.stream(name).map(|s| s.created_ns)
+    }
+
+    /// Per stream: name, messages, bytes, consumers (sorted by name), for monitoring.
+    pub fn stream_summaries(&self) -> Vec<StreamSummary> {
+        let mut v: Vec<StreamSummary> = self
+            .inner
+            .streams_snapshot()
+            .iter()
+            .map(|s| {
+                let state = self.inner.store.stream_state(&s.name).ok().flatten();
+                StreamSummary {
+                    name: s.name.clone(),
+                    messages: state.map_or(0, |st| st.msgs),
+                    bytes: state.map_or(0, |st| st.bytes),
+                    consumers: s.consumer_count(),
+                }
+            })
+            .collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// API requests served since the start.
+    pub fn api_requests(&self) -> u64 {
+        self.inner
+            .api_total
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The JetStream domain, if any.
+    pub fn domain(&self) -> Option<&str> {
+        self.inner.domain.as_deref()
+    }
+
+    /// The store's size limit, if any.
+    pub fn max_file_bytes(&self) -> Option<u64> {
+        self.inner.max_file_bytes
+    }
+
+    /// Whether the store answers reads (for health checks).
+    pub fn check_store(&self) -> Result<(), String> {
+        self.inner
+            .store
+            .streams()
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 
     /// Watches the sequence of the newest message of stream `name` acknowledged as stored.

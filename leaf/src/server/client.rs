@@ -22,6 +22,7 @@ use tracing::{debug, warn};
 use super::info::{ConnectInfo, ServerInfo, NATS_FEATURE_LEVEL};
 use super::readbuf::ReadBuffer;
 use super::route::{ClientHandle, MatchCache, Msg, Router, SubRef, SubTarget, Subscription};
+use super::stats::{ConnEntry, ConnMeta};
 use super::Shared;
 use crate::auth::{Credentials, Permissions};
 use crate::proto::{self, ClientOp, Limits};
@@ -71,6 +72,8 @@ struct Connection {
     publish_allowed: HashMap<Box<[u8]>, bool>,
     router: Router,
     pings_out: u32,
+    /// This connection in the server's monitoring registry.
+    entry: Arc<ConnEntry>,
 }
 
 /// Sends `-ERR text` to a client that cannot be served and closes it.
@@ -107,9 +110,17 @@ pub(crate) async fn serve(
     });
     debug!(cid = id, %peer, "client connected");
 
-    let mut conn = Connection::new(shared, handle.clone(), peer);
+    let entry = shared.stats.register(handle.clone(), peer);
+    let mut conn = Connection::new(shared.clone(), handle.clone(), peer, entry);
     let reason = conn.read_loop(&mut reader, &mut stop).await;
     conn.remove_all_subscriptions();
+    shared.stats.unregister(id);
+    if matches!(reason, Close::SlowConsumer) {
+        shared
+            .stats
+            .slow_consumers
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
     handle.out.close();
     match writer_task.await {
         Ok(Err(e)) => debug!(cid = id, error = %e, "write side closed"),
@@ -152,7 +163,12 @@ fn server_info(shared: &Shared, client_id: u64, peer: SocketAddr) -> Vec<u8> {
 }
 
 impl Connection {
-    fn new(shared: Arc<Shared>, handle: Arc<ClientHandle>, peer: SocketAddr) -> Self {
+    fn new(
+        shared: Arc<Shared>,
+        handle: Arc<ClientHandle>,
+        peer: SocketAddr,
+        entry: Arc<ConnEntry>,
+    ) -> Self {
         let limits = Limits {
             max_control_line: shared.opts.max_control_line,
             max_payload: shared.opts.max_payload,
@@ -171,6 +187,7 @@ impl Connection {
             publish_allowed: HashMap::new(),
             router: Router::default(),
             pings_out: 0,
+            entry,
         }
     }
 
@@ -339,6 +356,14 @@ impl Connection {
             version = connect.version.as_deref().unwrap_or(""),
             "client CONNECT"
         );
+        if let Ok(mut meta) = self.entry.meta.lock() {
+            *meta = ConnMeta {
+                name: connect.name.clone().unwrap_or_default(),
+                lang: connect.lang.clone().unwrap_or_default(),
+                version: connect.version.clone().unwrap_or_default(),
+                user: connect.user.clone().unwrap_or_default(),
+            };
+        }
         self.connect = connect;
         self.connected = true;
         self.ok();
@@ -347,6 +372,12 @@ impl Connection {
 
     /// Routes one published message to every interested subscription.
     fn publish(&mut self, msg: Msg<'_>) {
+        let traffic = &self.handle.traffic;
+        traffic.msgs_in.fetch_add(1, Ordering::Relaxed);
+        traffic.bytes_in.fetch_add(
+            (msg.headers.map_or(0, <[u8]>::len) + msg.payload.len()) as u64,
+            Ordering::Relaxed,
+        );
         if self.permissions.is_some() && !self.may_publish(msg.subject) {
             let text = format!(
                 "'Permissions Violation for Publish to \"{}\"'",
@@ -451,6 +482,7 @@ impl Connection {
         }
         self.subs.insert(sid.into(), sub);
         self.sweep_ended_subscriptions();
+        self.entry.subs.store(self.subs.len(), Ordering::Relaxed);
         self.ok();
     }
 
@@ -475,6 +507,7 @@ impl Connection {
             }
         }
         self.subs.remove(sid);
+        self.entry.subs.store(self.subs.len(), Ordering::Relaxed);
         self.remove_subscription(&sub);
     }
 

@@ -15,6 +15,7 @@ pub mod info;
 pub mod outbound;
 pub mod readbuf;
 pub mod route;
+pub mod stats;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -111,6 +112,8 @@ pub struct Shared {
     pub(crate) next_client_id: AtomicU64,
     /// Set once JetStream serves this server's clients (INFO's `jetstream`).
     pub jetstream: std::sync::atomic::AtomicBool,
+    /// Connections and traffic, for monitoring.
+    pub stats: stats::ServerStats,
 }
 
 impl Shared {
@@ -294,6 +297,7 @@ impl Server {
             leaf,
             next_client_id: AtomicU64::new(1),
             jetstream: std::sync::atomic::AtomicBool::new(false),
+            stats: stats::ServerStats::default(),
             opts,
         });
         Ok(Server {

@@ -46,6 +46,9 @@ pub struct ClientHandle {
     pub(crate) headers: AtomicBool,
     /// What is at the other end.
     pub kind: ConnKind,
+    /// A client connection's traffic: what it published (in) and what was delivered to it
+    /// (out). Links count into their [`LeafPeer::stats`] instead.
+    pub traffic: LinkStats,
 }
 
 impl ClientHandle {
@@ -61,6 +64,7 @@ impl ClientHandle {
             out: Outbound::new(max_pending),
             headers: AtomicBool::new(false),
             kind,
+            traffic: LinkStats::default(),
         }
     }
 
@@ -601,7 +605,7 @@ fn encode_into(
         }
         None => proto::encode::write_msg_head(b, msg.subject, &sub.sid, msg.reply, total),
     };
-    if total >= SHARE_THRESHOLD {
+    let outcome = if total >= SHARE_THRESHOLD {
         out.append(head, Some(bodies.get(hdr, msg.payload)), b"\r\n")
     } else {
         out.append(
@@ -615,7 +619,15 @@ fn encode_into(
             None,
             b"\r\n",
         )
+    };
+    if outcome != AppendOutcome::Closed {
+        client.traffic.msgs_out.fetch_add(1, Ordering::Relaxed);
+        client
+            .traffic
+            .bytes_out
+            .fetch_add(total as u64, Ordering::Relaxed);
     }
+    outcome
 }
 
 /// Appends `LMSG`/`HMSG` for `msg` to a link's queue, with the queue groups it is meant for.

@@ -1,0 +1,174 @@
+//! Server-wide statistics for monitoring: the live client connections with their counters,
+//! and totals that outlive closed connections.
+//!
+//! Counting stays off shared cache lines: each connection counts into its own handle
+//! ([`ClientHandle::traffic`]: what it published, what was delivered to it); totals are
+//! summed when monitoring asks, over the live connections plus what closed ones left behind.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::SystemTime;
+
+use super::route::{ClientHandle, LinkStats};
+
+/// What a client told about itself in CONNECT.
+#[derive(Debug, Clone, Default)]
+pub struct ConnMeta {
+    /// The client's `name`.
+    pub name: String,
+    /// The client library's language.
+    pub lang: String,
+    /// The client library's version.
+    pub version: String,
+    /// The authenticated user, if any.
+    pub user: String,
+}
+
+/// One live client connection, as monitoring sees it.
+pub struct ConnEntry {
+    /// Its handle (outbound queue and counters).
+    pub handle: Arc<ClientHandle>,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// When it connected.
+    pub start: SystemTime,
+    /// What CONNECT said.
+    pub meta: Mutex<ConnMeta>,
+    /// Its subscriptions.
+    pub subs: AtomicUsize,
+}
+
+impl ConnEntry {
+    /// The CONNECT details.
+    pub fn meta(&self) -> ConnMeta {
+        self.meta
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// Message and byte totals, both directions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Messages received from clients.
+    pub in_msgs: u64,
+    /// Body bytes received from clients.
+    pub in_bytes: u64,
+    /// Messages delivered to clients.
+    pub out_msgs: u64,
+    /// Body bytes delivered to clients.
+    pub out_bytes: u64,
+}
+
+impl Totals {
+    fn add(&mut self, s: &LinkStats) {
+        self.in_msgs += s.msgs_in.load(Ordering::Relaxed);
+        self.in_bytes += s.bytes_in.load(Ordering::Relaxed);
+        self.out_msgs += s.msgs_out.load(Ordering::Relaxed);
+        self.out_bytes += s.bytes_out.load(Ordering::Relaxed);
+    }
+}
+
+/// The statistics of one server.
+pub struct ServerStats {
+    /// When the server started.
+    pub start: SystemTime,
+    /// Client connections accepted since the start.
+    pub total_connections: AtomicU64,
+    /// Clients closed as slow consumers since the start.
+    pub slow_consumers: AtomicU64,
+    /// What closed connections counted.
+    closed: LinkStats,
+    conns: Mutex<HashMap<u64, Arc<ConnEntry>>>,
+}
+
+impl Default for ServerStats {
+    fn default() -> Self {
+        ServerStats {
+            start: SystemTime::now(),
+            total_connections: AtomicU64::new(0),
+            slow_consumers: AtomicU64::new(0),
+            closed: LinkStats::default(),
+            conns: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl ServerStats {
+    fn lock(&self) -> MutexGuard<'_, HashMap<u64, Arc<ConnEntry>>> {
+        self.conns.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Registers a new connection.
+    pub fn register(&self, handle: Arc<ClientHandle>, peer: SocketAddr) -> Arc<ConnEntry> {
+        let entry = Arc::new(ConnEntry {
+            handle,
+            peer,
+            start: SystemTime::now(),
+            meta: Mutex::new(ConnMeta::default()),
+            subs: AtomicUsize::new(0),
+        });
+        self.total_connections.fetch_add(1, Ordering::Relaxed);
+        self.lock().insert(entry.handle.id, entry.clone());
+        entry
+    }
+
+    /// Forgets a closed connection, keeping its counts in the totals.
+    pub fn unregister(&self, id: u64) {
+        if let Some(entry) = self.lock().remove(&id) {
+            let t = &entry.handle.traffic;
+            for (from, to) in [
+                (&t.msgs_in, &self.closed.msgs_in),
+                (&t.bytes_in, &self.closed.bytes_in),
+                (&t.msgs_out, &self.closed.msgs_out),
+                (&t.bytes_out, &self.closed.bytes_out),
+            ] {
+                to.fetch_add(from.load(Ordering::Relaxed), Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The live connections, by id.
+    pub fn connections(&self) -> Vec<Arc<ConnEntry>> {
+        let mut v: Vec<_> = self.lock().values().cloned().collect();
+        v.sort_by_key(|e| e.handle.id);
+        v
+    }
+
+    /// Client traffic since the start (live and closed connections).
+    pub fn totals(&self) -> Totals {
+        let mut t = Totals::default();
+        t.add(&self.closed);
+        for e in self.lock().values() {
+            t.add(&e.handle.traffic);
+        }
+        t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn totals_survive_closed_connections() {
+        let stats = ServerStats::default();
+        let a = Arc::new(ClientHandle::new(1, 1024));
+        let b = Arc::new(ClientHandle::new(2, 1024));
+        let peer: SocketAddr = "127.0.0.1:5".parse().unwrap();
+        stats.register(a.clone(), peer);
+        stats.register(b.clone(), peer);
+        a.traffic.msgs_in.fetch_add(3, Ordering::Relaxed);
+        b.traffic.bytes_out.fetch_add(10, Ordering::Relaxed);
+        assert_eq!(stats.connections().len(), 2);
+        stats.unregister(1);
+        a.traffic.msgs_in.fetch_add(100, Ordering::Relaxed); // after close: not counted
+        let t = stats.totals();
+        assert_eq!((t.in_msgs, t.out_bytes), (3, 10));
+        assert_eq!(stats.connections().len(), 1);
+        assert_eq!(stats.total_connections.load(Ordering::Relaxed), 2);
+    }
+}
