@@ -12,10 +12,11 @@ use tracing::{error, info};
 
 use crate::auth::{Authenticator, Permissions, Rules, User};
 use crate::cli::{self, normalize_args, ServerArgs};
-use crate::config::{self, Config};
+use crate::config::{self, Config, LogLevel};
 use crate::jetstream::{JetStream, JetStreamOptions};
 use crate::leafnode::{LeafOptions, LinkDeny, RemoteOptions, RemoteUrl};
 use crate::monitor;
+use crate::reload;
 use crate::server::{Server, ServerOptions};
 use crate::uplink::Uplinks;
 
@@ -129,7 +130,7 @@ pub fn main(flavor: Flavor) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    init_logging(&cfg);
+    let set_level = init_logging(&cfg);
     if let Err(msg) = unsupported_yet(&cfg) {
         error!("{msg}");
         eprintln!("{}: {msg}", flavor.name());
@@ -206,6 +207,13 @@ pub fn main(flavor: Flavor) -> ExitCode {
             }
             None => None,
         };
+        let _reloader = AbortOnDrop(tokio::spawn(reload_on_sighup(
+            cli.server.clone(),
+            cfg.clone(),
+            set_level,
+            _jetstream.clone(),
+            uplinks.clone(),
+        )));
         server.run(shutdown_signal(), DRAIN_LIMIT).await;
         if let Some(uplinks) = uplinks {
             uplinks.stop().await;
@@ -377,20 +385,96 @@ fn authenticator(cfg: &Config) -> Authenticator {
     }
 }
 
-fn init_logging(cfg: &Config) {
-    let level = match cfg.effective_log_level().as_str() {
-        "error" => tracing::Level::ERROR,
-        "warn" => tracing::Level::WARN,
-        "debug" => tracing::Level::DEBUG,
-        "trace" => tracing::Level::TRACE,
-        _ => tracing::Level::INFO,
-    };
-    let _ = tracing_subscriber::fmt()
-        .with_max_level(level)
+/// Changes the log level of the running process (see [`init_logging`]).
+type LogLevelSetter = Box<dyn Fn(LogLevel) + Send + Sync>;
+
+/// The tracing filter for a configured level.
+fn level_filter(level: LogLevel) -> tracing_subscriber::filter::LevelFilter {
+    use tracing_subscriber::filter::LevelFilter;
+    match level.as_str() {
+        "error" => LevelFilter::ERROR,
+        "warn" => LevelFilter::WARN,
+        "debug" => LevelFilter::DEBUG,
+        "trace" => LevelFilter::TRACE,
+        _ => LevelFilter::INFO,
+    }
+}
+
+/// Logs to stderr (journald takes it under systemd) at the configured level; returns a
+/// function that changes the level later (a reload).
+fn init_logging(cfg: &Config) -> Option<LogLevelSetter> {
+    use tracing_subscriber::prelude::*;
+    use tracing_subscriber::{fmt, reload};
+    let (filter, handle) = reload::Layer::new(level_filter(cfg.effective_log_level()));
+    let layer = fmt::layer()
         .with_writer(std::io::stderr)
         .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(layer)
+        .try_init()
+        .ok()?;
+    Some(Box::new(move |level| {
+        let _ = handle.modify(|f| *f = level_filter(level));
+    }))
+}
+
+/// Reloads the configuration on every SIGHUP: the file again with the flags over it, then
+/// what [`reload::plan`] allows (log level, uplink limits); anything else is refused and the
+/// running configuration stays.
+async fn reload_on_sighup(
+    args: ServerArgs,
+    mut running: Config,
+    set_level: Option<LogLevelSetter>,
+    js: Option<JetStream>,
+    uplinks: Option<Arc<Uplinks>>,
+) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        error!("cannot install the SIGHUP handler: configuration reloads are off");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        info!("SIGHUP received: reloading the configuration");
+        let new = match cli::load(&args) {
+            Ok(c) => c,
+            Err(e) => {
+                error!("reload refused: {e}; the running configuration stays");
+                continue;
+            }
+        };
+        let plan = match reload::plan(&running, &new) {
+            Ok(p) => p,
+            Err(e) => {
+                error!("reload refused: {e}");
+                continue;
+            }
+        };
+        if plan.is_empty() {
+            info!("configuration reloaded: nothing changed");
+            continue;
+        }
+        if let (Some(level), Some(set)) = (plan.log_level, &set_level) {
+            set(level);
+            info!(log_level = level.as_str(), "log level changed");
+        }
+        let mut failed = false;
+        for (index, cfg) in &plan.uplinks {
+            if let (Some(js), Some(uplinks)) = (&js, &uplinks) {
+                if let Err(e) = uplinks.reconfigure(js, *index, cfg).await {
+                    error!("reload of uplink {}: {e}", cfg.name);
+                    failed = true;
+                }
+            }
+        }
+        running = new;
+        if failed {
+            error!("configuration reloaded in part (see above)");
+        } else {
+            info!("configuration reloaded");
+        }
+    }
 }
 
 /// Completes on SIGTERM or SIGINT.

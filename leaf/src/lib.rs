@@ -27,6 +27,7 @@ pub mod jetstream;
 pub mod leafnode;
 pub mod monitor;
 pub mod proto;
+pub mod reload;
 pub mod server;
 pub mod status_cmd;
 pub mod store;

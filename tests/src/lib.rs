@@ -530,6 +530,24 @@ impl TestServer {
         self.child.as_ref().map_or(0, Child::id)
     }
 
+    /// The config file the server was started with (`-c`), whether or not it had one.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join(self.kind.config_file_name())
+    }
+
+    /// Sends `signal` (e.g. `libc::SIGHUP`) to the server process.
+    pub fn signal(&self, signal: i32) {
+        if let Some(child) = &self.child {
+            if let Ok(pid) = libc::pid_t::try_from(child.id()) {
+                // SAFETY: `kill` has no memory-safety preconditions; the pid is our own
+                // unreaped child, so it cannot have been reused.
+                unsafe {
+                    libc::kill(pid, signal);
+                }
+            }
+        }
+    }
+
     /// Everything the server printed so far (stdout and stderr).
     pub fn log(&self) -> String {
         fs::read_to_string(&self.log_path).unwrap_or_default()

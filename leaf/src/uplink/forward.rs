@@ -82,6 +82,8 @@ pub(crate) struct Forwarder {
     pub(crate) api_prefix: String,
     pub(crate) status: Arc<StatusCell>,
     pub(crate) stop: watch::Receiver<bool>,
+    /// New settings from a configuration reload (limits and pacing).
+    pub(crate) settings: watch::Receiver<Uplink>,
     pub(crate) cursor: Cursor,
     next: u64,
     in_flight: BTreeMap<u64, Sent>,
@@ -118,6 +120,7 @@ impl Forwarder {
         reply_prefix: String,
         status: Arc<StatusCell>,
         stop: watch::Receiver<bool>,
+        settings: watch::Receiver<Uplink>,
         cursor: Cursor,
     ) -> Forwarder {
         let api_prefix = match &cfg.hub_domain {
@@ -138,6 +141,7 @@ impl Forwarder {
             api_prefix,
             status,
             stop,
+            settings,
             next: cursor.acked + 1,
             persisted: cursor.acked,
             cursor,
@@ -717,6 +721,14 @@ impl Forwarder {
 
     /// Timeouts, cursor persistence, rates and progress logs.
     fn housekeeping(&mut self) {
+        if self.settings.has_changed().unwrap_or(false) {
+            let new = self.settings.borrow_and_update().clone();
+            if new.rate_limit != self.cfg.rate_limit {
+                self.bucket = new.rate_limit.map(TokenBucket::new);
+            }
+            self.cfg = new;
+            info!(uplink = %self.cfg.name, max_in_flight = self.cfg.max_in_flight, rate_limit = ?self.cfg.rate_limit, "uplink settings reloaded");
+        }
         let now = Instant::now();
         if let Some((&first, sent)) = self.in_flight.first_key_value() {
             if now.duration_since(sent.at) > self.cfg.ack_timeout {

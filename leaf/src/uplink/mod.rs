@@ -210,6 +210,7 @@ struct Entry {
     status: Arc<StatusCell>,
     store: Store,
     stream: String,
+    settings: watch::Sender<Uplink>,
 }
 
 /// The running uplinks of a server.
@@ -318,6 +319,7 @@ impl Uplinks {
                 acked = cursor.acked,
                 "uplink ready"
             );
+            let (settings, settings_rx) = watch::channel(cfg.clone());
             let forwarder = Forwarder::new(
                 cfg.clone(),
                 store.clone(),
@@ -329,6 +331,7 @@ impl Uplinks {
                 reply_prefix,
                 status.clone(),
                 stop_rx.clone(),
+                settings_rx,
                 cursor,
             );
             uplinks
@@ -340,6 +343,7 @@ impl Uplinks {
                 status,
                 store,
                 stream,
+                settings,
             });
         }
         Ok(uplinks)
@@ -372,6 +376,28 @@ impl Uplinks {
                 s
             })
             .collect()
+    }
+
+    /// Applies reloaded settings to uplink number `index`: the buffer's limits (the stream is
+    /// updated) and the forwarder's pacing. Only the keys `reload` allows may differ.
+    pub async fn reconfigure(
+        &self,
+        js: &JetStream,
+        index: usize,
+        cfg: &Uplink,
+    ) -> Result<(), UplinkError> {
+        let Some(entry) = self.entries.get(index) else {
+            return Ok(());
+        };
+        let stream_err = |source| UplinkError::Stream {
+            name: cfg.name.clone(),
+            stream: entry.stream.clone(),
+            source,
+        };
+        let config = buffer_config(cfg).map_err(stream_err)?;
+        js.ensure_stream(&config).await.map_err(stream_err)?;
+        entry.settings.send_replace(cfg.clone());
+        Ok(())
     }
 
     /// Stops every uplink and waits until each stored its cursor.
