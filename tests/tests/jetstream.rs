@@ -18,6 +18,7 @@ server_tests!(
     limits_discard_old,
     discard_new_refuses,
     pipelined_publishes,
+    account_info,
 );
 
 async fn context(server: &TestServer) -> jetstream::Context {
@@ -45,6 +46,37 @@ async fn publish(
     )
     .await
     .expect("publish acknowledged")
+}
+
+/// `$JS.API.INFO`: usage, limits and API counters; ours also report the API level (0: the
+/// 2.10 feature set) and answer async-nats' `query_account`.
+async fn account_info(kind: ServerKind) {
+    let dir = StoreDir::new();
+    let server = TestServer::start_jetstream(kind, &dir).await;
+    let js = context(&server).await;
+    js.create_stream(config("ACC", &["acc.>"])).await.unwrap();
+    publish(&js, "acc.1", "hello").await;
+    let reply = bounded(
+        "account info",
+        js.client().request("$JS.API.INFO", Bytes::new()),
+    )
+    .await
+    .unwrap();
+    let info: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(
+        info["type"], "io.nats.jetstream.api.v1.account_info_response",
+        "{info}"
+    );
+    assert_eq!(info["streams"], 1, "{info}");
+    assert!(info["storage"].as_u64().unwrap() > 0, "{info}");
+    assert!(info["api"]["total"].as_u64().unwrap() >= 1, "{info}");
+    assert_eq!(info["api"]["errors"], 0, "{info}");
+    assert!(info["limits"]["max_streams"].is_i64(), "{info}");
+    if kind != ServerKind::NatsServer {
+        assert_eq!(info["api"]["level"], 0, "{info}");
+        let account = bounded("query_account", js.query_account()).await.unwrap();
+        assert_eq!(account.streams, 1);
+    }
 }
 
 async fn stream_lifecycle(kind: ServerKind) {

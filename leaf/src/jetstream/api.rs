@@ -192,7 +192,12 @@ impl Inner {
                 "memory_max_stream_bytes": -1, "storage_max_stream_bytes": -1,
                 "max_bytes_required": false
             },
-            "api": { "total": self.api_total.load(std::sync::atomic::Ordering::Relaxed), "errors": 0 },
+            // Level 0: the JetStream API of nats-server 2.10, our INFO's feature level.
+            "api": {
+                "level": 0,
+                "total": self.api_total.load(std::sync::atomic::Ordering::Relaxed),
+                "errors": 0,
+            },
         });
         if let Some(d) = &self.domain {
             body["domain"] = Value::String(d.clone());
