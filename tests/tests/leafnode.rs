@@ -566,3 +566,95 @@ async fn wrong_port_is_reported() {
         .await;
     wait_for_log(&leaf, "not a leafnode port", 2).await;
 }
+
+/// JetStream across the link, the nats-server way: a nats-server hub stream sources a leafd
+/// stream through leafd's JetStream domain (`$JS.leaf.API`), with the push consumer, flow
+/// control and heartbeats that sourcing creates across the link. Messages stored on the leaf
+/// before and after the source was set up arrive in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_server_hub_sources_a_leafd_stream() {
+    use e2e::async_nats::jetstream::{self, stream};
+    use e2e::StoreDir;
+    let (leaf_store, hub_store) = (StoreDir::new(), StoreDir::new());
+    let port = free_port();
+    let hub = TestServer::with_config(
+        ServerKind::NatsServer,
+        json!({
+            "jetstream": { "store_dir": hub_store.path(), "domain": "hub" },
+            "leafnodes": { "listen": format!("127.0.0.1:{port}") },
+        }),
+    )
+    .await;
+    let leaf = TestServer::with_config(
+        ServerKind::Leafd,
+        json!({
+            "jetstream": { "store_dir": leaf_store.path(), "domain": "leaf" },
+            "leafnodes": { "remotes": [{ "url": format!("nats-leaf://127.0.0.1:{port}") }], "reconnect": 1 },
+        }),
+    )
+    .await;
+    let ljs = jetstream::new(leaf.client().await);
+    ljs.create_stream(stream::Config {
+        name: "LOCAL".into(),
+        subjects: vec!["plant.>".into()],
+        ..Default::default()
+    })
+    .await
+    .expect("leaf stream");
+    for i in 0..50 {
+        ljs.publish(format!("plant.m{}", i % 3), format!("r{i}").into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let hjs = jetstream::new(hub.client().await);
+    let source = stream::Source {
+        name: "LOCAL".into(),
+        external: Some(stream::External {
+            api_prefix: "$JS.leaf.API".into(),
+            delivery_prefix: None,
+        }),
+        ..Default::default()
+    };
+    hjs.create_stream(stream::Config {
+        name: "CENTRAL".into(),
+        sources: Some(vec![source]),
+        ..Default::default()
+    })
+    .await
+    .expect("hub stream sourcing the leaf");
+    for i in 50..100 {
+        ljs.publish(format!("plant.m{}", i % 3), format!("r{i}").into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    bounded("the hub stream to hold the leaf's 100 messages", async {
+        loop {
+            let n = hjs
+                .get_stream("CENTRAL")
+                .await
+                .unwrap()
+                .info()
+                .await
+                .unwrap()
+                .state
+                .messages;
+            if n >= 100 {
+                assert_eq!(n, 100, "duplicates on the hub");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    let central = hjs.get_stream("CENTRAL").await.unwrap();
+    for seq in 1..=100u64 {
+        let msg = central.get_raw_message(seq).await.expect("hub message");
+        let i = seq - 1;
+        assert_eq!(msg.subject.as_str(), format!("plant.m{}", i % 3));
+        assert_eq!(msg.payload, format!("r{i}").as_bytes());
+    }
+}
