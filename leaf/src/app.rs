@@ -207,14 +207,47 @@ pub fn main(flavor: Flavor) -> ExitCode {
             }
             None => None,
         };
-        let _reloader = AbortOnDrop(tokio::spawn(reload_on_sighup(
-            cli.server.clone(),
-            cfg.clone(),
-            set_level,
-            _jetstream.clone(),
-            uplinks.clone(),
-        )));
-        server.run(shutdown_signal(), DRAIN_LIMIT).await;
+        // The SIGHUP handler is installed here, before READY=1: a reload right after the
+        // start must not kill the process (SIGHUP's default action).
+        let _reloader = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        {
+            Ok(hup) => Some(AbortOnDrop(tokio::spawn(reload_on_sighup(
+                hup,
+                cli.server.clone(),
+                cfg.clone(),
+                set_level,
+                _jetstream.clone(),
+                uplinks.clone(),
+            )))),
+            Err(e) => {
+                error!("cannot install the SIGHUP handler: configuration reloads are off: {e}");
+                None
+            }
+        };
+        // The signal handlers before READY=1, so an immediate SIGTERM is not lost.
+        let shutdown = shutdown_signal();
+        let _watchdog = {
+            let shared = Arc::downgrade(server.shared());
+            let js = _jetstream.clone();
+            // Healthy while the server exists, its subscription index answers and its store
+            // reads: a deadlock there, a failing store or a stuck runtime stops the pings and
+            // systemd restarts leafd.
+            crate::systemd::spawn_watchdog(move || {
+                let server_ok = shared.upgrade().is_some_and(|s| {
+                    let _ = s.sublist.matches(b"_LEAFD.WATCHDOG");
+                    true
+                });
+                let store_ok = js.as_ref().is_none_or(|js| js.check_store().is_ok());
+                server_ok && store_ok
+            })
+            .map(AbortOnDrop)
+        };
+        crate::systemd::ready(&format!("accepting clients on {}", server.local_addr()));
+        let shutdown = async {
+            shutdown.await;
+            crate::systemd::stopping();
+        };
+        server.run(shutdown, DRAIN_LIMIT).await;
         if let Some(uplinks) = uplinks {
             uplinks.stop().await;
         }
@@ -424,17 +457,13 @@ fn init_logging(cfg: &Config) -> Option<LogLevelSetter> {
 /// what [`reload::plan`] allows (log level, uplink limits); anything else is refused and the
 /// running configuration stays.
 async fn reload_on_sighup(
+    mut hup: tokio::signal::unix::Signal,
     args: ServerArgs,
     mut running: Config,
     set_level: Option<LogLevelSetter>,
     js: Option<JetStream>,
     uplinks: Option<Arc<Uplinks>>,
 ) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut hup) = signal(SignalKind::hangup()) else {
-        error!("cannot install the SIGHUP handler: configuration reloads are off");
-        return;
-    };
     while hup.recv().await.is_some() {
         info!("SIGHUP received: reloading the configuration");
         let new = match cli::load(&args) {
@@ -477,20 +506,26 @@ async fn reload_on_sighup(
     }
 }
 
-/// Completes on SIGTERM or SIGINT.
-async fn shutdown_signal() {
+/// Installs the SIGTERM and SIGINT handlers now (a signal that arrives before the returned
+/// future is first polled is kept, instead of killing the process) and returns a future that
+/// completes on either.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            error!("cannot install the SIGTERM handler: {e}");
-            std::future::pending::<()>().await;
-            return;
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    async move {
+        let (mut term, mut int) = match (term, int) {
+            (Ok(term), Ok(int)) => (term, int),
+            (Err(e), _) | (_, Err(e)) => {
+                error!("cannot install the SIGTERM/SIGINT handlers: {e}");
+                std::future::pending::<()>().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => info!("SIGTERM received"),
+            _ = int.recv() => info!("SIGINT received"),
         }
-    };
-    tokio::select! {
-        _ = term.recv() => info!("SIGTERM received"),
-        _ = tokio::signal::ctrl_c() => info!("SIGINT received"),
     }
 }
 

@@ -33,4 +33,5 @@ pub mod status_cmd;
 pub mod store;
 pub mod subject;
 pub mod sublist;
+pub mod systemd;
 pub mod uplink;
