@@ -28,6 +28,10 @@
 //! * `startup [--runs R] [--js-stream NAME] -- CMD ARGS...`: spawns CMD (every
 //!   `{port}` in ARGS is replaced by a free loopback port), times spawn to first
 //!   `INFO` line (and to the first `STREAM.INFO NAME` answer), kills it (SIGKILL).
+//! * `stream-info --url HOST:PORT --stream NAME [--expect N]`: prints the state of
+//!   stream NAME (`STREAM.INFO`: messages, bytes, first and last sequence); with
+//!   `--expect` it waits (up to `--timeout` seconds) for exactly N messages and fails
+//!   otherwise (used by `scripts/arm-smoke` after a restart).
 //! * `freeport`: prints a free loopback TCP port.
 //! * `report FILE [--baseline NAME]`: renders the JSON lines collected in FILE as
 //!   a Markdown table of medians and ratios against the baseline server.
@@ -102,6 +106,7 @@ fn run(argv: Vec<String>) -> Result<()> {
         "js" => js::run(&args),
         "startup" => startup::run(&args),
         "await-stream" => await_stream::run(&args),
+        "stream-info" => stream_info::run(&args),
         "freeport" => {
             println!("{}", startup::free_port()?);
             Ok(())
@@ -136,6 +141,9 @@ const USAGE: &str = "usage:
                  sourcing NAME via the API PREFIX first; --leaf-pid: sample its RSS every 200 ms)
   loadgen startup [--runs 3] [--server NAME] [--row startup] [--js-stream NAME] -- CMD ARGS...
                  ({port} in ARGS = a free port; --js-stream: also time the first STREAM.INFO answer)
+  loadgen stream-info --url HOST:PORT --stream NAME [--expect N] [--timeout 30]
+                 (prints the stream's message count and sequences; --expect: retries until the
+                 stream exists and holds exactly N messages, fails after --timeout seconds)
   loadgen freeport
   loadgen report FILE [--baseline nats-server]";
 
@@ -1550,6 +1558,104 @@ mod await_stream {
         if !errors.is_empty() {
             human.push_str(&format!("  errors: {}", errors.join("; ")));
         }
+        emit(record, &human);
+        Ok(())
+    }
+}
+
+mod stream_info {
+    //! The `stream-info` mode: the state of one stream, optionally checked against
+    //! an expected message count (e.g. after a server restart on the same store).
+
+    use super::*;
+
+    /// The state `STREAM.INFO` reported.
+    struct State {
+        /// Messages stored.
+        messages: u64,
+        /// Bytes stored.
+        bytes: u64,
+        /// Sequence of the first stored message.
+        first_seq: u64,
+        /// Sequence of the last stored message.
+        last_seq: u64,
+    }
+
+    /// Asks `$JS.API.STREAM.INFO.<stream>` once (with a 5 s deadline; an emulated
+    /// server can be slow) and returns the state, or why there is none.
+    async fn ask(client: &async_nats::Client, stream: &str) -> Result<State> {
+        let reply = tokio::time::timeout(
+            Duration::from_secs(5),
+            client.request(format!("$JS.API.STREAM.INFO.{stream}"), bytes::Bytes::new()),
+        )
+        .await
+        .map_err(|_| "no STREAM.INFO answer within 5 s")??;
+        let v: serde_json::Value = serde_json::from_slice(&reply.payload)?;
+        if let Some(err) = v.get("error") {
+            return Err(format!("STREAM.INFO {stream}: {err}").into());
+        }
+        let field = |key: &str| -> Result<u64> {
+            v.get("state")
+                .and_then(|st| st.get(key))
+                .and_then(serde_json::Value::as_u64)
+                .ok_or_else(|| format!("STREAM.INFO {stream}: no state.{key} in the answer").into())
+        };
+        Ok(State {
+            messages: field("messages")?,
+            bytes: field("bytes")?,
+            first_seq: field("first_seq")?,
+            last_seq: field("last_seq")?,
+        })
+    }
+
+    /// `loadgen stream-info --url HOST:PORT --stream NAME [--expect N] [--timeout 30]`.
+    pub fn run(args: &args::Args) -> Result<()> {
+        let url = args.str_or("url", "127.0.0.1:4222");
+        let url = format!("nats://{}", url.strip_prefix("nats://").unwrap_or(&url));
+        let Some(stream) = args.str_opt("stream") else {
+            return Err("stream-info needs --stream NAME".into());
+        };
+        let expect: Option<u64> = match args.str_opt("expect") {
+            None => None,
+            Some(_) => Some(args.num_or("expect", 0)?),
+        };
+        let timeout = Duration::from_secs(args.num_or("timeout", 30)?);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let t0 = Instant::now();
+        let state = rt.block_on(async {
+            let client = tokio::time::timeout(timeout, async_nats::connect(url.as_str()))
+                .await
+                .map_err(|_| format!("connect to {url}: no answer within {timeout:?}"))??;
+            loop {
+                let last = match ask(&client, &stream).await {
+                    Ok(st) if expect.is_none_or(|n| n == st.messages) => return Ok(st),
+                    Ok(st) => format!("stream {stream} holds {} messages", st.messages),
+                    Err(e) => e.to_string(),
+                };
+                if expect.is_none() || t0.elapsed() >= timeout {
+                    let want = expect
+                        .map(|n| format!(", expected {n}"))
+                        .unwrap_or_default();
+                    return Err::<State, Error>(format!("{last}{want}").into());
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })?;
+        let record = serde_json::json!({
+            "mode": "stream-info", "stream": stream, "messages": state.messages,
+            "bytes": state.bytes, "first_seq": state.first_seq, "last_seq": state.last_seq,
+            "expected": expect, "secs": t0.elapsed().as_secs_f64(),
+        });
+        let human = format!(
+            "stream {stream}: {} messages, {} bytes, seq {}..{} (after {:.2} s)",
+            state.messages,
+            state.bytes,
+            state.first_seq,
+            state.last_seq,
+            t0.elapsed().as_secs_f64()
+        );
         emit(record, &human);
         Ok(())
     }
