@@ -41,14 +41,10 @@ async fn start_hub(
     b.start().await
 }
 
-/// leafd with one uplink `sensors.>` → hub stream [`HUB_STREAM`] (created when missing) via
-/// the hub leafnode port `hub_leaf_port`; `extra` is merged into the uplink's settings.
-async fn start_leafd(
-    store: &StoreDir,
-    hub_leaf_port: u16,
-    extra: Value,
-    port: Option<u16>,
-) -> TestServer {
+/// The config of a leafd with one uplink `sensors.>` → hub stream [`HUB_STREAM`] (created
+/// when missing) through the hub leafnode URL `hub_url`; `extra` is merged into the uplink's
+/// settings (a `null` removes a key).
+fn leafd_config(store: &StoreDir, hub_url: &str, extra: &Value) -> Value {
     let mut uplink = json!({
         "name": "sensors",
         "subjects": ["sensors.>"],
@@ -66,50 +62,39 @@ async fn start_leafd(
             }
         }
     }
-    let config = json!({
+    json!({
         "jetstream": { "store_dir": store.path() },
-        "leafnodes": {
-            "remotes": [{ "url": format!("nats-leaf://127.0.0.1:{hub_leaf_port}") }],
-            "reconnect": "250ms",
-        },
+        "leafnodes": { "remotes": [{ "url": hub_url }], "reconnect": "250ms" },
         "uplinks": [uplink],
-    });
-    let mut b = TestServer::builder(ServerKind::Leafd).config(config);
+    })
+}
+
+/// leafd as [`leafd_config`] describes, with the hub's leafnode port `hub_leaf_port`, on
+/// client port `port` when given (a restart).
+async fn start_leafd(
+    store: &StoreDir,
+    hub_leaf_port: u16,
+    extra: Value,
+    port: Option<u16>,
+) -> TestServer {
+    let url = format!("nats-leaf://127.0.0.1:{hub_leaf_port}");
+    let mut b = TestServer::builder(ServerKind::Leafd).config(leafd_config(store, &url, &extra));
     if let Some(p) = port {
         b = b.port(p);
     }
     b.start().await
 }
 
-/// leafd as [`start_leafd`] does, with its monitoring port on; returns it and the port.
+/// leafd as [`start_leafd`] starts it, with its monitoring port on; returns it and the port.
 async fn start_leafd_monitored(
     store: &StoreDir,
     hub_leaf_port: u16,
     extra: Value,
 ) -> (TestServer, u16) {
     let mport = free_port();
-    let mut uplink = json!({
-        "name": "sensors",
-        "subjects": ["sensors.>"],
-        "hub_stream": HUB_STREAM,
-        "subject_prefix": PREFIX,
-        "create_hub_stream": true,
-    });
-    if let (Some(u), Some(e)) = (uplink.as_object_mut(), extra.as_object()) {
-        for (k, v) in e {
-            u.insert(k.clone(), v.clone());
-        }
-    }
-    let config = json!({
-        "jetstream": { "store_dir": store.path() },
-        "leafnodes": {
-            "remotes": [{ "url": format!("nats-leaf://127.0.0.1:{hub_leaf_port}") }],
-            "reconnect": "250ms",
-        },
-        "uplinks": [uplink],
-    });
+    let url = format!("nats-leaf://127.0.0.1:{hub_leaf_port}");
     let server = TestServer::builder(ServerKind::Leafd)
-        .config(config)
+        .config(leafd_config(store, &url, &extra))
         .arg("-m")
         .arg(mport.to_string())
         .start()
@@ -569,22 +554,12 @@ async fn survives_a_flaky_wan(kind: ServerKind) {
         },
     )
     .await;
-    let config = json!({
-        "jetstream": { "store_dir": leaf_store.path() },
-        "leafnodes": {
-            "remotes": [{ "url": format!("nats-leaf://{}:{}", ns.host_addr(), wan.port()) }],
-            "reconnect": "500ms",
-            "ping_interval": "1s",
-            "ping_max": 3,
-        },
-        "uplinks": [{
-            "name": "sensors",
-            "subjects": ["sensors.>"],
-            "hub_stream": HUB_STREAM,
-            "subject_prefix": PREFIX,
-            "create_hub_stream": true,
-        }],
-    });
+    let url = format!("nats-leaf://{}:{}", ns.host_addr(), wan.port());
+    let mut config = leafd_config(&leaf_store, &url, &json!({ "hub_domain": null }));
+    // Dead-link detection within the long outages.
+    config["leafnodes"]["reconnect"] = json!("500ms");
+    config["leafnodes"]["ping_interval"] = json!("1s");
+    config["leafnodes"]["ping_max"] = json!(3);
     let leafd = TestServer::builder(ServerKind::Leafd)
         .config(config)
         .in_netns(ns.name(), ns.ns_addr())
