@@ -498,7 +498,8 @@ impl Forwarder {
                 break Wait::NewMessages;
             }
             let Some(msg) = self.read_ahead.front() else {
-                break Wait::NewMessages;
+                // Everything read was already done; more is stored: read on.
+                continue;
             };
             let size = (msg.subject.len()
                 + msg.headers.as_ref().map_or(0, |h| h.len())
