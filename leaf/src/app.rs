@@ -13,6 +13,7 @@ use tracing::{error, info};
 use crate::auth::{Authenticator, Permissions, Rules, User};
 use crate::cli::{self, normalize_args, ServerArgs};
 use crate::config::{self, Config, LogLevel};
+use crate::gateway::{Gateways, Outlet};
 use crate::jetstream::{JetStream, JetStreamOptions};
 use crate::leafnode::{LeafOptions, LinkDeny, RemoteOptions, RemoteUrl};
 use crate::monitor;
@@ -187,12 +188,27 @@ pub fn main(flavor: Flavor) -> ExitCode {
             },
             (None, false) => None,
         };
+        // After JetStream and the uplinks: their streams capture gateway data from the first
+        // frame.
+        let gateways = match Gateways::start(
+            &Outlet::new(server.shared()),
+            &cfg,
+            &gateway_server_name(&cfg),
+        ) {
+            Ok(g) => g,
+            Err(e) => {
+                error!("{e}");
+                eprintln!("{}: {e}", flavor.name());
+                return ExitCode::from(1);
+            }
+        };
         let _monitor = match cfg.http_port {
             Some(port) => {
                 let sources = monitor::Sources {
                     shared: Arc::downgrade(server.shared()),
                     uplinks: uplinks.clone(),
                     jetstream: _jetstream.clone(),
+                    gateways: gateways.registry().clone(),
                 };
                 match monitor::Monitor::bind(&cfg.host, port, sources).await {
                     Ok(m) => Some(AbortOnDrop(tokio::spawn(m.run()))),
@@ -248,6 +264,7 @@ pub fn main(flavor: Flavor) -> ExitCode {
             crate::systemd::stopping();
         };
         server.run(shutdown, DRAIN_LIMIT).await;
+        drop(gateways);
         if let Some(uplinks) = uplinks {
             uplinks.stop().await;
         }
@@ -256,9 +273,49 @@ pub fn main(flavor: Flavor) -> ExitCode {
     })
 }
 
+/// `{server}` in gateway subject templates: `server_name`, else the host name.
+fn gateway_server_name(cfg: &Config) -> String {
+    cfg.server_name.clone().unwrap_or_else(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "leafd".to_owned())
+    })
+}
+
+/// What only starting the gateways can check (the board, device names, GPIO lines), done
+/// without opening anything: the sources are started against a scratch server (bound to a
+/// free loopback port, never run) and stopped before their tasks run.
+fn check_gateways(cfg: &Config) -> Result<(), String> {
+    if cfg.serial.is_empty() && cfg.modbus.is_empty() && cfg.gpio.is_empty() {
+        return Ok(());
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start a runtime: {e}"))?;
+    runtime.block_on(async {
+        let scratch = Server::bind(ServerOptions {
+            host: "127.0.0.1".to_owned(),
+            port: 0,
+            ..ServerOptions::default()
+        })
+        .await
+        .map_err(|e| format!("cannot check the gateways: {e}"))?;
+        Gateways::start(
+            &Outlet::new(scratch.shared()),
+            cfg,
+            &gateway_server_name(cfg),
+        )
+        .map(drop)
+        .map_err(|e| e.to_string())
+    })
+}
+
 fn check_config(flavor: Flavor, file: &std::path::Path) -> ExitCode {
     match config::load_file(file).and_then(|cfg| cfg.validate().map(|()| cfg)) {
-        Ok(cfg) => match unsupported_yet(&cfg) {
+        Ok(cfg) => match unsupported_yet(&cfg).and_then(|()| check_gateways(&cfg)) {
             Ok(()) => {
                 println!(
                     "{}: configuration {} is valid",

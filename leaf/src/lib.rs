@@ -23,6 +23,7 @@ pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod gateway;
 pub mod jetstream;
 pub mod leafnode;
 pub mod monitor;

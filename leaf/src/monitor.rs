@@ -10,6 +10,8 @@
 //! * `/leafz`: the leafnode links, shaped as nats-server's `/leafz`;
 //! * `/uplinkz`: every store-and-forward uplink: state, backlog, rate, counters (leafd's own
 //!   page; `leafd status` renders it).
+//! * `/gatewayz`: every gateway source (serial port, Modbus bus, GPIO group): state, device,
+//!   counters (frames, bad input by kind, reopens), latest error (leafd's own page).
 //!
 //! A deliberately small HTTP/1.1 server: `GET` only, one request per connection, bounded
 //! request size and time. It binds to the client listener's host (loopback by default).
@@ -41,6 +43,8 @@ pub struct Sources {
     pub uplinks: Option<Arc<Uplinks>>,
     /// JetStream, if enabled.
     pub jetstream: Option<crate::jetstream::JetStream>,
+    /// The gateway sources (serial ports, Modbus buses, GPIO groups).
+    pub gateways: crate::gateway::Registry,
 }
 
 /// A bound monitoring listener.
@@ -180,6 +184,7 @@ pub fn page(target: &str, sources: &Sources) -> Option<Page> {
         "/metrics" => Some(Page::Text(metrics(sources))),
         "/leafz" => json(leafz(sources, &server_id, &now)),
         "/uplinkz" => json(uplinkz(sources, &server_id, &now)),
+        "/gatewayz" => json(gatewayz(sources, &server_id, &now)),
         _ => None,
     }
 }
@@ -254,6 +259,36 @@ fn uplinkz(sources: &Sources, server_id: &str, now: &str) -> Value {
         })
         .collect();
     json!({ "server_id": server_id, "now": now, "uplinks": uplinks })
+}
+
+/// `/gatewayz`: every gateway source (serial port, Modbus bus, GPIO group): its state and
+/// since when, what it reads, its counters and its latest error.
+fn gatewayz(sources: &Sources, server_id: &str, now: &str) -> Value {
+    let list: Vec<Value> = sources
+        .gateways
+        .sources()
+        .iter()
+        .map(|s| {
+            let counters: serde_json::Map<String, Value> = s
+                .counters()
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), json!(v)))
+                .collect();
+            let last_error = s.last_error().map(|(at, message)| {
+                json!({ "time": crate::jetstream::time::rfc3339(at), "message": message })
+            });
+            json!({
+                "kind": s.kind(),
+                "name": s.name(),
+                "target": s.target(),
+                "state": s.state().as_str(),
+                "since": crate::jetstream::time::rfc3339(s.since_ns()),
+                "counters": counters,
+                "last_error": last_error,
+            })
+        })
+        .collect();
+    json!({ "server_id": server_id, "now": now, "gateways": list })
 }
 
 /// `/healthz`: 200 `{"status":"ok"}` while the server runs and its store answers; 503 with
@@ -649,6 +684,39 @@ fn metrics(sources: &Sources) -> String {
             }),
         );
     }
+    let gateways = sources.gateways.sources();
+    if !gateways.is_empty() {
+        let id = |s: &crate::gateway::SourceStats| {
+            format!("kind=\"{}\",name=\"{}\"", label(s.kind()), label(s.name()))
+        };
+        let up: Vec<(String, f64)> = gateways
+            .iter()
+            .map(|s| {
+                let open = s.state() == crate::gateway::SourceState::Open;
+                (format!("{{{}}}", id(s)), f64::from(u8::from(open)))
+            })
+            .collect();
+        m.family(
+            "leafd_gateway_up",
+            "gauge",
+            "1 while the gateway source (serial port, Modbus bus, GPIO group) is open.",
+            &up,
+        );
+        let samples: Vec<(String, f64)> = gateways
+            .iter()
+            .flat_map(|s| {
+                s.counters().into_iter().map(move |(counter, v)| {
+                    (format!("{{{},counter=\"{counter}\"}}", id(s)), v as f64)
+                })
+            })
+            .collect();
+        m.family(
+            "leafd_gateway_events_total",
+            "counter",
+            "Gateway source counters: frames, messages, bytes, and bad input by kind.",
+            &samples,
+        );
+    }
     m.0
 }
 
@@ -715,6 +783,7 @@ mod tests {
         let sources = Sources {
             shared: Weak::new(),
             uplinks: None,
+            gateways: crate::gateway::Registry::default(),
             jetstream: None,
         };
         // No server behind the page: unhealthy.

@@ -605,6 +605,7 @@ impl TestServer {
 
 pub mod netns;
 pub mod proxy;
+pub mod pty;
 
 /// `GET http://127.0.0.1:<port><path>` (a server's monitoring port): the status code and the
 /// body parsed as JSON (`Value::Null` when it is not JSON).
@@ -612,6 +613,25 @@ pub mod proxy;
 /// # Panics
 /// When the port does not answer with an HTTP response within [`WAIT`].
 pub async fn http_get(port: u16, path: &str) -> (u16, serde_json::Value) {
+    let (code, body) = http_get_raw(port, path).await;
+    (
+        code,
+        serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// `GET path` on the monitoring port: the body of a 200 response as text (`/metrics`).
+///
+/// # Panics
+/// On any other status, or as [`http_get`].
+pub async fn http_get_text(port: u16, path: &str) -> String {
+    let (code, body) = http_get_raw(port, path).await;
+    assert_eq!(code, 200, "GET {path}: {body}");
+    body
+}
+
+/// `GET path` on the monitoring port: the status code and the body, within [`WAIT`].
+async fn http_get_raw(port: u16, path: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     bounded(&format!("GET {path} on port {port}"), async {
         let mut stream = TcpStream::connect(("127.0.0.1", port))
@@ -638,10 +658,7 @@ pub async fn http_get(port: u16, path: &str) -> (u16, serde_json::Value) {
             .nth(1)
             .and_then(|c| c.parse().ok())
             .unwrap_or_else(|| panic!("no status code: {head}"));
-        (
-            code,
-            serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
-        )
+        (code, body.to_owned())
     })
     .await
 }

@@ -25,6 +25,9 @@
 //! ([`parse_size`]).
 
 mod error;
+pub mod gpio;
+pub mod modbus;
+pub mod serial;
 pub mod uplink;
 mod validate;
 mod value;
@@ -38,6 +41,9 @@ use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
 pub use error::{ConfigError, Location};
+pub use gpio::GpioGroup;
+pub use modbus::ModbusBus;
+pub use serial::SerialSource;
 pub use uplink::{Uplink, WhenFull};
 pub use value::{parse_duration, parse_size, LogLevel, ParseValueError};
 
@@ -68,7 +74,7 @@ pub const DEFAULT_AUTH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The whole server configuration. `Config::default()` is the configuration
 /// of a server started without a file or flags.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Client listen host (default `127.0.0.1`).
@@ -115,6 +121,20 @@ pub struct Config {
     /// Store-and-forward uplinks to hub streams (`[[uplinks]]`).
     #[serde(deserialize_with = "value::de_table_list")]
     pub uplinks: Vec<Uplink>,
+    /// The board leafd runs on (`rpi4`, `rpi5`, `rpi-zero2w`, `cm4`, `generic-arm64`, or a
+    /// file in `boards_dir`): resolves serial device aliases and GPIO line names.
+    pub board: Option<String>,
+    /// A directory of extra board definitions (`<name>.toml`).
+    pub boards_dir: Option<PathBuf>,
+    /// Serial ports read by leafd (`[[serial]]`).
+    #[serde(deserialize_with = "value::de_table_list")]
+    pub serial: Vec<SerialSource>,
+    /// Modbus RTU buses polled by leafd (`[[modbus]]`).
+    #[serde(deserialize_with = "value::de_table_list")]
+    pub modbus: Vec<ModbusBus>,
+    /// GPIO lines read and driven by leafd (`[[gpio]]`).
+    #[serde(deserialize_with = "value::de_table_list")]
+    pub gpio: Vec<GpioGroup>,
 }
 
 impl Default for Config {
@@ -138,6 +158,11 @@ impl Default for Config {
             jetstream: JetStream::default(),
             leafnodes: LeafNodes::default(),
             uplinks: Vec::new(),
+            board: None,
+            boards_dir: None,
+            serial: Vec::new(),
+            modbus: Vec::new(),
+            gpio: Vec::new(),
         }
     }
 }

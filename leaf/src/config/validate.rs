@@ -22,7 +22,46 @@ impl Config {
         self.validate_authorization()?;
         self.validate_jetstream()?;
         self.validate_leafnodes()?;
-        self.validate_uplinks()
+        self.validate_uplinks()?;
+        self.validate_gateways()
+    }
+
+    /// Serial ports, Modbus buses and GPIO groups: what can be checked without the board
+    /// and the devices (those are checked when the gateways start).
+    fn validate_gateways(&self) -> Result<(), ConfigError> {
+        if let Some(board) = &self.board {
+            if !is_valid_token(board) {
+                return Err(ConfigError::invalid(
+                    "board",
+                    "must be a name such as `rpi4`",
+                ));
+            }
+        }
+        for (i, source) in self.serial.iter().enumerate() {
+            source.validate(i)?;
+        }
+        unique_names(
+            "serial",
+            "serial port",
+            self.serial.iter().map(|s| s.name.as_str()),
+        )?;
+        for (i, bus) in self.modbus.iter().enumerate() {
+            bus.validate(i)?;
+        }
+        unique_names(
+            "modbus",
+            "Modbus bus",
+            self.modbus.iter().map(|b| b.name.as_str()),
+        )?;
+        for (i, group) in self.gpio.iter().enumerate() {
+            group.validate(i)?;
+        }
+        unique_names(
+            "gpio",
+            "GPIO group",
+            self.gpio.iter().map(|g| g.name.as_str()),
+        )?;
+        Ok(())
     }
 
     fn validate_server(&self) -> Result<(), ConfigError> {
@@ -423,6 +462,24 @@ fn check_subjects(perm: &SubjectPermission, key: &str) -> Result<(), ConfigError
 }
 
 /// A single subject token without wildcards (for names such as a JetStream domain).
+/// Refuses the second use of a name in the list `section` (`serial[3].name: ...`).
+fn unique_names<'a>(
+    section: &str,
+    what: &str,
+    names: impl Iterator<Item = &'a str>,
+) -> Result<(), ConfigError> {
+    let mut seen = std::collections::HashSet::new();
+    for (i, name) in names.enumerate() {
+        if !seen.insert(name) {
+            return Err(ConfigError::invalid(
+                format!("{section}[{i}].name"),
+                format!("`{name}` is used by another {what}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn is_valid_token(token: &str) -> bool {
     !token.is_empty()
         && !token

@@ -342,6 +342,14 @@ pub(super) fn de_table<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     TableSeed::new().deserialize(deserializer)
 }
 
+/// Serde helper: an optional duration (see [`de_duration`]); absent keys stay `None`
+/// through `#[serde(default)]`.
+pub(super) fn de_opt_duration<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Duration>, D::Error> {
+    de_duration(deserializer).map(Some)
+}
+
 /// Serde helper: a list of structs, each written as a table.
 pub(super) fn de_table_list<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     deserializer: D,

@@ -32,6 +32,12 @@
 //!   stream NAME (`STREAM.INFO`: messages, bytes, first and last sequence); with
 //!   `--expect` it waits (up to `--timeout` seconds) for exactly N messages and fails
 //!   otherwise (used by `scripts/arm-smoke` after a restart).
+//! * `serial-feed --peer PTY --url HOST:PORT --frames N --line-len 64 --bps 92160
+//!   [--pid PID]`: plays a serial device: writes N lines of `--line-len` bytes into the test
+//!   end of a PTY pair (leafd reads the other end) paced at `--bps` bytes per second (0: as
+//!   fast as the PTY takes them), counts the messages a subscriber on `--subject` receives,
+//!   and samples the CPU time of process PID. Without `--peer` the same lines are published
+//!   as `PUB`s to `--url` at the same pace (a client bridging the port into nats-server).
 //! * `freeport`: prints a free loopback TCP port.
 //! * `report FILE [--baseline NAME]`: renders the JSON lines collected in FILE as
 //!   a Markdown table of medians and ratios against the baseline server.
@@ -107,6 +113,7 @@ fn run(argv: Vec<String>) -> Result<()> {
         "startup" => startup::run(&args),
         "await-stream" => await_stream::run(&args),
         "stream-info" => stream_info::run(&args),
+        "serial-feed" => serial_feed::run(&args),
         "freeport" => {
             println!("{}", startup::free_port()?);
             Ok(())
@@ -133,6 +140,9 @@ const USAGE: &str = "usage:
                  [--inflight 256] [--row NAME] [--server NAME] [--stream BENCH] [--create true|false]
                  (stream BENCH on bench.>, recreated; --create false: publish into an existing
                  stream, e.g. an uplink's UPLINK_<name>; checks the stored count with STREAM.INFO)
+  loadgen serial-feed [--peer PTY] [--url HOST:PORT] [--subject sensors.>] [--frames 14400]
+                 [--line-len 64] [--bps 92160] [--pid PID] [--server NAME]
+                 (lines into a PTY that leafd reads, or as PUBs to --url without --peer)
   loadgen await-stream --url HUB --stream HUB --msgs N [--leaf-url LEAF] [--timeout 300]
                  [--source NAME --source-api PREFIX] [--leaf-pid PID] [--hub-pid PID]
                  [--row uplink] [--server NAME] [--pair NAME]
@@ -1227,7 +1237,7 @@ mod await_stream {
     }
 
     /// CPU time (user + system) process `pid` has used so far, in seconds.
-    fn proc_cpu_secs(pid: u32) -> Option<f64> {
+    pub fn proc_cpu_secs(pid: u32) -> Option<f64> {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
         // The command name may hold spaces: fields are counted after its ')'.
         let rest = stat.get(stat.rfind(')')? + 1..)?;
@@ -2395,6 +2405,167 @@ mod report {
             for n in notes {
                 println!("- {n}");
             }
+        }
+        Ok(())
+    }
+}
+
+mod serial_feed {
+    //! The `serial-feed` mode: a device writing lines into a serial port (the test end of
+    //! a PTY pair) at a baud-rate-like pace, and a subscriber counting what arrives.
+
+    use super::*;
+    use std::sync::atomic::AtomicU64;
+
+    /// Interval between two paced writes.
+    const TICK: Duration = Duration::from_millis(5);
+    /// Time without a new message after which the run ends.
+    const IDLE: Duration = Duration::from_secs(2);
+
+    pub fn run(args: &args::Args) -> Result<()> {
+        let url = args.str_or("url", "127.0.0.1:4222");
+        let subject = args.str_or("subject", "sensors.>");
+        let frames: u64 = args.num_or("frames", 14_400)?;
+        let line_len: usize = args.num_or("line-len", 64)?;
+        let bps: u64 = args.num_or("bps", 92_160)?;
+        let server = args.str_or("server", "leafd");
+        let pid: Option<u32> = args.str_opt("pid").map(|p| p.parse()).transpose()?;
+        let peer = args.str_opt("peer");
+        if line_len < 2 {
+            return Err("--line-len must be at least 2".into());
+        }
+
+        let (mut sub, mut reader) = wire::connect(&url)?;
+        sub.write_all(format!("SUB {subject} 1\r\nPING\r\n").as_bytes())?;
+        reader.wait_pong(&mut sub)?;
+        sub.set_read_timeout(Some(Duration::from_millis(100)))?;
+        let received = Arc::new(AtomicU64::new(0));
+        let last_at = Arc::new(std::sync::Mutex::new(Instant::now()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let counter = {
+            let (received, last_at, stop) = (received.clone(), last_at.clone(), stop.clone());
+            thread::spawn(move || -> Result<()> {
+                let mut buf = vec![0u8; READ_BUF];
+                while !stop.load(Ordering::Relaxed) {
+                    match sub.read(&mut buf) {
+                        Ok(0) => return Err("subscriber connection closed".into()),
+                        Ok(n) => {
+                            let seen = reader.feed(&buf[..n])?;
+                            for _ in 0..seen.pings {
+                                sub.write_all(b"PONG\r\n")?;
+                            }
+                            if seen.msgs > 0 {
+                                received.fetch_add(seen.msgs, Ordering::Relaxed);
+                                if let Ok(mut t) = last_at.lock() {
+                                    *t = Instant::now();
+                                }
+                            }
+                        }
+                        Err(e) if wire::is_timeout(&e) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                Ok(())
+            })
+        };
+
+        let mut line: Vec<u8> = (0..line_len - 1).map(|i| b'a' + (i % 26) as u8).collect();
+        line.push(b'\n');
+        let mut out: Box<dyn Write> = match &peer {
+            Some(path) => Box::new(
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(path)
+                    .map_err(|e| format!("open {path}: {e}"))?,
+            ),
+            None => {
+                let (stream, _) = wire::connect(&url)?;
+                Box::new(stream)
+            }
+        };
+        let frame = |line: &[u8]| -> Vec<u8> {
+            match &peer {
+                Some(_) => line.to_vec(),
+                None => {
+                    let payload = &line[..line.len() - 1];
+                    let mut f = format!("PUB sensors.bench.p {}\r\n", payload.len()).into_bytes();
+                    f.extend_from_slice(payload);
+                    f.extend_from_slice(b"\r\n");
+                    f
+                }
+            }
+        };
+        let one = frame(&line);
+        let cpu0 = pid.and_then(await_stream::proc_cpu_secs);
+        let start = Instant::now();
+        let mut sent = 0u64;
+        let mut batch = Vec::with_capacity(64 * 1024);
+        while sent < frames {
+            let due = if bps == 0 {
+                frames
+            } else {
+                let bytes = (start.elapsed().as_secs_f64() * bps as f64) as u64;
+                (bytes / line_len as u64).min(frames)
+            };
+            batch.clear();
+            while sent < due && batch.len() < 60 * 1024 {
+                batch.extend_from_slice(&one);
+                sent += 1;
+            }
+            if !batch.is_empty() {
+                out.write_all(&batch)?;
+            }
+            if bps > 0 && sent < frames {
+                thread::sleep(TICK);
+            }
+        }
+        out.flush()?;
+        let send_secs = start.elapsed().as_secs_f64();
+        let deadline = Instant::now() + WAIT_LIMIT;
+        loop {
+            let got = received.load(Ordering::Relaxed);
+            let idle = last_at.lock().map(|t| t.elapsed()).unwrap_or(IDLE);
+            if got >= frames
+                || (idle >= IDLE && Instant::now() > start + IDLE)
+                || Instant::now() > deadline
+            {
+                break;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        let end = last_at
+            .lock()
+            .map(|t| *t)
+            .unwrap_or_else(|_| Instant::now());
+        let secs = end
+            .saturating_duration_since(start)
+            .as_secs_f64()
+            .max(send_secs);
+        let cpu1 = pid.and_then(await_stream::proc_cpu_secs);
+        stop.store(true, Ordering::Relaxed);
+        counter.join().map_err(|_| "subscriber thread panicked")??;
+        let got = received.load(Ordering::Relaxed);
+        let cpu_pct = match (cpu0, cpu1) {
+            (Some(a), Some(b)) if secs > 0.0 => (b - a) / secs * 100.0,
+            _ => f64::NAN,
+        };
+        let fps = got as f64 / secs;
+        let mode = if peer.is_some() { "serial" } else { "client" };
+        eprintln!(
+            "serial-feed {server} ({mode}): {got}/{frames} frames in {secs:.2} s = {fps:.0} frames/s, \
+             server CPU {cpu_pct:.1}%"
+        );
+        println!(
+            "{}",
+            serde_json::json!({
+                "row": "serial", "server": server, "mode": mode, "frames": frames,
+                "received": got, "lost": frames.saturating_sub(got), "secs": secs,
+                "frames_per_sec": fps, "cpu_pct": if cpu_pct.is_finite() { Some(cpu_pct) } else { None },
+                "bps": bps, "line_len": line_len,
+            })
+        );
+        if got < frames {
+            return Err(format!("{} frames lost", frames - got).into());
         }
         Ok(())
     }

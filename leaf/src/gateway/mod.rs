@@ -1,0 +1,157 @@
+//! Gateways: sensor traffic that enters leafd through hardware rather than a NATS client.
+//!
+//! * [`serial`]: serial ports cut into frames (lines, silence gaps, fixed length, COBS
+//!   records; the decoders live in the `leaf-frames` crate so device firmware can share them).
+//! * [`modbus`]: Modbus RTU buses polled from a register map.
+//! * [`gpio`]: GPIO lines through the Linux GPIO character device.
+//! * [`board`]: board definitions that name serial devices and GPIO lines.
+//!
+//! Every source publishes through an [`Outlet`] into the server's subject space, exactly as
+//! a client's publish would go: local subscribers, streams (an uplink's buffer captures it
+//! durably) and leaf links. Each source runs on its own task, reports to monitoring through
+//! a [`SourceStats`], and never stops the server: errors are counted, logged at a bounded
+//! rate, and the source reopens its device with backoff.
+
+pub mod board;
+pub mod gpio;
+pub mod modbus;
+pub mod outlet;
+pub mod serial;
+pub mod stats;
+pub mod template;
+
+use std::sync::Arc;
+
+use tokio::task::JoinHandle;
+
+pub use board::{Board, BoardError};
+pub use outlet::{Outlet, Request, Requests};
+pub use stats::{Registry, SourceState, SourceStats};
+
+use crate::config::Config;
+
+/// An error starting a gateway source, or publishing from one.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// A subject (a filled template, a served subject) is not valid.
+    #[error("invalid subject `{0}`")]
+    Subject(String),
+    /// The server has stopped.
+    #[error("the server has stopped")]
+    Stopped,
+    /// The configured board could not be loaded.
+    #[error("board: {0}")]
+    Board(#[from] BoardError),
+    /// A setting refers to something that does not exist (a device alias, a GPIO line):
+    /// `key` names the setting.
+    #[error("{key}: {message}")]
+    Config {
+        /// The config key, e.g. `serial[0].port.device`.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// What every source may use besides its own settings.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// `{board}` in subject templates: the configured board's name, or `board`.
+    pub board_name: String,
+    /// `{server}` in subject templates: the server's name.
+    pub server_name: String,
+    /// The configured board, if any.
+    pub board: Option<Arc<Board>>,
+}
+
+/// The running gateway sources of one leafd.
+pub struct Gateways {
+    registry: Registry,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Gateways {
+    /// Starts every serial port, Modbus bus and GPIO group `cfg` configures. Errors in the
+    /// configuration (an unknown board, device alias or line) stop the start; a device that
+    /// is missing or fails at run time does not (its source waits and retries).
+    ///
+    /// # Errors
+    /// [`GatewayError`] naming the setting at fault.
+    pub fn start(
+        outlet: &Outlet,
+        cfg: &Config,
+        server_name: &str,
+    ) -> Result<Gateways, GatewayError> {
+        let board = match &cfg.board {
+            Some(name) => Some(Arc::new(Board::load(name, cfg.boards_dir.as_deref())?)),
+            None => None,
+        };
+        let ctx = Context {
+            board_name: board
+                .as_ref()
+                .map_or_else(|| "board".to_owned(), |b| b.name.clone()),
+            server_name: server_name.to_owned(),
+            board,
+        };
+        let registry = Registry::default();
+        let mut tasks = Vec::new();
+        for (index, source) in cfg.serial.iter().enumerate() {
+            tasks.push(serial::start(outlet, &registry, &ctx, index, source)?);
+        }
+        for (index, bus) in cfg.modbus.iter().enumerate() {
+            tasks.push(modbus::start(outlet, &registry, &ctx, index, bus)?);
+        }
+        for (index, group) in cfg.gpio.iter().enumerate() {
+            tasks.push(gpio::start(outlet, &registry, &ctx, index, group)?);
+        }
+        Ok(Gateways { registry, tasks })
+    }
+
+    /// The sources' monitoring records.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Whether any source is configured.
+    pub fn is_empty(&self) -> bool {
+        self.tasks.is_empty()
+    }
+}
+
+impl Drop for Gateways {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        for source in self.registry.sources() {
+            source.set_state(SourceState::Stopped);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::{Server, ServerOptions};
+
+    /// `leaf/gateway.example.toml` parses, validates, and its board, devices and lines
+    /// resolve (the sources are started against a scratch server and stopped at once).
+    #[tokio::test]
+    async fn the_gateway_example_config_is_valid() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/gateway.example.toml");
+        let cfg = crate::config::load_file(std::path::Path::new(path)).unwrap();
+        cfg.validate().unwrap();
+        assert_eq!(
+            (cfg.serial.len(), cfg.modbus.len(), cfg.gpio.len()),
+            (2, 1, 1)
+        );
+        let server = Server::bind(ServerOptions {
+            port: 0,
+            ..ServerOptions::default()
+        })
+        .await
+        .unwrap();
+        let gateways = Gateways::start(&Outlet::new(server.shared()), &cfg, "gw1").unwrap();
+        assert_eq!(gateways.registry().sources().len(), 4);
+    }
+}
