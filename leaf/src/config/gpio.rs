@@ -63,6 +63,7 @@ use serde::Deserialize;
 
 use super::value;
 use super::ConfigError;
+use crate::gateway::template::Template;
 
 /// Default subject template of a GPIO group.
 pub const DEFAULT_SUBJECT: &str = "gpio.{board}.{line}";
@@ -296,8 +297,9 @@ impl GpioGroup {
                 "the group has no inputs and no outputs",
             ));
         }
-        let uses_line =
-            check_template(&self.subject).map_err(|m| ConfigError::invalid(key("subject"), m))?;
+        let uses_line = Template::parse(&self.subject, SUBJECT_PLACEHOLDERS)
+            .map_err(|e| ConfigError::invalid(key("subject"), e.to_string()))?
+            .uses("line");
         if !uses_line && self.inputs.len() + self.outputs.len() > 1 {
             return Err(ConfigError::invalid(
                 key("subject"),
@@ -400,39 +402,6 @@ pub fn is_subject_token(token: &str) -> bool {
         && !token
             .chars()
             .any(|c| c.is_whitespace() || matches!(c, '.' | '*' | '>'))
-}
-
-/// Checks a subject template; returns whether it uses `{line}`.
-fn check_template(template: &str) -> Result<bool, String> {
-    let mut uses_line = false;
-    let mut filled = String::with_capacity(template.len());
-    let mut rest = template;
-    while let Some(open) = rest.find('{') {
-        filled.push_str(rest.get(..open).unwrap_or_default());
-        let after = rest.get(open + 1..).unwrap_or_default();
-        let close = after
-            .find('}')
-            .ok_or_else(|| "unclosed `{` in the subject template".to_owned())?;
-        let name = after.get(..close).unwrap_or_default();
-        if !SUBJECT_PLACEHOLDERS.contains(&name) {
-            return Err(format!(
-                "unknown placeholder `{{{name}}}` (known: {{board}}, {{server}}, {{group}}, {{line}})"
-            ));
-        }
-        uses_line |= name == "line";
-        filled.push('x');
-        rest = after.get(close + 1..).unwrap_or_default();
-    }
-    filled.push_str(rest);
-    if filled.contains('}') {
-        return Err("unmatched `}` in the subject template".to_owned());
-    }
-    if !crate::subject::is_valid_literal_subject(filled.as_bytes()) {
-        return Err(format!(
-            "`{template}` is not a valid subject (no wildcards, empty tokens or whitespace)"
-        ));
-    }
-    Ok(uses_line)
 }
 
 /// Checks the spelling of a `line` setting (not whether the line exists).
@@ -579,7 +548,7 @@ mod tests {
         g.subject = "gpio.*.{line}".into();
         assert!(err(&g).starts_with("gpio[0].subject:"), "{}", err(&g));
         g.subject = "gpio.{line".into();
-        assert!(err(&g).contains("unclosed"), "{}", err(&g));
+        assert!(err(&g).contains("unbalanced braces"), "{}", err(&g));
         g.subject = "gpio.door".into();
         g.validate(0).unwrap();
         g.outputs.push(GpioOutput {

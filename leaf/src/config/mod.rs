@@ -41,6 +41,7 @@ use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
 pub use error::{ConfigError, Location};
+pub(crate) use error::line_of;
 pub use gpio::GpioGroup;
 pub use modbus::ModbusBus;
 pub use serial::SerialSource;

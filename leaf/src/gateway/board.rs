@@ -19,6 +19,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::config::line_of;
+
 /// The built-in boards: name and TOML text.
 const BUILTIN: &[(&str, &str)] = &[
     ("rpi4", include_str!("../../../boards/rpi4.toml")),
@@ -505,12 +507,6 @@ fn natural_key(s: &str) -> (String, u64) {
     let digits = s.len() - s.trim_end_matches(|c: char| c.is_ascii_digit()).len();
     let (prefix, number) = s.split_at(s.len() - digits);
     (prefix.to_owned(), number.parse().unwrap_or(0))
-}
-
-/// The 1-based line of byte `offset` in `text`.
-fn line_of(text: &str, offset: usize) -> usize {
-    let before = text.as_bytes().get(..offset).unwrap_or(text.as_bytes());
-    before.iter().filter(|&&b| b == b'\n').count() + 1
 }
 
 #[cfg(test)]

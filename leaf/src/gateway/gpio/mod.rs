@@ -41,8 +41,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::board::{resolve_line, GpioLine};
+use super::template::Template;
 use super::{Context, GatewayError, Outlet, Registry, SourceStats};
-use crate::config::gpio::LineConfig;
+use crate::config::gpio::{LineConfig, SUBJECT_PLACEHOLDERS};
 use crate::config::{ConfigError, GpioGroup};
 use crate::subject::is_valid_literal_subject;
 
@@ -152,6 +153,12 @@ fn prepare(
             message: other.to_string(),
         },
     })?;
+    let template = Template::parse(&group.subject, SUBJECT_PLACEHOLDERS).map_err(|e| {
+        GatewayError::Config {
+            key: format!("gpio[{index}].subject"),
+            message: e.to_string(),
+        }
+    })?;
     let mut specs: Vec<LineSpec> = Vec::new();
     let mut lines: Vec<Line> = Vec::new();
     let mut keys: Vec<String> = Vec::new();
@@ -171,7 +178,7 @@ fn prepare(
             });
         }
         let name = cfg.display_name().to_owned();
-        let subject = fill(&group.subject, ctx, &group.name, &name);
+        let subject = fill(&template, ctx, &group.name, &name);
         if !is_valid_literal_subject(subject.as_bytes())
             || !is_valid_literal_subject(format!("{subject}.level").as_bytes())
         {
@@ -231,10 +238,11 @@ fn same_line(a: &GpioLine, b: &GpioLine) -> bool {
 }
 
 /// Fills a subject template.
-fn fill(template: &str, ctx: &Context, group: &str, line: &str) -> String {
-    template
-        .replace("{board}", &ctx.board_name)
-        .replace("{server}", &ctx.server_name)
-        .replace("{group}", group)
-        .replace("{line}", line)
+fn fill(template: &Template, ctx: &Context, group: &str, line: &str) -> String {
+    template.fill(&[
+        ("board", &ctx.board_name),
+        ("server", &ctx.server_name),
+        ("group", group),
+        ("line", line),
+    ])
 }
