@@ -225,6 +225,7 @@ pub fn main(flavor: Flavor) -> ExitCode {
         };
         // The SIGHUP handler is installed here, before READY=1: a reload right after the
         // start must not kill the process (SIGHUP's default action).
+        let gateways = Arc::new(std::sync::Mutex::new(gateways));
         let _reloader = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         {
             Ok(hup) => Some(AbortOnDrop(tokio::spawn(reload_on_sighup(
@@ -234,6 +235,7 @@ pub fn main(flavor: Flavor) -> ExitCode {
                 set_level,
                 _jetstream.clone(),
                 uplinks.clone(),
+                (gateways.clone(), Outlet::new(server.shared())),
             )))),
             Err(e) => {
                 error!("cannot install the SIGHUP handler: configuration reloads are off: {e}");
@@ -264,7 +266,9 @@ pub fn main(flavor: Flavor) -> ExitCode {
             crate::systemd::stopping();
         };
         server.run(shutdown, DRAIN_LIMIT).await;
-        drop(gateways);
+        if let Ok(mut g) = gateways.lock() {
+            g.stop();
+        }
         if let Some(uplinks) = uplinks {
             uplinks.stop().await;
         }
@@ -510,9 +514,12 @@ fn init_logging(cfg: &Config) -> Option<LogLevelSetter> {
     }))
 }
 
+/// The running gateways and the outlet they publish through (for restarts on reload).
+type GatewayHandle = (Arc<std::sync::Mutex<Gateways>>, Outlet);
+
 /// Reloads the configuration on every SIGHUP: the file again with the flags over it, then
-/// what [`reload::plan`] allows (log level, uplink limits); anything else is refused and the
-/// running configuration stays.
+/// what [`reload::plan`] allows (log level, uplink limits, the gateways restarted with new
+/// settings); anything else is refused and the running configuration stays.
 async fn reload_on_sighup(
     mut hup: tokio::signal::unix::Signal,
     args: ServerArgs,
@@ -520,10 +527,11 @@ async fn reload_on_sighup(
     set_level: Option<LogLevelSetter>,
     js: Option<JetStream>,
     uplinks: Option<Arc<Uplinks>>,
+    (gateways, outlet): GatewayHandle,
 ) {
     while hup.recv().await.is_some() {
         info!("SIGHUP received: reloading the configuration");
-        let new = match cli::load(&args) {
+        let mut new = match cli::load(&args) {
             Ok(c) => c,
             Err(e) => {
                 error!("reload refused: {e}; the running configuration stays");
@@ -551,6 +559,27 @@ async fn reload_on_sighup(
                 if let Err(e) = uplinks.reconfigure(js, *index, cfg).await {
                     error!("reload of uplink {}: {e}", cfg.name);
                     failed = true;
+                }
+            }
+        }
+        if plan.gateways {
+            let restarted = match gateways.lock() {
+                Ok(mut g) => g
+                    .restart(&outlet, &new, &gateway_server_name(&new))
+                    .map(|()| g.registry().sources().len())
+                    .map_err(|e| e.to_string()),
+                Err(_) => Err("the gateways are unavailable".to_owned()),
+            };
+            match restarted {
+                Ok(n) => info!(sources = n, "gateways restarted with the new settings"),
+                Err(e) => {
+                    error!("reload of the gateways refused: {e}; the running gateways stay");
+                    failed = true;
+                    new.board.clone_from(&running.board);
+                    new.boards_dir.clone_from(&running.boards_dir);
+                    new.serial.clone_from(&running.serial);
+                    new.modbus.clone_from(&running.modbus);
+                    new.gpio.clone_from(&running.gpio);
                 }
             }
         }

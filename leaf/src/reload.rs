@@ -4,8 +4,9 @@
 //! [`plan`] compares it with the running configuration: the log level (`log_level`, `debug`,
 //! `trace`) and an uplink's limits and pacing (`max_bytes`, `max_msgs`, `max_age`,
 //! `when_full`, `rate_limit`, `max_in_flight`, `ack_timeout`, `cursor_interval`) change in
-//! place; any other difference refuses the whole reload with a message naming the key, and
-//! the running configuration stays as it was.
+//! place; the gateways (`board`, `boards_dir`, `[[serial]]`, `[[modbus]]`, `[[gpio]]`) are
+//! restarted with their new settings; any other difference refuses the whole reload with a
+//! message naming the key, and the running configuration stays as it was.
 
 use crate::config::{Config, LogLevel, Uplink};
 
@@ -16,12 +17,14 @@ pub struct Plan {
     pub log_level: Option<LogLevel>,
     /// Uplinks (by index) whose settings changed, with their new settings.
     pub uplinks: Vec<(usize, Uplink)>,
+    /// Whether the gateway settings changed (the gateways are restarted).
+    pub gateways: bool,
 }
 
 impl Plan {
     /// Whether nothing changes.
     pub fn is_empty(&self) -> bool {
-        self.log_level.is_none() && self.uplinks.is_empty()
+        self.log_level.is_none() && self.uplinks.is_empty() && !self.gateways
     }
 }
 
@@ -55,6 +58,11 @@ pub fn plan(running: &Config, new: &Config) -> Result<Plan, Refused> {
     merged.log_level = new.log_level;
     merged.debug = new.debug;
     merged.trace = new.trace;
+    merged.board.clone_from(&new.board);
+    merged.boards_dir.clone_from(&new.boards_dir);
+    merged.serial.clone_from(&new.serial);
+    merged.modbus.clone_from(&new.modbus);
+    merged.gpio.clone_from(&new.gpio);
     if running.uplinks.len() == new.uplinks.len() {
         for (m, n) in merged.uplinks.iter_mut().zip(&new.uplinks) {
             copy_reloadable(m, n);
@@ -74,6 +82,11 @@ pub fn plan(running: &Config, new: &Config) -> Result<Plan, Refused> {
             plan.uplinks.push((i, new.clone()));
         }
     }
+    plan.gateways = running.board != new.board
+        || running.boards_dir != new.boards_dir
+        || running.serial != new.serial
+        || running.modbus != new.modbus
+        || running.gpio != new.gpio;
     Ok(plan)
 }
 
@@ -157,6 +170,23 @@ mod tests {
         assert_eq!(p.uplinks.len(), 1);
         assert_eq!(p.uplinks[0].1.max_msgs, Some(50));
         assert_eq!(p.uplinks[0].1.rate_limit, Some(1 << 20));
+        assert!(!p.gateways);
+    }
+
+    #[test]
+    fn gateway_changes_restart_the_gateways() {
+        let running = cfg(BASE);
+        let new = cfg(&format!(
+            "{BASE}\n[[serial]]\nname = \"p\"\nport = {{ device = \"/dev/ttyUSB0\" }}\n"
+        ));
+        let p = plan(&running, &new).unwrap();
+        assert!(p.gateways && p.uplinks.is_empty() && p.log_level.is_none());
+        assert!(!p.is_empty());
+        let moved = cfg(&format!(
+            "{BASE}\n[[serial]]\nname = \"p\"\nport = {{ device = \"/dev/ttyUSB1\" }}\n"
+        ));
+        assert!(plan(&new, &moved).unwrap().gateways);
+        assert!(!plan(&new, &new).unwrap().gateways);
     }
 
     #[test]

@@ -524,3 +524,50 @@ async fn serial_frames_reach_the_hub_through_an_uplink() {
     }
     assert_eq!(stream.clone().info().await.unwrap().state.messages, 500);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_restarts_ports_with_new_settings_and_refuses_bad_ones() {
+    let pty = PtyPair::new();
+    let entry = |subject: &str, device: &str| {
+        json!([{ "name": "p1", "subject": subject,
+                 "port": { "device": device, "reopen_max": "300ms" } }])
+    };
+    let device = pty.device().display().to_string();
+    let (leafd, mport) = leafd_with(entry("before.{port}", &device), json!({})).await;
+    let client = leafd.client().await;
+    let mut sub = client.subscribe("*.p1").await.unwrap();
+    let mut dev = open_peer(&pty, mport, "p1").await;
+    e2e::sync(&client).await;
+    dev.write(b"one\n");
+    assert_eq!(
+        next_text(&mut sub).await,
+        ("before.p1".into(), "one".into())
+    );
+
+    // A new subject template: the port is restarted with it.
+    let write_config = |serial: Value| {
+        let mut c: Value =
+            e2e::serde_json::from_str(&std::fs::read_to_string(leafd.config_path()).unwrap())
+                .unwrap();
+        c["serial"] = serial;
+        std::fs::write(leafd.config_path(), c.to_string()).unwrap();
+    };
+    write_config(entry("after.{port}", &device));
+    leafd.signal(libc::SIGHUP);
+    e2e::wait_for_log(&leafd, "gateways restarted", 1).await;
+    await_state(mport, "p1", "open").await;
+    dev.write(b"two\n");
+    let got = next_text(&mut sub).await;
+    assert_eq!(got, ("after.p1".into(), "two".into()));
+
+    // A device name no board defines: refused, the running port goes on.
+    write_config(entry("never.{port}", "serial7"));
+    leafd.signal(libc::SIGHUP);
+    e2e::wait_for_log(&leafd, "reload of the gateways refused", 1).await;
+    dev.write(b"three\n");
+    assert_eq!(
+        next_text(&mut sub).await,
+        ("after.p1".into(), "three".into())
+    );
+    assert_eq!(gateway(mport, "p1").await["state"], "open");
+}

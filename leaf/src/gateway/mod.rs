@@ -107,6 +107,27 @@ impl Gateways {
         Ok(Gateways { registry, tasks })
     }
 
+    /// Stops every source and starts the ones `cfg` configures: a reload. The new
+    /// configuration is checked first; when it is refused, the running sources go on.
+    /// The registry handed out by [`Gateways::registry`] lists the new sources afterwards.
+    ///
+    /// # Errors
+    /// As [`Gateways::start`]; the running sources are then untouched.
+    pub fn restart(
+        &mut self,
+        outlet: &Outlet,
+        cfg: &Config,
+        server_name: &str,
+    ) -> Result<(), GatewayError> {
+        let mut new = Gateways::start(outlet, cfg, server_name)?;
+        self.stop();
+        self.registry.replace_with(&new.registry);
+        self.tasks = std::mem::take(&mut new.tasks);
+        // `new` is dropped empty: its drop must not mark the adopted sources stopped.
+        new.registry = Registry::default();
+        Ok(())
+    }
+
     /// The sources' monitoring records.
     pub fn registry(&self) -> &Registry {
         &self.registry
@@ -118,14 +139,21 @@ impl Gateways {
     }
 }
 
-impl Drop for Gateways {
-    fn drop(&mut self) {
-        for task in &self.tasks {
+impl Gateways {
+    /// Stops every source (their devices are closed as their tasks end).
+    pub fn stop(&mut self) {
+        for task in self.tasks.drain(..) {
             task.abort();
         }
         for source in self.registry.sources() {
             source.set_state(SourceState::Stopped);
         }
+    }
+}
+
+impl Drop for Gateways {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 

@@ -173,6 +173,15 @@ impl Registry {
         stats
     }
 
+    /// Makes this registry list what `other` lists (a restart: the monitoring port keeps
+    /// its handle on this registry).
+    pub fn replace_with(&self, other: &Registry) {
+        let new = other.sources();
+        if let Ok(mut s) = self.sources.lock() {
+            *s = new;
+        }
+    }
+
     /// Every registered source, in registration order.
     pub fn sources(&self) -> Vec<Arc<SourceStats>> {
         self.sources.lock().map(|s| s.clone()).unwrap_or_default()
