@@ -340,15 +340,16 @@ fn check_config(flavor: Flavor, file: &std::path::Path) -> ExitCode {
     }
 }
 
-/// Settings that parse but whose feature is not built yet: refused with a clear message rather
-/// than silently ignored.
+/// Settings that parse but cannot be used: features not built yet (refused with a clear
+/// message rather than silently ignored), and leafnode TLS settings whose files cannot be
+/// loaded (the error names the key, e.g. `leafnodes.remotes[0].tls.ca_file: cannot read ...`).
 fn unsupported_yet(cfg: &Config) -> Result<(), String> {
     for (i, remote) in cfg.leafnodes.remotes.iter().enumerate() {
         if let Some(key) = remote.unsupported.first() {
             return Err(format!(
-                "leafnodes.remotes[{i}].{key}: not supported yet (leafnode links are plain TCP \
-                 with user/password or token in the URL; TLS, credentials files, nkeys, \
-                 accounts, hub mode and compression are not implemented)"
+                "leafnodes.remotes[{i}].{key}: not supported yet (leafnode links are TCP or TLS \
+                 with user/password or token in the URL; credentials files, nkeys, accounts, \
+                 hub mode and compression are not implemented)"
             ));
         }
         for url in &remote.urls {
@@ -356,12 +357,16 @@ fn unsupported_yet(cfg: &Config) -> Result<(), String> {
                 return Err(format!("leafnodes.remotes[{i}]: {e}"));
             }
         }
+        crate::leafnode::tls::remote_tls(remote, i).map_err(|e| e.to_string())?;
     }
+    crate::leafnode::tls::listener_tls(&cfg.leafnodes).map_err(|e| e.to_string())?;
     Ok(())
 }
 
 /// The leafnode settings a configuration describes. URLs that do not parse are skipped
-/// (`unsupported_yet` refuses them first).
+/// (`unsupported_yet` refuses them first). TLS files are read here again; should one have
+/// become unreadable since `unsupported_yet` checked it, the remote (or the listener) is left
+/// out with an error in the log rather than run without TLS.
 fn leaf_options(cfg: &Config) -> LeafOptions {
     let ln = &cfg.leafnodes;
     let auth = &ln.authorization;
@@ -376,31 +381,59 @@ fn leaf_options(cfg: &Config) -> LeafOptions {
         )])),
         (None, None) => Authenticator::Open,
     };
-    LeafOptions {
-        listen: cfg
-            .leafnode_listen()
-            .map(|(host, port)| (host.to_owned(), port)),
-        auth,
-        auth_timeout: ln.authorization.timeout,
-        remotes: ln
-            .remotes
-            .iter()
-            .map(|r| RemoteOptions {
-                urls: r
-                    .urls
-                    .iter()
-                    .filter_map(|u| RemoteUrl::parse(u).ok())
-                    .collect(),
+    let (listen, listener_tls) = match crate::leafnode::tls::listener_tls(ln) {
+        Ok(server) => (
+            cfg.leafnode_listen()
+                .map(|(host, port)| (host.to_owned(), port)),
+            server.map(Arc::new),
+        ),
+        Err(e) => {
+            error!("{e}: the leafnode listener is disabled");
+            (None, None)
+        }
+    };
+    let remotes = ln
+        .remotes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| {
+            let tls = match crate::leafnode::tls::remote_tls(r, i) {
+                Ok(tls) => tls.map(Arc::new),
+                Err(e) => {
+                    error!("{e}: leafnodes.remotes[{i}] is disabled");
+                    return None;
+                }
+            };
+            let urls = r
+                .urls
+                .iter()
+                .filter_map(|u| RemoteUrl::parse(u).ok())
+                .map(|mut u| {
+                    // Every URL of a TLS remote is dialled with TLS (and shown as tls://).
+                    u.tls |= tls.is_some();
+                    u
+                })
+                .collect();
+            Some(RemoteOptions {
+                urls,
                 deny: Arc::new(LinkDeny {
                     imports: r.deny_imports.clone(),
                     exports: r.deny_exports.clone(),
                 }),
+                tls,
             })
-            .filter(|r| !r.urls.is_empty())
-            .collect(),
+        })
+        .filter(|r| !r.urls.is_empty())
+        .collect();
+    LeafOptions {
+        listen,
+        auth,
+        auth_timeout: ln.authorization.timeout,
+        remotes,
         reconnect_max: ln.reconnect,
         ping_interval: ln.ping_interval,
         ping_max: ln.ping_max,
+        tls: listener_tls,
         ..LeafOptions::default()
     }
 }
@@ -643,12 +676,48 @@ mod tests {
     }
 
     #[test]
-    fn unimplemented_leafnode_features_are_refused() {
+    fn leafnode_tls_files_are_checked_at_startup() {
         let err = unsupported_yet(&cfg(
-            "[leafnodes]\nremotes = [{ url = \"tls://u:secret@hub:7422\" }]\n",
+            "[leafnodes]\nremotes = [{ url = \"tls://u:secret@hub:7422\", \
+             tls = { ca_file = \"/nonexistent/ca.pem\" } }]\n",
         ))
         .unwrap_err();
-        assert!(err.contains("tls:// scheme is not supported yet"), "{err}");
+        assert!(
+            err.starts_with("leafnodes.remotes[0].tls.ca_file: cannot read /nonexistent/ca.pem"),
+            "{err}"
+        );
+        assert!(!err.contains("secret"));
+        let err = unsupported_yet(&cfg(
+            "[leafnodes]\nlisten = \"127.0.0.1:0\"\n\
+             tls = { cert_file = \"/nonexistent/c.pem\", key_file = \"/nonexistent/k.pem\" }\n",
+        ))
+        .unwrap_err();
+        assert!(
+            err.starts_with("leafnodes.tls.cert_file: cannot read /nonexistent/c.pem"),
+            "{err}"
+        );
+        let err = unsupported_yet(&cfg(
+            "[leafnodes]\nremotes = [{ url = \"nats-leaf://hub\", tls = { insecure = true } }]\n",
+        ))
+        .unwrap_err();
+        assert!(
+            err.starts_with("leafnodes.remotes[0].tls.insecure: not supported"),
+            "{err}"
+        );
+        // A plain remote next to a TLS listener that is not configured: nothing to load.
+        unsupported_yet(&cfg(
+            "[leafnodes]\nremotes = [{ url = \"nats-leaf://hub\" }]\n",
+        ))
+        .unwrap();
+    }
+
+    #[test]
+    fn unimplemented_leafnode_features_are_refused() {
+        let err = unsupported_yet(&cfg(
+            "[leafnodes]\nremotes = [{ url = \"wss://u:secret@hub:7422\" }]\n",
+        ))
+        .unwrap_err();
+        assert!(err.contains("wss:// scheme is not supported yet"), "{err}");
         assert!(!err.contains("secret"));
         let err = unsupported_yet(&cfg(
             "[leafnodes]\nremotes = [{ url = \"nats-leaf://hub\", credentials = \"x.creds\" }]\n",

@@ -213,6 +213,7 @@ fn leafz(sources: &Sources, server_id: &str, now: &str) -> Value {
                 "out_bytes": l.bytes_out,
                 "connected_since": l.since.map(system_rfc3339),
                 "reconnects": l.reconnects,
+                "tls": l.tls,
             })
         })
         .collect();
@@ -225,6 +226,7 @@ fn leafz(sources: &Sources, server_id: &str, now: &str) -> Value {
                 "connected": l.connected,
                 "since": l.since.map(system_rfc3339),
                 "reconnects": l.reconnects,
+                "tls": l.tls,
                 "last_error": l.last_error,
             })
         })

@@ -40,8 +40,8 @@ use std::time::Duration;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
-pub use error::{ConfigError, Location};
 pub(crate) use error::line_of;
+pub use error::{ConfigError, Location};
 pub use gpio::GpioGroup;
 pub use modbus::ModbusBus;
 pub use serial::SerialSource;
@@ -461,6 +461,8 @@ pub struct LeafNodes {
     pub ping_interval: Duration,
     /// Unanswered pings after which a link is closed and, if solicited, reconnected.
     pub ping_max: u32,
+    /// TLS on the listener (`leafnodes.tls`): when set, every accepted link must use TLS.
+    pub tls: Option<LeafTls>,
 }
 
 impl Default for LeafNodes {
@@ -472,6 +474,46 @@ impl Default for LeafNodes {
             reconnect: DEFAULT_LEAFNODE_RECONNECT,
             ping_interval: DEFAULT_LEAFNODE_PING_INTERVAL,
             ping_max: DEFAULT_LEAFNODE_PING_MAX,
+            tls: None,
+        }
+    }
+}
+
+/// Default time limit of a leafnode TLS handshake (nats-server's 2 s).
+pub const DEFAULT_TLS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// `leafnodes.tls`: the listener's certificate and, with `verify`, the CA that leaves'
+/// client certificates must chain to (nats-server's `leafnodes { tls { ... } }`). Files are
+/// PEM; they are read when the server starts (a missing file refuses to start).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LeafTls {
+    /// The listener's certificate chain (PEM); required.
+    pub cert_file: Option<PathBuf>,
+    /// The private key of `cert_file` (PEM: PKCS#8, PKCS#1 or SEC1); required.
+    pub key_file: Option<PathBuf>,
+    /// CA certificates (PEM) that leaves' client certificates must chain to; used with
+    /// `verify`.
+    pub ca_file: Option<PathBuf>,
+    /// Require a client certificate from every leaf, verified against `ca_file`.
+    pub verify: bool,
+    /// Time limit of the TLS handshake (seconds, or a string such as `"500ms"`; default 2 s).
+    #[serde(deserialize_with = "value::de_duration")]
+    pub timeout: Duration,
+    /// TLS starts right after the TCP connect, before the INFO (nats-server 2.10's
+    /// `handshake_first`); leaves must be configured the same way.
+    pub handshake_first: bool,
+}
+
+impl Default for LeafTls {
+    fn default() -> Self {
+        LeafTls {
+            cert_file: None,
+            key_file: None,
+            ca_file: None,
+            verify: false,
+            timeout: DEFAULT_TLS_TIMEOUT,
+            handshake_first: false,
         }
     }
 }
@@ -497,6 +539,7 @@ struct LeafNodesTable {
     #[serde(deserialize_with = "value::de_duration")]
     ping_interval: Duration,
     ping_max: u32,
+    tls: Option<LeafTls>,
 }
 
 impl Default for LeafNodesTable {
@@ -511,6 +554,7 @@ impl Default for LeafNodesTable {
             reconnect: d.reconnect,
             ping_interval: d.ping_interval,
             ping_max: d.ping_max,
+            tls: None,
         }
     }
 }
@@ -578,6 +622,7 @@ impl TryFrom<LeafNodesTable> for LeafNodes {
             reconnect: table.reconnect,
             ping_interval: table.ping_interval,
             ping_max: table.ping_max,
+            tls: table.tls,
         })
     }
 }
@@ -638,21 +683,50 @@ pub struct Remote {
     pub deny_imports: Vec<String>,
     /// Subjects whose messages are not sent to this hub.
     pub deny_exports: Vec<String>,
-    /// nats-server remote keys that were given but are not implemented yet (`tls`,
-    /// `credentials`, `nkey`, `account`, `hub`, ...): the binaries refuse to start with them
-    /// rather than ignore them.
+    /// TLS towards the hub (`tls = { ... }`); a `tls://` URL implies TLS too.
+    pub tls: Option<RemoteTls>,
+    /// nats-server remote keys that were given but are not implemented yet (`credentials`,
+    /// `nkey`, `account`, `hub`, ...): the binaries refuse to start with them rather than
+    /// ignore them.
     pub unsupported: Vec<String>,
 }
 
-/// A remote as written: `url = "..."` and/or `urls = [...]`, plus nats-server keys that are
-/// recognised only to be refused with a clear message.
+/// `leafnodes.remotes[i].tls`: how a leaf checks its hub and, for hubs that verify leaves,
+/// the client certificate it presents (nats-server's remote `tls { ... }` block). Files are
+/// PEM, read when the server starts (a missing file refuses to start).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RemoteTls {
+    /// CA certificates (PEM) the hub's certificate must chain to. Without it the system's CA
+    /// bundle is used (`SSL_CERT_FILE`, or the distribution's bundle file).
+    pub ca_file: Option<PathBuf>,
+    /// Our client certificate chain (PEM), with `key_file`.
+    pub cert_file: Option<PathBuf>,
+    /// The private key of `cert_file` (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key_file: Option<PathBuf>,
+    /// The name checked against the hub's certificate; by default the URL's host (a name or
+    /// an IP address).
+    pub server_name: Option<String>,
+    /// Start TLS right after the TCP connect, before the hub's INFO (nats-server 2.10's
+    /// `handshake_first`); the hub must be configured the same way.
+    pub handshake_first: bool,
+    /// Time limit of the TLS handshake (default 2 s).
+    #[serde(deserialize_with = "value::de_opt_duration")]
+    pub timeout: Option<Duration>,
+    /// nats-server's `insecure` (skip certificate verification): accepted only as `false`;
+    /// `true` is refused at startup, hub certificates are always verified.
+    pub insecure: bool,
+}
+
+/// A remote as written: `url = "..."` and/or `urls = [...]`, `tls`, plus nats-server keys
+/// that are recognised only to be refused with a clear message.
 #[derive(Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 struct RemoteTable {
     url: Option<String>,
     #[serde(deserialize_with = "value::de_string_list")]
     urls: Vec<String>,
-    tls: Option<de::IgnoredAny>,
+    tls: Option<RemoteTls>,
     #[serde(alias = "creds")]
     credentials: Option<de::IgnoredAny>,
     #[serde(alias = "seed")]
@@ -674,7 +748,6 @@ impl From<RemoteTable> for Remote {
         urls.extend(table.url);
         urls.extend(table.urls);
         let unsupported = [
-            ("tls", table.tls.is_some()),
             ("credentials", table.credentials.is_some()),
             ("nkey", table.nkey.is_some()),
             ("account", table.account.is_some()),
@@ -690,6 +763,7 @@ impl From<RemoteTable> for Remote {
             urls,
             deny_imports: table.deny_imports,
             deny_exports: table.deny_exports,
+            tls: table.tls,
             unsupported,
         }
     }

@@ -683,7 +683,8 @@ fn leafnode_remote_keys_not_implemented_are_recorded() {
         "[leafnodes]\nremotes = [{ url = \"nats-leaf://hub:7422\", credentials = \"/x.creds\", tls = { ca_file = \"ca\" } }]\n",
     )
     .unwrap();
-    assert_eq!(cfg.leafnodes.remotes[0].unsupported, ["tls", "credentials"]);
+    assert_eq!(cfg.leafnodes.remotes[0].unsupported, ["credentials"]);
+    assert!(cfg.leafnodes.remotes[0].tls.is_some());
     let cfg =
         json(r#"{"leafnodes": {"remotes": [{"url": "nats-leaf://hub:7422", "seed": "SU"}]}}"#)
             .unwrap();
@@ -696,4 +697,61 @@ fn leafnode_remote_keys_not_implemented_are_recorded() {
             .unsupported
             .is_empty()
     );
+}
+
+#[test]
+fn leafnodes_tls_tables() {
+    let cfg = toml(
+        "[leafnodes]\nlisten = \":7422\"\n\
+         tls = { cert_file = \"hub.pem\", key_file = \"hub-key.pem\", ca_file = \"ca.pem\", verify = true, timeout = 0.5 }\n\
+         remotes = [{ url = \"tls://hub:7422\", tls = { ca_file = \"ca.pem\", cert_file = \"leaf.pem\", \
+         key_file = \"leaf-key.pem\", server_name = \"hub.example\", handshake_first = true, timeout = \"3s\" } }]\n",
+    )
+    .unwrap();
+    cfg.validate().unwrap();
+    let ln = &cfg.leafnodes;
+    let listener = ln.tls.as_ref().unwrap();
+    assert_eq!(listener.cert_file.as_deref(), Some(Path::new("hub.pem")));
+    assert_eq!(listener.key_file.as_deref(), Some(Path::new("hub-key.pem")));
+    assert_eq!(listener.ca_file.as_deref(), Some(Path::new("ca.pem")));
+    assert!(listener.verify && !listener.handshake_first);
+    assert_eq!(listener.timeout, Duration::from_millis(500));
+    let remote = &ln.remotes[0];
+    assert!(remote.unsupported.is_empty());
+    let tls = remote.tls.as_ref().unwrap();
+    assert_eq!(tls.ca_file.as_deref(), Some(Path::new("ca.pem")));
+    assert_eq!(tls.cert_file.as_deref(), Some(Path::new("leaf.pem")));
+    assert_eq!(tls.key_file.as_deref(), Some(Path::new("leaf-key.pem")));
+    assert_eq!(tls.server_name.as_deref(), Some("hub.example"));
+    assert!(tls.handshake_first && !tls.insecure);
+    assert_eq!(tls.timeout, Some(Duration::from_secs(3)));
+
+    // The same in nats-server's JSON spelling; defaults for what is not given.
+    let cfg = json(
+        r#"{"leafnodes": {"listen": "127.0.0.1:7422", "tls": {"cert_file": "c", "key_file": "k"},
+            "remotes": [{"url": "nats-leaf://hub", "tls": {"ca_file": "ca.pem"}}]}}"#,
+    )
+    .unwrap();
+    let listener = cfg.leafnodes.tls.as_ref().unwrap();
+    assert!(!listener.verify);
+    assert_eq!(listener.timeout, DEFAULT_TLS_TIMEOUT);
+    let tls = cfg.leafnodes.remotes[0].tls.as_ref().unwrap();
+    assert_eq!(tls.timeout, None);
+    assert!(tls.server_name.is_none() && !tls.handshake_first);
+    assert!(toml("[leafnodes]\n").unwrap().leafnodes.tls.is_none());
+
+    // Unknown keys are errors naming the key.
+    let err =
+        toml_err("[leafnodes]\nremotes = [{ url = \"tls://h\", tls = { cafile = \"x\" } }]\n");
+    assert!(
+        err.contains("unknown key `leafnodes.remotes[0].tls.cafile`"),
+        "{err}"
+    );
+    let err = json_err(r#"{"leafnodes": {"tls": {"cert_file": "c", "verify_and_map": true}}}"#);
+    assert!(
+        err.contains("unknown key `leafnodes.tls.verify_and_map`"),
+        "{err}"
+    );
+    let err = toml_err("[leafnodes]\ntls = { timeout = \"soon\" }\n");
+    assert!(err.contains("leafnodes.tls.timeout"), "{err}");
 }

@@ -4,7 +4,8 @@
 //! [`Side::Accepted`]: INFO first (with a non-zero `client_id`, `leafnode_urls`, a nonce and
 //! `info_on_connect`, as a nats-server 2.9 leaf requires), CONNECT required before anything
 //! else and authenticated against `leafnodes.authorization`, then INFO `connect_info` and the
-//! `LS+` burst.
+//! `LS+` burst. With `leafnodes.tls` the INFO is followed by the TLS handshake (or preceded
+//! by it, with `handshake_first`), and a connection that fails it is closed and logged.
 
 use std::sync::Arc;
 use std::time::Duration;

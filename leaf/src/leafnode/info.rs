@@ -48,6 +48,12 @@ pub struct HubInfo {
     /// Set on the INFO that answers CONNECT.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub connect_info: bool,
+    /// The leaf must start TLS (right after this INFO, unless `handshake_first`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub tls_required: bool,
+    /// The leaf must present a client certificate.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub tls_verify: bool,
     /// The account the leaf is bound to (on the `connect_info` INFO).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub remote_account: Option<&'static str>,

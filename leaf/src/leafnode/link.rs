@@ -1,6 +1,13 @@
 //! One leafnode connection, either side: the handshake state machine, then the established
 //! link.
 //!
+//! TLS, when configured, starts first (see [`super::tls`]): the hub writes its INFO in plain
+//! text and runs the server side of the TLS handshake; the leaf reads that INFO, checks the
+//! hub asks for TLS, runs the client side, and hands the INFO to the state machine below,
+//! which then answers with CONNECT inside TLS. With `handshake_first` TLS comes before the
+//! INFO. A plain link runs on the TCP stream's owned halves exactly as before; a TLS link on
+//! `tokio::io::split` halves of the TLS stream.
+//!
 //! The connection has one read task (this module) and one writer task (the same
 //! [`Outbound`](crate::server::outbound::Outbound) writer as clients). The read task parses
 //! [`LeafOp`]s and:
@@ -27,12 +34,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::server::readbuf::ReadBuffer;
-use bytes::Buf;
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
+use tokio_rustls::TlsStream;
 use tracing::{debug, info, warn};
 
 use super::info::{new_nonce, HubInfo, LeafConnect, PeerInfo};
+use super::tls::{ClientTls, FlushingWriter};
 use super::{LeafState, LinkDeny, LinkEntry, RemoteUrl, LOOP_RECONNECT_DELAY};
 use crate::auth::Credentials;
 use crate::config::MAX_PAYLOAD_LIMIT;
@@ -61,6 +71,8 @@ pub enum Side {
         url: RemoteUrl,
         /// Subjects kept off the link (the remote's deny lists).
         deny: Arc<LinkDeny>,
+        /// TLS towards the hub; `None` is plain TCP.
+        tls: Option<Arc<ClientTls>>,
     },
 }
 
@@ -81,8 +93,11 @@ pub enum Ended {
     HandshakeTimeout,
     /// The address is not a leafnode port (no `client_id`/`leafnode_urls` in INFO).
     WrongPort,
-    /// The peer requires something we do not implement (TLS).
+    /// The peer requires something we do not implement.
     Unsupported(String),
+    /// TLS failed or the two sides disagree about it (a certificate that does not verify,
+    /// TLS required by one side only); the text says which.
+    Tls(String),
     /// Our own loop-detection subject came back.
     Loop,
     /// No PONG came back.
@@ -124,6 +139,7 @@ impl fmt::Display for Ended {
                 "attempted to connect to a port that is not a leafnode port (wrong port?)",
             ),
             Ended::Unsupported(what) => write!(f, "not supported: {what}"),
+            Ended::Tls(what) => f.write_str(what),
             Ended::Loop => write!(
                 f,
                 "Loop detected for leafnode account=\"{ACCOUNT}\" (our own $LDS subject came back)"
@@ -183,6 +199,18 @@ struct Link<'s> {
     router: Router,
     pings_out: u32,
     registered: bool,
+    /// The link runs over TLS.
+    tls: bool,
+    /// Accepting side: the first INFO was already written (before the TLS handshake).
+    info_sent: bool,
+}
+
+/// The connection after any TLS upgrade.
+enum Upgraded {
+    /// Plain TCP.
+    Plain(TcpStream),
+    /// TLS over TCP.
+    Tls(Box<TlsStream<TcpStream>>),
 }
 
 /// Runs one leafnode connection until it ends. `entry` receives its status; the caller owns
@@ -217,15 +245,6 @@ pub(crate) async fn serve(
             },
         }),
     ));
-    let (mut reader, mut writer) = stream.into_split();
-    let writer_handle = handle.clone();
-    let write_deadline = shared.opts.write_deadline;
-    let writer_task = tokio::spawn(async move {
-        writer_handle
-            .out
-            .run_writer(&mut writer, write_deadline)
-            .await
-    });
     let mut link = Link {
         shared: &shared,
         leaf,
@@ -249,20 +268,106 @@ pub(crate) async fn serve(
         router: Router::default(),
         pings_out: 0,
         registered: false,
+        tls: false,
+        info_sent: false,
     };
-    if !solicited {
-        link.send_hub_info(false);
-    }
-    let ended = link.read_loop(&mut reader, &mut stop).await;
+    let upgraded = tokio::select! {
+        upgraded = link.upgrade(stream) => upgraded,
+        _ = stop.changed() => Err(Ended::Shutdown),
+    };
+    let (stream, prefix) = match upgraded {
+        Ok(upgraded) => upgraded,
+        Err(ended) => {
+            handle.out.close();
+            return Outcome {
+                ended,
+                established: false,
+            };
+        }
+    };
+    let ended = match stream {
+        Upgraded::Plain(tcp) => {
+            let (reader, writer) = tcp.into_split();
+            link.run(reader, writer, prefix, &mut stop).await
+        }
+        Upgraded::Tls(tls) => {
+            let (reader, writer) = tokio::io::split(*tls);
+            link.run(reader, FlushingWriter::new(writer), prefix, &mut stop)
+                .await
+        }
+    };
     let established = link.registered;
-    link.teardown();
-    handle.out.close();
-    match writer_task.await {
-        Ok(Err(e)) => debug!(lid = id, error = %e, "leafnode write side closed"),
-        Err(e) => warn!(lid = id, error = %e, "leafnode writer task failed"),
-        Ok(Ok(())) => {}
-    }
     Outcome { ended, established }
+}
+
+/// Why a read failed: a TLS error (an alert from the peer, such as a client certificate the
+/// hub requires or refuses, arrives on the first read after the handshake) or an I/O error.
+fn read_error(e: std::io::Error) -> Ended {
+    match e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
+        Some(tls) => Ended::Tls(format!("TLS error: {tls}")),
+        None => Ended::Read(e),
+    }
+}
+
+/// Reads the hub's first INFO in plain text, before TLS; returns the bytes read (the INFO
+/// line). Fails unless the hub is a leafnode port asking for TLS.
+async fn read_plain_info(tcp: &mut TcpStream, limits: &Limits) -> Result<BytesMut, Ended> {
+    let mut buf = BytesMut::with_capacity(1024);
+    let read = async {
+        while memchr::memchr(b'\n', &buf).is_none() {
+            if buf.len() > MAX_CONTROL_LINE {
+                return Err(Ended::Protocol("the hub's INFO is too long".into()));
+            }
+            match tcp.read_buf(&mut buf).await {
+                Ok(0) => return Err(Ended::Eof),
+                Ok(_) => {}
+                Err(e) => return Err(Ended::Read(e)),
+            }
+        }
+        Ok(())
+    };
+    tokio::time::timeout(HANDSHAKE_STEP, read)
+        .await
+        .map_err(|_| Ended::HandshakeTimeout)??;
+    let used = match proto::parse_leaf_op(&buf, limits) {
+        Ok(Some((LeafOp::Info(json), used))) => {
+            let info: PeerInfo = serde_json::from_slice(json)
+                .map_err(|e| Ended::Protocol(format!("bad INFO: {e}")))?;
+            if info.client_id == 0 || info.leafnode_urls.is_none() {
+                return Err(Ended::WrongPort);
+            }
+            if !info.tls_required {
+                return Err(Ended::Tls(
+                    "TLS is configured for this remote, but the hub does not offer TLS (no \
+                     tls_required in its INFO): enable TLS on the hub's leafnode listener, or \
+                     use a nats-leaf:// URL without a tls table"
+                        .into(),
+                ));
+            }
+            used
+        }
+        Ok(Some((LeafOp::Err(text), _))) => {
+            let text = String::from_utf8_lossy(text).trim_matches('\'').to_owned();
+            return Err(Ended::PeerError(text));
+        }
+        Ok(Some((op, _))) => {
+            return Err(Ended::Protocol(format!(
+                "expected INFO first, got {}",
+                op.name()
+            )))
+        }
+        Ok(None) => return Err(Ended::Protocol("incomplete INFO".into())),
+        Err(e) => return Err(Ended::Protocol(e.to_string())),
+    };
+    if used != buf.len() {
+        return Err(Ended::Protocol(
+            "the hub sent more than its INFO before the TLS handshake".into(),
+        ));
+    }
+    Ok(buf)
 }
 
 impl Link<'_> {
@@ -279,10 +384,87 @@ impl Link<'_> {
         matches!(self.side, Side::Solicited { .. })
     }
 
-    async fn read_loop(
+    /// Starts TLS where this side's settings want it. Returns the stream to run the link on
+    /// and, on a leaf that read the hub's INFO before TLS, that INFO (still to be handled).
+    async fn upgrade(&mut self, mut tcp: TcpStream) -> Result<(Upgraded, Option<BytesMut>), Ended> {
+        let (url, client) = match &self.side {
+            Side::Accepted => {
+                let Some(server) = self.leaf.opts.tls.clone() else {
+                    return Ok((Upgraded::Plain(tcp), None));
+                };
+                if !server.handshake_first {
+                    // The INFO goes out in plain text, before the TLS handshake.
+                    let json = self.hub_info_json(false);
+                    let mut out = BytesMut::with_capacity(json.len() + 8);
+                    proto::write_info(&mut out, &json);
+                    match tokio::time::timeout(server.timeout, tcp.write_all(&out)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) | Err(_) => return Err(Ended::WriterClosed),
+                    }
+                    self.info_sent = true;
+                }
+                let stream = server.accept(tcp).await.map_err(Ended::Tls)?;
+                self.tls = true;
+                return Ok((Upgraded::Tls(Box::new(stream)), None));
+            }
+            Side::Solicited { tls: None, .. } => return Ok((Upgraded::Plain(tcp), None)),
+            Side::Solicited {
+                url,
+                tls: Some(client),
+                ..
+            } => (url.clone(), client.clone()),
+        };
+        let info = if client.handshake_first {
+            None
+        } else {
+            Some(read_plain_info(&mut tcp, &self.limits).await?)
+        };
+        let stream = client.connect(&url, tcp).await.map_err(Ended::Tls)?;
+        self.tls = true;
+        Ok((Upgraded::Tls(Box::new(stream)), info))
+    }
+
+    /// Runs the link on `reader`/`writer` (the hub's INFO in `prefix` if it was read before
+    /// TLS) until it ends, then tears it down and waits for the writer task.
+    async fn run<R, W>(
         &mut self,
-        reader: &mut tokio::net::tcp::OwnedReadHalf,
+        mut reader: R,
+        mut writer: W,
+        prefix: Option<BytesMut>,
         stop: &mut watch::Receiver<bool>,
+    ) -> Ended
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
+        let handle = self.handle.clone();
+        let writer_handle = handle.clone();
+        let write_deadline = self.shared.opts.write_deadline;
+        let writer_task = tokio::spawn(async move {
+            writer_handle
+                .out
+                .run_writer(&mut writer, write_deadline)
+                .await
+        });
+        if !self.solicited() && !self.info_sent {
+            self.send_hub_info(false);
+        }
+        let ended = self.read_loop(&mut reader, stop, prefix).await;
+        self.teardown();
+        handle.out.close();
+        match writer_task.await {
+            Ok(Err(e)) => debug!(lid = handle.id, error = %e, "leafnode write side closed"),
+            Err(e) => warn!(lid = handle.id, error = %e, "leafnode writer task failed"),
+            Ok(Ok(())) => {}
+        }
+        ended
+    }
+
+    async fn read_loop<R: AsyncRead + Unpin>(
+        &mut self,
+        reader: &mut R,
+        stop: &mut watch::Receiver<bool>,
+        prefix: Option<BytesMut>,
     ) -> Ended {
         let handshake_limit = if self.solicited() {
             HANDSHAKE_STEP
@@ -296,6 +478,12 @@ impl Link<'_> {
             tokio::time::interval_at(tokio::time::Instant::now() + ping_interval, ping_interval);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut rb = ReadBuffer::default();
+        // Bytes read before TLS started (the hub's INFO) are handled before reading more.
+        let mut buffered = false;
+        if let Some(prefix) = prefix {
+            rb.buf.extend_from_slice(&prefix);
+            buffered = !rb.buf.is_empty();
+        }
         self.handle.out.flush();
         loop {
             if *stop.borrow() {
@@ -309,11 +497,14 @@ impl Link<'_> {
                 };
             }
             let phase = self.phase;
-            tokio::select! {
+            if buffered {
+                buffered = false;
+            } else {
+                tokio::select! {
                 read = rb.read_from(reader) => match read {
                     Ok(0) => return Ended::Eof,
                     Ok(_) => {}
-                    Err(e) => return Ended::Read(e),
+                    Err(e) => return read_error(e),
                 },
                 _ = ping.tick(), if phase == Phase::Established => {
                     if self.pings_out >= self.leaf.opts.ping_max {
@@ -334,6 +525,7 @@ impl Link<'_> {
                     return Ended::HandshakeTimeout;
                 }
                 _ = stop.changed() => return Ended::Shutdown,
+                }
             }
             let before = self.phase;
             let (consumed, ended) = self.process(&rb.buf);
@@ -453,6 +645,13 @@ impl Link<'_> {
     /// Accepting side: the INFO we send first (`connect_info == false`) or in answer to
     /// CONNECT (`true`).
     fn send_hub_info(&mut self, connect_info: bool) {
+        let json = self.hub_info_json(connect_info);
+        self.router
+            .send_with(&self.handle, |b| proto::write_info(b, &json));
+    }
+
+    /// Accepting side: the JSON of our INFO (see [`Link::send_hub_info`]).
+    fn hub_info_json(&self, connect_info: bool) -> Vec<u8> {
         let shared = self.shared;
         let opts = &shared.opts;
         // The address the peer dialled: right even when the listener is bound to 0.0.0.0.
@@ -484,10 +683,10 @@ impl Link<'_> {
             info_on_connect: true,
             connect_info,
             remote_account: connect_info.then_some(ACCOUNT),
+            tls_required: self.leaf.opts.tls.is_some(),
+            tls_verify: self.leaf.opts.tls.as_ref().is_some_and(|t| t.verify),
         };
-        let json = serde_json::to_vec(&info).unwrap_or_default();
-        self.router
-            .send_with(&self.handle, |b| proto::write_info(b, &json));
+        serde_json::to_vec(&info).unwrap_or_default()
     }
 
     /// Accepting side: the leaf's CONNECT.
@@ -554,9 +753,12 @@ impl Link<'_> {
         if info.client_id == 0 || info.leafnode_urls.is_none() {
             return Err(Ended::WrongPort);
         }
-        if info.tls_required {
-            return Err(Ended::Unsupported(
-                "the hub requires TLS, which leafnode links do not implement yet".into(),
+        if info.tls_required && !self.tls {
+            return Err(Ended::Tls(
+                "the hub requires TLS, but this remote is plain TCP: use a tls:// URL or give \
+                 the remote a tls table (ca_file, and cert_file/key_file if the hub verifies \
+                 leaves)"
+                    .into(),
             ));
         }
         self.handle.headers.store(info.headers, Ordering::Relaxed);
@@ -576,7 +778,7 @@ impl Link<'_> {
             user: url.user.clone(),
             pass: url.pass.clone(),
             auth_token: token,
-            tls_required: false,
+            tls_required: self.tls,
             server_id: Some(shared.server_id.clone()),
             name: Some(
                 shared
@@ -618,9 +820,10 @@ impl Link<'_> {
             %url,
             remote = %self.remote_name,
             side = if solicited { "leaf" } else { "hub" },
+            tls = self.tls,
             "leafnode link established"
         );
-        self.entry.up(url, self.remote_name.clone());
+        self.entry.up(url, self.remote_name.clone(), self.tls);
         self.entry.set_link(Some(self.handle.clone()));
     }
 

@@ -1,5 +1,5 @@
 //! Leafnode links: the NATS server-to-server protocol between a leaf (`leafd`) and its hub
-//! (`hubd` or nats-server), both sides, over plain TCP.
+//! (`hubd` or nats-server), both sides, over plain TCP or TLS.
 //!
 //! * [`accept`]: the hub side: a listener (`leafnodes { listen }`), the INFO / CONNECT /
 //!   INFO(`connect_info`) handshake, authentication (`leafnodes.authorization`);
@@ -9,11 +9,13 @@
 //!   `LMSG`/`HMSG` messages in and routed locally, keepalive;
 //! * [`interest`]: what each link has been told (`LS+`/`LS-` out), kept exact by the server's
 //!   central subscription hooks;
-//! * [`info`]: the handshake JSON; [`url`]: remote URLs.
+//! * [`info`]: the handshake JSON; [`url`]: remote URLs;
+//! * [`tls`]: TLS settings of remotes and of the listener (rustls), started inside the
+//!   handshake as nats-server 2.9 does (after the hub's plain-text INFO).
 //!
 //! Messages go out on the normal message path: interest received from a link is a
 //! subscription in the server's sublist whose target encodes `LMSG`/`HMSG` into the link's
-//! outbound queue (see [`crate::server::route`]). Not implemented yet: TLS, WebSocket,
+//! outbound queue (see [`crate::server::route`]). Not implemented yet: WebSocket,
 //! compression, nkey/JWT/creds authentication, accounts, `hub: true` remotes. A remote's
 //! `deny_imports`/`deny_exports` are enforced by [`deny`].
 
@@ -23,6 +25,7 @@ pub mod info;
 pub mod interest;
 pub mod link;
 pub mod solicit;
+pub mod tls;
 pub mod url;
 
 use std::fmt;
@@ -35,6 +38,7 @@ use crate::server::route::{ClientHandle, LinkStats};
 
 pub use deny::LinkDeny;
 pub use interest::Interest;
+pub use tls::{ClientTls, ServerTls, TlsError};
 pub use url::{RemoteUrl, UrlError};
 
 /// Subjects whose interest never crosses a link, as nats-server denies them on leafnode
@@ -78,14 +82,17 @@ pub struct RemoteOptions {
     pub urls: Vec<RemoteUrl>,
     /// Subjects kept off the link.
     pub deny: Arc<LinkDeny>,
+    /// TLS towards the hub (every URL of the remote); `None` is plain TCP.
+    pub tls: Option<Arc<ClientTls>>,
 }
 
 impl RemoteOptions {
-    /// A remote with `urls` and nothing denied.
+    /// A plain-TCP remote with `urls` and nothing denied.
     pub fn new(urls: Vec<RemoteUrl>) -> RemoteOptions {
         RemoteOptions {
             urls,
             deny: Arc::default(),
+            tls: None,
         }
     }
 }
@@ -109,6 +116,8 @@ pub struct LeafOptions {
     pub ping_max: u32,
     /// How long to wait for a TCP connect to a hub.
     pub dial_timeout: Duration,
+    /// TLS on the listener: when set, every accepted link must use TLS.
+    pub tls: Option<Arc<ServerTls>>,
 }
 
 impl Default for LeafOptions {
@@ -122,6 +131,7 @@ impl Default for LeafOptions {
             ping_interval: DEFAULT_PING_INTERVAL,
             ping_max: DEFAULT_PING_MAX,
             dial_timeout: Duration::from_secs(2),
+            tls: None,
         }
     }
 }
@@ -136,6 +146,7 @@ impl fmt::Debug for LeafOptions {
             .field("reconnect_max", &self.reconnect_max)
             .field("ping_interval", &self.ping_interval)
             .field("ping_max", &self.ping_max)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -156,6 +167,8 @@ pub struct LinkStatus {
     pub url: String,
     /// The link is up (handshake complete).
     pub connected: bool,
+    /// The link (when up: the current one; when down: the last one) runs over TLS.
+    pub tls: bool,
     /// When it came up (or, when down, went down); `None` before the first attempt ended.
     pub since: Option<SystemTime>,
     /// How many times it connected after the first time.
@@ -188,6 +201,7 @@ pub(crate) struct LinkEntry {
 struct EntryState {
     url: String,
     connected: bool,
+    tls: bool,
     since: Option<SystemTime>,
     connects: u64,
     remote_server: String,
@@ -221,11 +235,12 @@ impl LinkEntry {
         self.link.send_replace(handle);
     }
 
-    /// Records that the link came up.
-    pub(crate) fn up(&self, url: String, remote_server: String) {
+    /// Records that the link came up (over TLS when `tls`).
+    pub(crate) fn up(&self, url: String, remote_server: String, tls: bool) {
         let mut s = self.lock();
         s.url = url;
         s.connected = true;
+        s.tls = tls;
         s.since = Some(SystemTime::now());
         s.connects += 1;
         s.remote_server = remote_server;
@@ -247,6 +262,7 @@ impl LinkEntry {
             solicited: self.solicited,
             url: s.url.clone(),
             connected: s.connected,
+            tls: s.tls,
             since: s.since,
             reconnects: s.connects.saturating_sub(1),
             remote_server: s.remote_server.clone(),
@@ -375,15 +391,16 @@ mod tests {
         assert_eq!(st[0].url, "nats-leaf://u:***@hub:1");
 
         let remote = state.remote_entry(0).unwrap();
-        remote.up("nats-leaf://hub:1".into(), "hub".into());
+        remote.up("nats-leaf://hub:1".into(), "hub".into(), false);
         remote.down("closed".into());
-        remote.up("nats-leaf://hub:1".into(), "hub".into());
+        remote.up("tls://hub:1".into(), "hub".into(), true);
         remote.stats().msgs_in.fetch_add(3, Ordering::Relaxed);
         let accepted = state.add_accepted("127.0.0.1:5".into());
-        accepted.up("127.0.0.1:5".into(), "leaf".into());
+        accepted.up("127.0.0.1:5".into(), "leaf".into(), false);
         let st = state.status();
         assert_eq!(st.len(), 2);
-        assert!(st[0].connected);
+        assert!(st[0].connected && st[0].tls);
+        assert!(!st[1].tls);
         assert_eq!(st[0].reconnects, 1);
         assert_eq!(st[0].msgs_in, 3);
         assert_eq!(st[0].last_error.as_deref(), Some("closed"));

@@ -7,6 +7,8 @@
 //! ceiling, so many leaves restarted together do not reconnect in lockstep. A link that was up
 //! resets the backoff. After a loop was detected the wait is 30 s, as nats-server does.
 //! Every (re)connection re-sends the whole interest set (the interest table's burst).
+//! A failed TLS handshake (a certificate that does not verify, TLS on one side only) is a
+//! failed attempt like any other: logged, recorded in the link status, retried.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,7 +19,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
 use super::link::{self, Side};
-use super::{LinkDeny, LinkEntry, RemoteUrl, RECONNECT_MIN};
+use super::{ClientTls, LinkDeny, LinkEntry, RemoteUrl, RECONNECT_MIN};
 use crate::server::Shared;
 
 /// The wait before attempt number `failures` (0-based) with the ceiling capped at `max`.
@@ -46,6 +48,7 @@ pub async fn run(
     };
     let mut urls = remote.urls.clone();
     let deny = remote.deny.clone();
+    let tls = remote.tls.clone();
     let max = leaf.opts.reconnect_max;
     let mut failures: u32 = 0;
     loop {
@@ -55,7 +58,7 @@ pub async fn run(
             if *stop.borrow() {
                 return;
             }
-            match attempt(&shared, url, &deny, &entry, &stop).await {
+            match attempt(&shared, url, &deny, tls.as_ref(), &entry, &stop).await {
                 Attempt::Established => failures = 0,
                 Attempt::Failed(delay) => {
                     failures = failures.saturating_add(1);
@@ -90,6 +93,7 @@ async fn attempt(
     shared: &Arc<Shared>,
     url: &RemoteUrl,
     deny: &Arc<LinkDeny>,
+    tls: Option<&Arc<ClientTls>>,
     entry: &Arc<LinkEntry>,
     stop: &watch::Receiver<bool>,
 ) -> Attempt {
@@ -120,6 +124,7 @@ async fn attempt(
         Side::Solicited {
             url: url.clone(),
             deny: deny.clone(),
+            tls: tls.cloned(),
         },
         entry.clone(),
         stop.clone(),

@@ -1,4 +1,4 @@
-//! Remote URLs: `nats-leaf://[user[:password]@]host[:port]`.
+//! Remote URLs: `nats-leaf://[user[:password]@]host[:port]`, or `tls://...` for a link over TLS.
 
 use std::fmt;
 
@@ -15,6 +15,8 @@ pub struct RemoteUrl {
     pub user: Option<String>,
     /// Password from the userinfo.
     pub pass: Option<String>,
+    /// The link uses TLS (a `tls://` URL, or a remote with a `tls` table).
+    pub tls: bool,
 }
 
 /// Why a remote URL cannot be used.
@@ -25,7 +27,7 @@ pub enum UrlError {
     #[error("`{0}` is not a URL like nats-leaf://host:7422")]
     Malformed(String),
     /// A scheme this build cannot connect with.
-    #[error("`{url}`: the {scheme}:// scheme is not supported yet (TLS and WebSocket leafnode links are not implemented; use nats-leaf://)")]
+    #[error("`{url}`: the {scheme}:// scheme is not supported yet (WebSocket leafnode links are not implemented; use nats-leaf:// or tls://)")]
     Unsupported {
         /// The URL, password hidden.
         url: String,
@@ -38,8 +40,9 @@ pub enum UrlError {
 }
 
 impl RemoteUrl {
-    /// Parses a remote URL. The schemes `nats-leaf` and `nats` are accepted; `tls`, `ws` and
-    /// `wss` are refused (not implemented yet). Userinfo may be percent-encoded.
+    /// Parses a remote URL. The schemes `nats-leaf` and `nats` (plain), and `tls` (TLS) are
+    /// accepted; `ws` and `wss` are refused (not implemented yet). Userinfo may be
+    /// percent-encoded.
     pub fn parse(text: &str) -> Result<RemoteUrl, UrlError> {
         let text = text.trim();
         let (scheme, rest) = text
@@ -51,7 +54,8 @@ impl RemoteUrl {
             None => (None, rest),
         };
         let scheme = scheme.to_ascii_lowercase();
-        if scheme != "nats-leaf" && scheme != "nats" {
+        let tls = scheme == "tls";
+        if scheme != "nats-leaf" && scheme != "nats" && !tls {
             let shown = match userinfo {
                 Some(_) => format!("{scheme}://***@{hostport}"),
                 None => text.to_owned(),
@@ -88,6 +92,7 @@ impl RemoteUrl {
             port,
             user: user.filter(|u| !u.is_empty()),
             pass,
+            tls,
         })
     }
 
@@ -103,7 +108,7 @@ impl RemoteUrl {
 
 impl fmt::Display for RemoteUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("nats-leaf://")?;
+        f.write_str(if self.tls { "tls://" } else { "nats-leaf://" })?;
         if let Some(user) = &self.user {
             write!(f, "{user}")?;
             if self.pass.is_some() {
@@ -167,8 +172,17 @@ mod tests {
     }
 
     #[test]
+    fn tls_scheme() {
+        let u = RemoteUrl::parse("TLS://u:secret@hub").unwrap();
+        assert!(u.tls);
+        assert_eq!(u.port, 7422);
+        assert_eq!(u.to_string(), "tls://u:***@hub:7422");
+        assert!(!RemoteUrl::parse("nats-leaf://hub").unwrap().tls);
+    }
+
+    #[test]
     fn refuses_what_is_not_supported() {
-        let e = RemoteUrl::parse("tls://u:secret@hub:7422").unwrap_err();
+        let e = RemoteUrl::parse("ws://u:secret@hub:7422").unwrap_err();
         assert!(matches!(e, UrlError::Unsupported { .. }));
         assert!(!e.to_string().contains("secret"));
         assert!(matches!(
