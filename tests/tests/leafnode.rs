@@ -658,3 +658,55 @@ async fn nats_server_hub_sources_a_leafd_stream() {
         assert_eq!(msg.payload, format!("r{i}").as_bytes());
     }
 }
+
+/// leafd is configured with one server of a two-node nats-server hub cluster; the hub
+/// announces both in `leafnode_urls`. When the configured server stops, leafd moves to the
+/// other one by itself, and traffic flows again in both directions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leafd_fails_over_to_announced_cluster_urls() {
+    let leaf_ports = [free_port(), free_port()];
+    let route_ports = [free_port(), free_port()];
+    let mut nodes = Vec::new();
+    for i in 0..2 {
+        let config = json!({
+            "server_name": format!("hub{i}"),
+            "cluster": {
+                "name": "hubs",
+                "listen": format!("127.0.0.1:{}", route_ports[i]),
+                "routes": [format!("nats-route://127.0.0.1:{}", route_ports[1 - i])],
+            },
+            "leafnodes": { "listen": format!("127.0.0.1:{}", leaf_ports[i]) },
+        });
+        nodes.push(TestServer::with_config(ServerKind::NatsServer, config).await);
+    }
+    // Only hub0 is configured.
+    let leafd = start_leaf(ServerKind::Leafd, leaf_ports[0], None).await;
+    wait_for_log(&leafd, "leafnode link established", 1).await;
+    let lc = leafd.client().await;
+    let survivor = nodes.pop().expect("hub1");
+    let hc = survivor.client().await;
+    let subject = unique("failover");
+    let mut hub_sub = hc.subscribe(subject.clone()).await.unwrap();
+    await_interest(&lc, &subject, &mut hub_sub).await;
+    // hub0 announces hub1's leafnode URL once their route is up (in its INFO, or in a new
+    // INFO sent to the connected leaf): stop hub0 only after that.
+    let mut hub0 = nodes.pop().expect("hub0");
+    wait_for_log(&hub0, "Route connection created", 1).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    hub0.terminate();
+    wait_for_log(&leafd, "leafnode link established", 2).await;
+    assert!(
+        leafd
+            .log()
+            .contains(&format!("url=nats-leaf://127.0.0.1:{}", leaf_ports[1])),
+        "leafd did not move to the announced hub1:\n{}",
+        leafd.log()
+    );
+    // Both directions work through hub1.
+    let subject = unique("after");
+    let mut hub_sub = hc.subscribe(subject.clone()).await.unwrap();
+    await_interest(&lc, &subject, &mut hub_sub).await;
+    let back = unique("back");
+    let mut leaf_sub = lc.subscribe(back.clone()).await.unwrap();
+    await_interest(&hc, &back, &mut leaf_sub).await;
+}

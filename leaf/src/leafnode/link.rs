@@ -598,7 +598,19 @@ impl Link<'_> {
                 }
                 Ok(())
             }
-            (Phase::Established, LeafOp::Info(_)) => Ok(()),
+            (Phase::Established, LeafOp::Info(json)) => {
+                // A hub announces cluster changes with a new INFO.
+                if self.solicited() {
+                    if let Ok(PeerInfo {
+                        leafnode_urls: Some(urls),
+                        ..
+                    }) = serde_json::from_slice::<PeerInfo>(json)
+                    {
+                        self.entry.set_discovered(&urls);
+                    }
+                }
+                Ok(())
+            }
             (
                 Phase::Established,
                 LeafOp::Sub {
@@ -762,6 +774,9 @@ impl Link<'_> {
             ));
         }
         self.handle.headers.store(info.headers, Ordering::Relaxed);
+        if let Some(urls) = &info.leafnode_urls {
+            self.entry.set_discovered(urls);
+        }
         self.remote_name = if info.server_name.is_empty() {
             info.server_id.clone()
         } else {

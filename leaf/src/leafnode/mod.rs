@@ -195,6 +195,9 @@ pub(crate) struct LinkEntry {
     /// The established connection, while there is one (for components that write to the
     /// link directly, such as uplinks).
     link: tokio::sync::watch::Sender<Option<Arc<ClientHandle>>>,
+    /// Leafnode URLs the hub announced (`leafnode_urls` in its INFO: every server of its
+    /// cluster), tried after the configured ones.
+    discovered: Mutex<Vec<String>>,
 }
 
 #[derive(Default)]
@@ -209,6 +212,22 @@ struct EntryState {
 }
 
 impl LinkEntry {
+    /// Records the leafnode URLs (`host:port`) the hub announced; they replace the previous
+    /// announcement (a server that left the cluster is dropped).
+    pub(crate) fn set_discovered(&self, urls: &[String]) {
+        if let Ok(mut d) = self.discovered.lock() {
+            *d = urls.to_vec();
+        }
+    }
+
+    /// The leafnode URLs the hub announced last.
+    pub(crate) fn discovered(&self) -> Vec<String> {
+        self.discovered
+            .lock()
+            .map(|d| d.clone())
+            .unwrap_or_default()
+    }
+
     fn new(solicited: bool, url: String) -> Arc<LinkEntry> {
         Arc::new(LinkEntry {
             solicited,
@@ -218,6 +237,7 @@ impl LinkEntry {
                 ..EntryState::default()
             }),
             link: tokio::sync::watch::Sender::new(None),
+            discovered: Mutex::new(Vec::new()),
         })
     }
 

@@ -7,6 +7,11 @@
 //! ceiling, so many leaves restarted together do not reconnect in lockstep. A link that was up
 //! resets the backoff. After a loop was detected the wait is 30 s, as nats-server does.
 //! Every (re)connection re-sends the whole interest set (the interest table's burst).
+//! The leafnode URLs a hub announces (`leafnode_urls`: the other servers of its cluster) are
+//! tried after the configured URLs, with the first configured URL's scheme, credentials and
+//! TLS settings, so a leaf configured with one server of a hub cluster fails over to the
+//! others. They are a fallback only: after a link ends, the next round starts again with
+//! the configured URLs.
 //! A failed TLS handshake (a certificate that does not verify, TLS on one side only) is a
 //! failed attempt like any other: logged, recorded in the link status, retried.
 
@@ -46,20 +51,27 @@ pub async fn run(
     else {
         return;
     };
-    let mut urls = remote.urls.clone();
+    let configured = remote.urls.clone();
     let deny = remote.deny.clone();
     let tls = remote.tls.clone();
     let max = leaf.opts.reconnect_max;
     let mut failures: u32 = 0;
     loop {
+        let mut urls = configured.clone();
         fastrand::shuffle(&mut urls);
+        urls.extend(discovered_urls(&configured, &entry.discovered()));
         let mut extra_delay = None;
         for url in &urls {
             if *stop.borrow() {
                 return;
             }
             match attempt(&shared, url, &deny, tls.as_ref(), &entry, &stop).await {
-                Attempt::Established => failures = 0,
+                Attempt::Established => {
+                    // Start again from the configured URLs: an announced one is only a
+                    // fallback (it may bypass a proxy or a load balancer the user put there).
+                    failures = 0;
+                    break;
+                }
                 Attempt::Failed(delay) => {
                     failures = failures.saturating_add(1);
                     extra_delay = extra_delay.max(delay);
@@ -80,6 +92,25 @@ pub async fn run(
 }
 
 /// The result of one connection attempt.
+/// The announced URLs that are not configured already, as URLs like the first configured one.
+fn discovered_urls(configured: &[RemoteUrl], announced: &[String]) -> Vec<RemoteUrl> {
+    let Some(template) = configured.first() else {
+        return Vec::new();
+    };
+    let mut out: Vec<RemoteUrl> = Vec::new();
+    for a in announced {
+        let Some(url) = template.sibling(a) else {
+            continue;
+        };
+        let known = |u: &RemoteUrl| u.host == url.host && u.port == url.port;
+        if !configured.iter().any(known) && !out.iter().any(known) {
+            out.push(url);
+        }
+    }
+    fastrand::shuffle(&mut out);
+    out
+}
+
 enum Attempt {
     /// The link was up (and has now ended).
     Established,
@@ -156,6 +187,22 @@ async fn attempt(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn announced_urls_extend_the_configured_ones() {
+        let configured = vec![RemoteUrl::parse("nats-leaf://u:p@127.0.0.1:7422").unwrap()];
+        let announced = vec![
+            "127.0.0.1:7422".to_owned(),
+            "127.0.0.1:7423".to_owned(),
+            "127.0.0.1:7423".to_owned(),
+            "garbage".to_owned(),
+        ];
+        let found = discovered_urls(&configured, &announced);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].port, 7423);
+        assert_eq!(found[0].user.as_deref(), Some("u"));
+        assert!(discovered_urls(&[], &announced).is_empty());
+    }
 
     #[test]
     fn backoff_grows_with_jitter_and_is_capped() {

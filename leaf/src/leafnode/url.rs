@@ -97,6 +97,22 @@ impl RemoteUrl {
     }
 
     /// `host:port` for connecting.
+    /// The URL of another server of the same hub cluster, announced as `host:port` in the
+    /// hub's `leafnode_urls`: this URL's scheme, credentials and TLS with that address.
+    /// `None` when `announced` is not `host:port`.
+    pub fn sibling(&self, announced: &str) -> Option<RemoteUrl> {
+        let (host, port) = announced.trim().rsplit_once(':')?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return None;
+        }
+        Some(RemoteUrl {
+            host: host.to_owned(),
+            port: port.parse().ok()?,
+            ..self.clone()
+        })
+    }
+
     pub fn addr(&self) -> String {
         if self.host.contains(':') {
             format!("[{}]:{}", self.host, self.port)
@@ -152,6 +168,20 @@ fn decode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn siblings_take_scheme_and_credentials() {
+        let u = RemoteUrl::parse("tls://u:p@hub-a:7422").unwrap();
+        let b = u.sibling("10.0.0.2:7423").unwrap();
+        assert_eq!((b.host.as_str(), b.port, b.tls), ("10.0.0.2", 7423, true));
+        assert_eq!(
+            (b.user.as_deref(), b.pass.as_deref()),
+            (Some("u"), Some("p"))
+        );
+        assert_eq!(u.sibling("[::1]:7").unwrap().host, "::1");
+        assert!(u.sibling("nohost").is_none());
+        assert!(u.sibling("h:notaport").is_none());
+    }
 
     #[test]
     fn parses_forms() {
