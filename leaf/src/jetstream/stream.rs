@@ -16,8 +16,9 @@
 //! * **Deduplication.** `Nats-Msg-Id`s of the last `duplicate_window` are kept in memory and
 //!   rebuilt from the stored messages when the server starts, so a retry after a restart is
 //!   still recognised.
-//! * **Limits.** `max_msgs`, `max_bytes`, `max_msgs_per_subject` (with `discard: old`) and
-//!   rollups are applied by purges issued right after the append; `max_age` by a timer.
+//! * **Limits.** `max_msgs`, `max_bytes`, `max_msgs_per_subject` (with `discard: old`) are
+//!   applied by purges issued right after the append; a rollup by a purge the PubAck waits
+//!   for (nobody reads what it replaced once it is acknowledged); `max_age` by a timer.
 //!   `discard: new` refuses a message that would exceed `max_msgs` or `max_bytes`.
 //! * **Consumers.** After each PubAck the stream's consumers are told the new sequence and
 //!   subject (one channel send each), and after each purge that they should count again.
@@ -568,30 +569,40 @@ impl Runner {
         }
         // Consumers first: a pull request sent after the PubAck finds the message counted.
         self.stream.consumers_appended(appended.seq, &done.subject);
+        if let Some(rollup) = done.rollup {
+            self.roll_up(&done.subject, appended.seq, rollup).await;
+        }
         self.reply_ack(reply, appended.seq, false);
         let _ = done.size;
-        self.apply_limits(&done.subject, appended.seq, done.rollup);
+        self.apply_limits(&done.subject);
     }
 
-    /// Issues the purges that bring the stream back within its limits after `seq` was stored.
-    /// They are queued behind the append in the store and are idempotent, so they are not
-    /// waited for.
-    fn apply_limits(&mut self, subject: &str, seq: u64, rollup: Option<Rollup>) {
+    /// Removes what the rollup message `seq` replaces (its subject's older messages, or all
+    /// older messages), waiting for the store: the publisher gets its PubAck only after it,
+    /// so nobody reads a replaced message once the rollup is acknowledged (a KV purge is
+    /// followed at once by a history read, for example).
+    async fn roll_up(&mut self, subject: &str, seq: u64, rollup: Rollup) {
+        let req = PurgeRequest {
+            filter: match rollup {
+                Rollup::All => None,
+                Rollup::Subject => Some(subject.to_string()),
+            },
+            up_to_seq: Some(seq),
+            keep: None,
+        };
+        match self.store.purge(&self.stream.name, req).await {
+            Ok(n) if n > 0 => self.stream.consumers_recount(),
+            Ok(_) => {}
+            Err(e) => warn!(stream = %self.stream.name, error = %e, "rollup purge failed"),
+        }
+    }
+
+    /// Issues the purges that bring the stream back within its limits after a message on
+    /// `subject` was stored. They are queued behind the append in the store and are
+    /// idempotent, so they are not waited for.
+    fn apply_limits(&mut self, subject: &str) {
         let cfg = self.stream.config();
         let mut purges = Vec::new();
-        match rollup {
-            Some(Rollup::All) => purges.push(PurgeRequest {
-                filter: None,
-                up_to_seq: Some(seq),
-                keep: None,
-            }),
-            Some(Rollup::Subject) => purges.push(PurgeRequest {
-                filter: Some(subject.to_string()),
-                up_to_seq: Some(seq),
-                keep: None,
-            }),
-            None => {}
-        }
         if cfg.discard == Discard::Old {
             let state = self.store.stream_state(&self.stream.name).ok().flatten();
             if cfg.max_msgs > 0 && state.is_some_and(|s| s.msgs > cfg.max_msgs as u64) {
