@@ -3,9 +3,9 @@
 //! The file is read again and the command-line flags applied over it, as at startup. Then
 //! [`plan`] compares it with the running configuration: the log level (`log_level`, `debug`,
 //! `trace`) and an uplink's limits and pacing (`max_bytes`, `max_msgs`, `max_age`,
-//! `when_full`, `rate_limit`, `max_in_flight`, `ack_timeout`, `cursor_interval`) change in
-//! place; the gateways (`board`, `boards_dir`, `[[serial]]`, `[[modbus]]`, `[[gpio]]`) are
-//! restarted with their new settings; any other difference refuses the whole reload with a
+//! `when_full`, `rate_limit`, `max_in_flight`, `ack_timeout`, `ack_every`, `cursor_interval`)
+//! change in place; the gateways (`board`, `boards_dir`, `[[serial]]`, `[[modbus]]`,
+//! `[[gpio]]`) are restarted with their new settings; any other difference refuses the whole reload with a
 //! message naming the key, and the running configuration stays as it was.
 
 use crate::config::{Config, LogLevel, Uplink};
@@ -47,6 +47,7 @@ fn copy_reloadable(to: &mut Uplink, from: &Uplink) {
     to.rate_limit = from.rate_limit;
     to.max_in_flight = from.max_in_flight;
     to.ack_timeout = from.ack_timeout;
+    to.ack_every = from.ack_every;
     to.cursor_interval = from.cursor_interval;
 }
 

@@ -18,6 +18,7 @@ server_tests!(
     limits_discard_old,
     discard_new_refuses,
     pipelined_publishes,
+    msg_id_chain,
     account_info,
 );
 
@@ -405,6 +406,81 @@ async fn pipelined_publishes(kind: ServerKind) {
     let stream = js.get_stream("FAST").await.unwrap();
     let m = stream.get_raw_message(1234).await.unwrap();
     assert_eq!(m.payload, Bytes::from("1233"));
+}
+
+/// A chain of publishes, each expecting the previous one's `Nats-Msg-Id`
+/// (`Nats-Expected-Last-Msg-Id`), most without a reply and all sent without waiting (what an
+/// uplink does): an acknowledged link proves every earlier link stored, in order; a link whose
+/// predecessor is missing is refused, and so is everything chained after it.
+async fn msg_id_chain(kind: ServerKind) {
+    let dir = StoreDir::new();
+    let server = TestServer::start_jetstream(kind, &dir).await;
+    let client = server.client().await;
+    let js = jetstream::new(client.clone());
+    js.create_stream(config("CHAIN", &["chain.>"]))
+        .await
+        .unwrap();
+    let link = |i: u64, prev: &str| {
+        let mut h = async_nats::HeaderMap::new();
+        h.insert("Nats-Msg-Id", format!("c-{i}").as_str());
+        h.insert("Nats-Expected-Last-Msg-Id", prev);
+        h
+    };
+    let head = js
+        .send_publish(
+            "chain.x",
+            PublishMessage::build()
+                .payload("0".into())
+                .message_id("c-0"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(bounded("head ack", head).await.unwrap().sequence, 1);
+    let mut acks = Vec::new();
+    for i in 1..=500u64 {
+        let prev = format!("c-{}", i - 1);
+        if i % 50 == 0 {
+            let msg = PublishMessage::build()
+                .payload(format!("{i}").into())
+                .message_id(format!("c-{i}"))
+                .expected_last_message_id(&prev);
+            acks.push((i, js.send_publish("chain.x", msg).await.unwrap()));
+        } else {
+            client
+                .publish_with_headers("chain.x", link(i, &prev), format!("{i}").into())
+                .await
+                .unwrap();
+        }
+    }
+    for (i, ack) in acks {
+        assert_eq!(bounded("link ack", ack).await.unwrap().sequence, i + 1);
+    }
+    // A link whose predecessor was never stored, then one chained to it: both refused.
+    client
+        .publish_with_headers("chain.x", link(1000, "c-999"), "x".into())
+        .await
+        .unwrap();
+    let broken = PublishMessage::build()
+        .payload("y".into())
+        .message_id("c-1001")
+        .expected_last_message_id("c-1000");
+    let e = bounded("refusal", js.send_publish("chain.x", broken).await.unwrap())
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("wrong last msg ID: c-500"), "{e}");
+    // The chain goes on from its real end.
+    let next = PublishMessage::build()
+        .payload("501".into())
+        .message_id("c-501")
+        .expected_last_message_id("c-500");
+    let ack = bounded("ack", js.send_publish("chain.x", next).await.unwrap()).await;
+    assert_eq!(ack.unwrap().sequence, 502);
+    let mut stream = js.get_stream("CHAIN").await.unwrap();
+    assert_eq!(stream.info().await.unwrap().state.messages, 502);
+    for seq in [1u64, 2, 250, 501, 502] {
+        let m = stream.get_raw_message(seq).await.unwrap();
+        assert_eq!(m.payload, Bytes::from(format!("{}", seq - 1)));
+    }
 }
 
 /// Everything acknowledged before a SIGKILL is there after a restart on the same store.

@@ -184,6 +184,18 @@ async fn check_hub_stream(hub: &async_nats::Client, n: u64) {
 
 /// Like [`check_hub_stream`] for messages `from..to`.
 async fn check_hub_range(hub: &async_nats::Client, from: u64, to: u64) {
+    check_hub_messages(hub, from, to, None, to - from).await
+}
+
+/// Like [`check_hub_range`], reading only the hub subjects matching `filter`, in a hub
+/// stream that holds `total` messages in all.
+async fn check_hub_messages(
+    hub: &async_nats::Client,
+    from: u64,
+    to: u64,
+    filter: Option<&str>,
+    total: u64,
+) {
     let js = jetstream::new(hub.clone());
     let stream = js.get_stream(HUB_STREAM).await.expect("hub stream");
     // A clustered hub that just lost a node may refuse a consumer for a moment.
@@ -196,6 +208,7 @@ async fn check_hub_range(hub: &async_nats::Client, from: u64, to: u64) {
                     .create_consumer(jetstream::consumer::pull::Config {
                         ack_policy: jetstream::consumer::AckPolicy::None,
                         num_replicas: 1,
+                        filter_subject: filter.unwrap_or_default().to_string(),
                         ..Default::default()
                     })
                     .await;
@@ -254,7 +267,7 @@ async fn check_hub_range(hub: &async_nats::Client, from: u64, to: u64) {
     }
     assert_eq!(
         hub_count(hub).await,
-        to - from,
+        total,
         "hub stream holds extra messages"
     );
 }
@@ -531,7 +544,7 @@ async fn full_buffer_rejects_new(kind: ServerKind) {
 }
 
 /// A flaky WAN: leafd in its own network namespace, joined to the hub's by a veth pair
-/// limited to 2 Mbit/s (`tc tbf`) and set down every few seconds (1 s, 1 s, 5 s), with 200 ms
+/// limited to 2 Mbit/s (`tc tbf`) and set down every few seconds (5 s, 1 s, 1 s, 5 s, ...), with 200 ms
 /// of latency each way and 5 % loss on the path. The backlog still arrives exactly once and
 /// in order; the achieved replay rate is printed.
 ///
@@ -540,7 +553,7 @@ async fn full_buffer_rejects_new(kind: ServerKind) {
 /// delayed, and 5 % of them are held back 600 ms with everything behind them, which is what
 /// a lost segment does to a TCP stream. Shaping and outages are the kernel's.
 async fn survives_a_flaky_wan(kind: ServerKind) {
-    const N: u64 = 5_000;
+    const N: u64 = 10_000;
     let (hub_store, leaf_store) = (StoreDir::new(), StoreDir::new());
     let ns = NetNs::create();
     let leaf_port = free_port();
@@ -570,11 +583,13 @@ async fn survives_a_flaky_wan(kind: ServerKind) {
     let hub = start_hub(kind, &hub_store, leaf_port, None).await;
     let hub_client = client(&hub).await;
     let started = std::time::Instant::now();
-    // Short outages TCP rides out, and every third one long enough (5 s) for the link's
-    // pings to declare it dead, so leafd reconnects mid-replay.
+    // Short outages TCP rides out, and every third one, starting with the first (2 s into a
+    // replay that needs at least 5 s at 2 Mbit/s), long enough (5 s) for the link's pings to
+    // declare it dead, so leafd reconnects mid-replay.
     let outages = async {
-        for round in 1.. {
-            tokio::time::sleep(Duration::from_secs(3)).await;
+        for round in 0.. {
+            let gap = if round == 0 { 2 } else { 3 };
+            tokio::time::sleep(Duration::from_secs(gap)).await;
             ns.set_link(false);
             let secs = if round % 3 == 0 { 5 } else { 1 };
             tokio::time::sleep(Duration::from_secs(secs)).await;
@@ -730,6 +745,121 @@ async fn rate_limit_caps_the_replay(kind: ServerKind) {
     );
 }
 
+/// Chained acknowledgements: the hub sends one PubAck per `ack_every` messages (128 by
+/// default), not one per message, and the backlog still arrives exactly once and in order.
+async fn acknowledgements_are_chained(kind: ServerKind) {
+    const N: u64 = 10_000;
+    let (hub_store, leaf_store) = (StoreDir::new(), StoreDir::new());
+    let leaf_port = free_port();
+    let (leafd, mport) = start_leafd_monitored(&leaf_store, leaf_port, json!({})).await;
+    publish_range(&client(&leafd).await, 0, N).await;
+    let hub = start_hub(kind, &hub_store, leaf_port, None).await;
+    let hub_client = client(&hub).await;
+    await_hub_count(&hub_client, N, Duration::from_secs(120)).await;
+    check_hub_stream(&hub_client, N).await;
+    let live = await_status(mport, "the uplink to be live", |s| {
+        s["state"] == json!("live")
+    })
+    .await;
+    assert_eq!(live["acked_msgs"], json!(N), "{live}");
+    let (code, leafz) = http_get(mport, "/leafz").await;
+    assert_eq!(code, 200, "{leafz}");
+    let answers = leafz["leafs"][0]["in_msgs"].as_u64().expect("in_msgs");
+    assert!(
+        answers < N / 16,
+        "{answers} messages came back from the hub for {N} forwarded: acknowledgements are not chained"
+    );
+}
+
+/// Another publisher writes into the hub stream while the uplink replays into it: chaining
+/// stops (its expectation of the stream's newest message fails), the uplink falls back to
+/// one PubAck per message, and its messages still arrive exactly once and in order.
+async fn chain_stops_when_the_hub_stream_has_other_writers(kind: ServerKind) {
+    const N: u64 = 5_000;
+    const OTHERS: u64 = 400;
+    let (hub_store, leaf_store) = (StoreDir::new(), StoreDir::new());
+    let leaf_port = free_port();
+    let hub = start_hub(kind, &hub_store, leaf_port, None).await;
+    let hub_client = client(&hub).await;
+    let hub_js = jetstream::new(hub_client.clone());
+    hub_js
+        .create_stream(jetstream::stream::Config {
+            name: HUB_STREAM.to_string(),
+            subjects: vec![format!("{PREFIX}.>"), "other.>".to_string()],
+            ..Default::default()
+        })
+        .await
+        .expect("hub stream");
+    // About 55 B per message at 100 KB/s: the replay takes about 3 s.
+    let leafd = start_leafd(
+        &leaf_store,
+        leaf_port,
+        json!({ "rate_limit": "100KB", "create_hub_stream": false }),
+        None,
+    )
+    .await;
+    let leaf_client = client(&leafd).await;
+    let foreign = async {
+        for k in 0..OTHERS {
+            hub_js
+                .publish(format!("other.{k}"), "foreign".into())
+                .await
+                .expect("foreign publish")
+                .await
+                .expect("foreign PubAck");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    tokio::join!(publish_range(&leaf_client, 0, N), foreign);
+    await_hub_count(&hub_client, N + OTHERS, Duration::from_secs(120)).await;
+    check_hub_messages(&hub_client, 0, N, Some(&format!("{PREFIX}.>")), N + OTHERS).await;
+    e2e::wait_for_log(&leafd, "other writers", 1).await;
+}
+
+/// A message larger than the hub stream's `max_msg_size`, in the middle of a chained
+/// backlog: the hub refuses it (the chain breaks there), leafd sends it again with its own
+/// PubAck, gets the refusal for good, skips and counts it; everything else arrives once.
+async fn oversized_message_is_skipped_within_a_chain(kind: ServerKind) {
+    const N: u64 = 4_000;
+    let (hub_store, leaf_store) = (StoreDir::new(), StoreDir::new());
+    let leaf_port = free_port();
+    // Buffered while the hub is down, so the big message is forwarded inside a chain.
+    let (leafd, mport) = start_leafd_monitored(
+        &leaf_store,
+        leaf_port,
+        json!({ "create_hub_stream": false }),
+    )
+    .await;
+    let leaf_client = client(&leafd).await;
+    publish_range(&leaf_client, 0, N / 2).await;
+    jetstream::new(leaf_client.clone())
+        .publish("sensors.big", vec![b'x'; 4096].into())
+        .await
+        .expect("publish")
+        .await
+        .expect("PubAck");
+    publish_range(&leaf_client, N / 2, N).await;
+    let hub = start_hub(kind, &hub_store, leaf_port, None).await;
+    let hub_client = client(&hub).await;
+    jetstream::new(hub_client.clone())
+        .create_stream(jetstream::stream::Config {
+            name: HUB_STREAM.to_string(),
+            subjects: vec![format!("{PREFIX}.>")],
+            max_message_size: 1024,
+            ..Default::default()
+        })
+        .await
+        .expect("hub stream");
+    await_hub_count(&hub_client, N, Duration::from_secs(120)).await;
+    check_hub_stream(&hub_client, N).await;
+    let live = await_status(mport, "the uplink to be live", |s| {
+        s["state"] == json!("live")
+    })
+    .await;
+    assert_eq!(live["rejected"], json!(1), "{live}");
+    assert_eq!(live["acked_msgs"], json!(N + 1), "{live}");
+}
+
 /// Deleting the uplink's buffer stream through the API does not take leafd down: the uplink
 /// reports the problem and leafd keeps serving.
 async fn deleted_buffer_is_reported(kind: ServerKind) {
@@ -793,4 +923,7 @@ hub_tests!(
     survives_a_flaky_wan,
     rate_limit_caps_the_replay,
     deleted_buffer_is_reported,
+    acknowledgements_are_chained,
+    chain_stops_when_the_hub_stream_has_other_writers,
+    oversized_message_is_skipped_within_a_chain,
 );

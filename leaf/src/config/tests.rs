@@ -631,6 +631,13 @@ fn uplink_errors_name_the_key() {
         check("name = \"a\"\nsubjects = \"s.>\"\nhub_stream = \"S\"\nsubject_prefix = \"gw.*\"\n")
             .unwrap_err();
     assert!(err.contains("uplinks[0].subject_prefix"), "{err}");
+    let err =
+        check("name = \"a\"\nsubjects = \"s.>\"\nhub_stream = \"S\"\nack_every = 0\n").unwrap_err();
+    assert!(err.contains("uplinks[0].ack_every"), "{err}");
+    assert_eq!(
+        ok.uplinks[0].ack_every, 128,
+        "chained acknowledgements by default"
+    );
     let err = toml("[[uplinks]]\nname = \"a\"\nsubjects = \"s.>\"\nhub_stream = \"S\"\n")
         .and_then(|c| c.validate())
         .unwrap_err()

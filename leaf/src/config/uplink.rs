@@ -20,7 +20,9 @@ use serde::Deserialize;
 use super::value;
 
 /// Default most messages sent to the hub and not yet acknowledged.
-pub const DEFAULT_MAX_IN_FLIGHT: usize = 512;
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 2048;
+/// Default number of messages per hub PubAck when acknowledgements are chained.
+pub const DEFAULT_ACK_EVERY: u32 = 128;
 /// Default time the hub gets to acknowledge a message before it is sent again.
 pub const DEFAULT_ACK_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default shortest interval between two writes of the uplink's cursor.
@@ -80,6 +82,10 @@ pub struct Uplink {
     /// Time the hub gets to acknowledge a message before it is sent again.
     #[serde(deserialize_with = "value::de_duration")]
     pub ack_timeout: Duration,
+    /// Ask the hub for a PubAck on only one message in this many, chaining the others
+    /// (`Nats-Expected-Last-Msg-Id`) so that one PubAck proves them all stored; 1 asks for a
+    /// PubAck on every message. Chaining stops by itself on a hub stream with other writers.
+    pub ack_every: u32,
     /// Shortest interval between two writes of the cursor (and frees of forwarded
     /// messages). Longer means fewer writes to the flash; exactness does not depend on it
     /// (after a crash, leafd reads back from the hub what it already holds).
@@ -106,6 +112,7 @@ impl Default for Uplink {
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             rate_limit: None,
             ack_timeout: DEFAULT_ACK_TIMEOUT,
+            ack_every: DEFAULT_ACK_EVERY,
             cursor_interval: DEFAULT_CURSOR_INTERVAL,
         }
     }

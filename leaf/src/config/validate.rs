@@ -305,6 +305,12 @@ impl Config {
                     "must be between 1 and 65536",
                 ));
             }
+            if up.ack_every == 0 || up.ack_every > 4096 {
+                return Err(ConfigError::invalid(
+                    key("ack_every"),
+                    "must be between 1 and 4096",
+                ));
+            }
             if up.ack_timeout.is_zero() {
                 return Err(ConfigError::invalid(
                     key("ack_timeout"),

@@ -215,6 +215,8 @@ struct InFlight {
     msg_id: Option<String>,
     rollup: Option<Rollup>,
     size: u64,
+    /// The sequence this append gets if every append before it succeeds.
+    predicted_seq: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -238,6 +240,9 @@ struct Runner {
     in_flight: VecDeque<InFlight>,
     /// The `Nats-Msg-Id`s of `in_flight`, counted.
     in_flight_ids: HashMap<String, u32>,
+    /// An append failed while others were in flight, so `InFlight::predicted_seq` is wrong
+    /// until `in_flight` is empty again.
+    predictions_broken: bool,
 }
 
 /// Creates a stream's handle and starts its task. The task first rebuilds the dedup state
@@ -272,6 +277,7 @@ pub(crate) fn start(
         last_msg_id: None,
         in_flight: VecDeque::new(),
         in_flight_ids: HashMap::new(),
+        predictions_broken: false,
     };
     tokio::spawn(async move {
         let (store, for_scan) = (runner.store.clone(), runner.stream.clone());
@@ -448,9 +454,15 @@ impl Runner {
                 return self.reply_error(reply, &ApiError::new(500, 10111, "rollup value invalid"));
             }
         };
+        if self.in_flight.is_empty() {
+            self.predictions_broken = false;
+        }
+        // `Nats-Expected-Last-Msg-Id` is checked against the newest append in flight, and the
+        // append is made conditional on its predecessor's predicted sequence: a chain of such
+        // publishes is pipelined instead of waiting for one commit each.
         let needs_exact = expect_last_seq.is_some()
             || expect_subject_seq.is_some()
-            || expect_msg_id.is_some()
+            || (expect_msg_id.is_some() && self.predictions_broken)
             || cfg.discard == Discard::New
             || msg_id
                 .as_ref()
@@ -485,9 +497,17 @@ impl Runner {
                 return self.reply_error(reply, &ApiError::wrong_last_sequence(last));
             }
         }
+        let predicted_last_seq = match self.in_flight.back() {
+            Some(newest) => newest.predicted_seq,
+            None => state.map_or(0, |s| s.last_seq),
+        };
         if let Some(v) = expect_msg_id {
-            if self.last_msg_id.as_deref() != Some(v) {
-                let last = self.last_msg_id.clone().unwrap_or_default();
+            let last = match self.in_flight.back() {
+                Some(newest) => newest.msg_id.as_deref(),
+                None => self.last_msg_id.as_deref(),
+            };
+            if last != Some(v) {
+                let last = last.unwrap_or_default().to_string();
                 return self.reply_error(reply, &ApiError::wrong_last_msg_id(&last));
             }
         }
@@ -515,25 +535,33 @@ impl Runner {
                 }
             }
         }
-        let fut = self.store.append(
-            &self.stream.name,
-            NewMessage {
-                subject: m.subject.clone(),
-                headers: m.headers,
-                payload: m.payload,
-                ts_ns: now_ns(),
-            },
-        );
+        let chained = expect_msg_id.is_some();
+        let new = NewMessage {
+            subject: m.subject.clone(),
+            headers: m.headers,
+            payload: m.payload,
+            ts_ns: now_ns(),
+        };
+        // Depending on the predecessor: if it fails, the store refuses this one too.
+        let fut: AppendFuture = if chained && !self.in_flight.is_empty() {
+            Box::pin(
+                self.store
+                    .append_after(&self.stream.name, new, predicted_last_seq),
+            )
+        } else {
+            Box::pin(self.store.append(&self.stream.name, new))
+        };
         if let Some(id) = &msg_id {
             *self.in_flight_ids.entry(id.clone()).or_default() += 1;
         }
         self.in_flight.push_back(InFlight {
-            fut: Box::pin(fut),
+            fut,
             reply: m.reply.filter(|_| !cfg.no_ack),
             subject: m.subject,
             msg_id,
             rollup,
             size,
+            predicted_seq: predicted_last_seq + 1,
         });
     }
 
@@ -550,8 +578,15 @@ impl Runner {
         let reply = done.reply.as_deref();
         let appended = match result {
             Ok(a) => a,
+            Err(StoreError::LastSeqMismatch { .. }) => {
+                // A conditional append whose predecessor in flight was not stored.
+                self.predictions_broken = true;
+                let last = self.last_msg_id.clone().unwrap_or_default();
+                return self.reply_error(reply, &ApiError::wrong_last_msg_id(&last));
+            }
             Err(e) => {
                 warn!(stream = %self.stream.name, error = %e, "append failed");
+                self.predictions_broken = true;
                 let err = match e {
                     StoreError::InsufficientResources(_) => ApiError::insufficient_resources(),
                     other => ApiError::store_failed(&other.to_string()),

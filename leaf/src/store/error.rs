@@ -41,6 +41,15 @@ pub enum StoreError {
     /// The request itself is invalid (empty name, empty batch, a value too large for a record).
     #[error("invalid request: {0}")]
     Invalid(String),
+    /// A conditional append ([`Store::append_after`](super::Store::append_after)) found the
+    /// stream's last sequence different from the one it required; nothing was written.
+    #[error("last sequence is {found}, the append required {required}")]
+    LastSeqMismatch {
+        /// The last sequence the append required.
+        required: u64,
+        /// The stream's last sequence when the append was applied.
+        found: u64,
+    },
 }
 
 impl StoreError {
@@ -59,6 +68,10 @@ impl StoreError {
             },
             StoreError::AlreadyOpen => StoreError::AlreadyOpen,
             StoreError::Invalid(s) => StoreError::Invalid(s.clone()),
+            StoreError::LastSeqMismatch { required, found } => StoreError::LastSeqMismatch {
+                required: *required,
+                found: *found,
+            },
         }
     }
 

@@ -474,7 +474,26 @@ impl Store {
         msg: NewMessage,
     ) -> impl Future<Output = Result<Appended, StoreError>> + Send + 'static {
         let name = name.to_string();
-        let f = self.submit(move |r| Op::Append(name, vec![msg], r));
+        let f = self.submit(move |r| Op::Append(name, vec![msg], None, r));
+        async move {
+            f.await?
+                .pop()
+                .ok_or_else(|| StoreError::Corrupt("internal: empty append reply".into()))
+        }
+    }
+
+    /// Appends one message only if the stream's last sequence is `last` when the writer
+    /// applies it (otherwise [`StoreError::LastSeqMismatch`], nothing written). A publisher
+    /// that pipelines appends uses it to make one depend on the previous one: if that one
+    /// failed, the last sequence is not the one predicted, so this one fails too.
+    pub fn append_after(
+        &self,
+        name: &str,
+        msg: NewMessage,
+        last: u64,
+    ) -> impl Future<Output = Result<Appended, StoreError>> + Send + 'static {
+        let name = name.to_string();
+        let f = self.submit(move |r| Op::Append(name, vec![msg], Some(last), r));
         async move {
             f.await?
                 .pop()
@@ -489,7 +508,7 @@ impl Store {
         msgs: Vec<NewMessage>,
     ) -> impl Future<Output = Result<Vec<Appended>, StoreError>> + Send + 'static {
         let name = name.to_string();
-        self.submit(move |r| Op::Append(name, msgs, r))
+        self.submit(move |r| Op::Append(name, msgs, None, r))
     }
 
     /// Deletes one message (interior deletes allowed). `Ok(false)` if it was not stored.

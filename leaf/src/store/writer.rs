@@ -34,8 +34,9 @@ pub(crate) enum Op {
     UpdateConfig(String, Vec<u8>, Reply<()>),
     /// Delete a stream and everything under it.
     DeleteStream(String, Reply<()>),
-    /// Append messages (all in this one commit).
-    Append(String, Vec<NewMessage>, Reply<Vec<Appended>>),
+    /// Append messages (all in this one commit); with `Some(last)`, only if the stream's last
+    /// sequence is `last` when the op is applied.
+    Append(String, Vec<NewMessage>, Option<u64>, Reply<Vec<Appended>>),
     /// Delete one message.
     DeleteMsg(String, u64, Reply<bool>),
     /// Purge messages.
@@ -50,7 +51,7 @@ impl Op {
     /// How many slots of `max_batch` this op takes.
     fn weight(&self) -> usize {
         match self {
-            Op::Append(_, m, _) => m.len().max(1),
+            Op::Append(_, m, _, _) => m.len().max(1),
             _ => 1,
         }
     }
@@ -65,7 +66,7 @@ impl Op {
             Op::UpdateConfig(_, _, r) | Op::DeleteStream(_, r) | Op::PutConsumer(_, _, _, r) => {
                 drop(r.send(Err(e)))
             }
-            Op::Append(_, _, r) => drop(r.send(Err(e))),
+            Op::Append(_, _, _, r) => drop(r.send(Err(e))),
             Op::DeleteMsg(_, _, r) | Op::DeleteConsumer(_, _, r) => drop(r.send(Err(e))),
             Op::Purge(_, _, r) => drop(r.send(Err(e))),
         }
@@ -78,7 +79,7 @@ impl Op {
                 Op::UpdateConfig(_, _, r) | Op::DeleteStream(_, r) | Op::PutConsumer(_, _, _, r),
                 Done::Unit,
             ) => drop(r.send(Ok(()))),
-            (Op::Append(_, _, r), Done::Appended(a)) => drop(r.send(Ok(a))),
+            (Op::Append(_, _, _, r), Done::Appended(a)) => drop(r.send(Ok(a))),
             (Op::DeleteMsg(_, _, r) | Op::DeleteConsumer(_, _, r), Done::Bool(b)) => {
                 drop(r.send(Ok(b)))
             }
@@ -302,7 +303,7 @@ impl<'t, 'o> Batch<'t, 'o> {
             Op::Create(name, config, _) => self.create(name, config),
             Op::UpdateConfig(name, config, _) => self.update_config(name, config),
             Op::DeleteStream(name, _) => self.delete_stream(name),
-            Op::Append(name, msgs, _) => self.append(name, msgs),
+            Op::Append(name, msgs, after, _) => self.append(name, msgs, *after),
             Op::DeleteMsg(name, seq, _) => self.delete_msg(name, *seq),
             Op::Purge(name, req, _) => self.purge(name, req),
             Op::PutConsumer(stream, name, blob, _) => self.put_consumer(stream, name, blob),
@@ -419,10 +420,16 @@ impl<'t, 'o> Batch<'t, 'o> {
         Ok(Ok(Done::Unit))
     }
 
-    fn append(&mut self, name: &str, msgs: &'o [NewMessage]) -> OpResult {
+    fn append(&mut self, name: &str, msgs: &'o [NewMessage], after: Option<u64>) -> OpResult {
         let Some((id, mut st)) = self.state_of(name) else {
             return Ok(Err(StoreError::NotFound(format!("stream {name}"))));
         };
+        if let Some(required) = after.filter(|&r| r != st.last_seq) {
+            return Ok(Err(StoreError::LastSeqMismatch {
+                required,
+                found: st.last_seq,
+            }));
+        }
         for m in msgs {
             if m.subject.is_empty() || !subject::is_literal(&m.subject) {
                 return Ok(Err(StoreError::Invalid(format!(

@@ -16,6 +16,16 @@
 //! be done. When the link drops, what was in flight has an unknown fate: sending resumes at
 //! the cursor once the link is back, after the read-back (see `sync`). Every resend carries
 //! the message's original `Nats-Msg-Id`.
+//!
+//! Chained acknowledgements (`ack_every` > 1): each message after the first of a chain carries
+//! `Nats-Expected-Last-Msg-Id` with its predecessor's id, and only every `ack_every`-th message
+//! (and the last one of every burst) has a reply subject. The hub stores a chained message only
+//! while its predecessor is the stream's newest message, so a PubAck for a chained message
+//! proves every message of its chain up to it stored, once and in order. Any other answer
+//! breaks the chain: the members up to it have an unknown fate and are sent again from the
+//! cursor with one PubAck each (`per_message_until`), then chaining resumes. A refusal naming a
+//! newest message that is not this uplink's means the hub stream has other writers: chaining
+//! stops until the next connect. The argument is in `leaf/DESIGN.md`.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -56,6 +66,16 @@ const MAX_RETRY_DELAY: Duration = Duration::from_secs(10);
 struct Sent {
     at: Instant,
     bytes: u64,
+    /// The chain the message belongs to, if it was sent chained.
+    chain: Option<u64>,
+}
+
+/// The chain being extended: the next chained message expects `last_msg_id`.
+struct Chain {
+    id: u64,
+    last_msg_id: String,
+    /// Messages sent in the chain since the last one with a reply subject.
+    since_reply: u32,
 }
 
 /// Why a wait for the hub ended early.
@@ -104,6 +124,12 @@ pub(crate) struct Forwarder {
     bucket: Option<TokenBucket>,
     api_warned: bool,
     last_progress: Instant,
+    chain: Option<Chain>,
+    last_chain_id: u64,
+    /// The hub stream has other writers: one PubAck per message until the next connect.
+    chain_off: bool,
+    /// Sequences up to this one are sent with one PubAck each (after a broken chain).
+    per_message_until: u64,
 }
 
 impl Forwarder {
@@ -159,6 +185,10 @@ impl Forwarder {
             bucket,
             api_warned: false,
             last_progress: Instant::now(),
+            chain: None,
+            last_chain_id: 0,
+            chain_off: false,
+            per_message_until: 0,
         }
     }
 
@@ -221,6 +251,8 @@ impl Forwarder {
         self.recovering = false;
         self.resume_at = None;
         self.next = self.cursor.acked + 1;
+        self.chain = None;
+        self.chain_off = false;
         self.status.update(|s| s.state = State::Offline);
     }
 
@@ -402,8 +434,13 @@ impl Forwarder {
         let id = self.next_api_id;
         let subject = format!("{}{api}", self.api_prefix);
         let reply = format!("{}r.{id}", self.reply_prefix);
-        if hub::send(link, subject.as_bytes(), reply.as_bytes(), None, payload)
-            == AppendOutcome::Closed
+        if hub::send(
+            link,
+            subject.as_bytes(),
+            Some(reply.as_bytes()),
+            None,
+            payload,
+        ) == AppendOutcome::Closed
         {
             return Err(Interrupted::LinkDown);
         }
@@ -494,16 +531,24 @@ impl Forwarder {
             {
                 break Wait::Answers;
             }
-            if self.read_ahead.is_empty() && !self.refill().await {
-                break Wait::NewMessages;
+            // Keep the next message in hand too: a chained message goes without a reply
+            // subject only when its successor is certain to follow at once.
+            if self.read_ahead.len() < 2
+                && (self.read_ahead.is_empty() || self.refill_more_pending())
+            {
+                let more = self.refill().await;
+                if self.read_ahead.is_empty() {
+                    if more {
+                        // Everything read was already done; more is stored: read on.
+                        continue;
+                    }
+                    break Wait::NewMessages;
+                }
             }
             let Some(msg) = self.read_ahead.front() else {
-                // Everything read was already done; more is stored: read on.
                 continue;
             };
-            let size = (msg.subject.len()
-                + msg.headers.as_ref().map_or(0, |h| h.len())
-                + msg.payload.len()) as u64;
+            let size = wire_size(msg);
             if let Some(bucket) = &mut self.bucket {
                 if let Some(delay) = bucket.take(size) {
                     break Wait::Delay(delay);
@@ -512,24 +557,61 @@ impl Forwarder {
             let Some(msg) = self.read_ahead.pop_front() else {
                 break Wait::NewMessages;
             };
+            let next_size = self.read_ahead.front().map(wire_size);
+            let has_successor = next_size.is_some_and(|next| {
+                self.in_flight.len() + 1 < self.cfg.max_in_flight
+                    && self.in_flight_bytes + size < MAX_IN_FLIGHT_BYTES
+                    && self.bucket.as_mut().is_none_or(|b| b.has(next))
+            });
+            let chained =
+                self.cfg.ack_every > 1 && !self.chain_off && msg.seq > self.per_message_until;
+            let since_reply = match (&self.chain, chained) {
+                (Some(c), true) => c.since_reply,
+                _ => 0,
+            };
+            let want_reply = !chained || !has_successor || since_reply + 1 >= self.cfg.ack_every;
+            let msg_id = self.origin.msg_id(msg.seq);
+            let expect = match (&self.chain, chained) {
+                (Some(c), true) => Some(c.last_msg_id.as_str()),
+                _ => None,
+            };
             let subject = self.hub_subject(&msg.subject);
-            let headers = record::hub_headers(msg.headers.as_deref(), &self.origin.msg_id(msg.seq));
-            let reply = format!("{}a.{}", self.reply_prefix, msg.seq);
+            let headers = record::hub_headers(msg.headers.as_deref(), &msg_id, expect);
+            let reply = want_reply.then(|| format!("{}a.{}", self.reply_prefix, msg.seq));
             let outcome = hub::send(
                 link,
                 subject.as_bytes(),
-                reply.as_bytes(),
+                reply.as_deref().map(str::as_bytes),
                 Some(&headers),
                 &msg.payload,
             );
             if outcome == AppendOutcome::Closed {
                 return Err(Interrupted::LinkDown);
             }
+            let chain = if chained {
+                let id = match &self.chain {
+                    Some(c) => c.id,
+                    None => {
+                        self.last_chain_id += 1;
+                        self.last_chain_id
+                    }
+                };
+                self.chain = Some(Chain {
+                    id,
+                    last_msg_id: msg_id,
+                    since_reply: if want_reply { 0 } else { since_reply + 1 },
+                });
+                Some(id)
+            } else {
+                self.chain = None;
+                None
+            };
             self.in_flight.insert(
                 msg.seq,
                 Sent {
                     at: Instant::now(),
                     bytes: size,
+                    chain,
                 },
             );
             self.in_flight_bytes += size;
@@ -605,20 +687,16 @@ impl Forwarder {
         let Answer::Ack { seq, outcome } = answer else {
             return;
         };
+        if let Some(chain) = self.in_flight.get(&seq).and_then(|s| s.chain) {
+            return self.on_chain_answer(seq, chain, outcome);
+        }
         match outcome {
             AckOutcome::Stored {
                 seq: hub_seq,
                 stream,
                 ..
             } => {
-                if stream != self.cfg.hub_stream {
-                    warn!(uplink = %self.cfg.name, %stream, expected = %self.cfg.hub_stream, "message stored by another hub stream");
-                }
-                self.retry_delay = MIN_RETRY_DELAY;
-                self.status.update(|s| {
-                    s.last_ack = Some(SystemTime::now());
-                    s.last_hub_seq = hub_seq;
-                });
+                self.note_stored(hub_seq, &stream);
                 self.done(seq, hub_seq);
             }
             AckOutcome::Refused(e) if hub::is_permanent(&e) => {
@@ -636,18 +714,82 @@ impl Forwarder {
                 if let Some(s) = self.in_flight.remove(&seq) {
                     self.in_flight_bytes = self.in_flight_bytes.saturating_sub(s.bytes);
                 }
-                {
-                    let why = match &other {
-                        AckOutcome::Refused(e) => e.to_string(),
-                        AckOutcome::Status(503) => {
-                            "no hub stream captures the subject (503)".to_string()
-                        }
-                        AckOutcome::Status(c) => format!("status {c}"),
-                        _ => "unreadable answer".to_string(),
-                    };
-                    self.fail(seq, &why);
+                self.fail(seq, &describe(&other));
+            }
+        }
+    }
+
+    /// Records a PubAck that says "stored" (the hub is healthy again).
+    fn note_stored(&mut self, hub_seq: u64, stream: &str) {
+        if stream != self.cfg.hub_stream {
+            warn!(uplink = %self.cfg.name, %stream, expected = %self.cfg.hub_stream, "message stored by another hub stream");
+        }
+        self.retry_delay = MIN_RETRY_DELAY;
+        self.status.update(|s| {
+            s.last_ack = Some(SystemTime::now());
+            s.last_hub_seq = hub_seq;
+        });
+    }
+
+    /// The answer to `seq`, the reply-carrying message of chain `chain`.
+    fn on_chain_answer(&mut self, seq: u64, chain: u64, outcome: AckOutcome) {
+        let members: Vec<u64> = self
+            .in_flight
+            .range(..=seq)
+            .filter(|(_, s)| s.chain == Some(chain))
+            .map(|(&k, _)| k)
+            .collect();
+        match outcome {
+            AckOutcome::Stored {
+                seq: hub_seq,
+                duplicate: false,
+                stream,
+            } => {
+                self.note_stored(hub_seq, &stream);
+                // Stored while its predecessor was the newest message: by induction the
+                // whole chain up to it is stored, in order, once.
+                for m in members {
+                    self.done(m, if m == seq { hub_seq } else { 0 });
                 }
             }
+            AckOutcome::Stored {
+                seq: hub_seq,
+                duplicate: true,
+                ..
+            } => {
+                // A duplicate was stored earlier, whatever its predecessor: it proves only
+                // itself.
+                self.done(seq, hub_seq);
+                let rest: Vec<u64> = members.into_iter().filter(|&m| m != seq).collect();
+                self.chain_broken(&rest, "a chained message was a duplicate on the hub");
+            }
+            other => {
+                if let AckOutcome::Refused(e) = &other {
+                    let newest = e.description.rsplit(": ").next().unwrap_or_default();
+                    if e.err_code == 10070 && self.origin.parse(newest).is_none() {
+                        if !self.chain_off {
+                            info!(uplink = %self.cfg.name, hub_stream = %self.cfg.hub_stream, "the hub stream has other writers; asking for a PubAck on every message until the next connect");
+                        }
+                        self.chain_off = true;
+                    }
+                }
+                self.chain_broken(&members, &describe(&other));
+            }
+        }
+    }
+
+    /// The chain broke at or before the last of `members` (sent, fate unknown): they are
+    /// sent again from the cursor, with one PubAck each up to what was read so far.
+    fn chain_broken(&mut self, members: &[u64], why: &str) {
+        for m in members {
+            if let Some(s) = self.in_flight.remove(m) {
+                self.in_flight_bytes = self.in_flight_bytes.saturating_sub(s.bytes);
+            }
+        }
+        self.chain = None;
+        self.per_message_until = self.per_message_until.max(self.next.saturating_sub(1));
+        if let Some(&first) = members.first() {
+            self.fail(first, why);
         }
     }
 
@@ -682,6 +824,7 @@ impl Forwarder {
     /// Resumes sending at the cursor (what is done above it is skipped when read again).
     fn resume(&mut self) {
         self.recovering = false;
+        self.chain = None;
         self.failed_min = None;
         self.read_ahead.clear();
         self.in_flight_bytes = 0;
@@ -821,6 +964,21 @@ async fn write_cursor(store: &Store, stream: &str, name: &str, cursor: Cursor) {
     }
 }
 
+/// A failure answer in words.
+fn describe(outcome: &AckOutcome) -> String {
+    match outcome {
+        AckOutcome::Refused(e) => e.to_string(),
+        AckOutcome::Status(503) => "no hub stream captures the subject (503)".to_string(),
+        AckOutcome::Status(c) => format!("status {c}"),
+        _ => "unreadable answer".to_string(),
+    }
+}
+
+/// The bytes a message counts for in the window and the rate limit.
+fn wire_size(msg: &StoredMessage) -> u64 {
+    (msg.subject.len() + msg.headers.as_ref().map_or(0, |h| h.len()) + msg.payload.len()) as u64
+}
+
 /// What `pump` waits for after sending.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Wait {
@@ -862,13 +1020,24 @@ impl TokenBucket {
         }
     }
 
-    /// Takes `n` bytes' worth of tokens, or says how long to wait for them.
-    fn take(&mut self, n: u64) -> Option<Duration> {
+    /// Adds the tokens earned since the last call, up to the burst size.
+    fn earn(&mut self, n: u64) {
         let now = Instant::now();
         let burst = (self.rate / 10.0).max(n as f64);
         self.tokens =
             (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(burst);
         self.last = now;
+    }
+
+    /// Whether `n` bytes' worth of tokens are there now (without taking them).
+    fn has(&mut self, n: u64) -> bool {
+        self.earn(n);
+        self.tokens >= n as f64
+    }
+
+    /// Takes `n` bytes' worth of tokens, or says how long to wait for them.
+    fn take(&mut self, n: u64) -> Option<Duration> {
+        self.earn(n);
         let n = n as f64;
         if self.tokens >= n {
             self.tokens -= n;

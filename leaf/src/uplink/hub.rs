@@ -156,12 +156,12 @@ fn status_code(block: &[u8]) -> Option<u16> {
 pub fn send(
     link: &Arc<ClientHandle>,
     subject: &[u8],
-    reply: &[u8],
+    reply: Option<&[u8]>,
     headers: Option<&[u8]>,
     payload: &[u8],
 ) -> AppendOutcome {
     let outcome = link.out.append(
-        |b| proto::write_lmsg(b, subject, Some(reply), &[], headers, payload),
+        |b| proto::write_lmsg(b, subject, reply, &[], headers, payload),
         None,
         &[],
     );

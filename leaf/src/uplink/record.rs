@@ -44,9 +44,12 @@ impl Origin {
 }
 
 /// The header block sent to the hub: the local message's headers without the ones in
-/// [`DROPPED_HEADERS`] or starting with `Nats-Expected-`, plus `Nats-Msg-Id`.
-pub fn hub_headers(local: Option<&[u8]>, msg_id: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(local.map_or(0, <[u8]>::len) + msg_id.len() + 32);
+/// [`DROPPED_HEADERS`] or starting with `Nats-Expected-`, plus `Nats-Msg-Id` and, for a
+/// chained message, `Nats-Expected-Last-Msg-Id` (its predecessor's id).
+pub fn hub_headers(local: Option<&[u8]>, msg_id: &str, expect_last: Option<&str>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(
+        local.map_or(0, <[u8]>::len) + msg_id.len() + expect_last.map_or(0, str::len) + 64,
+    );
     out.extend_from_slice(b"NATS/1.0\r\n");
     if let Some(block) = local {
         for line in block.split(|&b| b == b'\n').skip(1) {
@@ -70,6 +73,10 @@ pub fn hub_headers(local: Option<&[u8]>, msg_id: &str) -> Vec<u8> {
     }
     out.extend_from_slice(b"Nats-Msg-Id: ");
     out.extend_from_slice(msg_id.as_bytes());
+    if let Some(prev) = expect_last {
+        out.extend_from_slice(b"\r\nNats-Expected-Last-Msg-Id: ");
+        out.extend_from_slice(prev.as_bytes());
+    }
     out.extend_from_slice(b"\r\n\r\n");
     out
 }
@@ -124,13 +131,20 @@ mod tests {
     #[test]
     fn hub_headers_keep_user_headers_and_replace_the_msg_id() {
         let local = b"NATS/1.0\r\nUnit: C\r\nNats-Msg-Id: mine\r\nNats-Expected-Stream: X\r\nNats-Rollup: sub\r\nB: 2\r\n\r\n";
-        let out = hub_headers(Some(local), "u@1:5");
+        let out = hub_headers(Some(local), "u@1:5", None);
         assert_eq!(
             out,
             b"NATS/1.0\r\nUnit: C\r\nB: 2\r\nNats-Msg-Id: u@1:5\r\n\r\n".to_vec()
         );
-        let bare = hub_headers(None, "u@1:6");
+        let bare = hub_headers(None, "u@1:6", None);
         assert_eq!(headers::get_str(&bare, "nats-msg-id"), Some("u@1:6"));
+        let chained = hub_headers(Some(local), "u@1:7", Some("u@1:6"));
+        assert_eq!(headers::get_str(&chained, "nats-msg-id"), Some("u@1:7"));
+        assert_eq!(
+            headers::get_str(&chained, "Nats-Expected-Last-Msg-Id"),
+            Some("u@1:6")
+        );
+        assert_eq!(headers::get_str(&chained, "Nats-Expected-Stream"), None);
     }
 
     #[test]

@@ -460,3 +460,31 @@ fn compact_shrinks_after_purge() {
     assert!(small < big, "{small} < {big}");
     assert_eq!(check_consistent(&s, "S").len(), 10);
 }
+
+#[test]
+fn append_after_depends_on_the_predicted_last_sequence() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt();
+    let s = open(dir.path());
+    rt.block_on(s.create_stream("S", vec![])).unwrap();
+    // Pipelined: all three are queued before any commits; each names its predecessor.
+    let a = s.append_after("S", msg("a", 1), 0);
+    let b = s.append_after("S", msg("a", 2), 1);
+    let c = s.append_after("S", msg("a", 3), 2);
+    let (a, b, c) = rt.block_on(async { (a.await, b.await, c.await) });
+    assert_eq!((a.unwrap().seq, b.unwrap().seq, c.unwrap().seq), (1, 2, 3));
+    // A wrong prediction (as after a failed predecessor) writes nothing.
+    match rt.block_on(s.append_after("S", msg("a", 4), 7)) {
+        Err(StoreError::LastSeqMismatch { required, found }) => {
+            assert_eq!((required, found), (7, 3))
+        }
+        other => panic!("expected a mismatch, got {other:?}"),
+    }
+    // Within one batch too: the failed one does not advance the sequence the next one sees.
+    let d = s.append_after("S", msg("a", 5), 4);
+    let e = s.append_after("S", msg("a", 6), 3);
+    let (d, e) = rt.block_on(async { (d.await, e.await) });
+    assert!(matches!(d, Err(StoreError::LastSeqMismatch { .. })));
+    assert_eq!(e.unwrap().seq, 4);
+    assert_eq!(check_consistent(&s, "S").len(), 4);
+}
