@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 use super::config::{ApiError, StreamConfig};
 use super::consumer::{self, config::ConsumerConfig, Cmd};
 use super::headers;
+use super::retention;
 use super::time::{now_ns, rfc3339};
 use super::{Inner, StoredConfig};
 use crate::server::Msg;
@@ -724,6 +725,9 @@ impl Inner {
             Ok(c) => c,
             Err(e) => return err(KIND, &e),
         };
+        if let Err(e) = retention::check_config(&stream_cfg, &cfg) {
+            return err(KIND, &e);
+        }
         if cfg.name.is_none() {
             cfg.name = Some(ephemeral_name());
         }
@@ -757,6 +761,14 @@ impl Inner {
             && stream.consumer_count() >= stream_cfg.max_consumers as usize
         {
             return fail(400, 10026, "maximum consumers limit reached");
+        }
+        let existing: Vec<ConsumerConfig> = stream
+            .consumers_snapshot()
+            .iter()
+            .map(|c| c.config())
+            .collect();
+        if let Err(e) = retention::check_new_consumer(&stream_cfg, &existing, &cfg) {
+            return err(KIND, &e);
         }
         let handle = match consumer::start(
             &stream,
@@ -800,6 +812,8 @@ impl Inner {
             return err(KIND, &ApiError::new(404, 10014, "consumer not found"));
         };
         c.stop().await;
+        // Interest retention: what only this consumer held goes first (see `release`).
+        retention::release(&s, &self.store, name, retention::floor_of(&c)).await;
         match self.store.delete_consumer(stream, name).await {
             Ok(_) => ok(KIND, json!({ "success": true })),
             Err(e) => err(KIND, &ApiError::general(&e.to_string())),

@@ -204,11 +204,6 @@ impl StreamConfig {
                 "replicas > 1 not supported in non-clustered mode",
             ));
         }
-        if self.retention != Retention::Limits {
-            return Err(ApiError::invalid_config(
-                "interest and workqueue retention are not supported yet by this server",
-            ));
-        }
         if self.mirror.is_some() || self.sources.as_ref().is_some_and(|s| !s.is_empty()) {
             return Err(ApiError::invalid_config(
                 "mirrors and sources are not supported yet by this server",

@@ -7,6 +7,7 @@
 //!   are durable (see its module documentation for pipelining, dedup and limits).
 //! * [`consumer`]: pull and push consumers, their acks, redeliveries and persisted state (see
 //!   its module documentation for the persistence rule).
+//! * [`retention`]: interest and workqueue retention (which acknowledged messages leave).
 //! * [`headers`], [`time`]: NATS header blocks and Go-style timestamps.
 //!
 //! The engine plugs into the server through internal subscriptions (see
@@ -19,6 +20,7 @@ pub mod api;
 pub mod config;
 pub mod consumer;
 pub mod headers;
+pub mod retention;
 pub mod stream;
 pub mod time;
 
@@ -248,6 +250,9 @@ impl JetStream {
                     reason: e.description,
                 })?;
             inner.restore_consumers(&name)?;
+            if let Some(stream) = inner.stream(&name) {
+                retention::reconcile(&stream, &inner.store);
+            }
         }
         let (tx, mut rx) = mpsc::unbounded_channel::<api::Request>();
         let mut api_subjects = vec![("$JS.API.>".to_string(), None)];

@@ -542,8 +542,12 @@ impl Runner {
             payload: m.payload,
             ts_ns: now_ns(),
         };
-        // Depending on the predecessor: if it fails, the store refuses this one too.
-        let fut: AppendFuture = if chained && !self.in_flight.is_empty() {
+        // Interest retention: a message nobody is interested in only takes its sequence.
+        // A chained message depends on its predecessor: if that one fails, the store
+        // refuses this one too.
+        let fut: AppendFuture = if super::retention::no_interest(&self.stream, &new.subject) {
+            Box::pin(self.store.skip(&self.stream.name, new.ts_ns))
+        } else if chained && !self.in_flight.is_empty() {
             Box::pin(
                 self.store
                     .append_after(&self.stream.name, new, predicted_last_seq),

@@ -531,6 +531,36 @@ impl Store {
         self.submit(move |r| Op::Purge(name, req, r))
     }
 
+    /// Removes the stored messages among `seqs` (any order, duplicates and sequences not
+    /// stored are ignored) in one operation; resolves with how many were removed. Interest
+    /// and workqueue retention remove acknowledged messages with it: many removals share one
+    /// operation, and each touched block is rewritten once.
+    pub fn remove_msgs(
+        &self,
+        name: &str,
+        seqs: Vec<u64>,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send + 'static {
+        let name = name.to_string();
+        self.submit(move |r| Op::RemoveMsgs(name, seqs, r))
+    }
+
+    /// Takes the stream's next sequence without storing a message (nats-server's "skip"):
+    /// `last_seq` advances, nothing else changes. Resolves like [`Store::append`], in order
+    /// with the appends around it.
+    pub fn skip(
+        &self,
+        name: &str,
+        ts_ns: i64,
+    ) -> impl Future<Output = Result<Appended, StoreError>> + Send + 'static {
+        let name = name.to_string();
+        let f = self.submit(move |r| Op::Skip(name, ts_ns, r));
+        async move {
+            f.await?
+                .pop()
+                .ok_or_else(|| StoreError::Corrupt("internal: empty skip reply".into()))
+        }
+    }
+
     /// Stores a consumer's opaque state blob (durable like appends, same group commit).
     pub fn put_consumer(
         &self,

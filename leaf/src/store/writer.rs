@@ -23,6 +23,8 @@ use super::{
     StreamState,
 };
 
+mod remove;
+
 /// The reply channel of an operation.
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
@@ -45,6 +47,10 @@ pub(crate) enum Op {
     PutConsumer(String, String, Vec<u8>, Reply<()>),
     /// Delete a consumer blob.
     DeleteConsumer(String, String, Reply<bool>),
+    /// Delete any set of messages (acknowledged under interest or workqueue retention).
+    RemoveMsgs(String, Vec<u64>, Reply<u64>),
+    /// Take the next sequence without storing a message.
+    Skip(String, i64, Reply<Vec<Appended>>),
 }
 
 impl Op {
@@ -66,9 +72,9 @@ impl Op {
             Op::UpdateConfig(_, _, r) | Op::DeleteStream(_, r) | Op::PutConsumer(_, _, _, r) => {
                 drop(r.send(Err(e)))
             }
-            Op::Append(_, _, _, r) => drop(r.send(Err(e))),
+            Op::Append(_, _, _, r) | Op::Skip(_, _, r) => drop(r.send(Err(e))),
             Op::DeleteMsg(_, _, r) | Op::DeleteConsumer(_, _, r) => drop(r.send(Err(e))),
-            Op::Purge(_, _, r) => drop(r.send(Err(e))),
+            Op::Purge(_, _, r) | Op::RemoveMsgs(_, _, r) => drop(r.send(Err(e))),
         }
     }
 
@@ -79,11 +85,11 @@ impl Op {
                 Op::UpdateConfig(_, _, r) | Op::DeleteStream(_, r) | Op::PutConsumer(_, _, _, r),
                 Done::Unit,
             ) => drop(r.send(Ok(()))),
-            (Op::Append(_, _, _, r), Done::Appended(a)) => drop(r.send(Ok(a))),
+            (Op::Append(_, _, _, r) | Op::Skip(_, _, r), Done::Appended(a)) => drop(r.send(Ok(a))),
             (Op::DeleteMsg(_, _, r) | Op::DeleteConsumer(_, _, r), Done::Bool(b)) => {
                 drop(r.send(Ok(b)))
             }
-            (Op::Purge(_, _, r), Done::Count(n)) => drop(r.send(Ok(n))),
+            (Op::Purge(_, _, r) | Op::RemoveMsgs(_, _, r), Done::Count(n)) => drop(r.send(Ok(n))),
             (op, _) => op.fail(StoreError::Corrupt("internal: reply type mismatch".into())),
         }
     }
@@ -308,6 +314,8 @@ impl<'t, 'o> Batch<'t, 'o> {
             Op::Purge(name, req, _) => self.purge(name, req),
             Op::PutConsumer(stream, name, blob, _) => self.put_consumer(stream, name, blob),
             Op::DeleteConsumer(stream, name, _) => self.delete_consumer(stream, name),
+            Op::RemoveMsgs(name, seqs, _) => self.remove_msgs(name, seqs),
+            Op::Skip(name, ts_ns, _) => self.skip(name, *ts_ns),
         }
     }
 

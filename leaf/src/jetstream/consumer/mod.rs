@@ -24,9 +24,15 @@
 //!   them are repeated, i.e. delivery is at-least-once, as with nats-server. An ack sent with a
 //!   reply subject (`double_ack`) is answered only once it is durable. Ephemeral consumers are
 //!   not persisted.
+//! * **Retention.** On an interest or workqueue stream the messages an ack (or, with ack
+//!   policy `none`, a delivery) releases are collected and handed to the store in one
+//!   [`Store::remove_msgs`] right before the consumer's next state write (ephemerals: as their
+//!   own write), so the removal is durable whenever the ack is, and an ack sent as a request is
+//!   answered once both are (see [`super::retention`] and `retain.rs`).
 
 pub mod config;
 mod push;
+mod retain;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
@@ -42,7 +48,9 @@ use tokio::time::Instant;
 use tracing::warn;
 
 use self::config::{AckPolicy, ConsumerConfig, DeliverPolicy, DEFAULT_INACTIVE_NS};
+use super::config::Retention;
 use super::headers;
+use super::retention::{AckView, SharedView};
 use super::stream::Stream;
 use super::time::{now_ns, rfc3339};
 use crate::server::{Msg, Router, Shared, SubRef, SubTarget};
@@ -98,6 +106,9 @@ pub(crate) struct ConsumerHandle {
     pub(crate) name: String,
     /// The configuration it was created with (updated by [`Cmd::Update`] through the API).
     pub(crate) config: std::sync::Mutex<ConsumerConfig>,
+    /// What the other consumers need of its acks (interest retention, see
+    /// [`super::retention`]).
+    pub(crate) view: SharedView,
     tx: mpsc::UnboundedSender<Cmd>,
 }
 
@@ -212,11 +223,14 @@ pub(crate) fn start(
         .map(str::to_string)
         .ok_or_else(|| "consumer without a name".to_string())?;
     let (tx, rx) = mpsc::unbounded_channel();
+    let view: SharedView = Arc::new(std::sync::Mutex::new(AckView::new(&config)));
     let handle = Arc::new(ConsumerHandle {
         name: name.clone(),
         config: std::sync::Mutex::new(config.clone()),
+        view: view.clone(),
         tx,
     });
+    let retention = stream.config().retention;
     let mut task = Task {
         stream_name: stream.name.clone(),
         stream: Arc::downgrade(stream),
@@ -240,6 +254,9 @@ pub(crate) fn start(
         replies_in_flight: Vec::new(),
         push: None,
         ahead: None,
+        view,
+        retention,
+        removals: Vec::new(),
     };
     task.reset_push();
     match stored {
@@ -254,6 +271,7 @@ pub(crate) fn start(
         }
     }
     task.recount();
+    task.publish_view();
     tokio::spawn(task.run(rx));
     Ok(handle)
 }
@@ -297,6 +315,13 @@ struct Task {
     push: Option<push::PushState>,
     /// Messages read ahead of delivery.
     ahead: Option<ReadAhead>,
+    /// This consumer's [`AckView`], kept current when the stream's retention is not `limits`.
+    view: SharedView,
+    /// The stream's retention (it cannot change).
+    retention: Retention,
+    /// Acknowledged messages to remove from the stream, handed to the store with the next
+    /// write (before the consumer's own state).
+    removals: Vec<u64>,
 }
 
 /// Most messages read ahead at once.
@@ -367,6 +392,7 @@ impl Task {
                 _ = tokio::time::sleep_until(deadline.unwrap_or_else(far_future)), if deadline.is_some() => {
                     if self.timers() {
                         self.stopped().await;
+                        self.release().await;
                         return;
                     }
                 }
@@ -382,6 +408,7 @@ impl Task {
         if let Some(write) = self.write.take() {
             let _ = write.await;
         }
+        self.flush_removals().await;
     }
 
     fn handle(&mut self, cmd: Cmd) {
@@ -418,6 +445,7 @@ impl Task {
             Cmd::Update(config, tx) => {
                 self.config = *config;
                 self.filters = self.config.filters();
+                self.view_config();
                 self.reset_push();
                 self.dirty = self.durable;
                 self.schedule_ack_check();
@@ -1026,6 +1054,7 @@ impl Task {
             }
         }
         let _ = redelivery;
+        self.view_delivered(msg);
         let ack = format!(
             "$JS.ACK.{}.{}.{}.{}.{}.{}.{}",
             self.stream_name, self.name, dc, msg.seq, dseq, msg.ts_ns, self.num_pending
@@ -1060,10 +1089,15 @@ impl Task {
             None => (body, &b""[..]),
         };
         self.state.last_ack_ns = now_ns();
+        let floor = self.state.ack_floor.1;
         match kind {
-            b"" | b"+ACK" => self.acked(sseq, dseq),
+            b"" | b"+ACK" => {
+                self.acked(sseq, dseq);
+                self.retire_acked(floor, sseq);
+            }
             b"+NXT" => {
                 self.acked(sseq, dseq);
+                self.retire_acked(floor, sseq);
                 if let Some(r) = reply {
                     self.next_request(r, rest);
                 }
@@ -1099,12 +1133,14 @@ impl Task {
                 if let Some(p) = self.state.pending.get(&sseq).copied() {
                     self.remove_pending(sseq, p.dseq);
                 }
+                // Like an ack: the message leaves a workqueue or interest stream.
+                self.retire_acked(floor, sseq);
             }
             _ => {}
         }
         self.dirty = self.durable;
         if let Some(r) = reply {
-            if self.durable {
+            if self.durable || !self.removals.is_empty() {
                 self.replies_dirty.push(r);
             } else {
                 self.publish(&r, None, None, b"");
@@ -1129,6 +1165,7 @@ impl Task {
                 self.state.ack_floor = (dseq, sseq);
                 let later = self.state.pending.split_off(&(sseq + 1));
                 self.state.pending = later;
+                self.view_acked_upto(sseq);
                 self.rdq.retain(|s| *s > sseq);
                 if self.state.pending.is_empty() {
                     self.state.ack_floor =
@@ -1142,6 +1179,7 @@ impl Task {
     /// Forgets an outstanding ack and moves the ack floor as nats-server does.
     fn remove_pending(&mut self, sseq: u64, dseq: u64) {
         self.state.pending.remove(&sseq);
+        self.view_forget(sseq);
         if self.state.pending.is_empty() {
             self.state.ack_floor = (self.state.dseq, self.state.next_sseq.saturating_sub(1));
             if let Some((_, resume)) = &self.state.lps {
@@ -1270,7 +1308,16 @@ impl Task {
     // ---- persistence ----
 
     fn maybe_write(&mut self) {
-        if !self.dirty || self.write.is_some() || !self.durable {
+        if self.write.is_some() {
+            return;
+        }
+        // Removals go first: once the acks causing them are durable, so are they.
+        let removal = self.submit_removals();
+        if !self.dirty || !self.durable {
+            if let Some(removal) = removal {
+                self.write = Some(Box::pin(async move { removal.await.map(|_| ()) }));
+                self.replies_in_flight = std::mem::take(&mut self.replies_dirty);
+            }
             return;
         }
         self.dirty = false;
@@ -1280,11 +1327,16 @@ impl Task {
             state: self.state.clone(),
         };
         let bytes = serde_json::to_vec(&record).unwrap_or_default();
-        self.write = Some(Box::pin(self.store.put_consumer(
-            &self.stream_name,
-            &self.name,
-            bytes,
-        )));
+        let put = self
+            .store
+            .put_consumer(&self.stream_name, &self.name, bytes);
+        self.write = Some(match removal {
+            Some(removal) => Box::pin(async move {
+                removal.await?;
+                put.await
+            }),
+            None => Box::pin(put),
+        });
         self.replies_in_flight = std::mem::take(&mut self.replies_dirty);
     }
 

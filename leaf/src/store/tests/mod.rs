@@ -6,6 +6,7 @@ mod bench;
 mod fault;
 mod kill;
 mod model;
+mod retention;
 
 use std::path::Path;
 

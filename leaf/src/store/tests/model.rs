@@ -13,6 +13,8 @@ enum Act {
     Append(Vec<u8>),
     Delete(u64),
     Purge(Option<u8>, Option<u64>, Option<u64>),
+    Remove(Vec<u64>),
+    Skip,
 }
 
 const SUBJECTS: [&str; 4] = ["a.x", "a.y", "b.x", "c"];
@@ -24,6 +26,8 @@ fn act() -> impl Strategy<Value = Act> {
         2 => (0u64..40).prop_map(Act::Delete),
         1 => (proptest::option::of(0u8..5), proptest::option::of(0u64..40), proptest::option::of(0u64..6))
             .prop_map(|(f, u, k)| Act::Purge(f, u, k)),
+        1 => proptest::collection::vec(0u64..40, 0..8).prop_map(Act::Remove),
+        1 => Just(Act::Skip),
     ]
 }
 
@@ -67,13 +71,29 @@ proptest! {
                     prop_assert_eq!(purged, gone.len() as u64);
                     for g in gone { model.remove(&g); }
                 }
+                Act::Remove(seqs) => {
+                    let mut want: Vec<u64> = seqs.iter().copied().filter(|s| model.contains_key(s)).collect();
+                    want.sort_unstable();
+                    want.dedup();
+                    let got = rt.block_on(s.remove_msgs("M", seqs.clone())).unwrap();
+                    prop_assert_eq!(got, want.len() as u64);
+                    for g in want { model.remove(&g); }
+                }
+                Act::Skip => {
+                    last += 1;
+                    prop_assert_eq!(rt.block_on(s.skip("M", 7)).unwrap().seq, last);
+                }
             }
         }
         // state
         let st = s.stream_state("M").unwrap().unwrap();
         prop_assert_eq!(st.msgs, model.len() as u64);
         prop_assert_eq!(st.last_seq, last);
-        if let Some((f, _)) = model.first_key_value() { prop_assert_eq!(st.first_seq, *f); }
+        match model.first_key_value() {
+            Some((f, _)) => prop_assert_eq!(st.first_seq, *f),
+            None if last > 0 => prop_assert_eq!(st.first_seq, last + 1),
+            None => {}
+        }
         // get
         for seq in 0..=last + 1 {
             let got = s.get("M", seq).unwrap();
