@@ -348,8 +348,8 @@ fn unsupported_yet(cfg: &Config) -> Result<(), String> {
         if let Some(key) = remote.unsupported.first() {
             return Err(format!(
                 "leafnodes.remotes[{i}].{key}: not supported yet (leafnode links are TCP or TLS \
-                 with user/password or token in the URL; credentials files, nkeys, accounts, \
-                 hub mode and compression are not implemented)"
+                 with user/password or token in the URL, an nkey seed or a credentials file; \
+                 accounts, hub mode and compression are not implemented)"
             ));
         }
         for url in &remote.urls {
@@ -358,28 +358,46 @@ fn unsupported_yet(cfg: &Config) -> Result<(), String> {
             }
         }
         crate::leafnode::tls::remote_tls(remote, i).map_err(|e| e.to_string())?;
+        crate::leafnode::nkey::remote_auth(remote, i).map_err(|e| e.to_string())?;
     }
     crate::leafnode::tls::listener_tls(&cfg.leafnodes).map_err(|e| e.to_string())?;
+    crate::leafnode::nkey::listener_nkeys(&cfg.leafnodes.authorization)
+        .map_err(|e| e.to_string())?;
     Ok(())
 }
 
 /// The leafnode settings a configuration describes. URLs that do not parse are skipped
-/// (`unsupported_yet` refuses them first). TLS files are read here again; should one have
-/// become unreadable since `unsupported_yet` checked it, the remote (or the listener) is left
-/// out with an error in the log rather than run without TLS.
+/// (`unsupported_yet` refuses them first). TLS and credentials files are read here again;
+/// should one have become unreadable since `unsupported_yet` checked it, the remote (or the
+/// listener) is left out with an error in the log rather than run without it.
 fn leaf_options(cfg: &Config) -> LeafOptions {
     let ln = &cfg.leafnodes;
     let auth = &ln.authorization;
-    let auth = match (&auth.token, &auth.user) {
-        (Some(token), _) => Authenticator::Token(token.clone()),
-        (None, Some(user)) => Authenticator::Users(HashMap::from([(
-            user.clone(),
-            User {
-                password: auth.password.clone().unwrap_or_default(),
+    let nkeys = crate::leafnode::nkey::listener_nkeys(auth).unwrap_or_else(|e| {
+        // `unsupported_yet` refused this already; accept no nkey rather than any.
+        error!("{e}: no leaf can authenticate with an nkey");
+        crate::leafnode::NkeyUsers::default()
+    });
+    let password_users: HashMap<String, User> = auth
+        .user
+        .iter()
+        .map(|user| (user, auth.password.clone().unwrap_or_default()))
+        .chain(auth.users.iter().filter_map(|u| match u {
+            config::LeafUser::Password { user, password } => Some((user, password.clone())),
+            config::LeafUser::Nkey(_) => None,
+        }))
+        .map(|(user, password)| {
+            let entry = User {
+                password,
                 permissions: None,
-            },
-        )])),
-        (None, None) => Authenticator::Open,
+            };
+            (user.clone(), entry)
+        })
+        .collect();
+    let auth = match &auth.token {
+        Some(token) => Authenticator::Token(token.clone()),
+        None if !password_users.is_empty() => Authenticator::Users(password_users),
+        None => Authenticator::Open,
     };
     let (listen, listener_tls) = match crate::leafnode::tls::listener_tls(ln) {
         Ok(server) => (
@@ -404,6 +422,13 @@ fn leaf_options(cfg: &Config) -> LeafOptions {
                     return None;
                 }
             };
+            let auth = match crate::leafnode::nkey::remote_auth(r, i) {
+                Ok(auth) => auth.map(Arc::new),
+                Err(e) => {
+                    error!("{e}: leafnodes.remotes[{i}] is disabled");
+                    return None;
+                }
+            };
             let urls = r
                 .urls
                 .iter()
@@ -421,6 +446,7 @@ fn leaf_options(cfg: &Config) -> LeafOptions {
                     exports: r.deny_exports.clone(),
                 }),
                 tls,
+                auth,
             })
         })
         .filter(|r| !r.urls.is_empty())
@@ -428,6 +454,7 @@ fn leaf_options(cfg: &Config) -> LeafOptions {
     LeafOptions {
         listen,
         auth,
+        nkeys,
         auth_timeout: ln.authorization.timeout,
         remotes,
         reconnect_max: ln.reconnect,
@@ -720,12 +747,30 @@ mod tests {
         assert!(err.contains("wss:// scheme is not supported yet"), "{err}");
         assert!(!err.contains("secret"));
         let err = unsupported_yet(&cfg(
-            "[leafnodes]\nremotes = [{ url = \"nats-leaf://hub\", credentials = \"x.creds\" }]\n",
+            "[leafnodes]\nremotes = [{ url = \"nats-leaf://hub\", hub = true }]\n",
         ))
         .unwrap_err();
         assert!(
-            err.starts_with("leafnodes.remotes[0].credentials: not supported yet"),
+            err.starts_with("leafnodes.remotes[0].hub: not supported yet"),
             "{err}"
         );
+        // Credentials files are read at startup: a missing one is refused, naming the key.
+        let err = unsupported_yet(&cfg(
+            "[leafnodes]\nremotes = [{ url = \"nats-leaf://hub\", credentials = \"/nonexistent/x.creds\" }]\n",
+        ))
+        .unwrap_err();
+        assert!(
+            err.starts_with("leafnodes.remotes[0].credentials: cannot read /nonexistent/x.creds"),
+            "{err}"
+        );
+        let err = unsupported_yet(&cfg(
+            "[leafnodes]\nlisten = \":0\"\nauthorization = { users = [{ nkey = \"SUAB\" }] }\n",
+        ))
+        .unwrap_err();
+        assert!(
+            err.starts_with("leafnodes.authorization.users[0].nkey: this is an nkey seed"),
+            "{err}"
+        );
+        assert!(!err.contains("SUAB"), "{err}");
     }
 }

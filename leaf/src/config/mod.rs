@@ -559,7 +559,8 @@ impl Default for LeafNodesTable {
     }
 }
 
-/// `leafnodes.authorization`: credentials a leaf must present (one user, or a token).
+/// `leafnodes.authorization`: credentials a leaf must present (one user, a token, or one of
+/// `users`: users with a password, or user nkeys).
 #[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LeafAuthorization {
@@ -571,6 +572,11 @@ pub struct LeafAuthorization {
     pub password: Option<String>,
     /// Token (a leaf sends it as the URL's user name, or as `auth_token`); excludes `user`.
     pub token: Option<String>,
+    /// Several users (nats-server's leafnode `users` list), each with a user name and
+    /// password or with a user public nkey (`{ nkey = "U..." }`, which leaves prove by
+    /// signing the hub's nonce).
+    #[serde(deserialize_with = "value::de_table_list")]
+    pub users: Vec<LeafUser>,
     /// Time a leaf has to send `CONNECT`.
     #[serde(deserialize_with = "value::de_duration")]
     pub timeout: Duration,
@@ -582,6 +588,7 @@ impl Default for LeafAuthorization {
             user: None,
             password: None,
             token: None,
+            users: Vec::new(),
             timeout: DEFAULT_AUTH_TIMEOUT,
         }
     }
@@ -594,8 +601,66 @@ impl fmt::Debug for LeafAuthorization {
             .field("user", &self.user)
             .field("password", &self.password.as_ref().map(|_| Redacted))
             .field("token", &self.token.as_ref().map(|_| Redacted))
+            .field("users", &self.users)
             .field("timeout", &self.timeout)
             .finish()
+    }
+}
+
+/// One entry of `leafnodes.authorization.users`: `user` and `password`, or `nkey`.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "LeafUserTable")]
+pub enum LeafUser {
+    /// A user name and its password.
+    Password {
+        /// The user name.
+        user: String,
+        /// The password.
+        password: String,
+    },
+    /// A user public nkey (`U...`); checked when the server starts.
+    Nkey(String),
+}
+
+impl fmt::Debug for LeafUser {
+    /// The password is redacted.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LeafUser::Password { user, .. } => f
+                .debug_struct("Password")
+                .field("user", user)
+                .field("password", &Redacted)
+                .finish(),
+            LeafUser::Nkey(key) => f.debug_tuple("Nkey").field(key).finish(),
+        }
+    }
+}
+
+/// A `leafnodes.authorization.users` entry as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LeafUserTable {
+    #[serde(default, alias = "username")]
+    user: Option<String>,
+    #[serde(default, alias = "pass")]
+    password: Option<String>,
+    #[serde(default)]
+    nkey: Option<String>,
+}
+
+impl TryFrom<LeafUserTable> for LeafUser {
+    type Error = String;
+
+    fn try_from(t: LeafUserTable) -> Result<Self, Self::Error> {
+        match (t.user, t.password, t.nkey) {
+            (None, None, Some(nkey)) => Ok(LeafUser::Nkey(nkey)),
+            (Some(user), Some(password), None) => Ok(LeafUser::Password { user, password }),
+            (Some(_), None, None) => Err("missing key `password` (with `user`)".to_owned()),
+            (Some(_), _, Some(_)) | (None, Some(_), Some(_)) => {
+                Err("set either `user` and `password`, or `nkey`, not both".to_owned())
+            }
+            (None, _, None) => Err("missing key `user` or `nkey`".to_owned()),
+        }
     }
 }
 
@@ -674,8 +739,8 @@ impl fmt::Display for Listen {
 }
 
 /// One `leafnodes.remotes` entry: a hub to connect to.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(from = "RemoteTable")]
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "RemoteTable")]
 pub struct Remote {
     /// URLs of the hub's leaf-node listeners (`nats-leaf://host:7422`), tried in random order.
     pub urls: Vec<String>,
@@ -685,10 +750,30 @@ pub struct Remote {
     pub deny_exports: Vec<String>,
     /// TLS towards the hub (`tls = { ... }`); a `tls://` URL implies TLS too.
     pub tls: Option<RemoteTls>,
-    /// nats-server remote keys that were given but are not implemented yet (`credentials`,
-    /// `nkey`, `account`, `hub`, ...): the binaries refuse to start with them rather than
-    /// ignore them.
+    /// A NATS credentials file (`credentials`, also `creds`): a user JWT and its nkey seed.
+    /// The leaf sends the JWT and signs the hub's nonce with the seed. Read at startup.
+    pub credentials: Option<PathBuf>,
+    /// A user nkey seed (`nkey`, also `seed`: `SU...`). The leaf sends the public key and
+    /// signs the hub's nonce with the seed. Excludes `credentials`.
+    pub nkey: Option<String>,
+    /// nats-server remote keys that were given but are not implemented yet (`account`,
+    /// `hub`, ...): the binaries refuse to start with them rather than ignore them.
     pub unsupported: Vec<String>,
+}
+
+impl fmt::Debug for Remote {
+    /// The nkey seed is redacted so the config can be logged.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Remote")
+            .field("urls", &self.urls)
+            .field("deny_imports", &self.deny_imports)
+            .field("deny_exports", &self.deny_exports)
+            .field("tls", &self.tls)
+            .field("credentials", &self.credentials)
+            .field("nkey", &self.nkey.as_ref().map(|_| Redacted))
+            .field("unsupported", &self.unsupported)
+            .finish()
+    }
 }
 
 /// `leafnodes.remotes[i].tls`: how a leaf checks its hub and, for hubs that verify leaves,
@@ -718,8 +803,8 @@ pub struct RemoteTls {
     pub insecure: bool,
 }
 
-/// A remote as written: `url = "..."` and/or `urls = [...]`, `tls`, plus nats-server keys
-/// that are recognised only to be refused with a clear message.
+/// A remote as written: `url = "..."` and/or `urls = [...]`, `tls`, `credentials` or `nkey`,
+/// plus nats-server keys that are recognised only to be refused with a clear message.
 #[derive(Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 struct RemoteTable {
@@ -728,9 +813,9 @@ struct RemoteTable {
     urls: Vec<String>,
     tls: Option<RemoteTls>,
     #[serde(alias = "creds")]
-    credentials: Option<de::IgnoredAny>,
+    credentials: Option<PathBuf>,
     #[serde(alias = "seed")]
-    nkey: Option<de::IgnoredAny>,
+    nkey: Option<String>,
     #[serde(alias = "local")]
     account: Option<de::IgnoredAny>,
     hub: Option<de::IgnoredAny>,
@@ -742,14 +827,21 @@ struct RemoteTable {
     compression: Option<de::IgnoredAny>,
 }
 
-impl From<RemoteTable> for Remote {
-    fn from(table: RemoteTable) -> Self {
+impl TryFrom<RemoteTable> for Remote {
+    type Error = String;
+
+    fn try_from(table: RemoteTable) -> Result<Self, Self::Error> {
+        if table.credentials.is_some() && table.nkey.is_some() {
+            return Err(
+                "set either `credentials` or `nkey`, not both (a credentials file holds its \
+                 own seed)"
+                    .to_owned(),
+            );
+        }
         let mut urls = Vec::with_capacity(table.urls.len() + 1);
         urls.extend(table.url);
         urls.extend(table.urls);
         let unsupported = [
-            ("credentials", table.credentials.is_some()),
-            ("nkey", table.nkey.is_some()),
             ("account", table.account.is_some()),
             ("hub", table.hub.is_some()),
             ("ws_compression", table.ws_compression.is_some()),
@@ -759,13 +851,15 @@ impl From<RemoteTable> for Remote {
         .filter(|(_, given)| *given)
         .map(|(key, _)| key.to_owned())
         .collect();
-        Remote {
+        Ok(Remote {
             urls,
             deny_imports: table.deny_imports,
             deny_exports: table.deny_exports,
             tls: table.tls,
+            credentials: table.credentials,
+            nkey: table.nkey,
             unsupported,
-        }
+        })
     }
 }
 

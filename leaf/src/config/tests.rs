@@ -687,15 +687,14 @@ fn leafnodes_authorization_and_timings() {
 #[test]
 fn leafnode_remote_keys_not_implemented_are_recorded() {
     let cfg = toml(
-        "[leafnodes]\nremotes = [{ url = \"nats-leaf://hub:7422\", credentials = \"/x.creds\", tls = { ca_file = \"ca\" } }]\n",
+        "[leafnodes]\nremotes = [{ url = \"nats-leaf://hub:7422\", account = \"A\", tls = { ca_file = \"ca\" } }]\n",
     )
     .unwrap();
-    assert_eq!(cfg.leafnodes.remotes[0].unsupported, ["credentials"]);
+    assert_eq!(cfg.leafnodes.remotes[0].unsupported, ["account"]);
     assert!(cfg.leafnodes.remotes[0].tls.is_some());
-    let cfg =
-        json(r#"{"leafnodes": {"remotes": [{"url": "nats-leaf://hub:7422", "seed": "SU"}]}}"#)
-            .unwrap();
-    assert_eq!(cfg.leafnodes.remotes[0].unsupported, ["nkey"]);
+    let cfg = json(r#"{"leafnodes": {"remotes": [{"url": "nats-leaf://hub:7422", "hub": true}]}}"#)
+        .unwrap();
+    assert_eq!(cfg.leafnodes.remotes[0].unsupported, ["hub"]);
     assert!(
         toml("[leafnodes]\nremotes = [{ url = \"nats-leaf://h:1\" }]\n")
             .unwrap()
@@ -761,4 +760,86 @@ fn leafnodes_tls_tables() {
     );
     let err = toml_err("[leafnodes]\ntls = { timeout = \"soon\" }\n");
     assert!(err.contains("leafnodes.tls.timeout"), "{err}");
+}
+
+#[test]
+fn nkey_and_credentials_of_remotes() {
+    let cfg = toml(
+        "[leafnodes]\nremotes = [{ url = \"nats-leaf://hub:7422\", credentials = \"/x.creds\" }, \
+         { url = \"nats-leaf://hub:7422\", seed = \"SUSECRET\" }]\n",
+    )
+    .unwrap();
+    let remotes = &cfg.leafnodes.remotes;
+    assert_eq!(
+        remotes[0].credentials.as_deref(),
+        Some(Path::new("/x.creds"))
+    );
+    assert!(remotes[0].nkey.is_none() && remotes[0].unsupported.is_empty());
+    assert_eq!(remotes[1].nkey.as_deref(), Some("SUSECRET"));
+    assert!(remotes[1].unsupported.is_empty());
+    // The seed is not shown when the config is logged.
+    let shown = format!("{:?}", cfg.leafnodes);
+    assert!(!shown.contains("SUSECRET"), "{shown}");
+    let cfg = json(
+        r#"{"leafnodes": {"remotes": [{"url": "nats-leaf://hub:7422", "creds": "u.creds"}]}}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        cfg.leafnodes.remotes[0].credentials.as_deref(),
+        Some(Path::new("u.creds"))
+    );
+    let err = toml(
+        "[leafnodes]\nremotes = [{ url = \"nats-leaf://h:1\", credentials = \"/x.creds\", nkey = \"SU\" }]\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("set either `credentials` or `nkey`, not both"),
+        "{err}"
+    );
+    assert!(!err.contains("SU\""), "{err}");
+}
+
+#[test]
+fn nkey_users_of_the_leafnode_listener() {
+    let cfg = toml(
+        "[leafnodes]\nlisten = \":7422\"\n[leafnodes.authorization]\n\
+         users = [{ nkey = \"UABC\" }, { user = \"a\", password = \"pw\" }]\n",
+    )
+    .unwrap();
+    let users = &cfg.leafnodes.authorization.users;
+    assert_eq!(users[0], LeafUser::Nkey("UABC".into()));
+    assert_eq!(
+        users[1],
+        LeafUser::Password {
+            user: "a".into(),
+            password: "pw".into()
+        }
+    );
+    let shown = format!("{:?}", cfg.leafnodes.authorization);
+    assert!(!shown.contains("pw"), "{shown}");
+    // nats-server's spelling.
+    let cfg = json(
+        r#"{"leafnodes": {"authorization": {"users": [{"username": "a", "pass": "b"}, {"nkey": "UX"}]}}}"#,
+    )
+    .unwrap();
+    assert_eq!(cfg.leafnodes.authorization.users.len(), 2);
+    for (text, needle) in [
+        ("users = [{ user = \"a\", nkey = \"U\" }]", "not both"),
+        (
+            "users = [{ password = \"a\" }]",
+            "missing key `user` or `nkey`",
+        ),
+        ("users = [{ user = \"a\" }]", "missing key `password`"),
+        ("users = [{ nkey = \"U\", account = \"A\" }]", "unknown key"),
+    ] {
+        let err = toml(&format!("[leafnodes.authorization]\n{text}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(needle), "{text}: {err}");
+        assert!(
+            err.contains("leafnodes.authorization.users[0]"),
+            "{text}: {err}"
+        );
+    }
 }

@@ -3,8 +3,11 @@
 //! Each accepted connection runs [`link::serve`](super::link::serve) with
 //! [`Side::Accepted`]: INFO first (with a non-zero `client_id`, `leafnode_urls`, a nonce and
 //! `info_on_connect`, as a nats-server 2.9 leaf requires), CONNECT required before anything
-//! else and authenticated against `leafnodes.authorization`, then INFO `connect_info` and the
-//! `LS+` burst. With `leafnodes.tls` the INFO is followed by the TLS handshake (or preceded
+//! else and authenticated against `leafnodes.authorization` (a user and password, a token, or
+//! a user nkey whose signature of the INFO's nonce is checked, see
+//! [`nkey`](super::nkey)), then INFO `connect_info` and the `LS+` burst. A failed
+//! authentication is answered with `-ERR 'Authorization Violation'` and the connection
+//! closes. With `leafnodes.tls` the INFO is followed by the TLS handshake (or preceded
 //! by it, with `handshake_first`), and a connection that fails it is closed and logged.
 
 use std::sync::Arc;

@@ -83,6 +83,8 @@ pub struct PeerInfo {
     pub connect_info: bool,
     /// The hub requires TLS.
     pub tls_required: bool,
+    /// What the leaf signs for nkey or creds authentication; empty when the hub sent none.
+    pub nonce: String,
     /// The hub's leafnode URLs; `None` means this is not a leafnode port.
     pub leafnode_urls: Option<Vec<String>>,
 }
@@ -103,6 +105,15 @@ pub struct LeafConnect {
     /// Token; nats-server leaves send a lone URL user name as `user` instead.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub auth_token: Option<String>,
+    /// The user JWT (creds authentication), with `sig`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwt: Option<String>,
+    /// The user public nkey (nkey authentication), with `sig`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nkey: Option<String>,
+    /// The Ed25519 signature of the hub's nonce, base64url without padding.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sig: Option<String>,
     /// TLS is in use.
     pub tls_required: bool,
     /// The leaf's server id.

@@ -42,6 +42,7 @@ use tokio_rustls::TlsStream;
 use tracing::{debug, info, warn};
 
 use super::info::{new_nonce, HubInfo, LeafConnect, PeerInfo};
+use super::nkey::{NkeyProof, NkeyUsers, RemoteAuth};
 use super::tls::{ClientTls, FlushingWriter};
 use super::{LeafState, LinkDeny, LinkEntry, RemoteUrl, LOOP_RECONNECT_DELAY};
 use crate::auth::Credentials;
@@ -73,6 +74,8 @@ pub enum Side {
         deny: Arc<LinkDeny>,
         /// TLS towards the hub; `None` is plain TCP.
         tls: Option<Arc<ClientTls>>,
+        /// An nkey seed or creds file to sign the hub's nonce with.
+        auth: Option<Arc<RemoteAuth>>,
     },
 }
 
@@ -93,6 +96,9 @@ pub enum Ended {
     HandshakeTimeout,
     /// The address is not a leafnode port (no `client_id`/`leafnode_urls` in INFO).
     WrongPort,
+    /// The remote authenticates with an nkey or a creds file, but the hub's INFO carried no
+    /// nonce to sign.
+    NoNonce,
     /// The peer requires something we do not implement.
     Unsupported(String),
     /// TLS failed or the two sides disagree about it (a certificate that does not verify,
@@ -137,6 +143,11 @@ impl fmt::Display for Ended {
             Ended::HandshakeTimeout => f.write_str("handshake timed out"),
             Ended::WrongPort => f.write_str(
                 "attempted to connect to a port that is not a leafnode port (wrong port?)",
+            ),
+            Ended::NoNonce => f.write_str(
+                "the hub sent no nonce in its INFO, but this remote authenticates with an nkey \
+                 or a credentials file (which sign the nonce): the hub does not support nkey \
+                 authentication on this port",
             ),
             Ended::Unsupported(what) => write!(f, "not supported: {what}"),
             Ended::Tls(what) => f.write_str(what),
@@ -203,6 +214,8 @@ struct Link<'s> {
     tls: bool,
     /// Accepting side: the first INFO was already written (before the TLS handshake).
     info_sent: bool,
+    /// Accepting side: the nonce of our INFO, which nkey leaves sign.
+    nonce: String,
 }
 
 /// The connection after any TLS upgrade.
@@ -270,6 +283,11 @@ pub(crate) async fn serve(
         registered: false,
         tls: false,
         info_sent: false,
+        nonce: if solicited {
+            String::new()
+        } else {
+            new_nonce()
+        },
     };
     let upgraded = tokio::select! {
         upgraded = link.upgrade(stream) => upgraded,
@@ -690,8 +708,8 @@ impl Link<'_> {
             max_payload: opts.max_payload,
             client_id: self.handle.id,
             client_ip: self.peer.ip().to_string(),
-            nonce: new_nonce(),
-            auth_required: self.leaf.opts.auth.required(),
+            nonce: self.nonce.clone(),
+            auth_required: self.leaf.opts.auth_required(),
             info_on_connect: true,
             connect_info,
             remote_account: connect_info.then_some(ACCOUNT),
@@ -726,19 +744,9 @@ impl Link<'_> {
             self.send_err("'Hub Mode Remotes Not Supported'");
             return Err(Ended::Protocol("the remote wants to be the hub".into()));
         }
-        // A lone URL user name is a token for a token-protected listener.
-        let token = connect
-            .auth_token
-            .as_deref()
-            .or(connect.user.as_deref().filter(|_| connect.pass.is_none()));
-        let creds = Credentials {
-            user: connect.user.as_deref(),
-            pass: connect.pass.as_deref(),
-            token,
-        };
-        if let Err(e) = self.leaf.opts.auth.authenticate(creds) {
+        if let Err(why) = self.authenticate(&connect) {
             self.send_err("'Authorization Violation'");
-            return Err(Ended::AuthFailed(e.to_string()));
+            return Err(Ended::AuthFailed(why));
         }
         self.handle
             .headers
@@ -756,6 +764,44 @@ impl Link<'_> {
         self.send_hub_info(true);
         self.establish();
         Ok(())
+    }
+
+    /// Accepting side: checks the leaf's credentials: a user nkey (with the signature of our
+    /// nonce) when nkeys are configured and the leaf presents one, else a user and password
+    /// or a token. The error is a sentence for the log.
+    fn authenticate(&self, connect: &LeafConnect) -> Result<(), String> {
+        let opts = &self.leaf.opts;
+        let proof = NkeyProof {
+            nkey: connect.nkey.as_deref(),
+            jwt: connect.jwt.as_deref(),
+            sig: connect.sig.as_deref(),
+        };
+        if !opts.nkeys.is_empty() {
+            if NkeyUsers::presented(&proof) {
+                return opts
+                    .nkeys
+                    .verify(&proof, self.nonce.as_bytes())
+                    .map(drop)
+                    .map_err(|e| e.to_string());
+            }
+            if !opts.auth.required() {
+                return Err("no user nkey presented (the listener accepts nkeys only)".into());
+            }
+        }
+        // A lone URL user name is a token for a token-protected listener.
+        let token = connect
+            .auth_token
+            .as_deref()
+            .or(connect.user.as_deref().filter(|_| connect.pass.is_none()));
+        let creds = Credentials {
+            user: connect.user.as_deref(),
+            pass: connect.pass.as_deref(),
+            token,
+        };
+        opts.auth
+            .authenticate(creds)
+            .map(drop)
+            .map_err(|e| e.to_string())
     }
 
     /// Soliciting side: the hub's first INFO.
@@ -782,13 +828,13 @@ impl Link<'_> {
         } else {
             info.server_name.clone()
         };
-        let Side::Solicited { url, .. } = &self.side else {
+        let Side::Solicited { url, auth, .. } = &self.side else {
             return Err(Ended::Protocol("INFO on an accepted link".into()));
         };
         let shared = self.shared;
         // A lone URL user name goes as `user` (nats-server's way) and as a token (ours).
         let token = url.user.clone().filter(|_| url.pass.is_none());
-        let connect = LeafConnect {
+        let mut connect = LeafConnect {
             version: Some(NATS_FEATURE_LEVEL.to_owned()),
             user: url.user.clone(),
             pass: url.pass.clone(),
@@ -807,6 +853,19 @@ impl Link<'_> {
             deny_pub: self.deny().imports.clone(),
             ..LeafConnect::default()
         };
+        if let Some(auth) = auth {
+            // As nats-server: a seed or creds file replaces the URL's credentials.
+            if info.nonce.is_empty() {
+                return Err(Ended::NoNonce);
+            }
+            let signed = auth.sign(info.nonce.as_bytes());
+            connect.user = None;
+            connect.pass = None;
+            connect.auth_token = None;
+            connect.nkey = signed.nkey;
+            connect.jwt = signed.jwt;
+            connect.sig = Some(signed.sig);
+        }
         let json = serde_json::to_vec(&connect).unwrap_or_default();
         self.router
             .send_with(&self.handle, |b| proto::write_connect(b, &json));

@@ -11,19 +11,28 @@
 //!   central subscription hooks;
 //! * [`info`]: the handshake JSON; [`url`]: remote URLs;
 //! * [`tls`]: TLS settings of remotes and of the listener (rustls), started inside the
-//!   handshake as nats-server 2.9 does (after the hub's plain-text INFO).
+//!   handshake as nats-server 2.9 does (after the hub's plain-text INFO);
+//! * [`nkey`]: nkey authentication: a remote's `nkey` seed or `credentials` file (the leaf
+//!   signs the hub's nonce), and the user nkeys a listener accepts.
+//!
+//! Authentication: a remote presents a user and password (or a token) from its URL, an nkey
+//! seed, or a `.creds` file (a user JWT and its seed); a listener accepts a user and
+//! password, a token, or any of `leafnodes.authorization.users` (passwords or user nkeys).
+//! The JWT of a creds file is sent as is; hubd takes the user key from it and does not
+//! check its issuer (there is no operator mode), a nats-server hub in operator mode does.
 //!
 //! Messages go out on the normal message path: interest received from a link is a
 //! subscription in the server's sublist whose target encodes `LMSG`/`HMSG` into the link's
 //! outbound queue (see [`crate::server::route`]). Not implemented yet: WebSocket,
-//! compression, nkey/JWT/creds authentication, accounts, `hub: true` remotes. A remote's
-//! `deny_imports`/`deny_exports` are enforced by [`deny`].
+//! compression, operator mode (JWT accounts) on the accepting side, accounts, `hub: true`
+//! remotes. A remote's `deny_imports`/`deny_exports` are enforced by [`deny`].
 
 pub mod accept;
 pub mod deny;
 pub mod info;
 pub mod interest;
 pub mod link;
+pub mod nkey;
 pub mod solicit;
 pub mod tls;
 pub mod url;
@@ -38,6 +47,7 @@ use crate::server::route::{ClientHandle, LinkStats};
 
 pub use deny::LinkDeny;
 pub use interest::Interest;
+pub use nkey::{NkeyUsers, RemoteAuth};
 pub use tls::{ClientTls, ServerTls, TlsError};
 pub use url::{RemoteUrl, UrlError};
 
@@ -84,6 +94,9 @@ pub struct RemoteOptions {
     pub deny: Arc<LinkDeny>,
     /// TLS towards the hub (every URL of the remote); `None` is plain TCP.
     pub tls: Option<Arc<ClientTls>>,
+    /// An nkey seed or a creds file to sign the hub's nonce with; `None` uses the URL's
+    /// user and password (or token), if any.
+    pub auth: Option<Arc<RemoteAuth>>,
 }
 
 impl RemoteOptions {
@@ -93,6 +106,7 @@ impl RemoteOptions {
             urls,
             deny: Arc::default(),
             tls: None,
+            auth: None,
         }
     }
 }
@@ -102,8 +116,11 @@ impl RemoteOptions {
 pub struct LeafOptions {
     /// Where to accept leafnode connections (`host`, `port`; port 0 picks one).
     pub listen: Option<(String, u16)>,
-    /// Who may connect as a leaf.
+    /// Who may connect as a leaf (users with passwords, or a token).
     pub auth: Authenticator,
+    /// User nkeys that may connect as a leaf, besides `auth`'s users (a leaf proves its key
+    /// by signing the nonce of the hub's INFO).
+    pub nkeys: NkeyUsers,
     /// How long an accepted connection has to send CONNECT.
     pub auth_timeout: Duration,
     /// Hubs to connect to.
@@ -125,6 +142,7 @@ impl Default for LeafOptions {
         LeafOptions {
             listen: None,
             auth: Authenticator::Open,
+            nkeys: NkeyUsers::default(),
             auth_timeout: Duration::from_secs(2),
             remotes: Vec::new(),
             reconnect_max: DEFAULT_RECONNECT_MAX,
@@ -141,7 +159,8 @@ impl fmt::Debug for LeafOptions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LeafOptions")
             .field("listen", &self.listen)
-            .field("auth_required", &self.auth.required())
+            .field("auth_required", &self.auth_required())
+            .field("nkeys", &self.nkeys)
             .field("remotes", &self.remotes)
             .field("reconnect_max", &self.reconnect_max)
             .field("ping_interval", &self.ping_interval)
@@ -155,6 +174,11 @@ impl LeafOptions {
     /// Whether any link is configured (a listener or a remote).
     pub fn enabled(&self) -> bool {
         self.listen.is_some() || !self.remotes.is_empty()
+    }
+
+    /// Whether leaves must authenticate (the INFO's `auth_required`).
+    pub fn auth_required(&self) -> bool {
+        self.auth.required() || !self.nkeys.is_empty()
     }
 }
 

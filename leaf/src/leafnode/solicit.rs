@@ -13,7 +13,9 @@
 //! others. They are a fallback only: after a link ends, the next round starts again with
 //! the configured URLs.
 //! A failed TLS handshake (a certificate that does not verify, TLS on one side only) is a
-//! failed attempt like any other: logged, recorded in the link status, retried.
+//! failed attempt like any other: logged, recorded in the link status, retried. So is a
+//! refused login (`-ERR 'Authorization Violation'`): a remote with an nkey seed or a creds
+//! file signs the nonce of each hub INFO anew (see [`super::nkey`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,7 +26,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
 use super::link::{self, Side};
-use super::{ClientTls, LinkDeny, LinkEntry, RemoteUrl, RECONNECT_MIN};
+use super::{ClientTls, LinkDeny, LinkEntry, RemoteAuth, RemoteUrl, RECONNECT_MIN};
 use crate::server::Shared;
 
 /// The wait before attempt number `failures` (0-based) with the ceiling capped at `max`.
@@ -54,6 +56,7 @@ pub async fn run(
     let configured = remote.urls.clone();
     let deny = remote.deny.clone();
     let tls = remote.tls.clone();
+    let auth = remote.auth.clone();
     let max = leaf.opts.reconnect_max;
     let mut failures: u32 = 0;
     loop {
@@ -65,7 +68,12 @@ pub async fn run(
             if *stop.borrow() {
                 return;
             }
-            match attempt(&shared, url, &deny, tls.as_ref(), &entry, &stop).await {
+            let how = How {
+                deny: &deny,
+                tls: tls.as_ref(),
+                auth: auth.as_ref(),
+            };
+            match attempt(&shared, url, how, &entry, &stop).await {
                 Attempt::Established => {
                     // Start again from the configured URLs: an announced one is only a
                     // fallback (it may bypass a proxy or a load balancer the user put there).
@@ -120,11 +128,18 @@ enum Attempt {
     Stopped,
 }
 
+/// How a remote's links are set up: deny lists, TLS, authentication.
+#[derive(Clone, Copy)]
+struct How<'a> {
+    deny: &'a Arc<LinkDeny>,
+    tls: Option<&'a Arc<ClientTls>>,
+    auth: Option<&'a Arc<RemoteAuth>>,
+}
+
 async fn attempt(
     shared: &Arc<Shared>,
     url: &RemoteUrl,
-    deny: &Arc<LinkDeny>,
-    tls: Option<&Arc<ClientTls>>,
+    how: How<'_>,
     entry: &Arc<LinkEntry>,
     stop: &watch::Receiver<bool>,
 ) -> Attempt {
@@ -154,8 +169,9 @@ async fn attempt(
         peer,
         Side::Solicited {
             url: url.clone(),
-            deny: deny.clone(),
-            tls: tls.cloned(),
+            deny: how.deny.clone(),
+            tls: how.tls.cloned(),
+            auth: how.auth.cloned(),
         },
         entry.clone(),
         stop.clone(),
