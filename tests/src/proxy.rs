@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -18,6 +18,7 @@ pub struct TcpProxy {
     port: u16,
     up: Arc<AtomicBool>,
     cut: watch::Sender<u64>,
+    freeze: watch::Sender<u64>,
     connections: Arc<AtomicU64>,
     task: JoinHandle<()>,
 }
@@ -43,12 +44,13 @@ impl TcpProxy {
         let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
         let up = Arc::new(AtomicBool::new(true));
         let (cut, cut_rx) = watch::channel(0u64);
+        let (freeze, freeze_rx) = watch::channel(0u64);
         let connections = Arc::new(AtomicU64::new(0));
         let task = tokio::spawn(accept_loop(
             listener,
             target,
             up.clone(),
-            cut_rx,
+            (cut_rx, freeze_rx),
             connections.clone(),
             impairment,
         ));
@@ -56,6 +58,7 @@ impl TcpProxy {
             port,
             up,
             cut,
+            freeze,
             connections,
             task,
         }
@@ -70,6 +73,13 @@ impl TcpProxy {
     /// accepted unless the proxy is down.
     pub fn cut(&self) {
         self.cut.send_modify(|g| *g += 1);
+    }
+
+    /// Freezes every live connection: nothing more is forwarded either way, but both sides
+    /// stay open, as when a WAN path dies without a reset (each end notices only by its own
+    /// pings). New connections are forwarded as usual.
+    pub fn freeze(&self) {
+        self.freeze.send_modify(|g| *g += 1);
     }
 
     /// Down: live connections are cut and new ones are closed right after accept. Up: new
@@ -113,11 +123,11 @@ impl Impairment {
 }
 
 /// Copies `from` to `to`, chunk by chunk, each chunk no earlier than the impairment says.
-async fn relay(
-    mut from: tokio::net::tcp::OwnedReadHalf,
-    mut to: tokio::net::tcp::OwnedWriteHalf,
-    imp: Impairment,
-) {
+async fn relay<R, W>(mut from: R, mut to: W, imp: Impairment)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     if imp.is_none() {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
@@ -164,7 +174,7 @@ async fn accept_loop(
     listener: TcpListener,
     target: u16,
     up: Arc<AtomicBool>,
-    cut: watch::Receiver<u64>,
+    (cut, freeze): (watch::Receiver<u64>, watch::Receiver<u64>),
     connections: Arc<AtomicU64>,
     impairment: Impairment,
 ) {
@@ -183,19 +193,27 @@ async fn accept_loop(
         connections.fetch_add(1, Ordering::SeqCst);
         let mut cut = cut.clone();
         cut.borrow_and_update();
+        let mut freeze = freeze.clone();
+        freeze.borrow_and_update();
         tokio::spawn(async move {
+            let (mut client, mut server) = (client, server);
             let _ = client.set_nodelay(true);
             let _ = server.set_nodelay(true);
-            let (cr, cw) = client.into_split();
-            let (sr, sw) = server.into_split();
-            let up_dir = relay(cr, sw, impairment);
-            let down_dir = relay(sr, cw, impairment);
-            tokio::select! {
-                _ = up_dir => {}
-                _ = down_dir => {}
-                _ = cut.changed() => {}
+            let frozen = {
+                let (cr, cw) = client.split();
+                let (sr, sw) = server.split();
+                tokio::select! {
+                    _ = relay(cr, sw, impairment) => false,
+                    _ = relay(sr, cw, impairment) => false,
+                    _ = cut.changed() => false,
+                    _ = freeze.changed() => true,
+                }
+            };
+            if frozen {
+                // Silent but open until cut (or the proxy is dropped).
+                let _ = cut.changed().await;
             }
-            // Dropping both halves of both sockets closes them.
+            // Dropping both sockets closes them.
         });
     }
 }

@@ -710,3 +710,49 @@ async fn leafd_fails_over_to_announced_cluster_urls() {
     let mut leaf_sub = lc.subscribe(back.clone()).await.unwrap();
     await_interest(&hc, &back, &mut leaf_sub).await;
 }
+
+/// A WAN path that dies without a reset (the proxy freezes it): leafd notices first, through
+/// its own pings, and reconnects; hubd replaces the old connection from the same leaf server
+/// at once, instead of keeping it (holding the leaf's interest, buffering messages for it)
+/// until its own pings give up a minute later. Traffic flows over the new link.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hubd_replaces_a_stale_leaf_connection() {
+    let (port, mport) = (free_port(), free_port());
+    let hub = TestServer::builder(ServerKind::Hubd)
+        .config(json!({ "leafnodes": { "listen": format!("127.0.0.1:{port}") } }))
+        .arg("-m")
+        .arg(mport.to_string())
+        .start()
+        .await;
+    let wan = e2e::proxy::TcpProxy::start(port).await;
+    let leaf_config = json!({ "leafnodes": {
+        "remotes": [{ "url": format!("nats-leaf://127.0.0.1:{}", wan.port()) }],
+        "reconnect": "250ms", "ping_interval": "1s", "ping_max": 2,
+    }});
+    let leaf = TestServer::with_config(ServerKind::Leafd, leaf_config).await;
+    let (hc, lc) = (hub.client().await, leaf.client().await);
+    let mut sub = lc.subscribe("stale.x").await.unwrap();
+    await_interest(&hc, "stale.x", &mut sub).await;
+
+    wan.freeze();
+    wait_for_log(
+        &hub,
+        "replacing the connection from the same leaf server",
+        1,
+    )
+    .await;
+    let leafz = bounded("hubd to list one leaf", async {
+        loop {
+            let (_, leafz) = e2e::http_get(mport, "/leafz").await;
+            if leafz["leafnodes"] == json!(1) {
+                return leafz;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert_eq!(leafz["leafs"].as_array().map(Vec::len), Some(1), "{leafz}");
+    assert_eq!(wan.connections(), 2, "leafd reconnected once");
+    await_interest(&hc, "stale.x", &mut sub).await;
+    send_and_expect(&hc, "stale.x", &mut sub, 100).await;
+}

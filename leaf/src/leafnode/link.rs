@@ -112,6 +112,8 @@ pub enum Ended {
     SlowConsumer,
     /// The write side closed.
     WriterClosed,
+    /// A newer connection from the same leaf server replaced this one (accepting side).
+    Replaced,
     /// The server is shutting down.
     Shutdown,
 }
@@ -158,6 +160,9 @@ impl fmt::Display for Ended {
             Ended::Stale => f.write_str("stale link (no PONG)"),
             Ended::SlowConsumer => f.write_str("slow consumer"),
             Ended::WriterClosed => f.write_str("write failed"),
+            Ended::Replaced => {
+                f.write_str("replaced by a newer connection from the same leaf server")
+            }
             Ended::Shutdown => f.write_str("server shutting down"),
         }
     }
@@ -503,6 +508,7 @@ impl Link<'_> {
             buffered = !rb.buf.is_empty();
         }
         self.handle.out.flush();
+        let handle = self.handle.clone();
         loop {
             if *stop.borrow() {
                 return Ended::Shutdown;
@@ -510,6 +516,8 @@ impl Link<'_> {
             if self.handle.out.is_closed() {
                 return if self.handle.out.is_slow_consumer() {
                     Ended::SlowConsumer
+                } else if self.entry.is_replaced() {
+                    Ended::Replaced
                 } else {
                     Ended::WriterClosed
                 };
@@ -543,6 +551,9 @@ impl Link<'_> {
                     return Ended::HandshakeTimeout;
                 }
                 _ = stop.changed() => return Ended::Shutdown,
+                // Closed from outside (replaced by a newer connection), even while the
+                // peer sends nothing.
+                _ = handle.out.closed() => continue,
                 }
             }
             let before = self.phase;
@@ -761,6 +772,12 @@ impl Link<'_> {
             }
         }
         self.remote_name = connect.name.or(connect.server_id).unwrap_or_default();
+        // A leaf that reconnects before we noticed its old connection died: the old one
+        // would hold its interest and fill up with messages until its pings time out.
+        let replaced = self.leaf.replace_stale(&self.remote_name, &self.handle);
+        if replaced > 0 {
+            warn!(lid = self.handle.id, remote = %self.remote_name, replaced, "replacing the connection from the same leaf server");
+        }
         self.send_hub_info(true);
         self.establish();
         Ok(())

@@ -233,6 +233,8 @@ struct EntryState {
     connects: u64,
     remote_server: String,
     last_error: Option<String>,
+    /// Closed because a newer connection from the same leaf server arrived.
+    replaced: bool,
 }
 
 impl LinkEntry {
@@ -272,6 +274,11 @@ impl LinkEntry {
     /// The counters shared with the link's handle.
     pub(crate) fn stats(&self) -> &Arc<LinkStats> {
         &self.stats
+    }
+
+    /// Whether a newer connection from the same leaf server replaced this (accepted) one.
+    pub(crate) fn is_replaced(&self) -> bool {
+        self.lock().replaced
     }
 
     /// Publishes the established connection (`None` when it ends).
@@ -401,6 +408,36 @@ impl LeafState {
     /// Removes an accepted link's status entry.
     pub(crate) fn remove_accepted(&self, entry: &Arc<LinkEntry>) {
         self.lock_entries().retain(|e| !Arc::ptr_eq(e, entry));
+    }
+
+    /// Closes the accepted links from the leaf server named `remote` other than `keep`, and
+    /// returns how many: a leaf reconnecting before this side noticed that its old
+    /// connection died (a cut WAN) must not leave the old one holding its interest and
+    /// buffering messages until its pings time out. nats-server does the same.
+    pub(crate) fn replace_stale(&self, remote: &str, keep: &Arc<ClientHandle>) -> usize {
+        if remote.is_empty() {
+            return 0;
+        }
+        let entries: Vec<Arc<LinkEntry>> = self.lock_entries().clone();
+        let mut replaced = 0;
+        for entry in entries.iter().filter(|e| !e.solicited) {
+            let Some(old) = entry.link.borrow().clone() else {
+                continue;
+            };
+            if Arc::ptr_eq(&old, keep) {
+                continue;
+            }
+            {
+                let mut s = entry.lock();
+                if !s.connected || s.remote_server != remote {
+                    continue;
+                }
+                s.replaced = true;
+            }
+            old.out.close();
+            replaced += 1;
+        }
+        replaced
     }
 }
 

@@ -153,6 +153,19 @@ impl Outbound {
         self.drained.notify_waiters();
     }
 
+    /// Resolves once the queue is closed (by [`Outbound::close`]).
+    pub async fn closed(&self) {
+        loop {
+            let notified = self.drained.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.is_closed() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
     /// Whether the connection is closed or closing.
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Relaxed)
