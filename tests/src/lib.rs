@@ -1097,3 +1097,58 @@ pub async fn barrier_on(
 pub async fn sync(client: &async_nats::Client) {
     barrier(client, client).await;
 }
+
+/// Publishes probes on `subject` from `publisher` until one reaches `sub` (interest crossed a
+/// leafnode link: it propagates asynchronously), then an end marker, reading up to it so no
+/// probe is left in flight. Plain (non-queue) subscriptions only.
+pub async fn await_interest(
+    publisher: &async_nats::Client,
+    subject: &str,
+    sub: &mut async_nats::Subscriber,
+) {
+    bounded(&format!("interest in {subject} across the link"), async {
+        loop {
+            publisher
+                .publish(subject.to_owned(), "probe".into())
+                .await
+                .expect("publish a probe");
+            if let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(100), sub.next()).await
+            {
+                return;
+            }
+        }
+    })
+    .await;
+    publisher
+        .publish(subject.to_owned(), "end-probe".into())
+        .await
+        .expect("publish the end marker");
+    while &next_msg(sub).await.payload[..] != b"end-probe" {}
+}
+
+/// 20 messages each way between a hub client `hc` and a leaf client `lc`, each direction on
+/// its own fresh subject, received in order.
+pub async fn pub_sub_both_ways(hc: &async_nats::Client, lc: &async_nats::Client) {
+    for (name, publisher, subscriber) in [("l2h", lc, hc), ("h2l", hc, lc)] {
+        let subject = unique(name);
+        let mut sub = subscriber
+            .subscribe(subject.clone())
+            .await
+            .expect("subscribe");
+        await_interest(publisher, &subject, &mut sub).await;
+        for i in 0..20 {
+            publisher
+                .publish(subject.clone(), format!("m{i}").into())
+                .await
+                .expect("publish");
+        }
+        for i in 0..20 {
+            let msg = next_msg(&mut sub).await;
+            assert_eq!(
+                msg.payload,
+                format!("m{i}").as_bytes(),
+                "{name} message {i}"
+            );
+        }
+    }
+}

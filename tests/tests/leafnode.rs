@@ -11,7 +11,8 @@ use std::time::Duration;
 use e2e::async_nats::{self, Client, HeaderMap, Subscriber};
 use e2e::serde_json::json;
 use e2e::{
-    bounded, drain_ready, free_port, next_msg, unique, wait_for_log, ServerKind, TestServer,
+    await_interest, bounded, drain_ready, free_port, next_msg, unique, wait_for_log, ServerKind,
+    TestServer,
 };
 use futures::StreamExt;
 
@@ -36,35 +37,6 @@ async fn start_leaf(kind: ServerKind, port: u16, pass: Option<&str>) -> TestServ
     };
     let config = json!({ "leafnodes": { "remotes": [{ "url": url }], "reconnect": 1 } });
     TestServer::with_config(kind, config).await
-}
-
-/// Publishes probes on `subject` from `publisher` until one reaches `sub` (interest has
-/// crossed the link), then publishes an end marker and reads up to it, so no probe is left
-/// in flight. Plain (non-queue) subscriptions only.
-async fn await_interest(publisher: &Client, subject: &str, sub: &mut Subscriber) {
-    bounded(&format!("interest in {subject} across the link"), async {
-        loop {
-            publisher
-                .publish(subject.to_owned(), PROBE.into())
-                .await
-                .unwrap();
-            if let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(100), sub.next()).await
-            {
-                return;
-            }
-        }
-    })
-    .await;
-    publisher
-        .publish(subject.to_owned(), "end-probe".into())
-        .await
-        .unwrap();
-    loop {
-        let msg = next_msg(sub).await;
-        if &msg.payload[..] == b"end-probe" {
-            return;
-        }
-    }
 }
 
 /// Sends requests to `subject` until one is answered (the responder's interest crossed the

@@ -23,11 +23,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
-use e2e::async_nats::{Client, Subscriber};
 use e2e::serde_json::{json, Value};
 use e2e::{
-    bounded, free_port, http_get, next_msg, unique, wait_for_log, RawConn, ServerKind, TestServer,
-    WAIT,
+    bounded, free_port, http_get, pub_sub_both_ways, unique, wait_for_log, RawConn, ServerKind,
+    TestServer, WAIT,
 };
 use futures::StreamExt;
 use nkeys::KeyPair;
@@ -160,52 +159,6 @@ async fn leafz_remote(http_port: u16) -> Value {
     let (code, body) = http_get(http_port, "/leafz").await;
     assert_eq!(code, 200);
     body["remotes"][0].clone()
-}
-
-/// Publishes probes on `subject` until one reaches `sub` (interest crossed the link), then
-/// an end marker, reading up to it so no probe is left in flight.
-async fn await_interest(publisher: &Client, subject: &str, sub: &mut Subscriber) {
-    bounded(&format!("interest in {subject} across the link"), async {
-        loop {
-            publisher
-                .publish(subject.to_owned(), "probe".into())
-                .await
-                .unwrap();
-            if let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(100), sub.next()).await
-            {
-                return;
-            }
-        }
-    })
-    .await;
-    publisher
-        .publish(subject.to_owned(), "end-probe".into())
-        .await
-        .unwrap();
-    while &next_msg(sub).await.payload[..] != b"end-probe" {}
-}
-
-/// Messages both ways between clients `hc` (hub) and `lc` (leaf), in order.
-async fn pub_sub_both_ways(hc: &Client, lc: &Client) {
-    for (name, publisher, subscriber) in [("l2h", lc, hc), ("h2l", hc, lc)] {
-        let subject = unique(name);
-        let mut sub = subscriber.subscribe(subject.clone()).await.unwrap();
-        await_interest(publisher, &subject, &mut sub).await;
-        for i in 0..20 {
-            publisher
-                .publish(subject.clone(), format!("m{i}").into())
-                .await
-                .unwrap();
-        }
-        for i in 0..20 {
-            let msg = next_msg(&mut sub).await;
-            assert_eq!(
-                msg.payload,
-                format!("m{i}").as_bytes(),
-                "{name} message {i}"
-            );
-        }
-    }
 }
 
 /// Whether `server`'s process is still running.

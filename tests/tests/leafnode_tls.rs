@@ -17,10 +17,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use e2e::async_nats::{Client, Subscriber};
 use e2e::serde_json::{json, Value};
-use e2e::{bounded, free_port, http_get, next_msg, unique, wait_for_log, ServerKind, TestServer};
-use futures::StreamExt;
+use e2e::{
+    await_interest, free_port, http_get, next_msg, unique, wait_for_log, ServerKind, TestServer,
+};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose, SanType,
@@ -126,52 +126,11 @@ async fn start_leaf(kind: ServerKind, url: &str, tls: Value, http_port: u16) -> 
     TestServer::with_config(kind, config).await
 }
 
-/// Publishes probes on `subject` until one reaches `sub` (interest crossed the link), then
-/// an end marker, reading up to it so no probe is left in flight.
-async fn await_interest(publisher: &Client, subject: &str, sub: &mut Subscriber) {
-    bounded(&format!("interest in {subject} across the link"), async {
-        loop {
-            publisher
-                .publish(subject.to_owned(), "probe".into())
-                .await
-                .unwrap();
-            if let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(100), sub.next()).await
-            {
-                return;
-            }
-        }
-    })
-    .await;
-    publisher
-        .publish(subject.to_owned(), "end-probe".into())
-        .await
-        .unwrap();
-    while &next_msg(sub).await.payload[..] != b"end-probe" {}
-}
-
 /// Messages both ways across the link between `hub` and `leaf`, in order.
 async fn pub_sub_both_ways(hub: &TestServer, leaf: &TestServer) {
     let hc = hub.client().await;
     let lc = leaf.client().await;
-    for (name, publisher, subscriber) in [("l2h", &lc, &hc), ("h2l", &hc, &lc)] {
-        let subject = unique(name);
-        let mut sub = subscriber.subscribe(subject.clone()).await.unwrap();
-        await_interest(publisher, &subject, &mut sub).await;
-        for i in 0..20 {
-            publisher
-                .publish(subject.clone(), format!("m{i}").into())
-                .await
-                .unwrap();
-        }
-        for i in 0..20 {
-            let msg = next_msg(&mut sub).await;
-            assert_eq!(
-                msg.payload,
-                format!("m{i}").as_bytes(),
-                "{name} message {i}"
-            );
-        }
-    }
+    e2e::pub_sub_both_ways(&hc, &lc).await;
     // A large message crosses too (many TLS records).
     let subject = unique("big");
     let mut sub = hc.subscribe(subject.clone()).await.unwrap();
