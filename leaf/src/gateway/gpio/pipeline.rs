@@ -305,22 +305,7 @@ impl<S: LineSource> Pipeline<S> {
             self.stats.add(self.counters.errors, 1);
             return Ok(());
         }
-        self.seq += 1;
-        let headers = stamp(now_ns(), self.seq, &[(LINE_HEADER, &line.name)]);
-        match self
-            .outlet
-            .publish(&line.subject, Some(&headers), &self.buf)
-        {
-            Ok(_) => {
-                self.stats.add(self.counters.events, 1);
-                Ok(())
-            }
-            Err(GatewayError::Stopped) => Err(End::Stopped),
-            Err(_) => {
-                self.stats.add(self.counters.errors, 1);
-                Ok(())
-            }
-        }
+        self.publish_buf(event.index, false, self.counters.events)
     }
 
     /// Publishes the level of line `index` on its `.level` subject.
@@ -337,14 +322,26 @@ impl<S: LineSource> Pipeline<S> {
         if serde_json::to_writer(&mut self.buf, &payload).is_err() {
             return Ok(());
         }
+        self.publish_buf(index, true, self.counters.samples)
+    }
+
+    /// Publishes the JSON in `buf` about line `index` on the line's event subject, or on its
+    /// `.level` subject when `level`, with the gateway headers; counts it under `counter`, or
+    /// as an error when the outlet refuses it.
+    fn publish_buf(&mut self, index: usize, level: bool, counter: usize) -> Result<(), End> {
+        let Some(line) = self.lines.get(index) else {
+            return Ok(());
+        };
+        let subject = if level {
+            &line.level_subject
+        } else {
+            &line.subject
+        };
         self.seq += 1;
         let headers = stamp(now_ns(), self.seq, &[(LINE_HEADER, &line.name)]);
-        match self
-            .outlet
-            .publish(&line.level_subject, Some(&headers), &self.buf)
-        {
+        match self.outlet.publish(subject, Some(&headers), &self.buf) {
             Ok(_) => {
-                self.stats.add(self.counters.samples, 1);
+                self.stats.add(counter, 1);
                 Ok(())
             }
             Err(GatewayError::Stopped) => Err(End::Stopped),
