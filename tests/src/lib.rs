@@ -1152,3 +1152,39 @@ pub async fn pub_sub_both_ways(hc: &async_nats::Client, lc: &async_nats::Client)
         }
     }
 }
+
+/// Runs `kind` with `config` (written into `dir`) and waits (bounded) for it to exit: whether
+/// it exited successfully, and its output. For servers expected to refuse their config.
+pub fn run_to_exit(kind: ServerKind, dir: &Path, config: &serde_json::Value) -> (bool, String) {
+    let path = dir.join(format!("{}.json", unique("config")));
+    std::fs::write(&path, config.to_string()).expect("run_to_exit");
+    let out = dir.join(format!("{}.log", unique("out")));
+    let log = std::fs::File::create(&out).expect("run_to_exit");
+    let mut child = Command::new(kind.binary_path())
+        .arg("-a")
+        .arg("127.0.0.1")
+        .arg("-p")
+        .arg(free_port().to_string())
+        .arg("-c")
+        .arg(&path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(log.try_clone().expect("run_to_exit")))
+        .stderr(Stdio::from(log))
+        .spawn()
+        .expect("run_to_exit");
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("run_to_exit") {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let output = std::fs::read_to_string(&out).unwrap_or_default();
+    let status = status.unwrap_or_else(|| panic!("{kind} did not exit: {output}"));
+    (status.success(), output)
+}

@@ -19,14 +19,13 @@
 //! Every wait is bounded; everything listens on 127.0.0.1.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use e2e::serde_json::{json, Value};
 use e2e::{
-    bounded, free_port, http_get, pub_sub_both_ways, unique, wait_for_log, RawConn, ServerKind,
-    TestServer, WAIT,
+    bounded, free_port, http_get, pub_sub_both_ways, run_to_exit, unique, wait_for_log, RawConn,
+    ServerKind, TestServer, WAIT,
 };
 use futures::StreamExt;
 use nkeys::KeyPair;
@@ -536,40 +535,4 @@ async fn auth_config_errors_refuse_to_start() {
         ),
         "{output}"
     );
-}
-
-/// Runs `kind` with `config` (written into `dir`) and waits (bounded) for it to exit: whether
-/// it exited successfully, and its output.
-fn run_to_exit(kind: ServerKind, dir: &Path, config: &Value) -> (bool, String) {
-    let path = dir.join(format!("{}.json", unique("config")));
-    std::fs::write(&path, config.to_string()).unwrap();
-    let out = dir.join(format!("{}.log", unique("out")));
-    let log = std::fs::File::create(&out).unwrap();
-    let mut child = Command::new(kind.binary_path())
-        .arg("-a")
-        .arg("127.0.0.1")
-        .arg("-p")
-        .arg(free_port().to_string())
-        .arg("-c")
-        .arg(&path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(log.try_clone().unwrap()))
-        .stderr(Stdio::from(log))
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + WAIT;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break Some(status);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let output = std::fs::read_to_string(&out).unwrap_or_default();
-    let status = status.unwrap_or_else(|| panic!("{kind} did not exit: {output}"));
-    (status.success(), output)
 }

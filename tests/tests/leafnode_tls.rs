@@ -13,13 +13,12 @@
 //! Every wait is bounded; everything listens on 127.0.0.1.
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
 
 use e2e::serde_json::{json, Value};
 use e2e::{
-    await_interest, free_port, http_get, next_msg, unique, wait_for_log, ServerKind, TestServer,
+    await_interest, free_port, http_get, next_msg, run_to_exit, unique, wait_for_log, ServerKind,
+    TestServer,
 };
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -378,40 +377,4 @@ async fn missing_tls_file_refuses_to_start() {
         output.contains(&format!("leafnodes.tls.key_file: cannot read {missing}")),
         "{output}"
     );
-}
-
-/// Runs `kind` with `config` (written into `dir`) and waits (bounded) for it to exit: whether
-/// it exited successfully, and its output.
-fn run_to_exit(kind: ServerKind, dir: &Path, config: &Value) -> (bool, String) {
-    let path = dir.join(format!("{}.json", unique("config")));
-    std::fs::write(&path, config.to_string()).unwrap();
-    let out = dir.join(format!("{}.log", unique("out")));
-    let log = std::fs::File::create(&out).unwrap();
-    let mut child = Command::new(kind.binary_path())
-        .arg("-a")
-        .arg("127.0.0.1")
-        .arg("-p")
-        .arg(free_port().to_string())
-        .arg("-c")
-        .arg(&path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(log.try_clone().unwrap()))
-        .stderr(Stdio::from(log))
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + e2e::WAIT;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break Some(status);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let output = std::fs::read_to_string(&out).unwrap_or_default();
-    let status = status.unwrap_or_else(|| panic!("{kind} did not exit: {output}"));
-    (status.success(), output)
 }
