@@ -3,22 +3,24 @@
 /// Returns the first value of header `name` (case-insensitive, as nats-server matches them),
 /// trimmed, or `None`.
 pub fn get<'a>(block: &'a [u8], name: &str) -> Option<&'a [u8]> {
+    fields(block)
+        .find(|(key, _)| key.eq_ignore_ascii_case(name.as_bytes()))
+        .map(|(_, value)| value)
+}
+
+/// Every `(name, trimmed value)` of a header block, in order (lines without a colon are
+/// skipped). One pass for callers that look for several headers.
+pub fn fields(block: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
     let mut lines = block.split(|&b| b == b'\n');
-    lines.next()?; // the version line
-    for line in lines {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.is_empty() {
-            break;
-        }
-        let Some(colon) = line.iter().position(|&b| b == b':') else {
-            continue;
-        };
-        let (key, rest) = line.split_at(colon);
-        if key.eq_ignore_ascii_case(name.as_bytes()) {
-            return Some(trim(&rest[1..]));
-        }
-    }
-    None
+    let _version = lines.next();
+    lines
+        .map(|line| line.strip_suffix(b"\r").unwrap_or(line))
+        .take_while(|line| !line.is_empty())
+        .filter_map(|line| {
+            let colon = line.iter().position(|&b| b == b':')?;
+            let (key, rest) = line.split_at(colon);
+            Some((key, trim(rest.get(1..).unwrap_or_default())))
+        })
 }
 
 /// Like [`get`], as UTF-8 text.
@@ -105,6 +107,9 @@ mod tests {
         assert_eq!(get(block, "X"), Some(&b"1"[..]));
         assert_eq!(get(block, "missing"), None);
         assert_eq!(get(b"NATS/1.0 503\r\n\r\n", "x"), None);
+        let all: Vec<_> = fields(block).collect();
+        assert_eq!(all.len(), 3);
+        assert_eq!(all[2], (&b"x"[..], &b"2"[..]));
     }
 
     #[test]

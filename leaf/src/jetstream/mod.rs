@@ -533,10 +533,7 @@ impl Inner {
         config: StreamConfig,
     ) -> Result<(), ApiError> {
         let subjects_changed = stream.config().subjects != config.subjects;
-        *stream
-            .config
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = config.clone();
+        stream.set_config(config.clone());
         if subjects_changed {
             self.unsubscribe_subjects(&stream.name);
             self.subscribe_subjects(stream, &config.subjects)?;

@@ -26,12 +26,12 @@
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, RwLock, Weak};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
 use serde::Serialize;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tracing::{debug, warn};
 
 use super::config::{ApiError, Discard, StreamConfig};
@@ -50,6 +50,84 @@ pub(crate) struct Ingest {
     reply: Option<String>,
     headers: Option<Bytes>,
     payload: Bytes,
+}
+
+/// The queue from the capturing subscriptions into the stream's task. A plain deque under a
+/// mutex: the task takes everything queued in one swap, and both deques keep their capacity,
+/// so a steady stream of messages allocates nothing here (a channel allocated a block per
+/// few dozen messages, a quarter of the ingest's allocator time).
+struct IngestQueue {
+    /// Captured messages; `None` asks the task to finish what is in flight and stop.
+    items: Mutex<VecDeque<Option<Ingest>>>,
+    /// Wakes the task after a push.
+    ready: Notify,
+}
+
+impl IngestQueue {
+    /// Queues `item`; `false` (nothing queued) when `MAX_QUEUED` messages are waiting.
+    fn push(&self, item: Option<Ingest>) -> bool {
+        {
+            let mut items = self.items.lock().unwrap_or_else(PoisonError::into_inner);
+            if item.is_some() && items.len() >= MAX_QUEUED {
+                return false;
+            }
+            items.push_back(item);
+        }
+        self.ready.notify_one();
+        true
+    }
+
+    /// Moves everything queued into `into` (which must be empty).
+    fn take_all(&self, into: &mut VecDeque<Option<Ingest>>) {
+        let mut items = self.items.lock().unwrap_or_else(PoisonError::into_inner);
+        std::mem::swap(&mut *items, into);
+    }
+}
+
+/// The JetStream headers of a published message, found in one pass over its header block.
+#[derive(Debug, Default)]
+struct PublishHeaders<'a> {
+    msg_id: Option<&'a str>,
+    expected_stream: Option<&'a str>,
+    expected_last_seq: Option<&'a str>,
+    expected_subject_seq: Option<&'a str>,
+    expected_subject_seq_subject: Option<&'a str>,
+    expected_last_msg_id: Option<&'a str>,
+    rollup: Option<&'a str>,
+}
+
+impl<'a> PublishHeaders<'a> {
+    /// Reads the headers from `block`; the first value of each counts, names match
+    /// case-insensitively (as [`headers::get`]) and values that are not UTF-8 are ignored.
+    fn parse(block: &'a [u8]) -> Self {
+        let mut h = PublishHeaders::default();
+        for (key, value) in headers::fields(block) {
+            let Some((prefix, name)) = key.split_at_checked(5) else {
+                continue;
+            };
+            if !prefix.eq_ignore_ascii_case(b"Nats-") {
+                continue;
+            }
+            let slot = match name {
+                k if k.eq_ignore_ascii_case(b"Msg-Id") => &mut h.msg_id,
+                k if k.eq_ignore_ascii_case(b"Expected-Stream") => &mut h.expected_stream,
+                k if k.eq_ignore_ascii_case(b"Expected-Last-Sequence") => &mut h.expected_last_seq,
+                k if k.eq_ignore_ascii_case(b"Expected-Last-Subject-Sequence") => {
+                    &mut h.expected_subject_seq
+                }
+                k if k.eq_ignore_ascii_case(b"Expected-Last-Subject-Sequence-Subject") => {
+                    &mut h.expected_subject_seq_subject
+                }
+                k if k.eq_ignore_ascii_case(b"Expected-Last-Msg-Id") => &mut h.expected_last_msg_id,
+                k if k.eq_ignore_ascii_case(b"Rollup") => &mut h.rollup,
+                _ => continue,
+            };
+            if slot.is_none() {
+                *slot = std::str::from_utf8(value).ok();
+            }
+        }
+        h
+    }
 }
 
 /// What a publisher is told.
@@ -71,11 +149,11 @@ struct PubAckError<'a> {
 /// A stream's shared handle: its configuration and the queue into its task.
 pub(crate) struct Stream {
     pub(crate) name: String,
-    pub(crate) config: RwLock<StreamConfig>,
+    /// The configuration (replaced whole on update; readers on the message path clone the
+    /// `Arc`, not the configuration).
+    pub(crate) config: RwLock<Arc<StreamConfig>>,
     pub(crate) created_ns: i64,
-    /// `None` asks the task to finish what is in flight and stop.
-    queue: mpsc::UnboundedSender<Option<Ingest>>,
-    queued: std::sync::atomic::AtomicUsize,
+    queue: IngestQueue,
     /// The stream's consumers by name.
     pub(crate) consumers: RwLock<HashMap<String, Arc<ConsumerHandle>>>,
     /// The sequence of the newest message acknowledged as stored (for in-process readers
@@ -86,7 +164,7 @@ pub(crate) struct Stream {
 impl Stream {
     /// Stops the stream's task once it has reported everything already captured.
     pub(crate) fn close(&self) {
-        let _ = self.queue.send(None);
+        self.queue.push(None);
     }
 
     /// The consumer `name`.
@@ -168,10 +246,23 @@ impl Stream {
 
     /// The current configuration.
     pub(crate) fn config(&self) -> StreamConfig {
+        StreamConfig::clone(&self.shared_config())
+    }
+
+    /// The current configuration, shared (no copy).
+    pub(crate) fn shared_config(&self) -> Arc<StreamConfig> {
         self.config
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
+    }
+
+    /// Replaces the configuration.
+    pub(crate) fn set_config(&self, config: StreamConfig) {
+        *self
+            .config
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(config);
     }
 }
 
@@ -191,17 +282,9 @@ impl InternalSink for Capture {
             headers: msg.headers.map(Bytes::copy_from_slice),
             payload: Bytes::copy_from_slice(msg.payload),
         };
-        let n = stream
-            .queued
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if n >= MAX_QUEUED {
-            stream
-                .queued
-                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        if !stream.queue.push(Some(ingest)) {
             warn!(stream = %stream.name, "stream queue full, message refused");
-            return;
         }
-        let _ = stream.queue.send(Some(ingest));
     }
 }
 
@@ -212,7 +295,7 @@ struct InFlight {
     fut: AppendFuture,
     reply: Option<String>,
     subject: String,
-    msg_id: Option<String>,
+    msg_id: Option<Arc<str>>,
     rollup: Option<Rollup>,
     size: u64,
     /// The sequence this append gets if every append before it succeeds.
@@ -232,14 +315,14 @@ struct Runner {
     server: Weak<Shared>,
     domain: Option<String>,
     /// Stored `Nats-Msg-Id`s: id → (seq, stored at ns).
-    dedup: HashMap<String, (u64, i64)>,
+    dedup: HashMap<Arc<str>, (u64, i64)>,
     /// Ids in `dedup` in the order they were stored, to expire them.
-    dedup_order: VecDeque<(String, i64)>,
+    dedup_order: VecDeque<(Arc<str>, i64)>,
     /// The `Nats-Msg-Id` of the last stored message.
-    last_msg_id: Option<String>,
+    last_msg_id: Option<Arc<str>>,
     in_flight: VecDeque<InFlight>,
     /// The `Nats-Msg-Id`s of `in_flight`, counted.
-    in_flight_ids: HashMap<String, u32>,
+    in_flight_ids: HashMap<Arc<str>, u32>,
     /// An append failed while others were in flight, so `InFlight::predicted_seq` is wrong
     /// until `in_flight` is empty again.
     predictions_broken: bool,
@@ -257,13 +340,14 @@ pub(crate) fn start(
     server: Weak<Shared>,
     domain: Option<String>,
 ) -> Arc<Stream> {
-    let (tx, rx) = mpsc::unbounded_channel();
     let stream = Arc::new(Stream {
         name,
-        config: RwLock::new(config),
+        config: RwLock::new(Arc::new(config)),
         created_ns,
-        queue: tx,
-        queued: std::sync::atomic::AtomicUsize::new(0),
+        queue: IngestQueue {
+            items: Mutex::new(VecDeque::new()),
+            ready: Notify::new(),
+        },
         consumers: RwLock::new(HashMap::new()),
         appended: tokio::sync::watch::Sender::new(0),
     });
@@ -286,14 +370,15 @@ pub(crate) fn start(
         match scan {
             Ok((recent, last_msg_id)) => {
                 for (id, seq, ts) in recent {
+                    let id: Arc<str> = Arc::from(id);
                     runner.dedup.insert(id.clone(), (seq, ts));
                     runner.dedup_order.push_back((id, ts));
                 }
-                runner.last_msg_id = last_msg_id;
+                runner.last_msg_id = last_msg_id.map(Arc::from);
             }
             Err(e) => warn!(stream = %runner.stream.name, error = %e, "dedup rebuild failed"),
         }
-        runner.run(rx).await;
+        runner.run().await;
     });
     stream
 }
@@ -358,10 +443,16 @@ fn recent_msg_ids(store: &Store, stream: &Stream) -> (Vec<(String, u64, i64)>, O
 }
 
 impl Runner {
-    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Option<Ingest>>) {
+    async fn run(mut self) {
         let mut expiry = tokio::time::interval(Duration::from_secs(1));
         expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let stream = self.stream.clone();
+        // Messages taken from the queue, handled one by one in order.
+        let mut taken = VecDeque::new();
         loop {
+            if taken.is_empty() {
+                stream.queue.take_all(&mut taken);
+            }
             tokio::select! {
                 biased;
                 result = front(&mut self.in_flight), if !self.in_flight.is_empty() => {
@@ -369,13 +460,13 @@ impl Runner {
                         self.completed(done, result).await;
                     }
                 }
-                next = rx.recv() => match next {
-                    Some(Some(ingest)) => {
-                        self.stream.queued.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-                        self.ingest(ingest).await;
-                    }
-                    Some(None) | None => break,
+                () = std::future::ready(()), if !taken.is_empty() => match taken.pop_front() {
+                    Some(Some(ingest)) => self.ingest(ingest).await,
+                    Some(None) => break,
+                    None => {}
                 },
+                // A push between `take_all` and this wait leaves a permit: no wakeup is lost.
+                () = stream.queue.ready.notified(), if taken.is_empty() => {}
                 _ = expiry.tick() => self.expire().await,
             }
         }
@@ -419,9 +510,8 @@ impl Runner {
     }
 
     async fn ingest(&mut self, m: Ingest) {
-        let cfg = self.stream.config();
-        let reply = if cfg.no_ack { None } else { m.reply.clone() };
-        let reply = reply.as_deref();
+        let cfg = self.stream.shared_config();
+        let reply = m.reply.as_deref().filter(|_| !cfg.no_ack);
         if cfg.sealed {
             return self.reply_error(reply, &ApiError::sealed());
         }
@@ -430,19 +520,17 @@ impl Runner {
         if cfg.max_msg_size >= 0 && size > cfg.max_msg_size as u64 {
             return self.reply_error(reply, &ApiError::message_too_large());
         }
-        let hdr = m.headers.as_deref().unwrap_or_default();
-        let msg_id = headers::get_str(hdr, "Nats-Msg-Id")
-            .filter(|s| !s.is_empty())
-            .map(str::to_string);
-        if let Some(expected) = headers::get_str(hdr, "Nats-Expected-Stream") {
+        let hdr = PublishHeaders::parse(m.headers.as_deref().unwrap_or_default());
+        let msg_id: Option<Arc<str>> = hdr.msg_id.filter(|s| !s.is_empty()).map(Arc::from);
+        if let Some(expected) = hdr.expected_stream {
             if expected != self.stream.name {
                 return self.reply_error(reply, &ApiError::expected_stream_mismatch());
             }
         }
-        let expect_last_seq = headers::get_str(hdr, "Nats-Expected-Last-Sequence");
-        let expect_subject_seq = headers::get_str(hdr, "Nats-Expected-Last-Subject-Sequence");
-        let expect_msg_id = headers::get_str(hdr, "Nats-Expected-Last-Msg-Id");
-        let rollup = match headers::get_str(hdr, "Nats-Rollup") {
+        let expect_last_seq = hdr.expected_last_seq;
+        let expect_subject_seq = hdr.expected_subject_seq;
+        let expect_msg_id = hdr.expected_last_msg_id;
+        let rollup = match hdr.rollup {
             None => None,
             Some(kind) if !cfg.allow_rollup_hdrs => {
                 let _ = kind;
@@ -485,8 +573,7 @@ impl Runner {
             }
         }
         if let Some(v) = expect_subject_seq {
-            let filter = headers::get_str(hdr, "Nats-Expected-Last-Subject-Sequence-Subject")
-                .unwrap_or(&m.subject);
+            let filter = hdr.expected_subject_seq_subject.unwrap_or(&m.subject);
             let last = self
                 .store
                 .subject_state(&self.stream.name, filter)
@@ -640,7 +727,7 @@ impl Runner {
     /// `subject` was stored. They are queued behind the append in the store and are
     /// idempotent, so they are not waited for.
     fn apply_limits(&mut self, subject: &str) {
-        let cfg = self.stream.config();
+        let cfg = self.stream.shared_config();
         let mut purges = Vec::new();
         if cfg.discard == Discard::Old {
             let state = self.store.stream_state(&self.stream.name).ok().flatten();
@@ -722,7 +809,7 @@ impl Runner {
 
     /// Removes messages older than `max_age` and forgets expired message ids.
     async fn expire(&mut self) {
-        let cfg = self.stream.config();
+        let cfg = self.stream.shared_config();
         let now = now_ns();
         while let Some((id, ts)) = self.dedup_order.front() {
             if *ts >= now - cfg.duplicate_window {

@@ -27,6 +27,7 @@
 mod backend;
 mod error;
 mod format;
+mod queue;
 mod read;
 mod subject;
 mod writer;
@@ -38,7 +39,6 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::thread::JoinHandle;
 
@@ -51,6 +51,7 @@ pub use format::FORMAT_VERSION;
 
 use backend::{BackendFactory, LimitBackend};
 use format::{decode, StateRec, StreamDef, SubjectRec};
+use queue::OpQueue;
 use writer::{Op, Writer};
 
 /// The database file's name inside the store directory.
@@ -332,19 +333,14 @@ fn load_cache(db: &Database) -> Result<Cache, StoreError> {
 /// The handle: owns the writer thread's sender; the last clone's drop stops the writer
 /// (after it finished the queued operations) and closes the file cleanly.
 struct Inner {
-    tx: Mutex<Option<mpsc::Sender<Op>>>,
+    queue: Arc<OpQueue>,
     shared: Arc<Shared>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        drop(
-            self.tx
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .take(),
-        );
+        self.queue.close();
         if let Some(t) = self
             .thread
             .lock()
@@ -399,10 +395,10 @@ impl Store {
         *shared.db.write().unwrap_or_else(PoisonError::into_inner) = Some(db);
         *shared.cache.write().unwrap_or_else(PoisonError::into_inner) = cache;
         let shared = Arc::new(shared);
-        let (tx, rx) = mpsc::channel();
+        let queue = Arc::new(OpQueue::default());
         let writer = Writer {
             shared: shared.clone(),
-            rx,
+            queue: queue.clone(),
             max_batch: opts.max_batch.max(1),
             max_file_bytes: opts.max_file_bytes,
             full_since: None,
@@ -413,7 +409,7 @@ impl Store {
             .spawn(move || writer.run())?;
         Ok(Store {
             inner: Arc::new(Inner {
-                tx: Mutex::new(Some(tx)),
+                queue,
                 shared,
                 thread: Mutex::new(Some(thread)),
             }),
@@ -426,10 +422,7 @@ impl Store {
         make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Op,
     ) -> impl Future<Output = Result<T, StoreError>> + Send + 'static {
         let (reply, rx) = oneshot::channel();
-        let sent = match &*self.inner.tx.lock().unwrap_or_else(PoisonError::into_inner) {
-            Some(tx) => tx.send(make(reply)).is_ok(),
-            None => false,
-        };
+        let sent = self.inner.queue.push(make(reply)).is_ok();
         async move {
             if !sent {
                 return Err(StoreError::Closed);

@@ -5,7 +5,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -55,7 +54,7 @@ pub(crate) enum Op {
 
 impl Op {
     /// How many slots of `max_batch` this op takes.
-    fn weight(&self) -> usize {
+    pub(crate) fn weight(&self) -> usize {
         match self {
             Op::Append(_, m, _, _) => m.len().max(1),
             _ => 1,
@@ -107,7 +106,7 @@ enum Done {
 /// The writer thread's state.
 pub(crate) struct Writer {
     pub(crate) shared: Arc<Shared>,
-    pub(crate) rx: Receiver<Op>,
+    pub(crate) queue: Arc<super::queue::OpQueue>,
     pub(crate) max_batch: usize,
     pub(crate) max_file_bytes: Option<u64>,
     /// Set when a commit failed for lack of space: appends are refused without touching the
@@ -127,17 +126,10 @@ const FULL_RETRY: Duration = Duration::from_millis(200);
 impl Writer {
     /// Runs until every `Store` handle (every sender) is gone.
     pub(crate) fn run(mut self) {
-        while let Ok(first) = self.rx.recv() {
-            let mut weight = first.weight();
-            let mut ops = vec![first];
-            while weight < self.max_batch {
-                match self.rx.try_recv() {
-                    Ok(op) => {
-                        weight += op.weight();
-                        ops.push(op);
-                    }
-                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
-                }
+        loop {
+            let mut ops = Vec::new();
+            if !self.queue.take_batch(self.max_batch, &mut ops) {
+                break;
             }
             self.run_batch(ops);
         }

@@ -1,0 +1,77 @@
+//! The queue of write operations from the [`Store`](super::Store) handles to the writer
+//! thread: a deque under a mutex, with a condition variable the writer sleeps on when it is
+//! empty. The deque keeps its capacity, so a steady flow of appends allocates nothing here
+//! (a channel allocated a block per few dozen operations), and a push wakes the writer only
+//! when it is actually asleep.
+
+use std::collections::VecDeque;
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+
+use super::writer::Op;
+
+/// Operations waiting for the writer.
+#[derive(Default)]
+pub(crate) struct OpQueue {
+    state: Mutex<State>,
+    wake: Condvar,
+}
+
+#[derive(Default)]
+struct State {
+    ops: VecDeque<Op>,
+    /// No more operations are accepted; the writer stops once `ops` is empty.
+    closed: bool,
+    /// The writer sleeps on `wake`.
+    writer_asleep: bool,
+}
+
+impl OpQueue {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues `op`, or gives it back if the queue is closed.
+    pub(crate) fn push(&self, op: Op) -> Result<(), Op> {
+        let mut st = self.lock();
+        if st.closed {
+            return Err(op);
+        }
+        st.ops.push_back(op);
+        let asleep = st.writer_asleep;
+        drop(st);
+        if asleep {
+            self.wake.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Refuses further operations; the writer finishes the queued ones and stops.
+    pub(crate) fn close(&self) {
+        self.lock().closed = true;
+        self.wake.notify_one();
+    }
+
+    /// Waits until operations are queued and moves them into `into`, oldest first, until
+    /// their weight reaches `max_weight` (at least one). `false` once the queue is closed
+    /// and empty.
+    pub(crate) fn take_batch(&self, max_weight: usize, into: &mut Vec<Op>) -> bool {
+        let mut st = self.lock();
+        while st.ops.is_empty() {
+            if st.closed {
+                return false;
+            }
+            st.writer_asleep = true;
+            st = self.wake.wait(st).unwrap_or_else(PoisonError::into_inner);
+            st.writer_asleep = false;
+        }
+        let mut weight = 0;
+        while weight < max_weight {
+            let Some(op) = st.ops.pop_front() else {
+                break;
+            };
+            weight += op.weight();
+            into.push(op);
+        }
+        true
+    }
+}
