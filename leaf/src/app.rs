@@ -137,6 +137,9 @@ pub fn main(flavor: Flavor) -> ExitCode {
         eprintln!("{}: {msg}", flavor.name());
         return ExitCode::from(1);
     }
+    // The remotes' files are read for their digest before the server reads them: should one
+    // change in between, the next reload reconnects the remote rather than miss it.
+    let running = Running::new(cfg.clone());
     let opts = server_options(&cfg, flavor);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -230,12 +233,15 @@ pub fn main(flavor: Flavor) -> ExitCode {
         {
             Ok(hup) => Some(AbortOnDrop(tokio::spawn(reload_on_sighup(
                 hup,
-                cli.server.clone(),
-                cfg.clone(),
-                set_level,
-                _jetstream.clone(),
-                uplinks.clone(),
-                (gateways.clone(), Outlet::new(server.shared())),
+                running,
+                Reloader {
+                    args: cli.server.clone(),
+                    set_level,
+                    js: _jetstream.clone(),
+                    uplinks: uplinks.clone(),
+                    gateways: (gateways.clone(), Outlet::new(server.shared())),
+                    shared: Arc::downgrade(server.shared()),
+                },
             )))),
             Err(e) => {
                 error!("cannot install the SIGHUP handler: configuration reloads are off: {e}");
@@ -414,40 +420,12 @@ fn leaf_options(cfg: &Config) -> LeafOptions {
         .remotes
         .iter()
         .enumerate()
-        .filter_map(|(i, r)| {
-            let tls = match crate::leafnode::tls::remote_tls(r, i) {
-                Ok(tls) => tls.map(Arc::new),
-                Err(e) => {
-                    error!("{e}: leafnodes.remotes[{i}] is disabled");
-                    return None;
-                }
-            };
-            let auth = match crate::leafnode::nkey::remote_auth(r, i) {
-                Ok(auth) => auth.map(Arc::new),
-                Err(e) => {
-                    error!("{e}: leafnodes.remotes[{i}] is disabled");
-                    return None;
-                }
-            };
-            let urls = r
-                .urls
-                .iter()
-                .filter_map(|u| RemoteUrl::parse(u).ok())
-                .map(|mut u| {
-                    // Every URL of a TLS remote is dialled with TLS (and shown as tls://).
-                    u.tls |= tls.is_some();
-                    u
-                })
-                .collect();
-            Some(RemoteOptions {
-                urls,
-                deny: Arc::new(LinkDeny {
-                    imports: r.deny_imports.clone(),
-                    exports: r.deny_exports.clone(),
-                }),
-                tls,
-                auth,
-            })
+        .filter_map(|(i, r)| match remote_options(r, i) {
+            Ok(remote) => Some(remote),
+            Err(e) => {
+                error!("{e}: leafnodes.remotes[{i}] is disabled");
+                None
+            }
         })
         .filter(|r| !r.urls.is_empty())
         .collect();
@@ -463,6 +441,37 @@ fn leaf_options(cfg: &Config) -> LeafOptions {
         tls: listener_tls,
         ..LeafOptions::default()
     }
+}
+
+/// The settings of remote number `index`, its TLS and credentials files read now; the error
+/// names the key and the file. URLs that do not parse are skipped (`unsupported_yet` and the
+/// configuration's validation refuse them first).
+fn remote_options(r: &config::Remote, index: usize) -> Result<RemoteOptions, String> {
+    let tls = crate::leafnode::tls::remote_tls(r, index)
+        .map_err(|e| e.to_string())?
+        .map(Arc::new);
+    let auth = crate::leafnode::nkey::remote_auth(r, index)
+        .map_err(|e| e.to_string())?
+        .map(Arc::new);
+    let urls = r
+        .urls
+        .iter()
+        .filter_map(|u| RemoteUrl::parse(u).ok())
+        .map(|mut u| {
+            // Every URL of a TLS remote is dialled with TLS (and shown as tls://).
+            u.tls |= tls.is_some();
+            u
+        })
+        .collect();
+    Ok(RemoteOptions {
+        urls,
+        deny: Arc::new(LinkDeny {
+            imports: r.deny_imports.clone(),
+            exports: r.deny_exports.clone(),
+        }),
+        tls,
+        auth,
+    })
 }
 
 /// Where JetStream keeps its store and how it is limited. Without `store_dir`, a directory
@@ -577,45 +586,75 @@ fn init_logging(cfg: &Config) -> Option<LogLevelSetter> {
 /// The running gateways and the outlet they publish through (for restarts on reload).
 type GatewayHandle = (Arc<std::sync::Mutex<Gateways>>, Outlet);
 
+/// What a reload acts on.
+struct Reloader {
+    /// The command-line flags, applied over the file again.
+    args: ServerArgs,
+    /// Changes the log level.
+    set_level: Option<LogLevelSetter>,
+    /// JetStream, if on (the uplinks' buffers).
+    js: Option<JetStream>,
+    /// The uplinks, if any.
+    uplinks: Option<Arc<Uplinks>>,
+    /// The gateways, restarted on a change.
+    gateways: GatewayHandle,
+    /// The server (its leafnode remotes).
+    shared: std::sync::Weak<crate::server::Shared>,
+}
+
+/// The running configuration and the digest of each remote's files
+/// ([`reload::remote_files_digest`]) as they were when the remote last (re)started.
+struct Running {
+    config: Config,
+    remote_digests: Vec<u64>,
+}
+
+impl Running {
+    /// The configuration the server started with; its remotes' files are read now.
+    fn new(config: Config) -> Running {
+        let remote_digests = config
+            .leafnodes
+            .remotes
+            .iter()
+            .enumerate()
+            .map(|(i, r)| reload::remote_files_digest(r, i).unwrap_or_default())
+            .collect();
+        Running {
+            config,
+            remote_digests,
+        }
+    }
+}
+
 /// Reloads the configuration on every SIGHUP: the file again with the flags over it, then
 /// what [`reload::plan`] allows (log level, uplink limits, the gateways restarted with new
-/// settings); anything else is refused and the running configuration stays.
-async fn reload_on_sighup(
-    mut hup: tokio::signal::unix::Signal,
-    args: ServerArgs,
-    mut running: Config,
-    set_level: Option<LogLevelSetter>,
-    js: Option<JetStream>,
-    uplinks: Option<Arc<Uplinks>>,
-    (gateways, outlet): GatewayHandle,
-) {
+/// settings, leafnode remotes reconnected, added or removed; see [`apply_remotes`]);
+/// anything else is refused and the running configuration stays.
+async fn reload_on_sighup(mut hup: tokio::signal::unix::Signal, mut running: Running, r: Reloader) {
+    let (gateways, outlet) = &r.gateways;
     while hup.recv().await.is_some() {
         info!("SIGHUP received: reloading the configuration");
-        let mut new = match cli::load(&args) {
+        let mut new = match cli::load(&r.args) {
             Ok(c) => c,
             Err(e) => {
                 error!("reload refused: {e}; the running configuration stays");
                 continue;
             }
         };
-        let plan = match reload::plan(&running, &new) {
+        let plan = match reload::plan(&running.config, &new) {
             Ok(p) => p,
             Err(e) => {
                 error!("reload refused: {e}");
                 continue;
             }
         };
-        if plan.is_empty() {
-            info!("configuration reloaded: nothing changed");
-            continue;
-        }
-        if let (Some(level), Some(set)) = (plan.log_level, &set_level) {
+        if let (Some(level), Some(set)) = (plan.log_level, &r.set_level) {
             set(level);
             info!(log_level = level.as_str(), "log level changed");
         }
         let mut failed = false;
         for (index, cfg) in &plan.uplinks {
-            if let (Some(js), Some(uplinks)) = (&js, &uplinks) {
+            if let (Some(js), Some(uplinks)) = (&r.js, &r.uplinks) {
                 if let Err(e) = uplinks.reconfigure(js, *index, cfg).await {
                     error!("reload of uplink {}: {e}", cfg.name);
                     failed = true;
@@ -625,7 +664,7 @@ async fn reload_on_sighup(
         if plan.gateways {
             let restarted = match gateways.lock() {
                 Ok(mut g) => g
-                    .restart(&outlet, &new, &gateway_server_name(&new))
+                    .restart(outlet, &new, &gateway_server_name(&new))
                     .map(|()| g.registry().sources().len())
                     .map_err(|e| e.to_string()),
                 Err(_) => Err("the gateways are unavailable".to_owned()),
@@ -635,21 +674,155 @@ async fn reload_on_sighup(
                 Err(e) => {
                     error!("reload of the gateways refused: {e}; the running gateways stay");
                     failed = true;
-                    new.board.clone_from(&running.board);
-                    new.boards_dir.clone_from(&running.boards_dir);
-                    new.serial.clone_from(&running.serial);
-                    new.modbus.clone_from(&running.modbus);
-                    new.gpio.clone_from(&running.gpio);
+                    new.board.clone_from(&running.config.board);
+                    new.boards_dir.clone_from(&running.config.boards_dir);
+                    new.serial.clone_from(&running.config.serial);
+                    new.modbus.clone_from(&running.config.modbus);
+                    new.gpio.clone_from(&running.config.gpio);
                 }
             }
         }
-        running = new;
+        let remotes = match r.shared.upgrade() {
+            Some(shared) => apply_remotes(&shared, &mut running, &mut new).await,
+            None => RemotesApplied::default(),
+        };
+        failed |= remotes.failed;
+        running.config = new;
         if failed {
             error!("configuration reloaded in part (see above)");
+        } else if plan.is_empty() && !remotes.changed {
+            info!("configuration reloaded: nothing changed");
         } else {
             info!("configuration reloaded");
         }
     }
+}
+
+/// What [`apply_remotes`] did.
+#[derive(Debug, Default)]
+struct RemotesApplied {
+    /// A remote was reconnected, added or removed.
+    changed: bool,
+    /// A remote's new settings could not be applied (it runs as before).
+    failed: bool,
+}
+
+/// Applies the remotes part of a reload: a remote whose configuration or files
+/// ([`reload::remote_files`], read again now) changed is reconnected with its new settings,
+/// remotes added at the end start, remotes removed from the end stop; the others are not
+/// touched. A remote whose new settings cannot be loaded (a file unreadable or invalid)
+/// keeps running as it was: its running configuration is put back into `new` (an added
+/// one, and those after it, are left out of `new`).
+async fn apply_remotes(
+    shared: &Arc<crate::server::Shared>,
+    running: &mut Running,
+    new: &mut Config,
+) -> RemotesApplied {
+    let mut done = RemotesApplied::default();
+    let old = running.config.leafnodes.remotes.clone();
+    let live = shared.leaf.as_ref().map_or(0, |l| l.remote_count());
+    if live != old.len() {
+        // A remote was left out at startup (its files became unreadable in between):
+        // indexes do not match the configuration's.
+        if new.leafnodes.remotes != old {
+            error!(
+                "reload of leafnodes.remotes refused: {live} of {} remotes run, restart to \
+                 apply it; the running remotes stay",
+                old.len()
+            );
+            new.leafnodes.remotes = old;
+            done.failed = true;
+        }
+        return done;
+    }
+    let mut i = 0;
+    while let Some(remote) = new.leafnodes.remotes.get(i).cloned() {
+        let before = old.get(i);
+        let files_only = before == Some(&remote);
+        let loaded = reload::remote_files_digest(&remote, i).and_then(|digest| {
+            if files_only && running.remote_digests.get(i) == Some(&digest) {
+                Ok(None)
+            } else {
+                remote_options(&remote, i).map(|o| Some((digest, o)))
+            }
+        });
+        let result = match loaded {
+            Ok(None) => {
+                i += 1;
+                continue;
+            }
+            Ok(Some((digest, opts))) => {
+                let url = opts
+                    .urls
+                    .first()
+                    .map(ToString::to_string)
+                    .unwrap_or_default();
+                match shared.set_remote(i, opts).await {
+                    Ok(()) => {
+                        match (before, files_only) {
+                            (None, _) => info!(%url, "leafnodes.remotes[{i}] added: connecting"),
+                            (Some(_), true) => info!(
+                                %url,
+                                "leafnodes.remotes[{i}]: its credentials or TLS files changed; \
+                                 reconnecting with them"
+                            ),
+                            (Some(_), false) => info!(
+                                %url,
+                                "leafnodes.remotes[{i}]: settings changed; reconnecting with \
+                                 the new ones"
+                            ),
+                        }
+                        if let Some(d) = running.remote_digests.get_mut(i) {
+                            *d = digest;
+                        } else {
+                            running.remote_digests.push(digest);
+                        }
+                        done.changed = true;
+                        Ok(())
+                    }
+                    Err(e) => Err(format!("leafnodes.remotes[{i}]: {e}")),
+                }
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            done.failed = true;
+            match before {
+                Some(b) => {
+                    error!("reload of leafnodes.remotes[{i}] refused: {e}; it keeps running with its previous settings");
+                    if let Some(slot) = new.leafnodes.remotes.get_mut(i) {
+                        slot.clone_from(b);
+                    }
+                }
+                None => {
+                    error!("reload of leafnodes.remotes[{i}] refused: {e}; it is not added (nor any remote after it)");
+                    new.leafnodes.remotes.truncate(i);
+                    break;
+                }
+            }
+        }
+        i += 1;
+    }
+    for i in (new.leafnodes.remotes.len()..old.len()).rev() {
+        match shared.remove_last_remote().await {
+            Ok(()) => {
+                info!("leafnodes.remotes[{i}] removed: its link is closed");
+                running.remote_digests.truncate(i);
+                done.changed = true;
+            }
+            Err(e) => {
+                error!("reload of leafnodes.remotes[{i}] refused: cannot remove it: {e}");
+                done.failed = true;
+                // Remotes up to this one still run.
+                let kept = new.leafnodes.remotes.len();
+                new.leafnodes
+                    .remotes
+                    .extend(old.iter().take(i + 1).skip(kept).cloned());
+                break;
+            }
+        }
+    }
+    done
 }
 
 /// Installs the SIGTERM and SIGINT handlers now (a signal that arrives before the returned

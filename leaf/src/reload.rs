@@ -1,14 +1,43 @@
 //! What a configuration reload (SIGHUP) may change while the server runs.
 //!
 //! The file is read again and the command-line flags applied over it, as at startup. Then
-//! [`plan`] compares it with the running configuration: the log level (`log_level`, `debug`,
-//! `trace`) and an uplink's limits and pacing (`max_bytes`, `max_msgs`, `max_age`,
-//! `when_full`, `rate_limit`, `max_in_flight`, `ack_timeout`, `ack_every`, `cursor_interval`)
-//! change in place; the gateways (`board`, `boards_dir`, `[[serial]]`, `[[modbus]]`,
-//! `[[gpio]]`) are restarted with their new settings; any other difference refuses the whole reload with a
-//! message naming the key, and the running configuration stays as it was.
+//! [`plan`] compares it with the running configuration:
+//!
+//! * the log level (`log_level`, `debug`, `trace`) and an uplink's limits and pacing
+//!   (`max_bytes`, `max_msgs`, `max_age`, `when_full`, `rate_limit`, `max_in_flight`,
+//!   `ack_timeout`, `ack_every`, `cursor_interval`) change in place;
+//! * the gateways (`board`, `boards_dir`, `[[serial]]`, `[[modbus]]`, `[[gpio]]`) are
+//!   restarted with their new settings;
+//! * the leafnode remotes (`leafnodes.remotes`): a remote whose settings changed (URLs,
+//!   credentials, nkey, TLS, deny lists) has its link closed and connects again with the new
+//!   ones; remotes added at the end start, remotes removed from the end stop; the others keep
+//!   their connection. Remotes are matched by position, as an uplink's `remote` is an index:
+//!   moving a remote to another position (or removing one that is not last) is refused, and
+//!   so is removing a remote an uplink uses. The files a remote reads (its `credentials`, its
+//!   TLS `ca_file`, `cert_file`, `key_file`) are read again on every reload, unchanged
+//!   configuration or not: a remote whose file content changed reconnects with it (see
+//!   [`remote_files_digest`]); a file that became unreadable or invalid refuses the reload of
+//!   that remote, which keeps running with what it had;
+//! * any other difference (the leafnode listener's `leafnodes.listen`, `authorization`, `tls`,
+//!   the links' `reconnect`, `ping_interval`, `ping_max`, and every server setting) refuses
+//!   the whole reload with a message naming the key, and the running configuration stays as
+//!   it was.
 
-use crate::config::{Config, LogLevel, Uplink};
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::path::Path;
+
+use crate::config::{Config, LeafNodes, LogLevel, Remote, Uplink};
+
+/// What a reload does to one leafnode remote (by its index in `leafnodes.remotes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoteChange {
+    /// Its settings changed: its link is closed and it connects with the new ones.
+    Changed(usize),
+    /// A remote after the running ones: it starts.
+    Added(usize),
+    /// A remote at the end that the new configuration no longer has: it stops.
+    Removed(usize),
+}
 
 /// What a reload changes.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -19,23 +48,43 @@ pub struct Plan {
     pub uplinks: Vec<(usize, Uplink)>,
     /// Whether the gateway settings changed (the gateways are restarted).
     pub gateways: bool,
+    /// The leafnode remotes whose configuration changed, were added or removed, in the
+    /// order to apply them (removals last, from the end). Remotes whose files changed are
+    /// not in it: that takes reading them (see [`remote_files_digest`]).
+    pub remotes: Vec<RemoteChange>,
 }
 
 impl Plan {
-    /// Whether nothing changes.
+    /// Whether nothing changes (files a remote reads aside).
     pub fn is_empty(&self) -> bool {
-        self.log_level.is_none() && self.uplinks.is_empty() && !self.gateways
+        self.log_level.is_none()
+            && self.uplinks.is_empty()
+            && !self.gateways
+            && self.remotes.is_empty()
     }
 }
 
+/// What a refused key cannot do, unless another reason is given.
+const CANNOT_CHANGE: &str = "cannot change while running (restart to apply it)";
+
 /// Why a reload was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "{key}: cannot change while running (restart to apply it); the running configuration stays"
-)]
+#[error("{key}: {reason}; the running configuration stays")]
 pub struct Refused {
     /// The first key that differs and cannot change.
     pub key: String,
+    /// Why it cannot (`cannot change while running ...` for most keys).
+    pub reason: String,
+}
+
+impl Refused {
+    /// `key` cannot change while running.
+    fn cannot_change(key: impl Into<String>) -> Refused {
+        Refused {
+            key: key.into(),
+            reason: CANNOT_CHANGE.to_owned(),
+        }
+    }
 }
 
 /// The uplink settings a reload may change, copied from `from` into `to`.
@@ -64,15 +113,14 @@ pub fn plan(running: &Config, new: &Config) -> Result<Plan, Refused> {
     merged.serial.clone_from(&new.serial);
     merged.modbus.clone_from(&new.modbus);
     merged.gpio.clone_from(&new.gpio);
+    merged.leafnodes.remotes.clone_from(&new.leafnodes.remotes);
     if running.uplinks.len() == new.uplinks.len() {
         for (m, n) in merged.uplinks.iter_mut().zip(&new.uplinks) {
             copy_reloadable(m, n);
         }
     }
     if merged != *new {
-        return Err(Refused {
-            key: first_difference(&merged, new),
-        });
+        return Err(Refused::cannot_change(first_difference(&merged, new)));
     }
     let mut plan = Plan::default();
     if running.effective_log_level() != new.effective_log_level() {
@@ -88,7 +136,100 @@ pub fn plan(running: &Config, new: &Config) -> Result<Plan, Refused> {
         || running.serial != new.serial
         || running.modbus != new.modbus
         || running.gpio != new.gpio;
+    plan.remotes = plan_remotes(&running.leafnodes.remotes, &new.leafnodes.remotes)?;
+    for (k, uplink) in new.uplinks.iter().enumerate() {
+        if uplink.remote >= new.leafnodes.remotes.len() {
+            return Err(Refused {
+                key: format!("uplinks[{k}].remote"),
+                reason: format!(
+                    "uses leafnodes.remotes[{}], which the new configuration removes; a remote \
+                     an uplink uses cannot be removed while running",
+                    uplink.remote
+                ),
+            });
+        }
+    }
     Ok(plan)
+}
+
+/// The remotes that changed, were added or removed, matched by position; a remote moved to
+/// another position is refused.
+fn plan_remotes(old: &[Remote], new: &[Remote]) -> Result<Vec<RemoteChange>, Refused> {
+    let mut changes = Vec::new();
+    for (j, remote) in new.iter().enumerate() {
+        let before = old.get(j);
+        if before == Some(remote) {
+            continue;
+        }
+        if let Some(key) = remote.unsupported.first() {
+            return Err(Refused {
+                key: format!("leafnodes.remotes[{j}].{key}"),
+                reason: "not supported yet".to_owned(),
+            });
+        }
+        if before.is_none_or(|b| b.urls != remote.urls) {
+            // The URLs of another running remote whose own position now holds something
+            // else: it moved.
+            let moved = old.iter().enumerate().find(|(i, o)| {
+                *i != j && o.urls == remote.urls && new.get(*i).is_none_or(|n| n.urls != o.urls)
+            });
+            if let Some((i, _)) = moved {
+                return Err(Refused {
+                    key: format!("leafnodes.remotes[{j}]"),
+                    reason: format!(
+                        "is leafnodes.remotes[{i}] moved; remotes are matched by position (an \
+                         uplink's `remote` is an index), so a remote cannot move, nor can one \
+                         other than the last be removed, while running (restart to apply it)"
+                    ),
+                });
+            }
+        }
+        changes.push(match before {
+            Some(_) => RemoteChange::Changed(j),
+            None => RemoteChange::Added(j),
+        });
+    }
+    changes.extend((new.len()..old.len()).rev().map(RemoteChange::Removed));
+    Ok(changes)
+}
+
+/// The files remote `remote` reads, each with its key under the remote
+/// (`credentials`, `tls.ca_file`, `tls.cert_file`, `tls.key_file`).
+pub fn remote_files(remote: &Remote) -> Vec<(&'static str, &Path)> {
+    let mut files = Vec::new();
+    if let Some(path) = &remote.credentials {
+        files.push(("credentials", path.as_path()));
+    }
+    if let Some(tls) = &remote.tls {
+        for (key, path) in [
+            ("tls.ca_file", &tls.ca_file),
+            ("tls.cert_file", &tls.cert_file),
+            ("tls.key_file", &tls.key_file),
+        ] {
+            if let Some(path) = path {
+                files.push((key, path.as_path()));
+            }
+        }
+    }
+    files
+}
+
+/// A digest of the content of every file remote number `index` reads ([`remote_files`]), to
+/// tell whether one changed since the last time. The error names the key and the file
+/// (`leafnodes.remotes[0].credentials: cannot read /etc/leafd/hub.creds: ...`).
+pub fn remote_files_digest(remote: &Remote, index: usize) -> Result<u64, String> {
+    let mut hasher = DefaultHasher::new();
+    for (key, path) in remote_files(remote) {
+        let content = std::fs::read(path).map_err(|e| {
+            format!(
+                "leafnodes.remotes[{index}].{key}: cannot read {}: {e}",
+                path.display()
+            )
+        })?;
+        key.hash(&mut hasher);
+        content.hash(&mut hasher);
+    }
+    Ok(hasher.finish())
 }
 
 /// The name of the first top-level key (or uplink key) that differs.
@@ -109,7 +250,10 @@ fn first_difference(a: &Config, b: &Config) -> String {
             }
         }
     }
-    let checks: [(&str, bool); 14] = [
+    if a.leafnodes != b.leafnodes {
+        return leafnodes_difference(&a.leafnodes, &b.leafnodes);
+    }
+    let checks: [(&str, bool); 13] = [
         ("host", a.host != b.host),
         ("port", a.port != b.port),
         ("http_port", a.http_port != b.http_port),
@@ -123,12 +267,39 @@ fn first_difference(a: &Config, b: &Config) -> String {
         ("write_deadline", a.write_deadline != b.write_deadline),
         ("authorization", a.authorization != b.authorization),
         ("jetstream", a.jetstream != b.jetstream),
-        ("leafnodes", a.leafnodes != b.leafnodes),
     ];
     checks
         .iter()
         .find(|(_, differs)| *differs)
         .map_or("configuration".to_string(), |(k, _)| (*k).to_string())
+}
+
+/// The first `leafnodes` key other than `remotes` that differs.
+fn leafnodes_difference(a: &LeafNodes, b: &LeafNodes) -> String {
+    let listen = match (&a.listen, &b.listen) {
+        (Some(x), Some(y)) if x.port != y.port => "leafnodes.port",
+        (Some(x), Some(y)) if x.host != y.host => "leafnodes.host",
+        (x, y) if x != y => "leafnodes.listen",
+        _ => "",
+    };
+    let checks: [(&str, bool); 6] = [
+        (listen, !listen.is_empty()),
+        (
+            "leafnodes.authorization",
+            a.authorization != b.authorization,
+        ),
+        ("leafnodes.tls", a.tls != b.tls),
+        ("leafnodes.reconnect", a.reconnect != b.reconnect),
+        (
+            "leafnodes.ping_interval",
+            a.ping_interval != b.ping_interval,
+        ),
+        ("leafnodes.ping_max", a.ping_max != b.ping_max),
+    ];
+    checks
+        .iter()
+        .find(|(_, differs)| *differs)
+        .map_or("leafnodes".to_string(), |(k, _)| (*k).to_string())
 }
 
 /// An uplink's non-reloadable keys with a comparable rendering, in file order.
@@ -204,10 +375,142 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.key, "uplinks[0].hub_stream");
-        let err = plan(&running, &cfg(&BASE.replace("h:7422", "other:7422"))).unwrap_err();
-        assert_eq!(err.key, "leafnodes");
+        let err = plan(
+            &running,
+            &cfg(&BASE.replace("[leafnodes]\n", "[leafnodes]\nping_max = 5\n")),
+        )
+        .unwrap_err();
+        assert_eq!(err.key, "leafnodes.ping_max");
         let two =
             format!("{BASE}[[uplinks]]\nname = \"t\"\nsubjects = \"t.>\"\nhub_stream = \"T\"\n");
         assert_eq!(plan(&running, &cfg(&two)).unwrap_err().key, "uplinks");
+    }
+
+    /// A configuration with remotes to `hosts` (and the uplink on remote 0).
+    fn remotes(hosts: &[&str]) -> Config {
+        let list: Vec<String> = hosts
+            .iter()
+            .map(|h| format!("{{ url = \"nats-leaf://{h}:7422\" }}"))
+            .collect();
+        cfg(&BASE.replace(
+            "remotes = [{ url = \"nats-leaf://h:7422\" }]",
+            &format!("remotes = [{}]", list.join(", ")),
+        ))
+    }
+
+    #[test]
+    fn remotes_change_start_and_stop_by_position() {
+        let running = remotes(&["a", "b"]);
+        assert!(plan(&running, &running).unwrap().is_empty());
+        let p = plan(&running, &remotes(&["a", "c"])).unwrap();
+        assert_eq!(p.remotes, vec![RemoteChange::Changed(1)]);
+        assert!(p.log_level.is_none() && p.uplinks.is_empty() && !p.gateways);
+        let p = plan(&running, &remotes(&["a", "b", "c", "d"])).unwrap();
+        assert_eq!(
+            p.remotes,
+            vec![RemoteChange::Added(2), RemoteChange::Added(3)]
+        );
+        let p = plan(&remotes(&["a", "b", "c"]), &remotes(&["a"])).unwrap();
+        assert_eq!(
+            p.remotes,
+            vec![RemoteChange::Removed(2), RemoteChange::Removed(1)]
+        );
+        // Credentials and deny lists are settings like the URLs.
+        let creds = cfg(&BASE.replace(
+            "{ url = \"nats-leaf://h:7422\" }",
+            "{ url = \"nats-leaf://h:7422\", deny_imports = \"x.>\" }",
+        ));
+        let p = plan(&cfg(BASE), &creds).unwrap();
+        assert_eq!(p.remotes, vec![RemoteChange::Changed(0)]);
+        // The same URLs at another position: a move, refused.
+        let err = plan(&running, &remotes(&["b", "a"])).unwrap_err();
+        assert_eq!(err.key, "leafnodes.remotes[0]");
+        assert!(
+            err.to_string().contains("is leafnodes.remotes[1] moved"),
+            "{err}"
+        );
+        let err = plan(&remotes(&["a", "b", "c"]), &remotes(&["a", "c"])).unwrap_err();
+        assert_eq!(err.key, "leafnodes.remotes[1]");
+        // A second remote to the same hub is no move.
+        let p = plan(&remotes(&["a"]), &remotes(&["a", "a"])).unwrap();
+        assert_eq!(p.remotes, vec![RemoteChange::Added(1)]);
+    }
+
+    #[test]
+    fn removing_a_remote_an_uplink_uses_is_refused_by_name() {
+        let running = remotes(&["a", "b"]);
+        let mut with_uplink = running.clone();
+        if let Some(u) = with_uplink.uplinks.first_mut() {
+            u.remote = 1;
+        }
+        // (Loading such a file fails its validation already; the plan refuses it too.)
+        let mut new = with_uplink.clone();
+        new.leafnodes.remotes.truncate(1);
+        let err = plan(&with_uplink, &new).unwrap_err();
+        assert_eq!(err.key, "uplinks[0].remote");
+        assert!(
+            err.to_string().contains("uses leafnodes.remotes[1]"),
+            "{err}"
+        );
+        // Without the uplink on it, remote 1 may go.
+        assert_eq!(
+            plan(&running, &remotes(&["a"])).unwrap().remotes,
+            vec![RemoteChange::Removed(1)]
+        );
+    }
+
+    #[test]
+    fn the_listener_and_unsupported_remote_keys_are_refused_by_name() {
+        let hub = "port = 4222\n[leafnodes]\nport = 7422\nauthorization = { token = \"t\" }\n";
+        let running = cfg(hub);
+        let err = plan(&running, &cfg(&hub.replace("7422", "7433"))).unwrap_err();
+        assert_eq!(err.key, "leafnodes.port");
+        let err = plan(&running, &cfg(&hub.replace("\"t\"", "\"u\""))).unwrap_err();
+        assert_eq!(err.key, "leafnodes.authorization");
+        let err = plan(&running, &cfg(&hub.replace("port = 7422\n", ""))).unwrap_err();
+        assert_eq!(err.key, "leafnodes.listen");
+        let mut new = cfg(BASE);
+        if let Some(r) = new.leafnodes.remotes.first_mut() {
+            r.unsupported.push("hub".into());
+        }
+        let err = plan(&cfg(BASE), &new).unwrap_err();
+        assert_eq!(err.key, "leafnodes.remotes[0].hub");
+    }
+
+    #[test]
+    fn remote_files_are_read_for_their_digest() {
+        let dir = std::env::temp_dir().join(format!("leaf-reload-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let creds = dir.join("a.creds");
+        std::fs::write(&creds, "one").unwrap();
+        let remote = Remote {
+            urls: vec!["nats-leaf://h:7422".into()],
+            credentials: Some(creds.clone()),
+            ..Remote::default()
+        };
+        assert_eq!(
+            remote_files(&remote),
+            vec![("credentials", creds.as_path())]
+        );
+        let first = remote_files_digest(&remote, 0).unwrap();
+        assert_eq!(remote_files_digest(&remote, 0).unwrap(), first);
+        std::fs::write(&creds, "two").unwrap();
+        assert_ne!(remote_files_digest(&remote, 0).unwrap(), first);
+        std::fs::remove_file(&creds).unwrap();
+        let err = remote_files_digest(&remote, 3).unwrap_err();
+        assert!(
+            err.starts_with(&format!(
+                "leafnodes.remotes[3].credentials: cannot read {}",
+                creds.display()
+            )),
+            "{err}"
+        );
+        let plain = Remote {
+            urls: vec!["nats-leaf://h:7422".into()],
+            ..Remote::default()
+        };
+        assert!(remote_files(&plain).is_empty());
+        assert!(remote_files_digest(&plain, 0).is_ok());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

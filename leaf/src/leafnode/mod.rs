@@ -42,8 +42,11 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
+use tokio::sync::mpsc;
+
 use crate::auth::Authenticator;
 use crate::server::route::{ClientHandle, LinkStats};
+use crate::server::Shared;
 
 pub use deny::LinkDeny;
 pub use interest::Interest;
@@ -326,9 +329,65 @@ impl LinkEntry {
     }
 }
 
+/// Why a remote could not be started, replaced or removed while the server runs.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RemoteError {
+    /// The server was started without leafnode links (no listener, no remote), so it has
+    /// no leafnode state to add a remote to.
+    #[error("this server was started without leafnode links (restart to add a remote)")]
+    NotEnabled,
+    /// There is no remote with this index (and it is not the next one, which would add one).
+    #[error("there is no leafnodes.remotes[{index}] ({count} configured)")]
+    NoSuchRemote {
+        /// The index asked for.
+        index: usize,
+        /// How many remotes run.
+        count: usize,
+    },
+    /// The server is shutting down.
+    #[error("the server is shutting down")]
+    ShuttingDown,
+}
+
+/// The task of each remote and the settings it runs with.
+#[derive(Default)]
+struct RemoteTasks {
+    /// The current settings of each remote, by index (those at startup, then those of the
+    /// last reload).
+    opts: Vec<RemoteOptions>,
+    /// The running task of each remote (`None` before the server runs).
+    tasks: Vec<Option<solicit::RemoteTask>>,
+    /// Whether tasks may be started.
+    phase: Phase,
+}
+
+/// Where the server is in its life, for the remote tasks.
+#[derive(Default)]
+enum Phase {
+    /// Bound, not running yet: remotes are started by [`crate::server::Server::run`].
+    #[default]
+    Bound,
+    /// Running: a started task holds a clone of this sender until it ends (the server's
+    /// shutdown waits for all of them).
+    Running(mpsc::Sender<()>),
+    /// Shutting down: no task starts any more.
+    Stopped,
+}
+
+/// The first URL of a remote as its status shows it before the first connection.
+fn first_url(remote: &RemoteOptions) -> String {
+    remote
+        .urls
+        .first()
+        .map(ToString::to_string)
+        .unwrap_or_default()
+}
+
 /// The leafnode part of a server's shared state (present when links are configured).
 pub struct LeafState {
-    /// The settings.
+    /// The settings the server started with (a reload may change the remotes since: see
+    /// [`LeafState::remote_options`]).
     pub opts: LeafOptions,
     /// All interest and each link's view of it; see [`interest`].
     pub(crate) interest: Mutex<Interest>,
@@ -336,6 +395,8 @@ pub struct LeafState {
     pub(crate) lds: Box<[u8]>,
     /// Status entries: one per remote (first), then one per accepted link.
     entries: Mutex<Vec<Arc<LinkEntry>>>,
+    /// The remotes' tasks and current settings. Locked before `entries` when both are.
+    remotes: Mutex<RemoteTasks>,
 }
 
 impl LeafState {
@@ -345,21 +406,140 @@ impl LeafState {
         let entries = opts
             .remotes
             .iter()
-            .map(|remote| {
-                let url = remote
-                    .urls
-                    .first()
-                    .map(ToString::to_string)
-                    .unwrap_or_default();
-                LinkEntry::new(true, url)
-            })
+            .map(|remote| LinkEntry::new(true, first_url(remote)))
             .collect();
+        let remotes = RemoteTasks {
+            opts: opts.remotes.clone(),
+            tasks: opts.remotes.iter().map(|_| None).collect(),
+            phase: Phase::Bound,
+        };
         LeafState {
             opts,
             interest: Mutex::new(Interest::default()),
             lds: lds.into_bytes().into_boxed_slice(),
             entries: Mutex::new(entries),
+            remotes: Mutex::new(remotes),
         }
+    }
+
+    fn lock_remotes(&self) -> MutexGuard<'_, RemoteTasks> {
+        self.remotes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// How many remotes there are now.
+    pub fn remote_count(&self) -> usize {
+        self.lock_remotes().opts.len()
+    }
+
+    /// The current settings of remote number `index`.
+    pub fn remote_options(&self, index: usize) -> Option<RemoteOptions> {
+        self.lock_remotes().opts.get(index).cloned()
+    }
+
+    /// Starts a task for every remote (the server starts running); `done` is held by each
+    /// task until it ends, including tasks a reload starts later.
+    pub(crate) fn start_remotes(&self, shared: &Arc<Shared>, done: &mpsc::Sender<()>) {
+        let mut r = self.lock_remotes();
+        if !matches!(r.phase, Phase::Bound) {
+            return;
+        }
+        let RemoteTasks { opts, tasks, .. } = &mut *r;
+        for (index, (remote, task)) in opts.iter().zip(tasks.iter_mut()).enumerate() {
+            if let Some(entry) = self.remote_entry(index) {
+                *task = Some(solicit::spawn(
+                    shared.clone(),
+                    remote.clone(),
+                    entry,
+                    done.clone(),
+                ));
+            }
+        }
+        r.phase = Phase::Running(done.clone());
+    }
+
+    /// Tells every remote task to stop (the server shuts down); no task starts after this.
+    pub(crate) fn stop_remotes(&self) {
+        let mut r = self.lock_remotes();
+        r.phase = Phase::Stopped;
+        for task in r.tasks.iter().flatten() {
+            task.signal_stop();
+        }
+    }
+
+    /// Runs remote number `index` with `remote` from now on: its task is stopped (its link,
+    /// if up, is closed, so the hub sees the leaf go) and a new one connects with the new
+    /// settings. `index` equal to [`LeafState::remote_count`] adds a remote. The remote's
+    /// status entry, and so the [`LeafState::watch_remote`] receivers of it, carry over.
+    pub(crate) async fn set_remote(
+        &self,
+        shared: &Arc<Shared>,
+        index: usize,
+        remote: RemoteOptions,
+    ) -> Result<(), RemoteError> {
+        let (old, entry) = {
+            let mut guard = self.lock_remotes();
+            let r = &mut *guard;
+            if matches!(r.phase, Phase::Stopped) {
+                return Err(RemoteError::ShuttingDown);
+            }
+            let count = r.opts.len();
+            if index == count {
+                let entry = LinkEntry::new(true, first_url(&remote));
+                r.opts.push(remote.clone());
+                r.tasks.push(None);
+                self.lock_entries().insert(index, entry.clone());
+                (None, entry)
+            } else {
+                let (Some(opts), Some(task), Some(entry)) = (
+                    r.opts.get_mut(index),
+                    r.tasks.get_mut(index),
+                    self.remote_entry(index),
+                ) else {
+                    return Err(RemoteError::NoSuchRemote { index, count });
+                };
+                opts.clone_from(&remote);
+                (task.take(), entry)
+            }
+        };
+        if let Some(old) = old {
+            old.stop().await;
+            entry.down("closed by a configuration reload".into());
+        }
+        // The old hub's cluster is no fallback for the new settings.
+        entry.set_discovered(&[]);
+        entry.lock().url = first_url(&remote);
+        let mut r = self.lock_remotes();
+        let done = match &r.phase {
+            Phase::Running(done) => done.clone(),
+            Phase::Bound => return Ok(()),
+            Phase::Stopped => return Err(RemoteError::ShuttingDown),
+        };
+        if let Some(task) = r.tasks.get_mut(index) {
+            *task = Some(solicit::spawn(shared.clone(), remote, entry, done));
+        }
+        Ok(())
+    }
+
+    /// Stops the last remote (its link, if up, is closed) and removes it and its status
+    /// entry. Only the last one can go: the others keep their index.
+    pub(crate) async fn remove_last_remote(&self) -> Result<(), RemoteError> {
+        let old = {
+            let mut r = self.lock_remotes();
+            let Some(index) = r.opts.len().checked_sub(1) else {
+                return Err(RemoteError::NoSuchRemote { index: 0, count: 0 });
+            };
+            r.opts.truncate(index);
+            let old = r.tasks.pop().flatten();
+            let mut entries = self.lock_entries();
+            if entries.get(index).is_some_and(|e| e.solicited) {
+                entries.remove(index);
+            }
+            old
+        };
+        if let Some(old) = old {
+            old.stop().await;
+        }
+        Ok(())
     }
 
     /// Locks the interest table (see [`interest`]).

@@ -16,6 +16,9 @@
 //! failed attempt like any other: logged, recorded in the link status, retried. So is a
 //! refused login (`-ERR 'Authorization Violation'`): a remote with an nkey seed or a creds
 //! file signs the nonce of each hub INFO anew (see [`super::nkey`]).
+//! Each task has its own stop switch ([`RemoteTask`]): the server's shutdown stops them all,
+//! a reload stops one to start it again with new settings (see
+//! [`crate::server::Shared::set_remote`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,11 +26,15 @@ use std::time::Duration;
 
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
 use super::link::{self, Side};
-use super::{ClientTls, LinkDeny, LinkEntry, RemoteAuth, RemoteUrl, RECONNECT_MIN};
+use super::{ClientTls, LinkDeny, LinkEntry, RemoteAuth, RemoteOptions, RemoteUrl, RECONNECT_MIN};
 use crate::server::Shared;
+
+/// How long a stopped remote task gets to close its link before it is aborted.
+const STOP_LIMIT: Duration = Duration::from_secs(5);
 
 /// The wait before attempt number `failures` (0-based) with the ceiling capped at `max`.
 pub fn backoff(failures: u32, max: Duration) -> Duration {
@@ -39,24 +46,68 @@ pub fn backoff(failures: u32, max: Duration) -> Duration {
     half + Duration::from_millis(fastrand::u64(..=extra_ms))
 }
 
-/// Keeps remote number `index` connected until `stop` turns true.
-pub async fn run(
+/// A running remote task and its stop switch.
+pub(crate) struct RemoteTask {
+    stop: watch::Sender<bool>,
+    handle: JoinHandle<()>,
+    entry: Arc<LinkEntry>,
+}
+
+impl RemoteTask {
+    /// Tells the task to stop (its link, if up, is closed) without waiting for it.
+    pub(crate) fn signal_stop(&self) {
+        self.stop.send_replace(true);
+    }
+
+    /// Stops the task and waits until it has ended (aborting it after [`STOP_LIMIT`]).
+    pub(crate) async fn stop(mut self) {
+        self.signal_stop();
+        if tokio::time::timeout(STOP_LIMIT, &mut self.handle)
+            .await
+            .is_err()
+        {
+            warn!("a leafnode remote task did not stop in time; aborting it");
+            self.handle.abort();
+            let _ = (&mut self.handle).await;
+            self.entry.set_link(None);
+        }
+    }
+}
+
+/// Starts a task keeping `remote` connected, with its status in `entry`; it holds `done`
+/// until it ends.
+pub(crate) fn spawn(
     shared: Arc<Shared>,
-    index: usize,
+    remote: RemoteOptions,
+    entry: Arc<LinkEntry>,
+    done: mpsc::Sender<()>,
+) -> RemoteTask {
+    let (stop, stop_rx) = watch::channel(false);
+    let handle = tokio::spawn(run(shared, remote, entry.clone(), stop_rx, done));
+    RemoteTask {
+        stop,
+        handle,
+        entry,
+    }
+}
+
+/// Keeps `remote` connected until `stop` turns true (or its sender is dropped).
+async fn run(
+    shared: Arc<Shared>,
+    remote: RemoteOptions,
+    entry: Arc<LinkEntry>,
     mut stop: watch::Receiver<bool>,
     done: mpsc::Sender<()>,
 ) {
     let Some(leaf) = shared.leaf.as_ref() else {
         return;
     };
-    let (Some(remote), Some(entry)) = (leaf.opts.remotes.get(index), leaf.remote_entry(index))
-    else {
-        return;
-    };
-    let configured = remote.urls.clone();
-    let deny = remote.deny.clone();
-    let tls = remote.tls.clone();
-    let auth = remote.auth.clone();
+    let RemoteOptions {
+        urls: configured,
+        deny,
+        tls,
+        auth,
+    } = remote;
     let max = leaf.opts.reconnect_max;
     let mut failures: u32 = 0;
     loop {

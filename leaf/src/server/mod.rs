@@ -29,7 +29,7 @@ use tracing::{debug, info, warn};
 
 use crate::auth::Authenticator;
 use crate::leafnode::interest::Origin;
-use crate::leafnode::{LeafOptions, LeafState, LinkStatus};
+use crate::leafnode::{LeafOptions, LeafState, LinkStatus, RemoteError};
 use crate::sublist::{Sublist, SublistError};
 
 pub use route::{
@@ -117,6 +117,24 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// Runs leafnode remote number `index` with `remote` from now on (a reload): its link, if
+    /// up, is closed and a new one connects with the new settings; the index after the last
+    /// remote adds one. Watchers of the remote ([`LeafState::watch_remote`]) keep watching it.
+    pub async fn set_remote(
+        self: &Arc<Self>,
+        index: usize,
+        remote: crate::leafnode::RemoteOptions,
+    ) -> Result<(), RemoteError> {
+        let leaf = self.leaf.as_ref().ok_or(RemoteError::NotEnabled)?;
+        leaf.set_remote(self, index, remote).await
+    }
+
+    /// Stops the last leafnode remote (its link, if up, is closed) and removes it (a reload).
+    pub async fn remove_last_remote(&self) -> Result<(), RemoteError> {
+        let leaf = self.leaf.as_ref().ok_or(RemoteError::NotEnabled)?;
+        leaf.remove_last_remote().await
+    }
+
     /// Publishes a message from inside the server (no client connection): JetStream replies,
     /// messages arriving over a leaf link. Returns how many subscriptions it was delivered to.
     /// It never waits for slow subscribers; their own limits bound what they queue.
@@ -341,13 +359,8 @@ impl Server {
                 done_tx.clone(),
             ));
         }
-        for index in 0..shared.opts.leafnodes.remotes.len() {
-            tokio::spawn(crate::leafnode::solicit::run(
-                shared.clone(),
-                index,
-                stop_rx.clone(),
-                done_tx.clone(),
-            ));
+        if let Some(leaf) = &shared.leaf {
+            leaf.start_remotes(&shared, &done_tx);
         }
         let slots = Arc::new(Semaphore::new(shared.opts.max_connections));
         let mut backoff = Duration::from_millis(5);
@@ -389,6 +402,9 @@ impl Server {
         drop(listener);
         info!("shutting down: closing client connections");
         let _ = stop_tx.send(true);
+        if let Some(leaf) = &shared.leaf {
+            leaf.stop_remotes();
+        }
         drop(done_tx);
         if tokio::time::timeout(drain_limit, done_rx.recv())
             .await
