@@ -315,14 +315,14 @@ struct Runner {
     server: Weak<Shared>,
     domain: Option<String>,
     /// Stored `Nats-Msg-Id`s: id → (seq, stored at ns).
-    dedup: HashMap<Arc<str>, (u64, i64)>,
+    dedup: foldhash::HashMap<Arc<str>, (u64, i64)>,
     /// Ids in `dedup` in the order they were stored, to expire them.
     dedup_order: VecDeque<(Arc<str>, i64)>,
     /// The `Nats-Msg-Id` of the last stored message.
     last_msg_id: Option<Arc<str>>,
     in_flight: VecDeque<InFlight>,
     /// The `Nats-Msg-Id`s of `in_flight`, counted.
-    in_flight_ids: HashMap<Arc<str>, u32>,
+    in_flight_ids: foldhash::HashMap<Arc<str>, u32>,
     /// An append failed while others were in flight, so `InFlight::predicted_seq` is wrong
     /// until `in_flight` is empty again.
     predictions_broken: bool,
@@ -356,11 +356,11 @@ pub(crate) fn start(
         store,
         server,
         domain,
-        dedup: HashMap::new(),
+        dedup: foldhash::HashMap::default(),
         dedup_order: VecDeque::new(),
         last_msg_id: None,
         in_flight: VecDeque::new(),
-        in_flight_ids: HashMap::new(),
+        in_flight_ids: foldhash::HashMap::default(),
         predictions_broken: false,
     };
     tokio::spawn(async move {
