@@ -44,12 +44,43 @@ use crate::store::{Appended, NewMessage, PurgeRequest, Store, StoreError};
 /// Messages waiting for the stream's task before new ones are refused.
 const MAX_QUEUED: usize = 65_536;
 
-/// A message captured from a subject of the stream.
+/// A message captured from a subject of the stream, or copied from an origin stream.
 pub(crate) struct Ingest {
     subject: String,
     reply: Option<String>,
     headers: Option<Bytes>,
     payload: Bytes,
+    origin: Origin,
+}
+
+/// Where an [`Ingest`] comes from.
+#[derive(Debug, Clone)]
+pub(crate) enum Origin {
+    /// Published to one of the stream's subjects.
+    Publish,
+    /// Copied from a source (index name `iname`) at origin sequence `seq`; its headers
+    /// already carry the `Nats-Stream-Source` header.
+    Source {
+        /// The source's index name.
+        iname: Arc<str>,
+        /// The origin sequence.
+        seq: u64,
+    },
+    /// Not a message: source `iname` has origin sequence `last` stored (anything at or below
+    /// it is a duplicate).
+    SourceReset {
+        /// The source's index name.
+        iname: Arc<str>,
+        /// The newest origin sequence stored.
+        last: u64,
+    },
+    /// Copied from the mirrored stream, where it has sequence `seq` and time `ts_ns`.
+    Mirror {
+        /// The origin sequence, which the mirror keeps.
+        seq: u64,
+        /// The origin's timestamp, which the mirror keeps.
+        ts_ns: i64,
+    },
 }
 
 /// What a publisher is told.
@@ -81,12 +112,42 @@ pub(crate) struct Stream {
     /// The sequence of the newest message acknowledged as stored (for in-process readers
     /// such as uplinks).
     pub(crate) appended: tokio::sync::watch::Sender<u64>,
+    /// The running mirror or source tasks.
+    pub(crate) sources: std::sync::Mutex<Vec<super::source::SourceHandle>>,
+    /// Bumped when a copied message could not be stored: the source tasks start again from
+    /// what the store holds.
+    pub(crate) resync: tokio::sync::watch::Sender<u64>,
 }
 
 impl Stream {
     /// Stops the stream's task once it has reported everything already captured.
     pub(crate) fn close(&self) {
         let _ = self.queue.send(None);
+    }
+
+    /// Hands a message copied by a mirror or source task to the stream's task. Not limited
+    /// by [`MAX_QUEUED`]: the copying task bounds what it queues (see [`Stream::queued`]).
+    pub(crate) fn ingest_copied(
+        &self,
+        subject: String,
+        headers: Option<Bytes>,
+        payload: Bytes,
+        origin: Origin,
+    ) {
+        self.queued
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let _ = self.queue.send(Some(Ingest {
+            subject,
+            reply: None,
+            headers,
+            payload,
+            origin,
+        }));
+    }
+
+    /// Messages waiting for the stream's task.
+    pub(crate) fn queued(&self) -> usize {
+        self.queued.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The consumer `name`.
@@ -190,6 +251,7 @@ impl InternalSink for Capture {
             reply: msg.reply.map(|r| String::from_utf8_lossy(r).into_owned()),
             headers: msg.headers.map(Bytes::copy_from_slice),
             payload: Bytes::copy_from_slice(msg.payload),
+            origin: Origin::Publish,
         };
         let n = stream
             .queued
@@ -217,6 +279,10 @@ struct InFlight {
     size: u64,
     /// The sequence this append gets if every append before it succeeds.
     predicted_seq: u64,
+    /// The source it was copied from (index name and origin sequence), if any.
+    source: Option<(Arc<str>, u64)>,
+    /// Only takes a sequence (a mirror's gap): nobody is told about it.
+    gap: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -243,6 +309,8 @@ struct Runner {
     /// An append failed while others were in flight, so `InFlight::predicted_seq` is wrong
     /// until `in_flight` is empty again.
     predictions_broken: bool,
+    /// Per source index name: the newest origin sequence stored or in flight.
+    source_last: HashMap<Arc<str>, u64>,
 }
 
 /// Creates a stream's handle and starts its task. The task first rebuilds the dedup state
@@ -266,6 +334,8 @@ pub(crate) fn start(
         queued: std::sync::atomic::AtomicUsize::new(0),
         consumers: RwLock::new(HashMap::new()),
         appended: tokio::sync::watch::Sender::new(0),
+        sources: std::sync::Mutex::new(Vec::new()),
+        resync: tokio::sync::watch::Sender::new(0),
     });
     let runner = Runner {
         stream: stream.clone(),
@@ -278,6 +348,7 @@ pub(crate) fn start(
         in_flight: VecDeque::new(),
         in_flight_ids: HashMap::new(),
         predictions_broken: false,
+        source_last: HashMap::new(),
     };
     tokio::spawn(async move {
         let (store, for_scan) = (runner.store.clone(), runner.stream.clone());
@@ -419,6 +490,143 @@ impl Runner {
     }
 
     async fn ingest(&mut self, m: Ingest) {
+        match m.origin.clone() {
+            Origin::Publish => self.ingest_published(m).await,
+            Origin::SourceReset { iname, last } => {
+                // What is in flight is newer than what the store showed the source task.
+                let entry = self.source_last.entry(iname).or_insert(last);
+                *entry = (*entry).max(last);
+            }
+            Origin::Source { iname, seq } => self.ingest_sourced(m, iname, seq),
+            Origin::Mirror { seq, ts_ns } => self.ingest_mirrored(m, seq, ts_ns),
+        }
+    }
+
+    /// Appends a message copied from a source, unless that source's message `seq` is already
+    /// stored or in flight (a consumer recreated from an older position sends it again).
+    fn ingest_sourced(&mut self, m: Ingest, iname: Arc<str>, seq: u64) {
+        if self
+            .source_last
+            .get(&iname)
+            .is_some_and(|&last| seq <= last)
+        {
+            return;
+        }
+        if self.stream.config().sealed {
+            return;
+        }
+        self.source_last.insert(iname.clone(), seq);
+        let new = NewMessage {
+            subject: m.subject,
+            headers: m.headers,
+            payload: m.payload,
+            ts_ns: now_ns(),
+        };
+        self.push_copied(new, None, Some((iname, seq)));
+    }
+
+    /// Appends a message copied from the mirrored stream at its origin sequence: a sequence
+    /// already taken is a duplicate, a gap (messages removed from the origin) is skipped.
+    fn ingest_mirrored(&mut self, m: Ingest, seq: u64, ts_ns: i64) {
+        if self.in_flight.is_empty() {
+            self.predictions_broken = false;
+        }
+        let last = match self.in_flight.back() {
+            Some(newest) => newest.predicted_seq,
+            None => self
+                .store
+                .stream_state(&self.stream.name)
+                .ok()
+                .flatten()
+                .map_or(0, |s| s.last_seq),
+        };
+        if seq <= last || self.predictions_broken {
+            // A failed append before this one: the source task starts over from the store.
+            if self.predictions_broken {
+                self.stream.resync.send_modify(|n| *n += 1);
+            }
+            return;
+        }
+        if seq > last + 1 {
+            self.in_flight.push_back(InFlight {
+                fut: Box::pin(
+                    self.store
+                        .skip_many(&self.stream.name, seq - 1 - last, ts_ns),
+                ),
+                reply: None,
+                subject: String::new(),
+                msg_id: None,
+                rollup: None,
+                size: 0,
+                predicted_seq: seq - 1,
+                source: None,
+                gap: true,
+            });
+        }
+        let new = NewMessage {
+            subject: m.subject,
+            headers: m.headers,
+            payload: m.payload,
+            ts_ns,
+        };
+        let size = (new.subject.len()
+            + new.headers.as_ref().map_or(0, Bytes::len)
+            + new.payload.len()) as u64;
+        self.in_flight.push_back(InFlight {
+            fut: Box::pin(
+                self.store
+                    .append_after(&self.stream.name, new.clone(), seq - 1),
+            ),
+            reply: None,
+            subject: new.subject,
+            msg_id: None,
+            rollup: None,
+            size,
+            predicted_seq: seq,
+            source: None,
+            gap: false,
+        });
+    }
+
+    /// Queues the append of a copied message (sources).
+    fn push_copied(
+        &mut self,
+        new: NewMessage,
+        reply: Option<String>,
+        source: Option<(Arc<str>, u64)>,
+    ) {
+        let predicted_seq = match self.in_flight.back() {
+            Some(newest) => newest.predicted_seq,
+            None => self
+                .store
+                .stream_state(&self.stream.name)
+                .ok()
+                .flatten()
+                .map_or(0, |s| s.last_seq),
+        } + 1;
+        let size = (new.subject.len()
+            + new.headers.as_ref().map_or(0, Bytes::len)
+            + new.payload.len()) as u64;
+        let subject = new.subject.clone();
+        let fut: AppendFuture = if super::retention::no_interest(&self.stream, &new.subject) {
+            Box::pin(self.store.skip(&self.stream.name, new.ts_ns))
+        } else {
+            Box::pin(self.store.append(&self.stream.name, new))
+        };
+        self.in_flight.push_back(InFlight {
+            fut,
+            reply,
+            subject,
+            msg_id: None,
+            rollup: None,
+            size,
+            predicted_seq,
+            source,
+            gap: false,
+        });
+    }
+
+    async fn ingest_published(&mut self, m: Ingest) {
         let cfg = self.stream.config();
         let reply = if cfg.no_ack { None } else { m.reply.clone() };
         let reply = reply.as_deref();
@@ -566,6 +774,8 @@ impl Runner {
             rollup,
             size,
             predicted_seq: predicted_last_seq + 1,
+            source: None,
+            gap: false,
         });
     }
 
@@ -580,7 +790,20 @@ impl Runner {
             }
         }
         let reply = done.reply.as_deref();
+        if result.is_err() {
+            if let Some((iname, seq)) = &done.source {
+                // Accept it again when the source task sends it again.
+                self.source_last.insert(iname.clone(), seq - 1);
+                self.stream.resync.send_modify(|n| *n += 1);
+            } else if self.stream.config().mirror.is_some() {
+                self.stream.resync.send_modify(|n| *n += 1);
+            }
+        }
         let appended = match result {
+            Ok(a) if done.gap => {
+                self.stream.appended.send_replace(a.seq);
+                return;
+            }
             Ok(a) => a,
             Err(StoreError::LastSeqMismatch { .. }) => {
                 // A conditional append whose predecessor in flight was not stored.
