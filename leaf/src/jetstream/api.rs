@@ -233,12 +233,20 @@ impl Inner {
         if state.num_deleted > 0 {
             state_json["num_deleted"] = json!(state.num_deleted);
         }
-        Ok(json!({
+        let mut body = json!({
             "config": stream.config(),
             "created": rfc3339(stream.created_ns),
             "state": state_json,
             "ts": rfc3339(now_ns()),
-        }))
+        });
+        let (mirror, sources) = super::source::info(&stream);
+        if let Some(m) = mirror {
+            body["mirror"] = m;
+        }
+        if let Some(s) = sources {
+            body["sources"] = json!(s);
+        }
+        Ok(body)
     }
 
     fn stream_info_reply(&self, name: &str) -> Reply {
@@ -363,6 +371,9 @@ impl Inner {
                     "stream configuration update can not change storage type or retention policy",
                 ),
             );
+        }
+        if old.mirror != cfg.mirror {
+            return err(KIND, &ApiError::mirror_not_updatable());
         }
         if old.sealed && !cfg.sealed {
             return err(

@@ -109,7 +109,8 @@ pub struct StreamConfig {
     pub duplicate_window: i64,
     /// `DIRECT.GET` is served.
     pub allow_direct: bool,
-    /// Mirrors serve direct gets (accepted, no mirrors yet).
+    /// Mirrors serve direct gets (accepted; a mirror here does not answer direct gets for
+    /// its origin).
     pub mirror_direct: bool,
     /// No more messages in or out.
     pub sealed: bool,
@@ -122,12 +123,12 @@ pub struct StreamConfig {
     /// Discard new per subject (with `discard: new` and `max_msgs_per_subject`).
     #[serde(skip_serializing_if = "is_false")]
     pub discard_new_per_subject: bool,
-    /// Mirror configuration (not supported yet: refused when set).
+    /// The stream this one mirrors (see [`super::source`]).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub mirror: Option<serde_json::Value>,
-    /// Source configurations (not supported yet: refused when set).
+    pub mirror: Option<StreamSource>,
+    /// The streams this one sources (see [`super::source`]).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub sources: Option<Vec<serde_json::Value>>,
+    pub sources: Option<Vec<StreamSource>>,
     /// Republish configuration (not supported yet: refused when set).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub republish: Option<serde_json::Value>,
@@ -169,6 +170,40 @@ impl Default for StreamConfig {
     }
 }
 
+/// Where a mirror or source reads from (`StreamSource`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StreamSource {
+    /// The origin stream.
+    pub name: String,
+    /// The first origin sequence to copy (0: from the start).
+    #[serde(skip_serializing_if = "is_zero_u64")]
+    pub opt_start_seq: u64,
+    /// The first origin message time to copy (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub opt_start_time: Option<String>,
+    /// Only origin messages on this subject (wildcards allowed).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub filter_subject: String,
+    /// The origin is reached through another JetStream API prefix (another domain).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub external: Option<ExternalStream>,
+}
+
+/// The API and delivery prefixes of a JetStream reached from outside (`ExternalStream`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ExternalStream {
+    /// The API prefix, such as `$JS.<domain>.API`.
+    pub api: String,
+    /// The prefix of delivery subjects (empty: the default `$JS.S`/`$JS.M` subjects).
+    pub deliver: String,
+}
+
+fn is_zero_u64(v: &u64) -> bool {
+    *v == 0
+}
+
 /// Whether `name` can name a stream (or consumer): no subject separators or wildcards, no
 /// whitespace, no path separators (the name is used as a subject token).
 pub fn is_valid_name(name: &str) -> bool {
@@ -204,17 +239,16 @@ impl StreamConfig {
                 "replicas > 1 not supported in non-clustered mode",
             ));
         }
-        if self.mirror.is_some() || self.sources.as_ref().is_some_and(|s| !s.is_empty()) {
-            return Err(ApiError::invalid_config(
-                "mirrors and sources are not supported yet by this server",
-            ));
-        }
+        self.check_origins()?;
         if self.republish.is_some() {
             return Err(ApiError::invalid_config(
                 "republish is not supported yet by this server",
             ));
         }
-        if self.subjects.is_empty() {
+        if self.sources.as_ref().is_some_and(Vec::is_empty) {
+            self.sources = None;
+        }
+        if self.subjects.is_empty() && self.mirror.is_none() && self.sources.is_none() {
             self.subjects = vec![self.name.clone()];
         }
         for s in &self.subjects {
@@ -268,6 +302,74 @@ impl StreamConfig {
             ));
         }
         Ok(self)
+    }
+}
+
+impl StreamConfig {
+    /// Checks `mirror` and `sources` as nats-server 2.9 does.
+    fn check_origins(&self) -> Result<(), ApiError> {
+        if let Some(m) = &self.mirror {
+            if !self.subjects.is_empty() {
+                return Err(ApiError::new(
+                    400,
+                    10034,
+                    "stream mirrors can not contain subjects",
+                ));
+            }
+            if self.sources.as_ref().is_some_and(|s| !s.is_empty()) {
+                return Err(ApiError::new(
+                    400,
+                    10031,
+                    "stream mirrors can not also contain other sources",
+                ));
+            }
+            if m.opt_start_seq > 0 && m.opt_start_time.is_some() {
+                return Err(ApiError::new(
+                    400,
+                    10032,
+                    "stream mirrors can not have both start seq and start time configured",
+                ));
+            }
+        }
+        let origins = self.mirror.iter().chain(self.sources.iter().flatten());
+        let mut seen = std::collections::HashSet::new();
+        for o in origins {
+            if !is_valid_name(&o.name) {
+                return Err(ApiError::invalid_config(&format!(
+                    "invalid origin stream name {:?}",
+                    o.name
+                )));
+            }
+            if o.external.is_none() && o.name == self.name {
+                return Err(ApiError::invalid_config(
+                    "a stream can not mirror or source itself",
+                ));
+            }
+            if !o.filter_subject.is_empty() && !is_valid_subject(o.filter_subject.as_bytes()) {
+                return Err(ApiError::invalid_config(&format!(
+                    "invalid filter subject {:?}",
+                    o.filter_subject
+                )));
+            }
+            if let Some(t) = &o.opt_start_time {
+                if super::time::parse_rfc3339(t).is_none() {
+                    return Err(ApiError::invalid_config(&format!(
+                        "invalid opt_start_time {t:?}"
+                    )));
+                }
+            }
+            if let Some(ext) = &o.external {
+                if !ext.api.is_empty() && !is_valid_subject(ext.api.as_bytes()) {
+                    return Err(ApiError::invalid_config("invalid external api prefix"));
+                }
+            }
+            if !seen.insert(o.index_name()) {
+                return Err(ApiError::invalid_config(
+                    "duplicate source configuration detected",
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -356,6 +458,10 @@ impl ApiError {
     pub fn sealed() -> Self {
         Self::new(400, 10109, "invalid operation on sealed stream")
     }
+    /// 10055.
+    pub fn mirror_not_updatable() -> Self {
+        Self::new(400, 10055, "stream mirror configuration can not be updated")
+    }
     /// 10051.
     pub fn general(text: &str) -> Self {
         Self::new(500, 10051, text)
@@ -411,6 +517,71 @@ mod tests {
             .err_code,
             10128
         );
+    }
+
+    #[test]
+    fn mirrors_and_sources_are_checked() {
+        let origin = StreamSource {
+            name: "O".into(),
+            ..StreamSource::default()
+        };
+        let code = |cfg: StreamConfig| cfg.normalize().map(|_| 0).unwrap_or_else(|e| e.err_code);
+        let mirror = StreamConfig {
+            name: "M".into(),
+            mirror: Some(origin.clone()),
+            ..StreamConfig::default()
+        };
+        let cfg = mirror.clone().normalize().unwrap();
+        assert!(
+            cfg.subjects.is_empty(),
+            "a mirror has no subjects of its own"
+        );
+        let with_subjects = StreamConfig {
+            subjects: vec!["m.>".into()],
+            ..mirror.clone()
+        };
+        assert_eq!(code(with_subjects), 10034);
+        let with_sources = StreamConfig {
+            sources: Some(vec![origin.clone()]),
+            ..mirror.clone()
+        };
+        assert_eq!(code(with_sources), 10031);
+        let both_starts = StreamConfig {
+            mirror: Some(StreamSource {
+                opt_start_seq: 3,
+                opt_start_time: Some("2024-01-01T00:00:00Z".into()),
+                ..origin.clone()
+            }),
+            ..mirror.clone()
+        };
+        assert_eq!(code(both_starts), 10032);
+        let sourcing = StreamConfig {
+            name: "S".into(),
+            sources: Some(vec![origin.clone()]),
+            ..StreamConfig::default()
+        };
+        assert!(sourcing.clone().normalize().unwrap().subjects.is_empty());
+        let twice = StreamConfig {
+            sources: Some(vec![origin.clone(), origin.clone()]),
+            ..sourcing.clone()
+        };
+        assert_eq!(code(twice), 10052);
+        let itself = StreamConfig {
+            sources: Some(vec![StreamSource {
+                name: "S".into(),
+                ..StreamSource::default()
+            }]),
+            ..sourcing
+        };
+        assert_eq!(code(itself), 10052);
+        let json: StreamConfig = serde_json::from_str(
+            r#"{"name":"C","sources":[{"name":"O","filter_subject":"a.>","external":{"api":"$JS.leaf.API","deliver":""}}]}"#,
+        )
+        .unwrap();
+        let back = serde_json::to_value(json.normalize().unwrap()).unwrap();
+        assert_eq!(back["sources"][0]["external"]["api"], "$JS.leaf.API");
+        assert_eq!(back["sources"][0]["filter_subject"], "a.>");
+        assert!(back["sources"][0].get("opt_start_seq").is_none());
     }
 
     #[test]

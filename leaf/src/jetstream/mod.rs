@@ -8,6 +8,7 @@
 //! * [`consumer`]: pull and push consumers, their acks, redeliveries and persisted state (see
 //!   its module documentation for the persistence rule).
 //! * [`retention`]: interest and workqueue retention (which acknowledged messages leave).
+//! * [`source`]: mirrors and sources, copying other streams (local or over a leaf link).
 //! * [`headers`], [`time`]: NATS header blocks and Go-style timestamps.
 //!
 //! The engine plugs into the server through internal subscriptions (see
@@ -21,6 +22,7 @@ pub mod config;
 pub mod consumer;
 pub mod headers;
 pub mod retention;
+pub mod source;
 pub mod stream;
 pub mod time;
 
@@ -482,7 +484,9 @@ impl Inner {
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(name.to_string(), stream.clone());
-        self.subscribe_subjects(&stream, &config.subjects)
+        self.subscribe_subjects(&stream, &config.subjects)?;
+        source::sync(&stream, &self.store, &self.server, &config);
+        Ok(())
     }
 
     fn subscribe_subjects(
@@ -538,6 +542,7 @@ impl Inner {
             self.unsubscribe_subjects(&stream.name);
             self.subscribe_subjects(stream, &config.subjects)?;
         }
+        source::sync(stream, &self.store, &self.server, &config);
         Ok(())
     }
 
@@ -551,6 +556,7 @@ impl Inner {
             .remove(name);
         match removed {
             Some(stream) => {
+                source::stop_all(&stream);
                 for c in stream.consumers_snapshot() {
                     stream.remove_consumer(&c.name);
                     c.send(consumer::Cmd::Stop(tokio::sync::oneshot::channel().0));

@@ -26,6 +26,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
 use std::time::Duration;
 
@@ -44,12 +45,43 @@ use crate::store::{Appended, NewMessage, PurgeRequest, Store, StoreError};
 /// Messages waiting for the stream's task before new ones are refused.
 const MAX_QUEUED: usize = 65_536;
 
-/// A message captured from a subject of the stream.
+/// A message captured from a subject of the stream, or copied from an origin stream.
 pub(crate) struct Ingest {
     subject: String,
     reply: Option<String>,
     headers: Option<Bytes>,
     payload: Bytes,
+    origin: Origin,
+}
+
+/// Where an [`Ingest`] comes from.
+#[derive(Debug, Clone)]
+pub(crate) enum Origin {
+    /// Published to one of the stream's subjects.
+    Publish,
+    /// Copied from a source (index name `iname`) at origin sequence `seq`; its headers
+    /// already carry the `Nats-Stream-Source` header.
+    Source {
+        /// The source's index name.
+        iname: Arc<str>,
+        /// The origin sequence.
+        seq: u64,
+    },
+    /// Not a message: source `iname` has origin sequence `last` stored (anything at or below
+    /// it is a duplicate).
+    SourceReset {
+        /// The source's index name.
+        iname: Arc<str>,
+        /// The newest origin sequence stored.
+        last: u64,
+    },
+    /// Copied from the mirrored stream, where it has sequence `seq` and time `ts_ns`.
+    Mirror {
+        /// The origin sequence, which the mirror keeps.
+        seq: u64,
+        /// The origin's timestamp, which the mirror keeps.
+        ts_ns: i64,
+    },
 }
 
 /// The queue from the capturing subscriptions into the stream's task. A plain deque under a
@@ -59,22 +91,30 @@ pub(crate) struct Ingest {
 struct IngestQueue {
     /// Captured messages; `None` asks the task to finish what is in flight and stop.
     items: Mutex<VecDeque<Option<Ingest>>>,
+    /// Messages queued and not yet handled (in `items` or taken by the task).
+    pending: AtomicUsize,
     /// Wakes the task after a push.
     ready: Notify,
 }
 
 impl IngestQueue {
-    /// Queues `item`; `false` (nothing queued) when `MAX_QUEUED` messages are waiting.
-    fn push(&self, item: Option<Ingest>) -> bool {
-        {
-            let mut items = self.items.lock().unwrap_or_else(PoisonError::into_inner);
-            if item.is_some() && items.len() >= MAX_QUEUED {
-                return false;
-            }
-            items.push_back(item);
+    /// Queues `item`; `false` (nothing queued) when `limit` messages are waiting.
+    fn push(&self, item: Option<Ingest>, limit: usize) -> bool {
+        if item.is_some() && self.pending.fetch_add(1, Ordering::Relaxed) >= limit {
+            self.pending.fetch_sub(1, Ordering::Relaxed);
+            return false;
         }
+        self.items
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push_back(item);
         self.ready.notify_one();
         true
+    }
+
+    /// One queued message was handled.
+    fn handled(&self) {
+        self.pending.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Moves everything queued into `into` (which must be empty).
@@ -159,12 +199,43 @@ pub(crate) struct Stream {
     /// The sequence of the newest message acknowledged as stored (for in-process readers
     /// such as uplinks).
     pub(crate) appended: tokio::sync::watch::Sender<u64>,
+    /// The running mirror or source tasks.
+    pub(crate) sources: std::sync::Mutex<Vec<super::source::SourceHandle>>,
+    /// Bumped when a copied message could not be stored: the source tasks start again from
+    /// what the store holds.
+    pub(crate) resync: tokio::sync::watch::Sender<u64>,
 }
 
 impl Stream {
     /// Stops the stream's task once it has reported everything already captured.
     pub(crate) fn close(&self) {
-        self.queue.push(None);
+        self.queue.push(None, usize::MAX);
+    }
+
+    /// Hands a message copied by a mirror or source task to the stream's task. Not limited
+    /// by [`MAX_QUEUED`]: the copying task bounds what it queues (see [`Stream::queued`]).
+    pub(crate) fn ingest_copied(
+        &self,
+        subject: String,
+        headers: Option<Bytes>,
+        payload: Bytes,
+        origin: Origin,
+    ) {
+        self.queue.push(
+            Some(Ingest {
+                subject,
+                reply: None,
+                headers,
+                payload,
+                origin,
+            }),
+            usize::MAX,
+        );
+    }
+
+    /// Messages waiting for the stream's task.
+    pub(crate) fn queued(&self) -> usize {
+        self.queue.pending.load(Ordering::Relaxed)
     }
 
     /// The consumer `name`.
@@ -281,8 +352,9 @@ impl InternalSink for Capture {
             reply: msg.reply.map(|r| String::from_utf8_lossy(r).into_owned()),
             headers: msg.headers.map(Bytes::copy_from_slice),
             payload: Bytes::copy_from_slice(msg.payload),
+            origin: Origin::Publish,
         };
-        if !stream.queue.push(Some(ingest)) {
+        if !stream.queue.push(Some(ingest), MAX_QUEUED) {
             warn!(stream = %stream.name, "stream queue full, message refused");
         }
     }
@@ -300,6 +372,10 @@ struct InFlight {
     size: u64,
     /// The sequence this append gets if every append before it succeeds.
     predicted_seq: u64,
+    /// The source it was copied from (index name and origin sequence), if any.
+    source: Option<(Arc<str>, u64)>,
+    /// Only takes a sequence (a mirror's gap): nobody is told about it.
+    gap: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -326,6 +402,8 @@ struct Runner {
     /// An append failed while others were in flight, so `InFlight::predicted_seq` is wrong
     /// until `in_flight` is empty again.
     predictions_broken: bool,
+    /// Per source index name: the newest origin sequence stored or in flight.
+    source_last: HashMap<Arc<str>, u64>,
 }
 
 /// Creates a stream's handle and starts its task. The task first rebuilds the dedup state
@@ -346,10 +424,13 @@ pub(crate) fn start(
         created_ns,
         queue: IngestQueue {
             items: Mutex::new(VecDeque::new()),
+            pending: AtomicUsize::new(0),
             ready: Notify::new(),
         },
         consumers: RwLock::new(HashMap::new()),
         appended: tokio::sync::watch::Sender::new(0),
+        sources: std::sync::Mutex::new(Vec::new()),
+        resync: tokio::sync::watch::Sender::new(0),
     });
     let runner = Runner {
         stream: stream.clone(),
@@ -362,6 +443,7 @@ pub(crate) fn start(
         in_flight: VecDeque::new(),
         in_flight_ids: foldhash::HashMap::default(),
         predictions_broken: false,
+        source_last: HashMap::new(),
     };
     tokio::spawn(async move {
         let (store, for_scan) = (runner.store.clone(), runner.stream.clone());
@@ -461,7 +543,10 @@ impl Runner {
                     }
                 }
                 () = std::future::ready(()), if !taken.is_empty() => match taken.pop_front() {
-                    Some(Some(ingest)) => self.ingest(ingest).await,
+                    Some(Some(ingest)) => {
+                        stream.queue.handled();
+                        self.ingest(ingest).await;
+                    }
                     Some(None) => break,
                     None => {}
                 },
@@ -510,6 +595,143 @@ impl Runner {
     }
 
     async fn ingest(&mut self, m: Ingest) {
+        match m.origin.clone() {
+            Origin::Publish => self.ingest_published(m).await,
+            Origin::SourceReset { iname, last } => {
+                // What is in flight is newer than what the store showed the source task.
+                let entry = self.source_last.entry(iname).or_insert(last);
+                *entry = (*entry).max(last);
+            }
+            Origin::Source { iname, seq } => self.ingest_sourced(m, iname, seq),
+            Origin::Mirror { seq, ts_ns } => self.ingest_mirrored(m, seq, ts_ns),
+        }
+    }
+
+    /// Appends a message copied from a source, unless that source's message `seq` is already
+    /// stored or in flight (a consumer recreated from an older position sends it again).
+    fn ingest_sourced(&mut self, m: Ingest, iname: Arc<str>, seq: u64) {
+        if self
+            .source_last
+            .get(&iname)
+            .is_some_and(|&last| seq <= last)
+        {
+            return;
+        }
+        if self.stream.shared_config().sealed {
+            return;
+        }
+        self.source_last.insert(iname.clone(), seq);
+        let new = NewMessage {
+            subject: m.subject,
+            headers: m.headers,
+            payload: m.payload,
+            ts_ns: now_ns(),
+        };
+        self.push_copied(new, None, Some((iname, seq)));
+    }
+
+    /// Appends a message copied from the mirrored stream at its origin sequence: a sequence
+    /// already taken is a duplicate, a gap (messages removed from the origin) is skipped.
+    fn ingest_mirrored(&mut self, m: Ingest, seq: u64, ts_ns: i64) {
+        if self.in_flight.is_empty() {
+            self.predictions_broken = false;
+        }
+        let last = match self.in_flight.back() {
+            Some(newest) => newest.predicted_seq,
+            None => self
+                .store
+                .stream_state(&self.stream.name)
+                .ok()
+                .flatten()
+                .map_or(0, |s| s.last_seq),
+        };
+        if seq <= last || self.predictions_broken {
+            // A failed append before this one: the source task starts over from the store.
+            if self.predictions_broken {
+                self.stream.resync.send_modify(|n| *n += 1);
+            }
+            return;
+        }
+        if seq > last + 1 {
+            self.in_flight.push_back(InFlight {
+                fut: Box::pin(
+                    self.store
+                        .skip_many(&self.stream.name, seq - 1 - last, ts_ns),
+                ),
+                reply: None,
+                subject: String::new(),
+                msg_id: None,
+                rollup: None,
+                size: 0,
+                predicted_seq: seq - 1,
+                source: None,
+                gap: true,
+            });
+        }
+        let new = NewMessage {
+            subject: m.subject,
+            headers: m.headers,
+            payload: m.payload,
+            ts_ns,
+        };
+        let size = (new.subject.len()
+            + new.headers.as_ref().map_or(0, Bytes::len)
+            + new.payload.len()) as u64;
+        self.in_flight.push_back(InFlight {
+            fut: Box::pin(
+                self.store
+                    .append_after(&self.stream.name, new.clone(), seq - 1),
+            ),
+            reply: None,
+            subject: new.subject,
+            msg_id: None,
+            rollup: None,
+            size,
+            predicted_seq: seq,
+            source: None,
+            gap: false,
+        });
+    }
+
+    /// Queues the append of a copied message (sources).
+    fn push_copied(
+        &mut self,
+        new: NewMessage,
+        reply: Option<String>,
+        source: Option<(Arc<str>, u64)>,
+    ) {
+        let predicted_seq = match self.in_flight.back() {
+            Some(newest) => newest.predicted_seq,
+            None => self
+                .store
+                .stream_state(&self.stream.name)
+                .ok()
+                .flatten()
+                .map_or(0, |s| s.last_seq),
+        } + 1;
+        let size = (new.subject.len()
+            + new.headers.as_ref().map_or(0, Bytes::len)
+            + new.payload.len()) as u64;
+        let subject = new.subject.clone();
+        let fut: AppendFuture = if super::retention::no_interest(&self.stream, &new.subject) {
+            Box::pin(self.store.skip(&self.stream.name, new.ts_ns))
+        } else {
+            Box::pin(self.store.append(&self.stream.name, new))
+        };
+        self.in_flight.push_back(InFlight {
+            fut,
+            reply,
+            subject,
+            msg_id: None,
+            rollup: None,
+            size,
+            predicted_seq,
+            source,
+            gap: false,
+        });
+    }
+
+    async fn ingest_published(&mut self, m: Ingest) {
         let cfg = self.stream.shared_config();
         let reply = m.reply.as_deref().filter(|_| !cfg.no_ack);
         if cfg.sealed {
@@ -653,6 +875,8 @@ impl Runner {
             rollup,
             size,
             predicted_seq: predicted_last_seq + 1,
+            source: None,
+            gap: false,
         });
     }
 
@@ -667,7 +891,20 @@ impl Runner {
             }
         }
         let reply = done.reply.as_deref();
+        if result.is_err() {
+            if let Some((iname, seq)) = &done.source {
+                // Accept it again when the source task sends it again.
+                self.source_last.insert(iname.clone(), seq - 1);
+                self.stream.resync.send_modify(|n| *n += 1);
+            } else if self.stream.shared_config().mirror.is_some() {
+                self.stream.resync.send_modify(|n| *n += 1);
+            }
+        }
         let appended = match result {
+            Ok(a) if done.gap => {
+                self.stream.appended.send_replace(a.seq);
+                return;
+            }
             Ok(a) => a,
             Err(StoreError::LastSeqMismatch { .. }) => {
                 // A conditional append whose predecessor in flight was not stored.

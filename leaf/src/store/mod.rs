@@ -545,8 +545,20 @@ impl Store {
         name: &str,
         ts_ns: i64,
     ) -> impl Future<Output = Result<Appended, StoreError>> + Send + 'static {
+        self.skip_many(name, 1, ts_ns)
+    }
+
+    /// Takes the stream's next `n` sequences (at least one) without storing messages, in one
+    /// operation (a mirror skipping what its origin removed). Resolves with the last one.
+    pub fn skip_many(
+        &self,
+        name: &str,
+        n: u64,
+        ts_ns: i64,
+    ) -> impl Future<Output = Result<Appended, StoreError>> + Send + 'static {
         let name = name.to_string();
-        let f = self.submit(move |r| Op::Skip(name, ts_ns, r));
+        let n = n.max(1);
+        let f = self.submit(move |r| Op::Skip(name, ts_ns, n, r));
         async move {
             f.await?
                 .pop()

@@ -48,8 +48,8 @@ pub(crate) enum Op {
     DeleteConsumer(String, String, Reply<bool>),
     /// Delete any set of messages (acknowledged under interest or workqueue retention).
     RemoveMsgs(String, Vec<u64>, Reply<u64>),
-    /// Take the next sequence without storing a message.
-    Skip(String, i64, Reply<Vec<Appended>>),
+    /// Take the next `n` sequences without storing messages.
+    Skip(String, i64, u64, Reply<Vec<Appended>>),
 }
 
 impl Op {
@@ -71,7 +71,7 @@ impl Op {
             Op::UpdateConfig(_, _, r) | Op::DeleteStream(_, r) | Op::PutConsumer(_, _, _, r) => {
                 drop(r.send(Err(e)))
             }
-            Op::Append(_, _, _, r) | Op::Skip(_, _, r) => drop(r.send(Err(e))),
+            Op::Append(_, _, _, r) | Op::Skip(_, _, _, r) => drop(r.send(Err(e))),
             Op::DeleteMsg(_, _, r) | Op::DeleteConsumer(_, _, r) => drop(r.send(Err(e))),
             Op::Purge(_, _, r) | Op::RemoveMsgs(_, _, r) => drop(r.send(Err(e))),
         }
@@ -84,7 +84,9 @@ impl Op {
                 Op::UpdateConfig(_, _, r) | Op::DeleteStream(_, r) | Op::PutConsumer(_, _, _, r),
                 Done::Unit,
             ) => drop(r.send(Ok(()))),
-            (Op::Append(_, _, _, r) | Op::Skip(_, _, r), Done::Appended(a)) => drop(r.send(Ok(a))),
+            (Op::Append(_, _, _, r) | Op::Skip(_, _, _, r), Done::Appended(a)) => {
+                drop(r.send(Ok(a)))
+            }
             (Op::DeleteMsg(_, _, r) | Op::DeleteConsumer(_, _, r), Done::Bool(b)) => {
                 drop(r.send(Ok(b)))
             }
@@ -307,7 +309,7 @@ impl<'t, 'o> Batch<'t, 'o> {
             Op::PutConsumer(stream, name, blob, _) => self.put_consumer(stream, name, blob),
             Op::DeleteConsumer(stream, name, _) => self.delete_consumer(stream, name),
             Op::RemoveMsgs(name, seqs, _) => self.remove_msgs(name, seqs),
-            Op::Skip(name, ts_ns, _) => self.skip(name, *ts_ns),
+            Op::Skip(name, ts_ns, n, _) => self.skip(name, *ts_ns, *n),
         }
     }
 

@@ -44,6 +44,43 @@ fn remove_msgs_spans_blocks_and_fixes_the_index() {
 }
 
 #[test]
+fn skip_many_takes_a_range_of_sequences() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt();
+    let s = open(dir.path());
+    rt.block_on(s.create_stream("M", vec![])).unwrap();
+    // An empty mirror whose origin starts at 1,000,001.
+    assert_eq!(
+        rt.block_on(s.skip_many("M", 1_000_000, 5)).unwrap().seq,
+        1_000_000
+    );
+    let st = s.stream_state("M").unwrap().unwrap();
+    assert_eq!(
+        (st.first_seq, st.last_seq, st.msgs),
+        (1_000_001, 1_000_000, 0)
+    );
+    assert_eq!(
+        rt.block_on(s.append("M", msg("m.a", 6))).unwrap().seq,
+        1_000_001
+    );
+    // An interior gap.
+    assert_eq!(rt.block_on(s.skip_many("M", 3, 7)).unwrap().seq, 1_000_004);
+    assert_eq!(
+        rt.block_on(s.append("M", msg("m.b", 8))).unwrap().seq,
+        1_000_005
+    );
+    let st = s.stream_state("M").unwrap().unwrap();
+    assert_eq!(
+        (st.first_seq, st.last_seq, st.msgs),
+        (1_000_001, 1_000_005, 2)
+    );
+    check_consistent(&s, "M");
+    drop(s);
+    let s = open(dir.path());
+    assert_eq!(s.stream_state("M").unwrap().unwrap(), st);
+}
+
+#[test]
 fn skip_takes_a_sequence_in_order_with_appends() {
     let dir = tempfile::tempdir().unwrap();
     let rt = rt();

@@ -111,13 +111,13 @@ impl Batch<'_, '_> {
     }
 
     /// Takes the next sequence of stream `name` without storing a message.
-    pub(super) fn skip(&mut self, name: &str, ts_ns: i64) -> OpResult {
+    pub(super) fn skip(&mut self, name: &str, ts_ns: i64, n: u64) -> OpResult {
         let Some((id, mut st)) = self.state_of(name) else {
             return Ok(Err(StoreError::NotFound(format!("stream {name}"))));
         };
         // Appends later in this batch start a new block: a block's slots are consecutive.
         self.flush_pending(id)?;
-        st.last_seq += 1;
+        st.last_seq += n;
         st.last_ts_ns = ts_ns;
         if st.msgs == 0 {
             st.first_seq = st.last_seq + 1;
