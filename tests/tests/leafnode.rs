@@ -727,4 +727,9 @@ async fn hubd_replaces_a_stale_leaf_connection() {
     assert_eq!(wan.connections(), 2, "leafd reconnected once");
     await_interest(&hc, "stale.x", &mut sub).await;
     send_and_expect(&hc, "stale.x", &mut sub, 100).await;
+    // The old connection's interest (the leaf's own `$LDS.` subject among it) is withdrawn
+    // before the new one is told what the hub wants: the leaf must not see a loop.
+    let log = leaf.log();
+    assert!(!log.contains("Loop detected"), "{log}");
+    assert_eq!(wan.connections(), 2, "no further reconnect");
 }

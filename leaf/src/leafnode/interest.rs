@@ -153,8 +153,10 @@ impl Interest {
         let announce = !super::js_denied(subject);
         let mut key_buf = std::mem::take(&mut self.key);
         let key = make_key(&mut key_buf, subject, queue);
-        self.update_table(key, origin, delta);
-        for link in self.links.iter_mut().filter(|_| announce) {
+        // Only what the table actually gained or lost is passed on: removing interest an
+        // origin no longer holds (see `drop_origin`) changes nothing.
+        let delta = self.update_table(key, origin, delta);
+        for link in self.links.iter_mut().filter(|_| announce && delta != 0) {
             if import_denied(&link.handle, subject) {
                 continue;
             }
@@ -184,37 +186,73 @@ impl Interest {
         self.key = key_buf;
     }
 
-    fn update_table(&mut self, key: &[u8], origin: Origin, delta: i64) {
+    /// Applies `delta` to `origin`'s members of `key`; returns the change that took place
+    /// (smaller than `delta` when a removal meets fewer members than it removes).
+    fn update_table(&mut self, key: &[u8], origin: Origin, delta: i64) -> i64 {
         let entry = match self.table.get_mut(key) {
             Some(e) => e,
             None if delta > 0 => self.table.entry(key.into()).or_default(),
-            None => return,
+            None => return 0,
         };
-        match origin {
-            Origin::Local => entry.local = apply(entry.local, delta),
+        let (before, after) = match origin {
+            Origin::Local => {
+                let before = entry.local;
+                entry.local = apply(before, delta);
+                (before, entry.local)
+            }
             Origin::Link { id, solicited } => {
                 match entry.links.iter().position(|(l, _, _)| *l == id) {
                     Some(i) => {
-                        let n = entry.links.get(i).map_or(0, |(_, _, n)| *n);
-                        let n = apply(n, delta);
+                        let before = entry.links.get(i).map_or(0, |(_, _, n)| *n);
+                        let n = apply(before, delta);
                         if n == 0 {
                             entry.links.swap_remove(i);
                         } else if let Some(slot) = entry.links.get_mut(i) {
                             slot.2 = n;
                         }
+                        (before, n)
                     }
                     None => {
                         let n = apply(0, delta);
                         if n > 0 {
                             entry.links.push((id, solicited, n));
                         }
+                        (0, n)
                     }
                 }
             }
-        }
+        };
         if entry.is_empty() {
             self.table.remove(key);
         }
+        i64::from(after) - i64::from(before)
+    }
+
+    /// Withdraws all interest link `id` announced, telling the other links, at once: a
+    /// connection being replaced by the same leaf's new one must not hand the new one its
+    /// own interest (its `$LDS.` subject would look like a loop). The old link's own
+    /// teardown later removes the same interest again, which then changes nothing.
+    pub fn drop_origin(&mut self, id: u64) {
+        let held: Vec<(Box<[u8]>, bool, u32)> = self
+            .table
+            .iter()
+            .filter_map(|(key, e)| {
+                e.links
+                    .iter()
+                    .find(|(l, _, _)| *l == id)
+                    .map(|&(_, solicited, n)| (key.clone(), solicited, n))
+            })
+            .collect();
+        for (key, solicited, n) in held {
+            let (subject, queue) = split_key(&key);
+            self.change(
+                subject,
+                queue,
+                Origin::Link { id, solicited },
+                -i64::from(n),
+            );
+        }
+        self.remove_link(id);
     }
 
     /// Registers an established link and queues its first `LS+` burst: every key it should
@@ -306,6 +344,40 @@ mod tests {
         assert_eq!(
             drain(&a).await,
             "LS+ $LDS.x\r\nLS+ foo\r\nLS- foo\r\nLS+ bar q 1\r\nLS+ bar q 2\r\nLS- bar q\r\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_replaced_link_withdraws_its_interest_once() {
+        let mut i = Interest::default();
+        let other = link(2, false);
+        i.add_link(other.clone(), false, b"$LDS.hub");
+        let old = Origin::Link {
+            id: 1,
+            solicited: false,
+        };
+        i.add_link(link(1, false), false, b"$LDS.hub");
+        i.change(b"$LDS.leaf", None, old, 1);
+        i.change(b"x", Some(b"q"), old, 2);
+        i.drop_origin(1);
+        // The same leaf's new connection hears nothing of the old one (no loop).
+        let new = link(3, false);
+        i.add_link(new.clone(), false, b"$LDS.hub");
+        // The old connection's teardown removes the same interest again: no effect.
+        i.change(b"$LDS.leaf", None, old, -1);
+        i.change(b"x", Some(b"q"), old, -2);
+        assert_eq!(drain(&new).await, "LS+ $LDS.hub\r\n");
+        let mut seen: Vec<String> = drain(&other).await.lines().map(str::to_owned).collect();
+        seen.sort();
+        assert_eq!(
+            seen,
+            [
+                "LS+ $LDS.hub",
+                "LS+ $LDS.leaf",
+                "LS+ x q 2",
+                "LS- $LDS.leaf",
+                "LS- x q"
+            ]
         );
     }
 

@@ -615,6 +615,7 @@ impl LeafState {
                 s.replaced = true;
             }
             old.out.close();
+            self.interest().drop_origin(old.id);
             replaced += 1;
         }
         replaced
