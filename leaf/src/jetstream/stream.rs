@@ -700,6 +700,9 @@ impl Runner {
         reply: Option<String>,
         source: Option<(Arc<str>, u64)>,
     ) {
+        if self.in_flight.is_empty() {
+            self.predictions_broken = false;
+        }
         let predicted_seq = match self.in_flight.back() {
             Some(newest) => newest.predicted_seq,
             None => self
@@ -713,10 +716,17 @@ impl Runner {
             + new.headers.as_ref().map_or(0, Bytes::len)
             + new.payload.len()) as u64;
         let subject = new.subject.clone();
+        // Behind other appends a copy is stored only if they all were: were one lost and this
+        // one kept, the source would resume after this one and the lost one never come back.
         let fut: AppendFuture = if super::retention::no_interest(&self.stream, &new.subject) {
             Box::pin(self.store.skip(&self.stream.name, new.ts_ns))
-        } else {
+        } else if self.in_flight.is_empty() {
             Box::pin(self.store.append(&self.stream.name, new))
+        } else {
+            Box::pin(
+                self.store
+                    .append_after(&self.stream.name, new, predicted_seq - 1),
+            )
         };
         self.in_flight.push_back(InFlight {
             fut,
@@ -893,8 +903,10 @@ impl Runner {
         let reply = done.reply.as_deref();
         if result.is_err() {
             if let Some((iname, seq)) = &done.source {
-                // Accept it again when the source task sends it again.
-                self.source_last.insert(iname.clone(), seq - 1);
+                // Accept it again when the source task sends it again (copies after it in
+                // flight fail too: their appends were conditional on this one).
+                let last = self.source_last.entry(iname.clone()).or_insert(seq - 1);
+                *last = (*last).min(seq - 1);
                 self.stream.resync.send_modify(|n| *n += 1);
             } else if self.stream.shared_config().mirror.is_some() {
                 self.stream.resync.send_modify(|n| *n += 1);
