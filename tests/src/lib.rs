@@ -603,6 +603,7 @@ impl TestServer {
     }
 }
 
+pub mod creds;
 pub mod netns;
 pub mod proxy;
 pub mod pty;

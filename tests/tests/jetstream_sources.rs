@@ -330,31 +330,29 @@ async fn publish_range(js: &Context, from: u64, to: u64) {
     }
 }
 
+/// Stream `LOCAL` of the leaf, reached through its JetStream domain `leaf`.
+fn leaf_local() -> stream::Source {
+    stream::Source {
+        name: "LOCAL".into(),
+        external: Some(stream::External {
+            api_prefix: "$JS.leaf.API".into(),
+            delivery_prefix: None,
+        }),
+        ..Default::default()
+    }
+}
+
 async fn create_central(hjs: &Context) {
     hjs.create_stream(stream::Config {
         name: "CMIRROR".into(),
-        mirror: Some(stream::Source {
-            name: "LOCAL".into(),
-            external: Some(stream::External {
-                api_prefix: "$JS.leaf.API".into(),
-                delivery_prefix: None,
-            }),
-            ..Default::default()
-        }),
+        mirror: Some(leaf_local()),
         ..Default::default()
     })
     .await
     .expect("hub stream mirroring the leaf");
     hjs.create_stream(stream::Config {
         name: "CENTRAL".into(),
-        sources: Some(vec![stream::Source {
-            name: "LOCAL".into(),
-            external: Some(stream::External {
-                api_prefix: "$JS.leaf.API".into(),
-                delivery_prefix: None,
-            }),
-            ..Default::default()
-        }]),
+        sources: Some(vec![leaf_local()]),
         ..Default::default()
     })
     .await

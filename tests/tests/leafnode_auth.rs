@@ -19,9 +19,10 @@
 //! Every wait is bounded; everything listens on 127.0.0.1.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use base64::Engine;
+use e2e::creds::{creds_text, encode_jwt, hubd_with_nkeys, user_jwt, B64};
 use e2e::serde_json::{json, Value};
 use e2e::{
     bounded, free_port, http_get, pub_sub_both_ways, run_to_exit, unique, wait_for_log, RawConn,
@@ -29,9 +30,6 @@ use e2e::{
 };
 use futures::StreamExt;
 use nkeys::KeyPair;
-
-/// base64url without padding, as JWTs and nonce signatures use.
-const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 /// A temporary directory for creds and JWT files, removed on drop.
 struct Dir(PathBuf);
@@ -55,22 +53,6 @@ impl Drop for Dir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-/// Encodes and signs a JWT with `claims` (the `iss`, `iat` and `jti` fields are filled in).
-fn encode_jwt(mut claims: Value, issuer: &KeyPair) -> String {
-    let iat = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    claims["iss"] = json!(issuer.public_key());
-    claims["iat"] = json!(iat);
-    claims["jti"] = json!(unique("jti").to_uppercase());
-    let header = B64.encode(r#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
-    let payload = B64.encode(claims.to_string());
-    let signed = format!("{header}.{payload}");
-    let sig = issuer.sign(signed.as_bytes()).unwrap();
-    format!("{signed}.{}", B64.encode(sig))
 }
 
 /// An operator, one account and one user, with their JWTs.
@@ -114,33 +96,6 @@ impl Operator {
             account_jwt,
         }
     }
-}
-
-/// A user JWT for `user`, issued by `account`.
-fn user_jwt(user: &KeyPair, account: &KeyPair) -> String {
-    encode_jwt(
-        json!({
-            "name": "e2e-user",
-            "sub": user.public_key(),
-            "nats": {
-                "pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1,
-                "type": "user", "version": 2,
-            },
-        }),
-        account,
-    )
-}
-
-/// A `.creds` file's text, as `nsc` writes it.
-fn creds_text(jwt: &str, seed: &str) -> String {
-    format!(
-        "-----BEGIN NATS USER JWT-----\n{jwt}\n------END NATS USER JWT------\n\n\
-         ************************* IMPORTANT *************************\n\
-         NKEY Seed printed below can be used to sign and prove identity.\n\
-         NKEYs are sensitive and should be treated as secrets.\n\n\
-         -----BEGIN USER NKEY SEED-----\n{seed}\n------END USER NKEY SEED------\n\n\
-         *************************************************************\n"
-    )
 }
 
 /// A leaf of `kind` with one `remote` (its `url` and auth keys), reconnecting every second
@@ -347,19 +302,6 @@ async fn leafd_creds_to_operator_mode_hub() {
         }
     })
     .await;
-}
-
-/// `hubd` accepting user nkeys on its leafnode listener.
-async fn hubd_with_nkeys(keys: &[String], port: u16) -> TestServer {
-    let users: Vec<Value> = keys.iter().map(|k| json!({ "nkey": k })).collect();
-    TestServer::with_config(
-        ServerKind::Hubd,
-        json!({ "leafnodes": {
-            "listen": format!("127.0.0.1:{port}"),
-            "authorization": { "users": users },
-        }}),
-    )
-    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

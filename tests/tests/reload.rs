@@ -13,10 +13,10 @@
 //!
 //! Every wait is bounded; everything listens on 127.0.0.1.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use base64::Engine;
 use e2e::async_nats::jetstream;
+use e2e::creds::{creds_for, hubd_with_nkeys};
 use e2e::serde_json::{json, Value};
 use e2e::{
     bounded, free_port, http_get, next_msg, pub_sub_both_ways, unique, wait_for_log, ServerKind,
@@ -290,51 +290,6 @@ async fn changing_one_remote_leaves_the_other_connected() {
     wait_for_log(&leaf, "leafnodes.remotes[1] added", 1).await;
     await_hub_leafs(m2, 1).await;
     assert_eq!(hub_leafs(m1).await[0]["port"], before[0]["port"]);
-}
-
-/// base64url without padding, as JWTs use.
-const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-
-/// A `.creds` file's text for a new user issued by `account` (hubd takes the user key from
-/// the JWT's subject and checks the nonce signature against it).
-fn creds_for(user: &KeyPair, account: &KeyPair) -> String {
-    let iat = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let claims = json!({
-        "name": "e2e-user", "sub": user.public_key(), "iss": account.public_key(), "iat": iat,
-        "jti": unique("jti").to_uppercase(),
-        "nats": { "pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1,
-                  "type": "user", "version": 2 },
-    });
-    let signed = format!(
-        "{}.{}",
-        B64.encode(r#"{"typ":"JWT","alg":"ed25519-nkey"}"#),
-        B64.encode(claims.to_string())
-    );
-    let jwt = format!(
-        "{signed}.{}",
-        B64.encode(account.sign(signed.as_bytes()).unwrap())
-    );
-    format!(
-        "-----BEGIN NATS USER JWT-----\n{jwt}\n------END NATS USER JWT------\n\n\
-         -----BEGIN USER NKEY SEED-----\n{}\n------END USER NKEY SEED------\n",
-        user.seed().unwrap()
-    )
-}
-
-/// hubd accepting the user nkeys `keys` on its leafnode port `port`.
-async fn hubd_with_nkeys(keys: &[String], port: u16) -> TestServer {
-    let users: Vec<Value> = keys.iter().map(|k| json!({ "nkey": k })).collect();
-    TestServer::with_config(
-        ServerKind::Hubd,
-        json!({ "leafnodes": {
-            "listen": format!("127.0.0.1:{port}"),
-            "authorization": { "users": users },
-        }}),
-    )
-    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -630,13 +630,10 @@ impl Runner {
         self.push_copied(new, None, Some((iname, seq)));
     }
 
-    /// Appends a message copied from the mirrored stream at its origin sequence: a sequence
-    /// already taken is a duplicate, a gap (messages removed from the origin) is skipped.
-    fn ingest_mirrored(&mut self, m: Ingest, seq: u64, ts_ns: i64) {
-        if self.in_flight.is_empty() {
-            self.predictions_broken = false;
-        }
-        let last = match self.in_flight.back() {
+    /// The stream's last sequence once every append in flight is stored (the store's last
+    /// sequence when none is).
+    fn predicted_last_seq(&self) -> u64 {
+        match self.in_flight.back() {
             Some(newest) => newest.predicted_seq,
             None => self
                 .store
@@ -644,7 +641,16 @@ impl Runner {
                 .ok()
                 .flatten()
                 .map_or(0, |s| s.last_seq),
-        };
+        }
+    }
+
+    /// Appends a message copied from the mirrored stream at its origin sequence: a sequence
+    /// already taken is a duplicate, a gap (messages removed from the origin) is skipped.
+    fn ingest_mirrored(&mut self, m: Ingest, seq: u64, ts_ns: i64) {
+        if self.in_flight.is_empty() {
+            self.predictions_broken = false;
+        }
+        let last = self.predicted_last_seq();
         if seq <= last || self.predictions_broken {
             // A failed append before this one: the source task starts over from the store.
             if self.predictions_broken {
@@ -703,15 +709,7 @@ impl Runner {
         if self.in_flight.is_empty() {
             self.predictions_broken = false;
         }
-        let predicted_seq = match self.in_flight.back() {
-            Some(newest) => newest.predicted_seq,
-            None => self
-                .store
-                .stream_state(&self.stream.name)
-                .ok()
-                .flatten()
-                .map_or(0, |s| s.last_seq),
-        } + 1;
+        let predicted_seq = self.predicted_last_seq() + 1;
         let size = (new.subject.len()
             + new.headers.as_ref().map_or(0, Bytes::len)
             + new.payload.len()) as u64;
