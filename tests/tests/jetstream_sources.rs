@@ -330,6 +330,17 @@ async fn publish_range(js: &Context, from: u64, to: u64) {
     }
 }
 
+/// Creates the leaf's stream `LOCAL` (`plant.>`).
+async fn create_local(ljs: &Context) {
+    ljs.create_stream(stream::Config {
+        name: "LOCAL".into(),
+        subjects: vec!["plant.>".into()],
+        ..Default::default()
+    })
+    .await
+    .expect("leaf stream");
+}
+
 /// Stream `LOCAL` of the leaf, reached through its JetStream domain `leaf`.
 fn leaf_local() -> stream::Source {
     stream::Source {
@@ -425,13 +436,7 @@ async fn hubd_sources_a_leafd_stream_across_outages_and_restarts() {
     let hub_leaf_port = free_port();
     let mut leaf = start_js_leaf(ServerKind::Leafd, &leaf_store, hub_leaf_port).await;
     let ljs = jetstream::new(leaf.client().await);
-    ljs.create_stream(stream::Config {
-        name: "LOCAL".into(),
-        subjects: vec!["plant.>".into()],
-        ..Default::default()
-    })
-    .await
-    .expect("leaf stream");
+    create_local(&ljs).await;
     publish_range(&ljs, 0, 1000).await;
 
     let mut hub = start_js_hub(ServerKind::Hubd, &hub_store, hub_leaf_port).await;
@@ -490,13 +495,7 @@ async fn hubd_sources_a_nats_server_leaf_stream() {
     let hub = start_js_hub(ServerKind::Hubd, &hub_store, port).await;
     let leaf = start_js_leaf(ServerKind::NatsServer, &leaf_store, port).await;
     let ljs = jetstream::new(leaf.client().await);
-    ljs.create_stream(stream::Config {
-        name: "LOCAL".into(),
-        subjects: vec!["plant.>".into()],
-        ..Default::default()
-    })
-    .await
-    .expect("leaf stream");
+    create_local(&ljs).await;
     publish_range(&ljs, 0, 100).await;
     let hjs = jetstream::new(hub.client().await);
     create_central(&hjs).await;
