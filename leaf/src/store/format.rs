@@ -43,6 +43,7 @@ pub(crate) struct StreamDef {
     /// Internal id, unique for the life of the file.
     pub id: u32,
     /// Opaque config bytes of the layer above.
+    #[serde(with = "serde_bytes")]
     pub config: Vec<u8>,
 }
 
@@ -75,27 +76,60 @@ pub(crate) struct BlockRec {
 }
 
 /// One stored message (its sequence number is implied by its slot).
+///
+/// Byte fields are encoded as postcard byte strings (`serde_bytes`): a varint length and the
+/// raw bytes, which is exactly what postcard writes for a sequence of `u8`, so files written
+/// before `serde_bytes` was used read the same (test `byte_strings_encode_as_u8_sequences`);
+/// it only makes encoding and decoding one copy instead of a loop over bytes.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub(crate) struct MsgRec {
     pub subject: String,
+    #[serde(with = "serde_bytes")]
     pub headers: Option<Vec<u8>>,
+    #[serde(with = "serde_bytes")]
     pub payload: Vec<u8>,
     pub ts_ns: i64,
 }
 
-/// Borrowed twin of [`MsgRec`] with the identical encoding, used on the append path to
-/// avoid copying payloads twice.
-#[derive(Serialize)]
+/// Borrowed twin of [`MsgRec`] with the identical encoding: written on the append path
+/// without copying payloads, and read without allocating (purges, counting, range reads that
+/// slice one shared buffer).
+#[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct MsgRef<'a> {
     pub subject: &'a str,
+    #[serde(borrow, with = "serde_bytes")]
     pub headers: Option<&'a [u8]>,
+    #[serde(borrow, with = "serde_bytes")]
     pub payload: &'a [u8],
     pub ts_ns: i64,
 }
 
+impl MsgRef<'_> {
+    /// The bytes this message is accounted for (see [`MsgRec::size`]).
+    pub(crate) fn size(&self) -> u64 {
+        msg_size(
+            self.subject,
+            self.headers.map_or(0, <[u8]>::len),
+            self.payload.len(),
+        )
+    }
+
+    /// An owned copy.
+    #[cfg(test)]
+    pub(crate) fn to_owned_rec(&self) -> MsgRec {
+        MsgRec {
+            subject: self.subject.to_string(),
+            headers: self.headers.map(<[u8]>::to_vec),
+            payload: self.payload.to_vec(),
+            ts_ns: self.ts_ns,
+        }
+    }
+}
+
 /// Borrowed twin of [`BlockRec`].
-#[derive(Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct BlockRef<'a> {
+    #[serde(borrow)]
     pub slots: Vec<Option<MsgRef<'a>>>,
 }
 
@@ -118,6 +152,14 @@ pub(crate) fn msg_size(subject: &str, headers_len: usize, payload_len: usize) ->
 /// Encodes a record.
 pub(crate) fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
     postcard::to_allocvec(v).map_err(|e| StoreError::Invalid(format!("encode: {e}")))
+}
+
+/// Encodes a record into `buf` (cleared first), reusing its allocation.
+pub(crate) fn encode_into<T: Serialize>(v: &T, buf: &mut Vec<u8>) -> Result<(), StoreError> {
+    let mut out = std::mem::take(buf);
+    out.clear();
+    *buf = postcard::to_extend(v, out).map_err(|e| StoreError::Invalid(format!("encode: {e}")))?;
+    Ok(())
 }
 
 /// Decodes a record.
@@ -170,6 +212,66 @@ mod tests {
         let b = encode(&borrowed).unwrap();
         assert_eq!(a, b);
         assert_eq!(decode::<BlockRec>(&a).unwrap(), owned);
+    }
+
+    /// The encoding of format version 1 as first written: byte fields as plain `Vec<u8>`
+    /// (postcard: a sequence of `u8`).
+    #[derive(Serialize)]
+    struct MsgRecV1Seq {
+        subject: String,
+        headers: Option<Vec<u8>>,
+        payload: Vec<u8>,
+        ts_ns: i64,
+    }
+
+    #[test]
+    fn byte_strings_encode_as_u8_sequences() {
+        let payload: Vec<u8> = (0..=255u8).chain(0..200).collect();
+        let old = vec![
+            Some(MsgRecV1Seq {
+                subject: "a.b".into(),
+                headers: Some(b"NATS/1.0\r\nX: y\r\n\r\n".to_vec()),
+                payload: payload.clone(),
+                ts_ns: 1_700_000_000_000_000_000,
+            }),
+            None,
+            Some(MsgRecV1Seq {
+                subject: "c".into(),
+                headers: None,
+                payload: Vec::new(),
+                ts_ns: -1,
+            }),
+        ];
+        let old_bytes = encode(&(old,)).unwrap();
+        let new = BlockRec {
+            slots: vec![
+                Some(MsgRec {
+                    subject: "a.b".into(),
+                    headers: Some(b"NATS/1.0\r\nX: y\r\n\r\n".to_vec()),
+                    payload,
+                    ts_ns: 1_700_000_000_000_000_000,
+                }),
+                None,
+                Some(MsgRec {
+                    subject: "c".into(),
+                    headers: None,
+                    payload: Vec::new(),
+                    ts_ns: -1,
+                }),
+            ],
+        };
+        assert_eq!(encode(&new).unwrap(), old_bytes);
+        assert_eq!(decode::<BlockRec>(&old_bytes).unwrap(), new);
+        let view: BlockRef<'_> = decode(&old_bytes).unwrap();
+        let owned: Vec<Option<MsgRec>> = view
+            .slots
+            .iter()
+            .map(|s| s.as_ref().map(MsgRef::to_owned_rec))
+            .collect();
+        assert_eq!(owned, new.slots);
+        let mut buf = vec![9; 3];
+        encode_into(&new, &mut buf).unwrap();
+        assert_eq!(buf, old_bytes);
     }
 
     #[test]

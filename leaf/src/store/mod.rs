@@ -403,6 +403,7 @@ impl Store {
             max_file_bytes: opts.max_file_bytes,
             full_since: None,
             needs_reopen: false,
+            scratch: Vec::new(),
         };
         let thread = std::thread::Builder::new()
             .name("store-writer".into())
@@ -659,7 +660,7 @@ impl Store {
         let id = self.stream_id(name)?;
         self.with_read(|txn| {
             let t = txn.open_table(format::BLOCKS)?;
-            Ok(read::get_msg(&t, id, seq)?.map(|m| read::to_stored(seq, m)))
+            read::get_msg(&t, id, seq)
         })
     }
 
@@ -679,14 +680,12 @@ impl Store {
                     return Ok(None);
                 };
                 let r: SubjectRec = decode(v.value())?;
-                return Ok(
-                    read::get_msg(&blocks, id, r.last_seq)?.map(|m| read::to_stored(r.last_seq, m))
-                );
+                return read::get_msg(&blocks, id, r.last_seq);
             }
             let mut found = None;
             read::scan_backward(&blocks, id, u64::MAX, |seq, m| {
-                if subject::matches(filter, &m.subject) {
-                    found = Some(read::to_stored(seq, m));
+                if subject::matches(filter, m.subject) {
+                    found = Some(read::to_stored(seq, &m));
                     return false;
                 }
                 true
@@ -725,8 +724,8 @@ impl Store {
                 if seq > until {
                     return false;
                 }
-                if subject::matches(filter, &m.subject) {
-                    found = Some(read::to_stored(seq, m));
+                if subject::matches(filter, m.subject) {
+                    found = Some(read::to_stored(seq, &m));
                     return false;
                 }
                 true
@@ -759,7 +758,7 @@ impl Store {
                     return false;
                 }
                 bytes += size;
-                out.push(read::to_stored(seq, m));
+                out.push(read::to_stored(seq, &m));
                 out.len() < max_msgs
             })?;
             Ok(out)

@@ -3,7 +3,7 @@
 
 use redb::ReadableTable;
 
-use super::format::{decode, BlockRec, MsgRec};
+use super::format::{decode, BlockRec, BlockRef, MsgRef};
 use super::{StoreError, StoredMessage};
 
 /// The type of the `blocks` table's value.
@@ -29,25 +29,33 @@ pub(crate) fn block_containing<T: ReadableTable<(u32, u64), Val>>(
     }
 }
 
-/// The live message `seq`, if any.
+/// The live message `seq`, if any (the block is decoded without copying the other messages).
 pub(crate) fn get_msg<T: ReadableTable<(u32, u64), Val>>(
     t: &T,
     id: u32,
     seq: u64,
-) -> Result<Option<MsgRec>, StoreError> {
-    let Some((first, mut block)) = block_containing(t, id, seq)? else {
+) -> Result<Option<StoredMessage>, StoreError> {
+    let mut r = t.range((id, 0u64)..=(id, seq))?;
+    let Some(e) = r.next_back() else {
         return Ok(None);
     };
+    let (k, v) = e?;
+    let first = k.value().1;
+    let block: BlockRef<'_> = decode(v.value())?;
     let idx = usize::try_from(seq - first).map_err(|_| StoreError::Corrupt("slot".into()))?;
-    Ok(block.slots.get_mut(idx).and_then(Option::take))
+    Ok(block
+        .slots
+        .get(idx)
+        .and_then(Option::as_ref)
+        .map(|m| to_stored(seq, m)))
 }
 
 /// Calls `f(seq, msg)` for every live message with seq >= `from`, in order, until `f`
-/// returns false.
+/// returns false. Messages are borrowed from the stored block (nothing is copied).
 pub(crate) fn scan_forward<T, F>(t: &T, id: u32, from: u64, mut f: F) -> Result<(), StoreError>
 where
     T: ReadableTable<(u32, u64), Val>,
-    F: FnMut(u64, MsgRec) -> bool,
+    F: FnMut(u64, MsgRef<'_>) -> bool,
 {
     let start = match t.range((id, 0u64)..=(id, from))?.next_back() {
         Some(e) => e?.0.value().1,
@@ -56,7 +64,7 @@ where
     for e in t.range((id, start)..=(id, u64::MAX))? {
         let (k, v) = e?;
         let first = k.value().1;
-        let block: BlockRec = decode(v.value())?;
+        let block: BlockRef<'_> = decode(v.value())?;
         for (i, slot) in block.slots.into_iter().enumerate() {
             let seq = first + i as u64;
             if seq < from {
@@ -73,16 +81,16 @@ where
 }
 
 /// Calls `f(seq, msg)` for every live message with seq <= `upto`, newest first, until `f`
-/// returns false.
+/// returns false. Messages are borrowed from the stored block (nothing is copied).
 pub(crate) fn scan_backward<T, F>(t: &T, id: u32, upto: u64, mut f: F) -> Result<(), StoreError>
 where
     T: ReadableTable<(u32, u64), Val>,
-    F: FnMut(u64, MsgRec) -> bool,
+    F: FnMut(u64, MsgRef<'_>) -> bool,
 {
     for e in t.range((id, 0u64)..=(id, upto))?.rev() {
         let (k, v) = e?;
         let first = k.value().1;
-        let block: BlockRec = decode(v.value())?;
+        let block: BlockRef<'_> = decode(v.value())?;
         for (i, slot) in block.slots.into_iter().enumerate().rev() {
             let seq = first + i as u64;
             if seq > upto {
@@ -98,13 +106,13 @@ where
     Ok(())
 }
 
-/// Converts a stored record to the public message type (no copy of the byte vectors).
-pub(crate) fn to_stored(seq: u64, m: MsgRec) -> StoredMessage {
+/// Copies a stored message out of its block into the public message type.
+pub(crate) fn to_stored(seq: u64, m: &MsgRef<'_>) -> StoredMessage {
     StoredMessage {
         seq,
-        subject: m.subject,
-        headers: m.headers.map(bytes::Bytes::from),
-        payload: bytes::Bytes::from(m.payload),
+        subject: m.subject.to_string(),
+        headers: m.headers.map(bytes::Bytes::copy_from_slice),
+        payload: bytes::Bytes::copy_from_slice(m.payload),
         ts_ns: m.ts_ns,
     }
 }

@@ -116,6 +116,9 @@ pub(crate) struct Writer {
     pub(crate) full_since: Option<Instant>,
     /// Set when the database handle must be reopened before the next batch.
     pub(crate) needs_reopen: bool,
+    /// Encoding buffer reused by every batch (a block is up to ~256 KiB: allocating it
+    /// afresh per commit costs page faults).
+    pub(crate) scratch: Vec<u8>,
 }
 
 /// How long appends are refused after a no-space failure before a commit is tried again
@@ -124,6 +127,9 @@ pub(crate) struct Writer {
 const FULL_RETRY: Duration = Duration::from_secs(5);
 #[cfg(test)]
 const FULL_RETRY: Duration = Duration::from_millis(200);
+
+/// The encoding buffer is kept between batches up to this capacity.
+const SCRATCH_KEEP_BYTES: usize = 1 << 20;
 
 impl Writer {
     /// Runs until every `Store` handle (every sender) is gone.
@@ -215,7 +221,7 @@ impl Writer {
     /// batch (nothing was committed); per-op logical errors are in the result vector.
     #[allow(clippy::type_complexity)]
     fn apply_and_commit(
-        &self,
+        &mut self,
         ops: &[Op],
     ) -> Result<
         (
@@ -241,13 +247,18 @@ impl Writer {
         txn.set_durability(redb::Durability::Immediate)?;
         let mut results = Vec::with_capacity(ops.len());
         let (overlay, next_id, freed) = {
-            let mut b = Batch::open(&txn, &cache, self.full_since.is_some())?;
+            let full = self.full_since.is_some();
+            let mut b = Batch::open(&txn, &cache, full, &mut self.scratch)?;
             for op in ops {
                 results.push(b.apply(op)?);
             }
             b.finish()?
         };
         drop(cache);
+        if self.scratch.capacity() > SCRATCH_KEEP_BYTES {
+            // One huge message grew it: do not keep that much memory for good.
+            self.scratch = Vec::new();
+        }
         txn.commit()?;
         Ok((results, overlay, next_id, freed))
     }
@@ -272,15 +283,24 @@ struct Batch<'t, 'o> {
     over: HashMap<String, Option<StreamEntry>>,
     next_id: u32,
     pending: HashMap<u32, Pending<'o>>,
-    subj: HashMap<(u32, String), (Option<SubjectRec>, bool)>,
+    /// Subject index entries read or changed in this batch, per stream id: subject →
+    /// (entry, dirty). Nested so a lookup by `&str` allocates nothing.
+    subj: HashMap<u32, HashMap<String, (Option<SubjectRec>, bool)>>,
     freed: bool,
     full: bool,
+    /// The writer's reusable encoding buffer.
+    scratch: &'t mut Vec<u8>,
 }
 
 type OpResult = Result<Result<Done, StoreError>, StoreError>;
 
 impl<'t, 'o> Batch<'t, 'o> {
-    fn open(txn: &'t WriteTransaction, base: &'t Cache, full: bool) -> Result<Self, StoreError> {
+    fn open(
+        txn: &'t WriteTransaction,
+        base: &'t Cache,
+        full: bool,
+        scratch: &'t mut Vec<u8>,
+    ) -> Result<Self, StoreError> {
         Ok(Batch {
             meta: txn.open_table(META)?,
             streams: txn.open_table(STREAMS)?,
@@ -295,6 +315,7 @@ impl<'t, 'o> Batch<'t, 'o> {
             subj: HashMap::new(),
             freed: false,
             full,
+            scratch,
         })
     }
 
@@ -341,19 +362,28 @@ impl<'t, 'o> Batch<'t, 'o> {
     }
 
     fn subject_get(&mut self, id: u32, s: &str) -> Result<Option<SubjectRec>, StoreError> {
-        if let Some((r, _)) = self.subj.get(&(id, s.to_string())) {
+        if let Some((r, _)) = self.subj.get(&id).and_then(|m| m.get(s)) {
             return Ok(*r);
         }
         let r = match self.subjects.get((id, s))? {
             Some(v) => Some(format::decode::<SubjectRec>(v.value())?),
             None => None,
         };
-        self.subj.insert((id, s.to_string()), (r, false));
+        self.subj
+            .entry(id)
+            .or_default()
+            .insert(s.to_string(), (r, false));
         Ok(r)
     }
 
     fn subject_set(&mut self, id: u32, s: &str, r: Option<SubjectRec>) {
-        self.subj.insert((id, s.to_string()), (r, true));
+        let m = self.subj.entry(id).or_default();
+        match m.get_mut(s) {
+            Some(e) => *e = (r, true),
+            None => {
+                m.insert(s.to_string(), (r, true));
+            }
+        }
     }
 
     fn create(&mut self, name: &str, config: &[u8]) -> OpResult {
@@ -408,7 +438,7 @@ impl<'t, 'o> Batch<'t, 'o> {
             return Ok(Err(StoreError::NotFound(format!("stream {name}"))));
         };
         self.pending.remove(&id);
-        self.subj.retain(|(sid, _), _| *sid != id);
+        self.subj.remove(&id);
         self.blocks
             .retain_in((id, 0u64)..=(id, u64::MAX), |_, _| false)?;
         self.subjects
@@ -515,8 +545,9 @@ impl<'t, 'o> Batch<'t, 'o> {
                 })
                 .collect(),
         };
+        format::encode_into(&block, self.scratch)?;
         self.blocks
-            .insert((id, p.first_seq), encode(&block)?.as_slice())?;
+            .insert((id, p.first_seq), self.scratch.as_slice())?;
         Ok(())
     }
 
@@ -525,7 +556,8 @@ impl<'t, 'o> Batch<'t, 'o> {
         if block.slots.iter().all(Option::is_none) {
             self.blocks.remove((id, first))?;
         } else {
-            self.blocks.insert((id, first), encode(block)?.as_slice())?;
+            format::encode_into(block, self.scratch)?;
+            self.blocks.insert((id, first), self.scratch.as_slice())?;
         }
         Ok(())
     }
@@ -634,7 +666,7 @@ impl<'t, 'o> Batch<'t, 'o> {
                 .retain_in((id, 0u64)..=(id, u64::MAX), |_, _| false)?;
             self.subjects
                 .retain_in((id, "")..(id + 1, ""), |_, _| false)?;
-            self.subj.retain(|(sid, _), _| *sid != id);
+            self.subj.remove(&id);
             st.msgs = 0;
             st.bytes = 0;
             st.num_subjects = 0;
@@ -654,7 +686,7 @@ impl<'t, 'o> Batch<'t, 'o> {
         if let Some(keep) = req.keep {
             let mut seqs = Vec::new();
             scan_forward(&self.blocks, id, st.first_seq, |seq, m| {
-                if matches(&m.subject) {
+                if matches(m.subject) {
                     seqs.push(seq);
                 }
                 true
@@ -669,36 +701,54 @@ impl<'t, 'o> Batch<'t, 'o> {
             };
             cutoff = cutoff.min(s);
         }
-        // Pass over the blocks up to the cutoff, tombstoning matches.
-        let mut rewrites: Vec<(u64, BlockRec)> = Vec::new();
+        // Pass over the blocks up to the cutoff, tombstoning matches. Blocks are read as
+        // borrowed views: a block purged whole is only counted, never copied.
+        let mut rewrites: Vec<(u64, Option<Vec<u8>>)> = Vec::new();
         let mut per_subject: HashMap<String, u64> = HashMap::new();
         let mut count = 0u64;
         let mut bytes = 0u64;
         for e in self.blocks.range((id, 0u64)..=(id, cutoff))? {
             let (k, v) = e?;
             let first = k.value().1;
-            let mut block: BlockRec = format::decode(v.value())?;
+            let mut block: BlockRef<'_> = format::decode(v.value())?;
             let mut changed = false;
             for (i, slot) in block.slots.iter_mut().enumerate() {
                 let seq = first + i as u64;
                 if seq > cutoff {
                     break;
                 }
-                if slot.as_ref().is_some_and(|m| matches(&m.subject)) {
+                if slot.as_ref().is_some_and(|m| matches(m.subject)) {
                     if let Some(m) = slot.take() {
                         count += 1;
                         bytes += m.size();
-                        *per_subject.entry(m.subject).or_default() += 1;
+                        match per_subject.get_mut(m.subject) {
+                            Some(n) => *n += 1,
+                            None => {
+                                per_subject.insert(m.subject.to_string(), 1);
+                            }
+                        }
                         changed = true;
                     }
                 }
             }
             if changed {
-                rewrites.push((first, block));
+                let rest = if block.slots.iter().all(Option::is_none) {
+                    None
+                } else {
+                    Some(format::encode(&block)?)
+                };
+                rewrites.push((first, rest));
             }
         }
-        for (first, block) in &rewrites {
-            self.put_block(id, *first, block)?;
+        for (first, rest) in rewrites {
+            match rest {
+                None => {
+                    self.blocks.remove((id, first))?;
+                }
+                Some(b) => {
+                    self.blocks.insert((id, first), b.as_slice())?;
+                }
+            }
         }
         if count == 0 {
             return Ok(Ok(Done::Count(0)));
@@ -724,8 +774,8 @@ impl<'t, 'o> Batch<'t, 'o> {
         if !need_first.is_empty() {
             let mut found: Vec<(String, u64)> = Vec::new();
             scan_forward(&self.blocks, id, cutoff + 1, |seq, m| {
-                if need_first.remove(&m.subject) {
-                    found.push((m.subject, seq));
+                if need_first.remove(m.subject) {
+                    found.push((m.subject.to_string(), seq));
                 }
                 !need_first.is_empty()
             })?;
@@ -772,17 +822,19 @@ impl<'t, 'o> Batch<'t, 'o> {
         for id in ids {
             self.flush_pending(id)?;
         }
-        for ((id, s), (r, dirty)) in &self.subj {
-            if !dirty {
-                continue;
-            }
-            match r {
-                Some(r) => {
-                    self.subjects
-                        .insert((*id, s.as_str()), encode(r)?.as_slice())?;
+        for (id, entries) in &self.subj {
+            for (s, (r, dirty)) in entries {
+                if !dirty {
+                    continue;
                 }
-                None => {
-                    self.subjects.remove((*id, s.as_str()))?;
+                match r {
+                    Some(r) => {
+                        self.subjects
+                            .insert((*id, s.as_str()), encode(r)?.as_slice())?;
+                    }
+                    None => {
+                        self.subjects.remove((*id, s.as_str()))?;
+                    }
                 }
             }
         }
