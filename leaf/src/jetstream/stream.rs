@@ -361,10 +361,26 @@ impl InternalSink for Capture {
 }
 
 type AppendFuture = Pin<Box<dyn Future<Output = Result<Appended, StoreError>> + Send>>;
+type GroupFuture =
+    Pin<Box<dyn Future<Output = Result<Vec<Result<Appended, StoreError>>, StoreError>> + Send>>;
 
-/// An append handed to the store whose commit has not been reported yet.
+/// Most published messages handed to the store as one group (see [`Runner::pending`]).
+const GROUP_MAX: usize = 256;
+
+/// Published appends handed to the store as one [`Store::append_each`].
+struct Group {
+    fut: GroupFuture,
+    /// The outcomes, once the store answered.
+    outcomes: Option<Result<std::vec::IntoIter<Result<Appended, StoreError>>, StoreError>>,
+    /// Members not reported yet.
+    remaining: usize,
+}
+
+/// An append handed to the store (or about to be) whose commit has not been reported yet.
 struct InFlight {
-    fut: AppendFuture,
+    /// Its own store request, or `None` for a member of a group (`Runner::groups`, or
+    /// `Runner::pending` while the group is being gathered), in the same order.
+    fut: Option<AppendFuture>,
     reply: Option<String>,
     subject: String,
     msg_id: Option<Arc<str>>,
@@ -384,21 +400,35 @@ enum Rollup {
     All,
 }
 
+/// What the stream knows about one `Nats-Msg-Id`.
+#[derive(Debug, Clone, Copy, Default)]
+struct IdState {
+    /// Appends with this id in flight.
+    in_flight: u32,
+    /// Where and when it was stored, while within the duplicate window.
+    stored: Option<(u64, i64)>,
+}
+
 /// The state the stream's task owns.
 struct Runner {
     stream: Arc<Stream>,
     store: Store,
     server: Weak<Shared>,
     domain: Option<String>,
-    /// Stored `Nats-Msg-Id`s: id → (seq, stored at ns).
-    dedup: foldhash::HashMap<Arc<str>, (u64, i64)>,
-    /// Ids in `dedup` in the order they were stored, to expire them.
+    /// `Nats-Msg-Id`s stored within the duplicate window or in flight (one table, so a
+    /// publish costs one lookup for both questions).
+    ids: foldhash::HashMap<Arc<str>, IdState>,
+    /// Stored ids in the order they were stored, to expire them.
     dedup_order: VecDeque<(Arc<str>, i64)>,
     /// The `Nats-Msg-Id` of the last stored message.
     last_msg_id: Option<Arc<str>>,
     in_flight: VecDeque<InFlight>,
-    /// The `Nats-Msg-Id`s of `in_flight`, counted.
-    in_flight_ids: foldhash::HashMap<Arc<str>, u32>,
+    /// Published appends gathered while handling a burst of the ingest queue, submitted as
+    /// one group before the task waits (or before any other store request, which keeps
+    /// the store's queue in `in_flight` order).
+    pending: Vec<(NewMessage, Option<u64>)>,
+    /// Groups submitted and not fully reported, oldest first.
+    groups: VecDeque<Group>,
     /// An append failed while others were in flight, so `InFlight::predicted_seq` is wrong
     /// until `in_flight` is empty again.
     predictions_broken: bool,
@@ -437,11 +467,12 @@ pub(crate) fn start(
         store,
         server,
         domain,
-        dedup: foldhash::HashMap::default(),
+        ids: foldhash::HashMap::default(),
         dedup_order: VecDeque::new(),
         last_msg_id: None,
         in_flight: VecDeque::new(),
-        in_flight_ids: foldhash::HashMap::default(),
+        pending: Vec::new(),
+        groups: VecDeque::new(),
         predictions_broken: false,
         source_last: HashMap::new(),
     };
@@ -453,7 +484,13 @@ pub(crate) fn start(
             Ok((recent, last_msg_id)) => {
                 for (id, seq, ts) in recent {
                     let id: Arc<str> = Arc::from(id);
-                    runner.dedup.insert(id.clone(), (seq, ts));
+                    runner.ids.insert(
+                        id.clone(),
+                        IdState {
+                            in_flight: 0,
+                            stored: Some((seq, ts)),
+                        },
+                    );
                     runner.dedup_order.push_back((id, ts));
                 }
                 runner.last_msg_id = last_msg_id.map(Arc::from);
@@ -534,10 +571,13 @@ impl Runner {
         loop {
             if taken.is_empty() {
                 stream.queue.take_all(&mut taken);
+                if taken.is_empty() {
+                    self.submit_pending();
+                }
             }
             tokio::select! {
                 biased;
-                result = front(&mut self.in_flight), if !self.in_flight.is_empty() => {
+                result = self.next_done(), if !self.in_flight.is_empty() => {
                     if let Some(done) = self.in_flight.pop_front() {
                         self.completed(done, result).await;
                     }
@@ -560,10 +600,62 @@ impl Runner {
 
     /// Waits for every append in flight and reports it.
     async fn drain(&mut self) {
-        while let Some(mut done) = self.in_flight.pop_front() {
-            let result = (&mut done.fut).await;
+        while !self.in_flight.is_empty() {
+            let result = self.next_done().await;
+            let Some(done) = self.in_flight.pop_front() else {
+                break;
+            };
             self.completed(done, result).await;
         }
+    }
+
+    /// Hands the gathered published appends to the store as one group.
+    fn submit_pending(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let items = std::mem::take(&mut self.pending);
+        let remaining = items.len();
+        self.groups.push_back(Group {
+            fut: Box::pin(self.store.append_each(&self.stream.name, items)),
+            outcomes: None,
+            remaining,
+        });
+    }
+
+    /// The outcome of the oldest append in flight (pending forever when none is). Cancel
+    /// safe: nothing changes until the store's answer is there.
+    async fn next_done(&mut self) -> Result<Appended, StoreError> {
+        match self.in_flight.front_mut() {
+            None => return std::future::pending().await,
+            Some(InFlight { fut: Some(f), .. }) => return f.await,
+            Some(InFlight { fut: None, .. }) => {}
+        }
+        if self.groups.is_empty() {
+            // Its group is still being gathered.
+            self.submit_pending();
+        }
+        let Some(group) = self.groups.front_mut() else {
+            return Err(StoreError::Corrupt(
+                "internal: append without a group".into(),
+            ));
+        };
+        if group.outcomes.is_none() {
+            let answer = (&mut group.fut).await;
+            group.outcomes = Some(answer.map(Vec::into_iter));
+        }
+        let outcome = match group.outcomes.as_mut() {
+            Some(Ok(each)) => each
+                .next()
+                .unwrap_or_else(|| Err(StoreError::Corrupt("internal: short group".into()))),
+            Some(Err(e)) => Err(e.replicate()),
+            None => Err(StoreError::Corrupt("internal: group unanswered".into())),
+        };
+        group.remaining = group.remaining.saturating_sub(1);
+        if group.remaining == 0 {
+            self.groups.pop_front();
+        }
+        outcome
     }
 
     fn reply(&self, reply: Option<&str>, body: &[u8]) {
@@ -579,11 +671,17 @@ impl Runner {
     }
 
     fn reply_error(&self, reply: Option<&str>, err: &ApiError) {
+        if reply.is_none() {
+            return;
+        }
         let body = serde_json::to_vec(&PubAckError { error: err }).unwrap_or_default();
         self.reply(reply, &body);
     }
 
     fn reply_ack(&self, reply: Option<&str>, seq: u64, duplicate: bool) {
+        if reply.is_none() {
+            return;
+        }
         let body = serde_json::to_vec(&PubAck {
             stream: &self.stream.name,
             seq,
@@ -658,12 +756,14 @@ impl Runner {
             }
             return;
         }
+        self.submit_pending();
         if seq > last + 1 {
             self.in_flight.push_back(InFlight {
-                fut: Box::pin(
-                    self.store
-                        .skip_many(&self.stream.name, seq - 1 - last, ts_ns),
-                ),
+                fut: Some(Box::pin(self.store.skip_many(
+                    &self.stream.name,
+                    seq - 1 - last,
+                    ts_ns,
+                ))),
                 reply: None,
                 subject: String::new(),
                 msg_id: None,
@@ -684,10 +784,11 @@ impl Runner {
             + new.headers.as_ref().map_or(0, Bytes::len)
             + new.payload.len()) as u64;
         self.in_flight.push_back(InFlight {
-            fut: Box::pin(
-                self.store
-                    .append_after(&self.stream.name, new.clone(), seq - 1),
-            ),
+            fut: Some(Box::pin(self.store.append_after(
+                &self.stream.name,
+                new.clone(),
+                seq - 1,
+            ))),
             reply: None,
             subject: new.subject,
             msg_id: None,
@@ -714,6 +815,7 @@ impl Runner {
             + new.headers.as_ref().map_or(0, Bytes::len)
             + new.payload.len()) as u64;
         let subject = new.subject.clone();
+        self.submit_pending();
         // Behind other appends a copy is stored only if they all were: were one lost and this
         // one kept, the source would resume after this one and the lost one never come back.
         let fut: AppendFuture = if super::retention::no_interest(&self.stream, &new.subject) {
@@ -727,7 +829,7 @@ impl Runner {
             )
         };
         self.in_flight.push_back(InFlight {
-            fut,
+            fut: Some(fut),
             reply,
             subject,
             msg_id: None,
@@ -778,18 +880,18 @@ impl Runner {
         // `Nats-Expected-Last-Msg-Id` is checked against the newest append in flight, and the
         // append is made conditional on its predecessor's predicted sequence: a chain of such
         // publishes is pipelined instead of waiting for one commit each.
+        let mut known = msg_id.as_ref().and_then(|id| self.ids.get(id).copied());
         let needs_exact = expect_last_seq.is_some()
             || expect_subject_seq.is_some()
             || (expect_msg_id.is_some() && self.predictions_broken)
             || cfg.discard == Discard::New
-            || msg_id
-                .as_ref()
-                .is_some_and(|id| self.in_flight_ids.contains_key(id));
+            || known.is_some_and(|k| k.in_flight > 0);
         if needs_exact {
             self.drain().await;
+            known = msg_id.as_ref().and_then(|id| self.ids.get(id).copied());
         }
-        if let Some(id) = &msg_id {
-            if let Some(&(seq, ts)) = self.dedup.get(id) {
+        if let Some(k) = known {
+            if let Some((seq, ts)) = k.stored {
                 if ts >= now_ns() - cfg.duplicate_window {
                     return self.reply_ack(reply, seq, true);
                 }
@@ -862,18 +964,19 @@ impl Runner {
         // Interest retention: a message nobody is interested in only takes its sequence.
         // A chained message depends on its predecessor: if that one fails, the store
         // refuses this one too.
-        let fut: AppendFuture = if super::retention::no_interest(&self.stream, &new.subject) {
-            Box::pin(self.store.skip(&self.stream.name, new.ts_ns))
-        } else if chained && !self.in_flight.is_empty() {
-            Box::pin(
-                self.store
-                    .append_after(&self.stream.name, new, predicted_last_seq),
-            )
+        // Appends join the group being gathered (each keeps its own outcome, see
+        // `Store::append_each`).
+        let fut: Option<AppendFuture> = if super::retention::no_interest(&self.stream, &new.subject)
+        {
+            self.submit_pending();
+            Some(Box::pin(self.store.skip(&self.stream.name, new.ts_ns)))
         } else {
-            Box::pin(self.store.append(&self.stream.name, new))
+            let after = (chained && !self.in_flight.is_empty()).then_some(predicted_last_seq);
+            self.pending.push((new, after));
+            None
         };
         if let Some(id) = &msg_id {
-            *self.in_flight_ids.entry(id.clone()).or_default() += 1;
+            self.ids.entry(id.clone()).or_default().in_flight += 1;
         }
         self.in_flight.push_back(InFlight {
             fut,
@@ -886,15 +989,21 @@ impl Runner {
             source: None,
             gap: false,
         });
+        if self.pending.len() >= GROUP_MAX {
+            self.submit_pending();
+        }
     }
 
     /// Reports one finished append and applies the limits it may have crossed.
     async fn completed(&mut self, done: InFlight, result: Result<Appended, StoreError>) {
         if let Some(id) = &done.msg_id {
-            if let Some(n) = self.in_flight_ids.get_mut(id) {
-                *n -= 1;
-                if *n == 0 {
-                    self.in_flight_ids.remove(id);
+            if let Some(e) = self.ids.get_mut(id) {
+                e.in_flight = e.in_flight.saturating_sub(1);
+                if let Ok(a) = &result {
+                    e.stored = Some((a.seq, a.ts_ns));
+                }
+                if e.in_flight == 0 && e.stored.is_none() {
+                    self.ids.remove(id);
                 }
             }
         }
@@ -933,8 +1042,6 @@ impl Runner {
             }
         };
         if let Some(id) = done.msg_id {
-            self.dedup
-                .insert(id.clone(), (appended.seq, appended.ts_ns));
             self.dedup_order.push_back((id.clone(), appended.ts_ns));
             self.last_msg_id = Some(id);
         } else {
@@ -963,6 +1070,7 @@ impl Runner {
             up_to_seq: Some(seq),
             keep: None,
         };
+        self.submit_pending();
         match self.store.purge(&self.stream.name, req).await {
             Ok(n) if n > 0 => self.stream.consumers_recount(),
             Ok(_) => {}
@@ -1014,6 +1122,9 @@ impl Runner {
                 });
             }
         }
+        if !purges.is_empty() {
+            self.submit_pending();
+        }
         for req in purges {
             let name = self.stream.name.clone();
             let fut = self.store.purge(&name, req);
@@ -1062,8 +1173,13 @@ impl Runner {
             if *ts >= now - cfg.duplicate_window {
                 break;
             }
-            if self.dedup.get(id).is_some_and(|&(_, t)| t == *ts) {
-                self.dedup.remove(id);
+            if let Some(e) = self.ids.get_mut(id) {
+                if e.stored.is_some_and(|(_, t)| t == *ts) {
+                    e.stored = None;
+                    if e.in_flight == 0 {
+                        self.ids.remove(id);
+                    }
+                }
             }
             self.dedup_order.pop_front();
         }
@@ -1101,6 +1217,7 @@ impl Runner {
                 up_to_seq: Some(up_to),
                 keep: None,
             };
+            self.submit_pending();
             match self.store.purge(&self.stream.name, req).await {
                 Ok(n) => {
                     debug!(stream = %self.stream.name, expired = n, "max_age applied");
@@ -1109,13 +1226,5 @@ impl Runner {
                 Err(e) => warn!(stream = %self.stream.name, error = %e, "expiry failed"),
             }
         }
-    }
-}
-
-/// Resolves with the result of the oldest append in flight (which is never empty when called).
-async fn front(in_flight: &mut VecDeque<InFlight>) -> Result<Appended, StoreError> {
-    match in_flight.front_mut() {
-        Some(f) => (&mut f.fut).await,
-        None => std::future::pending().await,
     }
 }

@@ -495,6 +495,21 @@ impl Store {
         }
     }
 
+    /// Appends messages in order, each with its own optional expected last sequence (see
+    /// [`Store::append_after`]) and its own outcome, exactly as that many separate `append`
+    /// or `append_after` calls made back to back would, but as one queue entry with one
+    /// reply: a publisher with many appends in flight pays the hand-over once per group.
+    /// The outer error fails the whole group (nothing of it was written).
+    pub fn append_each(
+        &self,
+        name: &str,
+        items: Vec<(NewMessage, Option<u64>)>,
+    ) -> impl Future<Output = Result<Vec<Result<Appended, StoreError>>, StoreError>> + Send + 'static
+    {
+        let name = name.to_string();
+        self.submit(move |r| Op::AppendEach(name, items, r))
+    }
+
     /// Appends messages with consecutive sequence numbers, all in one commit.
     pub fn append_batch(
         &self,

@@ -38,6 +38,13 @@ pub(crate) enum Op {
     /// Append messages (all in this one commit); with `Some(last)`, only if the stream's last
     /// sequence is `last` when the op is applied.
     Append(String, Vec<NewMessage>, Option<u64>, Reply<Vec<Appended>>),
+    /// Append messages one by one, each with its own optional expected last sequence, each
+    /// with its own outcome (as separate `Append`s would), under one queue entry and reply.
+    AppendEach(
+        String,
+        Vec<(NewMessage, Option<u64>)>,
+        Reply<Vec<EachOutcome>>,
+    ),
     /// Delete one message.
     DeleteMsg(String, u64, Reply<bool>),
     /// Purge messages.
@@ -57,12 +64,13 @@ impl Op {
     pub(crate) fn weight(&self) -> usize {
         match self {
             Op::Append(_, m, _, _) => m.len().max(1),
+            Op::AppendEach(_, m, _) => m.len().max(1),
             _ => 1,
         }
     }
 
     fn is_append(&self) -> bool {
-        matches!(self, Op::Append(..))
+        matches!(self, Op::Append(..) | Op::AppendEach(..))
     }
 
     fn fail(self, e: StoreError) {
@@ -72,6 +80,7 @@ impl Op {
                 drop(r.send(Err(e)))
             }
             Op::Append(_, _, _, r) | Op::Skip(_, _, _, r) => drop(r.send(Err(e))),
+            Op::AppendEach(_, _, r) => drop(r.send(Err(e))),
             Op::DeleteMsg(_, _, r) | Op::DeleteConsumer(_, _, r) => drop(r.send(Err(e))),
             Op::Purge(_, _, r) | Op::RemoveMsgs(_, _, r) => drop(r.send(Err(e))),
         }
@@ -87,6 +96,7 @@ impl Op {
             (Op::Append(_, _, _, r) | Op::Skip(_, _, _, r), Done::Appended(a)) => {
                 drop(r.send(Ok(a)))
             }
+            (Op::AppendEach(_, _, r), Done::Each(a)) => drop(r.send(Ok(a))),
             (Op::DeleteMsg(_, _, r) | Op::DeleteConsumer(_, _, r), Done::Bool(b)) => {
                 drop(r.send(Ok(b)))
             }
@@ -96,11 +106,15 @@ impl Op {
     }
 }
 
+/// The outcome of one message of an [`Op::AppendEach`].
+pub(crate) type EachOutcome = Result<Appended, StoreError>;
+
 /// The successful outcome of an op, delivered after the commit.
 enum Done {
     State(StreamState),
     Unit,
     Appended(Vec<Appended>),
+    Each(Vec<EachOutcome>),
     Bool(bool),
     Count(u64),
 }
@@ -325,6 +339,7 @@ impl<'t, 'o> Batch<'t, 'o> {
             Op::UpdateConfig(name, config, _) => self.update_config(name, config),
             Op::DeleteStream(name, _) => self.delete_stream(name),
             Op::Append(name, msgs, after, _) => self.append(name, msgs, *after),
+            Op::AppendEach(name, items, _) => self.append_each(name, items),
             Op::DeleteMsg(name, seq, _) => self.delete_msg(name, *seq),
             Op::Purge(name, req, _) => self.purge(name, req),
             Op::PutConsumer(stream, name, blob, _) => self.put_consumer(stream, name, blob),
@@ -524,6 +539,24 @@ impl<'t, 'o> Batch<'t, 'o> {
         }
         self.set_state(name, st);
         Ok(Ok(Done::Appended(out)))
+    }
+
+    /// Appends each message as a separate one-message append would, collecting the
+    /// outcomes (an outcome that fails the whole batch still fails it).
+    fn append_each(&mut self, name: &str, items: &'o [(NewMessage, Option<u64>)]) -> OpResult {
+        let mut out = Vec::with_capacity(items.len());
+        for (msg, after) in items {
+            out.push(
+                match self.append(name, std::slice::from_ref(msg), *after)? {
+                    Ok(Done::Appended(mut a)) => a
+                        .pop()
+                        .ok_or_else(|| StoreError::Corrupt("internal: empty append".into())),
+                    Ok(_) => Err(StoreError::Corrupt("internal: reply type mismatch".into())),
+                    Err(e) => Err(e),
+                },
+            );
+        }
+        Ok(Ok(Done::Each(out)))
     }
 
     /// Writes the open block of stream `id`, if any.

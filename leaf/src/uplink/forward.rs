@@ -510,6 +510,16 @@ impl Forwarder {
     }
 
     /// Sends as much as the window, the rate limit and the buffer allow.
+    /// Adds a burst's sends to the status counters.
+    fn count_sent(&self, msgs: u64, bytes: u64) {
+        if msgs > 0 {
+            self.status.update(|s| {
+                s.sent_msgs += msgs;
+                s.sent_bytes += bytes;
+            });
+        }
+    }
+
     async fn send_some(&mut self, link: &Arc<ClientHandle>) -> Result<Wait, Interrupted> {
         if self.recovering {
             if !self.in_flight.is_empty() {
@@ -525,6 +535,11 @@ impl Forwarder {
             self.resume_at = None;
         }
         let mut sent_any = false;
+        // Counted here and reported once per burst (the status cell is shared).
+        let (mut sent_msgs, mut sent_bytes) = (0u64, 0u64);
+        // One clock read per burst (and after every wait): the send time only serves the
+        // ack timeout, which is seconds.
+        let mut now = Instant::now();
         let result = loop {
             if self.in_flight.len() >= self.cfg.max_in_flight
                 || self.in_flight_bytes >= MAX_IN_FLIGHT_BYTES
@@ -537,6 +552,7 @@ impl Forwarder {
                 && (self.read_ahead.is_empty() || self.refill_more_pending())
             {
                 let more = self.refill().await;
+                now = Instant::now();
                 if self.read_ahead.is_empty() {
                     if more {
                         // Everything read was already done; more is stored: read on.
@@ -586,6 +602,7 @@ impl Forwarder {
                 &msg.payload,
             );
             if outcome == AppendOutcome::Closed {
+                self.count_sent(sent_msgs, sent_bytes);
                 return Err(Interrupted::LinkDown);
             }
             let chain = if chained {
@@ -609,22 +626,22 @@ impl Forwarder {
             self.in_flight.insert(
                 msg.seq,
                 Sent {
-                    at: Instant::now(),
+                    at: now,
                     bytes: size,
                     chain,
                 },
             );
             self.in_flight_bytes += size;
-            self.status.update(|s| {
-                s.sent_msgs += 1;
-                s.sent_bytes += size;
-            });
+            sent_msgs += 1;
+            sent_bytes += size;
             sent_any = true;
             if outcome == AppendOutcome::Stalled {
                 link.out.flush();
                 link.out.wait_drained(Duration::from_millis(100)).await;
+                now = Instant::now();
             }
         };
+        self.count_sent(sent_msgs, sent_bytes);
         if sent_any {
             link.out.flush();
             self.status.update(|s| {

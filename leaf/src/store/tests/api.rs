@@ -488,3 +488,43 @@ fn append_after_depends_on_the_predicted_last_sequence() {
     assert_eq!(e.unwrap().seq, 4);
     assert_eq!(check_consistent(&s, "S").len(), 4);
 }
+
+#[test]
+fn append_each_gives_every_message_its_own_outcome() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt();
+    let s = open(dir.path());
+    rt.block_on(s.create_stream("S", vec![])).unwrap();
+    rt.block_on(s.append("S", msg("a", 1))).unwrap();
+    // A plain one, a chain on it, a wrong prediction (fails alone), a plain one after it,
+    // and a bad subject (refused alone).
+    let items = vec![
+        (msg("a", 2), None),
+        (msg("a", 3), Some(2)),
+        (msg("a", 4), Some(9)),
+        (msg("b", 5), None),
+        (msg("a.*", 6), None),
+        (msg("b", 7), Some(4)),
+    ];
+    let out = rt.block_on(s.append_each("S", items)).unwrap();
+    assert_eq!(out.len(), 6);
+    assert_eq!(out[0].as_ref().unwrap().seq, 2);
+    assert_eq!(out[1].as_ref().unwrap().seq, 3);
+    assert!(matches!(
+        out[2],
+        Err(StoreError::LastSeqMismatch {
+            required: 9,
+            found: 3
+        })
+    ));
+    assert_eq!(out[3].as_ref().unwrap().seq, 4);
+    assert!(matches!(out[4], Err(StoreError::Invalid(_))));
+    assert_eq!(out[5].as_ref().unwrap().seq, 5);
+    let stored = check_consistent(&s, "S");
+    assert_eq!(stored.len(), 5);
+    // Unknown stream: every message fails on its own, the group itself is answered.
+    let out = rt
+        .block_on(s.append_each("NOPE", vec![(msg("a", 1), None)]))
+        .unwrap();
+    assert!(matches!(out[0], Err(StoreError::NotFound(_))));
+}
