@@ -400,29 +400,22 @@ enum Rollup {
     All,
 }
 
-/// What the stream knows about one `Nats-Msg-Id`.
-#[derive(Debug, Clone, Copy, Default)]
-struct IdState {
-    /// Appends with this id in flight.
-    in_flight: u32,
-    /// Where and when it was stored, while within the duplicate window.
-    stored: Option<(u64, i64)>,
-}
-
 /// The state the stream's task owns.
 struct Runner {
     stream: Arc<Stream>,
     store: Store,
     server: Weak<Shared>,
     domain: Option<String>,
-    /// `Nats-Msg-Id`s stored within the duplicate window or in flight (one table, so a
-    /// publish costs one lookup for both questions).
-    ids: foldhash::HashMap<Arc<str>, IdState>,
-    /// Stored ids in the order they were stored, to expire them.
+    /// Stored `Nats-Msg-Id`s: id → (seq, stored at ns). Up to a duplicate window's worth of
+    /// ids (a million and more under load), so one lookup and one insert per message.
+    dedup: foldhash::HashMap<Arc<str>, (u64, i64)>,
+    /// Ids in `dedup` in the order they were stored, to expire them.
     dedup_order: VecDeque<(Arc<str>, i64)>,
     /// The `Nats-Msg-Id` of the last stored message.
     last_msg_id: Option<Arc<str>>,
     in_flight: VecDeque<InFlight>,
+    /// The `Nats-Msg-Id`s of `in_flight`, counted (small, so it stays in cache).
+    in_flight_ids: foldhash::HashMap<Arc<str>, u32>,
     /// Published appends gathered while handling a burst of the ingest queue, submitted as
     /// one group before the task waits (or before any other store request, which keeps
     /// the store's queue in `in_flight` order).
@@ -467,10 +460,11 @@ pub(crate) fn start(
         store,
         server,
         domain,
-        ids: foldhash::HashMap::default(),
+        dedup: foldhash::HashMap::default(),
         dedup_order: VecDeque::new(),
         last_msg_id: None,
         in_flight: VecDeque::new(),
+        in_flight_ids: foldhash::HashMap::default(),
         pending: Vec::new(),
         groups: VecDeque::new(),
         predictions_broken: false,
@@ -484,13 +478,7 @@ pub(crate) fn start(
             Ok((recent, last_msg_id)) => {
                 for (id, seq, ts) in recent {
                     let id: Arc<str> = Arc::from(id);
-                    runner.ids.insert(
-                        id.clone(),
-                        IdState {
-                            in_flight: 0,
-                            stored: Some((seq, ts)),
-                        },
-                    );
+                    runner.dedup.insert(id.clone(), (seq, ts));
                     runner.dedup_order.push_back((id, ts));
                 }
                 runner.last_msg_id = last_msg_id.map(Arc::from);
@@ -880,18 +868,18 @@ impl Runner {
         // `Nats-Expected-Last-Msg-Id` is checked against the newest append in flight, and the
         // append is made conditional on its predecessor's predicted sequence: a chain of such
         // publishes is pipelined instead of waiting for one commit each.
-        let mut known = msg_id.as_ref().and_then(|id| self.ids.get(id).copied());
         let needs_exact = expect_last_seq.is_some()
             || expect_subject_seq.is_some()
             || (expect_msg_id.is_some() && self.predictions_broken)
             || cfg.discard == Discard::New
-            || known.is_some_and(|k| k.in_flight > 0);
+            || msg_id
+                .as_ref()
+                .is_some_and(|id| self.in_flight_ids.contains_key(id));
         if needs_exact {
             self.drain().await;
-            known = msg_id.as_ref().and_then(|id| self.ids.get(id).copied());
         }
-        if let Some(k) = known {
-            if let Some((seq, ts)) = k.stored {
+        if let Some(id) = &msg_id {
+            if let Some(&(seq, ts)) = self.dedup.get(id) {
                 if ts >= now_ns() - cfg.duplicate_window {
                     return self.reply_ack(reply, seq, true);
                 }
@@ -976,7 +964,7 @@ impl Runner {
             None
         };
         if let Some(id) = &msg_id {
-            self.ids.entry(id.clone()).or_default().in_flight += 1;
+            *self.in_flight_ids.entry(id.clone()).or_default() += 1;
         }
         self.in_flight.push_back(InFlight {
             fut,
@@ -997,13 +985,10 @@ impl Runner {
     /// Reports one finished append and applies the limits it may have crossed.
     async fn completed(&mut self, done: InFlight, result: Result<Appended, StoreError>) {
         if let Some(id) = &done.msg_id {
-            if let Some(e) = self.ids.get_mut(id) {
-                e.in_flight = e.in_flight.saturating_sub(1);
-                if let Ok(a) = &result {
-                    e.stored = Some((a.seq, a.ts_ns));
-                }
-                if e.in_flight == 0 && e.stored.is_none() {
-                    self.ids.remove(id);
+            if let Some(n) = self.in_flight_ids.get_mut(id) {
+                *n -= 1;
+                if *n == 0 {
+                    self.in_flight_ids.remove(id);
                 }
             }
         }
@@ -1042,6 +1027,8 @@ impl Runner {
             }
         };
         if let Some(id) = done.msg_id {
+            self.dedup
+                .insert(id.clone(), (appended.seq, appended.ts_ns));
             self.dedup_order.push_back((id.clone(), appended.ts_ns));
             self.last_msg_id = Some(id);
         } else {
@@ -1169,19 +1156,20 @@ impl Runner {
     async fn expire(&mut self) {
         let cfg = self.stream.shared_config();
         let now = now_ns();
-        while let Some((id, ts)) = self.dedup_order.front() {
-            if *ts >= now - cfg.duplicate_window {
+        while self
+            .dedup_order
+            .front()
+            .is_some_and(|(_, ts)| *ts < now - cfg.duplicate_window)
+        {
+            let Some((id, ts)) = self.dedup_order.pop_front() else {
                 break;
-            }
-            if let Some(e) = self.ids.get_mut(id) {
-                if e.stored.is_some_and(|(_, t)| t == *ts) {
-                    e.stored = None;
-                    if e.in_flight == 0 {
-                        self.ids.remove(id);
-                    }
+            };
+            // Unless the id was stored again since (a later entry in the order expires it).
+            if let std::collections::hash_map::Entry::Occupied(e) = self.dedup.entry(id) {
+                if e.get().1 == ts {
+                    e.remove();
                 }
             }
-            self.dedup_order.pop_front();
         }
         if cfg.max_age <= 0 {
             return;
