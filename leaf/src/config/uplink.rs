@@ -19,8 +19,9 @@ use serde::Deserialize;
 
 use super::value;
 
-/// Default most messages sent to the hub and not yet acknowledged.
-pub const DEFAULT_MAX_IN_FLIGHT: usize = 2048;
+/// Default most messages sent to the hub and not yet acknowledged (the send window is sized
+/// below it from the path's rate and round trip: `uplink::window`).
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 32_768;
 /// Default number of messages per hub PubAck when acknowledgements are chained.
 pub const DEFAULT_ACK_EVERY: u32 = 128;
 /// Default time the hub gets to acknowledge a message before it is sent again.
@@ -74,7 +75,8 @@ pub struct Uplink {
     pub max_age: Option<Duration>,
     /// What a full buffer does.
     pub when_full: WhenFull,
-    /// Most messages in flight to the hub (sent, not yet acknowledged).
+    /// Most messages in flight to the hub (sent, not yet acknowledged): the cap of the send
+    /// window, which is sized below it from the path's rate and round trip.
     pub max_in_flight: usize,
     /// Cap on the replay rate in bytes per second (none by default).
     #[serde(deserialize_with = "value::de_opt_size")]

@@ -21,6 +21,7 @@ pub mod api;
 pub mod config;
 pub mod consumer;
 pub mod headers;
+mod msg_ids;
 pub mod retention;
 pub mod source;
 pub mod stream;

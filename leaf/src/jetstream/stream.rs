@@ -38,6 +38,7 @@ use tracing::{debug, warn};
 use super::config::{ApiError, Discard, StreamConfig};
 use super::consumer::{Cmd, ConsumerHandle};
 use super::headers;
+use super::msg_ids::{MsgId, MsgIds};
 use super::time::now_ns;
 use crate::server::{InternalSink, Msg, Shared};
 use crate::store::{Appended, NewMessage, PurgeRequest, Store, StoreError};
@@ -383,7 +384,7 @@ struct InFlight {
     fut: Option<AppendFuture>,
     reply: Option<String>,
     subject: String,
-    msg_id: Option<Arc<str>>,
+    msg_id: Option<MsgId>,
     rollup: Option<Rollup>,
     size: u64,
     /// The sequence this append gets if every append before it succeeds.
@@ -406,16 +407,11 @@ struct Runner {
     store: Store,
     server: Weak<Shared>,
     domain: Option<String>,
-    /// Stored `Nats-Msg-Id`s: id → (seq, stored at ns). Up to a duplicate window's worth of
-    /// ids (a million and more under load), so one lookup and one insert per message.
-    dedup: foldhash::HashMap<Arc<str>, (u64, i64)>,
-    /// Ids in `dedup` in the order they were stored, to expire them.
-    dedup_order: VecDeque<(Arc<str>, i64)>,
+    /// `Nats-Msg-Id`s stored within the duplicate window and in flight.
+    ids: MsgIds,
     /// The `Nats-Msg-Id` of the last stored message.
-    last_msg_id: Option<Arc<str>>,
+    last_msg_id: Option<MsgId>,
     in_flight: VecDeque<InFlight>,
-    /// The `Nats-Msg-Id`s of `in_flight`, counted (small, so it stays in cache).
-    in_flight_ids: foldhash::HashMap<Arc<str>, u32>,
     /// Published appends gathered while handling a burst of the ingest queue, submitted as
     /// one group before the task waits (or before any other store request, which keeps
     /// the store's queue in `in_flight` order).
@@ -460,11 +456,9 @@ pub(crate) fn start(
         store,
         server,
         domain,
-        dedup: foldhash::HashMap::default(),
-        dedup_order: VecDeque::new(),
+        ids: MsgIds::default(),
         last_msg_id: None,
         in_flight: VecDeque::new(),
-        in_flight_ids: foldhash::HashMap::default(),
         pending: Vec::new(),
         groups: VecDeque::new(),
         predictions_broken: false,
@@ -477,11 +471,10 @@ pub(crate) fn start(
         match scan {
             Ok((recent, last_msg_id)) => {
                 for (id, seq, ts) in recent {
-                    let id: Arc<str> = Arc::from(id);
-                    runner.dedup.insert(id.clone(), (seq, ts));
-                    runner.dedup_order.push_back((id, ts));
+                    let id = runner.ids.key(&id);
+                    runner.ids.stored(id, seq, ts);
                 }
-                runner.last_msg_id = last_msg_id.map(Arc::from);
+                runner.last_msg_id = last_msg_id.map(|id| runner.ids.key(&id));
             }
             Err(e) => warn!(stream = %runner.stream.name, error = %e, "dedup rebuild failed"),
         }
@@ -841,7 +834,10 @@ impl Runner {
             return self.reply_error(reply, &ApiError::message_too_large());
         }
         let hdr = PublishHeaders::parse(m.headers.as_deref().unwrap_or_default());
-        let msg_id: Option<Arc<str>> = hdr.msg_id.filter(|s| !s.is_empty()).map(Arc::from);
+        let msg_id = hdr
+            .msg_id
+            .filter(|s| !s.is_empty())
+            .map(|s| self.ids.key(s));
         if let Some(expected) = hdr.expected_stream {
             if expected != self.stream.name {
                 return self.reply_error(reply, &ApiError::expected_stream_mismatch());
@@ -872,20 +868,25 @@ impl Runner {
             || expect_subject_seq.is_some()
             || (expect_msg_id.is_some() && self.predictions_broken)
             || cfg.discard == Discard::New
-            || msg_id
-                .as_ref()
-                .is_some_and(|id| self.in_flight_ids.contains_key(id));
+            || msg_id.as_ref().is_some_and(|id| self.ids.is_in_flight(id));
         if needs_exact {
             self.drain().await;
         }
         if let Some(id) = &msg_id {
-            if let Some(&(seq, ts)) = self.dedup.get(id) {
-                if ts >= now_ns() - cfg.duplicate_window {
-                    return self.reply_ack(reply, seq, true);
-                }
+            if let Some(seq) = self.ids.stored_since(id, now_ns() - cfg.duplicate_window) {
+                return self.reply_ack(reply, seq, true);
             }
         }
-        let state = self.store.stream_state(&self.stream.name).ok().flatten();
+        // The stream's state (a lookup in the store's shared cache) only where it is needed:
+        // not for the usual publish while others are in flight.
+        let state = if expect_last_seq.is_some()
+            || cfg.discard == Discard::New
+            || self.in_flight.is_empty()
+        {
+            self.store.stream_state(&self.stream.name).ok().flatten()
+        } else {
+            None
+        };
         if let Some(v) = expect_last_seq {
             let last = state.map_or(0, |s| s.last_seq);
             if v.parse::<u64>().ok() != Some(last) {
@@ -910,8 +911,8 @@ impl Runner {
         };
         if let Some(v) = expect_msg_id {
             let last = match self.in_flight.back() {
-                Some(newest) => newest.msg_id.as_deref(),
-                None => self.last_msg_id.as_deref(),
+                Some(newest) => newest.msg_id.as_ref().map(MsgId::as_str),
+                None => self.last_msg_id.as_ref().map(MsgId::as_str),
             };
             if last != Some(v) {
                 let last = last.unwrap_or_default().to_string();
@@ -964,7 +965,7 @@ impl Runner {
             None
         };
         if let Some(id) = &msg_id {
-            *self.in_flight_ids.entry(id.clone()).or_default() += 1;
+            self.ids.sent(id);
         }
         self.in_flight.push_back(InFlight {
             fut,
@@ -985,12 +986,7 @@ impl Runner {
     /// Reports one finished append and applies the limits it may have crossed.
     async fn completed(&mut self, done: InFlight, result: Result<Appended, StoreError>) {
         if let Some(id) = &done.msg_id {
-            if let Some(n) = self.in_flight_ids.get_mut(id) {
-                *n -= 1;
-                if *n == 0 {
-                    self.in_flight_ids.remove(id);
-                }
-            }
+            self.ids.landed(id);
         }
         let reply = done.reply.as_deref();
         if result.is_err() {
@@ -1013,8 +1009,8 @@ impl Runner {
             Err(StoreError::LastSeqMismatch { .. }) => {
                 // A conditional append whose predecessor in flight was not stored.
                 self.predictions_broken = true;
-                let last = self.last_msg_id.clone().unwrap_or_default();
-                return self.reply_error(reply, &ApiError::wrong_last_msg_id(&last));
+                let last = self.last_msg_id.as_ref().map_or("", MsgId::as_str);
+                return self.reply_error(reply, &ApiError::wrong_last_msg_id(last));
             }
             Err(e) => {
                 warn!(stream = %self.stream.name, error = %e, "append failed");
@@ -1027,9 +1023,7 @@ impl Runner {
             }
         };
         if let Some(id) = done.msg_id {
-            self.dedup
-                .insert(id.clone(), (appended.seq, appended.ts_ns));
-            self.dedup_order.push_back((id.clone(), appended.ts_ns));
+            self.ids.stored(id.clone(), appended.seq, appended.ts_ns);
             self.last_msg_id = Some(id);
         } else {
             self.last_msg_id = None;
@@ -1071,7 +1065,7 @@ impl Runner {
     fn apply_limits(&mut self, subject: &str) {
         let cfg = self.stream.shared_config();
         let mut purges = Vec::new();
-        if cfg.discard == Discard::Old {
+        if cfg.discard == Discard::Old && (cfg.max_msgs > 0 || cfg.max_bytes > 0) {
             let state = self.store.stream_state(&self.stream.name).ok().flatten();
             if cfg.max_msgs > 0 && state.is_some_and(|s| s.msgs > cfg.max_msgs as u64) {
                 purges.push(PurgeRequest {
@@ -1156,21 +1150,7 @@ impl Runner {
     async fn expire(&mut self) {
         let cfg = self.stream.shared_config();
         let now = now_ns();
-        while self
-            .dedup_order
-            .front()
-            .is_some_and(|(_, ts)| *ts < now - cfg.duplicate_window)
-        {
-            let Some((id, ts)) = self.dedup_order.pop_front() else {
-                break;
-            };
-            // Unless the id was stored again since (a later entry in the order expires it).
-            if let std::collections::hash_map::Entry::Occupied(e) = self.dedup.entry(id) {
-                if e.get().1 == ts {
-                    e.remove();
-                }
-            }
-        }
+        self.ids.expire(now - cfg.duplicate_window);
         if cfg.max_age <= 0 {
             return;
         }

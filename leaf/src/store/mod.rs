@@ -64,8 +64,11 @@ pub struct StoreOptions {
     /// past this offset of the file. Deletes and purges get 1/8 (at least 4 MiB) headroom so
     /// space can always be freed. `None`: no limit besides the disk.
     pub max_file_bytes: Option<u64>,
-    /// Most operations (messages, for appends) in one group commit. Default 1024.
+    /// Most operations (messages, for appends) in one group commit. Default 4096.
     pub max_batch: usize,
+    /// Most message bytes (subjects, headers, payloads) in one group commit, besides
+    /// `max_batch`; a commit takes at least one operation whatever its size. Default 4 MiB.
+    pub max_batch_bytes: u64,
     /// redb page cache size in bytes. Default 32 MiB.
     pub cache_bytes: usize,
 }
@@ -74,7 +77,8 @@ impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
             max_file_bytes: None,
-            max_batch: 1024,
+            max_batch: 4096,
+            max_batch_bytes: 4 << 20,
             cache_bytes: 32 << 20,
         }
     }
@@ -400,6 +404,7 @@ impl Store {
             shared: shared.clone(),
             queue: queue.clone(),
             max_batch: opts.max_batch.max(1),
+            max_batch_bytes: opts.max_batch_bytes.max(1),
             max_file_bytes: opts.max_file_bytes,
             full_since: None,
             needs_reopen: false,

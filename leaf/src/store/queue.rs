@@ -52,9 +52,9 @@ impl OpQueue {
     }
 
     /// Waits until operations are queued and moves them into `into`, oldest first, until
-    /// their weight reaches `max_weight` (at least one). `false` once the queue is closed
-    /// and empty.
-    pub(crate) fn take_batch(&self, max_weight: usize, into: &mut Vec<Op>) -> bool {
+    /// their weight reaches `max_weight` or their message bytes `max_bytes` (at least one
+    /// op). `false` once the queue is closed and empty.
+    pub(crate) fn take_batch(&self, max_weight: usize, max_bytes: u64, into: &mut Vec<Op>) -> bool {
         let mut st = self.lock();
         while st.ops.is_empty() {
             if st.closed {
@@ -64,12 +64,13 @@ impl OpQueue {
             st = self.wake.wait(st).unwrap_or_else(PoisonError::into_inner);
             st.writer_asleep = false;
         }
-        let mut weight = 0;
-        while weight < max_weight {
+        let (mut weight, mut bytes) = (0, 0);
+        while weight < max_weight && bytes < max_bytes {
             let Some(op) = st.ops.pop_front() else {
                 break;
             };
             weight += op.weight();
+            bytes += op.bytes();
             into.push(op);
         }
         true

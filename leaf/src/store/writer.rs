@@ -69,6 +69,19 @@ impl Op {
         }
     }
 
+    /// The message bytes this op writes (subjects, headers, payloads), counted against
+    /// `max_batch_bytes`.
+    pub(crate) fn bytes(&self) -> u64 {
+        let size = |m: &NewMessage| {
+            (m.subject.len() + m.headers.as_ref().map_or(0, |h| h.len()) + m.payload.len()) as u64
+        };
+        match self {
+            Op::Append(_, m, _, _) => m.iter().map(size).sum(),
+            Op::AppendEach(_, m, _) => m.iter().map(|(m, _)| size(m)).sum(),
+            _ => 0,
+        }
+    }
+
     fn is_append(&self) -> bool {
         matches!(self, Op::Append(..) | Op::AppendEach(..))
     }
@@ -124,6 +137,7 @@ pub(crate) struct Writer {
     pub(crate) shared: Arc<Shared>,
     pub(crate) queue: Arc<super::queue::OpQueue>,
     pub(crate) max_batch: usize,
+    pub(crate) max_batch_bytes: u64,
     pub(crate) max_file_bytes: Option<u64>,
     /// Set when a commit failed for lack of space: appends are refused without touching the
     /// disk until something is freed or `FULL_RETRY` has passed.
@@ -150,7 +164,10 @@ impl Writer {
     pub(crate) fn run(mut self) {
         loop {
             let mut ops = Vec::new();
-            if !self.queue.take_batch(self.max_batch, &mut ops) {
+            if !self
+                .queue
+                .take_batch(self.max_batch, self.max_batch_bytes, &mut ops)
+            {
                 break;
             }
             self.run_batch(ops);

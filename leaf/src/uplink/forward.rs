@@ -39,6 +39,7 @@ use tracing::{debug, error, info, warn};
 
 use super::hub::{self, AckOutcome, Answer};
 use super::record::{self, Cursor, Origin};
+use super::window::Window;
 use super::{State, StatusCell};
 use crate::config::Uplink;
 use crate::server::outbound::AppendOutcome;
@@ -108,6 +109,8 @@ pub(crate) struct Forwarder {
     next: u64,
     in_flight: BTreeMap<u64, Sent>,
     in_flight_bytes: u64,
+    /// How many messages may be in flight, sized from the path's rate and round trip.
+    window: Window,
     /// Done sequences above the cursor, with their hub sequence when known.
     done_ahead: BTreeMap<u64, u64>,
     /// The lowest sequence that failed since the last resume.
@@ -154,6 +157,7 @@ impl Forwarder {
             None => "$JS.API.".to_string(),
         };
         let bucket = cfg.rate_limit.map(TokenBucket::new);
+        let window = Window::new(cfg.max_in_flight, cfg.ack_timeout);
         Forwarder {
             stream: cfg.stream_name(),
             cfg,
@@ -173,6 +177,7 @@ impl Forwarder {
             cursor,
             in_flight: BTreeMap::new(),
             in_flight_bytes: 0,
+            window,
             done_ahead: BTreeMap::new(),
             failed_min: None,
             recovering: false,
@@ -244,6 +249,7 @@ impl Forwarder {
 
     /// In-flight messages have an unknown fate now; they are sent again from the cursor.
     fn link_lost(&mut self) {
+        self.window.restart();
         self.in_flight.clear();
         self.in_flight_bytes = 0;
         self.read_ahead.clear();
@@ -541,7 +547,7 @@ impl Forwarder {
         // ack timeout, which is seconds.
         let mut now = Instant::now();
         let result = loop {
-            if self.in_flight.len() >= self.cfg.max_in_flight
+            if self.in_flight.len() >= self.window.limit()
                 || self.in_flight_bytes >= MAX_IN_FLIGHT_BYTES
             {
                 break Wait::Answers;
@@ -575,7 +581,7 @@ impl Forwarder {
             };
             let next_size = self.read_ahead.front().map(wire_size);
             let has_successor = next_size.is_some_and(|next| {
-                self.in_flight.len() + 1 < self.cfg.max_in_flight
+                self.in_flight.len() + 1 < self.window.limit()
                     && self.in_flight_bytes + size < MAX_IN_FLIGHT_BYTES
                     && self.bucket.as_mut().is_none_or(|b| b.has(next))
             });
@@ -704,8 +710,9 @@ impl Forwarder {
         let Answer::Ack { seq, outcome } = answer else {
             return;
         };
-        if let Some(chain) = self.in_flight.get(&seq).and_then(|s| s.chain) {
-            return self.on_chain_answer(seq, chain, outcome);
+        let sent = self.in_flight.get(&seq).map(|s| (s.at, s.chain));
+        if let Some((sent_at, Some(chain))) = sent {
+            return self.on_chain_answer(seq, sent_at, chain, outcome);
         }
         match outcome {
             AckOutcome::Stored {
@@ -713,6 +720,11 @@ impl Forwarder {
                 stream,
                 ..
             } => {
+                if let Some((sent_at, _)) = sent {
+                    let now = Instant::now();
+                    self.window
+                        .on_answer(now, now.saturating_duration_since(sent_at), 1);
+                }
                 self.note_stored(hub_seq, &stream);
                 self.done(seq, hub_seq);
             }
@@ -749,7 +761,7 @@ impl Forwarder {
     }
 
     /// The answer to `seq`, the reply-carrying message of chain `chain`.
-    fn on_chain_answer(&mut self, seq: u64, chain: u64, outcome: AckOutcome) {
+    fn on_chain_answer(&mut self, seq: u64, sent_at: Instant, chain: u64, outcome: AckOutcome) {
         let members: Vec<u64> = self
             .in_flight
             .range(..=seq)
@@ -762,6 +774,9 @@ impl Forwarder {
                 duplicate: false,
                 stream,
             } => {
+                let now = Instant::now();
+                self.window
+                    .on_answer(now, now.saturating_duration_since(sent_at), members.len());
                 self.note_stored(hub_seq, &stream);
                 // Stored while its predecessor was the newest message: by induction the
                 // whole chain up to it is stored, in order, once.
@@ -887,12 +902,14 @@ impl Forwarder {
             if new.rate_limit != self.cfg.rate_limit {
                 self.bucket = new.rate_limit.map(TokenBucket::new);
             }
+            self.window.reconfigure(new.max_in_flight, new.ack_timeout);
             self.cfg = new;
             info!(uplink = %self.cfg.name, max_in_flight = self.cfg.max_in_flight, rate_limit = ?self.cfg.rate_limit, "uplink settings reloaded");
         }
         let now = Instant::now();
         if let Some((&first, sent)) = self.in_flight.first_key_value() {
             if now.duration_since(sent.at) > self.cfg.ack_timeout {
+                self.window.on_timeout();
                 let n = self.in_flight.len();
                 self.in_flight.clear();
                 self.in_flight_bytes = 0;
@@ -906,6 +923,8 @@ impl Forwarder {
             }
         }
         self.persist();
+        let window = self.window.limit();
+        self.status.update(|s| s.window = window);
         self.status.tick();
         if now.duration_since(self.last_progress) >= PROGRESS_LOG {
             self.last_progress = now;

@@ -7,7 +7,7 @@
 //! the buffer in sequence order and writes each message straight into the leaf link (not
 //! through the local router, so it never loops back into the buffer), with a reply subject
 //! naming its local sequence; the hub's JetStream stores it and answers with a PubAck, which
-//! comes back over the link ([`hub`]). Many messages are in flight at once (`max_in_flight`);
+//! comes back over the link ([`hub`]). Many messages are in flight at once (a [`window`] up to `max_in_flight`);
 //! the cursor advances only over messages the hub acknowledged, is stored with the buffer
 //! (group-committed like everything else), and what it covers is removed from the buffer.
 //! The task holds at most one read batch and the in-flight window in memory, whatever the
@@ -26,6 +26,7 @@
 pub mod forward;
 pub mod hub;
 pub mod record;
+pub mod window;
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
@@ -126,6 +127,9 @@ pub struct UplinkStatus {
     pub rejected: u64,
     /// Times sending restarted at the cursor after a failure.
     pub resent_rounds: u64,
+    /// Messages that may be in flight now: the send window, sized from the path's rate and
+    /// round trip, up to `max_in_flight` (see [`window`]).
+    pub window: usize,
     /// Messages acknowledged per second, smoothed.
     pub rate_msgs_per_sec: f64,
     /// When the hub last acknowledged a message.
@@ -305,6 +309,7 @@ impl Uplinks {
                 dropped: 0,
                 rejected: 0,
                 resent_rounds: 0,
+                window: 0,
                 rate_msgs_per_sec: 0.0,
                 last_ack: None,
                 last_hub_seq: cursor.hub_seq,

@@ -133,17 +133,11 @@ fn group_commit_batches() {
     );
 }
 
-#[test]
-fn max_batch_bounds_a_commit() {
+/// Appends 100 messages of 65 bytes (subject and payload) at once to a store opened with
+/// `opts`; returns how many commits that took.
+fn commits_for_100_appends(opts: StoreOptions) -> u64 {
     let dir = tempfile::tempdir().unwrap();
-    let s = Store::open(
-        dir.path(),
-        StoreOptions {
-            max_batch: 10,
-            ..StoreOptions::default()
-        },
-    )
-    .unwrap();
+    let s = Store::open(dir.path(), opts).unwrap();
     let rt = rt();
     rt.block_on(s.create_stream("S", vec![])).unwrap();
     let before = s.commits();
@@ -153,7 +147,27 @@ fn max_batch_bounds_a_commit() {
             f.await.unwrap();
         }
     });
-    assert!(s.commits() - before >= 10);
+    assert_eq!(s.stream_state("S").unwrap().unwrap().msgs, 100);
+    s.commits() - before
+}
+
+#[test]
+fn max_batch_bounds_a_commit() {
+    let opts = StoreOptions {
+        max_batch: 10,
+        ..StoreOptions::default()
+    };
+    assert!(commits_for_100_appends(opts) >= 10);
+}
+
+#[test]
+fn max_batch_bytes_bounds_a_commit() {
+    // At most 10 messages of 65 bytes per commit.
+    let opts = StoreOptions {
+        max_batch_bytes: 650,
+        ..StoreOptions::default()
+    };
+    assert!(commits_for_100_appends(opts) >= 10);
 }
 
 #[test]
