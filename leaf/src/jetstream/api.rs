@@ -12,8 +12,10 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::config::consumer::ConsumerConfig;
 use super::config::{ApiError, StreamConfig};
-use super::consumer::{self, config::ConsumerConfig, Cmd};
+use super::consumer;
+use super::handle::{Cmd, ConsumerHandle};
 use super::headers;
 use super::retention;
 use super::time::{now_ns, rfc3339};
@@ -796,7 +798,7 @@ impl Inner {
         self.consumer_info_reply(KIND, &handle).await
     }
 
-    async fn consumer_info_reply(&self, kind: &str, c: &consumer::ConsumerHandle) -> Reply {
+    async fn consumer_info_reply(&self, kind: &str, c: &ConsumerHandle) -> Reply {
         match c.info().await {
             Some(info) => ok(kind, info),
             None => err(kind, &ApiError::new(404, 10014, "consumer not found")),
@@ -824,7 +826,7 @@ impl Inner {
         };
         c.stop().await;
         // Interest retention: what only this consumer held goes first (see `release`).
-        retention::release(&s, &self.store, name, retention::floor_of(&c)).await;
+        retention::release(&*s, &self.store, name, retention::floor_of(&c.view)).await;
         match self.store.delete_consumer(stream, name).await {
             Ok(_) => ok(KIND, json!({ "success": true })),
             Err(e) => err(KIND, &ApiError::general(&e.to_string())),

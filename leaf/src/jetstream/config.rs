@@ -4,6 +4,8 @@
 //! Unknown fields in requests are ignored (newer clients send fields such as `allow_msg_ttl`),
 //! every field has nats-server's default, and responses carry the same field names.
 
+pub mod consumer;
+
 use serde::{Deserialize, Serialize};
 
 use crate::subject::is_valid_subject;

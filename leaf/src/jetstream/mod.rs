@@ -20,6 +20,7 @@
 pub mod api;
 pub mod config;
 pub mod consumer;
+pub mod handle;
 pub mod headers;
 mod msg_ids;
 pub mod retention;
@@ -145,7 +146,7 @@ impl InternalSink for AckSink {
             return;
         };
         if let Some(c) = inner.stream(stream).and_then(|s| s.consumer(consumer)) {
-            c.send(consumer::Cmd::Ack {
+            c.send(handle::Cmd::Ack {
                 sseq,
                 dseq,
                 body: Bytes::copy_from_slice(msg.payload),
@@ -174,7 +175,7 @@ impl InternalSink for FlowControlSink {
             return;
         };
         if let Some(c) = inner.stream(stream).and_then(|s| s.consumer(consumer)) {
-            c.send(consumer::Cmd::FlowControl {
+            c.send(handle::Cmd::FlowControl {
                 subject: subject.clone().into_owned(),
             });
         }
@@ -254,7 +255,7 @@ impl JetStream {
                 })?;
             inner.restore_consumers(&name)?;
             if let Some(stream) = inner.stream(&name) {
-                retention::reconcile(&stream, &inner.store);
+                retention::reconcile(&*stream, &inner.store);
             }
         }
         let (tx, mut rx) = mpsc::unbounded_channel::<api::Request>();
@@ -434,7 +435,7 @@ impl Inner {
             _ => None,
         };
         match found {
-            Some(c) => c.send(consumer::Cmd::Next { reply, payload }),
+            Some(c) => c.send(handle::Cmd::Next { reply, payload }),
             None => {
                 if let Some(server) = self.server.upgrade() {
                     let hdr = headers::Builder::new(Some((503, ""))).finish();
@@ -560,7 +561,7 @@ impl Inner {
                 source::stop_all(&stream);
                 for c in stream.consumers_snapshot() {
                     stream.remove_consumer(&c.name);
-                    c.send(consumer::Cmd::Stop(tokio::sync::oneshot::channel().0));
+                    c.send(handle::Cmd::Stop(tokio::sync::oneshot::channel().0));
                 }
                 stream.close()
             }

@@ -26,10 +26,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tracing::{debug, warn};
 
+use super::config::consumer::{AckPolicy, ConsumerConfig, DeliverPolicy};
 use super::config::{ApiError, Retention, StreamConfig};
-use super::consumer::config::{AckPolicy, ConsumerConfig, DeliverPolicy};
-use super::consumer::ConsumerHandle;
-use super::stream::Stream;
 use crate::store::Store;
 use crate::subject::{is_subset, subject_matches};
 
@@ -97,32 +95,22 @@ impl AckView {
     }
 }
 
-/// The stream's retention policy.
-fn retention_of(stream: &Stream) -> Retention {
-    stream
-        .config
-        .read()
-        .unwrap_or_else(PoisonError::into_inner)
-        .retention
-}
-
-/// The views of the stream's consumers other than `except`.
-fn views(stream: &Stream, except: Option<&str>) -> Vec<SharedView> {
-    stream
-        .consumers
-        .read()
-        .unwrap_or_else(PoisonError::into_inner)
-        .values()
-        .filter(|c| except != Some(c.name.as_str()))
-        .map(|c| c.view.clone())
-        .collect()
+/// A stream as retention sees it: its name, its retention policy and its consumers' views.
+/// The stream implements it, so this module does not depend on the stream's.
+pub(crate) trait StreamView {
+    /// The stream's name (in the store).
+    fn name(&self) -> &str;
+    /// The stream's retention policy.
+    fn retention(&self) -> Retention;
+    /// The views of the stream's consumers other than `except`.
+    fn views(&self, except: Option<&str>) -> Vec<SharedView>;
 }
 
 /// Whether a message on `subject` published now is dropped: the stream has interest
 /// retention and no consumer's filter matches it.
-pub(crate) fn no_interest(stream: &Stream, subject: &str) -> bool {
-    retention_of(stream) == Retention::Interest
-        && !views(stream, None).iter().any(|v| lock(v).matches(subject))
+pub(crate) fn no_interest(stream: &impl StreamView, subject: &str) -> bool {
+    stream.retention() == Retention::Interest
+        && !stream.views(None).iter().any(|v| lock(v).matches(subject))
 }
 
 /// Of `seqs`, just acknowledged by consumer `me` (whose own view is already updated), the
@@ -131,17 +119,17 @@ pub(crate) fn no_interest(stream: &Stream, subject: &str) -> bool {
 /// is the messages' subject when the caller knows it (one message); otherwise it is read from
 /// the store when another consumer is filtered.
 pub(crate) fn removable(
-    stream: &Stream,
+    stream: &impl StreamView,
     store: &Store,
     me: &str,
     seqs: &[u64],
     subject: Option<&str>,
 ) -> Vec<u64> {
-    match retention_of(stream) {
+    match stream.retention() {
         Retention::Limits => Vec::new(),
         Retention::WorkQueue => seqs.to_vec(),
         Retention::Interest => {
-            let others = views(stream, Some(me));
+            let others = stream.views(Some(me));
             let filtered = others.iter().any(|v| lock(v).is_filtered());
             seqs.iter()
                 .copied()
@@ -150,7 +138,7 @@ pub(crate) fn removable(
                     let subject = match (filtered, subject) {
                         (false, _) => None,
                         (true, Some(s)) => Some(s),
-                        (true, None) => match store.get(&stream.name, seq) {
+                        (true, None) => match store.get(stream.name(), seq) {
                             Ok(Some(m)) => {
                                 loaded = m.subject;
                                 Some(loaded.as_str())
@@ -171,22 +159,22 @@ pub(crate) fn removable(
 /// that is durable. Call it after the consumer is removed from the stream and stopped, and
 /// before its stored state is deleted (so a crash in between leaves the consumer, not
 /// messages nobody will ever remove).
-pub(crate) async fn release(stream: &Stream, store: &Store, gone: &str, floor: u64) {
-    if retention_of(stream) != Retention::Interest {
+pub(crate) async fn release(stream: &impl StreamView, store: &Store, gone: &str, floor: u64) {
+    if stream.retention() != Retention::Interest {
         return;
     }
-    let Ok(Some(state)) = store.stream_state(&stream.name) else {
+    let Ok(Some(state)) = store.stream_state(stream.name()) else {
         return;
     };
     if state.msgs == 0 {
         return;
     }
-    let others = views(stream, Some(gone));
+    let others = stream.views(Some(gone));
     let filtered = others.iter().any(|v| lock(v).is_filtered());
     let mut seqs = Vec::new();
     let mut from = floor.max(state.first_seq);
     while from <= state.last_seq {
-        let Ok(batch) = store.read_range(&stream.name, from, 512, u64::MAX) else {
+        let Ok(batch) = store.read_range(stream.name(), from, 512, u64::MAX) else {
             break;
         };
         let Some(last) = batch.last().map(|m| m.seq) else {
@@ -203,10 +191,10 @@ pub(crate) async fn release(stream: &Stream, store: &Store, gone: &str, floor: u
     if seqs.is_empty() {
         return;
     }
-    match store.remove_msgs(&stream.name, seqs).await {
-        Ok(n) => debug!(stream = %stream.name, consumer = gone, removed = n,
+    match store.remove_msgs(stream.name(), seqs).await {
+        Ok(n) => debug!(stream = %stream.name(), consumer = gone, removed = n,
                         "interest released by a deleted consumer"),
-        Err(e) => warn!(stream = %stream.name, consumer = gone, error = %e,
+        Err(e) => warn!(stream = %stream.name(), consumer = gone, error = %e,
                         "removing messages of a deleted consumer failed"),
     }
 }
@@ -233,15 +221,12 @@ fn orphaned(retention: Retention, views: &[AckView], seq: u64, subject: &str) ->
 /// scan covers what the consumers have passed (up to the lowest next sequence under interest
 /// retention, the highest under workqueue retention), not the undelivered backlog. The
 /// removal is submitted before anything else can be written to the stream.
-pub(crate) fn reconcile(stream: &Stream, store: &Store) {
-    let retention = retention_of(stream);
+pub(crate) fn reconcile(stream: &impl StreamView, store: &Store) {
+    let retention = stream.retention();
     if retention == Retention::Limits {
         return;
     }
-    let views: Vec<AckView> = views(stream, None)
-        .iter()
-        .map(|v| lock(v).clone())
-        .collect();
+    let views: Vec<AckView> = stream.views(None).iter().map(|v| lock(v).clone()).collect();
     let nexts = views.iter().map(|v| v.next);
     let Some(end) = (match retention {
         Retention::Interest => nexts.min(),
@@ -252,7 +237,7 @@ pub(crate) fn reconcile(stream: &Stream, store: &Store) {
     let mut seqs = Vec::new();
     let mut from = 0;
     while from < end {
-        let Ok(batch) = store.read_range(&stream.name, from, 512, u64::MAX) else {
+        let Ok(batch) = store.read_range(stream.name(), from, 512, u64::MAX) else {
             break;
         };
         let Some(last) = batch.last().map(|m| m.seq) else {
@@ -268,7 +253,7 @@ pub(crate) fn reconcile(stream: &Stream, store: &Store) {
     if seqs.is_empty() {
         return;
     }
-    let name = stream.name.clone();
+    let name = stream.name().to_owned();
     let removal = store.remove_msgs(&name, seqs);
     tokio::spawn(async move {
         match removal.await {
@@ -281,8 +266,8 @@ pub(crate) fn reconcile(stream: &Stream, store: &Store) {
 }
 
 /// The ack floor (stream sequence) of a consumer, as its view last showed it.
-pub(crate) fn floor_of(consumer: &ConsumerHandle) -> u64 {
-    lock(&consumer.view).floor
+pub(crate) fn floor_of(view: &SharedView) -> u64 {
+    lock(view).floor
 }
 
 /// Checks a consumer configuration against the stream's retention, whether the consumer is

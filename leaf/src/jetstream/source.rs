@@ -38,8 +38,8 @@
 //! it, and sequences missing at the origin (removed messages) are skipped with
 //! [`Store::skip`].
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, PoisonError, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -50,9 +50,9 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::config::{ApiError, StreamConfig, StreamSource};
+use super::handle::{SourceHandle, SourceStatus};
 use super::headers;
 use super::stream::{Origin, Stream};
-use super::time::now_ns;
 use crate::server::{InternalSink, Msg, Shared, SubRef};
 use crate::store::Store;
 
@@ -218,62 +218,6 @@ pub fn resume_position(store: &Store, stream: &str, iname: &str, limit: u64) -> 
         end = start - 1;
     }
     Resume::Nothing
-}
-
-/// What `STREAM.INFO` shows of a mirror or source.
-#[derive(Debug, Default)]
-pub(crate) struct SourceStatus {
-    lag: AtomicU64,
-    /// When something last arrived from the origin (ns since the epoch; 0: never).
-    last_ns: AtomicI64,
-    error: Mutex<Option<ApiError>>,
-}
-
-impl SourceStatus {
-    fn touch(&self) {
-        self.last_ns.store(now_ns(), Ordering::Relaxed);
-    }
-
-    fn set_error(&self, e: Option<ApiError>) {
-        *self.error.lock().unwrap_or_else(PoisonError::into_inner) = e;
-    }
-}
-
-/// A running mirror or source task.
-pub(crate) struct SourceHandle {
-    spec: StreamSource,
-    status: Arc<SourceStatus>,
-    stop: watch::Sender<bool>,
-}
-
-impl SourceHandle {
-    /// Asks the task to delete its consumer and end.
-    fn stop(&self) {
-        self.stop.send_replace(true);
-    }
-
-    /// The `StreamSourceInfo` of the stream info.
-    fn info(&self) -> Value {
-        let last = self.status.last_ns.load(Ordering::Relaxed);
-        let mut v = json!({
-            "name": self.spec.name,
-            "lag": self.status.lag.load(Ordering::Relaxed),
-            "active": if last == 0 { -1 } else { (now_ns() - last).max(0) },
-        });
-        if let Some(ext) = &self.spec.external {
-            v["external"] = json!(ext);
-        }
-        if let Some(e) = self
-            .status
-            .error
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .as_ref()
-        {
-            v["error"] = json!(e);
-        }
-        v
-    }
 }
 
 /// The `mirror` and `sources` entries of a stream's info.

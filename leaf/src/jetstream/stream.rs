@@ -35,10 +35,11 @@ use serde::Serialize;
 use tokio::sync::Notify;
 use tracing::{debug, warn};
 
-use super::config::{ApiError, Discard, StreamConfig};
-use super::consumer::{Cmd, ConsumerHandle};
+use super::config::{ApiError, Discard, Retention, StreamConfig};
+use super::handle::{Cmd, ConsumerHandle, SourceHandle};
 use super::headers;
 use super::msg_ids::{MsgId, MsgIds};
+use super::retention::{SharedView, StreamView};
 use super::time::now_ns;
 use crate::server::{InternalSink, Msg, Shared};
 use crate::store::{Appended, NewMessage, PurgeRequest, Store, StoreError};
@@ -201,7 +202,7 @@ pub(crate) struct Stream {
     /// such as uplinks).
     pub(crate) appended: tokio::sync::watch::Sender<u64>,
     /// The running mirror or source tasks.
-    pub(crate) sources: std::sync::Mutex<Vec<super::source::SourceHandle>>,
+    pub(crate) sources: std::sync::Mutex<Vec<SourceHandle>>,
     /// Bumped when a copied message could not be stored: the source tasks start again from
     /// what the store holds.
     pub(crate) resync: tokio::sync::watch::Sender<u64>,
@@ -335,6 +336,29 @@ impl Stream {
             .config
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(config);
+    }
+}
+
+impl StreamView for Stream {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn retention(&self) -> Retention {
+        self.config
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retention
+    }
+
+    fn views(&self, except: Option<&str>) -> Vec<SharedView> {
+        self.consumers
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .filter(|c| except != Some(c.name.as_str()))
+            .map(|c| c.view.clone())
+            .collect()
     }
 }
 
@@ -799,7 +823,7 @@ impl Runner {
         self.submit_pending();
         // Behind other appends a copy is stored only if they all were: were one lost and this
         // one kept, the source would resume after this one and the lost one never come back.
-        let fut: AppendFuture = if super::retention::no_interest(&self.stream, &new.subject) {
+        let fut: AppendFuture = if super::retention::no_interest(&*self.stream, &new.subject) {
             Box::pin(self.store.skip(&self.stream.name, new.ts_ns))
         } else if self.in_flight.is_empty() {
             Box::pin(self.store.append(&self.stream.name, new))
@@ -955,15 +979,15 @@ impl Runner {
         // refuses this one too.
         // Appends join the group being gathered (each keeps its own outcome, see
         // `Store::append_each`).
-        let fut: Option<AppendFuture> = if super::retention::no_interest(&self.stream, &new.subject)
-        {
-            self.submit_pending();
-            Some(Box::pin(self.store.skip(&self.stream.name, new.ts_ns)))
-        } else {
-            let after = (chained && !self.in_flight.is_empty()).then_some(predicted_last_seq);
-            self.pending.push((new, after));
-            None
-        };
+        let fut: Option<AppendFuture> =
+            if super::retention::no_interest(&*self.stream, &new.subject) {
+                self.submit_pending();
+                Some(Box::pin(self.store.skip(&self.stream.name, new.ts_ns)))
+            } else {
+                let after = (chained && !self.in_flight.is_empty()).then_some(predicted_last_seq);
+                self.pending.push((new, after));
+                None
+            };
         if let Some(id) = &msg_id {
             self.ids.sent(id);
         }

@@ -337,7 +337,7 @@ fn load_cache(db: &Database) -> Result<Cache, StoreError> {
 /// The handle: owns the writer thread's sender; the last clone's drop stops the writer
 /// (after it finished the queued operations) and closes the file cleanly.
 struct Inner {
-    queue: Arc<OpQueue>,
+    queue: Arc<OpQueue<Op>>,
     shared: Arc<Shared>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }

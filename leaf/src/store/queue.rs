@@ -7,17 +7,36 @@
 use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 
-use super::writer::Op;
+/// What a batch of queued operations is limited by: each operation's weight (slots of the
+/// batch) and the message bytes it writes. The writer's operation type implements it; the
+/// queue knows nothing else of it.
+pub(crate) trait Weighed {
+    /// How many slots of a batch this operation takes.
+    fn weight(&self) -> usize;
+    /// The message bytes this operation writes.
+    fn bytes(&self) -> u64;
+}
 
 /// Operations waiting for the writer.
-#[derive(Default)]
-pub(crate) struct OpQueue {
-    state: Mutex<State>,
+pub(crate) struct OpQueue<Op> {
+    state: Mutex<State<Op>>,
     wake: Condvar,
 }
 
-#[derive(Default)]
-struct State {
+impl<Op> Default for OpQueue<Op> {
+    fn default() -> Self {
+        OpQueue {
+            state: Mutex::new(State {
+                ops: VecDeque::new(),
+                closed: false,
+                writer_asleep: false,
+            }),
+            wake: Condvar::new(),
+        }
+    }
+}
+
+struct State<Op> {
     ops: VecDeque<Op>,
     /// No more operations are accepted; the writer stops once `ops` is empty.
     closed: bool,
@@ -25,8 +44,8 @@ struct State {
     writer_asleep: bool,
 }
 
-impl OpQueue {
-    fn lock(&self) -> MutexGuard<'_, State> {
+impl<Op: Weighed> OpQueue<Op> {
+    fn lock(&self) -> MutexGuard<'_, State<Op>> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 

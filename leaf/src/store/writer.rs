@@ -16,6 +16,7 @@ use super::format::{
     self, encode, BlockRec, BlockRef, MsgRef, StateRec, StreamDef, SubjectRec, BLOCKS,
     BLOCK_TARGET_BYTES, CONSUMERS, META, STATES, STREAMS, SUBJECTS,
 };
+use super::queue::{OpQueue, Weighed};
 use super::read::{block_containing, scan_forward, Val};
 use super::{
     subject, Appended, Cache, NewMessage, PurgeRequest, Shared, StoreError, StreamEntry,
@@ -59,9 +60,9 @@ pub(crate) enum Op {
     Skip(String, i64, u64, Reply<Vec<Appended>>),
 }
 
-impl Op {
+impl Weighed for Op {
     /// How many slots of `max_batch` this op takes.
-    pub(crate) fn weight(&self) -> usize {
+    fn weight(&self) -> usize {
         match self {
             Op::Append(_, m, _, _) => m.len().max(1),
             Op::AppendEach(_, m, _) => m.len().max(1),
@@ -71,7 +72,7 @@ impl Op {
 
     /// The message bytes this op writes (subjects, headers, payloads), counted against
     /// `max_batch_bytes`.
-    pub(crate) fn bytes(&self) -> u64 {
+    fn bytes(&self) -> u64 {
         let size = |m: &NewMessage| {
             (m.subject.len() + m.headers.as_ref().map_or(0, |h| h.len()) + m.payload.len()) as u64
         };
@@ -81,7 +82,9 @@ impl Op {
             _ => 0,
         }
     }
+}
 
+impl Op {
     fn is_append(&self) -> bool {
         matches!(self, Op::Append(..) | Op::AppendEach(..))
     }
@@ -135,7 +138,7 @@ enum Done {
 /// The writer thread's state.
 pub(crate) struct Writer {
     pub(crate) shared: Arc<Shared>,
-    pub(crate) queue: Arc<super::queue::OpQueue>,
+    pub(crate) queue: Arc<OpQueue<Op>>,
     pub(crate) max_batch: usize,
     pub(crate) max_batch_bytes: u64,
     pub(crate) max_file_bytes: Option<u64>,

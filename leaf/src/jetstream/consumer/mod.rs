@@ -30,7 +30,6 @@
 //!   own write), so the removal is durable whenever the ack is, and an ack sent as a request is
 //!   answered once both are (see [`super::retention`] and `retain.rs`).
 
-pub mod config;
 mod push;
 mod retain;
 
@@ -43,12 +42,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::warn;
 
-use self::config::{AckPolicy, ConsumerConfig, DeliverPolicy, DEFAULT_INACTIVE_NS};
+use super::config::consumer::{AckPolicy, ConsumerConfig, DeliverPolicy, DEFAULT_INACTIVE_NS};
 use super::config::Retention;
+use super::handle::{Cmd, ConsumerHandle};
 use super::headers;
 use super::retention::{AckView, SharedView};
 use super::stream::Stream;
@@ -57,89 +57,6 @@ use crate::server::{Msg, Router, Shared, SubRef, SubTarget};
 use crate::store::{Store, StoreError, StoredMessage};
 use crate::subject::subject_matches;
 use crate::sublist::{MatchResult, QueueGroup};
-
-/// A message for a consumer's task.
-pub(crate) enum Cmd {
-    /// A pull request.
-    Next {
-        /// Where the messages go.
-        reply: String,
-        /// The request body.
-        payload: Bytes,
-    },
-    /// An ack on one delivered message.
-    Ack {
-        /// Its stream sequence.
-        sseq: u64,
-        /// Its consumer sequence.
-        dseq: u64,
-        /// The ack body.
-        body: Bytes,
-        /// The ack's own reply subject.
-        reply: Option<String>,
-    },
-    /// The stream stored message `seq` on `subject`.
-    Appended {
-        /// Its sequence.
-        seq: u64,
-        /// Its subject.
-        subject: Arc<str>,
-    },
-    /// A flow control answer: the client published to this `$JS.FC.…` subject.
-    FlowControl {
-        /// The subject it published to.
-        subject: String,
-    },
-    /// Messages were removed from the stream: count the pending ones again.
-    Recount,
-    /// The consumer's info.
-    Info(oneshot::Sender<Value>),
-    /// A new configuration (already checked); answers with the info.
-    Update(Box<ConsumerConfig>, oneshot::Sender<Value>),
-    /// Stop; answers once no write of this consumer is in flight any more.
-    Stop(oneshot::Sender<()>),
-}
-
-/// A running consumer, as its stream keeps it.
-pub(crate) struct ConsumerHandle {
-    /// The consumer's name.
-    pub(crate) name: String,
-    /// The configuration it was created with (updated by [`Cmd::Update`] through the API).
-    pub(crate) config: std::sync::Mutex<ConsumerConfig>,
-    /// What the other consumers need of its acks (interest retention, see
-    /// [`super::retention`]).
-    pub(crate) view: SharedView,
-    tx: mpsc::UnboundedSender<Cmd>,
-}
-
-impl ConsumerHandle {
-    /// Hands `cmd` to the consumer's task (dropped if the task has ended).
-    pub(crate) fn send(&self, cmd: Cmd) {
-        let _ = self.tx.send(cmd);
-    }
-
-    /// The current configuration.
-    pub(crate) fn config(&self) -> ConsumerConfig {
-        self.config
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
-    }
-
-    /// Asks the task for the consumer's info (`None` if it has stopped).
-    pub(crate) async fn info(&self) -> Option<Value> {
-        let (tx, rx) = oneshot::channel();
-        self.send(Cmd::Info(tx));
-        rx.await.ok()
-    }
-
-    /// Stops the task and waits until none of its writes is in flight.
-    pub(crate) async fn stop(&self) {
-        let (tx, rx) = oneshot::channel();
-        self.send(Cmd::Stop(tx));
-        let _ = rx.await;
-    }
-}
 
 /// One delivered message waiting for its ack.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
@@ -224,12 +141,12 @@ pub(crate) fn start(
         .ok_or_else(|| "consumer without a name".to_string())?;
     let (tx, rx) = mpsc::unbounded_channel();
     let view: SharedView = Arc::new(std::sync::Mutex::new(AckView::new(&config)));
-    let handle = Arc::new(ConsumerHandle {
-        name: name.clone(),
-        config: std::sync::Mutex::new(config.clone()),
-        view: view.clone(),
+    let handle = Arc::new(ConsumerHandle::new(
+        name.clone(),
+        config.clone(),
+        view.clone(),
         tx,
-    });
+    ));
     let retention = stream.config().retention;
     let mut task = Task {
         stream_name: stream.name.clone(),

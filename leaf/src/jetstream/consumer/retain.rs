@@ -7,8 +7,8 @@
 
 use std::future::Future;
 
-use super::config::AckPolicy;
 use super::Task;
+use crate::jetstream::config::consumer::AckPolicy;
 use crate::jetstream::config::Retention;
 use crate::jetstream::retention::{self, lock};
 use crate::store::{StoreError, StoredMessage};
@@ -107,7 +107,7 @@ impl Task {
         let Some(stream) = self.stream.upgrade() else {
             return;
         };
-        let gone = retention::removable(&stream, &self.store, &self.name, seqs, subject);
+        let gone = retention::removable(&*stream, &self.store, &self.name, seqs, subject);
         self.removals.extend(gone);
     }
 
@@ -147,7 +147,7 @@ impl Task {
         );
         async move {
             if let Some(stream) = stream {
-                retention::release(&stream, &store, &name, floor).await;
+                retention::release(&*stream, &store, &name, floor).await;
             }
         }
     }
