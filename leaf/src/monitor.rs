@@ -10,7 +10,7 @@
 //! * `/leafz`: the leafnode links, shaped as nats-server's `/leafz`;
 //! * `/uplinkz`: every store-and-forward uplink: state, backlog, rate, counters (leafd's own
 //!   page; `leafd status` renders it).
-//! * `/gatewayz`: every gateway source (serial port, Modbus bus, GPIO group): state, device,
+//! * `/sourcesz`: every gateway source (serial port, Modbus bus, GPIO group): state, device,
 //!   counters (frames, bad input by kind, reopens), latest error (leafd's own page).
 //!
 //! A deliberately small HTTP/1.1 server: `GET` only, one request per connection, bounded
@@ -68,7 +68,7 @@ impl Monitor {
     /// Serves until the task is dropped.
     pub async fn run(self) {
         if let Some(addr) = self.local_addr() {
-            info!(%addr, "monitoring listening (GET /healthz, /varz, /connz, /subsz, /jsz, /leafz, /uplinkz, /metrics)");
+            info!(%addr, "monitoring listening (GET /healthz, /varz, /connz, /subsz, /jsz, /leafz, /uplinkz, /sourcesz, /metrics)");
         }
         loop {
             let Ok((stream, _)) = self.listener.accept().await else {
@@ -184,7 +184,7 @@ pub fn page(target: &str, sources: &Sources) -> Option<Page> {
         "/metrics" => Some(Page::Text(metrics(sources))),
         "/leafz" => json(leafz(sources, &server_id, &now)),
         "/uplinkz" => json(uplinkz(sources, &server_id, &now)),
-        "/gatewayz" => json(gatewayz(sources, &server_id, &now)),
+        "/sourcesz" => json(sourcesz(sources, &server_id, &now)),
         _ => None,
     }
 }
@@ -263,9 +263,9 @@ fn uplinkz(sources: &Sources, server_id: &str, now: &str) -> Value {
     json!({ "server_id": server_id, "now": now, "uplinks": uplinks })
 }
 
-/// `/gatewayz`: every gateway source (serial port, Modbus bus, GPIO group): its state and
+/// `/sourcesz`: every gateway source (serial port, Modbus bus, GPIO group): its state and
 /// since when, what it reads, its counters and its latest error.
-fn gatewayz(sources: &Sources, server_id: &str, now: &str) -> Value {
+fn sourcesz(sources: &Sources, server_id: &str, now: &str) -> Value {
     let list: Vec<Value> = sources
         .gateways
         .sources()
@@ -290,7 +290,7 @@ fn gatewayz(sources: &Sources, server_id: &str, now: &str) -> Value {
             })
         })
         .collect();
-    json!({ "server_id": server_id, "now": now, "gateways": list })
+    json!({ "server_id": server_id, "now": now, "sources": list })
 }
 
 /// `/healthz`: 200 `{"status":"ok"}` while the server runs and its store answers; 503 with

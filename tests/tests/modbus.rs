@@ -262,13 +262,13 @@ async fn value_arrives(sub: &mut async_nats::Subscriber, want: &Value) -> async_
     .await
 }
 
-/// Polls the bus `meter` in `/gatewayz` until `check` holds for it.
-async fn gatewayz_until(mport: u16, what: &str, check: impl Fn(&Value) -> bool) {
-    bounded(&format!("/gatewayz to show {what}"), async {
+/// Polls the bus `meter` in `/sourcesz` until `check` holds for it.
+async fn sourcesz_until(mport: u16, what: &str, check: impl Fn(&Value) -> bool) {
+    bounded(&format!("/sourcesz to show {what}"), async {
         loop {
-            let (code, page) = http_get(mport, "/gatewayz").await;
+            let (code, page) = http_get(mport, "/sourcesz").await;
             assert_eq!(code, 200, "{page}");
-            let source = page["gateways"]
+            let source = page["sources"]
                 .as_array()
                 .and_then(|list| {
                     list.iter()
@@ -286,7 +286,7 @@ async fn gatewayz_until(mport: u16, what: &str, check: impl Fn(&Value) -> bool) 
     .await;
 }
 
-/// A counter of a `/gatewayz` source.
+/// A counter of a `/sourcesz` source.
 fn counter(source: &Value, name: &str) -> u64 {
     source["counters"][name]
         .as_u64()
@@ -390,7 +390,7 @@ async fn polled_values_are_published_with_types_orders_and_scale() {
     };
     assert_eq!(seq(&second), seq(&first) + 1);
     let device = pair.device().display().to_string();
-    gatewayz_until(mport, "every register polled", |s| {
+    sourcesz_until(mport, "every register polled", |s| {
         assert_eq!(s["state"], json!("open"), "{s}");
         assert_eq!(s["target"], json!(device), "{s}");
         counter(s, "values") >= 10 && counter(s, "polls") >= counter(s, "values")
@@ -458,7 +458,7 @@ async fn timeouts_and_bad_crc_are_survived() {
         t.holding.insert(0, 104);
     });
     value_arrives(&mut sub, &json!(104)).await;
-    gatewayz_until(mport, "the faults counted", |s| {
+    sourcesz_until(mport, "the faults counted", |s| {
         counter(s, "timeouts") >= 1 && counter(s, "errors") >= 1 && counter(s, "exceptions") >= 1
     })
     .await;
@@ -557,7 +557,7 @@ async fn writes_through_request_reply() {
     assert_eq!(slave.with(|t| t.requests.get(&6).copied()), Some(1));
     assert_eq!(slave.with(|t| t.requests.get(&16).copied()), Some(1));
     assert_eq!(slave.with(|t| t.requests.get(&5).copied()), Some(1));
-    gatewayz_until(mport, "three writes", |s| counter(s, "writes") == 3).await;
+    sourcesz_until(mport, "three writes", |s| counter(s, "writes") == 3).await;
     drop(slave);
 }
 
@@ -590,7 +590,7 @@ async fn an_unplugged_device_is_reopened() {
 
     drop(slave);
     pair.unplug();
-    gatewayz_until(mport, "the bus waiting", |s| s["state"] == json!("waiting")).await;
+    sourcesz_until(mport, "the bus waiting", |s| s["state"] == json!("waiting")).await;
     // Writes are refused while the device is away.
     let reply = bounded(
         "a write reply",
@@ -612,7 +612,7 @@ async fn an_unplugged_device_is_reopened() {
     t.holding.insert(0, 2);
     let slave = Slave::start(pair.open_peer(), 1, t);
     value_arrives(&mut sub, &json!(2)).await;
-    gatewayz_until(mport, "the reopen counted", |s| {
+    sourcesz_until(mport, "the reopen counted", |s| {
         s["state"] == json!("open") && counter(s, "reopens") == 1
     })
     .await;

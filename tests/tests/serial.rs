@@ -52,11 +52,11 @@ fn port(name: &str, pty: &PtyPair, settings: Value) -> Value {
     entry
 }
 
-/// The `/gatewayz` entry of source `name`.
+/// The `/sourcesz` entry of source `name`.
 async fn gateway(mport: u16, name: &str) -> Value {
-    let (code, body) = http_get(mport, "/gatewayz").await;
+    let (code, body) = http_get(mport, "/sourcesz").await;
     assert_eq!(code, 200, "{body}");
-    body["gateways"]
+    body["sources"]
         .as_array()
         .and_then(|l| l.iter().find(|g| g["name"] == name).cloned())
         .unwrap_or_else(|| panic!("no gateway {name} in {body}"))

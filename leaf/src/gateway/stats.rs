@@ -1,6 +1,6 @@
 //! What each gateway source (a serial port, a Modbus bus, a GPIO line group) reports to
 //! monitoring: its state, counters and last error. Sources update atomics on their own task;
-//! `/gatewayz` and `/metrics` read them.
+//! `/sourcesz` and `/metrics` read them.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};

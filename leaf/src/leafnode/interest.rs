@@ -33,7 +33,7 @@ use std::sync::Arc;
 use bytes::BytesMut;
 
 use crate::proto;
-use crate::server::route::{ClientHandle, SubTarget, Subscription};
+use crate::server::fanout::{ClientHandle, SubTarget, Subscription};
 
 /// Where a piece of interest comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -303,7 +303,7 @@ fn apply(n: u32, delta: i64) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::server::route::{ConnKind, LeafPeer};
+    use crate::server::fanout::{ConnKind, LeafPeer};
 
     fn link(id: u64, solicited: bool) -> Arc<ClientHandle> {
         Arc::new(ClientHandle::with_kind(

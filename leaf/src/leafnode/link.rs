@@ -19,7 +19,7 @@
 //! * once established, registers the link with the interest table (which queues the first
 //!   `LS+` burst), turns `LS+`/`LS-` into subscriptions of the server (through the central
 //!   subscription hooks, so other links hear about them), and routes `LMSG`/`HMSG` locally
-//!   with [`Router::route_from_link`] (never back into this link);
+//!   with [`Fanout::fan_out_from_link`] (never back into this link);
 //! * pings the peer every `ping_interval` and closes the link after `ping_max` unanswered
 //!   pings.
 //!
@@ -48,10 +48,10 @@ use super::{LeafState, LinkDeny, LinkEntry, RemoteUrl, LOOP_RECONNECT_DELAY};
 use crate::auth::Credentials;
 use crate::config::MAX_PAYLOAD_LIMIT;
 use crate::proto::{self, LeafOp, Limits, QueueNames};
-use crate::server::info::NATS_FEATURE_LEVEL;
-use crate::server::route::{
-    ClientHandle, ConnKind, LeafPeer, MatchCache, Msg, Router, SubRef, SubTarget, Subscription,
+use crate::server::fanout::{
+    ClientHandle, ConnKind, Fanout, LeafPeer, MatchCache, Msg, SubRef, SubTarget, Subscription,
 };
+use crate::server::info::NATS_FEATURE_LEVEL;
 use crate::server::Shared;
 use crate::subject::{is_valid_queue_name, is_valid_subject};
 
@@ -212,7 +212,7 @@ struct Link<'s> {
     /// Subscriptions announced by the peer, by `LS+` key (`subject[ queue]`).
     subs: HashMap<Box<[u8]>, SubRef>,
     cache: MatchCache,
-    router: Router,
+    fanout: Fanout,
     pings_out: u32,
     registered: bool,
     /// The link runs over TLS.
@@ -283,7 +283,7 @@ pub(crate) async fn serve(
         remote_name: String::new(),
         subs: HashMap::new(),
         cache: MatchCache::default(),
-        router: Router::default(),
+        fanout: Fanout::default(),
         pings_out: 0,
         registered: false,
         tls: false,
@@ -535,18 +535,18 @@ impl Link<'_> {
                 _ = ping.tick(), if phase == Phase::Established => {
                     if self.pings_out >= self.leaf.opts.ping_max {
                         self.send_err("'Stale Connection'");
-                        self.router.flush();
+                        self.fanout.flush();
                         return Ended::Stale;
                     }
                     self.pings_out += 1;
-                    self.router.send(&self.handle, proto::PING);
-                    self.router.flush();
+                    self.fanout.send(&self.handle, proto::PING);
+                    self.fanout.flush();
                     continue;
                 }
                 _ = &mut handshake, if phase != Phase::Established => {
                     if phase == Phase::AwaitConnect {
                         self.send_err("'Authentication Timeout'");
-                        self.router.flush();
+                        self.fanout.flush();
                     }
                     return Ended::HandshakeTimeout;
                 }
@@ -559,7 +559,7 @@ impl Link<'_> {
             let before = self.phase;
             let (consumed, ended) = self.process(&rb.buf);
             rb.buf.advance(consumed);
-            self.router.flush();
+            self.fanout.flush();
             if let Some(ended) = ended {
                 return ended;
             }
@@ -569,7 +569,7 @@ impl Link<'_> {
                     .as_mut()
                     .reset(tokio::time::Instant::now() + HANDSHAKE_STEP);
             }
-            self.router.wait_for_stalled(Some(self.handle.id)).await;
+            self.fanout.wait_for_stalled(Some(self.handle.id)).await;
         }
     }
 
@@ -598,7 +598,7 @@ impl Link<'_> {
     fn handle_op(&mut self, op: LeafOp<'_>) -> Result<(), Ended> {
         match op {
             LeafOp::Ping => {
-                self.router.send(&self.handle, proto::PONG);
+                self.fanout.send(&self.handle, proto::PONG);
                 return Ok(());
             }
             LeafOp::Pong => {
@@ -687,7 +687,7 @@ impl Link<'_> {
     /// CONNECT (`true`).
     fn send_hub_info(&mut self, connect_info: bool) {
         let json = self.hub_info_json(connect_info);
-        self.router
+        self.fanout
             .send_with(&self.handle, |b| proto::write_info(b, &json));
     }
 
@@ -884,7 +884,7 @@ impl Link<'_> {
             connect.sig = Some(signed.sig);
         }
         let json = serde_json::to_vec(&connect).unwrap_or_default();
-        self.router
+        self.fanout
             .send_with(&self.handle, |b| proto::write_connect(b, &json));
         if info.info_on_connect {
             self.phase = Phase::AwaitConnectInfo;
@@ -995,8 +995,8 @@ impl Link<'_> {
         if result.is_empty() {
             return;
         }
-        self.router
-            .route_from_link(self.shared, &result, &msg, self.handle.id, queues);
+        self.fanout
+            .fan_out_from_link(self.shared, &result, &msg, self.handle.id, queues);
     }
 
     /// Leaves the interest table and removes every subscription the peer announced.
@@ -1010,11 +1010,11 @@ impl Link<'_> {
                 self.shared.remove_subscription(&sub);
             }
         }
-        self.router.flush();
+        self.fanout.flush();
     }
 
     fn send_err(&mut self, text: &str) {
-        self.router
+        self.fanout
             .send_with(&self.handle, |b| proto::write_err(b, text));
     }
 }

@@ -23,7 +23,7 @@
 //!
 //! Messages go out on the normal message path: interest received from a link is a
 //! subscription in the server's sublist whose target encodes `LMSG`/`HMSG` into the link's
-//! outbound queue (see [`crate::server::route`]). Not implemented yet: WebSocket,
+//! outbound queue (see [`crate::server::fanout`]). Not implemented yet: WebSocket,
 //! compression, operator mode (JWT accounts) on the accepting side, accounts, `hub: true`
 //! remotes. A remote's `deny_imports`/`deny_exports` are enforced by [`deny`].
 
@@ -45,7 +45,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
 
 use crate::auth::Authenticator;
-use crate::server::route::{ClientHandle, LinkStats};
+use crate::server::fanout::{ClientHandle, LinkStats};
 use crate::server::Shared;
 
 pub use deny::LinkDeny;

@@ -2,7 +2,7 @@
 //! its subscriptions, and pinging it.
 //!
 //! The read loop processes everything buffered by one `read` before it wakes the writers of the
-//! connections it delivered to (see [`Router`]), so a burst of N messages to one subscriber wakes
+//! connections it delivered to (see [`Fanout`]), so a burst of N messages to one subscriber wakes
 //! that subscriber's writer once. When a subscriber's queue is above its stall mark, the
 //! publisher waits for it (bounded) before reading more: the publisher is throttled through TCP
 //! instead of the subscriber being dropped, as nats-server does.
@@ -19,9 +19,9 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
+use super::fanout::{ClientHandle, Fanout, MatchCache, Msg, SubRef, SubTarget, Subscription};
 use super::info::{ConnectInfo, ServerInfo, NATS_FEATURE_LEVEL};
 use super::readbuf::ReadBuffer;
-use super::route::{ClientHandle, MatchCache, Msg, Router, SubRef, SubTarget, Subscription};
 use super::stats::{ConnEntry, ConnMeta};
 use super::Shared;
 use crate::auth::{Credentials, Permissions};
@@ -70,7 +70,7 @@ struct Connection {
     cache: MatchCache,
     /// Publish permission results by subject.
     publish_allowed: HashMap<Box<[u8]>, bool>,
-    router: Router,
+    fanout: Fanout,
     pings_out: u32,
     /// This connection in the server's monitoring registry.
     entry: Arc<ConnEntry>,
@@ -185,7 +185,7 @@ impl Connection {
             sweep_at: 64,
             cache: MatchCache::default(),
             publish_allowed: HashMap::new(),
-            router: Router::default(),
+            fanout: Fanout::default(),
             pings_out: 0,
             entry,
         }
@@ -233,11 +233,11 @@ impl Connection {
             }
             let (consumed, close) = self.process(&rb.buf);
             rb.buf.advance(consumed);
-            self.router.flush();
+            self.fanout.flush();
             if let Some(close) = close {
                 return close;
             }
-            self.router.wait_for_stalled(Some(self.handle.id)).await;
+            self.fanout.wait_for_stalled(Some(self.handle.id)).await;
         }
     }
 
@@ -399,7 +399,7 @@ impl Connection {
             return;
         }
         let no_echo = (!self.connect.echo).then_some(self.handle.id);
-        self.router.route(&self.shared, &result, &msg, no_echo);
+        self.fanout.fan_out(&self.shared, &result, &msg, no_echo);
     }
 
     fn may_publish(&mut self, subject: &[u8]) -> bool {
@@ -427,7 +427,7 @@ impl Connection {
             return;
         };
         let len = NO_RESPONDERS_HDR.len();
-        self.router.send_with(&self.handle, |b| {
+        self.fanout.send_with(&self.handle, |b| {
             proto::encode::write_hmsg_head(b, reply, &sid, None, len, len);
             b.extend_from_slice(NO_RESPONDERS_HDR);
             b.extend_from_slice(b"\r\n");
@@ -527,12 +527,12 @@ impl Connection {
     fn on_ping_timer(&mut self) -> Option<Close> {
         if self.pings_out >= self.shared.opts.ping_max {
             self.send_err("'Stale Connection'");
-            self.router.flush();
+            self.fanout.flush();
             return Some(Close::Stale);
         }
         self.pings_out += 1;
         self.send(proto::encode::PING);
-        self.router.flush();
+        self.fanout.flush();
         None
     }
 
@@ -543,7 +543,7 @@ impl Connection {
     }
 
     fn send(&mut self, bytes: &[u8]) {
-        self.router.send(&self.handle, bytes);
+        self.fanout.send(&self.handle, bytes);
     }
 
     fn send_err(&mut self, text: &str) {

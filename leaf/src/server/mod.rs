@@ -11,10 +11,10 @@
 //! configured these also keep the links' interest exact (see [`crate::leafnode::interest`]).
 
 pub mod client;
+pub mod fanout;
 pub mod info;
 pub mod outbound;
 pub mod readbuf;
-pub mod route;
 pub mod stats;
 
 use std::future::Future;
@@ -32,8 +32,8 @@ use crate::leafnode::interest::Origin;
 use crate::leafnode::{LeafOptions, LeafState, LinkStatus, RemoteError};
 use crate::sublist::{Sublist, SublistError};
 
-pub use route::{
-    ClientHandle, ConnKind, InternalSink, LeafPeer, LinkStats, Msg, Router, SubRef, SubTarget,
+pub use fanout::{
+    ClientHandle, ConnKind, Fanout, InternalSink, LeafPeer, LinkStats, Msg, SubRef, SubTarget,
     Subscription,
 };
 
@@ -143,10 +143,10 @@ impl Shared {
         if result.is_empty() {
             return 0;
         }
-        let mut router = Router::default();
-        let delivered = router.route(self, &result, msg, None);
-        router.flush();
-        router.clear_stalled();
+        let mut fanout = Fanout::default();
+        let delivered = fanout.fan_out(self, &result, msg, None);
+        fanout.flush();
+        fanout.clear_stalled();
         delivered
     }
 

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::SystemTime;
 
-use super::route::{ClientHandle, LinkStats};
+use super::fanout::{ClientHandle, LinkStats};
 
 /// What a client told about itself in CONNECT.
 #[derive(Debug, Clone, Default)]

@@ -53,7 +53,7 @@ use super::headers;
 use super::retention::{AckView, SharedView};
 use super::stream::Stream;
 use super::time::{now_ns, rfc3339};
-use crate::server::{Msg, Router, Shared, SubRef, SubTarget};
+use crate::server::{Fanout, Msg, Shared, SubRef, SubTarget};
 use crate::store::{Store, StoreError, StoredMessage};
 use crate::subject::subject_matches;
 use crate::sublist::{MatchResult, QueueGroup};
@@ -430,7 +430,7 @@ impl Task {
             return;
         }
         let remote = |s: &SubRef| matches!(s.0.target, SubTarget::Leaf(_));
-        let mut router = Router::default();
+        let mut fanout = Fanout::default();
         let any_remote = result.plain.iter().any(remote)
             || result.queues.iter().any(|g| g.members.iter().any(remote));
         if !any_remote {
@@ -440,7 +440,7 @@ impl Task {
                 headers,
                 payload,
             };
-            router.route(&server, &result, &msg, None);
+            fanout.fan_out(&server, &result, &msg, None);
         } else {
             // Queue groups stay local when they have a local member.
             let mut local = MatchResult::new();
@@ -469,7 +469,7 @@ impl Task {
                     headers,
                     payload,
                 };
-                router.route(&server, &local, &msg, None);
+                fanout.fan_out(&server, &local, &msg, None);
             }
             if !links.is_empty() {
                 let reply = format!("{ack}@{subject}");
@@ -479,11 +479,11 @@ impl Task {
                     headers,
                     payload,
                 };
-                router.route(&server, &links, &msg, None);
+                fanout.fan_out(&server, &links, &msg, None);
             }
         }
-        router.flush();
-        router.clear_stalled();
+        fanout.flush();
+        fanout.clear_stalled();
     }
 
     /// Sends a status message (`NATS/1.0 <code> <text>`) to a request's reply subject.

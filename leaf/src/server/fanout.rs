@@ -2,10 +2,10 @@
 //!
 //! This is the message path shared by client connections (which publish what their clients
 //! send), leafnode links (which publish what the other server forwards, see
-//! [`Router::route_from_link`]) and the server's own components (JetStream replies), which
+//! [`Fanout::fan_out_from_link`]) and the server's own components (JetStream replies), which
 //! publish with [`Shared::publish`] and receive through [`InternalSink`] subscriptions.
 //!
-//! A [`Router`] holds the per-publisher delivery state: the set of connections written to since
+//! A [`Fanout`] holds the per-publisher delivery state: the set of connections written to since
 //! the last flush (their writers are woken once per batch, not per message) and the
 //! subscribers whose queues passed their stall mark (the publisher waits for them).
 //!
@@ -340,34 +340,34 @@ impl SharedBodies {
 
 /// The delivery state of one publisher.
 #[derive(Default)]
-pub struct Router {
+pub struct Fanout {
     flush_set: FlushSet,
     stalled: Vec<Arc<ClientHandle>>,
-    /// Links the message being routed goes to (each once), collected during `route`.
+    /// Links the message being routed goes to (each once), collected during `fan_out`.
     links: Vec<Arc<ClientHandle>>,
     /// Queue members behind links chosen for the message being routed: (index in `links`,
     /// the subscription, whose queue name goes on the `LMSG` line).
     link_queues: Vec<(usize, SubRef)>,
 }
 
-impl Router {
+impl Fanout {
     /// Delivers `msg` to every plain subscription in `result` and to one member of each queue
     /// group. `no_echo` is the publishing connection's id when it asked not to receive its own
     /// messages. Returns how many deliveries were made (a link counts once).
-    pub fn route(
+    pub fn fan_out(
         &mut self,
         shared: &Shared,
         result: &MatchResult<SubRef>,
         msg: &Msg<'_>,
         no_echo: Option<u64>,
     ) -> usize {
-        self.route_inner(shared, result, msg, no_echo, None)
+        self.fan_out_inner(shared, result, msg, no_echo, None)
     }
 
     /// Delivers a message received from the leafnode link `link_id`: to every plain
     /// subscription except the link's own, and to one member of each queue group named in
     /// `queues` (none when it is empty), as nats-server does with an `LMSG`.
-    pub fn route_from_link(
+    pub fn fan_out_from_link(
         &mut self,
         shared: &Shared,
         result: &MatchResult<SubRef>,
@@ -375,11 +375,11 @@ impl Router {
         link_id: u64,
         queues: QueueNames<'_>,
     ) -> usize {
-        self.route_inner(shared, result, msg, Some(link_id), Some(queues))
+        self.fan_out_inner(shared, result, msg, Some(link_id), Some(queues))
     }
 
     /// `queue_filter`: `None` serves every queue group, `Some(names)` only those named.
-    fn route_inner(
+    fn fan_out_inner(
         &mut self,
         shared: &Shared,
         result: &MatchResult<SubRef>,
@@ -536,7 +536,7 @@ impl Router {
                 sink.deliver(msg);
                 return true;
             }
-            // Links are served by `send_to_links`; `route_inner` never passes them here.
+            // Links are served by `send_to_links`; `fan_out_inner` never passes them here.
             SubTarget::Leaf(_) => return false,
         };
         let outcome = encode_into(&client.out, client, sub, msg, bodies);
@@ -728,14 +728,14 @@ mod tests {
             payload: b"hi",
         };
         let result = shared.sublist.matches(msg.subject);
-        let mut router = Router::default();
+        let mut fanout = Fanout::default();
         let n = match from_link {
-            None => router.route(shared, &result, &msg, None),
+            None => fanout.fan_out(shared, &result, &msg, None),
             Some((id, queues)) => {
-                router.route_from_link(shared, &result, &msg, id, QueueNames::new(queues))
+                fanout.fan_out_from_link(shared, &result, &msg, id, QueueNames::new(queues))
             }
         };
-        router.flush();
+        fanout.flush();
         n
     }
 
