@@ -15,10 +15,10 @@ use crate::cli::{self, normalize_args, ServerArgs};
 use crate::config::{self, Config, LogLevel};
 use crate::gateway::{Gateways, Outlet};
 use crate::jetstream::{JetStream, JetStreamOptions};
-use crate::leafnode::{LeafOptions, LinkDeny, RemoteOptions, RemoteUrl};
+use crate::leafnode::{LeafOptions, LeafState, LinkDeny, RemoteError, RemoteOptions, RemoteUrl};
 use crate::monitor;
 use crate::reload;
-use crate::server::{Server, ServerOptions};
+use crate::server::{Peers, Server, ServerOptions};
 use crate::uplink::Uplinks;
 
 /// Aborts a background task when dropped.
@@ -141,6 +141,7 @@ pub fn main(flavor: Flavor) -> ExitCode {
     // change in between, the next reload reconnects the remote rather than miss it.
     let running = Running::new(cfg.clone());
     let opts = server_options(&cfg, flavor);
+    let leaf_opts = leaf_options(&cfg);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name(flavor.name())
@@ -153,7 +154,20 @@ pub fn main(flavor: Flavor) -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        let server = match Server::bind(opts).await {
+        let leaf = if leaf_opts.enabled() {
+            match LeafState::bind(leaf_opts).await {
+                Ok(leaf) => Some(leaf),
+                Err(e) => {
+                    error!("{e}");
+                    eprintln!("{}: {e}", flavor.name());
+                    return ExitCode::from(1);
+                }
+            }
+        } else {
+            None
+        };
+        let peers = leaf.clone().map(|l| l as Arc<dyn Peers>);
+        let server = match Server::bind_with(opts, peers).await {
             Ok(s) => s,
             Err(e) => {
                 error!("{e}");
@@ -181,14 +195,16 @@ pub fn main(flavor: Flavor) -> ExitCode {
         };
         let uplinks = match (&_jetstream, cfg.uplinks.is_empty()) {
             (_, true) => None,
-            (Some(js), false) => match Uplinks::start(server.shared(), js, &cfg.uplinks).await {
-                Ok(u) => Some(Arc::new(u)),
-                Err(e) => {
-                    error!("{e}");
-                    eprintln!("{}: {e}", flavor.name());
-                    return ExitCode::from(1);
+            (Some(js), false) => {
+                match Uplinks::start(server.shared(), leaf.as_deref(), js, &cfg.uplinks).await {
+                    Ok(u) => Some(Arc::new(u)),
+                    Err(e) => {
+                        error!("{e}");
+                        eprintln!("{}: {e}", flavor.name());
+                        return ExitCode::from(1);
+                    }
                 }
-            },
+            }
             (None, false) => None,
         };
         // After JetStream and the uplinks: their streams capture gateway data from the first
@@ -209,6 +225,7 @@ pub fn main(flavor: Flavor) -> ExitCode {
             Some(port) => {
                 let sources = monitor::Sources {
                     shared: Arc::downgrade(server.shared()),
+                    leaf: leaf.clone(),
                     uplinks: uplinks.clone(),
                     jetstream: _jetstream.clone(),
                     gateways: gateways.registry().clone(),
@@ -241,6 +258,7 @@ pub fn main(flavor: Flavor) -> ExitCode {
                     uplinks: uplinks.clone(),
                     gateways: (gateways.clone(), Outlet::new(server.shared())),
                     shared: Arc::downgrade(server.shared()),
+                    leaf: leaf.clone(),
                 },
             )))),
             Err(e) => {
@@ -505,7 +523,6 @@ pub fn server_options(cfg: &Config, flavor: Flavor) -> ServerOptions {
         write_deadline: cfg.write_deadline,
         auth_timeout: cfg.authorization.timeout,
         auth: authenticator(cfg),
-        leafnodes: leaf_options(cfg),
     }
 }
 
@@ -598,8 +615,10 @@ struct Reloader {
     uplinks: Option<Arc<Uplinks>>,
     /// The gateways, restarted on a change.
     gateways: GatewayHandle,
-    /// The server (its leafnode remotes).
+    /// The server.
     shared: std::sync::Weak<crate::server::Shared>,
+    /// Its leafnode links (their remotes), if any are configured.
+    leaf: Option<Arc<LeafState>>,
 }
 
 /// The running configuration and the digest of each remote's files
@@ -683,7 +702,7 @@ async fn reload_on_sighup(mut hup: tokio::signal::unix::Signal, mut running: Run
             }
         }
         let remotes = match r.shared.upgrade() {
-            Some(shared) => apply_remotes(&shared, &mut running, &mut new).await,
+            Some(shared) => apply_remotes(&shared, r.leaf.as_ref(), &mut running, &mut new).await,
             None => RemotesApplied::default(),
         };
         failed |= remotes.failed;
@@ -715,12 +734,13 @@ struct RemotesApplied {
 /// one, and those after it, are left out of `new`).
 async fn apply_remotes(
     shared: &Arc<crate::server::Shared>,
+    leaf: Option<&Arc<LeafState>>,
     running: &mut Running,
     new: &mut Config,
 ) -> RemotesApplied {
     let mut done = RemotesApplied::default();
     let old = running.config.leafnodes.remotes.clone();
-    let live = shared.leaf.as_ref().map_or(0, |l| l.remote_count());
+    let live = leaf.map_or(0, |l| l.remote_count());
     if live != old.len() {
         // A remote was left out at startup (its files became unreadable in between):
         // indexes do not match the configuration's.
@@ -757,7 +777,11 @@ async fn apply_remotes(
                     .first()
                     .map(ToString::to_string)
                     .unwrap_or_default();
-                match shared.set_remote(i, opts).await {
+                let set = match leaf {
+                    Some(leaf) => leaf.set_remote(shared, i, opts).await,
+                    None => Err(RemoteError::NotEnabled),
+                };
+                match set {
                     Ok(()) => {
                         match (before, files_only) {
                             (None, _) => info!(%url, "leafnodes.remotes[{i}] added: connecting"),
@@ -804,7 +828,11 @@ async fn apply_remotes(
         i += 1;
     }
     for i in (new.leafnodes.remotes.len()..old.len()).rev() {
-        match shared.remove_last_remote().await {
+        let removed = match leaf {
+            Some(leaf) => leaf.remove_last_remote().await,
+            None => Err(RemoteError::NotEnabled),
+        };
+        match removed {
             Ok(()) => {
                 info!("leafnodes.remotes[{i}] removed: its link is closed");
                 running.remote_digests.truncate(i);

@@ -26,6 +26,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, info};
 
+use crate::leafnode::{LeafState, LinkStatus};
 use crate::server::Shared;
 use crate::uplink::Uplinks;
 
@@ -39,6 +40,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Sources {
     /// The server.
     pub shared: Weak<Shared>,
+    /// Its leafnode links, if any are configured.
+    pub leaf: Option<Arc<LeafState>>,
     /// The uplinks, if any.
     pub uplinks: Option<Arc<Uplinks>>,
     /// JetStream, if enabled.
@@ -189,13 +192,18 @@ pub fn page(target: &str, sources: &Sources) -> Option<Page> {
     }
 }
 
+/// The status of every leafnode link (none without leafnode links).
+fn link_status(sources: &Sources) -> Vec<LinkStatus> {
+    sources
+        .leaf
+        .as_ref()
+        .map(|l| l.status())
+        .unwrap_or_default()
+}
+
 /// `/leafz`: the leafnode links (connected ones as nats-server lists them, plus the remotes).
 fn leafz(sources: &Sources, server_id: &str, now: &str) -> Value {
-    let links = sources
-        .shared
-        .upgrade()
-        .map(|s| s.leafnode_status())
-        .unwrap_or_default();
+    let links = link_status(sources);
     let leafs: Vec<Value> = links
         .iter()
         .filter(|l| l.connected)
@@ -329,7 +337,7 @@ fn varz(sources: &Sources, now: &str) -> Value {
     let o = &shared.opts;
     let st = &shared.stats;
     let totals = st.totals();
-    let links = shared.leafnode_status();
+    let links = link_status(sources);
     let (mut in_msgs, mut in_bytes, mut out_msgs, mut out_bytes) = (
         totals.in_msgs,
         totals.in_bytes,
@@ -509,7 +517,7 @@ fn labelled<T>(
         .collect()
 }
 
-fn link_url(l: &crate::leafnode::LinkStatus) -> &str {
+fn link_url(l: &LinkStatus) -> &str {
     &l.url
 }
 
@@ -581,7 +589,7 @@ fn metrics(sources: &Sources) -> String {
             "Resident memory.",
             rss_bytes(),
         );
-        let links = shared.leafnode_status();
+        let links = link_status(sources);
         let url = link_url;
         m.family(
             "leafd_leafnode_connected",
@@ -784,6 +792,7 @@ mod tests {
     fn unknown_pages_are_none_and_healthz_is_ok() {
         let sources = Sources {
             shared: Weak::new(),
+            leaf: None,
             uplinks: None,
             gateways: crate::gateway::Registry::default(),
             jetstream: None,

@@ -18,19 +18,18 @@ use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
 use super::link::{self, Side};
+use super::LeafState;
 use crate::server::Shared;
 
 /// Accepts leafnode connections until `stop` turns true. Every connection task holds a clone
 /// of `done`, so the server can wait for them at shutdown.
 pub async fn run(
     shared: Arc<Shared>,
+    leaf: Arc<LeafState>,
     listener: TcpListener,
     mut stop: watch::Receiver<bool>,
     done: mpsc::Sender<()>,
 ) {
-    let Some(leaf) = shared.leaf.as_ref() else {
-        return;
-    };
     if let Ok(addr) = listener.local_addr() {
         info!(%addr, "listening for leafnode connections");
     }
@@ -43,11 +42,13 @@ pub async fn run(
                     backoff = Duration::from_millis(5);
                     let entry = leaf.add_accepted(peer.to_string());
                     let shared = shared.clone();
+                    let leaf = leaf.clone();
                     let stop = stop.clone();
                     let done = done.clone();
                     tokio::spawn(async move {
                         let outcome = link::serve(
-                            shared.clone(),
+                            shared,
+                            leaf.clone(),
                             stream,
                             peer,
                             Side::Accepted,
@@ -62,9 +63,7 @@ pub async fn run(
                         } else {
                             warn!(%peer, reason = %outcome.ended, "leafnode connection refused");
                         }
-                        if let Some(leaf) = shared.leaf.as_ref() {
-                            leaf.remove_accepted(&entry);
-                        }
+                        leaf.remove_accepted(&entry);
                         drop(done);
                     });
                 }

@@ -235,18 +235,14 @@ enum Upgraded {
 /// reconnecting (solicited) or dropping the entry (accepted).
 pub(crate) async fn serve(
     shared: Arc<Shared>,
+    leaf: Arc<LeafState>,
     stream: TcpStream,
     peer: SocketAddr,
     side: Side,
     entry: Arc<LinkEntry>,
     mut stop: watch::Receiver<bool>,
 ) -> Outcome {
-    let Some(leaf) = shared.leaf.as_ref() else {
-        return Outcome {
-            ended: Ended::Shutdown,
-            established: false,
-        };
-    };
+    let leaf = &*leaf;
     let _ = stream.set_nodelay(true);
     let local = stream.local_addr().ok();
     let id = shared.next_client_id.fetch_add(1, Ordering::Relaxed);
@@ -698,7 +694,7 @@ impl Link<'_> {
         // The address the peer dialled: right even when the listener is bound to 0.0.0.0.
         let (host, port) = self
             .local
-            .or(shared.leaf_addr)
+            .or(self.leaf.listen_addr)
             .map(|a| (a.ip().to_string(), a.port()))
             .unwrap_or_default();
         let info = HubInfo {

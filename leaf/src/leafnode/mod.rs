@@ -25,10 +25,9 @@
 //! subscription in the server's sublist whose target encodes `LMSG`/`HMSG` into the link's
 //! outbound queue (see [`crate::server::fanout`]). Not implemented yet: WebSocket,
 //! compression, operator mode (JWT accounts) on the accepting side, accounts, `hub: true`
-//! remotes. A remote's `deny_imports`/`deny_exports` are enforced by [`deny`].
+//! remotes. A remote's `deny_imports`/`deny_exports` are enforced by [`LinkDeny`].
 
 pub mod accept;
-pub mod deny;
 pub mod info;
 pub mod interest;
 pub mod link;
@@ -38,37 +37,24 @@ pub mod tls;
 pub mod url;
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::mpsc;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
 
+use self::interest::Origin;
 use crate::auth::Authenticator;
 use crate::server::fanout::{ClientHandle, LinkStats};
-use crate::server::Shared;
+use crate::server::{Peers, ServerError, Shared, Subscription};
 
-pub use deny::LinkDeny;
+pub use crate::server::deny::{js_denied, LinkDeny, JS_DENIED_PREFIXES};
 pub use interest::Interest;
 pub use nkey::{NkeyUsers, RemoteAuth};
 pub use tls::{ClientTls, ServerTls, TlsError};
 pub use url::{RemoteUrl, UrlError};
-
-/// Subjects whose interest never crosses a link, as nats-server denies them on leafnode
-/// connections of ordinary accounts: the JetStream API without a domain, KV and object store.
-/// Both sides may run JetStream; were the interest announced, a client's request would be
-/// answered by both. Messages on them are not forwarded by interest either. A message the
-/// other side sends anyway (an uplink's request to its hub's API) is served, as nats-server
-/// serves it. A JetStream on the other side is otherwise reached through its domain
-/// (`$JS.<domain>.API.>`).
-pub const JS_DENIED_PREFIXES: [&[u8]; 3] = [b"$JS.API.", b"$KV.", b"$OBJ."];
-
-/// Whether `subject` (a literal subject or an `LS+` subject) is kept off links; see
-/// [`JS_DENIED_PREFIXES`].
-#[inline]
-pub fn js_denied(subject: &[u8]) -> bool {
-    subject.first() == Some(&b'$') && JS_DENIED_PREFIXES.iter().any(|p| subject.starts_with(p))
-}
 
 /// The subject prefix of loop-detection subscriptions.
 pub const LDS_PREFIX: &str = "$LDS.";
@@ -384,11 +370,16 @@ fn first_url(remote: &RemoteOptions) -> String {
         .unwrap_or_default()
 }
 
-/// The leafnode part of a server's shared state (present when links are configured).
+/// The leafnode links of a server (present when links are configured): the server holds it
+/// as its [`Peers`]; whoever built the server keeps it for the links' status and reloads.
 pub struct LeafState {
     /// The settings the server started with (a reload may change the remotes since: see
     /// [`LeafState::remote_options`]).
     pub opts: LeafOptions,
+    /// The address the leafnode listener is bound to, if any.
+    pub listen_addr: Option<SocketAddr>,
+    /// The bound listener, until the server starts running.
+    listener: Mutex<Option<TcpListener>>,
     /// All interest and each link's view of it; see [`interest`].
     pub(crate) interest: Mutex<Interest>,
     /// This server's loop-detection subject, `$LDS.<random>`.
@@ -400,7 +391,31 @@ pub struct LeafState {
 }
 
 impl LeafState {
-    /// New state for `opts`, with a fresh loop-detection subject.
+    /// Binds the leafnode listener of `opts` (if any) and returns the links' state, for
+    /// [`crate::server::Server::bind_with`]. The links start when the server runs.
+    pub async fn bind(opts: LeafOptions) -> Result<Arc<LeafState>, ServerError> {
+        let listener = match &opts.listen {
+            Some((host, port)) => {
+                let addr = if host.contains(':') {
+                    format!("[{host}]:{port}")
+                } else {
+                    format!("{host}:{port}")
+                };
+                Some(
+                    TcpListener::bind(&addr)
+                        .await
+                        .map_err(|source| ServerError::Bind { addr, source })?,
+                )
+            }
+            None => None,
+        };
+        let mut state = LeafState::new(opts);
+        state.listen_addr = listener.as_ref().and_then(|l| l.local_addr().ok());
+        state.listener = Mutex::new(listener);
+        Ok(Arc::new(state))
+    }
+
+    /// New state for `opts`, with a fresh loop-detection subject and no listener bound.
     pub fn new(opts: LeafOptions) -> LeafState {
         let lds = format!("{LDS_PREFIX}{}", random_token(22));
         let entries = opts
@@ -415,6 +430,8 @@ impl LeafState {
         };
         LeafState {
             opts,
+            listen_addr: None,
+            listener: Mutex::new(None),
             interest: Mutex::new(Interest::default()),
             lds: lds.into_bytes().into_boxed_slice(),
             entries: Mutex::new(entries),
@@ -438,7 +455,7 @@ impl LeafState {
 
     /// Starts a task for every remote (the server starts running); `done` is held by each
     /// task until it ends, including tasks a reload starts later.
-    pub(crate) fn start_remotes(&self, shared: &Arc<Shared>, done: &mpsc::Sender<()>) {
+    fn start_remotes(self: &Arc<Self>, shared: &Arc<Shared>, done: &mpsc::Sender<()>) {
         let mut r = self.lock_remotes();
         if !matches!(r.phase, Phase::Bound) {
             return;
@@ -448,6 +465,7 @@ impl LeafState {
             if let Some(entry) = self.remote_entry(index) {
                 *task = Some(solicit::spawn(
                     shared.clone(),
+                    self.clone(),
                     remote.clone(),
                     entry,
                     done.clone(),
@@ -458,7 +476,7 @@ impl LeafState {
     }
 
     /// Tells every remote task to stop (the server shuts down); no task starts after this.
-    pub(crate) fn stop_remotes(&self) {
+    fn stop_remotes(&self) {
         let mut r = self.lock_remotes();
         r.phase = Phase::Stopped;
         for task in r.tasks.iter().flatten() {
@@ -470,8 +488,8 @@ impl LeafState {
     /// if up, is closed, so the hub sees the leaf go) and a new one connects with the new
     /// settings. `index` equal to [`LeafState::remote_count`] adds a remote. The remote's
     /// status entry, and so the [`LeafState::watch_remote`] receivers of it, carry over.
-    pub(crate) async fn set_remote(
-        &self,
+    pub async fn set_remote(
+        self: &Arc<Self>,
         shared: &Arc<Shared>,
         index: usize,
         remote: RemoteOptions,
@@ -515,14 +533,20 @@ impl LeafState {
             Phase::Stopped => return Err(RemoteError::ShuttingDown),
         };
         if let Some(task) = r.tasks.get_mut(index) {
-            *task = Some(solicit::spawn(shared.clone(), remote, entry, done));
+            *task = Some(solicit::spawn(
+                shared.clone(),
+                self.clone(),
+                remote,
+                entry,
+                done,
+            ));
         }
         Ok(())
     }
 
     /// Stops the last remote (its link, if up, is closed) and removes it and its status
     /// entry. Only the last one can go: the others keep their index.
-    pub(crate) async fn remove_last_remote(&self) -> Result<(), RemoteError> {
+    pub async fn remove_last_remote(&self) -> Result<(), RemoteError> {
         let old = {
             let mut r = self.lock_remotes();
             let Some(index) = r.opts.len().checked_sub(1) else {
@@ -619,6 +643,42 @@ impl LeafState {
             replaced += 1;
         }
         replaced
+    }
+}
+
+impl Peers for LeafState {
+    fn announce(&self, sub: &Subscription, edit: &mut dyn FnMut() -> Option<i64>) {
+        let mut interest = self.interest();
+        if let Some(delta) = edit() {
+            interest.change(&sub.subject, sub.queue.as_deref(), Origin::of(sub), delta);
+        }
+    }
+
+    fn start(
+        self: Arc<Self>,
+        shared: &Arc<Shared>,
+        stop: &watch::Receiver<bool>,
+        done: &mpsc::Sender<()>,
+    ) {
+        let listener = self
+            .listener
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(listener) = listener {
+            tokio::spawn(accept::run(
+                shared.clone(),
+                self.clone(),
+                listener,
+                stop.clone(),
+                done.clone(),
+            ));
+        }
+        self.start_remotes(shared, done);
+    }
+
+    fn stop(&self) {
+        self.stop_remotes();
     }
 }
 

@@ -30,7 +30,9 @@ use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
 use super::link::{self, Side};
-use super::{ClientTls, LinkDeny, LinkEntry, RemoteAuth, RemoteOptions, RemoteUrl, RECONNECT_MIN};
+use super::{
+    ClientTls, LeafState, LinkDeny, LinkEntry, RemoteAuth, RemoteOptions, RemoteUrl, RECONNECT_MIN,
+};
 use crate::server::Shared;
 
 /// How long a stopped remote task gets to close its link before it is aborted.
@@ -78,12 +80,13 @@ impl RemoteTask {
 /// until it ends.
 pub(crate) fn spawn(
     shared: Arc<Shared>,
+    leaf: Arc<LeafState>,
     remote: RemoteOptions,
     entry: Arc<LinkEntry>,
     done: mpsc::Sender<()>,
 ) -> RemoteTask {
     let (stop, stop_rx) = watch::channel(false);
-    let handle = tokio::spawn(run(shared, remote, entry.clone(), stop_rx, done));
+    let handle = tokio::spawn(run(shared, leaf, remote, entry.clone(), stop_rx, done));
     RemoteTask {
         stop,
         handle,
@@ -94,14 +97,12 @@ pub(crate) fn spawn(
 /// Keeps `remote` connected until `stop` turns true (or its sender is dropped).
 async fn run(
     shared: Arc<Shared>,
+    leaf: Arc<LeafState>,
     remote: RemoteOptions,
     entry: Arc<LinkEntry>,
     mut stop: watch::Receiver<bool>,
     done: mpsc::Sender<()>,
 ) {
-    let Some(leaf) = shared.leaf.as_ref() else {
-        return;
-    };
     let RemoteOptions {
         urls: configured,
         deny,
@@ -124,7 +125,7 @@ async fn run(
                 tls: tls.as_ref(),
                 auth: auth.as_ref(),
             };
-            match attempt(&shared, url, how, &entry, &stop).await {
+            match attempt(&shared, &leaf, url, how, &entry, &stop).await {
                 Attempt::Established => {
                     // Start again from the configured URLs: an announced one is only a
                     // fallback (it may bypass a proxy or a load balancer the user put there).
@@ -189,14 +190,12 @@ struct How<'a> {
 
 async fn attempt(
     shared: &Arc<Shared>,
+    leaf: &Arc<LeafState>,
     url: &RemoteUrl,
     how: How<'_>,
     entry: &Arc<LinkEntry>,
     stop: &watch::Receiver<bool>,
 ) -> Attempt {
-    let Some(leaf) = shared.leaf.as_ref() else {
-        return Attempt::Stopped;
-    };
     let dial = tokio::time::timeout(leaf.opts.dial_timeout, TcpStream::connect(url.addr())).await;
     let stream = match dial {
         Ok(Ok(stream)) => stream,
@@ -216,6 +215,7 @@ async fn attempt(
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], url.port)));
     let outcome = link::serve(
         shared.clone(),
+        leaf.clone(),
         stream,
         peer,
         Side::Solicited {

@@ -94,7 +94,7 @@ pub struct LeafPeer {
     /// Subjects kept off the link: a remote's `deny_imports`/`deny_exports` (set when the
     /// link is created), or the `deny_pub` an accepted leaf sent in its CONNECT. Unset:
     /// nothing denied.
-    pub deny: std::sync::OnceLock<crate::leafnode::LinkDeny>,
+    pub deny: std::sync::OnceLock<super::deny::LinkDeny>,
 }
 
 /// Message and byte counters of a leafnode link, both directions. Bytes count message bodies
@@ -436,7 +436,7 @@ impl Fanout {
             }
         }
         if !self.links.is_empty() {
-            if crate::leafnode::js_denied(msg.subject) {
+            if super::deny::js_denied(msg.subject) {
                 self.links.clear();
                 self.link_queues.clear();
             } else {

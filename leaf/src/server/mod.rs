@@ -7,13 +7,16 @@
 //! at most once per subscriber (large payloads not at all).
 //!
 //! Every subscription change goes through [`Shared::add_subscription`],
-//! [`Shared::remove_subscription`] or [`Shared::reweigh_subscription`]: with leafnode links
-//! configured these also keep the links' interest exact (see [`crate::leafnode::interest`]).
+//! [`Shared::remove_subscription`] or [`Shared::reweigh_subscription`]: with links to other
+//! servers configured these also tell them (see [`Peers`]; the leafnode layer implements it,
+//! this module knows nothing else of it).
 
 pub mod client;
+pub mod deny;
 pub mod fanout;
 pub mod info;
 pub mod outbound;
+pub mod peers;
 pub mod readbuf;
 pub mod stats;
 
@@ -28,14 +31,13 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tracing::{debug, info, warn};
 
 use crate::auth::Authenticator;
-use crate::leafnode::interest::Origin;
-use crate::leafnode::{LeafOptions, LeafState, LinkStatus, RemoteError};
 use crate::sublist::{Sublist, SublistError};
 
 pub use fanout::{
     ClientHandle, ConnKind, Fanout, InternalSink, LeafPeer, LinkStats, Msg, SubRef, SubTarget,
     Subscription,
 };
+pub use peers::Peers;
 
 /// Everything the server needs to know to serve clients.
 #[derive(Debug, Clone)]
@@ -68,8 +70,6 @@ pub struct ServerOptions {
     pub auth_timeout: Duration,
     /// Who may connect.
     pub auth: Authenticator,
-    /// Leafnode links: a listener (hub side) and remotes (leaf side).
-    pub leafnodes: LeafOptions,
 }
 
 impl Default for ServerOptions {
@@ -89,7 +89,6 @@ impl Default for ServerOptions {
             write_deadline: Duration::from_secs(10),
             auth_timeout: Duration::from_secs(2),
             auth: Authenticator::Open,
-            leafnodes: LeafOptions::default(),
         }
     }
 }
@@ -104,11 +103,9 @@ pub struct Shared {
     pub sublist: Sublist<SubRef>,
     /// The address the listener is bound to.
     pub local_addr: SocketAddr,
-    /// The address the leafnode listener is bound to, if any.
-    pub leaf_addr: Option<SocketAddr>,
-    /// Leafnode links; `None` when none are configured (then subscription changes take no
-    /// extra lock).
-    pub leaf: Option<LeafState>,
+    /// Links to other servers (leafnode links), told about every interest change; `None`
+    /// when none are configured (then subscription changes take no extra lock).
+    pub peers: Option<Arc<dyn Peers>>,
     pub(crate) next_client_id: AtomicU64,
     /// Set once JetStream serves this server's clients (INFO's `jetstream`).
     pub jetstream: std::sync::atomic::AtomicBool,
@@ -117,24 +114,6 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// Runs leafnode remote number `index` with `remote` from now on (a reload): its link, if
-    /// up, is closed and a new one connects with the new settings; the index after the last
-    /// remote adds one. Watchers of the remote ([`LeafState::watch_remote`]) keep watching it.
-    pub async fn set_remote(
-        self: &Arc<Self>,
-        index: usize,
-        remote: crate::leafnode::RemoteOptions,
-    ) -> Result<(), RemoteError> {
-        let leaf = self.leaf.as_ref().ok_or(RemoteError::NotEnabled)?;
-        leaf.set_remote(self, index, remote).await
-    }
-
-    /// Stops the last leafnode remote (its link, if up, is closed) and removes it (a reload).
-    pub async fn remove_last_remote(&self) -> Result<(), RemoteError> {
-        let leaf = self.leaf.as_ref().ok_or(RemoteError::NotEnabled)?;
-        leaf.remove_last_remote().await
-    }
-
     /// Publishes a message from inside the server (no client connection): JetStream replies,
     /// messages arriving over a leaf link. Returns how many subscriptions it was delivered to.
     /// It never waits for slow subscribers; their own limits bound what they queue.
@@ -176,50 +155,43 @@ impl Shared {
         }
     }
 
-    /// Adds `sub` to the sublist (the one place subscriptions are added). With leafnode links,
-    /// under the interest lock, and every link that should hear about it is told.
+    /// Adds `sub` to the sublist (the one place subscriptions are added). With peers, under
+    /// their interest lock, and every link that should hear about it is told.
     pub fn add_subscription(&self, sub: &SubRef) -> Result<(), SublistError> {
         let s = &sub.0;
-        let Some(leaf) = &self.leaf else {
+        let Some(peers) = &self.peers else {
             return self
                 .sublist
                 .insert(&s.subject, s.queue.as_deref(), sub.clone());
         };
-        let mut interest = leaf.interest();
-        self.sublist
-            .insert(&s.subject, s.queue.as_deref(), sub.clone())?;
-        interest.change(
-            &s.subject,
-            s.queue.as_deref(),
-            Origin::of(s),
-            i64::from(s.weight()),
-        );
-        Ok(())
+        let mut inserted = Ok(());
+        peers.announce(s, &mut || {
+            inserted = self
+                .sublist
+                .insert(&s.subject, s.queue.as_deref(), sub.clone());
+            inserted.is_ok().then(|| i64::from(s.weight()))
+        });
+        inserted
     }
 
     /// Removes `sub` from the sublist (the one place subscriptions are removed; callers mark
     /// it finished first). Returns false if it was not there.
     pub fn remove_subscription(&self, sub: &SubRef) -> bool {
         let s = &sub.0;
-        let Some(leaf) = &self.leaf else {
+        let Some(peers) = &self.peers else {
             return matches!(
                 self.sublist.remove(&s.subject, s.queue.as_deref(), sub),
                 Ok(true)
             );
         };
-        let mut interest = leaf.interest();
-        let removed = matches!(
-            self.sublist.remove(&s.subject, s.queue.as_deref(), sub),
-            Ok(true)
-        );
-        if removed {
-            interest.change(
-                &s.subject,
-                s.queue.as_deref(),
-                Origin::of(s),
-                -i64::from(s.weight()),
+        let mut removed = false;
+        peers.announce(s, &mut || {
+            removed = matches!(
+                self.sublist.remove(&s.subject, s.queue.as_deref(), sub),
+                Ok(true)
             );
-        }
+            removed.then(|| -i64::from(s.weight()))
+        });
         removed
     }
 
@@ -227,29 +199,14 @@ impl Shared {
     /// weight) and tells the other links.
     pub fn reweigh_subscription(&self, sub: &SubRef, weight: u32) {
         let s = &sub.0;
-        let Some(leaf) = &self.leaf else {
+        let Some(peers) = &self.peers else {
             s.weight.store(weight, std::sync::atomic::Ordering::Relaxed);
             return;
         };
-        let mut interest = leaf.interest();
-        let old = s.weight.swap(weight, std::sync::atomic::Ordering::Relaxed);
-        if s.is_done() {
-            return;
-        }
-        interest.change(
-            &s.subject,
-            s.queue.as_deref(),
-            Origin::of(s),
-            i64::from(weight) - i64::from(old),
-        );
-    }
-
-    /// The status of every leafnode link (empty when none are configured).
-    pub fn leafnode_status(&self) -> Vec<LinkStatus> {
-        self.leaf
-            .as_ref()
-            .map(LeafState::status)
-            .unwrap_or_default()
+        peers.announce(s, &mut || {
+            let old = s.weight.swap(weight, std::sync::atomic::Ordering::Relaxed);
+            (!s.is_done()).then(|| i64::from(weight) - i64::from(old))
+        });
     }
 }
 
@@ -257,7 +214,6 @@ impl Shared {
 pub struct Server {
     shared: Arc<Shared>,
     listener: TcpListener,
-    leaf_listener: Option<TcpListener>,
 }
 
 /// Why the server could not start.
@@ -275,8 +231,17 @@ pub enum ServerError {
 }
 
 impl Server {
-    /// Binds the client listener.
+    /// Binds the client listener, for a server without peers.
     pub async fn bind(opts: ServerOptions) -> Result<Server, ServerError> {
+        Self::bind_with(opts, None).await
+    }
+
+    /// Binds the client listener, for a server linked to other servers through `peers`
+    /// (bound already: see [`Peers`]).
+    pub async fn bind_with(
+        opts: ServerOptions,
+        peers: Option<Arc<dyn Peers>>,
+    ) -> Result<Server, ServerError> {
         let addr = format!("{}:{}", opts.host, opts.port);
         let listener = TcpListener::bind(&addr)
             .await
@@ -287,52 +252,22 @@ impl Server {
         let local_addr = listener
             .local_addr()
             .map_err(|source| ServerError::Bind { addr, source })?;
-        let leaf_listener = match &opts.leafnodes.listen {
-            Some((host, port)) => {
-                let addr = if host.contains(':') {
-                    format!("[{host}]:{port}")
-                } else {
-                    format!("{host}:{port}")
-                };
-                Some(
-                    TcpListener::bind(&addr)
-                        .await
-                        .map_err(|source| ServerError::Bind { addr, source })?,
-                )
-            }
-            None => None,
-        };
-        let leaf_addr = leaf_listener.as_ref().and_then(|l| l.local_addr().ok());
-        let leaf = opts
-            .leafnodes
-            .enabled()
-            .then(|| LeafState::new(opts.leafnodes.clone()));
         let shared = Arc::new(Shared {
             server_id: info::new_server_id(),
             sublist: Sublist::new(),
             local_addr,
-            leaf_addr,
-            leaf,
+            peers,
             next_client_id: AtomicU64::new(1),
             jetstream: std::sync::atomic::AtomicBool::new(false),
             stats: stats::ServerStats::default(),
             opts,
         });
-        Ok(Server {
-            shared,
-            listener,
-            leaf_listener,
-        })
+        Ok(Server { shared, listener })
     }
 
     /// The address clients connect to.
     pub fn local_addr(&self) -> SocketAddr {
         self.shared.local_addr
-    }
-
-    /// The address leafnode connections are accepted on, if a listener is configured.
-    pub fn leafnode_addr(&self) -> Option<SocketAddr> {
-        self.shared.leaf_addr
     }
 
     /// The shared state (for tests and embedding).
@@ -343,24 +278,12 @@ impl Server {
     /// Serves clients until `shutdown` completes, then stops accepting, lets every connection
     /// flush what is queued for it (bounded by `drain_limit`), and returns.
     pub async fn run(self, shutdown: impl Future<Output = ()>, drain_limit: Duration) {
-        let Server {
-            shared,
-            listener,
-            leaf_listener,
-        } = self;
+        let Server { shared, listener } = self;
         let (stop_tx, stop_rx) = watch::channel(false);
         // Each connection task holds a clone of `done_tx`; `recv` returns `None` once all are gone.
         let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
-        if let Some(l) = leaf_listener {
-            tokio::spawn(crate::leafnode::accept::run(
-                shared.clone(),
-                l,
-                stop_rx.clone(),
-                done_tx.clone(),
-            ));
-        }
-        if let Some(leaf) = &shared.leaf {
-            leaf.start_remotes(&shared, &done_tx);
+        if let Some(peers) = &shared.peers {
+            peers.clone().start(&shared, &stop_rx, &done_tx);
         }
         let slots = Arc::new(Semaphore::new(shared.opts.max_connections));
         let mut backoff = Duration::from_millis(5);
@@ -402,8 +325,8 @@ impl Server {
         drop(listener);
         info!("shutting down: closing client connections");
         let _ = stop_tx.send(true);
-        if let Some(leaf) = &shared.leaf {
-            leaf.stop_remotes();
+        if let Some(peers) = &shared.peers {
+            peers.stop();
         }
         drop(done_tx);
         if tokio::time::timeout(drain_limit, done_rx.recv())

@@ -42,6 +42,7 @@ use self::record::{Cursor, Origin, CURSOR_KEY};
 use crate::config::{Uplink, WhenFull};
 use crate::jetstream::config::{ApiError, StreamConfig};
 use crate::jetstream::JetStream;
+use crate::leafnode::LeafState;
 use crate::server::Shared;
 use crate::store::Store;
 
@@ -247,6 +248,7 @@ impl Uplinks {
     /// started and before the server accepts clients, so no publish escapes the buffer.
     pub async fn start(
         shared: &Arc<Shared>,
+        leaf: Option<&LeafState>,
         js: &JetStream,
         configs: &[Uplink],
     ) -> Result<Uplinks, UplinkError> {
@@ -258,9 +260,7 @@ impl Uplinks {
         };
         for cfg in configs {
             let stream = cfg.stream_name();
-            let link_rx = shared
-                .leaf
-                .as_ref()
+            let link_rx = leaf
                 .and_then(|l| l.watch_remote(cfg.remote))
                 .ok_or_else(|| UplinkError::NoRemote {
                     name: cfg.name.clone(),

@@ -1,5 +1,10 @@
-//! A remote's `deny_imports` and `deny_exports`: subjects kept off one link, the gateway's
-//! security boundary.
+//! Subjects kept off server-to-server links, checked on the message path ([`super::fanout`])
+//! and by the links themselves.
+//!
+//! [`js_denied`]: the JetStream API, KV and object store, kept off every link.
+//!
+//! [`LinkDeny`], a remote's `deny_imports` and `deny_exports`: subjects kept off one link, the
+//! gateway's security boundary.
 //!
 //! * `deny_exports`: messages on these subjects never go to the hub. Interest the hub
 //!   announces wholly within them is ignored, and every message is checked before it is
@@ -9,6 +14,22 @@
 //!   message arriving from the link is checked.
 
 use crate::subject::{is_subset, subject_matches};
+
+/// Subjects whose interest never crosses a link, as nats-server denies them on leafnode
+/// connections of ordinary accounts: the JetStream API without a domain, KV and object store.
+/// Both sides may run JetStream; were the interest announced, a client's request would be
+/// answered by both. Messages on them are not forwarded by interest either. A message the
+/// other side sends anyway (an uplink's request to its hub's API) is served, as nats-server
+/// serves it. A JetStream on the other side is otherwise reached through its domain
+/// (`$JS.<domain>.API.>`).
+pub const JS_DENIED_PREFIXES: [&[u8]; 3] = [b"$JS.API.", b"$KV.", b"$OBJ."];
+
+/// Whether `subject` (a literal subject or an `LS+` subject) is kept off links; see
+/// [`JS_DENIED_PREFIXES`].
+#[inline]
+pub fn js_denied(subject: &[u8]) -> bool {
+    subject.first() == Some(&b'$') && JS_DENIED_PREFIXES.iter().any(|p| subject.starts_with(p))
+}
 
 /// The subjects kept off one link.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
