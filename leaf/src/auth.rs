@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::subject::{is_subset, subject_matches, subjects_overlap};
+use leaf_proto::subject::{is_subset, subject_matches, subjects_overlap};
 
 /// An allow list and a deny list of subject filters (wildcards allowed).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -168,7 +168,7 @@ pub enum Page {
 pub fn page(target: &str, sources: &Sources) -> Option<Page> {
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let shared = sources.shared.upgrade();
-    let now = crate::jetstream::time::rfc3339(crate::jetstream::time::now_ns());
+    let now = leaf_proto::time::rfc3339(leaf_proto::time::now_ns());
     let server_id = shared
         .as_ref()
         .map(|s| s.server_id.clone())
@@ -285,14 +285,14 @@ fn sourcesz(sources: &Sources, server_id: &str, now: &str) -> Value {
                 .map(|(k, v)| (k.to_owned(), json!(v)))
                 .collect();
             let last_error = s.last_error().map(|(at, message)| {
-                json!({ "time": crate::jetstream::time::rfc3339(at), "message": message })
+                json!({ "time": leaf_proto::time::rfc3339(at), "message": message })
             });
             json!({
                 "kind": s.kind(),
                 "name": s.name(),
                 "target": s.target(),
                 "state": s.state().as_str(),
-                "since": crate::jetstream::time::rfc3339(s.since_ns()),
+                "since": leaf_proto::time::rfc3339(s.since_ns()),
                 "counters": counters,
                 "last_error": last_error,
             })
@@ -735,7 +735,7 @@ fn system_rfc3339(t: SystemTime) -> String {
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
         .unwrap_or(0);
-    crate::jetstream::time::rfc3339(ns)
+    leaf_proto::time::rfc3339(ns)
 }
 
 /// `host` and `port` of a URL or `host:port` text (the port 0 when absent).

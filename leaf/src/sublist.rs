@@ -47,7 +47,7 @@ use std::hash::{BuildHasher, Hasher, RandomState};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use crate::subject::{is_literal, is_valid_queue_name, is_valid_subject, subject_matches};
+use leaf_proto::subject::{is_literal, is_valid_queue_name, is_valid_subject, subject_matches};
 
 /// Maximum number of subjects kept in the match cache.
 pub const CACHE_MAX: usize = 1024;
@@ -1105,7 +1105,7 @@ mod tests {
                         let mut want_q: std::collections::BTreeMap<Vec<u8>, Vec<u32>> =
                             std::collections::BTreeMap::default();
                         for (f, q, id) in &model {
-                            if crate::subject::subject_matches(f, &s) {
+                            if leaf_proto::subject::subject_matches(f, &s) {
                                 match q {
                                     None => want_plain.push(*id),
                                     Some(q) => want_q.entry(q.clone()).or_default().push(*id),

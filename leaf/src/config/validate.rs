@@ -4,7 +4,7 @@
 //! authentication settings are consistent, that permission subjects are
 //! well formed, and that limits are in range. Errors name the key.
 
-use crate::subject::is_valid_subject;
+use leaf_proto::subject::is_valid_subject;
 use std::collections::HashSet;
 
 use super::{Config, ConfigError, SubjectPermission, MAX_PAYLOAD_LIMIT};
@@ -244,7 +244,7 @@ impl Config {
                 return Err(ConfigError::invalid(key("subjects"), "missing subjects"));
             }
             for subject in &up.subjects {
-                if !crate::subject::is_valid_subject(subject.as_bytes()) {
+                if !leaf_proto::subject::is_valid_subject(subject.as_bytes()) {
                     return Err(ConfigError::invalid(
                         key("subjects"),
                         format!("`{subject}` is not a valid subject"),
@@ -252,7 +252,7 @@ impl Config {
                 }
             }
             for subject in &up.hub_subjects {
-                if !crate::subject::is_valid_subject(subject.as_bytes()) {
+                if !leaf_proto::subject::is_valid_subject(subject.as_bytes()) {
                     return Err(ConfigError::invalid(
                         key("hub_subjects"),
                         format!("`{subject}` is not a valid subject"),
@@ -282,7 +282,7 @@ impl Config {
             }
             if let Some(prefix) = &up.subject_prefix {
                 if prefix.contains(['*', '>'])
-                    || !crate::subject::is_valid_subject(prefix.as_bytes())
+                    || !leaf_proto::subject::is_valid_subject(prefix.as_bytes())
                 {
                     return Err(ConfigError::invalid(
                         key("subject_prefix"),
@@ -431,7 +431,7 @@ impl Config {
                 (&remote.deny_exports, "deny_exports"),
             ] {
                 for subject in list {
-                    if !crate::subject::is_valid_subject(subject.as_bytes()) {
+                    if !leaf_proto::subject::is_valid_subject(subject.as_bytes()) {
                         return Err(ConfigError::invalid(
                             format!("leafnodes.remotes[{i}].{key}"),
                             format!("`{subject}` is not a valid subject"),

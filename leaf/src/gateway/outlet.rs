@@ -7,10 +7,10 @@ use std::sync::{Arc, Weak};
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use crate::jetstream::headers::Builder;
-use crate::jetstream::time::rfc3339;
 use crate::server::{InternalSink, Msg, Shared, SubRef};
-use crate::subject::is_valid_literal_subject;
+use leaf_proto::headers::Builder;
+use leaf_proto::subject::is_valid_literal_subject;
+use leaf_proto::time::rfc3339;
 
 use super::GatewayError;
 
@@ -174,7 +174,7 @@ pub fn stamp(received_ns: i64, seq: u64, extra: &[(&str, &str)]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::jetstream::headers::get_str;
+    use leaf_proto::headers::get_str;
 
     #[test]
     fn stamp_carries_time_sequence_and_extras() {

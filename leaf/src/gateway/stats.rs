@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::jetstream::time::now_ns;
+use leaf_proto::time::now_ns;
 
 /// The connection state of a source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -75,7 +75,7 @@ impl Template {
         let template = Template { parts };
         // Every placeholder filled with a plain token must give a valid subject.
         let sample = template.render(|_| Some("x"));
-        if !crate::subject::is_valid_literal_subject(sample.as_bytes()) {
+        if !leaf_proto::subject::is_valid_literal_subject(sample.as_bytes()) {
             return Err(TemplateError::Invalid);
         }
         Ok(template)
@@ -154,7 +154,7 @@ mod tests {
         let s = t.render(odd);
         assert_eq!(s, "sensors._._.a_b__._");
         assert!(
-            crate::subject::is_valid_literal_subject(s.as_bytes()),
+            leaf_proto::subject::is_valid_literal_subject(s.as_bytes()),
             "{s}"
         );
     }

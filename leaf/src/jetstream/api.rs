@@ -16,13 +16,13 @@ use super::config::consumer::ConsumerConfig;
 use super::config::{ApiError, StreamConfig};
 use super::consumer;
 use super::handle::{Cmd, ConsumerHandle};
-use super::headers;
 use super::retention;
-use super::time::{now_ns, rfc3339};
 use super::{Inner, StoredConfig};
 use crate::server::Msg;
 use crate::store::{PurgeRequest, StoreError, StoredMessage};
-use crate::subject::subjects_overlap;
+use leaf_proto::headers;
+use leaf_proto::subject::subjects_overlap;
+use leaf_proto::time::{now_ns, rfc3339};
 
 /// One API request, copied off the publisher's buffer.
 pub(crate) struct Request {

@@ -8,7 +8,7 @@ pub mod consumer;
 
 use serde::{Deserialize, Serialize};
 
-use crate::subject::is_valid_subject;
+use leaf_proto::subject::is_valid_subject;
 
 /// Two minutes in nanoseconds: the default `duplicate_window`.
 pub const DEFAULT_DUPLICATE_WINDOW_NS: i64 = 120_000_000_000;
@@ -257,7 +257,7 @@ impl StreamConfig {
             if !is_valid_subject(s.as_bytes()) {
                 return Err(ApiError::invalid_config(&format!("invalid subject {s:?}")));
             }
-            if crate::subject::subjects_overlap(s.as_bytes(), b"$JS.API.>") {
+            if leaf_proto::subject::subjects_overlap(s.as_bytes(), b"$JS.API.>") {
                 return Err(ApiError::invalid_config(
                     "subjects overlap with jetstream api",
                 ));
@@ -354,7 +354,7 @@ impl StreamConfig {
                 )));
             }
             if let Some(t) = &o.opt_start_time {
-                if super::time::parse_rfc3339(t).is_none() {
+                if leaf_proto::time::parse_rfc3339(t).is_none() {
                     return Err(ApiError::invalid_config(&format!(
                         "invalid opt_start_time {t:?}"
                     )));

@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::config::consumer::ConsumerConfig;
 use super::config::{ApiError, StreamSource};
 use super::retention::SharedView;
-use super::time::now_ns;
+use leaf_proto::time::now_ns;
 
 /// A message for a consumer's task.
 pub(crate) enum Cmd {

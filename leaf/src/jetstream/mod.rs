@@ -21,12 +21,10 @@ pub mod api;
 pub mod config;
 pub mod consumer;
 pub mod handle;
-pub mod headers;
 mod msg_ids;
 pub mod retention;
 pub mod source;
 pub mod stream;
-pub mod time;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -438,7 +436,7 @@ impl Inner {
             Some(c) => c.send(handle::Cmd::Next { reply, payload }),
             None => {
                 if let Some(server) = self.server.upgrade() {
-                    let hdr = headers::Builder::new(Some((503, ""))).finish();
+                    let hdr = leaf_proto::headers::Builder::new(Some((503, ""))).finish();
                     server.publish(&Msg {
                         subject: reply.as_bytes(),
                         reply: None,

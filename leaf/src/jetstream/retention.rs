@@ -29,7 +29,7 @@ use tracing::{debug, warn};
 use super::config::consumer::{AckPolicy, ConsumerConfig, DeliverPolicy};
 use super::config::{ApiError, Retention, StreamConfig};
 use crate::store::Store;
-use crate::subject::{is_subset, subject_matches};
+use leaf_proto::subject::{is_subset, subject_matches};
 
 /// What other consumers need to know of a consumer's acknowledgements (nats-server's
 /// `needAck` inputs).
@@ -343,7 +343,7 @@ pub(crate) fn check_new_consumer(
 fn partitions_overlap(a: &str, b: &str) -> bool {
     is_subset(a.as_bytes(), b.as_bytes())
         || is_subset(b.as_bytes(), a.as_bytes())
-        || crate::subject::subjects_overlap(a.as_bytes(), b.as_bytes())
+        || leaf_proto::subject::subjects_overlap(a.as_bytes(), b.as_bytes())
 }
 
 #[cfg(test)]

@@ -51,10 +51,10 @@ use tracing::{debug, info, warn};
 
 use super::config::{ApiError, StreamConfig, StreamSource};
 use super::handle::{SourceHandle, SourceStatus};
-use super::headers;
 use super::stream::{Origin, Stream};
 use crate::server::{InternalSink, Msg, Shared, SubRef};
 use crate::store::Store;
+use leaf_proto::headers;
 
 /// The header naming the origin of a sourced message.
 pub const SOURCE_HEADER: &str = "Nats-Stream-Source";
@@ -506,7 +506,7 @@ impl Task {
             c["opt_start_time"] = json!(t);
         } else if let Resume::NotSince(ts) = self.resume {
             c["deliver_policy"] = json!("by_start_time");
-            c["opt_start_time"] = json!(super::time::rfc3339(ts));
+            c["opt_start_time"] = json!(leaf_proto::time::rfc3339(ts));
         } else {
             c["deliver_policy"] = json!("all");
         }

@@ -37,12 +37,12 @@ use tracing::{debug, warn};
 
 use super::config::{ApiError, Discard, Retention, StreamConfig};
 use super::handle::{Cmd, ConsumerHandle, SourceHandle};
-use super::headers;
 use super::msg_ids::{MsgId, MsgIds};
 use super::retention::{SharedView, StreamView};
-use super::time::now_ns;
 use crate::server::{InternalSink, Msg, Shared};
 use crate::store::{Appended, NewMessage, PurgeRequest, Store, StoreError};
+use leaf_proto::headers;
+use leaf_proto::time::now_ns;
 
 /// Messages waiting for the stream's task before new ones are refused.
 const MAX_QUEUED: usize = 65_536;

@@ -32,8 +32,8 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 
-use crate::proto;
 use crate::server::fanout::{ClientHandle, SubTarget, Subscription};
+use leaf_proto as proto;
 
 /// Where a piece of interest comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

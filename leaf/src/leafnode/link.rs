@@ -47,13 +47,13 @@ use super::tls::{ClientTls, FlushingWriter};
 use super::{LeafState, LinkDeny, LinkEntry, RemoteUrl, LOOP_RECONNECT_DELAY};
 use crate::auth::Credentials;
 use crate::config::MAX_PAYLOAD_LIMIT;
-use crate::proto::{self, LeafOp, Limits, QueueNames};
 use crate::server::fanout::{
     ClientHandle, ConnKind, Fanout, LeafPeer, MatchCache, Msg, SubRef, SubTarget, Subscription,
 };
 use crate::server::info::NATS_FEATURE_LEVEL;
 use crate::server::Shared;
-use crate::subject::{is_valid_queue_name, is_valid_subject};
+use leaf_proto::subject::{is_valid_queue_name, is_valid_subject};
+use leaf_proto::{self as proto, LeafOp, Limits, QueueNames};
 
 /// The largest control line accepted on a link (queue lists and INFO can be long).
 const MAX_CONTROL_LINE: usize = 64 * 1024;

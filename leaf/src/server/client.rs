@@ -25,8 +25,8 @@ use super::readbuf::ReadBuffer;
 use super::stats::{ConnEntry, ConnMeta};
 use super::Shared;
 use crate::auth::{Credentials, Permissions};
-use crate::proto::{self, ClientOp, Limits};
-use crate::subject::{is_valid_queue_name, is_valid_subject};
+use leaf_proto::subject::{is_valid_queue_name, is_valid_subject};
+use leaf_proto::{self as proto, ClientOp, Limits};
 
 /// How many subjects a connection caches publish permission results for.
 const LOCAL_CACHE_SIZE: usize = 512;
@@ -421,7 +421,7 @@ impl Connection {
         let Some(sid) = self
             .subs
             .values()
-            .find(|s| !s.is_done() && crate::subject::subject_matches(&s.subject, reply))
+            .find(|s| !s.is_done() && leaf_proto::subject::subject_matches(&s.subject, reply))
             .map(|s| s.sid.clone())
         else {
             return;

@@ -13,7 +13,7 @@
 //!   wholly within them is not announced to the hub (so it does not send them), and every
 //!   message arriving from the link is checked.
 
-use crate::subject::{is_subset, subject_matches};
+use leaf_proto::subject::{is_subset, subject_matches};
 
 /// Subjects whose interest never crosses a link, as nats-server denies them on leafnode
 /// connections of ordinary accounts: the JetStream API without a domain, KV and object store.

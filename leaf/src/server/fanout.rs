@@ -29,9 +29,9 @@ use bytes::{Bytes, BytesMut};
 use super::outbound::{AppendOutcome, Outbound, SHARE_THRESHOLD};
 use super::Shared;
 use crate::auth::Permissions;
-use crate::proto::{self, QueueNames};
-use crate::subject::is_valid_subject;
 use crate::sublist::{MatchResult, Sublist};
+use leaf_proto::subject::is_valid_subject;
+use leaf_proto::{self as proto, QueueNames};
 
 /// How long a publisher waits for one stalled subscriber before it goes on.
 const STALL_LIMIT: Duration = Duration::from_millis(100);

@@ -17,10 +17,10 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 
 use crate::jetstream::config::ApiError;
-use crate::jetstream::headers;
-use crate::proto;
 use crate::server::outbound::AppendOutcome;
 use crate::server::{ClientHandle, InternalSink, Msg};
+use leaf_proto as proto;
+use leaf_proto::headers;
 
 /// The prefix of uplink reply subjects.
 pub const REPLY_PREFIX: &str = "_UPLINK.";

@@ -373,7 +373,7 @@ impl Uplinks {
                 if s.backlog_msgs > 0 {
                     if let Ok(first) = e.store.read_range(&e.stream, s.acked + 1, 1, 0) {
                         s.oldest_age = first.first().map(|m| {
-                            let now = crate::jetstream::time::now_ns();
+                            let now = leaf_proto::time::now_ns();
                             Duration::from_nanos(u64::try_from(now - m.ts_ns).unwrap_or(0))
                         });
                     }

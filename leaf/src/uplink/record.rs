@@ -131,7 +131,7 @@ impl Cursor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::jetstream::headers;
+    use leaf_proto::headers;
 
     #[test]
     fn msg_ids_round_trip_only_for_their_origin() {

@@ -45,7 +45,7 @@ use super::template::Template;
 use super::{Context, GatewayError, Outlet, Registry, SourceStats};
 use crate::config::gpio::{LineConfig, SUBJECT_PLACEHOLDERS};
 use crate::config::{ConfigError, GpioGroup};
-use crate::subject::is_valid_literal_subject;
+use leaf_proto::subject::is_valid_literal_subject;
 
 pub use cdev::CdevSource;
 pub use pipeline::{COUNTERS, LINE_HEADER};

@@ -14,7 +14,7 @@ use crate::config::gpio::EventClock;
 use crate::gateway::outlet::{stamp, Outlet, Request};
 use crate::gateway::stats::{LogLimiter, SourceState, SourceStats};
 use crate::gateway::GatewayError;
-use crate::jetstream::time::now_ns;
+use leaf_proto::time::now_ns;
 
 /// The counters every GPIO group reports.
 pub const COUNTERS: &[&str] = &["events", "dropped", "samples", "sets", "gets", "errors"];

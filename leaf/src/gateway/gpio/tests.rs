@@ -9,8 +9,8 @@ use tokio::sync::mpsc;
 use super::*;
 use crate::config::gpio::{Bias, Edge, GpioInput, GpioOutput};
 use crate::gateway::{Board, SourceState};
-use crate::jetstream::headers::get_str;
 use crate::server::{InternalSink, Msg, Server, ServerOptions, Shared};
+use leaf_proto::headers::get_str;
 
 const MS: u64 = 1_000_000;
 const WAIT: Duration = Duration::from_secs(5);

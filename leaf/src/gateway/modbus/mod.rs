@@ -34,7 +34,7 @@ use super::template::Template;
 use super::{Context, GatewayError, Outlet, Registry};
 use crate::config::modbus::{Register, SUBJECT_PLACEHOLDERS, WRITE_PLACEHOLDERS};
 use crate::config::ModbusBus;
-use crate::subject::is_valid_literal_subject;
+use leaf_proto::subject::is_valid_literal_subject;
 
 /// The bus's counters, in this order (see the constants below).
 const COUNTERS: &[&str] = &[

@@ -14,7 +14,7 @@ use crate::gateway::serial::device;
 use crate::gateway::serial::port::SerialPort;
 use crate::gateway::stats::SourceState;
 use crate::gateway::GatewayError;
-use crate::jetstream::time::now_ns;
+use leaf_proto::time::now_ns;
 
 /// Why a session ended.
 pub(super) enum End {

@@ -39,7 +39,7 @@ use super::stats::LogLimiter;
 use super::template::Template;
 use super::{Board, Context, GatewayError, Outlet, Registry, SourceState, SourceStats};
 use crate::config::serial::{Format, Framing, SerialSource};
-use crate::jetstream::time::now_ns;
+use leaf_proto::time::now_ns;
 use port::SerialPort;
 
 /// The largest `max_frame`: the size of each port's frame buffer.

@@ -6,8 +6,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::jetstream::config::{is_valid_name, ApiError, StreamConfig};
-use crate::jetstream::time::parse_rfc3339;
-use crate::subject::{is_subset, is_valid_subject, subject_matches};
+use leaf_proto::subject::{is_subset, is_valid_subject, subject_matches};
+use leaf_proto::time::parse_rfc3339;
 
 /// Default `ack_wait`: 30 s.
 pub const DEFAULT_ACK_WAIT_NS: i64 = 30_000_000_000;

@@ -49,14 +49,14 @@ use tracing::warn;
 use super::config::consumer::{AckPolicy, ConsumerConfig, DeliverPolicy, DEFAULT_INACTIVE_NS};
 use super::config::Retention;
 use super::handle::{Cmd, ConsumerHandle};
-use super::headers;
 use super::retention::{AckView, SharedView};
 use super::stream::Stream;
-use super::time::{now_ns, rfc3339};
 use crate::server::{Fanout, Msg, Shared, SubRef, SubTarget};
 use crate::store::{Store, StoreError, StoredMessage};
-use crate::subject::subject_matches;
 use crate::sublist::{MatchResult, QueueGroup};
+use leaf_proto::headers;
+use leaf_proto::subject::subject_matches;
+use leaf_proto::time::{now_ns, rfc3339};
 
 /// One delivered message waiting for its ack.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]

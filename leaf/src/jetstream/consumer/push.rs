@@ -25,7 +25,7 @@ use bytes::Bytes;
 use tokio::time::Instant;
 
 use super::Task;
-use crate::jetstream::headers;
+use leaf_proto::headers;
 
 /// First flow control window, in bytes.
 pub(crate) const FC_START_WINDOW: u64 = 1024 * 1024;

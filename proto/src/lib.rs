@@ -1,10 +1,22 @@
-//! The NATS client protocol on the wire, without I/O.
+//! # leaf-proto: the NATS protocol on the wire, without I/O
 //!
-//! This module turns bytes into [`ClientOp`]s ([`parse_client_op`]) and operations into bytes
-//! (the `write_*` functions); its [`leaf`] submodule does the same for the server-to-server
-//! leafnode protocol ([`LeafOp`], [`parse_leaf_op`]), with the same building blocks. It never
-//! touches a socket, keeps no state, and the parsers never allocate, so the same code serves the
-//! client read loop, the leafnode link, tests and the fuzzers (`fuzz/fuzz_targets/`).
+//! The bottom of the leaf workspace: what both servers, the tests and the fuzzers need to read
+//! and write NATS, and nothing else (it depends on `bytes`, `memchr`, `itoa` and `thiserror`
+//! only).
+//!
+//! * the client protocol: bytes into [`ClientOp`]s ([`parse_client_op`]) and operations into
+//!   bytes (the `write_*` functions, [`encode`]);
+//! * [`leaf`]: the same for the server-to-server leafnode protocol ([`LeafOp`],
+//!   [`parse_leaf_op`]), with the same building blocks;
+//! * [`subject`]: subject and queue-name validation, wildcard matching, overlap and subset
+//!   tests;
+//! * [`headers`]: reading and writing NATS header blocks (`NATS/1.0` plus fields), as
+//!   JetStream's headers need them;
+//! * [`time`]: the clock and the RFC 3339 timestamps of JetStream's JSON.
+//!
+//! It never touches a socket, keeps no state, and the parsers never allocate, so the same code
+//! serves the client read loop, the leafnode link, tests and the fuzzers (`fuzz/fuzz_targets/`,
+//! which build this crate alone).
 //!
 //! # Decoding in two phases
 //!
@@ -53,8 +65,11 @@
 
 pub mod encode;
 pub mod error;
+pub mod headers;
 pub mod leaf;
 pub mod parse;
+pub mod subject;
+pub mod time;
 
 pub use encode::{
     write_client_op, write_connect, write_err, write_hmsg, write_hmsg_head, write_hpub, write_info,

@@ -5,11 +5,11 @@
 //! input is exhausted, incomplete or invalid. The parser must never panic, and every consumed
 //! length must be non-zero and within the input.
 //!
-//! Run with `cargo +nightly fuzz run parse` from `leaf/`.
+//! Run with `cargo +nightly fuzz run parse` from `proto/`.
 
 #![no_main]
 
-use leaf::proto::{parse_client_op, Limits};
+use leaf_proto::{parse_client_op, Limits};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -6,12 +6,12 @@
 //! length must be non-zero and within the input, and every decoded op must re-encode to bytes
 //! that decode back to an equal op.
 //!
-//! Run with `cargo +nightly fuzz run parse_leaf` from `leaf/`.
+//! Run with `cargo +nightly fuzz run parse_leaf` from `proto/`.
 
 #![no_main]
 
 use bytes::BytesMut;
-use leaf::proto::{parse_leaf_op, write_leaf_op, Limits};
+use leaf_proto::{parse_leaf_op, write_leaf_op, Limits};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

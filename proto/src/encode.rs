@@ -274,7 +274,7 @@ pub fn write_client_op(out: &mut BytesMut, op: &ClientOp<'_>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::{parse_client_op, Limits};
+    use crate::{parse_client_op, Limits};
 
     fn enc(f: impl FnOnce(&mut BytesMut)) -> Vec<u8> {
         let mut out = BytesMut::new();

@@ -1,4 +1,4 @@
-//! Property tests for the leafnode protocol codec (`leaf::proto::leaf`), through its public API
+//! Property tests for the leafnode protocol codec (`leaf_proto::leaf`), through its public API
 //! only.
 //!
 //! Random sequences of valid leafnode operations are encoded with `write_leaf_op` and decoded
@@ -7,7 +7,7 @@
 //! error whatever the split, and arbitrary bytes must never make the parser panic.
 
 use bytes::BytesMut;
-use leaf::proto::{
+use leaf_proto::{
     parse_leaf_op, write_leaf_op, write_lmsg, LeafOp, Limits, ParseError, QueueNames,
 };
 use proptest::prelude::*;

@@ -1,4 +1,4 @@
-//! Interoperability of the leafnode codec (`leaf::proto::leaf`) with a real nats-server 2.9.
+//! Interoperability of the leafnode codec (`leaf_proto::leaf`) with a real nats-server 2.9.
 //!
 //! Starts a nats-server with a client port and a leafnode port, plays the leaf side on a raw
 //! socket with `parse_leaf_op` and the `write_*` leafnode writers, and a plain client on
@@ -17,7 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use leaf::proto::{
+use leaf_proto::{
     parse_leaf_op, write_leaf_op, write_lmsg, write_ls_minus, write_ls_plus, LeafOp, Limits,
 };
 

@@ -1,4 +1,4 @@
-//! Property tests for the client protocol codec (`leaf::proto`), through its public API only.
+//! Property tests for the client protocol codec (`leaf_proto`), through its public API only.
 //!
 //! Random sequences of valid operations are encoded with `write_client_op` and decoded back,
 //! from one buffer and from a growing buffer fed in chunks split at every byte boundary, the
@@ -6,7 +6,7 @@
 //! error whatever the split, and arbitrary bytes must never make the parser panic.
 
 use bytes::BytesMut;
-use leaf::proto::{parse_client_op, write_client_op, ClientOp, Limits, ParseError};
+use leaf_proto::{parse_client_op, write_client_op, ClientOp, Limits, ParseError};
 use proptest::prelude::*;
 
 /// An owned copy of a [`ClientOp`], so decoded ops outlive the read buffer.
