@@ -30,7 +30,6 @@ pub mod monitor;
 pub mod reload;
 pub mod server;
 pub mod status_cmd;
-pub mod store;
 pub mod sublist;
 pub mod systemd;
 pub mod uplink;

@@ -19,10 +19,10 @@ use super::handle::{Cmd, ConsumerHandle};
 use super::retention;
 use super::{Inner, StoredConfig};
 use crate::server::Msg;
-use crate::store::{PurgeRequest, StoreError, StoredMessage};
 use leaf_proto::headers;
 use leaf_proto::subject::subjects_overlap;
 use leaf_proto::time::{now_ns, rfc3339};
+use leaf_store::{PurgeRequest, StoreError, StoredMessage};
 
 /// One API request, copied off the publisher's buffer.
 pub(crate) struct Request {

@@ -39,7 +39,7 @@ use tracing::{info, warn};
 use self::config::{ApiError, StreamConfig};
 use self::stream::{Capture, Stream};
 use crate::server::{InternalSink, Msg, Shared, SubRef};
-use crate::store::{Store, StoreError, StoreOptions};
+use leaf_store::{Store, StoreError, StoreOptions};
 
 /// How JetStream is set up.
 #[derive(Debug, Clone)]

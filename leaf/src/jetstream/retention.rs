@@ -28,8 +28,8 @@ use tracing::{debug, warn};
 
 use super::config::consumer::{AckPolicy, ConsumerConfig, DeliverPolicy};
 use super::config::{ApiError, Retention, StreamConfig};
-use crate::store::Store;
 use leaf_proto::subject::{is_subset, subject_matches};
+use leaf_store::Store;
 
 /// What other consumers need to know of a consumer's acknowledgements (nats-server's
 /// `needAck` inputs).

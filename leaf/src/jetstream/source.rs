@@ -53,8 +53,8 @@ use super::config::{ApiError, StreamConfig, StreamSource};
 use super::handle::{SourceHandle, SourceStatus};
 use super::stream::{Origin, Stream};
 use crate::server::{InternalSink, Msg, Shared, SubRef};
-use crate::store::Store;
 use leaf_proto::headers;
+use leaf_store::Store;
 
 /// The header naming the origin of a sourced message.
 pub const SOURCE_HEADER: &str = "Nats-Stream-Source";

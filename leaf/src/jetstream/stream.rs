@@ -40,9 +40,9 @@ use super::handle::{Cmd, ConsumerHandle, SourceHandle};
 use super::msg_ids::{MsgId, MsgIds};
 use super::retention::{SharedView, StreamView};
 use crate::server::{InternalSink, Msg, Shared};
-use crate::store::{Appended, NewMessage, PurgeRequest, Store, StoreError};
 use leaf_proto::headers;
 use leaf_proto::time::now_ns;
+use leaf_store::{Appended, NewMessage, PurgeRequest, Store, StoreError};
 
 /// Messages waiting for the stream's task before new ones are refused.
 const MAX_QUEUED: usize = 65_536;

@@ -44,7 +44,7 @@ use super::{State, StatusCell};
 use crate::config::Uplink;
 use crate::server::outbound::AppendOutcome;
 use crate::server::ClientHandle;
-use crate::store::{PurgeRequest, Store, StoredMessage};
+use leaf_store::{PurgeRequest, Store, StoredMessage};
 
 /// Most messages read from the buffer at once.
 const READ_BATCH: usize = 256;

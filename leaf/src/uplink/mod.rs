@@ -44,7 +44,7 @@ use crate::jetstream::config::{ApiError, StreamConfig};
 use crate::jetstream::JetStream;
 use crate::leafnode::LeafState;
 use crate::server::Shared;
-use crate::store::Store;
+use leaf_store::Store;
 
 /// Why uplinks could not start.
 #[derive(Debug, thiserror::Error)]

@@ -52,11 +52,11 @@ use super::handle::{Cmd, ConsumerHandle};
 use super::retention::{AckView, SharedView};
 use super::stream::Stream;
 use crate::server::{Fanout, Msg, Shared, SubRef, SubTarget};
-use crate::store::{Store, StoreError, StoredMessage};
 use crate::sublist::{MatchResult, QueueGroup};
 use leaf_proto::headers;
 use leaf_proto::subject::subject_matches;
 use leaf_proto::time::{now_ns, rfc3339};
+use leaf_store::{Store, StoreError, StoredMessage};
 
 /// One delivered message waiting for its ack.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]

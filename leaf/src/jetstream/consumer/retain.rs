@@ -11,7 +11,7 @@ use super::Task;
 use crate::jetstream::config::consumer::AckPolicy;
 use crate::jetstream::config::Retention;
 use crate::jetstream::retention::{self, lock};
-use crate::store::{StoreError, StoredMessage};
+use leaf_store::{StoreError, StoredMessage};
 
 impl Task {
     /// Whether other consumers look at this consumer's view (interest retention only: under

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use proptest::prelude::*;
 
 use super::{msg, open, rt};
-use crate::store::{subject, PurgeRequest};
+use crate::{subject, PurgeRequest};
 
 #[derive(Debug, Clone)]
 enum Act {

@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::{check_consistent, msg, open, rt, Rng};
-use crate::store::StoreError;
+use crate::StoreError;
 
 const CHILD_ENV: &str = "LEAF_STORE_KILL_CHILD_DIR";
 
@@ -57,7 +57,7 @@ fn sigkill_keeps_every_acked_message() {
         let mut child = Command::new(&exe)
             .args([
                 "--exact",
-                "store::tests::kill::child_mode",
+                "tests::kill::child_mode",
                 "--nocapture",
                 "--test-threads=1",
             ])

@@ -1,5 +1,8 @@
-//! leaf's local JetStream storage engine: streams of messages in one redb file, written by
-//! a single group-commit writer thread.
+//! # leaf-store: the JetStream storage engine of leafd and hubd
+//!
+//! Streams of messages in one redb file, written by a single group-commit writer thread.
+//! The crate knows nothing of NATS or JetStream's API: streams, messages, purges and opaque
+//! consumer records (the `jetstream` module of `leaf-core` builds on it).
 //!
 //! Durability contract: every write method returns a future that resolves `Ok` only after
 //! the redb commit holding the write was made durable (`Durability::Immediate`, one fsync).
@@ -10,11 +13,11 @@
 //!
 //! Readers use their own redb read transactions and are never blocked by the writer. The
 //! futures need no tokio runtime (only `tokio::sync::oneshot`). See `DESIGN.md` for the
-//! on-disk format and the crash-safety argument.
+//! on-disk format and the crash-safety argument (`store/DESIGN.md`).
 //!
 //! ```no_run
-//! # async fn demo() -> Result<(), leaf::store::StoreError> {
-//! use leaf::store::{NewMessage, Store, StoreOptions};
+//! # async fn demo() -> Result<(), leaf_store::StoreError> {
+//! use leaf_store::{NewMessage, Store, StoreOptions};
 //! let store = Store::open(std::path::Path::new("/var/lib/leafd"), StoreOptions::default())?;
 //! store.create_stream("ORDERS", b"{}".to_vec()).await?;
 //! let ack = store

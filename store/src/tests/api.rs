@@ -1,7 +1,7 @@
 //! Unit tests of every API call.
 
 use super::{check_consistent, msg, open, rt};
-use crate::store::{NewMessage, PurgeRequest, Store, StoreError, StoreOptions};
+use crate::{NewMessage, PurgeRequest, Store, StoreError, StoreOptions};
 
 #[test]
 fn create_append_get_and_reopen() {
@@ -328,21 +328,21 @@ fn delete_stream_frees_everything() {
     let txn = redb::ReadableDatabase::begin_read(db.as_ref().unwrap()).unwrap();
     use redb::ReadableTableMetadata;
     assert_eq!(
-        txn.open_table(crate::store::format::BLOCKS)
+        txn.open_table(crate::format::BLOCKS)
             .unwrap()
             .len()
             .unwrap(),
         1
     );
     assert_eq!(
-        txn.open_table(crate::store::format::SUBJECTS)
+        txn.open_table(crate::format::SUBJECTS)
             .unwrap()
             .len()
             .unwrap(),
         1
     );
     assert_eq!(
-        txn.open_table(crate::store::format::CONSUMERS)
+        txn.open_table(crate::format::CONSUMERS)
             .unwrap()
             .len()
             .unwrap(),
@@ -400,9 +400,9 @@ fn newer_format_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     drop(open(dir.path()));
     {
-        let db = redb::Database::open(dir.path().join(crate::store::FILE_NAME)).unwrap();
+        let db = redb::Database::open(dir.path().join(crate::FILE_NAME)).unwrap();
         let txn = db.begin_write().unwrap();
-        txn.open_table(crate::store::format::META)
+        txn.open_table(crate::format::META)
             .unwrap()
             .insert("format_version", 2u32.to_le_bytes().as_slice())
             .unwrap();

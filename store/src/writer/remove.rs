@@ -10,9 +10,9 @@
 use std::collections::HashMap;
 
 use super::{Batch, Done, OpResult};
-use crate::store::format::BlockRec;
-use crate::store::read::{block_containing, scan_backward, scan_forward};
-use crate::store::{Appended, StoreError};
+use crate::format::BlockRec;
+use crate::read::{block_containing, scan_backward, scan_forward};
+use crate::{Appended, StoreError};
 
 impl Batch<'_, '_> {
     /// Tombstones every stored message among `seqs`; the result is how many were removed.

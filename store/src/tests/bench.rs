@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use super::{msg, open, rt};
-use crate::store::{NewMessage, Store, StoreOptions};
+use crate::{NewMessage, Store, StoreOptions};
 
 fn payload128(n: u64) -> NewMessage {
     let mut p = format!("{n}-").into_bytes();
@@ -57,7 +57,7 @@ fn bench_append_throughput() {
 
 fn file_blocks(dir: &std::path::Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(dir.join(crate::store::FILE_NAME))
+    std::fs::metadata(dir.join(crate::FILE_NAME))
         .map(|m| m.blocks() * 512)
         .unwrap_or(0)
 }
@@ -118,7 +118,7 @@ fn bench_open_after_kill() {
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(ready);
-    let len = std::fs::metadata(dir.path().join(crate::store::FILE_NAME))
+    let len = std::fs::metadata(dir.path().join(crate::FILE_NAME))
         .unwrap()
         .len();
     let t = Instant::now();

@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use redb::StorageBackend;
 
 use super::{check_consistent, msg, rt, Rng};
-use crate::store::backend::BackendFactory;
-use crate::store::{PurgeRequest, Store, StoreError, StoreOptions};
+use crate::backend::BackendFactory;
+use crate::{PurgeRequest, Store, StoreError, StoreOptions};
 
 #[derive(Debug, Default)]
 struct Disk {
@@ -159,7 +159,7 @@ fn power_cut_keeps_every_acked_message() {
         let disk = FaultDisk::default();
         let rt = rt();
         // Previous life: some data, deletes and purges already durable.
-        let mut acked: Vec<(u64, crate::store::NewMessage)> = Vec::new();
+        let mut acked: Vec<(u64, crate::NewMessage)> = Vec::new();
         let tried_deletes = Arc::new(Mutex::new(std::collections::HashSet::<u64>::new()));
         {
             let s = Store::open_with(disk.factory(), StoreOptions::default()).unwrap();
@@ -226,7 +226,7 @@ fn power_cut_keeps_every_acked_message() {
         let s = Store::open_with(image.factory(), StoreOptions::default())
             .unwrap_or_else(|e| panic!("round {round}: reopen failed: {e}"));
         let stored = check_consistent(&s, "S");
-        let present: std::collections::HashMap<u64, &crate::store::StoredMessage> =
+        let present: std::collections::HashMap<u64, &crate::StoredMessage> =
             stored.iter().map(|m| (m.seq, m)).collect();
         // Deleted/purged messages were removed on purpose; all others must be present.
         let st = s.stream_state("S").unwrap().unwrap();

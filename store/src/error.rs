@@ -53,8 +53,9 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// A copy of this error, used to fail every operation of a batch whose commit failed.
-    pub(crate) fn replicate(&self) -> StoreError {
+    /// A copy of this error (`io::Error` is not `Clone`): to fail every operation of a batch
+    /// whose commit failed, or to hand one failure to several waiters.
+    pub fn replicate(&self) -> StoreError {
         match self {
             StoreError::NotFound(s) => StoreError::NotFound(s.clone()),
             StoreError::AlreadyExists(s) => StoreError::AlreadyExists(s.clone()),
