@@ -1,7 +1,14 @@
-//! `hubd`: the hub server. It serves the same NATS core, JetStream and leafnode link as
-//! `leafd` (all from the `leaf` library); hub-only parts (monitoring for many leaves, the
-//! full JetStream API with consumers, KV and object store) will live in this crate as they
-//! are built.
+//! `hubd`: the hub server. It serves the same NATS core, JetStream and leafnode links as
+//! `leafd` (all from the `leaf-core` crate) and none of the gateway's parts (uplinks, serial
+//! ports, Modbus, GPIO: its configuration refuses their keys, see [`config`]). Hub-only parts
+//! (accounts administration, a JWT resolver, routes, Raft) will live in this crate, or in
+//! `leaf-core` where both binaries need them, as they are built.
+//!
+//! * [`app`]: what the binary runs (flags, configuration, the server, reloads);
+//! * [`config`]: its configuration: the shared keys only.
+
+mod app;
+mod config;
 
 /// hubd allocates with mimalloc: a hub stores every leaf's traffic, and with glibc's
 /// allocator malloc and free took about a third of its CPU per stored message (see
@@ -12,7 +19,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
     disable_transparent_huge_pages();
-    leaf::app::main(leaf::app::Flavor::Hubd)
+    app::main()
 }
 
 /// mimalloc asks for transparent huge pages for its arenas, so every fresh 2 MiB of heap

@@ -1,35 +1,26 @@
-//! # leaf: a small-footprint NATS server for the industrial edge
+//! # leaf: `leafd`, the gateway server
 //!
-//! This crate is the core of `leafd` (the gateway server, binary in `src/bin/leafd.rs`) and of
-//! `hubd` (the hub server in the sibling `hub` crate, built on this library). Any NATS client
-//! works against both.
+//! What a gateway runs on top of the shared NATS server (`leaf-core`, which `hubd` runs too):
+//! everything a gateway needs and a hub does not. The binary is `src/bin/leafd.rs`.
 //!
 //! ## Layout (one module, one job)
-//! * [`proto`]: the NATS wire codec, parse and encode over byte buffers, no I/O.
-//! * [`subject`]: subject validation and wildcard matching.
-//! * [`sublist`]: the interest structure: a subject trie with a match cache.
-//! * [`auth`]: authentication and per-user publish/subscribe permissions.
-//! * [`server`]: the accept loop, connections ([`server::client`]), outbound queues
-//!   ([`server::outbound`]) and the INFO/CONNECT bodies ([`server::info`]).
-//! * [`leafnode`]: leafnode links to hubs and from leaves (the NATS server-to-server
-//!   leafnode protocol, both sides).
-//! * [`config`]: the configuration file (TOML or JSON, nats-server's key names) and
-//!   [`cli`]: the nats-server-compatible command-line flags.
-//! * [`app`]: what the `leafd` and `hubd` binaries run: flags, config, logging, signals.
+//! * [`uplink`]: store-and-forward uplinks: local subjects buffered durably and forwarded to a
+//!   stream on the hub, in order and exactly once.
+//! * [`config`]: leafd's configuration: the shared keys, the uplinks and the gateways
+//!   (serial ports, Modbus, GPIO: the `leaf-gateway` crate) in one file.
+//! * [`reload`]: what a SIGHUP may change of leafd's own keys (uplink limits, the gateways).
+//! * [`monitor`]: leafd's monitoring pages (`/uplinkz`, `/sourcesz`) and metrics.
+//! * [`systemd`]: sd_notify (READY, STATUS, STOPPING, the watchdog) without libsystemd.
+//! * [`status_cmd`]: `leafd status`, which renders `/uplinkz`.
+//! * [`app`]: what the `leafd` binary runs.
 //!
-//! `DESIGN.md` next to this crate's `Cargo.toml` describes how a message flows through them.
+//! `DESIGN.md` next to this crate's `Cargo.toml` describes the uplinks and the gateways; the
+//! shared server is described in `core/DESIGN.md`.
 
 pub mod app;
-pub mod auth;
-pub mod cli;
 pub mod config;
-pub mod gateway;
-pub mod jetstream;
-pub mod leafnode;
 pub mod monitor;
 pub mod reload;
-pub mod server;
 pub mod status_cmd;
-pub mod sublist;
 pub mod systemd;
 pub mod uplink;

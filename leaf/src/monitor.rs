@@ -1,259 +1,50 @@
-//! The HTTP monitoring port (`http_port`, `-m`): JSON status pages with nats-server's names
-//! where nats-server has the page.
+//! leafd's own monitoring pages and metrics, served by the shared monitoring port
+//! (`leaf_core::monitor`) through [`LeafPages`]:
 //!
-//! * `/healthz`: `{"status":"ok"}` while the server runs and its JetStream store answers
-//!   (503 with the problem otherwise);
-//! * `/varz`, `/connz` (`?limit=&offset=`), `/subsz`, `/jsz`: nats-server's pages, with its
-//!   field names for what this server has;
-//! * `/metrics`: the Prometheus text format (connections, traffic, slow consumers, streams,
-//!   leafnode links, uplink backlogs and rates);
-//! * `/leafz`: the leafnode links, shaped as nats-server's `/leafz`;
-//! * `/uplinkz`: every store-and-forward uplink: state, backlog, rate, counters (leafd's own
-//!   page; `leafd status` renders it).
+//! * `/uplinkz`: every store-and-forward uplink: state, backlog, rate, counters (`leafd
+//!   status` renders it);
 //! * `/sourcesz`: every gateway source (serial port, Modbus bus, GPIO group): state, device,
-//!   counters (frames, bad input by kind, reopens), latest error (leafd's own page).
-//!
-//! A deliberately small HTTP/1.1 server: `GET` only, one request per connection, bounded
-//! request size and time. It binds to the client listener's host (loopback by default).
+//!   counters (frames, bad input by kind, reopens), latest error;
+//! * in `/metrics`: the uplinks' backlogs and rates, the sources' state and counters.
 
-use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, Weak};
-use std::time::{Duration, SystemTime};
+use std::sync::Arc;
 
+use leaf_core::monitor::{label, labelled, system_rfc3339, Metrics, Pages};
+use leaf_gateway::{Registry, SourceState, SourceStats};
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tracing::{debug, info};
 
-use crate::leafnode::{LeafState, LinkStatus};
-use crate::server::Shared;
-use crate::uplink::Uplinks;
+use crate::uplink::{State, UplinkStatus, Uplinks};
 
-/// Longest request head accepted.
-const MAX_REQUEST: usize = 8 * 1024;
-/// Time a client gets to send its request.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// What the pages read.
-#[derive(Clone)]
-pub struct Sources {
-    /// The server.
-    pub shared: Weak<Shared>,
-    /// Its leafnode links, if any are configured.
-    pub leaf: Option<Arc<LeafState>>,
+/// The pages of one leafd: its uplinks (if any) and its gateway sources.
+pub struct LeafPages {
     /// The uplinks, if any.
     pub uplinks: Option<Arc<Uplinks>>,
-    /// JetStream, if enabled.
-    pub jetstream: Option<crate::jetstream::JetStream>,
     /// The gateway sources (serial ports, Modbus buses, GPIO groups).
-    pub gateways: crate::gateway::Registry,
+    pub sources: Registry,
 }
 
-/// A bound monitoring listener.
-pub struct Monitor {
-    listener: TcpListener,
-    sources: Sources,
-}
-
-impl Monitor {
-    /// Binds `host:port`.
-    pub async fn bind(host: &str, port: u16, sources: Sources) -> std::io::Result<Monitor> {
-        let listener = TcpListener::bind((host, port)).await?;
-        Ok(Monitor { listener, sources })
+impl Pages for LeafPages {
+    fn paths(&self) -> &'static [&'static str] {
+        &["/uplinkz", "/sourcesz"]
     }
 
-    /// The bound address.
-    pub fn local_addr(&self) -> Option<SocketAddr> {
-        self.listener.local_addr().ok()
-    }
-
-    /// Serves until the task is dropped.
-    pub async fn run(self) {
-        if let Some(addr) = self.local_addr() {
-            info!(%addr, "monitoring listening (GET /healthz, /varz, /connz, /subsz, /jsz, /leafz, /uplinkz, /sourcesz, /metrics)");
-        }
-        loop {
-            let Ok((stream, _)) = self.listener.accept().await else {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            };
-            let sources = self.sources.clone();
-            tokio::spawn(async move {
-                if let Err(e) = serve(stream, &sources).await {
-                    debug!(error = %e, "monitoring request failed");
-                }
-            });
+    fn page(&self, path: &str, server_id: &str, now: &str) -> Option<Value> {
+        match path {
+            "/uplinkz" => Some(uplinkz(self.uplinks.as_deref(), server_id, now)),
+            "/sourcesz" => Some(sourcesz(&self.sources, server_id, now)),
+            _ => None,
         }
     }
-}
 
-async fn serve(mut stream: TcpStream, sources: &Sources) -> std::io::Result<()> {
-    let mut buf = Vec::with_capacity(512);
-    let read = tokio::time::timeout(REQUEST_TIMEOUT, async {
-        let mut chunk = [0u8; 1024];
-        loop {
-            let n = stream.read(&mut chunk).await?;
-            if n == 0 {
-                return Ok::<bool, std::io::Error>(false);
-            }
-            buf.extend_from_slice(chunk.get(..n).unwrap_or_default());
-            if buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                return Ok(true);
-            }
-            if buf.len() > MAX_REQUEST {
-                return Ok(false);
-            }
-        }
-    })
-    .await;
-    if !matches!(read, Ok(Ok(true))) {
-        return respond(
-            &mut stream,
-            400,
-            "Bad Request",
-            &json!({"error": "bad request"}),
-        )
-        .await;
+    fn metrics(&self, out: &mut Metrics) {
+        metrics(self.uplinks.as_deref(), &self.sources, out);
     }
-    let head = String::from_utf8_lossy(&buf);
-    let mut parts = head.lines().next().unwrap_or_default().split_whitespace();
-    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    if method != "GET" {
-        return respond(
-            &mut stream,
-            405,
-            "Method Not Allowed",
-            &json!({"error": "only GET is served"}),
-        )
-        .await;
-    }
-    match page(target, sources) {
-        Some(Page::Json(200, body)) => respond(&mut stream, 200, "OK", &body).await,
-        Some(Page::Json(code, body)) => {
-            respond(&mut stream, code, "Service Unavailable", &body).await
-        }
-        Some(Page::Text(text)) => {
-            respond_raw(
-                &mut stream,
-                200,
-                "OK",
-                "text/plain; version=0.0.4",
-                text.as_bytes(),
-            )
-            .await
-        }
-        None => {
-            respond(
-                &mut stream,
-                404,
-                "Not Found",
-                &json!({"error": "no such page"}),
-            )
-            .await
-        }
-    }
-}
-
-/// A page's answer.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Page {
-    /// JSON with a status code.
-    Json(u16, Value),
-    /// Prometheus text.
-    Text(String),
-}
-
-/// The answer for `target` (a path with an optional query), `None` for an unknown page.
-pub fn page(target: &str, sources: &Sources) -> Option<Page> {
-    let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let shared = sources.shared.upgrade();
-    let now = leaf_proto::time::rfc3339(leaf_proto::time::now_ns());
-    let server_id = shared
-        .as_ref()
-        .map(|s| s.server_id.clone())
-        .unwrap_or_default();
-    let json = |v: Value| Some(Page::Json(200, v));
-    match path.trim_end_matches('/') {
-        "/healthz" => Some(healthz(sources)),
-        "/varz" => json(varz(sources, &now)),
-        "/connz" => json(connz(sources, query, &now)),
-        "/subsz" => json(json!({
-            "server_id": server_id,
-            "now": now,
-            "num_subscriptions": shared.as_ref().map_or(0, |s| s.sublist.count()),
-        })),
-        "/jsz" => json(jsz(sources, &now)),
-        "/metrics" => Some(Page::Text(metrics(sources))),
-        "/leafz" => json(leafz(sources, &server_id, &now)),
-        "/uplinkz" => json(uplinkz(sources, &server_id, &now)),
-        "/sourcesz" => json(sourcesz(sources, &server_id, &now)),
-        _ => None,
-    }
-}
-
-/// The status of every leafnode link (none without leafnode links).
-fn link_status(sources: &Sources) -> Vec<LinkStatus> {
-    sources
-        .leaf
-        .as_ref()
-        .map(|l| l.status())
-        .unwrap_or_default()
-}
-
-/// `/leafz`: the leafnode links (connected ones as nats-server lists them, plus the remotes).
-fn leafz(sources: &Sources, server_id: &str, now: &str) -> Value {
-    let links = link_status(sources);
-    let leafs: Vec<Value> = links
-        .iter()
-        .filter(|l| l.connected)
-        .map(|l| {
-            let (ip, port) = split_host_port(&l.url);
-            json!({
-                "name": l.remote_server,
-                "is_spoke": l.solicited,
-                "account": "$G",
-                "ip": ip,
-                "port": port,
-                "in_msgs": l.msgs_in,
-                "out_msgs": l.msgs_out,
-                "in_bytes": l.bytes_in,
-                "out_bytes": l.bytes_out,
-                "connected_since": l.since.map(system_rfc3339),
-                "reconnects": l.reconnects,
-                "tls": l.tls,
-            })
-        })
-        .collect();
-    let remotes: Vec<Value> = links
-        .iter()
-        .filter(|l| l.solicited)
-        .map(|l| {
-            json!({
-                "url": l.url,
-                "connected": l.connected,
-                "since": l.since.map(system_rfc3339),
-                "reconnects": l.reconnects,
-                "tls": l.tls,
-                "last_error": l.last_error,
-            })
-        })
-        .collect();
-    json!({
-        "server_id": server_id,
-        "now": now,
-        "leafnodes": leafs.len(),
-        "leafs": leafs,
-        "remotes": remotes,
-    })
 }
 
 /// `/uplinkz`: every uplink's status (durations in milliseconds, times in RFC 3339).
-fn uplinkz(sources: &Sources, server_id: &str, now: &str) -> Value {
-    let uplinks: Vec<Value> = sources
-        .uplinks
-        .as_ref()
-        .map(|u| u.status())
+fn uplinkz(uplinks: Option<&Uplinks>, server_id: &str, now: &str) -> Value {
+    let uplinks: Vec<Value> = uplinks
+        .map(Uplinks::status)
         .unwrap_or_default()
         .iter()
         .map(|s| {
@@ -273,9 +64,8 @@ fn uplinkz(sources: &Sources, server_id: &str, now: &str) -> Value {
 
 /// `/sourcesz`: every gateway source (serial port, Modbus bus, GPIO group): its state and
 /// since when, what it reads, its counters and its latest error.
-fn sourcesz(sources: &Sources, server_id: &str, now: &str) -> Value {
-    let list: Vec<Value> = sources
-        .gateways
+fn sourcesz(registry: &Registry, server_id: &str, now: &str) -> Value {
+    let list: Vec<Value> = registry
         .sources()
         .iter()
         .map(|s| {
@@ -301,359 +91,28 @@ fn sourcesz(sources: &Sources, server_id: &str, now: &str) -> Value {
     json!({ "server_id": server_id, "now": now, "sources": list })
 }
 
-/// `/healthz`: 200 `{"status":"ok"}` while the server runs and its store answers; 503 with
-/// the problem otherwise.
-fn healthz(sources: &Sources) -> Page {
-    if sources.shared.upgrade().is_none() {
-        return Page::Json(
-            503,
-            json!({"status": "unavailable", "error": "server stopped"}),
-        );
-    }
-    if let Some(js) = &sources.jetstream {
-        if let Err(e) = js.check_store() {
-            return Page::Json(
-                503,
-                json!({"status": "unavailable", "error": format!("JetStream store: {e}")}),
-            );
-        }
-    }
-    Page::Json(200, json!({"status": "ok"}))
-}
-
-/// Resident memory in bytes (from /proc), 0 where unknown.
-fn rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .map_or(0, |pages| pages * 4096)
-}
-
-/// `/varz`: the server's settings and counters, with nats-server's field names.
-fn varz(sources: &Sources, now: &str) -> Value {
-    let Some(shared) = sources.shared.upgrade() else {
-        return json!({});
-    };
-    let o = &shared.opts;
-    let st = &shared.stats;
-    let totals = st.totals();
-    let links = link_status(sources);
-    let (mut in_msgs, mut in_bytes, mut out_msgs, mut out_bytes) = (
-        totals.in_msgs,
-        totals.in_bytes,
-        totals.out_msgs,
-        totals.out_bytes,
-    );
-    for l in &links {
-        in_msgs += l.msgs_in;
-        in_bytes += l.bytes_in;
-        out_msgs += l.msgs_out;
-        out_bytes += l.bytes_out;
-    }
-    let uptime = st.start.elapsed().unwrap_or_default();
-    json!({
-        "server_id": shared.server_id,
-        "server_name": o.server_name.clone().unwrap_or_else(|| shared.server_id.clone()),
-        "version": crate::server::info::NATS_FEATURE_LEVEL,
-        "leaf_version": o.implementation_version,
-        "implementation": o.implementation,
-        "proto": 1,
-        "host": shared.local_addr.ip().to_string(),
-        "port": shared.local_addr.port(),
-        "max_connections": o.max_connections,
-        "ping_interval": o.ping_interval.as_nanos() as u64,
-        "ping_max": o.ping_max,
-        "auth_required": o.auth.required(),
-        "max_control_line": o.max_control_line,
-        "max_payload": o.max_payload,
-        "max_pending": o.max_pending,
-        "write_deadline": o.write_deadline.as_nanos() as u64,
-        "start": system_rfc3339(st.start),
-        "now": now,
-        "uptime": format!("{}s", uptime.as_secs()),
-        "mem": rss_bytes(),
-        "cores": std::thread::available_parallelism().map_or(1, |n| n.get()),
-        "connections": st.connections().len(),
-        "total_connections": st.total_connections.load(Ordering::Relaxed),
-        "leafnodes": links.iter().filter(|l| l.connected).count(),
-        "in_msgs": in_msgs,
-        "out_msgs": out_msgs,
-        "in_bytes": in_bytes,
-        "out_bytes": out_bytes,
-        "slow_consumers": st.slow_consumers.load(Ordering::Relaxed),
-        "subscriptions": shared.sublist.count(),
-        "jetstream": sources.jetstream.as_ref().map(|js| json!({
-            "config": { "domain": js.domain(), "max_storage": js.max_file_bytes() },
-        })),
-    })
-}
-
-/// `/connz`: the client connections (`?limit=N&offset=M`, by connection id).
-fn connz(sources: &Sources, query: &str, now: &str) -> Value {
-    let Some(shared) = sources.shared.upgrade() else {
-        return json!({});
-    };
-    let param = |name: &str| {
-        query
-            .split('&')
-            .filter_map(|kv| kv.split_once('='))
-            .find(|(k, _)| *k == name)
-            .and_then(|(_, v)| v.parse::<usize>().ok())
-    };
-    let limit = param("limit").unwrap_or(1024);
-    let offset = param("offset").unwrap_or(0);
-    let all = shared.stats.connections();
-    let conns: Vec<Value> = all
-        .iter()
-        .skip(offset)
-        .take(limit)
-        .map(|c| {
-            let t = &c.handle.traffic;
-            let meta = c.meta();
-            json!({
-                "cid": c.handle.id,
-                "kind": "Client",
-                "type": "nats",
-                "ip": c.peer.ip().to_string(),
-                "port": c.peer.port(),
-                "start": system_rfc3339(c.start),
-                "uptime": format!("{}s", c.start.elapsed().unwrap_or_default().as_secs()),
-                "pending_bytes": c.handle.out.pending(),
-                "in_msgs": t.msgs_in.load(Ordering::Relaxed),
-                "out_msgs": t.msgs_out.load(Ordering::Relaxed),
-                "in_bytes": t.bytes_in.load(Ordering::Relaxed),
-                "out_bytes": t.bytes_out.load(Ordering::Relaxed),
-                "subscriptions": c.subs.load(Ordering::Relaxed),
-                "name": meta.name,
-                "lang": meta.lang,
-                "version": meta.version,
-                "authorized_user": meta.user,
-            })
-        })
-        .collect();
-    json!({
-        "server_id": shared.server_id,
-        "now": now,
-        "num_connections": conns.len(),
-        "total": all.len(),
-        "offset": offset,
-        "limit": limit,
-        "connections": conns,
-    })
-}
-
-/// `/jsz`: JetStream's totals and streams.
-fn jsz(sources: &Sources, now: &str) -> Value {
-    let server_id = sources
-        .shared
-        .upgrade()
-        .map(|s| s.server_id.clone())
-        .unwrap_or_default();
-    let Some(js) = &sources.jetstream else {
-        return json!({ "server_id": server_id, "now": now, "disabled": true });
-    };
-    let streams = js.stream_summaries();
-    let details: Vec<Value> = streams
-        .iter()
-        .map(|s| {
-            json!({
-                "name": s.name,
-                "state": { "messages": s.messages, "bytes": s.bytes, "consumer_count": s.consumers },
-            })
-        })
-        .collect();
-    json!({
-        "server_id": server_id,
-        "now": now,
-        "config": { "domain": js.domain(), "max_storage": js.max_file_bytes() },
-        "storage": js.store().file_size(),
-        "streams": streams.len(),
-        "consumers": streams.iter().map(|s| s.consumers).sum::<usize>(),
-        "messages": streams.iter().map(|s| s.messages).sum::<u64>(),
-        "bytes": streams.iter().map(|s| s.bytes).sum::<u64>(),
-        "api": { "total": js.api_requests() },
-        "account_details": [{ "name": "$G", "stream_detail": details }],
-    })
-}
-
-/// Escapes a Prometheus label value.
-fn label(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-/// Prometheus text, one metric family at a time.
-#[derive(Default)]
-struct Metrics(String);
-
-impl Metrics {
-    /// Writes one family: its help, type and samples (label set, value).
-    fn family(&mut self, name: &str, kind: &str, help: &str, samples: &[(String, f64)]) {
-        use std::fmt::Write;
-        let _ = writeln!(self.0, "# HELP {name} {help}");
-        let _ = writeln!(self.0, "# TYPE {name} {kind}");
-        for (labels, v) in samples {
-            let _ = writeln!(self.0, "{name}{labels} {v}");
-        }
-    }
-
-    /// One unlabelled sample.
-    fn single(&mut self, name: &str, kind: &str, help: &str, v: u64) {
-        self.family(name, kind, help, &[(String::new(), v as f64)]);
-    }
-}
-
-/// Samples labelled `key="<label>"`, one per item.
-fn labelled<T>(
-    items: &[T],
-    key: &str,
-    label_of: impl Fn(&T) -> &str,
-    value: impl Fn(&T) -> f64,
-) -> Vec<(String, f64)> {
-    items
-        .iter()
-        .map(|i| (format!("{{{key}=\"{}\"}}", label(label_of(i))), value(i)))
-        .collect()
-}
-
-fn link_url(l: &LinkStatus) -> &str {
-    &l.url
-}
-
-fn stream_name(s: &crate::jetstream::StreamSummary) -> &str {
-    &s.name
-}
-
-fn uplink_name(u: &crate::uplink::UplinkStatus) -> &str {
+fn uplink_name(u: &UplinkStatus) -> &str {
     &u.name
 }
 
-/// `/metrics`: the Prometheus text format.
-fn metrics(sources: &Sources) -> String {
-    let mut m = Metrics::default();
-    if let Some(shared) = sources.shared.upgrade() {
-        let st = &shared.stats;
-        let t = st.totals();
-        m.single(
-            "leafd_connections",
-            "gauge",
-            "Client connections open.",
-            st.connections().len() as u64,
-        );
-        m.single(
-            "leafd_connections_total",
-            "counter",
-            "Client connections accepted.",
-            st.total_connections.load(Ordering::Relaxed),
-        );
-        m.single(
-            "leafd_in_msgs_total",
-            "counter",
-            "Messages received from clients.",
-            t.in_msgs,
-        );
-        m.single(
-            "leafd_in_bytes_total",
-            "counter",
-            "Message bytes received from clients.",
-            t.in_bytes,
-        );
-        m.single(
-            "leafd_out_msgs_total",
-            "counter",
-            "Messages delivered to clients.",
-            t.out_msgs,
-        );
-        m.single(
-            "leafd_out_bytes_total",
-            "counter",
-            "Message bytes delivered to clients.",
-            t.out_bytes,
-        );
-        m.single(
-            "leafd_slow_consumers_total",
-            "counter",
-            "Clients closed as slow consumers.",
-            st.slow_consumers.load(Ordering::Relaxed),
-        );
-        m.single(
-            "leafd_subscriptions",
-            "gauge",
-            "Subscriptions.",
-            shared.sublist.count() as u64,
-        );
-        m.single(
-            "leafd_memory_bytes",
-            "gauge",
-            "Resident memory.",
-            rss_bytes(),
-        );
-        let links = link_status(sources);
-        let url = link_url;
-        m.family(
-            "leafd_leafnode_connected",
-            "gauge",
-            "1 while the leafnode link is up.",
-            &labelled(&links, "url", url, |l| f64::from(u8::from(l.connected))),
-        );
-        m.family(
-            "leafd_leafnode_reconnects_total",
-            "counter",
-            "Leafnode reconnects.",
-            &labelled(&links, "url", url, |l| l.reconnects as f64),
-        );
-        m.family(
-            "leafd_leafnode_in_msgs_total",
-            "counter",
-            "Messages received over the link.",
-            &labelled(&links, "url", url, |l| l.msgs_in as f64),
-        );
-        m.family(
-            "leafd_leafnode_out_msgs_total",
-            "counter",
-            "Messages sent over the link.",
-            &labelled(&links, "url", url, |l| l.msgs_out as f64),
-        );
-    }
-    if let Some(js) = &sources.jetstream {
-        let streams = js.stream_summaries();
-        let name = stream_name;
-        m.family(
-            "leafd_stream_messages",
-            "gauge",
-            "Messages stored in the stream.",
-            &labelled(&streams, "stream", name, |s| s.messages as f64),
-        );
-        m.family(
-            "leafd_stream_bytes",
-            "gauge",
-            "Bytes stored in the stream.",
-            &labelled(&streams, "stream", name, |s| s.bytes as f64),
-        );
-        m.single(
-            "leafd_store_file_bytes",
-            "gauge",
-            "Size of the JetStream store file.",
-            js.store().file_size(),
-        );
-    }
-    if let Some(uplinks) = &sources.uplinks {
+/// The uplinks' and the sources' metric families.
+fn metrics(uplinks: Option<&Uplinks>, registry: &Registry, out: &mut Metrics) {
+    if let Some(uplinks) = uplinks {
         let status = uplinks.status();
         let name = uplink_name;
-        m.family(
+        out.family(
             "leafd_uplink_backlog_messages",
             "gauge",
             "Messages waiting to be forwarded.",
             &labelled(&status, "uplink", name, |u| u.backlog_msgs as f64),
         );
-        m.family(
+        out.family(
             "leafd_uplink_backlog_bytes",
             "gauge",
             "Bytes waiting to be forwarded.",
             &labelled(&status, "uplink", name, |u| u.backlog_bytes as f64),
         );
-        m.family(
+        out.family(
             "leafd_uplink_oldest_seconds",
             "gauge",
             "Age of the oldest waiting message.",
@@ -661,52 +120,51 @@ fn metrics(sources: &Sources) -> String {
                 u.oldest_age.map_or(0.0, |d| d.as_secs_f64())
             }),
         );
-        m.family(
+        out.family(
             "leafd_uplink_rate_msgs_per_second",
             "gauge",
             "Messages acknowledged by the hub per second.",
             &labelled(&status, "uplink", name, |u| u.rate_msgs_per_sec),
         );
-        m.family(
+        out.family(
             "leafd_uplink_acked_msgs_total",
             "counter",
             "Messages the hub acknowledged.",
             &labelled(&status, "uplink", name, |u| u.acked_msgs as f64),
         );
-        m.family(
+        out.family(
             "leafd_uplink_dropped_total",
             "counter",
             "Messages the buffer limits dropped before forwarding.",
             &labelled(&status, "uplink", name, |u| u.dropped as f64),
         );
-        m.family(
+        out.family(
             "leafd_uplink_rejected_total",
             "counter",
             "Messages the hub refused for good.",
             &labelled(&status, "uplink", name, |u| u.rejected as f64),
         );
-        m.family(
+        out.family(
             "leafd_uplink_live",
             "gauge",
             "1 while the uplink is caught up.",
             &labelled(&status, "uplink", name, |u| {
-                f64::from(u8::from(u.state == crate::uplink::State::Live))
+                f64::from(u8::from(u.state == State::Live))
             }),
         );
     }
-    let gateways = sources.gateways.sources();
+    let gateways = registry.sources();
     if !gateways.is_empty() {
-        let id = |s: &crate::gateway::SourceStats| {
-            format!("kind=\"{}\",name=\"{}\"", label(s.kind()), label(s.name()))
-        };
+        let id =
+            |s: &SourceStats| format!("kind=\"{}\",name=\"{}\"", label(s.kind()), label(s.name()));
         let up: Vec<(String, f64)> = gateways
             .iter()
             .map(|s| {
-                let open = s.state() == crate::gateway::SourceState::Open;
+                let open = s.state() == SourceState::Open;
                 (format!("{{{}}}", id(s)), f64::from(u8::from(open)))
             })
             .collect();
-        m.family(
+        out.family(
             "leafd_gateway_up",
             "gauge",
             "1 while the gateway source (serial port, Modbus bus, GPIO group) is open.",
@@ -720,58 +178,13 @@ fn metrics(sources: &Sources) -> String {
                 })
             })
             .collect();
-        m.family(
+        out.family(
             "leafd_gateway_events_total",
             "counter",
             "Gateway source counters: frames, messages, bytes, and bad input by kind.",
             &samples,
         );
     }
-    m.0
-}
-
-fn system_rfc3339(t: SystemTime) -> String {
-    let ns = t
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-        .unwrap_or(0);
-    leaf_proto::time::rfc3339(ns)
-}
-
-/// `host` and `port` of a URL or `host:port` text (the port 0 when absent).
-fn split_host_port(url: &str) -> (String, u16) {
-    let rest = url.rsplit("://").next().unwrap_or(url);
-    let rest = rest.rsplit('@').next().unwrap_or(rest);
-    match rest.rsplit_once(':') {
-        Some((h, p)) => (h.to_string(), p.trim_end_matches('/').parse().unwrap_or(0)),
-        None => (rest.to_string(), 0),
-    }
-}
-
-async fn respond(
-    stream: &mut TcpStream,
-    code: u16,
-    reason: &str,
-    body: &Value,
-) -> std::io::Result<()> {
-    let body = serde_json::to_vec_pretty(body).unwrap_or_default();
-    respond_raw(stream, code, reason, "application/json", &body).await
-}
-
-async fn respond_raw(
-    stream: &mut TcpStream,
-    code: u16,
-    reason: &str,
-    content_type: &str,
-    body: &[u8],
-) -> std::io::Result<()> {
-    let head = format!(
-        "HTTP/1.1 {code} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).await?;
-    stream.write_all(body).await?;
-    stream.shutdown().await
 }
 
 #[cfg(test)]
@@ -779,34 +192,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn host_and_port_of_link_urls() {
-        assert_eq!(
-            split_host_port("nats-leaf://u:***@hub.example:7422"),
-            ("hub.example".to_string(), 7422)
-        );
-        assert_eq!(split_host_port("127.0.0.1:5"), ("127.0.0.1".to_string(), 5));
-        assert_eq!(split_host_port("nohost"), ("nohost".to_string(), 0));
-    }
-
-    #[test]
-    fn unknown_pages_are_none_and_healthz_is_ok() {
-        let sources = Sources {
-            shared: Weak::new(),
-            leaf: None,
+    fn pages_without_uplinks_or_sources_are_empty_lists() {
+        let pages = LeafPages {
             uplinks: None,
-            gateways: crate::gateway::Registry::default(),
-            jetstream: None,
+            sources: Registry::default(),
         };
-        // No server behind the page: unhealthy.
-        assert!(matches!(
-            page("/healthz", &sources),
-            Some(Page::Json(503, _))
-        ));
-        assert!(page("/nope", &sources).is_none());
-        let Some(Page::Json(200, up)) = page("/uplinkz?x=1", &sources) else {
-            panic!("uplinkz")
-        };
+        let up = pages.page("/uplinkz", "id", "now").unwrap();
         assert_eq!(up["uplinks"], json!([]));
-        assert_eq!(label("a\"b\\c"), "a\\\"b\\\\c");
+        let sources = pages.page("/sourcesz", "id", "now").unwrap();
+        assert_eq!(sources["sources"], json!([]));
+        assert!(pages.page("/gatewayz", "id", "now").is_none());
+        let mut m = Metrics::default();
+        pages.metrics(&mut m);
     }
 }

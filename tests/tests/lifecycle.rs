@@ -121,6 +121,37 @@ fn bad_toml_config_names_key_and_line() {
     }
 }
 
+/// hubd has no uplinks or gateways: their keys are refused by name and line, at startup and
+/// by `check-config`, rather than read and ignored.
+#[test]
+fn hubd_refuses_the_gateway_and_uplink_keys() {
+    let cases = [
+        (
+            "port = 4222\n[[serial]]\nname = \"p\"\n",
+            ":2: serial: a leafd setting",
+        ),
+        ("board = \"rpi4\"\n", ":1: board: a leafd setting"),
+        ("[[modbus]]\nname = \"m\"\n", ":1: modbus: a leafd setting"),
+        ("[[gpio]]\nname = \"g\"\n", ":1: gpio: a leafd setting"),
+        (
+            "jetstream = true\n\n[[uplinks]]\nname = \"u\"\n",
+            ":3: uplinks: a leafd setting",
+        ),
+    ];
+    for (text, want) in cases {
+        let path = temp_file("hub.toml", text);
+        for args in [
+            vec!["-c", path.to_str().unwrap()],
+            vec!["check-config", path.to_str().unwrap()],
+        ] {
+            let out = run(ServerKind::Hubd, &args);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+            assert!(stderr.contains(want), "{args:?}: want {want:?} in {stderr}");
+        }
+    }
+}
+
 #[test]
 fn bad_json_config_names_key_and_line() {
     let path = temp_file(

@@ -27,9 +27,16 @@ async fn healthz_and_unknown_pages() {
         );
         let (code, body) = http_get(mport, "/nope").await;
         assert_eq!(code, 404, "{kind}: {body}");
-        let (code, body) = http_get(mport, "/uplinkz").await;
-        assert_eq!(code, 200);
-        assert_eq!(body["uplinks"], json!([]), "{kind}");
+        // leafd's own pages; hubd has no uplinks or gateway sources.
+        for (page, list) in [("/uplinkz", "uplinks"), ("/sourcesz", "sources")] {
+            let (code, body) = http_get(mport, page).await;
+            if kind == ServerKind::Leafd {
+                assert_eq!(code, 200);
+                assert_eq!(body[list], json!([]), "{kind}");
+            } else {
+                assert_eq!(code, 404, "{kind} {page}: {body}");
+            }
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 
 fn main() -> std::process::ExitCode {
     allocator::tune();
-    leaf::app::main(leaf::app::Flavor::Leafd)
+    leaf::app::main()
 }
 
 /// How leafd keeps glibc's allocator small.

@@ -42,8 +42,8 @@ use super::record::{self, Cursor, Origin};
 use super::window::Window;
 use super::{State, StatusCell};
 use crate::config::Uplink;
-use crate::server::outbound::AppendOutcome;
-use crate::server::ClientHandle;
+use leaf_core::server::outbound::AppendOutcome;
+use leaf_core::server::ClientHandle;
 use leaf_store::{PurgeRequest, Store, StoredMessage};
 
 /// Most messages read from the buffer at once.

@@ -16,9 +16,9 @@ use bytes::Bytes;
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
-use crate::jetstream::config::ApiError;
-use crate::server::outbound::AppendOutcome;
-use crate::server::{ClientHandle, InternalSink, Msg};
+use leaf_core::jetstream::config::ApiError;
+use leaf_core::server::outbound::AppendOutcome;
+use leaf_core::server::{ClientHandle, InternalSink, Msg};
 use leaf_proto as proto;
 use leaf_proto::headers;
 

@@ -40,10 +40,10 @@ use self::forward::Forwarder;
 use self::hub::{AnswerSink, REPLY_PREFIX};
 use self::record::{Cursor, Origin, CURSOR_KEY};
 use crate::config::{Uplink, WhenFull};
-use crate::jetstream::config::{ApiError, StreamConfig};
-use crate::jetstream::JetStream;
-use crate::leafnode::LeafState;
-use crate::server::Shared;
+use leaf_core::jetstream::config::{ApiError, StreamConfig};
+use leaf_core::jetstream::JetStream;
+use leaf_core::leafnode::LeafState;
+use leaf_core::server::Shared;
 use leaf_store::Store;
 
 /// Why uplinks could not start.

@@ -8,8 +8,8 @@ use tokio::sync::mpsc;
 
 use super::*;
 use crate::config::gpio::{Bias, Edge, GpioInput, GpioOutput};
-use crate::gateway::{Board, SourceState};
-use crate::server::{InternalSink, Msg, Server, ServerOptions, Shared};
+use crate::{Board, SourceState};
+use leaf_core::server::{InternalSink, Msg, Server, ServerOptions, Shared};
 use leaf_proto::headers::get_str;
 
 const MS: u64 = 1_000_000;

@@ -42,8 +42,7 @@ use crate::config::serial::{Format, Framing, SerialSource};
 use leaf_proto::time::now_ns;
 use port::SerialPort;
 
-/// The largest `max_frame`: the size of each port's frame buffer.
-pub const MAX_FRAME_LIMIT: usize = 16 * 1024;
+pub use crate::config::serial::MAX_FRAME_LIMIT;
 
 /// Placeholders a serial subject template may use.
 pub const PLACEHOLDERS: &[&str] = &["board", "server", "port", "channel", "field"];

@@ -1,17 +1,22 @@
-//! Server configuration shared by `leafd` and `hubd`.
+//! Server configuration shared by `leafd` and `hubd`: the keys both read.
 //!
 //! A config file is TOML, or JSON when its name ends in `.json`; both are
 //! read onto the same serde structures. Key names and nesting follow
 //! nats-server's config file, so its users recognise them (`port`,
 //! `max_payload`, `authorization { users = [...] }`, `jetstream`,
 //! `leafnodes`, ...). Unknown keys are an error, so a typo cannot silently
-//! fall back to a default. `leafd.example.toml` at the crate root documents
-//! every key; a unit test parses it, so it cannot drift from the code.
+//! fall back to a default. `leaf/leafd.example.toml` documents every key; a
+//! unit test of the `leaf` crate parses it, so it cannot drift from the code.
+//!
+//! A binary adds top-level keys of its own through an [`Extension`] (leafd: the
+//! uplinks and the gateways; hubd: those same keys, refused by name): the file is
+//! read in one pass, each key by whoever owns it, and errors keep their key and line.
 //!
 //! Loading has three steps:
 //!
-//! 1. [`load_file`] (or [`parse_str`]) reads and deserializes a file. Errors
-//!    name the file, line and key:
+//! 1. [`load_file`] (or [`parse_str`], and [`load_file_with`] / [`parse_str_with`]
+//!    with an extension) reads and deserializes a file. Errors name the file, line
+//!    and key:
 //!    `leafd.toml:7: authorization.users[0].password: invalid type: integer `5`, expected a string`.
 //! 2. Command-line flags override file values (`cli::ServerArgs::apply`).
 //! 3. [`Config::validate`] checks what serde cannot: auth combinations,
@@ -25,12 +30,9 @@
 //! ([`parse_size`]).
 
 mod error;
-pub mod gpio;
-pub mod modbus;
-pub mod serial;
-pub mod uplink;
+mod extension;
 mod validate;
-mod value;
+pub mod value;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -40,12 +42,9 @@ use std::time::Duration;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
-pub(crate) use error::line_of;
-pub use error::{ConfigError, Location};
-pub use gpio::GpioGroup;
-pub use modbus::ModbusBus;
-pub use serial::SerialSource;
-pub use uplink::{Uplink, WhenFull};
+pub use error::{line_of, ConfigError, Location};
+pub use extension::{Extension, NoExtension};
+pub use validate::is_valid_token;
 pub use value::{parse_duration, parse_size, LogLevel, ParseValueError};
 
 /// Default client listen host: loopback, so a fresh install is not exposed.
@@ -73,8 +72,9 @@ pub const DEFAULT_WRITE_DEADLINE: Duration = Duration::from_secs(10);
 /// Default time a client has to authenticate after connecting.
 pub const DEFAULT_AUTH_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The whole server configuration. `Config::default()` is the configuration
-/// of a server started without a file or flags.
+/// The server configuration both binaries read (a binary's own keys are in its
+/// [`Extension`]). `Config::default()` is the configuration of a server started
+/// without a file or flags.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -119,23 +119,6 @@ pub struct Config {
     /// Leaf-node listener and remotes.
     #[serde(deserialize_with = "value::de_table")]
     pub leafnodes: LeafNodes,
-    /// Store-and-forward uplinks to hub streams (`[[uplinks]]`).
-    #[serde(deserialize_with = "value::de_table_list")]
-    pub uplinks: Vec<Uplink>,
-    /// The board leafd runs on (`rpi4`, `rpi5`, `rpi-zero2w`, `cm4`, `generic-arm64`, or a
-    /// file in `boards_dir`): resolves serial device aliases and GPIO line names.
-    pub board: Option<String>,
-    /// A directory of extra board definitions (`<name>.toml`).
-    pub boards_dir: Option<PathBuf>,
-    /// Serial ports read by leafd (`[[serial]]`).
-    #[serde(deserialize_with = "value::de_table_list")]
-    pub serial: Vec<SerialSource>,
-    /// Modbus RTU buses polled by leafd (`[[modbus]]`).
-    #[serde(deserialize_with = "value::de_table_list")]
-    pub modbus: Vec<ModbusBus>,
-    /// GPIO lines read and driven by leafd (`[[gpio]]`).
-    #[serde(deserialize_with = "value::de_table_list")]
-    pub gpio: Vec<GpioGroup>,
 }
 
 impl Default for Config {
@@ -158,12 +141,6 @@ impl Default for Config {
             authorization: Authorization::default(),
             jetstream: JetStream::default(),
             leafnodes: LeafNodes::default(),
-            uplinks: Vec::new(),
-            board: None,
-            boards_dir: None,
-            serial: Vec::new(),
-            modbus: Vec::new(),
-            gpio: Vec::new(),
         }
     }
 }
@@ -886,38 +863,45 @@ impl Format {
 /// `.json`. Does not validate (flags may still change values); see
 /// [`Config::validate`].
 pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
+    load_file_with::<NoExtension>(path).map(|(config, NoExtension)| config)
+}
+
+/// [`load_file`] for a binary with keys of its own: the shared configuration and the
+/// extension's.
+pub fn load_file_with<X: Extension>(path: &Path) -> Result<(Config, X), ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
         path: path.to_path_buf(),
         source,
     })?;
-    parse_str(&text, Format::from_path(path), &path.display().to_string())
+    parse_str_with(&text, Format::from_path(path), &path.display().to_string())
 }
 
 /// Deserializes config text; `origin` names it in errors (usually the file name).
 pub fn parse_str(text: &str, format: Format, origin: &str) -> Result<Config, ConfigError> {
+    parse_str_with::<NoExtension>(text, format, origin).map(|(config, NoExtension)| config)
+}
+
+/// [`parse_str`] for a binary with keys of its own: the shared configuration and the
+/// extension's.
+pub fn parse_str_with<X: Extension>(
+    text: &str,
+    format: Format,
+    origin: &str,
+) -> Result<(Config, X), ConfigError> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     match format {
         Format::Toml => serde_path_to_error::deserialize(toml::Deserializer::new(text))
-            .map(|TopLevel(config)| config)
+            .map(|extension::TopLevel(config, ext)| (config, ext))
             .map_err(|err| ConfigError::from_toml(err, text, origin)),
         Format::Json => {
             let mut de = serde_json::Deserializer::from_str(text);
-            let TopLevel(config) = serde_path_to_error::deserialize(&mut de)
+            let extension::TopLevel(config, ext) = serde_path_to_error::deserialize(&mut de)
                 .map_err(|err| ConfigError::from_json(err, origin))?;
             // Reject trailing garbage after the top-level object.
             de.end()
                 .map_err(|err| ConfigError::from_json_syntax(&err, origin))?;
-            Ok(config)
+            Ok((config, ext))
         }
-    }
-}
-
-/// The whole file: a [`Config`] that must be a table (a JSON array is not a config).
-struct TopLevel(Config);
-
-impl<'de> Deserialize<'de> for TopLevel {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        value::de_table(deserializer).map(TopLevel)
     }
 }
 

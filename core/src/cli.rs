@@ -18,13 +18,13 @@
 //! #[command(version, disable_version_flag = true)]
 //! struct Cli {
 //!     #[command(flatten)]
-//!     server: leaf::cli::ServerArgs,
+//!     server: leaf_core::cli::ServerArgs,
 //!     #[arg(short = 'v', long, action = clap::ArgAction::Version)]
 //!     version: Option<bool>,
 //! }
 //!
-//! let cli = Cli::parse_from(leaf::cli::normalize_args(std::env::args_os()));
-//! let config = leaf::cli::load(&cli.server)?;
+//! let cli = Cli::parse_from(leaf_core::cli::normalize_args(std::env::args_os()));
+//! let config = leaf_core::cli::load(&cli.server)?;
 //! ```
 
 use std::collections::HashMap;
@@ -33,7 +33,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::config::{self, Config, ConfigError, LogLevel};
+use crate::config::{self, Config, ConfigError, Extension, LogLevel, NoExtension};
 
 /// The server flags, named as nats-server's. Every field is optional so that
 /// only flags actually given override the config file.
@@ -199,13 +199,21 @@ impl ServerArgs {
 /// The effective configuration: the `--config` file if given (else the
 /// defaults), overridden by the flags, then validated.
 pub fn load(args: &ServerArgs) -> Result<Config, ConfigError> {
-    let mut cfg = match &args.config {
-        Some(path) => config::load_file(path)?,
-        None => Config::default(),
-    };
-    args.apply(&mut cfg);
+    let (cfg, NoExtension) = load_with::<NoExtension>(args)?;
     cfg.validate()?;
     Ok(cfg)
+}
+
+/// For a binary with keys of its own ([`Extension`]): the `--config` file if given (else
+/// the defaults), the flags applied over the shared part; not validated (the binary
+/// validates the whole).
+pub fn load_with<X: Extension>(args: &ServerArgs) -> Result<(Config, X), ConfigError> {
+    let (mut cfg, ext) = match &args.config {
+        Some(path) => config::load_file_with::<X>(path)?,
+        None => (Config::default(), X::default()),
+    };
+    args.apply(&mut cfg);
+    Ok((cfg, ext))
 }
 
 /// clap value parser for `--leafnodes`.

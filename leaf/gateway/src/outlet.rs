@@ -7,7 +7,7 @@ use std::sync::{Arc, Weak};
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use crate::server::{InternalSink, Msg, Shared, SubRef};
+use leaf_core::server::{InternalSink, Msg, Shared, SubRef};
 use leaf_proto::headers::Builder;
 use leaf_proto::subject::is_valid_literal_subject;
 use leaf_proto::time::rfc3339;

@@ -16,11 +16,12 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::error::ConfigError;
-use super::value;
+use super::{value, ConfigError};
 
 /// Default longest frame, in bytes.
 pub const DEFAULT_MAX_FRAME: usize = 1024;
+/// The largest `max_frame`: the size of each port's frame buffer.
+pub const MAX_FRAME_LIMIT: usize = 16 * 1024;
 /// Default subject template of a serial port.
 pub const DEFAULT_SUBJECT: &str = "sensors.{board}.{port}";
 /// Default longest wait between two attempts to (re)open a port.
@@ -275,7 +276,7 @@ impl SerialSource {
             ));
         }
         self.port.validate(&k("port"))?;
-        let limit = crate::gateway::serial::MAX_FRAME_LIMIT;
+        let limit = MAX_FRAME_LIMIT;
         if self.max_frame == 0 || self.max_frame > limit {
             return Err(ConfigError::invalid(
                 k("max_frame"),
@@ -308,7 +309,7 @@ impl SerialSource {
 mod tests {
     use super::*;
 
-    fn parse(text: &str) -> Result<crate::config::Config, String> {
+    fn parse(text: &str) -> Result<crate::config::Settings, String> {
         let cfg = crate::config::parse_str(text, crate::config::Format::Toml, "t.toml")
             .map_err(|e| e.to_string())?;
         cfg.validate().map_err(|e| e.to_string())?;

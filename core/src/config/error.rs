@@ -85,7 +85,7 @@ pub enum ConfigError {
 
 impl ConfigError {
     /// A semantic error about `key`.
-    pub(super) fn invalid(key: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn invalid(key: impl Into<String>, message: impl Into<String>) -> Self {
         ConfigError::Invalid {
             key: key.into(),
             message: message.into(),
@@ -205,7 +205,7 @@ fn json_parts(err: &serde_json::Error, file: &str) -> (Location, String) {
 }
 
 /// The 1-based line of byte `offset` in `text`.
-pub(crate) fn line_of(text: &str, offset: usize) -> usize {
+pub fn line_of(text: &str, offset: usize) -> usize {
     let before = text.as_bytes().get(..offset).unwrap_or(text.as_bytes());
     before.iter().filter(|&&b| b == b'\n').count() + 1
 }

@@ -32,7 +32,7 @@ use serde::Deserialize;
 
 use super::serial::{Device, PortSettings};
 use super::{value, ConfigError};
-use crate::gateway::template::Template;
+use crate::template::Template;
 
 /// Default subject template of a Modbus register.
 pub const DEFAULT_SUBJECT: &str = "sensors.{board}.{bus}.{register}";
@@ -455,7 +455,7 @@ fn is_name(s: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{parse_str, Config, Format};
+    use super::super::{parse_str, Format, Settings};
     use super::*;
 
     const FULL: &str = r#"
@@ -486,7 +486,7 @@ mod tests {
         kind = "coil"
     "#;
 
-    fn parse(text: &str) -> Config {
+    fn parse(text: &str) -> Settings {
         parse_str(text, Format::Toml, "leafd.toml").unwrap()
     }
 

@@ -2,7 +2,9 @@
 //!
 //! Each value has a plain parser (`parse_duration`, `parse_size`,
 //! `LogLevel::from_str`) used by both the config file and the command line,
-//! and a serde helper that also accepts the integer form from a file.
+//! and a serde helper that also accepts the integer form from a file. The helpers are
+//! public for the keys binaries add ([`super::Extension`]): `#[serde(deserialize_with =
+//! "value::de_duration")]` reads the same forms everywhere.
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -215,9 +217,7 @@ impl<'de> Deserialize<'de> for LogLevel {
 
 /// Serde helper: a duration given as integer or fractional seconds, or as a
 /// string for [`parse_duration`].
-pub(super) fn de_duration<'de, D: Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Duration, D::Error> {
+pub fn de_duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
     struct DurationVisitor;
     impl Visitor<'_> for DurationVisitor {
         type Value = Duration;
@@ -264,7 +264,7 @@ impl Visitor<'_> for SizeVisitor {
 }
 
 /// Serde helper: a size in bytes as a `usize`.
-pub(super) fn de_size_usize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<usize, D::Error> {
+pub fn de_size_usize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<usize, D::Error> {
     let size = deserializer.deserialize_any(SizeVisitor)?;
     usize::try_from(size).map_err(|_| {
         de::Error::invalid_value(Unexpected::Unsigned(size), &"a size that fits in memory")
@@ -272,21 +272,17 @@ pub(super) fn de_size_usize<'de, D: Deserializer<'de>>(deserializer: D) -> Resul
 }
 
 /// Serde helper: an optional size in bytes (the key being present means `Some`).
-pub(super) fn de_opt_size<'de, D: Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Option<u64>, D::Error> {
+pub fn de_opt_size<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
     deserializer.deserialize_any(SizeVisitor).map(Some)
 }
 
 /// Serde helper: a list of strings, or a single string meaning a list of one.
-pub(super) fn de_string_list<'de, D: Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Vec<String>, D::Error> {
+pub fn de_string_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
     deserializer.deserialize_any(StringListVisitor)
 }
 
 /// Serde visitor behind [`de_string_list`].
-pub(super) struct StringListVisitor;
+pub struct StringListVisitor;
 
 impl<'de> Visitor<'de> for StringListVisitor {
     type Value = Vec<String>;
@@ -310,10 +306,10 @@ impl<'de> Visitor<'de> for StringListVisitor {
 /// serde derive also accepts a struct written as a sequence of its field
 /// values (`authorization = ["a", "b"]`), which is never what a config file
 /// means; this seed rejects it with "expected a table".
-pub(super) struct TableSeed<T>(PhantomData<T>);
+pub struct TableSeed<T>(PhantomData<T>);
 
 impl<T> TableSeed<T> {
-    pub(super) fn new() -> Self {
+    pub fn new() -> Self {
         TableSeed(PhantomData)
     }
 }
@@ -336,7 +332,7 @@ impl<'de, T: Deserialize<'de>> DeserializeSeed<'de> for TableSeed<T> {
 }
 
 /// Serde helper: a struct written as a table (see [`TableSeed`]).
-pub(super) fn de_table<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+pub fn de_table<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     deserializer: D,
 ) -> Result<T, D::Error> {
     TableSeed::new().deserialize(deserializer)
@@ -344,14 +340,38 @@ pub(super) fn de_table<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
 
 /// Serde helper: an optional duration (see [`de_duration`]); absent keys stay `None`
 /// through `#[serde(default)]`.
-pub(super) fn de_opt_duration<'de, D: Deserializer<'de>>(
+pub fn de_opt_duration<'de, D: Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Option<Duration>, D::Error> {
     de_duration(deserializer).map(Some)
 }
 
+/// The seed form of [`de_table_list`], for a key read with `MapAccess::next_value_seed`
+/// (a binary's own keys, see [`super::Extension`]).
+pub struct TableList<T>(PhantomData<T>);
+
+impl<T> TableList<T> {
+    /// A seed for a `Vec<T>`.
+    pub fn new() -> Self {
+        TableList(PhantomData)
+    }
+}
+
+impl<T> Default for TableList<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<'de, T: Deserialize<'de>> DeserializeSeed<'de> for TableList<T> {
+    type Value = Vec<T>;
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Vec<T>, D::Error> {
+        de_table_list(deserializer)
+    }
+}
+
 /// Serde helper: a list of structs, each written as a table.
-pub(super) fn de_table_list<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+pub fn de_table_list<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     deserializer: D,
 ) -> Result<Vec<T>, D::Error> {
     struct ListVisitor<T>(PhantomData<T>);

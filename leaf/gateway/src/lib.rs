@@ -1,5 +1,7 @@
-//! Gateways: sensor traffic that enters leafd through hardware rather than a NATS client.
+//! # leaf-gateway: sensor traffic that enters leafd through hardware rather than a NATS client
 //!
+//! * [`config`]: the settings (`board`, `[[serial]]`, `[[modbus]]`, `[[gpio]]`), read with
+//!   the rest of leafd's configuration file and checked before anything starts.
 //! * [`serial`]: serial ports cut into frames (lines, silence gaps, fixed length, COBS
 //!   records; the decoders live in the `leaf-frames` crate so device firmware can share them).
 //! * [`modbus`]: Modbus RTU buses polled from a register map.
@@ -13,6 +15,7 @@
 //! rate, and the source reopens its device with backoff.
 
 pub mod board;
+pub mod config;
 pub mod gpio;
 pub mod modbus;
 pub mod outlet;
@@ -28,7 +31,7 @@ pub use board::{Board, BoardError};
 pub use outlet::{Outlet, Request, Requests};
 pub use stats::{Registry, SourceState, SourceStats};
 
-use crate::config::Config;
+use crate::config::Settings;
 
 /// An error starting a gateway source, or publishing from one.
 #[derive(Debug, thiserror::Error)]
@@ -79,7 +82,7 @@ impl Gateways {
     /// [`GatewayError`] naming the setting at fault.
     pub fn start(
         outlet: &Outlet,
-        cfg: &Config,
+        cfg: &Settings,
         server_name: &str,
     ) -> Result<Gateways, GatewayError> {
         let board = match &cfg.board {
@@ -116,7 +119,7 @@ impl Gateways {
     pub fn restart(
         &mut self,
         outlet: &Outlet,
-        cfg: &Config,
+        cfg: &Settings,
         server_name: &str,
     ) -> Result<(), GatewayError> {
         let mut new = Gateways::start(outlet, cfg, server_name)?;
@@ -154,32 +157,5 @@ impl Gateways {
 impl Drop for Gateways {
     fn drop(&mut self) {
         self.stop();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::server::{Server, ServerOptions};
-
-    /// `leaf/gateway.example.toml` parses, validates, and its board, devices and lines
-    /// resolve (the sources are started against a scratch server and stopped at once).
-    #[tokio::test]
-    async fn the_gateway_example_config_is_valid() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/gateway.example.toml");
-        let cfg = crate::config::load_file(std::path::Path::new(path)).unwrap();
-        cfg.validate().unwrap();
-        assert_eq!(
-            (cfg.serial.len(), cfg.modbus.len(), cfg.gpio.len()),
-            (2, 1, 1)
-        );
-        let server = Server::bind(ServerOptions {
-            port: 0,
-            ..ServerOptions::default()
-        })
-        .await
-        .unwrap();
-        let gateways = Gateways::start(&Outlet::new(server.shared()), &cfg, "gw1").unwrap();
-        assert_eq!(gateways.registry().sources().len(), 4);
     }
 }

@@ -1,0 +1,751 @@
+//! The runtime pieces both binaries' `main` are built from: flags and configuration, logging,
+//! starting the server with its leafnode links and JetStream ([`Node`]), the monitoring port,
+//! reloading the shared keys on SIGHUP ([`SharedReload`]), and stopping gracefully on SIGTERM
+//! or SIGINT. `leafd` (the `leaf` crate) and `hubd` (the `hub` crate) each wire them with what
+//! they add.
+
+use std::collections::HashMap;
+use std::fmt::Display;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use clap::Parser;
+use tracing::{error, info};
+
+use crate::auth::{Authenticator, Permissions, Rules, User};
+use crate::cli::normalize_args;
+use crate::config::{self, Config, ConfigError, LogLevel};
+use crate::jetstream::{JetStream, JetStreamOptions};
+use crate::leafnode::{LeafOptions, LeafState, LinkDeny, RemoteError, RemoteOptions, RemoteUrl};
+use crate::monitor::{self, Monitor, Pages};
+use crate::reload;
+use crate::server::{Peers, Server, ServerOptions, Shared};
+
+/// How long connections get to flush their queues at shutdown.
+pub const DRAIN_LIMIT: Duration = Duration::from_secs(5);
+
+/// Aborts a background task when dropped.
+pub struct AbortOnDrop(pub tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Reports a fatal error (in the log and on stderr, prefixed with the binary's `name`) and
+/// returns the exit code for it.
+pub fn fail(name: &str, message: impl Display) -> ExitCode {
+    error!("{message}");
+    eprintln!("{name}: {message}");
+    ExitCode::from(1)
+}
+
+/// Parses the command line into the binary's `C`, named `name` in `--help`, `--version` and
+/// errors. nats-server's Go-style flags are accepted ([`normalize_args`]). `Err` is the
+/// exit code to leave with: 0 after `--help` or `--version`, 2 for a bad command line.
+pub fn parse_args<C: Parser>(name: &'static str) -> Result<C, ExitCode> {
+    C::command()
+        .name(name)
+        .bin_name(name)
+        .try_get_matches_from(normalize_args(std::env::args_os()))
+        .and_then(|matches| C::from_arg_matches(&matches))
+        .map_err(|e| {
+            let _ = e.print();
+            if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            }
+        })
+}
+
+/// The multi-threaded runtime, its threads named after the binary.
+pub fn runtime(name: &'static str) -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name(name)
+        .build()
+        .map_err(|e| {
+            eprintln!("{name}: cannot start the runtime: {e}");
+            ExitCode::from(1)
+        })
+}
+
+/// `check-config FILE`: loads and validates `file` with the binary's `load`, then `check`s
+/// what only starting can tell; prints the verdict (exit code 0: valid, 1: the error).
+pub fn check_config<C>(
+    name: &str,
+    file: &Path,
+    load: impl FnOnce(&Path) -> Result<C, ConfigError>,
+    check: impl FnOnce(&C) -> Result<(), String>,
+) -> ExitCode {
+    match load(file) {
+        Ok(cfg) => match check(&cfg) {
+            Ok(()) => {
+                println!("{name}: configuration {} is valid", file.display());
+                ExitCode::SUCCESS
+            }
+            Err(msg) => {
+                eprintln!("{name}: {}: {msg}", file.display());
+                ExitCode::from(1)
+            }
+        },
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// What both binaries run: the server, its leafnode links (if any are configured) and
+/// JetStream (if enabled).
+pub struct Node {
+    /// The server, bound and not yet running.
+    pub server: Server,
+    /// Its leafnode links.
+    pub leaf: Option<Arc<LeafState>>,
+    /// JetStream, started.
+    pub jetstream: Option<JetStream>,
+}
+
+impl Node {
+    /// Binds the leafnode listener and the client listener, then starts JetStream: the
+    /// server accepts no client yet (see [`Server::run`]). `name` is the binary's, for INFO,
+    /// the logs and the default store directory. The error is ready to report ([`fail`]).
+    pub async fn start(name: &'static str, cfg: &Config) -> Result<Node, String> {
+        let leaf_opts = leaf_options(cfg);
+        let leaf = if leaf_opts.enabled() {
+            Some(
+                LeafState::bind(leaf_opts)
+                    .await
+                    .map_err(|e| e.to_string())?,
+            )
+        } else {
+            None
+        };
+        let peers = leaf.clone().map(|l| l as Arc<dyn Peers>);
+        let server = Server::bind_with(server_options(cfg, name), peers)
+            .await
+            .map_err(|e| e.to_string())?;
+        info!(
+            version = env!("CARGO_PKG_VERSION"),
+            nats_level = crate::server::info::NATS_FEATURE_LEVEL,
+            "{name} starting"
+        );
+        let jetstream = if cfg.jetstream.enabled {
+            let js = JetStream::start(server.shared(), jetstream_options(cfg, name))
+                .map_err(|e| e.to_string())?;
+            Some(js)
+        } else {
+            None
+        };
+        Ok(Node {
+            server,
+            leaf,
+            jetstream,
+        })
+    }
+
+    /// The server's shared state.
+    pub fn shared(&self) -> &Arc<Shared> {
+        self.server.shared()
+    }
+
+    /// Starts the monitoring port if `http_port` is set, with the binary's own `pages`; the
+    /// listener stops when the returned guard is dropped.
+    pub async fn monitor(
+        &self,
+        cfg: &Config,
+        pages: Option<Arc<dyn Pages>>,
+    ) -> Result<Option<AbortOnDrop>, String> {
+        let Some(port) = cfg.http_port else {
+            return Ok(None);
+        };
+        let sources = monitor::Sources {
+            shared: Arc::downgrade(self.shared()),
+            leaf: self.leaf.clone(),
+            jetstream: self.jetstream.clone(),
+            pages,
+        };
+        match Monitor::bind(&cfg.host, port, sources).await {
+            Ok(m) => Ok(Some(AbortOnDrop(tokio::spawn(m.run())))),
+            Err(e) => Err(format!(
+                "cannot listen for monitoring on {}:{port}: {e}",
+                cfg.host
+            )),
+        }
+    }
+}
+
+/// Settings that parse but cannot be used: features not built yet (refused with a clear
+/// message rather than silently ignored), and leafnode TLS settings whose files cannot be
+/// loaded (the error names the key, e.g. `leafnodes.remotes[0].tls.ca_file: cannot read ...`).
+pub fn unsupported_yet(cfg: &Config) -> Result<(), String> {
+    for (i, remote) in cfg.leafnodes.remotes.iter().enumerate() {
+        if let Some(key) = remote.unsupported.first() {
+            return Err(format!(
+                "leafnodes.remotes[{i}].{key}: not supported yet (leafnode links are TCP or TLS \
+                 with user/password or token in the URL, an nkey seed or a credentials file; \
+                 accounts, hub mode and compression are not implemented)"
+            ));
+        }
+        for url in &remote.urls {
+            if let Err(e) = RemoteUrl::parse(url) {
+                return Err(format!("leafnodes.remotes[{i}]: {e}"));
+            }
+        }
+        crate::leafnode::tls::remote_tls(remote, i).map_err(|e| e.to_string())?;
+        crate::leafnode::nkey::remote_auth(remote, i).map_err(|e| e.to_string())?;
+    }
+    crate::leafnode::tls::listener_tls(&cfg.leafnodes).map_err(|e| e.to_string())?;
+    crate::leafnode::nkey::listener_nkeys(&cfg.leafnodes.authorization)
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// The leafnode settings a configuration describes. URLs that do not parse are skipped
+/// (`unsupported_yet` refuses them first). TLS and credentials files are read here again;
+/// should one have become unreadable since `unsupported_yet` checked it, the remote (or the
+/// listener) is left out with an error in the log rather than run without it.
+pub fn leaf_options(cfg: &Config) -> LeafOptions {
+    let ln = &cfg.leafnodes;
+    let auth = &ln.authorization;
+    let nkeys = crate::leafnode::nkey::listener_nkeys(auth).unwrap_or_else(|e| {
+        // `unsupported_yet` refused this already; accept no nkey rather than any.
+        error!("{e}: no leaf can authenticate with an nkey");
+        crate::leafnode::NkeyUsers::default()
+    });
+    let password_users: HashMap<String, User> = auth
+        .user
+        .iter()
+        .map(|user| (user, auth.password.clone().unwrap_or_default()))
+        .chain(auth.users.iter().filter_map(|u| match u {
+            config::LeafUser::Password { user, password } => Some((user, password.clone())),
+            config::LeafUser::Nkey(_) => None,
+        }))
+        .map(|(user, password)| {
+            let entry = User {
+                password,
+                permissions: None,
+            };
+            (user.clone(), entry)
+        })
+        .collect();
+    let auth = match &auth.token {
+        Some(token) => Authenticator::Token(token.clone()),
+        None if !password_users.is_empty() => Authenticator::Users(password_users),
+        None => Authenticator::Open,
+    };
+    let (listen, listener_tls) = match crate::leafnode::tls::listener_tls(ln) {
+        Ok(server) => (
+            cfg.leafnode_listen()
+                .map(|(host, port)| (host.to_owned(), port)),
+            server.map(Arc::new),
+        ),
+        Err(e) => {
+            error!("{e}: the leafnode listener is disabled");
+            (None, None)
+        }
+    };
+    let remotes = ln
+        .remotes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| match remote_options(r, i) {
+            Ok(remote) => Some(remote),
+            Err(e) => {
+                error!("{e}: leafnodes.remotes[{i}] is disabled");
+                None
+            }
+        })
+        .filter(|r| !r.urls.is_empty())
+        .collect();
+    LeafOptions {
+        listen,
+        auth,
+        nkeys,
+        auth_timeout: ln.authorization.timeout,
+        remotes,
+        reconnect_max: ln.reconnect,
+        ping_interval: ln.ping_interval,
+        ping_max: ln.ping_max,
+        tls: listener_tls,
+        ..LeafOptions::default()
+    }
+}
+
+/// The settings of remote number `index`, its TLS and credentials files read now; the error
+/// names the key and the file. URLs that do not parse are skipped (`unsupported_yet` and the
+/// configuration's validation refuse them first).
+pub fn remote_options(r: &config::Remote, index: usize) -> Result<RemoteOptions, String> {
+    let tls = crate::leafnode::tls::remote_tls(r, index)
+        .map_err(|e| e.to_string())?
+        .map(Arc::new);
+    let auth = crate::leafnode::nkey::remote_auth(r, index)
+        .map_err(|e| e.to_string())?
+        .map(Arc::new);
+    let urls = r
+        .urls
+        .iter()
+        .filter_map(|u| RemoteUrl::parse(u).ok())
+        .map(|mut u| {
+            // Every URL of a TLS remote is dialled with TLS (and shown as tls://).
+            u.tls |= tls.is_some();
+            u
+        })
+        .collect();
+    Ok(RemoteOptions {
+        urls,
+        deny: Arc::new(LinkDeny {
+            imports: r.deny_imports.clone(),
+            exports: r.deny_exports.clone(),
+        }),
+        tls,
+        auth,
+    })
+}
+
+/// Where JetStream keeps its store and how it is limited. Without `store_dir`, a directory
+/// under the system's temporary directory is used, as nats-server does.
+pub fn jetstream_options(cfg: &Config, name: &str) -> JetStreamOptions {
+    let js = &cfg.jetstream;
+    JetStreamOptions {
+        store_dir: js
+            .store_dir
+            .clone()
+            .unwrap_or_else(|| std::env::temp_dir().join(name).join("jetstream")),
+        domain: js.domain.clone(),
+        max_file_bytes: js.max_file_store,
+    }
+}
+
+/// The server options a configuration describes.
+pub fn server_options(cfg: &Config, name: &'static str) -> ServerOptions {
+    ServerOptions {
+        implementation: name,
+        implementation_version: env!("CARGO_PKG_VERSION"),
+        server_name: cfg.server_name.clone(),
+        host: cfg.host.clone(),
+        port: cfg.port,
+        max_payload: cfg.max_payload,
+        max_control_line: cfg.max_control_line,
+        max_pending: cfg.max_pending,
+        max_connections: cfg.max_connections,
+        ping_interval: cfg.ping_interval,
+        ping_max: cfg.ping_max,
+        write_deadline: cfg.write_deadline,
+        auth_timeout: cfg.authorization.timeout,
+        auth: authenticator(cfg),
+    }
+}
+
+fn authenticator(cfg: &Config) -> Authenticator {
+    let auth = &cfg.authorization;
+    if let Some(token) = &auth.token {
+        return Authenticator::Token(token.clone());
+    }
+    let mut users = HashMap::new();
+    if let Some(user) = &auth.user {
+        users.insert(
+            user.clone(),
+            User {
+                password: auth.password.clone().unwrap_or_default(),
+                permissions: None,
+            },
+        );
+    }
+    for u in &auth.users {
+        let p = &u.permissions;
+        let permissions = (!p.is_unrestricted()).then(|| {
+            let rules = |l: &config::SubjectPermission| Rules::new(l.allow_list(), &l.deny);
+            Arc::new(Permissions {
+                publish: rules(&p.publish),
+                subscribe: rules(&p.subscribe),
+            })
+        });
+        users.insert(
+            u.user.clone(),
+            User {
+                password: u.password.clone().unwrap_or_default(),
+                permissions,
+            },
+        );
+    }
+    if users.is_empty() {
+        Authenticator::Open
+    } else {
+        Authenticator::Users(users)
+    }
+}
+
+/// Changes the log level of the running process (see [`init_logging`]).
+pub type LogLevelSetter = Box<dyn Fn(LogLevel) + Send + Sync>;
+
+/// The tracing filter for a configured level.
+fn level_filter(level: LogLevel) -> tracing_subscriber::filter::LevelFilter {
+    use tracing_subscriber::filter::LevelFilter;
+    match level.as_str() {
+        "error" => LevelFilter::ERROR,
+        "warn" => LevelFilter::WARN,
+        "debug" => LevelFilter::DEBUG,
+        "trace" => LevelFilter::TRACE,
+        _ => LevelFilter::INFO,
+    }
+}
+
+/// Logs to stderr (journald takes it under systemd) at the configured level; returns a
+/// function that changes the level later (a reload).
+pub fn init_logging(cfg: &Config) -> Option<LogLevelSetter> {
+    use tracing_subscriber::prelude::*;
+    use tracing_subscriber::{fmt, reload};
+    let (filter, handle) = reload::Layer::new(level_filter(cfg.effective_log_level()));
+    let layer = fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(layer)
+        .try_init()
+        .ok()?;
+    Some(Box::new(move |level| {
+        let _ = handle.modify(|f| *f = level_filter(level));
+    }))
+}
+
+/// The digest of each remote's files ([`reload::remote_files_digest`]), to tell at a reload
+/// whether one changed.
+#[derive(Debug, Clone, Default)]
+pub struct RemoteDigests(Vec<u64>);
+
+impl RemoteDigests {
+    /// Reads the files of every remote of `cfg` now. Call it before the server starts, so
+    /// that the server reads them after: should one change in between, the next reload
+    /// reconnects the remote rather than miss it.
+    pub fn read(cfg: &Config) -> RemoteDigests {
+        RemoteDigests(
+            cfg.leafnodes
+                .remotes
+                .iter()
+                .enumerate()
+                .map(|(i, r)| reload::remote_files_digest(r, i).unwrap_or_default())
+                .collect(),
+        )
+    }
+}
+
+/// The shared part of a reload (SIGHUP): the log level and the leafnode remotes, as
+/// [`reload::plan`] found them changed. A binary runs its own part between
+/// [`SharedReload::log_level`] and [`SharedReload::remotes`].
+pub struct SharedReload {
+    /// Changes the log level.
+    set_level: Option<LogLevelSetter>,
+    /// The server.
+    shared: Weak<Shared>,
+    /// Its leafnode links (their remotes), if any are configured.
+    leaf: Option<Arc<LeafState>>,
+    /// The digest of each remote's files ([`reload::remote_files_digest`]) as they were when
+    /// the remote last (re)started.
+    remote_digests: Vec<u64>,
+}
+
+impl SharedReload {
+    /// For `node`, whose remotes' files had `digests` when it started.
+    pub fn new(
+        digests: RemoteDigests,
+        set_level: Option<LogLevelSetter>,
+        node: &Node,
+    ) -> SharedReload {
+        SharedReload {
+            set_level,
+            shared: Arc::downgrade(node.shared()),
+            leaf: node.leaf.clone(),
+            remote_digests: digests.0,
+        }
+    }
+
+    /// Applies a changed log level.
+    pub fn log_level(&self, level: Option<LogLevel>) {
+        if let (Some(level), Some(set)) = (level, &self.set_level) {
+            set(level);
+            info!(log_level = level.as_str(), "log level changed");
+        }
+    }
+
+    /// Applies the remotes part of a reload: a remote whose configuration or files
+    /// ([`reload::remote_files`], read again now) changed is reconnected with its new settings,
+    /// remotes added at the end start, remotes removed from the end stop; the others are not
+    /// touched. A remote whose new settings cannot be loaded (a file unreadable or invalid)
+    /// keeps running as it was: its running configuration is put back into `new` (an added
+    /// one, and those after it, are left out of `new`).
+    pub async fn remotes(&mut self, running: &Config, new: &mut Config) -> Applied {
+        let mut done = Applied::default();
+        let Some(shared) = self.shared.upgrade() else {
+            return done;
+        };
+        let shared = &shared;
+        let leaf = self.leaf.as_ref();
+        let old = running.leafnodes.remotes.clone();
+        let live = leaf.map_or(0, |l| l.remote_count());
+        if live != old.len() {
+            // A remote was left out at startup (its files became unreadable in between):
+            // indexes do not match the configuration's.
+            if new.leafnodes.remotes != old {
+                error!(
+                    "reload of leafnodes.remotes refused: {live} of {} remotes run, restart to \
+                     apply it; the running remotes stay",
+                    old.len()
+                );
+                new.leafnodes.remotes = old;
+                done.failed = true;
+            }
+            return done;
+        }
+        let mut i = 0;
+        while let Some(remote) = new.leafnodes.remotes.get(i).cloned() {
+            let before = old.get(i);
+            let files_only = before == Some(&remote);
+            let loaded = reload::remote_files_digest(&remote, i).and_then(|digest| {
+                if files_only && self.remote_digests.get(i) == Some(&digest) {
+                    Ok(None)
+                } else {
+                    remote_options(&remote, i).map(|o| Some((digest, o)))
+                }
+            });
+            let result = match loaded {
+                Ok(None) => {
+                    i += 1;
+                    continue;
+                }
+                Ok(Some((digest, opts))) => {
+                    let url = opts
+                        .urls
+                        .first()
+                        .map(ToString::to_string)
+                        .unwrap_or_default();
+                    let set = match leaf {
+                        Some(leaf) => leaf.set_remote(shared, i, opts).await,
+                        None => Err(RemoteError::NotEnabled),
+                    };
+                    match set {
+                        Ok(()) => {
+                            match (before, files_only) {
+                                (None, _) => {
+                                    info!(%url, "leafnodes.remotes[{i}] added: connecting")
+                                }
+                                (Some(_), true) => info!(
+                                    %url,
+                                    "leafnodes.remotes[{i}]: its credentials or TLS files changed; \
+                                     reconnecting with them"
+                                ),
+                                (Some(_), false) => info!(
+                                    %url,
+                                    "leafnodes.remotes[{i}]: settings changed; reconnecting with \
+                                     the new ones"
+                                ),
+                            }
+                            if let Some(d) = self.remote_digests.get_mut(i) {
+                                *d = digest;
+                            } else {
+                                self.remote_digests.push(digest);
+                            }
+                            done.changed = true;
+                            Ok(())
+                        }
+                        Err(e) => Err(format!("leafnodes.remotes[{i}]: {e}")),
+                    }
+                }
+                Err(e) => Err(e),
+            };
+            if let Err(e) = result {
+                done.failed = true;
+                match before {
+                    Some(b) => {
+                        error!("reload of leafnodes.remotes[{i}] refused: {e}; it keeps running with its previous settings");
+                        if let Some(slot) = new.leafnodes.remotes.get_mut(i) {
+                            slot.clone_from(b);
+                        }
+                    }
+                    None => {
+                        error!("reload of leafnodes.remotes[{i}] refused: {e}; it is not added (nor any remote after it)");
+                        new.leafnodes.remotes.truncate(i);
+                        break;
+                    }
+                }
+            }
+            i += 1;
+        }
+        for i in (new.leafnodes.remotes.len()..old.len()).rev() {
+            let removed = match leaf {
+                Some(leaf) => leaf.remove_last_remote().await,
+                None => Err(RemoteError::NotEnabled),
+            };
+            match removed {
+                Ok(()) => {
+                    info!("leafnodes.remotes[{i}] removed: its link is closed");
+                    self.remote_digests.truncate(i);
+                    done.changed = true;
+                }
+                Err(e) => {
+                    error!("reload of leafnodes.remotes[{i}] refused: cannot remove it: {e}");
+                    done.failed = true;
+                    // Remotes up to this one still run.
+                    let kept = new.leafnodes.remotes.len();
+                    new.leafnodes
+                        .remotes
+                        .extend(old.iter().take(i + 1).skip(kept).cloned());
+                    break;
+                }
+            }
+        }
+        done
+    }
+}
+
+/// What a reload did besides planning.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Applied {
+    /// Something was reconnected, added, removed or restarted.
+    pub changed: bool,
+    /// Something could not be applied (it runs as before).
+    pub failed: bool,
+}
+
+impl Applied {
+    /// Logs the outcome of a reload whose plan was `nothing_planned` apart from this.
+    pub fn log(self, nothing_planned: bool) {
+        if self.failed {
+            error!("configuration reloaded in part (see above)");
+        } else if nothing_planned && !self.changed {
+            info!("configuration reloaded: nothing changed");
+        } else {
+            info!("configuration reloaded");
+        }
+    }
+}
+
+/// Installs the SIGTERM and SIGINT handlers now (a signal that arrives before the returned
+/// future is first polled is kept, instead of killing the process) and returns a future that
+/// completes on either.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    async move {
+        let (mut term, mut int) = match (term, int) {
+            (Ok(term), Ok(int)) => (term, int),
+            (Err(e), _) | (_, Err(e)) => {
+                error!("cannot install the SIGTERM/SIGINT handlers: {e}");
+                std::future::pending::<()>().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => info!("SIGTERM received"),
+            _ = int.recv() => info!("SIGINT received"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(text: &str) -> Config {
+        config::parse_str(text, config::Format::Toml, "t.toml").unwrap()
+    }
+
+    #[test]
+    fn leafnode_settings_become_options() {
+        let c = cfg(
+            "[leafnodes]\nlisten = \"127.0.0.1:0\"\nreconnect = \"3s\"\n\
+                     authorization = { user = \"u\", password = \"p\" }\n\
+                     remotes = [{ urls = [\"nats-leaf://a:b@h:1\", \"nats://h2\"] }]\n",
+        );
+        unsupported_yet(&c).unwrap();
+        let o = leaf_options(&c);
+        assert!(o.enabled());
+        assert_eq!(o.listen, Some(("127.0.0.1".to_owned(), 0)));
+        assert!(o.auth.required());
+        assert_eq!(o.reconnect_max, Duration::from_secs(3));
+        assert_eq!(o.remotes.len(), 1);
+        assert_eq!(o.remotes[0].urls[0].user.as_deref(), Some("a"));
+        assert_eq!(o.remotes[0].urls[1].port, config::DEFAULT_LEAFNODE_PORT);
+        assert!(!leaf_options(&Config::default()).enabled());
+    }
+
+    #[test]
+    fn leafnode_tls_files_are_checked_at_startup() {
+        let err = unsupported_yet(&cfg(
+            "[leafnodes]\nremotes = [{ url = \"tls://u:secret@hub:7422\", \
+             tls = { ca_file = \"/nonexistent/ca.pem\" } }]\n",
+        ))
+        .unwrap_err();
+        assert!(
+            err.starts_with("leafnodes.remotes[0].tls.ca_file: cannot read /nonexistent/ca.pem"),
+            "{err}"
+        );
+        assert!(!err.contains("secret"));
+        let err = unsupported_yet(&cfg(
+            "[leafnodes]\nlisten = \"127.0.0.1:0\"\n\
+             tls = { cert_file = \"/nonexistent/c.pem\", key_file = \"/nonexistent/k.pem\" }\n",
+        ))
+        .unwrap_err();
+        assert!(
+            err.starts_with("leafnodes.tls.cert_file: cannot read /nonexistent/c.pem"),
+            "{err}"
+        );
+        let err = unsupported_yet(&cfg(
+            "[leafnodes]\nremotes = [{ url = \"nats-leaf://hub\", tls = { insecure = true } }]\n",
+        ))
+        .unwrap_err();
+        assert!(
+            err.starts_with("leafnodes.remotes[0].tls.insecure: not supported"),
+            "{err}"
+        );
+        // A plain remote next to a TLS listener that is not configured: nothing to load.
+        unsupported_yet(&cfg(
+            "[leafnodes]\nremotes = [{ url = \"nats-leaf://hub\" }]\n",
+        ))
+        .unwrap();
+    }
+
+    #[test]
+    fn unimplemented_leafnode_features_are_refused() {
+        let err = unsupported_yet(&cfg(
+            "[leafnodes]\nremotes = [{ url = \"wss://u:secret@hub:7422\" }]\n",
+        ))
+        .unwrap_err();
+        assert!(err.contains("wss:// scheme is not supported yet"), "{err}");
+        assert!(!err.contains("secret"));
+        let err = unsupported_yet(&cfg(
+            "[leafnodes]\nremotes = [{ url = \"nats-leaf://hub\", hub = true }]\n",
+        ))
+        .unwrap_err();
+        assert!(
+            err.starts_with("leafnodes.remotes[0].hub: not supported yet"),
+            "{err}"
+        );
+        // Credentials files are read at startup: a missing one is refused, naming the key.
+        let err = unsupported_yet(&cfg(
+            "[leafnodes]\nremotes = [{ url = \"nats-leaf://hub\", credentials = \"/nonexistent/x.creds\" }]\n",
+        ))
+        .unwrap_err();
+        assert!(
+            err.starts_with("leafnodes.remotes[0].credentials: cannot read /nonexistent/x.creds"),
+            "{err}"
+        );
+        let err = unsupported_yet(&cfg(
+            "[leafnodes]\nlisten = \":0\"\nauthorization = { users = [{ nkey = \"SUAB\" }] }\n",
+        ))
+        .unwrap_err();
+        assert!(
+            err.starts_with("leafnodes.authorization.users[0].nkey: this is an nkey seed"),
+            "{err}"
+        );
+        assert!(!err.contains("SUAB"), "{err}");
+    }
+}

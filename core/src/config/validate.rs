@@ -1,0 +1,536 @@
+//! Semantic checks on a loaded [`Config`], run after flags are applied.
+//!
+//! Serde checks types; this module checks what types cannot express: that
+//! authentication settings are consistent, that permission subjects are
+//! well formed, and that limits are in range. Errors name the key.
+
+use leaf_proto::subject::is_valid_subject;
+use std::collections::HashSet;
+
+use super::{Config, ConfigError, SubjectPermission, MAX_PAYLOAD_LIMIT};
+
+/// Smallest accepted `max_control_line`: room for a `CONNECT` and a subject.
+const MIN_CONTROL_LINE: usize = 256;
+/// Largest accepted `max_control_line`.
+const MAX_CONTROL_LINE: usize = 1 << 20;
+
+impl Config {
+    /// Checks the configuration and returns the first problem found, naming
+    /// its key (e.g. `authorization.users[1].password: missing password`).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_server()?;
+        self.validate_authorization()?;
+        self.validate_jetstream()?;
+        self.validate_leafnodes()
+    }
+
+    fn validate_server(&self) -> Result<(), ConfigError> {
+        if self.host.is_empty() || has_whitespace(&self.host) {
+            return Err(ConfigError::invalid(
+                "host",
+                "must be a host name or IP address",
+            ));
+        }
+        if let Some(name) = &self.server_name {
+            if name.is_empty() || has_whitespace(name) {
+                return Err(ConfigError::invalid(
+                    "server_name",
+                    "must be non-empty and contain no whitespace",
+                ));
+            }
+        }
+        if self.max_payload == 0 || self.max_payload > MAX_PAYLOAD_LIMIT {
+            return Err(ConfigError::invalid(
+                "max_payload",
+                format!(
+                    "must be between 1 and {MAX_PAYLOAD_LIMIT} (64MB), got {}",
+                    self.max_payload
+                ),
+            ));
+        }
+        if !(MIN_CONTROL_LINE..=MAX_CONTROL_LINE).contains(&self.max_control_line) {
+            return Err(ConfigError::invalid(
+                "max_control_line",
+                format!(
+                    "must be between {MIN_CONTROL_LINE} and {MAX_CONTROL_LINE}, got {}",
+                    self.max_control_line
+                ),
+            ));
+        }
+        if self.max_pending < self.max_payload {
+            return Err(ConfigError::invalid(
+                "max_pending",
+                format!(
+                    "must be at least max_payload ({}), got {}",
+                    self.max_payload, self.max_pending
+                ),
+            ));
+        }
+        if self.max_connections == 0 {
+            return Err(ConfigError::invalid(
+                "max_connections",
+                "must be at least 1",
+            ));
+        }
+        if self.ping_interval.is_zero() {
+            return Err(ConfigError::invalid(
+                "ping_interval",
+                "must be greater than zero",
+            ));
+        }
+        if self.ping_max == 0 {
+            return Err(ConfigError::invalid("ping_max", "must be at least 1"));
+        }
+        if self.write_deadline.is_zero() {
+            return Err(ConfigError::invalid(
+                "write_deadline",
+                "must be greater than zero",
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_authorization(&self) -> Result<(), ConfigError> {
+        let auth = &self.authorization;
+        match (&auth.user, &auth.password) {
+            (Some(user), Some(_)) if user.is_empty() => {
+                return Err(ConfigError::invalid(
+                    "authorization.user",
+                    "must not be empty",
+                ));
+            }
+            (Some(_), None) => {
+                return Err(ConfigError::invalid(
+                    "authorization.password",
+                    "missing password for authorization.user",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::invalid(
+                    "authorization.user",
+                    "missing user for authorization.password",
+                ));
+            }
+            _ => {}
+        }
+        if let Some(token) = &auth.token {
+            if token.is_empty() {
+                return Err(ConfigError::invalid(
+                    "authorization.token",
+                    "must not be empty",
+                ));
+            }
+            if auth.user.is_some() {
+                return Err(ConfigError::invalid(
+                    "authorization.token",
+                    "cannot be combined with authorization.user; use one or the other",
+                ));
+            }
+            if !auth.users.is_empty() {
+                return Err(ConfigError::invalid(
+                    "authorization.token",
+                    "cannot be combined with authorization.users; use one or the other",
+                ));
+            }
+        }
+        if auth.user.is_some() && !auth.users.is_empty() {
+            return Err(ConfigError::invalid(
+                "authorization.user",
+                "cannot be combined with authorization.users; add the user to the list instead",
+            ));
+        }
+        if auth.timeout.is_zero() {
+            return Err(ConfigError::invalid(
+                "authorization.timeout",
+                "must be greater than zero",
+            ));
+        }
+        let mut seen = HashSet::with_capacity(auth.users.len());
+        for (i, user) in auth.users.iter().enumerate() {
+            let key = format!("authorization.users[{i}]");
+            if user.user.is_empty() {
+                return Err(ConfigError::invalid(
+                    format!("{key}.user"),
+                    "must not be empty",
+                ));
+            }
+            if !seen.insert(user.user.as_str()) {
+                return Err(ConfigError::invalid(
+                    format!("{key}.user"),
+                    format!("duplicate user `{}`", user.user),
+                ));
+            }
+            if user.password.is_none() {
+                return Err(ConfigError::invalid(
+                    format!("{key}.password"),
+                    format!("missing password for user `{}`", user.user),
+                ));
+            }
+            let perms = &user.permissions;
+            check_subjects(&perms.publish, &format!("{key}.permissions.publish"))?;
+            check_subjects(&perms.subscribe, &format!("{key}.permissions.subscribe"))?;
+        }
+        Ok(())
+    }
+
+    fn validate_jetstream(&self) -> Result<(), ConfigError> {
+        let js = &self.jetstream;
+        if let Some(dir) = &js.store_dir {
+            if dir.as_os_str().is_empty() {
+                return Err(ConfigError::invalid(
+                    "jetstream.store_dir",
+                    "must not be empty",
+                ));
+            }
+        }
+        if let Some(domain) = &js.domain {
+            if !is_valid_token(domain) {
+                return Err(ConfigError::invalid(
+                    "jetstream.domain",
+                    format!("`{domain}` must be a single subject token (no dots, wildcards or whitespace)"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_leafnodes(&self) -> Result<(), ConfigError> {
+        if let Some(listen) = &self.leafnodes.listen {
+            if listen
+                .host
+                .as_deref()
+                .is_some_and(|h| h.is_empty() || has_whitespace(h))
+            {
+                return Err(ConfigError::invalid(
+                    "leafnodes.listen",
+                    "host must be a host name or IP address",
+                ));
+            }
+        }
+        let auth = &self.leafnodes.authorization;
+        match (&auth.user, &auth.password, &auth.token) {
+            (Some(_), None, _) => {
+                return Err(ConfigError::invalid(
+                    "leafnodes.authorization.password",
+                    "missing password for leafnodes.authorization.user",
+                ))
+            }
+            (None, Some(_), _) => {
+                return Err(ConfigError::invalid(
+                    "leafnodes.authorization.user",
+                    "missing user for leafnodes.authorization.password",
+                ))
+            }
+            (Some(user), Some(_), _) if user.is_empty() => {
+                return Err(ConfigError::invalid(
+                    "leafnodes.authorization.user",
+                    "must not be empty",
+                ))
+            }
+            (Some(_), Some(_), Some(_)) => {
+                return Err(ConfigError::invalid(
+                    "leafnodes.authorization.token",
+                    "cannot be combined with leafnodes.authorization.user; use one or the other",
+                ))
+            }
+            (_, _, Some(token)) if token.is_empty() => {
+                return Err(ConfigError::invalid(
+                    "leafnodes.authorization.token",
+                    "must not be empty",
+                ))
+            }
+            _ => {}
+        }
+        if auth.timeout.is_zero() {
+            return Err(ConfigError::invalid(
+                "leafnodes.authorization.timeout",
+                "must be greater than zero",
+            ));
+        }
+        if self.leafnodes.reconnect.is_zero() {
+            return Err(ConfigError::invalid(
+                "leafnodes.reconnect",
+                "must be greater than zero",
+            ));
+        }
+        if self.leafnodes.ping_interval.is_zero() {
+            return Err(ConfigError::invalid(
+                "leafnodes.ping_interval",
+                "must be greater than zero",
+            ));
+        }
+        if self.leafnodes.ping_max == 0 {
+            return Err(ConfigError::invalid(
+                "leafnodes.ping_max",
+                "must be at least 1",
+            ));
+        }
+        for (i, remote) in self.leafnodes.remotes.iter().enumerate() {
+            if remote.urls.is_empty() {
+                return Err(ConfigError::invalid(
+                    format!("leafnodes.remotes[{i}].url"),
+                    "missing url (set `url` or `urls`)",
+                ));
+            }
+            for (list, key) in [
+                (&remote.deny_imports, "deny_imports"),
+                (&remote.deny_exports, "deny_exports"),
+            ] {
+                for subject in list {
+                    if !leaf_proto::subject::is_valid_subject(subject.as_bytes()) {
+                        return Err(ConfigError::invalid(
+                            format!("leafnodes.remotes[{i}].{key}"),
+                            format!("`{subject}` is not a valid subject"),
+                        ));
+                    }
+                }
+            }
+            for url in &remote.urls {
+                if !is_plausible_url(url) {
+                    return Err(ConfigError::invalid(
+                        format!("leafnodes.remotes[{i}].urls"),
+                        format!("`{url}` is not a URL like nats-leaf://host:7422"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Checks every subject of an allow/deny pair.
+fn check_subjects(perm: &SubjectPermission, key: &str) -> Result<(), ConfigError> {
+    for (list, name) in [(&perm.allow, "allow"), (&perm.deny, "deny")] {
+        for (i, subject) in list.iter().enumerate() {
+            if !is_valid_subject(subject.as_bytes()) {
+                return Err(ConfigError::invalid(
+                    format!("{key}.{name}[{i}]"),
+                    format!("invalid subject `{subject}`"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A single subject token without wildcards (for names such as a JetStream domain).
+pub fn is_valid_token(token: &str) -> bool {
+    !token.is_empty()
+        && !token
+            .bytes()
+            .any(|b| b == b'.' || b == b'*' || b == b'>' || b.is_ascii_whitespace())
+}
+
+/// `scheme://rest` with a non-empty scheme and rest and no whitespace.
+fn is_plausible_url(url: &str) -> bool {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            !scheme.is_empty()
+                && scheme
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'+')
+                && !rest.is_empty()
+                && !has_whitespace(url)
+        }
+        None => false,
+    }
+}
+
+fn has_whitespace(s: &str) -> bool {
+    s.chars().any(char::is_whitespace)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{parse_str, Format, Remote, User};
+
+    fn invalid(cfg: &Config) -> String {
+        match cfg.validate() {
+            Err(err @ ConfigError::Invalid { .. }) => err.to_string(),
+            other => panic!("expected a validation error, got {other:?}"),
+        }
+    }
+
+    fn user(name: &str, password: Option<&str>) -> User {
+        User {
+            user: name.into(),
+            password: password.map(Into::into),
+            permissions: Default::default(),
+        }
+    }
+
+    #[test]
+    fn subjects() {
+        for ok in [
+            "foo",
+            "foo.bar",
+            "foo.*",
+            "foo.>",
+            ">",
+            "*",
+            "*.bar.>",
+            "a-b_c.$JS.API",
+        ] {
+            assert!(is_valid_subject(ok.as_bytes()), "{ok}");
+        }
+        for bad in [
+            "",
+            ".",
+            "foo.",
+            ".foo",
+            "foo..bar",
+            "foo bar",
+            "foo.>.bar",
+            "a\tb",
+        ] {
+            assert!(!is_valid_subject(bad.as_bytes()), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn limits() {
+        let mut cfg = Config {
+            port: 0, // ephemeral port is fine
+            ..Config::default()
+        };
+        cfg.validate().unwrap();
+        cfg.max_payload = 0;
+        assert!(invalid(&cfg).starts_with("max_payload: must be between 1 and"));
+        cfg.max_payload = MAX_PAYLOAD_LIMIT + 1;
+        assert!(invalid(&cfg).starts_with("max_payload: "));
+        cfg.max_payload = MAX_PAYLOAD_LIMIT;
+        cfg.validate().unwrap();
+        cfg.max_pending = 1024;
+        assert!(invalid(&cfg).starts_with("max_pending: must be at least max_payload"));
+
+        let cfg = Config {
+            max_control_line: 10,
+            ..Config::default()
+        };
+        assert!(invalid(&cfg).starts_with("max_control_line: "));
+        let cfg = Config {
+            ping_max: 0,
+            ..Config::default()
+        };
+        assert_eq!(invalid(&cfg), "ping_max: must be at least 1");
+        let cfg = Config {
+            write_deadline: std::time::Duration::ZERO,
+            ..Config::default()
+        };
+        assert_eq!(invalid(&cfg), "write_deadline: must be greater than zero");
+        let cfg = Config {
+            server_name: Some("my server".into()),
+            ..Config::default()
+        };
+        assert!(invalid(&cfg).starts_with("server_name: "));
+    }
+
+    #[test]
+    fn authorization_combinations() {
+        let mut cfg = Config::default();
+        cfg.authorization.user = Some("a".into());
+        assert_eq!(
+            invalid(&cfg),
+            "authorization.password: missing password for authorization.user"
+        );
+        cfg.authorization.password = Some("b".into());
+        cfg.validate().unwrap();
+        cfg.authorization.token = Some("t".into());
+        assert!(invalid(&cfg)
+            .starts_with("authorization.token: cannot be combined with authorization.user"));
+
+        let mut cfg = Config::default();
+        cfg.authorization.token = Some("t".into());
+        cfg.validate().unwrap();
+        cfg.authorization.users = vec![user("x", Some("y"))];
+        assert!(invalid(&cfg)
+            .starts_with("authorization.token: cannot be combined with authorization.users"));
+
+        let mut cfg = Config::default();
+        cfg.authorization.users = vec![user("x", Some("y")), user("z", None)];
+        assert_eq!(
+            invalid(&cfg),
+            "authorization.users[1].password: missing password for user `z`"
+        );
+        cfg.authorization.users = vec![user("x", Some("y")), user("x", Some("w"))];
+        assert_eq!(
+            invalid(&cfg),
+            "authorization.users[1].user: duplicate user `x`"
+        );
+        cfg.authorization.users = vec![user("x", Some("y"))];
+        cfg.authorization.user = Some("a".into());
+        cfg.authorization.password = Some("b".into());
+        assert!(invalid(&cfg).starts_with("authorization.user: cannot be combined"));
+    }
+
+    #[test]
+    fn permission_subjects_are_checked() {
+        let text = r#"
+            [authorization]
+            users = [
+              { user = "x", password = "y", permissions = { publish = ["ok.>"], subscribe = { allow = ["fine"], deny = ["bad..subject"] } } },
+            ]
+        "#;
+        let cfg = parse_str(text, Format::Toml, "t.toml").unwrap();
+        assert_eq!(
+            invalid(&cfg),
+            "authorization.users[0].permissions.subscribe.deny[0]: invalid subject `bad..subject`"
+        );
+    }
+
+    #[test]
+    fn jetstream_and_leafnodes() {
+        let mut cfg = Config::default();
+        cfg.jetstream.domain = Some("edge.1".into());
+        assert!(invalid(&cfg).starts_with("jetstream.domain: "));
+
+        let mut cfg = Config::default();
+        cfg.leafnodes.remotes = vec![Remote::default()];
+        assert_eq!(
+            invalid(&cfg),
+            "leafnodes.remotes[0].url: missing url (set `url` or `urls`)"
+        );
+        cfg.leafnodes.remotes = vec![Remote {
+            urls: vec!["hub:7422".into()],
+            ..Remote::default()
+        }];
+        assert!(invalid(&cfg).starts_with("leafnodes.remotes[0].urls: `hub:7422` is not a URL"));
+        cfg.leafnodes.remotes = vec![Remote {
+            urls: vec!["nats-leaf://hub:7422".into()],
+            ..Remote::default()
+        }];
+        cfg.validate().unwrap();
+
+        let mut cfg = Config::default();
+        cfg.leafnodes.authorization.user = Some("leaf".into());
+        assert_eq!(
+            invalid(&cfg),
+            "leafnodes.authorization.password: missing password for leafnodes.authorization.user"
+        );
+        cfg.leafnodes.authorization.password = Some("pw".into());
+        cfg.validate().unwrap();
+        cfg.leafnodes.authorization.token = Some("t".into());
+        assert!(invalid(&cfg).starts_with("leafnodes.authorization.token: cannot be combined"));
+        let mut cfg = Config::default();
+        cfg.leafnodes.authorization.token = Some(String::new());
+        assert_eq!(
+            invalid(&cfg),
+            "leafnodes.authorization.token: must not be empty"
+        );
+        let mut cfg = Config::default();
+        cfg.leafnodes.ping_max = 0;
+        assert_eq!(invalid(&cfg), "leafnodes.ping_max: must be at least 1");
+        let mut cfg = Config::default();
+        cfg.leafnodes.reconnect = std::time::Duration::ZERO;
+        assert_eq!(
+            invalid(&cfg),
+            "leafnodes.reconnect: must be greater than zero"
+        );
+    }
+}

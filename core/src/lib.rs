@@ -1,0 +1,42 @@
+//! # leaf-core: the NATS server that `leafd` and `hubd` share
+//!
+//! Everything both binaries run, and nothing only one of them needs: the gateway features
+//! (uplinks, serial ports, Modbus, GPIO, systemd) are in the `leaf` and `leaf-gateway`
+//! crates, hub-only parts in `hub`. Any NATS client works against both.
+//!
+//! ## Layout (one module, one job)
+//! * [`sublist`]: the interest structure: a subject trie with a match cache.
+//! * [`auth`]: authentication and per-user publish/subscribe permissions.
+//! * [`server`]: the accept loop, connections ([`server::client`]), the per-publisher fan-out
+//!   ([`server::fanout`]), outbound queues ([`server::outbound`]), the INFO/CONNECT bodies
+//!   ([`server::info`]), and the server's narrow API for its own components:
+//!   [`server::Shared::publish`], [`server::Shared::subscribe_internal`] /
+//!   [`server::Shared::unsubscribe_internal`] and [`server::Shared::sublist`] for interest
+//!   queries; links to other servers hear about interest through [`server::Peers`].
+//! * [`leafnode`]: leafnode links to hubs and from leaves (the NATS server-to-server
+//!   leafnode protocol, both sides); it implements [`server::Peers`] and depends on
+//!   [`server`], never the other way round.
+//! * [`jetstream`]: streams, consumers, mirrors and sources, and the `$JS.API`, on the
+//!   `leaf-store` message store.
+//! * [`monitor`]: the HTTP monitoring port (nats-server's pages; a binary adds its own through
+//!   [`monitor::Pages`]).
+//! * [`config`]: the configuration file's shared keys (TOML or JSON, nats-server's key names;
+//!   a binary adds its own keys through [`config::Extension`]), [`cli`]: the
+//!   nats-server-compatible command-line flags, [`reload`]: what a SIGHUP may change of the
+//!   shared keys.
+//! * [`app`]: the runtime pieces both binaries' `main` are built from: logging, signals,
+//!   starting the server with its links and JetStream, reloading the shared keys.
+//!
+//! The wire codec and subjects are the `leaf-proto` crate, the message store `leaf-store`.
+//! `DESIGN.md` next to this crate's `Cargo.toml` describes how a message flows through them.
+
+pub mod app;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod jetstream;
+pub mod leafnode;
+pub mod monitor;
+pub mod reload;
+pub mod server;
+pub mod sublist;

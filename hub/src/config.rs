@@ -1,0 +1,171 @@
+//! hubd's configuration: the keys both binaries read (`leaf_core::config`), and nothing
+//! else. The keys of leafd's uplinks and gateways are refused by name, at their line
+//! (`hubd.toml:12: serial: a leafd setting: ...`), rather than rejected as unknown or,
+//! worse, accepted and ignored: a hub has no serial ports, Modbus buses, GPIO lines or
+//! uplinks.
+
+use std::fmt;
+use std::path::Path;
+
+use leaf_core::cli::{self, ServerArgs};
+use leaf_core::config::{self, Config, ConfigError, Extension};
+use serde::de::{self, DeserializeSeed, Deserializer, EnumAccess, MapAccess, SeqAccess, Visitor};
+
+/// leafd's own top-level keys, refused by hubd.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct LeafdKeys;
+
+impl Extension for LeafdKeys {
+    const KEYS: &'static [&'static str] =
+        &["uplinks", "board", "boards_dir", "serial", "modbus", "gpio"];
+    /// Not offered as alternatives to an unknown key: hubd does not read them.
+    const LISTED: &'static [&'static str] = &[];
+
+    fn read_key<'de, A: MapAccess<'de>>(
+        &mut self,
+        _key: &str,
+        map: &mut A,
+    ) -> Result<(), A::Error> {
+        // Refused from inside the value, so the error carries the value's line.
+        map.next_value_seed(Refuse)
+    }
+}
+
+/// Why a leafd key is refused.
+const REFUSAL: &str = "a leafd setting: hubd has no uplinks, serial ports, Modbus buses or GPIO \
+                       lines (they run in leafd, on the gateway); remove it from hubd's file";
+
+/// A value that is refused whatever it is.
+struct Refuse;
+
+impl<'de> DeserializeSeed<'de> for Refuse {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+/// Refuses every kind of value with [`REFUSAL`].
+macro_rules! refuse {
+    ($($method:ident($($arg:ty)?)),* $(,)?) => {
+        $(fn $method<E: de::Error>(self $(, _: $arg)?) -> Result<(), E> {
+            Err(E::custom(REFUSAL))
+        })*
+    };
+}
+
+impl<'de> Visitor<'de> for Refuse {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("no value (hubd does not read this key)")
+    }
+
+    refuse!(
+        visit_bool(bool),
+        visit_i64(i64),
+        visit_u64(u64),
+        visit_i128(i128),
+        visit_u128(u128),
+        visit_f64(f64),
+        visit_str(&str),
+        visit_bytes(&[u8]),
+        visit_none(),
+        visit_unit(),
+    );
+
+    fn visit_some<D: Deserializer<'de>>(self, _: D) -> Result<(), D::Error> {
+        Err(de::Error::custom(REFUSAL))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<(), A::Error> {
+        Err(de::Error::custom(REFUSAL))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, _: A) -> Result<(), A::Error> {
+        Err(de::Error::custom(REFUSAL))
+    }
+
+    fn visit_enum<A: EnumAccess<'de>>(self, _: A) -> Result<(), A::Error> {
+        Err(de::Error::custom(REFUSAL))
+    }
+}
+
+/// Reads and deserializes a config file; see `leaf_core::config::load_file`.
+pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
+    config::load_file_with::<LeafdKeys>(path).map(|(cfg, LeafdKeys)| cfg)
+}
+
+/// The effective configuration: the `--config` file if given (else the defaults), overridden
+/// by the flags, then validated.
+pub fn load(args: &ServerArgs) -> Result<Config, ConfigError> {
+    let (cfg, LeafdKeys) = cli::load_with::<LeafdKeys>(args)?;
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use leaf_core::config::Format;
+
+    fn refusal(text: &str, format: Format, file: &str) -> String {
+        config::parse_str_with::<LeafdKeys>(text, format, file)
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn leafd_keys_are_refused_by_name_and_line() {
+        let cases = [
+            (
+                "port = 4222\n\n[[serial]]\nname = \"p\"\n",
+                "hubd.toml:3: serial: a leafd setting",
+            ),
+            (
+                "port = 4222\nboard = \"rpi4\"\n",
+                "hubd.toml:2: board: a leafd setting",
+            ),
+            (
+                "boards_dir = \"/etc\"\n",
+                "hubd.toml:1: boards_dir: a leafd setting",
+            ),
+            (
+                "[[modbus]]\nname = \"m\"\n",
+                "hubd.toml:1: modbus: a leafd setting",
+            ),
+            ("gpio = []\n", "hubd.toml:1: gpio: a leafd setting"),
+            (
+                "jetstream = true\n[[uplinks]]\nname = \"u\"\n",
+                "hubd.toml:2: uplinks: a leafd setting",
+            ),
+        ];
+        for (text, want) in cases {
+            let err = refusal(text, Format::Toml, "hubd.toml");
+            assert!(err.starts_with(want), "{text:?}: {err}");
+        }
+        let err = refusal(
+            "{\n  \"port\": 4222,\n  \"serial\": [{\"name\": \"p\"}]\n}",
+            Format::Json,
+            "hubd.json",
+        );
+        assert!(
+            err.starts_with("hubd.json:3: serial: a leafd setting"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn shared_keys_load_and_unknown_ones_are_listed() {
+        let (cfg, LeafdKeys) =
+            config::parse_str_with::<LeafdKeys>("port = 5\n", Format::Toml, "hubd.toml").unwrap();
+        assert_eq!(cfg.port, 5);
+        let err = refusal("prot = 5\n", Format::Toml, "hubd.toml");
+        assert!(
+            err.starts_with("hubd.toml:1: unknown key `prot` (expected one of host, port,"),
+            "{err}"
+        );
+        assert!(err.ends_with("jetstream, leafnodes)"), "{err}");
+    }
+}
