@@ -309,8 +309,15 @@ impl<'de> Visitor<'de> for StringListVisitor {
 pub struct TableSeed<T>(PhantomData<T>);
 
 impl<T> TableSeed<T> {
+    /// A seed for a `T`.
     pub fn new() -> Self {
         TableSeed(PhantomData)
+    }
+}
+
+impl<T> Default for TableSeed<T> {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
