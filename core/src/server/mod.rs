@@ -31,7 +31,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tracing::{debug, info, warn};
 
 use crate::auth::Authenticator;
-use crate::sublist::{Sublist, SublistError};
+use crate::sublist::{MatchResult, QueueGroup, Sublist, SublistError};
 
 pub use fanout::{
     ClientHandle, ConnKind, Fanout, InternalSink, LeafPeer, LinkStats, Msg, SubRef, SubTarget,
@@ -127,6 +127,74 @@ impl Shared {
         fanout.flush();
         fanout.clear_stalled();
         delivered
+    }
+
+    /// Publishes a message from inside the server whose form depends on who receives it, as
+    /// JetStream delivers a stored message to a consumer's deliver subject `to`: subscribers
+    /// of this server get `local` (the stored subject, the ack reply); links to other servers
+    /// get it under `to` (the subject the other side routes on) with the reply
+    /// `linked_reply()` (made only if a link is among the receivers). A queue group with a
+    /// local member stays local. Returns how many subscriptions it was delivered to.
+    pub fn publish_split(
+        &self,
+        to: &[u8],
+        local: &Msg<'_>,
+        linked_reply: impl FnOnce() -> String,
+    ) -> usize {
+        let result = self.sublist.matches(to);
+        if result.is_empty() {
+            return 0;
+        }
+        let remote = |s: &SubRef| matches!(s.0.target, SubTarget::Leaf(_));
+        let mut fanout = Fanout::default();
+        let any_remote = result.plain.iter().any(remote)
+            || result.queues.iter().any(|g| g.members.iter().any(remote));
+        let mut delivered = 0;
+        if !any_remote {
+            delivered += fanout.fan_out(self, &result, local, None);
+        } else {
+            // Queue groups stay local when they have a local member.
+            let mut near = MatchResult::new();
+            let mut far = MatchResult::new();
+            for sub in &result.plain {
+                let side = if remote(sub) { &mut far } else { &mut near };
+                side.plain.push(sub.clone());
+            }
+            for group in &result.queues {
+                let (remote_members, local_members): (Vec<SubRef>, Vec<SubRef>) =
+                    group.members.iter().cloned().partition(|m| remote(m));
+                let (side, members) = if local_members.is_empty() {
+                    (&mut far, remote_members)
+                } else {
+                    (&mut near, local_members)
+                };
+                side.queues.push(QueueGroup {
+                    name: group.name.clone(),
+                    members,
+                });
+            }
+            if !near.is_empty() {
+                delivered += fanout.fan_out(self, &near, local, None);
+            }
+            if !far.is_empty() {
+                let reply = linked_reply();
+                let linked = Msg {
+                    subject: to,
+                    reply: Some(reply.as_bytes()),
+                    headers: local.headers,
+                    payload: local.payload,
+                };
+                delivered += fanout.fan_out(self, &far, &linked, None);
+            }
+        }
+        fanout.flush();
+        fanout.clear_stalled();
+        delivered
+    }
+
+    /// Whether anything (a client, a component, a link) is subscribed to `subject`.
+    pub fn has_interest(&self, subject: &[u8]) -> bool {
+        !self.sublist.matches(subject).is_empty()
     }
 
     /// Subscribes a component of the server to `subject` (optionally in a queue group): every

@@ -51,8 +51,7 @@ use super::config::Retention;
 use super::handle::{Cmd, ConsumerHandle};
 use super::retention::{AckView, SharedView};
 use super::stream::Stream;
-use crate::server::{Fanout, Msg, Shared, SubRef, SubTarget};
-use crate::sublist::{MatchResult, QueueGroup};
+use crate::server::{Msg, Shared};
 use leaf_proto::headers;
 use leaf_proto::subject::subject_matches;
 use leaf_proto::time::{now_ns, rfc3339};
@@ -425,65 +424,13 @@ impl Task {
         let Some(server) = self.server.upgrade() else {
             return;
         };
-        let result = server.sublist.matches(to.as_bytes());
-        if result.is_empty() {
-            return;
-        }
-        let remote = |s: &SubRef| matches!(s.0.target, SubTarget::Leaf(_));
-        let mut fanout = Fanout::default();
-        let any_remote = result.plain.iter().any(remote)
-            || result.queues.iter().any(|g| g.members.iter().any(remote));
-        if !any_remote {
-            let msg = Msg {
-                subject: subject.as_bytes(),
-                reply: Some(ack.as_bytes()),
-                headers,
-                payload,
-            };
-            fanout.fan_out(&server, &result, &msg, None);
-        } else {
-            // Queue groups stay local when they have a local member.
-            let mut local = MatchResult::new();
-            let mut links = MatchResult::new();
-            for sub in &result.plain {
-                let side = if remote(sub) { &mut links } else { &mut local };
-                side.plain.push(sub.clone());
-            }
-            for group in &result.queues {
-                let (far, near): (Vec<SubRef>, Vec<SubRef>) =
-                    group.members.iter().cloned().partition(|m| remote(m));
-                let (side, members) = if near.is_empty() {
-                    (&mut links, far)
-                } else {
-                    (&mut local, near)
-                };
-                side.queues.push(QueueGroup {
-                    name: group.name.clone(),
-                    members,
-                });
-            }
-            if !local.is_empty() {
-                let msg = Msg {
-                    subject: subject.as_bytes(),
-                    reply: Some(ack.as_bytes()),
-                    headers,
-                    payload,
-                };
-                fanout.fan_out(&server, &local, &msg, None);
-            }
-            if !links.is_empty() {
-                let reply = format!("{ack}@{subject}");
-                let msg = Msg {
-                    subject: to.as_bytes(),
-                    reply: Some(reply.as_bytes()),
-                    headers,
-                    payload,
-                };
-                fanout.fan_out(&server, &links, &msg, None);
-            }
-        }
-        fanout.flush();
-        fanout.clear_stalled();
+        let local = Msg {
+            subject: subject.as_bytes(),
+            reply: Some(ack.as_bytes()),
+            headers,
+            payload,
+        };
+        server.publish_split(to.as_bytes(), &local, || format!("{ack}@{subject}"));
     }
 
     /// Sends a status message (`NATS/1.0 <code> <text>`) to a request's reply subject.
@@ -501,7 +448,7 @@ impl Task {
     fn has_interest(&self, subject: &str) -> bool {
         self.server
             .upgrade()
-            .is_some_and(|s| !s.sublist.matches(subject.as_bytes()).is_empty())
+            .is_some_and(|s| s.has_interest(subject.as_bytes()))
     }
 
     // ---- starting point and counting ----
