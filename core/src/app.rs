@@ -11,16 +11,16 @@ use std::process::ExitCode;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use tracing::{error, info};
 
 use crate::auth::{Authenticator, Permissions, Rules, User};
-use crate::cli::normalize_args;
+use crate::cli::{normalize_args, ServerArgs};
 use crate::config::{self, Config, ConfigError, LogLevel};
 use crate::jetstream::{JetStream, JetStreamOptions};
 use crate::leafnode::{LeafOptions, LeafState, LinkDeny, RemoteError, RemoteOptions, RemoteUrl};
 use crate::monitor::{self, Monitor, Pages};
-use crate::reload;
+use crate::reload::{self, Refused};
 use crate::server::{Peers, Server, ServerOptions, Shared};
 
 /// How long connections get to flush their queues at shutdown.
@@ -43,15 +43,36 @@ pub fn fail(name: &str, message: impl Display) -> ExitCode {
     ExitCode::from(1)
 }
 
-/// Parses the command line into the binary's `C`, named `name` in `--help`, `--version` and
-/// errors. nats-server's Go-style flags are accepted ([`normalize_args`]). `Err` is the
-/// exit code to leave with: 0 after `--help` or `--version`, 2 for a bad command line.
-pub fn parse_args<C: Parser>(name: &'static str) -> Result<C, ExitCode> {
-    C::command()
+/// A binary's command line: nats-server's flags ([`ServerArgs`]), `-v`/`--version`, and the
+/// binary's own subcommands `C`.
+#[derive(Debug, Parser)]
+#[command(version, disable_version_flag = true)]
+pub struct Cli<C: Subcommand> {
+    /// Print the version and exit (`-V` is nats-server's `--trace`).
+    #[arg(short = 'v', long = "version", action = clap::ArgAction::Version)]
+    version: Option<bool>,
+    /// The subcommand, if any (without one the server runs).
+    #[command(subcommand)]
+    pub command: Option<C>,
+    /// The server flags.
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+/// Parses the command line of binary `name` (its name in `--help`, `--version` and errors;
+/// `about` heads `--help`). nats-server's Go-style flags are accepted ([`normalize_args`]).
+/// `Err` is the exit code to leave with: 0 after `--help` or `--version`, 2 for a bad
+/// command line.
+pub fn parse_args<C: Subcommand>(
+    name: &'static str,
+    about: &'static str,
+) -> Result<Cli<C>, ExitCode> {
+    Cli::<C>::command()
         .name(name)
         .bin_name(name)
+        .about(about)
         .try_get_matches_from(normalize_args(std::env::args_os()))
-        .and_then(|matches| C::from_arg_matches(&matches))
+        .and_then(|matches| Cli::<C>::from_arg_matches(&matches))
         .map_err(|e| {
             let _ = e.print();
             if e.use_stderr() {
@@ -72,6 +93,44 @@ pub fn runtime(name: &'static str) -> Result<tokio::runtime::Runtime, ExitCode> 
             eprintln!("{name}: cannot start the runtime: {e}");
             ExitCode::from(1)
         })
+}
+
+/// What a binary has once its configuration is loaded, before anything runs.
+pub struct Prepared<C> {
+    /// The configuration (the file with the flags over it, validated).
+    pub cfg: C,
+    /// Changes the log level (on a reload).
+    pub set_level: Option<LogLevelSetter>,
+    /// The remotes' files as they were before the server read them.
+    pub digests: RemoteDigests,
+    /// The runtime to serve on.
+    pub runtime: tokio::runtime::Runtime,
+}
+
+/// Loads binary `name`'s configuration with `load`, sets up logging, refuses the settings
+/// that parse but cannot be used ([`unsupported_yet`]), reads the remotes' files for their
+/// digest ([`RemoteDigests::read`]) and builds the runtime. `Err` is the exit code to leave
+/// with, the problem reported.
+pub fn prepare<C: AsRef<Config>>(
+    name: &'static str,
+    load: impl FnOnce() -> Result<C, ConfigError>,
+) -> Result<Prepared<C>, ExitCode> {
+    let cfg = load().map_err(|e| {
+        eprintln!("{name}: {e}");
+        ExitCode::from(1)
+    })?;
+    let set_level = init_logging(cfg.as_ref());
+    if let Err(msg) = unsupported_yet(cfg.as_ref()) {
+        return Err(fail(name, msg));
+    }
+    let digests = RemoteDigests::read(cfg.as_ref());
+    let runtime = runtime(name)?;
+    Ok(Prepared {
+        cfg,
+        set_level,
+        digests,
+        runtime,
+    })
 }
 
 /// `check-config FILE`: loads and validates `file` with the binary's `load`, then `check`s
@@ -603,6 +662,85 @@ impl SharedReload {
         }
         done
     }
+}
+
+/// A binary's part of a reload (SIGHUP), around the shared part ([`SharedReload`]): loading
+/// its configuration again, planning, and applying its own keys.
+pub trait Reload: Send + 'static {
+    /// The binary's whole configuration.
+    type Config: AsRef<Config> + AsMut<Config> + Send + Sync + 'static;
+    /// What a reload changes of the binary's own keys.
+    type Plan: Send + Sync;
+
+    /// Loads the configuration again: the file with the flags over it, validated.
+    fn load(&self) -> Result<Self::Config, ConfigError>;
+
+    /// Compares the running configuration with the new one: what changes of the shared keys
+    /// and of the binary's own; anything that cannot change refuses the whole reload.
+    fn plan(
+        &self,
+        running: &Self::Config,
+        new: &Self::Config,
+    ) -> Result<(reload::Plan, Self::Plan), Refused>;
+
+    /// Applies the binary's part of `plan` (after the log level, before the remotes); what
+    /// cannot be applied runs as before and is put back into `new`. `changed`: the binary's
+    /// part planned something.
+    fn apply(
+        &mut self,
+        plan: &Self::Plan,
+        running: &Self::Config,
+        new: &mut Self::Config,
+    ) -> impl std::future::Future<Output = Applied> + Send;
+}
+
+/// Installs the SIGHUP handler now (a reload right after the start must not kill the process,
+/// SIGHUP's default action) and reloads on every SIGHUP until the returned guard is dropped:
+/// the file again with the flags over it, then what the plan allows (the log level, the
+/// binary's part, the leafnode remotes); anything else is refused and the running
+/// configuration stays. `None` (logged) when the handler cannot be installed.
+pub fn reload_on_sighup<R: Reload>(
+    running: R::Config,
+    mut shared: SharedReload,
+    mut own: R,
+) -> Option<AbortOnDrop> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(hup) => hup,
+        Err(e) => {
+            error!("cannot install the SIGHUP handler: configuration reloads are off: {e}");
+            return None;
+        }
+    };
+    let mut running = running;
+    Some(AbortOnDrop(tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            info!("SIGHUP received: reloading the configuration");
+            let mut new = match own.load() {
+                Ok(c) => c,
+                Err(e) => {
+                    error!("reload refused: {e}; the running configuration stays");
+                    continue;
+                }
+            };
+            let (plan, own_plan) = match own.plan(&running, &new) {
+                Ok(p) => p,
+                Err(e) => {
+                    error!("reload refused: {e}");
+                    continue;
+                }
+            };
+            shared.log_level(plan.log_level);
+            let mine = own.apply(&own_plan, &running, &mut new).await;
+            let remotes = shared.remotes(running.as_ref(), new.as_mut()).await;
+            running = new;
+            Applied {
+                changed: mine.changed || remotes.changed,
+                failed: mine.failed || remotes.failed,
+            }
+            .log(plan.is_empty());
+        }
+    })))
 }
 
 /// What a reload did besides planning.

@@ -5,37 +5,26 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::Subcommand;
 use leaf_core::app::{
-    check_config, fail, init_logging, parse_args, runtime, shutdown_signal, unsupported_yet,
-    AbortOnDrop, LogLevelSetter, Node, RemoteDigests, SharedReload, DRAIN_LIMIT,
+    check_config, fail, parse_args, prepare, reload_on_sighup, shutdown_signal, unsupported_yet,
+    Applied, LogLevelSetter, Node, Reload, RemoteDigests, SharedReload, DRAIN_LIMIT,
 };
 use leaf_core::cli::ServerArgs;
-use leaf_core::config::Config;
-use leaf_core::reload;
-use tracing::{error, info};
+use leaf_core::config::{Config, ConfigError};
+use leaf_core::reload::{self, Refused};
+use tracing::info;
 
 use crate::config;
 
 /// The binary's name in `--help`, `--version`, logs and errors.
 const NAME: &str = "hubd";
 
-#[derive(Debug, Parser)]
-#[command(
-    version,
-    disable_version_flag = true,
-    about = "The hub of leaf gateways: a NATS-compatible server with JetStream and leafnode links"
-)]
-struct Cli {
-    /// Print the version and exit (`-V` is nats-server's `--trace`).
-    #[arg(short = 'v', long = "version", action = clap::ArgAction::Version)]
-    version: Option<bool>,
-    #[command(subcommand)]
-    command: Option<Command>,
-    #[command(flatten)]
-    server: ServerArgs,
-}
+/// What `--help` says hubd is.
+const ABOUT: &str =
+    "The hub of leaf gateways: a NATS-compatible server with JetStream and leafnode links";
 
+/// hubd's subcommands (without one, the server runs).
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Validate a configuration file and exit (0: valid; 1: the error is printed).
@@ -47,7 +36,7 @@ enum Command {
 
 /// Runs `hubd`.
 pub fn main() -> ExitCode {
-    let cli: Cli = match parse_args(NAME) {
+    let cli = match parse_args::<Command>(NAME, ABOUT) {
         Ok(cli) => cli,
         Err(code) => return code,
     };
@@ -59,23 +48,13 @@ pub fn main() -> ExitCode {
             unsupported_yet,
         );
     }
-    let cfg = match config::load(&cli.server) {
-        Ok(cfg) => cfg,
-        Err(e) => {
-            eprintln!("{NAME}: {e}");
-            return ExitCode::from(1);
+    match prepare(NAME, || config::load(&cli.server)) {
+        Ok(ready) => {
+            let serving = serve(cli.server, ready.cfg, ready.digests, ready.set_level);
+            ready.runtime.block_on(serving)
         }
-    };
-    let set_level = init_logging(&cfg);
-    if let Err(msg) = unsupported_yet(&cfg) {
-        return fail(NAME, msg);
+        Err(code) => code,
     }
-    let digests = RemoteDigests::read(&cfg);
-    let runtime = match runtime(NAME) {
-        Ok(rt) => rt,
-        Err(code) => return code,
-    };
-    runtime.block_on(serve(cli.server, cfg, digests, set_level))
 }
 
 /// Starts the server, its links, JetStream and monitoring, and serves until SIGTERM or
@@ -94,50 +73,34 @@ async fn serve(
         Ok(m) => m,
         Err(msg) => return fail(NAME, msg),
     };
-    let reload = SharedReload::new(digests, set_level, &node);
-    let _reloader = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-        Ok(hup) => Some(AbortOnDrop(tokio::spawn(reload_on_sighup(
-            hup, cfg, args, reload,
-        )))),
-        Err(e) => {
-            error!("cannot install the SIGHUP handler: configuration reloads are off: {e}");
-            None
-        }
-    };
+    let shared = SharedReload::new(digests, set_level, &node);
+    let _reloader = reload_on_sighup(cfg, shared, HubReload { args });
     let shutdown = shutdown_signal();
     node.server.run(shutdown, DRAIN_LIMIT).await;
     info!("{NAME} stopped");
     ExitCode::SUCCESS
 }
 
-/// Reloads the configuration on every SIGHUP: the file again with the flags over it, then
-/// what [`reload::plan`] allows (the log level; leafnode remotes reconnected, added or
-/// removed); anything else is refused and the running configuration stays.
-async fn reload_on_sighup(
-    mut hup: tokio::signal::unix::Signal,
-    mut running: Config,
+/// hubd's part of a reload: nothing of its own, the shared keys only (the log level and the
+/// leafnode remotes; anything else is refused).
+struct HubReload {
+    /// The command-line flags, applied over the file again.
     args: ServerArgs,
-    mut shared: SharedReload,
-) {
-    while hup.recv().await.is_some() {
-        info!("SIGHUP received: reloading the configuration");
-        let mut new = match config::load(&args) {
-            Ok(c) => c,
-            Err(e) => {
-                error!("reload refused: {e}; the running configuration stays");
-                continue;
-            }
-        };
-        let plan = match reload::plan(&running, &new) {
-            Ok(p) => p,
-            Err(e) => {
-                error!("reload refused: {e}");
-                continue;
-            }
-        };
-        shared.log_level(plan.log_level);
-        let applied = shared.remotes(&running, &mut new).await;
-        running = new;
-        applied.log(plan.is_empty());
+}
+
+impl Reload for HubReload {
+    type Config = Config;
+    type Plan = ();
+
+    fn load(&self) -> Result<Config, ConfigError> {
+        config::load(&self.args)
+    }
+
+    fn plan(&self, running: &Config, new: &Config) -> Result<(reload::Plan, ()), Refused> {
+        reload::plan(running, new).map(|plan| (plan, ()))
+    }
+
+    async fn apply(&mut self, _: &(), _: &Config, _: &mut Config) -> Applied {
+        Applied::default()
     }
 }

@@ -6,13 +6,15 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
-use clap::{Parser, Subcommand};
+use clap::Subcommand;
 use leaf_core::app::{
-    check_config, fail, init_logging, parse_args, runtime, shutdown_signal, unsupported_yet,
-    AbortOnDrop, Applied, Node, RemoteDigests, SharedReload, DRAIN_LIMIT,
+    check_config, fail, parse_args, prepare, reload_on_sighup, shutdown_signal, unsupported_yet,
+    AbortOnDrop, Applied, LogLevelSetter, Node, Reload, RemoteDigests, SharedReload, DRAIN_LIMIT,
 };
 use leaf_core::cli::ServerArgs;
+use leaf_core::config::ConfigError;
 use leaf_core::jetstream::JetStream;
+use leaf_core::reload::Refused;
 use leaf_core::server::{Server, ServerOptions};
 use leaf_gateway::{Gateways, Outlet};
 use tracing::{error, info};
@@ -25,22 +27,10 @@ use crate::uplink::Uplinks;
 /// The binary's name in `--help`, `--version`, logs and errors.
 const NAME: &str = "leafd";
 
-#[derive(Debug, Parser)]
-#[command(
-    version,
-    disable_version_flag = true,
-    about = "A NATS-compatible server for the industrial edge"
-)]
-struct Cli {
-    /// Print the version and exit (`-V` is nats-server's `--trace`).
-    #[arg(short = 'v', long = "version", action = clap::ArgAction::Version)]
-    version: Option<bool>,
-    #[command(subcommand)]
-    command: Option<Command>,
-    #[command(flatten)]
-    server: ServerArgs,
-}
+/// What `--help` says leafd is.
+const ABOUT: &str = "A NATS-compatible server for the industrial edge";
 
+/// leafd's subcommands (without one, the server runs).
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Show the uplinks of a running leafd (backlog, rate, progress bar and ETA), read from
@@ -62,7 +52,7 @@ enum Command {
 
 /// Runs `leafd`.
 pub fn main() -> ExitCode {
-    let cli: Cli = match parse_args(NAME) {
+    let cli = match parse_args::<Command>(NAME, ABOUT) {
         Ok(cli) => cli,
         Err(code) => return code,
     };
@@ -78,23 +68,13 @@ pub fn main() -> ExitCode {
         Some(Command::Status { monitor, once }) => return status(monitor, *once),
         None => {}
     }
-    let cfg = match config::load(&cli.server) {
-        Ok(cfg) => cfg,
-        Err(e) => {
-            eprintln!("{NAME}: {e}");
-            return ExitCode::from(1);
+    match prepare(NAME, || config::load(&cli.server)) {
+        Ok(ready) => {
+            let serving = serve(cli.server, ready.cfg, ready.digests, ready.set_level);
+            ready.runtime.block_on(serving)
         }
-    };
-    let set_level = init_logging(&cfg);
-    if let Err(msg) = unsupported_yet(&cfg) {
-        return fail(NAME, msg);
+        Err(code) => code,
     }
-    let digests = RemoteDigests::read(&cfg);
-    let runtime = match runtime(NAME) {
-        Ok(rt) => rt,
-        Err(code) => return code,
-    };
-    runtime.block_on(serve(cli.server, cfg, digests, set_level))
 }
 
 /// `leafd status`: renders the uplinks of the leafd whose monitoring port is `monitor`.
@@ -118,7 +98,7 @@ async fn serve(
     args: ServerArgs,
     cfg: Config,
     digests: RemoteDigests,
-    set_level: Option<leaf_core::app::LogLevelSetter>,
+    set_level: Option<LogLevelSetter>,
 ) -> ExitCode {
     let node = match Node::start(NAME, &cfg).await {
         Ok(node) => node,
@@ -154,23 +134,15 @@ async fn serve(
     // The SIGHUP handler is installed here, before READY=1: a reload right after the
     // start must not kill the process (SIGHUP's default action).
     let gateways = Arc::new(Mutex::new(gateways));
-    let reloader = Reloader {
+    let reloader = LeafReload {
         args,
-        shared: SharedReload::new(digests, set_level, &node),
         js: node.jetstream.clone(),
         uplinks: uplinks.clone(),
         gateways: gateways.clone(),
         outlet: Outlet::new(node.shared()),
     };
-    let _reloader = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-        Ok(hup) => Some(AbortOnDrop(tokio::spawn(reload_on_sighup(
-            hup, cfg, reloader,
-        )))),
-        Err(e) => {
-            error!("cannot install the SIGHUP handler: configuration reloads are off: {e}");
-            None
-        }
-    };
+    let shared = SharedReload::new(digests, set_level, &node);
+    let _reloader = reload_on_sighup(cfg, shared, reloader);
     // The signal handlers before READY=1, so an immediate SIGTERM is not lost.
     let shutdown = shutdown_signal();
     let _watchdog = watchdog(&node.server, node.jetstream.clone());
@@ -249,12 +221,11 @@ fn check_gateways(cfg: &Config) -> Result<(), String> {
     })
 }
 
-/// What a reload acts on.
-struct Reloader {
+/// leafd's part of a reload: the uplinks' limits and pacing changed in place, the gateways
+/// restarted with their new settings (see [`reload::plan`]).
+struct LeafReload {
     /// The command-line flags, applied over the file again.
     args: ServerArgs,
-    /// The shared part: the log level and the leafnode remotes.
-    shared: SharedReload,
     /// JetStream, if on (the uplinks' buffers).
     js: Option<JetStream>,
     /// The uplinks, if any.
@@ -265,35 +236,26 @@ struct Reloader {
     outlet: Outlet,
 }
 
-/// Reloads the configuration on every SIGHUP: the file again with the flags over it, then
-/// what [`reload::plan`] allows (log level, uplink limits, the gateways restarted with new
-/// settings, leafnode remotes reconnected, added or removed: see
-/// [`SharedReload::remotes`]); anything else is refused and the running configuration stays.
-async fn reload_on_sighup(
-    mut hup: tokio::signal::unix::Signal,
-    mut running: Config,
-    mut r: Reloader,
-) {
-    while hup.recv().await.is_some() {
-        info!("SIGHUP received: reloading the configuration");
-        let mut new = match config::load(&r.args) {
-            Ok(c) => c,
-            Err(e) => {
-                error!("reload refused: {e}; the running configuration stays");
-                continue;
-            }
-        };
-        let plan = match reload::plan(&running, &new) {
-            Ok(p) => p,
-            Err(e) => {
-                error!("reload refused: {e}");
-                continue;
-            }
-        };
-        r.shared.log_level(plan.log_level);
+impl Reload for LeafReload {
+    type Config = Config;
+    type Plan = reload::Plan;
+
+    fn load(&self) -> Result<Config, ConfigError> {
+        config::load(&self.args)
+    }
+
+    fn plan(
+        &self,
+        running: &Config,
+        new: &Config,
+    ) -> Result<(leaf_core::reload::Plan, reload::Plan), Refused> {
+        reload::plan(running, new).map(|plan| (plan.shared(), plan))
+    }
+
+    async fn apply(&mut self, plan: &reload::Plan, running: &Config, new: &mut Config) -> Applied {
         let mut failed = false;
         for (index, cfg) in &plan.uplinks {
-            if let (Some(js), Some(uplinks)) = (&r.js, &r.uplinks) {
+            if let (Some(js), Some(uplinks)) = (&self.js, &self.uplinks) {
                 if let Err(e) = uplinks.reconfigure(js, *index, cfg).await {
                     error!("reload of uplink {}: {e}", cfg.name);
                     failed = true;
@@ -301,9 +263,9 @@ async fn reload_on_sighup(
             }
         }
         if plan.gateways {
-            let restarted = match r.gateways.lock() {
+            let restarted = match self.gateways.lock() {
                 Ok(mut g) => g
-                    .restart(&r.outlet, &new.gateways, &gateway_server_name(&new))
+                    .restart(&self.outlet, &new.gateways, &gateway_server_name(new))
                     .map(|()| g.registry().sources().len())
                     .map_err(|e| e.to_string()),
                 Err(_) => Err("the gateways are unavailable".to_owned()),
@@ -317,12 +279,9 @@ async fn reload_on_sighup(
                 }
             }
         }
-        let remotes = r.shared.remotes(&running.server, &mut new.server).await;
-        running = new;
         Applied {
-            changed: remotes.changed,
-            failed: remotes.failed || failed,
+            changed: !plan.uplinks.is_empty() || plan.gateways,
+            failed,
         }
-        .log(plan.is_empty());
     }
 }

@@ -50,6 +50,18 @@ impl DerefMut for Config {
     }
 }
 
+impl AsRef<leaf_core::config::Config> for Config {
+    fn as_ref(&self) -> &leaf_core::config::Config {
+        &self.server
+    }
+}
+
+impl AsMut<leaf_core::config::Config> for Config {
+    fn as_mut(&mut self) -> &mut leaf_core::config::Config {
+        &mut self.server
+    }
+}
+
 /// leafd's own top-level keys: `uplinks`, then the gateways'. `server` is filled by the
 /// loaders below from the shared part of the file.
 impl Extension for Config {

@@ -145,6 +145,18 @@ impl Default for Config {
     }
 }
 
+impl AsRef<Config> for Config {
+    fn as_ref(&self) -> &Config {
+        self
+    }
+}
+
+impl AsMut<Config> for Config {
+    fn as_mut(&mut self) -> &mut Config {
+        self
+    }
+}
+
 impl Config {
     /// The level to log at: `log_level`, raised to debug by `debug = true`
     /// and to trace by `trace = true`.
