@@ -1,8 +1,8 @@
 //! # leaf-core: the NATS server that `leafd` and `hubd` share
 //!
 //! Everything both binaries run, and nothing only one of them needs: the gateway features
-//! (uplinks, serial ports, Modbus, GPIO, systemd) are in the `leaf` and `leaf-gateway`
-//! crates, hub-only parts in `hub`. Any NATS client works against both.
+//! (uplinks, serial ports, Modbus, GPIO, systemd) are in the `leaf` crate, hub-only parts in
+//! `hub`. Any NATS client works against both.
 //!
 //! ## Layout (one module, one job)
 //! * [`sublist`]: the interest structure: a subject trie with a match cache.

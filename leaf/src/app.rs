@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
+use crate::gateway::{Gateways, Outlet};
 use clap::Subcommand;
 use leaf_core::app::{
     check_config, fail, parse_args, prepare, reload_on_sighup, shutdown_signal, unsupported_yet,
@@ -16,7 +17,6 @@ use leaf_core::config::ConfigError;
 use leaf_core::jetstream::JetStream;
 use leaf_core::reload::Refused;
 use leaf_core::server::{Server, ServerOptions};
-use leaf_gateway::{Gateways, Outlet};
 use tracing::{error, info};
 
 use crate::config::{self, Config};

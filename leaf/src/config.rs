@@ -1,6 +1,6 @@
 //! leafd's configuration: the keys both binaries read (`leaf_core::config`: listeners, limits,
 //! authorization, JetStream, leafnodes), the store-and-forward uplinks ([`uplink`]) and the
-//! gateways (`leaf_gateway::config`: `board`, `[[serial]]`, `[[modbus]]`, `[[gpio]]`), read
+//! gateways (`crate::gateway::config`: `board`, `[[serial]]`, `[[modbus]]`, `[[gpio]]`), read
 //! from one file in one pass. `leafd.example.toml` at the crate root documents every key; a
 //! unit test parses it, so it cannot drift from the code.
 //!
@@ -33,7 +33,7 @@ pub struct Config {
     /// Store-and-forward uplinks to hub streams (`[[uplinks]]`).
     pub uplinks: Vec<Uplink>,
     /// The gateways: `board`, `boards_dir`, `[[serial]]`, `[[modbus]]`, `[[gpio]]`.
-    pub gateways: leaf_gateway::config::Settings,
+    pub gateways: crate::gateway::config::Settings,
 }
 
 impl Deref for Config {

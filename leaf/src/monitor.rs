@@ -9,8 +9,8 @@
 
 use std::sync::Arc;
 
+use crate::gateway::{Registry, SourceState, SourceStats};
 use leaf_core::monitor::{label, labelled, system_rfc3339, Metrics, Pages};
-use leaf_gateway::{Registry, SourceState, SourceStats};
 use serde_json::{json, Value};
 
 use crate::uplink::{State, UplinkStatus, Uplinks};

@@ -16,7 +16,7 @@ fn toml(text: &str) -> Result<Config, ConfigError> {
 
 #[test]
 fn leafd_keys_are_the_uplinks_and_the_gateways() {
-    let gateway = <leaf_gateway::config::Settings as Extension>::KEYS;
+    let gateway = <crate::gateway::config::Settings as Extension>::KEYS;
     assert_eq!(Config::KEYS.first(), Some(&"uplinks"));
     assert_eq!(&Config::KEYS[1..], gateway);
 }
@@ -151,8 +151,8 @@ fn uplink_errors_name_the_key() {
 /// (the sources are started against a scratch server and stopped at once).
 #[tokio::test]
 async fn the_gateway_example_config_is_valid() {
+    use crate::gateway::{Gateways, Outlet};
     use leaf_core::server::{Server, ServerOptions};
-    use leaf_gateway::{Gateways, Outlet};
 
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/gateway.example.toml");
     let cfg = load_file(std::path::Path::new(path)).unwrap();

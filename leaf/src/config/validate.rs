@@ -1,5 +1,5 @@
 //! Semantic checks on a loaded [`Config`], run after flags are applied: the shared keys
-//! (`leaf_core::config`), the uplinks (here) and the gateways (`leaf_gateway::config`).
+//! (`leaf_core::config`), the uplinks (here) and the gateways (`crate::gateway::config`).
 //!
 //! Serde checks types; this module checks what types cannot express: that
 //! uplink names, subjects and limits are well formed and that each uplink has its hub.

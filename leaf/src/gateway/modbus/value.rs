@@ -6,7 +6,7 @@
 
 use serde_json::{Number, Value};
 
-use crate::config::modbus::{Order, Register, ValueType};
+use crate::gateway::config::modbus::{Order, Register, ValueType};
 
 /// Why a value given in a write request cannot be written.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -260,7 +260,7 @@ pub fn encode(reg: &Register, value: &Value) -> Result<Encoded, EncodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::modbus::RegisterKind;
+    use crate::gateway::config::modbus::RegisterKind;
     use serde_json::json;
 
     fn reg(ty: ValueType, byte_order: Order, word_order: Order) -> Register {

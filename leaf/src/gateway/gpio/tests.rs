@@ -7,8 +7,8 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::*;
-use crate::config::gpio::{Bias, Edge, GpioInput, GpioOutput};
-use crate::{Board, SourceState};
+use crate::gateway::config::gpio::{Bias, Edge, GpioInput, GpioOutput};
+use crate::gateway::{Board, SourceState};
 use leaf_core::server::{InternalSink, Msg, Server, ServerOptions, Shared};
 use leaf_proto::headers::get_str;
 

@@ -14,7 +14,7 @@ use std::task::{ready, Context, Poll};
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::config::serial::{FlowControl, Parity, PortSettings, Rs485};
+use crate::gateway::config::serial::{FlowControl, Parity, PortSettings, Rs485};
 
 /// Why a device could not be opened.
 #[derive(Debug, thiserror::Error)]

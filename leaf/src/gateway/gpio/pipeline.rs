@@ -10,10 +10,10 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::source::{LineEvent, LineMode, LineRequest, LineSource, RequestSpec, SourceError};
-use crate::config::gpio::EventClock;
-use crate::outlet::{stamp, Outlet, Request};
-use crate::stats::{LogLimiter, SourceState, SourceStats};
-use crate::GatewayError;
+use crate::gateway::config::gpio::EventClock;
+use crate::gateway::outlet::{stamp, Outlet, Request};
+use crate::gateway::stats::{LogLimiter, SourceState, SourceStats};
+use crate::gateway::GatewayError;
 use leaf_proto::time::now_ns;
 
 /// The counters every GPIO group reports.

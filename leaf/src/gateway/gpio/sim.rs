@@ -33,8 +33,8 @@ use super::cdev::BATCH;
 use super::source::{
     EdgeKind, LineEvent, LineMode, LineRequest, LineSource, RequestSpec, SourceError,
 };
-use crate::board::ChipRef;
-use crate::config::gpio::{Bias, Edge, EventClock};
+use crate::gateway::board::ChipRef;
+use crate::gateway::config::gpio::{Bias, Edge, EventClock};
 
 /// A simulated chip.
 #[derive(Debug, Clone)]
@@ -621,8 +621,8 @@ impl Drop for SimRequest {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::board::GpioLine;
-    use crate::gpio::source::LineSpec;
+    use crate::gateway::board::GpioLine;
+    use crate::gateway::gpio::source::LineSpec;
     use std::time::Duration;
 
     const MS: u64 = 1_000_000;

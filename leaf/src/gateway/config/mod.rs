@@ -1,11 +1,11 @@
 //! The gateways' settings: the top-level keys `board`, `boards_dir`, `[[serial]]`,
 //! `[[modbus]]` and `[[gpio]]` of leafd's configuration file ([`Settings`]).
 //!
-//! They are read with the rest of the file (this crate's [`Settings`] is a
-//! `leaf_core::config::Extension`, so errors name the key and the line as everywhere) and
-//! checked by [`Settings::validate`] as far as they can be without the board and the devices;
-//! [`crate::Gateways::start`] checks the rest. The settings depend on nothing in this crate but
-//! [`crate::template`]: the code that runs them depends on them.
+//! They are read with the rest of the file ([`Settings`] is a `leaf_core::config::Extension`,
+//! so errors name the key and the line as everywhere) and checked by [`Settings::validate`] as
+//! far as they can be without the board and the devices; [`crate::gateway::Gateways::start`]
+//! checks the rest. The settings depend on nothing of the gateways but
+//! [`crate::gateway::template`]: the code that runs them depends on them.
 
 pub mod gpio;
 pub mod modbus;

@@ -63,7 +63,7 @@ use serde::Deserialize;
 
 use super::value;
 use super::ConfigError;
-use crate::template::Template;
+use crate::gateway::template::Template;
 
 /// Default subject template of a GPIO group.
 pub const DEFAULT_SUBJECT: &str = "gpio.{board}.{line}";

@@ -8,12 +8,12 @@ use tracing::{info, warn};
 use super::session::{CallError, Session};
 use super::value::{decode_bits, decode_words, payload};
 use super::{Bus, ERRORS, EXCEPTIONS, INITIAL_BACKOFF, POLLS, REOPENS, TIMEOUTS, VALUES};
-use crate::config::modbus::RegisterKind;
-use crate::outlet::{stamp, Request as NatsRequest, Requests};
-use crate::serial::device;
-use crate::serial::port::SerialPort;
-use crate::stats::SourceState;
-use crate::GatewayError;
+use crate::gateway::config::modbus::RegisterKind;
+use crate::gateway::outlet::{stamp, Request as NatsRequest, Requests};
+use crate::gateway::serial::device;
+use crate::gateway::serial::port::SerialPort;
+use crate::gateway::stats::SourceState;
+use crate::gateway::GatewayError;
 use leaf_proto::time::now_ns;
 
 /// Why a session ended.

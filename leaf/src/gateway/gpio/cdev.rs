@@ -5,7 +5,7 @@
 //! * Chips are found by label by opening each `/dev/gpiochip*` and reading its info (the
 //!   number of the RP1 chip changed between Raspberry Pi 5 OS builds), or by path.
 //! * Lines are found by the kernel's line name, else by offset (see
-//!   [`GpioLine::offset_in`](crate::board::GpioLine::offset_in)).
+//!   [`GpioLine::offset_in`](crate::gateway::board::GpioLine::offset_in)).
 //! * One kernel request per chip; a group's lines normally share one chip.
 //! * Edge timestamps use CLOCK_REALTIME unless the group asks otherwise. Kernels before 5.11
 //!   refuse it; the request is then repeated with CLOCK_MONOTONIC, and
@@ -28,8 +28,8 @@ use tracing::info;
 use super::source::{
     EdgeKind, LineEvent, LineMode, LineRequest, LineSource, RequestSpec, SourceError,
 };
-use crate::board::ChipRef;
-use crate::config::gpio::{Bias, Drive, Edge, EventClock};
+use crate::gateway::board::ChipRef;
+use crate::gateway::config::gpio::{Bias, Drive, Edge, EventClock};
 
 /// Events read from the kernel per `read` call, at most.
 pub const BATCH: usize = 64;
@@ -423,8 +423,8 @@ impl LineRequest for CdevRequest {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::board::GpioLine;
-    use crate::gpio::source::LineSpec;
+    use crate::gateway::board::GpioLine;
+    use crate::gateway::gpio::source::LineSpec;
 
     #[test]
     fn consumer_labels_fit_the_kernel() {

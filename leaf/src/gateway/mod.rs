@@ -1,4 +1,4 @@
-//! # leaf-gateway: sensor traffic that enters leafd through hardware rather than a NATS client
+//! Gateways: sensor traffic that enters leafd through hardware rather than a NATS client.
 //!
 //! * [`config`]: the settings (`board`, `[[serial]]`, `[[modbus]]`, `[[gpio]]`), read with
 //!   the rest of leafd's configuration file and checked before anything starts.
@@ -31,7 +31,7 @@ pub use board::{Board, BoardError};
 pub use outlet::{Outlet, Request, Requests};
 pub use stats::{Registry, SourceState, SourceStats};
 
-use crate::config::Settings;
+use crate::gateway::config::Settings;
 
 /// An error starting a gateway source, or publishing from one.
 #[derive(Debug, thiserror::Error)]

@@ -1,7 +1,7 @@
 //! GPIO lines through the Linux GPIO character device: input edges and sampled levels
 //! published as messages, outputs set and read through request/reply subjects.
 //!
-//! The subjects, payloads and settings are described in [`crate::config::gpio`]. Inside:
+//! The subjects, payloads and settings are described in [`crate::gateway::config::gpio`]. Inside:
 //!
 //! * [`source`]: the backend boundary, [`LineSource`] and [`LineRequest`] (request lines
 //!   with their settings, await edge events, read values, set outputs).
@@ -43,8 +43,8 @@ use tokio::task::JoinHandle;
 use super::board::{resolve_line, GpioLine};
 use super::template::Template;
 use super::{Context, GatewayError, Outlet, Registry, SourceStats};
-use crate::config::gpio::{LineConfig, SUBJECT_PLACEHOLDERS};
-use crate::config::{ConfigError, GpioGroup};
+use crate::gateway::config::gpio::{LineConfig, SUBJECT_PLACEHOLDERS};
+use crate::gateway::config::{ConfigError, GpioGroup};
 use leaf_proto::subject::is_valid_literal_subject;
 
 pub use cdev::CdevSource;

@@ -38,11 +38,11 @@ use tracing::{info, warn};
 use super::stats::LogLimiter;
 use super::template::Template;
 use super::{Board, Context, GatewayError, Outlet, Registry, SourceState, SourceStats};
-use crate::config::serial::{Format, Framing, SerialSource};
+use crate::gateway::config::serial::{Format, Framing, SerialSource};
 use leaf_proto::time::now_ns;
 use port::SerialPort;
 
-pub use crate::config::serial::MAX_FRAME_LIMIT;
+pub use crate::gateway::config::serial::MAX_FRAME_LIMIT;
 
 /// Placeholders a serial subject template may use.
 pub const PLACEHOLDERS: &[&str] = &["board", "server", "port", "channel", "field"];

@@ -3,7 +3,7 @@
 //! internal subscription counts them.
 //!
 //! Run it with
-//! `cargo test --release -p leaf-gateway --lib gpio::bench::tests::bench_gpio_events -- --ignored --nocapture --exact`
+//! `cargo test --release -p leaf --lib gateway::gpio::bench::tests::bench_gpio_events -- --ignored --nocapture --exact`
 //! (`GPIO_BENCH_EVENTS` sets the number of events, default 200000). It prints one line:
 //! `gpio events: 200000 events in 250.1ms: 799680 events/s (dropped 0)`.
 
@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 use super::{start_with_source, SimSource};
-use crate::config::gpio::{Edge, GpioGroup, GpioInput};
-use crate::{Board, Context, Outlet, Registry};
+use crate::gateway::config::gpio::{Edge, GpioGroup, GpioInput};
+use crate::gateway::{Board, Context, Outlet, Registry};
 use leaf_core::server::{InternalSink, Msg, Server, ServerOptions};
 
 /// What one run measured.

@@ -14,7 +14,7 @@ use super::poll::End;
 use super::session::{CallError, Session};
 use super::value::{encode, Encoded};
 use super::{Bus, WRITES};
-use crate::outlet::Request as NatsRequest;
+use crate::gateway::outlet::Request as NatsRequest;
 
 /// The body of a write request.
 #[derive(Debug, Deserialize)]

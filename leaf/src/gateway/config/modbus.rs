@@ -32,7 +32,7 @@ use serde::Deserialize;
 
 use super::serial::{Device, PortSettings};
 use super::{value, ConfigError};
-use crate::template::Template;
+use crate::gateway::template::Template;
 
 /// Default subject template of a Modbus register.
 pub const DEFAULT_SUBJECT: &str = "sensors.{board}.{bus}.{register}";
@@ -507,7 +507,10 @@ mod tests {
         let bus = &cfg.modbus[0];
         assert_eq!(bus.name, "meter");
         assert_eq!(bus.port.device, Device::Path("/dev/ttyUSB0".into()));
-        assert_eq!(bus.port.parity, super::super::serial::Parity::Even);
+        assert_eq!(
+            bus.port.parity,
+            crate::gateway::config::serial::Parity::Even
+        );
         assert_eq!(bus.timeout, Duration::from_millis(500));
         assert_eq!(bus.frame_gap(), Duration::from_millis(5));
         assert_eq!(bus.subject, DEFAULT_SUBJECT);

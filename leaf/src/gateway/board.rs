@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::config::line_of;
+use crate::gateway::config::line_of;
 
 /// The built-in boards: name and TOML text.
 const BUILTIN: &[(&str, &str)] = &[

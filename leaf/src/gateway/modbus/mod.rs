@@ -32,8 +32,8 @@ use super::serial::device;
 use super::stats::{LogLimiter, SourceStats};
 use super::template::Template;
 use super::{Context, GatewayError, Outlet, Registry};
-use crate::config::modbus::{Register, SUBJECT_PLACEHOLDERS, WRITE_PLACEHOLDERS};
-use crate::config::ModbusBus;
+use crate::gateway::config::modbus::{Register, SUBJECT_PLACEHOLDERS, WRITE_PLACEHOLDERS};
+use crate::gateway::config::ModbusBus;
 use leaf_proto::subject::is_valid_literal_subject;
 
 /// The bus's counters, in this order (see the constants below).

@@ -309,9 +309,10 @@ impl SerialSource {
 mod tests {
     use super::*;
 
-    fn parse(text: &str) -> Result<crate::config::Settings, String> {
-        let cfg = crate::config::parse_str(text, crate::config::Format::Toml, "t.toml")
-            .map_err(|e| e.to_string())?;
+    fn parse(text: &str) -> Result<crate::gateway::config::Settings, String> {
+        let cfg =
+            crate::gateway::config::parse_str(text, crate::gateway::config::Format::Toml, "t.toml")
+                .map_err(|e| e.to_string())?;
         cfg.validate().map_err(|e| e.to_string())?;
         Ok(cfg)
     }

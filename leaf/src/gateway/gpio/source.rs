@@ -5,8 +5,8 @@
 use std::future::Future;
 use std::time::Duration;
 
-use crate::board::GpioLine;
-use crate::config::gpio::{Bias, Drive, Edge, EventClock};
+use crate::gateway::board::GpioLine;
+use crate::gateway::config::gpio::{Bias, Drive, Edge, EventClock};
 
 /// One line to request, resolved through the board.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -21,7 +21,7 @@ use tokio_modbus::client::{rtu, Client, Context as ModbusContext};
 use tokio_modbus::slave::SlaveContext;
 use tokio_modbus::{ExceptionCode, Request, Response, Slave};
 
-use crate::serial::port::SerialPort;
+use crate::gateway::serial::port::SerialPort;
 
 /// How a request failed.
 #[derive(Debug, thiserror::Error)]

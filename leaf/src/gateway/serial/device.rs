@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::config::serial::{Device, UsbMatch};
+use crate::gateway::config::serial::{Device, UsbMatch};
 
 use super::super::Board;
 
