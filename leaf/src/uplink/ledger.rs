@@ -57,7 +57,8 @@ pub const HWM_STEP: u64 = 8192;
 /// Settings of a ledger (from the uplink's configuration).
 #[derive(Debug, Clone, Copy)]
 pub struct Settings {
-    /// One PubAck per this many chained messages; 1 sends every message one by one.
+    /// One PubAck per this many chained messages (1: a PubAck on every message, still
+    /// chained).
     pub ack_every: u32,
     /// Cap of the send window.
     pub max_in_flight: usize,
@@ -251,7 +252,7 @@ struct Round {
     /// The hub stream's last sequence when the round began: no new message can get a lower
     /// or equal one.
     base_hub_seq: u64,
-    /// Every message goes one by one (other writers, or `ack_every` 1).
+    /// Every message goes one by one (the hub stream has other writers).
     one_by_one: bool,
     /// The last chained message sent, and how many were sent since the last reply subject.
     chain_tail: Option<(u64, u32)>,
@@ -408,7 +409,9 @@ impl Ledger {
         if let Some(top) = island_top.filter(|&t| t > self.durable.pm_hwm) {
             self.durable.pm_hwm = top;
         }
-        let one_by_one = self.settings.ack_every <= 1 || self.other_writers;
+        // `ack_every` 1 still chains (with a reply subject on every message): proofs stay one
+        // read per chain. Only other writers in the hub stream make chains impossible.
+        let one_by_one = self.other_writers;
         self.round = Some(Round {
             base_hub_seq,
             one_by_one,
@@ -1009,6 +1012,11 @@ impl Ledger {
 
 #[cfg(test)]
 impl Ledger {
+    /// As if a chain refusal had named another writer's message.
+    pub(crate) fn assume_other_writers(&mut self) {
+        self.other_writers = true;
+    }
+
     /// The bookkeeping agrees with itself.
     pub(crate) fn check_invariants(&self) {
         let c = self.durable.confirmed;
