@@ -530,11 +530,10 @@ async fn chain_stops_when_the_hub_stream_has_other_writers(kind: ServerKind) {
         .await
         .expect("hub stream");
     // About 55 B per message at 100 KB/s: the replay takes about 3 s.
-    let leafd = start_leafd(
+    let (leafd, mport) = start_leafd_monitored(
         &leaf_store,
         leaf_port,
         json!({ "rate_limit": "100KB", "create_hub_stream": false }),
-        None,
     )
     .await;
     let leaf_client = client(&leafd).await;
@@ -553,6 +552,13 @@ async fn chain_stops_when_the_hub_stream_has_other_writers(kind: ServerKind) {
     await_hub_count(&hub_client, N + OTHERS, Duration::from_secs(120)).await;
     check_hub_messages(&hub_client, 0, N, Some(&format!("{PREFIX}.>")), N + OTHERS).await;
     e2e::wait_for_log(&leafd, "other writers", 1).await;
+    // Sent one by one, the messages were proven by the proof tail's deliveries.
+    let status = await_status(mport, "everything proven", |s| s["acked"] == json!(N)).await;
+    assert!(
+        status["tail_copies"].as_u64().unwrap_or(0) > 0,
+        "the proof tail delivered nothing: {status}\n{}",
+        leafd.log()
+    );
 }
 
 /// A message larger than the hub stream's `max_msg_size`, in the middle of a chained

@@ -30,13 +30,14 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
 
-use super::hub::{self, AckOutcome, Answer, HubCopy};
+use super::hub::{self, AckOutcome, Answer, HubCopy, TailEvent};
 use super::ledger::{self, Durable, Found, Ledger, Plan, Reply, Settings, Verify};
 use super::record::{self, Cursor, Origin};
+use super::tail::{self, Tail};
 use super::{State, StatusCell};
 use crate::config::Uplink;
 use crate::server::outbound::AppendOutcome;
-use crate::server::ClientHandle;
+use crate::server::{ClientHandle, Shared};
 use crate::store::{PurgeRequest, Store, StoredMessage};
 
 /// Most messages read from the buffer at once.
@@ -85,6 +86,8 @@ enum Purpose {
     Verify(Verify),
     /// Nothing was there: ask the stream's last sequence (was it removed, or never there?).
     CheckRemoved(Verify),
+    /// One of the consumers of the proof tail with this nonce.
+    TailCreated(u64),
 }
 
 /// Random nonces and request ids: a keyed hash (SipHash, keys from the OS's random source) of
@@ -117,6 +120,8 @@ struct HubStream {
 
 /// Everything one uplink's task owns.
 pub(crate) struct Forwarder {
+    /// The server: for the proof tail's subscription.
+    shared: Arc<Shared>,
     cfg: Uplink,
     stream: String,
     store: Store,
@@ -143,6 +148,10 @@ pub(crate) struct Forwarder {
     /// No new verifications before this (after one went unanswered).
     verify_paused_until: Option<Instant>,
     secrets: Secrets,
+    /// The proof tail, while the round sends one by one.
+    tail: Option<Tail>,
+    /// The hub refused to create a tail: not asked again before this.
+    tail_refused_until: Option<Instant>,
     persist_task: Option<JoinHandle<Option<Durable>>>,
     last_persist: Instant,
     bucket: Option<TokenBucket>,
@@ -171,6 +180,7 @@ impl Forwarder {
     /// A forwarder starting from `cursor` (read from the store, or fresh).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
+        shared: Arc<Shared>,
         cfg: Uplink,
         store: Store,
         origin: Origin,
@@ -195,6 +205,7 @@ impl Forwarder {
             pm_hwm: cursor.pm_hwm,
         };
         Forwarder {
+            shared,
             stream: cfg.stream_name(),
             ledger: Ledger::new(ledger_settings(&cfg), durable),
             cfg,
@@ -215,6 +226,8 @@ impl Forwarder {
             pending_api: HashMap::new(),
             verify_paused_until: None,
             secrets: Secrets::new(),
+            tail: None,
+            tail_refused_until: None,
             persist_task: None,
             last_persist: Instant::now(),
             bucket,
@@ -302,6 +315,9 @@ impl Forwarder {
         self.ledger.link_lost();
         self.read_ahead.clear();
         self.pending_api.clear();
+        if let Some(t) = self.tail.take() {
+            self.shared.unsubscribe_internal(&t.interest);
+        }
         self.link = None;
         self.status.update(|s| s.state = State::Offline);
     }
@@ -362,6 +378,7 @@ impl Forwarder {
     /// freed and sending stops once the caps are reached.
     /// Returns whether a round began.
     async fn resync(&mut self, link: &Arc<ClientHandle>) -> Result<bool, Interrupted> {
+        self.end_tail(link);
         self.ledger.end_round();
         self.read_ahead.clear();
         self.read_pos = self.ledger.durable().confirmed + 1;
@@ -711,7 +728,7 @@ impl Forwarder {
         if self.verify_paused_until.is_some_and(|t| now < t) || !self.ledger.has_claims() {
             return Ok(());
         }
-        for v in self.ledger.verifications(now) {
+        for v in self.ledger.verifications(now, self.tail_running()) {
             let body = serde_json::to_vec(&json!({ "seq": v.hub_seq })).unwrap_or_default();
             let id = self.send_api(
                 link,
@@ -762,6 +779,7 @@ impl Forwarder {
                     self.pause_verifications();
                 }
             },
+            Purpose::TailCreated(nonce) => self.on_tail_created(nonce, body),
             Purpose::CheckRemoved(v) => match hub::api_result(body) {
                 Ok(info) => {
                     self.note_hub_stream(&info);
@@ -773,6 +791,138 @@ impl Forwarder {
                     self.pause_verifications();
                 }
             },
+        }
+    }
+
+    // ----- the proof tail ---------------------------------------------------------------
+
+    /// Whether a proof tail delivers the hub stream's copies now.
+    fn tail_running(&self) -> bool {
+        self.tail.as_ref().is_some_and(|t| !t.consumers.is_empty())
+    }
+
+    /// Starts the proof tail when the round sends one by one, ends it when it does not any
+    /// more, and starts it again when it went quiet.
+    fn maintain_tail(&mut self, link: &Arc<ClientHandle>) -> Result<(), Interrupted> {
+        let now = Instant::now();
+        let wanted = self.hub_api
+            && self.ledger.sending()
+            && self.ledger.one_by_one_round()
+            && self.tail_refused_until.is_none_or(|t| now >= t);
+        if let Some(t) = &self.tail {
+            let dead = t.is_dead(now);
+            if dead && wanted {
+                debug!(uplink = %self.cfg.name, "the proof tail went quiet; creating it again");
+            }
+            if dead || !wanted {
+                self.end_tail(link);
+            }
+        }
+        if !wanted || self.tail.is_some() {
+            return Ok(());
+        }
+        let nonce = self.secrets.next();
+        let deliver = tail::deliver_subject(&self.reply_prefix, nonce);
+        // nats-server delivers a push consumer's messages across a leafnode link only to
+        // interest in the literal deliver subject: the wildcard of the uplink's replies is
+        // not enough. The deliveries reach the uplink through that wildcard.
+        let interest = match self.shared.subscribe_internal(
+            deliver.as_bytes(),
+            None,
+            Arc::new(tail::Interest),
+        ) {
+            Ok(sub) => sub,
+            Err(e) => {
+                warn!(uplink = %self.cfg.name, error = %e, "cannot subscribe the proof tail's deliver subject");
+                self.tail_refused_until = Some(now + tail::RETRY_AFTER);
+                return Ok(());
+            }
+        };
+        let from = self.ledger.round_base() + 1;
+        for filter in self.hub_filters() {
+            let body = tail::create_request(&self.cfg.hub_stream, &deliver, &filter, from);
+            let id = self.send_api(
+                link,
+                &format!("CONSUMER.CREATE.{}", self.cfg.hub_stream),
+                &body,
+            )?;
+            self.pending_api
+                .insert(id, (Purpose::TailCreated(nonce), now + API_TIMEOUT));
+        }
+        self.tail = Some(Tail::new(nonce, interest, now));
+        Ok(())
+    }
+
+    /// Ends the proof tail, deleting its consumers on the hub (their answers are not
+    /// awaited).
+    fn end_tail(&mut self, link: &Arc<ClientHandle>) {
+        let Some(t) = self.tail.take() else {
+            return;
+        };
+        self.shared.unsubscribe_internal(&t.interest);
+        for name in t.consumers {
+            let api = format!("CONSUMER.DELETE.{}.{name}", self.cfg.hub_stream);
+            let _ = self.send_api(link, &api, b"");
+        }
+    }
+
+    /// A delivery of the proof tail.
+    fn on_tail(&mut self, nonce: u64, event: TailEvent) {
+        let Some(t) = self.tail.as_mut().filter(|t| t.nonce == nonce) else {
+            return;
+        };
+        t.last_seen = Instant::now();
+        match event {
+            TailEvent::Copy {
+                hub_seq,
+                msg_id,
+                expect_last,
+            } => {
+                let Some(seq) = msg_id.as_deref().and_then(|id| self.origin.parse(id)) else {
+                    return;
+                };
+                let linked_to = expect_last.as_deref().and_then(|id| self.origin.parse(id));
+                self.status.update(|s| s.tail_copies += 1);
+                self.ledger.on_read_back(
+                    hub_seq,
+                    Found::Copy {
+                        seq,
+                        linked_to,
+                        content: 0,
+                    },
+                );
+            }
+            TailEvent::Control {
+                flow_control: Some(subject),
+            } => {
+                if let Some(link) = self.link.clone() {
+                    let _ = hub::send(&link, subject.as_bytes(), None, None, b"");
+                    link.out.flush();
+                }
+            }
+            TailEvent::Control { flow_control: None } => {}
+        }
+    }
+
+    /// The answer to the creation of one of a tail's consumers.
+    fn on_tail_created(&mut self, nonce: u64, body: &[u8]) {
+        let Some(t) = self.tail.as_mut().filter(|t| t.nonce == nonce) else {
+            return;
+        };
+        match hub::api_result(body) {
+            Ok(v) => {
+                if let Some(name) = tail::created_name(&v) {
+                    t.consumers.push(name);
+                }
+                t.last_seen = Instant::now();
+            }
+            Err(e) => {
+                warn!(uplink = %self.cfg.name, error = %e, "the hub did not create the proof tail's consumer; messages sent one by one are proven by reading each back");
+                self.tail_refused_until = Some(Instant::now() + tail::RETRY_AFTER);
+                if let Some(link) = self.link.clone() {
+                    self.end_tail(&link);
+                }
+            }
         }
     }
 
@@ -790,17 +940,20 @@ impl Forwarder {
             .filter(|(_, (_, deadline))| now >= *deadline)
             .map(|(&id, _)| id)
             .collect();
-        if expired.is_empty() {
-            return;
-        }
+        let mut verifications_expired = false;
         for id in expired {
-            if let Some((Purpose::Verify(v) | Purpose::CheckRemoved(v), _)) =
-                self.pending_api.remove(&id)
-            {
-                self.ledger.verify_failed(v);
+            match self.pending_api.remove(&id) {
+                Some((Purpose::Verify(v) | Purpose::CheckRemoved(v), _)) => {
+                    self.ledger.verify_failed(v);
+                    verifications_expired = true;
+                }
+                // A tail whose consumer was never created goes quiet and is made again.
+                Some((Purpose::TailCreated(_), _)) | None => {}
             }
         }
-        self.pause_verifications();
+        if verifications_expired {
+            self.pause_verifications();
+        }
     }
 
     // ----- forwarding -------------------------------------------------------------------
@@ -829,7 +982,10 @@ impl Forwarder {
                 Ok(wait) => wait,
                 Err(e) => return Ended::Interrupted(e),
             };
-            if let Err(e) = self.start_verifications(link) {
+            if let Err(e) = self
+                .maintain_tail(link)
+                .and_then(|()| self.start_verifications(link))
+            {
                 return Ended::Interrupted(e);
             }
             tokio::select! {
@@ -1059,6 +1215,7 @@ impl Forwarder {
                     self.on_api(purpose, &body);
                 }
             }
+            Answer::Tail { nonce, event } => self.on_tail(nonce, event),
         }
     }
 

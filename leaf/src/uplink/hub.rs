@@ -28,7 +28,7 @@ use crate::server::{ClientHandle, InternalSink, Msg};
 pub use crate::config::uplink::REPLY_PREFIX;
 
 /// An answer from the hub.
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 pub enum Answer {
     /// The answer to the message with local sequence `seq`.
     Ack {
@@ -45,6 +45,32 @@ pub enum Answer {
         id: u64,
         /// The JSON body.
         body: Bytes,
+    },
+    /// A delivery of the proof tail whose deliver subject ends in `nonce` (see `tail`).
+    Tail {
+        /// The tail's nonce.
+        nonce: u64,
+        /// What it delivered.
+        event: TailEvent,
+    },
+}
+
+/// What the proof tail (a headers-only push consumer on the hub stream) delivers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TailEvent {
+    /// A message stored in the hub stream: its position and ids.
+    Copy {
+        /// The hub stream's sequence.
+        hub_seq: u64,
+        /// Its `Nats-Msg-Id`.
+        msg_id: Option<String>,
+        /// Its `Nats-Expected-Last-Msg-Id`.
+        expect_last: Option<String>,
+    },
+    /// A heartbeat, or a flow control request to answer (an empty message to that subject).
+    Control {
+        /// The subject to answer a flow control request on.
+        flow_control: Option<String>,
     },
 }
 
@@ -144,13 +170,13 @@ impl InternalSink for AnswerSink {
         let Some(rest) = msg.subject.strip_prefix(self.prefix.as_bytes()) else {
             return;
         };
-        let Some(answer) = parse_reply_subject(rest, msg.headers, msg.payload) else {
+        let Some(answer) = parse_reply_subject(rest, msg.reply, msg.headers, msg.payload) else {
             return;
         };
         let size = ANSWER_OVERHEAD
             + match &answer {
                 Answer::Api { body, .. } => body.len(),
-                Answer::Ack { .. } => 0,
+                Answer::Ack { .. } | Answer::Tail { .. } => 0,
             };
         if self.bytes.fetch_add(size, Ordering::Relaxed) + size > MAX_QUEUED_ANSWER_BYTES
             || self.tx.try_send((answer, size)).is_err()
@@ -161,8 +187,14 @@ impl InternalSink for AnswerSink {
     }
 }
 
-/// Reads `a.<seq>.<nonce>` (a PubAck) or `r.<id>` (an API reply) after the uplink's prefix.
-fn parse_reply_subject(rest: &[u8], hdrs: Option<&[u8]>, payload: &[u8]) -> Option<Answer> {
+/// Reads `a.<seq>.<nonce>` (a PubAck), `r.<id>` (an API reply) or `c.<nonce>` (a proof tail
+/// delivery) after the uplink's prefix.
+fn parse_reply_subject(
+    rest: &[u8],
+    reply: Option<&[u8]>,
+    hdrs: Option<&[u8]>,
+    payload: &[u8],
+) -> Option<Answer> {
     let rest = std::str::from_utf8(rest).ok()?;
     let (kind, rest) = rest.split_once('.')?;
     match kind {
@@ -178,8 +210,36 @@ fn parse_reply_subject(rest: &[u8], hdrs: Option<&[u8]>, payload: &[u8]) -> Opti
             id: u64::from_str_radix(rest, 16).ok()?,
             body: Bytes::copy_from_slice(payload),
         }),
+        "c" => Some(Answer::Tail {
+            nonce: u64::from_str_radix(rest, 16).ok()?,
+            event: parse_tail_event(reply, hdrs, payload)?,
+        }),
         _ => None,
     }
+}
+
+/// Reads a push consumer's delivery: a status message (`NATS/1.0 100`: heartbeat or flow
+/// control) or a message with its `$JS.ACK.` reply subject.
+fn parse_tail_event(
+    reply: Option<&[u8]>,
+    hdrs: Option<&[u8]>,
+    payload: &[u8],
+) -> Option<TailEvent> {
+    let reply = reply.and_then(|r| std::str::from_utf8(r).ok());
+    let block = hdrs.unwrap_or_default();
+    if payload.is_empty() && block.starts_with(b"NATS/1.0 100") {
+        let flow_control = reply
+            .map(str::to_string)
+            .or_else(|| headers::get_str(block, "Nats-Consumer-Stalled").map(str::to_string));
+        return Some(TailEvent::Control { flow_control });
+    }
+    let ack = crate::jetstream::source::AckReply::parse(reply?)?;
+    let header = |name: &str| headers::get_str(block, name).map(str::to_string);
+    Some(TailEvent::Copy {
+        hub_seq: ack.sseq,
+        msg_id: header("Nats-Msg-Id"),
+        expect_last: header("Nats-Expected-Last-Msg-Id"),
+    })
 }
 
 #[derive(Deserialize)]
@@ -385,7 +445,7 @@ mod tests {
 
     #[test]
     fn reply_subjects_are_read() {
-        match parse_reply_subject(b"a.42.ff", None, br#"{"stream":"S","seq":7}"#) {
+        match parse_reply_subject(b"a.42.ff", None, None, br#"{"stream":"S","seq":7}"#) {
             Some(Answer::Ack {
                 seq: 42,
                 nonce: 0xff,
@@ -393,12 +453,47 @@ mod tests {
             }) => {}
             other => panic!("{other:?}"),
         }
-        match parse_reply_subject(b"r.1f", None, b"{}") {
+        match parse_reply_subject(b"r.1f", None, None, b"{}") {
             Some(Answer::Api { id: 0x1f, body }) => assert_eq!(&body[..], b"{}"),
             other => panic!("{other:?}"),
         }
+        let delivery = parse_reply_subject(
+            b"c.a1",
+            Some(b"$JS.ACK.S.C.1.77.3.1700000000000000000.0"),
+            Some(b"NATS/1.0\r\nNats-Msg-Id: u@1:9\r\nNats-Msg-Size: 4\r\n\r\n"),
+            b"",
+        );
+        assert_eq!(
+            delivery,
+            Some(Answer::Tail {
+                nonce: 0xa1,
+                event: TailEvent::Copy {
+                    hub_seq: 77,
+                    msg_id: Some("u@1:9".into()),
+                    expect_last: None,
+                },
+            })
+        );
+        let fc = parse_reply_subject(
+            b"c.a1",
+            Some(b"$JS.FC.S.x.y"),
+            Some(b"NATS/1.0 100 FlowControl Request\r\n\r\n"),
+            b"",
+        );
+        assert_eq!(
+            fc,
+            Some(Answer::Tail {
+                nonce: 0xa1,
+                event: TailEvent::Control {
+                    flow_control: Some("$JS.FC.S.x.y".into()),
+                },
+            })
+        );
         for bad in [&b"a.42"[..], b"a.x.1", b"a.1.zz", b"r.", b"q.1", b"", b"a"] {
-            assert!(parse_reply_subject(bad, None, b"").is_none(), "{bad:?}");
+            assert!(
+                parse_reply_subject(bad, None, None, b"").is_none(),
+                "{bad:?}"
+            );
         }
     }
 

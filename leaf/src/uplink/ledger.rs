@@ -226,6 +226,8 @@ struct Sent {
 /// A claim: an answer said the hub stored `seq` at `hub_seq`.
 #[derive(Debug, Clone, Copy)]
 struct Claim {
+    /// When the answer came.
+    at: Instant,
     hub_seq: u64,
     content: u64,
     /// The lowest sequence the claim covers (its chain members), `seq` for one by one.
@@ -361,6 +363,16 @@ impl Ledger {
     /// Whether a round is open and not broken (new messages may be sent).
     pub fn sending(&self) -> bool {
         self.round.as_ref().is_some_and(|r| r.broken.is_none())
+    }
+
+    /// Whether the round sends one by one (the hub stream has other writers).
+    pub fn one_by_one_round(&self) -> bool {
+        self.round.as_ref().is_some_and(|r| r.one_by_one)
+    }
+
+    /// The hub stream's last sequence when the round began.
+    pub fn round_base(&self) -> u64 {
+        self.round.as_ref().map_or(0, |r| r.base_hub_seq)
     }
 
     /// Why the round broke, if it did.
@@ -640,6 +652,7 @@ impl Ledger {
                 self.add_claim(
                     seq,
                     Claim {
+                        at: now,
                         hub_seq,
                         content,
                         lo,
@@ -761,8 +774,10 @@ impl Ledger {
 
     /// The claims to verify now: the newest chained claim (at most one at a time, at most
     /// every `verify_interval` unless claims pile up) and every other claim (up to
-    /// [`MAX_VERIFYING`] at once).
-    pub fn verifications(&mut self, now: Instant) -> Vec<Verify> {
+    /// [`MAX_VERIFYING`] at once). With `tail` (the hub stream's copies are being delivered
+    /// as they are stored, see `tail`), a claim of a message sent one by one waits for its
+    /// copy there, and is read on its own only once it is older than `ack_timeout`.
+    pub fn verifications(&mut self, now: Instant, tail: bool) -> Vec<Verify> {
         let mut out = Vec::new();
         let chain_due = self
             .last_chain_verify
@@ -786,9 +801,17 @@ impl Ledger {
             }
         }
         while self.verifying < MAX_VERIFYING {
-            let Some(seq) = self.to_verify.pop_front() else {
+            let Some(&seq) = self.to_verify.front() else {
                 break;
             };
+            let young = |c: &Claim| {
+                tail && !c.duplicate
+                    && now.saturating_duration_since(c.at) < self.settings.ack_timeout
+            };
+            if self.claims.get(&seq).is_some_and(young) {
+                break;
+            }
+            self.to_verify.pop_front();
             let Some(c) = self.claims.get_mut(&seq) else {
                 continue;
             };

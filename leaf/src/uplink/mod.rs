@@ -27,6 +27,7 @@ pub mod forward;
 pub mod hub;
 pub mod ledger;
 pub mod record;
+pub mod tail;
 pub mod window;
 
 use std::sync::{Arc, Mutex, PoisonError};
@@ -130,6 +131,9 @@ pub struct UplinkStatus {
     /// another nonce, stream, domain or sequence) or that the hub stream contradicted:
     /// ignored. Anything above zero means someone on the hub answers for it.
     pub doubtful_answers: u64,
+    /// Copies of this uplink's messages the proof tail delivered (while sending one by one:
+    /// each proves its message without a read of its own).
+    pub tail_copies: u64,
     /// Answers dropped because the uplink's answer queue was full (a flood on its reply
     /// subjects; dropped answers are asked for again, nothing is lost).
     pub answers_dropped: u64,
@@ -322,6 +326,7 @@ impl Uplinks {
                 unproven_msgs: 0,
                 doubtful_answers: 0,
                 answers_dropped: 0,
+                tail_copies: 0,
                 unproven_accepted: 0,
                 dropped: 0,
                 rejected: 0,
@@ -344,6 +349,7 @@ impl Uplinks {
             );
             let (settings, settings_rx) = watch::channel(cfg.clone());
             let forwarder = Forwarder::new(
+                shared.clone(),
                 cfg.clone(),
                 store.clone(),
                 Origin::new(&cfg.name, epoch),

@@ -250,6 +250,10 @@ struct Sim {
     api_down: bool,
     /// Every round sends one by one (as with other writers in the hub stream).
     one_by_one: bool,
+    /// A proof tail delivers the copies of one-by-one rounds (see `tail`).
+    tail: bool,
+    /// Its deliveries on their way: hub sequence and what is there.
+    tail_queue: VecDeque<(u64, Found)>,
     now: Instant,
     nonce: u64,
     rng: u64,
@@ -282,6 +286,8 @@ impl Sim {
             in_round: false,
             api_down: false,
             one_by_one: false,
+            tail: false,
+            tail_queue: VecDeque::new(),
             now: Instant::now(),
             nonce: 0,
             rng: 0x9e37_79b9_7f4a_7c15,
@@ -419,7 +425,14 @@ impl Sim {
             let Some(f) = self.to_hub.pop_front() else {
                 return;
             };
+            let before = self.hub.last_seq();
             let real = self.hub.publish(f);
+            if self.tail && self.ledger.one_by_one_round() && self.hub.last_seq() > before {
+                let h = self.hub.last_seq();
+                if h > self.ledger.round_base() {
+                    self.tail_queue.push_back((h, self.hub.read(h)));
+                }
+            }
             if let Some(nonce) = f.nonce {
                 // The forger sees the message (it was routed on the hub) and answers first.
                 if self.forger.active {
@@ -469,8 +482,11 @@ impl Sim {
 
     fn answer(&mut self, n: u8) {
         for _ in 0..n {
+            if let Some((h, found)) = self.tail_queue.pop_front() {
+                self.ledger.on_read_back(h, found);
+            }
             let Some((seq, nonce, reply)) = self.to_leaf.pop_front() else {
-                break;
+                continue;
             };
             self.ledger.on_reply(seq, nonce, reply, self.now);
         }
@@ -491,7 +507,8 @@ impl Sim {
 
     /// Proofs the ledger asks for, read from the hub (or not, while its API is down).
     fn verify(&mut self) {
-        for v in self.ledger.verifications(self.now) {
+        let tail = self.tail && self.ledger.one_by_one_round();
+        for v in self.ledger.verifications(self.now, tail) {
             if self.api_down {
                 self.ledger.verify_failed(v);
             } else {
@@ -504,6 +521,7 @@ impl Sim {
     fn cut(&mut self) {
         self.to_hub.clear();
         self.to_leaf.clear();
+        self.tail_queue.clear();
         self.ledger.link_lost();
         self.in_round = false;
     }
@@ -587,8 +605,10 @@ impl Sim {
 
 fn scenario(ack_every: u32, forger: Forger, steps: &[Step], dedup_forgotten: bool) {
     let mut sim = Sim::new(ack_every, 400, forger);
-    // ack_every 0 stands for a hub stream with other writers: one by one.
+    // ack_every 0 stands for a hub stream with other writers: one by one, proven by a tail
+    // in every other step sequence.
     sim.one_by_one = ack_every == 0;
+    sim.tail = sim.one_by_one && steps.len().is_multiple_of(2);
     for s in steps {
         if forger.active && matches!(s, Step::Trim(_)) {
             // A hub that removes messages before they can be read leaves claims that cannot
@@ -734,7 +754,7 @@ fn a_round_begins_only_at_the_persisted_cursor() {
         },
         sim.now,
     );
-    for v in sim.ledger.verifications(sim.now) {
+    for v in sim.ledger.verifications(sim.now, false) {
         let found = sim.hub.read(v.hub_seq);
         sim.ledger.on_verified(v, found);
     }
