@@ -110,6 +110,23 @@ pub fn render(page: &Value, bar_width: usize) -> Vec<String> {
             n("rejected"),
             n("resent_rounds"),
         );
+        for (key, what) in [
+            ("unproven_msgs", "acknowledged, not yet proven on the hub"),
+            ("denied", "kept off the link by deny_exports"),
+            (
+                "unproven_accepted",
+                "accepted unproven (removed by the hub first)",
+            ),
+            (
+                "doubtful_answers",
+                "answers the hub cannot have sent, ignored",
+            ),
+            ("answers_dropped", "answers dropped (queue full)"),
+        ] {
+            if n(key) > 0 {
+                detail.push_str(&format!(", {what} {}", n(key)));
+            }
+        }
         if let Some(e) = u["last_error"].as_str() {
             detail.push_str(&format!("; last problem: {e}"));
         }
@@ -193,7 +210,17 @@ mod tests {
         assert!(lines[0].contains(" 25%"), "{}", lines[0]);
         assert!(lines[0].contains("ETA 15s"), "{}", lines[0]);
         assert!(lines[0].contains("96.0 KB, oldest 1m05s"), "{}", lines[0]);
+        assert!(!lines[1].contains("doubtful"), "{}", lines[1]);
         assert!(!all_done(&page));
+        let mut forged = page.clone();
+        forged["uplinks"][0]["doubtful_answers"] = json!(3);
+        forged["uplinks"][0]["unproven_msgs"] = json!(128);
+        let detail = &render(&forged, 20)[1];
+        assert!(
+            detail.contains("answers the hub cannot have sent, ignored 3"),
+            "{detail}"
+        );
+        assert!(detail.contains("not yet proven on the hub 128"), "{detail}");
         let done = json!({"uplinks": [{"name": "s", "backlog_msgs": 0, "acked_msgs": 9}]});
         assert!(render(&done, 10)[0].contains("100%"));
         assert!(all_done(&done));

@@ -607,6 +607,7 @@ pub mod creds;
 pub mod netns;
 pub mod proxy;
 pub mod pty;
+pub mod uplink;
 
 /// `GET http://127.0.0.1:<port><path>` (a server's monitoring port): the status code and the
 /// body parsed as JSON (`Value::Null` when it is not JSON).

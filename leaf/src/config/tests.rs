@@ -147,6 +147,28 @@ fn uplink_errors_name_the_key() {
     assert!(err.contains("enable `jetstream`"), "{err}");
 }
 
+/// A remote's deny lists that would keep an uplink from working are refused, naming the key;
+/// one that covers only some of its subjects is accepted (those are counted as denied).
+#[test]
+fn uplink_deny_lists_that_cannot_work_are_refused() {
+    let check = |remote: &str| {
+        toml(&format!(
+            "jetstream = true\n[leafnodes]\nremotes = [{{ url = \"nats-leaf://h:7422\", {remote} }}]\n\
+             [[uplinks]]\nname = \"a\"\nsubjects = [\"s.>\", \"t.>\"]\nhub_stream = \"S\"\nsubject_prefix = \"gw\"\n"
+        ))
+        .and_then(|c| c.validate().map(|()| c))
+        .map_err(|e| e.to_string())
+    };
+    check("deny_exports = \"gw.s.secret.>\"").unwrap();
+    let err = check("deny_exports = \"$JS.API.>\"").unwrap_err();
+    assert!(err.contains("leafnodes.remotes[0].deny_exports"), "{err}");
+    assert!(err.contains("JetStream API"), "{err}");
+    let err = check("deny_imports = \"_UPLINK.>\"").unwrap_err();
+    assert!(err.contains("leafnodes.remotes[0].deny_imports"), "{err}");
+    let err = check("deny_exports = [\"gw.s.>\", \"gw.>\"]").unwrap_err();
+    assert!(err.contains("uplinks[0].subjects"), "{err}");
+}
+
 /// `leaf/gateway.example.toml` parses, validates, and its board, devices and lines resolve
 /// (the sources are started against a scratch server and stopped at once).
 #[tokio::test]

@@ -28,6 +28,9 @@ pub const DEFAULT_ACK_EVERY: u32 = 128;
 pub const DEFAULT_ACK_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default shortest interval between two writes of the uplink's cursor.
 pub const DEFAULT_CURSOR_INTERVAL: Duration = Duration::from_millis(50);
+/// The prefix of the subjects the hub answers an uplink on (`_UPLINK.<token>.`): the link
+/// must carry them back.
+pub const REPLY_PREFIX: &str = "_UPLINK.";
 
 /// What happens when a publish would exceed the buffer limits.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

@@ -7,7 +7,7 @@
 
 use leaf_core::config::{is_valid_token, ConfigError};
 
-use super::Config;
+use super::{Config, Uplink};
 
 impl Config {
     /// Checks the configuration and returns the first problem found, naming
@@ -104,6 +104,7 @@ impl Config {
                     ),
                 ));
             }
+            self.validate_uplink_deny_lists(i, up)?;
             if up.max_in_flight == 0 || up.max_in_flight > 65_536 {
                 return Err(ConfigError::invalid(
                     key("max_in_flight"),
@@ -128,6 +129,63 @@ impl Config {
                     "must be greater than zero (leave it out for no limit)",
                 ));
             }
+        }
+        Ok(())
+    }
+
+    /// An uplink writes past the router, so it applies its remote's `deny_exports` itself;
+    /// these checks refuse the combinations that could never work: deny lists that keep the
+    /// hub's JetStream API (how acknowledgements are proven) or the uplink's answers off the
+    /// link, or that cover every subject the uplink forwards.
+    fn validate_uplink_deny_lists(&self, i: usize, up: &Uplink) -> Result<(), ConfigError> {
+        use leaf_proto::subject::{is_subset, subject_matches};
+        let Some(remote) = self.leafnodes.remotes.get(up.remote) else {
+            return Ok(());
+        };
+        let r = up.remote;
+        let api = match &up.hub_domain {
+            Some(d) => format!("$JS.{d}.API.STREAM.MSG.GET.{}", up.hub_stream),
+            None => format!("$JS.API.STREAM.MSG.GET.{}", up.hub_stream),
+        };
+        if let Some(p) = remote
+            .deny_exports
+            .iter()
+            .find(|p| subject_matches(p.as_bytes(), api.as_bytes()))
+        {
+            return Err(ConfigError::invalid(
+                format!("leafnodes.remotes[{r}].deny_exports"),
+                format!("`{p}` keeps the hub's JetStream API ({api}) off the link, which uplinks[{i}] needs to confirm what the hub stored"),
+            ));
+        }
+        let answers = format!("{}x.a.1.1", super::uplink::REPLY_PREFIX);
+        if let Some(p) = remote
+            .deny_imports
+            .iter()
+            .find(|p| subject_matches(p.as_bytes(), answers.as_bytes()))
+        {
+            return Err(ConfigError::invalid(
+                format!("leafnodes.remotes[{r}].deny_imports"),
+                format!("`{p}` keeps the hub's answers to uplinks[{i}] (_UPLINK.>) off the link"),
+            ));
+        }
+        let hub_subject = |s: &str| match &up.subject_prefix {
+            Some(prefix) => format!("{prefix}.{s}"),
+            None => s.to_string(),
+        };
+        let all_denied = up.subjects.iter().all(|s| {
+            let s = hub_subject(s);
+            remote
+                .deny_exports
+                .iter()
+                .any(|p| is_subset(s.as_bytes(), p.as_bytes()))
+        });
+        if all_denied {
+            return Err(ConfigError::invalid(
+                format!("uplinks[{i}].subjects"),
+                format!(
+                    "leafnodes.remotes[{r}].deny_exports cover every subject the uplink forwards"
+                ),
+            ));
         }
         Ok(())
     }

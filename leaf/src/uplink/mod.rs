@@ -25,19 +25,21 @@
 
 pub mod forward;
 pub mod hub;
+pub mod ledger;
 pub mod record;
+pub mod tail;
 pub mod window;
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::info;
 
 use self::forward::Forwarder;
-use self::hub::{AnswerSink, REPLY_PREFIX};
+use self::hub::REPLY_PREFIX;
 use self::record::{Cursor, Origin, CURSOR_KEY};
 use crate::config::{Uplink, WhenFull};
 use leaf_core::jetstream::config::{ApiError, StreamConfig};
@@ -105,7 +107,8 @@ pub struct UplinkStatus {
     pub hub_stream: String,
     /// What it is doing.
     pub state: State,
-    /// Every local sequence up to this one is on the hub.
+    /// Every local sequence up to this one is proven on the hub (or dropped, rejected or
+    /// denied): the cursor.
     pub acked: u64,
     /// Messages waiting to be forwarded.
     pub backlog_msgs: u64,
@@ -120,12 +123,30 @@ pub struct UplinkStatus {
     pub sent_msgs: u64,
     /// Bytes sent to the hub (resends included).
     pub sent_bytes: u64,
-    /// Messages the hub acknowledged.
+    /// Messages the hub acknowledged (answers that passed every check).
     pub acked_msgs: u64,
+    /// Messages acknowledged and not yet proven from the hub stream: the gateway keeps them
+    /// until they are.
+    pub unproven_msgs: u64,
+    /// Answers on the uplink's reply subjects that the hub cannot have sent (not in flight,
+    /// another nonce, stream, domain or sequence) or that the hub stream contradicted:
+    /// ignored. Anything above zero means someone on the hub answers for it.
+    pub doubtful_answers: u64,
+    /// Copies of this uplink's messages the proof tail delivered (while sending one by one:
+    /// each proves its message without a read of its own).
+    pub tail_copies: u64,
+    /// Answers dropped because the uplink's answer queue was full (a flood on its reply
+    /// subjects; dropped answers are asked for again, nothing is lost).
+    pub answers_dropped: u64,
+    /// Acknowledged messages accepted without proof because the hub stream removed them
+    /// before they could be read (interest or work-queue retention, small limits).
+    pub unproven_accepted: u64,
     /// Messages dropped by the buffer's limits before they were forwarded.
     pub dropped: u64,
     /// Messages the hub refused for good (skipped).
     pub rejected: u64,
+    /// Messages not forwarded because the remote's `deny_exports` cover their subject.
+    pub denied: u64,
     /// Times sending restarted at the cursor after a failure.
     pub resent_rounds: u64,
     /// Messages that may be in flight now: the send window, sized from the path's rate and
@@ -282,13 +303,9 @@ impl Uplinks {
             let cursor = load_cursor(&store, &stream, epoch);
             let token = format!("{:016x}", fastrand::u64(..));
             let reply_prefix = format!("{REPLY_PREFIX}{token}.");
-            let (tx, answers) = mpsc::unbounded_channel();
+            let (sink, answers) = hub::answer_queue(reply_prefix.clone());
             shared
-                .subscribe_internal(
-                    format!("{reply_prefix}>").as_bytes(),
-                    None,
-                    Arc::new(AnswerSink::new(reply_prefix.clone(), tx)),
-                )
+                .subscribe_internal(format!("{reply_prefix}>").as_bytes(), None, Arc::new(sink))
                 .map_err(|e| UplinkError::Subscribe {
                     name: cfg.name.clone(),
                     reason: e.to_string(),
@@ -306,8 +323,14 @@ impl Uplinks {
                 sent_msgs: 0,
                 sent_bytes: 0,
                 acked_msgs: 0,
+                unproven_msgs: 0,
+                doubtful_answers: 0,
+                answers_dropped: 0,
+                tail_copies: 0,
+                unproven_accepted: 0,
                 dropped: 0,
                 rejected: 0,
+                denied: 0,
                 resent_rounds: 0,
                 window: 0,
                 rate_msgs_per_sec: 0.0,
@@ -326,6 +349,7 @@ impl Uplinks {
             );
             let (settings, settings_rx) = watch::channel(cfg.clone());
             let forwarder = Forwarder::new(
+                shared.clone(),
                 cfg.clone(),
                 store.clone(),
                 Origin::new(&cfg.name, epoch),
@@ -416,24 +440,29 @@ impl Uplinks {
 }
 
 /// The stored cursor of `stream`, or a fresh one starting at its first stored message.
+/// Without a current record (none yet, or one written before `pm_hwm` existed), every message
+/// in the buffer may have been sent one by one: `pm_hwm` covers them all.
 fn load_cursor(store: &Store, stream: &str, epoch: i64) -> Cursor {
+    let state = store.stream_state(stream).ok().flatten();
+    let last = state.map_or(0, |s| s.last_seq);
     let stored = store
         .consumers(stream)
         .ok()
         .and_then(|list| list.into_iter().find(|(name, _)| name == CURSOR_KEY))
         .and_then(|(_, bytes)| Cursor::decode(&bytes))
-        .filter(|c| c.epoch == epoch);
-    stored.unwrap_or_else(|| {
-        let first = store
-            .stream_state(stream)
-            .ok()
-            .flatten()
-            .map_or(1, |s| s.first_seq.max(1));
-        Cursor {
-            version: Cursor::VERSION,
-            epoch,
-            acked: first - 1,
-            hub_seq: 0,
+        .filter(|(c, _)| c.epoch == epoch);
+    match stored {
+        Some((c, Some(_))) => c,
+        Some((c, None)) => Cursor { pm_hwm: last, ..c },
+        None => {
+            let first = state.map_or(1, |s| s.first_seq.max(1));
+            Cursor {
+                version: Cursor::VERSION,
+                epoch,
+                acked: first - 1,
+                hub_seq: 0,
+                pm_hwm: last,
+            }
         }
-    })
+    }
 }

@@ -100,31 +100,57 @@ pub fn hub_headers(local: Option<&[u8]>, msg_id: &str, expect_last: Option<&str>
 /// The persisted position of an uplink (postcard-encoded under [`CURSOR_KEY`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cursor {
-    /// Record version (1).
+    /// Record version ([`Cursor::VERSION`]).
     pub version: u8,
     /// The local stream's creation time the cursor belongs to.
     pub epoch: i64,
-    /// Every local sequence up to this one is stored on the hub (or was dropped or
-    /// rejected, and counted).
+    /// Every local sequence up to this one is proven on the hub (or was dropped, rejected or
+    /// denied, and counted).
     pub acked: u64,
-    /// The hub stream's sequence of the last acknowledged message (0: unknown).
+    /// The hub stream's sequence of the last proven message (0: unknown).
     pub hub_seq: u64,
+    /// Sequences up to this one may have been sent one by one (see `ledger`).
+    pub pm_hwm: u64,
+}
+
+/// Version 1 of the record (before `pm_hwm`).
+#[derive(Deserialize)]
+struct CursorV1 {
+    _version: u8,
+    epoch: i64,
+    acked: u64,
+    hub_seq: u64,
 }
 
 impl Cursor {
     /// Current record version.
-    pub const VERSION: u8 = 1;
+    pub const VERSION: u8 = 2;
 
     /// Encodes the record.
     pub fn encode(&self) -> Vec<u8> {
         postcard::to_allocvec(self).unwrap_or_default()
     }
 
-    /// Decodes a record; `None` if it is unreadable or of another version.
-    pub fn decode(bytes: &[u8]) -> Option<Cursor> {
-        postcard::from_bytes::<Cursor>(bytes)
-            .ok()
-            .filter(|c| c.version == Self::VERSION)
+    /// Decodes a record; `None` if it is unreadable or of an unknown version. A version 1
+    /// record (written before `pm_hwm` existed) gives `pm_hwm: None`: the caller assumes
+    /// everything in the buffer may have been sent one by one.
+    pub fn decode(bytes: &[u8]) -> Option<(Cursor, Option<u64>)> {
+        match bytes.first()? {
+            1 => postcard::from_bytes::<CursorV1>(bytes).ok().map(|c| {
+                let cursor = Cursor {
+                    version: Self::VERSION,
+                    epoch: c.epoch,
+                    acked: c.acked,
+                    hub_seq: c.hub_seq,
+                    pm_hwm: 0,
+                };
+                (cursor, None)
+            }),
+            &Self::VERSION => postcard::from_bytes::<Cursor>(bytes)
+                .ok()
+                .map(|c| (c, Some(c.pm_hwm))),
+            _ => None,
+        }
     }
 }
 
@@ -174,10 +200,32 @@ mod tests {
             epoch: 42,
             acked: 1_000_000,
             hub_seq: 77,
+            pm_hwm: 9,
         };
-        assert_eq!(Cursor::decode(&c.encode()), Some(c));
+        assert_eq!(Cursor::decode(&c.encode()), Some((c, Some(9))));
         assert_eq!(Cursor::decode(b"\xff\xff"), None);
+        assert_eq!(Cursor::decode(b""), None);
         let other = Cursor { version: 9, ..c };
         assert_eq!(Cursor::decode(&other.encode()), None);
+    }
+
+    #[test]
+    fn version_1_cursors_are_read_without_pm_hwm() {
+        #[derive(Serialize)]
+        struct V1 {
+            version: u8,
+            epoch: i64,
+            acked: u64,
+            hub_seq: u64,
+        }
+        let bytes = postcard::to_allocvec(&V1 {
+            version: 1,
+            epoch: 42,
+            acked: 500,
+            hub_seq: 7,
+        })
+        .unwrap();
+        let (c, pm_hwm) = Cursor::decode(&bytes).unwrap();
+        assert_eq!((c.epoch, c.acked, c.hub_seq, pm_hwm), (42, 500, 7, None));
     }
 }
