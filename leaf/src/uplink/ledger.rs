@@ -609,8 +609,12 @@ impl Ledger {
     /// An answer on the reply subject of `seq` with nonce `nonce`.
     pub fn on_reply(&mut self, seq: u64, nonce: u64, reply: Reply, now: Instant) {
         let Some(sent) = self.in_flight.get(&seq).copied() else {
-            // Not in flight: late (after a timeout or a link drop) or forged.
-            self.counters.doubtful_answers += 1;
+            // A message already proven (the proof tail's copy can come before the hub's
+            // PubAck) needs no answer; otherwise late (after a timeout or a link drop) or
+            // forged.
+            if !self.is_done(seq) {
+                self.counters.doubtful_answers += 1;
+            }
             return;
         };
         let Some((sent_nonce, content)) = sent.reply else {
