@@ -51,7 +51,7 @@ use crate::server::fanout::{
     ClientHandle, ConnKind, Fanout, LeafPeer, MatchCache, Msg, SubRef, SubTarget, Subscription,
 };
 use crate::server::info::NATS_FEATURE_LEVEL;
-use crate::server::Shared;
+use crate::server::{Publisher, Shared};
 use leaf_proto::subject::{is_valid_queue_name, is_valid_subject};
 use leaf_proto::{self as proto, LeafOp, Limits, QueueNames};
 
@@ -279,7 +279,7 @@ pub(crate) async fn serve(
         remote_name: String::new(),
         subs: HashMap::new(),
         cache: MatchCache::default(),
-        fanout: Fanout::default(),
+        fanout: Fanout::new(Publisher::Link(handle.clone())),
         pings_out: 0,
         registered: false,
         tls: false,
