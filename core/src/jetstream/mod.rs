@@ -19,7 +19,9 @@
 //!
 //! Every answer (API replies, PubAcks, a pull request's messages and statuses, an ack's
 //! reply) goes to a [`ReplyTo`] made from the request's publisher when it arrived: only where
-//! the requester may publish itself (see [`crate::server::reply`]).
+//! the requester may publish itself (see [`crate::server::reply`]). With a domain, a request
+//! on `$JS.<domain>.API.X` is served as `$JS.API.X`, and permissions apply to both subjects
+//! (see [`crate::server::jsdomain`]).
 
 pub mod api;
 pub mod config;
@@ -42,6 +44,7 @@ use tracing::{info, warn};
 
 use self::config::{ApiError, StreamConfig};
 use self::stream::{Capture, Stream};
+use crate::server::jsdomain::DomainApi;
 use crate::server::{InternalSink, Msg, Publisher, ReplyTo, Shared, SubRef};
 use leaf_store::{Store, StoreError, StoreOptions};
 
@@ -133,7 +136,8 @@ pub(crate) struct Inner {
 /// requester may publish (see [`crate::server::reply`]).
 struct ApiSink {
     tx: mpsc::UnboundedSender<api::Request>,
-    domain_prefix: Option<String>,
+    /// The domain whose API this sink serves (`None`: `$JS.API.>`).
+    domain: Option<DomainApi>,
     engine: Weak<Inner>,
 }
 
@@ -188,14 +192,8 @@ impl InternalSink for FlowControlSink {
 
 impl InternalSink for ApiSink {
     fn deliver(&self, msg: &Msg<'_>, from: &Publisher) {
-        let subject = String::from_utf8_lossy(msg.subject);
-        let subject = match &self.domain_prefix {
-            Some(prefix) => match subject.strip_prefix(prefix.as_str()) {
-                Some(rest) => format!("$JS.API.{rest}"),
-                None => subject.into_owned(),
-            },
-            None => subject.into_owned(),
-        };
+        let api = self.domain.as_ref().and_then(|d| d.resolve(msg.subject));
+        let subject = String::from_utf8_lossy(api.as_deref().unwrap_or(msg.subject)).into_owned();
         if let Some(rest) = subject.strip_prefix("$JS.API.CONSUMER.MSG.NEXT.") {
             if let (Some(inner), Some(reply)) = (self.engine.upgrade(), msg.reply) {
                 inner.pull_request(
@@ -268,12 +266,15 @@ impl JetStream {
         let (tx, mut rx) = mpsc::unbounded_channel::<api::Request>();
         let mut api_subjects = vec![("$JS.API.>".to_string(), None)];
         if let Some(d) = &opts.domain {
-            api_subjects.push((format!("$JS.{d}.API.>"), Some(format!("$JS.{d}.API."))));
+            let domain = DomainApi::new(d);
+            // Permissions and deny lists check what a domain request calls from now on.
+            let _ = server.js_domain.set(domain.clone());
+            api_subjects.push((format!("$JS.{d}.API.>"), Some(domain)));
         }
-        for (subject, domain_prefix) in api_subjects {
+        for (subject, domain) in api_subjects {
             let sink = Arc::new(ApiSink {
                 tx: tx.clone(),
-                domain_prefix,
+                domain,
                 engine: Arc::downgrade(&inner),
             });
             server

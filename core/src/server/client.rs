@@ -406,7 +406,7 @@ impl Connection {
         if self.permissions.is_some() && !self.may_publish(msg.subject) {
             let text = format!(
                 "'Permissions Violation for Publish to \"{}\"'",
-                String::from_utf8_lossy(msg.subject)
+                String::from_utf8_lossy(&self.denied_subject(msg.subject))
             );
             self.send_err(&text);
             return;
@@ -435,19 +435,38 @@ impl Connection {
         self.fanout.fan_out(&self.shared, &result, &msg, no_echo);
     }
 
+    /// Whether the client may publish on `subject` (cached). A request to this server's
+    /// JetStream domain API must be allowed for the `$JS.API.` subject it calls too (see
+    /// [`super::jsdomain`]).
     fn may_publish(&mut self, subject: &[u8]) -> bool {
         if let Some(&allowed) = self.publish_allowed.get(subject) {
             return allowed;
         }
-        let allowed = self
-            .permissions
-            .as_ref()
-            .is_none_or(|p| p.publish.allows_publish(subject));
+        let allowed = self.permissions.as_ref().is_none_or(|p| {
+            p.publish.allows_publish(subject)
+                && self
+                    .shared
+                    .js_domain
+                    .get()
+                    .and_then(|d| d.resolve(subject))
+                    .is_none_or(|api| p.publish.allows_publish(&api))
+        });
         if self.publish_allowed.len() >= LOCAL_CACHE_SIZE {
             self.publish_allowed.clear();
         }
         self.publish_allowed.insert(subject.into(), allowed);
         allowed
+    }
+
+    /// The subject to name in the violation for a denied publish on `subject`: itself, or
+    /// the `$JS.API.` subject a domain API request calls when only that one is denied (as
+    /// nats-server names it).
+    fn denied_subject<'a>(&self, subject: &'a [u8]) -> std::borrow::Cow<'a, [u8]> {
+        let api = self.shared.js_domain.get().and_then(|d| d.resolve(subject));
+        match (api, &self.permissions) {
+            (Some(api), Some(p)) if p.publish.allows_publish(subject) => api.into(),
+            _ => subject.into(),
+        }
     }
 
     fn send_no_responders(&mut self, reply: &[u8]) {

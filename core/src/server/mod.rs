@@ -15,6 +15,7 @@ pub mod client;
 pub mod deny;
 pub mod fanout;
 pub mod info;
+pub mod jsdomain;
 pub mod outbound;
 pub mod peers;
 pub mod readbuf;
@@ -111,6 +112,9 @@ pub struct Shared {
     pub(crate) next_client_id: AtomicU64,
     /// Set once JetStream serves this server's clients (INFO's `jetstream`).
     pub jetstream: std::sync::atomic::AtomicBool,
+    /// The API of JetStream's domain, once JetStream serves one: permissions and deny lists
+    /// apply to `$JS.<domain>.API.<rest>` as to `$JS.API.<rest>` too.
+    pub js_domain: std::sync::OnceLock<jsdomain::DomainApi>,
     /// Connections and traffic, for monitoring.
     pub stats: stats::ServerStats,
 }
@@ -398,6 +402,7 @@ impl Server {
             peers,
             next_client_id: AtomicU64::new(1),
             jetstream: std::sync::atomic::AtomicBool::new(false),
+            js_domain: std::sync::OnceLock::new(),
             stats: stats::ServerStats::default(),
             opts,
         });
