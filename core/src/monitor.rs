@@ -346,6 +346,7 @@ fn varz(sources: &Sources, now: &str) -> Value {
         "in_bytes": in_bytes,
         "out_bytes": out_bytes,
         "slow_consumers": st.slow_consumers.load(Ordering::Relaxed),
+        "replies_refused": st.replies_refused.count(),
         "subscriptions": shared.sublist.count(),
         "jetstream": sources.jetstream.as_ref().map(|js| json!({
             "config": { "domain": js.domain(), "max_storage": js.max_file_bytes() },
@@ -537,6 +538,12 @@ fn metrics(sources: &Sources) -> String {
             "counter",
             "Clients closed as slow consumers.",
             st.slow_consumers.load(Ordering::Relaxed),
+        );
+        m.single(
+            "leafd_replies_refused_total",
+            "counter",
+            "Answers dropped: the requester may not publish to the reply subject.",
+            st.replies_refused.count(),
         );
         m.single(
             "leafd_subscriptions",

@@ -1,7 +1,8 @@
 //! The `$JS.API.` request handlers (and `$JS.<domain>.API.` when a domain is set).
 //!
 //! Requests arrive through an internal subscription and are handled one at a time by the API
-//! task, in arrival order; replies are published to the request's reply subject. Bodies are
+//! task, in arrival order; replies are published to the request's reply subject, only where
+//! the requester may publish itself (see [`crate::server::reply`]). Bodies are
 //! JSON shaped as nats-server shapes them (see [`super::config`]). Pull and push consumers
 //! are created, listed, described and deleted here (see [`super::consumer`] for how they run);
 //! the 2.11 consumer requests (PAUSE, UNPIN, RESET) get an error saying they are not supported
@@ -18,7 +19,7 @@ use super::consumer;
 use super::handle::{Cmd, ConsumerHandle};
 use super::retention;
 use super::{Inner, StoredConfig};
-use crate::server::Msg;
+use crate::server::ReplyTo;
 use leaf_proto::headers;
 use leaf_proto::subject::subjects_overlap;
 use leaf_proto::time::{now_ns, rfc3339};
@@ -28,7 +29,8 @@ use leaf_store::{PurgeRequest, StoreError, StoredMessage};
 pub(crate) struct Request {
     /// The subject with any `$JS.<domain>.` prefix turned into `$JS.`.
     pub(crate) subject: String,
-    pub(crate) reply: Option<String>,
+    /// Where the answer may go (only the requester, when it may not publish there itself).
+    pub(crate) reply: Option<ReplyTo>,
     pub(crate) payload: Bytes,
 }
 
@@ -79,20 +81,10 @@ impl Inner {
         match reply {
             Reply::Json(body) => {
                 let body = serde_json::to_vec(&body).unwrap_or_default();
-                server.publish(&Msg {
-                    subject: reply_to.as_bytes(),
-                    reply: None,
-                    headers: None,
-                    payload: &body,
-                });
+                server.answer(&reply_to, None, &body);
             }
             Reply::Raw(hdr, payload) => {
-                server.publish(&Msg {
-                    subject: reply_to.as_bytes(),
-                    reply: None,
-                    headers: Some(&hdr),
-                    payload: &payload,
-                });
+                server.answer(&reply_to, Some(&hdr), &payload);
             }
             Reply::Nothing => {}
         }

@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::config::consumer::ConsumerConfig;
 use super::config::{ApiError, StreamSource};
 use super::retention::SharedView;
+use crate::server::ReplyTo;
 use leaf_proto::time::now_ns;
 
 /// A message for a consumer's task.
@@ -22,7 +23,7 @@ pub(crate) enum Cmd {
     /// A pull request.
     Next {
         /// Where the messages go.
-        reply: String,
+        reply: ReplyTo,
         /// The request body.
         payload: Bytes,
     },
@@ -35,7 +36,7 @@ pub(crate) enum Cmd {
         /// The ack body.
         body: Bytes,
         /// The ack's own reply subject.
-        reply: Option<String>,
+        reply: Option<ReplyTo>,
     },
     /// The stream stored message `seq` on `subject`.
     Appended {

@@ -16,6 +16,12 @@
 //! `$JS.<domain>.API.>`), one on `$JS.ACK.>`, one on `$JS.FC.>` (push flow control answers),
 //! and one per subject of every stream. Pull requests (`CONSUMER.MSG.NEXT`), acks and flow
 //! control answers go straight to the consumer's task, not through the API task.
+//!
+//! Every answer (API replies, PubAcks, a pull request's messages and statuses, an ack's
+//! reply) goes to a [`ReplyTo`] made from the request's publisher when it arrived: only where
+//! the requester may publish itself (see [`crate::server::reply`]). With a domain, a request
+//! on `$JS.<domain>.API.X` is served as `$JS.API.X`, and permissions apply to both subjects
+//! (see [`crate::server::jsdomain`]).
 
 pub mod api;
 pub mod config;
@@ -38,7 +44,8 @@ use tracing::{info, warn};
 
 use self::config::{ApiError, StreamConfig};
 use self::stream::{Capture, Stream};
-use crate::server::{InternalSink, Msg, Shared, SubRef};
+use crate::server::jsdomain::DomainApi;
+use crate::server::{InternalSink, Msg, Publisher, ReplyTo, Shared, SubRef};
 use leaf_store::{Store, StoreError, StoreOptions};
 
 /// How JetStream is set up.
@@ -124,10 +131,13 @@ pub(crate) struct Inner {
     pub(crate) api_total: AtomicU64,
 }
 
-/// Hands API requests to the API task, and pull requests to their consumer.
+/// Hands API requests to the API task, and pull requests to their consumer. Each request's
+/// reply subject becomes a [`ReplyTo`] from its publisher: the answers go only where the
+/// requester may publish (see [`crate::server::reply`]).
 struct ApiSink {
     tx: mpsc::UnboundedSender<api::Request>,
-    domain_prefix: Option<String>,
+    /// The domain whose API this sink serves (`None`: `$JS.API.>`).
+    domain: Option<DomainApi>,
     engine: Weak<Inner>,
 }
 
@@ -135,7 +145,7 @@ struct ApiSink {
 struct AckSink(Weak<Inner>);
 
 impl InternalSink for AckSink {
-    fn deliver(&self, msg: &Msg<'_>) {
+    fn deliver(&self, msg: &Msg<'_>, from: &Publisher) {
         let Some(inner) = self.0.upgrade() else {
             return;
         };
@@ -148,7 +158,7 @@ impl InternalSink for AckSink {
                 sseq,
                 dseq,
                 body: Bytes::copy_from_slice(msg.payload),
-                reply: msg.reply.map(|r| String::from_utf8_lossy(r).into_owned()),
+                reply: msg.reply.map(|r| from.reply_to(r)),
             });
         }
     }
@@ -158,7 +168,7 @@ impl InternalSink for AckSink {
 struct FlowControlSink(Weak<Inner>);
 
 impl InternalSink for FlowControlSink {
-    fn deliver(&self, msg: &Msg<'_>) {
+    fn deliver(&self, msg: &Msg<'_>, _: &Publisher) {
         let Some(inner) = self.0.upgrade() else {
             return;
         };
@@ -181,25 +191,22 @@ impl InternalSink for FlowControlSink {
 }
 
 impl InternalSink for ApiSink {
-    fn deliver(&self, msg: &Msg<'_>) {
-        let subject = String::from_utf8_lossy(msg.subject);
-        let subject = match &self.domain_prefix {
-            Some(prefix) => match subject.strip_prefix(prefix.as_str()) {
-                Some(rest) => format!("$JS.API.{rest}"),
-                None => subject.into_owned(),
-            },
-            None => subject.into_owned(),
-        };
+    fn deliver(&self, msg: &Msg<'_>, from: &Publisher) {
+        let api = self.domain.as_ref().and_then(|d| d.resolve(msg.subject));
+        let subject = String::from_utf8_lossy(api.as_deref().unwrap_or(msg.subject)).into_owned();
         if let Some(rest) = subject.strip_prefix("$JS.API.CONSUMER.MSG.NEXT.") {
             if let (Some(inner), Some(reply)) = (self.engine.upgrade(), msg.reply) {
-                let reply = String::from_utf8_lossy(reply).into_owned();
-                inner.pull_request(rest, reply, Bytes::copy_from_slice(msg.payload));
+                inner.pull_request(
+                    rest,
+                    from.reply_to(reply),
+                    Bytes::copy_from_slice(msg.payload),
+                );
             }
             return;
         }
         let _ = self.tx.send(api::Request {
             subject,
-            reply: msg.reply.map(|r| String::from_utf8_lossy(r).into_owned()),
+            reply: msg.reply.map(|r| from.reply_to(r)),
             payload: Bytes::copy_from_slice(msg.payload),
         });
     }
@@ -259,12 +266,15 @@ impl JetStream {
         let (tx, mut rx) = mpsc::unbounded_channel::<api::Request>();
         let mut api_subjects = vec![("$JS.API.>".to_string(), None)];
         if let Some(d) = &opts.domain {
-            api_subjects.push((format!("$JS.{d}.API.>"), Some(format!("$JS.{d}.API."))));
+            let domain = DomainApi::new(d);
+            // Permissions and deny lists check what a domain request calls from now on.
+            let _ = server.js_domain.set(domain.clone());
+            api_subjects.push((format!("$JS.{d}.API.>"), Some(domain)));
         }
-        for (subject, domain_prefix) in api_subjects {
+        for (subject, domain) in api_subjects {
             let sink = Arc::new(ApiSink {
                 tx: tx.clone(),
-                domain_prefix,
+                domain,
                 engine: Arc::downgrade(&inner),
             });
             server
@@ -426,7 +436,7 @@ impl Inner {
 
     /// Hands a pull request (`<stream>.<consumer>` after `CONSUMER.MSG.NEXT.`) to its
     /// consumer; without one the requester is told there are no responders (503).
-    pub(crate) fn pull_request(&self, names: &str, reply: String, payload: Bytes) {
+    pub(crate) fn pull_request(&self, names: &str, reply: ReplyTo, payload: Bytes) {
         let mut it = names.split('.');
         let found = match (it.next(), it.next(), it.next()) {
             (Some(s), Some(c), None) => self.stream(s).and_then(|s| s.consumer(c)),
@@ -437,12 +447,7 @@ impl Inner {
             None => {
                 if let Some(server) = self.server.upgrade() {
                     let hdr = leaf_proto::headers::Builder::new(Some((503, ""))).finish();
-                    server.publish(&Msg {
-                        subject: reply.as_bytes(),
-                        reply: None,
-                        headers: Some(&hdr),
-                        payload: b"",
-                    });
+                    server.answer(&reply, Some(&hdr), b"");
                 }
             }
         }

@@ -52,7 +52,7 @@ use tracing::{debug, info, warn};
 use super::config::{ApiError, StreamConfig, StreamSource};
 use super::handle::{SourceHandle, SourceStatus};
 use super::stream::{Origin, Stream};
-use crate::server::{InternalSink, Msg, Shared, SubRef};
+use crate::server::{InternalSink, Msg, Publisher, Shared, SubRef};
 use leaf_proto::headers;
 use leaf_store::Store;
 
@@ -321,6 +321,8 @@ enum Event {
         reply: Option<String>,
         headers: Option<Bytes>,
         payload: Bytes,
+        /// Who sent it: flow control is answered only where it may publish.
+        from: Publisher,
     },
     /// The answer to the consumer creation.
     Created(Bytes),
@@ -329,12 +331,13 @@ enum Event {
 struct DeliverSink(mpsc::UnboundedSender<Event>);
 
 impl InternalSink for DeliverSink {
-    fn deliver(&self, msg: &Msg<'_>) {
+    fn deliver(&self, msg: &Msg<'_>, from: &Publisher) {
         let _ = self.0.send(Event::Delivery {
             subject: String::from_utf8_lossy(msg.subject).into_owned(),
             reply: msg.reply.map(|r| String::from_utf8_lossy(r).into_owned()),
             headers: msg.headers.map(Bytes::copy_from_slice),
             payload: Bytes::copy_from_slice(msg.payload),
+            from: from.clone(),
         });
     }
 }
@@ -342,7 +345,7 @@ impl InternalSink for DeliverSink {
 struct CreatedSink(mpsc::UnboundedSender<Event>);
 
 impl InternalSink for CreatedSink {
-    fn deliver(&self, msg: &Msg<'_>) {
+    fn deliver(&self, msg: &Msg<'_>, _: &Publisher) {
         let _ = self
             .0
             .send(Event::Created(Bytes::copy_from_slice(msg.payload)));
@@ -711,6 +714,7 @@ impl Task {
             reply,
             headers: hdr,
             payload,
+            from,
         } = ev
         else {
             return None;
@@ -723,7 +727,7 @@ impl Task {
             self.status.touch();
             let hdr = hdr.unwrap_or_default();
             if let Some(fc) = reply {
-                return self.answer_flow_control(&fc).await;
+                return self.answer_flow_control(&fc, &from).await;
             }
             let last = headers::get_str(&hdr, "Nats-Last-Consumer")
                 .and_then(|v| v.parse::<u64>().ok())
@@ -736,7 +740,7 @@ impl Task {
             }
             if let Some(fc) = headers::get_str(&hdr, "Nats-Consumer-Stalled") {
                 let fc = fc.to_string();
-                return self.answer_flow_control(&fc).await;
+                return self.answer_flow_control(&fc, &from).await;
             }
             return None;
         }
@@ -796,8 +800,12 @@ impl Task {
         None
     }
 
-    /// Answers a flow control request once the stream has caught up.
-    async fn answer_flow_control(&mut self, reply: &str) -> Option<Ended> {
+    /// Answers a flow control request once the stream has caught up: only on a flow control
+    /// subject (`$JS.FC.…`), and only where `from`, who sent the request, may publish.
+    async fn answer_flow_control(&mut self, reply: &str, from: &Publisher) -> Option<Ended> {
+        if !reply.starts_with("$JS.FC.") {
+            return None;
+        }
         loop {
             let queued = self.stream.upgrade()?.queued();
             if queued < MAX_QUEUED {
@@ -809,12 +817,7 @@ impl Task {
             }
         }
         if let Some(server) = self.server.upgrade() {
-            server.publish(&Msg {
-                subject: reply.as_bytes(),
-                reply: None,
-                headers: None,
-                payload: b"",
-            });
+            server.answer(&from.reply_to(reply.as_bytes()), None, b"");
         }
         None
     }

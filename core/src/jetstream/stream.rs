@@ -39,7 +39,7 @@ use super::config::{ApiError, Discard, Retention, StreamConfig};
 use super::handle::{Cmd, ConsumerHandle, SourceHandle};
 use super::msg_ids::{MsgId, MsgIds};
 use super::retention::{SharedView, StreamView};
-use crate::server::{InternalSink, Msg, Shared};
+use crate::server::{InternalSink, Msg, Publisher, ReplyTo, Shared};
 use leaf_proto::headers;
 use leaf_proto::time::now_ns;
 use leaf_store::{Appended, NewMessage, PurgeRequest, Store, StoreError};
@@ -50,7 +50,8 @@ const MAX_QUEUED: usize = 65_536;
 /// A message captured from a subject of the stream, or copied from an origin stream.
 pub(crate) struct Ingest {
     subject: String,
-    reply: Option<String>,
+    /// Where the PubAck goes (only to the publisher, when it may not publish there itself).
+    reply: Option<ReplyTo>,
     headers: Option<Bytes>,
     payload: Bytes,
     origin: Origin,
@@ -366,7 +367,7 @@ impl StreamView for Stream {
 pub(crate) struct Capture(pub(crate) Weak<Stream>);
 
 impl InternalSink for Capture {
-    fn deliver(&self, msg: &Msg<'_>) {
+    fn deliver(&self, msg: &Msg<'_>, from: &Publisher) {
         let Some(stream) = self.0.upgrade() else {
             return;
         };
@@ -374,7 +375,7 @@ impl InternalSink for Capture {
         // for a PubAck (nats-server treats them the same way).
         let ingest = Ingest {
             subject: String::from_utf8_lossy(msg.subject).into_owned(),
-            reply: msg.reply.map(|r| String::from_utf8_lossy(r).into_owned()),
+            reply: msg.reply.map(|r| from.reply_to(r)),
             headers: msg.headers.map(Bytes::copy_from_slice),
             payload: Bytes::copy_from_slice(msg.payload),
             origin: Origin::Publish,
@@ -406,7 +407,7 @@ struct InFlight {
     /// Its own store request, or `None` for a member of a group (`Runner::groups`, or
     /// `Runner::pending` while the group is being gathered), in the same order.
     fut: Option<AppendFuture>,
-    reply: Option<String>,
+    reply: Option<ReplyTo>,
     subject: String,
     msg_id: Option<MsgId>,
     rollup: Option<Rollup>,
@@ -663,19 +664,14 @@ impl Runner {
         outcome
     }
 
-    fn reply(&self, reply: Option<&str>, body: &[u8]) {
+    fn reply(&self, reply: Option<&ReplyTo>, body: &[u8]) {
         let (Some(reply), Some(server)) = (reply, self.server.upgrade()) else {
             return;
         };
-        server.publish(&Msg {
-            subject: reply.as_bytes(),
-            reply: None,
-            headers: None,
-            payload: body,
-        });
+        server.answer(reply, None, body);
     }
 
-    fn reply_error(&self, reply: Option<&str>, err: &ApiError) {
+    fn reply_error(&self, reply: Option<&ReplyTo>, err: &ApiError) {
         if reply.is_none() {
             return;
         }
@@ -683,7 +679,7 @@ impl Runner {
         self.reply(reply, &body);
     }
 
-    fn reply_ack(&self, reply: Option<&str>, seq: u64, duplicate: bool) {
+    fn reply_ack(&self, reply: Option<&ReplyTo>, seq: u64, duplicate: bool) {
         if reply.is_none() {
             return;
         }
@@ -809,7 +805,7 @@ impl Runner {
     fn push_copied(
         &mut self,
         new: NewMessage,
-        reply: Option<String>,
+        reply: Option<ReplyTo>,
         source: Option<(Arc<str>, u64)>,
     ) {
         if self.in_flight.is_empty() {
@@ -848,7 +844,7 @@ impl Runner {
 
     async fn ingest_published(&mut self, m: Ingest) {
         let cfg = self.stream.shared_config();
-        let reply = m.reply.as_deref().filter(|_| !cfg.no_ack);
+        let reply = m.reply.as_ref().filter(|_| !cfg.no_ack);
         if cfg.sealed {
             return self.reply_error(reply, &ApiError::sealed());
         }
@@ -1012,7 +1008,7 @@ impl Runner {
         if let Some(id) = &done.msg_id {
             self.ids.landed(id);
         }
-        let reply = done.reply.as_deref();
+        let reply = done.reply.as_ref();
         if result.is_err() {
             if let Some((iname, seq)) = &done.source {
                 // Accept it again when the source task sends it again (copies after it in

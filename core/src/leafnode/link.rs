@@ -51,7 +51,7 @@ use crate::server::fanout::{
     ClientHandle, ConnKind, Fanout, LeafPeer, MatchCache, Msg, SubRef, SubTarget, Subscription,
 };
 use crate::server::info::NATS_FEATURE_LEVEL;
-use crate::server::Shared;
+use crate::server::{Publisher, Shared};
 use leaf_proto::subject::{is_valid_queue_name, is_valid_subject};
 use leaf_proto::{self as proto, LeafOp, Limits, QueueNames};
 
@@ -279,7 +279,7 @@ pub(crate) async fn serve(
         remote_name: String::new(),
         subs: HashMap::new(),
         cache: MatchCache::default(),
-        fanout: Fanout::default(),
+        fanout: Fanout::new(Publisher::Link(handle.clone())),
         pings_out: 0,
         registered: false,
         tls: false,
@@ -982,7 +982,7 @@ impl Link<'_> {
                 .bytes_in
                 .fetch_add(size as u64, Ordering::Relaxed);
         }
-        if self.deny().import_denied(msg.subject) {
+        if self.import_denied(msg.subject) {
             return;
         }
         let Some(result) = self.cache.lookup(&self.shared.sublist, msg.subject) else {
@@ -993,6 +993,21 @@ impl Link<'_> {
         }
         self.fanout
             .fan_out_from_link(self.shared, &result, &msg, self.handle.id, queues);
+    }
+
+    /// Whether a message on `subject` from the peer is dropped: the remote's `deny_imports`
+    /// cover it, or, for a request to this server's JetStream domain API, the `$JS.API.`
+    /// subject it calls (see [`crate::server::jsdomain`]).
+    fn import_denied(&self, subject: &[u8]) -> bool {
+        let deny = self.deny();
+        !deny.imports.is_empty()
+            && (deny.import_denied(subject)
+                || self
+                    .shared
+                    .js_domain
+                    .get()
+                    .and_then(|d| d.resolve(subject))
+                    .is_some_and(|api| deny.import_denied(&api)))
     }
 
     /// Leaves the interest table and removes every subscription the peer announced.

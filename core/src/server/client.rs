@@ -22,6 +22,7 @@ use tracing::{debug, warn};
 use super::fanout::{ClientHandle, Fanout, MatchCache, Msg, SubRef, SubTarget, Subscription};
 use super::info::{ConnectInfo, ServerInfo, NATS_FEATURE_LEVEL};
 use super::readbuf::ReadBuffer;
+use super::reply::Publisher;
 use super::stats::{ConnEntry, ConnMeta};
 use super::Shared;
 use crate::auth::{Credentials, Permissions};
@@ -74,6 +75,20 @@ struct Connection {
     pings_out: u32,
     /// This connection in the server's monitoring registry.
     entry: Arc<ConnEntry>,
+}
+
+/// Whether `reply` is reserved for the servers' own replies (service imports `_R_.`,
+/// JetStream acks `$JS.ACK.`, gateway replies `_GR_.`): nats-server refuses a client's
+/// publish with such a reply, so no responder can be made to acknowledge or answer on a
+/// subject of that kind on a client's behalf.
+fn is_reserved_reply(reply: &[u8]) -> bool {
+    match reply.first() {
+        Some(b'_') => {
+            reply.starts_with(b"_R_.") || (reply.len() > 5 && reply.starts_with(b"_GR_."))
+        }
+        Some(b'$') => reply.len() > 8 && reply.starts_with(b"$JS.ACK."),
+        _ => false,
+    }
 }
 
 /// Sends `-ERR text` to a client that cannot be served and closes it.
@@ -173,6 +188,10 @@ impl Connection {
             max_control_line: shared.opts.max_control_line,
             max_payload: shared.opts.max_payload,
         };
+        let fanout = Fanout::new(Publisher::Client {
+            id: handle.id,
+            permissions: None,
+        });
         Connection {
             shared,
             handle,
@@ -185,7 +204,7 @@ impl Connection {
             sweep_at: 64,
             cache: MatchCache::default(),
             publish_allowed: HashMap::new(),
-            fanout: Fanout::default(),
+            fanout,
             pings_out: 0,
             entry,
         }
@@ -339,7 +358,13 @@ impl Connection {
             token: connect.auth_token.as_deref(),
         };
         match self.shared.opts.auth.authenticate(creds) {
-            Ok(perms) => self.permissions = perms,
+            Ok(perms) => {
+                self.fanout.set_publisher(Publisher::Client {
+                    id: self.handle.id,
+                    permissions: perms.clone(),
+                });
+                self.permissions = perms;
+            }
             Err(e) => {
                 warn!(cid = self.handle.id, peer = %self.peer, error = %e, "authentication failed");
                 self.send_err("'Authorization Violation'");
@@ -381,7 +406,15 @@ impl Connection {
         if self.permissions.is_some() && !self.may_publish(msg.subject) {
             let text = format!(
                 "'Permissions Violation for Publish to \"{}\"'",
-                String::from_utf8_lossy(msg.subject)
+                String::from_utf8_lossy(&self.denied_subject(msg.subject))
+            );
+            self.send_err(&text);
+            return;
+        }
+        if let Some(reply) = msg.reply.filter(|r| is_reserved_reply(r)) {
+            let text = format!(
+                "'Permissions Violation for Publish with Reply of \"{}\"'",
+                String::from_utf8_lossy(reply)
             );
             self.send_err(&text);
             return;
@@ -402,19 +435,38 @@ impl Connection {
         self.fanout.fan_out(&self.shared, &result, &msg, no_echo);
     }
 
+    /// Whether the client may publish on `subject` (cached). A request to this server's
+    /// JetStream domain API must be allowed for the `$JS.API.` subject it calls too (see
+    /// [`super::jsdomain`]).
     fn may_publish(&mut self, subject: &[u8]) -> bool {
         if let Some(&allowed) = self.publish_allowed.get(subject) {
             return allowed;
         }
-        let allowed = self
-            .permissions
-            .as_ref()
-            .is_none_or(|p| p.publish.allows_publish(subject));
+        let allowed = self.permissions.as_ref().is_none_or(|p| {
+            p.publish.allows_publish(subject)
+                && self
+                    .shared
+                    .js_domain
+                    .get()
+                    .and_then(|d| d.resolve(subject))
+                    .is_none_or(|api| p.publish.allows_publish(&api))
+        });
         if self.publish_allowed.len() >= LOCAL_CACHE_SIZE {
             self.publish_allowed.clear();
         }
         self.publish_allowed.insert(subject.into(), allowed);
         allowed
+    }
+
+    /// The subject to name in the violation for a denied publish on `subject`: itself, or
+    /// the `$JS.API.` subject a domain API request calls when only that one is denied (as
+    /// nats-server names it).
+    fn denied_subject<'a>(&self, subject: &'a [u8]) -> std::borrow::Cow<'a, [u8]> {
+        let api = self.shared.js_domain.get().and_then(|d| d.resolve(subject));
+        match (api, &self.permissions) {
+            (Some(api), Some(p)) if p.publish.allows_publish(subject) => api.into(),
+            _ => subject.into(),
+        }
     }
 
     fn send_no_responders(&mut self, reply: &[u8]) {
@@ -550,5 +602,34 @@ impl Connection {
         let mut line = BytesMut::with_capacity(text.len() + 8);
         proto::encode::write_err(&mut line, text);
         self.send(&line);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_reserved_reply;
+
+    #[test]
+    fn reserved_replies_are_nats_servers() {
+        for reserved in [
+            &b"_R_.abc"[..],
+            b"_R_.",
+            b"$JS.ACK.S.C.1.2.3.4.0",
+            b"_GR_.x.y",
+        ] {
+            assert!(is_reserved_reply(reserved), "{reserved:?}");
+        }
+        for ordinary in [
+            &b"_INBOX.x"[..],
+            b"_R_",
+            b"$JS.ACK.",
+            b"_GR_.",
+            b"$GNR.x",
+            b"$JS.API.INFO",
+            b"$JS.FC.S.C.1",
+            b"reply",
+        ] {
+            assert!(!is_reserved_reply(ordinary), "{ordinary:?}");
+        }
     }
 }

@@ -27,6 +27,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 
 use super::outbound::{AppendOutcome, Outbound, SHARE_THRESHOLD};
+use super::reply::Publisher;
 use super::Shared;
 use crate::auth::Permissions;
 use crate::sublist::{MatchResult, Sublist};
@@ -184,9 +185,14 @@ pub struct Msg<'a> {
 ///
 /// `deliver` runs on the publisher's task, inline on the message path: it must be quick and
 /// must not block (copy what it needs and hand it to its own task).
+///
+/// A sink that answers requests turns the message's reply subject into a
+/// [`ReplyTo`](super::ReplyTo) with `from.reply_to(reply)` and answers through
+/// [`Shared::answer`]: the requester can then make it publish only where it could publish
+/// itself (see [`super::reply`]).
 pub trait InternalSink: Send + Sync {
-    /// One message matching the subscription.
-    fn deliver(&self, msg: &Msg<'_>);
+    /// One message matching the subscription, published by `from`.
+    fn deliver(&self, msg: &Msg<'_>, from: &Publisher);
 }
 
 /// Where a subscription's messages go.
@@ -341,6 +347,8 @@ impl SharedBodies {
 /// The delivery state of one publisher.
 #[derive(Default)]
 pub struct Fanout {
+    /// Who publishes through this fan-out (handed to internal sinks).
+    publisher: Publisher,
     flush_set: FlushSet,
     stalled: Vec<Arc<ClientHandle>>,
     /// Links the message being routed goes to (each once), collected during `fan_out`.
@@ -351,6 +359,20 @@ pub struct Fanout {
 }
 
 impl Fanout {
+    /// The delivery state of `publisher` (a client connection, a link).
+    pub fn new(publisher: Publisher) -> Self {
+        Fanout {
+            publisher,
+            ..Fanout::default()
+        }
+    }
+
+    /// Changes who publishes through this fan-out (a client's permissions are known only once
+    /// it sent CONNECT).
+    pub fn set_publisher(&mut self, publisher: Publisher) {
+        self.publisher = publisher;
+    }
+
     /// Delivers `msg` to every plain subscription in `result` and to one member of each queue
     /// group. `no_echo` is the publishing connection's id when it asked not to receive its own
     /// messages. Returns how many deliveries were made (a link counts once).
@@ -533,7 +555,7 @@ impl Fanout {
         let client = match &sub.target {
             SubTarget::Client(client) => client,
             SubTarget::Internal(sink) => {
-                sink.deliver(msg);
+                sink.deliver(msg, &self.publisher);
                 return true;
             }
             // Links are served by `send_to_links`; `fan_out_inner` never passes them here.

@@ -15,9 +15,11 @@ pub mod client;
 pub mod deny;
 pub mod fanout;
 pub mod info;
+pub mod jsdomain;
 pub mod outbound;
 pub mod peers;
 pub mod readbuf;
+pub mod reply;
 pub mod stats;
 
 use std::future::Future;
@@ -38,6 +40,7 @@ pub use fanout::{
     Subscription,
 };
 pub use peers::Peers;
+pub use reply::{Publisher, ReplyTo};
 
 /// Everything the server needs to know to serve clients.
 #[derive(Debug, Clone)]
@@ -109,6 +112,9 @@ pub struct Shared {
     pub(crate) next_client_id: AtomicU64,
     /// Set once JetStream serves this server's clients (INFO's `jetstream`).
     pub jetstream: std::sync::atomic::AtomicBool,
+    /// The API of JetStream's domain, once JetStream serves one: permissions and deny lists
+    /// apply to `$JS.<domain>.API.<rest>` as to `$JS.API.<rest>` too.
+    pub js_domain: std::sync::OnceLock<jsdomain::DomainApi>,
     /// Connections and traffic, for monitoring.
     pub stats: stats::ServerStats,
 }
@@ -117,13 +123,42 @@ impl Shared {
     /// Publishes a message from inside the server (no client connection): JetStream replies,
     /// messages arriving over a leaf link. Returns how many subscriptions it was delivered to.
     /// It never waits for slow subscribers; their own limits bound what they queue.
+    ///
+    /// An answer to a request goes through [`Shared::answer`] instead.
     pub fn publish(&self, msg: &Msg<'_>) -> usize {
         let result = self.sublist.matches(msg.subject);
+        self.deliver(&result, msg)
+    }
+
+    /// Answers a request: publishes `headers` and `payload` on `to`'s subject, to whoever
+    /// `to` allows (everyone, or only the requester: see [`reply`]). A confined answer that
+    /// reaches nobody is counted and logged. Returns how many subscriptions it was delivered
+    /// to.
+    pub fn answer(&self, to: &ReplyTo, headers: Option<&[u8]>, payload: &[u8]) -> usize {
+        let msg = Msg {
+            subject: to.subject().as_bytes(),
+            reply: None,
+            headers,
+            payload,
+        };
+        let result = self.sublist.matches(msg.subject);
+        let delivered = match to.narrow(&result) {
+            None => self.deliver(&result, &msg),
+            Some(mine) => self.deliver(&mine, &msg),
+        };
+        if delivered == 0 && to.confined_to().is_some() {
+            self.stats.replies_refused.record(to);
+        }
+        delivered
+    }
+
+    /// Delivers `msg` to `result` without waiting for anybody.
+    fn deliver(&self, result: &MatchResult<SubRef>, msg: &Msg<'_>) -> usize {
         if result.is_empty() {
             return 0;
         }
         let mut fanout = Fanout::default();
-        let delivered = fanout.fan_out(self, &result, msg, None);
+        let delivered = fanout.fan_out(self, result, msg, None);
         fanout.flush();
         fanout.clear_stalled();
         delivered
@@ -142,6 +177,37 @@ impl Shared {
         linked_reply: impl FnOnce() -> String,
     ) -> usize {
         let result = self.sublist.matches(to);
+        self.deliver_split(&result, to, local, linked_reply)
+    }
+
+    /// [`Shared::publish_split`] for an answer to a request (a pull request's messages): only
+    /// to whoever `to` allows, as [`Shared::answer`].
+    pub fn answer_split(
+        &self,
+        to: &ReplyTo,
+        local: &Msg<'_>,
+        linked_reply: impl FnOnce() -> String,
+    ) -> usize {
+        let subject = to.subject().as_bytes();
+        let result = self.sublist.matches(subject);
+        let delivered = match to.narrow(&result) {
+            None => self.deliver_split(&result, subject, local, linked_reply),
+            Some(mine) => self.deliver_split(&mine, subject, local, linked_reply),
+        };
+        if delivered == 0 && to.confined_to().is_some() {
+            self.stats.replies_refused.record(to);
+        }
+        delivered
+    }
+
+    /// Delivers as [`Shared::publish_split`] to `result` (the subscriptions matching `to`).
+    fn deliver_split(
+        &self,
+        result: &MatchResult<SubRef>,
+        to: &[u8],
+        local: &Msg<'_>,
+        linked_reply: impl FnOnce() -> String,
+    ) -> usize {
         if result.is_empty() {
             return 0;
         }
@@ -151,7 +217,7 @@ impl Shared {
             || result.queues.iter().any(|g| g.members.iter().any(remote));
         let mut delivered = 0;
         if !any_remote {
-            delivered += fanout.fan_out(self, &result, local, None);
+            delivered += fanout.fan_out(self, result, local, None);
         } else {
             // Queue groups stay local when they have a local member.
             let mut near = MatchResult::new();
@@ -195,6 +261,15 @@ impl Shared {
     /// Whether anything (a client, a component, a link) is subscribed to `subject`.
     pub fn has_interest(&self, subject: &[u8]) -> bool {
         !self.sublist.matches(subject).is_empty()
+    }
+
+    /// Whether an answer to `to` would reach anybody (see [`Shared::answer`]).
+    pub fn has_answer_interest(&self, to: &ReplyTo) -> bool {
+        let result = self.sublist.matches(to.subject().as_bytes());
+        match to.narrow(&result) {
+            None => !result.is_empty(),
+            Some(mine) => !mine.is_empty(),
+        }
     }
 
     /// Subscribes a component of the server to `subject` (optionally in a queue group): every
@@ -327,6 +402,7 @@ impl Server {
             peers,
             next_client_id: AtomicU64::new(1),
             jetstream: std::sync::atomic::AtomicBool::new(false),
+            js_domain: std::sync::OnceLock::new(),
             stats: stats::ServerStats::default(),
             opts,
         });
@@ -419,7 +495,7 @@ mod tests {
     struct Reverser(Weak<Shared>);
 
     impl InternalSink for Reverser {
-        fn deliver(&self, msg: &Msg<'_>) {
+        fn deliver(&self, msg: &Msg<'_>, _: &Publisher) {
             let (Some(shared), Some(reply)) = (self.0.upgrade(), msg.reply) else {
                 return;
             };

@@ -1,13 +1,17 @@
 //! The gateways' door into the server: publish a message into the subject space (local
 //! subscribers, streams such as an uplink's buffer, leaf links) and serve request/reply
 //! subjects (Modbus writes, GPIO outputs), without a client connection.
+//!
+//! Answers go only where the requester may publish itself ([`ReplyTo`], see
+//! `leaf_core::server::reply`): a user allowed to ask `gpio.b.door.get` cannot have the
+//! answer delivered to `gpio.b.valve.set`.
 
 use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use leaf_core::server::{InternalSink, Msg, Shared, SubRef};
+use leaf_core::server::{InternalSink, Msg, Publisher, ReplyTo, Shared, SubRef};
 use leaf_proto::headers::Builder;
 use leaf_proto::subject::is_valid_literal_subject;
 use leaf_proto::time::rfc3339;
@@ -85,17 +89,13 @@ impl Outlet {
         })
     }
 
-    /// Sends `payload` to a request's reply subject (nothing when it has none).
+    /// Sends `payload` to a request's reply subject (nothing when it has none), to whoever
+    /// the requester may reach there.
     pub fn respond(&self, request: &Request, payload: &[u8]) {
         let (Some(reply), Some(shared)) = (&request.reply, self.shared.upgrade()) else {
             return;
         };
-        shared.publish(&Msg {
-            subject: reply.as_bytes(),
-            reply: None,
-            headers: None,
-            payload,
-        });
+        shared.answer(reply, None, payload);
     }
 }
 
@@ -105,7 +105,7 @@ pub struct Request {
     /// The subject it was sent to.
     pub subject: String,
     /// Where the answer goes, if the sender wants one.
-    pub reply: Option<String>,
+    pub reply: Option<ReplyTo>,
     /// The request body.
     pub payload: Bytes,
 }
@@ -145,10 +145,10 @@ struct RequestSink {
 }
 
 impl InternalSink for RequestSink {
-    fn deliver(&self, msg: &Msg<'_>) {
+    fn deliver(&self, msg: &Msg<'_>, from: &Publisher) {
         let request = Request {
             subject: String::from_utf8_lossy(msg.subject).into_owned(),
-            reply: msg.reply.map(|r| String::from_utf8_lossy(r).into_owned()),
+            reply: msg.reply.map(|r| from.reply_to(r)),
             payload: Bytes::copy_from_slice(msg.payload),
         };
         if self.tx.try_send(request).is_err() {

@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 
 use leaf_core::jetstream::config::ApiError;
 use leaf_core::server::outbound::AppendOutcome;
-use leaf_core::server::{ClientHandle, InternalSink, Msg};
+use leaf_core::server::{ClientHandle, InternalSink, Msg, Publisher};
 use leaf_proto as proto;
 use leaf_proto::headers;
 
@@ -166,7 +166,7 @@ impl Answers {
 }
 
 impl InternalSink for AnswerSink {
-    fn deliver(&self, msg: &Msg<'_>) {
+    fn deliver(&self, msg: &Msg<'_>, _: &Publisher) {
         let Some(rest) = msg.subject.strip_prefix(self.prefix.as_bytes()) else {
             return;
         };
@@ -228,9 +228,13 @@ fn parse_tail_event(
     let reply = reply.and_then(|r| std::str::from_utf8(r).ok());
     let block = hdrs.unwrap_or_default();
     if payload.is_empty() && block.starts_with(b"NATS/1.0 100") {
+        // Answered straight into the link: only on a flow control subject, so whoever can
+        // publish to the tail's deliver subject cannot make the uplink publish elsewhere on
+        // the hub.
         let flow_control = reply
-            .map(str::to_string)
-            .or_else(|| headers::get_str(block, "Nats-Consumer-Stalled").map(str::to_string));
+            .or_else(|| headers::get_str(block, "Nats-Consumer-Stalled"))
+            .filter(|s| s.starts_with("$JS.FC."))
+            .map(str::to_string);
         return Some(TailEvent::Control { flow_control });
     }
     let ack = leaf_core::jetstream::source::AckReply::parse(reply?)?;
@@ -489,6 +493,21 @@ mod tests {
                 },
             })
         );
+        // A "flow control request" elsewhere is not answered.
+        for reply in [&b"gpio.b.valve.set"[..], b"$JS.API.STREAM.DELETE.S"] {
+            assert_eq!(
+                parse_reply_subject(
+                    b"c.a1",
+                    Some(reply),
+                    Some(b"NATS/1.0 100 FlowControl Request\r\n\r\n"),
+                    b"",
+                ),
+                Some(Answer::Tail {
+                    nonce: 0xa1,
+                    event: TailEvent::Control { flow_control: None },
+                })
+            );
+        }
         for bad in [&b"a.42"[..], b"a.x.1", b"a.1.zz", b"r.", b"q.1", b"", b"a"] {
             assert!(
                 parse_reply_subject(bad, None, None, b"").is_none(),
@@ -503,12 +522,15 @@ mod tests {
         let body = vec![b'x'; 1 << 20];
         for i in 0..100u64 {
             let subject = format!("_UPLINK.t.r.{i:x}");
-            sink.deliver(&Msg {
-                subject: subject.as_bytes(),
-                reply: None,
-                headers: None,
-                payload: &body,
-            });
+            sink.deliver(
+                &Msg {
+                    subject: subject.as_bytes(),
+                    reply: None,
+                    headers: None,
+                    payload: &body,
+                },
+                &Publisher::Server,
+            );
         }
         // 16 MiB of bodies fit; the rest is dropped and counted.
         assert_eq!(answers.dropped(), 85);
@@ -518,12 +540,15 @@ mod tests {
         }
         assert_eq!(queued, 15);
         // Once drained, answers are taken again.
-        sink.deliver(&Msg {
-            subject: b"_UPLINK.t.a.1.ff",
-            reply: None,
-            headers: None,
-            payload: br#"{"stream":"S","seq":1}"#,
-        });
+        sink.deliver(
+            &Msg {
+                subject: b"_UPLINK.t.a.1.ff",
+                reply: None,
+                headers: None,
+                payload: br#"{"stream":"S","seq":1}"#,
+            },
+            &Publisher::Server,
+        );
         assert!(matches!(
             answers.try_recv(),
             Some(Answer::Ack { seq: 1, .. })

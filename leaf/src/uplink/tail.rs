@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use leaf_core::server::{InternalSink, Msg, SubRef};
+use leaf_core::server::{InternalSink, Msg, Publisher, SubRef};
 
 /// The consumer's idle heartbeat.
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
@@ -65,7 +65,7 @@ fn quiet_too_long(last_seen: Instant, now: Instant) -> bool {
 pub struct Interest;
 
 impl InternalSink for Interest {
-    fn deliver(&self, _: &Msg<'_>) {}
+    fn deliver(&self, _: &Msg<'_>, _: &Publisher) {}
 }
 
 /// The deliver subject of a tail: `<reply prefix>c.<nonce>`.

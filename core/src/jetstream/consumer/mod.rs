@@ -51,7 +51,7 @@ use super::config::Retention;
 use super::handle::{Cmd, ConsumerHandle};
 use super::retention::{AckView, SharedView};
 use super::stream::Stream;
-use crate::server::{Msg, Shared};
+use crate::server::{Msg, ReplyTo, Shared};
 use leaf_proto::headers;
 use leaf_proto::subject::subject_matches;
 use leaf_proto::time::{now_ns, rfc3339};
@@ -100,7 +100,8 @@ struct Record {
 
 /// A pull request waiting for messages.
 struct Waiting {
-    reply: String,
+    /// Where its messages go (only to the requester, when it may not publish there itself).
+    reply: ReplyTo,
     /// Messages still wanted.
     batch: u64,
     /// Bytes still allowed (`None`: no limit).
@@ -225,8 +226,8 @@ struct Task {
     dirty: bool,
     write: Option<WriteFuture>,
     /// Ack replies waiting for the next write / the write in flight.
-    replies_dirty: Vec<String>,
-    replies_in_flight: Vec<String>,
+    replies_dirty: Vec<ReplyTo>,
+    replies_in_flight: Vec<ReplyTo>,
     /// Push delivery state (`None`: a pull consumer).
     push: Option<push::PushState>,
     /// Messages read ahead of delivery.
@@ -290,7 +291,7 @@ impl Task {
                     }
                     let replies = std::mem::take(&mut self.replies_in_flight);
                     for reply in replies {
-                        self.publish(&reply, None, None, b"");
+                        self.answer(&reply, None, b"");
                     }
                 }
                 cmd = rx.recv() => match cmd {
@@ -397,6 +398,8 @@ impl Task {
                 .any(|f| subject_matches(f.as_bytes(), subject.as_bytes()))
     }
 
+    /// Publishes to the deliver subject (a push consumer's messages, flow control requests,
+    /// heartbeats).
     fn publish(&self, subject: &str, reply: Option<&str>, headers: Option<&[u8]>, payload: &[u8]) {
         if let Some(server) = self.server.upgrade() {
             server.publish(&Msg {
@@ -408,6 +411,13 @@ impl Task {
         }
     }
 
+    /// Answers a request (an ack's reply, a pull request's status) on `to`.
+    fn answer(&self, to: &ReplyTo, headers: Option<&[u8]>, payload: &[u8]) {
+        if let Some(server) = self.server.upgrade() {
+            server.answer(to, headers, payload);
+        }
+    }
+
     /// Sends a stored message to the subscribers of `to` (a pull request's reply subject or a
     /// push consumer's deliver subject), as nats-server does: local subscribers see the
     /// message under its original `subject`; leafnode links get it under `to` (the subject the
@@ -415,7 +425,7 @@ impl Task {
     /// (`$JS.ACK.…@<subject>`), which the receiving server turns back into the subject.
     fn publish_stored(
         &self,
-        to: &str,
+        to: &ReplyTo,
         subject: &str,
         ack: &str,
         headers: Option<&[u8]>,
@@ -430,11 +440,11 @@ impl Task {
             headers,
             payload,
         };
-        server.publish_split(to.as_bytes(), &local, || format!("{ack}@{subject}"));
+        server.answer_split(to, &local, || format!("{ack}@{subject}"));
     }
 
     /// Sends a status message (`NATS/1.0 <code> <text>`) to a request's reply subject.
-    fn status(&self, reply: &str, code: u16, text: &str, left: Option<(u64, u64)>) {
+    fn status(&self, reply: &ReplyTo, code: u16, text: &str, left: Option<(u64, u64)>) {
         let mut b = headers::Builder::new(Some((code, text)));
         if let Some((msgs, bytes)) = left {
             b = b
@@ -442,13 +452,20 @@ impl Task {
                 .add("Nats-Pending-Bytes", &bytes.to_string());
         }
         let hdr = b.finish();
-        self.publish(reply, None, Some(&hdr), b"");
+        self.answer(reply, Some(&hdr), b"");
     }
 
     fn has_interest(&self, subject: &str) -> bool {
         self.server
             .upgrade()
             .is_some_and(|s| s.has_interest(subject.as_bytes()))
+    }
+
+    /// Whether a pull request's messages would reach anybody.
+    fn has_answer_interest(&self, to: &ReplyTo) -> bool {
+        self.server
+            .upgrade()
+            .is_some_and(|s| s.has_answer_interest(to))
     }
 
     // ---- starting point and counting ----
@@ -649,7 +666,7 @@ impl Task {
 
     // ---- pull requests ----
 
-    fn next_request(&mut self, reply: String, payload: &[u8]) {
+    fn next_request(&mut self, reply: ReplyTo, payload: &[u8]) {
         if self.push.is_some() {
             return self.status(&reply, 409, "Consumer is push based", None);
         }
@@ -755,7 +772,7 @@ impl Task {
             return self.deliver_push();
         }
         while let Some(mut w) = self.waiting.pop_front() {
-            if !self.has_interest(&w.reply) {
+            if !self.has_answer_interest(&w.reply) {
                 continue; // the requester is gone
             }
             let Some((msg, dc, redelivery)) = self.next_message() else {
@@ -894,7 +911,7 @@ impl Task {
         }
     }
 
-    fn send_message(&mut self, reply: &str, msg: &StoredMessage, dc: u64, redelivery: bool) {
+    fn send_message(&mut self, reply: &ReplyTo, msg: &StoredMessage, dc: u64, redelivery: bool) {
         self.state.dseq += 1;
         let dseq = self.state.dseq;
         let now = now_ns();
@@ -943,7 +960,7 @@ impl Task {
 
     // ---- acks ----
 
-    fn ack(&mut self, sseq: u64, dseq: u64, body: &[u8], reply: Option<String>) {
+    fn ack(&mut self, sseq: u64, dseq: u64, body: &[u8], reply: Option<ReplyTo>) {
         let body = body.trim_ascii();
         let (kind, rest) = match body.iter().position(|b| b.is_ascii_whitespace()) {
             Some(i) => (
@@ -1007,7 +1024,7 @@ impl Task {
             if self.durable || !self.removals.is_empty() {
                 self.replies_dirty.push(r);
             } else {
-                self.publish(&r, None, None, b"");
+                self.answer(&r, None, b"");
             }
         }
         self.deliver();
@@ -1157,7 +1174,7 @@ impl Task {
                     &self.state.next_sseq.saturating_sub(1).to_string(),
                 )
                 .finish();
-            self.publish(&reply, None, Some(&hdr), b"");
+            self.answer(&reply, Some(&hdr), b"");
         }
         if !self.durable && self.waiting.is_empty() && self.inactive_deadline() <= now {
             if let Some(stream) = self.stream.upgrade() {

@@ -25,6 +25,7 @@ use bytes::Bytes;
 use tokio::time::Instant;
 
 use super::Task;
+use crate::server::ReplyTo;
 use leaf_proto::headers;
 
 /// First flow control window, in bytes.
@@ -40,8 +41,8 @@ const ACTIVE_POLL: Duration = Duration::from_secs(1);
 
 /// A push consumer's delivery state (not persisted).
 pub(crate) struct PushState {
-    /// Where messages go.
-    subject: String,
+    /// Where messages go (set by whoever created the consumer: anyone subscribed receives).
+    to: ReplyTo,
     /// Someone subscribes to `subject`.
     active: bool,
     /// When interest is looked up next.
@@ -64,7 +65,7 @@ impl PushState {
     /// A push state delivering to `subject`.
     pub(crate) fn new(subject: String) -> PushState {
         PushState {
-            subject,
+            to: ReplyTo::anyone(subject),
             active: false,
             next_poll: Instant::now(),
             pending_bytes: 0,
@@ -78,7 +79,7 @@ impl PushState {
 
     /// The deliver subject.
     pub(crate) fn subject(&self) -> &str {
-        &self.subject
+        self.to.subject()
     }
 
     /// Whether messages are being sent (someone listens).
@@ -95,7 +96,7 @@ impl Task {
 
     /// Looks up interest in the deliver subject; returns whether someone listens.
     fn check_interest(&mut self) -> bool {
-        let Some(subject) = self.push.as_ref().map(|p| p.subject.clone()) else {
+        let Some(subject) = self.push.as_ref().map(|p| p.subject().to_owned()) else {
             return false;
         };
         let active = self.has_interest(&subject);
@@ -130,14 +131,14 @@ impl Task {
             if fc && p.pending_bytes > p.window {
                 return; // stalled until the flow control request is answered
             }
-            let subject = p.subject.clone();
+            let to = p.to.clone();
             let Some((msg, dc, redelivery)) = self.next_message() else {
                 return;
             };
             let size = (msg.subject.len()
                 + msg.headers.as_ref().map_or(0, Bytes::len)
                 + msg.payload.len()) as u64;
-            self.send_message(&subject, &msg, dc, redelivery);
+            self.send_message(&to, &msg, dc, redelivery);
             let hb = self.heartbeat_interval();
             let mut request = None;
             if let Some(p) = &mut self.push {
@@ -149,7 +150,7 @@ impl Task {
                         let reply =
                             format!("$JS.FC.{}.{}.{}", self.stream_name, self.name, p.fc_seq);
                         p.fc = Some((reply.clone(), p.pending_bytes));
-                        request = Some((p.subject.clone(), reply));
+                        request = Some((p.subject().to_owned(), reply));
                     }
                 }
             }
@@ -206,7 +207,7 @@ impl Task {
         if !due {
             return;
         }
-        let subject = p.subject.clone();
+        let subject = p.subject().to_owned();
         let stalled = p.fc.as_ref().map(|(reply, _)| reply.clone());
         let hb = self.heartbeat_interval();
         if let Some(p) = &mut self.push {

@@ -47,9 +47,14 @@
 //!   once when the lines are opened and then every interval.
 //! * `S.get` (request/reply, every configured line): replies `{"line":…,"value":…}`.
 //! * `S.set` (request/reply): on an output, the request body `1`, `0`, `true`, `false`,
-//!   `on`, `off`, `high`, `low` or JSON such as `{"value":1}` sets the line; the reply is
-//!   `{"line":…,"value":…}`. On an input the reply is `{"error":…}`. Lines that are not
-//!   configured are not subscribed at all, so such requests get no reply.
+//!   `on`, `off`, `high`, `low` (any case), one of those as a JSON string or value, or a
+//!   JSON object whose only key is `value` (`{"value":1}`) sets the line; the reply is
+//!   `{"line":…,"value":…}`. Nothing else sets a line: not another handler's answer or
+//!   message (a `.get` answer, an edge event or a level sample carries `line` too, a JetStream
+//!   answer or PubAck has other keys), so a reply routed to a `.set` subject cannot drive an
+//!   output. A refused body and a set on an input are answered with `{"error":…}`. Lines that
+//!   are not configured are not subscribed at all, so such requests get no reply. The answer
+//!   goes only where the requester may publish itself (see `leaf_core::server::reply`).
 //!
 //! Values are logical: with `active_low = true`, 1 means the line is electrically low.
 //!

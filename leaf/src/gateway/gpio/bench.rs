@@ -16,7 +16,7 @@ use tokio::sync::Notify;
 use super::{start_with_source, SimSource};
 use crate::gateway::config::gpio::{Edge, GpioGroup, GpioInput};
 use crate::gateway::{Board, Context, Outlet, Registry};
-use leaf_core::server::{InternalSink, Msg, Server, ServerOptions};
+use leaf_core::server::{InternalSink, Msg, Publisher, Server, ServerOptions};
 
 /// What one run measured.
 #[derive(Debug, Clone)]
@@ -58,7 +58,7 @@ struct Counter {
 }
 
 impl InternalSink for Counter {
-    fn deliver(&self, _msg: &Msg<'_>) {
+    fn deliver(&self, _msg: &Msg<'_>, _: &Publisher) {
         if self.count.fetch_add(1, Ordering::Relaxed) + 1 == self.target {
             self.done.notify_one();
         }

@@ -431,8 +431,11 @@ impl<S: LineSource> Pipeline<S> {
 }
 
 /// Parses a set request's body: `1`, `0`, `true`, `false`, `on`, `off`, `high`, `low`
-/// (any case, surrounding whitespace ignored), a JSON string of one of those, or a JSON
-/// object with a `value` of one of those.
+/// (any case, surrounding whitespace ignored), one of those as a JSON string (or a JSON
+/// `true`, `false`, `0`, `1`), or a JSON object whose only key is `value`, holding one of
+/// those. Anything else is refused, in particular the answers and messages of the gateways
+/// (`{"line":…,"value":…}` from a `.get`, an edge event or a level sample), so a reply that
+/// lands on a `.set` subject cannot drive an output.
 pub fn parse_value(payload: &[u8]) -> Result<bool, String> {
     fn word(s: &str) -> Option<bool> {
         match s.trim().to_ascii_lowercase().as_str() {
@@ -441,7 +444,7 @@ pub fn parse_value(payload: &[u8]) -> Result<bool, String> {
             _ => None,
         }
     }
-    fn json(v: &serde_json::Value) -> Option<bool> {
+    fn scalar(v: &serde_json::Value) -> Option<bool> {
         match v {
             serde_json::Value::Bool(b) => Some(*b),
             serde_json::Value::Number(n) => match n.as_u64() {
@@ -450,8 +453,13 @@ pub fn parse_value(payload: &[u8]) -> Result<bool, String> {
                 _ => None,
             },
             serde_json::Value::String(s) => word(s),
-            serde_json::Value::Object(o) => o.get("value").and_then(json),
             _ => None,
+        }
+    }
+    fn json(v: &serde_json::Value) -> Option<bool> {
+        match v {
+            serde_json::Value::Object(o) if o.len() == 1 => o.get("value").and_then(scalar),
+            other => scalar(other),
         }
     }
     let text = std::str::from_utf8(payload).unwrap_or_default();
@@ -493,6 +501,24 @@ mod tests {
         }
         for bad in ["", "2", "yes", "{\"v\":1}", "[1]", "\u{fffd}"] {
             assert!(parse_value(bad.as_bytes()).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn other_handlers_answers_do_not_set_a_line() {
+        // What the gateways and JetStream send as answers or messages: none of it is a set
+        // request, so a reply loop cannot drive an output.
+        for answer in [
+            r#"{"line":"door","value":1}"#,
+            r#"{"line":"door","value":1,"edge":"rising","timestamp_ns":5,"seq":1,"clock":"realtime"}"#,
+            r#"{"line":"door","error":"`door` is an input"}"#,
+            r#"{"value":{"value":1}}"#,
+            r#"{"value":1,"unit":"V"}"#,
+            r#"{"ok":true}"#,
+            r#"{"stream":"S","seq":1}"#,
+            r#"{"type":"io.nats.jetstream.api.v1.account_info_response","memory":0}"#,
+        ] {
+            assert!(parse_value(answer.as_bytes()).is_err(), "{answer}");
         }
     }
 }

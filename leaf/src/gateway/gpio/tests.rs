@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 use super::*;
 use crate::gateway::config::gpio::{Bias, Edge, GpioInput, GpioOutput};
 use crate::gateway::{Board, SourceState};
-use leaf_core::server::{InternalSink, Msg, Server, ServerOptions, Shared};
+use leaf_core::server::{InternalSink, Msg, Publisher, Server, ServerOptions, Shared};
 use leaf_proto::headers::get_str;
 
 const MS: u64 = 1_000_000;
@@ -26,7 +26,7 @@ struct Captured {
 struct Capture(mpsc::UnboundedSender<Captured>);
 
 impl InternalSink for Capture {
-    fn deliver(&self, msg: &Msg<'_>) {
+    fn deliver(&self, msg: &Msg<'_>, _: &Publisher) {
         let _ = self.0.send(Captured {
             subject: String::from_utf8_lossy(msg.subject).into_owned(),
             headers: msg.headers.map(<[u8]>::to_vec),

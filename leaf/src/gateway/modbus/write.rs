@@ -3,6 +3,12 @@
 //! `{"error": "..."}`. Only registers configured `writable = true` (holding registers
 //! and coils) may be written; the value goes through the inverse of the register's
 //! scaling and its type, byte and word order.
+//!
+//! Nothing but that object (both keys, no other) is a write: another handler's answer or
+//! message (`{"ok":true}`, `{"value":…,"unit":…}`, a GPIO `{"line":…,"value":…}`, a PubAck)
+//! is refused with an error, so a reply routed to the write subject cannot drive a register.
+//! The answer goes only where the requester may publish itself (see
+//! `leaf_core::server::reply`).
 
 use std::borrow::Cow;
 
@@ -138,6 +144,31 @@ fn echoes(encoded: &Encoded, address: u16, response: &Response) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_write_requests_are_taken() {
+        let ok: WriteRequest =
+            serde_json::from_str(r#"{"register":"setpoint","value":21.5}"#).unwrap();
+        assert_eq!(ok.register, "setpoint");
+        // Other handlers' answers and messages are not write requests, so a reply loop
+        // cannot drive a register.
+        for answer in [
+            r#"{"ok":true}"#,
+            r#"{"error":"register `x` is not writable"}"#,
+            r#"{"value":21.5,"unit":"V"}"#,
+            r#"{"value":1}"#,
+            r#"{"line":"door","value":1}"#,
+            r#"{"stream":"S","seq":1}"#,
+            r#"{"type":"io.nats.jetstream.api.v1.account_info_response","memory":0}"#,
+            r#"{"register":"setpoint","value":1,"line":"door"}"#,
+            "1",
+        ] {
+            assert!(
+                serde_json::from_str::<WriteRequest>(answer).is_err(),
+                "{answer}"
+            );
+        }
+    }
 
     #[test]
     fn echoes_must_match_the_write() {
