@@ -172,6 +172,31 @@ pub struct Appended {
     pub seq: u64,
     /// Its timestamp.
     pub ts_ns: i64,
+    /// Older messages the stream's [`Retain`] limits removed in the same commit (counted on
+    /// the last message of an append operation).
+    pub trimmed: u64,
+}
+
+/// The limits a stream with JetStream's `discard: old` is kept within: enforced by the
+/// writer right after each append operation, in the same commit, so no reader ever sees the
+/// stream over them and an acknowledged append already has them applied. Held in memory
+/// (see [`Store::set_retain`]); `None` is no limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Retain {
+    /// Keep at most this many messages (the oldest go first).
+    pub max_msgs: Option<u64>,
+    /// Keep at most this many bytes (as [`StreamState::bytes`] counts them; the oldest go
+    /// first).
+    pub max_bytes: Option<u64>,
+    /// Keep at most this many messages per subject (the oldest of the subject go first).
+    pub max_msgs_per_subject: Option<u64>,
+}
+
+impl Retain {
+    /// Whether no limit is set.
+    pub fn is_unlimited(&self) -> bool {
+        self.max_msgs.is_none() && self.max_bytes.is_none() && self.max_msgs_per_subject.is_none()
+    }
 }
 
 /// A stored message.
@@ -207,6 +232,9 @@ pub(crate) struct StreamEntry {
     pub(crate) id: u32,
     pub(crate) config: Bytes,
     pub(crate) state: StateRec,
+    /// The limits applied after each append (in memory only: set again by the stream's
+    /// owner when the store is opened).
+    pub(crate) retain: Retain,
 }
 
 /// In-memory copy of the streams table and states, updated only after a successful commit.
@@ -331,6 +359,7 @@ fn load_cache(db: &Database) -> Result<Cache, StoreError> {
                 id: def.id,
                 config: Bytes::from(def.config),
                 state,
+                retain: Retain::default(),
             },
         );
     }
@@ -448,6 +477,21 @@ impl Store {
     ) -> impl Future<Output = Result<StreamState, StoreError>> + Send + 'static {
         let name = name.to_string();
         self.submit(move |r| Op::Create(name, config, r))
+    }
+
+    /// Sets the limits stream `name` is kept within after every later append (see
+    /// [`Retain`]) and applies them at once; resolves with how many messages that removed.
+    /// The operation is queued when this is called and operations are applied in order, so
+    /// every append submitted after the call sees the limits (the future need not be
+    /// awaited). Not persisted: the owner sets them again after opening the store. Fails
+    /// with `NotFound`.
+    pub fn set_retain(
+        &self,
+        name: &str,
+        retain: Retain,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send + 'static {
+        let name = name.to_string();
+        self.submit(move |r| Op::SetRetain(name, retain, r))
     }
 
     /// Replaces a stream's config bytes. Fails with `NotFound`.

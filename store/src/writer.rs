@@ -19,11 +19,12 @@ use super::format::{
 use super::queue::{OpQueue, Weighed};
 use super::read::{block_containing, scan_forward, Val};
 use super::{
-    subject, Appended, Cache, NewMessage, PurgeRequest, Shared, StoreError, StreamEntry,
+    subject, Appended, Cache, NewMessage, PurgeRequest, Retain, Shared, StoreError, StreamEntry,
     StreamState,
 };
 
 mod remove;
+mod retain;
 
 /// The reply channel of an operation.
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
@@ -34,6 +35,8 @@ pub(crate) enum Op {
     Create(String, Vec<u8>, Reply<StreamState>),
     /// Replace a stream's config bytes.
     UpdateConfig(String, Vec<u8>, Reply<()>),
+    /// Set the limits a stream is kept within after each append (and apply them).
+    SetRetain(String, Retain, Reply<u64>),
     /// Delete a stream and everything under it.
     DeleteStream(String, Reply<()>),
     /// Append messages (all in this one commit); with `Some(last)`, only if the stream's last
@@ -98,7 +101,9 @@ impl Op {
             Op::Append(_, _, _, r) | Op::Skip(_, _, _, r) => drop(r.send(Err(e))),
             Op::AppendEach(_, _, r) => drop(r.send(Err(e))),
             Op::DeleteMsg(_, _, r) | Op::DeleteConsumer(_, _, r) => drop(r.send(Err(e))),
-            Op::Purge(_, _, r) | Op::RemoveMsgs(_, _, r) => drop(r.send(Err(e))),
+            Op::Purge(_, _, r) | Op::RemoveMsgs(_, _, r) | Op::SetRetain(_, _, r) => {
+                drop(r.send(Err(e)))
+            }
         }
     }
 
@@ -116,7 +121,10 @@ impl Op {
             (Op::DeleteMsg(_, _, r) | Op::DeleteConsumer(_, _, r), Done::Bool(b)) => {
                 drop(r.send(Ok(b)))
             }
-            (Op::Purge(_, _, r) | Op::RemoveMsgs(_, _, r), Done::Count(n)) => drop(r.send(Ok(n))),
+            (
+                Op::Purge(_, _, r) | Op::RemoveMsgs(_, _, r) | Op::SetRetain(_, _, r),
+                Done::Count(n),
+            ) => drop(r.send(Ok(n))),
             (op, _) => op.fail(StoreError::Corrupt("internal: reply type mismatch".into())),
         }
     }
@@ -358,8 +366,17 @@ impl<'t, 'o> Batch<'t, 'o> {
             Op::Create(name, config, _) => self.create(name, config),
             Op::UpdateConfig(name, config, _) => self.update_config(name, config),
             Op::DeleteStream(name, _) => self.delete_stream(name),
-            Op::Append(name, msgs, after, _) => self.append(name, msgs, *after),
-            Op::AppendEach(name, items, _) => self.append_each(name, items),
+            Op::SetRetain(name, retain, _) => self.set_retain(name, *retain),
+            Op::Append(name, msgs, after, _) => {
+                let appended = self.append(name, msgs, *after)?;
+                let subjects = msgs.iter().map(|m| m.subject.as_str());
+                self.keep_within_limits(name, subjects, appended)
+            }
+            Op::AppendEach(name, items, _) => {
+                let appended = self.append_each(name, items)?;
+                let subjects = items.iter().map(|(m, _)| m.subject.as_str());
+                self.keep_within_limits(name, subjects, appended)
+            }
             Op::DeleteMsg(name, seq, _) => self.delete_msg(name, *seq),
             Op::Purge(name, req, _) => self.purge(name, req),
             Op::PutConsumer(stream, name, blob, _) => self.put_consumer(stream, name, blob),
@@ -449,6 +466,7 @@ impl<'t, 'o> Batch<'t, 'o> {
                 id,
                 config: Bytes::copy_from_slice(config),
                 state,
+                retain: Retain::default(),
             }),
         );
         Ok(Ok(Done::State(state.into())))
@@ -555,6 +573,7 @@ impl<'t, 'o> Batch<'t, 'o> {
             out.push(Appended {
                 seq,
                 ts_ns: m.ts_ns,
+                trimmed: 0,
             });
         }
         self.set_state(name, st);

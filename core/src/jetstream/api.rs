@@ -390,6 +390,16 @@ impl Inner {
         if let Err(e) = self.store.update_stream_config(name, bytes).await {
             return err(KIND, &ApiError::general(&e.to_string()));
         }
+        // Tighter limits apply with the update, as on nats-server.
+        match self
+            .store
+            .set_retain(name, super::stream::retain_of(&cfg))
+            .await
+        {
+            Ok(0) => {}
+            Ok(_) => stream.consumers_recount(),
+            Err(e) => return err(KIND, &ApiError::general(&e.to_string())),
+        }
         if let Err(e) = self.reconfigure(&stream, cfg) {
             return err(KIND, &e);
         }

@@ -16,10 +16,14 @@
 //! * **Deduplication.** `Nats-Msg-Id`s of the last `duplicate_window` are kept in memory and
 //!   rebuilt from the stored messages when the server starts, so a retry after a restart is
 //!   still recognised.
-//! * **Limits.** `max_msgs`, `max_bytes`, `max_msgs_per_subject` (with `discard: old`) are
-//!   applied by purges issued right after the append; a rollup by a purge the PubAck waits
-//!   for (nobody reads what it replaced once it is acknowledged); `max_age` by a timer.
-//!   `discard: new` refuses a message that would exceed `max_msgs` or `max_bytes`.
+//! * **Limits.** `max_msgs`, `max_bytes` (with `discard: old`) and `max_msgs_per_subject`
+//!   (unless `discard_new_per_subject`) are the store's [`Retain`] limits of the stream, set
+//!   when its task starts and when its configuration changes ([`retain_of`]): the store's
+//!   writer removes the oldest messages in the commit of the append that crossed a limit, so
+//!   every limit holds when the PubAck is sent, as on nats-server. A rollup is applied by a
+//!   purge the PubAck waits for (nobody reads what it replaced once it is acknowledged);
+//!   `max_age` by a timer. `discard: new` refuses a message that would exceed `max_msgs` or
+//!   `max_bytes`.
 //! * **Consumers.** After each PubAck the stream's consumers are told the new sequence and
 //!   subject (one channel send each), and after each purge that they should count again.
 
@@ -42,7 +46,7 @@ use super::retention::{SharedView, StreamView};
 use crate::server::{InternalSink, Msg, Publisher, ReplyTo, Shared};
 use leaf_proto::headers;
 use leaf_proto::time::now_ns;
-use leaf_store::{Appended, NewMessage, PurgeRequest, Store, StoreError};
+use leaf_store::{Appended, NewMessage, PurgeRequest, Retain, Store, StoreError};
 
 /// Messages waiting for the stream's task before new ones are refused.
 const MAX_QUEUED: usize = 65_536;
@@ -476,6 +480,9 @@ pub(crate) fn start(
         sources: std::sync::Mutex::new(Vec::new()),
         resync: tokio::sync::watch::Sender::new(0),
     });
+    // Queued before the task's first append (the store applies operations in order); an
+    // error (the stream is gone) shows on that append.
+    drop(store.set_retain(&stream.name, retain_of(&stream.config())));
     let runner = Runner {
         stream: stream.clone(),
         store,
@@ -506,6 +513,19 @@ pub(crate) fn start(
         runner.run().await;
     });
     stream
+}
+
+/// The limits the store keeps the stream within after every append (see the module
+/// documentation): those nats-server applies by removing old messages.
+pub(crate) fn retain_of(cfg: &StreamConfig) -> Retain {
+    let positive = |n: i64| u64::try_from(n).ok().filter(|&n| n > 0);
+    let discard_old = cfg.discard == Discard::Old;
+    Retain {
+        max_msgs: positive(cfg.max_msgs).filter(|_| discard_old),
+        max_bytes: positive(cfg.max_bytes).filter(|_| discard_old),
+        max_msgs_per_subject: positive(cfg.max_msgs_per_subject)
+            .filter(|_| discard_old || !cfg.discard_new_per_subject),
+    }
 }
 
 /// The `Nats-Msg-Id`s stored within the stream's duplicate window (oldest first, with their
@@ -1048,14 +1068,17 @@ impl Runner {
         } else {
             self.last_msg_id = None;
         }
-        // Consumers first: a pull request sent after the PubAck finds the message counted.
+        // Consumers first: a pull request sent after the PubAck finds the message counted
+        // (and what the stream's limits removed in the same commit gone).
         self.stream.consumers_appended(appended.seq, &done.subject);
+        if appended.trimmed > 0 {
+            self.stream.consumers_recount();
+        }
         if let Some(rollup) = done.rollup {
             self.roll_up(&done.subject, appended.seq, rollup).await;
         }
         self.reply_ack(reply, appended.seq, false);
         let _ = done.size;
-        self.apply_limits(&done.subject);
     }
 
     /// Removes what the rollup message `seq` replaces (its subject's older messages, or all
@@ -1076,93 +1099,6 @@ impl Runner {
             Ok(n) if n > 0 => self.stream.consumers_recount(),
             Ok(_) => {}
             Err(e) => warn!(stream = %self.stream.name, error = %e, "rollup purge failed"),
-        }
-    }
-
-    /// Issues the purges that bring the stream back within its limits after a message on
-    /// `subject` was stored. They are queued behind the append in the store and are
-    /// idempotent, so they are not waited for.
-    fn apply_limits(&mut self, subject: &str) {
-        let cfg = self.stream.shared_config();
-        let mut purges = Vec::new();
-        if cfg.discard == Discard::Old && (cfg.max_msgs > 0 || cfg.max_bytes > 0) {
-            let state = self.store.stream_state(&self.stream.name).ok().flatten();
-            if cfg.max_msgs > 0 && state.is_some_and(|s| s.msgs > cfg.max_msgs as u64) {
-                purges.push(PurgeRequest {
-                    filter: None,
-                    up_to_seq: None,
-                    keep: Some(cfg.max_msgs as u64),
-                });
-            }
-            if cfg.max_bytes > 0 {
-                if let Some(s) = state.filter(|s| s.bytes > cfg.max_bytes as u64) {
-                    if let Some(up_to) =
-                        self.bytes_cutoff(s.first_seq, s.bytes - cfg.max_bytes as u64)
-                    {
-                        purges.push(PurgeRequest {
-                            filter: None,
-                            up_to_seq: Some(up_to),
-                            keep: None,
-                        });
-                    }
-                }
-            }
-        }
-        if cfg.max_msgs_per_subject > 0 {
-            let over = self
-                .store
-                .subject_state(&self.stream.name, subject)
-                .ok()
-                .flatten()
-                .is_some_and(|ss| ss.msgs > cfg.max_msgs_per_subject as u64);
-            if over {
-                purges.push(PurgeRequest {
-                    filter: Some(subject.to_string()),
-                    up_to_seq: None,
-                    keep: Some(cfg.max_msgs_per_subject as u64),
-                });
-            }
-        }
-        if !purges.is_empty() {
-            self.submit_pending();
-        }
-        for req in purges {
-            let name = self.stream.name.clone();
-            let fut = self.store.purge(&name, req);
-            let stream = Arc::downgrade(&self.stream);
-            tokio::spawn(async move {
-                match fut.await {
-                    Ok(n) if n > 0 => {
-                        if let Some(s) = stream.upgrade() {
-                            s.consumers_recount();
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(e) => warn!(stream = %name, error = %e, "limit purge failed"),
-                }
-            });
-        }
-    }
-
-    /// The exclusive sequence up to which the oldest messages hold at least `excess` bytes.
-    fn bytes_cutoff(&self, first_seq: u64, excess: u64) -> Option<u64> {
-        let mut removed = 0u64;
-        let mut seq = first_seq;
-        loop {
-            let batch = self
-                .store
-                .read_range(&self.stream.name, seq, 256, u64::MAX)
-                .ok()?;
-            let last = batch.last()?.seq;
-            for m in &batch {
-                removed += (m.subject.len()
-                    + m.headers.as_ref().map_or(0, Bytes::len)
-                    + m.payload.len()) as u64;
-                if removed >= excess {
-                    return Some(m.seq + 1);
-                }
-            }
-            seq = last + 1;
         }
     }
 

@@ -5,6 +5,7 @@ mod api;
 mod bench;
 mod fault;
 mod kill;
+mod limits;
 mod model;
 mod retention;
 

@@ -127,6 +127,7 @@ impl Batch<'_, '_> {
         Ok(Ok(Done::Appended(vec![Appended {
             seq: st.last_seq,
             ts_ns,
+            trimmed: 0,
         }])))
     }
 }

@@ -373,12 +373,18 @@ impl ConsumerConfig {
                 "consumer config can not have both filter_subject and filter_subjects",
             ));
         }
+        // A filter is valid when it lies within one of the stream's subjects, or (a wildcard
+        // filter) covers one of them entirely: `foo.*` on `[foo.A, foo.B]`, `>` on
+        // `[a, c.>]`. Filters that only partly overlap a subject (`foo.*.x` on `foo.a.*`) are
+        // refused, as nats-server 2.9 refuses them. For a literal filter the second test is
+        // the first one (a subject within a literal is that literal).
         for f in self.filters() {
-            let inside = is_valid_subject(f.as_bytes())
+            let f = f.as_bytes();
+            let inside = is_valid_subject(f)
                 && stream
                     .subjects
                     .iter()
-                    .any(|s| is_subset(f.as_bytes(), s.as_bytes()));
+                    .any(|s| is_subset(f, s.as_bytes()) || is_subset(s.as_bytes(), f));
             if !inside {
                 return Err(ApiError::new(
                     400,
@@ -530,6 +536,32 @@ mod tests {
     }
 
     #[test]
+    fn a_filter_may_be_wider_than_the_stream_subjects_it_covers() {
+        let stream = |subjects: &[&str]| StreamConfig {
+            name: "S".into(),
+            subjects: subjects.iter().map(|s| (*s).to_owned()).collect(),
+            ..StreamConfig::default()
+        };
+        let check = |filter: &str, on: &StreamConfig| {
+            serde_json::from_str::<ConsumerConfig>(&format!(r#"{{"filter_subject":"{filter}"}}"#))
+                .unwrap()
+                .normalize(on)
+                .map(|_| ())
+                .map_err(|e| e.err_code)
+        };
+        let abc = stream(&["foo.A", "foo.B", "foo.C"]);
+        assert_eq!(check("foo.*", &abc), Ok(()));
+        assert_eq!(check("foo.>", &abc), Ok(()));
+        assert_eq!(check("foo.B", &abc), Ok(()));
+        assert_eq!(check("foo.D", &abc), Err(10093));
+        assert_eq!(check("bar.*", &abc), Err(10093));
+        assert_eq!(check(">", &stream(&["a", "b", "c.>"])), Ok(()));
+        assert_eq!(check("c.*", &stream(&["a", "b", "c.>"])), Ok(()));
+        // Overlapping without either covering the other: refused, as nats-server 2.9 does.
+        assert_eq!(check("foo.*.x", &stream(&["foo.a.*"])), Err(10093));
+    }
+
+    #[test]
     fn bad_configurations_are_refused() {
         let check = |json: &str| {
             serde_json::from_str::<ConsumerConfig>(json)
@@ -547,6 +579,7 @@ mod tests {
         assert_eq!(check(r#"{"deliver_subject":"x","max_waiting":3}"#), 10080);
         assert_eq!(check(r#"{"idle_heartbeat":1000000000}"#), 10088);
         assert_eq!(check(r#"{"filter_subject":"other.x"}"#), 10093);
+        assert_eq!(check(r#"{"filter_subject":"other.*"}"#), 10093);
         assert_eq!(check(r#"{"deliver_policy":"by_start_sequence"}"#), 10094);
         assert_eq!(check(r#"{"deliver_policy":"last_per_subject"}"#), 10094);
         assert_eq!(check(r#"{"opt_start_seq":3}"#), 10094);

@@ -1,0 +1,202 @@
+//! JetStream at the edges of the API, where clients written against nats-server notice a
+//! difference (issue 18): the same raw API steps against leafd, hubd and nats-server 2.9,
+//! expecting the same answers.
+//!
+//! * Consumer filters may be wider than the stream's subjects they cover.
+//! * `max_msgs`, `max_msgs_per_subject` (discard old) hold when each PubAck is sent, and a
+//!   stream updated to tighter limits is trimmed by the update (stricter than nats-server 2.9
+//!   in one case, noted in the test).
+
+use bytes::Bytes;
+use e2e::{bounded, server_tests, ServerKind, StoreDir, TestServer};
+use serde_json::{json, Value};
+
+server_tests!(
+    consumer_filters_may_cover_stream_subjects,
+    message_limits_hold_at_each_puback,
+    tighter_limits_apply_with_the_update,
+);
+
+/// Sends a raw `$JS.API.` request and returns the JSON answer.
+async fn api(client: &async_nats::Client, subject: &str, body: Value) -> Value {
+    let reply = bounded(
+        "api request",
+        client.request(subject.to_string(), Bytes::from(body.to_string())),
+    )
+    .await
+    .expect("api answer");
+    serde_json::from_slice(&reply.payload).expect("json answer")
+}
+
+/// The error code of an API answer (0: success).
+fn code(answer: &Value) -> u64 {
+    answer["error"]["err_code"].as_u64().unwrap_or(0)
+}
+
+async fn create_stream(client: &async_nats::Client, config: Value) {
+    let name = config["name"].as_str().expect("name").to_string();
+    let answer = api(client, &format!("$JS.API.STREAM.CREATE.{name}"), config).await;
+    assert_eq!(code(&answer), 0, "create {name}: {answer}");
+}
+
+/// Creates durable `name` on `stream` with `filter`; returns the error code.
+async fn create_consumer(
+    client: &async_nats::Client,
+    stream: &str,
+    name: &str,
+    filter: &str,
+) -> u64 {
+    let config = json!({
+        "durable_name": name,
+        "ack_policy": "explicit",
+        "filter_subject": filter,
+    });
+    let answer = api(
+        client,
+        &format!("$JS.API.CONSUMER.DURABLE.CREATE.{stream}.{name}"),
+        json!({ "stream_name": stream, "config": config }),
+    )
+    .await;
+    code(&answer)
+}
+
+/// Publishes with a PubAck wait; returns the PubAck.
+async fn publish(client: &async_nats::Client, subject: &str, payload: &str) -> Value {
+    let reply = bounded(
+        "puback",
+        client.request(subject.to_string(), Bytes::from(payload.to_string())),
+    )
+    .await
+    .expect("puback");
+    let ack: Value = serde_json::from_slice(&reply.payload).expect("json puback");
+    assert!(ack["error"].is_null(), "publish to {subject}: {ack}");
+    ack
+}
+
+/// (messages, first sequence, last sequence) of `stream`.
+async fn state(client: &async_nats::Client, stream: &str) -> (u64, u64, u64) {
+    let info = api(client, &format!("$JS.API.STREAM.INFO.{stream}"), json!({})).await;
+    assert_eq!(code(&info), 0, "info {stream}: {info}");
+    let st = &info["state"];
+    let n = |k: &str| st[k].as_u64().unwrap_or(0);
+    (n("messages"), n("first_seq"), n("last_seq"))
+}
+
+/// Pending messages of consumer `name` on `stream`.
+async fn num_pending(client: &async_nats::Client, stream: &str, name: &str) -> u64 {
+    let info = api(
+        client,
+        &format!("$JS.API.CONSUMER.INFO.{stream}.{name}"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(code(&info), 0, "consumer info: {info}");
+    info["num_pending"].as_u64().unwrap_or(u64::MAX)
+}
+
+async fn consumer_filters_may_cover_stream_subjects(kind: ServerKind) {
+    let dir = StoreDir::new();
+    let server = TestServer::start_jetstream(kind, &dir).await;
+    let client = server.client().await;
+    create_stream(
+        &client,
+        json!({ "name": "ABC", "subjects": ["foo.A", "foo.B", "foo.C"] }),
+    )
+    .await;
+    create_stream(
+        &client,
+        json!({ "name": "MIX", "subjects": ["a", "b", "c.>"] }),
+    )
+    .await;
+    create_stream(&client, json!({ "name": "PART", "subjects": ["p.a.*"] })).await;
+
+    // Wider than the subjects they cover: accepted.
+    assert_eq!(create_consumer(&client, "ABC", "star", "foo.*").await, 0);
+    assert_eq!(create_consumer(&client, "ABC", "tail", "foo.>").await, 0);
+    assert_eq!(create_consumer(&client, "MIX", "all", ">").await, 0);
+    assert_eq!(create_consumer(&client, "MIX", "cstar", "c.*").await, 0);
+    // Within one subject: accepted, as before.
+    assert_eq!(create_consumer(&client, "ABC", "b", "foo.B").await, 0);
+    // Outside every subject, or only partly overlapping one: refused with 10093.
+    assert_eq!(create_consumer(&client, "ABC", "d", "foo.D").await, 10093);
+    assert_eq!(create_consumer(&client, "ABC", "bar", "bar.*").await, 10093);
+    assert_eq!(create_consumer(&client, "PART", "x", "p.*.x").await, 10093);
+
+    // The wide filters select what they cover.
+    for s in ["foo.A", "foo.B", "foo.C", "a", "b", "c.x", "c.x.y"] {
+        publish(&client, s, "m").await;
+    }
+    assert_eq!(num_pending(&client, "ABC", "star").await, 3);
+    assert_eq!(num_pending(&client, "ABC", "tail").await, 3);
+    assert_eq!(num_pending(&client, "ABC", "b").await, 1);
+    assert_eq!(num_pending(&client, "MIX", "all").await, 4);
+    assert_eq!(num_pending(&client, "MIX", "cstar").await, 1);
+}
+
+async fn message_limits_hold_at_each_puback(kind: ServerKind) {
+    let dir = StoreDir::new();
+    let server = TestServer::start_jetstream(kind, &dir).await;
+    let client = server.client().await;
+    create_stream(
+        &client,
+        json!({ "name": "L", "subjects": ["l.>"], "max_msgs": 5, "discard": "old" }),
+    )
+    .await;
+    for n in 1..=8u64 {
+        let ack = publish(&client, "l.x", &n.to_string()).await;
+        assert_eq!(ack["seq"].as_u64(), Some(n));
+        let want = (n.min(5), n.saturating_sub(4).max(1), n);
+        assert_eq!(state(&client, "L").await, want, "{kind} after publish {n}");
+    }
+
+    create_stream(
+        &client,
+        json!({ "name": "H", "subjects": ["h.>"], "max_msgs_per_subject": 2 }),
+    )
+    .await;
+    for n in 1..=5u64 {
+        publish(&client, "h.a", &n.to_string()).await;
+        publish(&client, "h.b", &n.to_string()).await;
+        let (msgs, _, last) = state(&client, "H").await;
+        assert_eq!(
+            (msgs, last),
+            (2 * n.min(2), 2 * n),
+            "{kind} after round {n}"
+        );
+    }
+    let (msgs, first, _) = state(&client, "H").await;
+    assert_eq!((msgs, first), (4, 7));
+}
+
+async fn tighter_limits_apply_with_the_update(kind: ServerKind) {
+    let dir = StoreDir::new();
+    let server = TestServer::start_jetstream(kind, &dir).await;
+    let client = server.client().await;
+    let config = json!({ "name": "U", "subjects": ["u.>"] });
+    create_stream(&client, config.clone()).await;
+    assert_eq!(create_consumer(&client, "U", "all", ">").await, 0);
+    for (n, s) in ["u.a", "u.b", "u.a", "u.a", "u.b", "u.c"]
+        .iter()
+        .enumerate()
+    {
+        publish(&client, s, &n.to_string()).await;
+    }
+    let mut per_subject = config.clone();
+    per_subject["max_msgs_per_subject"] = json!(1);
+    let answer = api(&client, "$JS.API.STREAM.UPDATE.U", per_subject.clone()).await;
+    assert_eq!(code(&answer), 0, "{answer}");
+    // nats-server 2.9 trims per subject on an update only when the old limit was a number
+    // larger than the new one, so unlimited to 1 keeps everything there (later versions trim;
+    // ours trims, as every limit holds at once).
+    let want = match kind {
+        ServerKind::NatsServer => (6, 1, 6),
+        _ => (3, 4, 6),
+    };
+    assert_eq!(state(&client, "U").await, want, "{kind}");
+    let mut two = per_subject;
+    two["max_msgs"] = json!(2);
+    let answer = api(&client, "$JS.API.STREAM.UPDATE.U", two).await;
+    assert_eq!(code(&answer), 0, "{answer}");
+    assert_eq!(state(&client, "U").await, (2, 5, 6), "{kind}");
+    assert_eq!(num_pending(&client, "U", "all").await, 2, "{kind}");
+}
