@@ -140,6 +140,15 @@ pub struct SubjectState {
     pub msgs: u64,
 }
 
+/// A page of a stream's subjects with their message counts ([`Store::subject_counts`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SubjectCounts {
+    /// How many subjects match the filter.
+    pub total: usize,
+    /// The requested page: subject and stored messages, in subject order.
+    pub page: Vec<(String, u64)>,
+}
+
 /// A message to append.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewMessage {
@@ -850,6 +859,42 @@ impl Store {
                 last_seq: r.last_seq,
                 msgs: r.msgs,
             }))
+        })
+    }
+
+    /// The message count of every stored subject matching `filter` (wildcards allowed), in
+    /// subject order: `limit` of them from `offset` on, with the number that match in all.
+    pub fn subject_counts(
+        &self,
+        name: &str,
+        filter: &str,
+        offset: usize,
+        limit: usize,
+    ) -> Result<SubjectCounts, StoreError> {
+        let id = self.stream_id(name)?;
+        self.with_read(|txn| {
+            let subjects = txn.open_table(format::SUBJECTS)?;
+            let mut out = SubjectCounts::default();
+            let mut take = |subject: &str, rec: SubjectRec| {
+                if out.total >= offset && out.page.len() < limit {
+                    out.page.push((subject.to_string(), rec.msgs));
+                }
+                out.total += 1;
+            };
+            if subject::is_literal(filter) {
+                if let Some(v) = subjects.get((id, filter))? {
+                    take(filter, decode(v.value())?);
+                }
+                return Ok(out);
+            }
+            for e in subjects.range((id, "")..(id + 1, ""))? {
+                let (k, v) = e?;
+                let subject = k.value().1;
+                if subject::matches(filter, subject) {
+                    take(subject, decode(v.value())?);
+                }
+            }
+            Ok(out)
         })
     }
 

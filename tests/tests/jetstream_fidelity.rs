@@ -6,6 +6,7 @@
 //! * `max_msgs`, `max_msgs_per_subject` (discard old) hold when each PubAck is sent, and a
 //!   stream updated to tighter limits is trimmed by the update (stricter than nats-server 2.9
 //!   in one case, noted in the test).
+//! * `STREAM.INFO` with `subjects_filter` (paged by `offset`) and `deleted_details`.
 
 use bytes::Bytes;
 use e2e::{bounded, server_tests, ServerKind, StoreDir, TestServer};
@@ -15,6 +16,7 @@ server_tests!(
     consumer_filters_may_cover_stream_subjects,
     message_limits_hold_at_each_puback,
     tighter_limits_apply_with_the_update,
+    stream_info_details,
 );
 
 /// Sends a raw `$JS.API.` request and returns the JSON answer.
@@ -199,4 +201,68 @@ async fn tighter_limits_apply_with_the_update(kind: ServerKind) {
     assert_eq!(code(&answer), 0, "{answer}");
     assert_eq!(state(&client, "U").await, (2, 5, 6), "{kind}");
     assert_eq!(num_pending(&client, "U", "all").await, 2, "{kind}");
+}
+
+async fn stream_info_details(kind: ServerKind) {
+    let dir = StoreDir::new();
+    let server = TestServer::start_jetstream(kind, &dir).await;
+    let client = server.client().await;
+    create_stream(&client, json!({ "name": "D", "subjects": ["d.>"] })).await;
+    for s in ["d.a", "d.a", "d.b", "d.a", "d.b", "d.c.x"] {
+        publish(&client, s, "m").await;
+    }
+    let info = |body: Value| {
+        let client = client.clone();
+        async move {
+            let answer = api(&client, "$JS.API.STREAM.INFO.D", body).await;
+            assert_eq!(code(&answer), 0, "{answer}");
+            answer
+        }
+    };
+    let a = info(json!({ "subjects_filter": "d.*" })).await;
+    assert_eq!(
+        a["state"]["subjects"],
+        json!({ "d.a": 3, "d.b": 2 }),
+        "{kind}: {a}"
+    );
+    assert_eq!(
+        (a["total"].as_u64(), a["offset"].as_u64()),
+        (Some(2), Some(0))
+    );
+    let all = info(json!({ "subjects_filter": ">" })).await;
+    assert_eq!(
+        all["state"]["subjects"],
+        json!({ "d.a": 3, "d.b": 2, "d.c.x": 1 }),
+        "{kind}: {all}"
+    );
+    let page = info(json!({ "subjects_filter": ">", "offset": 1 })).await;
+    assert_eq!(
+        page["state"]["subjects"],
+        json!({ "d.b": 2, "d.c.x": 1 }),
+        "{kind}: {page}"
+    );
+    assert_eq!(page["total"].as_u64(), Some(3));
+    let literal = info(json!({ "subjects_filter": "d.c.x" })).await;
+    assert_eq!(
+        literal["state"]["subjects"],
+        json!({ "d.c.x": 1 }),
+        "{kind}"
+    );
+    let none = info(json!({ "subjects_filter": "other.>" })).await;
+    assert!(none["state"].get("subjects").is_none(), "{kind}: {none}");
+    let plain = info(json!({})).await;
+    assert!(plain["state"].get("subjects").is_none(), "{kind}: {plain}");
+
+    let gone = api(
+        &client,
+        "$JS.API.STREAM.MSG.DELETE.D",
+        json!({ "seq": 2, "no_erase": true }),
+    )
+    .await;
+    assert_eq!(code(&gone), 0, "{gone}");
+    let d = info(json!({ "deleted_details": true })).await;
+    assert_eq!(d["state"]["deleted"], json!([2]), "{kind}: {d}");
+    assert_eq!(d["state"]["num_deleted"].as_u64(), Some(1));
+    let plain = info(json!({})).await;
+    assert!(plain["state"].get("deleted").is_none(), "{kind}: {plain}");
 }

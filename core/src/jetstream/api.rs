@@ -17,6 +17,7 @@ use super::config::consumer::ConsumerConfig;
 use super::config::{ApiError, StreamConfig};
 use super::consumer;
 use super::handle::{Cmd, ConsumerHandle};
+use super::info_request::InfoRequest;
 use super::retention;
 use super::{Inner, StoredConfig};
 use crate::server::ReplyTo;
@@ -102,7 +103,7 @@ impl Inner {
             ["INFO"] => self.account_info(),
             ["STREAM", "CREATE", name] => self.stream_create(name, &req.payload).await,
             ["STREAM", "UPDATE", name] => self.stream_update(name, &req.payload).await,
-            ["STREAM", "INFO", name] => self.stream_info_reply(name),
+            ["STREAM", "INFO", name] => self.stream_info(name, &req.payload),
             ["STREAM", "DELETE", name] => self.stream_delete(name).await,
             ["STREAM", "PURGE", name] => self.stream_purge(name, &req.payload).await,
             ["STREAM", "NAMES"] => self.stream_names(&req.payload),
@@ -241,6 +242,27 @@ impl Inner {
             body["sources"] = json!(s);
         }
         Ok(body)
+    }
+
+    /// `STREAM.INFO`, with what its body asks for (see [`super::info_request`]).
+    fn stream_info(&self, name: &str, payload: &[u8]) -> Reply {
+        const KIND: &str = "stream_info_response";
+        let details = |body: &mut Value| {
+            let req = InfoRequest::parse(payload)?;
+            let state = self
+                .store
+                .stream_state(name)
+                .map_err(|e| ApiError::general(&e.to_string()))?
+                .unwrap_or_default();
+            req.add_details(&self.store, name, &state, body)
+        };
+        match self.stream_info_json(name) {
+            Ok(mut body) => match details(&mut body) {
+                Ok(()) => ok(KIND, body),
+                Err(e) => err(KIND, &e),
+            },
+            Err(e) => err(KIND, &e),
+        }
     }
 
     fn stream_info_reply(&self, name: &str) -> Reply {

@@ -27,6 +27,7 @@ pub mod api;
 pub mod config;
 pub mod consumer;
 pub mod handle;
+pub mod info_request;
 mod msg_ids;
 pub mod retention;
 pub mod source;

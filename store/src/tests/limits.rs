@@ -1,6 +1,7 @@
 //! Limits applied by the writer in the commit of the append that crossed them
 //! ([`Retain`](crate::Retain)): messages, bytes, per subject, and a randomized comparison with
 //! a model of nats-server's order (a subject's limit first, then the stream's).
+//! Also the paged subject counts of `STREAM.INFO`.
 
 use super::{check_consistent, msg, open, rt, Rng};
 use crate::{format, Retain};
@@ -186,4 +187,34 @@ fn random_appends_match_the_model() {
             }
         });
     }
+}
+
+#[test]
+fn subject_counts_are_paged_in_subject_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    rt().block_on(async {
+        store.create_stream("S", b"{}".to_vec()).await.unwrap();
+        store.create_stream("T", b"{}".to_vec()).await.unwrap();
+        for (n, s) in [(1, "b"), (2, "a"), (3, "b"), (4, "c.x"), (5, "a")] {
+            store.append("S", msg(s, n)).await.unwrap();
+        }
+        store.append("T", msg("a", 1)).await.unwrap();
+        let page = |filter: &str, offset, limit| {
+            let c = store.subject_counts("S", filter, offset, limit).unwrap();
+            let names: Vec<(String, u64)> = c.page;
+            (c.total, names)
+        };
+        let own = |v: &[(&str, u64)]| -> Vec<(String, u64)> {
+            v.iter().map(|(s, n)| ((*s).to_string(), *n)).collect()
+        };
+        assert_eq!(
+            page(">", 0, 10),
+            (3, own(&[("a", 2), ("b", 2), ("c.x", 1)]))
+        );
+        assert_eq!(page("*", 0, 10), (2, own(&[("a", 2), ("b", 2)])));
+        assert_eq!(page(">", 1, 1), (3, own(&[("b", 2)])));
+        assert_eq!(page("c.x", 0, 10), (1, own(&[("c.x", 1)])));
+        assert_eq!(page("nope", 0, 10), (0, Vec::new()));
+    });
 }
