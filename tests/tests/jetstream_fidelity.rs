@@ -7,6 +7,7 @@
 //!   stream updated to tighter limits is trimmed by the update (stricter than nats-server 2.9
 //!   in one case, noted in the test).
 //! * `STREAM.INFO` with `subjects_filter` (paged by `offset`) and `deleted_details`.
+//! * Stream configurations nats-server refuses, and the "unlimited" zeros it reports as -1.
 
 use bytes::Bytes;
 use e2e::{bounded, server_tests, ServerKind, StoreDir, TestServer};
@@ -17,6 +18,7 @@ server_tests!(
     message_limits_hold_at_each_puback,
     tighter_limits_apply_with_the_update,
     stream_info_details,
+    stream_config_checks_and_unlimited_zeros,
 );
 
 /// Sends a raw `$JS.API.` request and returns the JSON answer.
@@ -265,4 +267,47 @@ async fn stream_info_details(kind: ServerKind) {
     assert_eq!(d["state"]["num_deleted"].as_u64(), Some(1));
     let plain = info(json!({})).await;
     assert!(plain["state"].get("deleted").is_none(), "{kind}: {plain}");
+}
+
+async fn stream_config_checks_and_unlimited_zeros(kind: ServerKind) {
+    let dir = StoreDir::new();
+    let server = TestServer::start_jetstream(kind, &dir).await;
+    let client = server.client().await;
+    for (name, bad) in [
+        (
+            "P1",
+            json!({ "discard_new_per_subject": true, "max_msgs_per_subject": 1 }),
+        ),
+        (
+            "P2",
+            json!({ "discard_new_per_subject": true, "discard": "new" }),
+        ),
+        ("M", json!({ "mirror_direct": true })),
+    ] {
+        let mut config = bad.clone();
+        config["name"] = json!(name);
+        let answer = api(&client, &format!("$JS.API.STREAM.CREATE.{name}"), config).await;
+        assert_eq!(code(&answer), 10052, "{kind}: {bad} -> {answer}");
+    }
+    let answer = api(
+        &client,
+        "$JS.API.STREAM.CREATE.Z",
+        json!({
+            "name": "Z", "subjects": ["z"], "max_consumers": 0, "max_msgs": 0, "max_bytes": 0,
+            "max_msg_size": 0, "max_msgs_per_subject": 0,
+            "discard": "new", "discard_new_per_subject": false,
+        }),
+    )
+    .await;
+    assert_eq!(code(&answer), 0, "{kind}: {answer}");
+    let config = &answer["config"];
+    for key in [
+        "max_consumers",
+        "max_msgs",
+        "max_bytes",
+        "max_msg_size",
+        "max_msgs_per_subject",
+    ] {
+        assert_eq!(config[key].as_i64(), Some(-1), "{kind}: {key} in {config}");
+    }
 }
