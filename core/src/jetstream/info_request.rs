@@ -17,27 +17,40 @@ use leaf_store::{StoreError, StreamState};
 pub const MAX_SUBJECT_DETAILS: usize = 100_000;
 
 /// What a `STREAM.INFO` request may ask for beyond the stream's info.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, PartialEq, Eq)]
 pub struct InfoRequest {
     /// List the deleted sequences in `state.deleted`.
-    #[serde(default)]
     pub deleted_details: bool,
     /// Count the messages of each subject matching this filter in `state.subjects`.
-    #[serde(default)]
     pub subjects_filter: String,
     /// The first subject of the page (in subject order).
-    #[serde(default)]
     pub offset: usize,
 }
 
+/// The body as sent: any field may be missing or `null`.
+#[derive(Default, Deserialize)]
+struct RawInfoRequest {
+    deleted_details: Option<bool>,
+    subjects_filter: Option<String>,
+    offset: Option<usize>,
+}
+
 impl InfoRequest {
-    /// Parses a request body; an empty body asks for nothing more. Unknown fields are ignored,
-    /// as nats-server ignores them here.
+    /// Parses a request body; an empty body or `null` (what some clients send) asks for
+    /// nothing more, as does a `null` field. Unknown fields are ignored, as nats-server
+    /// ignores them here.
     pub fn parse(payload: &[u8]) -> Result<Self, ApiError> {
         if payload.iter().all(u8::is_ascii_whitespace) {
             return Ok(Self::default());
         }
-        serde_json::from_slice(payload).map_err(|_| ApiError::invalid_json())
+        let raw: Option<RawInfoRequest> =
+            serde_json::from_slice(payload).map_err(|_| ApiError::invalid_json())?;
+        let raw = raw.unwrap_or_default();
+        Ok(InfoRequest {
+            deleted_details: raw.deleted_details.unwrap_or_default(),
+            subjects_filter: raw.subjects_filter.unwrap_or_default(),
+            offset: raw.offset.unwrap_or_default(),
+        })
     }
 
     /// Adds what the request asks for to `body` (a stream info answer) for stream `name` in
@@ -99,4 +112,20 @@ fn deleted(
     }
     gone.extend(expected..=state.last_seq);
     Ok(gone)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_clients_send() {
+        for nothing in [&b""[..], b"null", b"{}", b" ", br#"{"subjects_filter":null}"#] {
+            assert_eq!(InfoRequest::parse(nothing), Ok(InfoRequest::default()));
+        }
+        let r = InfoRequest::parse(br#"{"subjects_filter":"a.*","offset":2,"x":1}"#).unwrap();
+        assert_eq!((r.subjects_filter.as_str(), r.offset), ("a.*", 2));
+        assert!(InfoRequest::parse(br#"{"offset":"x"}"#).is_err());
+        assert!(InfoRequest::parse(b"{").is_err());
+    }
 }
