@@ -5,6 +5,15 @@ pub(crate) fn is_literal(filter: &str) -> bool {
     !filter.split('.').any(|t| t == "*" || t == ">")
 }
 
+/// Whether a message may be stored under `subject`: non-empty tokens, no whitespace. A
+/// token `*` or `>` is stored as it is (nats-server stores a publish to `hello.*`, as a KV
+/// purge of that key makes); where the store takes a filter, such a subject is a wildcard.
+pub(crate) fn is_message_subject(subject: &str) -> bool {
+    !subject.is_empty()
+        && subject.split('.').all(|t| !t.is_empty())
+        && !subject.bytes().any(|b| b.is_ascii_whitespace())
+}
+
 /// Whether `subject` matches `filter`. An empty filter or `>` matches everything.
 pub(crate) fn matches(filter: &str, subject: &str) -> bool {
     if filter.is_empty() || filter == ">" {
@@ -27,6 +36,16 @@ pub(crate) fn matches(filter: &str, subject: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn message_subjects() {
+        for ok in ["a", "a.b", "a.*", "a.>", "$KV.b.hello.*"] {
+            assert!(is_message_subject(ok), "{ok}");
+        }
+        for bad in ["", "a..b", ".a", "a.", "a b", "a\tb"] {
+            assert!(!is_message_subject(bad), "{bad:?}");
+        }
+    }
 
     #[test]
     fn filters() {

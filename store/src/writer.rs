@@ -516,9 +516,9 @@ impl<'t, 'o> Batch<'t, 'o> {
             }));
         }
         for m in msgs {
-            if m.subject.is_empty() || !subject::is_literal(&m.subject) {
+            if !subject::is_message_subject(&m.subject) {
                 return Ok(Err(StoreError::Invalid(format!(
-                    "subject {:?} is not a literal subject",
+                    "subject {:?} is not a valid subject",
                     m.subject
                 ))));
             }

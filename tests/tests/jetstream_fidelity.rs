@@ -8,6 +8,8 @@
 //!   in one case, noted in the test).
 //! * `STREAM.INFO` with `subjects_filter` (paged by `offset`) and `deleted_details`.
 //! * Stream configurations nats-server refuses, and the "unlimited" zeros it reports as -1.
+//! * A message whose subject contains `*` or `>` tokens is stored like any other (a KV purge
+//!   of `hello.*`); as a rollup or a lookup its subject is a filter, as on nats-server.
 
 use bytes::Bytes;
 use e2e::{bounded, server_tests, ServerKind, StoreDir, TestServer};
@@ -19,6 +21,7 @@ server_tests!(
     tighter_limits_apply_with_the_update,
     stream_info_details,
     stream_config_checks_and_unlimited_zeros,
+    wildcard_characters_in_message_subjects,
 );
 
 /// Sends a raw `$JS.API.` request and returns the JSON answer.
@@ -310,4 +313,69 @@ async fn stream_config_checks_and_unlimited_zeros(kind: ServerKind) {
     ] {
         assert_eq!(config[key].as_i64(), Some(-1), "{kind}: {key} in {config}");
     }
+}
+
+async fn wildcard_characters_in_message_subjects(kind: ServerKind) {
+    let dir = StoreDir::new();
+    let server = TestServer::start_jetstream(kind, &dir).await;
+    let client = server.client().await;
+    create_stream(&client, json!({ "name": "W", "subjects": ["w.>"] })).await;
+    publish(&client, "w.a", "1").await;
+    publish(&client, "w.b.c", "2").await;
+    // A plain publish (no PubAck asked for) is captured too.
+    client
+        .publish("w.*", Bytes::from_static(b"3"))
+        .await
+        .expect("publish");
+    let ack = publish(&client, "w.>", "4").await;
+    assert_eq!(ack["seq"].as_u64(), Some(4), "{kind}: {ack}");
+    assert_eq!(state(&client, "W").await, (4, 1, 4), "{kind}");
+    let got = api(&client, "$JS.API.STREAM.MSG.GET.W", json!({ "seq": 3 })).await;
+    assert_eq!(got["message"]["subject"], "w.*", "{kind}: {got}");
+    let info = api(
+        &client,
+        "$JS.API.STREAM.INFO.W",
+        json!({ "subjects_filter": ">" }),
+    )
+    .await;
+    assert_eq!(
+        info["state"]["subjects"],
+        json!({ "w.a": 1, "w.b.c": 1, "w.*": 1, "w.>": 1 }),
+        "{kind}: {info}"
+    );
+
+    // KV: purging key `hello.*` stores a purge marker on `$KV.B.hello.*`.
+    create_stream(
+        &client,
+        json!({
+            "name": "KV_B", "subjects": ["$KV.B.>"], "max_msgs_per_subject": 1,
+            "allow_rollup_hdrs": true, "deny_delete": true, "discard": "new",
+        }),
+    )
+    .await;
+    publish(&client, "$KV.B.hello.x", "v").await;
+    publish(&client, "$KV.B.other", "v").await;
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("KV-Operation", "PURGE");
+    headers.insert("Nats-Rollup", "sub");
+    let reply = bounded(
+        "purge ack",
+        client.request_with_headers("$KV.B.hello.*", headers, Bytes::new()),
+    )
+    .await
+    .expect("purge ack");
+    let ack: Value = serde_json::from_slice(&reply.payload).expect("json");
+    assert_eq!(ack["seq"].as_u64(), Some(3), "{kind}: {ack}");
+    let info = api(
+        &client,
+        "$JS.API.STREAM.INFO.KV_B",
+        json!({ "subjects_filter": ">" }),
+    )
+    .await;
+    // The rollup's subject is a filter: hello.x went with it, `other` stayed.
+    assert_eq!(
+        info["state"]["subjects"],
+        json!({ "$KV.B.hello.*": 1, "$KV.B.other": 1 }),
+        "{kind}: {info}"
+    );
 }

@@ -37,7 +37,7 @@ fn create_append_get_and_reopen() {
             Err(StoreError::NotFound(_))
         ));
         assert!(matches!(
-            rt.block_on(s.append("S", msg("a.*", 1))),
+            rt.block_on(s.append("S", msg("a..b", 1))),
             Err(StoreError::Invalid(_))
         ));
         rt.block_on(s.update_stream_config("S", b"cfg2".to_vec()))
@@ -517,7 +517,7 @@ fn append_each_gives_every_message_its_own_outcome() {
         (msg("a", 3), Some(2)),
         (msg("a", 4), Some(9)),
         (msg("b", 5), None),
-        (msg("a.*", 6), None),
+        (msg("a..b", 6), None),
         (msg("b", 7), Some(4)),
     ];
     let out = rt.block_on(s.append_each("S", items)).unwrap();
