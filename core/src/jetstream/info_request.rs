@@ -120,7 +120,13 @@ mod tests {
 
     #[test]
     fn bodies_clients_send() {
-        for nothing in [&b""[..], b"null", b"{}", b" ", br#"{"subjects_filter":null}"#] {
+        for nothing in [
+            &b""[..],
+            b"null",
+            b"{}",
+            b" ",
+            br#"{"subjects_filter":null}"#,
+        ] {
             assert_eq!(InfoRequest::parse(nothing), Ok(InfoRequest::default()));
         }
         let r = InfoRequest::parse(br#"{"subjects_filter":"a.*","offset":2,"x":1}"#).unwrap();
