@@ -12,7 +12,9 @@
 //!   tests;
 //! * [`headers`]: reading and writing NATS header blocks (`NATS/1.0` plus fields), as
 //!   JetStream's headers need them;
-//! * [`time`]: the clock and the RFC 3339 timestamps of JetStream's JSON.
+//! * [`time`]: the clock and the RFC 3339 timestamps of JetStream's JSON;
+//! * [`transform`]: subject transforms (a source filter to a destination template), as
+//!   JetStream's republish and subject mappings write them.
 //!
 //! It never touches a socket, keeps no state, and the parsers never allocate, so the same code
 //! serves the client read loop, the leafnode link, tests and the fuzzers (`fuzz/fuzz_targets/`,
@@ -70,6 +72,7 @@ pub mod leaf;
 pub mod parse;
 pub mod subject;
 pub mod time;
+pub mod transform;
 
 pub use encode::{
     write_client_op, write_connect, write_err, write_hmsg, write_hmsg_head, write_hpub, write_info,

@@ -184,6 +184,8 @@ pub struct Appended {
     /// Older messages the stream's [`Retain`] limits removed in the same commit (counted on
     /// the last message of an append operation).
     pub trimmed: u64,
+    /// The newest sequence with the same subject before this message (0: none).
+    pub prev_in_subject: u64,
 }
 
 /// The limits a stream with JetStream's `discard: old` is kept within: enforced by the

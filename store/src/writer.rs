@@ -544,8 +544,10 @@ impl<'t, 'o> Batch<'t, 'o> {
             st.last_ts_ns = m.ts_ns;
             st.msgs += 1;
             st.bytes += size;
+            let mut prev_in_subject = 0;
             let rec = match self.subject_get(id, &m.subject)? {
                 Some(mut r) => {
+                    prev_in_subject = r.last_seq;
                     r.last_seq = seq;
                     r.msgs += 1;
                     r
@@ -574,6 +576,7 @@ impl<'t, 'o> Batch<'t, 'o> {
                 seq,
                 ts_ns: m.ts_ns,
                 trimmed: 0,
+                prev_in_subject,
             });
         }
         self.set_state(name, st);

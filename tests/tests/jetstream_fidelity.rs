@@ -10,9 +10,11 @@
 //! * Stream configurations nats-server refuses, and the "unlimited" zeros it reports as -1.
 //! * A message whose subject contains `*` or `>` tokens is stored like any other (a KV purge
 //!   of `hello.*`); as a rollup or a lookup its subject is a filter, as on nats-server.
+//! * `republish`: its configuration checks, the copies and their headers.
 
 use bytes::Bytes;
 use e2e::{bounded, server_tests, ServerKind, StoreDir, TestServer};
+use futures::StreamExt;
 use serde_json::{json, Value};
 
 server_tests!(
@@ -22,6 +24,7 @@ server_tests!(
     stream_info_details,
     stream_config_checks_and_unlimited_zeros,
     wildcard_characters_in_message_subjects,
+    republish,
 );
 
 /// Sends a raw `$JS.API.` request and returns the JSON answer.
@@ -378,4 +381,113 @@ async fn wildcard_characters_in_message_subjects(kind: ServerKind) {
         json!({ "$KV.B.hello.*": 1, "$KV.B.other": 1 }),
         "{kind}: {info}"
     );
+}
+
+async fn republish(kind: ServerKind) {
+    let dir = StoreDir::new();
+    let server = TestServer::start_jetstream(kind, &dir).await;
+    let client = server.client().await;
+    for (name, subjects, rp, want) in [
+        (
+            "C",
+            json!(["c.>"]),
+            json!({ "dest": "c.x" }),
+            "forms a cycle",
+        ),
+        (
+            "E",
+            json!(["d.>"]),
+            json!({ "src": "e.>", "dest": "z.>" }),
+            "not valid subset",
+        ),
+        (
+            "F",
+            json!(["f.>"]),
+            json!({ "src": "f.*", "dest": "z.>" }),
+            "not valid",
+        ),
+        (
+            "G",
+            json!(["g.>"]),
+            json!({ "src": "g.>", "dest": "" }),
+            "not valid",
+        ),
+    ] {
+        let config = json!({ "name": name, "subjects": subjects, "republish": rp });
+        let answer = api(&client, &format!("$JS.API.STREAM.CREATE.{name}"), config).await;
+        assert_eq!(code(&answer), 10052, "{kind}: {answer}");
+        let text = answer["error"]["description"].as_str().unwrap_or_default();
+        assert!(text.contains(want), "{kind}: {text}");
+    }
+
+    let answer = api(
+        &client,
+        "$JS.API.STREAM.CREATE.R",
+        json!({ "name": "R", "subjects": ["r.>"],
+                "republish": { "src": "r.*.x", "dest": "out.$1.{{wildcard(1)}}" } }),
+    )
+    .await;
+    assert_eq!(code(&answer), 0, "{kind}: {answer}");
+    assert_eq!(answer["config"]["republish"]["src"], "r.*.x");
+    let answer = api(
+        &client,
+        "$JS.API.STREAM.CREATE.Q",
+        json!({ "name": "Q", "subjects": ["q.>"],
+                "republish": { "dest": "rq.>", "headers_only": true } }),
+    )
+    .await;
+    assert_eq!(code(&answer), 0, "{kind}: {answer}");
+    assert_eq!(
+        answer["config"]["republish"]["src"], ">",
+        "{kind}: {answer}"
+    );
+
+    let mut out = client.subscribe("out.>").await.expect("subscribe");
+    let mut rq = client.subscribe("rq.>").await.expect("subscribe");
+    client.flush().await.expect("flush");
+    publish(&client, "r.a.x", "hi").await;
+    publish(&client, "r.b.y", "no").await;
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("X-Kind", "t");
+    bounded(
+        "puback",
+        client.request_with_headers("r.a.x", headers, Bytes::from_static(b"hi2")),
+    )
+    .await
+    .expect("puback");
+    publish(&client, "q.k", "hello").await;
+
+    let first = next(&mut out).await;
+    assert_eq!(first.subject.as_str(), "out.a.a", "{kind}");
+    assert_eq!(first.payload, Bytes::from_static(b"hi"));
+    let h = first.headers.expect("headers");
+    let get = |h: &async_nats::HeaderMap, k: &str| h.get(k).map(|v| v.as_str().to_string());
+    assert_eq!(get(&h, "Nats-Stream").as_deref(), Some("R"), "{kind}");
+    assert_eq!(get(&h, "Nats-Subject").as_deref(), Some("r.a.x"));
+    assert_eq!(get(&h, "Nats-Sequence").as_deref(), Some("1"));
+    assert_eq!(get(&h, "Nats-Last-Sequence").as_deref(), Some("0"));
+    let second = next(&mut out).await;
+    assert_eq!(
+        second.payload,
+        Bytes::from_static(b"hi2"),
+        "{kind}: r.b.y is not copied"
+    );
+    let h = second.headers.expect("headers");
+    assert_eq!(get(&h, "X-Kind").as_deref(), Some("t"), "{kind}");
+    assert_eq!(get(&h, "Nats-Sequence").as_deref(), Some("3"));
+    assert_eq!(
+        get(&h, "Nats-Last-Sequence").as_deref(),
+        Some("1"),
+        "{kind}"
+    );
+    let only = next(&mut rq).await;
+    assert_eq!(only.subject.as_str(), "rq.q.k", "{kind}");
+    assert!(only.payload.is_empty());
+    let h = only.headers.expect("headers");
+    assert_eq!(get(&h, "Nats-Msg-Size").as_deref(), Some("5"), "{kind}");
+    assert_eq!(get(&h, "Nats-Stream").as_deref(), Some("Q"));
+}
+
+async fn next(sub: &mut async_nats::Subscriber) -> async_nats::Message {
+    bounded("republished", sub.next()).await.expect("message")
 }

@@ -131,9 +131,9 @@ pub struct StreamConfig {
     /// The streams this one sources (see [`super::source`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sources: Option<Vec<StreamSource>>,
-    /// Republish configuration (not supported yet: refused when set).
+    /// Where stored messages are republished (see [`super::republish`]).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub republish: Option<serde_json::Value>,
+    pub republish: Option<RePublish>,
     /// Free-form metadata (2.10).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
@@ -168,6 +168,31 @@ impl Default for StreamConfig {
             sources: None,
             republish: None,
             metadata: None,
+        }
+    }
+}
+
+/// Where a stream republishes what it stores (`RePublish`, nats-server 2.9).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct RePublish {
+    /// The stored subjects to republish (empty: `>`, as nats-server reports it).
+    #[serde(default)]
+    pub src: String,
+    /// Where: a transform template of `src` (see [`leaf_proto::transform`]).
+    #[serde(default)]
+    pub dest: String,
+    /// Send only the headers, with the payload's size in `Nats-Msg-Size`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub headers_only: bool,
+}
+
+impl RePublish {
+    /// The source filter (`>` when empty).
+    pub fn source(&self) -> &str {
+        if self.src.is_empty() {
+            ">"
+        } else {
+            &self.src
         }
     }
 }
@@ -242,11 +267,6 @@ impl StreamConfig {
             ));
         }
         self.check_origins()?;
-        if self.republish.is_some() {
-            return Err(ApiError::invalid_config(
-                "republish is not supported yet by this server",
-            ));
-        }
         if self.sources.as_ref().is_some_and(Vec::is_empty) {
             self.sources = None;
         }
@@ -263,6 +283,7 @@ impl StreamConfig {
                 ));
             }
         }
+        self.check_republish()?;
         for (field, v) in [
             ("max_msgs", self.max_msgs),
             ("max_bytes", self.max_bytes),
@@ -330,6 +351,44 @@ impl StreamConfig {
 }
 
 impl StreamConfig {
+    /// Checks `republish` as nats-server 2.9 does (and reports an empty source as `>`): the
+    /// source lies within the stream's subjects or covers one, the destination overlaps none
+    /// of them (a cycle), and the transform compiles.
+    fn check_republish(&mut self) -> Result<(), ApiError> {
+        let Some(rp) = &mut self.republish else {
+            return Ok(());
+        };
+        if rp.src.is_empty() {
+            rp.src = ">".into();
+        }
+        let src = rp.src.as_bytes();
+        let within = is_valid_subject(src)
+            && self.subjects.iter().any(|s| {
+                leaf_proto::subject::is_subset(src, s.as_bytes())
+                    || leaf_proto::subject::is_subset(s.as_bytes(), src)
+            });
+        if !within {
+            return Err(ApiError::invalid_config(
+                "stream configuration for republish source is not valid subset of subjects",
+            ));
+        }
+        let cycle = self
+            .subjects
+            .iter()
+            .any(|s| leaf_proto::subject::subjects_overlap(rp.dest.as_bytes(), s.as_bytes()));
+        if cycle {
+            return Err(ApiError::invalid_config(
+                "stream configuration for republish destination forms a cycle",
+            ));
+        }
+        if leaf_proto::transform::Transform::new(&rp.src, &rp.dest).is_err() {
+            return Err(ApiError::invalid_config(
+                "stream configuration for republish not valid",
+            ));
+        }
+        Ok(())
+    }
+
     /// Checks `mirror` and `sources` as nats-server 2.9 does.
     fn check_origins(&self) -> Result<(), ApiError> {
         if let Some(m) = &self.mirror {

@@ -29,6 +29,7 @@ pub mod consumer;
 pub mod handle;
 pub mod info_request;
 mod msg_ids;
+mod republish;
 pub mod retention;
 pub mod source;
 pub mod stream;

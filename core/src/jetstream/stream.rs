@@ -42,6 +42,7 @@ use tracing::{debug, warn};
 use super::config::{ApiError, Discard, Retention, StreamConfig};
 use super::handle::{Cmd, ConsumerHandle, SourceHandle};
 use super::msg_ids::{MsgId, MsgIds};
+use super::republish::{Republisher, Stored};
 use super::retention::{SharedView, StreamView};
 use crate::server::{InternalSink, Msg, Publisher, ReplyTo, Shared};
 use leaf_proto::headers;
@@ -415,7 +416,9 @@ struct InFlight {
     subject: String,
     msg_id: Option<MsgId>,
     rollup: Option<Rollup>,
-    size: u64,
+    /// Its headers and payload, kept only when the stream republishes (see
+    /// [`super::republish`]).
+    body: Option<Body>,
     /// The sequence this append gets if every append before it succeeds.
     predicted_seq: u64,
     /// The source it was copied from (index name and origin sequence), if any.
@@ -423,6 +426,9 @@ struct InFlight {
     /// Only takes a sequence (a mirror's gap): nobody is told about it.
     gap: bool,
 }
+
+/// A message's headers and payload.
+type Body = (Option<Bytes>, Bytes);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Rollup {
@@ -452,6 +458,8 @@ struct Runner {
     predictions_broken: bool,
     /// Per source index name: the newest origin sequence stored or in flight.
     source_last: HashMap<Arc<str>, u64>,
+    /// The compiled `republish` configuration, made when first needed.
+    republisher: Option<Republisher>,
 }
 
 /// Creates a stream's handle and starts its task. The task first rebuilds the dedup state
@@ -495,6 +503,7 @@ pub(crate) fn start(
         groups: VecDeque::new(),
         predictions_broken: false,
         source_last: HashMap::new(),
+        republisher: None,
     };
     tokio::spawn(async move {
         let (store, for_scan) = (runner.store.clone(), runner.stream.clone());
@@ -789,7 +798,7 @@ impl Runner {
                 subject: String::new(),
                 msg_id: None,
                 rollup: None,
-                size: 0,
+                body: None,
                 predicted_seq: seq - 1,
                 source: None,
                 gap: true,
@@ -801,9 +810,7 @@ impl Runner {
             payload: m.payload,
             ts_ns,
         };
-        let size = (new.subject.len()
-            + new.headers.as_ref().map_or(0, Bytes::len)
-            + new.payload.len()) as u64;
+        let body = self.body_to_keep(&new);
         self.in_flight.push_back(InFlight {
             fut: Some(Box::pin(self.store.append_after(
                 &self.stream.name,
@@ -814,7 +821,7 @@ impl Runner {
             subject: new.subject,
             msg_id: None,
             rollup: None,
-            size,
+            body,
             predicted_seq: seq,
             source: None,
             gap: false,
@@ -832,9 +839,7 @@ impl Runner {
             self.predictions_broken = false;
         }
         let predicted_seq = self.predicted_last_seq() + 1;
-        let size = (new.subject.len()
-            + new.headers.as_ref().map_or(0, Bytes::len)
-            + new.payload.len()) as u64;
+        let body = self.body_to_keep(&new);
         let subject = new.subject.clone();
         self.submit_pending();
         // Behind other appends a copy is stored only if they all were: were one lost and this
@@ -855,7 +860,7 @@ impl Runner {
             subject,
             msg_id: None,
             rollup: None,
-            size,
+            body,
             predicted_seq,
             source,
             gap: false,
@@ -990,6 +995,7 @@ impl Runner {
             payload: m.payload,
             ts_ns: now_ns(),
         };
+        let body = self.body_to_keep(&new);
         // Interest retention: a message nobody is interested in only takes its sequence.
         // A chained message depends on its predecessor: if that one fails, the store
         // refuses this one too.
@@ -1013,7 +1019,7 @@ impl Runner {
             subject: m.subject,
             msg_id,
             rollup,
-            size,
+            body,
             predicted_seq: predicted_last_seq + 1,
             source: None,
             gap: false,
@@ -1077,8 +1083,55 @@ impl Runner {
         if let Some(rollup) = done.rollup {
             self.roll_up(&done.subject, appended.seq, rollup).await;
         }
+        if let Some((headers, payload)) = &done.body {
+            self.republish(&done.subject, &appended, headers.as_deref(), payload);
+        }
         self.reply_ack(reply, appended.seq, false);
-        let _ = done.size;
+    }
+
+    /// A message's headers and payload, when the stream republishes what it stores.
+    fn body_to_keep(&self, new: &NewMessage) -> Option<Body> {
+        self.stream
+            .shared_config()
+            .republish
+            .is_some()
+            .then(|| (new.headers.clone(), new.payload.clone()))
+    }
+
+    /// Publishes the copy of a stored message the stream's `republish` asks for, if any.
+    fn republish(
+        &mut self,
+        subject: &str,
+        appended: &Appended,
+        headers: Option<&[u8]>,
+        payload: &Bytes,
+    ) {
+        let cfg = self.stream.shared_config();
+        let Some(rp) = &cfg.republish else {
+            return;
+        };
+        if !self.republisher.as_ref().is_some_and(|r| r.is_for(rp)) {
+            self.republisher = Republisher::new(rp);
+        }
+        let (Some(republisher), Some(server)) = (&self.republisher, self.server.upgrade()) else {
+            return;
+        };
+        let stored = Stored {
+            stream: &self.stream.name,
+            subject,
+            seq: appended.seq,
+            prev_in_subject: appended.prev_in_subject,
+            headers,
+            payload,
+        };
+        if let Some(copy) = republisher.copy(&stored) {
+            server.publish(&Msg {
+                subject: copy.subject.as_bytes(),
+                reply: None,
+                headers: Some(&copy.headers),
+                payload: &copy.payload,
+            });
+        }
     }
 
     /// Removes what the rollup message `seq` replaces (its subject's older messages, or all

@@ -128,6 +128,7 @@ impl Batch<'_, '_> {
             seq: st.last_seq,
             ts_ns,
             trimmed: 0,
+            prev_in_subject: 0,
         }])))
     }
 }
