@@ -285,6 +285,15 @@ impl PartialEq for SubRef {
     }
 }
 
+impl Eq for SubRef {}
+
+impl std::hash::Hash for SubRef {
+    /// Hashes the identity (the address), as equality compares it.
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        std::ptr::hash(Arc::as_ptr(&self.0), state);
+    }
+}
+
 /// The connections written to since the last flush.
 #[derive(Default)]
 struct FlushSet {
