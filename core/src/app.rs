@@ -332,6 +332,10 @@ pub fn leaf_options(cfg: &Config) -> LeafOptions {
         ping_interval: ln.ping_interval,
         ping_max: ln.ping_max,
         tls: listener_tls,
+        max_subscriptions: cfg
+            .max_subscriptions
+            .unwrap_or(config::DEFAULT_LINK_MAX_SUBSCRIPTIONS),
+        max_connections: ln.max_connections,
         ..LeafOptions::default()
     }
 }
@@ -393,6 +397,9 @@ pub fn server_options(cfg: &Config, name: &'static str) -> ServerOptions {
         max_control_line: cfg.max_control_line,
         max_pending: cfg.max_pending,
         max_connections: cfg.max_connections,
+        max_subscriptions: cfg
+            .max_subscriptions
+            .unwrap_or(config::DEFAULT_MAX_SUBSCRIPTIONS),
         ping_interval: cfg.ping_interval,
         ping_max: cfg.ping_max,
         write_deadline: cfg.write_deadline,
