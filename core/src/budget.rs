@@ -125,7 +125,10 @@ impl Budget {
 
     /// Takes `cost` bytes and one item from this budget and its parents, or nothing.
     fn take(&self, cost: usize) -> bool {
-        let bytes = self.bytes.fetch_add(cost, Ordering::Relaxed).saturating_add(cost);
+        let bytes = self
+            .bytes
+            .fetch_add(cost, Ordering::Relaxed)
+            .saturating_add(cost);
         let items = self.items.fetch_add(1, Ordering::Relaxed).saturating_add(1);
         let fits = bytes <= self.max_bytes
             && items <= self.max_items
@@ -336,7 +339,10 @@ mod tests {
         assert_eq!((all.bytes(), b.bytes()), (1200, 600));
         assert!(a.is_stalled(), "the parent is past its stall mark");
         drop((x, forced));
-        assert_eq!((all.bytes(), all.items(), a.bytes(), b.bytes()), (0, 0, 0, 0));
+        assert_eq!(
+            (all.bytes(), all.items(), a.bytes(), b.bytes()),
+            (0, 0, 0, 0)
+        );
     }
 
     #[test]
@@ -359,7 +365,10 @@ mod tests {
         let held = b.try_charge(90).expect("fits");
         let started = tokio::time::Instant::now();
         b.wait_drained(Duration::from_millis(20)).await;
-        assert!(started.elapsed() >= Duration::from_millis(20), "still stalled");
+        assert!(
+            started.elapsed() >= Duration::from_millis(20),
+            "still stalled"
+        );
         let waiter = {
             let b = b.clone();
             tokio::spawn(async move { b.wait_drained(Duration::from_secs(60)).await })

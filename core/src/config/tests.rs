@@ -128,7 +128,11 @@ fn toml_and_json_load_the_same_structures() {
     assert_eq!(cfg.server_name.as_deref(), Some("edge1"));
     assert_eq!(cfg.max_payload, 2 << 20);
     assert_eq!(cfg.max_pending, 100_000_000);
-    assert_eq!(cfg.max_subscriptions, Some(500), "max_subs is nats-server's alias");
+    assert_eq!(
+        cfg.max_subscriptions,
+        Some(500),
+        "max_subs is nats-server's alias"
+    );
     assert_eq!(cfg.leafnodes.max_connections, 50);
     assert_eq!(cfg.ping_interval, Duration::from_secs(30));
     assert_eq!(cfg.write_deadline, Duration::from_secs(5));

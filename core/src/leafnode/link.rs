@@ -614,10 +614,7 @@ impl Link<'_> {
                 Err(proto::ParseError::MaxPayload) if self.phase == Phase::AwaitConnect => {
                     // Anything but CONNECT, refused before its payload is read.
                     self.send_err("'Authorization Violation'");
-                    return (
-                        pos,
-                        Some(Ended::Protocol("expected CONNECT first".into())),
-                    );
+                    return (pos, Some(Ended::Protocol("expected CONNECT first".into())));
                 }
                 Err(e) => {
                     self.send_err(e.err_text());

@@ -547,7 +547,10 @@ impl Connection {
             self.subs.retain(|_, s| !s.is_done());
             self.entry.subs.store(self.subs.len(), Ordering::Relaxed);
             if self.subs.len() >= limit {
-                debug!(cid = self.handle.id, limit, "maximum subscriptions exceeded");
+                debug!(
+                    cid = self.handle.id,
+                    limit, "maximum subscriptions exceeded"
+                );
                 self.send_err(MAX_SUBS_ERR);
                 return;
             }
