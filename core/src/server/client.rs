@@ -148,9 +148,13 @@ pub(crate) async fn serve(
             .stats
             .slow_consumers
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // The client does not read: what is queued for it is dropped, not flushed (which
+        // would hold it until the write deadline).
+        writer_task.abort();
     }
     handle.out.close();
     match writer_task.await {
+        Err(e) if e.is_cancelled() => {}
         Ok(Err(e)) => debug!(cid = id, error = %e, "write side closed"),
         Err(e) => warn!(cid = id, error = %e, "writer task failed"),
         Ok(Ok(())) => {}
@@ -238,6 +242,11 @@ impl Connection {
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut rb = ReadBuffer::default();
         self.handle.out.flush();
+        // A subscriber cut off by a publisher (past max_pending) is torn down at once, even
+        // while it sends nothing: its subscriptions and queued bytes go with it.
+        let handle = self.handle.clone();
+        let closed = handle.out.closed();
+        tokio::pin!(closed);
         loop {
             if *stop.borrow() {
                 return Close::Shutdown;
@@ -262,6 +271,7 @@ impl Connection {
                     return Close::Auth;
                 }
                 _ = stop.changed() => return Close::Shutdown,
+                () = &mut closed => continue,
             }
             let (consumed, close) = self.process(&rb.buf);
             rb.buf.advance(consumed);
