@@ -144,7 +144,14 @@ impl Monitor {
 async fn refuse(mut stream: TcpStream) -> std::io::Result<()> {
     let body = serde_json::to_vec_pretty(&json!({ "error": "too many monitoring connections" }))
         .unwrap_or_default();
-    write_response(&mut stream, 503, "Service Unavailable", "application/json", &body).await?;
+    write_response(
+        &mut stream,
+        503,
+        "Service Unavailable",
+        "application/json",
+        &body,
+    )
+    .await?;
     let mut sink = [0u8; 1024];
     while stream.read(&mut sink).await? > 0 {}
     Ok(())

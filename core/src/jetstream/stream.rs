@@ -410,7 +410,8 @@ impl InternalSink for Capture {
             + msg.payload.len();
         let Some(charge) = budget.try_charge(Budget::cost(bytes)) else {
             stream.refuse(msg, from);
-            return None;
+            // Full is stalled too: the publisher waits before it sends more to refuse.
+            return Some(budget.clone());
         };
         // A reply that is itself a JetStream ack or API subject is not a publisher waiting
         // for a PubAck (nats-server treats them the same way).
