@@ -15,7 +15,8 @@
 //! at most [`MAX_CONNECTIONS`] connections are served at once (one more is answered
 //! `503 Service Unavailable` and closed; past [`MAX_REFUSING`] refusals in progress, closed at
 //! once), the request head is at most [`MAX_REQUEST`] bytes and must arrive within
-//! [`REQUEST_TIMEOUT`] (a slowloris is answered 400 and dropped), and the whole response must
+//! [`REQUEST_TIMEOUT`] in all, however it trickles in (a slowloris is answered `408 Request
+//! Timeout` and dropped; an oversized or cut-off head `400`), and the whole response must
 //! be taken within [`WRITE_TIMEOUT`] (a client that asks for `/connz` and never reads is
 //! dropped).
 
@@ -35,7 +36,8 @@ use crate::server::Shared;
 
 /// Longest request head accepted.
 pub const MAX_REQUEST: usize = 8 * 1024;
-/// Time a client gets to send its request head.
+/// Time a client gets to send its whole request head (a deadline for all its reads, not a
+/// timeout per read: a slowloris sending a byte a second does not reset it).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time a client gets to take the whole response.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -176,6 +178,15 @@ async fn serve(mut stream: TcpStream, sources: &Sources) -> std::io::Result<()> 
         }
     })
     .await;
+    if read.is_err() {
+        return respond(
+            &mut stream,
+            408,
+            "Request Timeout",
+            &json!({"error": "request not received in time"}),
+        )
+        .await;
+    }
     if !matches!(read, Ok(Ok(true))) {
         return respond(
             &mut stream,
