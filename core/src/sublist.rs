@@ -1059,19 +1059,19 @@ mod tests {
         assert_eq!(sl.read().root.child_count(), 0);
     }
 
+    /// The trie node of `fleet.replies`.
+    fn replies_node<T>(st: &State<T>) -> &Node<T> {
+        let fleet = st.root.literals.get(&b"fleet"[..]).unwrap();
+        let next = fleet.next.as_ref().unwrap();
+        next.literals.get(&b"replies"[..]).unwrap()
+    }
+
     #[test]
     fn crowded_nodes_are_indexed_and_stay_exact() {
         let sl = crowded(100);
         {
             let st = sl.read();
-            let fleet = st.root.literals.get(&b"fleet"[..]).unwrap();
-            let node = fleet
-                .next
-                .as_ref()
-                .unwrap()
-                .literals
-                .get(&b"replies"[..])
-                .unwrap();
+            let node = replies_node(&st);
             assert!(node.plain.is_indexed());
             assert!(node.queues.is_indexed(), "100 group names");
             let workers = node.queues.iter().find(|g| &*g.name == b"workers").unwrap();
@@ -1098,14 +1098,7 @@ mod tests {
             }
         }
         let st = sl.read();
-        let fleet = st.root.literals.get(&b"fleet"[..]).unwrap();
-        let node = fleet
-            .next
-            .as_ref()
-            .unwrap()
-            .literals
-            .get(&b"replies"[..])
-            .unwrap();
+        let node = replies_node(&st);
         assert!(node.plain.is_empty() && !node.plain.is_indexed());
     }
 

@@ -458,6 +458,18 @@ async fn the_default_max_pending_cuts_a_stalled_subscriber_at_8_mib() {
     }
 }
 
+/// A server with its monitoring port on a free port, and that port.
+async fn monitored(kind: ServerKind, config: Value) -> (TestServer, u16) {
+    let mport = free_port();
+    let server = TestServer::builder(kind)
+        .config(config)
+        .arg("-m")
+        .arg(mport.to_string())
+        .start()
+        .await;
+    (server, mport)
+}
+
 /// Connects with a tiny receive buffer (so a response cannot hide in socket buffers), sends
 /// `GET path` and never reads; after `wait`, reads what arrives: the declared length and
 /// the body bytes received before the server closed.
@@ -497,13 +509,7 @@ async fn get_without_reading(port: u16, path: &str, wait: Duration) -> (usize, u
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_monitoring_client_that_never_reads_is_dropped() {
     for kind in [ServerKind::Leafd, ServerKind::Hubd] {
-        let mport = free_port();
-        let server = TestServer::builder(kind)
-            .config(json!({ "max_control_line": 1 << 20 }))
-            .arg("-m")
-            .arg(mport.to_string())
-            .start()
-            .await;
+        let (server, mport) = monitored(kind, json!({ "max_control_line": 1 << 20 })).await;
         let name = "n".repeat(1_000_000);
         let mut named = Vec::new();
         for _ in 0..8 {
@@ -531,12 +537,7 @@ async fn a_monitoring_client_that_never_reads_is_dropped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_monitoring_port_caps_its_connections() {
     for kind in [ServerKind::Leafd, ServerKind::Hubd] {
-        let mport = free_port();
-        let _server = TestServer::builder(kind)
-            .arg("-m")
-            .arg(mport.to_string())
-            .start()
-            .await;
+        let (_server, mport) = monitored(kind, json!({})).await;
         // Each idle connection sends the start of a request and never finishes it.
         let mut idle = Vec::new();
         for _ in 0..16 {
@@ -570,12 +571,7 @@ async fn the_monitoring_port_caps_its_connections() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_monitoring_slowloris_is_answered_408_and_dropped() {
     for kind in [ServerKind::Leafd, ServerKind::Hubd] {
-        let mport = free_port();
-        let _server = TestServer::builder(kind)
-            .arg("-m")
-            .arg(mport.to_string())
-            .start()
-            .await;
+        let (_server, mport) = monitored(kind, json!({})).await;
         let stream = TcpStream::connect(("127.0.0.1", mport)).await.unwrap();
         let (mut rd, mut wr) = stream.into_split();
         let started = tokio::time::Instant::now();
