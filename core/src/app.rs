@@ -83,11 +83,18 @@ pub fn parse_args<C: Subcommand>(
         })
 }
 
+/// Most threads the runtime starts for blocking work (store reads of uplinks and resumed
+/// streams): more such work waits for one of them. With the workers (one per core), the
+/// store's writer and leafd's heap trimmer, a server stays far below the `TasksMax=` of
+/// leafd's systemd unit (tokio's default would allow 512).
+pub const MAX_BLOCKING_THREADS: usize = 32;
+
 /// The multi-threaded runtime, its threads named after the binary.
 pub fn runtime(name: &'static str) -> Result<tokio::runtime::Runtime, ExitCode> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name(name)
+        .max_blocking_threads(MAX_BLOCKING_THREADS)
         .build()
         .map_err(|e| {
             eprintln!("{name}: cannot start the runtime: {e}");
@@ -332,6 +339,10 @@ pub fn leaf_options(cfg: &Config) -> LeafOptions {
         ping_interval: ln.ping_interval,
         ping_max: ln.ping_max,
         tls: listener_tls,
+        max_subscriptions: cfg
+            .max_subscriptions
+            .unwrap_or(config::DEFAULT_LINK_MAX_SUBSCRIPTIONS),
+        max_connections: ln.max_connections,
         ..LeafOptions::default()
     }
 }
@@ -393,6 +404,9 @@ pub fn server_options(cfg: &Config, name: &'static str) -> ServerOptions {
         max_control_line: cfg.max_control_line,
         max_pending: cfg.max_pending,
         max_connections: cfg.max_connections,
+        max_subscriptions: cfg
+            .max_subscriptions
+            .unwrap_or(config::DEFAULT_MAX_SUBSCRIPTIONS),
         ping_interval: cfg.ping_interval,
         ping_max: cfg.ping_max,
         write_deadline: cfg.write_deadline,

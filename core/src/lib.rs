@@ -7,6 +7,7 @@
 //! ## Layout (one module, one job)
 //! * [`sublist`]: the interest structure: a subject trie with a match cache.
 //! * [`auth`]: authentication and per-user publish/subscribe permissions.
+//! * [`budget`]: bounds in bytes on the queues that remote input fills.
 //! * [`server`]: the accept loop, connections ([`server::client`]), the per-publisher fan-out
 //!   ([`server::fanout`]), outbound queues ([`server::outbound`]), the INFO/CONNECT bodies
 //!   ([`server::info`]), and the server's narrow API for its own components:
@@ -32,6 +33,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod budget;
 pub mod cli;
 pub mod config;
 pub mod jetstream;

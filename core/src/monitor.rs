@@ -10,8 +10,15 @@
 //! * `/leafz`: the leafnode links, shaped as nats-server's `/leafz`;
 //! * a binary's own pages and metrics, through [`Pages`] (leafd: `/uplinkz` and `/sourcesz`).
 //!
-//! A deliberately small HTTP/1.1 server: `GET` only, one request per connection, bounded
-//! request size and time. It binds to the client listener's host (loopback by default).
+//! A deliberately small HTTP/1.1 server: `GET` only, one request per connection. It binds to
+//! the client listener's host (loopback by default). Nothing a client does can hold it:
+//! at most [`MAX_CONNECTIONS`] connections are served at once (one more is answered
+//! `503 Service Unavailable` and closed; past [`MAX_REFUSING`] refusals in progress, closed at
+//! once), the request head is at most [`MAX_REQUEST`] bytes and must arrive within
+//! [`REQUEST_TIMEOUT`] in all, however it trickles in (a slowloris is answered `408 Request
+//! Timeout` and dropped; an oversized or cut-off head `400`), and the whole response must
+//! be taken within [`WRITE_TIMEOUT`] (a client that asks for `/connz` and never reads is
+//! dropped).
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -21,15 +28,26 @@ use std::time::{Duration, SystemTime};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tracing::{debug, info};
+use tokio::sync::Semaphore;
+use tracing::{debug, info, warn};
 
 use crate::leafnode::{LeafState, LinkStatus};
 use crate::server::Shared;
 
 /// Longest request head accepted.
-const MAX_REQUEST: usize = 8 * 1024;
-/// Time a client gets to send its request.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+pub const MAX_REQUEST: usize = 8 * 1024;
+/// Time a client gets to send its whole request head (a deadline for all its reads, not a
+/// timeout per read: a slowloris sending a byte a second does not reset it).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time a client gets to take the whole response.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections served at once: monitoring is a few scrapers and an operator, and each page
+/// is built whole in memory (`/connz` lists up to 1024 connections).
+pub const MAX_CONNECTIONS: usize = 16;
+/// Connections being refused at once (answered 503 within a second); more are closed unanswered.
+pub const MAX_REFUSING: usize = 64;
+/// How long a refused connection gets to read its 503.
+const REFUSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// What the pages read.
 #[derive(Clone)]
@@ -89,19 +107,56 @@ impl Monitor {
                 .join(", ");
             info!(%addr, "monitoring listening (GET {pages})");
         }
+        let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
+        let mut reported = false;
         loop {
-            let Ok((stream, _)) = self.listener.accept().await else {
+            let Ok((stream, peer)) = self.listener.accept().await else {
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             };
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                if !reported {
+                    warn!(%peer, max = MAX_CONNECTIONS, "too many monitoring connections, refusing");
+                    reported = true;
+                }
+                // Unanswered (closed at once) when too many refusals are in progress already.
+                if let Ok(refusal) = refusing.clone().try_acquire_owned() {
+                    tokio::spawn(async move {
+                        let _ = tokio::time::timeout(REFUSE_TIMEOUT, refuse(stream)).await;
+                        drop(refusal);
+                    });
+                }
+                continue;
+            };
+            reported = false;
             let sources = self.sources.clone();
             tokio::spawn(async move {
                 if let Err(e) = serve(stream, &sources).await {
                     debug!(error = %e, "monitoring request failed");
                 }
+                drop(slot);
             });
         }
     }
+}
+
+/// Answers a connection over [`MAX_CONNECTIONS`] with 503, then waits for the client to
+/// close (reading what it sent, so the answer is not lost to a reset).
+async fn refuse(mut stream: TcpStream) -> std::io::Result<()> {
+    let body = serde_json::to_vec_pretty(&json!({ "error": "too many monitoring connections" }))
+        .unwrap_or_default();
+    write_response(
+        &mut stream,
+        503,
+        "Service Unavailable",
+        "application/json",
+        &body,
+    )
+    .await?;
+    let mut sink = [0u8; 1024];
+    while stream.read(&mut sink).await? > 0 {}
+    Ok(())
 }
 
 async fn serve(mut stream: TcpStream, sources: &Sources) -> std::io::Result<()> {
@@ -123,6 +178,15 @@ async fn serve(mut stream: TcpStream, sources: &Sources) -> std::io::Result<()> 
         }
     })
     .await;
+    if read.is_err() {
+        return respond(
+            &mut stream,
+            408,
+            "Request Timeout",
+            &json!({"error": "request not received in time"}),
+        )
+        .await;
+    }
     if !matches!(read, Ok(Ok(true))) {
         return respond(
             &mut stream,
@@ -641,7 +705,29 @@ async fn respond(
     respond_raw(stream, code, reason, "application/json", &body).await
 }
 
+/// Sends the response within [`WRITE_TIMEOUT`]; a client that does not take it in time is
+/// dropped (`TimedOut`).
 async fn respond_raw(
+    stream: &mut TcpStream,
+    code: u16,
+    reason: &str,
+    content_type: &str,
+    body: &[u8],
+) -> std::io::Result<()> {
+    tokio::time::timeout(
+        WRITE_TIMEOUT,
+        write_response(stream, code, reason, content_type, body),
+    )
+    .await
+    .map_err(|_| {
+        std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the client did not take the response in time",
+        )
+    })?
+}
+
+async fn write_response(
     stream: &mut TcpStream,
     code: u16,
     reason: &str,

@@ -16,9 +16,9 @@
 //!   [`remote_files_digest`]); a file that became unreadable or invalid refuses the reload of
 //!   that remote, which keeps running with what it had;
 //! * any other difference (the leafnode listener's `leafnodes.listen`, `authorization`, `tls`,
-//!   the links' `reconnect`, `ping_interval`, `ping_max`, and every server setting) refuses
-//!   the whole reload with a message naming the key, and the running configuration stays as
-//!   it was.
+//!   `max_connections`, the links' `reconnect`, `ping_interval`, `ping_max`, and every server
+//!   setting) refuses the whole reload with a message naming the key, and the running
+//!   configuration stays as it was.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::Path;
@@ -182,7 +182,7 @@ fn first_difference(a: &Config, b: &Config) -> String {
     if a.leafnodes != b.leafnodes {
         return leafnodes_difference(&a.leafnodes, &b.leafnodes);
     }
-    let checks: [(&str, bool); 13] = [
+    let checks: [(&str, bool); 14] = [
         ("host", a.host != b.host),
         ("port", a.port != b.port),
         ("http_port", a.http_port != b.http_port),
@@ -191,6 +191,10 @@ fn first_difference(a: &Config, b: &Config) -> String {
         ("max_control_line", a.max_control_line != b.max_control_line),
         ("max_pending", a.max_pending != b.max_pending),
         ("max_connections", a.max_connections != b.max_connections),
+        (
+            "max_subscriptions",
+            a.max_subscriptions != b.max_subscriptions,
+        ),
         ("ping_interval", a.ping_interval != b.ping_interval),
         ("ping_max", a.ping_max != b.ping_max),
         ("write_deadline", a.write_deadline != b.write_deadline),
@@ -211,7 +215,7 @@ fn leafnodes_difference(a: &LeafNodes, b: &LeafNodes) -> String {
         (x, y) if x != y => "leafnodes.listen",
         _ => "",
     };
-    let checks: [(&str, bool); 6] = [
+    let checks: [(&str, bool); 7] = [
         (listen, !listen.is_empty()),
         (
             "leafnodes.authorization",
@@ -224,6 +228,10 @@ fn leafnodes_difference(a: &LeafNodes, b: &LeafNodes) -> String {
             a.ping_interval != b.ping_interval,
         ),
         ("leafnodes.ping_max", a.ping_max != b.ping_max),
+        (
+            "leafnodes.max_connections",
+            a.max_connections != b.max_connections,
+        ),
     ];
     checks
         .iter()

@@ -18,6 +18,13 @@
 //! long subject cannot overflow the stack. Removal prunes nodes and levels
 //! left empty, so the trie only holds live interest.
 //!
+//! Removing one subscription does not depend on how many others share its
+//! filter: a node's subscriptions and queue groups are vectors (what a
+//! match copies) plus, once they are long, an index from subscription (or
+//! group name) to position (see [`bag`]). Tearing down 100,000
+//! subscriptions of one subject is 100,000 hash lookups, not a quadratic
+//! scan under the write lock.
+//!
 //! # Match cache
 //!
 //! Results are cached per literal subject as a shared
@@ -41,9 +48,11 @@
 //! and the random seed plus the bounded cache keep crafted collisions
 //! harmless.
 
+mod bag;
+
 use std::collections::HashMap;
 use std::fmt;
-use std::hash::{BuildHasher, Hasher, RandomState};
+use std::hash::{BuildHasher, Hash, Hasher, RandomState};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -105,14 +114,24 @@ impl<T> Default for MatchResult<T> {
     }
 }
 
-impl<T: Clone> MatchResult<T> {
+impl<T: Clone + Eq + Hash> MatchResult<T> {
     /// Adds every subscription held by `node`, merging queue groups by name.
     fn add_node(&mut self, node: &Node<T>) {
-        self.plain.extend_from_slice(&node.plain);
-        for q in &node.queues {
-            match self.queues.iter_mut().find(|g| g.name == q.name) {
-                Some(g) => g.members.extend_from_slice(&q.members),
-                None => self.queues.push(q.clone()),
+        self.plain.extend_from_slice(node.plain.items());
+        // A node's group names are distinct: only groups found on earlier nodes can merge.
+        let merge = !self.queues.is_empty();
+        for q in node.queues.iter() {
+            let found = if merge {
+                self.queues.iter_mut().find(|g| g.name == q.name)
+            } else {
+                None
+            };
+            match found {
+                Some(g) => g.members.extend_from_slice(q.members.items()),
+                None => self.queues.push(QueueGroup {
+                    name: q.name.clone(),
+                    members: q.members.items().to_vec(),
+                }),
             }
         }
     }
@@ -160,14 +179,14 @@ struct Level<T> {
 /// A trie node: the filter spelled by the path from the root to here.
 struct Node<T> {
     /// Plain subscriptions on this exact filter.
-    plain: Vec<T>,
+    plain: bag::Bag<T, FastState>,
     /// Queue subscriptions on this exact filter, one group per name.
-    queues: Vec<QueueGroup<T>>,
+    queues: bag::Groups<T, FastState>,
     /// Children for the next token, if any filter is longer.
     next: Option<Box<Level<T>>>,
 }
 
-impl<T: Clone + PartialEq + Send + Sync> Sublist<T> {
+impl<T: Clone + Eq + Hash + Send + Sync> Sublist<T> {
     /// Creates an empty sublist.
     #[must_use]
     pub fn new() -> Self {
@@ -206,7 +225,7 @@ impl<T: Clone + PartialEq + Send + Sync> Sublist<T> {
         while let Some(tok) = toks.next() {
             let node = level.child_or_insert(tok);
             if toks.peek().is_none() {
-                node.add(queue, item);
+                node.add(queue, item, &hasher);
                 break;
             }
             level = node
@@ -380,7 +399,7 @@ impl<T: Clone + PartialEq + Send + Sync> Sublist<T> {
     }
 }
 
-impl<T: Clone + PartialEq + Send + Sync> Default for Sublist<T> {
+impl<T: Clone + Eq + Hash + Send + Sync> Default for Sublist<T> {
     fn default() -> Self {
         Self::new()
     }
@@ -489,7 +508,7 @@ impl<T> Level<T> {
     }
 }
 
-impl<T: Clone> Level<T> {
+impl<T: Clone + Eq + Hash> Level<T> {
     /// Walks the trie for a literal `subject` and gathers every match.
     ///
     /// Iterative: the literal path is followed in a loop and only `*`
@@ -542,12 +561,14 @@ impl<T> Node<T> {
     /// An empty node.
     fn new() -> Self {
         Self {
-            plain: Vec::new(),
-            queues: Vec::new(),
+            plain: bag::Bag::default(),
+            queues: bag::Groups::default(),
             next: None,
         }
     }
+}
 
+impl<T: Clone + Eq + Hash> Node<T> {
     /// True if subscriptions end at this node.
     fn has_subs(&self) -> bool {
         !self.plain.is_empty() || !self.queues.is_empty()
@@ -559,47 +580,18 @@ impl<T> Node<T> {
     }
 
     /// Stores `item`, in queue group `queue` if given.
-    fn add(&mut self, queue: Option<&[u8]>, item: T) {
+    fn add(&mut self, queue: Option<&[u8]>, item: T, hasher: &FastState) {
         match queue {
-            None => self.plain.push(item),
-            Some(name) => match self.queues.iter_mut().find(|g| *g.name == *name) {
-                Some(g) => g.members.push(item),
-                None => self.queues.push(QueueGroup {
-                    name: name.into(),
-                    members: vec![item],
-                }),
-            },
+            None => self.plain.push(item, hasher),
+            Some(name) => self.queues.add(name, item, hasher),
         }
     }
-}
 
-impl<T: PartialEq> Node<T> {
     /// Removes one copy of `item`; drops its queue group if that empties it.
     fn remove(&mut self, queue: Option<&[u8]>, item: &T) -> bool {
         match queue {
-            None => match self.plain.iter().position(|x| x == item) {
-                Some(i) => {
-                    self.plain.swap_remove(i);
-                    true
-                }
-                None => false,
-            },
-            Some(name) => {
-                let Some(gi) = self.queues.iter().position(|g| *g.name == *name) else {
-                    return false;
-                };
-                let Some(group) = self.queues.get_mut(gi) else {
-                    return false;
-                };
-                let Some(i) = group.members.iter().position(|x| x == item) else {
-                    return false;
-                };
-                group.members.swap_remove(i);
-                if group.members.is_empty() {
-                    self.queues.swap_remove(gi);
-                }
-                true
-            }
+            None => self.plain.remove(item),
+            Some(name) => self.queues.remove(name, item),
         }
     }
 }
@@ -847,7 +839,7 @@ mod tests {
                 .unwrap();
             let b = ab.literals.get(&b"b"[..]).unwrap();
             assert!(b.next.is_none());
-            assert_eq!(b.plain, [2]);
+            assert_eq!(b.plain.items(), [2]);
         }
         for (f, id) in [("a.b", 2), ("a.*.c", 3), ("a.>", 4)] {
             assert!(sl.remove(f.as_bytes(), None, &id).unwrap());
@@ -874,7 +866,7 @@ mod tests {
             let st = sl.read();
             let a = st.root.literals.get(&b"a"[..]).unwrap();
             assert!(a.next.is_none());
-            assert_eq!(a.plain, [3]);
+            assert_eq!(a.plain.items(), [3]);
         }
         assert_eq!(plain(&sl.matches(b"a")), [3]);
         assert!(sl.remove(b"a", None, &3).unwrap());
@@ -991,6 +983,123 @@ mod tests {
         }
         assert_eq!(plain(&sl.matches(b"dev.5.temp")), [10_000]);
         assert_eq!(sl.count(), 2);
+    }
+
+    thread_local! {
+        /// How often a [`Probe`] was compared on this thread.
+        static COMPARISONS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    }
+
+    /// A subscription handle that counts its comparisons: what removing one costs.
+    #[derive(Debug, Clone, Copy)]
+    struct Probe(u32);
+
+    impl PartialEq for Probe {
+        fn eq(&self, other: &Self) -> bool {
+            COMPARISONS.with(|c| c.set(c.get() + 1));
+            self.0 == other.0
+        }
+    }
+
+    impl Eq for Probe {}
+
+    impl std::hash::Hash for Probe {
+        fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+            self.0.hash(state);
+        }
+    }
+
+    /// `n` plain subscriptions, `n` members of one queue group and `n` queue groups of one
+    /// member each, all on `fleet.replies`.
+    fn crowded(n: u32) -> Sublist<Probe> {
+        let sl = Sublist::new();
+        for i in 0..n {
+            sl.insert(b"fleet.replies", None, Probe(i)).unwrap();
+            sl.insert(b"fleet.replies", Some(b"workers"), Probe(n + i))
+                .unwrap();
+            sl.insert(
+                b"fleet.replies",
+                Some(format!("g{i}").as_bytes()),
+                Probe(2 * n + i),
+            )
+            .unwrap();
+        }
+        sl
+    }
+
+    #[test]
+    fn removing_a_subscription_does_not_scan_its_subject() {
+        const N: u32 = 20_000;
+        let sl = crowded(N);
+        assert_eq!(sl.count(), 3 * N as usize);
+        COMPARISONS.with(|c| c.set(0));
+        // In insertion order, the order a scan pays most for (each removal's swap moves the
+        // last entry to the front).
+        for i in 0..N {
+            assert!(sl.remove(b"fleet.replies", None, &Probe(i)).unwrap());
+            assert!(sl
+                .remove(b"fleet.replies", Some(b"workers"), &Probe(N + i))
+                .unwrap());
+            assert!(sl
+                .remove(
+                    b"fleet.replies",
+                    Some(format!("g{i}").as_bytes()),
+                    &Probe(2 * N + i)
+                )
+                .unwrap());
+        }
+        let compared = COMPARISONS.with(std::cell::Cell::get);
+        // A scan compares about N²/2 times per list (4·10⁸ here); the index a few per removal.
+        assert!(
+            compared <= 4 * 3 * u64::from(N),
+            "{compared} comparisons to remove {} subscriptions",
+            3 * N
+        );
+        assert_eq!(sl.count(), 0);
+        assert_eq!(sl.read().root.child_count(), 0);
+    }
+
+    /// The trie node of `fleet.replies`.
+    fn replies_node<T>(st: &State<T>) -> &Node<T> {
+        let fleet = st.root.literals.get(&b"fleet"[..]).unwrap();
+        let next = fleet.next.as_ref().unwrap();
+        next.literals.get(&b"replies"[..]).unwrap()
+    }
+
+    #[test]
+    fn crowded_nodes_are_indexed_and_stay_exact() {
+        let sl = crowded(100);
+        {
+            let st = sl.read();
+            let node = replies_node(&st);
+            assert!(node.plain.is_indexed());
+            assert!(node.queues.is_indexed(), "100 group names");
+            let workers = node.queues.iter().find(|g| &*g.name == b"workers").unwrap();
+            assert!(workers.members.is_indexed());
+        }
+        // The same handle twice on one filter is stored twice and removed one at a time.
+        sl.insert(b"fleet.replies", None, Probe(7)).unwrap();
+        for _ in 0..2 {
+            assert!(sl.remove(b"fleet.replies", None, &Probe(7)).unwrap());
+        }
+        assert!(!sl.remove(b"fleet.replies", None, &Probe(7)).unwrap());
+        // What is left still matches exactly, and small lists drop their index again.
+        for i in (0..100).filter(|i| *i != 7 && i % 3 != 0) {
+            assert!(sl.remove(b"fleet.replies", None, &Probe(i)).unwrap());
+        }
+        let r = sl.matches(b"fleet.replies");
+        let mut left: Vec<u32> = r.plain.iter().map(|p| p.0).collect();
+        left.sort_unstable();
+        assert_eq!(left, (0..100).filter(|i| i % 3 == 0).collect::<Vec<_>>());
+        assert_eq!(r.queues.len(), 101, "workers and g0..g99");
+        for i in 0..100 {
+            if i % 3 == 0 {
+                assert!(sl.remove(b"fleet.replies", None, &Probe(i)).unwrap());
+            }
+        }
+        let st = sl.read();
+        let node = replies_node(&st);
+        assert!(node.plain.is_empty() && !node.plain.is_indexed());
     }
 
     #[test]

@@ -106,8 +106,20 @@ fn unit_file_passes_systemd_analyze_verify() {
         "User=leafd",
         "ProtectSystem=strict",
         "DevicePolicy=closed",
+        // Resource limits a 512 MB - 1 GB board lives with (issue 16).
+        "MemoryHigh=192M",
+        "MemoryMax=256M",
+        "TasksMax=128",
     ] {
         assert!(text.lines().any(|l| l == line), "the unit lacks {line:?}");
+    }
+    // The limits are documented where an operator looks, with the values the unit has.
+    let readme = fs::read_to_string(repo().join("README.md")).expect("README.md");
+    for limit in ["MemoryHigh=192M", "MemoryMax=256M", "TasksMax=128"] {
+        assert!(
+            readme.contains(limit),
+            "README.md does not document {limit}"
+        );
     }
     let dir = TempDir::new("verify");
     verify_unit(&text, dir.path());

@@ -59,8 +59,21 @@ pub const DEFAULT_MAX_PAYLOAD: usize = 1 << 20;
 pub const MAX_PAYLOAD_LIMIT: usize = 64 << 20;
 /// Default maximum protocol control line: 4 KiB.
 pub const DEFAULT_MAX_CONTROL_LINE: usize = 4096;
-/// Default per-connection outbound pending limit: 64 MiB.
-pub const DEFAULT_MAX_PENDING: usize = 64 << 20;
+/// Default per-connection outbound pending limit: 8 MiB (nats-server's is 64 MiB).
+///
+/// Sized for a 1 GB board: publishers are already slowed once a queue passes its stall mark
+/// (a quarter of this, at most 512 KiB, which 8 MiB keeps at its cap, so throughput is the
+/// same as with 64 MiB), so the rest only holds what a subscriber that stopped reading
+/// receives before it is cut off: room for eight messages of the default `max_payload`,
+/// and 64 such subscribers at once stay within 512 MiB where 64 MiB each would need 4 GiB.
+pub const DEFAULT_MAX_PENDING: usize = 8 << 20;
+/// Default most subscriptions of one client connection (`max_subscriptions` unset):
+/// 65,536, about 30 MiB of interest state. nats-server's default is unlimited; 0 sets that.
+pub const DEFAULT_MAX_SUBSCRIPTIONS: usize = 65_536;
+/// Default most subscriptions a leafnode link may announce (`max_subscriptions` unset):
+/// 262,144, about 120 MiB. A link carries the interest of a whole server, so it gets more
+/// room than a client.
+pub const DEFAULT_LINK_MAX_SUBSCRIPTIONS: usize = 262_144;
 /// Default maximum number of client connections.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 65536;
 /// Default interval between server pings to a client.
@@ -97,6 +110,12 @@ pub struct Config {
     pub max_pending: usize,
     /// Maximum number of client connections.
     pub max_connections: usize,
+    /// Most subscriptions one connection may hold (nats-server's `max_subscriptions`, also
+    /// `max_subs`), clients and, as in nats-server, the interest a leafnode link announces;
+    /// 0 is unlimited. Unset: [`DEFAULT_MAX_SUBSCRIPTIONS`] for a client,
+    /// [`DEFAULT_LINK_MAX_SUBSCRIPTIONS`] for a link.
+    #[serde(alias = "max_subs")]
+    pub max_subscriptions: Option<usize>,
     /// Interval between server pings to each client.
     #[serde(deserialize_with = "value::de_duration")]
     pub ping_interval: Duration,
@@ -132,6 +151,7 @@ impl Default for Config {
             max_control_line: DEFAULT_MAX_CONTROL_LINE,
             max_pending: DEFAULT_MAX_PENDING,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_subscriptions: None,
             ping_interval: DEFAULT_PING_INTERVAL,
             ping_max: DEFAULT_PING_MAX,
             write_deadline: DEFAULT_WRITE_DEADLINE,
@@ -432,6 +452,8 @@ pub const DEFAULT_LEAFNODE_RECONNECT: Duration = Duration::from_secs(10);
 pub const DEFAULT_LEAFNODE_PING_INTERVAL: Duration = Duration::from_secs(30);
 /// Default number of unanswered pings after which a leaf-node link is dead.
 pub const DEFAULT_LEAFNODE_PING_MAX: u32 = 2;
+/// Default most connections the leaf-node listener serves at once (handshakes included).
+pub const DEFAULT_LEAFNODE_MAX_CONNECTIONS: usize = 1024;
 
 /// The `[leafnodes]` table: accepting leaf connections and connecting out.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -452,6 +474,9 @@ pub struct LeafNodes {
     pub ping_max: u32,
     /// TLS on the listener (`leafnodes.tls`): when set, every accepted link must use TLS.
     pub tls: Option<LeafTls>,
+    /// Most connections the listener serves at once, handshakes included (not a nats-server
+    /// key); more are refused with `-ERR 'maximum connections exceeded'`.
+    pub max_connections: usize,
 }
 
 impl Default for LeafNodes {
@@ -464,6 +489,7 @@ impl Default for LeafNodes {
             ping_interval: DEFAULT_LEAFNODE_PING_INTERVAL,
             ping_max: DEFAULT_LEAFNODE_PING_MAX,
             tls: None,
+            max_connections: DEFAULT_LEAFNODE_MAX_CONNECTIONS,
         }
     }
 }
@@ -529,6 +555,7 @@ struct LeafNodesTable {
     ping_interval: Duration,
     ping_max: u32,
     tls: Option<LeafTls>,
+    max_connections: usize,
 }
 
 impl Default for LeafNodesTable {
@@ -544,6 +571,7 @@ impl Default for LeafNodesTable {
             ping_interval: d.ping_interval,
             ping_max: d.ping_max,
             tls: None,
+            max_connections: d.max_connections,
         }
     }
 }
@@ -677,6 +705,7 @@ impl TryFrom<LeafNodesTable> for LeafNodes {
             ping_interval: table.ping_interval,
             ping_max: table.ping_max,
             tls: table.tls,
+            max_connections: table.max_connections,
         })
     }
 }

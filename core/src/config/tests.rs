@@ -28,8 +28,10 @@ fn defaults() {
     assert_eq!(cfg.server_name, None);
     assert_eq!(cfg.max_payload, 1_048_576);
     assert_eq!(cfg.max_control_line, 4096);
-    assert_eq!(cfg.max_pending, 67_108_864);
+    assert_eq!(cfg.max_pending, 8_388_608);
     assert_eq!(cfg.max_connections, 65536);
+    assert_eq!(cfg.max_subscriptions, None);
+    assert_eq!(cfg.leafnodes.max_connections, 1024);
     assert_eq!(cfg.ping_interval, Duration::from_secs(120));
     assert_eq!(cfg.ping_max, 2);
     assert_eq!(cfg.write_deadline, Duration::from_secs(10));
@@ -54,6 +56,7 @@ max_payload = "2MB"
 max_control_line = 8192
 max_pending = 100000000
 max_connections = 100
+max_subscriptions = 500
 ping_interval = "30s"
 ping_max = 3
 write_deadline = 5
@@ -76,6 +79,7 @@ max_file_store = 1000
 
 [leafnodes]
 listen = "0.0.0.0:7422"
+max_connections = 50
 remotes = [ { url = "nats-leaf://hub:7422" }, { urls = ["nats-leaf://a:1", "nats-leaf://b:2"] } ]
 "#;
 
@@ -88,6 +92,7 @@ const FULL_JSON: &str = r#"{
   "max_control_line": 8192,
   "max_pending": 100000000,
   "max_connections": 100,
+  "max_subs": 500,
   "ping_interval": "30s",
   "ping_max": 3,
   "write_deadline": 5,
@@ -104,6 +109,7 @@ const FULL_JSON: &str = r#"{
   "jetstream": {"store_dir": "/var/lib/leafd", "domain": "edge", "max_memory_store": "1GB", "max_file_store": 1000},
   "leafnodes": {
     "listen": "0.0.0.0:7422",
+    "max_connections": 50,
     "remotes": [{"url": "nats-leaf://hub:7422"}, {"urls": ["nats-leaf://a:1", "nats-leaf://b:2"]}]
   }
 }"#;
@@ -122,6 +128,12 @@ fn toml_and_json_load_the_same_structures() {
     assert_eq!(cfg.server_name.as_deref(), Some("edge1"));
     assert_eq!(cfg.max_payload, 2 << 20);
     assert_eq!(cfg.max_pending, 100_000_000);
+    assert_eq!(
+        cfg.max_subscriptions,
+        Some(500),
+        "max_subs is nats-server's alias"
+    );
+    assert_eq!(cfg.leafnodes.max_connections, 50);
     assert_eq!(cfg.ping_interval, Duration::from_secs(30));
     assert_eq!(cfg.write_deadline, Duration::from_secs(5));
     assert_eq!(cfg.effective_log_level(), LogLevel::Trace);

@@ -72,6 +72,12 @@ impl Config {
                 "must be at least 1",
             ));
         }
+        if self.leafnodes.max_connections == 0 {
+            return Err(ConfigError::invalid(
+                "leafnodes.max_connections",
+                "must be at least 1",
+            ));
+        }
         if self.ping_interval.is_zero() {
             return Err(ConfigError::invalid(
                 "ping_interval",
@@ -405,6 +411,11 @@ mod tests {
         cfg.max_payload = MAX_PAYLOAD_LIMIT + 1;
         assert!(invalid(&cfg).starts_with("max_payload: "));
         cfg.max_payload = MAX_PAYLOAD_LIMIT;
+        assert!(
+            invalid(&cfg).starts_with("max_pending: must be at least max_payload"),
+            "the default max_pending (8 MiB) is below the largest max_payload"
+        );
+        cfg.max_pending = MAX_PAYLOAD_LIMIT;
         cfg.validate().unwrap();
         cfg.max_pending = 1024;
         assert!(invalid(&cfg).starts_with("max_pending: must be at least max_payload"));
@@ -424,6 +435,12 @@ mod tests {
             ..Config::default()
         };
         assert_eq!(invalid(&cfg), "write_deadline: must be greater than zero");
+        let mut cfg = Config::default();
+        cfg.leafnodes.max_connections = 0;
+        assert_eq!(
+            invalid(&cfg),
+            "leafnodes.max_connections: must be at least 1"
+        );
         let cfg = Config {
             server_name: Some("my server".into()),
             ..Config::default()

@@ -477,6 +477,13 @@ impl ApiError {
             description: description.to_string(),
         }
     }
+
+    /// 429 "too many requests" (10167): the server holds as much as it may of what this
+    /// kind of request fills (a stream's ingest, the API's queue), as nats-server answers
+    /// when a stream's ingest queue is full.
+    pub fn too_many_requests() -> Self {
+        Self::new(429, 10167, "too many requests")
+    }
     /// 10059.
     pub fn stream_not_found() -> Self {
         Self::new(404, 10059, "stream not found")

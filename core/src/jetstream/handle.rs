@@ -4,19 +4,46 @@
 //! The handles live here, below the `stream`, `consumer` and `source` modules,
 //! so that the stream can hold and command its consumers and sources without depending on
 //! the modules that run them (which depend on the stream).
+//!
+//! A consumer's commands are bounded: what clients send it (pull requests, acks, flow control
+//! answers) by [`CONSUMER_MAX_BYTES`] (past it they are refused: see [`ConsumerHandle::offer`]),
+//! the stream's notices of new messages by [`MAX_APPENDED_QUEUED`] (past it the stream sends one
+//! [`Cmd::CatchUp`] instead, and the consumer counts what it missed from the store). The few
+//! commands of the API (info, update, stop) are not charged.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 use serde_json::{json, Value};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 
 use super::config::consumer::ConsumerConfig;
 use super::config::{ApiError, StreamSource};
 use super::retention::SharedView;
+use crate::budget::{self, Budget};
 use crate::server::ReplyTo;
 use leaf_proto::time::now_ns;
+
+/// Most bytes of client commands (pull requests, acks, flow control answers) waiting for one
+/// consumer's task (plus [`budget::ITEM_OVERHEAD`] each).
+pub(crate) const CONSUMER_MAX_BYTES: usize = 2 << 20;
+/// Most notices of new messages waiting for one consumer's task.
+pub(crate) const MAX_APPENDED_QUEUED: usize = 16_384;
+
+/// A new consumer command channel, bounded by [`CONSUMER_MAX_BYTES`].
+pub(crate) fn consumer_channel() -> (budget::Sender<Cmd>, budget::Receiver<Cmd>) {
+    budget::channel(Arc::new(Budget::new(CONSUMER_MAX_BYTES, usize::MAX)))
+}
+
+/// How far a consumer's task is behind the stream's notices (shared by handle and task).
+#[derive(Debug, Default)]
+pub(crate) struct Lag {
+    /// [`Cmd::Appended`] notices sent and not handled yet.
+    pub(crate) queued: AtomicUsize,
+    /// A [`Cmd::CatchUp`] is on its way: no notices are sent until it is handled.
+    pub(crate) catching_up: AtomicBool,
+}
 
 /// A message for a consumer's task.
 pub(crate) enum Cmd {
@@ -52,6 +79,9 @@ pub(crate) enum Cmd {
     },
     /// Messages were removed from the stream: count the pending ones again.
     Recount,
+    /// Notices of new messages were left out (too many queued): count again, and take
+    /// notices again.
+    CatchUp,
     /// The consumer's info.
     Info(oneshot::Sender<Value>),
     /// A new configuration (already checked); answers with the info.
@@ -69,28 +99,63 @@ pub(crate) struct ConsumerHandle {
     /// What the other consumers need of its acks (interest retention, see
     /// [`super::retention`]).
     pub(crate) view: SharedView,
-    tx: mpsc::UnboundedSender<Cmd>,
+    tx: budget::Sender<Cmd>,
+    lag: Arc<Lag>,
 }
 
 impl ConsumerHandle {
-    /// The handle of a consumer task that reads its commands from `tx`'s receiver.
+    /// The handle of a consumer task that reads its commands from `tx`'s receiver and shares
+    /// `lag` with it.
     pub(crate) fn new(
         name: String,
         config: ConsumerConfig,
         view: SharedView,
-        tx: mpsc::UnboundedSender<Cmd>,
+        tx: budget::Sender<Cmd>,
+        lag: Arc<Lag>,
     ) -> ConsumerHandle {
         ConsumerHandle {
             name,
             config: std::sync::Mutex::new(config),
             view,
             tx,
+            lag,
         }
     }
 
-    /// Hands `cmd` to the consumer's task (dropped if the task has ended).
+    /// Hands a command of the server's own (not a client's) to the consumer's task, uncharged
+    /// (dropped if the task has ended).
     pub(crate) fn send(&self, cmd: Cmd) {
-        let _ = self.tx.send(cmd);
+        self.tx.send_uncharged(cmd);
+    }
+
+    /// Hands a client's command of `bytes` bytes to the consumer's task if the consumer's
+    /// budget has room; gives it back (for an answer, or to drop it) when it has not. A
+    /// refusal is logged at most every 10 s.
+    pub(crate) fn offer(&self, cmd: Cmd, bytes: usize) -> Result<(), Cmd> {
+        self.tx.try_send(cmd, bytes).inspect_err(|_| {
+            let budget = self.tx.budget();
+            if budget.should_report() {
+                tracing::warn!(consumer = %self.name, held_bytes = budget.bytes(),
+                               refused = budget.refused(),
+                               "consumer command queue full, pull requests and acks refused");
+            }
+        })
+    }
+
+    /// Tells the consumer's task that the stream stored message `seq` on `subject`; when it is
+    /// [`MAX_APPENDED_QUEUED`] notices behind, it is told once to catch up instead.
+    pub(crate) fn appended(&self, seq: u64, subject: Arc<str>) {
+        if self.lag.catching_up.load(Ordering::Acquire) {
+            return;
+        }
+        if self.lag.queued.load(Ordering::Relaxed) >= MAX_APPENDED_QUEUED {
+            if !self.lag.catching_up.swap(true, Ordering::AcqRel) {
+                self.send(Cmd::CatchUp);
+            }
+            return;
+        }
+        self.lag.queued.fetch_add(1, Ordering::Relaxed);
+        self.send(Cmd::Appended { seq, subject });
     }
 
     /// The current configuration.

@@ -22,6 +22,11 @@
 //! the requester may publish itself (see [`crate::server::reply`]). With a domain, a request
 //! on `$JS.<domain>.API.X` is served as `$JS.API.X`, and permissions apply to both subjects
 //! (see [`crate::server::jsdomain`]).
+//!
+//! Every queue these subscriptions fill is bounded by a [`Budget`] (see `core/DESIGN.md`,
+//! "Bounded memory"): API requests by [`API_MAX_BYTES`] and [`API_MAX_REQUESTS`] (past them
+//! a request is answered at once with 429 "too many requests", 10167), each stream's ingest
+//! (see [`stream`]), each consumer's commands (see [`handle`]).
 
 pub mod api;
 pub mod config;
@@ -41,11 +46,11 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use self::config::{ApiError, StreamConfig};
 use self::stream::{Capture, Stream};
+use crate::budget::{self, Budget};
 use crate::server::jsdomain::DomainApi;
 use crate::server::{InternalSink, Msg, Publisher, ReplyTo, Shared, SubRef};
 use leaf_store::{Store, StoreError, StoreOptions};
@@ -96,6 +101,12 @@ pub enum JetStreamError {
     Subscribe(String),
 }
 
+/// Most bytes of API requests waiting for the API task (subject, reply and payload, plus
+/// [`budget::ITEM_OVERHEAD`] each).
+pub const API_MAX_BYTES: usize = 8 << 20;
+/// Most API requests waiting for the API task (nats-server's `JSDefaultRequestQueueLimit`).
+pub const API_MAX_REQUESTS: usize = 10_000;
+
 /// One stream's size, for monitoring.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamSummary {
@@ -131,13 +142,15 @@ pub(crate) struct Inner {
     streams: RwLock<HashMap<String, Arc<Stream>>>,
     captures: Mutex<HashMap<String, Vec<SubRef>>>,
     pub(crate) api_total: AtomicU64,
+    /// The budget every stream's ingest budget is part of.
+    all_streams: Arc<Budget>,
 }
 
 /// Hands API requests to the API task, and pull requests to their consumer. Each request's
 /// reply subject becomes a [`ReplyTo`] from its publisher: the answers go only where the
 /// requester may publish (see [`crate::server::reply`]).
 struct ApiSink {
-    tx: mpsc::UnboundedSender<api::Request>,
+    tx: budget::Sender<api::Request>,
     /// The domain whose API this sink serves (`None`: `$JS.API.>`).
     domain: Option<DomainApi>,
     engine: Weak<Inner>,
@@ -156,12 +169,18 @@ impl InternalSink for AckSink {
             return;
         };
         if let Some(c) = inner.stream(stream).and_then(|s| s.consumer(consumer)) {
-            c.send(handle::Cmd::Ack {
-                sseq,
-                dseq,
-                body: Bytes::copy_from_slice(msg.payload),
-                reply: msg.reply.map(|r| from.reply_to(r)),
-            });
+            let bytes = msg.payload.len() + msg.reply.map_or(0, <[u8]>::len);
+            // Refused when the consumer holds too much already: the ack is lost, and the
+            // message is redelivered as for any lost ack.
+            let _ = c.offer(
+                handle::Cmd::Ack {
+                    sseq,
+                    dseq,
+                    body: Bytes::copy_from_slice(msg.payload),
+                    reply: msg.reply.map(|r| from.reply_to(r)),
+                },
+                bytes,
+            );
         }
     }
 }
@@ -185,9 +204,13 @@ impl InternalSink for FlowControlSink {
             return;
         };
         if let Some(c) = inner.stream(stream).and_then(|s| s.consumer(consumer)) {
-            c.send(handle::Cmd::FlowControl {
-                subject: subject.clone().into_owned(),
-            });
+            // Refused when the consumer holds too much: the consumer asks again (stalled).
+            let _ = c.offer(
+                handle::Cmd::FlowControl {
+                    subject: subject.clone().into_owned(),
+                },
+                subject.len(),
+            );
         }
     }
 }
@@ -206,11 +229,41 @@ impl InternalSink for ApiSink {
             }
             return;
         }
-        let _ = self.tx.send(api::Request {
+        let bytes = msg.subject.len() + msg.reply.map_or(0, <[u8]>::len) + msg.payload.len();
+        let request = api::Request {
             subject,
             reply: msg.reply.map(|r| from.reply_to(r)),
             payload: Bytes::copy_from_slice(msg.payload),
-        });
+        };
+        if let Err(refused) = self.tx.try_send(request, bytes) {
+            self.refuse(&refused);
+        }
+    }
+}
+
+impl ApiSink {
+    /// Answers a request the API's queue has no room for with 429 "too many requests" at
+    /// once (nats-server drops it, and the requester times out); warns at most every 10 s.
+    fn refuse(&self, request: &api::Request) {
+        let budget = self.tx.budget();
+        if budget.should_report() {
+            warn!(
+                held_bytes = budget.bytes(),
+                held_requests = budget.items(),
+                refused = budget.refused(),
+                "JetStream API queue full (requests faster than they are served), requests refused"
+            );
+        }
+        let (Some(reply), Some(inner)) = (&request.reply, self.engine.upgrade()) else {
+            return;
+        };
+        let Some(server) = inner.server.upgrade() else {
+            return;
+        };
+        let body =
+            serde_json::to_vec(&serde_json::json!({ "error": ApiError::too_many_requests() }))
+                .unwrap_or_default();
+        server.answer(reply, None, &body);
     }
 }
 
@@ -240,6 +293,7 @@ impl JetStream {
             streams: RwLock::new(HashMap::new()),
             captures: Mutex::new(HashMap::new()),
             api_total: AtomicU64::new(0),
+            all_streams: stream::all_streams_budget(),
         });
         let stored = inner
             .store
@@ -265,7 +319,8 @@ impl JetStream {
                 retention::reconcile(&*stream, &inner.store);
             }
         }
-        let (tx, mut rx) = mpsc::unbounded_channel::<api::Request>();
+        let (tx, mut rx) =
+            budget::channel::<api::Request>(Arc::new(Budget::new(API_MAX_BYTES, API_MAX_REQUESTS)));
         let mut api_subjects = vec![("$JS.API.>".to_string(), None)];
         if let Some(d) = &opts.domain {
             let domain = DomainApi::new(d);
@@ -299,7 +354,8 @@ impl JetStream {
             .map_err(|e| JetStreamError::Subscribe(e.to_string()))?;
         let worker = inner.clone();
         tokio::spawn(async move {
-            while let Some(req) = rx.recv().await {
+            // The request's charge is held until it is answered.
+            while let Some((req, _charge)) = rx.recv().await {
                 worker
                     .api_total
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -445,7 +501,20 @@ impl Inner {
             _ => None,
         };
         match found {
-            Some(c) => c.send(handle::Cmd::Next { reply, payload }),
+            Some(c) => {
+                let bytes = reply.subject().len() + payload.len();
+                if let Err(handle::Cmd::Next { reply, .. }) =
+                    c.offer(handle::Cmd::Next { reply, payload }, bytes)
+                {
+                    // More requests than the consumer holds: as when too many wait.
+                    if let Some(server) = self.server.upgrade() {
+                        let hdr =
+                            leaf_proto::headers::Builder::new(Some((409, "Exceeded MaxWaiting")))
+                                .finish();
+                        server.answer(&reply, Some(&hdr), b"");
+                    }
+                }
+            }
             None => {
                 if let Some(server) = self.server.upgrade() {
                     let hdr = leaf_proto::headers::Builder::new(Some((503, ""))).finish();
@@ -486,6 +555,7 @@ impl Inner {
             self.store.clone(),
             self.server.clone(),
             self.domain.clone(),
+            self.all_streams.clone(),
         );
         self.streams
             .write()

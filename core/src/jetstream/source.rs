@@ -37,6 +37,13 @@
 //! last sequence, each copy is appended only if the stream's last sequence is the one before
 //! it, and sequences missing at the origin (removed messages) are skipped with
 //! [`Store::skip`].
+//!
+//! **Bounded memory.** Deliveries wait for the task in a queue of at most
+//! [`DELIVERIES_MAX_BYTES`] (room for the largest flow control window, nats-server's 32 MiB);
+//! one that does not fit (a flood on the deliver subject) is dropped, which the task sees as a
+//! gap and answers by recreating the consumer from its position. Flow control requests are
+//! answered only while the stream's ingest is below its stall mark, so the origin sends no
+//! more than a window ahead of the store.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError, Weak};
@@ -45,13 +52,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::config::{ApiError, StreamConfig, StreamSource};
 use super::handle::{SourceHandle, SourceStatus};
 use super::stream::{Origin, Stream};
+use crate::budget::{self, Budget};
 use crate::server::{InternalSink, Msg, Publisher, Shared, SubRef};
 use leaf_proto::headers;
 use leaf_store::Store;
@@ -67,8 +75,9 @@ const CREATE_TIMEOUT: Duration = Duration::from_secs(5);
 /// First and longest wait between two attempts.
 const RETRY_MIN: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(5);
-/// Messages waiting in the stream's queue above which flow control answers wait.
-const MAX_QUEUED: usize = 4096;
+/// Most bytes of deliveries waiting for a source task (plus [`budget::ITEM_OVERHEAD`] each):
+/// nats-server's largest flow control window (32 MiB) and room to spare.
+pub(crate) const DELIVERIES_MAX_BYTES: usize = 40 << 20;
 /// Most stored messages scanned backwards for a source's position.
 pub const RESUME_SCAN_LIMIT: u64 = 1_000_000;
 /// The characters of nats-server's hashes.
@@ -328,27 +337,39 @@ enum Event {
     Created(Bytes),
 }
 
-struct DeliverSink(mpsc::UnboundedSender<Event>);
+struct DeliverSink(budget::Sender<Event>);
 
 impl InternalSink for DeliverSink {
     fn deliver(&self, msg: &Msg<'_>, from: &Publisher) {
-        let _ = self.0.send(Event::Delivery {
+        let bytes = msg.subject.len()
+            + msg.reply.map_or(0, <[u8]>::len)
+            + msg.headers.map_or(0, <[u8]>::len)
+            + msg.payload.len();
+        let event = Event::Delivery {
             subject: String::from_utf8_lossy(msg.subject).into_owned(),
             reply: msg.reply.map(|r| String::from_utf8_lossy(r).into_owned()),
             headers: msg.headers.map(Bytes::copy_from_slice),
             payload: Bytes::copy_from_slice(msg.payload),
             from: from.clone(),
-        });
+        };
+        // Dropped when it does not fit: the task sees a gap and starts over from the store.
+        if self.0.try_send(event, bytes).is_err() && self.0.budget().should_report() {
+            warn!(
+                refused = self.0.budget().refused(),
+                "source deliveries arrive faster than they are stored, some dropped (recopied)"
+            );
+        }
     }
 }
 
-struct CreatedSink(mpsc::UnboundedSender<Event>);
+struct CreatedSink(budget::Sender<Event>);
 
 impl InternalSink for CreatedSink {
     fn deliver(&self, msg: &Msg<'_>, _: &Publisher) {
-        let _ = self
-            .0
-            .send(Event::Created(Bytes::copy_from_slice(msg.payload)));
+        let _ = self.0.try_send(
+            Event::Created(Bytes::copy_from_slice(msg.payload)),
+            msg.payload.len(),
+        );
     }
 }
 
@@ -534,7 +555,8 @@ impl Task {
             _ => format!("$JS.{kind}.{tok}"),
         };
         let inbox = format!("_INBOX.{}", token(22));
-        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (tx, mut rx) =
+            budget::channel::<Event>(Arc::new(Budget::new(DELIVERIES_MAX_BYTES, usize::MAX)));
         let mut subs = Subs {
             server: self.server.clone(),
             subs: Vec::new(),
@@ -602,7 +624,7 @@ impl Task {
         let created = loop {
             let ev = tokio::select! {
                 _ = self.stop.wait_for(|s| *s) => return Ended::Stopped,
-                ev = tokio::time::timeout_at(deadline, rx.recv()) => ev,
+                ev = tokio::time::timeout_at(deadline, rx.recv()) => ev.map(|e| e.map(|(e, _)| e)),
             };
             match ev {
                 Ok(Some(Event::Created(body))) => break body,
@@ -664,7 +686,9 @@ impl Task {
             let wake = tokio::select! {
                 _ = self.stop.wait_for(|s| *s) => Wake::Stop,
                 _ = self.resync.changed() => Wake::Resync,
-                ev = tokio::time::timeout(STALLED_AFTER, rx.recv()) => Wake::Event(ev),
+                ev = tokio::time::timeout(STALLED_AFTER, rx.recv()) => {
+                    Wake::Event(ev.map(|e| e.map(|(e, _)| e)))
+                }
             };
             let ev = match wake {
                 Wake::Stop => {
@@ -807,8 +831,7 @@ impl Task {
             return None;
         }
         loop {
-            let queued = self.stream.upgrade()?.queued();
-            if queued < MAX_QUEUED {
+            if !self.stream.upgrade()?.ingest_stalled() {
                 break;
             }
             tokio::select! {

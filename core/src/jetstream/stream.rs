@@ -26,11 +26,19 @@
 //!   `max_bytes`.
 //! * **Consumers.** After each PubAck the stream's consumers are told the new sequence and
 //!   subject (one channel send each), and after each purge that they should count again.
+//! * **Bounded memory.** Every message from its capture until its append is reported holds a
+//!   [`Charge`] of the stream's ingest budget ([`INGEST_MAX_BYTES`], [`INGEST_MAX_MSGS`]),
+//!   itself inside one budget for all streams ([`ALL_INGEST_MAX_BYTES`]). Past the stall mark
+//!   ([`INGEST_STALL_BYTES`], [`INGEST_STALL_MSGS`]) a publishing connection waits for the
+//!   stream (bounded, as for a slow subscriber: the publisher is slowed to the disk's pace);
+//!   past the limit a publish is refused with nats-server's 429 "too many requests" (10167)
+//!   and dropped. Copies from mirrors and sources are always taken (their flow control
+//!   bounds them: a source answers it only while the stream is below its stall mark) but
+//!   count towards the budget.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
 use std::time::Duration;
 
@@ -44,13 +52,32 @@ use super::handle::{Cmd, ConsumerHandle, SourceHandle};
 use super::msg_ids::{MsgId, MsgIds};
 use super::republish::{Republisher, Stored};
 use super::retention::{SharedView, StreamView};
+use crate::budget::{Budget, Charge};
 use crate::server::{InternalSink, Msg, Publisher, ReplyTo, Shared};
 use leaf_proto::headers;
 use leaf_proto::time::now_ns;
 use leaf_store::{Appended, NewMessage, PurgeRequest, Retain, Store, StoreError};
 
-/// Messages waiting for the stream's task before new ones are refused.
-const MAX_QUEUED: usize = 65_536;
+/// Most messages a stream holds between capture and the report of their append.
+pub(crate) const INGEST_MAX_MSGS: usize = 65_536;
+/// Most bytes a stream holds between capture and the report of their append (messages'
+/// subject, reply, headers and payload, plus [`crate::budget::ITEM_OVERHEAD`] each).
+pub(crate) const INGEST_MAX_BYTES: usize = 32 << 20;
+/// Past this many bytes held a publisher waits for the stream (bounded), and a source holds
+/// back its flow control answer.
+pub(crate) const INGEST_STALL_BYTES: usize = 4 << 20;
+/// Past this many messages held, likewise.
+pub(crate) const INGEST_STALL_MSGS: usize = 4096;
+/// Most bytes all streams together hold between capture and append.
+pub(crate) const ALL_INGEST_MAX_BYTES: usize = 64 << 20;
+
+/// The budget all streams' ingest budgets are part of.
+pub(crate) fn all_streams_budget() -> Arc<Budget> {
+    Arc::new(
+        Budget::new(ALL_INGEST_MAX_BYTES, usize::MAX)
+            .stall_at(ALL_INGEST_MAX_BYTES / 2, usize::MAX),
+    )
+}
 
 /// A message captured from a subject of the stream, or copied from an origin stream.
 pub(crate) struct Ingest {
@@ -60,6 +87,9 @@ pub(crate) struct Ingest {
     headers: Option<Bytes>,
     payload: Bytes,
     origin: Origin,
+    /// What it holds of the stream's ingest budget, until its append is reported (taken by
+    /// the stream's task when it handles the message).
+    charge: Option<Charge>,
 }
 
 /// Where an [`Ingest`] comes from.
@@ -95,34 +125,25 @@ pub(crate) enum Origin {
 /// The queue from the capturing subscriptions into the stream's task. A plain deque under a
 /// mutex: the task takes everything queued in one swap, and both deques keep their capacity,
 /// so a steady stream of messages allocates nothing here (a channel allocated a block per
-/// few dozen messages, a quarter of the ingest's allocator time).
+/// few dozen messages, a quarter of the ingest's allocator time). What it holds is bounded
+/// by the messages' [`Charge`]s of `budget`.
 struct IngestQueue {
     /// Captured messages; `None` asks the task to finish what is in flight and stop.
     items: Mutex<VecDeque<Option<Ingest>>>,
-    /// Messages queued and not yet handled (in `items` or taken by the task).
-    pending: AtomicUsize,
+    /// What the stream holds of messages queued or being appended.
+    budget: Arc<Budget>,
     /// Wakes the task after a push.
     ready: Notify,
 }
 
 impl IngestQueue {
-    /// Queues `item`; `false` (nothing queued) when `limit` messages are waiting.
-    fn push(&self, item: Option<Ingest>, limit: usize) -> bool {
-        if item.is_some() && self.pending.fetch_add(1, Ordering::Relaxed) >= limit {
-            self.pending.fetch_sub(1, Ordering::Relaxed);
-            return false;
-        }
+    /// Queues `item` (charged already).
+    fn push(&self, item: Option<Ingest>) {
         self.items
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push_back(item);
         self.ready.notify_one();
-        true
-    }
-
-    /// One queued message was handled.
-    fn handled(&self) {
-        self.pending.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Moves everything queued into `into` (which must be empty).
@@ -212,16 +233,19 @@ pub(crate) struct Stream {
     /// Bumped when a copied message could not be stored: the source tasks start again from
     /// what the store holds.
     pub(crate) resync: tokio::sync::watch::Sender<u64>,
+    /// The server, to answer publishers the stream refuses.
+    server: Weak<Shared>,
 }
 
 impl Stream {
     /// Stops the stream's task once it has reported everything already captured.
     pub(crate) fn close(&self) {
-        self.queue.push(None, usize::MAX);
+        self.queue.push(None);
     }
 
-    /// Hands a message copied by a mirror or source task to the stream's task. Not limited
-    /// by [`MAX_QUEUED`]: the copying task bounds what it queues (see [`Stream::queued`]).
+    /// Hands a message copied by a mirror or source task to the stream's task. Always taken:
+    /// the copying task bounds what it queues (see [`Stream::ingest_stalled`]), but it counts
+    /// towards the ingest budget publishers see.
     pub(crate) fn ingest_copied(
         &self,
         subject: String,
@@ -229,21 +253,27 @@ impl Stream {
         payload: Bytes,
         origin: Origin,
     ) {
-        self.queue.push(
-            Some(Ingest {
-                subject,
-                reply: None,
-                headers,
-                payload,
-                origin,
-            }),
-            usize::MAX,
-        );
+        let bytes = subject.len() + headers.as_ref().map_or(0, Bytes::len) + payload.len();
+        let charge = self.queue.budget.charge(Budget::cost(bytes));
+        self.queue.push(Some(Ingest {
+            subject,
+            reply: None,
+            headers,
+            payload,
+            origin,
+            charge: Some(charge),
+        }));
     }
 
-    /// Messages waiting for the stream's task.
+    /// Messages queued or being appended.
     pub(crate) fn queued(&self) -> usize {
-        self.queue.pending.load(Ordering::Relaxed)
+        self.queue.budget.items()
+    }
+
+    /// Whether the stream holds more than its stall mark: a source holds back its flow
+    /// control answer until it is not.
+    pub(crate) fn ingest_stalled(&self) -> bool {
+        self.queue.budget.is_stalled()
     }
 
     /// The consumer `name`.
@@ -316,10 +346,7 @@ impl Stream {
         }
         let subject: Arc<str> = Arc::from(subject);
         for c in consumers.values() {
-            c.send(Cmd::Appended {
-                seq,
-                subject: subject.clone(),
-            });
+            c.appended(seq, subject.clone());
         }
     }
 
@@ -371,10 +398,25 @@ impl StreamView for Stream {
 /// The internal subscription sink that captures messages for a stream.
 pub(crate) struct Capture(pub(crate) Weak<Stream>);
 
+/// The status line of a PubAck refused because the stream holds too much (nats-server's).
+const TOO_MANY_REQUESTS_HDR: &[u8] = b"NATS/1.0 429 Too Many Requests\r\n\r\n";
+
 impl InternalSink for Capture {
     fn deliver(&self, msg: &Msg<'_>, from: &Publisher) {
-        let Some(stream) = self.0.upgrade() else {
-            return;
+        let _ = self.offer(msg, from);
+    }
+
+    fn offer(&self, msg: &Msg<'_>, from: &Publisher) -> Option<Arc<Budget>> {
+        let stream = self.0.upgrade()?;
+        let budget = &stream.queue.budget;
+        let bytes = msg.subject.len()
+            + msg.reply.map_or(0, <[u8]>::len)
+            + msg.headers.map_or(0, <[u8]>::len)
+            + msg.payload.len();
+        let Some(charge) = budget.try_charge(Budget::cost(bytes)) else {
+            stream.refuse(msg, from);
+            // Full is stalled too: the publisher waits before it sends more to refuse.
+            return Some(budget.clone());
         };
         // A reply that is itself a JetStream ack or API subject is not a publisher waiting
         // for a PubAck (nats-server treats them the same way).
@@ -384,11 +426,41 @@ impl InternalSink for Capture {
             headers: msg.headers.map(Bytes::copy_from_slice),
             payload: Bytes::copy_from_slice(msg.payload),
             origin: Origin::Publish,
+            charge: Some(charge),
         };
-        if !stream.queue.push(Some(ingest), MAX_QUEUED) {
-            warn!(stream = %stream.name, "stream queue full, message refused");
-        }
+        stream.queue.push(Some(ingest));
+        budget.is_stalled().then(|| budget.clone())
     }
+}
+
+impl Stream {
+    /// Refuses a published message the stream has no room for: its publisher (if it waits
+    /// for a PubAck) gets nats-server's 429 "too many requests"; a warning is logged at most
+    /// every 10 s.
+    fn refuse(&self, msg: &Msg<'_>, from: &Publisher) {
+        let budget = &self.queue.budget;
+        if budget.should_report() {
+            warn!(stream = %self.name, held_bytes = budget.bytes(), held_msgs = budget.items(),
+                  refused = budget.refused(),
+                  "stream ingest full (publishers faster than the store), messages refused");
+        }
+        let (Some(reply), Some(server)) = (msg.reply, self.server.upgrade()) else {
+            return;
+        };
+        let body = serde_json::to_vec(&PubAckRefused {
+            error: &ApiError::too_many_requests(),
+            stream: &self.name,
+        })
+        .unwrap_or_default();
+        server.answer(&from.reply_to(reply), Some(TOO_MANY_REQUESTS_HDR), &body);
+    }
+}
+
+/// The body of a refused PubAck, as nats-server words it: the stream and the error.
+#[derive(Debug, Serialize)]
+struct PubAckRefused<'a> {
+    stream: &'a str,
+    error: &'a ApiError,
 }
 
 type AppendFuture = Pin<Box<dyn Future<Output = Result<Appended, StoreError>> + Send>>;
@@ -425,6 +497,9 @@ struct InFlight {
     source: Option<(Arc<str>, u64)>,
     /// Only takes a sequence (a mirror's gap): nobody is told about it.
     gap: bool,
+    /// What the message holds of the stream's ingest budget, given back when this is
+    /// dropped: once its append is reported.
+    _charge: Option<Charge>,
 }
 
 /// A message's headers and payload.
@@ -460,12 +535,16 @@ struct Runner {
     source_last: HashMap<Arc<str>, u64>,
     /// The compiled `republish` configuration, made when first needed.
     republisher: Option<Republisher>,
+    /// The ingest budget charge of the message being handled: moved to its `InFlight`, or
+    /// given back once the message is handled without one.
+    charge: Option<Charge>,
 }
 
 /// Creates a stream's handle and starts its task. The task first rebuilds the dedup state
 /// from the stored messages (see [`recent_msg_ids`]) off the async threads, then serves the
 /// stream's queue: the server starts at once, and publishes wait for the rebuild, so a retry
-/// with a known `Nats-Msg-Id` is still recognised.
+/// with a known `Nats-Msg-Id` is still recognised. The stream's ingest budget is part of
+/// `all_streams` (see [`all_streams_budget`]).
 pub(crate) fn start(
     name: String,
     config: StreamConfig,
@@ -473,20 +552,25 @@ pub(crate) fn start(
     store: Store,
     server: Weak<Shared>,
     domain: Option<String>,
+    all_streams: Arc<Budget>,
 ) -> Arc<Stream> {
+    let budget = Budget::new(INGEST_MAX_BYTES, INGEST_MAX_MSGS)
+        .stall_at(INGEST_STALL_BYTES, INGEST_STALL_MSGS)
+        .within(all_streams);
     let stream = Arc::new(Stream {
         name,
         config: RwLock::new(Arc::new(config)),
         created_ns,
         queue: IngestQueue {
             items: Mutex::new(VecDeque::new()),
-            pending: AtomicUsize::new(0),
+            budget: Arc::new(budget),
             ready: Notify::new(),
         },
         consumers: RwLock::new(HashMap::new()),
         appended: tokio::sync::watch::Sender::new(0),
         sources: std::sync::Mutex::new(Vec::new()),
         resync: tokio::sync::watch::Sender::new(0),
+        server: server.clone(),
     });
     // Queued before the task's first append (the store applies operations in order); an
     // error (the stream is gone) shows on that append.
@@ -504,6 +588,7 @@ pub(crate) fn start(
         predictions_broken: false,
         source_last: HashMap::new(),
         republisher: None,
+        charge: None,
     };
     tokio::spawn(async move {
         let (store, for_scan) = (runner.store.clone(), runner.stream.clone());
@@ -619,8 +704,9 @@ impl Runner {
                 }
                 () = std::future::ready(()), if !taken.is_empty() => match taken.pop_front() {
                     Some(Some(ingest)) => {
-                        stream.queue.handled();
                         self.ingest(ingest).await;
+                        // Handled without an append (refused, a duplicate): room again.
+                        self.charge = None;
                     }
                     Some(None) => break,
                     None => {}
@@ -722,7 +808,8 @@ impl Runner {
         self.reply(reply, &body);
     }
 
-    async fn ingest(&mut self, m: Ingest) {
+    async fn ingest(&mut self, mut m: Ingest) {
+        self.charge = m.charge.take();
         match m.origin.clone() {
             Origin::Publish => self.ingest_published(m).await,
             Origin::SourceReset { iname, last } => {
@@ -802,6 +889,7 @@ impl Runner {
                 predicted_seq: seq - 1,
                 source: None,
                 gap: true,
+                _charge: None,
             });
         }
         let new = NewMessage {
@@ -825,6 +913,7 @@ impl Runner {
             predicted_seq: seq,
             source: None,
             gap: false,
+            _charge: self.charge.take(),
         });
     }
 
@@ -864,6 +953,7 @@ impl Runner {
             predicted_seq,
             source,
             gap: false,
+            _charge: self.charge.take(),
         });
     }
 
@@ -1023,6 +1113,7 @@ impl Runner {
             predicted_seq: predicted_last_seq + 1,
             source: None,
             gap: false,
+            _charge: self.charge.take(),
         });
         if self.pending.len() >= GROUP_MAX {
             self.submit_pending();

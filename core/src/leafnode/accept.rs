@@ -9,17 +9,26 @@
 //! authentication is answered with `-ERR 'Authorization Violation'` and the connection
 //! closes. With `leafnodes.tls` the INFO is followed by the TLS handshake (or preceded
 //! by it, with `handshake_first`), and a connection that fails it is closed and logged.
+//!
+//! At most `leafnodes.max_connections` connections are served at once, handshakes
+//! included; one more is answered `-ERR 'maximum connections exceeded'` (the client port's
+//! text) and closed, with a warning at most every 10 s. Until a leaf has authenticated it
+//! may send nothing but `CONNECT` and no payload at all (see [`link`](super::link)).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Semaphore};
 use tracing::{error, info, warn};
 
 use super::link::{self, Side};
 use super::LeafState;
+use crate::server::client::refuse;
 use crate::server::Shared;
+
+/// How often refused connections are reported in the log.
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Accepts leafnode connections until `stop` turns true. Every connection task holds a clone
 /// of `done`, so the server can wait for them at shutdown.
@@ -34,12 +43,25 @@ pub async fn run(
         info!(%addr, "listening for leafnode connections");
     }
     let mut backoff = Duration::from_millis(5);
+    let slots = Arc::new(Semaphore::new(leaf.opts.max_connections));
+    let mut refused = 0u64;
+    let mut last_report: Option<Instant> = None;
     loop {
         tokio::select! {
             _ = stop.changed() => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     backoff = Duration::from_millis(5);
+                    let Ok(permit) = slots.clone().try_acquire_owned() else {
+                        refused += 1;
+                        if last_report.is_none_or(|t| t.elapsed() >= REFUSAL_LOG_INTERVAL) {
+                            warn!(%peer, refused, max = leaf.opts.max_connections,
+                                  "maximum leafnode connections exceeded, refusing");
+                            last_report = Some(Instant::now());
+                        }
+                        tokio::spawn(refuse(stream, "'maximum connections exceeded'"));
+                        continue;
+                    };
                     let entry = leaf.add_accepted(peer.to_string());
                     let shared = shared.clone();
                     let leaf = leaf.clone();
@@ -58,12 +80,15 @@ pub async fn run(
                         .await;
                         if outcome.ended.is_loop() {
                             error!(%peer, reason = %outcome.ended, "leafnode connection closed");
-                        } else if outcome.established {
+                        } else if outcome.established
+                            && !outcome.ended.is_too_many_subscriptions()
+                        {
                             info!(%peer, reason = %outcome.ended, "leafnode connection closed");
                         } else {
                             warn!(%peer, reason = %outcome.ended, "leafnode connection refused");
                         }
                         leaf.remove_accepted(&entry);
+                        drop(permit);
                         drop(done);
                     });
                 }

@@ -25,6 +25,13 @@
 //!
 //! When the connection ends, the link leaves the interest table and every subscription it
 //! announced is removed (again through the hooks, so other links see the `LS-`).
+//!
+//! Limits on what the peer can make us hold: until the handshake is complete no op may carry
+//! a payload (an accepting side answers one with `-ERR 'Authorization Violation'`, as
+//! nats-server answers anything but `CONNECT`, before the payload is read), and a peer that
+//! announces more than `max_subscriptions` subscriptions gets `-ERR 'maximum subscriptions
+//! exceeded'` (nats-server's text) and the link is closed; the side that dialled waits
+//! [`LOOP_RECONNECT_DELAY`] before trying again, as after a loop.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -114,6 +121,11 @@ pub enum Ended {
     WriterClosed,
     /// A newer connection from the same leaf server replaced this one (accepting side).
     Replaced,
+    /// The peer announced more subscriptions than `max_subscriptions` allows.
+    TooManySubscriptions {
+        /// The limit.
+        limit: usize,
+    },
     /// The server is shutting down.
     Shutdown,
 }
@@ -128,9 +140,20 @@ impl Ended {
         }
     }
 
-    /// How long a soliciting side must wait before reconnecting, if longer than its backoff.
+    /// Whether the link ended because one side announced more subscriptions than the
+    /// other allows (detected here or by the peer).
+    pub fn is_too_many_subscriptions(&self) -> bool {
+        match self {
+            Ended::TooManySubscriptions { .. } => true,
+            Ended::PeerError(text) => text.contains("maximum subscriptions exceeded"),
+            _ => false,
+        }
+    }
+
+    /// How long a soliciting side must wait before reconnecting, if longer than its backoff:
+    /// a loop or too many subscriptions would come back at once.
     pub fn reconnect_delay(&self) -> Option<Duration> {
-        self.is_loop().then_some(LOOP_RECONNECT_DELAY)
+        (self.is_loop() || self.is_too_many_subscriptions()).then_some(LOOP_RECONNECT_DELAY)
     }
 }
 
@@ -163,6 +186,11 @@ impl fmt::Display for Ended {
             Ended::Replaced => {
                 f.write_str("replaced by a newer connection from the same leaf server")
             }
+            Ended::TooManySubscriptions { limit } => write!(
+                f,
+                "maximum subscriptions exceeded: the peer announced more than {limit} \
+                 subscriptions (max_subscriptions)"
+            ),
             Ended::Shutdown => f.write_str("server shutting down"),
         }
     }
@@ -272,9 +300,10 @@ pub(crate) async fn serve(
         } else {
             Phase::AwaitConnect
         },
+        // No payload before the handshake is complete (see `Link::establish`).
         limits: Limits {
             max_control_line: MAX_CONTROL_LINE,
-            max_payload: MAX_PAYLOAD_LIMIT.max(shared.opts.max_payload),
+            max_payload: 0,
         },
         remote_name: String::new(),
         subs: HashMap::new(),
@@ -582,6 +611,11 @@ impl Link<'_> {
                     }
                 }
                 Ok(None) => break,
+                Err(proto::ParseError::MaxPayload) if self.phase == Phase::AwaitConnect => {
+                    // Anything but CONNECT, refused before its payload is read.
+                    self.send_err("'Authorization Violation'");
+                    return (pos, Some(Ended::Protocol("expected CONNECT first".into())));
+                }
                 Err(e) => {
                     self.send_err(e.err_text());
                     return (pos, Some(Ended::Protocol(e.to_string())));
@@ -893,6 +927,7 @@ impl Link<'_> {
     /// The handshake is complete: register with the interest table (first `LS+` burst).
     fn establish(&mut self) {
         self.phase = Phase::Established;
+        self.limits.max_payload = MAX_PAYLOAD_LIMIT.max(self.shared.opts.max_payload);
         let solicited = self.solicited();
         self.leaf
             .interest()
@@ -943,6 +978,11 @@ impl Link<'_> {
                 self.shared.reweigh_subscription(existing, weight.max(1));
             }
             return Ok(());
+        }
+        let limit = self.leaf.opts.max_subscriptions;
+        if limit > 0 && self.subs.len() >= limit {
+            self.send_err("'maximum subscriptions exceeded'");
+            return Err(Ended::TooManySubscriptions { limit });
         }
         let sub = Subscription::new(
             SubTarget::Leaf(self.handle.clone()),

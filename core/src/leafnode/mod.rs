@@ -59,7 +59,8 @@ pub use url::{RemoteUrl, UrlError};
 /// The subject prefix of loop-detection subscriptions.
 pub const LDS_PREFIX: &str = "$LDS.";
 
-/// How long a solicited link waits before reconnecting after a loop was detected.
+/// How long a solicited link waits before reconnecting after a loop was detected, or after
+/// either side refused the other's subscriptions as too many.
 pub const LOOP_RECONNECT_DELAY: Duration = Duration::from_secs(30);
 
 /// Default cap of the reconnect backoff.
@@ -124,6 +125,11 @@ pub struct LeafOptions {
     pub dial_timeout: Duration,
     /// TLS on the listener: when set, every accepted link must use TLS.
     pub tls: Option<Arc<ServerTls>>,
+    /// Most subscriptions the peer of one link may announce (`LS+`), either side; 0 is
+    /// unlimited. Past it the link is closed with `-ERR 'maximum subscriptions exceeded'`.
+    pub max_subscriptions: usize,
+    /// Most connections the listener serves at once, handshakes included.
+    pub max_connections: usize,
 }
 
 impl Default for LeafOptions {
@@ -139,6 +145,8 @@ impl Default for LeafOptions {
             ping_max: DEFAULT_PING_MAX,
             dial_timeout: Duration::from_secs(2),
             tls: None,
+            max_subscriptions: crate::config::DEFAULT_LINK_MAX_SUBSCRIPTIONS,
+            max_connections: crate::config::DEFAULT_LEAFNODE_MAX_CONNECTIONS,
         }
     }
 }
@@ -155,6 +163,8 @@ impl fmt::Debug for LeafOptions {
             .field("ping_interval", &self.ping_interval)
             .field("ping_max", &self.ping_max)
             .field("tls", &self.tls)
+            .field("max_subscriptions", &self.max_subscriptions)
+            .field("max_connections", &self.max_connections)
             .finish()
     }
 }

@@ -6,6 +6,14 @@
 //! that subscriber's writer once. When a subscriber's queue is above its stall mark, the
 //! publisher waits for it (bounded) before reading more: the publisher is throttled through TCP
 //! instead of the subscriber being dropped, as nats-server does.
+//!
+//! Until its `CONNECT`, a connection may publish payloads of at most
+//! [`PRE_CONNECT_MAX_PAYLOAD`] bytes (so a socket that never introduces itself cannot make the
+//! server buffer `max_payload` for it), and when authentication is required anything but
+//! `CONNECT` is refused with `-ERR 'Authorization Violation'`, as nats-server does, without
+//! waiting for a payload. A connection holds at most `max_subscriptions` subscriptions; past
+//! it a `SUB` gets nats-server's `-ERR 'maximum subscriptions exceeded'` and the connection
+//! stays.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -31,6 +39,11 @@ use leaf_proto::{self as proto, ClientOp, Limits};
 
 /// How many subjects a connection caches publish permission results for.
 const LOCAL_CACHE_SIZE: usize = 512;
+/// The largest payload a connection may publish before its `CONNECT` (nats-server allows
+/// `max_payload`; clients always send `CONNECT` first, a telnet session's messages are short).
+pub const PRE_CONNECT_MAX_PAYLOAD: usize = 4096;
+/// nats-server's error for a `SUB` past `max_subscriptions`.
+const MAX_SUBS_ERR: &str = "'maximum subscriptions exceeded'";
 /// The status message sent to a requester when nobody is subscribed to the request subject.
 const NO_RESPONDERS_HDR: &[u8] = b"NATS/1.0 503\r\n\r\n";
 
@@ -135,9 +148,13 @@ pub(crate) async fn serve(
             .stats
             .slow_consumers
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // The client does not read: what is queued for it is dropped, not flushed (which
+        // would hold it until the write deadline).
+        writer_task.abort();
     }
     handle.out.close();
     match writer_task.await {
+        Err(e) if e.is_cancelled() => {}
         Ok(Err(e)) => debug!(cid = id, error = %e, "write side closed"),
         Err(e) => warn!(cid = id, error = %e, "writer task failed"),
         Ok(Ok(())) => {}
@@ -186,7 +203,7 @@ impl Connection {
     ) -> Self {
         let limits = Limits {
             max_control_line: shared.opts.max_control_line,
-            max_payload: shared.opts.max_payload,
+            max_payload: shared.opts.max_payload.min(PRE_CONNECT_MAX_PAYLOAD),
         };
         let fanout = Fanout::new(Publisher::Client {
             id: handle.id,
@@ -225,6 +242,11 @@ impl Connection {
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut rb = ReadBuffer::default();
         self.handle.out.flush();
+        // A subscriber cut off by a publisher (past max_pending) is torn down at once, even
+        // while it sends nothing: its subscriptions and queued bytes go with it.
+        let handle = self.handle.clone();
+        let closed = handle.out.closed();
+        tokio::pin!(closed);
         loop {
             if *stop.borrow() {
                 return Close::Shutdown;
@@ -249,6 +271,7 @@ impl Connection {
                     return Close::Auth;
                 }
                 _ = stop.changed() => return Close::Shutdown,
+                () = &mut closed => continue,
             }
             let (consumed, close) = self.process(&rb.buf);
             rb.buf.advance(consumed);
@@ -281,6 +304,13 @@ impl Connection {
                     }
                 }
                 Ok(None) => break,
+                Err(proto::ParseError::MaxPayload)
+                    if !self.connected && self.shared.opts.auth.required() =>
+                {
+                    // nats-server refuses anything but CONNECT at its first byte.
+                    self.send_err("'Authorization Violation'");
+                    return (pos, Some(Close::Auth));
+                }
                 Err(e) => {
                     debug!(cid = self.handle.id, error = %e, "protocol error");
                     self.send_err(e.err_text());
@@ -391,6 +421,7 @@ impl Connection {
         }
         self.connect = connect;
         self.connected = true;
+        self.limits.max_payload = self.shared.opts.max_payload;
         self.ok();
         Ok(())
     }
@@ -519,6 +550,20 @@ impl Connection {
             // nats-server ignores a SUB that reuses a live sid.
             self.ok();
             return;
+        }
+        let limit = self.shared.opts.max_subscriptions;
+        if limit > 0 && self.subs.len() >= limit {
+            // Subscriptions that ended at their max still have their sid here.
+            self.subs.retain(|_, s| !s.is_done());
+            self.entry.subs.store(self.subs.len(), Ordering::Relaxed);
+            if self.subs.len() >= limit {
+                debug!(
+                    cid = self.handle.id,
+                    limit, "maximum subscriptions exceeded"
+                );
+                self.send_err(MAX_SUBS_ERR);
+                return;
+            }
         }
         let sub = Arc::new(Subscription::new(
             SubTarget::Client(self.handle.clone()),

@@ -7,7 +7,9 @@
 //!
 //! A [`Fanout`] holds the per-publisher delivery state: the set of connections written to since
 //! the last flush (their writers are woken once per batch, not per message) and the
-//! subscribers whose queues passed their stall mark (the publisher waits for them).
+//! subscribers whose queues passed their stall mark (the publisher waits for them): client
+//! connections and links by their outbound queue, internal sinks (a stream's ingest) by the
+//! [`Budget`] [`InternalSink::offer`] reports.
 //!
 //! # Leafnode targets
 //!
@@ -30,6 +32,7 @@ use super::outbound::{AppendOutcome, Outbound, SHARE_THRESHOLD};
 use super::reply::Publisher;
 use super::Shared;
 use crate::auth::Permissions;
+use crate::budget::Budget;
 use crate::sublist::{MatchResult, Sublist};
 use leaf_proto::subject::is_valid_subject;
 use leaf_proto::{self as proto, QueueNames};
@@ -184,7 +187,8 @@ pub struct Msg<'a> {
 /// A component of the server that receives messages through a subscription.
 ///
 /// `deliver` runs on the publisher's task, inline on the message path: it must be quick and
-/// must not block (copy what it needs and hand it to its own task).
+/// must not block (copy what it needs and hand it to its own task, into a queue bounded by a
+/// [`Budget`]).
 ///
 /// A sink that answers requests turns the message's reply subject into a
 /// [`ReplyTo`](super::ReplyTo) with `from.reply_to(reply)` and answers through
@@ -193,6 +197,16 @@ pub struct Msg<'a> {
 pub trait InternalSink: Send + Sync {
     /// One message matching the subscription, published by `from`.
     fn deliver(&self, msg: &Msg<'_>, from: &Publisher);
+
+    /// Delivers one message and returns the budget of the queue it went into when that queue
+    /// is past its stall mark: a publisher that can wait does, bounded, as for a slow
+    /// subscriber (see [`Fanout::wait_for_stalled`]). The server calls this; a sink whose queue
+    /// should push back on publishers implements it (and `deliver` as `offer` without the
+    /// answer).
+    fn offer(&self, msg: &Msg<'_>, from: &Publisher) -> Option<Arc<Budget>> {
+        self.deliver(msg, from);
+        None
+    }
 }
 
 /// Where a subscription's messages go.
@@ -285,6 +299,15 @@ impl PartialEq for SubRef {
     }
 }
 
+impl Eq for SubRef {}
+
+impl std::hash::Hash for SubRef {
+    /// Hashes the identity (the address), as equality compares it.
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        std::ptr::hash(Arc::as_ptr(&self.0), state);
+    }
+}
+
 /// The connections written to since the last flush.
 #[derive(Default)]
 struct FlushSet {
@@ -351,6 +374,8 @@ pub struct Fanout {
     publisher: Publisher,
     flush_set: FlushSet,
     stalled: Vec<Arc<ClientHandle>>,
+    /// Internal sinks' queues past their stall mark.
+    stalled_budgets: Vec<Arc<Budget>>,
     /// Links the message being routed goes to (each once), collected during `fan_out`.
     links: Vec<Arc<ClientHandle>>,
     /// Queue members behind links chosen for the message being routed: (index in `links`,
@@ -555,7 +580,11 @@ impl Fanout {
         let client = match &sub.target {
             SubTarget::Client(client) => client,
             SubTarget::Internal(sink) => {
-                sink.deliver(msg, &self.publisher);
+                if let Some(budget) = sink.offer(msg, &self.publisher) {
+                    if !self.stalled_budgets.iter().any(|b| Arc::ptr_eq(b, &budget)) {
+                        self.stalled_budgets.push(budget);
+                    }
+                }
                 return true;
             }
             // Links are served by `send_to_links`; `fan_out_inner` never passes them here.
@@ -600,11 +629,15 @@ impl Fanout {
                 client.out.wait_drained(STALL_LIMIT).await;
             }
         }
+        for budget in self.stalled_budgets.drain(..) {
+            budget.wait_drained(STALL_LIMIT).await;
+        }
     }
 
     /// Forgets stalled subscribers without waiting (for publishers that must not wait).
     pub fn clear_stalled(&mut self) {
         self.stalled.clear();
+        self.stalled_budgets.clear();
     }
 }
 

@@ -63,6 +63,9 @@ pub struct ServerOptions {
     pub max_pending: usize,
     /// How many client connections are served at once.
     pub max_connections: usize,
+    /// Most subscriptions one client connection may hold (0: unlimited); past it a `SUB` is
+    /// answered with `-ERR 'maximum subscriptions exceeded'`, as nats-server does.
+    pub max_subscriptions: usize,
     /// How often the server pings an idle client.
     pub ping_interval: Duration,
     /// Unanswered pings after which the connection is closed as stale.
@@ -85,8 +88,9 @@ impl Default for ServerOptions {
             port: 4222,
             max_payload: 1024 * 1024,
             max_control_line: 4096,
-            max_pending: 64 * 1024 * 1024,
+            max_pending: crate::config::DEFAULT_MAX_PENDING,
             max_connections: 64 * 1024,
+            max_subscriptions: crate::config::DEFAULT_MAX_SUBSCRIPTIONS,
             ping_interval: Duration::from_secs(120),
             ping_max: 2,
             write_deadline: Duration::from_secs(10),

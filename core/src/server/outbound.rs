@@ -69,6 +69,8 @@ pub struct Outbound {
     wake_writer: Notify,
     /// Wakes producers stalled on this connection once the writer drained a batch.
     drained: Notify,
+    /// Wakes whoever waits for the queue to close ([`Outbound::closed`]).
+    closing: Notify,
     max_pending: usize,
     stall_mark: usize,
 }
@@ -87,6 +89,7 @@ impl Outbound {
             slow_consumer: AtomicBool::new(false),
             wake_writer: Notify::new(),
             drained: Notify::new(),
+            closing: Notify::new(),
             max_pending,
             stall_mark: (max_pending / 4).min(STALL_MARK_MAX),
         }
@@ -151,12 +154,14 @@ impl Outbound {
         self.closed.store(true, Ordering::Relaxed);
         self.wake_writer.notify_one();
         self.drained.notify_waiters();
+        self.closing.notify_waiters();
     }
 
-    /// Resolves once the queue is closed (by [`Outbound::close`]).
+    /// Resolves once the queue is closed (by [`Outbound::close`]: by the connection itself,
+    /// a slow consumer detected by a producer, or a replacement), woken by the close only.
     pub async fn closed(&self) {
         loop {
-            let notified = self.drained.notified();
+            let notified = self.closing.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             if self.is_closed() {

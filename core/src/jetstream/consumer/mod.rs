@@ -36,21 +36,22 @@ mod retain;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::warn;
 
 use super::config::consumer::{AckPolicy, ConsumerConfig, DeliverPolicy, DEFAULT_INACTIVE_NS};
 use super::config::Retention;
-use super::handle::{Cmd, ConsumerHandle};
+use super::handle::{self, Cmd, ConsumerHandle, Lag};
 use super::retention::{AckView, SharedView};
 use super::stream::Stream;
+use crate::budget;
 use crate::server::{Msg, ReplyTo, Shared};
 use leaf_proto::headers;
 use leaf_proto::subject::subject_matches;
@@ -139,13 +140,15 @@ pub(crate) fn start(
         .consumer_name()
         .map(str::to_string)
         .ok_or_else(|| "consumer without a name".to_string())?;
-    let (tx, rx) = mpsc::unbounded_channel();
+    let (tx, rx) = handle::consumer_channel();
+    let lag = Arc::new(Lag::default());
     let view: SharedView = Arc::new(std::sync::Mutex::new(AckView::new(&config)));
     let handle = Arc::new(ConsumerHandle::new(
         name.clone(),
         config.clone(),
         view.clone(),
         tx,
+        lag.clone(),
     ));
     let retention = stream.config().retention;
     let mut task = Task {
@@ -174,6 +177,7 @@ pub(crate) fn start(
         view,
         retention,
         removals: Vec::new(),
+        lag,
     };
     task.reset_push();
     match stored {
@@ -239,6 +243,8 @@ struct Task {
     /// Acknowledged messages to remove from the stream, handed to the store with the next
     /// write (before the consumer's own state).
     removals: Vec<u64>,
+    /// How far behind the stream's notices the task is (shared with the handle).
+    lag: Arc<Lag>,
 }
 
 /// Most messages read ahead at once.
@@ -277,7 +283,7 @@ fn instant_after_ns(ns: i64) -> Instant {
 }
 
 impl Task {
-    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Cmd>) {
+    async fn run(mut self, mut rx: budget::Receiver<Cmd>) {
         loop {
             self.maybe_write();
             let deadline = self.next_deadline();
@@ -294,7 +300,8 @@ impl Task {
                         self.answer(&reply, None, b"");
                     }
                 }
-                cmd = rx.recv() => match cmd {
+                // A client's command's charge is given back once it is handled.
+                cmd = rx.recv() => match cmd.map(|(cmd, _charge)| cmd) {
                     Some(Cmd::Stop(done)) => {
                         self.stopped().await;
                         let _ = done.send(());
@@ -338,6 +345,7 @@ impl Task {
                 reply,
             } => self.ack(sseq, dseq, &body, reply),
             Cmd::Appended { seq, subject } => {
+                self.lag.queued.fetch_sub(1, Ordering::Relaxed);
                 if seq > self.counted_upto {
                     self.counted_upto = seq;
                     let after_start = match &self.state.lps {
@@ -352,6 +360,13 @@ impl Task {
             }
             Cmd::FlowControl { subject } => self.flow_control_answer(&subject),
             Cmd::Recount => {
+                self.ahead = None;
+                self.recount();
+                self.deliver();
+            }
+            Cmd::CatchUp => {
+                // Notices sent from now on are newer than the count.
+                self.lag.catching_up.store(false, Ordering::Release);
                 self.ahead = None;
                 self.recount();
                 self.deliver();
