@@ -11,6 +11,10 @@
 //! * A message whose subject contains `*` or `>` tokens is stored like any other (a KV purge
 //!   of `hello.*`); as a rollup or a lookup its subject is a filter, as on nats-server.
 //! * `republish`: its configuration checks, the copies and their headers.
+//! * Fields of newer servers (INFO says 2.10): `first_seq` and `subject_transform` work,
+//!   `compression: s2`, non-empty `consumer_limits` and 2.11 fields are refused by name, never
+//!   accepted and ignored; `placement` is kept as a single nats-server 2.9 keeps it.
+//!   nats-server 2.9 predates them and ignores them: its run shows that.
 
 use bytes::Bytes;
 use e2e::{bounded, server_tests, ServerKind, StoreDir, TestServer};
@@ -25,6 +29,8 @@ server_tests!(
     stream_config_checks_and_unlimited_zeros,
     wildcard_characters_in_message_subjects,
     republish,
+    newer_stream_fields,
+    direct_get_without_a_direct_stream_has_no_responders,
 );
 
 /// Sends a raw `$JS.API.` request and returns the JSON answer.
@@ -490,4 +496,117 @@ async fn republish(kind: ServerKind) {
 
 async fn next(sub: &mut async_nats::Subscriber) -> async_nats::Message {
     bounded("republished", sub.next()).await.expect("message")
+}
+
+async fn newer_stream_fields(kind: ServerKind) {
+    let dir = StoreDir::new();
+    let server = TestServer::start_jetstream(kind, &dir).await;
+    let client = server.client().await;
+    let is_29 = kind == ServerKind::NatsServer;
+
+    create_stream(
+        &client,
+        json!({ "name": "F", "subjects": ["f"], "first_seq": 5 }),
+    )
+    .await;
+    let ack = publish(&client, "f", "x").await;
+    assert_eq!(
+        ack["seq"].as_u64(),
+        Some(if is_29 { 1 } else { 5 }),
+        "{kind}"
+    );
+
+    create_stream(
+        &client,
+        json!({ "name": "T", "subjects": ["t.>"],
+                "subject_transform": { "src": "t.*", "dest": "stored.$1" } }),
+    )
+    .await;
+    publish(&client, "t.a", "x").await;
+    let got = api(&client, "$JS.API.STREAM.MSG.GET.T", json!({ "seq": 1 })).await;
+    let want = if is_29 { "t.a" } else { "stored.a" };
+    assert_eq!(got["message"]["subject"], want, "{kind}: {got}");
+    let bad = api(
+        &client,
+        "$JS.API.STREAM.CREATE.T2",
+        json!({ "name": "T2", "subjects": ["t2.>"],
+                "subject_transform": { "src": "t2.*", "dest": "x.$2" } }),
+    )
+    .await;
+    assert_eq!(code(&bad), if is_29 { 0 } else { 10052 }, "{kind}: {bad}");
+
+    for (name, field, value) in [
+        ("C", "compression", json!("s2")),
+        ("L", "consumer_limits", json!({ "max_ack_pending": 10 })),
+        ("M", "allow_msg_ttl", json!(true)),
+    ] {
+        let mut config = json!({ "name": name, "subjects": [name.to_lowercase()] });
+        config[field] = value;
+        let answer = api(&client, &format!("$JS.API.STREAM.CREATE.{name}"), config).await;
+        if is_29 {
+            assert_eq!(code(&answer), 0, "{kind}: {answer}");
+        } else {
+            assert_eq!(code(&answer), 10052, "{kind}: {answer}");
+            let text = answer["error"]["description"].as_str().unwrap_or_default();
+            assert!(text.contains(field), "{kind}: {text}");
+        }
+    }
+    for (name, config) in [
+        ("N", json!({ "compression": "none", "consumer_limits": {} })),
+        ("P", json!({ "placement": { "cluster": "east" } })),
+    ] {
+        let mut config = config;
+        config["name"] = json!(name);
+        config["subjects"] = json!([name.to_lowercase()]);
+        let answer = api(&client, &format!("$JS.API.STREAM.CREATE.{name}"), config).await;
+        assert_eq!(code(&answer), 0, "{kind}: {answer}");
+        if name == "P" {
+            assert_eq!(
+                answer["config"]["placement"],
+                json!({ "cluster": "east" }),
+                "{kind}"
+            );
+        }
+    }
+}
+
+async fn direct_get_without_a_direct_stream_has_no_responders(kind: ServerKind) {
+    let dir = StoreDir::new();
+    let server = TestServer::start_jetstream(kind, &dir).await;
+    let client = server.client().await;
+    create_stream(&client, json!({ "name": "ND", "subjects": ["nd"] })).await;
+    create_stream(
+        &client,
+        json!({ "name": "D", "subjects": ["d"], "allow_direct": true }),
+    )
+    .await;
+    publish(&client, "d", "x").await;
+    // Current nats-server versions answer "no responders"; 2.9 stays silent (its API
+    // subscription takes the request and drops it), so its run waits one second for nothing.
+    let want = match kind {
+        ServerKind::NatsServer => async_nats::RequestErrorKind::TimedOut,
+        _ => async_nats::RequestErrorKind::NoResponders,
+    };
+    for name in ["NOPE", "ND"] {
+        let request = async_nats::Request::new()
+            .payload(Bytes::from(json!({ "seq": 1 }).to_string()))
+            .timeout(Some(std::time::Duration::from_secs(1)));
+        let answer = bounded(
+            "direct get",
+            client.send_request(format!("$JS.API.DIRECT.GET.{name}"), request),
+        )
+        .await;
+        let e = answer.expect_err("no answer");
+        assert_eq!(e.kind(), want, "{kind}: {name}");
+    }
+    let found = bounded(
+        "direct get",
+        client.request(
+            "$JS.API.DIRECT.GET.D".to_string(),
+            Bytes::from(json!({ "seq": 1 }).to_string()),
+        ),
+    )
+    .await
+    .expect("answer");
+    assert_eq!(found.payload, Bytes::from_static(b"x"), "{kind}");
 }

@@ -356,6 +356,13 @@ impl Inner {
             }
             Err(e) => return err(KIND, &ApiError::general(&e.to_string())),
         }
+        // 2.10's first_seq: the stream starts with its earlier sequences taken.
+        if cfg.first_seq > 1 {
+            let skipped = self.store.skip_many(name, cfg.first_seq - 1, 0).await;
+            if let Err(e) = skipped {
+                return err(KIND, &ApiError::general(&e.to_string()));
+            }
+        }
         if let Err(e) = self.open_stream(name, cfg, created_ns) {
             return err(KIND, &e);
         }
@@ -390,6 +397,19 @@ impl Inner {
         }
         if old.mirror != cfg.mirror {
             return err(KIND, &ApiError::mirror_not_updatable());
+        }
+        // An update that leaves first_seq out keeps it; another value is refused.
+        let mut cfg = cfg;
+        if cfg.first_seq == 0 {
+            cfg.first_seq = old.first_seq;
+        }
+        if old.first_seq != cfg.first_seq {
+            return err(
+                KIND,
+                &ApiError::invalid_config(
+                    "stream configuration update can not change first sequence",
+                ),
+            );
         }
         if old.sealed && !cfg.sealed {
             return err(
@@ -614,10 +634,11 @@ impl Inner {
                 Bytes::new(),
             )
         };
+        // nats-server answers direct gets only for streams that allow them (a subscription
+        // per such stream): for any other name the requester gets "no responders".
         match self.stream(name) {
-            None => return status(404, "Message Not Found"),
-            Some(s) if !s.config().allow_direct => return status(404, "Message Not Found"),
-            Some(_) => {}
+            Some(s) if s.config().allow_direct => {}
+            _ => return status(503, ""),
         }
         if last_by.is_none() && payload.is_empty() {
             return status(408, "Empty Request");

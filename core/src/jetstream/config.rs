@@ -137,6 +137,49 @@ pub struct StreamConfig {
     /// Free-form metadata (2.10).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    /// The sequence of the stream's first message (2.10; 0 or 1: from 1).
+    #[serde(skip_serializing_if = "is_zero_u64")]
+    pub first_seq: u64,
+    /// How published subjects are transformed before they are stored (2.10).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject_transform: Option<SubjectTransformConfig>,
+    /// Compression at rest (2.10): only `none` (absent) is supported; `s2` is refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compression: Option<String>,
+    /// Limits for the stream's consumers (2.10): only empty limits are supported.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub consumer_limits: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Where the stream's replicas go: a single server has one place, so it is kept and
+    /// reported as given, as nats-server 2.9 does without a cluster.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub placement: Option<serde_json::Value>,
+    /// Every other field of the request: newer servers' fields this one does not implement
+    /// are refused by name (see [`UNSUPPORTED_STREAM_FIELDS`]); any other unknown field is
+    /// ignored, as nats-server ignores it. Never reported back.
+    #[serde(flatten, skip_serializing)]
+    pub other: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Stream configuration fields of newer nats-server versions that this server does not
+/// implement: set to anything but their "off" value, they are refused, naming the field.
+pub const UNSUPPORTED_STREAM_FIELDS: &[&str] = &[
+    "allow_msg_ttl",
+    "subject_delete_marker_ttl",
+    "allow_msg_counter",
+    "allow_atomic",
+    "allow_msg_schedules",
+    "persist_mode",
+];
+
+/// A subject transform applied to published messages (`SubjectTransformConfig`, 2.10).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct SubjectTransformConfig {
+    /// The subjects transformed (empty: `>`).
+    #[serde(default)]
+    pub src: String,
+    /// The destination template (see [`leaf_proto::transform`]).
+    #[serde(default)]
+    pub dest: String,
 }
 
 impl Default for StreamConfig {
@@ -168,6 +211,12 @@ impl Default for StreamConfig {
             sources: None,
             republish: None,
             metadata: None,
+            first_seq: 0,
+            subject_transform: None,
+            compression: None,
+            consumer_limits: None,
+            placement: None,
+            other: serde_json::Map::new(),
         }
     }
 }
@@ -284,6 +333,7 @@ impl StreamConfig {
             }
         }
         self.check_republish()?;
+        self.check_newer_fields()?;
         for (field, v) in [
             ("max_msgs", self.max_msgs),
             ("max_bytes", self.max_bytes),
@@ -385,6 +435,61 @@ impl StreamConfig {
             return Err(ApiError::invalid_config(
                 "stream configuration for republish not valid",
             ));
+        }
+        Ok(())
+    }
+
+    /// Checks the fields of newer nats-server versions: those implemented (`first_seq`,
+    /// `subject_transform`) are checked, the others refused unless they are off.
+    fn check_newer_fields(&mut self) -> Result<(), ApiError> {
+        for field in UNSUPPORTED_STREAM_FIELDS {
+            let on = self.other.get(*field).is_some_and(|v| {
+                !(v.is_null()
+                    || v == &serde_json::Value::Bool(false)
+                    || v.as_i64() == Some(0)
+                    || v.as_str().is_some_and(str::is_empty))
+            });
+            if on {
+                return Err(ApiError::invalid_config(&format!(
+                    "stream configuration field {field} is not supported by this server"
+                )));
+            }
+        }
+        match self.compression.as_deref() {
+            None | Some("") => self.compression = None,
+            Some("none") => {}
+            Some(other) => {
+                return Err(ApiError::invalid_config(&format!(
+                    "stream configuration field compression {other:?} is not supported by \
+                     this server (only \"none\")"
+                )))
+            }
+        }
+        if self
+            .consumer_limits
+            .as_ref()
+            .is_some_and(|l| l.values().any(|v| !(v.is_null() || v.as_i64() == Some(0))))
+        {
+            return Err(ApiError::invalid_config(
+                "stream configuration field consumer_limits is not supported by this server \
+                 (only empty limits)",
+            ));
+        }
+        if self.first_seq > 1 && self.mirror.is_some() {
+            return Err(ApiError::invalid_config(
+                "stream mirrors can not have first sequence configured",
+            ));
+        }
+        if let Some(t) = &mut self.subject_transform {
+            if t.src.is_empty() {
+                t.src = ">".into();
+            }
+            if leaf_proto::transform::Transform::new(&t.src, &t.dest).is_err() {
+                return Err(ApiError::invalid_config(&format!(
+                    "stream configuration subject transform from {:?} to {:?} is not valid",
+                    t.src, t.dest
+                )));
+            }
         }
         Ok(())
     }
@@ -564,9 +669,10 @@ mod tests {
 
     #[test]
     fn defaults_and_unknown_fields() {
-        let cfg: StreamConfig =
-            serde_json::from_str(r#"{"name":"S","allow_msg_ttl":true,"subjects":["a.>"]}"#)
-                .unwrap();
+        let cfg: StreamConfig = serde_json::from_str(
+            r#"{"name":"S","allow_msg_ttl":false,"x_y":1,"subjects":["a.>"]}"#,
+        )
+        .unwrap();
         let cfg = cfg.normalize().unwrap();
         assert_eq!(cfg.max_msgs, -1);
         assert_eq!(cfg.duplicate_window, DEFAULT_DUPLICATE_WINDOW_NS);

@@ -47,7 +47,7 @@ use serde::Serialize;
 use tokio::sync::Notify;
 use tracing::{debug, warn};
 
-use super::config::{ApiError, Discard, Retention, StreamConfig};
+use super::config::{ApiError, Discard, Retention, StreamConfig, SubjectTransformConfig};
 use super::handle::{Cmd, ConsumerHandle, SourceHandle};
 use super::msg_ids::{MsgId, MsgIds};
 use super::republish::{Republisher, Stored};
@@ -56,6 +56,7 @@ use crate::budget::{Budget, Charge};
 use crate::server::{InternalSink, Msg, Publisher, ReplyTo, Shared};
 use leaf_proto::headers;
 use leaf_proto::time::now_ns;
+use leaf_proto::transform::Transform;
 use leaf_store::{Appended, NewMessage, PurgeRequest, Retain, Store, StoreError};
 
 /// Most messages a stream holds between capture and the report of their append.
@@ -535,6 +536,8 @@ struct Runner {
     source_last: HashMap<Arc<str>, u64>,
     /// The compiled `republish` configuration, made when first needed.
     republisher: Option<Republisher>,
+    /// The compiled `subject_transform`, made when first needed.
+    subject_transform: Option<(SubjectTransformConfig, Transform)>,
     /// The ingest budget charge of the message being handled: moved to its `InFlight`, or
     /// given back once the message is handled without one.
     charge: Option<Charge>,
@@ -588,6 +591,7 @@ pub(crate) fn start(
         predictions_broken: false,
         source_last: HashMap::new(),
         republisher: None,
+        subject_transform: None,
         charge: None,
     };
     tokio::spawn(async move {
@@ -957,11 +961,16 @@ impl Runner {
         });
     }
 
-    async fn ingest_published(&mut self, m: Ingest) {
+    async fn ingest_published(&mut self, mut m: Ingest) {
         let cfg = self.stream.shared_config();
         let reply = m.reply.as_ref().filter(|_| !cfg.no_ack);
         if cfg.sealed {
             return self.reply_error(reply, &ApiError::sealed());
+        }
+        if let Some(t) = &cfg.subject_transform {
+            if let Some(subject) = self.transform_subject(t, &m.subject) {
+                m.subject = subject;
+            }
         }
         let size =
             (m.subject.len() + m.headers.as_ref().map_or(0, Bytes::len) + m.payload.len()) as u64;
@@ -1178,6 +1187,23 @@ impl Runner {
             self.republish(&done.subject, &appended, headers.as_deref(), payload);
         }
         self.reply_ack(reply, appended.seq, false);
+    }
+
+    /// `subject` as the stream's `subject_transform` stores it (`None`: unchanged).
+    fn transform_subject(
+        &mut self,
+        config: &SubjectTransformConfig,
+        subject: &str,
+    ) -> Option<String> {
+        let current = self
+            .subject_transform
+            .as_ref()
+            .is_some_and(|(c, _)| c == config);
+        if !current {
+            let compiled = Transform::new(&config.src, &config.dest).ok()?;
+            self.subject_transform = Some((config.clone(), compiled));
+        }
+        self.subject_transform.as_ref()?.1.apply(subject)
     }
 
     /// A message's headers and payload, when the stream republishes what it stores.
