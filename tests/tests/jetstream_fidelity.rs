@@ -551,6 +551,20 @@ async fn newer_stream_fields(kind: ServerKind) {
             assert!(text.contains(field), "{kind}: {text}");
         }
     }
+    let config = json!({ "durable_name": "P", "ack_policy": "explicit",
+                         "pause_until": "2030-01-01T00:00:00Z" });
+    let answer = api(
+        &client,
+        "$JS.API.CONSUMER.DURABLE.CREATE.F.P",
+        json!({ "stream_name": "F", "config": config }),
+    )
+    .await;
+    if is_29 {
+        assert_eq!(code(&answer), 0, "{kind}: {answer}");
+    } else {
+        let text = answer["error"]["description"].as_str().unwrap_or_default();
+        assert!(text.contains("pause_until"), "{kind}: {answer}");
+    }
     for (name, config) in [
         ("N", json!({ "compression": "none", "consumer_limits": {} })),
         ("P", json!({ "placement": { "cluster": "east" } })),

@@ -455,6 +455,9 @@ impl StreamConfig {
                 )));
             }
         }
+        // Checked: what is left is ignored, and must not make two otherwise equal
+        // configurations differ (creating the same stream again is fine).
+        self.other.clear();
         match self.compression.as_deref() {
             None | Some("") => self.compression = None,
             Some("none") => {}
@@ -681,6 +684,23 @@ mod tests {
         assert_eq!(json["retention"], "limits");
         assert_eq!(json["discard"], "old");
         assert_eq!(json["storage"], "file");
+    }
+
+    #[test]
+    fn ignored_fields_do_not_make_configurations_differ() {
+        let parse = |json: &str| {
+            serde_json::from_str::<StreamConfig>(json)
+                .unwrap()
+                .normalize()
+                .unwrap()
+        };
+        let a = parse(r#"{"name":"S","allow_msg_ttl":false,"future_field":{"x":1}}"#);
+        assert_eq!(a, parse(r#"{"name":"S"}"#));
+        let e = serde_json::from_str::<StreamConfig>(r#"{"name":"S","allow_atomic":true}"#)
+            .unwrap()
+            .normalize()
+            .unwrap_err();
+        assert!(e.description.contains("allow_atomic"), "{e}");
     }
 
     #[test]

@@ -163,7 +163,22 @@ pub struct ConsumerConfig {
     /// Free-form metadata (2.10).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Every other field of the request: newer servers' fields this one does not implement
+    /// are refused by name (see [`UNSUPPORTED_CONSUMER_FIELDS`]); any other unknown field is
+    /// ignored, as nats-server ignores it. Emptied by [`ConsumerConfig::normalize`].
+    #[serde(flatten, skip_serializing)]
+    pub other: serde_json::Map<String, serde_json::Value>,
 }
+
+/// Consumer configuration fields of nats-server 2.11 and later that this server does not
+/// implement: set to anything but their "off" value, they are refused, naming the field.
+pub const UNSUPPORTED_CONSUMER_FIELDS: &[&str] = &[
+    "pause_until",
+    "priority_groups",
+    "priority_policy",
+    "priority_timeout",
+    "pinned_ttl",
+];
 
 fn invalid_policy(text: &str) -> ApiError {
     ApiError::new(400, 10094, text)
@@ -206,6 +221,25 @@ impl ConsumerConfig {
 
     /// Checks the configuration against the stream's and fills in nats-server's defaults.
     pub fn normalize(mut self, stream: &StreamConfig) -> Result<ConsumerConfig, ApiError> {
+        for field in UNSUPPORTED_CONSUMER_FIELDS {
+            let on = self.other.get(*field).is_some_and(|v| {
+                !(v.is_null()
+                    || v == &serde_json::Value::Bool(false)
+                    || v.as_i64() == Some(0)
+                    || v.as_str().is_some_and(|s| s.is_empty() || s == "none")
+                    || v.as_array().is_some_and(Vec::is_empty))
+            });
+            if on {
+                return Err(ApiError::new(
+                    400,
+                    10012,
+                    &format!(
+                        "consumer configuration field {field} is not supported by this server"
+                    ),
+                ));
+            }
+        }
+        self.other.clear();
         if self.deliver_subject.as_deref().is_some_and(str::is_empty) {
             self.deliver_subject = None;
         }
@@ -533,6 +567,20 @@ mod tests {
         let json = serde_json::to_value(&cfg).unwrap();
         assert_eq!(json["deliver_policy"], "all");
         assert_eq!(json["ack_policy"], "explicit");
+    }
+
+    #[test]
+    fn newer_fields_are_refused_by_name_and_others_ignored() {
+        let parse = |json: &str| {
+            serde_json::from_str::<ConsumerConfig>(json)
+                .unwrap()
+                .normalize(&stream())
+        };
+        let e = parse(r#"{"pause_until":"2030-01-01T00:00:00Z"}"#).unwrap_err();
+        assert!(e.description.contains("pause_until"), "{e}");
+        assert!(parse(r#"{"priority_groups":["a"],"priority_policy":"pinned_client"}"#).is_err());
+        let quiet = parse(r#"{"priority_groups":[],"priority_policy":"none","zz":1}"#).unwrap();
+        assert_eq!(quiet, parse("{}").unwrap());
     }
 
     #[test]
