@@ -8,7 +8,12 @@ use serde::{Deserialize, Serialize};
 use super::StoreError;
 
 /// The format version written to (and required from) the `meta` table.
-pub const FORMAT_VERSION: u32 = 1;
+///
+/// * 1: the first.
+/// * 2: `StateRec::bytes` counts each message as nats-server's file store does
+///   ([`msg_size`]); version 1 counted subject, headers and payload only. A version 1 file
+///   is migrated when it is opened (one pass over its messages, one commit).
+pub const FORMAT_VERSION: u32 = 2;
 
 /// `meta`: `"format_version"` → u32 LE, `"next_stream_id"` → u32 LE.
 pub(crate) const META: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("meta");
@@ -144,8 +149,18 @@ impl MsgRec {
     }
 }
 
-/// Accounted size of a message: subject + headers + payload lengths.
-pub(crate) fn msg_size(subject: &str, headers_len: usize, payload_len: usize) -> u64 {
+/// Accounted size of a message, as nats-server's file store accounts it in a stream's
+/// `bytes` (and so in `max_bytes`): its record's length, sequence, time, subject length and
+/// checksum (30 bytes) plus subject and payload, and with headers their length field (4
+/// bytes) and the headers.
+pub fn msg_size(subject: &str, headers_len: usize, payload_len: usize) -> u64 {
+    let fixed = if headers_len == 0 { 30 } else { 34 };
+    (fixed + subject.len() + headers_len + payload_len) as u64
+}
+
+/// [`msg_size`] as format version 1 counted it (the migration's tests write such files).
+#[cfg(test)]
+pub(crate) fn msg_size_v1(subject: &str, headers_len: usize, payload_len: usize) -> u64 {
     (subject.len() + headers_len + payload_len) as u64
 }
 

@@ -30,6 +30,7 @@
 mod backend;
 mod error;
 mod format;
+mod migrate;
 mod queue;
 mod read;
 mod subject;
@@ -50,7 +51,7 @@ use redb::{Database, ReadableDatabase, ReadableTable};
 use tokio::sync::oneshot;
 
 pub use error::StoreError;
-pub use format::FORMAT_VERSION;
+pub use format::{msg_size, FORMAT_VERSION};
 
 use backend::{BackendFactory, LimitBackend};
 use format::{decode, StateRec, StreamDef, SubjectRec};
@@ -301,24 +302,28 @@ impl Shared {
 
 /// Creates the tables and writes the format version into a new file; checks it otherwise.
 fn init_format(db: &Database) -> Result<(), StoreError> {
-    {
+    // Read the version and let go of the read transaction before any migration writes.
+    let found = {
         let r = db.begin_read()?;
         match r.open_table(format::META) {
-            Ok(t) => {
-                if let Some(v) = t.get(format::META_VERSION)? {
-                    let found = format::u32_from(v.value())?;
-                    if found != FORMAT_VERSION {
-                        return Err(StoreError::Version {
-                            found,
-                            supported: FORMAT_VERSION,
-                        });
-                    }
-                    return Ok(());
-                }
-            }
-            Err(redb::TableError::TableDoesNotExist(_)) => {}
+            Ok(t) => match t.get(format::META_VERSION)? {
+                Some(v) => Some(format::u32_from(v.value())?),
+                None => None,
+            },
+            Err(redb::TableError::TableDoesNotExist(_)) => None,
             Err(e) => return Err(e.into()),
         }
+    };
+    match found {
+        Some(1) => return migrate::from_v1(db),
+        Some(FORMAT_VERSION) => return Ok(()),
+        Some(found) => {
+            return Err(StoreError::Version {
+                found,
+                supported: FORMAT_VERSION,
+            })
+        }
+        None => {}
     }
     let txn = db.begin_write()?;
     {

@@ -11,6 +11,7 @@
 //! * A message whose subject contains `*` or `>` tokens is stored like any other (a KV purge
 //!   of `hello.*`); as a rollup or a lookup its subject is a filter, as on nats-server.
 //! * `republish`: its configuration checks, the copies and their headers.
+//! * `state.bytes`, `max_bytes` and `max_msg_size` count a message as nats-server does.
 //! * Fields of newer servers (INFO says 2.10): `first_seq` and `subject_transform` work,
 //!   `compression: s2`, non-empty `consumer_limits` and 2.11 fields are refused by name, never
 //!   accepted and ignored; `placement` is kept as a single nats-server 2.9 keeps it.
@@ -31,6 +32,7 @@ server_tests!(
     republish,
     newer_stream_fields,
     direct_get_without_a_direct_stream_has_no_responders,
+    bytes_are_counted_as_nats_server_counts_them,
 );
 
 /// Sends a raw `$JS.API.` request and returns the JSON answer.
@@ -623,4 +625,69 @@ async fn direct_get_without_a_direct_stream_has_no_responders(kind: ServerKind) 
     .await
     .expect("answer");
     assert_eq!(found.payload, Bytes::from_static(b"x"), "{kind}");
+}
+
+/// Bytes (messages, bytes) of `stream`.
+async fn msgs_and_bytes(client: &async_nats::Client, stream: &str) -> (u64, u64) {
+    let info = api(client, &format!("$JS.API.STREAM.INFO.{stream}"), json!({})).await;
+    let st = &info["state"];
+    (
+        st["messages"].as_u64().unwrap_or(0),
+        st["bytes"].as_u64().unwrap_or(0),
+    )
+}
+
+async fn bytes_are_counted_as_nats_server_counts_them(kind: ServerKind) {
+    let dir = StoreDir::new();
+    let server = TestServer::start_jetstream(kind, &dir).await;
+    let client = server.client().await;
+    create_stream(
+        &client,
+        json!({ "name": "BY", "subjects": ["by.>"], "max_bytes": 200, "discard": "old" }),
+    )
+    .await;
+    // "by.x" with "hello": 30 + 4 + 5 = 39 bytes on nats-server's file store.
+    for n in 1..=8u64 {
+        publish(&client, "by.x", "hello").await;
+        let want = (n.min(5), 39 * n.min(5));
+        assert_eq!(
+            msgs_and_bytes(&client, "BY").await,
+            want,
+            "{kind} after {n}"
+        );
+    }
+    // With headers: 34 + 5 + 18 + 3 = 60 bytes; the oldest go until 200 holds.
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("A", "b");
+    bounded(
+        "puback",
+        client.request_with_headers("by.yy", headers, Bytes::from_static(b"abc")),
+    )
+    .await
+    .expect("puback");
+    assert_eq!(
+        msgs_and_bytes(&client, "BY").await,
+        (4, 3 * 39 + 60),
+        "{kind}"
+    );
+
+    // max_msg_size counts headers and payload, not the subject.
+    create_stream(
+        &client,
+        json!({ "name": "SZ", "subjects": ["a-rather-long-subject.>"], "max_msg_size": 5 }),
+    )
+    .await;
+    publish(&client, "a-rather-long-subject.x", "12345").await;
+    let reply = bounded(
+        "puback",
+        client.request("a-rather-long-subject.y", Bytes::from_static(b"123456")),
+    )
+    .await
+    .expect("puback");
+    let nack: Value = serde_json::from_slice(&reply.payload).expect("json");
+    assert_eq!(
+        nack["error"]["err_code"].as_u64(),
+        Some(10054),
+        "{kind}: {nack}"
+    );
 }

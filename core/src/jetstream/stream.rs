@@ -972,11 +972,14 @@ impl Runner {
                 m.subject = subject;
             }
         }
-        let size =
-            (m.subject.len() + m.headers.as_ref().map_or(0, Bytes::len) + m.payload.len()) as u64;
-        if cfg.max_msg_size >= 0 && size > cfg.max_msg_size as u64 {
+        // max_msg_size applies to headers and payload, as on nats-server; max_bytes to the
+        // message as the store accounts it (nats-server's formula, see leaf_store::msg_size).
+        let headers_len = m.headers.as_ref().map_or(0, Bytes::len);
+        if cfg.max_msg_size >= 0 && (headers_len + m.payload.len()) as u64 > cfg.max_msg_size as u64
+        {
             return self.reply_error(reply, &ApiError::message_too_large());
         }
+        let size = leaf_store::msg_size(&m.subject, headers_len, m.payload.len());
         let hdr = PublishHeaders::parse(m.headers.as_deref().unwrap_or_default());
         let msg_id = hdr
             .msg_id

@@ -404,17 +404,81 @@ fn newer_format_is_refused() {
         let txn = db.begin_write().unwrap();
         txn.open_table(crate::format::META)
             .unwrap()
-            .insert("format_version", 2u32.to_le_bytes().as_slice())
+            .insert("format_version", 3u32.to_le_bytes().as_slice())
             .unwrap();
         txn.commit().unwrap();
     }
     match Store::open(dir.path(), StoreOptions::default()) {
         Err(StoreError::Version {
-            found: 2,
-            supported: 1,
+            found: 3,
+            supported: 2,
         }) => {}
         other => panic!("expected a version error, got {other:?}"),
     }
+}
+
+/// A version 1 file (bytes counted as subject, headers and payload) is migrated when opened:
+/// every stream's bytes as nats-server counts them, the version written.
+#[test]
+fn version_1_files_are_migrated() {
+    use redb::{ReadableDatabase, ReadableTable};
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt();
+    {
+        let s = open(dir.path());
+        rt.block_on(s.create_stream("S", b"{}".to_vec())).unwrap();
+        rt.block_on(s.create_stream("T", b"{}".to_vec())).unwrap();
+        let mut with_hdr = msg("a.h", 2);
+        with_hdr.headers = Some(bytes::Bytes::from_static(b"NATS/1.0\r\nA: b\r\n\r\n"));
+        for m in [msg("a.b", 1), with_hdr, msg("a.c", 3)] {
+            rt.block_on(s.append("S", m)).unwrap();
+        }
+        rt.block_on(s.delete_msg("S", 3)).unwrap();
+        rt.block_on(s.append("T", msg("t", 1))).unwrap();
+    }
+    // Write it back as version 1 wrote it.
+    {
+        let db = redb::Database::open(dir.path().join(crate::FILE_NAME)).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let blocks = txn.open_table(crate::format::BLOCKS).unwrap();
+            let mut v1: std::collections::HashMap<u32, u64> = Default::default();
+            for e in blocks.iter().unwrap() {
+                let (k, v) = e.unwrap();
+                let block: crate::format::BlockRec = crate::format::decode(v.value()).unwrap();
+                for m in block.slots.iter().flatten() {
+                    let h = m.headers.as_ref().map_or(0, Vec::len);
+                    *v1.entry(k.value().0).or_default() +=
+                        crate::format::msg_size_v1(&m.subject, h, m.payload.len());
+                }
+            }
+            let mut states = txn.open_table(crate::format::STATES).unwrap();
+            for (id, bytes) in v1 {
+                let raw = states.get(id).unwrap().unwrap().value().to_vec();
+                let mut st: crate::format::StateRec = crate::format::decode(&raw).unwrap();
+                st.bytes = bytes;
+                states
+                    .insert(id, crate::format::encode(&st).unwrap().as_slice())
+                    .unwrap();
+            }
+            txn.open_table(crate::format::META)
+                .unwrap()
+                .insert("format_version", 1u32.to_le_bytes().as_slice())
+                .unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let s = open(dir.path());
+    let st = s.stream_state("S").unwrap().unwrap();
+    assert_eq!(st.bytes, (30 + 3 + 64) + (34 + 3 + 18 + 64));
+    check_consistent(&s, "S");
+    check_consistent(&s, "T");
+    drop(s);
+    let db = redb::Database::open(dir.path().join(crate::FILE_NAME)).unwrap();
+    let r = db.begin_read().unwrap();
+    let meta = r.open_table(crate::format::META).unwrap();
+    let v = meta.get("format_version").unwrap().unwrap();
+    assert_eq!(v.value(), 2u32.to_le_bytes().as_slice());
 }
 
 #[test]

@@ -58,7 +58,11 @@ pub(crate) fn check_consistent(store: &Store, name: &str) -> Vec<super::StoredMe
     let bytes: u64 = all
         .iter()
         .map(|m| {
-            (m.subject.len() + m.headers.as_ref().map_or(0, |h| h.len()) + m.payload.len()) as u64
+            crate::format::msg_size(
+                &m.subject,
+                m.headers.as_ref().map_or(0, |h| h.len()),
+                m.payload.len(),
+            )
         })
         .sum();
     assert_eq!(bytes, st.bytes, "bytes of {name}");

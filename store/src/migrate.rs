@@ -1,0 +1,54 @@
+//! Migrations of older store files, run when the file is opened.
+//!
+//! Version 1 to 2: a stream's `bytes` counted subject, headers and payload; version 2 counts
+//! each message as nats-server's file store does ([`format::msg_size`]). One pass over every
+//! stored message recomputes each stream's counter; the new counters and the new version are
+//! written in one commit, so a crash during the migration leaves a version 1 file that is
+//! migrated again at the next open.
+
+use std::collections::HashMap;
+
+use redb::{Database, ReadableTable};
+
+use crate::format::{self, decode, BlockRef, StateRec, FORMAT_VERSION};
+use crate::StoreError;
+
+/// Migrates a version 1 file to the current version.
+pub(crate) fn from_v1(db: &Database) -> Result<(), StoreError> {
+    let txn = db.begin_write()?;
+    {
+        let blocks = txn.open_table(format::BLOCKS)?;
+        let mut bytes: HashMap<u32, u64> = HashMap::new();
+        for e in blocks.iter()? {
+            let (k, v) = e?;
+            let id = k.value().0;
+            let block: BlockRef<'_> = decode(v.value())?;
+            let sum: u64 = block.slots.iter().flatten().map(|m| m.size()).sum();
+            *bytes.entry(id).or_default() += sum;
+        }
+        let mut states = txn.open_table(format::STATES)?;
+        let ids: Vec<u32> = states
+            .iter()?
+            .map(|e| e.map(|(k, _)| k.value()))
+            .collect::<Result<_, _>>()?;
+        for id in ids {
+            let Some(raw) = states.get(id)?.map(|v| v.value().to_vec()) else {
+                continue;
+            };
+            let mut state: StateRec = decode(&raw)?;
+            state.bytes = bytes.get(&id).copied().unwrap_or(0);
+            states.insert(id, format::encode(&state)?.as_slice())?;
+        }
+        txn.open_table(format::META)?.insert(
+            format::META_VERSION,
+            format::u32_bytes(FORMAT_VERSION).as_slice(),
+        )?;
+    }
+    txn.commit()?;
+    tracing::info!(
+        from = 1,
+        to = FORMAT_VERSION,
+        "store migrated: stream byte counts as nats-server's"
+    );
+    Ok(())
+}
