@@ -389,6 +389,7 @@ pub fn jetstream_options(cfg: &Config, name: &str) -> JetStreamOptions {
             .unwrap_or_else(|| std::env::temp_dir().join(name).join("jetstream")),
         domain: js.domain.clone(),
         max_file_bytes: js.max_file_store,
+        max_memory_bytes: js.max_memory_store,
     }
 }
 

@@ -28,6 +28,97 @@ pub(crate) fn file_factory(path: PathBuf) -> BackendFactory {
     })
 }
 
+/// A factory over one memory image shared by every backend it makes: the store of
+/// JetStream's `storage: memory` streams. Reopening after a failed commit (a full image)
+/// finds the last commit, as a file would; nothing survives the process.
+pub(crate) fn memory_factory() -> BackendFactory {
+    let image: Arc<std::sync::RwLock<Image>> = Arc::default();
+    Arc::new(move || Ok(Box::new(MemoryBackend(image.clone())) as Box<dyn StorageBackend>))
+}
+
+/// The bytes of a memory image. redb grows its file by doubling the length; only bytes
+/// written take memory: the rest of `len` reads as zeros, as a sparse file's hole does.
+#[derive(Debug, Default)]
+struct Image {
+    data: Vec<u8>,
+    len: u64,
+}
+
+/// A database image in memory (see [`memory_factory`]).
+#[derive(Debug)]
+struct MemoryBackend(Arc<std::sync::RwLock<Image>>);
+
+impl MemoryBackend {
+    fn image(&self) -> std::sync::RwLockReadGuard<'_, Image> {
+        self.0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn image_mut(&self) -> std::sync::RwLockWriteGuard<'_, Image> {
+        self.0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+fn out_of_range() -> io::Error {
+    io::Error::new(io::ErrorKind::UnexpectedEof, "outside the memory image")
+}
+
+/// `offset..offset + n` as indexes, within `len`.
+fn span(offset: u64, n: usize, len: u64) -> io::Result<(usize, usize)> {
+    let end = offset.checked_add(n as u64).filter(|&e| e <= len);
+    let end = end.ok_or_else(out_of_range)?;
+    let start = usize::try_from(offset).map_err(|_| out_of_range())?;
+    let end = usize::try_from(end).map_err(|_| out_of_range())?;
+    Ok((start, end))
+}
+
+impl StorageBackend for MemoryBackend {
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.image().len)
+    }
+
+    fn read(&self, offset: u64, out: &mut [u8]) -> io::Result<()> {
+        let image = self.image();
+        let (start, end) = span(offset, out.len(), image.len)?;
+        out.fill(0);
+        if start < image.data.len() {
+            let stored = end.min(image.data.len());
+            out[..stored - start].copy_from_slice(&image.data[start..stored]);
+        }
+        Ok(())
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        let mut image = self.image_mut();
+        image.len = len;
+        let keep = usize::try_from(len).unwrap_or(usize::MAX);
+        if image.data.len() > keep {
+            image.data.truncate(keep);
+            image.data.shrink_to_fit();
+        }
+        Ok(())
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+        let mut image = self.image_mut();
+        let len = image.len.max(offset.saturating_add(data.len() as u64));
+        let (start, end) = span(offset, data.len(), len)?;
+        if image.data.len() < end {
+            image.data.resize(end, 0);
+        }
+        image.data[start..end].copy_from_slice(data);
+        image.len = len;
+        Ok(())
+    }
+}
+
 /// Wraps the real backend: refuses any write ending beyond `limit` with `StorageFull`
 /// (which redb reports as an I/O error, failing the commit without changing the committed
 /// state) and publishes the current length.

@@ -429,6 +429,13 @@ impl Store {
         Store::open_with(backend::file_factory(dir.join(FILE_NAME)), opts)
     }
 
+    /// Opens a store held in memory only (JetStream's `storage: memory`): nothing is
+    /// written to disk and nothing survives the process. `opts.max_file_bytes` bounds the
+    /// memory image (`max_memory_store`); past it appends fail as on a full disk.
+    pub fn open_memory(opts: StoreOptions) -> Result<Store, StoreError> {
+        Store::open_with(backend::memory_factory(), opts)
+    }
+
     /// Opens the store over any backend factory (tests plug in fault-injecting storage).
     pub(crate) fn open_with(
         factory: BackendFactory,

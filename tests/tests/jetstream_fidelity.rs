@@ -12,6 +12,7 @@
 //!   of `hello.*`); as a rollup or a lookup its subject is a filter, as on nats-server.
 //! * `republish`: its configuration checks, the copies and their headers.
 //! * `state.bytes`, `max_bytes` and `max_msg_size` count a message as nats-server does.
+//! * `storage: memory` streams work, count as memory, and are gone after a restart.
 //! * Fields of newer servers (INFO says 2.10): `first_seq` and `subject_transform` work,
 //!   `compression: s2`, non-empty `consumer_limits` and 2.11 fields are refused by name, never
 //!   accepted and ignored; `placement` is kept as a single nats-server 2.9 keeps it.
@@ -33,6 +34,7 @@ server_tests!(
     newer_stream_fields,
     direct_get_without_a_direct_stream_has_no_responders,
     bytes_are_counted_as_nats_server_counts_them,
+    memory_streams_live_in_memory,
 );
 
 /// Sends a raw `$JS.API.` request and returns the JSON answer.
@@ -690,4 +692,44 @@ async fn bytes_are_counted_as_nats_server_counts_them(kind: ServerKind) {
         Some(10054),
         "{kind}: {nack}"
     );
+}
+
+async fn memory_streams_live_in_memory(kind: ServerKind) {
+    let dir = StoreDir::new();
+    let mut server = TestServer::start_jetstream(kind, &dir).await;
+    let client = server.client().await;
+    create_stream(
+        &client,
+        json!({ "name": "MEM", "subjects": ["mem.>"], "storage": "memory", "max_msgs": 3 }),
+    )
+    .await;
+    create_stream(&client, json!({ "name": "DISK", "subjects": ["disk"] })).await;
+    for n in 1..=5 {
+        publish(&client, "mem.x", &n.to_string()).await;
+    }
+    publish(&client, "disk", "d").await;
+    assert_eq!(state(&client, "MEM").await, (3, 3, 5), "{kind}");
+    assert_eq!(create_consumer(&client, "MEM", "c", "mem.>").await, 0);
+    assert_eq!(num_pending(&client, "MEM", "c").await, 3);
+    let got = api(&client, "$JS.API.STREAM.MSG.GET.MEM", json!({ "seq": 4 })).await;
+    assert_eq!(got["message"]["subject"], "mem.x", "{kind}: {got}");
+    let info = api(&client, "$JS.API.INFO", json!({})).await;
+    assert!(info["memory"].as_u64().unwrap_or(0) > 0, "{kind}: {info}");
+    assert!(info["storage"].as_u64().unwrap_or(0) > 0, "{kind}: {info}");
+    let update = api(
+        &client,
+        "$JS.API.STREAM.UPDATE.MEM",
+        json!({ "name": "MEM", "subjects": ["mem.>"], "storage": "file", "max_msgs": 3 }),
+    )
+    .await;
+    assert_eq!(code(&update), 10052, "{kind}: {update}");
+    drop(client);
+
+    // A restart keeps the file stream and loses the memory one, as nats-server does.
+    server.kill();
+    let server = TestServer::start_jetstream(kind, &dir).await;
+    let client = server.client().await;
+    assert_eq!(state(&client, "DISK").await.0, 1, "{kind}");
+    let gone = api(&client, "$JS.API.STREAM.INFO.MEM", json!({})).await;
+    assert_eq!(code(&gone), 10059, "{kind}: {gone}");
 }

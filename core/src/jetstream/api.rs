@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::config::consumer::ConsumerConfig;
-use super::config::{ApiError, StreamConfig};
+use super::config::{ApiError, Storage, StreamConfig};
 use super::consumer;
 use super::handle::{Cmd, ConsumerHandle};
 use super::info_request::InfoRequest;
@@ -170,20 +170,23 @@ impl Inner {
 
     fn account_info(&self) -> Reply {
         let streams = self.streams_snapshot();
-        let storage: u64 = streams
-            .iter()
-            .filter_map(|s| self.store.stream_state(&s.name).ok().flatten())
-            .map(|s| s.bytes)
-            .sum();
+        let used = |storage: Storage| -> u64 {
+            streams
+                .iter()
+                .filter(|s| s.config().storage == storage)
+                .filter_map(|s| self.store_for(storage).stream_state(&s.name).ok().flatten())
+                .map(|s| s.bytes)
+                .sum()
+        };
         let mut body = json!({
-            "memory": 0,
-            "storage": storage,
+            "memory": used(Storage::Memory),
+            "storage": used(Storage::File),
             "reserved_memory": 0,
             "reserved_storage": 0,
             "streams": streams.len(),
             "consumers": streams.iter().map(|s| s.consumer_count()).sum::<usize>(),
             "limits": {
-                "max_memory": -1, "max_storage": self.max_file_bytes.map_or(-1, |b| b as i64),
+                "max_memory": self.max_memory_bytes, "max_storage": self.max_file_bytes.map_or(-1, |b| b as i64),
                 "max_streams": -1, "max_consumers": -1, "max_ack_pending": -1,
                 "memory_max_stream_bytes": -1, "storage_max_stream_bytes": -1,
                 "max_bytes_required": false
@@ -204,7 +207,7 @@ impl Inner {
     fn stream_info_json(&self, name: &str) -> Result<Value, ApiError> {
         let stream = self.stream(name).ok_or_else(ApiError::stream_not_found)?;
         let state = self
-            .store
+            .store_for(stream.config().storage)
             .stream_state(name)
             .map_err(|e| ApiError::general(&e.to_string()))?
             .unwrap_or_default();
@@ -254,7 +257,7 @@ impl Inner {
                 .stream_state(name)
                 .map_err(|e| ApiError::general(&e.to_string()))?
                 .unwrap_or_default();
-            req.add_details(&self.store, name, &state, body)
+            req.add_details(self.store_of(name), name, &state, body)
         };
         match self.stream_info_json(name) {
             Ok(mut body) => match details(&mut body) {
@@ -348,7 +351,10 @@ impl Inner {
             created_ns,
         };
         let bytes = serde_json::to_vec(&record).unwrap_or_default();
-        match self.store.create_stream(name, bytes).await {
+        // A memory stream, its record and its consumers live in the memory store: gone after
+        // a restart, as on nats-server.
+        let store = self.store_for(cfg.storage).clone();
+        match store.create_stream(name, bytes).await {
             Ok(_) => {}
             Err(StoreError::AlreadyExists(_)) => return err(KIND, &ApiError::stream_name_exists()),
             Err(StoreError::InsufficientResources(_)) => {
@@ -358,7 +364,7 @@ impl Inner {
         }
         // 2.10's first_seq: the stream starts with its earlier sequences taken.
         if cfg.first_seq > 1 {
-            let skipped = self.store.skip_many(name, cfg.first_seq - 1, 0).await;
+            let skipped = store.skip_many(name, cfg.first_seq - 1, 0).await;
             if let Err(e) = skipped {
                 return err(KIND, &ApiError::general(&e.to_string()));
             }
@@ -429,7 +435,7 @@ impl Inner {
             created_ns: stream.created_ns,
         };
         let bytes = serde_json::to_vec(&record).unwrap_or_default();
-        if let Err(e) = self.store.update_stream_config(name, bytes).await {
+        if let Err(e) = self.store_of(name).update_stream_config(name, bytes).await {
             return err(KIND, &ApiError::general(&e.to_string()));
         }
         // Tighter limits apply with the update, as on nats-server.
@@ -461,8 +467,9 @@ impl Inner {
             stream.remove_consumer(&c.name);
             c.stop().await;
         }
+        let store = self.store_for(stream.config().storage).clone();
         self.close_stream(name);
-        match self.store.delete_stream(name).await {
+        match store.delete_stream(name).await {
             Ok(()) => ok(KIND, json!({ "success": true })),
             Err(e) => err(KIND, &ApiError::general(&e.to_string())),
         }
@@ -506,7 +513,7 @@ impl Inner {
             up_to_seq: body.seq.filter(|&s| s > 0),
             keep: body.keep.filter(|&k| k > 0),
         };
-        match self.store.purge(name, req).await {
+        match self.store_of(name).purge(name, req).await {
             Ok(purged) => {
                 stream.consumers_recount();
                 ok(KIND, json!({ "success": true, "purged": purged }))
@@ -597,9 +604,12 @@ impl Inner {
             serde_json::from_slice(payload).map_err(|_| ApiError::invalid_json())?
         };
         let found = match (body.seq, body.last_by_subj, body.next_by_subj) {
-            (seq, None, None) if seq > 0 => self.store.get(name, seq),
-            (0, Some(subject), None) => self.store.last_by_subject(name, &subject),
-            (seq, None, Some(subject)) => self.store.next_by_subject(name, seq.max(1), &subject),
+            (seq, None, None) if seq > 0 => self.store_of(name).get(name, seq),
+            (0, Some(subject), None) => self.store_of(name).last_by_subject(name, &subject),
+            (seq, None, Some(subject)) => {
+                self.store_of(name)
+                    .next_by_subject(name, seq.max(1), &subject)
+            }
             _ => return Err(ApiError::bad_request("bad request")),
         };
         found
@@ -683,7 +693,7 @@ impl Inner {
         let Ok(body) = serde_json::from_slice::<DeleteBody>(payload) else {
             return err(KIND, &ApiError::invalid_json());
         };
-        match self.store.delete_msg(name, body.seq).await {
+        match self.store_of(name).delete_msg(name, body.seq).await {
             Ok(true) => {
                 stream.consumers_recount();
                 ok(KIND, json!({ "success": true }))
@@ -830,7 +840,7 @@ impl Inner {
         }
         let handle = match consumer::start(
             &stream,
-            self.store.clone(),
+            self.store_of(stream_name).clone(),
             self.server.clone(),
             cfg,
             now_ns(),
@@ -871,8 +881,9 @@ impl Inner {
         };
         c.stop().await;
         // Interest retention: what only this consumer held goes first (see `release`).
-        retention::release(&*s, &self.store, name, retention::floor_of(&c.view)).await;
-        match self.store.delete_consumer(stream, name).await {
+        let store = self.store_of(stream).clone();
+        retention::release(&*s, &store, name, retention::floor_of(&c.view)).await;
+        match store.delete_consumer(stream, name).await {
             Ok(_) => ok(KIND, json!({ "success": true })),
             Err(e) => err(KIND, &ApiError::general(&e.to_string())),
         }

@@ -64,7 +64,15 @@ pub struct JetStreamOptions {
     pub domain: Option<String>,
     /// Most bytes the store file may use.
     pub max_file_bytes: Option<u64>,
+    /// Most bytes the memory store of `storage: memory` streams may use (`None`:
+    /// [`DEFAULT_MAX_MEMORY_BYTES`]).
+    pub max_memory_bytes: Option<u64>,
 }
+
+/// The memory store's bound when `max_memory_store` is not set. nats-server takes 75 % of the
+/// machine's memory; a gateway shares a small board with its applications, so the default is
+/// a fixed, small figure.
+pub const DEFAULT_MAX_MEMORY_BYTES: u64 = 64 << 20;
 
 /// Why JetStream could not start.
 #[derive(Debug, thiserror::Error)]
@@ -135,7 +143,12 @@ pub struct JetStream {
 
 /// State shared by the API task and the streams.
 pub(crate) struct Inner {
+    /// The store of `storage: file` streams (and of every stream's record).
     pub(crate) store: Store,
+    /// The store of `storage: memory` streams: in memory only, bounded by
+    /// `max_memory_bytes`, gone after a restart (see `leaf_store::Store::open_memory`).
+    pub(crate) memory: Store,
+    pub(crate) max_memory_bytes: u64,
     pub(crate) server: Weak<Shared>,
     pub(crate) domain: Option<String>,
     pub(crate) max_file_bytes: Option<u64>,
@@ -285,8 +298,19 @@ impl JetStream {
             dir: opts.store_dir.clone(),
             source,
         })?;
+        let max_memory_bytes = opts.max_memory_bytes.unwrap_or(DEFAULT_MAX_MEMORY_BYTES);
+        let memory = Store::open_memory(StoreOptions {
+            max_file_bytes: Some(max_memory_bytes),
+            ..StoreOptions::default()
+        })
+        .map_err(|source| JetStreamError::Store {
+            dir: opts.store_dir.clone(),
+            source,
+        })?;
         let inner = Arc::new(Inner {
             store,
+            memory,
+            max_memory_bytes,
             server: Arc::downgrade(server),
             domain: opts.domain.clone(),
             max_file_bytes: opts.max_file_bytes,
@@ -316,7 +340,7 @@ impl JetStream {
                 })?;
             inner.restore_consumers(&name)?;
             if let Some(stream) = inner.stream(&name) {
-                retention::reconcile(&*stream, &inner.store);
+                retention::reconcile(&*stream, inner.store_of(&name));
             }
         }
         let (tx, mut rx) =
@@ -386,9 +410,14 @@ impl JetStream {
         names
     }
 
-    /// The store under the engine.
+    /// The file store under the engine.
     pub fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    /// The store holding stream `name` (the memory store for a `storage: memory` stream).
+    pub fn store_of(&self, name: &str) -> &Store {
+        self.inner.store_of(name)
     }
 
     /// Creates stream `config.name`, or updates it to `config` when it exists with another
@@ -410,7 +439,12 @@ impl JetStream {
             .streams_snapshot()
             .iter()
             .map(|s| {
-                let state = self.inner.store.stream_state(&s.name).ok().flatten();
+                let state = self
+                    .inner
+                    .store_of(&s.name)
+                    .stream_state(&s.name)
+                    .ok()
+                    .flatten();
                 StreamSummary {
                     name: s.name.clone(),
                     messages: state.map_or(0, |st| st.msgs),
@@ -480,7 +514,7 @@ impl Inner {
                 consumer::decode_record(&bytes).map_err(|e| bad(&cname, e))?;
             let handle = consumer::start(
                 &stream,
-                self.store.clone(),
+                self.store_of(name).clone(),
                 self.server.clone(),
                 config,
                 created_ns,
@@ -552,7 +586,7 @@ impl Inner {
             name.to_string(),
             config.clone(),
             created_ns,
-            self.store.clone(),
+            self.store_for(config.storage).clone(),
             self.server.clone(),
             self.domain.clone(),
             self.all_streams.clone(),
@@ -562,7 +596,12 @@ impl Inner {
             .unwrap_or_else(PoisonError::into_inner)
             .insert(name.to_string(), stream.clone());
         self.subscribe_subjects(&stream, &config.subjects)?;
-        source::sync(&stream, &self.store, &self.server, &config);
+        source::sync(
+            &stream,
+            self.store_for(config.storage),
+            &self.server,
+            &config,
+        );
         Ok(())
     }
 
@@ -619,8 +658,29 @@ impl Inner {
             self.unsubscribe_subjects(&stream.name);
             self.subscribe_subjects(stream, &config.subjects)?;
         }
-        source::sync(stream, &self.store, &self.server, &config);
+        source::sync(
+            stream,
+            self.store_for(config.storage),
+            &self.server,
+            &config,
+        );
         Ok(())
+    }
+
+    /// The store of streams with `storage`.
+    pub(crate) fn store_for(&self, storage: config::Storage) -> &Store {
+        match storage {
+            config::Storage::File => &self.store,
+            config::Storage::Memory => &self.memory,
+        }
+    }
+
+    /// The store of stream `name` (the file store for a name not in use).
+    pub(crate) fn store_of(&self, name: &str) -> &Store {
+        match self.stream(name) {
+            Some(s) => self.store_for(s.config().storage),
+            None => &self.store,
+        }
     }
 
     /// Stops capturing for a stream and forgets it (its task ends when its queue closes).

@@ -299,7 +299,7 @@ impl Uplinks {
             else {
                 return Err(stream_err(ApiError::general("stream vanished")));
             };
-            let store = js.store().clone();
+            let store = js.store_of(&stream).clone();
             let cursor = load_cursor(&store, &stream, epoch);
             let token = format!("{:016x}", fastrand::u64(..));
             let reply_prefix = format!("{REPLY_PREFIX}{token}.");

@@ -606,3 +606,34 @@ fn append_each_gives_every_message_its_own_outcome() {
         .unwrap();
     assert!(matches!(out[0], Err(StoreError::NotFound(_))));
 }
+
+/// A memory store works as a file store does, bounded by `max_file_bytes`, and writes no file.
+#[test]
+fn memory_store_is_bounded_and_recovers_after_a_purge() {
+    let rt = rt();
+    let s = Store::open_memory(StoreOptions {
+        max_file_bytes: Some(2 << 20),
+        ..StoreOptions::default()
+    })
+    .unwrap();
+    rt.block_on(s.create_stream("M", b"{}".to_vec())).unwrap();
+    let mut stored = 0u64;
+    let full = loop {
+        let mut m = msg("m.x", stored + 1);
+        m.payload = bytes::Bytes::from(vec![7u8; 16 << 10]);
+        match rt.block_on(s.append("M", m)) {
+            Ok(a) => stored = a.seq,
+            Err(e) => break e,
+        }
+        assert!(stored < 1000, "2 MiB never filled");
+    };
+    assert!(
+        matches!(full, StoreError::InsufficientResources(_)),
+        "{full:?}"
+    );
+    assert!(stored > 10);
+    assert_eq!(check_consistent(&s, "M").len() as u64, stored);
+    rt.block_on(s.purge("M", PurgeRequest::default())).unwrap();
+    rt.block_on(s.append("M", msg("m.y", 1))).unwrap();
+    assert_eq!(s.stream_state("M").unwrap().unwrap().msgs, 1);
+}
