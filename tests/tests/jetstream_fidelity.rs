@@ -13,8 +13,8 @@
 //! * `republish`: its configuration checks, the copies and their headers.
 //! * `state.bytes`, `max_bytes` and `max_msg_size` count a message as nats-server does.
 //! * `storage: memory` streams work, count as memory, and are gone after a restart.
-//! * Fields of newer servers (INFO says 2.10): `first_seq` and `subject_transform` work,
-//!   `compression: s2`, non-empty `consumer_limits` and 2.11 fields are refused by name, never
+//! * Fields of newer servers (INFO says 2.10): `first_seq`, `subject_transform` and
+//!   `consumer_limits` work, `compression: s2` and 2.11 fields are refused by name, never
 //!   accepted and ignored; `placement` is kept as a single nats-server 2.9 keeps it.
 //!   nats-server 2.9 predates them and ignores them: its run shows that.
 
@@ -541,7 +541,6 @@ async fn newer_stream_fields(kind: ServerKind) {
 
     for (name, field, value) in [
         ("C", "compression", json!("s2")),
-        ("L", "consumer_limits", json!({ "max_ack_pending": 10 })),
         ("M", "allow_msg_ttl", json!(true)),
     ] {
         let mut config = json!({ "name": name, "subjects": [name.to_lowercase()] });
@@ -555,6 +554,43 @@ async fn newer_stream_fields(kind: ServerKind) {
             assert!(text.contains(field), "{kind}: {text}");
         }
     }
+    // consumer_limits: the default and the ceiling of the stream's consumers.
+    create_stream(
+        &client,
+        json!({ "name": "L", "subjects": ["l"], "consumer_limits": { "max_ack_pending": 10 } }),
+    )
+    .await;
+    let create = |name: &str, config: Value| {
+        let client = client.clone();
+        let subject = format!("$JS.API.CONSUMER.DURABLE.CREATE.L.{name}");
+        async move {
+            api(
+                &client,
+                &subject,
+                json!({ "stream_name": "L", "config": config }),
+            )
+            .await
+        }
+    };
+    let fine = create(
+        "d",
+        json!({ "durable_name": "d", "ack_policy": "explicit" }),
+    )
+    .await;
+    assert_eq!(code(&fine), 0, "{kind}: {fine}");
+    let want = if is_29 { 1000 } else { 10 };
+    assert_eq!(
+        fine["config"]["max_ack_pending"].as_i64(),
+        Some(want),
+        "{kind}: {fine}"
+    );
+    let over = create(
+        "o",
+        json!({ "durable_name": "o", "ack_policy": "explicit", "max_ack_pending": 11 }),
+    )
+    .await;
+    assert_eq!(code(&over), if is_29 { 0 } else { 10121 }, "{kind}: {over}");
+
     let config = json!({ "durable_name": "P", "ack_policy": "explicit",
                          "pause_until": "2030-01-01T00:00:00Z" });
     let answer = api(

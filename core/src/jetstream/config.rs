@@ -146,9 +146,10 @@ pub struct StreamConfig {
     /// Compression at rest (2.10): only `none` (absent) is supported; `s2` is refused.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub compression: Option<String>,
-    /// Limits for the stream's consumers (2.10): only empty limits are supported.
+    /// Limits for the stream's consumers (2.10): defaults and ceilings of their
+    /// `inactive_threshold` and `max_ack_pending`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub consumer_limits: Option<serde_json::Map<String, serde_json::Value>>,
+    pub consumer_limits: Option<ConsumerLimits>,
     /// Where the stream's replicas go: a single server has one place, so it is kept and
     /// reported as given, as nats-server 2.9 does without a cluster.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -170,6 +171,18 @@ pub const UNSUPPORTED_STREAM_FIELDS: &[&str] = &[
     "allow_msg_schedules",
     "persist_mode",
 ];
+
+/// Limits for a stream's consumers (`StreamConsumerLimits`, 2.10). 0: no limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ConsumerLimits {
+    /// The longest `inactive_threshold` (nanoseconds), and the default of consumers without.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub inactive_threshold: i64,
+    /// The largest `max_ack_pending`, and the default of consumers without.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub max_ack_pending: i64,
+}
 
 /// A subject transform applied to published messages (`SubjectTransformConfig`, 2.10).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -468,15 +481,12 @@ impl StreamConfig {
                 )))
             }
         }
-        if self
-            .consumer_limits
-            .as_ref()
-            .is_some_and(|l| l.values().any(|v| !(v.is_null() || v.as_i64() == Some(0))))
-        {
-            return Err(ApiError::invalid_config(
-                "stream configuration field consumer_limits is not supported by this server \
-                 (only empty limits)",
-            ));
+        if let Some(l) = &self.consumer_limits {
+            if l.inactive_threshold < 0 || l.max_ack_pending < 0 {
+                return Err(ApiError::invalid_config(
+                    "stream configuration consumer_limits can not be negative",
+                ));
+            }
         }
         if self.first_seq > 1 && self.mirror.is_some() {
             return Err(ApiError::invalid_config(

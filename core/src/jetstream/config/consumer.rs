@@ -180,6 +180,24 @@ pub const UNSUPPORTED_CONSUMER_FIELDS: &[&str] = &[
     "pinned_ttl",
 ];
 
+/// A duration in nanoseconds as Go prints one (`30s`, `1m30s`, `1.5s`), for error texts.
+fn format_duration(ns: i64) -> String {
+    let secs = ns / 1_000_000_000;
+    let frac = ns % 1_000_000_000;
+    let (m, s) = (secs / 60, secs % 60);
+    let seconds = if frac == 0 {
+        format!("{s}s")
+    } else {
+        let f = format!("{frac:09}");
+        format!("{s}.{}s", f.trim_end_matches('0'))
+    };
+    if m > 0 {
+        format!("{m}m{seconds}")
+    } else {
+        seconds
+    }
+}
+
 fn invalid_policy(text: &str) -> ApiError {
     ApiError::new(400, 10094, text)
 }
@@ -497,8 +515,37 @@ impl ConsumerConfig {
         if self.max_deliver == 0 {
             self.max_deliver = -1;
         }
+        // The stream's consumer_limits (2.10): defaults, and ceilings a consumer may not pass.
+        let limits = stream.consumer_limits.unwrap_or_default();
         if acks && self.max_ack_pending == 0 {
-            self.max_ack_pending = DEFAULT_MAX_ACK_PENDING;
+            self.max_ack_pending = match limits.max_ack_pending {
+                0 => DEFAULT_MAX_ACK_PENDING,
+                limit => limit.min(DEFAULT_MAX_ACK_PENDING),
+            };
+        }
+        if acks && limits.max_ack_pending > 0 && self.max_ack_pending > limits.max_ack_pending {
+            return Err(ApiError::new(
+                400,
+                10121,
+                &format!(
+                    "consumer max ack pending exceeds system limit of {}",
+                    limits.max_ack_pending
+                ),
+            ));
+        }
+        if limits.inactive_threshold > 0 {
+            if self.inactive_threshold == 0 {
+                self.inactive_threshold = limits.inactive_threshold;
+            } else if self.inactive_threshold > limits.inactive_threshold {
+                return Err(ApiError::new(
+                    400,
+                    10153,
+                    &format!(
+                        "consumer inactive threshold exceeds system limit of {}",
+                        format_duration(limits.inactive_threshold)
+                    ),
+                ));
+            }
         }
         Ok(self)
     }
@@ -567,6 +614,42 @@ mod tests {
         let json = serde_json::to_value(&cfg).unwrap();
         assert_eq!(json["deliver_policy"], "all");
         assert_eq!(json["ack_policy"], "explicit");
+    }
+
+    #[test]
+    fn the_streams_consumer_limits_are_defaults_and_ceilings() {
+        let limited = StreamConfig {
+            consumer_limits: Some(crate::jetstream::config::ConsumerLimits {
+                inactive_threshold: 30_000_000_000,
+                max_ack_pending: 10,
+            }),
+            ..stream()
+        };
+        let parse = |json: &str| {
+            serde_json::from_str::<ConsumerConfig>(json)
+                .unwrap()
+                .normalize(&limited)
+        };
+        let c = parse(r#"{"ack_policy":"explicit"}"#).unwrap();
+        assert_eq!(
+            (c.max_ack_pending, c.inactive_threshold),
+            (10, 30_000_000_000)
+        );
+        let c = parse(r#"{"ack_policy":"explicit","max_ack_pending":5,"inactive_threshold":1}"#);
+        assert_eq!(
+            c.map(|c| (c.max_ack_pending, c.inactive_threshold)),
+            Ok((5, 1))
+        );
+        assert_eq!(
+            parse(r#"{"ack_policy":"explicit","max_ack_pending":11}"#)
+                .unwrap_err()
+                .err_code,
+            10121
+        );
+        let e = parse(r#"{"inactive_threshold":31000000000}"#).unwrap_err();
+        assert_eq!(e.err_code, 10153);
+        assert!(e.description.ends_with("30s"), "{e}");
+        assert_eq!(format_duration(90_500_000_000), "1m30.5s");
     }
 
     #[test]
