@@ -184,6 +184,23 @@ pub struct ConsumerLimits {
     pub max_ack_pending: i64,
 }
 
+/// The first of `fields` that `other` (a request's unknown fields) sets to anything but its
+/// "off" value (absent, null, false, 0, "", "none", []).
+pub(crate) fn first_set<'a>(
+    other: &serde_json::Map<String, serde_json::Value>,
+    fields: &[&'a str],
+) -> Option<&'a str> {
+    fields.iter().copied().find(|field| {
+        other.get(*field).is_some_and(|v| {
+            !(v.is_null()
+                || v == &serde_json::Value::Bool(false)
+                || v.as_i64() == Some(0)
+                || v.as_str().is_some_and(|s| s.is_empty() || s == "none")
+                || v.as_array().is_some_and(Vec::is_empty))
+        })
+    })
+}
+
 /// A subject transform applied to published messages (`SubjectTransformConfig`, 2.10).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct SubjectTransformConfig {
@@ -455,18 +472,10 @@ impl StreamConfig {
     /// Checks the fields of newer nats-server versions: those implemented (`first_seq`,
     /// `subject_transform`) are checked, the others refused unless they are off.
     fn check_newer_fields(&mut self) -> Result<(), ApiError> {
-        for field in UNSUPPORTED_STREAM_FIELDS {
-            let on = self.other.get(*field).is_some_and(|v| {
-                !(v.is_null()
-                    || v == &serde_json::Value::Bool(false)
-                    || v.as_i64() == Some(0)
-                    || v.as_str().is_some_and(str::is_empty))
-            });
-            if on {
-                return Err(ApiError::invalid_config(&format!(
-                    "stream configuration field {field} is not supported by this server"
-                )));
-            }
+        if let Some(field) = first_set(&self.other, UNSUPPORTED_STREAM_FIELDS) {
+            return Err(ApiError::invalid_config(&format!(
+                "stream configuration field {field} is not supported by this server"
+            )));
         }
         // Checked: what is left is ignored, and must not make two otherwise equal
         // configurations differ (creating the same stream again is fine).

@@ -239,23 +239,12 @@ impl ConsumerConfig {
 
     /// Checks the configuration against the stream's and fills in nats-server's defaults.
     pub fn normalize(mut self, stream: &StreamConfig) -> Result<ConsumerConfig, ApiError> {
-        for field in UNSUPPORTED_CONSUMER_FIELDS {
-            let on = self.other.get(*field).is_some_and(|v| {
-                !(v.is_null()
-                    || v == &serde_json::Value::Bool(false)
-                    || v.as_i64() == Some(0)
-                    || v.as_str().is_some_and(|s| s.is_empty() || s == "none")
-                    || v.as_array().is_some_and(Vec::is_empty))
-            });
-            if on {
-                return Err(ApiError::new(
-                    400,
-                    10012,
-                    &format!(
-                        "consumer configuration field {field} is not supported by this server"
-                    ),
-                ));
-            }
+        if let Some(field) = super::first_set(&self.other, UNSUPPORTED_CONSUMER_FIELDS) {
+            return Err(ApiError::new(
+                400,
+                10012,
+                &format!("consumer configuration field {field} is not supported by this server"),
+            ));
         }
         self.other.clear();
         if self.deliver_subject.as_deref().is_some_and(str::is_empty) {
