@@ -42,6 +42,8 @@ use std::time::Duration;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
+use crate::redact::{self, Redacted};
+
 pub use error::{line_of, ConfigError, Location};
 pub use extension::{Extension, NoExtension};
 pub use validate::is_valid_token;
@@ -250,15 +252,6 @@ impl fmt::Debug for Authorization {
             .field("users", &self.users)
             .field("timeout", &self.timeout)
             .finish()
-    }
-}
-
-/// Stands in for a secret in `Debug` output.
-struct Redacted;
-
-impl fmt::Debug for Redacted {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
     }
 }
 
@@ -780,10 +773,13 @@ pub struct Remote {
 }
 
 impl fmt::Debug for Remote {
-    /// The nkey seed is redacted so the config can be logged.
+    /// The nkey seed and the URLs' credentials are redacted so the config can be logged.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Remote")
-            .field("urls", &self.urls)
+            .field(
+                "urls",
+                &self.urls.iter().map(|u| redact::Url(u)).collect::<Vec<_>>(),
+            )
             .field("deny_imports", &self.deny_imports)
             .field("deny_exports", &self.deny_exports)
             .field("tls", &self.tls)

@@ -525,10 +525,17 @@ fn leafnodes_listen_forms() {
 
 #[test]
 fn debug_output_redacts_secrets() {
-    let cfg = toml("[authorization]\nuser = \"u\"\npassword = \"hunter2\"\ntoken = \"tok3n\"\nusers = [{ user = \"x\", password = \"hunter3\" }]\n").unwrap();
+    let cfg = toml("[authorization]\nuser = \"u\"\npassword = \"hunter2\"\ntoken = \"tok3n\"\nusers = [{ user = \"x\", password = \"hunter3\" }]\n\
+                    [leafnodes]\nremotes = [{ urls = [\"nats-leaf://u:hunter4@hub\", \"nats-leaf://tok4n@hub\"] }]\n").unwrap();
     let shown = format!("{cfg:?}");
-    assert!(!shown.contains("hunter2") && !shown.contains("hunter3") && !shown.contains("tok3n"));
-    assert!(shown.contains("<redacted>"));
+    for secret in ["hunter2", "hunter3", "tok3n", "hunter4", "tok4n"] {
+        assert!(!shown.contains(secret), "{secret} in {shown}");
+    }
+    assert!(shown.contains("[REDACTED]"));
+    assert!(
+        shown.contains("\"nats-leaf://u:[REDACTED]@hub\""),
+        "{shown}"
+    );
 }
 
 #[test]

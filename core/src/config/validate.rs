@@ -295,7 +295,10 @@ impl Config {
                 if !is_plausible_url(url) {
                     return Err(ConfigError::invalid(
                         format!("leafnodes.remotes[{i}].urls"),
-                        format!("`{url}` is not a URL like nats-leaf://host:7422"),
+                        format!(
+                            "`{}` is not a URL like nats-leaf://host:7422",
+                            crate::redact::url(url)
+                        ),
                     ));
                 }
             }
@@ -518,6 +521,12 @@ mod tests {
             ..Remote::default()
         }];
         assert!(invalid(&cfg).starts_with("leafnodes.remotes[0].urls: `hub:7422` is not a URL"));
+        cfg.leafnodes.remotes = vec![Remote {
+            urls: vec!["u:secret@hub:7422".into()],
+            ..Remote::default()
+        }];
+        assert!(invalid(&cfg)
+            .starts_with("leafnodes.remotes[0].urls: `u:[REDACTED]@hub:7422` is not a URL"));
         cfg.leafnodes.remotes = vec![Remote {
             urls: vec!["nats-leaf://hub:7422".into()],
             ..Remote::default()

@@ -720,7 +720,7 @@ mod tests {
         let st = state.status();
         assert_eq!(st.len(), 1);
         assert!(st[0].solicited && !st[0].connected);
-        assert_eq!(st[0].url, "nats-leaf://u:***@hub:1");
+        assert_eq!(st[0].url, "nats-leaf://u:[REDACTED]@hub:1");
 
         let remote = state.remote_entry(0).unwrap();
         remote.up("nats-leaf://hub:1".into(), "hub".into(), false);
