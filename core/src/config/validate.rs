@@ -247,6 +247,11 @@ impl Config {
             }
             _ => {}
         }
+        for (i, user) in auth.users.iter().enumerate() {
+            let key = format!("leafnodes.authorization.users[{i}].permissions");
+            check_subjects(&user.permissions.publish, &format!("{key}.publish"))?;
+            check_subjects(&user.permissions.subscribe, &format!("{key}.subscribe"))?;
+        }
         if auth.timeout.is_zero() {
             return Err(ConfigError::invalid(
                 "leafnodes.authorization.timeout",

@@ -117,11 +117,14 @@ fn make_key<'b>(buf: &'b mut Vec<u8>, subject: &[u8], queue: Option<&[u8]>) -> &
 }
 
 /// Whether `link` refuses messages on everything `subject` could match (its remote's
-/// `deny_imports`), so the interest is not announced to it.
+/// `deny_imports`, a leaf's `publish` permissions), so the interest is not announced to it.
+/// Loop-detection subjects are announced whatever the rules, as nats-server does.
 fn import_denied(link: &ClientHandle, subject: &[u8]) -> bool {
-    link.leaf()
-        .and_then(|p| p.deny.get())
-        .is_some_and(|d| !d.imports.is_empty() && d.import_interest_denied(subject))
+    !subject.starts_with(super::LDS_PREFIX.as_bytes())
+        && link
+            .leaf()
+            .and_then(|p| p.deny.get())
+            .is_some_and(|d| d.limits_imports() && d.import_interest_denied(subject))
 }
 
 /// Splits a key back into subject and queue.
