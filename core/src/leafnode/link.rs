@@ -17,11 +17,15 @@
 //!   (leaf) waits for INFO, checks it is a leafnode port, sends CONNECT and waits for the
 //!   `connect_info` INFO when the hub announced `info_on_connect`;
 //! * once established, registers the link with the interest table (which queues the first
-//!   `LS+` burst), turns `LS+`/`LS-` into subscriptions of the server (through the central
-//!   subscription hooks, so other links hear about them), and routes `LMSG`/`HMSG` locally
-//!   with [`Fanout::fan_out_from_link`] (never back into this link); what the link's rules (a remote's deny lists, a leaf's
+//!   `LS+` burst, ending with the link's own fresh `$LDS.` subject), turns `LS+`/`LS-` into
+//!   subscriptions of the server (through the central subscription hooks, so other links hear
+//!   about them), and routes `LMSG`/`HMSG` locally with [`Fanout::fan_out_from_link`] (never
+//!   back into this link); what the link's rules (a remote's deny lists, a leaf's
 //!   permissions) refuse is dropped, and an accepted leaf is told with `-ERR 'Permissions
 //!   Violation ...'`, the link staying up;
+//! * detects loops: an `LS+` of one of this server's own `$LDS.` subjects, or of one another
+//!   link announced already, closes this link with `-ERR 'Loop detected ...'` (so a peer
+//!   echoing another link's subject closes its own link, not the other);
 //! * pings the peer every `ping_interval` and closes the link after `ping_max` unanswered
 //!   pings.
 //!
@@ -116,6 +120,10 @@ pub enum Ended {
     Tls(String),
     /// Our own loop-detection subject came back.
     Loop,
+    /// The peer announced a loop-detection subject another link announced already: a loop
+    /// through this server, or a peer echoing another link's subject (which must not get
+    /// that link closed as a loop, so this one is).
+    LoopElsewhere,
     /// The leaf's server name is in use by a link that authenticated as someone else
     /// (accepting side); the text names the link.
     NameTaken(String),
@@ -140,7 +148,7 @@ impl Ended {
     /// Whether the link ended because of a routing loop (detected here or by the peer).
     pub fn is_loop(&self) -> bool {
         match self {
-            Ended::Loop => true,
+            Ended::Loop | Ended::LoopElsewhere => true,
             Ended::PeerError(text) => text.contains("Loop detected"),
             _ => false,
         }
@@ -185,6 +193,11 @@ impl fmt::Display for Ended {
             Ended::Loop => write!(
                 f,
                 "Loop detected for leafnode account=\"{ACCOUNT}\" (our own $LDS subject came back)"
+            ),
+            Ended::LoopElsewhere => write!(
+                f,
+                "Loop detected for leafnode account=\"{ACCOUNT}\" (the peer announced the \
+                 loop-detection subject of another link: a loop through this server, or an echo)"
             ),
             Ended::NameTaken(what) => write!(f, "refused: {what}"),
             Ended::Stale => f.write_str("stale link (no PONG)"),
@@ -263,6 +276,8 @@ struct Link<'s> {
     /// Soliciting side: what stays off the link, the remote's deny lists joined with the
     /// permissions the hub announced (set on the link's handle when it is established).
     hub_rules: Option<LinkDeny>,
+    /// This link's loop-detection subject, while it is established.
+    lds: Option<Box<[u8]>>,
     /// Permissions violations seen on this link (refused by us or by the peer).
     violations: u64,
 }
@@ -335,6 +350,7 @@ pub(crate) async fn serve(
         },
         perms: None,
         hub_rules: None,
+        lds: None,
         violations: 0,
     };
     let upgraded = tokio::select! {
@@ -964,9 +980,11 @@ impl Link<'_> {
         if let (Some(rules), Some(peer)) = (self.hub_rules.take(), self.handle.leaf()) {
             let _ = peer.deny.set(rules);
         }
+        let lds = self.leaf.new_lds();
         self.leaf
             .interest()
-            .add_link(self.handle.clone(), solicited, &self.leaf.lds);
+            .add_link(self.handle.clone(), solicited, &lds);
+        self.lds = Some(lds);
         self.registered = true;
         let url = match &self.side {
             Side::Solicited { url, .. } => url.to_string(),
@@ -986,13 +1004,8 @@ impl Link<'_> {
 
     /// `LS+ subject [queue weight]`.
     fn on_sub(&mut self, subject: &[u8], queue: Option<&[u8]>, weight: u32) -> Result<(), Ended> {
-        if subject == &*self.leaf.lds {
-            let text = format!(
-                "'Loop detected for leafnode account=\"{ACCOUNT}\". Delaying attempt to reconnect for {}s'",
-                LOOP_RECONNECT_DELAY.as_secs()
-            );
-            self.send_err(&text);
-            return Err(Ended::Loop);
+        if subject.starts_with(LDS_PREFIX.as_bytes()) {
+            return self.on_lds(subject, queue);
         }
         if !is_valid_subject(subject) || queue.is_some_and(|q| !is_valid_queue_name(q)) {
             debug!(lid = self.handle.id, subject = %String::from_utf8_lossy(subject), "invalid LS+ ignored");
@@ -1002,10 +1015,7 @@ impl Link<'_> {
             debug!(lid = self.handle.id, subject = %String::from_utf8_lossy(subject), "LS+ for a subject kept off the link ignored");
             return Ok(());
         }
-        // Loop-detection subjects pass whatever the link's rules, as on nats-server.
-        if !subject.starts_with(LDS_PREFIX.as_bytes())
-            && self.deny().export_interest_denied(subject)
-        {
+        if self.deny().export_interest_denied(subject) {
             let shown = String::from_utf8_lossy(subject);
             if self.solicited() {
                 debug!(lid = self.handle.id, subject = ?shown, "LS+ for a subject kept off the link ignored");
@@ -1019,6 +1029,31 @@ impl Link<'_> {
             return Ok(());
         }
         self.add_sub(subject, queue, weight)
+    }
+
+    /// `LS+ $LDS.<id>`: a loop-detection subject. Our own (one of our links' subjects came
+    /// back) is a loop; so is one another link announced already: then this link closes the
+    /// loop, and it is this link that is closed, never the other (a peer echoing another
+    /// link's subject must not get that link closed). Otherwise it is passed on to the other
+    /// links, whatever this link's permissions (as nats-server does).
+    fn on_lds(&mut self, subject: &[u8], queue: Option<&[u8]>) -> Result<(), Ended> {
+        let ended = if self.leaf.is_own_lds(subject) {
+            Ended::Loop
+        } else if queue.is_some() || !is_valid_subject(subject) {
+            debug!(lid = self.handle.id, subject = %String::from_utf8_lossy(subject), "invalid loop-detection LS+ ignored");
+            return Ok(());
+        } else if self.leaf.interest().lds_elsewhere(subject, self.handle.id) {
+            warn!(lid = self.handle.id, remote = ?self.remote_name, subject = %String::from_utf8_lossy(subject), "the peer announced another link's loop-detection subject: closing this link as the loop");
+            Ended::LoopElsewhere
+        } else {
+            return self.add_sub(subject, None, 1);
+        };
+        let text = format!(
+            "'Loop detected for leafnode account=\"{ACCOUNT}\". Delaying attempt to reconnect for {}s'",
+            LOOP_RECONNECT_DELAY.as_secs()
+        );
+        self.send_err(&text);
+        Err(ended)
     }
 
     /// Records the peer's interest in `subject`/`queue` (a new subscription of the server, or
@@ -1132,6 +1167,9 @@ impl Link<'_> {
         if self.registered {
             self.entry.set_link(None);
             self.leaf.interest().remove_link(self.handle.id);
+        }
+        if let Some(lds) = self.lds.take() {
+            self.leaf.drop_lds(&lds);
         }
         for (_, sub) in self.subs.drain() {
             if sub.0.finish() {

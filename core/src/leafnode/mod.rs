@@ -24,7 +24,8 @@
 //! (see `login`). The JWT of a creds file is sent as is; hubd takes the user key from it and
 //! does not check its issuer (there is no operator mode), a nats-server hub in operator mode
 //! does. A leaf server name is taken over only by a connection with the same credentials
-//! (`LeafState::replace_stale`).
+//! (`LeafState::replace_stale`); loop-detection subjects are one per link and cannot be
+//! echoed against another link (see `link`).
 //!
 //! Messages go out on the normal message path: interest received from a link is a
 //! subscription in the server's sublist whose target encodes `LMSG`/`HMSG` into the link's
@@ -43,7 +44,7 @@ pub mod solicit;
 pub mod tls;
 pub mod url;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -419,8 +420,9 @@ pub struct LeafState {
     listener: Mutex<Option<TcpListener>>,
     /// All interest and each link's view of it; see [`interest`].
     pub(crate) interest: Mutex<Interest>,
-    /// This server's loop-detection subject, `$LDS.<random>`.
-    pub(crate) lds: Box<[u8]>,
+    /// The loop-detection subjects (`$LDS.<random>`) of this server's established links: a
+    /// fresh one per connection (see [`LeafState::new_lds`]).
+    lds: Mutex<HashSet<Box<[u8]>>>,
     /// Status entries: one per remote (first), then one per accepted link.
     entries: Mutex<Vec<Arc<LinkEntry>>>,
     /// The remotes' tasks and current settings. Locked before `entries` when both are.
@@ -452,9 +454,8 @@ impl LeafState {
         Ok(Arc::new(state))
     }
 
-    /// New state for `opts`, with a fresh loop-detection subject and no listener bound.
+    /// New state for `opts`, with no listener bound.
     pub fn new(opts: LeafOptions) -> LeafState {
-        let lds = format!("{LDS_PREFIX}{}", random_token(22));
         let entries = opts
             .remotes
             .iter()
@@ -470,7 +471,7 @@ impl LeafState {
             listen_addr: None,
             listener: Mutex::new(None),
             interest: Mutex::new(Interest::default()),
-            lds: lds.into_bytes().into_boxed_slice(),
+            lds: Mutex::new(HashSet::new()),
             entries: Mutex::new(entries),
             remotes: Mutex::new(remotes),
         }
@@ -608,9 +609,33 @@ impl LeafState {
         self.interest.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// This server's loop-detection subject.
-    pub fn lds(&self) -> &[u8] {
-        &self.lds
+    fn lock_lds(&self) -> MutexGuard<'_, HashSet<Box<[u8]>>> {
+        self.lds.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A fresh loop-detection subject for a link that is being established, `$LDS.<random>`;
+    /// it is this server's until [`LeafState::drop_lds`].
+    ///
+    /// nats-server has one per account for the whole run; one per connection means a peer
+    /// that learned a link's subject cannot use it against that link's next connection (by
+    /// announcing it first, so the reconnecting link would look like the loop).
+    pub(crate) fn new_lds(&self) -> Box<[u8]> {
+        let lds: Box<[u8]> = format!("{LDS_PREFIX}{}", random_token(22))
+            .into_bytes()
+            .into_boxed_slice();
+        self.lock_lds().insert(lds.clone());
+        lds
+    }
+
+    /// Forgets the loop-detection subject of a link that ended.
+    pub(crate) fn drop_lds(&self, lds: &[u8]) {
+        self.lock_lds().remove(lds);
+    }
+
+    /// Whether `subject` is the loop-detection subject of one of this server's links: it came
+    /// back, so there is a loop.
+    pub fn is_own_lds(&self, subject: &[u8]) -> bool {
+        self.lock_lds().contains(subject)
     }
 
     /// The status of every link: each remote (connected or not), then each accepted link.
@@ -771,7 +796,11 @@ mod tests {
             remotes: vec![RemoteOptions::new(vec![url])],
             ..LeafOptions::default()
         });
-        assert!(state.lds().starts_with(b"$LDS."));
+        let lds = state.new_lds();
+        assert!(lds.starts_with(b"$LDS.") && state.is_own_lds(&lds));
+        assert_ne!(state.new_lds(), lds);
+        state.drop_lds(&lds);
+        assert!(!state.is_own_lds(&lds));
         let st = state.status();
         assert_eq!(st.len(), 1);
         assert!(st[0].solicited && !st[0].connected);
