@@ -13,51 +13,12 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use e2e::async_nats::Client;
-use e2e::serde_json::{json, Value};
+use e2e::async_nats::{Client, Subscriber};
+use e2e::serde_json::json;
 use e2e::{
-    await_interest, bounded, free_port, http_get, next_msg, unique, wait_for_log, RawConn,
+    await_interest, bounded, free_port, leafz_remote, next_msg, unique, wait_for_log, RawConn,
     ServerKind, TestServer,
 };
-
-/// What a raw leaf read up to the `PONG` of its `PING`, and whether the hub closed the
-/// connection instead.
-struct Read {
-    lines: Vec<String>,
-    closed: bool,
-}
-
-/// Sends `PING` on a raw leaf connection and reads up to the `PONG` (answering the hub's
-/// pings) or the end of the connection.
-async fn until_pong(raw: &mut RawConn) -> Read {
-    let mut lines = Vec::new();
-    if raw.try_send("PING\r\n").await.is_err() {
-        return Read {
-            lines,
-            closed: true,
-        };
-    }
-    loop {
-        match raw.next_line().await {
-            Some(line) if line == "PONG" => {
-                return Read {
-                    lines,
-                    closed: false,
-                }
-            }
-            Some(line) if line == "PING" => {
-                let _ = raw.try_send("PONG\r\n").await;
-            }
-            Some(line) => lines.push(line),
-            None => {
-                return Read {
-                    lines,
-                    closed: true,
-                }
-            }
-        }
-    }
-}
 
 /// A raw leaf named `name` on the hub's leafnode `port` (no credentials), past its first
 /// `LS+` burst; returns it and the `$LDS.` subjects the hub announced to it.
@@ -65,7 +26,7 @@ async fn raw_leaf(port: u16, name: &str) -> (RawConn, HashSet<String>) {
     let mut raw = RawConn::open(port).await;
     let connect = json!({ "name": name, "headers": true, "version": "2.9.10" });
     raw.send(format!("CONNECT {connect}\r\n")).await;
-    let read = until_pong(&mut raw).await;
+    let read = raw.until_pong().await;
     assert!(
         !read.closed,
         "the hub refused the raw leaf: {:?}",
@@ -86,7 +47,7 @@ fn lds_added(lines: &[String]) -> impl Iterator<Item = String> + '_ {
 async fn next_new_lds(raw: &mut RawConn, known: &HashSet<String>) -> String {
     bounded("another leaf's $LDS. subject", async {
         loop {
-            let read = until_pong(raw).await;
+            let read = raw.until_pong().await;
             assert!(
                 !read.closed,
                 "the hub closed the raw leaf: {:?}",
@@ -126,16 +87,72 @@ async fn start_leaf(kind: ServerKind, name: &str, port: u16, http: u16) -> TestS
     .await
 }
 
-/// The victim leaf still takes traffic from the hub: `count` messages from `hc` reach `lc`
-/// on `subject` (its link never closed: a closed link stays away 30 s after a loop).
-async fn still_linked(hc: &Client, subject: &str, sub: &mut e2e::async_nats::Subscriber) {
-    for i in 0..3 {
-        hc.publish(subject.to_owned(), format!("after{i}").into())
-            .await
-            .unwrap();
+/// A hub, a raw leaf on it (the attacker, or an observer) and a victim leaf whose client
+/// subscribed to a subject the hub's client publishes on; the raw leaf learned the victim's
+/// `$LDS.` subject from the hub.
+struct Scene {
+    hub: TestServer,
+    raw: RawConn,
+    victim: TestServer,
+    victim_kind: ServerKind,
+    hc: Client,
+    /// Keeps the victim's subscription's connection.
+    _vc: Client,
+    subject: String,
+    sub: Subscriber,
+    lds: String,
+}
+
+impl Scene {
+    /// A `hub_kind` hub on `port`, the raw leaf, then a `victim_kind` leaf connecting to
+    /// `victim_port` (the hub's port, or a proxy in front of it), its monitoring port `http`.
+    async fn start(
+        hub_kind: ServerKind,
+        port: u16,
+        victim_kind: ServerKind,
+        victim_port: u16,
+        http: u16,
+    ) -> Scene {
+        let hub = start_hub(hub_kind, port).await;
+        let (mut raw, known) = raw_leaf(port, &unique("raw")).await;
+        let victim = start_leaf(victim_kind, &unique("victim"), victim_port, http).await;
+        let (hc, vc) = (hub.client().await, victim.client().await);
+        let subject = unique("to.victim");
+        let mut sub = vc.subscribe(subject.clone()).await.unwrap();
+        await_interest(&hc, &subject, &mut sub).await;
+        let lds = next_new_lds(&mut raw, &known).await;
+        Scene {
+            hub,
+            raw,
+            victim,
+            victim_kind,
+            hc,
+            _vc: vc,
+            subject,
+            sub,
+            lds,
+        }
     }
-    for _ in 0..3 {
-        next_msg(sub).await;
+
+    /// The victim still takes traffic from the hub (its link never closed: a closed link
+    /// stays away 30 s after a loop) and never saw a loop.
+    async fn victim_unharmed(&mut self) {
+        for i in 0..3 {
+            let payload = format!("after{i}").into();
+            self.hc
+                .publish(self.subject.clone(), payload)
+                .await
+                .unwrap();
+        }
+        for _ in 0..3 {
+            next_msg(&mut self.sub).await;
+        }
+        let log = self.victim.log();
+        assert!(
+            !log.contains("Loop detected"),
+            "{} saw a loop:\n{log}",
+            self.victim_kind
+        );
     }
 }
 
@@ -143,19 +160,12 @@ async fn still_linked(hc: &Client, subject: &str, sub: &mut e2e::async_nats::Sub
 /// loop and the other leaf stays linked; nats-server makes the other leaf close its link.
 async fn echoed_lds(hub_kind: ServerKind, victim_kind: ServerKind) {
     let port = free_port();
-    let hub = start_hub(hub_kind, port).await;
-    let (mut attacker, known) = raw_leaf(port, &unique("attacker")).await;
-    let victim = start_leaf(victim_kind, &unique("victim"), port, free_port()).await;
-    let (hc, vc) = (hub.client().await, victim.client().await);
-    let subject = unique("to.victim");
-    let mut sub = vc.subscribe(subject.clone()).await.unwrap();
-    await_interest(&hc, &subject, &mut sub).await;
-    let lds = next_new_lds(&mut attacker, &known).await;
-
-    attacker.send(format!("LS+ {lds}\r\n")).await;
-    let read = until_pong(&mut attacker).await;
+    let mut scene = Scene::start(hub_kind, port, victim_kind, port, free_port()).await;
+    let echo = format!("LS+ {}\r\n", scene.lds);
+    scene.raw.send(echo).await;
+    let read = scene.raw.until_pong().await;
     if hub_kind == ServerKind::NatsServer {
-        wait_for_log(&victim, "Loop detected", 1).await;
+        wait_for_log(&scene.victim, "Loop detected", 1).await;
         return;
     }
     assert!(
@@ -170,13 +180,8 @@ async fn echoed_lds(hub_kind: ServerKind, victim_kind: ServerKind) {
         "{:?}",
         read.lines
     );
-    wait_for_log(&hub, "another link's loop-detection subject", 1).await;
-    still_linked(&hc, &subject, &mut sub).await;
-    let log = victim.log();
-    assert!(
-        !log.contains("Loop detected"),
-        "{victim_kind} saw a loop:\n{log}"
-    );
+    wait_for_log(&scene.hub, "another link's loop-detection subject", 1).await;
+    scene.victim_unharmed().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -204,35 +209,16 @@ async fn client_subscribing_to_a_leafs_lds() {
         (ServerKind::NatsServer, ServerKind::Leafd),
     ] {
         let port = free_port();
-        let hub = start_hub(hub_kind, port).await;
-        let (mut observer, known) = raw_leaf(port, &unique("observer")).await;
-        let victim = start_leaf(victim_kind, &unique("victim"), port, free_port()).await;
-        let (hc, vc) = (hub.client().await, victim.client().await);
-        let subject = unique("to.victim");
-        let mut sub = vc.subscribe(subject.clone()).await.unwrap();
-        await_interest(&hc, &subject, &mut sub).await;
-        let lds = next_new_lds(&mut observer, &known).await;
-
-        let _lds_sub = hc.subscribe(lds.clone()).await.unwrap();
-        e2e::sync(&hc).await;
+        let mut scene = Scene::start(hub_kind, port, victim_kind, port, free_port()).await;
+        let _lds_sub = scene.hc.subscribe(scene.lds.clone()).await.unwrap();
+        e2e::sync(&scene.hc).await;
         if hub_kind == ServerKind::NatsServer {
-            wait_for_log(&victim, "Loop detected", 1).await;
+            wait_for_log(&scene.victim, "Loop detected", 1).await;
             continue;
         }
         // An `LS+` for it would have gone to the victim before these messages.
-        still_linked(&hc, &subject, &mut sub).await;
-        let log = victim.log();
-        assert!(
-            !log.contains("Loop detected"),
-            "{victim_kind} saw a loop:\n{log}"
-        );
+        scene.victim_unharmed().await;
     }
-}
-
-/// The first remote of the leaf whose monitoring port is `http`.
-async fn remote(http: u16) -> Value {
-    let (_, leafz) = http_get(http, "/leafz").await;
-    leafz["remotes"][0].clone()
 }
 
 /// A leaf that learned another leaf's `$LDS.` subject announces it while that leaf is away,
@@ -243,17 +229,10 @@ async fn remote(http: u16) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lds_announced_while_its_leaf_is_away() {
     for victim_kind in [ServerKind::Leafd, ServerKind::NatsServer] {
-        let port = free_port();
-        let hub = start_hub(ServerKind::Hubd, port).await;
-        let (mut attacker, known) = raw_leaf(port, &unique("attacker")).await;
+        let (port, http) = (free_port(), free_port());
         let wan = e2e::proxy::TcpProxy::start(port).await;
-        let http = free_port();
-        let victim = start_leaf(victim_kind, &unique("victim"), wan.port(), http).await;
-        let (hc, vc) = (hub.client().await, victim.client().await);
-        let subject = unique("to.victim");
-        let mut sub = vc.subscribe(subject.clone()).await.unwrap();
-        await_interest(&hc, &subject, &mut sub).await;
-        let lds = next_new_lds(&mut attacker, &known).await;
+        let mut scene = Scene::start(ServerKind::Hubd, port, victim_kind, wan.port(), http).await;
+        let lds = scene.lds.clone();
 
         // The victim's link drops; once the hub withdrew the victim's subject, the attacker
         // announces it.
@@ -261,7 +240,7 @@ async fn lds_announced_while_its_leaf_is_away() {
         wan.cut();
         bounded("the hub to withdraw the victim's $LDS. subject", async {
             loop {
-                let read = until_pong(&mut attacker).await;
+                let read = scene.raw.until_pong().await;
                 assert!(!read.closed, "{:?}", read.lines);
                 if read.lines.contains(&format!("LS- {lds}")) {
                     return;
@@ -270,19 +249,19 @@ async fn lds_announced_while_its_leaf_is_away() {
             }
         })
         .await;
-        attacker.send(format!("LS+ {lds}\r\n")).await;
-        let read = until_pong(&mut attacker).await;
+        scene.raw.send(format!("LS+ {lds}\r\n")).await;
+        let read = scene.raw.until_pong().await;
         assert!(!read.closed, "{:?}", read.lines);
         wan.set_up(true);
 
         if victim_kind == ServerKind::NatsServer {
-            wait_for_log(&hub, "another link's loop-detection subject", 1).await;
-            wait_for_log(&victim, "Loop detected", 1).await;
+            wait_for_log(&scene.hub, "another link's loop-detection subject", 1).await;
+            wait_for_log(&scene.victim, "Loop detected", 1).await;
             continue;
         }
         bounded("the victim to reconnect", async {
             loop {
-                let r = remote(http).await;
+                let r = leafz_remote(http).await;
                 if r["connected"] == json!(true) && r["reconnects"] != json!(0) {
                     return;
                 }
@@ -290,11 +269,12 @@ async fn lds_announced_while_its_leaf_is_away() {
             }
         })
         .await;
-        await_interest(&hc, &subject, &mut sub).await;
-        still_linked(&hc, &subject, &mut sub).await;
-        let log = victim.log();
-        assert!(!log.contains("Loop detected"), "{log}");
-        assert!(!hub.log().contains("another link's loop-detection subject"));
+        await_interest(&scene.hc, &scene.subject, &mut scene.sub).await;
+        scene.victim_unharmed().await;
+        assert!(!scene
+            .hub
+            .log()
+            .contains("another link's loop-detection subject"));
     }
 }
 

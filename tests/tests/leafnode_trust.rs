@@ -22,8 +22,8 @@ use std::time::Duration;
 use e2e::async_nats::Client;
 use e2e::serde_json::{json, Value};
 use e2e::{
-    await_interest, barrier_on, bounded, drain_ready, free_port, http_get, next_msg, run_to_exit,
-    unique, wait_for_log, RawConn, ServerKind, StoreDir, TestServer, WAIT,
+    await_interest, barrier_on, bounded, drain_ready, free_port, leafz_remote, next_msg,
+    run_to_exit, unique, wait_for_log, RawConn, ServerKind, StoreDir, TestServer, WAIT,
 };
 
 /// The leaf user's password.
@@ -108,20 +108,8 @@ async fn raw_leaf(port: u16, connect: Value) -> (RawConn, Result<Value, Vec<Stri
 /// Sends `PING` on a raw leaf connection and reads up to the `PONG`, answering the hub's
 /// pings; returns the other lines, or `None` when the hub closed the connection first.
 async fn until_pong(raw: &mut RawConn) -> Option<Vec<String>> {
-    if raw.try_send("PING\r\n").await.is_err() {
-        return None;
-    }
-    let mut lines = Vec::new();
-    loop {
-        match raw.next_line().await {
-            Some(line) if line == "PONG" => return Some(lines),
-            Some(line) if line == "PING" => {
-                let _ = raw.try_send("PONG\r\n").await;
-            }
-            Some(line) => lines.push(line),
-            None => return None,
-        }
-    }
+    let read = raw.until_pong().await;
+    (!read.closed).then_some(read.lines)
 }
 
 /// A hub with client users and no `leafnodes.authorization`: hubd refuses a leaf without
@@ -396,12 +384,6 @@ async fn leaf_a(port: u16, name: &str, http: u16) -> TestServer {
     .await
 }
 
-/// The leaf's remote in its `/leafz`.
-async fn remote(http: u16) -> Value {
-    let (_, leafz) = http_get(http, "/leafz").await;
-    leafz["remotes"][0].clone()
-}
-
 /// A leaf that sends another leaf's server name with other credentials is refused with a
 /// clear error, and the connected leaf stays; nats-server replaces the connected one. With
 /// the same credentials the name is taken over (a leaf reconnecting before the hub noticed
@@ -440,7 +422,7 @@ async fn server_name_is_taken_over_only_with_the_same_credentials() {
         for _ in 0..3 {
             next_msg(&mut sub).await;
         }
-        let r = remote(http).await;
+        let r = leafz_remote(http).await;
         assert_eq!(
             (r["connected"].clone(), r["reconnects"].clone()),
             (json!(true), json!(0)),
@@ -459,8 +441,8 @@ async fn server_name_is_taken_over_only_with_the_same_credentials() {
         .await;
         bounded("the leaf to see its link replaced", async {
             loop {
-                if remote(http).await["connected"] == json!(false)
-                    || remote(http).await["reconnects"] != json!(0)
+                if leafz_remote(http).await["connected"] == json!(false)
+                    || leafz_remote(http).await["reconnects"] != json!(0)
                 {
                     return;
                 }
