@@ -276,6 +276,13 @@ pub fn unsupported_yet(cfg: &Config) -> Result<(), String> {
 /// (`unsupported_yet` refuses them first). TLS and credentials files are read here again;
 /// should one have become unreadable since `unsupported_yet` checked it, the remote (or the
 /// listener) is left out with an error in the log rather than run without it.
+///
+/// Who may connect to the listener: `leafnodes.authorization` (its user, token or users, each
+/// user with its `permissions`); without it, the client users (`authorization`: users with
+/// their permissions, the single user or the token), as nats-server checks leaves against
+/// its client users then; a leaf that presents no credentials is refused whenever either asks
+/// for them (nats-server accepts it: see `LeafOptions::clients_auth`). Only without both is
+/// the listener open.
 pub fn leaf_options(cfg: &Config) -> LeafOptions {
     let ln = &cfg.leafnodes;
     let auth = &ln.authorization;
@@ -284,25 +291,40 @@ pub fn leaf_options(cfg: &Config) -> LeafOptions {
         error!("{e}: no leaf can authenticate with an nkey");
         crate::leafnode::NkeyUsers::default()
     });
-    let password_users: HashMap<String, User> = auth
+    let mut nkey_permissions = HashMap::new();
+    let mut password_users: HashMap<String, User> = auth
         .user
         .iter()
-        .map(|user| (user, auth.password.clone().unwrap_or_default()))
-        .chain(auth.users.iter().filter_map(|u| match u {
-            config::LeafUser::Password { user, password } => Some((user, password.clone())),
-            config::LeafUser::Nkey(_) => None,
-        }))
-        .map(|(user, password)| {
+        .map(|user| {
             let entry = User {
-                password,
+                password: auth.password.clone().unwrap_or_default(),
                 permissions: None,
             };
             (user.clone(), entry)
         })
         .collect();
+    for u in &auth.users {
+        let permissions = permissions_of(&u.permissions);
+        match &u.login {
+            config::LeafLogin::Password { user, password } => {
+                let entry = User {
+                    password: password.clone(),
+                    permissions,
+                };
+                password_users.insert(user.clone(), entry);
+            }
+            config::LeafLogin::Nkey(key) => {
+                if let Some(permissions) = permissions {
+                    nkey_permissions.insert(key.trim().to_owned(), permissions);
+                }
+            }
+        }
+    }
+    let own = auth.token.is_some() || !password_users.is_empty() || !nkeys.is_empty();
     let auth = match &auth.token {
         Some(token) => Authenticator::Token(token.clone()),
         None if !password_users.is_empty() => Authenticator::Users(password_users),
+        None if !own => authenticator(cfg),
         None => Authenticator::Open,
     };
     let (listen, listener_tls) = match crate::leafnode::tls::listener_tls(ln) {
@@ -331,8 +353,10 @@ pub fn leaf_options(cfg: &Config) -> LeafOptions {
         .collect();
     LeafOptions {
         listen,
+        clients_auth: !own && auth.required(),
         auth,
         nkeys,
+        nkey_permissions,
         auth_timeout: ln.authorization.timeout,
         remotes,
         reconnect_max: ln.reconnect,
@@ -372,6 +396,7 @@ pub fn remote_options(r: &config::Remote, index: usize) -> Result<RemoteOptions,
         deny: Arc::new(LinkDeny {
             imports: r.deny_imports.clone(),
             exports: r.deny_exports.clone(),
+            ..LinkDeny::default()
         }),
         tls,
         auth,
@@ -432,19 +457,11 @@ fn authenticator(cfg: &Config) -> Authenticator {
         );
     }
     for u in &auth.users {
-        let p = &u.permissions;
-        let permissions = (!p.is_unrestricted()).then(|| {
-            let rules = |l: &config::SubjectPermission| Rules::new(l.allow_list(), &l.deny);
-            Arc::new(Permissions {
-                publish: rules(&p.publish),
-                subscribe: rules(&p.subscribe),
-            })
-        });
         users.insert(
             u.user.clone(),
             User {
                 password: u.password.clone().unwrap_or_default(),
-                permissions,
+                permissions: permissions_of(&u.permissions),
             },
         );
     }
@@ -453,6 +470,17 @@ fn authenticator(cfg: &Config) -> Authenticator {
     } else {
         Authenticator::Users(users)
     }
+}
+
+/// The permissions a user entry describes (`None`: unrestricted).
+fn permissions_of(p: &config::Permissions) -> Option<Arc<Permissions>> {
+    (!p.is_unrestricted()).then(|| {
+        let rules = |l: &config::SubjectPermission| Rules::new(l.allow_list(), &l.deny);
+        Arc::new(Permissions {
+            publish: rules(&p.publish),
+            subscribe: rules(&p.subscribe),
+        })
+    })
 }
 
 /// Changes the log level of the running process (see [`init_logging`]).

@@ -25,6 +25,8 @@
 //!   a binary adds its own keys through [`config::Extension`]), [`cli`]: the
 //!   nats-server-compatible command-line flags, [`reload`]: what a SIGHUP may change of the
 //!   shared keys.
+//! * [`redact`]: credentials hidden wherever something is displayed (logs, pages, metrics,
+//!   errors, `Debug`).
 //! * [`app`]: the runtime pieces both binaries' `main` are built from: logging, signals,
 //!   starting the server with its links and JetStream, reloading the shared keys.
 //!
@@ -39,6 +41,7 @@ pub mod config;
 pub mod jetstream;
 pub mod leafnode;
 pub mod monitor;
+pub mod redact;
 pub mod reload;
 pub mod server;
 pub mod sublist;

@@ -4,7 +4,8 @@
 //! * `/healthz`: `{"status":"ok"}` while the server runs and its JetStream store answers
 //!   (503 with the problem otherwise);
 //! * `/varz`, `/connz` (`?limit=&offset=`), `/subsz`, `/jsz`: nats-server's pages, with its
-//!   field names for what this server has;
+//!   field names for what this server has (`/varz`'s `leaf`: the leafnode listener and each
+//!   remote's `urls` as `host:port`, as nats-server shows them: never credentials);
 //! * `/metrics`: the Prometheus text format (connections, traffic, slow consumers, streams,
 //!   leafnode links, and the binary's own families);
 //! * `/leafz`: the leafnode links, shaped as nats-server's `/leafz`;
@@ -415,7 +416,37 @@ fn varz(sources: &Sources, now: &str) -> Value {
         "jetstream": sources.jetstream.as_ref().map(|js| json!({
             "config": { "domain": js.domain(), "max_storage": js.max_file_bytes() },
         })),
+        "leaf": sources.leaf.as_deref().map_or_else(|| json!({}), leaf_varz),
     })
+}
+
+/// `/varz`'s `leaf`: the listener and the remotes, in nats-server's shape (`LeafNodeOptsVarz`;
+/// a remote's `urls` are `host:port`, so no credentials can show).
+fn leaf_varz(leaf: &LeafState) -> Value {
+    let opts = &leaf.opts;
+    let remotes: Vec<Value> = (0..leaf.remote_count())
+        .filter_map(|i| leaf.remote_options(i))
+        .map(|r| {
+            let urls: Vec<String> = r.urls.iter().map(|u| u.addr()).collect();
+            let mut remote = json!({ "urls": urls });
+            if !r.deny.is_empty() {
+                remote["deny"] = json!({
+                    "exports": r.deny.exports,
+                    "imports": r.deny.imports,
+                });
+            }
+            remote
+        })
+        .collect();
+    let mut varz = json!({ "remotes": remotes });
+    if let Some(addr) = leaf.listen_addr {
+        varz["host"] = json!(addr.ip().to_string());
+        varz["port"] = json!(addr.port());
+        varz["auth_timeout"] = json!(opts.auth_timeout.as_secs_f64());
+        varz["tls_required"] = json!(opts.tls.is_some());
+        varz["tls_verify"] = json!(opts.tls.as_ref().is_some_and(|t| t.verify));
+    }
+    varz
 }
 
 /// `/connz`: the client connections (`?limit=N&offset=M`, by connection id).
@@ -750,7 +781,7 @@ mod tests {
     #[test]
     fn host_and_port_of_link_urls() {
         assert_eq!(
-            split_host_port("nats-leaf://u:***@hub.example:7422"),
+            split_host_port("nats-leaf://u:[REDACTED]@hub.example:7422"),
             ("hub.example".to_string(), 7422)
         );
         assert_eq!(split_host_port("127.0.0.1:5"), ("127.0.0.1".to_string(), 5));

@@ -622,6 +622,12 @@ pub async fn http_get(port: u16, path: &str) -> (u16, serde_json::Value) {
     )
 }
 
+/// The first remote in the `/leafz` of the leaf whose monitoring port is `port`.
+pub async fn leafz_remote(port: u16) -> serde_json::Value {
+    let (_, leafz) = http_get(port, "/leafz").await;
+    leafz["remotes"][0].clone()
+}
+
 /// `GET path` on the monitoring port: the body of a 200 response as text (`/metrics`).
 ///
 /// # Panics
@@ -779,6 +785,15 @@ pub struct RawMsg {
     pub payload: Vec<u8>,
 }
 
+/// What [`RawConn::until_pong`] read.
+#[derive(Debug, Default)]
+pub struct UntilPong {
+    /// The lines before the `PONG` (or before the end of the connection).
+    pub lines: Vec<String>,
+    /// The server closed the connection before it answered the `PING`.
+    pub closed: bool,
+}
+
 /// A raw protocol connection for wire-level assertions. Lines are returned without `\r\n`.
 #[derive(Debug)]
 pub struct RawConn {
@@ -925,6 +940,29 @@ impl RawConn {
                 Some("PING") => self.send("PONG\r\n").await,
                 Some(other) => panic!("expected PONG, got {other:?}"),
                 None => panic!("expected PONG, got EOF"),
+            }
+        }
+    }
+
+    /// Sends `PING` and reads up to the `PONG`, answering server `PING`s: the other lines,
+    /// and whether the server closed the connection first (then no `PONG` came).
+    pub async fn until_pong(&mut self) -> UntilPong {
+        let mut read = UntilPong::default();
+        if self.try_send("PING\r\n").await.is_err() {
+            read.closed = true;
+            return read;
+        }
+        loop {
+            match self.next_line().await {
+                Some(line) if line == "PONG" => return read,
+                Some(line) if line == "PING" => {
+                    let _ = self.try_send("PONG\r\n").await;
+                }
+                Some(line) => read.lines.push(line),
+                None => {
+                    read.closed = true;
+                    return read;
+                }
             }
         }
     }

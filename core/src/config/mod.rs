@@ -42,6 +42,8 @@ use std::time::Duration;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
+use crate::redact::{self, Redacted};
+
 pub use error::{line_of, ConfigError, Location};
 pub use extension::{Extension, NoExtension};
 pub use validate::is_valid_token;
@@ -250,15 +252,6 @@ impl fmt::Debug for Authorization {
             .field("users", &self.users)
             .field("timeout", &self.timeout)
             .finish()
-    }
-}
-
-/// Stands in for a secret in `Debug` output.
-struct Redacted;
-
-impl fmt::Debug for Redacted {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
     }
 }
 
@@ -624,10 +617,23 @@ impl fmt::Debug for LeafAuthorization {
     }
 }
 
-/// One entry of `leafnodes.authorization.users`: `user` and `password`, or `nkey`.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
+/// One entry of `leafnodes.authorization.users`: `user` and `password`, or `nkey`, and what
+/// the leaf may do (`permissions`, as for client users: `publish` is what the leaf may send
+/// into this server, `subscribe` what it may receive). nats-server 2.9 has no permissions on
+/// leafnode users (it applies those of a client user a leaf logs in as, when the listener has
+/// no `authorization` of its own; so do we): the key is ours.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "LeafUserTable")]
-pub enum LeafUser {
+pub struct LeafUser {
+    /// How the leaf logs in.
+    pub login: LeafLogin,
+    /// What the leaf may publish and receive; unrestricted by default.
+    pub permissions: Permissions,
+}
+
+/// How a leaf of `leafnodes.authorization.users` logs in. `Debug` hides the password.
+#[derive(Clone, PartialEq, Eq)]
+pub enum LeafLogin {
     /// A user name and its password.
     Password {
         /// The user name.
@@ -639,16 +645,15 @@ pub enum LeafUser {
     Nkey(String),
 }
 
-impl fmt::Debug for LeafUser {
-    /// The password is redacted.
+impl fmt::Debug for LeafLogin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            LeafUser::Password { user, .. } => f
+            LeafLogin::Password { user, .. } => f
                 .debug_struct("Password")
                 .field("user", user)
                 .field("password", &Redacted)
                 .finish(),
-            LeafUser::Nkey(key) => f.debug_tuple("Nkey").field(key).finish(),
+            LeafLogin::Nkey(key) => f.debug_tuple("Nkey").field(key).finish(),
         }
     }
 }
@@ -663,21 +668,27 @@ struct LeafUserTable {
     password: Option<String>,
     #[serde(default)]
     nkey: Option<String>,
+    #[serde(default, deserialize_with = "value::de_table")]
+    permissions: Permissions,
 }
 
 impl TryFrom<LeafUserTable> for LeafUser {
     type Error = String;
 
     fn try_from(t: LeafUserTable) -> Result<Self, Self::Error> {
-        match (t.user, t.password, t.nkey) {
-            (None, None, Some(nkey)) => Ok(LeafUser::Nkey(nkey)),
-            (Some(user), Some(password), None) => Ok(LeafUser::Password { user, password }),
-            (Some(_), None, None) => Err("missing key `password` (with `user`)".to_owned()),
+        let login = match (t.user, t.password, t.nkey) {
+            (None, None, Some(nkey)) => LeafLogin::Nkey(nkey),
+            (Some(user), Some(password), None) => LeafLogin::Password { user, password },
+            (Some(_), None, None) => return Err("missing key `password` (with `user`)".to_owned()),
             (Some(_), _, Some(_)) | (None, Some(_), Some(_)) => {
-                Err("set either `user` and `password`, or `nkey`, not both".to_owned())
+                return Err("set either `user` and `password`, or `nkey`, not both".to_owned())
             }
-            (None, _, None) => Err("missing key `user` or `nkey`".to_owned()),
-        }
+            (None, _, None) => return Err("missing key `user` or `nkey`".to_owned()),
+        };
+        Ok(LeafUser {
+            login,
+            permissions: t.permissions,
+        })
     }
 }
 
@@ -780,10 +791,13 @@ pub struct Remote {
 }
 
 impl fmt::Debug for Remote {
-    /// The nkey seed is redacted so the config can be logged.
+    /// The nkey seed and the URLs' credentials are redacted so the config can be logged.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Remote")
-            .field("urls", &self.urls)
+            .field(
+                "urls",
+                &self.urls.iter().map(|u| redact::Url(u)).collect::<Vec<_>>(),
+            )
             .field("deny_imports", &self.deny_imports)
             .field("deny_exports", &self.deny_exports)
             .field("tls", &self.tls)

@@ -525,10 +525,17 @@ fn leafnodes_listen_forms() {
 
 #[test]
 fn debug_output_redacts_secrets() {
-    let cfg = toml("[authorization]\nuser = \"u\"\npassword = \"hunter2\"\ntoken = \"tok3n\"\nusers = [{ user = \"x\", password = \"hunter3\" }]\n").unwrap();
+    let cfg = toml("[authorization]\nuser = \"u\"\npassword = \"hunter2\"\ntoken = \"tok3n\"\nusers = [{ user = \"x\", password = \"hunter3\" }]\n\
+                    [leafnodes]\nremotes = [{ urls = [\"nats-leaf://u:hunter4@hub\", \"nats-leaf://tok4n@hub\"] }]\n").unwrap();
     let shown = format!("{cfg:?}");
-    assert!(!shown.contains("hunter2") && !shown.contains("hunter3") && !shown.contains("tok3n"));
-    assert!(shown.contains("<redacted>"));
+    for secret in ["hunter2", "hunter3", "tok3n", "hunter4", "tok4n"] {
+        assert!(!shown.contains(secret), "{secret} in {shown}");
+    }
+    assert!(shown.contains("[REDACTED]"));
+    assert!(
+        shown.contains("\"nats-leaf://u:[REDACTED]@hub\""),
+        "{shown}"
+    );
 }
 
 #[test]
@@ -694,14 +701,15 @@ fn nkey_users_of_the_leafnode_listener() {
     )
     .unwrap();
     let users = &cfg.leafnodes.authorization.users;
-    assert_eq!(users[0], LeafUser::Nkey("UABC".into()));
+    assert_eq!(users[0].login, LeafLogin::Nkey("UABC".into()));
     assert_eq!(
-        users[1],
-        LeafUser::Password {
+        users[1].login,
+        LeafLogin::Password {
             user: "a".into(),
             password: "pw".into()
         }
     );
+    assert!(users[1].permissions.is_unrestricted());
     let shown = format!("{:?}", cfg.leafnodes.authorization);
     assert!(!shown.contains("pw"), "{shown}");
     // nats-server's spelling.
@@ -728,4 +736,33 @@ fn nkey_users_of_the_leafnode_listener() {
             "{text}: {err}"
         );
     }
+}
+
+#[test]
+fn permissions_of_leafnode_users() {
+    let cfg = toml(
+        "[leafnodes.authorization]\n\
+         users = [{ user = \"a\", password = \"pw\", permissions = { publish = [\"up.>\"], \
+         subscribe = { allow = [\"down.>\"], deny = [\"down.secret\"] } } },\n\
+         { nkey = \"UABC\", permissions = { pub = \"up.nk\" } }]\n",
+    )
+    .unwrap();
+    let users = &cfg.leafnodes.authorization.users;
+    assert_eq!(users[0].permissions.publish.allow, ["up.>"]);
+    assert_eq!(users[0].permissions.subscribe.allow, ["down.>"]);
+    assert_eq!(users[0].permissions.subscribe.deny, ["down.secret"]);
+    assert_eq!(users[1].permissions.publish.allow, ["up.nk"]);
+    let shown = format!("{:?}", cfg.leafnodes.authorization);
+    assert!(shown.contains("up.>") && !shown.contains("pw"), "{shown}");
+    // Subjects are checked as for client users.
+    let cfg = toml(
+        "[leafnodes.authorization]\n\
+         users = [{ user = \"a\", password = \"pw\", permissions = { publish = [\"a..b\"] } }]\n",
+    )
+    .unwrap();
+    let err = cfg.validate().unwrap_err().to_string();
+    assert!(
+        err.starts_with("leafnodes.authorization.users[0].permissions.publish"),
+        "{err}"
+    );
 }

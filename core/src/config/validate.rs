@@ -247,6 +247,11 @@ impl Config {
             }
             _ => {}
         }
+        for (i, user) in auth.users.iter().enumerate() {
+            let key = format!("leafnodes.authorization.users[{i}].permissions");
+            check_subjects(&user.permissions.publish, &format!("{key}.publish"))?;
+            check_subjects(&user.permissions.subscribe, &format!("{key}.subscribe"))?;
+        }
         if auth.timeout.is_zero() {
             return Err(ConfigError::invalid(
                 "leafnodes.authorization.timeout",
@@ -295,7 +300,10 @@ impl Config {
                 if !is_plausible_url(url) {
                     return Err(ConfigError::invalid(
                         format!("leafnodes.remotes[{i}].urls"),
-                        format!("`{url}` is not a URL like nats-leaf://host:7422"),
+                        format!(
+                            "`{}` is not a URL like nats-leaf://host:7422",
+                            crate::redact::url(url)
+                        ),
                     ));
                 }
             }
@@ -518,6 +526,12 @@ mod tests {
             ..Remote::default()
         }];
         assert!(invalid(&cfg).starts_with("leafnodes.remotes[0].urls: `hub:7422` is not a URL"));
+        cfg.leafnodes.remotes = vec![Remote {
+            urls: vec!["u:secret@hub:7422".into()],
+            ..Remote::default()
+        }];
+        assert!(invalid(&cfg)
+            .starts_with("leafnodes.remotes[0].urls: `u:[REDACTED]@hub:7422` is not a URL"));
         cfg.leafnodes.remotes = vec![Remote {
             urls: vec!["nats-leaf://hub:7422".into()],
             ..Remote::default()

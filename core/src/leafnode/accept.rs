@@ -14,7 +14,14 @@
 //! included; one more is answered `-ERR 'maximum connections exceeded'` (the client port's
 //! text) and closed, with a warning at most every 10 s. Until a leaf has authenticated it
 //! may send nothing but `CONNECT` and no payload at all (see [`link`](super::link)).
+//!
+//! A listener without `leafnodes.authorization` checks leaves against the client users (as
+//! nats-server does, but refusing a leaf without credentials); without those either it is
+//! open: any leaf may read all traffic, publish anywhere and call the JetStream API. Either
+//! is logged as a warning at start when the listener is reachable from other hosts (bound to
+//! anything but a loopback address).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,7 +30,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tracing::{error, info, warn};
 
 use super::link::{self, Side};
-use super::LeafState;
+use super::{LeafOptions, LeafState};
 use crate::server::client::refuse;
 use crate::server::Shared;
 
@@ -40,6 +47,7 @@ pub async fn run(
     done: mpsc::Sender<()>,
 ) {
     if let Ok(addr) = listener.local_addr() {
+        warn_if_open(&leaf.opts, addr);
         info!(%addr, "listening for leafnode connections");
     }
     let mut backoff = Duration::from_millis(5);
@@ -99,5 +107,28 @@ pub async fn run(
                 }
             }
         }
+    }
+}
+
+/// Warns when the listener at `addr` takes leaves from other hosts without credentials of
+/// their own: open (anybody), or checked against the client users only.
+fn warn_if_open(opts: &LeafOptions, addr: SocketAddr) {
+    if addr.ip().is_loopback() {
+        return;
+    }
+    if !opts.auth_required() {
+        warn!(
+            %addr,
+            "the leafnode listener is open: any leaf that connects can read all traffic, \
+             publish to any subject and call the JetStream API; set leafnodes.authorization \
+             (users with permissions) or listen on a loopback address"
+        );
+    } else if opts.clients_auth {
+        warn!(
+            %addr,
+            "the leafnode listener has no leafnodes.authorization: leaves log in with the \
+             client users' credentials and get their permissions; give leaves their own users \
+             in leafnodes.authorization"
+        );
     }
 }

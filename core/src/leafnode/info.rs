@@ -57,6 +57,12 @@ pub struct HubInfo {
     /// The account the leaf is bound to (on the `connect_info` INFO).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub remote_account: Option<&'static str>,
+    /// What the leaf may receive (its `subscribe` permissions; on the `connect_info` INFO).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub import: Option<SubjectLists>,
+    /// What the leaf may send (its `publish` permissions; on the `connect_info` INFO).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub export: Option<SubjectLists>,
     /// Leafnode URLs the leaf may reconnect to (`host:port`); never absent.
     pub leafnode_urls: Vec<String>,
 }
@@ -87,6 +93,30 @@ pub struct PeerInfo {
     pub nonce: String,
     /// The hub's leafnode URLs; `None` means this is not a leafnode port.
     pub leafnode_urls: Option<Vec<String>>,
+    /// What the hub lets us receive (our `subscribe` permissions there).
+    pub import: Option<SubjectLists>,
+    /// What the hub lets us send (our `publish` permissions there).
+    pub export: Option<SubjectLists>,
+}
+
+/// An allow list and a deny list of subjects, as nats-server's `SubjectPermission` (the
+/// `import` and `export` of a leafnode INFO).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SubjectLists {
+    /// Allowed subjects; empty: everything not denied.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<String>,
+    /// Denied subjects.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub deny: Vec<String>,
+}
+
+impl SubjectLists {
+    /// Whether nothing is listed.
+    pub fn is_empty(&self) -> bool {
+        self.allow.is_empty() && self.deny.is_empty()
+    }
 }
 
 /// The leaf's `CONNECT` (nats-server's `leafConnectInfo`). Unknown fields are ignored.

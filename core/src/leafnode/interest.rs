@@ -19,6 +19,13 @@
 //! are a leaf, "spoke") hears only about local interest and interest of links this server
 //! accepted, never about interest learned from another hub.
 //!
+//! Loop-detection subjects (`$LDS.`) are the links' own: a link announces its own (the last
+//! of its first burst) and the table passes on those other links announced, whatever the
+//! links' permissions and deny lists, as nats-server does; a *local* subscription to one is
+//! never announced (a client subscribing to a leaf's `$LDS.` subject would make that leaf see
+//! its own subject come back and close its link as a loop). [`Interest::lds_elsewhere`] tells
+//! a link whether another link already announced a loop-detection subject.
+//!
 //! Holding one lock across the sublist change and the smap updates makes each link's view
 //! exact: a link registering (snapshot + burst) and a subscription changing are ordered.
 //! The lock is never taken on the publish path (except by the rare auto-unsubscribe).
@@ -76,15 +83,20 @@ impl KeyInterest {
         self.local == 0 && self.links.is_empty()
     }
 
-    /// The count a link with id `id` and side `solicited` should have been told.
-    fn visible_to(&self, id: u64, solicited: bool) -> u32 {
+    /// The count a link with id `id` and side `solicited` should have been told (local
+    /// members left out for a loop-detection subject, `lds`).
+    fn visible_to(&self, id: u64, solicited: bool, lds: bool) -> u32 {
         let from_links: u32 = self
             .links
             .iter()
             .filter(|(l, s, _)| *l != id && !(solicited && *s))
             .map(|(_, _, n)| *n)
             .sum();
-        self.local.saturating_add(from_links)
+        if lds {
+            from_links
+        } else {
+            self.local.saturating_add(from_links)
+        }
     }
 }
 
@@ -117,11 +129,17 @@ fn make_key<'b>(buf: &'b mut Vec<u8>, subject: &[u8], queue: Option<&[u8]>) -> &
 }
 
 /// Whether `link` refuses messages on everything `subject` could match (its remote's
-/// `deny_imports`), so the interest is not announced to it.
+/// `deny_imports`, a leaf's `publish` permissions), so the interest is not announced to it.
+/// Callers leave loop-detection subjects out of this check.
 fn import_denied(link: &ClientHandle, subject: &[u8]) -> bool {
     link.leaf()
         .and_then(|p| p.deny.get())
-        .is_some_and(|d| !d.imports.is_empty() && d.import_interest_denied(subject))
+        .is_some_and(|d| d.limits_imports() && d.import_interest_denied(subject))
+}
+
+/// Whether `subject` is a loop-detection subject (`$LDS.`...).
+fn is_lds(subject: &[u8]) -> bool {
+    subject.starts_with(super::LDS_PREFIX.as_bytes())
 }
 
 /// Splits a key back into subject and queue.
@@ -150,14 +168,17 @@ impl Interest {
         if delta == 0 {
             return;
         }
-        let announce = !super::js_denied(subject);
+        let lds = is_lds(subject);
+        // Local interest in a loop-detection subject is never announced (see the module
+        // documentation).
+        let announce = !(super::js_denied(subject) || lds && origin == Origin::Local);
         let mut key_buf = std::mem::take(&mut self.key);
         let key = make_key(&mut key_buf, subject, queue);
         // Only what the table actually gained or lost is passed on: removing interest an
         // origin no longer holds (see `drop_origin`) changes nothing.
         let delta = self.update_table(key, origin, delta);
         for link in self.links.iter_mut().filter(|_| announce && delta != 0) {
-            if import_denied(&link.handle, subject) {
+            if !lds && import_denied(&link.handle, subject) {
                 continue;
             }
             let visible = match origin {
@@ -262,10 +283,12 @@ impl Interest {
         let mut smap = HashMap::new();
         let mut out = BytesMut::new();
         for (key, entry) in &self.table {
-            if super::js_denied(split_key(key).0) || import_denied(&handle, split_key(key).0) {
+            let subject = split_key(key).0;
+            let lds = is_lds(subject);
+            if super::js_denied(subject) || (!lds && import_denied(&handle, subject)) {
                 continue;
             }
-            let n = entry.visible_to(id, solicited);
+            let n = entry.visible_to(id, solicited, lds);
             if n > 0 {
                 write_update(&mut out, key, 0, n);
                 smap.insert(key.clone(), n);
@@ -279,6 +302,15 @@ impl Interest {
             solicited,
             smap,
         });
+    }
+
+    /// Whether a link other than `id` announced the loop-detection subject `subject`: a
+    /// second link announcing it is a loop through this server (or a peer echoing another
+    /// link's subject), and is refused as a loop; see `link::Link::on_sub`.
+    pub fn lds_elsewhere(&self, subject: &[u8], id: u64) -> bool {
+        self.table
+            .get(subject)
+            .is_some_and(|e| e.links.iter().any(|(l, _, _)| *l != id))
     }
 
     /// Forgets a link (its own interest is removed separately, subscription by subscription).
@@ -425,5 +457,42 @@ mod tests {
         i.remove_link(7);
         assert_eq!(i.announced(7), 0);
         assert_eq!(i.announced(9), 2);
+    }
+
+    #[tokio::test]
+    async fn loop_detection_subjects_pass_on_between_links_only() {
+        let mut i = Interest::default();
+        let restricted = link(1, false);
+        // A leaf that may publish nothing but `down.>` hears of no other interest, but still
+        // of other links' loop-detection subjects.
+        let _ = restricted
+            .leaf()
+            .unwrap()
+            .deny
+            .set(crate::leafnode::LinkDeny {
+                import_allow: Some(vec!["down.>".into()]),
+                ..crate::leafnode::LinkDeny::default()
+            });
+        i.add_link(restricted.clone(), false, b"$LDS.hub1");
+        let other = Origin::Link {
+            id: 2,
+            solicited: false,
+        };
+        i.change(b"$LDS.other", None, other, 1);
+        // A client subscribing to a leaf's loop-detection subject: never announced.
+        i.change(b"$LDS.victim", None, LOCAL, 1);
+        i.change(b"up.x", None, LOCAL, 1);
+        assert!(i.lds_elsewhere(b"$LDS.other", 1));
+        assert!(!i.lds_elsewhere(b"$LDS.other", 2));
+        assert!(!i.lds_elsewhere(b"$LDS.victim", 1));
+        let late = link(3, false);
+        i.add_link(late.clone(), false, b"$LDS.hub3");
+        assert_eq!(
+            drain(&restricted).await,
+            "LS+ $LDS.hub1\r\nLS+ $LDS.other\r\n"
+        );
+        let mut burst: Vec<String> = drain(&late).await.lines().map(str::to_owned).collect();
+        burst.sort();
+        assert_eq!(burst, ["LS+ $LDS.hub3", "LS+ $LDS.other", "LS+ up.x"]);
     }
 }

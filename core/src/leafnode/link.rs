@@ -17,9 +17,15 @@
 //!   (leaf) waits for INFO, checks it is a leafnode port, sends CONNECT and waits for the
 //!   `connect_info` INFO when the hub announced `info_on_connect`;
 //! * once established, registers the link with the interest table (which queues the first
-//!   `LS+` burst), turns `LS+`/`LS-` into subscriptions of the server (through the central
-//!   subscription hooks, so other links hear about them), and routes `LMSG`/`HMSG` locally
-//!   with [`Fanout::fan_out_from_link`] (never back into this link);
+//!   `LS+` burst, ending with the link's own fresh `$LDS.` subject), turns `LS+`/`LS-` into
+//!   subscriptions of the server (through the central subscription hooks, so other links hear
+//!   about them), and routes `LMSG`/`HMSG` locally with [`Fanout::fan_out_from_link`] (never
+//!   back into this link); what the link's rules (a remote's deny lists, a leaf's
+//!   permissions) refuse is dropped, and an accepted leaf is told with `-ERR 'Permissions
+//!   Violation ...'`, the link staying up;
+//! * detects loops: an `LS+` of one of this server's own `$LDS.` subjects, or of one another
+//!   link announced already, closes this link with `-ERR 'Loop detected ...'` (so a peer
+//!   echoing another link's subject closes its own link, not the other);
 //! * pings the peer every `ping_interval` and closes the link after `ping_max` unanswered
 //!   pings.
 //!
@@ -49,10 +55,11 @@ use tokio_rustls::TlsStream;
 use tracing::{debug, info, warn};
 
 use super::info::{new_nonce, HubInfo, LeafConnect, PeerInfo};
-use super::nkey::{NkeyProof, NkeyUsers, RemoteAuth};
+use super::login::{self, Login};
+use super::nkey::RemoteAuth;
 use super::tls::{ClientTls, FlushingWriter};
-use super::{LeafState, LinkDeny, LinkEntry, RemoteUrl, LOOP_RECONNECT_DELAY};
-use crate::auth::Credentials;
+use super::{LeafState, LinkDeny, LinkEntry, RemoteUrl, LDS_PREFIX, LOOP_RECONNECT_DELAY};
+use crate::auth::Permissions;
 use crate::config::MAX_PAYLOAD_LIMIT;
 use crate::server::fanout::{
     ClientHandle, ConnKind, Fanout, LeafPeer, MatchCache, Msg, SubRef, SubTarget, Subscription,
@@ -113,6 +120,13 @@ pub enum Ended {
     Tls(String),
     /// Our own loop-detection subject came back.
     Loop,
+    /// The peer announced a loop-detection subject another link announced already: a loop
+    /// through this server, or a peer echoing another link's subject (which must not get
+    /// that link closed as a loop, so this one is).
+    LoopElsewhere,
+    /// The leaf's server name is in use by a link that authenticated as someone else
+    /// (accepting side); the text names the link.
+    NameTaken(String),
     /// No PONG came back.
     Stale,
     /// The outbound queue overflowed or a write stalled.
@@ -134,7 +148,7 @@ impl Ended {
     /// Whether the link ended because of a routing loop (detected here or by the peer).
     pub fn is_loop(&self) -> bool {
         match self {
-            Ended::Loop => true,
+            Ended::Loop | Ended::LoopElsewhere => true,
             Ended::PeerError(text) => text.contains("Loop detected"),
             _ => false,
         }
@@ -180,6 +194,12 @@ impl fmt::Display for Ended {
                 f,
                 "Loop detected for leafnode account=\"{ACCOUNT}\" (our own $LDS subject came back)"
             ),
+            Ended::LoopElsewhere => write!(
+                f,
+                "Loop detected for leafnode account=\"{ACCOUNT}\" (the peer announced the \
+                 loop-detection subject of another link: a loop through this server, or an echo)"
+            ),
+            Ended::NameTaken(what) => write!(f, "refused: {what}"),
             Ended::Stale => f.write_str("stale link (no PONG)"),
             Ended::SlowConsumer => f.write_str("slow consumer"),
             Ended::WriterClosed => f.write_str("write failed"),
@@ -213,6 +233,8 @@ enum Phase {
 static NO_DENY: LinkDeny = LinkDeny {
     imports: Vec::new(),
     exports: Vec::new(),
+    import_allow: None,
+    export_allow: None,
 };
 
 /// The outcome of [`serve`].
@@ -249,6 +271,15 @@ struct Link<'s> {
     info_sent: bool,
     /// Accepting side: the nonce of our INFO, which nkey leaves sign.
     nonce: String,
+    /// Accepting side: the leaf's permissions (for the `connect_info` INFO).
+    perms: Option<Arc<Permissions>>,
+    /// Soliciting side: what stays off the link, the remote's deny lists joined with the
+    /// permissions the hub announced (set on the link's handle when it is established).
+    hub_rules: Option<LinkDeny>,
+    /// This link's loop-detection subject, while it is established.
+    lds: Option<Box<[u8]>>,
+    /// Permissions violations seen on this link (refused by us or by the peer).
+    violations: u64,
 }
 
 /// The connection after any TLS upgrade.
@@ -281,10 +312,9 @@ pub(crate) async fn serve(
         ConnKind::Leaf(LeafPeer {
             solicited,
             stats: entry.stats().clone(),
-            deny: match &side {
-                Side::Solicited { deny, .. } => std::sync::OnceLock::from(LinkDeny::clone(deny)),
-                Side::Accepted => std::sync::OnceLock::new(),
-            },
+            // Set when the link is established: the leaf's permissions (accepted), or the
+            // remote's deny lists joined with what the hub allows (solicited).
+            deny: std::sync::OnceLock::new(),
         }),
     ));
     let mut link = Link {
@@ -318,6 +348,10 @@ pub(crate) async fn serve(
         } else {
             new_nonce()
         },
+        perms: None,
+        hub_rules: None,
+        lds: None,
+        violations: 0,
     };
     let upgraded = tokio::select! {
         upgraded = link.upgrade(stream) => upgraded,
@@ -638,6 +672,15 @@ impl Link<'_> {
             LeafOp::Ok => return Ok(()),
             LeafOp::Err(text) => {
                 let text = String::from_utf8_lossy(text).trim_matches('\'').to_owned();
+                if self.phase == Phase::Established && text.starts_with("Permissions Violation") {
+                    // The peer refused one subscription or message and keeps the link, as a
+                    // nats-server leaf does (our hub's refusals: see `on_sub` and `on_msg`).
+                    self.note_violation(
+                        &text,
+                        "the leafnode peer refused a subscription or message",
+                    );
+                    return Ok(());
+                }
                 return Err(Ended::PeerError(text));
             }
             _ => {}
@@ -653,6 +696,7 @@ impl Link<'_> {
                 let info: PeerInfo = serde_json::from_slice(json)
                     .map_err(|e| Ended::Protocol(format!("bad INFO: {e}")))?;
                 if info.connect_info {
+                    self.note_hub_rules(&info);
                     self.establish();
                 }
                 Ok(())
@@ -754,9 +798,15 @@ impl Link<'_> {
             info_on_connect: true,
             connect_info,
             remote_account: connect_info.then_some(ACCOUNT),
+            import: None,
+            export: None,
             tls_required: self.leaf.opts.tls.is_some(),
             tls_verify: self.leaf.opts.tls.as_ref().is_some_and(|t| t.verify),
         };
+        let mut info = info;
+        if connect_info {
+            (info.import, info.export) = login::info_permissions(self.perms.as_deref());
+        }
         serde_json::to_vec(&info).unwrap_or_default()
     }
 
@@ -785,70 +835,53 @@ impl Link<'_> {
             self.send_err("'Hub Mode Remotes Not Supported'");
             return Err(Ended::Protocol("the remote wants to be the hub".into()));
         }
-        if let Err(why) = self.authenticate(&connect) {
-            self.send_err("'Authorization Violation'");
-            return Err(Ended::AuthFailed(why));
-        }
+        let login = match login::authenticate(&self.leaf.opts, &connect, &self.nonce) {
+            Ok(login) => login,
+            Err(why) => {
+                self.send_err("'Authorization Violation'");
+                return Err(Ended::AuthFailed(why));
+            }
+        };
         self.handle
             .headers
             .store(connect.headers, Ordering::Relaxed);
-        if !connect.deny_pub.is_empty() {
-            // The leaf's deny_imports: never send it messages on these subjects.
+        // What stays off the link: the leaf's permissions both ways, and its deny_imports.
+        let rules = login::link_rules(&login, &connect.deny_pub);
+        if !rules.is_empty() {
             if let Some(peer) = self.handle.leaf() {
-                let _ = peer.deny.set(LinkDeny {
-                    imports: Vec::new(),
-                    exports: connect.deny_pub.clone(),
-                });
+                let _ = peer.deny.set(rules);
             }
         }
+        let Login {
+            identity,
+            permissions,
+        } = login;
+        self.perms = permissions;
         self.remote_name = connect.name.or(connect.server_id).unwrap_or_default();
         // A leaf that reconnects before we noticed its old connection died: the old one
-        // would hold its interest and fill up with messages until its pings time out.
-        let replaced = self.leaf.replace_stale(&self.remote_name, &self.handle);
-        if replaced > 0 {
-            warn!(lid = self.handle.id, remote = %self.remote_name, replaced, "replacing the connection from the same leaf server");
+        // would hold its interest and fill up with messages until its pings time out. Only
+        // the same credentials may take a name over.
+        match self
+            .leaf
+            .replace_stale(&self.remote_name, &identity, &self.handle)
+        {
+            Ok(0) => {}
+            Ok(replaced) => {
+                warn!(lid = self.handle.id, remote = ?self.remote_name, replaced, "replacing the connection from the same leaf server");
+            }
+            Err(taken) => {
+                self.send_err("'Leafnode Name In Use With Other Credentials'");
+                return Err(Ended::NameTaken(format!(
+                    "the leaf server name {:?} is in use by link {} (authenticated as {}), \
+                     this connection authenticated as {identity}",
+                    self.remote_name, taken.link, taken.held_by
+                )));
+            }
         }
+        self.entry.set_identity(identity);
         self.send_hub_info(true);
         self.establish();
         Ok(())
-    }
-
-    /// Accepting side: checks the leaf's credentials: a user nkey (with the signature of our
-    /// nonce) when nkeys are configured and the leaf presents one, else a user and password
-    /// or a token. The error is a sentence for the log.
-    fn authenticate(&self, connect: &LeafConnect) -> Result<(), String> {
-        let opts = &self.leaf.opts;
-        let proof = NkeyProof {
-            nkey: connect.nkey.as_deref(),
-            jwt: connect.jwt.as_deref(),
-            sig: connect.sig.as_deref(),
-        };
-        if !opts.nkeys.is_empty() {
-            if NkeyUsers::presented(&proof) {
-                return opts
-                    .nkeys
-                    .verify(&proof, self.nonce.as_bytes())
-                    .map(drop)
-                    .map_err(|e| e.to_string());
-            }
-            if !opts.auth.required() {
-                return Err("no user nkey presented (the listener accepts nkeys only)".into());
-            }
-        }
-        // A lone URL user name is a token for a token-protected listener.
-        let token = connect
-            .auth_token
-            .as_deref()
-            .or(connect.user.as_deref().filter(|_| connect.pass.is_none()));
-        let creds = Credentials {
-            user: connect.user.as_deref(),
-            pass: connect.pass.as_deref(),
-            token,
-        };
-        opts.auth
-            .authenticate(creds)
-            .map(drop)
-            .map_err(|e| e.to_string())
     }
 
     /// Soliciting side: the hub's first INFO.
@@ -897,7 +930,10 @@ impl Link<'_> {
             ),
             headers: true,
             // Our deny_imports, so the hub does not send what we would drop anyway.
-            deny_pub: self.deny().imports.clone(),
+            deny_pub: match &self.side {
+                Side::Solicited { deny, .. } => deny.imports.clone(),
+                Side::Accepted => Vec::new(),
+            },
             ..LeafConnect::default()
         };
         if let Some(auth) = auth {
@@ -919,9 +955,21 @@ impl Link<'_> {
         if info.info_on_connect {
             self.phase = Phase::AwaitConnectInfo;
         } else {
+            self.note_hub_rules(&info);
             self.establish();
         }
         Ok(())
+    }
+
+    /// Soliciting side: what stays off the link from now on: the remote's deny lists joined
+    /// with the permissions the hub announced in `info`.
+    fn note_hub_rules(&mut self, info: &PeerInfo) {
+        if let Side::Solicited { deny, .. } = &self.side {
+            if info.import.is_some() || info.export.is_some() {
+                info!(lid = self.handle.id, import = ?info.import, export = ?info.export, "the hub announced this leaf's permissions: what they forbid stays off the link");
+            }
+            self.hub_rules = Some(login::hub_rules(deny, info));
+        }
     }
 
     /// The handshake is complete: register with the interest table (first `LS+` burst).
@@ -929,9 +977,14 @@ impl Link<'_> {
         self.phase = Phase::Established;
         self.limits.max_payload = MAX_PAYLOAD_LIMIT.max(self.shared.opts.max_payload);
         let solicited = self.solicited();
+        if let (Some(rules), Some(peer)) = (self.hub_rules.take(), self.handle.leaf()) {
+            let _ = peer.deny.set(rules);
+        }
+        let lds = self.leaf.new_lds();
         self.leaf
             .interest()
-            .add_link(self.handle.clone(), solicited, &self.leaf.lds);
+            .add_link(self.handle.clone(), solicited, &lds);
+        self.lds = Some(lds);
         self.registered = true;
         let url = match &self.side {
             Side::Solicited { url, .. } => url.to_string(),
@@ -951,22 +1004,61 @@ impl Link<'_> {
 
     /// `LS+ subject [queue weight]`.
     fn on_sub(&mut self, subject: &[u8], queue: Option<&[u8]>, weight: u32) -> Result<(), Ended> {
-        if subject == &*self.leaf.lds {
-            let text = format!(
-                "'Loop detected for leafnode account=\"{ACCOUNT}\". Delaying attempt to reconnect for {}s'",
-                LOOP_RECONNECT_DELAY.as_secs()
-            );
-            self.send_err(&text);
-            return Err(Ended::Loop);
+        if subject.starts_with(LDS_PREFIX.as_bytes()) {
+            return self.on_lds(subject, queue);
         }
         if !is_valid_subject(subject) || queue.is_some_and(|q| !is_valid_queue_name(q)) {
             debug!(lid = self.handle.id, subject = %String::from_utf8_lossy(subject), "invalid LS+ ignored");
             return Ok(());
         }
-        if super::js_denied(subject) || self.deny().export_interest_denied(subject) {
+        if super::js_denied(subject) {
             debug!(lid = self.handle.id, subject = %String::from_utf8_lossy(subject), "LS+ for a subject kept off the link ignored");
             return Ok(());
         }
+        if self.deny().export_interest_denied(subject) {
+            let shown = String::from_utf8_lossy(subject);
+            if self.solicited() {
+                debug!(lid = self.handle.id, subject = ?shown, "LS+ for a subject kept off the link ignored");
+            } else {
+                // A leaf asking for what its permissions keep from it: refused, the link stays
+                // (nats-server closes it for a literal subject).
+                let text = format!("Permissions Violation for Subscription to \"{shown}\"");
+                self.note_violation(&text, "leaf subscription refused by its permissions");
+                self.send_err(&format!("'{text}'"));
+            }
+            return Ok(());
+        }
+        self.add_sub(subject, queue, weight)
+    }
+
+    /// `LS+ $LDS.<id>`: a loop-detection subject. Our own (one of our links' subjects came
+    /// back) is a loop; so is one another link announced already: then this link closes the
+    /// loop, and it is this link that is closed, never the other (a peer echoing another
+    /// link's subject must not get that link closed). Otherwise it is passed on to the other
+    /// links, whatever this link's permissions (as nats-server does).
+    fn on_lds(&mut self, subject: &[u8], queue: Option<&[u8]>) -> Result<(), Ended> {
+        let ended = if self.leaf.is_own_lds(subject) {
+            Ended::Loop
+        } else if queue.is_some() || !is_valid_subject(subject) {
+            debug!(lid = self.handle.id, subject = %String::from_utf8_lossy(subject), "invalid loop-detection LS+ ignored");
+            return Ok(());
+        } else if self.leaf.interest().lds_elsewhere(subject, self.handle.id) {
+            warn!(lid = self.handle.id, remote = ?self.remote_name, subject = %String::from_utf8_lossy(subject), "the peer announced another link's loop-detection subject: closing this link as the loop");
+            Ended::LoopElsewhere
+        } else {
+            return self.add_sub(subject, None, 1);
+        };
+        let text = format!(
+            "'Loop detected for leafnode account=\"{ACCOUNT}\". Delaying attempt to reconnect for {}s'",
+            LOOP_RECONNECT_DELAY.as_secs()
+        );
+        self.send_err(&text);
+        Err(ended)
+    }
+
+    /// Records the peer's interest in `subject`/`queue` (a new subscription of the server, or
+    /// a queue weight change); past `max_subscriptions` the link ends.
+    fn add_sub(&mut self, subject: &[u8], queue: Option<&[u8]>, weight: u32) -> Result<(), Ended> {
         let mut key = Vec::with_capacity(subject.len() + queue.map_or(0, |q| q.len() + 1));
         key.extend_from_slice(subject);
         if let Some(q) = queue {
@@ -1023,6 +1115,14 @@ impl Link<'_> {
                 .fetch_add(size as u64, Ordering::Relaxed);
         }
         if self.import_denied(msg.subject) {
+            if !self.solicited() {
+                // A leaf publishing where its permissions do not let it: dropped, and told
+                // (nats-server takes it; its leaves keep to their permissions by themselves).
+                let shown = String::from_utf8_lossy(msg.subject);
+                let text = format!("Permissions Violation for Publish to \"{shown}\"");
+                self.note_violation(&text, "leaf message refused by its permissions");
+                self.send_err(&format!("'{text}'"));
+            }
             return;
         }
         let Some(result) = self.cache.lookup(&self.shared.sublist, msg.subject) else {
@@ -1035,12 +1135,13 @@ impl Link<'_> {
             .fan_out_from_link(self.shared, &result, &msg, self.handle.id, queues);
     }
 
-    /// Whether a message on `subject` from the peer is dropped: the remote's `deny_imports`
-    /// cover it, or, for a request to this server's JetStream domain API, the `$JS.API.`
-    /// subject it calls (see [`crate::server::jsdomain`]).
+    /// Whether a message on `subject` from the peer is dropped: the link's rules (a remote's
+    /// `deny_imports`, an accepted leaf's `publish` permissions) cover it, or, for a request
+    /// to this server's JetStream domain API, the `$JS.API.` subject it calls (see
+    /// [`crate::server::jsdomain`]).
     fn import_denied(&self, subject: &[u8]) -> bool {
         let deny = self.deny();
-        !deny.imports.is_empty()
+        deny.limits_imports()
             && (deny.import_denied(subject)
                 || self
                     .shared
@@ -1050,11 +1151,25 @@ impl Link<'_> {
                     .is_some_and(|api| deny.import_denied(&api)))
     }
 
+    /// Logs a permissions violation on this link (`text`, the `-ERR` text): the first one at
+    /// warning level, the others at debug level (a peer repeating one must not flood the log).
+    fn note_violation(&mut self, text: &str, what: &str) {
+        self.violations += 1;
+        if self.violations == 1 {
+            warn!(lid = self.handle.id, remote = ?self.remote_name, error = ?text, "{what} (further ones on this link are logged at debug level)");
+        } else {
+            debug!(lid = self.handle.id, remote = ?self.remote_name, error = ?text, "{what}");
+        }
+    }
+
     /// Leaves the interest table and removes every subscription the peer announced.
     fn teardown(&mut self) {
         if self.registered {
             self.entry.set_link(None);
             self.leaf.interest().remove_link(self.handle.id);
+        }
+        if let Some(lds) = self.lds.take() {
+            self.leaf.drop_lds(&lds);
         }
         for (_, sub) in self.subs.drain() {
             if sub.0.finish() {

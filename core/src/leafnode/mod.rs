@@ -10,6 +10,8 @@
 //! * [`interest`]: what each link has been told (`LS+`/`LS-` out), kept exact by the server's
 //!   central subscription hooks;
 //! * [`info`]: the handshake JSON; [`url`]: remote URLs;
+//! * `login`: who an accepted leaf is (its identity) and what it may do (its permissions,
+//!   enforced both ways), and on a leaf the permissions its hub announced;
 //! * [`tls`]: TLS settings of remotes and of the listener (rustls), started inside the
 //!   handshake as nats-server 2.9 does (after the hub's plain-text INFO);
 //! * [`nkey`]: nkey authentication: a remote's `nkey` seed or `credentials` file (the leaf
@@ -17,25 +19,32 @@
 //!
 //! Authentication: a remote presents a user and password (or a token) from its URL, an nkey
 //! seed, or a `.creds` file (a user JWT and its seed); a listener accepts a user and
-//! password, a token, or any of `leafnodes.authorization.users` (passwords or user nkeys).
-//! The JWT of a creds file is sent as is; hubd takes the user key from it and does not
-//! check its issuer (there is no operator mode), a nats-server hub in operator mode does.
+//! password, a token, or any of `leafnodes.authorization.users` (passwords or user nkeys,
+//! each with optional permissions), and without `leafnodes.authorization` the client users
+//! (see `login`). The JWT of a creds file is sent as is; hubd takes the user key from it and
+//! does not check its issuer (there is no operator mode), a nats-server hub in operator mode
+//! does. A leaf server name is taken over only by a connection with the same credentials
+//! (`LeafState::replace_stale`); loop-detection subjects are one per link and cannot be
+//! echoed against another link (see `link`).
 //!
 //! Messages go out on the normal message path: interest received from a link is a
 //! subscription in the server's sublist whose target encodes `LMSG`/`HMSG` into the link's
 //! outbound queue (see [`crate::server::fanout`]). Not implemented yet: WebSocket,
 //! compression, operator mode (JWT accounts) on the accepting side, accounts, `hub: true`
-//! remotes. A remote's `deny_imports`/`deny_exports` are enforced by [`LinkDeny`].
+//! remotes. A remote's `deny_imports`/`deny_exports`, and a leaf's permissions, are enforced
+//! by [`LinkDeny`].
 
 pub mod accept;
 pub mod info;
 pub mod interest;
 pub mod link;
+mod login;
 pub mod nkey;
 pub mod solicit;
 pub mod tls;
 pub mod url;
 
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -46,7 +55,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
 use self::interest::Origin;
-use crate::auth::Authenticator;
+use crate::auth::{Authenticator, Permissions};
 use crate::server::fanout::{ClientHandle, LinkStats};
 use crate::server::{Peers, ServerError, Shared, Subscription};
 
@@ -106,11 +115,18 @@ impl RemoteOptions {
 pub struct LeafOptions {
     /// Where to accept leafnode connections (`host`, `port`; port 0 picks one).
     pub listen: Option<(String, u16)>,
-    /// Who may connect as a leaf (users with passwords, or a token).
+    /// Who may connect as a leaf (users with passwords and their permissions, or a token).
     pub auth: Authenticator,
+    /// `auth` is the client users' (`authorization`): the listener has no
+    /// `leafnodes.authorization` of its own, so leaves log in as clients and get those
+    /// users' permissions, as on nats-server; unlike nats-server, a leaf that presents no
+    /// credentials is refused (nats-server 2.9 lets it in with every right).
+    pub clients_auth: bool,
     /// User nkeys that may connect as a leaf, besides `auth`'s users (a leaf proves its key
     /// by signing the nonce of the hub's INFO).
     pub nkeys: NkeyUsers,
+    /// The permissions of the nkeys in `nkeys` that have any (the others may do anything).
+    pub nkey_permissions: HashMap<String, Arc<Permissions>>,
     /// How long an accepted connection has to send CONNECT.
     pub auth_timeout: Duration,
     /// Hubs to connect to.
@@ -137,7 +153,9 @@ impl Default for LeafOptions {
         LeafOptions {
             listen: None,
             auth: Authenticator::Open,
+            clients_auth: false,
             nkeys: NkeyUsers::default(),
+            nkey_permissions: HashMap::new(),
             auth_timeout: Duration::from_secs(2),
             remotes: Vec::new(),
             reconnect_max: DEFAULT_RECONNECT_MAX,
@@ -157,7 +175,9 @@ impl fmt::Debug for LeafOptions {
         f.debug_struct("LeafOptions")
             .field("listen", &self.listen)
             .field("auth_required", &self.auth_required())
+            .field("clients_auth", &self.clients_auth)
             .field("nkeys", &self.nkeys)
+            .field("nkey_permissions", &self.nkey_permissions)
             .field("remotes", &self.remotes)
             .field("reconnect_max", &self.reconnect_max)
             .field("ping_interval", &self.ping_interval)
@@ -234,6 +254,9 @@ struct EntryState {
     last_error: Option<String>,
     /// Closed because a newer connection from the same leaf server arrived.
     replaced: bool,
+    /// Accepted links: who the leaf authenticated as (see [`link`]'s `Login`); a newer
+    /// connection with the same server name replaces this one only with the same identity.
+    identity: String,
 }
 
 impl LinkEntry {
@@ -273,6 +296,11 @@ impl LinkEntry {
     /// The counters shared with the link's handle.
     pub(crate) fn stats(&self) -> &Arc<LinkStats> {
         &self.stats
+    }
+
+    /// Records who the leaf of this (accepted) link authenticated as.
+    pub(crate) fn set_identity(&self, identity: String) {
+        self.lock().identity = identity;
     }
 
     /// Whether a newer connection from the same leaf server replaced this (accepted) one.
@@ -392,8 +420,9 @@ pub struct LeafState {
     listener: Mutex<Option<TcpListener>>,
     /// All interest and each link's view of it; see [`interest`].
     pub(crate) interest: Mutex<Interest>,
-    /// This server's loop-detection subject, `$LDS.<random>`.
-    pub(crate) lds: Box<[u8]>,
+    /// The loop-detection subjects (`$LDS.<random>`) of this server's established links: a
+    /// fresh one per connection (see [`LeafState::new_lds`]).
+    lds: Mutex<HashSet<Box<[u8]>>>,
     /// Status entries: one per remote (first), then one per accepted link.
     entries: Mutex<Vec<Arc<LinkEntry>>>,
     /// The remotes' tasks and current settings. Locked before `entries` when both are.
@@ -425,9 +454,8 @@ impl LeafState {
         Ok(Arc::new(state))
     }
 
-    /// New state for `opts`, with a fresh loop-detection subject and no listener bound.
+    /// New state for `opts`, with no listener bound.
     pub fn new(opts: LeafOptions) -> LeafState {
-        let lds = format!("{LDS_PREFIX}{}", random_token(22));
         let entries = opts
             .remotes
             .iter()
@@ -443,7 +471,7 @@ impl LeafState {
             listen_addr: None,
             listener: Mutex::new(None),
             interest: Mutex::new(Interest::default()),
-            lds: lds.into_bytes().into_boxed_slice(),
+            lds: Mutex::new(HashSet::new()),
             entries: Mutex::new(entries),
             remotes: Mutex::new(remotes),
         }
@@ -581,9 +609,33 @@ impl LeafState {
         self.interest.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// This server's loop-detection subject.
-    pub fn lds(&self) -> &[u8] {
-        &self.lds
+    fn lock_lds(&self) -> MutexGuard<'_, HashSet<Box<[u8]>>> {
+        self.lds.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A fresh loop-detection subject for a link that is being established, `$LDS.<random>`;
+    /// it is this server's until [`LeafState::drop_lds`].
+    ///
+    /// nats-server has one per account for the whole run; one per connection means a peer
+    /// that learned a link's subject cannot use it against that link's next connection (by
+    /// announcing it first, so the reconnecting link would look like the loop).
+    pub(crate) fn new_lds(&self) -> Box<[u8]> {
+        let lds: Box<[u8]> = format!("{LDS_PREFIX}{}", random_token(22))
+            .into_bytes()
+            .into_boxed_slice();
+        self.lock_lds().insert(lds.clone());
+        lds
+    }
+
+    /// Forgets the loop-detection subject of a link that ended.
+    pub(crate) fn drop_lds(&self, lds: &[u8]) {
+        self.lock_lds().remove(lds);
+    }
+
+    /// Whether `subject` is the loop-detection subject of one of this server's links: it came
+    /// back, so there is a loop.
+    pub fn is_own_lds(&self, subject: &[u8]) -> bool {
+        self.lock_lds().contains(subject)
     }
 
     /// The status of every link: each remote (connected or not), then each accepted link.
@@ -628,12 +680,26 @@ impl LeafState {
     /// returns how many: a leaf reconnecting before this side noticed that its old
     /// connection died (a cut WAN) must not leave the old one holding its interest and
     /// buffering messages until its pings time out. nats-server does the same.
-    pub(crate) fn replace_stale(&self, remote: &str, keep: &Arc<ClientHandle>) -> usize {
+    ///
+    /// Only a connection that authenticated as the same `identity` may replace another: when
+    /// a link from a leaf of that name is up with another identity, nothing is closed and
+    /// [`NameTaken`] says so (the new connection is refused; nats-server 2.9 replaces by name
+    /// alone, so any leaf could cut another off by sending its name).
+    pub(crate) fn replace_stale(
+        &self,
+        remote: &str,
+        identity: &str,
+        keep: &Arc<ClientHandle>,
+    ) -> Result<usize, NameTaken> {
         if remote.is_empty() {
-            return 0;
+            return Ok(0);
         }
         let entries: Vec<Arc<LinkEntry>> = self.lock_entries().clone();
-        let mut replaced = 0;
+        let same_name = |entry: &LinkEntry| {
+            let s = entry.lock();
+            (s.connected && s.remote_server == remote).then(|| s.identity.clone())
+        };
+        let mut stale = Vec::new();
         for entry in entries.iter().filter(|e| !e.solicited) {
             let Some(old) = entry.link.borrow().clone() else {
                 continue;
@@ -641,19 +707,33 @@ impl LeafState {
             if Arc::ptr_eq(&old, keep) {
                 continue;
             }
-            {
-                let mut s = entry.lock();
-                if !s.connected || s.remote_server != remote {
-                    continue;
+            match same_name(entry) {
+                Some(held) if held == identity => stale.push((entry.clone(), old)),
+                Some(held) => {
+                    return Err(NameTaken {
+                        held_by: held,
+                        link: old.id,
+                    })
                 }
-                s.replaced = true;
+                None => {}
             }
+        }
+        for (entry, old) in &stale {
+            entry.lock().replaced = true;
             old.out.close();
             self.interest().drop_origin(old.id);
-            replaced += 1;
         }
-        replaced
+        Ok(stale.len())
     }
+}
+
+/// A leaf server name already in use by a link that authenticated as someone else.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct NameTaken {
+    /// Who the link holding the name authenticated as.
+    pub held_by: String,
+    /// That link's connection id.
+    pub link: u64,
 }
 
 impl Peers for LeafState {
@@ -716,11 +796,15 @@ mod tests {
             remotes: vec![RemoteOptions::new(vec![url])],
             ..LeafOptions::default()
         });
-        assert!(state.lds().starts_with(b"$LDS."));
+        let lds = state.new_lds();
+        assert!(lds.starts_with(b"$LDS.") && state.is_own_lds(&lds));
+        assert_ne!(state.new_lds(), lds);
+        state.drop_lds(&lds);
+        assert!(!state.is_own_lds(&lds));
         let st = state.status();
         assert_eq!(st.len(), 1);
         assert!(st[0].solicited && !st[0].connected);
-        assert_eq!(st[0].url, "nats-leaf://u:***@hub:1");
+        assert_eq!(st[0].url, "nats-leaf://u:[REDACTED]@hub:1");
 
         let remote = state.remote_entry(0).unwrap();
         remote.up("nats-leaf://hub:1".into(), "hub".into(), false);

@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine;
 
-use crate::config::{LeafAuthorization, LeafUser, Remote};
+use crate::config::{LeafAuthorization, LeafLogin, Remote};
 
 /// The base64 flavour of nonce signatures: URL-safe, without padding (nats-server's
 /// `RawURLEncoding`).
@@ -329,7 +329,7 @@ pub fn remote_auth(remote: &Remote, index: usize) -> Result<Option<RemoteAuth>, 
 pub fn listener_nkeys(auth: &LeafAuthorization) -> Result<NkeyUsers, AuthConfigError> {
     let mut keys = Vec::new();
     for (i, user) in auth.users.iter().enumerate() {
-        if let LeafUser::Nkey(key) = user {
+        if let LeafLogin::Nkey(key) = &user.login {
             NkeyUsers::new([key]).map_err(|source| AuthConfigError {
                 key: format!("leafnodes.authorization.users[{i}].nkey"),
                 source,
@@ -411,6 +411,15 @@ impl NkeyUsers {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::LeafUser;
+
+    /// An unrestricted listener user logging in with `login`.
+    fn leaf_user(login: LeafLogin) -> LeafUser {
+        LeafUser {
+            login,
+            permissions: crate::config::Permissions::default(),
+        }
+    }
 
     /// A user key pair made for these tests.
     fn user() -> (String, String) {
@@ -585,19 +594,19 @@ mod tests {
         assert!(NkeyUsers::new(["SUnot-a-public-key"]).is_err());
         let auth = LeafAuthorization {
             users: vec![
-                LeafUser::Password {
+                leaf_user(LeafLogin::Password {
                     user: "a".into(),
                     password: "b".into(),
-                },
-                LeafUser::Nkey(public.clone()),
+                }),
+                leaf_user(LeafLogin::Nkey(public.clone())),
             ],
             ..LeafAuthorization::default()
         };
         assert_eq!(listener_nkeys(&auth).unwrap(), users);
         let auth = LeafAuthorization {
             users: vec![
-                LeafUser::Nkey(public.clone()),
-                LeafUser::Nkey("UBAD".into()),
+                leaf_user(LeafLogin::Nkey(public.clone())),
+                leaf_user(LeafLogin::Nkey("UBAD".into())),
             ],
             ..LeafAuthorization::default()
         };

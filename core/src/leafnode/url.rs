@@ -1,10 +1,14 @@
 //! Remote URLs: `nats-leaf://[user[:password]@]host[:port]`, or `tls://...` for a link over TLS.
+//!
+//! A URL is displayed (logs, `/leafz`, metric labels, errors) with its credentials hidden by
+//! [`crate::redact`]: `user:[REDACTED]@`, or `[REDACTED]@` for a lone user name (a token).
 
 use std::fmt;
 
 use crate::config::DEFAULT_LEAFNODE_PORT;
+use crate::redact;
 
-/// A parsed remote URL. `Display` hides the password.
+/// A parsed remote URL. `Display` hides the password and a lone user name (a token).
 #[derive(Clone, PartialEq, Eq)]
 pub struct RemoteUrl {
     /// Host name or IP address (IPv6 without brackets).
@@ -19,7 +23,7 @@ pub struct RemoteUrl {
     pub tls: bool,
 }
 
-/// Why a remote URL cannot be used.
+/// Why a remote URL cannot be used. The URL in the message has its credentials hidden.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum UrlError {
@@ -29,7 +33,7 @@ pub enum UrlError {
     /// A scheme this build cannot connect with.
     #[error("`{url}`: the {scheme}:// scheme is not supported yet (WebSocket leafnode links are not implemented; use nats-leaf:// or tls://)")]
     Unsupported {
-        /// The URL, password hidden.
+        /// The URL, credentials hidden.
         url: String,
         /// Its scheme.
         scheme: String,
@@ -47,7 +51,7 @@ impl RemoteUrl {
         let text = text.trim();
         let (scheme, rest) = text
             .split_once("://")
-            .ok_or_else(|| UrlError::Malformed(text.to_owned()))?;
+            .ok_or_else(|| UrlError::Malformed(redact::url(text).into_owned()))?;
         let rest = rest.split(['/', '?', '#']).next().unwrap_or_default();
         let (userinfo, hostport) = match rest.rsplit_once('@') {
             Some((u, h)) => (Some(u), h),
@@ -56,16 +60,15 @@ impl RemoteUrl {
         let scheme = scheme.to_ascii_lowercase();
         let tls = scheme == "tls";
         if scheme != "nats-leaf" && scheme != "nats" && !tls {
-            let shown = match userinfo {
-                Some(_) => format!("{scheme}://***@{hostport}"),
-                None => text.to_owned(),
-            };
-            return Err(UrlError::Unsupported { url: shown, scheme });
+            return Err(UrlError::Unsupported {
+                url: redact::url(text).into_owned(),
+                scheme,
+            });
         }
         let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
             let (host, after) = v6
                 .split_once(']')
-                .ok_or_else(|| UrlError::Malformed(text.to_owned()))?;
+                .ok_or_else(|| UrlError::Malformed(redact::url(text).into_owned()))?;
             (host, after.strip_prefix(':'))
         } else {
             match hostport.rsplit_once(':') {
@@ -74,11 +77,13 @@ impl RemoteUrl {
             }
         };
         if host.is_empty() {
-            return Err(UrlError::Malformed(text.to_owned()));
+            return Err(UrlError::Malformed(redact::url(text).into_owned()));
         }
         let port = match port {
             None | Some("") => DEFAULT_LEAFNODE_PORT,
-            Some(p) => p.parse().map_err(|_| UrlError::BadPort(text.to_owned()))?,
+            Some(p) => p
+                .parse()
+                .map_err(|_| UrlError::BadPort(redact::url(text).into_owned()))?,
         };
         let (user, pass) = match userinfo {
             None => (None, None),
@@ -125,13 +130,7 @@ impl RemoteUrl {
 impl fmt::Display for RemoteUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(if self.tls { "tls://" } else { "nats-leaf://" })?;
-        if let Some(user) = &self.user {
-            write!(f, "{user}")?;
-            if self.pass.is_some() {
-                f.write_str(":***")?;
-            }
-            f.write_str("@")?;
-        }
+        redact::write_userinfo(f, self.user.as_deref(), self.pass.as_deref())?;
         f.write_str(&self.addr())
     }
 }
@@ -194,11 +193,17 @@ mod tests {
         assert_eq!(u.port, 7422);
         assert_eq!(u.user.as_deref(), Some("a@b"));
         assert_eq!(u.pass.as_deref(), Some("p:w"));
-        assert_eq!(u.to_string(), "nats-leaf://a@b:***@10.0.0.1:7422");
+        assert_eq!(u.to_string(), "nats-leaf://a@b:[REDACTED]@10.0.0.1:7422");
         let u = RemoteUrl::parse("nats://tok@[::1]:9/").unwrap();
         assert_eq!((u.host.as_str(), u.port), ("::1", 9));
         assert_eq!(u.user.as_deref(), Some("tok"));
         assert_eq!(u.addr(), "[::1]:9");
+        // A lone user name is a token: hidden too.
+        assert_eq!(u.to_string(), "nats-leaf://[REDACTED]@[::1]:9");
+        assert_eq!(
+            format!("{u:?}"),
+            "RemoteUrl(nats-leaf://[REDACTED]@[::1]:9)"
+        );
     }
 
     #[test]
@@ -206,7 +211,7 @@ mod tests {
         let u = RemoteUrl::parse("TLS://u:secret@hub").unwrap();
         assert!(u.tls);
         assert_eq!(u.port, 7422);
-        assert_eq!(u.to_string(), "tls://u:***@hub:7422");
+        assert_eq!(u.to_string(), "tls://u:[REDACTED]@hub:7422");
         assert!(!RemoteUrl::parse("nats-leaf://hub").unwrap().tls);
     }
 
@@ -215,6 +220,17 @@ mod tests {
         let e = RemoteUrl::parse("ws://u:secret@hub:7422").unwrap_err();
         assert!(matches!(e, UrlError::Unsupported { .. }));
         assert!(!e.to_string().contains("secret"));
+        // The errors of URLs that do not parse hide credentials too.
+        for bad in [
+            "u:secret@hub:7422",
+            "nats-leaf://u:secret@hub:x",
+            "nats-leaf://secret@",
+            "nats-leaf://secret@[::1",
+            "wss://secret@hub",
+        ] {
+            let e = RemoteUrl::parse(bad).unwrap_err().to_string();
+            assert!(!e.contains("secret") && e.contains("[REDACTED]@"), "{e}");
+        }
         assert!(matches!(
             RemoteUrl::parse("wss://hub"),
             Err(UrlError::Unsupported { .. })

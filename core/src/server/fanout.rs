@@ -514,7 +514,7 @@ impl Fanout {
             if link
                 .leaf()
                 .and_then(|p| p.deny.get())
-                .is_some_and(|d| !d.exports.is_empty() && d.export_denied(msg.subject))
+                .is_some_and(|d| d.limits_exports() && d.export_denied(msg.subject))
             {
                 continue;
             }

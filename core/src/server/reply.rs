@@ -14,7 +14,8 @@
 //!
 //! * a reply subject the requester may publish to itself is answered as usual (a client with
 //!   no permissions, or whose publish rules allow it; the server's own components; a link
-//!   whose deny lists do not cover the subject);
+//!   whose rules, a remote's deny lists or an accepted leaf's permissions, do not cover the
+//!   subject);
 //! * any other reply is *confined*: the answer goes only to the requester's own
 //!   subscriptions (a client's), or only back into the link the request came from (a link's,
 //!   where the link's own deny lists apply again). Nobody else, no internal sink and no other
@@ -215,6 +216,7 @@ mod tests {
             deny: std::sync::OnceLock::from(LinkDeny {
                 imports: vec!["cmd.>".into()],
                 exports: vec!["secret.>".into()],
+                ..LinkDeny::default()
             }),
         };
         let link = Arc::new(ClientHandle::with_kind(9, 1024, ConnKind::Leaf(peer)));
