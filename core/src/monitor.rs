@@ -2,7 +2,9 @@
 //! where nats-server has the page.
 //!
 //! * `/healthz`: `{"status":"ok"}` while the server runs and its JetStream store answers
-//!   (503 with the problem otherwise);
+//!   (503 with the problem otherwise); `{"status":"degraded","quarantined":[...]}` (still
+//!   200: everything else is served) while store records that could not be read are in
+//!   quarantine (`/jsz` lists them with the reasons);
 //! * `/varz`, `/connz` (`?limit=&offset=`), `/subsz`, `/jsz`: nats-server's pages, with its
 //!   field names for what this server has (`/varz`'s `leaf`: the leafnode listener and each
 //!   remote's `urls` as `host:port`, as nats-server shows them: never credentials);
@@ -347,6 +349,18 @@ fn healthz(sources: &Sources) -> Page {
                 json!({"status": "unavailable", "error": format!("JetStream store: {e}")}),
             );
         }
+        let quarantined = js.quarantined();
+        if !quarantined.is_empty() {
+            let names: Vec<&str> = quarantined.iter().map(|q| q.what.as_str()).collect();
+            return Page::Json(
+                200,
+                json!({
+                    "status": "degraded",
+                    "error": format!("store records quarantined (not served): {}", names.join(", ")),
+                    "quarantined": names,
+                }),
+            );
+        }
     }
     Page::Json(200, json!({"status": "ok"}))
 }
@@ -523,9 +537,22 @@ fn jsz(sources: &Sources, now: &str) -> Value {
             })
         })
         .collect();
+    let quarantined: Vec<Value> = js
+        .quarantined()
+        .iter()
+        .map(|q| {
+            json!({
+                "name": q.what,
+                "reason": q.reason,
+                "bytes": q.bytes,
+                "since": leaf_proto::time::rfc3339(q.at_ns),
+            })
+        })
+        .collect();
     json!({
         "server_id": server_id,
         "now": now,
+        "quarantined": quarantined,
         "config": { "domain": js.domain(), "max_storage": js.max_file_bytes() },
         "storage": js.store().file_size(),
         "streams": streams.len(),

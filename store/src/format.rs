@@ -33,6 +33,12 @@ pub(crate) const SUBJECTS: redb::TableDefinition<(u32, &str), &[u8]> =
 pub(crate) const CONSUMERS: redb::TableDefinition<(u32, &str), &[u8]> =
     redb::TableDefinition::new("consumers");
 
+/// `quarantine`: (`stream <name>` or `consumer <stream> <name>`, ns since the epoch) → the
+/// reason and the record's original bytes (`quarantine.rs`). Added without a format change: older
+/// builds never open it, and a file without it has nothing quarantined.
+pub(crate) const QUARANTINE: redb::TableDefinition<(&str, i64), &[u8]> =
+    redb::TableDefinition::new("quarantine");
+
 /// Key of the format version in `meta`.
 pub(crate) const META_VERSION: &str = "format_version";
 /// Key of the next unused stream id in `meta` (ids are never reused).

@@ -31,6 +31,7 @@ mod backend;
 mod error;
 mod format;
 mod migrate;
+mod quarantine;
 mod queue;
 mod read;
 mod subject;
@@ -52,6 +53,7 @@ use tokio::sync::oneshot;
 
 pub use error::StoreError;
 pub use format::{msg_size, FORMAT_VERSION};
+pub use quarantine::{Quarantined, Target as QuarantineTarget};
 
 use backend::{BackendFactory, LimitBackend};
 use format::{decode, StateRec, StreamDef, SubjectRec};
@@ -284,7 +286,10 @@ impl Shared {
                 self.len.clone(),
             ))?;
         init_format(&db)?;
-        let cache = load_cache(&db)?;
+        let (cache, bad) = load_cache(&db)?;
+        if !bad.is_empty() {
+            quarantine_at_open(&db, &bad)?;
+        }
         Ok((db, cache))
     }
 
@@ -343,8 +348,12 @@ fn init_format(db: &Database) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Reads the streams, their states and the next stream id.
-fn load_cache(db: &Database) -> Result<Cache, StoreError> {
+/// A stream definition that cannot be read at open: (name, its bytes, why).
+type BadStream = (String, Vec<u8>, String);
+
+/// Reads the streams, their states and the next stream id. A stream whose definition or
+/// state record cannot be decoded is left out of the cache and returned, to be quarantined.
+fn load_cache(db: &Database) -> Result<(Cache, Vec<BadStream>), StoreError> {
     let r = db.begin_read()?;
     let meta = r.open_table(format::META)?;
     let next_id = match meta.get(format::META_NEXT_ID)? {
@@ -357,20 +366,32 @@ fn load_cache(db: &Database) -> Result<Cache, StoreError> {
         streams: HashMap::new(),
         next_id,
     };
+    let mut bad = Vec::new();
     for e in streams.iter()? {
         let (k, v) = e?;
-        let def: StreamDef = decode(v.value())?;
+        let name = k.value().to_string();
+        let def: StreamDef = match decode(v.value()) {
+            Ok(d) => d,
+            Err(e) => {
+                bad.push((name, v.value().to_vec(), format!("stream definition: {e}")));
+                continue;
+            }
+        };
         let state: StateRec = match states.get(def.id)? {
-            Some(s) => decode(s.value())?,
+            Some(s) => match decode(s.value()) {
+                Ok(s) => s,
+                Err(e) => {
+                    bad.push((name, v.value().to_vec(), format!("stream state: {e}")));
+                    continue;
+                }
+            },
             None => {
-                return Err(StoreError::Corrupt(format!(
-                    "stream {} has no state",
-                    k.value()
-                )))
+                bad.push((name, v.value().to_vec(), "stream has no state".into()));
+                continue;
             }
         };
         cache.streams.insert(
-            k.value().to_string(),
+            name,
             StreamEntry {
                 id: def.id,
                 config: Bytes::from(def.config),
@@ -379,7 +400,26 @@ fn load_cache(db: &Database) -> Result<Cache, StoreError> {
             },
         );
     }
-    Ok(cache)
+    Ok((cache, bad))
+}
+
+/// Moves the stream definitions `load_cache` could not read into the quarantine table (their
+/// messages stay under their ids), so the names can be used again and nothing is lost.
+fn quarantine_at_open(db: &Database, bad: &[BadStream]) -> Result<(), StoreError> {
+    let at = quarantine::now_ns();
+    let txn = db.begin_write()?;
+    {
+        let mut streams = txn.open_table(format::STREAMS)?;
+        let mut table = txn.open_table(format::QUARANTINE)?;
+        for (name, bytes, reason) in bad {
+            let what = quarantine::Target::Stream(name.clone()).key();
+            quarantine::put(&mut table, &what, at, reason, bytes)?;
+            streams.remove(name.as_str())?;
+            tracing::error!(record = %what, reason = %reason, "store record quarantined");
+        }
+    }
+    txn.commit()?;
+    Ok(())
 }
 
 /// The handle: owns the writer thread's sender; the last clone's drop stops the writer
@@ -910,6 +950,24 @@ impl Store {
             }
             Ok(out)
         })
+    }
+
+    /// Moves a record the layer above cannot read (a stream's configuration, a consumer's
+    /// record) into quarantine with `reason`, bytes unchanged, and stops serving it: a
+    /// quarantined stream is gone from [`Store::streams`] (its messages stay in the file,
+    /// unreferenced) and its name can be used again. `Ok(false)` if there was no such record.
+    pub fn quarantine(
+        &self,
+        target: QuarantineTarget,
+        reason: impl Into<String>,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send + 'static {
+        let reason = reason.into();
+        self.submit(move |r| Op::Quarantine(target, reason, r))
+    }
+
+    /// Every quarantined record (at open, or through [`Store::quarantine`]), by name.
+    pub fn quarantined(&self) -> Result<Vec<Quarantined>, StoreError> {
+        self.with_read(quarantine::list)
     }
 
     /// All consumer blobs of a stream, sorted by consumer name.

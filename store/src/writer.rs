@@ -14,8 +14,9 @@ use tokio::sync::oneshot;
 
 use super::format::{
     self, encode, BlockRec, BlockRef, MsgRef, StateRec, StreamDef, SubjectRec, BLOCKS,
-    BLOCK_TARGET_BYTES, CONSUMERS, META, STATES, STREAMS, SUBJECTS,
+    BLOCK_TARGET_BYTES, CONSUMERS, META, QUARANTINE, STATES, STREAMS, SUBJECTS,
 };
+use super::quarantine::{self, Target as QuarantineTarget};
 use super::queue::{OpQueue, Weighed};
 use super::read::{block_containing, scan_forward, Val};
 use super::{
@@ -61,6 +62,8 @@ pub(crate) enum Op {
     RemoveMsgs(String, Vec<u64>, Reply<u64>),
     /// Take the next `n` sequences without storing messages.
     Skip(String, i64, u64, Reply<Vec<Appended>>),
+    /// Move a record into the quarantine table with the reason; false if there was none.
+    Quarantine(QuarantineTarget, String, Reply<bool>),
 }
 
 impl Weighed for Op {
@@ -100,7 +103,9 @@ impl Op {
             }
             Op::Append(_, _, _, r) | Op::Skip(_, _, _, r) => drop(r.send(Err(e))),
             Op::AppendEach(_, _, r) => drop(r.send(Err(e))),
-            Op::DeleteMsg(_, _, r) | Op::DeleteConsumer(_, _, r) => drop(r.send(Err(e))),
+            Op::DeleteMsg(_, _, r) | Op::DeleteConsumer(_, _, r) | Op::Quarantine(_, _, r) => {
+                drop(r.send(Err(e)))
+            }
             Op::Purge(_, _, r) | Op::RemoveMsgs(_, _, r) | Op::SetRetain(_, _, r) => {
                 drop(r.send(Err(e)))
             }
@@ -118,9 +123,10 @@ impl Op {
                 drop(r.send(Ok(a)))
             }
             (Op::AppendEach(_, _, r), Done::Each(a)) => drop(r.send(Ok(a))),
-            (Op::DeleteMsg(_, _, r) | Op::DeleteConsumer(_, _, r), Done::Bool(b)) => {
-                drop(r.send(Ok(b)))
-            }
+            (
+                Op::DeleteMsg(_, _, r) | Op::DeleteConsumer(_, _, r) | Op::Quarantine(_, _, r),
+                Done::Bool(b),
+            ) => drop(r.send(Ok(b))),
             (
                 Op::Purge(_, _, r) | Op::RemoveMsgs(_, _, r) | Op::SetRetain(_, _, r),
                 Done::Count(n),
@@ -321,6 +327,7 @@ struct Batch<'t, 'o> {
     blocks: Table<'t, (u32, u64), Val>,
     subjects: Table<'t, (u32, &'static str), &'static [u8]>,
     consumers: Table<'t, (u32, &'static str), &'static [u8]>,
+    quarantine: Table<'t, (&'static str, i64), &'static [u8]>,
     base: &'t Cache,
     over: HashMap<String, Option<StreamEntry>>,
     next_id: u32,
@@ -350,6 +357,7 @@ impl<'t, 'o> Batch<'t, 'o> {
             blocks: txn.open_table(BLOCKS)?,
             subjects: txn.open_table(SUBJECTS)?,
             consumers: txn.open_table(CONSUMERS)?,
+            quarantine: txn.open_table(QUARANTINE)?,
             base,
             over: HashMap::new(),
             next_id: base.next_id,
@@ -383,6 +391,7 @@ impl<'t, 'o> Batch<'t, 'o> {
             Op::DeleteConsumer(stream, name, _) => self.delete_consumer(stream, name),
             Op::RemoveMsgs(name, seqs, _) => self.remove_msgs(name, seqs),
             Op::Skip(name, ts_ns, n, _) => self.skip(name, *ts_ns, *n),
+            Op::Quarantine(target, reason, _) => self.quarantine(target, reason),
         }
     }
 
@@ -888,6 +897,45 @@ impl<'t, 'o> Batch<'t, 'o> {
         };
         let existed = self.consumers.remove((id, name))?.is_some();
         Ok(Ok(Done::Bool(existed)))
+    }
+
+    /// Moves a stream's definition (its messages stay under its id, unreferenced) or a
+    /// consumer's record into the quarantine table, bytes unchanged.
+    fn quarantine(&mut self, target: &QuarantineTarget, reason: &str) -> OpResult {
+        let what = target.key();
+        let at = quarantine::now_ns();
+        match target {
+            QuarantineTarget::Stream(name) => {
+                let Some((id, _)) = self.state_of(name) else {
+                    return Ok(Ok(Done::Bool(false)));
+                };
+                let Some(bytes) = self
+                    .streams
+                    .remove(name.as_str())?
+                    .map(|v| v.value().to_vec())
+                else {
+                    return Ok(Ok(Done::Bool(false)));
+                };
+                quarantine::put(&mut self.quarantine, &what, at, reason, &bytes)?;
+                self.pending.remove(&id);
+                self.subj.remove(&id);
+                self.over.insert(name.to_string(), None);
+            }
+            QuarantineTarget::Consumer(stream, name) => {
+                let Some((id, _)) = self.state_of(stream) else {
+                    return Ok(Ok(Done::Bool(false)));
+                };
+                let Some(bytes) = self
+                    .consumers
+                    .remove((id, name.as_str()))?
+                    .map(|v| v.value().to_vec())
+                else {
+                    return Ok(Ok(Done::Bool(false)));
+                };
+                quarantine::put(&mut self.quarantine, &what, at, reason, &bytes)?;
+            }
+        }
+        Ok(Ok(Done::Bool(true)))
     }
 
     /// Writes the open blocks, the dirty subject entries and the touched stream states.

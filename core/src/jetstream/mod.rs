@@ -53,7 +53,7 @@ use self::stream::{Capture, Stream};
 use crate::budget::{self, Budget};
 use crate::server::jsdomain::DomainApi;
 use crate::server::{InternalSink, Msg, Publisher, ReplyTo, Shared, SubRef};
-use leaf_store::{Store, StoreError, StoreOptions};
+use leaf_store::{QuarantineTarget, Quarantined, Store, StoreError, StoreOptions};
 
 /// How JetStream is set up.
 #[derive(Debug, Clone)]
@@ -85,24 +85,6 @@ pub enum JetStreamError {
         dir: PathBuf,
         /// Why.
         source: StoreError,
-    },
-    /// A stored stream configuration cannot be read.
-    #[error("stream {name}: stored configuration is unreadable: {reason}")]
-    BadStoredConfig {
-        /// The stream.
-        name: String,
-        /// Why.
-        reason: String,
-    },
-    /// A stored consumer cannot be read.
-    #[error("consumer {stream} > {name}: stored state is unreadable: {reason}")]
-    BadStoredConsumer {
-        /// The stream.
-        stream: String,
-        /// The consumer.
-        name: String,
-        /// Why.
-        reason: String,
     },
     /// The API subjects could not be subscribed.
     #[error("cannot subscribe the JetStream API: {0}")]
@@ -157,6 +139,8 @@ pub(crate) struct Inner {
     pub(crate) api_total: AtomicU64,
     /// The budget every stream's ingest budget is part of.
     all_streams: Arc<Budget>,
+    /// Records quarantined because they could not be read (see [`JetStream::quarantined`]).
+    quarantined: Mutex<Vec<Quarantined>>,
 }
 
 /// Hands API requests to the API task, and pull requests to their consumer. Each request's
@@ -318,7 +302,23 @@ impl JetStream {
             captures: Mutex::new(HashMap::new()),
             api_total: AtomicU64::new(0),
             all_streams: stream::all_streams_budget(),
+            quarantined: Mutex::new(Vec::new()),
         });
+        // What the store quarantined when it opened (or in an earlier run) stays listed.
+        let earlier = inner
+            .store
+            .quarantined()
+            .map_err(|source| JetStreamError::Store {
+                dir: opts.store_dir.clone(),
+                source,
+            })?;
+        for q in &earlier {
+            warn!(record = %q.what, reason = %q.reason, "quarantined store record (not served)");
+        }
+        *inner
+            .quarantined
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = earlier;
         let stored = inner
             .store
             .streams()
@@ -327,18 +327,23 @@ impl JetStream {
                 source,
             })?;
         for (name, bytes, _) in stored {
-            let record: StoredConfig =
-                serde_json::from_slice(&bytes).map_err(|e| JetStreamError::BadStoredConfig {
-                    name: name.clone(),
-                    reason: e.to_string(),
-                })?;
-            inner
-                .open_stream(&name, record.config, record.created_ns)
-                .map_err(|e| JetStreamError::BadStoredConfig {
-                    name: name.clone(),
-                    reason: e.description,
-                })?;
-            inner.restore_consumers(&name)?;
+            // A record that cannot be read is quarantined, never fatal: under systemd's
+            // `Restart=` an exit would be a crash loop that also stops every gateway.
+            let record: StoredConfig = match serde_json::from_slice(&bytes) {
+                Ok(r) => r,
+                Err(e) => {
+                    let reason = format!("stored configuration: {e}");
+                    inner.quarantine(QuarantineTarget::Stream(name), reason, bytes.len());
+                    continue;
+                }
+            };
+            if let Err(e) = inner.open_stream(&name, record.config, record.created_ns) {
+                inner.close_stream(&name);
+                let reason = format!("stored configuration: {}", e.description);
+                inner.quarantine(QuarantineTarget::Stream(name), reason, bytes.len());
+                continue;
+            }
+            inner.restore_consumers(&name);
             if let Some(stream) = inner.stream(&name) {
                 retention::reconcile(&*stream, inner.store_of(&name));
             }
@@ -483,6 +488,16 @@ impl JetStream {
             .map_err(|e| e.to_string())
     }
 
+    /// Store records that could not be read and were moved aside (this run or earlier):
+    /// they are not served, everything else is. Shown on `/healthz` and `/jsz`.
+    pub fn quarantined(&self) -> Vec<Quarantined> {
+        self.inner
+            .quarantined
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     /// Watches the sequence of the newest message of stream `name` acknowledged as stored.
     pub fn watch_appended(&self, name: &str) -> Option<tokio::sync::watch::Receiver<u64>> {
         self.inner.stream(name).map(|s| s.appended.subscribe())
@@ -490,40 +505,69 @@ impl JetStream {
 }
 
 impl Inner {
-    /// Resumes the stored consumers of stream `name`.
-    fn restore_consumers(&self, name: &str) -> Result<(), JetStreamError> {
+    /// Resumes the stored consumers of stream `name`; one that cannot be read is
+    /// quarantined and the others resume.
+    fn restore_consumers(&self, name: &str) {
         let Some(stream) = self.stream(name) else {
-            return Ok(());
+            return;
         };
-        let bad = |consumer: &str, reason: String| JetStreamError::BadStoredConsumer {
-            stream: name.to_string(),
-            name: consumer.to_string(),
-            reason,
+        let stored = match self.store_of(name).consumers(name) {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(stream = %name, error = %e, "cannot read the stored consumers");
+                return;
+            }
         };
-        let stored = self
-            .store
-            .consumers(name)
-            .map_err(|e| bad("*", e.to_string()))?;
         for (cname, bytes) in stored {
             if cname.contains('.') {
                 // Not a consumer: state of an in-process reader (an uplink's cursor); consumer
                 // names cannot contain dots.
                 continue;
             }
-            let (config, created_ns) =
-                consumer::decode_record(&bytes).map_err(|e| bad(&cname, e))?;
-            let handle = consumer::start(
-                &stream,
-                self.store_of(name).clone(),
-                self.server.clone(),
-                config,
-                created_ns,
-                Some(bytes),
-            )
-            .map_err(|e| bad(&cname, e))?;
-            stream.add_consumer(handle);
+            let len = bytes.len();
+            let started = consumer::decode_record(&bytes).and_then(|(config, created_ns)| {
+                consumer::start(
+                    &stream,
+                    self.store_of(name).clone(),
+                    self.server.clone(),
+                    config,
+                    created_ns,
+                    Some(bytes),
+                )
+            });
+            match started {
+                Ok(handle) => stream.add_consumer(handle),
+                Err(e) => self.quarantine(
+                    QuarantineTarget::Consumer(name.to_string(), cname),
+                    format!("stored state: {e}"),
+                    len,
+                ),
+            }
         }
-        Ok(())
+    }
+
+    /// Moves an unreadable record aside: logged, listed at once, written in the background.
+    fn quarantine(&self, target: QuarantineTarget, reason: String, bytes: usize) {
+        let what = target.key();
+        tracing::error!(record = %what, reason = %reason, "store record unreadable: quarantined, not served");
+        self.quarantined
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Quarantined {
+                what: what.clone(),
+                at_ns: leaf_proto::time::now_ns(),
+                reason: reason.clone(),
+                bytes,
+            });
+        let store = match &target {
+            QuarantineTarget::Stream(s) | QuarantineTarget::Consumer(s, _) => self.store_of(s),
+        };
+        let written = store.quarantine(target, reason);
+        tokio::spawn(async move {
+            if let Err(e) = written.await {
+                warn!(record = %what, error = %e, "cannot move the record into quarantine");
+            }
+        });
     }
 
     /// Hands a pull request (`<stream>.<consumer>` after `CONSUMER.MSG.NEXT.`) to its

@@ -7,6 +7,7 @@ mod fault;
 mod kill;
 mod limits;
 mod model;
+mod quarantine;
 mod retention;
 
 use std::path::Path;
