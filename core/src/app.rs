@@ -180,7 +180,7 @@ pub struct Node {
 impl Node {
     /// Binds the leafnode listener and the client listener, then starts JetStream: the
     /// server accepts no client yet (see [`Server::run`]). `name` is the binary's, for INFO,
-    /// the logs and the default store directory. The error is ready to report ([`fail`]).
+    /// the logs. The error is ready to report ([`fail`]).
     pub async fn start(name: &'static str, cfg: &Config) -> Result<Node, String> {
         let leaf_opts = leaf_options(cfg);
         let leaf = if leaf_opts.enabled() {
@@ -189,6 +189,12 @@ impl Node {
                     .await
                     .map_err(|e| e.to_string())?,
             )
+        } else {
+            None
+        };
+        let js_options = if cfg.jetstream.enabled {
+            let state = std::env::var_os("STATE_DIRECTORY");
+            Some(jetstream_options(cfg, state.as_deref())?)
         } else {
             None
         };
@@ -201,12 +207,11 @@ impl Node {
             nats_level = crate::server::info::NATS_FEATURE_LEVEL,
             "{name} starting"
         );
-        let jetstream = if cfg.jetstream.enabled {
-            let js = JetStream::start(server.shared(), jetstream_options(cfg, name))
-                .map_err(|e| e.to_string())?;
-            Some(js)
-        } else {
-            None
+        let jetstream = match js_options {
+            Some(options) => {
+                Some(JetStream::start(server.shared(), options).map_err(|e| e.to_string())?)
+            }
+            None => None,
         };
         Ok(Node {
             server,
@@ -403,19 +408,37 @@ pub fn remote_options(r: &config::Remote, index: usize) -> Result<RemoteOptions,
     })
 }
 
-/// Where JetStream keeps its store and how it is limited. Without `store_dir`, a directory
-/// under the system's temporary directory is used, as nats-server does.
-pub fn jetstream_options(cfg: &Config, name: &str) -> JetStreamOptions {
+/// Where JetStream keeps its store and how it is limited. Without `store_dir`, the store goes
+/// under systemd's state directory (`state_directory`: `$STATE_DIRECTORY`, the first of its
+/// paths) as `jetstream/`; without either JetStream does not start. Unlike nats-server there
+/// is no default under the temporary directory: a predictable path there can be created
+/// first, or read, by any local user.
+pub fn jetstream_options(
+    cfg: &Config,
+    state_directory: Option<&std::ffi::OsStr>,
+) -> Result<JetStreamOptions, String> {
     let js = &cfg.jetstream;
-    JetStreamOptions {
-        store_dir: js
-            .store_dir
-            .clone()
-            .unwrap_or_else(|| std::env::temp_dir().join(name).join("jetstream")),
+    let state = state_directory
+        .and_then(|s| std::env::split_paths(s).next())
+        .filter(|p| p.is_absolute());
+    let store_dir = match (&js.store_dir, state) {
+        (Some(dir), _) => dir.clone(),
+        (None, Some(state)) => state.join("jetstream"),
+        (None, None) => {
+            return Err(
+                "JetStream needs a store directory: set `jetstream.store_dir` \
+                        (or `-sd DIR`), or run under systemd with StateDirectory=; \
+                        there is no default under the temporary directory"
+                    .to_string(),
+            )
+        }
+    };
+    Ok(JetStreamOptions {
+        store_dir,
         domain: js.domain.clone(),
         max_file_bytes: js.max_file_store,
         max_memory_bytes: js.max_memory_store,
-    }
+    })
 }
 
 /// The server options a configuration describes.
@@ -837,6 +860,21 @@ mod tests {
 
     fn cfg(text: &str) -> Config {
         config::parse_str(text, config::Format::Toml, "t.toml").unwrap()
+    }
+
+    #[test]
+    fn the_store_directory_is_configured_or_systemds_never_a_temp_default() {
+        use std::ffi::OsStr;
+        use std::path::PathBuf;
+        let plain = cfg("jetstream = true\n");
+        let err = jetstream_options(&plain, None).unwrap_err();
+        assert!(err.contains("jetstream.store_dir"), "{err}");
+        assert!(jetstream_options(&plain, Some(OsStr::new("relative"))).is_err());
+        let o = jetstream_options(&plain, Some(OsStr::new("/var/lib/leafd:/other"))).unwrap();
+        assert_eq!(o.store_dir, PathBuf::from("/var/lib/leafd/jetstream"));
+        let set = cfg("[jetstream]\nstore_dir = \"/data/js\"\n");
+        let o = jetstream_options(&set, Some(OsStr::new("/var/lib/leafd"))).unwrap();
+        assert_eq!(o.store_dir, PathBuf::from("/data/js"), "the key wins");
     }
 
     #[test]

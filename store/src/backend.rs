@@ -13,15 +13,26 @@ use redb::{BackendError, StorageBackend};
 /// whenever the writer must reopen the database after an I/O failure.
 pub(crate) type BackendFactory = Arc<dyn Fn() -> io::Result<Box<dyn StorageBackend>> + Send + Sync>;
 
-/// A factory opening (creating if needed) the database file at `path`.
+/// The database file's mode: the store holds every message, readable by its owner only.
+pub(crate) const FILE_MODE: u32 = 0o600;
+
+/// A factory opening (creating if needed, mode [`FILE_MODE`] whatever the umask) the
+/// database file at `path`.
 pub(crate) fn file_factory(path: PathBuf) -> BackendFactory {
     Arc::new(move || {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
+            .mode(FILE_MODE)
             .open(&path)?;
+        // The umask can only take bits away from `mode`; set it exactly, and narrow a file
+        // an older version created with the umask's bits.
+        if file.metadata()?.permissions().mode() & 0o777 != FILE_MODE {
+            file.set_permissions(std::fs::Permissions::from_mode(FILE_MODE))?;
+        }
         let backend =
             redb::backends::FileBackend::new(file).map_err(|e| io::Error::other(e.to_string()))?;
         Ok(Box::new(backend) as Box<dyn StorageBackend>)

@@ -305,6 +305,24 @@ impl Shared {
     }
 }
 
+/// Creates `dir` and any missing parents with mode 0700 (set exactly: the umask only takes
+/// bits away). An existing directory is left as it is (a systemd `StateDirectory=` has the
+/// mode its unit gives it).
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        create_private_dir(parent)?;
+    }
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// Creates the tables and writes the format version into a new file; checks it otherwise.
 fn init_format(db: &Database) -> Result<(), StoreError> {
     // Read the version and let go of the read transaction before any migration writes.
@@ -463,9 +481,10 @@ impl std::fmt::Debug for Store {
 impl Store {
     /// Opens (creating if needed) the store in `dir` (file `dir/leaf.redb`) and starts the
     /// writer thread. After an unclean stop redb first repairs the file (a scan of all its
-    /// pages, see `DESIGN.md`), so this may take a while on a large store.
+    /// pages, see `DESIGN.md`), so this may take a while on a large store. Directories it
+    /// creates are mode 0700 and the file 0600, whatever the umask.
     pub fn open(dir: &Path, opts: StoreOptions) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(dir)?;
+        create_private_dir(dir)?;
         Store::open_with(backend::file_factory(dir.join(FILE_NAME)), opts)
     }
 

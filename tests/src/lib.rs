@@ -230,6 +230,8 @@ pub struct ServerBuilder {
     host: String,
     /// A network namespace to run the server in (`ip netns exec`).
     netns: Option<String>,
+    /// Environment variables set (`Some`) or removed (`None`) for the server.
+    env: Vec<(String, Option<String>)>,
 }
 
 impl ServerBuilder {
@@ -252,6 +254,12 @@ impl ServerBuilder {
     pub fn in_netns(mut self, netns: &str, host: &str) -> Self {
         self.netns = Some(netns.to_string());
         self.host = host.to_string();
+        self
+    }
+
+    /// Sets (`Some`) or removes (`None`) an environment variable of the server's process.
+    pub fn env(mut self, name: &str, value: Option<&str>) -> Self {
+        self.env.push((name.to_string(), value.map(str::to_string)));
         self
     }
 
@@ -350,6 +358,12 @@ impl ServerBuilder {
             .arg(port.to_string());
         if let Some(config) = config {
             cmd.arg("-c").arg(config);
+        }
+        for (name, value) in &self.env {
+            match value {
+                Some(v) => cmd.env(name, v),
+                None => cmd.env_remove(name),
+            };
         }
         cmd.args(&self.args)
             .stdin(Stdio::null())
@@ -497,6 +511,7 @@ impl TestServer {
             port: None,
             host: "127.0.0.1".to_string(),
             netns: None,
+            env: Vec::new(),
         }
     }
 

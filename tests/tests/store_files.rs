@@ -221,3 +221,166 @@ async fn undecodable_records_are_skipped_nats_server() {
     let (code, _) = http_get(mport, "/healthz").await;
     assert_eq!(code, 200);
 }
+
+/// The permission bits of `path`.
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+/// Runs the test's servers with umask 000 (inherited by the children), as a careless
+/// service manager or shell might; restored on drop. One test at a time changes it.
+struct Umask(
+    libc::mode_t,
+    #[allow(dead_code)] std::sync::MutexGuard<'static, ()>,
+);
+
+static UMASK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+impl Umask {
+    fn open() -> Umask {
+        let guard = UMASK
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // SAFETY: umask has no memory-safety preconditions.
+        Umask(unsafe { libc::umask(0) }, guard)
+    }
+}
+
+impl Drop for Umask {
+    fn drop(&mut self) {
+        // SAFETY: as above.
+        unsafe {
+            libc::umask(self.0);
+        }
+    }
+}
+
+/// A store directory that does not exist yet, two levels below a fresh one.
+fn nested(dir: &StoreDir) -> (PathBuf, PathBuf) {
+    let parent = Path::new(dir.path()).join("state");
+    (parent.clone(), parent.join("jetstream"))
+}
+
+async fn store_files_are_private(kind: ServerKind) {
+    let dir = StoreDir::new();
+    let (parent, store) = nested(&dir);
+    let umask = Umask::open();
+    let server = TestServer::builder(kind)
+        .arg("-js")
+        .arg("-sd")
+        .arg(store.to_str().unwrap())
+        .start()
+        .await;
+    drop(umask);
+    populate(&server).await;
+    assert_eq!(mode(&parent), 0o700, "{kind} created {}", parent.display());
+    assert_eq!(mode(&store), 0o700, "{kind} created {}", store.display());
+    let file = store.join("leaf.redb");
+    assert_eq!(mode(&file), 0o600, "{}", file.display());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_files_are_private_leafd() {
+    store_files_are_private(ServerKind::Leafd).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_files_are_private_hubd() {
+    store_files_are_private(ServerKind::Hubd).await;
+}
+
+/// nats-server under the same umask: its files are no more private than ours (0640 files,
+/// 0750 directories in 2.9), so ours are at least as strict.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_files_are_private_nats_server_is_not_stricter() {
+    let dir = StoreDir::new();
+    let (_, store) = nested(&dir);
+    let umask = Umask::open();
+    let server = TestServer::builder(ServerKind::NatsServer)
+        .arg("-js")
+        .arg("-sd")
+        .arg(store.to_str().unwrap())
+        .start()
+        .await;
+    drop(umask);
+    populate(&server).await;
+    let meta = store.join("jetstream/$G/streams/A/meta.inf");
+    assert_eq!(mode(&meta) & 0o600, 0o600, "{}", meta.display());
+    assert_eq!(
+        0o600 & !mode(&meta),
+        0,
+        "ours (0600) allow nothing nats-server's do not"
+    );
+    let d = store.join("jetstream/$G/streams/A");
+    assert_eq!(
+        0o700 & !mode(&d),
+        0,
+        "ours (0700) allow nothing nats-server's do not"
+    );
+}
+
+/// With JetStream on and neither `jetstream.store_dir` nor systemd's `$STATE_DIRECTORY`,
+/// the server refuses to start, naming the key (before: a store under /tmp/<name>/jetstream,
+/// a path any local user can create first).
+async fn no_store_under_tmp_by_default(kind: ServerKind) {
+    let binary = kind.binary_path();
+    let out = tokio::task::spawn_blocking(move || {
+        let mut child = std::process::Command::new(binary)
+            .args(["-a", "127.0.0.1", "-p", &free_port().to_string(), "-js"])
+            .env_remove("STATE_DIRECTORY")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let deadline = std::time::Instant::now() + e2e::WAIT;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return child.wait_with_output().expect("output");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let out = child.wait_with_output().expect("output");
+        panic!(
+            "{kind} started without a store directory: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    })
+    .await
+    .unwrap();
+    assert!(!out.status.success());
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("jetstream.store_dir"), "{text}");
+
+    // Under systemd (StateDirectory=) the store goes into the state directory.
+    let state = StoreDir::new();
+    let server = TestServer::builder(kind)
+        .arg("-js")
+        .env("STATE_DIRECTORY", Some(state.path()))
+        .start()
+        .await;
+    populate(&server).await;
+    assert!(Path::new(state.path())
+        .join("jetstream/leaf.redb")
+        .is_file());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_store_under_tmp_by_default_leafd() {
+    no_store_under_tmp_by_default(ServerKind::Leafd).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_store_under_tmp_by_default_hubd() {
+    no_store_under_tmp_by_default(ServerKind::Hubd).await;
+}
