@@ -374,6 +374,34 @@ impl ServerBuilder {
     }
 }
 
+/// Runs `cmd` (a server that should exit at once: a bad configuration, `check-config`) to
+/// completion with its output captured, within [`WAIT`].
+///
+/// # Panics
+/// When it cannot be spawned, or is still running after [`WAIT`] (it is killed first).
+pub fn run_command_to_exit(cmd: &mut Command) -> std::process::Output {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    let deadline = Instant::now() + WAIT;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return child.wait_with_output().expect("collect output");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output().expect("collect output");
+    panic!(
+        "{cmd:?} did not exit within {WAIT:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// A free port on 127.0.0.1 for a second listener (a leafnode port, say), never handed out
 /// twice by this process (see [`pick_port`]).
 pub fn free_port() -> u16 {

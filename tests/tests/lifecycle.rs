@@ -12,22 +12,7 @@ server_tests!(slow_consumer_is_disconnected);
 
 /// Runs one of our binaries with `args` to completion (they all exit at once here).
 fn run(kind: ServerKind, args: &[&str]) -> Output {
-    let mut child = Command::new(kind.binary_path())
-        .args(args)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {kind}: {e}"));
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while std::time::Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            return child.wait_with_output().expect("collect output");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("{kind} {args:?} did not exit within 10 s");
+    e2e::run_command_to_exit(Command::new(kind.binary_path()).args(args))
 }
 
 fn temp_file(name: &str, text: &str) -> std::path::PathBuf {

@@ -328,29 +328,12 @@ async fn store_files_are_private_nats_server_is_not_stricter() {
 /// the server refuses to start, naming the key (before: a store under /tmp/<name>/jetstream,
 /// a path any local user can create first).
 async fn no_store_under_tmp_by_default(kind: ServerKind) {
-    let binary = kind.binary_path();
     let out = tokio::task::spawn_blocking(move || {
-        let mut child = std::process::Command::new(binary)
-            .args(["-a", "127.0.0.1", "-p", &free_port().to_string(), "-js"])
-            .env_remove("STATE_DIRECTORY")
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("spawn");
-        let deadline = std::time::Instant::now() + e2e::WAIT;
-        while std::time::Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return child.wait_with_output().expect("output");
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        let _ = child.kill();
-        let out = child.wait_with_output().expect("output");
-        panic!(
-            "{kind} started without a store directory: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        e2e::run_command_to_exit(
+            std::process::Command::new(kind.binary_path())
+                .args(["-a", "127.0.0.1", "-p", &free_port().to_string(), "-js"])
+                .env_remove("STATE_DIRECTORY"),
+        )
     })
     .await
     .unwrap();

@@ -678,6 +678,9 @@ impl TryFrom<LeafUserTable> for LeafUser {
     fn try_from(t: LeafUserTable) -> Result<Self, Self::Error> {
         let login = match (t.user, t.password, t.nkey) {
             (None, None, Some(nkey)) => LeafLogin::Nkey(nkey),
+            (Some(_), Some(password), None) if password.is_empty() => {
+                return Err("`password` must not be empty".to_owned())
+            }
             (Some(user), Some(password), None) => LeafLogin::Password { user, password },
             (Some(_), None, None) => return Err("missing key `password` (with `user`)".to_owned()),
             (Some(_), _, Some(_)) | (None, Some(_), Some(_)) => {

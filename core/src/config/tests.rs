@@ -766,3 +766,32 @@ fn permissions_of_leafnode_users() {
         "{err}"
     );
 }
+
+#[test]
+fn empty_passwords_are_refused_naming_the_key() {
+    for (text, key) in [
+        (
+            "[authorization]\nuser = \"u\"\npassword = \"\"\n",
+            "authorization.password",
+        ),
+        (
+            "[authorization]\nusers = [{ user = \"u\", password = \"\" }]\n",
+            "authorization.users[0].password",
+        ),
+        (
+            "[leafnodes.authorization]\nuser = \"u\"\npassword = \"\"\n",
+            "leafnodes.authorization.password",
+        ),
+        (
+            "[leafnodes.authorization]\nusers = [{ user = \"u\", password = \"\" }]\n",
+            "leafnodes.authorization.users[0]",
+        ),
+    ] {
+        let err = toml(text)
+            .and_then(|c| c.validate())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(key), "{text}: {err}");
+        assert!(err.contains("must not be empty"), "{text}: {err}");
+    }
+}

@@ -98,6 +98,7 @@ impl Config {
 
     fn validate_authorization(&self) -> Result<(), ConfigError> {
         let auth = &self.authorization;
+        check_password(auth.password.as_deref(), "authorization.password")?;
         match (&auth.user, &auth.password) {
             (Some(user), Some(_)) if user.is_empty() => {
                 return Err(ConfigError::invalid(
@@ -172,6 +173,7 @@ impl Config {
                     format!("missing password for user `{}`", user.user),
                 ));
             }
+            check_password(user.password.as_deref(), &format!("{key}.password"))?;
             let perms = &user.permissions;
             check_subjects(&perms.publish, &format!("{key}.permissions.publish"))?;
             check_subjects(&perms.subscribe, &format!("{key}.permissions.subscribe"))?;
@@ -214,6 +216,7 @@ impl Config {
             }
         }
         let auth = &self.leafnodes.authorization;
+        check_password(auth.password.as_deref(), "leafnodes.authorization.password")?;
         match (&auth.user, &auth.password, &auth.token) {
             (Some(_), None, _) => {
                 return Err(ConfigError::invalid(
@@ -313,6 +316,15 @@ impl Config {
 }
 
 /// Checks every subject of an allow/deny pair.
+/// An empty password is refused: it would let anybody who knows the user name in (and
+/// nats-server's `--pass ""` means no password at all).
+fn check_password(password: Option<&str>, key: &str) -> Result<(), ConfigError> {
+    match password {
+        Some("") => Err(ConfigError::invalid(key, "must not be empty")),
+        _ => Ok(()),
+    }
+}
+
 fn check_subjects(perm: &SubjectPermission, key: &str) -> Result<(), ConfigError> {
     for (list, name) in [(&perm.allow, "allow"), (&perm.deny, "deny")] {
         for (i, subject) in list.iter().enumerate() {

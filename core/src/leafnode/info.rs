@@ -174,17 +174,16 @@ pub struct LeafConnect {
     pub deny_pub: Vec<String>,
 }
 
-/// A random nonce in nats-server's style (base64url characters).
-pub fn new_nonce() -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    (0..22)
-        .map(|_| {
-            ALPHABET
-                .get(fastrand::usize(..ALPHABET.len()))
-                .copied()
-                .map_or('A', char::from)
-        })
-        .collect()
+/// A nonce for the hub's INFO, which nkey leaves sign: 16 bytes from the operating system's
+/// cryptographic random source (ring's `SystemRandom`, getrandom(2)), as 22 base64url
+/// characters (nats-server's style). A guessable nonce would let a recorded signature be
+/// replayed. `None` only if the OS has no randomness to give: no link is accepted then.
+pub fn new_nonce() -> Option<String> {
+    use base64::Engine;
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 16];
+    ring::rand::SystemRandom::new().fill(&mut bytes).ok()?;
+    Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
 }
 
 #[cfg(test)]
@@ -229,7 +228,8 @@ mod tests {
 
     #[test]
     fn nonce_shape() {
-        let n = new_nonce();
+        let n = new_nonce().unwrap();
+        assert_ne!(Some(&n), new_nonce().as_ref(), "fresh every time");
         assert_eq!(n.len(), 22);
         assert!(n
             .bytes()

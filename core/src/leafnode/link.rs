@@ -302,6 +302,20 @@ pub(crate) async fn serve(
     mut stop: watch::Receiver<bool>,
 ) -> Outcome {
     let leaf = &*leaf;
+    let nonce = if matches!(side, Side::Solicited { .. }) {
+        String::new()
+    } else {
+        match new_nonce() {
+            Some(n) => n,
+            None => {
+                tracing::error!(%peer, "no randomness from the OS for a leafnode nonce: link refused");
+                return Outcome {
+                    ended: Ended::Protocol("no randomness for a nonce".into()),
+                    established: false,
+                };
+            }
+        }
+    };
     let _ = stream.set_nodelay(true);
     let local = stream.local_addr().ok();
     let id = shared.next_client_id.fetch_add(1, Ordering::Relaxed);
@@ -343,11 +357,7 @@ pub(crate) async fn serve(
         registered: false,
         tls: false,
         info_sent: false,
-        nonce: if solicited {
-            String::new()
-        } else {
-            new_nonce()
-        },
+        nonce,
         perms: None,
         hub_rules: None,
         lds: None,
