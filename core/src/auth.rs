@@ -1,4 +1,5 @@
-//! Client authentication (user/password, user lists, token) and per-user permissions.
+//! Client authentication (user/password, user lists, token; bcrypt hashes verified as bcrypt)
+//! and per-user permissions.
 //!
 //! The semantics follow nats-server's:
 //! * A publish is allowed when the subject matches an `allow` entry (or there is no allow list)
@@ -144,7 +145,7 @@ impl Authenticator {
         match self {
             Authenticator::Open => Ok(None),
             Authenticator::Token(token) => match creds.token {
-                Some(t) if constant_time_eq(t.as_bytes(), token.as_bytes()) => Ok(None),
+                Some(t) if secret_matches(t, token) => Ok(None),
                 _ => Err(AuthError::BadToken),
             },
             Authenticator::Users(users) => {
@@ -153,7 +154,7 @@ impl Authenticator {
                     .get(name)
                     .ok_or_else(|| AuthError::UnknownUser(name.to_string()))?;
                 let pass = creds.pass.unwrap_or("");
-                if constant_time_eq(pass.as_bytes(), user.password.as_bytes()) {
+                if secret_matches(pass, &user.password) {
                     Ok(user.permissions.clone())
                 } else {
                     Err(AuthError::BadPassword(name.to_string()))
@@ -161,6 +162,35 @@ impl Authenticator {
             }
         }
     }
+}
+
+/// Whether `presented` matches the configured secret: a bcrypt hash (as nats-server accepts
+/// them, see [`is_bcrypt`]) is verified as bcrypt, never compared as text; anything else is
+/// compared in constant time.
+fn secret_matches(presented: &str, configured: &str) -> bool {
+    if is_bcrypt(configured) {
+        // Tens of milliseconds by design (hundreds on a Pi): on a multi-threaded runtime the
+        // worker hands its other tasks to the others while it hashes.
+        let verify = || bcrypt::verify(presented, configured).unwrap_or(false);
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(verify)
+            }
+            _ => verify(),
+        }
+    } else {
+        constant_time_eq(presented.as_bytes(), configured.as_bytes())
+    }
+}
+
+/// Whether a configured password or token is a bcrypt hash: `$2a$`, `$2b$`, `$2x$` or `$2y$`,
+/// two cost digits and `$` (nats-server's rule, `^\$2[abxy]\$\d{2}\$`).
+pub(crate) fn is_bcrypt(secret: &str) -> bool {
+    matches!(
+        secret.as_bytes(),
+        [b'$', b'2', b'a' | b'b' | b'x' | b'y', b'$', c1, c2, b'$', ..]
+            if c1.is_ascii_digit() && c2.is_ascii_digit()
+    )
 }
 
 /// Compares secrets without an early exit on the first differing byte.
@@ -179,6 +209,25 @@ mod tests {
         let allow: Option<Vec<String>> = allow.map(|a| a.iter().map(|s| s.to_string()).collect());
         let deny: Vec<String> = deny.iter().map(|s| s.to_string()).collect();
         Rules::new(allow.as_deref(), &deny)
+    }
+
+    #[test]
+    fn bcrypt_hashes_are_verified_not_compared() {
+        let hash = bcrypt::hash("s3cret", 4).unwrap();
+        assert!(is_bcrypt(&hash));
+        let b = hash.replacen("$2b$", "$2a$", 1);
+        assert!(is_bcrypt(&b));
+        for configured in [&hash, &b] {
+            assert!(secret_matches("s3cret", configured));
+            assert!(!secret_matches("wrong", configured));
+            assert!(
+                !secret_matches(configured, configured),
+                "the hash is no password"
+            );
+        }
+        assert!(!is_bcrypt("$2c$10$x") && !is_bcrypt("$2a$1$") && !is_bcrypt("plain"));
+        assert!(secret_matches("plain", "plain") && !secret_matches("plai", "plain"));
+        assert!(!secret_matches("x", "$2a$10$not-a-valid-hash"));
     }
 
     #[test]

@@ -5,7 +5,9 @@
 use std::collections::HashSet;
 use std::process::Command;
 
-use e2e::{free_port, serde_json::json, ServerKind, TestServer};
+use e2e::{free_port, serde_json::json, server_tests, ServerKind, TestServer};
+
+server_tests!(bcrypt_passwords_are_verified_as_bcrypt);
 
 /// Writes `text` as a TOML config file in a fresh directory.
 fn config_file(text: &str) -> std::path::PathBuf {
@@ -92,4 +94,62 @@ async fn leafnode_nonces_are_fresh_hubd() {
         assert!(seen.insert(nonce), "a nonce came twice");
     }
     assert_eq!(chars.len(), 64, "the whole base64url alphabet occurs");
+}
+
+/// A user whose configured password is a bcrypt hash (`$2a$` and `$2b$`): the password gets
+/// in, the hash itself does not (before: the hash was compared as plain text, so only the
+/// hash got in); the same for a bcrypt token.
+async fn bcrypt_passwords_are_verified_as_bcrypt(kind: ServerKind) {
+    let hash_b = bcrypt::hash("s3cret", 6).unwrap();
+    let hash_a = bcrypt::hash("other", 6)
+        .unwrap()
+        .replacen("$2b$", "$2a$", 1);
+    let server = TestServer::builder(kind)
+        .config(json!({ "authorization": { "users": [
+            { "user": "b", "password": hash_b },
+            { "user": "a", "password": hash_a },
+        ] } }))
+        .start()
+        .await;
+    let login = |user: &str, pass: &str| {
+        async_nats::ConnectOptions::new()
+            .user_and_password(user.into(), pass.into())
+            .connect(server.url())
+    };
+    for (user, good, hash) in [("b", "s3cret", &hash_b), ("a", "other", &hash_a)] {
+        let client = e2e::bounded("login", login(user, good))
+            .await
+            .unwrap_or_else(|e| panic!("{kind}: {user} with the password: {e}"));
+        e2e::sync(&client).await;
+        let refused = e2e::bounded("login", async {
+            async_nats::ConnectOptions::new()
+                .user_and_password(user.into(), hash.clone())
+                .connect(server.url())
+                .await
+        })
+        .await;
+        assert!(
+            refused.is_err(),
+            "{kind}: {user} got in with the hash as password"
+        );
+    }
+    drop(server);
+
+    let token_hash = bcrypt::hash("t0ken", 6).unwrap();
+    let server = TestServer::builder(kind)
+        .config(json!({ "authorization": { "token": token_hash } }))
+        .start()
+        .await;
+    let client = e2e::bounded(
+        "token login",
+        async_nats::ConnectOptions::with_token("t0ken".into()).connect(server.url()),
+    )
+    .await;
+    assert!(client.is_ok(), "{kind}: the token gets in");
+    let refused = e2e::bounded(
+        "token login",
+        async_nats::ConnectOptions::with_token(token_hash.clone()).connect(server.url()),
+    )
+    .await;
+    assert!(refused.is_err(), "{kind}: the hash is no token");
 }

@@ -318,9 +318,15 @@ impl Config {
 /// Checks every subject of an allow/deny pair.
 /// An empty password is refused: it would let anybody who knows the user name in (and
 /// nats-server's `--pass ""` means no password at all).
+/// A bcrypt hash (nats-server's `$2a$...`) must be one whole hash, 60 characters: anything
+/// else would be verified as bcrypt and never match.
 fn check_password(password: Option<&str>, key: &str) -> Result<(), ConfigError> {
     match password {
         Some("") => Err(ConfigError::invalid(key, "must not be empty")),
+        Some(p) if crate::auth::is_bcrypt(p) && p.len() != 60 => Err(ConfigError::invalid(
+            key,
+            "starts like a bcrypt hash ($2a$NN$) but is not one (60 characters)",
+        )),
         _ => Ok(()),
     }
 }
