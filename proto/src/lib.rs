@@ -70,6 +70,7 @@ pub mod error;
 pub mod headers;
 pub mod leaf;
 pub mod parse;
+pub mod printable;
 pub mod subject;
 pub mod time;
 pub mod transform;

@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering}
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
+use leaf_proto::printable::printable;
 use serde_json::{json, Value};
 use tokio::sync::{oneshot, watch};
 
@@ -135,7 +136,7 @@ impl ConsumerHandle {
         self.tx.try_send(cmd, bytes).inspect_err(|_| {
             let budget = self.tx.budget();
             if budget.should_report() {
-                tracing::warn!(consumer = %self.name, held_bytes = budget.bytes(),
+                tracing::warn!(consumer = %printable(&self.name), held_bytes = budget.bytes(),
                                refused = budget.refused(),
                                "consumer command queue full, pull requests and acks refused");
             }

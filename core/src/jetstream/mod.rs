@@ -39,6 +39,7 @@ pub mod retention;
 pub mod source;
 pub mod stream;
 
+use leaf_proto::printable::printable;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
@@ -514,7 +515,7 @@ impl Inner {
         let stored = match self.store_of(name).consumers(name) {
             Ok(s) => s,
             Err(e) => {
-                warn!(stream = %name, error = %e, "cannot read the stored consumers");
+                warn!(stream = %printable(&name), error = %e, "cannot read the stored consumers");
                 return;
             }
         };

@@ -21,6 +21,7 @@
 //! message already removed, which is then simply not delivered again. At startup `reconcile`
 //! removes what stored acks released if a removal was nevertheless lost (a failed write).
 
+use leaf_proto::printable::printable;
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -192,9 +193,9 @@ pub(crate) async fn release(stream: &impl StreamView, store: &Store, gone: &str,
         return;
     }
     match store.remove_msgs(stream.name(), seqs).await {
-        Ok(n) => debug!(stream = %stream.name(), consumer = gone, removed = n,
+        Ok(n) => debug!(stream = %printable(&stream.name()), consumer = gone, removed = n,
                         "interest released by a deleted consumer"),
-        Err(e) => warn!(stream = %stream.name(), consumer = gone, error = %e,
+        Err(e) => warn!(stream = %printable(&stream.name()), consumer = gone, error = %e,
                         "removing messages of a deleted consumer failed"),
     }
 }
@@ -258,9 +259,11 @@ pub(crate) fn reconcile(stream: &impl StreamView, store: &Store) {
     tokio::spawn(async move {
         match removal.await {
             Ok(n) => {
-                warn!(stream = %name, removed = n, "removed acknowledged messages left by a crash")
+                warn!(stream = %printable(&name), removed = n, "removed acknowledged messages left by a crash")
             }
-            Err(e) => warn!(stream = %name, error = %e, "removing acknowledged messages failed"),
+            Err(e) => {
+                warn!(stream = %printable(&name), error = %e, "removing acknowledged messages failed")
+            }
         }
     });
 }

@@ -45,6 +45,7 @@
 //! answered only while the stream's ingest is below its stall mark, so the origin sends no
 //! more than a window ahead of the store.
 
+use leaf_proto::printable::printable;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError, Weak};
 use std::time::Duration;
@@ -440,7 +441,7 @@ impl Task {
                 }
             }
         }
-        debug!(stream = %self.name, origin = %self.iname, "source task ended");
+        debug!(stream = %printable(&self.name), origin = %printable(self.iname.as_bytes()), "source task ended");
     }
 
     /// Reads the position from the store, once the stream's queue is empty (waiting at most
@@ -503,7 +504,7 @@ impl Task {
             );
         }
         self.rescan = false;
-        info!(stream = %self.name, origin = %self.iname, mirror = self.mirror,
+        info!(stream = %printable(&self.name), origin = %printable(self.iname.as_bytes()), mirror = self.mirror,
               after = self.sseq, "copying from origin stream");
         true
     }
@@ -648,7 +649,7 @@ impl Task {
         if let Some(e) = reply.get("error") {
             let e: ApiError = serde_json::from_value(e.clone())
                 .unwrap_or_else(|_| ApiError::general("consumer creation failed"));
-            warn!(stream = %self.name, origin = %self.iname, error = %e,
+            warn!(stream = %printable(&self.name), origin = %printable(self.iname.as_bytes()), error = %e,
                   "origin refused the copy's consumer");
             self.status.set_error(Some(e));
             return Ended::Retry { progress: false };
@@ -667,7 +668,7 @@ impl Task {
         };
         self.status.set_error(None);
         self.status.touch();
-        info!(stream = %self.name, origin = %self.iname, consumer = %cname,
+        info!(stream = %printable(&self.name), origin = %printable(self.iname.as_bytes()), consumer = %printable(&cname),
               after = self.sseq, "consumer created on the origin");
         let mut session = Session {
             cname,
@@ -713,7 +714,7 @@ impl Task {
                 }
                 Ok(None) => return Ended::Stopped,
                 Err(_) => {
-                    debug!(stream = %self.name, origin = %self.iname, "origin silent, recreating");
+                    debug!(stream = %printable(&self.name), origin = %printable(self.iname.as_bytes()), "origin silent, recreating");
                     self.delete_consumer(&session.cname);
                     return Ended::Retry {
                         progress: session.progress,
@@ -757,7 +758,7 @@ impl Task {
                 .and_then(|v| v.parse::<u64>().ok())
                 .unwrap_or(0);
             if last > 0 && last != s.dseq {
-                debug!(stream = %self.name, origin = %self.iname, "missed deliveries, recreating");
+                debug!(stream = %printable(&self.name), origin = %printable(self.iname.as_bytes()), "missed deliveries, recreating");
                 return Some(Ended::Retry {
                     progress: s.progress,
                 });
@@ -785,7 +786,7 @@ impl Task {
             if ack.dseq <= s.dseq {
                 return None;
             }
-            debug!(stream = %self.name, origin = %self.iname, "delivery gap, recreating");
+            debug!(stream = %printable(&self.name), origin = %printable(self.iname.as_bytes()), "delivery gap, recreating");
             return Some(Ended::Retry {
                 progress: s.progress,
             });

@@ -36,6 +36,7 @@
 //!   bounds them: a source answers it only while the stream is below its stall mark) but
 //!   count towards the budget.
 
+use leaf_proto::printable::printable;
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
@@ -441,7 +442,7 @@ impl Stream {
     fn refuse(&self, msg: &Msg<'_>, from: &Publisher) {
         let budget = &self.queue.budget;
         if budget.should_report() {
-            warn!(stream = %self.name, held_bytes = budget.bytes(), held_msgs = budget.items(),
+            warn!(stream = %printable(&self.name), held_bytes = budget.bytes(), held_msgs = budget.items(),
                   refused = budget.refused(),
                   "stream ingest full (publishers faster than the store), messages refused");
         }
@@ -606,7 +607,9 @@ pub(crate) fn start(
                 }
                 runner.last_msg_id = last_msg_id.map(|id| runner.ids.key(&id));
             }
-            Err(e) => warn!(stream = %runner.stream.name, error = %e, "dedup rebuild failed"),
+            Err(e) => {
+                warn!(stream = %printable(&runner.stream.name), error = %e, "dedup rebuild failed")
+            }
         }
         runner.run().await;
     });
@@ -1162,7 +1165,7 @@ impl Runner {
                 return self.reply_error(reply, &ApiError::wrong_last_msg_id(last));
             }
             Err(e) => {
-                warn!(stream = %self.stream.name, error = %e, "append failed");
+                warn!(stream = %printable(&self.stream.name), error = %e, "append failed");
                 self.predictions_broken = true;
                 let err = match e {
                     StoreError::InsufficientResources(_) => ApiError::insufficient_resources(),
@@ -1271,7 +1274,9 @@ impl Runner {
         match self.store.purge(&self.stream.name, req).await {
             Ok(n) if n > 0 => self.stream.consumers_recount(),
             Ok(_) => {}
-            Err(e) => warn!(stream = %self.stream.name, error = %e, "rollup purge failed"),
+            Err(e) => {
+                warn!(stream = %printable(&self.stream.name), error = %e, "rollup purge failed")
+            }
         }
     }
 
@@ -1317,10 +1322,12 @@ impl Runner {
             self.submit_pending();
             match self.store.purge(&self.stream.name, req).await {
                 Ok(n) => {
-                    debug!(stream = %self.stream.name, expired = n, "max_age applied");
+                    debug!(stream = %printable(&self.stream.name), expired = n, "max_age applied");
                     self.stream.consumers_recount();
                 }
-                Err(e) => warn!(stream = %self.stream.name, error = %e, "expiry failed"),
+                Err(e) => {
+                    warn!(stream = %printable(&self.stream.name), error = %e, "expiry failed")
+                }
             }
         }
     }

@@ -33,6 +33,7 @@ use super::link::{self, Side};
 use super::{LeafOptions, LeafState};
 use crate::server::client::refuse;
 use crate::server::Shared;
+use leaf_proto::printable::printable;
 
 /// How often refused connections are reported in the log.
 const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
@@ -87,13 +88,13 @@ pub async fn run(
                         )
                         .await;
                         if outcome.ended.is_loop() {
-                            error!(%peer, reason = %outcome.ended, "leafnode connection closed");
+                            error!(%peer, reason = %printable(&outcome.ended.to_string()), "leafnode connection closed");
                         } else if outcome.established
                             && !outcome.ended.is_too_many_subscriptions()
                         {
-                            info!(%peer, reason = %outcome.ended, "leafnode connection closed");
+                            info!(%peer, reason = %printable(&outcome.ended.to_string()), "leafnode connection closed");
                         } else {
-                            warn!(%peer, reason = %outcome.ended, "leafnode connection refused");
+                            warn!(%peer, reason = %printable(&outcome.ended.to_string()), "leafnode connection refused");
                         }
                         leaf.remove_accepted(&entry);
                         drop(permit);

@@ -48,6 +48,7 @@ use std::time::Duration;
 
 use crate::server::readbuf::ReadBuffer;
 use bytes::{Buf, BytesMut};
+use leaf_proto::printable::printable;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -877,7 +878,7 @@ impl Link<'_> {
         {
             Ok(0) => {}
             Ok(replaced) => {
-                warn!(lid = self.handle.id, remote = ?self.remote_name, replaced, "replacing the connection from the same leaf server");
+                warn!(lid = self.handle.id, remote = %printable(&self.remote_name), replaced, "replacing the connection from the same leaf server");
             }
             Err(taken) => {
                 self.send_err("'Leafnode Name In Use With Other Credentials'");
@@ -1003,7 +1004,7 @@ impl Link<'_> {
         info!(
             lid = self.handle.id,
             %url,
-            remote = %self.remote_name,
+            remote = %printable(&self.remote_name),
             side = if solicited { "leaf" } else { "hub" },
             tls = self.tls,
             "leafnode link established"
@@ -1018,11 +1019,11 @@ impl Link<'_> {
             return self.on_lds(subject, queue);
         }
         if !is_valid_subject(subject) || queue.is_some_and(|q| !is_valid_queue_name(q)) {
-            debug!(lid = self.handle.id, subject = %String::from_utf8_lossy(subject), "invalid LS+ ignored");
+            debug!(lid = self.handle.id, subject = %printable(subject), "invalid LS+ ignored");
             return Ok(());
         }
         if super::js_denied(subject) {
-            debug!(lid = self.handle.id, subject = %String::from_utf8_lossy(subject), "LS+ for a subject kept off the link ignored");
+            debug!(lid = self.handle.id, subject = %printable(subject), "LS+ for a subject kept off the link ignored");
             return Ok(());
         }
         if self.deny().export_interest_denied(subject) {

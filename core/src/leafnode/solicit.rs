@@ -34,6 +34,7 @@ use super::{
     ClientTls, LeafState, LinkDeny, LinkEntry, RemoteAuth, RemoteOptions, RemoteUrl, RECONNECT_MIN,
 };
 use crate::server::Shared;
+use leaf_proto::printable::printable;
 
 /// How long a stopped remote task gets to close its link before it is aborted.
 const STOP_LIMIT: Duration = Duration::from_secs(5);
@@ -230,6 +231,7 @@ async fn attempt(
     .await;
     let reason = outcome.ended.to_string();
     entry.down(reason.clone());
+    let reason = printable(&reason);
     if matches!(outcome.ended, link::Ended::Shutdown) {
         return Attempt::Stopped;
     }

@@ -34,6 +34,7 @@ use super::reply::Publisher;
 use super::stats::{ConnEntry, ConnMeta};
 use super::Shared;
 use crate::auth::{Credentials, Permissions};
+use leaf_proto::printable::printable;
 use leaf_proto::subject::{is_valid_queue_name, is_valid_subject};
 use leaf_proto::{self as proto, ClientOp, Limits};
 
@@ -406,9 +407,9 @@ impl Connection {
             .store(connect.headers, Ordering::Relaxed);
         debug!(
             cid = self.handle.id,
-            name = connect.name.as_deref().unwrap_or(""),
-            lang = connect.lang.as_deref().unwrap_or(""),
-            version = connect.version.as_deref().unwrap_or(""),
+            name = %printable(connect.name.as_deref().unwrap_or("")),
+            lang = %printable(connect.lang.as_deref().unwrap_or("")),
+            version = %printable(connect.version.as_deref().unwrap_or("")),
             "client CONNECT"
         );
         if let Ok(mut meta) = self.entry.meta.lock() {

@@ -33,6 +33,7 @@
 mod push;
 mod retain;
 
+use leaf_proto::printable::printable;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
@@ -292,7 +293,7 @@ impl Task {
                 result = poll_write(&mut self.write), if self.write.is_some() => {
                     self.write = None;
                     if let Err(e) = result {
-                        warn!(stream = %self.stream_name, consumer = %self.name, error = %e,
+                        warn!(stream = %printable(&self.stream_name), consumer = %printable(&self.name), error = %e,
                               "consumer state write failed");
                     }
                     let replies = std::mem::take(&mut self.replies_in_flight);

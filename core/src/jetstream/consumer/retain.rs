@@ -5,6 +5,7 @@
 //! Nothing here runs for a stream with `limits` retention, and only the removals for one with
 //! `workqueue` retention.
 
+use leaf_proto::printable::printable;
 use std::future::Future;
 
 use super::Task;
@@ -130,8 +131,10 @@ impl Task {
         match removal.await {
             // The stream itself is being deleted.
             Ok(_) | Err(StoreError::NotFound(_)) => {}
-            Err(e) => tracing::warn!(stream = %self.stream_name, consumer = %self.name,
-                                     error = %e, "removing acknowledged messages failed"),
+            Err(e) => {
+                tracing::warn!(stream = %printable(&self.stream_name), consumer = %printable(&self.name),
+                                     error = %e, "removing acknowledged messages failed")
+            }
         }
     }
 
