@@ -172,6 +172,62 @@ fn tree(root: &Path) -> Vec<(String, u32, u64)> {
     out
 }
 
+/// The quoted values of every `password = "..."` and `token = "..."` on `text`'s lines.
+fn secrets(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        for key in ["password = \"", "token = \""] {
+            let mut rest = line;
+            while let Some(at) = rest.find(key) {
+                rest = &rest[at + key.len()..];
+                let end = rest.find('"').expect("closing quote");
+                out.push(rest[..end].to_string());
+                rest = &rest[end..];
+            }
+        }
+    }
+    out
+}
+
+/// The installed configuration is the example with every placeholder secret replaced by a
+/// distinct random one (24 base64url characters), and it passes `leafd check-config`.
+fn assert_installed_config(config: &Path) {
+    let example = fs::read_to_string(repo().join("leaf/leafd.example.toml")).unwrap();
+    let installed = fs::read_to_string(config).unwrap();
+    let placeholders = secrets(&example);
+    let generated = secrets(&installed);
+    assert!(placeholders.len() >= 4, "{placeholders:?}");
+    assert_eq!(generated.len(), placeholders.len());
+    let mut restored = installed.clone();
+    for (g, p) in generated.iter().zip(&placeholders) {
+        assert_eq!(g.len(), 24, "{g}");
+        assert!(g
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        restored = restored.replacen(g.as_str(), p, 1);
+    }
+    assert_eq!(
+        restored, example,
+        "only the secrets differ from the example"
+    );
+    let distinct: std::collections::HashSet<&String> = generated.iter().collect();
+    assert_eq!(distinct.len(), generated.len(), "{generated:?}");
+    assert!(
+        !installed.contains("change-me") && !installed.contains("s3cr"),
+        "{installed}"
+    );
+    let out = Command::new(ServerKind::Leafd.binary_path())
+        .arg("check-config")
+        .arg(config)
+        .output()
+        .expect("check-config");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn install_script_installs_idempotently_and_uninstalls() {
     let root = TempDir::new("install");
@@ -201,10 +257,7 @@ fn install_script_installs_idempotently_and_uninstalls() {
         fs::read_to_string(&unit).unwrap(),
         fs::read_to_string(repo().join("leaf/systemd/leafd.service")).unwrap()
     );
-    assert_eq!(
-        fs::read_to_string(&config).unwrap(),
-        fs::read_to_string(repo().join("leaf/leafd.example.toml")).unwrap()
-    );
+    assert_installed_config(&config);
     assert_eq!(
         fs::metadata(&config).unwrap().permissions().mode() & 0o777,
         0o640
