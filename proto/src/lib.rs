@@ -67,6 +67,8 @@
 
 pub mod encode;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod headers;
 pub mod leaf;
 pub mod parse;
