@@ -11,7 +11,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 use leaf_core::jetstream::{JetStream, JetStreamOptions};
-use leaf_core::server::{InternalSink, Msg, Server, ServerOptions};
+use leaf_core::server::{InternalSink, Msg, Publisher, Server, ServerOptions};
 use leaf_proto::fuzzing::{run, Budget};
 use leaf_proto::subject::is_literal;
 
@@ -56,7 +56,7 @@ type Answer = (String, Option<Vec<u8>>, Vec<u8>);
 struct Answers(Mutex<mpsc::Sender<Answer>>);
 
 impl InternalSink for Answers {
-    fn deliver(&self, msg: &Msg<'_>) {
+    fn deliver(&self, msg: &Msg<'_>, _from: &Publisher) {
         if let Ok(tx) = self.0.lock() {
             let _ = tx.send((
                 String::from_utf8_lossy(msg.subject).into_owned(),

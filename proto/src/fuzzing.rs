@@ -12,7 +12,34 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 
-use crate::{parse_leaf_op, write_leaf_op, Limits};
+use crate::{parse_client_op, parse_leaf_op, write_leaf_op, Limits};
+
+/// The limits a fuzz input's first byte picks: even, the defaults; odd, tiny ones that make
+/// the limit checks fire often.
+fn limits(selector: u8) -> Limits {
+    if selector & 1 == 0 {
+        Limits::default()
+    } else {
+        Limits {
+            max_control_line: usize::from(selector >> 1),
+            max_payload: usize::from(selector),
+        }
+    }
+}
+
+/// The client parser's properties, for any input (the first byte picks the limits): no
+/// panic, and every consumed length is non-zero and within the input.
+pub fn check_client_ops(data: &[u8]) {
+    let Some((&selector, mut rest)) = data.split_first() else {
+        return;
+    };
+    let limits = limits(selector);
+    while let Ok(Some((op, consumed))) = parse_client_op(rest, &limits) {
+        assert!(consumed > 0 && consumed <= rest.len());
+        let _ = op.name();
+        rest = &rest[consumed..];
+    }
+}
 
 /// The leafnode parser's properties, for any input: the first byte picks the limits (the
 /// defaults, or tiny ones that make the limit checks fire); the rest is parsed op after op.
@@ -22,14 +49,7 @@ pub fn check_leaf_ops(data: &[u8]) {
     let Some((&selector, mut rest)) = data.split_first() else {
         return;
     };
-    let limits = if selector & 1 == 0 {
-        Limits::default()
-    } else {
-        Limits {
-            max_control_line: usize::from(selector >> 1),
-            max_payload: usize::from(selector),
-        }
-    };
+    let limits = limits(selector);
     let unlimited = Limits {
         max_control_line: usize::MAX,
         max_payload: usize::MAX,

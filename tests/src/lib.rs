@@ -374,6 +374,23 @@ impl ServerBuilder {
     }
 }
 
+/// Publishes `payload` to `subject` through JetStream and waits (bounded) for the PubAck:
+/// the stored sequence.
+///
+/// # Panics
+/// When the publish is not acknowledged.
+pub async fn js_publish(js: &async_nats::jetstream::Context, subject: &str, payload: &str) -> u64 {
+    bounded(
+        "publish ack",
+        js.publish(subject.to_string(), bytes::Bytes::from(payload.to_string()))
+            .await
+            .expect("publish sent"),
+    )
+    .await
+    .expect("publish acknowledged")
+    .sequence
+}
+
 /// Runs `cmd` (a server that should exit at once: a bad configuration, `check-config`) to
 /// completion with its output captured, within [`WAIT`].
 ///

@@ -8,7 +8,7 @@ use redb::ReadableTable;
 
 use async_nats::jetstream::{self, consumer, consumer::pull, stream};
 use bytes::Bytes;
-use e2e::{bounded, free_port, http_get, ServerKind, StoreDir, TestServer};
+use e2e::{bounded, free_port, http_get, js_publish as publish, ServerKind, StoreDir, TestServer};
 use futures::StreamExt;
 
 /// Starts `kind` on `dir` with a monitoring port.
@@ -21,18 +21,6 @@ async fn start(kind: ServerKind, dir: &StoreDir, mport: u16) -> TestServer {
         .arg(mport.to_string())
         .start()
         .await
-}
-
-async fn publish(js: &jetstream::Context, subject: &str, payload: &str) -> u64 {
-    bounded(
-        "publish ack",
-        js.publish(subject.to_string(), Bytes::from(payload.to_string()))
-            .await
-            .expect("publish sent"),
-    )
-    .await
-    .expect("publish acknowledged")
-    .sequence
 }
 
 fn durable(name: &str) -> pull::Config {
