@@ -94,6 +94,7 @@ fn jetstream_api_survives_mutated_requests() {
                 store_dir: dir.path().to_path_buf(),
                 domain: Some("d".into()),
                 max_file_bytes: Some(256 << 20),
+                max_memory_bytes: Some(64 << 20),
             },
         )
         .unwrap();

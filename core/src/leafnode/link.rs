@@ -1051,10 +1051,10 @@ impl Link<'_> {
         let ended = if self.leaf.is_own_lds(subject) {
             Ended::Loop
         } else if queue.is_some() || !is_valid_subject(subject) {
-            debug!(lid = self.handle.id, subject = %String::from_utf8_lossy(subject), "invalid loop-detection LS+ ignored");
+            debug!(lid = self.handle.id, subject = %printable(subject), "invalid loop-detection LS+ ignored");
             return Ok(());
         } else if self.leaf.interest().lds_elsewhere(subject, self.handle.id) {
-            warn!(lid = self.handle.id, remote = ?self.remote_name, subject = %String::from_utf8_lossy(subject), "the peer announced another link's loop-detection subject: closing this link as the loop");
+            warn!(lid = self.handle.id, remote = ?self.remote_name, subject = %printable(subject), "the peer announced another link's loop-detection subject: closing this link as the loop");
             Ended::LoopElsewhere
         } else {
             return self.add_sub(subject, None, 1);
