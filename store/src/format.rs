@@ -13,7 +13,10 @@ use super::StoreError;
 /// * 2: `StateRec::bytes` counts each message as nats-server's file store does
 ///   ([`msg_size`]); version 1 counted subject, headers and payload only. A version 1 file
 ///   is migrated when it is opened (one pass over its messages, one commit).
-pub const FORMAT_VERSION: u32 = 2;
+/// * 3: a block value may be compressed ([`COMPRESSED_MAGIC`]); a version 2 file is one as
+///   it is (its migration writes the new version only), but older binaries cannot read a
+///   version 3 file's compressed blocks, so they refuse it.
+pub const FORMAT_VERSION: u32 = 3;
 
 /// `meta`: `"format_version"` → u32 LE, `"next_stream_id"` → u32 LE.
 pub(crate) const META: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("meta");
@@ -168,6 +171,54 @@ pub fn msg_size(subject: &str, headers_len: usize, payload_len: usize) -> u64 {
 #[cfg(test)]
 pub(crate) fn msg_size_v1(subject: &str, headers_len: usize, payload_len: usize) -> u64 {
     (subject.len() + headers_len + payload_len) as u64
+}
+
+/// The first bytes of a compressed block value (streams with `compression: s2`): Snappy's
+/// stream identifier, then the raw Snappy compression of the block's postcard encoding. No
+/// postcard `BlockRec` starts with these bytes (`ff 06` is a slot count of 895, `00 00` two
+/// empty slots, and `73` is no `Option` tag), so plain and compressed blocks need no flag and a
+/// stream's blocks may be of both kinds (its compression can change).
+pub(crate) const COMPRESSED_MAGIC: &[u8] = b"\xff\x06\x00\x00sNaPpY";
+
+/// The largest block a compressed value may expand to: a stored file is not trusted to say.
+const MAX_BLOCK_BYTES: usize = 256 << 20;
+
+/// A block value as postcard bytes: the value itself when stored plain (no copy), else its
+/// decompression into `buf`.
+pub(crate) fn block_bytes<'a>(
+    value: &'a [u8],
+    buf: &'a mut Vec<u8>,
+) -> Result<&'a [u8], StoreError> {
+    let Some(z) = value.strip_prefix(COMPRESSED_MAGIC) else {
+        return Ok(value);
+    };
+    let corrupt = |e: snap::Error| StoreError::Corrupt(format!("compressed block: {e}"));
+    let n = snap::raw::decompress_len(z).map_err(corrupt)?;
+    if n > MAX_BLOCK_BYTES {
+        return Err(StoreError::Corrupt(format!(
+            "compressed block claims {n} bytes"
+        )));
+    }
+    buf.clear();
+    buf.resize(n, 0);
+    let written = snap::raw::Decoder::new()
+        .decompress(z, buf)
+        .map_err(corrupt)?;
+    buf.truncate(written);
+    Ok(buf.as_slice())
+}
+
+/// `encoded` (a block's postcard bytes) as a compressed block value, into `out`.
+pub(crate) fn compress_block(encoded: &[u8], out: &mut Vec<u8>) -> Result<(), StoreError> {
+    out.clear();
+    out.extend_from_slice(COMPRESSED_MAGIC);
+    let start = out.len();
+    out.resize(start + snap::raw::max_compress_len(encoded.len()), 0);
+    let n = snap::raw::Encoder::new()
+        .compress(encoded, &mut out[start..])
+        .map_err(|e| StoreError::Invalid(format!("compress block: {e}")))?;
+    out.truncate(start + n);
+    Ok(())
 }
 
 /// Encodes a record.

@@ -249,6 +249,9 @@ pub(crate) struct StreamEntry {
     /// The limits applied after each append (in memory only: set again by the stream's
     /// owner when the store is opened).
     pub(crate) retain: Retain,
+    /// Blocks written from now on are compressed (in memory only, like `retain`; blocks of
+    /// both kinds are read whatever it says).
+    pub(crate) compress: bool,
 }
 
 /// In-memory copy of the streams table and states, updated only after a successful commit.
@@ -339,6 +342,7 @@ fn init_format(db: &Database) -> Result<(), StoreError> {
     };
     match found {
         Some(1) => return migrate::from_v1(db),
+        Some(2) => return migrate::from_v2(db),
         Some(FORMAT_VERSION) => return Ok(()),
         Some(found) => {
             return Err(StoreError::Version {
@@ -415,6 +419,7 @@ fn load_cache(db: &Database) -> Result<(Cache, Vec<BadStream>), StoreError> {
                 config: Bytes::from(def.config),
                 state,
                 retain: Retain::default(),
+                compress: false,
             },
         );
     }
@@ -574,6 +579,18 @@ impl Store {
     ) -> impl Future<Output = Result<u64, StoreError>> + Send + 'static {
         let name = name.to_string();
         self.submit(move |r| Op::SetRetain(name, retain, r))
+    }
+
+    /// Whether blocks of stream `name` written from now on are compressed (JetStream's
+    /// `compression: s2`; Snappy at rest, see `DESIGN.md`). Queued at once, like
+    /// [`Store::set_retain`]; not persisted. Fails with `NotFound`.
+    pub fn set_compression(
+        &self,
+        name: &str,
+        compress: bool,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send + 'static {
+        let name = name.to_string();
+        self.submit(move |r| Op::SetCompression(name, compress, r))
     }
 
     /// Replaces a stream's config bytes. Fails with `NotFound`.

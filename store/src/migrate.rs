@@ -1,5 +1,8 @@
 //! Migrations of older store files, run when the file is opened.
 //!
+//! Version 2 to 3: nothing to change (version 3 only adds compressed blocks); the version is
+//! written so that older binaries refuse the file.
+//!
 //! Version 1 to 2: a stream's `bytes` counted subject, headers and payload; version 2 counts
 //! each message as nats-server's file store does ([`format::msg_size`]). One pass over every
 //! stored message recomputes each stream's counter; the new counters and the new version are
@@ -49,6 +52,22 @@ pub(crate) fn from_v1(db: &Database) -> Result<(), StoreError> {
         from = 1,
         to = FORMAT_VERSION,
         "store migrated: stream byte counts as nats-server's"
+    );
+    Ok(())
+}
+
+/// Migrates a version 2 file to the current version (see the module documentation).
+pub(crate) fn from_v2(db: &Database) -> Result<(), StoreError> {
+    let txn = db.begin_write()?;
+    txn.open_table(format::META)?.insert(
+        format::META_VERSION,
+        format::u32_bytes(FORMAT_VERSION).as_slice(),
+    )?;
+    txn.commit()?;
+    tracing::info!(
+        from = 2,
+        to = FORMAT_VERSION,
+        "store format version updated"
     );
     Ok(())
 }

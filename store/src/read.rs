@@ -3,7 +3,7 @@
 
 use redb::ReadableTable;
 
-use super::format::{decode, BlockRec, BlockRef, MsgRef};
+use super::format::{block_bytes, decode, BlockRec, BlockRef, MsgRef};
 use super::{StoreError, StoredMessage};
 
 /// The type of the `blocks` table's value.
@@ -21,7 +21,8 @@ pub(crate) fn block_containing<T: ReadableTable<(u32, u64), Val>>(
     };
     let (k, v) = e?;
     let first = k.value().1;
-    let block: BlockRec = decode(v.value())?;
+    let mut buf = Vec::new();
+    let block: BlockRec = decode(block_bytes(v.value(), &mut buf)?)?;
     if seq < first.saturating_add(block.slots.len() as u64) {
         Ok(Some((first, block)))
     } else {
@@ -41,7 +42,8 @@ pub(crate) fn get_msg<T: ReadableTable<(u32, u64), Val>>(
     };
     let (k, v) = e?;
     let first = k.value().1;
-    let block: BlockRef<'_> = decode(v.value())?;
+    let mut buf = Vec::new();
+    let block: BlockRef<'_> = decode(block_bytes(v.value(), &mut buf)?)?;
     let idx = usize::try_from(seq - first).map_err(|_| StoreError::Corrupt("slot".into()))?;
     Ok(block
         .slots
@@ -61,10 +63,11 @@ where
         Some(e) => e?.0.value().1,
         None => from,
     };
+    let mut buf = Vec::new();
     for e in t.range((id, start)..=(id, u64::MAX))? {
         let (k, v) = e?;
         let first = k.value().1;
-        let block: BlockRef<'_> = decode(v.value())?;
+        let block: BlockRef<'_> = decode(block_bytes(v.value(), &mut buf)?)?;
         for (i, slot) in block.slots.into_iter().enumerate() {
             let seq = first + i as u64;
             if seq < from {
@@ -87,10 +90,11 @@ where
     T: ReadableTable<(u32, u64), Val>,
     F: FnMut(u64, MsgRef<'_>) -> bool,
 {
+    let mut buf = Vec::new();
     for e in t.range((id, 0u64)..=(id, upto))?.rev() {
         let (k, v) = e?;
         let first = k.value().1;
-        let block: BlockRef<'_> = decode(v.value())?;
+        let block: BlockRef<'_> = decode(block_bytes(v.value(), &mut buf)?)?;
         for (i, slot) in block.slots.into_iter().enumerate().rev() {
             let seq = first + i as u64;
             if seq > upto {

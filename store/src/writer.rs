@@ -36,6 +36,8 @@ pub(crate) enum Op {
     Create(String, Vec<u8>, Reply<StreamState>),
     /// Replace a stream's config bytes.
     UpdateConfig(String, Vec<u8>, Reply<()>),
+    /// Compress the blocks a stream writes from now on, or not.
+    SetCompression(String, bool, Reply<()>),
     /// Set the limits a stream is kept within after each append (and apply them).
     SetRetain(String, Retain, Reply<u64>),
     /// Delete a stream and everything under it.
@@ -98,9 +100,10 @@ impl Op {
     fn fail(self, e: StoreError) {
         match self {
             Op::Create(_, _, r) => drop(r.send(Err(e))),
-            Op::UpdateConfig(_, _, r) | Op::DeleteStream(_, r) | Op::PutConsumer(_, _, _, r) => {
-                drop(r.send(Err(e)))
-            }
+            Op::UpdateConfig(_, _, r)
+            | Op::SetCompression(_, _, r)
+            | Op::DeleteStream(_, r)
+            | Op::PutConsumer(_, _, _, r) => drop(r.send(Err(e))),
             Op::Append(_, _, _, r) | Op::Skip(_, _, _, r) => drop(r.send(Err(e))),
             Op::AppendEach(_, _, r) => drop(r.send(Err(e))),
             Op::DeleteMsg(_, _, r) | Op::DeleteConsumer(_, _, r) | Op::Quarantine(_, _, r) => {
@@ -116,7 +119,10 @@ impl Op {
         match (self, d) {
             (Op::Create(_, _, r), Done::State(s)) => drop(r.send(Ok(s))),
             (
-                Op::UpdateConfig(_, _, r) | Op::DeleteStream(_, r) | Op::PutConsumer(_, _, _, r),
+                Op::UpdateConfig(_, _, r)
+                | Op::SetCompression(_, _, r)
+                | Op::DeleteStream(_, r)
+                | Op::PutConsumer(_, _, _, r),
                 Done::Unit,
             ) => drop(r.send(Ok(()))),
             (Op::Append(_, _, _, r) | Op::Skip(_, _, _, r), Done::Appended(a)) => {
@@ -339,6 +345,10 @@ struct Batch<'t, 'o> {
     full: bool,
     /// The writer's reusable encoding buffer.
     scratch: &'t mut Vec<u8>,
+    /// A compressed block value being written.
+    packed: Vec<u8>,
+    /// A compressed block read back, decompressed.
+    unpacked: Vec<u8>,
 }
 
 type OpResult = Result<Result<Done, StoreError>, StoreError>;
@@ -366,6 +376,8 @@ impl<'t, 'o> Batch<'t, 'o> {
             freed: false,
             full,
             scratch,
+            packed: Vec::new(),
+            unpacked: Vec::new(),
         })
     }
 
@@ -375,6 +387,7 @@ impl<'t, 'o> Batch<'t, 'o> {
             Op::UpdateConfig(name, config, _) => self.update_config(name, config),
             Op::DeleteStream(name, _) => self.delete_stream(name),
             Op::SetRetain(name, retain, _) => self.set_retain(name, *retain),
+            Op::SetCompression(name, compress, _) => self.set_compression(name, *compress),
             Op::Append(name, msgs, after, _) => {
                 let appended = self.append(name, msgs, *after)?;
                 let subjects = msgs.iter().map(|m| m.subject.as_str());
@@ -476,6 +489,7 @@ impl<'t, 'o> Batch<'t, 'o> {
                 config: Bytes::copy_from_slice(config),
                 state,
                 retain: Retain::default(),
+                compress: false,
             }),
         );
         Ok(Ok(Done::State(state.into())))
@@ -630,9 +644,38 @@ impl<'t, 'o> Batch<'t, 'o> {
                 .collect(),
         };
         format::encode_into(&block, self.scratch)?;
-        self.blocks
-            .insert((id, p.first_seq), self.scratch.as_slice())?;
+        self.insert_block(id, p.first_seq)?;
         Ok(())
+    }
+
+    /// Stores the block encoded in `scratch` as block `first` of stream `id`: the encoding
+    /// itself, or its compression when the stream compresses (see
+    /// `format::COMPRESSED_MAGIC`).
+    fn insert_block(&mut self, id: u32, first: u64) -> Result<(), StoreError> {
+        let compress = self
+            .over
+            .values()
+            .flatten()
+            .chain(self.base.streams.values())
+            .find(|e| e.id == id)
+            .is_some_and(|e| e.compress);
+        if compress {
+            format::compress_block(self.scratch, &mut self.packed)?;
+            self.blocks.insert((id, first), self.packed.as_slice())?;
+        } else {
+            self.blocks.insert((id, first), self.scratch.as_slice())?;
+        }
+        Ok(())
+    }
+
+    /// Sets whether stream `name` compresses the blocks it writes.
+    fn set_compression(&mut self, name: &str, compress: bool) -> OpResult {
+        let Some(mut entry) = self.entry(name) else {
+            return Ok(Err(StoreError::NotFound(format!("stream {name}"))));
+        };
+        entry.compress = compress;
+        self.over.insert(name.to_string(), Some(entry));
+        Ok(Ok(Done::Unit))
     }
 
     /// Writes back a modified block, or removes it when no live message is left.
@@ -641,7 +684,7 @@ impl<'t, 'o> Batch<'t, 'o> {
             self.blocks.remove((id, first))?;
         } else {
             format::encode_into(block, self.scratch)?;
-            self.blocks.insert((id, first), self.scratch.as_slice())?;
+            self.insert_block(id, first)?;
         }
         Ok(())
     }
@@ -794,7 +837,8 @@ impl<'t, 'o> Batch<'t, 'o> {
         for e in self.blocks.range((id, 0u64)..=(id, cutoff))? {
             let (k, v) = e?;
             let first = k.value().1;
-            let mut block: BlockRef<'_> = format::decode(v.value())?;
+            let mut block: BlockRef<'_> =
+                format::decode(format::block_bytes(v.value(), &mut self.unpacked)?)?;
             let mut changed = false;
             for (i, slot) in block.slots.iter_mut().enumerate() {
                 let seq = first + i as u64;
@@ -830,7 +874,8 @@ impl<'t, 'o> Batch<'t, 'o> {
                     self.blocks.remove((id, first))?;
                 }
                 Some(b) => {
-                    self.blocks.insert((id, first), b.as_slice())?;
+                    *self.scratch = b;
+                    self.insert_block(id, first)?;
                 }
             }
         }

@@ -448,6 +448,11 @@ impl Inner {
             Ok(_) => stream.consumers_recount(),
             Err(e) => return err(KIND, &ApiError::general(&e.to_string())),
         }
+        // A change of compression applies to the blocks written from now on.
+        let compressing = self.store_of(name).set_compression(name, cfg.compressed());
+        if let Err(e) = compressing.await {
+            return err(KIND, &ApiError::general(&e.to_string()));
+        }
         if let Err(e) = self.reconfigure(&stream, cfg) {
             return err(KIND, &e);
         }

@@ -143,7 +143,8 @@ pub struct StreamConfig {
     /// How published subjects are transformed before they are stored (2.10).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub subject_transform: Option<SubjectTransformConfig>,
-    /// Compression at rest (2.10): only `none` (absent) is supported; `s2` is refused.
+    /// Compression at rest (2.10): `none` (absent) or `s2` (blocks compressed with Snappy,
+    /// the format S2 extends, see `store/DESIGN.md`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub compression: Option<String>,
     /// Limits for the stream's consumers (2.10): defaults and ceilings of their
@@ -431,6 +432,11 @@ impl StreamConfig {
 }
 
 impl StreamConfig {
+    /// Whether the stream's messages are compressed at rest.
+    pub fn compressed(&self) -> bool {
+        self.compression.as_deref() == Some("s2")
+    }
+
     /// Checks `republish` as nats-server 2.9 does (and reports an empty source as `>`): the
     /// source lies within the stream's subjects or covers one, the destination overlaps none
     /// of them (a cycle), and the transform compiles.
@@ -482,11 +488,11 @@ impl StreamConfig {
         self.other.clear();
         match self.compression.as_deref() {
             None | Some("") => self.compression = None,
-            Some("none") => {}
+            Some("none" | "s2") => {}
             Some(other) => {
                 return Err(ApiError::invalid_config(&format!(
                     "stream configuration field compression {other:?} is not supported by \
-                     this server (only \"none\")"
+                     this server (\"none\" or \"s2\")"
                 )))
             }
         }

@@ -579,6 +579,7 @@ pub(crate) fn start(
     // Queued before the task's first append (the store applies operations in order); an
     // error (the stream is gone) shows on that append.
     drop(store.set_retain(&stream.name, retain_of(&stream.config())));
+    drop(store.set_compression(&stream.name, stream.config().compressed()));
     let runner = Runner {
         stream: stream.clone(),
         store,

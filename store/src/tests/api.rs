@@ -404,14 +404,14 @@ fn newer_format_is_refused() {
         let txn = db.begin_write().unwrap();
         txn.open_table(crate::format::META)
             .unwrap()
-            .insert("format_version", 3u32.to_le_bytes().as_slice())
+            .insert("format_version", 4u32.to_le_bytes().as_slice())
             .unwrap();
         txn.commit().unwrap();
     }
     match Store::open(dir.path(), StoreOptions::default()) {
         Err(StoreError::Version {
-            found: 3,
-            supported: 2,
+            found: 4,
+            supported: 3,
         }) => {}
         other => panic!("expected a version error, got {other:?}"),
     }
@@ -478,7 +478,7 @@ fn version_1_files_are_migrated() {
     let r = db.begin_read().unwrap();
     let meta = r.open_table(crate::format::META).unwrap();
     let v = meta.get("format_version").unwrap().unwrap();
-    assert_eq!(v.value(), 2u32.to_le_bytes().as_slice());
+    assert_eq!(v.value(), crate::FORMAT_VERSION.to_le_bytes().as_slice());
 }
 
 #[test]

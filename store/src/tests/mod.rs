@@ -3,6 +3,7 @@
 
 mod api;
 mod bench;
+mod compression;
 mod fault;
 mod kill;
 mod limits;
