@@ -42,32 +42,22 @@ pub(crate) fn from_v1(db: &Database) -> Result<(), StoreError> {
             state.bytes = bytes.get(&id).copied().unwrap_or(0);
             states.insert(id, format::encode(&state)?.as_slice())?;
         }
-        txn.open_table(format::META)?.insert(
-            format::META_VERSION,
-            format::u32_bytes(FORMAT_VERSION).as_slice(),
-        )?;
     }
-    txn.commit()?;
-    tracing::info!(
-        from = 1,
-        to = FORMAT_VERSION,
-        "store migrated: stream byte counts as nats-server's"
-    );
-    Ok(())
+    commit_version(txn, 1)
 }
 
 /// Migrates a version 2 file to the current version (see the module documentation).
 pub(crate) fn from_v2(db: &Database) -> Result<(), StoreError> {
-    let txn = db.begin_write()?;
+    commit_version(db.begin_write()?, 2)
+}
+
+/// Writes the current version into `txn` and commits the migration from version `from`.
+fn commit_version(txn: redb::WriteTransaction, from: u32) -> Result<(), StoreError> {
     txn.open_table(format::META)?.insert(
         format::META_VERSION,
         format::u32_bytes(FORMAT_VERSION).as_slice(),
     )?;
     txn.commit()?;
-    tracing::info!(
-        from = 2,
-        to = FORMAT_VERSION,
-        "store format version updated"
-    );
+    tracing::info!(from, to = FORMAT_VERSION, "store file migrated");
     Ok(())
 }

@@ -391,6 +391,25 @@ pub async fn js_publish(js: &async_nats::jetstream::Context, subject: &str, payl
     .sequence
 }
 
+/// Sends a raw JetStream API request (`$JS.API.…`) with a JSON body and returns the JSON
+/// answer.
+///
+/// # Panics
+/// When no answer comes within [`WAIT`] or it is not JSON.
+pub async fn js_api(
+    client: &async_nats::Client,
+    subject: &str,
+    body: serde_json::Value,
+) -> serde_json::Value {
+    let reply = bounded(
+        "api request",
+        client.request(subject.to_string(), bytes::Bytes::from(body.to_string())),
+    )
+    .await
+    .expect("api answer");
+    serde_json::from_slice(&reply.payload).expect("json answer")
+}
+
 /// Runs `cmd` (a server that should exit at once: a bad configuration, `check-config`) to
 /// completion with its output captured, within [`WAIT`].
 ///

@@ -37,16 +37,7 @@ server_tests!(
     memory_streams_live_in_memory,
 );
 
-/// Sends a raw `$JS.API.` request and returns the JSON answer.
-async fn api(client: &async_nats::Client, subject: &str, body: Value) -> Value {
-    let reply = bounded(
-        "api request",
-        client.request(subject.to_string(), Bytes::from(body.to_string())),
-    )
-    .await
-    .expect("api answer");
-    serde_json::from_slice(&reply.payload).expect("json answer")
-}
+use e2e::js_api as api;
 
 /// The error code of an API answer (0: success).
 fn code(answer: &Value) -> u64 {

@@ -143,14 +143,7 @@ async fn counters(c: &mut consumer::PullConsumer) -> (u64, usize, u64) {
 
 /// Sends a raw `$JS.API.` request and returns the JSON answer.
 async fn api(server: &TestServer, subject: &str, body: Value) -> Value {
-    let client = server.client().await;
-    let reply = bounded(
-        "api request",
-        client.request(subject.to_string(), Bytes::from(body.to_string())),
-    )
-    .await
-    .expect("api answer");
-    serde_json::from_slice(&reply.payload).expect("json answer")
+    e2e::js_api(&server.client().await, subject, body).await
 }
 
 /// Creates consumer `name` on `S` through the raw API; returns the error code (0: created).
