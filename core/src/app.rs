@@ -208,9 +208,10 @@ impl Node {
             "{name} starting"
         );
         let jetstream = match js_options {
-            Some(options) => {
-                Some(JetStream::start(server.shared(), options).map_err(|e| e.to_string())?)
-            }
+            Some(options) => Some(
+                JetStream::start(server.shared(), server.shared().global(), options)
+                    .map_err(|e| e.to_string())?,
+            ),
             None => None,
         };
         Ok(Node {
@@ -461,6 +462,7 @@ pub fn server_options(cfg: &Config, name: &'static str) -> ServerOptions {
         write_deadline: cfg.write_deadline,
         auth_timeout: cfg.authorization.timeout,
         auth: authenticator(cfg),
+        accounts: Vec::new(),
     }
 }
 

@@ -264,7 +264,7 @@ pub fn page(target: &str, sources: &Sources) -> Option<Page> {
         "/subsz" => json(json!({
             "server_id": server_id,
             "now": now,
-            "num_subscriptions": shared.as_ref().map_or(0, |s| s.sublist.count()),
+            "num_subscriptions": shared.as_ref().map_or(0, |s| s.accounts.subscription_count()),
         })),
         "/jsz" => json(jsz(sources, &now)),
         "/metrics" => Some(Page::Text(metrics(sources))),
@@ -426,7 +426,7 @@ fn varz(sources: &Sources, now: &str) -> Value {
         "out_bytes": out_bytes,
         "slow_consumers": st.slow_consumers.load(Ordering::Relaxed),
         "replies_refused": st.replies_refused.count(),
-        "subscriptions": shared.sublist.count(),
+        "subscriptions": shared.accounts.subscription_count(),
         "jetstream": sources.jetstream.as_ref().map(|js| json!({
             "config": { "domain": js.domain(), "max_storage": js.max_file_bytes() },
         })),
@@ -671,7 +671,7 @@ fn metrics(sources: &Sources) -> String {
             "leafd_subscriptions",
             "gauge",
             "Subscriptions.",
-            shared.sublist.count() as u64,
+            shared.accounts.subscription_count() as u64,
         );
         m.single(
             "leafd_memory_bytes",

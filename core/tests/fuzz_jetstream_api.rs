@@ -90,6 +90,7 @@ fn jetstream_api_survives_mutated_requests() {
         .unwrap();
         let js = JetStream::start(
             server.shared(),
+            server.shared().global(),
             JetStreamOptions {
                 store_dir: dir.path().to_path_buf(),
                 domain: Some("d".into()),
@@ -100,6 +101,7 @@ fn jetstream_api_survives_mutated_requests() {
         .unwrap();
         server
             .shared()
+            .global()
             .subscribe_internal(b"_R.>", None, Arc::new(Answers(Mutex::new(tx))))
             .unwrap();
         (server, js)
@@ -122,7 +124,7 @@ fn jetstream_api_survives_mutated_requests() {
             }
             // Messages for the streams, so reads and consumers have something to find.
             for s in [&b"a.b"[..], b"a.x", b"w.1", b"b"] {
-                shared.publish(&Msg {
+                shared.global().publish(&Msg {
                     subject: s,
                     reply: None,
                     headers: None,
@@ -131,7 +133,7 @@ fn jetstream_api_survives_mutated_requests() {
             }
             n += 1;
             let reply = format!("_R.{n}");
-            shared.publish(&Msg {
+            shared.global().publish(&Msg {
                 subject: &subject,
                 reply: Some(reply.as_bytes()),
                 headers: None,

@@ -172,7 +172,7 @@ fn watchdog(server: &Server, js: Option<JetStream>) -> Option<AbortOnDrop> {
     let shared = Arc::downgrade(server.shared());
     crate::systemd::spawn_watchdog(move || {
         let server_ok = shared.upgrade().is_some_and(|s| {
-            let _ = s.sublist.matches(b"_LEAFD.WATCHDOG");
+            let _ = s.global().sublist.matches(b"_LEAFD.WATCHDOG");
             true
         });
         let store_ok = js.as_ref().is_none_or(|js| js.check_store().is_ok());

@@ -53,7 +53,7 @@ use self::config::{ApiError, StreamConfig};
 use self::stream::{Capture, Stream};
 use crate::budget::{self, Budget};
 use crate::server::jsdomain::DomainApi;
-use crate::server::{InternalSink, Msg, Publisher, ReplyTo, Shared, SubRef};
+use crate::server::{Account, InternalSink, Msg, Publisher, ReplyTo, Shared, SubRef};
 use leaf_store::{QuarantineTarget, Quarantined, Store, StoreError, StoreOptions};
 
 /// How JetStream is set up.
@@ -132,7 +132,7 @@ pub(crate) struct Inner {
     /// `max_memory_bytes`, gone after a restart (see `leaf_store::Store::open_memory`).
     pub(crate) memory: Store,
     pub(crate) max_memory_bytes: u64,
-    pub(crate) server: Weak<Shared>,
+    pub(crate) server: Weak<Account>,
     pub(crate) domain: Option<String>,
     pub(crate) max_file_bytes: Option<u64>,
     streams: RwLock<HashMap<String, Arc<Stream>>>,
@@ -266,10 +266,11 @@ impl ApiSink {
 }
 
 impl JetStream {
-    /// Opens the store, resumes every stored stream and starts serving the API on `server`.
-    /// Must be called within a tokio runtime.
+    /// Opens the store, resumes every stored stream and starts serving the API of
+    /// `account` (a subject space of `server`). Must be called within a tokio runtime.
     pub fn start(
         server: &Arc<Shared>,
+        account: &Arc<Account>,
         opts: JetStreamOptions,
     ) -> Result<JetStream, JetStreamError> {
         let store = Store::open(
@@ -296,7 +297,7 @@ impl JetStream {
             store,
             memory,
             max_memory_bytes,
-            server: Arc::downgrade(server),
+            server: Arc::downgrade(account),
             domain: opts.domain.clone(),
             max_file_bytes: opts.max_file_bytes,
             streams: RwLock::new(HashMap::new()),
@@ -364,18 +365,18 @@ impl JetStream {
                 domain,
                 engine: Arc::downgrade(&inner),
             });
-            server
+            account
                 .subscribe_internal(subject.as_bytes(), None, sink)
                 .map_err(|e| JetStreamError::Subscribe(e.to_string()))?;
         }
-        server
+        account
             .subscribe_internal(
                 b"$JS.ACK.>",
                 None,
                 Arc::new(AckSink(Arc::downgrade(&inner))),
             )
             .map_err(|e| JetStreamError::Subscribe(e.to_string()))?;
-        server
+        account
             .subscribe_internal(
                 b"$JS.FC.>",
                 None,

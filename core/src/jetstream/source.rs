@@ -61,7 +61,7 @@ use super::config::{ApiError, StreamConfig, StreamSource};
 use super::handle::{SourceHandle, SourceStatus};
 use super::stream::{Origin, Stream};
 use crate::budget::{self, Budget};
-use crate::server::{InternalSink, Msg, Publisher, Shared, SubRef};
+use crate::server::{Account, InternalSink, Msg, Publisher, SubRef};
 use leaf_proto::headers;
 use leaf_store::Store;
 
@@ -248,7 +248,12 @@ pub(crate) fn info(stream: &Stream) -> (Option<Value>, Option<Vec<Value>>) {
 
 /// Starts and stops tasks so that they match the stream's `mirror` and `sources`: a task
 /// whose origin configuration is unchanged keeps running.
-pub(crate) fn sync(stream: &Arc<Stream>, store: &Store, server: &Weak<Shared>, cfg: &StreamConfig) {
+pub(crate) fn sync(
+    stream: &Arc<Stream>,
+    store: &Store,
+    server: &Weak<Account>,
+    cfg: &StreamConfig,
+) {
     let wanted: Vec<(StreamSource, bool)> = match &cfg.mirror {
         Some(m) => vec![(m.clone(), true)],
         None => cfg
@@ -294,7 +299,7 @@ pub(crate) fn stop_all(stream: &Stream) {
 fn start(
     stream: &Arc<Stream>,
     store: Store,
-    server: Weak<Shared>,
+    server: Weak<Account>,
     spec: StreamSource,
     mirror: bool,
 ) -> SourceHandle {
@@ -376,7 +381,7 @@ impl InternalSink for CreatedSink {
 
 /// Internal subscriptions removed when dropped.
 struct Subs {
-    server: Weak<Shared>,
+    server: Weak<Account>,
     subs: Vec<SubRef>,
 }
 
@@ -402,7 +407,7 @@ struct Task {
     stream: Weak<Stream>,
     name: String,
     store: Store,
-    server: Weak<Shared>,
+    server: Weak<Account>,
     spec: StreamSource,
     iname: Arc<str>,
     mirror: bool,

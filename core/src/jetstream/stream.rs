@@ -54,7 +54,7 @@ use super::msg_ids::{MsgId, MsgIds};
 use super::republish::{Republisher, Stored};
 use super::retention::{SharedView, StreamView};
 use crate::budget::{Budget, Charge};
-use crate::server::{InternalSink, Msg, Publisher, ReplyTo, Shared};
+use crate::server::{Account, InternalSink, Msg, Publisher, ReplyTo};
 use leaf_proto::headers;
 use leaf_proto::time::now_ns;
 use leaf_proto::transform::Transform;
@@ -236,7 +236,7 @@ pub(crate) struct Stream {
     /// what the store holds.
     pub(crate) resync: tokio::sync::watch::Sender<u64>,
     /// The server, to answer publishers the stream refuses.
-    server: Weak<Shared>,
+    server: Weak<Account>,
 }
 
 impl Stream {
@@ -517,7 +517,7 @@ enum Rollup {
 struct Runner {
     stream: Arc<Stream>,
     store: Store,
-    server: Weak<Shared>,
+    server: Weak<Account>,
     domain: Option<String>,
     /// `Nats-Msg-Id`s stored within the duplicate window and in flight.
     ids: MsgIds,
@@ -554,7 +554,7 @@ pub(crate) fn start(
     config: StreamConfig,
     created_ns: i64,
     store: Store,
-    server: Weak<Shared>,
+    server: Weak<Account>,
     domain: Option<String>,
     all_streams: Arc<Budget>,
 ) -> Arc<Stream> {

@@ -59,14 +59,16 @@ use super::info::{new_nonce, HubInfo, LeafConnect, PeerInfo};
 use super::login::{self, Login};
 use super::nkey::RemoteAuth;
 use super::tls::{ClientTls, FlushingWriter};
-use super::{LeafState, LinkDeny, LinkEntry, RemoteUrl, LDS_PREFIX, LOOP_RECONNECT_DELAY};
+use super::{
+    lock_interest, LeafState, LinkDeny, LinkEntry, RemoteUrl, LDS_PREFIX, LOOP_RECONNECT_DELAY,
+};
 use crate::auth::Permissions;
 use crate::config::MAX_PAYLOAD_LIMIT;
 use crate::server::fanout::{
     ClientHandle, ConnKind, Fanout, LeafPeer, MatchCache, Msg, SubRef, SubTarget, Subscription,
 };
 use crate::server::info::NATS_FEATURE_LEVEL;
-use crate::server::{Publisher, Shared};
+use crate::server::{Account, Publisher, Shared};
 use leaf_proto::subject::{is_valid_queue_name, is_valid_subject};
 use leaf_proto::{self as proto, LeafOp, Limits, QueueNames};
 
@@ -249,6 +251,9 @@ pub struct Outcome {
 /// The read side of one link.
 struct Link<'s> {
     shared: &'s Arc<Shared>,
+    /// The account the link is bound to: the global one, an accepted leaf's user's, or the
+    /// remote's `account`.
+    account: Arc<Account>,
     leaf: &'s LeafState,
     handle: Arc<ClientHandle>,
     entry: Arc<LinkEntry>,
@@ -333,6 +338,7 @@ pub(crate) async fn serve(
         }),
     ));
     let mut link = Link {
+        account: shared.global().clone(),
         shared: &shared,
         leaf,
         handle: handle.clone(),
@@ -992,9 +998,11 @@ impl Link<'_> {
             let _ = peer.deny.set(rules);
         }
         let lds = self.leaf.new_lds();
-        self.leaf
-            .interest()
-            .add_link(self.handle.clone(), solicited, &lds);
+        lock_interest(&self.leaf.interest(self.account.name())).add_link(
+            self.handle.clone(),
+            solicited,
+            &lds,
+        );
         self.lds = Some(lds);
         self.registered = true;
         let url = match &self.side {
@@ -1053,7 +1061,9 @@ impl Link<'_> {
         } else if queue.is_some() || !is_valid_subject(subject) {
             debug!(lid = self.handle.id, subject = %printable(subject), "invalid loop-detection LS+ ignored");
             return Ok(());
-        } else if self.leaf.interest().lds_elsewhere(subject, self.handle.id) {
+        } else if lock_interest(&self.leaf.interest(self.account.name()))
+            .lds_elsewhere(subject, self.handle.id)
+        {
             warn!(lid = self.handle.id, remote = ?self.remote_name, subject = %printable(subject), "the peer announced another link's loop-detection subject: closing this link as the loop");
             Ended::LoopElsewhere
         } else {
@@ -1078,7 +1088,7 @@ impl Link<'_> {
         }
         if let Some(existing) = self.subs.get(key.as_slice()) {
             if queue.is_some() {
-                self.shared.reweigh_subscription(existing, weight.max(1));
+                self.account.reweigh_subscription(existing, weight.max(1));
             }
             return Ok(());
         }
@@ -1096,7 +1106,7 @@ impl Link<'_> {
         );
         sub.weight.store(weight.max(1), Ordering::Relaxed);
         let sub = SubRef(Arc::new(sub));
-        if self.shared.add_subscription(&sub).is_ok() {
+        if self.account.add_subscription(&sub).is_ok() {
             self.subs.insert(key.into_boxed_slice(), sub);
         }
         Ok(())
@@ -1111,7 +1121,7 @@ impl Link<'_> {
         }
         if let Some(sub) = self.subs.remove(key.as_slice()) {
             if sub.0.finish() {
-                self.shared.remove_subscription(&sub);
+                self.account.remove_subscription(&sub);
             }
         }
     }
@@ -1136,14 +1146,14 @@ impl Link<'_> {
             }
             return;
         }
-        let Some(result) = self.cache.lookup(&self.shared.sublist, msg.subject) else {
+        let Some(result) = self.cache.lookup(&self.account.sublist, msg.subject) else {
             return;
         };
         if result.is_empty() {
             return;
         }
         self.fanout
-            .fan_out_from_link(self.shared, &result, &msg, self.handle.id, queues);
+            .fan_out_from_link(&self.account, &result, &msg, self.handle.id, queues);
     }
 
     /// Whether a message on `subject` from the peer is dropped: the link's rules (a remote's
@@ -1177,14 +1187,14 @@ impl Link<'_> {
     fn teardown(&mut self) {
         if self.registered {
             self.entry.set_link(None);
-            self.leaf.interest().remove_link(self.handle.id);
+            lock_interest(&self.leaf.interest(self.account.name())).remove_link(self.handle.id);
         }
         if let Some(lds) = self.lds.take() {
             self.leaf.drop_lds(&lds);
         }
         for (_, sub) in self.subs.drain() {
             if sub.0.finish() {
-                self.shared.remove_subscription(&sub);
+                self.account.remove_subscription(&sub);
             }
         }
         self.fanout.flush();

@@ -57,7 +57,7 @@ use tokio::sync::{mpsc, watch};
 use self::interest::Origin;
 use crate::auth::{Authenticator, Permissions};
 use crate::server::fanout::{ClientHandle, LinkStats};
-use crate::server::{Peers, ServerError, Shared, Subscription};
+use crate::server::{Account, Peers, ServerError, Shared, Subscription};
 
 pub use crate::server::deny::{js_denied, LinkDeny, JS_DENIED_PREFIXES};
 pub use interest::Interest;
@@ -418,8 +418,9 @@ pub struct LeafState {
     pub listen_addr: Option<SocketAddr>,
     /// The bound listener, until the server starts running.
     listener: Mutex<Option<TcpListener>>,
-    /// All interest and each link's view of it; see [`interest`].
-    pub(crate) interest: Mutex<Interest>,
+    /// Per account: all its interest and each of its links' view of it; see [`interest`].
+    /// A link is registered in the table of the account it is bound to.
+    interests: Mutex<HashMap<String, Arc<Mutex<Interest>>>>,
     /// The loop-detection subjects (`$LDS.<random>`) of this server's established links: a
     /// fresh one per connection (see [`LeafState::new_lds`]).
     lds: Mutex<HashSet<Box<[u8]>>>,
@@ -470,7 +471,7 @@ impl LeafState {
             opts,
             listen_addr: None,
             listener: Mutex::new(None),
-            interest: Mutex::new(Interest::default()),
+            interests: Mutex::new(HashMap::new()),
             lds: Mutex::new(HashSet::new()),
             entries: Mutex::new(entries),
             remotes: Mutex::new(remotes),
@@ -604,9 +605,21 @@ impl LeafState {
         Ok(())
     }
 
-    /// Locks the interest table (see [`interest`]).
-    pub(crate) fn interest(&self) -> MutexGuard<'_, Interest> {
-        self.interest.lock().unwrap_or_else(|e| e.into_inner())
+    /// The interest table of `account` (see [`interest`]), made on first use.
+    pub(crate) fn interest(&self, account: &str) -> Arc<Mutex<Interest>> {
+        let mut all = self.interests.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(table) = all.get(account) {
+            return table.clone();
+        }
+        let table = Arc::new(Mutex::new(Interest::default()));
+        all.insert(account.to_string(), table.clone());
+        table
+    }
+
+    /// Every account's interest table.
+    fn interest_tables(&self) -> Vec<Arc<Mutex<Interest>>> {
+        let all = self.interests.lock().unwrap_or_else(|e| e.into_inner());
+        all.values().cloned().collect()
     }
 
     fn lock_lds(&self) -> MutexGuard<'_, HashSet<Box<[u8]>>> {
@@ -721,7 +734,9 @@ impl LeafState {
         for (entry, old) in &stale {
             entry.lock().replaced = true;
             old.out.close();
-            self.interest().drop_origin(old.id);
+            for table in self.interest_tables() {
+                lock_interest(&table).drop_origin(old.id);
+            }
         }
         Ok(stale.len())
     }
@@ -737,8 +752,14 @@ pub(crate) struct NameTaken {
 }
 
 impl Peers for LeafState {
-    fn announce(&self, sub: &Subscription, edit: &mut dyn FnMut() -> Option<i64>) {
-        let mut interest = self.interest();
+    fn announce(
+        &self,
+        account: &Account,
+        sub: &Subscription,
+        edit: &mut dyn FnMut() -> Option<i64>,
+    ) {
+        let table = self.interest(account.name());
+        let mut interest = lock_interest(&table);
         if let Some(delta) = edit() {
             interest.change(&sub.subject, sub.queue.as_deref(), Origin::of(sub), delta);
         }
@@ -770,6 +791,11 @@ impl Peers for LeafState {
     fn stop(&self) {
         self.stop_remotes();
     }
+}
+
+/// Locks one account's interest table.
+pub(crate) fn lock_interest(table: &Mutex<Interest>) -> MutexGuard<'_, Interest> {
+    table.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A random token of upper-case letters and digits (for `$LDS.` subjects).

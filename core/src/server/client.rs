@@ -32,7 +32,7 @@ use super::info::{ConnectInfo, ServerInfo, NATS_FEATURE_LEVEL};
 use super::readbuf::ReadBuffer;
 use super::reply::Publisher;
 use super::stats::{ConnEntry, ConnMeta};
-use super::Shared;
+use super::{Account, Shared};
 use crate::auth::{Credentials, Permissions};
 use leaf_proto::printable::printable;
 use leaf_proto::subject::{is_valid_queue_name, is_valid_subject};
@@ -72,6 +72,8 @@ enum Close {
 /// The read side of one connection.
 struct Connection {
     shared: Arc<Shared>,
+    /// The account the connection belongs to (the global one until CONNECT says otherwise).
+    account: Arc<Account>,
     handle: Arc<ClientHandle>,
     peer: SocketAddr,
     limits: Limits,
@@ -211,6 +213,7 @@ impl Connection {
             permissions: None,
         });
         Connection {
+            account: shared.global().clone(),
             shared,
             handle,
             peer,
@@ -451,7 +454,7 @@ impl Connection {
             self.send_err(&text);
             return;
         }
-        let Some(result) = self.cache.lookup(&self.shared.sublist, msg.subject) else {
+        let Some(result) = self.cache.lookup(&self.account.sublist, msg.subject) else {
             self.send_err("'Invalid Publish Subject'");
             return;
         };
@@ -464,7 +467,7 @@ impl Connection {
             return;
         }
         let no_echo = (!self.connect.echo).then_some(self.handle.id);
-        self.fanout.fan_out(&self.shared, &result, &msg, no_echo);
+        self.fanout.fan_out(&self.account, &result, &msg, no_echo);
     }
 
     /// Whether the client may publish on `subject` (cached). A request to this server's
@@ -573,7 +576,7 @@ impl Connection {
             sid,
             deny_check,
         ));
-        if let Err(e) = self.shared.add_subscription(&SubRef(sub.clone())) {
+        if let Err(e) = self.account.add_subscription(&SubRef(sub.clone())) {
             debug!(cid = self.handle.id, error = %e, "subscription refused");
             self.send_err("'Invalid Subject'");
             return;
@@ -611,7 +614,7 @@ impl Connection {
 
     fn remove_subscription(&self, sub: &Arc<Subscription>) {
         if sub.finish() {
-            self.shared.remove_subscription(&SubRef(sub.clone()));
+            self.account.remove_subscription(&SubRef(sub.clone()));
         }
     }
 

@@ -3,7 +3,7 @@
 //! This is the message path shared by client connections (which publish what their clients
 //! send), leafnode links (which publish what the other server forwards, see
 //! [`Fanout::fan_out_from_link`]) and the server's own components (JetStream replies), which
-//! publish with [`Shared::publish`] and receive through [`InternalSink`] subscriptions.
+//! publish with [`Account::publish`](super::Account::publish) and receive through [`InternalSink`] subscriptions.
 //!
 //! A [`Fanout`] holds the per-publisher delivery state: the set of connections written to since
 //! the last flush (their writers are woken once per batch, not per message) and the
@@ -30,7 +30,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::outbound::{AppendOutcome, Outbound, SHARE_THRESHOLD};
 use super::reply::Publisher;
-use super::Shared;
+use super::Account;
 use crate::auth::Permissions;
 use crate::budget::Budget;
 use crate::sublist::{MatchResult, Sublist};
@@ -192,7 +192,7 @@ pub struct Msg<'a> {
 ///
 /// A sink that answers requests turns the message's reply subject into a
 /// [`ReplyTo`](super::ReplyTo) with `from.reply_to(reply)` and answers through
-/// [`Shared::answer`]: the requester can then make it publish only where it could publish
+/// [`Account::answer`](super::Account::answer): the requester can then make it publish only where it could publish
 /// itself (see [`super::reply`]).
 pub trait InternalSink: Send + Sync {
     /// One message matching the subscription, published by `from`.
@@ -403,12 +403,12 @@ impl Fanout {
     /// messages. Returns how many deliveries were made (a link counts once).
     pub fn fan_out(
         &mut self,
-        shared: &Shared,
+        account: &Account,
         result: &MatchResult<SubRef>,
         msg: &Msg<'_>,
         no_echo: Option<u64>,
     ) -> usize {
-        self.fan_out_inner(shared, result, msg, no_echo, None)
+        self.fan_out_inner(account, result, msg, no_echo, None)
     }
 
     /// Delivers a message received from the leafnode link `link_id`: to every plain
@@ -416,19 +416,19 @@ impl Fanout {
     /// `queues` (none when it is empty), as nats-server does with an `LMSG`.
     pub fn fan_out_from_link(
         &mut self,
-        shared: &Shared,
+        account: &Account,
         result: &MatchResult<SubRef>,
         msg: &Msg<'_>,
         link_id: u64,
         queues: QueueNames<'_>,
     ) -> usize {
-        self.fan_out_inner(shared, result, msg, Some(link_id), Some(queues))
+        self.fan_out_inner(account, result, msg, Some(link_id), Some(queues))
     }
 
     /// `queue_filter`: `None` serves every queue group, `Some(names)` only those named.
     fn fan_out_inner(
         &mut self,
-        shared: &Shared,
+        account: &Account,
         result: &MatchResult<SubRef>,
         msg: &Msg<'_>,
         no_echo: Option<u64>,
@@ -443,7 +443,7 @@ impl Fanout {
                 }
                 continue;
             }
-            delivered += usize::from(self.deliver(shared, sub, msg, no_echo, &mut bodies));
+            delivered += usize::from(self.deliver(account, sub, msg, no_echo, &mut bodies));
         }
         for group in &result.queues {
             if let Some(filter) = &queue_filter {
@@ -469,7 +469,7 @@ impl Fanout {
                     }
                     continue;
                 }
-                if self.deliver(shared, member, msg, no_echo, &mut bodies) {
+                if self.deliver(account, member, msg, no_echo, &mut bodies) {
                     delivered += 1;
                     done = true;
                     break;
@@ -549,7 +549,7 @@ impl Fanout {
     /// subscription ended, denied, or the subscriber is gone), so a queue group can try another.
     fn deliver(
         &mut self,
-        shared: &Shared,
+        account: &Account,
         sub_ref: &SubRef,
         msg: &Msg<'_>,
         no_echo: Option<u64>,
@@ -574,7 +574,7 @@ impl Fanout {
                 return false;
             }
             if n == max && sub.finish() {
-                shared.remove_subscription(sub_ref);
+                account.remove_subscription(sub_ref);
             }
         }
         let client = match &sub.target {
@@ -737,12 +737,12 @@ mod tests {
     use super::*;
     use crate::server::{Server, ServerOptions};
 
-    async fn shared() -> Arc<Shared> {
+    async fn shared() -> Arc<Account> {
         let opts = ServerOptions {
             port: 0,
             ..ServerOptions::default()
         };
-        Server::bind(opts).await.unwrap().shared().clone()
+        Server::bind(opts).await.unwrap().shared().global().clone()
     }
 
     fn handle(id: u64, leaf: bool) -> Arc<ClientHandle> {
@@ -760,7 +760,7 @@ mod tests {
         Arc::new(h)
     }
 
-    fn sub(shared: &Shared, h: &Arc<ClientHandle>, subject: &str, queue: Option<&str>) {
+    fn sub(shared: &Account, h: &Arc<ClientHandle>, subject: &str, queue: Option<&str>) {
         let target = match h.kind {
             ConnKind::Leaf(_) => SubTarget::Leaf(h.clone()),
             ConnKind::Client => SubTarget::Client(h.clone()),
@@ -775,7 +775,7 @@ mod tests {
         shared.add_subscription(&SubRef(Arc::new(s))).unwrap();
     }
 
-    fn route(shared: &Shared, from_link: Option<(u64, &[u8])>, subject: &str) -> usize {
+    fn route(shared: &Account, from_link: Option<(u64, &[u8])>, subject: &str) -> usize {
         let msg = Msg {
             subject: subject.as_bytes(),
             reply: None,

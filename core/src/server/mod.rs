@@ -2,15 +2,17 @@
 //!
 //! One task per connection reads and routes (see [`client`]); one task per connection writes
 //! (see [`outbound`]). There is no central router task: the task that reads a `PUB` looks the
-//! subject up in the shared [`Sublist`] (through a per-connection cache) and appends the message
+//! subject up in its account's sublist (through a per-connection cache) and appends the message
 //! straight into each subscriber's outbound queue, so a message crosses no channel and is copied
 //! at most once per subscriber (large payloads not at all).
 //!
-//! Every subscription change goes through [`Shared::add_subscription`],
-//! [`Shared::remove_subscription`] or [`Shared::reweigh_subscription`]: with links to other
+//! Every connection belongs to one [`Account`] (see [`account`]): its subject space. Every
+//! subscription change goes through [`Account::add_subscription`],
+//! [`Account::remove_subscription`] or [`Account::reweigh_subscription`]: with links to other
 //! servers configured these also tell them (see [`Peers`]; the leafnode layer implements it,
 //! this module knows nothing else of it).
 
+pub mod account;
 pub mod client;
 pub mod deny;
 pub mod fanout;
@@ -33,8 +35,8 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tracing::{debug, info, warn};
 
 use crate::auth::Authenticator;
-use crate::sublist::{MatchResult, QueueGroup, Sublist, SublistError};
 
+pub use account::{Account, Accounts, GLOBAL_ACCOUNT};
 pub use fanout::{
     ClientHandle, ConnKind, Fanout, InternalSink, LeafPeer, LinkStats, Msg, SubRef, SubTarget,
     Subscription,
@@ -76,6 +78,8 @@ pub struct ServerOptions {
     pub auth_timeout: Duration,
     /// Who may connect.
     pub auth: Authenticator,
+    /// The accounts besides the global one (`$G`), each its own subject space.
+    pub accounts: Vec<String>,
 }
 
 impl Default for ServerOptions {
@@ -96,6 +100,7 @@ impl Default for ServerOptions {
             write_deadline: Duration::from_secs(10),
             auth_timeout: Duration::from_secs(2),
             auth: Authenticator::Open,
+            accounts: Vec::new(),
         }
     }
 }
@@ -106,12 +111,13 @@ pub struct Shared {
     pub opts: ServerOptions,
     /// This process's server id.
     pub server_id: String,
-    /// All subscriptions of all clients.
-    pub sublist: Sublist<SubRef>,
+    /// The accounts: each its own subject space (the global one, `$G`, always there).
+    pub accounts: account::Accounts,
     /// The address the listener is bound to.
     pub local_addr: SocketAddr,
-    /// Links to other servers (leafnode links), told about every interest change; `None`
-    /// when none are configured (then subscription changes take no extra lock).
+    /// Links to other servers (leafnode links), told about every interest change of every
+    /// account; `None` when none are configured (then subscription changes take no extra
+    /// lock).
     pub peers: Option<Arc<dyn Peers>>,
     pub(crate) next_client_id: AtomicU64,
     /// Set once JetStream serves this server's clients (INFO's `jetstream`).
@@ -124,236 +130,10 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// Publishes a message from inside the server (no client connection): JetStream replies,
-    /// messages arriving over a leaf link. Returns how many subscriptions it was delivered to.
-    /// It never waits for slow subscribers; their own limits bound what they queue.
-    ///
-    /// An answer to a request goes through [`Shared::answer`] instead.
-    pub fn publish(&self, msg: &Msg<'_>) -> usize {
-        let result = self.sublist.matches(msg.subject);
-        self.deliver(&result, msg)
-    }
-
-    /// Answers a request: publishes `headers` and `payload` on `to`'s subject, to whoever
-    /// `to` allows (everyone, or only the requester: see [`reply`]). A confined answer that
-    /// reaches nobody is counted and logged. Returns how many subscriptions it was delivered
-    /// to.
-    pub fn answer(&self, to: &ReplyTo, headers: Option<&[u8]>, payload: &[u8]) -> usize {
-        let msg = Msg {
-            subject: to.subject().as_bytes(),
-            reply: None,
-            headers,
-            payload,
-        };
-        let result = self.sublist.matches(msg.subject);
-        let delivered = match to.narrow(&result) {
-            None => self.deliver(&result, &msg),
-            Some(mine) => self.deliver(&mine, &msg),
-        };
-        if delivered == 0 && to.confined_to().is_some() {
-            self.stats.replies_refused.record(to);
-        }
-        delivered
-    }
-
-    /// Delivers `msg` to `result` without waiting for anybody.
-    fn deliver(&self, result: &MatchResult<SubRef>, msg: &Msg<'_>) -> usize {
-        if result.is_empty() {
-            return 0;
-        }
-        let mut fanout = Fanout::default();
-        let delivered = fanout.fan_out(self, result, msg, None);
-        fanout.flush();
-        fanout.clear_stalled();
-        delivered
-    }
-
-    /// Publishes a message from inside the server whose form depends on who receives it, as
-    /// JetStream delivers a stored message to a consumer's deliver subject `to`: subscribers
-    /// of this server get `local` (the stored subject, the ack reply); links to other servers
-    /// get it under `to` (the subject the other side routes on) with the reply
-    /// `linked_reply()` (made only if a link is among the receivers). A queue group with a
-    /// local member stays local. Returns how many subscriptions it was delivered to.
-    pub fn publish_split(
-        &self,
-        to: &[u8],
-        local: &Msg<'_>,
-        linked_reply: impl FnOnce() -> String,
-    ) -> usize {
-        let result = self.sublist.matches(to);
-        self.deliver_split(&result, to, local, linked_reply)
-    }
-
-    /// [`Shared::publish_split`] for an answer to a request (a pull request's messages): only
-    /// to whoever `to` allows, as [`Shared::answer`].
-    pub fn answer_split(
-        &self,
-        to: &ReplyTo,
-        local: &Msg<'_>,
-        linked_reply: impl FnOnce() -> String,
-    ) -> usize {
-        let subject = to.subject().as_bytes();
-        let result = self.sublist.matches(subject);
-        let delivered = match to.narrow(&result) {
-            None => self.deliver_split(&result, subject, local, linked_reply),
-            Some(mine) => self.deliver_split(&mine, subject, local, linked_reply),
-        };
-        if delivered == 0 && to.confined_to().is_some() {
-            self.stats.replies_refused.record(to);
-        }
-        delivered
-    }
-
-    /// Delivers as [`Shared::publish_split`] to `result` (the subscriptions matching `to`).
-    fn deliver_split(
-        &self,
-        result: &MatchResult<SubRef>,
-        to: &[u8],
-        local: &Msg<'_>,
-        linked_reply: impl FnOnce() -> String,
-    ) -> usize {
-        if result.is_empty() {
-            return 0;
-        }
-        let remote = |s: &SubRef| matches!(s.0.target, SubTarget::Leaf(_));
-        let mut fanout = Fanout::default();
-        let any_remote = result.plain.iter().any(remote)
-            || result.queues.iter().any(|g| g.members.iter().any(remote));
-        let mut delivered = 0;
-        if !any_remote {
-            delivered += fanout.fan_out(self, result, local, None);
-        } else {
-            // Queue groups stay local when they have a local member.
-            let mut near = MatchResult::new();
-            let mut far = MatchResult::new();
-            for sub in &result.plain {
-                let side = if remote(sub) { &mut far } else { &mut near };
-                side.plain.push(sub.clone());
-            }
-            for group in &result.queues {
-                let (remote_members, local_members): (Vec<SubRef>, Vec<SubRef>) =
-                    group.members.iter().cloned().partition(|m| remote(m));
-                let (side, members) = if local_members.is_empty() {
-                    (&mut far, remote_members)
-                } else {
-                    (&mut near, local_members)
-                };
-                side.queues.push(QueueGroup {
-                    name: group.name.clone(),
-                    members,
-                });
-            }
-            if !near.is_empty() {
-                delivered += fanout.fan_out(self, &near, local, None);
-            }
-            if !far.is_empty() {
-                let reply = linked_reply();
-                let linked = Msg {
-                    subject: to,
-                    reply: Some(reply.as_bytes()),
-                    headers: local.headers,
-                    payload: local.payload,
-                };
-                delivered += fanout.fan_out(self, &far, &linked, None);
-            }
-        }
-        fanout.flush();
-        fanout.clear_stalled();
-        delivered
-    }
-
-    /// Whether anything (a client, a component, a link) is subscribed to `subject`.
-    pub fn has_interest(&self, subject: &[u8]) -> bool {
-        !self.sublist.matches(subject).is_empty()
-    }
-
-    /// Whether an answer to `to` would reach anybody (see [`Shared::answer`]).
-    pub fn has_answer_interest(&self, to: &ReplyTo) -> bool {
-        let result = self.sublist.matches(to.subject().as_bytes());
-        match to.narrow(&result) {
-            None => !result.is_empty(),
-            Some(mine) => !mine.is_empty(),
-        }
-    }
-
-    /// Subscribes a component of the server to `subject` (optionally in a queue group): every
-    /// matching message is handed to `sink`.
-    pub fn subscribe_internal(
-        &self,
-        subject: &[u8],
-        queue: Option<&[u8]>,
-        sink: Arc<dyn InternalSink>,
-    ) -> Result<SubRef, SublistError> {
-        let sub = SubRef(Arc::new(Subscription::new(
-            SubTarget::Internal(sink),
-            subject,
-            queue,
-            b"",
-            None,
-        )));
-        self.add_subscription(&sub)?;
-        Ok(sub)
-    }
-
-    /// Removes a subscription made with [`Shared::subscribe_internal`].
-    pub fn unsubscribe_internal(&self, sub: &SubRef) {
-        if sub.0.finish() {
-            self.remove_subscription(sub);
-        }
-    }
-
-    /// Adds `sub` to the sublist (the one place subscriptions are added). With peers, under
-    /// their interest lock, and every link that should hear about it is told.
-    pub fn add_subscription(&self, sub: &SubRef) -> Result<(), SublistError> {
-        let s = &sub.0;
-        let Some(peers) = &self.peers else {
-            return self
-                .sublist
-                .insert(&s.subject, s.queue.as_deref(), sub.clone());
-        };
-        let mut inserted = Ok(());
-        peers.announce(s, &mut || {
-            inserted = self
-                .sublist
-                .insert(&s.subject, s.queue.as_deref(), sub.clone());
-            inserted.is_ok().then(|| i64::from(s.weight()))
-        });
-        inserted
-    }
-
-    /// Removes `sub` from the sublist (the one place subscriptions are removed; callers mark
-    /// it finished first). Returns false if it was not there.
-    pub fn remove_subscription(&self, sub: &SubRef) -> bool {
-        let s = &sub.0;
-        let Some(peers) = &self.peers else {
-            return matches!(
-                self.sublist.remove(&s.subject, s.queue.as_deref(), sub),
-                Ok(true)
-            );
-        };
-        let mut removed = false;
-        peers.announce(s, &mut || {
-            removed = matches!(
-                self.sublist.remove(&s.subject, s.queue.as_deref(), sub),
-                Ok(true)
-            );
-            removed.then(|| -i64::from(s.weight()))
-        });
-        removed
-    }
-
-    /// Changes the queue weight of a link's queue subscription (a repeated `LS+` with a new
-    /// weight) and tells the other links.
-    pub fn reweigh_subscription(&self, sub: &SubRef, weight: u32) {
-        let s = &sub.0;
-        let Some(peers) = &self.peers else {
-            s.weight.store(weight, std::sync::atomic::Ordering::Relaxed);
-            return;
-        };
-        peers.announce(s, &mut || {
-            let old = s.weight.swap(weight, std::sync::atomic::Ordering::Relaxed);
-            (!s.is_done()).then(|| i64::from(weight) - i64::from(old))
-        });
+    /// The global account (`$G`): every client, link and component not bound to an account
+    /// of its own.
+    pub fn global(&self) -> &Arc<Account> {
+        self.accounts.global()
     }
 }
 
@@ -399,15 +179,21 @@ impl Server {
         let local_addr = listener
             .local_addr()
             .map_err(|source| ServerError::Bind { addr, source })?;
+        let stats = stats::ServerStats::default();
+        let accounts = account::Accounts::new(
+            opts.accounts.iter().map(String::as_str),
+            peers.clone(),
+            &stats.replies_refused,
+        );
         let shared = Arc::new(Shared {
             server_id: info::new_server_id(),
-            sublist: Sublist::new(),
+            accounts,
             local_addr,
             peers,
             next_client_id: AtomicU64::new(1),
             jetstream: std::sync::atomic::AtomicBool::new(false),
             js_domain: std::sync::OnceLock::new(),
-            stats: stats::ServerStats::default(),
+            stats,
             opts,
         });
         Ok(Server { shared, listener })
@@ -496,7 +282,7 @@ mod tests {
     use tokio::net::TcpStream;
 
     /// Answers every request with its payload reversed, through `Shared::publish`.
-    struct Reverser(Weak<Shared>);
+    struct Reverser(Weak<Account>);
 
     impl InternalSink for Reverser {
         fn deliver(&self, msg: &Msg<'_>, _: &Publisher) {
@@ -532,8 +318,9 @@ mod tests {
         .unwrap();
         let addr = server.local_addr();
         let shared = server.shared().clone();
-        let sink = Arc::new(Reverser(Arc::downgrade(&shared)));
+        let sink = Arc::new(Reverser(Arc::downgrade(shared.global())));
         let sub = shared
+            .global()
             .subscribe_internal(b"svc.reverse", None, sink)
             .unwrap();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -559,13 +346,13 @@ mod tests {
         assert_eq!(read_line(&mut reader).await, "PONG\r\n");
 
         // Once unsubscribed, the request has no taker.
-        shared.unsubscribe_internal(&sub);
+        shared.global().unsubscribe_internal(&sub);
         write
             .write_all(b"PUB svc.reverse answers 3\r\nabc\r\nPING\r\n")
             .await
             .unwrap();
         assert_eq!(read_line(&mut reader).await, "PONG\r\n");
-        assert_eq!(shared.sublist.count(), 1);
+        assert_eq!(shared.global().sublist.count(), 1);
 
         let _ = stop_tx.send(());
         tokio::time::timeout(Duration::from_secs(5), running)

@@ -10,15 +10,20 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, watch};
 
-use super::{Shared, Subscription};
+use super::{Account, Shared, Subscription};
 
 /// Links to other servers: interest announcement and their life with the server.
 pub trait Peers: Send + Sync {
-    /// Runs `edit`, one change of the sublist for `sub`, under the peers' interest lock; when
-    /// it returns a weight change (the members `sub` adds, `+weight`, or takes away), the
-    /// peers that should hear about it are told (`LS+`/`LS-`). Holding the lock across the
-    /// sublist change keeps each link's view exact.
-    fn announce(&self, sub: &Subscription, edit: &mut dyn FnMut() -> Option<i64>);
+    /// Runs `edit`, one change of `account`'s sublist for `sub`, under the peers' interest
+    /// lock; when it returns a weight change (the members `sub` adds, `+weight`, or takes
+    /// away), the peers of that account that should hear about it are told (`LS+`/`LS-`).
+    /// Holding the lock across the sublist change keeps each link's view exact.
+    fn announce(
+        &self,
+        account: &Account,
+        sub: &Subscription,
+        edit: &mut dyn FnMut() -> Option<i64>,
+    );
 
     /// The server starts serving: the peers start their tasks (listeners, outgoing links).
     /// Each task holds a clone of `done` until it ends and stops when `stop` turns true; the

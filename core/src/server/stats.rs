@@ -82,7 +82,7 @@ pub struct ServerStats {
     pub slow_consumers: AtomicU64,
     /// Answers of the server's responders dropped because the requester may not publish to
     /// the reply subject and is not subscribed to it (see [`super::reply`]).
-    pub replies_refused: super::reply::Refusals,
+    pub replies_refused: Arc<super::reply::Refusals>,
     /// What closed connections counted.
     closed: LinkStats,
     conns: Mutex<HashMap<u64, Arc<ConnEntry>>>,
@@ -94,7 +94,7 @@ impl Default for ServerStats {
             start: SystemTime::now(),
             total_connections: AtomicU64::new(0),
             slow_consumers: AtomicU64::new(0),
-            replies_refused: super::reply::Refusals::default(),
+            replies_refused: Arc::default(),
             closed: LinkStats::default(),
             conns: Mutex::new(HashMap::new()),
         }

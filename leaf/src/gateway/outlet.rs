@@ -55,7 +55,7 @@ impl Outlet {
             return Err(GatewayError::Subject(subject.to_owned()));
         }
         let shared = self.shared.upgrade().ok_or(GatewayError::Stopped)?;
-        Ok(shared.publish(&Msg {
+        Ok(shared.global().publish(&Msg {
             subject: subject.as_bytes(),
             reply: None,
             headers,
@@ -79,6 +79,7 @@ impl Outlet {
             dropped: std::sync::atomic::AtomicU64::new(0),
         });
         let sub = shared
+            .global()
             .subscribe_internal(subject.as_bytes(), None, sink.clone())
             .map_err(|_| GatewayError::Subject(subject.to_owned()))?;
         Ok(Requests {
@@ -95,7 +96,7 @@ impl Outlet {
         let (Some(reply), Some(shared)) = (&request.reply, self.shared.upgrade()) else {
             return;
         };
-        shared.answer(reply, None, payload);
+        shared.global().answer(reply, None, payload);
     }
 }
 
@@ -133,7 +134,7 @@ impl Requests {
 impl Drop for Requests {
     fn drop(&mut self) {
         if let (Some(sub), Some(shared)) = (self.sub.take(), self.outlet.shared.upgrade()) {
-            shared.unsubscribe_internal(&sub);
+            shared.global().unsubscribe_internal(&sub);
         }
     }
 }

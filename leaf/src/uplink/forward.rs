@@ -316,7 +316,7 @@ impl Forwarder {
         self.read_ahead.clear();
         self.pending_api.clear();
         if let Some(t) = self.tail.take() {
-            self.shared.unsubscribe_internal(&t.interest);
+            self.shared.global().unsubscribe_internal(&t.interest);
         }
         self.link = None;
         self.status.update(|s| s.state = State::Offline);
@@ -826,7 +826,7 @@ impl Forwarder {
         // nats-server delivers a push consumer's messages across a leafnode link only to
         // interest in the literal deliver subject: the wildcard of the uplink's replies is
         // not enough. The deliveries reach the uplink through that wildcard.
-        let interest = match self.shared.subscribe_internal(
+        let interest = match self.shared.global().subscribe_internal(
             deliver.as_bytes(),
             None,
             Arc::new(tail::Interest),
@@ -859,7 +859,7 @@ impl Forwarder {
         let Some(t) = self.tail.take() else {
             return;
         };
-        self.shared.unsubscribe_internal(&t.interest);
+        self.shared.global().unsubscribe_internal(&t.interest);
         for name in t.consumers {
             let api = format!("CONSUMER.DELETE.{}.{name}", self.cfg.hub_stream);
             let _ = self.send_api(link, &api, b"");

@@ -305,6 +305,7 @@ impl Uplinks {
             let reply_prefix = format!("{REPLY_PREFIX}{token}.");
             let (sink, answers) = hub::answer_queue(reply_prefix.clone());
             shared
+                .global()
                 .subscribe_internal(format!("{reply_prefix}>").as_bytes(), None, Arc::new(sink))
                 .map_err(|e| UplinkError::Subscribe {
                     name: cfg.name.clone(),

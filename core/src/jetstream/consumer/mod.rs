@@ -53,7 +53,7 @@ use super::handle::{self, Cmd, ConsumerHandle, Lag};
 use super::retention::{AckView, SharedView};
 use super::stream::Stream;
 use crate::budget;
-use crate::server::{Msg, ReplyTo, Shared};
+use crate::server::{Account, Msg, ReplyTo};
 use leaf_proto::headers;
 use leaf_proto::subject::subject_matches;
 use leaf_proto::time::{now_ns, rfc3339};
@@ -132,7 +132,7 @@ type WriteFuture = Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send>>;
 pub(crate) fn start(
     stream: &Arc<Stream>,
     store: Store,
-    server: Weak<Shared>,
+    server: Weak<Account>,
     config: ConsumerConfig,
     created_ns: i64,
     stored: Option<Vec<u8>>,
@@ -214,7 +214,7 @@ struct Task {
     filters: Vec<String>,
     created_ns: i64,
     store: Store,
-    server: Weak<Shared>,
+    server: Weak<Account>,
     state: State,
     /// Messages at or after `next_sseq` matching the filters (plus the `lps` list).
     num_pending: u64,

@@ -85,6 +85,7 @@ pub async fn bench_events(events: u64) -> BenchReport {
         done: Notify::new(),
     });
     let sub = shared
+        .global()
         .subscribe_internal(b"gpio.>", None, counter.clone())
         .expect("subscribe");
     let (source, sim) = SimSource::new();
@@ -132,7 +133,7 @@ pub async fn bench_events(events: u64) -> BenchReport {
     let elapsed = start.elapsed();
     let dropped = registry.sources().first().map_or(0, |s| s.get("dropped"));
     task.abort();
-    shared.unsubscribe_internal(&sub);
+    shared.global().unsubscribe_internal(&sub);
     drop(server);
     BenchReport {
         events: counter.count.load(Ordering::Relaxed),

@@ -83,10 +83,12 @@ async fn harness(board: &str, group: GpioGroup, chip: Option<(&str, Vec<String>)
     let shared = server.shared().clone();
     let (tx, messages) = mpsc::unbounded_channel();
     shared
+        .global()
         .subscribe_internal(b"gpio.>", None, Arc::new(Capture(tx)))
         .unwrap();
     let (tx, replies) = mpsc::unbounded_channel();
     shared
+        .global()
         .subscribe_internal(b"_INBOX.>", None, Arc::new(Capture(tx)))
         .unwrap();
     let (source, sim) = SimSource::new();
@@ -148,7 +150,7 @@ impl Harness {
 
     /// Sends a request and returns the reply (`None` if none comes within 5 s).
     async fn request(&mut self, subject: &str, body: &str) -> Option<serde_json::Value> {
-        self.shared.publish(&Msg {
+        self.shared.global().publish(&Msg {
             subject: subject.as_bytes(),
             reply: Some(b"_INBOX.test"),
             headers: None,
@@ -335,6 +337,7 @@ async fn pi5_lines_resolve_by_board_name_alias_and_offset() {
     // The capture listens on gpio.>; listen on site.> too.
     let (tx, mut site) = mpsc::unbounded_channel();
     h.shared
+        .global()
         .subscribe_internal(b"site.>", None, Arc::new(Capture(tx)))
         .unwrap();
     h.sim.set_level("PIN11", true, MS);
@@ -440,7 +443,7 @@ async fn outputs_set_and_get_through_request_reply() {
     assert_eq!(h.sim.level("GPIO27"), Some(true));
 
     // Lines that are not configured are not served at all.
-    let delivered = h.shared.publish(&Msg {
+    let delivered = h.shared.global().publish(&Msg {
         subject: b"gpio.rpi4.GPIO5.set",
         reply: Some(b"_INBOX.x"),
         headers: None,
