@@ -173,8 +173,10 @@ pub struct Node {
     pub server: Server,
     /// Its leafnode links.
     pub leaf: Option<Arc<LeafState>>,
-    /// JetStream, started.
+    /// JetStream of the global account, started (see [`account_jetstreams`]).
     pub jetstream: Option<JetStream>,
+    /// JetStream of each configured account that has it, by account name.
+    pub account_jetstreams: Vec<(String, JetStream)>,
 }
 
 impl Node {
@@ -207,17 +209,46 @@ impl Node {
             nats_level = crate::server::info::NATS_FEATURE_LEVEL,
             "{name} starting"
         );
-        let jetstream = match js_options {
-            Some(options) => Some(
-                JetStream::start(server.shared(), server.shared().global(), options)
-                    .map_err(|e| e.to_string())?,
-            ),
-            None => None,
-        };
+        let mut jetstream = None;
+        let mut account_jetstreams = Vec::new();
+        if let Some(options) = js_options {
+            let shared = server.shared();
+            for (name, options) in account_jetstream_options(cfg, &options) {
+                let account = match &name {
+                    None => shared.global().clone(),
+                    Some(name) => shared
+                        .accounts
+                        .get(name)
+                        .ok_or_else(|| format!("accounts.{name}: unknown account"))?,
+                };
+                let js = JetStream::start(shared, &account, options).map_err(|e| match &name {
+                    None => e.to_string(),
+                    Some(name) => format!("accounts.{name}.jetstream: {e}"),
+                })?;
+                match name {
+                    None => jetstream = Some(js),
+                    Some(name) => account_jetstreams.push((name, js)),
+                }
+            }
+            // Accounts without JetStream say so to whoever calls their API.
+            let with_js: Vec<&str> = account_jetstreams.iter().map(|(n, _)| n.as_str()).collect();
+            for account in shared.accounts.all() {
+                let has = if account.is_global() {
+                    jetstream.is_some()
+                } else {
+                    with_js.contains(&account.name())
+                };
+                if !has {
+                    crate::jetstream::disabled::serve_not_enabled(&account)
+                        .map_err(|e| e.to_string())?;
+                }
+            }
+        }
         Ok(Node {
             server,
             leaf,
             jetstream,
+            account_jetstreams,
         })
     }
 
@@ -305,23 +336,30 @@ pub fn leaf_options(cfg: &Config) -> LeafOptions {
             let entry = User {
                 password: auth.password.clone().unwrap_or_default(),
                 permissions: None,
+                account: None,
             };
             (user.clone(), entry)
         })
         .collect();
+    let mut nkey_accounts = HashMap::new();
     for u in &auth.users {
         let permissions = permissions_of(&u.permissions);
+        let account: Option<Arc<str>> = u.account.as_deref().map(Arc::from);
         match &u.login {
             config::LeafLogin::Password { user, password } => {
                 let entry = User {
                     password: password.clone(),
                     permissions,
+                    account,
                 };
                 password_users.insert(user.clone(), entry);
             }
             config::LeafLogin::Nkey(key) => {
                 if let Some(permissions) = permissions {
                     nkey_permissions.insert(key.trim().to_owned(), permissions);
+                }
+                if let Some(account) = account {
+                    nkey_accounts.insert(key.trim().to_owned(), account);
                 }
             }
         }
@@ -363,6 +401,7 @@ pub fn leaf_options(cfg: &Config) -> LeafOptions {
         auth,
         nkeys,
         nkey_permissions,
+        nkey_accounts,
         auth_timeout: ln.authorization.timeout,
         remotes,
         reconnect_max: ln.reconnect,
@@ -406,6 +445,7 @@ pub fn remote_options(r: &config::Remote, index: usize) -> Result<RemoteOptions,
         }),
         tls,
         auth,
+        account: r.account.clone(),
     })
 }
 
@@ -442,6 +482,37 @@ pub fn jetstream_options(
     })
 }
 
+/// Which accounts get a JetStream, each with its options (`None`: the global account): as in
+/// nats-server, the global account alone when no configured account enables JetStream, else
+/// exactly the accounts that do. A configured account's store is `accounts/<name>` under the
+/// store directory, limited by its own `max_file`/`max_mem` where set, else by the server's.
+pub fn account_jetstream_options(
+    cfg: &Config,
+    server: &JetStreamOptions,
+) -> Vec<(Option<String>, JetStreamOptions)> {
+    let enabled: Vec<_> = cfg
+        .accounts
+        .iter()
+        .filter(|(_, a)| a.jetstream.enabled)
+        .collect();
+    if enabled.is_empty() {
+        return vec![(None, server.clone())];
+    }
+    enabled
+        .into_iter()
+        .map(|(name, account)| {
+            let js = &account.jetstream;
+            let options = JetStreamOptions {
+                store_dir: server.store_dir.join("accounts").join(name),
+                domain: server.domain.clone(),
+                max_file_bytes: js.max_file.or(server.max_file_bytes),
+                max_memory_bytes: js.max_memory.or(server.max_memory_bytes),
+            };
+            (Some(name.clone()), options)
+        })
+        .collect()
+}
+
 /// The server options a configuration describes.
 pub fn server_options(cfg: &Config, name: &'static str) -> ServerOptions {
     ServerOptions {
@@ -462,7 +533,7 @@ pub fn server_options(cfg: &Config, name: &'static str) -> ServerOptions {
         write_deadline: cfg.write_deadline,
         auth_timeout: cfg.authorization.timeout,
         auth: authenticator(cfg),
-        accounts: Vec::new(),
+        accounts: cfg.accounts.keys().cloned().collect(),
     }
 }
 
@@ -478,15 +549,24 @@ fn authenticator(cfg: &Config) -> Authenticator {
             User {
                 password: auth.password.clone().unwrap_or_default(),
                 permissions: None,
+                account: None,
             },
         );
     }
-    for u in &auth.users {
+    let global = auth.users.iter().map(|u| (u, None));
+    let in_accounts = cfg.accounts.iter().flat_map(|(name, account)| {
+        let name: Arc<str> = Arc::from(name.as_str());
+        account.users.iter().map(move |u| (u, Some(name.clone())))
+    });
+    // User names are unique across `authorization` and every account (the configuration's
+    // validation refuses duplicates).
+    for (u, account) in global.chain(in_accounts) {
         users.insert(
             u.user.clone(),
             User {
                 password: u.password.clone().unwrap_or_default(),
                 permissions: permissions_of(&u.permissions),
+                account,
             },
         );
     }

@@ -88,6 +88,17 @@ pub struct User {
     pub password: String,
     /// `None`: may do anything.
     pub permissions: Option<Arc<Permissions>>,
+    /// The account the user belongs to (`None`: the global account).
+    pub account: Option<Arc<str>>,
+}
+
+/// What a successful login grants: the user's permissions and account.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Grant {
+    /// What the client may publish and subscribe to (`None`: anything).
+    pub permissions: Option<Arc<Permissions>>,
+    /// The account it belongs to (`None`: the global account).
+    pub account: Option<Arc<str>>,
 }
 
 /// How clients must authenticate.
@@ -137,15 +148,12 @@ impl Authenticator {
         !matches!(self, Authenticator::Open)
     }
 
-    /// Checks credentials; on success returns the user's permissions (`None` = unrestricted).
-    pub fn authenticate(
-        &self,
-        creds: Credentials<'_>,
-    ) -> Result<Option<Arc<Permissions>>, AuthError> {
+    /// Checks credentials; on success returns what the user may do and its account.
+    pub fn authenticate(&self, creds: Credentials<'_>) -> Result<Grant, AuthError> {
         match self {
-            Authenticator::Open => Ok(None),
+            Authenticator::Open => Ok(Grant::default()),
             Authenticator::Token(token) => match creds.token {
-                Some(t) if secret_matches(t, token) => Ok(None),
+                Some(t) if secret_matches(t, token) => Ok(Grant::default()),
                 _ => Err(AuthError::BadToken),
             },
             Authenticator::Users(users) => {
@@ -155,7 +163,10 @@ impl Authenticator {
                     .ok_or_else(|| AuthError::UnknownUser(name.to_string()))?;
                 let pass = creds.pass.unwrap_or("");
                 if secret_matches(pass, &user.password) {
-                    Ok(user.permissions.clone())
+                    Ok(Grant {
+                        permissions: user.permissions.clone(),
+                        account: user.account.clone(),
+                    })
                 } else {
                     Err(AuthError::BadPassword(name.to_string()))
                 }
@@ -266,6 +277,7 @@ mod tests {
             User {
                 password: "pw".into(),
                 permissions: None,
+                account: Some("A".into()),
             },
         );
         let auth = Authenticator::Users(users);
@@ -274,7 +286,13 @@ mod tests {
             pass: Some("pw"),
             token: None,
         };
-        assert_eq!(auth.authenticate(ok), Ok(None));
+        assert_eq!(
+            auth.authenticate(ok),
+            Ok(Grant {
+                permissions: None,
+                account: Some("A".into()),
+            })
+        );
         let bad = Credentials {
             pass: Some("nope"),
             ..ok

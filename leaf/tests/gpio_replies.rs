@@ -63,6 +63,7 @@ async fn gateway() -> Gateway {
         User {
             password: "a".into(),
             permissions: None,
+            account: None,
         },
     );
     users.insert(
@@ -73,6 +74,7 @@ async fn gateway() -> Gateway {
                 publish: rules(&["gpio.rpi4.door.get"]),
                 subscribe: rules(&["_INBOX.>"]),
             })),
+            account: None,
         },
     );
     let server = Server::bind(ServerOptions {

@@ -34,6 +34,7 @@ mod extension;
 mod validate;
 pub mod value;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -43,6 +44,7 @@ use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
 use crate::redact::{self, Redacted};
+pub use crate::server::account::{AccountJetStream, AccountSettings};
 
 pub use error::{line_of, ConfigError, Location};
 pub use extension::{Extension, NoExtension};
@@ -140,6 +142,13 @@ pub struct Config {
     /// Leaf-node listener and remotes.
     #[serde(deserialize_with = "value::de_table")]
     pub leafnodes: LeafNodes,
+    /// Accounts besides the global one, by name: each its own subject space, with its users
+    /// and its JetStream (see [`crate::server::account`]).
+    #[serde(deserialize_with = "value::de_table")]
+    pub accounts: BTreeMap<String, AccountSettings>,
+    /// The account of the server's own events and requests (`$SYS` when unset, as in
+    /// nats-server); must be one of `accounts` when set.
+    pub system_account: Option<String>,
 }
 
 impl Default for Config {
@@ -163,6 +172,8 @@ impl Default for Config {
             authorization: Authorization::default(),
             jetstream: JetStream::default(),
             leafnodes: LeafNodes::default(),
+            accounts: BTreeMap::new(),
+            system_account: None,
         }
     }
 }
@@ -629,6 +640,8 @@ pub struct LeafUser {
     pub login: LeafLogin,
     /// What the leaf may publish and receive; unrestricted by default.
     pub permissions: Permissions,
+    /// The account the leaf's traffic lives in on this server (`None`: the global one).
+    pub account: Option<String>,
 }
 
 /// How a leaf of `leafnodes.authorization.users` logs in. `Debug` hides the password.
@@ -670,6 +683,8 @@ struct LeafUserTable {
     nkey: Option<String>,
     #[serde(default, deserialize_with = "value::de_table")]
     permissions: Permissions,
+    #[serde(default)]
+    account: Option<String>,
 }
 
 impl TryFrom<LeafUserTable> for LeafUser {
@@ -691,6 +706,7 @@ impl TryFrom<LeafUserTable> for LeafUser {
         Ok(LeafUser {
             login,
             permissions: t.permissions,
+            account: t.account,
         })
     }
 }
@@ -788,8 +804,11 @@ pub struct Remote {
     /// A user nkey seed (`nkey`, also `seed`: `SU...`). The leaf sends the public key and
     /// signs the hub's nonce with the seed. Excludes `credentials`.
     pub nkey: Option<String>,
-    /// nats-server remote keys that were given but are not implemented yet (`account`,
-    /// `hub`, ...): the binaries refuse to start with them rather than ignore them.
+    /// The local account the link is bound to (`account`, also `local`): only that
+    /// account's traffic crosses it. `None`: the global account.
+    pub account: Option<String>,
+    /// nats-server remote keys that were given but are not implemented yet (`hub`, ...):
+    /// the binaries refuse to start with them rather than ignore them.
     pub unsupported: Vec<String>,
 }
 
@@ -806,6 +825,7 @@ impl fmt::Debug for Remote {
             .field("tls", &self.tls)
             .field("credentials", &self.credentials)
             .field("nkey", &self.nkey.as_ref().map(|_| Redacted))
+            .field("account", &self.account)
             .field("unsupported", &self.unsupported)
             .finish()
     }
@@ -852,7 +872,7 @@ struct RemoteTable {
     #[serde(alias = "seed")]
     nkey: Option<String>,
     #[serde(alias = "local")]
-    account: Option<de::IgnoredAny>,
+    account: Option<String>,
     hub: Option<de::IgnoredAny>,
     #[serde(deserialize_with = "value::de_string_list")]
     deny_imports: Vec<String>,
@@ -877,7 +897,6 @@ impl TryFrom<RemoteTable> for Remote {
         urls.extend(table.url);
         urls.extend(table.urls);
         let unsupported = [
-            ("account", table.account.is_some()),
             ("hub", table.hub.is_some()),
             ("ws_compression", table.ws_compression.is_some()),
             ("compression", table.compression.is_some()),
@@ -893,6 +912,7 @@ impl TryFrom<RemoteTable> for Remote {
             tls: table.tls,
             credentials: table.credentials,
             nkey: table.nkey,
+            account: table.account,
             unsupported,
         })
     }

@@ -583,7 +583,8 @@ fn leafnode_remote_keys_not_implemented_are_recorded() {
         "[leafnodes]\nremotes = [{ url = \"nats-leaf://hub:7422\", account = \"A\", tls = { ca_file = \"ca\" } }]\n",
     )
     .unwrap();
-    assert_eq!(cfg.leafnodes.remotes[0].unsupported, ["account"]);
+    assert!(cfg.leafnodes.remotes[0].unsupported.is_empty());
+    assert_eq!(cfg.leafnodes.remotes[0].account.as_deref(), Some("A"));
     assert!(cfg.leafnodes.remotes[0].tls.is_some());
     let cfg = json(r#"{"leafnodes": {"remotes": [{"url": "nats-leaf://hub:7422", "hub": true}]}}"#)
         .unwrap();

@@ -21,6 +21,7 @@ impl Config {
         self.validate_server()?;
         self.validate_authorization()?;
         self.validate_jetstream()?;
+        self.validate_accounts()?;
         self.validate_leafnodes()
     }
 
@@ -154,29 +155,76 @@ impl Config {
         }
         let mut seen = HashSet::with_capacity(auth.users.len());
         for (i, user) in auth.users.iter().enumerate() {
-            let key = format!("authorization.users[{i}]");
-            if user.user.is_empty() {
+            check_user(user, &format!("authorization.users[{i}]"), &mut seen)?;
+        }
+        Ok(())
+    }
+
+    /// `accounts` and `system_account`: names that can be stores' directory names, users
+    /// unique across every account and `authorization`, keys not implemented yet refused by
+    /// name, and every account a leafnode user or remote is bound to configured.
+    fn validate_accounts(&self) -> Result<(), ConfigError> {
+        let mut seen: HashSet<&str> = self
+            .authorization
+            .users
+            .iter()
+            .map(|u| u.user.as_str())
+            .collect();
+        seen.extend(self.authorization.user.as_deref());
+        for (name, account) in &self.accounts {
+            let key = format!("accounts.{name}");
+            if !is_valid_account_name(name) {
                 return Err(ConfigError::invalid(
-                    format!("{key}.user"),
-                    "must not be empty",
+                    key,
+                    "an account name is letters, digits, `_`, `-` or `$`, at most 64 of them, and not `$G` (the global account)",
                 ));
             }
-            if !seen.insert(user.user.as_str()) {
+            if let Some(unsupported) = account.unsupported().first() {
                 return Err(ConfigError::invalid(
-                    format!("{key}.user"),
-                    format!("duplicate user `{}`", user.user),
+                    format!("{key}.{unsupported}"),
+                    "not supported yet",
                 ));
             }
-            if user.password.is_none() {
+            if account.jetstream.enabled && !self.jetstream.enabled {
                 return Err(ConfigError::invalid(
-                    format!("{key}.password"),
-                    format!("missing password for user `{}`", user.user),
+                    format!("{key}.jetstream"),
+                    "JetStream is not enabled on this server (set `jetstream`)",
                 ));
             }
-            check_password(user.password.as_deref(), &format!("{key}.password"))?;
-            let perms = &user.permissions;
-            check_subjects(&perms.publish, &format!("{key}.permissions.publish"))?;
-            check_subjects(&perms.subscribe, &format!("{key}.permissions.subscribe"))?;
+            if !account.users.is_empty() && self.authorization.token.is_some() {
+                return Err(ConfigError::invalid(
+                    "authorization.token",
+                    format!("cannot be combined with users (accounts.{name}.users)"),
+                ));
+            }
+            for (i, user) in account.users.iter().enumerate() {
+                check_user(user, &format!("{key}.users[{i}]"), &mut seen)?;
+            }
+        }
+        let known = |name: &str| self.accounts.contains_key(name);
+        if let Some(system) = &self.system_account {
+            if !known(system) && system != "$SYS" {
+                return Err(ConfigError::invalid(
+                    "system_account",
+                    format!("no account `{system}` in `accounts`"),
+                ));
+            }
+        }
+        for (i, user) in self.leafnodes.authorization.users.iter().enumerate() {
+            if let Some(account) = user.account.as_deref().filter(|a| !known(a)) {
+                return Err(ConfigError::invalid(
+                    format!("leafnodes.authorization.users[{i}].account"),
+                    format!("no account `{account}` in `accounts`"),
+                ));
+            }
+        }
+        for (i, remote) in self.leafnodes.remotes.iter().enumerate() {
+            if let Some(account) = remote.account.as_deref().filter(|a| !known(a)) {
+                return Err(ConfigError::invalid(
+                    format!("leafnodes.remotes[{i}].account"),
+                    format!("no account `{account}` in `accounts`"),
+                ));
+            }
         }
         Ok(())
     }
@@ -320,6 +368,47 @@ impl Config {
 /// nats-server's `--pass ""` means no password at all).
 /// A bcrypt hash (nats-server's `$2a$...`) must be one whole hash, 60 characters: anything
 /// else would be verified as bcrypt and never match.
+/// One user of `authorization.users` or of an account (`key` names it): a name unique among
+/// all users (`seen`), a password, well-formed permission subjects.
+fn check_user<'a>(
+    user: &'a super::User,
+    key: &str,
+    seen: &mut HashSet<&'a str>,
+) -> Result<(), ConfigError> {
+    if user.user.is_empty() {
+        return Err(ConfigError::invalid(
+            format!("{key}.user"),
+            "must not be empty",
+        ));
+    }
+    if !seen.insert(user.user.as_str()) {
+        return Err(ConfigError::invalid(
+            format!("{key}.user"),
+            format!("duplicate user `{}`", user.user),
+        ));
+    }
+    if user.password.is_none() {
+        return Err(ConfigError::invalid(
+            format!("{key}.password"),
+            format!("missing password for user `{}`", user.user),
+        ));
+    }
+    check_password(user.password.as_deref(), &format!("{key}.password"))?;
+    let perms = &user.permissions;
+    check_subjects(&perms.publish, &format!("{key}.permissions.publish"))?;
+    check_subjects(&perms.subscribe, &format!("{key}.permissions.subscribe"))
+}
+
+/// Whether `name` may name an account: 1 to 64 letters, digits, `_`, `-` or `$` (it names
+/// the account's store directory), and not the global account's `$G`.
+pub fn is_valid_account_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name != crate::server::GLOBAL_ACCOUNT
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'$'))
+}
+
 fn check_password(password: Option<&str>, key: &str) -> Result<(), ConfigError> {
     match password {
         Some("") => Err(ConfigError::invalid(key, "must not be empty")),

@@ -31,6 +31,7 @@
 pub mod api;
 pub mod config;
 pub mod consumer;
+pub mod disabled;
 pub mod handle;
 pub mod info_request;
 mod msg_ids;

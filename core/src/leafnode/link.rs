@@ -93,6 +93,8 @@ pub enum Side {
         tls: Option<Arc<ClientTls>>,
         /// An nkey seed or creds file to sign the hub's nonce with.
         auth: Option<Arc<RemoteAuth>>,
+        /// The local account the link is bound to.
+        account: Arc<Account>,
     },
 }
 
@@ -337,8 +339,14 @@ pub(crate) async fn serve(
             deny: std::sync::OnceLock::new(),
         }),
     ));
+    // A solicited link is bound to its remote's account; an accepted one to the global
+    // account until its leaf logs in.
+    let account = match &side {
+        Side::Solicited { account, .. } => account.clone(),
+        Side::Accepted => shared.global().clone(),
+    };
     let mut link = Link {
-        account: shared.global().clone(),
+        account,
         shared: &shared,
         leaf,
         handle: handle.clone(),
@@ -872,7 +880,18 @@ impl Link<'_> {
         let Login {
             identity,
             permissions,
+            account,
         } = login;
+        if let Some(name) = account {
+            let Some(account) = self.shared.accounts.get(&name) else {
+                // The configuration names only accounts the server has.
+                self.send_err("'Authorization Violation'");
+                return Err(Ended::AuthFailed(format!(
+                    "{identity} is bound to account {name:?}, which this server does not have"
+                )));
+            };
+            self.account = account;
+        }
         self.perms = permissions;
         self.remote_name = connect.name.or(connect.server_id).unwrap_or_default();
         // A leaf that reconnects before we noticed its old connection died: the old one

@@ -33,6 +33,8 @@ pub(crate) struct Login {
     pub identity: String,
     /// What it may publish and receive (`None`: anything).
     pub permissions: Option<Arc<Permissions>>,
+    /// The account its traffic lives in on this server (`None`: the global one).
+    pub account: Option<Arc<str>>,
 }
 
 /// Checks a leaf's credentials against the listener's settings: a user nkey (with the
@@ -56,6 +58,7 @@ pub(crate) fn authenticate(
                 .map_err(|e| e.to_string())?;
             return Ok(Login {
                 permissions: opts.nkey_permissions.get(&key).cloned(),
+                account: opts.nkey_accounts.get(&key).cloned(),
                 identity: format!("nkey {key}"),
             });
         }
@@ -73,7 +76,7 @@ pub(crate) fn authenticate(
         pass: connect.pass.as_deref(),
         token,
     };
-    let permissions = opts.auth.authenticate(creds).map_err(|e| {
+    let grant = opts.auth.authenticate(creds).map_err(|e| {
         if opts.clients_auth {
             format!("{e} (no leafnodes.authorization: leaves log in as client users)")
         } else {
@@ -89,7 +92,8 @@ pub(crate) fn authenticate(
     };
     Ok(Login {
         identity,
-        permissions,
+        permissions: grant.permissions,
+        account: grant.account,
     })
 }
 
@@ -167,6 +171,7 @@ mod tests {
             let user = User {
                 password: "pw".into(),
                 permissions,
+                account: None,
             };
             users.insert(name.to_owned(), user);
         }
@@ -216,6 +221,7 @@ mod tests {
         let login = Login {
             identity: "user \"a\"".into(),
             permissions: Some(perms()),
+            account: None,
         };
         let hub = link_rules(&login, &["down.b".into()]);
         assert!(hub.import_denied(b"other") && !hub.import_denied(b"up.x"));

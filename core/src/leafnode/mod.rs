@@ -96,6 +96,8 @@ pub struct RemoteOptions {
     /// An nkey seed or a creds file to sign the hub's nonce with; `None` uses the URL's
     /// user and password (or token), if any.
     pub auth: Option<Arc<RemoteAuth>>,
+    /// The local account the link is bound to (`None`: the global account).
+    pub account: Option<String>,
 }
 
 impl RemoteOptions {
@@ -106,6 +108,7 @@ impl RemoteOptions {
             deny: Arc::default(),
             tls: None,
             auth: None,
+            account: None,
         }
     }
 }
@@ -127,6 +130,8 @@ pub struct LeafOptions {
     pub nkeys: NkeyUsers,
     /// The permissions of the nkeys in `nkeys` that have any (the others may do anything).
     pub nkey_permissions: HashMap<String, Arc<Permissions>>,
+    /// The accounts of the nkeys in `nkeys` bound to one (the others: the global account).
+    pub nkey_accounts: HashMap<String, Arc<str>>,
     /// How long an accepted connection has to send CONNECT.
     pub auth_timeout: Duration,
     /// Hubs to connect to.
@@ -156,6 +161,7 @@ impl Default for LeafOptions {
             clients_auth: false,
             nkeys: NkeyUsers::default(),
             nkey_permissions: HashMap::new(),
+            nkey_accounts: HashMap::new(),
             auth_timeout: Duration::from_secs(2),
             remotes: Vec::new(),
             reconnect_max: DEFAULT_RECONNECT_MAX,

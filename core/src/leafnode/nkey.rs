@@ -418,6 +418,7 @@ mod tests {
         LeafUser {
             login,
             permissions: crate::config::Permissions::default(),
+            account: None,
         }
     }
 

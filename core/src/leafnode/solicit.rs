@@ -33,7 +33,7 @@ use super::link::{self, Side};
 use super::{
     ClientTls, LeafState, LinkDeny, LinkEntry, RemoteAuth, RemoteOptions, RemoteUrl, RECONNECT_MIN,
 };
-use crate::server::Shared;
+use crate::server::{Account, Shared};
 use leaf_proto::printable::printable;
 
 /// How long a stopped remote task gets to close its link before it is aborted.
@@ -109,7 +109,13 @@ async fn run(
         deny,
         tls,
         auth,
+        account,
     } = remote;
+    // The configuration names only accounts the server has; the global one otherwise.
+    let account = account
+        .as_deref()
+        .and_then(|name| shared.accounts.get(name))
+        .unwrap_or_else(|| shared.global().clone());
     let max = leaf.opts.reconnect_max;
     let mut failures: u32 = 0;
     loop {
@@ -125,6 +131,7 @@ async fn run(
                 deny: &deny,
                 tls: tls.as_ref(),
                 auth: auth.as_ref(),
+                account: &account,
             };
             match attempt(&shared, &leaf, url, how, &entry, &stop).await {
                 Attempt::Established => {
@@ -187,6 +194,7 @@ struct How<'a> {
     deny: &'a Arc<LinkDeny>,
     tls: Option<&'a Arc<ClientTls>>,
     auth: Option<&'a Arc<RemoteAuth>>,
+    account: &'a Arc<Account>,
 }
 
 async fn attempt(
@@ -224,6 +232,7 @@ async fn attempt(
             deny: how.deny.clone(),
             tls: how.tls.cloned(),
             auth: how.auth.cloned(),
+            account: how.account.clone(),
         },
         entry.clone(),
         stop.clone(),

@@ -392,7 +392,23 @@ impl Connection {
             token: connect.auth_token.as_deref(),
         };
         match self.shared.opts.auth.authenticate(creds) {
-            Ok(perms) => {
+            Ok(grant) => {
+                let account = match &grant.account {
+                    None => Some(self.shared.global().clone()),
+                    // The configuration names only accounts the server has.
+                    Some(name) => self.shared.accounts.get(name),
+                };
+                // A connection stays in the account of its first CONNECT: its subscriptions
+                // live there.
+                let Some(account) =
+                    account.filter(|a| !self.connected || Arc::ptr_eq(a, &self.account))
+                else {
+                    warn!(cid = self.handle.id, peer = %self.peer, "CONNECT into another account refused");
+                    self.send_err("'Authorization Violation'");
+                    return Err(Close::Auth);
+                };
+                self.account = account;
+                let perms = grant.permissions;
                 self.fanout.set_publisher(Publisher::Client {
                     id: self.handle.id,
                     permissions: perms.clone(),

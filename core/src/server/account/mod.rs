@@ -10,8 +10,12 @@
 //! servers configured these also tell them (see [`Peers`]; the leafnode layer implements it,
 //! this module knows nothing else of it).
 
+pub mod settings;
+
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
+
+pub use settings::{AccountJetStream, AccountSettings};
 
 use super::reply::Refusals;
 use super::{Fanout, InternalSink, Msg, Peers, ReplyTo, SubRef, SubTarget, Subscription};

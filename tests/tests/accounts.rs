@@ -1,0 +1,274 @@
+//! Accounts (issue 19): separate subject spaces in one server, as nats-server 2.9 has them,
+//! end to end against leafd, hubd and, with the same configuration, nats-server.
+//!
+//! * Clients of two accounts share nothing: a subscriber in one never receives what the other
+//!   publishes, a request into the other account finds no responders.
+//! * Each account has its own JetStream: the same stream name in two accounts is two streams,
+//!   each capturing only its account's messages; an account without JetStream has none.
+//! * A leaf bound to an account on its hub (`leafnodes.authorization.users[].account`)
+//!   exchanges traffic with that account only, both ways.
+//! * A leaf's remote bound to one of its local accounts (`remotes[].account`) carries only
+//!   that account's traffic.
+//!
+//! Every wait is bounded; everything listens on 127.0.0.1.
+
+use std::time::Duration;
+
+use e2e::async_nats::Client;
+use e2e::serde_json::{json, Value};
+use e2e::{
+    await_interest, drain_ready, free_port, js_api, next_msg, sync, unique, ServerKind, StoreDir,
+    TestServer,
+};
+
+/// Two accounts, `A` (user `a`, and `a2`) and `B` (user `b`), with JetStream for both when
+/// `store` is given, and a third account `C` (user `c`) without JetStream.
+fn two_accounts(store: Option<&StoreDir>) -> Value {
+    let js = if store.is_some() {
+        json!("enabled")
+    } else {
+        json!(false)
+    };
+    let mut config = json!({
+        "accounts": {
+            "A": { "users": [ { "user": "a", "password": "a" }, { "user": "a2", "password": "a2" } ] },
+            "B": { "users": [ { "user": "b", "password": "b" } ] },
+            "C": { "users": [ { "user": "c", "password": "c" } ] },
+        }
+    });
+    if let Some(store) = store {
+        config["jetstream"] = json!({ "store_dir": store.path() });
+        config["accounts"]["A"]["jetstream"] = js.clone();
+        config["accounts"]["B"]["jetstream"] = js;
+    }
+    config
+}
+
+/// A client of `server` logged in as `user` (password = user name).
+async fn login(server: &TestServer, user: &str) -> Client {
+    server
+        .client_with(TestServer::options().user_and_password(user.into(), user.into()))
+        .await
+}
+
+/// Asserts that `sub` (of `observer`) received nothing of what `publisher` (in another
+/// account, so no barrier can cross) published before the call: once the server processed
+/// the publisher's messages (a barrier to itself), any delivery is queued to the observer
+/// before the observer's own barrier marker.
+async fn receives_nothing(
+    publisher: &Client,
+    observer: &Client,
+    sub: &mut e2e::async_nats::Subscriber,
+) {
+    sync(publisher).await;
+    sync(observer).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let got = drain_ready(sub).await;
+    assert!(got.is_empty(), "received across accounts: {got:?}");
+}
+
+async fn clients_of_two_accounts_share_nothing(kind: ServerKind) {
+    let server = TestServer::with_config(kind, two_accounts(None)).await;
+    let a = login(&server, "a").await;
+    let a2 = login(&server, "a2").await;
+    let b = login(&server, "b").await;
+    let subject = unique("iso");
+
+    // Within account A, messages flow.
+    let mut sub_a = a.subscribe(format!("{subject}.>")).await.unwrap();
+    sync(&a).await;
+    a2.publish(format!("{subject}.1"), "from-a2".into())
+        .await
+        .unwrap();
+    assert_eq!(&next_msg(&mut sub_a).await.payload[..], b"from-a2");
+
+    // From B, nothing reaches A, even on the same subject.
+    b.publish(format!("{subject}.1"), "from-b".into())
+        .await
+        .unwrap();
+    receives_nothing(&b, &a, &mut sub_a).await;
+
+    // And nothing of A reaches B.
+    let mut sub_b = b.subscribe(format!("{subject}.>")).await.unwrap();
+    sync(&b).await;
+    a.publish(format!("{subject}.2"), "from-a".into())
+        .await
+        .unwrap();
+    receives_nothing(&a, &b, &mut sub_b).await;
+
+    // A responder in A does not answer B's requests: B has no responders.
+    let service = unique("svc");
+    let mut svc = a.subscribe(service.clone()).await.unwrap();
+    sync(&a).await;
+    let err = b
+        .request(service, "q".into())
+        .await
+        .expect_err("a request into another account has no responders");
+    assert_eq!(
+        err.kind(),
+        e2e::async_nats::RequestErrorKind::NoResponders,
+        "{err}"
+    );
+    assert!(drain_ready(&mut svc).await.is_empty());
+}
+
+async fn each_account_has_its_own_jetstream(kind: ServerKind) {
+    let store = StoreDir::new();
+    let server = TestServer::with_config(kind, two_accounts(Some(&store))).await;
+    let a = login(&server, "a").await;
+    let b = login(&server, "b").await;
+    let c = login(&server, "c").await;
+
+    // The same stream name in A and B: two streams.
+    for client in [&a, &b] {
+        let created = js_api(
+            client,
+            "$JS.API.STREAM.CREATE.S",
+            json!({ "name": "S", "subjects": ["s.>"] }),
+        )
+        .await;
+        assert!(created.get("error").is_none(), "{kind}: {created}");
+    }
+    let ja = e2e::async_nats::jetstream::new(a.clone());
+    let jb = e2e::async_nats::jetstream::new(b.clone());
+    for i in 0..3 {
+        ja.publish(format!("s.{i}"), "a".into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    jb.publish("s.x", "b".into()).await.unwrap().await.unwrap();
+    let info_a = js_api(&a, "$JS.API.STREAM.INFO.S", json!({})).await;
+    let info_b = js_api(&b, "$JS.API.STREAM.INFO.S", json!({})).await;
+    assert_eq!(info_a["state"]["messages"], 3, "{kind}: {info_a}");
+    assert_eq!(info_b["state"]["messages"], 1, "{kind}: {info_b}");
+
+    // A's stream list does not show B's streams, and B cannot delete A's.
+    let deleted = js_api(&b, "$JS.API.STREAM.DELETE.S", json!({})).await;
+    assert_eq!(deleted["success"], true, "{kind}: {deleted}");
+    let info_a = js_api(&a, "$JS.API.STREAM.INFO.S", json!({})).await;
+    assert_eq!(
+        info_a["state"]["messages"], 3,
+        "{kind}: A's stream survives B's delete"
+    );
+    let names_b = js_api(&b, "$JS.API.STREAM.NAMES", json!({})).await;
+    assert_eq!(names_b["total"], 0, "{kind}: {names_b}");
+
+    // C has no JetStream: its API says so (nats-server: 503, 10039).
+    let info_c = js_api(&c, "$JS.API.INFO", json!({})).await;
+    assert_eq!(info_c["error"]["err_code"], 10039, "{kind}: {info_c}");
+}
+
+e2e::server_tests!(
+    clients_of_two_accounts_share_nothing,
+    each_account_has_its_own_jetstream
+);
+
+/// A hub with accounts `A` (client `a`) and `B` (client `b`), and a leafnode listener on
+/// `port` whose user `leaf` is bound to account A.
+fn hub_with_leaf_account(port: u16) -> Value {
+    json!({
+        "accounts": {
+            "A": { "users": [ { "user": "a", "password": "a" } ] },
+            "B": { "users": [ { "user": "b", "password": "b" } ] },
+        },
+        "leafnodes": {
+            "listen": format!("127.0.0.1:{port}"),
+            "authorization": { "users": [ { "user": "leaf", "password": "leaf", "account": "A" } ] },
+        },
+    })
+}
+
+/// A leaf of `kind` dialling the hub's leafnode `port` as `leaf`.
+async fn leaf_of(kind: ServerKind, port: u16, extra_remote: Value, extra: Value) -> TestServer {
+    let mut remote = json!({ "url": format!("nats-leaf://leaf:leaf@127.0.0.1:{port}") });
+    if let (Some(r), Some(e)) = (remote.as_object_mut(), extra_remote.as_object()) {
+        r.extend(e.clone());
+    }
+    let mut config = json!({ "leafnodes": { "remotes": [remote], "reconnect": 1 } });
+    if let (Some(c), Some(e)) = (config.as_object_mut(), extra.as_object()) {
+        c.extend(e.clone());
+    }
+    TestServer::with_config(kind, config).await
+}
+
+/// A leaf bound to account A on the hub exchanges traffic with A only, both ways.
+async fn leaf_bound_to_hub_account(hub_kind: ServerKind, leaf_kind: ServerKind) {
+    let port = free_port();
+    let hub = TestServer::with_config(hub_kind, hub_with_leaf_account(port)).await;
+    let leaf = leaf_of(leaf_kind, port, json!({}), json!({})).await;
+    let a = login(&hub, "a").await;
+    let b = login(&hub, "b").await;
+    let lc = leaf.client().await;
+
+    // Leaf -> hub: A receives, B does not.
+    let up = unique("up");
+    let mut sub_a = a.subscribe(up.clone()).await.unwrap();
+    let mut sub_b = b.subscribe(up.clone()).await.unwrap();
+    await_interest(&lc, &up, &mut sub_a).await;
+    lc.publish(up.clone(), "hello".into()).await.unwrap();
+    assert_eq!(&next_msg(&mut sub_a).await.payload[..], b"hello");
+    receives_nothing(&lc, &b, &mut sub_b).await;
+
+    // Hub -> leaf: what A publishes arrives, what B publishes does not.
+    let down = unique("down");
+    let mut sub_l = lc.subscribe(down.clone()).await.unwrap();
+    await_interest(&a, &down, &mut sub_l).await;
+    b.publish(down.clone(), "from-b".into()).await.unwrap();
+    a.publish(down.clone(), "from-a".into()).await.unwrap();
+    assert_eq!(&next_msg(&mut sub_l).await.payload[..], b"from-a");
+    receives_nothing(&b, &lc, &mut sub_l).await;
+}
+
+/// A leaf whose remote is bound to its local account L1 carries L1's traffic only.
+async fn remote_bound_to_local_account(hub_kind: ServerKind, leaf_kind: ServerKind) {
+    let port = free_port();
+    let hub = TestServer::with_config(hub_kind, hub_with_leaf_account(port)).await;
+    let locals = json!({
+        "accounts": {
+            "L1": { "users": [ { "user": "l1", "password": "l1" } ] },
+            "L2": { "users": [ { "user": "l2", "password": "l2" } ] },
+        }
+    });
+    let leaf = leaf_of(leaf_kind, port, json!({ "account": "L1" }), locals).await;
+    let a = login(&hub, "a").await;
+    let l1 = login(&leaf, "l1").await;
+    let l2 = login(&leaf, "l2").await;
+
+    let up = unique("up");
+    let mut sub_a = a.subscribe(up.clone()).await.unwrap();
+    await_interest(&l1, &up, &mut sub_a).await;
+    l2.publish(up.clone(), "from-l2".into()).await.unwrap();
+    l1.publish(up.clone(), "from-l1".into()).await.unwrap();
+    assert_eq!(&next_msg(&mut sub_a).await.payload[..], b"from-l1");
+    receives_nothing(&l2, &a, &mut sub_a).await;
+
+    let down = unique("down");
+    let mut sub_l2 = l2.subscribe(down.clone()).await.unwrap();
+    let mut sub_l1 = l1.subscribe(down.clone()).await.unwrap();
+    await_interest(&a, &down, &mut sub_l1).await;
+    a.publish(down.clone(), "to-leaf".into()).await.unwrap();
+    assert_eq!(&next_msg(&mut sub_l1).await.payload[..], b"to-leaf");
+    receives_nothing(&a, &l2, &mut sub_l2).await;
+}
+
+macro_rules! pair_tests {
+    ($($name:ident),+ $(,)?) => {
+        $(
+            mod $name {
+                use e2e::ServerKind::{Hubd, Leafd, NatsServer};
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn leafd_to_hubd() { super::$name(Hubd, Leafd).await }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn leafd_to_nats_server() { super::$name(NatsServer, Leafd).await }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn nats_server_to_hubd() { super::$name(Hubd, NatsServer).await }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn nats_server_to_nats_server() { super::$name(NatsServer, NatsServer).await }
+            }
+        )+
+    };
+}
+
+pair_tests!(leaf_bound_to_hub_account, remote_bound_to_local_account);
