@@ -292,7 +292,7 @@ pub fn unsupported_yet(cfg: &Config) -> Result<(), String> {
             return Err(format!(
                 "leafnodes.remotes[{i}].{key}: not supported yet (leafnode links are TCP or TLS \
                  with user/password or token in the URL, an nkey seed or a credentials file; \
-                 accounts, hub mode and compression are not implemented)"
+                 hub mode and compression are not implemented)"
             ));
         }
         for url in &remote.urls {

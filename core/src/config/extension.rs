@@ -268,7 +268,10 @@ mod tests {
             err.starts_with("x.toml:2: unknown key `flg` (expected one of host, port,"),
             "{err}"
         );
-        assert!(err.ends_with("leafnodes, items, flag)"), "{err}");
+        assert!(
+            err.ends_with("leafnodes, accounts, system_account, items, flag)"),
+            "{err}"
+        );
         let err = parse_str_with::<Extra>(
             "{\n\"flag\": true,\n\"flag\": false\n}",
             Format::Json,

@@ -726,7 +726,7 @@ fn nkey_users_of_the_leafnode_listener() {
             "missing key `user` or `nkey`",
         ),
         ("users = [{ user = \"a\" }]", "missing key `password`"),
-        ("users = [{ nkey = \"U\", account = \"A\" }]", "unknown key"),
+        ("users = [{ nkey = \"U\", acount = \"A\" }]", "unknown key"),
     ] {
         let err = toml(&format!("[leafnodes.authorization]\n{text}\n"))
             .unwrap_err()
@@ -795,4 +795,99 @@ fn empty_passwords_are_refused_naming_the_key() {
         assert!(err.contains(key), "{text}: {err}");
         assert!(err.contains("must not be empty"), "{text}: {err}");
     }
+}
+
+#[test]
+fn accounts_are_read_in_both_formats() {
+    let from_toml = toml(
+        "system_account = \"SYS\"\n\
+         [jetstream]\nstore_dir = \"/var/lib/x\"\n\
+         [accounts.A]\nusers = [{ user = \"a\", password = \"pa\" }]\n\
+         jetstream = { max_mem = \"1MB\", max_file = -1 }\n\
+         [accounts.SYS]\nusers = [{ user = \"s\", password = \"ps\" }]\n\
+         [leafnodes]\nremotes = [{ url = \"nats-leaf://h:7422\", account = \"A\" }]\n",
+    )
+    .unwrap();
+    let from_json = json(
+        r#"{"system_account": "SYS", "jetstream": {"store_dir": "/var/lib/x"},
+            "accounts": {"A": {"users": [{"user": "a", "password": "pa"}],
+                               "jetstream": {"max_mem": "1MB", "max_file": -1}},
+                         "SYS": {"users": [{"user": "s", "password": "ps"}]}},
+            "leafnodes": {"remotes": [{"url": "nats-leaf://h:7422", "account": "A"}]}}"#,
+    )
+    .unwrap();
+    assert_eq!(from_toml, from_json);
+    let a = &from_toml.accounts["A"];
+    assert!(a.jetstream.enabled);
+    assert_eq!(a.jetstream.max_memory, Some(1 << 20));
+    assert_eq!(a.jetstream.max_file, None, "-1 is unlimited");
+    assert!(!from_toml.accounts["SYS"].jetstream.enabled);
+    for form in ["\"enabled\"", "true"] {
+        let cfg = toml(&format!(
+            "[jetstream]\nstore_dir = \"/x\"\n[accounts.A]\njetstream = {form}\n"
+        ))
+        .unwrap();
+        assert!(cfg.accounts["A"].jetstream.enabled, "{form}");
+    }
+    let err = toml_err("[accounts.A]\njetstream = \"maybe\"\n");
+    assert!(
+        err.contains("leafd.toml:2:") && err.contains("maybe"),
+        "{err}"
+    );
+    let err = toml_err("[accounts.A]\nuserz = []\n");
+    assert!(
+        err.contains("leafd.toml:2:") && err.contains("userz"),
+        "{err}"
+    );
+}
+
+#[test]
+fn accounts_are_checked() {
+    let invalid = |text: &str| match toml(text) {
+        Ok(cfg) => match cfg.validate() {
+            Err(e) => e.to_string(),
+            Ok(()) => panic!("accepted: {text}"),
+        },
+        Err(e) => panic!("not parsed: {e}: {text}"),
+    };
+    let err = invalid(
+        "[authorization]\nusers = [{ user = \"a\", password = \"x\" }]\n\
+         [accounts.A]\nusers = [{ user = \"a\", password = \"y\" }]\n",
+    );
+    assert!(
+        err.contains("accounts.A.users[0].user") && err.contains("duplicate user `a`"),
+        "{err}"
+    );
+    let err = invalid("[accounts.\"a/b\"]\nusers = []\n");
+    assert!(err.contains("accounts.a/b"), "{err}");
+    let err = invalid("[accounts.\"$G\"]\nusers = []\n");
+    assert!(err.contains("accounts.$G"), "{err}");
+    let err = invalid("[accounts.A]\nexports = [{ stream = \"x.>\" }]\n");
+    assert!(
+        err.contains("accounts.A.exports") && err.contains("not supported yet"),
+        "{err}"
+    );
+    let err = invalid("[accounts.A]\njetstream = \"enabled\"\n");
+    assert!(
+        err.contains("accounts.A.jetstream") && err.contains("not enabled on this server"),
+        "{err}"
+    );
+    let err = invalid("system_account = \"NOPE\"\n");
+    assert!(
+        err.contains("system_account") && err.contains("NOPE"),
+        "{err}"
+    );
+    let err = invalid(
+        "[leafnodes.authorization]\nusers = [{ user = \"l\", password = \"p\", account = \"X\" }]\n",
+    );
+    assert!(
+        err.contains("leafnodes.authorization.users[0].account") && err.contains("`X`"),
+        "{err}"
+    );
+    let err = invalid("[leafnodes]\nremotes = [{ url = \"nats-leaf://h:1\", account = \"X\" }]\n");
+    assert!(err.contains("leafnodes.remotes[0].account"), "{err}");
+    let err = invalid(
+        "[authorization]\ntoken = \"t\"\n[accounts.A]\nusers = [{ user = \"a\", password = \"p\" }]\n",
+    );
+    assert!(err.contains("authorization.token"), "{err}");
 }
