@@ -165,13 +165,14 @@ e2e::server_tests!(
     each_account_has_its_own_jetstream
 );
 
-/// A hub with accounts `A` (client `a`) and `B` (client `b`), and a leafnode listener on
-/// `port` whose user `leaf` is bound to account A.
-fn hub_with_leaf_account(port: u16) -> Value {
+/// A hub with accounts `A` (client `a`) and `B` (client `b`), each with JetStream (domain
+/// `hub`), and a leafnode listener on `port` whose user `leaf` is bound to account A.
+fn hub_with_leaf_account(port: u16, store: &StoreDir) -> Value {
     json!({
+        "jetstream": { "store_dir": store.path(), "domain": "hub" },
         "accounts": {
-            "A": { "users": [ { "user": "a", "password": "a" } ] },
-            "B": { "users": [ { "user": "b", "password": "b" } ] },
+            "A": { "users": [ { "user": "a", "password": "a" } ], "jetstream": "enabled" },
+            "B": { "users": [ { "user": "b", "password": "b" } ], "jetstream": "enabled" },
         },
         "leafnodes": {
             "listen": format!("127.0.0.1:{port}"),
@@ -193,10 +194,12 @@ async fn leaf_of(kind: ServerKind, port: u16, extra_remote: Value, extra: Value)
     TestServer::with_config(kind, config).await
 }
 
-/// A leaf bound to account A on the hub exchanges traffic with A only, both ways.
+/// A leaf bound to account A on the hub exchanges traffic with A only, both ways, and
+/// reaches A's JetStream only; a leaf with a wrong password reaches nothing.
 async fn leaf_bound_to_hub_account(hub_kind: ServerKind, leaf_kind: ServerKind) {
     let port = free_port();
-    let hub = TestServer::with_config(hub_kind, hub_with_leaf_account(port)).await;
+    let store = StoreDir::new();
+    let hub = TestServer::with_config(hub_kind, hub_with_leaf_account(port, &store)).await;
     let leaf = leaf_of(leaf_kind, port, json!({}), json!({})).await;
     let a = login(&hub, "a").await;
     let b = login(&hub, "b").await;
@@ -219,12 +222,51 @@ async fn leaf_bound_to_hub_account(hub_kind: ServerKind, leaf_kind: ServerKind) 
     a.publish(down.clone(), "from-a".into()).await.unwrap();
     assert_eq!(&next_msg(&mut sub_l).await.payload[..], b"from-a");
     receives_nothing(&b, &lc, &mut sub_l).await;
+
+    // Through the hub's domain, the leaf reaches A's JetStream, never B's.
+    for (client, stream) in [(&a, "ONLY_A"), (&b, "ONLY_B")] {
+        let created = js_api(
+            client,
+            &format!("$JS.API.STREAM.CREATE.{stream}"),
+            json!({ "name": stream, "subjects": [format!("{}.>", stream.to_lowercase())] }),
+        )
+        .await;
+        assert!(created.get("error").is_none(), "{created}");
+    }
+    let names = js_api(&lc, "$JS.hub.API.STREAM.NAMES", json!({})).await;
+    assert_eq!(
+        names["streams"],
+        json!(["ONLY_A"]),
+        "{hub_kind} from {leaf_kind}: {names}"
+    );
+    let info = js_api(&lc, "$JS.hub.API.STREAM.INFO.ONLY_B", json!({})).await;
+    assert_eq!(info["error"]["err_code"], 10059, "{info}");
+
+    // A leaf with a wrong password is refused: for longer than its reconnect delay, nothing
+    // A publishes reaches it, and nothing it publishes reaches A.
+    let wrong = format!("nats-leaf://leaf:wrong@127.0.0.1:{port}");
+    let intruder = TestServer::with_config(
+        leaf_kind,
+        json!({ "leafnodes": { "remotes": [ { "url": wrong } ], "reconnect": 1 } }),
+    )
+    .await;
+    let ic = intruder.client().await;
+    let mut sub_i = ic.subscribe(down.clone()).await.unwrap();
+    sync(&ic).await;
+    for _ in 0..15 {
+        a.publish(down.clone(), "to-intruder".into()).await.unwrap();
+        ic.publish(up.clone(), "intruder".into()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    receives_nothing(&a, &ic, &mut sub_i).await;
+    receives_nothing(&ic, &a, &mut sub_a).await;
 }
 
 /// A leaf whose remote is bound to its local account L1 carries L1's traffic only.
 async fn remote_bound_to_local_account(hub_kind: ServerKind, leaf_kind: ServerKind) {
     let port = free_port();
-    let hub = TestServer::with_config(hub_kind, hub_with_leaf_account(port)).await;
+    let store = StoreDir::new();
+    let hub = TestServer::with_config(hub_kind, hub_with_leaf_account(port, &store)).await;
     let locals = json!({
         "accounts": {
             "L1": { "users": [ { "user": "l1", "password": "l1" } ] },
