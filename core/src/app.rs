@@ -534,7 +534,40 @@ pub fn server_options(cfg: &Config, name: &'static str) -> ServerOptions {
         auth_timeout: cfg.authorization.timeout,
         auth: authenticator(cfg),
         accounts: cfg.accounts.keys().cloned().collect(),
+        imports: import_rules(cfg),
     }
+}
+
+/// The imports of every account, with the response settings of the export each falls in
+/// (the configuration's checks made sure there is one).
+pub fn import_rules(cfg: &Config) -> Vec<crate::server::account::imports::ImportRule> {
+    use crate::server::account::imports::ImportRule;
+    use crate::server::account::settings::{ResponseType, DEFAULT_RESPONSE_THRESHOLD};
+    let mut rules = Vec::new();
+    for (importer, account) in &cfg.accounts {
+        for import in &account.imports {
+            let export = cfg.accounts.get(&import.account).and_then(|a| {
+                a.exports.iter().find(|e| {
+                    e.kind == import.kind
+                        && leaf_proto::subject::is_subset(
+                            import.subject.as_bytes(),
+                            e.subject.as_bytes(),
+                        )
+                })
+            });
+            rules.push(ImportRule {
+                kind: import.kind,
+                exporter: import.account.clone(),
+                importer: importer.clone(),
+                subject: import.subject.clone(),
+                local: import.local.clone(),
+                response_type: export.map_or(ResponseType::Singleton, |e| e.response_type),
+                response_threshold: export
+                    .map_or(DEFAULT_RESPONSE_THRESHOLD, |e| e.response_threshold),
+            });
+        }
+    }
+    rules
 }
 
 fn authenticator(cfg: &Config) -> Authenticator {

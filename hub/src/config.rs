@@ -166,6 +166,9 @@ mod tests {
             err.starts_with("hubd.toml:1: unknown key `prot` (expected one of host, port,"),
             "{err}"
         );
-        assert!(err.ends_with("jetstream, leafnodes)"), "{err}");
+        assert!(
+            err.ends_with("jetstream, leafnodes, accounts, system_account)"),
+            "{err}"
+        );
     }
 }

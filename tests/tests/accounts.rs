@@ -160,10 +160,127 @@ async fn each_account_has_its_own_jetstream(kind: ServerKind) {
     assert_eq!(info_c["error"]["err_code"], 10039, "{kind}: {info_c}");
 }
 
+/// Account A exports the service `svc.>` (to everyone) and the stream `events.>` (to B
+/// only); B imports `svc.echo` as `echo` and `events.>` under the prefix `plant_a`.
+fn exports_and_imports() -> Value {
+    json!({
+        "accounts": {
+            "A": {
+                "users": [ { "user": "a", "password": "a" } ],
+                "exports": [ { "service": "svc.>" }, { "stream": "events.>", "accounts": ["B"] } ],
+            },
+            "B": {
+                "users": [ { "user": "b", "password": "b" } ],
+                "imports": [
+                    { "service": { "account": "A", "subject": "svc.echo" }, "to": "echo" },
+                    { "stream": { "account": "A", "subject": "events.>" }, "prefix": "plant_a" },
+                ],
+            },
+        }
+    })
+}
+
+/// Answers every request on `subject` of `client` with its payload reversed, until dropped.
+async fn echo_service(client: &Client, subject: &str) -> tokio::task::JoinHandle<()> {
+    let mut requests = client.subscribe(subject.to_owned()).await.unwrap();
+    sync(client).await;
+    let client = client.clone();
+    tokio::spawn(async move {
+        while let Some(req) = futures_next(&mut requests).await {
+            if let Some(reply) = req.reply {
+                let answer: Vec<u8> = req.payload.iter().rev().copied().collect();
+                let _ = client.publish(reply, answer.into()).await;
+            }
+        }
+    })
+}
+
+async fn futures_next(sub: &mut e2e::async_nats::Subscriber) -> Option<e2e::async_nats::Message> {
+    use futures::StreamExt;
+    sub.next().await
+}
+
+async fn service_and_stream_imports_cross_accounts(kind: ServerKind) {
+    let server = TestServer::with_config(kind, exports_and_imports()).await;
+    let a = login(&server, "a").await;
+    let b = login(&server, "b").await;
+    let service = echo_service(&a, "svc.echo").await;
+
+    // B's request on its local name reaches A's responder; the answer comes back to B.
+    for i in 0..3 {
+        let answer = b.request("echo", format!("ping{i}").into()).await.unwrap();
+        assert_eq!(&answer.payload[..], format!("{i}gnip").as_bytes(), "{kind}");
+    }
+    // Under A's own name the service is not B's.
+    let err = b
+        .request("svc.echo", "x".into())
+        .await
+        .expect_err("not imported");
+    assert_eq!(
+        err.kind(),
+        e2e::async_nats::RequestErrorKind::NoResponders,
+        "{kind}: {err}"
+    );
+
+    // A's events arrive in B under the prefix, and only there.
+    let mut events = b.subscribe("plant_a.events.>").await.unwrap();
+    let mut unprefixed = b.subscribe("events.>").await.unwrap();
+    sync(&b).await;
+    a.publish("events.temp", "21.5".into()).await.unwrap();
+    let got = next_msg(&mut events).await;
+    assert_eq!(got.subject.as_str(), "plant_a.events.temp", "{kind}");
+    assert_eq!(&got.payload[..], b"21.5");
+    receives_nothing(&a, &b, &mut unprefixed).await;
+
+    // Nothing flows back: what B publishes on the imported subjects stays in B.
+    let mut a_events = a.subscribe("events.>").await.unwrap();
+    sync(&a).await;
+    b.publish("events.temp", "from-b".into()).await.unwrap();
+    b.publish("plant_a.events.temp", "from-b".into())
+        .await
+        .unwrap();
+    receives_nothing(&b, &a, &mut a_events).await;
+    service.abort();
+}
+
 e2e::server_tests!(
     clients_of_two_accounts_share_nothing,
-    each_account_has_its_own_jetstream
+    each_account_has_its_own_jetstream,
+    service_and_stream_imports_cross_accounts
 );
+
+/// A leaf bound to account B on its hub calls the service B imports from A: the request
+/// crosses the link and the accounts, the answer comes back the same way.
+async fn service_import_through_a_leaf(hub_kind: ServerKind, leaf_kind: ServerKind) {
+    let port = free_port();
+    let mut config = exports_and_imports();
+    config["leafnodes"] = json!({
+        "listen": format!("127.0.0.1:{port}"),
+        "authorization": { "users": [ { "user": "leaf", "password": "leaf", "account": "B" } ] },
+    });
+    let hub = TestServer::with_config(hub_kind, config).await;
+    let leaf = leaf_of(leaf_kind, port, json!({}), json!({})).await;
+    let a = login(&hub, "a").await;
+    let lc = leaf.client().await;
+    let service = echo_service(&a, "svc.echo").await;
+    // The import's interest reaches the leaf asynchronously: retry until answered.
+    let answer = e2e::bounded("the imported service through the leaf", async {
+        loop {
+            match tokio::time::timeout(
+                Duration::from_millis(500),
+                lc.request("echo", "olleh".into()),
+            )
+            .await
+            {
+                Ok(Ok(answer)) => return answer,
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    })
+    .await;
+    assert_eq!(&answer.payload[..], b"hello", "{hub_kind} from {leaf_kind}");
+    service.abort();
+}
 
 /// A hub with accounts `A` (client `a`) and `B` (client `b`), each with JetStream (domain
 /// `hub`), and a leafnode listener on `port` whose user `leaf` is bound to account A.
@@ -313,4 +430,8 @@ macro_rules! pair_tests {
     };
 }
 
-pair_tests!(leaf_bound_to_hub_account, remote_bound_to_local_account);
+pair_tests!(
+    leaf_bound_to_hub_account,
+    remote_bound_to_local_account,
+    service_import_through_a_leaf
+);

@@ -44,6 +44,7 @@ use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
 use crate::redact::{self, Redacted};
+pub use crate::server::account::settings as account_settings;
 pub use crate::server::account::{AccountJetStream, AccountSettings};
 
 pub use error::{line_of, ConfigError, Location};

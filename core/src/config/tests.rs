@@ -862,9 +862,9 @@ fn accounts_are_checked() {
     assert!(err.contains("accounts.a/b"), "{err}");
     let err = invalid("[accounts.\"$G\"]\nusers = []\n");
     assert!(err.contains("accounts.$G"), "{err}");
-    let err = invalid("[accounts.A]\nexports = [{ stream = \"x.>\" }]\n");
+    let err = invalid("[accounts.A]\njetstream = { max_streams = 3 }\n");
     assert!(
-        err.contains("accounts.A.exports") && err.contains("not supported yet"),
+        err.contains("accounts.A.jetstream.max_streams") && err.contains("not supported yet"),
         "{err}"
     );
     let err = invalid("[accounts.A]\njetstream = \"enabled\"\n");
@@ -890,4 +890,73 @@ fn accounts_are_checked() {
         "[authorization]\ntoken = \"t\"\n[accounts.A]\nusers = [{ user = \"a\", password = \"p\" }]\n",
     );
     assert!(err.contains("authorization.token"), "{err}");
+}
+
+#[test]
+fn exports_and_imports_are_checked() {
+    let check = |text: &str| {
+        toml(text)
+            .map_err(|e| e.to_string())
+            .and_then(|c| c.validate().map_err(|e| e.to_string()))
+    };
+    let a_exports = "[accounts.A]\nexports = [{ service = \"svc.>\" }, { stream = \"ev.>\", accounts = [\"B\"] }]\n";
+    // Accepted: within the exports, to an allowed account.
+    check(&format!(
+        "{a_exports}[accounts.B]\nimports = [{{ service = {{ account = \"A\", subject = \"svc.echo\" }}, to = \"echo\" }}, \
+         {{ stream = {{ account = \"A\", subject = \"ev.x.>\" }}, prefix = \"pa\" }}]\n"
+    ))
+    .unwrap();
+    let cfg = toml(&format!(
+        "{a_exports}[accounts.B]\nimports = [{{ stream = {{ account = \"A\", subject = \"ev.>\" }}, prefix = \"pa\" }}]\n"
+    ))
+    .unwrap();
+    assert_eq!(cfg.accounts["B"].imports[0].local, "pa.ev.>");
+    for (text, key, needle) in [
+        (
+            "[accounts.A]\nusers = []\n[accounts.B]\nimports = [{ stream = { account = \"A\", subject = \"ev.>\" } }]\n".to_string(),
+            "accounts.B.imports[0].stream",
+            "exports no stream",
+        ),
+        (
+            format!("{a_exports}[accounts.B]\nusers = []\n[accounts.C]\nimports = [{{ stream = {{ account = \"A\", subject = \"ev.>\" }} }}]\n"),
+            "accounts.C.imports[0].stream",
+            "exports no stream covering `ev.>` to `C`",
+        ),
+        (
+            format!("{a_exports}[accounts.B]\nimports = [{{ service = {{ account = \"NOPE\", subject = \"svc.x\" }} }}]\n"),
+            "accounts.B.imports[0].service.account",
+            "no account `NOPE`",
+        ),
+        (
+            "[accounts.A]\nexports = [{ stream = \"x.>\", accounts = [\"Z\"] }]\n".to_string(),
+            "accounts.A.exports[0].accounts",
+            "no account `Z`",
+        ),
+        (
+            // A's events go to B and come back to A on the same subjects: a loop.
+            "[accounts.A]\nexports = [{ stream = \"ev.>\" }]\nimports = [{ stream = { account = \"B\", subject = \"ev.>\" } }]\n\
+             [accounts.B]\nexports = [{ stream = \"ev.>\" }]\nimports = [{ stream = { account = \"A\", subject = \"ev.>\" } }]\n"
+                .to_string(),
+            "imports[0]",
+            "stream import cycle",
+        ),
+    ] {
+        let err = check(&text).unwrap_err();
+        assert!(err.contains(key) && err.contains(needle), "{text}\n=> {err}");
+    }
+    // Both ways on subjects that do not chain is no cycle.
+    check(
+        "[accounts.A]\nexports = [{ stream = \"ev.>\" }]\nimports = [{ stream = { account = \"B\", subject = \"cmd.>\" } }]\n\
+         [accounts.B]\nexports = [{ stream = \"cmd.>\" }]\nimports = [{ stream = { account = \"A\", subject = \"ev.>\" } }]\n",
+    )
+    .unwrap();
+    for (text, needle) in [
+        ("exports = [{ stream = \"a\", service = \"b\" }]", "exactly one of"),
+        ("exports = [{ stream = \"a\", response_type = \"stream\" }]", "for services"),
+        ("imports = [{ service = { account = \"B\", subject = \"s\" }, prefix = \"p\" }]", "`prefix` is for stream"),
+        ("imports = [{ stream = { account = \"B\", subject = \"s\" }, prefix = \"p\", to = \"t\" }]", "not both"),
+    ] {
+        let err = toml_err(&format!("[accounts.A]\n{text}\n"));
+        assert!(err.contains("leafd.toml:2:") && err.contains(needle), "{text}\n=> {err}");
+    }
 }

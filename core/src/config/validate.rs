@@ -200,7 +200,9 @@ impl Config {
             for (i, user) in account.users.iter().enumerate() {
                 check_user(user, &format!("{key}.users[{i}]"), &mut seen)?;
             }
+            self.check_exports_imports(name)?;
         }
+        self.check_import_cycles()?;
         let known = |name: &str| self.accounts.contains_key(name);
         if let Some(system) = &self.system_account {
             if !known(system) && system != "$SYS" {
@@ -368,6 +370,155 @@ impl Config {
 /// nats-server's `--pass ""` means no password at all).
 /// A bcrypt hash (nats-server's `$2a$...`) must be one whole hash, 60 characters: anything
 /// else would be verified as bcrypt and never match.
+impl Config {
+    /// The exports and imports of account `name`: valid subjects, every import within an
+    /// export of the other account that lets this one in.
+    fn check_exports_imports(&self, name: &str) -> Result<(), ConfigError> {
+        let Some(account) = self.accounts.get(name) else {
+            return Ok(());
+        };
+        for (i, export) in account.exports.iter().enumerate() {
+            let key = format!("accounts.{name}.exports[{i}]");
+            if !is_valid_subject(export.subject.as_bytes()) {
+                return Err(ConfigError::invalid(
+                    format!("{key}.{}", export.kind),
+                    format!("invalid subject `{}`", export.subject),
+                ));
+            }
+            for other in export.accounts.iter().flatten() {
+                if !self.accounts.contains_key(other) {
+                    return Err(ConfigError::invalid(
+                        format!("{key}.accounts"),
+                        format!("no account `{other}` in `accounts`"),
+                    ));
+                }
+            }
+        }
+        for (i, import) in account.imports.iter().enumerate() {
+            let key = format!("accounts.{name}.imports[{i}]");
+            let kind = import.kind;
+            let Some(exporter) = self.accounts.get(&import.account) else {
+                return Err(ConfigError::invalid(
+                    format!("{key}.{kind}.account"),
+                    format!("no account `{}` in `accounts`", import.account),
+                ));
+            };
+            if import.account == name {
+                return Err(ConfigError::invalid(
+                    format!("{key}.{kind}.account"),
+                    "an account cannot import from itself",
+                ));
+            }
+            if !is_valid_subject(import.subject.as_bytes()) {
+                return Err(ConfigError::invalid(
+                    format!("{key}.{kind}.subject"),
+                    format!("invalid subject `{}`", import.subject),
+                ));
+            }
+            let (from, to) = match kind {
+                super::account_settings::Kind::Stream => (&import.subject, &import.local),
+                super::account_settings::Kind::Service => (&import.local, &import.subject),
+            };
+            if let Err(e) = leaf_proto::transform::Transform::new(from, to) {
+                return Err(ConfigError::invalid(
+                    key,
+                    format!(
+                        "cannot map `{}` to `{}` ({e})",
+                        import.subject, import.local
+                    ),
+                ));
+            }
+            let exported = exporter.exports.iter().any(|e| {
+                e.kind == kind
+                    && leaf_proto::subject::is_subset(
+                        import.subject.as_bytes(),
+                        e.subject.as_bytes(),
+                    )
+                    && e.accounts
+                        .as_ref()
+                        .is_none_or(|a| a.iter().any(|x| x == name))
+            });
+            if !exported {
+                return Err(ConfigError::invalid(
+                    format!("{key}.{kind}"),
+                    format!(
+                        "account `{}` exports no {kind} covering `{}` to `{name}`",
+                        import.account, import.subject
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuses imports that would send a message (or a request) round in a circle: A's
+    /// stream imported into B arrives on a subject B exports back into A, and so on. Imports
+    /// both ways on subjects that do not chain (events one way, commands the other) are fine.
+    fn check_import_cycles(&self) -> Result<(), ConfigError> {
+        use super::account_settings::Kind;
+        use leaf_proto::subject::subjects_overlap;
+        /// Traffic one import carries: from (account, subject) to (account, subject).
+        struct Flow<'a> {
+            from: (&'a str, &'a str),
+            to: (&'a str, &'a str),
+            key: String,
+        }
+        for kind in [Kind::Stream, Kind::Service] {
+            let mut flows = Vec::new();
+            for (name, account) in &self.accounts {
+                for (i, import) in account.imports.iter().enumerate() {
+                    if import.kind != kind {
+                        continue;
+                    }
+                    let exporter = (import.account.as_str(), import.subject.as_str());
+                    let importer = (name.as_str(), import.local.as_str());
+                    let (from, to) = match kind {
+                        Kind::Stream => (exporter, importer),
+                        Kind::Service => (importer, exporter),
+                    };
+                    flows.push(Flow {
+                        from,
+                        to,
+                        key: format!("accounts.{name}.imports[{i}]"),
+                    });
+                }
+            }
+            let follows = |a: &Flow<'_>, b: &Flow<'_>| {
+                a.to.0 == b.from.0 && subjects_overlap(a.to.1.as_bytes(), b.from.1.as_bytes())
+            };
+            for (first, flow) in flows.iter().enumerate() {
+                let mut stack = vec![vec![first]];
+                let mut visited = HashSet::new();
+                while let Some(path) = stack.pop() {
+                    let Some(&last) = path.last() else { continue };
+                    for (next, candidate) in flows.iter().enumerate() {
+                        if !follows(&flows[last], candidate) {
+                            continue;
+                        }
+                        if next == first {
+                            let accounts: Vec<&str> = path
+                                .iter()
+                                .map(|&i| flows[i].from.0)
+                                .chain([flow.from.0])
+                                .collect();
+                            return Err(ConfigError::invalid(
+                                flow.key.clone(),
+                                format!("{kind} import cycle: {}", accounts.join(" -> ")),
+                            ));
+                        }
+                        if visited.insert(next) {
+                            let mut longer = path.clone();
+                            longer.push(next);
+                            stack.push(longer);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// One user of `authorization.users` or of an account (`key` names it): a name unique among
 /// all users (`seen`), a password, well-formed permission subjects.
 fn check_user<'a>(

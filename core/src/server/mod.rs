@@ -80,6 +80,8 @@ pub struct ServerOptions {
     pub auth: Authenticator,
     /// The accounts besides the global one (`$G`), each its own subject space.
     pub accounts: Vec<String>,
+    /// The imports between them: the only ways traffic crosses accounts.
+    pub imports: Vec<account::imports::ImportRule>,
 }
 
 impl Default for ServerOptions {
@@ -101,6 +103,7 @@ impl Default for ServerOptions {
             auth_timeout: Duration::from_secs(2),
             auth: Authenticator::Open,
             accounts: Vec::new(),
+            imports: Vec::new(),
         }
     }
 }
@@ -147,6 +150,9 @@ pub struct Server {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ServerError {
+    /// An import between accounts could not be set up.
+    #[error("{0}")]
+    Import(#[from] account::imports::ImportError),
     /// The client listener could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -185,6 +191,8 @@ impl Server {
             peers.clone(),
             &stats.replies_refused,
         );
+        // The subscriptions of imports live as long as the server (held by their accounts).
+        account::imports::wire(&accounts, &opts.imports)?;
         let shared = Arc::new(Shared {
             server_id: info::new_server_id(),
             accounts,

@@ -10,6 +10,7 @@
 //! servers configured these also tell them (see [`Peers`]; the leafnode layer implements it,
 //! this module knows nothing else of it).
 
+pub mod imports;
 pub mod settings;
 
 use std::collections::HashMap;

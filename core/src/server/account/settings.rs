@@ -28,23 +28,187 @@ pub struct AccountSettings {
     pub users: Vec<User>,
     /// Whether the account has JetStream, and its limits.
     pub jetstream: AccountJetStream,
-    /// Stream and service exports: recognised to be refused ("not supported yet") rather
-    /// than silently ignored.
-    pub exports: Option<de::IgnoredAny>,
-    /// Stream and service imports: as `exports`.
-    pub imports: Option<de::IgnoredAny>,
+    /// What the account offers other accounts: streams (messages) and services (requests).
+    #[serde(deserialize_with = "value::de_table_list")]
+    pub exports: Vec<Export>,
+    /// What the account takes from others' exports.
+    #[serde(deserialize_with = "value::de_table_list")]
+    pub imports: Vec<Import>,
+}
+
+/// Which kind of export or import.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Messages: published in the exporter, delivered in the importer.
+    Stream,
+    /// Requests: published in the importer, answered in the exporter.
+    Service,
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Kind::Stream => "stream",
+            Kind::Service => "service",
+        })
+    }
+}
+
+/// How many responses a service request may get (`response_type`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResponseType {
+    /// One (the default): the response route is gone after the first answer.
+    #[default]
+    Singleton,
+    /// Any number, until `response_threshold`.
+    Stream,
+    /// Any number, until `response_threshold` (a response in several parts).
+    Chunked,
+}
+
+/// One entry of an account's `exports`: `{ stream = "subject" }` or `{ service = "subject" }`,
+/// with optional `accounts` (who may import it; everybody when absent) and, for services,
+/// `response_type` and `response_threshold`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "ExportTable")]
+pub struct Export {
+    /// Stream or service.
+    pub kind: Kind,
+    /// The subject (wildcards allowed).
+    pub subject: String,
+    /// Who may import it (`None`: every account).
+    pub accounts: Option<Vec<String>>,
+    /// Services: how many responses a request may get.
+    pub response_type: ResponseType,
+    /// Services: how long responses are routed back after the request.
+    pub response_threshold: std::time::Duration,
+}
+
+/// How long a service's responses are routed back by default (nats-server's 2 minutes).
+pub const DEFAULT_RESPONSE_THRESHOLD: std::time::Duration = std::time::Duration::from_secs(120);
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExportTable {
+    #[serde(default)]
+    stream: Option<String>,
+    #[serde(default)]
+    service: Option<String>,
+    #[serde(default, deserialize_with = "de_opt_string_list")]
+    accounts: Option<Vec<String>>,
+    #[serde(default)]
+    response_type: Option<ResponseType>,
+    #[serde(default, deserialize_with = "value::de_opt_duration")]
+    response_threshold: Option<std::time::Duration>,
+    #[serde(default)]
+    latency: Option<de::IgnoredAny>,
+}
+
+/// An optional list of strings (`accounts = ["B"]`; a single string is a list of one).
+fn de_opt_string_list<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Vec<String>>, D::Error> {
+    value::de_string_list(deserializer).map(Some)
+}
+
+impl TryFrom<ExportTable> for Export {
+    type Error = String;
+
+    fn try_from(t: ExportTable) -> Result<Self, Self::Error> {
+        let (kind, subject) = match (t.stream, t.service) {
+            (Some(s), None) => (Kind::Stream, s),
+            (None, Some(s)) => (Kind::Service, s),
+            _ => return Err("set exactly one of `stream` and `service`".to_owned()),
+        };
+        if kind == Kind::Stream && (t.response_type.is_some() || t.response_threshold.is_some()) {
+            return Err("`response_type` and `response_threshold` are for services".to_owned());
+        }
+        if t.latency.is_some() {
+            return Err("`latency`: not supported yet".to_owned());
+        }
+        Ok(Export {
+            kind,
+            subject,
+            accounts: t.accounts,
+            response_type: t.response_type.unwrap_or_default(),
+            response_threshold: t.response_threshold.unwrap_or(DEFAULT_RESPONSE_THRESHOLD),
+        })
+    }
+}
+
+/// One entry of an account's `imports`: `{ stream = { account, subject }, prefix | to }` or
+/// `{ service = { account, subject }, to }`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "ImportTable")]
+pub struct Import {
+    /// Stream or service.
+    pub kind: Kind,
+    /// The exporting account.
+    pub account: String,
+    /// The subject in the exporting account (within one of its exports).
+    pub subject: String,
+    /// The subject in this account: streams arrive, requests are published, on it. Built
+    /// from `prefix` (`<prefix>.<subject>`) or `to`; the exporter's subject otherwise.
+    pub local: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImportTable {
+    #[serde(default)]
+    stream: Option<ImportSource>,
+    #[serde(default)]
+    service: Option<ImportSource>,
+    #[serde(default)]
+    prefix: Option<String>,
+    #[serde(default)]
+    to: Option<String>,
+    #[serde(default)]
+    share: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImportSource {
+    account: String,
+    subject: String,
+}
+
+impl TryFrom<ImportTable> for Import {
+    type Error = String;
+
+    fn try_from(t: ImportTable) -> Result<Self, Self::Error> {
+        let (kind, source) = match (t.stream, t.service) {
+            (Some(s), None) => (Kind::Stream, s),
+            (None, Some(s)) => (Kind::Service, s),
+            _ => return Err("set exactly one of `stream` and `service`".to_owned()),
+        };
+        let local = match (kind, t.prefix, t.to) {
+            (_, Some(_), Some(_)) => return Err("set either `prefix` or `to`, not both".to_owned()),
+            (Kind::Service, Some(_), None) => {
+                return Err("`prefix` is for stream imports (services use `to`)".to_owned())
+            }
+            (Kind::Stream, Some(prefix), None) => format!("{prefix}.{}", source.subject),
+            (_, None, Some(to)) => to,
+            (_, None, None) => source.subject.clone(),
+        };
+        if kind == Kind::Stream && t.share.is_some() {
+            return Err("`share` is for service imports".to_owned());
+        }
+        Ok(Import {
+            kind,
+            account: source.account,
+            subject: source.subject,
+            local,
+        })
+    }
 }
 
 impl AccountSettings {
     /// Keys given that this server does not implement yet, by name.
     pub fn unsupported(&self) -> Vec<&'static str> {
         let mut keys = Vec::new();
-        if self.exports.is_some() {
-            keys.push("exports");
-        }
-        if self.imports.is_some() {
-            keys.push("imports");
-        }
         if self.jetstream.max_streams.is_some() {
             keys.push("jetstream.max_streams");
         }
