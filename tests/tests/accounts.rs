@@ -435,3 +435,70 @@ pair_tests!(
     remote_bound_to_local_account,
     service_import_through_a_leaf
 );
+
+/// A gateway bound to account PLANT_A on its hub replays its backlog into PLANT_A's stream;
+/// PLANT_B, with a stream of the same name, sees nothing of it. hubd and nats-server as hubs.
+async fn uplink_replays_into_its_account(hub_kind: ServerKind) {
+    use e2e::uplink::{check_hub_stream, hub_count, leafd_config, publish_range, HUB_STREAM};
+    let port = free_port();
+    let hub_store = StoreDir::new();
+    let plant_user = |name: &str| json!({ "user": name, "password": name });
+    let hub = TestServer::with_config(
+        hub_kind,
+        json!({
+            "jetstream": { "store_dir": hub_store.path(), "domain": "hub" },
+            "accounts": {
+                "PLANT_A": { "users": [plant_user("a")], "jetstream": "enabled" },
+                "PLANT_B": { "users": [plant_user("b")], "jetstream": "enabled" },
+            },
+            "leafnodes": {
+                "listen": format!("127.0.0.1:{port}"),
+                "authorization": { "users": [ { "user": "gw", "password": "gw", "account": "PLANT_A" } ] },
+            },
+        }),
+    )
+    .await;
+    let a = login(&hub, "a").await;
+    let b = login(&hub, "b").await;
+    // PLANT_B has a stream of the same name, capturing the same subjects.
+    let created = js_api(
+        &b,
+        &format!("$JS.API.STREAM.CREATE.{HUB_STREAM}"),
+        json!({ "name": HUB_STREAM, "subjects": ["gw1.>"] }),
+    )
+    .await;
+    assert!(created.get("error").is_none(), "{created}");
+
+    let leaf_store = StoreDir::new();
+    let config = leafd_config(
+        &leaf_store,
+        &format!("nats-leaf://gw:gw@127.0.0.1:{port}"),
+        &json!({}),
+    );
+    let leaf = TestServer::with_config(ServerKind::Leafd, config).await;
+    let lc = leaf.client().await;
+    publish_range(&lc, 0, 200).await;
+    e2e::bounded("200 messages in PLANT_A's stream", async {
+        while hub_count(&a).await < 200 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    check_hub_stream(&a, 200).await;
+    assert_eq!(
+        hub_count(&b).await,
+        0,
+        "{hub_kind}: PLANT_B's stream got the gateway's data"
+    );
+}
+
+mod uplink_replays_into_its_account {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hubd_hub() {
+        super::uplink_replays_into_its_account(e2e::ServerKind::Hubd).await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nats_server_hub() {
+        super::uplink_replays_into_its_account(e2e::ServerKind::NatsServer).await
+    }
+}
