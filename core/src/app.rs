@@ -715,6 +715,17 @@ impl SharedReload {
         }
     }
 
+    /// Applies a changed `authorization` or accounts' users (see
+    /// [`Shared::reload_authorization`]).
+    pub fn authorization(&self, changed: bool, new: &Config) {
+        let (true, Some(shared)) = (changed, self.shared.upgrade()) else {
+            return;
+        };
+        let accounts: Vec<String> = new.accounts.keys().cloned().collect();
+        let closed = shared.reload_authorization(authenticator(new), &accounts);
+        info!(closed, "authorization reloaded");
+    }
+
     /// Applies the remotes part of a reload: a remote whose configuration or files
     /// ([`reload::remote_files`], read again now) changed is reconnected with its new settings,
     /// remotes added at the end start, remotes removed from the end stop; the others are not
@@ -912,6 +923,7 @@ pub fn reload_on_sighup<R: Reload>(
                 }
             };
             shared.log_level(plan.log_level);
+            shared.authorization(plan.authorization, new.as_ref());
             let mine = own.apply(&own_plan, &running, &mut new).await;
             let remotes = shared.remotes(running.as_ref(), new.as_mut()).await;
             running = new;

@@ -82,7 +82,7 @@ impl Permissions {
 }
 
 /// One configured user.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
     /// The password the client must present.
     pub password: String,
@@ -90,6 +90,18 @@ pub struct User {
     pub permissions: Option<Arc<Permissions>>,
     /// The account the user belongs to (`None`: the global account).
     pub account: Option<Arc<str>>,
+}
+
+/// How a connection logged in, to tell after a reload whether it still would, with the same
+/// rights (see [`Authenticator::grants_the_same`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Login {
+    /// Nobody asked for credentials.
+    Anonymous,
+    /// With the token.
+    Token,
+    /// As this configured user.
+    User(String),
 }
 
 /// What a successful login grants: the user's permissions and account.
@@ -146,6 +158,30 @@ impl Authenticator {
     /// Whether INFO must say `auth_required`.
     pub fn required(&self) -> bool {
         !matches!(self, Authenticator::Open)
+    }
+
+    /// How `creds` log in under this authenticator (after [`Authenticator::authenticate`]
+    /// accepted them).
+    pub fn login_of(&self, creds: Credentials<'_>) -> Login {
+        match self {
+            Authenticator::Open => Login::Anonymous,
+            Authenticator::Token(_) => Login::Token,
+            Authenticator::Users(_) => Login::User(creds.user.unwrap_or_default().to_owned()),
+        }
+    }
+
+    /// Whether a connection that logged in with `login` under `self` would log in under `new`
+    /// with exactly the same rights (the same token; the same user with the same password,
+    /// permissions and account; or no authentication on both).
+    pub fn grants_the_same(&self, new: &Authenticator, login: &Login) -> bool {
+        match (self, new, login) {
+            (Authenticator::Open, Authenticator::Open, Login::Anonymous) => true,
+            (Authenticator::Token(a), Authenticator::Token(b), Login::Token) => a == b,
+            (Authenticator::Users(a), Authenticator::Users(b), Login::User(name)) => {
+                matches!((a.get(name), b.get(name)), (Some(x), Some(y)) if x == y)
+            }
+            _ => false,
+        }
     }
 
     /// Checks credentials; on success returns what the user may do and its account.
@@ -267,6 +303,38 @@ mod tests {
         assert!(p.needs_delivery_check(b"foo.*"));
         assert!(p.delivery_denied(b"foo.secret"));
         assert!(!p.delivery_denied(b"foo.open"));
+    }
+
+    #[test]
+    fn a_reload_keeps_only_identical_logins() {
+        let user = |password: &str, account: Option<&str>| User {
+            password: password.into(),
+            permissions: None,
+            account: account.map(Into::into),
+        };
+        let users = |entries: &[(&str, User)]| {
+            Authenticator::Users(
+                entries
+                    .iter()
+                    .map(|(n, u)| ((*n).to_owned(), u.clone()))
+                    .collect(),
+            )
+        };
+        let old = users(&[("a", user("pa", None)), ("b", user("pb", Some("B")))]);
+        let new = users(&[("a", user("pa", None)), ("b", user("pb", Some("C")))]);
+        let a = Login::User("a".into());
+        let b = Login::User("b".into());
+        assert!(old.grants_the_same(&new, &a));
+        assert!(!old.grants_the_same(&new, &b), "moved to another account");
+        let gone = users(&[("b", user("pb", Some("B")))]);
+        assert!(!old.grants_the_same(&gone, &a), "user removed");
+        let repassed = users(&[("a", user("new", None))]);
+        assert!(!old.grants_the_same(&repassed, &a), "password changed");
+        assert!(Authenticator::Open.grants_the_same(&Authenticator::Open, &Login::Anonymous));
+        assert!(!Authenticator::Open.grants_the_same(&old, &Login::Anonymous));
+        let t = Authenticator::Token("t".into());
+        assert!(t.grants_the_same(&Authenticator::Token("t".into()), &Login::Token));
+        assert!(!t.grants_the_same(&Authenticator::Token("u".into()), &Login::Token));
     }
 
     #[test]

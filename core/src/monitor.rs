@@ -407,7 +407,7 @@ fn varz(sources: &Sources, now: &str) -> Value {
         "max_connections": o.max_connections,
         "ping_interval": o.ping_interval.as_nanos() as u64,
         "ping_max": o.ping_max,
-        "auth_required": o.auth.required(),
+        "auth_required": shared.auth_required(),
         "max_control_line": o.max_control_line,
         "max_payload": o.max_payload,
         "max_pending": o.max_pending,

@@ -15,7 +15,12 @@
 //!   configuration or not: a remote whose file content changed reconnects with it (see
 //!   [`remote_files_digest`]); a file that became unreadable or invalid refuses the reload of
 //!   that remote, which keeps running with what it had;
-//! * any other difference (the leafnode listener's `leafnodes.listen`, `authorization`, `tls`,
+//! * who may connect: `authorization` (users, passwords, permissions, the token) and the
+//!   accounts' `users`, accounts with users only added or removed; connections whose login
+//!   would not give the same rights any more are closed with `-ERR 'Authorization Violation'`,
+//!   the others keep running (see `Shared::reload_authorization`); an account's `jetstream`,
+//!   `exports` and `imports` cannot change;
+//! * any other difference (the leafnode listener's `leafnodes.listen`, its `authorization`, `tls`,
 //!   `max_connections`, the links' `reconnect`, `ping_interval`, `ping_max`, and every server
 //!   setting) refuses the whole reload with a message naming the key, and the running
 //!   configuration stays as it was.
@@ -23,7 +28,9 @@
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::Path;
 
-use crate::config::{Config, LeafNodes, LogLevel, Remote};
+use std::collections::BTreeMap;
+
+use crate::config::{AccountSettings, Config, LeafNodes, LogLevel, Remote};
 
 /// What a reload does to one leafnode remote (by its index in `leafnodes.remotes`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,12 +52,15 @@ pub struct Plan {
     /// order to apply them (removals last, from the end). Remotes whose files changed are
     /// not in it: that takes reading them (see [`remote_files_digest`]).
     pub remotes: Vec<RemoteChange>,
+    /// Who may connect changed: `authorization`, the accounts' users, accounts added or
+    /// removed (see `Shared::reload_authorization`).
+    pub authorization: bool,
 }
 
 impl Plan {
     /// Whether nothing changes (files a remote reads aside).
     pub fn is_empty(&self) -> bool {
-        self.log_level.is_none() && self.remotes.is_empty()
+        self.log_level.is_none() && self.remotes.is_empty() && !self.authorization
     }
 }
 
@@ -86,15 +96,92 @@ pub fn plan(running: &Config, new: &Config) -> Result<Plan, Refused> {
     merged.debug = new.debug;
     merged.trace = new.trace;
     merged.leafnodes.remotes.clone_from(&new.leafnodes.remotes);
+    merged.authorization = crate::config::Authorization {
+        timeout: running.authorization.timeout,
+        ..new.authorization.clone()
+    };
+    merged.accounts = reloadable_accounts(&running.accounts, &new.accounts)?;
+    if running.authorization != new.authorization
+        && running.leafnodes.listen.is_some()
+        && !leaf_listener_has_own_users(&running.leafnodes)
+    {
+        // Leaves log in with the client users then, checked by the listener as it started.
+        return Err(Refused {
+            key: "authorization".to_owned(),
+            reason: "the leafnode listener logs leaves in with these users (it has no \
+                     leafnodes.authorization of its own): restart to apply it"
+                .to_owned(),
+        });
+    }
     if merged != *new {
         return Err(Refused::cannot_change(first_difference(&merged, new)));
     }
-    let mut plan = Plan::default();
+    let mut plan = Plan {
+        authorization: running.authorization != new.authorization
+            || running.accounts != new.accounts,
+        ..Plan::default()
+    };
     if running.effective_log_level() != new.effective_log_level() {
         plan.log_level = Some(new.effective_log_level());
     }
     plan.remotes = plan_remotes(&running.leafnodes.remotes, &new.leafnodes.remotes)?;
     Ok(plan)
+}
+
+/// Whether the leafnode listener has its own `leafnodes.authorization` (else leaves log in
+/// with the client users).
+fn leaf_listener_has_own_users(ln: &LeafNodes) -> bool {
+    let auth = &ln.authorization;
+    auth.user.is_some() || auth.token.is_some() || !auth.users.is_empty()
+}
+
+/// The accounts a reload may bring: the running ones with their users changed, new accounts
+/// with users only, running accounts with users only removed. An account's JetStream,
+/// exports and imports, and an account that has any of them, stay as they run.
+fn reloadable_accounts(
+    old: &BTreeMap<String, AccountSettings>,
+    new: &BTreeMap<String, AccountSettings>,
+) -> Result<BTreeMap<String, AccountSettings>, Refused> {
+    let users_only =
+        |a: &AccountSettings| !a.jetstream.enabled && a.exports.is_empty() && a.imports.is_empty();
+    let why = "cannot be added or removed while running with JetStream, exports or imports \
+               (restart to apply it)";
+    for (name, account) in old {
+        if !new.contains_key(name) && !users_only(account) {
+            return Err(Refused {
+                key: format!("accounts.{name}"),
+                reason: why.to_owned(),
+            });
+        }
+    }
+    let mut merged = BTreeMap::new();
+    for (name, account) in new {
+        let kept = match old.get(name) {
+            Some(running) => AccountSettings {
+                users: account.users.clone(),
+                ..running.clone()
+            },
+            None if users_only(account) => account.clone(),
+            None => {
+                return Err(Refused {
+                    key: format!("accounts.{name}"),
+                    reason: why.to_owned(),
+                })
+            }
+        };
+        if kept != *account {
+            let key = if kept.jetstream != account.jetstream {
+                "jetstream"
+            } else if kept.exports != account.exports {
+                "exports"
+            } else {
+                "imports"
+            };
+            return Err(Refused::cannot_change(format!("accounts.{name}.{key}")));
+        }
+        merged.insert(name.clone(), kept);
+    }
+    Ok(merged)
 }
 
 /// The remotes that changed, were added or removed, matched by position; a remote moved to
@@ -182,7 +269,7 @@ fn first_difference(a: &Config, b: &Config) -> String {
     if a.leafnodes != b.leafnodes {
         return leafnodes_difference(&a.leafnodes, &b.leafnodes);
     }
-    let checks: [(&str, bool); 14] = [
+    let checks: [(&str, bool); 15] = [
         ("host", a.host != b.host),
         ("port", a.port != b.port),
         ("http_port", a.http_port != b.http_port),
@@ -198,8 +285,12 @@ fn first_difference(a: &Config, b: &Config) -> String {
         ("ping_interval", a.ping_interval != b.ping_interval),
         ("ping_max", a.ping_max != b.ping_max),
         ("write_deadline", a.write_deadline != b.write_deadline),
-        ("authorization", a.authorization != b.authorization),
+        (
+            "authorization.timeout",
+            a.authorization.timeout != b.authorization.timeout,
+        ),
         ("jetstream", a.jetstream != b.jetstream),
+        ("system_account", a.system_account != b.system_account),
     ];
     checks
         .iter()
@@ -250,6 +341,60 @@ mod tests {
 
     const BASE: &str = "port = 4222\nlog_level = \"info\"\njetstream = true\n\
         [leafnodes]\nremotes = [{ url = \"nats-leaf://h:7422\" }]\n";
+
+    #[test]
+    fn users_and_user_only_accounts_reload_the_rest_is_refused_by_name() {
+        let running = cfg("[jetstream]\nstore_dir = \"/x\"\n\
+             [authorization]\nusers = [{ user = \"g\", password = \"g\" }]\n\
+             [accounts.A]\nusers = [{ user = \"a\", password = \"a\" }]\n\
+             [accounts.J]\njetstream = true\n");
+        let plan = |text: &str| plan(&running, &cfg(text));
+        let same = "[jetstream]\nstore_dir = \"/x\"\n[accounts.J]\njetstream = true\n";
+        // Users changed, an account with users only added and one removed: planned.
+        let p = plan(&format!(
+            "{same}[authorization]\nusers = [{{ user = \"g\", password = \"new\" }}]\n\
+             [accounts.C]\nusers = [{{ user = \"c\", password = \"c\" }}]\n"
+        ))
+        .unwrap();
+        assert!(p.authorization && !p.is_empty());
+        let refused = |text: &str| plan(text).unwrap_err().key;
+        assert_eq!(
+            refused("[jetstream]\nstore_dir = \"/x\"\n[accounts.J]\njetstream = false\n"),
+            "accounts.J.jetstream"
+        );
+        assert_eq!(refused("[jetstream]\nstore_dir = \"/x\"\n"), "accounts.J");
+        assert_eq!(
+            refused(&format!("{same}[accounts.A]\njetstream = true\n")),
+            "accounts.A.jetstream"
+        );
+        assert_eq!(
+            refused(&format!(
+                "{same}[accounts.N]\nexports = [{{ stream = \"x\" }}]\n"
+            )),
+            "accounts.N"
+        );
+        assert_eq!(
+            refused(&format!(
+                "{same}[accounts.A]\nusers = [{{ user = \"a\", password = \"a\" }}]\n\
+                 [authorization]\ntimeout = \"9s\"\nusers = [{{ user = \"g\", password = \"g\" }}]\n"
+            )),
+            "authorization.timeout"
+        );
+        // Leaves log in with the client users: their change waits for a restart.
+        let with_listener = cfg(
+            "[authorization]\nusers = [{ user = \"g\", password = \"g\" }]\n\
+             [leafnodes]\nlisten = \"127.0.0.1:7422\"\n",
+        );
+        let err = super::plan(
+            &with_listener,
+            &cfg(
+                "[authorization]\nusers = [{ user = \"g\", password = \"h\" }]\n\
+                  [leafnodes]\nlisten = \"127.0.0.1:7422\"\n",
+            ),
+        )
+        .unwrap_err();
+        assert_eq!(err.key, "authorization");
+    }
 
     #[test]
     fn the_listener_and_unsupported_remote_keys_are_refused_by_name() {

@@ -19,7 +19,8 @@
 //!   configuration or not: a remote whose file content changed reconnects with it (see
 //!   [`remote_files_digest`]); a file that became unreadable or invalid refuses the reload of
 //!   that remote, which keeps running with what it had;
-//! * any other difference (the leafnode listener's `leafnodes.listen`, `authorization`, `tls`,
+//! * who may connect (`authorization`, the accounts' users; see `leaf_core::reload`);
+//! * any other difference (the leafnode listener's `leafnodes.listen`, its `authorization`, `tls`,
 //!   the links' `reconnect`, `ping_interval`, `ping_max`, and every server setting) refuses
 //!   the whole reload with a message naming the key, and the running configuration stays as
 //!   it was.
@@ -40,6 +41,8 @@ pub struct Plan {
     /// The leafnode remotes whose configuration changed, were added or removed, in the
     /// order to apply them (see [`shared::Plan::remotes`]).
     pub remotes: Vec<RemoteChange>,
+    /// Who may connect changed (see [`shared::Plan::authorization`]).
+    pub authorization: bool,
 }
 
 impl Plan {
@@ -49,6 +52,7 @@ impl Plan {
             && self.uplinks.is_empty()
             && !self.gateways
             && self.remotes.is_empty()
+            && !self.authorization
     }
 
     /// The part of the plan that concerns the shared keys.
@@ -56,6 +60,7 @@ impl Plan {
         shared::Plan {
             log_level: self.log_level,
             remotes: self.remotes.clone(),
+            authorization: self.authorization,
         }
     }
 }
@@ -93,6 +98,7 @@ pub fn plan(running: &Config, new: &Config) -> Result<Plan, Refused> {
     let mut plan = Plan {
         log_level: server.log_level,
         remotes: server.remotes,
+        authorization: server.authorization,
         ..Plan::default()
     };
     for (i, (old, new)) in running.uplinks.iter().zip(&new.uplinks).enumerate() {

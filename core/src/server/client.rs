@@ -18,7 +18,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
@@ -107,6 +107,16 @@ fn is_reserved_reply(reply: &[u8]) -> bool {
     }
 }
 
+/// Closes a running connection from outside its task (a reload took its rights): `-ERR text`
+/// is queued, then the outbound queue is closed, so the writer sends what is queued and the
+/// connection ends.
+pub(crate) fn close_with_error(handle: &ClientHandle, text: &str) {
+    let mut line = BytesMut::new();
+    proto::encode::write_err(&mut line, text);
+    handle.out.append_bytes(&line);
+    handle.out.close();
+}
+
 /// Sends `-ERR text` to a client that cannot be served and closes it.
 pub(crate) async fn refuse(mut stream: TcpStream, text: &'static str) {
     let mut line = BytesMut::new();
@@ -191,7 +201,7 @@ fn server_info(shared: &Shared, client_id: u64, peer: SocketAddr) -> Vec<u8> {
         proto: 1,
         client_id,
         client_ip: peer.ip().to_string(),
-        auth_required: opts.auth.required(),
+        auth_required: shared.auth_required(),
         jetstream: shared.jetstream.load(std::sync::atomic::Ordering::Relaxed),
     };
     serde_json::to_vec(&info).unwrap_or_default()
@@ -238,7 +248,7 @@ impl Connection {
     ) -> Close {
         let opts = &self.shared.opts;
         let ping_interval = opts.ping_interval;
-        let auth_required = opts.auth.required();
+        let auth_required = self.shared.auth_required();
         let auth_deadline = tokio::time::sleep(opts.auth_timeout);
         tokio::pin!(auth_deadline);
         let mut ping =
@@ -309,7 +319,7 @@ impl Connection {
                 }
                 Ok(None) => break,
                 Err(proto::ParseError::MaxPayload)
-                    if !self.connected && self.shared.opts.auth.required() =>
+                    if !self.connected && self.shared.auth_required() =>
                 {
                     // nats-server refuses anything but CONNECT at its first byte.
                     self.send_err("'Authorization Violation'");
@@ -326,10 +336,7 @@ impl Connection {
     }
 
     fn handle_op(&mut self, op: ClientOp<'_>) -> Result<(), Close> {
-        if !self.connected
-            && !matches!(op, ClientOp::Connect(_))
-            && self.shared.opts.auth.required()
-        {
+        if !self.connected && !matches!(op, ClientOp::Connect(_)) && self.shared.auth_required() {
             self.send_err("'Authorization Violation'");
             return Err(Close::Auth);
         }
@@ -391,7 +398,15 @@ impl Connection {
             pass: connect.pass.as_deref(),
             token: connect.auth_token.as_deref(),
         };
-        match self.shared.opts.auth.authenticate(creds) {
+        // The authenticator stays read-locked until the login is recorded: a reload swapping
+        // it in between would not see this connection (see `Shared::reload_authorization`).
+        let auth = self
+            .shared
+            .auth
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        let login = auth.login_of(creds);
+        match auth.authenticate(creds) {
             Ok(grant) => {
                 let account = match &grant.account {
                     None => Some(self.shared.global().clone()),
@@ -403,6 +418,7 @@ impl Connection {
                 let Some(account) =
                     account.filter(|a| !self.connected || Arc::ptr_eq(a, &self.account))
                 else {
+                    drop(auth);
                     warn!(cid = self.handle.id, peer = %self.peer, "CONNECT into another account refused");
                     self.send_err("'Authorization Violation'");
                     return Err(Close::Auth);
@@ -416,11 +432,23 @@ impl Connection {
                 self.permissions = perms;
             }
             Err(e) => {
+                drop(auth);
                 warn!(cid = self.handle.id, peer = %self.peer, error = %e, "authentication failed");
                 self.send_err("'Authorization Violation'");
                 return Err(Close::Auth);
             }
         }
+        if let Ok(mut meta) = self.entry.meta.lock() {
+            *meta = ConnMeta {
+                name: connect.name.clone().unwrap_or_default(),
+                lang: connect.lang.clone().unwrap_or_default(),
+                version: connect.version.clone().unwrap_or_default(),
+                user: connect.user.clone().unwrap_or_default(),
+                account: self.account.name().to_owned(),
+                login: Some(login),
+            };
+        }
+        drop(auth);
         self.handle
             .headers
             .store(connect.headers, Ordering::Relaxed);
@@ -429,16 +457,9 @@ impl Connection {
             name = %printable(connect.name.as_deref().unwrap_or("")),
             lang = %printable(connect.lang.as_deref().unwrap_or("")),
             version = %printable(connect.version.as_deref().unwrap_or("")),
+            account = %printable(self.account.name()),
             "client CONNECT"
         );
-        if let Ok(mut meta) = self.entry.meta.lock() {
-            *meta = ConnMeta {
-                name: connect.name.clone().unwrap_or_default(),
-                lang: connect.lang.clone().unwrap_or_default(),
-                version: connect.version.clone().unwrap_or_default(),
-                user: connect.user.clone().unwrap_or_default(),
-            };
-        }
         self.connect = connect;
         self.connected = true;
         self.limits.max_payload = self.shared.opts.max_payload;

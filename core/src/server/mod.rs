@@ -130,9 +130,56 @@ pub struct Shared {
     pub js_domain: std::sync::OnceLock<jsdomain::DomainApi>,
     /// Connections and traffic, for monitoring.
     pub stats: stats::ServerStats,
+    /// Who may connect now: `opts.auth` at the start, then what the last reload set (see
+    /// [`Shared::reload_authorization`]). Read-locked by a CONNECT until its login is recorded.
+    pub auth: std::sync::RwLock<Arc<Authenticator>>,
 }
 
 impl Shared {
+    /// Whether clients must authenticate (INFO's `auth_required`).
+    pub fn auth_required(&self) -> bool {
+        self.auth
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .required()
+    }
+
+    /// Applies a reload of `authorization` and the accounts' users: `accounts` (the
+    /// configured accounts) are added to the server if new, `auth` replaces the
+    /// authenticator, and every client connection that would not log in again with exactly
+    /// the same rights (its user removed, or its password, permissions or account changed;
+    /// a token changed; authentication newly required) is closed with `-ERR 'Authorization
+    /// Violation'`, as nats-server does. The others keep running untouched. Returns how many
+    /// were closed.
+    pub fn reload_authorization(&self, auth: Authenticator, accounts: &[String]) -> usize {
+        for name in accounts {
+            self.accounts.add(name);
+        }
+        let mut current = self
+            .auth
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let old = std::mem::replace(&mut *current, Arc::new(auth));
+        let mut closed = 0;
+        for entry in self.stats.connections() {
+            let Some(login) = entry.meta().login else {
+                // Not logged in yet: its CONNECT will be checked against the new settings.
+                continue;
+            };
+            if old.grants_the_same(&current, &login) {
+                continue;
+            }
+            warn!(
+                cid = entry.handle.id,
+                ?login,
+                "closing a connection whose rights a reload changed"
+            );
+            client::close_with_error(&entry.handle, "'Authorization Violation'");
+            closed += 1;
+        }
+        closed
+    }
+
     /// The global account (`$G`): every client, link and component not bound to an account
     /// of its own.
     pub fn global(&self) -> &Arc<Account> {
@@ -202,6 +249,7 @@ impl Server {
             jetstream: std::sync::atomic::AtomicBool::new(false),
             js_domain: std::sync::OnceLock::new(),
             stats,
+            auth: std::sync::RwLock::new(Arc::new(opts.auth.clone())),
             opts,
         });
         Ok(Server { shared, listener })

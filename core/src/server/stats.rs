@@ -24,6 +24,10 @@ pub struct ConnMeta {
     pub version: String,
     /// The authenticated user, if any.
     pub user: String,
+    /// The account the connection belongs to.
+    pub account: String,
+    /// How it logged in (`None` before CONNECT).
+    pub login: Option<crate::auth::Login>,
 }
 
 /// One live client connection, as monitoring sees it.

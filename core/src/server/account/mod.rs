@@ -303,6 +303,8 @@ impl Account {
 pub struct Accounts {
     global: Arc<Account>,
     by_name: RwLock<HashMap<String, Arc<Account>>>,
+    peers: Option<Arc<dyn Peers>>,
+    refusals: Arc<Refusals>,
 }
 
 impl Accounts {
@@ -328,7 +330,26 @@ impl Accounts {
         Accounts {
             global,
             by_name: RwLock::new(by_name),
+            peers,
+            refusals: refusals.clone(),
         }
+    }
+
+    /// Adds the account `name` if the server does not have it yet (a reload); returns it.
+    pub fn add(&self, name: &str) -> Arc<Account> {
+        let mut all = self
+            .by_name
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        all.entry(name.to_string())
+            .or_insert_with(|| {
+                Arc::new(Account::new(
+                    name,
+                    self.peers.clone(),
+                    self.refusals.clone(),
+                ))
+            })
+            .clone()
     }
 
     /// The global account (`$G`).
