@@ -479,6 +479,8 @@ pub fn jetstream_options(
         domain: js.domain.clone(),
         max_file_bytes: js.max_file_store,
         max_memory_bytes: js.max_memory_store,
+        max_streams: None,
+        max_consumers: None,
     })
 }
 
@@ -507,6 +509,8 @@ pub fn account_jetstream_options(
                 domain: server.domain.clone(),
                 max_file_bytes: js.max_file.or(server.max_file_bytes),
                 max_memory_bytes: js.max_memory.or(server.max_memory_bytes),
+                max_streams: js.max_streams,
+                max_consumers: js.max_consumers,
             };
             (Some(name.clone()), options)
         })

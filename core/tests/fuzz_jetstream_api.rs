@@ -96,6 +96,8 @@ fn jetstream_api_survives_mutated_requests() {
                 domain: Some("d".into()),
                 max_file_bytes: Some(256 << 20),
                 max_memory_bytes: Some(64 << 20),
+                max_streams: None,
+                max_consumers: None,
             },
         )
         .unwrap();

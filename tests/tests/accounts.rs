@@ -575,3 +575,55 @@ async fn reload_keeps_unchanged_logins_and_closes_the_rest(kind: ServerKind) {
 }
 
 e2e::server_tests!(reload_keeps_unchanged_logins_and_closes_the_rest);
+
+/// An account's JetStream limits hold: one stream, one consumer, and the account info says so.
+async fn account_jetstream_limits(kind: ServerKind) {
+    let store = StoreDir::new();
+    let server = TestServer::with_config(
+        kind,
+        json!({
+            "jetstream": { "store_dir": store.path() },
+            "accounts": { "A": {
+                "users": [ { "user": "a", "password": "a" } ],
+                "jetstream": { "max_streams": 1, "max_consumers": 1 },
+            } },
+        }),
+    )
+    .await;
+    let a = login(&server, "a").await;
+    let create = |name: &'static str| {
+        let a = a.clone();
+        async move {
+            js_api(
+                &a,
+                &format!("$JS.API.STREAM.CREATE.{name}"),
+                json!({ "name": name, "subjects": [format!("{}.>", name.to_lowercase())] }),
+            )
+            .await
+        }
+    };
+    let first = create("ONE").await;
+    assert!(first.get("error").is_none(), "{kind}: {first}");
+    let second = create("TWO").await;
+    assert_eq!(second["error"]["err_code"], 10027, "{kind}: {second}");
+    let consumer = |name: &'static str| {
+        let a = a.clone();
+        async move {
+            js_api(
+                &a,
+                &format!("$JS.API.CONSUMER.CREATE.ONE.{name}"),
+                json!({ "stream_name": "ONE", "config": { "name": name, "durable_name": name, "ack_policy": "explicit" } }),
+            )
+            .await
+        }
+    };
+    let c1 = consumer("C1").await;
+    assert!(c1.get("error").is_none(), "{kind}: {c1}");
+    let c2 = consumer("C2").await;
+    assert_eq!(c2["error"]["err_code"], 10026, "{kind}: {c2}");
+    let info = js_api(&a, "$JS.API.INFO", json!({})).await;
+    assert_eq!(info["limits"]["max_streams"], 1, "{kind}: {info}");
+    assert_eq!(info["limits"]["max_consumers"], 1, "{kind}: {info}");
+}
+
+e2e::server_tests!(account_jetstream_limits);

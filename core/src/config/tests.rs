@@ -862,11 +862,6 @@ fn accounts_are_checked() {
     assert!(err.contains("accounts.a/b"), "{err}");
     let err = invalid("[accounts.\"$G\"]\nusers = []\n");
     assert!(err.contains("accounts.$G"), "{err}");
-    let err = invalid("[accounts.A]\njetstream = { max_streams = 3 }\n");
-    assert!(
-        err.contains("accounts.A.jetstream.max_streams") && err.contains("not supported yet"),
-        "{err}"
-    );
     let err = invalid("[accounts.A]\njetstream = \"enabled\"\n");
     assert!(
         err.contains("accounts.A.jetstream") && err.contains("not enabled on this server"),

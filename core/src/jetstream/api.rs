@@ -187,7 +187,9 @@ impl Inner {
             "consumers": streams.iter().map(|s| s.consumer_count()).sum::<usize>(),
             "limits": {
                 "max_memory": self.max_memory_bytes, "max_storage": self.max_file_bytes.map_or(-1, |b| b as i64),
-                "max_streams": -1, "max_consumers": -1, "max_ack_pending": -1,
+                "max_streams": self.max_streams.map_or(-1, |n| n as i64),
+                "max_consumers": self.max_consumers.map_or(-1, |n| n as i64),
+                "max_ack_pending": -1,
                 "memory_max_stream_bytes": -1, "storage_max_stream_bytes": -1,
                 "max_bytes_required": false
             },
@@ -344,6 +346,15 @@ impl Inner {
         }
         if let Err(e) = self.check_overlap(&cfg) {
             return err(KIND, &e);
+        }
+        if self
+            .max_streams
+            .is_some_and(|max| self.streams_snapshot().len() as u64 >= max)
+        {
+            return err(
+                KIND,
+                &ApiError::new(400, 10027, "maximum number of streams reached"),
+            );
         }
         let created_ns = now_ns();
         let record = StoredConfig {
@@ -833,6 +844,16 @@ impl Inner {
         if stream_cfg.max_consumers > 0
             && stream.consumer_count() >= stream_cfg.max_consumers as usize
         {
+            return fail(400, 10026, "maximum consumers limit reached");
+        }
+        if self.max_consumers.is_some_and(|max| {
+            let all: usize = self
+                .streams_snapshot()
+                .iter()
+                .map(|s| s.consumer_count())
+                .sum();
+            all as u64 >= max
+        }) {
             return fail(400, 10026, "maximum consumers limit reached");
         }
         let existing: Vec<ConsumerConfig> = stream

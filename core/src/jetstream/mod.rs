@@ -69,6 +69,11 @@ pub struct JetStreamOptions {
     /// Most bytes the memory store of `storage: memory` streams may use (`None`:
     /// [`DEFAULT_MAX_MEMORY_BYTES`]).
     pub max_memory_bytes: Option<u64>,
+    /// Most streams (an account's `max_streams`; `None`: unlimited).
+    pub max_streams: Option<u64>,
+    /// Most consumers, all streams together (an account's `max_consumers`; `None`:
+    /// unlimited).
+    pub max_consumers: Option<u64>,
 }
 
 /// The memory store's bound when `max_memory_store` is not set. nats-server takes 75 % of the
@@ -136,6 +141,8 @@ pub(crate) struct Inner {
     pub(crate) server: Weak<Account>,
     pub(crate) domain: Option<String>,
     pub(crate) max_file_bytes: Option<u64>,
+    pub(crate) max_streams: Option<u64>,
+    pub(crate) max_consumers: Option<u64>,
     streams: RwLock<HashMap<String, Arc<Stream>>>,
     captures: Mutex<HashMap<String, Vec<SubRef>>>,
     pub(crate) api_total: AtomicU64,
@@ -301,6 +308,8 @@ impl JetStream {
             server: Arc::downgrade(account),
             domain: opts.domain.clone(),
             max_file_bytes: opts.max_file_bytes,
+            max_streams: opts.max_streams,
+            max_consumers: opts.max_consumers,
             streams: RwLock::new(HashMap::new()),
             captures: Mutex::new(HashMap::new()),
             api_total: AtomicU64::new(0),
