@@ -335,6 +335,7 @@ pub fn leaf_options(cfg: &Config) -> LeafOptions {
         .map(|user| {
             let entry = User {
                 password: auth.password.clone().unwrap_or_default(),
+                nkey: false,
                 permissions: None,
                 account: None,
             };
@@ -349,6 +350,7 @@ pub fn leaf_options(cfg: &Config) -> LeafOptions {
             config::LeafLogin::Password { user, password } => {
                 let entry = User {
                     password: password.clone(),
+                    nkey: false,
                     permissions,
                     account,
                 };
@@ -585,6 +587,7 @@ fn authenticator(cfg: &Config) -> Authenticator {
             user.clone(),
             User {
                 password: auth.password.clone().unwrap_or_default(),
+                nkey: false,
                 permissions: None,
                 account: None,
             },
@@ -598,10 +601,13 @@ fn authenticator(cfg: &Config) -> Authenticator {
     // User names are unique across `authorization` and every account (the configuration's
     // validation refuses duplicates).
     for (u, account) in global.chain(in_accounts) {
+        // An nkey user is found by its public key, a password user by its name.
+        let key = u.nkey.clone().unwrap_or_else(|| u.user.clone());
         users.insert(
-            u.user.clone(),
+            key,
             User {
                 password: u.password.clone().unwrap_or_default(),
+                nkey: u.nkey.is_some(),
                 permissions: permissions_of(&u.permissions),
                 account,
             },

@@ -62,6 +62,7 @@ async fn gateway() -> Gateway {
         "admin".to_owned(),
         User {
             password: "a".into(),
+            nkey: false,
             permissions: None,
             account: None,
         },
@@ -70,6 +71,7 @@ async fn gateway() -> Gateway {
         "door".to_owned(),
         User {
             password: "d".into(),
+            nkey: false,
             permissions: Some(Arc::new(Permissions {
                 publish: rules(&["gpio.rpi4.door.get"]),
                 subscribe: rules(&["_INBOX.>"]),

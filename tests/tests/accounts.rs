@@ -627,3 +627,56 @@ async fn account_jetstream_limits(kind: ServerKind) {
 }
 
 e2e::server_tests!(account_jetstream_limits);
+
+/// Users that log in with an nkey on the client port (`authorization.users[].nkey`, and in
+/// an account): the client signs the INFO's nonce with its seed; an unknown key or a wrong
+/// signature is refused.
+async fn nkey_users_on_the_client_port(kind: ServerKind) {
+    use base64::Engine;
+    use nkeys::KeyPair;
+    let global = KeyPair::new_user();
+    let in_a = KeyPair::new_user();
+    let stranger = KeyPair::new_user();
+    let server = TestServer::with_config(
+        kind,
+        json!({
+            "authorization": { "users": [ { "nkey": global.public_key() } ] },
+            "accounts": { "A": { "users": [ { "nkey": in_a.public_key() } ] } },
+        }),
+    )
+    .await;
+    let with_seed = |pair: &KeyPair| {
+        e2e::async_nats::ConnectOptions::with_nkey(pair.seed().unwrap())
+            .connection_timeout(Duration::from_secs(5))
+            .request_timeout(Some(Duration::from_secs(5)))
+            .ignore_discovered_servers()
+    };
+    let g = server.client_with(with_seed(&global)).await;
+    let a = server.client_with(with_seed(&in_a)).await;
+    let subject = unique("nk");
+    let mut sub = g.subscribe(subject.clone()).await.unwrap();
+    sync(&g).await;
+    g.publish(subject.clone(), "mine".into()).await.unwrap();
+    assert_eq!(&next_msg(&mut sub).await.payload[..], b"mine", "{kind}");
+    // The account user is in another subject space.
+    a.publish(subject.clone(), "from-a".into()).await.unwrap();
+    receives_nothing(&a, &g, &mut sub).await;
+    // A key nobody configured cannot log in.
+    let refused = server
+        .try_client_with(with_seed(&stranger).max_reconnects(1))
+        .await;
+    assert!(refused.is_err(), "{kind}: an unknown nkey logged in");
+    // Nor can a known key with a signature of something else than the nonce.
+    let mut raw = server.raw().await;
+    assert!(raw.info()["nonce"].is_string(), "{kind}: {}", raw.info());
+    let sig = e2e::creds::B64.encode(global.sign(b"not the nonce").unwrap());
+    raw.send_connect(json!({ "nkey": global.public_key(), "sig": sig }))
+        .await;
+    let lines = raw.expect_closed_within(Duration::from_secs(5)).await;
+    assert!(
+        lines.iter().any(|l| l.contains("Authorization Violation")),
+        "{kind}: {lines:?}"
+    );
+}
+
+e2e::server_tests!(nkey_users_on_the_client_port);

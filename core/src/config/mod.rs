@@ -267,19 +267,50 @@ impl fmt::Debug for Authorization {
     }
 }
 
-/// One entry of `authorization.users`.
+/// One entry of `authorization.users` (or of an account's `users`): a user name with its
+/// password, or a user public nkey (`nkey = "U..."`, which the client proves by signing the
+/// INFO's nonce).
 #[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "UserTable")]
 pub struct User {
-    /// User name.
-    #[serde(alias = "username")]
+    /// User name (empty for an nkey user).
     pub user: String,
-    /// Password; required (checked by [`Config::validate`]).
-    #[serde(default, alias = "pass")]
+    /// Password; required with `user` (checked by [`Config::validate`]).
     pub password: Option<String>,
+    /// A user public nkey (`U...`), instead of `user` and `password`.
+    pub nkey: Option<String>,
     /// What the user may publish and subscribe to; unrestricted by default.
-    #[serde(default, deserialize_with = "value::de_table")]
     pub permissions: Permissions,
+}
+
+/// A user entry as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserTable {
+    #[serde(default, alias = "username")]
+    user: Option<String>,
+    #[serde(default, alias = "pass")]
+    password: Option<String>,
+    #[serde(default)]
+    nkey: Option<String>,
+    #[serde(default, deserialize_with = "value::de_table")]
+    permissions: Permissions,
+}
+
+impl TryFrom<UserTable> for User {
+    type Error = String;
+
+    fn try_from(t: UserTable) -> Result<Self, Self::Error> {
+        if t.user.is_none() && t.nkey.is_none() {
+            return Err("missing key `user`".to_owned());
+        }
+        Ok(User {
+            user: t.user.unwrap_or_default(),
+            password: t.password,
+            nkey: t.nkey,
+            permissions: t.permissions,
+        })
+    }
 }
 
 impl fmt::Debug for User {
@@ -288,6 +319,7 @@ impl fmt::Debug for User {
         f.debug_struct("User")
             .field("user", &self.user)
             .field("password", &self.password.as_ref().map(|_| Redacted))
+            .field("nkey", &self.nkey)
             .field("permissions", &self.permissions)
             .finish()
     }

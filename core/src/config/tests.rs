@@ -860,6 +860,25 @@ fn accounts_are_checked() {
     );
     let err = invalid("[accounts.\"a/b\"]\nusers = []\n");
     assert!(err.contains("accounts.a/b"), "{err}");
+    let err = invalid("[authorization]\nusers = [{ nkey = \"UNOTAKEY\" }]\n");
+    assert!(err.contains("authorization.users[0].nkey"), "{err}");
+    let err = invalid("[accounts.A]\nusers = [{ nkey = \"SUABC\" }]\n");
+    assert!(
+        err.contains("accounts.A.users[0].nkey") && err.contains("seed"),
+        "{err}"
+    );
+    let key = nkeys::KeyPair::new_user().public_key();
+    let err = invalid(&format!(
+        "[authorization]\nusers = [{{ nkey = \"{key}\", user = \"u\", password = \"p\" }}]\n"
+    ));
+    assert!(err.contains("not both"), "{err}");
+    let err = invalid(&format!(
+        "[authorization]\nusers = [{{ nkey = \"{key}\" }}]\n[accounts.A]\nusers = [{{ nkey = \"{key}\" }}]\n"
+    ));
+    assert!(
+        err.contains("accounts.A.users[0].nkey") && err.contains("duplicate"),
+        "{err}"
+    );
     let err = invalid("[accounts.\"$G\"]\nusers = []\n");
     assert!(err.contains("accounts.$G"), "{err}");
     let err = invalid("[accounts.A]\njetstream = \"enabled\"\n");

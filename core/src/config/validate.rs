@@ -168,7 +168,7 @@ impl Config {
             .authorization
             .users
             .iter()
-            .map(|u| u.user.as_str())
+            .map(|u| u.nkey.as_deref().unwrap_or(&u.user))
             .collect();
         seen.extend(self.authorization.user.as_deref());
         for (name, account) in &self.accounts {
@@ -526,6 +526,26 @@ fn check_user<'a>(
     key: &str,
     seen: &mut HashSet<&'a str>,
 ) -> Result<(), ConfigError> {
+    if let Some(nkey) = &user.nkey {
+        if !user.user.is_empty() || user.password.is_some() {
+            return Err(ConfigError::invalid(
+                format!("{key}.nkey"),
+                "set either `nkey`, or `user` and `password`, not both",
+            ));
+        }
+        if let Err(e) = crate::auth::nkey::user_public_key(nkey) {
+            return Err(ConfigError::invalid(format!("{key}.nkey"), e.to_string()));
+        }
+        if !seen.insert(nkey.as_str()) {
+            return Err(ConfigError::invalid(
+                format!("{key}.nkey"),
+                format!("duplicate user nkey `{nkey}`"),
+            ));
+        }
+        let perms = &user.permissions;
+        check_subjects(&perms.publish, &format!("{key}.permissions.publish"))?;
+        return check_subjects(&perms.subscribe, &format!("{key}.permissions.subscribe"));
+    }
     if user.user.is_empty() {
         return Err(ConfigError::invalid(
             format!("{key}.user"),
@@ -628,6 +648,7 @@ mod tests {
         User {
             user: name.into(),
             password: password.map(Into::into),
+            nkey: None,
             permissions: Default::default(),
         }
     }

@@ -174,17 +174,7 @@ pub struct LeafConnect {
     pub deny_pub: Vec<String>,
 }
 
-/// A nonce for the hub's INFO, which nkey leaves sign: 16 bytes from the operating system's
-/// cryptographic random source (ring's `SystemRandom`, getrandom(2)), as 22 base64url
-/// characters (nats-server's style). A guessable nonce would let a recorded signature be
-/// replayed. `None` only if the OS has no randomness to give: no link is accepted then.
-pub fn new_nonce() -> Option<String> {
-    use base64::Engine;
-    use ring::rand::SecureRandom;
-    let mut bytes = [0u8; 16];
-    ring::rand::SystemRandom::new().fill(&mut bytes).ok()?;
-    Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
-}
+pub use crate::auth::nkey::new_nonce;
 
 #[cfg(test)]
 mod tests {

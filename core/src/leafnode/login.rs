@@ -75,6 +75,9 @@ pub(crate) fn authenticate(
         user: connect.user.as_deref(),
         pass: connect.pass.as_deref(),
         token,
+        nkey: connect.nkey.as_deref(),
+        sig: connect.sig.as_deref(),
+        nonce: nonce.as_bytes(),
     };
     let grant = opts.auth.authenticate(creds).map_err(|e| {
         if opts.clients_auth {
@@ -170,6 +173,7 @@ mod tests {
         for (name, permissions) in [("a", Some(perms())), ("b", None)] {
             let user = User {
                 password: "pw".into(),
+                nkey: false,
                 permissions,
                 account: None,
             };

@@ -140,27 +140,25 @@ fn seed_error(e: &nkeys::error::Error) -> String {
 }
 
 /// Checks that `sig` (base64url without padding, or standard base64, as nats-server accepts)
-/// is `public_key`'s signature of `nonce`.
+/// is `public_key`'s signature of `nonce` (see [`crate::auth::nkey::verify_nonce`]).
 pub fn verify_nonce(public_key: &str, nonce: &[u8], sig: &str) -> Result<(), NkeyError> {
-    let pair = user_public_key(public_key)?;
-    let sig = SIG_ENCODING
-        .decode(sig)
-        .or_else(|_| base64::engine::general_purpose::STANDARD.decode(sig))
-        .map_err(|_| NkeyError::BadSignature)?;
-    pair.verify(nonce, &sig)
-        .map_err(|_| NkeyError::BadSignature)
+    crate::auth::nkey::verify_nonce(public_key, nonce, sig).map_err(NkeyError::from)
 }
 
 /// Parses a user public key (`U...`).
 fn user_public_key(text: &str) -> Result<nkeys::KeyPair, NkeyError> {
-    if text.starts_with('S') {
-        return Err(NkeyError::SeedNotKey);
+    crate::auth::nkey::user_public_key(text).map_err(NkeyError::from)
+}
+
+impl From<crate::auth::nkey::NonceError> for NkeyError {
+    fn from(e: crate::auth::nkey::NonceError) -> Self {
+        use crate::auth::nkey::NonceError;
+        match e {
+            NonceError::BadPublicKey(key) => NkeyError::BadPublicKey(key),
+            NonceError::SeedNotKey => NkeyError::SeedNotKey,
+            _ => NkeyError::BadSignature,
+        }
     }
-    let bad = || NkeyError::BadPublicKey(text.to_owned());
-    if !text.starts_with('U') {
-        return Err(bad());
-    }
-    nkeys::KeyPair::from_public_key(text).map_err(|_| bad())
 }
 
 /// What a remote authenticates with, besides a user and password (or token) in its URL.

@@ -91,6 +91,8 @@ struct Connection {
     pings_out: u32,
     /// This connection in the server's monitoring registry.
     entry: Arc<ConnEntry>,
+    /// The nonce of the INFO sent (empty without one).
+    nonce: String,
 }
 
 /// Whether `reply` is reserved for the servers' own replies (service imports `_R_.`,
@@ -136,7 +138,15 @@ pub(crate) async fn serve(
         .next_client_id
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let handle = Arc::new(ClientHandle::new(id, shared.opts.max_pending));
-    let info = server_info(&shared, id, peer);
+    // A nonce for nkey users to sign, when some user logs in with one.
+    let nonce = shared
+        .auth
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .needs_nonce()
+        .then(crate::auth::nkey::new_nonce)
+        .flatten();
+    let info = server_info(&shared, id, peer, nonce.clone());
     let mut line = BytesMut::with_capacity(info.len() + 8);
     proto::encode::write_info(&mut line, &info);
     handle.out.append_bytes(&line);
@@ -153,6 +163,7 @@ pub(crate) async fn serve(
 
     let entry = shared.stats.register(handle.clone(), peer);
     let mut conn = Connection::new(shared.clone(), handle.clone(), peer, entry);
+    conn.nonce = nonce.unwrap_or_default();
     let reason = conn.read_loop(&mut reader, &mut stop).await;
     conn.remove_all_subscriptions();
     shared.stats.unregister(id);
@@ -182,7 +193,12 @@ pub(crate) async fn serve(
     }
 }
 
-fn server_info(shared: &Shared, client_id: u64, peer: SocketAddr) -> Vec<u8> {
+fn server_info(
+    shared: &Shared,
+    client_id: u64,
+    peer: SocketAddr,
+    nonce: Option<String>,
+) -> Vec<u8> {
     let opts = &shared.opts;
     let info = ServerInfo {
         server_id: shared.server_id.clone(),
@@ -203,6 +219,7 @@ fn server_info(shared: &Shared, client_id: u64, peer: SocketAddr) -> Vec<u8> {
         client_ip: peer.ip().to_string(),
         auth_required: shared.auth_required(),
         jetstream: shared.jetstream.load(std::sync::atomic::Ordering::Relaxed),
+        nonce,
     };
     serde_json::to_vec(&info).unwrap_or_default()
 }
@@ -238,6 +255,7 @@ impl Connection {
             fanout,
             pings_out: 0,
             entry,
+            nonce: String::new(),
         }
     }
 
@@ -397,6 +415,9 @@ impl Connection {
             user: connect.user.as_deref(),
             pass: connect.pass.as_deref(),
             token: connect.auth_token.as_deref(),
+            nkey: connect.nkey.as_deref(),
+            sig: connect.sig.as_deref(),
+            nonce: self.nonce.as_bytes(),
         };
         // The authenticator stays read-locked until the login is recorded: a reload swapping
         // it in between would not see this connection (see `Shared::reload_authorization`).

@@ -44,6 +44,9 @@ pub struct ServerInfo {
     /// JetStream is enabled.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub jetstream: bool,
+    /// What an nkey user signs to prove its key (present when some user logs in with one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
 }
 
 /// The options a client sends in `CONNECT`. Unknown fields are ignored.
@@ -74,6 +77,10 @@ pub struct ConnectInfo {
     pub pass: Option<String>,
     /// Authentication token.
     pub auth_token: Option<String>,
+    /// A user public nkey, with `sig`.
+    pub nkey: Option<String>,
+    /// The signature of the INFO's nonce by `nkey`'s seed (base64url).
+    pub sig: Option<String>,
 }
 
 impl Default for ConnectInfo {
@@ -91,6 +98,8 @@ impl Default for ConnectInfo {
             user: None,
             pass: None,
             auth_token: None,
+            nkey: None,
+            sig: None,
         }
     }
 }

@@ -1,5 +1,6 @@
-//! Client authentication (user/password, user lists, token; bcrypt hashes verified as bcrypt)
-//! and per-user permissions.
+//! Client authentication (user/password, user lists, user nkeys proven by signing the INFO's
+//! nonce (see [`nkey`]), token; bcrypt hashes verified as bcrypt), per-user permissions and
+//! accounts.
 //!
 //! The semantics follow nats-server's:
 //! * A publish is allowed when the subject matches an `allow` entry (or there is no allow list)
@@ -8,6 +9,8 @@
 //!   allow list) and inside no `deny` entry. A wildcard subscription that merely *overlaps* a
 //!   deny entry (`foo.*` with `foo.secret` denied) is accepted, and the denied subjects are
 //!   filtered out when messages are delivered ([`Permissions::delivery_denied`]).
+
+pub mod nkey;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -81,11 +84,15 @@ impl Permissions {
     }
 }
 
-/// One configured user.
+/// One configured user: by name with a password, or by user public nkey (`U...`, the key
+/// of the [`Authenticator::Users`] table) proven by signing the INFO's nonce.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
-    /// The password the client must present.
+    /// The password the client must present (empty for an nkey user).
     pub password: String,
+    /// The user is an nkey: the table's key is its public key, and it logs in with `nkey`
+    /// and `sig` rather than `user` and `pass`.
+    pub nkey: bool,
     /// `None`: may do anything.
     pub permissions: Option<Arc<Permissions>>,
     /// The account the user belongs to (`None`: the global account).
@@ -134,6 +141,12 @@ pub struct Credentials<'a> {
     pub pass: Option<&'a str>,
     /// `auth_token`.
     pub token: Option<&'a str>,
+    /// `nkey`: a user public key.
+    pub nkey: Option<&'a str>,
+    /// `sig`: its signature of `nonce`.
+    pub sig: Option<&'a str>,
+    /// The nonce of the INFO this server sent the client (empty when it sent none).
+    pub nonce: &'a [u8],
 }
 
 /// A failed login. The client is told only `Authorization Violation`, as nats-server does.
@@ -152,6 +165,12 @@ pub enum AuthError {
     /// No user name given.
     #[error("no user name given")]
     MissingUser,
+    /// The nkey is not a configured user.
+    #[error("unknown user nkey {0}")]
+    UnknownNkey(String),
+    /// The nonce signature of an nkey user does not verify.
+    #[error("nkey {0}: {1}")]
+    BadNkeyProof(String, nkey::NonceError),
 }
 
 impl Authenticator {
@@ -166,8 +185,15 @@ impl Authenticator {
         match self {
             Authenticator::Open => Login::Anonymous,
             Authenticator::Token(_) => Login::Token,
-            Authenticator::Users(_) => Login::User(creds.user.unwrap_or_default().to_owned()),
+            Authenticator::Users(_) => {
+                Login::User(creds.nkey.or(creds.user).unwrap_or_default().to_owned())
+            }
         }
+    }
+
+    /// Whether INFO must carry a nonce (some user logs in with an nkey).
+    pub fn needs_nonce(&self) -> bool {
+        matches!(self, Authenticator::Users(users) if users.values().any(|u| u.nkey))
     }
 
     /// Whether a connection that logged in with `login` under `self` would log in under `new`
@@ -193,9 +219,22 @@ impl Authenticator {
                 _ => Err(AuthError::BadToken),
             },
             Authenticator::Users(users) => {
+                if let Some(key) = creds.nkey {
+                    let user = users
+                        .get(key)
+                        .filter(|u| u.nkey)
+                        .ok_or_else(|| AuthError::UnknownNkey(key.to_string()))?;
+                    nkey::verify_nonce(key, creds.nonce, creds.sig.unwrap_or_default())
+                        .map_err(|e| AuthError::BadNkeyProof(key.to_string(), e))?;
+                    return Ok(Grant {
+                        permissions: user.permissions.clone(),
+                        account: user.account.clone(),
+                    });
+                }
                 let name = creds.user.ok_or(AuthError::MissingUser)?;
                 let user = users
                     .get(name)
+                    .filter(|u| !u.nkey)
                     .ok_or_else(|| AuthError::UnknownUser(name.to_string()))?;
                 let pass = creds.pass.unwrap_or("");
                 if secret_matches(pass, &user.password) {
@@ -309,6 +348,7 @@ mod tests {
     fn a_reload_keeps_only_identical_logins() {
         let user = |password: &str, account: Option<&str>| User {
             password: password.into(),
+            nkey: false,
             permissions: None,
             account: account.map(Into::into),
         };
@@ -344,6 +384,7 @@ mod tests {
             "a".to_string(),
             User {
                 password: "pw".into(),
+                nkey: false,
                 permissions: None,
                 account: Some("A".into()),
             },
@@ -352,7 +393,7 @@ mod tests {
         let ok = Credentials {
             user: Some("a"),
             pass: Some("pw"),
-            token: None,
+            ..Credentials::default()
         };
         assert_eq!(
             auth.authenticate(ok),
