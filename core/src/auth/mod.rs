@@ -118,6 +118,20 @@ pub struct Grant {
     pub permissions: Option<Arc<Permissions>>,
     /// The account it belongs to (`None`: the global account).
     pub account: Option<Arc<str>>,
+    /// When the login stops being valid (a user JWT's `exp`): the connection is closed then.
+    pub expires: Option<std::time::SystemTime>,
+    /// Who logged in, when the authenticator knows better than the CONNECT's `user` (the
+    /// user public key of a JWT).
+    pub identity: Option<String>,
+}
+
+/// Who decides about users the server does not hold itself: in operator mode, a user
+/// presents a JWT signed by its account, whose own JWT the operator signed (hubd's resolver
+/// implements it; the core only asks).
+pub trait Authority: Send + Sync + std::fmt::Debug {
+    /// Checks a CONNECT's credentials (`jwt` and `sig` over the nonce, or a bearer JWT):
+    /// on success, the user's account (created on first use), rights and expiry.
+    fn authenticate(&self, creds: Credentials<'_>) -> Result<Grant, AuthError>;
 }
 
 /// How clients must authenticate.
@@ -130,6 +144,8 @@ pub enum Authenticator {
     Token(String),
     /// Clients present one of these user names with its password.
     Users(HashMap<String, User>),
+    /// Users are decided by an [`Authority`] (operator mode).
+    Delegated(Arc<dyn Authority>),
 }
 
 /// The credentials a client presented in CONNECT.
@@ -147,6 +163,8 @@ pub struct Credentials<'a> {
     pub sig: Option<&'a str>,
     /// The nonce of the INFO this server sent the client (empty when it sent none).
     pub nonce: &'a [u8],
+    /// `jwt`: a user JWT (operator mode).
+    pub jwt: Option<&'a str>,
 }
 
 /// A failed login. The client is told only `Authorization Violation`, as nats-server does.
@@ -171,6 +189,9 @@ pub enum AuthError {
     /// The nonce signature of an nkey user does not verify.
     #[error("nkey {0}: {1}")]
     BadNkeyProof(String, nkey::NonceError),
+    /// The authority refused the login (the sentence says why).
+    #[error("{0}")]
+    Refused(String),
 }
 
 impl Authenticator {
@@ -188,12 +209,18 @@ impl Authenticator {
             Authenticator::Users(_) => {
                 Login::User(creds.nkey.or(creds.user).unwrap_or_default().to_owned())
             }
+            // The grant's identity says who (see `Grant::identity`).
+            Authenticator::Delegated(_) => Login::User(String::new()),
         }
     }
 
     /// Whether INFO must carry a nonce (some user logs in with an nkey).
     pub fn needs_nonce(&self) -> bool {
-        matches!(self, Authenticator::Users(users) if users.values().any(|u| u.nkey))
+        match self {
+            Authenticator::Users(users) => users.values().any(|u| u.nkey),
+            Authenticator::Delegated(_) => true,
+            Authenticator::Open | Authenticator::Token(_) => false,
+        }
     }
 
     /// Whether a connection that logged in with `login` under `self` would log in under `new`
@@ -206,6 +233,7 @@ impl Authenticator {
             (Authenticator::Users(a), Authenticator::Users(b), Login::User(name)) => {
                 matches!((a.get(name), b.get(name)), (Some(x), Some(y)) if x == y)
             }
+            (Authenticator::Delegated(a), Authenticator::Delegated(b), _) => Arc::ptr_eq(a, b),
             _ => false,
         }
     }
@@ -213,6 +241,7 @@ impl Authenticator {
     /// Checks credentials; on success returns what the user may do and its account.
     pub fn authenticate(&self, creds: Credentials<'_>) -> Result<Grant, AuthError> {
         match self {
+            Authenticator::Delegated(authority) => authority.authenticate(creds),
             Authenticator::Open => Ok(Grant::default()),
             Authenticator::Token(token) => match creds.token {
                 Some(t) if secret_matches(t, token) => Ok(Grant::default()),
@@ -229,6 +258,7 @@ impl Authenticator {
                     return Ok(Grant {
                         permissions: user.permissions.clone(),
                         account: user.account.clone(),
+                        ..Grant::default()
                     });
                 }
                 let name = creds.user.ok_or(AuthError::MissingUser)?;
@@ -241,6 +271,7 @@ impl Authenticator {
                     Ok(Grant {
                         permissions: user.permissions.clone(),
                         account: user.account.clone(),
+                        ..Grant::default()
                     })
                 } else {
                     Err(AuthError::BadPassword(name.to_string()))
@@ -400,6 +431,7 @@ mod tests {
             Ok(Grant {
                 permissions: None,
                 account: Some("A".into()),
+                ..Grant::default()
             })
         );
         let bad = Credentials {

@@ -78,6 +78,7 @@ pub(crate) fn authenticate(
         nkey: connect.nkey.as_deref(),
         sig: connect.sig.as_deref(),
         nonce: nonce.as_bytes(),
+        jwt: connect.jwt.as_deref(),
     };
     let grant = opts.auth.authenticate(creds).map_err(|e| {
         if opts.clients_auth {
@@ -91,6 +92,9 @@ pub(crate) fn authenticate(
         crate::auth::Authenticator::Token(_) => "token".to_owned(),
         crate::auth::Authenticator::Users(_) => {
             format!("user {:?}", connect.user.as_deref().unwrap_or_default())
+        }
+        crate::auth::Authenticator::Delegated(_) => {
+            format!("user {}", grant.identity.as_deref().unwrap_or("?"))
         }
     };
     Ok(Login {

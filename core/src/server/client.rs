@@ -33,7 +33,7 @@ use super::readbuf::ReadBuffer;
 use super::reply::Publisher;
 use super::stats::{ConnEntry, ConnMeta};
 use super::{Account, Shared};
-use crate::auth::{Credentials, Permissions};
+use crate::auth::{Authenticator, Credentials, Permissions};
 use leaf_proto::printable::printable;
 use leaf_proto::subject::{is_valid_queue_name, is_valid_subject};
 use leaf_proto::{self as proto, ClientOp, Limits};
@@ -93,6 +93,31 @@ struct Connection {
     entry: Arc<ConnEntry>,
     /// The nonce of the INFO sent (empty without one).
     nonce: String,
+    /// Closes the connection when its login expires (a user JWT's `exp`).
+    expiry: Option<AbortOnDrop>,
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Closes `handle`'s connection with `-ERR 'User Authentication Expired'` at `expires`, as
+/// nats-server does when a user JWT expires.
+fn expire_at(handle: &Arc<ClientHandle>, expires: std::time::SystemTime) -> AbortOnDrop {
+    let left = expires
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or_default();
+    let handle = handle.clone();
+    AbortOnDrop(tokio::spawn(async move {
+        tokio::time::sleep(left).await;
+        debug!(cid = handle.id, "user authentication expired");
+        close_with_error(&handle, "'User Authentication Expired'");
+    }))
 }
 
 /// Whether `reply` is reserved for the servers' own replies (service imports `_R_.`,
@@ -256,6 +281,7 @@ impl Connection {
             pings_out: 0,
             entry,
             nonce: String::new(),
+            expiry: None,
         }
     }
 
@@ -418,6 +444,7 @@ impl Connection {
             nkey: connect.nkey.as_deref(),
             sig: connect.sig.as_deref(),
             nonce: self.nonce.as_bytes(),
+            jwt: connect.jwt.as_deref(),
         };
         // The authenticator stays read-locked until the login is recorded: a reload swapping
         // it in between would not see this connection (see `Shared::reload_authorization`).
@@ -426,14 +453,24 @@ impl Connection {
             .auth
             .read()
             .unwrap_or_else(PoisonError::into_inner);
-        let login = auth.login_of(creds);
+        let mut login = auth.login_of(creds);
         match auth.authenticate(creds) {
             Ok(grant) => {
                 let account = match &grant.account {
                     None => Some(self.shared.global().clone()),
+                    // An authority's accounts come into being with their first user.
+                    Some(name) if matches!(**auth, Authenticator::Delegated(_)) => {
+                        Some(self.shared.accounts.add(name))
+                    }
                     // The configuration names only accounts the server has.
                     Some(name) => self.shared.accounts.get(name),
                 };
+                if let Some(identity) = &grant.identity {
+                    login = crate::auth::Login::User(identity.clone());
+                }
+                if let Some(expires) = grant.expires {
+                    self.expiry = Some(expire_at(&self.handle, expires));
+                }
                 // A connection stays in the account of its first CONNECT: its subscriptions
                 // live there.
                 let Some(account) =

@@ -79,8 +79,11 @@ pub struct ConnectInfo {
     pub auth_token: Option<String>,
     /// A user public nkey, with `sig`.
     pub nkey: Option<String>,
-    /// The signature of the INFO's nonce by `nkey`'s seed (base64url).
+    /// The signature of the INFO's nonce by `nkey`'s seed, or by the seed of `jwt`'s
+    /// subject (base64url).
     pub sig: Option<String>,
+    /// A user JWT (operator mode).
+    pub jwt: Option<String>,
 }
 
 impl Default for ConnectInfo {
@@ -100,6 +103,7 @@ impl Default for ConnectInfo {
             auth_token: None,
             nkey: None,
             sig: None,
+            jwt: None,
         }
     }
 }

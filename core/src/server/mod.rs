@@ -364,6 +364,80 @@ mod tests {
         line
     }
 
+    /// An authority that admits the JWT `good` into account `ACC1` for 300 ms (the real one,
+    /// operator mode, is hubd's; here only what the server does with its answer is tested).
+    #[derive(Debug)]
+    struct ShortLived;
+
+    impl crate::auth::Authority for ShortLived {
+        fn authenticate(
+            &self,
+            creds: crate::auth::Credentials<'_>,
+        ) -> Result<crate::auth::Grant, crate::auth::AuthError> {
+            if creds.jwt != Some("good") || creds.nonce.is_empty() {
+                return Err(crate::auth::AuthError::Refused("bad JWT".into()));
+            }
+            Ok(crate::auth::Grant {
+                account: Some("ACC1".into()),
+                identity: Some("UKEY".into()),
+                expires: Some(std::time::SystemTime::now() + Duration::from_millis(300)),
+                ..crate::auth::Grant::default()
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn an_authority_creates_accounts_and_its_logins_expire() {
+        let server = Server::bind(ServerOptions {
+            port: 0,
+            auth: Authenticator::Delegated(Arc::new(ShortLived)),
+            ..ServerOptions::default()
+        })
+        .await
+        .unwrap();
+        let addr = server.local_addr();
+        let shared = server.shared().clone();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let running = tokio::spawn(server.run(
+            async {
+                let _ = stop_rx.await;
+            },
+            Duration::from_secs(1),
+        ));
+        let connect = |jwt: &'static str| async move {
+            let stream = TcpStream::connect(addr).await.unwrap();
+            let (read, mut write) = stream.into_split();
+            let mut reader = BufReader::new(read);
+            let info = read_line(&mut reader).await;
+            assert!(info.contains("\"nonce\":"), "{info}");
+            let line = format!("CONNECT {{\"jwt\":\"{jwt}\",\"sig\":\"x\"}}\r\nPING\r\n");
+            write.write_all(line.as_bytes()).await.unwrap();
+            (reader, write)
+        };
+        let (mut refused, _w) = connect("bad").await;
+        assert_eq!(
+            read_line(&mut refused).await,
+            "-ERR 'Authorization Violation'\r\n"
+        );
+        let (mut reader, _w) = connect("good").await;
+        assert_eq!(read_line(&mut reader).await, "PONG\r\n");
+        assert!(shared.accounts.get("ACC1").is_some(), "made on first login");
+        assert_eq!(
+            read_line(&mut reader).await,
+            "-ERR 'User Authentication Expired'\r\n"
+        );
+        let mut rest = String::new();
+        let closed = tokio::time::timeout(Duration::from_secs(5), reader.read_line(&mut rest))
+            .await
+            .expect("closed within 5 s");
+        assert_eq!(closed.unwrap(), 0, "then closed");
+        let _ = stop_tx.send(());
+        tokio::time::timeout(Duration::from_secs(5), running)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
     #[tokio::test]
     async fn internal_subscriptions_receive_and_publish() {
         let server = Server::bind(ServerOptions {
