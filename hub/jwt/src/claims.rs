@@ -348,7 +348,7 @@ pub enum SigningKey {
     /// A public account key.
     Plain(String),
     /// A scoped signing key (`{"kind":"user_scope","key":...,"template":{...}}`).
-    Scoped(UserScope),
+    Scoped(Box<UserScope>),
 }
 
 impl SigningKey {

@@ -66,3 +66,6 @@ pub fn mint_account(claims: &AccountClaims, seed: &str, now: i64) -> Result<Stri
 pub fn mint_user(claims: &UserClaims, seed: &str, now: i64) -> Result<String, JwtError> {
     encode(claims, Kind::User, seed, now)
 }
+
+#[cfg(test)]
+mod tests;

@@ -81,7 +81,11 @@ pub(crate) fn is_public_key(key: &str, want: KeyPairType) -> bool {
 
 /// A subject fit for a log line: a key-like string, else `?`.
 pub(crate) fn printable(sub: &str) -> String {
-    if !sub.is_empty() && sub.len() <= 64 && sub.bytes().all(|b| b.is_ascii_alphanumeric()) {
+    if !sub.is_empty()
+        && !sub.starts_with('S')
+        && sub.len() <= 64
+        && sub.bytes().all(|b| b.is_ascii_alphanumeric())
+    {
         sub.to_string()
     } else {
         "?".to_string()
@@ -164,7 +168,7 @@ pub fn decode<N: DeserializeOwned + Default>(
             kind,
             who,
             field: "sub",
-            key: printable_field(&env.sub),
+            key: shown_key(&env.sub),
             expected: sub_expected,
         });
     }
@@ -174,7 +178,7 @@ pub fn decode<N: DeserializeOwned + Default>(
             kind,
             who,
             field: "iss",
-            key: printable_field(&env.iss),
+            key: shown_key(&env.iss),
             expected: iss_expected,
         });
     }
@@ -206,6 +210,15 @@ pub fn decode<N: DeserializeOwned + Default>(
         });
     }
     Ok(claims)
+}
+
+/// A key for an error message; something that looks like a seed is never shown.
+fn shown_key(s: &str) -> String {
+    if s.starts_with('S') {
+        "(a seed, not shown)".to_string()
+    } else {
+        printable_field(s)
+    }
 }
 
 /// A short, printable rendering of a hostile string for an error message.
