@@ -45,8 +45,16 @@ fn log_of(dir: &Path) -> String {
     std::fs::read_to_string(dir.join("server.log")).unwrap_or_default()
 }
 
+/// How the started nats-server resolves accounts.
+enum Resolver<'a> {
+    /// `resolver: MEMORY` with these `resolver_preload` entries (key, JWT).
+    Memory(&'a [(String, String)]),
+    /// `resolver: { type: full, dir }`.
+    Full(&'a Path),
+}
+
 /// Starts nats-server in operator mode on a port it picks (`port: -1`), on loopback.
-fn start(tag: &str, operator_jwt: &str, system: &str, preload: &[(String, String)]) -> Server {
+fn start(tag: &str, operator_jwt: &str, system: &str, resolver: Resolver<'_>) -> Server {
     assert!(
         Path::new(NATS_SERVER).exists(),
         "{NATS_SERVER} is missing: apt-get install -y nats-server"
@@ -55,13 +63,19 @@ fn start(tag: &str, operator_jwt: &str, system: &str, preload: &[(String, String
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir");
     std::fs::write(dir.join("operator.jwt"), operator_jwt).expect("operator file");
-    let preload: String = preload
-        .iter()
-        .map(|(k, v)| format!("  {k}: \"{v}\"\n"))
-        .collect();
+    let resolver = match resolver {
+        Resolver::Memory(preload) => {
+            let preload: String = preload
+                .iter()
+                .map(|(k, v)| format!("  {k}: \"{v}\"\n"))
+                .collect();
+            format!("resolver: MEMORY\nresolver_preload: {{\n{preload}}}\n")
+        }
+        Resolver::Full(dir) => format!("resolver: {{ type: full, dir: \"{}\" }}\n", dir.display()),
+    };
     let conf = format!(
         "host: 127.0.0.1\nport: -1\nlog_file: \"{log}\"\noperator: \"{op}\"\n\
-         system_account: {system}\nresolver: MEMORY\nresolver_preload: {{\n{preload}}}\n",
+         system_account: {system}\n{resolver}",
         log = dir.join("server.log").display(),
         op = dir.join("operator.jwt").display(),
     );
@@ -184,10 +198,10 @@ impl Fleet {
             tag,
             &self.operator_jwt,
             &self.system.public_key(),
-            &[
+            Resolver::Memory(&[
                 (self.system.public_key(), self.system_jwt.clone()),
                 (self.account.public_key(), account_jwt.to_string()),
-            ],
+            ]),
         )
     }
 }
@@ -318,6 +332,35 @@ async fn revoked_users_are_refused_by_nats_server_and_leaf_jwt() {
     connect(server.port, &creds)
         .await
         .expect("nats-server accepts the other user");
+}
+
+#[tokio::test]
+async fn nats_server_full_resolver_reads_the_directory_store() {
+    let fleet = Fleet::new();
+    let (account_jwt, account) = fleet.account_jwt(&fleet.account_claims(&[]));
+    let jwts = std::env::temp_dir().join(format!("leaf-jwt-full-jwts-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&jwts);
+    let store = leaf_jwt::DirStore::open(&jwts, fleet.operator.clone()).expect("store");
+    store
+        .save(&fleet.system_jwt, now())
+        .expect("system account stored");
+    store.save(&account_jwt, now()).expect("account stored");
+    let server = start(
+        "full",
+        &fleet.operator_jwt,
+        &fleet.system.public_key(),
+        Resolver::Full(&jwts),
+    );
+    let key = KeyPair::new_user();
+    let (jwt, creds) = user(&fleet, &key, &fleet.account, |_| {});
+    verify_user(&jwt, &account, now()).expect("leaf-jwt accepts it");
+    let result = connect(server.port, &creds).await;
+    let log = log_of(&server.dir);
+    drop(server);
+    let _ = std::fs::remove_dir_all(&jwts);
+    result.unwrap_or_else(|e| {
+        panic!("nats-server's full resolver did not find the stored account: {e}\n{log}")
+    });
 }
 
 async fn futures_next(sub: &mut async_nats::Subscriber) -> Option<async_nats::Message> {
