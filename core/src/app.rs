@@ -184,7 +184,22 @@ impl Node {
     /// server accepts no client yet (see [`Server::run`]). `name` is the binary's, for INFO,
     /// the logs. The error is ready to report ([`fail`]).
     pub async fn start(name: &'static str, cfg: &Config) -> Result<Node, String> {
-        let leaf_opts = leaf_options(cfg);
+        Self::start_with(name, cfg, None).await
+    }
+
+    /// [`Node::start`], with `authority` deciding who may connect instead of the
+    /// configuration's users (hubd's operator mode): on the client port, and on the leafnode
+    /// listener unless it has its own `leafnodes.authorization`.
+    pub async fn start_with(
+        name: &'static str,
+        cfg: &Config,
+        authority: Option<Arc<dyn crate::auth::Authority>>,
+    ) -> Result<Node, String> {
+        let clients = match &authority {
+            Some(a) => Authenticator::Delegated(a.clone()),
+            None => authenticator(cfg),
+        };
+        let leaf_opts = leaf_options_with(cfg, clients.clone());
         let leaf = if leaf_opts.enabled() {
             Some(
                 LeafState::bind(leaf_opts)
@@ -201,7 +216,9 @@ impl Node {
             None
         };
         let peers = leaf.clone().map(|l| l as Arc<dyn Peers>);
-        let server = Server::bind_with(server_options(cfg, name), peers)
+        let mut options = server_options(cfg, name);
+        options.auth = clients;
+        let server = Server::bind_with(options, peers)
             .await
             .map_err(|e| e.to_string())?;
         info!(
@@ -321,6 +338,12 @@ pub fn unsupported_yet(cfg: &Config) -> Result<(), String> {
 /// for them (nats-server accepts it: see `LeafOptions::clients_auth`). Only without both is
 /// the listener open.
 pub fn leaf_options(cfg: &Config) -> LeafOptions {
+    leaf_options_with(cfg, authenticator(cfg))
+}
+
+/// [`leaf_options`] with `clients` as the client users leaves log in with when the listener
+/// has no `leafnodes.authorization` of its own.
+pub fn leaf_options_with(cfg: &Config, clients: Authenticator) -> LeafOptions {
     let ln = &cfg.leafnodes;
     let auth = &ln.authorization;
     let nkeys = crate::leafnode::nkey::listener_nkeys(auth).unwrap_or_else(|e| {
@@ -370,7 +393,7 @@ pub fn leaf_options(cfg: &Config) -> LeafOptions {
     let auth = match &auth.token {
         Some(token) => Authenticator::Token(token.clone()),
         None if !password_users.is_empty() => Authenticator::Users(password_users),
-        None if !own => authenticator(cfg),
+        None if !own => clients,
         None => Authenticator::Open,
     };
     let (listen, listener_tls) = match crate::leafnode::tls::listener_tls(ln) {

@@ -15,7 +15,10 @@ use leaf_core::config::{Config, ConfigError};
 use leaf_core::reload::{self, Refused};
 use tracing::info;
 
-use crate::config;
+use std::sync::Arc;
+
+use crate::config::{self, HubKeys};
+use crate::operator::{claims_service, Resolver};
 
 /// The binary's name in `--help`, `--version`, logs and errors.
 const NAME: &str = "hubd";
@@ -44,16 +47,35 @@ pub fn main() -> ExitCode {
         return check_config(
             NAME,
             file,
-            |path| config::load_file(path).and_then(|cfg| cfg.validate().map(|()| cfg)),
-            unsupported_yet,
+            |path| {
+                let (cfg, hub) = config::load_file(path)?;
+                config::validate(&cfg, &hub)?;
+                Ok((cfg, hub))
+            },
+            |(cfg, hub): &(Config, HubKeys)| {
+                unsupported_yet(cfg)?;
+                check_operator(hub)
+            },
         );
     }
     match prepare(NAME, || config::load(&cli.server)) {
         Ok(ready) => {
-            let serving = serve(cli.server, ready.cfg, ready.digests, ready.set_level);
+            let config::HubConfig { server: cfg, hub } = ready.cfg;
+            let serving = serve(cli.server, cfg, hub, ready.digests, ready.set_level);
             ready.runtime.block_on(serving)
         }
         Err(code) => code,
+    }
+}
+
+/// Reads what operator mode needs (the operator JWT, the preloaded accounts), for
+/// `check-config`.
+fn check_operator(hub: &HubKeys) -> Result<(), String> {
+    match hub.operator_settings()? {
+        Some(settings) => Resolver::start(&settings)
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
+        None => Ok(()),
     }
 }
 
@@ -62,30 +84,73 @@ pub fn main() -> ExitCode {
 async fn serve(
     args: ServerArgs,
     cfg: Config,
+    hub: HubKeys,
     digests: RemoteDigests,
     set_level: Option<LogLevelSetter>,
 ) -> ExitCode {
-    let node = match Node::start(NAME, &cfg).await {
+    let resolver = match hub.operator_settings() {
+        Ok(None) => None,
+        Ok(Some(settings)) => match Resolver::start(&settings) {
+            Ok(r) => Some(r),
+            Err(e) => return fail(NAME, e),
+        },
+        Err(e) => return fail(NAME, e),
+    };
+    let authority = resolver
+        .clone()
+        .map(|r| r as Arc<dyn leaf_core::auth::Authority>);
+    let node = match Node::start_with(NAME, &cfg, authority).await {
         Ok(node) => node,
         Err(e) => return fail(NAME, e),
+    };
+    let _claims = match &resolver {
+        Some(r) => match start_operator_mode(r, &cfg, &node) {
+            Ok(subs) => subs,
+            Err(e) => return fail(NAME, e),
+        },
+        None => Vec::new(),
     };
     let _monitor = match node.monitor(&cfg, None).await {
         Ok(m) => m,
         Err(msg) => return fail(NAME, msg),
     };
     let shared = SharedReload::new(digests, set_level, &node);
-    let _reloader = reload_on_sighup(cfg, shared, HubReload { args });
+    let _reloader = reload_on_sighup(cfg, shared, HubReload { args, hub });
     let shutdown = shutdown_signal();
     node.server.run(shutdown, DRAIN_LIMIT).await;
     info!("{NAME} stopped");
     ExitCode::SUCCESS
 }
 
-/// hubd's part of a reload: nothing of its own, the shared keys only (the log level and the
-/// leafnode remotes; anything else is refused).
+/// The resolver's part once the server is bound: it may close revoked users' connections,
+/// the system account exists, and a full resolver takes claims updates there.
+fn start_operator_mode(
+    resolver: &Arc<Resolver>,
+    cfg: &Config,
+    node: &Node,
+) -> Result<Vec<leaf_core::server::SubRef>, String> {
+    let shared = node.shared();
+    resolver.attach(shared);
+    let system = cfg
+        .system_account
+        .clone()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| resolver.operator().nats.system_account.clone());
+    if system.is_empty() {
+        info!("operator mode without a system account: claims updates are not served");
+        return Ok(Vec::new());
+    }
+    let account = shared.accounts.add(&system);
+    claims_service::start(resolver, shared, &account)
+}
+
+/// hubd's part of a reload: the shared keys only (the log level, the leafnode remotes, who may
+/// connect; anything else is refused), and operator mode's keys cannot change.
 struct HubReload {
     /// The command-line flags, applied over the file again.
     args: ServerArgs,
+    /// hubd's own keys as they run.
+    hub: HubKeys,
 }
 
 impl Reload for HubReload {
@@ -93,7 +158,16 @@ impl Reload for HubReload {
     type Plan = ();
 
     fn load(&self) -> Result<Config, ConfigError> {
-        config::load(&self.args)
+        let config::HubConfig { server: cfg, hub } = config::load(&self.args)?;
+        if hub != self.hub {
+            return Err(ConfigError::invalid(
+                "operator",
+                "operator mode's keys (operator, resolver, resolver_preload) cannot change \
+                 while running (restart to apply them; accounts are updated with claims \
+                 updates)",
+            ));
+        }
+        Ok(cfg)
     }
 
     fn plan(&self, running: &Config, new: &Config) -> Result<(reload::Plan, ()), Refused> {

@@ -8,8 +8,89 @@ use std::fmt;
 use std::path::Path;
 
 use leaf_core::cli::{self, ServerArgs};
+use std::collections::BTreeMap;
+
 use leaf_core::config::{self, Config, ConfigError, Extension};
 use serde::de::{self, DeserializeSeed, Deserializer, EnumAccess, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+
+use crate::operator::settings::{self, OperatorSettings, ResolverKind};
+
+/// hubd's own top-level keys: operator mode's (`operator`, `resolver`, `resolver_preload`,
+/// see [`crate::operator::settings`]), and leafd's, refused by name.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct HubKeys {
+    /// `operator`: the operator JWT or its file.
+    pub operator: Option<String>,
+    /// `resolver`.
+    pub resolver: Option<ResolverKind>,
+    /// `resolver_preload`: account public key → JWT.
+    pub resolver_preload: BTreeMap<String, String>,
+}
+
+impl HubKeys {
+    /// The operator-mode settings, when `operator` is given (`resolver` defaults to MEMORY);
+    /// `resolver` or `resolver_preload` without `operator` is an error naming the key.
+    pub fn operator_settings(&self) -> Result<Option<OperatorSettings>, String> {
+        let Some(operator) = &self.operator else {
+            if self.resolver.is_some() {
+                return Err("resolver: needs `operator` (operator mode)".into());
+            }
+            if !self.resolver_preload.is_empty() {
+                return Err("resolver_preload: needs `operator` (operator mode)".into());
+            }
+            return Ok(None);
+        };
+        Ok(Some(OperatorSettings {
+            operator: operator.clone(),
+            resolver: self.resolver.clone().unwrap_or(ResolverKind::Memory),
+            preload: self.resolver_preload.clone(),
+        }))
+    }
+}
+
+impl Extension for HubKeys {
+    const KEYS: &'static [&'static str] = &[
+        "operator",
+        "resolver",
+        "resolver_preload",
+        "uplinks",
+        "board",
+        "boards_dir",
+        "serial",
+        "modbus",
+        "gpio",
+    ];
+    const LISTED: &'static [&'static str] = &["operator", "resolver", "resolver_preload"];
+
+    fn read_key<'de, A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<(), A::Error> {
+        match key {
+            "operator" => self.operator = Some(map.next_value::<OperatorValue>()?.0),
+            "resolver" => self.resolver = Some(map.next_value::<ResolverValue>()?.0),
+            "resolver_preload" => self.resolver_preload = map.next_value()?,
+            _ => LeafdKeys.read_key(key, map)?,
+        }
+        Ok(())
+    }
+}
+
+/// `operator`'s value (see [`settings::de_operator`]).
+struct OperatorValue(String);
+
+impl<'de> Deserialize<'de> for OperatorValue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        settings::de_operator(deserializer).map(OperatorValue)
+    }
+}
+
+/// `resolver`'s value (see [`settings::de_resolver`]).
+struct ResolverValue(ResolverKind);
+
+impl<'de> Deserialize<'de> for ResolverValue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        settings::de_resolver(deserializer).map(ResolverValue)
+    }
+}
 
 /// leafd's own top-level keys, refused by hubd.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -93,16 +174,56 @@ impl<'de> Visitor<'de> for Refuse {
 }
 
 /// Reads and deserializes a config file; see `leaf_core::config::load_file`.
-pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
-    config::load_file_with::<LeafdKeys>(path).map(|(cfg, LeafdKeys)| cfg)
+pub fn load_file(path: &Path) -> Result<(Config, HubKeys), ConfigError> {
+    config::load_file_with::<HubKeys>(path)
+}
+
+/// hubd's whole configuration: the shared keys and its own.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// The keys both binaries read.
+    pub server: Config,
+    /// hubd's own (operator mode).
+    pub hub: HubKeys,
+}
+
+impl AsRef<Config> for HubConfig {
+    fn as_ref(&self) -> &Config {
+        &self.server
+    }
 }
 
 /// The effective configuration: the `--config` file if given (else the defaults), overridden
 /// by the flags, then validated.
-pub fn load(args: &ServerArgs) -> Result<Config, ConfigError> {
-    let (cfg, LeafdKeys) = cli::load_with::<LeafdKeys>(args)?;
+pub fn load(args: &ServerArgs) -> Result<HubConfig, ConfigError> {
+    let (server, hub) = cli::load_with::<HubKeys>(args)?;
+    validate(&server, &hub)?;
+    Ok(HubConfig { server, hub })
+}
+
+/// The shared checks, and operator mode's: users come from JWTs then, so none may be
+/// configured.
+pub fn validate(cfg: &Config, hub: &HubKeys) -> Result<(), ConfigError> {
     cfg.validate()?;
-    Ok(cfg)
+    let operator = hub
+        .operator_settings()
+        .map_err(|e| ConfigError::invalid("operator", e))?;
+    if operator.is_some() {
+        let a = &cfg.authorization;
+        if a.user.is_some() || a.token.is_some() || !a.users.is_empty() {
+            return Err(ConfigError::invalid(
+                "authorization",
+                "operator mode: users come from JWTs, none may be configured",
+            ));
+        }
+        if let Some((name, _)) = cfg.accounts.iter().find(|(_, a)| !a.users.is_empty()) {
+            return Err(ConfigError::invalid(
+                format!("accounts.{name}.users"),
+                "operator mode: users come from JWTs, none may be configured",
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -111,7 +232,7 @@ mod tests {
     use leaf_core::config::Format;
 
     fn refusal(text: &str, format: Format, file: &str) -> String {
-        config::parse_str_with::<LeafdKeys>(text, format, file)
+        config::parse_str_with::<HubKeys>(text, format, file)
             .unwrap_err()
             .to_string()
     }
@@ -158,8 +279,8 @@ mod tests {
 
     #[test]
     fn shared_keys_load_and_unknown_ones_are_listed() {
-        let (cfg, LeafdKeys) =
-            config::parse_str_with::<LeafdKeys>("port = 5\n", Format::Toml, "hubd.toml").unwrap();
+        let (cfg, _) =
+            config::parse_str_with::<HubKeys>("port = 5\n", Format::Toml, "hubd.toml").unwrap();
         assert_eq!(cfg.port, 5);
         let err = refusal("prot = 5\n", Format::Toml, "hubd.toml");
         assert!(
@@ -167,7 +288,9 @@ mod tests {
             "{err}"
         );
         assert!(
-            err.ends_with("jetstream, leafnodes, accounts, system_account)"),
+            err.ends_with(
+                "leafnodes, accounts, system_account, operator, resolver, resolver_preload)"
+            ),
             "{err}"
         );
     }

@@ -9,6 +9,7 @@
 
 mod app;
 mod config;
+mod operator;
 
 /// hubd allocates with mimalloc: a hub stores every leaf's traffic, and with glibc's
 /// allocator malloc and free took about a third of its CPU per stored message (see

@@ -123,6 +123,8 @@ pub struct Grant {
     /// Who logged in, when the authenticator knows better than the CONNECT's `user` (the
     /// user public key of a JWT).
     pub identity: Option<String>,
+    /// When the credentials were issued (a user JWT's `iat`), for revocations.
+    pub issued_at: Option<std::time::SystemTime>,
 }
 
 /// Who decides about users the server does not hold itself: in operator mode, a user

@@ -205,7 +205,11 @@ impl Config {
         self.check_import_cycles()?;
         let known = |name: &str| self.accounts.contains_key(name);
         if let Some(system) = &self.system_account {
-            if !known(system) && system != "$SYS" {
+            // In operator mode (hubd) the system account is an account public key.
+            let account_key = system.len() == 56
+                && system.starts_with('A')
+                && nkeys::KeyPair::from_public_key(system).is_ok();
+            if !known(system) && system != "$SYS" && !account_key {
                 return Err(ConfigError::invalid(
                     "system_account",
                     format!("no account `{system}` in `accounts`"),

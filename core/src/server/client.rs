@@ -454,6 +454,7 @@ impl Connection {
             .read()
             .unwrap_or_else(PoisonError::into_inner);
         let mut login = auth.login_of(creds);
+        let login_at;
         match auth.authenticate(creds) {
             Ok(grant) => {
                 let account = match &grant.account {
@@ -471,6 +472,7 @@ impl Connection {
                 if let Some(expires) = grant.expires {
                     self.expiry = Some(expire_at(&self.handle, expires));
                 }
+                login_at = grant.issued_at.unwrap_or_else(std::time::SystemTime::now);
                 // A connection stays in the account of its first CONNECT: its subscriptions
                 // live there.
                 let Some(account) =
@@ -504,6 +506,7 @@ impl Connection {
                 user: connect.user.clone().unwrap_or_default(),
                 account: self.account.name().to_owned(),
                 login: Some(login),
+                login_at: Some(login_at),
             };
         }
         drop(auth);

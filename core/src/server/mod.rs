@@ -144,6 +144,23 @@ impl Shared {
             .required()
     }
 
+    /// Closes, with `-ERR <text>`, every client connection whose CONNECT details match
+    /// `doomed` (an account's user revoked, say). Returns how many.
+    pub fn close_connections(
+        &self,
+        doomed: impl Fn(&stats::ConnMeta) -> bool,
+        text: &str,
+    ) -> usize {
+        let mut closed = 0;
+        for entry in self.stats.connections() {
+            if doomed(&entry.meta()) {
+                client::close_with_error(&entry.handle, text);
+                closed += 1;
+            }
+        }
+        closed
+    }
+
     /// Applies a reload of `authorization` and the accounts' users: `accounts` (the
     /// configured accounts) are added to the server if new, `auth` replaces the
     /// authenticator, and every client connection that would not log in again with exactly
@@ -159,6 +176,10 @@ impl Shared {
             .auth
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if matches!(**current, Authenticator::Delegated(_)) {
+            // Operator mode: users come from JWTs, never from a reloaded file.
+            return 0;
+        }
         let old = std::mem::replace(&mut *current, Arc::new(auth));
         let mut closed = 0;
         for entry in self.stats.connections() {

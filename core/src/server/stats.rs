@@ -28,6 +28,8 @@ pub struct ConnMeta {
     pub account: String,
     /// How it logged in (`None` before CONNECT).
     pub login: Option<crate::auth::Login>,
+    /// When its credentials were issued (a user JWT's `iat`), else when it logged in.
+    pub login_at: Option<SystemTime>,
 }
 
 /// One live client connection, as monitoring sees it.
