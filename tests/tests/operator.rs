@@ -7,8 +7,11 @@
 //!   key the account does not know is refused; a user JWT that expires mid-connection is
 //!   disconnected.
 //! * The full resolver: an account unknown at start is pushed by a system-account user on
-//!   `$SYS.REQ.CLAIMS.UPDATE`, and its new user logs in without a restart; an update that
-//!   revokes a user disconnects it and refuses it afterwards.
+//!   `$SYS.REQ.CLAIMS.UPDATE`, and its new user logs in without a restart; a malformed JWT or
+//!   one of another operator is refused with a reason (nats-server 2.9 stores the latter and
+//!   fails only when it is used), connected users unaffected; an update that revokes a user
+//!   disconnects it and refuses it afterwards.
+//! * A leaf with a `.creds` file of an account's user: its traffic lives in that account.
 //!
 //! Every wait is bounded; everything listens on 127.0.0.1.
 
@@ -245,6 +248,37 @@ async fn full_resolver_onboards_and_revokes_without_restart(kind: ServerKind) {
     b.publish(subject.clone(), "hello".into()).await.unwrap();
     assert_eq!(&next_msg(&mut sub).await.payload[..], b"hello", "{kind}");
 
+    // An account JWT of another operator, and a malformed one, are refused with a reason
+    // (nats-server 2.9 stores the former); connected users are unaffected.
+    let other = Fleet::new();
+    for (what, jwt) in [
+        (
+            "another operator's",
+            other.account_jwt(&other.a, "X", json!({})),
+        ),
+        ("malformed", "eyJ.not.a-jwt".to_string()),
+    ] {
+        let answer = sys
+            .request("$SYS.REQ.CLAIMS.UPDATE", jwt.into())
+            .await
+            .expect("the refusal is answered");
+        let body: Value = e2e::serde_json::from_slice(&answer.payload).unwrap();
+        if kind == ServerKind::NatsServer && what == "another operator's" {
+            // nats-server 2.9 stores it ("jwt updated") and refuses it only when used;
+            // hubd refuses it at the door.
+            assert_eq!(body["data"]["code"], 200, "{kind}: {what}: {body}");
+            continue;
+        }
+        assert!(
+            body["error"]["description"]
+                .as_str()
+                .is_some_and(|d| !d.is_empty()),
+            "{kind}: {what}: {body}"
+        );
+    }
+    b.publish(subject.clone(), "still".into()).await.unwrap();
+    assert_eq!(&next_msg(&mut sub).await.payload[..], b"still", "{kind}");
+
     // An update revoking a user of A disconnects it; it cannot log in again.
     let (victim, creds_victim) = user_creds(&fleet.a, &fleet.a, 0);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -303,5 +337,67 @@ mod full_resolver_onboards_and_revokes_without_restart {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn nats_server() {
         super::full_resolver_onboards_and_revokes_without_restart(e2e::ServerKind::NatsServer).await
+    }
+}
+
+/// A leaf logging in to an operator-mode hub with a `.creds` file of a user of A: its
+/// traffic lives in A on the hub (both ways), and the system account's users see none of it.
+async fn leaf_with_creds_lands_in_its_account(hub_kind: ServerKind, leaf_kind: ServerKind) {
+    let dir = StoreDir::new();
+    let fleet = Fleet::new();
+    let port = e2e::free_port();
+    let mut config = fleet.config(&dir, json!("MEMORY"));
+    config["leafnodes"] = json!({ "listen": format!("127.0.0.1:{port}") });
+    let hub = TestServer::with_config(hub_kind, config).await;
+    let (_, leaf_creds) = user_creds(&fleet.a, &fleet.a, 0);
+    let creds_path = format!("{}/leaf.creds", dir.path());
+    std::fs::write(&creds_path, leaf_creds).unwrap();
+    let leaf = TestServer::with_config(
+        leaf_kind,
+        json!({ "leafnodes": { "remotes": [ {
+            "url": format!("nats-leaf://127.0.0.1:{port}"),
+            "credentials": creds_path,
+        } ], "reconnect": 1 } }),
+    )
+    .await;
+    let (_, creds_a) = user_creds(&fleet.a, &fleet.a, 0);
+    let a = login(&hub, &creds_a).await.expect("A's user logs in");
+    let lc = leaf.client().await;
+    e2e::pub_sub_both_ways(&a, &lc).await;
+    // The system account does not receive the leaf's traffic.
+    let (_, creds_sys) = user_creds(&fleet.system, &fleet.system, 0);
+    let sys = login(&hub, &creds_sys)
+        .await
+        .expect("a system user logs in");
+    let up = unique("up");
+    let mut sub_sys = sys.subscribe(up.clone()).await.unwrap();
+    let mut sub_a = a.subscribe(up.clone()).await.unwrap();
+    e2e::await_interest(&lc, &up, &mut sub_a).await;
+    lc.publish(up.clone(), "x".into()).await.unwrap();
+    assert_eq!(&next_msg(&mut sub_a).await.payload[..], b"x");
+    sync(&sys).await;
+    assert!(
+        e2e::drain_ready(&mut sub_sys).await.is_empty(),
+        "{hub_kind} from {leaf_kind}: crossed accounts"
+    );
+}
+
+mod leaf_with_creds_lands_in_its_account {
+    use e2e::ServerKind::{Hubd, Leafd, NatsServer};
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn leafd_to_hubd() {
+        super::leaf_with_creds_lands_in_its_account(Hubd, Leafd).await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nats_server_to_hubd() {
+        super::leaf_with_creds_lands_in_its_account(Hubd, NatsServer).await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn leafd_to_nats_server() {
+        super::leaf_with_creds_lands_in_its_account(NatsServer, Leafd).await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nats_server_to_nats_server() {
+        super::leaf_with_creds_lands_in_its_account(NatsServer, NatsServer).await
     }
 }

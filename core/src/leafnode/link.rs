@@ -883,8 +883,18 @@ impl Link<'_> {
             account,
         } = login;
         if let Some(name) = account {
-            let Some(account) = self.shared.accounts.get(&name) else {
-                // The configuration names only accounts the server has.
+            // An authority's accounts (operator mode) come into being with their first user;
+            // the configuration names only accounts the server has.
+            let delegated = matches!(
+                self.leaf.opts.auth,
+                crate::auth::Authenticator::Delegated(_)
+            );
+            let found = if delegated {
+                Some(self.shared.accounts.add(&name))
+            } else {
+                self.shared.accounts.get(&name)
+            };
+            let Some(account) = found else {
                 self.send_err("'Authorization Violation'");
                 return Err(Ended::AuthFailed(format!(
                     "{identity} is bound to account {name:?}, which this server does not have"
