@@ -102,6 +102,16 @@ impl Fleet {
 /// `.creds` text of a new user of `account` (signed by `signer`), expiring at `exp` (0:
 /// never); returns the user's key pair too.
 fn user_creds(account: &KeyPair, signer: &KeyPair, exp: u64) -> (KeyPair, String) {
+    user_creds_with(account, signer, exp, json!({}))
+}
+
+/// [`user_creds`] with `extra` members in the JWT's `nats` claims.
+fn user_creds_with(
+    account: &KeyPair,
+    signer: &KeyPair,
+    exp: u64,
+    extra: Value,
+) -> (KeyPair, String) {
     let user = KeyPair::new_user();
     let mut claims = json!({
         "name": "e2e-user",
@@ -113,6 +123,9 @@ fn user_creds(account: &KeyPair, signer: &KeyPair, exp: u64) -> (KeyPair, String
     });
     if account.public_key() != signer.public_key() {
         claims["nats"]["issuer_account"] = json!(account.public_key());
+    }
+    if let (Some(nats), Some(extra)) = (claims["nats"].as_object_mut(), extra.as_object()) {
+        nats.extend(extra.clone());
     }
     if exp > 0 {
         claims["exp"] = json!(exp);
@@ -181,6 +194,19 @@ async fn memory_resolver_logs_users_into_their_accounts(kind: ServerKind) {
         login(&server, &creds_b).await.is_err(),
         "{kind}: unknown account"
     );
+
+    // Restrictions: a leaf-only user cannot log in as a client; a user restricted to
+    // another network cannot log in from here.
+    for extra in [
+        json!({ "allowed_connection_types": ["LEAFNODE"] }),
+        json!({ "src": "10.99.0.0/16" }),
+    ] {
+        let (_, restricted) = user_creds_with(&fleet.a, &fleet.a, 0, extra.clone());
+        assert!(
+            login(&server, &restricted).await.is_err(),
+            "{kind}: {extra} logged in"
+        );
+    }
 
     // A user JWT that expires in 2 s is disconnected then.
     let (_, short) = user_creds(&fleet.a, &fleet.a, now() + 2);

@@ -167,6 +167,8 @@ pub struct Credentials<'a> {
     pub nonce: &'a [u8],
     /// `jwt`: a user JWT (operator mode).
     pub jwt: Option<&'a str>,
+    /// The CONNECT came over a leafnode link (not a client connection).
+    pub leaf: bool,
 }
 
 /// A failed login. The client is told only `Authorization Violation`, as nats-server does.

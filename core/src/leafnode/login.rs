@@ -79,6 +79,7 @@ pub(crate) fn authenticate(
         sig: connect.sig.as_deref(),
         nonce: nonce.as_bytes(),
         jwt: connect.jwt.as_deref(),
+        leaf: true,
     };
     let grant = opts.auth.authenticate(creds).map_err(|e| {
         if opts.clients_auth {

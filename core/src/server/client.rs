@@ -445,6 +445,7 @@ impl Connection {
             sig: connect.sig.as_deref(),
             nonce: self.nonce.as_bytes(),
             jwt: connect.jwt.as_deref(),
+            leaf: false,
         };
         // The authenticator stays read-locked until the login is recorded: a reload swapping
         // it in between would not see this connection (see `Shared::reload_authorization`).

@@ -16,6 +16,10 @@
 //!   (`-ERR 'User Authentication Expired'`). An account update that revokes users closes
 //!   their connections with `-ERR 'User Authentication Revoked'`.
 //!
+//! A user JWT's `allowed_connection_types` is enforced (STANDARD for clients, LEAFNODE for
+//! leaves); one with `src` or `times` restrictions is refused (not checked yet, so never
+//! ignored).
+//!
 //! Not yet: an account JWT's exports, imports, limits and JetStream (accounts made by the
 //! resolver are plain subject spaces), `URL(...)` and `cache` resolvers, and
 //! `$SYS.REQ.CLAIMS.LIST`/`DELETE`/`PACK`.
@@ -289,6 +293,22 @@ impl Authority for Resolver {
             ))
         })?;
         let authorized = leaf_jwt::verify_user(jwt, &account, now).map_err(|e| refuse(&e))?;
+        // Restrictions this hub cannot check yet refuse the login rather than being ignored.
+        if !authorized.src.is_empty() || !authorized.times.is_empty() {
+            return Err(AuthError::Refused(format!(
+                "user {}: `src` and `times` restrictions are not supported yet",
+                authorized.user.sub
+            )));
+        }
+        let kind = if creds.leaf { "LEAFNODE" } else { "STANDARD" };
+        let types = &authorized.allowed_connection_types;
+        if !types.is_empty() && !types.iter().any(|t| t.eq_ignore_ascii_case(kind)) {
+            return Err(AuthError::Refused(format!(
+                "user {}: connection type {kind} not allowed ({})",
+                authorized.user.sub,
+                types.join(", ")
+            )));
+        }
         let nonce = String::from_utf8_lossy(creds.nonce);
         leaf_jwt::verify_connect(&authorized, &nonce, creds.sig).map_err(|e| refuse(&e))?;
         let at = |secs: i64| {
