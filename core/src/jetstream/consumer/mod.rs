@@ -14,7 +14,10 @@
 //!   The stream wakes its consumers after each stored message ([`Cmd::Appended`]).
 //! * **Acks.** `+ACK` (or empty), `-NAK` (optionally `-NAK {"delay": ns}`), `+WPI` (restarts
 //!   `ack_wait`), `+TERM`, `+NXT` (ack, then a pull request). A message not acknowledged
-//!   within `ack_wait` is redelivered, at most `max_deliver` times in total.
+//!   within `ack_wait` is redelivered, at most `max_deliver` times in total. The bookkeeping
+//!   (pending acks with delivery counts and deadlines, ack floor, redelivery queue,
+//!   `max_ack_pending`) is a pure state machine, [`ack_state`], which this task feeds with
+//!   events and the time and asks what is due; it is property-tested against a model.
 //! * **Persistence.** A durable consumer's configuration and state (delivered sequences,
 //!   ack floor, outstanding acks with their delivery counts) are written with
 //!   [`Store::put_consumer`] after every change, with at most one write in flight: the changes
