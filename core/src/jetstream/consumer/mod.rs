@@ -14,7 +14,10 @@
 //!   The stream wakes its consumers after each stored message ([`Cmd::Appended`]).
 //! * **Acks.** `+ACK` (or empty), `-NAK` (optionally `-NAK {"delay": ns}`), `+WPI` (restarts
 //!   `ack_wait`), `+TERM`, `+NXT` (ack, then a pull request). A message not acknowledged
-//!   within `ack_wait` is redelivered, at most `max_deliver` times in total.
+//!   within `ack_wait` is redelivered, at most `max_deliver` times in total. The bookkeeping
+//!   (pending acks with delivery counts and deadlines, ack floor, redelivery queue,
+//!   `max_ack_pending`) is a pure state machine, [`ack_state`], which this task feeds with
+//!   events and the time and asks what is due; it is property-tested against a model.
 //! * **Persistence.** A durable consumer's configuration and state (delivered sequences,
 //!   ack floor, outstanding acks with their delivery counts) are written with
 //!   [`Store::put_consumer`] after every change, with at most one write in flight: the changes
@@ -30,6 +33,7 @@
 //!   own write), so the removal is durable whenever the ack is, and an ack sent as a request is
 //!   answered once both are (see [`super::retention`] and `retain.rs`).
 
+mod ack_state;
 mod push;
 mod retain;
 
@@ -47,6 +51,7 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 use tracing::warn;
 
+use self::ack_state::{AckState, Acked, Pending, Redelivery, Rules};
 use super::config::consumer::{AckPolicy, ConsumerConfig, DeliverPolicy, DEFAULT_INACTIVE_NS};
 use super::config::Retention;
 use super::handle::{self, Cmd, ConsumerHandle, Lag};
@@ -59,23 +64,70 @@ use leaf_proto::subject::subject_matches;
 use leaf_proto::time::{now_ns, rfc3339};
 use leaf_store::{Store, StoreError, StoredMessage};
 
-/// One delivered message waiting for its ack.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-struct Pending {
-    /// Consumer sequence of its first delivery.
-    dseq: u64,
-    /// Deliveries so far.
-    dc: u64,
-    /// When it was last delivered (or its ack_wait restarted), ns.
-    ts: i64,
-    /// Queued for redelivery.
-    #[serde(skip)]
-    queued: bool,
+/// The consumer's state: its ack state and where its delivery stands.
+#[derive(Debug, Clone)]
+struct State {
+    /// Pending acks, ack floor, consumer sequence, redeliveries.
+    ack: AckState,
+    /// Next stream sequence to look at for new messages.
+    next_sseq: u64,
+    /// `last_per_subject` start: the sequences still to deliver, then where to resume.
+    lps: Option<(VecDeque<u64>, u64)>,
+    /// When the last message was delivered, ns (0: never).
+    last_delivered_ns: i64,
+    /// When the last ack arrived, ns (0: never).
+    last_ack_ns: i64,
+}
+
+impl State {
+    fn new(rules: Rules) -> Self {
+        Self {
+            ack: AckState::new(rules),
+            next_sseq: 0,
+            lps: None,
+            last_delivered_ns: 0,
+            last_ack_ns: 0,
+        }
+    }
+
+    /// The state as it was persisted.
+    fn restore(rules: Rules, s: Stored) -> Self {
+        Self {
+            ack: AckState::restore(rules, s.dseq, s.ack_floor, s.pending),
+            next_sseq: s.next_sseq,
+            lps: s.lps,
+            last_delivered_ns: s.last_delivered_ns,
+            last_ack_ns: s.last_ack_ns,
+        }
+    }
+
+    /// What is persisted.
+    fn stored(&self) -> Stored {
+        Stored {
+            dseq: self.ack.dseq(),
+            next_sseq: self.next_sseq,
+            ack_floor: self.ack.floor(),
+            pending: self.ack.pending().clone(),
+            lps: self.lps.clone(),
+            last_delivered_ns: self.last_delivered_ns,
+            last_ack_ns: self.last_ack_ns,
+        }
+    }
+
+    /// The last stream sequence the consumer has passed (where the ack floor goes when nothing
+    /// waits for an ack).
+    fn passed(&self) -> u64 {
+        let passed = self.next_sseq.saturating_sub(1);
+        match &self.lps {
+            Some((_, resume)) => passed.min(*resume),
+            None => passed,
+        }
+    }
 }
 
 /// The persisted part of a consumer's state.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct State {
+struct Stored {
     /// Last consumer sequence handed out.
     dseq: u64,
     /// Next stream sequence to look at for new messages.
@@ -97,7 +149,7 @@ struct State {
 struct Record {
     config: ConsumerConfig,
     created_ns: i64,
-    state: State,
+    state: Stored,
 }
 
 /// A pull request waiting for messages.
@@ -152,6 +204,7 @@ pub(crate) fn start(
         lag.clone(),
     ));
     let retention = stream.config().retention;
+    let rules = Rules::of(&config);
     let mut task = Task {
         stream_name: stream.name.clone(),
         stream: Arc::downgrade(stream),
@@ -162,10 +215,9 @@ pub(crate) fn start(
         created_ns,
         store,
         server,
-        state: State::default(),
+        state: State::new(rules),
         num_pending: 0,
         counted_upto: 0,
-        rdq: VecDeque::new(),
         waiting: VecDeque::new(),
         ack_check: None,
         last_request: Instant::now(),
@@ -184,7 +236,7 @@ pub(crate) fn start(
     match stored {
         Some(bytes) => {
             let record: Record = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
-            task.state = record.state;
+            task.state = State::restore(Rules::of(&task.config), record.state);
             task.schedule_ack_check();
         }
         None => {
@@ -220,8 +272,6 @@ struct Task {
     num_pending: u64,
     /// Highest stream sequence `num_pending` accounts for.
     counted_upto: u64,
-    /// Stream sequences due for redelivery.
-    rdq: VecDeque<u64>,
     waiting: VecDeque<Waiting>,
     /// When pending acks are next checked for expiry.
     ack_check: Option<Instant>,
@@ -378,6 +428,7 @@ impl Task {
             Cmd::Update(config, tx) => {
                 self.config = *config;
                 self.filters = self.config.filters();
+                self.state.ack.set_rules(Rules::of(&self.config));
                 self.view_config();
                 self.reset_push();
                 self.dirty = self.durable;
@@ -641,7 +692,7 @@ impl Task {
             self.state.next_sseq = self.state.next_sseq.min(*resume + 1);
         }
         // nats-server reports the floors just below the start.
-        self.state.ack_floor = (0, self.state.next_sseq.saturating_sub(1));
+        self.state.ack.start_at(self.state.next_sseq);
     }
 
     /// Counts the messages still to deliver.
@@ -750,15 +801,12 @@ impl Task {
 
     /// Messages that could be delivered right now (an estimate for `no_wait`).
     fn available(&self) -> u64 {
-        let new = if self.config.ack_policy != AckPolicy::None
-            && self.state.pending.len() as i64 >= self.config.max_ack_pending
-            && self.config.max_ack_pending > 0
-        {
+        let new = if self.state.ack.blocks_new() {
             0
         } else {
             self.num_pending
         };
-        new + self.rdq.len() as u64
+        new + self.state.ack.num_queued() as u64
     }
 
     /// Answers the requests whose time is up.
@@ -864,27 +912,25 @@ impl Task {
     /// The next message to deliver: a redelivery first, else a new one. Returns the message,
     /// its delivery count and whether it is a redelivery.
     fn next_message(&mut self) -> Option<(StoredMessage, u64, bool)> {
-        while let Some(sseq) = self.rdq.pop_front() {
-            let Some(p) = self.state.pending.get(&sseq).copied() else {
-                continue;
-            };
-            let max = self.config.max_deliver;
-            let msg = self.store.get(&self.stream_name, sseq).ok().flatten();
-            match msg {
-                Some(m) if max <= 0 || (p.dc as i64) < max => {
-                    return Some((m, p.dc + 1, true));
-                }
-                _ => {
-                    // Gone, or delivered often enough: no longer waited for.
-                    self.remove_pending(sseq, p.dseq);
+        while let Some(next) = self.state.ack.next_redelivery(self.state.passed()) {
+            match next {
+                // Delivered often enough: no longer waited for.
+                Redelivery::Exhausted(forgot) => self.view_forget(forgot),
+                Redelivery::Send { sseq, dc } => {
+                    match self.store.get(&self.stream_name, sseq).ok().flatten() {
+                        Some(m) => return Some((m, dc, true)),
+                        // Gone: no longer waited for.
+                        None => {
+                            if let Some(forgot) = self.state.ack.removed(sseq, self.state.passed())
+                            {
+                                self.view_forget(forgot);
+                            }
+                        }
+                    }
                 }
             }
         }
-        let acks = self.config.ack_policy != AckPolicy::None;
-        if acks
-            && self.config.max_ack_pending > 0
-            && self.state.pending.len() as i64 >= self.config.max_ack_pending
-        {
+        if self.state.ack.blocks_new() {
             return None;
         }
         loop {
@@ -915,7 +961,7 @@ impl Task {
     /// Puts back a message taken by [`Task::next_message`] but not sent.
     fn unget(&mut self, seq: u64, redelivery: bool) {
         if redelivery {
-            self.rdq.push_front(seq);
+            self.state.ack.unget_redelivery(seq);
         } else if self.state.lps.is_some() {
             if let Some((seqs, _)) = &mut self.state.lps {
                 seqs.push_front(seq);
@@ -928,27 +974,14 @@ impl Task {
     }
 
     fn send_message(&mut self, reply: &ReplyTo, msg: &StoredMessage, dc: u64, redelivery: bool) {
-        self.state.dseq += 1;
-        let dseq = self.state.dseq;
         let now = now_ns();
         self.state.last_delivered_ns = now;
-        match self.config.ack_policy {
-            AckPolicy::None => self.state.ack_floor = (dseq, msg.seq),
-            _ => {
-                let was_empty = self.state.pending.is_empty();
-                let p = self.state.pending.entry(msg.seq).or_insert(Pending {
-                    dseq,
-                    dc: 0,
-                    ts: now,
-                    queued: false,
-                });
-                p.dc = dc;
-                p.ts = now;
-                p.queued = false;
-                if was_empty || self.ack_check.is_none() {
-                    self.schedule_ack_check();
-                }
-            }
+        let delivery = self.state.ack.delivered(msg.seq, dc, now);
+        let dseq = delivery.dseq;
+        if self.config.ack_policy != AckPolicy::None
+            && (delivery.was_idle || self.ack_check.is_none())
+        {
+            self.schedule_ack_check();
         }
         let _ = redelivery;
         self.view_delivered(msg);
@@ -985,8 +1018,9 @@ impl Task {
             ),
             None => (body, &b""[..]),
         };
-        self.state.last_ack_ns = now_ns();
-        let floor = self.state.ack_floor.1;
+        let now = now_ns();
+        self.state.last_ack_ns = now;
+        let floor = self.state.ack.floor().1;
         match kind {
             b"" | b"+ACK" => {
                 self.acked(sseq, dseq);
@@ -1009,26 +1043,15 @@ impl Task {
                 let delay = serde_json::from_slice::<Delay>(rest.trim_ascii())
                     .map(|d| d.delay)
                     .unwrap_or(0);
-                let wait = self.ack_wait_for(self.state.pending.get(&sseq).map_or(1, |p| p.dc));
-                if let Some(p) = self.state.pending.get_mut(&sseq) {
-                    if delay > 0 {
-                        // Due again `delay` from now.
-                        p.ts = now_ns() - wait + delay;
-                        self.schedule_ack_check();
-                    } else if !p.queued {
-                        p.queued = true;
-                        self.rdq.push_back(sseq);
-                    }
+                // With a delay: due again `delay` from now.
+                if self.state.ack.nak(sseq, delay, now) {
+                    self.schedule_ack_check();
                 }
             }
-            b"+WPI" => {
-                if let Some(p) = self.state.pending.get_mut(&sseq) {
-                    p.ts = now_ns();
-                }
-            }
+            b"+WPI" => self.state.ack.in_progress(sseq, now),
             b"+TERM" => {
-                if let Some(p) = self.state.pending.get(&sseq).copied() {
-                    self.remove_pending(sseq, p.dseq);
+                if let Some(forgot) = self.state.ack.term(sseq, self.state.passed()) {
+                    self.view_forget(forgot);
                 }
                 // Like an ack: the message leaves a workqueue or interest stream.
                 self.retire_acked(floor, sseq);
@@ -1047,73 +1070,19 @@ impl Task {
     }
 
     fn acked(&mut self, sseq: u64, dseq: u64) {
-        match self.config.ack_policy {
-            AckPolicy::Explicit => {
-                let dseq = self.state.pending.get(&sseq).map_or(dseq, |p| p.dseq);
-                if self.state.pending.contains_key(&sseq) {
-                    self.remove_pending(sseq, dseq);
-                }
-            }
-            AckPolicy::All => {
-                let (dflr, sflr) = self.state.ack_floor;
-                if dseq <= dflr || sseq <= sflr {
-                    return;
-                }
-                self.state.ack_floor = (dseq, sseq);
-                let later = self.state.pending.split_off(&(sseq + 1));
-                self.state.pending = later;
-                self.view_acked_upto(sseq);
-                self.rdq.retain(|s| *s > sseq);
-                if self.state.pending.is_empty() {
-                    self.state.ack_floor =
-                        (self.state.dseq, self.state.next_sseq.saturating_sub(1));
-                }
-            }
-            AckPolicy::None => {}
-        }
-    }
-
-    /// Forgets an outstanding ack and moves the ack floor as nats-server does.
-    fn remove_pending(&mut self, sseq: u64, dseq: u64) {
-        self.state.pending.remove(&sseq);
-        self.view_forget(sseq);
-        if self.state.pending.is_empty() {
-            self.state.ack_floor = (self.state.dseq, self.state.next_sseq.saturating_sub(1));
-            if let Some((_, resume)) = &self.state.lps {
-                self.state.ack_floor.1 = self.state.ack_floor.1.min(*resume);
-            }
-        } else if dseq == self.state.ack_floor.0 + 1 {
-            self.state.ack_floor = (dseq, sseq);
-            if let Some((&next, p)) = self.state.pending.range(sseq + 1..).next() {
-                self.state.ack_floor = (p.dseq.saturating_sub(1), next - 1);
-            }
+        match self.state.ack.ack(sseq, dseq, self.state.passed()) {
+            Acked::Forgot(forgot) => self.view_forget(forgot),
+            Acked::Upto(sseq) => self.view_acked_upto(sseq),
+            Acked::Nothing => {}
         }
     }
 
     // ---- timers ----
 
-    fn ack_wait_for(&self, dc: u64) -> i64 {
-        if self.config.backoff.is_empty() {
-            return self.config.ack_wait;
-        }
-        let i = (dc.saturating_sub(1) as usize).min(self.config.backoff.len() - 1);
-        self.config
-            .backoff
-            .get(i)
-            .copied()
-            .unwrap_or(self.config.ack_wait)
-    }
-
     /// Sets the next pending-ack check to the earliest deadline.
     fn schedule_ack_check(&mut self) {
         let now = now_ns();
-        let earliest = self
-            .state
-            .pending
-            .values()
-            .filter(|p| !p.queued)
-            .map(|p| p.ts + self.ack_wait_for(p.dc))
-            .min();
+        let earliest = self.state.ack.next_deadline();
         self.ack_check = earliest.map(|t| instant_after_ns(t - now));
     }
 
@@ -1148,26 +1117,11 @@ impl Task {
     fn timers(&mut self) -> bool {
         let now = Instant::now();
         if self.ack_check.is_some_and(|t| t <= now) {
-            let now_ns = now_ns();
-            let due: Vec<u64> = self
-                .state
-                .pending
-                .iter()
-                .filter(|(_, p)| !p.queued && p.ts + self.ack_wait_for(p.dc) <= now_ns)
-                .map(|(s, _)| *s)
-                .collect();
-            for sseq in due {
-                let Some(p) = self.state.pending.get_mut(&sseq) else {
-                    continue;
-                };
-                if self.config.max_deliver > 0 && p.dc as i64 >= self.config.max_deliver {
-                    let dseq = p.dseq;
-                    self.remove_pending(sseq, dseq);
-                    self.dirty = self.durable;
-                } else {
-                    p.queued = true;
-                    self.rdq.push_back(sseq);
-                }
+            let passed = self.state.passed();
+            // Delivered `max_deliver` times: no longer waited for.
+            for forgot in self.state.ack.due(now_ns(), passed) {
+                self.view_forget(forgot);
+                self.dirty = self.durable;
             }
             self.schedule_ack_check();
         }
@@ -1184,7 +1138,7 @@ impl Task {
         }
         for reply in due_hb {
             let hdr = headers::Builder::new(Some((100, "Idle Heartbeat")))
-                .add("Nats-Last-Consumer", &self.state.dseq.to_string())
+                .add("Nats-Last-Consumer", &self.state.ack.dseq().to_string())
                 .add(
                     "Nats-Last-Stream",
                     &self.state.next_sseq.saturating_sub(1).to_string(),
@@ -1221,7 +1175,7 @@ impl Task {
         let record = Record {
             config: self.config.clone(),
             created_ns: self.created_ns,
-            state: self.state.clone(),
+            state: self.state.stored(),
         };
         let bytes = serde_json::to_vec(&record).unwrap_or_default();
         let put = self
@@ -1242,20 +1196,20 @@ impl Task {
     fn info(&self) -> Value {
         let opt_ts = |ns: i64| (ns > 0).then(|| rfc3339(ns));
         let mut delivered = json!({
-            "consumer_seq": self.state.dseq,
+            "consumer_seq": self.state.ack.dseq(),
             "stream_seq": self.state.next_sseq.saturating_sub(1),
         });
         if let Some(t) = opt_ts(self.state.last_delivered_ns) {
             delivered["last_active"] = Value::String(t);
         }
         let mut ack_floor = json!({
-            "consumer_seq": self.state.ack_floor.0,
-            "stream_seq": self.state.ack_floor.1,
+            "consumer_seq": self.state.ack.floor().0,
+            "stream_seq": self.state.ack.floor().1,
         });
         if let Some(t) = opt_ts(self.state.last_ack_ns) {
             ack_floor["last_active"] = Value::String(t);
         }
-        let redelivered = self.state.pending.values().filter(|p| p.dc > 1).count();
+        let redelivered = self.state.ack.num_redelivered();
         let mut info = json!({
             "stream_name": self.stream_name,
             "name": self.name,
@@ -1263,7 +1217,7 @@ impl Task {
             "config": self.config,
             "delivered": delivered,
             "ack_floor": ack_floor,
-            "num_ack_pending": self.state.pending.len(),
+            "num_ack_pending": self.state.ack.num_ack_pending(),
             "num_redelivered": redelivered,
             "num_waiting": self.waiting.len(),
             "num_pending": self.num_pending,

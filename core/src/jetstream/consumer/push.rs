@@ -214,7 +214,7 @@ impl Task {
             p.next_heartbeat = hb.map(|h| now + h);
         }
         let mut b = headers::Builder::new(Some((100, "Idle Heartbeat")))
-            .add("Nats-Last-Consumer", &self.state.dseq.to_string())
+            .add("Nats-Last-Consumer", &self.state.ack.dseq().to_string())
             .add(
                 "Nats-Last-Stream",
                 &self.state.next_sseq.saturating_sub(1).to_string(),

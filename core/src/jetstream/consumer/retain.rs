@@ -8,6 +8,7 @@
 use leaf_proto::printable::printable;
 use std::future::Future;
 
+use super::ack_state::Forgot;
 use super::Task;
 use crate::jetstream::config::consumer::AckPolicy;
 use crate::jetstream::config::Retention;
@@ -29,9 +30,9 @@ impl Task {
         let mut v = lock(&self.view);
         v.filters = self.filters.clone();
         v.policy = self.config.ack_policy;
-        v.floor = self.state.ack_floor.1;
+        v.floor = self.state.ack.floor().1;
         v.next = self.state.next_sseq;
-        v.pending = self.state.pending.keys().copied().collect();
+        v.pending = self.state.ack.pending().keys().copied().collect();
     }
 
     /// The configuration changed (filters or ack policy).
@@ -47,7 +48,7 @@ impl Task {
         let none = self.config.ack_policy == AckPolicy::None;
         {
             let mut v = lock(&self.view);
-            v.floor = self.state.ack_floor.1;
+            v.floor = self.state.ack.floor().1;
             v.next = self.state.next_sseq;
             if !none {
                 v.pending.insert(msg.seq);
@@ -58,17 +59,18 @@ impl Task {
         }
     }
 
-    /// `seq` is no longer waited for (acked, terminated or delivered too often).
-    pub(super) fn view_forget(&self, seq: u64) {
+    /// A message is no longer waited for (acked, terminated, delivered too often or gone);
+    /// the view shows the ack floor as it was just before.
+    pub(super) fn view_forget(&self, forgot: Forgot) {
         if !self.tracks() {
             return;
         }
         let mut v = lock(&self.view);
-        v.pending.remove(&seq);
-        v.floor = self.state.ack_floor.1;
+        v.pending.remove(&forgot.sseq);
+        v.floor = forgot.floor_before;
     }
 
-    /// Everything up to `seq` is acknowledged (ack policy `all`).
+    /// Everything up to `seq` is acknowledged (ack policy `all`): the view's floor is `seq`.
     pub(super) fn view_acked_upto(&self, seq: u64) {
         if !self.tracks() {
             return;
@@ -76,7 +78,7 @@ impl Task {
         let mut v = lock(&self.view);
         let later = v.pending.split_off(&(seq + 1));
         v.pending = later;
-        v.floor = self.state.ack_floor.1;
+        v.floor = seq;
     }
 
     /// An ack of stream sequence `sseq` was applied; the ack floor was `floor_before`. Collects
@@ -91,7 +93,7 @@ impl Task {
             AckPolicy::None => {}
             AckPolicy::Explicit => self.retire(&[sseq], None),
             AckPolicy::All => {
-                if self.state.ack_floor.1 <= floor_before {
+                if self.state.ack.floor().1 <= floor_before {
                     return;
                 }
                 let from = (floor_before + 1).max(self.stream_bounds().0);
@@ -146,7 +148,7 @@ impl Task {
         let (store, name, floor) = (
             self.store.clone(),
             self.name.clone(),
-            self.state.ack_floor.1,
+            self.state.ack.floor().1,
         );
         async move {
             if let Some(stream) = stream {
