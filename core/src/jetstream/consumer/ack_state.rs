@@ -278,8 +278,14 @@ impl AckState {
                 if dseq <= dflr || sseq <= sflr {
                     return Acked::Nothing;
                 }
+                // An ack subject is the client's to write: one for a message not delivered
+                // yet (beyond what the consumer passed, or a consumer sequence it has not
+                // reached) acknowledges nothing.
+                if sseq > passed || dseq > self.dseq {
+                    return Acked::Nothing;
+                }
                 self.floor = (dseq, sseq);
-                self.pending = self.pending.split_off(&(sseq + 1));
+                self.pending = self.pending.split_off(&sseq.saturating_add(1));
                 self.rdq.retain(|s| *s > sseq);
                 if self.pending.is_empty() {
                     self.floor = (self.dseq, passed);
@@ -383,7 +389,7 @@ impl AckState {
             self.floor = (self.dseq, passed);
         } else if dseq == self.floor.0 + 1 {
             self.floor = (dseq, sseq);
-            if let Some((&next, p)) = self.pending.range(sseq + 1..).next() {
+            if let Some((&next, p)) = self.pending.range(sseq.saturating_add(1)..).next() {
                 self.floor = (p.dseq.saturating_sub(1), next - 1);
             }
         }

@@ -198,6 +198,9 @@ impl Model {
                 if dseq <= self.floor.0 || sseq <= self.floor.1 {
                     return Acked::Nothing;
                 }
+                if sseq > passed || dseq > self.dseq {
+                    return Acked::Nothing;
+                }
                 let upto: Vec<u64> = self
                     .waiting
                     .keys()
@@ -460,4 +463,26 @@ fn restore_keeps_what_was_persisted() {
     assert_eq!(b.num_queued(), 0);
     assert!(b.pending().values().all(|p| !p.queued && p.dc == 1));
     assert_eq!(b.next_deadline(), Some(10));
+}
+
+#[test]
+fn acks_of_messages_not_delivered_are_ignored() {
+    let rules = Rules {
+        policy: AckPolicy::All,
+        ack_wait: 10,
+        backoff: vec![],
+        max_deliver: -1,
+        max_ack_pending: 0,
+    };
+    let mut a = AckState::new(rules);
+    a.start_at(1);
+    a.delivered(1, 1, 0);
+    a.delivered(2, 1, 0);
+    // A forged ack subject: the largest stream sequence (once an overflow), a consumer
+    // sequence not reached.
+    assert!(matches!(a.ack(u64::MAX, 2, 2), Acked::Nothing));
+    assert!(matches!(a.ack(2, 9, 2), Acked::Nothing));
+    assert_eq!(a.num_ack_pending(), 2);
+    assert!(matches!(a.ack(1, 1, 2), Acked::Upto(1)));
+    assert_eq!(a.num_ack_pending(), 1);
 }
