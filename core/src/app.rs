@@ -1038,6 +1038,33 @@ mod tests {
     }
 
     #[test]
+    fn options_of_the_default_configuration_are_the_options_defaults() {
+        // A default is written once, in the settings; the runtime options take it from there.
+        let c = Config::default();
+        let (o, d) = (server_options(&c, "leafd"), ServerOptions::default());
+        assert_eq!(
+            (o.host, d.host),
+            (config::DEFAULT_HOST.into(), config::DEFAULT_HOST.into())
+        );
+        assert_eq!((o.port, o.max_payload), (d.port, d.max_payload));
+        assert_eq!(
+            (o.max_control_line, o.max_pending),
+            (d.max_control_line, d.max_pending)
+        );
+        assert_eq!(o.max_connections, d.max_connections);
+        assert_eq!(o.max_subscriptions, d.max_subscriptions);
+        assert_eq!((o.ping_interval, o.ping_max), (d.ping_interval, d.ping_max));
+        assert_eq!(o.write_deadline, d.write_deadline);
+        assert_eq!(o.auth_timeout, d.auth_timeout);
+        let (o, d) = (leaf_options(&c), LeafOptions::default());
+        assert_eq!(o.auth_timeout, d.auth_timeout);
+        assert_eq!(o.reconnect_max, d.reconnect_max);
+        assert_eq!((o.ping_interval, o.ping_max), (d.ping_interval, d.ping_max));
+        assert_eq!(o.max_subscriptions, d.max_subscriptions);
+        assert_eq!(o.max_connections, d.max_connections);
+    }
+
+    #[test]
     fn leafnode_settings_become_options() {
         let c = cfg(
             "[leafnodes]\nlisten = \"127.0.0.1:0\"\nreconnect = \"3s\"\n\

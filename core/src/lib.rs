@@ -6,7 +6,8 @@
 //!
 //! ## Layout (one module, one job)
 //! * [`sublist`]: the interest structure: a subject trie with a match cache.
-//! * [`auth`]: authentication and per-user publish/subscribe permissions.
+//! * [`auth`]: authentication and per-user publish/subscribe permissions; [`auth::settings`]
+//!   the `authorization` tables (clients and the leafnode listener, one type).
 //! * [`budget`]: bounds in bytes on the queues that remote input fills.
 //! * [`server`]: the accept loop, connections ([`server::client`]), the per-publisher fan-out
 //!   ([`server::fanout`]), outbound queues ([`server::outbound`]), the INFO/CONNECT bodies
@@ -22,7 +23,9 @@
 //! * [`monitor`]: the HTTP monitoring port (nats-server's pages; a binary adds its own through
 //!   [`monitor::Pages`]).
 //! * [`config`]: the configuration file's shared keys (TOML or JSON, nats-server's key names;
-//!   a binary adds its own keys through [`config::Extension`]), [`cli`]: the
+//!   a binary adds its own keys through [`config::Extension`]; the subsystems' settings types
+//!   live with them, [`auth::settings`], [`jetstream::settings`], [`leafnode::settings`], and
+//!   are re-exported), [`cli`]: the
 //!   nats-server-compatible command-line flags, [`reload`]: what a SIGHUP may change of the
 //!   shared keys.
 //! * [`redact`]: credentials hidden wherever something is displayed (logs, pages, metrics,

@@ -182,34 +182,22 @@ async fn serve(mut stream: TcpStream, sources: &Sources) -> std::io::Result<()> 
     })
     .await;
     if read.is_err() {
-        return respond(
+        return respond_error(
             &mut stream,
             408,
             "Request Timeout",
-            &json!({"error": "request not received in time"}),
+            "request not received in time",
         )
         .await;
     }
     if !matches!(read, Ok(Ok(true))) {
-        return respond(
-            &mut stream,
-            400,
-            "Bad Request",
-            &json!({"error": "bad request"}),
-        )
-        .await;
+        return respond_error(&mut stream, 400, "Bad Request", "bad request").await;
     }
     let head = String::from_utf8_lossy(&buf);
     let mut parts = head.lines().next().unwrap_or_default().split_whitespace();
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     if method != "GET" {
-        return respond(
-            &mut stream,
-            405,
-            "Method Not Allowed",
-            &json!({"error": "only GET is served"}),
-        )
-        .await;
+        return respond_error(&mut stream, 405, "Method Not Allowed", "only GET is served").await;
     }
     match page(target, sources) {
         Some(Page::Json(200, body)) => respond(&mut stream, 200, "OK", &body).await,
@@ -226,15 +214,7 @@ async fn serve(mut stream: TcpStream, sources: &Sources) -> std::io::Result<()> 
             )
             .await
         }
-        None => {
-            respond(
-                &mut stream,
-                404,
-                "Not Found",
-                &json!({"error": "no such page"}),
-            )
-            .await
-        }
+        None => respond_error(&mut stream, 404, "Not Found", "no such page").await,
     }
 }
 
@@ -586,11 +566,29 @@ impl Metrics {
         }
     }
 
+    /// One family per entry of `families`, each with one sample per item labelled
+    /// `key="<label_of(item)>"` (see [`labelled`]), in the order given.
+    pub fn labelled_families<T>(
+        &mut self,
+        items: &[T],
+        key: &str,
+        label_of: impl Fn(&T) -> &str,
+        families: &[Family<T>],
+    ) {
+        for f in families {
+            self.family(f.0, f.1, f.2, &labelled(items, key, &label_of, f.3));
+        }
+    }
+
     /// One unlabelled sample.
     pub fn single(&mut self, name: &str, kind: &str, help: &str, v: u64) {
         self.family(name, kind, help, &[(String::new(), v as f64)]);
     }
 }
+
+/// A metric family of [`Metrics::labelled_families`]: name, type (`gauge`, `counter`), help
+/// and the value of one item.
+pub type Family<T> = (&'static str, &'static str, &'static str, fn(&T) -> f64);
 
 /// Samples labelled `key="<label>"`, one per item.
 pub fn labelled<T>(
@@ -612,6 +610,50 @@ fn link_url(l: &LinkStatus) -> &str {
 fn stream_name(s: &crate::jetstream::StreamSummary) -> &str {
     &s.name
 }
+
+/// The leafnode links' families, labelled by URL.
+const LINK_FAMILIES: &[Family<LinkStatus>] = &[
+    (
+        "leafd_leafnode_connected",
+        "gauge",
+        "1 while the leafnode link is up.",
+        |l| f64::from(u8::from(l.connected)),
+    ),
+    (
+        "leafd_leafnode_reconnects_total",
+        "counter",
+        "Leafnode reconnects.",
+        |l| l.reconnects as f64,
+    ),
+    (
+        "leafd_leafnode_in_msgs_total",
+        "counter",
+        "Messages received over the link.",
+        |l| l.msgs_in as f64,
+    ),
+    (
+        "leafd_leafnode_out_msgs_total",
+        "counter",
+        "Messages sent over the link.",
+        |l| l.msgs_out as f64,
+    ),
+];
+
+/// The streams' families, labelled by stream name.
+const STREAM_FAMILIES: &[Family<crate::jetstream::StreamSummary>] = &[
+    (
+        "leafd_stream_messages",
+        "gauge",
+        "Messages stored in the stream.",
+        |s| s.messages as f64,
+    ),
+    (
+        "leafd_stream_bytes",
+        "gauge",
+        "Bytes stored in the stream.",
+        |s| s.bytes as f64,
+    ),
+];
 
 /// `/metrics`: the Prometheus text format.
 fn metrics(sources: &Sources) -> String {
@@ -680,47 +722,11 @@ fn metrics(sources: &Sources) -> String {
             rss_bytes(),
         );
         let links = link_status(sources);
-        let url = link_url;
-        m.family(
-            "leafd_leafnode_connected",
-            "gauge",
-            "1 while the leafnode link is up.",
-            &labelled(&links, "url", url, |l| f64::from(u8::from(l.connected))),
-        );
-        m.family(
-            "leafd_leafnode_reconnects_total",
-            "counter",
-            "Leafnode reconnects.",
-            &labelled(&links, "url", url, |l| l.reconnects as f64),
-        );
-        m.family(
-            "leafd_leafnode_in_msgs_total",
-            "counter",
-            "Messages received over the link.",
-            &labelled(&links, "url", url, |l| l.msgs_in as f64),
-        );
-        m.family(
-            "leafd_leafnode_out_msgs_total",
-            "counter",
-            "Messages sent over the link.",
-            &labelled(&links, "url", url, |l| l.msgs_out as f64),
-        );
+        m.labelled_families(&links, "url", link_url, LINK_FAMILIES);
     }
     if let Some(js) = &sources.jetstream {
         let streams = js.stream_summaries();
-        let name = stream_name;
-        m.family(
-            "leafd_stream_messages",
-            "gauge",
-            "Messages stored in the stream.",
-            &labelled(&streams, "stream", name, |s| s.messages as f64),
-        );
-        m.family(
-            "leafd_stream_bytes",
-            "gauge",
-            "Bytes stored in the stream.",
-            &labelled(&streams, "stream", name, |s| s.bytes as f64),
-        );
+        m.labelled_families(&streams, "stream", stream_name, STREAM_FAMILIES);
         m.single(
             "leafd_store_file_bytes",
             "gauge",
@@ -751,6 +757,16 @@ fn split_host_port(url: &str) -> (String, u16) {
         Some((h, p)) => (h.to_string(), p.trim_end_matches('/').parse().unwrap_or(0)),
         None => (rest.to_string(), 0),
     }
+}
+
+/// Answers with `{"error": message}` and status `code`.
+async fn respond_error(
+    stream: &mut TcpStream,
+    code: u16,
+    reason: &str,
+    message: &str,
+) -> std::io::Result<()> {
+    respond(stream, code, reason, &json!({ "error": message })).await
 }
 
 async fn respond(
@@ -813,6 +829,22 @@ mod tests {
         );
         assert_eq!(split_host_port("127.0.0.1:5"), ("127.0.0.1".to_string(), 5));
         assert_eq!(split_host_port("nohost"), ("nohost".to_string(), 0));
+    }
+
+    #[test]
+    fn labelled_families_write_each_family_with_a_sample_per_item() {
+        let items = [("a\"b", 1u64), ("c", 2)];
+        let families: &[Family<(&str, u64)>] = &[
+            ("x_total", "counter", "Xs.", |i| i.1 as f64),
+            ("y", "gauge", "Ys.", |i| (i.1 * 10) as f64),
+        ];
+        let mut m = Metrics::default();
+        m.labelled_families(&items, "k", |i| i.0, families);
+        assert_eq!(
+            m.0,
+            "# HELP x_total Xs.\n# TYPE x_total counter\nx_total{k=\"a\\\"b\"} 1\nx_total{k=\"c\"} 2\n\
+             # HELP y Ys.\n# TYPE y gauge\ny{k=\"a\\\"b\"} 10\ny{k=\"c\"} 20\n"
+        );
     }
 
     /// A binary's page: `/ownz`, and one metric family.

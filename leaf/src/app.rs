@@ -62,7 +62,7 @@ pub fn main() -> ExitCode {
                 NAME,
                 file,
                 |path| config::load_file(path).and_then(|cfg| cfg.validate().map(|()| cfg)),
-                |cfg| unsupported_yet(cfg).and_then(|()| check_gateways(cfg)),
+                |cfg| unsupported_yet(&cfg.server).and_then(|()| check_gateways(cfg)),
             )
         }
         Some(Command::Status { monitor, once }) => return status(monitor, *once),
@@ -100,7 +100,7 @@ async fn serve(
     digests: RemoteDigests,
     set_level: Option<LogLevelSetter>,
 ) -> ExitCode {
-    let node = match Node::start(NAME, &cfg).await {
+    let node = match Node::start(NAME, &cfg.server).await {
         Ok(node) => node,
         Err(e) => return fail(NAME, e),
     };
@@ -127,7 +127,7 @@ async fn serve(
         uplinks: uplinks.clone(),
         sources: gateways.registry().clone(),
     };
-    let _monitor = match node.monitor(&cfg, Some(Arc::new(pages))).await {
+    let _monitor = match node.monitor(&cfg.server, Some(Arc::new(pages))).await {
         Ok(m) => m,
         Err(msg) => return fail(NAME, msg),
     };
@@ -183,7 +183,7 @@ fn watchdog(server: &Server, js: Option<JetStream>) -> Option<AbortOnDrop> {
 
 /// `{server}` in gateway subject templates: `server_name`, else the host name.
 fn gateway_server_name(cfg: &Config) -> String {
-    cfg.server_name.clone().unwrap_or_else(|| {
+    cfg.server.server_name.clone().unwrap_or_else(|| {
         std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_owned())
             .ok()

@@ -4,8 +4,8 @@
 //! from one file in one pass. `leafd.example.toml` at the crate root documents every key; a
 //! unit test parses it, so it cannot drift from the code.
 //!
-//! [`Config`] dereferences to the shared configuration: `cfg.port`, `cfg.jetstream` read the
-//! shared keys, `cfg.uplinks` and `cfg.gateways` leafd's own.
+//! [`Config`] holds the shared configuration as a field: `cfg.server.port`,
+//! `cfg.server.jetstream` are the shared keys, `cfg.uplinks` and `cfg.gateways` leafd's own.
 
 pub mod uplink;
 mod validate;
@@ -13,7 +13,6 @@ mod validate;
 #[cfg(test)]
 mod tests;
 
-use std::ops::{Deref, DerefMut};
 use std::path::Path;
 
 use leaf_core::cli::{self, ServerArgs};
@@ -34,20 +33,6 @@ pub struct Config {
     pub uplinks: Vec<Uplink>,
     /// The gateways: `board`, `boards_dir`, `[[serial]]`, `[[modbus]]`, `[[gpio]]`.
     pub gateways: crate::gateway::config::Settings,
-}
-
-impl Deref for Config {
-    type Target = leaf_core::config::Config;
-
-    fn deref(&self) -> &Self::Target {
-        &self.server
-    }
-}
-
-impl DerefMut for Config {
-    fn deref_mut(&mut self) -> &mut Self::Target {
-        &mut self.server
-    }
 }
 
 impl AsRef<leaf_core::config::Config> for Config {

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use crate::gateway::{Registry, SourceState, SourceStats};
-use leaf_core::monitor::{label, labelled, system_rfc3339, Metrics, Pages};
+use leaf_core::monitor::{label, system_rfc3339, Family, Metrics, Pages};
 use serde_json::{json, Value};
 
 use crate::uplink::{State, UplinkStatus, Uplinks};
@@ -95,63 +95,62 @@ fn uplink_name(u: &UplinkStatus) -> &str {
     &u.name
 }
 
+/// The uplinks' families, labelled by uplink name.
+const UPLINK_FAMILIES: &[Family<UplinkStatus>] = &[
+    (
+        "leafd_uplink_backlog_messages",
+        "gauge",
+        "Messages waiting to be forwarded.",
+        |u| u.backlog_msgs as f64,
+    ),
+    (
+        "leafd_uplink_backlog_bytes",
+        "gauge",
+        "Bytes waiting to be forwarded.",
+        |u| u.backlog_bytes as f64,
+    ),
+    (
+        "leafd_uplink_oldest_seconds",
+        "gauge",
+        "Age of the oldest waiting message.",
+        |u| u.oldest_age.map_or(0.0, |d| d.as_secs_f64()),
+    ),
+    (
+        "leafd_uplink_rate_msgs_per_second",
+        "gauge",
+        "Messages acknowledged by the hub per second.",
+        |u| u.rate_msgs_per_sec,
+    ),
+    (
+        "leafd_uplink_acked_msgs_total",
+        "counter",
+        "Messages the hub acknowledged.",
+        |u| u.acked_msgs as f64,
+    ),
+    (
+        "leafd_uplink_dropped_total",
+        "counter",
+        "Messages the buffer limits dropped before forwarding.",
+        |u| u.dropped as f64,
+    ),
+    (
+        "leafd_uplink_rejected_total",
+        "counter",
+        "Messages the hub refused for good.",
+        |u| u.rejected as f64,
+    ),
+    (
+        "leafd_uplink_live",
+        "gauge",
+        "1 while the uplink is caught up.",
+        |u| f64::from(u8::from(u.state == State::Live)),
+    ),
+];
+
 /// The uplinks' and the sources' metric families.
 fn metrics(uplinks: Option<&Uplinks>, registry: &Registry, out: &mut Metrics) {
     if let Some(uplinks) = uplinks {
-        let status = uplinks.status();
-        let name = uplink_name;
-        out.family(
-            "leafd_uplink_backlog_messages",
-            "gauge",
-            "Messages waiting to be forwarded.",
-            &labelled(&status, "uplink", name, |u| u.backlog_msgs as f64),
-        );
-        out.family(
-            "leafd_uplink_backlog_bytes",
-            "gauge",
-            "Bytes waiting to be forwarded.",
-            &labelled(&status, "uplink", name, |u| u.backlog_bytes as f64),
-        );
-        out.family(
-            "leafd_uplink_oldest_seconds",
-            "gauge",
-            "Age of the oldest waiting message.",
-            &labelled(&status, "uplink", name, |u| {
-                u.oldest_age.map_or(0.0, |d| d.as_secs_f64())
-            }),
-        );
-        out.family(
-            "leafd_uplink_rate_msgs_per_second",
-            "gauge",
-            "Messages acknowledged by the hub per second.",
-            &labelled(&status, "uplink", name, |u| u.rate_msgs_per_sec),
-        );
-        out.family(
-            "leafd_uplink_acked_msgs_total",
-            "counter",
-            "Messages the hub acknowledged.",
-            &labelled(&status, "uplink", name, |u| u.acked_msgs as f64),
-        );
-        out.family(
-            "leafd_uplink_dropped_total",
-            "counter",
-            "Messages the buffer limits dropped before forwarding.",
-            &labelled(&status, "uplink", name, |u| u.dropped as f64),
-        );
-        out.family(
-            "leafd_uplink_rejected_total",
-            "counter",
-            "Messages the hub refused for good.",
-            &labelled(&status, "uplink", name, |u| u.rejected as f64),
-        );
-        out.family(
-            "leafd_uplink_live",
-            "gauge",
-            "1 while the uplink is caught up.",
-            &labelled(&status, "uplink", name, |u| {
-                f64::from(u8::from(u.state == State::Live))
-            }),
-        );
+        out.labelled_families(&uplinks.status(), "uplink", uplink_name, UPLINK_FAMILIES);
     }
     let gateways = registry.sources();
     if !gateways.is_empty() {

@@ -108,7 +108,7 @@ pub fn plan(running: &Config, new: &Config) -> Result<Plan, Refused> {
     }
     plan.gateways = running.gateways != new.gateways;
     for (k, uplink) in new.uplinks.iter().enumerate() {
-        if uplink.remote >= new.leafnodes.remotes.len() {
+        if uplink.remote >= new.server.leafnodes.remotes.len() {
             return Err(Refused {
                 key: format!("uplinks[{k}].remote"),
                 reason: format!(
@@ -286,7 +286,7 @@ mod tests {
         }
         // (Loading such a file fails its validation already; the plan refuses it too.)
         let mut new = with_uplink.clone();
-        new.leafnodes.remotes.truncate(1);
+        new.server.leafnodes.remotes.truncate(1);
         let err = plan(&with_uplink, &new).unwrap_err();
         assert_eq!(err.key, "uplinks[0].remote");
         assert!(

@@ -11,6 +11,7 @@
 //!   filtered out when messages are delivered ([`Permissions::delivery_denied`]).
 
 pub mod nkey;
+pub mod settings;
 
 use std::collections::HashMap;
 use std::sync::Arc;

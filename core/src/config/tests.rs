@@ -2,6 +2,7 @@
 //! locations, the alternative forms nats-server accepts, and the example file.
 
 use super::*;
+use std::path::PathBuf;
 
 fn toml(text: &str) -> Result<Config, ConfigError> {
     parse_str(text, Format::Toml, "leafd.toml")

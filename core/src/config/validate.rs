@@ -7,7 +7,7 @@
 use leaf_proto::subject::is_valid_subject;
 use std::collections::HashSet;
 
-use super::{Config, ConfigError, SubjectPermission, MAX_PAYLOAD_LIMIT};
+use super::{Authorization, Config, ConfigError, SubjectPermission, MAX_PAYLOAD_LIMIT};
 
 /// Smallest accepted `max_control_line`: room for a `CONNECT` and a subject.
 const MIN_CONTROL_LINE: usize = 256;
@@ -99,28 +99,7 @@ impl Config {
 
     fn validate_authorization(&self) -> Result<(), ConfigError> {
         let auth = &self.authorization;
-        check_password(auth.password.as_deref(), "authorization.password")?;
-        match (&auth.user, &auth.password) {
-            (Some(user), Some(_)) if user.is_empty() => {
-                return Err(ConfigError::invalid(
-                    "authorization.user",
-                    "must not be empty",
-                ));
-            }
-            (Some(_), None) => {
-                return Err(ConfigError::invalid(
-                    "authorization.password",
-                    "missing password for authorization.user",
-                ));
-            }
-            (None, Some(_)) => {
-                return Err(ConfigError::invalid(
-                    "authorization.user",
-                    "missing user for authorization.password",
-                ));
-            }
-            _ => {}
-        }
+        check_single_user(auth, "authorization")?;
         if let Some(token) = &auth.token {
             if token.is_empty() {
                 return Err(ConfigError::invalid(
@@ -270,33 +249,15 @@ impl Config {
             }
         }
         let auth = &self.leafnodes.authorization;
-        check_password(auth.password.as_deref(), "leafnodes.authorization.password")?;
-        match (&auth.user, &auth.password, &auth.token) {
-            (Some(_), None, _) => {
-                return Err(ConfigError::invalid(
-                    "leafnodes.authorization.password",
-                    "missing password for leafnodes.authorization.user",
-                ))
-            }
-            (None, Some(_), _) => {
-                return Err(ConfigError::invalid(
-                    "leafnodes.authorization.user",
-                    "missing user for leafnodes.authorization.password",
-                ))
-            }
-            (Some(user), Some(_), _) if user.is_empty() => {
-                return Err(ConfigError::invalid(
-                    "leafnodes.authorization.user",
-                    "must not be empty",
-                ))
-            }
-            (Some(_), Some(_), Some(_)) => {
+        check_single_user(auth, "leafnodes.authorization")?;
+        match (&auth.user, &auth.token) {
+            (Some(_), Some(_)) => {
                 return Err(ConfigError::invalid(
                     "leafnodes.authorization.token",
                     "cannot be combined with leafnodes.authorization.user; use one or the other",
                 ))
             }
-            (_, _, Some(token)) if token.is_empty() => {
+            (_, Some(token)) if token.is_empty() => {
                 return Err(ConfigError::invalid(
                     "leafnodes.authorization.token",
                     "must not be empty",
@@ -582,6 +543,27 @@ pub fn is_valid_account_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'$'))
+}
+
+/// The single user of an authorization table (`<table>.user` and `<table>.password`, clients'
+/// or the leafnode listener's): a usable password, and both keys or neither.
+fn check_single_user<U>(auth: &Authorization<U>, table: &str) -> Result<(), ConfigError> {
+    check_password(auth.password.as_deref(), &format!("{table}.password"))?;
+    match (&auth.user, &auth.password) {
+        (Some(user), Some(_)) if user.is_empty() => Err(ConfigError::invalid(
+            format!("{table}.user"),
+            "must not be empty",
+        )),
+        (Some(_), None) => Err(ConfigError::invalid(
+            format!("{table}.password"),
+            format!("missing password for {table}.user"),
+        )),
+        (None, Some(_)) => Err(ConfigError::invalid(
+            format!("{table}.user"),
+            format!("missing user for {table}.password"),
+        )),
+        _ => Ok(()),
+    }
 }
 
 fn check_password(password: Option<&str>, key: &str) -> Result<(), ConfigError> {

@@ -37,6 +37,7 @@ pub mod info_request;
 mod msg_ids;
 mod republish;
 pub mod retention;
+pub mod settings;
 pub mod source;
 pub mod stream;
 

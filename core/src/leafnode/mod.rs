@@ -40,6 +40,7 @@ pub mod interest;
 pub mod link;
 mod login;
 pub mod nkey;
+pub mod settings;
 pub mod solicit;
 pub mod tls;
 pub mod url;
@@ -71,15 +72,6 @@ pub const LDS_PREFIX: &str = "$LDS.";
 /// How long a solicited link waits before reconnecting after a loop was detected, or after
 /// either side refused the other's subscriptions as too many.
 pub const LOOP_RECONNECT_DELAY: Duration = Duration::from_secs(30);
-
-/// Default cap of the reconnect backoff.
-pub const DEFAULT_RECONNECT_MAX: Duration = Duration::from_secs(10);
-
-/// Default interval between keepalive PINGs on a link.
-pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(30);
-
-/// Default number of unanswered PINGs after which a link is considered dead.
-pub const DEFAULT_PING_MAX: u32 = 2;
 
 /// The first reconnect delay.
 pub const RECONNECT_MIN: Duration = Duration::from_millis(100);
@@ -162,15 +154,15 @@ impl Default for LeafOptions {
             nkeys: NkeyUsers::default(),
             nkey_permissions: HashMap::new(),
             nkey_accounts: HashMap::new(),
-            auth_timeout: Duration::from_secs(2),
+            auth_timeout: crate::auth::settings::DEFAULT_AUTH_TIMEOUT,
             remotes: Vec::new(),
-            reconnect_max: DEFAULT_RECONNECT_MAX,
-            ping_interval: DEFAULT_PING_INTERVAL,
-            ping_max: DEFAULT_PING_MAX,
+            reconnect_max: settings::DEFAULT_LEAFNODE_RECONNECT,
+            ping_interval: settings::DEFAULT_LEAFNODE_PING_INTERVAL,
+            ping_max: settings::DEFAULT_LEAFNODE_PING_MAX,
             dial_timeout: Duration::from_secs(2),
             tls: None,
             max_subscriptions: crate::config::DEFAULT_LINK_MAX_SUBSCRIPTIONS,
-            max_connections: crate::config::DEFAULT_LEAFNODE_MAX_CONNECTIONS,
+            max_connections: settings::DEFAULT_LEAFNODE_MAX_CONNECTIONS,
         }
     }
 }

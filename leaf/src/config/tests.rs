@@ -28,18 +28,18 @@ fn example_file_parses() {
     let text = include_str!("../../leafd.example.toml");
     let cfg = parse_str(text, Format::Toml, "leafd.example.toml").unwrap();
     cfg.validate().unwrap();
-    assert_eq!(cfg.host, DEFAULT_HOST);
-    assert_eq!(cfg.port, DEFAULT_PORT);
-    assert_eq!(cfg.max_payload, DEFAULT_MAX_PAYLOAD);
-    assert_eq!(cfg.max_pending, DEFAULT_MAX_PENDING);
-    assert_eq!(cfg.max_control_line, DEFAULT_MAX_CONTROL_LINE);
-    assert_eq!(cfg.ping_interval, DEFAULT_PING_INTERVAL);
-    assert_eq!(cfg.write_deadline, DEFAULT_WRITE_DEADLINE);
-    assert_eq!(cfg.authorization.users.len(), 3);
+    assert_eq!(cfg.server.host, DEFAULT_HOST);
+    assert_eq!(cfg.server.port, DEFAULT_PORT);
+    assert_eq!(cfg.server.max_payload, DEFAULT_MAX_PAYLOAD);
+    assert_eq!(cfg.server.max_pending, DEFAULT_MAX_PENDING);
+    assert_eq!(cfg.server.max_control_line, DEFAULT_MAX_CONTROL_LINE);
+    assert_eq!(cfg.server.ping_interval, DEFAULT_PING_INTERVAL);
+    assert_eq!(cfg.server.write_deadline, DEFAULT_WRITE_DEADLINE);
+    assert_eq!(cfg.server.authorization.users.len(), 3);
     // Leafnode remotes are shown commented out.
-    assert!(cfg.jetstream.enabled);
-    assert_eq!(cfg.jetstream.domain.as_deref(), Some("edge"));
-    assert!(cfg.leafnodes.remotes.is_empty());
+    assert!(cfg.server.jetstream.enabled);
+    assert_eq!(cfg.server.jetstream.domain.as_deref(), Some("edge"));
+    assert!(cfg.server.leafnodes.remotes.is_empty());
 
     // The commented-out alternatives are valid too: uncomment each
     // `# key = value` line (and the commented remote) in its own copy.
@@ -80,7 +80,7 @@ fn uplink_example_file_parses() {
     assert_eq!(up.max_bytes, Some(2 << 30));
     assert_eq!(up.max_age, Some(Duration::from_secs(30 * 86400)));
     assert_eq!(up.when_full, WhenFull::DropOldest);
-    assert_eq!(cfg.http_port, Some(8222));
+    assert_eq!(cfg.server.http_port, Some(8222));
     for (i, line) in text.lines().enumerate() {
         let Some(code) = line.trim_start().strip_prefix("# ") else {
             continue;

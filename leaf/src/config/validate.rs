@@ -39,7 +39,7 @@ impl Config {
                     format!("`{}` is used by another uplink", up.name),
                 ));
             }
-            if !self.jetstream.enabled {
+            if !self.server.jetstream.enabled {
                 return Err(ConfigError::invalid(
                     key("name"),
                     "uplinks buffer in JetStream: enable `jetstream`",
@@ -95,7 +95,7 @@ impl Config {
                     ));
                 }
             }
-            if up.remote >= self.leafnodes.remotes.len() {
+            if up.remote >= self.server.leafnodes.remotes.len() {
                 return Err(ConfigError::invalid(
                     key("remote"),
                     format!(
@@ -139,7 +139,7 @@ impl Config {
     /// link, or that cover every subject the uplink forwards.
     fn validate_uplink_deny_lists(&self, i: usize, up: &Uplink) -> Result<(), ConfigError> {
         use leaf_proto::subject::{is_subset, subject_matches};
-        let Some(remote) = self.leafnodes.remotes.get(up.remote) else {
+        let Some(remote) = self.server.leafnodes.remotes.get(up.remote) else {
             return Ok(());
         };
         let r = up.remote;
