@@ -1,7 +1,8 @@
 //! JetStream on the durable [`Store`]: streams, pull and push consumers, their API and publish
 //! acknowledgements.
 //!
-//! * [`config`]: the API's JSON bodies and error codes, as nats-server shapes them.
+//! * [`config`]: the API's JSON bodies, as nats-server shapes them.
+//! * [`errors`]: the one table of nats-server error codes the API answers with ([`errors::JsError`]).
 //! * [`api`]: the `$JS.API.` request handlers (one task, requests in order).
 //! * [`stream`]: capturing published messages into a stream and acknowledging them once they
 //!   are durable (see its module documentation for pipelining, dedup and limits).
@@ -32,6 +33,7 @@ pub mod api;
 pub mod config;
 pub mod consumer;
 pub mod disabled;
+pub mod errors;
 pub mod handle;
 pub mod info_request;
 mod msg_ids;

@@ -48,7 +48,7 @@ use serde::Serialize;
 use tokio::sync::Notify;
 use tracing::{debug, warn};
 
-use super::config::{ApiError, Discard, Retention, StreamConfig, SubjectTransformConfig};
+use super::config::{ApiError, Discard, JsError, Retention, StreamConfig, SubjectTransformConfig};
 use super::handle::{Cmd, ConsumerHandle, SourceHandle};
 use super::msg_ids::{MsgId, MsgIds};
 use super::republish::{Republisher, Stored};
@@ -1001,12 +1001,15 @@ impl Runner {
             None => None,
             Some(kind) if !cfg.allow_rollup_hdrs => {
                 let _ = kind;
-                return self.reply_error(reply, &ApiError::new(500, 10115, "rollup not permitted"));
+                return self.reply_error(reply, &JsError::RollupNotPermitted.err());
             }
             Some(k) if k.eq_ignore_ascii_case("sub") => Some(Rollup::Subject),
             Some(k) if k.eq_ignore_ascii_case("all") => Some(Rollup::All),
             Some(_) => {
-                return self.reply_error(reply, &ApiError::new(500, 10111, "rollup value invalid"));
+                return self.reply_error(
+                    reply,
+                    &JsError::StreamRollupFailed.with("rollup value invalid"),
+                );
             }
         };
         if self.in_flight.is_empty() {
@@ -1090,7 +1093,7 @@ impl Runner {
                     } else {
                         "maximum messages exceeded"
                     };
-                    return self.reply_error(reply, &ApiError::new(503, 10077, text));
+                    return self.reply_error(reply, &ApiError::store_failed(text));
                 }
             }
         }

@@ -18,7 +18,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
-use leaf_core::jetstream::config::ApiError;
+use leaf_core::jetstream::config::{ApiError, JsError};
 use leaf_core::server::outbound::AppendOutcome;
 use leaf_core::server::{ClientHandle, InternalSink, Msg, Publisher};
 use leaf_proto as proto;
@@ -99,8 +99,7 @@ pub enum AckOutcome {
 /// Whether a refusal will repeat for the same message whatever happens on the hub (the
 /// message is skipped and counted) or may go away (it is sent again later).
 pub fn is_permanent(e: &ApiError) -> bool {
-    // 10054: message size exceeds the stream's maximum.
-    e.err_code == 10054
+    e.is(JsError::StreamMessageExceedsMaximum)
 }
 
 /// Most answers queued for the uplink's task.
@@ -364,8 +363,7 @@ pub struct HubCopy {
 pub fn parse_msg_get(body: &[u8]) -> Result<Option<HubCopy>, ApiError> {
     let value = match api_result(body) {
         Ok(v) => v,
-        // 10037: no message found.
-        Err(e) if e.err_code == 10037 => return Ok(None),
+        Err(e) if e.is(JsError::NoMessageFound) => return Ok(None),
         Err(e) => return Err(e),
     };
     let msg = value
