@@ -19,6 +19,7 @@ use super::consumer;
 use super::handle::{Cmd, ConsumerHandle};
 use super::info_request::InfoRequest;
 use super::retention;
+use super::wire::{MsgGetRequest, MsgGetResponse, StoredMsg};
 use super::{Inner, StoredConfig};
 use crate::server::ReplyTo;
 use leaf_proto::headers;
@@ -584,20 +585,13 @@ impl Inner {
         payload: &[u8],
         last_by: Option<String>,
     ) -> Result<StoredMessage, ApiError> {
-        #[derive(Deserialize, Default)]
-        #[serde(default)]
-        struct GetBody {
-            seq: u64,
-            last_by_subj: Option<String>,
-            next_by_subj: Option<String>,
-        }
         if self.stream(name).is_none() {
             return Err(ApiError::stream_not_found());
         }
-        let body: GetBody = if let Some(subject) = last_by {
-            GetBody {
+        let body: MsgGetRequest = if let Some(subject) = last_by {
+            MsgGetRequest {
                 last_by_subj: Some(subject),
-                ..GetBody::default()
+                ..MsgGetRequest::default()
             }
         } else {
             serde_json::from_slice(payload).map_err(|_| ApiError::invalid_json())?
@@ -621,16 +615,14 @@ impl Inner {
         match self.find_message(name, payload, None) {
             Ok(m) => {
                 let b64 = base64::engine::general_purpose::STANDARD;
-                let mut message = json!({
-                    "subject": m.subject,
-                    "seq": m.seq,
-                    "data": b64.encode(&m.payload),
-                    "time": rfc3339(m.ts_ns),
-                });
-                if let Some(h) = &m.headers {
-                    message["hdrs"] = Value::String(b64.encode(h));
-                }
-                ok(KIND, json!({ "message": message }))
+                let message = StoredMsg {
+                    data: b64.encode(&m.payload),
+                    hdrs: m.headers.as_ref().map(|h| b64.encode(h)),
+                    time: rfc3339(m.ts_ns),
+                    subject: m.subject,
+                    seq: m.seq,
+                };
+                ok(KIND, json!(MsgGetResponse { message }))
             }
             Err(e) => err(KIND, &e),
         }

@@ -2,6 +2,8 @@
 //! acknowledgements.
 //!
 //! * [`config`]: the API's JSON bodies, as nats-server shapes them.
+//! * [`wire`]: typed API bodies (PubAck, error envelope, MSG.GET) shared with sources and
+//!   the leafd uplink's hub side.
 //! * [`errors`]: the one table of nats-server error codes the API answers with ([`errors::JsError`]).
 //! * [`api`]: the `$JS.API.` request handlers (one task, requests in order).
 //! * [`stream`]: capturing published messages into a stream and acknowledging them once they
@@ -41,6 +43,7 @@ mod republish;
 pub mod retention;
 pub mod source;
 pub mod stream;
+pub mod wire;
 
 use leaf_proto::printable::printable;
 use std::collections::HashMap;

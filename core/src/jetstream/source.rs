@@ -60,6 +60,7 @@ use tracing::{debug, info, warn};
 use super::config::{ApiError, JsError, StreamConfig, StreamSource};
 use super::handle::{SourceHandle, SourceStatus};
 use super::stream::{Origin, Stream};
+use super::wire::ErrorResponse;
 use crate::budget::{self, Budget};
 use crate::server::{Account, InternalSink, Msg, Publisher, SubRef};
 use leaf_proto::headers;
@@ -646,9 +647,11 @@ impl Task {
             server.unsubscribe_internal(&s);
         }
         let reply: Value = serde_json::from_slice(&created).unwrap_or(Value::Null);
-        if let Some(e) = reply.get("error") {
-            let e: ApiError = serde_json::from_value(e.clone())
-                .unwrap_or_else(|_| ApiError::general("consumer creation failed"));
+        if reply.get("error").is_some() {
+            let e = serde_json::from_value::<ErrorResponse>(reply).map_or_else(
+                |_| ApiError::general("consumer creation failed"),
+                |r| r.error,
+            );
             warn!(stream = %printable(&self.name), origin = %printable(self.iname.as_bytes()), error = %e,
                   "origin refused the copy's consumer");
             self.status.set_error(Some(e));

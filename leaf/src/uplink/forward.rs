@@ -37,6 +37,7 @@ use super::tail::{self, Tail};
 use super::{State, StatusCell};
 use crate::config::Uplink;
 use leaf_core::jetstream::config::JsError;
+use leaf_core::jetstream::wire::MsgGetRequest;
 use leaf_core::server::outbound::AppendOutcome;
 use leaf_core::server::{ClientHandle, Shared};
 use leaf_store::{PurgeRequest, Store, StoredMessage};
@@ -535,7 +536,11 @@ impl Forwarder {
     async fn read_back(&mut self, link: &Arc<ClientHandle>) -> Result<(), Interrupted> {
         let mut newest: Option<(u64, HubCopy)> = None;
         for filter in self.hub_filters() {
-            let body = serde_json::to_vec(&json!({ "last_by_subj": filter })).unwrap_or_default();
+            let body = serde_json::to_vec(&MsgGetRequest {
+                last_by_subj: Some(filter.clone()),
+                ..MsgGetRequest::default()
+            })
+            .unwrap_or_default();
             let reply = self
                 .request(
                     link,
@@ -604,8 +609,12 @@ impl Forwarder {
                 if d.confirmed >= d.pm_hwm || Instant::now() >= deadline {
                     return Ok(());
                 }
-                let body = serde_json::to_vec(&json!({ "seq": from, "next_by_subj": filter }))
-                    .unwrap_or_default();
+                let body = serde_json::to_vec(&MsgGetRequest {
+                    seq: from,
+                    next_by_subj: Some(filter.clone()),
+                    ..MsgGetRequest::default()
+                })
+                .unwrap_or_default();
                 let reply = self
                     .request(
                         link,
@@ -730,7 +739,11 @@ impl Forwarder {
             return Ok(());
         }
         for v in self.ledger.verifications(now, self.tail_running()) {
-            let body = serde_json::to_vec(&json!({ "seq": v.hub_seq })).unwrap_or_default();
+            let body = serde_json::to_vec(&MsgGetRequest {
+                seq: v.hub_seq,
+                ..MsgGetRequest::default()
+            })
+            .unwrap_or_default();
             let id = self.send_api(
                 link,
                 &format!("STREAM.MSG.GET.{}", self.cfg.hub_stream),
