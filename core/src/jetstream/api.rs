@@ -14,11 +14,12 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::config::consumer::ConsumerConfig;
-use super::config::{ApiError, Storage, StreamConfig};
+use super::config::{ApiError, JsError, Storage, StreamConfig};
 use super::consumer;
 use super::handle::{Cmd, ConsumerHandle};
 use super::info_request::InfoRequest;
 use super::retention;
+use super::wire::{MsgGetRequest, MsgGetResponse, StoredMsg};
 use super::{Inner, StoredConfig};
 use crate::server::ReplyTo;
 use leaf_proto::headers;
@@ -153,14 +154,7 @@ impl Inner {
                 }
                 Reply::Nothing
             }
-            ["CONSUMER", ..] => err(
-                "error_response",
-                &ApiError::new(
-                    501,
-                    10003,
-                    "this consumer request is not supported yet by this server",
-                ),
-            ),
+            ["CONSUMER", ..] => err("error_response", &JsError::NotSupportedYet.err()),
             _ => err(
                 "error_response",
                 &ApiError::bad_request("unknown or unsupported JetStream API request"),
@@ -351,10 +345,7 @@ impl Inner {
             .max_streams
             .is_some_and(|max| self.streams_snapshot().len() as u64 >= max)
         {
-            return err(
-                KIND,
-                &ApiError::new(400, 10027, "maximum number of streams reached"),
-            );
+            return err(KIND, &JsError::MaximumStreamsLimit.err());
         }
         let created_ns = now_ns();
         let record = StoredConfig {
@@ -405,9 +396,7 @@ impl Inner {
         if old.storage != cfg.storage || old.retention != cfg.retention {
             return err(
                 KIND,
-                &ApiError::new(
-                    500,
-                    10052,
+                &ApiError::invalid_config(
                     "stream configuration update can not change storage type or retention policy",
                 ),
             );
@@ -431,9 +420,7 @@ impl Inner {
         if old.sealed && !cfg.sealed {
             return err(
                 KIND,
-                &ApiError::new(
-                    500,
-                    10052,
+                &ApiError::invalid_config(
                     "stream configuration update can not unseal a sealed stream",
                 ),
             );
@@ -505,10 +492,7 @@ impl Inner {
         };
         let cfg = stream.config();
         if cfg.deny_purge || cfg.sealed {
-            return err(
-                KIND,
-                &ApiError::new(400, 10083, "stream purge not permitted"),
-            );
+            return err(KIND, &JsError::PurgeNotPermitted.err());
         }
         let body: PurgeBody = if payload.is_empty() {
             PurgeBody::default()
@@ -601,20 +585,13 @@ impl Inner {
         payload: &[u8],
         last_by: Option<String>,
     ) -> Result<StoredMessage, ApiError> {
-        #[derive(Deserialize, Default)]
-        #[serde(default)]
-        struct GetBody {
-            seq: u64,
-            last_by_subj: Option<String>,
-            next_by_subj: Option<String>,
-        }
         if self.stream(name).is_none() {
             return Err(ApiError::stream_not_found());
         }
-        let body: GetBody = if let Some(subject) = last_by {
-            GetBody {
+        let body: MsgGetRequest = if let Some(subject) = last_by {
+            MsgGetRequest {
                 last_by_subj: Some(subject),
-                ..GetBody::default()
+                ..MsgGetRequest::default()
             }
         } else {
             serde_json::from_slice(payload).map_err(|_| ApiError::invalid_json())?
@@ -638,16 +615,14 @@ impl Inner {
         match self.find_message(name, payload, None) {
             Ok(m) => {
                 let b64 = base64::engine::general_purpose::STANDARD;
-                let mut message = json!({
-                    "subject": m.subject,
-                    "seq": m.seq,
-                    "data": b64.encode(&m.payload),
-                    "time": rfc3339(m.ts_ns),
-                });
-                if let Some(h) = &m.headers {
-                    message["hdrs"] = Value::String(b64.encode(h));
-                }
-                ok(KIND, json!({ "message": message }))
+                let message = StoredMsg {
+                    data: b64.encode(&m.payload),
+                    hdrs: m.headers.as_ref().map(|h| b64.encode(h)),
+                    time: rfc3339(m.ts_ns),
+                    subject: m.subject,
+                    seq: m.seq,
+                };
+                ok(KIND, json!(MsgGetResponse { message }))
             }
             Err(e) => err(KIND, &e),
         }
@@ -683,7 +658,7 @@ impl Inner {
                     .finish();
                 Reply::Raw(hdr, m.payload)
             }
-            Err(e) if e.err_code == 10037 || e.err_code == 10059 => {
+            Err(e) if e.is(JsError::NoMessageFound) || e.is(JsError::StreamNotFound) => {
                 status(404, "Message Not Found")
             }
             Err(_) => status(408, "Bad Request"),
@@ -701,10 +676,7 @@ impl Inner {
         };
         let cfg = stream.config();
         if cfg.deny_delete || cfg.sealed {
-            return err(
-                KIND,
-                &ApiError::new(400, 10082, "message delete not permitted"),
-            );
+            return err(KIND, &JsError::MsgDeleteNotPermitted.err());
         }
         let Ok(body) = serde_json::from_slice::<DeleteBody>(payload) else {
             return err(KIND, &ApiError::invalid_json());
@@ -714,8 +686,11 @@ impl Inner {
                 stream.consumers_recount();
                 ok(KIND, json!({ "success": true }))
             }
-            Ok(false) => err(KIND, &ApiError::new(500, 10057, "no message found")),
-            Err(e) => err(KIND, &ApiError::new(500, 10057, &e.to_string())),
+            Ok(false) => err(
+                KIND,
+                &JsError::StreamMsgDeleteFailed.with("no message found"),
+            ),
+            Err(e) => err(KIND, &JsError::StreamMsgDeleteFailed.with(&e.to_string())),
         }
     }
 
@@ -738,8 +713,6 @@ impl Inner {
             #[serde(default)]
             action: String,
         }
-        let fail =
-            |code: u16, err_code: u16, text: &str| err(KIND, &ApiError::new(code, err_code, text));
         let Ok(body) = serde_json::from_slice::<CreateBody>(payload) else {
             return err(KIND, &ApiError::invalid_json());
         };
@@ -747,23 +720,15 @@ impl Inner {
             return err(KIND, &ApiError::stream_mismatch());
         }
         let Some(mut cfg) = body.config else {
-            return fail(400, 10078, "consumer config required");
+            return err(KIND, &JsError::ConsumerConfigRequired.err());
         };
         match form {
             CreateForm::LegacyDurable => {
                 let Some(d) = cfg.durable_name.as_deref().filter(|d| !d.is_empty()) else {
-                    return fail(
-                        400,
-                        10018,
-                        "consumer expected to be durable but a durable name was not set",
-                    );
+                    return err(KIND, &JsError::ConsumerDurableNameNotSet.err());
                 };
                 if Some(d) != subject_name {
-                    return fail(
-                        400,
-                        10017,
-                        "consumer name in subject does not match durable name in request",
-                    );
+                    return err(KIND, &JsError::ConsumerDurableNameNotMatchSubject.err());
                 }
             }
             CreateForm::Named => {
@@ -771,33 +736,25 @@ impl Inner {
                     return err(KIND, &ApiError::bad_request("consumer name required"));
                 };
                 if name.contains('/') || name.contains('\\') {
-                    return fail(400, 10127, "Consumer name can not contain path separators");
+                    return err(KIND, &JsError::ConsumerNameContainsPathSeparators.err());
                 }
                 if cfg
                     .durable_name
                     .as_deref()
                     .is_some_and(|d| !d.is_empty() && d != name)
                 {
-                    return fail(
-                        400,
-                        10017,
-                        "consumer name in subject does not match durable name in request",
-                    );
+                    return err(KIND, &JsError::ConsumerDurableNameNotMatchSubject.err());
                 }
                 cfg.name = Some(name.to_string());
                 if let Some(filter) = &subject_filter {
                     if !cfg.filter_subjects.is_empty() || &cfg.filter_subject != filter {
-                        return fail(400, 10131, "Consumer create request did not match filtered subject from create subject");
+                        return err(KIND, &JsError::ConsumerCreateFilterSubjectMismatch.err());
                     }
                 }
             }
             CreateForm::LegacyEphemeral => {
                 if cfg.durable_name.as_deref().is_some_and(|d| !d.is_empty()) {
-                    return fail(
-                        400,
-                        10020,
-                        "consumer expected to be ephemeral but a durable name was set in request",
-                    );
+                    return err(KIND, &JsError::ConsumerEphemeralWithDurableName.err());
                 }
             }
         }
@@ -822,7 +779,7 @@ impl Inner {
                 return self.consumer_info_reply(KIND, &existing).await;
             }
             if body.action == "create" {
-                return fail(400, 10148, "consumer already exists");
+                return err(KIND, &JsError::ConsumerAlreadyExists.err());
             }
             if let Err(e) = old.check_update(&cfg) {
                 return err(KIND, &e);
@@ -835,16 +792,16 @@ impl Inner {
             existing.send(Cmd::Update(Box::new(cfg), tx));
             return match rx.await {
                 Ok(info) => ok(KIND, info),
-                Err(_) => err(KIND, &ApiError::new(404, 10014, "consumer not found")),
+                Err(_) => err(KIND, &JsError::ConsumerNotFound.err()),
             };
         }
         if body.action == "update" {
-            return fail(400, 10149, "consumer does not exist");
+            return err(KIND, &JsError::ConsumerDoesNotExist.err());
         }
         if stream_cfg.max_consumers > 0
             && stream.consumer_count() >= stream_cfg.max_consumers as usize
         {
-            return fail(400, 10026, "maximum consumers limit reached");
+            return err(KIND, &JsError::MaximumConsumersLimit.err());
         }
         if self.max_consumers.is_some_and(|max| {
             let all: usize = self
@@ -854,7 +811,7 @@ impl Inner {
                 .sum();
             all as u64 >= max
         }) {
-            return fail(400, 10026, "maximum consumers limit reached");
+            return err(KIND, &JsError::MaximumConsumersLimit.err());
         }
         let existing: Vec<ConsumerConfig> = stream
             .consumers_snapshot()
@@ -873,7 +830,7 @@ impl Inner {
             None,
         ) {
             Ok(h) => h,
-            Err(e) => return fail(500, 10012, &e),
+            Err(e) => return err(KIND, &JsError::ConsumerCreate.with(&e)),
         };
         stream.add_consumer(handle.clone());
         self.consumer_info_reply(KIND, &handle).await
@@ -882,7 +839,7 @@ impl Inner {
     async fn consumer_info_reply(&self, kind: &str, c: &ConsumerHandle) -> Reply {
         match c.info().await {
             Some(info) => ok(kind, info),
-            None => err(kind, &ApiError::new(404, 10014, "consumer not found")),
+            None => err(kind, &JsError::ConsumerNotFound.err()),
         }
     }
 
@@ -893,7 +850,7 @@ impl Inner {
         };
         match s.consumer(name) {
             Some(c) => self.consumer_info_reply(KIND, &c).await,
-            None => err(KIND, &ApiError::new(404, 10014, "consumer not found")),
+            None => err(KIND, &JsError::ConsumerNotFound.err()),
         }
     }
 
@@ -903,7 +860,7 @@ impl Inner {
             return err(KIND, &ApiError::stream_not_found());
         };
         let Some(c) = s.remove_consumer(name) else {
-            return err(KIND, &ApiError::new(404, 10014, "consumer not found"));
+            return err(KIND, &JsError::ConsumerNotFound.err());
         };
         c.stop().await;
         // Interest retention: what only this consumer held goes first (see `release`).

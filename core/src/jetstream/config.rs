@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use leaf_proto::subject::is_valid_subject;
 
+pub use super::errors::{ApiError, JsError};
+
 /// Two minutes in nanoseconds: the default `duplicate_window`.
 pub const DEFAULT_DUPLICATE_WINDOW_NS: i64 = 120_000_000_000;
 
@@ -325,11 +327,7 @@ impl StreamConfig {
     /// Fills in nats-server's defaults and checks the configuration.
     pub fn normalize(mut self) -> Result<StreamConfig, ApiError> {
         if self.name.contains('/') || self.name.contains('\\') {
-            return Err(ApiError::new(
-                400,
-                10128,
-                "Stream name can not contain path separators",
-            ));
+            return Err(JsError::StreamNameContainsPathSeparators.err());
         }
         if !is_valid_name(&self.name) {
             return Err(ApiError::invalid_config(
@@ -340,11 +338,7 @@ impl StreamConfig {
             self.num_replicas = 1;
         }
         if self.num_replicas > 1 {
-            return Err(ApiError::new(
-                500,
-                10074,
-                "replicas > 1 not supported in non-clustered mode",
-            ));
+            return Err(JsError::StreamReplicasNotSupported.err());
         }
         self.check_origins()?;
         if self.sources.as_ref().is_some_and(Vec::is_empty) {
@@ -526,25 +520,13 @@ impl StreamConfig {
     fn check_origins(&self) -> Result<(), ApiError> {
         if let Some(m) = &self.mirror {
             if !self.subjects.is_empty() {
-                return Err(ApiError::new(
-                    400,
-                    10034,
-                    "stream mirrors can not contain subjects",
-                ));
+                return Err(JsError::MirrorWithSubjects.err());
             }
             if self.sources.as_ref().is_some_and(|s| !s.is_empty()) {
-                return Err(ApiError::new(
-                    400,
-                    10031,
-                    "stream mirrors can not also contain other sources",
-                ));
+                return Err(JsError::MirrorWithSources.err());
             }
             if m.opt_start_seq > 0 && m.opt_start_time.is_some() {
-                return Err(ApiError::new(
-                    400,
-                    10032,
-                    "stream mirrors can not have both start seq and start time configured",
-                ));
+                return Err(JsError::MirrorWithStartSeqAndTime.err());
             }
         }
         let origins = self.mirror.iter().chain(self.sources.iter().flatten());
@@ -589,105 +571,81 @@ impl StreamConfig {
     }
 }
 
-/// An error answer of the JetStream API (`{"error": {code, err_code, description}}`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-#[error("{description} ({code}/{err_code})")]
-pub struct ApiError {
-    /// HTTP-like status.
-    pub code: u16,
-    /// nats-server's error code, which clients branch on.
-    pub err_code: u16,
-    /// Human-readable text.
-    pub description: String,
-}
-
+/// The JetStream API's error answers, by nats-server's identifiers (see [`super::errors`]).
 impl ApiError {
-    /// An error with its codes and text.
-    pub fn new(code: u16, err_code: u16, description: &str) -> Self {
-        ApiError {
-            code,
-            err_code,
-            description: description.to_string(),
-        }
-    }
-
     /// 429 "too many requests" (10167): the server holds as much as it may of what this
     /// kind of request fills (a stream's ingest, the API's queue), as nats-server answers
     /// when a stream's ingest queue is full.
     pub fn too_many_requests() -> Self {
-        Self::new(429, 10167, "too many requests")
+        JsError::StreamTooManyRequests.err()
     }
     /// 10059.
     pub fn stream_not_found() -> Self {
-        Self::new(404, 10059, "stream not found")
+        JsError::StreamNotFound.err()
     }
     /// 10058.
     pub fn stream_name_exists() -> Self {
-        Self::new(
-            400,
-            10058,
-            "stream name already in use with a different configuration",
-        )
+        JsError::StreamNameExist.err()
     }
     /// 10065.
     pub fn subjects_overlap() -> Self {
-        Self::new(400, 10065, "subjects overlap with an existing stream")
+        JsError::StreamSubjectOverlap.err()
     }
     /// 10037.
     pub fn no_message_found() -> Self {
-        Self::new(404, 10037, "no message found")
+        JsError::NoMessageFound.err()
     }
     /// 10052.
     pub fn invalid_config(text: &str) -> Self {
-        Self::new(500, 10052, text)
+        JsError::StreamInvalidConfig.with(text)
     }
     /// 10025.
     pub fn invalid_json() -> Self {
-        Self::new(400, 10025, "invalid JSON")
+        JsError::InvalidJson.err()
     }
     /// 10003.
     pub fn bad_request(text: &str) -> Self {
-        Self::new(400, 10003, text)
+        JsError::BadRequest.with(text)
     }
     /// 10056.
     pub fn stream_mismatch() -> Self {
-        Self::new(400, 10056, "stream name in subject does not match request")
+        JsError::StreamMismatch.err()
     }
     /// 10023.
     pub fn insufficient_resources() -> Self {
-        Self::new(503, 10023, "insufficient resources")
+        JsError::InsufficientResources.err()
     }
     /// 10077.
     pub fn store_failed(text: &str) -> Self {
-        Self::new(503, 10077, text)
+        JsError::StreamStoreFailed.with(text)
     }
     /// 10071.
     pub fn wrong_last_sequence(seq: u64) -> Self {
-        Self::new(400, 10071, &format!("wrong last sequence: {seq}"))
+        JsError::StreamWrongLastSequence.with(&format!("wrong last sequence: {seq}"))
     }
     /// 10070.
     pub fn wrong_last_msg_id(id: &str) -> Self {
-        Self::new(400, 10070, &format!("wrong last msg ID: {id}"))
+        JsError::StreamWrongLastMsgId.with(&format!("wrong last msg ID: {id}"))
     }
     /// 10060.
     pub fn expected_stream_mismatch() -> Self {
-        Self::new(400, 10060, "expected stream does not match")
+        JsError::StreamNotMatch.err()
     }
     /// 10054.
     pub fn message_too_large() -> Self {
-        Self::new(400, 10054, "message size exceeds maximum allowed")
+        JsError::StreamMessageExceedsMaximum.err()
     }
     /// 10109.
     pub fn sealed() -> Self {
-        Self::new(400, 10109, "invalid operation on sealed stream")
+        JsError::StreamSealed.err()
     }
     /// 10055.
     pub fn mirror_not_updatable() -> Self {
-        Self::new(400, 10055, "stream mirror configuration can not be updated")
+        JsError::StreamMirrorNotUpdatable.err()
     }
     /// 10051.
     pub fn general(text: &str) -> Self {
-        Self::new(500, 10051, text)
+        JsError::StreamGeneralError.with(text)
     }
 }
 

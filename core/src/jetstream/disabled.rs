@@ -7,11 +7,9 @@ use std::sync::{Arc, Weak};
 
 use serde_json::json;
 
+use super::errors::JsError;
 use crate::server::{Account, InternalSink, Msg, Publisher, SubRef};
 use crate::sublist::SublistError;
-
-/// nats-server's error for an account without JetStream.
-const NOT_ENABLED: (u16, u16, &str) = (503, 10039, "JetStream not enabled for account");
 
 /// The response type of the API request on `subject` (`$JS.API.<rest>`), as nats-server
 /// names it (`io.nats.jetstream.api.v1.<type>`).
@@ -48,10 +46,9 @@ impl InternalSink for NotEnabled {
             return;
         };
         let subject = String::from_utf8_lossy(msg.subject);
-        let (code, err_code, description) = NOT_ENABLED;
         let body = json!({
             "type": format!("io.nats.jetstream.api.v1.{}", response_type(&subject)),
-            "error": { "code": code, "err_code": err_code, "description": description },
+            "error": JsError::NotEnabledForAccount.err(),
         });
         let body = serde_json::to_vec(&body).unwrap_or_default();
         account.answer(&from.reply_to(reply), None, &body);

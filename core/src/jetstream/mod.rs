@@ -1,7 +1,10 @@
 //! JetStream on the durable [`Store`]: streams, pull and push consumers, their API and publish
 //! acknowledgements.
 //!
-//! * [`config`]: the API's JSON bodies and error codes, as nats-server shapes them.
+//! * [`config`]: the API's JSON bodies, as nats-server shapes them.
+//! * [`wire`]: typed API bodies (PubAck, error envelope, MSG.GET) shared with sources and
+//!   the leafd uplink's hub side.
+//! * [`errors`]: the one table of nats-server error codes the API answers with ([`errors::JsError`]).
 //! * [`api`]: the `$JS.API.` request handlers (one task, requests in order).
 //! * [`stream`]: capturing published messages into a stream and acknowledging them once they
 //!   are durable (see its module documentation for pipelining, dedup and limits).
@@ -32,6 +35,7 @@ pub mod api;
 pub mod config;
 pub mod consumer;
 pub mod disabled;
+pub mod errors;
 pub mod handle;
 pub mod info_request;
 mod msg_ids;
@@ -40,6 +44,7 @@ pub mod retention;
 pub mod settings;
 pub mod source;
 pub mod stream;
+pub mod wire;
 
 use leaf_proto::printable::printable;
 use std::collections::HashMap;

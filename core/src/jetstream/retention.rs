@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use tracing::{debug, warn};
 
 use super::config::consumer::{AckPolicy, ConsumerConfig, DeliverPolicy};
-use super::config::{ApiError, Retention, StreamConfig};
+use super::config::{ApiError, JsError, Retention, StreamConfig};
 use leaf_proto::subject::{is_subset, subject_matches};
 use leaf_store::Store;
 
@@ -280,11 +280,7 @@ pub(crate) fn check_config(stream: &StreamConfig, config: &ConsumerConfig) -> Re
         && !config.is_push()
         && config.ack_policy == AckPolicy::None
     {
-        return Err(ApiError::new(
-            400,
-            10084,
-            "consumer in pull mode requires ack policy",
-        ));
+        return Err(JsError::ConsumerPullRequiresAck.err());
     }
     Ok(())
 }
@@ -301,20 +297,12 @@ pub(crate) fn check_new_consumer(
         return Ok(());
     }
     if config.ack_policy != AckPolicy::Explicit {
-        return Err(ApiError::new(
-            400,
-            10098,
-            "workqueue stream requires explicit ack",
-        ));
+        return Err(JsError::ConsumerWqRequiresExplicitAck.err());
     }
     if !existing.is_empty() {
         let filters = config.filters();
         if filters.is_empty() {
-            return Err(ApiError::new(
-                400,
-                10099,
-                "multiple non-filtered consumers not allowed on workqueue stream",
-            ));
+            return Err(JsError::ConsumerWqMultipleUnfiltered.err());
         }
         let unique = existing.iter().all(|other| {
             let theirs = other.filters();
@@ -324,19 +312,11 @@ pub(crate) fn check_new_consumer(
                     .all(|f| theirs.iter().all(|t| !partitions_overlap(f, t)))
         });
         if !unique {
-            return Err(ApiError::new(
-                400,
-                10100,
-                "filtered consumer not unique on workqueue stream",
-            ));
+            return Err(JsError::ConsumerWqConsumerNotUnique.err());
         }
     }
     if config.deliver_policy != DeliverPolicy::All {
-        return Err(ApiError::new(
-            400,
-            10101,
-            "consumer must be deliver all on workqueue stream",
-        ));
+        return Err(JsError::ConsumerWqConsumerNotDeliverAll.err());
     }
     Ok(())
 }

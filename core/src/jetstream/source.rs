@@ -57,9 +57,10 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use super::config::{ApiError, StreamConfig, StreamSource};
+use super::config::{ApiError, JsError, StreamConfig, StreamSource};
 use super::handle::{SourceHandle, SourceStatus};
 use super::stream::{Origin, Stream};
+use super::wire::ErrorResponse;
 use crate::budget::{self, Budget};
 use crate::server::{Account, InternalSink, Msg, Publisher, SubRef};
 use leaf_proto::headers;
@@ -580,11 +581,8 @@ impl Task {
             match server.subscribe_internal(subject.as_bytes(), None, sink) {
                 Ok(s) => subs.subs.push(s),
                 Err(e) => {
-                    self.status.set_error(Some(ApiError::new(
-                        500,
-                        self.setup_code(),
-                        &e.to_string(),
-                    )));
+                    self.status
+                        .set_error(Some(self.setup_error(&e.to_string())));
                     return Ended::Retry { progress: false };
                 }
             }
@@ -617,11 +615,10 @@ impl Task {
         });
         drop(server);
         if answered == 0 {
-            self.status.set_error(Some(ApiError::new(
-                503,
-                self.setup_code(),
-                "no responders: the origin's JetStream API is not reachable",
-            )));
+            self.status.set_error(Some(
+                self.setup_error("no responders: the origin's JetStream API is not reachable")
+                    .with_status(503),
+            ));
             return Ended::Retry { progress: false };
         }
         // Deliveries may overtake the answer.
@@ -637,11 +634,10 @@ impl Task {
                 Ok(Some(d @ Event::Delivery { .. })) => early.push(d),
                 Ok(None) => return Ended::Stopped,
                 Err(_) => {
-                    self.status.set_error(Some(ApiError::new(
-                        504,
-                        self.setup_code(),
-                        "timeout creating the consumer on the origin",
-                    )));
+                    self.status.set_error(Some(
+                        self.setup_error("timeout creating the consumer on the origin")
+                            .with_status(504),
+                    ));
                     return Ended::Retry { progress: false };
                 }
             }
@@ -651,9 +647,11 @@ impl Task {
             server.unsubscribe_internal(&s);
         }
         let reply: Value = serde_json::from_slice(&created).unwrap_or(Value::Null);
-        if let Some(e) = reply.get("error") {
-            let e: ApiError = serde_json::from_value(e.clone())
-                .unwrap_or_else(|_| ApiError::general("consumer creation failed"));
+        if reply.get("error").is_some() {
+            let e = serde_json::from_value::<ErrorResponse>(reply).map_or_else(
+                |_| ApiError::general("consumer creation failed"),
+                |r| r.error,
+            );
             warn!(stream = %printable(&self.name), origin = %printable(self.iname.as_bytes()), error = %e,
                   "origin refused the copy's consumer");
             self.status.set_error(Some(e));
@@ -664,11 +662,8 @@ impl Task {
             .and_then(Value::as_str)
             .map(str::to_string)
         else {
-            self.status.set_error(Some(ApiError::new(
-                500,
-                self.setup_code(),
-                "invalid consumer create answer",
-            )));
+            self.status
+                .set_error(Some(self.setup_error("invalid consumer create answer")));
             return Ended::Retry { progress: false };
         };
         self.status.set_error(None);
@@ -729,11 +724,13 @@ impl Task {
         }
     }
 
-    fn setup_code(&self) -> u16 {
+    /// Why setting up the origin's consumer failed: nats-server's 10029 for a mirror,
+    /// 10045 for a source.
+    fn setup_error(&self, text: &str) -> ApiError {
         if self.mirror {
-            10029
+            JsError::MirrorConsumerSetupFailed.with(text)
         } else {
-            10045
+            JsError::SourceConsumerSetupFailed.with(text)
         }
     }
 

@@ -37,6 +37,7 @@
 //!   count towards the budget.
 
 use leaf_proto::printable::printable;
+use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
@@ -44,15 +45,15 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
-use serde::Serialize;
 use tokio::sync::Notify;
 use tracing::{debug, warn};
 
-use super::config::{ApiError, Discard, Retention, StreamConfig, SubjectTransformConfig};
+use super::config::{ApiError, Discard, JsError, Retention, StreamConfig, SubjectTransformConfig};
 use super::handle::{Cmd, ConsumerHandle, SourceHandle};
 use super::msg_ids::{MsgId, MsgIds};
 use super::republish::{Republisher, Stored};
 use super::retention::{SharedView, StreamView};
+use super::wire::PubAck;
 use crate::budget::{Budget, Charge};
 use crate::server::{Account, InternalSink, Msg, Publisher, ReplyTo};
 use leaf_proto::headers;
@@ -199,22 +200,6 @@ impl<'a> PublishHeaders<'a> {
         }
         h
     }
-}
-
-/// What a publisher is told.
-#[derive(Debug, Serialize)]
-struct PubAck<'a> {
-    stream: &'a str,
-    seq: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    domain: Option<&'a str>,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    duplicate: bool,
-}
-
-#[derive(Debug, Serialize)]
-struct PubAckError<'a> {
-    error: &'a ApiError,
 }
 
 /// A stream's shared handle: its configuration and the queue into its task.
@@ -449,20 +434,15 @@ impl Stream {
         let (Some(reply), Some(server)) = (msg.reply, self.server.upgrade()) else {
             return;
         };
-        let body = serde_json::to_vec(&PubAckRefused {
-            error: &ApiError::too_many_requests(),
-            stream: &self.name,
+        // The body of a refused PubAck, as nats-server words it: the stream and the error.
+        let body = serde_json::to_vec(&PubAck {
+            stream: Some(Cow::Borrowed(&self.name)),
+            error: Some(Cow::Owned(ApiError::too_many_requests())),
+            ..PubAck::default()
         })
         .unwrap_or_default();
         server.answer(&from.reply_to(reply), Some(TOO_MANY_REQUESTS_HDR), &body);
     }
-}
-
-/// The body of a refused PubAck, as nats-server words it: the stream and the error.
-#[derive(Debug, Serialize)]
-struct PubAckRefused<'a> {
-    stream: &'a str,
-    error: &'a ApiError,
 }
 
 type AppendFuture = Pin<Box<dyn Future<Output = Result<Appended, StoreError>> + Send>>;
@@ -798,7 +778,11 @@ impl Runner {
         if reply.is_none() {
             return;
         }
-        let body = serde_json::to_vec(&PubAckError { error: err }).unwrap_or_default();
+        let body = serde_json::to_vec(&PubAck {
+            error: Some(Cow::Borrowed(err)),
+            ..PubAck::default()
+        })
+        .unwrap_or_default();
         self.reply(reply, &body);
     }
 
@@ -807,10 +791,11 @@ impl Runner {
             return;
         }
         let body = serde_json::to_vec(&PubAck {
-            stream: &self.stream.name,
-            seq,
-            domain: self.domain.as_deref(),
+            stream: Some(Cow::Borrowed(&self.stream.name)),
+            seq: Some(seq),
+            domain: self.domain.as_deref().map(Cow::Borrowed),
             duplicate,
+            error: None,
         })
         .unwrap_or_default();
         self.reply(reply, &body);
@@ -1001,12 +986,15 @@ impl Runner {
             None => None,
             Some(kind) if !cfg.allow_rollup_hdrs => {
                 let _ = kind;
-                return self.reply_error(reply, &ApiError::new(500, 10115, "rollup not permitted"));
+                return self.reply_error(reply, &JsError::RollupNotPermitted.err());
             }
             Some(k) if k.eq_ignore_ascii_case("sub") => Some(Rollup::Subject),
             Some(k) if k.eq_ignore_ascii_case("all") => Some(Rollup::All),
             Some(_) => {
-                return self.reply_error(reply, &ApiError::new(500, 10111, "rollup value invalid"));
+                return self.reply_error(
+                    reply,
+                    &JsError::StreamRollupFailed.with("rollup value invalid"),
+                );
             }
         };
         if self.in_flight.is_empty() {
@@ -1090,7 +1078,7 @@ impl Runner {
                     } else {
                         "maximum messages exceeded"
                     };
-                    return self.reply_error(reply, &ApiError::new(503, 10077, text));
+                    return self.reply_error(reply, &ApiError::store_failed(text));
                 }
             }
         }

@@ -36,6 +36,8 @@ use super::record::{self, Cursor, Origin};
 use super::tail::{self, Tail};
 use super::{State, StatusCell};
 use crate::config::Uplink;
+use leaf_core::jetstream::config::JsError;
+use leaf_core::jetstream::wire::MsgGetRequest;
 use leaf_core::server::outbound::AppendOutcome;
 use leaf_core::server::{ClientHandle, Shared};
 use leaf_store::{PurgeRequest, Store, StoredMessage};
@@ -431,7 +433,7 @@ impl Forwarder {
         self.status.update(|s| s.hub_api = true);
         match hub::api_result(&info) {
             Ok(v) => self.note_hub_stream(&v),
-            Err(e) if e.err_code == 10059 && self.cfg.create_hub_stream => {
+            Err(e) if e.is(JsError::StreamNotFound) && self.cfg.create_hub_stream => {
                 self.create_hub_stream(link).await?;
             }
             Err(e) => {
@@ -534,7 +536,11 @@ impl Forwarder {
     async fn read_back(&mut self, link: &Arc<ClientHandle>) -> Result<(), Interrupted> {
         let mut newest: Option<(u64, HubCopy)> = None;
         for filter in self.hub_filters() {
-            let body = serde_json::to_vec(&json!({ "last_by_subj": filter })).unwrap_or_default();
+            let body = serde_json::to_vec(&MsgGetRequest {
+                last_by_subj: Some(filter.clone()),
+                ..MsgGetRequest::default()
+            })
+            .unwrap_or_default();
             let reply = self
                 .request(
                     link,
@@ -603,8 +609,12 @@ impl Forwarder {
                 if d.confirmed >= d.pm_hwm || Instant::now() >= deadline {
                     return Ok(());
                 }
-                let body = serde_json::to_vec(&json!({ "seq": from, "next_by_subj": filter }))
-                    .unwrap_or_default();
+                let body = serde_json::to_vec(&MsgGetRequest {
+                    seq: from,
+                    next_by_subj: Some(filter.clone()),
+                    ..MsgGetRequest::default()
+                })
+                .unwrap_or_default();
                 let reply = self
                     .request(
                         link,
@@ -729,7 +739,11 @@ impl Forwarder {
             return Ok(());
         }
         for v in self.ledger.verifications(now, self.tail_running()) {
-            let body = serde_json::to_vec(&json!({ "seq": v.hub_seq })).unwrap_or_default();
+            let body = serde_json::to_vec(&MsgGetRequest {
+                seq: v.hub_seq,
+                ..MsgGetRequest::default()
+            })
+            .unwrap_or_default();
             let id = self.send_api(
                 link,
                 &format!("STREAM.MSG.GET.{}", self.cfg.hub_stream),
@@ -768,8 +782,8 @@ impl Forwarder {
                         }
                     }
                 }
-                // 10059: the hub stream does not exist, so it stores nothing.
-                Err(e) if e.err_code == 10059 => {
+                // The hub stream does not exist, so it stores nothing.
+                Err(e) if e.is(JsError::StreamNotFound) => {
                     self.ledger
                         .on_verified(v, Found::Missing { removed: false });
                 }
@@ -1241,9 +1255,10 @@ impl Forwarder {
                             .is_none_or(|d| domain.as_deref() == Some(d.as_str()))),
             },
             AckOutcome::Refused(e) => {
-                // 10070: wrong last msg id; its description names the stream's newest one.
+                // Wrong last msg id: its description names the stream's newest one.
                 let newest = e.description.rsplit(": ").next().unwrap_or_default();
-                let other_writer = e.err_code == 10070 && self.origin.parse(newest).is_none();
+                let other_writer =
+                    e.is(JsError::StreamWrongLastMsgId) && self.origin.parse(newest).is_none();
                 if other_writer {
                     info!(uplink = %self.cfg.name, hub_stream = %self.cfg.hub_stream, "the hub stream may have other writers; sending one by one (each message proven on its own) until the next connect");
                 }

@@ -10,15 +10,16 @@
 //! `ledger`), and their reply subjects never appear on forwarded traffic. The token is
 //! random per process, so answers meant for an earlier run are never delivered to this one.
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use base64::Engine;
 use bytes::Bytes;
-use serde::Deserialize;
 use tokio::sync::mpsc;
 
-use leaf_core::jetstream::config::ApiError;
+use leaf_core::jetstream::config::{ApiError, JsError};
+use leaf_core::jetstream::wire::{ErrorResponse, MsgGetResponse, PubAck};
 use leaf_core::server::outbound::AppendOutcome;
 use leaf_core::server::{ClientHandle, InternalSink, Msg, Publisher};
 use leaf_proto as proto;
@@ -99,8 +100,7 @@ pub enum AckOutcome {
 /// Whether a refusal will repeat for the same message whatever happens on the hub (the
 /// message is skipped and counted) or may go away (it is sent again later).
 pub fn is_permanent(e: &ApiError) -> bool {
-    // 10054: message size exceeds the stream's maximum.
-    e.err_code == 10054
+    e.is(JsError::StreamMessageExceedsMaximum)
 }
 
 /// Most answers queued for the uplink's task.
@@ -246,18 +246,6 @@ fn parse_tail_event(
     })
 }
 
-#[derive(Deserialize)]
-struct PubAckBody {
-    #[serde(default)]
-    stream: String,
-    #[serde(default)]
-    seq: u64,
-    #[serde(default)]
-    duplicate: bool,
-    domain: Option<String>,
-    error: Option<ApiError>,
-}
-
 /// Reads a PubAck (or the status message sent instead of one).
 pub fn parse_ack(hdrs: Option<&[u8]>, payload: &[u8]) -> AckOutcome {
     if payload.is_empty() {
@@ -265,13 +253,19 @@ pub fn parse_ack(hdrs: Option<&[u8]>, payload: &[u8]) -> AckOutcome {
             return AckOutcome::Status(code);
         }
     }
-    match serde_json::from_slice::<PubAckBody>(payload) {
-        Ok(PubAckBody { error: Some(e), .. }) => AckOutcome::Refused(e),
-        Ok(b) if b.seq > 0 => AckOutcome::Stored {
-            seq: b.seq,
-            duplicate: b.duplicate,
-            stream: b.stream,
-            domain: b.domain,
+    match serde_json::from_slice::<PubAck>(payload) {
+        Ok(PubAck { error: Some(e), .. }) => AckOutcome::Refused(e.into_owned()),
+        Ok(PubAck {
+            seq: Some(seq),
+            stream,
+            duplicate,
+            domain,
+            ..
+        }) if seq > 0 => AckOutcome::Stored {
+            seq,
+            duplicate,
+            stream: stream.map(Cow::into_owned).unwrap_or_default(),
+            domain: domain.map(Cow::into_owned),
         },
         _ => AckOutcome::Garbled,
     }
@@ -338,11 +332,13 @@ pub fn send(
 pub fn api_result(body: &[u8]) -> Result<serde_json::Value, ApiError> {
     let value: serde_json::Value = serde_json::from_slice(body)
         .map_err(|_| ApiError::general("the hub answered with invalid JSON"))?;
-    match value.get("error") {
-        Some(e) => Err(serde_json::from_value(e.clone())
-            .unwrap_or_else(|_| ApiError::general("the hub answered with an unreadable error"))),
-        None => Ok(value),
+    if value.get("error").is_none() {
+        return Ok(value);
     }
+    Err(serde_json::from_value::<ErrorResponse>(value).map_or_else(
+        |_| ApiError::general("the hub answered with an unreadable error"),
+        |r| r.error,
+    ))
 }
 
 /// A message of the hub stream as `STREAM.MSG.GET` returned it.
@@ -364,32 +360,21 @@ pub struct HubCopy {
 pub fn parse_msg_get(body: &[u8]) -> Result<Option<HubCopy>, ApiError> {
     let value = match api_result(body) {
         Ok(v) => v,
-        // 10037: no message found.
-        Err(e) if e.err_code == 10037 => return Ok(None),
+        Err(e) if e.is(JsError::NoMessageFound) => return Ok(None),
         Err(e) => return Err(e),
     };
-    let msg = value
-        .get("message")
-        .ok_or_else(|| ApiError::general("MSG.GET reply without a message"))?;
-    let text = |key: &str| msg.get(key).and_then(serde_json::Value::as_str);
-    let b64 = |key: &str| text(key).map(|t| base64::engine::general_purpose::STANDARD.decode(t));
-    let seq = msg
-        .get("seq")
-        .and_then(serde_json::Value::as_u64)
-        .unwrap_or(0);
-    let hdrs = match b64("hdrs") {
+    let MsgGetResponse { message: msg } = serde_json::from_value(value)
+        .map_err(|_| ApiError::general("MSG.GET reply without a message"))?;
+    let b64 = |t: &str| base64::engine::general_purpose::STANDARD.decode(t);
+    let hdrs = match msg.hdrs.as_deref().map(b64) {
         Some(Ok(h)) => Some(h),
         Some(Err(_)) => return Err(ApiError::general("MSG.GET reply with unreadable headers")),
         None => None,
     };
-    let data = match b64("data") {
-        Some(Ok(d)) => d,
-        Some(Err(_)) => {
-            return Err(ApiError::general(
-                "MSG.GET reply with an unreadable payload",
-            ))
-        }
-        None => Vec::new(),
+    let Ok(data) = b64(&msg.data) else {
+        return Err(ApiError::general(
+            "MSG.GET reply with an unreadable payload",
+        ));
     };
     let header = |name: &str| {
         hdrs.as_deref()
@@ -397,11 +382,11 @@ pub fn parse_msg_get(body: &[u8]) -> Result<Option<HubCopy>, ApiError> {
             .map(str::to_string)
     };
     Ok(Some(HubCopy {
-        seq,
-        subject: text("subject").unwrap_or_default().to_string(),
         msg_id: header("Nats-Msg-Id"),
         expect_last: header("Nats-Expected-Last-Msg-Id"),
         data,
+        seq: msg.seq,
+        subject: msg.subject,
     }))
 }
 

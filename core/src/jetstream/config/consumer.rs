@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::jetstream::config::{is_valid_name, ApiError, StreamConfig};
+use crate::jetstream::config::{is_valid_name, ApiError, JsError, StreamConfig};
 use leaf_proto::subject::{is_subset, is_valid_subject, subject_matches};
 use leaf_proto::time::parse_rfc3339;
 
@@ -199,7 +199,7 @@ fn format_duration(ns: i64) -> String {
 }
 
 fn invalid_policy(text: &str) -> ApiError {
-    ApiError::new(400, 10094, text)
+    JsError::ConsumerInvalidPolicy.with(text)
 }
 
 impl ConsumerConfig {
@@ -240,11 +240,9 @@ impl ConsumerConfig {
     /// Checks the configuration against the stream's and fills in nats-server's defaults.
     pub fn normalize(mut self, stream: &StreamConfig) -> Result<ConsumerConfig, ApiError> {
         if let Some(field) = super::first_set(&self.other, UNSUPPORTED_CONSUMER_FIELDS) {
-            return Err(ApiError::new(
-                400,
-                10012,
-                &format!("consumer configuration field {field} is not supported by this server"),
-            ));
+            return Err(JsError::ConsumerNotSupported.with(&format!(
+                "consumer configuration field {field} is not supported by this server"
+            )));
         }
         self.other.clear();
         if self.deliver_subject.as_deref().is_some_and(str::is_empty) {
@@ -256,77 +254,45 @@ impl ConsumerConfig {
         let push = self.is_push();
         if let Some(d) = self.deliver_subject.as_deref() {
             if !is_valid_subject(d.as_bytes()) {
-                return Err(ApiError::new(400, 10015, "deliver subject not valid"));
+                return Err(JsError::SnapshotDeliverSubjectInvalid.err());
             }
             if d.split('.').any(|t| t == "*" || t == ">") {
-                return Err(ApiError::new(
-                    400,
-                    10079,
-                    "consumer deliver subject has wildcards",
-                ));
+                return Err(JsError::ConsumerDeliverToWildcards.err());
             }
             if stream
                 .subjects
                 .iter()
                 .any(|s| subject_matches(s.as_bytes(), d.as_bytes()))
             {
-                return Err(ApiError::new(
-                    400,
-                    10081,
-                    "consumer deliver subject forms a cycle",
-                ));
+                return Err(JsError::ConsumerDeliverCycle.err());
             }
             if self.max_waiting != 0 {
-                return Err(ApiError::new(
-                    400,
-                    10080,
-                    "consumer in push mode can not set max waiting",
-                ));
+                return Err(JsError::ConsumerPushMaxWaiting.err());
             }
             if self.flow_control && self.idle_heartbeat <= 0 {
-                return Err(ApiError::new(
-                    400,
-                    10108,
-                    "consumer with flow control also needs heartbeats",
-                ));
+                return Err(JsError::ConsumerWithFlowControlNeedsHeartbeats.err());
             }
             if self.idle_heartbeat > 0 && self.idle_heartbeat < MIN_IDLE_HEARTBEAT_NS {
-                return Err(ApiError::new(
-                    400,
-                    10083,
-                    "consumer idle heartbeat needs to be >= 100ms",
-                ));
+                return Err(JsError::ConsumerSmallHeartbeat.err());
             }
         }
         if let Some(d) = self.durable_name.as_deref() {
             if d.is_empty() {
                 self.durable_name = None;
             } else if !is_valid_name(d) {
-                return Err(ApiError::new(
-                    400,
-                    10103,
-                    "durable name can not contain '.', '*', '>'",
-                ));
+                return Err(JsError::ConsumerBadDurableName.err());
             }
         }
         if let (Some(n), Some(d)) = (self.name.as_deref(), self.durable_name.as_deref()) {
             if !n.is_empty() && n != d {
-                return Err(ApiError::new(
-                    400,
-                    10132,
-                    "Consumer Durable and Name have to be equal if both are provided",
-                ));
+                return Err(JsError::ConsumerCreateDurableAndNameMismatch.err());
             }
         }
         if let Some(n) = self.name.as_deref() {
             if n.is_empty() {
                 self.name = None;
             } else if !is_valid_name(n) {
-                return Err(ApiError::new(
-                    400,
-                    10127,
-                    "Consumer name can not contain path separators",
-                ));
+                return Err(JsError::ConsumerNameContainsPathSeparators.err());
             }
         }
         if self.name.is_none() {
@@ -337,82 +303,40 @@ impl ConsumerConfig {
             .as_ref()
             .is_some_and(|d| d.len() > MAX_DESCRIPTION)
         {
-            return Err(ApiError::new(
-                400,
-                10107,
-                "consumer description is too long, maximum allowed is 4096",
-            ));
+            return Err(JsError::ConsumerDescriptionTooLong
+                .with("consumer description is too long, maximum allowed is 4096"));
         }
         if self.rate_limit_bps > 0 && !push {
-            return Err(ApiError::new(
-                400,
-                10086,
-                "consumer in pull mode can not have rate limit set",
-            ));
+            return Err(JsError::ConsumerPullWithRateLimit.err());
         }
         if self.max_waiting < 0 {
-            return Err(ApiError::new(
-                400,
-                10087,
-                "consumer max waiting needs to be positive",
-            ));
+            return Err(JsError::ConsumerMaxWaitingNegative.err());
         }
         if self.idle_heartbeat > 0 && !push {
-            return Err(ApiError::new(
-                400,
-                10088,
-                "consumer idle heartbeat requires a push based consumer",
-            ));
+            return Err(JsError::ConsumerHbRequiresPush.err());
         }
         if self.flow_control && !push {
-            return Err(ApiError::new(
-                400,
-                10089,
-                "consumer flow control requires a push based consumer",
-            ));
+            return Err(JsError::ConsumerFcRequiresPush.err());
         }
         if self.max_batch < 0 {
-            return Err(ApiError::new(
-                400,
-                10114,
-                "consumer max request batch needs to be > 0",
-            ));
+            return Err(JsError::ConsumerMaxRequestBatchNegative.err());
         }
         if self.num_replicas > 1 {
-            return Err(ApiError::new(
-                400,
-                10126,
-                "consumer config replica count exceeds parent stream",
-            ));
+            return Err(JsError::ConsumerReplicasExceedsStream.err());
         }
         if self.replay_policy == ReplayPolicy::Original {
-            return Err(ApiError::new(
-                400,
-                10012,
-                "replay policy original is not supported yet by this server",
-            ));
+            return Err(JsError::ConsumerNotSupported
+                .with("replay policy original is not supported yet by this server"));
         }
         if !self.backoff.is_empty() && self.max_deliver > 0 {
             if self.max_deliver <= self.backoff.len() as i64 {
-                return Err(ApiError::new(
-                    400,
-                    10116,
-                    "max deliver is required to be > length of backoff values",
-                ));
+                return Err(JsError::ConsumerMaxDeliverBackoff.err());
             }
         } else if !self.backoff.is_empty() {
-            return Err(ApiError::new(
-                400,
-                10116,
-                "max deliver is required to be > length of backoff values",
-            ));
+            return Err(JsError::ConsumerMaxDeliverBackoff.err());
         }
         if !self.filter_subject.is_empty() && !self.filter_subjects.is_empty() {
-            return Err(ApiError::new(
-                400,
-                10136,
-                "consumer config can not have both filter_subject and filter_subjects",
-            ));
+            return Err(JsError::ConsumerDuplicateFilterSubjects.err());
         }
         // A filter is valid when it lies within one of the stream's subjects, or (a wildcard
         // filter) covers one of them entirely: `foo.*` on `[foo.A, foo.B]`, `>` on
@@ -427,11 +351,7 @@ impl ConsumerConfig {
                     .iter()
                     .any(|s| is_subset(f, s.as_bytes()) || is_subset(s.as_bytes(), f));
             if !inside {
-                return Err(ApiError::new(
-                    400,
-                    10093,
-                    "consumer filter subject is not a valid subset of the interest subjects",
-                ));
+                return Err(JsError::ConsumerFilterNotSubset.err());
             }
         }
         let has_seq = self.opt_start_seq > 0;
@@ -513,27 +433,19 @@ impl ConsumerConfig {
             };
         }
         if acks && limits.max_ack_pending > 0 && self.max_ack_pending > limits.max_ack_pending {
-            return Err(ApiError::new(
-                400,
-                10121,
-                &format!(
-                    "consumer max ack pending exceeds system limit of {}",
-                    limits.max_ack_pending
-                ),
-            ));
+            return Err(JsError::ConsumerMaxPendingAckExcess.with(&format!(
+                "consumer max ack pending exceeds system limit of {}",
+                limits.max_ack_pending
+            )));
         }
         if limits.inactive_threshold > 0 {
             if self.inactive_threshold == 0 {
                 self.inactive_threshold = limits.inactive_threshold;
             } else if self.inactive_threshold > limits.inactive_threshold {
-                return Err(ApiError::new(
-                    400,
-                    10153,
-                    &format!(
-                        "consumer inactive threshold exceeds system limit of {}",
-                        format_duration(limits.inactive_threshold)
-                    ),
-                ));
+                return Err(JsError::ConsumerInactiveThresholdExcess.with(&format!(
+                    "consumer inactive threshold exceeds system limit of {}",
+                    format_duration(limits.inactive_threshold)
+                )));
             }
         }
         Ok(self)
@@ -541,13 +453,8 @@ impl ConsumerConfig {
 
     /// Why `new` may not replace `self` on a running consumer, if it may not.
     pub fn check_update(&self, new: &ConsumerConfig) -> Result<(), ApiError> {
-        let refuse = |what: &str| {
-            Err(ApiError::new(
-                500,
-                10012,
-                &format!("{what} can not be updated"),
-            ))
-        };
+        let refuse =
+            |what: &str| Err(JsError::ConsumerCreate.with(&format!("{what} can not be updated")));
         if self.deliver_policy != new.deliver_policy {
             return refuse("deliver policy");
         }

@@ -1,0 +1,97 @@
+//! Typed bodies of the JetStream API shared by the server side (the API, streams' PubAcks)
+//! and the clients of another server's API in this workspace (sources, the leafd uplink's
+//! hub side), so both ends read and write one shape.
+//!
+//! * [`PubAck`]: a publish's acknowledgement or its refusal.
+//! * [`ErrorResponse`]: any API answer's `error` envelope.
+//! * [`MsgGetRequest`], [`MsgGetResponse`], [`StoredMsg`]: `STREAM.MSG.GET`.
+//!
+//! Stream and consumer configuration live in [`super::config`]; the error codes in
+//! [`super::errors`]. Field names and the omission of empty fields follow nats-server 2.9.
+
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
+
+use super::errors::ApiError;
+
+/// A PubAck: `{"stream","seq","domain"?,"duplicate"?}` when stored, `{"stream"?,"error"}`
+/// when refused.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PubAck<'a> {
+    /// The stream (absent from some refusals).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<Cow<'a, str>>,
+    /// The stream sequence it was stored at (absent from refusals).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    /// The JetStream domain, when the server has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<Cow<'a, str>>,
+    /// Whether it was a duplicate within the stream's window (stored earlier at `seq`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub duplicate: bool,
+    /// Why it was refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<Cow<'a, ApiError>>,
+}
+
+/// The `error` envelope of any JetStream API answer (`{"type"?, "error": {...}}`); other
+/// fields are ignored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorResponse {
+    /// The response type (`io.nats.jetstream.api.v1.<kind>`), when present.
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// The error.
+    pub error: ApiError,
+}
+
+/// A `STREAM.MSG.GET` (and `DIRECT.GET`) request: exactly one way of finding the message.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MsgGetRequest {
+    /// By sequence (with `next_by_subj`: the first at or after it).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub seq: u64,
+    /// The last message on this subject.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_by_subj: Option<String>,
+    /// The first message on this subject at or after `seq`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_by_subj: Option<String>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// A stored message as `STREAM.MSG.GET` returns it (headers and data base64-encoded).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredMsg {
+    /// Its subject.
+    #[serde(default)]
+    pub subject: String,
+    /// Its stream sequence.
+    #[serde(default)]
+    pub seq: u64,
+    /// Its header block, base64.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hdrs: Option<String>,
+    /// Its payload, base64.
+    #[serde(default)]
+    pub data: String,
+    /// When it was stored (RFC 3339).
+    #[serde(default)]
+    pub time: String,
+}
+
+/// A successful `STREAM.MSG.GET` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MsgGetResponse {
+    /// The message.
+    pub message: StoredMsg,
+}
+
+#[cfg(test)]
+mod tests;
