@@ -21,17 +21,18 @@
 //! seed, or a `.creds` file (a user JWT and its seed); a listener accepts a user and
 //! password, a token, or any of `leafnodes.authorization.users` (passwords or user nkeys,
 //! each with optional permissions), and without `leafnodes.authorization` the client users
-//! (see `login`). The JWT of a creds file is sent as is; hubd takes the user key from it and
-//! does not check its issuer (there is no operator mode), a nats-server hub in operator mode
-//! does. A leaf server name is taken over only by a connection with the same credentials
+//! (see `login`). The JWT of a creds file is sent as is. A listener's own nkey users take the
+//! user key from it without checking its issuer; in hubd's operator mode (leaves logging in as
+//! client users, decided by `auth::Authority`) the whole operator → account → user chain is
+//! verified, as a nats-server hub in operator mode does. A leaf server name is taken over only by a connection with the same credentials
 //! (`LeafState::replace_stale`); loop-detection subjects are one per link and cannot be
 //! echoed against another link (see `link`).
 //!
 //! Messages go out on the normal message path: interest received from a link is a
 //! subscription in the server's sublist whose target encodes `LMSG`/`HMSG` into the link's
-//! outbound queue (see [`crate::server::fanout`]). Not implemented yet: WebSocket,
-//! compression, operator mode (JWT accounts) on the accepting side, accounts, `hub: true`
-//! remotes. A remote's `deny_imports`/`deny_exports`, and a leaf's permissions, are enforced
+//! outbound queue (see [`crate::server::fanout`]). Each link is bound to one account (see
+//! [`crate::server::account`]): its interest table and its messages are that account's. Not
+//! implemented yet: WebSocket, compression, `hub: true` remotes. A remote's `deny_imports`/`deny_exports`, and a leaf's permissions, are enforced
 //! by [`LinkDeny`].
 
 pub mod accept;
