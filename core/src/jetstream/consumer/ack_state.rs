@@ -387,7 +387,10 @@ impl AckState {
         self.pending.remove(&sseq);
         if self.pending.is_empty() {
             self.floor = (self.dseq, passed);
-        } else if dseq == self.floor.0 + 1 {
+        } else if dseq == self.floor.0 + 1 && self.pending.range(..sseq).next().is_none() {
+            // Next in line by consumer sequence, and nothing older still waits: with ack policy
+            // `all` an ack of a redelivery leaves the floor's consumer sequence past messages
+            // still pending, so the consumer sequence alone does not say "next in line".
             self.floor = (dseq, sseq);
             if let Some((&next, p)) = self.pending.range(sseq.saturating_add(1)..).next() {
                 self.floor = (p.dseq.saturating_sub(1), next - 1);

@@ -8,8 +8,7 @@
 //! After every step the pending set (first consumer sequence, delivery count, deadline, queued),
 //! the ack floor, the consumer sequence, the counters CONSUMER.INFO shows, the next deadline,
 //! the redelivery queue's length and `max_ack_pending`'s verdict must agree, and these
-//! invariants hold: the ack floor's stream sequence is below every pending one (not yet with
-//! ack policy `all`: see `check`); with ack policy
+//! invariants hold: the ack floor's stream sequence is below every pending one; with ack policy
 //! `explicit` the floor's consumer sequence is just below the lowest pending message's; nothing
 //! acknowledged or terminated is ever redelivered; no message goes out more than `max_deliver`
 //! times; never more than `max_ack_pending` messages wait.
@@ -170,7 +169,7 @@ impl Model {
         let floor_before = self.floor.1;
         if self.waiting.is_empty() {
             self.floor = (self.dseq, passed);
-        } else if w.first_dseq == self.floor.0 + 1 {
+        } else if w.first_dseq == self.floor.0 + 1 && !self.waiting.keys().any(|s| *s < sseq) {
             self.floor = (w.first_dseq, sseq);
             let above = self
                 .waiting
@@ -298,19 +297,12 @@ fn check(real: &AckState, model: &Model) -> Result<(), TestCaseError> {
     // Invariants.
     let floor = real.floor();
     for s in model.waiting.keys() {
-        // Known defect, kept as it is (this is a refactor): with ack policy `all` an ack sets
-        // the floor's consumer sequence to the acked delivery's (a redelivery's, newer than the
-        // message's first), so forgetting a later message whose first consumer sequence
-        // follows it (terminated, removed, delivered too often) moves the floor over messages
-        // still pending. Failing case on branch `ack-state-wip`.
-        if model.rules.policy != AckPolicy::All {
-            prop_assert!(
-                floor.1 < *s,
-                "ack floor {:?} at or above pending {}",
-                floor,
-                s
-            );
-        }
+        prop_assert!(
+            floor.1 < *s,
+            "ack floor {:?} at or above pending {}",
+            floor,
+            s
+        );
         prop_assert!(!model.done.contains(s), "acknowledged {} still pending", s);
     }
     if model.rules.policy == AckPolicy::Explicit {
