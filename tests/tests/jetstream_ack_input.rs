@@ -128,7 +128,7 @@ async fn ack_all_floor_stays_below_pending(kind: ServerKind) {
             .unwrap();
     }
     let inbox = e2e::unique("_INBOX.pull");
-    let mut sub = client.subscribe(format!("{inbox}")).await.unwrap();
+    let mut sub = client.subscribe(inbox.clone()).await.unwrap();
     sync(&client).await;
     // m1 first; m2 and m3 1.2 s later, so that only m1 is due when it is redelivered.
     let m1 = pull(&client, &inbox, &mut sub, 1).await;
