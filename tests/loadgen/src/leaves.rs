@@ -97,25 +97,15 @@ pub fn run(args: &Args) -> Result<()> {
     let (outcomes, connect_secs, held_secs) = rt.block_on(hold_all(args, addr, &users))?;
 
     let count = args.count;
-    let failed: Vec<&String> = outcomes
-        .iter()
-        .filter_map(|o| match o {
-            Outcome::Failed(e) => Some(e),
-            _ => None,
-        })
-        .collect();
-    let dropped: Vec<&String> = outcomes
-        .iter()
-        .filter_map(|o| match o {
-            Outcome::Dropped(e) => Some(e),
-            _ => None,
-        })
-        .collect();
+    let (mut failed, mut dropped, mut held) = (Vec::new(), Vec::new(), 0usize);
+    for outcome in &outcomes {
+        match outcome {
+            Outcome::Held => held += 1,
+            Outcome::Dropped(e) => dropped.push(e),
+            Outcome::Failed(e) => failed.push(e),
+        }
+    }
     let established = count - failed.len();
-    let held = outcomes
-        .iter()
-        .filter(|o| matches!(o, Outcome::Held))
-        .count();
     let mut errors: Vec<String> = failed
         .iter()
         .take(ERRORS_KEPT)
