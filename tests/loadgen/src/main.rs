@@ -38,6 +38,13 @@
 //!   fast as the PTY takes them), counts the messages a subscriber on `--subject` receives,
 //!   and samples the CPU time of process PID. Without `--peer` the same lines are published
 //!   as `PUB`s to `--url` at the same pace (a client bridging the port into nats-server).
+//! * `leaves --url HUB-LEAFNODE-PORT --count N --users user:pw,...`: opens N raw leafnode
+//!   connections (as nats-server leaves: `CONNECT`, one `LS+` each), answers `PING`s and holds
+//!   them until SIGTERM/SIGINT or `--hold` seconds; `--ready-file` tells when all are up (the
+//!   benchmark then reads the hub's RSS). Reports how many were established and held.
+//! * `pubsub --user U --password P --other-sub nats://b:pw@HOST:PORT`: publisher and
+//!   subscribers log in as U (a URL may carry `user:password@` too); each `--other-sub` is a
+//!   bystander of another account on the same subject that must receive nothing.
 //! * `freeport`: prints a free loopback TCP port.
 //! * `report FILE [--baseline NAME]`: renders the JSON lines collected in FILE as
 //!   a Markdown table of medians and ratios against the baseline server.
@@ -123,6 +130,8 @@ enum Mode {
     StreamInfo(stream_info::Args),
     /// Plays a serial device writing lines into a PTY (or PUBs to --url without --peer).
     SerialFeed(serial_feed::Args),
+    /// Holds N raw leafnode connections on a hub until a signal or --hold seconds.
+    Leaves(leaves::Args),
     /// Prints a free loopback TCP port.
     Freeport,
     /// Renders collected JSON lines as a Markdown table of medians and ratios.
@@ -151,6 +160,7 @@ fn run(mode: Mode) -> Result<()> {
         Mode::AwaitStream(args) => await_stream::run(&args),
         Mode::StreamInfo(args) => stream_info::run(&args),
         Mode::SerialFeed(args) => serial_feed::run(&args),
+        Mode::Leaves(args) => leaves::run(&args),
         Mode::Freeport => {
             println!("{}", startup::free_port()?);
             Ok(())
@@ -168,6 +178,7 @@ fn emit(record: serde_json::Value, human: &str) {
 mod args;
 mod await_stream;
 mod js;
+mod leaves;
 mod report;
 mod reqrep;
 mod serial_feed;

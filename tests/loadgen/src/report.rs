@@ -341,6 +341,42 @@ const ROWS: &[RowSpec] = &[
         &[],
     ),
     spec(
+        "accounts: pubsub 1 sub 128 B, 2 accounts (M deliveries/s) ¶",
+        "acc-pubsub1/128",
+        "deliveries_per_sec",
+        Better::Higher,
+        1e6,
+        Some(1.2),
+        &[],
+    ),
+    spec(
+        "accounts: hub RSS, 10 accounts, no leaf yet (MiB) ¶",
+        "acc-hub-rss",
+        "idle_kib",
+        Better::Lower,
+        1024.0,
+        None,
+        &[],
+    ),
+    spec(
+        "accounts: hub RSS, 1,000 leaf connections in 10 accounts (MiB) ¶",
+        "acc-hub-rss",
+        "kib",
+        Better::Lower,
+        1024.0,
+        Some(1.0),
+        &["hubd"],
+    ),
+    spec(
+        "accounts: 1,000 leaf connections established in (s) ¶",
+        "acc-leaves",
+        "connect_secs",
+        Better::Lower,
+        1.0,
+        None,
+        &[],
+    ),
+    spec(
         "peak RSS (MiB)",
         "peak_rss",
         "kib",
@@ -558,6 +594,17 @@ pub fn run(args: &Args) -> Result<()> {
             } else {
                 rates.join(", ")
             }
+        );
+    }
+    if has_row("acc-pubsub1/128") || has_row("acc-hub-rss") {
+        println!();
+        println!(
+            "¶ Accounts rows, every server with the same config file. pubsub: accounts A and \
+             B; publisher and subscriber log in as a user of A, a user of B subscribes to the \
+             same subject (and must receive nothing). Hub RSS: 10 accounts, 10 leafnode users \
+             each bound to one of them; 1,000 raw leafnode connections (`loadgen leaves`, 100 \
+             per account, one LS+ each), VmRSS read once all are established. The RSS \
+             rows have hub columns only (nats-server, hubd)."
         );
     }
     if !notes.is_empty() {

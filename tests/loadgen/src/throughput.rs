@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::args::{num, DEFAULT_URL};
-use wire::Reader;
+use wire::{Credentials, Reader};
 
 /// `loadgen pub` options.
 #[derive(Debug, clap::Args)]
@@ -54,6 +54,47 @@ pub struct PubsubArgs {
     /// The pair of servers in the record.
     #[arg(long, default_value = "")]
     pair: String,
+    /// User name the publisher and the subscribers log in with (unless their URL carries
+    /// credentials, `nats://user:password@host:port`).
+    #[arg(long, requires = "password")]
+    user: Option<String>,
+    /// Password of `--user`.
+    #[arg(long, requires = "user")]
+    password: Option<String>,
+    /// A bystander: a subscriber on the same subject logged in (credentials in the URL) as a
+    /// user of another account. It subscribes before the publisher starts and must receive
+    /// nothing; anything it gets is reported as an error. Repeatable.
+    #[arg(long = "other-sub")]
+    other_sub: Vec<String>,
+}
+
+/// A bystander subscriber (`--other-sub`): its connection and what it was given.
+struct Bystander {
+    /// The URL it connected to (credentials left out).
+    addr: String,
+    /// Its connection and reader.
+    conn: (TcpStream, Reader),
+}
+
+impl Bystander {
+    /// Connects to `url`, subscribes to [`SUBJECT`] and waits for the server's `PONG`.
+    fn subscribe(url: &str) -> Result<Bystander> {
+        let (mut stream, mut reader) = wire::connect(url)?;
+        stream.write_all(format!("SUB {SUBJECT} 1\r\nPING\r\n").as_bytes())?;
+        reader.wait_pong(&mut stream)?;
+        let addr = wire::split_url(url).0.to_owned();
+        Ok(Bystander {
+            addr,
+            conn: (stream, reader),
+        })
+    }
+
+    /// Round-trips a `PING` and returns how many messages arrived since the subscription.
+    fn received(self) -> Result<u64> {
+        let (mut stream, mut reader) = self.conn;
+        stream.write_all(b"PING\r\n")?;
+        reader.wait_pong(&mut stream)
+    }
 }
 
 /// Publishes `msgs` frames of `size` bytes as fast as the socket takes them,
@@ -125,6 +166,7 @@ struct SubResult {
 #[allow(clippy::too_many_arguments)]
 fn subscriber(
     url: &str,
+    creds: Option<&Credentials>,
     sid: usize,
     probe: bool,
     expected: u64,
@@ -139,7 +181,7 @@ fn subscriber(
         error: None,
     };
     let setup = || -> Result<(TcpStream, Reader)> {
-        let (mut stream, mut reader) = wire::connect(url)?;
+        let (mut stream, mut reader) = wire::connect_as(url, creds)?;
         let mut subs = format!("SUB {SUBJECT} {sid}\r\n");
         if probe {
             // After the measured subscription, so that on an ordered link the
@@ -283,6 +325,14 @@ pub fn run_pubsub(args: &PubsubArgs) -> Result<()> {
     if subs == 0 {
         return Err("--subs must be at least 1".into());
     }
+    let creds = args.user.clone().zip(args.password.clone());
+    let creds = creds.map(|(user, pass)| Credentials { user, pass });
+    // Bystanders first: their interest exists before any message is published.
+    let bystanders = args
+        .other_sub
+        .iter()
+        .map(|u| Bystander::subscribe(u).map_err(|e| format!("--other-sub: {e}")))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
 
     let shared = Arc::new(Shared {
         pub_done: AtomicBool::new(false),
@@ -293,8 +343,9 @@ pub fn run_pubsub(args: &PubsubArgs) -> Result<()> {
     let start = Arc::new(std::sync::OnceLock::new());
     let handles: Vec<_> = (1..=subs)
         .map(|sid| {
-            let (url, ready, start, shared) = (
+            let (url, creds, ready, start, shared) = (
                 sub_url.clone(),
+                creds.clone(),
                 ready.clone(),
                 start.clone(),
                 shared.clone(),
@@ -302,12 +353,23 @@ pub fn run_pubsub(args: &PubsubArgs) -> Result<()> {
             thread::Builder::new()
                 .name(format!("sub-{sid}"))
                 .spawn(move || {
-                    subscriber(&url, sid, probe_needed, msgs, idle, &ready, &start, &shared)
+                    let creds = creds.as_ref();
+                    subscriber(
+                        &url,
+                        creds,
+                        sid,
+                        probe_needed,
+                        msgs,
+                        idle,
+                        &ready,
+                        &start,
+                        &shared,
+                    )
                 })
         })
         .collect::<std::io::Result<_>>()?;
 
-    let conn = wire::connect(&url);
+    let conn = wire::connect_as(&url, creds.as_ref());
     ready.wait();
     let mut probe_ms = 0.0;
     let outcome = conn.and_then(|(mut stream, mut reader)| {
@@ -359,6 +421,20 @@ pub fn run_pubsub(args: &PubsubArgs) -> Result<()> {
     if let Some(e) = pub_error {
         errors.insert(0, format!("publisher: {e}"));
     }
+    let mut other_received = Vec::new();
+    for b in bystanders {
+        let addr = b.addr.clone();
+        match b.received() {
+            Ok(0) => other_received.push(0),
+            Ok(n) => {
+                other_received.push(n);
+                errors.push(format!(
+                    "--other-sub {addr} (another account) received {n} messages"
+                ));
+            }
+            Err(e) => errors.push(format!("--other-sub {addr}: {e}")),
+        }
+    }
     let per_sub: Vec<u64> = results.iter().map(|r| r.received).collect();
     let row = args.row.clone().unwrap_or(format!("pubsub{subs}/{size}"));
     let pair = args.pair.clone();
@@ -370,7 +446,8 @@ pub fn run_pubsub(args: &PubsubArgs) -> Result<()> {
             "received": received, "lost": lost, "per_sub": per_sub,
             "secs": secs, "pub_secs": pub_secs,
             "deliveries_per_sec": rate, "pub_msgs_per_sec": msgs as f64 / pub_secs,
-            "errors": errors,
+            "user": args.user, "other_subs": args.other_sub.len(),
+            "other_received": other_received, "errors": errors,
         }),
         &format!(
             "pubsub   {server:12} size {size:4} B  subs {subs}  {received}/{expected} delivered in {secs:.3} s = {:.3} M deliveries/s, lost {lost}{}",

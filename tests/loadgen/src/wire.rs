@@ -5,12 +5,44 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-/// Connects to `url` (`HOST:PORT`, an optional `nats://` prefix is ignored),
-/// reads `INFO`, sends `CONNECT` and a `PING`, and waits for the `PONG`.
+/// A user name and password for `CONNECT`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// The user name.
+    pub user: String,
+    /// The password.
+    pub pass: String,
+}
+
+/// Splits `[scheme://][user:password@]host:port` into the address and the credentials it
+/// carries (a user without `:password` has an empty password). Any scheme is ignored.
+pub fn split_url(url: &str) -> (&str, Option<Credentials>) {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    match rest.rsplit_once('@') {
+        Some((userinfo, addr)) => {
+            let (user, pass) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+            let creds = Credentials {
+                user: user.to_owned(),
+                pass: pass.to_owned(),
+            };
+            (addr, Some(creds))
+        }
+        None => (rest, None),
+    }
+}
+
+/// Connects to `url` (`HOST:PORT`, an optional `nats://` prefix and `user:password@` are
+/// understood), reads `INFO`, sends `CONNECT` and a `PING`, and waits for the `PONG`.
 ///
 /// Returns the stream and a [`Reader`] holding any bytes read past the `PONG`.
 pub fn connect(url: &str) -> Result<(TcpStream, Reader)> {
-    let addr = url.strip_prefix("nats://").unwrap_or(url);
+    connect_as(url, None)
+}
+
+/// [`connect`], logging in with `creds` when the URL carries none.
+pub fn connect_as(url: &str, creds: Option<&Credentials>) -> Result<(TcpStream, Reader)> {
+    let (addr, url_creds) = split_url(url);
+    let creds = url_creds.as_ref().or(creds);
     let mut stream = TcpStream::connect(addr).map_err(|e| format!("connect to {addr}: {e}"))?;
     stream.set_nodelay(true)?;
     // A server that stops reading must not hang a publisher forever.
@@ -20,12 +52,18 @@ pub fn connect(url: &str) -> Result<(TcpStream, Reader)> {
     if !info.starts_with(b"INFO") {
         return Err(format!("expected INFO, got {:?}", String::from_utf8_lossy(&info)).into());
     }
-    stream.write_all(
-        b"CONNECT {\"verbose\":false,\"pedantic\":false,\"headers\":false,\
-          \"name\":\"loadgen\",\"lang\":\"rust\",\"version\":\"0.1.0\",\"protocol\":1}\r\n\
-          PING\r\n",
-    )?;
-    reader.wait_pong(&mut stream)?;
+    let mut connect = serde_json::json!({
+        "verbose": false, "pedantic": false, "headers": false,
+        "name": "loadgen", "lang": "rust", "version": "0.1.0", "protocol": 1,
+    });
+    if let (Some(c), Some(obj)) = (creds, connect.as_object_mut()) {
+        obj.insert("user".into(), c.user.clone().into());
+        obj.insert("pass".into(), c.pass.clone().into());
+    }
+    stream.write_all(format!("CONNECT {connect}\r\nPING\r\n").as_bytes())?;
+    reader
+        .wait_pong(&mut stream)
+        .map_err(|e| format!("{addr}: {e}"))?;
     Ok((stream, reader))
 }
 
@@ -244,6 +282,21 @@ pub fn pub_frames(subject: &str, size: usize, target: usize) -> (Vec<u8>, usize)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn splits_urls() {
+        assert_eq!(split_url("127.0.0.1:4222"), ("127.0.0.1:4222", None));
+        assert_eq!(split_url("nats://127.0.0.1:1"), ("127.0.0.1:1", None));
+        let (addr, creds) = split_url("nats-leaf://u:p:w@h:2");
+        assert_eq!(addr, "h:2");
+        let creds = creds.unwrap_or_else(|| panic!("no credentials"));
+        assert_eq!((creds.user.as_str(), creds.pass.as_str()), ("u", "p:w"));
+        let (_, creds) = split_url("tok@h:3");
+        assert_eq!(
+            creds.map(|c| (c.user, c.pass)),
+            Some(("tok".into(), "".into()))
+        );
+    }
 
     #[test]
     fn counts_split_messages() {
