@@ -28,6 +28,9 @@
 //!   are re-exported), [`cli`]: the
 //!   nats-server-compatible command-line flags, [`reload`]: what a SIGHUP may change of the
 //!   shared keys.
+//! * [`tls`]: what every TLS listener and link shares (PEM files, the server side's rustls
+//!   configuration, the names a client certificate carries); the client port's TLS is
+//!   [`server::tls`], the leafnode links' [`leafnode::tls`].
 //! * [`redact`]: credentials hidden wherever something is displayed (logs, pages, metrics,
 //!   errors, `Debug`).
 //! * [`app`]: the runtime pieces both binaries' `main` are built from: logging, signals,
@@ -48,3 +51,4 @@ pub mod redact;
 pub mod reload;
 pub mod server;
 pub mod sublist;
+pub mod tls;

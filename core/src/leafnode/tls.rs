@@ -12,27 +12,25 @@
 //!   `verify`, the CA that leaves' client certificates must chain to.
 //!
 //! Certificates and keys are PEM files, read once when the server starts; errors name the
-//! config key (`leafnodes.remotes[0].tls.ca_file: cannot read ...`).
+//! config key (`leafnodes.remotes[0].tls.ca_file: cannot read ...`). The PEM loading and the
+//! server side's rustls configuration are shared with the client port ([`crate::tls`]).
 
 use std::fmt;
-use std::io;
-use std::path::{Path, PathBuf};
-use std::pin::Pin;
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use rustls::server::WebPkiClientVerifier;
-use rustls::{ClientConfig, RootCertStore, ServerConfig};
-use tokio::io::AsyncWrite;
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::{ClientConfig, RootCertStore};
 use tokio::net::TcpStream;
 use tokio_rustls::{TlsAcceptor, TlsConnector, TlsStream};
 
 use super::RemoteUrl;
 use crate::config::{LeafNodes, LeafTls, Remote, RemoteTls, DEFAULT_TLS_TIMEOUT};
+pub(crate) use crate::tls::FlushingWriter;
+pub use crate::tls::TlsError;
+use crate::tls::{cert_and_key, load_roots, provider, read, server_config};
 
 /// Where the system's CA bundle is looked for when a remote has no `ca_file` (after the
 /// `SSL_CERT_FILE` environment variable): Debian/Ubuntu/Alpine, Fedora/RHEL, others.
@@ -42,117 +40,6 @@ const SYSTEM_CA_BUNDLES: [&str; 4] = [
     "/etc/ssl/ca-bundle.pem",
     "/etc/ssl/cert.pem",
 ];
-
-/// Why TLS settings cannot be used. Every variant names the config key at fault.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum TlsError {
-    /// A file could not be read.
-    #[error("{key}: cannot read {}: {source}", path.display())]
-    Read {
-        /// The config key (`leafnodes.tls.cert_file`).
-        key: String,
-        /// The file.
-        path: PathBuf,
-        /// The I/O error.
-        source: io::Error,
-    },
-    /// A file is not valid PEM, or holds nothing of the expected kind.
-    #[error("{key}: {}: {what}", path.display())]
-    Pem {
-        /// The config key.
-        key: String,
-        /// The file.
-        path: PathBuf,
-        /// What is wrong (`no PEM certificate found`, a decoding error).
-        what: String,
-    },
-    /// A required key is missing, or keys that go together are not given together.
-    #[error("{key}: {what}")]
-    Missing {
-        /// The config key.
-        key: String,
-        /// What is needed.
-        what: String,
-    },
-    /// A value is refused (`insecure = true`, an invalid `server_name`).
-    #[error("{key}: {what}")]
-    Refused {
-        /// The config key.
-        key: String,
-        /// Why.
-        what: String,
-    },
-    /// rustls refused the certificates or key (a key that does not match its certificate,
-    /// an unusable CA).
-    #[error("{key}: {what}")]
-    Rustls {
-        /// The config key.
-        key: String,
-        /// rustls's message.
-        what: String,
-    },
-}
-
-/// The crypto provider: ring, as the only one compiled in.
-fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-/// Reads `path` (named by config key `key`).
-fn read(key: &str, path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read {
-        key: key.to_owned(),
-        path: path.to_path_buf(),
-        source,
-    })
-}
-
-/// Every certificate in the PEM file `path`; at least one.
-fn load_certs(key: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let pem = read(key, path)?;
-    let pem_error = |what: String| TlsError::Pem {
-        key: key.to_owned(),
-        path: path.to_path_buf(),
-        what,
-    };
-    let certs = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| pem_error(format!("invalid PEM: {e}")))?;
-    if certs.is_empty() {
-        return Err(pem_error("no PEM certificate found".into()));
-    }
-    Ok(certs)
-}
-
-/// The first private key in the PEM file `path`.
-fn load_key(key: &str, path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    let pem = read(key, path)?;
-    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| TlsError::Pem {
-        key: key.to_owned(),
-        path: path.to_path_buf(),
-        what: match e {
-            rustls::pki_types::pem::Error::NoItemsFound => {
-                "no PEM private key found (PKCS#8, PKCS#1 or SEC1; encrypted keys are not supported)"
-                    .into()
-            }
-            e => format!("invalid PEM: {e}"),
-        },
-    })
-}
-
-/// A root store holding every certificate of the PEM file `path`.
-fn load_roots(key: &str, path: &Path) -> Result<RootCertStore, TlsError> {
-    let mut roots = RootCertStore::empty();
-    for cert in load_certs(key, path)? {
-        roots.add(cert).map_err(|e| TlsError::Pem {
-            key: key.to_owned(),
-            path: path.to_path_buf(),
-            what: format!("not a usable CA certificate: {e}"),
-        })?;
-    }
-    Ok(roots)
-}
 
 /// The system's CA bundle: `SSL_CERT_FILE`, else the first of [`SYSTEM_CA_BUNDLES`] that
 /// exists. Certificates that do not parse are skipped.
@@ -181,29 +68,6 @@ fn system_roots(key: &str) -> Result<RootCertStore, TlsError> {
         });
     }
     Ok(roots)
-}
-
-/// `cert_file` and `key_file`, both or neither (`prefix` is the `tls` table's key).
-fn cert_and_key(
-    prefix: &str,
-    cert_file: Option<&Path>,
-    key_file: Option<&Path>,
-) -> Result<Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>, TlsError> {
-    match (cert_file, key_file) {
-        (Some(cert), Some(key)) => Ok(Some((
-            load_certs(&format!("{prefix}.cert_file"), cert)?,
-            load_key(&format!("{prefix}.key_file"), key)?,
-        ))),
-        (Some(_), None) => Err(TlsError::Missing {
-            key: format!("{prefix}.key_file"),
-            what: format!("missing: {prefix}.cert_file needs its private key"),
-        }),
-        (None, Some(_)) => Err(TlsError::Missing {
-            key: format!("{prefix}.cert_file"),
-            what: format!("missing: {prefix}.key_file needs its certificate"),
-        }),
-        (None, None) => Ok(None),
-    }
 }
 
 /// The soliciting side's TLS settings for one remote.
@@ -337,66 +201,30 @@ impl ServerTls {
     /// Builds the listener's settings from `leafnodes.tls`; `prefix` is its key, used in
     /// errors. Reads every file now.
     pub fn from_config(cfg: &LeafTls, prefix: &str) -> Result<ServerTls, TlsError> {
-        let (certs, key) = match (cfg.cert_file.as_deref(), cfg.key_file.as_deref()) {
-            (None, _) => {
-                return Err(TlsError::Missing {
-                    key: format!("{prefix}.cert_file"),
-                    what: "missing: a TLS listener needs cert_file and key_file".into(),
-                })
-            }
-            (Some(_), None) => {
-                return Err(TlsError::Missing {
-                    key: format!("{prefix}.key_file"),
-                    what: "missing: a TLS listener needs cert_file and key_file".into(),
-                })
-            }
-            (cert, key) => cert_and_key(prefix, cert, key)?.ok_or_else(|| TlsError::Missing {
-                key: format!("{prefix}.cert_file"),
-                what: "missing".into(),
-            })?,
-        };
         if cfg.timeout.is_zero() {
             return Err(TlsError::Refused {
                 key: format!("{prefix}.timeout"),
                 what: "must be greater than zero".into(),
             });
         }
-        let provider = provider();
-        let builder = ServerConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| TlsError::Rustls {
-                key: prefix.to_owned(),
-                what: e.to_string(),
-            })?;
-        let builder = if cfg.verify {
-            let ca_key = format!("{prefix}.ca_file");
-            let Some(ca_file) = cfg.ca_file.as_deref() else {
-                return Err(TlsError::Missing {
-                    key: ca_key,
-                    what: format!(
-                        "missing: {prefix}.verify needs the CA that leaves' certificates chain to"
-                    ),
-                });
-            };
-            let roots = load_roots(&ca_key, ca_file)?;
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                .build()
-                .map_err(|e| TlsError::Rustls {
-                    key: ca_key,
-                    what: e.to_string(),
-                })?;
-            builder.with_client_cert_verifier(verifier)
+        let client_ca = if cfg.verify {
+            Some(cfg.ca_file.as_deref().ok_or_else(|| TlsError::Missing {
+                key: format!("{prefix}.ca_file"),
+                what: format!(
+                    "missing: {prefix}.verify needs the CA that leaves' certificates chain to"
+                ),
+            })?)
         } else {
-            builder.with_no_client_auth()
+            None
         };
-        let config = builder
-            .with_single_cert(certs, key)
-            .map_err(|e| TlsError::Rustls {
-                key: format!("{prefix}.key_file"),
-                what: e.to_string(),
-            })?;
+        let config = server_config(
+            prefix,
+            cfg.cert_file.as_deref(),
+            cfg.key_file.as_deref(),
+            client_ca,
+        )?;
         Ok(ServerTls {
-            acceptor: TlsAcceptor::from(Arc::new(config)),
+            acceptor: TlsAcceptor::from(config),
             timeout: cfg.timeout,
             handshake_first: cfg.handshake_first,
             verify: cfg.verify,
@@ -439,79 +267,6 @@ pub fn listener_tls(leafnodes: &LeafNodes) -> Result<Option<ServerTls>, TlsError
         .as_ref()
         .map(|cfg| ServerTls::from_config(cfg, "leafnodes.tls"))
         .transpose()
-}
-
-/// The write half of a TLS link: a write completes only once its bytes have left for the
-/// socket.
-///
-/// tokio-rustls may accept bytes into its record buffer and return before they reach the
-/// socket (when the socket is full); a writer that then waits for new data would leave them
-/// there. Here a write first puts its bytes into the TLS session, then flushes the session,
-/// and reports the count only after the flush. The caller must repeat a write that returned
-/// `Pending` with the same bytes (as `write_all` and the link writer do).
-pub(crate) struct FlushingWriter<W> {
-    inner: W,
-    /// Bytes taken by a write whose flush is still pending.
-    accepted: Option<usize>,
-}
-
-impl<W> FlushingWriter<W> {
-    /// Wraps `inner`.
-    pub(crate) fn new(inner: W) -> Self {
-        FlushingWriter {
-            inner,
-            accepted: None,
-        }
-    }
-}
-
-impl<W: AsyncWrite + Unpin> FlushingWriter<W> {
-    /// Flushes, then reports the bytes taken.
-    fn finish(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        let flushed = ready!(Pin::new(&mut self.inner).poll_flush(cx));
-        let accepted = self.accepted.take().unwrap_or(0);
-        Poll::Ready(flushed.map(|()| accepted))
-    }
-}
-
-impl<W: AsyncWrite + Unpin> AsyncWrite for FlushingWriter<W> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        if this.accepted.is_none() {
-            let n = ready!(Pin::new(&mut this.inner).poll_write(cx, buf))?;
-            this.accepted = Some(n);
-        }
-        this.finish(cx)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        if this.accepted.is_none() {
-            let n = ready!(Pin::new(&mut this.inner).poll_write_vectored(cx, bufs))?;
-            this.accepted = Some(n);
-        }
-        this.finish(cx)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
 }
 
 #[cfg(test)]
@@ -585,48 +340,5 @@ mod tests {
             "{e}"
         );
         let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    /// A writer that takes at most 3 bytes per write and is `Pending` on every other flush.
-    struct Slow {
-        data: Vec<u8>,
-        flushes: usize,
-    }
-
-    impl AsyncWrite for Slow {
-        fn poll_write(
-            self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-            buf: &[u8],
-        ) -> Poll<io::Result<usize>> {
-            let this = self.get_mut();
-            let n = buf.len().min(3);
-            this.data.extend_from_slice(&buf[..n]);
-            Poll::Ready(Ok(n))
-        }
-        fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-            let this = self.get_mut();
-            this.flushes += 1;
-            if this.flushes % 2 == 1 {
-                cx.waker().wake_by_ref();
-                return Poll::Pending;
-            }
-            Poll::Ready(Ok(()))
-        }
-        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Poll::Ready(Ok(()))
-        }
-    }
-
-    #[tokio::test]
-    async fn flushing_writer_writes_each_byte_once() {
-        use tokio::io::AsyncWriteExt;
-        let mut w = FlushingWriter::new(Slow {
-            data: Vec::new(),
-            flushes: 0,
-        });
-        w.write_all(b"hello, world").await.unwrap();
-        assert_eq!(w.inner.data, b"hello, world");
-        assert!(w.inner.flushes >= 8);
     }
 }
