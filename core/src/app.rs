@@ -218,6 +218,7 @@ impl Node {
         let peers = leaf.clone().map(|l| l as Arc<dyn Peers>);
         let mut options = server_options(cfg, name);
         options.auth = clients;
+        options.tls = crate::server::tls::listener(cfg.tls.as_ref()).map_err(|e| e.to_string())?;
         let server = Server::bind_with(options, peers)
             .await
             .map_err(|e| e.to_string())?;
@@ -274,15 +275,21 @@ impl Node {
         self.server.shared()
     }
 
-    /// Starts the monitoring port if `http_port` is set, with the binary's own `pages`; the
-    /// listener stops when the returned guard is dropped.
+    /// Starts the monitoring port if `http_port` (or `https_port`, with the `tls` table's
+    /// certificate) is set, with the binary's own `pages`; the listener stops when the
+    /// returned guard is dropped.
     pub async fn monitor(
         &self,
         cfg: &Config,
         pages: Option<Arc<dyn Pages>>,
     ) -> Result<Option<AbortOnDrop>, String> {
-        let Some(port) = cfg.http_port else {
-            return Ok(None);
+        let (port, https) = match (cfg.http_port, cfg.https_port, &cfg.tls) {
+            (Some(port), _, _) => (port, None),
+            (None, Some(port), Some(tls)) => (
+                port,
+                Some(crate::server::tls::https_acceptor(tls, "tls").map_err(|e| e.to_string())?),
+            ),
+            _ => return Ok(None),
         };
         let sources = monitor::Sources {
             shared: Arc::downgrade(self.shared()),
@@ -290,7 +297,7 @@ impl Node {
             jetstream: self.jetstream.clone(),
             pages,
         };
-        match Monitor::bind(&cfg.host, port, sources).await {
+        match Monitor::bind(&cfg.host, port, sources, https).await {
             Ok(m) => Ok(Some(AbortOnDrop(tokio::spawn(m.run())))),
             Err(e) => Err(format!(
                 "cannot listen for monitoring on {}:{port}: {e}",
@@ -321,6 +328,7 @@ pub fn unsupported_yet(cfg: &Config) -> Result<(), String> {
         crate::leafnode::nkey::remote_auth(remote, i).map_err(|e| e.to_string())?;
     }
     crate::leafnode::tls::listener_tls(&cfg.leafnodes).map_err(|e| e.to_string())?;
+    crate::server::tls::listener(cfg.tls.as_ref()).map_err(|e| e.to_string())?;
     crate::leafnode::nkey::listener_nkeys(&cfg.leafnodes.authorization)
         .map_err(|e| e.to_string())?;
     Ok(())
@@ -564,6 +572,8 @@ pub fn server_options(cfg: &Config, name: &'static str) -> ServerOptions {
         auth: authenticator(cfg),
         accounts: cfg.accounts.keys().cloned().collect(),
         imports: import_rules(cfg),
+        // Read from the files by `Node::start` (an error there refuses the start).
+        tls: None,
     }
 }
 

@@ -58,6 +58,35 @@ pub struct ServerArgs {
     )]
     pub http_port: Option<u16>,
 
+    /// HTTPS monitoring port (needs TLS: the client port's certificate).
+    #[arg(
+        long = "https_port",
+        visible_alias = "ms",
+        alias = "https-port",
+        value_name = "PORT"
+    )]
+    pub https_port: Option<u16>,
+
+    /// Require TLS on the client port (with --tlscert and --tlskey).
+    #[arg(long = "tls")]
+    pub tls: bool,
+
+    /// The client port's TLS certificate (PEM).
+    #[arg(long = "tlscert", value_name = "FILE")]
+    pub tlscert: Option<PathBuf>,
+
+    /// The private key of --tlscert (PEM).
+    #[arg(long = "tlskey", value_name = "FILE")]
+    pub tlskey: Option<PathBuf>,
+
+    /// Require TLS and a client certificate signed by --tlscacert.
+    #[arg(long = "tlsverify")]
+    pub tlsverify: bool,
+
+    /// CA certificates (PEM) that client certificates must chain to.
+    #[arg(long = "tlscacert", value_name = "FILE")]
+    pub tlscacert: Option<PathBuf>,
+
     /// Configuration file (TOML, or JSON if the name ends in .json).
     #[arg(short = 'c', long = "config", value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -145,6 +174,10 @@ impl ServerArgs {
         if let Some(port) = self.http_port {
             cfg.http_port = Some(port);
         }
+        if let Some(port) = self.https_port {
+            cfg.https_port = Some(port);
+        }
+        self.apply_tls(cfg);
         if let Some(user) = &self.user {
             cfg.authorization.user = Some(user.clone());
         }
@@ -192,6 +225,30 @@ impl ServerArgs {
                 urls: vec![url.clone()],
                 ..config::Remote::default()
             });
+        }
+    }
+}
+
+impl ServerArgs {
+    /// `--tls`, `--tlsverify` and the files: any of them makes (or overrides) the `tls`
+    /// table; `--tlsverify` also sets its `verify`.
+    fn apply_tls(&self, cfg: &mut Config) {
+        let files = [&self.tlscert, &self.tlskey, &self.tlscacert];
+        if !self.tls && !self.tlsverify && files.iter().all(|f| f.is_none()) {
+            return;
+        }
+        let tls = cfg.tls.get_or_insert_with(config::TlsSettings::default);
+        if let Some(cert) = &self.tlscert {
+            tls.cert_file = Some(cert.clone());
+        }
+        if let Some(key) = &self.tlskey {
+            tls.key_file = Some(key.clone());
+        }
+        if let Some(ca) = &self.tlscacert {
+            tls.ca_file = Some(ca.clone());
+        }
+        if self.tlsverify {
+            tls.verify = true;
         }
     }
 }
@@ -446,6 +503,31 @@ mod tests {
         );
         assert_eq!(norm(&["status"]), ["status"]);
         assert!(normalize_args(Vec::<OsString>::new()).is_empty());
+    }
+
+    #[test]
+    fn tls_flags_make_the_tls_table() {
+        let cli = parse(&[
+            "-tlsverify",
+            "-tlscert",
+            "/c.pem",
+            "--tlskey=/k.pem",
+            "-tlscacert",
+            "/ca.pem",
+            "-ms",
+            "8443",
+        ]);
+        let mut cfg = Config::default();
+        cli.server.apply(&mut cfg);
+        assert_eq!(cfg.https_port, Some(8443));
+        let tls = cfg.tls.expect("a tls table");
+        assert_eq!(tls.cert_file, Some(PathBuf::from("/c.pem")));
+        assert_eq!(tls.key_file, Some(PathBuf::from("/k.pem")));
+        assert_eq!(tls.ca_file, Some(PathBuf::from("/ca.pem")));
+        assert!(tls.verify && !tls.verify_and_map);
+        let mut cfg = Config::default();
+        parse(&["-tls=false", "-p", "4222"]).server.apply(&mut cfg);
+        assert_eq!(cfg.tls, None);
     }
 
     #[test]

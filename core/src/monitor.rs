@@ -22,6 +22,12 @@
 //! Timeout` and dropped; an oversized or cut-off head `400`), and the whole response must
 //! be taken within [`WRITE_TIMEOUT`] (a client that asks for `/connz` and never reads is
 //! dropped).
+//!
+//! With `https_port` instead of `http_port` the same pages are served over TLS with the
+//! certificate of the `tls` table (no client certificate asked for, as nats-server); the
+//! TLS handshake must complete within [`REQUEST_TIMEOUT`] too (its own deadline) and a
+//! connection that does not speak TLS is closed. Monitoring is no hot path: a connection is
+//! a boxed stream, plain or TLS.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -29,9 +35,10 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
 
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
 use crate::leafnode::{LeafState, LinkStatus};
@@ -83,13 +90,44 @@ pub trait Pages: Send + Sync {
 pub struct Monitor {
     listener: TcpListener,
     sources: Sources,
+    /// HTTPS (`https_port`): the TLS acceptor with the `tls` table's certificate.
+    tls: Option<TlsAcceptor>,
+}
+
+/// One monitoring connection: a TCP stream, or a TLS stream on one.
+trait Conn: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Conn for T {}
+
+/// The connection on `stream`: itself, or (HTTPS) the TLS stream once the handshake is
+/// done within [`REQUEST_TIMEOUT`].
+async fn open(stream: TcpStream, tls: Option<&TlsAcceptor>) -> std::io::Result<Box<dyn Conn>> {
+    let Some(acceptor) = tls else {
+        return Ok(Box::new(stream));
+    };
+    match tokio::time::timeout(REQUEST_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => Ok(Box::new(tls)),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "TLS handshake not done in time",
+        )),
+    }
 }
 
 impl Monitor {
-    /// Binds `host:port`.
-    pub async fn bind(host: &str, port: u16, sources: Sources) -> std::io::Result<Monitor> {
+    /// Binds `host:port`; with `tls`, the port serves HTTPS.
+    pub async fn bind(
+        host: &str,
+        port: u16,
+        sources: Sources,
+        tls: Option<TlsAcceptor>,
+    ) -> std::io::Result<Monitor> {
         let listener = TcpListener::bind((host, port)).await?;
-        Ok(Monitor { listener, sources })
+        Ok(Monitor {
+            listener,
+            sources,
+            tls,
+        })
     }
 
     /// The bound address.
@@ -108,7 +146,8 @@ impl Monitor {
                 .copied()
                 .collect::<Vec<_>>()
                 .join(", ");
-            info!(%addr, "monitoring listening (GET {pages})");
+            let scheme = if self.tls.is_some() { "https" } else { "http" };
+            info!(%addr, scheme, "monitoring listening (GET {pages})");
         }
         let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
         let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
@@ -125,8 +164,12 @@ impl Monitor {
                 }
                 // Unanswered (closed at once) when too many refusals are in progress already.
                 if let Ok(refusal) = refusing.clone().try_acquire_owned() {
+                    let tls = self.tls.clone();
                     tokio::spawn(async move {
-                        let _ = tokio::time::timeout(REFUSE_TIMEOUT, refuse(stream)).await;
+                        let _ = tokio::time::timeout(REFUSE_TIMEOUT, async {
+                            refuse(open(stream, tls.as_ref()).await?).await
+                        })
+                        .await;
                         drop(refusal);
                     });
                 }
@@ -134,8 +177,13 @@ impl Monitor {
             };
             reported = false;
             let sources = self.sources.clone();
+            let tls = self.tls.clone();
             tokio::spawn(async move {
-                if let Err(e) = serve(stream, &sources).await {
+                let served = match open(stream, tls.as_ref()).await {
+                    Ok(stream) => serve(stream, &sources).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = served {
                     debug!(error = %e, "monitoring request failed");
                 }
                 drop(slot);
@@ -146,7 +194,7 @@ impl Monitor {
 
 /// Answers a connection over [`MAX_CONNECTIONS`] with 503, then waits for the client to
 /// close (reading what it sent, so the answer is not lost to a reset).
-async fn refuse(mut stream: TcpStream) -> std::io::Result<()> {
+async fn refuse(mut stream: Box<dyn Conn>) -> std::io::Result<()> {
     let body = serde_json::to_vec_pretty(&json!({ "error": "too many monitoring connections" }))
         .unwrap_or_default();
     write_response(
@@ -162,7 +210,7 @@ async fn refuse(mut stream: TcpStream) -> std::io::Result<()> {
     Ok(())
 }
 
-async fn serve(mut stream: TcpStream, sources: &Sources) -> std::io::Result<()> {
+async fn serve(mut stream: Box<dyn Conn>, sources: &Sources) -> std::io::Result<()> {
     let mut buf = Vec::with_capacity(512);
     let read = tokio::time::timeout(REQUEST_TIMEOUT, async {
         let mut chunk = [0u8; 1024];
@@ -761,7 +809,7 @@ fn split_host_port(url: &str) -> (String, u16) {
 
 /// Answers with `{"error": message}` and status `code`.
 async fn respond_error(
-    stream: &mut TcpStream,
+    stream: &mut (impl AsyncWrite + Unpin + ?Sized),
     code: u16,
     reason: &str,
     message: &str,
@@ -770,7 +818,7 @@ async fn respond_error(
 }
 
 async fn respond(
-    stream: &mut TcpStream,
+    stream: &mut (impl AsyncWrite + Unpin + ?Sized),
     code: u16,
     reason: &str,
     body: &Value,
@@ -782,7 +830,7 @@ async fn respond(
 /// Sends the response within [`WRITE_TIMEOUT`]; a client that does not take it in time is
 /// dropped (`TimedOut`).
 async fn respond_raw(
-    stream: &mut TcpStream,
+    stream: &mut (impl AsyncWrite + Unpin + ?Sized),
     code: u16,
     reason: &str,
     content_type: &str,
@@ -802,7 +850,7 @@ async fn respond_raw(
 }
 
 async fn write_response(
-    stream: &mut TcpStream,
+    stream: &mut (impl AsyncWrite + Unpin + ?Sized),
     code: u16,
     reason: &str,
     content_type: &str,

@@ -269,10 +269,12 @@ fn first_difference(a: &Config, b: &Config) -> String {
     if a.leafnodes != b.leafnodes {
         return leafnodes_difference(&a.leafnodes, &b.leafnodes);
     }
-    let checks: [(&str, bool); 15] = [
+    let checks: [(&str, bool); 17] = [
         ("host", a.host != b.host),
         ("port", a.port != b.port),
         ("http_port", a.http_port != b.http_port),
+        ("https_port", a.https_port != b.https_port),
+        ("tls", a.tls != b.tls),
         ("server_name", a.server_name != b.server_name),
         ("max_payload", a.max_payload != b.max_payload),
         ("max_control_line", a.max_control_line != b.max_control_line),

@@ -18,6 +18,8 @@ use std::sync::Arc;
 
 use leaf_proto::subject::{is_subset, subject_matches, subjects_overlap};
 
+use crate::tls::names::{parse_dn, same_dn, CertNames};
+
 /// An allow list and a deny list of subject filters (wildcards allowed).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Rules {
@@ -197,6 +199,13 @@ pub enum AuthError {
     /// The authority refused the login (the sentence says why).
     #[error("{0}")]
     Refused(String),
+    /// A user without a password: it logs in only through its TLS certificate
+    /// (`verify_and_map`).
+    #[error("user {0:?} logs in with its certificate only")]
+    CertificateOnly(String),
+    /// None of a client certificate's names is a configured user (`verify_and_map`).
+    #[error("no user for the client certificate's names {0:?}")]
+    NoMappedUser(Vec<String>),
 }
 
 impl Authenticator {
@@ -271,6 +280,11 @@ impl Authenticator {
                     .get(name)
                     .filter(|u| !u.nkey)
                     .ok_or_else(|| AuthError::UnknownUser(name.to_string()))?;
+                if user.password.is_empty() {
+                    // Only users of `verify_and_map` go without a password (the
+                    // configuration refuses it otherwise): they log in by certificate.
+                    return Err(AuthError::CertificateOnly(name.to_string()));
+                }
                 let pass = creds.pass.unwrap_or("");
                 if secret_matches(pass, &user.password) {
                     Ok(Grant {
@@ -283,6 +297,53 @@ impl Authenticator {
                 }
             }
         }
+    }
+}
+
+impl Authenticator {
+    /// Logs in by a client certificate (`verify_and_map`), in nats-server's order: as the
+    /// first of its alternative names (emails, DNS names, URIs) that is a configured user;
+    /// else as a user whose name, read as a distinguished name, is the certificate's subject
+    /// in any RDN order (the first such name in sorted order); else as the user named as the
+    /// subject prints. No password is asked. `None` when there are no users to map to (a
+    /// token, or nobody): the CONNECT's credentials decide then.
+    pub fn authenticate_mapped(
+        &self,
+        cert: &CertNames,
+    ) -> Option<Result<(Grant, Login), AuthError>> {
+        let Authenticator::Users(users) = self else {
+            return None;
+        };
+        // nkey users log in with their nkey only.
+        let by_dn = || {
+            let mut matching: Vec<&String> = users
+                .iter()
+                .filter(|(name, user)| {
+                    !user.nkey && parse_dn(name).is_some_and(|dn| same_dn(&dn, &cert.dn))
+                })
+                .map(|(name, _)| name)
+                .collect();
+            matching.sort();
+            matching.first().copied()
+        };
+        let found = cert
+            .alt_names
+            .iter()
+            .find(|name| users.get(*name).is_some_and(|u| !u.nkey))
+            .or_else(by_dn)
+            .or_else(|| users.get_key_value(&cert.subject).map(|(name, _)| name));
+        let user = found.and_then(|name| users.get(name).filter(|u| !u.nkey).map(|u| (name, u)));
+        Some(match user {
+            Some((name, user)) => Ok((
+                Grant {
+                    permissions: user.permissions.clone(),
+                    account: user.account.clone(),
+                    ..Grant::default()
+                },
+                Login::User(name.clone()),
+            )),
+            None => Err(AuthError::NoMappedUser(cert.all())),
+        })
     }
 }
 
@@ -350,6 +411,61 @@ mod tests {
         assert!(!is_bcrypt("$2c$10$x") && !is_bcrypt("$2a$1$") && !is_bcrypt("plain"));
         assert!(secret_matches("plain", "plain") && !secret_matches("plai", "plain"));
         assert!(!secret_matches("x", "$2a$10$not-a-valid-hash"));
+    }
+
+    #[test]
+    fn certificates_map_to_users_without_passwords() {
+        let mapped = User {
+            password: String::new(),
+            nkey: false,
+            permissions: None,
+            account: Some(Arc::from("PLANT")),
+        };
+        let other = User {
+            password: "pw".into(),
+            nkey: false,
+            permissions: None,
+            account: None,
+        };
+        let auth = Authenticator::Users(HashMap::from([
+            ("CN=bob".to_owned(), mapped),
+            ("carol".to_owned(), other),
+        ]));
+        // The subject in another order still names bob.
+        let names = CertNames {
+            alt_names: vec!["bob@example.com".to_owned()],
+            subject: "O=Plant A,CN=bob".to_owned(),
+            dn: crate::tls::names::parse_dn("CN=bob").unwrap(),
+        };
+        let (grant, login) = auth.authenticate_mapped(&names).unwrap().unwrap();
+        assert_eq!(grant.account.as_deref(), Some("PLANT"));
+        assert_eq!(login, Login::User("CN=bob".into()));
+        let carol = CertNames {
+            alt_names: vec!["carol".to_owned()],
+            ..CertNames::default()
+        };
+        let (_, login) = auth.authenticate_mapped(&carol).unwrap().unwrap();
+        assert_eq!(login, Login::User("carol".into()));
+        let nobody = CertNames {
+            subject: "CN=nobody".to_owned(),
+            dn: crate::tls::names::parse_dn("CN=nobody").unwrap(),
+            ..CertNames::default()
+        };
+        assert_eq!(
+            auth.authenticate_mapped(&nobody),
+            Some(Err(AuthError::NoMappedUser(vec!["CN=nobody".into()])))
+        );
+        // Without its certificate a passwordless user cannot log in, not even with "".
+        let creds = Credentials {
+            user: Some("CN=bob"),
+            pass: Some(""),
+            ..Credentials::default()
+        };
+        assert_eq!(
+            auth.authenticate(creds),
+            Err(AuthError::CertificateOnly("CN=bob".into()))
+        );
+        assert!(Authenticator::Open.authenticate_mapped(&names).is_none());
     }
 
     #[test]

@@ -49,6 +49,7 @@ use serde::Deserialize;
 
 pub use crate::server::account::settings as account_settings;
 pub use crate::server::account::{AccountJetStream, AccountSettings};
+pub use crate::server::tls::TlsSettings;
 
 pub use crate::auth::settings::{
     Authorization, LeafAuthorization, LeafLogin, LeafUser, Permissions, SubjectPermission, User,
@@ -113,6 +114,12 @@ pub struct Config {
     pub port: u16,
     /// HTTP monitoring port (off by default); binds to `host`.
     pub http_port: Option<u16>,
+    /// HTTPS monitoring port (off by default; needs `tls`, excludes `http_port`); binds to
+    /// `host`.
+    pub https_port: Option<u16>,
+    /// TLS on the client port (and the certificate of `https_port`); see
+    /// [`crate::server::tls`].
+    pub tls: Option<TlsSettings>,
     /// Server name announced in `INFO`; the binary picks one when unset.
     pub server_name: Option<String>,
     /// Largest message payload a client may publish, in bytes.
@@ -169,6 +176,8 @@ impl Default for Config {
             host: DEFAULT_HOST.to_owned(),
             port: DEFAULT_PORT,
             http_port: None,
+            https_port: None,
+            tls: None,
             server_name: None,
             max_payload: DEFAULT_MAX_PAYLOAD,
             max_control_line: DEFAULT_MAX_CONTROL_LINE,

@@ -975,3 +975,47 @@ fn exports_and_imports_are_checked() {
         assert!(err.contains("leafd.toml:2:") && err.contains(needle), "{text}\n=> {err}");
     }
 }
+
+#[test]
+fn tls_and_https_port_are_checked_by_key() {
+    let cfg = toml(
+        "https_port = 8443\n[tls]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\ntimeout = \"500ms\"\n",
+    )
+    .unwrap();
+    cfg.validate().unwrap();
+    let tls = cfg.tls.as_ref().unwrap();
+    assert_eq!(tls.timeout, Duration::from_millis(500));
+    assert!(!tls.verifies());
+
+    let both =
+        toml("http_port = 8222\nhttps_port = 8443\n[tls]\ncert_file = \"c\"\nkey_file = \"k\"\n")
+            .unwrap();
+    let err = both.validate().unwrap_err().to_string();
+    assert!(
+        err.contains("https_port: cannot be combined with http_port"),
+        "{err}"
+    );
+    let bare = toml("https_port = 8443\n").unwrap();
+    let err = bare.validate().unwrap_err().to_string();
+    assert!(err.contains("https_port: needs the `tls` table"), "{err}");
+    let err = toml_err("[tls]\ncert_file = \"c\"\ncipher_suites = []\n");
+    assert!(
+        err.starts_with("leafd.toml:3: unknown key `tls.cipher_suites`"),
+        "{err}"
+    );
+
+    // Users without a password only with verify_and_map.
+    let text =
+        "[tls]\ncert_file = \"c\"\nkey_file = \"k\"\nca_file = \"ca\"\nverify_and_map = true\n\
+                [authorization]\nusers = [{ user = \"CN=bob\" }]\n";
+    toml(text).unwrap().validate().unwrap();
+    let err = toml(&text.replace("verify_and_map", "verify"))
+        .unwrap()
+        .validate()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("authorization.users[0].password: missing password"),
+        "{err}"
+    );
+}

@@ -19,10 +19,37 @@ impl Config {
     /// its key (e.g. `authorization.users[1].password: missing password`).
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.validate_server()?;
+        self.validate_monitoring()?;
         self.validate_authorization()?;
         self.validate_jetstream()?;
         self.validate_accounts()?;
         self.validate_leafnodes()
+    }
+
+    /// Whether clients log in by their TLS certificate (`tls.verify_and_map`).
+    fn maps_certificates(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| t.verify_and_map)
+    }
+
+    /// `https_port` needs the `tls` table's certificate and excludes `http_port`, as in
+    /// nats-server.
+    fn validate_monitoring(&self) -> Result<(), ConfigError> {
+        if self.https_port.is_none() {
+            return Ok(());
+        }
+        if self.http_port.is_some() {
+            return Err(ConfigError::invalid(
+                "https_port",
+                "cannot be combined with http_port: choose one monitoring port",
+            ));
+        }
+        if self.tls.is_none() {
+            return Err(ConfigError::invalid(
+                "https_port",
+                "needs the `tls` table (its certificate serves HTTPS)",
+            ));
+        }
+        Ok(())
     }
 
     fn validate_server(&self) -> Result<(), ConfigError> {
@@ -134,7 +161,12 @@ impl Config {
         }
         let mut seen = HashSet::with_capacity(auth.users.len());
         for (i, user) in auth.users.iter().enumerate() {
-            check_user(user, &format!("authorization.users[{i}]"), &mut seen)?;
+            check_user(
+                user,
+                &format!("authorization.users[{i}]"),
+                &mut seen,
+                self.maps_certificates(),
+            )?;
         }
         Ok(())
     }
@@ -177,7 +209,12 @@ impl Config {
                 ));
             }
             for (i, user) in account.users.iter().enumerate() {
-                check_user(user, &format!("{key}.users[{i}]"), &mut seen)?;
+                check_user(
+                    user,
+                    &format!("{key}.users[{i}]"),
+                    &mut seen,
+                    self.maps_certificates(),
+                )?;
             }
             self.check_exports_imports(name)?;
         }
@@ -486,10 +523,13 @@ impl Config {
 
 /// One user of `authorization.users` or of an account (`key` names it): a name unique among
 /// all users (`seen`), a password, well-formed permission subjects.
+/// Checks one user entry at `key`; `by_certificate` (`tls.verify_and_map`) lets it go without
+/// a password (it then logs in only with its certificate).
 fn check_user<'a>(
     user: &'a super::User,
     key: &str,
     seen: &mut HashSet<&'a str>,
+    by_certificate: bool,
 ) -> Result<(), ConfigError> {
     if let Some(nkey) = &user.nkey {
         if !user.user.is_empty() || user.password.is_some() {
@@ -523,7 +563,7 @@ fn check_user<'a>(
             format!("duplicate user `{}`", user.user),
         ));
     }
-    if user.password.is_none() {
+    if user.password.is_none() && !by_certificate {
         return Err(ConfigError::invalid(
             format!("{key}.password"),
             format!("missing password for user `{}`", user.user),

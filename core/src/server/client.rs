@@ -22,7 +22,7 @@ use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tracing::{debug, warn};
@@ -33,7 +33,8 @@ use super::readbuf::ReadBuffer;
 use super::reply::Publisher;
 use super::stats::{ConnEntry, ConnMeta};
 use super::{Account, Shared};
-use crate::auth::{Authenticator, Credentials, Permissions};
+use crate::auth::{Authenticator, Credentials, Login, Permissions};
+use crate::tls::names::CertNames;
 use leaf_proto::printable::printable;
 use leaf_proto::subject::{is_valid_queue_name, is_valid_subject};
 use leaf_proto::{self as proto, ClientOp, Limits};
@@ -95,6 +96,9 @@ struct Connection {
     nonce: String,
     /// Closes the connection when its login expires (a user JWT's `exp`).
     expiry: Option<AbortOnDrop>,
+    /// The names of the client's certificate, in the order they are tried as user names
+    /// (`verify_and_map`; empty otherwise).
+    identities: CertNames,
 }
 
 /// Aborts a task when dropped.
@@ -152,17 +156,22 @@ pub(crate) async fn refuse(mut stream: TcpStream, text: &'static str) {
 }
 
 /// Serves one client connection until it closes or the server stops.
+///
+/// With TLS on the client port, INFO goes out in plain text first (nats-server 2.9's order),
+/// then the TLS handshake runs within its time limit; a failed handshake is logged and the
+/// connection closed. The connection then runs on the TLS stream's halves; without TLS it
+/// runs on the TCP stream's owned halves as before (the connection is generic over its
+/// halves: no dynamic dispatch, no extra copy on the plain path).
 pub(crate) async fn serve(
     shared: Arc<Shared>,
-    stream: TcpStream,
+    mut stream: TcpStream,
     peer: SocketAddr,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
     let id = shared
         .next_client_id
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let handle = Arc::new(ClientHandle::new(id, shared.opts.max_pending));
     // A nonce for nkey users to sign, when some user logs in with one.
     let nonce = shared
         .auth
@@ -174,8 +183,71 @@ pub(crate) async fn serve(
     let info = server_info(&shared, id, peer, nonce.clone());
     let mut line = BytesMut::with_capacity(info.len() + 8);
     proto::encode::write_info(&mut line, &info);
-    handle.out.append_bytes(&line);
-    let (mut reader, mut writer) = stream.into_split();
+    let Some(tls) = shared.opts.tls.clone() else {
+        let (reader, writer) = stream.into_split();
+        return run(
+            shared,
+            id,
+            peer,
+            line,
+            reader,
+            writer,
+            (nonce, CertNames::default()),
+            stop,
+        )
+        .await;
+    };
+    match tokio::time::timeout(tls.timeout, stream.write_all(&line)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return debug!(cid = id, %peer, error = %e, "writing INFO failed"),
+        Err(_) => return debug!(cid = id, %peer, "writing INFO timed out"),
+    }
+    let stream = match tls.accept(stream).await {
+        Ok(stream) => stream,
+        Err(e) => return warn!(cid = id, %peer, error = %e, "client refused"),
+    };
+    let identities = if tls.map {
+        super::tls::peer_identities(&stream)
+    } else {
+        CertNames::default()
+    };
+    let (reader, writer) = tokio::io::split(stream);
+    let writer = crate::tls::FlushingWriter::new(writer);
+    run(
+        shared,
+        id,
+        peer,
+        BytesMut::new(),
+        reader,
+        writer,
+        (nonce, identities),
+        stop,
+    )
+    .await;
+}
+
+/// Runs connection `id` on its read and write halves until it closes: `first` is queued
+/// before anything else (the INFO, unless it went out before TLS); `login` is what the client
+/// logs in with besides its CONNECT: the INFO's nonce (for nkey users), and the names of its
+/// certificate when it maps to a user (`verify_and_map`).
+#[allow(clippy::too_many_arguments)]
+async fn run<R, W>(
+    shared: Arc<Shared>,
+    id: u64,
+    peer: SocketAddr,
+    first: BytesMut,
+    mut reader: R,
+    mut writer: W,
+    (nonce, identities): (Option<String>, CertNames),
+    mut stop: watch::Receiver<bool>,
+) where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let handle = Arc::new(ClientHandle::new(id, shared.opts.max_pending));
+    if !first.is_empty() {
+        handle.out.append_bytes(&first);
+    }
     let writer_handle = handle.clone();
     let write_deadline = shared.opts.write_deadline;
     let writer_task = tokio::spawn(async move {
@@ -189,6 +261,7 @@ pub(crate) async fn serve(
     let entry = shared.stats.register(handle.clone(), peer);
     let mut conn = Connection::new(shared.clone(), handle.clone(), peer, entry);
     conn.nonce = nonce.unwrap_or_default();
+    conn.identities = identities;
     let reason = conn.read_loop(&mut reader, &mut stop).await;
     conn.remove_all_subscriptions();
     shared.stats.unregister(id);
@@ -243,6 +316,8 @@ fn server_info(
         client_id,
         client_ip: peer.ip().to_string(),
         auth_required: shared.auth_required(),
+        tls_required: opts.tls.is_some(),
+        tls_verify: opts.tls.as_ref().is_some_and(|t| t.verify),
         jetstream: shared.jetstream.load(std::sync::atomic::Ordering::Relaxed),
         nonce,
     };
@@ -282,12 +357,13 @@ impl Connection {
             entry,
             nonce: String::new(),
             expiry: None,
+            identities: CertNames::default(),
         }
     }
 
-    async fn read_loop(
+    async fn read_loop<R: AsyncRead + Unpin>(
         &mut self,
-        reader: &mut tokio::net::tcp::OwnedReadHalf,
+        reader: &mut R,
         stop: &mut watch::Receiver<bool>,
     ) -> Close {
         let opts = &self.shared.opts;
@@ -454,9 +530,18 @@ impl Connection {
             .auth
             .read()
             .unwrap_or_else(PoisonError::into_inner);
-        let mut login = auth.login_of(creds);
+        // With `verify_and_map` the client's certificate says who it is, not its CONNECT.
+        let mapped = match self.shared.opts.tls.as_deref() {
+            Some(tls) if tls.map => auth.authenticate_mapped(&self.identities),
+            _ => None,
+        };
+        let (result, mut login) = match mapped {
+            Some(Ok((grant, login))) => (Ok(grant), login),
+            Some(Err(e)) => (Err(e), auth.login_of(creds)),
+            None => (auth.authenticate(creds), auth.login_of(creds)),
+        };
         let login_at;
-        match auth.authenticate(creds) {
+        match result {
             Ok(grant) => {
                 let account = match &grant.account {
                     None => Some(self.shared.global().clone()),
@@ -504,7 +589,10 @@ impl Connection {
                 name: connect.name.clone().unwrap_or_default(),
                 lang: connect.lang.clone().unwrap_or_default(),
                 version: connect.version.clone().unwrap_or_default(),
-                user: connect.user.clone().unwrap_or_default(),
+                user: match &login {
+                    Login::User(name) => name.clone(),
+                    _ => connect.user.clone().unwrap_or_default(),
+                },
                 account: self.account.name().to_owned(),
                 login: Some(login),
                 login_at: Some(login_at),

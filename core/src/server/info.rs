@@ -41,6 +41,12 @@ pub struct ServerInfo {
     /// Set when the client must authenticate in CONNECT.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub auth_required: bool,
+    /// Set when the client must start TLS after this INFO (the `tls` table).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub tls_required: bool,
+    /// Set when the client must present a certificate (`verify`, `verify_and_map`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub tls_verify: bool,
     /// JetStream is enabled.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub jetstream: bool,

@@ -23,6 +23,7 @@ pub mod peers;
 pub mod readbuf;
 pub mod reply;
 pub mod stats;
+pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -82,6 +83,8 @@ pub struct ServerOptions {
     pub accounts: Vec<String>,
     /// The imports between them: the only ways traffic crosses accounts.
     pub imports: Vec<account::imports::ImportRule>,
+    /// TLS on the client port (the `tls` table): every client must use it.
+    pub tls: Option<Arc<tls::ListenerTls>>,
 }
 
 impl Default for ServerOptions {
@@ -104,6 +107,7 @@ impl Default for ServerOptions {
             auth: Authenticator::Open,
             accounts: Vec::new(),
             imports: Vec::new(),
+            tls: None,
         }
     }
 }
@@ -304,6 +308,13 @@ impl Server {
             server_id = %shared.server_id,
             "listening for client connections"
         );
+        if let Some(tls) = &shared.opts.tls {
+            info!(
+                verify = tls.verify,
+                verify_and_map = tls.map,
+                "TLS required for client connections"
+            );
+        }
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
