@@ -682,6 +682,7 @@ impl TestServer {
     }
 }
 
+pub mod certs;
 pub mod creds;
 pub mod netns;
 pub mod proxy;

@@ -12,97 +12,25 @@
 //!
 //! Every wait is bounded; everything listens on 127.0.0.1.
 
-use std::net::{IpAddr, Ipv4Addr};
-use std::path::PathBuf;
-
+use e2e::certs::Certs;
 use e2e::serde_json::{json, Value};
 use e2e::{
     await_interest, free_port, http_get, next_msg, run_to_exit, unique, wait_for_log, ServerKind,
     TestServer,
 };
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SanType,
-};
 
-/// PEM files in a temporary directory, removed on drop.
-struct Certs {
-    dir: PathBuf,
-}
-
-impl Certs {
-    /// Makes the CA, the hub's server certificate, a leaf client certificate, and an
-    /// unrelated CA.
-    fn new() -> Certs {
-        let dir = std::env::temp_dir().join(unique("leaf-tls-certs"));
-        std::fs::create_dir_all(&dir).unwrap();
-        let (ca, issuer) = make_ca("leaf e2e CA");
-        let (other_ca, _) = make_ca("some other CA");
-        let write = |name: &str, text: &str| std::fs::write(dir.join(name), text).unwrap();
-        write("ca.pem", &ca);
-        write("other-ca.pem", &other_ca);
-
-        let mut hub = CertificateParams::new(Vec::<String>::new()).unwrap();
-        hub.subject_alt_names = vec![
-            SanType::DnsName("localhost".try_into().unwrap()),
-            SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)),
-        ];
-        hub.distinguished_name.push(DnType::CommonName, "hub");
-        hub.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        let hub_key = KeyPair::generate().unwrap();
-        let hub_cert = hub.signed_by(&hub_key, &issuer).unwrap();
-        write("hub.pem", &hub_cert.pem());
-        write("hub-key.pem", &hub_key.serialize_pem());
-
-        let mut leaf = CertificateParams::new(Vec::<String>::new()).unwrap();
-        leaf.distinguished_name.push(DnType::CommonName, "leaf");
-        leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        let leaf_key = KeyPair::generate().unwrap();
-        let leaf_cert = leaf.signed_by(&leaf_key, &issuer).unwrap();
-        write("leaf.pem", &leaf_cert.pem());
-        write("leaf-key.pem", &leaf_key.serialize_pem());
-        Certs { dir }
+/// `leafnodes.tls` of a hub: its certificate, and with `verify` the CA of client
+/// certificates.
+fn hub_tls(certs: &Certs, verify: bool) -> Value {
+    let mut tls = json!({
+        "cert_file": certs.path("hub.pem"),
+        "key_file": certs.path("hub-key.pem"),
+    });
+    if verify {
+        tls["ca_file"] = json!(certs.path("ca.pem"));
+        tls["verify"] = json!(true);
     }
-
-    /// The path of one of the files, as a string for configs.
-    fn path(&self, name: &str) -> String {
-        self.dir.join(name).display().to_string()
-    }
-
-    /// `leafnodes.tls` of a hub: its certificate, and with `verify` the CA of client
-    /// certificates.
-    fn hub_tls(&self, verify: bool) -> Value {
-        let mut tls = json!({
-            "cert_file": self.path("hub.pem"),
-            "key_file": self.path("hub-key.pem"),
-        });
-        if verify {
-            tls["ca_file"] = json!(self.path("ca.pem"));
-            tls["verify"] = json!(true);
-        }
-        tls
-    }
-}
-
-impl Drop for Certs {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// A self-signed CA: its PEM certificate and the issuer that signs with it.
-fn make_ca(name: &str) -> (String, Issuer<'static, KeyPair>) {
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.distinguished_name.push(DnType::CommonName, name);
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let key = KeyPair::generate().unwrap();
-    let cert = params.self_signed(&key).unwrap();
-    (cert.pem(), Issuer::new(params, key))
+    tls
 }
 
 /// A hub of `kind` accepting TLS leafnode connections on `port`.
@@ -152,7 +80,7 @@ async fn leafz_remote(http_port: u16) -> Value {
 async fn leafd_to_nats_server_over_tls() {
     let certs = Certs::new();
     let port = free_port();
-    let hub = start_hub(ServerKind::NatsServer, port, certs.hub_tls(false)).await;
+    let hub = start_hub(ServerKind::NatsServer, port, hub_tls(&certs, false)).await;
     let http = free_port();
     let leaf = start_leaf(
         ServerKind::Leafd,
@@ -173,7 +101,7 @@ async fn leafd_to_nats_server_over_tls() {
 async fn nats_server_to_hubd_over_tls() {
     let certs = Certs::new();
     let port = free_port();
-    let hub = start_hub(ServerKind::Hubd, port, certs.hub_tls(false)).await;
+    let hub = start_hub(ServerKind::Hubd, port, hub_tls(&certs, false)).await;
     let leaf = start_leaf(
         ServerKind::NatsServer,
         &format!("tls://127.0.0.1:{port}"),
@@ -189,7 +117,7 @@ async fn nats_server_to_hubd_over_tls() {
 async fn leafd_to_hubd_with_client_certificates() {
     let certs = Certs::new();
     let port = free_port();
-    let hub = start_hub(ServerKind::Hubd, port, certs.hub_tls(true)).await;
+    let hub = start_hub(ServerKind::Hubd, port, hub_tls(&certs, true)).await;
     // A nats-leaf:// URL with a tls table: TLS all the same.
     let leaf = start_leaf(
         ServerKind::Leafd,
@@ -235,7 +163,7 @@ async fn leafd_to_hubd_with_client_certificates() {
 async fn nats_server_to_hubd_with_client_certificates() {
     let certs = Certs::new();
     let port = free_port();
-    let hub = start_hub(ServerKind::Hubd, port, certs.hub_tls(true)).await;
+    let hub = start_hub(ServerKind::Hubd, port, hub_tls(&certs, true)).await;
     let leaf = start_leaf(
         ServerKind::NatsServer,
         &format!("tls://127.0.0.1:{port}"),
@@ -254,7 +182,7 @@ async fn nats_server_to_hubd_with_client_certificates() {
 async fn leafd_to_hubd_handshake_first() {
     let certs = Certs::new();
     let port = free_port();
-    let mut tls = certs.hub_tls(false);
+    let mut tls = hub_tls(&certs, false);
     tls["handshake_first"] = json!(true);
     let hub = start_hub(ServerKind::Hubd, port, tls).await;
     let leaf = start_leaf(
@@ -274,7 +202,7 @@ async fn leafd_to_hubd_handshake_first() {
 async fn wrong_ca_is_reported_and_retried() {
     let certs = Certs::new();
     let port = free_port();
-    let hub = start_hub(ServerKind::NatsServer, port, certs.hub_tls(false)).await;
+    let hub = start_hub(ServerKind::NatsServer, port, hub_tls(&certs, false)).await;
     let url = format!("tls://127.0.0.1:{port}");
     let http = free_port();
     let leaf = start_leaf(
@@ -311,7 +239,7 @@ async fn tls_on_one_side_only_is_reported() {
     let certs = Certs::new();
     // The hub requires TLS, the leaf is plain.
     let port = free_port();
-    let _hub = start_hub(ServerKind::Hubd, port, certs.hub_tls(false)).await;
+    let _hub = start_hub(ServerKind::Hubd, port, hub_tls(&certs, false)).await;
     let http = free_port();
     let plain = start_leaf(
         ServerKind::Leafd,
