@@ -30,7 +30,7 @@ use super::RemoteUrl;
 use crate::config::{LeafNodes, LeafTls, Remote, RemoteTls, DEFAULT_TLS_TIMEOUT};
 pub(crate) use crate::tls::FlushingWriter;
 pub use crate::tls::TlsError;
-use crate::tls::{cert_and_key, load_roots, provider, read, server_config};
+use crate::tls::{cert_and_key, load_roots, provider, read, ListenerFiles};
 
 /// Where the system's CA bundle is looked for when a remote has no `ca_file` (after the
 /// `SSL_CERT_FILE` environment variable): Debian/Ubuntu/Alpine, Fedora/RHEL, others.
@@ -201,30 +201,16 @@ impl ServerTls {
     /// Builds the listener's settings from `leafnodes.tls`; `prefix` is its key, used in
     /// errors. Reads every file now.
     pub fn from_config(cfg: &LeafTls, prefix: &str) -> Result<ServerTls, TlsError> {
-        if cfg.timeout.is_zero() {
-            return Err(TlsError::Refused {
-                key: format!("{prefix}.timeout"),
-                what: "must be greater than zero".into(),
-            });
-        }
-        let client_ca = if cfg.verify {
-            Some(cfg.ca_file.as_deref().ok_or_else(|| TlsError::Missing {
-                key: format!("{prefix}.ca_file"),
-                what: format!(
-                    "missing: {prefix}.verify needs the CA that leaves' certificates chain to"
-                ),
-            })?)
-        } else {
-            None
+        let files = ListenerFiles {
+            cert_file: cfg.cert_file.as_deref(),
+            key_file: cfg.key_file.as_deref(),
+            ca_file: cfg.ca_file.as_deref(),
+            timeout: cfg.timeout,
+            verify: cfg.verify.then_some("verify"),
+            peers: "leaves'",
         };
-        let config = server_config(
-            prefix,
-            cfg.cert_file.as_deref(),
-            cfg.key_file.as_deref(),
-            client_ca,
-        )?;
         Ok(ServerTls {
-            acceptor: TlsAcceptor::from(config),
+            acceptor: files.acceptor(prefix)?,
             timeout: cfg.timeout,
             handshake_first: cfg.handshake_first,
             verify: cfg.verify,
@@ -234,14 +220,9 @@ impl ServerTls {
     /// Runs the server side of the TLS handshake on `tcp` within the time limit. The error
     /// is a sentence for the log.
     pub async fn accept(&self, tcp: TcpStream) -> Result<TlsStream<TcpStream>, String> {
-        match tokio::time::timeout(self.timeout, self.acceptor.accept(tcp)).await {
-            Ok(Ok(stream)) => Ok(TlsStream::from(stream)),
-            Ok(Err(e)) => Err(format!("TLS handshake with the leaf failed: {e}")),
-            Err(_) => Err(format!(
-                "TLS handshake with the leaf timed out after {:?}",
-                self.timeout
-            )),
-        }
+        crate::tls::accept(&self.acceptor, self.timeout, tcp, "the leaf")
+            .await
+            .map(TlsStream::from)
     }
 }
 

@@ -24,7 +24,7 @@ use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::value;
-use crate::tls::{server_config, TlsError};
+use crate::tls::{server_config, ListenerFiles, TlsError};
 
 /// Default time limit of the TLS handshake (nats-server's 2 s).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -107,35 +107,20 @@ impl ListenerTls {
                     .into(),
             });
         }
-        if cfg.timeout.is_zero() {
-            return Err(TlsError::Refused {
-                key: format!("{prefix}.timeout"),
-                what: "must be greater than zero".into(),
-            });
-        }
-        let client_ca = if cfg.verifies() {
-            let flag = if cfg.verify_and_map {
-                "verify_and_map"
+        let files = ListenerFiles {
+            cert_file: cfg.cert_file.as_deref(),
+            key_file: cfg.key_file.as_deref(),
+            ca_file: cfg.ca_file.as_deref(),
+            timeout: cfg.timeout,
+            verify: if cfg.verify_and_map {
+                Some("verify_and_map")
             } else {
-                "verify"
-            };
-            Some(cfg.ca_file.as_deref().ok_or_else(|| TlsError::Missing {
-                key: format!("{prefix}.ca_file"),
-                what: format!(
-                    "missing: {prefix}.{flag} needs the CA that clients' certificates chain to"
-                ),
-            })?)
-        } else {
-            None
+                cfg.verify.then_some("verify")
+            },
+            peers: "clients'",
         };
-        let config = server_config(
-            prefix,
-            cfg.cert_file.as_deref(),
-            cfg.key_file.as_deref(),
-            client_ca,
-        )?;
         Ok(ListenerTls {
-            acceptor: TlsAcceptor::from(config),
+            acceptor: files.acceptor(prefix)?,
             timeout: cfg.timeout,
             verify: cfg.verifies(),
             map: cfg.verify_and_map,
@@ -145,14 +130,7 @@ impl ListenerTls {
     /// Runs the server side of the TLS handshake on `tcp` within the time limit. The error
     /// is a sentence for the log.
     pub async fn accept(&self, tcp: TcpStream) -> Result<TlsStream<TcpStream>, String> {
-        match tokio::time::timeout(self.timeout, self.acceptor.accept(tcp)).await {
-            Ok(Ok(stream)) => Ok(stream),
-            Ok(Err(e)) => Err(format!("TLS handshake with a client failed: {e}")),
-            Err(_) => Err(format!(
-                "TLS handshake with a client timed out after {:?}",
-                self.timeout
-            )),
-        }
+        crate::tls::accept(&self.acceptor, self.timeout, tcp, "a client").await
     }
 }
 

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
@@ -20,6 +21,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 use tokio::io::AsyncWrite;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsAcceptor;
 
 /// Why TLS settings cannot be used. Every variant names the config key at fault.
 #[derive(Debug, thiserror::Error)]
@@ -201,6 +204,64 @@ pub(crate) fn server_config(
             what: e.to_string(),
         })?;
     Ok(Arc::new(config))
+}
+
+/// What a TLS listener's table (`prefix`) says: its certificate and key, and, when a key asks
+/// for client certificates (`verify`, `verify_and_map`), the CA they must chain to.
+pub(crate) struct ListenerFiles<'a> {
+    /// `cert_file`.
+    pub cert_file: Option<&'a Path>,
+    /// `key_file`.
+    pub key_file: Option<&'a Path>,
+    /// `ca_file`.
+    pub ca_file: Option<&'a Path>,
+    /// The handshake's time limit (`timeout`).
+    pub timeout: Duration,
+    /// The key asking for client certificates, when one does.
+    pub verify: Option<&'static str>,
+    /// Whose certificates `ca_file` checks, for the error (`leaves'`, `clients'`).
+    pub peers: &'static str,
+}
+
+impl ListenerFiles<'_> {
+    /// The listener's acceptor; reads every file now. Errors name the key under `prefix`.
+    pub(crate) fn acceptor(&self, prefix: &str) -> Result<TlsAcceptor, TlsError> {
+        if self.timeout.is_zero() {
+            return Err(TlsError::Refused {
+                key: format!("{prefix}.timeout"),
+                what: "must be greater than zero".into(),
+            });
+        }
+        let client_ca = match self.verify {
+            Some(flag) => Some(self.ca_file.ok_or_else(|| TlsError::Missing {
+                key: format!("{prefix}.ca_file"),
+                what: format!(
+                    "missing: {prefix}.{flag} needs the CA that {} certificates chain to",
+                    self.peers
+                ),
+            })?),
+            None => None,
+        };
+        let config = server_config(prefix, self.cert_file, self.key_file, client_ca)?;
+        Ok(TlsAcceptor::from(config))
+    }
+}
+
+/// Runs the server side of the TLS handshake on `tcp` within `timeout`. The error is a
+/// sentence for the log naming the `peer` (`the leaf`, `a client`).
+pub(crate) async fn accept(
+    acceptor: &TlsAcceptor,
+    timeout: Duration,
+    tcp: TcpStream,
+    peer: &str,
+) -> Result<tokio_rustls::server::TlsStream<TcpStream>, String> {
+    match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+        Ok(Ok(stream)) => Ok(stream),
+        Ok(Err(e)) => Err(format!("TLS handshake with {peer} failed: {e}")),
+        Err(_) => Err(format!(
+            "TLS handshake with {peer} timed out after {timeout:?}"
+        )),
+    }
 }
 
 /// The write half of a TLS link: a write completes only once its bytes have left for the
