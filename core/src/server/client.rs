@@ -381,6 +381,8 @@ impl Connection {
         let handle = self.handle.clone();
         let closed = handle.out.closed();
         tokio::pin!(closed);
+        // A reload that changes only this user's permissions applies them here, in place.
+        let entry = self.entry.clone();
         loop {
             if *stop.borrow() {
                 return Close::Shutdown;
@@ -406,6 +408,14 @@ impl Connection {
                 }
                 _ = stop.changed() => return Close::Shutdown,
                 () = &mut closed => continue,
+                () = entry.regrant_wake.notified() => {
+                    if let Some(permissions) = entry.take_regrant() {
+                        if let Some(close) = self.apply_permissions(permissions) {
+                            return close;
+                        }
+                    }
+                    continue;
+                }
             }
             let (consumed, close) = self.process(&rb.buf);
             rb.buf.advance(consumed);
@@ -803,6 +813,69 @@ impl Connection {
         if sub.finish() {
             self.account.remove_subscription(&SubRef(sub.clone()));
         }
+    }
+
+    /// New permissions from a reload (same user, secret and account), applied in place as
+    /// nats-server does: later publishes and subscriptions are checked against them, and every
+    /// subscription they no longer allow is removed with
+    /// `-ERR 'Permissions Violation for Subscription to "<subject>" (sid "<sid>")'`. A
+    /// subscription whose deliveries are checked one by one against a deny list (under the old
+    /// or the new permissions) cannot switch lists atomically: then the connection is closed
+    /// with `'Authorization Violation'` instead, so nothing is ever delivered under stale rights.
+    fn apply_permissions(&mut self, permissions: Option<Arc<Permissions>>) -> Option<Close> {
+        let rechecked = self.subs.values().any(|sub| {
+            sub.deny_check.is_some()
+                || permissions
+                    .as_ref()
+                    .is_some_and(|p| p.needs_delivery_check(&sub.subject))
+        });
+        if rechecked {
+            warn!(
+                cid = self.handle.id,
+                "closing a connection whose subscriptions' deny checks a reload changed"
+            );
+            self.send_err("'Authorization Violation'");
+            self.fanout.flush();
+            return Some(Close::Auth);
+        }
+        let refused: Vec<Box<[u8]>> = self
+            .subs
+            .iter()
+            .filter(|(_, sub)| {
+                !sub.is_done()
+                    && permissions
+                        .as_ref()
+                        .is_some_and(|p| !p.subscribe.allows_subscribe(&sub.subject))
+            })
+            .map(|(sid, _)| sid.clone())
+            .collect();
+        self.fanout.set_publisher(Publisher::Client {
+            id: self.handle.id,
+            permissions: permissions.clone(),
+        });
+        self.permissions = permissions;
+        self.publish_allowed.clear();
+        for sid in refused {
+            let Some(sub) = self.subs.remove(&sid) else {
+                continue;
+            };
+            self.remove_subscription(&sub);
+            warn!(
+                cid = self.handle.id,
+                subject = %printable(&sub.subject),
+                "subscription removed: a reload no longer allows it"
+            );
+            let text = format!(
+                "'Permissions Violation for Subscription to \"{}\" (sid \"{}\")'",
+                String::from_utf8_lossy(&sub.subject),
+                String::from_utf8_lossy(&sid)
+            );
+            self.send_err(&text);
+        }
+        self.entry.subs.store(self.subs.len(), Ordering::Relaxed);
+        self.fanout.flush();
+        debug!(cid = self.handle.id, "permissions updated by a reload");
+        None
     }
 
     fn remove_all_subscriptions(&mut self) {

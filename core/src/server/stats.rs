@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::SystemTime;
 
 use super::fanout::{ClientHandle, LinkStats};
+use crate::auth::Permissions;
 
 /// What a client told about itself in CONNECT.
 #[derive(Debug, Clone, Default)]
@@ -44,9 +45,32 @@ pub struct ConnEntry {
     pub meta: Mutex<ConnMeta>,
     /// Its subscriptions.
     pub subs: AtomicUsize,
+    /// New permissions from a reload, waiting for the connection's task to apply them
+    /// (see [`ConnEntry::regrant`]).
+    pub(crate) regranted: Mutex<Option<Option<Arc<Permissions>>>>,
+    /// Wakes the connection's task when `regranted` is set.
+    pub(crate) regrant_wake: tokio::sync::Notify,
 }
 
 impl ConnEntry {
+    /// Hands the connection new permissions (a reload changed only those): its task applies
+    /// them between two reads, as soon as it is woken.
+    pub fn regrant(&self, permissions: Option<Arc<Permissions>>) {
+        *self
+            .regranted
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(permissions);
+        self.regrant_wake.notify_one();
+    }
+
+    /// The permissions a reload handed over, if any since the last call.
+    pub(crate) fn take_regrant(&self) -> Option<Option<Arc<Permissions>>> {
+        self.regranted
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+
     /// The CONNECT details.
     pub fn meta(&self) -> ConnMeta {
         self.meta
@@ -120,6 +144,8 @@ impl ServerStats {
             start: SystemTime::now(),
             meta: Mutex::new(ConnMeta::default()),
             subs: AtomicUsize::new(0),
+            regranted: Mutex::new(None),
+            regrant_wake: tokio::sync::Notify::new(),
         });
         self.total_connections.fetch_add(1, Ordering::Relaxed);
         self.lock().insert(entry.handle.id, entry.clone());
