@@ -195,6 +195,20 @@ impl Node {
         cfg: &Config,
         authority: Option<Arc<dyn crate::auth::Authority>>,
     ) -> Result<Node, String> {
+        Self::start_with_peers(name, cfg, authority, |leaf| {
+            leaf.map(|l| l as Arc<dyn Peers>)
+        })
+        .await
+    }
+
+    /// [`Node::start_with`], with `peers` choosing the server's links to other servers from
+    /// its leafnode links (hubd adds its cluster's routes: see `hub::peers`).
+    pub async fn start_with_peers(
+        name: &'static str,
+        cfg: &Config,
+        authority: Option<Arc<dyn crate::auth::Authority>>,
+        peers: impl FnOnce(Option<Arc<LeafState>>) -> Option<Arc<dyn Peers>>,
+    ) -> Result<Node, String> {
         let clients = match &authority {
             Some(a) => Authenticator::Delegated(a.clone()),
             None => authenticator(cfg),
@@ -215,7 +229,7 @@ impl Node {
         } else {
             None
         };
-        let peers = leaf.clone().map(|l| l as Arc<dyn Peers>);
+        let peers = peers(leaf.clone());
         let mut options = server_options(cfg, name);
         options.auth = clients;
         options.tls = crate::server::tls::listener(cfg.tls.as_ref()).map_err(|e| e.to_string())?;

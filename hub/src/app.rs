@@ -19,6 +19,9 @@ use std::sync::Arc;
 
 use crate::config::{self, HubKeys};
 use crate::operator::{claims_service, Resolver};
+use crate::peers::HubPeers;
+use crate::route::Routes;
+use leaf_core::server::Peers;
 
 /// The binary's name in `--help`, `--version`, logs and errors.
 const NAME: &str = "hubd";
@@ -99,7 +102,23 @@ async fn serve(
     let authority = resolver
         .clone()
         .map(|r| r as Arc<dyn leaf_core::auth::Authority>);
-    let node = match Node::start_with(NAME, &cfg, authority).await {
+    let routes = match &hub.cluster {
+        Some(settings) => match Routes::bind(settings.clone()).await {
+            Ok(routes) => Some(routes),
+            Err(e) => return fail(NAME, e),
+        },
+        None => None,
+    };
+    let started = match routes {
+        Some(routes) => {
+            Node::start_with_peers(NAME, &cfg, authority, |leaf| {
+                Some(Arc::new(HubPeers { leaf, routes }) as Arc<dyn Peers>)
+            })
+            .await
+        }
+        None => Node::start_with(NAME, &cfg, authority).await,
+    };
+    let node = match started {
         Ok(node) => node,
         Err(e) => return fail(NAME, e),
     };

@@ -15,9 +15,11 @@ use serde::de::{self, DeserializeSeed, Deserializer, EnumAccess, MapAccess, SeqA
 use serde::Deserialize;
 
 use crate::operator::settings::{self, OperatorSettings, ResolverKind};
+use crate::route::ClusterSettings;
 
-/// hubd's own top-level keys: operator mode's (`operator`, `resolver`, `resolver_preload`,
-/// see [`crate::operator::settings`]), and leafd's, refused by name.
+/// hubd's own top-level keys: `cluster` (see [`crate::route::settings`]), operator mode's
+/// (`operator`, `resolver`, `resolver_preload`, see [`crate::operator::settings`]), and
+/// leafd's, refused by name.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct HubKeys {
     /// `operator`: the operator JWT or its file.
@@ -26,6 +28,8 @@ pub struct HubKeys {
     pub resolver: Option<ResolverKind>,
     /// `resolver_preload`: account public key → JWT.
     pub resolver_preload: BTreeMap<String, String>,
+    /// `cluster`: routes to the other servers of a cluster (see [`crate::route`]).
+    pub cluster: Option<ClusterSettings>,
 }
 
 impl HubKeys {
@@ -51,6 +55,7 @@ impl HubKeys {
 
 impl Extension for HubKeys {
     const KEYS: &'static [&'static str] = &[
+        "cluster",
         "operator",
         "resolver",
         "resolver_preload",
@@ -61,13 +66,15 @@ impl Extension for HubKeys {
         "modbus",
         "gpio",
     ];
-    const LISTED: &'static [&'static str] = &["operator", "resolver", "resolver_preload"];
+    const LISTED: &'static [&'static str] =
+        &["cluster", "operator", "resolver", "resolver_preload"];
 
     fn read_key<'de, A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<(), A::Error> {
         match key {
             "operator" => self.operator = Some(map.next_value::<OperatorValue>()?.0),
             "resolver" => self.resolver = Some(map.next_value::<ResolverValue>()?.0),
             "resolver_preload" => self.resolver_preload = map.next_value()?,
+            "cluster" => self.cluster = Some(map.next_value()?),
             _ => LeafdKeys.read_key(key, map)?,
         }
         Ok(())

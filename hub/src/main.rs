@@ -10,6 +10,8 @@
 mod app;
 mod config;
 mod operator;
+mod peers;
+mod route;
 
 /// hubd allocates with mimalloc: a hub stores every leaf's traffic, and with glibc's
 /// allocator malloc and free took about a third of its CPU per stored message (see

@@ -217,6 +217,12 @@ impl Shared {
         closed
     }
 
+    /// A new connection id (clients, leafnode links and routes draw from one counter).
+    pub fn next_connection_id(&self) -> u64 {
+        self.next_client_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// The global account (`$G`): every client, link and component not bound to an account
     /// of its own.
     pub fn global(&self) -> &Arc<Account> {

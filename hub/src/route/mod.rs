@@ -1,0 +1,429 @@
+//! Routes: hubd in a cluster, speaking nats-server 2.9's route protocol (issue 21), so hubd
+//! nodes form a cluster with each other and with nats-server.
+//!
+//! * [`settings`]: the `cluster` block (`name`, `listen`, `routes`, `authorization`, ...);
+//! * [`link`]: one route connection, either side: the INFO/CONNECT handshake, `RS+`/`RS-`
+//!   interest in, `RMSG`/`HMSG` messages in and delivered locally, keepalive;
+//! * this module: the cluster's state ([`Routes`]): the listener and the dialers of the
+//!   configured routes, the established routes by peer server id (one per peer), and the
+//!   interest announced to them.
+//!
+//! # Interest
+//!
+//! Every route is told the interest of this server: its clients' and components'
+//! subscriptions and those of the leaves it accepted, per account (`RS+ <account> <subject>`
+//! when the first one appears, `RS-` when the last one goes; a queue group's `RS+` carries
+//! its number of members here and is sent again whenever that changes). Interest learned
+//! from a route is never announced to another route: every member has a route to every other
+//! member, and a message crosses one route at most (see `leaf_core::server::fanout`). The
+//! table of what was announced lives here, under one lock that the server's subscription hooks
+//! take through [`crate::peers::HubPeers`]; a route that comes up is sent the whole table
+//! under that lock, so it misses no change and gets none twice.
+//!
+//! JetStream stays on each server (`$JS.API.`, `$KV.`, `$OBJ.` neither announced nor
+//! forwarded, as on leafnode links) until replicated JetStream (issue 22).
+//!
+//! # Duplicates
+//!
+//! Two members that dial each other at once end up with two connections. Both keep the one
+//! dialled by the member with the smaller server id (the same choice on both sides), and the
+//! dialer whose connection lost waits while the route is up.
+//!
+//! Not yet: gossip of members (implicit routes), `leafnode_urls` of the other members in the
+//! leafnode INFO, TLS on routes, `/routez`.
+
+pub mod link;
+pub mod settings;
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use bytes::BytesMut;
+use leaf_core::server::fanout::{ClientHandle, SubTarget, Subscription};
+use leaf_core::server::{Account, Shared};
+use leaf_proto as proto;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tracing::{info, warn};
+
+pub use settings::{ClusterSettings, RouteUrl};
+
+/// How long a dialer waits between attempts at an explicit route.
+pub const RECONNECT_DELAY: Duration = Duration::from_secs(1);
+
+/// The cluster's state: settings, listener, established routes and the interest told to them.
+pub struct Routes {
+    /// The `cluster` block.
+    pub settings: ClusterSettings,
+    /// The cluster's name (configured, or made up at start).
+    pub cluster_name: String,
+    /// The route listener, until the server starts it.
+    listener: Mutex<Option<TcpListener>>,
+    /// The address routes are accepted on.
+    pub listen_addr: std::net::SocketAddr,
+    /// The server, once it runs.
+    shared: OnceLock<Arc<Shared>>,
+    state: Mutex<State>,
+}
+
+/// What [`Routes::state`] guards.
+#[derive(Default)]
+struct State {
+    /// Established routes, by the peer's server id.
+    routes: HashMap<String, Established>,
+    /// Interest announced to every route, by (account, `subject[ queue]`): the members here.
+    interest: HashMap<(String, Box<[u8]>), u32>,
+    /// Route URLs found to lead back to this server.
+    own_urls: Vec<String>,
+}
+
+/// One established route.
+#[derive(Clone)]
+pub struct Established {
+    /// Its connection.
+    pub handle: Arc<ClientHandle>,
+    /// This server dialled it.
+    pub solicited: bool,
+    /// The peer's server name.
+    pub name: String,
+    /// Where it came from or went to.
+    pub remote: String,
+    /// When it came up.
+    pub since: SystemTime,
+}
+
+/// Why a route could not be registered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegisterError {
+    /// The peer is this server.
+    #[error("route to self")]
+    ToSelf,
+    /// A route to this peer exists and is kept.
+    #[error("duplicate route to {0}")]
+    Duplicate(String),
+}
+
+impl Routes {
+    /// Binds the route listener of `settings`.
+    pub async fn bind(settings: ClusterSettings) -> Result<Arc<Routes>, String> {
+        let addr = settings.listen_addr()?;
+        let listener = TcpListener::bind(&addr)
+            .await
+            .map_err(|e| format!("cluster.listen: cannot listen on {addr}: {e}"))?;
+        let listen_addr = listener
+            .local_addr()
+            .map_err(|e| format!("cluster.listen: {e}"))?;
+        let cluster_name = settings
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("C{:016X}", fastrand::u64(..)));
+        Ok(Arc::new(Routes {
+            settings,
+            cluster_name,
+            listener: Mutex::new(Some(listener)),
+            listen_addr,
+            shared: OnceLock::new(),
+            state: Mutex::new(State::default()),
+        }))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The established routes.
+    pub fn established(&self) -> Vec<(String, Established)> {
+        self.lock()
+            .routes
+            .iter()
+            .map(|(id, e)| (id.clone(), e.clone()))
+            .collect()
+    }
+
+    /// Whether a route to the server with id `server_id` is up.
+    pub fn is_connected(&self, server_id: &str) -> bool {
+        self.lock().routes.contains_key(server_id)
+    }
+
+    /// Runs `edit` (one change of `account`'s subscriptions) under the interest lock, and
+    /// tells every route what changed for `sub`, unless the interest came from a route.
+    pub fn announce_with(
+        &self,
+        account: &Account,
+        sub: &Subscription,
+        edit: &mut dyn FnMut() -> Option<i64>,
+    ) -> Option<i64> {
+        let mut state = self.lock();
+        let change = edit();
+        let Some(delta) = change else {
+            return change;
+        };
+        if from_route(sub) || leaf_core::leafnode::js_denied(&sub.subject) {
+            return change;
+        }
+        let key = (account.name().to_owned(), interest_key(sub));
+        let old = state.interest.get(&key).copied().unwrap_or(0);
+        let new = u32::try_from((i64::from(old) + delta).max(0)).unwrap_or(u32::MAX);
+        if new == 0 {
+            state.interest.remove(&key);
+        } else {
+            state.interest.insert(key, new);
+        }
+        let mut out = BytesMut::new();
+        write_change(&mut out, account.name(), sub, old, new);
+        if !out.is_empty() {
+            for route in state.routes.values() {
+                route.handle.out.append_bytes(&out);
+                route.handle.out.flush();
+            }
+        }
+        change
+    }
+
+    /// Registers an established route to `server_id` and sends it the whole interest table,
+    /// under the interest lock. `ours` is this server's id.
+    pub fn register(
+        &self,
+        ours: &str,
+        server_id: &str,
+        route: Established,
+    ) -> Result<(), RegisterError> {
+        if server_id == ours {
+            return Err(RegisterError::ToSelf);
+        }
+        let mut state = self.lock();
+        if let Some(existing) = state.routes.get(server_id) {
+            if !keep_new(existing.solicited, route.solicited, ours, server_id) {
+                return Err(RegisterError::Duplicate(server_id.to_owned()));
+            }
+            info!(
+                peer = server_id,
+                "duplicate route: keeping the one the smaller server id dialled"
+            );
+            existing.handle.out.close();
+        }
+        let mut out = BytesMut::new();
+        for ((account, key), members) in &state.interest {
+            let (subject, queue) = split_key(key);
+            write_interest(&mut out, account, subject, queue, *members);
+        }
+        route.handle.out.append_bytes(&out);
+        route.handle.out.flush();
+        state.routes.insert(server_id.to_owned(), route);
+        Ok(())
+    }
+
+    /// Forgets the route `handle` (to `server_id`), if it is the registered one.
+    pub fn unregister(&self, server_id: &str, handle: &Arc<ClientHandle>) {
+        let mut state = self.lock();
+        if state
+            .routes
+            .get(server_id)
+            .is_some_and(|r| Arc::ptr_eq(&r.handle, handle))
+        {
+            state.routes.remove(server_id);
+        }
+    }
+
+    /// Notes that `url` leads back to this server (no more dialling it).
+    pub fn note_own_url(&self, url: &RouteUrl) {
+        let mut state = self.lock();
+        let url = url.addr();
+        if !state.own_urls.contains(&url) {
+            state.own_urls.push(url);
+        }
+    }
+
+    fn is_own_url(&self, url: &RouteUrl) -> bool {
+        self.lock().own_urls.contains(&url.addr())
+    }
+
+    /// Starts accepting routes and dialling the configured ones.
+    pub fn start(
+        self: &Arc<Self>,
+        shared: &Arc<Shared>,
+        stop: &watch::Receiver<bool>,
+        done: &mpsc::Sender<()>,
+    ) {
+        let _ = self.shared.set(shared.clone());
+        let listener = self
+            .listener
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(listener) = listener {
+            info!(addr = %self.listen_addr, cluster = %self.cluster_name, "listening for routes");
+            tokio::spawn(accept_loop(
+                self.clone(),
+                shared.clone(),
+                listener,
+                stop.clone(),
+                done.clone(),
+            ));
+        }
+        for url in self.settings.routes.clone() {
+            tokio::spawn(dial_loop(
+                self.clone(),
+                shared.clone(),
+                url,
+                stop.clone(),
+                done.clone(),
+            ));
+        }
+    }
+}
+
+/// Whether the route connection dialled by the peer with the smaller server id, or the newer
+/// of two dialled by the same side, is `new` (`*_solicited`: dialled by this server).
+fn keep_new(existing_solicited: bool, new_solicited: bool, ours: &str, theirs: &str) -> bool {
+    if existing_solicited == new_solicited {
+        return true;
+    }
+    let preferred_is_ours = ours < theirs;
+    new_solicited == preferred_is_ours
+}
+
+/// Whether `sub` is interest a route announced.
+fn from_route(sub: &Subscription) -> bool {
+    matches!(&sub.target, SubTarget::Leaf(h) if h.route().is_some())
+}
+
+/// `subject` or `subject queue`.
+fn interest_key(sub: &Subscription) -> Box<[u8]> {
+    let mut key = sub.subject.to_vec();
+    if let Some(q) = &sub.queue {
+        key.push(b' ');
+        key.extend_from_slice(q);
+    }
+    key.into_boxed_slice()
+}
+
+/// Splits a key back into subject and queue.
+fn split_key(key: &[u8]) -> (&[u8], Option<&[u8]>) {
+    match key.iter().position(|&b| b == b' ') {
+        Some(i) => (key.get(..i).unwrap_or_default(), key.get(i + 1..)),
+        None => (key, None),
+    }
+}
+
+/// The `RS+`/`RS-` a change from `old` to `new` members of `sub`'s key needs, if any.
+fn write_change(out: &mut BytesMut, account: &str, sub: &Subscription, old: u32, new: u32) {
+    let account = account.as_bytes();
+    match (&sub.queue, old, new) {
+        (None, 0, n) if n > 0 => proto::write_rs_plus(out, account, &sub.subject, None),
+        (None, o, 0) if o > 0 => proto::write_rs_minus(out, account, &sub.subject, None),
+        (Some(q), o, 0) if o > 0 => proto::write_rs_minus(out, account, &sub.subject, Some(q)),
+        (Some(q), o, n) if n > 0 && n != o => {
+            proto::write_rs_plus(out, account, &sub.subject, Some((q, n)));
+        }
+        _ => {}
+    }
+}
+
+/// The `RS+` of one table entry, for a route that just came up.
+fn write_interest(
+    out: &mut BytesMut,
+    account: &str,
+    subject: &[u8],
+    queue: Option<&[u8]>,
+    members: u32,
+) {
+    let queue = queue.map(|q| (q, members));
+    proto::write_rs_plus(out, account.as_bytes(), subject, queue);
+}
+
+/// Accepts routes until the server stops.
+async fn accept_loop(
+    routes: Arc<Routes>,
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    mut stop: watch::Receiver<bool>,
+    done: mpsc::Sender<()>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.changed() => break,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let routes = routes.clone();
+                let shared = shared.clone();
+                let stop = stop.clone();
+                let done = done.clone();
+                tokio::spawn(async move {
+                    let _done = done;
+                    let ended = link::serve(shared, routes, stream, peer, None, stop).await;
+                    info!(%peer, reason = %ended, "route closed");
+                });
+            }
+            Err(e) => {
+                warn!(error = %e, "route accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    drop(done);
+}
+
+/// Dials the configured route `url` and keeps it up until the server stops: again
+/// [`RECONNECT_DELAY`] after it ends, not while another connection to the same peer is up,
+/// never again once it turned out to lead back to this server.
+async fn dial_loop(
+    routes: Arc<Routes>,
+    shared: Arc<Shared>,
+    url: RouteUrl,
+    mut stop: watch::Receiver<bool>,
+    done: mpsc::Sender<()>,
+) {
+    let mut peer_id: Option<String> = None;
+    loop {
+        if *stop.borrow() || routes.is_own_url(&url) {
+            break;
+        }
+        let busy = peer_id.as_deref().is_some_and(|id| routes.is_connected(id));
+        if !busy {
+            let connect = tokio::time::timeout(
+                Duration::from_secs(2),
+                tokio::net::TcpStream::connect(url.addr()),
+            );
+            let connected = tokio::select! {
+                c = connect => c,
+                _ = stop.changed() => break,
+            };
+            match connected {
+                Ok(Ok(stream)) => {
+                    let peer = stream
+                        .peer_addr()
+                        .unwrap_or_else(|_| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
+                    let ended = link::serve(
+                        shared.clone(),
+                        routes.clone(),
+                        stream,
+                        peer,
+                        Some(&url),
+                        stop.clone(),
+                    )
+                    .await;
+                    if let Some(id) = ended.peer_id() {
+                        peer_id = Some(id.to_owned());
+                    }
+                    info!(url = %url, reason = %ended, "route closed");
+                }
+                Ok(Err(e)) => tracing::debug!(url = %url, error = %e, "route connect failed"),
+                Err(_) => tracing::debug!(url = %url, "route connect timed out"),
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(RECONNECT_DELAY) => {}
+            _ = stop.changed() => break,
+        }
+    }
+    drop(done);
+}
+
+/// Bytes of an [`Ordering`] import kept for the link module.
+#[allow(dead_code)]
+const _ORDERING: Ordering = Ordering::Relaxed;

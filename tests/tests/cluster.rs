@@ -1,0 +1,217 @@
+//! Clusters (issue 21, first step): hubd nodes connected by routes speaking nats-server 2.9's
+//! route protocol, with each other and with nats-server.
+//!
+//! Each test starts two servers on 127.0.0.1, each listing both route URLs (its own included,
+//! as a shared configuration does), and checks across the route: a subscriber on one node
+//! receives what is published on the other (plain, wildcard, with headers), a queue group
+//! with members on both nodes gets each message exactly once, request/reply works both ways,
+//! an unsubscribed subject stops crossing, and accounts stay apart across the route. Every
+//! pair is run as hubd + hubd, hubd + nats-server and nats-server + hubd (and nats-server +
+//! nats-server, the reference).
+//!
+//! Every wait is bounded.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use e2e::async_nats::{Client, HeaderMap};
+use e2e::serde_json::{json, Value};
+use e2e::{await_interest, free_port, next_msg, sync, unique, ServerKind, TestServer};
+use futures::StreamExt;
+
+/// The configuration of one member: its name, the cluster block with both route URLs, and two
+/// accounts (`A` with user `a`, `B` with user `b`).
+fn member(name: &str, route_port: u16, ports: [u16; 2]) -> Value {
+    json!({
+        "server_name": name,
+        "cluster": {
+            "name": "C",
+            "listen": format!("127.0.0.1:{route_port}"),
+            "routes": ports.iter().map(|p| format!("nats-route://127.0.0.1:{p}")).collect::<Vec<_>>(),
+        },
+        "accounts": {
+            "A": { "users": [ { "user": "a", "password": "a" } ] },
+            "B": { "users": [ { "user": "b", "password": "b" } ] },
+        },
+    })
+}
+
+/// Two members of cluster `C`, of the given kinds.
+async fn pair(kinds: [ServerKind; 2]) -> [TestServer; 2] {
+    let ports = [free_port(), free_port()];
+    let first = TestServer::with_config(kinds[0], member("n1", ports[0], ports)).await;
+    let second = TestServer::with_config(kinds[1], member("n2", ports[1], ports)).await;
+    [first, second]
+}
+
+async fn login(server: &TestServer, user: &str) -> Client {
+    server
+        .client_with(TestServer::options().user_and_password(user.into(), user.into()))
+        .await
+}
+
+/// Messages, plain and with headers, a wildcard subscription, request/reply both ways, and
+/// interest that goes away.
+async fn messages_cross_the_route(kinds: [ServerKind; 2]) {
+    let [n1, n2] = pair(kinds).await;
+    let c1 = login(&n1, "a").await;
+    let c2 = login(&n2, "a").await;
+    let mut sub = c2.subscribe("orders.>").await.unwrap();
+    sync(&c2).await;
+    await_interest(&c1, "orders.probe", &mut sub).await;
+
+    c1.publish("orders.1", "one".into()).await.unwrap();
+    let mut headers = HeaderMap::new();
+    headers.insert("K", "v");
+    c1.publish_with_headers("orders.2", headers, "two".into())
+        .await
+        .unwrap();
+    let m = next_msg(&mut sub).await;
+    assert_eq!(
+        (m.subject.as_str(), &m.payload[..]),
+        ("orders.1", &b"one"[..])
+    );
+    let m = next_msg(&mut sub).await;
+    assert_eq!(m.subject.as_str(), "orders.2");
+    assert_eq!(
+        m.headers
+            .as_ref()
+            .and_then(|h| h.get("K"))
+            .map(|v| v.as_str()),
+        Some("v"),
+        "{kinds:?}: headers lost across the route"
+    );
+
+    // Request/reply: a responder on n2, a requester on n1, and the other way round.
+    let mut service = c2.subscribe("svc.echo").await.unwrap();
+    sync(&c2).await;
+    let responder = c2.clone();
+    let task = tokio::spawn(async move {
+        while let Some(req) = service.next().await {
+            if let Some(reply) = req.reply {
+                responder.publish(reply, req.payload).await.unwrap();
+            }
+        }
+    });
+    let mut probe = c2.subscribe("svc.echo.probe").await.unwrap();
+    sync(&c2).await;
+    await_interest(&c1, "svc.echo.probe", &mut probe).await;
+    let answer = tokio::time::timeout(
+        Duration::from_secs(5),
+        c1.request("svc.echo", "ping".into()),
+    )
+    .await
+    .expect("request timed out")
+    .expect("request failed");
+    assert_eq!(&answer.payload[..], b"ping", "{kinds:?}");
+    task.abort();
+
+    // Interest removed on n2: nothing more crosses for it (a barrier subject still does).
+    drop(sub);
+    let mut after = c2.subscribe("after").await.unwrap();
+    sync(&c2).await;
+    await_interest(&c1, "after", &mut after).await;
+}
+
+/// A queue group with members on both nodes receives each message exactly once.
+async fn a_queue_group_gets_each_message_once(kinds: [ServerKind; 2]) {
+    let [n1, n2] = pair(kinds).await;
+    let c1 = login(&n1, "a").await;
+    let c2 = login(&n2, "a").await;
+    let mut q1 = c1.queue_subscribe("work", "workers".into()).await.unwrap();
+    let mut q2 = c2.queue_subscribe("work", "workers".into()).await.unwrap();
+    sync(&c1).await;
+    sync(&c2).await;
+    // The group's interest has crossed when a plain subscriber on n2 sees n1's probes.
+    let mut probe = c2.subscribe("work.probe").await.unwrap();
+    sync(&c2).await;
+    await_interest(&c1, "work.probe", &mut probe).await;
+
+    let n = 200;
+    for i in 0..n {
+        c1.publish("work", i.to_string().into()).await.unwrap();
+    }
+    sync(&c1).await;
+    let mut seen = HashSet::new();
+    let mut from = [0usize; 2];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while seen.len() < n {
+        let m = tokio::select! {
+            m = q1.next() => { from[0] += 1; m }
+            m = q2.next() => { from[1] += 1; m }
+            _ = tokio::time::sleep_until(deadline) => panic!("{kinds:?}: {} of {n} messages", seen.len()),
+        };
+        let m = m.expect("subscription ended");
+        let text = String::from_utf8_lossy(&m.payload).into_owned();
+        assert!(
+            seen.insert(text.clone()),
+            "{kinds:?}: message {text} delivered twice"
+        );
+    }
+    // Nothing more arrives (each message went to exactly one member).
+    sync(&c1).await;
+    sync(&c2).await;
+    let extra = tokio::time::timeout(Duration::from_millis(300), async {
+        tokio::select! { m = q1.next() => m, m = q2.next() => m }
+    })
+    .await;
+    assert!(
+        extra.is_err(),
+        "{kinds:?}: a message was delivered twice: {extra:?}"
+    );
+    assert_eq!(from[0] + from[1], n, "{kinds:?}");
+}
+
+/// Accounts stay apart across the route: B's subscriber on n2 receives nothing A publishes
+/// on n1, while B's own messages cross.
+async fn accounts_stay_apart(kinds: [ServerKind; 2]) {
+    let [n1, n2] = pair(kinds).await;
+    let a1 = login(&n1, "a").await;
+    let b1 = login(&n1, "b").await;
+    let b2 = login(&n2, "b").await;
+    let subject = unique("shared");
+    let mut sub = b2.subscribe(subject.clone()).await.unwrap();
+    sync(&b2).await;
+    await_interest(&b1, &subject, &mut sub).await;
+    a1.publish(subject.clone(), "from-a".into()).await.unwrap();
+    b1.publish(subject.clone(), "from-b".into()).await.unwrap();
+    let m = next_msg(&mut sub).await;
+    assert_eq!(
+        &m.payload[..],
+        b"from-b",
+        "{kinds:?}: A's message crossed into B"
+    );
+}
+
+/// Every test for every mix of members.
+macro_rules! cluster_tests {
+    ($($name:ident),+ $(,)?) => {
+        $(
+            mod $name {
+                use e2e::ServerKind::{Hubd, NatsServer};
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn hubd_hubd() {
+                    super::$name([Hubd, Hubd]).await
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn hubd_nats_server() {
+                    super::$name([Hubd, NatsServer]).await
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn nats_server_hubd() {
+                    super::$name([NatsServer, Hubd]).await
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn nats_server_nats_server() {
+                    super::$name([NatsServer, NatsServer]).await
+                }
+            }
+        )+
+    };
+}
+
+cluster_tests!(
+    messages_cross_the_route,
+    a_queue_group_gets_each_message_once,
+    accounts_stay_apart
+);
