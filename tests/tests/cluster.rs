@@ -183,6 +183,129 @@ async fn accounts_stay_apart(kinds: [ServerKind; 2]) {
     );
 }
 
+/// A leaf (leafd) connected to n1 exchanges messages with clients of n2, both ways: the
+/// leaf's interest reaches n2 through n1's route, n2's interest reaches the leaf through n1.
+async fn a_leaf_reaches_the_whole_cluster(kinds: [ServerKind; 2]) {
+    let ports = [free_port(), free_port()];
+    let leaf_port = free_port();
+    let plain = |name: &str, route_port: u16, leaf: Option<u16>| {
+        let mut config = member(name, route_port, ports);
+        config.as_object_mut().map(|c| c.remove("accounts"));
+        if let Some(port) = leaf {
+            config["leafnodes"] = json!({ "listen": format!("127.0.0.1:{port}") });
+        }
+        config
+    };
+    let n1 = TestServer::with_config(kinds[0], plain("n1", ports[0], Some(leaf_port))).await;
+    let n2 = TestServer::with_config(kinds[1], plain("n2", ports[1], None)).await;
+    let leaf = TestServer::with_config(
+        ServerKind::Leafd,
+        json!({ "leafnodes": { "remotes": [ { "url": format!("nats-leaf://127.0.0.1:{leaf_port}") } ] } }),
+    )
+    .await;
+    let lc = leaf.client().await;
+    let c2 = n2.client().await;
+    // Cluster -> leaf.
+    let mut at_leaf = lc.subscribe("to.leaf").await.unwrap();
+    sync(&lc).await;
+    await_interest(&c2, "to.leaf", &mut at_leaf).await;
+    c2.publish("to.leaf", "hello leaf".into()).await.unwrap();
+    assert_eq!(
+        &next_msg(&mut at_leaf).await.payload[..],
+        b"hello leaf",
+        "{kinds:?}"
+    );
+    // Leaf -> cluster.
+    let mut at_n2 = c2.subscribe("from.leaf").await.unwrap();
+    sync(&c2).await;
+    await_interest(&lc, "from.leaf", &mut at_n2).await;
+    lc.publish("from.leaf", "hello cluster".into())
+        .await
+        .unwrap();
+    assert_eq!(
+        &next_msg(&mut at_n2).await.payload[..],
+        b"hello cluster",
+        "{kinds:?}"
+    );
+    // A request from the leaf answered on n2.
+    let mut service = c2.subscribe("svc.leaf").await.unwrap();
+    sync(&c2).await;
+    let responder = c2.clone();
+    let task = tokio::spawn(async move {
+        while let Some(req) = service.next().await {
+            if let Some(reply) = req.reply {
+                responder.publish(reply, "answer".into()).await.unwrap();
+            }
+        }
+    });
+    let answer = e2e::bounded("a request from the leaf answered on n2", async {
+        loop {
+            if let Ok(Ok(m)) = tokio::time::timeout(
+                Duration::from_millis(500),
+                lc.request("svc.leaf", "q".into()),
+            )
+            .await
+            {
+                return m;
+            }
+        }
+    })
+    .await;
+    assert_eq!(&answer.payload[..], b"answer", "{kinds:?}");
+    task.abort();
+}
+
+/// Gossip: n2 and n3 are given only n1 as a route, and meet each other through it (a
+/// message crosses one route at most, so n3's subscriber hears n2's publisher only over a
+/// route n2–n3).
+async fn members_meet_through_a_seed(kinds: [ServerKind; 3]) {
+    let ports = [free_port(), free_port(), free_port()];
+    let config = |name: &str, port: u16, routes: &[u16]| {
+        json!({
+            "server_name": name,
+            "cluster": {
+                "name": "C",
+                "listen": format!("127.0.0.1:{port}"),
+                "routes": routes.iter().map(|p| format!("nats-route://127.0.0.1:{p}")).collect::<Vec<_>>(),
+            },
+        })
+    };
+    let _n1 = TestServer::with_config(kinds[0], config("n1", ports[0], &[])).await;
+    let n2 = TestServer::with_config(kinds[1], config("n2", ports[1], &[ports[0]])).await;
+    let n3 = TestServer::with_config(kinds[2], config("n3", ports[2], &[ports[0]])).await;
+    let c2 = n2.client().await;
+    let c3 = n3.client().await;
+    let mut sub = c3.subscribe("gossip.x").await.unwrap();
+    sync(&c3).await;
+    await_interest(&c2, "gossip.x", &mut sub).await;
+    c2.publish("gossip.x", "met".into()).await.unwrap();
+    assert_eq!(&next_msg(&mut sub).await.payload[..], b"met", "{kinds:?}");
+}
+
+mod members_meet_through_a_seed {
+    use e2e::ServerKind::{Hubd, NatsServer};
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hubd_hubd_hubd() {
+        super::members_meet_through_a_seed([Hubd, Hubd, Hubd]).await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nats_server_seed_hubd_members() {
+        super::members_meet_through_a_seed([NatsServer, Hubd, Hubd]).await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hubd_seed_mixed_members() {
+        super::members_meet_through_a_seed([Hubd, NatsServer, Hubd]).await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hubd_seed_nats_server_members() {
+        super::members_meet_through_a_seed([Hubd, NatsServer, NatsServer]).await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nats_server_nats_server_nats_server() {
+        super::members_meet_through_a_seed([NatsServer, NatsServer, NatsServer]).await
+    }
+}
+
 /// Every test for every mix of members.
 macro_rules! cluster_tests {
     ($($name:ident),+ $(,)?) => {
@@ -211,6 +334,7 @@ macro_rules! cluster_tests {
 }
 
 cluster_tests!(
+    a_leaf_reaches_the_whole_cluster,
     messages_cross_the_route,
     a_queue_group_gets_each_message_once,
     accounts_stay_apart

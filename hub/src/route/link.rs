@@ -124,6 +124,10 @@ struct PeerInfo {
     server_name: String,
     cluster: String,
     headers: bool,
+    /// Its route URL, when it advertises one or a peer forwards its INFO.
+    ip: String,
+    /// Its route port.
+    port: u16,
 }
 
 /// The fields of a peer's route CONNECT this server reads.
@@ -477,7 +481,17 @@ impl Route<'_> {
             serde_json::from_slice(json).map_err(|e| Ended::Protocol(format!("bad INFO: {e}")))?;
         match self.phase {
             Phase::Established => {
-                debug!(rid = self.handle.id, peer_id = %info.server_id, "route INFO after the handshake ignored");
+                if Some(&info.server_id) != self.peer_id.as_ref() && !info.server_id.is_empty() {
+                    // Gossip: another member of the cluster.
+                    match RouteUrl::parse(&info.ip) {
+                        Ok(url) => self.routes.implicit(&info.server_id, url),
+                        Err(e) => {
+                            debug!(rid = self.handle.id, error = %e, "gossiped INFO without a usable ip")
+                        }
+                    }
+                } else {
+                    debug!(rid = self.handle.id, "route INFO update ignored");
+                }
                 return Ok(());
             }
             Phase::AwaitConnect => return Err(Ended::Protocol("INFO before CONNECT".into())),
@@ -503,10 +517,30 @@ impl Route<'_> {
             self.send_connect();
             self.send_info();
         }
-        self.establish(&info.server_id)
+        // The peer's INFO as it will be gossiped: with its route URL.
+        let mut gossip: serde_json::Value =
+            serde_json::from_slice(json).unwrap_or(serde_json::Value::Null);
+        if info.ip.is_empty() {
+            let url = match self.dialled {
+                Some(url) => format!("nats-route://{}/", url.addr()),
+                None => format!(
+                    "nats-route://{}/",
+                    SocketAddr::new(self.peer.ip(), info.port)
+                ),
+            };
+            if let Some(map) = gossip.as_object_mut() {
+                map.insert("ip".into(), url.into());
+            }
+        }
+        if let Some(map) = gossip.as_object_mut() {
+            map.remove("nonce");
+        }
+        self.establish(&info.server_id, gossip)?;
+        self.routes.gossip_new(&info.server_id);
+        Ok(())
     }
 
-    fn establish(&mut self, peer_id: &str) -> Result<(), Ended> {
+    fn establish(&mut self, peer_id: &str, info: serde_json::Value) -> Result<(), Ended> {
         let remote = match self.dialled {
             Some(url) => url.to_string(),
             None => self.peer.to_string(),
@@ -517,6 +551,7 @@ impl Route<'_> {
             name: self.peer_name.clone(),
             remote: remote.clone(),
             since: SystemTime::now(),
+            info,
         };
         // Flush what the handshake wrote before the interest table goes out.
         self.fanout.flush();

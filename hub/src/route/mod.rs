@@ -29,14 +29,20 @@
 //! dialled by the member with the smaller server id (the same choice on both sides), and the
 //! dialer whose connection lost waits while the route is up.
 //!
-//! Not yet: gossip of members (implicit routes), `leafnode_urls` of the other members in the
-//! leafnode INFO, TLS on routes, `/routez`.
+//! # Gossip
+//!
+//! When a route comes up, its peer's INFO (with `ip`, the peer's route URL: its address as
+//! seen here and the route port its INFO gives) is forwarded to every other route; a server
+//! that receives an INFO about another member dials it (an implicit route, tried
+//! `connect_retries + 1` times), so a member given one seed meets them all.
+//!
+//! Not yet: `leafnode_urls` of the other members in the leafnode INFO, TLS on routes,
+//! `/routez`.
 
 pub mod link;
 pub mod settings;
 
-use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -63,9 +69,17 @@ pub struct Routes {
     listener: Mutex<Option<TcpListener>>,
     /// The address routes are accepted on.
     pub listen_addr: std::net::SocketAddr,
-    /// The server, once it runs.
-    shared: OnceLock<Arc<Shared>>,
+    /// The server, once it runs, and what route tasks started later need.
+    runtime: OnceLock<Runtime>,
     state: Mutex<State>,
+}
+
+/// What route tasks started after the server (implicit routes) need.
+struct Runtime {
+    shared: Arc<Shared>,
+    stop: watch::Receiver<bool>,
+    /// Weak: the server's shutdown waits for every strong sender.
+    done: mpsc::WeakSender<()>,
 }
 
 /// What [`Routes::state`] guards.
@@ -77,6 +91,8 @@ struct State {
     interest: HashMap<(String, Box<[u8]>), u32>,
     /// Route URLs found to lead back to this server.
     own_urls: Vec<String>,
+    /// Server ids an implicit route is being dialled to.
+    dialling: HashSet<String>,
 }
 
 /// One established route.
@@ -92,6 +108,9 @@ pub struct Established {
     pub remote: String,
     /// When it came up.
     pub since: SystemTime,
+    /// The peer's INFO, with `ip` (its route URL) set: forwarded to the other members so
+    /// they connect to it (gossip).
+    pub info: serde_json::Value,
 }
 
 /// Why a route could not be registered.
@@ -124,7 +143,7 @@ impl Routes {
             cluster_name,
             listener: Mutex::new(Some(listener)),
             listen_addr,
-            shared: OnceLock::new(),
+            runtime: OnceLock::new(),
             state: Mutex::new(State::default()),
         }))
     }
@@ -227,6 +246,65 @@ impl Routes {
         }
     }
 
+    /// Tells every other route about the newly registered peer `peer_id` (its INFO, with its
+    /// route URL in `ip`), so that each connects to it: a member given one seed meets all.
+    pub fn gossip_new(&self, peer_id: &str) {
+        let state = self.lock();
+        let Some(new) = state.routes.get(peer_id) else {
+            return;
+        };
+        let Ok(json) = serde_json::to_vec(&new.info) else {
+            return;
+        };
+        let mut out = BytesMut::new();
+        proto::write_route_op(&mut out, &proto::RouteOp::Info(&json));
+        for (id, route) in &state.routes {
+            if id != peer_id {
+                route.handle.out.append_bytes(&out);
+                route.handle.out.flush();
+            }
+        }
+    }
+
+    /// A peer told us about member `server_id` at `url` (an INFO about another server): dial
+    /// it unless it is this server, a route to it is up, one is being dialled, or it is a
+    /// configured route (dialled anyway). Tried `connect_retries + 1` times, as nats-server
+    /// does with implicit routes.
+    pub fn implicit(self: &Arc<Self>, server_id: &str, url: RouteUrl) {
+        let Some(rt) = self.runtime.get() else {
+            return;
+        };
+        if server_id == rt.shared.server_id {
+            return;
+        }
+        {
+            let mut state = self.lock();
+            if state.routes.contains_key(server_id) || state.dialling.contains(server_id) {
+                return;
+            }
+            if self.settings.routes.iter().any(|r| r.addr() == url.addr()) {
+                return;
+            }
+            state.dialling.insert(server_id.to_owned());
+        }
+        info!(peer_id = server_id, url = %url, "dialling a member learned from a peer");
+        let routes = self.clone();
+        let shared = rt.shared.clone();
+        let stop = rt.stop.clone();
+        let Some(done) = rt.done.upgrade() else {
+            // The server is stopping.
+            self.lock().dialling.remove(server_id);
+            return;
+        };
+        let server_id = server_id.to_owned();
+        let attempts = self.settings.connect_retries.saturating_add(1);
+        tokio::spawn(async move {
+            dial(&routes, &shared, &url, stop, Some(attempts)).await;
+            routes.lock().dialling.remove(&server_id);
+            drop(done);
+        });
+    }
+
     /// Notes that `url` leads back to this server (no more dialling it).
     pub fn note_own_url(&self, url: &RouteUrl) {
         let mut state = self.lock();
@@ -247,7 +325,11 @@ impl Routes {
         stop: &watch::Receiver<bool>,
         done: &mpsc::Sender<()>,
     ) {
-        let _ = self.shared.set(shared.clone());
+        let _ = self.runtime.set(Runtime {
+            shared: shared.clone(),
+            stop: stop.clone(),
+            done: done.downgrade(),
+        });
         let listener = self
             .listener
             .lock()
@@ -368,23 +450,40 @@ async fn accept_loop(
     drop(done);
 }
 
-/// Dials the configured route `url` and keeps it up until the server stops: again
-/// [`RECONNECT_DELAY`] after it ends, not while another connection to the same peer is up,
-/// never again once it turned out to lead back to this server.
+/// Dials the configured route `url` and keeps it up until the server stops.
 async fn dial_loop(
     routes: Arc<Routes>,
     shared: Arc<Shared>,
     url: RouteUrl,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
     done: mpsc::Sender<()>,
 ) {
+    dial(&routes, &shared, &url, stop, None).await;
+    drop(done);
+}
+
+/// Dials `url` and keeps the route up: again [`RECONNECT_DELAY`] after it ends, not while
+/// another connection to the same peer is up, never again once it turned out to lead back to
+/// this server; with `attempts`, gives up after that many connections that failed or ended.
+async fn dial(
+    routes: &Arc<Routes>,
+    shared: &Arc<Shared>,
+    url: &RouteUrl,
+    mut stop: watch::Receiver<bool>,
+    attempts: Option<u32>,
+) {
     let mut peer_id: Option<String> = None;
+    let mut tried = 0u32;
     loop {
-        if *stop.borrow() || routes.is_own_url(&url) {
+        if *stop.borrow() || routes.is_own_url(url) {
             break;
         }
         let busy = peer_id.as_deref().is_some_and(|id| routes.is_connected(id));
         if !busy {
+            if attempts.is_some_and(|n| tried >= n) {
+                break;
+            }
+            tried += 1;
             let connect = tokio::time::timeout(
                 Duration::from_secs(2),
                 tokio::net::TcpStream::connect(url.addr()),
@@ -403,7 +502,7 @@ async fn dial_loop(
                         routes.clone(),
                         stream,
                         peer,
-                        Some(&url),
+                        Some(url),
                         stop.clone(),
                     )
                     .await;
@@ -421,9 +520,4 @@ async fn dial_loop(
             _ = stop.changed() => break,
         }
     }
-    drop(done);
 }
-
-/// Bytes of an [`Ordering`] import kept for the link module.
-#[allow(dead_code)]
-const _ORDERING: Ordering = Ordering::Relaxed;
