@@ -306,6 +306,135 @@ mod members_meet_through_a_seed {
     }
 }
 
+/// A member of another cluster is refused, and both sides say why in their logs.
+async fn another_cluster_is_refused(kinds: [ServerKind; 2]) {
+    let ports = [free_port(), free_port()];
+    let mut other = member("n2", ports[1], ports);
+    other["cluster"]["name"] = json!("D");
+    let n1 = TestServer::with_config(kinds[0], member("n1", ports[0], ports)).await;
+    let n2 = TestServer::with_config(kinds[1], other).await;
+    for server in [&n1, &n2] {
+        if server.kind() == ServerKind::Hubd {
+            e2e::wait_for_log(server, "cluster name", 1).await;
+        }
+    }
+    // No route: n2's subscriber never hears n1.
+    let c1 = login(&n1, "a").await;
+    let c2 = login(&n2, "a").await;
+    let mut sub = c2.subscribe("x").await.unwrap();
+    sync(&c2).await;
+    for _ in 0..5 {
+        c1.publish("x", "no".into()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let got = tokio::time::timeout(Duration::from_millis(300), sub.next()).await;
+    assert!(got.is_err(), "{kinds:?}: a message crossed between two clusters");
+}
+
+/// A route must present the cluster's credentials: wrong ones are refused (both logs say so),
+/// the right ones connect.
+async fn route_credentials_are_checked(kinds: [ServerKind; 2]) {
+    let ports = [free_port(), free_port()];
+    let with_auth = |name: &str, port: u16, password: &str| {
+        let mut config = member(name, port, ports);
+        config["cluster"]["authorization"] = json!({ "user": "ruser", "password": "secret" });
+        config["cluster"]["routes"] = json!([format!(
+            "nats-route://ruser:{password}@127.0.0.1:{}",
+            if port == ports[0] { ports[1] } else { ports[0] }
+        )]);
+        config
+    };
+    let n1 = TestServer::with_config(kinds[0], with_auth("n1", ports[0], "wrong")).await;
+    let n2 = TestServer::with_config(kinds[1], with_auth("n2", ports[1], "wrong")).await;
+    for server in [&n1, &n2] {
+        if server.kind() == ServerKind::Hubd {
+            e2e::wait_for_log(server, "Authorization Violation", 1).await;
+        }
+    }
+    drop((n1, n2));
+    let n1 = TestServer::with_config(kinds[0], with_auth("n1", ports[0], "secret")).await;
+    let n2 = TestServer::with_config(kinds[1], with_auth("n2", ports[1], "secret")).await;
+    let c1 = login(&n1, "a").await;
+    let c2 = login(&n2, "a").await;
+    let mut sub = c2.subscribe("authed").await.unwrap();
+    sync(&c2).await;
+    await_interest(&c1, "authed", &mut sub).await;
+}
+
+/// A member killed and started again rejoins and gets the current interest: n1's subscriber
+/// hears the new n2's publisher, and n2's new subscriber hears n1.
+async fn a_restarted_member_rejoins(kinds: [ServerKind; 2]) {
+    let ports = [free_port(), free_port()];
+    let n1 = TestServer::with_config(kinds[0], member("n1", ports[0], ports)).await;
+    let mut n2 = TestServer::with_config(kinds[1], member("n2", ports[1], ports)).await;
+    let c1 = login(&n1, "a").await;
+    let mut at_n1 = c1.subscribe("to.n1").await.unwrap();
+    sync(&c1).await;
+    {
+        let c2 = login(&n2, "a").await;
+        await_interest(&c2, "to.n1", &mut at_n1).await;
+    }
+    n2.kill();
+    let n2 = TestServer::with_config(kinds[1], member("n2", ports[1], ports)).await;
+    let c2 = login(&n2, "a").await;
+    await_interest(&c2, "to.n1", &mut at_n1).await;
+    let mut at_n2 = c2.subscribe("to.n2").await.unwrap();
+    sync(&c2).await;
+    await_interest(&c1, "to.n2", &mut at_n2).await;
+}
+
+/// A fake member that breaks the protocol is closed with an `-ERR`, and only its route: the
+/// real route between n1 and n2 keeps working. Bad inputs: a malformed `RS+`, an `RMSG`
+/// whose size lies, an `RS+` before the handshake.
+async fn a_malformed_route_closes_alone(kinds: [ServerKind; 2]) {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    let ports = [free_port(), free_port()];
+    let n1 = TestServer::with_config(kinds[0], member("n1", ports[0], ports)).await;
+    let n2 = TestServer::with_config(kinds[1], member("n2", ports[1], ports)).await;
+    let c1 = login(&n1, "a").await;
+    let c2 = login(&n2, "a").await;
+    let mut sub = c2.subscribe("alive").await.unwrap();
+    sync(&c2).await;
+    await_interest(&c1, "alive", &mut sub).await;
+    let bad: [&[u8]; 3] = [
+        b"RS+ $G\r\n",
+        b"RMSG $G x 2\r\ntoo long\r\n",
+        b"PING\r\n",
+    ];
+    for (i, input) in bad.iter().enumerate() {
+        if i == 2 && kinds[0] == ServerKind::NatsServer {
+            // nats-server waits for the CONNECT (its handshake timeout closes it later).
+            continue;
+        }
+        let stream = tokio::net::TcpStream::connect(("127.0.0.1", ports[0])).await.unwrap();
+        let mut conn = BufReader::new(stream);
+        let mut info = String::new();
+        conn.read_line(&mut info).await.unwrap();
+        assert!(info.starts_with("INFO "), "{info}");
+        if i < 2 {
+            let hello = format!(
+                "CONNECT {{\"echo\":true,\"verbose\":false,\"headers\":true,\"name\":\"NFAKE{i}\",\"cluster\":\"C\"}}\r\n\
+                 INFO {{\"server_id\":\"NFAKE{i}\",\"server_name\":\"fake{i}\",\"cluster\":\"C\",\"port\":1,\"headers\":true}}\r\n"
+            );
+            conn.get_mut().write_all(hello.as_bytes()).await.unwrap();
+        } else {
+            // Before any CONNECT: a route op is a protocol error.
+            conn.get_mut().write_all(b"RS+ $G foo\r\n").await.unwrap();
+        }
+        conn.get_mut().write_all(input).await.unwrap();
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut rest)).await;
+        assert!(read.is_ok(), "{kinds:?}: bad input {i} did not close the fake route");
+        if kinds[0] == ServerKind::Hubd {
+            let text = String::from_utf8_lossy(&rest);
+            assert!(text.contains("-ERR"), "{kinds:?}: bad input {i}: no -ERR in {text:?}");
+        }
+    }
+    // The real route lives on.
+    c1.publish("alive", "still".into()).await.unwrap();
+    assert_eq!(&next_msg(&mut sub).await.payload[..], b"still", "{kinds:?}");
+}
+
 /// Every test for every mix of members.
 macro_rules! cluster_tests {
     ($($name:ident),+ $(,)?) => {
@@ -335,6 +464,10 @@ macro_rules! cluster_tests {
 
 cluster_tests!(
     a_leaf_reaches_the_whole_cluster,
+    a_malformed_route_closes_alone,
+    a_restarted_member_rejoins,
+    another_cluster_is_refused,
+    route_credentials_are_checked,
     messages_cross_the_route,
     a_queue_group_gets_each_message_once,
     accounts_stay_apart

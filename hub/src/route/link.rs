@@ -388,10 +388,11 @@ impl Route<'_> {
             }
             RouteOp::Info(json) => self.on_info(json),
             RouteOp::Connect(json) => self.on_connect(json),
-            _ if self.phase != Phase::Established => Err(Ended::Protocol(format!(
-                "{} before the handshake was complete",
-                op.name()
-            ))),
+            _ if self.phase != Phase::Established => {
+                let why = format!("{} before the handshake was complete", op.name());
+                self.send_err(&format!("'Invalid Route Protocol: {why}'"));
+                Err(Ended::Protocol(why))
+            }
             RouteOp::Sub {
                 account,
                 subject,
