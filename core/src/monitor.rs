@@ -84,6 +84,10 @@ pub trait Pages: Send + Sync {
 
     /// Appends the binary's metric families to `/metrics`.
     fn metrics(&self, out: &mut Metrics);
+
+    /// Adds the binary's own blocks to `/varz` (hubd: `cluster`, `routes`); nothing by
+    /// default.
+    fn varz(&self, _varz: &mut Value) {}
 }
 
 /// A bound monitoring listener.
@@ -423,7 +427,7 @@ fn varz(sources: &Sources, now: &str) -> Value {
         out_bytes += l.bytes_out;
     }
     let uptime = st.start.elapsed().unwrap_or_default();
-    json!({
+    let mut varz = json!({
         "server_id": shared.server_id,
         "server_name": o.server_name.clone().unwrap_or_else(|| shared.server_id.clone()),
         "version": crate::server::info::NATS_FEATURE_LEVEL,
@@ -459,7 +463,11 @@ fn varz(sources: &Sources, now: &str) -> Value {
             "config": { "domain": js.domain(), "max_storage": js.max_file_bytes() },
         })),
         "leaf": sources.leaf.as_deref().map_or_else(|| json!({}), leaf_varz),
-    })
+    });
+    if let Some(pages) = &sources.pages {
+        pages.varz(&mut varz);
+    }
+    varz
 }
 
 /// `/varz`'s `leaf`: the listener and the remotes, in nats-server's shape (`LeafNodeOptsVarz`;

@@ -18,6 +18,7 @@ use tracing::info;
 use std::sync::Arc;
 
 use crate::config::{self, HubKeys};
+use crate::monitor::HubPages;
 use crate::operator::{claims_service, Resolver};
 use crate::peers::HubPeers;
 use crate::route::Routes;
@@ -109,6 +110,9 @@ async fn serve(
         },
         None => None,
     };
+    let pages = Arc::new(HubPages {
+        routes: routes.clone(),
+    });
     let started = match routes {
         Some(routes) => {
             Node::start_with_peers(NAME, &cfg, authority, |leaf| {
@@ -129,7 +133,7 @@ async fn serve(
         },
         None => Vec::new(),
     };
-    let _monitor = match node.monitor(&cfg, None).await {
+    let _monitor = match node.monitor(&cfg, Some(pages)).await {
         Ok(m) => m,
         Err(msg) => return fail(NAME, msg),
     };

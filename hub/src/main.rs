@@ -9,6 +9,7 @@
 
 mod app;
 mod config;
+mod monitor;
 mod operator;
 mod peers;
 mod route;

@@ -328,7 +328,10 @@ async fn another_cluster_is_refused(kinds: [ServerKind; 2]) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let got = tokio::time::timeout(Duration::from_millis(300), sub.next()).await;
-    assert!(got.is_err(), "{kinds:?}: a message crossed between two clusters");
+    assert!(
+        got.is_err(),
+        "{kinds:?}: a message crossed between two clusters"
+    );
 }
 
 /// A route must present the cluster's credentials: wrong ones are refused (both logs say so),
@@ -396,17 +399,15 @@ async fn a_malformed_route_closes_alone(kinds: [ServerKind; 2]) {
     let mut sub = c2.subscribe("alive").await.unwrap();
     sync(&c2).await;
     await_interest(&c1, "alive", &mut sub).await;
-    let bad: [&[u8]; 3] = [
-        b"RS+ $G\r\n",
-        b"RMSG $G x 2\r\ntoo long\r\n",
-        b"PING\r\n",
-    ];
+    let bad: [&[u8]; 3] = [b"RS+ $G\r\n", b"RMSG $G x 2\r\ntoo long\r\n", b"PING\r\n"];
     for (i, input) in bad.iter().enumerate() {
         if i == 2 && kinds[0] == ServerKind::NatsServer {
             // nats-server waits for the CONNECT (its handshake timeout closes it later).
             continue;
         }
-        let stream = tokio::net::TcpStream::connect(("127.0.0.1", ports[0])).await.unwrap();
+        let stream = tokio::net::TcpStream::connect(("127.0.0.1", ports[0]))
+            .await
+            .unwrap();
         let mut conn = BufReader::new(stream);
         let mut info = String::new();
         conn.read_line(&mut info).await.unwrap();
@@ -424,15 +425,93 @@ async fn a_malformed_route_closes_alone(kinds: [ServerKind; 2]) {
         conn.get_mut().write_all(input).await.unwrap();
         let mut rest = Vec::new();
         let read = tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut rest)).await;
-        assert!(read.is_ok(), "{kinds:?}: bad input {i} did not close the fake route");
+        assert!(
+            read.is_ok(),
+            "{kinds:?}: bad input {i} did not close the fake route"
+        );
         if kinds[0] == ServerKind::Hubd {
             let text = String::from_utf8_lossy(&rest);
-            assert!(text.contains("-ERR"), "{kinds:?}: bad input {i}: no -ERR in {text:?}");
+            assert!(
+                text.contains("-ERR"),
+                "{kinds:?}: bad input {i}: no -ERR in {text:?}"
+            );
         }
     }
     // The real route lives on.
     c1.publish("alive", "still".into()).await.unwrap();
     assert_eq!(&next_msg(&mut sub).await.payload[..], b"still", "{kinds:?}");
+}
+
+/// `/routez` and `/varz` show the route on each member, with nats-server's keys; `/metrics`
+/// counts it.
+async fn monitoring_shows_the_routes(kinds: [ServerKind; 2]) {
+    let ports = [free_port(), free_port()];
+    let http = [free_port(), free_port()];
+    let mut servers = Vec::new();
+    for (i, name) in ["n1", "n2"].into_iter().enumerate() {
+        let mut config = member(name, ports[i], ports);
+        config["http_port"] = json!(http[i]);
+        servers.push(TestServer::with_config(kinds[i], config).await);
+    }
+    let c1 = login(&servers[0], "a").await;
+    let c2 = login(&servers[1], "a").await;
+    let mut sub = c2.subscribe("seen").await.unwrap();
+    sync(&c2).await;
+    await_interest(&c1, "seen", &mut sub).await;
+    let mut ids = Vec::new();
+    for port in http {
+        let (_, varz) = e2e::http_get(port, "/varz").await;
+        ids.push(varz["server_id"].as_str().unwrap_or_default().to_owned());
+        assert_eq!(varz["cluster"]["name"], "C", "{kinds:?}: {varz}");
+    }
+    // The keys nats-server 2.9 gives a route in /routez.
+    let keys = [
+        "rid",
+        "remote_id",
+        "did_solicit",
+        "is_configured",
+        "ip",
+        "port",
+        "start",
+        "last_activity",
+        "uptime",
+        "idle",
+        "pending_size",
+        "in_msgs",
+        "out_msgs",
+        "in_bytes",
+        "out_bytes",
+        "subscriptions",
+    ];
+    for (i, port) in http.into_iter().enumerate() {
+        let (status, routez) = e2e::http_get(port, "/routez").await;
+        assert_eq!(status, 200, "{kinds:?}");
+        assert_eq!(routez["num_routes"], 1, "{kinds:?}: {routez}");
+        let route = &routez["routes"][0];
+        assert_eq!(
+            route["remote_id"],
+            ids[1 - i].as_str(),
+            "{kinds:?}: {routez}"
+        );
+        for key in keys {
+            assert!(
+                route.get(key).is_some(),
+                "{:?}: no {key} in {route}",
+                kinds[i]
+            );
+        }
+        if kinds[i] == ServerKind::Hubd {
+            if i == 0 {
+                // n2's subscriber: interest n1 learned over the route.
+                assert!(
+                    route["subscriptions"].as_u64() >= Some(1),
+                    "{kinds:?}: {route}"
+                );
+            }
+            let metrics = e2e::http_get_text(port, "/metrics").await;
+            assert!(metrics.contains("hubd_routes 1"), "{kinds:?}: {metrics}");
+        }
+    }
 }
 
 /// Every test for every mix of members.
@@ -467,6 +546,7 @@ cluster_tests!(
     a_malformed_route_closes_alone,
     a_restarted_member_rejoins,
     another_cluster_is_refused,
+    monitoring_shows_the_routes,
     route_credentials_are_checked,
     messages_cross_the_route,
     a_queue_group_gets_each_message_once,

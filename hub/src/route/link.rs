@@ -193,6 +193,9 @@ struct Route<'a> {
     routes: &'a Arc<Routes>,
     handle: Arc<ClientHandle>,
     stats: Arc<LinkStats>,
+    status: Arc<super::RouteStatus>,
+    /// When the PING awaiting its PONG went out (for the RTT).
+    ping_sent: Option<std::time::Instant>,
     peer: SocketAddr,
     dialled: Option<&'a RouteUrl>,
     phase: Phase,
@@ -233,7 +236,12 @@ pub async fn serve(
         shared: &shared,
         routes: &routes,
         handle: handle.clone(),
+        status: Arc::new(super::RouteStatus {
+            stats: stats.clone(),
+            ..super::RouteStatus::default()
+        }),
         stats,
+        ping_sent: None,
         peer,
         dialled,
         phase: if dialled.is_some() {
@@ -328,8 +336,7 @@ impl Route<'_> {
                         return Ended::Stale;
                     }
                     self.pings_out += 1;
-                    self.fanout.send(&self.handle, proto::PING);
-                    self.fanout.flush();
+                    self.ping();
                     continue;
                 }
                 _ = &mut handshake, if phase != Phase::Established => {
@@ -338,6 +345,10 @@ impl Route<'_> {
                 _ = stop.changed() => return Ended::Shutdown,
                 _ = handle.out.closed() => continue,
             }
+            self.status.last_activity_ns.store(
+                u64::try_from(leaf_proto::time::now_ns()).unwrap_or(0),
+                Ordering::Relaxed,
+            );
             let (consumed, ended) = self.process(&rb.buf);
             rb.buf.advance(consumed);
             self.fanout.flush();
@@ -362,7 +373,7 @@ impl Route<'_> {
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    self.send_err(&e.err_text());
+                    self.send_err(e.err_text());
                     return (pos, Some(Ended::Protocol(e.to_string())));
                 }
             }
@@ -378,6 +389,10 @@ impl Route<'_> {
             }
             RouteOp::Pong => {
                 self.pings_out = 0;
+                if let Some(sent) = self.ping_sent.take() {
+                    let rtt = u64::try_from(sent.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                    self.status.rtt_ns.store(rtt.max(1), Ordering::Relaxed);
+                }
                 Ok(())
             }
             RouteOp::Ok => Ok(()),
@@ -550,9 +565,17 @@ impl Route<'_> {
             handle: self.handle.clone(),
             solicited: self.dialled.is_some(),
             name: self.peer_name.clone(),
-            remote: remote.clone(),
             since: SystemTime::now(),
             info,
+            addr: self.peer,
+            configured: self.dialled.is_some_and(|u| {
+                self.routes
+                    .settings
+                    .routes
+                    .iter()
+                    .any(|r| r.addr() == u.addr())
+            }),
+            status: self.status.clone(),
         };
         // Flush what the handshake wrote before the interest table goes out.
         self.fanout.flush();
@@ -563,6 +586,8 @@ impl Route<'_> {
         }
         self.registered = true;
         self.phase = Phase::Established;
+        // A first PING at once: the RTT is known from the start.
+        self.ping();
         self.limits.max_payload = MAX_PAYLOAD.max(self.shared.opts.max_payload);
         info!(
             rid = self.handle.id,
@@ -670,6 +695,7 @@ impl Route<'_> {
         let sub = SubRef(Arc::new(sub));
         if acc.add_subscription(&sub).is_ok() {
             self.subs.insert(key, sub);
+            self.status.subs.store(self.subs.len(), Ordering::Relaxed);
         }
     }
 
@@ -680,6 +706,7 @@ impl Route<'_> {
         };
         let key = (name, key_of(subject, queue));
         if let Some(sub) = self.subs.remove(&key) {
+            self.status.subs.store(self.subs.len(), Ordering::Relaxed);
             if let Some((acc, _)) = self.account(account) {
                 if sub.0.finish() {
                     acc.remove_subscription(&sub);
@@ -725,6 +752,15 @@ impl Route<'_> {
                 }
             }
         }
+        self.fanout.flush();
+    }
+
+    /// Sends a PING, noting when (for the RTT).
+    fn ping(&mut self) {
+        if self.ping_sent.is_none() {
+            self.ping_sent = Some(std::time::Instant::now());
+        }
+        self.fanout.send(&self.handle, proto::PING);
         self.fanout.flush();
     }
 

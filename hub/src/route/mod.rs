@@ -104,13 +104,30 @@ pub struct Established {
     pub solicited: bool,
     /// The peer's server name.
     pub name: String,
-    /// Where it came from or went to.
-    pub remote: String,
     /// When it came up.
     pub since: SystemTime,
     /// The peer's INFO, with `ip` (its route URL) set: forwarded to the other members so
     /// they connect to it (gossip).
     pub info: serde_json::Value,
+    /// The peer's address.
+    pub addr: std::net::SocketAddr,
+    /// This server dialled it because the configuration lists it (not learned by gossip).
+    pub configured: bool,
+    /// What the connection keeps up to date: interest count, RTT, traffic.
+    pub status: Arc<RouteStatus>,
+}
+
+/// A route's figures, kept by its connection and read by `/routez` and `/metrics`.
+#[derive(Debug, Default)]
+pub struct RouteStatus {
+    /// Subscriptions (interest keys) the peer announced.
+    pub subs: std::sync::atomic::AtomicUsize,
+    /// The last PING's round trip, nanoseconds (0: none measured yet).
+    pub rtt_ns: std::sync::atomic::AtomicU64,
+    /// Traffic both ways.
+    pub stats: Arc<leaf_core::server::fanout::LinkStats>,
+    /// When the peer last sent anything, Unix nanoseconds.
+    pub last_activity_ns: std::sync::atomic::AtomicU64,
 }
 
 /// Why a route could not be registered.
