@@ -196,7 +196,7 @@ async fn a_leaf_reaches_the_whole_cluster(kinds: [ServerKind; 2]) {
         }
         config
     };
-    let n1 = TestServer::with_config(kinds[0], plain("n1", ports[0], Some(leaf_port))).await;
+    let _n1 = TestServer::with_config(kinds[0], plain("n1", ports[0], Some(leaf_port))).await;
     let n2 = TestServer::with_config(kinds[1], plain("n2", ports[1], None)).await;
     let leaf = TestServer::with_config(
         ServerKind::Leafd,
