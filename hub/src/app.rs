@@ -126,6 +126,9 @@ async fn serve(
         Ok(node) => node,
         Err(e) => return fail(NAME, e),
     };
+    if let (Some(routes), Some(leaf)) = (&pages.routes, &node.leaf) {
+        routes.set_leaf(leaf.clone());
+    }
     let _claims = match &resolver {
         Some(r) => match start_operator_mode(r, &cfg, &node) {
             Ok(subs) => subs,

@@ -514,6 +514,40 @@ async fn monitoring_shows_the_routes(kinds: [ServerKind; 2]) {
     }
 }
 
+/// Leaves see the whole cluster: n1's leafnode INFO lists n2's leafnode URL too
+/// (`leafnode_urls`), so a leaf connected to n1 reconnects to n2 when n1 is killed, and its
+/// traffic flows again.
+async fn a_leaf_fails_over_to_another_member(kinds: [ServerKind; 2]) {
+    let ports = [free_port(), free_port()];
+    let leaf_ports = [free_port(), free_port()];
+    let config = |i: usize, name: &str| {
+        let mut config = member(name, ports[i], ports);
+        config.as_object_mut().map(|c| c.remove("accounts"));
+        config["leafnodes"] = json!({ "listen": format!("127.0.0.1:{}", leaf_ports[i]) });
+        config
+    };
+    let mut n1 = TestServer::with_config(kinds[0], config(0, "n1")).await;
+    let n2 = TestServer::with_config(kinds[1], config(1, "n2")).await;
+    let c2 = n2.client().await;
+    let mut at_n2 = c2.subscribe("fo.x").await.unwrap();
+    sync(&c2).await;
+    // The route is up once n1's client hears n2's subscriber; then the leaf connects to n1.
+    {
+        let c1 = n1.client().await;
+        await_interest(&c1, "fo.x", &mut at_n2).await;
+    }
+    let leaf = TestServer::with_config(
+        ServerKind::Leafd,
+        json!({ "leafnodes": { "remotes": [ { "url": format!("nats-leaf://127.0.0.1:{}", leaf_ports[0]) } ] } }),
+    )
+    .await;
+    let lc = leaf.client().await;
+    await_interest(&lc, "fo.x", &mut at_n2).await;
+    n1.kill();
+    // The leaf reconnects to n2 (learned from n1's INFO) and its messages flow again.
+    await_interest(&lc, "fo.x", &mut at_n2).await;
+}
+
 /// Every test for every mix of members.
 macro_rules! cluster_tests {
     ($($name:ident),+ $(,)?) => {
@@ -542,6 +576,7 @@ macro_rules! cluster_tests {
 }
 
 cluster_tests!(
+    a_leaf_fails_over_to_another_member,
     a_leaf_reaches_the_whole_cluster,
     a_malformed_route_closes_alone,
     a_restarted_member_rejoins,

@@ -811,7 +811,9 @@ impl Link<'_> {
             leaf_version: opts.implementation_version,
             implementation: opts.implementation,
             go: "none",
-            leafnode_urls: vec![format!("{host}:{port}")],
+            leafnode_urls: std::iter::once(format!("{host}:{port}"))
+                .chain(self.leaf.cluster_urls())
+                .collect(),
             host,
             port,
             headers: true,

@@ -427,6 +427,10 @@ pub struct LeafState {
     entries: Mutex<Vec<Arc<LinkEntry>>>,
     /// The remotes' tasks and current settings. Locked before `entries` when both are.
     remotes: Mutex<RemoteTasks>,
+    /// The leafnode URLs of the other servers of this hub's cluster (hubd's routes learn
+    /// them): announced to accepted leaves in `leafnode_urls`, so that a leaf whose server
+    /// dies reconnects to another (see [`LeafState::set_cluster_urls`]).
+    cluster_urls: Mutex<Vec<String>>,
 }
 
 impl LeafState {
@@ -474,6 +478,62 @@ impl LeafState {
             lds: Mutex::new(HashSet::new()),
             entries: Mutex::new(entries),
             remotes: Mutex::new(remotes),
+            cluster_urls: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The leafnode URLs of the other servers of this hub's cluster.
+    pub fn cluster_urls(&self) -> Vec<String> {
+        self.cluster_urls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Sets the leafnode URLs of the other servers of this hub's cluster, and when they
+    /// changed tells every accepted leaf with an INFO whose `leafnode_urls` lists this
+    /// server's URL and theirs, as nats-server does when members join or leave.
+    pub fn set_cluster_urls(&self, shared: &Shared, mut urls: Vec<String>) {
+        urls.sort();
+        urls.dedup();
+        {
+            let mut current = self.cluster_urls.lock().unwrap_or_else(|e| e.into_inner());
+            if *current == urls {
+                return;
+            }
+            current.clone_from(&urls);
+        }
+        let mut all: Vec<String> = self
+            .listen_addr
+            .filter(|a| !a.ip().is_unspecified())
+            .map(|a| a.to_string())
+            .into_iter()
+            .collect();
+        all.extend(urls);
+        let info = info::UpdateInfo {
+            server_id: &shared.server_id,
+            server_name: shared
+                .opts
+                .server_name
+                .as_deref()
+                .unwrap_or(&shared.server_id),
+            version: crate::server::info::NATS_FEATURE_LEVEL,
+            proto: 1,
+            headers: true,
+            max_payload: shared.opts.max_payload,
+            leafnode_urls: &all,
+        };
+        let Ok(json) = serde_json::to_vec(&info) else {
+            return;
+        };
+        let mut line = bytes::BytesMut::new();
+        leaf_proto::write_info(&mut line, &json);
+        let entries: Vec<Arc<LinkEntry>> = self.lock_entries().clone();
+        for entry in entries.iter().filter(|e| !e.solicited) {
+            if let Some(link) = entry.link.borrow().clone() {
+                link.out.append_bytes(&line);
+                link.out.flush();
+            }
         }
     }
 

@@ -128,6 +128,8 @@ struct PeerInfo {
     ip: String,
     /// Its route port.
     port: u16,
+    /// Its leafnode URL (one at most on a route).
+    leafnode_urls: Vec<String>,
 }
 
 /// The fields of a peer's route CONNECT this server reads.
@@ -156,6 +158,8 @@ struct OurInfo<'a> {
     proto: u32,
     cluster: &'a str,
     jetstream: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    leafnode_urls: Vec<String>,
 }
 
 /// Our route CONNECT.
@@ -202,6 +206,8 @@ struct Route<'a> {
     limits: Limits,
     peer_id: Option<String>,
     peer_name: String,
+    /// The peer's leafnode URL, from its INFO.
+    peer_leaf_url: Option<String>,
     /// Interest the peer announced: (account, `subject[ queue]`) → subscription.
     subs: HashMap<(String, Box<[u8]>), SubRef>,
     /// Accounts by name, with their match caches.
@@ -255,6 +261,7 @@ pub async fn serve(
         },
         peer_id: None,
         peer_name: String::new(),
+        peer_leaf_url: None,
         subs: HashMap::new(),
         accounts: HashMap::new(),
         fanout: Fanout::new(Publisher::Link(handle.clone())),
@@ -551,6 +558,7 @@ impl Route<'_> {
         if let Some(map) = gossip.as_object_mut() {
             map.remove("nonce");
         }
+        self.peer_leaf_url = info.leafnode_urls.first().cloned();
         self.establish(&info.server_id, gossip)?;
         self.routes.gossip_new(&info.server_id);
         Ok(())
@@ -576,6 +584,7 @@ impl Route<'_> {
                     .any(|r| r.addr() == u.addr())
             }),
             status: self.status.clone(),
+            leaf_url: self.peer_leaf_url.clone(),
         };
         // Flush what the handshake wrote before the interest table goes out.
         self.fanout.flush();
@@ -620,6 +629,7 @@ impl Route<'_> {
             proto: 1,
             cluster: &self.routes.cluster_name,
             jetstream: false,
+            leafnode_urls: self.routes.leaf_url().into_iter().collect(),
         };
         let json = serde_json::to_vec(&info).unwrap_or_default();
         self.fanout.send_with(&self.handle, |b| {

@@ -71,6 +71,9 @@ pub struct Routes {
     pub listen_addr: std::net::SocketAddr,
     /// The server, once it runs, and what route tasks started later need.
     runtime: OnceLock<Runtime>,
+    /// This server's leafnode links, if it has a leafnode listener: told the other members'
+    /// leafnode URLs.
+    leaf: OnceLock<Arc<leaf_core::leafnode::LeafState>>,
     state: Mutex<State>,
 }
 
@@ -115,6 +118,9 @@ pub struct Established {
     pub configured: bool,
     /// What the connection keeps up to date: interest count, RTT, traffic.
     pub status: Arc<RouteStatus>,
+    /// The peer's leafnode URL (`leafnode_urls` in its INFO), announced to this server's
+    /// leaves.
+    pub leaf_url: Option<String>,
 }
 
 /// A route's figures, kept by its connection and read by `/routez` and `/metrics`.
@@ -161,12 +167,43 @@ impl Routes {
             listener: Mutex::new(Some(listener)),
             listen_addr,
             runtime: OnceLock::new(),
+            leaf: OnceLock::new(),
             state: Mutex::new(State::default()),
         }))
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Gives the routes this server's leafnode links (see [`Routes::leaf_url`]).
+    pub fn set_leaf(&self, leaf: Arc<leaf_core::leafnode::LeafState>) {
+        let _ = self.leaf.set(leaf);
+    }
+
+    /// This server's leafnode URL, announced to the other members in the route INFO.
+    pub fn leaf_url(&self) -> Option<String> {
+        let addr = self.leaf.get()?.listen_addr?;
+        let ip = if addr.ip().is_unspecified() {
+            self.listen_addr.ip()
+        } else {
+            addr.ip()
+        };
+        (!ip.is_unspecified()).then(|| std::net::SocketAddr::new(ip, addr.port()).to_string())
+    }
+
+    /// Tells this server's leaves the leafnode URLs of the members with a route up.
+    fn update_leaf_urls(&self) {
+        let (Some(leaf), Some(rt)) = (self.leaf.get(), self.runtime.get()) else {
+            return;
+        };
+        let urls: Vec<String> = self
+            .lock()
+            .routes
+            .values()
+            .filter_map(|r| r.leaf_url.clone())
+            .collect();
+        leaf.set_cluster_urls(&rt.shared, urls);
     }
 
     /// The established routes.
@@ -248,6 +285,8 @@ impl Routes {
         route.handle.out.append_bytes(&out);
         route.handle.out.flush();
         state.routes.insert(server_id.to_owned(), route);
+        drop(state);
+        self.update_leaf_urls();
         Ok(())
     }
 
@@ -260,6 +299,8 @@ impl Routes {
             .is_some_and(|r| Arc::ptr_eq(&r.handle, handle))
         {
             state.routes.remove(server_id);
+            drop(state);
+            self.update_leaf_urls();
         }
     }
 
