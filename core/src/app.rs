@@ -15,7 +15,7 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use tracing::{error, info};
 
 use crate::auth::{Authenticator, Permissions, Rules, User};
-use crate::cli::{normalize_args, ServerArgs};
+use crate::cli::ServerArgs;
 use crate::config::{self, Config, ConfigError, LogLevel};
 use crate::jetstream::{JetStream, JetStreamOptions};
 use crate::leafnode::{LeafOptions, LeafState, LinkDeny, RemoteError, RemoteOptions, RemoteUrl};
@@ -43,11 +43,11 @@ pub fn fail(name: &str, message: impl Display) -> ExitCode {
     ExitCode::from(1)
 }
 
-/// A binary's command line: nats-server's flags ([`ServerArgs`]), `-v`/`--version`, and the
-/// binary's own subcommands `C`.
+/// A binary's command line: nats-server's flags ([`ServerArgs`]), `-v`/`--version`, the
+/// binary's own flags `X` (hubd's `--cluster`, ...) and its own subcommands `C`.
 #[derive(Debug, Parser)]
 #[command(version, disable_version_flag = true)]
-pub struct Cli<C: Subcommand> {
+pub struct Cli<C: Subcommand, X: clap::Args = NoArgs> {
     /// Print the version and exit (`-V` is nats-server's `--trace`).
     #[arg(short = 'v', long = "version", action = clap::ArgAction::Version)]
     version: Option<bool>,
@@ -57,22 +57,39 @@ pub struct Cli<C: Subcommand> {
     /// The server flags.
     #[command(flatten)]
     pub server: ServerArgs,
+    /// The binary's own flags.
+    #[command(flatten)]
+    pub extra: X,
 }
 
+/// No flags besides the shared ones.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct NoArgs {}
+
 /// Parses the command line of binary `name` (its name in `--help`, `--version` and errors;
-/// `about` heads `--help`). nats-server's Go-style flags are accepted ([`normalize_args`]).
+/// `about` heads `--help`). nats-server's Go-style flags are accepted
+/// ([`crate::cli::normalize_args`]).
 /// `Err` is the exit code to leave with: 0 after `--help` or `--version`, 2 for a bad
 /// command line.
 pub fn parse_args<C: Subcommand>(
     name: &'static str,
     about: &'static str,
 ) -> Result<Cli<C>, ExitCode> {
-    Cli::<C>::command()
+    parse_args_with::<C, NoArgs>(name, about)
+}
+
+/// [`parse_args`] for a binary with flags of its own (`X`).
+pub fn parse_args_with<C: Subcommand, X: clap::Args + clap::FromArgMatches>(
+    name: &'static str,
+    about: &'static str,
+) -> Result<Cli<C, X>, ExitCode> {
+    let cmd = Cli::<C, X>::command()
         .name(name)
         .bin_name(name)
-        .about(about)
-        .try_get_matches_from(normalize_args(std::env::args_os()))
-        .and_then(|matches| Cli::<C>::from_arg_matches(&matches))
+        .about(about);
+    let args = crate::cli::normalize_args_for(&cmd, std::env::args_os());
+    cmd.try_get_matches_from(args)
+        .and_then(|matches| Cli::<C, X>::from_arg_matches(&matches))
         .map_err(|e| {
             let _ = e.print();
             if e.use_stderr() {

@@ -7,8 +7,9 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 use leaf_core::app::{
-    check_config, fail, parse_args, prepare, reload_on_sighup, shutdown_signal, unsupported_yet,
-    Applied, LogLevelSetter, Node, Reload, RemoteDigests, SharedReload, DRAIN_LIMIT,
+    check_config, fail, parse_args_with, prepare, reload_on_sighup, shutdown_signal,
+    unsupported_yet, Applied, LogLevelSetter, Node, Reload, RemoteDigests, SharedReload,
+    DRAIN_LIMIT,
 };
 use leaf_core::cli::ServerArgs;
 use leaf_core::config::{Config, ConfigError};
@@ -17,7 +18,7 @@ use tracing::info;
 
 use std::sync::Arc;
 
-use crate::config::{self, HubKeys};
+use crate::config::{self, ClusterArgs, HubKeys};
 use crate::monitor::HubPages;
 use crate::operator::{claims_service, Resolver};
 use crate::peers::HubPeers;
@@ -43,7 +44,7 @@ enum Command {
 
 /// Runs `hubd`.
 pub fn main() -> ExitCode {
-    let cli = match parse_args::<Command>(NAME, ABOUT) {
+    let cli = match parse_args_with::<Command, ClusterArgs>(NAME, ABOUT) {
         Ok(cli) => cli,
         Err(code) => return code,
     };
@@ -62,10 +63,16 @@ pub fn main() -> ExitCode {
             },
         );
     }
-    match prepare(NAME, || config::load(&cli.server)) {
+    match prepare(NAME, || config::load(&cli.server, &cli.extra)) {
         Ok(ready) => {
             let config::HubConfig { server: cfg, hub } = ready.cfg;
-            let serving = serve(cli.server, cfg, hub, ready.digests, ready.set_level);
+            let serving = serve(
+                (cli.server, cli.extra),
+                cfg,
+                hub,
+                ready.digests,
+                ready.set_level,
+            );
             ready.runtime.block_on(serving)
         }
         Err(code) => code,
@@ -86,7 +93,7 @@ fn check_operator(hub: &HubKeys) -> Result<(), String> {
 /// Starts the server, its links, JetStream and monitoring, and serves until SIGTERM or
 /// SIGINT.
 async fn serve(
-    args: ServerArgs,
+    args: (ServerArgs, ClusterArgs),
     cfg: Config,
     hub: HubKeys,
     digests: RemoteDigests,
@@ -174,7 +181,7 @@ fn start_operator_mode(
 /// connect; anything else is refused), and operator mode's keys cannot change.
 struct HubReload {
     /// The command-line flags, applied over the file again.
-    args: ServerArgs,
+    args: (ServerArgs, ClusterArgs),
     /// hubd's own keys as they run.
     hub: HubKeys,
 }
@@ -184,7 +191,13 @@ impl Reload for HubReload {
     type Plan = ();
 
     fn load(&self) -> Result<Config, ConfigError> {
-        let config::HubConfig { server: cfg, hub } = config::load(&self.args)?;
+        let config::HubConfig { server: cfg, hub } = config::load(&self.args.0, &self.args.1)?;
+        if hub.cluster != self.hub.cluster {
+            return Err(ConfigError::invalid(
+                "cluster",
+                "the cluster's settings cannot change while running (restart to apply them)",
+            ));
+        }
         if hub != self.hub {
             return Err(ConfigError::invalid(
                 "operator",

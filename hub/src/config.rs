@@ -32,6 +32,53 @@ pub struct HubKeys {
     pub cluster: Option<ClusterSettings>,
 }
 
+/// hubd's own flags, named as nats-server's: the cluster's.
+#[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
+pub struct ClusterArgs {
+    /// Cluster URL to listen on for routes (`nats://host:port`).
+    #[arg(long = "cluster", value_name = "URL")]
+    pub cluster: Option<String>,
+    /// The cluster's name.
+    #[arg(long = "cluster_name", alias = "cluster-name", value_name = "NAME")]
+    pub cluster_name: Option<String>,
+    /// Routes to the other members, comma-separated (`nats-route://host:port,...`).
+    #[arg(long = "routes", value_name = "URLS")]
+    pub routes: Option<String>,
+}
+
+impl ClusterArgs {
+    /// Applies the flags over the file's `cluster` block (making one when the file has
+    /// none); errors name the flag.
+    pub fn apply(&self, hub: &mut HubKeys) -> Result<(), ConfigError> {
+        if self == &ClusterArgs::default() {
+            return Ok(());
+        }
+        let cluster = hub.cluster.get_or_insert_with(ClusterSettings::default);
+        if let Some(url) = &self.cluster {
+            let parsed = crate::route::RouteUrl::parse(url)
+                .map_err(|e| ConfigError::invalid("--cluster", e))?;
+            cluster.listen = Some(parsed.addr());
+            cluster.host = None;
+            cluster.port = None;
+        }
+        if let Some(name) = &self.cluster_name {
+            cluster.name = Some(name.clone());
+        }
+        if let Some(routes) = &self.routes {
+            cluster.routes = routes
+                .split(',')
+                .map(str::trim)
+                .filter(|r| !r.is_empty())
+                .map(|r| {
+                    crate::route::RouteUrl::parse(r)
+                        .map_err(|e| ConfigError::invalid("--routes", e))
+                })
+                .collect::<Result<_, _>>()?;
+        }
+        Ok(())
+    }
+}
+
 impl HubKeys {
     /// The operator-mode settings, when `operator` is given (`resolver` defaults to MEMORY);
     /// `resolver` or `resolver_preload` without `operator` is an error naming the key.
@@ -202,8 +249,9 @@ impl AsRef<Config> for HubConfig {
 
 /// The effective configuration: the `--config` file if given (else the defaults), overridden
 /// by the flags, then validated.
-pub fn load(args: &ServerArgs) -> Result<HubConfig, ConfigError> {
-    let (server, hub) = cli::load_with::<HubKeys>(args)?;
+pub fn load(args: &ServerArgs, cluster: &ClusterArgs) -> Result<HubConfig, ConfigError> {
+    let (server, mut hub) = cli::load_with::<HubKeys>(args)?;
+    cluster.apply(&mut hub)?;
     validate(&server, &hub)?;
     Ok(HubConfig { server, hub })
 }

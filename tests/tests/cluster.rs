@@ -548,6 +548,31 @@ async fn a_leaf_fails_over_to_another_member(kinds: [ServerKind; 2]) {
     await_interest(&lc, "fo.x", &mut at_n2).await;
 }
 
+/// hubd takes its cluster from nats-server's flags too (`-cluster`, `-cluster_name`,
+/// `-routes`, Go style), with no `cluster` block in its file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_flags_as_nats_server() {
+    let ports = [free_port(), free_port()];
+    let n1 = TestServer::with_config(ServerKind::Hubd, member("n1", ports[0], ports)).await;
+    let mut config = member("n2", ports[1], ports);
+    config.as_object_mut().map(|c| c.remove("cluster"));
+    let n2 = TestServer::builder(ServerKind::Hubd)
+        .config(config)
+        .arg("-cluster")
+        .arg(format!("nats://127.0.0.1:{}", ports[1]))
+        .arg("-cluster_name")
+        .arg("C")
+        .arg("-routes")
+        .arg(format!("nats-route://127.0.0.1:{}", ports[0]))
+        .start()
+        .await;
+    let c1 = login(&n1, "a").await;
+    let c2 = login(&n2, "a").await;
+    let mut sub = c2.subscribe("flags").await.unwrap();
+    sync(&c2).await;
+    await_interest(&c1, "flags", &mut sub).await;
+}
+
 /// Every test for every mix of members.
 macro_rules! cluster_tests {
     ($($name:ident),+ $(,)?) => {
