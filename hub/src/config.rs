@@ -344,7 +344,7 @@ mod tests {
         );
         assert!(
             err.ends_with(
-                "leafnodes, accounts, system_account, operator, resolver, resolver_preload)"
+                "leafnodes, accounts, system_account, cluster, operator, resolver, resolver_preload)"
             ),
             "{err}"
         );
