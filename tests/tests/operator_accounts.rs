@@ -10,7 +10,8 @@
 //! * Limits: `conn` refuses a connection past it with `-ERR 'maximum account active
 //!   connections exceeded'`; `subs` refuses a subscription past it with `-ERR 'maximum
 //!   subscriptions exceeded'`; `payload` is announced in an INFO after the CONNECT, and a
-//!   connection publishing more is closed with `-ERR 'Maximum Payload Violation'`.
+//!   connection publishing more is closed with `-ERR 'Maximum Payload Violation'`; `leaf`
+//!   refuses a second leaf of the account with the same error as `conn`.
 //! * Exports/imports: a service exported by one JWT account and imported by another (under
 //!   its `local_subject`) answers a request; a stream import with a `local_subject`.
 //!
@@ -420,6 +421,43 @@ async fn service_and_stream_imports_between_jwt_accounts(kind: ServerKind) {
     );
 }
 
+/// An account JWT with `leaf: 1`: a leafd leaf logs in with a `.creds` file of one of its
+/// users and its traffic flows; a second leafd of the same account is refused with
+/// `-ERR 'maximum account active connections exceeded'` (the hub says so, the leaf logs it).
+async fn leaf_limit_from_the_jwt(kind: ServerKind) {
+    let dir = StoreDir::new();
+    let op = Operator::new();
+    let l = KeyPair::new_account();
+    let mut limits = unlimited();
+    limits["leaf"] = json!(1);
+    let preload = [(&l, op.account_jwt(&l, limits, json!([]), json!([])))];
+    let port = e2e::free_port();
+    let mut config = op.config(&dir, json!("MEMORY"), &preload);
+    config["leafnodes"] = json!({ "listen": format!("127.0.0.1:{port}") });
+    let hub = TestServer::with_config(kind, config).await;
+    let leaf = |name: &str| {
+        let user = KeyPair::new_user();
+        let path = format!("{}/{name}.creds", dir.path());
+        std::fs::write(
+            &path,
+            creds_text(&user_jwt(&user, &l), &user.seed().unwrap()),
+        )
+        .unwrap();
+        json!({ "server_name": name, "leafnodes": { "remotes": [ {
+            "url": format!("nats-leaf://127.0.0.1:{port}"),
+            "credentials": path,
+        } ], "reconnect": 1 } })
+    };
+    let first = TestServer::with_config(ServerKind::Leafd, leaf("leaf1")).await;
+    let hc = login(&hub, &l).await;
+    let lc = first.client().await;
+    e2e::pub_sub_both_ways(&hc, &lc).await;
+    let second = TestServer::with_config(ServerKind::Leafd, leaf("leaf2")).await;
+    e2e::wait_for_log(&second, "maximum account active connections exceeded", 1).await;
+    // The first leaf is unaffected.
+    e2e::pub_sub_both_ways(&hc, &lc).await;
+}
+
 macro_rules! against_hubd_and_nats_server {
     ($name:ident) => {
         mod $name {
@@ -439,3 +477,4 @@ against_hubd_and_nats_server!(jwt_accounts_get_jetstream_as_their_jwt_says);
 against_hubd_and_nats_server!(claims_updates_switch_jetstream_without_restart);
 against_hubd_and_nats_server!(account_limits_from_the_jwt);
 against_hubd_and_nats_server!(service_and_stream_imports_between_jwt_accounts);
+against_hubd_and_nats_server!(leaf_limit_from_the_jwt);
