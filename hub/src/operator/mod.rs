@@ -26,7 +26,8 @@
 //! ([`apply`]).
 //!
 //! Not yet: exports that require activation tokens (such imports are refused with a log
-//! line), an account's `data`, `imports`/`exports` counts and `wildcards` limits, `mappings`,
+//! line), an account's `data`, `imports`/`exports` counts and `wildcards` limits, `subs` for
+//! leaf connections, closing connections past a lowered `conn`, `mappings`,
 //! service latency, storage limit changes at run time (they apply when the account's
 //! JetStream starts), `URL(...)` and `cache` resolvers, and
 //! `$SYS.REQ.CLAIMS.LIST`/`DELETE`/`PACK`.

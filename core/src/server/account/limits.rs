@@ -10,8 +10,12 @@
 //!   (`max_subscriptions`, `max_payload`) when it logs in, as nats-server's
 //!   `applyAccountLimits`.
 //!
-//! New limits apply to connections that log in (or subscribe, for `subs`) afterwards; the
-//! connections already counted are not closed.
+//! New limits apply to connections that log in afterwards; the connections already counted
+//! are not closed, and keep the `subs` and `payload` they logged in with. A `subs` or
+//! `payload` of 0 (a JWT that leaves them out) counts as unlimited, where nats-server would
+//! refuse every subscription or payload; `conn` and `leaf` of 0 refuse every connection, as
+//! nats-server. `subs` applies to client connections only (nats-server also bounds a leaf's
+//! subscriptions by it; leaves here have `leafnodes.max_subscriptions`).
 
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
