@@ -17,6 +17,7 @@ use tracing::{error, info};
 use crate::auth::{Authenticator, Permissions, Rules, User};
 use crate::cli::ServerArgs;
 use crate::config::{self, Config, ConfigError, LogLevel};
+use crate::jetstream::accounts::AccountJetStreams;
 use crate::jetstream::{JetStream, JetStreamOptions};
 use crate::leafnode::{LeafOptions, LeafState, LinkDeny, RemoteError, RemoteOptions, RemoteUrl};
 use crate::monitor::{self, Monitor, Pages};
@@ -194,6 +195,10 @@ pub struct Node {
     pub jetstream: Option<JetStream>,
     /// JetStream of each configured account that has it, by account name.
     pub account_jetstreams: Vec<(String, JetStream)>,
+    /// Every account's JetStream (those above, and the 10039 answers of accounts without):
+    /// where accounts get theirs at run time, e.g. when hubd's resolver loads an account JWT
+    /// that enables JetStream (`None`: the server has no JetStream).
+    pub jetstreams: Option<Arc<AccountJetStreams>>,
 }
 
 impl Node {
@@ -260,8 +265,10 @@ impl Node {
         );
         let mut jetstream = None;
         let mut account_jetstreams = Vec::new();
+        let mut jetstreams = None;
         if let Some(options) = js_options {
             let shared = server.shared();
+            let registry = Arc::new(AccountJetStreams::new(shared, options.clone()));
             for (name, options) in account_jetstream_options(cfg, &options) {
                 let account = match &name {
                     None => shared.global().clone(),
@@ -274,30 +281,24 @@ impl Node {
                     None => e.to_string(),
                     Some(name) => format!("accounts.{name}.jetstream: {e}"),
                 })?;
+                registry.insert(account.name(), js.clone());
                 match name {
                     None => jetstream = Some(js),
                     Some(name) => account_jetstreams.push((name, js)),
                 }
             }
             // Accounts without JetStream say so to whoever calls their API.
-            let with_js: Vec<&str> = account_jetstreams.iter().map(|(n, _)| n.as_str()).collect();
             for account in shared.accounts.all() {
-                let has = if account.is_global() {
-                    jetstream.is_some()
-                } else {
-                    with_js.contains(&account.name())
-                };
-                if !has {
-                    crate::jetstream::disabled::serve_not_enabled(&account)
-                        .map_err(|e| e.to_string())?;
-                }
+                registry.refuse(&account).map_err(|e| e.to_string())?;
             }
+            jetstreams = Some(registry);
         }
         Ok(Node {
             server,
             leaf,
             jetstream,
             account_jetstreams,
+            jetstreams,
         })
     }
 

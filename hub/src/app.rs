@@ -155,20 +155,25 @@ async fn serve(
     ExitCode::SUCCESS
 }
 
-/// The resolver's part once the server is bound: it may close revoked users' connections,
-/// the system account exists, and a full resolver takes claims updates there.
+/// The resolver's part once the server is bound: every account it knows is applied (limits,
+/// JetStream, imports), it may close revoked users' connections, the system account exists,
+/// and a full resolver takes claims updates there.
 fn start_operator_mode(
     resolver: &Arc<Resolver>,
     cfg: &Config,
     node: &Node,
 ) -> Result<Vec<leaf_core::server::SubRef>, String> {
     let shared = node.shared();
-    resolver.attach(shared);
     let system = cfg
         .system_account
         .clone()
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| resolver.operator().nats.system_account.clone());
+    resolver.attach(
+        shared,
+        node.jetstreams.clone(),
+        Some(system.clone()).filter(|s| !s.is_empty()),
+    );
     if system.is_empty() {
         info!("operator mode without a system account: claims updates are not served");
         return Ok(Vec::new());

@@ -37,7 +37,9 @@
 //! nats-server answers anything but `CONNECT`, before the payload is read), and a peer that
 //! announces more than `max_subscriptions` subscriptions gets `-ERR 'maximum subscriptions
 //! exceeded'` (nats-server's text) and the link is closed; the side that dialled waits
-//! [`LOOP_RECONNECT_DELAY`] before trying again, as after a loop.
+//! [`LOOP_RECONNECT_DELAY`] before trying again, as after a loop. An accepted leaf bound to an
+//! account with a `leaf` limit (an account JWT's) past it is refused with
+//! `-ERR 'maximum account active connections exceeded'`, as nats-server does.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -64,6 +66,7 @@ use super::{
 };
 use crate::auth::Permissions;
 use crate::config::MAX_PAYLOAD_LIMIT;
+use crate::server::account::limits::{ConnKind as Counted, MAX_ACCOUNT_CONNECTIONS_ERR};
 use crate::server::fanout::{
     ClientHandle, ConnKind, Fanout, LeafPeer, MatchCache, Msg, SubRef, SubTarget, Subscription,
 };
@@ -288,6 +291,8 @@ struct Link<'s> {
     lds: Option<Box<[u8]>>,
     /// Permissions violations seen on this link (refused by us or by the peer).
     violations: u64,
+    /// Accepting side: the link's place in its account's `leaf` count.
+    slot: Option<crate::server::account::limits::Slot>,
 }
 
 /// The connection after any TLS upgrade.
@@ -377,6 +382,7 @@ pub(crate) async fn serve(
         hub_rules: None,
         lds: None,
         violations: 0,
+        slot: None,
     };
     let upgraded = tokio::select! {
         upgraded = link.upgrade(stream) => upgraded,
@@ -902,6 +908,16 @@ impl Link<'_> {
                     "{identity} is bound to account {name:?}, which this server does not have"
                 )));
             };
+            // The account's `leaf` limit (an account JWT's), as nats-server counts it.
+            match account.limits.admit(Counted::Leaf) {
+                Ok(slot) => self.slot = Some(slot),
+                Err(e) => {
+                    self.send_err(MAX_ACCOUNT_CONNECTIONS_ERR);
+                    return Err(Ended::AuthFailed(format!(
+                        "{identity}: account {name:?}: {e}"
+                    )));
+                }
+            }
             self.account = account;
         }
         self.perms = permissions;

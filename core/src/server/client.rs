@@ -13,7 +13,11 @@
 //! `CONNECT` is refused with `-ERR 'Authorization Violation'`, as nats-server does, without
 //! waiting for a payload. A connection holds at most `max_subscriptions` subscriptions; past
 //! it a `SUB` gets nats-server's `-ERR 'maximum subscriptions exceeded'` and the connection
-//! stays.
+//! stays. A connection of an account with limits of its own (an account JWT's `conn`,
+//! `subs`, `payload`: see [`super::account::limits`]) is refused at its CONNECT past the
+//! account's `conn` with `-ERR 'maximum account active connections exceeded'`, and takes the
+//! account's `subs` and `payload` where they are smaller than the server's (a smaller
+//! `payload` is announced in an INFO right after the CONNECT, as nats-server does).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -27,6 +31,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
+use super::account::limits::{ConnKind, MAX_ACCOUNT_CONNECTIONS_ERR};
 use super::fanout::{ClientHandle, Fanout, MatchCache, Msg, SubRef, SubTarget, Subscription};
 use super::info::{ConnectInfo, ServerInfo, NATS_FEATURE_LEVEL};
 use super::readbuf::ReadBuffer;
@@ -99,6 +104,11 @@ struct Connection {
     /// The names of the client's certificate, in the order they are tried as user names
     /// (`verify_and_map`; empty otherwise).
     identities: CertNames,
+    /// This connection's place in its account's `conn` count (from its first CONNECT).
+    slot: Option<super::account::limits::Slot>,
+    /// The most subscriptions this connection may hold: the server's `max_subscriptions`,
+    /// or its account's `subs` if smaller (0: unlimited).
+    max_subs: usize,
 }
 
 /// Aborts a task when dropped.
@@ -180,7 +190,7 @@ pub(crate) async fn serve(
         .needs_nonce()
         .then(crate::auth::nkey::new_nonce)
         .flatten();
-    let info = server_info(&shared, id, peer, nonce.clone());
+    let info = server_info(&shared, id, peer, nonce.clone(), shared.opts.max_payload);
     let mut line = BytesMut::with_capacity(info.len() + 8);
     proto::encode::write_info(&mut line, &info);
     let Some(tls) = shared.opts.tls.clone() else {
@@ -296,6 +306,7 @@ fn server_info(
     client_id: u64,
     peer: SocketAddr,
     nonce: Option<String>,
+    max_payload: usize,
 ) -> Vec<u8> {
     let opts = &shared.opts;
     let info = ServerInfo {
@@ -311,7 +322,7 @@ fn server_info(
         host: shared.local_addr.ip().to_string(),
         port: shared.local_addr.port(),
         headers: true,
-        max_payload: opts.max_payload,
+        max_payload,
         proto: 1,
         client_id,
         client_ip: peer.ip().to_string(),
@@ -339,6 +350,7 @@ impl Connection {
             id: handle.id,
             permissions: None,
         });
+        let max_subs = shared.opts.max_subscriptions;
         Connection {
             account: shared.global().clone(),
             shared,
@@ -358,6 +370,8 @@ impl Connection {
             nonce: String::new(),
             expiry: None,
             identities: CertNames::default(),
+            slot: None,
+            max_subs,
         }
     }
 
@@ -579,6 +593,19 @@ impl Connection {
                     self.send_err("'Authorization Violation'");
                     return Err(Close::Auth);
                 };
+                if self.slot.is_none() {
+                    match account.limits.admit(ConnKind::Client) {
+                        Ok(slot) => self.slot = Some(slot),
+                        Err(e) => {
+                            drop(auth);
+                            warn!(cid = self.handle.id, peer = %self.peer, account = %printable(account.name()), error = %e, "client refused");
+                            self.send_err(MAX_ACCOUNT_CONNECTIONS_ERR);
+                            return Err(Close::Protocol(
+                                "maximum account active connections exceeded",
+                            ));
+                        }
+                    }
+                }
                 self.account = account;
                 let perms = grant.permissions;
                 self.fanout.set_publisher(Publisher::Client {
@@ -622,7 +649,24 @@ impl Connection {
         );
         self.connect = connect;
         self.connected = true;
-        self.limits.max_payload = self.shared.opts.max_payload;
+        // The account's `payload` and `subs` when smaller than the server's (nats-server's
+        // `applyAccountLimits`).
+        let account_limits = &self.account.limits;
+        self.limits.max_payload = account_limits.max_payload(self.shared.opts.max_payload);
+        self.max_subs = account_limits.max_subscriptions(self.shared.opts.max_subscriptions);
+        if self.limits.max_payload < self.shared.opts.max_payload {
+            // The client learns its smaller limit as from nats-server: an INFO with it.
+            let info = server_info(
+                &self.shared,
+                self.handle.id,
+                self.peer,
+                None,
+                self.limits.max_payload,
+            );
+            let mut line = BytesMut::with_capacity(info.len() + 8);
+            proto::encode::write_info(&mut line, &info);
+            self.send(&line);
+        }
         self.ok();
         Ok(())
     }
@@ -752,7 +796,7 @@ impl Connection {
             self.ok();
             return;
         }
-        let limit = self.shared.opts.max_subscriptions;
+        let limit = self.max_subs;
         if limit > 0 && self.subs.len() >= limit {
             // Subscriptions that ended at their max still have their sid here.
             self.subs.retain(|_, s| !s.is_done());
