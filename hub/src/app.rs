@@ -99,16 +99,19 @@ async fn serve(
     let authority = resolver
         .clone()
         .map(|r| r as Arc<dyn leaf_core::auth::Authority>);
-    let node = match Node::start_with(NAME, &cfg, authority).await {
+    let mut node = match Node::start_with(NAME, &cfg, authority).await {
         Ok(node) => node,
         Err(e) => return fail(NAME, e),
     };
     let _claims = match &resolver {
-        Some(r) => match start_operator_mode(r, &cfg, &node) {
+        Some(r) => match start_operator_mode(r, &cfg, &mut node) {
             Ok(subs) => subs,
             Err(e) => return fail(NAME, e),
         },
-        None => Vec::new(),
+        None => match node.serve_system(leaf_core::app::system_account(&cfg)) {
+            Ok(()) => Vec::new(),
+            Err(e) => return fail(NAME, e),
+        },
     };
     let _monitor = match node.monitor(&cfg, None).await {
         Ok(m) => m,
@@ -123,14 +126,14 @@ async fn serve(
 }
 
 /// The resolver's part once the server is bound: it may close revoked users' connections,
-/// the system account exists, and a full resolver takes claims updates there.
+/// the system account is served (the operator's, unless `system_account` names one), and a
+/// full resolver takes claims updates there.
 fn start_operator_mode(
     resolver: &Arc<Resolver>,
     cfg: &Config,
-    node: &Node,
+    node: &mut Node,
 ) -> Result<Vec<leaf_core::server::SubRef>, String> {
-    let shared = node.shared();
-    resolver.attach(shared);
+    resolver.attach(node.shared());
     let system = cfg
         .system_account
         .clone()
@@ -138,8 +141,11 @@ fn start_operator_mode(
         .unwrap_or_else(|| resolver.operator().nats.system_account.clone());
     if system.is_empty() {
         info!("operator mode without a system account: claims updates are not served");
+        node.serve_system(leaf_core::system::DEFAULT_SYSTEM_ACCOUNT)?;
         return Ok(Vec::new());
     }
+    node.serve_system(&system)?;
+    let shared = node.shared();
     let account = shared.accounts.add(&system);
     claims_service::start(resolver, shared, &account)
 }

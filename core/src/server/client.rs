@@ -14,6 +14,11 @@
 //! waiting for a payload. A connection holds at most `max_subscriptions` subscriptions; past
 //! it a `SUB` gets nats-server's `-ERR 'maximum subscriptions exceeded'` and the connection
 //! stays.
+//!
+//! A login and the end of a logged-in connection are told to the system account's services
+//! ([`crate::system`]), which publish nats-server's connect / disconnect advisories when
+//! someone listens; its subscriptions are also recorded in its monitoring entry
+//! (`/connz?subs=1`).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -68,6 +73,22 @@ enum Close {
     WriterClosed,
     /// The server is shutting down.
     Shutdown,
+}
+
+impl Close {
+    /// nats-server's words for the reason (its `ClosedState`), as advisories give it.
+    fn nats_reason(&self) -> &'static str {
+        match self {
+            Close::Eof => "Client Closed",
+            Close::Read(_) => "Read Error",
+            Close::Protocol(_) => "Protocol Violation",
+            Close::Auth => "Authentication Failure",
+            Close::Stale => "Stale Connection",
+            Close::SlowConsumer => "Slow Consumer (Pending Bytes)",
+            Close::WriterClosed => "Write Error",
+            Close::Shutdown => "Server Shutdown",
+        }
+    }
 }
 
 /// The read side of one connection.
@@ -265,6 +286,9 @@ async fn run<R, W>(
     let reason = conn.read_loop(&mut reader, &mut stop).await;
     conn.remove_all_subscriptions();
     shared.stats.unregister(id);
+    if conn.connected {
+        conn.advise_disconnect(&reason);
+    }
     if matches!(reason, Close::SlowConsumer) {
         shared
             .stats
@@ -614,7 +638,46 @@ impl Connection {
         self.connected = true;
         self.limits.max_payload = self.shared.opts.max_payload;
         self.ok();
+        if let Some(events) = self.shared.system.events() {
+            events.connected(&self.advisory_info(&self.entry.meta()));
+        }
         Ok(())
+    }
+
+    /// The connection as the system account's advisories describe it.
+    fn advisory_info<'m>(&'m self, meta: &'m ConnMeta) -> crate::system::ClientInfo<'m> {
+        crate::system::ClientInfo {
+            start: self.entry.start,
+            host: self.peer.ip(),
+            id: self.handle.id,
+            account: self.account.name(),
+            user: &meta.user,
+            name: &meta.name,
+            lang: &meta.lang,
+            version: &meta.version,
+            kind: crate::system::LinkKind::Client,
+        }
+    }
+
+    /// Tells the system account that the connection ended (see [`crate::system`]).
+    fn advise_disconnect(&self, reason: &Close) {
+        let Some(events) = self.shared.system.events() else {
+            return;
+        };
+        let t = &self.handle.traffic;
+        let data = |msgs: &std::sync::atomic::AtomicU64, bytes: &std::sync::atomic::AtomicU64| {
+            crate::system::events::DataStats {
+                msgs: msgs.load(Ordering::Relaxed),
+                bytes: bytes.load(Ordering::Relaxed),
+            }
+        };
+        let meta = self.entry.meta();
+        events.disconnected(
+            &self.advisory_info(&meta),
+            data(&t.msgs_in, &t.bytes_in),
+            data(&t.msgs_out, &t.bytes_out),
+            reason.nats_reason(),
+        );
     }
 
     /// Routes one published message to every interested subscription.
@@ -746,6 +809,7 @@ impl Connection {
         if limit > 0 && self.subs.len() >= limit {
             // Subscriptions that ended at their max still have their sid here.
             self.subs.retain(|_, s| !s.is_done());
+            self.entry.sweep_subscriptions(false);
             self.entry.subs.store(self.subs.len(), Ordering::Relaxed);
             if self.subs.len() >= limit {
                 debug!(
@@ -768,6 +832,7 @@ impl Connection {
             self.send_err("'Invalid Subject'");
             return;
         }
+        self.entry.note_subscription(sid, Some(&sub));
         self.subs.insert(sid.into(), sub);
         self.sweep_ended_subscriptions();
         self.entry.subs.store(self.subs.len(), Ordering::Relaxed);
@@ -779,6 +844,7 @@ impl Connection {
     fn sweep_ended_subscriptions(&mut self) {
         if self.subs.len() >= self.sweep_at {
             self.subs.retain(|_, s| !s.is_done());
+            self.entry.sweep_subscriptions(false);
             self.sweep_at = (self.subs.len() * 2).max(64);
         }
     }
@@ -795,6 +861,7 @@ impl Connection {
             }
         }
         self.subs.remove(sid);
+        self.entry.note_subscription(sid, None);
         self.entry.subs.store(self.subs.len(), Ordering::Relaxed);
         self.remove_subscription(&sub);
     }
@@ -807,6 +874,7 @@ impl Connection {
 
     fn remove_all_subscriptions(&mut self) {
         let subs: Vec<_> = self.subs.drain().map(|(_, s)| s).collect();
+        self.entry.sweep_subscriptions(true);
         for sub in &subs {
             self.remove_subscription(sub);
         }
