@@ -10,11 +10,12 @@
 //!   `reason` (nats-server's words: `Client Closed`, `Read Error`, `Slow Consumer (Pending
 //!   Bytes)`, ...) when it ends.
 //!
-//! The global account (`$G`) emits none, as in nats-server. For leafnode links nats-server
-//! 2.9 sends the connect advisory only when the leaf logged in with a client user, and no
-//! disconnect advisory; we send both for every accepted link bound to an account (the
-//! `kind` is `Leafnode`). nats-server's `LEAFNODE.CONNECT` subject is internal to its
-//! gateways (it has no `LEAFNODE.DISCONNECT`): we have no gateways and send neither.
+//! The global account (`$G`) emits none, as in nats-server. Accepted leafnode links send
+//! both with `kind` `Leafnode`, as nats-server 2.9 does for a leaf that logged in as a
+//! client user; nats-server sends no connect advisory for a leaf of
+//! `leafnodes.authorization`, we send them for every accepted link bound to an account.
+//! nats-server's `LEAFNODE.CONNECT` subject is internal to its gateways (there is no
+//! `LEAFNODE.DISCONNECT`): we have no gateways and send neither.
 //!
 //! The connection's task only checks that someone listens, renders the JSON and hands it to
 //! a bounded queue ([`super::MAX_QUEUED`] messages, [`super::MAX_QUEUED_BYTES`] bytes); one
@@ -295,6 +296,69 @@ impl Events {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::server::{InternalSink, Publisher, Server, ServerOptions};
+
+    /// Counts what it receives.
+    #[derive(Default)]
+    struct Count(AtomicU64);
+
+    impl InternalSink for Count {
+        fn deliver(&self, _: &Msg<'_>, _: &Publisher) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn client(account: &str) -> ClientInfo<'_> {
+        ClientInfo {
+            start: SystemTime::now(),
+            host: "127.0.0.1".parse().unwrap(),
+            id: 1,
+            account,
+            user: "u",
+            name: "n",
+            lang: "rust",
+            version: "1",
+            kind: LinkKind::Client,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_drops_and_counts_and_the_global_account_is_silent() {
+        let server = Server::bind(ServerOptions {
+            port: 0,
+            ..ServerOptions::default()
+        })
+        .await
+        .unwrap();
+        let shared = server.shared().clone();
+        let system = shared.accounts.add("SYS");
+        let (events, publisher) = Events::new(&shared, &system, None);
+        // Nobody listens: nothing is rendered or queued.
+        events.connected(&client("A"));
+        assert_eq!(events.queued_bytes.load(Ordering::Relaxed), 0);
+        let seen = Arc::new(Count::default());
+        let _sub = system
+            .subscribe_internal(b"$SYS.ACCOUNT.>", None, seen.clone())
+            .unwrap();
+        // The global account emits nothing.
+        events.connected(&client(crate::server::GLOBAL_ACCOUNT));
+        assert_eq!(events.queued_bytes.load(Ordering::Relaxed), 0);
+        // The publisher is not running: past MAX_QUEUED the rest is dropped and counted.
+        for _ in 0..super::super::MAX_QUEUED + 5 {
+            events.connected(&client("A"));
+        }
+        assert_eq!(events.dropped(), 5);
+        let task = tokio::spawn(publisher);
+        tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            while seen.0.load(Ordering::Relaxed) < super::super::MAX_QUEUED as u64 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("the queued advisories are published");
+        assert_eq!(events.queued_bytes.load(Ordering::Relaxed), 0);
+        task.abort();
+    }
 
     #[test]
     fn client_json_leaves_empty_fields_out_and_names_the_kind() {
@@ -318,9 +382,11 @@ mod tests {
             kind: LinkKind::Leafnode,
             ..info
         };
-        let c = leaf.to_json(Some(SystemTime::UNIX_EPOCH));
+        let c = leaf.to_json(Some(
+            SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1),
+        ));
         assert_eq!(c["kind"], "Leafnode");
         assert!(c.get("client_type").is_none());
-        assert_eq!(c["stop"], "1970-01-01T00:00:00Z");
+        assert_eq!(c["stop"], "1970-01-01T00:00:01Z");
     }
 }
