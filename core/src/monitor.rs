@@ -11,8 +11,9 @@
 //! * `/metrics`: the Prometheus text format (connections, traffic, slow consumers, streams,
 //!   leafnode links, and the binary's own families);
 //! * `/leafz`: the leafnode links, shaped as nats-server's `/leafz` (each accepted link's
-//!   `account` and `subscriptions`; `?subs=1` lists them, `?acc=NAME` keeps one account's
-//!   links; no `rtt`: round trips are not measured);
+//!   `account`, `subscriptions` and `rtt`, the round trip of the last keepalive ping, shown
+//!   from the first one on, `ping_interval` after the link came up; `?subs=1` lists the
+//!   subscriptions, `?acc=NAME` keeps one account's links);
 //! * `/connz` filters and sorting as nats-server ([`connz`]: `acc`, `sort`, `state`, `subs`,
 //!   `cid`, `user`; a bad value is a 400 with the error);
 //! * `/accountz` (`?acc=NAME`: one account's details) and `/accstatz` (`?unused=1`: idle
@@ -414,6 +415,24 @@ impl LeafzOptions {
     }
 }
 
+/// `d` as Go prints a `time.Duration` (`168µs`, `1.5ms`, `2s`), as nats-server's `rtt`.
+pub fn go_duration(d: Duration) -> String {
+    let ns = d.as_nanos();
+    let (unit, scale) = match ns {
+        0..=999 => return format!("{ns}ns"),
+        1_000..=999_999 => ("µs", 1_000),
+        1_000_000..=999_999_999 => ("ms", 1_000_000),
+        _ => ("s", 1_000_000_000),
+    };
+    let (whole, frac) = (ns / scale, ns % scale);
+    if frac == 0 {
+        return format!("{whole}{unit}");
+    }
+    let digits = scale.to_string().len() - 1;
+    let frac = format!("{frac:0digits$}");
+    format!("{whole}.{}{unit}", frac.trim_end_matches('0'))
+}
+
 /// `/subsz`: the subscription count.
 pub(crate) fn subsz(sources: &Sources, now: &str) -> Value {
     let shared = sources.shared.upgrade();
@@ -453,6 +472,9 @@ pub(crate) fn leafz(sources: &Sources, opts: &LeafzOptions, now: &str) -> Value 
                 "reconnects": l.reconnects,
                 "tls": l.tls,
             });
+            if let Some(rtt) = l.rtt {
+                leaf["rtt"] = json!(go_duration(rtt));
+            }
             if opts.subscriptions {
                 leaf["subscriptions_list"] = json!(l.subscriptions);
             }
@@ -942,6 +964,15 @@ async fn write_response(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_as_go_prints_them() {
+        assert_eq!(go_duration(Duration::from_nanos(999)), "999ns");
+        assert_eq!(go_duration(Duration::from_micros(168)), "168µs");
+        assert_eq!(go_duration(Duration::from_nanos(168_500)), "168.5µs");
+        assert_eq!(go_duration(Duration::from_micros(1_500)), "1.5ms");
+        assert_eq!(go_duration(Duration::from_secs(2)), "2s");
+    }
 
     #[test]
     fn host_and_port_of_link_urls() {

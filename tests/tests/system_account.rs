@@ -9,7 +9,8 @@
 //!   another account sees none of them.
 //! * A leaf that logs into the hub as a client user: the hub sends the connect advisory
 //!   (`kind` `Leafnode`), and the disconnect advisory when the leaf is killed.
-//! * `/accountz`, `/accstatz`, `/connz?acc=&sort=&subs=`, `/leafz?subs=1&acc=` shapes; a bad
+//! * `/accountz`, `/accstatz`, `/connz?acc=&sort=&subs=`, `/leafz?subs=1&acc=` shapes (and
+//!   the link's `rtt` once the first keepalive ping is answered); a bad
 //!   `sort` is a 400 and the server lives on.
 //!
 //! Every wait is bounded; everything listens on 127.0.0.1.
@@ -306,6 +307,10 @@ async fn leaf_advisories(hub_kind: ServerKind) {
     let (mport, lport) = (free_port(), free_port());
     let mut hub_config = config(&unique("hub"));
     hub_config["leafnodes"] = json!({ "listen": format!("127.0.0.1:{lport}") });
+    if hub_kind != ServerKind::NatsServer {
+        // The first keepalive ping (which measures `rtt`) after a second, as nats-server's.
+        hub_config["leafnodes"]["ping_interval"] = json!("1s");
+    }
     let hub = start(hub_kind, mport, hub_config).await;
     let sys = login(&hub, "sys").await;
     let mut connects = sys.subscribe("$SYS.ACCOUNT.A.CONNECT").await.unwrap();
@@ -373,6 +378,17 @@ async fn leaf_advisories(hub_kind: ServerKind) {
         ],
     );
     assert_eq!(link["account"], json!("A"), "{hub_kind}");
+    // The round trip, once the first keepalive ping was answered.
+    bounded("the link's rtt in /leafz", async {
+        loop {
+            let (_, leafz) = http_get(mport, "/leafz").await;
+            if leafz["leafs"][0]["rtt"].is_string() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
     let (_, other) = http_get(mport, "/leafz?acc=SYS").await;
     assert_eq!(
         other["leafs"].as_array().map_or(0, Vec::len),

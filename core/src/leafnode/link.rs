@@ -277,6 +277,8 @@ struct Link<'s> {
     cache: MatchCache,
     fanout: Fanout,
     pings_out: u32,
+    /// When the oldest unanswered `PING` was sent (its `PONG` measures the round trip).
+    ping_sent: Option<std::time::Instant>,
     registered: bool,
     /// The link runs over TLS.
     tls: bool,
@@ -382,6 +384,7 @@ pub(crate) async fn serve(
         cache: MatchCache::default(),
         fanout: Fanout::new(Publisher::Link(handle.clone())),
         pings_out: 0,
+        ping_sent: None,
         registered: false,
         tls: false,
         info_sent: false,
@@ -639,6 +642,9 @@ impl Link<'_> {
                         return Ended::Stale;
                     }
                     self.pings_out += 1;
+                    if self.ping_sent.is_none() {
+                        self.ping_sent = Some(std::time::Instant::now());
+                    }
                     self.fanout.send(&self.handle, proto::PING);
                     self.fanout.flush();
                     continue;
@@ -708,6 +714,9 @@ impl Link<'_> {
             }
             LeafOp::Pong => {
                 self.pings_out = 0;
+                if let Some(sent) = self.ping_sent.take() {
+                    self.entry.set_rtt(sent.elapsed());
+                }
                 return Ok(());
             }
             LeafOp::Ok => return Ok(()),

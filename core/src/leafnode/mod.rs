@@ -231,6 +231,9 @@ pub struct LinkStatus {
     pub account: String,
     /// The subjects the peer announced interest in (`LS+`), sorted.
     pub subscriptions: Vec<String>,
+    /// The round trip of the last keepalive `PING` answered on the current link (none before
+    /// the first, sent `ping_interval` after the link came up).
+    pub rtt: Option<std::time::Duration>,
 }
 
 /// The live status of one link (a remote, or one accepted connection).
@@ -265,6 +268,8 @@ struct EntryState {
     identity: String,
     /// The local account the link is bound to.
     account: String,
+    /// The last measured round trip of the current link.
+    rtt: Option<std::time::Duration>,
 }
 
 impl LinkEntry {
@@ -316,6 +321,11 @@ impl LinkEntry {
             .clear();
     }
 
+    /// Records the round trip of an answered keepalive `PING`.
+    pub(crate) fn set_rtt(&self, rtt: std::time::Duration) {
+        self.lock().rtt = Some(rtt);
+    }
+
     /// Records the local account the link is bound to.
     pub(crate) fn set_account(&self, account: &str) {
         self.lock().account = account.to_owned();
@@ -363,6 +373,7 @@ impl LinkEntry {
             s.since = Some(SystemTime::now());
         }
         s.connected = false;
+        s.rtt = None;
         s.last_error = Some(reason);
     }
 
@@ -382,6 +393,7 @@ impl LinkEntry {
             msgs_out: self.stats.msgs_out.load(Ordering::Relaxed),
             bytes_out: self.stats.bytes_out.load(Ordering::Relaxed),
             account: s.account.clone(),
+            rtt: s.rtt,
             subscriptions: self
                 .interest
                 .lock()
