@@ -199,6 +199,9 @@ pub struct Node {
     /// where accounts get theirs at run time, e.g. when hubd's resolver loads an account JWT
     /// that enables JetStream (`None`: the server has no JetStream).
     pub jetstreams: Option<Arc<AccountJetStreams>>,
+    /// The system account's requests and advisories, once [`Node::serve_system`] started
+    /// them.
+    pub system: Option<crate::system::Service>,
 }
 
 impl Node {
@@ -299,7 +302,34 @@ impl Node {
             jetstream,
             account_jetstreams,
             jetstreams,
+            system: None,
         })
+    }
+
+    /// What the monitoring pages (and the system account's requests) read, with the
+    /// binary's own `pages`.
+    pub fn sources(&self, pages: Option<Arc<dyn Pages>>) -> monitor::Sources {
+        monitor::Sources {
+            shared: Arc::downgrade(self.shared()),
+            leaf: self.leaf.clone(),
+            jetstream: self.jetstream.clone(),
+            pages,
+            js_accounts: self
+                .account_jetstreams
+                .iter()
+                .map(|(name, _)| name.clone())
+                .collect(),
+        }
+    }
+
+    /// Serves the system account `account`'s requests and advisories (see [`crate::system`]),
+    /// instead of any served before; the account is created if the server does not have it.
+    pub fn serve_system(&mut self, account: &str) -> Result<(), String> {
+        self.system = None;
+        let service = crate::system::Service::start(self.sources(None), self.shared(), account)?;
+        info!(account = %account, "system account served");
+        self.system = Some(service);
+        Ok(())
     }
 
     /// The server's shared state.
@@ -323,12 +353,7 @@ impl Node {
             ),
             _ => return Ok(None),
         };
-        let sources = monitor::Sources {
-            shared: Arc::downgrade(self.shared()),
-            leaf: self.leaf.clone(),
-            jetstream: self.jetstream.clone(),
-            pages,
-        };
+        let sources = self.sources(pages);
         match Monitor::bind(&cfg.host, port, sources, https).await {
             Ok(m) => Ok(Some(AbortOnDrop(tokio::spawn(m.run())))),
             Err(e) => Err(format!(
@@ -580,6 +605,14 @@ pub fn account_jetstream_options(
             (Some(name.clone()), options)
         })
         .collect()
+}
+
+/// The system account's name: `system_account`, else `$SYS`.
+pub fn system_account(cfg: &Config) -> &str {
+    cfg.system_account
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .unwrap_or(crate::system::DEFAULT_SYSTEM_ACCOUNT)
 }
 
 /// The server options a configuration describes.

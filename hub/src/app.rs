@@ -129,7 +129,7 @@ async fn serve(
         }
         None => Node::start_with(NAME, &cfg, authority).await,
     };
-    let node = match started {
+    let mut node = match started {
         Ok(node) => node,
         Err(e) => return fail(NAME, e),
     };
@@ -137,11 +137,14 @@ async fn serve(
         routes.set_leaf(leaf.clone());
     }
     let _claims = match &resolver {
-        Some(r) => match start_operator_mode(r, &cfg, &node) {
+        Some(r) => match start_operator_mode(r, &cfg, &mut node) {
             Ok(subs) => subs,
             Err(e) => return fail(NAME, e),
         },
-        None => Vec::new(),
+        None => match node.serve_system(leaf_core::app::system_account(&cfg)) {
+            Ok(()) => Vec::new(),
+            Err(e) => return fail(NAME, e),
+        },
     };
     let _monitor = match node.monitor(&cfg, Some(pages)).await {
         Ok(m) => m,
@@ -156,28 +159,31 @@ async fn serve(
 }
 
 /// The resolver's part once the server is bound: every account it knows is applied (limits,
-/// JetStream, imports), it may close revoked users' connections, the system account exists,
-/// and a full resolver takes claims updates there.
+/// JetStream, imports), it may close revoked users' connections, the system account is
+/// served (the operator's, unless `system_account` names one), and a full resolver takes
+/// claims updates there.
 fn start_operator_mode(
     resolver: &Arc<Resolver>,
     cfg: &Config,
-    node: &Node,
+    node: &mut Node,
 ) -> Result<Vec<leaf_core::server::SubRef>, String> {
-    let shared = node.shared();
     let system = cfg
         .system_account
         .clone()
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| resolver.operator().nats.system_account.clone());
     resolver.attach(
-        shared,
+        node.shared(),
         node.jetstreams.clone(),
         Some(system.clone()).filter(|s| !s.is_empty()),
     );
     if system.is_empty() {
         info!("operator mode without a system account: claims updates are not served");
+        node.serve_system(leaf_core::system::DEFAULT_SYSTEM_ACCOUNT)?;
         return Ok(Vec::new());
     }
+    node.serve_system(&system)?;
+    let shared = node.shared();
     let account = shared.accounts.add(&system);
     claims_service::start(resolver, shared, &account)
 }

@@ -18,6 +18,11 @@
 //! account's `conn` with `-ERR 'maximum account active connections exceeded'`, and takes the
 //! account's `subs` and `payload` where they are smaller than the server's (a smaller
 //! `payload` is announced in an INFO right after the CONNECT, as nats-server does).
+//!
+//! A login and the end of a logged-in connection are told to the system account's services
+//! ([`crate::system`]), which publish nats-server's connect / disconnect advisories when
+//! someone listens; its subscriptions are also recorded in its monitoring entry
+//! (`/connz?subs=1`).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -73,6 +78,22 @@ enum Close {
     WriterClosed,
     /// The server is shutting down.
     Shutdown,
+}
+
+impl Close {
+    /// nats-server's words for the reason (its `ClosedState`), as advisories give it.
+    fn nats_reason(&self) -> &'static str {
+        match self {
+            Close::Eof => "Client Closed",
+            Close::Read(_) => "Read Error",
+            Close::Protocol(_) => "Protocol Violation",
+            Close::Auth => "Authentication Failure",
+            Close::Stale => "Stale Connection",
+            Close::SlowConsumer => "Slow Consumer (Pending Bytes)",
+            Close::WriterClosed => "Write Error",
+            Close::Shutdown => "Server Shutdown",
+        }
+    }
 }
 
 /// The read side of one connection.
@@ -275,6 +296,9 @@ async fn run<R, W>(
     let reason = conn.read_loop(&mut reader, &mut stop).await;
     conn.remove_all_subscriptions();
     shared.stats.unregister(id);
+    if conn.connected {
+        conn.advise_disconnect(&reason);
+    }
     if matches!(reason, Close::SlowConsumer) {
         shared
             .stats
@@ -668,7 +692,46 @@ impl Connection {
             self.send(&line);
         }
         self.ok();
+        if let Some(events) = self.shared.system.events() {
+            events.connected(&self.advisory_info(&self.entry.meta()));
+        }
         Ok(())
+    }
+
+    /// The connection as the system account's advisories describe it.
+    fn advisory_info<'m>(&'m self, meta: &'m ConnMeta) -> crate::system::ClientInfo<'m> {
+        crate::system::ClientInfo {
+            start: self.entry.start,
+            host: self.peer.ip(),
+            id: self.handle.id,
+            account: self.account.name(),
+            user: &meta.user,
+            name: &meta.name,
+            lang: &meta.lang,
+            version: &meta.version,
+            kind: crate::system::LinkKind::Client,
+        }
+    }
+
+    /// Tells the system account that the connection ended (see [`crate::system`]).
+    fn advise_disconnect(&self, reason: &Close) {
+        let Some(events) = self.shared.system.events() else {
+            return;
+        };
+        let t = &self.handle.traffic;
+        let data = |msgs: &std::sync::atomic::AtomicU64, bytes: &std::sync::atomic::AtomicU64| {
+            crate::system::events::DataStats {
+                msgs: msgs.load(Ordering::Relaxed),
+                bytes: bytes.load(Ordering::Relaxed),
+            }
+        };
+        let meta = self.entry.meta();
+        events.disconnected(
+            &self.advisory_info(&meta),
+            data(&t.msgs_in, &t.bytes_in),
+            data(&t.msgs_out, &t.bytes_out),
+            reason.nats_reason(),
+        );
     }
 
     /// Routes one published message to every interested subscription.
@@ -800,6 +863,7 @@ impl Connection {
         if limit > 0 && self.subs.len() >= limit {
             // Subscriptions that ended at their max still have their sid here.
             self.subs.retain(|_, s| !s.is_done());
+            self.entry.sweep_subscriptions(false);
             self.entry.subs.store(self.subs.len(), Ordering::Relaxed);
             if self.subs.len() >= limit {
                 debug!(
@@ -822,6 +886,7 @@ impl Connection {
             self.send_err("'Invalid Subject'");
             return;
         }
+        self.entry.note_subscription(sid, Some(&sub));
         self.subs.insert(sid.into(), sub);
         self.sweep_ended_subscriptions();
         self.entry.subs.store(self.subs.len(), Ordering::Relaxed);
@@ -833,6 +898,7 @@ impl Connection {
     fn sweep_ended_subscriptions(&mut self) {
         if self.subs.len() >= self.sweep_at {
             self.subs.retain(|_, s| !s.is_done());
+            self.entry.sweep_subscriptions(false);
             self.sweep_at = (self.subs.len() * 2).max(64);
         }
     }
@@ -849,6 +915,7 @@ impl Connection {
             }
         }
         self.subs.remove(sid);
+        self.entry.note_subscription(sid, None);
         self.entry.subs.store(self.subs.len(), Ordering::Relaxed);
         self.remove_subscription(&sub);
     }
@@ -903,6 +970,7 @@ impl Connection {
             let Some(sub) = self.subs.remove(&sid) else {
                 continue;
             };
+            self.entry.note_subscription(&sid, None);
             self.remove_subscription(&sub);
             warn!(
                 cid = self.handle.id,
@@ -924,6 +992,7 @@ impl Connection {
 
     fn remove_all_subscriptions(&mut self) {
         let subs: Vec<_> = self.subs.drain().map(|(_, s)| s).collect();
+        self.entry.sweep_subscriptions(true);
         for sub in &subs {
             self.remove_subscription(sub);
         }

@@ -137,6 +137,9 @@ pub struct Shared {
     /// Who may connect now: `opts.auth` at the start, then what the last reload set (see
     /// [`Shared::reload_authorization`]). Read-locked by a CONNECT until its login is recorded.
     pub auth: std::sync::RwLock<Arc<Authenticator>>,
+    /// The system account's services, while they run (see [`crate::system`]): connections
+    /// tell them when they log in and end.
+    pub system: crate::system::Slot,
 }
 
 impl Shared {
@@ -293,6 +296,7 @@ impl Server {
             js_domain: std::sync::OnceLock::new(),
             stats,
             auth: std::sync::RwLock::new(Arc::new(opts.auth.clone())),
+            system: crate::system::Slot::default(),
             opts,
         });
         Ok(Server { shared, listener })

@@ -4,6 +4,7 @@
 //! Counting stays off shared cache lines: each connection counts into its own handle
 //! ([`ClientHandle::traffic`]: what it published, what was delivered to it); totals are
 //! summed when monitoring asks, over the live connections plus what closed ones left behind.
+//! A connection's entry also lists its subscriptions (`/connz?subs=1`).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -11,7 +12,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::SystemTime;
 
-use super::fanout::{ClientHandle, LinkStats};
+use super::fanout::{ClientHandle, LinkStats, Subscription};
 use crate::auth::Permissions;
 
 /// What a client told about itself in CONNECT.
@@ -50,6 +51,9 @@ pub struct ConnEntry {
     pub(crate) regranted: Mutex<Option<Option<Arc<Permissions>>>>,
     /// Wakes the connection's task when `regranted` is set.
     pub(crate) regrant_wake: tokio::sync::Notify,
+    /// Its subscriptions by sid, for `/connz?subs=1` (kept by the connection's task beside
+    /// its own map; bounded by `max_subscriptions`).
+    sub_list: Mutex<HashMap<Box<[u8]>, Arc<Subscription>>>,
 }
 
 impl ConnEntry {
@@ -69,6 +73,38 @@ impl ConnEntry {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take()
+    }
+
+    /// The live subscriptions, by sid.
+    pub fn subscriptions(&self) -> Vec<Arc<Subscription>> {
+        let list = self.sub_list.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut subs: Vec<Arc<Subscription>> =
+            list.values().filter(|s| !s.is_done()).cloned().collect();
+        subs.sort_by(|a, b| a.sid.cmp(&b.sid));
+        subs
+    }
+
+    /// Records a new subscription (`Some`) or forgets sid's (`None`).
+    pub(crate) fn note_subscription(&self, sid: &[u8], sub: Option<&Arc<Subscription>>) {
+        let mut list = self.sub_list.lock().unwrap_or_else(PoisonError::into_inner);
+        match sub {
+            Some(sub) => {
+                list.insert(sid.into(), sub.clone());
+            }
+            None => {
+                list.remove(sid);
+            }
+        }
+    }
+
+    /// Forgets the subscriptions that ended (reached their max) or, with `all`, every one.
+    pub(crate) fn sweep_subscriptions(&self, all: bool) {
+        let mut list = self.sub_list.lock().unwrap_or_else(PoisonError::into_inner);
+        if all {
+            list.clear();
+        } else {
+            list.retain(|_, s| !s.is_done());
+        }
     }
 
     /// The CONNECT details.
@@ -146,6 +182,7 @@ impl ServerStats {
             subs: AtomicUsize::new(0),
             regranted: Mutex::new(None),
             regrant_wake: tokio::sync::Notify::new(),
+            sub_list: Mutex::new(HashMap::new()),
         });
         self.total_connections.fetch_add(1, Ordering::Relaxed);
         self.lock().insert(entry.handle.id, entry.clone());
