@@ -548,6 +548,67 @@ async fn a_leaf_fails_over_to_another_member(kinds: [ServerKind; 2]) {
     await_interest(&lc, "fo.x", &mut at_n2).await;
 }
 
+/// A gateway whose hub member dies reconnects to another member (learned from the leafnode
+/// INFO) and its uplink finishes exactly once: leafd is connected to n1 (no JetStream); the
+/// hub stream lives on n2 (JetStream, domain `hub`), reached through n1's route; n1 is
+/// SIGKILLed in the middle of the replay.
+async fn an_uplink_survives_its_member(kinds: [ServerKind; 2]) {
+    use e2e::uplink::{await_hub_count, check_hub_stream, leafd_config, publish_range};
+    use e2e::StoreDir;
+    const N: u64 = 6_000;
+    let ports = [free_port(), free_port()];
+    let leaf_ports = [free_port(), free_port()];
+    let hub_store = StoreDir::new();
+    let config = |i: usize, name: &str| {
+        let mut config = member(name, ports[i], ports);
+        config.as_object_mut().map(|c| c.remove("accounts"));
+        config["leafnodes"] = json!({ "listen": format!("127.0.0.1:{}", leaf_ports[i]) });
+        if i == 1 {
+            config["jetstream"] = json!({ "store_dir": hub_store.path(), "domain": "hub" });
+        }
+        config
+    };
+    let mut n1 = TestServer::with_config(kinds[0], config(0, "n1")).await;
+    let n2 = TestServer::with_config(kinds[1], config(1, "n2")).await;
+    let hub = n2.client().await;
+    // The route is up (n2's interest reaches n1) before the gateway connects to n1.
+    {
+        let c1 = n1.client().await;
+        let mut probe = hub.subscribe("up.probe").await.unwrap();
+        sync(&hub).await;
+        await_interest(&c1, "up.probe", &mut probe).await;
+    }
+    let leaf_store = StoreDir::new();
+    let leafd = TestServer::with_config(
+        ServerKind::Leafd,
+        leafd_config(
+            &leaf_store,
+            &format!("nats-leaf://127.0.0.1:{}", leaf_ports[0]),
+            &json!({}),
+        ),
+    )
+    .await;
+    let lc = leafd.client().await;
+    publish_range(&lc, 0, N / 2).await;
+    await_hub_count(&hub, N / 10, Duration::from_secs(60)).await;
+    n1.kill();
+    publish_range(&lc, N / 2, N).await;
+    await_hub_count(&hub, N, Duration::from_secs(120)).await;
+    check_hub_stream(&hub, N).await;
+}
+
+mod an_uplink_survives_its_member {
+    use e2e::ServerKind::{Hubd, NatsServer};
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hubd_hubd() {
+        super::an_uplink_survives_its_member([Hubd, Hubd]).await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nats_server_hubd() {
+        super::an_uplink_survives_its_member([NatsServer, Hubd]).await
+    }
+}
+
 /// hubd takes its cluster from nats-server's flags too (`-cluster`, `-cluster_name`,
 /// `-routes`, Go style), with no `cluster` block in its file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
