@@ -609,6 +609,67 @@ mod an_uplink_survives_its_member {
     }
 }
 
+/// A route that carries traffic is not closed for a duplicate: n1 lists n2 before n2 runs (its
+/// dialer retries about a second later, when n2's own route to n1 is already up and busy);
+/// messages published across the route meanwhile all arrive.
+async fn a_busy_route_is_not_replaced(kinds: [ServerKind; 2]) {
+    let ports = [free_port(), free_port()];
+    let http = [free_port(), free_port()];
+    let with_http = |i: usize, name: &str| {
+        let mut config = member(name, ports[i], ports);
+        config["http_port"] = json!(http[i]);
+        config
+    };
+    let n1 = TestServer::with_config(kinds[0], with_http(0, "n1")).await;
+    let n2 = TestServer::with_config(kinds[1], with_http(1, "n2")).await;
+    // The route each member has once the first one is up (hubd members: its `rid`).
+    let route_ids = || async {
+        let mut ids = Vec::new();
+        for (i, port) in http.into_iter().enumerate() {
+            if kinds[i] == ServerKind::Hubd {
+                let (_, routez) = e2e::http_get(port, "/routez").await;
+                ids.push(routez["routes"][0]["rid"].clone());
+            }
+        }
+        ids
+    };
+    let c1 = login(&n1, "a").await;
+    let c2 = login(&n2, "a").await;
+    let mut sub = c1.subscribe("busy").await.unwrap();
+    sync(&c1).await;
+    await_interest(&c2, "busy", &mut sub).await;
+    let before = route_ids().await;
+    let counter = tokio::spawn(async move {
+        let mut n = 0u64;
+        while let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(3), sub.next()).await {
+            if &m.payload[..] == b"end" {
+                return n;
+            }
+            n += 1;
+        }
+        n
+    });
+    let mut sent = 0u64;
+    let until = tokio::time::Instant::now() + Duration::from_millis(2500);
+    while tokio::time::Instant::now() < until {
+        for _ in 0..500 {
+            c2.publish("busy", "m".into()).await.unwrap();
+            sent += 1;
+        }
+        c2.flush().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    c2.publish("busy", "end".into()).await.unwrap();
+    c2.flush().await.unwrap();
+    let received = counter.await.unwrap();
+    assert_eq!(received, sent, "{kinds:?}: messages lost across the route");
+    assert_eq!(
+        route_ids().await,
+        before,
+        "{kinds:?}: the busy route was replaced by a duplicate"
+    );
+}
+
 /// hubd takes its cluster from nats-server's flags too (`-cluster`, `-cluster_name`,
 /// `-routes`, Go style), with no `cluster` block in its file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -662,6 +723,7 @@ macro_rules! cluster_tests {
 }
 
 cluster_tests!(
+    a_busy_route_is_not_replaced,
     a_leaf_fails_over_to_another_member,
     a_leaf_reaches_the_whole_cluster,
     a_malformed_route_closes_alone,

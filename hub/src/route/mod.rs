@@ -25,9 +25,15 @@
 //!
 //! # Duplicates
 //!
-//! Two members that dial each other at once end up with two connections. Both keep the one
-//! dialled by the member with the smaller server id (the same choice on both sides), and the
-//! dialer whose connection lost waits while the route is up.
+//! Two members that dial each other end up with two connections to the same peer; one is
+//! closed, and messages queued on a closed route are lost, so the choice avoids closing one
+//! that carries traffic. A route up for longer than [`SETTLED`] is kept and the new
+//! connection refused (as nats-server refuses a duplicate route). Two connections that came
+//! up within [`SETTLED`] of each other (a simultaneous dial) are settled alike on both sides:
+//! the one dialled by the member with the smaller server id stays. A new connection dialled by
+//! the same side as the existing one replaces it (the old one is most likely dead and not
+//! noticed yet). A dialer whose connection lost waits while the route is up; dialers retry
+//! with a random delay so that two members do not race again and again.
 //!
 //! # Gossip
 //!
@@ -56,8 +62,12 @@ use tracing::{info, warn};
 
 pub use settings::{ClusterSettings, RouteUrl};
 
-/// How long a dialer waits between attempts at an explicit route.
+/// How long a dialer waits between attempts at an explicit route (plus up to a quarter of
+/// it at random).
 pub const RECONNECT_DELAY: Duration = Duration::from_secs(1);
+
+/// A route up for this long is kept when a duplicate connection to the same peer comes up.
+pub const SETTLED: Duration = Duration::from_millis(250);
 
 /// The cluster's state: settings, listener, established routes and the interest told to them.
 pub struct Routes {
@@ -268,12 +278,19 @@ impl Routes {
         }
         let mut state = self.lock();
         if let Some(existing) = state.routes.get(server_id) {
-            if !keep_new(existing.solicited, route.solicited, ours, server_id) {
+            let settled = existing.since.elapsed().unwrap_or_default() >= SETTLED;
+            if !keep_new(
+                existing.solicited,
+                route.solicited,
+                settled,
+                ours,
+                server_id,
+            ) {
                 return Err(RegisterError::Duplicate(server_id.to_owned()));
             }
             info!(
                 peer = server_id,
-                "duplicate route: keeping the one the smaller server id dialled"
+                "duplicate route: the new connection replaces the old"
             );
             existing.handle.out.close();
         }
@@ -415,11 +432,21 @@ impl Routes {
     }
 }
 
-/// Whether the route connection dialled by the peer with the smaller server id, or the newer
-/// of two dialled by the same side, is `new` (`*_solicited`: dialled by this server).
-fn keep_new(existing_solicited: bool, new_solicited: bool, ours: &str, theirs: &str) -> bool {
+/// Whether a new route connection replaces the existing one to the same peer (see
+/// "Duplicates" above; `*_solicited`: dialled by this server; `settled`: the existing one has
+/// been up for [`SETTLED`]).
+fn keep_new(
+    existing_solicited: bool,
+    new_solicited: bool,
+    settled: bool,
+    ours: &str,
+    theirs: &str,
+) -> bool {
     if existing_solicited == new_solicited {
         return true;
+    }
+    if settled {
+        return false;
     }
     let preferred_is_ours = ours < theirs;
     new_solicited == preferred_is_ours
@@ -574,8 +601,31 @@ async fn dial(
             }
         }
         tokio::select! {
-            () = tokio::time::sleep(RECONNECT_DELAY) => {}
+            () = tokio::time::sleep(RECONNECT_DELAY + RECONNECT_DELAY.mul_f64(fastrand::f64() / 4.0)) => {}
             _ = stop.changed() => break,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::keep_new;
+
+    #[test]
+    fn duplicate_routes_are_settled_alike_on_both_sides() {
+        // Same dialer: the new connection replaces the old.
+        assert!(keep_new(true, true, true, "A", "B"));
+        assert!(keep_new(false, false, true, "A", "B"));
+        // A settled route stays, whoever dialled.
+        assert!(!keep_new(true, false, true, "A", "B"));
+        assert!(!keep_new(false, true, true, "A", "B"));
+        // A simultaneous dial: both sides keep the connection A (the smaller id) dialled.
+        // On A: existing dialled by B (false), new dialled by A (true) -> keep new.
+        assert!(keep_new(false, true, false, "A", "B"));
+        // On B: existing dialled by B (true), new dialled by A (false) -> keep new.
+        assert!(keep_new(true, false, false, "B", "A"));
+        // And the other order of arrival.
+        assert!(!keep_new(true, false, false, "A", "B"));
+        assert!(!keep_new(false, true, false, "B", "A"));
     }
 }
