@@ -670,6 +670,42 @@ async fn a_busy_route_is_not_replaced(kinds: [ServerKind; 2]) {
     );
 }
 
+/// 10,000 subscriptions on n2 all reach n1: a message on the last one crosses, and hubd's
+/// `/routez` on n1 counts them.
+async fn ten_thousand_subscriptions_cross(kinds: [ServerKind; 2]) {
+    const N: usize = 10_000;
+    let ports = [free_port(), free_port()];
+    let http = free_port();
+    let mut first = member("n1", ports[0], ports);
+    first["http_port"] = json!(http);
+    let n1 = TestServer::with_config(kinds[0], first).await;
+    let n2 = TestServer::with_config(kinds[1], member("n2", ports[1], ports)).await;
+    let c1 = login(&n1, "a").await;
+    let c2 = login(&n2, "a").await;
+    let mut probe = c2.subscribe("many.probe").await.unwrap();
+    sync(&c2).await;
+    await_interest(&c1, "many.probe", &mut probe).await;
+    let mut subs = Vec::with_capacity(N);
+    for i in 0..N {
+        subs.push(c2.subscribe(format!("many.{i}")).await.unwrap());
+    }
+    sync(&c2).await;
+    let last = subs.last_mut().unwrap();
+    await_interest(&c1, &format!("many.{}", N - 1), last).await;
+    if kinds[0] == ServerKind::Hubd {
+        e2e::bounded("n1 counts the subscriptions", async {
+            loop {
+                let (_, routez) = e2e::http_get(http, "/routez").await;
+                if routez["routes"][0]["subscriptions"].as_u64() >= Some(N as u64) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+        .await;
+    }
+}
+
 /// hubd takes its cluster from nats-server's flags too (`-cluster`, `-cluster_name`,
 /// `-routes`, Go style), with no `cluster` block in its file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -731,6 +767,7 @@ cluster_tests!(
     another_cluster_is_refused,
     monitoring_shows_the_routes,
     route_credentials_are_checked,
+    ten_thousand_subscriptions_cross,
     messages_cross_the_route,
     a_queue_group_gets_each_message_once,
     accounts_stay_apart
