@@ -706,6 +706,100 @@ async fn ten_thousand_subscriptions_cross(kinds: [ServerKind; 2]) {
     }
 }
 
+/// A partition between two members heals without duplicates: n2 runs in a network namespace,
+/// its link is cut for 3 s while messages are published, then restored; afterwards every
+/// message published on either side reaches the other side's subscriber exactly once.
+async fn a_partition_heals_without_duplicates(kinds: [ServerKind; 2]) {
+    use e2e::netns::NetNs;
+    use std::collections::HashMap;
+    let ns = NetNs::create();
+    let ports = [free_port(), free_port()];
+    let cluster = |listen: &str, port: u16, to: &str, to_port: u16| {
+        json!({
+            "name": "C",
+            "listen": format!("{listen}:{port}"),
+            "routes": [format!("nats-route://{to}:{to_port}")],
+        })
+    };
+    let n1 = TestServer::with_config(
+        kinds[0],
+        json!({ "server_name": "n1",
+                "cluster": cluster(ns.host_addr(), ports[0], ns.ns_addr(), ports[1]) }),
+    )
+    .await;
+    let n2 = TestServer::builder(kinds[1])
+        .config(json!({ "server_name": "n2",
+                        "cluster": cluster(ns.ns_addr(), ports[1], ns.host_addr(), ports[0]) }))
+        .in_netns(ns.name(), ns.ns_addr())
+        .start()
+        .await;
+    let c1 = n1.client().await;
+    let c2 = n2.client().await;
+    let mut at1 = c1.subscribe("to1.>").await.unwrap();
+    let mut at2 = c2.subscribe("to2.>").await.unwrap();
+    sync(&c1).await;
+    sync(&c2).await;
+    await_interest(&c1, "to2.probe", &mut at2).await;
+    await_interest(&c2, "to1.probe", &mut at1).await;
+
+    ns.set_link(false);
+    for i in 0..20 {
+        let _ = c1.publish(format!("to2.during.{i}"), "d".into()).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    ns.set_link(true);
+
+    // Healed: probes cross both ways again (c2 may have reconnected meanwhile).
+    await_interest(&c1, "to2.probe", &mut at2).await;
+    await_interest(&c2, "to1.probe", &mut at1).await;
+    const K: usize = 200;
+    for i in 0..K {
+        c1.publish(format!("to2.after.{i}"), "a".into())
+            .await
+            .unwrap();
+        c2.publish(format!("to1.after.{i}"), "a".into())
+            .await
+            .unwrap();
+    }
+    c1.publish("to2.end", "end".into()).await.unwrap();
+    c2.publish("to1.end", "end".into()).await.unwrap();
+    for (name, sub) in [("n2", &mut at2), ("n1", &mut at1)] {
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        loop {
+            let m = next_msg(sub).await;
+            if m.subject.as_str().ends_with(".end") {
+                break;
+            }
+            if m.subject.as_str().contains(".after.") {
+                *seen.entry(m.subject.to_string()).or_default() += 1;
+            }
+        }
+        assert_eq!(
+            seen.len(),
+            K,
+            "{kinds:?}: {name} missed messages after the heal"
+        );
+        let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+        assert!(
+            twice.is_empty(),
+            "{kinds:?}: {name} got duplicates: {twice:?}"
+        );
+    }
+    drop((c1, c2, n1, n2));
+}
+
+mod a_partition_heals_without_duplicates {
+    use e2e::ServerKind::{Hubd, NatsServer};
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hubd_hubd() {
+        super::a_partition_heals_without_duplicates([Hubd, Hubd]).await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hubd_nats_server() {
+        super::a_partition_heals_without_duplicates([Hubd, NatsServer]).await
+    }
+}
+
 /// hubd takes its cluster from nats-server's flags too (`-cluster`, `-cluster_name`,
 /// `-routes`, Go style), with no `cluster` block in its file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
