@@ -79,11 +79,7 @@ pub fn main() -> ExitCode {
 
 /// `leafd status`: renders the uplinks of the leafd whose monitoring port is `monitor`.
 fn status(monitor: &str, once: bool) -> ExitCode {
-    let addr = if monitor.contains(':') {
-        monitor.to_owned()
-    } else {
-        format!("127.0.0.1:{monitor}")
-    };
+    let addr = leaf_core::status_page::monitor_addr(monitor);
     match crate::status_cmd::run(&addr, once) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
