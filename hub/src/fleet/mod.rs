@@ -1,0 +1,226 @@
+//! The fleet view: the status records of every leafd connected to this hub (see
+//! `leaf_core::fleet` for the record and `hub/FLEET.md` for its format), kept per gateway
+//! and shown as `/fleetz`, in `/metrics` ([`pages`]) and by `hubd fleet` ([`cmd`]).
+//!
+//! * [`Fleet::start`] subscribes internally to `$LEAF.STATUS.>` in every account: the
+//!   configured ones and the global one at once, accounts that appear while the server runs
+//!   (operator mode's resolver accounts, added when their first user or leaf logs in)
+//!   within [`SWEEP`]. The subscriptions are announced to the leaves bound to each account,
+//!   so their records cross the links.
+//! * A record is kept ([`table`]) only when it came from a leaf link accepted by this hub,
+//!   parses as a record of the current format within its bounds
+//!   (`leaf_core::fleet::parse`), and names the server the link announced, on that
+//!   server's subject. Anything else is ignored and counted by reason ([`Ignored`]); it
+//!   never replaces a good record.
+//! * Every [`SWEEP`] the table learns which leaf links are up: a gateway whose link is gone
+//!   is offline since it was last seen, whatever its last record said.
+//!
+//! The table lives in memory: after a hub restart it fills again as the leaves reconnect
+//! and send their records (gateways that stay offline are not listed until they return).
+
+pub mod alarms;
+pub mod cmd;
+pub mod pages;
+pub mod table;
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, SystemTime};
+
+use leaf_core::app::AbortOnDrop;
+use leaf_core::fleet::{self, SUBJECT_PREFIX};
+use leaf_core::leafnode::LeafState;
+use leaf_core::server::{InternalSink, Msg, Publisher, Shared, SubRef};
+use tracing::debug;
+
+use table::{Limits, Table};
+
+/// How often new accounts are subscribed and the links' state is read.
+pub const SWEEP: Duration = Duration::from_secs(1);
+
+/// Why records were ignored: the reasons, in the order pages list them.
+pub const REASONS: [&str; 5] = [
+    "invalid",
+    "too_large",
+    "format",
+    "name_mismatch",
+    "not_a_leaf",
+];
+
+/// Ignored records, by reason ([`REASONS`]).
+#[derive(Debug, Default)]
+pub struct Ignored([AtomicU64; 5]);
+
+impl Ignored {
+    /// Counts one record ignored for `reason` (one of [`REASONS`]).
+    pub fn count(&self, reason: &str) {
+        if let Some(i) = REASONS.iter().position(|r| *r == reason) {
+            if let Some(c) = self.0.get(i) {
+                c.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Every reason with its count.
+    pub fn counts(&self) -> Vec<(&'static str, u64)> {
+        REASONS
+            .iter()
+            .zip(&self.0)
+            .map(|(r, c)| (*r, c.load(Ordering::Relaxed)))
+            .collect()
+    }
+}
+
+/// The fleet view of one hub.
+pub struct Fleet {
+    table: Mutex<Table>,
+    ignored: Ignored,
+    leaf: Option<Arc<LeafState>>,
+    /// The internal subscriptions, one per account, and the accounts they are in.
+    subs: Mutex<(HashSet<String>, Vec<SubRef>)>,
+}
+
+/// The running fleet view: the sweeper stops when this is dropped.
+pub struct Running {
+    /// The view, for the pages.
+    pub fleet: Arc<Fleet>,
+    _sweeper: AbortOnDrop,
+}
+
+impl Fleet {
+    /// Starts the fleet view of `shared` (whose leaf links are `leaf`): subscribes in every
+    /// account now and every [`SWEEP`] in new ones.
+    pub fn start(shared: &Arc<Shared>, leaf: Option<Arc<LeafState>>) -> Running {
+        let fleet = Arc::new(Fleet {
+            table: Mutex::new(Table::new(Limits::default())),
+            ignored: Ignored::default(),
+            leaf,
+            subs: Mutex::new((HashSet::new(), Vec::new())),
+        });
+        fleet.subscribe_new(shared);
+        let weak_shared = Arc::downgrade(shared);
+        let weak = Arc::downgrade(&fleet);
+        let sweeper = tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(SWEEP);
+            loop {
+                ticker.tick().await;
+                let (Some(fleet), Some(shared)) = (weak.upgrade(), weak_shared.upgrade()) else {
+                    return;
+                };
+                fleet.subscribe_new(&shared);
+                fleet.refresh();
+            }
+        });
+        Running {
+            fleet,
+            _sweeper: AbortOnDrop(sweeper),
+        }
+    }
+
+    /// Subscribes in the accounts that have no subscription yet.
+    fn subscribe_new(self: &Arc<Self>, shared: &Shared) {
+        let mut subs = self.subs.lock().unwrap_or_else(|e| e.into_inner());
+        for account in shared.accounts.all() {
+            if subs.0.contains(account.name()) {
+                continue;
+            }
+            let sink = Arc::new(Sink {
+                fleet: Arc::downgrade(self),
+                account: account.name().to_owned(),
+            });
+            let subject = format!("{SUBJECT_PREFIX}.>");
+            match account.subscribe_internal(subject.as_bytes(), None, sink) {
+                Ok(sub) => {
+                    subs.0.insert(account.name().to_owned());
+                    subs.1.push(sub);
+                }
+                Err(e) => debug!(account = account.name(), error = %e, "no fleet subscription"),
+            }
+        }
+    }
+
+    /// The table, locked.
+    pub fn table(&self) -> MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The ignored records' counts.
+    pub fn ignored(&self) -> &Ignored {
+        &self.ignored
+    }
+
+    /// The accepted leaf links that are up (connection id, announced name).
+    fn links(&self) -> Vec<(u64, String)> {
+        self.leaf
+            .as_ref()
+            .map(|l| l.accepted_links())
+            .unwrap_or_default()
+    }
+
+    /// Tells the table which links are up now.
+    pub fn refresh(&self) {
+        let links = self.links();
+        self.table().refresh(&links, SystemTime::now());
+    }
+
+    /// One message on `$LEAF.STATUS.>` in `account`: kept, or ignored and counted.
+    fn receive(&self, account: &str, subject: &[u8], body: &[u8], from: &Publisher) {
+        match self.check(subject, body, from) {
+            Ok((link, record)) => {
+                self.table()
+                    .store(account, link, record, body.len(), SystemTime::now());
+            }
+            Err(reason) => {
+                debug!(
+                    account,
+                    subject = %String::from_utf8_lossy(subject),
+                    reason,
+                    "status record ignored"
+                );
+                self.ignored.count(reason);
+            }
+        }
+    }
+
+    /// The link a record came on and the record, or why it is ignored.
+    fn check(
+        &self,
+        subject: &[u8],
+        body: &[u8],
+        from: &Publisher,
+    ) -> Result<(u64, fleet::StatusRecord), &'static str> {
+        let link = match from {
+            Publisher::Link(handle) if handle.leaf().is_some_and(|peer| !peer.solicited) => {
+                handle.id
+            }
+            _ => return Err("not_a_leaf"),
+        };
+        let record = fleet::parse(body).map_err(|e| e.reason())?;
+        let announced = self
+            .links()
+            .into_iter()
+            .find(|(id, _)| *id == link)
+            .map(|(_, name)| name);
+        if announced.as_deref() != Some(record.server_name.as_str())
+            || subject != fleet::subject(&record.server_name).as_bytes()
+        {
+            return Err("name_mismatch");
+        }
+        Ok((link, record))
+    }
+}
+
+/// The internal subscription of one account.
+struct Sink {
+    fleet: Weak<Fleet>,
+    account: String,
+}
+
+impl InternalSink for Sink {
+    fn deliver(&self, msg: &Msg<'_>, from: &Publisher) {
+        if let Some(fleet) = self.fleet.upgrade() {
+            fleet.receive(&self.account, msg.subject, msg.payload, from);
+        }
+    }
+}
