@@ -23,7 +23,7 @@ pub mod cmd;
 pub mod pages;
 pub mod table;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, SystemTime};
@@ -79,6 +79,9 @@ pub struct Fleet {
     leaf: Option<Arc<LeafState>>,
     /// The internal subscriptions, one per account, and the accounts they are in.
     subs: Mutex<(HashSet<String>, Vec<SubRef>)>,
+    /// The accepted links that were up at the last look (connection id → announced name),
+    /// so that a record is checked without going over every link.
+    names: Mutex<HashMap<u64, String>>,
 }
 
 /// The running fleet view: the sweeper stops when this is dropped.
@@ -97,6 +100,7 @@ impl Fleet {
             ignored: Ignored::default(),
             leaf,
             subs: Mutex::new((HashSet::new(), Vec::new())),
+            names: Mutex::new(HashMap::new()),
         });
         fleet.subscribe_new(shared);
         let weak_shared = Arc::downgrade(shared);
@@ -150,12 +154,34 @@ impl Fleet {
         &self.ignored
     }
 
-    /// The accepted leaf links that are up (connection id, announced name).
+    /// The accepted leaf links that are up (connection id, announced name), remembered for
+    /// [`Fleet::announced`].
     fn links(&self) -> Vec<(u64, String)> {
-        self.leaf
+        let links = self
+            .leaf
             .as_ref()
             .map(|l| l.accepted_links())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        if let Ok(mut names) = self.names.lock() {
+            *names = links.iter().cloned().collect();
+        }
+        links
+    }
+
+    /// The name the accepted link `id` announced, if it is up: from the last look at the
+    /// links, or (a link newer than that) from a new look.
+    fn announced(&self, id: u64) -> Option<String> {
+        let known = self
+            .names
+            .lock()
+            .ok()
+            .and_then(|names| names.get(&id).cloned());
+        known.or_else(|| {
+            self.links()
+                .into_iter()
+                .find(|(link, _)| *link == id)
+                .map(|(_, name)| name)
+        })
     }
 
     /// Tells the table which links are up now.
@@ -197,11 +223,7 @@ impl Fleet {
             _ => return Err("not_a_leaf"),
         };
         let record = fleet::parse(body).map_err(|e| e.reason())?;
-        let announced = self
-            .links()
-            .into_iter()
-            .find(|(id, _)| *id == link)
-            .map(|(_, name)| name);
+        let announced = self.announced(link);
         if announced.as_deref() != Some(record.server_name.as_str())
             || subject != fleet::subject(&record.server_name).as_bytes()
         {

@@ -7,7 +7,7 @@
 //! (each record counted by its body's size plus its key). Past either, gateways are evicted,
 //! offline ones first, the longest unseen first (counted in [`Table::evicted`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::SystemTime;
 
 use leaf_core::fleet::StatusRecord;
@@ -131,10 +131,10 @@ impl Table {
     /// id, announced server name) is the one its record came on or has its name; the others
     /// are offline since they were last seen.
     pub fn refresh(&mut self, links: &[(u64, String)], now: SystemTime) {
+        let ids: HashSet<u64> = links.iter().map(|(id, _)| *id).collect();
+        let names: HashSet<&str> = links.iter().map(|(_, name)| name.as_str()).collect();
         for g in self.gateways.values_mut() {
-            let up = links
-                .iter()
-                .any(|(id, name)| *id == g.link || *name == g.name);
+            let up = ids.contains(&g.link) || names.contains(g.name.as_str());
             g.connected = up;
             if up {
                 g.last_seen = now.max(g.last_seen);
