@@ -131,7 +131,15 @@ async fn serve(
         None => Vec::new(),
     };
     // The fleet view: the leaves' status records, on the monitoring port.
-    let fleet = crate::fleet::Fleet::start(node.shared(), node.leaf.clone());
+    let store_dir = cfg.jetstream.enabled.then(|| {
+        let state = std::env::var_os("STATE_DIRECTORY");
+        leaf_core::app::jetstream_options(&cfg, state.as_deref()).map(|o| o.store_dir)
+    });
+    let fleet = crate::fleet::Fleet::start(
+        node.shared(),
+        node.leaf.clone(),
+        store_dir.and_then(Result::ok).as_deref(),
+    );
     let pages = Arc::new(crate::fleet::pages::FleetPages(fleet.fleet.clone()));
     let _monitor = match node.monitor(&cfg, Some(pages)).await {
         Ok(m) => m,
@@ -141,6 +149,7 @@ async fn serve(
     let _reloader = reload_on_sighup(cfg, shared, HubReload { args, hub });
     let shutdown = shutdown_signal();
     node.server.run(shutdown, DRAIN_LIMIT).await;
+    fleet.fleet.save();
     info!("{NAME} stopped");
     ExitCode::SUCCESS
 }

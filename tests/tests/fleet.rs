@@ -356,3 +356,60 @@ async fn a_plain_subscriber_on_nats_server_reads_the_records() {
 async fn a_plain_subscriber_on_hubd_reads_the_records() {
     a_plain_subscriber_on_the_hub_reads_the_records(ServerKind::Hubd).await;
 }
+
+/// hubd keeps the fleet view across a restart (a snapshot in its JetStream store directory):
+/// a gateway that went offline with a backlog is listed after the restart, still offline,
+/// with the backlog of its last record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fleet_view_survives_a_hub_restart() {
+    let (hub_store, leaf_store) = (StoreDir::new(), StoreDir::new());
+    let leaf_port = free_port();
+    let hub_config = json!({
+        "jetstream": { "store_dir": hub_store.path(), "domain": "hub" },
+        "leafnodes": { "listen": format!("127.0.0.1:{leaf_port}") },
+    });
+    let start_hub = |mport: u16| {
+        TestServer::builder(ServerKind::Hubd)
+            .config(hub_config.clone())
+            .arg("-m")
+            .arg(mport.to_string())
+            .start()
+    };
+    let mport = free_port();
+    let mut hub = start_hub(mport).await;
+    let url = format!("nats-leaf://127.0.0.1:{leaf_port}");
+    let mut gw = TestServer::with_config(
+        ServerKind::Leafd,
+        gateway_config("gw9", &leaf_store, &url, "MISSING", false, "1s"),
+    )
+    .await;
+    publish_range(&gw.client().await, 0, 25).await;
+    await_fleet(mport, "gw9 holding 25 messages", |p| {
+        gateway(p, "gw9")["backlog_msgs"] == 25
+    })
+    .await;
+    gw.terminate();
+    let before = await_fleet(mport, "gw9 offline", |p| {
+        gateway(p, "gw9")["connected"] == false
+    })
+    .await;
+    let id = gateway(&before, "gw9")["server_id"].clone();
+    hub.terminate();
+
+    let mport = free_port();
+    let _hub = start_hub(mport).await;
+    let (code, after) = http_get(mport, "/fleetz").await;
+    assert_eq!(code, 200, "{after}");
+    assert_eq!(after["total"], 1, "{after}");
+    let g = gateway(&after, "gw9");
+    assert_eq!(g["connected"], false, "{g}");
+    assert_eq!(g["server_id"], id, "{g}");
+    assert_eq!(g["backlog_msgs"], 25, "{g}");
+    assert!(g["offline_since"].is_string(), "{g}");
+    assert!(
+        g["alarms"][0]
+            .as_str()
+            .is_some_and(|a| a.starts_with("offline for ") && a.ends_with(" buffered")),
+        "{g}"
+    );
+}

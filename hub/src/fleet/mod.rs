@@ -15,15 +15,18 @@
 //! * Every [`SWEEP`] the table learns which leaf links are up: a gateway whose link is gone
 //!   is offline since it was last seen, whatever its last record said.
 //!
-//! The table lives in memory: after a hub restart it fills again as the leaves reconnect
-//! and send their records (gateways that stay offline are not listed until they return).
+//! With JetStream on, the table survives restarts ([`persist`]: a snapshot in the store
+//! directory, restored gateways offline until their leaf reconnects); without it, it lives
+//! in memory and fills again as the leaves reconnect.
 
 pub mod alarms;
 pub mod cmd;
 pub mod pages;
+pub mod persist;
 pub mod table;
 
 use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, SystemTime};
@@ -32,7 +35,7 @@ use leaf_core::app::AbortOnDrop;
 use leaf_core::fleet::{self, SUBJECT_PREFIX};
 use leaf_core::leafnode::LeafState;
 use leaf_core::server::{InternalSink, Msg, Publisher, Shared, SubRef};
-use tracing::debug;
+use tracing::{debug, info, warn};
 
 use table::{Limits, Table};
 
@@ -82,6 +85,8 @@ pub struct Fleet {
     /// The accepted links that were up at the last look (connection id → announced name),
     /// so that a record is checked without going over every link.
     names: Mutex<HashMap<u64, String>>,
+    /// Where the snapshot is kept, if anywhere, and the table's change count it holds.
+    snapshot: Option<(PathBuf, Mutex<u64>)>,
 }
 
 /// The running fleet view: the sweeper stops when this is dropped.
@@ -92,21 +97,39 @@ pub struct Running {
 }
 
 impl Fleet {
-    /// Starts the fleet view of `shared` (whose leaf links are `leaf`): subscribes in every
-    /// account now and every [`SWEEP`] in new ones.
-    pub fn start(shared: &Arc<Shared>, leaf: Option<Arc<LeafState>>) -> Running {
+    /// Starts the fleet view of `shared` (whose leaf links are `leaf`): restores the snapshot
+    /// in `store_dir` (if given), subscribes in every account now and every [`SWEEP`] in new
+    /// ones, and saves the snapshot there when the table changed, at most every
+    /// [`persist::SAVE_EVERY`].
+    pub fn start(
+        shared: &Arc<Shared>,
+        leaf: Option<Arc<LeafState>>,
+        store_dir: Option<&Path>,
+    ) -> Running {
+        let mut table = Table::new(Limits::default());
+        let path = store_dir.map(|d| d.join(persist::FILE_NAME));
+        if let Some(path) = &path {
+            match persist::restore(path, &mut table) {
+                Ok(0) => {}
+                Ok(n) => info!(gateways = n, "fleet view restored"),
+                Err(e) => warn!("fleet view not restored: {e}"),
+            }
+        }
+        let saved = table.changes();
         let fleet = Arc::new(Fleet {
-            table: Mutex::new(Table::new(Limits::default())),
+            table: Mutex::new(table),
             ignored: Ignored::default(),
             leaf,
             subs: Mutex::new((HashSet::new(), Vec::new())),
             names: Mutex::new(HashMap::new()),
+            snapshot: path.map(|p| (p, Mutex::new(saved))),
         });
         fleet.subscribe_new(shared);
         let weak_shared = Arc::downgrade(shared);
         let weak = Arc::downgrade(&fleet);
         let sweeper = tokio::spawn(async move {
             let mut ticker = tokio::time::interval(SWEEP);
+            let mut last_save = tokio::time::Instant::now();
             loop {
                 ticker.tick().await;
                 let (Some(fleet), Some(shared)) = (weak.upgrade(), weak_shared.upgrade()) else {
@@ -114,6 +137,11 @@ impl Fleet {
                 };
                 fleet.subscribe_new(&shared);
                 fleet.refresh();
+                if last_save.elapsed() >= persist::SAVE_EVERY {
+                    last_save = tokio::time::Instant::now();
+                    let fleet = fleet.clone();
+                    let _ = tokio::task::spawn_blocking(move || fleet.save()).await;
+                }
             }
         });
         Running {
@@ -141,6 +169,25 @@ impl Fleet {
                 }
                 Err(e) => debug!(account = account.name(), error = %e, "no fleet subscription"),
             }
+        }
+    }
+
+    /// Writes the snapshot if the table changed since the last one (a blocking write).
+    pub fn save(&self) {
+        let Some((path, saved)) = &self.snapshot else {
+            return;
+        };
+        let mut saved = saved.lock().unwrap_or_else(|e| e.into_inner());
+        let (changes, bytes) = {
+            let table = self.table();
+            if table.changes() == *saved {
+                return;
+            }
+            (table.changes(), persist::snapshot(&table))
+        };
+        match persist::write(path, &bytes) {
+            Ok(()) => *saved = changes,
+            Err(e) => warn!("fleet view not saved: {e}"),
         }
     }
 

@@ -63,6 +63,8 @@ pub struct Table {
     bytes: usize,
     limits: Limits,
     evicted: u64,
+    /// Counts changes (records stored, gateways connected or gone), for the snapshot.
+    changes: u64,
 }
 
 impl Table {
@@ -98,10 +100,24 @@ impl Table {
             connected: true,
             last_seen: now,
         };
+        self.insert(key, gateway);
+    }
+
+    /// Puts back a gateway from a snapshot (`persist`), unless a record of it arrived since.
+    pub fn restore(&mut self, gateway: Gateway) {
+        let key = (gateway.account.clone(), gateway.name.clone());
+        if !self.gateways.contains_key(&key) {
+            self.insert(key, gateway);
+        }
+    }
+
+    /// Inserts `gateway` under `key`, then evicts what exceeds the bounds (never `key`).
+    fn insert(&mut self, key: (String, String), gateway: Gateway) {
+        self.changes += 1;
+        self.bytes += gateway.size;
         if let Some(old) = self.gateways.insert(key.clone(), gateway) {
             self.bytes -= old.size;
         }
-        self.bytes += size;
         while self.gateways.len() > self.limits.max_gateways || self.bytes > self.limits.max_bytes {
             if !self.evict_one(&key) {
                 break;
@@ -135,7 +151,10 @@ impl Table {
         let names: HashSet<&str> = links.iter().map(|(_, name)| name.as_str()).collect();
         for g in self.gateways.values_mut() {
             let up = ids.contains(&g.link) || names.contains(g.name.as_str());
-            g.connected = up;
+            if g.connected != up {
+                g.connected = up;
+                self.changes += 1;
+            }
             if up {
                 g.last_seen = now.max(g.last_seen);
             }
@@ -168,6 +187,11 @@ impl Table {
     /// The bounds.
     pub fn limits(&self) -> Limits {
         self.limits
+    }
+
+    /// A counter that moves whenever the table changed in a way a snapshot keeps.
+    pub fn changes(&self) -> u64 {
+        self.changes
     }
 
     /// Gateways evicted to stay within the bounds.
