@@ -15,8 +15,9 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use tracing::{error, info};
 
 use crate::auth::{Authenticator, Permissions, Rules, User};
-use crate::cli::{normalize_args, ServerArgs};
+use crate::cli::ServerArgs;
 use crate::config::{self, Config, ConfigError, LogLevel};
+use crate::jetstream::accounts::AccountJetStreams;
 use crate::jetstream::{JetStream, JetStreamOptions};
 use crate::leafnode::{LeafOptions, LeafState, LinkDeny, RemoteError, RemoteOptions, RemoteUrl};
 use crate::monitor::{self, Monitor, Pages};
@@ -43,11 +44,11 @@ pub fn fail(name: &str, message: impl Display) -> ExitCode {
     ExitCode::from(1)
 }
 
-/// A binary's command line: nats-server's flags ([`ServerArgs`]), `-v`/`--version`, and the
-/// binary's own subcommands `C`.
+/// A binary's command line: nats-server's flags ([`ServerArgs`]), `-v`/`--version`, the
+/// binary's own flags `X` (hubd's `--cluster`, ...) and its own subcommands `C`.
 #[derive(Debug, Parser)]
 #[command(version, disable_version_flag = true)]
-pub struct Cli<C: Subcommand> {
+pub struct Cli<C: Subcommand, X: clap::Args = NoArgs> {
     /// Print the version and exit (`-V` is nats-server's `--trace`).
     #[arg(short = 'v', long = "version", action = clap::ArgAction::Version)]
     version: Option<bool>,
@@ -57,22 +58,39 @@ pub struct Cli<C: Subcommand> {
     /// The server flags.
     #[command(flatten)]
     pub server: ServerArgs,
+    /// The binary's own flags.
+    #[command(flatten)]
+    pub extra: X,
 }
 
+/// No flags besides the shared ones.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct NoArgs {}
+
 /// Parses the command line of binary `name` (its name in `--help`, `--version` and errors;
-/// `about` heads `--help`). nats-server's Go-style flags are accepted ([`normalize_args`]).
+/// `about` heads `--help`). nats-server's Go-style flags are accepted
+/// ([`crate::cli::normalize_args`]).
 /// `Err` is the exit code to leave with: 0 after `--help` or `--version`, 2 for a bad
 /// command line.
 pub fn parse_args<C: Subcommand>(
     name: &'static str,
     about: &'static str,
 ) -> Result<Cli<C>, ExitCode> {
-    Cli::<C>::command()
+    parse_args_with::<C, NoArgs>(name, about)
+}
+
+/// [`parse_args`] for a binary with flags of its own (`X`).
+pub fn parse_args_with<C: Subcommand, X: clap::Args + clap::FromArgMatches>(
+    name: &'static str,
+    about: &'static str,
+) -> Result<Cli<C, X>, ExitCode> {
+    let cmd = Cli::<C, X>::command()
         .name(name)
         .bin_name(name)
-        .about(about)
-        .try_get_matches_from(normalize_args(std::env::args_os()))
-        .and_then(|matches| Cli::<C>::from_arg_matches(&matches))
+        .about(about);
+    let args = crate::cli::normalize_args_for(&cmd, std::env::args_os());
+    cmd.try_get_matches_from(args)
+        .and_then(|matches| Cli::<C, X>::from_arg_matches(&matches))
         .map_err(|e| {
             let _ = e.print();
             if e.use_stderr() {
@@ -177,6 +195,13 @@ pub struct Node {
     pub jetstream: Option<JetStream>,
     /// JetStream of each configured account that has it, by account name.
     pub account_jetstreams: Vec<(String, JetStream)>,
+    /// Every account's JetStream (those above, and the 10039 answers of accounts without):
+    /// where accounts get theirs at run time, e.g. when hubd's resolver loads an account JWT
+    /// that enables JetStream (`None`: the server has no JetStream).
+    pub jetstreams: Option<Arc<AccountJetStreams>>,
+    /// The system account's requests and advisories, once [`Node::serve_system`] started
+    /// them.
+    pub system: Option<crate::system::Service>,
 }
 
 impl Node {
@@ -194,6 +219,20 @@ impl Node {
         name: &'static str,
         cfg: &Config,
         authority: Option<Arc<dyn crate::auth::Authority>>,
+    ) -> Result<Node, String> {
+        Self::start_with_peers(name, cfg, authority, |leaf| {
+            leaf.map(|l| l as Arc<dyn Peers>)
+        })
+        .await
+    }
+
+    /// [`Node::start_with`], with `peers` choosing the server's links to other servers from
+    /// its leafnode links (hubd adds its cluster's routes: see `hub::peers`).
+    pub async fn start_with_peers(
+        name: &'static str,
+        cfg: &Config,
+        authority: Option<Arc<dyn crate::auth::Authority>>,
+        peers: impl FnOnce(Option<Arc<LeafState>>) -> Option<Arc<dyn Peers>>,
     ) -> Result<Node, String> {
         let clients = match &authority {
             Some(a) => Authenticator::Delegated(a.clone()),
@@ -215,7 +254,7 @@ impl Node {
         } else {
             None
         };
-        let peers = leaf.clone().map(|l| l as Arc<dyn Peers>);
+        let peers = peers(leaf.clone());
         let mut options = server_options(cfg, name);
         options.auth = clients;
         options.tls = crate::server::tls::listener(cfg.tls.as_ref()).map_err(|e| e.to_string())?;
@@ -229,8 +268,10 @@ impl Node {
         );
         let mut jetstream = None;
         let mut account_jetstreams = Vec::new();
+        let mut jetstreams = None;
         if let Some(options) = js_options {
             let shared = server.shared();
+            let registry = Arc::new(AccountJetStreams::new(shared, options.clone()));
             for (name, options) in account_jetstream_options(cfg, &options) {
                 let account = match &name {
                     None => shared.global().clone(),
@@ -243,31 +284,52 @@ impl Node {
                     None => e.to_string(),
                     Some(name) => format!("accounts.{name}.jetstream: {e}"),
                 })?;
+                registry.insert(account.name(), js.clone());
                 match name {
                     None => jetstream = Some(js),
                     Some(name) => account_jetstreams.push((name, js)),
                 }
             }
             // Accounts without JetStream say so to whoever calls their API.
-            let with_js: Vec<&str> = account_jetstreams.iter().map(|(n, _)| n.as_str()).collect();
             for account in shared.accounts.all() {
-                let has = if account.is_global() {
-                    jetstream.is_some()
-                } else {
-                    with_js.contains(&account.name())
-                };
-                if !has {
-                    crate::jetstream::disabled::serve_not_enabled(&account)
-                        .map_err(|e| e.to_string())?;
-                }
+                registry.refuse(&account).map_err(|e| e.to_string())?;
             }
+            jetstreams = Some(registry);
         }
         Ok(Node {
             server,
             leaf,
             jetstream,
             account_jetstreams,
+            jetstreams,
+            system: None,
         })
+    }
+
+    /// What the monitoring pages (and the system account's requests) read, with the
+    /// binary's own `pages`.
+    pub fn sources(&self, pages: Option<Arc<dyn Pages>>) -> monitor::Sources {
+        monitor::Sources {
+            shared: Arc::downgrade(self.shared()),
+            leaf: self.leaf.clone(),
+            jetstream: self.jetstream.clone(),
+            pages,
+            js_accounts: self
+                .account_jetstreams
+                .iter()
+                .map(|(name, _)| name.clone())
+                .collect(),
+        }
+    }
+
+    /// Serves the system account `account`'s requests and advisories (see [`crate::system`]),
+    /// instead of any served before; the account is created if the server does not have it.
+    pub fn serve_system(&mut self, account: &str) -> Result<(), String> {
+        self.system = None;
+        let service = crate::system::Service::start(self.sources(None), self.shared(), account)?;
+        info!(account = %account, "system account served");
+        self.system = Some(service);
+        Ok(())
     }
 
     /// The server's shared state.
@@ -291,12 +353,7 @@ impl Node {
             ),
             _ => return Ok(None),
         };
-        let sources = monitor::Sources {
-            shared: Arc::downgrade(self.shared()),
-            leaf: self.leaf.clone(),
-            jetstream: self.jetstream.clone(),
-            pages,
-        };
+        let sources = self.sources(pages);
         match Monitor::bind(&cfg.host, port, sources, https).await {
             Ok(m) => Ok(Some(AbortOnDrop(tokio::spawn(m.run())))),
             Err(e) => Err(format!(
@@ -548,6 +605,14 @@ pub fn account_jetstream_options(
             (Some(name.clone()), options)
         })
         .collect()
+}
+
+/// The system account's name: `system_account`, else `$SYS`.
+pub fn system_account(cfg: &Config) -> &str {
+    cfg.system_account
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .unwrap_or(crate::system::DEFAULT_SYSTEM_ACCOUNT)
 }
 
 /// The server options a configuration describes.

@@ -295,7 +295,19 @@ fn parse_size_arg(s: &str) -> Result<usize, String> {
 /// one), positional arguments such as subcommand names, and everything after
 /// `--` are never changed.
 pub fn normalize_args<I: IntoIterator<Item = OsString>>(args: I) -> Vec<OsString> {
-    let flags = FlagTable::new();
+    normalize_args_for(
+        &ServerArgs::augment_args(clap::Command::new("server")),
+        args,
+    )
+}
+
+/// [`normalize_args`] for the flags of `cmd` (a binary's whole command line, with flags of
+/// its own besides [`ServerArgs`]).
+pub fn normalize_args_for<I: IntoIterator<Item = OsString>>(
+    cmd: &clap::Command,
+    args: I,
+) -> Vec<OsString> {
+    let flags = FlagTable::new(cmd);
     let mut iter = args.into_iter();
     let mut out: Vec<OsString> = Vec::new();
     out.extend(iter.next());
@@ -380,8 +392,7 @@ struct FlagTable {
 }
 
 impl FlagTable {
-    fn new() -> Self {
-        let cmd = ServerArgs::augment_args(clap::Command::new("server"));
+    fn new(cmd: &clap::Command) -> Self {
         let mut long = HashMap::new();
         let mut short = HashMap::new();
         for arg in cmd.get_arguments() {

@@ -22,6 +22,8 @@
 //!   `leaf-store` message store.
 //! * [`monitor`]: the HTTP monitoring port (nats-server's pages; a binary adds its own through
 //!   [`monitor::Pages`]).
+//! * [`system`]: the system account's requests (`$SYS.REQ.SERVER.…`, answered with the
+//!   monitor's pages) and advisories (`$SYS.ACCOUNT.<acc>.CONNECT` / `DISCONNECT`).
 //! * [`config`]: the configuration file's shared keys (TOML or JSON, nats-server's key names;
 //!   a binary adds its own keys through [`config::Extension`]; the subsystems' settings types
 //!   live with them, [`auth::settings`], [`jetstream::settings`], [`leafnode::settings`], and
@@ -56,4 +58,5 @@ pub mod reload;
 pub mod server;
 pub mod status_page;
 pub mod sublist;
+pub mod system;
 pub mod tls;

@@ -10,7 +10,14 @@
 //!   remote's `urls` as `host:port`, as nats-server shows them: never credentials);
 //! * `/metrics`: the Prometheus text format (connections, traffic, slow consumers, streams,
 //!   leafnode links, and the binary's own families);
-//! * `/leafz`: the leafnode links, shaped as nats-server's `/leafz`;
+//! * `/leafz`: the leafnode links, shaped as nats-server's `/leafz` (each accepted link's
+//!   `account`, `subscriptions` and `rtt`, the round trip of the last keepalive ping, shown
+//!   from the first one on, `ping_interval` after the link came up; `?subs=1` lists the
+//!   subscriptions, `?acc=NAME` keeps one account's links);
+//! * `/connz` filters and sorting as nats-server ([`connz`]: `acc`, `sort`, `state`, `subs`,
+//!   `cid`, `user`; a bad value is a 400 with the error);
+//! * `/accountz` (`?acc=NAME`: one account's details) and `/accstatz` (`?unused=1`: idle
+//!   accounts too), in nats-server's shapes ([`accountz`]);
 //! * a binary's own pages and metrics, through [`Pages`] (leafd: `/uplinkz` and `/sourcesz`).
 //!
 //! A deliberately small HTTP/1.1 server: `GET` only, one request per connection. It binds to
@@ -44,6 +51,9 @@ use tracing::{debug, info, warn};
 use crate::leafnode::{LeafState, LinkStatus};
 use crate::server::Shared;
 
+pub mod accountz;
+pub mod connz;
+
 /// Longest request head accepted.
 pub const MAX_REQUEST: usize = 8 * 1024;
 /// Time a client gets to send its whole request head (a deadline for all its reads, not a
@@ -70,6 +80,8 @@ pub struct Sources {
     pub jetstream: Option<crate::jetstream::JetStream>,
     /// The binary's own pages, if it has any.
     pub pages: Option<Arc<dyn Pages>>,
+    /// The configured accounts that have a JetStream of their own (`/accountz`).
+    pub js_accounts: Vec<String>,
 }
 
 /// Pages and metrics a binary adds to the shared ones (leafd: its uplinks and gateway
@@ -84,6 +96,10 @@ pub trait Pages: Send + Sync {
 
     /// Appends the binary's metric families to `/metrics`.
     fn metrics(&self, out: &mut Metrics);
+
+    /// Adds the binary's own blocks to `/varz` (hubd: `cluster`, `routes`); nothing by
+    /// default.
+    fn varz(&self, _varz: &mut Value) {}
 }
 
 /// A bound monitoring listener.
@@ -139,13 +155,22 @@ impl Monitor {
     pub async fn run(self) {
         if let Some(addr) = self.local_addr() {
             let own = self.sources.pages.as_ref().map_or(&[][..], |p| p.paths());
-            let pages = ["/healthz", "/varz", "/connz", "/subsz", "/jsz", "/leafz"]
-                .iter()
-                .chain(own)
-                .chain(&["/metrics"])
-                .copied()
-                .collect::<Vec<_>>()
-                .join(", ");
+            let pages = [
+                "/healthz",
+                "/varz",
+                "/connz",
+                "/subsz",
+                "/jsz",
+                "/leafz",
+                "/accountz",
+                "/accstatz",
+            ]
+            .iter()
+            .chain(own)
+            .chain(&["/metrics"])
+            .copied()
+            .collect::<Vec<_>>()
+            .join(", ");
             let scheme = if self.tls.is_some() { "https" } else { "http" };
             info!(%addr, scheme, "monitoring listening (GET {pages})");
         }
@@ -249,6 +274,7 @@ async fn serve(mut stream: Box<dyn Conn>, sources: &Sources) -> std::io::Result<
     }
     match page(target, sources) {
         Some(Page::Json(200, body)) => respond(&mut stream, 200, "OK", &body).await,
+        Some(Page::Json(400, body)) => respond(&mut stream, 400, "Bad Request", &body).await,
         Some(Page::Json(code, body)) => {
             respond(&mut stream, code, "Service Unavailable", &body).await
         }
@@ -285,18 +311,29 @@ pub fn page(target: &str, sources: &Sources) -> Option<Page> {
         .map(|s| s.server_id.clone())
         .unwrap_or_default();
     let json = |v: Value| Some(Page::Json(200, v));
+    // A bad option: 400 with the reason, as nats-server.
+    let checked = |v: Result<Value, String>| match v {
+        Ok(v) => Some(Page::Json(200, v)),
+        Err(e) => Some(Page::Json(400, json!({ "error": e }))),
+    };
     match path.trim_end_matches('/') {
         "/healthz" => Some(healthz(sources)),
         "/varz" => json(varz(sources, &now)),
-        "/connz" => json(connz(sources, query, &now)),
-        "/subsz" => json(json!({
-            "server_id": server_id,
-            "now": now,
-            "num_subscriptions": shared.as_ref().map_or(0, |s| s.accounts.subscription_count()),
-        })),
+        "/connz" => checked(
+            connz::ConnzOptions::from_query(query).and_then(|o| connz::connz(sources, &o, &now)),
+        ),
+        "/subsz" => json(subsz(sources, &now)),
         "/jsz" => json(jsz(sources, &now)),
         "/metrics" => Some(Page::Text(metrics(sources))),
-        "/leafz" => json(leafz(sources, &server_id, &now)),
+        "/leafz" => checked(LeafzOptions::from_query(query).map(|o| leafz(sources, &o, &now))),
+        "/accountz" => {
+            let acc = query_pairs(query)
+                .find(|(k, _)| k == "acc")
+                .map(|(_, v)| v)
+                .unwrap_or_default();
+            checked(accountz::accountz(sources, &acc, &now))
+        }
+        "/accstatz" => checked(accountz::accstatz_query(sources, query, &now)),
         other => sources
             .pages
             .as_ref()
@@ -314,28 +351,138 @@ fn link_status(sources: &Sources) -> Vec<LinkStatus> {
         .unwrap_or_default()
 }
 
+/// The pairs of a URL query, percent-decoded (`+` is a space).
+pub fn query_pairs(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
+    query.split('&').filter(|kv| !kv.is_empty()).map(|kv| {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        (percent_decode(k), percent_decode(v))
+    })
+}
+
+/// `%XX` and `+` decoded; a malformed escape is kept as it is.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (b, hex) {
+            (b'%', Some(v)) => {
+                out.push(v);
+                i += 3;
+            }
+            (b'+', _) => {
+                out.push(b' ');
+                i += 1;
+            }
+            _ => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `/leafz`'s options (nats-server's `LeafzOptions`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LeafzOptions {
+    /// List each link's subscriptions (`subs=1`).
+    pub subscriptions: bool,
+    /// Only the links of this account (`acc=NAME`; empty: all).
+    pub account: String,
+}
+
+impl LeafzOptions {
+    /// The options of an HTTP query.
+    pub fn from_query(query: &str) -> Result<LeafzOptions, String> {
+        let mut o = LeafzOptions::default();
+        for (k, v) in query_pairs(query) {
+            match k.as_str() {
+                "subs" => {
+                    o.subscriptions = match v.as_str() {
+                        "" | "0" | "f" | "F" | "false" | "FALSE" | "False" => false,
+                        "1" | "t" | "T" | "true" | "TRUE" | "True" => true,
+                        other => {
+                            return Err(format!("Error decoding boolean for 'subs': {other:?}"))
+                        }
+                    }
+                }
+                "acc" => o.account = v,
+                _ => {}
+            }
+        }
+        Ok(o)
+    }
+}
+
+/// `d` as Go prints a `time.Duration` (`168µs`, `1.5ms`, `2s`), as nats-server's `rtt`.
+pub fn go_duration(d: Duration) -> String {
+    let ns = d.as_nanos();
+    let (unit, scale) = match ns {
+        0..=999 => return format!("{ns}ns"),
+        1_000..=999_999 => ("µs", 1_000),
+        1_000_000..=999_999_999 => ("ms", 1_000_000),
+        _ => ("s", 1_000_000_000),
+    };
+    let (whole, frac) = (ns / scale, ns % scale);
+    if frac == 0 {
+        return format!("{whole}{unit}");
+    }
+    let digits = scale.to_string().len() - 1;
+    let frac = format!("{frac:0digits$}");
+    format!("{whole}.{}{unit}", frac.trim_end_matches('0'))
+}
+
+/// `/subsz`: the subscription count.
+pub(crate) fn subsz(sources: &Sources, now: &str) -> Value {
+    let shared = sources.shared.upgrade();
+    json!({
+        "server_id": shared.as_ref().map(|s| s.server_id.clone()).unwrap_or_default(),
+        "now": now,
+        "num_subscriptions": shared.as_ref().map_or(0, |s| s.accounts.subscription_count()),
+    })
+}
+
 /// `/leafz`: the leafnode links (connected ones as nats-server lists them, plus the remotes).
-fn leafz(sources: &Sources, server_id: &str, now: &str) -> Value {
+pub(crate) fn leafz(sources: &Sources, opts: &LeafzOptions, now: &str) -> Value {
+    let server_id = sources
+        .shared
+        .upgrade()
+        .map(|s| s.server_id.clone())
+        .unwrap_or_default();
     let links = link_status(sources);
     let leafs: Vec<Value> = links
         .iter()
         .filter(|l| l.connected)
+        .filter(|l| opts.account.is_empty() || l.account == opts.account)
         .map(|l| {
             let (ip, port) = split_host_port(&l.url);
-            json!({
+            let mut leaf = json!({
                 "name": l.remote_server,
                 "is_spoke": l.solicited,
-                "account": "$G",
+                "account": l.account,
                 "ip": ip,
                 "port": port,
                 "in_msgs": l.msgs_in,
                 "out_msgs": l.msgs_out,
                 "in_bytes": l.bytes_in,
                 "out_bytes": l.bytes_out,
+                "subscriptions": l.subscriptions.len(),
                 "connected_since": l.since.map(system_rfc3339),
                 "reconnects": l.reconnects,
                 "tls": l.tls,
-            })
+            });
+            if let Some(rtt) = l.rtt {
+                leaf["rtt"] = json!(go_duration(rtt));
+            }
+            if opts.subscriptions {
+                leaf["subscriptions_list"] = json!(l.subscriptions);
+            }
+            leaf
         })
         .collect();
     let remotes: Vec<Value> = links
@@ -363,7 +510,7 @@ fn leafz(sources: &Sources, server_id: &str, now: &str) -> Value {
 
 /// `/healthz`: 200 `{"status":"ok"}` while the server runs and its store answers; 503 with
 /// the problem otherwise.
-fn healthz(sources: &Sources) -> Page {
+pub(crate) fn healthz(sources: &Sources) -> Page {
     if sources.shared.upgrade().is_none() {
         return Page::Json(
             503,
@@ -394,7 +541,7 @@ fn healthz(sources: &Sources) -> Page {
 }
 
 /// Resident memory in bytes (from /proc), 0 where unknown.
-fn rss_bytes() -> u64 {
+pub(crate) fn rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/statm")
         .ok()
         .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
@@ -402,7 +549,7 @@ fn rss_bytes() -> u64 {
 }
 
 /// `/varz`: the server's settings and counters, with nats-server's field names.
-fn varz(sources: &Sources, now: &str) -> Value {
+pub(crate) fn varz(sources: &Sources, now: &str) -> Value {
     let Some(shared) = sources.shared.upgrade() else {
         return json!({});
     };
@@ -423,7 +570,7 @@ fn varz(sources: &Sources, now: &str) -> Value {
         out_bytes += l.bytes_out;
     }
     let uptime = st.start.elapsed().unwrap_or_default();
-    json!({
+    let mut varz = json!({
         "server_id": shared.server_id,
         "server_name": o.server_name.clone().unwrap_or_else(|| shared.server_id.clone()),
         "version": crate::server::info::NATS_FEATURE_LEVEL,
@@ -459,7 +606,12 @@ fn varz(sources: &Sources, now: &str) -> Value {
             "config": { "domain": js.domain(), "max_storage": js.max_file_bytes() },
         })),
         "leaf": sources.leaf.as_deref().map_or_else(|| json!({}), leaf_varz),
-    })
+        "system_account": shared.system.account_name(),
+    });
+    if let Some(pages) = &sources.pages {
+        pages.varz(&mut varz);
+    }
+    varz
 }
 
 /// `/varz`'s `leaf`: the listener and the remotes, in nats-server's shape (`LeafNodeOptsVarz`;
@@ -491,62 +643,8 @@ fn leaf_varz(leaf: &LeafState) -> Value {
     varz
 }
 
-/// `/connz`: the client connections (`?limit=N&offset=M`, by connection id).
-fn connz(sources: &Sources, query: &str, now: &str) -> Value {
-    let Some(shared) = sources.shared.upgrade() else {
-        return json!({});
-    };
-    let param = |name: &str| {
-        query
-            .split('&')
-            .filter_map(|kv| kv.split_once('='))
-            .find(|(k, _)| *k == name)
-            .and_then(|(_, v)| v.parse::<usize>().ok())
-    };
-    let limit = param("limit").unwrap_or(1024);
-    let offset = param("offset").unwrap_or(0);
-    let all = shared.stats.connections();
-    let conns: Vec<Value> = all
-        .iter()
-        .skip(offset)
-        .take(limit)
-        .map(|c| {
-            let t = &c.handle.traffic;
-            let meta = c.meta();
-            json!({
-                "cid": c.handle.id,
-                "kind": "Client",
-                "type": "nats",
-                "ip": c.peer.ip().to_string(),
-                "port": c.peer.port(),
-                "start": system_rfc3339(c.start),
-                "uptime": format!("{}s", c.start.elapsed().unwrap_or_default().as_secs()),
-                "pending_bytes": c.handle.out.pending(),
-                "in_msgs": t.msgs_in.load(Ordering::Relaxed),
-                "out_msgs": t.msgs_out.load(Ordering::Relaxed),
-                "in_bytes": t.bytes_in.load(Ordering::Relaxed),
-                "out_bytes": t.bytes_out.load(Ordering::Relaxed),
-                "subscriptions": c.subs.load(Ordering::Relaxed),
-                "name": meta.name,
-                "lang": meta.lang,
-                "version": meta.version,
-                "authorized_user": meta.user,
-            })
-        })
-        .collect();
-    json!({
-        "server_id": shared.server_id,
-        "now": now,
-        "num_connections": conns.len(),
-        "total": all.len(),
-        "offset": offset,
-        "limit": limit,
-        "connections": conns,
-    })
-}
-
 /// `/jsz`: JetStream's totals and streams.
-fn jsz(sources: &Sources, now: &str) -> Value {
+pub(crate) fn jsz(sources: &Sources, now: &str) -> Value {
     let server_id = sources
         .shared
         .upgrade()
@@ -776,6 +874,12 @@ fn metrics(sources: &Sources) -> String {
             "Resident memory.",
             rss_bytes(),
         );
+        m.single(
+            "leafd_system_dropped_total",
+            "counter",
+            "System account advisories dropped because their queue was full.",
+            shared.system.events().map_or(0, |e| e.dropped()),
+        );
         let links = link_status(sources);
         m.labelled_families(&links, "url", link_url, LINK_FAMILIES);
     }
@@ -877,6 +981,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn durations_as_go_prints_them() {
+        assert_eq!(go_duration(Duration::from_nanos(999)), "999ns");
+        assert_eq!(go_duration(Duration::from_micros(168)), "168µs");
+        assert_eq!(go_duration(Duration::from_nanos(168_500)), "168.5µs");
+        assert_eq!(go_duration(Duration::from_micros(1_500)), "1.5ms");
+        assert_eq!(go_duration(Duration::from_secs(2)), "2s");
+    }
+
+    #[test]
     fn host_and_port_of_link_urls() {
         assert_eq!(
             split_host_port("nats-leaf://u:[REDACTED]@hub.example:7422"),
@@ -926,6 +1039,7 @@ mod tests {
             leaf: None,
             jetstream: None,
             pages: Some(Arc::new(Own)),
+            js_accounts: Vec::new(),
         };
         // No server behind the page: unhealthy.
         assert!(matches!(

@@ -16,9 +16,11 @@
 //!   [`remote_files_digest`]); a file that became unreadable or invalid refuses the reload of
 //!   that remote, which keeps running with what it had;
 //! * who may connect: `authorization` (users, passwords, permissions, the token) and the
-//!   accounts' `users`, accounts with users only added or removed; connections whose login
-//!   would not give the same rights any more are closed with `-ERR 'Authorization Violation'`,
-//!   the others keep running (see `Shared::reload_authorization`); an account's `jetstream`,
+//!   accounts' `users`, accounts with users only added or removed; a connection whose user
+//!   only got new permissions is updated in place (subscriptions no longer allowed are removed
+//!   with a permissions `-ERR`), connections whose login would not hold any more are closed
+//!   with `-ERR 'Authorization Violation'`, the others keep running (see
+//!   `Shared::reload_authorization`); an account's `jetstream`,
 //!   `exports` and `imports` cannot change;
 //! * any other difference (the leafnode listener's `leafnodes.listen`, its `authorization`, `tls`,
 //!   `max_connections`, the links' `reconnect`, `ping_interval`, `ping_max`, and every server

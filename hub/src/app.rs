@@ -7,8 +7,9 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 use leaf_core::app::{
-    check_config, fail, parse_args, prepare, reload_on_sighup, shutdown_signal, unsupported_yet,
-    Applied, LogLevelSetter, Node, Reload, RemoteDigests, SharedReload, DRAIN_LIMIT,
+    check_config, fail, parse_args_with, prepare, reload_on_sighup, shutdown_signal,
+    unsupported_yet, Applied, LogLevelSetter, Node, Reload, RemoteDigests, SharedReload,
+    DRAIN_LIMIT,
 };
 use leaf_core::cli::ServerArgs;
 use leaf_core::config::{Config, ConfigError};
@@ -17,8 +18,12 @@ use tracing::info;
 
 use std::sync::Arc;
 
-use crate::config::{self, HubKeys};
+use crate::config::{self, ClusterArgs, HubKeys};
+use crate::monitor::HubPages;
 use crate::operator::{claims_service, Resolver};
+use crate::peers::HubPeers;
+use crate::route::Routes;
+use leaf_core::server::Peers;
 
 /// The binary's name in `--help`, `--version`, logs and errors.
 const NAME: &str = "hubd";
@@ -49,7 +54,7 @@ enum Command {
 
 /// Runs `hubd`.
 pub fn main() -> ExitCode {
-    let cli = match parse_args::<Command>(NAME, ABOUT) {
+    let cli = match parse_args_with::<Command, ClusterArgs>(NAME, ABOUT) {
         Ok(cli) => cli,
         Err(code) => return code,
     };
@@ -78,10 +83,16 @@ pub fn main() -> ExitCode {
             },
         );
     }
-    match prepare(NAME, || config::load(&cli.server)) {
+    match prepare(NAME, || config::load(&cli.server, &cli.extra)) {
         Ok(ready) => {
             let config::HubConfig { server: cfg, hub } = ready.cfg;
-            let serving = serve(cli.server, cfg, hub, ready.digests, ready.set_level);
+            let serving = serve(
+                (cli.server, cli.extra),
+                cfg,
+                hub,
+                ready.digests,
+                ready.set_level,
+            );
             ready.runtime.block_on(serving)
         }
         Err(code) => code,
@@ -102,7 +113,7 @@ fn check_operator(hub: &HubKeys) -> Result<(), String> {
 /// Starts the server, its links, JetStream and monitoring, and serves until SIGTERM or
 /// SIGINT.
 async fn serve(
-    args: ServerArgs,
+    args: (ServerArgs, ClusterArgs),
     cfg: Config,
     hub: HubKeys,
     digests: RemoteDigests,
@@ -119,16 +130,42 @@ async fn serve(
     let authority = resolver
         .clone()
         .map(|r| r as Arc<dyn leaf_core::auth::Authority>);
-    let node = match Node::start_with(NAME, &cfg, authority).await {
+    let routes = match &hub.cluster {
+        Some(settings) => match Routes::bind(settings.clone()).await {
+            Ok(routes) => Some(routes),
+            Err(e) => return fail(NAME, e),
+        },
+        None => None,
+    };
+    let pages = Arc::new(HubPages {
+        routes: routes.clone(),
+        fleet: None,
+    });
+    let started = match routes {
+        Some(routes) => {
+            Node::start_with_peers(NAME, &cfg, authority, |leaf| {
+                Some(Arc::new(HubPeers { leaf, routes }) as Arc<dyn Peers>)
+            })
+            .await
+        }
+        None => Node::start_with(NAME, &cfg, authority).await,
+    };
+    let mut node = match started {
         Ok(node) => node,
         Err(e) => return fail(NAME, e),
     };
+    if let (Some(routes), Some(leaf)) = (&pages.routes, &node.leaf) {
+        routes.set_leaf(leaf.clone());
+    }
     let _claims = match &resolver {
-        Some(r) => match start_operator_mode(r, &cfg, &node) {
+        Some(r) => match start_operator_mode(r, &cfg, &mut node) {
             Ok(subs) => subs,
             Err(e) => return fail(NAME, e),
         },
-        None => Vec::new(),
+        None => match node.serve_system(leaf_core::app::system_account(&cfg)) {
+            Ok(()) => Vec::new(),
+            Err(e) => return fail(NAME, e),
+        },
     };
     // The fleet view: the leaves' status records, on the monitoring port.
     let store_dir = cfg.jetstream.enabled.then(|| {
@@ -140,7 +177,10 @@ async fn serve(
         node.leaf.clone(),
         store_dir.and_then(Result::ok).as_deref(),
     );
-    let pages = Arc::new(crate::fleet::pages::FleetPages(fleet.fleet.clone()));
+    let pages = Arc::new(HubPages {
+        routes: pages.routes.clone(),
+        fleet: Some(crate::fleet::pages::FleetPages(fleet.fleet.clone())),
+    });
     let _monitor = match node.monitor(&cfg, Some(pages)).await {
         Ok(m) => m,
         Err(msg) => return fail(NAME, msg),
@@ -154,24 +194,32 @@ async fn serve(
     ExitCode::SUCCESS
 }
 
-/// The resolver's part once the server is bound: it may close revoked users' connections,
-/// the system account exists, and a full resolver takes claims updates there.
+/// The resolver's part once the server is bound: every account it knows is applied (limits,
+/// JetStream, imports), it may close revoked users' connections, the system account is
+/// served (the operator's, unless `system_account` names one), and a full resolver takes
+/// claims updates there.
 fn start_operator_mode(
     resolver: &Arc<Resolver>,
     cfg: &Config,
-    node: &Node,
+    node: &mut Node,
 ) -> Result<Vec<leaf_core::server::SubRef>, String> {
-    let shared = node.shared();
-    resolver.attach(shared);
     let system = cfg
         .system_account
         .clone()
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| resolver.operator().nats.system_account.clone());
+    resolver.attach(
+        node.shared(),
+        node.jetstreams.clone(),
+        Some(system.clone()).filter(|s| !s.is_empty()),
+    );
     if system.is_empty() {
         info!("operator mode without a system account: claims updates are not served");
+        node.serve_system(leaf_core::system::DEFAULT_SYSTEM_ACCOUNT)?;
         return Ok(Vec::new());
     }
+    node.serve_system(&system)?;
+    let shared = node.shared();
     let account = shared.accounts.add(&system);
     claims_service::start(resolver, shared, &account)
 }
@@ -180,7 +228,7 @@ fn start_operator_mode(
 /// connect; anything else is refused), and operator mode's keys cannot change.
 struct HubReload {
     /// The command-line flags, applied over the file again.
-    args: ServerArgs,
+    args: (ServerArgs, ClusterArgs),
     /// hubd's own keys as they run.
     hub: HubKeys,
 }
@@ -190,7 +238,13 @@ impl Reload for HubReload {
     type Plan = ();
 
     fn load(&self) -> Result<Config, ConfigError> {
-        let config::HubConfig { server: cfg, hub } = config::load(&self.args)?;
+        let config::HubConfig { server: cfg, hub } = config::load(&self.args.0, &self.args.1)?;
+        if hub.cluster != self.hub.cluster {
+            return Err(ConfigError::invalid(
+                "cluster",
+                "the cluster's settings cannot change while running (restart to apply them)",
+            ));
+        }
         if hub != self.hub {
             return Err(ConfigError::invalid(
                 "operator",

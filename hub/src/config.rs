@@ -15,9 +15,11 @@ use serde::de::{self, DeserializeSeed, Deserializer, EnumAccess, MapAccess, SeqA
 use serde::Deserialize;
 
 use crate::operator::settings::{self, OperatorSettings, ResolverKind};
+use crate::route::ClusterSettings;
 
-/// hubd's own top-level keys: operator mode's (`operator`, `resolver`, `resolver_preload`,
-/// see [`crate::operator::settings`]), and leafd's, refused by name.
+/// hubd's own top-level keys: `cluster` (see [`crate::route::settings`]), operator mode's
+/// (`operator`, `resolver`, `resolver_preload`, see [`crate::operator::settings`]), and
+/// leafd's, refused by name.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct HubKeys {
     /// `operator`: the operator JWT or its file.
@@ -26,6 +28,55 @@ pub struct HubKeys {
     pub resolver: Option<ResolverKind>,
     /// `resolver_preload`: account public key → JWT.
     pub resolver_preload: BTreeMap<String, String>,
+    /// `cluster`: routes to the other servers of a cluster (see [`crate::route`]).
+    pub cluster: Option<ClusterSettings>,
+}
+
+/// hubd's own flags, named as nats-server's: the cluster's.
+#[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
+pub struct ClusterArgs {
+    /// Cluster URL to listen on for routes (`nats://host:port`).
+    #[arg(long = "cluster", value_name = "URL")]
+    pub cluster: Option<String>,
+    /// The cluster's name.
+    #[arg(long = "cluster_name", alias = "cluster-name", value_name = "NAME")]
+    pub cluster_name: Option<String>,
+    /// Routes to the other members, comma-separated (`nats-route://host:port,...`).
+    #[arg(long = "routes", value_name = "URLS")]
+    pub routes: Option<String>,
+}
+
+impl ClusterArgs {
+    /// Applies the flags over the file's `cluster` block (making one when the file has
+    /// none); errors name the flag.
+    pub fn apply(&self, hub: &mut HubKeys) -> Result<(), ConfigError> {
+        if self == &ClusterArgs::default() {
+            return Ok(());
+        }
+        let cluster = hub.cluster.get_or_insert_with(ClusterSettings::default);
+        if let Some(url) = &self.cluster {
+            let parsed = crate::route::RouteUrl::parse(url)
+                .map_err(|e| ConfigError::invalid("--cluster", e))?;
+            cluster.listen = Some(parsed.addr());
+            cluster.host = None;
+            cluster.port = None;
+        }
+        if let Some(name) = &self.cluster_name {
+            cluster.name = Some(name.clone());
+        }
+        if let Some(routes) = &self.routes {
+            cluster.routes = routes
+                .split(',')
+                .map(str::trim)
+                .filter(|r| !r.is_empty())
+                .map(|r| {
+                    crate::route::RouteUrl::parse(r)
+                        .map_err(|e| ConfigError::invalid("--routes", e))
+                })
+                .collect::<Result<_, _>>()?;
+        }
+        Ok(())
+    }
 }
 
 impl HubKeys {
@@ -51,6 +102,7 @@ impl HubKeys {
 
 impl Extension for HubKeys {
     const KEYS: &'static [&'static str] = &[
+        "cluster",
         "operator",
         "resolver",
         "resolver_preload",
@@ -61,13 +113,15 @@ impl Extension for HubKeys {
         "modbus",
         "gpio",
     ];
-    const LISTED: &'static [&'static str] = &["operator", "resolver", "resolver_preload"];
+    const LISTED: &'static [&'static str] =
+        &["cluster", "operator", "resolver", "resolver_preload"];
 
     fn read_key<'de, A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<(), A::Error> {
         match key {
             "operator" => self.operator = Some(map.next_value::<OperatorValue>()?.0),
             "resolver" => self.resolver = Some(map.next_value::<ResolverValue>()?.0),
             "resolver_preload" => self.resolver_preload = map.next_value()?,
+            "cluster" => self.cluster = Some(map.next_value()?),
             _ => LeafdKeys.read_key(key, map)?,
         }
         Ok(())
@@ -195,8 +249,9 @@ impl AsRef<Config> for HubConfig {
 
 /// The effective configuration: the `--config` file if given (else the defaults), overridden
 /// by the flags, then validated.
-pub fn load(args: &ServerArgs) -> Result<HubConfig, ConfigError> {
-    let (server, hub) = cli::load_with::<HubKeys>(args)?;
+pub fn load(args: &ServerArgs, cluster: &ClusterArgs) -> Result<HubConfig, ConfigError> {
+    let (server, mut hub) = cli::load_with::<HubKeys>(args)?;
+    cluster.apply(&mut hub)?;
     validate(&server, &hub)?;
     Ok(HubConfig { server, hub })
 }
@@ -289,7 +344,7 @@ mod tests {
         );
         assert!(
             err.ends_with(
-                "leafnodes, accounts, system_account, operator, resolver, resolver_preload)"
+                "leafnodes, accounts, system_account, cluster, operator, resolver, resolver_preload)"
             ),
             "{err}"
         );

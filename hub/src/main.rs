@@ -11,7 +11,10 @@
 mod app;
 mod config;
 mod fleet;
+mod monitor;
 mod operator;
+mod peers;
+mod route;
 
 /// hubd allocates with mimalloc: a hub stores every leaf's traffic, and with glibc's
 /// allocator malloc and free took about a third of its CPU per stored message (see

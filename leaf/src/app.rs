@@ -96,10 +96,13 @@ async fn serve(
     digests: RemoteDigests,
     set_level: Option<LogLevelSetter>,
 ) -> ExitCode {
-    let node = match Node::start(NAME, &cfg.server).await {
+    let mut node = match Node::start(NAME, &cfg.server).await {
         Ok(node) => node,
         Err(e) => return fail(NAME, e),
     };
+    if let Err(e) = node.serve_system(leaf_core::app::system_account(&cfg.server)) {
+        return fail(NAME, e);
+    }
     let uplinks = match (&node.jetstream, cfg.uplinks.is_empty()) {
         (Some(js), false) => {
             match Uplinks::start(node.shared(), node.leaf.as_deref(), js, &cfg.uplinks).await {

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 
-use crate::{parse_client_op, parse_leaf_op, write_leaf_op, Limits};
+use crate::{
+    parse_client_op, parse_leaf_op, parse_route_op, write_leaf_op, write_route_op, Limits,
+};
 
 /// The limits a fuzz input's first byte picks: even, the defaults; odd, tiny ones that make
 /// the limit checks fire often.
@@ -41,34 +43,48 @@ pub fn check_client_ops(data: &[u8]) {
     }
 }
 
-/// The leafnode parser's properties, for any input: the first byte picks the limits (the
-/// defaults, or tiny ones that make the limit checks fire); the rest is parsed op after op.
-/// The parser must not panic, every consumed length is non-zero and within the input, and
-/// every decoded op re-encodes to bytes that decode back to an equal op.
-pub fn check_leaf_ops(data: &[u8]) {
-    let Some((&selector, mut rest)) = data.split_first() else {
-        return;
-    };
-    let limits = limits(selector);
-    let unlimited = Limits {
-        max_control_line: usize::MAX,
-        max_payload: usize::MAX,
-    };
-    let mut out = BytesMut::new();
-    while let Ok(Some((op, consumed))) = parse_leaf_op(rest, &limits) {
-        assert!(consumed > 0 && consumed <= rest.len());
-        let _ = op.name();
-        out.clear();
-        write_leaf_op(&mut out, &op);
-        match parse_leaf_op(&out, &unlimited) {
-            Ok(Some((again, n))) => {
-                assert_eq!(again, op);
-                assert_eq!(n, out.len());
+/// The properties of a server-to-server parser (`$parse`, with its writer `$write`), for any
+/// input: the first byte picks the limits (the defaults, or tiny ones that make the limit
+/// checks fire); the rest is parsed op after op. The parser must not panic, every consumed
+/// length is non-zero and within the input, and every decoded op re-encodes to bytes that
+/// decode back to an equal op.
+macro_rules! check_link_ops {
+    ($data:expr, $parse:path, $write:path) => {{
+        let Some((&selector, mut rest)) = $data.split_first() else {
+            return;
+        };
+        let limits = limits(selector);
+        let unlimited = Limits {
+            max_control_line: usize::MAX,
+            max_payload: usize::MAX,
+        };
+        let mut out = BytesMut::new();
+        while let Ok(Some((op, consumed))) = $parse(rest, &limits) {
+            assert!(consumed > 0 && consumed <= rest.len());
+            let _ = op.name();
+            out.clear();
+            $write(&mut out, &op);
+            match $parse(&out, &unlimited) {
+                Ok(Some((again, n))) => {
+                    assert_eq!(again, op);
+                    assert_eq!(n, out.len());
+                }
+                other => panic!("{op:?} re-encoded to {out:?}: {other:?}"),
             }
-            other => panic!("{op:?} re-encoded to {out:?}: {other:?}"),
+            rest = &rest[consumed..];
         }
-        rest = &rest[consumed..];
-    }
+    }};
+}
+
+/// The leafnode parser's properties (see `check_link_ops`): no panic, consumed lengths within
+/// the input, every op re-encoded and decoded back equal.
+pub fn check_leaf_ops(data: &[u8]) {
+    check_link_ops!(data, parse_leaf_op, write_leaf_op)
+}
+
+/// The route parser's properties, the same as the leafnode parser's.
+pub fn check_route_ops(data: &[u8]) {
+    check_link_ops!(data, parse_route_op, write_route_op)
 }
 
 /// A seeded xorshift64* generator (not for secrets: for reproducible fuzz inputs).

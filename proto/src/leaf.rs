@@ -365,31 +365,40 @@ fn parse_after_name<'a>(buf: &'a [u8], kind: Kind, name_len: usize, limits: &Lim
     Ok(Some((op, line_end)))
 }
 
-/// Parses an `LS+` queue weight: a decimal `u32`.
-fn parse_weight(digits: &[u8]) -> Option<u32> {
+/// Parses an `LS+` (or route `RS+`) queue weight: a decimal `u32`.
+pub(super) fn parse_weight(digits: &[u8]) -> Option<u32> {
     u32::try_from(parse_u64(digits)?).ok()
 }
 
-/// The arguments of an `LMSG` or `HMSG` control line.
-struct MsgArgs<'a> {
+/// The arguments of an `LMSG` or `HMSG` control line (or, after its account, of a route's
+/// `RMSG`/`HMSG`: see [`super::route`]).
+pub(super) struct MsgArgs<'a> {
     /// Subject of the message.
-    subject: &'a [u8],
+    pub(super) subject: &'a [u8],
     /// Optional reply subject.
-    reply: Option<&'a [u8]>,
+    pub(super) reply: Option<&'a [u8]>,
     /// Queue names (empty for plain delivery).
-    queues: QueueNames<'a>,
+    pub(super) queues: QueueNames<'a>,
     /// Size of the header block for `HMSG` (at most `total`), `None` for `LMSG`.
-    hdr: Option<usize>,
+    pub(super) hdr: Option<usize>,
     /// Number of bytes after the control line, before the final `\r\n`.
-    total: usize,
+    pub(super) total: usize,
 }
 
 /// Splits `LMSG` (`headers == false`) or `HMSG` arguments; see the module documentation for
 /// the grammar.
 fn msg_args(args: &[u8], headers: bool) -> Result<MsgArgs<'_>, ParseError> {
-    let bad = ParseError::BadArgs {
-        op: if headers { "HMSG" } else { "LMSG" },
-    };
+    msg_args_of(args, headers, if headers { "HMSG" } else { "LMSG" })
+}
+
+/// [`msg_args`], naming `op` in [`ParseError::BadArgs`] (a route's `RMSG` has the same
+/// arguments after its account).
+pub(super) fn msg_args_of<'a>(
+    args: &'a [u8],
+    headers: bool,
+    op: &'static str,
+) -> Result<MsgArgs<'a>, ParseError> {
+    let bad = ParseError::BadArgs { op };
     let mut fields = Fields::new(args);
     let subject = fields.next().ok_or(bad)?;
     let total = fields.next_back().ok_or(bad)?;
@@ -430,6 +439,41 @@ fn finish_msg<'a>(
     args: MsgArgs<'a>,
     limits: &Limits,
 ) -> Parsed<'a> {
+    Ok(msg_body(buf, line_end, args, limits)?.map(|(m, consumed)| {
+        let op = LeafOp::Msg {
+            subject: m.subject,
+            reply: m.reply,
+            queues: m.queues,
+            headers: m.headers,
+            payload: m.payload,
+        };
+        (op, consumed)
+    }))
+}
+
+/// A message framed from its control line and body, before it becomes a leafnode or route op.
+pub(super) struct MsgBody<'a> {
+    /// Subject of the message.
+    pub(super) subject: &'a [u8],
+    /// Optional reply subject.
+    pub(super) reply: Option<&'a [u8]>,
+    /// Queue names (empty for plain delivery).
+    pub(super) queues: QueueNames<'a>,
+    /// The header block (`HMSG`), `None` without.
+    pub(super) headers: Option<&'a [u8]>,
+    /// The payload after the header block.
+    pub(super) payload: &'a [u8],
+}
+
+/// Waits for the body of a message whose control line ends at `line_end`, and splits off its
+/// header block: the message and the bytes it occupies, or `None` while incomplete.
+#[inline]
+pub(super) fn msg_body<'a>(
+    buf: &'a [u8],
+    line_end: usize,
+    args: MsgArgs<'a>,
+    limits: &Limits,
+) -> Result<Option<(MsgBody<'a>, usize)>, ParseError> {
     let Some(all) = payload(buf, line_end, args.total, limits)? else {
         return Ok(None);
     };
@@ -441,18 +485,18 @@ fn finish_msg<'a>(
             (Some(headers), payload)
         }
     };
-    let op = LeafOp::Msg {
+    let body = MsgBody {
         subject: args.subject,
         reply: args.reply,
         queues: args.queues,
         headers,
         payload,
     };
-    Ok(Some((op, consumed)))
+    Ok(Some((body, consumed)))
 }
 
 /// Line terminator.
-const CRLF: &[u8] = b"\r\n";
+pub(super) const CRLF: &[u8] = b"\r\n";
 
 /// Writes `LS+ <subject>\r\n`, or `LS+ <subject> <queue> <weight>\r\n` for queue interest
 /// (`weight` = members of the group on this side).
@@ -471,7 +515,7 @@ pub fn write_ls_minus(out: &mut BytesMut, subject: &[u8], queue: Option<&[u8]>) 
 }
 
 /// Appends the present `fields` separated by single spaces, then `\r\n`.
-fn write_fields(out: &mut BytesMut, fields: &[Option<&[u8]>]) {
+pub(super) fn write_fields(out: &mut BytesMut, fields: &[Option<&[u8]>]) {
     let len: usize = fields.iter().flatten().map(|f| f.len() + 1).sum::<usize>() + 1;
     out.reserve(len);
     for (i, field) in fields.iter().flatten().enumerate() {
@@ -538,9 +582,38 @@ fn write_msg<'q>(
     headers: Option<&[u8]>,
     payload: &[u8],
 ) {
+    write_msg_with(out, LEAF_VERB, subject, reply, queues, headers, payload);
+}
+
+/// The message verbs of a leafnode link: `LMSG` without headers, `HMSG` with.
+const LEAF_VERB: MsgVerb<'static> = MsgVerb {
+    plain: b"LMSG",
+    account: None,
+};
+
+/// How a message's control line starts: its verb without headers (`LMSG`, `RMSG`; `HMSG` is
+/// written when there are headers) and, on a route, the account that follows the verb.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct MsgVerb<'a> {
+    /// The verb of a message without headers.
+    pub(super) plain: &'static [u8],
+    /// The account field after the verb (routes only).
+    pub(super) account: Option<&'a [u8]>,
+}
+
+/// [`write_msg`] with any verb: the control line, the header block, the payload and `\r\n`.
+pub(super) fn write_msg_with<'q>(
+    out: &mut BytesMut,
+    verb: MsgVerb<'_>,
+    subject: &[u8],
+    reply: Option<&[u8]>,
+    queues: impl Iterator<Item = &'q [u8]> + Clone,
+    headers: Option<&[u8]>,
+    payload: &[u8],
+) {
     let hdr_len = headers.map(<[u8]>::len);
     let total = hdr_len.unwrap_or(0) + payload.len();
-    write_head(out, subject, reply, queues, hdr_len, total);
+    write_head_with(out, verb, subject, reply, queues, hdr_len, total);
     if let Some(headers) = headers {
         out.extend_from_slice(headers);
     }
@@ -551,6 +624,19 @@ fn write_msg<'q>(
 /// [`write_lmsg_head`] over any list of queue names.
 fn write_head<'q>(
     out: &mut BytesMut,
+    subject: &[u8],
+    reply: Option<&[u8]>,
+    queues: impl Iterator<Item = &'q [u8]> + Clone,
+    hdr_len: Option<usize>,
+    total_len: usize,
+) {
+    write_head_with(out, LEAF_VERB, subject, reply, queues, hdr_len, total_len);
+}
+
+/// [`write_head`] with any verb (and, on a route, the account after it).
+pub(super) fn write_head_with<'q>(
+    out: &mut BytesMut,
+    verb: MsgVerb<'_>,
     subject: &[u8],
     reply: Option<&[u8]>,
     queues: impl Iterator<Item = &'q [u8]> + Clone,
@@ -568,7 +654,8 @@ fn write_head<'q>(
         (_, None) => Some(b"|"),
     };
     out.reserve(
-        5 + subject.len()
+        5 + verb.account.map_or(0, |a| a.len() + 1)
+            + subject.len()
             + marker.map_or(0, |m| m.len() + 1)
             + reply.map_or(0, |r| r.len() + 1)
             + queues_len
@@ -579,8 +666,11 @@ fn write_head<'q>(
             + total_len
             + CRLF.len(),
     );
-    out.extend_from_slice(if hdr.is_some() { b"HMSG " } else { b"LMSG " });
-    out.extend_from_slice(subject);
+    out.extend_from_slice(if hdr.is_some() { b"HMSG" } else { verb.plain });
+    for field in verb.account.into_iter().chain([subject]) {
+        out.extend_from_slice(b" ");
+        out.extend_from_slice(field);
+    }
     for field in [marker, reply].into_iter().flatten() {
         out.extend_from_slice(b" ");
         out.extend_from_slice(field);

@@ -8,6 +8,8 @@
 //!   bytes (the `write_*` functions, [`encode`]);
 //! * [`leaf`]: the same for the server-to-server leafnode protocol ([`LeafOp`],
 //!   [`parse_leaf_op`]), with the same building blocks;
+//! * [`route`]: the same for the route protocol between the servers of a cluster
+//!   ([`RouteOp`], [`parse_route_op`]), sharing the leafnode codec's message framing;
 //! * [`subject`]: subject and queue-name validation, wildcard matching, overlap and subset
 //!   tests;
 //! * [`headers`]: reading and writing NATS header blocks (`NATS/1.0` plus fields), as
@@ -73,6 +75,7 @@ pub mod headers;
 pub mod leaf;
 pub mod parse;
 pub mod printable;
+pub mod route;
 pub mod subject;
 pub mod time;
 pub mod transform;
@@ -88,3 +91,7 @@ pub use leaf::{
     LeafOp, QueueNames,
 };
 pub use parse::{parse_client_op, ClientOp, Limits};
+pub use route::{
+    parse_route_op, write_rmsg, write_rmsg_head, write_route_op, write_rs_minus, write_rs_plus,
+    RouteOp,
+};

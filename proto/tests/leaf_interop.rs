@@ -10,19 +10,16 @@
 //! `/usr/sbin` or `/usr/bin`) and fails if it is missing. The server it starts is killed (by its
 //! own handle) when the test ends, panics included.
 
-use std::io::{ErrorKind, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
+
+use std::time::Instant;
+
+use common::{check_server_version, nats_server_bin, Conn, NatsServer, TIMEOUT};
 
 use bytes::BytesMut;
 use leaf_proto::{
     parse_leaf_op, write_leaf_op, write_lmsg, write_ls_minus, write_ls_plus, LeafOp, Limits,
 };
-
-/// How long any expected event may take.
-const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Limits for the leaf side: nats-server applies none on leafnode links.
 const LEAF_LIMITS: Limits = Limits {
@@ -30,187 +27,32 @@ const LEAF_LIMITS: Limits = Limits {
     max_payload: 1024 * 1024,
 };
 
-/// Finds the nats-server binary, or fails the test.
-fn nats_server_bin() -> PathBuf {
-    if let Some(path) = std::env::var_os("NATS_SERVER") {
-        return PathBuf::from(path);
-    }
-    let path_dirs = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .unwrap_or_default();
-    path_dirs
-        .into_iter()
-        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/bin")])
-        .map(|dir| dir.join("nats-server"))
-        .find(|p| p.is_file())
-        .expect("nats-server is not installed (set NATS_SERVER or put it on PATH)")
-}
-
-/// A nats-server child process, killed and reaped on drop (panics included), with its
-/// scratch directory.
-struct NatsServer {
-    child: Child,
-    dir: PathBuf,
-    client_port: u16,
-    leaf_port: u16,
-}
-
-impl NatsServer {
-    fn start() -> NatsServer {
-        // Hold both listeners at once so the two ports differ; nats-server binds them right
-        // after they are released.
-        let a = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let b = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let client_port = a.local_addr().expect("addr").port();
-        let leaf_port = b.local_addr().expect("addr").port();
-        drop((a, b));
-
-        let dir =
-            std::env::temp_dir().join(format!("leaf-interop-{}-{client_port}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let conf = dir.join("hub.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "listen: 127.0.0.1:{client_port}\n\
-                 leafnodes {{\n  listen: 127.0.0.1:{leaf_port}\n}}\n"
-            ),
-        )
-        .expect("write config");
-        let log = std::fs::File::create(dir.join("server.log")).expect("log file");
-        let child = Command::new(nats_server_bin())
-            .arg("-c")
-            .arg(&conf)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn nats-server");
-        let server = NatsServer {
-            child,
-            dir,
-            client_port,
-            leaf_port,
-        };
-        server.wait_ready();
-        server
-    }
-
-    fn wait_ready(&self) {
-        let start = Instant::now();
-        for port in [self.client_port, self.leaf_port] {
-            while TcpStream::connect(("127.0.0.1", port)).is_err() {
-                assert!(
-                    start.elapsed() < TIMEOUT,
-                    "nats-server did not listen on {port}:\n{}",
-                    self.log()
-                );
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for NatsServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("nats-server log:\n{}", self.log());
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// A connection with a read buffer.
-struct Conn {
-    stream: TcpStream,
-    buf: Vec<u8>,
-}
-
-impl Conn {
-    fn connect(port: u16) -> Conn {
-        let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-        stream
-            .set_read_timeout(Some(Duration::from_millis(100)))
-            .expect("timeout");
-        Conn {
-            stream,
-            buf: Vec::new(),
-        }
-    }
-
-    fn send(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).expect("write");
-    }
-
-    /// Reads more bytes into the buffer; `false` on timeout. Panics at EOF.
-    fn fill(&mut self) -> bool {
-        let mut chunk = [0u8; 4096];
-        match self.stream.read(&mut chunk) {
-            Ok(0) => panic!(
-                "connection closed; unread: {:?}",
-                String::from_utf8_lossy(&self.buf)
-            ),
-            Ok(n) => {
-                self.buf.extend_from_slice(&chunk[..n]);
-                true
-            }
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => false,
-            Err(e) => panic!("read: {e}"),
-        }
-    }
-
-    /// Leaf side: decodes ops until `want` returns `Some`, answering the hub's `PING`s.
-    /// Every op decoded on the way is passed to `want`.
-    fn wait_leaf<T>(&mut self, what: &str, mut want: impl FnMut(&LeafOp<'_>) -> Option<T>) -> T {
-        let start = Instant::now();
+/// Leaf side: decodes ops until `want` returns `Some`, answering the hub's `PING`s.
+/// Every op decoded on the way is passed to `want`.
+fn wait_leaf<T>(conn: &mut Conn, what: &str, mut want: impl FnMut(&LeafOp<'_>) -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
         loop {
-            loop {
-                let (found, n, ping) = match parse_leaf_op(&self.buf, &LEAF_LIMITS) {
-                    Ok(Some((op, n))) => (want(&op), n, op == LeafOp::Ping),
-                    Ok(None) => break,
-                    Err(e) => panic!(
-                        "parse error {e:?} on {:?}",
-                        String::from_utf8_lossy(&self.buf)
-                    ),
-                };
-                self.buf.drain(..n);
-                if ping {
-                    let mut out = BytesMut::new();
-                    write_leaf_op(&mut out, &LeafOp::Pong);
-                    self.send(&out);
-                }
-                if let Some(found) = found {
-                    return found;
-                }
+            let (found, n, ping) = match parse_leaf_op(&conn.buf, &LEAF_LIMITS) {
+                Ok(Some((op, n))) => (want(&op), n, op == LeafOp::Ping),
+                Ok(None) => break,
+                Err(e) => panic!(
+                    "parse error {e:?} on {:?}",
+                    String::from_utf8_lossy(&conn.buf)
+                ),
+            };
+            conn.buf.drain(..n);
+            if ping {
+                let mut out = BytesMut::new();
+                write_leaf_op(&mut out, &LeafOp::Pong);
+                conn.send(&out);
             }
-            assert!(start.elapsed() < TIMEOUT, "timed out waiting for {what}");
-            self.fill();
-        }
-    }
-
-    /// Client side: reads until the buffer contains `needle`, then drops everything up to and
-    /// including it.
-    fn wait_bytes(&mut self, needle: &[u8]) {
-        let start = Instant::now();
-        loop {
-            if let Some(at) = self.buf.windows(needle.len()).position(|w| w == needle) {
-                self.buf.drain(..at + needle.len());
-                return;
+            if let Some(found) = found {
+                return found;
             }
-            assert!(
-                start.elapsed() < TIMEOUT,
-                "timed out waiting for {:?}; got {:?}",
-                String::from_utf8_lossy(needle),
-                String::from_utf8_lossy(&self.buf)
-            );
-            self.fill();
         }
+        assert!(start.elapsed() < TIMEOUT, "timed out waiting for {what}");
+        conn.fill();
     }
 }
 
@@ -223,7 +65,7 @@ fn leaf_send(conn: &mut Conn, f: impl FnOnce(&mut BytesMut)) {
 /// Leaf side: `PING` and wait for the `PONG`, so the hub has processed everything sent before.
 fn leaf_flush(conn: &mut Conn) {
     leaf_send(conn, |o| write_leaf_op(o, &LeafOp::Ping));
-    conn.wait_leaf("PONG", |op| (*op == LeafOp::Pong).then_some(()));
+    wait_leaf(conn, "PONG", |op| (*op == LeafOp::Pong).then_some(()));
 }
 
 /// An owned copy of a decoded message.
@@ -237,7 +79,7 @@ struct Msg {
 }
 
 fn wait_msg(conn: &mut Conn) -> Msg {
-    conn.wait_leaf("a message", |op| match *op {
+    wait_leaf(conn, "a message", |op| match *op {
         LeafOp::Msg {
             subject,
             reply,
@@ -255,27 +97,16 @@ fn wait_msg(conn: &mut Conn) -> Msg {
     })
 }
 
-fn check_server_version(bin: &Path) {
-    let out = Command::new(bin)
-        .arg("--version")
-        .output()
-        .expect("nats-server --version");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        text.contains("v2."),
-        "unexpected nats-server version: {text}"
-    );
-    eprintln!("interop with {}", text.trim());
-}
-
 #[test]
 fn leafnode_protocol_against_nats_server() {
     check_server_version(&nats_server_bin());
-    let server = NatsServer::start();
+    let server = NatsServer::start("leaf", |port| {
+        format!("leafnodes {{\n  listen: 127.0.0.1:{port}\n}}")
+    });
 
     // The hub speaks first: INFO.
-    let mut leaf = Conn::connect(server.leaf_port);
-    let info = leaf.wait_leaf("INFO", |op| match *op {
+    let mut leaf = Conn::connect(server.other_port);
+    let info = wait_leaf(&mut leaf, "INFO", |op| match *op {
         LeafOp::Info(json) => Some(json.to_vec()),
         other => panic!("expected INFO first, got {other:?}"),
     });
@@ -295,19 +126,23 @@ fn leafnode_protocol_against_nats_server() {
     });
     let mut lds = None;
     let mut connect_info = false;
-    leaf.wait_leaf("INFO with connect_info, then PONG", |op| match *op {
-        LeafOp::Info(json) => {
-            let v: serde_json::Value = serde_json::from_slice(json).expect("INFO json");
-            connect_info |= v["connect_info"] == true;
-            None
-        }
-        LeafOp::Sub { subject, .. } if subject.starts_with(b"$LDS.") => {
-            lds = Some(subject.to_vec());
-            None
-        }
-        LeafOp::Pong => Some(()),
-        _ => None,
-    });
+    wait_leaf(
+        &mut leaf,
+        "INFO with connect_info, then PONG",
+        |op| match *op {
+            LeafOp::Info(json) => {
+                let v: serde_json::Value = serde_json::from_slice(json).expect("INFO json");
+                connect_info |= v["connect_info"] == true;
+                None
+            }
+            LeafOp::Sub { subject, .. } if subject.starts_with(b"$LDS.") => {
+                lds = Some(subject.to_vec());
+                None
+            }
+            LeafOp::Pong => Some(()),
+            _ => None,
+        },
+    );
     assert!(connect_info, "no INFO with connect_info before the PONG");
     let lds = lds.expect("the hub advertised its $LDS subject");
 
@@ -321,7 +156,7 @@ fn leafnode_protocol_against_nats_server() {
     client.wait_bytes(b"PONG\r\n");
     let mut plain = false;
     let mut weight = None;
-    leaf.wait_leaf("LS+ foo and LS+ bar.q q1 2", |op| {
+    wait_leaf(&mut leaf, "LS+ foo and LS+ bar.q q1 2", |op| {
         match *op {
             LeafOp::Sub {
                 subject: b"foo",
@@ -412,7 +247,7 @@ fn leafnode_protocol_against_nats_server() {
     // Lost interest arrives as LS-; ours is accepted.
     client.send(b"UNSUB 1\r\nPING\r\n");
     client.wait_bytes(b"PONG\r\n");
-    leaf.wait_leaf("LS- foo", |op| {
+    wait_leaf(&mut leaf, "LS- foo", |op| {
         (*op == LeafOp::Unsub {
             subject: b"foo",
             queue: None,
@@ -427,7 +262,7 @@ fn leafnode_protocol_against_nats_server() {
 
     // Sending the hub its own loop-detection subject back makes it report a loop.
     leaf_send(&mut leaf, |o| write_ls_plus(o, &lds, None));
-    let text = leaf.wait_leaf("-ERR", |op| match *op {
+    let text = wait_leaf(&mut leaf, "-ERR", |op| match *op {
         LeafOp::Err(text) => Some(text.to_vec()),
         _ => None,
     });

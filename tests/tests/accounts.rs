@@ -576,6 +576,65 @@ async fn reload_keeps_unchanged_logins_and_closes_the_rest(kind: ServerKind) {
 
 e2e::server_tests!(reload_keeps_unchanged_logins_and_closes_the_rest);
 
+/// A reload that changes only a user's permissions updates its connection in place, as
+/// nats-server does: the connection stays, a subscription the new permissions do not allow is
+/// removed with `-ERR 'Permissions Violation for Subscription to "b.x" (sid "2")'`, the allowed
+/// one keeps receiving, and publishing where it may no longer is refused.
+async fn reload_updates_permissions_in_place(kind: ServerKind) {
+    let perms = |subjects: Value| json!({ "publish": subjects, "subscribe": subjects });
+    let config = |subjects: Value| {
+        json!({
+            "accounts": { "A": { "users": [
+                { "user": "p", "password": "p", "permissions": perms(subjects) },
+                { "user": "a", "password": "a" },
+            ] } },
+        })
+    };
+    let server = TestServer::with_config(kind, config(json!(["a.>", "b.>"]))).await;
+    let mut p = raw_login(&server, "p", "p").await;
+    p.send("SUB a.x 1\r\nSUB b.x 2\r\n").await;
+    p.ping().await;
+
+    std::fs::write(server.config_path(), config(json!(["a.>"])).to_string()).unwrap();
+    server.signal(libc::SIGHUP);
+    let removed = "-ERR 'Permissions Violation for Subscription to \"b.x\" (sid \"2\")'";
+    e2e::bounded("the subscription's removal", async {
+        loop {
+            match p.next_line_within(Duration::from_secs(10)).await {
+                Ok(Some(line)) if line == removed => break,
+                Ok(Some(line)) if line == "PING" => p.send("PONG\r\n").await,
+                Ok(Some(line)) => panic!("{kind}: unexpected line {line:?}"),
+                Ok(None) => panic!("{kind}: the connection was closed"),
+                Err(_) => panic!("{kind}: no permissions error after the reload"),
+            }
+        }
+    })
+    .await;
+    // Publishing where it may no longer is refused; the connection lives on.
+    p.send("PUB b.y 2\r\nhi\r\n").await;
+    let read = p.until_pong().await;
+    assert!(!read.closed, "{kind}: closed after a refused publish");
+    assert!(
+        read.lines
+            .iter()
+            .any(|l| l == "-ERR 'Permissions Violation for Publish to \"b.y\"'"),
+        "{kind}: {:?}",
+        read.lines
+    );
+    // The allowed subscription still receives; the removed one does not.
+    let a = login(&server, "a").await;
+    a.publish("b.x", "gone".into()).await.unwrap();
+    a.publish("a.x", "kept".into()).await.unwrap();
+    sync(&a).await;
+    let msg = p.next_msg().await;
+    assert_eq!(
+        msg.payload, b"kept",
+        "{kind}: the removed subscription got a message"
+    );
+}
+
+e2e::server_tests!(reload_updates_permissions_in_place);
+
 /// An account's JetStream limits hold: one stream, one consumer, and the account info says so.
 async fn account_jetstream_limits(kind: ServerKind) {
     let store = StoreDir::new();

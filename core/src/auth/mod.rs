@@ -114,6 +114,18 @@ pub enum Login {
     User(String),
 }
 
+/// What a reload of the users means for one logged-in connection
+/// ([`Authenticator::regrant`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Regrant {
+    /// It would log in with exactly the same rights.
+    Same,
+    /// The same user, secret and account with these permissions now (`None`: anything).
+    Permissions(Option<Arc<Permissions>>),
+    /// Its login no longer holds (user removed, secret or account changed, another scheme).
+    Revoked,
+}
+
 /// What a successful login grants: the user's permissions and account.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Grant {
@@ -235,6 +247,25 @@ impl Authenticator {
             Authenticator::Delegated(_) => true,
             Authenticator::Open | Authenticator::Token(_) => false,
         }
+    }
+
+    /// What replacing `self` by `new` means for a connection that logged in with `login`:
+    /// nothing, new permissions only (the same user, secret and account: the connection is
+    /// updated in place, as nats-server does on a reload), or a login that no longer holds.
+    pub fn regrant(&self, new: &Authenticator, login: &Login) -> Regrant {
+        if self.grants_the_same(new, login) {
+            return Regrant::Same;
+        }
+        if let (Authenticator::Users(a), Authenticator::Users(b), Login::User(name)) =
+            (self, new, login)
+        {
+            if let (Some(x), Some(y)) = (a.get(name), b.get(name)) {
+                if x.password == y.password && x.nkey == y.nkey && x.account == y.account {
+                    return Regrant::Permissions(y.permissions.clone());
+                }
+            }
+        }
+        Regrant::Revoked
     }
 
     /// Whether a connection that logged in with `login` under `self` would log in under `new`
@@ -527,6 +558,45 @@ mod tests {
         let t = Authenticator::Token("t".into());
         assert!(t.grants_the_same(&Authenticator::Token("t".into()), &Login::Token));
         assert!(!t.grants_the_same(&Authenticator::Token("u".into()), &Login::Token));
+    }
+
+    #[test]
+    fn a_reload_of_permissions_alone_is_a_regrant() {
+        let perms = |allow: &[u8]| {
+            Some(Arc::new(Permissions {
+                publish: Rules {
+                    allow: Some(vec![allow.to_vec().into()]),
+                    deny: Vec::new(),
+                },
+                subscribe: Rules::default(),
+            }))
+        };
+        let user = |password: &str, permissions, account: Option<&str>| User {
+            password: password.into(),
+            nkey: false,
+            permissions,
+            account: account.map(Into::into),
+        };
+        let one = |u: User| Authenticator::Users([("u".to_owned(), u)].into_iter().collect());
+        let login = Login::User("u".into());
+        let old = one(user("p", perms(b"a.>"), Some("A")));
+        assert_eq!(old.regrant(&old, &login), Regrant::Same);
+        assert_eq!(
+            old.regrant(&one(user("p", perms(b"b.>"), Some("A"))), &login),
+            Regrant::Permissions(perms(b"b.>"))
+        );
+        assert_eq!(
+            old.regrant(&one(user("p", None, Some("A"))), &login),
+            Regrant::Permissions(None)
+        );
+        let moved = one(user("p", perms(b"b.>"), Some("B")));
+        assert_eq!(old.regrant(&moved, &login), Regrant::Revoked);
+        let repassed = one(user("q", perms(b"b.>"), Some("A")));
+        assert_eq!(old.regrant(&repassed, &login), Regrant::Revoked);
+        assert_eq!(
+            old.regrant(&Authenticator::Token("t".into()), &login),
+            Regrant::Revoked
+        );
     }
 
     #[test]

@@ -181,8 +181,8 @@ impl Inner {
             "consumers": streams.iter().map(|s| s.consumer_count()).sum::<usize>(),
             "limits": {
                 "max_memory": self.max_memory_bytes, "max_storage": self.max_file_bytes.map_or(-1, |b| b as i64),
-                "max_streams": self.max_streams.map_or(-1, |n| n as i64),
-                "max_consumers": self.max_consumers.map_or(-1, |n| n as i64),
+                "max_streams": self.max_streams().map_or(-1, |n| n as i64),
+                "max_consumers": self.max_consumers().map_or(-1, |n| n as i64),
                 "max_ack_pending": -1,
                 "memory_max_stream_bytes": -1, "storage_max_stream_bytes": -1,
                 "max_bytes_required": false
@@ -342,7 +342,7 @@ impl Inner {
             return err(KIND, &e);
         }
         if self
-            .max_streams
+            .max_streams()
             .is_some_and(|max| self.streams_snapshot().len() as u64 >= max)
         {
             return err(KIND, &JsError::MaximumStreamsLimit.err());
@@ -803,7 +803,7 @@ impl Inner {
         {
             return err(KIND, &JsError::MaximumConsumersLimit.err());
         }
-        if self.max_consumers.is_some_and(|max| {
+        if self.max_consumers().is_some_and(|max| {
             let all: usize = self
                 .streams_snapshot()
                 .iter()

@@ -1,14 +1,15 @@
 //! The JetStream API of an account without JetStream, on a server with JetStream: every
 //! request is answered at once with nats-server's 503 "JetStream not enabled for account"
 //! (10039), in the response type of the API called, so a client learns why instead of
-//! timing out.
+//! timing out. An engine switched off at run time ([`super::JetStream::suspend`]) answers
+//! the same way.
 
 use std::sync::{Arc, Weak};
 
 use serde_json::json;
 
 use super::errors::JsError;
-use crate::server::{Account, InternalSink, Msg, Publisher, SubRef};
+use crate::server::{Account, InternalSink, Msg, Publisher, ReplyTo, SubRef};
 use crate::sublist::SublistError;
 
 /// The response type of the API request on `subject` (`$JS.API.<rest>`), as nats-server
@@ -46,13 +47,19 @@ impl InternalSink for NotEnabled {
             return;
         };
         let subject = String::from_utf8_lossy(msg.subject);
-        let body = json!({
-            "type": format!("io.nats.jetstream.api.v1.{}", response_type(&subject)),
-            "error": JsError::NotEnabledForAccount.err(),
-        });
-        let body = serde_json::to_vec(&body).unwrap_or_default();
-        account.answer(&from.reply_to(reply), None, &body);
+        answer_not_enabled(&account, &from.reply_to(reply), &subject);
     }
+}
+
+/// Answers the API request on `subject` with "not enabled for account" (10039), in the
+/// response type of the API called.
+pub fn answer_not_enabled(account: &Account, reply: &ReplyTo, subject: &str) {
+    let body = json!({
+        "type": format!("io.nats.jetstream.api.v1.{}", response_type(subject)),
+        "error": JsError::NotEnabledForAccount.err(),
+    });
+    let body = serde_json::to_vec(&body).unwrap_or_default();
+    account.answer(reply, None, &body);
 }
 
 /// Makes `account`'s JetStream API answer "not enabled" (see the module documentation).

@@ -5,6 +5,8 @@
 //! * [`wire`]: typed API bodies (PubAck, error envelope, MSG.GET) shared with sources and
 //!   the leafd uplink's hub side.
 //! * [`errors`]: the one table of nats-server error codes the API answers with ([`errors::JsError`]).
+//! * [`accounts`]: every account's engine, started at boot or at run time, and switched off
+//!   (data kept) or on again.
 //! * [`api`]: the `$JS.API.` request handlers (one task, requests in order).
 //! * [`stream`]: capturing published messages into a stream and acknowledging them once they
 //!   are durable (see its module documentation for pipelining, dedup and limits).
@@ -31,6 +33,7 @@
 //! a request is answered at once with 429 "too many requests", 10167), each stream's ingest
 //! (see [`stream`]), each consumer's commands (see [`handle`]).
 
+pub mod accounts;
 pub mod api;
 pub mod config;
 pub mod consumer;
@@ -147,8 +150,12 @@ pub(crate) struct Inner {
     pub(crate) server: Weak<Account>,
     pub(crate) domain: Option<String>,
     pub(crate) max_file_bytes: Option<u64>,
-    pub(crate) max_streams: Option<u64>,
-    pub(crate) max_consumers: Option<u64>,
+    /// Most streams and consumers (an account's limits; changed at run time by
+    /// [`JetStream::set_counts`]).
+    counts: RwLock<CountLimits>,
+    /// Set while the account's JetStream is switched off ([`JetStream::suspend`]): the API
+    /// answers "not enabled" (10039), no stream captures or delivers; the stores stay.
+    suspended: std::sync::atomic::AtomicBool,
     streams: RwLock<HashMap<String, Arc<Stream>>>,
     captures: Mutex<HashMap<String, Vec<SubRef>>>,
     pub(crate) api_total: AtomicU64,
@@ -173,7 +180,7 @@ struct AckSink(Weak<Inner>);
 
 impl InternalSink for AckSink {
     fn deliver(&self, msg: &Msg<'_>, from: &Publisher) {
-        let Some(inner) = self.0.upgrade() else {
+        let Some(inner) = self.0.upgrade().filter(|i| !i.is_suspended()) else {
             return;
         };
         let subject = String::from_utf8_lossy(msg.subject);
@@ -202,7 +209,7 @@ struct FlowControlSink(Weak<Inner>);
 
 impl InternalSink for FlowControlSink {
     fn deliver(&self, msg: &Msg<'_>, _: &Publisher) {
-        let Some(inner) = self.0.upgrade() else {
+        let Some(inner) = self.0.upgrade().filter(|i| !i.is_suspended()) else {
             return;
         };
         let subject = String::from_utf8_lossy(msg.subject);
@@ -231,6 +238,12 @@ impl InternalSink for ApiSink {
     fn deliver(&self, msg: &Msg<'_>, from: &Publisher) {
         let api = self.domain.as_ref().and_then(|d| d.resolve(msg.subject));
         let subject = String::from_utf8_lossy(api.as_deref().unwrap_or(msg.subject)).into_owned();
+        if let Some(inner) = self.engine.upgrade().filter(|i| i.is_suspended()) {
+            if let (Some(account), Some(reply)) = (inner.server.upgrade(), msg.reply) {
+                disabled::answer_not_enabled(&account, &from.reply_to(reply), &subject);
+            }
+            return;
+        }
         if let Some(rest) = subject.strip_prefix("$JS.API.CONSUMER.MSG.NEXT.") {
             if let (Some(inner), Some(reply)) = (self.engine.upgrade(), msg.reply) {
                 inner.pull_request(
@@ -314,8 +327,11 @@ impl JetStream {
             server: Arc::downgrade(account),
             domain: opts.domain.clone(),
             max_file_bytes: opts.max_file_bytes,
-            max_streams: opts.max_streams,
-            max_consumers: opts.max_consumers,
+            counts: RwLock::new(CountLimits {
+                max_streams: opts.max_streams,
+                max_consumers: opts.max_consumers,
+            }),
+            suspended: std::sync::atomic::AtomicBool::new(false),
             streams: RwLock::new(HashMap::new()),
             captures: Mutex::new(HashMap::new()),
             api_total: AtomicU64::new(0),
@@ -337,35 +353,12 @@ impl JetStream {
             .quarantined
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = earlier;
-        let stored = inner
-            .store
-            .streams()
+        inner
+            .load_stored()
             .map_err(|source| JetStreamError::Store {
                 dir: opts.store_dir.clone(),
                 source,
             })?;
-        for (name, bytes, _) in stored {
-            // A record that cannot be read is quarantined, never fatal: under systemd's
-            // `Restart=` an exit would be a crash loop that also stops every gateway.
-            let record: StoredConfig = match serde_json::from_slice(&bytes) {
-                Ok(r) => r,
-                Err(e) => {
-                    let reason = format!("stored configuration: {e}");
-                    inner.quarantine(QuarantineTarget::Stream(name), reason, bytes.len());
-                    continue;
-                }
-            };
-            if let Err(e) = inner.open_stream(&name, record.config, record.created_ns) {
-                inner.close_stream(&name);
-                let reason = format!("stored configuration: {}", e.description);
-                inner.quarantine(QuarantineTarget::Stream(name), reason, bytes.len());
-                continue;
-            }
-            inner.restore_consumers(&name);
-            if let Some(stream) = inner.stream(&name) {
-                retention::reconcile(&*stream, inner.store_of(&name));
-            }
-        }
         let (tx, mut rx) =
             budget::channel::<api::Request>(Arc::new(Budget::new(API_MAX_BYTES, API_MAX_REQUESTS)));
         let mut api_subjects = vec![("$JS.API.>".to_string(), None)];
@@ -406,6 +399,13 @@ impl JetStream {
                 worker
                     .api_total
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if worker.is_suspended() {
+                    // Queued before the engine was switched off.
+                    if let (Some(account), Some(reply)) = (worker.server.upgrade(), &req.reply) {
+                        disabled::answer_not_enabled(&account, reply, &req.subject);
+                    }
+                    continue;
+                }
                 worker.handle(req).await;
             }
         });
@@ -516,13 +516,134 @@ impl JetStream {
             .clone()
     }
 
+    /// Changes the most streams and consumers (an account JWT update): streams and
+    /// consumers beyond new limits stay; creating more is refused until below them.
+    pub fn set_counts(&self, max_streams: Option<u64>, max_consumers: Option<u64>) {
+        *self
+            .inner
+            .counts
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = CountLimits {
+            max_streams,
+            max_consumers,
+        };
+    }
+
+    /// Switches the engine off (an account JWT no longer enables JetStream), as nats-server
+    /// disables an account's JetStream: every stream and consumer stops (their data stays in
+    /// the stores) and the API answers "not enabled for account" (10039) until
+    /// [`JetStream::resume`].
+    pub fn suspend(&self) {
+        let inner = &self.inner;
+        if inner
+            .suspended
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            return;
+        }
+        for stream in inner.streams_snapshot() {
+            inner.close_stream(&stream.name);
+        }
+        info!(
+            streams_kept = inner.store.streams().map_or(0, |s| s.len()),
+            "JetStream switched off for the account (its data stays)"
+        );
+    }
+
+    /// Switches a suspended engine on again: its stored streams and consumers resume.
+    pub fn resume(&self) -> Result<(), JetStreamError> {
+        let inner = &self.inner;
+        if !inner.is_suspended() {
+            return Ok(());
+        }
+        let loaded = inner.load_stored();
+        inner
+            .suspended
+            .store(false, std::sync::atomic::Ordering::Release);
+        loaded.map_err(|source| JetStreamError::Store {
+            dir: PathBuf::new(),
+            source,
+        })?;
+        info!(
+            streams = inner.streams_snapshot().len(),
+            "JetStream switched on again for the account"
+        );
+        Ok(())
+    }
+
+    /// Whether the engine is switched off ([`JetStream::suspend`]).
+    pub fn is_suspended(&self) -> bool {
+        self.inner.is_suspended()
+    }
+
     /// Watches the sequence of the newest message of stream `name` acknowledged as stored.
     pub fn watch_appended(&self, name: &str) -> Option<tokio::sync::watch::Receiver<u64>> {
         self.inner.stream(name).map(|s| s.appended.subscribe())
     }
 }
 
+/// Most streams and consumers of one engine (`None`: unlimited).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct CountLimits {
+    max_streams: Option<u64>,
+    max_consumers: Option<u64>,
+}
+
 impl Inner {
+    /// Most streams (`None`: unlimited).
+    pub(crate) fn max_streams(&self) -> Option<u64> {
+        self.counts
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .max_streams
+    }
+
+    /// Most consumers, all streams together (`None`: unlimited).
+    pub(crate) fn max_consumers(&self) -> Option<u64> {
+        self.counts
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .max_consumers
+    }
+
+    /// Whether the engine is switched off ([`JetStream::suspend`]).
+    fn is_suspended(&self) -> bool {
+        self.suspended.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Opens every stream recorded in the stores (file, then memory: after a
+    /// [`JetStream::suspend`] the memory store still holds its streams) with its consumers.
+    /// A record that cannot be read is quarantined, never fatal: under systemd's `Restart=`
+    /// an exit would be a crash loop that also stops every gateway.
+    fn load_stored(&self) -> Result<(), StoreError> {
+        let mut stored = self.store.streams()?;
+        stored.extend(self.memory.streams()?);
+        for (name, bytes, _) in stored {
+            if self.stream(&name).is_some() {
+                continue;
+            }
+            let record: StoredConfig = match serde_json::from_slice(&bytes) {
+                Ok(r) => r,
+                Err(e) => {
+                    let reason = format!("stored configuration: {e}");
+                    self.quarantine(QuarantineTarget::Stream(name), reason, bytes.len());
+                    continue;
+                }
+            };
+            if let Err(e) = self.open_stream(&name, record.config, record.created_ns) {
+                self.close_stream(&name);
+                let reason = format!("stored configuration: {}", e.description);
+                self.quarantine(QuarantineTarget::Stream(name), reason, bytes.len());
+                continue;
+            }
+            self.restore_consumers(&name);
+            if let Some(stream) = self.stream(&name) {
+                retention::reconcile(&*stream, self.store_of(&name));
+            }
+        }
+        Ok(())
+    }
+
     /// Resumes the stored consumers of stream `name`; one that cannot be read is
     /// quarantined and the others resume.
     fn restore_consumers(&self, name: &str) {

@@ -8,6 +8,26 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The `INFO` a hub sends its established leaves when its cluster changed: the leafnode
+/// URLs of every member (nats-server's `sendAsyncLeafNodeInfo`).
+#[derive(Debug, Clone, Serialize)]
+pub struct UpdateInfo<'a> {
+    /// The hub's server id.
+    pub server_id: &'a str,
+    /// The hub's server name.
+    pub server_name: &'a str,
+    /// The nats-server feature level.
+    pub version: &'a str,
+    /// Protocol version (1).
+    pub proto: u32,
+    /// Headers supported.
+    pub headers: bool,
+    /// Largest payload.
+    pub max_payload: usize,
+    /// This server's leafnode URL and the other members'.
+    pub leafnode_urls: &'a [String],
+}
+
 /// The hub's `INFO` on a leafnode connection (both the first one and the `connect_info` one).
 #[derive(Debug, Clone, Serialize)]
 pub struct HubInfo {

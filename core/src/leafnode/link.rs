@@ -32,12 +32,19 @@
 //! When the connection ends, the link leaves the interest table and every subscription it
 //! announced is removed (again through the hooks, so other links see the `LS-`).
 //!
+//! An accepted link bound to an account is announced to the system account when it is
+//! established and when it ends (connect / disconnect advisories, `kind` `Leafnode`: see
+//! [`crate::system::events`]); the peer's interest is mirrored in the link's status entry
+//! (`/leafz?subs=1`) and the entry names the account the link is bound to.
+//!
 //! Limits on what the peer can make us hold: until the handshake is complete no op may carry
 //! a payload (an accepting side answers one with `-ERR 'Authorization Violation'`, as
 //! nats-server answers anything but `CONNECT`, before the payload is read), and a peer that
 //! announces more than `max_subscriptions` subscriptions gets `-ERR 'maximum subscriptions
 //! exceeded'` (nats-server's text) and the link is closed; the side that dialled waits
-//! [`LOOP_RECONNECT_DELAY`] before trying again, as after a loop.
+//! [`LOOP_RECONNECT_DELAY`] before trying again, as after a loop. An accepted leaf bound to an
+//! account with a `leaf` limit (an account JWT's) past it is refused with
+//! `-ERR 'maximum account active connections exceeded'`, as nats-server does.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -64,6 +71,7 @@ use super::{
 };
 use crate::auth::Permissions;
 use crate::config::MAX_PAYLOAD_LIMIT;
+use crate::server::account::limits::{ConnKind as Counted, MAX_ACCOUNT_CONNECTIONS_ERR};
 use crate::server::fanout::{
     ClientHandle, ConnKind, Fanout, LeafPeer, MatchCache, Msg, SubRef, SubTarget, Subscription,
 };
@@ -272,6 +280,8 @@ struct Link<'s> {
     cache: MatchCache,
     fanout: Fanout,
     pings_out: u32,
+    /// When the oldest unanswered `PING` was sent (its `PONG` measures the round trip).
+    ping_sent: Option<std::time::Instant>,
     registered: bool,
     /// The link runs over TLS.
     tls: bool,
@@ -288,6 +298,13 @@ struct Link<'s> {
     lds: Option<Box<[u8]>>,
     /// Permissions violations seen on this link (refused by us or by the peer).
     violations: u64,
+    /// Accepting side: the link's place in its account's `leaf` count.
+    slot: Option<crate::server::account::limits::Slot>,
+    /// Accepting side: who the leaf logged in as and its version (for the system account's
+    /// advisories), and when the link came up.
+    login_user: String,
+    peer_version: String,
+    up_since: std::time::SystemTime,
 }
 
 /// The connection after any TLS upgrade.
@@ -365,10 +382,14 @@ pub(crate) async fn serve(
             max_payload: 0,
         },
         remote_name: String::new(),
+        login_user: String::new(),
+        peer_version: String::new(),
+        up_since: std::time::SystemTime::now(),
         subs: HashMap::new(),
         cache: MatchCache::default(),
         fanout: Fanout::new(Publisher::Link(handle.clone())),
         pings_out: 0,
+        ping_sent: None,
         registered: false,
         tls: false,
         info_sent: false,
@@ -377,6 +398,7 @@ pub(crate) async fn serve(
         hub_rules: None,
         lds: None,
         violations: 0,
+        slot: None,
     };
     let upgraded = tokio::select! {
         upgraded = link.upgrade(stream) => upgraded,
@@ -558,6 +580,9 @@ impl Link<'_> {
         }
         let ended = self.read_loop(&mut reader, stop, prefix).await;
         self.teardown();
+        if self.registered && !self.solicited() {
+            self.advise_disconnect(&ended);
+        }
         handle.out.close();
         match writer_task.await {
             Ok(Err(e)) => debug!(lid = handle.id, error = %e, "leafnode write side closed"),
@@ -623,6 +648,9 @@ impl Link<'_> {
                         return Ended::Stale;
                     }
                     self.pings_out += 1;
+                    if self.ping_sent.is_none() {
+                        self.ping_sent = Some(std::time::Instant::now());
+                    }
                     self.fanout.send(&self.handle, proto::PING);
                     self.fanout.flush();
                     continue;
@@ -692,6 +720,9 @@ impl Link<'_> {
             }
             LeafOp::Pong => {
                 self.pings_out = 0;
+                if let Some(sent) = self.ping_sent.take() {
+                    self.entry.set_rtt(sent.elapsed());
+                }
                 return Ok(());
             }
             LeafOp::Ok => return Ok(()),
@@ -811,7 +842,9 @@ impl Link<'_> {
             leaf_version: opts.implementation_version,
             implementation: opts.implementation,
             go: "none",
-            leafnode_urls: vec![format!("{host}:{port}")],
+            leafnode_urls: std::iter::once(format!("{host}:{port}"))
+                .chain(self.leaf.cluster_urls())
+                .collect(),
             host,
             port,
             headers: true,
@@ -900,6 +933,16 @@ impl Link<'_> {
                     "{identity} is bound to account {name:?}, which this server does not have"
                 )));
             };
+            // The account's `leaf` limit (an account JWT's), as nats-server counts it.
+            match account.limits.admit(Counted::Leaf) {
+                Ok(slot) => self.slot = Some(slot),
+                Err(e) => {
+                    self.send_err(MAX_ACCOUNT_CONNECTIONS_ERR);
+                    return Err(Ended::AuthFailed(format!(
+                        "{identity}: account {name:?}: {e}"
+                    )));
+                }
+            }
             self.account = account;
         }
         self.perms = permissions;
@@ -924,6 +967,13 @@ impl Link<'_> {
                 )));
             }
         }
+        // The advisories name the user as nats-server does: the CONNECT's user name.
+        self.login_user = connect
+            .user
+            .clone()
+            .filter(|u| !u.is_empty())
+            .unwrap_or_else(|| identity.clone());
+        self.peer_version = connect.version.clone().unwrap_or_default();
         self.entry.set_identity(identity);
         self.send_hub_info(true);
         self.establish();
@@ -1046,8 +1096,63 @@ impl Link<'_> {
             tls = self.tls,
             "leafnode link established"
         );
+        self.entry.set_account(self.account.name());
         self.entry.up(url, self.remote_name.clone(), self.tls);
         self.entry.set_link(Some(self.handle.clone()));
+        self.up_since = std::time::SystemTime::now();
+        if !solicited {
+            if let Some(events) = self.shared.system.events() {
+                events.connected(&self.advisory_info());
+            }
+        }
+    }
+
+    /// The accepted link as the system account's advisories describe it.
+    fn advisory_info(&self) -> crate::system::ClientInfo<'_> {
+        crate::system::ClientInfo {
+            start: self.up_since,
+            host: self.peer.ip(),
+            id: self.handle.id,
+            account: self.account.name(),
+            user: &self.login_user,
+            name: &self.remote_name,
+            lang: "",
+            version: &self.peer_version,
+            kind: crate::system::LinkKind::Leafnode,
+        }
+    }
+
+    /// Tells the system account that this accepted link ended (see [`crate::system`]).
+    fn advise_disconnect(&self, ended: &Ended) {
+        let Some(events) = self.shared.system.events() else {
+            return;
+        };
+        let stats = self.entry.stats();
+        let data = |msgs: &std::sync::atomic::AtomicU64, bytes: &std::sync::atomic::AtomicU64| {
+            crate::system::events::DataStats {
+                msgs: msgs.load(Ordering::Relaxed),
+                bytes: bytes.load(Ordering::Relaxed),
+            }
+        };
+        let reason = match ended {
+            Ended::Eof => "Client Closed",
+            Ended::Read(_) => "Read Error",
+            Ended::Stale => "Stale Connection",
+            Ended::SlowConsumer => "Slow Consumer (Write Deadline)",
+            Ended::WriterClosed => "Write Error",
+            Ended::Shutdown => "Server Shutdown",
+            Ended::Replaced => "Duplicate Remote LeafNode Connection",
+            Ended::TooManySubscriptions { .. } => "Maximum Subscriptions Exceeded",
+            Ended::AuthFailed(_) => "Authentication Failure",
+            Ended::Loop | Ended::LoopElsewhere => "Leafnode Loop Detected",
+            _ => "Protocol Violation",
+        };
+        events.disconnected(
+            &self.advisory_info(),
+            data(&stats.msgs_in, &stats.bytes_in),
+            data(&stats.msgs_out, &stats.bytes_out),
+            reason,
+        );
     }
 
     /// `LS+ subject [queue weight]`.
@@ -1136,6 +1241,7 @@ impl Link<'_> {
         sub.weight.store(weight.max(1), Ordering::Relaxed);
         let sub = SubRef(Arc::new(sub));
         if self.account.add_subscription(&sub).is_ok() {
+            self.entry.note_interest(&key, true);
             self.subs.insert(key.into_boxed_slice(), sub);
         }
         Ok(())
@@ -1149,6 +1255,7 @@ impl Link<'_> {
             key.extend_from_slice(q);
         }
         if let Some(sub) = self.subs.remove(key.as_slice()) {
+            self.entry.note_interest(&key, false);
             if sub.0.finish() {
                 self.account.remove_subscription(&sub);
             }
@@ -1226,6 +1333,7 @@ impl Link<'_> {
                 self.account.remove_subscription(&sub);
             }
         }
+        self.entry.clear_interest();
         self.fanout.flush();
     }
 

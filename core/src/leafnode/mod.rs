@@ -227,6 +227,13 @@ pub struct LinkStatus {
     pub msgs_out: u64,
     /// Body bytes sent.
     pub bytes_out: u64,
+    /// The local account the link is bound to (once up).
+    pub account: String,
+    /// The subjects the peer announced interest in (`LS+`), sorted.
+    pub subscriptions: Vec<String>,
+    /// The round trip of the last keepalive `PING` answered on the current link (none before
+    /// the first, sent `ping_interval` after the link came up).
+    pub rtt: Option<std::time::Duration>,
 }
 
 /// The live status of one link (a remote, or one accepted connection).
@@ -240,6 +247,9 @@ pub(crate) struct LinkEntry {
     /// Leafnode URLs the hub announced (`leafnode_urls` in its INFO: every server of its
     /// cluster), tried after the configured ones.
     discovered: Mutex<Vec<String>>,
+    /// The peer's interest (`LS+` keys: `subject[ queue]`), for `/leafz?subs=1`; bounded by
+    /// the link's subscription limit.
+    interest: Mutex<std::collections::BTreeSet<Box<[u8]>>>,
 }
 
 #[derive(Default)]
@@ -256,6 +266,10 @@ struct EntryState {
     /// Accepted links: who the leaf authenticated as (see [`link`]'s `Login`); a newer
     /// connection with the same server name replaces this one only with the same identity.
     identity: String,
+    /// The local account the link is bound to.
+    account: String,
+    /// The last measured round trip of the current link.
+    rtt: Option<std::time::Duration>,
 }
 
 impl LinkEntry {
@@ -285,7 +299,36 @@ impl LinkEntry {
             }),
             link: tokio::sync::watch::Sender::new(None),
             discovered: Mutex::new(Vec::new()),
+            interest: Mutex::new(std::collections::BTreeSet::new()),
         })
+    }
+
+    /// Records (`added`) or forgets the peer's interest `key` (`subject[ queue]`).
+    pub(crate) fn note_interest(&self, key: &[u8], added: bool) {
+        let mut interest = self.interest.lock().unwrap_or_else(|e| e.into_inner());
+        if added {
+            interest.insert(key.into());
+        } else {
+            interest.remove(key);
+        }
+    }
+
+    /// Forgets all of the peer's interest (the link ended).
+    pub(crate) fn clear_interest(&self) {
+        self.interest
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
+    /// Records the round trip of an answered keepalive `PING`.
+    pub(crate) fn set_rtt(&self, rtt: std::time::Duration) {
+        self.lock().rtt = Some(rtt);
+    }
+
+    /// Records the local account the link is bound to.
+    pub(crate) fn set_account(&self, account: &str) {
+        self.lock().account = account.to_owned();
     }
 
     fn lock(&self) -> MutexGuard<'_, EntryState> {
@@ -330,6 +373,7 @@ impl LinkEntry {
             s.since = Some(SystemTime::now());
         }
         s.connected = false;
+        s.rtt = None;
         s.last_error = Some(reason);
     }
 
@@ -348,6 +392,18 @@ impl LinkEntry {
             bytes_in: self.stats.bytes_in.load(Ordering::Relaxed),
             msgs_out: self.stats.msgs_out.load(Ordering::Relaxed),
             bytes_out: self.stats.bytes_out.load(Ordering::Relaxed),
+            account: s.account.clone(),
+            rtt: s.rtt,
+            subscriptions: self
+                .interest
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .map(|k| {
+                    let subject = k.split(|b| *b == b' ').next().unwrap_or_default();
+                    String::from_utf8_lossy(subject).into_owned()
+                })
+                .collect(),
         }
     }
 }
@@ -427,6 +483,10 @@ pub struct LeafState {
     entries: Mutex<Vec<Arc<LinkEntry>>>,
     /// The remotes' tasks and current settings. Locked before `entries` when both are.
     remotes: Mutex<RemoteTasks>,
+    /// The leafnode URLs of the other servers of this hub's cluster (hubd's routes learn
+    /// them): announced to accepted leaves in `leafnode_urls`, so that a leaf whose server
+    /// dies reconnects to another (see [`LeafState::set_cluster_urls`]).
+    cluster_urls: Mutex<Vec<String>>,
 }
 
 impl LeafState {
@@ -474,6 +534,62 @@ impl LeafState {
             lds: Mutex::new(HashSet::new()),
             entries: Mutex::new(entries),
             remotes: Mutex::new(remotes),
+            cluster_urls: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The leafnode URLs of the other servers of this hub's cluster.
+    pub fn cluster_urls(&self) -> Vec<String> {
+        self.cluster_urls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Sets the leafnode URLs of the other servers of this hub's cluster, and when they
+    /// changed tells every accepted leaf with an INFO whose `leafnode_urls` lists this
+    /// server's URL and theirs, as nats-server does when members join or leave.
+    pub fn set_cluster_urls(&self, shared: &Shared, mut urls: Vec<String>) {
+        urls.sort();
+        urls.dedup();
+        {
+            let mut current = self.cluster_urls.lock().unwrap_or_else(|e| e.into_inner());
+            if *current == urls {
+                return;
+            }
+            current.clone_from(&urls);
+        }
+        let mut all: Vec<String> = self
+            .listen_addr
+            .filter(|a| !a.ip().is_unspecified())
+            .map(|a| a.to_string())
+            .into_iter()
+            .collect();
+        all.extend(urls);
+        let info = info::UpdateInfo {
+            server_id: &shared.server_id,
+            server_name: shared
+                .opts
+                .server_name
+                .as_deref()
+                .unwrap_or(&shared.server_id),
+            version: crate::server::info::NATS_FEATURE_LEVEL,
+            proto: 1,
+            headers: true,
+            max_payload: shared.opts.max_payload,
+            leafnode_urls: &all,
+        };
+        let Ok(json) = serde_json::to_vec(&info) else {
+            return;
+        };
+        let mut line = bytes::BytesMut::new();
+        leaf_proto::write_info(&mut line, &json);
+        let entries: Vec<Arc<LinkEntry>> = self.lock_entries().clone();
+        for entry in entries.iter().filter(|e| !e.solicited) {
+            if let Some(link) = entry.link.borrow().clone() {
+                link.out.append_bytes(&line);
+                link.out.flush();
+            }
         }
     }
 

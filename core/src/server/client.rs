@@ -13,7 +13,16 @@
 //! `CONNECT` is refused with `-ERR 'Authorization Violation'`, as nats-server does, without
 //! waiting for a payload. A connection holds at most `max_subscriptions` subscriptions; past
 //! it a `SUB` gets nats-server's `-ERR 'maximum subscriptions exceeded'` and the connection
-//! stays.
+//! stays. A connection of an account with limits of its own (an account JWT's `conn`,
+//! `subs`, `payload`: see [`super::account::limits`]) is refused at its CONNECT past the
+//! account's `conn` with `-ERR 'maximum account active connections exceeded'`, and takes the
+//! account's `subs` and `payload` where they are smaller than the server's (a smaller
+//! `payload` is announced in an INFO right after the CONNECT, as nats-server does).
+//!
+//! A login and the end of a logged-in connection are told to the system account's services
+//! ([`crate::system`]), which publish nats-server's connect / disconnect advisories when
+//! someone listens; its subscriptions are also recorded in its monitoring entry
+//! (`/connz?subs=1`).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -27,6 +36,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
+use super::account::limits::{ConnKind, MAX_ACCOUNT_CONNECTIONS_ERR};
 use super::fanout::{ClientHandle, Fanout, MatchCache, Msg, SubRef, SubTarget, Subscription};
 use super::info::{ConnectInfo, ServerInfo, NATS_FEATURE_LEVEL};
 use super::readbuf::ReadBuffer;
@@ -70,6 +80,22 @@ enum Close {
     Shutdown,
 }
 
+impl Close {
+    /// nats-server's words for the reason (its `ClosedState`), as advisories give it.
+    fn nats_reason(&self) -> &'static str {
+        match self {
+            Close::Eof => "Client Closed",
+            Close::Read(_) => "Read Error",
+            Close::Protocol(_) => "Protocol Violation",
+            Close::Auth => "Authentication Failure",
+            Close::Stale => "Stale Connection",
+            Close::SlowConsumer => "Slow Consumer (Pending Bytes)",
+            Close::WriterClosed => "Write Error",
+            Close::Shutdown => "Server Shutdown",
+        }
+    }
+}
+
 /// The read side of one connection.
 struct Connection {
     shared: Arc<Shared>,
@@ -99,6 +125,11 @@ struct Connection {
     /// The names of the client's certificate, in the order they are tried as user names
     /// (`verify_and_map`; empty otherwise).
     identities: CertNames,
+    /// This connection's place in its account's `conn` count (from its first CONNECT).
+    slot: Option<super::account::limits::Slot>,
+    /// The most subscriptions this connection may hold: the server's `max_subscriptions`,
+    /// or its account's `subs` if smaller (0: unlimited).
+    max_subs: usize,
 }
 
 /// Aborts a task when dropped.
@@ -180,7 +211,7 @@ pub(crate) async fn serve(
         .needs_nonce()
         .then(crate::auth::nkey::new_nonce)
         .flatten();
-    let info = server_info(&shared, id, peer, nonce.clone());
+    let info = server_info(&shared, id, peer, nonce.clone(), shared.opts.max_payload);
     let mut line = BytesMut::with_capacity(info.len() + 8);
     proto::encode::write_info(&mut line, &info);
     let Some(tls) = shared.opts.tls.clone() else {
@@ -265,6 +296,9 @@ async fn run<R, W>(
     let reason = conn.read_loop(&mut reader, &mut stop).await;
     conn.remove_all_subscriptions();
     shared.stats.unregister(id);
+    if conn.connected {
+        conn.advise_disconnect(&reason);
+    }
     if matches!(reason, Close::SlowConsumer) {
         shared
             .stats
@@ -296,6 +330,7 @@ fn server_info(
     client_id: u64,
     peer: SocketAddr,
     nonce: Option<String>,
+    max_payload: usize,
 ) -> Vec<u8> {
     let opts = &shared.opts;
     let info = ServerInfo {
@@ -311,7 +346,7 @@ fn server_info(
         host: shared.local_addr.ip().to_string(),
         port: shared.local_addr.port(),
         headers: true,
-        max_payload: opts.max_payload,
+        max_payload,
         proto: 1,
         client_id,
         client_ip: peer.ip().to_string(),
@@ -339,6 +374,7 @@ impl Connection {
             id: handle.id,
             permissions: None,
         });
+        let max_subs = shared.opts.max_subscriptions;
         Connection {
             account: shared.global().clone(),
             shared,
@@ -358,6 +394,8 @@ impl Connection {
             nonce: String::new(),
             expiry: None,
             identities: CertNames::default(),
+            slot: None,
+            max_subs,
         }
     }
 
@@ -381,6 +419,8 @@ impl Connection {
         let handle = self.handle.clone();
         let closed = handle.out.closed();
         tokio::pin!(closed);
+        // A reload that changes only this user's permissions applies them here, in place.
+        let entry = self.entry.clone();
         loop {
             if *stop.borrow() {
                 return Close::Shutdown;
@@ -406,6 +446,14 @@ impl Connection {
                 }
                 _ = stop.changed() => return Close::Shutdown,
                 () = &mut closed => continue,
+                () = entry.regrant_wake.notified() => {
+                    if let Some(permissions) = entry.take_regrant() {
+                        if let Some(close) = self.apply_permissions(permissions) {
+                            return close;
+                        }
+                    }
+                    continue;
+                }
             }
             let (consumed, close) = self.process(&rb.buf);
             rb.buf.advance(consumed);
@@ -569,6 +617,19 @@ impl Connection {
                     self.send_err("'Authorization Violation'");
                     return Err(Close::Auth);
                 };
+                if self.slot.is_none() {
+                    match account.limits.admit(ConnKind::Client) {
+                        Ok(slot) => self.slot = Some(slot),
+                        Err(e) => {
+                            drop(auth);
+                            warn!(cid = self.handle.id, peer = %self.peer, account = %printable(account.name()), error = %e, "client refused");
+                            self.send_err(MAX_ACCOUNT_CONNECTIONS_ERR);
+                            return Err(Close::Protocol(
+                                "maximum account active connections exceeded",
+                            ));
+                        }
+                    }
+                }
                 self.account = account;
                 let perms = grant.permissions;
                 self.fanout.set_publisher(Publisher::Client {
@@ -612,9 +673,65 @@ impl Connection {
         );
         self.connect = connect;
         self.connected = true;
-        self.limits.max_payload = self.shared.opts.max_payload;
+        // The account's `payload` and `subs` when smaller than the server's (nats-server's
+        // `applyAccountLimits`).
+        let account_limits = &self.account.limits;
+        self.limits.max_payload = account_limits.max_payload(self.shared.opts.max_payload);
+        self.max_subs = account_limits.max_subscriptions(self.shared.opts.max_subscriptions);
+        if self.limits.max_payload < self.shared.opts.max_payload {
+            // The client learns its smaller limit as from nats-server: an INFO with it.
+            let info = server_info(
+                &self.shared,
+                self.handle.id,
+                self.peer,
+                None,
+                self.limits.max_payload,
+            );
+            let mut line = BytesMut::with_capacity(info.len() + 8);
+            proto::encode::write_info(&mut line, &info);
+            self.send(&line);
+        }
         self.ok();
+        if let Some(events) = self.shared.system.events() {
+            events.connected(&self.advisory_info(&self.entry.meta()));
+        }
         Ok(())
+    }
+
+    /// The connection as the system account's advisories describe it.
+    fn advisory_info<'m>(&'m self, meta: &'m ConnMeta) -> crate::system::ClientInfo<'m> {
+        crate::system::ClientInfo {
+            start: self.entry.start,
+            host: self.peer.ip(),
+            id: self.handle.id,
+            account: self.account.name(),
+            user: &meta.user,
+            name: &meta.name,
+            lang: &meta.lang,
+            version: &meta.version,
+            kind: crate::system::LinkKind::Client,
+        }
+    }
+
+    /// Tells the system account that the connection ended (see [`crate::system`]).
+    fn advise_disconnect(&self, reason: &Close) {
+        let Some(events) = self.shared.system.events() else {
+            return;
+        };
+        let t = &self.handle.traffic;
+        let data = |msgs: &std::sync::atomic::AtomicU64, bytes: &std::sync::atomic::AtomicU64| {
+            crate::system::events::DataStats {
+                msgs: msgs.load(Ordering::Relaxed),
+                bytes: bytes.load(Ordering::Relaxed),
+            }
+        };
+        let meta = self.entry.meta();
+        events.disconnected(
+            &self.advisory_info(&meta),
+            data(&t.msgs_in, &t.bytes_in),
+            data(&t.msgs_out, &t.bytes_out),
+            reason.nats_reason(),
+        );
     }
 
     /// Routes one published message to every interested subscription.
@@ -742,10 +859,11 @@ impl Connection {
             self.ok();
             return;
         }
-        let limit = self.shared.opts.max_subscriptions;
+        let limit = self.max_subs;
         if limit > 0 && self.subs.len() >= limit {
             // Subscriptions that ended at their max still have their sid here.
             self.subs.retain(|_, s| !s.is_done());
+            self.entry.sweep_subscriptions(false);
             self.entry.subs.store(self.subs.len(), Ordering::Relaxed);
             if self.subs.len() >= limit {
                 debug!(
@@ -768,6 +886,7 @@ impl Connection {
             self.send_err("'Invalid Subject'");
             return;
         }
+        self.entry.note_subscription(sid, Some(&sub));
         self.subs.insert(sid.into(), sub);
         self.sweep_ended_subscriptions();
         self.entry.subs.store(self.subs.len(), Ordering::Relaxed);
@@ -779,6 +898,7 @@ impl Connection {
     fn sweep_ended_subscriptions(&mut self) {
         if self.subs.len() >= self.sweep_at {
             self.subs.retain(|_, s| !s.is_done());
+            self.entry.sweep_subscriptions(false);
             self.sweep_at = (self.subs.len() * 2).max(64);
         }
     }
@@ -795,6 +915,7 @@ impl Connection {
             }
         }
         self.subs.remove(sid);
+        self.entry.note_subscription(sid, None);
         self.entry.subs.store(self.subs.len(), Ordering::Relaxed);
         self.remove_subscription(&sub);
     }
@@ -805,8 +926,73 @@ impl Connection {
         }
     }
 
+    /// New permissions from a reload (same user, secret and account), applied in place as
+    /// nats-server does: later publishes and subscriptions are checked against them, and every
+    /// subscription they no longer allow is removed with
+    /// `-ERR 'Permissions Violation for Subscription to "<subject>" (sid "<sid>")'`. A
+    /// subscription whose deliveries are checked one by one against a deny list (under the old
+    /// or the new permissions) cannot switch lists atomically: then the connection is closed
+    /// with `'Authorization Violation'` instead, so nothing is ever delivered under stale rights.
+    fn apply_permissions(&mut self, permissions: Option<Arc<Permissions>>) -> Option<Close> {
+        let rechecked = self.subs.values().any(|sub| {
+            sub.deny_check.is_some()
+                || permissions
+                    .as_ref()
+                    .is_some_and(|p| p.needs_delivery_check(&sub.subject))
+        });
+        if rechecked {
+            warn!(
+                cid = self.handle.id,
+                "closing a connection whose subscriptions' deny checks a reload changed"
+            );
+            self.send_err("'Authorization Violation'");
+            self.fanout.flush();
+            return Some(Close::Auth);
+        }
+        let refused: Vec<Box<[u8]>> = self
+            .subs
+            .iter()
+            .filter(|(_, sub)| {
+                !sub.is_done()
+                    && permissions
+                        .as_ref()
+                        .is_some_and(|p| !p.subscribe.allows_subscribe(&sub.subject))
+            })
+            .map(|(sid, _)| sid.clone())
+            .collect();
+        self.fanout.set_publisher(Publisher::Client {
+            id: self.handle.id,
+            permissions: permissions.clone(),
+        });
+        self.permissions = permissions;
+        self.publish_allowed.clear();
+        for sid in refused {
+            let Some(sub) = self.subs.remove(&sid) else {
+                continue;
+            };
+            self.entry.note_subscription(&sid, None);
+            self.remove_subscription(&sub);
+            warn!(
+                cid = self.handle.id,
+                subject = %printable(&sub.subject),
+                "subscription removed: a reload no longer allows it"
+            );
+            let text = format!(
+                "'Permissions Violation for Subscription to \"{}\" (sid \"{}\")'",
+                String::from_utf8_lossy(&sub.subject),
+                String::from_utf8_lossy(&sid)
+            );
+            self.send_err(&text);
+        }
+        self.entry.subs.store(self.subs.len(), Ordering::Relaxed);
+        self.fanout.flush();
+        debug!(cid = self.handle.id, "permissions updated by a reload");
+        None
+    }
+
     fn remove_all_subscriptions(&mut self) {
         let subs: Vec<_> = self.subs.drain().map(|(_, s)| s).collect();
+        self.entry.sweep_subscriptions(true);
         for sub in &subs {
             self.remove_subscription(sub);
         }

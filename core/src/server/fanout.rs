@@ -13,13 +13,16 @@
 //!
 //! # Leafnode targets
 //!
-//! Interest announced by a leafnode link (`LS+`) is a [`SubTarget::Leaf`] subscription. A
+//! Interest announced by a leafnode link (`LS+`), or by a route (`RS+`), is a
+//! [`SubTarget::Leaf`] subscription. A
 //! message crosses a link at most once, however many of the link's subscriptions match: link
 //! targets are collected while the local subscriptions are served, then one `LMSG`/`HMSG` is
 //! written per link, carrying the names of the queue groups this copy is meant for. As in
 //! nats-server, a queue group prefers its local members; a member behind a link is chosen only
 //! when no local member took the message. A message that came from a link is never sent back
-//! into it, and reaches only the queue groups its `LMSG` names.
+//! into it, and reaches only the queue groups its `LMSG` names. On a route the copy is an
+//! `RMSG`/`HMSG` naming the publisher's account, and a message that came over a route never
+//! goes out on another route (one hop: every server of a cluster has a route to every other).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -72,12 +75,26 @@ impl ClientHandle {
         }
     }
 
-    /// The leafnode peer behind this handle, if it is a link.
+    /// The leafnode peer behind this handle, if it is a leafnode link.
     pub fn leaf(&self) -> Option<&LeafPeer> {
         match &self.kind {
             ConnKind::Leaf(peer) => Some(peer),
-            ConnKind::Client => None,
+            ConnKind::Client | ConnKind::Route(_) => None,
         }
+    }
+
+    /// The cluster peer behind this handle, if it is a route.
+    pub fn route(&self) -> Option<&RoutePeer> {
+        match &self.kind {
+            ConnKind::Route(peer) => Some(peer),
+            ConnKind::Client | ConnKind::Leaf(_) => None,
+        }
+    }
+
+    /// Whether the peer understands messages with headers (`HMSG`): a client or peer that
+    /// said `"headers":true`. Without, a message's headers are left out.
+    pub fn set_headers(&self, headers: bool) {
+        self.headers.store(headers, Ordering::Relaxed);
     }
 }
 
@@ -87,6 +104,18 @@ pub enum ConnKind {
     Client,
     /// Another server, over a leafnode link: messages are written as `LMSG`/`HMSG`.
     Leaf(LeafPeer),
+    /// Another server of this server's cluster, over a route: messages are written as
+    /// `RMSG`/`HMSG` with their account, and a message that came over a route never goes
+    /// out on another one (one hop).
+    Route(RoutePeer),
+}
+
+/// The route-specific part of a route connection's handle.
+pub struct RoutePeer {
+    /// The peer's server id, once its INFO told it.
+    pub server_id: std::sync::OnceLock<String>,
+    /// Traffic counters, shared with the route's status entry.
+    pub stats: Arc<LinkStats>,
 }
 
 /// The link-specific part of a leafnode connection's handle.
@@ -265,6 +294,13 @@ impl Subscription {
         }
     }
 
+    /// The subscription standing for `weight` members of its queue group (a link's queue
+    /// interest: the `LS+`/`RS+` weight), before it is added to a sublist.
+    pub fn with_weight(self, weight: u32) -> Self {
+        self.weight.store(weight.max(1), Ordering::Relaxed);
+        self
+    }
+
     /// The id of the subscribing connection or link (`None` for internal subscriptions).
     pub fn client_id(&self) -> Option<u64> {
         match &self.target {
@@ -283,8 +319,9 @@ impl Subscription {
         self.done.load(Ordering::Relaxed)
     }
 
-    /// Marks the subscription removed; returns true the first time.
-    pub(crate) fn finish(&self) -> bool {
+    /// Marks the subscription removed; returns true the first time (the caller then removes
+    /// it from its account's sublist).
+    pub fn finish(&self) -> bool {
         !self.done.swap(true, Ordering::Relaxed)
     }
 }
@@ -436,9 +473,14 @@ impl Fanout {
     ) -> usize {
         let mut bodies = SharedBodies::default();
         let mut delivered = 0;
+        // One hop: what came over a route never goes out on a route.
+        let from_route = matches!(&self.publisher, Publisher::Link(h) if h.route().is_some());
         for sub in &result.plain {
             if let SubTarget::Leaf(link) = &sub.0.target {
-                if Some(link.id) != no_echo && !sub.0.is_done() {
+                if Some(link.id) != no_echo
+                    && !sub.0.is_done()
+                    && !(from_route && link.route().is_some())
+                {
                     self.add_link(link);
                 }
                 continue;
@@ -464,7 +506,11 @@ impl Fanout {
                     break;
                 };
                 if let SubTarget::Leaf(link) = &member.0.target {
-                    if remote.is_none() && Some(link.id) != no_echo && !member.0.is_done() {
+                    if remote.is_none()
+                        && Some(link.id) != no_echo
+                        && !member.0.is_done()
+                        && !(from_route && link.route().is_some())
+                    {
                         remote = Some(member);
                     }
                     continue;
@@ -487,7 +533,7 @@ impl Fanout {
                 self.links.clear();
                 self.link_queues.clear();
             } else {
-                delivered += self.send_to_links(msg, &mut bodies);
+                delivered += self.send_to_links(account, msg, &mut bodies);
             }
         }
         delivered
@@ -504,8 +550,14 @@ impl Fanout {
         }
     }
 
-    /// Writes one `LMSG`/`HMSG` per collected link, then forgets them.
-    fn send_to_links(&mut self, msg: &Msg<'_>, bodies: &mut SharedBodies) -> usize {
+    /// Writes one `LMSG`/`HMSG` (`RMSG`/`HMSG` with the account on a route) per collected
+    /// link, then forgets them.
+    fn send_to_links(
+        &mut self,
+        account: &Account,
+        msg: &Msg<'_>,
+        bodies: &mut SharedBodies,
+    ) -> usize {
         let links = std::mem::take(&mut self.links);
         let picks = std::mem::take(&mut self.link_queues);
         let mut sent = 0;
@@ -525,7 +577,8 @@ impl Fanout {
                     .filter(|(index, _)| *index == i)
                     .filter_map(|(_, sub)| sub.0.queue.as_deref()),
             );
-            match encode_leaf(link, msg, &queues, bodies) {
+            let route_account = link.route().map(|_| account.name().as_bytes());
+            match encode_link(link, route_account, msg, &queues, bodies) {
                 AppendOutcome::Queued => {}
                 AppendOutcome::Stalled => {
                     if !self.stalled.iter().any(|c| c.id == link.id) {
@@ -687,23 +740,33 @@ fn encode_into(
 
 /// Appends `LMSG`/`HMSG` for `msg` to a link's queue, with the queue groups it is meant for.
 /// A peer that did not announce headers gets the payload alone, as nats-server does.
-fn encode_leaf(
+fn encode_link(
     link: &ClientHandle,
+    route_account: Option<&[u8]>,
     msg: &Msg<'_>,
     queues: &[&[u8]],
     bodies: &mut SharedBodies,
 ) -> AppendOutcome {
     let hdr = msg.headers.filter(|_| link.headers.load(Ordering::Relaxed));
     let total = hdr.map_or(0, <[u8]>::len) + msg.payload.len();
-    let head = |b: &mut BytesMut| {
-        proto::write_lmsg_head(
+    let head = |b: &mut BytesMut| match route_account {
+        Some(account) => proto::write_rmsg_head(
+            b,
+            account,
+            msg.subject,
+            msg.reply,
+            queues,
+            hdr.map(<[u8]>::len),
+            total,
+        ),
+        None => proto::write_lmsg_head(
             b,
             msg.subject,
             msg.reply,
             queues,
             hdr.map(<[u8]>::len),
             total,
-        );
+        ),
     };
     let outcome = if total >= SHARE_THRESHOLD {
         link.out
@@ -722,11 +785,14 @@ fn encode_leaf(
         )
     };
     if outcome != AppendOutcome::Closed {
-        if let Some(peer) = link.leaf() {
-            peer.stats.msgs_out.fetch_add(1, Ordering::Relaxed);
-            peer.stats
-                .bytes_out
-                .fetch_add(total as u64, Ordering::Relaxed);
+        let stats = match &link.kind {
+            ConnKind::Leaf(peer) => Some(&peer.stats),
+            ConnKind::Route(peer) => Some(&peer.stats),
+            ConnKind::Client => None,
+        };
+        if let Some(stats) = stats {
+            stats.msgs_out.fetch_add(1, Ordering::Relaxed);
+            stats.bytes_out.fetch_add(total as u64, Ordering::Relaxed);
         }
     }
     outcome
@@ -762,7 +828,7 @@ mod tests {
 
     fn sub(shared: &Account, h: &Arc<ClientHandle>, subject: &str, queue: Option<&str>) {
         let target = match h.kind {
-            ConnKind::Leaf(_) => SubTarget::Leaf(h.clone()),
+            ConnKind::Leaf(_) | ConnKind::Route(_) => SubTarget::Leaf(h.clone()),
             ConnKind::Client => SubTarget::Client(h.clone()),
         };
         let s = Subscription::new(

@@ -35,7 +35,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Semaphore};
 use tracing::{debug, info, warn};
 
-use crate::auth::Authenticator;
+use crate::auth::{Authenticator, Regrant};
 
 pub use account::{Account, Accounts, GLOBAL_ACCOUNT};
 pub use fanout::{
@@ -137,6 +137,9 @@ pub struct Shared {
     /// Who may connect now: `opts.auth` at the start, then what the last reload set (see
     /// [`Shared::reload_authorization`]). Read-locked by a CONNECT until its login is recorded.
     pub auth: std::sync::RwLock<Arc<Authenticator>>,
+    /// The system account's services, while they run (see [`crate::system`]): connections
+    /// tell them when they log in and end.
+    pub system: crate::system::Slot,
 }
 
 impl Shared {
@@ -167,11 +170,13 @@ impl Shared {
 
     /// Applies a reload of `authorization` and the accounts' users: `accounts` (the
     /// configured accounts) are added to the server if new, `auth` replaces the
-    /// authenticator, and every client connection that would not log in again with exactly
-    /// the same rights (its user removed, or its password, permissions or account changed;
-    /// a token changed; authentication newly required) is closed with `-ERR 'Authorization
-    /// Violation'`, as nats-server does. The others keep running untouched. Returns how many
-    /// were closed.
+    /// authenticator. A connection whose user keeps its secret and account but has new
+    /// permissions is updated in place, as nats-server does (its task applies them:
+    /// subscriptions they no longer allow are removed with a permissions -ERR). Every other
+    /// connection that would not log in again with exactly the same rights (its user removed,
+    /// its password or account changed, a token changed, authentication newly required) is
+    /// closed with `-ERR 'Authorization Violation'`. The others keep running untouched.
+    /// Returns how many were closed.
     pub fn reload_authorization(&self, auth: Authenticator, accounts: &[String]) -> usize {
         for name in accounts {
             self.accounts.add(name);
@@ -191,8 +196,18 @@ impl Shared {
                 // Not logged in yet: its CONNECT will be checked against the new settings.
                 continue;
             };
-            if old.grants_the_same(&current, &login) {
-                continue;
+            match old.regrant(&current, &login) {
+                Regrant::Same => continue,
+                Regrant::Permissions(permissions) => {
+                    info!(
+                        cid = entry.handle.id,
+                        ?login,
+                        "a reload changed this connection's permissions: updated in place"
+                    );
+                    entry.regrant(permissions);
+                    continue;
+                }
+                Regrant::Revoked => {}
             }
             warn!(
                 cid = entry.handle.id,
@@ -203,6 +218,12 @@ impl Shared {
             closed += 1;
         }
         closed
+    }
+
+    /// A new connection id (clients, leafnode links and routes draw from one counter).
+    pub fn next_connection_id(&self) -> u64 {
+        self.next_client_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The global account (`$G`): every client, link and component not bound to an account
@@ -275,6 +296,7 @@ impl Server {
             js_domain: std::sync::OnceLock::new(),
             stats,
             auth: std::sync::RwLock::new(Arc::new(opts.auth.clone())),
+            system: crate::system::Slot::default(),
             opts,
         });
         Ok(Server { shared, listener })

@@ -4,6 +4,7 @@
 //! Counting stays off shared cache lines: each connection counts into its own handle
 //! ([`ClientHandle::traffic`]: what it published, what was delivered to it); totals are
 //! summed when monitoring asks, over the live connections plus what closed ones left behind.
+//! A connection's entry also lists its subscriptions (`/connz?subs=1`).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -11,7 +12,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::SystemTime;
 
-use super::fanout::{ClientHandle, LinkStats};
+use super::fanout::{ClientHandle, LinkStats, Subscription};
+use crate::auth::Permissions;
 
 /// What a client told about itself in CONNECT.
 #[derive(Debug, Clone, Default)]
@@ -44,9 +46,67 @@ pub struct ConnEntry {
     pub meta: Mutex<ConnMeta>,
     /// Its subscriptions.
     pub subs: AtomicUsize,
+    /// New permissions from a reload, waiting for the connection's task to apply them
+    /// (see [`ConnEntry::regrant`]).
+    pub(crate) regranted: Mutex<Option<Option<Arc<Permissions>>>>,
+    /// Wakes the connection's task when `regranted` is set.
+    pub(crate) regrant_wake: tokio::sync::Notify,
+    /// Its subscriptions by sid, for `/connz?subs=1` (kept by the connection's task beside
+    /// its own map; bounded by `max_subscriptions`).
+    sub_list: Mutex<HashMap<Box<[u8]>, Arc<Subscription>>>,
 }
 
 impl ConnEntry {
+    /// Hands the connection new permissions (a reload changed only those): its task applies
+    /// them between two reads, as soon as it is woken.
+    pub fn regrant(&self, permissions: Option<Arc<Permissions>>) {
+        *self
+            .regranted
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(permissions);
+        self.regrant_wake.notify_one();
+    }
+
+    /// The permissions a reload handed over, if any since the last call.
+    pub(crate) fn take_regrant(&self) -> Option<Option<Arc<Permissions>>> {
+        self.regranted
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+
+    /// The live subscriptions, by sid.
+    pub fn subscriptions(&self) -> Vec<Arc<Subscription>> {
+        let list = self.sub_list.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut subs: Vec<Arc<Subscription>> =
+            list.values().filter(|s| !s.is_done()).cloned().collect();
+        subs.sort_by(|a, b| a.sid.cmp(&b.sid));
+        subs
+    }
+
+    /// Records a new subscription (`Some`) or forgets sid's (`None`).
+    pub(crate) fn note_subscription(&self, sid: &[u8], sub: Option<&Arc<Subscription>>) {
+        let mut list = self.sub_list.lock().unwrap_or_else(PoisonError::into_inner);
+        match sub {
+            Some(sub) => {
+                list.insert(sid.into(), sub.clone());
+            }
+            None => {
+                list.remove(sid);
+            }
+        }
+    }
+
+    /// Forgets the subscriptions that ended (reached their max) or, with `all`, every one.
+    pub(crate) fn sweep_subscriptions(&self, all: bool) {
+        let mut list = self.sub_list.lock().unwrap_or_else(PoisonError::into_inner);
+        if all {
+            list.clear();
+        } else {
+            list.retain(|_, s| !s.is_done());
+        }
+    }
+
     /// The CONNECT details.
     pub fn meta(&self) -> ConnMeta {
         self.meta
@@ -120,6 +180,9 @@ impl ServerStats {
             start: SystemTime::now(),
             meta: Mutex::new(ConnMeta::default()),
             subs: AtomicUsize::new(0),
+            regranted: Mutex::new(None),
+            regrant_wake: tokio::sync::Notify::new(),
+            sub_list: Mutex::new(HashMap::new()),
         });
         self.total_connections.fetch_add(1, Ordering::Relaxed);
         self.lock().insert(entry.handle.id, entry.clone());

@@ -20,10 +20,19 @@
 //! leaves); one with `src` or `times` restrictions is refused (not checked yet, so never
 //! ignored).
 //!
-//! Not yet: an account JWT's exports, imports, limits and JetStream (accounts made by the
-//! resolver are plain subject spaces), `URL(...)` and `cache` resolvers, and
+//! An account JWT's limits (`conn`, `leaf`, `subs`, `payload`), JetStream (its own engine
+//! and limits, or 10039) and public exports/imports are applied when the account is loaded
+//! (at start, every preloaded or stored account) and again on every claims update
+//! ([`apply`]).
+//!
+//! Not yet: exports that require activation tokens (such imports are refused with a log
+//! line), an account's `data`, `imports`/`exports` counts and `wildcards` limits, `subs` for
+//! leaf connections, closing connections past a lowered `conn`, `mappings`,
+//! service latency, storage limit changes at run time (they apply when the account's
+//! JetStream starts), `URL(...)` and `cache` resolvers, and
 //! `$SYS.REQ.CLAIMS.LIST`/`DELETE`/`PACK`.
 
+pub mod apply;
 pub mod claims_service;
 pub mod settings;
 
@@ -56,6 +65,8 @@ pub struct Resolver {
     store: Option<DirStore>,
     /// The server, once it runs (to close the connections of revoked users).
     server: OnceLock<Weak<Shared>>,
+    /// Applies the accounts' limits, JetStream and imports to the server, once it runs.
+    applier: OnceLock<apply::Applier>,
 }
 
 /// Why operator mode cannot start (the message names the key).
@@ -138,6 +149,7 @@ impl Resolver {
             accounts: RwLock::new(accounts),
             store,
             server: OnceLock::new(),
+            applier: OnceLock::new(),
         }))
     }
 
@@ -146,9 +158,34 @@ impl Resolver {
         &self.operator
     }
 
-    /// Tells the resolver the server it decides for (to close revoked users' connections).
-    pub fn attach(&self, server: &Arc<Shared>) {
+    /// Tells the resolver the server it decides for (to close revoked users' connections),
+    /// and applies every account it knows to it: limits, JetStream (through `jetstreams`,
+    /// `None` when the server has none; never for `system`), imports (see [`apply`]).
+    pub fn attach(
+        &self,
+        server: &Arc<Shared>,
+        jetstreams: Option<Arc<leaf_core::jetstream::accounts::AccountJetStreams>>,
+        system: Option<String>,
+    ) {
         let _ = self.server.set(Arc::downgrade(server));
+        let _ = self
+            .applier
+            .set(apply::Applier::new(server, jetstreams, system));
+        let all = self.all_accounts();
+        if let Some(applier) = self.applier.get() {
+            for claims in all.values() {
+                applier.apply(claims);
+            }
+            applier.wire_imports(&all);
+        }
+    }
+
+    /// Every account's claims.
+    fn all_accounts(&self) -> HashMap<String, AccountClaims> {
+        self.accounts
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// The account's verified claims, if the resolver has them.
@@ -187,9 +224,13 @@ impl Resolver {
         self.accounts
             .write()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(key.clone(), claims);
+            .insert(key.clone(), claims.clone());
         if !revocations.is_empty() {
             self.disconnect_revoked(&key, &revocations);
+        }
+        if let Some(applier) = self.applier.get() {
+            applier.apply(&claims);
+            applier.wire_imports(&self.all_accounts());
         }
         info!(account = %key, "account JWT updated");
         Ok(key)

@@ -99,7 +99,7 @@ fn bench_open_after_kill() {
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
-            "store::tests::bench::bench_repair_child",
+            "tests::bench::bench_repair_child",
             "--ignored",
             "--nocapture",
         ])

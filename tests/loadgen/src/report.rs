@@ -242,6 +242,42 @@ const ROWS: &[RowSpec] = &[
         &[],
     ),
     spec(
+        "cluster pub 16 B, node A→B (M deliveries/s) ◊",
+        "clusterpub/16",
+        "deliveries_per_sec",
+        Better::Higher,
+        1e6,
+        Some(1.2),
+        &[],
+    ),
+    spec(
+        "cluster pub 128 B, node A→B (M deliveries/s) ◊",
+        "clusterpub/128",
+        "deliveries_per_sec",
+        Better::Higher,
+        1e6,
+        Some(1.2),
+        &[],
+    ),
+    spec(
+        "cluster req/rep 16 B p50 (us) ◊",
+        "clusterrr/16",
+        "p50_us",
+        Better::Lower,
+        1.0,
+        None,
+        &[],
+    ),
+    spec(
+        "cluster req/rep 16 B p99 (us) ◊",
+        "clusterrr/16",
+        "p99_us",
+        Better::Lower,
+        1.0,
+        Some(1.0),
+        &[],
+    ),
+    spec(
         "restart after SIGKILL, 1M-msg store: first INFO (ms)",
         "recovery",
         "ms",
@@ -556,6 +592,14 @@ pub fn run(args: &Args) -> Result<()> {
             "‡ Leaf link rows are pairs, leaf → hub: column nats-server = nats-server → \
              nats-server, leafd = leafd → nats-server, hubd = leafd → hubd. Publisher and \
              requester on the leaf, subscriber and responder on the hub."
+        );
+    }
+    if has_row("clusterpub/16") || has_row("clusterrr/16") {
+        println!();
+        println!(
+            "◊ Cluster rows: a 2-node cluster of the column's server (routes between them), \
+             publisher and requester on node A, subscriber and responder on node B; no leafd \
+             column (leafd does not cluster)."
         );
     }
     if has_row("uplink") {

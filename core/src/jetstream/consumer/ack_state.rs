@@ -16,7 +16,8 @@
 //!   earlier one, unless the floor is already at or past it; `none`: nothing).
 //! * [`AckState::nak`]: `-NAK` queues the message for redelivery now, or with a delay makes it
 //!   due `delay` from now. [`AckState::in_progress`]: `+WPI` restarts its `ack_wait`.
-//!   [`AckState::term`]: `+TERM` forgets it (never redelivered).
+//!   [`AckState::term`]: `+TERM` forgets it (never redelivered); with ack policy `all` it
+//!   acknowledges every earlier message as well, like `+ACK` (as nats-server 2.9 does).
 //! * [`AckState::due`]: the messages whose deadline passed are queued for redelivery, or
 //!   forgotten once delivered `max_deliver` times. [`AckState::next_redelivery`] takes the next
 //!   queued one (skipping what was acked meanwhile, forgetting what was delivered often
@@ -323,15 +324,24 @@ impl AckState {
         }
     }
 
-    /// `+TERM` of `sseq`: no longer waited for, never redelivered.
-    pub(super) fn term(&mut self, sseq: u64, passed: u64) -> Option<Forgot> {
-        let p = self.pending.get(&sseq).copied()?;
-        Some(self.forget(sseq, p.dseq, passed))
+    /// `+TERM` of `sseq` (consumer sequence `dseq`): no longer waited for, never redelivered.
+    /// As in nats-server 2.9, a term is an acknowledgement that suppresses redelivery: with
+    /// ack policy `all` it acknowledges every earlier message too, exactly as `+ACK` does;
+    /// with `explicit` it forgets that message only; with `none` there is nothing to forget.
+    pub(super) fn term(&mut self, sseq: u64, dseq: u64, passed: u64) -> Acked {
+        match self.rules.policy {
+            AckPolicy::All => self.ack(sseq, dseq, passed),
+            AckPolicy::Explicit | AckPolicy::None => match self.removed(sseq, passed) {
+                Some(forgot) => Acked::Forgot(forgot),
+                None => Acked::Nothing,
+            },
+        }
     }
 
-    /// The stream no longer has `sseq`.
+    /// The stream no longer has `sseq`: forgotten if it was waited for.
     pub(super) fn removed(&mut self, sseq: u64, passed: u64) -> Option<Forgot> {
-        self.term(sseq, passed)
+        let p = self.pending.get(&sseq).copied()?;
+        Some(self.forget(sseq, p.dseq, passed))
     }
 
     /// Queues the messages whose deadline is at or before `now` for redelivery; forgets those

@@ -1050,8 +1050,10 @@ impl Task {
             }
             b"+WPI" => self.state.ack.in_progress(sseq, now),
             b"+TERM" => {
-                if let Some(forgot) = self.state.ack.term(sseq, self.state.passed()) {
-                    self.view_forget(forgot);
+                match self.state.ack.term(sseq, dseq, self.state.passed()) {
+                    Acked::Forgot(forgot) => self.view_forget(forgot),
+                    Acked::Upto(sseq) => self.view_acked_upto(sseq),
+                    Acked::Nothing => {}
                 }
                 // Like an ack: the message leaves a workqueue or interest stream.
                 self.retire_acked(floor, sseq);

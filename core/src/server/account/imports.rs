@@ -17,6 +17,9 @@
 //!   service publish where it could not). A singleton service's route is gone after its
 //!   first response; a stream or chunked one after `response_threshold`.
 //!
+//! Imports that change at run time (an account JWT's) are set up with [`wire_removable`],
+//! whose [`Wiring`] takes them down again.
+//!
 //! Bounds: every response route lives at most `response_threshold` and an exporter holds at
 //! most [`MAX_RESPONSE_ROUTES`] (the oldest go first), so requesters cannot fill memory. A
 //! message crosses at most [`MAX_IMPORT_HOPS`] imports in a row: the configuration refuses
@@ -92,7 +95,58 @@ pub struct ImportError {
 /// Sets up every import of `rules` between `accounts` (see the module documentation). The
 /// returned subscriptions live as long as the server.
 pub fn wire(accounts: &Accounts, rules: &[ImportRule]) -> Result<Vec<SubRef>, ImportError> {
-    let mut subs = Vec::new();
+    wire_removable(accounts, rules).map(|w| w.0.into_iter().map(|(_, sub)| sub).collect())
+}
+
+/// The subscriptions of a set of imports, each with the account it lives in, so that they
+/// can be taken down again ([`Wiring::remove`]: imports that change at run time, an account
+/// JWT's).
+#[derive(Default)]
+pub struct Wiring(Vec<(Weak<Account>, SubRef)>);
+
+impl Wiring {
+    /// Takes every import of the set down: nothing crosses through them from now on
+    /// (response routes already handed out lead nowhere).
+    pub fn remove(self) {
+        for (account, sub) in self.0 {
+            if let Some(account) = account.upgrade() {
+                account.unsubscribe_internal(&sub);
+            }
+        }
+    }
+
+    /// How many subscriptions the set holds.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether the set holds none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// [`wire`], keeping where each subscription lives (see [`Wiring`]). On an error the imports
+/// set up before it are taken down again.
+pub fn wire_removable(accounts: &Accounts, rules: &[ImportRule]) -> Result<Wiring, ImportError> {
+    let mut wiring = Wiring::default();
+    match wire_into(accounts, rules, &mut wiring) {
+        Ok(()) => Ok(wiring),
+        Err(e) => {
+            wiring.remove();
+            Err(e)
+        }
+    }
+}
+
+fn wire_into(
+    accounts: &Accounts,
+    rules: &[ImportRule],
+    wiring: &mut Wiring,
+) -> Result<(), ImportError> {
+    let mut subs = |account: &Arc<Account>, sub: SubRef| {
+        wiring.0.push((Arc::downgrade(account), sub));
+    };
     let mut responses: HashMap<String, Arc<Responses>> = HashMap::new();
     for rule in rules {
         let fail = |why: String| ImportError {
@@ -119,7 +173,7 @@ pub fn wire(accounts: &Accounts, rules: &[ImportRule]) -> Result<Vec<SubRef>, Im
                 let sub = exporter
                     .subscribe_internal(rule.subject.as_bytes(), None, sink)
                     .map_err(|e| fail(e.to_string()))?;
-                subs.push(sub);
+                subs(&exporter, sub);
             }
             Kind::Service => {
                 let transform =
@@ -135,7 +189,7 @@ pub fn wire(accounts: &Accounts, rules: &[ImportRule]) -> Result<Vec<SubRef>, Im
                                 r.clone(),
                             )
                             .map_err(|e| fail(e.to_string()))?;
-                        subs.push(sub);
+                        subs(&exporter, sub);
                         responses.insert(rule.exporter.clone(), r.clone());
                         r
                     }
@@ -151,11 +205,11 @@ pub fn wire(accounts: &Accounts, rules: &[ImportRule]) -> Result<Vec<SubRef>, Im
                 let sub = importer
                     .subscribe_internal(rule.local.as_bytes(), None, sink)
                     .map_err(|e| fail(e.to_string()))?;
-                subs.push(sub);
+                subs(&importer, sub);
             }
         }
     }
-    Ok(subs)
+    Ok(())
 }
 
 /// Delivers an exporter's messages into the importing account.

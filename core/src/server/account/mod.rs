@@ -9,8 +9,13 @@
 //! [`Account::remove_subscription`] or [`Account::reweigh_subscription`]: with links to other
 //! servers configured these also tell them (see [`Peers`]; the leafnode layer implements it,
 //! this module knows nothing else of it).
+//!
+//! An account may have limits of its own ([`limits`]: connections, leafnode connections,
+//! subscriptions and payload per connection), as an account JWT gives them; accounts of the
+//! configuration file are unlimited.
 
 pub mod imports;
+pub mod limits;
 pub mod settings;
 
 use std::collections::HashMap;
@@ -35,6 +40,9 @@ pub struct Account {
     peers: Option<Arc<dyn Peers>>,
     /// Answers confined to their requester that reached nobody (server-wide counter).
     refusals: Arc<Refusals>,
+    /// The account's own limits (an account JWT's; unlimited otherwise) and the
+    /// connections counted against them.
+    pub limits: limits::AccountLimits,
 }
 
 impl std::fmt::Debug for Account {
@@ -51,6 +59,7 @@ impl Account {
             sublist: Sublist::new(),
             peers,
             refusals,
+            limits: limits::AccountLimits::default(),
         }
     }
 

@@ -45,6 +45,7 @@ enum Ev {
     },
     Term {
         pick: usize,
+        stale_dseq: bool,
     },
     Removed {
         pick: usize,
@@ -62,7 +63,7 @@ fn ev() -> impl Strategy<Value = Ev> {
         4 => (0usize..64, any::<bool>()).prop_map(|(pick, stale_dseq)| Ev::Ack { pick, stale_dseq }),
         2 => (0usize..64, prop_oneof![Just(0i64), 1i64..40]).prop_map(|(pick, delay)| Ev::Nak { pick, delay }),
         1 => (0usize..64).prop_map(|pick| Ev::Wpi { pick }),
-        1 => (0usize..64).prop_map(|pick| Ev::Term { pick }),
+        1 => (0usize..64, any::<bool>()).prop_map(|(pick, stale_dseq)| Ev::Term { pick, stale_dseq }),
         1 => (0usize..64).prop_map(|pick| Ev::Removed { pick }),
         4 => (1i64..30).prop_map(|ns| Ev::Tick { ns }),
     ]
@@ -412,13 +413,23 @@ proptest! {
                         model.waiting.insert(sseq, Waiting { deadline, ..w });
                     }
                 }
-                Ev::Term { pick } => {
+                Ev::Term { pick, stale_dseq } => {
                     let sseq = picked(&model, pick);
-                    let f = model.forget(sseq, passed);
-                    if f.is_some() {
-                        model.done.insert(sseq);
-                    }
-                    prop_assert_eq!(real.term(sseq, passed), f);
+                    let latest = model.delivered.get(&sseq).copied().unwrap_or(model.dseq + 1);
+                    let dseq = if stale_dseq { latest.saturating_sub(1) } else { latest };
+                    // nats-server 2.9: a term is an ack (cumulative under `all`).
+                    let expect = if model.rules.policy == AckPolicy::All {
+                        model.ack(sseq, dseq, passed)
+                    } else {
+                        match model.forget(sseq, passed) {
+                            Some(f) => {
+                                model.done.insert(sseq);
+                                Acked::Forgot(f)
+                            }
+                            None => Acked::Nothing,
+                        }
+                    };
+                    prop_assert_eq!(real.term(sseq, dseq, passed), expect);
                 }
                 Ev::Removed { pick } => {
                     let sseq = picked(&model, pick);

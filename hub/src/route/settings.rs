@@ -1,0 +1,214 @@
+//! The `cluster` block of hubd's configuration, as nats-server 2.9 reads it:
+//!
+//! ```toml
+//! [cluster]
+//! name = "C"                      # every server of the cluster must say the same
+//! listen = "0.0.0.0:6222"         # or host = "...", port = 6222
+//! routes = ["nats-route://10.0.0.2:6222", "nats-route://ruser:pw@10.0.0.3:6222"]
+//! authorization = { user = "ruser", password = "pw" }   # what peers must present
+//! connect_retries = 0             # kept for nats-server configs; explicit routes retry forever
+//! no_advertise = false
+//! ```
+//!
+//! A route URL may name this server itself (a shared list of every member): that one is
+//! dropped once the server sees its own id at the other end.
+
+use std::fmt;
+
+use serde::{Deserialize, Deserializer};
+
+/// The `cluster` block.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSettings {
+    /// The cluster's name; every member must have the same (a random one when unset, as
+    /// nats-server's dynamic name, adopted from a peer that has one).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// `host:port` to listen on for routes.
+    #[serde(default)]
+    pub listen: Option<String>,
+    /// Host to listen on (with `port`, instead of `listen`).
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Port to listen on (with `host`, instead of `listen`; 0 picks a free one).
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// The other members to connect to.
+    #[serde(default, deserialize_with = "de_urls")]
+    pub routes: Vec<RouteUrl>,
+    /// The credentials peers must present (`user`, `password`).
+    #[serde(default)]
+    pub authorization: Option<RouteAuth>,
+    /// How often an implicit route (learned from a peer) is tried; explicit ones retry forever.
+    #[serde(default)]
+    pub connect_retries: u32,
+    /// Do not tell clients about the other members' client URLs.
+    #[serde(default)]
+    pub no_advertise: bool,
+}
+
+/// `cluster.authorization`: the user and password every route must present.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteAuth {
+    /// User name.
+    pub user: String,
+    /// Password.
+    pub password: String,
+    /// How long a peer has to send its CONNECT (seconds, as nats-server's; kept, the
+    /// handshake's own limit applies).
+    #[serde(default, deserialize_with = "de_seconds")]
+    pub timeout: Option<std::time::Duration>,
+}
+
+impl ClusterSettings {
+    /// The address to listen on: `listen`, or `host` (default all interfaces) and `port`
+    /// (default 6222, nats-server's).
+    pub fn listen_addr(&self) -> Result<String, String> {
+        match (&self.listen, &self.host, self.port) {
+            (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
+                Err("cluster.listen: give either `listen` or `host`/`port`, not both".into())
+            }
+            (Some(listen), None, None) => {
+                let (host, port) = listen
+                    .rsplit_once(':')
+                    .ok_or_else(|| format!("cluster.listen: `{listen}` is not host:port"))?;
+                port.parse::<u16>()
+                    .map_err(|_| format!("cluster.listen: `{port}` is not a port"))?;
+                Ok(format!("{host}:{port}"))
+            }
+            (None, host, port) => Ok(format!(
+                "{}:{}",
+                host.as_deref().unwrap_or("0.0.0.0"),
+                port.unwrap_or(DEFAULT_PORT)
+            )),
+        }
+    }
+}
+
+/// nats-server's default cluster port.
+pub const DEFAULT_PORT: u16 = 6222;
+
+/// One route URL: `nats-route://[user:password@]host:port` (`nats://` and `route://` too).
+#[derive(Clone, PartialEq, Eq)]
+pub struct RouteUrl {
+    /// Host name or address.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// User and password to present, if any.
+    pub auth: Option<(String, String)>,
+}
+
+impl RouteUrl {
+    /// Parses a route URL.
+    pub fn parse(text: &str) -> Result<RouteUrl, String> {
+        let bad = |why: &str| format!("`{text}`: {why}");
+        let rest = ["nats-route://", "route://", "nats://"]
+            .iter()
+            .find_map(|scheme| text.strip_prefix(scheme))
+            .ok_or_else(|| bad("expected nats-route://host:port"))?;
+        let rest = rest.trim_end_matches('/');
+        let (auth, hostport) = match rest.rsplit_once('@') {
+            Some((userinfo, hostport)) => {
+                let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+                (Some((user.to_owned(), password.to_owned())), hostport)
+            }
+            None => (None, rest),
+        };
+        let (host, port) = hostport.rsplit_once(':').ok_or_else(|| bad("no port"))?;
+        let port = port.parse::<u16>().map_err(|_| bad("bad port"))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return Err(bad("no host"));
+        }
+        Ok(RouteUrl {
+            host: host.to_owned(),
+            port,
+            auth,
+        })
+    }
+
+    /// `host:port`, to connect to.
+    pub fn addr(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// Shown without the password.
+impl fmt::Debug for RouteUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// `nats-route://[user@]host:port`, the password left out.
+impl fmt::Display for RouteUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.auth {
+            Some((user, _)) => write!(f, "nats-route://{user}@{}", self.addr()),
+            None => write!(f, "nats-route://{}", self.addr()),
+        }
+    }
+}
+
+fn de_seconds<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<std::time::Duration>, D::Error> {
+    let secs = f64::deserialize(deserializer)?;
+    std::time::Duration::try_from_secs_f64(secs)
+        .map(Some)
+        .map_err(|_| serde::de::Error::custom(format!("`{secs}` is not a number of seconds")))
+}
+
+fn de_urls<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<RouteUrl>, D::Error> {
+    let texts = Vec::<String>::deserialize(deserializer)?;
+    texts
+        .iter()
+        .map(|t| RouteUrl::parse(t).map_err(serde::de::Error::custom))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_urls() {
+        let u = RouteUrl::parse("nats-route://ruser:pw@127.0.0.1:6222").unwrap();
+        assert_eq!(u.host, "127.0.0.1");
+        assert_eq!(u.port, 6222);
+        assert_eq!(u.auth, Some(("ruser".into(), "pw".into())));
+        assert_eq!(u.to_string(), "nats-route://ruser@127.0.0.1:6222");
+        assert_eq!(
+            RouteUrl::parse("nats://h:1/").unwrap().addr(),
+            "h:1".to_owned()
+        );
+        assert!(RouteUrl::parse("http://h:1").is_err());
+        assert!(RouteUrl::parse("nats-route://h").is_err());
+        assert!(RouteUrl::parse("nats-route://:5").is_err());
+    }
+
+    #[test]
+    fn listen_address() {
+        let s = |listen: Option<&str>, host: Option<&str>, port| ClusterSettings {
+            listen: listen.map(Into::into),
+            host: host.map(Into::into),
+            port,
+            ..ClusterSettings::default()
+        };
+        assert_eq!(
+            s(Some("127.0.0.1:7000"), None, None).listen_addr().unwrap(),
+            "127.0.0.1:7000"
+        );
+        assert_eq!(s(None, Some("h"), Some(1)).listen_addr().unwrap(), "h:1");
+        assert_eq!(s(None, None, None).listen_addr().unwrap(), "0.0.0.0:6222");
+        assert!(s(Some("h:1"), Some("h"), None).listen_addr().is_err());
+        assert!(s(Some("nope"), None, None).listen_addr().is_err());
+    }
+}

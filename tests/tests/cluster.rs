@@ -1,0 +1,675 @@
+//! Clusters (issue 21, first step): hubd nodes connected by routes speaking nats-server 2.9's
+//! route protocol, with each other and with nats-server.
+//!
+//! Each test starts two servers on 127.0.0.1, each listing both route URLs (its own included,
+//! as a shared configuration does), and checks across the route: a subscriber on one node
+//! receives what is published on the other (plain, wildcard, with headers), a queue group
+//! with members on both nodes gets each message exactly once, request/reply works both ways,
+//! an unsubscribed subject stops crossing, and accounts stay apart across the route. Every
+//! pair is run as hubd + hubd, hubd + nats-server and nats-server + hubd (and nats-server +
+//! nats-server, the reference).
+//!
+//! Every wait is bounded.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use e2e::async_nats::{Client, HeaderMap};
+use e2e::serde_json::{json, Value};
+use e2e::{await_interest, free_port, next_msg, sync, unique, ServerKind, TestServer};
+use futures::StreamExt;
+
+/// The configuration of one member: its name, the cluster block with both route URLs, and two
+/// accounts (`A` with user `a`, `B` with user `b`).
+fn member(name: &str, route_port: u16, ports: [u16; 2]) -> Value {
+    json!({
+        "server_name": name,
+        "cluster": {
+            "name": "C",
+            "listen": format!("127.0.0.1:{route_port}"),
+            "routes": ports.iter().map(|p| format!("nats-route://127.0.0.1:{p}")).collect::<Vec<_>>(),
+        },
+        "accounts": {
+            "A": { "users": [ { "user": "a", "password": "a" } ] },
+            "B": { "users": [ { "user": "b", "password": "b" } ] },
+        },
+    })
+}
+
+/// Two members of cluster `C`, of the given kinds.
+async fn pair(kinds: [ServerKind; 2]) -> [TestServer; 2] {
+    let ports = [free_port(), free_port()];
+    let first = TestServer::with_config(kinds[0], member("n1", ports[0], ports)).await;
+    let second = TestServer::with_config(kinds[1], member("n2", ports[1], ports)).await;
+    [first, second]
+}
+
+async fn login(server: &TestServer, user: &str) -> Client {
+    server
+        .client_with(TestServer::options().user_and_password(user.into(), user.into()))
+        .await
+}
+
+/// Messages, plain and with headers, a wildcard subscription, request/reply both ways, and
+/// interest that goes away.
+async fn messages_cross_the_route(kinds: [ServerKind; 2]) {
+    let [n1, n2] = pair(kinds).await;
+    let c1 = login(&n1, "a").await;
+    let c2 = login(&n2, "a").await;
+    let mut sub = c2.subscribe("orders.>").await.unwrap();
+    sync(&c2).await;
+    await_interest(&c1, "orders.probe", &mut sub).await;
+
+    c1.publish("orders.1", "one".into()).await.unwrap();
+    let mut headers = HeaderMap::new();
+    headers.insert("K", "v");
+    c1.publish_with_headers("orders.2", headers, "two".into())
+        .await
+        .unwrap();
+    let m = next_msg(&mut sub).await;
+    assert_eq!(
+        (m.subject.as_str(), &m.payload[..]),
+        ("orders.1", &b"one"[..])
+    );
+    let m = next_msg(&mut sub).await;
+    assert_eq!(m.subject.as_str(), "orders.2");
+    assert_eq!(
+        m.headers
+            .as_ref()
+            .and_then(|h| h.get("K"))
+            .map(|v| v.as_str()),
+        Some("v"),
+        "{kinds:?}: headers lost across the route"
+    );
+
+    // Request/reply: a responder on n2, a requester on n1, and the other way round.
+    let mut service = c2.subscribe("svc.echo").await.unwrap();
+    sync(&c2).await;
+    let responder = c2.clone();
+    let task = tokio::spawn(async move {
+        while let Some(req) = service.next().await {
+            if let Some(reply) = req.reply {
+                responder.publish(reply, req.payload).await.unwrap();
+            }
+        }
+    });
+    let mut probe = c2.subscribe("svc.echo.probe").await.unwrap();
+    sync(&c2).await;
+    await_interest(&c1, "svc.echo.probe", &mut probe).await;
+    let answer = tokio::time::timeout(
+        Duration::from_secs(5),
+        c1.request("svc.echo", "ping".into()),
+    )
+    .await
+    .expect("request timed out")
+    .expect("request failed");
+    assert_eq!(&answer.payload[..], b"ping", "{kinds:?}");
+    task.abort();
+
+    // Interest removed on n2: nothing more crosses for it (a barrier subject still does).
+    drop(sub);
+    let mut after = c2.subscribe("after").await.unwrap();
+    sync(&c2).await;
+    await_interest(&c1, "after", &mut after).await;
+}
+
+/// A queue group with members on both nodes receives each message exactly once.
+async fn a_queue_group_gets_each_message_once(kinds: [ServerKind; 2]) {
+    let [n1, n2] = pair(kinds).await;
+    let c1 = login(&n1, "a").await;
+    let c2 = login(&n2, "a").await;
+    let mut q1 = c1.queue_subscribe("work", "workers".into()).await.unwrap();
+    let mut q2 = c2.queue_subscribe("work", "workers".into()).await.unwrap();
+    sync(&c1).await;
+    sync(&c2).await;
+    // The group's interest has crossed when a plain subscriber on n2 sees n1's probes.
+    let mut probe = c2.subscribe("work.probe").await.unwrap();
+    sync(&c2).await;
+    await_interest(&c1, "work.probe", &mut probe).await;
+
+    let n = 200;
+    for i in 0..n {
+        c1.publish("work", i.to_string().into()).await.unwrap();
+    }
+    sync(&c1).await;
+    let mut seen = HashSet::new();
+    let mut from = [0usize; 2];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while seen.len() < n {
+        let m = tokio::select! {
+            m = q1.next() => { from[0] += 1; m }
+            m = q2.next() => { from[1] += 1; m }
+            _ = tokio::time::sleep_until(deadline) => panic!("{kinds:?}: {} of {n} messages", seen.len()),
+        };
+        let m = m.expect("subscription ended");
+        let text = String::from_utf8_lossy(&m.payload).into_owned();
+        assert!(
+            seen.insert(text.clone()),
+            "{kinds:?}: message {text} delivered twice"
+        );
+    }
+    // Nothing more arrives (each message went to exactly one member).
+    sync(&c1).await;
+    sync(&c2).await;
+    let extra = tokio::time::timeout(Duration::from_millis(300), async {
+        tokio::select! { m = q1.next() => m, m = q2.next() => m }
+    })
+    .await;
+    assert!(
+        extra.is_err(),
+        "{kinds:?}: a message was delivered twice: {extra:?}"
+    );
+    assert_eq!(from[0] + from[1], n, "{kinds:?}");
+}
+
+/// Accounts stay apart across the route: B's subscriber on n2 receives nothing A publishes
+/// on n1, while B's own messages cross.
+async fn accounts_stay_apart(kinds: [ServerKind; 2]) {
+    let [n1, n2] = pair(kinds).await;
+    let a1 = login(&n1, "a").await;
+    let b1 = login(&n1, "b").await;
+    let b2 = login(&n2, "b").await;
+    let subject = unique("shared");
+    let mut sub = b2.subscribe(subject.clone()).await.unwrap();
+    sync(&b2).await;
+    await_interest(&b1, &subject, &mut sub).await;
+    a1.publish(subject.clone(), "from-a".into()).await.unwrap();
+    b1.publish(subject.clone(), "from-b".into()).await.unwrap();
+    let m = next_msg(&mut sub).await;
+    assert_eq!(
+        &m.payload[..],
+        b"from-b",
+        "{kinds:?}: A's message crossed into B"
+    );
+}
+
+/// A leaf (leafd) connected to n1 exchanges messages with clients of n2, both ways: the
+/// leaf's interest reaches n2 through n1's route, n2's interest reaches the leaf through n1.
+async fn a_leaf_reaches_the_whole_cluster(kinds: [ServerKind; 2]) {
+    let ports = [free_port(), free_port()];
+    let leaf_port = free_port();
+    let plain = |name: &str, route_port: u16, leaf: Option<u16>| {
+        let mut config = member(name, route_port, ports);
+        config.as_object_mut().map(|c| c.remove("accounts"));
+        if let Some(port) = leaf {
+            config["leafnodes"] = json!({ "listen": format!("127.0.0.1:{port}") });
+        }
+        config
+    };
+    let _n1 = TestServer::with_config(kinds[0], plain("n1", ports[0], Some(leaf_port))).await;
+    let n2 = TestServer::with_config(kinds[1], plain("n2", ports[1], None)).await;
+    let leaf = TestServer::with_config(
+        ServerKind::Leafd,
+        json!({ "leafnodes": { "remotes": [ { "url": format!("nats-leaf://127.0.0.1:{leaf_port}") } ] } }),
+    )
+    .await;
+    let lc = leaf.client().await;
+    let c2 = n2.client().await;
+    // Cluster -> leaf.
+    let mut at_leaf = lc.subscribe("to.leaf").await.unwrap();
+    sync(&lc).await;
+    await_interest(&c2, "to.leaf", &mut at_leaf).await;
+    c2.publish("to.leaf", "hello leaf".into()).await.unwrap();
+    assert_eq!(
+        &next_msg(&mut at_leaf).await.payload[..],
+        b"hello leaf",
+        "{kinds:?}"
+    );
+    // Leaf -> cluster.
+    let mut at_n2 = c2.subscribe("from.leaf").await.unwrap();
+    sync(&c2).await;
+    await_interest(&lc, "from.leaf", &mut at_n2).await;
+    lc.publish("from.leaf", "hello cluster".into())
+        .await
+        .unwrap();
+    assert_eq!(
+        &next_msg(&mut at_n2).await.payload[..],
+        b"hello cluster",
+        "{kinds:?}"
+    );
+    // A request from the leaf answered on n2.
+    let mut service = c2.subscribe("svc.leaf").await.unwrap();
+    sync(&c2).await;
+    let responder = c2.clone();
+    let task = tokio::spawn(async move {
+        while let Some(req) = service.next().await {
+            if let Some(reply) = req.reply {
+                responder.publish(reply, "answer".into()).await.unwrap();
+            }
+        }
+    });
+    let answer = e2e::bounded("a request from the leaf answered on n2", async {
+        loop {
+            if let Ok(Ok(m)) = tokio::time::timeout(
+                Duration::from_millis(500),
+                lc.request("svc.leaf", "q".into()),
+            )
+            .await
+            {
+                return m;
+            }
+        }
+    })
+    .await;
+    assert_eq!(&answer.payload[..], b"answer", "{kinds:?}");
+    task.abort();
+}
+
+/// Gossip: n2 and n3 are given only n1 as a route, and meet each other through it (a
+/// message crosses one route at most, so n3's subscriber hears n2's publisher only over a
+/// route n2–n3).
+async fn members_meet_through_a_seed(kinds: [ServerKind; 3]) {
+    let ports = [free_port(), free_port(), free_port()];
+    let config = |name: &str, port: u16, routes: &[u16]| {
+        json!({
+            "server_name": name,
+            "cluster": {
+                "name": "C",
+                "listen": format!("127.0.0.1:{port}"),
+                "routes": routes.iter().map(|p| format!("nats-route://127.0.0.1:{p}")).collect::<Vec<_>>(),
+            },
+        })
+    };
+    let _n1 = TestServer::with_config(kinds[0], config("n1", ports[0], &[])).await;
+    let n2 = TestServer::with_config(kinds[1], config("n2", ports[1], &[ports[0]])).await;
+    let n3 = TestServer::with_config(kinds[2], config("n3", ports[2], &[ports[0]])).await;
+    let c2 = n2.client().await;
+    let c3 = n3.client().await;
+    let mut sub = c3.subscribe("gossip.x").await.unwrap();
+    sync(&c3).await;
+    await_interest(&c2, "gossip.x", &mut sub).await;
+    c2.publish("gossip.x", "met".into()).await.unwrap();
+    assert_eq!(&next_msg(&mut sub).await.payload[..], b"met", "{kinds:?}");
+}
+
+mod members_meet_through_a_seed {
+    use e2e::ServerKind::{Hubd, NatsServer};
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hubd_hubd_hubd() {
+        super::members_meet_through_a_seed([Hubd, Hubd, Hubd]).await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nats_server_seed_hubd_members() {
+        super::members_meet_through_a_seed([NatsServer, Hubd, Hubd]).await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hubd_seed_mixed_members() {
+        super::members_meet_through_a_seed([Hubd, NatsServer, Hubd]).await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hubd_seed_nats_server_members() {
+        super::members_meet_through_a_seed([Hubd, NatsServer, NatsServer]).await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nats_server_nats_server_nats_server() {
+        super::members_meet_through_a_seed([NatsServer, NatsServer, NatsServer]).await
+    }
+}
+
+/// A member of another cluster is refused, and both sides say why in their logs.
+async fn another_cluster_is_refused(kinds: [ServerKind; 2]) {
+    let ports = [free_port(), free_port()];
+    let mut other = member("n2", ports[1], ports);
+    other["cluster"]["name"] = json!("D");
+    let n1 = TestServer::with_config(kinds[0], member("n1", ports[0], ports)).await;
+    let n2 = TestServer::with_config(kinds[1], other).await;
+    for server in [&n1, &n2] {
+        if server.kind() == ServerKind::Hubd {
+            e2e::wait_for_log(server, "cluster name", 1).await;
+        }
+    }
+    // No route: n2's subscriber never hears n1.
+    let c1 = login(&n1, "a").await;
+    let c2 = login(&n2, "a").await;
+    let mut sub = c2.subscribe("x").await.unwrap();
+    sync(&c2).await;
+    for _ in 0..5 {
+        c1.publish("x", "no".into()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let got = tokio::time::timeout(Duration::from_millis(300), sub.next()).await;
+    assert!(
+        got.is_err(),
+        "{kinds:?}: a message crossed between two clusters"
+    );
+}
+
+/// A route must present the cluster's credentials: wrong ones are refused (both logs say so),
+/// the right ones connect.
+async fn route_credentials_are_checked(kinds: [ServerKind; 2]) {
+    let ports = [free_port(), free_port()];
+    let with_auth = |name: &str, port: u16, password: &str| {
+        let mut config = member(name, port, ports);
+        config["cluster"]["authorization"] = json!({ "user": "ruser", "password": "secret" });
+        config["cluster"]["routes"] = json!([format!(
+            "nats-route://ruser:{password}@127.0.0.1:{}",
+            if port == ports[0] { ports[1] } else { ports[0] }
+        )]);
+        config
+    };
+    let n1 = TestServer::with_config(kinds[0], with_auth("n1", ports[0], "wrong")).await;
+    let n2 = TestServer::with_config(kinds[1], with_auth("n2", ports[1], "wrong")).await;
+    for server in [&n1, &n2] {
+        if server.kind() == ServerKind::Hubd {
+            e2e::wait_for_log(server, "Authorization Violation", 1).await;
+        }
+    }
+    drop((n1, n2));
+    let n1 = TestServer::with_config(kinds[0], with_auth("n1", ports[0], "secret")).await;
+    let n2 = TestServer::with_config(kinds[1], with_auth("n2", ports[1], "secret")).await;
+    let c1 = login(&n1, "a").await;
+    let c2 = login(&n2, "a").await;
+    let mut sub = c2.subscribe("authed").await.unwrap();
+    sync(&c2).await;
+    await_interest(&c1, "authed", &mut sub).await;
+}
+
+/// A member killed and started again rejoins and gets the current interest: n1's subscriber
+/// hears the new n2's publisher, and n2's new subscriber hears n1.
+async fn a_restarted_member_rejoins(kinds: [ServerKind; 2]) {
+    let ports = [free_port(), free_port()];
+    let n1 = TestServer::with_config(kinds[0], member("n1", ports[0], ports)).await;
+    let mut n2 = TestServer::with_config(kinds[1], member("n2", ports[1], ports)).await;
+    let c1 = login(&n1, "a").await;
+    let mut at_n1 = c1.subscribe("to.n1").await.unwrap();
+    sync(&c1).await;
+    {
+        let c2 = login(&n2, "a").await;
+        await_interest(&c2, "to.n1", &mut at_n1).await;
+    }
+    n2.kill();
+    let n2 = TestServer::with_config(kinds[1], member("n2", ports[1], ports)).await;
+    let c2 = login(&n2, "a").await;
+    await_interest(&c2, "to.n1", &mut at_n1).await;
+    let mut at_n2 = c2.subscribe("to.n2").await.unwrap();
+    sync(&c2).await;
+    await_interest(&c1, "to.n2", &mut at_n2).await;
+}
+
+/// A fake member that breaks the protocol is closed with an `-ERR`, and only its route: the
+/// real route between n1 and n2 keeps working. Bad inputs: a malformed `RS+`, an `RMSG`
+/// whose size lies, an `RS+` before the handshake.
+async fn a_malformed_route_closes_alone(kinds: [ServerKind; 2]) {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    let ports = [free_port(), free_port()];
+    let n1 = TestServer::with_config(kinds[0], member("n1", ports[0], ports)).await;
+    let n2 = TestServer::with_config(kinds[1], member("n2", ports[1], ports)).await;
+    let c1 = login(&n1, "a").await;
+    let c2 = login(&n2, "a").await;
+    let mut sub = c2.subscribe("alive").await.unwrap();
+    sync(&c2).await;
+    await_interest(&c1, "alive", &mut sub).await;
+    let bad: [&[u8]; 3] = [b"RS+ $G\r\n", b"RMSG $G x 2\r\ntoo long\r\n", b"PING\r\n"];
+    for (i, input) in bad.iter().enumerate() {
+        if i == 2 && kinds[0] == ServerKind::NatsServer {
+            // nats-server waits for the CONNECT (its handshake timeout closes it later).
+            continue;
+        }
+        let stream = tokio::net::TcpStream::connect(("127.0.0.1", ports[0]))
+            .await
+            .unwrap();
+        let mut conn = BufReader::new(stream);
+        let mut info = String::new();
+        conn.read_line(&mut info).await.unwrap();
+        assert!(info.starts_with("INFO "), "{info}");
+        if i < 2 {
+            let hello = format!(
+                "CONNECT {{\"echo\":true,\"verbose\":false,\"headers\":true,\"name\":\"NFAKE{i}\",\"cluster\":\"C\"}}\r\n\
+                 INFO {{\"server_id\":\"NFAKE{i}\",\"server_name\":\"fake{i}\",\"cluster\":\"C\",\"port\":1,\"headers\":true}}\r\n"
+            );
+            conn.get_mut().write_all(hello.as_bytes()).await.unwrap();
+        } else {
+            // Before any CONNECT: a route op is a protocol error.
+            conn.get_mut().write_all(b"RS+ $G foo\r\n").await.unwrap();
+        }
+        conn.get_mut().write_all(input).await.unwrap();
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut rest)).await;
+        assert!(
+            read.is_ok(),
+            "{kinds:?}: bad input {i} did not close the fake route"
+        );
+        if kinds[0] == ServerKind::Hubd {
+            let text = String::from_utf8_lossy(&rest);
+            assert!(
+                text.contains("-ERR"),
+                "{kinds:?}: bad input {i}: no -ERR in {text:?}"
+            );
+        }
+    }
+    // The real route lives on.
+    c1.publish("alive", "still".into()).await.unwrap();
+    assert_eq!(&next_msg(&mut sub).await.payload[..], b"still", "{kinds:?}");
+}
+
+/// `/routez` and `/varz` show the route on each member, with nats-server's keys; `/metrics`
+/// counts it.
+async fn monitoring_shows_the_routes(kinds: [ServerKind; 2]) {
+    let ports = [free_port(), free_port()];
+    let http = [free_port(), free_port()];
+    let mut servers = Vec::new();
+    for (i, name) in ["n1", "n2"].into_iter().enumerate() {
+        let mut config = member(name, ports[i], ports);
+        config["http_port"] = json!(http[i]);
+        servers.push(TestServer::with_config(kinds[i], config).await);
+    }
+    let c1 = login(&servers[0], "a").await;
+    let c2 = login(&servers[1], "a").await;
+    let mut sub = c2.subscribe("seen").await.unwrap();
+    sync(&c2).await;
+    await_interest(&c1, "seen", &mut sub).await;
+    let mut ids = Vec::new();
+    for port in http {
+        let (_, varz) = e2e::http_get(port, "/varz").await;
+        ids.push(varz["server_id"].as_str().unwrap_or_default().to_owned());
+        assert_eq!(varz["cluster"]["name"], "C", "{kinds:?}: {varz}");
+    }
+    // The keys nats-server 2.9 gives a route in /routez.
+    let keys = [
+        "rid",
+        "remote_id",
+        "did_solicit",
+        "is_configured",
+        "ip",
+        "port",
+        "start",
+        "last_activity",
+        "uptime",
+        "idle",
+        "pending_size",
+        "in_msgs",
+        "out_msgs",
+        "in_bytes",
+        "out_bytes",
+        "subscriptions",
+    ];
+    for (i, port) in http.into_iter().enumerate() {
+        let (status, routez) = e2e::http_get(port, "/routez").await;
+        assert_eq!(status, 200, "{kinds:?}");
+        assert_eq!(routez["num_routes"], 1, "{kinds:?}: {routez}");
+        let route = &routez["routes"][0];
+        assert_eq!(
+            route["remote_id"],
+            ids[1 - i].as_str(),
+            "{kinds:?}: {routez}"
+        );
+        for key in keys {
+            assert!(
+                route.get(key).is_some(),
+                "{:?}: no {key} in {route}",
+                kinds[i]
+            );
+        }
+        if kinds[i] == ServerKind::Hubd {
+            if i == 0 {
+                // n2's subscriber: interest n1 learned over the route.
+                assert!(
+                    route["subscriptions"].as_u64() >= Some(1),
+                    "{kinds:?}: {route}"
+                );
+            }
+            let metrics = e2e::http_get_text(port, "/metrics").await;
+            assert!(metrics.contains("hubd_routes 1"), "{kinds:?}: {metrics}");
+        }
+    }
+}
+
+/// Leaves see the whole cluster: n1's leafnode INFO lists n2's leafnode URL too
+/// (`leafnode_urls`), so a leaf connected to n1 reconnects to n2 when n1 is killed, and its
+/// traffic flows again.
+async fn a_leaf_fails_over_to_another_member(kinds: [ServerKind; 2]) {
+    let ports = [free_port(), free_port()];
+    let leaf_ports = [free_port(), free_port()];
+    let config = |i: usize, name: &str| {
+        let mut config = member(name, ports[i], ports);
+        config.as_object_mut().map(|c| c.remove("accounts"));
+        config["leafnodes"] = json!({ "listen": format!("127.0.0.1:{}", leaf_ports[i]) });
+        config
+    };
+    let mut n1 = TestServer::with_config(kinds[0], config(0, "n1")).await;
+    let n2 = TestServer::with_config(kinds[1], config(1, "n2")).await;
+    let c2 = n2.client().await;
+    let mut at_n2 = c2.subscribe("fo.x").await.unwrap();
+    sync(&c2).await;
+    // The route is up once n1's client hears n2's subscriber; then the leaf connects to n1.
+    {
+        let c1 = n1.client().await;
+        await_interest(&c1, "fo.x", &mut at_n2).await;
+    }
+    let leaf = TestServer::with_config(
+        ServerKind::Leafd,
+        json!({ "leafnodes": { "remotes": [ { "url": format!("nats-leaf://127.0.0.1:{}", leaf_ports[0]) } ] } }),
+    )
+    .await;
+    let lc = leaf.client().await;
+    await_interest(&lc, "fo.x", &mut at_n2).await;
+    n1.kill();
+    // The leaf reconnects to n2 (learned from n1's INFO) and its messages flow again.
+    await_interest(&lc, "fo.x", &mut at_n2).await;
+}
+
+/// A gateway whose hub member dies reconnects to another member (learned from the leafnode
+/// INFO) and its uplink finishes exactly once: leafd is connected to n1 (no JetStream); the
+/// hub stream lives on n2 (JetStream, domain `hub`), reached through n1's route; n1 is
+/// SIGKILLed in the middle of the replay.
+async fn an_uplink_survives_its_member(kinds: [ServerKind; 2]) {
+    use e2e::uplink::{await_hub_count, check_hub_stream, leafd_config, publish_range};
+    use e2e::StoreDir;
+    const N: u64 = 6_000;
+    let ports = [free_port(), free_port()];
+    let leaf_ports = [free_port(), free_port()];
+    let hub_store = StoreDir::new();
+    let config = |i: usize, name: &str| {
+        let mut config = member(name, ports[i], ports);
+        config.as_object_mut().map(|c| c.remove("accounts"));
+        config["leafnodes"] = json!({ "listen": format!("127.0.0.1:{}", leaf_ports[i]) });
+        if i == 1 {
+            config["jetstream"] = json!({ "store_dir": hub_store.path(), "domain": "hub" });
+        }
+        config
+    };
+    let mut n1 = TestServer::with_config(kinds[0], config(0, "n1")).await;
+    let n2 = TestServer::with_config(kinds[1], config(1, "n2")).await;
+    let hub = n2.client().await;
+    // The route is up (n2's interest reaches n1) before the gateway connects to n1.
+    {
+        let c1 = n1.client().await;
+        let mut probe = hub.subscribe("up.probe").await.unwrap();
+        sync(&hub).await;
+        await_interest(&c1, "up.probe", &mut probe).await;
+    }
+    let leaf_store = StoreDir::new();
+    let leafd = TestServer::with_config(
+        ServerKind::Leafd,
+        leafd_config(
+            &leaf_store,
+            &format!("nats-leaf://127.0.0.1:{}", leaf_ports[0]),
+            &json!({}),
+        ),
+    )
+    .await;
+    let lc = leafd.client().await;
+    publish_range(&lc, 0, N / 2).await;
+    await_hub_count(&hub, N / 10, Duration::from_secs(60)).await;
+    n1.kill();
+    publish_range(&lc, N / 2, N).await;
+    await_hub_count(&hub, N, Duration::from_secs(120)).await;
+    check_hub_stream(&hub, N).await;
+}
+
+mod an_uplink_survives_its_member {
+    use e2e::ServerKind::{Hubd, NatsServer};
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hubd_hubd() {
+        super::an_uplink_survives_its_member([Hubd, Hubd]).await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nats_server_hubd() {
+        super::an_uplink_survives_its_member([NatsServer, Hubd]).await
+    }
+}
+
+/// hubd takes its cluster from nats-server's flags too (`-cluster`, `-cluster_name`,
+/// `-routes`, Go style), with no `cluster` block in its file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_flags_as_nats_server() {
+    let ports = [free_port(), free_port()];
+    let n1 = TestServer::with_config(ServerKind::Hubd, member("n1", ports[0], ports)).await;
+    let mut config = member("n2", ports[1], ports);
+    config.as_object_mut().map(|c| c.remove("cluster"));
+    let n2 = TestServer::builder(ServerKind::Hubd)
+        .config(config)
+        .arg("-cluster")
+        .arg(format!("nats://127.0.0.1:{}", ports[1]))
+        .arg("-cluster_name")
+        .arg("C")
+        .arg("-routes")
+        .arg(format!("nats-route://127.0.0.1:{}", ports[0]))
+        .start()
+        .await;
+    let c1 = login(&n1, "a").await;
+    let c2 = login(&n2, "a").await;
+    let mut sub = c2.subscribe("flags").await.unwrap();
+    sync(&c2).await;
+    await_interest(&c1, "flags", &mut sub).await;
+}
+
+/// Every test for every mix of members.
+macro_rules! cluster_tests {
+    ($($name:ident),+ $(,)?) => {
+        $(
+            mod $name {
+                use e2e::ServerKind::{Hubd, NatsServer};
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn hubd_hubd() {
+                    super::$name([Hubd, Hubd]).await
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn hubd_nats_server() {
+                    super::$name([Hubd, NatsServer]).await
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn nats_server_hubd() {
+                    super::$name([NatsServer, Hubd]).await
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn nats_server_nats_server() {
+                    super::$name([NatsServer, NatsServer]).await
+                }
+            }
+        )+
+    };
+}
+
+cluster_tests!(
+    a_leaf_fails_over_to_another_member,
+    a_leaf_reaches_the_whole_cluster,
+    a_malformed_route_closes_alone,
+    a_restarted_member_rejoins,
+    another_cluster_is_refused,
+    monitoring_shows_the_routes,
+    route_credentials_are_checked,
+    messages_cross_the_route,
+    a_queue_group_gets_each_message_once,
+    accounts_stay_apart
+);
