@@ -35,6 +35,9 @@
 //!   [`server::tls`], the leafnode links' [`leafnode::tls`].
 //! * [`redact`]: credentials hidden wherever something is displayed (logs, pages, metrics,
 //!   errors, `Debug`).
+//! * [`fleet`]: the fleet status record a leafd publishes over its link and hubd keeps
+//!   (its format, bounds and parser); [`status_page`]: what the command-line views of a
+//!   running server (`leafd status`, `hubd fleet`) share.
 //! * [`app`]: the runtime pieces both binaries' `main` are built from: logging, signals,
 //!   starting the server with its links and JetStream, reloading the shared keys.
 //!
@@ -46,12 +49,14 @@ pub mod auth;
 pub mod budget;
 pub mod cli;
 pub mod config;
+pub mod fleet;
 pub mod jetstream;
 pub mod leafnode;
 pub mod monitor;
 pub mod redact;
 pub mod reload;
 pub mod server;
+pub mod status_page;
 pub mod sublist;
 pub mod system;
 pub mod tls;

@@ -701,6 +701,13 @@ pub fn label(v: &str) -> String {
 #[derive(Default)]
 pub struct Metrics(String);
 
+impl AsRef<str> for Metrics {
+    /// The text written so far.
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
 impl Metrics {
     /// Writes one family: its help, type and samples (label set, value).
     pub fn family(&mut self, name: &str, kind: &str, help: &str, samples: &[(String, f64)]) {

@@ -1,6 +1,6 @@
 //! What the `hubd` binary runs: the shared server (`leaf_core::app`), its leafnode links,
-//! JetStream and the monitoring port, reloads of the shared keys on SIGHUP, and the
-//! `check-config` command.
+//! JetStream and the monitoring port with the fleet view (`/fleetz`), reloads of the shared
+//! keys on SIGHUP, and the `check-config` and `fleet` commands.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -40,6 +40,16 @@ enum Command {
         /// The configuration file (TOML, or JSON when it ends in .json).
         file: PathBuf,
     },
+    /// Show every gateway that sent this hub a status record (connected or when last seen,
+    /// backlog, rate, ETA, alarms), read from the hub's monitoring port (`/fleetz`).
+    Fleet {
+        /// The monitoring address (`host:port`, or just the port on 127.0.0.1).
+        #[arg(long, short = 'm', default_value = "127.0.0.1:8222")]
+        monitor: String,
+        /// Print the `/fleetz` JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Runs `hubd`.
@@ -48,6 +58,16 @@ pub fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(code) => return code,
     };
+    if let Some(Command::Fleet { monitor, json }) = &cli.command {
+        let addr = leaf_core::status_page::monitor_addr(monitor);
+        return match crate::fleet::cmd::run(&addr, *json) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("{NAME}: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
     if let Some(Command::CheckConfig { file }) = &cli.command {
         return check_config(
             NAME,
@@ -119,6 +139,7 @@ async fn serve(
     };
     let pages = Arc::new(HubPages {
         routes: routes.clone(),
+        fleet: None,
     });
     let started = match routes {
         Some(routes) => {
@@ -146,6 +167,20 @@ async fn serve(
             Err(e) => return fail(NAME, e),
         },
     };
+    // The fleet view: the leaves' status records, on the monitoring port.
+    let store_dir = cfg.jetstream.enabled.then(|| {
+        let state = std::env::var_os("STATE_DIRECTORY");
+        leaf_core::app::jetstream_options(&cfg, state.as_deref()).map(|o| o.store_dir)
+    });
+    let fleet = crate::fleet::Fleet::start(
+        node.shared(),
+        node.leaf.clone(),
+        store_dir.and_then(Result::ok).as_deref(),
+    );
+    let pages = Arc::new(HubPages {
+        routes: pages.routes.clone(),
+        fleet: Some(crate::fleet::pages::FleetPages(fleet.fleet.clone())),
+    });
     let _monitor = match node.monitor(&cfg, Some(pages)).await {
         Ok(m) => m,
         Err(msg) => return fail(NAME, msg),
@@ -154,6 +189,7 @@ async fn serve(
     let _reloader = reload_on_sighup(cfg, shared, HubReload { args, hub });
     let shutdown = shutdown_signal();
     node.server.run(shutdown, DRAIN_LIMIT).await;
+    fleet.fleet.save();
     info!("{NAME} stopped");
     ExitCode::SUCCESS
 }

@@ -5,10 +5,12 @@
 //! `leaf-core` where both binaries need them, as they are built.
 //!
 //! * [`app`]: what the binary runs (flags, configuration, the server, reloads);
-//! * [`config`]: its configuration: the shared keys only.
+//! * [`config`]: its configuration: the shared keys only;
+//! * [`fleet`]: the fleet view: the leaves' status records, `/fleetz`, `hubd fleet`.
 
 mod app;
 mod config;
+mod fleet;
 mod monitor;
 mod operator;
 mod peers;

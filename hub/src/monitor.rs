@@ -7,7 +7,8 @@
 //!   `in_bytes`, `out_bytes`, `subscriptions`), plus `remote_name`;
 //! * `/varz`: the `cluster` block (`name`, `addr`, `cluster_port`, `urls`), as nats-server's;
 //! * `/metrics`: `hubd_routes` and, per route (labelled by the peer's server name),
-//!   traffic, RTT and announced interest.
+//!   traffic, RTT and announced interest;
+//! * `/fleetz` and the fleet's metric families: the fleet view (`crate::fleet::pages`).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -16,27 +17,37 @@ use std::time::Duration;
 use leaf_core::monitor::{system_rfc3339, Family, Metrics, Pages};
 use serde_json::{json, Value};
 
+use crate::fleet::pages::FleetPages;
 use crate::route::{Established, Routes};
 
-/// hubd's pages: its cluster's routes, when it has a cluster.
+/// hubd's pages: its cluster's routes, when it has a cluster, and the fleet view
+/// (`crate::fleet::pages`).
 pub struct HubPages {
     /// The routes (`None`: no `cluster` block).
     pub routes: Option<Arc<Routes>>,
+    /// The fleet view's pages (`/fleetz`, its metrics).
+    pub fleet: Option<FleetPages>,
 }
 
 impl Pages for HubPages {
     fn paths(&self) -> &'static [&'static str] {
-        &["/routez"]
+        &["/routez", "/fleetz"]
     }
 
     fn page(&self, path: &str, server_id: &str, now: &str) -> Option<Value> {
         match path {
             "/routez" => Some(routez(self.routes.as_deref(), server_id, now)),
-            _ => None,
+            _ => self
+                .fleet
+                .as_ref()
+                .and_then(|f| f.page(path, server_id, now)),
         }
     }
 
     fn metrics(&self, out: &mut Metrics) {
+        if let Some(fleet) = &self.fleet {
+            fleet.metrics(out);
+        }
         let routes = self
             .routes
             .as_deref()

@@ -1,6 +1,6 @@
 //! What the `leafd` binary runs: the shared server (`leaf_core::app`) with the gateway's own
-//! parts: the uplinks, the gateways, systemd notifications, leafd's monitoring pages, its
-//! part of a reload, and the `status` and `check-config` commands.
+//! parts: the uplinks, the gateways, systemd notifications, leafd's monitoring pages, the
+//! fleet status records, its part of a reload, and the `status` and `check-config` commands.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -79,11 +79,7 @@ pub fn main() -> ExitCode {
 
 /// `leafd status`: renders the uplinks of the leafd whose monitoring port is `monitor`.
 fn status(monitor: &str, once: bool) -> ExitCode {
-    let addr = if monitor.contains(':') {
-        monitor.to_owned()
-    } else {
-        format!("127.0.0.1:{monitor}")
-    };
+    let addr = leaf_core::status_page::monitor_addr(monitor);
     match crate::status_cmd::run(&addr, once) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -134,6 +130,19 @@ async fn serve(
         Ok(m) => m,
         Err(msg) => return fail(NAME, msg),
     };
+    // The fleet status records for the hub, with a leafnode remote.
+    let reporter = node.leaf.clone().and_then(|leaf| {
+        crate::fleet::Reporter::start(
+            &cfg.fleet,
+            crate::fleet::Parts {
+                shared: Arc::downgrade(node.shared()),
+                leaf,
+                uplinks: uplinks.clone(),
+                sources: gateways.registry().clone(),
+                js: node.jetstream.clone(),
+            },
+        )
+    });
     // The SIGHUP handler is installed here, before READY=1: a reload right after the
     // start must not kill the process (SIGHUP's default action).
     let gateways = Arc::new(Mutex::new(gateways));
@@ -156,6 +165,10 @@ async fn serve(
     let shutdown = async {
         shutdown.await;
         crate::systemd::stopping();
+        // The last record goes out with the links' queues, which the drain flushes.
+        if let Some(reporter) = &reporter {
+            reporter.publish_final();
+        }
     };
     node.server.run(shutdown, DRAIN_LIMIT).await;
     if let Ok(mut g) = gateways.lock() {

@@ -1,8 +1,9 @@
 //! leafd's configuration: the keys both binaries read (`leaf_core::config`: listeners, limits,
 //! authorization, JetStream, leafnodes), the store-and-forward uplinks ([`uplink`]) and the
-//! gateways (`crate::gateway::config`: `board`, `[[serial]]`, `[[modbus]]`, `[[gpio]]`), read
-//! from one file in one pass. `leafd.example.toml` at the crate root documents every key; a
-//! unit test parses it, so it cannot drift from the code.
+//! gateways (`crate::gateway::config`: `board`, `[[serial]]`, `[[modbus]]`, `[[gpio]]`) and the
+//! fleet status records (`[fleet]`, `crate::fleet::Settings`), read from one file in one pass.
+//! `leafd.example.toml` at the crate root documents every key; a unit test parses it, so it
+//! cannot drift from the code.
 //!
 //! [`Config`] holds the shared configuration as a field: `cfg.server.port`,
 //! `cfg.server.jetstream` are the shared keys, `cfg.uplinks` and `cfg.gateways` leafd's own.
@@ -33,6 +34,8 @@ pub struct Config {
     pub uplinks: Vec<Uplink>,
     /// The gateways: `board`, `boards_dir`, `[[serial]]`, `[[modbus]]`, `[[gpio]]`.
     pub gateways: crate::gateway::config::Settings,
+    /// The fleet status records sent to the hub (`[fleet]`).
+    pub fleet: crate::fleet::Settings,
 }
 
 impl AsRef<leaf_core::config::Config> for Config {
@@ -47,15 +50,23 @@ impl AsMut<leaf_core::config::Config> for Config {
     }
 }
 
-/// leafd's own top-level keys: `uplinks`, then the gateways'. `server` is filled by the
+/// leafd's own top-level keys: `uplinks`, `fleet`, then the gateways'. `server` is filled by the
 /// loaders below from the shared part of the file.
 impl Extension for Config {
-    const KEYS: &'static [&'static str] =
-        &["uplinks", "board", "boards_dir", "serial", "modbus", "gpio"];
+    const KEYS: &'static [&'static str] = &[
+        "uplinks",
+        "fleet",
+        "board",
+        "boards_dir",
+        "serial",
+        "modbus",
+        "gpio",
+    ];
 
     fn read_key<'de, A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<(), A::Error> {
         match key {
             "uplinks" => self.uplinks = map.next_value_seed(value::TableList::new())?,
+            "fleet" => self.fleet = map.next_value_seed(value::TableSeed::new())?,
             _ => self.gateways.read_key(key, map)?,
         }
         Ok(())

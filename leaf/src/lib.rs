@@ -11,6 +11,8 @@
 //!   `leaf-frames` crate.
 //! * [`config`]: leafd's configuration: the shared keys, the uplinks and the gateways in one
 //!   file.
+//! * [`fleet`]: the fleet status record leafd publishes over its leafnode links for the hub
+//!   (`[fleet]`).
 //! * [`reload`]: what a SIGHUP may change of leafd's own keys (uplink limits, the gateways).
 //! * [`monitor`]: leafd's monitoring pages (`/uplinkz`, `/sourcesz`) and metrics.
 //! * [`systemd`]: sd_notify (READY, STATUS, STOPPING, the watchdog) without libsystemd.
@@ -22,6 +24,7 @@
 
 pub mod app;
 pub mod config;
+pub mod fleet;
 pub mod gateway;
 pub mod monitor;
 pub mod reload;

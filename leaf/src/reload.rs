@@ -20,10 +20,10 @@
 //!   [`remote_files_digest`]); a file that became unreadable or invalid refuses the reload of
 //!   that remote, which keeps running with what it had;
 //! * who may connect (`authorization`, the accounts' users; see `leaf_core::reload`);
-//! * any other difference (the leafnode listener's `leafnodes.listen`, its `authorization`, `tls`,
-//!   the links' `reconnect`, `ping_interval`, `ping_max`, and every server setting) refuses
-//!   the whole reload with a message naming the key, and the running configuration stays as
-//!   it was.
+//! * any other difference (`fleet.interval`, the leafnode listener's `leafnodes.listen`, its
+//!   `authorization`, `tls`, the links' `reconnect`, `ping_interval`, `ping_max`, and every
+//!   server setting) refuses the whole reload with a message naming the key, and the running
+//!   configuration stays as it was.
 
 use leaf_core::reload::{self as shared, Refused, RemoteChange};
 
@@ -93,6 +93,9 @@ pub fn plan(running: &Config, new: &Config) -> Result<Plan, Refused> {
             &merged,
             &new.uplinks,
         )));
+    }
+    if running.fleet != new.fleet {
+        return Err(Refused::cannot_change("fleet.interval"));
     }
     let server = shared::plan(&running.server, &new.server)?;
     let mut plan = Plan {
@@ -184,6 +187,14 @@ mod tests {
         assert_eq!(p.uplinks[0].1.max_msgs, Some(50));
         assert_eq!(p.uplinks[0].1.rate_limit, Some(1 << 20));
         assert!(!p.gateways);
+    }
+
+    #[test]
+    fn the_fleet_interval_needs_a_restart() {
+        let running = cfg(BASE);
+        let new = cfg(&format!("{BASE}\n[fleet]\ninterval = \"1m\"\n"));
+        let err = plan(&running, &new).unwrap_err();
+        assert_eq!(err.key, "fleet.interval");
     }
 
     #[test]

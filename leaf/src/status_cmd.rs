@@ -2,62 +2,18 @@
 //! (`/uplinkz`), with a progress bar and an ETA per uplink. In a terminal it refreshes every
 //! second until interrupted (or until every backlog is forwarded); otherwise it prints once.
 
-use std::io::{IsTerminal, Read, Write};
-use std::net::TcpStream;
+use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
+use leaf_core::status_page::{human_bytes, human_duration, PageError};
 use serde_json::Value;
 
 /// Why the status could not be shown.
-#[derive(Debug, thiserror::Error)]
-pub enum StatusError {
-    /// The monitoring port did not answer.
-    #[error("cannot reach leafd's monitoring port at {addr}: {source} (is leafd running with http_port / -m set?)")]
-    Connect {
-        /// The address tried.
-        addr: String,
-        /// The OS error.
-        source: std::io::Error,
-    },
-    /// The answer was not the expected page.
-    #[error("unexpected answer from {addr}: {reason}")]
-    BadAnswer {
-        /// The address asked.
-        addr: String,
-        /// What was wrong.
-        reason: String,
-    },
-}
+pub type StatusError = PageError;
 
 /// Fetches `/uplinkz` from `addr` (`host:port`).
 pub fn fetch(addr: &str) -> Result<Value, StatusError> {
-    let connect_err = |source| StatusError::Connect {
-        addr: addr.to_string(),
-        source,
-    };
-    let bad = |reason: String| StatusError::BadAnswer {
-        addr: addr.to_string(),
-        reason,
-    };
-    let mut stream = TcpStream::connect(addr).map_err(connect_err)?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .map_err(connect_err)?;
-    write!(
-        stream,
-        "GET /uplinkz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(connect_err)?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).map_err(connect_err)?;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| bad("no HTTP header".into()))?;
-    if !head.starts_with("HTTP/1.1 200") {
-        return Err(bad(head.lines().next().unwrap_or_default().to_string()));
-    }
-    serde_json::from_str(body).map_err(|e| bad(format!("invalid JSON: {e}")))
+    leaf_core::status_page::fetch("leafd", addr, "/uplinkz")
 }
 
 /// One line (plus a detail line) per uplink.
@@ -142,30 +98,6 @@ fn all_done(page: &Value) -> bool {
         .is_some_and(|u| u.iter().all(|u| u["backlog_msgs"].as_u64() == Some(0)))
 }
 
-fn human_duration(secs: f64) -> String {
-    let s = secs.max(0.0).round() as u64;
-    match s {
-        0..=59 => format!("{s}s"),
-        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
-        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
-    }
-}
-
-fn human_bytes(b: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
-    let mut v = b as f64;
-    let mut unit = 0;
-    while v >= 1000.0 && unit + 1 < UNITS.len() {
-        v /= 1000.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{b} B")
-    } else {
-        format!("{v:.1} {}", UNITS.get(unit).copied().unwrap_or("B"))
-    }
-}
-
 /// Runs `leafd status`: prints once, or refreshes every second in a terminal (unless
 /// `once`). Returns the process exit code.
 pub fn run(addr: &str, once: bool) -> Result<(), StatusError> {
@@ -228,12 +160,5 @@ mod tests {
             render(&json!({"uplinks": []}), 10),
             vec!["no uplinks configured"]
         );
-    }
-
-    #[test]
-    fn units() {
-        assert_eq!(human_duration(3700.0), "1h01m");
-        assert_eq!(human_bytes(999), "999 B");
-        assert_eq!(human_bytes(1_500_000), "1.5 MB");
     }
 }

@@ -771,6 +771,21 @@ impl LeafState {
         self.lock_entries().iter().map(|e| e.snapshot()).collect()
     }
 
+    /// The accepted links that are up: each one's connection id (the id of the
+    /// `Publisher::Link` its messages come from) and the server name its leaf announced.
+    /// hubd's fleet view matches status records against them.
+    pub fn accepted_links(&self) -> Vec<(u64, String)> {
+        self.lock_entries()
+            .iter()
+            .filter(|e| !e.solicited)
+            .filter_map(|e| {
+                let id = e.link.borrow().as_ref().map(|h| h.id)?;
+                let s = e.lock();
+                s.connected.then(|| (id, s.remote_server.clone()))
+            })
+            .collect()
+    }
+
     fn lock_entries(&self) -> MutexGuard<'_, Vec<Arc<LinkEntry>>> {
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -962,6 +977,14 @@ mod tests {
         assert_eq!(st[0].msgs_in, 3);
         assert_eq!(st[0].last_error.as_deref(), Some("closed"));
         assert!(!st[1].solicited);
+        // Up, but without its connection published yet: not listed.
+        assert!(state.accepted_links().is_empty());
+        let handle = Arc::new(ClientHandle::new(42, 1024));
+        remote.set_link(Some(handle.clone()));
+        accepted.set_link(Some(handle));
+        assert_eq!(state.accepted_links(), vec![(42, "leaf".to_owned())]);
+        accepted.down("gone".into());
+        assert!(state.accepted_links().is_empty());
         state.remove_accepted(&accepted);
         assert_eq!(state.status().len(), 1);
         assert!(state.remote_entry(1).is_none());

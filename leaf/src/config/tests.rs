@@ -15,10 +15,45 @@ fn toml(text: &str) -> Result<Config, ConfigError> {
 }
 
 #[test]
-fn leafd_keys_are_the_uplinks_and_the_gateways() {
+fn leafd_keys_are_the_uplinks_fleet_and_the_gateways() {
     let gateway = <crate::gateway::config::Settings as Extension>::KEYS;
-    assert_eq!(Config::KEYS.first(), Some(&"uplinks"));
-    assert_eq!(&Config::KEYS[1..], gateway);
+    assert_eq!(&Config::KEYS[..2], ["uplinks", "fleet"]);
+    assert_eq!(&Config::KEYS[2..], gateway);
+}
+
+/// `[fleet]`: the interval of the status records, checked with the key (and, for a value
+/// of the wrong type or an unknown key, the line) named.
+#[test]
+fn fleet_settings_are_checked() {
+    let check = |text: &str| {
+        toml(text)
+            .and_then(|c| c.validate().map(|()| c))
+            .map_err(|e| e.to_string())
+    };
+    assert_eq!(
+        check("").unwrap().fleet.interval,
+        crate::fleet::DEFAULT_INTERVAL
+    );
+    let c = check("[fleet]\ninterval = \"30s\"\n").unwrap();
+    assert_eq!(c.fleet.interval, Duration::from_secs(30));
+    assert!(check("fleet = { interval = 0 }\n")
+        .unwrap()
+        .fleet
+        .interval
+        .is_zero());
+    let err = check("port = 1\n[fleet]\ninterval = \"200ms\"\n").unwrap_err();
+    assert!(
+        err.starts_with("fleet.interval: must be between 1s and 1h"),
+        "{err}"
+    );
+    let err = check("port = 1\n[fleet]\ninterval = \"soon\"\n").unwrap_err();
+    assert!(err.starts_with("leafd.toml:3: fleet.interval: "), "{err}");
+    let err = check("port = 1\n[fleet]\nsubject = \"x\"\n").unwrap_err();
+    assert!(
+        err.starts_with("leafd.toml:3: unknown key `fleet.subject`"),
+        "{err}"
+    );
+    assert!(check("fleet = 5\n").is_err());
 }
 
 /// The example file documents every key: it must parse and validate, and set
@@ -40,6 +75,7 @@ fn example_file_parses() {
     assert!(cfg.server.jetstream.enabled);
     assert_eq!(cfg.server.jetstream.domain.as_deref(), Some("edge"));
     assert!(cfg.server.leafnodes.remotes.is_empty());
+    assert_eq!(cfg.fleet.interval, Duration::from_secs(10));
 
     // The commented-out alternatives are valid too: uncomment each
     // `# key = value` line (and the commented remote) in its own copy.

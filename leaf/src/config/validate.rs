@@ -15,6 +15,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.server.validate()?;
         self.validate_uplinks()?;
+        self.fleet.validate()?;
         self.gateways.validate()
     }
 
