@@ -327,6 +327,9 @@ async fn leaf_advisories(hub_kind: ServerKind) {
     let sys = login(&hub, "sys").await;
     let mut connects = sys.subscribe("$SYS.ACCOUNT.A.CONNECT").await.unwrap();
     let mut disconnects = sys.subscribe("$SYS.ACCOUNT.A.DISCONNECT").await.unwrap();
+    // The subjects fleet tools ask for (ours only: nats-server 2.9 sends LEAFNODE.CONNECT to
+    // its gateways alone and has no LEAFNODE.DISCONNECT).
+    let mut leaf_events = sys.subscribe("$SYS.ACCOUNT.A.LEAFNODE.*").await.unwrap();
     sync(&sys).await;
 
     let leaf_name = unique("leaf");
@@ -429,6 +432,19 @@ async fn leaf_advisories(hub_kind: ServerKind) {
 
     leaf.kill();
     let disconnect = next_advisory(&mut disconnects).await;
+    if hub_kind != ServerKind::NatsServer {
+        for what in ["CONNECT", "DISCONNECT"] {
+            let m = next_msg(&mut leaf_events).await;
+            assert_eq!(
+                m.subject.as_str(),
+                format!("$SYS.ACCOUNT.A.LEAFNODE.{what}"),
+                "{hub_kind}"
+            );
+            let ev: Value = e2e::serde_json::from_slice(&m.payload).unwrap();
+            assert_eq!(ev["acc"], json!("A"), "{hub_kind}: {ev}");
+            assert_eq!(ev["client"]["kind"], json!("Leafnode"), "{hub_kind}: {ev}");
+        }
+    }
     let ev: Value = e2e::serde_json::from_slice(&disconnect.payload).unwrap();
     has_keys(
         "leaf disconnect",

@@ -14,8 +14,12 @@
 //! both with `kind` `Leafnode`, as nats-server 2.9 does for a leaf that logged in as a
 //! client user; nats-server sends no connect advisory for a leaf of
 //! `leafnodes.authorization`, we send them for every accepted link bound to an account.
-//! nats-server's `LEAFNODE.CONNECT` subject is internal to its gateways (there is no
-//! `LEAFNODE.DISCONNECT`): we have no gateways and send neither.
+//!
+//! An accepted leafnode link's advisory also goes out on `$SYS.ACCOUNT.<acc>.LEAFNODE.CONNECT`
+//! and `.LEAFNODE.DISCONNECT`, the subjects fleet tools ask for, with `acc` at the top level
+//! too. nats-server 2.9 publishes `LEAFNODE.CONNECT` only to its gateways (a body of just
+//! `server` and `acc`, which ours contains) and has no `LEAFNODE.DISCONNECT`: a tool written
+//! against nats-server listens to `CONNECT`/`DISCONNECT` and finds the same there.
 //!
 //! The connection's task only checks that someone listens, renders the JSON and hands it to
 //! a bounded queue ([`super::MAX_QUEUED`] messages, [`super::MAX_QUEUED_BYTES`] bytes); one
@@ -214,15 +218,19 @@ impl Events {
 
     /// `client` (a client or an accepted leafnode link) logged in.
     pub fn connected(&self, client: &ClientInfo<'_>) {
-        let subject = format!("$SYS.ACCOUNT.{}.CONNECT", client.account);
-        self.send(
-            client.account,
-            subject,
-            |ev| {
-                ev.insert("client".into(), client.to_json(None));
-            },
-            CONNECT_TYPE,
-        );
+        for subject in subjects(client, "CONNECT") {
+            self.send(
+                client.account,
+                subject,
+                |ev| {
+                    ev.insert("client".into(), client.to_json(None));
+                    if matches!(client.kind, LinkKind::Leafnode) {
+                        ev.insert("acc".into(), json!(client.account));
+                    }
+                },
+                CONNECT_TYPE,
+            );
+        }
     }
 
     /// `client` ended because of `reason`, having sent us `sent` and received `received`.
@@ -233,18 +241,22 @@ impl Events {
         received: DataStats,
         reason: &str,
     ) {
-        let subject = format!("$SYS.ACCOUNT.{}.DISCONNECT", client.account);
-        self.send(
-            client.account,
-            subject,
-            |ev| {
-                ev.insert("client".into(), client.to_json(Some(SystemTime::now())));
-                ev.insert("sent".into(), sent.to_json());
-                ev.insert("received".into(), received.to_json());
-                ev.insert("reason".into(), json!(reason));
-            },
-            DISCONNECT_TYPE,
-        );
+        for subject in subjects(client, "DISCONNECT") {
+            self.send(
+                client.account,
+                subject,
+                |ev| {
+                    ev.insert("client".into(), client.to_json(Some(SystemTime::now())));
+                    ev.insert("sent".into(), sent.to_json());
+                    ev.insert("received".into(), received.to_json());
+                    ev.insert("reason".into(), json!(reason));
+                    if matches!(client.kind, LinkKind::Leafnode) {
+                        ev.insert("acc".into(), json!(client.account));
+                    }
+                },
+                DISCONNECT_TYPE,
+            );
+        }
     }
 
     /// Renders and queues one advisory about account `of`, unless it is the global account
@@ -291,6 +303,16 @@ impl Events {
             );
         }
     }
+}
+
+/// The subjects of an advisory `what` (`CONNECT`, `DISCONNECT`) about `client`: the
+/// account's, and for a leafnode link also the account's `LEAFNODE.` one.
+fn subjects(client: &ClientInfo<'_>, what: &str) -> Vec<String> {
+    let mut subjects = vec![format!("$SYS.ACCOUNT.{}.{what}", client.account)];
+    if matches!(client.kind, LinkKind::Leafnode) {
+        subjects.push(format!("$SYS.ACCOUNT.{}.LEAFNODE.{what}", client.account));
+    }
+    subjects
 }
 
 #[cfg(test)]
