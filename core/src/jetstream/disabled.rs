@@ -5,9 +5,8 @@
 
 use std::sync::{Arc, Weak};
 
-use serde_json::json;
-
 use super::errors::JsError;
+use super::wire::{ErrorResponse, TYPE_PREFIX};
 use crate::server::{Account, InternalSink, Msg, Publisher, SubRef};
 use crate::sublist::SublistError;
 
@@ -46,10 +45,10 @@ impl InternalSink for NotEnabled {
             return;
         };
         let subject = String::from_utf8_lossy(msg.subject);
-        let body = json!({
-            "type": format!("io.nats.jetstream.api.v1.{}", response_type(&subject)),
-            "error": JsError::NotEnabledForAccount.err(),
-        });
+        let body = ErrorResponse {
+            kind: Some(format!("{TYPE_PREFIX}{}", response_type(&subject))),
+            error: JsError::NotEnabledForAccount.err(),
+        };
         let body = serde_json::to_vec(&body).unwrap_or_default();
         account.answer(&from.reply_to(reply), None, &body);
     }
