@@ -60,9 +60,7 @@ use super::config::consumer::{AckPolicy, ConsumerConfig, DeliverPolicy};
 use super::config::{ApiError, JsError, StreamConfig, StreamSource};
 use super::handle::{SourceHandle, SourceStatus};
 use super::stream::{Origin, Stream};
-use super::wire::{
-    read_answer, AnswerError, ConsumerCreateRequest, ConsumerInfo, StreamSourceInfo,
-};
+use super::wire::{AnswerError, ConsumerCreateRequest, ConsumerInfo, StreamSourceInfo};
 use crate::budget::{self, Budget};
 use crate::server::{Account, InternalSink, Msg, Publisher, SubRef};
 use leaf_proto::headers;
@@ -614,7 +612,7 @@ impl Task {
             config: Some(config),
             action: String::new(),
         };
-        let body = serde_json::to_vec(&request).unwrap_or_default();
+        let body = request.to_json();
         let answered = server.publish(&Msg {
             subject: subject.as_bytes(),
             reply: Some(inbox.as_bytes()),
@@ -654,7 +652,7 @@ impl Task {
         if let (Some(server), Some(s)) = (self.server.upgrade(), subs.subs.pop()) {
             server.unsubscribe_internal(&s);
         }
-        let cname = match read_answer::<ConsumerInfo>(&created) {
+        let cname = match ConsumerInfo::read(&created) {
             Ok(info) if !info.name.is_empty() => info.name,
             Ok(_) | Err(AnswerError::Unreadable(_)) => {
                 self.status

@@ -431,7 +431,7 @@ impl Forwarder {
         };
         self.hub_api = true;
         self.status.update(|s| s.hub_api = true);
-        match hub::api_result::<StreamInfo>(&info) {
+        match StreamInfo::read(&info).map_err(hub::api_error) {
             Ok(v) => self.note_hub_stream(&v),
             Err(e) if e.is(JsError::StreamNotFound) && self.cfg.create_hub_stream => {
                 self.create_hub_stream(link).await?;
@@ -482,7 +482,10 @@ impl Forwarder {
                 &payload,
             )
             .await?;
-        match reply.as_deref().map(hub::api_result::<StreamInfo>) {
+        match reply
+            .as_deref()
+            .map(|r| StreamInfo::read(r).map_err(hub::api_error))
+        {
             Some(Ok(v)) => {
                 info!(uplink = %self.cfg.name, hub_stream = %self.cfg.hub_stream, ?subjects, "created the hub stream");
                 self.note_hub_stream(&v);
@@ -794,7 +797,7 @@ impl Forwarder {
                 }
             },
             Purpose::TailCreated(nonce) => self.on_tail_created(nonce, body),
-            Purpose::CheckRemoved(v) => match hub::api_result::<StreamInfo>(body) {
+            Purpose::CheckRemoved(v) => match StreamInfo::read(body).map_err(hub::api_error) {
                 Ok(info) => {
                     self.note_hub_stream(&info);
                     let removed = v.hub_seq <= self.hub.last_seq;
@@ -923,7 +926,7 @@ impl Forwarder {
         let Some(t) = self.tail.as_mut().filter(|t| t.nonce == nonce) else {
             return;
         };
-        match hub::api_result::<ConsumerInfo>(body) {
+        match ConsumerInfo::read(body).map_err(hub::api_error) {
             Ok(info) => {
                 if !info.name.is_empty() {
                     t.consumers.push(info.name);

@@ -94,7 +94,7 @@ pub fn create_request(stream: &str, deliver: &str, filter: &str, from: u64) -> V
         config: Some(config),
         action: String::new(),
     };
-    serde_json::to_vec(&request).unwrap_or_default()
+    request.to_json()
 }
 
 #[cfg(test)]

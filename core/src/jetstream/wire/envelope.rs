@@ -82,3 +82,36 @@ pub fn read_answer<T: DeserializeOwned>(body: &[u8]) -> Result<T, AnswerError> {
     serde_json::from_slice(body)
         .map_err(|e| AnswerError::Unreadable(format!("unexpected shape at column {}", e.column())))
 }
+
+// Not generic, so compiled once in this crate: each crate that calls `read_answer` itself
+// gets its own copy of the body's whole deserializer (stable Rust shares no generic
+// instances between crates), which made leafd 2 % bigger.
+impl super::StreamInfo {
+    /// Reads another server's `STREAM.INFO`, `STREAM.CREATE` or `STREAM.UPDATE` answer (see
+    /// [`read_answer`]).
+    pub fn read(body: &[u8]) -> Result<Self, AnswerError> {
+        read_answer(body)
+    }
+}
+
+impl super::ConsumerInfo {
+    /// Reads another server's `CONSUMER.CREATE` or `CONSUMER.INFO` answer (see
+    /// [`read_answer`]).
+    pub fn read(body: &[u8]) -> Result<Self, AnswerError> {
+        read_answer(body)
+    }
+}
+
+impl super::MsgGetResponse {
+    /// Reads another server's `STREAM.MSG.GET` answer (see [`read_answer`]).
+    pub fn read(body: &[u8]) -> Result<Self, AnswerError> {
+        read_answer(body)
+    }
+}
+
+impl super::ConsumerCreateRequest {
+    /// The request's JSON (compiled once here, like the readers above).
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
