@@ -3,15 +3,18 @@
 //! Requests arrive through an internal subscription and are handled one at a time by the API
 //! task, in arrival order; replies are published to the request's reply subject, only where
 //! the requester may publish itself (see [`crate::server::reply`]). Bodies are
-//! JSON shaped as nats-server shapes them (see [`super::config`]). Pull and push consumers
-//! are created, listed, described and deleted here (see [`super::consumer`] for how they run);
-//! the 2.11 consumer requests (PAUSE, UNPIN, RESET) get an error saying they are not supported
-//! yet.
+//! JSON shaped as nats-server shapes them: stream and consumer infos, the consumer create
+//! request and the `type`/`error` envelopes are the typed bodies of [`super::wire`] (shared
+//! with sources and the leafd uplink), configurations those of [`super::config`]; the
+//! answers nobody else reads (account info, names, lists, deletes) are built here. Pull and
+//! push consumers are created, listed, described and deleted here (see [`super::consumer`]
+//! for how they run); the 2.11 consumer requests (PAUSE, UNPIN, RESET) get an error saying
+//! they are not supported yet.
 
 use base64::Engine;
 use bytes::Bytes;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
 
 use super::config::consumer::ConsumerConfig;
 use super::config::{ApiError, JsError, Storage, StreamConfig};
@@ -19,7 +22,10 @@ use super::consumer;
 use super::handle::{Cmd, ConsumerHandle};
 use super::info_request::InfoRequest;
 use super::retention;
-use super::wire::{MsgGetRequest, MsgGetResponse, StoredMsg};
+use super::wire::{
+    ConsumerCreateRequest, ConsumerInfo, ErrorResponse, MsgGetRequest, MsgGetResponse, Response,
+    StoredMsg, StreamInfo, StreamInfoResponse, StreamState, TYPE_PREFIX,
+};
 use super::{Inner, StoredConfig};
 use crate::server::ReplyTo;
 use leaf_proto::headers;
@@ -38,7 +44,8 @@ pub(crate) struct Request {
 
 /// What the handler answers with.
 enum Reply {
-    Json(Value),
+    /// A JSON answer, serialized.
+    Json(Vec<u8>),
     /// A raw message (DIRECT.GET): headers and payload.
     Raw(Vec<u8>, Bytes),
     /// Nothing (someone else answers).
@@ -56,18 +63,49 @@ enum CreateForm {
     Named,
 }
 
-fn ok(kind: &str, mut body: Value) -> Reply {
-    if let Value::Object(map) = &mut body {
-        map.insert(
-            "type".into(),
-            Value::String(format!("io.nats.jetstream.api.v1.{kind}")),
-        );
-    }
-    Reply::Json(body)
+/// What `STREAM.CREATE` did.
+enum Created {
+    /// Created the stream: its info.
+    New(Box<StreamInfoResponse>),
+    /// The stream existed with the same configuration.
+    Existed,
 }
 
+/// The answer of kind `kind` (`stream_info_response`…) with `body`'s fields after its `type`.
+fn ok<T: Serialize>(kind: &str, body: T) -> Reply {
+    Reply::Json(serde_json::to_vec(&Response::new(kind, body)).unwrap_or_default())
+}
+
+/// The error answer of kind `kind`.
 fn err(kind: &str, e: &ApiError) -> Reply {
-    ok(kind, json!({ "error": e }))
+    let body = ErrorResponse {
+        kind: Some(format!("{TYPE_PREFIX}{kind}")),
+        error: e.clone(),
+    };
+    Reply::Json(serde_json::to_vec(&body).unwrap_or_default())
+}
+
+/// A `STREAM.LIST` or `CONSUMER.LIST` page.
+#[derive(Serialize)]
+struct ListPage<T> {
+    total: usize,
+    offset: usize,
+    limit: usize,
+    #[serde(flatten)]
+    items: T,
+    missing: [(); 0],
+}
+
+/// The items of a `STREAM.LIST` page.
+#[derive(Serialize)]
+struct Streams {
+    streams: Vec<StreamInfo>,
+}
+
+/// The items of a `CONSUMER.LIST` page.
+#[derive(Serialize)]
+struct Consumers {
+    consumers: Vec<ConsumerInfo>,
 }
 
 impl Inner {
@@ -82,7 +120,6 @@ impl Inner {
         };
         match reply {
             Reply::Json(body) => {
-                let body = serde_json::to_vec(&body).unwrap_or_default();
                 server.answer(&reply_to, None, &body);
             }
             Reply::Raw(hdr, payload) => {
@@ -195,12 +232,13 @@ impl Inner {
             },
         });
         if let Some(d) = &self.domain {
-            body["domain"] = Value::String(d.clone());
+            body["domain"] = json!(d);
         }
         ok("account_info_response", body)
     }
 
-    fn stream_info_json(&self, name: &str) -> Result<Value, ApiError> {
+    /// The info of stream `name` (without any details a request asks for).
+    fn info_of(&self, name: &str) -> Result<StreamInfo, ApiError> {
         let stream = self.stream(name).ok_or_else(ApiError::stream_not_found)?;
         let state = self
             .store_for(stream.config().storage)
@@ -212,61 +250,58 @@ impl Inner {
         } else {
             (state.first_seq, state.last_seq)
         };
-        let mut state_json = json!({
-            "messages": state.msgs,
-            "bytes": state.bytes,
-            "first_seq": first_seq,
-            "first_ts": rfc3339(if state.msgs == 0 { 0 } else { state.first_ts_ns }),
-            "last_seq": last_seq,
-            "last_ts": rfc3339(state.last_ts_ns),
-            "consumer_count": stream.consumer_count(),
-        });
-        if state.num_subjects > 0 {
-            state_json["num_subjects"] = json!(state.num_subjects);
-        }
-        if state.num_deleted > 0 {
-            state_json["num_deleted"] = json!(state.num_deleted);
-        }
-        let mut body = json!({
-            "config": stream.config(),
-            "created": rfc3339(stream.created_ns),
-            "state": state_json,
-            "ts": rfc3339(now_ns()),
-        });
         let (mirror, sources) = super::source::info(&stream);
-        if let Some(m) = mirror {
-            body["mirror"] = m;
-        }
-        if let Some(s) = sources {
-            body["sources"] = json!(s);
-        }
-        Ok(body)
+        Ok(StreamInfo {
+            config: stream.config(),
+            created: rfc3339(stream.created_ns),
+            state: StreamState {
+                messages: state.msgs,
+                bytes: state.bytes,
+                first_seq,
+                first_ts: rfc3339(if state.msgs == 0 {
+                    0
+                } else {
+                    state.first_ts_ns
+                }),
+                last_seq,
+                last_ts: rfc3339(state.last_ts_ns),
+                num_subjects: state.num_subjects,
+                subjects: None,
+                num_deleted: state.num_deleted,
+                deleted: Vec::new(),
+                consumer_count: stream.consumer_count() as u64,
+            },
+            domain: None,
+            cluster: None,
+            mirror,
+            sources,
+            ts: Some(rfc3339(now_ns())),
+        })
     }
 
     /// `STREAM.INFO`, with what its body asks for (see [`super::info_request`]).
     fn stream_info(&self, name: &str, payload: &[u8]) -> Reply {
         const KIND: &str = "stream_info_response";
-        let details = |body: &mut Value| {
+        let answer = || -> Result<StreamInfoResponse, ApiError> {
+            let mut body = StreamInfoResponse::from(self.info_of(name)?);
             let req = InfoRequest::parse(payload)?;
             let state = self
                 .store
                 .stream_state(name)
                 .map_err(|e| ApiError::general(&e.to_string()))?
                 .unwrap_or_default();
-            req.add_details(self.store_of(name), name, &state, body)
+            req.add_details(self.store_of(name), name, &state, &mut body)?;
+            Ok(body)
         };
-        match self.stream_info_json(name) {
-            Ok(mut body) => match details(&mut body) {
-                Ok(()) => ok(KIND, body),
-                Err(e) => err(KIND, &e),
-            },
+        match answer() {
+            Ok(body) => ok(KIND, body),
             Err(e) => err(KIND, &e),
         }
     }
 
     fn stream_info_reply(&self, name: &str) -> Reply {
-        match self.stream_info_json(name) {
-            Ok(body) => ok("stream_info_response", body),
+        match self.info_of(name) {
+            Ok(info) => ok("stream_info_response", StreamInfoResponse::from(info)),
             Err(e) => err("stream_info_response", &e),
         }
     }
@@ -304,48 +339,44 @@ impl Inner {
     /// Creates or updates a stream for an in-process caller (see `JetStream::ensure_stream`).
     pub(crate) async fn ensure_stream(&self, cfg: &StreamConfig) -> Result<(), ApiError> {
         let payload = serde_json::to_vec(cfg).map_err(|e| ApiError::general(&e.to_string()))?;
-        let reply = if self.stream(&cfg.name).is_some() {
+        if self.stream(&cfg.name).is_some() {
             let same = self.stream(&cfg.name).map(|s| s.config());
             let wanted = self.parse_config(&cfg.name, &payload)?;
             if same.as_ref() == Some(&wanted) {
                 return Ok(());
             }
-            self.stream_update(&cfg.name, &payload).await
+            self.update_stream(&cfg.name, &payload).await.map(drop)
         } else {
-            self.stream_create(&cfg.name, &payload).await
-        };
-        match reply {
-            Reply::Json(body) => match body.get("error") {
-                Some(e) => Err(serde_json::from_value(e.clone())
-                    .unwrap_or_else(|_| ApiError::general("stream could not be created"))),
-                None => Ok(()),
-            },
-            _ => Ok(()),
+            self.create_stream(&cfg.name, &payload).await.map(drop)
         }
     }
 
     async fn stream_create(&self, name: &str, payload: &[u8]) -> Reply {
         const KIND: &str = "stream_create_response";
-        let cfg = match self.parse_config(name, payload) {
-            Ok(c) => c,
-            Err(e) => return err(KIND, &e),
-        };
+        match self.create_stream(name, payload).await {
+            Ok(Created::New(body)) => ok(KIND, *body),
+            // Creating the same stream again is fine (answered as STREAM.INFO).
+            Ok(Created::Existed) => self.stream_info_reply(name),
+            Err(e) => err(KIND, &e),
+        }
+    }
+
+    async fn create_stream(&self, name: &str, payload: &[u8]) -> Result<Created, ApiError> {
+        let cfg = self.parse_config(name, payload)?;
         if let Some(existing) = self.stream(name) {
             // Creating the same stream again is fine; a different configuration is not.
             return if existing.config() == cfg {
-                self.stream_info_reply(name)
+                Ok(Created::Existed)
             } else {
-                err(KIND, &ApiError::stream_name_exists())
+                Err(ApiError::stream_name_exists())
             };
         }
-        if let Err(e) = self.check_overlap(&cfg) {
-            return err(KIND, &e);
-        }
+        self.check_overlap(&cfg)?;
         if self
             .max_streams()
             .is_some_and(|max| self.streams_snapshot().len() as u64 >= max)
         {
-            return err(KIND, &JsError::MaximumStreamsLimit.err());
+            return Err(JsError::MaximumStreamsLimit.err());
         }
         let created_ns = now_ns();
         let record = StoredConfig {
@@ -358,51 +389,46 @@ impl Inner {
         let store = self.store_for(cfg.storage).clone();
         match store.create_stream(name, bytes).await {
             Ok(_) => {}
-            Err(StoreError::AlreadyExists(_)) => return err(KIND, &ApiError::stream_name_exists()),
+            Err(StoreError::AlreadyExists(_)) => return Err(ApiError::stream_name_exists()),
             Err(StoreError::InsufficientResources(_)) => {
-                return err(KIND, &ApiError::insufficient_resources())
+                return Err(ApiError::insufficient_resources())
             }
-            Err(e) => return err(KIND, &ApiError::general(&e.to_string())),
+            Err(e) => return Err(ApiError::general(&e.to_string())),
         }
         // 2.10's first_seq: the stream starts with its earlier sequences taken.
         if cfg.first_seq > 1 {
             let skipped = store.skip_many(name, cfg.first_seq - 1, 0).await;
-            if let Err(e) = skipped {
-                return err(KIND, &ApiError::general(&e.to_string()));
-            }
+            skipped.map_err(|e| ApiError::general(&e.to_string()))?;
         }
-        if let Err(e) = self.open_stream(name, cfg, created_ns) {
-            return err(KIND, &e);
-        }
-        match self.stream_info_json(name) {
-            Ok(mut body) => {
-                body["did_create"] = json!(true);
-                ok(KIND, body)
-            }
-            Err(e) => err(KIND, &e),
-        }
+        self.open_stream(name, cfg, created_ns)?;
+        let mut body = StreamInfoResponse::from(self.info_of(name)?);
+        body.did_create = true;
+        Ok(Created::New(Box::new(body)))
     }
 
     async fn stream_update(&self, name: &str, payload: &[u8]) -> Reply {
         const KIND: &str = "stream_update_response";
-        let cfg = match self.parse_config(name, payload) {
-            Ok(c) => c,
-            Err(e) => return err(KIND, &e),
-        };
-        let Some(stream) = self.stream(name) else {
-            return err(KIND, &ApiError::stream_not_found());
-        };
+        match self.update_stream(name, payload).await {
+            Ok(body) => ok(KIND, body),
+            Err(e) => err(KIND, &e),
+        }
+    }
+
+    async fn update_stream(
+        &self,
+        name: &str,
+        payload: &[u8],
+    ) -> Result<StreamInfoResponse, ApiError> {
+        let cfg = self.parse_config(name, payload)?;
+        let stream = self.stream(name).ok_or_else(ApiError::stream_not_found)?;
         let old = stream.config();
         if old.storage != cfg.storage || old.retention != cfg.retention {
-            return err(
-                KIND,
-                &ApiError::invalid_config(
-                    "stream configuration update can not change storage type or retention policy",
-                ),
-            );
+            return Err(ApiError::invalid_config(
+                "stream configuration update can not change storage type or retention policy",
+            ));
         }
         if old.mirror != cfg.mirror {
-            return err(KIND, &ApiError::mirror_not_updatable());
+            return Err(ApiError::mirror_not_updatable());
         }
         // An update that leaves first_seq out keeps it; another value is refused.
         let mut cfg = cfg;
@@ -410,54 +436,40 @@ impl Inner {
             cfg.first_seq = old.first_seq;
         }
         if old.first_seq != cfg.first_seq {
-            return err(
-                KIND,
-                &ApiError::invalid_config(
-                    "stream configuration update can not change first sequence",
-                ),
-            );
+            return Err(ApiError::invalid_config(
+                "stream configuration update can not change first sequence",
+            ));
         }
         if old.sealed && !cfg.sealed {
-            return err(
-                KIND,
-                &ApiError::invalid_config(
-                    "stream configuration update can not unseal a sealed stream",
-                ),
-            );
+            return Err(ApiError::invalid_config(
+                "stream configuration update can not unseal a sealed stream",
+            ));
         }
-        if let Err(e) = self.check_overlap(&cfg) {
-            return err(KIND, &e);
-        }
+        self.check_overlap(&cfg)?;
+        let failed = |e: StoreError| ApiError::general(&e.to_string());
         let record = StoredConfig {
             config: cfg.clone(),
             created_ns: stream.created_ns,
         };
         let bytes = serde_json::to_vec(&record).unwrap_or_default();
-        if let Err(e) = self.store_of(name).update_stream_config(name, bytes).await {
-            return err(KIND, &ApiError::general(&e.to_string()));
-        }
+        self.store_of(name)
+            .update_stream_config(name, bytes)
+            .await
+            .map_err(failed)?;
         // Tighter limits apply with the update, as on nats-server.
-        match self
+        let removed = self
             .store
             .set_retain(name, super::stream::retain_of(&cfg))
             .await
-        {
-            Ok(0) => {}
-            Ok(_) => stream.consumers_recount(),
-            Err(e) => return err(KIND, &ApiError::general(&e.to_string())),
+            .map_err(failed)?;
+        if removed > 0 {
+            stream.consumers_recount();
         }
         // A change of compression applies to the blocks written from now on.
         let compressing = self.store_of(name).set_compression(name, cfg.compressed());
-        if let Err(e) = compressing.await {
-            return err(KIND, &ApiError::general(&e.to_string()));
-        }
-        if let Err(e) = self.reconfigure(&stream, cfg) {
-            return err(KIND, &e);
-        }
-        match self.stream_info_json(name) {
-            Ok(body) => ok(KIND, body),
-            Err(e) => err(KIND, &e),
-        }
+        compressing.await.map_err(failed)?;
+        self.reconfigure(&stream, cfg)?;
+        Ok(StreamInfoResponse::from(self.info_of(name)?))
     }
 
     async fn stream_delete(&self, name: &str) -> Reply {
@@ -566,16 +578,20 @@ impl Inner {
         let (offset, subject) = Self::list_request(payload);
         let names = self.filtered_names(subject.as_deref());
         let total = names.len();
-        let infos: Vec<Value> = names
+        let streams: Vec<StreamInfo> = names
             .iter()
             .skip(offset)
             .take(256)
-            .filter_map(|n| self.stream_info_json(n).ok())
+            .filter_map(|n| self.info_of(n).ok())
             .collect();
-        ok(
-            "stream_list_response",
-            json!({ "total": total, "offset": offset, "limit": 256, "streams": infos, "missing": [] }),
-        )
+        let page = ListPage {
+            total,
+            offset,
+            limit: 256,
+            items: Streams { streams },
+            missing: [],
+        };
+        ok("stream_list_response", page)
     }
 
     /// Finds the message a MSG.GET or DIRECT.GET body asks for.
@@ -622,7 +638,7 @@ impl Inner {
                     subject: m.subject,
                     seq: m.seq,
                 };
-                ok(KIND, json!(MsgGetResponse { message }))
+                ok(KIND, MsgGetResponse { message })
             }
             Err(e) => err(KIND, &e),
         }
@@ -705,15 +721,7 @@ impl Inner {
         payload: &[u8],
     ) -> Reply {
         const KIND: &str = "consumer_create_response";
-        #[derive(Deserialize)]
-        struct CreateBody {
-            #[serde(default)]
-            stream_name: String,
-            config: Option<ConsumerConfig>,
-            #[serde(default)]
-            action: String,
-        }
-        let Ok(body) = serde_json::from_slice::<CreateBody>(payload) else {
+        let Ok(body) = serde_json::from_slice::<ConsumerCreateRequest>(payload) else {
             return err(KIND, &ApiError::invalid_json());
         };
         if body.stream_name != stream_name {
@@ -898,16 +906,20 @@ impl Inner {
         };
         let (offset, _) = Self::list_request(payload);
         let all = s.consumers_snapshot();
-        let mut infos = Vec::new();
+        let mut consumers = Vec::new();
         for c in all.iter().skip(offset).take(256) {
             if let Some(info) = c.info().await {
-                infos.push(info);
+                consumers.push(info);
             }
         }
-        ok(
-            KIND,
-            json!({ "total": all.len(), "offset": offset, "limit": 256, "consumers": infos, "missing": [] }),
-        )
+        let page = ListPage {
+            total: all.len(),
+            offset,
+            limit: 256,
+            items: Consumers { consumers },
+            missing: [],
+        };
+        ok(KIND, page)
     }
 }
 

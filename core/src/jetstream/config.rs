@@ -1,5 +1,8 @@
-//! The JSON bodies of the JetStream API, shaped as nats-server 2.9/2.10 shapes them: stream
-//! configuration, stream info and state, PubAck, stored messages and API errors.
+//! Stream configuration as the JetStream API carries it, shaped as nats-server 2.9/2.10
+//! shapes it (`StreamConfig`, its sources and republish settings), its defaults and checks,
+//! and shorthands for the API errors of [`super::errors`]; consumer configuration in
+//! [`consumer`]. The bodies that carry them (stream and consumer infos, requests, PubAck,
+//! stored messages) are in [`super::wire`].
 //!
 //! Unknown fields in requests are ignored (newer clients send fields such as `allow_msg_ttl`),
 //! every field has nats-server's default, and responses carry the same field names.

@@ -6,9 +6,8 @@
 
 use std::sync::{Arc, Weak};
 
-use serde_json::json;
-
 use super::errors::JsError;
+use super::wire::{ErrorResponse, TYPE_PREFIX};
 use crate::server::{Account, InternalSink, Msg, Publisher, ReplyTo, SubRef};
 use crate::sublist::SublistError;
 
@@ -54,10 +53,10 @@ impl InternalSink for NotEnabled {
 /// Answers the API request on `subject` with "not enabled for account" (10039), in the
 /// response type of the API called.
 pub fn answer_not_enabled(account: &Account, reply: &ReplyTo, subject: &str) {
-    let body = json!({
-        "type": format!("io.nats.jetstream.api.v1.{}", response_type(subject)),
-        "error": JsError::NotEnabledForAccount.err(),
-    });
+    let body = ErrorResponse {
+        kind: Some(format!("{TYPE_PREFIX}{}", response_type(subject))),
+        error: JsError::NotEnabledForAccount.err(),
+    };
     let body = serde_json::to_vec(&body).unwrap_or_default();
     account.answer(reply, None, &body);
 }

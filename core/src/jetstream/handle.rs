@@ -16,12 +16,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 use leaf_proto::printable::printable;
-use serde_json::{json, Value};
 use tokio::sync::{oneshot, watch};
 
 use super::config::consumer::ConsumerConfig;
 use super::config::{ApiError, StreamSource};
 use super::retention::SharedView;
+use super::wire::{ConsumerInfo, StreamSourceInfo};
 use crate::budget::{self, Budget};
 use crate::server::ReplyTo;
 use leaf_proto::time::now_ns;
@@ -84,9 +84,9 @@ pub(crate) enum Cmd {
     /// notices again.
     CatchUp,
     /// The consumer's info.
-    Info(oneshot::Sender<Value>),
+    Info(oneshot::Sender<ConsumerInfo>),
     /// A new configuration (already checked); answers with the info.
-    Update(Box<ConsumerConfig>, oneshot::Sender<Value>),
+    Update(Box<ConsumerConfig>, oneshot::Sender<ConsumerInfo>),
     /// Stop; answers once no write of this consumer is in flight any more.
     Stop(oneshot::Sender<()>),
 }
@@ -168,7 +168,7 @@ impl ConsumerHandle {
     }
 
     /// Asks the task for the consumer's info (`None` if it has stopped).
-    pub(crate) async fn info(&self) -> Option<Value> {
+    pub(crate) async fn info(&self) -> Option<ConsumerInfo> {
         let (tx, rx) = oneshot::channel();
         self.send(Cmd::Info(tx));
         rx.await.ok()
@@ -222,25 +222,23 @@ impl SourceHandle {
     }
 
     /// The `StreamSourceInfo` of the stream info.
-    pub(crate) fn info(&self) -> Value {
+    pub(crate) fn info(&self) -> StreamSourceInfo {
         let last = self.status.last_ns.load(Ordering::Relaxed);
-        let mut v = json!({
-            "name": self.spec.name,
-            "lag": self.status.lag.load(Ordering::Relaxed),
-            "active": if last == 0 { -1 } else { (now_ns() - last).max(0) },
-        });
-        if let Some(ext) = &self.spec.external {
-            v["external"] = json!(ext);
+        StreamSourceInfo {
+            name: self.spec.name.clone(),
+            external: self.spec.external.clone(),
+            lag: self.status.lag.load(Ordering::Relaxed),
+            active: if last == 0 {
+                -1
+            } else {
+                (now_ns() - last).max(0)
+            },
+            error: self
+                .status
+                .error
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
         }
-        if let Some(e) = self
-            .status
-            .error
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .as_ref()
-        {
-            v["error"] = json!(e);
-        }
-        v
     }
 }

@@ -8,9 +8,9 @@
 //! lists the sequences between the first and the last that are no longer stored.
 
 use serde::Deserialize;
-use serde_json::{json, Map, Value};
 
 use super::config::ApiError;
+use super::wire::{Paged, StreamInfoResponse};
 use leaf_store::{StoreError, StreamState};
 
 /// The most subjects one answer lists (nats-server's `JSMaxSubjectDetails`).
@@ -60,7 +60,7 @@ impl InfoRequest {
         store: &leaf_store::Store,
         name: &str,
         state: &StreamState,
-        body: &mut Value,
+        body: &mut StreamInfoResponse,
     ) -> Result<(), ApiError> {
         let failed = |e: StoreError| ApiError::general(&e.to_string());
         if !self.subjects_filter.is_empty() {
@@ -73,19 +73,16 @@ impl InfoRequest {
                 )
                 .map_err(failed)?;
             if counts.total > 0 {
-                let subjects: Map<String, Value> = counts
-                    .page
-                    .into_iter()
-                    .map(|(subject, msgs)| (subject, json!(msgs)))
-                    .collect();
-                body["state"]["subjects"] = Value::Object(subjects);
-                body["total"] = json!(counts.total);
-                body["offset"] = json!(self.offset);
-                body["limit"] = json!(MAX_SUBJECT_DETAILS);
+                body.info.state.subjects = Some(counts.page.into_iter().collect());
+                body.paged = Some(Paged {
+                    total: counts.total,
+                    offset: self.offset,
+                    limit: MAX_SUBJECT_DETAILS,
+                });
             }
         }
         if self.deleted_details && state.num_deleted > 0 {
-            body["state"]["deleted"] = json!(deleted(store, name, state).map_err(failed)?);
+            body.info.state.deleted = deleted(store, name, state).map_err(failed)?;
         }
         Ok(())
     }

@@ -1,9 +1,10 @@
 //! JetStream on the durable [`Store`]: streams, pull and push consumers, their API and publish
 //! acknowledgements.
 //!
-//! * [`config`]: the API's JSON bodies, as nats-server shapes them.
-//! * [`wire`]: typed API bodies (PubAck, error envelope, MSG.GET) shared with sources and
-//!   the leafd uplink's hub side.
+//! * [`config`]: stream and consumer configuration, as nats-server shapes them.
+//! * [`wire`]: typed API bodies (stream and consumer infos, the consumer create request,
+//!   PubAck, MSG.GET, the `type` and `error` envelopes) shared with sources and the leafd
+//!   uplink's hub side.
 //! * [`errors`]: the one table of nats-server error codes the API answers with ([`errors::JsError`]).
 //! * [`accounts`]: every account's engine, started at boot or at run time, and switched off
 //!   (data kept) or on again.
@@ -285,9 +286,11 @@ impl ApiSink {
         let Some(server) = inner.server.upgrade() else {
             return;
         };
-        let body =
-            serde_json::to_vec(&serde_json::json!({ "error": ApiError::too_many_requests() }))
-                .unwrap_or_default();
+        let refusal = wire::ErrorResponse {
+            kind: None,
+            error: ApiError::too_many_requests(),
+        };
+        let body = serde_json::to_vec(&refusal).unwrap_or_default();
         server.answer(reply, None, &body);
     }
 }

@@ -51,16 +51,16 @@ use std::sync::{Arc, PoisonError, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
-use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use super::config::consumer::{AckPolicy, ConsumerConfig, DeliverPolicy};
 use super::config::{ApiError, JsError, StreamConfig, StreamSource};
 use super::handle::{SourceHandle, SourceStatus};
 use super::stream::{Origin, Stream};
-use super::wire::ErrorResponse;
+use super::wire::{AnswerError, ConsumerCreateRequest, ConsumerInfo, StreamSourceInfo};
 use crate::budget::{self, Budget};
 use crate::server::{Account, InternalSink, Msg, Publisher, SubRef};
 use leaf_proto::headers;
@@ -232,7 +232,7 @@ pub fn resume_position(store: &Store, stream: &str, iname: &str, limit: u64) -> 
 }
 
 /// The `mirror` and `sources` entries of a stream's info.
-pub(crate) fn info(stream: &Stream) -> (Option<Value>, Option<Vec<Value>>) {
+pub(crate) fn info(stream: &Stream) -> (Option<StreamSourceInfo>, Option<Vec<StreamSourceInfo>>) {
     let cfg = stream.config();
     let handles = stream
         .sources
@@ -516,35 +516,37 @@ impl Task {
     }
 
     /// The consumer configuration for the current position.
-    fn consumer_config(&self, deliver: &str) -> Value {
-        let mut c = json!({
-            "deliver_subject": deliver,
-            "ack_policy": "none",
-            "ack_wait": 22u64 * 3600 * 1_000_000_000,
-            "max_deliver": 1,
-            "idle_heartbeat": HEARTBEAT.as_nanos() as u64,
-            "flow_control": true,
-            "direct": true,
-        });
-        if self.sseq > 0 {
-            c["deliver_policy"] = json!("by_start_sequence");
-            c["opt_start_seq"] = json!(self.sseq + 1);
+    fn consumer_config(&self, deliver: &str) -> ConsumerConfig {
+        let (deliver_policy, opt_start_seq, opt_start_time) = if self.sseq > 0 {
+            (DeliverPolicy::ByStartSequence, self.sseq + 1, None)
         } else if self.spec.opt_start_seq > 0 {
-            c["deliver_policy"] = json!("by_start_sequence");
-            c["opt_start_seq"] = json!(self.spec.opt_start_seq);
+            (
+                DeliverPolicy::ByStartSequence,
+                self.spec.opt_start_seq,
+                None,
+            )
         } else if let Some(t) = &self.spec.opt_start_time {
-            c["deliver_policy"] = json!("by_start_time");
-            c["opt_start_time"] = json!(t);
+            (DeliverPolicy::ByStartTime, 0, Some(t.clone()))
         } else if let Resume::NotSince(ts) = self.resume {
-            c["deliver_policy"] = json!("by_start_time");
-            c["opt_start_time"] = json!(leaf_proto::time::rfc3339(ts));
+            let t = leaf_proto::time::rfc3339(ts);
+            (DeliverPolicy::ByStartTime, 0, Some(t))
         } else {
-            c["deliver_policy"] = json!("all");
+            (DeliverPolicy::All, 0, None)
+        };
+        ConsumerConfig {
+            deliver_subject: Some(deliver.to_string()),
+            deliver_policy,
+            opt_start_seq,
+            opt_start_time,
+            ack_policy: AckPolicy::None,
+            ack_wait: 22 * 3600 * 1_000_000_000,
+            max_deliver: 1,
+            filter_subject: self.spec.filter_subject.clone(),
+            idle_heartbeat: HEARTBEAT.as_nanos() as i64,
+            flow_control: true,
+            direct: true,
+            ..ConsumerConfig::default()
         }
-        if !self.spec.filter_subject.is_empty() {
-            c["filter_subject"] = json!(self.spec.filter_subject);
-        }
-        c
     }
 
     /// Creates a consumer on the origin and copies what it delivers until something is
@@ -598,15 +600,19 @@ impl Task {
                 if self.mirror { "mirror" } else { "src" },
                 token(8)
             );
-            config["name"] = json!(name);
+            config.name = Some(name.clone());
             format!(
                 "{api}.CONSUMER.CREATE.{origin}.{name}.{}",
                 self.spec.filter_subject
             )
         }
         .replace("..", ".");
-        let body = serde_json::to_vec(&json!({ "stream_name": origin, "config": config }))
-            .unwrap_or_default();
+        let request = ConsumerCreateRequest {
+            stream_name: origin,
+            config: Some(config),
+            action: String::new(),
+        };
+        let body = request.to_json();
         let answered = server.publish(&Msg {
             subject: subject.as_bytes(),
             reply: Some(inbox.as_bytes()),
@@ -646,25 +652,19 @@ impl Task {
         if let (Some(server), Some(s)) = (self.server.upgrade(), subs.subs.pop()) {
             server.unsubscribe_internal(&s);
         }
-        let reply: Value = serde_json::from_slice(&created).unwrap_or(Value::Null);
-        if reply.get("error").is_some() {
-            let e = serde_json::from_value::<ErrorResponse>(reply).map_or_else(
-                |_| ApiError::general("consumer creation failed"),
-                |r| r.error,
-            );
-            warn!(stream = %printable(&self.name), origin = %printable(self.iname.as_bytes()), error = %e,
-                  "origin refused the copy's consumer");
-            self.status.set_error(Some(e));
-            return Ended::Retry { progress: false };
-        }
-        let Some(cname) = reply
-            .get("name")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-        else {
-            self.status
-                .set_error(Some(self.setup_error("invalid consumer create answer")));
-            return Ended::Retry { progress: false };
+        let cname = match ConsumerInfo::read(&created) {
+            Ok(info) if !info.name.is_empty() => info.name,
+            Ok(_) | Err(AnswerError::Unreadable(_)) => {
+                self.status
+                    .set_error(Some(self.setup_error("invalid consumer create answer")));
+                return Ended::Retry { progress: false };
+            }
+            Err(AnswerError::Refused(e)) => {
+                warn!(stream = %printable(&self.name), origin = %printable(self.iname.as_bytes()), error = %e,
+                      "origin refused the copy's consumer");
+                self.status.set_error(Some(e));
+                return Ended::Retry { progress: false };
+            }
         };
         self.status.set_error(None);
         self.status.touch();

@@ -37,7 +37,7 @@ use super::tail::{self, Tail};
 use super::{State, StatusCell};
 use crate::config::Uplink;
 use leaf_core::jetstream::config::JsError;
-use leaf_core::jetstream::wire::MsgGetRequest;
+use leaf_core::jetstream::wire::{ConsumerInfo, MsgGetRequest, StreamInfo};
 use leaf_core::server::outbound::AppendOutcome;
 use leaf_core::server::{ClientHandle, Shared};
 use leaf_store::{PurgeRequest, Store, StoredMessage};
@@ -431,7 +431,7 @@ impl Forwarder {
         };
         self.hub_api = true;
         self.status.update(|s| s.hub_api = true);
-        match hub::api_result(&info) {
+        match StreamInfo::read(&info).map_err(hub::api_error) {
             Ok(v) => self.note_hub_stream(&v),
             Err(e) if e.is(JsError::StreamNotFound) && self.cfg.create_hub_stream => {
                 self.create_hub_stream(link).await?;
@@ -445,15 +445,15 @@ impl Forwarder {
         Ok(())
     }
 
-    fn note_hub_stream(&mut self, info: &serde_json::Value) {
-        let num = |path: &str| info.pointer(path).and_then(serde_json::Value::as_i64);
-        let window = num("/config/duplicate_window").unwrap_or(0);
+    /// Takes what the uplink needs of the hub stream's info: its message size limit, its
+    /// sequences and its duplicate window.
+    fn note_hub_stream(&mut self, info: &StreamInfo) {
+        let window = info.config.duplicate_window;
         self.ledger
-            .hub_stream_limits(num("/config/max_msg_size").unwrap_or(-1));
-        let seq = |path: &str| u64::try_from(num(path).unwrap_or(0)).unwrap_or(0);
+            .hub_stream_limits(i64::from(info.config.max_msg_size));
         self.hub = HubStream {
-            first_seq: seq("/state/first_seq"),
-            last_seq: seq("/state/last_seq"),
+            first_seq: info.state.first_seq,
+            last_seq: info.state.last_seq,
         };
         self.status.update(|s| {
             s.hub_duplicate_window = Duration::from_nanos(u64::try_from(window).unwrap_or(0));
@@ -482,7 +482,10 @@ impl Forwarder {
                 &payload,
             )
             .await?;
-        match reply.as_deref().map(hub::api_result) {
+        match reply
+            .as_deref()
+            .map(|r| StreamInfo::read(r).map_err(hub::api_error))
+        {
             Some(Ok(v)) => {
                 info!(uplink = %self.cfg.name, hub_stream = %self.cfg.hub_stream, ?subjects, "created the hub stream");
                 self.note_hub_stream(&v);
@@ -794,7 +797,7 @@ impl Forwarder {
                 }
             },
             Purpose::TailCreated(nonce) => self.on_tail_created(nonce, body),
-            Purpose::CheckRemoved(v) => match hub::api_result(body) {
+            Purpose::CheckRemoved(v) => match StreamInfo::read(body).map_err(hub::api_error) {
                 Ok(info) => {
                     self.note_hub_stream(&info);
                     let removed = v.hub_seq <= self.hub.last_seq;
@@ -923,10 +926,10 @@ impl Forwarder {
         let Some(t) = self.tail.as_mut().filter(|t| t.nonce == nonce) else {
             return;
         };
-        match hub::api_result(body) {
-            Ok(v) => {
-                if let Some(name) = tail::created_name(&v) {
-                    t.consumers.push(name);
+        match ConsumerInfo::read(body).map_err(hub::api_error) {
+            Ok(info) => {
+                if !info.name.is_empty() {
+                    t.consumers.push(info.name);
                 }
                 t.last_seen = Instant::now();
             }

@@ -19,7 +19,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use leaf_core::jetstream::config::{ApiError, JsError};
-use leaf_core::jetstream::wire::{ErrorResponse, MsgGetResponse, PubAck};
+use leaf_core::jetstream::wire::{AnswerError, MsgGetResponse, PubAck};
 use leaf_core::server::outbound::AppendOutcome;
 use leaf_core::server::{ClientHandle, InternalSink, Msg, Publisher};
 use leaf_proto as proto;
@@ -328,17 +328,16 @@ pub fn send(
     Sent::Queued(outcome)
 }
 
-/// The reply of a JetStream API request, or its error.
-pub fn api_result(body: &[u8]) -> Result<serde_json::Value, ApiError> {
-    let value: serde_json::Value = serde_json::from_slice(body)
-        .map_err(|_| ApiError::general("the hub answered with invalid JSON"))?;
-    if value.get("error").is_none() {
-        return Ok(value);
+/// The error of a JetStream API answer read as a typed body of
+/// [`leaf_core::jetstream::wire`] (`StreamInfo::read`…): the hub's own, or a general one
+/// (500/10051) saying its answer was unreadable.
+pub fn api_error(e: AnswerError) -> ApiError {
+    match e {
+        AnswerError::Refused(e) => e,
+        AnswerError::Unreadable(why) => {
+            ApiError::general(&format!("the hub's answer is unreadable: {why}"))
+        }
     }
-    Err(serde_json::from_value::<ErrorResponse>(value).map_or_else(
-        |_| ApiError::general("the hub answered with an unreadable error"),
-        |r| r.error,
-    ))
 }
 
 /// A message of the hub stream as `STREAM.MSG.GET` returned it.
@@ -358,13 +357,11 @@ pub struct HubCopy {
 
 /// Reads a `STREAM.MSG.GET` reply; `Ok(None)` when the hub has no such message.
 pub fn parse_msg_get(body: &[u8]) -> Result<Option<HubCopy>, ApiError> {
-    let value = match api_result(body) {
-        Ok(v) => v,
+    let msg = match MsgGetResponse::read(body).map_err(api_error) {
+        Ok(MsgGetResponse { message }) => message,
         Err(e) if e.is(JsError::NoMessageFound) => return Ok(None),
         Err(e) => return Err(e),
     };
-    let MsgGetResponse { message: msg } = serde_json::from_value(value)
-        .map_err(|_| ApiError::general("MSG.GET reply without a message"))?;
     let b64 = |t: &str| base64::engine::general_purpose::STANDARD.decode(t);
     let hdrs = match msg.hdrs.as_deref().map(b64) {
         Some(Ok(h)) => Some(h),
@@ -562,5 +559,47 @@ mod tests {
         assert_eq!(parse_msg_get(none).unwrap(), None);
         let other = br#"{"type":"x","error":{"code":404,"err_code":10059,"description":"stream not found"}}"#;
         assert_eq!(parse_msg_get(other).unwrap_err().err_code, 10059);
+        let bare = parse_msg_get(br#"{"type":"x"}"#).unwrap_err();
+        assert!(bare
+            .description
+            .starts_with("the hub's answer is unreadable"));
+    }
+
+    #[test]
+    fn hub_stream_infos_are_read_and_hostile_ones_refused() {
+        use leaf_core::jetstream::wire::StreamInfo;
+        let info = StreamInfo::read(
+            br#"{"type":"io.nats.jetstream.api.v1.stream_info_response","total":0,"offset":0,"limit":0,
+                 "config":{"name":"HUB","subjects":["gw.>"],"max_msg_size":1024,"duplicate_window":60000000000,"new_field":[1]},
+                 "created":"2026-12-06T04:15:49Z","state":{"messages":2,"first_seq":3,"last_seq":4}}"#,
+        )
+        .map_err(api_error)
+        .unwrap();
+        assert_eq!((info.state.first_seq, info.state.last_seq), (3, 4));
+        assert_eq!(
+            (info.config.max_msg_size, info.config.duplicate_window),
+            (1024, 60_000_000_000)
+        );
+        let missing = StreamInfo::read(
+            br#"{"type":"x","error":{"code":404,"err_code":10059,"description":"stream not found"}}"#,
+        )
+        .map_err(api_error)
+        .unwrap_err();
+        assert!(missing.is(JsError::StreamNotFound));
+        for hostile in [
+            &b"not json"[..],
+            br#"{"config":{"name":"HUB"}}"#,
+            br#"{"config":{"name":"HUB"},"state":{"last_seq":-5}}"#,
+            br#"{"config":{"name":"HUB","max_msg_size":"\u001b[31m"},"state":{}}"#,
+            br#"{"error":"\u001b[31m"}"#,
+        ] {
+            let e = StreamInfo::read(hostile).map_err(api_error).unwrap_err();
+            assert!(e.is(JsError::StreamGeneralError), "{e}");
+            assert!(
+                e.description.starts_with("the hub's answer is unreadable"),
+                "{e}"
+            );
+            assert!(!e.description.contains('\u{1b}'), "{e}");
+        }
     }
 }

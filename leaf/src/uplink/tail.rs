@@ -15,8 +15,8 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::json;
-
+use leaf_core::jetstream::config::consumer::{AckPolicy, ConsumerConfig, DeliverPolicy};
+use leaf_core::jetstream::wire::ConsumerCreateRequest;
 use leaf_core::server::{InternalSink, Msg, Publisher, SubRef};
 
 /// The consumer's idle heartbeat.
@@ -76,30 +76,25 @@ pub fn deliver_subject(reply_prefix: &str, nonce: u64) -> String {
 /// The `CONSUMER.CREATE` request of one of a tail's consumers: headers only, no acks, flow
 /// control and heartbeats, from hub sequence `from` on, on `filter`.
 pub fn create_request(stream: &str, deliver: &str, filter: &str, from: u64) -> Vec<u8> {
-    let body = json!({
-        "stream_name": stream,
-        "config": {
-            "deliver_subject": deliver,
-            "deliver_policy": "by_start_sequence",
-            "opt_start_seq": from.max(1),
-            "filter_subject": filter,
-            "ack_policy": "none",
-            "max_deliver": 1,
-            "headers_only": true,
-            "flow_control": true,
-            "idle_heartbeat": HEARTBEAT.as_nanos() as u64,
-            "num_replicas": 1,
-        },
-    });
-    serde_json::to_vec(&body).unwrap_or_default()
-}
-
-/// The consumer's name in a `CONSUMER.CREATE` reply.
-pub fn created_name(reply: &serde_json::Value) -> Option<String> {
-    reply
-        .get("name")
-        .and_then(serde_json::Value::as_str)
-        .map(str::to_string)
+    let config = ConsumerConfig {
+        deliver_subject: Some(deliver.to_string()),
+        deliver_policy: DeliverPolicy::ByStartSequence,
+        opt_start_seq: from.max(1),
+        filter_subject: filter.to_string(),
+        ack_policy: AckPolicy::None,
+        max_deliver: 1,
+        headers_only: true,
+        flow_control: true,
+        idle_heartbeat: HEARTBEAT.as_nanos() as i64,
+        num_replicas: 1,
+        ..ConsumerConfig::default()
+    };
+    let request = ConsumerCreateRequest {
+        stream_name: stream.to_string(),
+        config: Some(config),
+        action: String::new(),
+    };
+    request.to_json()
 }
 
 #[cfg(test)]
@@ -112,12 +107,26 @@ mod tests {
         assert_eq!(deliver, "_UPLINK.t.c.ab");
         let req: serde_json::Value =
             serde_json::from_slice(&create_request("S", &deliver, "gw.>", 0)).unwrap();
-        assert_eq!(req["config"]["opt_start_seq"], 1);
-        assert_eq!(req["config"]["headers_only"], true);
-        assert_eq!(req["config"]["deliver_subject"], "_UPLINK.t.c.ab");
+        // The request as it was written before the typed body, and nats.go's
+        // `replay_policy`, which every typed consumer configuration carries.
         assert_eq!(
-            created_name(&json!({"name": "abc", "config": {}})).as_deref(),
-            Some("abc")
+            req,
+            serde_json::json!({
+                "stream_name": "S",
+                "config": {
+                    "deliver_subject": "_UPLINK.t.c.ab",
+                    "deliver_policy": "by_start_sequence",
+                    "opt_start_seq": 1,
+                    "filter_subject": "gw.>",
+                    "ack_policy": "none",
+                    "max_deliver": 1,
+                    "headers_only": true,
+                    "flow_control": true,
+                    "idle_heartbeat": 1_000_000_000,
+                    "num_replicas": 1,
+                    "replay_policy": "instant",
+                },
+            })
         );
         let t0 = Instant::now();
         assert!(!quiet_too_long(t0, t0 + Duration::from_secs(1)));

@@ -160,6 +160,12 @@ pub struct ConsumerConfig {
     /// Keep the consumer's state in memory (leafd keeps it in the store either way).
     #[serde(skip_serializing_if = "is_false")]
     pub mem_storage: bool,
+    /// A consumer for a mirror or source (nats-server's `direct`: kept out of a cluster's
+    /// consensus). This server's sources ask their origin for one; a request to this server
+    /// that sets it is served as before the field was known: accepted, and cleared by
+    /// [`ConsumerConfig::normalize`] (not kept, not reported).
+    #[serde(skip_serializing_if = "is_false")]
+    pub direct: bool,
     /// Free-form metadata (2.10).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
@@ -245,6 +251,7 @@ impl ConsumerConfig {
             )));
         }
         self.other.clear();
+        self.direct = false;
         if self.deliver_subject.as_deref().is_some_and(str::is_empty) {
             self.deliver_subject = None;
         }

@@ -47,7 +47,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 use tokio::time::Instant;
 use tracing::warn;
 
@@ -57,6 +56,7 @@ use super::config::Retention;
 use super::handle::{self, Cmd, ConsumerHandle, Lag};
 use super::retention::{AckView, SharedView};
 use super::stream::Stream;
+use super::wire::{ConsumerInfo, SequenceInfo};
 use crate::budget;
 use crate::server::{Account, Msg, ReplyTo};
 use leaf_proto::headers;
@@ -1195,40 +1195,32 @@ impl Task {
 
     // ---- info ----
 
-    fn info(&self) -> Value {
+    fn info(&self) -> ConsumerInfo {
         let opt_ts = |ns: i64| (ns > 0).then(|| rfc3339(ns));
-        let mut delivered = json!({
-            "consumer_seq": self.state.ack.dseq(),
-            "stream_seq": self.state.next_sseq.saturating_sub(1),
-        });
-        if let Some(t) = opt_ts(self.state.last_delivered_ns) {
-            delivered["last_active"] = Value::String(t);
+        let (floor_dseq, floor_sseq) = self.state.ack.floor();
+        ConsumerInfo {
+            stream_name: self.stream_name.clone(),
+            name: self.name.clone(),
+            created: rfc3339(self.created_ns),
+            config: self.config.clone(),
+            delivered: SequenceInfo {
+                consumer_seq: self.state.ack.dseq(),
+                stream_seq: self.state.next_sseq.saturating_sub(1),
+                last_active: opt_ts(self.state.last_delivered_ns),
+            },
+            ack_floor: SequenceInfo {
+                consumer_seq: floor_dseq,
+                stream_seq: floor_sseq,
+                last_active: opt_ts(self.state.last_ack_ns),
+            },
+            num_ack_pending: self.state.ack.num_ack_pending() as u64,
+            num_redelivered: self.state.ack.num_redelivered() as u64,
+            num_waiting: self.waiting.len() as u64,
+            num_pending: self.num_pending,
+            cluster: None,
+            push_bound: self.push_bound(),
+            ts: Some(rfc3339(now_ns())),
         }
-        let mut ack_floor = json!({
-            "consumer_seq": self.state.ack.floor().0,
-            "stream_seq": self.state.ack.floor().1,
-        });
-        if let Some(t) = opt_ts(self.state.last_ack_ns) {
-            ack_floor["last_active"] = Value::String(t);
-        }
-        let redelivered = self.state.ack.num_redelivered();
-        let mut info = json!({
-            "stream_name": self.stream_name,
-            "name": self.name,
-            "created": rfc3339(self.created_ns),
-            "config": self.config,
-            "delivered": delivered,
-            "ack_floor": ack_floor,
-            "num_ack_pending": self.state.ack.num_ack_pending(),
-            "num_redelivered": redelivered,
-            "num_waiting": self.waiting.len(),
-            "num_pending": self.num_pending,
-            "ts": rfc3339(now_ns()),
-        });
-        if let Some(bound) = self.push_bound() {
-            info["push_bound"] = Value::Bool(bound);
-        }
-        info
     }
 }
 
