@@ -777,6 +777,16 @@ async fn memory_streams_live_in_memory(kind: ServerKind) {
     )
     .await;
     assert_eq!(code(&update), 10052, "{kind}: {update}");
+    // An update of a memory stream applies its tighter limits to the memory store (it
+    // failed with 10051 "stream not found": the limits went to the file store).
+    let update = api(
+        &client,
+        "$JS.API.STREAM.UPDATE.MEM",
+        json!({ "name": "MEM", "subjects": ["mem.>"], "storage": "memory", "max_msgs": 2 }),
+    )
+    .await;
+    assert!(update.get("error").is_none(), "{kind}: {update}");
+    assert_eq!(state(&client, "MEM").await, (2, 4, 5), "{kind}");
     drop(client);
 
     // A restart keeps the file stream and loses the memory one, as nats-server does.

@@ -458,7 +458,7 @@ impl Inner {
             .map_err(failed)?;
         // Tighter limits apply with the update, as on nats-server.
         let removed = self
-            .store
+            .store_of(name)
             .set_retain(name, super::stream::retain_of(&cfg))
             .await
             .map_err(failed)?;
