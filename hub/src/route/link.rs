@@ -398,7 +398,16 @@ impl Route<'_> {
                 self.pings_out = 0;
                 if let Some(sent) = self.ping_sent.take() {
                     let rtt = u64::try_from(sent.elapsed().as_nanos()).unwrap_or(u64::MAX);
-                    self.status.rtt_ns.store(rtt.max(1), Ordering::Relaxed);
+                    let first = self.status.rtt_ns.swap(rtt.max(1), Ordering::Relaxed) == 0;
+                    if first {
+                        info!(
+                            rid = self.handle.id,
+                            peer = %self.peer_name,
+                            rtt_us = rtt / 1_000,
+                            routes = self.routes.established().len(),
+                            "route round trip measured"
+                        );
+                    }
                 }
                 Ok(())
             }
