@@ -260,6 +260,11 @@ pub fn load(args: &ServerArgs, cluster: &ClusterArgs) -> Result<HubConfig, Confi
 /// configured.
 pub fn validate(cfg: &Config, hub: &HubKeys) -> Result<(), ConfigError> {
     cfg.validate()?;
+    if let Some(cluster) = &hub.cluster {
+        cluster
+            .check()
+            .map_err(|(key, e)| ConfigError::invalid(key, e))?;
+    }
     let operator = hub
         .operator_settings()
         .map_err(|e| ConfigError::invalid("operator", e))?;

@@ -46,6 +46,12 @@ pub struct ClusterSettings {
     /// Do not tell clients about the other members' client URLs.
     #[serde(default)]
     pub no_advertise: bool,
+    /// `tls`: not supported yet (refused by name, never ignored).
+    #[serde(default)]
+    pub tls: Option<serde_json::Value>,
+    /// `advertise`: not supported yet (refused by name, never ignored).
+    #[serde(default)]
+    pub advertise: Option<String>,
 }
 
 /// `cluster.authorization`: the user and password every route must present.
@@ -63,6 +69,18 @@ pub struct RouteAuth {
 }
 
 impl ClusterSettings {
+    /// Refuses, by name (the key and why), the keys nats-server knows that routes do not
+    /// implement yet, and a listen address that cannot be used.
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        if self.tls.is_some() {
+            return Err(("cluster.tls", "TLS on routes is not supported yet".into()));
+        }
+        if self.advertise.is_some() {
+            return Err(("cluster.advertise", "not supported yet".into()));
+        }
+        self.listen_addr().map(|_| ()).map_err(|e| ("cluster", e))
+    }
+
     /// The address to listen on: `listen`, or `host` (default all interfaces) and `port`
     /// (default 6222, nats-server's).
     pub fn listen_addr(&self) -> Result<String, String> {
@@ -192,6 +210,21 @@ mod tests {
         assert!(RouteUrl::parse("http://h:1").is_err());
         assert!(RouteUrl::parse("nats-route://h").is_err());
         assert!(RouteUrl::parse("nats-route://:5").is_err());
+    }
+
+    #[test]
+    fn keys_not_supported_yet_are_refused_by_name() {
+        let tls = ClusterSettings {
+            tls: Some(serde_json::json!({ "cert_file": "x" })),
+            ..ClusterSettings::default()
+        };
+        assert_eq!(tls.check().unwrap_err().0, "cluster.tls");
+        let advertise = ClusterSettings {
+            advertise: Some("h:1".into()),
+            ..ClusterSettings::default()
+        };
+        assert_eq!(advertise.check().unwrap_err().0, "cluster.advertise");
+        assert!(ClusterSettings::default().check().is_ok());
     }
 
     #[test]
