@@ -800,6 +800,43 @@ mod a_partition_heals_without_duplicates {
     }
 }
 
+/// Clients see the whole cluster: n1's INFO lists n2's client URL (`connect_urls`), so a
+/// client given only n1 reconnects to n2 when n1 is killed.
+async fn a_client_fails_over_to_another_member(kinds: [ServerKind; 2]) {
+    let ports = [free_port(), free_port()];
+    let plain = |i: usize, name: &str| {
+        let mut config = member(name, ports[i], ports);
+        config.as_object_mut().map(|c| c.remove("accounts"));
+        config
+    };
+    let mut n1 = TestServer::with_config(kinds[0], plain(0, "n1")).await;
+    let n2 = TestServer::with_config(kinds[1], plain(1, "n2")).await;
+    let c2 = n2.client().await;
+    let mut at2 = c2.subscribe("fo.client").await.unwrap();
+    sync(&c2).await;
+    // A client that uses the servers the cluster announces (the tests' default ignores them).
+    let c1 = n1
+        .client_with(
+            e2e::async_nats::ConnectOptions::new()
+                .connection_timeout(Duration::from_secs(5))
+                .request_timeout(Some(Duration::from_secs(5))),
+        )
+        .await;
+    await_interest(&c1, "fo.client", &mut at2).await;
+    // The route is up; n1's INFO (sent again when the member joined) lists n2.
+    e2e::bounded("n2's URL in the client's server pool", async {
+        loop {
+            if c1.server_info().connect_urls.len() >= 2 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    n1.kill();
+    await_interest(&c1, "fo.client", &mut at2).await;
+}
+
 /// hubd takes its cluster from nats-server's flags too (`-cluster`, `-cluster_name`,
 /// `-routes`, Go style), with no `cluster` block in its file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -854,6 +891,7 @@ macro_rules! cluster_tests {
 
 cluster_tests!(
     a_busy_route_is_not_replaced,
+    a_client_fails_over_to_another_member,
     a_leaf_fails_over_to_another_member,
     a_leaf_reaches_the_whole_cluster,
     a_malformed_route_closes_alone,

@@ -355,6 +355,7 @@ fn server_info(
         tls_verify: opts.tls.as_ref().is_some_and(|t| t.verify),
         jetstream: shared.jetstream.load(std::sync::atomic::Ordering::Relaxed),
         nonce,
+        connect_urls: shared.connect_urls(),
     };
     serde_json::to_vec(&info).unwrap_or_default()
 }
@@ -451,6 +452,19 @@ impl Connection {
                         if let Some(close) = self.apply_permissions(permissions) {
                             return close;
                         }
+                    }
+                    if entry.take_info_changed() && self.connected {
+                        // The cluster changed: a new INFO with its connect_urls.
+                        let info = server_info(
+                            &self.shared,
+                            self.handle.id,
+                            self.peer,
+                            None,
+                            self.limits.max_payload,
+                        );
+                        self.fanout
+                            .send_with(&self.handle, |b| proto::write_info(b, &info));
+                        self.fanout.flush();
                     }
                     continue;
                 }

@@ -53,6 +53,9 @@ pub struct ServerInfo {
     /// What an nkey user signs to prove its key (present when some user logs in with one).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub nonce: Option<String>,
+    /// The client URLs of every server of the cluster (empty: no cluster).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub connect_urls: Vec<String>,
 }
 
 /// The options a client sends in `CONNECT`. Unknown fields are ignored.

@@ -140,6 +140,9 @@ pub struct Shared {
     /// The system account's services, while they run (see [`crate::system`]): connections
     /// tell them when they log in and end.
     pub system: crate::system::Slot,
+    /// The client URLs of the other servers of this server's cluster (hubd's routes learn
+    /// them): announced to clients in INFO `connect_urls`, so that a client fails over.
+    pub cluster_urls: std::sync::RwLock<Vec<String>>,
 }
 
 impl Shared {
@@ -220,6 +223,45 @@ impl Shared {
         closed
     }
 
+    /// The client URLs a client's INFO lists in `connect_urls`: this server's (unless it
+    /// listens on every interface, which is no address to give) and the other members' of its
+    /// cluster; empty without a cluster.
+    pub fn connect_urls(&self) -> Vec<String> {
+        let others = self
+            .cluster_urls
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        if others.is_empty() {
+            return others;
+        }
+        let own = Some(self.local_addr)
+            .filter(|a| !a.ip().is_unspecified())
+            .map(|a| a.to_string());
+        own.into_iter().chain(others).collect()
+    }
+
+    /// Sets the other cluster members' client URLs; when they changed, every logged-in client
+    /// gets an INFO with the new `connect_urls` (its own task sends it), as nats-server sends
+    /// when members join or leave.
+    pub fn set_cluster_urls(&self, mut urls: Vec<String>) {
+        urls.sort();
+        urls.dedup();
+        {
+            let mut current = self
+                .cluster_urls
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if *current == urls {
+                return;
+            }
+            *current = urls;
+        }
+        for entry in self.stats.connections() {
+            entry.announce_info();
+        }
+    }
+
     /// A new connection id (clients, leafnode links and routes draw from one counter).
     pub fn next_connection_id(&self) -> u64 {
         self.next_client_id
@@ -297,6 +339,7 @@ impl Server {
             stats,
             auth: std::sync::RwLock::new(Arc::new(opts.auth.clone())),
             system: crate::system::Slot::default(),
+            cluster_urls: std::sync::RwLock::new(Vec::new()),
             opts,
         });
         Ok(Server { shared, listener })

@@ -49,8 +49,11 @@ pub struct ConnEntry {
     /// New permissions from a reload, waiting for the connection's task to apply them
     /// (see [`ConnEntry::regrant`]).
     pub(crate) regranted: Mutex<Option<Option<Arc<Permissions>>>>,
-    /// Wakes the connection's task when `regranted` is set.
+    /// Wakes the connection's task when `regranted` or `info_changed` is set.
     pub(crate) regrant_wake: tokio::sync::Notify,
+    /// The server's INFO changed (its cluster's `connect_urls`): the connection's task sends
+    /// the client a new one.
+    pub(crate) info_changed: std::sync::atomic::AtomicBool,
     /// Its subscriptions by sid, for `/connz?subs=1` (kept by the connection's task beside
     /// its own map; bounded by `max_subscriptions`).
     sub_list: Mutex<HashMap<Box<[u8]>, Arc<Subscription>>>,
@@ -65,6 +68,17 @@ impl ConnEntry {
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = Some(permissions);
         self.regrant_wake.notify_one();
+    }
+
+    /// Asks the connection's task to send its client a new INFO.
+    pub fn announce_info(&self) {
+        self.info_changed.store(true, Ordering::Relaxed);
+        self.regrant_wake.notify_one();
+    }
+
+    /// Whether a new INFO is due (and clears it).
+    pub(crate) fn take_info_changed(&self) -> bool {
+        self.info_changed.swap(false, Ordering::Relaxed)
     }
 
     /// The permissions a reload handed over, if any since the last call.
@@ -181,6 +195,7 @@ impl ServerStats {
             meta: Mutex::new(ConnMeta::default()),
             subs: AtomicUsize::new(0),
             regranted: Mutex::new(None),
+            info_changed: std::sync::atomic::AtomicBool::new(false),
             regrant_wake: tokio::sync::Notify::new(),
             sub_list: Mutex::new(HashMap::new()),
         });

@@ -130,6 +130,8 @@ struct PeerInfo {
     port: u16,
     /// Its leafnode URL (one at most on a route).
     leafnode_urls: Vec<String>,
+    /// Its client URLs.
+    connect_urls: Vec<String>,
 }
 
 /// The fields of a peer's route CONNECT this server reads.
@@ -160,6 +162,8 @@ struct OurInfo<'a> {
     jetstream: bool,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     leafnode_urls: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    connect_urls: Vec<String>,
 }
 
 /// Our route CONNECT.
@@ -208,6 +212,8 @@ struct Route<'a> {
     peer_name: String,
     /// The peer's leafnode URL, from its INFO.
     peer_leaf_url: Option<String>,
+    /// The peer's client URLs, from its INFO.
+    peer_client_urls: Vec<String>,
     /// Interest the peer announced: (account, `subject[ queue]`) → subscription.
     subs: HashMap<(String, Box<[u8]>), SubRef>,
     /// Accounts by name, with their match caches.
@@ -262,6 +268,7 @@ pub async fn serve(
         peer_id: None,
         peer_name: String::new(),
         peer_leaf_url: None,
+        peer_client_urls: Vec::new(),
         subs: HashMap::new(),
         accounts: HashMap::new(),
         fanout: Fanout::new(Publisher::Link(handle.clone())),
@@ -568,6 +575,7 @@ impl Route<'_> {
             map.remove("nonce");
         }
         self.peer_leaf_url = info.leafnode_urls.first().cloned();
+        self.peer_client_urls = info.connect_urls.clone();
         self.establish(&info.server_id, gossip)?;
         self.routes.gossip_new(&info.server_id);
         Ok(())
@@ -594,6 +602,7 @@ impl Route<'_> {
             }),
             status: self.status.clone(),
             leaf_url: self.peer_leaf_url.clone(),
+            client_urls: self.peer_client_urls.clone(),
         };
         // Flush what the handshake wrote before the interest table goes out.
         self.fanout.flush();
@@ -639,6 +648,15 @@ impl Route<'_> {
             cluster: &self.routes.cluster_name,
             jetstream: false,
             leafnode_urls: self.routes.leaf_url().into_iter().collect(),
+            connect_urls: if self.routes.settings.no_advertise {
+                Vec::new()
+            } else {
+                Some(self.shared.local_addr)
+                    .filter(|a| !a.ip().is_unspecified())
+                    .map(|a| a.to_string())
+                    .into_iter()
+                    .collect()
+            },
         };
         let json = serde_json::to_vec(&info).unwrap_or_default();
         self.fanout.send_with(&self.handle, |b| {

@@ -42,8 +42,14 @@
 //! that receives an INFO about another member dials it (an implicit route, tried
 //! `connect_retries + 1` times), so a member given one seed meets them all.
 //!
-//! Not yet: `leafnode_urls` of the other members in the leafnode INFO, TLS on routes,
-//! `/routez`.
+//! # What clients and leaves are told
+//!
+//! Each member's route INFO carries its leafnode URL (`leafnode_urls`) and its client URL
+//! (`connect_urls`, unless `no_advertise`); this server gives its leaves the members'
+//! leafnode URLs and its clients their client URLs (INFO `connect_urls`, sent again when
+//! members come and go), so both fail over to another member.
+//!
+//! Not yet: TLS on routes (`cluster.tls` refused by name), `advertise`, lame duck.
 
 pub mod link;
 pub mod settings;
@@ -131,6 +137,9 @@ pub struct Established {
     /// The peer's leafnode URL (`leafnode_urls` in its INFO), announced to this server's
     /// leaves.
     pub leaf_url: Option<String>,
+    /// The peer's client URLs (`connect_urls` in its INFO), announced to this server's
+    /// clients unless `no_advertise`.
+    pub client_urls: Vec<String>,
 }
 
 /// A route's figures, kept by its connection and read by `/routez` and `/metrics`.
@@ -202,18 +211,33 @@ impl Routes {
         (!ip.is_unspecified()).then(|| std::net::SocketAddr::new(ip, addr.port()).to_string())
     }
 
-    /// Tells this server's leaves the leafnode URLs of the members with a route up.
+    /// Tells this server's leaves the leafnode URLs of the members with a route up, and its
+    /// clients their client URLs (unless `no_advertise`).
     fn update_leaf_urls(&self) {
-        let (Some(leaf), Some(rt)) = (self.leaf.get(), self.runtime.get()) else {
+        let Some(rt) = self.runtime.get() else {
             return;
         };
-        let urls: Vec<String> = self
-            .lock()
-            .routes
-            .values()
-            .filter_map(|r| r.leaf_url.clone())
-            .collect();
-        leaf.set_cluster_urls(&rt.shared, urls);
+        let (leaf_urls, client_urls): (Vec<String>, Vec<String>) = {
+            let state = self.lock();
+            (
+                state
+                    .routes
+                    .values()
+                    .filter_map(|r| r.leaf_url.clone())
+                    .collect(),
+                state
+                    .routes
+                    .values()
+                    .flat_map(|r| r.client_urls.iter().cloned())
+                    .collect(),
+            )
+        };
+        if let Some(leaf) = self.leaf.get() {
+            leaf.set_cluster_urls(&rt.shared, leaf_urls);
+        }
+        if !self.settings.no_advertise {
+            rt.shared.set_cluster_urls(client_urls);
+        }
     }
 
     /// The established routes.
