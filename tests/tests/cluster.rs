@@ -837,6 +837,61 @@ async fn a_client_fails_over_to_another_member(kinds: [ServerKind; 2]) {
     await_interest(&c1, "fo.client", &mut at2).await;
 }
 
+/// `cluster.advertise`: n2 tells the cluster to reach it through a relay (as behind NAT), and
+/// n3, a member that learns of n2 from the seed n1, connects to it there.
+async fn advertise_is_the_address_gossiped(kinds: [ServerKind; 3]) {
+    let ports = [free_port(), free_port(), free_port()];
+    let relay = e2e::proxy::TcpProxy::start(ports[1]).await;
+    let config = |name: &str, port: u16, routes: &[u16], advertise: Option<u16>| {
+        let mut config = json!({
+            "server_name": name,
+            "cluster": {
+                "name": "C",
+                "listen": format!("127.0.0.1:{port}"),
+                "routes": routes.iter().map(|p| format!("nats-route://127.0.0.1:{p}")).collect::<Vec<_>>(),
+            },
+        });
+        if let Some(a) = advertise {
+            config["cluster"]["advertise"] = json!(format!("127.0.0.1:{a}"));
+        }
+        config
+    };
+    // n3 is a member first; n2 joins later through the seed, which gossips n2's INFO (with
+    // its advertised address) to n3, which dials it there.
+    let _n1 = TestServer::with_config(kinds[0], config("n1", ports[0], &[], None)).await;
+    let n3 = TestServer::with_config(kinds[2], config("n3", ports[2], &[ports[0]], None)).await;
+    let n2 = TestServer::with_config(
+        kinds[1],
+        config("n2", ports[1], &[ports[0]], Some(relay.port())),
+    )
+    .await;
+    let c2 = n2.client().await;
+    let mut sub = c2.subscribe("adv").await.unwrap();
+    sync(&c2).await;
+    let c3 = n3.client().await;
+    await_interest(&c3, "adv", &mut sub).await;
+    assert!(
+        relay.connections() >= 1,
+        "{kinds:?}: n3 did not use n2's advertised address"
+    );
+}
+
+mod advertise_is_the_address_gossiped {
+    use e2e::ServerKind::{Hubd, NatsServer};
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hubd_hubd_hubd() {
+        super::advertise_is_the_address_gossiped([Hubd, Hubd, Hubd]).await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nats_server_seed_hubd_advertises() {
+        super::advertise_is_the_address_gossiped([NatsServer, Hubd, NatsServer]).await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hubd_seed_nats_server_advertises() {
+        super::advertise_is_the_address_gossiped([Hubd, NatsServer, Hubd]).await
+    }
+}
+
 /// hubd takes its cluster from nats-server's flags too (`-cluster`, `-cluster_name`,
 /// `-routes`, Go style), with no `cluster` block in its file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

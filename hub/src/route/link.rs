@@ -154,6 +154,8 @@ struct OurInfo<'a> {
     go: &'a str,
     host: String,
     port: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ip: Option<String>,
     headers: bool,
     auth_required: bool,
     max_payload: usize,
@@ -628,7 +630,19 @@ impl Route<'_> {
     }
 
     fn send_info(&mut self) {
-        let host = self.routes.listen_addr.ip().to_string();
+        // `cluster.advertise` (host:port): where the other members reach this one (behind
+        // NAT, a proxy or a container network), sent as `ip` as nats-server does.
+        let advertised = self.routes.settings.advertise.as_deref().and_then(|a| {
+            let (host, port) = a.rsplit_once(':')?;
+            Some((host.to_owned(), port.parse::<u16>().ok()?))
+        });
+        let (host, port) = advertised.clone().unwrap_or_else(|| {
+            (
+                self.routes.listen_addr.ip().to_string(),
+                self.routes.listen_addr.port(),
+            )
+        });
+        let ip = advertised.map(|(h, p)| format!("nats-route://{h}:{p}/"));
         let info = OurInfo {
             server_id: &self.shared.server_id,
             server_name: self
@@ -640,7 +654,8 @@ impl Route<'_> {
             version: leaf_core::server::info::NATS_FEATURE_LEVEL,
             go: "rust",
             host,
-            port: self.routes.listen_addr.port(),
+            port,
+            ip,
             headers: true,
             auth_required: self.routes.settings.authorization.is_some(),
             max_payload: self.shared.opts.max_payload,

@@ -49,7 +49,9 @@
 //! leafnode URLs and its clients their client URLs (INFO `connect_urls`, sent again when
 //! members come and go), so both fail over to another member.
 //!
-//! Not yet: TLS on routes (`cluster.tls` refused by name), `advertise`, lame duck.
+//! `cluster.advertise` replaces the address in the gossiped `ip`.
+//!
+//! Not yet: TLS on routes (`cluster.tls` refused by name), lame duck.
 
 pub mod link;
 pub mod settings;

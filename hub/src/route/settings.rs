@@ -8,6 +8,7 @@
 //! authorization = { user = "ruser", password = "pw" }   # what peers must present
 //! connect_retries = 0             # kept for nats-server configs; explicit routes retry forever
 //! no_advertise = false
+//! advertise = "gw.example.net:6222"   # the route URL others are told (behind NAT)
 //! ```
 //!
 //! A route URL may name this server itself (a shared list of every member): that one is
@@ -49,7 +50,8 @@ pub struct ClusterSettings {
     /// `tls`: not supported yet (refused by name, never ignored).
     #[serde(default)]
     pub tls: Option<serde_json::Value>,
-    /// `advertise`: not supported yet (refused by name, never ignored).
+    /// `advertise` (`host:port`): the route URL the other members are told to use for this
+    /// one (gossip), instead of the address they see it connect from.
     #[serde(default)]
     pub advertise: Option<String>,
 }
@@ -75,8 +77,13 @@ impl ClusterSettings {
         if self.tls.is_some() {
             return Err(("cluster.tls", "TLS on routes is not supported yet".into()));
         }
-        if self.advertise.is_some() {
-            return Err(("cluster.advertise", "not supported yet".into()));
+        if let Some(a) = &self.advertise {
+            let ok = a
+                .rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+            if !ok {
+                return Err(("cluster.advertise", format!("`{a}` is not host:port")));
+            }
         }
         self.listen_addr().map(|_| ()).map_err(|e| ("cluster", e))
     }
@@ -213,17 +220,18 @@ mod tests {
     }
 
     #[test]
-    fn keys_not_supported_yet_are_refused_by_name() {
+    fn keys_not_supported_yet_or_malformed_are_refused_by_name() {
         let tls = ClusterSettings {
             tls: Some(serde_json::json!({ "cert_file": "x" })),
             ..ClusterSettings::default()
         };
         assert_eq!(tls.check().unwrap_err().0, "cluster.tls");
-        let advertise = ClusterSettings {
-            advertise: Some("h:1".into()),
+        let advertise = |a: &str| ClusterSettings {
+            advertise: Some(a.into()),
             ..ClusterSettings::default()
         };
-        assert_eq!(advertise.check().unwrap_err().0, "cluster.advertise");
+        assert!(advertise("h:1").check().is_ok());
+        assert_eq!(advertise("h").check().unwrap_err().0, "cluster.advertise");
         assert!(ClusterSettings::default().check().is_ok());
     }
 
