@@ -21,7 +21,7 @@ use futures::StreamExt;
 
 /// The configuration of one member: its name, the cluster block with both route URLs, and two
 /// accounts (`A` with user `a`, `B` with user `b`).
-fn member(name: &str, route_port: u16, ports: [u16; 2]) -> Value {
+fn member(name: &str, route_port: u16, ports: &[u16]) -> Value {
     json!({
         "server_name": name,
         "cluster": {
@@ -39,8 +39,8 @@ fn member(name: &str, route_port: u16, ports: [u16; 2]) -> Value {
 /// Two members of cluster `C`, of the given kinds.
 async fn pair(kinds: [ServerKind; 2]) -> [TestServer; 2] {
     let ports = [free_port(), free_port()];
-    let first = TestServer::with_config(kinds[0], member("n1", ports[0], ports)).await;
-    let second = TestServer::with_config(kinds[1], member("n2", ports[1], ports)).await;
+    let first = TestServer::with_config(kinds[0], member("n1", ports[0], &ports)).await;
+    let second = TestServer::with_config(kinds[1], member("n2", ports[1], &ports)).await;
     [first, second]
 }
 
@@ -189,7 +189,7 @@ async fn a_leaf_reaches_the_whole_cluster(kinds: [ServerKind; 2]) {
     let ports = [free_port(), free_port()];
     let leaf_port = free_port();
     let plain = |name: &str, route_port: u16, leaf: Option<u16>| {
-        let mut config = member(name, route_port, ports);
+        let mut config = member(name, route_port, &ports);
         config.as_object_mut().map(|c| c.remove("accounts"));
         if let Some(port) = leaf {
             config["leafnodes"] = json!({ "listen": format!("127.0.0.1:{port}") });
@@ -309,9 +309,9 @@ mod members_meet_through_a_seed {
 /// A member of another cluster is refused, and both sides say why in their logs.
 async fn another_cluster_is_refused(kinds: [ServerKind; 2]) {
     let ports = [free_port(), free_port()];
-    let mut other = member("n2", ports[1], ports);
+    let mut other = member("n2", ports[1], &ports);
     other["cluster"]["name"] = json!("D");
-    let n1 = TestServer::with_config(kinds[0], member("n1", ports[0], ports)).await;
+    let n1 = TestServer::with_config(kinds[0], member("n1", ports[0], &ports)).await;
     let n2 = TestServer::with_config(kinds[1], other).await;
     for server in [&n1, &n2] {
         if server.kind() == ServerKind::Hubd {
@@ -339,7 +339,7 @@ async fn another_cluster_is_refused(kinds: [ServerKind; 2]) {
 async fn route_credentials_are_checked(kinds: [ServerKind; 2]) {
     let ports = [free_port(), free_port()];
     let with_auth = |name: &str, port: u16, password: &str| {
-        let mut config = member(name, port, ports);
+        let mut config = member(name, port, &ports);
         config["cluster"]["authorization"] = json!({ "user": "ruser", "password": "secret" });
         config["cluster"]["routes"] = json!([format!(
             "nats-route://ruser:{password}@127.0.0.1:{}",
@@ -368,8 +368,8 @@ async fn route_credentials_are_checked(kinds: [ServerKind; 2]) {
 /// hears the new n2's publisher, and n2's new subscriber hears n1.
 async fn a_restarted_member_rejoins(kinds: [ServerKind; 2]) {
     let ports = [free_port(), free_port()];
-    let n1 = TestServer::with_config(kinds[0], member("n1", ports[0], ports)).await;
-    let mut n2 = TestServer::with_config(kinds[1], member("n2", ports[1], ports)).await;
+    let n1 = TestServer::with_config(kinds[0], member("n1", ports[0], &ports)).await;
+    let mut n2 = TestServer::with_config(kinds[1], member("n2", ports[1], &ports)).await;
     let c1 = login(&n1, "a").await;
     let mut at_n1 = c1.subscribe("to.n1").await.unwrap();
     sync(&c1).await;
@@ -378,7 +378,7 @@ async fn a_restarted_member_rejoins(kinds: [ServerKind; 2]) {
         await_interest(&c2, "to.n1", &mut at_n1).await;
     }
     n2.kill();
-    let n2 = TestServer::with_config(kinds[1], member("n2", ports[1], ports)).await;
+    let n2 = TestServer::with_config(kinds[1], member("n2", ports[1], &ports)).await;
     let c2 = login(&n2, "a").await;
     await_interest(&c2, "to.n1", &mut at_n1).await;
     let mut at_n2 = c2.subscribe("to.n2").await.unwrap();
@@ -392,8 +392,8 @@ async fn a_restarted_member_rejoins(kinds: [ServerKind; 2]) {
 async fn a_malformed_route_closes_alone(kinds: [ServerKind; 2]) {
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
     let ports = [free_port(), free_port()];
-    let n1 = TestServer::with_config(kinds[0], member("n1", ports[0], ports)).await;
-    let n2 = TestServer::with_config(kinds[1], member("n2", ports[1], ports)).await;
+    let n1 = TestServer::with_config(kinds[0], member("n1", ports[0], &ports)).await;
+    let n2 = TestServer::with_config(kinds[1], member("n2", ports[1], &ports)).await;
     let c1 = login(&n1, "a").await;
     let c2 = login(&n2, "a").await;
     let mut sub = c2.subscribe("alive").await.unwrap();
@@ -449,7 +449,7 @@ async fn monitoring_shows_the_routes(kinds: [ServerKind; 2]) {
     let http = [free_port(), free_port()];
     let mut servers = Vec::new();
     for (i, name) in ["n1", "n2"].into_iter().enumerate() {
-        let mut config = member(name, ports[i], ports);
+        let mut config = member(name, ports[i], &ports);
         config["http_port"] = json!(http[i]);
         servers.push(TestServer::with_config(kinds[i], config).await);
     }
@@ -521,7 +521,7 @@ async fn a_leaf_fails_over_to_another_member(kinds: [ServerKind; 2]) {
     let ports = [free_port(), free_port()];
     let leaf_ports = [free_port(), free_port()];
     let config = |i: usize, name: &str| {
-        let mut config = member(name, ports[i], ports);
+        let mut config = member(name, ports[i], &ports);
         config.as_object_mut().map(|c| c.remove("accounts"));
         config["leafnodes"] = json!({ "listen": format!("127.0.0.1:{}", leaf_ports[i]) });
         config
@@ -560,7 +560,7 @@ async fn an_uplink_survives_its_member(kinds: [ServerKind; 2]) {
     let leaf_ports = [free_port(), free_port()];
     let hub_store = StoreDir::new();
     let config = |i: usize, name: &str| {
-        let mut config = member(name, ports[i], ports);
+        let mut config = member(name, ports[i], &ports);
         config.as_object_mut().map(|c| c.remove("accounts"));
         config["leafnodes"] = json!({ "listen": format!("127.0.0.1:{}", leaf_ports[i]) });
         if i == 1 {
@@ -616,7 +616,7 @@ async fn a_busy_route_is_not_replaced(kinds: [ServerKind; 2]) {
     let ports = [free_port(), free_port()];
     let http = [free_port(), free_port()];
     let with_http = |i: usize, name: &str| {
-        let mut config = member(name, ports[i], ports);
+        let mut config = member(name, ports[i], &ports);
         config["http_port"] = json!(http[i]);
         config
     };
@@ -676,10 +676,10 @@ async fn ten_thousand_subscriptions_cross(kinds: [ServerKind; 2]) {
     const N: usize = 10_000;
     let ports = [free_port(), free_port()];
     let http = free_port();
-    let mut first = member("n1", ports[0], ports);
+    let mut first = member("n1", ports[0], &ports);
     first["http_port"] = json!(http);
     let n1 = TestServer::with_config(kinds[0], first).await;
-    let n2 = TestServer::with_config(kinds[1], member("n2", ports[1], ports)).await;
+    let n2 = TestServer::with_config(kinds[1], member("n2", ports[1], &ports)).await;
     let c1 = login(&n1, "a").await;
     let c2 = login(&n2, "a").await;
     let mut probe = c2.subscribe("many.probe").await.unwrap();
@@ -805,7 +805,7 @@ mod a_partition_heals_without_duplicates {
 async fn a_client_fails_over_to_another_member(kinds: [ServerKind; 2]) {
     let ports = [free_port(), free_port()];
     let plain = |i: usize, name: &str| {
-        let mut config = member(name, ports[i], ports);
+        let mut config = member(name, ports[i], &ports);
         config.as_object_mut().map(|c| c.remove("accounts"));
         config
     };
@@ -897,8 +897,8 @@ mod advertise_is_the_address_gossiped {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_flags_as_nats_server() {
     let ports = [free_port(), free_port()];
-    let n1 = TestServer::with_config(ServerKind::Hubd, member("n1", ports[0], ports)).await;
-    let mut config = member("n2", ports[1], ports);
+    let n1 = TestServer::with_config(ServerKind::Hubd, member("n1", ports[0], &ports)).await;
+    let mut config = member("n2", ports[1], &ports);
     config.as_object_mut().map(|c| c.remove("cluster"));
     let n2 = TestServer::builder(ServerKind::Hubd)
         .config(config)
@@ -915,6 +915,160 @@ async fn cluster_flags_as_nats_server() {
     let mut sub = c2.subscribe("flags").await.unwrap();
     sync(&c2).await;
     await_interest(&c1, "flags", &mut sub).await;
+}
+
+/// Three members, each listing the three route URLs, with `extra(i)` merged into member
+/// `i`'s configuration.
+async fn trio(kinds: [ServerKind; 3], extra: impl Fn(usize) -> Value) -> Vec<TestServer> {
+    let ports = [free_port(), free_port(), free_port()];
+    let mut members = Vec::new();
+    for (i, kind) in kinds.into_iter().enumerate() {
+        let mut config = member(&format!("n{}", i + 1), ports[i], &ports);
+        if let (Some(c), Value::Object(more)) = (config.as_object_mut(), extra(i)) {
+            c.extend(more);
+        }
+        members.push(TestServer::with_config(kind, config).await);
+    }
+    members
+}
+
+/// A 3-member cluster in each mix: a wildcard subscriber on n3 gets n1's messages (headers
+/// kept), a queue group with a member on every node gets each of n2's messages once, a
+/// request from n1 is answered on n3 and one nobody serves gets no-responders, and a leaf on
+/// n1 exchanges messages with n3 both ways.
+async fn a_three_member_cluster(kinds: [ServerKind; 3]) {
+    let leaf_port = free_port();
+    let nodes = trio(kinds, |i| {
+        if i == 0 {
+            json!({ "leafnodes": { "listen": format!("127.0.0.1:{leaf_port}") } })
+        } else {
+            json!({})
+        }
+    })
+    .await;
+    let mut clients = Vec::new();
+    for n in &nodes {
+        clients.push(login(n, "a").await);
+    }
+    let (c1, c2, c3) = (&clients[0], &clients[1], &clients[2]);
+
+    // Wildcards and headers, n1 -> n3.
+    let mut sub = c3.subscribe("t3.>").await.unwrap();
+    sync(c3).await;
+    await_interest(c1, "t3.probe", &mut sub).await;
+    let mut headers = HeaderMap::new();
+    headers.insert("K", "v");
+    c1.publish_with_headers("t3.x", headers, "h".into())
+        .await
+        .unwrap();
+    let m = next_msg(&mut sub).await;
+    assert_eq!(m.subject.as_str(), "t3.x", "{kinds:?}");
+    assert_eq!(
+        m.headers
+            .as_ref()
+            .and_then(|h| h.get("K"))
+            .map(|v| v.as_str()),
+        Some("v"),
+        "{kinds:?}"
+    );
+
+    // A queue group with a member on every node: each message once.
+    let mut members = Vec::new();
+    for c in &clients {
+        members.push(c.queue_subscribe("w3", "g".into()).await.unwrap());
+        sync(c).await;
+    }
+    for c in [c1, c3] {
+        let mut probe = c.subscribe("w3.probe").await.unwrap();
+        sync(c).await;
+        await_interest(c2, "w3.probe", &mut probe).await;
+    }
+    let n = 300;
+    for i in 0..n {
+        c2.publish("w3", i.to_string().into()).await.unwrap();
+    }
+    sync(c2).await;
+    let merged = futures::stream::select_all(members.iter_mut());
+    let got: Vec<_> =
+        tokio::time::timeout(Duration::from_secs(10), merged.take(n).collect::<Vec<_>>())
+            .await
+            .unwrap_or_else(|_| panic!("{kinds:?}: the queue group got fewer than {n} messages"));
+    let distinct: HashSet<_> = got.iter().map(|m| m.payload.clone()).collect();
+    assert_eq!(
+        distinct.len(),
+        n,
+        "{kinds:?}: a message went to two members"
+    );
+    for c in &clients {
+        sync(c).await;
+    }
+    let extra = tokio::time::timeout(
+        Duration::from_millis(300),
+        futures::stream::select_all(members.iter_mut()).next(),
+    )
+    .await;
+    assert!(extra.is_err(), "{kinds:?}: a message was delivered twice");
+
+    // Request/reply n1 -> n3, and no responders across the cluster.
+    let mut service = c3.subscribe("svc3").await.unwrap();
+    sync(c3).await;
+    let responder = c3.clone();
+    let task = tokio::spawn(async move {
+        while let Some(req) = service.next().await {
+            if let Some(reply) = req.reply {
+                responder.publish(reply, "pong".into()).await.unwrap();
+            }
+        }
+    });
+    let mut probe = c3.subscribe("svc3.probe").await.unwrap();
+    sync(c3).await;
+    await_interest(c1, "svc3.probe", &mut probe).await;
+    let answer = c1.request("svc3", "ping".into()).await.expect("request");
+    assert_eq!(&answer.payload[..], b"pong", "{kinds:?}");
+    task.abort();
+    let err = c1
+        .request("nobody.serves.this", "x".into())
+        .await
+        .expect_err("no responders");
+    assert_eq!(
+        err.kind(),
+        e2e::async_nats::RequestErrorKind::NoResponders,
+        "{kinds:?}: {err}"
+    );
+
+    // A leaf on n1 (logged in as A's user) and n3, both ways.
+    let leaf = TestServer::with_config(
+        ServerKind::Leafd,
+        json!({ "leafnodes": { "remotes": [ { "url": format!("nats-leaf://a:a@127.0.0.1:{leaf_port}") } ] } }),
+    )
+    .await;
+    let lc = leaf.client().await;
+    let mut at_leaf = lc.subscribe("to.leaf3").await.unwrap();
+    sync(&lc).await;
+    await_interest(c3, "to.leaf3", &mut at_leaf).await;
+    let mut at3 = c3.subscribe("from.leaf3").await.unwrap();
+    sync(c3).await;
+    await_interest(&lc, "from.leaf3", &mut at3).await;
+}
+
+mod a_three_member_cluster {
+    use e2e::ServerKind::{Hubd, NatsServer};
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hubd_hubd_hubd() {
+        super::a_three_member_cluster([Hubd, Hubd, Hubd]).await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hubd_hubd_nats_server() {
+        super::a_three_member_cluster([Hubd, Hubd, NatsServer]).await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nats_server_nats_server_hubd() {
+        super::a_three_member_cluster([NatsServer, NatsServer, Hubd]).await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nats_server_nats_server_nats_server() {
+        super::a_three_member_cluster([NatsServer, NatsServer, NatsServer]).await
+    }
 }
 
 /// Every test for every mix of members.
