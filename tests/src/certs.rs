@@ -87,6 +87,23 @@ impl Certs {
         self.sign(stem, params, other_ca);
     }
 
+    /// Writes `<stem>.pem` and `<stem>-key.pem`: a certificate for a cluster member
+    /// (`127.0.0.1` and `localhost`, usable as TLS server and client certificate, as routes
+    /// need), signed by the CA, or by the unrelated CA when `other_ca`.
+    pub fn member(&self, stem: &str, other_ca: bool) {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.subject_alt_names = vec![
+            SanType::DnsName("localhost".try_into().unwrap()),
+            SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+        ];
+        params.distinguished_name.push(DnType::CommonName, stem);
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        self.sign(stem, params, other_ca);
+    }
+
     /// Signs `params` with a fresh key and writes `<stem>.pem` and `<stem>-key.pem`.
     fn sign(&self, stem: &str, params: CertificateParams, other_ca: bool) {
         let key = KeyPair::generate().unwrap();

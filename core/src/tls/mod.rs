@@ -2,10 +2,11 @@
 //! PEM loading with errors naming the config key, the server side's rustls configuration,
 //! and [`FlushingWriter`] for the write half of a TLS stream.
 //!
-//! The leafnode links (`crate::leafnode::tls`), the client listener (`crate::server::tls`)
-//! and the monitoring port's `https_port` build on these; [`names`] reads the names a client
+//! The leafnode links (`crate::leafnode::tls`), the client listener (`crate::server::tls`),
+//! the monitoring port's `https_port` and hubd's routes ([`mutual`]) build on these; [`names`] reads the names a client
 //! certificate carries for `verify_and_map`.
 
+pub mod mutual;
 pub mod names;
 
 use std::io;
@@ -272,7 +273,7 @@ pub(crate) async fn accept(
 /// there. Here a write first puts its bytes into the TLS session, then flushes the session,
 /// and reports the count only after the flush. The caller must repeat a write that returned
 /// `Pending` with the same bytes (as `write_all` and the link writer do).
-pub(crate) struct FlushingWriter<W> {
+pub struct FlushingWriter<W> {
     inner: W,
     /// Bytes taken by a write whose flush is still pending.
     accepted: Option<usize>,
@@ -280,7 +281,7 @@ pub(crate) struct FlushingWriter<W> {
 
 impl<W> FlushingWriter<W> {
     /// Wraps `inner`.
-    pub(crate) fn new(inner: W) -> Self {
+    pub fn new(inner: W) -> Self {
         FlushingWriter {
             inner,
             accepted: None,

@@ -30,6 +30,7 @@ use leaf_core::server::fanout::{
 use leaf_core::server::readbuf::ReadBuffer;
 use leaf_core::server::reply::Publisher;
 use leaf_core::server::{Account, Shared};
+use leaf_core::tls::FlushingWriter;
 use leaf_proto::subject::{is_valid_queue_name, is_valid_subject};
 use leaf_proto::{self as proto, Limits, QueueNames, RouteOp};
 use serde::{Deserialize, Serialize};
@@ -45,6 +46,10 @@ const MAX_CONTROL_LINE: usize = 64 * 1024;
 
 /// The largest message a route carries.
 const MAX_PAYLOAD: usize = 64 * 1024 * 1024;
+
+/// The first byte of a TLS handshake record (a ClientHello): what a member with `cluster.tls`
+/// sends first.
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
 /// How long the handshake may take.
 const HANDSHAKE_LIMIT: Duration = Duration::from_secs(5);
@@ -158,6 +163,8 @@ struct OurInfo<'a> {
     ip: Option<String>,
     headers: bool,
     auth_required: bool,
+    tls_required: bool,
+    tls_verify: bool,
     max_payload: usize,
     proto: u32,
     cluster: &'a str,
@@ -225,17 +232,25 @@ struct Route<'a> {
     registered: bool,
 }
 
+/// A route's connection: plain TCP, or TLS when the cluster has `tls` (the handshake is
+/// done before it gets here).
+pub enum RouteStream {
+    /// Plain TCP.
+    Plain(TcpStream),
+    /// TLS over TCP.
+    Tls(Box<leaf_core::tls::mutual::MutualStream>),
+}
+
 /// Runs one route connection until it ends. `dialled`: the URL this server dialled (`None`:
 /// accepted).
 pub async fn serve(
     shared: Arc<Shared>,
     routes: Arc<Routes>,
-    stream: TcpStream,
+    stream: RouteStream,
     peer: SocketAddr,
     dialled: Option<&RouteUrl>,
     mut stop: watch::Receiver<bool>,
 ) -> Closed {
-    let _ = stream.set_nodelay(true);
     let id = shared.next_connection_id();
     let stats = Arc::new(LinkStats::default());
     let handle = Arc::new(ClientHandle::with_kind(
@@ -277,8 +292,20 @@ pub async fn serve(
         pings_out: 0,
         registered: false,
     };
-    let (reader, writer) = stream.into_split();
-    let reason = route.run(reader, writer, &mut stop).await;
+    let reason = match stream {
+        RouteStream::Plain(tcp) => {
+            let _ = tcp.set_nodelay(true);
+            let (reader, writer) = tcp.into_split();
+            route.run(reader, writer, &mut stop).await
+        }
+        RouteStream::Tls(tls) => {
+            let _ = tls.get_ref().0.set_nodelay(true);
+            let (reader, writer) = tokio::io::split(*tls);
+            route
+                .run(reader, FlushingWriter::new(writer), &mut stop)
+                .await
+        }
+    };
     Closed {
         reason,
         peer_id: route.peer_id.clone(),
@@ -341,6 +368,13 @@ impl Route<'_> {
             let phase = self.phase;
             tokio::select! {
                 read = rb.read_from(reader) => match read {
+                    Ok(0) if phase == Phase::AwaitInfo && rb.buf.is_empty() => {
+                        return Ended::Refused(
+                            "closed by the peer before its INFO (if it has cluster.tls, every \
+                             member needs the same)"
+                                .into(),
+                        );
+                    }
                     Ok(0) => return Ended::Eof,
                     Ok(_) => {}
                     Err(e) => return Ended::Read(e),
@@ -365,6 +399,13 @@ impl Route<'_> {
                 u64::try_from(leaf_proto::time::now_ns()).unwrap_or(0),
                 Ordering::Relaxed,
             );
+            if phase != Phase::Established && rb.buf.first() == Some(&TLS_HANDSHAKE_RECORD) {
+                return Ended::Protocol(
+                    "the peer started TLS: its cluster block has tls and this one has none \
+                     (every member needs the same)"
+                        .into(),
+                );
+            }
             let (consumed, ended) = self.process(&rb.buf);
             rb.buf.advance(consumed);
             self.fanout.flush();
@@ -658,6 +699,8 @@ impl Route<'_> {
             ip,
             headers: true,
             auth_required: self.routes.settings.authorization.is_some(),
+            tls_required: self.routes.tls_required(),
+            tls_verify: self.routes.tls_required(),
             max_payload: self.shared.opts.max_payload,
             proto: 1,
             cluster: &self.routes.cluster_name,
@@ -687,7 +730,7 @@ impl Route<'_> {
             pedantic: false,
             user: auth.map(|(u, _)| u.as_str()),
             pass: auth.map(|(_, p)| p.as_str()),
-            tls_required: false,
+            tls_required: self.routes.tls_required(),
             headers: true,
             name: &self.shared.server_id,
             cluster: &self.routes.cluster_name,

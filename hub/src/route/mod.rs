@@ -51,7 +51,16 @@
 //!
 //! `cluster.advertise` replaces the address in the gossiped `ip`.
 //!
-//! Not yet: TLS on routes (`cluster.tls` refused by name), lame duck.
+//! # TLS
+//!
+//! With `cluster.tls` every route starts TLS right after the TCP connect, before the INFO (as
+//! nats-server 2.9), and both sides verify each other against `ca_file`
+//! (`leaf_core::tls::mutual`): a member without TLS, or with a certificate from another CA,
+//! never gets a route, and both sides log why. A route dialled at an IP address (every route
+//! learned by gossip) checks the peer's certificate against the first host name among the
+//! configured routes if there is one, else the address (which the certificate must list).
+//!
+//! Not yet: lame duck.
 
 pub mod link;
 pub mod settings;
@@ -63,6 +72,7 @@ use std::time::{Duration, SystemTime};
 use bytes::BytesMut;
 use leaf_core::server::fanout::{ClientHandle, SubTarget, Subscription};
 use leaf_core::server::{Account, Shared};
+use leaf_core::tls::mutual::MutualTls;
 use leaf_proto as proto;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
@@ -87,6 +97,13 @@ pub struct Routes {
     listener: Mutex<Option<TcpListener>>,
     /// The address routes are accepted on.
     pub listen_addr: std::net::SocketAddr,
+    /// TLS on every route (`cluster.tls`), both sides verified.
+    tls: Option<Arc<MutualTls>>,
+    /// The name a dialled route's certificate is checked against when its URL holds an IP
+    /// address: the first host name among the configured routes (as nats-server, so that
+    /// routes learned by gossip, whose URLs carry addresses, can be verified), else the
+    /// address itself.
+    tls_name: Option<String>,
     /// The server, once it runs, and what route tasks started later need.
     runtime: OnceLock<Runtime>,
     /// This server's leafnode links, if it has a leafnode listener: told the other members'
@@ -182,11 +199,22 @@ impl Routes {
             .name
             .clone()
             .unwrap_or_else(|| format!("C{:016X}", fastrand::u64(..)));
+        let tls = match &settings.tls {
+            Some(tls) => Some(Arc::new(tls.build().map_err(|e| e.to_string())?)),
+            None => None,
+        };
+        let tls_name = settings
+            .routes
+            .iter()
+            .find(|u| u.host.parse::<std::net::IpAddr>().is_err())
+            .map(|u| u.host.clone());
         Ok(Arc::new(Routes {
             settings,
             cluster_name,
             listener: Mutex::new(Some(listener)),
             listen_addr,
+            tls,
+            tls_name,
             runtime: OnceLock::new(),
             leaf: OnceLock::new(),
             state: Mutex::new(State::default()),
@@ -415,6 +443,34 @@ impl Routes {
         }
     }
 
+    /// A dialled connection to `url`, with TLS if the cluster has it (`None`, logged, when
+    /// the handshake fails).
+    async fn secure(
+        &self,
+        tcp: tokio::net::TcpStream,
+        url: &RouteUrl,
+    ) -> Option<link::RouteStream> {
+        let Some(tls) = &self.tls else {
+            return Some(link::RouteStream::Plain(tcp));
+        };
+        let name = match (&self.tls_name, url.host.parse::<std::net::IpAddr>()) {
+            (Some(name), Ok(_)) => name.as_str(),
+            _ => url.host.as_str(),
+        };
+        match tls.connect(name, tcp, &format!("route {url}")).await {
+            Ok(tls) => Some(link::RouteStream::Tls(Box::new(tls))),
+            Err(why) => {
+                warn!(url = %url, "route not established: {why} (cluster.tls is set here: every member needs it, with a certificate from the same CA)");
+                None
+            }
+        }
+    }
+
+    /// Whether routes run over TLS.
+    pub fn tls_required(&self) -> bool {
+        self.tls.is_some()
+    }
+
     fn is_own_url(&self, url: &RouteUrl) -> bool {
         self.lock().own_urls.contains(&url.addr())
     }
@@ -548,6 +604,19 @@ async fn accept_loop(
                 let done = done.clone();
                 tokio::spawn(async move {
                     let _done = done;
+                    let stream = match routes.tls.clone() {
+                        None => link::RouteStream::Plain(stream),
+                        Some(tls) => {
+                            let who = format!("route peer {peer}");
+                            match tls.accept(stream, &who).await {
+                                Ok(tls) => link::RouteStream::Tls(Box::new(tls)),
+                                Err(why) => {
+                                    warn!(%peer, "route refused: {why} (cluster.tls is set here: every member needs it, with a certificate from the same CA)");
+                                    return;
+                                }
+                            }
+                        }
+                    };
                     let ended = link::serve(shared, routes, stream, peer, None, stop).await;
                     info!(%peer, reason = %ended, "route closed");
                 });
@@ -608,19 +677,21 @@ async fn dial(
                     let peer = stream
                         .peer_addr()
                         .unwrap_or_else(|_| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
-                    let ended = link::serve(
-                        shared.clone(),
-                        routes.clone(),
-                        stream,
-                        peer,
-                        Some(url),
-                        stop.clone(),
-                    )
-                    .await;
-                    if let Some(id) = ended.peer_id() {
-                        peer_id = Some(id.to_owned());
+                    if let Some(stream) = routes.secure(stream, url).await {
+                        let ended = link::serve(
+                            shared.clone(),
+                            routes.clone(),
+                            stream,
+                            peer,
+                            Some(url),
+                            stop.clone(),
+                        )
+                        .await;
+                        if let Some(id) = ended.peer_id() {
+                            peer_id = Some(id.to_owned());
+                        }
+                        info!(url = %url, reason = %ended, "route closed");
                     }
-                    info!(url = %url, reason = %ended, "route closed");
                 }
                 Ok(Err(e)) => tracing::debug!(url = %url, error = %e, "route connect failed"),
                 Err(_) => tracing::debug!(url = %url, "route connect timed out"),

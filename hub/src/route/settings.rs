@@ -9,13 +9,24 @@
 //! connect_retries = 0             # kept for nats-server configs; explicit routes retry forever
 //! no_advertise = false
 //! advertise = "gw.example.net:6222"   # the route URL others are told (behind NAT)
+//!
+//! [cluster.tls]                   # TLS first on every route, both sides verified
+//! cert_file = "/etc/hubd/route.pem"   # presented as server and as client certificate
+//! key_file = "/etc/hubd/route-key.pem"
+//! ca_file = "/etc/hubd/ca.pem"        # every member's certificate chains to it
+//! timeout = "2s"
 //! ```
 //!
 //! A route URL may name this server itself (a shared list of every member): that one is
 //! dropped once the server sees its own id at the other end.
 
 use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
 
+use leaf_core::config::value;
+use leaf_core::tls::mutual::{MutualFiles, MutualTls};
+use leaf_core::tls::TlsError;
 use serde::{Deserialize, Deserializer};
 
 /// The `cluster` block.
@@ -47,12 +58,15 @@ pub struct ClusterSettings {
     /// Do not tell clients about the other members' client URLs.
     #[serde(default)]
     pub no_advertise: bool,
-    /// `tls`: not supported yet (refused by name, never ignored).
+    /// `tls`: TLS on every route, both sides verified against `ca_file`.
     #[serde(default)]
-    pub tls: Option<serde_json::Value>,
+    pub tls: Option<ClusterTls>,
+    /// `permissions` (what routes may import and export): not supported yet, refused by name.
+    #[serde(default)]
+    pub permissions: Option<serde_json::Value>,
     /// `advertise` (`host:port`): the route URL the other members are told to use for this
     /// one (gossip), instead of the address they see it connect from.
-    #[serde(default)]
+    #[serde(default, alias = "cluster_advertise")]
     pub advertise: Option<String>,
 }
 
@@ -70,12 +84,110 @@ pub struct RouteAuth {
     pub timeout: Option<std::time::Duration>,
 }
 
+/// `cluster.tls`, as nats-server 2.9 reads it. Routes always verify both sides (nats-server
+/// forces it too), so `verify` is accepted and changes nothing; the keys of nats-server's
+/// TLS table that would weaken or change verification are refused by name.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterTls {
+    /// This server's certificate chain (PEM), presented to peers on both sides of a route.
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// The CA (PEM) every member's certificate chains to.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Accepted for nats-server configs: routes always verify their peer.
+    #[serde(default)]
+    pub verify: bool,
+    /// Time limit of the TLS handshake (seconds, or a string such as `"500ms"`; default 2 s).
+    #[serde(
+        default = "default_tls_timeout",
+        deserialize_with = "value::de_duration"
+    )]
+    pub timeout: Duration,
+    /// Refused: peer certificates are always verified.
+    #[serde(default)]
+    pub insecure: bool,
+    /// Refused: not supported yet (route users from certificates).
+    #[serde(default)]
+    pub verify_and_map: bool,
+    /// Refused: not supported yet.
+    #[serde(default)]
+    pub verify_cert_and_check_known_urls: bool,
+    /// Refused: not supported yet.
+    #[serde(default)]
+    pub pinned_certs: Option<serde_json::Value>,
+    /// Refused: not supported yet (rustls' safe defaults are used).
+    #[serde(default)]
+    pub cipher_suites: Option<serde_json::Value>,
+    /// Refused: not supported yet (rustls' safe defaults are used).
+    #[serde(default)]
+    pub curve_preferences: Option<serde_json::Value>,
+}
+
+fn default_tls_timeout() -> Duration {
+    leaf_core::server::tls::DEFAULT_TIMEOUT
+}
+
+impl ClusterTls {
+    /// The key of the first setting that is refused, and why.
+    fn refused(&self) -> Option<(&'static str, String)> {
+        let not_yet = "is not supported yet on routes";
+        if self.insecure {
+            return Some((
+                "cluster.tls.insecure",
+                "refused: route peers' certificates are always verified (give their CA in \
+                 ca_file)"
+                    .into(),
+            ));
+        }
+        let set = [
+            ("cluster.tls.verify_and_map", self.verify_and_map),
+            (
+                "cluster.tls.verify_cert_and_check_known_urls",
+                self.verify_cert_and_check_known_urls,
+            ),
+            ("cluster.tls.pinned_certs", self.pinned_certs.is_some()),
+            ("cluster.tls.cipher_suites", self.cipher_suites.is_some()),
+            (
+                "cluster.tls.curve_preferences",
+                self.curve_preferences.is_some(),
+            ),
+        ];
+        set.into_iter()
+            .find(|(_, on)| *on)
+            .map(|(key, _)| (key, not_yet.to_owned()))
+    }
+
+    /// Builds both sides of the routes' TLS, reading every file now.
+    pub fn build(&self) -> Result<MutualTls, TlsError> {
+        let files = MutualFiles {
+            cert_file: self.cert_file.as_deref(),
+            key_file: self.key_file.as_deref(),
+            ca_file: self.ca_file.as_deref(),
+            timeout: self.timeout,
+        };
+        MutualTls::from_files(&files, "cluster.tls")
+    }
+}
+
 impl ClusterSettings {
     /// Refuses, by name (the key and why), the keys nats-server knows that routes do not
     /// implement yet, and a listen address that cannot be used.
     pub fn check(&self) -> Result<(), (&'static str, String)> {
-        if self.tls.is_some() {
-            return Err(("cluster.tls", "TLS on routes is not supported yet".into()));
+        if self.permissions.is_some() {
+            return Err((
+                "cluster.permissions",
+                "route permissions are not supported yet: every route imports and exports \
+                 everything"
+                    .into(),
+            ));
+        }
+        if let Some(refused) = self.tls.as_ref().and_then(ClusterTls::refused) {
+            return Err(refused);
         }
         if let Some(a) = &self.advertise {
             let ok = a
@@ -221,11 +333,32 @@ mod tests {
 
     #[test]
     fn keys_not_supported_yet_or_malformed_are_refused_by_name() {
-        let tls = ClusterSettings {
-            tls: Some(serde_json::json!({ "cert_file": "x" })),
+        let tls = |t: serde_json::Value| ClusterSettings {
+            tls: Some(serde_json::from_value(t).unwrap()),
             ..ClusterSettings::default()
         };
-        assert_eq!(tls.check().unwrap_err().0, "cluster.tls");
+        assert!(tls(serde_json::json!({ "cert_file": "x", "verify": true }))
+            .check()
+            .is_ok());
+        for key in [
+            "insecure",
+            "verify_and_map",
+            "verify_cert_and_check_known_urls",
+        ] {
+            let refused = tls(serde_json::json!({ key: true })).check().unwrap_err();
+            assert_eq!(refused.0, format!("cluster.tls.{key}"));
+        }
+        let permissions = ClusterSettings {
+            permissions: Some(serde_json::json!({ "import": ["a"] })),
+            ..ClusterSettings::default()
+        };
+        assert_eq!(permissions.check().unwrap_err().0, "cluster.permissions");
+        let pinned = tls(serde_json::json!({ "pinned_certs": ["ab"] })).check();
+        assert_eq!(pinned.unwrap_err().0, "cluster.tls.pinned_certs");
+        assert!(
+            serde_json::from_value::<ClusterTls>(serde_json::json!({ "cert": "x" })).is_err(),
+            "unknown keys are errors"
+        );
         let advertise = |a: &str| ClusterSettings {
             advertise: Some(a.into()),
             ..ClusterSettings::default()
