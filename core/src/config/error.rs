@@ -1,4 +1,4 @@
-//! Config errors, and their construction from TOML and JSON parse errors.
+//! Config errors, and their construction from TOML, JSON and nats-server format errors.
 //!
 //! Every error that comes from a file names the file and, when the parser
 //! knows it, the line; errors about a value also name its key as a dotted
@@ -17,13 +17,16 @@ pub struct Location {
     pub file: String,
     /// The 1-based line, when the parser reported a position.
     pub line: Option<usize>,
+    /// The 1-based column, when the parser reported one (nats-server's format).
+    pub column: Option<usize>,
 }
 
 impl fmt::Display for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.line {
-            Some(line) => write!(f, "{}:{line}", self.file),
-            None => f.write_str(&self.file),
+        match (self.line, self.column) {
+            (Some(line), Some(column)) => write!(f, "{}:{line}:{column}", self.file),
+            (Some(line), None) => write!(f, "{}:{line}", self.file),
+            _ => f.write_str(&self.file),
         }
     }
 }
@@ -42,7 +45,8 @@ pub enum ConfigError {
         source: io::Error,
     },
 
-    /// The file is not valid TOML or JSON, or its top level is not a table.
+    /// The file is not valid TOML, JSON or nats-server format, or its top level is not a
+    /// table.
     #[error("{at}: {message}")]
     Syntax {
         /// Where the parser stopped.
@@ -94,7 +98,11 @@ impl ConfigError {
 
     /// Builds an error from a deserializer message, the key path
     /// serde_path_to_error recorded, and the position.
-    fn from_parts(path: &serde_path_to_error::Path, message: &str, at: Location) -> Self {
+    pub(super) fn from_parts(
+        path: &serde_path_to_error::Path,
+        message: &str,
+        at: Location,
+    ) -> Self {
         let mut segments: Vec<&Segment> = path.iter().collect();
         // A key that failed before it was read shows up as an unknown segment.
         while matches!(segments.last(), Some(Segment::Unknown)) {
@@ -142,6 +150,7 @@ impl ConfigError {
         let at = Location {
             file: file.to_owned(),
             line: inner.span().map(|span| line_of(text, span.start)),
+            column: None,
         };
         // toml's syntax messages can span lines ("invalid string\nexpected ...").
         let message = inner.message().trim_end().replace('\n', "; ");
@@ -200,6 +209,7 @@ fn json_parts(err: &serde_json::Error, file: &str) -> (Location, String) {
     let at = Location {
         file: file.to_owned(),
         line: (err.line() > 0).then_some(err.line()),
+        column: None,
     };
     (at, message)
 }
@@ -228,12 +238,20 @@ mod tests {
         let with_line = Location {
             file: "leafd.toml".into(),
             line: Some(7),
+            column: None,
         };
         let without = Location {
             file: "leafd.toml".into(),
             line: None,
+            column: None,
+        };
+        let with_column = Location {
+            file: "leafd.conf".into(),
+            line: Some(7),
+            column: Some(3),
         };
         assert_eq!(with_line.to_string(), "leafd.toml:7");
         assert_eq!(without.to_string(), "leafd.toml");
+        assert_eq!(with_column.to_string(), "leafd.conf:7:3");
     }
 }

@@ -1,12 +1,18 @@
 //! Server configuration shared by `leafd` and `hubd`: the keys both read.
 //!
-//! A config file is TOML, or JSON when its name ends in `.json`; both are
-//! read onto the same serde structures. Key names and nesting follow
-//! nats-server's config file, so its users recognise them (`port`,
-//! `max_payload`, `authorization { users = [...] }`, `jetstream`,
-//! `leafnodes`, ...). Unknown keys are an error, so a typo cannot silently
-//! fall back to a default. `leaf/leafd.example.toml` documents every key; a
-//! unit test of the `leaf` crate parses it, so it cannot drift from the code.
+//! A config file is TOML when its name ends in `.toml`, JSON when it ends in `.json`, and
+//! nats-server's own configuration format otherwise ([`natsconf`]: `leafd.conf`,
+//! `nats-server.conf`); all three are read onto the same serde structures. Key names and
+//! nesting follow nats-server's config file, so its users recognise them (`port`,
+//! `max_payload`, `authorization { users = [...] }`, `jetstream`, `leafnodes`, ...); in
+//! nats-server's format its other names are accepted too (`listen: host:port`,
+//! `http: host:port`, `monitor_port`, `net`, `leaf`, ...), keys nats-server knows that we do
+//! not implement are refused by name ("not supported yet") or, when they change nothing a
+//! client sees (`logtime`, `syslog`, ...), ignored with one warning (see
+//! [`natsconf::keys::RULES`], the one table of them). Unknown keys are an error, so a typo
+//! cannot silently fall back to a default. `leaf/leafd.example.toml` documents every key,
+//! `leaf/leafd.example.conf` shows the same in nats-server's format; unit tests of the
+//! `leaf` crate parse both, so they cannot drift from the code.
 //!
 //! This module holds the top-level [`Config`], the loader and the checks across keys
 //! ([`Config::validate`]); each subsystem's settings type lives next to the code that uses it
@@ -23,7 +29,7 @@
 //!
 //! 1. [`load_file`] (or [`parse_str`], and [`load_file_with`] / [`parse_str_with`]
 //!    with an extension) reads and deserializes a file. Errors name the file, line
-//!    and key:
+//!    (and in nats-server's format the column) and key:
 //!    `leafd.toml:7: authorization.users[0].password: invalid type: integer `5`, expected a string`.
 //! 2. Command-line flags override file values (`cli::ServerArgs::apply`).
 //! 3. [`Config::validate`] checks what serde cannot: auth combinations,
@@ -38,6 +44,7 @@
 
 mod error;
 mod extension;
+pub mod natsconf;
 mod validate;
 pub mod value;
 
@@ -168,6 +175,12 @@ pub struct Config {
     /// The account of the server's own events and requests (`$SYS` when unset, as in
     /// nats-server); must be one of `accounts` when set.
     pub system_account: Option<String>,
+    /// nats-server settings the file gave that change nothing a client sees and are not
+    /// implemented (`logtime`, `syslog`, ...), as `key (file:line:column)`: accepted, and
+    /// named in one warning when the server starts (nats-server's format only; see
+    /// [`natsconf::keys`]).
+    #[serde(skip)]
+    pub ignored_settings: Vec<String>,
 }
 
 impl Default for Config {
@@ -195,6 +208,7 @@ impl Default for Config {
             leafnodes: LeafNodes::default(),
             accounts: BTreeMap::new(),
             system_account: None,
+            ignored_settings: Vec::new(),
         }
     }
 }
@@ -238,24 +252,28 @@ impl Config {
 /// The syntax of a config file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
-    /// TOML (the default).
+    /// TOML, for file names ending in `.toml`.
     Toml,
     /// JSON, for file names ending in `.json`.
     Json,
+    /// nats-server's own format ([`natsconf`]), for every other file name.
+    NatsConf,
 }
 
 impl Format {
-    /// JSON if the file name ends in `.json` (any case), TOML otherwise.
+    /// TOML if the file name ends in `.toml`, JSON if in `.json` (any case), nats-server's
+    /// format otherwise (`.conf`, no extension, ...), as nats-server reads any name.
     pub fn from_path(path: &Path) -> Format {
         match path.extension() {
             Some(ext) if ext.eq_ignore_ascii_case("json") => Format::Json,
-            _ => Format::Toml,
+            Some(ext) if ext.eq_ignore_ascii_case("toml") => Format::Toml,
+            _ => Format::NatsConf,
         }
     }
 }
 
-/// Reads and deserializes a config file: TOML, or JSON if the name ends in
-/// `.json`. Does not validate (flags may still change values); see
+/// Reads and deserializes a config file: TOML, JSON or nats-server's format by its name
+/// ([`Format::from_path`]). Does not validate (flags may still change values); see
 /// [`Config::validate`].
 pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
     load_file_with::<NoExtension>(path).map(|(config, NoExtension)| config)
@@ -268,7 +286,16 @@ pub fn load_file_with<X: Extension>(path: &Path) -> Result<(Config, X), ConfigEr
         path: path.to_path_buf(),
         source,
     })?;
-    parse_str_with(&text, Format::from_path(path), &path.display().to_string())
+    let origin = path.display().to_string();
+    match Format::from_path(path) {
+        // Includes are found next to the file.
+        Format::NatsConf => natsconf::load(strip_bom(&text), &origin, Some(path)),
+        format => parse_str_with(&text, format, &origin),
+    }
+}
+
+fn strip_bom(text: &str) -> &str {
+    text.strip_prefix('\u{feff}').unwrap_or(text)
 }
 
 /// Deserializes config text; `origin` names it in errors (usually the file name).
@@ -277,14 +304,16 @@ pub fn parse_str(text: &str, format: Format, origin: &str) -> Result<Config, Con
 }
 
 /// [`parse_str`] for a binary with keys of its own: the shared configuration and the
-/// extension's.
+/// extension's. In nats-server's format, includes are found relative to the current
+/// directory (use [`load_file_with`] for a file's).
 pub fn parse_str_with<X: Extension>(
     text: &str,
     format: Format,
     origin: &str,
 ) -> Result<(Config, X), ConfigError> {
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let text = strip_bom(text);
     match format {
+        Format::NatsConf => natsconf::load(text, origin, None),
         Format::Toml => serde_path_to_error::deserialize(toml::Deserializer::new(text))
             .map(|extension::TopLevel(config, ext)| (config, ext))
             .map_err(|err| ConfigError::from_toml(err, text, origin)),
