@@ -12,7 +12,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::auth::{Authenticator, Permissions, Rules, User};
 use crate::cli::ServerArgs;
@@ -145,6 +145,9 @@ pub fn prepare<C: AsRef<Config>>(
         ExitCode::from(1)
     })?;
     let set_level = init_logging(cfg.as_ref());
+    if let Some(warning) = ignored_settings_warning(cfg.as_ref()) {
+        warn!("{warning}");
+    }
     if let Err(msg) = unsupported_yet(cfg.as_ref()) {
         return Err(fail(name, msg));
     }
@@ -156,6 +159,26 @@ pub fn prepare<C: AsRef<Config>>(
         digests,
         runtime,
     })
+}
+
+/// The one warning naming the nats-server settings of the file that are accepted and ignored
+/// (they change nothing a client sees: `logtime`, `syslog`, ...; see
+/// `config::natsconf::keys`), if there are any.
+pub fn ignored_settings_warning(cfg: &Config) -> Option<String> {
+    (!cfg.ignored_settings.is_empty()).then(|| {
+        format!(
+            "ignoring nats-server settings that are not implemented and change nothing \
+             clients see: {}",
+            cfg.ignored_settings.join(", ")
+        )
+    })
+}
+
+/// `check-config`'s form of [`ignored_settings_warning`]: printed to stderr.
+pub fn print_ignored_settings(name: &str, cfg: &Config) {
+    if let Some(warning) = ignored_settings_warning(cfg) {
+        eprintln!("{name}: warning: {warning}");
+    }
 }
 
 /// `check-config FILE`: loads and validates `file` with the binary's `load`, then `check`s

@@ -7,9 +7,9 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 use leaf_core::app::{
-    check_config, fail, parse_args_with, prepare, reload_on_sighup, shutdown_signal,
-    unsupported_yet, Applied, LogLevelSetter, Node, Reload, RemoteDigests, SharedReload,
-    DRAIN_LIMIT,
+    check_config, fail, parse_args_with, prepare, print_ignored_settings, reload_on_sighup,
+    shutdown_signal, unsupported_yet, Applied, LogLevelSetter, Node, Reload, RemoteDigests,
+    SharedReload, DRAIN_LIMIT,
 };
 use leaf_core::cli::ServerArgs;
 use leaf_core::config::{Config, ConfigError};
@@ -78,6 +78,7 @@ pub fn main() -> ExitCode {
                 Ok((cfg, hub))
             },
             |(cfg, hub): &(Config, HubKeys)| {
+                print_ignored_settings(NAME, cfg);
                 unsupported_yet(cfg)?;
                 check_operator(hub)
             },

@@ -9,8 +9,9 @@ use std::sync::{Arc, Mutex};
 use crate::gateway::{Gateways, Outlet};
 use clap::Subcommand;
 use leaf_core::app::{
-    check_config, fail, parse_args, prepare, reload_on_sighup, shutdown_signal, unsupported_yet,
-    AbortOnDrop, Applied, LogLevelSetter, Node, Reload, RemoteDigests, SharedReload, DRAIN_LIMIT,
+    check_config, fail, parse_args, prepare, print_ignored_settings, reload_on_sighup,
+    shutdown_signal, unsupported_yet, AbortOnDrop, Applied, LogLevelSetter, Node, Reload,
+    RemoteDigests, SharedReload, DRAIN_LIMIT,
 };
 use leaf_core::cli::ServerArgs;
 use leaf_core::config::ConfigError;
@@ -62,7 +63,10 @@ pub fn main() -> ExitCode {
                 NAME,
                 file,
                 |path| config::load_file(path).and_then(|cfg| cfg.validate().map(|()| cfg)),
-                |cfg| unsupported_yet(&cfg.server).and_then(|()| check_gateways(cfg)),
+                |cfg| {
+                    print_ignored_settings(NAME, &cfg.server);
+                    unsupported_yet(&cfg.server).and_then(|()| check_gateways(cfg))
+                },
             )
         }
         Some(Command::Status { monitor, once }) => return status(monitor, *once),
