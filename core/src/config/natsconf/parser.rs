@@ -353,13 +353,8 @@ impl Parser<'_, '_> {
         if self.budget.open.contains(&canonical) {
             return Err(error("the file includes itself (an include cycle)".into()));
         }
-        let size = std::fs::metadata(&canonical)
-            .map_err(|e| error(e.to_string()))?
-            .len();
-        self.budget
-            .read(usize::try_from(size).unwrap_or(usize::MAX))
-            .map_err(error)?;
-        let text = std::fs::read_to_string(&canonical).map_err(|e| error(e.to_string()))?;
+        let text = read_bounded(&canonical).map_err(error)?;
+        self.budget.read(text.len()).map_err(error)?;
         let dir = canonical.parent().unwrap_or(Path::new(".")).to_path_buf();
         let file: Arc<str> = path.display().to_string().into();
         self.budget.open(canonical);
@@ -370,6 +365,22 @@ impl Parser<'_, '_> {
         }
         Ok(())
     }
+}
+
+/// A regular file's text, read up to one byte past [`MAX_FILE_BYTES`] (so a device or a
+/// growing file cannot make the read endless; [`Budget::read`] refuses the excess).
+fn read_bounded(path: &Path) -> Result<String, String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let meta = file.metadata().map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("not a regular file".into());
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    String::from_utf8(bytes).map_err(|_| "not UTF-8 text".into())
 }
 
 fn unclosed(open: &super::Pos, what: &str) -> ParseError {
