@@ -232,6 +232,10 @@ pub struct ServerBuilder {
     netns: Option<String>,
     /// Environment variables set (`Some`) or removed (`None`) for the server.
     env: Vec<(String, Option<String>)>,
+    /// The config is in nats-server's own format: written to `server.conf` for all three.
+    nats_format: bool,
+    /// More files written next to the config (`include`d ones), by name.
+    files: Vec<(String, String)>,
 }
 
 impl ServerBuilder {
@@ -239,6 +243,20 @@ impl ServerBuilder {
     /// The same text is given to all three servers.
     pub fn config(mut self, config: impl fmt::Display) -> Self {
         self.config = Some(config.to_string());
+        self
+    }
+
+    /// Uses `text`, in nats-server's own configuration format, as the config file of any of
+    /// the three servers (written to `server.conf`, which ours read in that format too).
+    pub fn nats_conf(mut self, text: impl fmt::Display) -> Self {
+        self.config = Some(text.to_string());
+        self.nats_format = true;
+        self
+    }
+
+    /// Writes `text` to file `name` next to the config file (e.g. one it `include`s).
+    pub fn file(mut self, name: &str, text: impl fmt::Display) -> Self {
+        self.files.push((name.to_string(), text.to_string()));
         self
     }
 
@@ -284,8 +302,18 @@ impl ServerBuilder {
         ));
         fs::create_dir_all(&dir)
             .unwrap_or_else(|e| panic!("cannot create temp dir {}: {e}", dir.display()));
+        for (name, text) in &self.files {
+            let path = dir.join(name);
+            fs::write(&path, text)
+                .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+        }
+        let config_name = if self.nats_format {
+            "server.conf"
+        } else {
+            self.kind.config_file_name()
+        };
         let config_path = self.config.as_ref().map(|text| {
-            let path = dir.join(self.kind.config_file_name());
+            let path = dir.join(config_name);
             fs::write(&path, text)
                 .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
             path
@@ -305,6 +333,7 @@ impl ServerBuilder {
                 Ok(()) => {
                     return TestServer {
                         kind: self.kind,
+                        config_name,
                         host: self.host.clone(),
                         port,
                         child: Some(child),
@@ -553,6 +582,8 @@ fn stop_child(child: &mut Child) -> (Option<std::process::ExitStatus>, bool) {
 pub struct TestServer {
     /// Which binary runs.
     kind: ServerKind,
+    /// The config file's name in `dir`.
+    config_name: &'static str,
     /// The address it listens on.
     host: String,
     /// The client port it listens on.
@@ -576,6 +607,8 @@ impl TestServer {
             host: "127.0.0.1".to_string(),
             netns: None,
             env: Vec::new(),
+            nats_format: false,
+            files: Vec::new(),
         }
     }
 
@@ -611,7 +644,7 @@ impl TestServer {
 
     /// The config file the server was started with (`-c`), whether or not it had one.
     pub fn config_path(&self) -> PathBuf {
-        self.dir.join(self.kind.config_file_name())
+        self.dir.join(self.config_name)
     }
 
     /// Sends `signal` (e.g. `libc::SIGHUP`) to the server process.
