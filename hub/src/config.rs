@@ -354,4 +354,40 @@ mod tests {
             "{err}"
         );
     }
+
+    /// nats-server's format: hubd's own keys under nats-server's names (`cluster` with
+    /// `listen` as a port, `cluster_advertise`, `net`, route `authorization` with `username`
+    /// and `pass`; `operators` for `operator`), leafd's refused by name, line and column.
+    #[test]
+    fn nats_server_format() {
+        let text = "cluster {\n  name: plant\n  listen: 6222\n  net: 127.0.0.1\n  \
+                    cluster_advertise: \"10.0.0.1:6222\"\n  \
+                    authorization { username: r, pass: s, timeout: 2 }\n  \
+                    routes: [\n    nats-route://r:s@127.0.0.1:6223\n  ]\n}\n";
+        let (_, hub) = config::parse_str_with::<HubKeys>(text, Format::NatsConf, "hubd.conf")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let cluster = hub.cluster.unwrap();
+        assert_eq!(cluster.name.as_deref(), Some("plant"));
+        assert_eq!(cluster.listen.as_deref(), Some(":6222"));
+        assert_eq!(cluster.host.as_deref(), Some("127.0.0.1"));
+        assert_eq!(cluster.advertise.as_deref(), Some("10.0.0.1:6222"));
+        assert_eq!(cluster.authorization.unwrap().user, "r");
+        assert_eq!(cluster.routes.len(), 1);
+        let (_, hub) = config::parse_str_with::<HubKeys>(
+            "operators: /etc/op.jwt\n",
+            Format::NatsConf,
+            "hubd.conf",
+        )
+        .unwrap();
+        assert_eq!(hub.operator.as_deref(), Some("/etc/op.jwt"));
+        let err = refusal(
+            "port: 4222\n  serial: [ { name: p } ]\n",
+            Format::NatsConf,
+            "hubd.conf",
+        );
+        assert!(
+            err.starts_with("hubd.conf:2:11: serial: a leafd setting"),
+            "{err}"
+        );
+    }
 }

@@ -3,7 +3,9 @@
 //! gateways (`crate::gateway::config`: `board`, `[[serial]]`, `[[modbus]]`, `[[gpio]]`) and the
 //! fleet status records (`[fleet]`, `crate::fleet::Settings`), read from one file in one pass.
 //! `leafd.example.toml` at the crate root documents every key; a unit test parses it, so it
-//! cannot drift from the code.
+//! cannot drift from the code. The file may also be JSON (`*.json`) or nats-server's own format
+//! (any other name; see `leaf_core::config::natsconf`): `leafd.example.conf` and the other
+//! `*.example.conf` files are the TOML examples in it, checked to give the same configuration.
 //!
 //! [`Config`] holds the shared configuration as a field: `cfg.server.port`,
 //! `cfg.server.jetstream` are the shared keys, `cfg.uplinks` and `cfg.gateways` leafd's own.
@@ -80,8 +82,8 @@ impl Config {
     }
 }
 
-/// Reads and deserializes a config file (TOML, or JSON if the name ends in `.json`). Does not
-/// validate; see [`Config::validate`].
+/// Reads and deserializes a config file (TOML for `*.toml`, JSON for `*.json`, nats-server's
+/// format otherwise). Does not validate; see [`Config::validate`].
 pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
     leaf_core::config::load_file_with::<Config>(path).map(Config::assemble)
 }
