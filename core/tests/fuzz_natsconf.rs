@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use leaf_core::config::{parse_str, Format};
-use leaf_proto::fuzzing::{run, Budget, Rng};
+use leaf_proto::fuzzing::{run, run_generated, Budget, Rng};
 
 /// Files in the forms nats-server's documentation shows.
 const SEEDS: &[&[u8]] = &[
@@ -114,27 +114,18 @@ fn nats_config_parser_survives_mutated_files() {
 
 #[test]
 fn nats_config_parser_survives_token_soup() {
-    let budget = Budget::from_env(5_000, 0x50f7);
-    let mut rng = Rng::new(budget.seed);
-    let started = Instant::now();
-    let mut cases = 0u64;
-    while cases < budget.cases && budget.time.is_none_or(|t| started.elapsed() < t) {
+    let soup = |rng: &mut Rng, _case: u64| {
         let len = rng.below(64);
-        let soup: String = (0..len).map(|_| PIECES[rng.below(PIECES.len())]).collect();
-        let outcome = std::panic::catch_unwind(|| check(soup.as_bytes()));
-        if let Err(panic) = outcome {
-            eprintln!(
-                "fuzz natsconf (token soup): case {cases} (LEAF_FUZZ_SEED={}) failed on {soup:?}",
-                budget.seed
-            );
-            std::panic::resume_unwind(panic);
-        }
-        cases += 1;
-    }
-    eprintln!(
-        "fuzz natsconf (token soup): {cases} cases in {:.1}s, seed {}",
-        started.elapsed().as_secs_f64(),
-        budget.seed
+        (0..len)
+            .map(|_| PIECES[rng.below(PIECES.len())])
+            .collect::<String>()
+            .into_bytes()
+    };
+    let cases = run_generated(
+        "natsconf (token soup)",
+        Budget::from_env(5_000, 0x50f7),
+        soup,
+        check,
     );
     assert!(cases > 0);
 }

@@ -236,15 +236,32 @@ impl Budget {
 
 /// Runs `check` on mutations of `seeds` (each seed itself first) within `budget`; returns
 /// the number of cases run. A panicking case is printed (hex, seed, case) and re-raised.
-pub fn run(name: &str, seeds: &[&[u8]], budget: Budget, mut check: impl FnMut(&[u8])) -> u64 {
+pub fn run(name: &str, seeds: &[&[u8]], budget: Budget, check: impl FnMut(&[u8])) -> u64 {
+    run_generated(
+        name,
+        budget,
+        |rng, case| match usize::try_from(case).ok().and_then(|i| seeds.get(i)) {
+            Some(seed) => seed.to_vec(),
+            None => mutate(rng, seeds),
+        },
+        check,
+    )
+}
+
+/// Runs `check` on the inputs `generate` makes (from the run's generator and the case
+/// number) within `budget`; returns the number of cases run. A panicking case is printed
+/// (hex, seed, case) and re-raised.
+pub fn run_generated(
+    name: &str,
+    budget: Budget,
+    mut generate: impl FnMut(&mut Rng, u64) -> Vec<u8>,
+    mut check: impl FnMut(&[u8]),
+) -> u64 {
     let start = Instant::now();
     let mut rng = Rng::new(budget.seed);
     let mut case = 0u64;
     while case < budget.cases && budget.time.is_none_or(|t| start.elapsed() < t) {
-        let input = match usize::try_from(case).ok().and_then(|i| seeds.get(i)) {
-            Some(seed) => seed.to_vec(),
-            None => mutate(&mut rng, seeds),
-        };
+        let input = generate(&mut rng, case);
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(&input)));
         if let Err(panic) = outcome {
             let hex: String = input.iter().map(|b| format!("{b:02x}")).collect();

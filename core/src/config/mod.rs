@@ -282,12 +282,17 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
 /// [`load_file`] for a binary with keys of its own: the shared configuration and the
 /// extension's.
 pub fn load_file_with<X: Extension>(path: &Path) -> Result<(Config, X), ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+    let format = Format::from_path(path);
+    let text = match format {
+        Format::NatsConf => natsconf::read_file(path),
+        _ => std::fs::read_to_string(path),
+    }
+    .map_err(|source| ConfigError::Io {
         path: path.to_path_buf(),
         source,
     })?;
     let origin = path.display().to_string();
-    match Format::from_path(path) {
+    match format {
         // Includes are found next to the file.
         Format::NatsConf => natsconf::load(strip_bom(&text), &origin, Some(path)),
         format => parse_str_with(&text, format, &origin),

@@ -117,9 +117,9 @@ fn split_digits(s: &str) -> (&str, &str) {
 /// Parses a size in bytes: a plain integer, or an integer with a unit, as
 /// nats-server does.
 ///
-/// Units (case-insensitive, optional space before the unit): `B`; `K`, `M`,
-/// `G`, `T` are decimal (1000-based); `KB`, `MB`, `GB`, `TB` and `KiB`, `MiB`,
-/// `GiB`, `TiB` (also `Ki`, `Mi`, ...) are binary (1024-based). So `"1MB"` is
+/// Units (case-insensitive, optional space before the unit, see [`size_unit`]): `B`; `K`,
+/// `M`, `G`, `T`, `P`, `E` are decimal (1000-based); `KB`, `MB`, `GB`, `TB`, ... and `KiB`,
+/// `MiB`, ... (also `Ki`, `Mi`, ...) are binary (1024-based). So `"1MB"` is
 /// 1048576 bytes, like nats-server's `max_payload: 1MB`.
 pub fn parse_size(input: &str) -> Result<u64, ParseValueError> {
     let err = || ParseValueError::new("size", input, SIZE_EXPECTED);
@@ -129,19 +129,31 @@ pub fn parse_size(input: &str) -> Result<u64, ParseValueError> {
         return Err(err());
     }
     let number: u64 = digits.parse().map_err(|_| err())?;
-    let multiplier: u64 = match unit.trim_start().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" => 1_000,
-        "kb" | "ki" | "kib" => 1 << 10,
-        "m" => 1_000_000,
-        "mb" | "mi" | "mib" => 1 << 20,
-        "g" => 1_000_000_000,
-        "gb" | "gi" | "gib" => 1 << 30,
-        "t" => 1_000_000_000_000,
-        "tb" | "ti" | "tib" => 1 << 40,
-        _ => return Err(err()),
-    };
+    let multiplier = size_unit(unit.trim_start()).ok_or_else(err)?;
     number.checked_mul(multiplier).ok_or_else(err)
+}
+
+/// The bytes of one size unit, any case, as nats-server reads them: none or `B` is 1; `K`,
+/// `M`, `G`, `T`, `P`, `E` are powers of 1000; `KB`, `Ki`, `KiB` (and so on) powers of 1024.
+pub fn size_unit(unit: &str) -> Option<u64> {
+    let unit = unit.to_ascii_lowercase();
+    let (power, binary) = match unit.as_bytes() {
+        [] | [b'b'] => return Some(1),
+        [p] => (*p, false),
+        [p, b'b' | b'i'] | [p, b'i', b'b'] => (*p, true),
+        _ => return None,
+    };
+    let exponent = match power {
+        b'k' => 1,
+        b'm' => 2,
+        b'g' => 3,
+        b't' => 4,
+        b'p' => 5,
+        b'e' => 6,
+        _ => return None,
+    };
+    let base: u64 = if binary { 1024 } else { 1000 };
+    Some(base.pow(exponent))
 }
 
 /// How much the server logs, from least to most verbose.
@@ -452,6 +464,8 @@ mod tests {
             ("2GB", 2 << 30),
             ("1TiB", 1 << 40),
             ("100B", 100),
+            ("1P", 1_000_000_000_000_000),
+            ("1EiB", 1 << 60),
         ];
         for (input, want) in ok {
             assert_eq!(parse_size(input), Ok(want), "{input}");

@@ -282,26 +282,12 @@ impl<'a> Cursor<'a> {
         let digits = &self.text[start.offset..digits_end];
         let out_of_range = || self.error_at(start, format!("integer `{text}` is out of range"));
         let number: i64 = digits.parse().map_err(|_| out_of_range())?;
-        let multiplier: i64 = match suffix.to_ascii_lowercase().as_str() {
-            "" => 1,
-            "k" => 1_000,
-            "kb" | "ki" | "kib" => 1 << 10,
-            "m" => 1_000_000,
-            "mb" | "mi" | "mib" => 1 << 20,
-            "g" => 1_000_000_000,
-            "gb" | "gi" | "gib" => 1 << 30,
-            "t" => 1_000_000_000_000,
-            "tb" | "ti" | "tib" => 1 << 40,
-            "p" => 1_000_000_000_000_000,
-            "pb" | "pi" | "pib" => 1 << 50,
-            "e" => 1_000_000_000_000_000_000,
-            "eb" | "ei" | "eib" => 1 << 60,
-            _ => {
-                return Err(
-                    self.error_at(start, format!("invalid size suffix `{suffix}` in `{text}`"))
-                )
-            }
-        };
+        // The units of sizes written as strings (`"64KB"`): K = 1000, KB = 1024.
+        let multiplier = crate::config::value::size_unit(suffix)
+            .and_then(|m| i64::try_from(m).ok())
+            .ok_or_else(|| {
+                self.error_at(start, format!("invalid size suffix `{suffix}` in `{text}`"))
+            })?;
         number
             .checked_mul(multiplier)
             .map(Scalar::Int)

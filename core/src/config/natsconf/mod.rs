@@ -79,6 +79,17 @@ pub struct ParseError {
     pub message: String,
 }
 
+/// Reads the configuration file at `path`, at most one byte past [`MAX_FILE_BYTES`] (then
+/// [`parse`] refuses it as too large), so a huge file or a device is never read whole.
+pub fn read_file(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(MAX_FILE_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)?;
+    String::from_utf8(bytes).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
 /// Parses `text`, named `origin` in positions. `path` is the file it was read from: includes
 /// are found next to it (else in the current directory) and it may not include itself.
 pub fn parse(text: &str, origin: &str, path: Option<&Path>) -> Result<Map, ParseError> {

@@ -766,3 +766,16 @@ fn table_covers_the_keys_of_nats_server() {
         }
     }
 }
+
+#[test]
+fn a_huge_file_is_refused_without_being_read_whole() {
+    let dir = temp_dir("huge");
+    let path = dir.join("huge.conf");
+    let mut text = String::from("port: 1\n# ");
+    text.push_str(&"x".repeat(MAX_FILE_BYTES));
+    std::fs::write(&path, &text).unwrap();
+    assert_eq!(read_file(&path).unwrap().len(), MAX_FILE_BYTES + 1);
+    let e = crate::config::load_file(&path).unwrap_err().to_string();
+    assert!(e.contains("too large"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
