@@ -1,7 +1,8 @@
-//! The runtime pieces both binaries' `main` are built from: flags and configuration, logging,
-//! starting the server with its leafnode links and JetStream ([`Node`]), the monitoring port,
-//! reloading the shared keys on SIGHUP ([`SharedReload`]), and stopping gracefully on SIGTERM
-//! or SIGINT. `leafd` (the `leaf` crate) and `hubd` (the `hub` crate) each wire them with what
+//! The runtime pieces both binaries' `main` are built from: flags and configuration, logging
+//! (to stderr or a log file), the pid file, `--signal`, starting the server with its leafnode
+//! links and JetStream ([`Node`]), the monitoring port, reloading the shared keys on SIGHUP
+//! ([`SharedReload`]), and stopping gracefully on SIGTERM or SIGINT or after lame duck mode
+//! (SIGUSR2; [`until_shutdown`], see [`crate::process`]). `leafd` (the `leaf` crate) and `hubd` (the `hub` crate) each wire them with what
 //! they add.
 
 use std::collections::HashMap;
@@ -21,6 +22,8 @@ use crate::jetstream::accounts::AccountJetStreams;
 use crate::jetstream::{JetStream, JetStreamOptions};
 use crate::leafnode::{LeafOptions, LeafState, LinkDeny, RemoteError, RemoteOptions, RemoteUrl};
 use crate::monitor::{self, Monitor, Pages};
+use crate::process::logfile::LogFile;
+use crate::process::pidfile::PidFile;
 use crate::reload::{self, Refused};
 use crate::server::{Peers, Server, ServerOptions, Shared};
 
@@ -126,16 +129,21 @@ pub struct Prepared<C> {
     pub cfg: C,
     /// Changes the log level (on a reload).
     pub set_level: Option<LogLevelSetter>,
+    /// The log file (`log_file`), which SIGUSR1 reopens; `None`: logging to stderr.
+    pub log_file: Option<LogFile>,
+    /// The pid file (`pid_file`), removed when this is dropped (keep it to the end of
+    /// `main`).
+    pub pid_file: Option<PidFile>,
     /// The remotes' files as they were before the server read them.
     pub digests: RemoteDigests,
     /// The runtime to serve on.
     pub runtime: tokio::runtime::Runtime,
 }
 
-/// Loads binary `name`'s configuration with `load`, sets up logging, refuses the settings
-/// that parse but cannot be used ([`unsupported_yet`]), reads the remotes' files for their
-/// digest ([`RemoteDigests::read`]) and builds the runtime. `Err` is the exit code to leave
-/// with, the problem reported.
+/// Loads binary `name`'s configuration with `load`, sets up logging (to `log_file` if set),
+/// refuses the settings that parse but cannot be used ([`unsupported_yet`]), writes the pid
+/// file (`pid_file`), reads the remotes' files for their digest ([`RemoteDigests::read`]) and
+/// builds the runtime. `Err` is the exit code to leave with, the problem reported.
 pub fn prepare<C: AsRef<Config>>(
     name: &'static str,
     load: impl FnOnce() -> Result<C, ConfigError>,
@@ -144,18 +152,31 @@ pub fn prepare<C: AsRef<Config>>(
         eprintln!("{name}: {e}");
         ExitCode::from(1)
     })?;
-    let set_level = init_logging(cfg.as_ref());
+    let log_file = match &cfg.as_ref().log_file {
+        Some(path) => Some(LogFile::open(path).map_err(|e| {
+            eprintln!("{name}: {e}");
+            ExitCode::from(1)
+        })?),
+        None => None,
+    };
+    let set_level = init_logging_to(cfg.as_ref(), log_file.clone());
     if let Some(warning) = ignored_settings_warning(cfg.as_ref()) {
         warn!("{warning}");
     }
     if let Err(msg) = unsupported_yet(cfg.as_ref()) {
         return Err(fail(name, msg));
     }
+    let pid_file = match &cfg.as_ref().pid_file {
+        Some(path) => Some(PidFile::write(path).map_err(|e| fail(name, e))?),
+        None => None,
+    };
     let digests = RemoteDigests::read(cfg.as_ref());
     let runtime = runtime(name)?;
     Ok(Prepared {
         cfg,
         set_level,
+        log_file,
+        pid_file,
         digests,
         runtime,
     })
@@ -770,13 +791,27 @@ fn level_filter(level: LogLevel) -> tracing_subscriber::filter::LevelFilter {
 /// Logs to stderr (journald takes it under systemd) at the configured level; returns a
 /// function that changes the level later (a reload).
 pub fn init_logging(cfg: &Config) -> Option<LogLevelSetter> {
+    init_logging_to(cfg, None)
+}
+
+/// [`init_logging`], to `file` instead of stderr when given (see
+/// [`crate::process::logfile`]).
+pub fn init_logging_to(cfg: &Config, file: Option<LogFile>) -> Option<LogLevelSetter> {
     use tracing_subscriber::prelude::*;
     use tracing_subscriber::{fmt, reload};
     let (filter, handle) = reload::Layer::new(level_filter(cfg.effective_log_level()));
-    let layer = fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let layer = match file {
+        Some(file) => fmt::layer()
+            .with_writer(file)
+            .with_target(false)
+            .with_ansi(false)
+            .boxed(),
+        None => fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_target(false)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .boxed(),
+    };
     tracing_subscriber::registry()
         .with(filter)
         .with(layer)
@@ -1087,6 +1122,55 @@ impl Applied {
             info!("configuration reloaded");
         }
     }
+}
+
+/// `--signal SIGNAL[=PID|=PIDFILE]` (see [`crate::process::command`]): sends it to the running
+/// server (without `=...`, the one in `--pid FILE`, else in the configuration's `pid_file`,
+/// which `pid_file` loads) and returns the exit code: 0 once sent, 1 with the error on stderr.
+pub fn send_signal(
+    name: &str,
+    args: &ServerArgs,
+    pid_file: impl FnOnce() -> Result<Option<std::path::PathBuf>, ConfigError>,
+) -> ExitCode {
+    use crate::process::command::{SignalCommand, Target};
+    let spec = args.signal.as_deref().unwrap_or_default();
+    let sent = SignalCommand::parse(spec).and_then(|command| {
+        let file = match (&command.target, &args.pid) {
+            (Target::Default, Some(file)) => Some(file.clone()),
+            (Target::Default, None) => match pid_file() {
+                Ok(file) => file,
+                Err(e) => {
+                    eprintln!("{name}: {e}");
+                    return Ok(None);
+                }
+            },
+            _ => None,
+        };
+        command.send(file.as_deref()).map(Some)
+    });
+    match sent {
+        Ok(Some(_)) => ExitCode::SUCCESS,
+        Ok(None) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// What the server runs until ([`crate::process::signals::until_shutdown`]): SIGTERM, SIGINT,
+/// or the end of lame duck mode (SIGUSR2, timed by `cfg`'s `lame_duck_*`); SIGUSR1 reopens
+/// `log_file`. The handlers are installed now.
+pub fn until_shutdown(
+    node: &Node,
+    cfg: &Config,
+    log_file: Option<LogFile>,
+) -> impl std::future::Future<Output = ()> {
+    crate::process::signals::until_shutdown(
+        node.shared(),
+        crate::process::lameduck::Timing::of(cfg),
+        log_file,
+    )
 }
 
 /// Installs the SIGTERM and SIGINT handlers now (a signal that arrives before the returned

@@ -155,6 +155,24 @@ pub struct ServerArgs {
     /// together they replace the file's remotes), e.g. nats-leaf://user:pass@hub:7422.
     #[arg(long = "hub", value_name = "URL")]
     pub hub: Vec<String>,
+
+    /// Log to FILE (appended) instead of stderr; SIGUSR1 reopens it (`log_file`).
+    #[arg(short = 'l', long = "log", value_name = "FILE")]
+    pub log: Option<PathBuf>,
+
+    /// Write the process id to FILE, removed at a clean exit (`pid_file`).
+    #[arg(short = 'P', long = "pid", value_name = "FILE")]
+    pub pid: Option<PathBuf>,
+
+    /// Log to syslog (not supported yet: refused).
+    #[arg(short = 's', long = "syslog")]
+    pub syslog: bool,
+
+    /// Send SIGNAL to the running server and exit: stop, quit, term, reopen, reload or ldm,
+    /// optionally `=PID` or `=PIDFILE` (else the process in --pid FILE or the config's
+    /// pid_file).
+    #[arg(long = "signal", visible_alias = "sl", value_name = "SIGNAL[=PID]")]
+    pub signal: Option<String>,
 }
 
 impl ServerArgs {
@@ -225,6 +243,15 @@ impl ServerArgs {
                 urls: vec![url.clone()],
                 ..config::Remote::default()
             });
+        }
+        if let Some(file) = &self.log {
+            cfg.log_file = Some(file.clone());
+        }
+        if let Some(file) = &self.pid {
+            cfg.pid_file = Some(file.clone());
+        }
+        if self.syslog {
+            cfg.syslog = true;
         }
     }
 }

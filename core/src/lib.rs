@@ -38,6 +38,8 @@
 //! * [`fleet`]: the fleet status record a leafd publishes over its link and hubd keeps
 //!   (its format, bounds and parser); [`status_page`]: what the command-line views of a
 //!   running server (`leafd status`, `hubd fleet`) share.
+//! * [`process`]: process conventions as nats-server's: signals (SIGUSR1 reopens the log
+//!   file, SIGUSR2 lame duck mode), `--signal`, the pid file, the log file.
 //! * [`app`]: the runtime pieces both binaries' `main` are built from: logging, signals,
 //!   starting the server with its links and JetStream, reloading the shared keys.
 //!
@@ -53,6 +55,7 @@ pub mod fleet;
 pub mod jetstream;
 pub mod leafnode;
 pub mod monitor;
+pub mod process;
 pub mod redact;
 pub mod reload;
 pub mod server;

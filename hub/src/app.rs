@@ -8,11 +8,12 @@ use std::process::ExitCode;
 use clap::Subcommand;
 use leaf_core::app::{
     check_config, fail, parse_args_with, prepare, print_ignored_settings, reload_on_sighup,
-    shutdown_signal, unsupported_yet, Applied, LogLevelSetter, Node, Reload, RemoteDigests,
-    SharedReload, DRAIN_LIMIT,
+    send_signal, unsupported_yet, until_shutdown, Applied, LogLevelSetter, Node, Reload,
+    RemoteDigests, SharedReload, DRAIN_LIMIT,
 };
 use leaf_core::cli::ServerArgs;
 use leaf_core::config::{Config, ConfigError};
+use leaf_core::process::logfile::LogFile;
 use leaf_core::reload::{self, Refused};
 use tracing::info;
 
@@ -84,6 +85,11 @@ pub fn main() -> ExitCode {
             },
         );
     }
+    if cli.server.signal.is_some() {
+        return send_signal(NAME, &cli.server, || {
+            config::load(&cli.server, &cli.extra).map(|cfg| cfg.server.pid_file)
+        });
+    }
     match prepare(NAME, || config::load(&cli.server, &cli.extra)) {
         Ok(ready) => {
             let config::HubConfig { server: cfg, hub } = ready.cfg;
@@ -92,8 +98,9 @@ pub fn main() -> ExitCode {
                 cfg,
                 hub,
                 ready.digests,
-                ready.set_level,
+                (ready.set_level, ready.log_file),
             );
+            // The pid file goes (with `ready`) once the server has stopped.
             ready.runtime.block_on(serving)
         }
         Err(code) => code,
@@ -112,13 +119,14 @@ fn check_operator(hub: &HubKeys) -> Result<(), String> {
 }
 
 /// Starts the server, its links, JetStream and monitoring, and serves until SIGTERM or
-/// SIGINT.
+/// SIGINT, or the end of lame duck mode (SIGUSR2); `logging` is the level setter (a reload)
+/// and the log file (SIGUSR1).
 async fn serve(
     args: (ServerArgs, ClusterArgs),
     cfg: Config,
     hub: HubKeys,
     digests: RemoteDigests,
-    set_level: Option<LogLevelSetter>,
+    logging: (Option<LogLevelSetter>, Option<LogFile>),
 ) -> ExitCode {
     let resolver = match hub.operator_settings() {
         Ok(None) => None,
@@ -186,9 +194,10 @@ async fn serve(
         Ok(m) => m,
         Err(msg) => return fail(NAME, msg),
     };
+    let (set_level, log_file) = logging;
+    let shutdown = until_shutdown(&node, &cfg, log_file);
     let shared = SharedReload::new(digests, set_level, &node);
     let _reloader = reload_on_sighup(cfg, shared, HubReload { args, hub });
-    let shutdown = shutdown_signal();
     node.server.run(shutdown, DRAIN_LIMIT).await;
     fleet.fleet.save();
     info!("{NAME} stopped");

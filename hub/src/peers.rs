@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use leaf_core::leafnode::LeafState;
-use leaf_core::server::{Account, Peers, Shared, Subscription};
+use leaf_core::server::{Account, ClientHandle, Peers, Shared, Subscription};
 use tokio::sync::{mpsc, watch};
 
 use crate::route::Routes;
@@ -54,6 +54,14 @@ impl Peers for HubPeers {
     fn stop(&self) {
         if let Some(leaf) = &self.leaf {
             leaf.stop();
+        }
+    }
+
+    fn lame_duck(&self, shared: &Shared) -> Vec<Arc<ClientHandle>> {
+        self.routes.lame_duck(shared);
+        match &self.leaf {
+            Some(leaf) => leaf.lame_duck(shared),
+            None => Vec::new(),
         }
     }
 }

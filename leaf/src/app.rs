@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use crate::gateway::{Gateways, Outlet};
 use clap::Subcommand;
 use leaf_core::app::{
-    check_config, fail, parse_args, prepare, print_ignored_settings, reload_on_sighup,
-    shutdown_signal, unsupported_yet, AbortOnDrop, Applied, LogLevelSetter, Node, Reload,
+    check_config, fail, parse_args, prepare, print_ignored_settings, reload_on_sighup, send_signal,
+    unsupported_yet, until_shutdown, AbortOnDrop, Applied, LogLevelSetter, Node, Reload,
     RemoteDigests, SharedReload, DRAIN_LIMIT,
 };
 use leaf_core::cli::ServerArgs;
@@ -72,13 +72,29 @@ pub fn main() -> ExitCode {
         Some(Command::Status { monitor, once }) => return status(monitor, *once),
         None => {}
     }
+    if cli.server.signal.is_some() {
+        return send_signal(NAME, &cli.server, || {
+            config::load(&cli.server).map(|cfg| cfg.server.pid_file)
+        });
+    }
     match prepare(NAME, || config::load(&cli.server)) {
         Ok(ready) => {
-            let serving = serve(cli.server, ready.cfg, ready.digests, ready.set_level);
+            let logging = Logging {
+                set_level: ready.set_level,
+                file: ready.log_file,
+            };
+            let serving = serve(cli.server, ready.cfg, ready.digests, logging);
+            // The pid file goes (with `ready`) once the server has stopped.
             ready.runtime.block_on(serving)
         }
         Err(code) => code,
     }
+}
+
+/// How the process logs: the level setter (a reload) and the log file (SIGUSR1), if any.
+struct Logging {
+    set_level: Option<LogLevelSetter>,
+    file: Option<leaf_core::process::logfile::LogFile>,
 }
 
 /// `leafd status`: renders the uplinks of the leafd whose monitoring port is `monitor`.
@@ -93,12 +109,13 @@ fn status(monitor: &str, once: bool) -> ExitCode {
     }
 }
 
-/// Starts everything `cfg` configures and serves until SIGTERM or SIGINT.
+/// Starts everything `cfg` configures and serves until SIGTERM or SIGINT, or the end of lame
+/// duck mode (SIGUSR2).
 async fn serve(
     args: ServerArgs,
     cfg: Config,
     digests: RemoteDigests,
-    set_level: Option<LogLevelSetter>,
+    logging: Logging,
 ) -> ExitCode {
     let mut node = match Node::start(NAME, &cfg.server).await {
         Ok(node) => node,
@@ -157,10 +174,10 @@ async fn serve(
         gateways: gateways.clone(),
         outlet: Outlet::new(node.shared()),
     };
-    let shared = SharedReload::new(digests, set_level, &node);
-    let _reloader = reload_on_sighup(cfg, shared, reloader);
     // The signal handlers before READY=1, so an immediate SIGTERM is not lost.
-    let shutdown = shutdown_signal();
+    let shutdown = until_shutdown(&node, &cfg.server, logging.file);
+    let shared = SharedReload::new(digests, logging.set_level, &node);
+    let _reloader = reload_on_sighup(cfg, shared, reloader);
     let _watchdog = watchdog(&node.server, node.jetstream.clone());
     crate::systemd::ready(&format!(
         "accepting clients on {}",

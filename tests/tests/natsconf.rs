@@ -469,14 +469,14 @@ fn bad_files_name_file_line_column_and_key() {
     }
     // Cosmetic keys: accepted, with one warning naming them.
     let path = dir.join("cosmetic.conf");
-    std::fs::write(&path, "logtime: false\nport: 4222\nsyslog: false\n").unwrap();
+    std::fs::write(&path, "logtime: false\nport: 4222\ntrace_verbose: false\n").unwrap();
     for kind in [ServerKind::Leafd, ServerKind::Hubd] {
         let (ok, out) = check_config(kind, &path);
         assert!(ok, "{kind}: {out}");
         assert!(
             out.contains("warning: ignoring nats-server settings")
                 && out.contains("logtime (")
-                && out.contains("syslog ("),
+                && out.contains("trace_verbose ("),
             "{kind}: {out}"
         );
     }

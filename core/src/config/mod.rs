@@ -108,6 +108,12 @@ pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(120);
 pub const DEFAULT_PING_MAX: u32 = 2;
 /// Default time a write to a client may block before it is a slow consumer.
 pub const DEFAULT_WRITE_DEADLINE: Duration = Duration::from_secs(10);
+/// Default length of lame duck mode (SIGUSR2), as nats-server: 2 minutes.
+pub const DEFAULT_LAME_DUCK_DURATION: Duration = Duration::from_secs(120);
+/// Shortest `lame_duck_duration` accepted, as nats-server: 30 seconds.
+pub const MIN_LAME_DUCK_DURATION: Duration = Duration::from_secs(30);
+/// Default wait in lame duck mode before connections are closed, as nats-server: 10 seconds.
+pub const DEFAULT_LAME_DUCK_GRACE_PERIOD: Duration = Duration::from_secs(10);
 
 /// The server configuration both binaries read (a binary's own keys are in its
 /// [`Extension`]). `Config::default()` is the configuration of a server started
@@ -181,6 +187,26 @@ pub struct Config {
     /// [`natsconf::keys`]).
     #[serde(skip)]
     pub ignored_settings: Vec<String>,
+    /// Lame duck mode (SIGUSR2, see `crate::lameduck`): connections still open after the
+    /// grace period are closed spread over this time less the grace period (at most one
+    /// second apart, as nats-server); at least [`MIN_LAME_DUCK_DURATION`].
+    #[serde(deserialize_with = "value::de_duration")]
+    pub lame_duck_duration: Duration,
+    /// Lame duck mode: how long clients and leaves get to move to another cluster member
+    /// before the server starts closing connections; shorter than `lame_duck_duration`.
+    #[serde(deserialize_with = "value::de_duration")]
+    pub lame_duck_grace_period: Duration,
+    /// The file the process id is written to at start and removed from at a clean exit
+    /// (nats-server's `pid_file`, also `pidfile`; flag `-P`/`--pid`).
+    #[serde(alias = "pidfile")]
+    pub pid_file: Option<std::path::PathBuf>,
+    /// The file to log to (appended) instead of stderr; SIGUSR1 reopens it, for logrotate
+    /// (nats-server's `log_file`, also `logfile`; flag `-l`/`--log`).
+    #[serde(alias = "logfile")]
+    pub log_file: Option<std::path::PathBuf>,
+    /// nats-server's `syslog`: refused when true (not supported yet; under systemd the
+    /// journal takes stderr).
+    pub syslog: bool,
 }
 
 impl Default for Config {
@@ -209,6 +235,11 @@ impl Default for Config {
             accounts: BTreeMap::new(),
             system_account: None,
             ignored_settings: Vec::new(),
+            lame_duck_duration: DEFAULT_LAME_DUCK_DURATION,
+            lame_duck_grace_period: DEFAULT_LAME_DUCK_GRACE_PERIOD,
+            pid_file: None,
+            log_file: None,
+            syslog: false,
         }
     }
 }

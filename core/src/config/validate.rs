@@ -19,11 +19,42 @@ impl Config {
     /// its key (e.g. `authorization.users[1].password: missing password`).
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.validate_server()?;
+        self.validate_process()?;
         self.validate_monitoring()?;
         self.validate_authorization()?;
         self.validate_jetstream()?;
         self.validate_accounts()?;
         self.validate_leafnodes()
+    }
+
+    /// Lame duck timing as nats-server checks it, and `syslog` (not supported yet).
+    fn validate_process(&self) -> Result<(), ConfigError> {
+        if self.lame_duck_duration < super::MIN_LAME_DUCK_DURATION {
+            return Err(ConfigError::invalid(
+                "lame_duck_duration",
+                format!(
+                    "invalid lame_duck_duration of {:?}, minimum is 30 seconds",
+                    self.lame_duck_duration
+                ),
+            ));
+        }
+        if self.lame_duck_grace_period >= self.lame_duck_duration {
+            return Err(ConfigError::invalid(
+                "lame_duck_grace_period",
+                format!(
+                    "must be shorter than lame_duck_duration ({:?}), got {:?}",
+                    self.lame_duck_duration, self.lame_duck_grace_period
+                ),
+            ));
+        }
+        if self.syslog {
+            return Err(ConfigError::invalid(
+                "syslog",
+                "not supported yet: log to stderr (the systemd journal takes it) or to a file \
+                 (log_file)",
+            ));
+        }
+        Ok(())
     }
 
     /// Whether clients log in by their TLS certificate (`tls.verify_and_map`).

@@ -10,6 +10,9 @@
 //! closes. With `leafnodes.tls` the INFO is followed by the TLS handshake (or preceded
 //! by it, with `handshake_first`), and a connection that fails it is closed and logged.
 //!
+//! In lame duck mode the listener closes (a leaf must move to another member, not come
+//! back here); the established links run on until the lame duck schedule closes them.
+//!
 //! At most `leafnodes.max_connections` connections are served at once, handshakes
 //! included; one more is answered `-ERR 'maximum connections exceeded'` (the client port's
 //! text) and closed, with a warning at most every 10 s. Until a leaf has authenticated it
@@ -55,9 +58,16 @@ pub async fn run(
     let slots = Arc::new(Semaphore::new(leaf.opts.max_connections));
     let mut refused = 0u64;
     let mut last_report: Option<Instant> = None;
+    let mut lame_duck = shared.lame_duck.subscribe();
     loop {
         tokio::select! {
             _ = stop.changed() => break,
+            _ = crate::process::signals::entered(&mut lame_duck) => {
+                // No leaf comes back here: it would be closed again within the lame duck
+                // duration, and its uplinks would resynchronise twice.
+                info!("lame duck mode: the leafnode listener is closed");
+                break;
+            }
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     backoff = Duration::from_millis(5);

@@ -24,8 +24,13 @@ pub struct UpdateInfo<'a> {
     pub headers: bool,
     /// Largest payload.
     pub max_payload: usize,
-    /// This server's leafnode URL and the other members'.
+    /// This server's leafnode URL and the other members' (in lame duck mode: the others'
+    /// only).
     pub leafnode_urls: &'a [String],
+    /// Lame duck mode: this server is about to close the link; move to another member now
+    /// (a nats-server 2.9 leaf ignores it and takes the new `leafnode_urls`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub ldm: bool,
 }
 
 /// The hub's `INFO` on a leafnode connection (both the first one and the `connect_info` one).
@@ -117,6 +122,8 @@ pub struct PeerInfo {
     pub import: Option<SubjectLists>,
     /// What the hub lets us send (our `publish` permissions there).
     pub export: Option<SubjectLists>,
+    /// The hub entered lame duck mode: it will close the link; reconnect elsewhere.
+    pub ldm: bool,
 }
 
 /// An allow list and a deny list of subjects, as nats-server's `SubjectPermission` (the

@@ -155,6 +155,9 @@ pub enum Ended {
     },
     /// The server is shutting down.
     Shutdown,
+    /// Soliciting side: the hub entered lame duck mode (INFO `ldm`); the leaf closes the link
+    /// and moves to another member of the hub's cluster.
+    LameDuck,
 }
 
 impl Ended {
@@ -225,6 +228,7 @@ impl fmt::Display for Ended {
                  subscriptions (max_subscriptions)"
             ),
             Ended::Shutdown => f.write_str("server shutting down"),
+            Ended::LameDuck => f.write_str("the hub entered lame duck mode"),
         }
     }
 }
@@ -758,14 +762,16 @@ impl Link<'_> {
                 Ok(())
             }
             (Phase::Established, LeafOp::Info(json)) => {
-                // A hub announces cluster changes with a new INFO.
+                // A hub announces cluster changes with a new INFO, and lame duck mode (`ldm`:
+                // its `leafnode_urls` are the other members', where this leaf goes now).
                 if self.solicited() {
-                    if let Ok(PeerInfo {
-                        leafnode_urls: Some(urls),
-                        ..
-                    }) = serde_json::from_slice::<PeerInfo>(json)
-                    {
-                        self.entry.set_discovered(&urls);
+                    if let Ok(info) = serde_json::from_slice::<PeerInfo>(json) {
+                        if let Some(urls) = &info.leafnode_urls {
+                            self.entry.set_discovered(urls);
+                        }
+                        if info.ldm {
+                            return Err(Ended::LameDuck);
+                        }
                     }
                 }
                 Ok(())

@@ -559,6 +559,11 @@ impl LeafState {
             }
             current.clone_from(&urls);
         }
+        if shared.in_lame_duck() {
+            // Leaves were told to go; this server is no place to come back to.
+            self.tell_accepted(shared, urls, true);
+            return;
+        }
         let mut all: Vec<String> = self
             .listen_addr
             .filter(|a| !a.ip().is_unspecified())
@@ -566,6 +571,17 @@ impl LeafState {
             .into_iter()
             .collect();
         all.extend(urls);
+        self.tell_accepted(shared, all, false);
+    }
+
+    /// Sends every accepted leaf an INFO with `leafnode_urls` (and `ldm`); returns their
+    /// connections.
+    fn tell_accepted(
+        &self,
+        shared: &Shared,
+        leafnode_urls: Vec<String>,
+        ldm: bool,
+    ) -> Vec<Arc<ClientHandle>> {
         let info = info::UpdateInfo {
             server_id: &shared.server_id,
             server_name: shared
@@ -577,20 +593,24 @@ impl LeafState {
             proto: 1,
             headers: true,
             max_payload: shared.opts.max_payload,
-            leafnode_urls: &all,
+            leafnode_urls: &leafnode_urls,
+            ldm,
         };
         let Ok(json) = serde_json::to_vec(&info) else {
-            return;
+            return Vec::new();
         };
         let mut line = bytes::BytesMut::new();
         leaf_proto::write_info(&mut line, &json);
         let entries: Vec<Arc<LinkEntry>> = self.lock_entries().clone();
+        let mut links = Vec::new();
         for entry in entries.iter().filter(|e| !e.solicited) {
             if let Some(link) = entry.link.borrow().clone() {
                 link.out.append_bytes(&line);
                 link.out.flush();
+                links.push(link);
             }
         }
+        links
     }
 
     fn lock_remotes(&self) -> MutexGuard<'_, RemoteTasks> {
@@ -920,6 +940,13 @@ impl Peers for LeafState {
 
     fn stop(&self) {
         self.stop_remotes();
+    }
+
+    /// Lame duck mode: every accepted leaf gets an INFO with `ldm: true` and the other
+    /// members' leafnode URLs (this server's left out), and is closed over the lame duck
+    /// duration; the listener closes (see [`accept`]). The remotes stay up.
+    fn lame_duck(&self, shared: &Shared) -> Vec<Arc<ClientHandle>> {
+        self.tell_accepted(shared, self.cluster_urls(), true)
     }
 }
 

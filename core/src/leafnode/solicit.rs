@@ -16,6 +16,12 @@
 //! failed attempt like any other: logged, recorded in the link status, retried. So is a
 //! refused login (`-ERR 'Authorization Violation'`): a remote with an nkey seed or a creds
 //! file signs the nonce of each hub INFO anew (see [`super::nkey`]).
+//! A hub that enters lame duck mode (INFO `ldm: true`, see `crate::process::signals`) is left
+//! at once: the link closes and the next round tries the other URLs (the configured ones
+//! and those the lame duck INFO announced) and leaves that hub's URL out (unless it is the
+//! only one), so the leaf is on another member long before the hub would close it. Its
+//! uplinks resume on the new link as after any reconnect (exactly once: see the leaf's
+//! DESIGN.md).
 //! Each task has its own stop switch ([`RemoteTask`]): the server's shutdown stops them all,
 //! a reload stops one to start it again with new settings (see
 //! [`crate::server::Shared::set_remote`]).
@@ -118,10 +124,15 @@ async fn run(
         .unwrap_or_else(|| shared.global().clone());
     let max = leaf.opts.reconnect_max;
     let mut failures: u32 = 0;
+    // The hub that entered lame duck mode: not tried in the next round.
+    let mut lame_duck: Option<RemoteUrl> = None;
     loop {
         let mut urls = configured.clone();
         fastrand::shuffle(&mut urls);
         urls.extend(discovered_urls(&configured, &entry.discovered()));
+        if let Some(left) = lame_duck.take() {
+            avoid(&mut urls, &left);
+        }
         let mut extra_delay = None;
         for url in &urls {
             if *stop.borrow() {
@@ -138,6 +149,11 @@ async fn run(
                     // Start again from the configured URLs: an announced one is only a
                     // fallback (it may bypass a proxy or a load balancer the user put there).
                     failures = 0;
+                    break;
+                }
+                Attempt::LameDuck => {
+                    failures = 0;
+                    lame_duck = Some(url.clone());
                     break;
                 }
                 Attempt::Failed(delay) => {
@@ -179,9 +195,19 @@ fn discovered_urls(configured: &[RemoteUrl], announced: &[String]) -> Vec<Remote
     out
 }
 
+/// Leaves `left` (a hub in lame duck mode) out of `urls`, unless it is the only one.
+fn avoid(urls: &mut Vec<RemoteUrl>, left: &RemoteUrl) {
+    let other = |u: &RemoteUrl| u.host != left.host || u.port != left.port;
+    if urls.iter().any(other) {
+        urls.retain(other);
+    }
+}
+
 enum Attempt {
     /// The link was up (and has now ended).
     Established,
+    /// The link was up and the hub entered lame duck mode.
+    LameDuck,
     /// It never came up; wait at least this long if `Some`.
     Failed(Option<Duration>),
     /// The server is stopping.
@@ -244,6 +270,10 @@ async fn attempt(
     if matches!(outcome.ended, link::Ended::Shutdown) {
         return Attempt::Stopped;
     }
+    if matches!(outcome.ended, link::Ended::LameDuck) {
+        info!(url = %url, "leafnode hub entered lame duck mode; moving to another server of its cluster");
+        return Attempt::LameDuck;
+    }
     if let Some(delay) = outcome.ended.reconnect_delay() {
         error!(
             url = %url,
@@ -280,6 +310,19 @@ mod tests {
         assert_eq!(found[0].port, 7423);
         assert_eq!(found[0].user.as_deref(), Some("u"));
         assert!(discovered_urls(&[], &announced).is_empty());
+    }
+
+    #[test]
+    fn a_hub_in_lame_duck_mode_is_left_out_unless_it_is_the_only_one() {
+        let a = RemoteUrl::parse("nats-leaf://127.0.0.1:7422").unwrap();
+        let b = RemoteUrl::parse("nats-leaf://127.0.0.1:7423").unwrap();
+        let mut urls = vec![a.clone(), b.clone(), a.clone()];
+        avoid(&mut urls, &a);
+        assert_eq!(urls.len(), 1);
+        assert_eq!(urls[0].port, 7423);
+        let mut alone = vec![a.clone()];
+        avoid(&mut alone, &a);
+        assert_eq!(alone.len(), 1);
     }
 
     #[test]

@@ -211,7 +211,13 @@ pub(crate) async fn serve(
         .needs_nonce()
         .then(crate::auth::nkey::new_nonce)
         .flatten();
-    let info = server_info(&shared, id, peer, nonce.clone(), shared.opts.max_payload);
+    let info = server_info(
+        &shared,
+        id,
+        peer,
+        nonce.clone(),
+        (shared.opts.max_payload, false),
+    );
     let mut line = BytesMut::with_capacity(info.len() + 8);
     proto::encode::write_info(&mut line, &info);
     let Some(tls) = shared.opts.tls.clone() else {
@@ -325,12 +331,14 @@ async fn run<R, W>(
     }
 }
 
+/// The INFO JSON for connection `client_id`: `max_payload` as it applies to the connection
+/// now, `ldm` set on the one INFO that announces lame duck mode.
 fn server_info(
     shared: &Shared,
     client_id: u64,
     peer: SocketAddr,
     nonce: Option<String>,
-    max_payload: usize,
+    (max_payload, ldm): (usize, bool),
 ) -> Vec<u8> {
     let opts = &shared.opts;
     let info = ServerInfo {
@@ -356,6 +364,7 @@ fn server_info(
         jetstream: shared.jetstream.load(std::sync::atomic::Ordering::Relaxed),
         nonce,
         connect_urls: shared.connect_urls(),
+        ldm,
     };
     serde_json::to_vec(&info).unwrap_or_default()
 }
@@ -454,13 +463,14 @@ impl Connection {
                         }
                     }
                     if entry.take_info_changed() && self.connected {
-                        // The cluster changed: a new INFO with its connect_urls.
+                        // The cluster changed, or lame duck mode: a new INFO with its
+                        // connect_urls (and `ldm`).
                         let info = server_info(
                             &self.shared,
                             self.handle.id,
                             self.peer,
                             None,
-                            self.limits.max_payload,
+                            (self.limits.max_payload, entry.take_lame_duck()),
                         );
                         self.fanout
                             .send_with(&self.handle, |b| proto::write_info(b, &info));
@@ -699,7 +709,7 @@ impl Connection {
                 self.handle.id,
                 self.peer,
                 None,
-                self.limits.max_payload,
+                (self.limits.max_payload, false),
             );
             let mut line = BytesMut::with_capacity(info.len() + 8);
             proto::encode::write_info(&mut line, &info);

@@ -56,6 +56,9 @@ pub struct ServerInfo {
     /// The client URLs of every server of the cluster (empty: no cluster).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub connect_urls: Vec<String>,
+    /// Set on the INFO that announces lame duck mode (sent once): move to another server.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub ldm: bool,
 }
 
 /// The options a client sends in `CONNECT`. Unknown fields are ignored.

@@ -143,6 +143,9 @@ pub struct Shared {
     /// The client URLs of the other servers of this server's cluster (hubd's routes learn
     /// them): announced to clients in INFO `connect_urls`, so that a client fails over.
     pub cluster_urls: std::sync::RwLock<Vec<String>>,
+    /// Lame duck mode (SIGUSR2, see [`Shared::enter_lame_duck`]): turns true once; the client
+    /// and leafnode listeners close when it does.
+    pub lame_duck: watch::Sender<bool>,
 }
 
 impl Shared {
@@ -224,15 +227,15 @@ impl Shared {
     }
 
     /// The client URLs a client's INFO lists in `connect_urls`: this server's (unless it
-    /// listens on every interface, which is no address to give) and the other members' of its
-    /// cluster; empty without a cluster.
+    /// listens on every interface, which is no address to give, or it is in lame duck mode)
+    /// and the other members' of its cluster; empty without a cluster.
     pub fn connect_urls(&self) -> Vec<String> {
         let others = self
             .cluster_urls
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
-        if others.is_empty() {
+        if others.is_empty() || self.in_lame_duck() {
             return others;
         }
         let own = Some(self.local_addr)
@@ -262,6 +265,34 @@ impl Shared {
         }
     }
 
+    /// Whether the server is in lame duck mode.
+    pub fn in_lame_duck(&self) -> bool {
+        *self.lame_duck.borrow()
+    }
+
+    /// Enters lame duck mode (nats-server's, see `crate::process::signals`): the client and
+    /// leafnode listeners close, every client is sent an INFO with `ldm: true` and the other
+    /// members' URLs only, and the peers are told ([`Peers::lame_duck`]: leaves and routes).
+    /// Returns the connections to close over the lame duck duration (the clients, then the
+    /// accepted leaves), or `None` when the server was in lame duck mode already.
+    pub fn enter_lame_duck(&self) -> Option<Vec<Arc<ClientHandle>>> {
+        let entered = self
+            .lame_duck
+            .send_if_modified(|ldm| !std::mem::replace(ldm, true));
+        if !entered {
+            return None;
+        }
+        let mut doomed = Vec::new();
+        for entry in self.stats.connections() {
+            entry.announce_lame_duck();
+            doomed.push(entry.handle.clone());
+        }
+        if let Some(peers) = &self.peers {
+            doomed.extend(peers.lame_duck(self));
+        }
+        Some(doomed)
+    }
+
     /// A new connection id (clients, leafnode links and routes draw from one counter).
     pub fn next_connection_id(&self) -> u64 {
         self.next_client_id
@@ -272,6 +303,16 @@ impl Shared {
     /// of its own.
     pub fn global(&self) -> &Arc<Account> {
         self.accounts.global()
+    }
+}
+
+/// The next connection on `listener`; never, without one (closed in lame duck mode).
+async fn accept(
+    listener: Option<&TcpListener>,
+) -> std::io::Result<(tokio::net::TcpStream, SocketAddr)> {
+    match listener {
+        Some(listener) => listener.accept().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -340,6 +381,7 @@ impl Server {
             auth: std::sync::RwLock::new(Arc::new(opts.auth.clone())),
             system: crate::system::Slot::default(),
             cluster_urls: std::sync::RwLock::new(Vec::new()),
+            lame_duck: watch::Sender::new(false),
             opts,
         });
         Ok(Server { shared, listener })
@@ -368,6 +410,9 @@ impl Server {
         let slots = Arc::new(Semaphore::new(shared.opts.max_connections));
         let mut backoff = Duration::from_millis(5);
         tokio::pin!(shutdown);
+        // Closed in lame duck mode; the server runs on until `shutdown`.
+        let mut listener = Some(listener);
+        let mut lame_duck = shared.lame_duck.subscribe();
         info!(
             addr = %shared.local_addr,
             server_id = %shared.server_id,
@@ -383,7 +428,11 @@ impl Server {
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
-                accepted = listener.accept() => match accepted {
+                _ = crate::process::signals::entered(&mut lame_duck), if listener.is_some() => {
+                    listener = None;
+                    info!("lame duck mode: the client listener is closed");
+                }
+                accepted = accept(listener.as_ref()) => match accepted {
                     Ok((stream, peer)) => {
                         backoff = Duration::from_millis(5);
                         let Ok(permit) = slots.clone().try_acquire_owned() else {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, watch};
 
-use super::{Account, Shared, Subscription};
+use super::{Account, ClientHandle, Shared, Subscription};
 
 /// Links to other servers: interest announcement and their life with the server.
 pub trait Peers: Send + Sync {
@@ -37,4 +37,12 @@ pub trait Peers: Send + Sync {
 
     /// The server stops accepting: no peer task starts any more, the running ones stop.
     fn stop(&self);
+
+    /// The server enters lame duck mode: the peers tell theirs (leaves and routes, an INFO
+    /// with `ldm: true`) and return the connections to close over the lame duck duration
+    /// (the accepted leaves). Their listeners watch [`Shared::lame_duck`] themselves.
+    fn lame_duck(&self, shared: &Shared) -> Vec<Arc<ClientHandle>> {
+        let _ = shared;
+        Vec::new()
+    }
 }

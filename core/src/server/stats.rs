@@ -54,6 +54,8 @@ pub struct ConnEntry {
     /// The server's INFO changed (its cluster's `connect_urls`): the connection's task sends
     /// the client a new one.
     pub(crate) info_changed: std::sync::atomic::AtomicBool,
+    /// The next INFO carries `ldm: true` (the server entered lame duck mode; sent once).
+    pub(crate) lame_duck: std::sync::atomic::AtomicBool,
     /// Its subscriptions by sid, for `/connz?subs=1` (kept by the connection's task beside
     /// its own map; bounded by `max_subscriptions`).
     sub_list: Mutex<HashMap<Box<[u8]>, Arc<Subscription>>>,
@@ -74,6 +76,18 @@ impl ConnEntry {
     pub fn announce_info(&self) {
         self.info_changed.store(true, Ordering::Relaxed);
         self.regrant_wake.notify_one();
+    }
+
+    /// Asks the connection's task to send its client an INFO with `ldm: true` (lame duck
+    /// mode).
+    pub fn announce_lame_duck(&self) {
+        self.lame_duck.store(true, Ordering::Relaxed);
+        self.announce_info();
+    }
+
+    /// Whether the next INFO is the lame duck one (and clears it).
+    pub(crate) fn take_lame_duck(&self) -> bool {
+        self.lame_duck.swap(false, Ordering::Relaxed)
     }
 
     /// Whether a new INFO is due (and clears it).
@@ -196,6 +210,7 @@ impl ServerStats {
             subs: AtomicUsize::new(0),
             regranted: Mutex::new(None),
             info_changed: std::sync::atomic::AtomicBool::new(false),
+            lame_duck: std::sync::atomic::AtomicBool::new(false),
             regrant_wake: tokio::sync::Notify::new(),
             sub_list: Mutex::new(HashMap::new()),
         });

@@ -137,6 +137,8 @@ struct PeerInfo {
     leafnode_urls: Vec<String>,
     /// Its client URLs.
     connect_urls: Vec<String>,
+    /// It entered lame duck mode: its URLs are no longer announced.
+    ldm: bool,
 }
 
 /// The fields of a peer's route CONNECT this server reads.
@@ -173,6 +175,9 @@ struct OurInfo<'a> {
     leafnode_urls: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     connect_urls: Vec<String>,
+    /// Lame duck mode (sent once, on the INFO that announces it).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    ldm: bool,
 }
 
 /// Our route CONNECT.
@@ -563,7 +568,16 @@ impl Route<'_> {
             serde_json::from_slice(json).map_err(|e| Ended::Protocol(format!("bad INFO: {e}")))?;
         match self.phase {
             Phase::Established => {
-                if Some(&info.server_id) != self.peer_id.as_ref() && !info.server_id.is_empty() {
+                if info.ldm && Some(&info.server_id) == self.peer_id.as_ref() {
+                    info!(
+                        rid = self.handle.id,
+                        peer = %self.peer_name,
+                        "route peer entered lame duck mode: its URLs are no longer announced"
+                    );
+                    self.routes.peer_in_lame_duck(&info.server_id);
+                } else if Some(&info.server_id) != self.peer_id.as_ref()
+                    && !info.server_id.is_empty()
+                {
                     // Gossip: another member of the cluster.
                     match RouteUrl::parse(&info.ip) {
                         Ok(url) => self.routes.implicit(&info.server_id, url),
@@ -671,52 +685,7 @@ impl Route<'_> {
     }
 
     fn send_info(&mut self) {
-        // `cluster.advertise` (host:port): where the other members reach this one (behind
-        // NAT, a proxy or a container network), sent as `ip` as nats-server does.
-        let advertised = self.routes.settings.advertise.as_deref().and_then(|a| {
-            let (host, port) = a.rsplit_once(':')?;
-            Some((host.to_owned(), port.parse::<u16>().ok()?))
-        });
-        let (host, port) = advertised.clone().unwrap_or_else(|| {
-            (
-                self.routes.listen_addr.ip().to_string(),
-                self.routes.listen_addr.port(),
-            )
-        });
-        let ip = advertised.map(|(h, p)| format!("nats-route://{h}:{p}/"));
-        let info = OurInfo {
-            server_id: &self.shared.server_id,
-            server_name: self
-                .shared
-                .opts
-                .server_name
-                .as_deref()
-                .unwrap_or(&self.shared.server_id),
-            version: leaf_core::server::info::NATS_FEATURE_LEVEL,
-            go: "rust",
-            host,
-            port,
-            ip,
-            headers: true,
-            auth_required: self.routes.settings.authorization.is_some(),
-            tls_required: self.routes.tls_required(),
-            tls_verify: self.routes.tls_required(),
-            max_payload: self.shared.opts.max_payload,
-            proto: 1,
-            cluster: &self.routes.cluster_name,
-            jetstream: false,
-            leafnode_urls: self.routes.leaf_url().into_iter().collect(),
-            connect_urls: if self.routes.settings.no_advertise {
-                Vec::new()
-            } else {
-                Some(self.shared.local_addr)
-                    .filter(|a| !a.ip().is_unspecified())
-                    .map(|a| a.to_string())
-                    .into_iter()
-                    .collect()
-            },
-        };
-        let json = serde_json::to_vec(&info).unwrap_or_default();
+        let json = info_json(self.routes, self.shared, false);
         self.fanout.send_with(&self.handle, |b| {
             proto::write_route_op(b, &RouteOp::Info(&json))
         });
@@ -873,4 +842,54 @@ fn key_of(subject: &[u8], queue: Option<&[u8]>) -> Box<[u8]> {
         key.extend_from_slice(q);
     }
     key.into_boxed_slice()
+}
+
+/// This server's route INFO (`ldm`: the one that announces lame duck mode).
+pub(crate) fn info_json(routes: &Routes, shared: &Shared, ldm: bool) -> Vec<u8> {
+    // `cluster.advertise` (host:port): where the other members reach this one (behind
+    // NAT, a proxy or a container network), sent as `ip` as nats-server does.
+    let advertised = routes.settings.advertise.as_deref().and_then(|a| {
+        let (host, port) = a.rsplit_once(':')?;
+        Some((host.to_owned(), port.parse::<u16>().ok()?))
+    });
+    let (host, port) = advertised.clone().unwrap_or_else(|| {
+        (
+            routes.listen_addr.ip().to_string(),
+            routes.listen_addr.port(),
+        )
+    });
+    let ip = advertised.map(|(h, p)| format!("nats-route://{h}:{p}/"));
+    let info = OurInfo {
+        server_id: &shared.server_id,
+        server_name: shared
+            .opts
+            .server_name
+            .as_deref()
+            .unwrap_or(&shared.server_id),
+        version: leaf_core::server::info::NATS_FEATURE_LEVEL,
+        go: "rust",
+        host,
+        port,
+        ip,
+        headers: true,
+        auth_required: routes.settings.authorization.is_some(),
+        tls_required: routes.tls_required(),
+        tls_verify: routes.tls_required(),
+        max_payload: shared.opts.max_payload,
+        proto: 1,
+        cluster: &routes.cluster_name,
+        jetstream: false,
+        leafnode_urls: routes.leaf_url().into_iter().collect(),
+        connect_urls: if routes.settings.no_advertise {
+            Vec::new()
+        } else {
+            Some(shared.local_addr)
+                .filter(|a| !a.ip().is_unspecified())
+                .map(|a| a.to_string())
+                .into_iter()
+                .collect()
+        },
+        ldm,
+    };
+    serde_json::to_vec(&info).unwrap_or_default()
 }

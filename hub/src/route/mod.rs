@@ -60,7 +60,12 @@
 //! learned by gossip) checks the peer's certificate against the first host name among the
 //! configured routes if there is one, else the address (which the certificate must list).
 //!
-//! Not yet: lame duck.
+//! # Lame duck mode
+//!
+//! A member entering lame duck mode sends every route an INFO with `ldm: true`
+//! ([`Routes::lame_duck`]); a member that receives one drops that peer's client and leafnode
+//! URLs from what it announces ([`Routes::peer_in_lame_duck`]), so clients and leaves moving
+//! away from it are not sent back. Routes stay up until the member shuts down.
 
 pub mod link;
 pub mod settings;
@@ -393,6 +398,34 @@ impl Routes {
                 route.handle.out.flush();
             }
         }
+    }
+
+    /// This server entered lame duck mode: every route is sent an INFO with `ldm: true`, so
+    /// the other members stop announcing this one's client and leafnode URLs. The routes stay
+    /// up (traffic keeps flowing to the clients and leaves still here).
+    pub fn lame_duck(&self, shared: &Shared) {
+        let json = link::info_json(self, shared, true);
+        let mut out = BytesMut::new();
+        proto::write_route_op(&mut out, &proto::RouteOp::Info(&json));
+        for route in self.lock().routes.values() {
+            route.handle.out.append_bytes(&out);
+            route.handle.out.flush();
+        }
+    }
+
+    /// Route peer `server_id` entered lame duck mode: its client and leafnode URLs are no
+    /// longer announced to this server's clients and leaves (nats-server drops the client
+    /// URLs only; a leaf sent to a member in lame duck mode would be closed again).
+    pub fn peer_in_lame_duck(&self, server_id: &str) {
+        {
+            let mut state = self.lock();
+            let Some(route) = state.routes.get_mut(server_id) else {
+                return;
+            };
+            route.leaf_url = None;
+            route.client_urls.clear();
+        }
+        self.update_leaf_urls();
     }
 
     /// A peer told us about member `server_id` at `url` (an INFO about another server): dial
