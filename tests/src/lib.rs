@@ -853,6 +853,35 @@ impl TestServer {
         }
     }
 
+    /// Waits (at most `limit`) for the process to exit by itself (it is reaped then): its exit
+    /// status, or `None` when it still runs (or was stopped already).
+    pub async fn exited_within(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let child = self.child.as_mut()?;
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Whether the process still runs.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// The server's temp directory (its config file and output; removed with it).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Sends SIGTERM and waits (bounded) for the process to exit. Returns its exit status, or
     /// `None` when it had to be killed because it did not exit within the grace period.
     pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
