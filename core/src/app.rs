@@ -1133,28 +1133,25 @@ pub fn send_signal(
     pid_file: impl FnOnce() -> Result<Option<std::path::PathBuf>, ConfigError>,
 ) -> ExitCode {
     use crate::process::command::{SignalCommand, Target};
-    let spec = args.signal.as_deref().unwrap_or_default();
-    let sent = SignalCommand::parse(spec).and_then(|command| {
-        let file = match (&command.target, &args.pid) {
-            (Target::Default, Some(file)) => Some(file.clone()),
-            (Target::Default, None) => match pid_file() {
-                Ok(file) => file,
-                Err(e) => {
-                    eprintln!("{name}: {e}");
-                    return Ok(None);
-                }
-            },
-            _ => None,
-        };
-        command.send(file.as_deref()).map(Some)
-    });
-    match sent {
-        Ok(Some(_)) => ExitCode::SUCCESS,
-        Ok(None) => ExitCode::from(1),
-        Err(e) => {
-            eprintln!("{name}: {e}");
-            ExitCode::from(1)
-        }
+    let failed = |e: &dyn Display| {
+        eprintln!("{name}: {e}");
+        ExitCode::from(1)
+    };
+    let command = match SignalCommand::parse(args.signal.as_deref().unwrap_or_default()) {
+        Ok(command) => command,
+        Err(e) => return failed(&e),
+    };
+    let file = match (&command.target, &args.pid) {
+        (Target::Default, Some(file)) => Some(file.clone()),
+        (Target::Default, None) => match pid_file() {
+            Ok(file) => file,
+            Err(e) => return failed(&e),
+        },
+        _ => None,
+    };
+    match command.send(file.as_deref()) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => failed(&e),
     }
 }
 

@@ -516,6 +516,28 @@ mod tests {
     }
 
     #[test]
+    fn process_flags_as_nats_server() {
+        assert_eq!(norm(&["-sl", "ldm=42"]), ["--sl", "ldm=42"]);
+        assert_eq!(norm(&["-pid", "/x.pid"]), ["--pid", "/x.pid"]);
+        assert_eq!(norm(&["-log", "/x.log"]), ["--log", "/x.log"]);
+        let cli = parse(&["-l", "/var/log/x.log", "-P", "/run/x.pid", "-sl", "reload"]);
+        assert_eq!(cli.server.signal.as_deref(), Some("reload"));
+        let mut cfg = Config::default();
+        cli.server.apply(&mut cfg);
+        assert_eq!(cfg.log_file, Some(PathBuf::from("/var/log/x.log")));
+        assert_eq!(cfg.pid_file, Some(PathBuf::from("/run/x.pid")));
+        assert!(!cfg.syslog);
+        let cli = parse(&["--syslog", "--signal=ldm=/run/x.pid"]);
+        assert_eq!(cli.server.signal.as_deref(), Some("ldm=/run/x.pid"));
+        cli.server.apply(&mut cfg);
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("syslog") && err.contains("not supported yet"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn normalize_leaves_values_alone() {
         // Values that start with a dash, after a flag that takes a value.
         assert_eq!(norm(&["--pass", "-js"]), ["--pass", "-js"]);

@@ -66,14 +66,21 @@ impl Drop for TempDir {
 /// a copy in `dir` whose `ExecStart=` names the freshly built binary instead; every other line
 /// (the hardening, the device rules, `ExecReload=/bin/kill`) is verified as written.
 fn verify_unit(unit_text: &str, dir: &Path) {
-    let binary = ServerKind::Leafd.binary_path();
-    let from = format!("ExecStart={UNIT_BINARY} ");
+    verify_unit_of(ServerKind::Leafd, unit_text, dir)
+}
+
+/// [`verify_unit`] for the unit of `kind` (leafd or hubd), which starts
+/// `/usr/local/bin/<kind>`.
+fn verify_unit_of(kind: ServerKind, unit_text: &str, dir: &Path) {
+    let binary = kind.binary_path();
+    let unit_binary = format!("/usr/local/bin/{}", kind.binary_name());
+    let from = format!("ExecStart={unit_binary} ");
     assert!(
         unit_text.lines().any(|l| l.starts_with(&from)),
-        "the unit should start {UNIT_BINARY}:\n{unit_text}"
+        "the unit should start {unit_binary}:\n{unit_text}"
     );
     let copy = unit_text.replace(&from, &format!("ExecStart={} ", binary.display()));
-    let path = dir.join("leafd.service");
+    let path = dir.join(format!("{}.service", kind.binary_name()));
     fs::write(&path, copy).expect("write the unit copy");
     let out = Command::new(SYSTEMD_ANALYZE)
         .arg("verify")
@@ -123,6 +130,29 @@ fn unit_file_passes_systemd_analyze_verify() {
     }
     let dir = TempDir::new("verify");
     verify_unit(&text, dir.path());
+}
+
+/// hubd's unit: reload on SIGHUP, lame duck mode documented (`systemctl kill -s USR2`), and
+/// it passes `systemd-analyze verify`.
+#[test]
+fn hubd_unit_file_passes_systemd_analyze_verify() {
+    let text = fs::read_to_string(repo().join("hub/systemd/hubd.service"))
+        .expect("hub/systemd/hubd.service");
+    for line in [
+        "ExecStart=/usr/local/bin/hubd -c /etc/hubd/hubd.toml",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "#   systemctl kill -s USR2 --kill-whom=main hubd",
+        "StateDirectory=hubd",
+        "User=hubd",
+    ] {
+        assert!(text.lines().any(|l| l == line), "the unit lacks {line:?}");
+    }
+    let leafd = fs::read_to_string(repo().join("leaf/systemd/leafd.service")).unwrap();
+    assert!(leafd
+        .lines()
+        .any(|l| l == "#   systemctl kill -s USR2 --kill-whom=main leafd"));
+    let dir = TempDir::new("verify-hubd");
+    verify_unit_of(ServerKind::Hubd, &text, dir.path());
 }
 
 /// Runs `scripts/install` with `args`, to completion.

@@ -1019,3 +1019,35 @@ fn tls_and_https_port_are_checked_by_key() {
         "{err}"
     );
 }
+
+#[test]
+fn process_keys_as_nats_server() {
+    let cfg = Config::default();
+    assert_eq!(cfg.lame_duck_duration, Duration::from_secs(120));
+    assert_eq!(cfg.lame_duck_grace_period, Duration::from_secs(10));
+    let cfg = toml(
+        "lame_duck_duration = \"30s\"\nlame_duck_grace_period = \"1s\"\n\
+         pidfile = \"/run/x.pid\"\nlogfile = \"/var/log/x.log\"\n",
+    )
+    .unwrap();
+    cfg.validate().unwrap();
+    assert_eq!(cfg.lame_duck_duration, Duration::from_secs(30));
+    assert_eq!(cfg.pid_file, Some(PathBuf::from("/run/x.pid")));
+    assert_eq!(cfg.log_file, Some(PathBuf::from("/var/log/x.log")));
+    let short = toml("lame_duck_duration = \"10s\"\n").unwrap();
+    let err = short.validate().unwrap_err().to_string();
+    assert!(
+        err.contains("lame_duck_duration") && err.contains("minimum is 30 seconds"),
+        "{err}"
+    );
+    let long_grace = toml("lame_duck_grace_period = \"2m\"\n").unwrap();
+    let err = long_grace.validate().unwrap_err().to_string();
+    assert!(err.contains("lame_duck_grace_period"), "{err}");
+    let syslog = toml("syslog = true\n").unwrap();
+    let err = syslog.validate().unwrap_err().to_string();
+    assert!(
+        err.contains("syslog") && err.contains("not supported yet"),
+        "{err}"
+    );
+    assert!(toml_err("lame_duck_duration = \"soon\"\n").contains("lame_duck_duration"));
+}

@@ -636,4 +636,61 @@ mod tests {
             .unwrap()
             .unwrap();
     }
+
+    #[tokio::test]
+    async fn lame_duck_closes_the_listener_and_tells_clients_once() {
+        let server = Server::bind(ServerOptions {
+            port: 0,
+            ..ServerOptions::default()
+        })
+        .await
+        .unwrap();
+        let addr = server.local_addr();
+        let shared = server.shared().clone();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let running = tokio::spawn(server.run(
+            async {
+                let _ = stop_rx.await;
+            },
+            Duration::from_secs(1),
+        ));
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let (read, mut write) = stream.into_split();
+        let mut reader = BufReader::new(read);
+        assert!(!read_line(&mut reader).await.contains("ldm"));
+        write.write_all(b"CONNECT {}\r\nPING\r\n").await.unwrap();
+        assert_eq!(read_line(&mut reader).await, "PONG\r\n");
+        assert!(!shared.in_lame_duck());
+        let doomed = shared.enter_lame_duck().expect("entered");
+        assert_eq!(doomed.len(), 1);
+        assert!(shared.in_lame_duck());
+        assert!(shared.enter_lame_duck().is_none(), "entered once only");
+        let info = read_line(&mut reader).await;
+        assert!(
+            info.starts_with("INFO ") && info.contains("\"ldm\":true"),
+            "{info}"
+        );
+        // The listener closes; the connection runs on until it is closed.
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while TcpStream::connect(addr).await.is_ok() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("the listener closes");
+        write.write_all(b"PING\r\n").await.unwrap();
+        assert_eq!(read_line(&mut reader).await, "PONG\r\n");
+        doomed[0].out.close();
+        let mut rest = String::new();
+        let n = tokio::time::timeout(Duration::from_secs(5), reader.read_line(&mut rest))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(n, 0, "closed: {rest}");
+        let _ = stop_tx.send(());
+        tokio::time::timeout(Duration::from_secs(5), running)
+            .await
+            .unwrap()
+            .unwrap();
+    }
 }
