@@ -589,6 +589,68 @@ async fn a_peer_stops_announcing_a_lame_duck_member(kinds: [ServerKind; 2]) {
     assert!(a.is_running(), "a is in its grace period still");
 }
 
+/// A nats-server leaf attached to a hubd member in lame duck mode: it takes the lame duck
+/// INFO harmlessly (nats-server 2.9 ignores `ldm` and keeps the new `leafnode_urls`: the other
+/// member only), is closed after the grace period, reconnects to the other member and its
+/// traffic flows again.
+async fn a_nats_server_leaf_survives_a_lame_duck_hub(kind: ServerKind) {
+    let routes = [free_port(), free_port()];
+    let leaf_ports = [free_port(), free_port()];
+    let http = [free_port(), free_port()];
+    let mut a = TestServer::with_config(
+        kind,
+        member("a", routes[0], &routes, leaf_ports[0], http[0]),
+    )
+    .await;
+    let b = TestServer::with_config(
+        kind,
+        member("b", routes[1], &routes, leaf_ports[1], http[1]),
+    )
+    .await;
+    let hub = b.client().await;
+    {
+        let ca = a.client().await;
+        let mut probe = hub.subscribe("nl.probe").await.unwrap();
+        sync(&hub).await;
+        e2e::await_interest(&ca, "nl.probe", &mut probe).await;
+    }
+    let mut leaf = TestServer::with_config(
+        ServerKind::NatsServer,
+        json!({ "leafnodes": { "remotes": [
+            { "url": format!("nats-leaf://127.0.0.1:{}", leaf_ports[0]) }
+        ] } }),
+    )
+    .await;
+    let lc = leaf.client().await;
+    let mut at_leaf = lc.subscribe("nl.x").await.unwrap();
+    sync(&lc).await;
+    e2e::await_interest(&hub, "nl.x", &mut at_leaf).await;
+    until_async(
+        Duration::from_secs(10),
+        "the leaf on a",
+        || leaves(http[0]),
+        1,
+    )
+    .await;
+    a.signal(libc::SIGUSR2);
+    let status = a
+        .exited_within(Duration::from_secs(20))
+        .await
+        .expect("a still runs after lame duck mode");
+    assert!(status.success(), "a's exit status {status}");
+    until_async(
+        Duration::from_secs(20),
+        "the leaf on b",
+        || leaves(http[1]),
+        1,
+    )
+    .await;
+    e2e::await_interest(&hub, "nl.x", &mut at_leaf).await;
+    assert!(leaf.is_running(), "the nats-server leaf died");
+    let log = leaf.log();
+    assert!(!log.contains("Parser ERROR"), "{log}");
+}
+
 macro_rules! each_kind {
     ($name:ident) => {
         mod $name {
@@ -644,6 +706,13 @@ mod a_lame_duck_member_hands_its_leaves_over {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn nats_server_hubd() {
         super::a_lame_duck_member_hands_its_leaves_over([NatsServer, Hubd]).await
+    }
+}
+
+mod a_nats_server_leaf_survives_a_lame_duck_hub {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hubd() {
+        super::a_nats_server_leaf_survives_a_lame_duck_hub(e2e::ServerKind::Hubd).await
     }
 }
 

@@ -88,7 +88,7 @@ pub async fn run(
                     let done = done.clone();
                     tokio::spawn(async move {
                         let outcome = link::serve(
-                            shared,
+                            shared.clone(),
                             leaf.clone(),
                             stream,
                             peer,
@@ -97,7 +97,11 @@ pub async fn run(
                             stop,
                         )
                         .await;
-                        if outcome.ended.is_loop() {
+                        if shared.in_lame_duck()
+                            && matches!(outcome.ended, link::Ended::WriterClosed)
+                        {
+                            info!(%peer, "leafnode connection closed: lame duck mode");
+                        } else if outcome.ended.is_loop() {
                             error!(%peer, reason = %printable(&outcome.ended.to_string()), "leafnode connection closed");
                         } else if outcome.established
                             && !outcome.ended.is_too_many_subscriptions()
