@@ -651,83 +651,37 @@ async fn a_nats_server_leaf_survives_a_lame_duck_hub(kind: ServerKind) {
     assert!(!log.contains("Parser ERROR"), "{log}");
 }
 
-macro_rules! each_kind {
-    ($name:ident) => {
+/// One test per set of server kinds of `$name(kinds)`:
+/// `for_kinds!(name: leafd => Leafd, hubd_hubd => [Hubd, Hubd])`.
+macro_rules! for_kinds {
+    ($name:ident: $($test:ident => $kinds:expr),+) => {
         mod $name {
+            #[allow(unused_imports)]
             use e2e::ServerKind::{Hubd, Leafd, NatsServer};
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn leafd() {
-                super::$name(Leafd).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn hubd() {
-                super::$name(Hubd).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn nats_server() {
-                super::$name(NatsServer).await
-            }
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$name($kinds).await
+                }
+            )+
         }
     };
 }
 
-macro_rules! ours {
-    ($name:ident) => {
-        mod $name {
-            use e2e::ServerKind::{Hubd, Leafd};
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn leafd() {
-                super::$name(Leafd).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn hubd() {
-                super::$name(Hubd).await
-            }
-        }
-    };
-}
+for_kinds!(sigusr1_reopens_the_log_file: leafd => Leafd, hubd => Hubd, nats_server => NatsServer);
+for_kinds!(sigusr1_without_a_log_file_is_ignored: leafd => Leafd, hubd => Hubd, nats_server => NatsServer);
+for_kinds!(the_pid_file_and_signal_commands: leafd => Leafd, hubd => Hubd, nats_server => NatsServer);
+for_kinds!(signal_ldm_reaches_the_server: leafd => Leafd, hubd => Hubd, nats_server => NatsServer);
+for_kinds!(lame_duck_mode_ends_the_server: leafd => Leafd, hubd => Hubd, nats_server => NatsServer);
+for_kinds!(a_second_sigusr2_ends_lame_duck_mode_at_once: leafd => Leafd, hubd => Hubd);
+for_kinds!(a_nats_server_leaf_survives_a_lame_duck_hub: hubd => Hubd);
 
-each_kind!(sigusr1_reopens_the_log_file);
-each_kind!(sigusr1_without_a_log_file_is_ignored);
-each_kind!(the_pid_file_and_signal_commands);
-each_kind!(signal_ldm_reaches_the_server);
-each_kind!(lame_duck_mode_ends_the_server);
-ours!(a_second_sigusr2_ends_lame_duck_mode_at_once);
-
-mod a_lame_duck_member_hands_its_leaves_over {
-    use e2e::ServerKind::{Hubd, NatsServer};
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn hubd_hubd() {
-        super::a_lame_duck_member_hands_its_leaves_over([Hubd, Hubd]).await
-    }
-    /// nats-server as the member in lame duck mode; the stream's member is hubd: nats-server
-    /// 2.9's JetStream in a cluster of two stops answering when a member leaves (no meta
-    /// group quorum), which would test that rather than the leaves.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn nats_server_hubd() {
-        super::a_lame_duck_member_hands_its_leaves_over([NatsServer, Hubd]).await
-    }
-}
-
-mod a_nats_server_leaf_survives_a_lame_duck_hub {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn hubd() {
-        super::a_nats_server_leaf_survives_a_lame_duck_hub(e2e::ServerKind::Hubd).await
-    }
-}
-
-mod a_peer_stops_announcing_a_lame_duck_member {
-    use e2e::ServerKind::{Hubd, NatsServer};
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn hubd_hubd() {
-        super::a_peer_stops_announcing_a_lame_duck_member([Hubd, Hubd]).await
-    }
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn nats_server_hubd() {
-        super::a_peer_stops_announcing_a_lame_duck_member([NatsServer, Hubd]).await
-    }
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn nats_server_nats_server() {
-        super::a_peer_stops_announcing_a_lame_duck_member([NatsServer, NatsServer]).await
-    }
-}
+// nats-server as the member in lame duck mode has hubd as the stream's member: nats-server
+// 2.9's JetStream in a cluster of two stops answering when a member leaves (no meta group
+// quorum), which would test that rather than the leaves.
+for_kinds!(a_lame_duck_member_hands_its_leaves_over:
+    hubd_hubd => [Hubd, Hubd], nats_server_hubd => [NatsServer, Hubd]);
+for_kinds!(a_peer_stops_announcing_a_lame_duck_member:
+    hubd_hubd => [Hubd, Hubd],
+    nats_server_hubd => [NatsServer, Hubd],
+    nats_server_nats_server => [NatsServer, NatsServer]);

@@ -584,11 +584,7 @@ impl LeafState {
     ) -> Vec<Arc<ClientHandle>> {
         let info = info::UpdateInfo {
             server_id: &shared.server_id,
-            server_name: shared
-                .opts
-                .server_name
-                .as_deref()
-                .unwrap_or(&shared.server_id),
+            server_name: shared.server_name(),
             version: crate::server::info::NATS_FEATURE_LEVEL,
             proto: 1,
             headers: true,

@@ -265,6 +265,11 @@ impl Shared {
         }
     }
 
+    /// The server name announced in INFO: the configured one, else the server id.
+    pub fn server_name(&self) -> &str {
+        self.opts.server_name.as_deref().unwrap_or(&self.server_id)
+    }
+
     /// Whether the server is in lame duck mode.
     pub fn in_lame_duck(&self) -> bool {
         *self.lame_duck.borrow()
@@ -501,6 +506,29 @@ mod tests {
         }
     }
 
+    /// A server with `options`, running until the returned sender fires: its address, its
+    /// state, the stop switch and its task.
+    async fn running(
+        options: ServerOptions,
+    ) -> (
+        SocketAddr,
+        Arc<Shared>,
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let server = Server::bind(options).await.unwrap();
+        let addr = server.local_addr();
+        let shared = server.shared().clone();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let running = tokio::spawn(server.run(
+            async {
+                let _ = stop_rx.await;
+            },
+            Duration::from_secs(1),
+        ));
+        (addr, shared, stop_tx, running)
+    }
+
     async fn read_line(reader: &mut BufReader<tokio::net::tcp::OwnedReadHalf>) -> String {
         let mut line = String::new();
         tokio::time::timeout(Duration::from_secs(5), reader.read_line(&mut line))
@@ -534,22 +562,12 @@ mod tests {
 
     #[tokio::test]
     async fn an_authority_creates_accounts_and_its_logins_expire() {
-        let server = Server::bind(ServerOptions {
+        let (addr, shared, stop_tx, running) = running(ServerOptions {
             port: 0,
             auth: Authenticator::Delegated(Arc::new(ShortLived)),
             ..ServerOptions::default()
         })
-        .await
-        .unwrap();
-        let addr = server.local_addr();
-        let shared = server.shared().clone();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let running = tokio::spawn(server.run(
-            async {
-                let _ = stop_rx.await;
-            },
-            Duration::from_secs(1),
-        ));
+        .await;
         let connect = |jwt: &'static str| async move {
             let stream = TcpStream::connect(addr).await.unwrap();
             let (read, mut write) = stream.into_split();
@@ -586,26 +604,16 @@ mod tests {
 
     #[tokio::test]
     async fn internal_subscriptions_receive_and_publish() {
-        let server = Server::bind(ServerOptions {
+        let (addr, shared, stop_tx, running) = running(ServerOptions {
             port: 0,
             ..ServerOptions::default()
         })
-        .await
-        .unwrap();
-        let addr = server.local_addr();
-        let shared = server.shared().clone();
+        .await;
         let sink = Arc::new(Reverser(Arc::downgrade(shared.global())));
         let sub = shared
             .global()
             .subscribe_internal(b"svc.reverse", None, sink)
             .unwrap();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let running = tokio::spawn(server.run(
-            async {
-                let _ = stop_rx.await;
-            },
-            Duration::from_secs(1),
-        ));
 
         let stream = TcpStream::connect(addr).await.unwrap();
         let (read, mut write) = stream.into_split();
@@ -639,21 +647,11 @@ mod tests {
 
     #[tokio::test]
     async fn lame_duck_closes_the_listener_and_tells_clients_once() {
-        let server = Server::bind(ServerOptions {
+        let (addr, shared, stop_tx, running) = running(ServerOptions {
             port: 0,
             ..ServerOptions::default()
         })
-        .await
-        .unwrap();
-        let addr = server.local_addr();
-        let shared = server.shared().clone();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let running = tokio::spawn(server.run(
-            async {
-                let _ = stop_rx.await;
-            },
-            Duration::from_secs(1),
-        ));
+        .await;
         let stream = TcpStream::connect(addr).await.unwrap();
         let (read, mut write) = stream.into_split();
         let mut reader = BufReader::new(read);

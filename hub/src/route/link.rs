@@ -861,11 +861,7 @@ pub(crate) fn info_json(routes: &Routes, shared: &Shared, ldm: bool) -> Vec<u8> 
     let ip = advertised.map(|(h, p)| format!("nats-route://{h}:{p}/"));
     let info = OurInfo {
         server_id: &shared.server_id,
-        server_name: shared
-            .opts
-            .server_name
-            .as_deref()
-            .unwrap_or(&shared.server_id),
+        server_name: shared.server_name(),
         version: leaf_core::server::info::NATS_FEATURE_LEVEL,
         go: "rust",
         host,
