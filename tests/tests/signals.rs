@@ -43,8 +43,8 @@ fn file_len(path: &Path) -> u64 {
     std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
 }
 
-/// Runs `kind`'s binary with `args` (a `--signal` command) to its end.
-fn signal_command(kind: ServerKind, args: &[&str]) -> std::process::Output {
+/// Runs `kind`'s binary with `args` (a `--signal` command, a start that must fail) to its end.
+fn run_binary(kind: ServerKind, args: &[&str]) -> std::process::Output {
     run_command_to_exit(Command::new(kind.binary_path()).args(args))
 }
 
@@ -113,9 +113,9 @@ async fn sigusr1_without_a_log_file_is_ignored(kind: ServerKind) {
 
 // ---- the pid file and --signal ------------------------------------------------------------
 
-/// `--pid FILE` holds the process id; `--signal reload`, `reopen` and `ldm`-less `quit`, with
-/// `=PIDFILE`, `=PID` or (ours) `--pid FILE`, reach that process; bad names and a missing pid
-/// are refused with exit code 1.
+/// `--pid FILE` holds the process id; `--signal reload`, `reopen` and `quit`, with
+/// `=PIDFILE`, `=PID` or (ours) `--pid FILE` or the configuration's `pid_file`, reach that
+/// process; an unknown name (and, ours, a missing process id) is refused with exit code 1.
 async fn the_pid_file_and_signal_commands(kind: ServerKind) {
     let dir = StoreDir::new();
     let pid_file: PathBuf = Path::new(dir.path()).join("server.pid");
@@ -132,36 +132,46 @@ async fn the_pid_file_and_signal_commands(kind: ServerKind) {
     assert_eq!(written.trim(), server.pid().to_string(), "{kind} pid file");
 
     // reload through the pid file.
-    let out = signal_command(kind, &["--signal", &format!("reload={pid_arg}")]);
+    let out = run_binary(kind, &["--signal", &format!("reload={pid_arg}")]);
     assert!(out.status.success(), "{kind}: {out:?}");
     wait_for_log(&server, reload_line(kind), 1).await;
     // reopen to the explicit process id (and, ours, through --pid).
-    let out = signal_command(kind, &["--signal", &format!("reopen={}", server.pid())]);
+    let out = run_binary(kind, &["--signal", &format!("reopen={}", server.pid())]);
     assert!(out.status.success(), "{kind}: {out:?}");
     if kind != ServerKind::NatsServer {
         wait_for_log(&server, "SIGUSR1 received", 1).await;
-        let out = signal_command(kind, &["--signal", "reopen", "--pid", &pid_arg]);
+        let out = run_binary(kind, &["--signal", "reopen", "--pid", &pid_arg]);
         assert!(out.status.success(), "{kind}: {out:?}");
         wait_for_log(&server, "SIGUSR1 received", 2).await;
+        // A log file or pid file that cannot be written stops the start, naming the key.
+        for (flag, message) in [
+            ("-l", "log_file: cannot open"),
+            ("-P", "pid_file: cannot write"),
+        ] {
+            let out = run_binary(kind, &["-p", "0", flag, "/nonexistent/dir/x"]);
+            assert_eq!(out.status.code(), Some(1), "{kind}: {out:?}");
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.contains(message), "{kind}: {err}");
+        }
         // No process id anywhere: a clear error.
-        let out = signal_command(kind, &["--signal", "reload"]);
+        let out = run_binary(kind, &["--signal", "reload"]);
         assert_eq!(out.status.code(), Some(1), "{kind}: {out:?}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("no process id"), "{kind}: {err}");
         // The pid file of the configuration.
         let conf = Path::new(dir.path()).join("c.json");
         std::fs::write(&conf, json!({ "pid_file": pid_arg }).to_string()).unwrap();
-        let out = signal_command(kind, &["-c", conf.to_str().unwrap(), "--signal", "reload"]);
+        let out = run_binary(kind, &["-c", conf.to_str().unwrap(), "--signal", "reload"]);
         assert!(out.status.success(), "{kind}: {out:?}");
         wait_for_log(&server, reload_line(kind), 2).await;
     }
     assert!(server.is_running(), "{kind} died");
     // Unknown signals are refused.
-    let out = signal_command(kind, &["--signal", &format!("bogus={}", server.pid())]);
+    let out = run_binary(kind, &["--signal", &format!("bogus={}", server.pid())]);
     assert_eq!(out.status.code(), Some(1), "{kind}: {out:?}");
     assert!(server.is_running());
     // quit: SIGINT, the server exits.
-    let out = signal_command(kind, &["--signal", &format!("quit={pid_arg}")]);
+    let out = run_binary(kind, &["--signal", &format!("quit={pid_arg}")]);
     assert!(out.status.success(), "{kind}: {out:?}");
     let status = server
         .exited_within(Duration::from_secs(10))
@@ -186,7 +196,7 @@ async fn signal_ldm_reaches_the_server(kind: ServerKind) {
         .start()
         .await;
     until(Duration::from_secs(5), "the pid file", || pid_file.exists()).await;
-    let out = signal_command(kind, &["--signal", &format!("ldm={pid_arg}")]);
+    let out = run_binary(kind, &["--signal", &format!("ldm={pid_arg}")]);
     assert!(out.status.success(), "{kind}: {out:?}");
     let status = server
         .exited_within(Duration::from_secs(10))

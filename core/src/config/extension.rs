@@ -269,7 +269,10 @@ mod tests {
             "{err}"
         );
         assert!(
-            err.ends_with("leafnodes, accounts, system_account, items, flag)"),
+            err.ends_with(
+                "leafnodes, accounts, system_account, lame_duck_duration, lame_duck_grace_period, \
+                 pid_file, pidfile, log_file, logfile, syslog, items, flag)"
+            ),
             "{err}"
         );
         let err = parse_str_with::<Extra>(
