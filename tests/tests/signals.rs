@@ -545,9 +545,36 @@ where
     .await
 }
 
-/// A hubd member whose route peer enters lame duck mode stops announcing the peer's client
-/// URL to its clients (while the peer still runs, held by a client of its own in the grace
-/// period).
+/// Reads `conn`'s lines (for at most `limit`) until an INFO for which `wanted` holds.
+async fn await_info(
+    conn: &mut e2e::RawConn,
+    limit: Duration,
+    what: &str,
+    wanted: impl Fn(&Value) -> bool,
+) {
+    bounded_for(limit, what, async {
+        loop {
+            let line = conn.next_line().await.expect("connection open");
+            if let Some(json) = line.strip_prefix("INFO ") {
+                if wanted(&e2e::serde_json::from_str(json).unwrap()) {
+                    return;
+                }
+            }
+        }
+    })
+    .await
+}
+
+/// Whether INFO `info` lists `url` in its array `key`.
+fn lists(info: &Value, key: &str, url: &str) -> bool {
+    info[key]
+        .as_array()
+        .is_some_and(|u| u.iter().any(|u| u.as_str() == Some(url)))
+}
+
+/// A member whose route peer enters lame duck mode stops announcing the peer's client URL to
+/// its clients, and (hubd) its leafnode URL to its leaves, while the peer still runs (held by
+/// a client of its own in the grace period).
 async fn a_peer_stops_announcing_a_lame_duck_member(kinds: [ServerKind; 2]) {
     let routes = [free_port(), free_port()];
     let leaf_ports = [free_port(), free_port()];
@@ -563,39 +590,46 @@ async fn a_peer_stops_announcing_a_lame_duck_member(kinds: [ServerKind; 2]) {
     )
     .await;
     let a_url = format!("127.0.0.1:{}", a.port());
-    let mut at_b = b.raw_connected().await;
-    let lists_a = |info: &Value| {
-        info["connect_urls"]
-            .as_array()
-            .is_some_and(|u| u.iter().any(|u| u.as_str() == Some(a_url.as_str())))
-    };
-    if !lists_a(at_b.info()) {
-        bounded_for(Duration::from_secs(10), "a's URL announced by b", async {
-            loop {
-                let line = at_b.next_line().await.expect("open");
-                if let Some(json) = line.strip_prefix("INFO ") {
-                    if lists_a(&e2e::serde_json::from_str(json).unwrap()) {
-                        return;
-                    }
-                }
-            }
-        })
+    let a_leaf_url = format!("127.0.0.1:{}", leaf_ports[0]);
+    let mut client_at_b = b.raw_connected().await;
+    if !lists(client_at_b.info(), "connect_urls", &a_url) {
+        await_info(
+            &mut client_at_b,
+            Duration::from_secs(10),
+            "a's URL announced by b",
+            |i| lists(i, "connect_urls", &a_url),
+        )
         .await;
+    }
+    // A raw leaf on b (hubd), told a's leafnode URL.
+    let mut leaf_at_b = None;
+    if kinds[1] == ServerKind::Hubd {
+        let mut leaf = e2e::RawConn::open(leaf_ports[1]).await;
+        assert!(
+            lists(leaf.info(), "leafnode_urls", &a_leaf_url),
+            "{}",
+            leaf.info()
+        );
+        leaf.send("CONNECT {\"name\":\"raw-leaf\",\"headers\":true}\r\n")
+            .await;
+        leaf_at_b = Some(leaf);
     }
     let _held = a.raw_connected().await;
     a.signal(libc::SIGUSR2);
-    bounded_for(Duration::from_secs(3), "b's INFO without a's URL", async {
-        loop {
-            let line = at_b.next_line().await.expect("open");
-            if let Some(json) = line.strip_prefix("INFO ") {
-                let info: Value = e2e::serde_json::from_str(json).unwrap();
-                if !lists_a(&info) {
-                    return;
-                }
-            }
-        }
-    })
+    let limit = Duration::from_secs(3);
+    await_info(
+        &mut client_at_b,
+        limit,
+        "b's client INFO without a's URL",
+        |i| !lists(i, "connect_urls", &a_url),
+    )
     .await;
+    if let Some(leaf) = &mut leaf_at_b {
+        await_info(leaf, limit, "b's leaf INFO without a's URL", |i| {
+            i["leafnode_urls"].is_array() && !lists(i, "leafnode_urls", &a_leaf_url)
+        })
+        .await;
+    }
     assert!(a.is_running(), "a is in its grace period still");
 }
 
