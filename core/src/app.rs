@@ -281,6 +281,10 @@ impl Node {
         let mut options = server_options(cfg, name);
         options.auth = clients;
         options.tls = crate::server::tls::listener(cfg.tls.as_ref()).map_err(|e| e.to_string())?;
+        #[cfg(feature = "websocket")]
+        {
+            options.websocket = crate::websocket::WsListener::from_config(cfg, leaf.clone())?;
+        }
         let server = Server::bind_with(options, peers)
             .await
             .map_err(|e| e.to_string())?;
@@ -409,6 +413,8 @@ pub fn unsupported_yet(cfg: &Config) -> Result<(), String> {
     }
     crate::leafnode::tls::listener_tls(&cfg.leafnodes).map_err(|e| e.to_string())?;
     crate::server::tls::listener(cfg.tls.as_ref()).map_err(|e| e.to_string())?;
+    #[cfg(feature = "websocket")]
+    crate::websocket::WsListener::from_config(cfg, None)?;
     crate::leafnode::nkey::listener_nkeys(&cfg.leafnodes.authorization)
         .map_err(|e| e.to_string())?;
     Ok(())
@@ -662,6 +668,8 @@ pub fn server_options(cfg: &Config, name: &'static str) -> ServerOptions {
         imports: import_rules(cfg),
         // Read from the files by `Node::start` (an error there refuses the start).
         tls: None,
+        #[cfg(feature = "websocket")]
+        websocket: None,
     }
 }
 

@@ -349,7 +349,7 @@ mod tests {
         );
         assert!(
             err.ends_with(
-                "leafnodes, accounts, system_account, cluster, operator, resolver, resolver_preload)"
+                "leafnodes, accounts, system_account, websocket, cluster, operator, resolver, resolver_preload)"
             ),
             "{err}"
         );

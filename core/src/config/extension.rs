@@ -269,7 +269,7 @@ mod tests {
             "{err}"
         );
         assert!(
-            err.ends_with("leafnodes, accounts, system_account, items, flag)"),
+            err.ends_with("leafnodes, accounts, system_account, websocket, items, flag)"),
             "{err}"
         );
         let err = parse_str_with::<Extra>(

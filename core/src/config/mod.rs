@@ -68,6 +68,7 @@ pub use crate::leafnode::settings::{
     DEFAULT_LEAFNODE_PING_INTERVAL, DEFAULT_LEAFNODE_PING_MAX, DEFAULT_LEAFNODE_RECONNECT,
     DEFAULT_TLS_TIMEOUT,
 };
+pub use crate::websocket::settings::{WebSocket, WsAuthorization};
 pub use error::{line_of, ConfigError, Location};
 pub use extension::{Extension, NoExtension};
 pub use validate::is_valid_token;
@@ -181,6 +182,9 @@ pub struct Config {
     /// [`natsconf::keys`]).
     #[serde(skip)]
     pub ignored_settings: Vec<String>,
+    /// A listener for clients (and leaves) over WebSocket, nats-server's `websocket`
+    /// block (see [`crate::websocket`]); off when unset.
+    pub websocket: Option<WebSocket>,
 }
 
 impl Default for Config {
@@ -209,6 +213,7 @@ impl Default for Config {
             accounts: BTreeMap::new(),
             system_account: None,
             ignored_settings: Vec::new(),
+            websocket: None,
         }
     }
 }

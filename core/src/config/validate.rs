@@ -23,7 +23,18 @@ impl Config {
         self.validate_authorization()?;
         self.validate_jetstream()?;
         self.validate_accounts()?;
-        self.validate_leafnodes()
+        self.validate_leafnodes()?;
+        self.validate_websocket()
+    }
+
+    /// The `websocket` block (see [`crate::websocket::settings`]).
+    fn validate_websocket(&self) -> Result<(), ConfigError> {
+        let Some(ws) = &self.websocket else {
+            return Ok(());
+        };
+        let has_users = !self.authorization.users.is_empty()
+            || self.accounts.values().any(|a| !a.users.is_empty());
+        ws.validate(&self.host, has_users)
     }
 
     /// Whether clients log in by their TLS certificate (`tls.verify_and_map`).
@@ -361,6 +372,20 @@ impl Config {
                         ),
                     ));
                 }
+            }
+            let is_ws = |u: &String| {
+                let scheme = u
+                    .trim()
+                    .split_once("://")
+                    .map(|(s, _)| s.to_ascii_lowercase());
+                matches!(scheme.as_deref(), Some("ws" | "wss"))
+            };
+            if remote.urls.iter().any(is_ws) && !remote.urls.iter().all(is_ws) {
+                return Err(ConfigError::invalid(
+                    format!("leafnodes.remotes[{i}].urls"),
+                    "cannot mix websocket (ws://, wss://) and other URLs in one remote (as \
+                     nats-server)",
+                ));
             }
         }
         Ok(())

@@ -71,32 +71,12 @@ pub async fn run(
                         tokio::spawn(refuse(stream, "'maximum connections exceeded'"));
                         continue;
                     };
-                    let entry = leaf.add_accepted(peer.to_string());
                     let shared = shared.clone();
                     let leaf = leaf.clone();
                     let stop = stop.clone();
                     let done = done.clone();
                     tokio::spawn(async move {
-                        let outcome = link::serve(
-                            shared,
-                            leaf.clone(),
-                            stream,
-                            peer,
-                            Side::Accepted,
-                            entry.clone(),
-                            stop,
-                        )
-                        .await;
-                        if outcome.ended.is_loop() {
-                            error!(%peer, reason = %printable(&outcome.ended.to_string()), "leafnode connection closed");
-                        } else if outcome.established
-                            && !outcome.ended.is_too_many_subscriptions()
-                        {
-                            info!(%peer, reason = %printable(&outcome.ended.to_string()), "leafnode connection closed");
-                        } else {
-                            warn!(%peer, reason = %printable(&outcome.ended.to_string()), "leafnode connection refused");
-                        }
-                        leaf.remove_accepted(&entry);
+                        serve_one(shared, leaf, link::Transport::Tcp(stream), peer, stop).await;
                         drop(permit);
                         drop(done);
                     });
@@ -109,6 +89,39 @@ pub async fn run(
             }
         }
     }
+}
+
+/// Serves one accepted leafnode connection (from this listener, or from the websocket
+/// listener's `/leafnode` path) until it ends: its status entry while it lives, a log line
+/// when it ends.
+pub(crate) async fn serve_one(
+    shared: Arc<Shared>,
+    leaf: Arc<LeafState>,
+    transport: link::Transport,
+    peer: SocketAddr,
+    stop: watch::Receiver<bool>,
+) {
+    let entry = leaf.add_accepted(peer.to_string());
+    let outcome = link::serve(
+        shared,
+        leaf.clone(),
+        transport,
+        peer,
+        Side::Accepted,
+        entry.clone(),
+        stop,
+    )
+    .await;
+    let ended = outcome.ended.to_string();
+    let reason = printable(&ended);
+    if outcome.ended.is_loop() {
+        error!(%peer, %reason, "leafnode connection closed");
+    } else if outcome.established && !outcome.ended.is_too_many_subscriptions() {
+        info!(%peer, %reason, "leafnode connection closed");
+    } else {
+        warn!(%peer, %reason, "leafnode connection refused");
+    }
+    leaf.remove_accepted(&entry);
 }
 
 /// Warns when the listener at `addr` takes leaves from other hosts without credentials of
