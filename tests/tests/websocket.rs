@@ -40,6 +40,14 @@ fn ws_block(port: u16, extra: Value) -> Value {
     block
 }
 
+/// A `wss://` websocket block on `port` with the test certificate for 127.0.0.1.
+fn wss_block(certs: &Certs, port: u16) -> Value {
+    json!({
+        "port": port,
+        "tls": { "cert_file": certs.path("hub.pem"), "key_file": certs.path("hub-key.pem") },
+    })
+}
+
 /// Connects async-nats to `url` (ws:// or wss://) with `options`.
 async fn ws_client_with(
     url: &str,
@@ -175,13 +183,7 @@ async fn clients_over_wss(kind: ServerKind) {
     let server = TestServer::with_config(
         kind,
         json!({
-            "websocket": {
-                "port": ws_port,
-                "tls": {
-                    "cert_file": certs.path("hub.pem"),
-                    "key_file": certs.path("hub-key.pem"),
-                },
-            },
+            "websocket": wss_block(&certs, ws_port),
         }),
     )
     .await;
@@ -402,7 +404,34 @@ async fn bad_frames(kind: ServerKind) {
     bad_frames_close_that_connection(kind, kind != ServerKind::NatsServer).await;
 }
 
+/// A client that does not finish its upgrade request within `handshake_timeout` is cut off;
+/// the port serves the next one.
+async fn slow_upgrade_is_cut_off(kind: ServerKind) {
+    let ws_port = free_port();
+    let _server = TestServer::with_config(
+        kind,
+        json!({ "websocket": ws_block(ws_port, json!({ "handshake_timeout": "500ms" })) }),
+    )
+    .await;
+    let mut slow = bounded("connect", TcpStream::connect(("127.0.0.1", ws_port)))
+        .await
+        .unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    expect_closed(&mut slow, "the slow upgrade to be cut off").await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "cut off after {:?}",
+        started.elapsed()
+    );
+    let ws = ws_client(&format!("ws://127.0.0.1:{ws_port}")).await;
+    e2e::sync(&ws).await;
+}
+
 server_tests!(
+    slow_upgrade_is_cut_off,
     clients_over_ws,
     clients_over_wss,
     origins_are_checked,
@@ -507,13 +536,7 @@ async fn leafd_over_wss(kind: ServerKind) {
         kind,
         json!({
             "leafnodes": { "listen": format!("127.0.0.1:{}", free_port()) },
-            "websocket": {
-                "port": ws_port,
-                "tls": {
-                    "cert_file": certs.path("hub.pem"),
-                    "key_file": certs.path("hub-key.pem"),
-                },
-            },
+            "websocket": wss_block(&certs, ws_port),
         }),
     )
     .await;

@@ -216,41 +216,12 @@ pub(crate) async fn serve(
     stop: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
-    let id = shared
-        .next_client_id
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    // A nonce for nkey users to sign, when some user logs in with one.
-    let nonce = shared
-        .auth
-        .read()
-        .unwrap_or_else(PoisonError::into_inner)
-        .needs_nonce()
-        .then(crate::auth::nkey::new_nonce)
-        .flatten();
-    let info = server_info(
-        &shared,
-        id,
-        peer,
-        nonce.clone(),
-        shared.opts.max_payload,
-        &Via::default(),
-    );
-    let mut line = BytesMut::with_capacity(info.len() + 8);
-    proto::encode::write_info(&mut line, &info);
     let Some(tls) = shared.opts.tls.clone() else {
         let (reader, writer) = stream.into_split();
-        return run(
-            shared,
-            id,
-            peer,
-            line,
-            reader,
-            writer,
-            (nonce, CertNames::default(), Via::default()),
-            stop,
-        )
-        .await;
+        return serve_via(shared, reader, writer, peer, Via::default(), stop).await;
     };
+    let id = shared.next_connection_id();
+    let (nonce, line) = first_info(&shared, id, peer, &Via::default());
     match tokio::time::timeout(tls.timeout, stream.write_all(&line)).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => return debug!(cid = id, %peer, error = %e, "writing INFO failed"),
@@ -280,10 +251,10 @@ pub(crate) async fn serve(
     .await;
 }
 
-/// Serves one client that came through the websocket listener, on the halves of its
-/// WebSocket stream (see [`crate::websocket`]): as [`serve`] from the INFO on, which goes
-/// out inside the WebSocket without `tls_required`.
-#[cfg(feature = "websocket")]
+/// Serves one client on its read and write halves, INFO first: a plain TCP client
+/// (`Via::default()`), or one that came through the websocket listener on the halves of its
+/// WebSocket stream (see [`crate::websocket`]), whose INFO goes out inside the WebSocket
+/// without `tls_required`.
 pub(crate) async fn serve_via<R, W>(
     shared: Arc<Shared>,
     reader: R,
@@ -296,25 +267,7 @@ pub(crate) async fn serve_via<R, W>(
     W: AsyncWrite + Unpin + Send + 'static,
 {
     let id = shared.next_connection_id();
-    let needs_nonce = match via.auth.as_deref() {
-        Some(auth) => auth.needs_nonce(),
-        None => shared
-            .auth
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .needs_nonce(),
-    };
-    let nonce = needs_nonce.then(crate::auth::nkey::new_nonce).flatten();
-    let info = server_info(
-        &shared,
-        id,
-        peer,
-        nonce.clone(),
-        shared.opts.max_payload,
-        &via,
-    );
-    let mut line = BytesMut::with_capacity(info.len() + 8);
-    proto::encode::write_info(&mut line, &info);
+    let (nonce, line) = first_info(&shared, id, peer, &via);
     run(
         shared,
         id,
@@ -326,6 +279,32 @@ pub(crate) async fn serve_via<R, W>(
         stop,
     )
     .await;
+}
+
+/// The first INFO of client `id` (encoded), and its nonce when some user of the
+/// authenticator it logs in with (the server's, or the websocket block's) signs one.
+fn first_info(shared: &Shared, id: u64, peer: SocketAddr, via: &Via) -> (Option<String>, BytesMut) {
+    let needs_nonce = match via.auth.as_deref() {
+        Some(auth) => auth.needs_nonce(),
+        None => shared
+            .auth
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .needs_nonce(),
+    };
+    // A nonce for nkey users to sign, when some user logs in with one.
+    let nonce = needs_nonce.then(crate::auth::nkey::new_nonce).flatten();
+    let info = server_info(
+        shared,
+        id,
+        peer,
+        nonce.clone(),
+        shared.opts.max_payload,
+        via,
+    );
+    let mut line = BytesMut::with_capacity(info.len() + 8);
+    proto::encode::write_info(&mut line, &info);
+    (nonce, line)
 }
 
 /// Runs connection `id` on its read and write halves until it closes: `first` is queued
