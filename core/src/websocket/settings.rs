@@ -180,6 +180,12 @@ impl WebSocket {
                 "cannot be combined with websocket.authorization.user; use one or the other",
             ));
         }
+        if auth.password.as_deref() == Some("") || auth.token.as_deref() == Some("") {
+            return Err(ConfigError::invalid(
+                "websocket.authorization",
+                "an empty password or token would let anybody in",
+            ));
+        }
         if auth.user.is_some() != auth.password.is_some() {
             return Err(ConfigError::invalid(
                 "websocket.authorization.password",
