@@ -398,9 +398,10 @@ pub fn unsupported_yet(cfg: &Config) -> Result<(), String> {
     for (i, remote) in cfg.leafnodes.remotes.iter().enumerate() {
         if let Some(key) = remote.unsupported.first() {
             return Err(format!(
-                "leafnodes.remotes[{i}].{key}: not supported yet (leafnode links are TCP or TLS \
-                 with user/password or token in the URL, an nkey seed or a credentials file; \
-                 hub mode and compression are not implemented)"
+                "leafnodes.remotes[{i}].{key}: not supported yet (leafnode links are TCP, TLS \
+                 or WebSocket with user/password or token in the URL, an nkey seed or a \
+                 credentials file; hub mode, compression and unmasked WebSocket frames are not \
+                 implemented)"
             ));
         }
         for url in &remote.urls {

@@ -10,6 +10,10 @@
 //! closes. With `leafnodes.tls` the INFO is followed by the TLS handshake (or preceded
 //! by it, with `handshake_first`), and a connection that fails it is closed and logged.
 //!
+//! [`serve_one`] serves one accepted connection, from this listener or from the websocket
+//! listener's `/leafnode` path (a leaf over WebSocket: see [`crate::websocket`]; those count
+//! against the client port's `max_connections` instead).
+//!
 //! At most `leafnodes.max_connections` connections are served at once, handshakes
 //! included; one more is answered `-ERR 'maximum connections exceeded'` (the client port's
 //! text) and closed, with a warning at most every 10 s. Until a leaf has authenticated it

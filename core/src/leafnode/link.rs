@@ -6,7 +6,8 @@
 //! hub asks for TLS, runs the client side, and hands the INFO to the state machine below,
 //! which then answers with CONNECT inside TLS. With `handshake_first` TLS comes before the
 //! INFO. A plain link runs on the TCP stream's owned halves exactly as before; a TLS link on
-//! `tokio::io::split` halves of the TLS stream.
+//! `tokio::io::split` halves of the TLS stream, boxed as [`crate::tls::BoxedIo`] (as a
+//! WebSocket link is: one build of the link code for both).
 //!
 //! A link over WebSocket ([`Transport::Ws`], feature `websocket`: a `ws://`/`wss://` remote,
 //! or a leaf accepted on the websocket port's `/leafnode` path) arrives with its TLS and
@@ -460,14 +461,17 @@ pub(crate) async fn serve(
             let (reader, writer) = tcp.into_split();
             link.run(reader, writer, prefix, &mut stop).await
         }
+        // TLS and WebSocket links run on one boxed stream type: one build of the link code.
         Upgraded::Tls(tls) => {
-            let (reader, writer) = tokio::io::split(*tls);
+            let io: crate::tls::BoxedIo = tls;
+            let (reader, writer) = tokio::io::split(io);
             link.run(reader, FlushingWriter::new(writer), prefix, &mut stop)
                 .await
         }
         #[cfg(feature = "websocket")]
         Upgraded::Ws(ws) => {
-            let (reader, writer) = tokio::io::split(*ws);
+            let io: crate::tls::BoxedIo = ws;
+            let (reader, writer) = tokio::io::split(io);
             link.run(reader, FlushingWriter::new(writer), prefix, &mut stop)
                 .await
         }

@@ -16,6 +16,10 @@
 //! failed attempt like any other: logged, recorded in the link status, retried. So is a
 //! refused login (`-ERR 'Authorization Violation'`): a remote with an nkey seed or a creds
 //! file signs the nonce of each hub INFO anew (see [`super::nkey`]).
+//! A remote with `ws://`/`wss://` URLs dials the hub's websocket port and upgrades the TCP
+//! connection (TLS first for `wss://`) within the dial timeout, at least 2 s, before the
+//! link starts (see [`crate::websocket::dial`]); a failed upgrade is a failed attempt too. A
+//! WebSocket link learns no other URLs from the hub (see [`super::link`]).
 //! Each task has its own stop switch ([`RemoteTask`]): the server's shutdown stops them all,
 //! a reload stops one to start it again with new settings (see
 //! [`crate::server::Shared::set_remote`]).

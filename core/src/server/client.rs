@@ -236,6 +236,7 @@ pub(crate) async fn serve(
     } else {
         CertNames::default()
     };
+    let stream: crate::tls::BoxedIo = Box::new(stream);
     let (reader, writer) = tokio::io::split(stream);
     let writer = crate::tls::FlushingWriter::new(writer);
     run(

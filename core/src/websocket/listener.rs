@@ -223,6 +223,8 @@ async fn serve(
         // Refused during the upgrade.
         (Kind::Leaf, None) => {}
         (Kind::Client, _) => {
+            // Boxed as a TLS client's stream is: one build of the client code for both.
+            let ws: BoxedIo = Box::new(ws);
             let (reader, writer) = tokio::io::split(ws);
             client::serve_via(
                 shared,

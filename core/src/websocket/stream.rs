@@ -20,13 +20,9 @@ use tokio_websockets::{Config, Limits, Message, WebSocketStream};
 /// The largest outgoing frame: a larger write is sent as fragments of this size.
 pub const FRAME_SIZE: usize = 64 * 1024;
 
-/// Anything a WebSocket can run on: TCP, or TLS over TCP.
-pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
-
-/// The stream a WebSocket connection runs on (plain or TLS, one type for both; the
-/// dynamic dispatch costs nothing next to the framing's copy).
-pub type BoxedIo = Box<dyn Io>;
+/// The stream a WebSocket connection runs on (plain or TLS, one type for both), and the
+/// type the connection over it is boxed as in turn (see [`crate::tls::BoxedIo`]).
+pub use crate::tls::{BoxedIo, Io};
 
 /// The largest message (all its fragments) a peer may send: room for one whole NATS
 /// message of `max_payload` with its control line, twice, so a client that batches a few
