@@ -267,6 +267,28 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// Whatever a peer sends as its upgrade request, the check answers (a request or a
+        /// refusal with a 4xx status) and never panics; a valid request with any header
+        /// noise added is still accepted or refused for a reason.
+        #[test]
+        fn any_bytes_get_an_answer(raw in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            let rules = OriginRules { same_origin: true, allowed: Vec::new() };
+            if let Err(r) = check(&raw, &rules, false) {
+                proptest::prop_assert!((400..500).contains(&r.status), "{r}");
+            }
+        }
+
+        #[test]
+        fn any_header_value_gets_an_answer(value in "[ -~]{0,80}") {
+            let raw = req(&format!("Origin: {value}\r\nX-Any: {value}\r\n"));
+            let rules = OriginRules { same_origin: true, allowed: Vec::new() };
+            if let Err(r) = check(&raw, &rules, false) {
+                proptest::prop_assert!(r.status == 403 || r.status == 400, "{r}");
+            }
+        }
+    }
+
     #[tokio::test]
     async fn reading_is_bounded() {
         let mut big = std::io::Cursor::new(vec![b'a'; MAX_REQUEST * 2]);
