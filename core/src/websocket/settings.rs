@@ -37,7 +37,9 @@ pub struct WebSocket {
     /// Only upgrades whose `Origin` is this server's own host and port (when the header is
     /// present).
     pub same_origin: bool,
-    /// Only upgrades whose `Origin` (when present) is one of these (`scheme://host[:port]`).
+    /// Only upgrades whose `Origin` (when present) is one of these (`scheme://host[:port]`;
+    /// one string is a list of one, as nats-server takes it).
+    #[serde(deserialize_with = "value::de_string_list")]
     pub allowed_origins: Vec<String>,
     /// Time limit of the TLS handshake and the HTTP upgrade (default 2 s).
     #[serde(deserialize_with = "value::de_duration")]
