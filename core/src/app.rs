@@ -302,6 +302,10 @@ impl Node {
         let mut options = server_options(cfg, name);
         options.auth = clients;
         options.tls = crate::server::tls::listener(cfg.tls.as_ref()).map_err(|e| e.to_string())?;
+        #[cfg(feature = "websocket")]
+        {
+            options.websocket = crate::websocket::WsListener::from_config(cfg, leaf.clone())?;
+        }
         let server = Server::bind_with(options, peers)
             .await
             .map_err(|e| e.to_string())?;
@@ -415,9 +419,10 @@ pub fn unsupported_yet(cfg: &Config) -> Result<(), String> {
     for (i, remote) in cfg.leafnodes.remotes.iter().enumerate() {
         if let Some(key) = remote.unsupported.first() {
             return Err(format!(
-                "leafnodes.remotes[{i}].{key}: not supported yet (leafnode links are TCP or TLS \
-                 with user/password or token in the URL, an nkey seed or a credentials file; \
-                 hub mode and compression are not implemented)"
+                "leafnodes.remotes[{i}].{key}: not supported yet (leafnode links are TCP, TLS \
+                 or WebSocket with user/password or token in the URL, an nkey seed or a \
+                 credentials file; hub mode, compression and unmasked WebSocket frames are not \
+                 implemented)"
             ));
         }
         for url in &remote.urls {
@@ -430,6 +435,8 @@ pub fn unsupported_yet(cfg: &Config) -> Result<(), String> {
     }
     crate::leafnode::tls::listener_tls(&cfg.leafnodes).map_err(|e| e.to_string())?;
     crate::server::tls::listener(cfg.tls.as_ref()).map_err(|e| e.to_string())?;
+    #[cfg(feature = "websocket")]
+    crate::websocket::WsListener::from_config(cfg, None)?;
     crate::leafnode::nkey::listener_nkeys(&cfg.leafnodes.authorization)
         .map_err(|e| e.to_string())?;
     Ok(())
@@ -683,6 +690,8 @@ pub fn server_options(cfg: &Config, name: &'static str) -> ServerOptions {
         imports: import_rules(cfg),
         // Read from the files by `Node::start` (an error there refuses the start).
         tls: None,
+        #[cfg(feature = "websocket")]
+        websocket: None,
     }
 }
 

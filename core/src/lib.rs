@@ -33,6 +33,8 @@
 //! * [`tls`]: what every TLS listener and link shares (PEM files, the server side's rustls
 //!   configuration, the names a client certificate carries); the client port's TLS is
 //!   [`server::tls`], the leafnode links' [`leafnode::tls`].
+//! * [`websocket`]: NATS over WebSocket (feature `websocket`): the `websocket` listener
+//!   for clients and leaves, and `ws://`/`wss://` leafnode remotes.
 //! * [`redact`]: credentials hidden wherever something is displayed (logs, pages, metrics,
 //!   errors, `Debug`).
 //! * [`fleet`]: the fleet status record a leafd publishes over its link and hubd keeps
@@ -63,3 +65,4 @@ pub mod status_page;
 pub mod sublist;
 pub mod system;
 pub mod tls;
+pub mod websocket;

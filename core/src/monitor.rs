@@ -606,10 +606,41 @@ pub(crate) fn varz(sources: &Sources, now: &str) -> Value {
             "config": { "domain": js.domain(), "max_storage": js.max_file_bytes() },
         })),
         "leaf": sources.leaf.as_deref().map_or_else(|| json!({}), leaf_varz),
+        "websocket": websocket_varz(&shared),
         "system_account": shared.system.account_name(),
     });
     if let Some(pages) = &sources.pages {
         pages.varz(&mut varz);
+    }
+    varz
+}
+
+/// `/varz`'s `websocket`: the websocket listener as nats-server's `WebsocketOptsVarz`
+/// (empty without one; `handshake_timeout` in nanoseconds, `auth_timeout` in seconds).
+fn websocket_varz(shared: &crate::server::Shared) -> Value {
+    let Some((addr, ws)) = &shared.websocket else {
+        return json!({});
+    };
+    let mut varz = json!({
+        "host": addr.ip().to_string(),
+        "port": addr.port(),
+        "handshake_timeout": ws.handshake_timeout.as_nanos() as u64,
+    });
+    let auth_timeout = ws.authorization.timeout.map(|t| t.as_secs_f64());
+    for (key, set, value) in [
+        ("no_tls", ws.no_tls, json!(true)),
+        ("same_origin", ws.same_origin, json!(true)),
+        ("compression", ws.compression, json!(true)),
+        (
+            "allowed_origins",
+            !ws.allowed_origins.is_empty(),
+            json!(ws.allowed_origins),
+        ),
+        ("auth_timeout", auth_timeout.is_some(), json!(auth_timeout)),
+    ] {
+        if set {
+            varz[key] = value;
+        }
     }
     varz
 }

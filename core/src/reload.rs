@@ -271,7 +271,7 @@ fn first_difference(a: &Config, b: &Config) -> String {
     if a.leafnodes != b.leafnodes {
         return leafnodes_difference(&a.leafnodes, &b.leafnodes);
     }
-    let checks: [(&str, bool); 17] = [
+    let checks: [(&str, bool); 18] = [
         ("host", a.host != b.host),
         ("port", a.port != b.port),
         ("http_port", a.http_port != b.http_port),
@@ -295,6 +295,7 @@ fn first_difference(a: &Config, b: &Config) -> String {
         ),
         ("jetstream", a.jetstream != b.jetstream),
         ("system_account", a.system_account != b.system_account),
+        ("websocket", a.websocket != b.websocket),
     ];
     checks
         .iter()
@@ -367,6 +368,12 @@ mod tests {
             "accounts.J.jetstream"
         );
         assert_eq!(refused("[jetstream]\nstore_dir = \"/x\"\n"), "accounts.J");
+        assert_eq!(
+            refused(&format!(
+                "websocket = {{ port = 8080, no_tls = true }}\n{same}"
+            )),
+            "websocket"
+        );
         assert_eq!(
             refused(&format!("{same}[accounts.A]\njetstream = true\n")),
             "accounts.A.jetstream"

@@ -271,7 +271,7 @@ mod tests {
         assert!(
             err.ends_with(
                 "leafnodes, accounts, system_account, lame_duck_duration, lame_duck_grace_period, \
-                 pid_file, pidfile, log_file, logfile, syslog, items, flag)"
+                 pid_file, pidfile, log_file, logfile, syslog, websocket, items, flag)"
             ),
             "{err}"
         );

@@ -68,6 +68,7 @@ pub use crate::leafnode::settings::{
     DEFAULT_LEAFNODE_PING_INTERVAL, DEFAULT_LEAFNODE_PING_MAX, DEFAULT_LEAFNODE_RECONNECT,
     DEFAULT_TLS_TIMEOUT,
 };
+pub use crate::websocket::settings::{WebSocket, WsAuthorization};
 pub use error::{line_of, ConfigError, Location};
 pub use extension::{Extension, NoExtension};
 pub use validate::is_valid_token;
@@ -207,6 +208,9 @@ pub struct Config {
     /// nats-server's `syslog`: refused when true (not supported yet; under systemd the
     /// journal takes stderr).
     pub syslog: bool,
+    /// A listener for clients (and leaves) over WebSocket, nats-server's `websocket`
+    /// block (see [`crate::websocket`]); off when unset.
+    pub websocket: Option<WebSocket>,
 }
 
 impl Default for Config {
@@ -240,6 +244,7 @@ impl Default for Config {
             pid_file: None,
             log_file: None,
             syslog: false,
+            websocket: None,
         }
     }
 }

@@ -24,7 +24,18 @@ impl Config {
         self.validate_authorization()?;
         self.validate_jetstream()?;
         self.validate_accounts()?;
-        self.validate_leafnodes()
+        self.validate_leafnodes()?;
+        self.validate_websocket()
+    }
+
+    /// The `websocket` block (see [`crate::websocket::settings`]).
+    fn validate_websocket(&self) -> Result<(), ConfigError> {
+        let Some(ws) = &self.websocket else {
+            return Ok(());
+        };
+        let has_users = !self.authorization.users.is_empty()
+            || self.accounts.values().any(|a| !a.users.is_empty());
+        ws.validate(&self.host, has_users)
     }
 
     /// Lame duck timing as nats-server checks it, and `syslog` (not supported yet).
@@ -392,6 +403,20 @@ impl Config {
                         ),
                     ));
                 }
+            }
+            let is_ws = |u: &String| {
+                let scheme = u
+                    .trim()
+                    .split_once("://")
+                    .map(|(s, _)| s.to_ascii_lowercase());
+                matches!(scheme.as_deref(), Some("ws" | "wss"))
+            };
+            if remote.urls.iter().any(is_ws) && !remote.urls.iter().all(is_ws) {
+                return Err(ConfigError::invalid(
+                    format!("leafnodes.remotes[{i}].urls"),
+                    "cannot mix websocket (ws://, wss://) and other URLs in one remote (as \
+                     nats-server)",
+                ));
             }
         }
         Ok(())

@@ -10,6 +10,9 @@
 //! closes. With `leafnodes.tls` the INFO is followed by the TLS handshake (or preceded
 //! by it, with `handshake_first`), and a connection that fails it is closed and logged.
 //!
+//! [`serve_one`] serves one accepted connection, from this listener or from the websocket
+//! listener's `/leafnode` path (a leaf over WebSocket: see [`crate::websocket`]; those count
+//! against the client port's `max_connections` instead).
 //! In lame duck mode the listener closes (a leaf must move to another member, not come
 //! back here); the established links run on until the lame duck schedule closes them.
 //!
@@ -81,36 +84,12 @@ pub async fn run(
                         tokio::spawn(refuse(stream, "'maximum connections exceeded'"));
                         continue;
                     };
-                    let entry = leaf.add_accepted(peer.to_string());
                     let shared = shared.clone();
                     let leaf = leaf.clone();
                     let stop = stop.clone();
                     let done = done.clone();
                     tokio::spawn(async move {
-                        let outcome = link::serve(
-                            shared.clone(),
-                            leaf.clone(),
-                            stream,
-                            peer,
-                            Side::Accepted,
-                            entry.clone(),
-                            stop,
-                        )
-                        .await;
-                        if shared.in_lame_duck()
-                            && matches!(outcome.ended, link::Ended::WriterClosed)
-                        {
-                            info!(%peer, "leafnode connection closed: lame duck mode");
-                        } else if outcome.ended.is_loop() {
-                            error!(%peer, reason = %printable(&outcome.ended.to_string()), "leafnode connection closed");
-                        } else if outcome.established
-                            && !outcome.ended.is_too_many_subscriptions()
-                        {
-                            info!(%peer, reason = %printable(&outcome.ended.to_string()), "leafnode connection closed");
-                        } else {
-                            warn!(%peer, reason = %printable(&outcome.ended.to_string()), "leafnode connection refused");
-                        }
-                        leaf.remove_accepted(&entry);
+                        serve_one(shared, leaf, link::Transport::Tcp(stream), peer, stop).await;
                         drop(permit);
                         drop(done);
                     });
@@ -123,6 +102,41 @@ pub async fn run(
             }
         }
     }
+}
+
+/// Serves one accepted leafnode connection (from this listener, or from the websocket
+/// listener's `/leafnode` path) until it ends: its status entry while it lives, a log line
+/// when it ends.
+pub(crate) async fn serve_one(
+    shared: Arc<Shared>,
+    leaf: Arc<LeafState>,
+    transport: link::Transport,
+    peer: SocketAddr,
+    stop: watch::Receiver<bool>,
+) {
+    let entry = leaf.add_accepted(peer.to_string());
+    let outcome = link::serve(
+        shared.clone(),
+        leaf.clone(),
+        transport,
+        peer,
+        Side::Accepted,
+        entry.clone(),
+        stop,
+    )
+    .await;
+    let ended = outcome.ended.to_string();
+    let reason = printable(&ended);
+    if shared.in_lame_duck() && matches!(outcome.ended, link::Ended::WriterClosed) {
+        info!(%peer, "leafnode connection closed: lame duck mode");
+    } else if outcome.ended.is_loop() {
+        error!(%peer, %reason, "leafnode connection closed");
+    } else if outcome.established && !outcome.ended.is_too_many_subscriptions() {
+        info!(%peer, %reason, "leafnode connection closed");
+    } else {
+        warn!(%peer, %reason, "leafnode connection refused");
+    }
+    leaf.remove_accepted(&entry);
 }
 
 /// Warns when the listener at `addr` takes leaves from other hosts without credentials of

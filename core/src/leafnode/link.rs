@@ -6,7 +6,14 @@
 //! hub asks for TLS, runs the client side, and hands the INFO to the state machine below,
 //! which then answers with CONNECT inside TLS. With `handshake_first` TLS comes before the
 //! INFO. A plain link runs on the TCP stream's owned halves exactly as before; a TLS link on
-//! `tokio::io::split` halves of the TLS stream.
+//! `tokio::io::split` halves of the TLS stream, boxed as [`crate::tls::BoxedIo`] (as a
+//! WebSocket link is: one build of the link code for both).
+//!
+//! A link over WebSocket ([`Transport::Ws`], feature `websocket`: a `ws://`/`wss://` remote,
+//! or a leaf accepted on the websocket port's `/leafnode` path) arrives with its TLS and
+//! upgrade done (see [`crate::websocket`]): no TLS inside it, the hub's INFO says no
+//! `tls_required`, and a leaf neither checks that nor learns the hub's leafnode URLs (they
+//! are not WebSocket URLs), as nats-server.
 //!
 //! The connection has one read task (this module) and one writer task (the same
 //! [`Outbound`](crate::server::outbound::Outbound) writer as clients). The read task parses
@@ -289,6 +296,8 @@ struct Link<'s> {
     registered: bool,
     /// The link runs over TLS.
     tls: bool,
+    /// The link runs over WebSocket.
+    ws: bool,
     /// Accepting side: the first INFO was already written (before the TLS handshake).
     info_sent: bool,
     /// Accepting side: the nonce of our INFO, which nkey leaves sign.
@@ -317,6 +326,25 @@ enum Upgraded {
     Plain(TcpStream),
     /// TLS over TCP.
     Tls(Box<TlsStream<TcpStream>>),
+    /// A WebSocket (its TLS, if any, below it).
+    #[cfg(feature = "websocket")]
+    Ws(Box<crate::websocket::WsIo>),
+}
+
+/// What a link runs on, as it comes from the listener or the dialler.
+pub(crate) enum Transport {
+    /// A TCP connection (TLS, if configured, still to start).
+    Tcp(TcpStream),
+    /// A WebSocket whose handshake is done; `tls`: it runs over TLS (`wss://`).
+    #[cfg(feature = "websocket")]
+    Ws {
+        /// The WebSocket.
+        stream: Box<crate::websocket::WsIo>,
+        /// Our end of the connection.
+        local: Option<SocketAddr>,
+        /// Over TLS.
+        tls: bool,
+    },
 }
 
 /// Runs one leafnode connection until it ends. `entry` receives its status; the caller owns
@@ -324,7 +352,7 @@ enum Upgraded {
 pub(crate) async fn serve(
     shared: Arc<Shared>,
     leaf: Arc<LeafState>,
-    stream: TcpStream,
+    transport: Transport,
     peer: SocketAddr,
     side: Side,
     entry: Arc<LinkEntry>,
@@ -345,8 +373,14 @@ pub(crate) async fn serve(
             }
         }
     };
-    let _ = stream.set_nodelay(true);
-    let local = stream.local_addr().ok();
+    let (local, ws_tls) = match &transport {
+        Transport::Tcp(stream) => {
+            let _ = stream.set_nodelay(true);
+            (stream.local_addr().ok(), None)
+        }
+        #[cfg(feature = "websocket")]
+        Transport::Ws { local, tls, .. } => (*local, Some(*tls)),
+    };
     let id = shared.next_client_id.fetch_add(1, Ordering::Relaxed);
     let solicited = matches!(side, Side::Solicited { .. });
     let handle = Arc::new(ClientHandle::with_kind(
@@ -395,7 +429,8 @@ pub(crate) async fn serve(
         pings_out: 0,
         ping_sent: None,
         registered: false,
-        tls: false,
+        tls: ws_tls.unwrap_or(false),
+        ws: ws_tls.is_some(),
         info_sent: false,
         nonce,
         perms: None,
@@ -404,8 +439,15 @@ pub(crate) async fn serve(
         violations: 0,
         slot: None,
     };
+    let upgrading = async {
+        match transport {
+            Transport::Tcp(tcp) => link.upgrade(tcp).await,
+            #[cfg(feature = "websocket")]
+            Transport::Ws { stream, .. } => Ok((Upgraded::Ws(stream), None)),
+        }
+    };
     let upgraded = tokio::select! {
-        upgraded = link.upgrade(stream) => upgraded,
+        upgraded = upgrading => upgraded,
         _ = stop.changed() => Err(Ended::Shutdown),
     };
     let (stream, prefix) = match upgraded {
@@ -423,8 +465,17 @@ pub(crate) async fn serve(
             let (reader, writer) = tcp.into_split();
             link.run(reader, writer, prefix, &mut stop).await
         }
+        // TLS and WebSocket links run on one boxed stream type: one build of the link code.
         Upgraded::Tls(tls) => {
-            let (reader, writer) = tokio::io::split(*tls);
+            let io: crate::tls::BoxedIo = tls;
+            let (reader, writer) = tokio::io::split(io);
+            link.run(reader, FlushingWriter::new(writer), prefix, &mut stop)
+                .await
+        }
+        #[cfg(feature = "websocket")]
+        Upgraded::Ws(ws) => {
+            let io: crate::tls::BoxedIo = ws;
+            let (reader, writer) = tokio::io::split(io);
             link.run(reader, FlushingWriter::new(writer), prefix, &mut stop)
                 .await
         }
@@ -864,8 +915,9 @@ impl Link<'_> {
             remote_account: connect_info.then_some(ACCOUNT),
             import: None,
             export: None,
-            tls_required: self.leaf.opts.tls.is_some(),
-            tls_verify: self.leaf.opts.tls.as_ref().is_some_and(|t| t.verify),
+            // Over WebSocket, TLS is the WebSocket's (`wss://`), never inside it.
+            tls_required: self.leaf.opts.tls.is_some() && !self.ws,
+            tls_verify: self.leaf.opts.tls.as_ref().is_some_and(|t| t.verify) && !self.ws,
         };
         let mut info = info;
         if connect_info {
@@ -993,7 +1045,7 @@ impl Link<'_> {
         if info.client_id == 0 || info.leafnode_urls.is_none() {
             return Err(Ended::WrongPort);
         }
-        if info.tls_required && !self.tls {
+        if info.tls_required && !self.tls && !self.ws {
             return Err(Ended::Tls(
                 "the hub requires TLS, but this remote is plain TCP: use a tls:// URL or give \
                  the remote a tls table (ca_file, and cert_file/key_file if the hub verifies \
@@ -1002,7 +1054,7 @@ impl Link<'_> {
             ));
         }
         self.handle.headers.store(info.headers, Ordering::Relaxed);
-        if let Some(urls) = &info.leafnode_urls {
+        if let Some(urls) = info.leafnode_urls.as_ref().filter(|_| !self.ws) {
             self.entry.set_discovered(urls);
         }
         self.remote_name = if info.server_name.is_empty() {
@@ -1021,7 +1073,7 @@ impl Link<'_> {
             user: url.user.clone(),
             pass: url.pass.clone(),
             auth_token: token,
-            tls_required: self.tls,
+            tls_required: self.tls && !self.ws,
             server_id: Some(shared.server_id.clone()),
             name: Some(
                 shared

@@ -314,6 +314,7 @@ struct RemoteTable {
     #[serde(deserialize_with = "value::de_string_list")]
     deny_exports: Vec<String>,
     ws_compression: Option<de::IgnoredAny>,
+    ws_no_masking: Option<de::IgnoredAny>,
     compression: Option<de::IgnoredAny>,
 }
 
@@ -334,6 +335,7 @@ impl TryFrom<RemoteTable> for Remote {
         let unsupported = [
             ("hub", table.hub.is_some()),
             ("ws_compression", table.ws_compression.is_some()),
+            ("ws_no_masking", table.ws_no_masking.is_some()),
             ("compression", table.compression.is_some()),
         ]
         .into_iter()

@@ -22,6 +22,10 @@
 //! only one), so the leaf is on another member long before the hub would close it. Its
 //! uplinks resume on the new link as after any reconnect (exactly once: see the leaf's
 //! DESIGN.md).
+//! A remote with `ws://`/`wss://` URLs dials the hub's websocket port and upgrades the TCP
+//! connection (TLS first for `wss://`) within the dial timeout, at least 2 s, before the
+//! link starts (see [`crate::websocket::dial`]); a failed upgrade is a failed attempt too. A
+//! WebSocket link learns no other URLs from the hub (see [`super::link`]).
 //! Each task has its own stop switch ([`RemoteTask`]): the server's shutdown stops them all,
 //! a reload stops one to start it again with new settings (see
 //! [`crate::server::Shared::set_remote`]).
@@ -248,10 +252,18 @@ async fn attempt(
     let peer = stream
         .peer_addr()
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], url.port)));
+    let transport = match transport(shared, leaf, url, how, stream).await {
+        Ok(transport) => transport,
+        Err(e) => {
+            warn!(url = %url, error = %e, "cannot connect to leafnode hub");
+            entry.down(e);
+            return Attempt::Failed(None);
+        }
+    };
     let outcome = link::serve(
         shared.clone(),
         leaf.clone(),
-        stream,
+        transport,
         peer,
         Side::Solicited {
             url: url.clone(),
@@ -291,6 +303,48 @@ async fn attempt(
         Attempt::Failed(None)
     }
 }
+
+/// What the link runs on: the TCP stream, or for a `ws://`/`wss://` URL a WebSocket
+/// upgraded on it (TLS first for `wss://`) within the dial timeout.
+async fn transport(
+    shared: &Shared,
+    leaf: &LeafState,
+    url: &RemoteUrl,
+    how: How<'_>,
+    stream: TcpStream,
+) -> Result<link::Transport, String> {
+    if !url.ws {
+        return Ok(link::Transport::Tcp(stream));
+    }
+    #[cfg(feature = "websocket")]
+    {
+        let local = stream.local_addr().ok();
+        let _ = stream.set_nodelay(true);
+        let limit = crate::websocket::stream::message_limit(
+            shared.opts.max_payload,
+            shared.opts.max_control_line,
+        );
+        let upgrade = crate::websocket::dial::connect(url, stream, how.tls.map(|t| &**t), limit);
+        let ws = tokio::time::timeout(leaf.opts.dial_timeout.max(HANDSHAKE), upgrade)
+            .await
+            .map_err(|_| "websocket upgrade timed out".to_owned())??;
+        Ok(link::Transport::Ws {
+            stream: Box::new(ws),
+            local,
+            tls: url.tls,
+        })
+    }
+    #[cfg(not(feature = "websocket"))]
+    {
+        let _ = (shared, leaf, how, stream);
+        Err(crate::websocket::settings::NOT_BUILT.to_owned())
+    }
+}
+
+/// The least time given to a WebSocket upgrade (TLS included), as nats-server's leafnode
+/// INFO wait.
+#[cfg(feature = "websocket")]
+const HANDSHAKE: Duration = Duration::from_secs(2);
 
 #[cfg(test)]
 mod tests {

@@ -1,4 +1,7 @@
-//! Remote URLs: `nats-leaf://[user[:password]@]host[:port]`, or `tls://...` for a link over TLS.
+//! Remote URLs: `nats-leaf://[user[:password]@]host[:port]`, or `tls://...` for a link over TLS;
+//! `ws://...` and `wss://...` (port 80 and 443 by default) for a link over WebSocket through
+//! the hub's websocket port (nats-server's; needs the `websocket` feature). A remote's URLs
+//! are all WebSocket or none, as nats-server requires.
 //!
 //! A URL is displayed (logs, `/leafz`, metric labels, errors) with its credentials hidden by
 //! [`crate::redact`]: `user:[REDACTED]@`, or `[REDACTED]@` for a lone user name (a token).
@@ -19,8 +22,10 @@ pub struct RemoteUrl {
     pub user: Option<String>,
     /// Password from the userinfo.
     pub pass: Option<String>,
-    /// The link uses TLS (a `tls://` URL, or a remote with a `tls` table).
+    /// The link uses TLS (a `tls://` or `wss://` URL, or a remote with a `tls` table).
     pub tls: bool,
+    /// The link runs over WebSocket (`ws://` or `wss://`).
+    pub ws: bool,
 }
 
 /// Why a remote URL cannot be used. The URL in the message has its credentials hidden.
@@ -31,7 +36,7 @@ pub enum UrlError {
     #[error("`{0}` is not a URL like nats-leaf://host:7422")]
     Malformed(String),
     /// A scheme this build cannot connect with.
-    #[error("`{url}`: the {scheme}:// scheme is not supported yet (WebSocket leafnode links are not implemented; use nats-leaf:// or tls://)")]
+    #[error("`{url}`: the {scheme}:// scheme is not supported (use nats-leaf://, tls://, ws:// or wss://)")]
     Unsupported {
         /// The URL, credentials hidden.
         url: String,
@@ -41,12 +46,15 @@ pub enum UrlError {
     /// The port is not a number.
     #[error("`{0}`: invalid port")]
     BadPort(String),
+    /// A `ws://`/`wss://` URL in a build without WebSocket support.
+    #[error("`{0}`: built without websocket support (cargo feature `websocket`)")]
+    NoWebSocket(String),
 }
 
 impl RemoteUrl {
-    /// Parses a remote URL. The schemes `nats-leaf` and `nats` (plain), and `tls` (TLS) are
-    /// accepted; `ws` and `wss` are refused (not implemented yet). Userinfo may be
-    /// percent-encoded.
+    /// Parses a remote URL. The schemes `nats-leaf` and `nats` (plain), `tls` (TLS), `ws`
+    /// and `wss` (WebSocket, plain or TLS; refused in a build without the `websocket`
+    /// feature) are accepted. Userinfo may be percent-encoded.
     pub fn parse(text: &str) -> Result<RemoteUrl, UrlError> {
         let text = text.trim();
         let (scheme, rest) = text
@@ -58,8 +66,12 @@ impl RemoteUrl {
             None => (None, rest),
         };
         let scheme = scheme.to_ascii_lowercase();
-        let tls = scheme == "tls";
-        if scheme != "nats-leaf" && scheme != "nats" && !tls {
+        let ws = scheme == "ws" || scheme == "wss";
+        let tls = scheme == "tls" || scheme == "wss";
+        if ws && !cfg!(feature = "websocket") {
+            return Err(UrlError::NoWebSocket(redact::url(text).into_owned()));
+        }
+        if scheme != "nats-leaf" && scheme != "nats" && !tls && !ws {
             return Err(UrlError::Unsupported {
                 url: redact::url(text).into_owned(),
                 scheme,
@@ -80,6 +92,13 @@ impl RemoteUrl {
             return Err(UrlError::Malformed(redact::url(text).into_owned()));
         }
         let port = match port {
+            None | Some("") if ws => {
+                if tls {
+                    443
+                } else {
+                    80
+                }
+            }
             None | Some("") => DEFAULT_LEAFNODE_PORT,
             Some(p) => p
                 .parse()
@@ -98,6 +117,7 @@ impl RemoteUrl {
             user: user.filter(|u| !u.is_empty()),
             pass,
             tls,
+            ws,
         })
     }
 
@@ -129,7 +149,12 @@ impl RemoteUrl {
 
 impl fmt::Display for RemoteUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.tls { "tls://" } else { "nats-leaf://" })?;
+        f.write_str(match (self.ws, self.tls) {
+            (true, true) => "wss://",
+            (true, false) => "ws://",
+            (false, true) => "tls://",
+            (false, false) => "nats-leaf://",
+        })?;
         redact::write_userinfo(f, self.user.as_deref(), self.pass.as_deref())?;
         f.write_str(&self.addr())
     }
@@ -216,8 +241,31 @@ mod tests {
     }
 
     #[test]
+    fn websocket_schemes() {
+        let parsed = RemoteUrl::parse("ws://u:secret@hub:8080");
+        if !cfg!(feature = "websocket") {
+            let e = parsed.unwrap_err();
+            assert!(matches!(e, UrlError::NoWebSocket(_)));
+            assert!(
+                e.to_string().contains("built without websocket support"),
+                "{e}"
+            );
+            assert!(!e.to_string().contains("secret"));
+            return;
+        }
+        let u = parsed.unwrap();
+        assert_eq!((u.ws, u.tls, u.port), (true, false, 8080));
+        assert_eq!(u.to_string(), "ws://u:[REDACTED]@hub:8080");
+        let u = RemoteUrl::parse("WSS://hub").unwrap();
+        assert_eq!((u.ws, u.tls, u.port), (true, true, 443));
+        assert_eq!(u.to_string(), "wss://hub:443");
+        assert_eq!(RemoteUrl::parse("ws://hub/").unwrap().port, 80);
+        assert!(!RemoteUrl::parse("tls://hub").unwrap().ws);
+    }
+
+    #[test]
     fn refuses_what_is_not_supported() {
-        let e = RemoteUrl::parse("ws://u:secret@hub:7422").unwrap_err();
+        let e = RemoteUrl::parse("http://u:secret@hub:7422").unwrap_err();
         assert!(matches!(e, UrlError::Unsupported { .. }));
         assert!(!e.to_string().contains("secret"));
         // The errors of URLs that do not parse hide credentials too.
@@ -226,13 +274,13 @@ mod tests {
             "nats-leaf://u:secret@hub:x",
             "nats-leaf://secret@",
             "nats-leaf://secret@[::1",
-            "wss://secret@hub",
+            "wss://secret@hub:x",
         ] {
             let e = RemoteUrl::parse(bad).unwrap_err().to_string();
             assert!(!e.contains("secret") && e.contains("[REDACTED]@"), "{e}");
         }
         assert!(matches!(
-            RemoteUrl::parse("wss://hub"),
+            RemoteUrl::parse("https://hub"),
             Err(UrlError::Unsupported { .. })
         ));
         assert!(matches!(

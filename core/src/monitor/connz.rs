@@ -288,7 +288,7 @@ fn conn_info(c: &ConnEntry, subs: SubsList) -> Value {
     let mut info = json!({
         "cid": c.handle.id,
         "kind": "Client",
-        "type": "nats",
+        "type": if c.websocket.load(Ordering::Relaxed) { "websocket" } else { "nats" },
         "ip": c.peer.ip().to_string(),
         "port": c.peer.port(),
         "start": system_rfc3339(c.start),

@@ -96,6 +96,20 @@ impl Close {
     }
 }
 
+/// How a client reached the server, when not through the client port: the websocket
+/// listener (see [`crate::websocket`]), with the credentials of its `authorization` block.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Via {
+    /// The client came through the websocket listener: its INFO says nothing of TLS (that
+    /// is the WebSocket's, `wss://`), and monitoring marks it `websocket`.
+    pub websocket: bool,
+    /// The websocket block's own user or token, replacing the server's `authorization` for
+    /// this client (a reload does not touch such a connection).
+    pub auth: Option<Arc<Authenticator>>,
+    /// The websocket block's `authorization.timeout`, replacing the server's.
+    pub auth_timeout: Option<Duration>,
+}
+
 /// The read side of one connection.
 struct Connection {
     shared: Arc<Shared>,
@@ -130,6 +144,8 @@ struct Connection {
     /// The most subscriptions this connection may hold: the server's `max_subscriptions`,
     /// or its account's `subs` if smaller (0: unlimited).
     max_subs: usize,
+    /// How the client came (the websocket listener, with its own credentials).
+    via: Via,
 }
 
 /// Aborts a task when dropped.
@@ -200,40 +216,12 @@ pub(crate) async fn serve(
     stop: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
-    let id = shared
-        .next_client_id
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    // A nonce for nkey users to sign, when some user logs in with one.
-    let nonce = shared
-        .auth
-        .read()
-        .unwrap_or_else(PoisonError::into_inner)
-        .needs_nonce()
-        .then(crate::auth::nkey::new_nonce)
-        .flatten();
-    let info = server_info(
-        &shared,
-        id,
-        peer,
-        nonce.clone(),
-        (shared.opts.max_payload, false),
-    );
-    let mut line = BytesMut::with_capacity(info.len() + 8);
-    proto::encode::write_info(&mut line, &info);
     let Some(tls) = shared.opts.tls.clone() else {
         let (reader, writer) = stream.into_split();
-        return run(
-            shared,
-            id,
-            peer,
-            line,
-            reader,
-            writer,
-            (nonce, CertNames::default()),
-            stop,
-        )
-        .await;
+        return serve_via(shared, reader, writer, peer, Via::default(), stop).await;
     };
+    let id = shared.next_connection_id();
+    let (nonce, line) = first_info(&shared, id, peer, &Via::default());
     match tokio::time::timeout(tls.timeout, stream.write_all(&line)).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => return debug!(cid = id, %peer, error = %e, "writing INFO failed"),
@@ -248,6 +236,7 @@ pub(crate) async fn serve(
     } else {
         CertNames::default()
     };
+    let stream: crate::tls::BoxedIo = Box::new(stream);
     let (reader, writer) = tokio::io::split(stream);
     let writer = crate::tls::FlushingWriter::new(writer);
     run(
@@ -257,10 +246,66 @@ pub(crate) async fn serve(
         BytesMut::new(),
         reader,
         writer,
-        (nonce, identities),
+        (nonce, identities, Via::default()),
         stop,
     )
     .await;
+}
+
+/// Serves one client on its read and write halves, INFO first: a plain TCP client
+/// (`Via::default()`), or one that came through the websocket listener on the halves of its
+/// WebSocket stream (see [`crate::websocket`]), whose INFO goes out inside the WebSocket
+/// without `tls_required`.
+pub(crate) async fn serve_via<R, W>(
+    shared: Arc<Shared>,
+    reader: R,
+    writer: W,
+    peer: SocketAddr,
+    via: Via,
+    stop: watch::Receiver<bool>,
+) where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let id = shared.next_connection_id();
+    let (nonce, line) = first_info(&shared, id, peer, &via);
+    run(
+        shared,
+        id,
+        peer,
+        line,
+        reader,
+        writer,
+        (nonce, CertNames::default(), via),
+        stop,
+    )
+    .await;
+}
+
+/// The first INFO of client `id` (encoded), and its nonce when some user of the
+/// authenticator it logs in with (the server's, or the websocket block's) signs one.
+fn first_info(shared: &Shared, id: u64, peer: SocketAddr, via: &Via) -> (Option<String>, BytesMut) {
+    let needs_nonce = match via.auth.as_deref() {
+        Some(auth) => auth.needs_nonce(),
+        None => shared
+            .auth
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .needs_nonce(),
+    };
+    // A nonce for nkey users to sign, when some user logs in with one.
+    let nonce = needs_nonce.then(crate::auth::nkey::new_nonce).flatten();
+    let info = server_info(
+        shared,
+        id,
+        peer,
+        nonce.clone(),
+        (shared.opts.max_payload, false),
+        via,
+    );
+    let mut line = BytesMut::with_capacity(info.len() + 8);
+    proto::encode::write_info(&mut line, &info);
+    (nonce, line)
 }
 
 /// Runs connection `id` on its read and write halves until it closes: `first` is queued
@@ -275,7 +320,7 @@ async fn run<R, W>(
     first: BytesMut,
     mut reader: R,
     mut writer: W,
-    (nonce, identities): (Option<String>, CertNames),
+    (nonce, identities, via): (Option<String>, CertNames, Via),
     mut stop: watch::Receiver<bool>,
 ) where
     R: AsyncRead + Unpin,
@@ -296,9 +341,12 @@ async fn run<R, W>(
     debug!(cid = id, %peer, "client connected");
 
     let entry = shared.stats.register(handle.clone(), peer);
+    entry.websocket.store(via.websocket, Ordering::Relaxed);
+    entry.own_auth.store(via.auth.is_some(), Ordering::Relaxed);
     let mut conn = Connection::new(shared.clone(), handle.clone(), peer, entry);
     conn.nonce = nonce.unwrap_or_default();
     conn.identities = identities;
+    conn.via = via;
     let reason = conn.read_loop(&mut reader, &mut stop).await;
     conn.remove_all_subscriptions();
     shared.stats.unregister(id);
@@ -339,8 +387,11 @@ fn server_info(
     peer: SocketAddr,
     nonce: Option<String>,
     (max_payload, ldm): (usize, bool),
+    via: &Via,
 ) -> Vec<u8> {
     let opts = &shared.opts;
+    // TLS of a websocket client is the WebSocket's (`wss://`), never inside it.
+    let tls = opts.tls.as_ref().filter(|_| !via.websocket);
     let info = ServerInfo {
         server_id: shared.server_id.clone(),
         server_name: opts
@@ -358,9 +409,12 @@ fn server_info(
         proto: 1,
         client_id,
         client_ip: peer.ip().to_string(),
-        auth_required: shared.auth_required(),
-        tls_required: opts.tls.is_some(),
-        tls_verify: opts.tls.as_ref().is_some_and(|t| t.verify),
+        auth_required: via
+            .auth
+            .as_ref()
+            .map_or_else(|| shared.auth_required(), |a| a.required()),
+        tls_required: tls.is_some(),
+        tls_verify: tls.is_some_and(|t| t.verify),
         jetstream: shared.jetstream.load(std::sync::atomic::Ordering::Relaxed),
         nonce,
         connect_urls: shared.connect_urls(),
@@ -406,6 +460,16 @@ impl Connection {
             identities: CertNames::default(),
             slot: None,
             max_subs,
+            via: Via::default(),
+        }
+    }
+
+    /// Whether this client must authenticate: the websocket block's credentials when it
+    /// came that way with some, the server's otherwise.
+    fn auth_required(&self) -> bool {
+        match &self.via.auth {
+            Some(auth) => auth.required(),
+            None => self.shared.auth_required(),
         }
     }
 
@@ -416,8 +480,8 @@ impl Connection {
     ) -> Close {
         let opts = &self.shared.opts;
         let ping_interval = opts.ping_interval;
-        let auth_required = self.shared.auth_required();
-        let auth_deadline = tokio::time::sleep(opts.auth_timeout);
+        let auth_required = self.auth_required();
+        let auth_deadline = tokio::time::sleep(self.via.auth_timeout.unwrap_or(opts.auth_timeout));
         tokio::pin!(auth_deadline);
         let mut ping =
             tokio::time::interval_at(tokio::time::Instant::now() + ping_interval, ping_interval);
@@ -471,6 +535,7 @@ impl Connection {
                             self.peer,
                             None,
                             (self.limits.max_payload, entry.take_lame_duck()),
+                            &self.via,
                         );
                         self.fanout
                             .send_with(&self.handle, |b| proto::write_info(b, &info));
@@ -510,9 +575,7 @@ impl Connection {
                     }
                 }
                 Ok(None) => break,
-                Err(proto::ParseError::MaxPayload)
-                    if !self.connected && self.shared.auth_required() =>
-                {
+                Err(proto::ParseError::MaxPayload) if !self.connected && self.auth_required() => {
                     // nats-server refuses anything but CONNECT at its first byte.
                     self.send_err("'Authorization Violation'");
                     return (pos, Some(Close::Auth));
@@ -528,7 +591,7 @@ impl Connection {
     }
 
     fn handle_op(&mut self, op: ClientOp<'_>) -> Result<(), Close> {
-        if !self.connected && !matches!(op, ClientOp::Connect(_)) && self.shared.auth_required() {
+        if !self.connected && !matches!(op, ClientOp::Connect(_)) && self.auth_required() {
             self.send_err("'Authorization Violation'");
             return Err(Close::Auth);
         }
@@ -602,15 +665,20 @@ impl Connection {
             .auth
             .read()
             .unwrap_or_else(PoisonError::into_inner);
+        // A websocket client with the block's own credentials logs in with those.
+        let own = self.via.auth.clone();
+        let authn: &Authenticator = own.as_deref().unwrap_or(&auth);
         // With `verify_and_map` the client's certificate says who it is, not its CONNECT.
         let mapped = match self.shared.opts.tls.as_deref() {
-            Some(tls) if tls.map => auth.authenticate_mapped(&self.identities),
+            Some(tls) if tls.map && !self.via.websocket => {
+                authn.authenticate_mapped(&self.identities)
+            }
             _ => None,
         };
         let (result, mut login) = match mapped {
             Some(Ok((grant, login))) => (Ok(grant), login),
-            Some(Err(e)) => (Err(e), auth.login_of(creds)),
-            None => (auth.authenticate(creds), auth.login_of(creds)),
+            Some(Err(e)) => (Err(e), authn.login_of(creds)),
+            None => (authn.authenticate(creds), authn.login_of(creds)),
         };
         let login_at;
         match result {
@@ -618,7 +686,7 @@ impl Connection {
                 let account = match &grant.account {
                     None => Some(self.shared.global().clone()),
                     // An authority's accounts come into being with their first user.
-                    Some(name) if matches!(**auth, Authenticator::Delegated(_)) => {
+                    Some(name) if matches!(authn, Authenticator::Delegated(_)) => {
                         Some(self.shared.accounts.add(name))
                     }
                     // The configuration names only accounts the server has.
@@ -710,6 +778,7 @@ impl Connection {
                 self.peer,
                 None,
                 (self.limits.max_payload, false),
+                &self.via,
             );
             let mut line = BytesMut::with_capacity(info.len() + 8);
             proto::encode::write_info(&mut line, &info);

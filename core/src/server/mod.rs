@@ -85,6 +85,10 @@ pub struct ServerOptions {
     pub imports: Vec<account::imports::ImportRule>,
     /// TLS on the client port (the `tls` table): every client must use it.
     pub tls: Option<Arc<tls::ListenerTls>>,
+    /// The websocket listener (the `websocket` block), bound and run beside the client
+    /// listener.
+    #[cfg(feature = "websocket")]
+    pub websocket: Option<Arc<crate::websocket::WsListener>>,
 }
 
 impl Default for ServerOptions {
@@ -108,6 +112,8 @@ impl Default for ServerOptions {
             accounts: Vec::new(),
             imports: Vec::new(),
             tls: None,
+            #[cfg(feature = "websocket")]
+            websocket: None,
         }
     }
 }
@@ -146,6 +152,8 @@ pub struct Shared {
     /// Lame duck mode (SIGUSR2, see [`Shared::enter_lame_duck`]): turns true once; the client
     /// and leafnode listeners close when it does.
     pub lame_duck: watch::Sender<bool>,
+    /// The websocket listener's address and settings, when it listens (for `/varz`).
+    pub websocket: Option<(SocketAddr, crate::websocket::settings::WebSocket)>,
 }
 
 impl Shared {
@@ -198,6 +206,10 @@ impl Shared {
         let old = std::mem::replace(&mut *current, Arc::new(auth));
         let mut closed = 0;
         for entry in self.stats.connections() {
+            if entry.own_auth.load(std::sync::atomic::Ordering::Relaxed) {
+                // Logged in with the websocket block's credentials, not `authorization`'s.
+                continue;
+            }
             let Some(login) = entry.meta().login else {
                 // Not logged in yet: its CONNECT will be checked against the new settings.
                 continue;
@@ -325,6 +337,9 @@ async fn accept(
 pub struct Server {
     shared: Arc<Shared>,
     listener: TcpListener,
+    /// The websocket listener, when configured.
+    #[cfg(feature = "websocket")]
+    websocket: Option<crate::websocket::Listener>,
 }
 
 /// Why the server could not start.
@@ -366,6 +381,22 @@ impl Server {
         let local_addr = listener
             .local_addr()
             .map_err(|source| ServerError::Bind { addr, source })?;
+        #[cfg(feature = "websocket")]
+        let (websocket, ws_info) = match &opts.websocket {
+            Some(cfg) => {
+                let bound = crate::websocket::Listener::bind(cfg.clone())
+                    .await
+                    .and_then(|l| l.local_addr().map(|a| (l, a)))
+                    .map_err(|source| ServerError::Bind {
+                        addr: format!("websocket {}:{}", cfg.host, cfg.port),
+                        source,
+                    })?;
+                (Some(bound.0), Some((bound.1, cfg.settings.clone())))
+            }
+            None => (None, None),
+        };
+        #[cfg(not(feature = "websocket"))]
+        let ws_info = None;
         let stats = stats::ServerStats::default();
         let accounts = account::Accounts::new(
             opts.accounts.iter().map(String::as_str),
@@ -387,9 +418,15 @@ impl Server {
             system: crate::system::Slot::default(),
             cluster_urls: std::sync::RwLock::new(Vec::new()),
             lame_duck: watch::Sender::new(false),
+            websocket: ws_info,
             opts,
         });
-        Ok(Server { shared, listener })
+        Ok(Server {
+            shared,
+            listener,
+            #[cfg(feature = "websocket")]
+            websocket,
+        })
     }
 
     /// The address clients connect to.
@@ -405,6 +442,13 @@ impl Server {
     /// Serves clients until `shutdown` completes, then stops accepting, lets every connection
     /// flush what is queued for it (bounded by `drain_limit`), and returns.
     pub async fn run(self, shutdown: impl Future<Output = ()>, drain_limit: Duration) {
+        #[cfg(feature = "websocket")]
+        let Server {
+            shared,
+            listener,
+            websocket,
+        } = self;
+        #[cfg(not(feature = "websocket"))]
         let Server { shared, listener } = self;
         let (stop_tx, stop_rx) = watch::channel(false);
         // Each connection task holds a clone of `done_tx`; `recv` returns `None` once all are gone.
@@ -429,6 +473,17 @@ impl Server {
                 verify_and_map = tls.map,
                 "TLS required for client connections"
             );
+        }
+        // The websocket listener stops with the others (`stop_rx`) and its connections
+        // take the same slots.
+        #[cfg(feature = "websocket")]
+        if let Some(ws) = websocket {
+            tokio::spawn(ws.run(
+                shared.clone(),
+                slots.clone(),
+                stop_rx.clone(),
+                done_tx.clone(),
+            ));
         }
         loop {
             tokio::select! {

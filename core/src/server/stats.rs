@@ -59,6 +59,11 @@ pub struct ConnEntry {
     /// Its subscriptions by sid, for `/connz?subs=1` (kept by the connection's task beside
     /// its own map; bounded by `max_subscriptions`).
     sub_list: Mutex<HashMap<Box<[u8]>, Arc<Subscription>>>,
+    /// The client came through the websocket listener (`/connz` type `websocket`).
+    pub websocket: std::sync::atomic::AtomicBool,
+    /// It logged in with the websocket block's own credentials, which a reload of
+    /// `authorization` does not concern.
+    pub own_auth: std::sync::atomic::AtomicBool,
 }
 
 impl ConnEntry {
@@ -213,6 +218,8 @@ impl ServerStats {
             lame_duck: std::sync::atomic::AtomicBool::new(false),
             regrant_wake: tokio::sync::Notify::new(),
             sub_list: Mutex::new(HashMap::new()),
+            websocket: std::sync::atomic::AtomicBool::new(false),
+            own_auth: std::sync::atomic::AtomicBool::new(false),
         });
         self.total_connections.fetch_add(1, Ordering::Relaxed);
         self.lock().insert(entry.handle.id, entry.clone());

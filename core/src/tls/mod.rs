@@ -265,6 +265,17 @@ pub(crate) async fn accept(
     }
 }
 
+/// Anything a connection runs on besides plain TCP: TLS over TCP, a WebSocket.
+pub trait Io: tokio::io::AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: tokio::io::AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
+
+/// The one stream type of every connection that is not plain TCP (client or leafnode link,
+/// over TLS or WebSocket). The connection code is generic over its read and write halves:
+/// with one boxed type it is built once for all of them, not once per kind of stream (a
+/// WebSocket-only copy of the client and link code cost leafd about 400 KB); the dynamic
+/// call per read or write is nothing next to TLS or framing. Plain TCP keeps its own halves.
+pub type BoxedIo = Box<dyn Io>;
+
 /// The write half of a TLS link: a write completes only once its bytes have left for the
 /// socket.
 ///
