@@ -66,14 +66,24 @@ impl Drop for TempDir {
 /// a copy in `dir` whose `ExecStart=` names the freshly built binary instead; every other line
 /// (the hardening, the device rules, `ExecReload=/bin/kill`) is verified as written.
 fn verify_unit(unit_text: &str, dir: &Path) {
-    let binary = ServerKind::Leafd.binary_path();
-    let from = format!("ExecStart={UNIT_BINARY} ");
+    verify_unit_of(ServerKind::Leafd, UNIT_BINARY, unit_text, dir);
+}
+
+/// [`verify_unit`] for the unit of `kind`, whose `ExecStart=` names `installed`.
+fn verify_unit_of(kind: ServerKind, installed: &str, unit_text: &str, dir: &Path) {
+    let binary = kind.binary_path();
+    let from = format!("ExecStart={installed} ");
     assert!(
         unit_text.lines().any(|l| l.starts_with(&from)),
-        "the unit should start {UNIT_BINARY}:\n{unit_text}"
+        "the unit should start {installed}:\n{unit_text}"
     );
     let copy = unit_text.replace(&from, &format!("ExecStart={} ", binary.display()));
-    let path = dir.join("leafd.service");
+    let name = if kind == ServerKind::Hubd {
+        "hubd"
+    } else {
+        "leafd"
+    };
+    let path = dir.join(format!("{name}.service"));
     fs::write(&path, copy).expect("write the unit copy");
     let out = Command::new(SYSTEMD_ANALYZE)
         .arg("verify")
@@ -123,6 +133,27 @@ fn unit_file_passes_systemd_analyze_verify() {
     }
     let dir = TempDir::new("verify");
     verify_unit(&text, dir.path());
+}
+
+/// hubd's unit (what its Debian package installs) passes `systemd-analyze verify` without a
+/// warning, sandboxed and reloadable like leafd's.
+#[test]
+fn hubd_unit_file_passes_systemd_analyze_verify() {
+    let text = fs::read_to_string(repo().join("hub/systemd/hubd.service"))
+        .expect("hub/systemd/hubd.service");
+    for line in [
+        "ExecStart=/usr/bin/hubd -c /etc/hubd/hubd.toml",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "Restart=on-failure",
+        "StateDirectory=hubd",
+        "User=hubd",
+        "ProtectSystem=strict",
+        "NoNewPrivileges=true",
+    ] {
+        assert!(text.lines().any(|l| l == line), "the unit lacks {line:?}");
+    }
+    let dir = TempDir::new("verify-hubd");
+    verify_unit_of(ServerKind::Hubd, "/usr/bin/hubd", &text, dir.path());
 }
 
 /// Runs `scripts/install` with `args`, to completion.
