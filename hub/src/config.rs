@@ -392,4 +392,19 @@ mod tests {
             "{err}"
         );
     }
+
+    /// `hub/hubd.example.toml` (what the Debian package installs as /etc/hubd/hubd.toml)
+    /// parses and validates, so it cannot drift from the code.
+    #[test]
+    fn the_example_configuration_is_valid() {
+        let text = include_str!("../hubd.example.toml");
+        let (cfg, hub) =
+            config::parse_str_with::<HubKeys>(text, Format::Toml, "hubd.example.toml").unwrap();
+        validate(&cfg, &hub).unwrap();
+        assert_eq!(cfg.server_name.as_deref(), Some("hub"));
+        assert!(
+            cfg.leafnodes.listen.is_some(),
+            "the example accepts gateways"
+        );
+    }
 }

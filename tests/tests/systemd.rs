@@ -132,8 +132,9 @@ fn unit_file_passes_systemd_analyze_verify() {
     verify_unit(&text, dir.path());
 }
 
-/// hubd's unit: reload on SIGHUP, lame duck mode documented (`systemctl kill -s USR2`), and
-/// it passes `systemd-analyze verify`.
+/// hubd's unit (what its Debian package installs, with `/usr/bin/hubd`): reload on SIGHUP,
+/// lame duck mode documented (`systemctl kill -s USR2`), sandboxed, and it passes
+/// `systemd-analyze verify`.
 #[test]
 fn hubd_unit_file_passes_systemd_analyze_verify() {
     let text = fs::read_to_string(repo().join("hub/systemd/hubd.service"))
@@ -142,8 +143,11 @@ fn hubd_unit_file_passes_systemd_analyze_verify() {
         "ExecStart=/usr/local/bin/hubd -c /etc/hubd/hubd.toml",
         "ExecReload=/bin/kill -HUP $MAINPID",
         "#   systemctl kill -s USR2 --kill-whom=main hubd",
+        "Restart=on-failure",
         "StateDirectory=hubd",
         "User=hubd",
+        "ProtectSystem=strict",
+        "NoNewPrivileges=true",
     ] {
         assert!(text.lines().any(|l| l == line), "the unit lacks {line:?}");
     }

@@ -251,16 +251,30 @@ async fn wait_for_stop(hold: f64) -> Result<()> {
 }
 
 /// An established leafnode connection: its reading side and its writing side.
-struct Leaf {
+pub(crate) struct Leaf {
     /// Buffered reading side.
-    read: LineReader,
+    pub(crate) read: LineReader,
     /// Writing side.
-    write: tokio::net::tcp::OwnedWriteHalf,
+    pub(crate) write: tokio::net::tcp::OwnedWriteHalf,
 }
 
 /// Connects as leaf `i` and returns once the hub has answered the `PING` after `CONNECT`
 /// and `LS+`.
 async fn handshake(addr: &str, i: usize, creds: Option<&Credentials>) -> Result<Leaf> {
+    let name = format!("bench-leaf-{i}");
+    let interest = format!("bench.leaf.{i}");
+    handshake_as(addr, &name, i, &interest, creds).await
+}
+
+/// Connects as a leaf named `name` (server id from `i`) announcing interest in `interest`,
+/// and returns once the hub has answered the `PING` after `CONNECT` and `LS+`.
+pub(crate) async fn handshake_as(
+    addr: &str,
+    name: &str,
+    i: usize,
+    interest: &str,
+    creds: Option<&Credentials>,
+) -> Result<Leaf> {
     let stream = TcpStream::connect(addr)
         .await
         .map_err(|e| format!("connect to {addr}: {e}"))?;
@@ -272,7 +286,7 @@ async fn handshake(addr: &str, i: usize, creds: Option<&Credentials>) -> Result<
         return Err(format!("expected INFO, got {info:?}").into());
     }
     let mut connect = serde_json::json!({
-        "name": format!("bench-leaf-{i}"),
+        "name": name,
         "server_id": format!("NBENCHLEAF{i:06}"),
         "version": "2.9.10",
         "headers": true,
@@ -283,7 +297,7 @@ async fn handshake(addr: &str, i: usize, creds: Option<&Credentials>) -> Result<
         obj.insert("pass".into(), c.pass.clone().into());
     }
     write
-        .write_all(format!("CONNECT {connect}\r\nLS+ bench.leaf.{i}\r\nPING\r\n").as_bytes())
+        .write_all(format!("CONNECT {connect}\r\nLS+ {interest}\r\nPING\r\n").as_bytes())
         .await?;
     loop {
         match read.next().await? {
@@ -316,7 +330,7 @@ async fn keep(mut leaf: Leaf, mut stop: watch::Receiver<bool>) -> Outcome {
 
 /// What the hub sent, as far as a silent leaf cares.
 #[derive(Debug, PartialEq, Eq)]
-enum Incoming {
+pub(crate) enum Incoming {
     /// `PING`: answer `PONG`.
     Ping,
     /// `PONG`.
@@ -328,7 +342,7 @@ enum Incoming {
 }
 
 /// Reads protocol lines of bounded length and skips message payloads.
-struct LineReader {
+pub(crate) struct LineReader {
     /// The buffered socket.
     inner: BufReader<OwnedReadHalf>,
     /// The line being read.
@@ -337,7 +351,7 @@ struct LineReader {
 
 impl LineReader {
     /// A reader on `read`.
-    fn new(read: OwnedReadHalf) -> LineReader {
+    pub(crate) fn new(read: OwnedReadHalf) -> LineReader {
         LineReader {
             inner: BufReader::with_capacity(4096, read),
             buf: Vec::new(),
@@ -345,7 +359,7 @@ impl LineReader {
     }
 
     /// Reads one line, without its CRLF (at most [`MAX_LINE`] bytes).
-    async fn line(&mut self) -> Result<String> {
+    pub(crate) async fn line(&mut self) -> Result<String> {
         self.buf.clear();
         loop {
             let avail = self.inner.fill_buf().await?;
@@ -370,8 +384,17 @@ impl LineReader {
         }
     }
 
+    /// Reads `n` bytes.
+    pub(crate) async fn exact(&mut self, n: usize) -> Result<Vec<u8>> {
+        let mut out = vec![0u8; n];
+        tokio::io::AsyncReadExt::read_exact(&mut self.inner, &mut out)
+            .await
+            .map_err(|e| format!("hub closed the connection: {e}"))?;
+        Ok(out)
+    }
+
     /// Discards `n` bytes.
-    async fn skip(&mut self, mut n: usize) -> Result<()> {
+    pub(crate) async fn skip(&mut self, mut n: usize) -> Result<()> {
         while n > 0 {
             let avail = self.inner.fill_buf().await?;
             if avail.is_empty() {
@@ -399,7 +422,7 @@ impl LineReader {
 
 /// A line's meaning: an operation, or a message header followed by a payload of N bytes.
 #[derive(Debug, PartialEq, Eq)]
-enum Classified {
+pub(crate) enum Classified {
     /// A complete operation.
     Op(Incoming),
     /// `LMSG`/`HMSG`/`MSG`: this many payload bytes (plus CRLF) follow.
@@ -407,7 +430,7 @@ enum Classified {
 }
 
 /// Classifies one protocol line from the hub.
-fn classify(line: &str) -> Result<Classified> {
+pub(crate) fn classify(line: &str) -> Result<Classified> {
     let op = line.split(' ').next().unwrap_or_default();
     Ok(match op.to_ascii_uppercase().as_str() {
         "PING" => Classified::Op(Incoming::Ping),

@@ -42,6 +42,11 @@
 //!   connections (as nats-server leaves: `CONNECT`, one `LS+` each), answers `PING`s and holds
 //!   them until SIGTERM/SIGINT or `--hold` seconds; `--ready-file` tells when all are up (the
 //!   benchmark then reads the hub's RSS). Reports how many were established and held.
+//! * `fleet --url HUB-LEAFNODE-PORT --client-url HUB --gateways N --backlog M [--storm]`: N
+//!   gateways (raw leafnode links, leafd's handshake) replay M messages each into one hub
+//!   stream at once, with `Nats-Msg-Id`s and a window of unacknowledged messages as leafd's
+//!   uplink; ingest, time until all are stored, the stream's count; with `--storm`, the
+//!   reconnection of every gateway after the hub restarts (see `src/fleet.rs`).
 //! * `pubsub --user U --password P --other-sub nats://b:pw@HOST:PORT`: publisher and
 //!   subscribers log in as U (a URL may carry `user:password@` too); each `--other-sub` is a
 //!   bystander of another account on the same subject that must receive nothing.
@@ -132,6 +137,9 @@ enum Mode {
     SerialFeed(serial_feed::Args),
     /// Holds N raw leafnode connections on a hub until a signal or --hold seconds.
     Leaves(leaves::Args),
+    /// N gateways (raw leafnode links) replaying a backlog each into one hub stream at once;
+    /// with --storm, their reconnection after a hub restart.
+    Fleet(fleet::Args),
     /// Prints a free loopback TCP port.
     Freeport,
     /// Renders collected JSON lines as a Markdown table of medians and ratios.
@@ -161,6 +169,7 @@ fn run(mode: Mode) -> Result<()> {
         Mode::StreamInfo(args) => stream_info::run(&args),
         Mode::SerialFeed(args) => serial_feed::run(&args),
         Mode::Leaves(args) => leaves::run(&args),
+        Mode::Fleet(args) => fleet::run(&args),
         Mode::Freeport => {
             println!("{}", startup::free_port()?);
             Ok(())
@@ -177,6 +186,7 @@ fn emit(record: serde_json::Value, human: &str) {
 
 mod args;
 mod await_stream;
+mod fleet;
 mod js;
 mod leaves;
 mod report;
