@@ -100,6 +100,15 @@ pub trait Pages: Send + Sync {
     /// Adds the binary's own blocks to `/varz` (hubd: `cluster`, `routes`); nothing by
     /// default.
     fn varz(&self, _varz: &mut Value) {}
+
+    /// Adds the binary's own blocks to `/jsz` (hubd: `meta_cluster`); nothing by default.
+    fn jsz(&self, _jsz: &mut Value) {}
+
+    /// Why the server is not ready (`/healthz` answers 503 with it), when the binary knows
+    /// (hubd: a clustered JetStream without a meta leader); `None` by default.
+    fn unready(&self) -> Option<String> {
+        None
+    }
 }
 
 /// A bound monitoring listener.
@@ -517,6 +526,9 @@ pub(crate) fn healthz(sources: &Sources) -> Page {
             json!({"status": "unavailable", "error": "server stopped"}),
         );
     }
+    if let Some(why) = sources.pages.as_ref().and_then(|p| p.unready()) {
+        return Page::Json(503, json!({"status": "unavailable", "error": why}));
+    }
     if let Some(js) = &sources.jetstream {
         if let Err(e) = js.check_store() {
             return Page::Json(
@@ -675,7 +687,7 @@ pub(crate) fn jsz(sources: &Sources, now: &str) -> Value {
             })
         })
         .collect();
-    json!({
+    let mut jsz = json!({
         "server_id": server_id,
         "now": now,
         "quarantined": quarantined,
@@ -687,7 +699,11 @@ pub(crate) fn jsz(sources: &Sources, now: &str) -> Value {
         "bytes": streams.iter().map(|s| s.bytes).sum::<u64>(),
         "api": { "total": js.api_requests() },
         "account_details": [{ "name": "$G", "stream_detail": details }],
-    })
+    });
+    if let Some(pages) = &sources.pages {
+        pages.jsz(&mut jsz);
+    }
+    jsz
 }
 
 /// Escapes a Prometheus label value.

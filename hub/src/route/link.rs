@@ -137,6 +137,11 @@ struct PeerInfo {
     leafnode_urls: Vec<String>,
     /// Its client URLs.
     connect_urls: Vec<String>,
+    /// It runs JetStream (nats-server sets it; hubd does not: it takes no part in
+    /// nats-server's JetStream groups).
+    jetstream: bool,
+    /// A hubd member's JetStream cluster identity (absent from nats-server's INFO).
+    leaf_jsc: Option<super::JscInfo>,
 }
 
 /// The fields of a peer's route CONNECT this server reads.
@@ -173,6 +178,9 @@ struct OurInfo<'a> {
     leafnode_urls: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     connect_urls: Vec<String>,
+    /// This hubd's JetStream cluster identity (ignored by nats-server).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    leaf_jsc: Option<super::JscInfo>,
 }
 
 /// Our route CONNECT.
@@ -223,6 +231,8 @@ struct Route<'a> {
     peer_leaf_url: Option<String>,
     /// The peer's client URLs, from its INFO.
     peer_client_urls: Vec<String>,
+    /// The peer's `jetstream` and `leaf_jsc`, from its INFO.
+    peer_js: (bool, Option<super::JscInfo>),
     /// Interest the peer announced: (account, `subject[ queue]`) → subscription.
     subs: HashMap<(String, Box<[u8]>), SubRef>,
     /// Accounts by name, with their match caches.
@@ -286,6 +296,7 @@ pub async fn serve(
         peer_name: String::new(),
         peer_leaf_url: None,
         peer_client_urls: Vec::new(),
+        peer_js: (false, None),
         subs: HashMap::new(),
         accounts: HashMap::new(),
         fanout: Fanout::new(Publisher::Link(handle.clone())),
@@ -619,6 +630,7 @@ impl Route<'_> {
         }
         self.peer_leaf_url = info.leafnode_urls.first().cloned();
         self.peer_client_urls = info.connect_urls.clone();
+        self.peer_js = (info.jetstream, info.leaf_jsc);
         self.establish(&info.server_id, gossip)?;
         self.routes.gossip_new(&info.server_id);
         Ok(())
@@ -646,6 +658,8 @@ impl Route<'_> {
             status: self.status.clone(),
             leaf_url: self.peer_leaf_url.clone(),
             client_urls: self.peer_client_urls.clone(),
+            jetstream: self.peer_js.0,
+            jsc: self.peer_js.1,
         };
         // Flush what the handshake wrote before the interest table goes out.
         self.fanout.flush();
@@ -715,6 +729,7 @@ impl Route<'_> {
                     .into_iter()
                     .collect()
             },
+            leaf_jsc: self.routes.jsc(),
         };
         let json = serde_json::to_vec(&info).unwrap_or_default();
         self.fanout.send_with(&self.handle, |b| {
