@@ -262,6 +262,54 @@ async fn a_killed_meta_leader_is_replaced_and_rejoins() {
     );
 }
 
+/// A member joining a running cluster is added online by the leader (a learner that catches
+/// up, then a voter): the leader's `/jsz` shows a group of four with the newcomer current, and
+/// the newcomer names the same leader without having initialized a group of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_member_is_added_online() {
+    let ports = [free_port(), free_port(), free_port(), free_port()];
+    let mut members = Vec::new();
+    for i in 0..3 {
+        members.push(
+            start(
+                ServerKind::Hubd,
+                &format!("n{}", i + 1),
+                ports[i],
+                &ports[..3],
+            )
+            .await,
+        );
+    }
+    {
+        let all: Vec<&Member> = members.iter().collect();
+        agreed_leader(&all, None).await;
+    }
+    members.push(start(ServerKind::Hubd, "n4", ports[3], &ports).await);
+    let all: Vec<&Member> = members.iter().collect();
+    let deadline = Instant::now() + ELECTION;
+    loop {
+        let leader = agreed_leader(&all, None).await;
+        let at_leader = all.iter().find(|m| m.name == leader).expect("a member");
+        let meta = meta_cluster(at_leader).await;
+        let n4_current = meta["replicas"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|r| r["name"] == json!("n4") && r["current"] == json!(true));
+        if meta["cluster_size"] == json!(4) && (leader == "n4" || n4_current) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "n4 not a current voter: {meta}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let n4 = all.last().expect("n4");
+    assert!(
+        !n4.server.log().contains("meta group initialized"),
+        "{}",
+        n4.server.log()
+    );
+}
+
 /// `$JS.API.META.LEADER.STEPDOWN` from the system account, sent to a follower: success, and
 /// another member leads within a bounded time.
 async fn stepdown_moves_meta_leadership(kind: ServerKind) {
