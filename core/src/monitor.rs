@@ -326,7 +326,10 @@ pub fn page(target: &str, sources: &Sources) -> Option<Page> {
         Err(e) => Some(Page::Json(400, json!({ "error": e }))),
     };
     match path.trim_end_matches('/') {
-        "/healthz" => Some(healthz(sources)),
+        "/healthz" => Some(healthz(
+            sources,
+            query_pairs(query).any(|(k, v)| k == "js-enabled-only" && v != "false" && v != "0"),
+        )),
         "/varz" => json(varz(sources, &now)),
         "/connz" => checked(
             connz::ConnzOptions::from_query(query).and_then(|o| connz::connz(sources, &o, &now)),
@@ -518,15 +521,22 @@ pub(crate) fn leafz(sources: &Sources, opts: &LeafzOptions, now: &str) -> Value 
 }
 
 /// `/healthz`: 200 `{"status":"ok"}` while the server runs and its store answers; 503 with
-/// the problem otherwise.
-pub(crate) fn healthz(sources: &Sources) -> Page {
+/// the problem otherwise. The binary's readiness ([`Pages::unready`]: hubd's meta leader) is
+/// skipped with `js_enabled_only` (`?js-enabled-only=true`, as nats-server, which then only
+/// checks that JetStream is enabled).
+pub(crate) fn healthz(sources: &Sources, js_enabled_only: bool) -> Page {
     if sources.shared.upgrade().is_none() {
         return Page::Json(
             503,
             json!({"status": "unavailable", "error": "server stopped"}),
         );
     }
-    if let Some(why) = sources.pages.as_ref().and_then(|p| p.unready()) {
+    if let Some(why) = sources
+        .pages
+        .as_ref()
+        .filter(|_| !js_enabled_only)
+        .and_then(|p| p.unready())
+    {
         return Page::Json(503, json!({"status": "unavailable", "error": why}));
     }
     if let Some(js) = &sources.jetstream {

@@ -124,12 +124,19 @@ async fn sys_client(m: &Member) -> e2e::async_nats::Client {
 /// Three members elect one meta leader, shown alike in every member's `/jsz` (`leader`,
 /// `peer`, `cluster_size` 3, the two others as `replicas`) and in
 /// `$SYS.REQ.SERVER.PING.JSZ`; `/healthz` answers 503 while a member has no meta leader
-/// (the first member alone) and 200 once the group has one.
+/// (the first member alone; 200 with `js-enabled-only`) and 200 once the group has one.
 async fn three_members_elect_one_meta_leader(kind: ServerKind) {
     let ports = [free_port(), free_port(), free_port()];
     let n1 = start(kind, "n1", ports[0], &ports).await;
     let (code, health) = http_get(n1.http, "/healthz").await;
     assert_eq!(code, 503, "a member alone has no meta leader: {health}");
+    assert_eq!(
+        health["error"], "JetStream has not established contact with a meta leader",
+        "{health}"
+    );
+    // `js-enabled-only` checks only that JetStream runs, as nats-server.
+    let (code, health) = http_get(n1.http, "/healthz?js-enabled-only=true").await;
+    assert_eq!(code, 200, "{health}");
     let n2 = start(kind, "n2", ports[1], &ports).await;
     let n3 = start(kind, "n3", ports[2], &ports).await;
     let members = [&n1, &n2, &n3];
