@@ -353,3 +353,121 @@ impl Drop for Transport {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use leaf_core::server::reply::Refusals;
+    use leaf_core::server::Account;
+
+    use super::{Handler, RequestError, Transport, MAX_IN_FLIGHT_BYTES};
+
+    /// Answers every request with its body reversed, or never (`silent`).
+    struct Echo {
+        silent: bool,
+    }
+
+    impl Handler for Echo {
+        fn handle(
+            &self,
+            _from: u64,
+            _group: String,
+            _rpc: String,
+            mut body: Vec<u8>,
+        ) -> Pin<Box<dyn Future<Output = Option<Vec<u8>>> + Send>> {
+            let silent = self.silent;
+            Box::pin(async move {
+                if silent {
+                    return None;
+                }
+                body.reverse();
+                Some(body)
+            })
+        }
+    }
+
+    fn account() -> Arc<Account> {
+        Arc::new(Account::new("SYS", None, Arc::new(Refusals::default())))
+    }
+
+    /// A request reaches its target's handler and comes back with the answer; a target nobody
+    /// serves fails at once; one that does not answer times out; past the in-flight bound a
+    /// request fails at once without being sent.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn requests_are_answered_bounded_and_timed_out() {
+        let account = account();
+        let a = Transport::start(account.clone(), 1).unwrap();
+        let b = Transport::start(account.clone(), 2).unwrap();
+        b.serve(Arc::new(Echo { silent: false }));
+        let answer = a
+            .request(2, "meta", "vote", b"abc", Duration::from_secs(5))
+            .await;
+        assert_eq!(answer, Ok(b"cba".to_vec()));
+        assert!(a.last_contact(2).is_some(), "the answer counts as contact");
+        assert!(b.last_contact(1).is_some(), "so does the request");
+
+        let nobody = a
+            .request(3, "meta", "vote", b"abc", Duration::from_secs(5))
+            .await;
+        assert_eq!(nobody, Err(RequestError::NoRoute(3)));
+
+        let c = Transport::start(account.clone(), 4).unwrap();
+        c.serve(Arc::new(Echo { silent: true }));
+        let silent = a
+            .request(4, "meta", "vote", b"abc", Duration::from_millis(200))
+            .await;
+        assert_eq!(silent, Err(RequestError::Timeout(4)));
+
+        // One large request waits for its answer; the next one past the bound fails at once.
+        let big = vec![0u8; MAX_IN_FLIGHT_BYTES];
+        let waiting = {
+            let a = a.clone();
+            tokio::spawn(async move {
+                a.request(4, "meta", "append", &big, Duration::from_secs(2))
+                    .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let busy = a
+            .request(4, "meta", "append", b"x", Duration::from_secs(2))
+            .await;
+        assert_eq!(busy, Err(RequestError::Busy(4)));
+        assert_eq!(
+            waiting.await.unwrap(),
+            Err(RequestError::Timeout(4)),
+            "the silent member never answers"
+        );
+        // The bytes are released: a small request goes out again (and times out).
+        let again = a
+            .request(4, "meta", "append", b"x", Duration::from_millis(100))
+            .await;
+        assert_eq!(again, Err(RequestError::Timeout(4)));
+    }
+
+    /// Requests with a malformed subject or reply are dropped and counted.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn malformed_requests_are_dropped_and_counted() {
+        let account = account();
+        let t = Transport::start(account.clone(), 7).unwrap();
+        t.serve(Arc::new(Echo { silent: false }));
+        // No reply subject.
+        account.publish(&leaf_core::server::Msg {
+            subject: b"$HRG.meta.7.vote",
+            reply: None,
+            headers: None,
+            payload: b"x",
+        });
+        // A reply subject that names no member.
+        account.publish(&leaf_core::server::Msg {
+            subject: b"$HRG.meta.7.vote",
+            reply: Some(b"_INBOX.nobody"),
+            headers: None,
+            payload: b"x",
+        });
+        assert_eq!(t.dropped(), 2);
+    }
+}
