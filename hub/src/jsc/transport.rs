@@ -7,7 +7,7 @@
 //! members never subscribe to these subjects and so never receive them. Bodies are postcard.
 //!
 //! Bounds: at most [`MAX_IN_FLIGHT_BYTES`] of requests waiting for answers per target (past
-//! it a request fails at once, and openraft backs off); every request has a deadline; requests
+//! it a request fails at once, and openraft backs off; one larger request may go alone); every request has a deadline; requests
 //! received wait for their handler in a queue bounded in bytes ([`MAX_QUEUED_BYTES`]) and
 //! count ([`MAX_QUEUED`]): past it they are dropped and counted ([`Transport::dropped`]), and
 //! the sender's deadline makes it retry.
@@ -49,7 +49,7 @@ pub enum RequestError {
 }
 
 /// What serves the requests a member receives: `(group, rpc, body)` to the answer's body
-/// (`None`: no answer).
+/// (`None`: not served here or malformed: no answer, counted as dropped).
 pub trait Handler: Send + Sync {
     /// Handles one request from member `from`.
     fn handle(
@@ -241,17 +241,25 @@ impl Transport {
                 let handler = t.handler.get().cloned();
                 tokio::spawn(async move {
                     let size = incoming.body.len();
-                    if let Some(h) = handler {
-                        if let Some(answer) = h
-                            .handle(incoming.from, incoming.group, incoming.rpc, incoming.body)
-                            .await
-                        {
+                    let answer = match handler {
+                        Some(h) => {
+                            h.handle(incoming.from, incoming.group, incoming.rpc, incoming.body)
+                                .await
+                        }
+                        None => None,
+                    };
+                    match answer {
+                        Some(answer) => {
                             t.account.publish(&Msg {
                                 subject: incoming.reply.as_bytes(),
                                 reply: None,
                                 headers: None,
                                 payload: &answer,
                             });
+                        }
+                        // Not for a group here, or a body that does not decode.
+                        None => {
+                            t.dropped.fetch_add(1, Ordering::Relaxed);
                         }
                     }
                     t.queued.fetch_sub(1, Ordering::Relaxed);
@@ -448,7 +456,8 @@ mod tests {
         assert_eq!(again, Err(RequestError::Timeout(4)));
     }
 
-    /// Requests with a malformed subject or reply are dropped and counted.
+    /// Requests with a malformed subject or reply, or that the handler does not serve, are
+    /// dropped and counted.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn malformed_requests_are_dropped_and_counted() {
         let account = account();
@@ -469,5 +478,19 @@ mod tests {
             payload: b"x",
         });
         assert_eq!(t.dropped(), 2);
+        // Well formed, but nothing serves it (the handler answers nothing).
+        let s = Transport::start(account.clone(), 8).unwrap();
+        s.serve(Arc::new(Echo { silent: true }));
+        account.publish(&leaf_core::server::Msg {
+            subject: b"$HRG.nope.8.vote",
+            reply: Some(b"$HRG.R.7.1"),
+            headers: None,
+            payload: b"x",
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while s.dropped() == 0 {
+            assert!(std::time::Instant::now() < deadline, "not counted");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 }
