@@ -317,6 +317,39 @@ async fn a_new_member_is_added_online() {
     );
 }
 
+/// A member without JetStream takes no part in the meta group: three members listing each
+/// other, one of them (hubd, then nats-server) without JetStream; the two others form a group
+/// of two.
+async fn members_without_jetstream_are_left_out(third: ServerKind) {
+    let ports = [free_port(), free_port(), free_port()];
+    let n1 = start(ServerKind::Hubd, "n1", ports[0], &ports).await;
+    let n2 = start(ServerKind::Hubd, "n2", ports[1], &ports).await;
+    let mut config = member_config("n3", ports[2], &ports, free_port(), &StoreDir::new());
+    if let Some(c) = config.as_object_mut() {
+        c.remove("jetstream");
+    }
+    let _n3 = TestServer::with_config(third, config).await;
+    let leader = agreed_leader(&[&n1, &n2], None).await;
+    let at_leader = [&n1, &n2]
+        .into_iter()
+        .find(|m| m.name == leader)
+        .expect("a member");
+    let meta = meta_cluster(at_leader).await;
+    assert_eq!(meta["cluster_size"], 2, "{meta}");
+}
+
+mod members_without_jetstream_are_left_out {
+    use e2e::ServerKind::{Hubd, NatsServer};
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hubd() {
+        super::members_without_jetstream_are_left_out(Hubd).await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nats_server() {
+        super::members_without_jetstream_are_left_out(NatsServer).await
+    }
+}
+
 /// `$JS.API.META.LEADER.STEPDOWN` from the system account, sent to a follower: success, and
 /// another member leads within a bounded time.
 async fn stepdown_moves_meta_leadership(kind: ServerKind) {

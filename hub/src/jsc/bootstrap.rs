@@ -17,6 +17,14 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
+/// The expected number of JetStream members: this one and the `configured_peers` other
+/// members the routes list, less the `without_js` members seen over a route whose INFO shows no
+/// JetStream (hubd or nats-server members without it: they take no part in the group, as
+/// nats-server's meta group shrinks to its JetStream peers).
+pub fn expected(configured_peers: usize, without_js: usize) -> usize {
+    (configured_peers + 1).saturating_sub(without_js).max(1)
+}
+
 /// A member's answer to a bootstrap probe.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProbeAnswer {
@@ -121,6 +129,18 @@ mod tests {
             members: set(&[1, 2, 4]),
         };
         assert!(!confirmed(&members, &[free, other]));
+    }
+
+    #[test]
+    fn members_without_jetstream_are_not_expected() {
+        assert_eq!(expected(2, 0), 3);
+        // One of the two others runs no JetStream: a group of two.
+        assert_eq!(expected(2, 1), 2);
+        assert_eq!(expected(2, 2), 1);
+        // A lone member (a cluster block without routes) is a group of one.
+        assert_eq!(expected(0, 0), 1);
+        // Members seen without JetStream that the routes do not list cannot make it zero.
+        assert_eq!(expected(1, 5), 1);
     }
 
     #[test]

@@ -156,9 +156,15 @@ impl MetaGroup {
         let _ = self.raft.shutdown().await;
     }
 
-    /// The expected number of members (see [`super::bootstrap`]).
+    /// The expected number of JetStream members (see [`super::bootstrap::expected`]).
     pub fn expected(&self) -> usize {
-        self.routes.configured_peers() + 1
+        let without_js = self
+            .routes
+            .established()
+            .iter()
+            .filter(|(_, r)| r.jsc.is_none() && !r.jetstream)
+            .count();
+        bootstrap::expected(self.routes.configured_peers(), without_js)
     }
 
     /// The JetStream hubd members seen over routes (others), by node id, with their names;
