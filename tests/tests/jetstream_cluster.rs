@@ -463,6 +463,72 @@ async fn route_in_msgs(m: &Member) -> u64 {
         .sum()
 }
 
+/// Hostile route peers: one announcing a node id that is not its name's is left out of the
+/// meta group with a clear log line; one whose `leaf_jsc` is not the expected object too (the
+/// field is ignored, the route stays up: nats-server ignores unknown INFO fields). The meta
+/// group goes on (same size, a leader).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_lying_about_its_node_id_is_left_out() {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    let ports = [free_port(), free_port(), free_port()];
+    let mut members = Vec::new();
+    for i in 0..3 {
+        members.push(start(ServerKind::Hubd, &format!("n{}", i + 1), ports[i], &ports).await);
+    }
+    let all: Vec<&Member> = members.iter().collect();
+    agreed_leader(&all, None).await;
+    let fake = |info: &str| {
+        format!(
+            "CONNECT {{\"echo\":true,\"verbose\":false,\"headers\":true,\"name\":\"NFAKE\",\"cluster\":\"C\"}}\r\n\
+             INFO {{\"server_id\":\"NFAKE\",\"server_name\":\"fake\",\"cluster\":\"C\",\"port\":1,\"headers\":true,{info}}}\r\n"
+        )
+    };
+    // A node id that is not SHA-256 of "fake".
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", ports[0]))
+        .await
+        .unwrap();
+    let mut liar = BufReader::new(stream);
+    let mut line = String::new();
+    liar.read_line(&mut line).await.unwrap();
+    liar.get_mut()
+        .write_all(fake("\"leaf_jsc\":{\"node_id\":1}").as_bytes())
+        .await
+        .unwrap();
+    wait_for_log(
+        &members[0].server,
+        "member fake announces node id 1 which is not its name's; left out of the meta group",
+        1,
+    )
+    .await;
+    // Not an object: ignored (logged), the route stays up and the peer out of the group.
+    drop(liar);
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", ports[0]))
+        .await
+        .unwrap();
+    let mut bad = BufReader::new(stream);
+    let mut line = String::new();
+    bad.read_line(&mut line).await.unwrap();
+    bad.get_mut()
+        .write_all(fake("\"leaf_jsc\":\"garbage\"").as_bytes())
+        .await
+        .unwrap();
+    wait_for_log(
+        &members[0].server,
+        "malformed leaf_jsc in the route INFO: the peer is left out of the JetStream cluster",
+        1,
+    )
+    .await;
+    let mut rest = [0u8; 64];
+    let closed = tokio::time::timeout(Duration::from_millis(500), bad.read(&mut rest)).await;
+    assert!(
+        !matches!(closed, Ok(Ok(0))),
+        "the route of a peer with a malformed leaf_jsc was closed"
+    );
+    let leader = agreed_leader(&all, None).await;
+    let at_leader = all.iter().find(|m| m.name == leader).expect("a member");
+    assert_eq!(meta_cluster(at_leader).await["cluster_size"], 3);
+}
+
 /// A cluster of four members started as two halves without routes between them (each
 /// half's configuration lists all four route URLs, the other half's unreachable): neither
 /// half forms a meta group, so no member has a leader and `/healthz` stays 503.

@@ -140,8 +140,9 @@ struct PeerInfo {
     /// It runs JetStream (nats-server sets it; hubd does not: it takes no part in
     /// nats-server's JetStream groups).
     jetstream: bool,
-    /// A hubd member's JetStream cluster identity (absent from nats-server's INFO).
-    leaf_jsc: Option<super::JscInfo>,
+    /// A hubd member's JetStream cluster identity (absent from nats-server's INFO); read
+    /// leniently: a malformed one is ignored (and logged), not a reason to close the route.
+    leaf_jsc: Option<serde_json::Value>,
 }
 
 /// The fields of a peer's route CONNECT this server reads.
@@ -630,7 +631,15 @@ impl Route<'_> {
         }
         self.peer_leaf_url = info.leafnode_urls.first().cloned();
         self.peer_client_urls = info.connect_urls.clone();
-        self.peer_js = (info.jetstream, info.leaf_jsc);
+        let jsc = info.leaf_jsc.and_then(|v| {
+            serde_json::from_value::<super::JscInfo>(v)
+                .map_err(|e| {
+                    warn!(rid = self.handle.id, peer = %info.server_name, error = %e,
+                        "malformed leaf_jsc in the route INFO: the peer is left out of the JetStream cluster");
+                })
+                .ok()
+        });
+        self.peer_js = (info.jetstream, jsc);
         self.establish(&info.server_id, gossip)?;
         self.routes.gossip_new(&info.server_id);
         Ok(())
