@@ -402,9 +402,10 @@ mod stepdown_moves_meta_leadership {
 }
 
 /// A nats-server member with JetStream joins two hubd members (a meta group of two): each
-/// hubd logs the clear error naming it, keeps its meta group and routing (a message crosses from the nats-server member to a hubd
-/// one), and the Raft traffic of the hubd members never reaches nats-server (its routes'
-/// `in_msgs` do not move while the hubd members exchange heartbeats).
+/// hubd logs the clear error naming it, keeps its meta group and routing (a message crosses
+/// from the nats-server member to a hubd one), and the Raft traffic of the hubd members never
+/// reaches nats-server (its routes' `in_msgs` do not move while the hubd members exchange
+/// heartbeats).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nats_server_member_with_jetstream_is_reported() {
     // The hubd members list each other (a meta group of two), the nats-server member all.

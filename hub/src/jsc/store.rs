@@ -104,28 +104,19 @@ impl RaftDb {
         group: &str,
         values: Vec<(&'static str, Option<Vec<u8>>)>,
     ) -> Result<(), redb::Error> {
-        let db = self.0.clone();
         let group = group.to_owned();
-        blocking(move || {
-            let mut txn = db.begin_write()?;
-            txn.set_durability(redb::Durability::Immediate)
-                .map_err(|e| {
-                    redb::Error::from(redb::StorageError::from(std::io::Error::other(e)))
-                })?;
-            {
-                let mut table = txn.open_table(STATE)?;
-                for (key, value) in &values {
-                    match value {
-                        Some(v) => {
-                            table.insert((group.as_str(), *key), v.as_slice())?;
-                        }
-                        None => {
-                            table.remove((group.as_str(), *key))?;
-                        }
+        durable(self.0.clone(), move |txn| {
+            let mut table = txn.open_table(STATE)?;
+            for (key, value) in &values {
+                match value {
+                    Some(v) => {
+                        table.insert((group.as_str(), *key), v.as_slice())?;
+                    }
+                    None => {
+                        table.remove((group.as_str(), *key))?;
                     }
                 }
             }
-            txn.commit()?;
             Ok(())
         })
         .await
@@ -150,6 +141,23 @@ async fn blocking<T: Send + 'static>(
             std::io::Error::other(e.to_string()),
         ))),
     }
+}
+
+/// Runs `write` in one redb write transaction committed with `Durability::Immediate` (one
+/// fsync), on tokio's blocking pool: every write of the Raft state goes through here.
+async fn durable(
+    db: Arc<Database>,
+    write: impl FnOnce(&redb::WriteTransaction) -> Result<(), redb::Error> + Send + 'static,
+) -> Result<(), redb::Error> {
+    blocking(move || {
+        let mut txn = db.begin_write()?;
+        txn.set_durability(redb::Durability::Immediate)
+            .map_err(|e| redb::Error::from(redb::StorageError::from(std::io::Error::other(e))))?;
+        write(&txn)?;
+        txn.commit()?;
+        Ok(())
+    })
+    .await
 }
 
 /// One group's log in the Raft database; also its own log reader.
@@ -260,24 +268,14 @@ where
         end: u64,
         purged: Option<Vec<u8>>,
     ) -> Result<(), redb::Error> {
-        let db = self.db.0.clone();
         let group = self.group.clone();
-        blocking(move || {
-            let mut txn = db.begin_write()?;
-            txn.set_durability(redb::Durability::Immediate)
-                .map_err(|e| {
-                    redb::Error::from(redb::StorageError::from(std::io::Error::other(e)))
-                })?;
-            {
-                let mut table = txn.open_table(LOG)?;
-                let g: &str = &group;
-                table.retain_in((g, start)..=(g, end), |_, _| false)?;
-                if let Some(p) = &purged {
-                    let mut state = txn.open_table(STATE)?;
-                    state.insert((g, "purged"), p.as_slice())?;
-                }
+        durable(self.db.0.clone(), move |txn| {
+            let g: &str = &group;
+            txn.open_table(LOG)?
+                .retain_in((g, start)..=(g, end), |_, _| false)?;
+            if let Some(p) = &purged {
+                txn.open_table(STATE)?.insert((g, "purged"), p.as_slice())?;
             }
-            txn.commit()?;
             Ok(())
         })
         .await
@@ -367,22 +365,13 @@ where
             let index = entry.get_log_id().index;
             rows.push((index, encode(&entry).map_err(io_write::<C>)?));
         }
-        let db = self.db.0.clone();
         let group = self.group.clone();
-        let written = blocking(move || {
-            let mut txn = db.begin_write()?;
-            txn.set_durability(redb::Durability::Immediate)
-                .map_err(|e| {
-                    redb::Error::from(redb::StorageError::from(std::io::Error::other(e)))
-                })?;
-            {
-                let mut table = txn.open_table(LOG)?;
-                let g: &str = &group;
-                for (index, bytes) in &rows {
-                    table.insert((g, *index), bytes.as_slice())?;
-                }
+        let written = durable(self.db.0.clone(), move |txn| {
+            let mut table = txn.open_table(LOG)?;
+            let g: &str = &group;
+            for (index, bytes) in &rows {
+                table.insert((g, *index), bytes.as_slice())?;
             }
-            txn.commit()?;
             Ok(())
         })
         .await;
