@@ -246,6 +246,9 @@ pub struct Node {
     /// The system account's requests and advisories, once [`Node::serve_system`] started
     /// them.
     pub system: Option<crate::system::Service>,
+    /// The binary's pages the system account's requests see too (`$SYS.REQ.SERVER.PING.JSZ`
+    /// and `HEALTHZ` as the monitoring port's), set before [`Node::serve_system`].
+    pub system_pages: Option<Arc<dyn Pages>>,
 }
 
 impl Node {
@@ -351,6 +354,7 @@ impl Node {
             account_jetstreams,
             jetstreams,
             system: None,
+            system_pages: None,
         })
     }
 
@@ -374,7 +378,11 @@ impl Node {
     /// instead of any served before; the account is created if the server does not have it.
     pub fn serve_system(&mut self, account: &str) -> Result<(), String> {
         self.system = None;
-        let service = crate::system::Service::start(self.sources(None), self.shared(), account)?;
+        let service = crate::system::Service::start(
+            self.sources(self.system_pages.clone()),
+            self.shared(),
+            account,
+        )?;
         info!(account = %account, "system account served");
         self.system = Some(service);
         Ok(())

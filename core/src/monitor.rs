@@ -100,6 +100,15 @@ pub trait Pages: Send + Sync {
     /// Adds the binary's own blocks to `/varz` (hubd: `cluster`, `routes`); nothing by
     /// default.
     fn varz(&self, _varz: &mut Value) {}
+
+    /// Adds the binary's own blocks to `/jsz` (hubd: `meta_cluster`); nothing by default.
+    fn jsz(&self, _jsz: &mut Value) {}
+
+    /// Why the server is not ready (`/healthz` answers 503 with it), when the binary knows
+    /// (hubd: a clustered JetStream without a meta leader); `None` by default.
+    fn unready(&self) -> Option<String> {
+        None
+    }
 }
 
 /// A bound monitoring listener.
@@ -317,7 +326,10 @@ pub fn page(target: &str, sources: &Sources) -> Option<Page> {
         Err(e) => Some(Page::Json(400, json!({ "error": e }))),
     };
     match path.trim_end_matches('/') {
-        "/healthz" => Some(healthz(sources)),
+        "/healthz" => Some(healthz(
+            sources,
+            query_pairs(query).any(|(k, v)| k == "js-enabled-only" && v != "false" && v != "0"),
+        )),
         "/varz" => json(varz(sources, &now)),
         "/connz" => checked(
             connz::ConnzOptions::from_query(query).and_then(|o| connz::connz(sources, &o, &now)),
@@ -509,13 +521,23 @@ pub(crate) fn leafz(sources: &Sources, opts: &LeafzOptions, now: &str) -> Value 
 }
 
 /// `/healthz`: 200 `{"status":"ok"}` while the server runs and its store answers; 503 with
-/// the problem otherwise.
-pub(crate) fn healthz(sources: &Sources) -> Page {
+/// the problem otherwise. The binary's readiness ([`Pages::unready`]: hubd's meta leader) is
+/// skipped with `js_enabled_only` (`?js-enabled-only=true`, as nats-server, which then only
+/// checks that JetStream is enabled).
+pub(crate) fn healthz(sources: &Sources, js_enabled_only: bool) -> Page {
     if sources.shared.upgrade().is_none() {
         return Page::Json(
             503,
             json!({"status": "unavailable", "error": "server stopped"}),
         );
+    }
+    if let Some(why) = sources
+        .pages
+        .as_ref()
+        .filter(|_| !js_enabled_only)
+        .and_then(|p| p.unready())
+    {
+        return Page::Json(503, json!({"status": "unavailable", "error": why}));
     }
     if let Some(js) = &sources.jetstream {
         if let Err(e) = js.check_store() {
@@ -706,7 +728,7 @@ pub(crate) fn jsz(sources: &Sources, now: &str) -> Value {
             })
         })
         .collect();
-    json!({
+    let mut jsz = json!({
         "server_id": server_id,
         "now": now,
         "quarantined": quarantined,
@@ -718,7 +740,11 @@ pub(crate) fn jsz(sources: &Sources, now: &str) -> Value {
         "bytes": streams.iter().map(|s| s.bytes).sum::<u64>(),
         "api": { "total": js.api_requests() },
         "account_details": [{ "name": "$G", "stream_detail": details }],
-    })
+    });
+    if let Some(pages) = &sources.pages {
+        pages.jsz(&mut jsz);
+    }
+    jsz
 }
 
 /// Escapes a Prometheus label value.

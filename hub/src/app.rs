@@ -146,9 +146,19 @@ async fn serve(
         },
         None => None,
     };
+    // A JetStream cluster member: its identity in the route INFO before the routes start.
+    let jsc_name = match (&routes, cfg.jetstream.enabled) {
+        (Some(routes), true) => match jsc_identity(&cfg, routes) {
+            Ok(name) => Some(name),
+            Err(e) => return fail(NAME, e),
+        },
+        _ => None,
+    };
+    let meta = Arc::new(std::sync::OnceLock::new());
     let pages = Arc::new(HubPages {
         routes: routes.clone(),
         fleet: None,
+        meta: meta.clone(),
     });
     let started = match routes {
         Some(routes) => {
@@ -166,6 +176,7 @@ async fn serve(
     if let (Some(routes), Some(leaf)) = (&pages.routes, &node.leaf) {
         routes.set_leaf(leaf.clone());
     }
+    node.system_pages = Some(pages.clone());
     let _claims = match &resolver {
         Some(r) => match start_operator_mode(r, &cfg, &mut node) {
             Ok(subs) => subs,
@@ -186,9 +197,21 @@ async fn serve(
         node.leaf.clone(),
         store_dir.and_then(Result::ok).as_deref(),
     );
+    let (jsc_stop, jsc_stopped) = tokio::sync::watch::channel(false);
+    if let (Some(name), Some(routes), Some(Ok(store_dir))) =
+        (jsc_name, &pages.routes, jsc_store_dir(&cfg))
+    {
+        match start_meta(&node, name, routes.clone(), store_dir, jsc_stopped).await {
+            Ok(group) => {
+                let _ = meta.set(group);
+            }
+            Err(e) => return fail(NAME, e),
+        }
+    }
     let pages = Arc::new(HubPages {
         routes: pages.routes.clone(),
         fleet: Some(crate::fleet::pages::FleetPages(fleet.fleet.clone())),
+        meta: meta.clone(),
     });
     let _monitor = match node.monitor(&cfg, Some(pages)).await {
         Ok(m) => m,
@@ -199,9 +222,69 @@ async fn serve(
     let shared = SharedReload::new(digests, set_level, &node);
     let _reloader = reload_on_sighup(cfg, shared, HubReload { args, hub });
     node.server.run(shutdown, DRAIN_LIMIT).await;
+    let _ = jsc_stop.send(true);
+    if let Some(group) = meta.get() {
+        group.shutdown().await;
+    }
     fleet.fleet.save();
     info!("{NAME} stopped");
     ExitCode::SUCCESS
+}
+
+/// The name of this server in its JetStream cluster: JetStream in a cluster needs
+/// `server_name` and `cluster.name`, as nats-server's; the route INFO then carries the Raft
+/// node id derived from the name (`leaf_jsc`), by which hubd members recognise each other.
+fn jsc_identity(cfg: &Config, routes: &Routes) -> Result<String, String> {
+    let name = cfg
+        .server_name
+        .clone()
+        .filter(|n| !n.is_empty())
+        .ok_or("server_name: JetStream in a cluster needs a server name (as nats-server)")?;
+    if routes.settings.name.as_deref().is_none_or(str::is_empty) {
+        return Err(
+            "cluster.name: JetStream in a cluster needs a cluster name (as nats-server)".into(),
+        );
+    }
+    routes.set_jsc(crate::route::JscInfo {
+        node_id: crate::jsc::node_id::node_id(&name),
+    });
+    Ok(name)
+}
+
+/// The JetStream store directory (the meta group's `raft.redb` goes there).
+fn jsc_store_dir(cfg: &Config) -> Option<Result<PathBuf, String>> {
+    let state = std::env::var_os("STATE_DIRECTORY");
+    cfg.jetstream
+        .enabled
+        .then(|| leaf_core::app::jetstream_options(cfg, state.as_deref()).map(|o| o.store_dir))
+}
+
+/// Starts the meta group of this JetStream cluster member, its transport in the system
+/// account.
+async fn start_meta(
+    node: &Node,
+    server_name: String,
+    routes: Arc<Routes>,
+    store_dir: PathBuf,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<Arc<crate::jsc::MetaGroup>, String> {
+    let shared = node.shared();
+    let system = shared
+        .system
+        .account_name()
+        .ok_or("JetStream cluster: the system account is not served")?;
+    let system = shared.accounts.add(&system);
+    crate::jsc::MetaGroup::start(
+        crate::jsc::MetaOptions {
+            server_name,
+            cluster_name: routes.cluster_name.clone(),
+            store_dir,
+            routes,
+            system,
+        },
+        stop,
+    )
+    .await
 }
 
 /// The resolver's part once the server is bound: every account it knows is applied (limits,

@@ -11,6 +11,7 @@
 mod app;
 mod config;
 mod fleet;
+mod jsc;
 mod monitor;
 mod operator;
 mod peers;

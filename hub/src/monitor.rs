@@ -8,7 +8,10 @@
 //! * `/varz`: the `cluster` block (`name`, `addr`, `cluster_port`, `urls`), as nats-server's;
 //! * `/metrics`: `hubd_routes` and, per route (labelled by the peer's server name),
 //!   traffic, RTT and announced interest;
-//! * `/fleetz` and the fleet's metric families: the fleet view (`crate::fleet::pages`).
+//! * `/fleetz` and the fleet's metric families: the fleet view (`crate::fleet::pages`);
+//! * `/jsz`'s `meta_cluster` and `/healthz`'s readiness (no meta leader: 503) when the hub is a
+//!   member of a JetStream cluster (`crate::jsc`), and `hubd_jsc_dropped_total` (Raft
+//!   requests dropped over their bounds).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -18,6 +21,7 @@ use leaf_core::monitor::{system_rfc3339, Family, Metrics, Pages};
 use serde_json::{json, Value};
 
 use crate::fleet::pages::FleetPages;
+use crate::jsc::MetaGroup;
 use crate::route::{Established, Routes};
 
 /// hubd's pages: its cluster's routes, when it has a cluster, and the fleet view
@@ -27,6 +31,8 @@ pub struct HubPages {
     pub routes: Option<Arc<Routes>>,
     /// The fleet view's pages (`/fleetz`, its metrics).
     pub fleet: Option<FleetPages>,
+    /// The JetStream cluster's meta group, once it runs (`None` inside: not a member).
+    pub meta: Arc<std::sync::OnceLock<Arc<MetaGroup>>>,
 }
 
 impl Pages for HubPages {
@@ -44,9 +50,27 @@ impl Pages for HubPages {
         }
     }
 
+    fn jsz(&self, jsz: &mut Value) {
+        if let (Some(meta), Some(map)) = (self.meta.get(), jsz.as_object_mut()) {
+            map.insert("meta_cluster".into(), meta.meta_cluster());
+        }
+    }
+
+    fn unready(&self) -> Option<String> {
+        self.meta.get().and_then(|m| m.unready())
+    }
+
     fn metrics(&self, out: &mut Metrics) {
         if let Some(fleet) = &self.fleet {
             fleet.metrics(out);
+        }
+        if let Some(meta) = self.meta.get() {
+            out.single(
+                "hubd_jsc_dropped_total",
+                "counter",
+                "Raft requests from other members dropped (over their bounds, or malformed).",
+                meta.dropped(),
+            );
         }
         let routes = self
             .routes

@@ -3,6 +3,10 @@
 //! (10039), in the response type of the API called, so a client learns why instead of
 //! timing out. An engine switched off at run time ([`super::JetStream::suspend`]) answers
 //! the same way.
+//!
+//! The cluster APIs (`$JS.API.META.`, `$JS.API.SERVER.`) are answered here only while nothing
+//! else in the account serves them: hubd's JetStream cluster serves
+//! `$JS.API.META.LEADER.STEPDOWN` in the system account, which has no JetStream of its own.
 
 use std::sync::{Arc, Weak};
 
@@ -46,8 +50,23 @@ impl InternalSink for NotEnabled {
             return;
         };
         let subject = String::from_utf8_lossy(msg.subject);
+        if served_elsewhere(&account, &subject) {
+            return;
+        }
         answer_not_enabled(&account, &from.reply_to(reply), &subject);
     }
+}
+
+/// Whether `subject` is a cluster API that another subscription of `account` serves.
+fn served_elsewhere(account: &Account, subject: &str) -> bool {
+    let cluster_api = ["$JS.API.META.", "$JS.API.SERVER."]
+        .iter()
+        .any(|p| subject.starts_with(p));
+    if !cluster_api {
+        return false;
+    }
+    let all = account.sublist.matches(subject.as_bytes());
+    all.plain.len() + all.queues.len() > 1
 }
 
 /// Answers the API request on `subject` with "not enabled for account" (10039), in the

@@ -239,7 +239,7 @@ fn page(kind: &str, sources: &Sources, options: &Value) -> Result<Value, String>
         "SUBSZ" => Ok(monitor::subsz(sources, &now)),
         "JSZ" => Ok(monitor::jsz(sources, &now)),
         "ACCOUNTZ" => monitor::accountz::accountz(sources, &text("account"), &now),
-        "HEALTHZ" => Ok(match monitor::healthz(sources) {
+        "HEALTHZ" => Ok(match monitor::healthz(sources, flag("js-enabled-only")) {
             monitor::Page::Json(_, v) => v,
             monitor::Page::Text(t) => json!(t),
         }),

@@ -139,6 +139,12 @@ struct PeerInfo {
     connect_urls: Vec<String>,
     /// It entered lame duck mode: its URLs are no longer announced.
     ldm: bool,
+    /// It runs JetStream (nats-server sets it; hubd does not: it takes no part in
+    /// nats-server's JetStream groups).
+    jetstream: bool,
+    /// A hubd member's JetStream cluster identity (absent from nats-server's INFO); read
+    /// leniently: a malformed one is ignored (and logged), not a reason to close the route.
+    leaf_jsc: Option<serde_json::Value>,
 }
 
 /// The fields of a peer's route CONNECT this server reads.
@@ -178,6 +184,9 @@ struct OurInfo<'a> {
     /// Lame duck mode (sent once, on the INFO that announces it).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     ldm: bool,
+    /// This hubd's JetStream cluster identity (ignored by nats-server).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    leaf_jsc: Option<super::JscInfo>,
 }
 
 /// Our route CONNECT.
@@ -228,6 +237,8 @@ struct Route<'a> {
     peer_leaf_url: Option<String>,
     /// The peer's client URLs, from its INFO.
     peer_client_urls: Vec<String>,
+    /// The peer's `jetstream` and `leaf_jsc`, from its INFO.
+    peer_js: (bool, Option<super::JscInfo>),
     /// Interest the peer announced: (account, `subject[ queue]`) → subscription.
     subs: HashMap<(String, Box<[u8]>), SubRef>,
     /// Accounts by name, with their match caches.
@@ -291,6 +302,7 @@ pub async fn serve(
         peer_name: String::new(),
         peer_leaf_url: None,
         peer_client_urls: Vec::new(),
+        peer_js: (false, None),
         subs: HashMap::new(),
         accounts: HashMap::new(),
         fanout: Fanout::new(Publisher::Link(handle.clone())),
@@ -633,6 +645,15 @@ impl Route<'_> {
         }
         self.peer_leaf_url = info.leafnode_urls.first().cloned();
         self.peer_client_urls = info.connect_urls.clone();
+        let jsc = info.leaf_jsc.and_then(|v| {
+            serde_json::from_value::<super::JscInfo>(v)
+                .map_err(|e| {
+                    warn!(rid = self.handle.id, peer = %info.server_name, error = %e,
+                        "malformed leaf_jsc in the route INFO: the peer is left out of the JetStream cluster");
+                })
+                .ok()
+        });
+        self.peer_js = (info.jetstream, jsc);
         self.establish(&info.server_id, gossip)?;
         self.routes.gossip_new(&info.server_id);
         Ok(())
@@ -660,6 +681,8 @@ impl Route<'_> {
             status: self.status.clone(),
             leaf_url: self.peer_leaf_url.clone(),
             client_urls: self.peer_client_urls.clone(),
+            jetstream: self.peer_js.0,
+            jsc: self.peer_js.1,
         };
         // Flush what the handshake wrote before the interest table goes out.
         self.fanout.flush();
@@ -886,6 +909,7 @@ pub(crate) fn info_json(routes: &Routes, shared: &Shared, ldm: bool) -> Vec<u8> 
                 .collect()
         },
         ldm,
+        leaf_jsc: routes.jsc(),
     };
     serde_json::to_vec(&info).unwrap_or_default()
 }

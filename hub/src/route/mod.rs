@@ -66,6 +66,16 @@
 //! ([`Routes::lame_duck`]); a member that receives one drops that peer's client and leafnode
 //! URLs from what it announces ([`Routes::peer_in_lame_duck`]), so clients and leaves moving
 //! away from it are not sent back. Routes stay up until the member shuts down.
+//!
+//! # JetStream cluster members
+//!
+//! A hubd member of a JetStream cluster sends its Raft node id in its route INFO
+//! (`leaf_jsc`: [`JscInfo`], set with [`Routes::set_jsc`]; nats-server ignores the field), and
+//! each [`Established`] route keeps the peer's (`jsc`) and its INFO's `jetstream` flag: how
+//! `crate::jsc` finds the hubd members of the meta group and the nats-server members with
+//! JetStream. [`Routes::configured_peers`] counts the members the configuration lists (the
+//! meta group's expected size). hubd's own INFO keeps `jetstream: false`: it takes no part in
+//! nats-server's JetStream groups.
 
 pub mod link;
 pub mod settings;
@@ -114,7 +124,18 @@ pub struct Routes {
     /// This server's leafnode links, if it has a leafnode listener: told the other members'
     /// leafnode URLs.
     leaf: OnceLock<Arc<leaf_core::leafnode::LeafState>>,
+    /// This server's JetStream cluster identity, sent in the route INFO (`leaf_jsc`).
+    jsc: OnceLock<JscInfo>,
     state: Mutex<State>,
+}
+
+/// A hubd member's JetStream cluster identity, in its route INFO as `leaf_jsc` (nats-server
+/// ignores the field): how hubd members with JetStream recognise each other (see
+/// `hub/JETSTREAM-CLUSTER.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct JscInfo {
+    /// Its Raft node id (derived from its server name).
+    pub node_id: u64,
 }
 
 /// What route tasks started after the server (implicit routes) need.
@@ -164,6 +185,10 @@ pub struct Established {
     /// The peer's client URLs (`connect_urls` in its INFO), announced to this server's
     /// clients unless `no_advertise`.
     pub client_urls: Vec<String>,
+    /// The peer's INFO says it runs JetStream (nats-server's field; hubd leaves it false).
+    pub jetstream: bool,
+    /// The peer is a hubd member of the JetStream cluster (its INFO's `leaf_jsc`).
+    pub jsc: Option<JscInfo>,
 }
 
 /// A route's figures, kept by its connection and read by `/routez` and `/metrics`.
@@ -222,6 +247,7 @@ impl Routes {
             tls_name,
             runtime: OnceLock::new(),
             leaf: OnceLock::new(),
+            jsc: OnceLock::new(),
             state: Mutex::new(State::default()),
         }))
     }
@@ -233,6 +259,43 @@ impl Routes {
     /// Gives the routes this server's leafnode links (see [`Routes::leaf_url`]).
     pub fn set_leaf(&self, leaf: Arc<leaf_core::leafnode::LeafState>) {
         let _ = self.leaf.set(leaf);
+    }
+
+    /// Makes this server a member of the JetStream cluster: its route INFO carries `jsc` (set
+    /// before the routes start).
+    pub fn set_jsc(&self, jsc: JscInfo) {
+        let _ = self.jsc.set(jsc);
+    }
+
+    /// This server's JetStream cluster identity, if it is a member.
+    pub fn jsc(&self) -> Option<JscInfo> {
+        self.jsc.get().copied()
+    }
+
+    /// The number of other members the configuration lists: distinct route URLs, less those
+    /// that are this server's own (its listen address, or found to lead back here).
+    pub fn configured_peers(&self) -> usize {
+        let own = self.lock().own_urls.clone();
+        let mut urls: Vec<String> = self
+            .settings
+            .routes
+            .iter()
+            .map(RouteUrl::addr)
+            .filter(|a| !own.contains(a) && !self.is_listen_addr(a))
+            .collect();
+        urls.sort();
+        urls.dedup();
+        urls.len()
+    }
+
+    /// Whether `addr` (`host:port`) is this server's route listener.
+    fn is_listen_addr(&self, addr: &str) -> bool {
+        let Ok(sock) = addr.parse::<std::net::SocketAddr>() else {
+            return false;
+        };
+        sock.port() == self.listen_addr.port()
+            && (sock.ip() == self.listen_addr.ip()
+                || (self.listen_addr.ip().is_unspecified() && sock.ip().is_loopback()))
     }
 
     /// This server's leafnode URL, announced to the other members in the route INFO.

@@ -1,0 +1,590 @@
+//! The meta group of a member: its Raft (openraft, log and snapshots in the Raft database),
+//! started once the server runs, and what keeps it going:
+//!
+//! * bootstrap: a member without Raft state initializes the group when [`super::bootstrap`]
+//!   allows it (all expected members seen, and their probes agree);
+//! * membership: the leader adds every JetStream hubd member it sees over a route and the
+//!   group does not have yet, as a learner, then as a voter;
+//! * mixed clusters: a nats-server member with JetStream is reported once, by name;
+//! * the log line on every leader change, `/jsz`'s `meta_cluster`, `/healthz`'s readiness;
+//! * `$JS.API.META.LEADER.STEPDOWN` in the system account (answered by any member, carried
+//!   out by the leader).
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::future::Future;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::Duration;
+
+use leaf_core::server::fanout::{InternalSink, Msg};
+use leaf_core::server::{Account, Publisher, SubRef};
+use openraft::{ChangeMembers, Config, ServerState};
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, watch};
+use tracing::{error, info, warn};
+
+use super::bootstrap::{self, ProbeAnswer, Step};
+use super::machine::MetaMachine;
+use super::network::{serve_rpc, GroupNetwork};
+use super::node_id::{node_id, peer_id, Names};
+use super::store::RaftDb;
+use super::transport::{Handler, Transport};
+use super::types::{Member, MetaRaft, MetaTypes};
+use crate::route::Routes;
+
+/// The meta group's name (a subject token).
+pub const META: &str = "meta";
+
+/// How often membership and bootstrap are checked.
+const TICK: Duration = Duration::from_millis(500);
+
+/// The deadline of a probe or a forwarded stepdown.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long a stepped-down leader stays silent at most, waiting for another to be elected.
+const STEPDOWN_SILENCE: Duration = Duration::from_secs(15);
+
+/// What [`MetaGroup::start`] needs.
+pub struct MetaOptions {
+    /// This server's name (`server_name`).
+    pub server_name: String,
+    /// The cluster's name (`cluster.name`).
+    pub cluster_name: String,
+    /// The JetStream store directory (`raft.redb` goes there).
+    pub store_dir: std::path::PathBuf,
+    /// The routes.
+    pub routes: Arc<Routes>,
+    /// The system account (the transport's subjects and the stepdown request live there).
+    pub system: Arc<Account>,
+}
+
+/// A member's meta group.
+pub struct MetaGroup {
+    /// The group's Raft.
+    pub raft: MetaRaft,
+    own: u64,
+    name: String,
+    cluster: String,
+    routes: Arc<Routes>,
+    transport: Arc<Transport>,
+    system: Arc<Account>,
+    names: Mutex<Names>,
+    /// Names of members already reported (collisions, nats-server with JetStream).
+    reported: Mutex<HashSet<String>>,
+    subs: Mutex<Vec<SubRef>>,
+}
+
+/// The Raft timings of the meta group: heartbeats every 250 ms, elections after 1.5-3 s
+/// without one (the routes are a LAN; nats-server's are 4-9 s).
+fn raft_config() -> Result<Config, String> {
+    Config {
+        cluster_name: META.into(),
+        heartbeat_interval: 250,
+        election_timeout_min: 1500,
+        election_timeout_max: 3000,
+        install_snapshot_timeout: 5000,
+        ..Config::default()
+    }
+    .validate()
+    .map_err(|e| format!("JetStream cluster: Raft configuration: {e}"))
+}
+
+impl MetaGroup {
+    /// Opens the Raft state in the store directory and starts the meta group's Raft, its
+    /// transport and its upkeep (until `stop`).
+    pub async fn start(
+        opts: MetaOptions,
+        stop: watch::Receiver<bool>,
+    ) -> Result<Arc<MetaGroup>, String> {
+        let own = node_id(&opts.server_name);
+        std::fs::create_dir_all(&opts.store_dir).map_err(|e| {
+            format!(
+                "JetStream cluster: cannot create {}: {e}",
+                opts.store_dir.display()
+            )
+        })?;
+        let db = RaftDb::open(Path::new(&opts.store_dir)).map_err(|e| e.to_string())?;
+        let machine = MetaMachine::open(db.snapshots(META)).map_err(|e| e.to_string())?;
+        let transport = Transport::start(opts.system.clone(), own)?;
+        let network = GroupNetwork {
+            transport: transport.clone(),
+            group: META.into(),
+        };
+        let raft = MetaRaft::new(
+            own,
+            Arc::new(raft_config()?),
+            network,
+            db.log::<MetaTypes>(META),
+            machine.clone(),
+        )
+        .await
+        .map_err(|e| format!("JetStream cluster: cannot start the meta group: {e}"))?;
+        let mut names = Names::default();
+        let _ = names.check(&opts.server_name, own);
+        let group = Arc::new(MetaGroup {
+            raft,
+            own,
+            name: opts.server_name,
+            cluster: opts.cluster_name,
+            routes: opts.routes,
+            transport: transport.clone(),
+            system: opts.system,
+            names: Mutex::new(names),
+            reported: Mutex::new(HashSet::new()),
+            subs: Mutex::new(Vec::new()),
+        });
+        transport.serve(Arc::new(MetaHandler(Arc::downgrade(&group))));
+        group.serve_stepdown()?;
+        info!(
+            node_id = own,
+            expected = group.expected(),
+            "JetStream cluster: meta group started"
+        );
+        tokio::spawn(upkeep(Arc::downgrade(&group), stop.clone()));
+        tokio::spawn(log_leaders(Arc::downgrade(&group), stop));
+        Ok(group)
+    }
+
+    /// Raft requests from other members dropped (over the transport's bounds, or malformed).
+    pub fn dropped(&self) -> u64 {
+        self.transport.dropped()
+    }
+
+    /// Stops the group's Raft (at shutdown).
+    pub async fn shutdown(&self) {
+        let _ = self.raft.shutdown().await;
+    }
+
+    /// The expected number of JetStream members (see [`super::bootstrap::expected`]).
+    pub fn expected(&self) -> usize {
+        let without_js = self
+            .routes
+            .established()
+            .iter()
+            .filter(|(_, r)| r.jsc.is_none() && !r.jetstream)
+            .count();
+        bootstrap::expected(self.routes.configured_peers(), without_js)
+    }
+
+    /// The JetStream hubd members seen over routes (others), by node id, with their names;
+    /// a name colliding with another's node id is reported and left out.
+    fn seen(&self) -> BTreeMap<u64, String> {
+        let mut seen = BTreeMap::new();
+        for (_, route) in self.routes.established() {
+            let Some(jsc) = route.jsc else {
+                if route.jetstream {
+                    self.report_once(&route.name, || {
+                        format!(
+                            "nats-server member {} has JetStream; hubd and nats-server cannot \
+                             share JetStream groups: replicated streams and consumers are \
+                             refused in this cluster (R1 assets are not affected)",
+                            route.name
+                        )
+                    });
+                }
+                continue;
+            };
+            let checked = self
+                .names
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .check(&route.name, jsc.node_id);
+            match checked {
+                Ok(()) if jsc.node_id == node_id(&route.name) => {
+                    seen.insert(jsc.node_id, route.name.clone());
+                }
+                Ok(()) => self.report_once(&route.name, || {
+                    format!(
+                        "JetStream cluster: member {} announces node id {} which is not its \
+                         name's; left out of the meta group",
+                        route.name, jsc.node_id
+                    )
+                }),
+                Err(e) => self.report_once(&route.name, || e.to_string()),
+            }
+        }
+        seen
+    }
+
+    fn report_once(&self, name: &str, text: impl FnOnce() -> String) {
+        let new = self
+            .reported
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(name.to_owned());
+        if new {
+            error!("{}", text());
+        }
+    }
+
+    /// This member's answer to a bootstrap probe.
+    fn probe_answer(&self) -> ProbeAnswer {
+        let mut members: BTreeSet<u64> = self.seen().into_keys().collect();
+        members.insert(self.own);
+        ProbeAnswer {
+            has_state: self.has_state(),
+            members,
+        }
+    }
+
+    /// Whether this member has Raft state for the group (a vote, a log or a membership).
+    fn has_state(&self) -> bool {
+        let m = self.raft.metrics().borrow().clone();
+        m.current_term > 0
+            || m.last_log_index.is_some()
+            || m.membership_config
+                .membership()
+                .voter_ids()
+                .next()
+                .is_some()
+    }
+
+    /// One round of upkeep: bootstrap, or (leader) membership.
+    async fn tick(&self) {
+        let seen = self.seen();
+        if !self.has_state() {
+            self.try_bootstrap(&seen).await;
+            return;
+        }
+        let m = self.raft.metrics().borrow().clone();
+        if m.current_leader != Some(self.own) || m.state != ServerState::Leader {
+            return;
+        }
+        let membership = m.membership_config.membership().clone();
+        let voters: BTreeSet<u64> = membership.voter_ids().collect();
+        let known: BTreeSet<u64> = membership.nodes().map(|(id, _)| *id).collect();
+        for (id, name) in &seen {
+            if voters.contains(id) {
+                continue;
+            }
+            if !known.contains(id) {
+                info!(member = %name, "JetStream cluster: adding a member to the meta group");
+                let added = tokio::time::timeout(
+                    Duration::from_secs(10),
+                    self.raft
+                        .add_learner(*id, Member { name: name.clone() }, true),
+                )
+                .await;
+                if !matches!(added, Ok(Ok(_))) {
+                    warn!(member = %name, "JetStream cluster: the new member did not catch up yet");
+                    return;
+                }
+            }
+            let promoted = tokio::time::timeout(
+                Duration::from_secs(10),
+                self.raft
+                    .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([*id])), false),
+            )
+            .await;
+            match promoted {
+                Ok(Ok(_)) => {
+                    info!(member = %name, "JetStream cluster: member is a voter of the meta group")
+                }
+                _ => {
+                    warn!(member = %name, "JetStream cluster: could not make the member a voter yet")
+                }
+            }
+            return;
+        }
+    }
+
+    /// Initializes the group if the bootstrap rule allows it now.
+    async fn try_bootstrap(&self, seen: &BTreeMap<u64, String>) {
+        let ids: BTreeSet<u64> = seen.keys().copied().collect();
+        let members = match bootstrap::next_step(self.own, self.expected(), &ids) {
+            Step::Wait(why) => {
+                tracing::debug!("JetStream cluster: {why}");
+                return;
+            }
+            Step::Probe(members) => members,
+        };
+        let mut answers = Vec::new();
+        for id in &ids {
+            let answer = self
+                .transport
+                .request(*id, META, "probe", &[], PROBE_TIMEOUT)
+                .await
+                .ok()
+                .and_then(|a| postcard::from_bytes::<ProbeAnswer>(&a).ok());
+            match answer {
+                Some(a) => answers.push(a),
+                None => return,
+            }
+        }
+        if !bootstrap::confirmed(&members, &answers) || self.has_state() {
+            return;
+        }
+        let mut nodes = BTreeMap::new();
+        for id in &members {
+            let name = if *id == self.own {
+                self.name.clone()
+            } else {
+                seen.get(id).cloned().unwrap_or_default()
+            };
+            nodes.insert(*id, Member { name });
+        }
+        let names: Vec<String> = nodes.values().map(|m| m.name.clone()).collect();
+        match self.raft.initialize(nodes).await {
+            Ok(()) => info!(members = ?names, "JetStream cluster: meta group initialized"),
+            Err(e) => {
+                tracing::debug!(error = %e, "JetStream cluster: meta group not initialized here")
+            }
+        }
+    }
+
+    fn member_name(&self, m: &openraft::RaftMetrics<u64, Member>, id: u64) -> Option<String> {
+        if id == self.own {
+            return Some(self.name.clone());
+        }
+        m.membership_config
+            .membership()
+            .get_node(&id)
+            .map(|n| n.name.clone())
+            .or_else(|| {
+                self.names
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .name(id)
+                    .map(str::to_owned)
+            })
+    }
+
+    /// `/jsz`'s `meta_cluster`, as nats-server's: the cluster's name, the leader (name and
+    /// peer id), on the leader the other voters (`current`: caught up and heard from lately; `active`:
+    /// nanoseconds since last heard from; `lag`: entries behind, known on the leader) and the
+    /// group's size.
+    pub fn meta_cluster(&self) -> Value {
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership().clone();
+        let voters: Vec<u64> = membership.voter_ids().collect();
+        let leader = m.current_leader;
+        let last = m.last_log_index.unwrap_or(0);
+        // As nats-server's: the replicas are known (and shown) by the leader only.
+        let mut replicas = Vec::new();
+        let leading = leader == Some(self.own);
+        for id in voters.iter().filter(|id| leading && Some(**id) != leader) {
+            let name = self.member_name(&m, *id).unwrap_or_default();
+            let since = if *id == self.own {
+                Some(Duration::ZERO)
+            } else {
+                self.transport.last_contact(*id).map(|t| t.elapsed())
+            };
+            let lag = m
+                .replication
+                .as_ref()
+                .and_then(|r| r.get(id).cloned())
+                .map(|matched| last.saturating_sub(matched.map_or(0, |l| l.index)));
+            let recent = since.is_some_and(|s| s < Duration::from_secs(5));
+            let current = match lag {
+                Some(lag) => lag == 0 && recent,
+                None => recent && leader.is_some(),
+            };
+            replicas.push(json!({
+                "name": name,
+                "current": current,
+                "active": since.map_or(0, |s| u64::try_from(s.as_nanos()).unwrap_or(u64::MAX)),
+                "lag": lag.unwrap_or(0),
+                "peer": peer_id(&name),
+            }));
+        }
+        let mut block = json!({
+            "name": self.cluster,
+            "cluster_size": if voters.is_empty() { self.expected() } else { voters.len() },
+        });
+        if leading {
+            block["replicas"] = json!(replicas);
+        }
+        if let Some(name) = leader.and_then(|l| self.member_name(&m, l)) {
+            block["peer"] = json!(peer_id(&name));
+            block["leader"] = json!(name);
+        }
+        block
+    }
+
+    /// Why the server is not ready: no meta leader.
+    pub fn unready(&self) -> Option<String> {
+        self.raft
+            .metrics()
+            .borrow()
+            .current_leader
+            .is_none()
+            .then(|| "JetStream has not established contact with a meta leader".to_owned())
+    }
+
+    /// Steps down if this member leads: its heartbeats stop until another member has been
+    /// elected (at most [`STEPDOWN_SILENCE`]). Returns whether it led.
+    fn step_down(self: &Arc<Self>) -> bool {
+        let m = self.raft.metrics().borrow().clone();
+        if m.state != ServerState::Leader {
+            return false;
+        }
+        info!("JetStream cluster: stepping down as meta leader");
+        self.raft.runtime_config().heartbeat(false);
+        let group = Arc::downgrade(self);
+        let own = self.own;
+        let mut metrics = self.raft.metrics();
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(STEPDOWN_SILENCE, async {
+                while metrics.changed().await.is_ok() {
+                    let leader = metrics.borrow().current_leader;
+                    if leader.is_some_and(|l| l != own) {
+                        break;
+                    }
+                }
+            })
+            .await;
+            if let Some(g) = group.upgrade() {
+                g.raft.runtime_config().heartbeat(true);
+            }
+        });
+        true
+    }
+
+    /// Serves `$JS.API.META.LEADER.STEPDOWN` in the system account.
+    fn serve_stepdown(self: &Arc<Self>) -> Result<(), String> {
+        let (tx, mut rx) = mpsc::channel::<String>(16);
+        let sub = self
+            .system
+            .subscribe_internal(
+                b"$JS.API.META.LEADER.STEPDOWN",
+                None,
+                Arc::new(StepdownSink(tx)),
+            )
+            .map_err(|e| format!("JetStream cluster: cannot serve the meta stepdown: {e}"))?;
+        self.subs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(sub);
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            while let Some(reply) = rx.recv().await {
+                let Some(g) = weak.upgrade() else {
+                    break;
+                };
+                let answer = g.stepdown_request().await;
+                g.system.publish(&Msg {
+                    subject: reply.as_bytes(),
+                    reply: None,
+                    headers: None,
+                    payload: answer.to_string().as_bytes(),
+                });
+            }
+        });
+        Ok(())
+    }
+
+    /// Carries out a stepdown request here or at the leader; the API answer.
+    async fn stepdown_request(self: &Arc<Self>) -> Value {
+        const TYPE: &str = "io.nats.jetstream.api.v1.meta_leader_stepdown_response";
+        let unavailable = json!({
+            "type": TYPE,
+            "error": { "code": 503, "err_code": 10008, "description": "JetStream cluster not available" },
+        });
+        if self.step_down() {
+            return json!({ "type": TYPE, "success": true });
+        }
+        let Some(leader) = self.raft.metrics().borrow().current_leader else {
+            return unavailable;
+        };
+        let answer = self
+            .transport
+            .request(leader, META, "stepdown", &[], PROBE_TIMEOUT)
+            .await;
+        match answer
+            .ok()
+            .and_then(|a| postcard::from_bytes::<bool>(&a).ok())
+        {
+            Some(true) => json!({ "type": TYPE, "success": true }),
+            _ => unavailable,
+        }
+    }
+}
+
+impl Drop for MetaGroup {
+    fn drop(&mut self) {
+        let subs = std::mem::take(&mut *self.subs.lock().unwrap_or_else(PoisonError::into_inner));
+        for s in subs {
+            self.system.unsubscribe_internal(&s);
+        }
+    }
+}
+
+/// The stepdown request's subscription: the reply subject queued for the group's task (at
+/// most 16 waiting; more are dropped, the requester times out).
+struct StepdownSink(mpsc::Sender<String>);
+
+impl InternalSink for StepdownSink {
+    fn deliver(&self, msg: &Msg<'_>, _from: &Publisher) {
+        if let Some(reply) = msg.reply.and_then(|r| std::str::from_utf8(r).ok()) {
+            let _ = self.0.try_send(reply.to_owned());
+        }
+    }
+}
+
+/// Serves the meta group's requests from other members.
+struct MetaHandler(Weak<MetaGroup>);
+
+impl Handler for MetaHandler {
+    fn handle(
+        &self,
+        from: u64,
+        group: String,
+        rpc: String,
+        body: Vec<u8>,
+    ) -> Pin<Box<dyn Future<Output = Option<Vec<u8>>> + Send>> {
+        let weak = self.0.clone();
+        Box::pin(async move {
+            let g = weak.upgrade()?;
+            if group != META {
+                return None;
+            }
+            let _ = from;
+            match rpc.as_str() {
+                "probe" => postcard::to_allocvec(&g.probe_answer()).ok(),
+                "stepdown" => postcard::to_allocvec(&g.step_down()).ok(),
+                other => serve_rpc(&g.raft, other, &body).await,
+            }
+        })
+    }
+}
+
+/// Bootstrap and membership, every [`TICK`] until `stop`.
+async fn upkeep(group: Weak<MetaGroup>, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(TICK) => {}
+            _ = stop.changed() => break,
+        }
+        let Some(g) = group.upgrade() else {
+            break;
+        };
+        g.tick().await;
+    }
+}
+
+/// Logs every change of meta leader.
+async fn log_leaders(group: Weak<MetaGroup>, mut stop: watch::Receiver<bool>) {
+    let Some(mut metrics) = group.upgrade().map(|g| g.raft.metrics()) else {
+        return;
+    };
+    let mut last: Option<u64> = None;
+    loop {
+        tokio::select! {
+            changed = metrics.changed() => if changed.is_err() { break },
+            _ = stop.changed() => break,
+        }
+        let leader = metrics.borrow().current_leader;
+        if leader == last {
+            continue;
+        }
+        last = leader;
+        let Some(g) = group.upgrade() else {
+            break;
+        };
+        match leader.and_then(|l| g.member_name(&metrics.borrow().clone(), l)) {
+            Some(name) => info!(leader = %name, "JetStream cluster: meta leader: {name}"),
+            None => warn!("JetStream cluster: the meta group has no leader"),
+        }
+    }
+}

@@ -1,0 +1,26 @@
+//! Replicated JetStream (issue 22): Raft groups on openraft among the hubd members of a
+//! cluster. The design, what is built and what is next: `hub/JETSTREAM-CLUSTER.md`.
+//!
+//! * [`node_id`]: Raft node ids and nats-server peer ids from server names;
+//! * [`meta`]: the meta group's state (stream and consumer assignments) and how a command
+//!   changes it;
+//! * [`types`]: the meta group's openraft types;
+//! * [`store`]: the Raft log, vote, committed index and snapshots of every group on redb
+//!   (`raft.redb`), fsynced before anything is acknowledged;
+//! * [`machine`]: the meta group's state machine;
+//! * [`transport`] and [`network`]: Raft RPCs as requests over the routes, in the system
+//!   account;
+//! * [`bootstrap`]: when a member may initialize the meta group (no split brain);
+//! * [`group`]: the meta group of a member, its upkeep and what clients see of it.
+
+pub mod bootstrap;
+pub mod group;
+pub mod machine;
+pub mod meta;
+pub mod network;
+pub mod node_id;
+pub mod store;
+pub mod transport;
+pub mod types;
+
+pub use group::{MetaGroup, MetaOptions};

@@ -1,0 +1,518 @@
+//! The Raft state of a node's groups on redb: one file (`raft.redb` in the JetStream store
+//! directory) for every group, tables keyed by the group's name.
+//!
+//! * [`LogStore`]: openraft's log storage of one group: entries, vote, committed index, the
+//!   last purged log id. Every write is a redb commit with `Durability::Immediate` (one fsync)
+//!   made before openraft is told it is done: an append is acknowledged (its `LogFlushed`
+//!   callback) only once it is on disk, and openraft hands over the entries of one replication
+//!   round together, which makes them one commit (group commit). Writes run on tokio's
+//!   blocking pool, never on a worker thread.
+//! * [`SnapshotSlot`]: the group's last snapshot (its meta and bytes), kept in the same file,
+//!   for state machines that live in memory (the meta group's: see `super::machine`).
+//!
+//! A process killed at any point leaves the file at its last commit: whatever was
+//! acknowledged is there at the next start (redb's commits are atomic).
+
+use std::fmt::Debug;
+use std::marker::PhantomData;
+use std::ops::{Bound, RangeBounds};
+use std::path::Path;
+use std::sync::Arc;
+
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
+use openraft::{
+    AnyError, LogId, OptionalSend, RaftLogId, RaftLogReader, RaftTypeConfig, StorageError,
+    StorageIOError, Vote,
+};
+use redb::{Database, ReadableDatabase, TableDefinition};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// Entries: (group, index) → postcard of the entry.
+const LOG: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("raft_log");
+/// Per group values: (group, key) → postcard of the value.
+const STATE: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("raft_state");
+
+/// The file's name in the store directory.
+pub const FILE_NAME: &str = "raft.redb";
+
+/// Why the Raft database could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// redb refused the file.
+    #[error("{path}: cannot open the Raft state: {source}")]
+    Open {
+        /// The file.
+        path: String,
+        /// redb's error.
+        source: redb::DatabaseError,
+    },
+    /// The tables could not be created.
+    #[error("{path}: cannot create the Raft tables: {source}")]
+    Tables {
+        /// The file.
+        path: String,
+        /// redb's error.
+        source: redb::Error,
+    },
+}
+
+/// The Raft database of a node (one for all its groups).
+#[derive(Clone)]
+pub struct RaftDb(Arc<Database>);
+
+impl RaftDb {
+    /// Opens (or creates) `dir/raft.redb`.
+    pub fn open(dir: &Path) -> Result<RaftDb, OpenError> {
+        let path = dir.join(FILE_NAME);
+        let name = path.display().to_string();
+        let db = Database::create(&path).map_err(|source| OpenError::Open {
+            path: name.clone(),
+            source,
+        })?;
+        let tables = || -> Result<(), redb::Error> {
+            let txn = db.begin_write()?;
+            txn.open_table(LOG)?;
+            txn.open_table(STATE)?;
+            txn.commit()?;
+            Ok(())
+        };
+        tables().map_err(|source| OpenError::Tables { path: name, source })?;
+        Ok(RaftDb(Arc::new(db)))
+    }
+
+    /// The log storage of group `group`.
+    pub fn log<C: RaftTypeConfig>(&self, group: &str) -> LogStore<C> {
+        LogStore {
+            db: self.clone(),
+            group: group.into(),
+            _types: PhantomData,
+        }
+    }
+
+    /// Reads the value `key` of `group`.
+    fn get_state(&self, group: &str, key: &str) -> Result<Option<Vec<u8>>, redb::Error> {
+        let txn = self.0.begin_read()?;
+        let table = txn.open_table(STATE)?;
+        Ok(table.get((group, key))?.map(|v| v.value().to_vec()))
+    }
+
+    /// Writes (or with `None`, removes) values of `group` in one durable commit, on the
+    /// blocking pool.
+    async fn put_state(
+        &self,
+        group: &str,
+        values: Vec<(&'static str, Option<Vec<u8>>)>,
+    ) -> Result<(), redb::Error> {
+        let group = group.to_owned();
+        durable(self.0.clone(), move |txn| {
+            let mut table = txn.open_table(STATE)?;
+            for (key, value) in &values {
+                match value {
+                    Some(v) => {
+                        table.insert((group.as_str(), *key), v.as_slice())?;
+                    }
+                    None => {
+                        table.remove((group.as_str(), *key))?;
+                    }
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// The snapshot slot of `group`.
+    pub fn snapshots(&self, group: &str) -> SnapshotSlot {
+        SnapshotSlot {
+            db: self.clone(),
+            group: group.into(),
+        }
+    }
+}
+
+/// Runs `f` on tokio's blocking pool (a redb commit waits for fsync).
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, redb::Error> + Send + 'static,
+) -> Result<T, redb::Error> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r,
+        Err(e) => Err(redb::Error::from(redb::StorageError::from(
+            std::io::Error::other(e.to_string()),
+        ))),
+    }
+}
+
+/// Runs `write` in one redb write transaction committed with `Durability::Immediate` (one
+/// fsync), on tokio's blocking pool: every write of the Raft state goes through here.
+async fn durable(
+    db: Arc<Database>,
+    write: impl FnOnce(&redb::WriteTransaction) -> Result<(), redb::Error> + Send + 'static,
+) -> Result<(), redb::Error> {
+    blocking(move || {
+        let mut txn = db.begin_write()?;
+        txn.set_durability(redb::Durability::Immediate)
+            .map_err(|e| redb::Error::from(redb::StorageError::from(std::io::Error::other(e))))?;
+        write(&txn)?;
+        txn.commit()?;
+        Ok(())
+    })
+    .await
+}
+
+/// One group's log in the Raft database; also its own log reader.
+pub struct LogStore<C> {
+    db: RaftDb,
+    group: Arc<str>,
+    _types: PhantomData<fn() -> C>,
+}
+
+impl<C> Clone for LogStore<C> {
+    fn clone(&self) -> Self {
+        LogStore {
+            db: self.db.clone(),
+            group: self.group.clone(),
+            _types: PhantomData,
+        }
+    }
+}
+
+/// The first and last index of `range`, inclusive (`None`: empty).
+fn inclusive(range: &impl RangeBounds<u64>) -> Option<(u64, u64)> {
+    let start = match range.start_bound() {
+        Bound::Included(s) => *s,
+        Bound::Excluded(s) => s.checked_add(1)?,
+        Bound::Unbounded => 0,
+    };
+    let end = match range.end_bound() {
+        Bound::Included(e) => *e,
+        Bound::Excluded(e) => e.checked_sub(1)?,
+        Bound::Unbounded => u64::MAX,
+    };
+    (start <= end).then_some((start, end))
+}
+
+fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, AnyError> {
+    postcard::to_allocvec(v).map_err(|e| AnyError::new(&e))
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AnyError> {
+    postcard::from_bytes(bytes).map_err(|e| AnyError::new(&e))
+}
+
+fn io_read<C: RaftTypeConfig>(e: impl Into<AnyError>) -> StorageError<C::NodeId> {
+    StorageIOError::read_logs(e).into()
+}
+
+fn io_write<C: RaftTypeConfig>(e: impl Into<AnyError>) -> StorageError<C::NodeId> {
+    StorageIOError::write_logs(e).into()
+}
+
+fn redb_err(e: impl std::error::Error + 'static) -> AnyError {
+    AnyError::new(&e)
+}
+
+impl<C> LogStore<C>
+where
+    C: RaftTypeConfig,
+    C::Entry: Serialize + DeserializeOwned,
+{
+    /// A value of this group's state.
+    fn read_value<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, AnyError> {
+        match self.db.get_state(&self.group, key).map_err(redb_err)? {
+            Some(bytes) => decode(&bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Entries with indexes in `start..=end`.
+    fn read_entries(&self, start: u64, end: u64) -> Result<Vec<C::Entry>, AnyError> {
+        let txn = self.db.0.begin_read().map_err(redb_err)?;
+        let table = txn.open_table(LOG).map_err(redb_err)?;
+        let group: &str = &self.group;
+        let mut out = Vec::new();
+        for item in table
+            .range((group, start)..=(group, end))
+            .map_err(redb_err)?
+        {
+            let (_, v) = item.map_err(redb_err)?;
+            out.push(decode(v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// The last entry's log id.
+    fn last_entry_id(&self) -> Result<Option<LogId<C::NodeId>>, AnyError> {
+        let txn = self.db.0.begin_read().map_err(redb_err)?;
+        let table = txn.open_table(LOG).map_err(redb_err)?;
+        let group: &str = &self.group;
+        let last = table
+            .range((group, 0)..=(group, u64::MAX))
+            .map_err(redb_err)?
+            .next_back();
+        match last {
+            Some(item) => {
+                let (_, v) = item.map_err(redb_err)?;
+                let entry: C::Entry = decode(v.value())?;
+                Ok(Some(entry.get_log_id().clone()))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Removes the entries with indexes in `start..=end` in one durable commit, writing the
+    /// purged log id too when given.
+    async fn remove_entries(
+        &self,
+        start: u64,
+        end: u64,
+        purged: Option<Vec<u8>>,
+    ) -> Result<(), redb::Error> {
+        let group = self.group.clone();
+        durable(self.db.0.clone(), move |txn| {
+            let g: &str = &group;
+            txn.open_table(LOG)?
+                .retain_in((g, start)..=(g, end), |_, _| false)?;
+            if let Some(p) = &purged {
+                txn.open_table(STATE)?.insert((g, "purged"), p.as_slice())?;
+            }
+            Ok(())
+        })
+        .await
+    }
+}
+
+impl<C> RaftLogReader<C> for LogStore<C>
+where
+    C: RaftTypeConfig,
+    C::Entry: Serialize + DeserializeOwned,
+{
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<C::Entry>, StorageError<C::NodeId>> {
+        match inclusive(&range) {
+            Some((start, end)) => self.read_entries(start, end).map_err(io_read::<C>),
+            None => Ok(Vec::new()),
+        }
+    }
+}
+
+impl<C> RaftLogStorage<C> for LogStore<C>
+where
+    C: RaftTypeConfig,
+    C::Entry: Serialize + DeserializeOwned,
+{
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> Result<LogState<C>, StorageError<C::NodeId>> {
+        let purged: Option<LogId<C::NodeId>> = self.read_value("purged").map_err(io_read::<C>)?;
+        let last = self.last_entry_id().map_err(io_read::<C>)?;
+        Ok(LogState {
+            last_purged_log_id: purged.clone(),
+            last_log_id: last.or(purged),
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<C::NodeId>) -> Result<(), StorageError<C::NodeId>> {
+        let bytes = encode(vote).map_err(|e| StorageError::from(StorageIOError::write_vote(e)))?;
+        self.db
+            .put_state(&self.group, vec![("vote", Some(bytes))])
+            .await
+            .map_err(|e| StorageIOError::write_vote(redb_err(e)).into())
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<C::NodeId>>, StorageError<C::NodeId>> {
+        self.read_value("vote")
+            .map_err(|e| StorageIOError::read_vote(e).into())
+    }
+
+    async fn save_committed(
+        &mut self,
+        committed: Option<LogId<C::NodeId>>,
+    ) -> Result<(), StorageError<C::NodeId>> {
+        let value = match committed {
+            Some(c) => Some(encode(&c).map_err(io_write::<C>)?),
+            None => None,
+        };
+        self.db
+            .put_state(&self.group, vec![("committed", value)])
+            .await
+            .map_err(|e| io_write::<C>(redb_err(e)))
+    }
+
+    async fn read_committed(
+        &mut self,
+    ) -> Result<Option<LogId<C::NodeId>>, StorageError<C::NodeId>> {
+        self.read_value("committed").map_err(io_read::<C>)
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<C>,
+    ) -> Result<(), StorageError<C::NodeId>>
+    where
+        I: IntoIterator<Item = C::Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut rows = Vec::new();
+        for entry in entries {
+            let index = entry.get_log_id().index;
+            rows.push((index, encode(&entry).map_err(io_write::<C>)?));
+        }
+        let group = self.group.clone();
+        let written = durable(self.db.0.clone(), move |txn| {
+            let mut table = txn.open_table(LOG)?;
+            let g: &str = &group;
+            for (index, bytes) in &rows {
+                table.insert((g, *index), bytes.as_slice())?;
+            }
+            Ok(())
+        })
+        .await;
+        match written {
+            Ok(()) => {
+                callback.log_io_completed(Ok(()));
+                Ok(())
+            }
+            Err(e) => {
+                let text = e.to_string();
+                callback.log_io_completed(Err(std::io::Error::other(text)));
+                Err(io_write::<C>(redb_err(e)))
+            }
+        }
+    }
+
+    async fn truncate(&mut self, log_id: LogId<C::NodeId>) -> Result<(), StorageError<C::NodeId>> {
+        self.remove_entries(log_id.index, u64::MAX, None)
+            .await
+            .map_err(|e| io_write::<C>(redb_err(e)))
+    }
+
+    async fn purge(&mut self, log_id: LogId<C::NodeId>) -> Result<(), StorageError<C::NodeId>> {
+        let purged = encode(&log_id).map_err(io_write::<C>)?;
+        self.remove_entries(0, log_id.index, Some(purged))
+            .await
+            .map_err(|e| io_write::<C>(redb_err(e)))
+    }
+}
+
+/// A snapshot as stored.
+pub struct StoredSnapshot {
+    /// openraft's snapshot meta, postcard.
+    pub meta: Vec<u8>,
+    /// The snapshot's bytes.
+    pub data: Vec<u8>,
+}
+
+/// The last snapshot of one group, in the Raft database.
+#[derive(Clone)]
+pub struct SnapshotSlot {
+    db: RaftDb,
+    group: Arc<str>,
+}
+
+impl SnapshotSlot {
+    /// The stored snapshot.
+    pub fn load(&self) -> Result<Option<StoredSnapshot>, redb::Error> {
+        let meta = self.db.get_state(&self.group, "snapshot_meta")?;
+        let data = self.db.get_state(&self.group, "snapshot")?;
+        Ok(meta
+            .zip(data)
+            .map(|(meta, data)| StoredSnapshot { meta, data }))
+    }
+
+    /// Replaces the stored snapshot, durably.
+    pub async fn save(&self, meta: Vec<u8>, data: Vec<u8>) -> Result<(), redb::Error> {
+        self.db
+            .put_state(
+                &self.group,
+                vec![("snapshot_meta", Some(meta)), ("snapshot", Some(data))],
+            )
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::inclusive;
+
+    #[test]
+    fn ranges_become_inclusive_bounds() {
+        assert_eq!(inclusive(&(3..7)), Some((3, 6)));
+        assert_eq!(inclusive(&(3..=7)), Some((3, 7)));
+        assert_eq!(inclusive(&(..)), Some((0, u64::MAX)));
+        assert_eq!(inclusive(&(5..5)), None);
+        assert_eq!(inclusive(&(0..0)), None);
+        assert_eq!(inclusive(&(9..)), Some((9, u64::MAX)));
+    }
+}
+
+#[cfg(test)]
+mod reopen_tests {
+    use openraft::storage::RaftLogStorage;
+    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, RaftLogReader, Vote};
+
+    use super::RaftDb;
+    use crate::jsc::types::MetaTypes;
+
+    fn entry(term: u64, index: u64) -> Entry<MetaTypes> {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(term, 1), index),
+            payload: EntryPayload::Blank,
+        }
+    }
+
+    /// What was written (vote, entries, committed index, purge) is there after the database
+    /// is closed and opened again, and groups do not see each other's entries.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_log_survives_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = RaftDb::open(dir.path()).unwrap();
+            let mut log = db.log::<MetaTypes>("meta");
+            log.save_vote(&Vote::new_committed(3, 1)).await.unwrap();
+            let mut other = db.log::<MetaTypes>("S-other");
+            other.save_vote(&Vote::new(9, 2)).await.unwrap();
+            openraft::storage::RaftLogStorageExt::blocking_append(
+                &mut log,
+                (1..=5).map(|i| entry(3, i)),
+            )
+            .await
+            .unwrap();
+            log.save_committed(Some(LogId::new(CommittedLeaderId::new(3, 1), 4)))
+                .await
+                .unwrap();
+            log.truncate(LogId::new(CommittedLeaderId::new(3, 1), 5))
+                .await
+                .unwrap();
+            log.purge(LogId::new(CommittedLeaderId::new(3, 1), 2))
+                .await
+                .unwrap();
+        }
+        let db = RaftDb::open(dir.path()).unwrap();
+        let mut log = db.log::<MetaTypes>("meta");
+        assert_eq!(
+            log.read_vote().await.unwrap(),
+            Some(Vote::new_committed(3, 1))
+        );
+        assert_eq!(
+            log.read_committed().await.unwrap().map(|c| c.index),
+            Some(4)
+        );
+        let state = log.get_log_state().await.unwrap();
+        assert_eq!(state.last_purged_log_id.map(|l| l.index), Some(2));
+        assert_eq!(state.last_log_id.map(|l| l.index), Some(4));
+        let entries = log.try_get_log_entries(0..100).await.unwrap();
+        let indexes: Vec<u64> = entries.iter().map(|e| e.log_id.index).collect();
+        assert_eq!(indexes, vec![3, 4]);
+        let mut other = db.log::<MetaTypes>("S-other");
+        assert_eq!(other.read_vote().await.unwrap(), Some(Vote::new(9, 2)));
+        assert!(other.try_get_log_entries(..).await.unwrap().is_empty());
+    }
+}

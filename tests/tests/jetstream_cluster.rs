@@ -1,0 +1,607 @@
+//! JetStream clusters (issue 22, the foundation): the meta group of hubd members, on openraft
+//! over the routes (see `hub/JETSTREAM-CLUSTER.md`).
+//!
+//! Three members with JetStream elect one meta leader that every member's `/jsz` shows
+//! (`meta_cluster`), and `/healthz` is 503 until then; the leader SIGKILLed is replaced, and
+//! once restarted it rejoins from its own Raft log as a current follower; the system account's
+//! `$JS.API.META.LEADER.STEPDOWN` moves leadership; a nats-server member with JetStream is
+//! reported by name and routing goes on; two halves of a four-member cluster started apart
+//! elect no leader. The same steps run against a nats-server cluster where they apply, to
+//! show that hubd behaves alike.
+//!
+//! Every wait is bounded.
+
+use std::time::{Duration, Instant};
+
+use e2e::serde_json::{json, Value};
+use e2e::{free_port, http_get, sync, wait_for_log, ServerKind, StoreDir, TestServer};
+use futures::StreamExt;
+
+/// How long a cluster may take to elect a meta leader (nats-server: 4-9 s elections).
+const ELECTION: Duration = Duration::from_secs(40);
+
+/// One member: its server, monitoring port, name, configuration and store.
+struct Member {
+    server: TestServer,
+    http: u16,
+    name: String,
+    config: Value,
+    _store: StoreDir,
+}
+
+/// The configuration of member `name`: JetStream, the monitoring port, cluster `C` with
+/// `routes` (route ports), a system account `SYS` with user `sys`.
+fn member_config(
+    name: &str,
+    route_port: u16,
+    routes: &[u16],
+    http: u16,
+    store: &StoreDir,
+) -> Value {
+    json!({
+        "server_name": name,
+        "http_port": http,
+        "jetstream": { "store_dir": store.path() },
+        "cluster": {
+            "name": "C",
+            "listen": format!("127.0.0.1:{route_port}"),
+            "routes": routes.iter().map(|p| format!("nats-route://127.0.0.1:{p}")).collect::<Vec<_>>(),
+        },
+        "accounts": {
+            "SYS": { "users": [ { "user": "sys", "password": "s" } ] },
+            "APP": { "users": [ { "user": "a", "password": "a" } ] },
+        },
+        "system_account": "SYS",
+    })
+}
+
+/// Starts member `name` of `kind`.
+async fn start(kind: ServerKind, name: &str, route_port: u16, routes: &[u16]) -> Member {
+    let store = StoreDir::new();
+    let http = free_port();
+    let config = member_config(name, route_port, routes, http, &store);
+    let server = TestServer::with_config(kind, config.clone()).await;
+    Member {
+        server,
+        http,
+        name: name.to_owned(),
+        config,
+        _store: store,
+    }
+}
+
+/// `kinds.len()` members listing each other's routes.
+async fn cluster(kinds: &[ServerKind]) -> Vec<Member> {
+    let ports: Vec<u16> = kinds.iter().map(|_| free_port()).collect();
+    let mut members = Vec::new();
+    for (i, kind) in kinds.iter().enumerate() {
+        members.push(start(*kind, &format!("n{}", i + 1), ports[i], &ports).await);
+    }
+    members
+}
+
+/// A member's `meta_cluster` block of `/jsz`.
+async fn meta_cluster(m: &Member) -> Value {
+    let (code, jsz) = http_get(m.http, "/jsz").await;
+    assert_eq!(code, 200, "{}: /jsz: {jsz}", m.name);
+    jsz["meta_cluster"].clone()
+}
+
+/// The meta leader's name as `m` sees it.
+async fn leader_of(m: &Member) -> Option<String> {
+    meta_cluster(m).await["leader"].as_str().map(str::to_owned)
+}
+
+/// Waits (bounded) until every member in `members` names the same meta leader, other than
+/// `not`; returns it.
+async fn agreed_leader(members: &[&Member], not: Option<&str>) -> String {
+    let deadline = Instant::now() + ELECTION;
+    loop {
+        let mut seen = Vec::new();
+        for m in members {
+            seen.push(leader_of(m).await);
+        }
+        if let Some(Some(first)) = seen.first() {
+            if seen.iter().all(|s| s.as_deref() == Some(first)) && Some(first.as_str()) != not {
+                return first.clone();
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no agreed meta leader within {ELECTION:?} (other than {not:?}): {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The system account's user on `m`.
+async fn sys_client(m: &Member) -> e2e::async_nats::Client {
+    m.server
+        .client_with(TestServer::options().user_and_password("sys".into(), "s".into()))
+        .await
+}
+
+/// Three members elect one meta leader, shown alike in every member's `/jsz` (`leader`,
+/// `peer`, `cluster_size` 3, the two others as `replicas`) and in
+/// `$SYS.REQ.SERVER.PING.JSZ`; `/healthz` answers 503 while a member has no meta leader
+/// (the first member alone; 200 with `js-enabled-only`) and 200 once the group has one.
+async fn three_members_elect_one_meta_leader(kind: ServerKind) {
+    let ports = [free_port(), free_port(), free_port()];
+    let n1 = start(kind, "n1", ports[0], &ports).await;
+    let (code, health) = http_get(n1.http, "/healthz").await;
+    assert_eq!(code, 503, "a member alone has no meta leader: {health}");
+    assert_eq!(
+        health["error"], "JetStream has not established contact with a meta leader",
+        "{health}"
+    );
+    // `js-enabled-only` checks only that JetStream runs, as nats-server.
+    let (code, health) = http_get(n1.http, "/healthz?js-enabled-only=true").await;
+    assert_eq!(code, 200, "{health}");
+    let n2 = start(kind, "n2", ports[1], &ports).await;
+    let n3 = start(kind, "n3", ports[2], &ports).await;
+    let members = [&n1, &n2, &n3];
+    let leader = agreed_leader(&members, None).await;
+    assert!(["n1", "n2", "n3"].contains(&leader.as_str()), "{leader}");
+    for m in members {
+        let meta = meta_cluster(m).await;
+        assert_eq!(meta["name"], "C", "{}: {meta}", m.name);
+        assert_eq!(meta["cluster_size"], 3, "{}: {meta}", m.name);
+        assert_eq!(meta["peer"].as_str().map(str::len), Some(8), "{meta}");
+        // As nats-server: the leader lists the other members.
+        if m.name != leader {
+            assert!(meta["replicas"].is_null(), "{}: {meta}", m.name);
+            continue;
+        }
+        let mut replicas: Vec<&str> = meta["replicas"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{}: replicas: {meta}", m.name))
+            .iter()
+            .filter_map(|r| r["name"].as_str())
+            .collect();
+        replicas.sort_unstable();
+        let mut others: Vec<&str> = ["n1", "n2", "n3"]
+            .into_iter()
+            .filter(|n| *n != leader)
+            .collect();
+        others.sort_unstable();
+        assert_eq!(replicas, others, "{}: {meta}", m.name);
+    }
+    for m in members {
+        let deadline = Instant::now() + ELECTION;
+        loop {
+            let (code, health) = http_get(m.http, "/healthz").await;
+            if code == 200 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: /healthz {code} {health}",
+                m.name
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    // The system account's JSZ request carries the same block.
+    let sys = sys_client(&n2).await;
+    let answer = sys
+        .request("$SYS.REQ.SERVER.PING.JSZ", "".into())
+        .await
+        .expect("a JSZ answer");
+    let body: Value = e2e::serde_json::from_slice(&answer.payload).expect("JSON");
+    assert_eq!(
+        body["data"]["meta_cluster"]["leader"],
+        json!(leader),
+        "{body}"
+    );
+    if kind == ServerKind::Hubd {
+        let leading = members
+            .iter()
+            .find(|m| m.name == leader)
+            .expect("the leader");
+        wait_for_log(&leading.server, "meta leader: ", 1).await;
+    }
+}
+
+mod three_members_elect_one_meta_leader {
+    use e2e::ServerKind::{Hubd, NatsServer};
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hubd() {
+        super::three_members_elect_one_meta_leader(Hubd).await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nats_server() {
+        super::three_members_elect_one_meta_leader(NatsServer).await
+    }
+}
+
+/// The meta leader SIGKILLed: the two others elect a new leader; the killed member restarted
+/// on its store rejoins from its own Raft log (it does not initialize a group again), agrees
+/// on the leader, and the leader reports it current.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_meta_leader_is_replaced_and_rejoins() {
+    let mut members = cluster(&[ServerKind::Hubd; 3]).await;
+    let first = {
+        let all: Vec<&Member> = members.iter().collect();
+        agreed_leader(&all, None).await
+    };
+    let idx = members
+        .iter()
+        .position(|m| m.name == first)
+        .expect("the leader is a member");
+    let mut killed = members.remove(idx);
+    killed.server.kill();
+    let second = {
+        let rest: Vec<&Member> = members.iter().collect();
+        agreed_leader(&rest, Some(&first)).await
+    };
+    assert_ne!(first, second);
+    // Restarted on the same store and configuration.
+    killed.server = TestServer::with_config(ServerKind::Hubd, killed.config.clone()).await;
+    members.push(killed);
+    let all: Vec<&Member> = members.iter().collect();
+    let deadline = Instant::now() + ELECTION;
+    loop {
+        let leader = agreed_leader(&all, None).await;
+        let at_leader = all
+            .iter()
+            .find(|m| m.name == leader)
+            .expect("the leader is a member");
+        let meta = meta_cluster(at_leader).await;
+        let rejoined = meta["replicas"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|r| r["name"] == json!(first));
+        if rejoined.is_some_and(|r| r["current"] == json!(true) && r["lag"] == json!(0)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{first} not current at the leader {leader}: {meta}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let restarted = all.iter().find(|m| m.name == first).expect("restarted");
+    assert!(
+        !restarted.server.log().contains("meta group initialized"),
+        "a restarted member rejoins from its log:\n{}",
+        restarted.server.log()
+    );
+}
+
+/// A member joining a running cluster is added online by the leader (a learner that catches
+/// up, then a voter): the leader's `/jsz` shows a group of four with the newcomer current, and
+/// the newcomer names the same leader without having initialized a group of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_member_is_added_online() {
+    let ports = [free_port(), free_port(), free_port(), free_port()];
+    let mut members = Vec::new();
+    for i in 0..3 {
+        members.push(
+            start(
+                ServerKind::Hubd,
+                &format!("n{}", i + 1),
+                ports[i],
+                &ports[..3],
+            )
+            .await,
+        );
+    }
+    {
+        let all: Vec<&Member> = members.iter().collect();
+        agreed_leader(&all, None).await;
+    }
+    members.push(start(ServerKind::Hubd, "n4", ports[3], &ports).await);
+    let all: Vec<&Member> = members.iter().collect();
+    let deadline = Instant::now() + ELECTION;
+    loop {
+        let leader = agreed_leader(&all, None).await;
+        let at_leader = all.iter().find(|m| m.name == leader).expect("a member");
+        let meta = meta_cluster(at_leader).await;
+        let n4_current = meta["replicas"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|r| r["name"] == json!("n4") && r["current"] == json!(true));
+        if meta["cluster_size"] == json!(4) && (leader == "n4" || n4_current) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "n4 not a current voter: {meta}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let n4 = all.last().expect("n4");
+    assert!(
+        !n4.server.log().contains("meta group initialized"),
+        "{}",
+        n4.server.log()
+    );
+}
+
+/// A member without JetStream takes no part in the meta group: three members listing each
+/// other, one of them (hubd, then nats-server) without JetStream; the two others form a group
+/// of two.
+async fn members_without_jetstream_are_left_out(third: ServerKind) {
+    let ports = [free_port(), free_port(), free_port()];
+    let n1 = start(ServerKind::Hubd, "n1", ports[0], &ports).await;
+    let n2 = start(ServerKind::Hubd, "n2", ports[1], &ports).await;
+    let mut config = member_config("n3", ports[2], &ports, free_port(), &StoreDir::new());
+    if let Some(c) = config.as_object_mut() {
+        c.remove("jetstream");
+    }
+    let _n3 = TestServer::with_config(third, config).await;
+    let leader = agreed_leader(&[&n1, &n2], None).await;
+    let at_leader = [&n1, &n2]
+        .into_iter()
+        .find(|m| m.name == leader)
+        .expect("a member");
+    let meta = meta_cluster(at_leader).await;
+    assert_eq!(meta["cluster_size"], 2, "{meta}");
+}
+
+mod members_without_jetstream_are_left_out {
+    use e2e::ServerKind::{Hubd, NatsServer};
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hubd() {
+        super::members_without_jetstream_are_left_out(Hubd).await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nats_server() {
+        super::members_without_jetstream_are_left_out(NatsServer).await
+    }
+}
+
+/// `$JS.API.META.LEADER.STEPDOWN` from the system account, sent to a follower: success, and
+/// another member leads within a bounded time.
+async fn stepdown_moves_meta_leadership(kind: ServerKind) {
+    let members = cluster(&[kind; 3]).await;
+    let all: Vec<&Member> = members.iter().collect();
+    let first = agreed_leader(&all, None).await;
+    let follower = members
+        .iter()
+        .find(|m| m.name != first)
+        .expect("a follower");
+    let sys = sys_client(follower).await;
+    let answer = sys
+        .request("$JS.API.META.LEADER.STEPDOWN", "".into())
+        .await
+        .expect("a stepdown answer");
+    let body: Value = e2e::serde_json::from_slice(&answer.payload).expect("JSON");
+    assert_eq!(body["success"], json!(true), "{body}");
+    let second = agreed_leader(&all, Some(&first)).await;
+    assert_ne!(first, second);
+    // Not for other accounts: the request is the system account's (stricter than
+    // nats-server 2.9, which answers an application account's request with success).
+    if kind != ServerKind::Hubd {
+        return;
+    }
+    let app = follower
+        .server
+        .client_with(TestServer::options().user_and_password("a".into(), "a".into()))
+        .await;
+    let refused = tokio::time::timeout(
+        Duration::from_secs(5),
+        app.request("$JS.API.META.LEADER.STEPDOWN", "".into()),
+    )
+    .await;
+    assert!(
+        !matches!(refused, Ok(Ok(ref m)) if e2e::serde_json::from_slice::<Value>(&m.payload).is_ok_and(|v| v["success"] == json!(true))),
+        "an application account cannot move the meta leader"
+    );
+}
+
+mod stepdown_moves_meta_leadership {
+    use e2e::ServerKind::{Hubd, NatsServer};
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hubd() {
+        super::stepdown_moves_meta_leadership(Hubd).await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nats_server() {
+        super::stepdown_moves_meta_leadership(NatsServer).await
+    }
+}
+
+/// A nats-server member with JetStream joins two hubd members (a meta group of two): each
+/// hubd logs the clear error naming it, keeps its meta group and routing (a message crosses
+/// from the nats-server member to a hubd one), and the Raft traffic of the hubd members never
+/// reaches nats-server (its routes' `in_msgs` do not move while the hubd members exchange
+/// heartbeats).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_server_member_with_jetstream_is_reported() {
+    // The hubd members list each other (a meta group of two), the nats-server member all.
+    let ports = [free_port(), free_port(), free_port()];
+    let members = [
+        start(ServerKind::Hubd, "n1", ports[0], &ports[..2]).await,
+        start(ServerKind::Hubd, "n2", ports[1], &ports[..2]).await,
+        start(ServerKind::NatsServer, "n3", ports[2], &ports).await,
+    ];
+    let hubs: Vec<&Member> = members[..2].iter().collect();
+    agreed_leader(&hubs, None).await;
+    for m in &members[..2] {
+        wait_for_log(
+            &m.server,
+            "nats-server member n3 has JetStream; hubd and nats-server cannot share JetStream groups",
+            1,
+        )
+        .await;
+    }
+    // Routing goes on: n3 → n1.
+    let c1 = members[0]
+        .server
+        .client_with(TestServer::options().user_and_password("a".into(), "a".into()))
+        .await;
+    let mut sub = c1.subscribe("mixed.>").await.unwrap();
+    sync(&c1).await;
+    let c3 = members[2]
+        .server
+        .client_with(TestServer::options().user_and_password("a".into(), "a".into()))
+        .await;
+    e2e::await_interest(&c3, "mixed.probe", &mut sub).await;
+    c3.publish("mixed.hello", "hi".into()).await.unwrap();
+    c3.flush().await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(10), sub.next())
+        .await
+        .expect("the message crosses")
+        .expect("a message");
+    assert_eq!(got.subject.as_str(), "mixed.hello");
+    // The hubd members' Raft traffic (heartbeats every 250 ms) never reaches nats-server: it
+    // has no interest in it, so its routes receive nothing while nothing else is published.
+    let before = route_in_msgs(&members[2]).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = route_in_msgs(&members[2]).await;
+    assert_eq!(before, after, "Raft traffic reached the nats-server member");
+}
+
+/// The messages a member received over its routes (`/routez` `in_msgs`, summed).
+async fn route_in_msgs(m: &Member) -> u64 {
+    let (code, routez) = http_get(m.http, "/routez").await;
+    assert_eq!(code, 200, "{routez}");
+    routez["routes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["in_msgs"].as_u64())
+        .sum()
+}
+
+/// Hostile route peers: one announcing a node id that is not its name's is left out of the
+/// meta group with a clear log line; one whose `leaf_jsc` is not the expected object too (the
+/// field is ignored, the route stays up: nats-server ignores unknown INFO fields). The meta
+/// group goes on (same size, a leader).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_lying_about_its_node_id_is_left_out() {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    let ports = [free_port(), free_port(), free_port()];
+    let mut members = Vec::new();
+    for i in 0..3 {
+        members.push(start(ServerKind::Hubd, &format!("n{}", i + 1), ports[i], &ports).await);
+    }
+    let all: Vec<&Member> = members.iter().collect();
+    agreed_leader(&all, None).await;
+    let fake = |info: &str| {
+        format!(
+            "CONNECT {{\"echo\":true,\"verbose\":false,\"headers\":true,\"name\":\"NFAKE\",\"cluster\":\"C\"}}\r\n\
+             INFO {{\"server_id\":\"NFAKE\",\"server_name\":\"fake\",\"cluster\":\"C\",\"port\":1,\"headers\":true,{info}}}\r\n"
+        )
+    };
+    // A node id that is not SHA-256 of "fake".
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", ports[0]))
+        .await
+        .unwrap();
+    let mut liar = BufReader::new(stream);
+    let mut line = String::new();
+    liar.read_line(&mut line).await.unwrap();
+    liar.get_mut()
+        .write_all(fake("\"leaf_jsc\":{\"node_id\":1}").as_bytes())
+        .await
+        .unwrap();
+    wait_for_log(
+        &members[0].server,
+        "member fake announces node id 1 which is not its name's; left out of the meta group",
+        1,
+    )
+    .await;
+    // Not an object: ignored (logged), the route stays up and the peer out of the group.
+    drop(liar);
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", ports[0]))
+        .await
+        .unwrap();
+    let mut bad = BufReader::new(stream);
+    let mut line = String::new();
+    bad.read_line(&mut line).await.unwrap();
+    bad.get_mut()
+        .write_all(fake("\"leaf_jsc\":\"garbage\"").as_bytes())
+        .await
+        .unwrap();
+    wait_for_log(
+        &members[0].server,
+        "malformed leaf_jsc in the route INFO: the peer is left out of the JetStream cluster",
+        1,
+    )
+    .await;
+    let mut rest = [0u8; 64];
+    let closed = tokio::time::timeout(Duration::from_millis(500), bad.read(&mut rest)).await;
+    assert!(
+        !matches!(closed, Ok(Ok(0))),
+        "the route of a peer with a malformed leaf_jsc was closed"
+    );
+    let leader = agreed_leader(&all, None).await;
+    let at_leader = all.iter().find(|m| m.name == leader).expect("a member");
+    assert_eq!(meta_cluster(at_leader).await["cluster_size"], 3);
+}
+
+/// A cluster of four members started as two halves without routes between them (each
+/// half's configuration lists all four route URLs, the other half's unreachable): neither
+/// half forms a meta group, so no member has a leader and `/healthz` stays 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_halves_of_a_cluster_do_not_both_elect() {
+    let ports = [free_port(), free_port(), free_port(), free_port()];
+    // Where the other half would be: nobody listens there.
+    let away = [free_port(), free_port(), free_port(), free_port()];
+    let half_a = [ports[0], ports[1], away[2], away[3]];
+    let half_b = [away[0], away[1], ports[2], ports[3]];
+    let n1 = start(ServerKind::Hubd, "n1", ports[0], &half_a).await;
+    let n2 = start(ServerKind::Hubd, "n2", ports[1], &half_a).await;
+    let n3 = start(ServerKind::Hubd, "n3", ports[2], &half_b).await;
+    let n4 = start(ServerKind::Hubd, "n4", ports[3], &half_b).await;
+    // The routes within each half are up (interest crosses).
+    for (a, b) in [(&n1, &n2), (&n3, &n4)] {
+        let ca = sys_client(a).await;
+        let mut sub = ca.subscribe("half.>").await.unwrap();
+        sync(&ca).await;
+        let cb = sys_client(b).await;
+        e2e::await_interest(&cb, "half.probe", &mut sub).await;
+    }
+    // Several election timeouts (1.5-3 s) pass: nobody leads.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    for m in [&n1, &n2, &n3, &n4] {
+        let meta = meta_cluster(m).await;
+        assert!(meta["leader"].is_null(), "{}: {meta}", m.name);
+        assert_eq!(meta["cluster_size"], 4, "{}: {meta}", m.name);
+        let (code, health) = http_get(m.http, "/healthz").await;
+        assert_eq!(code, 503, "{}: {health}", m.name);
+        assert!(
+            !m.server.log().contains("meta group initialized"),
+            "{}:\n{}",
+            m.name,
+            m.server.log()
+        );
+    }
+}
+
+/// JetStream in a cluster needs `server_name` and `cluster.name`, as nats-server: hubd
+/// refuses to start without them, naming the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_member_with_jetstream_needs_names() {
+    let store = StoreDir::new();
+    let port = free_port();
+    for (config, key) in [
+        (
+            json!({
+                "jetstream": { "store_dir": store.path() },
+                "cluster": { "name": "C", "listen": format!("127.0.0.1:{port}") },
+            }),
+            "server_name",
+        ),
+        (
+            json!({
+                "server_name": "n1",
+                "jetstream": { "store_dir": store.path() },
+                "cluster": { "listen": format!("127.0.0.1:{port}") },
+            }),
+            "cluster.name",
+        ),
+    ] {
+        let dir = StoreDir::new();
+        let path = std::path::Path::new(dir.path()).join("server.json");
+        std::fs::write(&path, config.to_string()).unwrap();
+        let out = e2e::run_command_to_exit(
+            std::process::Command::new(ServerKind::Hubd.binary_path())
+                .arg("-c")
+                .arg(&path),
+        );
+        assert!(!out.status.success(), "{key}: started anyway");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(key), "{key}: {stderr}");
+    }
+}
