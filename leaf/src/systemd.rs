@@ -134,7 +134,8 @@ fn spawn_watchdog_to(
     };
     debug!(?interval, "systemd watchdog enabled");
     Some(runtime.spawn(async move {
-        let mut ticks = tokio::time::interval(interval);
+        // The first ping one interval from now: after READY=1, which the caller sends next.
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;

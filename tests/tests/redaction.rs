@@ -198,7 +198,7 @@ fn config_errors_hide_url_credentials() {
         "u:SECRETPASS1@127.0.0.1:7422",
         "nats-leaf://u:SECRETPASS1@127.0.0.1:notaport",
         "nats-leaf://SECRETTOKEN2@",
-        "ws://SECRETTOKEN2@127.0.0.1:7422",
+        "http://SECRETTOKEN2@127.0.0.1:7422",
         "nats-leaf://u:SECRETPASS1@[::1",
     ];
     for kind in [ServerKind::Leafd, ServerKind::Hubd] {
