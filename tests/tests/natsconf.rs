@@ -246,29 +246,22 @@ async fn link_up(hub: &TestServer) {
     wait_for_log(hub, needle, 1).await;
 }
 
-/// A hub taking a leaf by its user nkey on a leafnode listener. nats-server 2.9's leafnode
-/// `users` have no `nkey`, so it takes the leaf as one of its client users (top-level
-/// `authorization`); hubd takes leaves by nkey in `leafnodes.authorization` only, so its
-/// file (not a valid nats-server 2.9 file) lists the key there.
-fn creds_hub_conf(kind: ServerKind, nkey: &str, port: u16) -> String {
-    let (client_users, leaf_auth) = match kind {
-        ServerKind::NatsServer => (format!("{{ nkey: {nkey} }}"), String::new()),
-        _ => (
-            String::new(),
-            format!("  authorization {{ users: [ {{ nkey: {nkey} }} ] }}\n"),
-        ),
-    };
+/// A hub taking a leaf by its user nkey on a leafnode listener, in nats-server 2.9's form:
+/// its leafnode `users` have no `nkey`, so the leaf logs in as one of the client users
+/// (top-level `authorization`), the key being its `.creds` JWT's subject. The same file for
+/// every hub.
+fn creds_hub_conf(nkey: &str, port: u16) -> String {
     format!(
         r#"
 authorization {{
   users: [
-    {client_users}
+    {{ nkey: {nkey} }}
     {{ user: test, password: pw }}
   ]
 }}
 leafnodes {{
   listen: "127.0.0.1:{port}"
-{leaf_auth}}}
+}}
 "#
     )
 }
@@ -308,16 +301,8 @@ async fn leaf_remote_with_a_credentials_file() {
         let creds = dir.join("leaf.creds");
         std::fs::write(&creds, creds_for(&user, &account)).unwrap();
         let port = free_port();
-        let hub_conf = creds_hub_conf(hub_kind, &user.public_key(), port);
-        let hub = match hub_kind {
-            ServerKind::NatsServer => start(hub_kind, &hub_conf, &[], &[]).await,
-            _ => {
-                TestServer::builder(hub_kind)
-                    .nats_conf(&hub_conf)
-                    .start()
-                    .await
-            }
-        };
+        let hub_conf = creds_hub_conf(&user.public_key(), port);
+        let hub = start(hub_kind, &hub_conf, &[], &[]).await;
         let leaf = start(leaf_kind, &creds_leaf_conf(&creds, port), &[], &[]).await;
         link_up(&hub).await;
         let hc = login(&hub, "test", "pw").await;

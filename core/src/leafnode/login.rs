@@ -3,7 +3,8 @@
 //!
 //! **Hub side.** A leaf logs in against `leafnodes.authorization` (a user and password, a
 //! token, a user nkey whose signature of the INFO's nonce is checked) or, when the listener
-//! has none, against the client users (`authorization`), as on nats-server; a leaf without
+//! has none, against the client users (`authorization`, nkey users included: a leaf with a
+//! `.creds` file is taken by its JWT's subject), as on nats-server; a leaf without
 //! credentials is refused whenever either asks for them (nats-server 2.9 accepts it). The
 //! [`Login`] says who it is (its *identity*: the user, the nkey, `token` or `anonymous`: a
 //! leaf server name can only be taken over by a connection with the same identity, see
@@ -71,11 +72,19 @@ pub(crate) fn authenticate(
         .auth_token
         .as_deref()
         .or(connect.user.as_deref().filter(|_| connect.pass.is_none()));
+    // A leaf with a `.creds` file sends its user JWT and no `nkey`. Outside operator mode the
+    // JWT's subject is its key, as nats-server takes it: a client user listed by that nkey,
+    // proven by the signature of the nonce (the JWT's own signature means nothing here).
+    let jwt_key = match (&opts.auth, connect.nkey.as_deref(), connect.jwt.as_deref()) {
+        (crate::auth::Authenticator::Delegated(_), ..) | (_, Some(_), _) | (_, _, None) => None,
+        (_, None, Some(jwt)) => super::nkey::jwt_subject(jwt),
+    };
+    let creds_key = connect.nkey.as_deref().or(jwt_key.as_deref());
     let creds = Credentials {
         user: connect.user.as_deref(),
         pass: connect.pass.as_deref(),
         token,
-        nkey: connect.nkey.as_deref(),
+        nkey: creds_key,
         sig: connect.sig.as_deref(),
         nonce: nonce.as_bytes(),
         jwt: connect.jwt.as_deref(),
@@ -91,9 +100,10 @@ pub(crate) fn authenticate(
     let identity = match &opts.auth {
         crate::auth::Authenticator::Open => "anonymous".to_owned(),
         crate::auth::Authenticator::Token(_) => "token".to_owned(),
-        crate::auth::Authenticator::Users(_) => {
-            format!("user {:?}", connect.user.as_deref().unwrap_or_default())
-        }
+        crate::auth::Authenticator::Users(_) => match creds_key {
+            Some(key) => format!("nkey {key}"),
+            None => format!("user {:?}", connect.user.as_deref().unwrap_or_default()),
+        },
         crate::auth::Authenticator::Delegated(_) => {
             format!("user {}", grant.identity.as_deref().unwrap_or("?"))
         }
@@ -223,6 +233,48 @@ mod tests {
         assert_eq!(t.identity, "token");
         let open = authenticate(&LeafOptions::default(), &connect(None, None), "n").unwrap();
         assert_eq!(open.identity, "anonymous");
+    }
+
+    /// A leaf with a `.creds` file on a listener without authorization of its own logs in as
+    /// the client user its JWT's subject names, proven by its signature of the nonce.
+    #[test]
+    fn creds_leaf_logs_in_as_an_nkey_client_user() {
+        use base64::Engine as _;
+        let user = nkeys::KeyPair::new_user();
+        let key = user.public_key();
+        let mut users = HashMap::new();
+        let nkey_user = User {
+            password: String::new(),
+            nkey: true,
+            permissions: None,
+            account: None,
+        };
+        users.insert(key.clone(), nkey_user);
+        let opts = LeafOptions {
+            auth: Authenticator::Users(users),
+            clients_auth: true,
+            ..LeafOptions::default()
+        };
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let jwt_of = |sub: &str| {
+            let claims = b64.encode(format!(r#"{{"sub":"{sub}","nats":{{"type":"user"}}}}"#));
+            format!(
+                "{}.{claims}.c2ln",
+                b64.encode(br#"{"typ":"JWT","alg":"ed25519-nkey"}"#)
+            )
+        };
+        let signed = |kp: &nkeys::KeyPair, nonce: &str, sub: &str| LeafConnect {
+            jwt: Some(jwt_of(sub)),
+            sig: Some(b64.encode(kp.sign(nonce.as_bytes()).unwrap())),
+            ..LeafConnect::default()
+        };
+        let login = authenticate(&opts, &signed(&user, "nonce1", &key), "nonce1").unwrap();
+        assert_eq!(login.identity, format!("nkey {key}"));
+        // Another nonce, another key's signature, a subject not listed: refused.
+        assert!(authenticate(&opts, &signed(&user, "nonce1", &key), "nonce2").is_err());
+        let other = nkeys::KeyPair::new_user();
+        assert!(authenticate(&opts, &signed(&other, "n", &key), "n").is_err());
+        assert!(authenticate(&opts, &signed(&other, "n", &other.public_key()), "n").is_err());
     }
 
     #[test]
