@@ -203,6 +203,9 @@ async fn serve(
     {
         match start_meta(&node, name, routes.clone(), store_dir, jsc_stopped).await {
             Ok(group) => {
+                // Replicated streams (num_replicas > 1) go to the meta group.
+                let hook = crate::jsc::replication::ClusterStreams(Arc::downgrade(&group));
+                let _ = node.shared().js_replication.set(Arc::new(hook));
                 let _ = meta.set(group);
             }
             Err(e) => return fail(NAME, e),

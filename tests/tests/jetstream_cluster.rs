@@ -52,6 +52,8 @@ fn member_config(
             "APP": { "users": [ { "user": "a", "password": "a" } ] },
         },
         "system_account": "SYS",
+        // The global account's user (JetStream's account here).
+        "authorization": { "users": [ { "user": "g", "password": "g" } ] },
     })
 }
 
@@ -68,6 +70,25 @@ async fn start(kind: ServerKind, name: &str, route_port: u16, routes: &[u16]) ->
         config,
         _store: store,
     }
+}
+
+/// The global account's user (the account with JetStream) on `m`.
+async fn app_client(m: &Member) -> e2e::async_nats::Client {
+    m.server
+        .client_with(TestServer::options().user_and_password("g".into(), "g".into()))
+        .await
+}
+
+/// A JetStream API request's answer (JSON), within a bound.
+async fn api(client: &e2e::async_nats::Client, subject: &str, body: Value) -> Value {
+    let answer = tokio::time::timeout(
+        Duration::from_secs(10),
+        client.request(subject.to_owned(), body.to_string().into()),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{subject}: no answer within 10 s"))
+    .unwrap_or_else(|e| panic!("{subject}: {e}"));
+    e2e::serde_json::from_slice(&answer.payload).expect("a JSON answer")
 }
 
 /// `kinds.len()` members listing each other's routes.
@@ -444,6 +465,27 @@ async fn a_nats_server_member_with_jetstream_is_reported() {
         .expect("the message crosses")
         .expect("a message");
     assert_eq!(got.subject.as_str(), "mixed.hello");
+    // Replicated streams are refused with the reason (10005), R1 streams are not affected.
+    let g1 = app_client(&members[0]).await;
+    let r2 = api(
+        &g1,
+        "$JS.API.STREAM.CREATE.MIXED",
+        json!({"name": "MIXED", "subjects": ["mixed.js.>"], "num_replicas": 2}),
+    )
+    .await;
+    assert_eq!(r2["error"]["err_code"], 10005, "{r2}");
+    let text = r2["error"]["description"].as_str().unwrap_or_default();
+    assert!(
+        text.starts_with("no suitable peers for placement") && text.contains("n3"),
+        "{r2}"
+    );
+    let r1 = api(
+        &g1,
+        "$JS.API.STREAM.CREATE.MIXED",
+        json!({"name": "MIXED", "subjects": ["mixed.js.>"]}),
+    )
+    .await;
+    assert!(r1["error"].is_null(), "{r1}");
     // The hubd members' Raft traffic (heartbeats every 250 ms) never reaches nats-server: it
     // has no interest in it, so its routes receive nothing while nothing else is published.
     let before = route_in_msgs(&members[2]).await;
@@ -603,5 +645,262 @@ async fn a_cluster_member_with_jetstream_needs_names() {
         assert!(!out.status.success(), "{key}: started anyway");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(key), "{key}: {stderr}");
+    }
+}
+
+/// The names a member's `STREAM.NAMES` lists.
+async fn stream_names(client: &e2e::async_nats::Client) -> Vec<String> {
+    let names = api(client, "$JS.API.STREAM.NAMES", json!({})).await;
+    names["streams"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|n| n.as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Waits (bounded) until `check` holds for what member `m` answers.
+async fn until_member<F>(m: &Member, what: &str, mut check: F)
+where
+    F: FnMut(&Value, &Value, &[String]) -> bool,
+{
+    let client = app_client(m).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let info = api(&client, "$JS.API.STREAM.INFO.ORDERS", json!({})).await;
+        let list = api(&client, "$JS.API.STREAM.LIST", json!({})).await;
+        let names = stream_names(&client).await;
+        if check(&info, &list, &names) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{}: {what}: info {info}, list {list}, names {names:?}",
+            m.name
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// issue 22 steps 1-2: an R3 stream created on a follower of the meta group (the proposal
+/// forwarded to the leader) is assigned on every member: each answers `STREAM.INFO`,
+/// `STREAM.NAMES` and `STREAM.LIST` with it (its three peers, no leader and none current: no
+/// stream group stores it yet). Creating it again is answered as existing, another
+/// configuration under its name is refused, so are overlapping subjects (R1 or R3), more
+/// replicas than members, another cluster in `placement` and more than five replicas. No
+/// publish to its subjects is acknowledged; its other requests answer 10036. Deleted on the
+/// leader (a local proposal), it is gone from every member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_r3_stream_is_assigned_on_every_member() {
+    let members = cluster(&[ServerKind::Hubd; 3]).await;
+    let all: Vec<&Member> = members.iter().collect();
+    let leader = agreed_leader(&all, None).await;
+    let follower = members
+        .iter()
+        .find(|m| m.name != leader)
+        .expect("a follower");
+    let at_leader = members
+        .iter()
+        .find(|m| m.name == leader)
+        .expect("the leader");
+    let client = app_client(follower).await;
+    let config = json!({"name": "ORDERS", "subjects": ["orders.>"], "num_replicas": 3});
+    let created = api(&client, "$JS.API.STREAM.CREATE.ORDERS", config.clone()).await;
+    assert_eq!(
+        created["type"], "io.nats.jetstream.api.v1.stream_create_response",
+        "{created}"
+    );
+    assert_eq!(created["did_create"], true, "{created}");
+    assert_eq!(created["config"]["num_replicas"], 3, "{created}");
+    assert_eq!(created["cluster"]["name"], "C", "{created}");
+    assert!(
+        created["cluster"]["leader"].is_null(),
+        "no stream group yet: {created}"
+    );
+    let mut peers: Vec<&str> = created["cluster"]["replicas"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["current"] == json!(false))
+        .filter_map(|r| r["name"].as_str())
+        .collect();
+    peers.sort_unstable();
+    assert_eq!(peers, ["n1", "n2", "n3"], "{created}");
+    assert_eq!(created["state"]["messages"], 0, "{created}");
+
+    for m in &members {
+        until_member(m, "the R3 stream is seen", |info, list, names| {
+            info["config"]["num_replicas"] == json!(3)
+                && info["cluster"]["replicas"].as_array().map(Vec::len) == Some(3)
+                && list["streams"][0]["config"]["name"] == json!("ORDERS")
+                && list["total"] == json!(1)
+                && names == ["ORDERS"]
+        })
+        .await;
+    }
+
+    // The same again (another member): answered as existing.
+    let other = members
+        .iter()
+        .find(|m| m.name != follower.name)
+        .expect("another member");
+    let other_client = app_client(other).await;
+    let again = api(
+        &other_client,
+        "$JS.API.STREAM.CREATE.ORDERS",
+        config.clone(),
+    )
+    .await;
+    assert!(again["error"].is_null(), "{again}");
+    assert!(again["did_create"].is_null(), "{again}");
+    // Another configuration under its name.
+    let changed = api(
+        &other_client,
+        "$JS.API.STREAM.CREATE.ORDERS",
+        json!({"name": "ORDERS", "subjects": ["orders.>", "more.>"], "num_replicas": 3}),
+    )
+    .await;
+    assert_eq!(changed["error"]["err_code"], 10058, "{changed}");
+    // Overlapping subjects: an R3 stream, an R1 stream.
+    for replicas in [3, 1] {
+        let overlap = api(
+            &other_client,
+            "$JS.API.STREAM.CREATE.NEWORDERS",
+            json!({"name": "NEWORDERS", "subjects": ["orders.new"], "num_replicas": replicas}),
+        )
+        .await;
+        assert_eq!(
+            overlap["error"]["err_code"], 10065,
+            "R{replicas}: {overlap}"
+        );
+    }
+    // An R1 stream under its name.
+    let r1 = api(
+        &other_client,
+        "$JS.API.STREAM.CREATE.ORDERS",
+        json!({"name": "ORDERS", "subjects": ["elsewhere"]}),
+    )
+    .await;
+    assert_eq!(r1["error"]["err_code"], 10058, "{r1}");
+    // Placement: more replicas than members, another cluster, more than five.
+    for (body, code, text) in [
+        (
+            json!({"name": "R4", "subjects": ["r4"], "num_replicas": 4}),
+            10005,
+            "no suitable peers for placement",
+        ),
+        (
+            json!({"name": "FAR", "subjects": ["far"], "num_replicas": 3, "placement": {"cluster": "OTHER"}}),
+            10005,
+            "no suitable peers for placement",
+        ),
+        (
+            json!({"name": "R6", "subjects": ["r6"], "num_replicas": 6}),
+            10052,
+            "maximum replicas is 5",
+        ),
+    ] {
+        let subject = format!(
+            "$JS.API.STREAM.CREATE.{}",
+            body["name"].as_str().unwrap_or_default()
+        );
+        let refused = api(&other_client, &subject, body).await;
+        assert_eq!(refused["error"]["err_code"], code, "{refused}");
+        assert_eq!(refused["error"]["description"], text, "{refused}");
+    }
+    // No acknowledged publish: nothing stores it yet.
+    let published = tokio::time::timeout(
+        Duration::from_secs(5),
+        client.request("orders.new", "x".into()),
+    )
+    .await;
+    assert!(
+        !matches!(published, Ok(Ok(_))),
+        "a publish to an R3 stream was answered: {published:?}"
+    );
+    let purge = api(&client, "$JS.API.STREAM.PURGE.ORDERS", json!({})).await;
+    assert_eq!(purge["error"]["err_code"], 10036, "{purge}");
+
+    // Deleted at the leader: gone everywhere.
+    let leader_client = app_client(at_leader).await;
+    let deleted = api(&leader_client, "$JS.API.STREAM.DELETE.ORDERS", json!({})).await;
+    assert_eq!(deleted["success"], true, "{deleted}");
+    for m in &members {
+        until_member(m, "the R3 stream is gone", |info, list, names| {
+            info["error"]["err_code"] == json!(10059)
+                && list["total"] == json!(0)
+                && names.is_empty()
+        })
+        .await;
+    }
+    let twice = api(&leader_client, "$JS.API.STREAM.DELETE.ORDERS", json!({})).await;
+    assert_eq!(twice["error"]["err_code"], 10059, "{twice}");
+}
+
+/// Without a meta leader (two of three members killed) a replicated stream is refused with
+/// 10008 ("JetStream system temporarily unavailable", nats-server's words) within a bounded
+/// time; an R1 stream is still created on the member left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicated_streams_need_a_meta_leader() {
+    let mut members = cluster(&[ServerKind::Hubd; 3]).await;
+    {
+        let all: Vec<&Member> = members.iter().collect();
+        agreed_leader(&all, None).await;
+    }
+    let left = members.remove(0);
+    for m in &mut members {
+        m.server.kill();
+    }
+    let client = app_client(&left).await;
+    let refused = api(
+        &client,
+        "$JS.API.STREAM.CREATE.ORDERS",
+        json!({"name": "ORDERS", "subjects": ["orders.>"], "num_replicas": 3}),
+    )
+    .await;
+    assert_eq!(refused["error"]["err_code"], 10008, "{refused}");
+    assert_eq!(refused["error"]["code"], 503, "{refused}");
+    assert_eq!(
+        refused["error"]["description"], "JetStream system temporarily unavailable",
+        "{refused}"
+    );
+    let r1 = api(
+        &client,
+        "$JS.API.STREAM.CREATE.LOCAL",
+        json!({"name": "LOCAL", "subjects": ["local.>"]}),
+    )
+    .await;
+    assert!(r1["error"].is_null(), "{r1}");
+}
+
+/// Without a JetStream cluster (leafd, a single hubd) `num_replicas` > 1 is refused as a
+/// single nats-server refuses it (10074).
+async fn replicas_are_refused_without_a_cluster(kind: ServerKind) {
+    let store = StoreDir::new();
+    let server =
+        TestServer::with_config(kind, json!({ "jetstream": { "store_dir": store.path() } })).await;
+    let client = server.client().await;
+    let refused = api(
+        &client,
+        "$JS.API.STREAM.CREATE.ORDERS",
+        json!({"name": "ORDERS", "subjects": ["orders.>"], "num_replicas": 3}),
+    )
+    .await;
+    assert_eq!(refused["error"]["err_code"], 10074, "{refused}");
+}
+
+mod replicas_are_refused_without_a_cluster {
+    use e2e::ServerKind::{Hubd, Leafd, NatsServer};
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn leafd() {
+        super::replicas_are_refused_without_a_cluster(Leafd).await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hubd() {
+        super::replicas_are_refused_without_a_cluster(Hubd).await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nats_server() {
+        super::replicas_are_refused_without_a_cluster(NatsServer).await
     }
 }

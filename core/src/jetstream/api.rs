@@ -137,6 +137,9 @@ impl Inner {
             );
         };
         let tokens: Vec<&str> = rest.split('.').collect();
+        if let Some((kind, _)) = self.unserved_replicated(&tokens) {
+            return err(kind, &super::replication::unserved());
+        }
         match tokens.as_slice() {
             ["INFO"] => self.account_info(),
             ["STREAM", "CREATE", name] => self.stream_create(name, &req.payload).await,
@@ -282,6 +285,11 @@ impl Inner {
     /// `STREAM.INFO`, with what its body asks for (see [`super::info_request`]).
     fn stream_info(&self, name: &str, payload: &[u8]) -> Reply {
         const KIND: &str = "stream_info_response";
+        if self.stream(name).is_none() {
+            if let Some(r) = self.replicated(name) {
+                return ok(KIND, StreamInfoResponse::from(r.info()));
+            }
+        }
         let answer = || -> Result<StreamInfoResponse, ApiError> {
             let mut body = StreamInfoResponse::from(self.info_of(name)?);
             let req = InfoRequest::parse(payload)?;
@@ -306,7 +314,8 @@ impl Inner {
         }
     }
 
-    fn parse_config(&self, name: &str, payload: &[u8]) -> Result<StreamConfig, ApiError> {
+    /// The configuration of a create or update request for stream `name`, as sent.
+    pub(crate) fn read_config(&self, name: &str, payload: &[u8]) -> Result<StreamConfig, ApiError> {
         let mut cfg: StreamConfig =
             serde_json::from_slice(payload).map_err(|_| ApiError::invalid_json())?;
         if cfg.name.is_empty() {
@@ -315,10 +324,15 @@ impl Inner {
         if cfg.name != name {
             return Err(ApiError::stream_mismatch());
         }
-        cfg.normalize()
+        Ok(cfg)
     }
 
-    fn check_overlap(&self, cfg: &StreamConfig) -> Result<(), ApiError> {
+    fn parse_config(&self, name: &str, payload: &[u8]) -> Result<StreamConfig, ApiError> {
+        self.read_config(name, payload)?.normalize()
+    }
+
+    /// Checks that `cfg`'s subjects overlap no other stream's of this engine.
+    pub(crate) fn check_overlap(&self, cfg: &StreamConfig) -> Result<(), ApiError> {
         for other in self.streams_snapshot() {
             if other.name == cfg.name {
                 continue;
@@ -353,6 +367,14 @@ impl Inner {
 
     async fn stream_create(&self, name: &str, payload: &[u8]) -> Reply {
         const KIND: &str = "stream_create_response";
+        if super::replication::requested_replicas(payload) > 1 {
+            if let Some(answer) = self.create_replicated(name, payload).await {
+                return match answer {
+                    Ok(body) => ok(KIND, body),
+                    Err(e) => err(KIND, &e),
+                };
+            }
+        }
         match self.create_stream(name, payload).await {
             Ok(Created::New(body)) => ok(KIND, *body),
             // Creating the same stream again is fine (answered as STREAM.INFO).
@@ -372,6 +394,7 @@ impl Inner {
             };
         }
         self.check_overlap(&cfg)?;
+        self.check_replicated_conflicts(&cfg)?;
         if self
             .max_streams()
             .is_some_and(|max| self.streams_snapshot().len() as u64 >= max)
@@ -475,7 +498,11 @@ impl Inner {
     async fn stream_delete(&self, name: &str) -> Reply {
         const KIND: &str = "stream_delete_response";
         let Some(stream) = self.stream(name) else {
-            return err(KIND, &ApiError::stream_not_found());
+            return match self.delete_replicated(name).await {
+                Some(Ok(())) => ok(KIND, json!({ "success": true })),
+                Some(Err(e)) => err(KIND, &e),
+                None => err(KIND, &ApiError::stream_not_found()),
+            };
         };
         // Its consumers first, so none of their writes lands after the delete.
         for c in stream.consumers_snapshot() {
@@ -546,20 +573,28 @@ impl Inner {
     }
 
     fn filtered_names(&self, subject: Option<&str>) -> Vec<String> {
+        let captures = |subjects: &[String]| {
+            subject.is_none_or(|f| {
+                subjects
+                    .iter()
+                    .any(|sub| subjects_overlap(sub.as_bytes(), f.as_bytes()))
+            })
+        };
         let mut names: Vec<String> = self
             .streams_snapshot()
             .into_iter()
-            .filter(|s| {
-                subject.is_none_or(|f| {
-                    s.config()
-                        .subjects
-                        .iter()
-                        .any(|sub| subjects_overlap(sub.as_bytes(), f.as_bytes()))
-                })
-            })
+            .filter(|s| captures(&s.config().subjects))
             .map(|s| s.name.clone())
             .collect();
+        // The replicated streams the cluster knows (see `super::replication`).
+        names.extend(
+            self.replicated_streams()
+                .into_iter()
+                .filter(|r| captures(&r.config.subjects))
+                .map(|r| r.config.name),
+        );
         names.sort();
+        names.dedup();
         names
     }
 
@@ -582,7 +617,11 @@ impl Inner {
             .iter()
             .skip(offset)
             .take(256)
-            .filter_map(|n| self.info_of(n).ok())
+            .filter_map(|n| {
+                self.info_of(n)
+                    .ok()
+                    .or_else(|| self.replicated(n).map(|r| r.info()))
+            })
             .collect();
         let page = ListPage {
             total,

@@ -88,6 +88,12 @@ js_errors! {
     BadRequest = (Some("JSBadRequestErr"), 400, 10003, Some("bad request"));
     /// 501 10003: a request form this server does not serve (yet).
     NotSupportedYet = (None, 501, 10003, Some("this consumer request is not supported yet by this server"));
+    /// 400 10005, with the reason ("no suitable peers for placement", and why).
+    ClusterNoPeers = (Some("JSClusterNoPeersErrF"), 400, 10005, None);
+    /// 503 10008: no meta leader, or it did not answer.
+    ClusterNotAvail = (Some("JSClusterNotAvailErr"), 503, 10008, Some("JetStream system temporarily unavailable"));
+    /// 503 10036: a request on a replicated stream this server does not serve yet.
+    ClusterUnSupportFeature = (Some("JSClusterUnSupportFeatureErr"), 503, 10036, Some("not currently supported in clustered mode"));
     /// 500 10012, with the reason.
     ConsumerCreate = (Some("JSConsumerCreateErrF"), 500, 10012, None);
     /// 400 10012: a consumer setting this server refuses (nats-server's status is 500).

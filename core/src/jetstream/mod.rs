@@ -14,6 +14,7 @@
 //! * [`consumer`]: pull and push consumers, their acks, redeliveries and persisted state (see
 //!   its module documentation for the persistence rule).
 //! * [`retention`]: interest and workqueue retention (which acknowledged messages leave).
+//! * [`replication`]: the hook of a clustered server (hubd) for replicated streams.
 //! * [`source`]: mirrors and sources, copying other streams (local or over a leaf link).
 //! * [`headers`], [`time`]: NATS header blocks and Go-style timestamps.
 //!
@@ -43,6 +44,7 @@ pub mod errors;
 pub mod handle;
 pub mod info_request;
 mod msg_ids;
+pub mod replication;
 mod republish;
 pub mod retention;
 pub mod settings;
@@ -149,6 +151,8 @@ pub(crate) struct Inner {
     pub(crate) memory: Store,
     pub(crate) max_memory_bytes: u64,
     pub(crate) server: Weak<Account>,
+    /// The server (its replication hook: see [`replication`]).
+    pub(crate) shared: Weak<Shared>,
     pub(crate) domain: Option<String>,
     pub(crate) max_file_bytes: Option<u64>,
     /// Most streams and consumers (an account's limits; changed at run time by
@@ -328,6 +332,7 @@ impl JetStream {
             memory,
             max_memory_bytes,
             server: Arc::downgrade(account),
+            shared: Arc::downgrade(server),
             domain: opts.domain.clone(),
             max_file_bytes: opts.max_file_bytes,
             counts: RwLock::new(CountLimits {
@@ -607,6 +612,14 @@ impl Inner {
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .max_consumers
+    }
+
+    /// The server's replication hook and this engine's account name, when the server is
+    /// clustered (see [`replication`]).
+    pub(crate) fn replication(&self) -> Option<(Arc<dyn replication::Replication>, String)> {
+        let hook = self.shared.upgrade()?.js_replication.get()?.clone();
+        let account = self.server.upgrade()?.name().to_owned();
+        Some((hook, account))
     }
 
     /// Whether the engine is switched off ([`JetStream::suspend`]).

@@ -138,6 +138,10 @@ pub struct Shared {
     /// The API of JetStream's domain, once JetStream serves one: permissions and deny lists
     /// apply to `$JS.<domain>.API.<rest>` as to `$JS.API.<rest>` too.
     pub js_domain: std::sync::OnceLock<jsdomain::DomainApi>,
+    /// What JetStream does with replicated streams (`num_replicas` > 1), set by a clustered
+    /// server (hubd in a JetStream cluster); unset, they are refused (see
+    /// [`crate::jetstream::replication`]).
+    pub js_replication: std::sync::OnceLock<Arc<dyn crate::jetstream::replication::Replication>>,
     /// Connections and traffic, for monitoring.
     pub stats: stats::ServerStats,
     /// Who may connect now: `opts.auth` at the start, then what the last reload set (see
@@ -413,6 +417,7 @@ impl Server {
             next_client_id: AtomicU64::new(1),
             jetstream: std::sync::atomic::AtomicBool::new(false),
             js_domain: std::sync::OnceLock::new(),
+            js_replication: std::sync::OnceLock::new(),
             stats,
             auth: std::sync::RwLock::new(Arc::new(opts.auth.clone())),
             system: crate::system::Slot::default(),

@@ -17,6 +17,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
+use leaf_core::jetstream::config::JsError;
 use leaf_core::server::fanout::{InternalSink, Msg};
 use leaf_core::server::{Account, Publisher, SubRef};
 use openraft::{ChangeMembers, Config, ServerState};
@@ -26,6 +27,7 @@ use tracing::{error, info, warn};
 
 use super::bootstrap::{self, ProbeAnswer, Step};
 use super::machine::MetaMachine;
+use super::meta::MetaState;
 use super::network::{serve_rpc, GroupNetwork};
 use super::node_id::{node_id, peer_id, Names};
 use super::store::RaftDb;
@@ -63,11 +65,13 @@ pub struct MetaOptions {
 pub struct MetaGroup {
     /// The group's Raft.
     pub raft: MetaRaft,
-    own: u64,
+    pub(super) own: u64,
     name: String,
     cluster: String,
     routes: Arc<Routes>,
-    transport: Arc<Transport>,
+    pub(super) transport: Arc<Transport>,
+    /// The assignments as this member's state machine applied them.
+    state: watch::Receiver<MetaState>,
     system: Arc<Account>,
     names: Mutex<Names>,
     /// Names of members already reported (collisions, nats-server with JetStream).
@@ -106,6 +110,7 @@ impl MetaGroup {
         })?;
         let db = RaftDb::open(Path::new(&opts.store_dir)).map_err(|e| e.to_string())?;
         let machine = MetaMachine::open(db.snapshots(META)).map_err(|e| e.to_string())?;
+        let state = machine.watch();
         let transport = Transport::start(opts.system.clone(), own)?;
         let network = GroupNetwork {
             transport: transport.clone(),
@@ -129,6 +134,7 @@ impl MetaGroup {
             cluster: opts.cluster_name,
             routes: opts.routes,
             transport: transport.clone(),
+            state,
             system: opts.system,
             names: Mutex::new(names),
             reported: Mutex::new(HashSet::new()),
@@ -154,6 +160,40 @@ impl MetaGroup {
     /// Stops the group's Raft (at shutdown).
     pub async fn shutdown(&self) {
         let _ = self.raft.shutdown().await;
+    }
+
+    /// The assignments as this member's state machine applied them.
+    pub fn state(&self) -> MetaState {
+        self.state.borrow().clone()
+    }
+
+    /// The cluster's name.
+    pub fn cluster_name(&self) -> &str {
+        &self.cluster
+    }
+
+    /// The members up as this one sees them: itself and the JetStream hubd members seen over
+    /// a route, by node id, with their names.
+    pub fn online(&self) -> BTreeMap<u64, String> {
+        let mut online = self.seen();
+        online.insert(self.own, self.name.clone());
+        online
+    }
+
+    /// The name of member `id`, if known (the membership, or a route).
+    pub fn name_of(&self, id: u64) -> Option<String> {
+        let m = self.raft.metrics().borrow().clone();
+        self.member_name(&m, id)
+    }
+
+    /// A nats-server member with JetStream seen over a route (its name): replicated assets
+    /// are refused in such a cluster (see "Mixed clusters" in `hub/JETSTREAM-CLUSTER.md`).
+    pub fn nats_server_with_jetstream(&self) -> Option<String> {
+        self.routes
+            .established()
+            .into_iter()
+            .find(|(_, r)| r.jsc.is_none() && r.jetstream)
+            .map(|(_, r)| r.name)
     }
 
     /// The expected number of JetStream members (see [`super::bootstrap::expected`]).
@@ -479,7 +519,7 @@ impl MetaGroup {
         const TYPE: &str = "io.nats.jetstream.api.v1.meta_leader_stepdown_response";
         let unavailable = json!({
             "type": TYPE,
-            "error": { "code": 503, "err_code": 10008, "description": "JetStream cluster not available" },
+            "error": JsError::ClusterNotAvail.err(),
         });
         if self.step_down() {
             return json!({ "type": TYPE, "success": true });
@@ -543,6 +583,7 @@ impl Handler for MetaHandler {
             match rpc.as_str() {
                 "probe" => postcard::to_allocvec(&g.probe_answer()).ok(),
                 "stepdown" => postcard::to_allocvec(&g.step_down()).ok(),
+                "propose" => g.serve_proposal(&body).await,
                 other => serve_rpc(&g.raft, other, &body).await,
             }
         })

@@ -76,6 +76,11 @@ impl MetaMachine {
         })
     }
 
+    /// Watches the assignments: the current ones, and each change as it is applied.
+    pub fn watch(&self) -> watch::Receiver<MetaState> {
+        self.changes.subscribe()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Image> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }

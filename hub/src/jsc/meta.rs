@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use leaf_proto::subject::subjects_overlap;
 use serde::{Deserialize, Serialize};
 
 /// A Raft group of an asset: its name and its peers (node ids; the first is the preferred
@@ -24,10 +25,35 @@ pub struct StreamAssignment {
     pub account: String,
     /// The stream's name.
     pub name: String,
-    /// Its configuration, as the JSON text of the create request.
+    /// Its configuration, as JSON text (the normalized configuration of the create request).
     pub config: String,
     /// Its group.
     pub group: RaftGroup,
+    /// When it was created (ns since the epoch; the proposer's clock, the same on every
+    /// member).
+    pub created_ns: i64,
+}
+
+impl StreamAssignment {
+    /// The subjects its configuration captures.
+    pub fn subjects(&self) -> Vec<String> {
+        serde_json::from_str::<serde_json::Value>(&self.config)
+            .ok()
+            .and_then(|v| serde_json::from_value(v["subjects"].clone()).ok())
+            .unwrap_or_default()
+    }
+}
+
+/// Whether two configurations (JSON texts) are the same: compared as JSON values, so that the
+/// order of an object's keys does not matter.
+fn same_config(a: &str, b: &str) -> bool {
+    match (
+        serde_json::from_str::<serde_json::Value>(a),
+        serde_json::from_str::<serde_json::Value>(b),
+    ) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
 }
 
 /// A consumer placed on peers.
@@ -84,6 +110,9 @@ pub enum Refusal {
     /// A stream of that name exists with another configuration.
     #[error("stream name already in use with a different configuration")]
     StreamExists,
+    /// Another stream of the account captures some of the same subjects.
+    #[error("subjects overlap with an existing stream")]
+    SubjectsOverlap,
     /// The stream is not assigned.
     #[error("stream not found")]
     StreamNotFound,
@@ -105,14 +134,43 @@ pub struct MetaState {
 }
 
 impl MetaState {
+    /// Whether another stream of `sa`'s account captures some of its subjects.
+    fn overlaps(&self, sa: &StreamAssignment) -> bool {
+        let subjects = sa.subjects();
+        self.streams
+            .values()
+            .filter(|o| o.account == sa.account && o.name != sa.name)
+            .any(|o| {
+                o.subjects().iter().any(|b| {
+                    subjects
+                        .iter()
+                        .any(|a| subjects_overlap(a.as_bytes(), b.as_bytes()))
+                })
+            })
+    }
+
+    /// The streams each node id is a peer of.
+    pub fn load(&self) -> BTreeMap<u64, usize> {
+        let mut load = BTreeMap::new();
+        for sa in self.streams.values() {
+            for peer in &sa.group.peers {
+                *load.entry(*peer).or_insert(0) += 1;
+            }
+        }
+        load
+    }
+
     /// Applies `cmd`; a refused command changes nothing.
     pub fn apply(&mut self, cmd: &MetaCommand) -> Result<(), Refusal> {
         match cmd {
             MetaCommand::AssignStream(sa) => {
                 let key = (sa.account.clone(), sa.name.clone());
                 match self.streams.get(&key) {
-                    Some(old) if old.config != sa.config => Err(Refusal::StreamExists),
+                    Some(old) if !same_config(&old.config, &sa.config) => {
+                        Err(Refusal::StreamExists)
+                    }
                     Some(_) => Ok(()),
+                    None if self.overlaps(sa) => Err(Refusal::SubjectsOverlap),
                     None => {
                         self.streams.insert(key, sa.clone());
                         Ok(())
@@ -173,6 +231,7 @@ mod tests {
                 name: format!("S-{name}"),
                 peers: vec![1, 2, 3],
             },
+            created_ns: 1,
         })
     }
 
@@ -213,6 +272,28 @@ mod tests {
         assert!(state.streams.is_empty());
         assert!(state.consumers.is_empty());
         assert_eq!(state.apply(&remove), Err(Refusal::StreamNotFound));
+    }
+
+    #[test]
+    fn configurations_compare_as_json_and_subjects_do_not_overlap() {
+        let mut state = MetaState::default();
+        let a = r#"{"name":"A","subjects":["orders.>"],"num_replicas":3}"#;
+        assert_eq!(state.apply(&stream("A", a)), Ok(()));
+        // The same configuration with its keys in another order: the same stream.
+        let a2 = r#"{"num_replicas":3,"subjects":["orders.>"],"name":"A"}"#;
+        assert_eq!(state.apply(&stream("A", a2)), Ok(()));
+        let b = r#"{"name":"B","subjects":["orders.new"],"num_replicas":3}"#;
+        assert_eq!(state.apply(&stream("B", b)), Err(Refusal::SubjectsOverlap));
+        let c = r#"{"name":"C","subjects":["invoices.>"],"num_replicas":3}"#;
+        assert_eq!(state.apply(&stream("C", c)), Ok(()));
+        // Another account has its own subject space.
+        let mut other = stream("B", b);
+        if let MetaCommand::AssignStream(sa) = &mut other {
+            sa.account = "OTHER".into();
+        }
+        assert_eq!(state.apply(&other), Ok(()));
+        assert_eq!(state.load().get(&1), Some(&3));
+        assert_eq!(state.load().get(&4), None);
     }
 
     #[test]

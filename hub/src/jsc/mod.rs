@@ -11,7 +11,11 @@
 //! * [`transport`] and [`network`]: Raft RPCs as requests over the routes, in the system
 //!   account;
 //! * [`bootstrap`]: when a member may initialize the meta group (no split brain);
-//! * [`group`]: the meta group of a member, its upkeep and what clients see of it.
+//! * [`group`]: the meta group of a member, its upkeep and what clients see of it;
+//! * [`propose`]: proposals to the meta group from any member (forwarded to the leader);
+//! * [`placement`]: which members carry a replicated stream;
+//! * [`replication`]: the JetStream API's replicated streams on the meta group (the core's
+//!   `Replication` hook).
 
 pub mod bootstrap;
 pub mod group;
@@ -19,6 +23,9 @@ pub mod machine;
 pub mod meta;
 pub mod network;
 pub mod node_id;
+pub mod placement;
+pub mod propose;
+pub mod replication;
 pub mod store;
 pub mod transport;
 pub mod types;

@@ -177,6 +177,7 @@ mod tests {
                         name: "S-1".into(),
                         peers: vec![1, 2, 3],
                     },
+                    created_ns: 7,
                 })),
             }],
             leader_commit: Some(log_id),

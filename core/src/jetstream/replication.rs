@@ -1,0 +1,216 @@
+//! The hook of a clustered server for replicated streams (`num_replicas` > 1).
+//!
+//! A single server refuses `num_replicas` > 1 (10074, in [`super::config`]). hubd in a
+//! JetStream cluster sets a [`Replication`] on the server ([`crate::server::Shared`]'s
+//! `js_replication`); the API task then hands it `STREAM.CREATE` with R>1 and `STREAM.DELETE`
+//! of a stream it knows, and answers `STREAM.INFO`, `STREAM.NAMES` and `STREAM.LIST` with
+//! its replicated streams next to the engine's own. leafd never sets one and keeps refusing.
+//!
+//! What a replicated stream is here (see `hub/JETSTREAM-CLUSTER.md`, "Status and next
+//! steps"): an assignment the cluster agreed on (configuration, peers). Until stream groups
+//! exist no member stores its messages: nothing subscribes its subjects (a publish gets no
+//! answer, never a PubAck), its info shows an empty state and no leader, and the other
+//! requests on it are answered 10036 ("not currently supported in clustered mode").
+
+use std::future::Future;
+use std::pin::Pin;
+
+use leaf_proto::subject::subjects_overlap;
+use leaf_proto::time::{now_ns, rfc3339};
+
+use super::config::StreamConfig;
+use super::errors::{ApiError, JsError};
+use super::wire::{ClusterInfo, StreamInfo, StreamInfoResponse, StreamState};
+use super::Inner;
+
+/// An answer the hook gives later.
+pub type Pending<T> = Pin<Box<dyn Future<Output = Result<T, ApiError>> + Send>>;
+
+/// A replicated stream as the cluster knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replicated {
+    /// Its configuration (with its `num_replicas`).
+    pub config: StreamConfig,
+    /// When it was created (ns since the epoch), the same on every member.
+    pub created_ns: i64,
+    /// The cluster's name, the group's leader (none yet) and its peers.
+    pub cluster: ClusterInfo,
+}
+
+/// What a clustered server does with replicated streams (see the module documentation).
+pub trait Replication: Send + Sync {
+    /// Creates the replicated stream `config` (normalized, `num_replicas` > 1) of `account`:
+    /// the stream and whether it is new (`false`: it existed with this configuration).
+    fn create(&self, account: &str, config: StreamConfig) -> Pending<(Replicated, bool)>;
+
+    /// Deletes the replicated stream `name` of `account` (10059 when there is none).
+    fn delete(&self, account: &str, name: &str) -> Pending<()>;
+
+    /// The replicated streams of `account` known here, by name.
+    fn streams(&self, account: &str) -> Vec<Replicated>;
+
+    /// The replicated stream `name` of `account`, if known here.
+    fn stream(&self, account: &str, name: &str) -> Option<Replicated> {
+        self.streams(account)
+            .into_iter()
+            .find(|s| s.config.name == name)
+    }
+}
+
+/// The `num_replicas` a `STREAM.CREATE` body asks for (1 when absent or unreadable: the
+/// ordinary path then parses and answers it).
+pub(crate) fn requested_replicas(payload: &[u8]) -> i64 {
+    #[derive(serde::Deserialize)]
+    struct Replicas {
+        #[serde(default)]
+        num_replicas: Option<i64>,
+    }
+    serde_json::from_slice::<Replicas>(payload)
+        .ok()
+        .and_then(|r| r.num_replicas)
+        .unwrap_or(1)
+}
+
+/// Most replicas of a stream (nats-server's `StreamMaxReplicas`).
+pub const MAX_REPLICAS: i32 = 5;
+
+impl Replicated {
+    /// Its info: the cluster's view (configuration, creation, peers) and an empty state, as
+    /// no member stores its messages yet.
+    pub fn info(&self) -> StreamInfo {
+        StreamInfo {
+            config: self.config.clone(),
+            created: rfc3339(self.created_ns),
+            state: StreamState {
+                first_seq: self.config.first_seq.max(1),
+                last_seq: self.config.first_seq.saturating_sub(1),
+                first_ts: rfc3339(0),
+                last_ts: rfc3339(0),
+                ..StreamState::default()
+            },
+            domain: None,
+            cluster: Some(self.cluster.clone()),
+            mirror: None,
+            sources: None,
+            ts: Some(rfc3339(now_ns())),
+        }
+    }
+}
+
+impl Inner {
+    /// `STREAM.CREATE` with `num_replicas` > 1 (`payload` the request's body) on a clustered
+    /// server: the answer; `None` without a hook (the ordinary path then refuses, 10074).
+    pub(crate) async fn create_replicated(
+        &self,
+        name: &str,
+        payload: &[u8],
+    ) -> Option<Result<StreamInfoResponse, ApiError>> {
+        let (hook, account) = self.replication()?;
+        let create = async {
+            let mut cfg = self.read_config(name, payload)?;
+            let replicas = cfg.num_replicas;
+            if replicas > MAX_REPLICAS {
+                return Err(ApiError::invalid_config(&format!(
+                    "maximum replicas is {MAX_REPLICAS}"
+                )));
+            }
+            // The single-server checks, then the replicas back.
+            cfg.num_replicas = 1;
+            let mut cfg = cfg.normalize()?;
+            cfg.num_replicas = replicas;
+            // A stream of this engine (an R1 stream of this member) keeps its name and subjects.
+            if self.stream(name).is_some() {
+                return Err(ApiError::stream_name_exists());
+            }
+            self.check_overlap(&cfg)?;
+            let (stream, created) = hook.create(&account, cfg).await?;
+            let mut body = StreamInfoResponse::from(stream.info());
+            body.did_create = created;
+            Ok(body)
+        };
+        Some(create.await)
+    }
+
+    /// `STREAM.DELETE` of a replicated stream: the answer; `None` when the stream is not a
+    /// replicated one known here (or the server has no hook).
+    pub(crate) async fn delete_replicated(&self, name: &str) -> Option<Result<(), ApiError>> {
+        let (hook, account) = self.replication()?;
+        hook.stream(&account, name)?;
+        Some(hook.delete(&account, name).await)
+    }
+
+    /// The replicated stream `name` known here (not one of this engine's).
+    pub(crate) fn replicated(&self, name: &str) -> Option<Replicated> {
+        let (hook, account) = self.replication()?;
+        hook.stream(&account, name)
+    }
+
+    /// The replicated streams known here.
+    pub(crate) fn replicated_streams(&self) -> Vec<Replicated> {
+        self.replication()
+            .map(|(hook, account)| hook.streams(&account))
+            .unwrap_or_default()
+    }
+
+    /// Checks that an R1 stream `cfg` of this engine takes neither the name nor the subjects
+    /// of a replicated stream.
+    pub(crate) fn check_replicated_conflicts(&self, cfg: &StreamConfig) -> Result<(), ApiError> {
+        for other in self.replicated_streams() {
+            if other.config.name == cfg.name {
+                return Err(ApiError::stream_name_exists());
+            }
+            let overlaps = cfg.subjects.iter().any(|a| {
+                other
+                    .config
+                    .subjects
+                    .iter()
+                    .any(|b| subjects_overlap(a.as_bytes(), b.as_bytes()))
+            });
+            if overlaps {
+                return Err(ApiError::subjects_overlap());
+            }
+        }
+        Ok(())
+    }
+
+    /// A request on a replicated stream that this server does not serve yet (its kind and
+    /// stream), from the request's tokens after `$JS.API.`.
+    pub(crate) fn unserved_replicated<'a>(
+        &self,
+        tokens: &[&'a str],
+    ) -> Option<(&'static str, &'a str)> {
+        let (kind, name) = match tokens {
+            ["STREAM", "UPDATE", name] => ("stream_update_response", *name),
+            ["STREAM", "PURGE", name] => ("stream_purge_response", *name),
+            ["STREAM", "MSG", "GET", name] => ("stream_msg_get_response", *name),
+            ["STREAM", "MSG", "DELETE", name] => ("stream_msg_delete_response", *name),
+            ["CONSUMER", "CREATE", name, ..] | ["CONSUMER", "DURABLE", "CREATE", name, _] => {
+                ("consumer_create_response", *name)
+            }
+            ["CONSUMER", "INFO", name, _] => ("consumer_info_response", *name),
+            ["CONSUMER", "DELETE", name, _] => ("consumer_delete_response", *name),
+            ["CONSUMER", "NAMES", name] => ("consumer_names_response", *name),
+            ["CONSUMER", "LIST", name] => ("consumer_list_response", *name),
+            _ => return None,
+        };
+        (self.stream(name).is_none() && self.replicated(name).is_some()).then_some((kind, name))
+    }
+}
+
+/// The error of a request on a replicated stream not served yet.
+pub(crate) fn unserved() -> ApiError {
+    JsError::ClusterUnSupportFeature.err()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::requested_replicas;
+
+    #[test]
+    fn the_requested_replicas_are_read_leniently() {
+        assert_eq!(requested_replicas(br#"{"name":"S","num_replicas":3}"#), 3);
+        assert_eq!(requested_replicas(br#"{"name":"S"}"#), 1);
+        assert_eq!(requested_replicas(b"not json"), 1);
+        assert_eq!(requested_replicas(br#"{"num_replicas":"x"}"#), 1);
+    }
+}

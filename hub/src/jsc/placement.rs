@@ -1,0 +1,159 @@
+//! Where a replicated stream goes: which members carry it, or why none can (nats-server's
+//! "no suitable peers for placement", 10005). Pure logic.
+//!
+//! The peers are chosen among the meta group's voters that are up (this member, and the
+//! members seen over a route), the least loaded first (fewest streams already assigned to
+//! them, as nats-server sorts replicated assets by their count), ties by node id; the first is
+//! the preferred leader. `placement.cluster` must be this cluster's name (a hubd cluster has no
+//! gateways to other clusters); `placement.tags` cannot be matched (hubd has no
+//! `server_tags` yet).
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use super::node_id::peer_id;
+
+/// The start of every placement error, as nats-server words it.
+const NO_PEERS: &str = "no suitable peers for placement";
+
+/// A voter of the meta group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Voter {
+    /// Its node id.
+    pub id: u64,
+    /// Whether it is up (this member, or seen over a route).
+    pub online: bool,
+}
+
+/// Why a stream cannot be placed: the whole error text (10005).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct NoPeers(pub String);
+
+/// Checks a stream's `placement` (the configuration's JSON value) against this cluster.
+pub fn check(placement: Option<&Value>, cluster: &str) -> Result<(), NoPeers> {
+    let Some(placement) = placement else {
+        return Ok(());
+    };
+    if let Some(wanted) = placement["cluster"].as_str().filter(|c| !c.is_empty()) {
+        if wanted != cluster {
+            return Err(NoPeers(NO_PEERS.to_owned()));
+        }
+    }
+    let tags: Vec<String> = placement["tags"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t.as_str().map(|t| format!("'{t}'")))
+        .collect();
+    if !tags.is_empty() {
+        return Err(NoPeers(format!(
+            "{NO_PEERS}, tags not matched [{}]",
+            tags.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+/// The error of a cluster with a nats-server member that has JetStream.
+pub fn mixed(member: &str) -> NoPeers {
+    NoPeers(format!(
+        "{NO_PEERS}, nats-server member {member} has JetStream: hubd and nats-server cannot \
+         share replicated streams"
+    ))
+}
+
+/// Chooses `replicas` peers among `voters`, the least loaded first (`load`: streams per node
+/// id).
+pub fn choose(
+    replicas: usize,
+    voters: &[Voter],
+    load: &BTreeMap<u64, usize>,
+) -> Result<Vec<u64>, NoPeers> {
+    let mut online: Vec<u64> = voters.iter().filter(|v| v.online).map(|v| v.id).collect();
+    if online.len() < replicas {
+        return Err(NoPeers(if voters.len() >= replicas {
+            format!("{NO_PEERS}, peer offline")
+        } else {
+            NO_PEERS.to_owned()
+        }));
+    }
+    online.sort_by_key(|id| (load.get(id).copied().unwrap_or(0), *id));
+    online.truncate(replicas);
+    Ok(online)
+}
+
+/// The name of the group of stream `stream` of `account` created at `created_ns`: `S-` and
+/// a hash (a subject token; a stream created again gets another group).
+pub fn stream_group(account: &str, stream: &str, created_ns: i64) -> String {
+    format!(
+        "S-{}",
+        peer_id(&format!("{account}\0{stream}\0{created_ns}"))
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn voters(ids: &[(u64, bool)]) -> Vec<Voter> {
+        ids.iter()
+            .map(|(id, online)| Voter {
+                id: *id,
+                online: *online,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_least_loaded_voters_are_chosen() {
+        let all = voters(&[(1, true), (2, true), (3, true), (4, true)]);
+        let load = BTreeMap::from([(1, 2), (2, 0), (3, 1)]);
+        assert_eq!(choose(3, &all, &load), Ok(vec![2, 4, 3]));
+        assert_eq!(choose(1, &all, &BTreeMap::new()), Ok(vec![1]));
+    }
+
+    #[test]
+    fn too_few_voters_up_is_no_placement() {
+        let all = voters(&[(1, true), (2, false), (3, true)]);
+        assert_eq!(
+            choose(3, &all, &BTreeMap::new()),
+            Err(NoPeers(
+                "no suitable peers for placement, peer offline".into()
+            ))
+        );
+        assert_eq!(choose(2, &all, &BTreeMap::new()), Ok(vec![1, 3]));
+        assert_eq!(
+            choose(5, &all, &BTreeMap::new()),
+            Err(NoPeers("no suitable peers for placement".into()))
+        );
+    }
+
+    #[test]
+    fn placement_names_this_cluster_and_no_tags() {
+        assert_eq!(check(None, "C"), Ok(()));
+        assert_eq!(check(Some(&json!({"cluster": "C"})), "C"), Ok(()));
+        assert_eq!(check(Some(&json!({"cluster": ""})), "C"), Ok(()));
+        assert_eq!(
+            check(Some(&json!({"cluster": "OTHER"})), "C"),
+            Err(NoPeers("no suitable peers for placement".into()))
+        );
+        assert_eq!(
+            check(Some(&json!({"tags": ["ssd", "eu"]})), "C"),
+            Err(NoPeers(
+                "no suitable peers for placement, tags not matched ['ssd', 'eu']".into()
+            ))
+        );
+    }
+
+    #[test]
+    fn group_names_are_tokens_and_differ_per_creation() {
+        let a = stream_group("$G", "ORDERS", 1);
+        assert!(a.starts_with("S-") && a.len() == 10, "{a}");
+        assert!(!a.contains(['.', '*', '>', ' ']), "{a}");
+        assert_ne!(a, stream_group("$G", "ORDERS", 2));
+        assert_ne!(a, stream_group("APP", "ORDERS", 1));
+    }
+}

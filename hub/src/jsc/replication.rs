@@ -1,0 +1,218 @@
+//! The JetStream API's replicated streams (`num_replicas` > 1) on the meta group: hubd's
+//! [`Replication`] hook (see `leaf_core::jetstream::replication`).
+//!
+//! `STREAM.CREATE` with R>1 on any member places the stream ([`super::placement`]) and
+//! proposes its assignment to the meta group ([`MetaGroup::propose`]); `STREAM.DELETE`
+//! proposes its removal; every member's state machine applies both, so `STREAM.INFO`,
+//! `STREAM.NAMES` and `STREAM.LIST` on any member show the assignment. No member stores the
+//! stream's messages yet (stream groups are next, see `hub/JETSTREAM-CLUSTER.md`): its info
+//! has no leader and every peer not current, and nothing subscribes its subjects, so a publish
+//! is never acknowledged.
+
+use std::collections::BTreeMap;
+use std::sync::Weak;
+
+use leaf_core::jetstream::config::{ApiError, JsError, StreamConfig};
+use leaf_core::jetstream::replication::{Pending, Replicated, Replication};
+use leaf_core::jetstream::wire::{ClusterInfo, PeerInfo};
+use leaf_proto::time::now_ns;
+
+use super::group::MetaGroup;
+use super::meta::{MetaCommand, RaftGroup, Refusal, StreamAssignment};
+use super::placement::{self, NoPeers, Voter};
+
+/// hubd's hook: the meta group of this member.
+pub struct ClusterStreams(pub Weak<MetaGroup>);
+
+/// 10008: no meta leader, or it did not answer.
+fn unavailable() -> ApiError {
+    JsError::ClusterNotAvail.err()
+}
+
+/// 10005 with the reason.
+fn no_peers(e: NoPeers) -> ApiError {
+    JsError::ClusterNoPeers.with(&e.0)
+}
+
+/// The API error of a refused command.
+fn refused(r: Refusal) -> ApiError {
+    match r {
+        Refusal::StreamExists => ApiError::stream_name_exists(),
+        Refusal::SubjectsOverlap => ApiError::subjects_overlap(),
+        Refusal::StreamNotFound => ApiError::stream_not_found(),
+        Refusal::ConsumerExists | Refusal::ConsumerNotFound => ApiError::general(&r.to_string()),
+    }
+}
+
+impl Replication for ClusterStreams {
+    fn create(&self, account: &str, config: StreamConfig) -> Pending<(Replicated, bool)> {
+        let group = self.0.clone();
+        let account = account.to_owned();
+        Box::pin(async move {
+            let g = group.upgrade().ok_or_else(unavailable)?;
+            g.create_stream(&account, config).await
+        })
+    }
+
+    fn delete(&self, account: &str, name: &str) -> Pending<()> {
+        let group = self.0.clone();
+        let (account, name) = (account.to_owned(), name.to_owned());
+        Box::pin(async move {
+            let g = group.upgrade().ok_or_else(unavailable)?;
+            g.delete_stream(&account, &name).await
+        })
+    }
+
+    fn streams(&self, account: &str) -> Vec<Replicated> {
+        self.0
+            .upgrade()
+            .map(|g| g.streams_of(account))
+            .unwrap_or_default()
+    }
+}
+
+impl MetaGroup {
+    /// Places and assigns the replicated stream `config` of `account` (see the module
+    /// documentation); `false` when it existed with this configuration.
+    async fn create_stream(
+        &self,
+        account: &str,
+        config: StreamConfig,
+    ) -> Result<(Replicated, bool), ApiError> {
+        placement::check(config.placement.as_ref(), self.cluster_name()).map_err(no_peers)?;
+        if let Some(member) = self.nats_server_with_jetstream() {
+            return Err(no_peers(placement::mixed(&member)));
+        }
+        let key = (account.to_owned(), config.name.clone());
+        let state = self.state();
+        if let Some(existing) = state.streams.get(&key) {
+            let same =
+                serde_json::from_str::<StreamConfig>(&existing.config).is_ok_and(|c| c == config);
+            return match (same, self.replicated(existing)) {
+                (true, Some(r)) => Ok((r, false)),
+                _ => Err(ApiError::stream_name_exists()),
+            };
+        }
+        let m = self.raft.metrics().borrow().clone();
+        let online = self.online();
+        let voters: Vec<Voter> = m
+            .membership_config
+            .membership()
+            .voter_ids()
+            .map(|id| Voter {
+                id,
+                online: online.contains_key(&id),
+            })
+            .collect();
+        // No leader, or too few voters up to commit anything: the meta group is unavailable
+        // (as nats-server answers a leaderless meta group, before placement).
+        let up = voters.iter().filter(|v| v.online).count();
+        if m.current_leader.is_none() || up <= voters.len() / 2 {
+            return Err(unavailable());
+        }
+        let replicas = usize::try_from(config.num_replicas).unwrap_or(0);
+        let peers = placement::choose(replicas, &voters, &state.load()).map_err(no_peers)?;
+        let created_ns = now_ns();
+        let text = serde_json::to_string(&config).map_err(|e| ApiError::general(&e.to_string()))?;
+        let assignment = StreamAssignment {
+            account: account.to_owned(),
+            name: config.name.clone(),
+            config: text,
+            group: RaftGroup {
+                name: placement::stream_group(account, &config.name, created_ns),
+                peers,
+            },
+            created_ns,
+        };
+        let proposed = self
+            .propose(MetaCommand::AssignStream(assignment.clone()))
+            .await
+            .map_err(|_| unavailable())?;
+        if let Some(r) = proposed.reply.refused {
+            return Err(refused(r));
+        }
+        // As applied (an assignment with this configuration may have been there first).
+        let applied = self.state().streams.get(&key).cloned();
+        let stream = applied.as_ref().unwrap_or(&assignment);
+        let answer = self
+            .replicated(stream)
+            .ok_or_else(|| ApiError::general("the assignment's configuration is unreadable"))?;
+        Ok((answer, true))
+    }
+
+    /// Removes the replicated stream `name` of `account`.
+    async fn delete_stream(&self, account: &str, name: &str) -> Result<(), ApiError> {
+        let proposed = self
+            .propose(MetaCommand::RemoveStream {
+                account: account.to_owned(),
+                name: name.to_owned(),
+            })
+            .await
+            .map_err(|_| unavailable())?;
+        match proposed.reply.refused {
+            None => Ok(()),
+            Some(r) => Err(refused(r)),
+        }
+    }
+
+    /// The replicated streams of `account` this member's state machine holds.
+    fn streams_of(&self, account: &str) -> Vec<Replicated> {
+        self.state()
+            .streams
+            .values()
+            .filter(|sa| sa.account == account)
+            .filter_map(|sa| self.replicated(sa))
+            .collect()
+    }
+
+    /// What the API shows of an assignment: its configuration, creation and peers (none
+    /// current, no leader: no stream group runs yet).
+    fn replicated(&self, sa: &StreamAssignment) -> Option<Replicated> {
+        let config: StreamConfig = serde_json::from_str(&sa.config).ok()?;
+        let online = self.online();
+        let names: BTreeMap<u64, String> = sa
+            .group
+            .peers
+            .iter()
+            .map(|id| (*id, self.name_of(*id).unwrap_or_else(|| id.to_string())))
+            .collect();
+        let replicas = sa
+            .group
+            .peers
+            .iter()
+            .map(|id| PeerInfo {
+                name: names.get(id).cloned().unwrap_or_default(),
+                current: false,
+                offline: !online.contains_key(id),
+                active: 0,
+                lag: 0,
+            })
+            .collect();
+        Some(Replicated {
+            config,
+            created_ns: sa.created_ns,
+            cluster: ClusterInfo {
+                name: Some(self.cluster_name().to_owned()),
+                leader: None,
+                replicas,
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_are_the_api_errors_nats_server_answers() {
+        assert_eq!(refused(Refusal::StreamExists).err_code, 10058);
+        assert_eq!(refused(Refusal::SubjectsOverlap).err_code, 10065);
+        assert_eq!(refused(Refusal::StreamNotFound).err_code, 10059);
+        assert_eq!(unavailable().err_code, 10008);
+        assert_eq!(unavailable().code, 503);
+        let e = no_peers(NoPeers("no suitable peers for placement".into()));
+        assert_eq!((e.code, e.err_code), (400, 10005));
+        assert_eq!(e.description, "no suitable peers for placement");
+    }
+}
