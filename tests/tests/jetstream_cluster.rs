@@ -9,6 +9,11 @@
 //! elect no leader. The same steps run against a nats-server cluster where they apply, to
 //! show that hubd behaves alike.
 //!
+//! Replicated streams (issue 22 steps 1-2): an R3 stream created on any member is assigned
+//! through the meta group and seen by every member's API, without a PubAck (no stream group
+//! stores it yet); refused with 10008 without a meta leader, with 10005 in a mixed cluster, and
+//! with 10074 without a cluster (leafd, a single hubd, nats-server alike).
+//!
 //! Every wait is bounded.
 
 use std::time::{Duration, Instant};

@@ -10,6 +10,9 @@
 //! push consumers are created, listed, described and deleted here (see [`super::consumer`]
 //! for how they run); the 2.11 consumer requests (PAUSE, UNPIN, RESET) get an error saying
 //! they are not supported yet.
+//!
+//! On a clustered server, replicated streams (`num_replicas` > 1) go to the server's hook
+//! (see [`super::replication`]).
 
 use base64::Engine;
 use bytes::Bytes;

@@ -157,19 +157,24 @@ impl MetaGroup {
 
     /// The replicated streams of `account` this member's state machine holds.
     fn streams_of(&self, account: &str) -> Vec<Replicated> {
+        let online = self.online();
         self.state()
             .streams
             .values()
             .filter(|sa| sa.account == account)
-            .filter_map(|sa| self.replicated(sa))
+            .filter_map(|sa| self.shown(sa, &online))
             .collect()
     }
 
     /// What the API shows of an assignment: its configuration, creation and peers (none
     /// current, no leader: no stream group runs yet).
     fn replicated(&self, sa: &StreamAssignment) -> Option<Replicated> {
+        self.shown(sa, &self.online())
+    }
+
+    /// [`MetaGroup::replicated`], with the members up (`online`: [`MetaGroup::online`]).
+    fn shown(&self, sa: &StreamAssignment, online: &BTreeMap<u64, String>) -> Option<Replicated> {
         let config: StreamConfig = serde_json::from_str(&sa.config).ok()?;
-        let online = self.online();
         let names: BTreeMap<u64, String> = sa
             .group
             .peers
