@@ -206,6 +206,14 @@ async fn serve(
                 // Replicated streams (num_replicas > 1) go to the meta group.
                 let hook = crate::jsc::replication::ClusterStreams(Arc::downgrade(&group));
                 let _ = node.shared().js_replication.set(Arc::new(hook));
+                // This member's copies of the replicated streams assigned to it.
+                if let Some(engines) = &node.jetstreams {
+                    crate::jsc::copies::start(
+                        Arc::downgrade(&group),
+                        engines.clone(),
+                        jsc_stop.subscribe(),
+                    );
+                }
                 let _ = meta.set(group);
             }
             Err(e) => return fail(NAME, e),

@@ -909,3 +909,143 @@ mod replicas_are_refused_without_a_cluster {
         super::replicas_are_refused_without_a_cluster(NatsServer).await
     }
 }
+
+/// The streams a member's engine holds (`/jsz` `streams`: its own R1 streams and its copies of
+/// replicated streams).
+async fn engine_streams(m: &Member) -> u64 {
+    let (code, jsz) = http_get(m.http, "/jsz").await;
+    assert_eq!(code, 200, "{}: /jsz: {jsz}", m.name);
+    jsz["streams"].as_u64().unwrap_or(u64::MAX)
+}
+
+/// Waits (bounded) until member `m`'s engine holds `n` streams.
+async fn until_engine_streams(m: &Member, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let held = engine_streams(m).await;
+        if held == n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{}: {held} streams in its engine, not {n}",
+            m.name
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A publish to `subject` through member `m` is not acknowledged (nobody takes it).
+async fn not_acknowledged(m: &Member, subject: &str) {
+    let client = app_client(m).await;
+    let answer = tokio::time::timeout(
+        Duration::from_secs(5),
+        client.request(subject.to_owned(), "x".into()),
+    )
+    .await;
+    assert!(
+        !matches!(answer, Ok(Ok(_))),
+        "{}: a publish to a replicated stream was answered: {answer:?}",
+        m.name
+    );
+}
+
+/// issue 22 step 3: each peer of an R2 stream holds a copy in its engine (the third member
+/// none), which answers reads (`MSG.GET`: no message) but takes no publish, before and after
+/// a restart of the peer; what would change a copy is refused (10036), as are reads on the
+/// member without a copy. Deleted from the member without a copy, the copies go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replicated_stream_has_a_copy_on_each_peer() {
+    let mut members = cluster(&[ServerKind::Hubd; 3]).await;
+    {
+        let all: Vec<&Member> = members.iter().collect();
+        agreed_leader(&all, None).await;
+    }
+    let client = app_client(&members[0]).await;
+    let created = api(
+        &client,
+        "$JS.API.STREAM.CREATE.ORDERS",
+        json!({"name": "ORDERS", "subjects": ["orders.>"], "num_replicas": 2}),
+    )
+    .await;
+    assert_eq!(created["did_create"], true, "{created}");
+    let peers: Vec<String> = created["cluster"]["replicas"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["name"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(peers.len(), 2, "{created}");
+    for m in &members {
+        until_engine_streams(m, u64::from(peers.contains(&m.name))).await;
+    }
+    let peer = members
+        .iter()
+        .position(|m| peers.contains(&m.name))
+        .expect("a peer");
+    let other = members
+        .iter()
+        .find(|m| !peers.contains(&m.name))
+        .expect("a member without a copy");
+    let at_peer = app_client(&members[peer]).await;
+    let info = api(&at_peer, "$JS.API.STREAM.INFO.ORDERS", json!({})).await;
+    assert_eq!(info["config"]["num_replicas"], 2, "{info}");
+    assert_eq!(info["cluster"]["name"], "C", "{info}");
+    assert!(info["cluster"]["leader"].is_null(), "{info}");
+    assert_eq!(
+        info["created"], created["created"],
+        "the assignment's creation time"
+    );
+    let get = api(&at_peer, "$JS.API.STREAM.MSG.GET.ORDERS", json!({"seq": 1})).await;
+    assert_eq!(
+        get["error"]["err_code"], 10037,
+        "answered from the copy: {get}"
+    );
+    let purge = api(&at_peer, "$JS.API.STREAM.PURGE.ORDERS", json!({})).await;
+    assert_eq!(purge["error"]["err_code"], 10036, "{purge}");
+    let consumer = api(
+        &at_peer,
+        "$JS.API.CONSUMER.DURABLE.CREATE.ORDERS.D",
+        json!({"stream_name": "ORDERS", "config": {"durable_name": "D", "ack_policy": "explicit"}}),
+    )
+    .await;
+    assert_eq!(consumer["error"]["err_code"], 10036, "{consumer}");
+    let at_other = app_client(other).await;
+    let get = api(
+        &at_other,
+        "$JS.API.STREAM.MSG.GET.ORDERS",
+        json!({"seq": 1}),
+    )
+    .await;
+    assert_eq!(get["error"]["err_code"], 10036, "no copy here: {get}");
+    for m in &members {
+        not_acknowledged(m, "orders.new").await;
+    }
+
+    // A peer restarted keeps its copy, which still takes no publish.
+    members[peer].server.kill();
+    members[peer].server =
+        TestServer::with_config(ServerKind::Hubd, members[peer].config.clone()).await;
+    until_engine_streams(&members[peer], 1).await;
+    {
+        let all: Vec<&Member> = members.iter().collect();
+        agreed_leader(&all, None).await;
+    }
+    not_acknowledged(&members[peer], "orders.new").await;
+
+    // Deleted from the member without a copy: the copies go.
+    let other = members
+        .iter()
+        .find(|m| !peers.contains(&m.name))
+        .expect("a member without a copy");
+    let at_other = app_client(other).await;
+    let deleted = api(&at_other, "$JS.API.STREAM.DELETE.ORDERS", json!({})).await;
+    assert_eq!(deleted["success"], true, "{deleted}");
+    for m in &members {
+        until_engine_streams(m, 0).await;
+        until_member(m, "the R2 stream is gone", |info, _, names| {
+            info["error"]["err_code"] == json!(10059) && names.is_empty()
+        })
+        .await;
+    }
+}

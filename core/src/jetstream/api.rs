@@ -257,6 +257,12 @@ impl Inner {
             (state.first_seq, state.last_seq)
         };
         let (mirror, sources) = super::source::info(&stream);
+        // A replicated stream's copy: the cluster's view of its peers.
+        let cluster = stream
+            .config()
+            .is_replicated()
+            .then(|| self.replicated(name).map(|r| r.cluster))
+            .flatten();
         Ok(StreamInfo {
             config: stream.config(),
             created: rfc3339(stream.created_ns),
@@ -278,7 +284,7 @@ impl Inner {
                 consumer_count: stream.consumer_count() as u64,
             },
             domain: None,
-            cluster: None,
+            cluster,
             mirror,
             sources,
             ts: Some(rfc3339(now_ns())),
@@ -404,7 +410,20 @@ impl Inner {
         {
             return Err(JsError::MaximumStreamsLimit.err());
         }
-        let created_ns = now_ns();
+        self.store_new_stream(cfg, now_ns()).await?;
+        let mut body = StreamInfoResponse::from(self.info_of(name)?);
+        body.did_create = true;
+        Ok(Created::New(Box::new(body)))
+    }
+
+    /// Records the new stream `cfg` (checked) created at `created_ns` in its store and opens
+    /// it.
+    pub(crate) async fn store_new_stream(
+        &self,
+        cfg: StreamConfig,
+        created_ns: i64,
+    ) -> Result<(), ApiError> {
+        let name = cfg.name.clone();
         let record = StoredConfig {
             config: cfg.clone(),
             created_ns,
@@ -413,7 +432,7 @@ impl Inner {
         // A memory stream, its record and its consumers live in the memory store: gone after
         // a restart, as on nats-server.
         let store = self.store_for(cfg.storage).clone();
-        match store.create_stream(name, bytes).await {
+        match store.create_stream(&name, bytes).await {
             Ok(_) => {}
             Err(StoreError::AlreadyExists(_)) => return Err(ApiError::stream_name_exists()),
             Err(StoreError::InsufficientResources(_)) => {
@@ -423,13 +442,10 @@ impl Inner {
         }
         // 2.10's first_seq: the stream starts with its earlier sequences taken.
         if cfg.first_seq > 1 {
-            let skipped = store.skip_many(name, cfg.first_seq - 1, 0).await;
+            let skipped = store.skip_many(&name, cfg.first_seq - 1, 0).await;
             skipped.map_err(|e| ApiError::general(&e.to_string()))?;
         }
-        self.open_stream(name, cfg, created_ns)?;
-        let mut body = StreamInfoResponse::from(self.info_of(name)?);
-        body.did_create = true;
-        Ok(Created::New(Box::new(body)))
+        self.open_stream(&name, cfg, created_ns)
     }
 
     async fn stream_update(&self, name: &str, payload: &[u8]) -> Reply {
@@ -500,13 +516,21 @@ impl Inner {
 
     async fn stream_delete(&self, name: &str) -> Reply {
         const KIND: &str = "stream_delete_response";
-        let Some(stream) = self.stream(name) else {
-            return match self.delete_replicated(name).await {
-                Some(Ok(())) => ok(KIND, json!({ "success": true })),
-                Some(Err(e)) => err(KIND, &e),
-                None => err(KIND, &ApiError::stream_not_found()),
+        if let Some(answer) = self.delete_replicated(name).await {
+            return match answer {
+                Ok(()) => ok(KIND, json!({ "success": true })),
+                Err(e) => err(KIND, &e),
             };
-        };
+        }
+        match self.remove_stream(name).await {
+            Ok(()) => ok(KIND, json!({ "success": true })),
+            Err(e) => err(KIND, &e),
+        }
+    }
+
+    /// Deletes stream `name` of this engine with its consumers and data.
+    pub(crate) async fn remove_stream(&self, name: &str) -> Result<(), ApiError> {
+        let stream = self.stream(name).ok_or_else(ApiError::stream_not_found)?;
         // Its consumers first, so none of their writes lands after the delete.
         for c in stream.consumers_snapshot() {
             stream.remove_consumer(&c.name);
@@ -514,10 +538,10 @@ impl Inner {
         }
         let store = self.store_for(stream.config().storage).clone();
         self.close_stream(name);
-        match store.delete_stream(name).await {
-            Ok(()) => ok(KIND, json!({ "success": true })),
-            Err(e) => err(KIND, &ApiError::general(&e.to_string())),
-        }
+        store
+            .delete_stream(name)
+            .await
+            .map_err(|e| ApiError::general(&e.to_string()))
     }
 
     async fn stream_purge(&self, name: &str, payload: &[u8]) -> Reply {

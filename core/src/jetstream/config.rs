@@ -327,6 +327,12 @@ pub fn is_valid_name(name: &str) -> bool {
 }
 
 impl StreamConfig {
+    /// Whether it is a replicated stream's (`num_replicas` > 1: only a clustered server has
+    /// them, see [`super::replication`]).
+    pub fn is_replicated(&self) -> bool {
+        self.num_replicas > 1
+    }
+
     /// Fills in nats-server's defaults and checks the configuration.
     pub fn normalize(mut self) -> Result<StreamConfig, ApiError> {
         if self.name.contains('/') || self.name.contains('\\') {

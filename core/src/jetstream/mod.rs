@@ -774,7 +774,7 @@ impl Inner {
             .collect()
     }
 
-    /// Starts a stream's task and subscribes its subjects.
+    /// Starts a stream's task and subscribes its subjects (not a replicated stream's copy).
     pub(crate) fn open_stream(
         &self,
         name: &str,
@@ -794,6 +794,11 @@ impl Inner {
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(name.to_string(), stream.clone());
+        if config.is_replicated() {
+            // A replicated stream's copy: it answers reads but takes no publish and copies
+            // nothing (see `replication`).
+            return Ok(());
+        }
         self.subscribe_subjects(&stream, &config.subjects)?;
         source::sync(
             &stream,
@@ -853,6 +858,9 @@ impl Inner {
     ) -> Result<(), ApiError> {
         let subjects_changed = stream.config().subjects != config.subjects;
         stream.set_config(config.clone());
+        if config.is_replicated() {
+            return Ok(());
+        }
         if subjects_changed {
             self.unsubscribe_subjects(&stream.name);
             self.subscribe_subjects(stream, &config.subjects)?;

@@ -7,10 +7,14 @@
 //! its replicated streams next to the engine's own. leafd never sets one and keeps refusing.
 //!
 //! What a replicated stream is here (see `hub/JETSTREAM-CLUSTER.md`, "Status and next
-//! steps"): an assignment the cluster agreed on (configuration, peers). Until stream groups
-//! exist no member stores its messages: nothing subscribes its subjects (a publish gets no
-//! answer, never a PubAck), its info shows an empty state and no leader, and the other
-//! requests on it are answered 10036 ("not currently supported in clustered mode").
+//! steps"): an assignment the cluster agreed on (configuration, peers), and on each of its
+//! peers a **copy** in the engine ([`JetStream::create_replica`], called by hubd as the
+//! assignments are applied). A copy answers reads (`STREAM.INFO` from its store, `MSG.GET`,
+//! `DIRECT.GET`) but never subscribes its subjects nor copies from sources: until stream
+//! groups exist none of them takes a publish (a publish gets no answer, never a PubAck), and
+//! the info shows no leader. Requests that would change a copy (`STREAM.UPDATE`, `PURGE`,
+//! `MSG.DELETE`, consumers) are answered 10036 ("not currently supported in clustered mode"),
+//! as are reads on a member that holds no copy.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -21,7 +25,7 @@ use leaf_proto::time::{now_ns, rfc3339};
 use super::config::StreamConfig;
 use super::errors::{ApiError, JsError};
 use super::wire::{ClusterInfo, StreamInfo, StreamInfoResponse, StreamState};
-use super::Inner;
+use super::{Inner, JetStream};
 
 /// An answer the hook gives later.
 pub type Pending<T> = Pin<Box<dyn Future<Output = Result<T, ApiError>> + Send>>;
@@ -118,8 +122,12 @@ impl Inner {
             cfg.num_replicas = 1;
             let mut cfg = cfg.normalize()?;
             cfg.num_replicas = replicas;
-            // A stream of this engine (an R1 stream of this member) keeps its name and subjects.
-            if self.stream(name).is_some() {
+            // An R1 stream of this engine keeps its name and subjects (a copy of a replicated
+            // stream is the cluster's to judge).
+            if self
+                .stream(name)
+                .is_some_and(|s| !s.config().is_replicated())
+            {
                 return Err(ApiError::stream_name_exists());
             }
             self.check_overlap(&cfg)?;
@@ -132,11 +140,21 @@ impl Inner {
     }
 
     /// `STREAM.DELETE` of a replicated stream: the answer; `None` when the stream is not a
-    /// replicated one known here (or the server has no hook).
+    /// replicated one known here (or the server has no hook). This member's copy goes at
+    /// once (the others' as they apply the removal).
     pub(crate) async fn delete_replicated(&self, name: &str) -> Option<Result<(), ApiError>> {
         let (hook, account) = self.replication()?;
         hook.stream(&account, name)?;
-        Some(hook.delete(&account, name).await)
+        let deleted = hook.delete(&account, name).await;
+        if deleted.is_ok()
+            && self
+                .stream(name)
+                .is_some_and(|s| s.config().is_replicated())
+        {
+            // Already gone if the hook removed it as it applied the removal.
+            let _ = self.remove_stream(name).await;
+        }
+        Some(deleted)
     }
 
     /// The replicated stream `name` known here (not one of this engine's).
@@ -173,27 +191,78 @@ impl Inner {
         Ok(())
     }
 
-    /// A request on a replicated stream that this server does not serve yet (its kind and
-    /// stream), from the request's tokens after `$JS.API.`.
+    /// A request on a replicated stream that this server does not serve (its kind and
+    /// stream), from the request's tokens after `$JS.API.`: one that would change the stream,
+    /// or a read on a member without a copy.
     pub(crate) fn unserved_replicated<'a>(
         &self,
         tokens: &[&'a str],
     ) -> Option<(&'static str, &'a str)> {
-        let (kind, name) = match tokens {
-            ["STREAM", "UPDATE", name] => ("stream_update_response", *name),
-            ["STREAM", "PURGE", name] => ("stream_purge_response", *name),
-            ["STREAM", "MSG", "GET", name] => ("stream_msg_get_response", *name),
-            ["STREAM", "MSG", "DELETE", name] => ("stream_msg_delete_response", *name),
+        let (kind, name, writes) = match tokens {
+            ["STREAM", "UPDATE", name] => ("stream_update_response", *name, true),
+            ["STREAM", "PURGE", name] => ("stream_purge_response", *name, true),
+            ["STREAM", "MSG", "DELETE", name] => ("stream_msg_delete_response", *name, true),
             ["CONSUMER", "CREATE", name, ..] | ["CONSUMER", "DURABLE", "CREATE", name, _] => {
-                ("consumer_create_response", *name)
+                ("consumer_create_response", *name, true)
             }
-            ["CONSUMER", "INFO", name, _] => ("consumer_info_response", *name),
-            ["CONSUMER", "DELETE", name, _] => ("consumer_delete_response", *name),
-            ["CONSUMER", "NAMES", name] => ("consumer_names_response", *name),
-            ["CONSUMER", "LIST", name] => ("consumer_list_response", *name),
+            ["CONSUMER", "DELETE", name, _] => ("consumer_delete_response", *name, true),
+            ["STREAM", "MSG", "GET", name] => ("stream_msg_get_response", *name, false),
+            ["CONSUMER", "INFO", name, _] => ("consumer_info_response", *name, false),
+            ["CONSUMER", "NAMES", name] => ("consumer_names_response", *name, false),
+            ["CONSUMER", "LIST", name] => ("consumer_list_response", *name, false),
             _ => return None,
         };
-        (self.stream(name).is_none() && self.replicated(name).is_some()).then_some((kind, name))
+        let unserved = match self.stream(name) {
+            Some(copy) => writes && copy.config().is_replicated(),
+            None => self.replicated(name).is_some(),
+        };
+        unserved.then_some((kind, name))
+    }
+}
+
+impl JetStream {
+    /// Creates this member's copy of replicated stream `config` (`num_replicas` > 1) created at
+    /// `created_ns` (the same on every member): it answers reads and takes no publish (see
+    /// the module documentation). `false` when the copy exists with this configuration.
+    pub async fn create_replica(
+        &self,
+        config: StreamConfig,
+        created_ns: i64,
+    ) -> Result<bool, ApiError> {
+        let inner = &self.inner;
+        if !config.is_replicated() {
+            return Err(ApiError::invalid_config("not a replicated stream"));
+        }
+        match inner.stream(&config.name) {
+            Some(s) if s.config() == config => return Ok(false),
+            Some(_) => return Err(ApiError::stream_name_exists()),
+            None => {}
+        }
+        inner.store_new_stream(config, created_ns).await?;
+        Ok(true)
+    }
+
+    /// Deletes this member's copy of replicated stream `name` with its data; `false` when
+    /// there is none (an R1 stream of that name is never touched).
+    pub async fn delete_replica(&self, name: &str) -> Result<bool, ApiError> {
+        let inner = &self.inner;
+        match inner.stream(name) {
+            Some(s) if s.config().is_replicated() => inner.remove_stream(name).await.map(|()| true),
+            _ => Ok(false),
+        }
+    }
+
+    /// The names of this member's copies of replicated streams.
+    pub fn replica_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .inner
+            .streams_snapshot()
+            .iter()
+            .filter(|s| s.config().is_replicated())
+            .map(|s| s.name.clone())
+            .collect();
+        names.sort();
+        names
     }
 }
 
@@ -205,6 +274,65 @@ pub(crate) fn unserved() -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::requested_replicas;
+    use crate::jetstream::config::StreamConfig;
+    use crate::jetstream::{JetStream, JetStreamOptions};
+    use crate::server::{Server, ServerOptions};
+
+    /// A replicated stream's copy exists and is stored, but subscribes nothing (no publish
+    /// reaches it), even once opened again from the store; deleting copies never touches an
+    /// R1 stream; an R1 configuration is no copy.
+    #[tokio::test]
+    async fn copies_take_no_publish_and_only_copies_are_deleted_as_such() {
+        let server = Server::bind(ServerOptions {
+            port: 0,
+            ..ServerOptions::default()
+        })
+        .await
+        .unwrap();
+        let shared = server.shared().clone();
+        let dir = tempfile::tempdir().unwrap();
+        let options = JetStreamOptions {
+            store_dir: dir.path().to_path_buf(),
+            domain: None,
+            max_file_bytes: None,
+            max_memory_bytes: None,
+            max_streams: None,
+            max_consumers: None,
+        };
+        let account = shared.global().clone();
+        let js = JetStream::start(&shared, &account, options.clone()).unwrap();
+        let copy = StreamConfig {
+            name: "R3".into(),
+            subjects: vec!["r3.>".into()],
+            num_replicas: 3,
+            ..StreamConfig::default()
+        };
+        assert_eq!(js.create_replica(copy.clone(), 42).await, Ok(true));
+        assert_eq!(js.create_replica(copy.clone(), 42).await, Ok(false));
+        assert_eq!(js.replica_names(), ["R3"]);
+        assert_eq!(js.stream_created_ns("R3"), Some(42));
+        assert!(!account.has_interest(b"r3.x"), "a copy subscribes nothing");
+        let r1 = StreamConfig {
+            name: "R1".into(),
+            subjects: vec!["r1.>".into()],
+            ..StreamConfig::default()
+        };
+        assert!(js.create_replica(r1.clone(), 1).await.is_err());
+        js.ensure_stream(&r1).await.unwrap();
+        assert!(account.has_interest(b"r1.x"), "an R1 stream captures");
+        assert_eq!(js.delete_replica("R1").await, Ok(false));
+        assert_eq!(js.stream_names(), ["R1", "R3"]);
+        // Opened again from the store (a restart): still no subscription.
+        js.suspend();
+        js.resume().unwrap();
+        assert_eq!(js.replica_names(), ["R3"]);
+        assert!(
+            !account.has_interest(b"r3.x"),
+            "a reopened copy subscribes nothing"
+        );
+        assert_eq!(js.delete_replica("R3").await, Ok(true));
+        assert_eq!(js.stream_names(), ["R1"]);
+    }
 
     #[test]
     fn the_requested_replicas_are_read_leniently() {

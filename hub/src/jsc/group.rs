@@ -167,6 +167,11 @@ impl MetaGroup {
         self.state.borrow().clone()
     }
 
+    /// Watches the assignments as this member's state machine applies them.
+    pub fn watch_state(&self) -> watch::Receiver<MetaState> {
+        self.state.clone()
+    }
+
     /// The cluster's name.
     pub fn cluster_name(&self) -> &str {
         &self.cluster

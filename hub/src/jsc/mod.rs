@@ -15,9 +15,11 @@
 //! * [`propose`]: proposals to the meta group from any member (forwarded to the leader);
 //! * [`placement`]: which members carry a replicated stream;
 //! * [`replication`]: the JetStream API's replicated streams on the meta group (the core's
-//!   `Replication` hook).
+//!   `Replication` hook);
+//! * [`copies`]: each member's copies of the replicated streams assigned to it.
 
 pub mod bootstrap;
+pub mod copies;
 pub mod group;
 pub mod machine;
 pub mod meta;
