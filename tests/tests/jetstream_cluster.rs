@@ -9,10 +9,11 @@
 //! elect no leader. The same steps run against a nats-server cluster where they apply, to
 //! show that hubd behaves alike.
 //!
-//! Replicated streams (issue 22 steps 1-2): an R3 stream created on any member is assigned
-//! through the meta group and seen by every member's API, without a PubAck (no stream group
-//! stores it yet); refused with 10008 without a meta leader, with 10005 in a mixed cluster, and
-//! with 10074 without a cluster (leafd, a single hubd, nats-server alike).
+//! Replicated streams (issue 22 steps 1-3): an R3 stream created on any member is assigned
+//! through the meta group and seen by every member's API; each peer holds a copy that answers
+//! reads, and no publish is acknowledged (no stream group stores it yet); refused with 10008
+//! without a meta leader, with 10005 in a mixed cluster, and with 10074 without a cluster
+//! (leafd, a single hubd, nats-server alike).
 //!
 //! Every wait is bounded.
 
@@ -94,6 +95,15 @@ async fn api(client: &e2e::async_nats::Client, subject: &str, body: Value) -> Va
     .unwrap_or_else(|_| panic!("{subject}: no answer within 10 s"))
     .unwrap_or_else(|e| panic!("{subject}: {e}"));
     e2e::serde_json::from_slice(&answer.payload).expect("a JSON answer")
+}
+
+/// `STREAM.CREATE` of the stream `config` names (its answer).
+async fn create(client: &e2e::async_nats::Client, config: Value) -> Value {
+    let subject = format!(
+        "$JS.API.STREAM.CREATE.{}",
+        config["name"].as_str().unwrap_or_default()
+    );
+    api(client, &subject, config).await
 }
 
 /// `kinds.len()` members listing each other's routes.
@@ -472,9 +482,8 @@ async fn a_nats_server_member_with_jetstream_is_reported() {
     assert_eq!(got.subject.as_str(), "mixed.hello");
     // Replicated streams are refused with the reason (10005), R1 streams are not affected.
     let g1 = app_client(&members[0]).await;
-    let r2 = api(
+    let r2 = create(
         &g1,
-        "$JS.API.STREAM.CREATE.MIXED",
         json!({"name": "MIXED", "subjects": ["mixed.js.>"], "num_replicas": 2}),
     )
     .await;
@@ -484,12 +493,7 @@ async fn a_nats_server_member_with_jetstream_is_reported() {
         text.starts_with("no suitable peers for placement") && text.contains("n3"),
         "{r2}"
     );
-    let r1 = api(
-        &g1,
-        "$JS.API.STREAM.CREATE.MIXED",
-        json!({"name": "MIXED", "subjects": ["mixed.js.>"]}),
-    )
-    .await;
+    let r1 = create(&g1, json!({"name": "MIXED", "subjects": ["mixed.js.>"]})).await;
     assert!(r1["error"].is_null(), "{r1}");
     // The hubd members' Raft traffic (heartbeats every 250 ms) never reaches nats-server: it
     // has no interest in it, so its routes receive nothing while nothing else is published.
@@ -710,7 +714,7 @@ async fn an_r3_stream_is_assigned_on_every_member() {
         .expect("the leader");
     let client = app_client(follower).await;
     let config = json!({"name": "ORDERS", "subjects": ["orders.>"], "num_replicas": 3});
-    let created = api(&client, "$JS.API.STREAM.CREATE.ORDERS", config.clone()).await;
+    let created = create(&client, config.clone()).await;
     assert_eq!(
         created["type"], "io.nats.jetstream.api.v1.stream_create_response",
         "{created}"
@@ -750,27 +754,20 @@ async fn an_r3_stream_is_assigned_on_every_member() {
         .find(|m| m.name != follower.name)
         .expect("another member");
     let other_client = app_client(other).await;
-    let again = api(
-        &other_client,
-        "$JS.API.STREAM.CREATE.ORDERS",
-        config.clone(),
-    )
-    .await;
+    let again = create(&other_client, config.clone()).await;
     assert!(again["error"].is_null(), "{again}");
     assert!(again["did_create"].is_null(), "{again}");
     // Another configuration under its name.
-    let changed = api(
+    let changed = create(
         &other_client,
-        "$JS.API.STREAM.CREATE.ORDERS",
         json!({"name": "ORDERS", "subjects": ["orders.>", "more.>"], "num_replicas": 3}),
     )
     .await;
     assert_eq!(changed["error"]["err_code"], 10058, "{changed}");
     // Overlapping subjects: an R3 stream, an R1 stream.
     for replicas in [3, 1] {
-        let overlap = api(
+        let overlap = create(
             &other_client,
-            "$JS.API.STREAM.CREATE.NEWORDERS",
             json!({"name": "NEWORDERS", "subjects": ["orders.new"], "num_replicas": replicas}),
         )
         .await;
@@ -780,9 +777,8 @@ async fn an_r3_stream_is_assigned_on_every_member() {
         );
     }
     // An R1 stream under its name.
-    let r1 = api(
+    let r1 = create(
         &other_client,
-        "$JS.API.STREAM.CREATE.ORDERS",
         json!({"name": "ORDERS", "subjects": ["elsewhere"]}),
     )
     .await;
@@ -805,11 +801,7 @@ async fn an_r3_stream_is_assigned_on_every_member() {
             "maximum replicas is 5",
         ),
     ] {
-        let subject = format!(
-            "$JS.API.STREAM.CREATE.{}",
-            body["name"].as_str().unwrap_or_default()
-        );
-        let refused = api(&other_client, &subject, body).await;
+        let refused = create(&other_client, body).await;
         assert_eq!(refused["error"]["err_code"], code, "{refused}");
         assert_eq!(refused["error"]["description"], text, "{refused}");
     }
@@ -857,9 +849,8 @@ async fn replicated_streams_need_a_meta_leader() {
         m.server.kill();
     }
     let client = app_client(&left).await;
-    let refused = api(
+    let refused = create(
         &client,
-        "$JS.API.STREAM.CREATE.ORDERS",
         json!({"name": "ORDERS", "subjects": ["orders.>"], "num_replicas": 3}),
     )
     .await;
@@ -869,12 +860,7 @@ async fn replicated_streams_need_a_meta_leader() {
         refused["error"]["description"], "JetStream system temporarily unavailable",
         "{refused}"
     );
-    let r1 = api(
-        &client,
-        "$JS.API.STREAM.CREATE.LOCAL",
-        json!({"name": "LOCAL", "subjects": ["local.>"]}),
-    )
-    .await;
+    let r1 = create(&client, json!({"name": "LOCAL", "subjects": ["local.>"]})).await;
     assert!(r1["error"].is_null(), "{r1}");
 }
 
@@ -885,9 +871,8 @@ async fn replicas_are_refused_without_a_cluster(kind: ServerKind) {
     let server =
         TestServer::with_config(kind, json!({ "jetstream": { "store_dir": store.path() } })).await;
     let client = server.client().await;
-    let refused = api(
+    let refused = create(
         &client,
-        "$JS.API.STREAM.CREATE.ORDERS",
         json!({"name": "ORDERS", "subjects": ["orders.>"], "num_replicas": 3}),
     )
     .await;
@@ -962,9 +947,8 @@ async fn a_replicated_stream_has_a_copy_on_each_peer() {
         agreed_leader(&all, None).await;
     }
     let client = app_client(&members[0]).await;
-    let created = api(
+    let created = create(
         &client,
-        "$JS.API.STREAM.CREATE.ORDERS",
         json!({"name": "ORDERS", "subjects": ["orders.>"], "num_replicas": 2}),
     )
     .await;

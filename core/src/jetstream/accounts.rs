@@ -152,26 +152,14 @@ impl AccountJetStreams {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::server::{Server, ServerOptions};
+    use crate::jetstream::test_support;
 
     #[tokio::test]
     async fn accounts_get_switch_off_and_resume_their_engines() {
-        let server = Server::bind(ServerOptions {
-            port: 0,
-            ..ServerOptions::default()
-        })
-        .await
-        .unwrap();
+        let server = test_support::server().await;
         let shared = server.shared().clone();
         let dir = tempfile::tempdir().unwrap();
-        let base = JetStreamOptions {
-            store_dir: dir.path().to_path_buf(),
-            domain: None,
-            max_file_bytes: None,
-            max_memory_bytes: None,
-            max_streams: None,
-            max_consumers: None,
-        };
+        let base = test_support::options(dir.path());
         let registry = AccountJetStreams::new(&shared, base);
         let account = shared.accounts.add("ACC");
 

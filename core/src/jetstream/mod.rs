@@ -590,6 +590,35 @@ impl JetStream {
     }
 }
 
+/// What the engine's unit tests share.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::JetStreamOptions;
+    use crate::server::{Server, ServerOptions};
+
+    /// A server bound on a free port (not running).
+    pub(crate) async fn server() -> Server {
+        Server::bind(ServerOptions {
+            port: 0,
+            ..ServerOptions::default()
+        })
+        .await
+        .expect("a server binds")
+    }
+
+    /// JetStream options with the store in `dir` and no limits.
+    pub(crate) fn options(dir: &std::path::Path) -> JetStreamOptions {
+        JetStreamOptions {
+            store_dir: dir.to_path_buf(),
+            domain: None,
+            max_file_bytes: None,
+            max_memory_bytes: None,
+            max_streams: None,
+            max_consumers: None,
+        }
+    }
+}
+
 /// Most streams and consumers of one engine (`None`: unlimited).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct CountLimits {

@@ -275,32 +275,19 @@ pub(crate) fn unserved() -> ApiError {
 mod tests {
     use super::requested_replicas;
     use crate::jetstream::config::StreamConfig;
-    use crate::jetstream::{JetStream, JetStreamOptions};
-    use crate::server::{Server, ServerOptions};
+    use crate::jetstream::{test_support, JetStream};
 
     /// A replicated stream's copy exists and is stored, but subscribes nothing (no publish
     /// reaches it), even once opened again from the store; deleting copies never touches an
     /// R1 stream; an R1 configuration is no copy.
     #[tokio::test]
     async fn copies_take_no_publish_and_only_copies_are_deleted_as_such() {
-        let server = Server::bind(ServerOptions {
-            port: 0,
-            ..ServerOptions::default()
-        })
-        .await
-        .unwrap();
+        let server = test_support::server().await;
         let shared = server.shared().clone();
         let dir = tempfile::tempdir().unwrap();
-        let options = JetStreamOptions {
-            store_dir: dir.path().to_path_buf(),
-            domain: None,
-            max_file_bytes: None,
-            max_memory_bytes: None,
-            max_streams: None,
-            max_consumers: None,
-        };
+        let options = test_support::options(dir.path());
         let account = shared.global().clone();
-        let js = JetStream::start(&shared, &account, options.clone()).unwrap();
+        let js = JetStream::start(&shared, &account, options).unwrap();
         let copy = StreamConfig {
             name: "R3".into(),
             subjects: vec!["r3.>".into()],

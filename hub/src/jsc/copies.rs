@@ -92,11 +92,20 @@ impl Copies {
             };
             match js.delete_replica(&name).await {
                 Ok(_) => {
-                    info!(account = %account, stream = %name, "JetStream cluster: copy of a replicated stream deleted");
+                    info!(
+                        account = %account,
+                        stream = %name,
+                        "JetStream cluster: copy of a replicated stream deleted"
+                    );
                     self.made.remove(&(account, name));
                 }
                 Err(e) => {
-                    warn!(account = %account, stream = %name, error = %e, "JetStream cluster: cannot delete a copy (retried)")
+                    warn!(
+                        account = %account,
+                        stream = %name,
+                        error = %e,
+                        "JetStream cluster: cannot delete a copy (retried)"
+                    )
                 }
             }
         }
@@ -131,14 +140,23 @@ impl Copies {
             && js.replica_names().contains(name)
         {
             if let Err(e) = js.delete_replica(name).await {
-                warn!(account = %account, stream = %name, error = %e, "JetStream cluster: cannot replace an earlier copy (retried)");
+                warn!(
+                    account = %account,
+                    stream = %name,
+                    error = %e,
+                    "JetStream cluster: cannot replace an earlier copy (retried)"
+                );
                 return;
             }
         }
         match js.create_replica(config, sa.created_ns).await {
             Ok(created) => {
                 if created {
-                    info!(account = %account, stream = %name, "JetStream cluster: copy of a replicated stream created");
+                    info!(
+                        account = %account,
+                        stream = %name,
+                        "JetStream cluster: copy of a replicated stream created"
+                    );
                 }
                 self.made.insert(key.clone(), sa.created_ns);
                 self.reported.remove(key);
@@ -166,7 +184,11 @@ impl Copies {
             for name in js.replica_names() {
                 let key = (account.clone(), name);
                 if !mine.contains_key(&key) && !self.made.contains_key(&key) {
-                    self.report(&key, "no assignment of the meta group accounts for it (kept; STREAM.DELETE on this member removes it)");
+                    self.report(
+                        &key,
+                        "no assignment of the meta group accounts for it (kept; \
+                         STREAM.DELETE on this member removes it)",
+                    );
                 }
             }
         }
@@ -175,7 +197,11 @@ impl Copies {
     /// Logs a problem with the copy `key`, once until it is solved.
     fn report(&mut self, key: &Key, why: &str) {
         if self.reported.insert(key.clone()) {
-            warn!(account = %key.0, stream = %key.1, "JetStream cluster: copy of a replicated stream: {why}");
+            warn!(
+                account = %key.0,
+                stream = %key.1,
+                "JetStream cluster: copy of a replicated stream: {why}"
+            );
         }
     }
 }

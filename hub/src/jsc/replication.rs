@@ -86,8 +86,14 @@ impl MetaGroup {
         let key = (account.to_owned(), config.name.clone());
         let state = self.state();
         if let Some(existing) = state.streams.get(&key) {
-            let same =
-                serde_json::from_str::<StreamConfig>(&existing.config).is_ok_and(|c| c == config);
+            // As stored: compared as JSON values (the request's unknown fields are not kept).
+            let same = match (
+                serde_json::from_str::<serde_json::Value>(&existing.config),
+                serde_json::to_value(&config),
+            ) {
+                (Ok(a), Ok(b)) => a == b,
+                _ => false,
+            };
             return match (same, self.replicated(existing)) {
                 (true, Some(r)) => Ok((r, false)),
                 _ => Err(ApiError::stream_name_exists()),
