@@ -365,6 +365,7 @@ impl Node {
             shared: Arc::downgrade(self.shared()),
             leaf: self.leaf.clone(),
             jetstream: self.jetstream.clone(),
+            jetstreams: self.jetstreams.clone(),
             pages,
             js_accounts: self
                 .account_jetstreams

@@ -76,8 +76,10 @@ pub struct Sources {
     pub shared: Weak<Shared>,
     /// Its leafnode links, if any are configured.
     pub leaf: Option<Arc<LeafState>>,
-    /// JetStream, if enabled.
+    /// JetStream of the global account, if it has one.
     pub jetstream: Option<crate::jetstream::JetStream>,
+    /// Every account's JetStream (the global one included), when the server has JetStream.
+    pub jetstreams: Option<Arc<crate::jetstream::accounts::AccountJetStreams>>,
     /// The binary's own pages, if it has any.
     pub pages: Option<Arc<dyn Pages>>,
     /// The configured accounts that have a JetStream of their own (`/accountz`).
@@ -696,50 +698,81 @@ fn leaf_varz(leaf: &LeafState) -> Value {
     varz
 }
 
-/// `/jsz`: JetStream's totals and streams.
+/// `/jsz`: JetStream's totals and streams, over every account that has JetStream (the global
+/// one, configured accounts, accounts an operator's JWT enabled), each in `account_details`.
+/// `disabled` when none has.
 pub(crate) fn jsz(sources: &Sources, now: &str) -> Value {
     let server_id = sources
         .shared
         .upgrade()
         .map(|s| s.server_id.clone())
         .unwrap_or_default();
-    let Some(js) = &sources.jetstream else {
+    let engines: Vec<(String, crate::jetstream::JetStream)> = match &sources.jetstreams {
+        Some(all) => all.engines(),
+        None => sources
+            .jetstream
+            .iter()
+            .map(|js| {
+                (
+                    crate::server::account::GLOBAL_ACCOUNT.to_owned(),
+                    js.clone(),
+                )
+            })
+            .collect(),
+    };
+    // The server's settings: the global account's engine, else any (they share them).
+    let Some(first) = sources
+        .jetstream
+        .as_ref()
+        .or(engines.first().map(|(_, js)| js))
+    else {
         return json!({ "server_id": server_id, "now": now, "disabled": true });
     };
-    let streams = js.stream_summaries();
-    let details: Vec<Value> = streams
-        .iter()
-        .map(|s| {
+    let (mut streams, mut consumers, mut messages, mut bytes) = (0usize, 0usize, 0u64, 0u64);
+    let (mut storage, mut api) = (0u64, 0u64);
+    let mut quarantined = Vec::new();
+    let mut accounts = Vec::new();
+    for (account, js) in &engines {
+        let summaries = js.stream_summaries();
+        streams += summaries.len();
+        consumers += summaries.iter().map(|s| s.consumers).sum::<usize>();
+        messages += summaries.iter().map(|s| s.messages).sum::<u64>();
+        bytes += summaries.iter().map(|s| s.bytes).sum::<u64>();
+        storage += js.store().file_size();
+        api += js.api_requests();
+        quarantined.extend(js.quarantined().iter().map(|q| {
             json!({
-                "name": s.name,
-                "state": { "messages": s.messages, "bytes": s.bytes, "consumer_count": s.consumers },
-            })
-        })
-        .collect();
-    let quarantined: Vec<Value> = js
-        .quarantined()
-        .iter()
-        .map(|q| {
-            json!({
+                "account": account,
                 "name": q.what,
                 "reason": q.reason,
                 "bytes": q.bytes,
                 "since": leaf_proto::time::rfc3339(q.at_ns),
             })
-        })
-        .collect();
+        }));
+        let details: Vec<Value> = summaries
+            .iter()
+            .map(|s| {
+                json!({
+                    "name": s.name,
+                    "state": { "messages": s.messages, "bytes": s.bytes, "consumer_count": s.consumers },
+                })
+            })
+            .collect();
+        accounts.push(json!({ "name": account, "stream_detail": details }));
+    }
     let mut jsz = json!({
         "server_id": server_id,
         "now": now,
         "quarantined": quarantined,
-        "config": { "domain": js.domain(), "max_storage": js.max_file_bytes() },
-        "storage": js.store().file_size(),
-        "streams": streams.len(),
-        "consumers": streams.iter().map(|s| s.consumers).sum::<usize>(),
-        "messages": streams.iter().map(|s| s.messages).sum::<u64>(),
-        "bytes": streams.iter().map(|s| s.bytes).sum::<u64>(),
-        "api": { "total": js.api_requests() },
-        "account_details": [{ "name": "$G", "stream_detail": details }],
+        "config": { "domain": first.domain(), "max_storage": first.max_file_bytes() },
+        "storage": storage,
+        "accounts": engines.len(),
+        "streams": streams,
+        "consumers": consumers,
+        "messages": messages,
+        "bytes": bytes,
+        "api": { "total": api },
+        "account_details": accounts,
     });
     if let Some(pages) = &sources.pages {
         pages.jsz(&mut jsz);
@@ -1095,6 +1128,7 @@ mod tests {
             shared: Weak::new(),
             leaf: None,
             jetstream: None,
+            jetstreams: None,
             pages: Some(Arc::new(Own)),
             js_accounts: Vec::new(),
         };

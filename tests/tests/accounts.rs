@@ -17,8 +17,8 @@ use std::time::Duration;
 use e2e::async_nats::Client;
 use e2e::serde_json::{json, Value};
 use e2e::{
-    await_interest, drain_ready, free_port, js_api, next_msg, sync, unique, ServerKind, StoreDir,
-    TestServer,
+    await_interest, drain_ready, free_port, http_get, js_api, next_msg, sync, unique, ServerKind,
+    StoreDir, TestServer,
 };
 
 /// Two accounts, `A` (user `a`, and `a2`) and `B` (user `b`), with JetStream for both when
@@ -114,7 +114,10 @@ async fn clients_of_two_accounts_share_nothing(kind: ServerKind) {
 
 async fn each_account_has_its_own_jetstream(kind: ServerKind) {
     let store = StoreDir::new();
-    let server = TestServer::with_config(kind, two_accounts(Some(&store))).await;
+    let mport = free_port();
+    let mut config = two_accounts(Some(&store));
+    config["http_port"] = json!(mport);
+    let server = TestServer::with_config(kind, config).await;
     let a = login(&server, "a").await;
     let b = login(&server, "b").await;
     let c = login(&server, "c").await;
@@ -143,6 +146,23 @@ async fn each_account_has_its_own_jetstream(kind: ServerKind) {
     let info_b = js_api(&b, "$JS.API.STREAM.INFO.S", json!({})).await;
     assert_eq!(info_a["state"]["messages"], 3, "{kind}: {info_a}");
     assert_eq!(info_b["state"]["messages"], 1, "{kind}: {info_b}");
+    // `/jsz` counts every account's JetStream (the global account has none here).
+    let (code, jsz) = http_get(mport, "/jsz").await;
+    assert_eq!(code, 200, "{kind}: {jsz}");
+    assert!(jsz.get("disabled").is_none(), "{kind}: {jsz}");
+    assert_eq!(
+        (&jsz["streams"], &jsz["messages"]),
+        (&json!(2), &json!(4)),
+        "{kind}: {jsz}"
+    );
+    if kind != ServerKind::NatsServer {
+        // nats-server lists account details only when asked (`?accounts=true`).
+        let names: Vec<&Value> = jsz["account_details"]
+            .as_array()
+            .map(|a| a.iter().map(|d| &d["name"]).collect())
+            .unwrap_or_default();
+        assert_eq!(names, [&json!("A"), &json!("B")], "{kind}: {jsz}");
+    }
 
     // A's stream list does not show B's streams, and B cannot delete A's.
     let deleted = js_api(&b, "$JS.API.STREAM.DELETE.S", json!({})).await;

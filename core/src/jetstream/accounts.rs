@@ -83,6 +83,20 @@ impl AccountJetStreams {
         }
     }
 
+    /// Every running (or suspended) engine, by account name in order (`/jsz`).
+    pub fn engines(&self) -> Vec<(String, JetStream)> {
+        let mut engines: Vec<(String, JetStream)> = self
+            .lock()
+            .iter()
+            .filter_map(|(name, state)| match state {
+                State::Engine(js) => Some((name.clone(), js.clone())),
+                State::Refused(_) => None,
+            })
+            .collect();
+        engines.sort_by(|a, b| a.0.cmp(&b.0));
+        engines
+    }
+
     /// Gives `account` JetStream with `limits`: starts its engine (store under
     /// `<store_dir>/accounts/<account>`), switches a suspended one on again, or applies the
     /// limits to the running one (the stream and consumer counts at once; storage limits are
