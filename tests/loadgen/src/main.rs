@@ -42,6 +42,9 @@
 //!   connections (as nats-server leaves: `CONNECT`, one `LS+` each), answers `PING`s and holds
 //!   them until SIGTERM/SIGINT or `--hold` seconds; `--ready-file` tells when all are up (the
 //!   benchmark then reads the hub's RSS). Reports how many were established and held.
+//! * `fsync --dir DIR [--size 128 --count 2000]`: this machine's latency of appending a
+//!   record to a file in DIR and `fdatasync`ing it (percentiles, µs): the floor under a
+//!   publish acknowledged after an fsync (the JetStream rows measure it on the stores' disk).
 //! * `fleet --url HUB-LEAFNODE-PORT --client-url HUB --gateways N --backlog M [--storm]`: N
 //!   gateways (raw leafnode links, leafd's handshake) replay M messages each into one hub
 //!   stream at once, with `Nats-Msg-Id`s and a window of unacknowledged messages as leafd's
@@ -140,6 +143,8 @@ enum Mode {
     /// N gateways (raw leafnode links) replaying a backlog each into one hub stream at once;
     /// with --storm, their reconnection after a hub restart.
     Fleet(fleet::Args),
+    /// This machine's append + fdatasync latency percentiles (µs) in a directory.
+    Fsync(fsync::Args),
     /// Prints a free loopback TCP port.
     Freeport,
     /// Renders collected JSON lines as a Markdown table of medians and ratios.
@@ -170,6 +175,7 @@ fn run(mode: Mode) -> Result<()> {
         Mode::SerialFeed(args) => serial_feed::run(&args),
         Mode::Leaves(args) => leaves::run(&args),
         Mode::Fleet(args) => fleet::run(&args),
+        Mode::Fsync(args) => fsync::run(&args),
         Mode::Freeport => {
             println!("{}", startup::free_port()?);
             Ok(())
@@ -187,6 +193,7 @@ fn emit(record: serde_json::Value, human: &str) {
 mod args;
 mod await_stream;
 mod fleet;
+mod fsync;
 mod js;
 mod leaves;
 mod report;
