@@ -8,9 +8,12 @@
 //! and `--go-file` exists if one is given, all of them replay at once: gateway `i` sends
 //! `--backlog` messages of `--size` bytes on `<prefix>.<i>.data`, each an `HMSG` with a
 //! `Nats-Msg-Id` header and the reply subject `_FLEET.<i>.<n>`, keeping at most `--window`
-//! unacknowledged, as leafd's uplink does. The hub's stream (created here through
+//! unanswered, as leafd's uplink does. The hub's stream (created here through
 //! `--client-url` before the replay: subjects `<prefix>.>`, file storage) answers each with a
-//! PubAck that comes back over the link. The replay ends when every message is acknowledged
+//! PubAck that comes back over the link. A PubAck with an error (hubd's ingest bound is full)
+//! is counted in `ack_errors` and its message sent again 100 ms later with the same
+//! `Nats-Msg-Id`, as leafd's uplink resends; `acked` counts successful PubAcks only. The
+//! replay ends when every message is acknowledged
 //! (or `--timeout`); the record gives the aggregate ingest, the time until all were stored,
 //! the per-gateway completion times, and the stream's message count afterwards (every
 //! message exactly once).
@@ -96,7 +99,7 @@ struct Gateway {
     error: Option<String>,
     /// Messages acknowledged.
     acked: u64,
-    /// Acknowledgements carrying an error.
+    /// Acknowledgements carrying an error (each message sent again).
     ack_errors: u64,
     /// Seconds from the start of the replay to its last acknowledgement.
     done_secs: Option<f64>,
@@ -280,8 +283,8 @@ fn report(
     }
     let human = format!(
         "fleet    {:12} {up}/{} up in {connect_secs:.2} s; {acked}/{expected} acked in \
-         {replay_secs:.2} s ({:.0} msgs/s), stream holds {stored}; gateways done p50 {:.2} s, \
-         max {:.2} s{}{}",
+         {replay_secs:.2} s ({:.0} msgs/s; {ack_errors} refused and sent again), stream holds \
+         {stored}; gateways done p50 {:.2} s, max {:.2} s{}{}",
         args.server,
         args.gateways,
         acked as f64 / replay_secs,
@@ -409,109 +412,168 @@ async fn gateway(
     gw
 }
 
-/// Sends the backlog keeping at most `window` unacknowledged; returns the link once every
-/// message is acknowledged.
+/// How long a gateway waits before sending again what the hub refused (an error PubAck:
+/// its ingest bound is full), as leafd's uplink backs off before it resends.
+const RETRY_DELAY: Duration = Duration::from_millis(100);
+
+/// What the writer and the reader of one replaying gateway share.
+#[derive(Default)]
+struct Progress {
+    /// Successful PubAcks.
+    acked: std::sync::atomic::AtomicU64,
+    /// PubAcks carrying an error (each message is sent again).
+    ack_errors: std::sync::atomic::AtomicU64,
+    /// The sequence numbers refused, to send again (same `Nats-Msg-Id`).
+    refused: std::sync::Mutex<Vec<u64>>,
+    /// The hub sent a `PING`: the writer answers it.
+    pong: AtomicBool,
+    /// Wakes the writer.
+    wake: Notify,
+}
+
+impl Progress {
+    /// PubAcks received, successful or not.
+    fn answered(&self) -> u64 {
+        self.acked.load(Ordering::Acquire) + self.ack_errors.load(Ordering::Acquire)
+    }
+}
+
+/// Appends message `seq` of gateway `plan.i` (an `HMSG` with its `Nats-Msg-Id`) to `buf`.
+fn encode(plan: &Plan, seq: u64, buf: &mut Vec<u8>) {
+    let headers = format!("NATS/1.0\r\nNats-Msg-Id: fleet-{}-{seq}\r\n\r\n", plan.i);
+    let total = headers.len() + plan.payload.len();
+    buf.extend_from_slice(
+        format!(
+            "HMSG {}.{}.data _FLEET.{}.{seq} {} {total}\r\n{headers}",
+            plan.prefix,
+            plan.i,
+            plan.i,
+            headers.len()
+        )
+        .as_bytes(),
+    );
+    buf.extend_from_slice(&plan.payload);
+    buf.extend_from_slice(b"\r\n");
+}
+
+/// Sends the backlog keeping at most `window` unanswered, sends again (after
+/// [`RETRY_DELAY`]) what the hub refused; returns the link once every message is
+/// acknowledged.
 async fn replay(plan: &Plan, leaf: Leaf, gw: &mut Gateway) -> Result<Leaf> {
     let Leaf { read, mut write } = leaf;
-    let acked = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let ack_errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let pong = Arc::new(AtomicBool::new(false));
-    let wake = Arc::new(Notify::new());
-    let reader = tokio::spawn(read_acks(
-        read,
-        plan.i,
-        plan.backlog,
-        acked.clone(),
-        ack_errors.clone(),
-        pong.clone(),
-        wake.clone(),
-    ));
-    let mut sent = 0u64;
+    let progress = Arc::new(Progress::default());
+    let reader = tokio::spawn(read_acks(read, plan.i, plan.backlog, progress.clone()));
+    let mut next = 0u64;
+    let mut transmissions = 0u64;
+    let mut last_retry = Instant::now();
     let mut buf = Vec::with_capacity(64 * 1024);
     loop {
-        let done = acked.load(Ordering::Acquire);
-        while sent < plan.backlog && sent - done.min(sent) < plan.window {
-            let headers = format!("NATS/1.0\r\nNats-Msg-Id: fleet-{}-{sent}\r\n\r\n", plan.i);
-            let total = headers.len() + plan.payload.len();
-            buf.extend_from_slice(
-                format!(
-                    "HMSG {}.{}.data _FLEET.{}.{sent} {} {total}\r\n{headers}",
-                    plan.prefix,
-                    plan.i,
-                    plan.i,
-                    headers.len()
-                )
-                .as_bytes(),
+        let in_flight = |t: u64| t.saturating_sub(progress.answered());
+        if last_retry.elapsed() >= RETRY_DELAY {
+            let mut refused = std::mem::take(
+                &mut *progress
+                    .refused
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
             );
-            buf.extend_from_slice(&plan.payload);
-            buf.extend_from_slice(b"\r\n");
-            sent += 1;
+            refused.sort_unstable();
+            let mut again = refused.into_iter();
+            while in_flight(transmissions) < plan.window {
+                let Some(seq) = again.next() else { break };
+                encode(plan, seq, &mut buf);
+                transmissions += 1;
+            }
+            let rest: Vec<u64> = again.collect();
+            if !rest.is_empty() {
+                progress
+                    .refused
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .extend(rest);
+            }
+            last_retry = Instant::now();
         }
-        if pong.swap(false, Ordering::AcqRel) {
+        while next < plan.backlog && in_flight(transmissions) < plan.window {
+            encode(plan, next, &mut buf);
+            next += 1;
+            transmissions += 1;
+        }
+        if progress.pong.swap(false, Ordering::AcqRel) {
             buf.extend_from_slice(b"PONG\r\n");
         }
         if !buf.is_empty() {
             write.write_all(&buf).await?;
             buf.clear();
         }
-        if done >= plan.backlog {
+        if progress.acked.load(Ordering::Acquire) >= plan.backlog || reader.is_finished() {
             break;
         }
-        if reader.is_finished() {
-            break;
+        let retry_due = !progress
+            .refused
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_empty();
+        tokio::select! {
+            () = progress.wake.notified() => {}
+            () = tokio::time::sleep(RETRY_DELAY), if retry_due => {}
         }
-        wake.notified().await;
     }
-    gw.acked = acked.load(Ordering::Acquire);
-    gw.ack_errors = ack_errors.load(Ordering::Acquire);
+    gw.acked = progress.acked.load(Ordering::Acquire);
+    gw.ack_errors = progress.ack_errors.load(Ordering::Acquire);
     let read = reader.await.map_err(|e| format!("reader task: {e}"))??;
     Ok(Leaf { read, write })
 }
 
-/// Reads the hub's side during the replay: counts acknowledgements on `_FLEET.<i>.`, asks for
-/// a `PONG` on each `PING`, and returns the reader once `backlog` acknowledgements arrived.
+/// Reads the hub's side during the replay: counts acknowledgements on `_FLEET.<i>.` (a
+/// refusal puts its sequence number up to be sent again), asks for a `PONG` on each `PING`,
+/// and returns the reader once `backlog` messages are acknowledged.
 async fn read_acks(
     mut read: LineReader,
     i: usize,
     backlog: u64,
-    acked: Arc<std::sync::atomic::AtomicU64>,
-    ack_errors: Arc<std::sync::atomic::AtomicU64>,
-    pong: Arc<AtomicBool>,
-    wake: Arc<Notify>,
+    progress: Arc<Progress>,
 ) -> Result<LineReader> {
     let inbox = format!("_FLEET.{i}.");
-    while acked.load(Ordering::Acquire) < backlog {
+    while progress.acked.load(Ordering::Acquire) < backlog {
         let line = match read.line().await {
             Ok(line) => line,
             Err(e) => {
-                wake.notify_one();
+                progress.wake.notify_one();
                 return Err(e);
             }
         };
         match classify(&line)? {
             Classified::Op(Incoming::Ping) => {
-                pong.store(true, Ordering::Release);
-                wake.notify_one();
+                progress.pong.store(true, Ordering::Release);
+                progress.wake.notify_one();
             }
             Classified::Op(Incoming::Err(e)) => {
-                wake.notify_one();
+                progress.wake.notify_one();
                 return Err(format!("hub said {e}").into());
             }
             Classified::Op(_) => {}
             Classified::Payload(n) => {
                 let body = read.exact(n + 2).await?;
                 let subject = line.split(' ').nth(1).unwrap_or_default();
-                if subject.starts_with(&inbox) {
+                if let Some(seq) = subject.strip_prefix(&inbox) {
                     if String::from_utf8_lossy(&body).contains("\"error\"") {
-                        ack_errors.fetch_add(1, Ordering::AcqRel);
+                        if let Ok(seq) = seq.parse::<u64>() {
+                            progress
+                                .refused
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                                .push(seq);
+                        }
+                        progress.ack_errors.fetch_add(1, Ordering::AcqRel);
+                    } else {
+                        progress.acked.fetch_add(1, Ordering::AcqRel);
                     }
-                    acked.fetch_add(1, Ordering::AcqRel);
-                    wake.notify_one();
+                    progress.wake.notify_one();
                 }
             }
         }
     }
-    wake.notify_one();
+    progress.wake.notify_one();
     Ok(read)
 }
 
