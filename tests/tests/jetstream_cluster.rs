@@ -9,11 +9,15 @@
 //! elect no leader. The same steps run against a nats-server cluster where they apply, to
 //! show that hubd behaves alike.
 //!
-//! Replicated streams (issue 22 steps 1-3): an R3 stream created on any member is assigned
+//! Replicated streams (issue 22 steps 1-4): an R3 stream created on any member is assigned
 //! through the meta group and seen by every member's API; each peer holds a copy that answers
-//! reads, and no publish is acknowledged (no stream group stores it yet); refused with 10008
-//! without a meta leader, with 10005 in a mixed cluster, and with 10074 without a cluster
-//! (leafd, a single hubd, nats-server alike).
+//! reads; refused with 10008 without a meta leader, with 10005 in a mixed cluster, and with
+//! 10074 without a cluster (leafd, a single hubd, nats-server alike). Its group's leader takes
+//! the publishes (clients on other members reach it by interest) and acknowledges each once a
+//! quorum has it fsynced and it is applied: 1,000 async publishes land in the same order on
+//! every copy; the stream leader SIGKILLed mid-way loses no acknowledged publish, and the
+//! retried ones are stored once (msg-id dedupe in the state machine); a member alone
+//! acknowledges nothing.
 //!
 //! Every wait is bounded.
 
@@ -693,12 +697,12 @@ where
 
 /// issue 22 steps 1-2: an R3 stream created on a follower of the meta group (the proposal
 /// forwarded to the leader) is assigned on every member: each answers `STREAM.INFO`,
-/// `STREAM.NAMES` and `STREAM.LIST` with it (its three peers, no leader and none current: no
-/// stream group stores it yet). Creating it again is answered as existing, another
+/// `STREAM.NAMES` and `STREAM.LIST` with it (its three peers: the leader and two replicas
+/// once its group elected one). Creating it again is answered as existing, another
 /// configuration under its name is refused, so are overlapping subjects (R1 or R3), more
-/// replicas than members, another cluster in `placement` and more than five replicas. No
-/// publish to its subjects is acknowledged; its other requests answer 10036. Deleted on the
-/// leader (a local proposal), it is gone from every member.
+/// replicas than members, another cluster in `placement` and more than five replicas. A
+/// publish is acknowledged; its other requests answer 10036. Deleted on the leader (a local
+/// proposal), it is gone from every member.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_r3_stream_is_assigned_on_every_member() {
     let members = cluster(&[ServerKind::Hubd; 3]).await;
@@ -722,17 +726,7 @@ async fn an_r3_stream_is_assigned_on_every_member() {
     assert_eq!(created["did_create"], true, "{created}");
     assert_eq!(created["config"]["num_replicas"], 3, "{created}");
     assert_eq!(created["cluster"]["name"], "C", "{created}");
-    assert!(
-        created["cluster"]["leader"].is_null(),
-        "no stream group yet: {created}"
-    );
-    let mut peers: Vec<&str> = created["cluster"]["replicas"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|r| r["current"] == json!(false))
-        .filter_map(|r| r["name"].as_str())
-        .collect();
+    let mut peers = group_members(&created);
     peers.sort_unstable();
     assert_eq!(peers, ["n1", "n2", "n3"], "{created}");
     assert_eq!(created["state"]["messages"], 0, "{created}");
@@ -740,7 +734,7 @@ async fn an_r3_stream_is_assigned_on_every_member() {
     for m in &members {
         until_member(m, "the R3 stream is seen", |info, list, names| {
             info["config"]["num_replicas"] == json!(3)
-                && info["cluster"]["replicas"].as_array().map(Vec::len) == Some(3)
+                && group_members(info).len() == 3
                 && list["streams"][0]["config"]["name"] == json!("ORDERS")
                 && list["total"] == json!(1)
                 && names == ["ORDERS"]
@@ -805,16 +799,9 @@ async fn an_r3_stream_is_assigned_on_every_member() {
         assert_eq!(refused["error"]["err_code"], code, "{refused}");
         assert_eq!(refused["error"]["description"], text, "{refused}");
     }
-    // No acknowledged publish: nothing stores it yet.
-    let published = tokio::time::timeout(
-        Duration::from_secs(5),
-        client.request("orders.new", "x".into()),
-    )
-    .await;
-    assert!(
-        !matches!(published, Ok(Ok(_))),
-        "a publish to an R3 stream was answered: {published:?}"
-    );
+    // A publish is acknowledged (by the group's leader).
+    let ack = acknowledged(follower, "orders.new").await;
+    assert_eq!(ack["seq"], 1, "{ack}");
     let purge = api(&client, "$JS.API.STREAM.PURGE.ORDERS", json!({})).await;
     assert_eq!(purge["error"]["err_code"], 10036, "{purge}");
 
@@ -920,25 +907,59 @@ async fn until_engine_streams(m: &Member, n: u64) {
     }
 }
 
-/// A publish to `subject` through member `m` is not acknowledged (nobody takes it).
-async fn not_acknowledged(m: &Member, subject: &str) {
+/// The members of a replicated stream's group as its info shows them: the leader (if any)
+/// and the replicas.
+fn group_members(info: &Value) -> Vec<String> {
+    let cluster = &info["cluster"];
+    cluster["leader"]
+        .as_str()
+        .into_iter()
+        .chain(
+            cluster["replicas"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|r| r["name"].as_str()),
+        )
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A publish to `subject` through member `m` acknowledged (the PubAck), retried (bounded)
+/// while the stream's group has no leader yet.
+async fn acknowledged(m: &Member, subject: &str) -> Value {
     let client = app_client(m).await;
-    let answer = tokio::time::timeout(
-        Duration::from_secs(5),
-        client.request(subject.to_owned(), "x".into()),
-    )
-    .await;
-    assert!(
-        !matches!(answer, Ok(Ok(_))),
-        "{}: a publish to a replicated stream was answered: {answer:?}",
-        m.name
-    );
+    let deadline = Instant::now() + ELECTION;
+    loop {
+        let answer = tokio::time::timeout(
+            Duration::from_secs(5),
+            client.request(subject.to_owned(), "x".into()),
+        )
+        .await;
+        let last = match answer {
+            Ok(Ok(msg)) => {
+                let ack: Value = e2e::serde_json::from_slice(&msg.payload).expect("a JSON PubAck");
+                if ack["error"].is_null() {
+                    return ack;
+                }
+                ack.to_string()
+            }
+            other => format!("{other:?}"),
+        };
+        assert!(
+            Instant::now() < deadline,
+            "{}: no PubAck for {subject}: {last}",
+            m.name
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// issue 22 step 3: each peer of an R2 stream holds a copy in its engine (the third member
-/// none), which answers reads (`MSG.GET`: no message) but takes no publish, before and after
-/// a restart of the peer; what would change a copy is refused (10036), as are reads on the
-/// member without a copy. Deleted from the member without a copy, the copies go.
+/// none), which answers reads (`MSG.GET`: no message); a publish through any member is
+/// acknowledged, before and after a restart of a peer; what would change a copy is refused
+/// (10036), as are reads on the member without a copy. Deleted from the member without a
+/// copy, the copies go.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replicated_stream_has_a_copy_on_each_peer() {
     let mut members = cluster(&[ServerKind::Hubd; 3]).await;
@@ -975,7 +996,6 @@ async fn a_replicated_stream_has_a_copy_on_each_peer() {
     let info = api(&at_peer, "$JS.API.STREAM.INFO.ORDERS", json!({})).await;
     assert_eq!(info["config"]["num_replicas"], 2, "{info}");
     assert_eq!(info["cluster"]["name"], "C", "{info}");
-    assert!(info["cluster"]["leader"].is_null(), "{info}");
     assert_eq!(
         info["created"], created["created"],
         "the assignment's creation time"
@@ -1002,11 +1022,13 @@ async fn a_replicated_stream_has_a_copy_on_each_peer() {
     )
     .await;
     assert_eq!(get["error"]["err_code"], 10036, "no copy here: {get}");
-    for m in &members {
-        not_acknowledged(m, "orders.new").await;
+    // A publish through any member is acknowledged by the group's leader.
+    for (i, m) in members.iter().enumerate() {
+        let ack = acknowledged(m, "orders.new").await;
+        assert_eq!(ack["seq"], i + 1, "{}: {ack}", m.name);
     }
 
-    // A peer restarted keeps its copy, which still takes no publish.
+    // A peer restarted keeps its copy and its group.
     members[peer].server.kill();
     members[peer].server =
         TestServer::with_config(ServerKind::Hubd, members[peer].config.clone()).await;
@@ -1015,7 +1037,8 @@ async fn a_replicated_stream_has_a_copy_on_each_peer() {
         let all: Vec<&Member> = members.iter().collect();
         agreed_leader(&all, None).await;
     }
-    not_acknowledged(&members[peer], "orders.new").await;
+    let ack = acknowledged(&members[peer], "orders.new").await;
+    assert_eq!(ack["seq"], 4, "{ack}");
 
     // Deleted from the member without a copy: the copies go.
     let other = members
@@ -1032,4 +1055,342 @@ async fn a_replicated_stream_has_a_copy_on_each_peer() {
         })
         .await;
     }
+}
+
+/// Waits (bounded) until some member's `STREAM.INFO` of `stream` names a group leader other
+/// than `not`; returns it.
+async fn stream_leader(members: &[&Member], stream: &str, not: Option<&str>) -> String {
+    let deadline = Instant::now() + ELECTION;
+    let subject = format!("$JS.API.STREAM.INFO.{stream}");
+    loop {
+        for m in members {
+            let client = app_client(m).await;
+            let info = api(&client, &subject, json!({})).await;
+            if let Some(leader) = info["cluster"]["leader"].as_str() {
+                if Some(leader) != not {
+                    return leader.to_owned();
+                }
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{stream}: no group leader (other than {not:?}) within {ELECTION:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The messages of `stream` in member `m`'s copy (its own `STREAM.INFO` and `MSG.GET`, no
+/// other member asked), once it holds `count` (bounded wait): (sequence, `Nats-Msg-Id`,
+/// payload) in order.
+async fn copy_of(m: &Member, stream: &str, count: u64) -> Vec<(u64, String, String)> {
+    let client = app_client(m).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let info_subject = format!("$JS.API.STREAM.INFO.{stream}");
+    loop {
+        let info = api(&client, &info_subject, json!({})).await;
+        if info["state"]["messages"] == json!(count) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{}: its copy does not hold {count} messages: {}",
+            m.name,
+            info["state"]
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let get_subject = format!("$JS.API.STREAM.MSG.GET.{stream}");
+    let mut out = Vec::new();
+    let mut seq = 1;
+    while out.len() < usize::try_from(count).unwrap_or(usize::MAX) {
+        let got = api(
+            &client,
+            &get_subject,
+            json!({"seq": seq, "next_by_subj": ">"}),
+        )
+        .await;
+        let msg = &got["message"];
+        assert!(msg.is_object(), "{}: seq {seq}: {got}", m.name);
+        let decode = |field: &str| {
+            use base64::Engine;
+            let text = msg[field].as_str().unwrap_or_default();
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(text)
+                .unwrap_or_default();
+            String::from_utf8_lossy(&bytes).into_owned()
+        };
+        let headers = decode("hdrs");
+        let id = headers
+            .lines()
+            .find_map(|l| l.strip_prefix("Nats-Msg-Id:"))
+            .map(|v| v.trim().to_owned())
+            .unwrap_or_default();
+        let at = msg["seq"].as_u64().unwrap_or(0);
+        out.push((at, id, decode("data")));
+        seq = at + 1;
+    }
+    out
+}
+
+/// A JetStream context on member `m` (the global account's user).
+async fn jetstream_on(m: &Member) -> e2e::async_nats::jetstream::Context {
+    e2e::async_nats::jetstream::new(app_client(m).await)
+}
+
+/// A publish with `Nats-Msg-Id` `id`.
+fn with_id(id: &str) -> e2e::async_nats::HeaderMap {
+    let mut headers = e2e::async_nats::HeaderMap::new();
+    headers.insert("Nats-Msg-Id", id);
+    headers
+}
+
+/// issue 22 step 4 (a): an R3 stream; 1,000 async publishes with `Nats-Msg-Id` from a client
+/// on a member that does not lead the stream's group (each crosses a route to the leader by
+/// interest): every one acknowledged, sequences 1-1000 in publish order, and every member's
+/// copy holds exactly those messages in that order. A publish again with a known id is a
+/// duplicate. `STREAM.INFO` on the leader shows the two others as current replicas.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_r3_stream_acknowledges_publishes_stored_alike_on_every_member() {
+    let members = cluster(&[ServerKind::Hubd; 3]).await;
+    let all: Vec<&Member> = members.iter().collect();
+    agreed_leader(&all, None).await;
+    let created = create(
+        &app_client(&members[0]).await,
+        json!({"name": "ORDERS", "subjects": ["orders.>"], "num_replicas": 3}),
+    )
+    .await;
+    assert_eq!(created["did_create"], true, "{created}");
+    let leader = stream_leader(&all, "ORDERS", None).await;
+    let follower = members
+        .iter()
+        .find(|m| m.name != leader)
+        .expect("a member not leading");
+    let js = jetstream_on(follower).await;
+    const N: usize = 1000;
+    let mut acks = Vec::new();
+    for i in 0..N {
+        let ack = tokio::time::timeout(
+            Duration::from_secs(10),
+            js.publish_with_headers(
+                format!("orders.{}", i % 7),
+                with_id(&format!("m{i}")),
+                format!("p{i}").into(),
+            ),
+        )
+        .await
+        .expect("published within 10 s")
+        .expect("published");
+        acks.push(ack);
+    }
+    for (i, ack) in acks.into_iter().enumerate() {
+        let ack = tokio::time::timeout(Duration::from_secs(30), ack)
+            .await
+            .unwrap_or_else(|_| panic!("publish {i}: no PubAck within 30 s"))
+            .unwrap_or_else(|e| panic!("publish {i}: {e}"));
+        assert_eq!(ack.stream, "ORDERS");
+        assert_eq!(ack.sequence, i as u64 + 1, "publish {i}");
+        assert!(!ack.duplicate, "publish {i}");
+    }
+    for m in &members {
+        let copy = copy_of(m, "ORDERS", N as u64).await;
+        for (i, (seq, id, payload)) in copy.iter().enumerate() {
+            assert_eq!(
+                (*seq, id.as_str(), payload.as_str()),
+                (
+                    i as u64 + 1,
+                    format!("m{i}").as_str(),
+                    format!("p{i}").as_str()
+                ),
+                "{}: message {i}",
+                m.name
+            );
+        }
+    }
+    let again = js
+        .publish_with_headers("orders.0", with_id("m5"), "again".into())
+        .await
+        .expect("published")
+        .await
+        .expect("acknowledged");
+    assert!(again.duplicate);
+    assert_eq!(again.sequence, 6);
+    let at_leader = members
+        .iter()
+        .find(|m| m.name == leader)
+        .expect("the leader");
+    let info = api(
+        &app_client(at_leader).await,
+        "$JS.API.STREAM.INFO.ORDERS",
+        json!({}),
+    )
+    .await;
+    assert_eq!(info["cluster"]["leader"], leader.as_str(), "{info}");
+    assert_eq!(info["state"]["messages"], N, "{info}");
+    let replicas = info["cluster"]["replicas"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(replicas.len(), 2, "{info}");
+    for r in &replicas {
+        assert_ne!(r["name"], leader.as_str(), "{info}");
+    }
+}
+
+/// issue 22 step 4 (b): the stream leader SIGKILLed while a client (on a surviving member)
+/// publishes with msg ids and retries what was not acknowledged: a new leader is elected,
+/// every publish is eventually acknowledged, and the surviving members' copies hold every
+/// message exactly once, in the order of their sequences; the killed member restarted
+/// catches up from the leader's log to the same messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_stream_leader_loses_no_acknowledged_publish() {
+    let mut members = cluster(&[ServerKind::Hubd; 3]).await;
+    let leader = {
+        let all: Vec<&Member> = members.iter().collect();
+        agreed_leader(&all, None).await;
+        let created = create(
+            &app_client(&members[0]).await,
+            json!({"name": "ORDERS", "subjects": ["orders.>"], "num_replicas": 3}),
+        )
+        .await;
+        assert_eq!(created["did_create"], true, "{created}");
+        stream_leader(&all, "ORDERS", None).await
+    };
+    let killed = members
+        .iter()
+        .position(|m| m.name == leader)
+        .expect("the leader");
+    let client_member = members
+        .iter()
+        .position(|m| m.name != leader)
+        .expect("another member");
+    let js = jetstream_on(&members[client_member]).await;
+    const N: usize = 300;
+    const WINDOW: usize = 20;
+    let mut acked: Vec<Option<u64>> = vec![None; N];
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut killed_yet = false;
+    while acked.iter().any(Option::is_none) {
+        assert!(
+            Instant::now() < deadline,
+            "not every publish acknowledged within 120 s: {} left",
+            acked.iter().filter(|a| a.is_none()).count()
+        );
+        // The next window of publishes not acknowledged yet (retries first).
+        let batch: Vec<usize> = (0..N)
+            .filter(|i| acked[*i].is_none())
+            .take(WINDOW)
+            .collect();
+        let mut pending = Vec::new();
+        for i in &batch {
+            let sent = js
+                .publish_with_headers(
+                    format!("orders.{i}"),
+                    with_id(&format!("m{i}")),
+                    format!("p{i}").into(),
+                )
+                .await;
+            if let Ok(ack) = sent {
+                pending.push((*i, ack));
+            }
+        }
+        // Killed with a window in flight: some of it may be stored without its PubAck
+        // reaching the client, and is retried.
+        if !killed_yet && acked.iter().filter(|a| a.is_some()).count() >= N / 3 {
+            members[killed].server.kill();
+            killed_yet = true;
+        }
+        // Awaited together (a PubAck future's timeout starts when it is polled).
+        let outcomes = futures::future::join_all(pending.into_iter().map(|(i, ack)| async move {
+            (i, tokio::time::timeout(Duration::from_secs(10), ack).await)
+        }))
+        .await;
+        let mut failed = false;
+        for (i, outcome) in outcomes {
+            match outcome {
+                Ok(Ok(ack)) => acked[i] = Some(ack.sequence),
+                _ => failed = true,
+            }
+        }
+        if failed {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    assert!(killed_yet, "the leader was killed mid-way");
+    let survivors: Vec<&Member> = members
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != killed)
+        .map(|(_, m)| m)
+        .collect();
+    let new_leader = stream_leader(&survivors, "ORDERS", Some(&leader)).await;
+    assert_ne!(new_leader, leader);
+    // Exactly once: N messages, each id once, at the sequence its PubAck gave.
+    let check = |m: &Member, copy: &[(u64, String, String)]| {
+        let mut ids: Vec<&str> = copy.iter().map(|(_, id, _)| id.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), N, "{}: every id once", m.name);
+        for (seq, id, payload) in copy {
+            let i: usize = id
+                .strip_prefix('m')
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("{}: unexpected id {id}", m.name));
+            assert_eq!(payload, &format!("p{i}"), "{}", m.name);
+            assert_eq!(
+                acked[i],
+                Some(*seq),
+                "{}: {id} at its acknowledged sequence",
+                m.name
+            );
+        }
+    };
+    for m in &survivors {
+        let copy = copy_of(m, "ORDERS", N as u64).await;
+        check(m, &copy);
+    }
+    // The killed member restarted catches up.
+    members[killed].server =
+        TestServer::with_config(ServerKind::Hubd, members[killed].config.clone()).await;
+    let copy = copy_of(&members[killed], "ORDERS", N as u64).await;
+    check(&members[killed], &copy);
+}
+
+/// issue 22 step 4 (c): with two of three members stopped, the member left cannot
+/// acknowledge a publish to an R3 stream (no quorum): it times out or is refused, never a
+/// PubAck with a sequence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_minority_member_acknowledges_nothing() {
+    let mut members = cluster(&[ServerKind::Hubd; 3]).await;
+    {
+        let all: Vec<&Member> = members.iter().collect();
+        agreed_leader(&all, None).await;
+        let created = create(
+            &app_client(&members[0]).await,
+            json!({"name": "ORDERS", "subjects": ["orders.>"], "num_replicas": 3}),
+        )
+        .await;
+        assert_eq!(created["did_create"], true, "{created}");
+    }
+    let ack = acknowledged(&members[0], "orders.a").await;
+    assert_eq!(ack["seq"], 1, "{ack}");
+    let left = members.remove(0);
+    for m in &mut members {
+        m.server.kill();
+    }
+    let client = app_client(&left).await;
+    for _ in 0..3 {
+        let answer = tokio::time::timeout(
+            Duration::from_secs(6),
+            client.request("orders.b", "x".into()),
+        )
+        .await;
+        if let Ok(Ok(msg)) = answer {
+            let ack: Value = e2e::serde_json::from_slice(&msg.payload).expect("a JSON PubAck");
+            assert!(ack["seq"].is_null(), "a minority acknowledged: {ack}");
+            assert_eq!(ack["error"]["err_code"], 10008, "{ack}");
+        }
+    }
+    let info = api(&client, "$JS.API.STREAM.INFO.ORDERS", json!({})).await;
+    assert_eq!(info["state"]["messages"], 1, "{info}");
 }

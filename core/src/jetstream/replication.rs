@@ -252,6 +252,12 @@ impl JetStream {
         }
     }
 
+    /// The account this engine serves (`None` once the server is gone): a clustered server
+    /// subscribes a replicated stream's subjects there on the member leading its group.
+    pub fn account(&self) -> Option<std::sync::Arc<crate::server::Account>> {
+        self.inner.server.upgrade()
+    }
+
     /// The names of this member's copies of replicated streams.
     pub fn replica_names(&self) -> Vec<String> {
         let mut names: Vec<String> = self

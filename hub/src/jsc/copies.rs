@@ -53,10 +53,11 @@ async fn run(
     let mut copies = Copies::default();
     loop {
         let state = changes.borrow_and_update().clone();
-        let Some(own) = group.upgrade().map(|g| g.own) else {
+        let Some(g) = group.upgrade() else {
             break;
         };
-        copies.follow(own, &state, &engines).await;
+        copies.follow(&g, &state, &engines).await;
+        drop(g);
         tokio::select! {
             changed = changes.changed() => if changed.is_err() { break },
             () = tokio::time::sleep(TICK) => {}
@@ -77,8 +78,8 @@ fn assigned_to(own: u64, state: &MetaState) -> BTreeMap<Key, &StreamAssignment> 
 
 impl Copies {
     /// Creates and deletes copies for the assignments of `state`.
-    async fn follow(&mut self, own: u64, state: &MetaState, engines: &AccountJetStreams) {
-        let mine = assigned_to(own, state);
+    async fn follow(&mut self, g: &Arc<MetaGroup>, state: &MetaState, engines: &AccountJetStreams) {
+        let mine = assigned_to(g.own, state);
         // Gone, or created again: this copy's assignment is no more.
         let stale: Vec<Key> = self
             .made
@@ -87,6 +88,8 @@ impl Copies {
             .map(|(k, _)| k.clone())
             .collect();
         for (account, name) in stale {
+            // Its group first: nothing applies to the copy while it goes.
+            g.remove_stream_groups(&account, &name).await;
             let Some(js) = engines.get(&account) else {
                 continue;
             };
@@ -110,10 +113,20 @@ impl Copies {
             }
         }
         for (key, sa) in &mine {
-            if self.made.get(key) == Some(&sa.created_ns) {
-                continue;
+            if self.made.get(key) != Some(&sa.created_ns) {
+                self.make(key, sa, engines).await;
             }
-            self.make(key, sa, engines).await;
+            // The copy's group (started once; retried while it fails).
+            if self.made.get(key) == Some(&sa.created_ns) {
+                if let Some(js) = engines.get(&key.0) {
+                    match g.ensure_stream_group(sa, &js).await {
+                        Ok(()) => {
+                            self.reported.remove(key);
+                        }
+                        Err(e) => self.report(key, &format!("its group: {e}")),
+                    }
+                }
+            }
         }
         self.report_orphans(&mine, engines);
     }

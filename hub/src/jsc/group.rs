@@ -10,7 +10,7 @@
 //! * `$JS.API.META.LEADER.STEPDOWN` in the system account (answered by any member, carried
 //!   out by the leader).
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use leaf_core::jetstream::config::JsError;
+use leaf_core::jetstream::JetStream;
 use leaf_core::server::fanout::{InternalSink, Msg};
 use leaf_core::server::{Account, Publisher, SubRef};
 use openraft::{ChangeMembers, Config, ServerState};
@@ -27,10 +28,11 @@ use tracing::{error, info, warn};
 
 use super::bootstrap::{self, ProbeAnswer, Step};
 use super::machine::MetaMachine;
-use super::meta::MetaState;
+use super::meta::{MetaState, StreamAssignment};
 use super::network::{serve_rpc, GroupNetwork};
 use super::node_id::{node_id, peer_id, Names};
 use super::store::RaftDb;
+use super::stream_group::StreamGroup;
 use super::transport::{Handler, Transport};
 use super::types::{Member, MetaRaft, MetaTypes};
 use crate::route::Routes;
@@ -70,6 +72,10 @@ pub struct MetaGroup {
     cluster: String,
     routes: Arc<Routes>,
     pub(super) transport: Arc<Transport>,
+    /// The Raft database (every group of this member).
+    pub(super) db: RaftDb,
+    /// The groups of the replicated streams this member is a peer of, by group name.
+    streams: Mutex<HashMap<String, Arc<StreamGroup>>>,
     /// The assignments as this member's state machine applied them.
     state: watch::Receiver<MetaState>,
     system: Arc<Account>,
@@ -134,6 +140,8 @@ impl MetaGroup {
             cluster: opts.cluster_name,
             routes: opts.routes,
             transport: transport.clone(),
+            db: db.clone(),
+            streams: Mutex::new(HashMap::new()),
             state,
             system: opts.system,
             names: Mutex::new(names),
@@ -157,9 +165,80 @@ impl MetaGroup {
         self.transport.dropped()
     }
 
-    /// Stops the group's Raft (at shutdown).
+    /// Stops the group's Raft and the stream groups' (at shutdown).
     pub async fn shutdown(&self) {
+        let streams: Vec<Arc<StreamGroup>> = self
+            .streams
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain()
+            .map(|(_, g)| g)
+            .collect();
+        for g in streams {
+            g.stop().await;
+        }
         let _ = self.raft.shutdown().await;
+    }
+
+    /// The group of replicated stream `name` of `account`, if this member runs it.
+    pub fn stream_group(&self, account: &str, name: &str) -> Option<Arc<StreamGroup>> {
+        self.streams
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .find(|g| g.account == account && g.stream == name)
+            .cloned()
+    }
+
+    /// Starts the group of assignment `sa` (this member has its copy in `js`) unless it runs.
+    pub async fn ensure_stream_group(
+        self: &Arc<Self>,
+        sa: &StreamAssignment,
+        js: &JetStream,
+    ) -> Result<(), String> {
+        if self
+            .streams
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains_key(&sa.group.name)
+        {
+            return Ok(());
+        }
+        let g = StreamGroup::start(self, sa, js).await?;
+        self.streams
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(sa.group.name.clone(), g);
+        Ok(())
+    }
+
+    /// Stops the groups of replicated stream `name` of `account` and removes their Raft state
+    /// (the stream is deleted, or created again with another group).
+    pub async fn remove_stream_groups(&self, account: &str, name: &str) {
+        let gone: Vec<Arc<StreamGroup>> = {
+            let mut streams = self.streams.lock().unwrap_or_else(PoisonError::into_inner);
+            let names: Vec<String> = streams
+                .values()
+                .filter(|g| g.account == account && g.stream == name)
+                .map(|g| g.name.clone())
+                .collect();
+            names.iter().filter_map(|n| streams.remove(n)).collect()
+        };
+        for g in gone {
+            g.stop().await;
+            if let Err(e) = self.db.remove_group(&g.name).await {
+                warn!(group = %g.name, error = %e, "JetStream cluster: cannot remove a stream group's state");
+            }
+        }
+    }
+
+    /// The stream group `name` running here.
+    fn stream_group_named(&self, name: &str) -> Option<Arc<StreamGroup>> {
+        self.streams
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(name)
+            .cloned()
     }
 
     /// The assignments as this member's state machine applied them.
@@ -582,7 +661,9 @@ impl Handler for MetaHandler {
         Box::pin(async move {
             let g = weak.upgrade()?;
             if group != META {
-                return None;
+                let sg = g.stream_group_named(&group)?;
+                drop(g);
+                return serve_rpc(&sg.raft, &rpc, &body).await;
             }
             let _ = from;
             match rpc.as_str() {

@@ -16,7 +16,10 @@
 //! * [`placement`]: which members carry a replicated stream;
 //! * [`replication`]: the JetStream API's replicated streams on the meta group (the core's
 //!   `Replication` hook);
-//! * [`copies`]: each member's copies of the replicated streams assigned to it.
+//! * [`copies`]: each member's copies of the replicated streams assigned to it;
+//! * [`stream_group`] and [`stream_machine`]: a replicated stream's group (its publishes
+//!   proposed by the leader, PubAcks after the commit) and its state machine (the copy's
+//!   store).
 
 pub mod bootstrap;
 pub mod copies;
@@ -29,6 +32,8 @@ pub mod placement;
 pub mod propose;
 pub mod replication;
 pub mod store;
+pub mod stream_group;
+pub mod stream_machine;
 pub mod transport;
 pub mod types;
 

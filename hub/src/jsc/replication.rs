@@ -187,24 +187,30 @@ impl MetaGroup {
             .iter()
             .map(|id| (*id, self.name_of(*id).unwrap_or_else(|| id.to_string())))
             .collect();
-        let replicas = sa
-            .group
-            .peers
-            .iter()
-            .map(|id| PeerInfo {
-                name: names.get(id).cloned().unwrap_or_default(),
-                current: false,
-                offline: !online.contains_key(id),
-                active: 0,
-                lag: 0,
-            })
-            .collect();
+        // A peer shows its group's view; another member, the peers (no leader known).
+        let (leader, replicas) = match self.stream_group(&sa.account, &sa.name) {
+            Some(g) => g.cluster(self),
+            None => (
+                None,
+                sa.group
+                    .peers
+                    .iter()
+                    .map(|id| PeerInfo {
+                        name: names.get(id).cloned().unwrap_or_default(),
+                        current: false,
+                        offline: !online.contains_key(id),
+                        active: 0,
+                        lag: 0,
+                    })
+                    .collect(),
+            ),
+        };
         Some(Replicated {
             config,
             created_ns: sa.created_ns,
             cluster: ClusterInfo {
                 name: Some(self.cluster_name().to_owned()),
-                leader: None,
+                leader,
                 replicas,
             },
         })

@@ -33,6 +33,16 @@ const LOG: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("raft_log"
 /// Per group values: (group, key) → postcard of the value.
 const STATE: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("raft_state");
 
+/// Every value a group may have in [`STATE`] (what [`RaftDb::remove_group`] removes).
+const GROUP_KEYS: &[&str] = &[
+    "vote",
+    "committed",
+    "purged",
+    "snapshot",
+    "snapshot_meta",
+    "applied",
+];
+
 /// The file's name in the store directory.
 pub const FILE_NAME: &str = "raft.redb";
 
@@ -91,7 +101,7 @@ impl RaftDb {
     }
 
     /// Reads the value `key` of `group`.
-    fn get_state(&self, group: &str, key: &str) -> Result<Option<Vec<u8>>, redb::Error> {
+    pub(super) fn get_state(&self, group: &str, key: &str) -> Result<Option<Vec<u8>>, redb::Error> {
         let txn = self.0.begin_read()?;
         let table = txn.open_table(STATE)?;
         Ok(table.get((group, key))?.map(|v| v.value().to_vec()))
@@ -99,7 +109,7 @@ impl RaftDb {
 
     /// Writes (or with `None`, removes) values of `group` in one durable commit, on the
     /// blocking pool.
-    async fn put_state(
+    pub(super) async fn put_state(
         &self,
         group: &str,
         values: Vec<(&'static str, Option<Vec<u8>>)>,
@@ -116,6 +126,23 @@ impl RaftDb {
                         table.remove((group.as_str(), *key))?;
                     }
                 }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Removes everything of `group` (its log entries and values) in one durable commit: a
+    /// replicated stream's group once the stream is deleted.
+    pub async fn remove_group(&self, group: &str) -> Result<(), redb::Error> {
+        let group = group.to_owned();
+        durable(self.0.clone(), move |txn| {
+            let g: &str = &group;
+            txn.open_table(LOG)?
+                .retain_in((g, 0)..=(g, u64::MAX), |_, _| false)?;
+            let mut state = txn.open_table(STATE)?;
+            for key in GROUP_KEYS {
+                state.remove((g, *key))?;
             }
             Ok(())
         })

@@ -27,3 +27,40 @@ pub struct Member {
 
 /// The meta group's Raft.
 pub type MetaRaft = openraft::Raft<MetaTypes>;
+
+/// One publish to a replicated stream, as its group's log holds it: what the leader captured
+/// (the reply subject stays with the leader) and the leader's time, which every peer stores
+/// (see `super::stream_machine`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamEntry {
+    /// The subject published to.
+    pub subject: String,
+    /// The raw header block (its `Nats-Msg-Id` is the dedupe key).
+    pub headers: Option<Vec<u8>>,
+    /// The payload.
+    pub payload: Vec<u8>,
+    /// The leader's clock when it proposed the publish (ns since the epoch).
+    pub ts_ns: i64,
+}
+
+/// What applying a [`StreamEntry`] gave: the stream sequence it has (for a duplicate, the
+/// sequence stored earlier).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamReply {
+    /// The stream sequence.
+    pub seq: u64,
+    /// A duplicate `Nats-Msg-Id` within the window: not stored again.
+    pub duplicate: bool,
+}
+
+openraft::declare_raft_types!(
+    /// A replicated stream's group's Raft types.
+    pub StreamTypes:
+        D = StreamEntry,
+        R = StreamReply,
+        NodeId = u64,
+        Node = Member,
+);
+
+/// A replicated stream's group's Raft.
+pub type StreamRaft = openraft::Raft<StreamTypes>;
