@@ -132,6 +132,34 @@ impl RaftDb {
         .await
     }
 
+    /// Writes values of `group` in a commit that is not fsynced (`Durability::None`): it
+    /// reaches the disk with the next durable commit of the file, and a crash before that
+    /// loses it (for values that may be lost: a stream group's apply marker, see
+    /// `super::stream_machine`).
+    pub(super) async fn put_state_lazy(
+        &self,
+        group: &str,
+        values: Vec<(&'static str, Vec<u8>)>,
+    ) -> Result<(), redb::Error> {
+        let group = group.to_owned();
+        let db = self.0.clone();
+        blocking(move || {
+            let mut txn = db.begin_write()?;
+            txn.set_durability(redb::Durability::None).map_err(|e| {
+                redb::Error::from(redb::StorageError::from(std::io::Error::other(e)))
+            })?;
+            {
+                let mut table = txn.open_table(STATE)?;
+                for (key, value) in &values {
+                    table.insert((group.as_str(), *key), value.as_slice())?;
+                }
+            }
+            txn.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
     /// Removes everything of `group` (its log entries and values) in one durable commit: a
     /// replicated stream's group once the stream is deleted.
     pub async fn remove_group(&self, group: &str) -> Result<(), redb::Error> {

@@ -10,7 +10,8 @@
 //!
 //! **Applied once**: after each batch is appended (durably: the store's commit), the
 //! *marker* (last applied log id, membership, last sequence and time) is saved in the Raft
-//! database. A restart re-applies the entries after the marker (openraft does it), and every
+//! database, without an fsync of its own (it reaches the disk with the next log append). A
+//! restart re-applies the entries after the marker (openraft does it), and every
 //! decision comes out the same: the dedupe window is rebuilt from the messages up to the
 //! marker's sequence only, and an entry whose sequence the store already holds (appended
 //! before the crash, marker not saved yet) is not appended again. Each append names the
@@ -337,8 +338,10 @@ impl RaftStateMachine<StreamTypes> for StreamMachine {
             st.stored_last = st.stored_last.max(last);
         }
         let bytes = postcard::to_allocvec(&marker).map_err(|e| sm_write(any(&e)))?;
+        // Not fsynced: losing it to a crash only makes the entries after an older marker
+        // apply again, which changes nothing (see the module documentation).
         self.db
-            .put_state(&self.group, vec![(MARKER, Some(bytes))])
+            .put_state_lazy(&self.group, vec![(MARKER, bytes)])
             .await
             .map_err(|e| sm_write(any(&e)))?;
         Ok(replies)
@@ -374,7 +377,65 @@ impl RaftStateMachine<StreamTypes> for StreamMachine {
 
 #[cfg(test)]
 mod tests {
+    use openraft::{CommittedLeaderId, Entry};
+
     use super::*;
+
+    fn log_entry(index: u64, e: StreamEntry) -> Entry<StreamTypes> {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(e),
+        }
+    }
+
+    /// Entries applied again after a crash that lost the marker (the store has them, the
+    /// marker does not) decide the same (sequences, duplicates) and are not stored twice.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn entries_applied_again_are_not_stored_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(
+            &dir.path().join("store"),
+            leaf_store::StoreOptions::default(),
+        )
+        .unwrap();
+        store.create_stream("S", b"{}".to_vec()).await.unwrap();
+        let db = RaftDb::open(dir.path()).unwrap();
+        let window = 60_000_000_000;
+        let entries: Vec<Entry<StreamTypes>> = [Some("a"), Some("b"), None, Some("a"), Some("c")]
+            .into_iter()
+            .enumerate()
+            .map(|(i, id)| log_entry(i as u64 + 1, entry(id, 1_000 + i as i64)))
+            .collect();
+        let seqs = |replies: &[StreamReply]| -> Vec<(u64, bool)> {
+            replies.iter().map(|r| (r.seq, r.duplicate)).collect()
+        };
+        let expected = vec![(1, false), (2, false), (3, false), (1, true), (4, false)];
+        let mut m = StreamMachine::open(db.clone(), "S-x", store.clone(), "S", window).unwrap();
+        let first = m.apply(entries.clone()).await.unwrap();
+        assert_eq!(seqs(&first), expected);
+        assert_eq!(m.applied_state().await.unwrap().0.map(|l| l.index), Some(5));
+        // Reopened with the marker: nothing to apply again.
+        let mut m = StreamMachine::open(db.clone(), "S-x", store.clone(), "S", window).unwrap();
+        assert_eq!(m.applied_state().await.unwrap().0.map(|l| l.index), Some(5));
+        // The marker lost: everything applies again, alike, and nothing is stored twice.
+        db.put_state("S-x", vec![(MARKER, None)]).await.unwrap();
+        let mut m = StreamMachine::open(db.clone(), "S-x", store.clone(), "S", window).unwrap();
+        assert_eq!(m.applied_state().await.unwrap().0, None);
+        let again = m.apply(entries.clone()).await.unwrap();
+        assert_eq!(seqs(&again), expected);
+        let state = store.stream_state("S").unwrap().unwrap();
+        assert_eq!((state.msgs, state.last_seq), (4, 4));
+        // The next entry follows.
+        let next = m
+            .apply([
+                log_entry(6, entry(Some("b"), 2_000)),
+                log_entry(7, entry(None, 2_001)),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(seqs(&next), [(2, true), (5, false)]);
+        assert_eq!(store.stream_state("S").unwrap().unwrap().last_seq, 5);
+    }
 
     fn entry(id: Option<&str>, ts: i64) -> StreamEntry {
         StreamEntry {
