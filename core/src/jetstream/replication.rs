@@ -10,9 +10,10 @@
 //! steps"): an assignment the cluster agreed on (configuration, peers), and on each of its
 //! peers a **copy** in the engine ([`JetStream::create_replica`], called by hubd as the
 //! assignments are applied). A copy answers reads (`STREAM.INFO` from its store, `MSG.GET`,
-//! `DIRECT.GET`) but never subscribes its subjects nor copies from sources: until stream
-//! groups exist none of them takes a publish (a publish gets no answer, never a PubAck), and
-//! the info shows no leader. Requests that would change a copy (`STREAM.UPDATE`, `PURGE`,
+//! `DIRECT.GET`) but never subscribes its subjects nor copies from sources: hubd's stream
+//! group writes it (the group's leader subscribes the subjects in [`JetStream::account`] and
+//! each peer appends the committed publishes to [`JetStream::store_of`]), so its stream task
+//! takes nothing. Requests that would change a copy (`STREAM.UPDATE`, `PURGE`,
 //! `MSG.DELETE`, consumers) are answered 10036 ("not currently supported in clustered mode"),
 //! as are reads on a member that holds no copy.
 
@@ -222,8 +223,8 @@ impl Inner {
 
 impl JetStream {
     /// Creates this member's copy of replicated stream `config` (`num_replicas` > 1) created at
-    /// `created_ns` (the same on every member): it answers reads and takes no publish (see
-    /// the module documentation). `false` when the copy exists with this configuration.
+    /// `created_ns` (the same on every member): it answers reads and its stream task takes no
+    /// publish; the clustered server writes its store (see the module documentation). `false` when the copy exists with this configuration.
     pub async fn create_replica(
         &self,
         config: StreamConfig,

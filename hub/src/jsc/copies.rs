@@ -1,8 +1,10 @@
 //! Each member's copies of the replicated streams it is a peer of: as the meta group's
 //! assignments are applied here (the state machine's watch channel, and every [`TICK`] to retry
 //! what failed), a stream assigned to this member is created in its account's engine
-//! (`JetStream::create_replica`: it answers reads, takes no publish), and one that was assigned
-//! to it and no longer is (removed, or created again: another creation time) is deleted.
+//! (`JetStream::create_replica`: it answers reads, its stream task takes no publish) and its
+//! stream group started ([`MetaGroup::ensure_stream_group`]: the group writes the copy), and
+//! one that was assigned to it and no longer is (removed, or created again: another creation
+//! time) is deleted after its group is stopped and its Raft state removed.
 //!
 //! Deletions follow what this task saw change, never the mere absence of an assignment: at
 //! start the state machine may not have applied the whole log yet, and deleting a copy the

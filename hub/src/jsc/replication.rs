@@ -4,10 +4,10 @@
 //! `STREAM.CREATE` with R>1 on any member places the stream ([`super::placement`]) and
 //! proposes its assignment to the meta group ([`MetaGroup::propose`]); `STREAM.DELETE`
 //! proposes its removal; every member's state machine applies both, so `STREAM.INFO`,
-//! `STREAM.NAMES` and `STREAM.LIST` on any member show the assignment. No member stores the
-//! stream's messages yet (stream groups are next, see `hub/JETSTREAM-CLUSTER.md`): its info
-//! has no leader and every peer not current, and nothing subscribes its subjects, so a publish
-//! is never acknowledged.
+//! `STREAM.NAMES` and `STREAM.LIST` on any member show the assignment. Each peer's copy is
+//! written by the stream's group ([`super::stream_group`]); on a peer the info's `cluster`
+//! block is the group's view (its leader, the replicas' state), on another member the peers
+//! without a leader.
 
 use std::collections::BTreeMap;
 use std::sync::Weak;
@@ -172,8 +172,8 @@ impl MetaGroup {
             .collect()
     }
 
-    /// What the API shows of an assignment: its configuration, creation and peers (none
-    /// current, no leader: no stream group runs yet).
+    /// What the API shows of an assignment: its configuration, creation and peers (with the
+    /// leader and their state where this member runs the stream's group).
     fn replicated(&self, sa: &StreamAssignment) -> Option<Replicated> {
         self.shown(sa, &self.online())
     }

@@ -16,8 +16,8 @@
 //!   the group within [`ANSWER_WITHIN`], or a lost lead: an error PubAck (10008), never
 //!   silence; the client retries with its `Nats-Msg-Id` and the state machine's dedupe makes
 //!   the retry a duplicate if the first one was committed after all.
-//! * Publishes that expect a state (`Nats-Expected-*` headers) are refused with an error
-//!   PubAck: not supported on replicated streams yet.
+//! * Publishes that expect a state (`Nats-Expected-*` headers) or roll up (`Nats-Rollup`) are
+//!   refused with an error PubAck (10036): not supported on replicated streams yet.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -300,15 +300,13 @@ impl InternalSink for Capture {
             return;
         };
         let reply = msg.reply.map(|r| from.reply_to(r));
-        let expects = msg.headers.is_some_and(|h| {
-            leaf_proto::headers::fields(h)
-                .any(|(k, _)| k.len() > 14 && k[..14].eq_ignore_ascii_case(b"Nats-Expected-"))
-        });
-        if expects {
+        if msg.headers.is_some_and(unsupported_headers) {
             g.answer(
                 reply.as_ref(),
-                Err(JsError::ClusterUnSupportFeature
-                    .with("Nats-Expected-* headers are not supported on replicated streams yet")),
+                Err(JsError::ClusterUnSupportFeature.with(
+                    "Nats-Expected-* and Nats-Rollup headers are not supported on replicated \
+                     streams yet",
+                )),
             );
             return;
         }
@@ -333,6 +331,16 @@ impl InternalSink for Capture {
             }
         }
     }
+}
+
+/// Whether a header block asks for what a replicated stream does not do yet: an expected
+/// state (`Nats-Expected-*`) or a rollup (`Nats-Rollup`).
+fn unsupported_headers(block: &[u8]) -> bool {
+    leaf_proto::headers::fields(block).any(|(k, _)| {
+        k.get(..14)
+            .is_some_and(|p| p.eq_ignore_ascii_case(b"Nats-Expected-"))
+            || k.eq_ignore_ascii_case(b"Nats-Rollup")
+    })
 }
 
 /// Proposes the captured publishes in order.
@@ -394,5 +402,22 @@ async fn follow_leadership(group: Weak<StreamGroup>) {
     }
     if let Some(g) = group.upgrade() {
         g.release();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unsupported_headers;
+
+    #[test]
+    fn expectations_and_rollups_are_recognised() {
+        let block = |h: &str| format!("NATS/1.0\r\n{h}\r\n\r\n").into_bytes();
+        assert!(unsupported_headers(&block(
+            "Nats-Expected-Last-Sequence: 3"
+        )));
+        assert!(unsupported_headers(&block("nats-expected-stream: S")));
+        assert!(unsupported_headers(&block("Nats-Rollup: sub")));
+        assert!(!unsupported_headers(&block("Nats-Msg-Id: a")));
+        assert!(!unsupported_headers(&block("Nats-Expected: x")));
     }
 }
