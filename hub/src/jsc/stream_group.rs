@@ -249,12 +249,16 @@ impl StreamGroup {
     pub fn cluster(&self, meta: &MetaGroup) -> (Option<String>, Vec<PeerInfo>) {
         let m = self.raft.metrics().borrow().clone();
         let leader = m.current_leader;
+        // The meta group's names first: the membership's were written when the group was
+        // initialized, possibly before the first peer had seen every other one.
         let name = |id: u64| {
-            m.membership_config
-                .membership()
-                .get_node(&id)
-                .map(|n| n.name.clone())
-                .or_else(|| meta.name_of(id))
+            meta.name_of(id)
+                .or_else(|| {
+                    m.membership_config
+                        .membership()
+                        .get_node(&id)
+                        .map(|n| n.name.clone())
+                })
                 .unwrap_or_else(|| id.to_string())
         };
         let online = meta.online();
