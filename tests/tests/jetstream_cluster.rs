@@ -1356,9 +1356,10 @@ async fn a_killed_stream_leader_loses_no_acknowledged_publish() {
     check(&members[killed], &copy);
 }
 
-/// issue 22 step 4 (c): with two of three members stopped, the member left cannot
-/// acknowledge a publish to an R3 stream (no quorum): it times out or is refused, never a
-/// PubAck with a sequence.
+/// issue 22 step 4 (c): with two of three members stopped, the member left (the stream's
+/// leader, which still takes the publishes) cannot acknowledge a publish to an R3 stream (no
+/// quorum): it is refused (10008) or times out, never a PubAck with a sequence, and nothing
+/// more is stored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_minority_member_acknowledges_nothing() {
     let mut members = cluster(&[ServerKind::Hubd; 3]).await;
@@ -1374,11 +1375,22 @@ async fn a_minority_member_acknowledges_nothing() {
     }
     let ack = acknowledged(&members[0], "orders.a").await;
     assert_eq!(ack["seq"], 1, "{ack}");
-    let left = members.remove(0);
+    // The stream's leader stays: it still takes the publishes, but cannot commit them.
+    let leader = {
+        let all: Vec<&Member> = members.iter().collect();
+        stream_leader(&all, "ORDERS", None).await
+    };
+    let stays = members
+        .iter()
+        .position(|m| m.name == leader)
+        .expect("the leader");
+    copy_of(&members[stays], "ORDERS", 1).await;
+    let left = members.remove(stays);
     for m in &mut members {
         m.server.kill();
     }
     let client = app_client(&left).await;
+    let mut refused = 0;
     for _ in 0..3 {
         let answer = tokio::time::timeout(
             Duration::from_secs(6),
@@ -1389,8 +1401,14 @@ async fn a_minority_member_acknowledges_nothing() {
             let ack: Value = e2e::serde_json::from_slice(&msg.payload).expect("a JSON PubAck");
             assert!(ack["seq"].is_null(), "a minority acknowledged: {ack}");
             assert_eq!(ack["error"]["err_code"], 10008, "{ack}");
+            refused += 1;
         }
     }
+    // Not silence: the leader that cannot commit says so.
+    assert!(
+        refused > 0,
+        "no error PubAck from the leader without a quorum"
+    );
     let info = api(&client, "$JS.API.STREAM.INFO.ORDERS", json!({})).await;
     assert_eq!(info["state"]["messages"], 1, "{info}");
 }

@@ -12,9 +12,9 @@
 //!   is proposed while an append is in flight into one append, one fsync: group commit); a
 //!   second task waits for each to be applied on this member, in order, and answers the
 //!   PubAck `{"stream","seq","duplicate"?,"domain"?}`. An entry is applied only once
-//!   committed, i.e. a quorum of the group has it in its Raft log, fsynced. No answer from
-//!   the group within [`ANSWER_WITHIN`], or a lost lead: an error PubAck (10008), never
-//!   silence; the client retries with its `Nats-Msg-Id` and the state machine's dedupe makes
+//!   committed, i.e. a quorum of the group has it in its Raft log, fsynced. Nothing applied
+//!   for [`ANSWER_WITHIN`] (no quorum; a backlog that moves waits on, at most
+//!   [`ANSWER_AT_MOST`]), or a lost lead: an error PubAck (10008), never silence; the client retries with its `Nats-Msg-Id` and the state machine's dedupe makes
 //!   the retry a duplicate if the first one was committed after all.
 //! * Publishes that expect a state (`Nats-Expected-*` headers) or roll up (`Nats-Rollup`) are
 //!   refused with an error PubAck (10036): not supported on replicated streams yet.
@@ -46,8 +46,12 @@ use super::types::{Member, StreamEntry, StreamRaft, StreamReply, StreamTypes};
 const QUEUE: usize = 8192;
 /// Publishes proposed and not answered yet, at most (the proposer waits past it).
 const IN_FLIGHT: usize = 8192;
-/// How long a publish waits for its entry to be applied before an error PubAck.
+/// How long a publish waits for its entry to be applied, while the group applies nothing
+/// else, before an error PubAck.
 const ANSWER_WITHIN: Duration = Duration::from_secs(4);
+/// How long a publish waits for its entry to be applied at most, while the group applies
+/// other entries (a backlog), before an error PubAck.
+const ANSWER_AT_MOST: Duration = Duration::from_secs(30);
 
 /// The status line of a PubAck refused because the queue is full (nats-server's).
 const TOO_MANY_REQUESTS_HDR: &[u8] = b"NATS/1.0 429 Too Many Requests\r\n\r\n";
@@ -58,7 +62,7 @@ struct Publish {
     reply: Option<ReplyTo>,
 }
 
-/// What a publish waits on: the apply of its entry, and who to answer.
+/// What a publish waits on: when it was proposed, who to answer, the apply of its entry.
 type Waiting = (
     Instant,
     Option<ReplyTo>,
@@ -357,11 +361,11 @@ async fn propose(
         let Some(g) = group.upgrade() else {
             break;
         };
-        let deadline = Instant::now() + ANSWER_WITHIN;
+        let proposed = Instant::now();
         match g.raft.client_write_ff(p.entry).await {
             Ok(applied) => {
                 drop(g);
-                if waits.send((deadline, p.reply, applied)).await.is_err() {
+                if waits.send((proposed, p.reply, applied)).await.is_err() {
                     break;
                 }
             }
@@ -372,10 +376,29 @@ async fn propose(
 
 /// Answers each proposed publish once applied here (or with an error), in order.
 async fn answer(group: Weak<StreamGroup>, mut waiting: mpsc::Receiver<Waiting>) {
-    while let Some((deadline, reply, applied)) = waiting.recv().await {
-        let outcome = match tokio::time::timeout_at(deadline, applied).await {
-            Ok(Ok(Ok(resp))) => Ok(resp.data),
-            _ => Err(JsError::ClusterNotAvail.err()),
+    while let Some((proposed, reply, mut applied)) = waiting.recv().await {
+        let Some(metrics) = group.upgrade().map(|g| g.raft.metrics()) else {
+            break;
+        };
+        let applied_index = || metrics.borrow().last_applied.map(|l| l.index);
+        let mut seen = applied_index();
+        let mut deadline = proposed + ANSWER_WITHIN;
+        let outcome = loop {
+            match tokio::time::timeout_at(deadline, &mut applied).await {
+                Ok(Ok(Ok(resp))) => break Ok(resp.data),
+                Ok(_) => break Err(JsError::ClusterNotAvail.err()),
+                Err(_) => {
+                    // Slow but moving (a backlog): wait on, within the hard bound; stuck
+                    // (no quorum): say so.
+                    let now = applied_index();
+                    if now > seen && Instant::now() < proposed + ANSWER_AT_MOST {
+                        seen = now;
+                        deadline = Instant::now() + ANSWER_WITHIN;
+                    } else {
+                        break Err(JsError::ClusterNotAvail.err());
+                    }
+                }
+            }
         };
         let Some(g) = group.upgrade() else {
             break;
