@@ -120,11 +120,11 @@ impl StreamGroup {
             .ok_or_else(|| "its account is gone".to_owned())?;
         let (db, group, stream) = (meta.db.clone(), sa.group.name.clone(), sa.name.clone());
         let store = js.store_of(&sa.name).clone();
-        let window = config.duplicate_window;
+        let (window, first_seq) = (config.duplicate_window, config.first_seq);
         let machine = {
             let (db, group, stream) = (db.clone(), group.clone(), stream.clone());
             tokio::task::spawn_blocking(move || {
-                StreamMachine::open(db, &group, store, &stream, window)
+                StreamMachine::open(db, &group, store, &stream, window, first_seq)
             })
             .await
             .map_err(|e| e.to_string())?

@@ -175,20 +175,28 @@ pub enum OpenError {
 
 impl StreamMachine {
     /// The machine of group `group` applying to stream `stream` of `store`, with the stream's
-    /// `duplicate_window` (ns); reads the marker and rebuilds the dedupe window (blocking
-    /// reads: call it off the async threads).
+    /// `duplicate_window` (ns) and `first_seq` (its first message's sequence; earlier ones
+    /// are taken when the copy is created); reads the marker and rebuilds the dedupe window
+    /// (blocking reads: call it off the async threads).
     pub fn open(
         db: RaftDb,
         group: &str,
         store: Store,
         stream: &str,
         window_ns: i64,
+        first_seq: u64,
     ) -> Result<StreamMachine, OpenError> {
+        let fresh = Marker {
+            last_seq: first_seq.saturating_sub(1),
+            ..Marker::default()
+        };
         let mut marker: Marker = match db.get_state(group, MARKER)? {
             Some(bytes) => postcard::from_bytes(&bytes)?,
-            None => Marker::default(),
+            None => fresh.clone(),
         };
-        let stored_last = store.stream_state(stream)?.map_or(0, |s| s.last_seq);
+        let state = store.stream_state(stream)?;
+        let stored_last = state.as_ref().map_or(0, |s| s.last_seq);
+        let stored_first = state.as_ref().map_or(0, |s| s.first_seq);
         if marker.last_seq > stored_last {
             // The store lost what the marker says was applied (a memory stream after a
             // restart): everything is applied again from the log, which is never purged.
@@ -200,9 +208,9 @@ impl StreamMachine {
                 "JetStream cluster: the stream holds less than its group applied; applying \
                  the group's log again"
             );
-            marker = Marker::default();
+            marker = fresh;
         }
-        let window = rebuild_window(&store, stream, &marker, window_ns)?;
+        let window = rebuild_window(&store, stream, &marker, window_ns, stored_first)?;
         Ok(StreamMachine {
             db,
             group: group.into(),
@@ -229,15 +237,16 @@ fn rebuild_window(
     stream: &str,
     marker: &Marker,
     window_ns: i64,
+    stored_first: u64,
 ) -> Result<Window, leaf_store::StoreError> {
     let mut window = Window::default();
-    if window_ns <= 0 || marker.last_seq == 0 {
+    if window_ns <= 0 || marker.applied.is_none() {
         return Ok(window);
     }
     let cutoff = marker.last_ts.saturating_sub(window_ns);
     let mut found = Vec::new();
     let mut end = marker.last_seq;
-    'scan: while end > 0 {
+    'scan: while end > 0 && end >= stored_first {
         let from = end.saturating_sub(SCAN_CHUNK - 1).max(1);
         let chunk = store.read_range(stream, from, SCAN_CHUNK as usize, u64::MAX)?;
         for m in chunk.into_iter().filter(|m| m.seq <= end).rev() {
@@ -410,16 +419,16 @@ mod tests {
             replies.iter().map(|r| (r.seq, r.duplicate)).collect()
         };
         let expected = vec![(1, false), (2, false), (3, false), (1, true), (4, false)];
-        let mut m = StreamMachine::open(db.clone(), "S-x", store.clone(), "S", window).unwrap();
+        let mut m = StreamMachine::open(db.clone(), "S-x", store.clone(), "S", window, 0).unwrap();
         let first = m.apply(entries.clone()).await.unwrap();
         assert_eq!(seqs(&first), expected);
         assert_eq!(m.applied_state().await.unwrap().0.map(|l| l.index), Some(5));
         // Reopened with the marker: nothing to apply again.
-        let mut m = StreamMachine::open(db.clone(), "S-x", store.clone(), "S", window).unwrap();
+        let mut m = StreamMachine::open(db.clone(), "S-x", store.clone(), "S", window, 0).unwrap();
         assert_eq!(m.applied_state().await.unwrap().0.map(|l| l.index), Some(5));
         // The marker lost: everything applies again, alike, and nothing is stored twice.
         db.put_state("S-x", vec![(MARKER, None)]).await.unwrap();
-        let mut m = StreamMachine::open(db.clone(), "S-x", store.clone(), "S", window).unwrap();
+        let mut m = StreamMachine::open(db.clone(), "S-x", store.clone(), "S", window, 0).unwrap();
         assert_eq!(m.applied_state().await.unwrap().0, None);
         let again = m.apply(entries.clone()).await.unwrap();
         assert_eq!(seqs(&again), expected);
@@ -468,5 +477,24 @@ mod tests {
         assert_eq!(m.map(|m| m.ts_ns), Some(1010));
         let (r, _) = st.decide(entry(Some("a"), 1200), w);
         assert_eq!((r.seq, r.duplicate), (4, false));
+    }
+
+    /// A stream created with `first_seq` 10 (its copy has sequences 1-9 taken): the first
+    /// entry gets sequence 10.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_first_entry_gets_the_streams_first_sequence() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(
+            &dir.path().join("store"),
+            leaf_store::StoreOptions::default(),
+        )
+        .unwrap();
+        store.create_stream("S", b"{}".to_vec()).await.unwrap();
+        store.skip_many("S", 9, 0).await.unwrap();
+        let db = RaftDb::open(dir.path()).unwrap();
+        let mut m = StreamMachine::open(db, "S-x", store.clone(), "S", 1_000, 10).unwrap();
+        let replies = m.apply([log_entry(1, entry(Some("a"), 5))]).await.unwrap();
+        assert_eq!(replies[0].seq, 10);
+        assert_eq!(store.stream_state("S").unwrap().unwrap().msgs, 1);
     }
 }
