@@ -444,6 +444,11 @@ pub fn unsupported_yet(cfg: &Config) -> Result<(), String> {
     }
     crate::leafnode::tls::listener_tls(&cfg.leafnodes).map_err(|e| e.to_string())?;
     crate::server::tls::listener(cfg.tls.as_ref()).map_err(|e| e.to_string())?;
+    #[cfg(not(feature = "tls"))]
+    if cfg.https_port.is_some() {
+        let key = "https_port".to_owned();
+        return Err(crate::tls::TlsError::NotBuilt { key }.to_string());
+    }
     #[cfg(feature = "websocket")]
     crate::websocket::WsListener::from_config(cfg, None)?;
     crate::leafnode::nkey::listener_nkeys(&cfg.leafnodes.authorization)
@@ -1280,6 +1285,7 @@ mod tests {
         assert!(!leaf_options(&Config::default()).enabled());
     }
 
+    #[cfg(feature = "tls")]
     #[test]
     fn leafnode_tls_files_are_checked_at_startup() {
         let err = unsupported_yet(&cfg(

@@ -66,7 +66,6 @@ use leaf_proto::printable::printable;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
-use tokio_rustls::TlsStream;
 use tracing::{debug, info, warn};
 
 use super::info::{new_nonce, HubInfo, LeafConnect, PeerInfo};
@@ -84,6 +83,7 @@ use crate::server::fanout::{
 };
 use crate::server::info::NATS_FEATURE_LEVEL;
 use crate::server::{Account, Publisher, Shared};
+use crate::tls::TlsStream;
 use leaf_proto::subject::{is_valid_queue_name, is_valid_subject};
 use leaf_proto::{self as proto, LeafOp, Limits, QueueNames};
 
@@ -487,6 +487,9 @@ pub(crate) async fn serve(
 /// Why a read failed: a TLS error (an alert from the peer, such as a client certificate the
 /// hub requires or refuses, arrives on the first read after the handshake) or an I/O error.
 fn read_error(e: std::io::Error) -> Ended {
+    #[cfg(not(feature = "tls"))]
+    return Ended::Read(e);
+    #[cfg(feature = "tls")]
     match e
         .get_ref()
         .and_then(|inner| inner.downcast_ref::<rustls::Error>())

@@ -16,22 +16,33 @@
 //! server side's rustls configuration are shared with the client port ([`crate::tls`]).
 
 use std::fmt;
+#[cfg(feature = "tls")]
 use std::path::PathBuf;
+#[cfg(feature = "tls")]
 use std::sync::Arc;
 use std::time::Duration;
 
+#[cfg(feature = "tls")]
 use rustls::pki_types::pem::PemObject;
+#[cfg(feature = "tls")]
 use rustls::pki_types::{CertificateDer, ServerName};
+#[cfg(feature = "tls")]
 use rustls::{ClientConfig, RootCertStore};
 use tokio::net::TcpStream;
-use tokio_rustls::{TlsAcceptor, TlsConnector, TlsStream};
+#[cfg(feature = "tls")]
+use tokio_rustls::TlsConnector;
 
 use super::RemoteUrl;
-use crate::config::{LeafNodes, LeafTls, Remote, RemoteTls, DEFAULT_TLS_TIMEOUT};
+#[cfg(feature = "tls")]
+use crate::config::DEFAULT_TLS_TIMEOUT;
+use crate::config::{LeafNodes, LeafTls, Remote, RemoteTls};
 pub(crate) use crate::tls::FlushingWriter;
 pub use crate::tls::TlsError;
+#[cfg(feature = "tls")]
 use crate::tls::{cert_and_key, load_roots, provider, read, ListenerFiles};
+use crate::tls::{TlsAcceptor, TlsStream};
 
+#[cfg(feature = "tls")]
 /// Where the system's CA bundle is looked for when a remote has no `ca_file` (after the
 /// `SSL_CERT_FILE` environment variable): Debian/Ubuntu/Alpine, Fedora/RHEL, others.
 const SYSTEM_CA_BUNDLES: [&str; 4] = [
@@ -41,6 +52,7 @@ const SYSTEM_CA_BUNDLES: [&str; 4] = [
     "/etc/ssl/cert.pem",
 ];
 
+#[cfg(feature = "tls")]
 /// The system's CA bundle: `SSL_CERT_FILE`, else the first of [`SYSTEM_CA_BUNDLES`] that
 /// exists. Certificates that do not parse are skipped.
 fn system_roots(key: &str) -> Result<RootCertStore, TlsError> {
@@ -72,9 +84,14 @@ fn system_roots(key: &str) -> Result<RootCertStore, TlsError> {
 
 /// The soliciting side's TLS settings for one remote.
 pub struct ClientTls {
+    #[cfg(feature = "tls")]
     connector: TlsConnector,
     /// `server_name` from the config; otherwise each URL's host.
+    #[cfg(feature = "tls")]
     server_name: Option<ServerName<'static>>,
+    /// Without the `tls` feature no `ClientTls` can be built.
+    #[cfg(not(feature = "tls"))]
+    never: crate::tls::Never,
     /// Time limit of the TLS handshake.
     pub timeout: Duration,
     /// TLS right after the TCP connect, before the hub's INFO.
@@ -85,9 +102,10 @@ pub struct ClientTls {
 
 impl fmt::Debug for ClientTls {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ClientTls")
-            .field("server_name", &self.server_name)
-            .field("timeout", &self.timeout)
+        let mut d = f.debug_struct("ClientTls");
+        #[cfg(feature = "tls")]
+        d.field("server_name", &self.server_name);
+        d.field("timeout", &self.timeout)
             .field("handshake_first", &self.handshake_first)
             .field("has_client_cert", &self.has_client_cert)
             .finish()
@@ -97,6 +115,26 @@ impl fmt::Debug for ClientTls {
 impl ClientTls {
     /// Builds the settings of a remote's `tls` table; `prefix` is its key
     /// (`leafnodes.remotes[0].tls`), used in errors. Reads every file now.
+    #[cfg(not(feature = "tls"))]
+    pub fn from_config(_cfg: &RemoteTls, prefix: &str) -> Result<ClientTls, TlsError> {
+        Err(TlsError::NotBuilt {
+            key: prefix.to_owned(),
+        })
+    }
+
+    /// Runs the client side of the TLS handshake (never: no `ClientTls` exists without TLS).
+    #[cfg(not(feature = "tls"))]
+    pub async fn connect(
+        &self,
+        _url: &RemoteUrl,
+        _tcp: TcpStream,
+    ) -> Result<TlsStream<TcpStream>, String> {
+        match self.never {}
+    }
+
+    /// Builds the settings of a remote's `tls` table; `prefix` is its key
+    /// (`leafnodes.remotes[0].tls`), used in errors. Reads every file now.
+    #[cfg(feature = "tls")]
     pub fn from_config(cfg: &RemoteTls, prefix: &str) -> Result<ClientTls, TlsError> {
         if cfg.insecure {
             return Err(TlsError::Refused {
@@ -151,6 +189,7 @@ impl ClientTls {
     /// Runs the client side of the TLS handshake on `tcp`, checking the hub's certificate
     /// against `server_name` or `url`'s host, within the time limit. The error is a sentence
     /// for the log and the link status.
+    #[cfg(feature = "tls")]
     pub async fn connect(
         &self,
         url: &RemoteUrl,
@@ -200,6 +239,16 @@ impl fmt::Debug for ServerTls {
 impl ServerTls {
     /// Builds the listener's settings from `leafnodes.tls`; `prefix` is its key, used in
     /// errors. Reads every file now.
+    #[cfg(not(feature = "tls"))]
+    pub fn from_config(_cfg: &LeafTls, prefix: &str) -> Result<ServerTls, TlsError> {
+        Err(TlsError::NotBuilt {
+            key: prefix.to_owned(),
+        })
+    }
+
+    /// Builds the listener's settings from `leafnodes.tls`; `prefix` is its key, used in
+    /// errors. Reads every file now.
+    #[cfg(feature = "tls")]
     pub fn from_config(cfg: &LeafTls, prefix: &str) -> Result<ServerTls, TlsError> {
         let files = ListenerFiles {
             cert_file: cfg.cert_file.as_deref(),
@@ -219,6 +268,7 @@ impl ServerTls {
 
     /// Runs the server side of the TLS handshake on `tcp` within the time limit. The error
     /// is a sentence for the log.
+    #[cfg_attr(not(feature = "tls"), allow(clippy::useless_conversion))]
     pub async fn accept(&self, tcp: TcpStream) -> Result<TlsStream<TcpStream>, String> {
         crate::tls::accept(&self.acceptor, self.timeout, tcp, "the leaf")
             .await
@@ -250,7 +300,7 @@ pub fn listener_tls(leafnodes: &LeafNodes) -> Result<Option<ServerTls>, TlsError
         .transpose()
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "tls"))]
 mod tests {
     use super::*;
 

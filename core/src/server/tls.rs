@@ -20,11 +20,15 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use tokio::net::TcpStream;
+#[cfg(feature = "tls")]
 use tokio_rustls::server::TlsStream;
-use tokio_rustls::TlsAcceptor;
 
 use crate::config::value;
-use crate::tls::{server_config, ListenerFiles, TlsError};
+#[cfg(not(feature = "tls"))]
+use crate::tls::TlsStream;
+#[cfg(feature = "tls")]
+use crate::tls::{server_config, ListenerFiles};
+use crate::tls::{TlsAcceptor, TlsError};
 
 /// Default time limit of the TLS handshake (nats-server's 2 s).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -98,6 +102,16 @@ impl std::fmt::Debug for ListenerTls {
 impl ListenerTls {
     /// Builds the listener's TLS from the `tls` table (`prefix` is its key, used in errors).
     /// Reads every file now.
+    #[cfg(not(feature = "tls"))]
+    pub fn from_settings(_cfg: &TlsSettings, prefix: &str) -> Result<ListenerTls, TlsError> {
+        Err(TlsError::NotBuilt {
+            key: prefix.to_owned(),
+        })
+    }
+
+    /// Builds the listener's TLS from the `tls` table (`prefix` is its key, used in errors).
+    /// Reads every file now.
+    #[cfg(feature = "tls")]
     pub fn from_settings(cfg: &TlsSettings, prefix: &str) -> Result<ListenerTls, TlsError> {
         if cfg.handshake_first {
             return Err(TlsError::Refused {
@@ -135,6 +149,13 @@ impl ListenerTls {
 }
 
 /// The names of a client's TLS certificate (none without one).
+#[cfg(not(feature = "tls"))]
+pub fn peer_identities(stream: &TlsStream<TcpStream>) -> crate::tls::names::CertNames {
+    match stream.0 {}
+}
+
+/// The names of a client's TLS certificate (none without one).
+#[cfg(feature = "tls")]
 pub fn peer_identities(stream: &TlsStream<TcpStream>) -> crate::tls::names::CertNames {
     stream
         .get_ref()
@@ -147,6 +168,16 @@ pub fn peer_identities(stream: &TlsStream<TcpStream>) -> crate::tls::names::Cert
 
 /// The rustls configuration of the monitoring port's `https_port`: the `tls` table's
 /// certificate, never asking for a client certificate.
+#[cfg(not(feature = "tls"))]
+pub fn https_acceptor(_cfg: &TlsSettings, _prefix: &str) -> Result<TlsAcceptor, TlsError> {
+    Err(TlsError::NotBuilt {
+        key: "https_port".to_owned(),
+    })
+}
+
+/// The rustls configuration of the monitoring port's `https_port`: the `tls` table's
+/// certificate, never asking for a client certificate.
+#[cfg(feature = "tls")]
 pub fn https_acceptor(cfg: &TlsSettings, prefix: &str) -> Result<TlsAcceptor, TlsError> {
     server_config(
         prefix,
@@ -164,7 +195,7 @@ pub fn listener(settings: Option<&TlsSettings>) -> Result<Option<Arc<ListenerTls
         .transpose()
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "tls"))]
 mod tests {
     use super::*;
 

@@ -5,25 +5,47 @@
 //! The leafnode links (`crate::leafnode::tls`), the client listener (`crate::server::tls`),
 //! the monitoring port's `https_port` and hubd's routes ([`mutual`]) build on these; [`names`] reads the names a client
 //! certificate carries for `verify_and_map`.
+//!
+//! Cargo feature `tls` (leaf-core's default, always on in hubd, on by default in leafd). Without
+//! it rustls is not linked: [`TlsError::NotBuilt`] refuses every TLS setting by its key, and
+//! the acceptor and stream types are stand-ins that cannot be built (`off`). `names`, the
+//! [`Io`]/[`BoxedIo`] stream type and [`FlushingWriter`] stay (authorization and WebSocket use
+//! them).
 
+#[cfg(feature = "tls")]
 pub mod mutual;
 pub mod names;
+#[cfg(not(feature = "tls"))]
+mod off;
+#[cfg(not(feature = "tls"))]
+pub(crate) use off::{accept, Never, TlsAcceptor, TlsStream};
+#[cfg(feature = "tls")]
+pub(crate) use tokio_rustls::{TlsAcceptor, TlsStream};
 
 use std::io;
-use std::path::{Path, PathBuf};
+#[cfg(feature = "tls")]
+use std::path::Path;
+use std::path::PathBuf;
 use std::pin::Pin;
+#[cfg(feature = "tls")]
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
+#[cfg(feature = "tls")]
 use std::time::Duration;
 
+#[cfg(feature = "tls")]
 use rustls::crypto::CryptoProvider;
+#[cfg(feature = "tls")]
 use rustls::pki_types::pem::PemObject;
+#[cfg(feature = "tls")]
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+#[cfg(feature = "tls")]
 use rustls::server::WebPkiClientVerifier;
+#[cfg(feature = "tls")]
 use rustls::{RootCertStore, ServerConfig};
 use tokio::io::AsyncWrite;
+#[cfg(feature = "tls")]
 use tokio::net::TcpStream;
-use tokio_rustls::TlsAcceptor;
 
 /// Why TLS settings cannot be used. Every variant names the config key at fault.
 #[derive(Debug, thiserror::Error)]
@@ -74,13 +96,21 @@ pub enum TlsError {
         /// rustls's message.
         what: String,
     },
+    /// TLS is configured but this binary was built without the `tls` feature.
+    #[error("{key}: built without TLS support (cargo feature `tls`)")]
+    NotBuilt {
+        /// The config key (`tls`, `leafnodes.remotes[0].tls`, `https_port`).
+        key: String,
+    },
 }
 
+#[cfg(feature = "tls")]
 /// The crypto provider: ring, as the only one compiled in.
 pub(crate) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+#[cfg(feature = "tls")]
 /// Reads `path` (named by config key `key`).
 pub(crate) fn read(key: &str, path: &Path) -> Result<Vec<u8>, TlsError> {
     std::fs::read(path).map_err(|source| TlsError::Read {
@@ -90,6 +120,7 @@ pub(crate) fn read(key: &str, path: &Path) -> Result<Vec<u8>, TlsError> {
     })
 }
 
+#[cfg(feature = "tls")]
 /// Every certificate in the PEM file `path`; at least one.
 pub(crate) fn load_certs(key: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let pem = read(key, path)?;
@@ -107,6 +138,7 @@ pub(crate) fn load_certs(key: &str, path: &Path) -> Result<Vec<CertificateDer<'s
     Ok(certs)
 }
 
+#[cfg(feature = "tls")]
 /// The first private key in the PEM file `path`.
 pub(crate) fn load_key(key: &str, path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     let pem = read(key, path)?;
@@ -123,6 +155,7 @@ pub(crate) fn load_key(key: &str, path: &Path) -> Result<PrivateKeyDer<'static>,
     })
 }
 
+#[cfg(feature = "tls")]
 /// A root store holding every certificate of the PEM file `path`.
 pub(crate) fn load_roots(key: &str, path: &Path) -> Result<RootCertStore, TlsError> {
     let mut roots = RootCertStore::empty();
@@ -136,6 +169,7 @@ pub(crate) fn load_roots(key: &str, path: &Path) -> Result<RootCertStore, TlsErr
     Ok(roots)
 }
 
+#[cfg(feature = "tls")]
 /// `cert_file` and `key_file`, both or neither (`prefix` is the `tls` table's key).
 pub(crate) fn cert_and_key(
     prefix: &str,
@@ -159,6 +193,7 @@ pub(crate) fn cert_and_key(
     }
 }
 
+#[cfg(feature = "tls")]
 /// The rustls configuration of a TLS listener whose `tls` table is `prefix`: its certificate
 /// and key (both required), and with `client_ca` the CA every client certificate must chain
 /// to (a client without one is refused). Reads every file now; errors name the key.
@@ -207,6 +242,7 @@ pub(crate) fn server_config(
     Ok(Arc::new(config))
 }
 
+#[cfg(feature = "tls")]
 /// What a TLS listener's table (`prefix`) says: its certificate and key, and, when a key asks
 /// for client certificates (`verify`, `verify_and_map`), the CA they must chain to.
 pub(crate) struct ListenerFiles<'a> {
@@ -224,6 +260,7 @@ pub(crate) struct ListenerFiles<'a> {
     pub peers: &'static str,
 }
 
+#[cfg(feature = "tls")]
 impl ListenerFiles<'_> {
     /// The listener's acceptor; reads every file now. Errors name the key under `prefix`.
     pub(crate) fn acceptor(&self, prefix: &str) -> Result<TlsAcceptor, TlsError> {
@@ -248,6 +285,7 @@ impl ListenerFiles<'_> {
     }
 }
 
+#[cfg(feature = "tls")]
 /// Runs the server side of the TLS handshake on `tcp` within `timeout`. The error is a
 /// sentence for the log naming the `peer` (`the leaf`, `a client`).
 pub(crate) async fn accept(
