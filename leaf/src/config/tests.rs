@@ -242,3 +242,38 @@ fn nats_format_examples_match_the_toml_ones() {
         assert!(conf.server.ignored_settings.is_empty(), "{name}.conf");
     }
 }
+
+/// A build without a kind of gateway source (cargo features `serial`, `modbus`, `gpio`; all
+/// in the default build) refuses its key by name, in `check-config` and at start; a build
+/// with it accepts the same settings. Run with each feature set to see both sides.
+#[test]
+fn gateway_kinds_left_out_of_the_build_are_refused_by_name() {
+    let text = include_str!("../../gateway.example.toml");
+    let full = parse_str(text, Format::Toml, "gateway.example.toml").unwrap();
+    let cases = [
+        ("serial", cfg!(feature = "serial"), "serial port"),
+        ("modbus", cfg!(feature = "modbus"), "Modbus"),
+        ("gpio", cfg!(feature = "gpio"), "GPIO"),
+    ];
+    for (key, built, what) in cases {
+        let mut only = full.gateways.clone();
+        if key != "serial" {
+            only.serial.clear();
+        }
+        if key != "modbus" {
+            only.modbus.clear();
+        }
+        if key != "gpio" {
+            only.gpio.clear();
+        }
+        let refused = only.not_built();
+        if built {
+            assert_eq!(refused, None, "{key}");
+            only.validate().unwrap();
+        } else {
+            let expected = format!("{key}: built without {what} support (cargo feature `{key}`)");
+            assert_eq!(refused.map(|k| k.key), Some(key));
+            assert_eq!(only.validate().unwrap_err().to_string(), expected);
+        }
+    }
+}

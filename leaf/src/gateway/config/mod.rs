@@ -37,7 +37,62 @@ pub struct Settings {
     pub gpio: Vec<GpioGroup>,
 }
 
+/// A kind of gateway source this leafd was built without (cargo features `serial`, `modbus`,
+/// `gpio`, all on by default), found configured: refused by its key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotBuilt {
+    /// The config key (`serial`, `modbus`, `gpio`).
+    pub key: &'static str,
+    /// The cargo feature that builds it in.
+    pub feature: &'static str,
+    /// What it is, for the message (`serial port`).
+    pub what: &'static str,
+}
+
+impl NotBuilt {
+    /// The refusal without the key: `built without Modbus support (cargo feature `modbus`)`.
+    pub fn message(&self) -> String {
+        format!(
+            "built without {} support (cargo feature `{}`)",
+            self.what, self.feature
+        )
+    }
+}
+
 impl Settings {
+    /// The first configured kind of source this build leaves out, if any.
+    pub fn not_built(&self) -> Option<NotBuilt> {
+        let kinds = [
+            (
+                !cfg!(feature = "serial") && !self.serial.is_empty(),
+                NotBuilt {
+                    key: "serial",
+                    feature: "serial",
+                    what: "serial port",
+                },
+            ),
+            (
+                !cfg!(feature = "modbus") && !self.modbus.is_empty(),
+                NotBuilt {
+                    key: "modbus",
+                    feature: "modbus",
+                    what: "Modbus",
+                },
+            ),
+            (
+                !cfg!(feature = "gpio") && !self.gpio.is_empty(),
+                NotBuilt {
+                    key: "gpio",
+                    feature: "gpio",
+                    what: "GPIO",
+                },
+            ),
+        ];
+        kinds
+            .into_iter()
+            .find_map(|(refused, kind)| refused.then_some(kind))
+    }
+
     /// Whether no source is configured (no serial port, Modbus bus or GPIO group).
     pub fn has_no_sources(&self) -> bool {
         self.serial.is_empty() && self.modbus.is_empty() && self.gpio.is_empty()
@@ -46,6 +101,9 @@ impl Settings {
     /// Serial ports, Modbus buses and GPIO groups: what can be checked without the board
     /// and the devices (those are checked when the gateways start).
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(kind) = self.not_built() {
+            return Err(ConfigError::invalid(kind.key, kind.message()));
+        }
         if let Some(board) = &self.board {
             if !is_valid_token(board) {
                 return Err(ConfigError::invalid(
