@@ -16,31 +16,27 @@
 //! server side's rustls configuration are shared with the client port ([`crate::tls`]).
 
 use std::fmt;
-#[cfg(feature = "tls")]
-use std::path::PathBuf;
-#[cfg(feature = "tls")]
-use std::sync::Arc;
 use std::time::Duration;
 
-#[cfg(feature = "tls")]
-use rustls::pki_types::pem::PemObject;
-#[cfg(feature = "tls")]
-use rustls::pki_types::{CertificateDer, ServerName};
-#[cfg(feature = "tls")]
-use rustls::{ClientConfig, RootCertStore};
 use tokio::net::TcpStream;
-#[cfg(feature = "tls")]
-use tokio_rustls::TlsConnector;
 
 use super::RemoteUrl;
-#[cfg(feature = "tls")]
-use crate::config::DEFAULT_TLS_TIMEOUT;
 use crate::config::{LeafNodes, LeafTls, Remote, RemoteTls};
 pub(crate) use crate::tls::FlushingWriter;
 pub use crate::tls::TlsError;
-#[cfg(feature = "tls")]
-use crate::tls::{cert_and_key, load_roots, provider, read, ListenerFiles};
 use crate::tls::{TlsAcceptor, TlsStream};
+// What only the `tls` feature's code uses.
+#[cfg(feature = "tls")]
+use {
+    crate::config::DEFAULT_TLS_TIMEOUT,
+    crate::tls::{cert_and_key, load_roots, provider, read, ListenerFiles},
+    rustls::pki_types::pem::PemObject,
+    rustls::pki_types::{CertificateDer, ServerName},
+    rustls::{ClientConfig, RootCertStore},
+    std::path::PathBuf,
+    std::sync::Arc,
+    tokio_rustls::TlsConnector,
+};
 
 #[cfg(feature = "tls")]
 /// Where the system's CA bundle is looked for when a remote has no `ca_file` (after the

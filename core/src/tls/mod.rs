@@ -23,29 +23,24 @@ pub(crate) use off::{accept, Never, TlsAcceptor, TlsStream};
 pub(crate) use tokio_rustls::{TlsAcceptor, TlsStream};
 
 use std::io;
-#[cfg(feature = "tls")]
-use std::path::Path;
 use std::path::PathBuf;
 use std::pin::Pin;
-#[cfg(feature = "tls")]
-use std::sync::Arc;
 use std::task::{ready, Context, Poll};
-#[cfg(feature = "tls")]
-use std::time::Duration;
 
-#[cfg(feature = "tls")]
-use rustls::crypto::CryptoProvider;
-#[cfg(feature = "tls")]
-use rustls::pki_types::pem::PemObject;
-#[cfg(feature = "tls")]
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-#[cfg(feature = "tls")]
-use rustls::server::WebPkiClientVerifier;
-#[cfg(feature = "tls")]
-use rustls::{RootCertStore, ServerConfig};
 use tokio::io::AsyncWrite;
+// What only the `tls` feature's code uses.
 #[cfg(feature = "tls")]
-use tokio::net::TcpStream;
+use {
+    rustls::crypto::CryptoProvider,
+    rustls::pki_types::pem::PemObject,
+    rustls::pki_types::{CertificateDer, PrivateKeyDer},
+    rustls::server::WebPkiClientVerifier,
+    rustls::{RootCertStore, ServerConfig},
+    std::path::Path,
+    std::sync::Arc,
+    std::time::Duration,
+    tokio::net::TcpStream,
+};
 
 /// Why TLS settings cannot be used. Every variant names the config key at fault.
 #[derive(Debug, thiserror::Error)]
