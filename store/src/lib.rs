@@ -34,6 +34,7 @@ mod migrate;
 mod quarantine;
 mod queue;
 mod read;
+mod repair;
 mod subject;
 mod writer;
 
@@ -54,6 +55,7 @@ use tokio::sync::oneshot;
 pub use error::StoreError;
 pub use format::{msg_size, FORMAT_VERSION};
 pub use quarantine::{Quarantined, Target as QuarantineTarget};
+pub use repair::{QuickRepair, IDLE_BEFORE_RECORD};
 
 use backend::{BackendFactory, LimitBackend};
 use format::{decode, StateRec, StreamDef, SubjectRec};
@@ -77,6 +79,10 @@ pub struct StoreOptions {
     pub max_batch_bytes: u64,
     /// redb page cache size in bytes. Default 32 MiB.
     pub cache_bytes: usize,
+    /// When redb's allocator state is recorded, so that an open after a crash need not walk
+    /// the whole file. Default [`QuickRepair::WhenIdle`] after [`IDLE_BEFORE_RECORD`];
+    /// [`Store::open_memory`] ignores it (nothing to recover).
+    pub quick_repair: QuickRepair,
 }
 
 impl Default for StoreOptions {
@@ -86,6 +92,7 @@ impl Default for StoreOptions {
             max_batch: 4096,
             max_batch_bytes: 4 << 20,
             cache_bytes: 32 << 20,
+            quick_repair: QuickRepair::default(),
         }
     }
 }
@@ -275,6 +282,10 @@ pub(crate) struct Shared {
     pub(crate) len: Arc<AtomicU64>,
     factory: BackendFactory,
     cache_bytes: usize,
+    /// When the allocator state is recorded (`StoreOptions::quick_repair`).
+    pub(crate) quick_repair: QuickRepair,
+    /// The newest commit recorded redb's allocator state (tests wait for it).
+    pub(crate) recorded: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -288,10 +299,11 @@ impl Shared {
                 self.limit.clone(),
                 self.len.clone(),
             ))?;
-        init_format(&db)?;
+        let record = self.quick_repair.every_commit();
+        init_format(&db, record)?;
         let (cache, bad) = load_cache(&db)?;
         if !bad.is_empty() {
-            quarantine_at_open(&db, &bad)?;
+            quarantine_at_open(&db, &bad, record)?;
         }
         Ok((db, cache))
     }
@@ -327,7 +339,7 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
 }
 
 /// Creates the tables and writes the format version into a new file; checks it otherwise.
-fn init_format(db: &Database) -> Result<(), StoreError> {
+fn init_format(db: &Database, record: bool) -> Result<(), StoreError> {
     // Read the version and let go of the read transaction before any migration writes.
     let found = {
         let r = db.begin_read()?;
@@ -352,7 +364,7 @@ fn init_format(db: &Database) -> Result<(), StoreError> {
         }
         None => {}
     }
-    let txn = db.begin_write()?;
+    let txn = repair::begin_write(db, record)?;
     {
         let mut meta = txn.open_table(format::META)?;
         meta.insert(
@@ -428,9 +440,9 @@ fn load_cache(db: &Database) -> Result<(Cache, Vec<BadStream>), StoreError> {
 
 /// Moves the stream definitions `load_cache` could not read into the quarantine table (their
 /// messages stay under their ids), so the names can be used again and nothing is lost.
-fn quarantine_at_open(db: &Database, bad: &[BadStream]) -> Result<(), StoreError> {
+fn quarantine_at_open(db: &Database, bad: &[BadStream], record: bool) -> Result<(), StoreError> {
     let at = quarantine::now_ns();
-    let txn = db.begin_write()?;
+    let txn = repair::begin_write(db, record)?;
     {
         let mut streams = txn.open_table(format::STREAMS)?;
         let mut table = txn.open_table(format::QUARANTINE)?;
@@ -485,8 +497,9 @@ impl std::fmt::Debug for Store {
 
 impl Store {
     /// Opens (creating if needed) the store in `dir` (file `dir/leaf.redb`) and starts the
-    /// writer thread. After an unclean stop redb first repairs the file (a scan of all its
-    /// pages, see `DESIGN.md`), so this may take a while on a large store. Directories it
+    /// writer thread. After an unclean stop redb first repairs the file: a scan of all its
+    /// pages unless the last commit recorded the allocator state (`opts.quick_repair`, see
+    /// `DESIGN.md`), so this may take a while on a large store. Directories it
     /// creates are mode 0700 and the file 0600, whatever the umask.
     pub fn open(dir: &Path, opts: StoreOptions) -> Result<Store, StoreError> {
         create_private_dir(dir)?;
@@ -497,6 +510,10 @@ impl Store {
     /// written to disk and nothing survives the process. `opts.max_file_bytes` bounds the
     /// memory image (`max_memory_store`); past it appends fail as on a full disk.
     pub fn open_memory(opts: StoreOptions) -> Result<Store, StoreError> {
+        let opts = StoreOptions {
+            quick_repair: QuickRepair::Off,
+            ..opts
+        };
         Store::open_with(backend::memory_factory(), opts)
     }
 
@@ -513,6 +530,8 @@ impl Store {
             len: Arc::new(AtomicU64::new(0)),
             factory,
             cache_bytes: opts.cache_bytes,
+            quick_repair: opts.quick_repair,
+            recorded: std::sync::atomic::AtomicBool::new(false),
         };
         let (db, cache) = shared.open_db()?;
         *shared.db.write().unwrap_or_else(PoisonError::into_inner) = Some(db);
@@ -528,6 +547,8 @@ impl Store {
             full_since: None,
             needs_reopen: false,
             scratch: Vec::new(),
+            // Recorded once after open too: a repair at open leaves no record.
+            unrecorded: true,
         };
         let thread = std::thread::Builder::new()
             .name("store-writer".into())
@@ -1029,6 +1050,13 @@ impl Store {
     /// Successful commits since open (diagnostics: appends per commit = batching factor).
     pub fn commits(&self) -> u64 {
         self.inner.shared.commits.load(Ordering::Relaxed)
+    }
+
+    /// Whether the newest commit recorded redb's allocator state, so that an open after a
+    /// crash now would not walk the file (see [`QuickRepair`]).
+    #[cfg(test)]
+    pub(crate) fn allocator_state_recorded(&self) -> bool {
+        self.inner.shared.recorded.load(Ordering::Acquire)
     }
 
     /// Compacts the file (moves pages down and truncates the free tail), returning whether

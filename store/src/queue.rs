@@ -6,6 +6,7 @@
 
 use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 /// What a batch of queued operations is limited by: each operation's weight (slots of the
 /// batch) and the message bytes it writes. The writer's operation type implements it; the
@@ -15,6 +16,17 @@ pub(crate) trait Weighed {
     fn weight(&self) -> usize;
     /// The message bytes this operation writes.
     fn bytes(&self) -> u64;
+}
+
+/// What [`OpQueue::take_batch`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Taken {
+    /// Operations were moved into the batch.
+    Ops,
+    /// None came within the idle time.
+    Idle,
+    /// The queue is closed and empty: the writer stops.
+    Closed,
 }
 
 /// Operations waiting for the writer.
@@ -70,17 +82,36 @@ impl<Op: Weighed> OpQueue<Op> {
         self.wake.notify_one();
     }
 
-    /// Waits until operations are queued and moves them into `into`, oldest first, until
-    /// their weight reaches `max_weight` or their message bytes `max_bytes` (at least one
-    /// op). `false` once the queue is closed and empty.
-    pub(crate) fn take_batch(&self, max_weight: usize, max_bytes: u64, into: &mut Vec<Op>) -> bool {
+    /// Waits until operations are queued (at most `idle`, if given) and moves them into
+    /// `into`, oldest first, until their weight reaches `max_weight` or their message bytes
+    /// `max_bytes` (at least one op).
+    pub(crate) fn take_batch(
+        &self,
+        max_weight: usize,
+        max_bytes: u64,
+        idle: Option<Duration>,
+        into: &mut Vec<Op>,
+    ) -> Taken {
+        let deadline = idle.map(|d| Instant::now() + d);
         let mut st = self.lock();
         while st.ops.is_empty() {
             if st.closed {
-                return false;
+                return Taken::Closed;
             }
             st.writer_asleep = true;
-            st = self.wake.wait(st).unwrap_or_else(PoisonError::into_inner);
+            st = match deadline {
+                None => self.wake.wait(st).unwrap_or_else(PoisonError::into_inner),
+                Some(deadline) => {
+                    let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                        st.writer_asleep = false;
+                        return Taken::Idle;
+                    };
+                    self.wake
+                        .wait_timeout(st, left)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0
+                }
+            };
             st.writer_asleep = false;
         }
         let (mut weight, mut bytes) = (0, 0);
@@ -92,6 +123,6 @@ impl<Op: Weighed> OpQueue<Op> {
             bytes += op.bytes();
             into.push(op);
         }
-        true
+        Taken::Ops
     }
 }

@@ -17,7 +17,7 @@ use super::format::{
     BLOCK_TARGET_BYTES, CONSUMERS, META, QUARANTINE, STATES, STREAMS, SUBJECTS,
 };
 use super::quarantine::{self, Target as QuarantineTarget};
-use super::queue::{OpQueue, Weighed};
+use super::queue::{OpQueue, Taken, Weighed};
 use super::read::{block_containing, scan_forward, Val};
 use super::{
     subject, Appended, Cache, NewMessage, PurgeRequest, Retain, Shared, StoreError, StreamEntry,
@@ -170,6 +170,9 @@ pub(crate) struct Writer {
     /// Encoding buffer reused by every batch (a block is up to ~256 KiB: allocating it
     /// afresh per commit costs page faults).
     pub(crate) scratch: Vec<u8>,
+    /// The newest commit did not record redb's allocator state: with
+    /// `QuickRepair::WhenIdle`, an idle writer records it with an extra commit.
+    pub(crate) unrecorded: bool,
 }
 
 /// How long appends are refused after a no-space failure before a commit is tried again
@@ -187,15 +190,45 @@ impl Writer {
     pub(crate) fn run(mut self) {
         loop {
             let mut ops = Vec::new();
-            if !self
+            let idle = self.shared.quick_repair.idle().filter(|_| self.unrecorded);
+            match self
                 .queue
-                .take_batch(self.max_batch, self.max_batch_bytes, &mut ops)
+                .take_batch(self.max_batch, self.max_batch_bytes, idle, &mut ops)
             {
-                break;
+                Taken::Ops => self.run_batch(ops),
+                Taken::Idle => self.record_allocator_state(),
+                Taken::Closed => break,
             }
-            self.run_batch(ops);
         }
         tracing::debug!("store writer exiting");
+    }
+
+    /// Records redb's allocator state with an empty commit (`QuickRepair::WhenIdle`). A
+    /// failure is logged and leaves the store as it was; the next batch reopens it if redb
+    /// latched the error.
+    fn record_allocator_state(&mut self) {
+        self.unrecorded = false;
+        if self.needs_reopen {
+            return;
+        }
+        let result = {
+            let db = self
+                .shared
+                .db
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            match db.as_ref() {
+                Some(db) => super::repair::record_allocator_state(db),
+                None => Err(StoreError::Closed),
+            }
+        };
+        match result {
+            Ok(()) => self.shared.recorded.store(true, Ordering::Release),
+            Err(e) => {
+                tracing::warn!(error = %e, "recording the store's allocator state failed");
+                self.needs_reopen = e.needs_reopen();
+            }
+        }
     }
 
     fn run_batch(&mut self, ops: Vec<Op>) {
@@ -226,6 +259,9 @@ impl Writer {
         match self.apply_and_commit(&ops) {
             Ok((results, overlay, next_id, freed)) => {
                 self.shared.commits.fetch_add(1, Ordering::Relaxed);
+                let every = self.shared.quick_repair.every_commit();
+                self.shared.recorded.store(every, Ordering::Release);
+                self.unrecorded = !every;
                 if freed {
                     self.full_since = None;
                 }
@@ -252,6 +288,9 @@ impl Writer {
             }
             Err(e) => {
                 tracing::warn!(error = %e, ops = ops.len(), "store commit failed");
+                // A reopen repairs without recording the allocator state: record it when idle.
+                self.unrecorded = true;
+                self.shared.recorded.store(false, Ordering::Release);
                 if matches!(e, StoreError::InsufficientResources(_)) {
                     self.full_since = Some(Instant::now());
                 }
@@ -297,7 +336,7 @@ impl Writer {
             .cache
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut txn = db.begin_write()?;
+        let mut txn = super::repair::begin_write(db, self.shared.quick_repair.every_commit())?;
         txn.set_durability(redb::Durability::Immediate)?;
         let mut results = Vec::with_capacity(ops.len());
         let (overlay, next_id, freed) = {

@@ -3,8 +3,32 @@
 
 use std::time::{Duration, Instant};
 
-use super::{msg, open, rt};
-use crate::{NewMessage, Store, StoreOptions};
+use super::{msg, rt};
+use crate::{NewMessage, QuickRepair, Store, StoreOptions};
+
+/// The options of the benchmarks: the defaults, with `quick_repair` from
+/// `LEAF_STORE_QUICK_REPAIR` (`off`, `every` or `idle`, the default) to measure what each
+/// costs and saves.
+fn bench_opts() -> StoreOptions {
+    opts_for(
+        std::env::var("LEAF_STORE_QUICK_REPAIR")
+            .as_deref()
+            .unwrap_or("idle"),
+    )
+}
+
+/// The default options with `quick_repair` named by `mode` (see [`bench_opts`]).
+fn opts_for(mode: &str) -> StoreOptions {
+    let quick_repair = match mode {
+        "off" => QuickRepair::Off,
+        "every" => QuickRepair::EveryCommit,
+        _ => QuickRepair::default(),
+    };
+    StoreOptions {
+        quick_repair,
+        ..StoreOptions::default()
+    }
+}
 
 fn payload128(n: u64) -> NewMessage {
     let mut p = format!("{n}-").into_bytes();
@@ -18,7 +42,7 @@ fn payload128(n: u64) -> NewMessage {
 fn bench_append_throughput() {
     for in_flight in [1usize, 16, 256] {
         let dir = tempfile::tempdir().unwrap();
-        let s = open(dir.path());
+        let s = Store::open(dir.path(), bench_opts()).unwrap();
         let rt = rt();
         rt.block_on(s.create_stream("B", vec![])).unwrap();
         let total = match in_flight {
@@ -45,7 +69,8 @@ fn bench_append_throughput() {
         let len = s.file_size();
         let blocks = file_blocks(dir.path());
         println!(
-            "in_flight={in_flight}: {total} appends in {secs:.2}s = {:.0}/s, {commits} commits ({:.1} msgs/commit), file {:.1} MB len / {:.1} MB allocated => {:.0} MB len per 1M msgs",
+            "quick_repair={:?}, in_flight={in_flight}: {total} appends in {secs:.2}s = {:.0}/s, {commits} commits ({:.1} msgs/commit), file {:.1} MB len / {:.1} MB allocated => {:.0} MB len per 1M msgs",
+            bench_opts().quick_repair,
             total as f64 / secs,
             total as f64 / commits as f64,
             len as f64 / 1e6,
@@ -70,9 +95,10 @@ fn bench_repair_child() {
     let Ok(dir) = std::env::var("LEAF_STORE_REPAIR_DIR") else {
         return;
     };
-    let s = open(std::path::Path::new(&dir));
+    let s = Store::open(std::path::Path::new(&dir), bench_opts()).unwrap();
     let rt = rt();
     rt.block_on(s.create_stream("R", vec![])).unwrap();
+    let t = Instant::now();
     rt.block_on(async {
         let mut q = std::collections::VecDeque::new();
         for b in 0..(1_000_000 / 256) {
@@ -86,14 +112,34 @@ fn bench_repair_child() {
             f.await.unwrap();
         }
     });
-    println!("READY {}", s.stream_state("R").unwrap().unwrap().msgs);
+    let msgs = s.stream_state("R").unwrap().unwrap().msgs;
+    println!(
+        "READY {msgs} appended in {:?} ({} commits)",
+        t.elapsed(),
+        s.commits()
+    );
     std::thread::sleep(Duration::from_secs(600));
 }
 
-/// `Store::open` time after a SIGKILL with 1M messages stored, vs a clean open.
+/// `Store::open` time after a SIGKILL with 1M messages stored, vs a clean open: first with
+/// the default options, killed as soon as the last append is acknowledged (the line
+/// `scripts/bench` reads), then killed 100 ms later (the writer was idle), then with the
+/// allocator state recorded by every commit, then never.
 #[test]
 #[ignore]
 fn bench_open_after_kill() {
+    let after = Duration::from_millis(100);
+    for (mode, label, wait) in [
+        ("idle", "", Duration::ZERO),
+        ("idle", "killed 100 ms after the last ack: ", after),
+        ("every", "recorded by every commit: ", Duration::ZERO),
+        ("off", "never recorded: ", Duration::ZERO),
+    ] {
+        open_after_kill(mode, label, wait);
+    }
+}
+
+fn open_after_kill(mode: &str, label: &str, wait: Duration) {
     use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
@@ -104,34 +150,37 @@ fn bench_open_after_kill() {
             "--nocapture",
         ])
         .env("LEAF_STORE_REPAIR_DIR", dir.path())
+        .env("LEAF_STORE_QUICK_REPAIR", mode)
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
-    let mut ready = false;
+    let mut ready = None;
     for line in std::io::BufReader::new(stdout).lines() {
-        if line.unwrap().starts_with("READY") {
-            ready = true;
+        let line = line.unwrap();
+        if line.starts_with("READY") {
+            ready = Some(line);
             break;
         }
     }
+    std::thread::sleep(wait);
     child.kill().unwrap();
     child.wait().unwrap();
-    assert!(ready);
+    let ready = ready.expect("the child stored its messages");
     let len = std::fs::metadata(dir.path().join(crate::FILE_NAME))
         .unwrap()
         .len();
     let t = Instant::now();
-    let s = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    let s = Store::open(dir.path(), opts_for(mode)).unwrap();
     let dirty = t.elapsed();
     assert_eq!(s.stream_state("R").unwrap().unwrap().msgs, 999_936);
     drop(s);
     let t = Instant::now();
-    let s = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    let s = Store::open(dir.path(), opts_for(mode)).unwrap();
     let clean = t.elapsed();
     assert!(s.get("R", 1).unwrap().is_some());
     println!(
-        "file {:.0} MB: open after SIGKILL {:?}, clean open {:?}",
+        "{label}file {:.0} MB: open after SIGKILL {:?}, clean open {:?} (child: {ready})",
         len as f64 / 1e6,
         dirty,
         clean

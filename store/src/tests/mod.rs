@@ -9,6 +9,7 @@ mod kill;
 mod limits;
 mod model;
 mod quarantine;
+mod repair;
 mod retention;
 
 use std::path::Path;
