@@ -531,3 +531,137 @@ async fn acknowledged_survives_sigkill_leafd() {
 async fn acknowledged_survives_sigkill_hubd() {
     acknowledged_survives_sigkill(ServerKind::Hubd).await;
 }
+
+/// A SIGKILL while publishes with `Nats-Msg-Id`s are in flight: after the restart every
+/// acknowledged message is there once, in order, nothing is stored twice, and publishing
+/// any stored id again is answered as a duplicate of its first sequence (the duplicate
+/// window survives the restart), while the ids that were lost are stored anew.
+async fn dedup_survives_sigkill_mid_publish(kind: ServerKind) {
+    const ACKED: u64 = 300;
+    const IN_FLIGHT: u64 = 64;
+    let dir = StoreDir::new();
+    let server = TestServer::start_jetstream(kind, &dir).await;
+    let client = server.client().await;
+    let js = jetstream::new(client.clone());
+    js.create_stream(config("K", &["k.>"])).await.unwrap();
+    let build = |i: u64| {
+        PublishMessage::build()
+            .payload(format!("p-{i}").into())
+            .message_id(format!("m-{i}"))
+    };
+    let mut acks = Vec::new();
+    for i in 0..ACKED {
+        acks.push(js.send_publish("k.x", build(i)).await.unwrap());
+    }
+    for (i, ack) in (0..).zip(acks) {
+        let ack = bounded("ack", ack).await.unwrap();
+        assert_eq!((ack.sequence, ack.duplicate), (i + 1, false));
+    }
+    // These reach the server; it is killed before (or while) it stores them.
+    let mut unacked = Vec::new();
+    for i in ACKED..ACKED + IN_FLIGHT {
+        unacked.push(js.send_publish("k.x", build(i)).await.unwrap());
+    }
+    bounded("flush", client.flush()).await.unwrap();
+    // SAFETY: our own child, not yet reaped.
+    unsafe {
+        libc::kill(server.pid() as i32, libc::SIGKILL);
+    }
+    drop((unacked, js, client, server));
+
+    let server = TestServer::start_jetstream(kind, &dir).await;
+    let js = context(&server).await;
+    let mut stream = js.get_stream("K").await.unwrap();
+    let state = stream.info().await.unwrap().state.clone();
+    let stored = state.messages;
+    assert!(
+        (ACKED..=ACKED + IN_FLIGHT).contains(&stored),
+        "{stored} stored"
+    );
+    assert_eq!((state.first_sequence, state.last_sequence), (1, stored));
+    for seq in 1..=stored {
+        let m = stream.get_raw_message(seq).await.unwrap();
+        assert_eq!(
+            m.payload,
+            Bytes::from(format!("p-{}", seq - 1)),
+            "seq {seq}"
+        );
+    }
+    // Every id again, in order: the stored ones are duplicates of their first sequence,
+    // the lost ones are stored with the sequences they would have had.
+    for i in 0..ACKED + IN_FLIGHT {
+        let ack = bounded("ack", js.send_publish("k.x", build(i)).await.unwrap())
+            .await
+            .unwrap();
+        assert_eq!((ack.sequence, ack.duplicate), (i + 1, i < stored), "m-{i}");
+    }
+    let state = stream.info().await.unwrap().state.clone();
+    assert_eq!(state.messages, ACKED + IN_FLIGHT);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dedup_survives_sigkill_mid_publish_leafd() {
+    dedup_survives_sigkill_mid_publish(ServerKind::Leafd).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dedup_survives_sigkill_mid_publish_hubd() {
+    dedup_survives_sigkill_mid_publish(ServerKind::Hubd).await;
+}
+
+/// After a SIGKILL the stream's last `Nats-Msg-Id` is the one stored last: a chain
+/// (`Nats-Expected-Last-Msg-Id`) continues across the restart, and a message without an id
+/// stored first after a restart (before the dedup rebuild was needed) ends it, as on
+/// nats-server; ids stored before the kill are still duplicates.
+async fn last_msg_id_survives_sigkill(kind: ServerKind) {
+    let dir = StoreDir::new();
+    let kill = |server: TestServer| {
+        // SAFETY: our own child, not yet reaped.
+        unsafe {
+            libc::kill(server.pid() as i32, libc::SIGKILL);
+        }
+        drop(server);
+    };
+    let send = |js: jetstream::Context, msg: PublishMessage| async move {
+        bounded("ack", js.send_publish("l.x", msg).await.unwrap()).await
+    };
+    let with_id = |i: u64| {
+        PublishMessage::build()
+            .payload(format!("p-{i}").into())
+            .message_id(format!("a-{i}"))
+    };
+    let server = TestServer::start_jetstream(kind, &dir).await;
+    let js = context(&server).await;
+    js.create_stream(config("L", &["l.>"])).await.unwrap();
+    for i in 0..10 {
+        send(js.clone(), with_id(i)).await.unwrap();
+    }
+    kill(server);
+
+    let server = TestServer::start_jetstream(kind, &dir).await;
+    let js = context(&server).await;
+    let ack = send(js.clone(), with_id(10).expected_last_message_id("a-9")).await;
+    assert_eq!(ack.unwrap().sequence, 11);
+    kill(server);
+
+    let server = TestServer::start_jetstream(kind, &dir).await;
+    let js = context(&server).await;
+    let plain = send(js.clone(), PublishMessage::build().payload("x".into())).await;
+    assert_eq!(plain.unwrap().sequence, 12);
+    let e = send(js.clone(), with_id(11).expected_last_message_id("a-10"))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("wrong last msg ID"), "{e}");
+    let again = send(js.clone(), with_id(5)).await.unwrap();
+    assert_eq!((again.sequence, again.duplicate), (6, true));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn last_msg_id_survives_sigkill_leafd() {
+    last_msg_id_survives_sigkill(ServerKind::Leafd).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn last_msg_id_survives_sigkill_hubd() {
+    last_msg_id_survives_sigkill(ServerKind::Hubd).await;
+}

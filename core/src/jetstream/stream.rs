@@ -14,8 +14,9 @@
 //!   is still in flight, first waits until every earlier append of the stream is committed, so
 //!   its checks see the exact stored state (KV compare-and-set relies on this).
 //! * **Deduplication.** `Nats-Msg-Id`s of the last `duplicate_window` are kept in memory and
-//!   rebuilt from the stored messages when the server starts, so a retry after a restart is
-//!   still recognised.
+//!   rebuilt from the stored messages when the server starts (in the background: a publish
+//!   that carries a `Nats-Msg-Id` or `Nats-Expected-Last-Msg-Id` waits for the rebuild,
+//!   others are stored at once), so a retry after a restart is still recognised.
 //! * **Limits.** `max_msgs`, `max_bytes` (with `discard: old`) and `max_msgs_per_subject`
 //!   (unless `discard_new_per_subject`) are the store's [`Retain`] limits of the stream, set
 //!   when its task starts and when its configuration changes ([`retain_of`]): the store's
@@ -503,6 +504,12 @@ struct Runner {
     ids: MsgIds,
     /// The `Nats-Msg-Id` of the last stored message.
     last_msg_id: Option<MsgId>,
+    /// The dedup rebuild ([`recent_msg_ids`]) still running at start, merged into `ids` and
+    /// `last_msg_id` before the first publish that needs them.
+    rebuild: Option<tokio::task::JoinHandle<RecentIds>>,
+    /// An append completed since the task started: the newest stored message is newer than
+    /// what the rebuild saw as the newest.
+    stored_since_start: bool,
     in_flight: VecDeque<InFlight>,
     /// Published appends gathered while handling a burst of the ingest queue, submitted as
     /// one group before the task waits (or before any other store request, which keeps
@@ -524,10 +531,12 @@ struct Runner {
     charge: Option<Charge>,
 }
 
-/// Creates a stream's handle and starts its task. The task first rebuilds the dedup state
-/// from the stored messages (see [`recent_msg_ids`]) off the async threads, then serves the
-/// stream's queue: the server starts at once, and publishes wait for the rebuild, so a retry
-/// with a known `Nats-Msg-Id` is still recognised. The stream's ingest budget is part of
+/// Creates a stream's handle and starts its task. The task rebuilds the dedup state from the
+/// stored messages (see [`recent_msg_ids`]) off the async threads while it serves the
+/// stream's queue: the server starts at once, publishes without a `Nats-Msg-Id` or
+/// `Nats-Expected-Last-Msg-Id` are stored at once, and the first publish with one waits for
+/// the rebuild (and so do those behind it), so a retry with a known `Nats-Msg-Id` is still
+/// recognised. The stream's ingest budget is part of
 /// `all_streams` (see [`all_streams_budget`]).
 pub(crate) fn start(
     name: String,
@@ -567,6 +576,8 @@ pub(crate) fn start(
         domain,
         ids: MsgIds::default(),
         last_msg_id: None,
+        rebuild: None,
+        stored_since_start: false,
         in_flight: VecDeque::new(),
         pending: Vec::new(),
         groups: VecDeque::new(),
@@ -577,21 +588,11 @@ pub(crate) fn start(
         charge: None,
     };
     tokio::spawn(async move {
-        let (store, for_scan) = (runner.store.clone(), runner.stream.clone());
-        let scan = tokio::task::spawn_blocking(move || recent_msg_ids(&store, &for_scan)).await;
         let mut runner = runner;
-        match scan {
-            Ok((recent, last_msg_id)) => {
-                for (id, seq, ts) in recent {
-                    let id = runner.ids.key(&id);
-                    runner.ids.stored(id, seq, ts);
-                }
-                runner.last_msg_id = last_msg_id.map(|id| runner.ids.key(&id));
-            }
-            Err(e) => {
-                warn!(stream = %printable(&runner.stream.name), error = %e, "dedup rebuild failed")
-            }
-        }
+        let (store, for_scan) = (runner.store.clone(), runner.stream.clone());
+        runner.rebuild = Some(tokio::task::spawn_blocking(move || {
+            recent_msg_ids(&store, &for_scan)
+        }));
         runner.run().await;
     });
     stream
@@ -610,9 +611,13 @@ pub(crate) fn retain_of(cfg: &StreamConfig) -> Retain {
     }
 }
 
+/// What [`recent_msg_ids`] read back: the ids within the duplicate window (oldest first,
+/// with their sequence and time) and the id of the newest message.
+type RecentIds = (Vec<(String, u64, i64)>, Option<String>);
+
 /// The `Nats-Msg-Id`s stored within the stream's duplicate window (oldest first, with their
 /// sequence and time), and the id of the newest message, read back from the store.
-fn recent_msg_ids(store: &Store, stream: &Stream) -> (Vec<(String, u64, i64)>, Option<String>) {
+fn recent_msg_ids(store: &Store, stream: &Stream) -> RecentIds {
     let cfg = stream.config();
     let Ok(Some(state)) = store.stream_state(&stream.name) else {
         return (Vec::new(), None);
@@ -670,6 +675,29 @@ fn recent_msg_ids(store: &Store, stream: &Stream) -> (Vec<(String, u64, i64)>, O
 }
 
 impl Runner {
+    /// Waits for the dedup rebuild started with the task, if it still runs, and merges what
+    /// it read. Appends made meanwhile carried no `Nats-Msg-Id` (one would have waited here
+    /// first), so the ids read back are all older than any the task stored since.
+    async fn finish_rebuild(&mut self) {
+        let Some(rebuild) = self.rebuild.take() else {
+            return;
+        };
+        match rebuild.await {
+            Ok((recent, last_msg_id)) => {
+                for (id, seq, ts) in recent {
+                    let id = self.ids.key(&id);
+                    self.ids.stored(id, seq, ts);
+                }
+                if !self.stored_since_start {
+                    self.last_msg_id = last_msg_id.map(|id| self.ids.key(&id));
+                }
+            }
+            Err(e) => {
+                warn!(stream = %printable(&self.stream.name), error = %e, "dedup rebuild failed")
+            }
+        }
+    }
+
     async fn run(mut self) {
         let mut expiry = tokio::time::interval(Duration::from_secs(1));
         expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -970,6 +998,9 @@ impl Runner {
         }
         let size = leaf_store::msg_size(&m.subject, headers_len, m.payload.len());
         let hdr = PublishHeaders::parse(m.headers.as_deref().unwrap_or_default());
+        if hdr.msg_id.is_some() || hdr.expected_last_msg_id.is_some() {
+            self.finish_rebuild().await;
+        }
         let msg_id = hdr
             .msg_id
             .filter(|s| !s.is_empty())
@@ -1163,6 +1194,7 @@ impl Runner {
                 return self.reply_error(reply, &err);
             }
         };
+        self.stored_since_start = true;
         if let Some(id) = done.msg_id {
             self.ids.stored(id.clone(), appended.seq, appended.ts_ns);
             self.last_msg_id = Some(id);

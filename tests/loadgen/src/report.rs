@@ -314,6 +314,15 @@ const ROWS: &[RowSpec] = &[
         &[],
     ),
     spec(
+        "restart after SIGKILL, 1M-msg store: first PubAck (ms)",
+        "recovery",
+        "pub_ms",
+        Better::Lower,
+        1.0,
+        None,
+        &[],
+    ),
+    spec(
         "Store::open after SIGKILL, 1M msgs (ms, store test)",
         "store_open",
         "ms",

@@ -19,6 +19,11 @@ pub struct Args {
     /// Also time the first `STREAM.INFO` answer for this stream.
     #[arg(long = "js-stream")]
     js_stream: Option<String>,
+    /// With `--js-stream`: then publish one message to this subject (of that stream) and
+    /// also time its `PubAck` (a server that rebuilds state in the background before it
+    /// stores again shows it here).
+    #[arg(long = "js-publish", requires = "js_stream")]
+    js_publish: Option<String>,
     /// The server command after `--` (`{port}` in it: a free loopback port).
     #[arg(last = true, allow_hyphen_values = true)]
     command: Vec<String>,
@@ -37,6 +42,41 @@ struct Times {
     js: Option<Duration>,
     /// Messages that reply reported.
     js_msgs: Option<u64>,
+    /// Spawn to the `PubAck` of the publish that followed (with `js_publish`).
+    publish: Option<Duration>,
+}
+
+/// On a connection where `wait_stream` got its answer: publishes one message to `subject`
+/// and waits for its `PubAck` (an error reply is an error).
+fn publish_once(s: &mut TcpStream, subject: &str, t0: Instant) -> Result<()> {
+    s.write_all(format!("SUB _bench.ack 2\r\nPUB {subject} _bench.ack 1\r\nx\r\n").as_bytes())?;
+    let mut seen: Vec<u8> = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        if t0.elapsed() > WAIT_LIMIT {
+            return Err(format!("no PubAck for {subject} within {WAIT_LIMIT:?}").into());
+        }
+        match s.read(&mut buf) {
+            Ok(0) => return Err("server closed the connection".into()),
+            Ok(n) => seen.extend_from_slice(buf.get(..n).unwrap_or_default()),
+            Err(e) if wire::is_timeout(&e) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let text = String::from_utf8_lossy(&seen);
+        if let Some(i) = text.find("MSG _bench.ack 2") {
+            let rest = text.get(i..).unwrap_or_default();
+            if rest.contains("\"error\"") {
+                return Err(format!("publish refused: {rest}").into());
+            }
+            if rest.contains("\"seq\"") && rest.contains('}') {
+                return Ok(());
+            }
+        }
+        if text.contains("PING\r\n") {
+            s.write_all(b"PONG\r\n")?;
+            seen.clear();
+        }
+    }
 }
 
 /// On a connection that has just sent `INFO`: asks `$JS.API.STREAM.INFO.<stream>`
@@ -95,7 +135,7 @@ fn wait_stream(s: &mut TcpStream, stream: &str, t0: Instant) -> Result<u64> {
 
 /// Spawns the command once and returns the time until the first `INFO` line,
 /// and with `js_stream` until the stream's info is served.
-fn once(cmd: &[String], js_stream: Option<&str>) -> Result<Times> {
+fn once(cmd: &[String], js_stream: Option<&str>, js_publish: Option<&str>) -> Result<Times> {
     let port = free_port()?;
     let argv: Vec<String> = cmd
         .iter()
@@ -135,13 +175,23 @@ fn once(cmd: &[String], js_stream: Option<&str>) -> Result<Times> {
                             info,
                             js: None,
                             js_msgs: None,
+                            publish: None,
                         });
                     };
                     let n = wait_stream(&mut s, name, t0)?;
+                    let js = Some(t0.elapsed());
+                    let publish = match js_publish {
+                        Some(subject) => {
+                            publish_once(&mut s, subject, t0)?;
+                            Some(t0.elapsed())
+                        }
+                        None => None,
+                    };
                     return Ok(Times {
                         info,
-                        js: Some(t0.elapsed()),
+                        js,
                         js_msgs: Some(n),
+                        publish,
                     });
                 }
                 Ok(()) => return Err(format!("{prog} sent {buf:?}, not INFO").into()),
@@ -164,11 +214,17 @@ pub fn run(args: &Args) -> Result<()> {
     let mut ms = Vec::with_capacity(runs);
     let mut js_ms = Vec::new();
     let mut js_msgs = Vec::new();
+    let mut pub_ms = Vec::new();
     for _ in 0..runs.max(1) {
-        let t = once(&args.command, js_stream.as_deref())?;
+        let t = once(
+            &args.command,
+            js_stream.as_deref(),
+            args.js_publish.as_deref(),
+        )?;
         ms.push(t.info.as_secs_f64() * 1e3);
         js_ms.extend(t.js.map(|d| d.as_secs_f64() * 1e3));
         js_msgs.extend(t.js_msgs);
+        pub_ms.extend(t.publish.map(|d| d.as_secs_f64() * 1e3));
     }
     let median = report::median(&mut ms.clone()).unwrap_or(f64::NAN);
     let mut record = serde_json::json!({
@@ -187,6 +243,15 @@ pub fn run(args: &Args) -> Result<()> {
         obj.insert("js_msgs".into(), js_msgs.clone().into());
         human.push_str(&format!(
             "; {js_median:.2} ms to STREAM.INFO ({js_ms:.2?}), messages {js_msgs:?}"
+        ));
+    }
+    if let (Some(pub_median), Some(obj)) =
+        (report::median(&mut pub_ms.clone()), record.as_object_mut())
+    {
+        obj.insert("pub_runs_ms".into(), pub_ms.clone().into());
+        obj.insert("pub_ms".into(), pub_median.into());
+        human.push_str(&format!(
+            "; {pub_median:.2} ms to the first PubAck ({pub_ms:.2?})"
         ));
     }
     emit(record, &human);
