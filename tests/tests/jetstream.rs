@@ -483,6 +483,15 @@ async fn msg_id_chain(kind: ServerKind) {
     }
 }
 
+/// SIGKILLs our server (no chance to flush anything that was not already durable).
+fn sigkill(server: TestServer) {
+    // SAFETY: our own child, not yet reaped.
+    unsafe {
+        libc::kill(server.pid() as i32, libc::SIGKILL);
+    }
+    drop(server);
+}
+
 /// Everything acknowledged before a SIGKILL is there after a restart on the same store.
 async fn acknowledged_survives_sigkill(kind: ServerKind) {
     let dir = StoreDir::new();
@@ -502,12 +511,7 @@ async fn acknowledged_survives_sigkill(kind: ServerKind) {
         bounded("ack", ack).await.unwrap();
     }
     // SIGKILL: no chance to flush anything that was not already durable.
-    let pid = server.pid();
-    // SAFETY: our own child, not yet reaped.
-    unsafe {
-        libc::kill(pid as i32, libc::SIGKILL);
-    }
-    drop(server);
+    sigkill(server);
     let _ = port;
     let server = TestServer::start_jetstream(kind, &dir).await;
     let js = context(&server).await;
@@ -563,11 +567,8 @@ async fn dedup_survives_sigkill_mid_publish(kind: ServerKind) {
         unacked.push(js.send_publish("k.x", build(i)).await.unwrap());
     }
     bounded("flush", client.flush()).await.unwrap();
-    // SAFETY: our own child, not yet reaped.
-    unsafe {
-        libc::kill(server.pid() as i32, libc::SIGKILL);
-    }
-    drop((unacked, js, client, server));
+    sigkill(server);
+    drop((unacked, js, client));
 
     let server = TestServer::start_jetstream(kind, &dir).await;
     let js = context(&server).await;
@@ -615,13 +616,6 @@ async fn dedup_survives_sigkill_mid_publish_hubd() {
 /// nats-server; ids stored before the kill are still duplicates.
 async fn last_msg_id_survives_sigkill(kind: ServerKind) {
     let dir = StoreDir::new();
-    let kill = |server: TestServer| {
-        // SAFETY: our own child, not yet reaped.
-        unsafe {
-            libc::kill(server.pid() as i32, libc::SIGKILL);
-        }
-        drop(server);
-    };
     let send = |js: jetstream::Context, msg: PublishMessage| async move {
         bounded("ack", js.send_publish("l.x", msg).await.unwrap()).await
     };
@@ -636,13 +630,13 @@ async fn last_msg_id_survives_sigkill(kind: ServerKind) {
     for i in 0..10 {
         send(js.clone(), with_id(i)).await.unwrap();
     }
-    kill(server);
+    sigkill(server);
 
     let server = TestServer::start_jetstream(kind, &dir).await;
     let js = context(&server).await;
     let ack = send(js.clone(), with_id(10).expected_last_message_id("a-9")).await;
     assert_eq!(ack.unwrap().sequence, 11);
-    kill(server);
+    sigkill(server);
 
     let server = TestServer::start_jetstream(kind, &dir).await;
     let js = context(&server).await;

@@ -46,6 +46,30 @@ struct Times {
     publish: Option<Duration>,
 }
 
+/// Appends what the server sent next to `seen` (nothing when the read times out). An error
+/// once `t0` is [`WAIT_LIMIT`] old, naming what did not come (`waited_for`), or when the
+/// server closed the connection.
+fn read_more(
+    s: &mut TcpStream,
+    buf: &mut [u8],
+    seen: &mut Vec<u8>,
+    t0: Instant,
+    waited_for: &dyn Fn() -> String,
+) -> Result<()> {
+    if t0.elapsed() > WAIT_LIMIT {
+        return Err(format!("no {} within {WAIT_LIMIT:?}", waited_for()).into());
+    }
+    match s.read(buf) {
+        Ok(0) => Err("server closed the connection".into()),
+        Ok(n) => {
+            seen.extend_from_slice(buf.get(..n).unwrap_or_default());
+            Ok(())
+        }
+        Err(e) if wire::is_timeout(&e) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// On a connection where `wait_stream` got its answer: publishes one message to `subject`
 /// and waits for its `PubAck` (an error reply is an error).
 fn publish_once(s: &mut TcpStream, subject: &str, t0: Instant) -> Result<()> {
@@ -53,15 +77,9 @@ fn publish_once(s: &mut TcpStream, subject: &str, t0: Instant) -> Result<()> {
     let mut seen: Vec<u8> = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
-        if t0.elapsed() > WAIT_LIMIT {
-            return Err(format!("no PubAck for {subject} within {WAIT_LIMIT:?}").into());
-        }
-        match s.read(&mut buf) {
-            Ok(0) => return Err("server closed the connection".into()),
-            Ok(n) => seen.extend_from_slice(buf.get(..n).unwrap_or_default()),
-            Err(e) if wire::is_timeout(&e) => {}
-            Err(e) => return Err(e.into()),
-        }
+        read_more(s, &mut buf, &mut seen, t0, &|| {
+            format!("PubAck for {subject}")
+        })?;
         let text = String::from_utf8_lossy(&seen);
         if let Some(i) = text.find("MSG _bench.ack 2") {
             let rest = text.get(i..).unwrap_or_default();
@@ -95,15 +113,9 @@ fn wait_stream(s: &mut TcpStream, stream: &str, t0: Instant) -> Result<u64> {
     let mut buf = vec![0u8; 64 * 1024];
     let mut asked = Instant::now();
     loop {
-        if t0.elapsed() > WAIT_LIMIT {
-            return Err(format!("no STREAM.INFO {stream} answer within {WAIT_LIMIT:?}").into());
-        }
-        match s.read(&mut buf) {
-            Ok(0) => return Err("server closed the connection".into()),
-            Ok(n) => seen.extend_from_slice(buf.get(..n).unwrap_or_default()),
-            Err(e) if wire::is_timeout(&e) => {}
-            Err(e) => return Err(e.into()),
-        }
+        read_more(s, &mut buf, &mut seen, t0, &|| {
+            format!("STREAM.INFO {stream} answer")
+        })?;
         let text = String::from_utf8_lossy(&seen);
         if let Some(i) = text.find("\"state\"") {
             let rest = text.get(i..).unwrap_or_default();
