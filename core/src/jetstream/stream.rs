@@ -14,9 +14,10 @@
 //!   is still in flight, first waits until every earlier append of the stream is committed, so
 //!   its checks see the exact stored state (KV compare-and-set relies on this).
 //! * **Deduplication.** `Nats-Msg-Id`s of the last `duplicate_window` are kept in memory and
-//!   rebuilt from the stored messages when the server starts (in the background: a publish
-//!   that carries a `Nats-Msg-Id` or `Nats-Expected-Last-Msg-Id` waits for the rebuild,
-//!   others are stored at once), so a retry after a restart is still recognised.
+//!   rebuilt from the stored messages after the server starts, at the stream's first publish
+//!   that carries a `Nats-Msg-Id` or `Nats-Expected-Last-Msg-Id` (as nats-server does; others
+//!   are stored at once and never pay for it), so a retry after a restart is still
+//!   recognised.
 //! * **Limits.** `max_msgs`, `max_bytes` (with `discard: old`) and `max_msgs_per_subject`
 //!   (unless `discard_new_per_subject`) are the store's [`Retain`] limits of the stream, set
 //!   when its task starts and when its configuration changes ([`retain_of`]): the store's
@@ -504,9 +505,9 @@ struct Runner {
     ids: MsgIds,
     /// The `Nats-Msg-Id` of the last stored message.
     last_msg_id: Option<MsgId>,
-    /// The dedup rebuild ([`recent_msg_ids`]) still running at start, merged into `ids` and
-    /// `last_msg_id` before the first publish that needs them.
-    rebuild: Option<tokio::task::JoinHandle<RecentIds>>,
+    /// The dedup state was not read back from the store yet ([`recent_msg_ids`]): done
+    /// before the first publish that needs it.
+    rebuild_pending: bool,
     /// An append completed since the task started: the newest stored message is newer than
     /// what the rebuild saw as the newest.
     stored_since_start: bool,
@@ -531,12 +532,12 @@ struct Runner {
     charge: Option<Charge>,
 }
 
-/// Creates a stream's handle and starts its task. The task rebuilds the dedup state from the
-/// stored messages (see [`recent_msg_ids`]) off the async threads while it serves the
-/// stream's queue: the server starts at once, publishes without a `Nats-Msg-Id` or
-/// `Nats-Expected-Last-Msg-Id` are stored at once, and the first publish with one waits for
-/// the rebuild (and so do those behind it), so a retry with a known `Nats-Msg-Id` is still
-/// recognised. The stream's ingest budget is part of
+/// Creates a stream's handle and starts its task. The task serves the stream's queue at
+/// once and rebuilds the dedup state from the stored messages (see [`recent_msg_ids`], off
+/// the async threads) only when the first publish with a `Nats-Msg-Id` or
+/// `Nats-Expected-Last-Msg-Id` comes (it and those behind it wait), so a retry with a known
+/// `Nats-Msg-Id` is still recognised and a stream whose publishers send no ids never reads
+/// its window back. The stream's ingest budget is part of
 /// `all_streams` (see [`all_streams_budget`]).
 pub(crate) fn start(
     name: String,
@@ -576,7 +577,7 @@ pub(crate) fn start(
         domain,
         ids: MsgIds::default(),
         last_msg_id: None,
-        rebuild: None,
+        rebuild_pending: true,
         stored_since_start: false,
         in_flight: VecDeque::new(),
         pending: Vec::new(),
@@ -587,14 +588,7 @@ pub(crate) fn start(
         subject_transform: None,
         charge: None,
     };
-    tokio::spawn(async move {
-        let mut runner = runner;
-        let (store, for_scan) = (runner.store.clone(), runner.stream.clone());
-        runner.rebuild = Some(tokio::task::spawn_blocking(move || {
-            recent_msg_ids(&store, &for_scan)
-        }));
-        runner.run().await;
-    });
+    tokio::spawn(runner.run());
     stream
 }
 
@@ -675,14 +669,15 @@ fn recent_msg_ids(store: &Store, stream: &Stream) -> RecentIds {
 }
 
 impl Runner {
-    /// Waits for the dedup rebuild started with the task, if it still runs, and merges what
-    /// it read. Appends made meanwhile carried no `Nats-Msg-Id` (one would have waited here
-    /// first), so the ids read back are all older than any the task stored since.
+    /// Reads the dedup state back from the store, the first time only, and merges it. Appends
+    /// made since the start carried no `Nats-Msg-Id` (one would have come here first), so the
+    /// ids read back are all older than any the task stores from now on.
     async fn finish_rebuild(&mut self) {
-        let Some(rebuild) = self.rebuild.take() else {
+        if !std::mem::take(&mut self.rebuild_pending) {
             return;
-        };
-        match rebuild.await {
+        }
+        let (store, stream) = (self.store.clone(), self.stream.clone());
+        match tokio::task::spawn_blocking(move || recent_msg_ids(&store, &stream)).await {
             Ok((recent, last_msg_id)) => {
                 for (id, seq, ts) in recent {
                     let id = self.ids.key(&id);
