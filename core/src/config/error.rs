@@ -77,6 +77,18 @@ pub enum ConfigError {
         message: String,
     },
 
+    /// The file's format (by its name: `Format::from_path`) is left out of this build: a
+    /// leafd built with `--no-default-features --features gateway` reads TOML only.
+    #[error("{file}: {format} files are not read by this build (built without cargo feature `{feature}`; name the file *.toml)")]
+    NotBuilt {
+        /// The file (or the label of the text).
+        file: String,
+        /// The format, e.g. "nats-server's config format".
+        format: &'static str,
+        /// The cargo feature that reads it.
+        feature: &'static str,
+    },
+
     /// The configuration parsed but is not usable (see `Config::validate`).
     #[error("{key}: {message}")]
     Invalid {
@@ -158,6 +170,7 @@ impl ConfigError {
     }
 
     /// Converts a JSON deserialization error.
+    #[cfg(feature = "json-config")]
     pub(super) fn from_json(
         err: serde_path_to_error::Error<serde_json::Error>,
         file: &str,
@@ -167,6 +180,7 @@ impl ConfigError {
     }
 
     /// Converts a JSON error found outside any key (e.g. trailing characters).
+    #[cfg(feature = "json-config")]
     pub(super) fn from_json_syntax(err: &serde_json::Error, file: &str) -> Self {
         let (at, message) = json_parts(err, file);
         ConfigError::Syntax { at, message }
@@ -201,6 +215,7 @@ fn key_path(segments: &[&Segment]) -> String {
 }
 
 /// The location and bare message of a JSON error.
+#[cfg(feature = "json-config")]
 fn json_parts(err: &serde_json::Error, file: &str) -> (Location, String) {
     let full = err.to_string();
     // serde_json appends the position to its message; keep only the message.

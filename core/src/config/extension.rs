@@ -249,9 +249,12 @@ mod tests {
         assert_eq!(cfg.port, 5);
         assert_eq!(extra.flag, Some(true));
         assert_eq!(extra.items.len(), 2);
-        let json = r#"{"items": [{"name": "a"}], "host": "h", "flag": false}"#;
-        let (cfg, extra) = parse_str_with::<Extra>(json, Format::Json, "x.json").unwrap();
-        assert_eq!((cfg.host.as_str(), extra.flag), ("h", Some(false)));
+        #[cfg(feature = "json-config")]
+        {
+            let json = r#"{"items": [{"name": "a"}], "host": "h", "flag": false}"#;
+            let (cfg, extra) = parse_str_with::<Extra>(json, Format::Json, "x.json").unwrap();
+            assert_eq!((cfg.host.as_str(), extra.flag), ("h", Some(false)));
+        }
     }
 
     #[test]
@@ -275,16 +278,19 @@ mod tests {
             ),
             "{err}"
         );
-        let err = parse_str_with::<Extra>(
-            "{\n\"flag\": true,\n\"flag\": false\n}",
-            Format::Json,
-            "x.json",
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(
-            err.starts_with("x.json:3:") && err.contains("duplicate field `flag`"),
-            "{err}"
-        );
+        #[cfg(feature = "json-config")]
+        {
+            let err = parse_str_with::<Extra>(
+                "{\n\"flag\": true,\n\"flag\": false\n}",
+                Format::Json,
+                "x.json",
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(
+                err.starts_with("x.json:3:") && err.contains("duplicate field `flag`"),
+                "{err}"
+            );
+        }
     }
 }

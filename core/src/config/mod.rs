@@ -12,7 +12,11 @@
 //! [`natsconf::keys::RULES`], the one table of them). Unknown keys are an error, so a typo
 //! cannot silently fall back to a default. `leaf/leafd.example.toml` documents every key,
 //! `leaf/leafd.example.conf` shows the same in nats-server's format; unit tests of the
-//! `leaf` crate parse both, so they cannot drift from the code.
+//! `leaf` crate parse both, so they cannot drift from the code. JSON and nats-server's
+//! format each have a cargo feature (`json-config`, `natsconf`; on by default, always in
+//! hubd): every settings type is deserialized once per format, so a build that reads TOML
+//! only (leafd's `gateway` build, issue 24) is about 0.7 MB smaller; it refuses the other
+//! file names with [`ConfigError::NotBuilt`].
 //!
 //! This module holds the top-level [`Config`], the loader and the checks across keys
 //! ([`Config::validate`]); each subsystem's settings type lives next to the code that uses it
@@ -44,6 +48,7 @@
 
 mod error;
 mod extension;
+#[cfg(feature = "natsconf")]
 pub mod natsconf;
 mod validate;
 pub mod value;
@@ -306,6 +311,52 @@ impl Format {
             _ => Format::NatsConf,
         }
     }
+
+    /// The format's name in messages.
+    fn name(self) -> &'static str {
+        match self {
+            Format::Toml => "TOML",
+            Format::Json => "JSON",
+            Format::NatsConf => "nats-server's config format",
+        }
+    }
+
+    /// The cargo feature that reads the format (none for TOML, always built).
+    fn feature(self) -> &'static str {
+        match self {
+            Format::Toml => "",
+            Format::Json => "json-config",
+            Format::NatsConf => "natsconf",
+        }
+    }
+
+    /// Whether this build reads the format: TOML always, JSON and nats-server's format with
+    /// their cargo features (`json-config`, `natsconf`; both on by default).
+    pub fn is_built(self) -> bool {
+        match self {
+            Format::Toml => true,
+            Format::Json => cfg!(feature = "json-config"),
+            Format::NatsConf => cfg!(feature = "natsconf"),
+        }
+    }
+
+    /// [`ConfigError::NotBuilt`] for `file` unless this build reads the format.
+    fn check_built(self, file: &str) -> Result<(), ConfigError> {
+        if self.is_built() {
+            Ok(())
+        } else {
+            Err(self.not_built(file))
+        }
+    }
+
+    /// The refusal of `file` in a build without the format.
+    fn not_built(self, file: &str) -> ConfigError {
+        ConfigError::NotBuilt {
+            file: file.to_owned(),
+            format: self.name(),
+            feature: self.feature(),
+        }
+    }
 }
 
 /// Reads and deserializes a config file: TOML, JSON or nats-server's format by its name
@@ -319,20 +370,26 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
 /// extension's.
 pub fn load_file_with<X: Extension>(path: &Path) -> Result<(Config, X), ConfigError> {
     let format = Format::from_path(path);
-    let text = match format {
-        Format::NatsConf => natsconf::read_file(path),
-        _ => std::fs::read_to_string(path),
-    }
-    .map_err(|source| ConfigError::Io {
+    let origin = path.display().to_string();
+    format.check_built(&origin)?;
+    #[cfg(feature = "natsconf")]
+    let text = if format == Format::NatsConf {
+        natsconf::read_file(path)
+    } else {
+        std::fs::read_to_string(path)
+    };
+    #[cfg(not(feature = "natsconf"))]
+    let text = std::fs::read_to_string(path);
+    let text = text.map_err(|source| ConfigError::Io {
         path: path.to_path_buf(),
         source,
     })?;
-    let origin = path.display().to_string();
-    match format {
+    #[cfg(feature = "natsconf")]
+    if format == Format::NatsConf {
         // Includes are found next to the file.
-        Format::NatsConf => natsconf::load(strip_bom(&text), &origin, Some(path)),
-        format => parse_str_with(&text, format, &origin),
+        return natsconf::load(strip_bom(&text), &origin, Some(path));
     }
+    parse_str_with(&text, format, &origin)
 }
 
 fn strip_bom(text: &str) -> &str {
@@ -353,11 +410,14 @@ pub fn parse_str_with<X: Extension>(
     origin: &str,
 ) -> Result<(Config, X), ConfigError> {
     let text = strip_bom(text);
+    format.check_built(origin)?;
     match format {
+        #[cfg(feature = "natsconf")]
         Format::NatsConf => natsconf::load(text, origin, None),
         Format::Toml => serde_path_to_error::deserialize(toml::Deserializer::new(text))
             .map(|extension::TopLevel(config, ext)| (config, ext))
             .map_err(|err| ConfigError::from_toml(err, text, origin)),
+        #[cfg(feature = "json-config")]
         Format::Json => {
             let mut de = serde_json::Deserializer::from_str(text);
             let extension::TopLevel(config, ext) = serde_path_to_error::deserialize(&mut de)
@@ -367,8 +427,48 @@ pub fn parse_str_with<X: Extension>(
                 .map_err(|err| ConfigError::from_json_syntax(&err, origin))?;
             Ok((config, ext))
         }
+        // Refused by `check_built` above.
+        #[allow(unreachable_patterns)]
+        _ => Err(format.not_built(origin)),
     }
 }
 
-#[cfg(test)]
+// The cross-format tests read every format.
+#[cfg(all(test, feature = "natsconf", feature = "json-config"))]
 mod tests;
+
+#[cfg(test)]
+mod format_tests {
+    use super::{parse_str, ConfigError, Format};
+
+    /// TOML is always read; JSON and nats-server's format with their cargo features
+    /// (`json-config`, `natsconf`), and a build without one refuses the file by the feature's
+    /// name rather than misreading it. Run with each feature set to see both sides.
+    #[test]
+    fn formats_left_out_of_the_build_are_refused_by_name() {
+        let cases = [
+            (Format::Toml, "port = 4333\n", "x.toml", ""),
+            (Format::Json, "{\"port\": 4333}", "x.json", "json-config"),
+            (Format::NatsConf, "port: 4333\n", "x.conf", "natsconf"),
+        ];
+        for (format, text, file, feature) in cases {
+            assert_eq!(Format::from_path(std::path::Path::new(file)), format);
+            match parse_str(text, format, file) {
+                Ok(cfg) => {
+                    assert!(format.is_built(), "{file}");
+                    assert_eq!(cfg.port, 4333, "{file}");
+                }
+                Err(err @ ConfigError::NotBuilt { .. }) => {
+                    assert!(!format.is_built(), "{file}");
+                    let msg = err.to_string();
+                    assert!(
+                        msg.starts_with(&format!("{file}: "))
+                            && msg.contains(&format!("built without cargo feature `{feature}`")),
+                        "{msg}"
+                    );
+                }
+                Err(err) => panic!("{file}: {err}"),
+            }
+        }
+    }
+}
