@@ -16,7 +16,9 @@
 //!   for [`ANSWER_WITHIN`] (no quorum; a backlog that moves waits on, at most
 //!   [`ANSWER_AT_MOST`]), or a lost lead: an error PubAck (10008), never silence; the client retries with its `Nats-Msg-Id` and the state machine's dedupe makes
 //!   the retry a duplicate if the first one was committed after all.
-//! * Publishes that expect a state (`Nats-Expected-*` headers) or roll up (`Nats-Rollup`) are
+//! * `Nats-Expected-*` headers are checked by the state machine against the applied state
+//!   (alike on every member; a refused entry is stored nowhere and answered with a single
+//!   server's error PubAck, 10060/10071/10070). Publishes that roll up (`Nats-Rollup`) are
 //!   refused with an error PubAck (10036): not supported on replicated streams yet.
 
 use std::borrow::Cow;
@@ -40,7 +42,7 @@ use super::group::MetaGroup;
 use super::meta::StreamAssignment;
 use super::network::GroupNetwork;
 use super::stream_machine::StreamMachine;
-use super::types::{Member, StreamEntry, StreamRaft, StreamReply, StreamTypes};
+use super::types::{Member, Refusal, StreamEntry, StreamRaft, StreamReply, StreamTypes};
 
 /// Publishes captured and not proposed yet, at most.
 const QUEUE: usize = 8192;
@@ -230,6 +232,17 @@ impl StreamGroup {
             return;
         };
         let ack = match outcome {
+            Ok(StreamReply {
+                refused: Some(r), ..
+            }) => PubAck {
+                stream: Some(Cow::Borrowed(&self.stream)),
+                error: Some(Cow::Owned(match r {
+                    Refusal::StreamMismatch => ApiError::expected_stream_mismatch(),
+                    Refusal::WrongLastSequence(seq) => ApiError::wrong_last_sequence(seq),
+                    Refusal::WrongLastMsgId(id) => ApiError::wrong_last_msg_id(&id),
+                })),
+                ..PubAck::default()
+            },
             Ok(r) => PubAck {
                 stream: Some(Cow::Borrowed(&self.stream)),
                 seq: Some(r.seq),
@@ -311,10 +324,8 @@ impl InternalSink for Capture {
         if msg.headers.is_some_and(unsupported_headers) {
             g.answer(
                 reply.as_ref(),
-                Err(JsError::ClusterUnSupportFeature.with(
-                    "Nats-Expected-* and Nats-Rollup headers are not supported on replicated \
-                     streams yet",
-                )),
+                Err(JsError::ClusterUnSupportFeature
+                    .with("Nats-Rollup headers are not supported on replicated streams yet")),
             );
             return;
         }
@@ -341,14 +352,10 @@ impl InternalSink for Capture {
     }
 }
 
-/// Whether a header block asks for what a replicated stream does not do yet: an expected
-/// state (`Nats-Expected-*`) or a rollup (`Nats-Rollup`).
+/// Whether a header block asks for what a replicated stream does not do yet: a rollup
+/// (`Nats-Rollup`). (`Nats-Expected-*` headers are decided by the state machine.)
 fn unsupported_headers(block: &[u8]) -> bool {
-    leaf_proto::headers::fields(block).any(|(k, _)| {
-        k.get(..14)
-            .is_some_and(|p| p.eq_ignore_ascii_case(b"Nats-Expected-"))
-            || k.eq_ignore_ascii_case(b"Nats-Rollup")
-    })
+    leaf_proto::headers::fields(block).any(|(k, _)| k.eq_ignore_ascii_case(b"Nats-Rollup"))
 }
 
 /// Proposes the captured publishes in order.
@@ -437,12 +444,12 @@ mod tests {
     use super::unsupported_headers;
 
     #[test]
-    fn expectations_and_rollups_are_recognised() {
+    fn rollups_are_recognised() {
         let block = |h: &str| format!("NATS/1.0\r\n{h}\r\n\r\n").into_bytes();
-        assert!(unsupported_headers(&block(
+        assert!(!unsupported_headers(&block(
             "Nats-Expected-Last-Sequence: 3"
         )));
-        assert!(unsupported_headers(&block("nats-expected-stream: S")));
+        assert!(unsupported_headers(&block("nats-rollup: all")));
         assert!(unsupported_headers(&block("Nats-Rollup: sub")));
         assert!(!unsupported_headers(&block("Nats-Msg-Id: a")));
         assert!(!unsupported_headers(&block("Nats-Expected: x")));

@@ -44,13 +44,28 @@ pub struct StreamEntry {
 }
 
 /// What applying a [`StreamEntry`] gave: the stream sequence it has (for a duplicate, the
-/// sequence stored earlier).
+/// sequence stored earlier), or why it was not stored.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StreamReply {
     /// The stream sequence.
     pub seq: u64,
     /// A duplicate `Nats-Msg-Id` within the window: not stored again.
     pub duplicate: bool,
+    /// A `Nats-Expected-*` header the applied state did not meet: nothing stored.
+    pub refused: Option<Refusal>,
+}
+
+/// Why an entry's `Nats-Expected-*` headers refused it (decided in the state machine, alike on
+/// every member; answered as a single server's error PubAck).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Refusal {
+    /// `Nats-Expected-Stream` names another stream (10060).
+    StreamMismatch,
+    /// `Nats-Expected-Last-Sequence` or `Nats-Expected-Last-Subject-Sequence` differs from
+    /// the last sequence, given (10071).
+    WrongLastSequence(u64),
+    /// `Nats-Expected-Last-Msg-Id` differs from the last stored message's id, given (10070).
+    WrongLastMsgId(String),
 }
 
 openraft::declare_raft_types!(
