@@ -1551,3 +1551,71 @@ async fn expectations_on_a_replicated_stream_are_decided_alike() {
         assert_eq!(copy_of(m, "KV_B", 4).await, first, "{}", m.name);
     }
 }
+
+/// issue 22 step 5: `STREAM.LEADER.STEPDOWN` of an R3 stream, asked through a member that does
+/// not lead its group, answers `{"success": true}`; another member leads, and publishes
+/// (with `Nats-Msg-Id`, retried until acknowledged) before and after are stored exactly once,
+/// alike on every copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_leader_steps_down_and_publishes_continue_once() {
+    let members = cluster(&[ServerKind::Hubd; 3]).await;
+    let all: Vec<&Member> = members.iter().collect();
+    agreed_leader(&all, None).await;
+    let client = app_client(&members[0]).await;
+    let created = create(
+        &client,
+        json!({"name": "SD", "subjects": ["sd.>"], "num_replicas": 3}),
+    )
+    .await;
+    assert_eq!(created["did_create"], true, "{created}");
+    let leader = stream_leader(&all, "SD", None).await;
+    let other = members
+        .iter()
+        .find(|m| m.name != leader)
+        .expect("a member that does not lead");
+    let js = jetstream_on(other).await;
+    const N: usize = 30;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut seqs = Vec::new();
+    for i in 0..N {
+        if i == N / 2 {
+            let at_other = app_client(other).await;
+            let answer = api(&at_other, "$JS.API.STREAM.LEADER.STEPDOWN.SD", json!({})).await;
+            assert_eq!(answer["success"], true, "{answer}");
+            let new_leader = stream_leader(&all, "SD", Some(&leader)).await;
+            assert_ne!(new_leader, leader);
+        }
+        let seq = loop {
+            assert!(
+                Instant::now() < deadline,
+                "publish {i} not acknowledged in 120 s"
+            );
+            let sent = js
+                .publish_with_headers(
+                    format!("sd.{i}"),
+                    with_id(&format!("m{i}")),
+                    format!("p{i}").into(),
+                )
+                .await;
+            if let Ok(ack) = sent {
+                if let Ok(Ok(ack)) = tokio::time::timeout(Duration::from_secs(10), ack).await {
+                    break ack.sequence;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        seqs.push(seq);
+    }
+    let expected: Vec<u64> = (1..=N as u64).collect();
+    assert_eq!(seqs, expected, "each publish once, in order");
+    let first = copy_of(&members[0], "SD", N as u64).await;
+    let ids: Vec<String> = first.iter().map(|(_, id, _)| id.clone()).collect();
+    let want: Vec<String> = (0..N).map(|i| format!("m{i}")).collect();
+    assert_eq!(ids, want);
+    for m in &members[1..] {
+        assert_eq!(copy_of(m, "SD", N as u64).await, first, "{}", m.name);
+    }
+    // No such stream: 10059.
+    let answer = api(&client, "$JS.API.STREAM.LEADER.STEPDOWN.NONE", json!({})).await;
+    assert_eq!(answer["error"]["err_code"], 10059, "{answer}");
+}

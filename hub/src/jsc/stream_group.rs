@@ -226,6 +226,12 @@ impl StreamGroup {
               "JetStream cluster: this member no longer leads the stream");
     }
 
+    /// Steps down if this member (`own`) leads the group (`STREAM.LEADER.STEPDOWN`);
+    /// whether it led.
+    pub fn step_down(&self, own: u64) -> bool {
+        super::group::hand_over(&self.raft, own, &format!("stream {}", self.stream))
+    }
+
     /// Answers a publish.
     fn answer(&self, reply: Option<&ReplyTo>, outcome: Result<StreamReply, ApiError>) {
         let (Some(reply), Some(acct)) = (reply, self.acct.upgrade()) else {
