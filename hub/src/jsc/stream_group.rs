@@ -34,7 +34,7 @@ use leaf_core::server::{Account, Publisher, ReplyTo, SubRef};
 use leaf_proto::time::now_ns;
 use openraft::error::ClientWriteError;
 use openraft::{Config, ServerState, SnapshotPolicy};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
@@ -42,12 +42,23 @@ use super::group::MetaGroup;
 use super::meta::StreamAssignment;
 use super::network::GroupNetwork;
 use super::stream_machine::StreamMachine;
-use super::types::{Member, Refusal, StreamEntry, StreamRaft, StreamReply, StreamTypes};
+use super::types::{Member, Refusal, StreamBatch, StreamMsg, StreamRaft, StreamReply, StreamTypes};
 
 /// Publishes captured and not proposed yet, at most.
 const QUEUE: usize = 8192;
-/// Publishes proposed and not answered yet, at most (the proposer waits past it).
-const IN_FLIGHT: usize = 8192;
+/// Publishes in one batch (one Raft entry), at most.
+const BATCH_MSGS: usize = 256;
+/// Bytes (subjects, headers and payloads) of the publishes in one batch, at most (a larger
+/// publish goes alone). Together with [`MAX_PAYLOAD_ENTRIES`] it bounds an append request to
+/// a follower to about the transport's in-flight bound (`super::transport`).
+const BATCH_BYTES: usize = 64 * 1024;
+/// Batches proposed and not applied yet, at most: the proposer waits past it, and what is
+/// captured meanwhile makes the next batch larger (the group commit). Two: one being
+/// replicated and applied while the next is appended.
+const BATCHES_OUT: usize = 2;
+/// Log entries (batches) in one append request to a follower, at most (openraft's
+/// `max_payload_entries`): 64 batches of at most [`BATCH_BYTES`] are 4 MiB.
+const MAX_PAYLOAD_ENTRIES: u64 = 64;
 /// How long a publish waits for its entry to be applied, while the group applies nothing
 /// else, before an error PubAck.
 const ANSWER_WITHIN: Duration = Duration::from_secs(4);
@@ -60,18 +71,32 @@ const TOO_MANY_REQUESTS_HDR: &[u8] = b"NATS/1.0 429 Too Many Requests\r\n\r\n";
 
 /// One captured publish.
 struct Publish {
-    entry: StreamEntry,
+    msg: StreamMsg,
     reply: Option<ReplyTo>,
 }
 
-/// What a publish waits on: when it was proposed, who to answer, the apply of its entry.
-type Waiting = (
-    Instant,
-    Option<ReplyTo>,
-    oneshot::Receiver<
-        Result<openraft::raft::ClientWriteResponse<StreamTypes>, ClientWriteError<u64, Member>>,
-    >,
-);
+impl Publish {
+    /// What it counts toward [`BATCH_BYTES`].
+    fn size(&self) -> usize {
+        self.msg.subject.len()
+            + self.msg.headers.as_ref().map_or(0, Vec::len)
+            + self.msg.payload.len()
+    }
+}
+
+/// The apply of a proposed batch, as openraft reports it.
+type Applied = oneshot::Receiver<
+    Result<openraft::raft::ClientWriteResponse<StreamTypes>, ClientWriteError<u64, Member>>,
+>;
+
+/// What a proposed batch waits on: when it was proposed, who to answer (one per publish, in
+/// the batch's order), the apply of its entry, and its slot among the [`BATCHES_OUT`].
+struct Waiting {
+    proposed: Instant,
+    replies: Vec<Option<ReplyTo>>,
+    applied: Applied,
+    slot: OwnedSemaphorePermit,
+}
 
 /// The Raft timings of a stream group: the meta group's, and never a snapshot (the log is
 /// kept whole: see [`super::stream_machine`]).
@@ -83,6 +108,7 @@ fn raft_config(group: &str) -> Result<Config, String> {
         election_timeout_max: 3000,
         install_snapshot_timeout: 5000,
         snapshot_policy: SnapshotPolicy::Never,
+        max_payload_entries: MAX_PAYLOAD_ENTRIES,
         ..Config::default()
     }
     .validate()
@@ -174,7 +200,7 @@ impl StreamGroup {
                 tracing::debug!(group = %g.name, error = %e, "stream group not initialized here");
             }
         }
-        let (waits, waiting) = mpsc::channel(IN_FLIGHT);
+        let (waits, waiting) = mpsc::channel(BATCHES_OUT);
         tokio::spawn(propose(Arc::downgrade(&g), rx, waits));
         tokio::spawn(answer(Arc::downgrade(&g), waiting));
         tokio::spawn(follow_leadership(Arc::downgrade(&g)));
@@ -336,7 +362,7 @@ impl InternalSink for Capture {
             return;
         }
         let publish = Publish {
-            entry: StreamEntry {
+            msg: StreamMsg {
                 subject: String::from_utf8_lossy(msg.subject).into_owned(),
                 headers: msg.headers.map(<[u8]>::to_vec),
                 payload: msg.payload.to_vec(),
@@ -364,32 +390,79 @@ fn unsupported_headers(block: &[u8]) -> bool {
     leaf_proto::headers::fields(block).any(|(k, _)| k.eq_ignore_ascii_case(b"Nats-Rollup"))
 }
 
-/// Proposes the captured publishes in order.
+/// Proposes the captured publishes in order, in batches: one publish, then whatever else
+/// is queued by the time a slot among the [`BATCHES_OUT`] is free, up to [`BATCH_MSGS`] and
+/// [`BATCH_BYTES`], as one entry.
 async fn propose(
     group: Weak<StreamGroup>,
     mut rx: mpsc::Receiver<Publish>,
     waits: mpsc::Sender<Waiting>,
 ) {
-    while let Some(p) = rx.recv().await {
+    let slots = Arc::new(Semaphore::new(BATCHES_OUT));
+    // A publish taken from the queue that did not fit the previous batch.
+    let mut next: Option<Publish> = None;
+    loop {
+        let first = match next.take() {
+            Some(p) => p,
+            None => match rx.recv().await {
+                Some(p) => p,
+                None => break,
+            },
+        };
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            break;
+        };
+        let mut bytes = first.size();
+        let mut batch = vec![first];
+        while batch.len() < BATCH_MSGS {
+            let Ok(p) = rx.try_recv() else {
+                break;
+            };
+            bytes += p.size();
+            if bytes > BATCH_BYTES {
+                next = Some(p);
+                break;
+            }
+            batch.push(p);
+        }
         let Some(g) = group.upgrade() else {
             break;
         };
+        let (msgs, replies): (Vec<StreamMsg>, Vec<Option<ReplyTo>>) =
+            batch.into_iter().map(|p| (p.msg, p.reply)).unzip();
         let proposed = Instant::now();
-        match g.raft.client_write_ff(p.entry).await {
+        match g.raft.client_write_ff(StreamBatch { msgs }).await {
             Ok(applied) => {
                 drop(g);
-                if waits.send((proposed, p.reply, applied)).await.is_err() {
+                let waiting = Waiting {
+                    proposed,
+                    replies,
+                    applied,
+                    slot,
+                };
+                if waits.send(waiting).await.is_err() {
                     break;
                 }
             }
-            Err(_) => g.answer(p.reply.as_ref(), Err(JsError::ClusterNotAvail.err())),
+            Err(_) => {
+                for reply in &replies {
+                    g.answer(reply.as_ref(), Err(JsError::ClusterNotAvail.err()));
+                }
+            }
         }
     }
 }
 
-/// Answers each proposed publish once applied here (or with an error), in order.
+/// Answers the publishes of each proposed batch once it is applied here (or with an error),
+/// in order.
 async fn answer(group: Weak<StreamGroup>, mut waiting: mpsc::Receiver<Waiting>) {
-    while let Some((proposed, reply, mut applied)) = waiting.recv().await {
+    while let Some(w) = waiting.recv().await {
+        let Waiting {
+            proposed,
+            replies,
+            mut applied,
+            slot,
+        } = w;
         let Some(metrics) = group.upgrade().map(|g| g.raft.metrics()) else {
             break;
         };
@@ -398,7 +471,7 @@ async fn answer(group: Weak<StreamGroup>, mut waiting: mpsc::Receiver<Waiting>) 
         let mut deadline = proposed + ANSWER_WITHIN;
         let outcome = loop {
             match tokio::time::timeout_at(deadline, &mut applied).await {
-                Ok(Ok(Ok(resp))) => break Ok(resp.data),
+                Ok(Ok(Ok(resp))) => break Ok(resp.data.replies),
                 Ok(_) => break Err(JsError::ClusterNotAvail.err()),
                 Err(_) => {
                     // Slow but moving (a backlog): wait on, within the hard bound; stuck
@@ -413,10 +486,29 @@ async fn answer(group: Weak<StreamGroup>, mut waiting: mpsc::Receiver<Waiting>) 
                 }
             }
         };
+        // The next batch may go while these are answered.
+        drop(slot);
         let Some(g) = group.upgrade() else {
             break;
         };
-        g.answer(reply.as_ref(), outcome);
+        match outcome {
+            Ok(outcomes) => {
+                let mut outcomes = outcomes.into_iter();
+                for reply in &replies {
+                    // One reply per publish; a missing one (never: the machine replies to
+                    // each) is an error PubAck rather than silence.
+                    let outcome = outcomes
+                        .next()
+                        .ok_or_else(|| JsError::ClusterNotAvail.err());
+                    g.answer(reply.as_ref(), outcome);
+                }
+            }
+            Err(e) => {
+                for reply in &replies {
+                    g.answer(reply.as_ref(), Err(e.clone()));
+                }
+            }
+        }
     }
 }
 

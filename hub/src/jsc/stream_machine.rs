@@ -1,5 +1,5 @@
 //! The state machine of a replicated stream's group: the copy's stream in the member's
-//! stream store (`leaf-store`) is the state; applying a committed [`StreamEntry`] appends it
+//! stream store (`leaf-store`) is the state; applying a committed [`StreamMsg`] appends it
 //! there.
 //!
 //! **Deterministic**: every peer applies the same entries in the same order and decides the
@@ -47,7 +47,7 @@ use serde::{Deserialize, Serialize};
 use tracing::warn;
 
 use super::store::RaftDb;
-use super::types::{Member, Refusal, StreamEntry, StreamReply, StreamTypes};
+use super::types::{BatchReply, Member, Refusal, StreamMsg, StreamReply, StreamTypes};
 
 /// The Raft database key of the marker.
 const MARKER: &str = "applied";
@@ -114,7 +114,7 @@ impl State {
     /// sequence of a message matching `filter` at or before `bound` (0 for none), as applied.
     fn decide<E>(
         &mut self,
-        e: StreamEntry,
+        e: StreamMsg,
         window_ns: i64,
         stream: &str,
         subject_last: impl FnOnce(&str, u64) -> Result<u64, E>,
@@ -389,7 +389,7 @@ impl RaftStateMachine<StreamTypes> for StreamMachine {
         Ok((st.marker.applied, st.marker.membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<StreamReply>, StorageError<u64>>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<BatchReply>, StorageError<u64>>
     where
         I: IntoIterator<Item = openraft::Entry<StreamTypes>> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -401,30 +401,36 @@ impl RaftStateMachine<StreamTypes> for StreamMachine {
             for entry in entries {
                 st.marker.applied = Some(entry.log_id);
                 match entry.payload {
-                    EntryPayload::Blank => replies.push(StreamReply::default()),
+                    EntryPayload::Blank => replies.push(BatchReply::default()),
                     EntryPayload::Membership(m) => {
                         st.marker.membership = StoredMembership::new(Some(entry.log_id), m);
-                        replies.push(StreamReply::default());
+                        replies.push(BatchReply::default());
                     }
-                    EntryPayload::Normal(e) => {
-                        let subject_last = |filter: &str, bound: u64| {
-                            let pending = to_store.iter().rev().find(|(m, _)| {
-                                subject_matches(filter.as_bytes(), m.subject.as_bytes())
-                            });
-                            match pending {
-                                Some((_, before)) => Ok(before.map_or(0, |b| b + 1)),
-                                None => last_in_store(&self.store, &self.stream, filter, bound),
+                    EntryPayload::Normal(batch) => {
+                        let mut batch_replies = Vec::with_capacity(batch.msgs.len());
+                        for e in batch.msgs {
+                            let subject_last = |filter: &str, bound: u64| {
+                                let pending = to_store.iter().rev().find(|(m, _)| {
+                                    subject_matches(filter.as_bytes(), m.subject.as_bytes())
+                                });
+                                match pending {
+                                    Some((_, before)) => Ok(before.map_or(0, |b| b + 1)),
+                                    None => last_in_store(&self.store, &self.stream, filter, bound),
+                                }
+                            };
+                            let (reply, msg) = st
+                                .decide(e, self.window_ns, &self.stream, subject_last)
+                                .map_err(|e| sm_write(any(&e)))?;
+                            if let Some(msg) = msg {
+                                if reply.seq > st.stored_last {
+                                    to_store.push((msg, Some(reply.seq - 1)));
+                                }
                             }
-                        };
-                        let (reply, msg) = st
-                            .decide(e, self.window_ns, &self.stream, subject_last)
-                            .map_err(|e| sm_write(any(&e)))?;
-                        if let Some(msg) = msg {
-                            if reply.seq > st.stored_last {
-                                to_store.push((msg, Some(reply.seq - 1)));
-                            }
+                            batch_replies.push(reply);
                         }
-                        replies.push(reply);
+                        replies.push(BatchReply {
+                            replies: batch_replies,
+                        });
                     }
                 }
             }
@@ -488,6 +494,7 @@ impl RaftStateMachine<StreamTypes> for StreamMachine {
 mod tests {
     use openraft::{CommittedLeaderId, Entry};
 
+    use super::super::types::StreamBatch;
     use super::*;
 
     /// A store in a temporary directory with an empty stream `S`.
@@ -502,11 +509,22 @@ mod tests {
         (dir, store)
     }
 
-    fn log_entry(index: u64, e: StreamEntry) -> Entry<StreamTypes> {
+    /// Log entry `index` holding the batch `msgs`.
+    fn batch_entry(index: u64, msgs: Vec<StreamMsg>) -> Entry<StreamTypes> {
         Entry {
             log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
-            payload: EntryPayload::Normal(e),
+            payload: EntryPayload::Normal(StreamBatch { msgs }),
         }
+    }
+
+    /// Log entry `index` holding a batch of one publish.
+    fn log_entry(index: u64, e: StreamMsg) -> Entry<StreamTypes> {
+        batch_entry(index, vec![e])
+    }
+
+    /// The publishes' replies of applied entries, in order.
+    fn flat(replies: Vec<BatchReply>) -> Vec<StreamReply> {
+        replies.into_iter().flat_map(|r| r.replies).collect()
     }
 
     /// Entries applied again after a crash that lost the marker (the store has them, the
@@ -521,13 +539,13 @@ mod tests {
             .enumerate()
             .map(|(i, id)| log_entry(i as u64 + 1, entry(id, 1_000 + i as i64)))
             .collect();
-        let seqs = |replies: &[StreamReply]| -> Vec<(u64, bool)> {
-            replies.iter().map(|r| (r.seq, r.duplicate)).collect()
+        let seqs = |replies: Vec<BatchReply>| -> Vec<(u64, bool)> {
+            flat(replies).iter().map(|r| (r.seq, r.duplicate)).collect()
         };
         let expected = vec![(1, false), (2, false), (3, false), (1, true), (4, false)];
         let mut m = StreamMachine::open(db.clone(), "S-x", store.clone(), "S", window, 0).unwrap();
         let first = m.apply(entries.clone()).await.unwrap();
-        assert_eq!(seqs(&first), expected);
+        assert_eq!(seqs(first), expected);
         assert_eq!(m.applied_state().await.unwrap().0.map(|l| l.index), Some(5));
         // Reopened with the marker: nothing to apply again.
         let mut m = StreamMachine::open(db.clone(), "S-x", store.clone(), "S", window, 0).unwrap();
@@ -537,7 +555,7 @@ mod tests {
         let mut m = StreamMachine::open(db.clone(), "S-x", store.clone(), "S", window, 0).unwrap();
         assert_eq!(m.applied_state().await.unwrap().0, None);
         let again = m.apply(entries.clone()).await.unwrap();
-        assert_eq!(seqs(&again), expected);
+        assert_eq!(seqs(again), expected);
         let state = store.stream_state("S").unwrap().unwrap();
         assert_eq!((state.msgs, state.last_seq), (4, 4));
         // The next entry follows.
@@ -548,12 +566,12 @@ mod tests {
             ])
             .await
             .unwrap();
-        assert_eq!(seqs(&next), [(2, true), (5, false)]);
+        assert_eq!(seqs(next), [(2, true), (5, false)]);
         assert_eq!(store.stream_state("S").unwrap().unwrap().last_seq, 5);
     }
 
-    fn entry(id: Option<&str>, ts: i64) -> StreamEntry {
-        StreamEntry {
+    fn entry(id: Option<&str>, ts: i64) -> StreamMsg {
+        StreamMsg {
             subject: "s".into(),
             headers: id.map(|id| format!("NATS/1.0\r\nNats-Msg-Id: {id}\r\n\r\n").into_bytes()),
             payload: b"x".to_vec(),
@@ -562,18 +580,18 @@ mod tests {
     }
 
     /// `State::decide` without a store (no subject lookups).
-    fn decide(st: &mut State, e: StreamEntry, w: i64) -> (StreamReply, Option<NewMessage>) {
+    fn decide(st: &mut State, e: StreamMsg, w: i64) -> (StreamReply, Option<NewMessage>) {
         st.decide(e, w, "S", |_, _| Ok::<u64, std::convert::Infallible>(0))
             .unwrap()
     }
 
-    fn with_headers(subject: &str, headers: &[(&str, &str)], ts: i64) -> StreamEntry {
+    fn with_headers(subject: &str, headers: &[(&str, &str)], ts: i64) -> StreamMsg {
         let mut block = String::from("NATS/1.0\r\n");
         for (k, v) in headers {
             block.push_str(&format!("{k}: {v}\r\n"));
         }
         block.push_str("\r\n");
-        StreamEntry {
+        StreamMsg {
             subject: subject.into(),
             headers: Some(block.into_bytes()),
             payload: b"x".to_vec(),
@@ -589,7 +607,7 @@ mod tests {
         let (dir, store) = store_with_stream().await;
         let db = RaftDb::open(dir.path()).unwrap();
         let seq = "Nats-Expected-Last-Subject-Sequence";
-        let batch = [
+        let msgs = [
             with_headers("k.a", &[(seq, "0"), ("Nats-Msg-Id", "m1")], 1),
             with_headers("k.a", &[(seq, "0")], 2),
             with_headers("k.b", &[(seq, "0"), ("Nats-Expected-Last-Msg-Id", "m1")], 3),
@@ -607,8 +625,9 @@ mod tests {
                 9,
             ),
         ];
-        let entries: Vec<Entry<StreamTypes>> = batch
-            .into_iter()
+        let entries: Vec<Entry<StreamTypes>> = msgs
+            .iter()
+            .cloned()
             .enumerate()
             .map(|(i, e)| log_entry(i as u64 + 1, e))
             .collect();
@@ -623,8 +642,11 @@ mod tests {
             (0, Some(Refusal::WrongLastMsgId(String::new()))),
             (0, Some(Refusal::WrongLastSequence(4))),
         ];
-        let outcome = |replies: Vec<StreamReply>| -> Vec<(u64, Option<Refusal>)> {
-            replies.into_iter().map(|r| (r.seq, r.refused)).collect()
+        let outcome = |replies: Vec<BatchReply>| -> Vec<(u64, Option<Refusal>)> {
+            flat(replies)
+                .into_iter()
+                .map(|r| (r.seq, r.refused))
+                .collect()
         };
         let mut m = StreamMachine::open(db.clone(), "S-x", store.clone(), "S", 1_000, 0).unwrap();
         assert_eq!(outcome(m.apply(entries.clone()).await.unwrap()), expected);
@@ -638,6 +660,80 @@ mod tests {
         }
         assert_eq!(again, expected);
         assert_eq!(store.stream_state("S").unwrap().unwrap().msgs, 4);
+        // The same publishes as one batch (one log entry) in a fresh stream decide alike:
+        // each against the state the earlier ones of the batch left, also applied again.
+        let (dir, store) = store_with_stream().await;
+        let db = RaftDb::open(dir.path()).unwrap();
+        let one = vec![batch_entry(1, msgs.to_vec())];
+        let mut m = StreamMachine::open(db.clone(), "S-x", store.clone(), "S", 1_000, 0).unwrap();
+        assert_eq!(outcome(m.apply(one.clone()).await.unwrap()), expected);
+        db.put_state("S-x", vec![(MARKER, None)]).await.unwrap();
+        let mut m = StreamMachine::open(db.clone(), "S-x", store.clone(), "S", 1_000, 0).unwrap();
+        assert_eq!(outcome(m.apply(one).await.unwrap()), expected);
+        let state = store.stream_state("S").unwrap().unwrap();
+        assert_eq!((state.msgs, state.last_seq), (4, 4));
+    }
+
+    /// A batch (one log entry) is decided publish by publish, in order: an id twice in one
+    /// batch is a duplicate of the first, times never go back within the batch, the next
+    /// batch sees the earlier one's ids; the entry's reply has one reply per publish, a blank
+    /// entry none; applied again after the marker was lost, the same and nothing stored twice.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_batch_is_decided_publish_by_publish() {
+        let (dir, store) = store_with_stream().await;
+        let db = RaftDb::open(dir.path()).unwrap();
+        let window = 60_000_000_000;
+        let entries = vec![
+            batch_entry(
+                1,
+                vec![
+                    entry(Some("a"), 1_000),
+                    entry(Some("b"), 1_001),
+                    entry(Some("a"), 1_002),
+                    entry(None, 900),
+                    entry(Some("b"), 1_003),
+                    entry(Some("c"), 1_004),
+                ],
+            ),
+            Entry {
+                log_id: LogId::new(CommittedLeaderId::new(1, 1), 2),
+                payload: EntryPayload::Blank,
+            },
+            batch_entry(3, vec![entry(Some("c"), 1_005), entry(Some("d"), 1_006)]),
+        ];
+        let shape = |replies: Vec<BatchReply>| -> Vec<Vec<(u64, bool)>> {
+            replies
+                .into_iter()
+                .map(|b| b.replies.iter().map(|r| (r.seq, r.duplicate)).collect())
+                .collect()
+        };
+        let expected = vec![
+            vec![
+                (1, false),
+                (2, false),
+                (1, true),
+                (3, false),
+                (2, true),
+                (4, false),
+            ],
+            vec![],
+            vec![(4, true), (5, false)],
+        ];
+        let mut m = StreamMachine::open(db.clone(), "S-x", store.clone(), "S", window, 0).unwrap();
+        assert_eq!(shape(m.apply(entries.clone()).await.unwrap()), expected);
+        let times: Vec<i64> = store
+            .read_range("S", 1, 10, u64::MAX)
+            .unwrap()
+            .iter()
+            .map(|m| m.ts_ns)
+            .collect();
+        assert_eq!(times, [1_000, 1_001, 1_001, 1_004, 1_006]);
+        // The marker lost: applied again alike, nothing stored twice.
+        db.put_state("S-x", vec![(MARKER, None)]).await.unwrap();
+        let mut m = StreamMachine::open(db.clone(), "S-x", store.clone(), "S", window, 0).unwrap();
+        assert_eq!(shape(m.apply(entries).await.unwrap()), expected);
+        let state = store.stream_state("S").unwrap().unwrap();
+        assert_eq!((state.msgs, state.last_seq), (5, 5));
     }
 
     /// Sequences follow apply order; a msg-id seen within the window (entry times) is a
@@ -672,7 +768,7 @@ mod tests {
         store.skip_many("S", 9, 0).await.unwrap();
         let db = RaftDb::open(dir.path()).unwrap();
         let mut m = StreamMachine::open(db, "S-x", store.clone(), "S", 1_000, 10).unwrap();
-        let replies = m.apply([log_entry(1, entry(Some("a"), 5))]).await.unwrap();
+        let replies = flat(m.apply([log_entry(1, entry(Some("a"), 5))]).await.unwrap());
         assert_eq!(replies[0].seq, 10);
         assert_eq!(store.stream_state("S").unwrap().unwrap().msgs, 1);
     }
