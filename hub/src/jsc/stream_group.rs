@@ -8,16 +8,23 @@
 //!   in the stream's account (and unsubscribes when it loses the lead), so exactly one member
 //!   takes each publish; clients on other members reach it over a route by interest.
 //! * **Publish**: the capture queues the message (bounded: past it a 429 PubAck); one task
-//!   proposes the queued messages in arrival order (`client_write_ff`: openraft batches what
-//!   is proposed while an append is in flight into one append, one fsync: group commit); a
-//!   second task waits for each to be applied on this member, in order, and answers the
-//!   PubAck `{"stream","seq","duplicate"?,"domain"?}`. An entry is applied only once
-//!   committed, i.e. a quorum of the group has it in its Raft log, fsynced. Nothing applied
-//!   for [`ANSWER_WITHIN`] (no quorum; a backlog that moves waits on, at most
-//!   [`ANSWER_AT_MOST`]), or a lost lead: an error PubAck (10008), never silence; the client retries with its `Nats-Msg-Id` and the state machine's dedupe makes
-//!   the retry a duplicate if the first one was committed after all.
+//!   proposes the queued messages in arrival order **in batches**, one Raft entry
+//!   ([`StreamBatch`]) per batch: one publish, then, once fewer than [`BATCHES_OUT`] batches
+//!   wait for their apply, whatever else is queued, up to [`BATCH_MSGS`] and [`BATCH_BYTES`]
+//!   (`client_write_ff`). One entry is one append, one fsync, on each member however many
+//!   publishes it holds: the group commit (openraft alone does not give it: under load its
+//!   core appends each proposal in a commit of its own). A second task waits for each batch to
+//!   be applied on this member, in order, and answers the PubAck
+//!   `{"stream","seq","duplicate"?,"domain"?}` of each of its publishes, in order. An entry is
+//!   applied only once committed, i.e. a quorum of the group has it in its Raft log, fsynced.
+//!   Nothing applied for [`ANSWER_WITHIN`] after the batch was proposed (no quorum; a backlog
+//!   that moves waits on, at most [`ANSWER_AT_MOST`]), or a lost lead: an error PubAck (10008)
+//!   for each publish of the batch, never silence; the client retries with its `Nats-Msg-Id`
+//!   and the state machine's dedupe makes the retry a duplicate if the first one was
+//!   committed after all.
 //! * `Nats-Expected-*` headers are checked by the state machine against the applied state
-//!   (alike on every member; a refused entry is stored nowhere and answered with a single
+//!   (alike on every member, each publish of a batch against the state the earlier ones
+//!   left; a refused publish is stored nowhere and answered with a single
 //!   server's error PubAck, 10060/10071/10070). Publishes that roll up (`Nats-Rollup`) are
 //!   refused with an error PubAck (10036): not supported on replicated streams yet.
 

@@ -1,31 +1,35 @@
 //! The state machine of a replicated stream's group: the copy's stream in the member's
-//! stream store (`leaf-store`) is the state; applying a committed [`StreamMsg`] appends it
-//! there.
+//! stream store (`leaf-store`) is the state; applying a committed entry, a batch of publishes
+//! ([`StreamBatch`](super::types::StreamBatch) of [`StreamMsg`]), appends them there, publish
+//! by publish in the batch's order, and replies with one [`StreamReply`] per publish
+//! ([`BatchReply`]).
 //!
 //! **Deterministic**: every peer applies the same entries in the same order and decides the
-//! same: an entry whose `Nats-Msg-Id` was stored within the stream's `duplicate_window`
-//! (measured with the entries' own times, never a peer's clock) is a duplicate, answered with
-//! the earlier sequence and not stored; any other gets `last_seq + 1`. The time stored is the
-//! entry's (the leader's clock), never earlier than the previous message's.
+//! same, publish by publish: a publish whose `Nats-Msg-Id` was stored within the stream's
+//! `duplicate_window` (measured with the publishes' own times, never a peer's clock), by an
+//! earlier entry or earlier in the same batch, is a duplicate, answered with the earlier
+//! sequence and not stored; any other gets `last_seq + 1`. The time stored is the publish's
+//! (the leader's clock), never earlier than the previous message's.
 //!
 //! **Expectations** (`Nats-Expected-Stream`, `-Last-Sequence`, `-Last-Msg-Id`,
 //! `-Last-Subject-Sequence` with its `-Subject` filter), in a single server's order after the
-//! dedupe, are checked here against the applied state (the marker's last sequence, the last
-//! stored message's id, the subject's last sequence in the store or in the batch being
-//! applied), so every member decides alike; a refused entry takes no sequence and is stored
-//! nowhere, and its [`Refusal`] becomes the error PubAck. The leader does not check before
-//! proposing (a refused entry costs one log entry). Entries applied again find the subject's
-//! last sequence at or before the marker's (a backward scan of the store, which holds more).
+//! dedupe, are checked here against the applied state (the marker's last sequence, the last stored
+//! message's id, the subject's last sequence in the store or in the batch being applied, earlier
+//! publishes of the same batch included), so every member decides alike; a refused publish takes no
+//! sequence and is stored nowhere, and its [`Refusal`] becomes the error PubAck. The leader does
+//! not check before proposing (a refused publish costs its place in a log entry). Entries applied
+//! again find the subject's last sequence at or before the marker's (a backward scan of the store,
+//! which holds more).
 //!
-//! **Applied once**: after each batch is appended (durably: the store's commit), the
-//! *marker* (last applied log id, membership, last sequence and time) is saved in the Raft
-//! database, without an fsync of its own (it reaches the disk with the next log append). A
-//! restart re-applies the entries after the marker (openraft does it), and every
-//! decision comes out the same: the dedupe window is rebuilt from the messages up to the
-//! marker's sequence only, and an entry whose sequence the store already holds (appended
-//! before the crash, marker not saved yet) is not appended again. Each append names the
-//! sequence it expects before it (`append_each` with the expected last sequence), so a peer
-//! whose store disagrees stops with an error rather than diverging.
+//! **Applied once**: after the entries openraft applies together are appended (durably: the store's
+//! commit), the *marker* (last applied log id, membership, last sequence and time) is saved in the
+//! Raft database, without an fsync of its own (it reaches the disk with the next log append). A
+//! restart re-applies the entries after the marker (openraft does it), and every decision comes out
+//! the same: the dedupe window is rebuilt from the messages up to the marker's sequence only, and a
+//! publish whose sequence the store already holds (appended before the crash, marker not saved yet)
+//! is not appended again. Each append names the sequence it expects before it (`append_each` with
+//! the expected last sequence), so a peer whose store disagrees stops with an error rather than
+//! diverging.
 //!
 //! **No snapshots yet**: the group keeps its whole log (its Raft configuration never
 //! snapshots, so nothing is purged), and a member that was down catches up from the leader's
