@@ -183,7 +183,18 @@ async fn three_members_elect_one_meta_leader(kind: ServerKind) {
     let leader = agreed_leader(&members, None).await;
     assert!(["n1", "n2", "n3"].contains(&leader.as_str()), "{leader}");
     for m in members {
-        let meta = meta_cluster(m).await;
+        // nats-server counts a peer in its meta group once it has heard from it, which under
+        // load may come after the leader is agreed: wait (bounded) for the full group.
+        let deadline = Instant::now() + ELECTION;
+        let meta = loop {
+            let meta = meta_cluster(m).await;
+            let replicas = meta["replicas"].as_array().map_or(0, Vec::len);
+            let full = m.name != leader || replicas == 2;
+            if (meta["cluster_size"] == 3 && full) || Instant::now() >= deadline {
+                break meta;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
         assert_eq!(meta["name"], "C", "{}: {meta}", m.name);
         assert_eq!(meta["cluster_size"], 3, "{}: {meta}", m.name);
         assert_eq!(meta["peer"].as_str().map(str::len), Some(8), "{meta}");
