@@ -16,8 +16,11 @@
 //!   for [`ANSWER_WITHIN`] (no quorum; a backlog that moves waits on, at most
 //!   [`ANSWER_AT_MOST`]), or a lost lead: an error PubAck (10008), never silence; the client retries with its `Nats-Msg-Id` and the state machine's dedupe makes
 //!   the retry a duplicate if the first one was committed after all.
-//! * Publishes that expect a state (`Nats-Expected-*` headers) or roll up (`Nats-Rollup`) are
-//!   refused with an error PubAck (10036): not supported on replicated streams yet.
+//! * Publishes that expect a state (`Nats-Expected-*` headers) are refused with an error
+//!   PubAck (10036): not supported on replicated streams yet. Rollups (`Nats-Rollup`) are
+//!   checked here and applied by every peer after the store ([`super::rollup`]).
+//! * The copy's consumers (this member's own) are woken after each apply that stored
+//!   messages (`JetStream::replica_appended`).
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -98,6 +101,8 @@ pub struct StreamGroup {
     /// The stream's name.
     pub stream: String,
     subjects: Vec<String>,
+    /// The stream's `allow_rollup_hdrs`.
+    allow_rollup: bool,
     acct: Weak<Account>,
     queue: mpsc::Sender<Publish>,
     domain: Option<String>,
@@ -129,6 +134,7 @@ impl StreamGroup {
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())?
+            .on_stored(wake_consumers(js, &sa.name))
         };
         let network = GroupNetwork {
             transport: meta.transport.clone(),
@@ -150,6 +156,7 @@ impl StreamGroup {
             account: sa.account.clone(),
             stream,
             subjects: config.subjects.clone(),
+            allow_rollup: config.allow_rollup_hdrs,
             acct: Arc::downgrade(&acct),
             queue,
             domain: js.domain().map(str::to_owned),
@@ -299,6 +306,23 @@ impl StreamGroup {
     }
 }
 
+/// Wakes the consumers of this member's copy of `stream` (in `js`) after the group stored
+/// messages in it (consumers on a copy are this member's own: see
+/// `hub/JETSTREAM-CLUSTER.md`, "Consumers on replicated streams").
+fn wake_consumers(js: &JetStream, stream: &str) -> super::stream_machine::OnStored {
+    let (js, stream) = (js.clone(), stream.to_owned());
+    Arc::new(move |stored, rolled_up| {
+        let trimmed = rolled_up || stored.iter().any(|(a, _, _)| a.trimmed > 0);
+        js.replica_appended(
+            &stream,
+            stored
+                .iter()
+                .map(|(a, subject, _)| (a.seq, subject.as_str())),
+            trimmed,
+        );
+    })
+}
+
 /// The capturing subscription of the leader.
 struct Capture(Weak<StreamGroup>);
 
@@ -311,11 +335,13 @@ impl InternalSink for Capture {
         if msg.headers.is_some_and(unsupported_headers) {
             g.answer(
                 reply.as_ref(),
-                Err(JsError::ClusterUnSupportFeature.with(
-                    "Nats-Expected-* and Nats-Rollup headers are not supported on replicated \
-                     streams yet",
-                )),
+                Err(JsError::ClusterUnSupportFeature
+                    .with("Nats-Expected-* headers are not supported on replicated streams yet")),
             );
+            return;
+        }
+        if let Err(e) = super::rollup::check(msg.headers, g.allow_rollup) {
+            g.answer(reply.as_ref(), Err(e));
             return;
         }
         let publish = Publish {
@@ -342,12 +368,11 @@ impl InternalSink for Capture {
 }
 
 /// Whether a header block asks for what a replicated stream does not do yet: an expected
-/// state (`Nats-Expected-*`) or a rollup (`Nats-Rollup`).
+/// state (`Nats-Expected-*`). (Rollups are applied by every peer: [`super::rollup`].)
 fn unsupported_headers(block: &[u8]) -> bool {
     leaf_proto::headers::fields(block).any(|(k, _)| {
         k.get(..14)
             .is_some_and(|p| p.eq_ignore_ascii_case(b"Nats-Expected-"))
-            || k.eq_ignore_ascii_case(b"Nats-Rollup")
     })
 }
 
@@ -437,13 +462,13 @@ mod tests {
     use super::unsupported_headers;
 
     #[test]
-    fn expectations_and_rollups_are_recognised() {
+    fn expectations_are_recognised() {
         let block = |h: &str| format!("NATS/1.0\r\n{h}\r\n\r\n").into_bytes();
         assert!(unsupported_headers(&block(
             "Nats-Expected-Last-Sequence: 3"
         )));
         assert!(unsupported_headers(&block("nats-expected-stream: S")));
-        assert!(unsupported_headers(&block("Nats-Rollup: sub")));
+        assert!(!unsupported_headers(&block("Nats-Rollup: sub")));
         assert!(!unsupported_headers(&block("Nats-Msg-Id: a")));
         assert!(!unsupported_headers(&block("Nats-Expected: x")));
     }
