@@ -24,7 +24,7 @@
 //! messages to the copy), takes its acks on this member, and is lost with the member (a
 //! durable R1 one comes back with the member's store). Replicated consumers (a durable one
 //! without `num_replicas: 1`) and consumers of interest or workqueue streams (their acks
-//! would remove messages from one copy only) answer 10036 ([`check_consumer_on_copy`]).
+//! would remove messages from one copy only) answer 10036 (`check_consumer_on_copy`).
 
 use std::future::Future;
 use std::pin::Pin;
