@@ -1413,6 +1413,13 @@ async fn a_minority_member_acknowledges_nothing() {
     assert_eq!(info["state"]["messages"], 1, "{info}");
 }
 
+/// Three hubd members, once they agree on a meta leader.
+async fn three_members_with_a_meta_leader() -> Vec<Member> {
+    let members = cluster(&[ServerKind::Hubd; 3]).await;
+    agreed_leader(&members.iter().collect::<Vec<_>>(), None).await;
+    members
+}
+
 /// Retries `get` of `key` in `kv` (bounded) until it reads `want`: a member's copy may be a
 /// heartbeat behind the group's leader (reads are served by each member's own copy).
 async fn until_kv(kv: &e2e::async_nats::jetstream::kv::Store, key: &str, want: Option<&str>) {
@@ -1444,9 +1451,8 @@ async fn until_kv(kv: &e2e::async_nats::jetstream::kv::Store, key: &str, want: O
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_r3_kv_bucket_serves_puts_gets_history_keys_and_watches_from_every_member() {
     use e2e::async_nats::jetstream::kv;
-    let members = cluster(&[ServerKind::Hubd; 3]).await;
+    let members = three_members_with_a_meta_leader().await;
     let all: Vec<&Member> = members.iter().collect();
-    agreed_leader(&all, None).await;
     let created = tokio::time::timeout(
         Duration::from_secs(10),
         jetstream_on(&members[0])
@@ -1610,9 +1616,8 @@ async fn an_r3_kv_bucket_serves_puts_gets_history_keys_and_watches_from_every_me
 async fn an_r3_object_store_returns_a_multi_chunk_object_on_another_member() {
     use e2e::async_nats::jetstream::object_store;
     use tokio::io::AsyncReadExt;
-    let members = cluster(&[ServerKind::Hubd; 3]).await;
+    let members = three_members_with_a_meta_leader().await;
     let all: Vec<&Member> = members.iter().collect();
-    agreed_leader(&all, None).await;
     let store = tokio::time::timeout(
         Duration::from_secs(10),
         jetstream_on(&members[1])
