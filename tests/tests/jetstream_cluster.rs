@@ -1677,4 +1677,209 @@ async fn an_r3_object_store_returns_a_multi_chunk_object_on_another_member() {
         };
         assert!(out == big, "{}: the object read back differs", m.name);
     }
+/// A publish with headers to `subject` through `client`: its PubAck, or why none came
+/// (bounded wait).
+async fn try_publish_expecting(
+    client: &e2e::async_nats::Client,
+    subject: &str,
+    headers: &[(&str, &str)],
+) -> Result<Value, String> {
+    let mut map = e2e::async_nats::HeaderMap::new();
+    for (k, v) in headers {
+        map.insert(*k, *v);
+    }
+    let msg = tokio::time::timeout(
+        Duration::from_secs(5),
+        client.request_with_headers(subject.to_owned(), map, "x".into()),
+    )
+    .await
+    .map_err(|_| "no PubAck within 5 s".to_owned())?
+    .map_err(|e| e.to_string())?;
+    e2e::serde_json::from_slice(&msg.payload).map_err(|e| e.to_string())
+}
+
+/// [`try_publish_expecting`] that must be answered.
+async fn publish_expecting(
+    client: &e2e::async_nats::Client,
+    subject: &str,
+    headers: &[(&str, &str)],
+) -> Value {
+    try_publish_expecting(client, subject, headers)
+        .await
+        .expect("a PubAck")
+}
+
+/// issue 22 step 5: KV's compare-and-set on an R3 bucket (`create`, `update`: the
+/// `Nats-Expected-Last-Subject-Sequence` header decided by the group's state machine), and the
+/// other `Nats-Expected-*` headers on raw publishes, answered with a single server's error
+/// PubAcks; a refused publish is stored on no copy. The clients are on the group's leader
+/// (from other members: `an_r3_kv_bucket_serves_puts_gets_history_keys_and_watches_from_every_member`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expectations_on_a_replicated_stream_are_decided_alike() {
+    use e2e::async_nats::jetstream::kv;
+    let members = cluster(&[ServerKind::Hubd; 3]).await;
+    let all: Vec<&Member> = members.iter().collect();
+    agreed_leader(&all, None).await;
+    // Created through a member that may not lead the group (the API is answered anywhere).
+    let js = jetstream_on(&members[0]).await;
+    let _created = tokio::time::timeout(
+        Duration::from_secs(30),
+        js.create_key_value(kv::Config {
+            bucket: "B".into(),
+            history: 5,
+            num_replicas: 3,
+            ..Default::default()
+        }),
+    )
+    .await
+    .expect("bucket created within 30 s")
+    .expect("bucket created");
+    let leader = stream_leader(&all, "KV_B", None).await;
+    let leader = members
+        .iter()
+        .find(|m| m.name == leader)
+        .expect("the leader is a member");
+    // Ready when an expectation that cannot hold is answered (the group's leader captures):
+    // nothing is stored.
+    {
+        let client = app_client(leader).await;
+        let deadline = Instant::now() + ELECTION;
+        loop {
+            let headers = [("Nats-Expected-Last-Sequence", "999")];
+            let last = match try_publish_expecting(&client, "$KV.B.x", &headers).await {
+                Ok(ack) if ack["error"]["err_code"] == json!(10071) => break,
+                other => format!("{other:?}"),
+            };
+            assert!(
+                Instant::now() < deadline,
+                "{}: not ready: {last}",
+                leader.name
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let js = jetstream_on(leader).await;
+    let bucket = js
+        .get_key_value("B")
+        .await
+        .expect("bucket opened on the leader");
+    let r1 = bucket.create("k", "v1".into()).await.expect("create");
+    assert_eq!(r1, 1);
+    let err = bucket.create("k", "again".into()).await.unwrap_err();
+    assert!(
+        err.to_string().contains("10071") || err.kind() == kv::CreateErrorKind::AlreadyExists,
+        "{err}"
+    );
+    let r2 = bucket.update("k", "v2".into(), r1).await.expect("update");
+    assert_eq!(r2, 2);
+    let err = bucket.update("k", "stale".into(), r1).await.unwrap_err();
+    assert_eq!(err.kind(), kv::UpdateErrorKind::WrongLastRevision, "{err}");
+    assert!(err.to_string().contains("10071"), "{err}");
+
+    // Raw publishes.
+    {
+        let m = leader;
+        let client = app_client(m).await;
+        let ack = publish_expecting(&client, "$KV.B.x", &[("Nats-Expected-Stream", "OTHER")]).await;
+        assert_eq!(ack["error"]["err_code"], 10060, "{}: {ack}", m.name);
+        let ack =
+            publish_expecting(&client, "$KV.B.x", &[("Nats-Expected-Last-Sequence", "1")]).await;
+        assert_eq!(ack["error"]["err_code"], 10071, "{}: {ack}", m.name);
+        let ack =
+            publish_expecting(&client, "$KV.B.x", &[("Nats-Expected-Last-Msg-Id", "nope")]).await;
+        assert_eq!(ack["error"]["err_code"], 10070, "{}: {ack}", m.name);
+    }
+    let client = app_client(leader).await;
+    let ack = publish_expecting(
+        &client,
+        "$KV.B.y",
+        &[("Nats-Expected-Last-Sequence", "2"), ("Nats-Msg-Id", "m3")],
+    )
+    .await;
+    assert_eq!(ack["seq"], 3, "{ack}");
+    let ack = publish_expecting(
+        &client,
+        "$KV.B.z",
+        &[
+            ("Nats-Expected-Last-Msg-Id", "m3"),
+            ("Nats-Expected-Stream", "KV_B"),
+        ],
+    )
+    .await;
+    assert_eq!(ack["seq"], 4, "{ack}");
+    // Every copy holds the same four messages, none of the refused ones.
+    let first = copy_of(&members[0], "KV_B", 4).await;
+    let payloads: Vec<&str> = first.iter().map(|(_, _, p)| p.as_str()).collect();
+    assert_eq!(payloads, ["v1", "v2", "x", "x"]);
+    for m in &members[1..] {
+        assert_eq!(copy_of(m, "KV_B", 4).await, first, "{}", m.name);
+    }
+}
+
+/// issue 22 step 5: `STREAM.LEADER.STEPDOWN` of an R3 stream, asked through a member that does
+/// not lead its group, answers `{"success": true}`; another member leads, and publishes
+/// (with `Nats-Msg-Id`, retried until acknowledged) before and after are stored exactly once,
+/// alike on every copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_leader_steps_down_and_publishes_continue_once() {
+    let members = cluster(&[ServerKind::Hubd; 3]).await;
+    let all: Vec<&Member> = members.iter().collect();
+    agreed_leader(&all, None).await;
+    let client = app_client(&members[0]).await;
+    let created = create(
+        &client,
+        json!({"name": "SD", "subjects": ["sd.>"], "num_replicas": 3}),
+    )
+    .await;
+    assert_eq!(created["did_create"], true, "{created}");
+    let leader = stream_leader(&all, "SD", None).await;
+    let other = members
+        .iter()
+        .find(|m| m.name != leader)
+        .expect("a member that does not lead");
+    let js = jetstream_on(other).await;
+    const N: usize = 30;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut seqs = Vec::new();
+    for i in 0..N {
+        if i == N / 2 {
+            let at_other = app_client(other).await;
+            let answer = api(&at_other, "$JS.API.STREAM.LEADER.STEPDOWN.SD", json!({})).await;
+            assert_eq!(answer["success"], true, "{answer}");
+            let new_leader = stream_leader(&all, "SD", Some(&leader)).await;
+            assert_ne!(new_leader, leader);
+        }
+        let seq = loop {
+            assert!(
+                Instant::now() < deadline,
+                "publish {i} not acknowledged in 120 s"
+            );
+            let sent = js
+                .publish_with_headers(
+                    format!("sd.{i}"),
+                    with_id(&format!("m{i}")),
+                    format!("p{i}").into(),
+                )
+                .await;
+            if let Ok(ack) = sent {
+                if let Ok(Ok(ack)) = tokio::time::timeout(Duration::from_secs(10), ack).await {
+                    break ack.sequence;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        seqs.push(seq);
+    }
+    let expected: Vec<u64> = (1..=N as u64).collect();
+    assert_eq!(seqs, expected, "each publish once, in order");
+    let first = copy_of(&members[0], "SD", N as u64).await;
+    let ids: Vec<String> = first.iter().map(|(_, id, _)| id.clone()).collect();
+    let want: Vec<String> = (0..N).map(|i| format!("m{i}")).collect();
+    assert_eq!(ids, want);
+    for m in &members[1..] {
+        assert_eq!(copy_of(m, "SD", N as u64).await, first, "{}", m.name);
+    }
+    // No such stream: 10059.
+    let answer = api(&client, "$JS.API.STREAM.LEADER.STEPDOWN.NONE", json!({})).await;
+    assert_eq!(answer["error"]["err_code"], 10059, "{answer}");
 }

@@ -149,6 +149,7 @@ impl Inner {
             ["STREAM", "UPDATE", name] => self.stream_update(name, &req.payload).await,
             ["STREAM", "INFO", name] => self.stream_info(name, &req.payload),
             ["STREAM", "DELETE", name] => self.stream_delete(name).await,
+            ["STREAM", "LEADER", "STEPDOWN", name] => self.stream_leader_stepdown(name).await,
             ["STREAM", "PURGE", name] => self.stream_purge(name, &req.payload).await,
             ["STREAM", "NAMES"] => self.stream_names(&req.payload),
             ["STREAM", "LIST"] => self.stream_list(&req.payload),
@@ -525,6 +526,18 @@ impl Inner {
         match self.remove_stream(name).await {
             Ok(()) => ok(KIND, json!({ "success": true })),
             Err(e) => err(KIND, &e),
+        }
+    }
+
+    /// `STREAM.LEADER.STEPDOWN`: the replicated stream's group leader hands over; a stream of
+    /// this engine alone has no group (10036).
+    async fn stream_leader_stepdown(&self, name: &str) -> Reply {
+        const KIND: &str = "stream_leader_stepdown_response";
+        match self.step_down_replicated(name).await {
+            Some(Ok(())) => ok(KIND, json!({ "success": true })),
+            Some(Err(e)) => err(KIND, &e),
+            None if self.stream(name).is_some() => err(KIND, &super::replication::unserved()),
+            None => err(KIND, &ApiError::stream_not_found()),
         }
     }
 

@@ -2,8 +2,8 @@
 //!
 //! A single server refuses `num_replicas` > 1 (10074, in [`super::config`]). hubd in a
 //! JetStream cluster sets a [`Replication`] on the server ([`crate::server::Shared`]'s
-//! `js_replication`); the API task then hands it `STREAM.CREATE` with R>1 and `STREAM.DELETE`
-//! of a stream it knows, and answers `STREAM.INFO`, `STREAM.NAMES` and `STREAM.LIST` with
+//! `js_replication`); the API task then hands it `STREAM.CREATE` with R>1, `STREAM.DELETE` and
+//! `STREAM.LEADER.STEPDOWN` of a stream it knows, and answers `STREAM.INFO`, `STREAM.NAMES` and `STREAM.LIST` with
 //! its replicated streams next to the engine's own. leafd never sets one and keeps refusing.
 //!
 //! What a replicated stream is here (see `hub/JETSTREAM-CLUSTER.md`, "Status and next
@@ -60,6 +60,13 @@ pub trait Replication: Send + Sync {
 
     /// Deletes the replicated stream `name` of `account` (10059 when there is none).
     fn delete(&self, account: &str, name: &str) -> Pending<()>;
+
+    /// Moves the leadership of replicated stream `name`'s group of `account` to another
+    /// peer (`STREAM.LEADER.STEPDOWN`); by default not served (10036).
+    fn step_down(&self, account: &str, name: &str) -> Pending<()> {
+        let _ = (account, name);
+        Box::pin(async { Err(unserved()) })
+    }
 
     /// The replicated streams of `account` known here, by name.
     fn streams(&self, account: &str) -> Vec<Replicated>;
@@ -166,6 +173,14 @@ impl Inner {
             let _ = self.remove_stream(name).await;
         }
         Some(deleted)
+    }
+
+    /// `STREAM.LEADER.STEPDOWN` of a replicated stream: the answer; `None` when the stream
+    /// is not a replicated one known here (or the server has no hook).
+    pub(crate) async fn step_down_replicated(&self, name: &str) -> Option<Result<(), ApiError>> {
+        let (hook, account) = self.replication()?;
+        hook.stream(&account, name)?;
+        Some(hook.step_down(&account, name).await)
     }
 
     /// The replicated stream `name` known here (not one of this engine's).

@@ -1,22 +1,35 @@
 //! The state machine of a replicated stream's group: the copy's stream in the member's
-//! stream store (`leaf-store`) is the state; applying a committed [`StreamEntry`] appends it
-//! there.
+//! stream store (`leaf-store`) is the state; applying a committed entry, a batch of publishes
+//! ([`StreamBatch`](super::types::StreamBatch) of [`StreamMsg`]), appends them there, publish
+//! by publish in the batch's order, and replies with one [`StreamReply`] per publish
+//! ([`BatchReply`]).
 //!
 //! **Deterministic**: every peer applies the same entries in the same order and decides the
-//! same: an entry whose `Nats-Msg-Id` was stored within the stream's `duplicate_window`
-//! (measured with the entries' own times, never a peer's clock) is a duplicate, answered with
-//! the earlier sequence and not stored; any other gets `last_seq + 1`. The time stored is the
-//! entry's (the leader's clock), never earlier than the previous message's.
+//! same, publish by publish: a publish whose `Nats-Msg-Id` was stored within the stream's
+//! `duplicate_window` (measured with the publishes' own times, never a peer's clock), by an
+//! earlier entry or earlier in the same batch, is a duplicate, answered with the earlier
+//! sequence and not stored; any other gets `last_seq + 1`. The time stored is the publish's
+//! (the leader's clock), never earlier than the previous message's.
 //!
-//! **Applied once**: after each batch is appended (durably: the store's commit), the
-//! *marker* (last applied log id, membership, last sequence and time) is saved in the Raft
-//! database, without an fsync of its own (it reaches the disk with the next log append). A
-//! restart re-applies the entries after the marker (openraft does it), and every
-//! decision comes out the same: the dedupe window is rebuilt from the messages up to the
-//! marker's sequence only, and an entry whose sequence the store already holds (appended
-//! before the crash, marker not saved yet) is not appended again. Each append names the
-//! sequence it expects before it (`append_each` with the expected last sequence), so a peer
-//! whose store disagrees stops with an error rather than diverging.
+//! **Expectations** (`Nats-Expected-Stream`, `-Last-Sequence`, `-Last-Msg-Id`,
+//! `-Last-Subject-Sequence` with its `-Subject` filter), in a single server's order after the
+//! dedupe, are checked here against the applied state (the marker's last sequence, the last stored
+//! message's id, the subject's last sequence in the store or in the batch being applied, earlier
+//! publishes of the same batch included), so every member decides alike; a refused publish takes no
+//! sequence and is stored nowhere, and its [`Refusal`] becomes the error PubAck. The leader does
+//! not check before proposing (a refused publish costs its place in a log entry). Entries applied
+//! again find the subject's last sequence at or before the marker's (a backward scan of the store,
+//! which holds more).
+//!
+//! **Applied once**: after the entries openraft applies together are appended (durably: the store's
+//! commit), the *marker* (last applied log id, membership, last sequence and time) is saved in the
+//! Raft database, without an fsync of its own (it reaches the disk with the next log append). A
+//! restart re-applies the entries after the marker (openraft does it), and every decision comes out
+//! the same: the dedupe window is rebuilt from the messages up to the marker's sequence only, and a
+//! publish whose sequence the store already holds (appended before the crash, marker not saved yet)
+//! is not appended again. Each append names the sequence it expects before it (`append_each` with
+//! the expected last sequence), so a peer whose store disagrees stops with an error rather than
+//! diverging.
 //!
 //! **No snapshots yet**: the group keeps its whole log (its Raft configuration never
 //! snapshots, so nothing is purged), and a member that was down catches up from the leader's
@@ -27,6 +40,7 @@ use std::io::Cursor;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
+use leaf_proto::subject::subject_matches;
 use leaf_store::{Appended, NewMessage, Store};
 use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{
@@ -38,7 +52,7 @@ use tracing::warn;
 
 use super::rollup::{check, roll_up, Rollup};
 use super::store::RaftDb;
-use super::types::{Member, StreamEntry, StreamReply, StreamTypes};
+use super::types::{BatchReply, Member, Refusal, StreamMsg, StreamReply, StreamTypes};
 
 /// The Raft database key of the marker.
 const MARKER: &str = "applied";
@@ -94,34 +108,77 @@ struct State {
     window: Window,
     /// The newest sequence the store holds (appended, possibly ahead of the marker).
     stored_last: u64,
+    /// The `Nats-Msg-Id` of the message at the marker's sequence (`Nats-Expected-Last-Msg-Id`).
+    last_msg_id: Option<String>,
 }
 
 impl State {
     /// Decides what entry `e` becomes (see the module documentation): its reply, and the
-    /// message to store when it is not a duplicate.
-    fn decide(&mut self, e: StreamEntry, window_ns: i64) -> (StreamReply, Option<NewMessage>) {
+    /// message to store when it is neither a duplicate nor refused by its `Nats-Expected-*`
+    /// headers. `stream` is the stream's name; `subject_last(filter, bound)` is the last
+    /// sequence of a message matching `filter` at or before `bound` (0 for none), as applied.
+    fn decide<E>(
+        &mut self,
+        e: StreamMsg,
+        window_ns: i64,
+        stream: &str,
+        subject_last: impl FnOnce(&str, u64) -> Result<u64, E>,
+    ) -> Result<(StreamReply, Option<NewMessage>), E> {
         let ts = e.ts_ns.max(self.marker.last_ts);
-        let msg_id = e
-            .headers
-            .as_deref()
-            .and_then(|h| leaf_proto::headers::get_str(h, "Nats-Msg-Id"))
-            .filter(|id| !id.is_empty() && window_ns > 0)
-            .map(str::to_owned);
+        let header = |name: &str| {
+            e.headers
+                .as_deref()
+                .and_then(|h| leaf_proto::headers::get_str(h, name))
+        };
+        let raw_id = header("Nats-Msg-Id").filter(|id| !id.is_empty());
+        let msg_id = raw_id.filter(|_| window_ns > 0).map(str::to_owned);
         if window_ns > 0 {
             self.window.prune(ts.saturating_sub(window_ns));
         }
         if let Some((seq, _)) = msg_id.as_ref().and_then(|id| self.window.ids.get(id)) {
-            return (
-                StreamReply {
-                    seq: *seq,
-                    duplicate: true,
-                },
-                None,
-            );
+            let reply = StreamReply {
+                seq: *seq,
+                duplicate: true,
+                refused: None,
+            };
+            return Ok((reply, None));
         }
-        let seq = self.marker.last_seq + 1;
+        let refused = |r: Refusal| {
+            let reply = StreamReply {
+                refused: Some(r),
+                ..StreamReply::default()
+            };
+            Ok((reply, None))
+        };
+        // The checks and their order are a single server's (see `leaf_core::jetstream`).
+        if header("Nats-Expected-Stream").is_some_and(|s| !s.is_empty() && s != stream) {
+            return refused(Refusal::StreamMismatch);
+        }
+        let last = self.marker.last_seq;
+        if let Some(v) = header("Nats-Expected-Last-Sequence") {
+            if v.parse::<u64>().ok() != Some(last) {
+                return refused(Refusal::WrongLastSequence(last));
+            }
+        }
+        if let Some(v) = header("Nats-Expected-Last-Msg-Id") {
+            if self.last_msg_id.as_deref() != Some(v) {
+                let id = self.last_msg_id.clone().unwrap_or_default();
+                return refused(Refusal::WrongLastMsgId(id));
+            }
+        }
+        if let Some(v) = header("Nats-Expected-Last-Subject-Sequence") {
+            let filter = header("Nats-Expected-Last-Subject-Sequence-Subject")
+                .filter(|f| !f.is_empty())
+                .unwrap_or(&e.subject);
+            let found = subject_last(filter, last)?;
+            if v.parse::<u64>().ok() != Some(found) {
+                return refused(Refusal::WrongLastSequence(found));
+            }
+        }
+        let seq = last + 1;
         self.marker.last_seq = seq;
         self.marker.last_ts = ts;
+        self.last_msg_id = raw_id.map(str::to_owned);
         if let Some(id) = msg_id {
             self.window.insert(id, seq, ts);
         }
@@ -131,13 +188,12 @@ impl State {
             payload: Bytes::from(e.payload),
             ts_ns: ts,
         };
-        (
-            StreamReply {
-                seq,
-                duplicate: false,
-            },
-            Some(msg),
-        )
+        let reply = StreamReply {
+            seq,
+            duplicate: false,
+            refused: None,
+        };
+        Ok((reply, Some(msg)))
     }
 }
 
@@ -218,6 +274,11 @@ impl StreamMachine {
             marker = fresh;
         }
         let window = rebuild_window(&store, stream, &marker, window_ns, stored_first)?;
+        let last_msg_id = store
+            .get(stream, marker.last_seq)?
+            .and_then(|m| m.headers)
+            .and_then(|h| leaf_proto::headers::get_str(&h, "Nats-Msg-Id").map(str::to_owned))
+            .filter(|id| !id.is_empty());
         Ok(StreamMachine {
             db,
             group: group.into(),
@@ -228,6 +289,7 @@ impl StreamMachine {
                 marker,
                 window,
                 stored_last,
+                last_msg_id,
             })),
             on_stored: None,
         })
@@ -244,6 +306,37 @@ impl StreamMachine {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// The sequence of the newest message of `stream` matching `filter` at or before `bound` (0
+/// for none): the store's subject index, or, when the store is ahead of `bound` (entries
+/// applied again after a crash), a backward scan from `bound`.
+fn last_in_store(
+    store: &Store,
+    stream: &str,
+    filter: &str,
+    bound: u64,
+) -> Result<u64, leaf_store::StoreError> {
+    let newest = store.last_by_subject(stream, filter)?.map_or(0, |m| m.seq);
+    if newest <= bound {
+        return Ok(newest);
+    }
+    let first = store.stream_state(stream)?.map_or(0, |s| s.first_seq);
+    let mut end = bound;
+    while end > 0 && end >= first {
+        let from = end.saturating_sub(SCAN_CHUNK - 1).max(1);
+        let chunk = store.read_range(stream, from, SCAN_CHUNK as usize, u64::MAX)?;
+        let found = chunk
+            .iter()
+            .filter(|m| m.seq <= end)
+            .rev()
+            .find(|m| subject_matches(filter.as_bytes(), m.subject.as_bytes()));
+        if let Some(m) = found {
+            return Ok(m.seq);
+        }
+        end = from - 1;
+    }
+    Ok(0)
 }
 
 /// The ids stored within the window before the marker's sequence (only those: so that
@@ -316,31 +409,48 @@ impl RaftStateMachine<StreamTypes> for StreamMachine {
         Ok((st.marker.applied, st.marker.membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<StreamReply>, StorageError<u64>>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<BatchReply>, StorageError<u64>>
     where
         I: IntoIterator<Item = openraft::Entry<StreamTypes>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
         let mut replies = Vec::new();
-        let mut to_store = Vec::new();
+        let mut to_store: Vec<(NewMessage, Option<u64>)> = Vec::new();
         let marker = {
             let mut st = self.lock();
             for entry in entries {
                 st.marker.applied = Some(entry.log_id);
                 match entry.payload {
-                    EntryPayload::Blank => replies.push(StreamReply::default()),
+                    EntryPayload::Blank => replies.push(BatchReply::default()),
                     EntryPayload::Membership(m) => {
                         st.marker.membership = StoredMembership::new(Some(entry.log_id), m);
-                        replies.push(StreamReply::default());
+                        replies.push(BatchReply::default());
                     }
-                    EntryPayload::Normal(e) => {
-                        let (reply, msg) = st.decide(e, self.window_ns);
-                        if let Some(msg) = msg {
-                            if reply.seq > st.stored_last {
-                                to_store.push((msg, Some(reply.seq - 1)));
+                    EntryPayload::Normal(batch) => {
+                        let mut batch_replies = Vec::with_capacity(batch.msgs.len());
+                        for e in batch.msgs {
+                            let subject_last = |filter: &str, bound: u64| {
+                                let pending = to_store.iter().rev().find(|(m, _)| {
+                                    subject_matches(filter.as_bytes(), m.subject.as_bytes())
+                                });
+                                match pending {
+                                    Some((_, before)) => Ok(before.map_or(0, |b| b + 1)),
+                                    None => last_in_store(&self.store, &self.stream, filter, bound),
+                                }
+                            };
+                            let (reply, msg) = st
+                                .decide(e, self.window_ns, &self.stream, subject_last)
+                                .map_err(|e| sm_write(any(&e)))?;
+                            if let Some(msg) = msg {
+                                if reply.seq > st.stored_last {
+                                    to_store.push((msg, Some(reply.seq - 1)));
+                                }
                             }
+                            batch_replies.push(reply);
                         }
-                        replies.push(reply);
+                        replies.push(BatchReply {
+                            replies: batch_replies,
+                        });
                     }
                 }
             }
@@ -417,19 +527,11 @@ impl RaftStateMachine<StreamTypes> for StreamMachine {
 mod tests {
     use openraft::{CommittedLeaderId, Entry};
 
+    use super::super::types::StreamBatch;
     use super::*;
 
-    fn log_entry(index: u64, e: StreamEntry) -> Entry<StreamTypes> {
-        Entry {
-            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
-            payload: EntryPayload::Normal(e),
-        }
-    }
-
-    /// Entries applied again after a crash that lost the marker (the store has them, the
-    /// marker does not) decide the same (sequences, duplicates) and are not stored twice.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn entries_applied_again_are_not_stored_twice() {
+    /// A store in a temporary directory with an empty stream `S`.
+    async fn store_with_stream() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(
             &dir.path().join("store"),
@@ -437,6 +539,32 @@ mod tests {
         )
         .unwrap();
         store.create_stream("S", b"{}".to_vec()).await.unwrap();
+        (dir, store)
+    }
+
+    /// Log entry `index` holding the batch `msgs`.
+    fn batch_entry(index: u64, msgs: Vec<StreamMsg>) -> Entry<StreamTypes> {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(StreamBatch { msgs }),
+        }
+    }
+
+    /// Log entry `index` holding a batch of one publish.
+    fn log_entry(index: u64, e: StreamMsg) -> Entry<StreamTypes> {
+        batch_entry(index, vec![e])
+    }
+
+    /// The publishes' replies of applied entries, in order.
+    fn flat(replies: Vec<BatchReply>) -> Vec<StreamReply> {
+        replies.into_iter().flat_map(|r| r.replies).collect()
+    }
+
+    /// Entries applied again after a crash that lost the marker (the store has them, the
+    /// marker does not) decide the same (sequences, duplicates) and are not stored twice.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn entries_applied_again_are_not_stored_twice() {
+        let (dir, store) = store_with_stream().await;
         let db = RaftDb::open(dir.path()).unwrap();
         let window = 60_000_000_000;
         let entries: Vec<Entry<StreamTypes>> = [Some("a"), Some("b"), None, Some("a"), Some("c")]
@@ -444,13 +572,13 @@ mod tests {
             .enumerate()
             .map(|(i, id)| log_entry(i as u64 + 1, entry(id, 1_000 + i as i64)))
             .collect();
-        let seqs = |replies: &[StreamReply]| -> Vec<(u64, bool)> {
-            replies.iter().map(|r| (r.seq, r.duplicate)).collect()
+        let seqs = |replies: Vec<BatchReply>| -> Vec<(u64, bool)> {
+            flat(replies).iter().map(|r| (r.seq, r.duplicate)).collect()
         };
         let expected = vec![(1, false), (2, false), (3, false), (1, true), (4, false)];
         let mut m = StreamMachine::open(db.clone(), "S-x", store.clone(), "S", window, 0).unwrap();
         let first = m.apply(entries.clone()).await.unwrap();
-        assert_eq!(seqs(&first), expected);
+        assert_eq!(seqs(first), expected);
         assert_eq!(m.applied_state().await.unwrap().0.map(|l| l.index), Some(5));
         // Reopened with the marker: nothing to apply again.
         let mut m = StreamMachine::open(db.clone(), "S-x", store.clone(), "S", window, 0).unwrap();
@@ -460,7 +588,7 @@ mod tests {
         let mut m = StreamMachine::open(db.clone(), "S-x", store.clone(), "S", window, 0).unwrap();
         assert_eq!(m.applied_state().await.unwrap().0, None);
         let again = m.apply(entries.clone()).await.unwrap();
-        assert_eq!(seqs(&again), expected);
+        assert_eq!(seqs(again), expected);
         let state = store.stream_state("S").unwrap().unwrap();
         assert_eq!((state.msgs, state.last_seq), (4, 4));
         // The next entry follows.
@@ -471,17 +599,174 @@ mod tests {
             ])
             .await
             .unwrap();
-        assert_eq!(seqs(&next), [(2, true), (5, false)]);
+        assert_eq!(seqs(next), [(2, true), (5, false)]);
         assert_eq!(store.stream_state("S").unwrap().unwrap().last_seq, 5);
     }
 
-    fn entry(id: Option<&str>, ts: i64) -> StreamEntry {
-        StreamEntry {
+    fn entry(id: Option<&str>, ts: i64) -> StreamMsg {
+        StreamMsg {
             subject: "s".into(),
             headers: id.map(|id| format!("NATS/1.0\r\nNats-Msg-Id: {id}\r\n\r\n").into_bytes()),
             payload: b"x".to_vec(),
             ts_ns: ts,
         }
+    }
+
+    /// `State::decide` without a store (no subject lookups).
+    fn decide(st: &mut State, e: StreamMsg, w: i64) -> (StreamReply, Option<NewMessage>) {
+        st.decide(e, w, "S", |_, _| Ok::<u64, std::convert::Infallible>(0))
+            .unwrap()
+    }
+
+    fn with_headers(subject: &str, headers: &[(&str, &str)], ts: i64) -> StreamMsg {
+        let mut block = String::from("NATS/1.0\r\n");
+        for (k, v) in headers {
+            block.push_str(&format!("{k}: {v}\r\n"));
+        }
+        block.push_str("\r\n");
+        StreamMsg {
+            subject: subject.into(),
+            headers: Some(block.into_bytes()),
+            payload: b"x".to_vec(),
+            ts_ns: ts,
+        }
+    }
+
+    /// The `Nats-Expected-*` headers are checked against the applied state, within a batch
+    /// too (the subject's last sequence of an entry not stored yet), and a refused entry
+    /// takes no sequence; entries applied again after the marker was lost decide alike.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn expectations_are_decided_by_the_applied_state() {
+        let (dir, store) = store_with_stream().await;
+        let db = RaftDb::open(dir.path()).unwrap();
+        let seq = "Nats-Expected-Last-Subject-Sequence";
+        let msgs = [
+            with_headers("k.a", &[(seq, "0"), ("Nats-Msg-Id", "m1")], 1),
+            with_headers("k.a", &[(seq, "0")], 2),
+            with_headers("k.b", &[(seq, "0"), ("Nats-Expected-Last-Msg-Id", "m1")], 3),
+            with_headers("k.a", &[(seq, "1")], 4),
+            with_headers("k.a", &[("Nats-Expected-Last-Sequence", "2")], 5),
+            with_headers("k.a", &[("Nats-Expected-Last-Sequence", "3")], 6),
+            with_headers("k.a", &[("Nats-Expected-Stream", "T")], 7),
+            with_headers("k.c", &[("Nats-Expected-Last-Msg-Id", "m1")], 8),
+            with_headers(
+                "k.c",
+                &[
+                    (seq, "3"),
+                    ("Nats-Expected-Last-Subject-Sequence-Subject", "k.*"),
+                ],
+                9,
+            ),
+        ];
+        let entries: Vec<Entry<StreamTypes>> = msgs
+            .iter()
+            .cloned()
+            .enumerate()
+            .map(|(i, e)| log_entry(i as u64 + 1, e))
+            .collect();
+        let expected = vec![
+            (1, None),
+            (0, Some(Refusal::WrongLastSequence(1))),
+            (2, None),
+            (3, None),
+            (0, Some(Refusal::WrongLastSequence(3))),
+            (4, None),
+            (0, Some(Refusal::StreamMismatch)),
+            (0, Some(Refusal::WrongLastMsgId(String::new()))),
+            (0, Some(Refusal::WrongLastSequence(4))),
+        ];
+        let outcome = |replies: Vec<BatchReply>| -> Vec<(u64, Option<Refusal>)> {
+            flat(replies)
+                .into_iter()
+                .map(|r| (r.seq, r.refused))
+                .collect()
+        };
+        let mut m = StreamMachine::open(db.clone(), "S-x", store.clone(), "S", 1_000, 0).unwrap();
+        assert_eq!(outcome(m.apply(entries.clone()).await.unwrap()), expected);
+        assert_eq!(store.stream_state("S").unwrap().unwrap().last_seq, 4);
+        // Applied again, one by one, with the marker lost (the store ahead of the marker).
+        db.put_state("S-x", vec![(MARKER, None)]).await.unwrap();
+        let mut m = StreamMachine::open(db.clone(), "S-x", store.clone(), "S", 1_000, 0).unwrap();
+        let mut again = Vec::new();
+        for e in entries.iter().cloned() {
+            again.extend(outcome(m.apply([e]).await.unwrap()));
+        }
+        assert_eq!(again, expected);
+        assert_eq!(store.stream_state("S").unwrap().unwrap().msgs, 4);
+        // The same publishes as one batch (one log entry) in a fresh stream decide alike:
+        // each against the state the earlier ones of the batch left, also applied again.
+        let (dir, store) = store_with_stream().await;
+        let db = RaftDb::open(dir.path()).unwrap();
+        let one = vec![batch_entry(1, msgs.to_vec())];
+        let mut m = StreamMachine::open(db.clone(), "S-x", store.clone(), "S", 1_000, 0).unwrap();
+        assert_eq!(outcome(m.apply(one.clone()).await.unwrap()), expected);
+        db.put_state("S-x", vec![(MARKER, None)]).await.unwrap();
+        let mut m = StreamMachine::open(db.clone(), "S-x", store.clone(), "S", 1_000, 0).unwrap();
+        assert_eq!(outcome(m.apply(one).await.unwrap()), expected);
+        let state = store.stream_state("S").unwrap().unwrap();
+        assert_eq!((state.msgs, state.last_seq), (4, 4));
+    }
+
+    /// A batch (one log entry) is decided publish by publish, in order: an id twice in one
+    /// batch is a duplicate of the first, times never go back within the batch, the next
+    /// batch sees the earlier one's ids; the entry's reply has one reply per publish, a blank
+    /// entry none; applied again after the marker was lost, the same and nothing stored twice.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_batch_is_decided_publish_by_publish() {
+        let (dir, store) = store_with_stream().await;
+        let db = RaftDb::open(dir.path()).unwrap();
+        let window = 60_000_000_000;
+        let entries = vec![
+            batch_entry(
+                1,
+                vec![
+                    entry(Some("a"), 1_000),
+                    entry(Some("b"), 1_001),
+                    entry(Some("a"), 1_002),
+                    entry(None, 900),
+                    entry(Some("b"), 1_003),
+                    entry(Some("c"), 1_004),
+                ],
+            ),
+            Entry {
+                log_id: LogId::new(CommittedLeaderId::new(1, 1), 2),
+                payload: EntryPayload::Blank,
+            },
+            batch_entry(3, vec![entry(Some("c"), 1_005), entry(Some("d"), 1_006)]),
+        ];
+        let shape = |replies: Vec<BatchReply>| -> Vec<Vec<(u64, bool)>> {
+            replies
+                .into_iter()
+                .map(|b| b.replies.iter().map(|r| (r.seq, r.duplicate)).collect())
+                .collect()
+        };
+        let expected = vec![
+            vec![
+                (1, false),
+                (2, false),
+                (1, true),
+                (3, false),
+                (2, true),
+                (4, false),
+            ],
+            vec![],
+            vec![(4, true), (5, false)],
+        ];
+        let mut m = StreamMachine::open(db.clone(), "S-x", store.clone(), "S", window, 0).unwrap();
+        assert_eq!(shape(m.apply(entries.clone()).await.unwrap()), expected);
+        let times: Vec<i64> = store
+            .read_range("S", 1, 10, u64::MAX)
+            .unwrap()
+            .iter()
+            .map(|m| m.ts_ns)
+            .collect();
+        assert_eq!(times, [1_000, 1_001, 1_001, 1_004, 1_006]);
+        // The marker lost: applied again alike, nothing stored twice.
+        db.put_state("S-x", vec![(MARKER, None)]).await.unwrap();
+        let mut m = StreamMachine::open(db.clone(), "S-x", store.clone(), "S", window, 0).unwrap();
+        assert_eq!(shape(m.apply(entries).await.unwrap()), expected);
+        let state = store.stream_state("S").unwrap().unwrap();
+        assert_eq!((state.msgs, state.last_seq), (5, 5));
     }
 
     /// Sequences follow apply order; a msg-id seen within the window (entry times) is a
@@ -491,20 +776,20 @@ mod tests {
     fn entries_get_sequences_and_duplicates_deterministically() {
         let mut st = State::default();
         let w = 100;
-        let (r, m) = st.decide(entry(Some("a"), 1000), w);
+        let (r, m) = decide(&mut st, entry(Some("a"), 1000), w);
         assert_eq!((r.seq, r.duplicate), (1, false));
         assert!(m.is_some());
-        let (r, m) = st.decide(entry(None, 1010), w);
+        let (r, m) = decide(&mut st, entry(None, 1010), w);
         assert_eq!((r.seq, r.duplicate), (2, false));
         assert!(m.is_some());
-        let (r, m) = st.decide(entry(Some("a"), 1050), w);
+        let (r, m) = decide(&mut st, entry(Some("a"), 1050), w);
         assert_eq!((r.seq, r.duplicate), (1, true));
         assert!(m.is_none());
         // A leader with a slower clock: stored at the previous time.
-        let (r, m) = st.decide(entry(Some("b"), 900), w);
+        let (r, m) = decide(&mut st, entry(Some("b"), 900), w);
         assert_eq!(r.seq, 3);
         assert_eq!(m.map(|m| m.ts_ns), Some(1010));
-        let (r, _) = st.decide(entry(Some("a"), 1200), w);
+        let (r, _) = decide(&mut st, entry(Some("a"), 1200), w);
         assert_eq!((r.seq, r.duplicate), (4, false));
     }
 
@@ -512,17 +797,11 @@ mod tests {
     /// entry gets sequence 10.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_first_entry_gets_the_streams_first_sequence() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(
-            &dir.path().join("store"),
-            leaf_store::StoreOptions::default(),
-        )
-        .unwrap();
-        store.create_stream("S", b"{}".to_vec()).await.unwrap();
+        let (dir, store) = store_with_stream().await;
         store.skip_many("S", 9, 0).await.unwrap();
         let db = RaftDb::open(dir.path()).unwrap();
         let mut m = StreamMachine::open(db, "S-x", store.clone(), "S", 1_000, 10).unwrap();
-        let replies = m.apply([log_entry(1, entry(Some("a"), 5))]).await.unwrap();
+        let replies = flat(m.apply([log_entry(1, entry(Some("a"), 5))]).await.unwrap());
         assert_eq!(replies[0].seq, 10);
         assert_eq!(store.stream_state("S").unwrap().unwrap().msgs, 1);
     }
