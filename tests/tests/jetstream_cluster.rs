@@ -1677,6 +1677,8 @@ async fn an_r3_object_store_returns_a_multi_chunk_object_on_another_member() {
         };
         assert!(out == big, "{}: the object read back differs", m.name);
     }
+}
+
 /// A publish with headers to `subject` through `client`: its PubAck, or why none came
 /// (bounded wait).
 async fn try_publish_expecting(
