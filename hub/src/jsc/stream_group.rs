@@ -98,10 +98,12 @@ type Applied = oneshot::Receiver<
     Result<openraft::raft::ClientWriteResponse<StreamTypes>, ClientWriteError<u64, Member>>,
 >;
 
-/// What a proposed batch waits on: when it was proposed, who to answer (one per publish, in
-/// the batch's order), the apply of its entry, and its slot among the [`BATCHES_OUT`].
+/// What a proposed batch waits on: when it was proposed and the group's last applied index
+/// then, who to answer (one per publish, in the batch's order), the apply of its entry, and
+/// its slot among the [`BATCHES_OUT`].
 struct Waiting {
     proposed: Instant,
+    applied_then: Option<u64>,
     replies: Vec<Option<ReplyTo>>,
     applied: Applied,
     slot: OwnedSemaphorePermit,
@@ -438,11 +440,11 @@ async fn propose(
             let Ok(p) = rx.try_recv() else {
                 break;
             };
-            bytes += p.size();
-            if bytes > BATCH_BYTES {
+            if bytes + p.size() > BATCH_BYTES {
                 next = Some(p);
                 break;
             }
+            bytes += p.size();
             batch.push(p);
         }
         let Some(g) = group.upgrade() else {
@@ -451,11 +453,14 @@ async fn propose(
         let (msgs, replies): (Vec<StreamMsg>, Vec<Option<ReplyTo>>) =
             batch.into_iter().map(|p| (p.msg, p.reply)).unzip();
         let proposed = Instant::now();
+        let applied_then = g.raft.metrics().borrow().last_applied.map(|l| l.index);
+        tracing::debug!(stream = %g.stream, publishes = msgs.len(), bytes, "JetStream cluster: a batch proposed");
         match g.raft.client_write_ff(StreamBatch { msgs }).await {
             Ok(applied) => {
                 drop(g);
                 let waiting = Waiting {
                     proposed,
+                    applied_then,
                     replies,
                     applied,
                     slot,
@@ -479,6 +484,7 @@ async fn answer(group: Weak<StreamGroup>, mut waiting: mpsc::Receiver<Waiting>) 
     while let Some(w) = waiting.recv().await {
         let Waiting {
             proposed,
+            applied_then,
             replies,
             mut applied,
             slot,
@@ -487,12 +493,15 @@ async fn answer(group: Weak<StreamGroup>, mut waiting: mpsc::Receiver<Waiting>) 
             break;
         };
         let applied_index = || metrics.borrow().last_applied.map(|l| l.index);
-        let mut seen = applied_index();
+        // Progress is measured from the proposal: the batches before this one being applied
+        // meanwhile is the group moving, however long this task waited for them.
+        let mut seen = applied_then;
         let mut deadline = proposed + ANSWER_WITHIN;
         let outcome = loop {
             match tokio::time::timeout_at(deadline, &mut applied).await {
                 Ok(Ok(Ok(resp))) => break Ok(resp.data.replies),
-                Ok(_) => break Err(JsError::ClusterNotAvail.err()),
+                Ok(Ok(Err(e))) => break Err(format!("not written: {e}")),
+                Ok(Err(_)) => break Err("the group stopped".to_owned()),
                 Err(_) => {
                     // Slow but moving (a backlog): wait on, within the hard bound; stuck
                     // (no quorum): say so.
@@ -501,7 +510,7 @@ async fn answer(group: Weak<StreamGroup>, mut waiting: mpsc::Receiver<Waiting>) 
                         seen = now;
                         deadline = Instant::now() + ANSWER_WITHIN;
                     } else {
-                        break Err(JsError::ClusterNotAvail.err());
+                        break Err(format!("not applied (applied index {now:?})"));
                     }
                 }
             }
@@ -523,9 +532,12 @@ async fn answer(group: Weak<StreamGroup>, mut waiting: mpsc::Receiver<Waiting>) 
                     g.answer(reply.as_ref(), outcome);
                 }
             }
-            Err(e) => {
+            Err(why) => {
+                warn!(stream = %g.stream, group = %g.name, publishes = replies.len(),
+                      waited_ms = proposed.elapsed().as_millis() as u64, %why,
+                      "JetStream cluster: a batch of publishes is answered 10008");
                 for reply in &replies {
-                    g.answer(reply.as_ref(), Err(e.clone()));
+                    g.answer(reply.as_ref(), Err(JsError::ClusterNotAvail.err()));
                 }
             }
         }
