@@ -1424,6 +1424,272 @@ async fn a_minority_member_acknowledges_nothing() {
     assert_eq!(info["state"]["messages"], 1, "{info}");
 }
 
+/// Three hubd members, once they agree on a meta leader.
+async fn three_members_with_a_meta_leader() -> Vec<Member> {
+    let members = cluster(&[ServerKind::Hubd; 3]).await;
+    agreed_leader(&members.iter().collect::<Vec<_>>(), None).await;
+    members
+}
+
+/// Retries `get` of `key` in `kv` (bounded) until it reads `want`: a member's copy may be a
+/// heartbeat behind the group's leader (reads are served by each member's own copy).
+async fn until_kv(kv: &e2e::async_nats::jetstream::kv::Store, key: &str, want: Option<&str>) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = tokio::time::timeout(Duration::from_secs(5), kv.get(key))
+            .await
+            .unwrap_or_else(|_| panic!("get {key}: no answer within 5 s"))
+            .unwrap_or_else(|e| panic!("get {key}: {e}"));
+        let got = got.map(|v| String::from_utf8_lossy(&v).into_owned());
+        if got.as_deref() == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{key}: still {got:?}, not {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// issue 22, KV on R3: a bucket created with `num_replicas: 3` through async-nats; from a
+/// client on a member that does not lead the bucket's group (its `$KV.` puts cross a route to
+/// the leader by interest): put, get, history (two revisions), keys, delete, purge (a rollup,
+/// applied on every copy); a watch on that
+/// member (an ephemeral consumer on its copy, woken as the group applies) sees a put made
+/// from a client on another member. A durable consumer without `num_replicas: 1` is refused
+/// (10036, consumer groups), one with it lives on the member's copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_r3_kv_bucket_serves_puts_gets_history_keys_and_watches_from_every_member() {
+    use e2e::async_nats::jetstream::kv;
+    let members = three_members_with_a_meta_leader().await;
+    let all: Vec<&Member> = members.iter().collect();
+    let created = tokio::time::timeout(
+        Duration::from_secs(10),
+        jetstream_on(&members[0])
+            .await
+            .create_key_value(kv::Config {
+                bucket: "CFG".into(),
+                history: 5,
+                num_replicas: 3,
+                ..Default::default()
+            }),
+    )
+    .await
+    .expect("bucket created within 10 s")
+    .expect("bucket created");
+    drop(created);
+    let leader = stream_leader(&all, "KV_CFG", None).await;
+    let (follower, other) = {
+        let mut not_leading = members.iter().filter(|m| m.name != leader);
+        (
+            not_leading.next().expect("a member not leading"),
+            members
+                .iter()
+                .find(|m| m.name == leader)
+                .expect("the leader"),
+        )
+    };
+    let js = jetstream_on(follower).await;
+    let kv = js.get_key_value("CFG").await.expect("bucket opened");
+    let put = |key: &'static str, value: &'static str| {
+        let kv = kv.clone();
+        async move {
+            tokio::time::timeout(Duration::from_secs(10), kv.put(key, value.into()))
+                .await
+                .unwrap_or_else(|_| panic!("put {key}: no PubAck within 10 s"))
+                .unwrap_or_else(|e| panic!("put {key}: {e}"))
+        }
+    };
+    assert_eq!(put("a", "1").await, 1);
+    assert_eq!(put("a", "2").await, 2);
+    assert_eq!(put("b", "x").await, 3);
+    until_kv(&kv, "a", Some("2")).await;
+    until_kv(&kv, "b", Some("x")).await;
+    let history: Vec<(u64, String)> = tokio::time::timeout(Duration::from_secs(10), async {
+        kv.history("a")
+            .await
+            .expect("history")
+            .map(|e| {
+                let e = e.expect("entry");
+                (e.revision, String::from_utf8_lossy(&e.value).into_owned())
+            })
+            .collect()
+            .await
+    })
+    .await
+    .expect("history within 10 s");
+    assert_eq!(history, [(1, "1".to_owned()), (2, "2".to_owned())]);
+    let keys = |kv: kv::Store| async move {
+        let mut keys: Vec<String> = tokio::time::timeout(Duration::from_secs(10), async {
+            kv.keys()
+                .await
+                .expect("keys")
+                .map(|k| k.expect("key"))
+                .collect()
+                .await
+        })
+        .await
+        .expect("keys within 10 s");
+        keys.sort();
+        keys
+    };
+    assert_eq!(keys(kv.clone()).await, ["a", "b"]);
+
+    // A watch here sees a put made on another member.
+    let mut watch = kv.watch("a").await.expect("watch");
+    let elsewhere = jetstream_on(other)
+        .await
+        .get_key_value("CFG")
+        .await
+        .expect("bucket opened on another member");
+    let rev = tokio::time::timeout(Duration::from_secs(10), elsewhere.put("a", "3".into()))
+        .await
+        .expect("PubAck within 10 s")
+        .expect("put on another member");
+    assert_eq!(rev, 4);
+    let seen = tokio::time::timeout(Duration::from_secs(10), watch.next())
+        .await
+        .expect("the watch sees the put within 10 s")
+        .expect("the watch is open")
+        .expect("an entry");
+    assert_eq!(
+        (seen.key.as_str(), seen.revision, &seen.value[..]),
+        ("a", 4, &b"3"[..])
+    );
+
+    tokio::time::timeout(Duration::from_secs(10), kv.delete("b"))
+        .await
+        .expect("delete within 10 s")
+        .expect("delete");
+    until_kv(&kv, "b", None).await;
+    assert_eq!(keys(kv.clone()).await, ["a"]);
+
+    // A purge is a rollup: every copy keeps only its marker of the key.
+    tokio::time::timeout(Duration::from_secs(10), kv.purge("a"))
+        .await
+        .expect("purge within 10 s")
+        .expect("purge");
+    until_kv(&kv, "a", None).await;
+    for m in &members {
+        let there = jetstream_on(m)
+            .await
+            .get_key_value("CFG")
+            .await
+            .expect("bucket opened");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let history: Vec<kv::Operation> =
+                tokio::time::timeout(Duration::from_secs(10), async {
+                    there
+                        .history("a")
+                        .await
+                        .expect("history")
+                        .map(|e| e.expect("entry").operation)
+                        .collect()
+                        .await
+                })
+                .await
+                .expect("history within 10 s");
+            if history == [kv::Operation::Purge] {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{}: {history:?}", m.name);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    // Durable consumers: replicated ones wait for consumer groups; R1 ones live here.
+    let client = app_client(follower).await;
+    let refused = api(
+        &client,
+        "$JS.API.CONSUMER.DURABLE.CREATE.KV_CFG.d",
+        json!({"stream_name": "KV_CFG", "config": {"durable_name": "d", "ack_policy": "explicit"}}),
+    )
+    .await;
+    assert_eq!(refused["error"]["err_code"], 10036, "{refused}");
+    let r1 = api(
+        &client,
+        "$JS.API.CONSUMER.DURABLE.CREATE.KV_CFG.d",
+        json!({"stream_name": "KV_CFG", "config": {"durable_name": "d", "ack_policy": "explicit", "num_replicas": 1}}),
+    )
+    .await;
+    assert_eq!(r1["name"], "d", "{r1}");
+    // b's put and delete, a's purge marker.
+    assert_eq!(r1["num_pending"], 3, "{r1}");
+}
+
+/// issue 22, object store on R3: a bucket created with `num_replicas: 3`; an object of
+/// several chunks (> 128 KiB) put from a client on one member is read back byte for byte
+/// from a client on another (the chunks are read by an ephemeral consumer on that member's
+/// copy).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_r3_object_store_returns_a_multi_chunk_object_on_another_member() {
+    use e2e::async_nats::jetstream::object_store;
+    use tokio::io::AsyncReadExt;
+    let members = three_members_with_a_meta_leader().await;
+    let all: Vec<&Member> = members.iter().collect();
+    let store = tokio::time::timeout(
+        Duration::from_secs(10),
+        jetstream_on(&members[1])
+            .await
+            .create_object_store(object_store::Config {
+                bucket: "FILES".into(),
+                num_replicas: 3,
+                ..Default::default()
+            }),
+    )
+    .await
+    .expect("bucket created within 10 s")
+    .expect("bucket created");
+    stream_leader(&all, "OBJ_FILES", None).await;
+    let big: Vec<u8> = (0..(300 << 10) + 123)
+        .map(|i: usize| (i as u8).wrapping_mul(31).wrapping_add(7))
+        .collect();
+    let mut reader = big.as_slice();
+    let info = tokio::time::timeout(
+        Duration::from_secs(30),
+        store.put("firmware.bin", &mut reader),
+    )
+    .await
+    .expect("put within 30 s")
+    .expect("put");
+    assert_eq!(info.size, big.len());
+    assert!(info.chunks > 1, "{info:?}");
+    for m in [&members[0], &members[2]] {
+        let there = jetstream_on(m)
+            .await
+            .get_object_store("FILES")
+            .await
+            .expect("bucket opened");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let out = loop {
+            // The copy there may be a heartbeat behind: retried until the object is there.
+            let got = tokio::time::timeout(Duration::from_secs(10), async {
+                let mut object = there.get("firmware.bin").await?;
+                let mut out = Vec::new();
+                object.read_to_end(&mut out).await?;
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(out)
+            })
+            .await
+            .expect("get within 10 s");
+            match got {
+                Ok(out) if out.len() == big.len() => break out,
+                other => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "{}: {:?}",
+                        m.name,
+                        other.map(|o| o.len())
+                    );
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        };
+        assert!(out == big, "{}: the object read back differs", m.name);
+    }
+}
+
 /// A publish with headers to `subject` through `client`: its PubAck, or why none came
 /// (bounded wait).
 async fn try_publish_expecting(
@@ -1459,8 +1725,8 @@ async fn publish_expecting(
 /// issue 22 step 5: KV's compare-and-set on an R3 bucket (`create`, `update`: the
 /// `Nats-Expected-Last-Subject-Sequence` header decided by the group's state machine), and the
 /// other `Nats-Expected-*` headers on raw publishes, answered with a single server's error
-/// PubAcks; a refused publish is stored on no copy. The clients are on the group's leader:
-/// `$KV.>` does not cross routes yet (see `hub/JETSTREAM-CLUSTER.md`).
+/// PubAcks; a refused publish is stored on no copy. The clients are on the group's leader
+/// (from other members: `an_r3_kv_bucket_serves_puts_gets_history_keys_and_watches_from_every_member`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expectations_on_a_replicated_stream_are_decided_alike() {
     use e2e::async_nats::jetstream::kv;

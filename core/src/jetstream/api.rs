@@ -849,6 +849,11 @@ impl Inner {
             return err(KIND, &ApiError::stream_not_found());
         };
         let stream_cfg = stream.config();
+        if stream_cfg.is_replicated() {
+            if let Err(e) = super::replication::check_consumer_on_copy(&stream_cfg, &cfg) {
+                return err(KIND, &e);
+            }
+        }
         let mut cfg = match cfg.normalize(&stream_cfg) {
             Ok(c) => c,
             Err(e) => return err(KIND, &e),

@@ -25,8 +25,10 @@
 //! * `Nats-Expected-*` headers are checked by the state machine against the applied state
 //!   (alike on every member, each publish of a batch against the state the earlier ones
 //!   left; a refused publish is stored nowhere and answered with a single
-//!   server's error PubAck, 10060/10071/10070). Publishes that roll up (`Nats-Rollup`) are
-//!   refused with an error PubAck (10036): not supported on replicated streams yet.
+//!   server's error PubAck, 10060/10071/10070). Rollups (`Nats-Rollup`) are checked here and
+//!   applied by every peer after the store ([`super::rollup`]).
+//! * The copy's consumers (this member's own) are woken after each apply that stored
+//!   messages (`JetStream::replica_appended`).
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -135,6 +137,8 @@ pub struct StreamGroup {
     /// The stream's name.
     pub stream: String,
     subjects: Vec<String>,
+    /// The stream's `allow_rollup_hdrs`.
+    allow_rollup: bool,
     acct: Weak<Account>,
     queue: mpsc::Sender<Publish>,
     domain: Option<String>,
@@ -166,6 +170,7 @@ impl StreamGroup {
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())?
+            .on_stored(wake_consumers(js, &sa.name))
         };
         let network = GroupNetwork {
             transport: meta.transport.clone(),
@@ -187,6 +192,7 @@ impl StreamGroup {
             account: sa.account.clone(),
             stream,
             subjects: config.subjects.clone(),
+            allow_rollup: config.allow_rollup_hdrs,
             acct: Arc::downgrade(&acct),
             queue,
             domain: js.domain().map(str::to_owned),
@@ -353,6 +359,23 @@ impl StreamGroup {
     }
 }
 
+/// Wakes the consumers of this member's copy of `stream` (in `js`) after the group stored
+/// messages in it (consumers on a copy are this member's own: see
+/// `hub/JETSTREAM-CLUSTER.md`, "Consumers on replicated streams").
+fn wake_consumers(js: &JetStream, stream: &str) -> super::stream_machine::OnStored {
+    let (js, stream) = (js.clone(), stream.to_owned());
+    Arc::new(move |stored, rolled_up| {
+        let trimmed = rolled_up || stored.iter().any(|(a, _, _)| a.trimmed > 0);
+        js.replica_appended(
+            &stream,
+            stored
+                .iter()
+                .map(|(a, subject, _)| (a.seq, subject.as_str())),
+            trimmed,
+        );
+    })
+}
+
 /// The capturing subscription of the leader.
 struct Capture(Weak<StreamGroup>);
 
@@ -362,12 +385,8 @@ impl InternalSink for Capture {
             return;
         };
         let reply = msg.reply.map(|r| from.reply_to(r));
-        if msg.headers.is_some_and(unsupported_headers) {
-            g.answer(
-                reply.as_ref(),
-                Err(JsError::ClusterUnSupportFeature
-                    .with("Nats-Rollup headers are not supported on replicated streams yet")),
-            );
+        if let Err(e) = super::rollup::check(msg.headers, g.allow_rollup) {
+            g.answer(reply.as_ref(), Err(e));
             return;
         }
         let publish = Publish {
@@ -391,12 +410,6 @@ impl InternalSink for Capture {
             }
         }
     }
-}
-
-/// Whether a header block asks for what a replicated stream does not do yet: a rollup
-/// (`Nats-Rollup`). (`Nats-Expected-*` headers are decided by the state machine.)
-fn unsupported_headers(block: &[u8]) -> bool {
-    leaf_proto::headers::fields(block).any(|(k, _)| k.eq_ignore_ascii_case(b"Nats-Rollup"))
 }
 
 /// Proposes the captured publishes in order, in batches: one publish, then whatever else
@@ -553,22 +566,5 @@ async fn follow_leadership(group: Weak<StreamGroup>) {
     }
     if let Some(g) = group.upgrade() {
         g.release();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::unsupported_headers;
-
-    #[test]
-    fn rollups_are_recognised() {
-        let block = |h: &str| format!("NATS/1.0\r\n{h}\r\n\r\n").into_bytes();
-        assert!(!unsupported_headers(&block(
-            "Nats-Expected-Last-Sequence: 3"
-        )));
-        assert!(unsupported_headers(&block("nats-rollup: all")));
-        assert!(unsupported_headers(&block("Nats-Rollup: sub")));
-        assert!(!unsupported_headers(&block("Nats-Msg-Id: a")));
-        assert!(!unsupported_headers(&block("Nats-Expected: x")));
     }
 }

@@ -41,7 +41,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 use leaf_proto::subject::subject_matches;
-use leaf_store::{NewMessage, Store};
+use leaf_store::{Appended, NewMessage, Store};
 use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{
     AnyError, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, StorageError, StorageIOError,
@@ -50,6 +50,7 @@ use openraft::{
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
+use super::rollup::{check, roll_up, Rollup};
 use super::store::RaftDb;
 use super::types::{BatchReply, Member, Refusal, StreamMsg, StreamReply, StreamTypes};
 
@@ -196,6 +197,11 @@ impl State {
     }
 }
 
+/// Told of the messages each apply stored in the copy (their append results and subjects,
+/// in order) and whether older messages were removed (limits, rollups): the copy's
+/// consumers are woken by it.
+pub type OnStored = Arc<dyn Fn(&[(Appended, String, Option<Rollup>)], bool) + Send + Sync>;
+
 /// The state machine of one stream group (cheap to clone: one shared state).
 #[derive(Clone)]
 pub struct StreamMachine {
@@ -205,6 +211,7 @@ pub struct StreamMachine {
     stream: Arc<str>,
     window_ns: i64,
     state: Arc<Mutex<State>>,
+    on_stored: Option<OnStored>,
 }
 
 fn sm_write(e: impl Into<AnyError>) -> StorageError<u64> {
@@ -284,7 +291,16 @@ impl StreamMachine {
                 stored_last,
                 last_msg_id,
             })),
+            on_stored: None,
         })
+    }
+
+    /// This machine, telling `on_stored` of what each apply stores.
+    pub fn on_stored(self, on_stored: OnStored) -> StreamMachine {
+        StreamMachine {
+            on_stored: Some(on_stored),
+            ..self
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -445,13 +461,26 @@ impl RaftStateMachine<StreamTypes> for StreamMachine {
             .and_then(|(_, before)| *before)
             .map(|b| b + 1)
         {
+            // Checked by the leader: a rollup header here reads.
+            let kinds: Vec<_> = to_store
+                .iter()
+                .map(|(m, _)| (m.subject.clone(), check(m.headers.as_deref(), true)))
+                .collect();
             let outcomes = self
                 .store
                 .append_each(&self.stream, to_store)
                 .await
                 .map_err(|e| sm_write(any(&e)))?;
-            for outcome in outcomes {
-                outcome.map_err(|e| sm_write(any(&e)))?;
+            let mut stored = Vec::with_capacity(outcomes.len());
+            for (outcome, (subject, rollup)) in outcomes.into_iter().zip(kinds) {
+                let appended = outcome.map_err(|e| sm_write(any(&e)))?;
+                stored.push((appended, subject, rollup.ok().flatten()));
+            }
+            let rolled_up = roll_up(&self.store, &self.stream, &stored)
+                .await
+                .map_err(|e| sm_write(any(&e)))?;
+            if let Some(on_stored) = &self.on_stored {
+                on_stored(&stored, rolled_up);
             }
             let mut st = self.lock();
             st.stored_last = st.stored_last.max(last);
