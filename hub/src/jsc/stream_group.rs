@@ -111,6 +111,19 @@ struct Waiting {
 
 /// The Raft timings of a stream group: the meta group's, and never a snapshot (the log is
 /// kept whole: see [`super::stream_machine`]).
+/// Log entries applied since the last snapshot that make the group take a new one (a
+/// snapshot is the apply marker, see `super::stream_machine`; openraft then purges the log
+/// before it, keeping [`LOG_KEPT`] entries).
+const SNAPSHOT_EVERY: u64 = 512;
+/// Log entries kept before the last snapshot: a member that falls fewer than this (and at
+/// least [`SNAPSHOT_EVERY`]) entries behind catches up from the log; one further behind gets a
+/// snapshot. Under load one entry holds up to [`BATCH_MSGS`] publishes; one publish at a time,
+/// one.
+const LOG_KEPT: u64 = 512;
+/// Bytes of snapshot data per install request (openraft's `snapshot_max_chunk_size`): within
+/// the transport's in-flight bound like an append request.
+const SNAPSHOT_CHUNK: u64 = 1024 * 1024;
+
 fn raft_config(group: &str) -> Result<Config, String> {
     Config {
         cluster_name: group.into(),
@@ -118,7 +131,9 @@ fn raft_config(group: &str) -> Result<Config, String> {
         election_timeout_min: 1500,
         election_timeout_max: 3000,
         install_snapshot_timeout: 5000,
-        snapshot_policy: SnapshotPolicy::Never,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(SNAPSHOT_EVERY),
+        max_in_snapshot_log_to_keep: LOG_KEPT,
+        snapshot_max_chunk_size: SNAPSHOT_CHUNK,
         max_payload_entries: MAX_PAYLOAD_ENTRIES,
         ..Config::default()
     }

@@ -35,8 +35,9 @@
 //! snapshots, so nothing is purged), and a member that was down catches up from the leader's
 //! log. Installing a snapshot is refused (see `hub/JETSTREAM-CLUSTER.md`).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::Cursor;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
@@ -48,7 +49,7 @@ use openraft::{
     StoredMembership,
 };
 use serde::{Deserialize, Serialize};
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::rollup::{check, roll_up, Rollup};
 use super::store::RaftDb;
@@ -59,6 +60,54 @@ const MARKER: &str = "applied";
 
 /// How many messages are read at a time while rebuilding the dedupe window.
 const SCAN_CHUNK: u64 = 512;
+
+/// The Raft database key of the last snapshot's marker (what `build_snapshot` covered).
+const SNAPSHOT: &str = "snapshot";
+
+/// A snapshot is not built (the log is kept instead) when the stream holds more bytes than
+/// this: openraft 0.9's snapshot data is one in-memory buffer on the leader and on the member
+/// installing it (see the module documentation).
+pub const SNAPSHOT_MAX_BYTES: u64 = 256 * 1024 * 1024;
+
+/// How many messages are read, or appended, at a time while a snapshot is built or installed.
+const COPY_CHUNK: usize = 256;
+
+/// One message of a snapshot's data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct ImageMsg {
+    seq: u64,
+    subject: String,
+    headers: Option<Vec<u8>>,
+    payload: Vec<u8>,
+    ts_ns: i64,
+}
+
+/// A snapshot's data (postcard): the marker it covers and the stream's messages up to the
+/// marker's last sequence, in sequence order.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Image {
+    marker: Marker,
+    msgs: Vec<ImageMsg>,
+}
+
+fn snapshot_id(marker: &Marker) -> String {
+    match &marker.applied {
+        Some(id) => format!("{}-{}", id.leader_id.term, id.index),
+        None => "empty".to_owned(),
+    }
+}
+
+fn snapshot_meta(marker: &Marker) -> SnapshotMeta<u64, Member> {
+    SnapshotMeta {
+        last_log_id: marker.applied,
+        last_membership: marker.membership.clone(),
+        snapshot_id: snapshot_id(marker),
+    }
+}
+
+fn sm_read(e: impl Into<AnyError>) -> StorageError<u64> {
+    StorageIOError::read_state_machine(e).into()
+}
 
 /// What is saved after each applied batch.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -105,6 +154,9 @@ impl Window {
 #[derive(Debug, Default)]
 struct State {
     marker: Marker,
+    /// The marker as last saved, after its entries' messages were appended (what a snapshot
+    /// covers: every message up to its last sequence is in the store).
+    saved: Marker,
     window: Window,
     /// The newest sequence the store holds (appended, possibly ahead of the marker).
     stored_last: u64,
@@ -212,6 +264,8 @@ pub struct StreamMachine {
     window_ns: i64,
     state: Arc<Mutex<State>>,
     on_stored: Option<OnStored>,
+    /// Whether the last snapshot was not built for the stream's size (logged once).
+    too_big: Arc<AtomicBool>,
 }
 
 fn sm_write(e: impl Into<AnyError>) -> StorageError<u64> {
@@ -222,7 +276,7 @@ fn any(e: &(impl std::error::Error + 'static)) -> AnyError {
     AnyError::new(e)
 }
 
-/// Why a stream group's state machine could not be opened.
+/// Why a stream group's state machine could not be opened, or its snapshot read.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
     /// The Raft database could not be read.
@@ -274,11 +328,7 @@ impl StreamMachine {
             marker = fresh;
         }
         let window = rebuild_window(&store, stream, &marker, window_ns, stored_first)?;
-        let last_msg_id = store
-            .get(stream, marker.last_seq)?
-            .and_then(|m| m.headers)
-            .and_then(|h| leaf_proto::headers::get_str(&h, "Nats-Msg-Id").map(str::to_owned))
-            .filter(|id| !id.is_empty());
+        let last_msg_id = msg_id_at(&store, stream, marker.last_seq)?;
         Ok(StreamMachine {
             db,
             group: group.into(),
@@ -286,12 +336,14 @@ impl StreamMachine {
             stream: stream.into(),
             window_ns,
             state: Arc::new(Mutex::new(State {
+                saved: marker.clone(),
                 marker,
                 window,
                 stored_last,
                 last_msg_id,
             })),
             on_stored: None,
+            too_big: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -306,6 +358,19 @@ impl StreamMachine {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// The `Nats-Msg-Id` of message `seq` of `stream`, if it is stored and has one.
+fn msg_id_at(
+    store: &Store,
+    stream: &str,
+    seq: u64,
+) -> Result<Option<String>, leaf_store::StoreError> {
+    Ok(store
+        .get(stream, seq)?
+        .and_then(|m| m.headers)
+        .and_then(|h| leaf_proto::headers::get_str(&h, "Nats-Msg-Id").map(str::to_owned))
+        .filter(|id| !id.is_empty()))
 }
 
 /// The sequence of the newest message of `stream` matching `filter` at or before `bound` (0
@@ -379,22 +444,194 @@ fn rebuild_window(
     Ok(window)
 }
 
+impl StreamMachine {
+    /// The marker of the last snapshot built (or installed), from the Raft database.
+    fn saved_snapshot(&self) -> Result<Option<Marker>, OpenError> {
+        let Some(bytes) = self.db.get_state(&self.group, SNAPSHOT)? else {
+            return Ok(None);
+        };
+        Ok(Some(postcard::from_bytes(&bytes)?))
+    }
+
+    /// A snapshot's data: `marker` and the stream's messages up to its last sequence (those
+    /// the store still holds: limits may have removed older ones since).
+    fn image(&self, marker: &Marker) -> Result<Vec<u8>, OpenError> {
+        let first = self
+            .store
+            .stream_state(&self.stream)?
+            .map_or(1, |s| s.first_seq.max(1));
+        let mut msgs = Vec::new();
+        let mut from = first;
+        while from <= marker.last_seq {
+            let chunk = self
+                .store
+                .read_range(&self.stream, from, COPY_CHUNK, u64::MAX)?;
+            let Some(last) = chunk.last().map(|m| m.seq) else {
+                break;
+            };
+            msgs.extend(
+                chunk
+                    .into_iter()
+                    .filter(|m| m.seq <= marker.last_seq)
+                    .map(|m| ImageMsg {
+                        seq: m.seq,
+                        subject: m.subject,
+                        headers: m.headers.map(|h| h.to_vec()),
+                        payload: m.payload.to_vec(),
+                        ts_ns: m.ts_ns,
+                    }),
+            );
+            from = last + 1;
+        }
+        let image = Image {
+            marker: marker.clone(),
+            msgs,
+        };
+        Ok(postcard::to_allocvec(&image)?)
+    }
+
+    /// Makes the copy's store hold what the snapshot `marker`/`msgs` (in sequence order)
+    /// holds: removes the stored messages the snapshot lacks, appends those after the copy's
+    /// last sequence (skipping the sequences the snapshot does not hold) and takes the
+    /// sequences up to the marker's. Messages at or before the copy's last sequence that both
+    /// hold are the same (every member stores the same history); the steps can be run again
+    /// after a crash and come to the same store (see the module documentation).
+    async fn copy_in(&self, marker: &Marker, msgs: Vec<ImageMsg>) -> Result<(), StorageError<u64>> {
+        let write = |e: leaf_store::StoreError| sm_write(any(&e));
+        let st = self
+            .store
+            .stream_state(&self.stream)
+            .map_err(write)?
+            .ok_or_else(|| sm_write(AnyError::error("the copy of the stream is missing")))?;
+        let old_last = st.last_seq;
+        if old_last > marker.last_seq {
+            return Err(sm_write(AnyError::error(format!(
+                "the copy of the stream holds sequence {old_last}, beyond the snapshot's last \
+                 sequence {}",
+                marker.last_seq
+            ))));
+        }
+        let kept: HashSet<u64> = msgs
+            .iter()
+            .map(|m| m.seq)
+            .take_while(|s| *s <= old_last)
+            .collect();
+        let mut gone = Vec::new();
+        let mut from = st.first_seq.max(1);
+        while st.msgs > 0 && from <= old_last {
+            let chunk = self
+                .store
+                .read_range(&self.stream, from, COPY_CHUNK, u64::MAX)
+                .map_err(write)?;
+            let Some(last) = chunk.last().map(|m| m.seq) else {
+                break;
+            };
+            gone.extend(
+                chunk
+                    .iter()
+                    .map(|m| m.seq)
+                    .filter(|s| *s <= old_last && !kept.contains(s)),
+            );
+            from = last + 1;
+        }
+        if !gone.is_empty() {
+            self.store
+                .remove_msgs(&self.stream, gone)
+                .await
+                .map_err(write)?;
+        }
+        let mut last = old_last;
+        let mut run: Vec<(NewMessage, Option<u64>)> = Vec::new();
+        for m in msgs.into_iter().filter(|m| m.seq > old_last) {
+            if m.seq > last + 1 || run.len() >= COPY_CHUNK {
+                self.append_run(&mut run).await?;
+            }
+            if m.seq > last + 1 {
+                self.store
+                    .skip_many(&self.stream, m.seq - last - 1, m.ts_ns)
+                    .await
+                    .map_err(write)?;
+            }
+            run.push((
+                NewMessage {
+                    subject: m.subject,
+                    headers: m.headers.map(Bytes::from),
+                    payload: Bytes::from(m.payload),
+                    ts_ns: m.ts_ns,
+                },
+                Some(m.seq - 1),
+            ));
+            last = m.seq;
+        }
+        self.append_run(&mut run).await?;
+        if marker.last_seq > last {
+            self.store
+                .skip_many(&self.stream, marker.last_seq - last, marker.last_ts)
+                .await
+                .map_err(write)?;
+        }
+        Ok(())
+    }
+
+    /// Appends `run` (each with its expected last sequence) and empties it.
+    async fn append_run(
+        &self,
+        run: &mut Vec<(NewMessage, Option<u64>)>,
+    ) -> Result<(), StorageError<u64>> {
+        if run.is_empty() {
+            return Ok(());
+        }
+        let outcomes = self
+            .store
+            .append_each(&self.stream, std::mem::take(run))
+            .await
+            .map_err(|e| sm_write(any(&e)))?;
+        for outcome in outcomes {
+            outcome.map_err(|e| sm_write(any(&e)))?;
+        }
+        Ok(())
+    }
+}
+
 impl RaftSnapshotBuilder<StreamTypes> for StreamMachine {
-    /// The marker as openraft's snapshot (no data: see the module documentation).
+    /// Saves the marker as saved after the last apply as the group's snapshot (openraft then
+    /// purges the log before it); its data is read from the store when a member needs it
+    /// (`get_current_snapshot`). A stream over [`SNAPSHOT_MAX_BYTES`] keeps its last
+    /// snapshot (and so its log): see the module documentation.
     async fn build_snapshot(&mut self) -> Result<Snapshot<StreamTypes>, StorageError<u64>> {
-        let marker = self.lock().marker.clone();
-        let data = postcard::to_allocvec(&marker).map_err(|e| sm_write(any(&e)))?;
-        let snapshot_id = match &marker.applied {
-            Some(id) => format!("{}-{}", id.leader_id.term, id.index),
-            None => "empty".to_owned(),
+        let marker = self.lock().saved.clone();
+        let bytes = self
+            .store
+            .stream_state(&self.stream)
+            .map_err(|e| sm_read(any(&e)))?
+            .map_or(0, |s| s.bytes);
+        let marker = if bytes > SNAPSHOT_MAX_BYTES {
+            if !self.too_big.swap(true, Ordering::Relaxed) {
+                warn!(
+                    stream = &*self.stream,
+                    group = &*self.group,
+                    bytes,
+                    max = SNAPSHOT_MAX_BYTES,
+                    "JetStream cluster: the stream is too large for a snapshot; its group \
+                     keeps its Raft log instead"
+                );
+            }
+            self.saved_snapshot()
+                .map_err(|e| sm_read(any(&e)))?
+                .unwrap_or_default()
+        } else {
+            self.too_big.store(false, Ordering::Relaxed);
+            let record = postcard::to_allocvec(&marker).map_err(|e| sm_write(any(&e)))?;
+            // Durable: the lazily saved marker before it reaches the disk with it.
+            self.db
+                .put_state(&self.group, vec![(SNAPSHOT, Some(record))])
+                .await
+                .map_err(|e| sm_write(any(&e)))?;
+            marker
         };
         Ok(Snapshot {
-            meta: SnapshotMeta {
-                last_log_id: marker.applied,
-                last_membership: marker.membership.clone(),
-                snapshot_id,
-            },
-            snapshot: Box::new(Cursor::new(data)),
+            meta: snapshot_meta(&marker),
+            snapshot: Box::new(Cursor::new(Vec::new())),
         })
     }
 }
@@ -492,6 +729,7 @@ impl RaftStateMachine<StreamTypes> for StreamMachine {
             .put_state_lazy(&self.group, vec![(MARKER, bytes)])
             .await
             .map_err(|e| sm_write(any(&e)))?;
+        self.lock().saved = marker;
         Ok(replies)
     }
 
@@ -505,26 +743,79 @@ impl RaftStateMachine<StreamTypes> for StreamMachine {
         Ok(Box::new(Cursor::new(Vec::new())))
     }
 
+    /// Makes the copy hold the snapshot's messages (`copy_in`), then saves its marker
+    /// (durably, as the applied marker and as this member's snapshot).
     async fn install_snapshot(
         &mut self,
-        _meta: &SnapshotMeta<u64, Member>,
-        _snapshot: Box<Cursor<Vec<u8>>>,
+        meta: &SnapshotMeta<u64, Member>,
+        snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError<u64>> {
-        Err(sm_write(AnyError::error(
-            "snapshots of a replicated stream's group are not supported yet (its log is \
-             never purged)",
-        )))
+        let image: Image =
+            postcard::from_bytes(snapshot.get_ref()).map_err(|e| sm_write(any(&e)))?;
+        let mut marker = image.marker;
+        // The meta is authoritative for what the snapshot covers.
+        marker.applied = meta.last_log_id;
+        marker.membership = meta.last_membership.clone();
+        self.copy_in(&marker, image.msgs).await?;
+        let bytes = postcard::to_allocvec(&marker).map_err(|e| sm_write(any(&e)))?;
+        self.db
+            .put_state(
+                &self.group,
+                vec![(MARKER, Some(bytes.clone())), (SNAPSHOT, Some(bytes))],
+            )
+            .await
+            .map_err(|e| sm_write(any(&e)))?;
+        let write = |e: leaf_store::StoreError| sm_write(any(&e));
+        let state = self.store.stream_state(&self.stream).map_err(write)?;
+        let stored_first = state.as_ref().map_or(0, |s| s.first_seq);
+        let stored_last = state.as_ref().map_or(0, |s| s.last_seq);
+        let window = rebuild_window(
+            &self.store,
+            &self.stream,
+            &marker,
+            self.window_ns,
+            stored_first,
+        )
+        .map_err(write)?;
+        let last_msg_id = msg_id_at(&self.store, &self.stream, marker.last_seq).map_err(write)?;
+        let id = snapshot_id(&marker);
+        *self.lock() = State {
+            saved: marker.clone(),
+            marker,
+            window,
+            stored_last,
+            last_msg_id,
+        };
+        if let Some(on_stored) = &self.on_stored {
+            on_stored(&[], true);
+        }
+        info!(
+            stream = &*self.stream,
+            group = &*self.group,
+            snapshot = %id,
+            "JetStream cluster: installed a snapshot of the stream's group"
+        );
+        Ok(())
     }
 
+    /// The last snapshot built or installed, its data read from the store now.
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<Snapshot<StreamTypes>>, StorageError<u64>> {
-        Ok(None)
+        let Some(marker) = self.saved_snapshot().map_err(|e| sm_read(any(&e)))? else {
+            return Ok(None);
+        };
+        let data = self.image(&marker).map_err(|e| sm_read(any(&e)))?;
+        Ok(Some(Snapshot {
+            meta: snapshot_meta(&marker),
+            snapshot: Box::new(Cursor::new(data)),
+        }))
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use leaf_store::StoredMessage;
     use openraft::{CommittedLeaderId, Entry};
 
     use super::super::types::StreamBatch;
@@ -601,6 +892,75 @@ mod tests {
             .unwrap();
         assert_eq!(seqs(next), [(2, true), (5, false)]);
         assert_eq!(store.stream_state("S").unwrap().unwrap().last_seq, 5);
+    }
+
+    /// What a copy holds: its counters and messages.
+    fn contents(store: &Store) -> (u64, u64, u64, Vec<StoredMessage>) {
+        let st = store.stream_state("S").unwrap().unwrap();
+        let msgs = store.read_range("S", 1, 1000, u64::MAX).unwrap();
+        (st.first_seq, st.last_seq, st.msgs, msgs)
+    }
+
+    /// A snapshot built after some applies (a message since removed from the leader's
+    /// copy) installed on a fresh member and on members holding part of the history (one a
+    /// message the leader no longer has): every copy then holds what the leader's does, and
+    /// the next entries are decided alike everywhere (sequences, duplicates); a member
+    /// reopened after the install starts from it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_installed_snapshot_gives_the_leaders_copy_and_decisions() {
+        let window = 60_000_000_000;
+        let ids = [Some("a"), Some("b"), None, Some("a"), Some("c")];
+        let entries: Vec<Entry<StreamTypes>> = ids
+            .into_iter()
+            .enumerate()
+            .map(|(i, id)| log_entry(i as u64 + 1, entry(id, 1_000 + i as i64)))
+            .collect();
+        let (ldir, lstore) = store_with_stream().await;
+        let ldb = RaftDb::open(ldir.path()).unwrap();
+        let mut leader =
+            StreamMachine::open(ldb.clone(), "S-x", lstore.clone(), "S", window, 0).unwrap();
+        leader.apply(entries.clone()).await.unwrap();
+        assert!(lstore.delete_msg("S", 3).await.unwrap());
+        assert!(leader.get_current_snapshot().await.unwrap().is_none());
+        let built = leader.build_snapshot().await.unwrap();
+        assert_eq!(built.meta.last_log_id.map(|l| l.index), Some(5));
+        let snap = leader.get_current_snapshot().await.unwrap().unwrap();
+        assert_eq!(snap.meta, built.meta);
+        let next = vec![
+            log_entry(6, entry(Some("b"), 2_000)),
+            log_entry(7, entry(None, 2_001)),
+            log_entry(8, entry(Some("c"), 2_002)),
+            log_entry(9, entry(Some("d"), 2_003)),
+        ];
+        let decided = |replies: Vec<BatchReply>| -> Vec<(u64, bool)> {
+            flat(replies).iter().map(|r| (r.seq, r.duplicate)).collect()
+        };
+        let expected = decided(leader.apply(next.clone()).await.unwrap());
+        assert_eq!(expected, [(2, true), (5, false), (4, true), (6, false)]);
+        let want = contents(&lstore);
+        // Members holding nothing, the first two entries, the first three (message 3 too).
+        for held in [0, 2, 3] {
+            let (dir, store) = store_with_stream().await;
+            let db = RaftDb::open(dir.path()).unwrap();
+            let mut m =
+                StreamMachine::open(db.clone(), "S-x", store.clone(), "S", window, 0).unwrap();
+            if held > 0 {
+                m.apply(entries[..held].to_vec()).await.unwrap();
+            }
+            let data = snap.snapshot.get_ref().clone();
+            let mut rx = m.begin_receiving_snapshot().await.unwrap();
+            rx.get_mut().extend_from_slice(&data);
+            m.install_snapshot(&snap.meta, rx).await.unwrap();
+            assert_eq!(m.applied_state().await.unwrap().0.map(|l| l.index), Some(5));
+            // Reopened after the install: it starts from the snapshot.
+            let mut m =
+                StreamMachine::open(db.clone(), "S-x", store.clone(), "S", window, 0).unwrap();
+            assert_eq!(m.applied_state().await.unwrap().0.map(|l| l.index), Some(5));
+            let own = m.get_current_snapshot().await.unwrap().unwrap();
+            assert_eq!(own.meta, snap.meta);
+            assert_eq!(decided(m.apply(next.clone()).await.unwrap()), expected);
+            assert_eq!(contents(&store), want, "a member that held {held} entries");
+        }
     }
 
     fn entry(id: Option<&str>, ts: i64) -> StreamMsg {
