@@ -1896,3 +1896,95 @@ async fn a_stream_leader_steps_down_and_publishes_continue_once() {
     let answer = api(&client, "$JS.API.STREAM.LEADER.STEPDOWN.NONE", json!({})).await;
     assert_eq!(answer["error"]["err_code"], 10059, "{answer}");
 }
+
+/// Publishes `n` messages to `SNAP` on `js` one at a time (each its own Raft log entry),
+/// with ids `m<i>` from `from`, each acknowledged at sequence `i + 1`.
+async fn publish_one_by_one(
+    js: &e2e::async_nats::jetstream::Context,
+    from: usize,
+    n: usize,
+    payload: &str,
+) {
+    for i in from..from + n {
+        let ack = tokio::time::timeout(Duration::from_secs(10), async {
+            js.publish_with_headers(
+                format!("snap.{}", i % 5),
+                with_id(&format!("m{i}")),
+                format!("{i}:{payload}").into(),
+            )
+            .await?
+            .await
+        })
+        .await
+        .unwrap_or_else(|_| panic!("publish {i}: no PubAck within 10 s"))
+        .unwrap_or_else(|e| panic!("publish {i}: {e}"));
+        assert_eq!((ack.sequence, ack.duplicate), (i as u64 + 1, false));
+    }
+}
+
+/// issue 22 (snapshots): a member stopped while far more publishes than the group's log
+/// keeps are acknowledged (one at a time: one log entry each) is restarted: the leader's log
+/// before its position was purged, so it catches up through a snapshot (it logs the
+/// install), and its copy then equals the leader's. The leader's `raft.redb` does not grow
+/// with a second wave as large as the first (the purged entries' pages are reused; without
+/// the purge it would grow by the wave's size).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_behind_the_purged_log_catches_up_from_a_snapshot() {
+    let mut members = cluster(&[ServerKind::Hubd; 3]).await;
+    let leader = {
+        let all: Vec<&Member> = members.iter().collect();
+        agreed_leader(&all, None).await;
+        let created = create(
+            &app_client(&members[0]).await,
+            json!({"name": "SNAP", "subjects": ["snap.>"], "num_replicas": 3}),
+        )
+        .await;
+        assert_eq!(created["did_create"], true, "{created}");
+        stream_leader(&all, "SNAP", None).await
+    };
+    let at = members
+        .iter()
+        .position(|m| m.name == leader)
+        .expect("the leader");
+    let stopped = members
+        .iter()
+        .position(|m| m.name != leader)
+        .expect("a follower");
+    members[stopped].server.kill();
+    let js = jetstream_on(&members[at]).await;
+    // Waves of 2,000 entries of 8 KiB: the log keeps at most about 1,024 entries.
+    const WAVE: usize = 2000;
+    let payload = "x".repeat(8 * 1024);
+    let raft_file = std::path::Path::new(members[at]._store.path()).join("raft.redb");
+    let size = || std::fs::metadata(&raft_file).map(|m| m.len()).unwrap_or(0);
+    publish_one_by_one(&js, 0, WAVE, &payload).await;
+    let after_first = size();
+    publish_one_by_one(&js, WAVE, WAVE, &payload).await;
+    let after_second = size();
+    let wave_bytes = (WAVE * payload.len()) as u64;
+    assert!(
+        after_second < after_first + wave_bytes / 2,
+        "raft.redb grew from {after_first} to {after_second} bytes with a wave of \
+         {wave_bytes} bytes: its log is not purged"
+    );
+    members[stopped].server =
+        TestServer::with_config(ServerKind::Hubd, members[stopped].config.clone()).await;
+    wait_for_log(
+        &members[stopped].server,
+        "installed a snapshot of the stream's group",
+        1,
+    )
+    .await;
+    let total = (2 * WAVE) as u64;
+    let want = copy_of(&members[at], "SNAP", total).await;
+    let got = copy_of(&members[stopped], "SNAP", total).await;
+    assert_eq!(got.len(), want.len());
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert_eq!(g, w, "{}: message {i}", members[stopped].name);
+    }
+    // The restarted member's copy serves as the others': the next publishes are stored there
+    // too, after the snapshot's messages.
+    publish_one_by_one(&js, 2 * WAVE, 10, "after").await;
+    let copy = copy_of(&members[stopped], "SNAP", total + 10).await;
+    assert_eq!(copy.last().map(|m| m.0), Some(total + 10));
+}

@@ -31,9 +31,15 @@
 //! the expected last sequence), so a peer whose store disagrees stops with an error rather than
 //! diverging.
 //!
-//! **No snapshots yet**: the group keeps its whole log (its Raft configuration never
-//! snapshots, so nothing is purged), and a member that was down catches up from the leader's
-//! log. Installing a snapshot is refused (see `hub/JETSTREAM-CLUSTER.md`).
+//! **Snapshots** (see "Snapshots and log purge" in `hub/JETSTREAM-CLUSTER.md`): a snapshot is
+//! the marker as saved after its messages were appended, durably saved under `snapshot`
+//! (openraft then purges the log before it); its data, read from the store when a member needs
+//! it, is the marker and the stream's messages up to its last sequence. Installing one
+//! reconciles the copy with it (removes what the snapshot lacks, appends what follows the
+//! copy's last sequence) and then saves the marker: a crash in between leaves a store ahead of
+//! the old marker, holding the same history, from which openraft restarts and sends the
+//! snapshot again. A stream over [`SNAPSHOT_MAX_BYTES`] keeps its log instead (openraft 0.9's
+//! snapshot data is in memory).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::Cursor;
@@ -316,7 +322,9 @@ impl StreamMachine {
         let stored_first = state.as_ref().map_or(0, |s| s.first_seq);
         if marker.last_seq > stored_last {
             // The store lost what the marker says was applied (a memory stream after a
-            // restart): everything is applied again from the log, which is never purged.
+            // restart): everything is applied again from the log; once the group's log was
+            // purged (a snapshot taken) this fails and the group does not start here (see
+            // "Snapshots and log purge" in `hub/JETSTREAM-CLUSTER.md`).
             warn!(
                 stream,
                 group,
