@@ -109,21 +109,22 @@ struct Waiting {
     slot: OwnedSemaphorePermit,
 }
 
-/// The Raft timings of a stream group: the meta group's, and never a snapshot (the log is
-/// kept whole: see [`super::stream_machine`]).
 /// Log entries applied since the last snapshot that make the group take a new one (a
 /// snapshot is the apply marker, see `super::stream_machine`; openraft then purges the log
 /// before it, keeping [`LOG_KEPT`] entries).
 const SNAPSHOT_EVERY: u64 = 512;
-/// Log entries kept before the last snapshot: a member that falls fewer than this (and at
-/// least [`SNAPSHOT_EVERY`]) entries behind catches up from the log; one further behind gets a
-/// snapshot. Under load one entry holds up to [`BATCH_MSGS`] publishes; one publish at a time,
-/// one.
+/// Log entries kept before the last snapshot (openraft's `max_in_snapshot_log_to_keep`): the
+/// log holds 512 to 1,024 entries, so a member fewer than 512 entries behind always catches up
+/// from the log; one further behind may get a snapshot. Under load one entry holds up to
+/// [`BATCH_MSGS`] publishes; one publish at a time, one.
 const LOG_KEPT: u64 = 512;
 /// Bytes of snapshot data per install request (openraft's `snapshot_max_chunk_size`): within
 /// the transport's in-flight bound like an append request.
 const SNAPSHOT_CHUNK: u64 = 1024 * 1024;
 
+/// The Raft configuration of a stream group: the meta group's timings, a snapshot every
+/// [`SNAPSHOT_EVERY`] entries and the log purged before it but [`LOG_KEPT`] entries (see
+/// "Snapshots and log purge" in `hub/JETSTREAM-CLUSTER.md`).
 fn raft_config(group: &str) -> Result<Config, String> {
     Config {
         cluster_name: group.into(),
