@@ -1952,8 +1952,8 @@ async fn a_member_behind_the_purged_log_catches_up_from_a_snapshot() {
         .expect("a follower");
     members[stopped].server.kill();
     let js = jetstream_on(&members[at]).await;
-    // Waves of 2,000 entries of 8 KiB: the log keeps at most about 1,024 entries.
-    const WAVE: usize = 2000;
+    // Waves of 1,200 entries of 8 KiB: the log keeps at most about 1,024 entries.
+    const WAVE: usize = 1200;
     let payload = "x".repeat(8 * 1024);
     let raft_file = std::path::Path::new(members[at]._store.path()).join("raft.redb");
     let size = || std::fs::metadata(&raft_file).map(|m| m.len()).unwrap_or(0);
@@ -1985,6 +1985,18 @@ async fn a_member_behind_the_purged_log_catches_up_from_a_snapshot() {
     // The restarted member's copy serves as the others': the next publishes are stored there
     // too, after the snapshot's messages.
     publish_one_by_one(&js, 2 * WAVE, 10, "after").await;
-    let copy = copy_of(&members[stopped], "SNAP", total + 10).await;
-    assert_eq!(copy.last().map(|m| m.0), Some(total + 10));
+    let client = app_client(&members[stopped]).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let state = api(&client, "$JS.API.STREAM.INFO.SNAP", json!({})).await["state"].take();
+        if state["messages"] == json!(total + 10) && state["last_seq"] == json!(total + 10) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{}: the publishes after the snapshot are not stored: {state}",
+            members[stopped].name
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
