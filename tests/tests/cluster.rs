@@ -1256,6 +1256,34 @@ fn route_tls_settings_hubd_cannot_honour_are_refused_by_name() {
     }
 }
 
+/// KV (`$KV.`) and object store (`$OBJ.`) subjects cross the route as any other: inside a
+/// cluster they are stream subjects (a replicated bucket's leader captures them for every
+/// member); only leafnode links keep them off, as nats-server does.
+async fn kv_and_object_subjects_cross_the_route(kinds: [ServerKind; 2]) {
+    let [n1, n2] = pair(kinds).await;
+    let c1 = login(&n1, "a").await;
+    let c2 = login(&n2, "a").await;
+    let mut kv = c2.subscribe("$KV.B.>").await.unwrap();
+    let mut obj = c2.subscribe("$OBJ.B.>").await.unwrap();
+    sync(&c2).await;
+    await_interest(&c1, "$KV.B.probe", &mut kv).await;
+    await_interest(&c1, "$OBJ.B.probe", &mut obj).await;
+    c1.publish("$KV.B.k", "v".into()).await.unwrap();
+    c1.publish("$OBJ.B.c", "o".into()).await.unwrap();
+    let m = next_msg(&mut kv).await;
+    assert_eq!(
+        (m.subject.as_str(), &m.payload[..]),
+        ("$KV.B.k", &b"v"[..]),
+        "{kinds:?}"
+    );
+    let m = next_msg(&mut obj).await;
+    assert_eq!(
+        (m.subject.as_str(), &m.payload[..]),
+        ("$OBJ.B.c", &b"o"[..]),
+        "{kinds:?}"
+    );
+}
+
 macro_rules! cluster_tests {
     ($($name:ident),+ $(,)?) => {
         $(
@@ -1297,5 +1325,6 @@ cluster_tests!(
     ten_thousand_subscriptions_cross,
     messages_cross_the_route,
     a_queue_group_gets_each_message_once,
-    accounts_stay_apart
+    accounts_stay_apart,
+    kv_and_object_subjects_cross_the_route
 );

@@ -183,7 +183,18 @@ async fn three_members_elect_one_meta_leader(kind: ServerKind) {
     let leader = agreed_leader(&members, None).await;
     assert!(["n1", "n2", "n3"].contains(&leader.as_str()), "{leader}");
     for m in members {
-        let meta = meta_cluster(m).await;
+        // nats-server counts a peer in its meta group once it has heard from it, which under
+        // load may come after the leader is agreed: wait (bounded) for the full group.
+        let deadline = Instant::now() + ELECTION;
+        let meta = loop {
+            let meta = meta_cluster(m).await;
+            let replicas = meta["replicas"].as_array().map_or(0, Vec::len);
+            let full = m.name != leader || replicas == 2;
+            if (meta["cluster_size"] == 3 && full) || Instant::now() >= deadline {
+                break meta;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
         assert_eq!(meta["name"], "C", "{}: {meta}", m.name);
         assert_eq!(meta["cluster_size"], 3, "{}: {meta}", m.name);
         assert_eq!(meta["peer"].as_str().map(str::len), Some(8), "{meta}");
@@ -1411,4 +1422,581 @@ async fn a_minority_member_acknowledges_nothing() {
     );
     let info = api(&client, "$JS.API.STREAM.INFO.ORDERS", json!({})).await;
     assert_eq!(info["state"]["messages"], 1, "{info}");
+}
+
+/// Three hubd members, once they agree on a meta leader.
+async fn three_members_with_a_meta_leader() -> Vec<Member> {
+    let members = cluster(&[ServerKind::Hubd; 3]).await;
+    agreed_leader(&members.iter().collect::<Vec<_>>(), None).await;
+    members
+}
+
+/// Retries `get` of `key` in `kv` (bounded) until it reads `want`: a member's copy may be a
+/// heartbeat behind the group's leader (reads are served by each member's own copy).
+async fn until_kv(kv: &e2e::async_nats::jetstream::kv::Store, key: &str, want: Option<&str>) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = tokio::time::timeout(Duration::from_secs(5), kv.get(key))
+            .await
+            .unwrap_or_else(|_| panic!("get {key}: no answer within 5 s"))
+            .unwrap_or_else(|e| panic!("get {key}: {e}"));
+        let got = got.map(|v| String::from_utf8_lossy(&v).into_owned());
+        if got.as_deref() == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{key}: still {got:?}, not {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// issue 22, KV on R3: a bucket created with `num_replicas: 3` through async-nats; from a
+/// client on a member that does not lead the bucket's group (its `$KV.` puts cross a route to
+/// the leader by interest): put, get, history (two revisions), keys, delete, purge (a rollup,
+/// applied on every copy); a watch on that
+/// member (an ephemeral consumer on its copy, woken as the group applies) sees a put made
+/// from a client on another member. A durable consumer without `num_replicas: 1` is refused
+/// (10036, consumer groups), one with it lives on the member's copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_r3_kv_bucket_serves_puts_gets_history_keys_and_watches_from_every_member() {
+    use e2e::async_nats::jetstream::kv;
+    let members = three_members_with_a_meta_leader().await;
+    let all: Vec<&Member> = members.iter().collect();
+    let created = tokio::time::timeout(
+        Duration::from_secs(10),
+        jetstream_on(&members[0])
+            .await
+            .create_key_value(kv::Config {
+                bucket: "CFG".into(),
+                history: 5,
+                num_replicas: 3,
+                ..Default::default()
+            }),
+    )
+    .await
+    .expect("bucket created within 10 s")
+    .expect("bucket created");
+    drop(created);
+    let leader = stream_leader(&all, "KV_CFG", None).await;
+    let (follower, other) = {
+        let mut not_leading = members.iter().filter(|m| m.name != leader);
+        (
+            not_leading.next().expect("a member not leading"),
+            members
+                .iter()
+                .find(|m| m.name == leader)
+                .expect("the leader"),
+        )
+    };
+    let js = jetstream_on(follower).await;
+    let kv = js.get_key_value("CFG").await.expect("bucket opened");
+    let put = |key: &'static str, value: &'static str| {
+        let kv = kv.clone();
+        async move {
+            tokio::time::timeout(Duration::from_secs(10), kv.put(key, value.into()))
+                .await
+                .unwrap_or_else(|_| panic!("put {key}: no PubAck within 10 s"))
+                .unwrap_or_else(|e| panic!("put {key}: {e}"))
+        }
+    };
+    assert_eq!(put("a", "1").await, 1);
+    assert_eq!(put("a", "2").await, 2);
+    assert_eq!(put("b", "x").await, 3);
+    until_kv(&kv, "a", Some("2")).await;
+    until_kv(&kv, "b", Some("x")).await;
+    let history: Vec<(u64, String)> = tokio::time::timeout(Duration::from_secs(10), async {
+        kv.history("a")
+            .await
+            .expect("history")
+            .map(|e| {
+                let e = e.expect("entry");
+                (e.revision, String::from_utf8_lossy(&e.value).into_owned())
+            })
+            .collect()
+            .await
+    })
+    .await
+    .expect("history within 10 s");
+    assert_eq!(history, [(1, "1".to_owned()), (2, "2".to_owned())]);
+    let keys = |kv: kv::Store| async move {
+        let mut keys: Vec<String> = tokio::time::timeout(Duration::from_secs(10), async {
+            kv.keys()
+                .await
+                .expect("keys")
+                .map(|k| k.expect("key"))
+                .collect()
+                .await
+        })
+        .await
+        .expect("keys within 10 s");
+        keys.sort();
+        keys
+    };
+    assert_eq!(keys(kv.clone()).await, ["a", "b"]);
+
+    // A watch here sees a put made on another member.
+    let mut watch = kv.watch("a").await.expect("watch");
+    let elsewhere = jetstream_on(other)
+        .await
+        .get_key_value("CFG")
+        .await
+        .expect("bucket opened on another member");
+    let rev = tokio::time::timeout(Duration::from_secs(10), elsewhere.put("a", "3".into()))
+        .await
+        .expect("PubAck within 10 s")
+        .expect("put on another member");
+    assert_eq!(rev, 4);
+    let seen = tokio::time::timeout(Duration::from_secs(10), watch.next())
+        .await
+        .expect("the watch sees the put within 10 s")
+        .expect("the watch is open")
+        .expect("an entry");
+    assert_eq!(
+        (seen.key.as_str(), seen.revision, &seen.value[..]),
+        ("a", 4, &b"3"[..])
+    );
+
+    tokio::time::timeout(Duration::from_secs(10), kv.delete("b"))
+        .await
+        .expect("delete within 10 s")
+        .expect("delete");
+    until_kv(&kv, "b", None).await;
+    assert_eq!(keys(kv.clone()).await, ["a"]);
+
+    // A purge is a rollup: every copy keeps only its marker of the key.
+    tokio::time::timeout(Duration::from_secs(10), kv.purge("a"))
+        .await
+        .expect("purge within 10 s")
+        .expect("purge");
+    until_kv(&kv, "a", None).await;
+    for m in &members {
+        let there = jetstream_on(m)
+            .await
+            .get_key_value("CFG")
+            .await
+            .expect("bucket opened");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let history: Vec<kv::Operation> =
+                tokio::time::timeout(Duration::from_secs(10), async {
+                    there
+                        .history("a")
+                        .await
+                        .expect("history")
+                        .map(|e| e.expect("entry").operation)
+                        .collect()
+                        .await
+                })
+                .await
+                .expect("history within 10 s");
+            if history == [kv::Operation::Purge] {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{}: {history:?}", m.name);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    // Durable consumers: replicated ones wait for consumer groups; R1 ones live here.
+    let client = app_client(follower).await;
+    let refused = api(
+        &client,
+        "$JS.API.CONSUMER.DURABLE.CREATE.KV_CFG.d",
+        json!({"stream_name": "KV_CFG", "config": {"durable_name": "d", "ack_policy": "explicit"}}),
+    )
+    .await;
+    assert_eq!(refused["error"]["err_code"], 10036, "{refused}");
+    let r1 = api(
+        &client,
+        "$JS.API.CONSUMER.DURABLE.CREATE.KV_CFG.d",
+        json!({"stream_name": "KV_CFG", "config": {"durable_name": "d", "ack_policy": "explicit", "num_replicas": 1}}),
+    )
+    .await;
+    assert_eq!(r1["name"], "d", "{r1}");
+    // b's put and delete, a's purge marker.
+    assert_eq!(r1["num_pending"], 3, "{r1}");
+}
+
+/// issue 22, object store on R3: a bucket created with `num_replicas: 3`; an object of
+/// several chunks (> 128 KiB) put from a client on one member is read back byte for byte
+/// from a client on another (the chunks are read by an ephemeral consumer on that member's
+/// copy).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_r3_object_store_returns_a_multi_chunk_object_on_another_member() {
+    use e2e::async_nats::jetstream::object_store;
+    use tokio::io::AsyncReadExt;
+    let members = three_members_with_a_meta_leader().await;
+    let all: Vec<&Member> = members.iter().collect();
+    let store = tokio::time::timeout(
+        Duration::from_secs(10),
+        jetstream_on(&members[1])
+            .await
+            .create_object_store(object_store::Config {
+                bucket: "FILES".into(),
+                num_replicas: 3,
+                ..Default::default()
+            }),
+    )
+    .await
+    .expect("bucket created within 10 s")
+    .expect("bucket created");
+    stream_leader(&all, "OBJ_FILES", None).await;
+    let big: Vec<u8> = (0..(300 << 10) + 123)
+        .map(|i: usize| (i as u8).wrapping_mul(31).wrapping_add(7))
+        .collect();
+    let mut reader = big.as_slice();
+    let info = tokio::time::timeout(
+        Duration::from_secs(30),
+        store.put("firmware.bin", &mut reader),
+    )
+    .await
+    .expect("put within 30 s")
+    .expect("put");
+    assert_eq!(info.size, big.len());
+    assert!(info.chunks > 1, "{info:?}");
+    for m in [&members[0], &members[2]] {
+        let there = jetstream_on(m)
+            .await
+            .get_object_store("FILES")
+            .await
+            .expect("bucket opened");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let out = loop {
+            // The copy there may be a heartbeat behind: retried until the object is there.
+            let got = tokio::time::timeout(Duration::from_secs(10), async {
+                let mut object = there.get("firmware.bin").await?;
+                let mut out = Vec::new();
+                object.read_to_end(&mut out).await?;
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(out)
+            })
+            .await
+            .expect("get within 10 s");
+            match got {
+                Ok(out) if out.len() == big.len() => break out,
+                other => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "{}: {:?}",
+                        m.name,
+                        other.map(|o| o.len())
+                    );
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        };
+        assert!(out == big, "{}: the object read back differs", m.name);
+    }
+}
+
+/// A publish with headers to `subject` through `client`: its PubAck, or why none came
+/// (bounded wait).
+async fn try_publish_expecting(
+    client: &e2e::async_nats::Client,
+    subject: &str,
+    headers: &[(&str, &str)],
+) -> Result<Value, String> {
+    let mut map = e2e::async_nats::HeaderMap::new();
+    for (k, v) in headers {
+        map.insert(*k, *v);
+    }
+    let msg = tokio::time::timeout(
+        Duration::from_secs(5),
+        client.request_with_headers(subject.to_owned(), map, "x".into()),
+    )
+    .await
+    .map_err(|_| "no PubAck within 5 s".to_owned())?
+    .map_err(|e| e.to_string())?;
+    e2e::serde_json::from_slice(&msg.payload).map_err(|e| e.to_string())
+}
+
+/// [`try_publish_expecting`] that must be answered.
+async fn publish_expecting(
+    client: &e2e::async_nats::Client,
+    subject: &str,
+    headers: &[(&str, &str)],
+) -> Value {
+    try_publish_expecting(client, subject, headers)
+        .await
+        .expect("a PubAck")
+}
+
+/// issue 22 step 5: KV's compare-and-set on an R3 bucket (`create`, `update`: the
+/// `Nats-Expected-Last-Subject-Sequence` header decided by the group's state machine), and the
+/// other `Nats-Expected-*` headers on raw publishes, answered with a single server's error
+/// PubAcks; a refused publish is stored on no copy. The clients are on the group's leader
+/// (from other members: `an_r3_kv_bucket_serves_puts_gets_history_keys_and_watches_from_every_member`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expectations_on_a_replicated_stream_are_decided_alike() {
+    use e2e::async_nats::jetstream::kv;
+    let members = cluster(&[ServerKind::Hubd; 3]).await;
+    let all: Vec<&Member> = members.iter().collect();
+    agreed_leader(&all, None).await;
+    // Created through a member that may not lead the group (the API is answered anywhere).
+    let js = jetstream_on(&members[0]).await;
+    let _created = tokio::time::timeout(
+        Duration::from_secs(30),
+        js.create_key_value(kv::Config {
+            bucket: "B".into(),
+            history: 5,
+            num_replicas: 3,
+            ..Default::default()
+        }),
+    )
+    .await
+    .expect("bucket created within 30 s")
+    .expect("bucket created");
+    let leader = stream_leader(&all, "KV_B", None).await;
+    let leader = members
+        .iter()
+        .find(|m| m.name == leader)
+        .expect("the leader is a member");
+    // Ready when an expectation that cannot hold is answered (the group's leader captures):
+    // nothing is stored.
+    {
+        let client = app_client(leader).await;
+        let deadline = Instant::now() + ELECTION;
+        loop {
+            let headers = [("Nats-Expected-Last-Sequence", "999")];
+            let last = match try_publish_expecting(&client, "$KV.B.x", &headers).await {
+                Ok(ack) if ack["error"]["err_code"] == json!(10071) => break,
+                other => format!("{other:?}"),
+            };
+            assert!(
+                Instant::now() < deadline,
+                "{}: not ready: {last}",
+                leader.name
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let js = jetstream_on(leader).await;
+    let bucket = js
+        .get_key_value("B")
+        .await
+        .expect("bucket opened on the leader");
+    let r1 = bucket.create("k", "v1".into()).await.expect("create");
+    assert_eq!(r1, 1);
+    let err = bucket.create("k", "again".into()).await.unwrap_err();
+    assert!(
+        err.to_string().contains("10071") || err.kind() == kv::CreateErrorKind::AlreadyExists,
+        "{err}"
+    );
+    let r2 = bucket.update("k", "v2".into(), r1).await.expect("update");
+    assert_eq!(r2, 2);
+    let err = bucket.update("k", "stale".into(), r1).await.unwrap_err();
+    assert_eq!(err.kind(), kv::UpdateErrorKind::WrongLastRevision, "{err}");
+    assert!(err.to_string().contains("10071"), "{err}");
+
+    // Raw publishes.
+    {
+        let m = leader;
+        let client = app_client(m).await;
+        let ack = publish_expecting(&client, "$KV.B.x", &[("Nats-Expected-Stream", "OTHER")]).await;
+        assert_eq!(ack["error"]["err_code"], 10060, "{}: {ack}", m.name);
+        let ack =
+            publish_expecting(&client, "$KV.B.x", &[("Nats-Expected-Last-Sequence", "1")]).await;
+        assert_eq!(ack["error"]["err_code"], 10071, "{}: {ack}", m.name);
+        let ack =
+            publish_expecting(&client, "$KV.B.x", &[("Nats-Expected-Last-Msg-Id", "nope")]).await;
+        assert_eq!(ack["error"]["err_code"], 10070, "{}: {ack}", m.name);
+    }
+    let client = app_client(leader).await;
+    let ack = publish_expecting(
+        &client,
+        "$KV.B.y",
+        &[("Nats-Expected-Last-Sequence", "2"), ("Nats-Msg-Id", "m3")],
+    )
+    .await;
+    assert_eq!(ack["seq"], 3, "{ack}");
+    let ack = publish_expecting(
+        &client,
+        "$KV.B.z",
+        &[
+            ("Nats-Expected-Last-Msg-Id", "m3"),
+            ("Nats-Expected-Stream", "KV_B"),
+        ],
+    )
+    .await;
+    assert_eq!(ack["seq"], 4, "{ack}");
+    // Every copy holds the same four messages, none of the refused ones.
+    let first = copy_of(&members[0], "KV_B", 4).await;
+    let payloads: Vec<&str> = first.iter().map(|(_, _, p)| p.as_str()).collect();
+    assert_eq!(payloads, ["v1", "v2", "x", "x"]);
+    for m in &members[1..] {
+        assert_eq!(copy_of(m, "KV_B", 4).await, first, "{}", m.name);
+    }
+}
+
+/// issue 22 step 5: `STREAM.LEADER.STEPDOWN` of an R3 stream, asked through a member that does
+/// not lead its group, answers `{"success": true}`; another member leads, and publishes
+/// (with `Nats-Msg-Id`, retried until acknowledged) before and after are stored exactly once,
+/// alike on every copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_leader_steps_down_and_publishes_continue_once() {
+    let members = cluster(&[ServerKind::Hubd; 3]).await;
+    let all: Vec<&Member> = members.iter().collect();
+    agreed_leader(&all, None).await;
+    let client = app_client(&members[0]).await;
+    let created = create(
+        &client,
+        json!({"name": "SD", "subjects": ["sd.>"], "num_replicas": 3}),
+    )
+    .await;
+    assert_eq!(created["did_create"], true, "{created}");
+    let leader = stream_leader(&all, "SD", None).await;
+    let other = members
+        .iter()
+        .find(|m| m.name != leader)
+        .expect("a member that does not lead");
+    let js = jetstream_on(other).await;
+    const N: usize = 30;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut seqs = Vec::new();
+    for i in 0..N {
+        if i == N / 2 {
+            let at_other = app_client(other).await;
+            let answer = api(&at_other, "$JS.API.STREAM.LEADER.STEPDOWN.SD", json!({})).await;
+            assert_eq!(answer["success"], true, "{answer}");
+            let new_leader = stream_leader(&all, "SD", Some(&leader)).await;
+            assert_ne!(new_leader, leader);
+        }
+        let seq = loop {
+            assert!(
+                Instant::now() < deadline,
+                "publish {i} not acknowledged in 120 s"
+            );
+            let sent = js
+                .publish_with_headers(
+                    format!("sd.{i}"),
+                    with_id(&format!("m{i}")),
+                    format!("p{i}").into(),
+                )
+                .await;
+            if let Ok(ack) = sent {
+                if let Ok(Ok(ack)) = tokio::time::timeout(Duration::from_secs(10), ack).await {
+                    break ack.sequence;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        seqs.push(seq);
+    }
+    let expected: Vec<u64> = (1..=N as u64).collect();
+    assert_eq!(seqs, expected, "each publish once, in order");
+    let first = copy_of(&members[0], "SD", N as u64).await;
+    let ids: Vec<String> = first.iter().map(|(_, id, _)| id.clone()).collect();
+    let want: Vec<String> = (0..N).map(|i| format!("m{i}")).collect();
+    assert_eq!(ids, want);
+    for m in &members[1..] {
+        assert_eq!(copy_of(m, "SD", N as u64).await, first, "{}", m.name);
+    }
+    // No such stream: 10059.
+    let answer = api(&client, "$JS.API.STREAM.LEADER.STEPDOWN.NONE", json!({})).await;
+    assert_eq!(answer["error"]["err_code"], 10059, "{answer}");
+}
+
+/// Publishes `n` messages to `SNAP` on `js` one at a time (each its own Raft log entry),
+/// with ids `m<i>` from `from`, each acknowledged at sequence `i + 1`.
+async fn publish_one_by_one(
+    js: &e2e::async_nats::jetstream::Context,
+    from: usize,
+    n: usize,
+    payload: &str,
+) {
+    for i in from..from + n {
+        let ack = tokio::time::timeout(Duration::from_secs(10), async {
+            js.publish_with_headers(
+                format!("snap.{}", i % 5),
+                with_id(&format!("m{i}")),
+                format!("{i}:{payload}").into(),
+            )
+            .await?
+            .await
+        })
+        .await
+        .unwrap_or_else(|_| panic!("publish {i}: no PubAck within 10 s"))
+        .unwrap_or_else(|e| panic!("publish {i}: {e}"));
+        assert_eq!((ack.sequence, ack.duplicate), (i as u64 + 1, false));
+    }
+}
+
+/// issue 22 (snapshots): a member stopped while far more publishes than the group's log
+/// keeps are acknowledged (one at a time: one log entry each) is restarted: the leader's log
+/// before its position was purged, so it catches up through a snapshot (it logs the
+/// install), and its copy then equals the leader's. The leader's `raft.redb` does not grow
+/// with a second wave as large as the first (the purged entries' pages are reused; without
+/// the purge it would grow by the wave's size).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_behind_the_purged_log_catches_up_from_a_snapshot() {
+    let mut members = cluster(&[ServerKind::Hubd; 3]).await;
+    let leader = {
+        let all: Vec<&Member> = members.iter().collect();
+        agreed_leader(&all, None).await;
+        let created = create(
+            &app_client(&members[0]).await,
+            json!({"name": "SNAP", "subjects": ["snap.>"], "num_replicas": 3}),
+        )
+        .await;
+        assert_eq!(created["did_create"], true, "{created}");
+        stream_leader(&all, "SNAP", None).await
+    };
+    let at = members
+        .iter()
+        .position(|m| m.name == leader)
+        .expect("the leader");
+    let stopped = members
+        .iter()
+        .position(|m| m.name != leader)
+        .expect("a follower");
+    members[stopped].server.kill();
+    let js = jetstream_on(&members[at]).await;
+    // Waves of 1,200 entries of 8 KiB: the log keeps at most about 1,024 entries.
+    const WAVE: usize = 1200;
+    let payload = "x".repeat(8 * 1024);
+    let raft_file = std::path::Path::new(members[at]._store.path()).join("raft.redb");
+    let size = || std::fs::metadata(&raft_file).map(|m| m.len()).unwrap_or(0);
+    publish_one_by_one(&js, 0, WAVE, &payload).await;
+    let after_first = size();
+    publish_one_by_one(&js, WAVE, WAVE, &payload).await;
+    let after_second = size();
+    let wave_bytes = (WAVE * payload.len()) as u64;
+    assert!(
+        after_second < after_first + wave_bytes / 2,
+        "raft.redb grew from {after_first} to {after_second} bytes with a wave of \
+         {wave_bytes} bytes: its log is not purged"
+    );
+    members[stopped].server =
+        TestServer::with_config(ServerKind::Hubd, members[stopped].config.clone()).await;
+    wait_for_log(
+        &members[stopped].server,
+        "installed a snapshot of the stream's group",
+        1,
+    )
+    .await;
+    let total = (2 * WAVE) as u64;
+    let want = copy_of(&members[at], "SNAP", total).await;
+    let got = copy_of(&members[stopped], "SNAP", total).await;
+    assert_eq!(got.len(), want.len());
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert_eq!(g, w, "{}: message {i}", members[stopped].name);
+    }
+    // The restarted member's copy serves as the others': the next publishes are stored there
+    // too, after the snapshot's messages.
+    publish_one_by_one(&js, 2 * WAVE, 10, "after").await;
+    let client = app_client(&members[stopped]).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let state = api(&client, "$JS.API.STREAM.INFO.SNAP", json!({})).await["state"].take();
+        if state["messages"] == json!(total + 10) && state["last_seq"] == json!(total + 10) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{}: the publishes after the snapshot are not stored: {state}",
+            members[stopped].name
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

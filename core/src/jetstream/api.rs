@@ -149,6 +149,7 @@ impl Inner {
             ["STREAM", "UPDATE", name] => self.stream_update(name, &req.payload).await,
             ["STREAM", "INFO", name] => self.stream_info(name, &req.payload),
             ["STREAM", "DELETE", name] => self.stream_delete(name).await,
+            ["STREAM", "LEADER", "STEPDOWN", name] => self.stream_leader_stepdown(name).await,
             ["STREAM", "PURGE", name] => self.stream_purge(name, &req.payload).await,
             ["STREAM", "NAMES"] => self.stream_names(&req.payload),
             ["STREAM", "LIST"] => self.stream_list(&req.payload),
@@ -528,6 +529,18 @@ impl Inner {
         }
     }
 
+    /// `STREAM.LEADER.STEPDOWN`: the replicated stream's group leader hands over; a stream of
+    /// this engine alone has no group (10036).
+    async fn stream_leader_stepdown(&self, name: &str) -> Reply {
+        const KIND: &str = "stream_leader_stepdown_response";
+        match self.step_down_replicated(name).await {
+            Some(Ok(())) => ok(KIND, json!({ "success": true })),
+            Some(Err(e)) => err(KIND, &e),
+            None if self.stream(name).is_some() => err(KIND, &super::replication::unserved()),
+            None => err(KIND, &ApiError::stream_not_found()),
+        }
+    }
+
     /// Deletes stream `name` of this engine with its consumers and data.
     pub(crate) async fn remove_stream(&self, name: &str) -> Result<(), ApiError> {
         let stream = self.stream(name).ok_or_else(ApiError::stream_not_found)?;
@@ -836,6 +849,11 @@ impl Inner {
             return err(KIND, &ApiError::stream_not_found());
         };
         let stream_cfg = stream.config();
+        if stream_cfg.is_replicated() {
+            if let Err(e) = super::replication::check_consumer_on_copy(&stream_cfg, &cfg) {
+                return err(KIND, &e);
+            }
+        }
         let mut cfg = match cfg.normalize(&stream_cfg) {
             Ok(c) => c,
             Err(e) => return err(KIND, &e),

@@ -2,8 +2,8 @@
 //!
 //! A single server refuses `num_replicas` > 1 (10074, in [`super::config`]). hubd in a
 //! JetStream cluster sets a [`Replication`] on the server ([`crate::server::Shared`]'s
-//! `js_replication`); the API task then hands it `STREAM.CREATE` with R>1 and `STREAM.DELETE`
-//! of a stream it knows, and answers `STREAM.INFO`, `STREAM.NAMES` and `STREAM.LIST` with
+//! `js_replication`); the API task then hands it `STREAM.CREATE` with R>1, `STREAM.DELETE` and
+//! `STREAM.LEADER.STEPDOWN` of a stream it knows, and answers `STREAM.INFO`, `STREAM.NAMES` and `STREAM.LIST` with
 //! its replicated streams next to the engine's own. leafd never sets one and keeps refusing.
 //!
 //! What a replicated stream is here (see `hub/JETSTREAM-CLUSTER.md`, "Status and next
@@ -14,8 +14,17 @@
 //! group writes it (the group's leader subscribes the subjects in [`JetStream::account`] and
 //! each peer appends the committed publishes to [`JetStream::store_of`]), so its stream task
 //! takes nothing. Requests that would change a copy (`STREAM.UPDATE`, `PURGE`,
-//! `MSG.DELETE`, consumers) are answered 10036 ("not currently supported in clustered mode"),
-//! as are reads on a member that holds no copy.
+//! `MSG.DELETE`) are answered 10036 ("not currently supported in clustered mode"), as are
+//! reads and consumers on a member that holds no copy.
+//!
+//! **Consumers on a copy**: an ephemeral consumer, or a durable one with `num_replicas: 1`,
+//! created on a member with a copy of a stream with limits retention lives on that copy, as
+//! nats-server's R1 consumers of an R3 stream live on one peer: it reads the copy's store, is
+//! woken by [`JetStream::replica_appended`] (which hubd calls after its group applied
+//! messages to the copy), takes its acks on this member, and is lost with the member (a
+//! durable R1 one comes back with the member's store). Replicated consumers (a durable one
+//! without `num_replicas: 1`) and consumers of interest or workqueue streams (their acks
+//! would remove messages from one copy only) answer 10036 (`check_consumer_on_copy`).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -23,7 +32,8 @@ use std::pin::Pin;
 use leaf_proto::subject::subjects_overlap;
 use leaf_proto::time::{now_ns, rfc3339};
 
-use super::config::StreamConfig;
+use super::config::consumer::ConsumerConfig;
+use super::config::{Retention, StreamConfig};
 use super::errors::{ApiError, JsError};
 use super::wire::{ClusterInfo, StreamInfo, StreamInfoResponse, StreamState};
 use super::{Inner, JetStream};
@@ -50,6 +60,13 @@ pub trait Replication: Send + Sync {
 
     /// Deletes the replicated stream `name` of `account` (10059 when there is none).
     fn delete(&self, account: &str, name: &str) -> Pending<()>;
+
+    /// Moves the leadership of replicated stream `name`'s group of `account` to another
+    /// peer (`STREAM.LEADER.STEPDOWN`); by default not served (10036).
+    fn step_down(&self, account: &str, name: &str) -> Pending<()> {
+        let _ = (account, name);
+        Box::pin(async { Err(unserved()) })
+    }
 
     /// The replicated streams of `account` known here, by name.
     fn streams(&self, account: &str) -> Vec<Replicated>;
@@ -158,6 +175,14 @@ impl Inner {
         Some(deleted)
     }
 
+    /// `STREAM.LEADER.STEPDOWN` of a replicated stream: the answer; `None` when the stream
+    /// is not a replicated one known here (or the server has no hook).
+    pub(crate) async fn step_down_replicated(&self, name: &str) -> Option<Result<(), ApiError>> {
+        let (hook, account) = self.replication()?;
+        hook.stream(&account, name)?;
+        Some(hook.step_down(&account, name).await)
+    }
+
     /// The replicated stream `name` known here (not one of this engine's).
     pub(crate) fn replicated(&self, name: &str) -> Option<Replicated> {
         let (hook, account) = self.replication()?;
@@ -203,10 +228,12 @@ impl Inner {
             ["STREAM", "UPDATE", name] => ("stream_update_response", *name, true),
             ["STREAM", "PURGE", name] => ("stream_purge_response", *name, true),
             ["STREAM", "MSG", "DELETE", name] => ("stream_msg_delete_response", *name, true),
+            // Consumers live on a member's copy (see `check_consumer_on_copy`): served where
+            // there is one.
             ["CONSUMER", "CREATE", name, ..] | ["CONSUMER", "DURABLE", "CREATE", name, _] => {
-                ("consumer_create_response", *name, true)
+                ("consumer_create_response", *name, false)
             }
-            ["CONSUMER", "DELETE", name, _] => ("consumer_delete_response", *name, true),
+            ["CONSUMER", "DELETE", name, _] => ("consumer_delete_response", *name, false),
             ["STREAM", "MSG", "GET", name] => ("stream_msg_get_response", *name, false),
             ["CONSUMER", "INFO", name, _] => ("consumer_info_response", *name, false),
             ["CONSUMER", "NAMES", name] => ("consumer_names_response", *name, false),
@@ -221,7 +248,54 @@ impl Inner {
     }
 }
 
+/// Whether consumer `cfg` (as requested, before normalizing) may live on this member's copy
+/// of replicated stream `stream` (see the module documentation): an ephemeral consumer, or a
+/// durable one with `num_replicas: 1`, on a stream with limits retention. Such a consumer is
+/// this member's alone (as nats-server's R1 consumers on an R3 stream): it reads the copy,
+/// and is lost with the member or its copy. Everything else answers 10036.
+pub(crate) fn check_consumer_on_copy(
+    stream: &StreamConfig,
+    cfg: &ConsumerConfig,
+) -> Result<(), ApiError> {
+    if stream.retention != Retention::Limits {
+        return Err(JsError::ClusterUnSupportFeature.with(
+            "consumers on replicated streams with interest or workqueue retention are not \
+             supported yet",
+        ));
+    }
+    let durable = cfg.is_durable();
+    if cfg.num_replicas > 1 || (durable && cfg.num_replicas != 1) {
+        return Err(JsError::ClusterUnSupportFeature.with(
+            "replicated consumers are not supported yet (they need consumer groups): use an \
+             ephemeral consumer, or a durable one with num_replicas 1, which lives on this \
+             member's copy of the stream only",
+        ));
+    }
+    Ok(())
+}
+
 impl JetStream {
+    /// Tells the consumers of this member's copy of replicated stream `name` that the group
+    /// applied `appended` to the copy (sequence and subject of each stored message, in
+    /// order), as a stream's own task does after each append; `trimmed`: the stream's limits
+    /// removed older messages in the same commits. Also moves [`JetStream::watch_appended`].
+    pub fn replica_appended<'a>(
+        &self,
+        name: &str,
+        appended: impl IntoIterator<Item = (u64, &'a str)>,
+        trimmed: bool,
+    ) {
+        let Some(stream) = self.inner.stream(name) else {
+            return;
+        };
+        for (seq, subject) in appended {
+            stream.consumers_appended(seq, subject);
+        }
+        if trimmed {
+            stream.consumers_recount();
+        }
+    }
+
     /// Creates this member's copy of replicated stream `config` (`num_replicas` > 1) created at
     /// `created_ns` (the same on every member): it answers reads and its stream task takes no
     /// publish; the clustered server writes its store (see the module documentation). `false` when the copy exists with this configuration.
@@ -326,6 +400,63 @@ mod tests {
         );
         assert_eq!(js.delete_replica("R3").await, Ok(true));
         assert_eq!(js.stream_names(), ["R1"]);
+    }
+
+    /// Ephemeral consumers and durable ones with `num_replicas: 1` may live on a copy of a
+    /// limits stream; replicated consumers, and consumers of interest or workqueue streams,
+    /// answer 10036.
+    #[test]
+    fn consumers_on_copies_are_ephemeral_or_r1() {
+        use super::check_consumer_on_copy;
+        use crate::jetstream::config::consumer::ConsumerConfig;
+        use crate::jetstream::config::Retention;
+        let stream = StreamConfig {
+            name: "KV_b".into(),
+            subjects: vec!["$KV.b.>".into()],
+            num_replicas: 3,
+            ..StreamConfig::default()
+        };
+        let consumer = |json: &str| -> ConsumerConfig { serde_json::from_str(json).unwrap() };
+        let code = |s: &StreamConfig, c: &ConsumerConfig| {
+            check_consumer_on_copy(s, c).err().map(|e| e.err_code)
+        };
+        assert_eq!(code(&stream, &consumer("{}")), None);
+        assert_eq!(code(&stream, &consumer(r#"{"name":"e"}"#)), None);
+        assert_eq!(code(&stream, &consumer(r#"{"num_replicas":1}"#)), None);
+        assert_eq!(code(&stream, &consumer(r#"{"mem_storage":true}"#)), None);
+        assert_eq!(
+            code(
+                &stream,
+                &consumer(r#"{"durable_name":"d","num_replicas":1}"#)
+            ),
+            None
+        );
+        assert_eq!(
+            code(&stream, &consumer(r#"{"durable_name":"d"}"#)),
+            Some(10036)
+        );
+        assert_eq!(
+            code(
+                &stream,
+                &consumer(r#"{"durable_name":"d","num_replicas":3}"#)
+            ),
+            Some(10036)
+        );
+        assert_eq!(
+            code(&stream, &consumer(r#"{"num_replicas":3}"#)),
+            Some(10036)
+        );
+        let message = check_consumer_on_copy(&stream, &consumer(r#"{"durable_name":"d"}"#))
+            .unwrap_err()
+            .description;
+        assert!(message.contains("consumer groups"), "{message}");
+        for retention in [Retention::Interest, Retention::WorkQueue] {
+            let s = StreamConfig {
+                retention,
+                ..stream.clone()
+            };
+            assert_eq!(code(&s, &consumer("{}")), Some(10036));
+        }
     }
 
     #[test]

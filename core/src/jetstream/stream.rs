@@ -324,7 +324,7 @@ impl Stream {
     }
 
     /// Tells every consumer that `seq` was stored.
-    fn consumers_appended(&self, seq: u64, subject: &str) {
+    pub(crate) fn consumers_appended(&self, seq: u64, subject: &str) {
         self.appended.send_replace(seq);
         let consumers = self
             .consumers

@@ -61,7 +61,9 @@ use crate::auth::{Authenticator, Permissions};
 use crate::server::fanout::{ClientHandle, LinkStats};
 use crate::server::{Account, Peers, ServerError, Shared, Subscription};
 
-pub use crate::server::deny::{js_denied, LinkDeny, JS_DENIED_PREFIXES};
+pub use crate::server::deny::{
+    js_denied, route_denied, LinkDeny, JS_DENIED_PREFIXES, ROUTE_DENIED_PREFIX,
+};
 pub use interest::Interest;
 pub use nkey::{NkeyUsers, RemoteAuth};
 pub use tls::{ClientTls, ServerTls, TlsError};

@@ -1,7 +1,9 @@
 //! Subjects kept off server-to-server links, checked on the message path ([`super::fanout`])
 //! and by the links themselves.
 //!
-//! [`js_denied`]: the JetStream API, KV and object store, kept off every link.
+//! [`js_denied`]: the JetStream API, KV and object store, kept off leafnode links;
+//! [`route_denied`]: the JetStream API alone, kept off routes (inside a cluster `$KV.` and
+//! `$OBJ.` are ordinary stream subjects, as on nats-server's routes).
 //!
 //! [`LinkDeny`], a remote's `deny_imports` and `deny_exports`: subjects kept off one link, the
 //! gateway's security boundary; and a leaf's permissions, as allow and deny lists of the same
@@ -30,11 +32,26 @@ use crate::auth::{Permissions, Rules};
 /// (`$JS.<domain>.API.>`).
 pub const JS_DENIED_PREFIXES: [&[u8]; 3] = [b"$JS.API.", b"$KV.", b"$OBJ."];
 
-/// Whether `subject` (a literal subject or an `LS+` subject) is kept off links; see
-/// [`JS_DENIED_PREFIXES`].
+/// Whether `subject` (a literal subject or an `LS+` subject) is kept off leafnode links;
+/// see [`JS_DENIED_PREFIXES`].
 #[inline]
 pub fn js_denied(subject: &[u8]) -> bool {
     subject.first() == Some(&b'$') && JS_DENIED_PREFIXES.iter().any(|p| subject.starts_with(p))
+}
+
+/// The subjects whose interest never crosses a route: the JetStream API (without a domain).
+/// Every member of a cluster answers its own API (forwarding to the meta group or a stream
+/// group where it must); were the interest announced, a request would be answered by every
+/// member. KV (`$KV.`) and object store (`$OBJ.`) subjects are not in it: inside a cluster
+/// they are ordinary stream subjects (a replicated bucket's leader captures them for the
+/// whole cluster), as nats-server's routes carry them; only leafnode links deny them.
+pub const ROUTE_DENIED_PREFIX: &[u8] = b"$JS.API.";
+
+/// Whether `subject` (a literal subject or an `RS+` subject) is kept off routes; see
+/// [`ROUTE_DENIED_PREFIX`].
+#[inline]
+pub fn route_denied(subject: &[u8]) -> bool {
+    subject.starts_with(ROUTE_DENIED_PREFIX)
 }
 
 /// The subjects kept off one link: deny lists, and the allow lists of permissions.
@@ -169,6 +186,41 @@ impl LinkDeny {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Leafnode links keep the JetStream API, KV and object store off; routes only the API.
+    #[test]
+    fn leaf_links_deny_js_kv_and_obj_routes_only_the_api() {
+        for s in [
+            &b"$JS.API.STREAM.INFO.S"[..],
+            b"$JS.API.>",
+            b"$KV.b.k",
+            b"$KV.b.>",
+            b"$KV.>",
+            b"$OBJ.b.c",
+        ] {
+            assert!(js_denied(s), "{}", String::from_utf8_lossy(s));
+        }
+        for s in [&b"$JS.API.STREAM.INFO.S"[..], b"$JS.API.>"] {
+            assert!(route_denied(s), "{}", String::from_utf8_lossy(s));
+        }
+        for s in [
+            &b"$KV.b.k"[..],
+            b"$KV.b.>",
+            b"$KV.>",
+            b"$OBJ.b.c",
+            b"$JS.ACK.S.C.1.2.3.4.0",
+            b"$JS.hub.API.INFO",
+            b"$JS.>",
+            b"$O.b.C.x",
+            b">",
+            b"orders.1",
+        ] {
+            assert!(!route_denied(s), "{}", String::from_utf8_lossy(s));
+        }
+        for s in [&b"$JS.ACK.S.C.1"[..], b"$JS.>", b"$O.b.C.x", b">", b"kv.x"] {
+            assert!(!js_denied(s), "{}", String::from_utf8_lossy(s));
+        }
+    }
 
     #[test]
     fn messages_and_interest() {

@@ -529,7 +529,9 @@ impl Fanout {
             }
         }
         if !self.links.is_empty() {
-            if super::deny::js_denied(msg.subject) {
+            // The JetStream API never leaves this server; KV and object store subjects go
+            // to routes but not to leafnode links (see `send_to_links`).
+            if super::deny::route_denied(msg.subject) {
                 self.links.clear();
                 self.link_queues.clear();
             } else {
@@ -562,7 +564,11 @@ impl Fanout {
         let picks = std::mem::take(&mut self.link_queues);
         let mut sent = 0;
         let mut queues: Vec<&[u8]> = Vec::new();
+        let leaf_denied = super::deny::js_denied(msg.subject);
         for (i, link) in links.iter().enumerate() {
+            if leaf_denied && link.route().is_none() {
+                continue;
+            }
             if link
                 .leaf()
                 .and_then(|p| p.deny.get())
@@ -883,6 +889,34 @@ mod tests {
         let stats = &link.leaf().unwrap().stats;
         assert_eq!(stats.msgs_out.load(Ordering::Relaxed), 1);
         assert_eq!(stats.bytes_out.load(Ordering::Relaxed), 2);
+    }
+
+    /// KV and object store messages go to routes but never to leafnode links; JetStream API
+    /// messages go to neither, even to a `>` subscriber behind them.
+    #[tokio::test]
+    async fn kv_reaches_routes_not_leaf_links_and_the_api_neither() {
+        let shared = shared().await;
+        let leaf = handle(100, true);
+        let route_link = Arc::new(ClientHandle::with_kind(
+            200,
+            1 << 20,
+            ConnKind::Route(RoutePeer {
+                server_id: std::sync::OnceLock::new(),
+                stats: Arc::default(),
+            }),
+        ));
+        route_link.headers.store(true, Ordering::Relaxed);
+        sub(&shared, &leaf, ">", None);
+        sub(&shared, &route_link, ">", None);
+        assert_eq!(route(&shared, None, "$KV.b.k"), 1);
+        assert_eq!(route(&shared, None, "$OBJ.b.c"), 1);
+        assert_eq!(route(&shared, None, "$JS.API.INFO"), 0);
+        assert_eq!(route(&shared, None, "plain"), 2);
+        assert_eq!(written(&leaf).await, "LMSG plain 2\r\nhi\r\n");
+        assert_eq!(
+            written(&route_link).await,
+            "RMSG $G $KV.b.k 2\r\nhi\r\nRMSG $G $OBJ.b.c 2\r\nhi\r\nRMSG $G plain 2\r\nhi\r\n"
+        );
     }
 
     #[tokio::test]

@@ -17,7 +17,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
-use leaf_core::jetstream::config::JsError;
+use leaf_core::jetstream::config::{ApiError, JsError};
 use leaf_core::jetstream::JetStream;
 use leaf_core::server::fanout::{InternalSink, Msg};
 use leaf_core::server::{Account, Publisher, SubRef};
@@ -536,33 +536,47 @@ impl MetaGroup {
             .then(|| "JetStream has not established contact with a meta leader".to_owned())
     }
 
-    /// Steps down if this member leads: its heartbeats stop until another member has been
-    /// elected (at most [`STEPDOWN_SILENCE`]). Returns whether it led.
+    /// Steps down if this member leads (see [`hand_over`]). Returns whether it led.
     fn step_down(self: &Arc<Self>) -> bool {
-        let m = self.raft.metrics().borrow().clone();
-        if m.state != ServerState::Leader {
-            return false;
-        }
-        info!("JetStream cluster: stepping down as meta leader");
-        self.raft.runtime_config().heartbeat(false);
-        let group = Arc::downgrade(self);
-        let own = self.own;
-        let mut metrics = self.raft.metrics();
-        tokio::spawn(async move {
-            let _ = tokio::time::timeout(STEPDOWN_SILENCE, async {
-                while metrics.changed().await.is_ok() {
-                    let leader = metrics.borrow().current_leader;
-                    if leader.is_some_and(|l| l != own) {
-                        break;
-                    }
-                }
-            })
-            .await;
-            if let Some(g) = group.upgrade() {
-                g.raft.runtime_config().heartbeat(true);
+        hand_over(&self.raft, self.own, "meta group")
+    }
+
+    /// `STREAM.LEADER.STEPDOWN` of replicated stream `name` of `account`: its group's leader
+    /// steps down, here or asked over the transport (the leader this member knows, else each
+    /// peer in turn). Errors: 10059 (no such stream), 10008 (no leader answered).
+    pub async fn step_down_stream(&self, account: &str, name: &str) -> Result<(), ApiError> {
+        let sa = self
+            .state()
+            .streams
+            .values()
+            .find(|sa| sa.account == account && sa.name == name)
+            .cloned()
+            .ok_or_else(ApiError::stream_not_found)?;
+        let group = sa.group.name.clone();
+        let mut targets = Vec::new();
+        if let Some(sg) = self.stream_group_named(&group) {
+            if sg.step_down(self.own) {
+                return Ok(());
             }
-        });
-        true
+            targets.extend(sg.raft.metrics().borrow().current_leader);
+        }
+        targets.extend(sa.group.peers.iter().copied());
+        targets.retain(|id| *id != self.own);
+        targets.dedup();
+        for target in targets {
+            let answer = self
+                .transport
+                .request(target, &group, "stepdown", &[], PROBE_TIMEOUT)
+                .await;
+            if answer
+                .ok()
+                .and_then(|a| postcard::from_bytes::<bool>(&a).ok())
+                == Some(true)
+            {
+                return Ok(());
+            }
+        }
+        Err(JsError::ClusterNotAvail.err())
     }
 
     /// Serves `$JS.API.META.LEADER.STEPDOWN` in the system account.
@@ -634,6 +648,35 @@ impl Drop for MetaGroup {
     }
 }
 
+/// Steps down if this member (`own`) leads `raft`'s group: its heartbeats stop until another
+/// member has been elected (at most [`STEPDOWN_SILENCE`]; openraft 0.9 has no leadership
+/// transfer), so the followers' election timeouts fire. Returns whether it led.
+pub(super) fn hand_over<C>(raft: &openraft::Raft<C>, own: u64, what: &str) -> bool
+where
+    C: openraft::RaftTypeConfig<NodeId = u64>,
+{
+    if raft.metrics().borrow().state != ServerState::Leader {
+        return false;
+    }
+    info!("JetStream cluster: stepping down as leader of the {what}");
+    raft.runtime_config().heartbeat(false);
+    let raft = raft.clone();
+    let mut metrics = raft.metrics();
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(STEPDOWN_SILENCE, async {
+            while metrics.changed().await.is_ok() {
+                let leader = metrics.borrow().current_leader;
+                if leader.is_some_and(|l| l != own) {
+                    break;
+                }
+            }
+        })
+        .await;
+        raft.runtime_config().heartbeat(true);
+    });
+    true
+}
+
 /// The stepdown request's subscription: the reply subject queued for the group's task (at
 /// most 16 waiting; more are dropped, the requester times out).
 struct StepdownSink(mpsc::Sender<String>);
@@ -662,7 +705,11 @@ impl Handler for MetaHandler {
             let g = weak.upgrade()?;
             if group != META {
                 let sg = g.stream_group_named(&group)?;
+                let own = g.own;
                 drop(g);
+                if rpc == "stepdown" {
+                    return postcard::to_allocvec(&sg.step_down(own)).ok();
+                }
                 return serve_rpc(&sg.raft, &rpc, &body).await;
             }
             let _ = from;

@@ -31,6 +31,7 @@ pub mod node_id;
 pub mod placement;
 pub mod propose;
 pub mod replication;
+pub mod rollup;
 pub mod store;
 pub mod stream_group;
 pub mod stream_machine;

@@ -63,6 +63,15 @@ impl Replication for ClusterStreams {
         })
     }
 
+    fn step_down(&self, account: &str, name: &str) -> Pending<()> {
+        let group = self.0.clone();
+        let (account, name) = (account.to_owned(), name.to_owned());
+        Box::pin(async move {
+            let g = group.upgrade().ok_or_else(unavailable)?;
+            g.step_down_stream(&account, &name).await
+        })
+    }
+
     fn streams(&self, account: &str) -> Vec<Replicated> {
         self.0
             .upgrade()

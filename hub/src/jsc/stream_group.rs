@@ -8,16 +8,27 @@
 //!   in the stream's account (and unsubscribes when it loses the lead), so exactly one member
 //!   takes each publish; clients on other members reach it over a route by interest.
 //! * **Publish**: the capture queues the message (bounded: past it a 429 PubAck); one task
-//!   proposes the queued messages in arrival order (`client_write_ff`: openraft batches what
-//!   is proposed while an append is in flight into one append, one fsync: group commit); a
-//!   second task waits for each to be applied on this member, in order, and answers the
-//!   PubAck `{"stream","seq","duplicate"?,"domain"?}`. An entry is applied only once
-//!   committed, i.e. a quorum of the group has it in its Raft log, fsynced. Nothing applied
-//!   for [`ANSWER_WITHIN`] (no quorum; a backlog that moves waits on, at most
-//!   [`ANSWER_AT_MOST`]), or a lost lead: an error PubAck (10008), never silence; the client retries with its `Nats-Msg-Id` and the state machine's dedupe makes
-//!   the retry a duplicate if the first one was committed after all.
-//! * Publishes that expect a state (`Nats-Expected-*` headers) or roll up (`Nats-Rollup`) are
-//!   refused with an error PubAck (10036): not supported on replicated streams yet.
+//!   proposes the queued messages in arrival order **in batches**, one Raft entry
+//!   ([`StreamBatch`]) per batch: one publish, then, once fewer than [`BATCHES_OUT`] batches
+//!   wait for their apply, whatever else is queued, up to [`BATCH_MSGS`] and [`BATCH_BYTES`]
+//!   (`client_write_ff`). One entry is one append, one fsync, on each member however many
+//!   publishes it holds: the group commit (openraft alone does not give it: under load its
+//!   core appends each proposal in a commit of its own). A second task waits for each batch to
+//!   be applied on this member, in order, and answers the PubAck
+//!   `{"stream","seq","duplicate"?,"domain"?}` of each of its publishes, in order. An entry is
+//!   applied only once committed, i.e. a quorum of the group has it in its Raft log, fsynced.
+//!   Nothing applied for [`ANSWER_WITHIN`] after the batch was proposed (no quorum; a backlog
+//!   that moves waits on, at most [`ANSWER_AT_MOST`]), or a lost lead: an error PubAck (10008)
+//!   for each publish of the batch, never silence; the client retries with its `Nats-Msg-Id`
+//!   and the state machine's dedupe makes the retry a duplicate if the first one was
+//!   committed after all.
+//! * `Nats-Expected-*` headers are checked by the state machine against the applied state
+//!   (alike on every member, each publish of a batch against the state the earlier ones
+//!   left; a refused publish is stored nowhere and answered with a single
+//!   server's error PubAck, 10060/10071/10070). Rollups (`Nats-Rollup`) are checked here and
+//!   applied by every peer after the store ([`super::rollup`]).
+//! * The copy's consumers (this member's own) are woken after each apply that stored
+//!   messages (`JetStream::replica_appended`).
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -32,7 +43,7 @@ use leaf_core::server::{Account, Publisher, ReplyTo, SubRef};
 use leaf_proto::time::now_ns;
 use openraft::error::ClientWriteError;
 use openraft::{Config, ServerState, SnapshotPolicy};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
@@ -40,12 +51,23 @@ use super::group::MetaGroup;
 use super::meta::StreamAssignment;
 use super::network::GroupNetwork;
 use super::stream_machine::StreamMachine;
-use super::types::{Member, StreamEntry, StreamRaft, StreamReply, StreamTypes};
+use super::types::{Member, Refusal, StreamBatch, StreamMsg, StreamRaft, StreamReply, StreamTypes};
 
 /// Publishes captured and not proposed yet, at most.
 const QUEUE: usize = 8192;
-/// Publishes proposed and not answered yet, at most (the proposer waits past it).
-const IN_FLIGHT: usize = 8192;
+/// Publishes in one batch (one Raft entry), at most.
+const BATCH_MSGS: usize = 256;
+/// Bytes (subjects, headers and payloads) of the publishes in one batch, at most (a larger
+/// publish goes alone). Together with [`MAX_PAYLOAD_ENTRIES`] it bounds an append request to
+/// a follower to about the transport's in-flight bound (`super::transport`).
+const BATCH_BYTES: usize = 64 * 1024;
+/// Batches proposed and not applied yet, at most: the proposer waits past it, and what is
+/// captured meanwhile makes the next batch larger (the group commit). Two: one being
+/// replicated and applied while the next is appended.
+const BATCHES_OUT: usize = 2;
+/// Log entries (batches) in one append request to a follower, at most (openraft's
+/// `max_payload_entries`): 64 batches of at most [`BATCH_BYTES`] are 4 MiB.
+const MAX_PAYLOAD_ENTRIES: u64 = 64;
 /// How long a publish waits for its entry to be applied, while the group applies nothing
 /// else, before an error PubAck.
 const ANSWER_WITHIN: Duration = Duration::from_secs(4);
@@ -58,21 +80,51 @@ const TOO_MANY_REQUESTS_HDR: &[u8] = b"NATS/1.0 429 Too Many Requests\r\n\r\n";
 
 /// One captured publish.
 struct Publish {
-    entry: StreamEntry,
+    msg: StreamMsg,
     reply: Option<ReplyTo>,
 }
 
-/// What a publish waits on: when it was proposed, who to answer, the apply of its entry.
-type Waiting = (
-    Instant,
-    Option<ReplyTo>,
-    oneshot::Receiver<
-        Result<openraft::raft::ClientWriteResponse<StreamTypes>, ClientWriteError<u64, Member>>,
-    >,
-);
+impl Publish {
+    /// What it counts toward [`BATCH_BYTES`].
+    fn size(&self) -> usize {
+        self.msg.subject.len()
+            + self.msg.headers.as_ref().map_or(0, Vec::len)
+            + self.msg.payload.len()
+    }
+}
 
-/// The Raft timings of a stream group: the meta group's, and never a snapshot (the log is
-/// kept whole: see [`super::stream_machine`]).
+/// The apply of a proposed batch, as openraft reports it.
+type Applied = oneshot::Receiver<
+    Result<openraft::raft::ClientWriteResponse<StreamTypes>, ClientWriteError<u64, Member>>,
+>;
+
+/// What a proposed batch waits on: when it was proposed and the group's last applied index
+/// then, who to answer (one per publish, in the batch's order), the apply of its entry, and
+/// its slot among the [`BATCHES_OUT`].
+struct Waiting {
+    proposed: Instant,
+    applied_then: Option<u64>,
+    replies: Vec<Option<ReplyTo>>,
+    applied: Applied,
+    slot: OwnedSemaphorePermit,
+}
+
+/// Log entries applied since the last snapshot that make the group take a new one (a
+/// snapshot is the apply marker, see `super::stream_machine`; openraft then purges the log
+/// before it, keeping [`LOG_KEPT`] entries).
+const SNAPSHOT_EVERY: u64 = 512;
+/// Log entries kept before the last snapshot (openraft's `max_in_snapshot_log_to_keep`): the
+/// log holds 512 to 1,024 entries, so a member fewer than 512 entries behind always catches up
+/// from the log; one further behind may get a snapshot. Under load one entry holds up to
+/// [`BATCH_MSGS`] publishes; one publish at a time, one.
+const LOG_KEPT: u64 = 512;
+/// Bytes of snapshot data per install request (openraft's `snapshot_max_chunk_size`): within
+/// the transport's in-flight bound like an append request.
+const SNAPSHOT_CHUNK: u64 = 1024 * 1024;
+
+/// The Raft configuration of a stream group: the meta group's timings, a snapshot every
+/// [`SNAPSHOT_EVERY`] entries and the log purged before it but [`LOG_KEPT`] entries (see
+/// "Snapshots and log purge" in `hub/JETSTREAM-CLUSTER.md`).
 fn raft_config(group: &str) -> Result<Config, String> {
     Config {
         cluster_name: group.into(),
@@ -80,7 +132,10 @@ fn raft_config(group: &str) -> Result<Config, String> {
         election_timeout_min: 1500,
         election_timeout_max: 3000,
         install_snapshot_timeout: 5000,
-        snapshot_policy: SnapshotPolicy::Never,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(SNAPSHOT_EVERY),
+        max_in_snapshot_log_to_keep: LOG_KEPT,
+        snapshot_max_chunk_size: SNAPSHOT_CHUNK,
+        max_payload_entries: MAX_PAYLOAD_ENTRIES,
         ..Config::default()
     }
     .validate()
@@ -98,6 +153,8 @@ pub struct StreamGroup {
     /// The stream's name.
     pub stream: String,
     subjects: Vec<String>,
+    /// The stream's `allow_rollup_hdrs`.
+    allow_rollup: bool,
     acct: Weak<Account>,
     queue: mpsc::Sender<Publish>,
     domain: Option<String>,
@@ -129,6 +186,7 @@ impl StreamGroup {
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())?
+            .on_stored(wake_consumers(js, &sa.name))
         };
         let network = GroupNetwork {
             transport: meta.transport.clone(),
@@ -150,6 +208,7 @@ impl StreamGroup {
             account: sa.account.clone(),
             stream,
             subjects: config.subjects.clone(),
+            allow_rollup: config.allow_rollup_hdrs,
             acct: Arc::downgrade(&acct),
             queue,
             domain: js.domain().map(str::to_owned),
@@ -172,7 +231,7 @@ impl StreamGroup {
                 tracing::debug!(group = %g.name, error = %e, "stream group not initialized here");
             }
         }
-        let (waits, waiting) = mpsc::channel(IN_FLIGHT);
+        let (waits, waiting) = mpsc::channel(BATCHES_OUT);
         tokio::spawn(propose(Arc::downgrade(&g), rx, waits));
         tokio::spawn(answer(Arc::downgrade(&g), waiting));
         tokio::spawn(follow_leadership(Arc::downgrade(&g)));
@@ -224,12 +283,29 @@ impl StreamGroup {
               "JetStream cluster: this member no longer leads the stream");
     }
 
+    /// Steps down if this member (`own`) leads the group (`STREAM.LEADER.STEPDOWN`);
+    /// whether it led.
+    pub fn step_down(&self, own: u64) -> bool {
+        super::group::hand_over(&self.raft, own, &format!("stream {}", self.stream))
+    }
+
     /// Answers a publish.
     fn answer(&self, reply: Option<&ReplyTo>, outcome: Result<StreamReply, ApiError>) {
         let (Some(reply), Some(acct)) = (reply, self.acct.upgrade()) else {
             return;
         };
         let ack = match outcome {
+            Ok(StreamReply {
+                refused: Some(r), ..
+            }) => PubAck {
+                stream: Some(Cow::Borrowed(&self.stream)),
+                error: Some(Cow::Owned(match r {
+                    Refusal::StreamMismatch => ApiError::expected_stream_mismatch(),
+                    Refusal::WrongLastSequence(seq) => ApiError::wrong_last_sequence(seq),
+                    Refusal::WrongLastMsgId(id) => ApiError::wrong_last_msg_id(&id),
+                })),
+                ..PubAck::default()
+            },
             Ok(r) => PubAck {
                 stream: Some(Cow::Borrowed(&self.stream)),
                 seq: Some(r.seq),
@@ -299,6 +375,23 @@ impl StreamGroup {
     }
 }
 
+/// Wakes the consumers of this member's copy of `stream` (in `js`) after the group stored
+/// messages in it (consumers on a copy are this member's own: see
+/// `hub/JETSTREAM-CLUSTER.md`, "Consumers on replicated streams").
+fn wake_consumers(js: &JetStream, stream: &str) -> super::stream_machine::OnStored {
+    let (js, stream) = (js.clone(), stream.to_owned());
+    Arc::new(move |stored, rolled_up| {
+        let trimmed = rolled_up || stored.iter().any(|(a, _, _)| a.trimmed > 0);
+        js.replica_appended(
+            &stream,
+            stored
+                .iter()
+                .map(|(a, subject, _)| (a.seq, subject.as_str())),
+            trimmed,
+        );
+    })
+}
+
 /// The capturing subscription of the leader.
 struct Capture(Weak<StreamGroup>);
 
@@ -308,18 +401,12 @@ impl InternalSink for Capture {
             return;
         };
         let reply = msg.reply.map(|r| from.reply_to(r));
-        if msg.headers.is_some_and(unsupported_headers) {
-            g.answer(
-                reply.as_ref(),
-                Err(JsError::ClusterUnSupportFeature.with(
-                    "Nats-Expected-* and Nats-Rollup headers are not supported on replicated \
-                     streams yet",
-                )),
-            );
+        if let Err(e) = super::rollup::check(msg.headers, g.allow_rollup) {
+            g.answer(reply.as_ref(), Err(e));
             return;
         }
         let publish = Publish {
-            entry: StreamEntry {
+            msg: StreamMsg {
                 subject: String::from_utf8_lossy(msg.subject).into_owned(),
                 headers: msg.headers.map(<[u8]>::to_vec),
                 payload: msg.payload.to_vec(),
@@ -341,52 +428,96 @@ impl InternalSink for Capture {
     }
 }
 
-/// Whether a header block asks for what a replicated stream does not do yet: an expected
-/// state (`Nats-Expected-*`) or a rollup (`Nats-Rollup`).
-fn unsupported_headers(block: &[u8]) -> bool {
-    leaf_proto::headers::fields(block).any(|(k, _)| {
-        k.get(..14)
-            .is_some_and(|p| p.eq_ignore_ascii_case(b"Nats-Expected-"))
-            || k.eq_ignore_ascii_case(b"Nats-Rollup")
-    })
-}
-
-/// Proposes the captured publishes in order.
+/// Proposes the captured publishes in order, in batches: one publish, then whatever else
+/// is queued by the time a slot among the [`BATCHES_OUT`] is free, up to [`BATCH_MSGS`] and
+/// [`BATCH_BYTES`], as one entry.
 async fn propose(
     group: Weak<StreamGroup>,
     mut rx: mpsc::Receiver<Publish>,
     waits: mpsc::Sender<Waiting>,
 ) {
-    while let Some(p) = rx.recv().await {
+    let slots = Arc::new(Semaphore::new(BATCHES_OUT));
+    // A publish taken from the queue that did not fit the previous batch.
+    let mut next: Option<Publish> = None;
+    loop {
+        let first = match next.take() {
+            Some(p) => p,
+            None => match rx.recv().await {
+                Some(p) => p,
+                None => break,
+            },
+        };
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            break;
+        };
+        let mut bytes = first.size();
+        let mut batch = vec![first];
+        while batch.len() < BATCH_MSGS {
+            let Ok(p) = rx.try_recv() else {
+                break;
+            };
+            if bytes + p.size() > BATCH_BYTES {
+                next = Some(p);
+                break;
+            }
+            bytes += p.size();
+            batch.push(p);
+        }
         let Some(g) = group.upgrade() else {
             break;
         };
+        let (msgs, replies): (Vec<StreamMsg>, Vec<Option<ReplyTo>>) =
+            batch.into_iter().map(|p| (p.msg, p.reply)).unzip();
         let proposed = Instant::now();
-        match g.raft.client_write_ff(p.entry).await {
+        let applied_then = g.raft.metrics().borrow().last_applied.map(|l| l.index);
+        tracing::debug!(stream = %g.stream, publishes = msgs.len(), bytes, "JetStream cluster: a batch proposed");
+        match g.raft.client_write_ff(StreamBatch { msgs }).await {
             Ok(applied) => {
                 drop(g);
-                if waits.send((proposed, p.reply, applied)).await.is_err() {
+                let waiting = Waiting {
+                    proposed,
+                    applied_then,
+                    replies,
+                    applied,
+                    slot,
+                };
+                if waits.send(waiting).await.is_err() {
                     break;
                 }
             }
-            Err(_) => g.answer(p.reply.as_ref(), Err(JsError::ClusterNotAvail.err())),
+            Err(_) => {
+                for reply in &replies {
+                    g.answer(reply.as_ref(), Err(JsError::ClusterNotAvail.err()));
+                }
+            }
         }
     }
 }
 
-/// Answers each proposed publish once applied here (or with an error), in order.
+/// Answers the publishes of each proposed batch once it is applied here (or with an error),
+/// in order.
 async fn answer(group: Weak<StreamGroup>, mut waiting: mpsc::Receiver<Waiting>) {
-    while let Some((proposed, reply, mut applied)) = waiting.recv().await {
+    while let Some(w) = waiting.recv().await {
+        let Waiting {
+            proposed,
+            applied_then,
+            replies,
+            mut applied,
+            slot,
+        } = w;
         let Some(metrics) = group.upgrade().map(|g| g.raft.metrics()) else {
             break;
         };
         let applied_index = || metrics.borrow().last_applied.map(|l| l.index);
-        let mut seen = applied_index();
+        // Progress is measured from the proposal: the batches before this one being applied
+        // meanwhile is the group moving, however long this task waited for them.
+        let mut seen = applied_then;
         let mut deadline = proposed + ANSWER_WITHIN;
         let outcome = loop {
             match tokio::time::timeout_at(deadline, &mut applied).await {
-                Ok(Ok(Ok(resp))) => break Ok(resp.data),
-                Ok(_) => break Err(JsError::ClusterNotAvail.err()),
+                Ok(Ok(Ok(resp))) => break Ok(resp.data.replies),
+                Ok(Ok(Err(e))) => break Err(format!("not written: {e}")),
+                Ok(Err(_)) => break Err("the group stopped".to_owned()),
                 Err(_) => {
                     // Slow but moving (a backlog): wait on, within the hard bound; stuck
                     // (no quorum): say so.
@@ -395,15 +526,37 @@ async fn answer(group: Weak<StreamGroup>, mut waiting: mpsc::Receiver<Waiting>) 
                         seen = now;
                         deadline = Instant::now() + ANSWER_WITHIN;
                     } else {
-                        break Err(JsError::ClusterNotAvail.err());
+                        break Err(format!("not applied (applied index {now:?})"));
                     }
                 }
             }
         };
+        // The next batch may go while these are answered.
+        drop(slot);
         let Some(g) = group.upgrade() else {
             break;
         };
-        g.answer(reply.as_ref(), outcome);
+        match outcome {
+            Ok(outcomes) => {
+                let mut outcomes = outcomes.into_iter();
+                for reply in &replies {
+                    // One reply per publish; a missing one (never: the machine replies to
+                    // each) is an error PubAck rather than silence.
+                    let outcome = outcomes
+                        .next()
+                        .ok_or_else(|| JsError::ClusterNotAvail.err());
+                    g.answer(reply.as_ref(), outcome);
+                }
+            }
+            Err(why) => {
+                warn!(stream = %g.stream, group = %g.name, publishes = replies.len(),
+                      waited_ms = proposed.elapsed().as_millis() as u64, %why,
+                      "JetStream cluster: a batch of publishes is answered 10008");
+                for reply in &replies {
+                    g.answer(reply.as_ref(), Err(JsError::ClusterNotAvail.err()));
+                }
+            }
+        }
     }
 }
 
@@ -429,22 +582,5 @@ async fn follow_leadership(group: Weak<StreamGroup>) {
     }
     if let Some(g) = group.upgrade() {
         g.release();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::unsupported_headers;
-
-    #[test]
-    fn expectations_and_rollups_are_recognised() {
-        let block = |h: &str| format!("NATS/1.0\r\n{h}\r\n\r\n").into_bytes();
-        assert!(unsupported_headers(&block(
-            "Nats-Expected-Last-Sequence: 3"
-        )));
-        assert!(unsupported_headers(&block("nats-expected-stream: S")));
-        assert!(unsupported_headers(&block("Nats-Rollup: sub")));
-        assert!(!unsupported_headers(&block("Nats-Msg-Id: a")));
-        assert!(!unsupported_headers(&block("Nats-Expected: x")));
     }
 }

@@ -1,49 +1,119 @@
 //! The state machine of a replicated stream's group: the copy's stream in the member's
-//! stream store (`leaf-store`) is the state; applying a committed [`StreamEntry`] appends it
-//! there.
+//! stream store (`leaf-store`) is the state; applying a committed entry, a batch of publishes
+//! ([`StreamBatch`](super::types::StreamBatch) of [`StreamMsg`]), appends them there, publish
+//! by publish in the batch's order, and replies with one [`StreamReply`] per publish
+//! ([`BatchReply`]).
 //!
 //! **Deterministic**: every peer applies the same entries in the same order and decides the
-//! same: an entry whose `Nats-Msg-Id` was stored within the stream's `duplicate_window`
-//! (measured with the entries' own times, never a peer's clock) is a duplicate, answered with
-//! the earlier sequence and not stored; any other gets `last_seq + 1`. The time stored is the
-//! entry's (the leader's clock), never earlier than the previous message's.
+//! same, publish by publish: a publish whose `Nats-Msg-Id` was stored within the stream's
+//! `duplicate_window` (measured with the publishes' own times, never a peer's clock), by an
+//! earlier entry or earlier in the same batch, is a duplicate, answered with the earlier
+//! sequence and not stored; any other gets `last_seq + 1`. The time stored is the publish's
+//! (the leader's clock), never earlier than the previous message's.
 //!
-//! **Applied once**: after each batch is appended (durably: the store's commit), the
-//! *marker* (last applied log id, membership, last sequence and time) is saved in the Raft
-//! database, without an fsync of its own (it reaches the disk with the next log append). A
-//! restart re-applies the entries after the marker (openraft does it), and every
-//! decision comes out the same: the dedupe window is rebuilt from the messages up to the
-//! marker's sequence only, and an entry whose sequence the store already holds (appended
-//! before the crash, marker not saved yet) is not appended again. Each append names the
-//! sequence it expects before it (`append_each` with the expected last sequence), so a peer
-//! whose store disagrees stops with an error rather than diverging.
+//! **Expectations** (`Nats-Expected-Stream`, `-Last-Sequence`, `-Last-Msg-Id`,
+//! `-Last-Subject-Sequence` with its `-Subject` filter), in a single server's order after the
+//! dedupe, are checked here against the applied state (the marker's last sequence, the last stored
+//! message's id, the subject's last sequence in the store or in the batch being applied, earlier
+//! publishes of the same batch included), so every member decides alike; a refused publish takes no
+//! sequence and is stored nowhere, and its [`Refusal`] becomes the error PubAck. The leader does
+//! not check before proposing (a refused publish costs its place in a log entry). Entries applied
+//! again find the subject's last sequence at or before the marker's (a backward scan of the store,
+//! which holds more).
 //!
-//! **No snapshots yet**: the group keeps its whole log (its Raft configuration never
-//! snapshots, so nothing is purged), and a member that was down catches up from the leader's
-//! log. Installing a snapshot is refused (see `hub/JETSTREAM-CLUSTER.md`).
+//! **Applied once**: after the entries openraft applies together are appended (durably: the store's
+//! commit), the *marker* (last applied log id, membership, last sequence and time) is saved in the
+//! Raft database, without an fsync of its own (it reaches the disk with the next log append). A
+//! restart re-applies the entries after the marker (openraft does it), and every decision comes out
+//! the same: the dedupe window is rebuilt from the messages up to the marker's sequence only, and a
+//! publish whose sequence the store already holds (appended before the crash, marker not saved yet)
+//! is not appended again. Each append names the sequence it expects before it (`append_each` with
+//! the expected last sequence), so a peer whose store disagrees stops with an error rather than
+//! diverging.
+//!
+//! **Snapshots** (see "Snapshots and log purge" in `hub/JETSTREAM-CLUSTER.md`): a snapshot is
+//! the marker as saved after its messages were appended, durably saved under `snapshot`
+//! (openraft then purges the log before it); its data, read from the store when a member needs
+//! it, is the marker and the stream's messages up to its last sequence. Installing one
+//! reconciles the copy with it (removes what the snapshot lacks, appends what follows the
+//! copy's last sequence) and then saves the marker: a crash in between leaves a store ahead of
+//! the old marker, holding the same history, from which openraft restarts and sends the
+//! snapshot again. A stream over [`SNAPSHOT_MAX_BYTES`] keeps its log instead (openraft 0.9's
+//! snapshot data is in memory).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::Cursor;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
-use leaf_store::{NewMessage, Store};
+use leaf_proto::subject::subject_matches;
+use leaf_store::{Appended, NewMessage, Store};
 use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{
     AnyError, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, StorageError, StorageIOError,
     StoredMembership,
 };
 use serde::{Deserialize, Serialize};
-use tracing::warn;
+use tracing::{info, warn};
 
+use super::rollup::{check, roll_up, Rollup};
 use super::store::RaftDb;
-use super::types::{Member, StreamEntry, StreamReply, StreamTypes};
+use super::types::{BatchReply, Member, Refusal, StreamMsg, StreamReply, StreamTypes};
 
 /// The Raft database key of the marker.
 const MARKER: &str = "applied";
 
 /// How many messages are read at a time while rebuilding the dedupe window.
 const SCAN_CHUNK: u64 = 512;
+
+/// The Raft database key of the last snapshot's marker (what `build_snapshot` covered).
+const SNAPSHOT: &str = "snapshot";
+
+/// A snapshot is not built (the log is kept instead) when the stream holds more bytes than
+/// this: openraft 0.9's snapshot data is one in-memory buffer on the leader and on the member
+/// installing it (see the module documentation).
+pub const SNAPSHOT_MAX_BYTES: u64 = 256 * 1024 * 1024;
+
+/// How many messages are read, or appended, at a time while a snapshot is built or installed.
+const COPY_CHUNK: usize = 256;
+
+/// One message of a snapshot's data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct ImageMsg {
+    seq: u64,
+    subject: String,
+    headers: Option<Vec<u8>>,
+    payload: Vec<u8>,
+    ts_ns: i64,
+}
+
+/// A snapshot's data (postcard): the marker it covers and the stream's messages up to the
+/// marker's last sequence, in sequence order.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Image {
+    marker: Marker,
+    msgs: Vec<ImageMsg>,
+}
+
+fn snapshot_id(marker: &Marker) -> String {
+    match &marker.applied {
+        Some(id) => format!("{}-{}", id.leader_id.term, id.index),
+        None => "empty".to_owned(),
+    }
+}
+
+fn snapshot_meta(marker: &Marker) -> SnapshotMeta<u64, Member> {
+    SnapshotMeta {
+        last_log_id: marker.applied,
+        last_membership: marker.membership.clone(),
+        snapshot_id: snapshot_id(marker),
+    }
+}
+
+fn sm_read(e: impl Into<AnyError>) -> StorageError<u64> {
+    StorageIOError::read_state_machine(e).into()
+}
 
 /// What is saved after each applied batch.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -90,37 +160,83 @@ impl Window {
 #[derive(Debug, Default)]
 struct State {
     marker: Marker,
+    /// The marker as last saved, after its entries' messages were appended (what a snapshot
+    /// covers: every message up to its last sequence is in the store).
+    saved: Marker,
     window: Window,
     /// The newest sequence the store holds (appended, possibly ahead of the marker).
     stored_last: u64,
+    /// The `Nats-Msg-Id` of the message at the marker's sequence (`Nats-Expected-Last-Msg-Id`).
+    last_msg_id: Option<String>,
 }
 
 impl State {
     /// Decides what entry `e` becomes (see the module documentation): its reply, and the
-    /// message to store when it is not a duplicate.
-    fn decide(&mut self, e: StreamEntry, window_ns: i64) -> (StreamReply, Option<NewMessage>) {
+    /// message to store when it is neither a duplicate nor refused by its `Nats-Expected-*`
+    /// headers. `stream` is the stream's name; `subject_last(filter, bound)` is the last
+    /// sequence of a message matching `filter` at or before `bound` (0 for none), as applied.
+    fn decide<E>(
+        &mut self,
+        e: StreamMsg,
+        window_ns: i64,
+        stream: &str,
+        subject_last: impl FnOnce(&str, u64) -> Result<u64, E>,
+    ) -> Result<(StreamReply, Option<NewMessage>), E> {
         let ts = e.ts_ns.max(self.marker.last_ts);
-        let msg_id = e
-            .headers
-            .as_deref()
-            .and_then(|h| leaf_proto::headers::get_str(h, "Nats-Msg-Id"))
-            .filter(|id| !id.is_empty() && window_ns > 0)
-            .map(str::to_owned);
+        let header = |name: &str| {
+            e.headers
+                .as_deref()
+                .and_then(|h| leaf_proto::headers::get_str(h, name))
+        };
+        let raw_id = header("Nats-Msg-Id").filter(|id| !id.is_empty());
+        let msg_id = raw_id.filter(|_| window_ns > 0).map(str::to_owned);
         if window_ns > 0 {
             self.window.prune(ts.saturating_sub(window_ns));
         }
         if let Some((seq, _)) = msg_id.as_ref().and_then(|id| self.window.ids.get(id)) {
-            return (
-                StreamReply {
-                    seq: *seq,
-                    duplicate: true,
-                },
-                None,
-            );
+            let reply = StreamReply {
+                seq: *seq,
+                duplicate: true,
+                refused: None,
+            };
+            return Ok((reply, None));
         }
-        let seq = self.marker.last_seq + 1;
+        let refused = |r: Refusal| {
+            let reply = StreamReply {
+                refused: Some(r),
+                ..StreamReply::default()
+            };
+            Ok((reply, None))
+        };
+        // The checks and their order are a single server's (see `leaf_core::jetstream`).
+        if header("Nats-Expected-Stream").is_some_and(|s| !s.is_empty() && s != stream) {
+            return refused(Refusal::StreamMismatch);
+        }
+        let last = self.marker.last_seq;
+        if let Some(v) = header("Nats-Expected-Last-Sequence") {
+            if v.parse::<u64>().ok() != Some(last) {
+                return refused(Refusal::WrongLastSequence(last));
+            }
+        }
+        if let Some(v) = header("Nats-Expected-Last-Msg-Id") {
+            if self.last_msg_id.as_deref() != Some(v) {
+                let id = self.last_msg_id.clone().unwrap_or_default();
+                return refused(Refusal::WrongLastMsgId(id));
+            }
+        }
+        if let Some(v) = header("Nats-Expected-Last-Subject-Sequence") {
+            let filter = header("Nats-Expected-Last-Subject-Sequence-Subject")
+                .filter(|f| !f.is_empty())
+                .unwrap_or(&e.subject);
+            let found = subject_last(filter, last)?;
+            if v.parse::<u64>().ok() != Some(found) {
+                return refused(Refusal::WrongLastSequence(found));
+            }
+        }
+        let seq = last + 1;
         self.marker.last_seq = seq;
         self.marker.last_ts = ts;
+        self.last_msg_id = raw_id.map(str::to_owned);
         if let Some(id) = msg_id {
             self.window.insert(id, seq, ts);
         }
@@ -130,15 +246,19 @@ impl State {
             payload: Bytes::from(e.payload),
             ts_ns: ts,
         };
-        (
-            StreamReply {
-                seq,
-                duplicate: false,
-            },
-            Some(msg),
-        )
+        let reply = StreamReply {
+            seq,
+            duplicate: false,
+            refused: None,
+        };
+        Ok((reply, Some(msg)))
     }
 }
+
+/// Told of the messages each apply stored in the copy (their append results and subjects,
+/// in order) and whether older messages were removed (limits, rollups): the copy's
+/// consumers are woken by it.
+pub type OnStored = Arc<dyn Fn(&[(Appended, String, Option<Rollup>)], bool) + Send + Sync>;
 
 /// The state machine of one stream group (cheap to clone: one shared state).
 #[derive(Clone)]
@@ -149,6 +269,9 @@ pub struct StreamMachine {
     stream: Arc<str>,
     window_ns: i64,
     state: Arc<Mutex<State>>,
+    on_stored: Option<OnStored>,
+    /// Whether the last snapshot was not built for the stream's size (logged once).
+    too_big: Arc<AtomicBool>,
 }
 
 fn sm_write(e: impl Into<AnyError>) -> StorageError<u64> {
@@ -159,7 +282,7 @@ fn any(e: &(impl std::error::Error + 'static)) -> AnyError {
     AnyError::new(e)
 }
 
-/// Why a stream group's state machine could not be opened.
+/// Why a stream group's state machine could not be opened, or its snapshot read.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
     /// The Raft database could not be read.
@@ -199,7 +322,9 @@ impl StreamMachine {
         let stored_first = state.as_ref().map_or(0, |s| s.first_seq);
         if marker.last_seq > stored_last {
             // The store lost what the marker says was applied (a memory stream after a
-            // restart): everything is applied again from the log, which is never purged.
+            // restart): everything is applied again from the log; once the group's log was
+            // purged (a snapshot taken) this fails and the group does not start here (see
+            // "Snapshots and log purge" in `hub/JETSTREAM-CLUSTER.md`).
             warn!(
                 stream,
                 group,
@@ -211,6 +336,7 @@ impl StreamMachine {
             marker = fresh;
         }
         let window = rebuild_window(&store, stream, &marker, window_ns, stored_first)?;
+        let last_msg_id = msg_id_at(&store, stream, marker.last_seq)?;
         Ok(StreamMachine {
             db,
             group: group.into(),
@@ -218,16 +344,72 @@ impl StreamMachine {
             stream: stream.into(),
             window_ns,
             state: Arc::new(Mutex::new(State {
+                saved: marker.clone(),
                 marker,
                 window,
                 stored_last,
+                last_msg_id,
             })),
+            on_stored: None,
+            too_big: Arc::new(AtomicBool::new(false)),
         })
+    }
+
+    /// This machine, telling `on_stored` of what each apply stores.
+    pub fn on_stored(self, on_stored: OnStored) -> StreamMachine {
+        StreamMachine {
+            on_stored: Some(on_stored),
+            ..self
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// The `Nats-Msg-Id` of message `seq` of `stream`, if it is stored and has one.
+fn msg_id_at(
+    store: &Store,
+    stream: &str,
+    seq: u64,
+) -> Result<Option<String>, leaf_store::StoreError> {
+    Ok(store
+        .get(stream, seq)?
+        .and_then(|m| m.headers)
+        .and_then(|h| leaf_proto::headers::get_str(&h, "Nats-Msg-Id").map(str::to_owned))
+        .filter(|id| !id.is_empty()))
+}
+
+/// The sequence of the newest message of `stream` matching `filter` at or before `bound` (0
+/// for none): the store's subject index, or, when the store is ahead of `bound` (entries
+/// applied again after a crash), a backward scan from `bound`.
+fn last_in_store(
+    store: &Store,
+    stream: &str,
+    filter: &str,
+    bound: u64,
+) -> Result<u64, leaf_store::StoreError> {
+    let newest = store.last_by_subject(stream, filter)?.map_or(0, |m| m.seq);
+    if newest <= bound {
+        return Ok(newest);
+    }
+    let first = store.stream_state(stream)?.map_or(0, |s| s.first_seq);
+    let mut end = bound;
+    while end > 0 && end >= first {
+        let from = end.saturating_sub(SCAN_CHUNK - 1).max(1);
+        let chunk = store.read_range(stream, from, SCAN_CHUNK as usize, u64::MAX)?;
+        let found = chunk
+            .iter()
+            .filter(|m| m.seq <= end)
+            .rev()
+            .find(|m| subject_matches(filter.as_bytes(), m.subject.as_bytes()));
+        if let Some(m) = found {
+            return Ok(m.seq);
+        }
+        end = from - 1;
+    }
+    Ok(0)
 }
 
 /// The ids stored within the window before the marker's sequence (only those: so that
@@ -270,22 +452,194 @@ fn rebuild_window(
     Ok(window)
 }
 
+impl StreamMachine {
+    /// The marker of the last snapshot built (or installed), from the Raft database.
+    fn saved_snapshot(&self) -> Result<Option<Marker>, OpenError> {
+        let Some(bytes) = self.db.get_state(&self.group, SNAPSHOT)? else {
+            return Ok(None);
+        };
+        Ok(Some(postcard::from_bytes(&bytes)?))
+    }
+
+    /// A snapshot's data: `marker` and the stream's messages up to its last sequence (those
+    /// the store still holds: limits may have removed older ones since).
+    fn image(&self, marker: &Marker) -> Result<Vec<u8>, OpenError> {
+        let first = self
+            .store
+            .stream_state(&self.stream)?
+            .map_or(1, |s| s.first_seq.max(1));
+        let mut msgs = Vec::new();
+        let mut from = first;
+        while from <= marker.last_seq {
+            let chunk = self
+                .store
+                .read_range(&self.stream, from, COPY_CHUNK, u64::MAX)?;
+            let Some(last) = chunk.last().map(|m| m.seq) else {
+                break;
+            };
+            msgs.extend(
+                chunk
+                    .into_iter()
+                    .filter(|m| m.seq <= marker.last_seq)
+                    .map(|m| ImageMsg {
+                        seq: m.seq,
+                        subject: m.subject,
+                        headers: m.headers.map(|h| h.to_vec()),
+                        payload: m.payload.to_vec(),
+                        ts_ns: m.ts_ns,
+                    }),
+            );
+            from = last + 1;
+        }
+        let image = Image {
+            marker: marker.clone(),
+            msgs,
+        };
+        Ok(postcard::to_allocvec(&image)?)
+    }
+
+    /// Makes the copy's store hold what the snapshot `marker`/`msgs` (in sequence order)
+    /// holds: removes the stored messages the snapshot lacks, appends those after the copy's
+    /// last sequence (skipping the sequences the snapshot does not hold) and takes the
+    /// sequences up to the marker's. Messages at or before the copy's last sequence that both
+    /// hold are the same (every member stores the same history); the steps can be run again
+    /// after a crash and come to the same store (see the module documentation).
+    async fn copy_in(&self, marker: &Marker, msgs: Vec<ImageMsg>) -> Result<(), StorageError<u64>> {
+        let write = |e: leaf_store::StoreError| sm_write(any(&e));
+        let st = self
+            .store
+            .stream_state(&self.stream)
+            .map_err(write)?
+            .ok_or_else(|| sm_write(AnyError::error("the copy of the stream is missing")))?;
+        let old_last = st.last_seq;
+        if old_last > marker.last_seq {
+            return Err(sm_write(AnyError::error(format!(
+                "the copy of the stream holds sequence {old_last}, beyond the snapshot's last \
+                 sequence {}",
+                marker.last_seq
+            ))));
+        }
+        let kept: HashSet<u64> = msgs
+            .iter()
+            .map(|m| m.seq)
+            .take_while(|s| *s <= old_last)
+            .collect();
+        let mut gone = Vec::new();
+        let mut from = st.first_seq.max(1);
+        while st.msgs > 0 && from <= old_last {
+            let chunk = self
+                .store
+                .read_range(&self.stream, from, COPY_CHUNK, u64::MAX)
+                .map_err(write)?;
+            let Some(last) = chunk.last().map(|m| m.seq) else {
+                break;
+            };
+            gone.extend(
+                chunk
+                    .iter()
+                    .map(|m| m.seq)
+                    .filter(|s| *s <= old_last && !kept.contains(s)),
+            );
+            from = last + 1;
+        }
+        if !gone.is_empty() {
+            self.store
+                .remove_msgs(&self.stream, gone)
+                .await
+                .map_err(write)?;
+        }
+        let mut last = old_last;
+        let mut run: Vec<(NewMessage, Option<u64>)> = Vec::new();
+        for m in msgs.into_iter().filter(|m| m.seq > old_last) {
+            if m.seq > last + 1 || run.len() >= COPY_CHUNK {
+                self.append_run(&mut run).await?;
+            }
+            if m.seq > last + 1 {
+                self.store
+                    .skip_many(&self.stream, m.seq - last - 1, m.ts_ns)
+                    .await
+                    .map_err(write)?;
+            }
+            run.push((
+                NewMessage {
+                    subject: m.subject,
+                    headers: m.headers.map(Bytes::from),
+                    payload: Bytes::from(m.payload),
+                    ts_ns: m.ts_ns,
+                },
+                Some(m.seq - 1),
+            ));
+            last = m.seq;
+        }
+        self.append_run(&mut run).await?;
+        if marker.last_seq > last {
+            self.store
+                .skip_many(&self.stream, marker.last_seq - last, marker.last_ts)
+                .await
+                .map_err(write)?;
+        }
+        Ok(())
+    }
+
+    /// Appends `run` (each with its expected last sequence) and empties it.
+    async fn append_run(
+        &self,
+        run: &mut Vec<(NewMessage, Option<u64>)>,
+    ) -> Result<(), StorageError<u64>> {
+        if run.is_empty() {
+            return Ok(());
+        }
+        let outcomes = self
+            .store
+            .append_each(&self.stream, std::mem::take(run))
+            .await
+            .map_err(|e| sm_write(any(&e)))?;
+        for outcome in outcomes {
+            outcome.map_err(|e| sm_write(any(&e)))?;
+        }
+        Ok(())
+    }
+}
+
 impl RaftSnapshotBuilder<StreamTypes> for StreamMachine {
-    /// The marker as openraft's snapshot (no data: see the module documentation).
+    /// Saves the marker as saved after the last apply as the group's snapshot (openraft then
+    /// purges the log before it); its data is read from the store when a member needs it
+    /// (`get_current_snapshot`). A stream over [`SNAPSHOT_MAX_BYTES`] keeps its last
+    /// snapshot (and so its log): see the module documentation.
     async fn build_snapshot(&mut self) -> Result<Snapshot<StreamTypes>, StorageError<u64>> {
-        let marker = self.lock().marker.clone();
-        let data = postcard::to_allocvec(&marker).map_err(|e| sm_write(any(&e)))?;
-        let snapshot_id = match &marker.applied {
-            Some(id) => format!("{}-{}", id.leader_id.term, id.index),
-            None => "empty".to_owned(),
+        let marker = self.lock().saved.clone();
+        let bytes = self
+            .store
+            .stream_state(&self.stream)
+            .map_err(|e| sm_read(any(&e)))?
+            .map_or(0, |s| s.bytes);
+        let marker = if bytes > SNAPSHOT_MAX_BYTES {
+            if !self.too_big.swap(true, Ordering::Relaxed) {
+                warn!(
+                    stream = &*self.stream,
+                    group = &*self.group,
+                    bytes,
+                    max = SNAPSHOT_MAX_BYTES,
+                    "JetStream cluster: the stream is too large for a snapshot; its group \
+                     keeps its Raft log instead"
+                );
+            }
+            self.saved_snapshot()
+                .map_err(|e| sm_read(any(&e)))?
+                .unwrap_or_default()
+        } else {
+            self.too_big.store(false, Ordering::Relaxed);
+            let record = postcard::to_allocvec(&marker).map_err(|e| sm_write(any(&e)))?;
+            // Durable: the lazily saved marker before it reaches the disk with it.
+            self.db
+                .put_state(&self.group, vec![(SNAPSHOT, Some(record))])
+                .await
+                .map_err(|e| sm_write(any(&e)))?;
+            marker
         };
         Ok(Snapshot {
-            meta: SnapshotMeta {
-                last_log_id: marker.applied,
-                last_membership: marker.membership.clone(),
-                snapshot_id,
-            },
-            snapshot: Box::new(Cursor::new(data)),
+            meta: snapshot_meta(&marker),
+            snapshot: Box::new(Cursor::new(Vec::new())),
         })
     }
 }
@@ -300,31 +654,48 @@ impl RaftStateMachine<StreamTypes> for StreamMachine {
         Ok((st.marker.applied, st.marker.membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<StreamReply>, StorageError<u64>>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<BatchReply>, StorageError<u64>>
     where
         I: IntoIterator<Item = openraft::Entry<StreamTypes>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
         let mut replies = Vec::new();
-        let mut to_store = Vec::new();
+        let mut to_store: Vec<(NewMessage, Option<u64>)> = Vec::new();
         let marker = {
             let mut st = self.lock();
             for entry in entries {
                 st.marker.applied = Some(entry.log_id);
                 match entry.payload {
-                    EntryPayload::Blank => replies.push(StreamReply::default()),
+                    EntryPayload::Blank => replies.push(BatchReply::default()),
                     EntryPayload::Membership(m) => {
                         st.marker.membership = StoredMembership::new(Some(entry.log_id), m);
-                        replies.push(StreamReply::default());
+                        replies.push(BatchReply::default());
                     }
-                    EntryPayload::Normal(e) => {
-                        let (reply, msg) = st.decide(e, self.window_ns);
-                        if let Some(msg) = msg {
-                            if reply.seq > st.stored_last {
-                                to_store.push((msg, Some(reply.seq - 1)));
+                    EntryPayload::Normal(batch) => {
+                        let mut batch_replies = Vec::with_capacity(batch.msgs.len());
+                        for e in batch.msgs {
+                            let subject_last = |filter: &str, bound: u64| {
+                                let pending = to_store.iter().rev().find(|(m, _)| {
+                                    subject_matches(filter.as_bytes(), m.subject.as_bytes())
+                                });
+                                match pending {
+                                    Some((_, before)) => Ok(before.map_or(0, |b| b + 1)),
+                                    None => last_in_store(&self.store, &self.stream, filter, bound),
+                                }
+                            };
+                            let (reply, msg) = st
+                                .decide(e, self.window_ns, &self.stream, subject_last)
+                                .map_err(|e| sm_write(any(&e)))?;
+                            if let Some(msg) = msg {
+                                if reply.seq > st.stored_last {
+                                    to_store.push((msg, Some(reply.seq - 1)));
+                                }
                             }
+                            batch_replies.push(reply);
                         }
-                        replies.push(reply);
+                        replies.push(BatchReply {
+                            replies: batch_replies,
+                        });
                     }
                 }
             }
@@ -335,13 +706,26 @@ impl RaftStateMachine<StreamTypes> for StreamMachine {
             .and_then(|(_, before)| *before)
             .map(|b| b + 1)
         {
+            // Checked by the leader: a rollup header here reads.
+            let kinds: Vec<_> = to_store
+                .iter()
+                .map(|(m, _)| (m.subject.clone(), check(m.headers.as_deref(), true)))
+                .collect();
             let outcomes = self
                 .store
                 .append_each(&self.stream, to_store)
                 .await
                 .map_err(|e| sm_write(any(&e)))?;
-            for outcome in outcomes {
-                outcome.map_err(|e| sm_write(any(&e)))?;
+            let mut stored = Vec::with_capacity(outcomes.len());
+            for (outcome, (subject, rollup)) in outcomes.into_iter().zip(kinds) {
+                let appended = outcome.map_err(|e| sm_write(any(&e)))?;
+                stored.push((appended, subject, rollup.ok().flatten()));
+            }
+            let rolled_up = roll_up(&self.store, &self.stream, &stored)
+                .await
+                .map_err(|e| sm_write(any(&e)))?;
+            if let Some(on_stored) = &self.on_stored {
+                on_stored(&stored, rolled_up);
             }
             let mut st = self.lock();
             st.stored_last = st.stored_last.max(last);
@@ -353,6 +737,7 @@ impl RaftStateMachine<StreamTypes> for StreamMachine {
             .put_state_lazy(&self.group, vec![(MARKER, bytes)])
             .await
             .map_err(|e| sm_write(any(&e)))?;
+        self.lock().saved = marker;
         Ok(replies)
     }
 
@@ -366,41 +751,86 @@ impl RaftStateMachine<StreamTypes> for StreamMachine {
         Ok(Box::new(Cursor::new(Vec::new())))
     }
 
+    /// Makes the copy hold the snapshot's messages (`copy_in`), then saves its marker
+    /// (durably, as the applied marker and as this member's snapshot).
     async fn install_snapshot(
         &mut self,
-        _meta: &SnapshotMeta<u64, Member>,
-        _snapshot: Box<Cursor<Vec<u8>>>,
+        meta: &SnapshotMeta<u64, Member>,
+        snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError<u64>> {
-        Err(sm_write(AnyError::error(
-            "snapshots of a replicated stream's group are not supported yet (its log is \
-             never purged)",
-        )))
+        let image: Image =
+            postcard::from_bytes(snapshot.get_ref()).map_err(|e| sm_write(any(&e)))?;
+        let mut marker = image.marker;
+        // The meta is authoritative for what the snapshot covers.
+        marker.applied = meta.last_log_id;
+        marker.membership = meta.last_membership.clone();
+        self.copy_in(&marker, image.msgs).await?;
+        let bytes = postcard::to_allocvec(&marker).map_err(|e| sm_write(any(&e)))?;
+        self.db
+            .put_state(
+                &self.group,
+                vec![(MARKER, Some(bytes.clone())), (SNAPSHOT, Some(bytes))],
+            )
+            .await
+            .map_err(|e| sm_write(any(&e)))?;
+        let write = |e: leaf_store::StoreError| sm_write(any(&e));
+        let state = self.store.stream_state(&self.stream).map_err(write)?;
+        let stored_first = state.as_ref().map_or(0, |s| s.first_seq);
+        let stored_last = state.as_ref().map_or(0, |s| s.last_seq);
+        let window = rebuild_window(
+            &self.store,
+            &self.stream,
+            &marker,
+            self.window_ns,
+            stored_first,
+        )
+        .map_err(write)?;
+        let last_msg_id = msg_id_at(&self.store, &self.stream, marker.last_seq).map_err(write)?;
+        let id = snapshot_id(&marker);
+        *self.lock() = State {
+            saved: marker.clone(),
+            marker,
+            window,
+            stored_last,
+            last_msg_id,
+        };
+        if let Some(on_stored) = &self.on_stored {
+            on_stored(&[], true);
+        }
+        info!(
+            stream = &*self.stream,
+            group = &*self.group,
+            snapshot = %id,
+            "JetStream cluster: installed a snapshot of the stream's group"
+        );
+        Ok(())
     }
 
+    /// The last snapshot built or installed, its data read from the store now.
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<Snapshot<StreamTypes>>, StorageError<u64>> {
-        Ok(None)
+        let Some(marker) = self.saved_snapshot().map_err(|e| sm_read(any(&e)))? else {
+            return Ok(None);
+        };
+        let data = self.image(&marker).map_err(|e| sm_read(any(&e)))?;
+        Ok(Some(Snapshot {
+            meta: snapshot_meta(&marker),
+            snapshot: Box::new(Cursor::new(data)),
+        }))
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use leaf_store::StoredMessage;
     use openraft::{CommittedLeaderId, Entry};
 
+    use super::super::types::StreamBatch;
     use super::*;
 
-    fn log_entry(index: u64, e: StreamEntry) -> Entry<StreamTypes> {
-        Entry {
-            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
-            payload: EntryPayload::Normal(e),
-        }
-    }
-
-    /// Entries applied again after a crash that lost the marker (the store has them, the
-    /// marker does not) decide the same (sequences, duplicates) and are not stored twice.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn entries_applied_again_are_not_stored_twice() {
+    /// A store in a temporary directory with an empty stream `S`.
+    async fn store_with_stream() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(
             &dir.path().join("store"),
@@ -408,6 +838,32 @@ mod tests {
         )
         .unwrap();
         store.create_stream("S", b"{}".to_vec()).await.unwrap();
+        (dir, store)
+    }
+
+    /// Log entry `index` holding the batch `msgs`.
+    fn batch_entry(index: u64, msgs: Vec<StreamMsg>) -> Entry<StreamTypes> {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(StreamBatch { msgs }),
+        }
+    }
+
+    /// Log entry `index` holding a batch of one publish.
+    fn log_entry(index: u64, e: StreamMsg) -> Entry<StreamTypes> {
+        batch_entry(index, vec![e])
+    }
+
+    /// The publishes' replies of applied entries, in order.
+    fn flat(replies: Vec<BatchReply>) -> Vec<StreamReply> {
+        replies.into_iter().flat_map(|r| r.replies).collect()
+    }
+
+    /// Entries applied again after a crash that lost the marker (the store has them, the
+    /// marker does not) decide the same (sequences, duplicates) and are not stored twice.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn entries_applied_again_are_not_stored_twice() {
+        let (dir, store) = store_with_stream().await;
         let db = RaftDb::open(dir.path()).unwrap();
         let window = 60_000_000_000;
         let entries: Vec<Entry<StreamTypes>> = [Some("a"), Some("b"), None, Some("a"), Some("c")]
@@ -415,13 +871,13 @@ mod tests {
             .enumerate()
             .map(|(i, id)| log_entry(i as u64 + 1, entry(id, 1_000 + i as i64)))
             .collect();
-        let seqs = |replies: &[StreamReply]| -> Vec<(u64, bool)> {
-            replies.iter().map(|r| (r.seq, r.duplicate)).collect()
+        let seqs = |replies: Vec<BatchReply>| -> Vec<(u64, bool)> {
+            flat(replies).iter().map(|r| (r.seq, r.duplicate)).collect()
         };
         let expected = vec![(1, false), (2, false), (3, false), (1, true), (4, false)];
         let mut m = StreamMachine::open(db.clone(), "S-x", store.clone(), "S", window, 0).unwrap();
         let first = m.apply(entries.clone()).await.unwrap();
-        assert_eq!(seqs(&first), expected);
+        assert_eq!(seqs(first), expected);
         assert_eq!(m.applied_state().await.unwrap().0.map(|l| l.index), Some(5));
         // Reopened with the marker: nothing to apply again.
         let mut m = StreamMachine::open(db.clone(), "S-x", store.clone(), "S", window, 0).unwrap();
@@ -431,7 +887,7 @@ mod tests {
         let mut m = StreamMachine::open(db.clone(), "S-x", store.clone(), "S", window, 0).unwrap();
         assert_eq!(m.applied_state().await.unwrap().0, None);
         let again = m.apply(entries.clone()).await.unwrap();
-        assert_eq!(seqs(&again), expected);
+        assert_eq!(seqs(again), expected);
         let state = store.stream_state("S").unwrap().unwrap();
         assert_eq!((state.msgs, state.last_seq), (4, 4));
         // The next entry follows.
@@ -442,17 +898,243 @@ mod tests {
             ])
             .await
             .unwrap();
-        assert_eq!(seqs(&next), [(2, true), (5, false)]);
+        assert_eq!(seqs(next), [(2, true), (5, false)]);
         assert_eq!(store.stream_state("S").unwrap().unwrap().last_seq, 5);
     }
 
-    fn entry(id: Option<&str>, ts: i64) -> StreamEntry {
-        StreamEntry {
+    /// What a copy holds: its counters and messages.
+    fn contents(store: &Store) -> (u64, u64, u64, Vec<StoredMessage>) {
+        let st = store.stream_state("S").unwrap().unwrap();
+        let msgs = store.read_range("S", 1, 1000, u64::MAX).unwrap();
+        (st.first_seq, st.last_seq, st.msgs, msgs)
+    }
+
+    /// A snapshot built after some applies (a message since removed from the leader's
+    /// copy) installed on a fresh member and on members holding part of the history (one a
+    /// message the leader no longer has): every copy then holds what the leader's does, and
+    /// the next entries are decided alike everywhere (sequences, duplicates); a member
+    /// reopened after the install starts from it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_installed_snapshot_gives_the_leaders_copy_and_decisions() {
+        let window = 60_000_000_000;
+        let ids = [Some("a"), Some("b"), None, Some("a"), Some("c")];
+        let entries: Vec<Entry<StreamTypes>> = ids
+            .into_iter()
+            .enumerate()
+            .map(|(i, id)| log_entry(i as u64 + 1, entry(id, 1_000 + i as i64)))
+            .collect();
+        let (ldir, lstore) = store_with_stream().await;
+        let ldb = RaftDb::open(ldir.path()).unwrap();
+        let mut leader =
+            StreamMachine::open(ldb.clone(), "S-x", lstore.clone(), "S", window, 0).unwrap();
+        leader.apply(entries.clone()).await.unwrap();
+        assert!(lstore.delete_msg("S", 3).await.unwrap());
+        assert!(leader.get_current_snapshot().await.unwrap().is_none());
+        let built = leader.build_snapshot().await.unwrap();
+        assert_eq!(built.meta.last_log_id.map(|l| l.index), Some(5));
+        let snap = leader.get_current_snapshot().await.unwrap().unwrap();
+        assert_eq!(snap.meta, built.meta);
+        let next = vec![
+            log_entry(6, entry(Some("b"), 2_000)),
+            log_entry(7, entry(None, 2_001)),
+            log_entry(8, entry(Some("c"), 2_002)),
+            log_entry(9, entry(Some("d"), 2_003)),
+        ];
+        let decided = |replies: Vec<BatchReply>| -> Vec<(u64, bool)> {
+            flat(replies).iter().map(|r| (r.seq, r.duplicate)).collect()
+        };
+        let expected = decided(leader.apply(next.clone()).await.unwrap());
+        assert_eq!(expected, [(2, true), (5, false), (4, true), (6, false)]);
+        let want = contents(&lstore);
+        // Members holding nothing, the first two entries, the first three (message 3 too).
+        for held in [0, 2, 3] {
+            let (dir, store) = store_with_stream().await;
+            let db = RaftDb::open(dir.path()).unwrap();
+            let mut m =
+                StreamMachine::open(db.clone(), "S-x", store.clone(), "S", window, 0).unwrap();
+            if held > 0 {
+                m.apply(entries[..held].to_vec()).await.unwrap();
+            }
+            let data = snap.snapshot.get_ref().clone();
+            let mut rx = m.begin_receiving_snapshot().await.unwrap();
+            rx.get_mut().extend_from_slice(&data);
+            m.install_snapshot(&snap.meta, rx).await.unwrap();
+            assert_eq!(m.applied_state().await.unwrap().0.map(|l| l.index), Some(5));
+            // Reopened after the install: it starts from the snapshot.
+            let mut m =
+                StreamMachine::open(db.clone(), "S-x", store.clone(), "S", window, 0).unwrap();
+            assert_eq!(m.applied_state().await.unwrap().0.map(|l| l.index), Some(5));
+            let own = m.get_current_snapshot().await.unwrap().unwrap();
+            assert_eq!(own.meta, snap.meta);
+            assert_eq!(decided(m.apply(next.clone()).await.unwrap()), expected);
+            assert_eq!(contents(&store), want, "a member that held {held} entries");
+        }
+    }
+
+    fn entry(id: Option<&str>, ts: i64) -> StreamMsg {
+        StreamMsg {
             subject: "s".into(),
             headers: id.map(|id| format!("NATS/1.0\r\nNats-Msg-Id: {id}\r\n\r\n").into_bytes()),
             payload: b"x".to_vec(),
             ts_ns: ts,
         }
+    }
+
+    /// `State::decide` without a store (no subject lookups).
+    fn decide(st: &mut State, e: StreamMsg, w: i64) -> (StreamReply, Option<NewMessage>) {
+        st.decide(e, w, "S", |_, _| Ok::<u64, std::convert::Infallible>(0))
+            .unwrap()
+    }
+
+    fn with_headers(subject: &str, headers: &[(&str, &str)], ts: i64) -> StreamMsg {
+        let mut block = String::from("NATS/1.0\r\n");
+        for (k, v) in headers {
+            block.push_str(&format!("{k}: {v}\r\n"));
+        }
+        block.push_str("\r\n");
+        StreamMsg {
+            subject: subject.into(),
+            headers: Some(block.into_bytes()),
+            payload: b"x".to_vec(),
+            ts_ns: ts,
+        }
+    }
+
+    /// The `Nats-Expected-*` headers are checked against the applied state, within a batch
+    /// too (the subject's last sequence of an entry not stored yet), and a refused entry
+    /// takes no sequence; entries applied again after the marker was lost decide alike.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn expectations_are_decided_by_the_applied_state() {
+        let (dir, store) = store_with_stream().await;
+        let db = RaftDb::open(dir.path()).unwrap();
+        let seq = "Nats-Expected-Last-Subject-Sequence";
+        let msgs = [
+            with_headers("k.a", &[(seq, "0"), ("Nats-Msg-Id", "m1")], 1),
+            with_headers("k.a", &[(seq, "0")], 2),
+            with_headers("k.b", &[(seq, "0"), ("Nats-Expected-Last-Msg-Id", "m1")], 3),
+            with_headers("k.a", &[(seq, "1")], 4),
+            with_headers("k.a", &[("Nats-Expected-Last-Sequence", "2")], 5),
+            with_headers("k.a", &[("Nats-Expected-Last-Sequence", "3")], 6),
+            with_headers("k.a", &[("Nats-Expected-Stream", "T")], 7),
+            with_headers("k.c", &[("Nats-Expected-Last-Msg-Id", "m1")], 8),
+            with_headers(
+                "k.c",
+                &[
+                    (seq, "3"),
+                    ("Nats-Expected-Last-Subject-Sequence-Subject", "k.*"),
+                ],
+                9,
+            ),
+        ];
+        let entries: Vec<Entry<StreamTypes>> = msgs
+            .iter()
+            .cloned()
+            .enumerate()
+            .map(|(i, e)| log_entry(i as u64 + 1, e))
+            .collect();
+        let expected = vec![
+            (1, None),
+            (0, Some(Refusal::WrongLastSequence(1))),
+            (2, None),
+            (3, None),
+            (0, Some(Refusal::WrongLastSequence(3))),
+            (4, None),
+            (0, Some(Refusal::StreamMismatch)),
+            (0, Some(Refusal::WrongLastMsgId(String::new()))),
+            (0, Some(Refusal::WrongLastSequence(4))),
+        ];
+        let outcome = |replies: Vec<BatchReply>| -> Vec<(u64, Option<Refusal>)> {
+            flat(replies)
+                .into_iter()
+                .map(|r| (r.seq, r.refused))
+                .collect()
+        };
+        let mut m = StreamMachine::open(db.clone(), "S-x", store.clone(), "S", 1_000, 0).unwrap();
+        assert_eq!(outcome(m.apply(entries.clone()).await.unwrap()), expected);
+        assert_eq!(store.stream_state("S").unwrap().unwrap().last_seq, 4);
+        // Applied again, one by one, with the marker lost (the store ahead of the marker).
+        db.put_state("S-x", vec![(MARKER, None)]).await.unwrap();
+        let mut m = StreamMachine::open(db.clone(), "S-x", store.clone(), "S", 1_000, 0).unwrap();
+        let mut again = Vec::new();
+        for e in entries.iter().cloned() {
+            again.extend(outcome(m.apply([e]).await.unwrap()));
+        }
+        assert_eq!(again, expected);
+        assert_eq!(store.stream_state("S").unwrap().unwrap().msgs, 4);
+        // The same publishes as one batch (one log entry) in a fresh stream decide alike:
+        // each against the state the earlier ones of the batch left, also applied again.
+        let (dir, store) = store_with_stream().await;
+        let db = RaftDb::open(dir.path()).unwrap();
+        let one = vec![batch_entry(1, msgs.to_vec())];
+        let mut m = StreamMachine::open(db.clone(), "S-x", store.clone(), "S", 1_000, 0).unwrap();
+        assert_eq!(outcome(m.apply(one.clone()).await.unwrap()), expected);
+        db.put_state("S-x", vec![(MARKER, None)]).await.unwrap();
+        let mut m = StreamMachine::open(db.clone(), "S-x", store.clone(), "S", 1_000, 0).unwrap();
+        assert_eq!(outcome(m.apply(one).await.unwrap()), expected);
+        let state = store.stream_state("S").unwrap().unwrap();
+        assert_eq!((state.msgs, state.last_seq), (4, 4));
+    }
+
+    /// A batch (one log entry) is decided publish by publish, in order: an id twice in one
+    /// batch is a duplicate of the first, times never go back within the batch, the next
+    /// batch sees the earlier one's ids; the entry's reply has one reply per publish, a blank
+    /// entry none; applied again after the marker was lost, the same and nothing stored twice.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_batch_is_decided_publish_by_publish() {
+        let (dir, store) = store_with_stream().await;
+        let db = RaftDb::open(dir.path()).unwrap();
+        let window = 60_000_000_000;
+        let entries = vec![
+            batch_entry(
+                1,
+                vec![
+                    entry(Some("a"), 1_000),
+                    entry(Some("b"), 1_001),
+                    entry(Some("a"), 1_002),
+                    entry(None, 900),
+                    entry(Some("b"), 1_003),
+                    entry(Some("c"), 1_004),
+                ],
+            ),
+            Entry {
+                log_id: LogId::new(CommittedLeaderId::new(1, 1), 2),
+                payload: EntryPayload::Blank,
+            },
+            batch_entry(3, vec![entry(Some("c"), 1_005), entry(Some("d"), 1_006)]),
+        ];
+        let shape = |replies: Vec<BatchReply>| -> Vec<Vec<(u64, bool)>> {
+            replies
+                .into_iter()
+                .map(|b| b.replies.iter().map(|r| (r.seq, r.duplicate)).collect())
+                .collect()
+        };
+        let expected = vec![
+            vec![
+                (1, false),
+                (2, false),
+                (1, true),
+                (3, false),
+                (2, true),
+                (4, false),
+            ],
+            vec![],
+            vec![(4, true), (5, false)],
+        ];
+        let mut m = StreamMachine::open(db.clone(), "S-x", store.clone(), "S", window, 0).unwrap();
+        assert_eq!(shape(m.apply(entries.clone()).await.unwrap()), expected);
+        let times: Vec<i64> = store
+            .read_range("S", 1, 10, u64::MAX)
+            .unwrap()
+            .iter()
+            .map(|m| m.ts_ns)
+            .collect();
+        assert_eq!(times, [1_000, 1_001, 1_001, 1_004, 1_006]);
+        // The marker lost: applied again alike, nothing stored twice.
+        db.put_state("S-x", vec![(MARKER, None)]).await.unwrap();
+        let mut m = StreamMachine::open(db.clone(), "S-x", store.clone(), "S", window, 0).unwrap();
+        assert_eq!(shape(m.apply(entries).await.unwrap()), expected);
+        let state = store.stream_state("S").unwrap().unwrap();
+        assert_eq!((state.msgs, state.last_seq), (5, 5));
     }
 
     /// Sequences follow apply order; a msg-id seen within the window (entry times) is a
@@ -462,20 +1144,20 @@ mod tests {
     fn entries_get_sequences_and_duplicates_deterministically() {
         let mut st = State::default();
         let w = 100;
-        let (r, m) = st.decide(entry(Some("a"), 1000), w);
+        let (r, m) = decide(&mut st, entry(Some("a"), 1000), w);
         assert_eq!((r.seq, r.duplicate), (1, false));
         assert!(m.is_some());
-        let (r, m) = st.decide(entry(None, 1010), w);
+        let (r, m) = decide(&mut st, entry(None, 1010), w);
         assert_eq!((r.seq, r.duplicate), (2, false));
         assert!(m.is_some());
-        let (r, m) = st.decide(entry(Some("a"), 1050), w);
+        let (r, m) = decide(&mut st, entry(Some("a"), 1050), w);
         assert_eq!((r.seq, r.duplicate), (1, true));
         assert!(m.is_none());
         // A leader with a slower clock: stored at the previous time.
-        let (r, m) = st.decide(entry(Some("b"), 900), w);
+        let (r, m) = decide(&mut st, entry(Some("b"), 900), w);
         assert_eq!(r.seq, 3);
         assert_eq!(m.map(|m| m.ts_ns), Some(1010));
-        let (r, _) = st.decide(entry(Some("a"), 1200), w);
+        let (r, _) = decide(&mut st, entry(Some("a"), 1200), w);
         assert_eq!((r.seq, r.duplicate), (4, false));
     }
 
@@ -483,17 +1165,11 @@ mod tests {
     /// entry gets sequence 10.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_first_entry_gets_the_streams_first_sequence() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(
-            &dir.path().join("store"),
-            leaf_store::StoreOptions::default(),
-        )
-        .unwrap();
-        store.create_stream("S", b"{}".to_vec()).await.unwrap();
+        let (dir, store) = store_with_stream().await;
         store.skip_many("S", 9, 0).await.unwrap();
         let db = RaftDb::open(dir.path()).unwrap();
         let mut m = StreamMachine::open(db, "S-x", store.clone(), "S", 1_000, 10).unwrap();
-        let replies = m.apply([log_entry(1, entry(Some("a"), 5))]).await.unwrap();
+        let replies = flat(m.apply([log_entry(1, entry(Some("a"), 5))]).await.unwrap());
         assert_eq!(replies[0].seq, 10);
         assert_eq!(store.stream_state("S").unwrap().unwrap().msgs, 1);
     }

@@ -28,36 +28,70 @@ pub struct Member {
 /// The meta group's Raft.
 pub type MetaRaft = openraft::Raft<MetaTypes>;
 
-/// One publish to a replicated stream, as its group's log holds it: what the leader captured
-/// (the reply subject stays with the leader) and the leader's time, which every peer stores
-/// (see `super::stream_machine`).
+/// One publish to a replicated stream, as its group's log holds it (within a
+/// [`StreamBatch`]): what the leader captured (the reply subject stays with the leader) and the
+/// leader's time, which every peer stores (see `super::stream_machine`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StreamEntry {
+pub struct StreamMsg {
     /// The subject published to.
     pub subject: String,
     /// The raw header block (its `Nats-Msg-Id` is the dedupe key).
     pub headers: Option<Vec<u8>>,
     /// The payload.
     pub payload: Vec<u8>,
-    /// The leader's clock when it proposed the publish (ns since the epoch).
+    /// The leader's clock when it captured the publish (ns since the epoch).
     pub ts_ns: i64,
 }
 
-/// What applying a [`StreamEntry`] gave: the stream sequence it has (for a duplicate, the
-/// sequence stored earlier).
+/// One entry of a replicated stream's group's log: the publishes the leader took from its
+/// queue in one go, in arrival order (at least one). One entry, one append (one fsync) on each
+/// member, however many publishes it holds: this is the group commit of a replicated stream
+/// (see `hub/JETSTREAM-CLUSTER.md`, "A replicated publish"). Encoded with postcard as part of
+/// openraft's `Entry` in the Raft database (unreleased format: a `Vec` of [`StreamMsg`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamBatch {
+    /// The publishes, applied in this order.
+    pub msgs: Vec<StreamMsg>,
+}
+
+/// What applying a [`StreamBatch`] gave: one [`StreamReply`] per publish, in the batch's
+/// order (none for a blank or membership entry).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchReply {
+    /// The publishes' replies.
+    pub replies: Vec<StreamReply>,
+}
+
+/// What applying a [`StreamMsg`] gave: the stream sequence it has (for a duplicate, the
+/// sequence stored earlier), or why it was not stored.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StreamReply {
     /// The stream sequence.
     pub seq: u64,
     /// A duplicate `Nats-Msg-Id` within the window: not stored again.
     pub duplicate: bool,
+    /// A `Nats-Expected-*` header the applied state did not meet: nothing stored.
+    pub refused: Option<Refusal>,
+}
+
+/// Why a publish's `Nats-Expected-*` headers refused it (decided in the state machine, alike on
+/// every member; answered as a single server's error PubAck).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Refusal {
+    /// `Nats-Expected-Stream` names another stream (10060).
+    StreamMismatch,
+    /// `Nats-Expected-Last-Sequence` or `Nats-Expected-Last-Subject-Sequence` differs from
+    /// the last sequence, given (10071).
+    WrongLastSequence(u64),
+    /// `Nats-Expected-Last-Msg-Id` differs from the last stored message's id, given (10070).
+    WrongLastMsgId(String),
 }
 
 openraft::declare_raft_types!(
     /// A replicated stream's group's Raft types.
     pub StreamTypes:
-        D = StreamEntry,
-        R = StreamReply,
+        D = StreamBatch,
+        R = BatchReply,
         NodeId = u64,
         Node = Member,
 );

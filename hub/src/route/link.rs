@@ -754,7 +754,7 @@ impl Route<'_> {
             debug!(rid = self.handle.id, "invalid RS+ ignored");
             return;
         }
-        if leaf_core::leafnode::js_denied(subject) {
+        if leaf_core::leafnode::route_denied(subject) {
             return;
         }
         let Some(name) = std::str::from_utf8(account).ok().map(str::to_owned) else {

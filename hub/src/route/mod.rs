@@ -365,7 +365,7 @@ impl Routes {
         let Some(delta) = change else {
             return change;
         };
-        if from_route(sub) || leaf_core::leafnode::js_denied(&sub.subject) {
+        if from_route(sub) || leaf_core::leafnode::route_denied(&sub.subject) {
             return change;
         }
         let key = (account.name().to_owned(), interest_key(sub));

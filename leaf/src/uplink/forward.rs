@@ -88,8 +88,33 @@ enum Purpose {
     Verify(Verify),
     /// Nothing was there: ask the stream's last sequence (was it removed, or never there?).
     CheckRemoved(Verify),
+    /// Nothing was there, but the stream has reached that position since: read it again. A
+    /// replicated hub stream answers reads from a member's copy, which may not have applied
+    /// the position at the first read and has by the `STREAM.INFO`; only a second miss
+    /// means removed.
+    Reread(Verify),
     /// One of the consumers of the proof tail with this nonce.
     TailCreated(u64),
+}
+
+/// What a proof read that found nothing at `hub_seq` means, once the stream's last sequence
+/// is known.
+#[derive(Debug, PartialEq, Eq)]
+enum AfterMiss {
+    /// The stream never reached that position: the message is not there.
+    NeverThere,
+    /// The stream has reached it: removed since, or (a replicated stream's copy that had
+    /// not applied it at the first read) there now; only a second read tells.
+    ReadAgain,
+}
+
+/// [`AfterMiss`] for a miss at `hub_seq` in a stream whose last sequence is `last_seq`.
+fn after_a_miss(hub_seq: u64, last_seq: u64) -> AfterMiss {
+    if hub_seq <= last_seq {
+        AfterMiss::ReadAgain
+    } else {
+        AfterMiss::NeverThere
+    }
 }
 
 /// Random nonces and request ids: a keyed hash (SipHash, keys from the OS's random source) of
@@ -758,14 +783,43 @@ impl Forwarder {
         Ok(())
     }
 
+    /// Reads the position of claim `v` again ([`Purpose::Reread`]).
+    fn reread(&mut self, v: Verify) {
+        let body = serde_json::to_vec(&MsgGetRequest {
+            seq: v.hub_seq,
+            ..MsgGetRequest::default()
+        })
+        .unwrap_or_default();
+        let sent = self.link.clone().map(|link| {
+            self.send_api(
+                &link,
+                &format!("STREAM.MSG.GET.{}", self.cfg.hub_stream),
+                &body,
+            )
+        });
+        match sent {
+            Some(Ok(id)) => {
+                self.pending_api
+                    .insert(id, (Purpose::Reread(v), Instant::now() + API_TIMEOUT));
+            }
+            _ => {
+                self.ledger.verify_failed(v);
+                self.pause_verifications();
+            }
+        }
+    }
+
     /// An API answer for a request made in the background.
     fn on_api(&mut self, purpose: Purpose, body: &[u8]) {
+        let reread = matches!(purpose, Purpose::Reread(_));
         match purpose {
-            Purpose::Verify(v) => match hub::parse_msg_get(body) {
+            Purpose::Verify(v) | Purpose::Reread(v) => match hub::parse_msg_get(body) {
                 Ok(Some(copy)) => {
                     let found = self.found(&copy).unwrap_or(Found::Other);
                     self.ledger.on_verified(v, found);
                 }
+                // Read again after the stream reached the position: removed since.
+                Ok(None) if reread => self.ledger.on_verified(v, Found::Missing { removed: true }),
                 Ok(None) => {
                     // Nothing there: removed since, or never there. The stream's last
                     // sequence tells which.
@@ -800,8 +854,12 @@ impl Forwarder {
             Purpose::CheckRemoved(v) => match StreamInfo::read(body).map_err(hub::api_error) {
                 Ok(info) => {
                     self.note_hub_stream(&info);
-                    let removed = v.hub_seq <= self.hub.last_seq;
-                    self.ledger.on_verified(v, Found::Missing { removed });
+                    match after_a_miss(v.hub_seq, self.hub.last_seq) {
+                        AfterMiss::ReadAgain => self.reread(v),
+                        AfterMiss::NeverThere => self
+                            .ledger
+                            .on_verified(v, Found::Missing { removed: false }),
+                    }
                 }
                 Err(_) => {
                     self.ledger.verify_failed(v);
@@ -960,7 +1018,7 @@ impl Forwarder {
         let mut verifications_expired = false;
         for id in expired {
             match self.pending_api.remove(&id) {
-                Some((Purpose::Verify(v) | Purpose::CheckRemoved(v), _)) => {
+                Some((Purpose::Verify(v) | Purpose::CheckRemoved(v) | Purpose::Reread(v), _)) => {
                     self.ledger.verify_failed(v);
                     verifications_expired = true;
                 }
@@ -1509,6 +1567,17 @@ impl TokenBucket {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A miss below the stream's last sequence is read again (a lagging copy of a replicated
+    /// stream may have applied it since), never taken as removed at once; beyond it the
+    /// message was never there.
+    #[test]
+    fn a_miss_within_the_stream_is_read_again() {
+        assert_eq!(after_a_miss(8425, 8425), AfterMiss::ReadAgain);
+        assert_eq!(after_a_miss(10, 20_000), AfterMiss::ReadAgain);
+        assert_eq!(after_a_miss(8426, 8425), AfterMiss::NeverThere);
+        assert_eq!(after_a_miss(1, 0), AfterMiss::NeverThere);
+    }
 
     #[test]
     fn token_bucket_paces_to_the_rate() {
