@@ -1144,6 +1144,22 @@ async fn copy_of(m: &Member, stream: &str, count: u64) -> Vec<(u64, String, Stri
     out
 }
 
+/// Three hubd members with a meta leader and an R3 stream `name` on `subjects` (created on the
+/// first member), once its group has a leader: the members and the leader's name.
+async fn three_members_with_an_r3_stream(name: &str, subjects: &str) -> (Vec<Member>, String) {
+    let members = cluster(&[ServerKind::Hubd; 3]).await;
+    let all: Vec<&Member> = members.iter().collect();
+    agreed_leader(&all, None).await;
+    let created = create(
+        &app_client(&members[0]).await,
+        json!({"name": name, "subjects": [subjects], "num_replicas": 3}),
+    )
+    .await;
+    assert_eq!(created["did_create"], true, "{created}");
+    let leader = stream_leader(&all, name, None).await;
+    (members, leader)
+}
+
 /// A JetStream context on member `m` (the global account's user).
 async fn jetstream_on(m: &Member) -> e2e::async_nats::jetstream::Context {
     e2e::async_nats::jetstream::new(app_client(m).await)
@@ -1255,18 +1271,7 @@ async fn an_r3_stream_acknowledges_publishes_stored_alike_on_every_member() {
 /// catches up from the leader's log to the same messages.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_stream_leader_loses_no_acknowledged_publish() {
-    let mut members = cluster(&[ServerKind::Hubd; 3]).await;
-    let leader = {
-        let all: Vec<&Member> = members.iter().collect();
-        agreed_leader(&all, None).await;
-        let created = create(
-            &app_client(&members[0]).await,
-            json!({"name": "ORDERS", "subjects": ["orders.>"], "num_replicas": 3}),
-        )
-        .await;
-        assert_eq!(created["did_create"], true, "{created}");
-        stream_leader(&all, "ORDERS", None).await
-    };
+    let (mut members, leader) = three_members_with_an_r3_stream("ORDERS", "orders.>").await;
     let killed = members
         .iter()
         .position(|m| m.name == leader)
@@ -1930,18 +1935,7 @@ async fn publish_one_by_one(
 /// the purge it would grow by the wave's size).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_behind_the_purged_log_catches_up_from_a_snapshot() {
-    let mut members = cluster(&[ServerKind::Hubd; 3]).await;
-    let leader = {
-        let all: Vec<&Member> = members.iter().collect();
-        agreed_leader(&all, None).await;
-        let created = create(
-            &app_client(&members[0]).await,
-            json!({"name": "SNAP", "subjects": ["snap.>"], "num_replicas": 3}),
-        )
-        .await;
-        assert_eq!(created["did_create"], true, "{created}");
-        stream_leader(&all, "SNAP", None).await
-    };
+    let (mut members, leader) = three_members_with_an_r3_stream("SNAP", "snap.>").await;
     let at = members
         .iter()
         .position(|m| m.name == leader)
