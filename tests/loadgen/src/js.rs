@@ -42,18 +42,32 @@ pub struct Args {
     /// The row's name in the record (default `js-<mode>/<size>`).
     #[arg(long)]
     row: Option<String>,
+    /// Replicas of the stream loadgen creates (`num_replicas`; > 1 needs a JetStream
+    /// cluster). With more than one, loadgen first waits (bounded) until the cluster
+    /// creates the stream and acknowledges a publish: a new cluster elects its leaders first.
+    #[arg(long, default_value = "1", value_parser = num::<usize>)]
+    replicas: usize,
+    /// `true`: afterwards, read the whole stream back through an ephemeral pull consumer
+    /// (no acks, batches of `--inflight`) and emit a second record, row `<row>-pull`.
+    #[arg(long, default_value = "false")]
+    pull: String,
 }
 
 /// Default name of the benchmark stream (subjects `bench.>`).
 pub const STREAM: &str = "BENCH";
 
-/// Where the run publishes: which stream, and whether loadgen (re)creates it.
+/// Where the run publishes: which stream, whether loadgen (re)creates it (with how many
+/// replicas) and reads it back.
 struct Target {
     /// Stream name (`--stream`, default [`STREAM`]).
     stream: String,
     /// `--create true` (default): delete and create the stream on `bench.>`;
     /// `false`: use a stream that already exists (e.g. an uplink's `UPLINK_<name>`).
     create: bool,
+    /// `num_replicas` of a created stream.
+    replicas: usize,
+    /// `--pull true`: read the stream back afterwards through a pull consumer.
+    read_back: bool,
 }
 
 /// CPU time (user + system) this process has used so far, in seconds.
@@ -107,6 +121,11 @@ pub fn run(args: &Args) -> Result<()> {
     if mode != "sync" && mode != "async" {
         return Err(format!("--mode must be sync or async, not {mode:?}").into());
     }
+    let pull = match args.pull.as_str() {
+        "true" | "yes" => true,
+        "false" | "no" => false,
+        other => return Err(format!("--pull must be true or false, not {other:?}").into()),
+    };
     let create = args.create.clone();
     let target = Target {
         stream: args.stream.clone(),
@@ -115,12 +134,15 @@ pub fn run(args: &Args) -> Result<()> {
             "false" | "no" => false,
             _ => return Err(format!("--create must be true or false, not {create:?}").into()),
         },
+        replicas: args.replicas.max(1),
+        read_back: pull,
     };
+
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let cpu0 = cpu_secs();
-    let (out, stored) = rt.block_on(measure(
+    let (out, stored, read) = rt.block_on(measure(
         &url,
         &target,
         &mode,
@@ -150,8 +172,9 @@ pub fn run(args: &Args) -> Result<()> {
             out.acked
         ));
     }
+    let row = args.row.clone().unwrap_or(format!("js-{mode}/{size}"));
     let mut record = serde_json::json!({
-        "mode": "js", "row": args.row.clone().unwrap_or(format!("js-{mode}/{size}")), "server": server,
+        "mode": "js", "row": row, "server": server, "replicas": target.replicas,
         "stream": target.stream, "size": size, "msgs": msgs, "warmup": warmup, "sent": total,
         "inflight": if mode == "sync" { 1 } else { inflight },
         "acked": out.acked, "failed": out.failed, "stored": stored,
@@ -184,7 +207,107 @@ pub fn run(args: &Args) -> Result<()> {
         human.push_str(&format!("  errors: {}", errors.join("; ")));
     }
     emit(record, &human);
+    if let Some(read) = read {
+        let rate = read.msgs as f64 / read.secs;
+        let mut errors = Vec::new();
+        if read.msgs != stored {
+            errors.push(format!(
+                "read {} of the stream's {stored} messages",
+                read.msgs
+            ));
+        }
+        let record = serde_json::json!({
+            "mode": "js", "row": format!("{row}-pull"), "server": server,
+            "replicas": target.replicas, "stream": target.stream, "size": size,
+            "msgs": read.msgs, "batch": inflight, "secs": read.secs, "msgs_per_sec": rate,
+            "errors": errors,
+        });
+        let human = format!(
+            "js-pull   {server:12} size {size:4} B  {} msgs in {:.3} s = {:.1} k msgs/s{}",
+            read.msgs,
+            read.secs,
+            rate / 1e3,
+            if errors.is_empty() {
+                String::new()
+            } else {
+                format!("  errors: {}", errors.join("; "))
+            }
+        );
+        emit(record, &human);
+    }
     Ok(())
+}
+
+/// What reading the stream back through a pull consumer measured.
+struct Read {
+    /// Messages received.
+    msgs: u64,
+    /// Wall time from the consumer's creation to the last message.
+    secs: f64,
+}
+
+/// Upper bound on waiting for a new cluster to create the stream and acknowledge a publish.
+const CLUSTER_READY_LIMIT: Duration = Duration::from_secs(60);
+
+/// Creates the stream, retrying while a JetStream cluster is not ready yet (no meta leader,
+/// no stream leader: errors or timeouts), until a publish is acknowledged.
+async fn create_when_ready(
+    ctx: &jetstream::Context,
+    config: stream::Config,
+) -> Result<stream::Stream> {
+    let deadline = Instant::now() + CLUSTER_READY_LIMIT;
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        match ctx.get_or_create_stream(config.clone()).await {
+            Ok(stream) => {
+                match async { ctx.publish("bench.ready", "".into()).await?.await }.await {
+                    Ok(_) => return Ok(stream),
+                    Err(e) => last = format!("first publish: {e}"),
+                }
+            }
+            Err(e) => last = format!("create stream {}: {e}", config.name),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Err(format!("the cluster was not ready within {CLUSTER_READY_LIMIT:?}: {last}").into())
+}
+
+/// Reads every message of `stream` through an ephemeral pull consumer without acks, in
+/// batches of `batch`, until `expected` arrived or the stream stays quiet for 5 s.
+async fn read_back(stream: &stream::Stream, expected: u64, batch: usize) -> Result<Read> {
+    use async_nats::jetstream::consumer::{pull, AckPolicy};
+    use futures::StreamExt;
+    let t0 = Instant::now();
+    let consumer = stream
+        .create_consumer(pull::Config {
+            ack_policy: AckPolicy::None,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| format!("create pull consumer: {e}"))?;
+    let mut msgs = 0u64;
+    while msgs < expected {
+        let want = usize::try_from(expected - msgs).unwrap_or(batch).min(batch);
+        let mut batch = consumer
+            .fetch()
+            .max_messages(want)
+            .expires(Duration::from_secs(5))
+            .messages()
+            .await
+            .map_err(|e| format!("fetch: {e}"))?;
+        let before = msgs;
+        while let Some(m) = batch.next().await {
+            m.map_err(|e| format!("fetch: {e}"))?;
+            msgs += 1;
+        }
+        if msgs == before {
+            break; // quiet for a whole fetch: the count tells what is missing
+        }
+    }
+    Ok(Read {
+        msgs,
+        secs: t0.elapsed().as_secs_f64(),
+    })
 }
 
 /// (Re)creates the stream (unless told to use an existing one), publishes, and
@@ -197,7 +320,7 @@ async fn measure(
     msgs: u64,
     warmup: u64,
     inflight: usize,
-) -> Result<(Outcome, u64)> {
+) -> Result<(Outcome, u64, Option<Read>)> {
     let url = format!("nats://{}", url.strip_prefix("nats://").unwrap_or(url));
     let client = async_nats::ConnectOptions::new()
         .request_timeout(Some(Duration::from_secs(10)))
@@ -208,18 +331,26 @@ async fn measure(
     let mut stream = if target.create {
         // A leftover stream from an earlier run would skew the count.
         let _ = ctx.delete_stream(name).await;
-        ctx.create_stream(stream::Config {
+        let config = stream::Config {
             name: name.to_owned(),
             subjects: vec!["bench.>".to_owned()],
+            num_replicas: target.replicas,
             ..Default::default()
-        })
-        .await
-        .map_err(|e| format!("create stream {name}: {e}"))?
+        };
+        if target.replicas > 1 {
+            create_when_ready(&ctx, config).await?
+        } else {
+            ctx.create_stream(config)
+                .await
+                .map_err(|e| format!("create stream {name}: {e}"))?
+        }
     } else {
         ctx.get_stream(name)
             .await
             .map_err(|e| format!("stream {name} (expected to exist): {e}"))?
     };
+    // The messages before the run (a replicated stream's readiness probe): not counted.
+    let before = stream_messages(&mut stream).await?;
     let payload = bytes::Bytes::from(vec![b'j'; size]);
     let mut out = Outcome {
         acked: 0,
@@ -269,11 +400,32 @@ async fn measure(
         }
         out.secs = t0.elapsed().as_secs_f64();
     }
-    let stored = stream
+    let mut stored = stream_messages(&mut stream).await?;
+    // A member of a cluster answers from its copy, which may trail the PubAcks by a
+    // heartbeat: wait (bounded) for it to hold what was acknowledged.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while target.replicas > 1 && stored < out.acked + before && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        stored = stream_messages(&mut stream).await?;
+    }
+    let stored = stored.saturating_sub(before);
+    let read = if target.read_back {
+        // Everything the stream holds, the probe included, is read back and counted.
+        let mut read = read_back(&stream, stored + before, inflight).await?;
+        read.msgs = read.msgs.saturating_sub(before);
+        Some(read)
+    } else {
+        None
+    };
+    Ok((out, stored, read))
+}
+
+/// The number of messages `STREAM.INFO` reports.
+async fn stream_messages(stream: &mut stream::Stream) -> Result<u64> {
+    Ok(stream
         .info()
         .await
         .map_err(|e| format!("stream info: {e}"))?
         .state
-        .messages;
-    Ok((out, stored))
+        .messages)
 }

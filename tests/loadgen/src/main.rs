@@ -53,6 +53,11 @@
 //! * `pubsub --user U --password P --other-sub nats://b:pw@HOST:PORT`: publisher and
 //!   subscribers log in as U (a URL may carry `user:password@` too); each `--other-sub` is a
 //!   bystander of another account on the same subject that must receive nothing.
+//! * `js --replicas 3 --pull true`: the same into a replicated stream of a JetStream cluster
+//!   (waits, bounded, for the cluster to be ready), then reads it back through an ephemeral
+//!   pull consumer (a second record, row `<row>-pull`).
+//! * `failover --member NAME,PID,HOST:PORT ...`: SIGKILLs the leader of a replicated stream
+//!   and times the first PubAck after it (see `src/failover.rs`).
 //! * `freeport`: prints a free loopback TCP port.
 //! * `report FILE [--baseline NAME]`: renders the JSON lines collected in FILE as
 //!   a Markdown table of medians and ratios against the baseline server.
@@ -145,6 +150,8 @@ enum Mode {
     Fleet(fleet::Args),
     /// This machine's append + fdatasync latency percentiles (µs) in a directory.
     Fsync(fsync::Args),
+    /// SIGKILLs a replicated stream's leader; time to the first PubAck after it.
+    Failover(failover::Args),
     /// Prints a free loopback TCP port.
     Freeport,
     /// Renders collected JSON lines as a Markdown table of medians and ratios.
@@ -176,6 +183,7 @@ fn run(mode: Mode) -> Result<()> {
         Mode::Leaves(args) => leaves::run(&args),
         Mode::Fleet(args) => fleet::run(&args),
         Mode::Fsync(args) => fsync::run(&args),
+        Mode::Failover(args) => failover::run(&args),
         Mode::Freeport => {
             println!("{}", startup::free_port()?);
             Ok(())
@@ -192,6 +200,7 @@ fn emit(record: serde_json::Value, human: &str) {
 
 mod args;
 mod await_stream;
+mod failover;
 mod fleet;
 mod fsync;
 mod js;

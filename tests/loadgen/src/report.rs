@@ -296,6 +296,51 @@ const ROWS: &[RowSpec] = &[
         &[],
     ),
     spec(
+        "R3 JS async publish 128 B, 256 in flight (k msgs/s) ◈",
+        "jsc-async/128",
+        "msgs_per_sec",
+        Better::Higher,
+        1e3,
+        Some(1.0),
+        &[],
+    ),
+    spec(
+        "R3 JS sync publish 128 B, ack p50 (us) ◈",
+        "jsc-sync/128",
+        "p50_us",
+        Better::Lower,
+        1.0,
+        None,
+        &[],
+    ),
+    spec(
+        "R3 JS sync publish 128 B, ack p99 (us) ◈",
+        "jsc-sync/128",
+        "p99_us",
+        Better::Lower,
+        1.0,
+        None,
+        &[],
+    ),
+    spec(
+        "R3 stream read by a pull consumer, 128 B (k msgs/s) ◈",
+        "jsc-async/128-pull",
+        "msgs_per_sec",
+        Better::Higher,
+        1e3,
+        None,
+        &[],
+    ),
+    spec(
+        "R3 stream leader SIGKILLed → first PubAck (ms) ◈",
+        "failover",
+        "ms",
+        Better::Lower,
+        1.0,
+        Some(1.0),
+        &[],
+    ),
+    spec(
         "restart after SIGKILL, 1M-msg store: first INFO (ms)",
         "recovery",
         "ms",
@@ -760,6 +805,17 @@ pub fn run(args: &Args) -> Result<()> {
             "‡ Leaf link rows are pairs, leaf → hub: column nats-server = nats-server → \
              nats-server, leafd = leafd → nats-server, hubd = leafd → hubd. Publisher and \
              requester on the leaf, subscriber and responder on the hub."
+        );
+    }
+    if has_row("jsc-async/128") || has_row("failover") {
+        println!();
+        println!(
+            "◈ JetStream cluster rows: 3 nodes of the column's server (routes between all, \
+             JetStream on each), a stream with num_replicas 3, the client on the first node. \
+             nats-server acknowledges once a quorum has the message in its log, without fsync; \
+             hubd once a quorum has it fsynced. The pull row reads the stream back through an \
+             ephemeral pull consumer (no acks). Failover: the stream leader SIGKILLed, the \
+             time to the first PubAck through another node (publishes retried every ≤ 250 ms)."
         );
     }
     if has_row("clusterpub/16") || has_row("clusterrr/16") {
