@@ -148,7 +148,7 @@ async fn serve(
     };
     // A JetStream cluster member: its identity in the route INFO before the routes start.
     let jsc_name = match (&routes, cfg.jetstream.enabled) {
-        (Some(routes), true) => match jsc_identity(&cfg, routes) {
+        (Some(routes), true) => match jsc_identity(&cfg, &hub.server_tags, routes) {
             Ok(name) => Some(name),
             Err(e) => return fail(NAME, e),
         },
@@ -244,8 +244,9 @@ async fn serve(
 
 /// The name of this server in its JetStream cluster: JetStream in a cluster needs
 /// `server_name` and `cluster.name`, as nats-server's; the route INFO then carries the Raft
-/// node id derived from the name (`leaf_jsc`), by which hubd members recognise each other.
-fn jsc_identity(cfg: &Config, routes: &Routes) -> Result<String, String> {
+/// node id derived from the name (`leaf_jsc`), by which hubd members recognise each other,
+/// and its `server_tags` (placement).
+fn jsc_identity(cfg: &Config, tags: &[String], routes: &Routes) -> Result<String, String> {
     let name = cfg
         .server_name
         .clone()
@@ -258,6 +259,7 @@ fn jsc_identity(cfg: &Config, routes: &Routes) -> Result<String, String> {
     }
     routes.set_jsc(crate::route::JscInfo {
         node_id: crate::jsc::node_id::node_id(&name),
+        tags: tags.to_vec(),
     });
     Ok(name)
 }

@@ -30,6 +30,9 @@ pub struct HubKeys {
     pub resolver_preload: BTreeMap<String, String>,
     /// `cluster`: routes to the other servers of a cluster (see [`crate::route`]).
     pub cluster: Option<ClusterSettings>,
+    /// `server_tags`: this server's tags, matched by a stream's `placement.tags` in a
+    /// JetStream cluster (trimmed, lowercased, without duplicates, as nats-server's).
+    pub server_tags: Vec<String>,
 }
 
 /// hubd's own flags, named as nats-server's: the cluster's.
@@ -103,6 +106,7 @@ impl HubKeys {
 impl Extension for HubKeys {
     const KEYS: &'static [&'static str] = &[
         "cluster",
+        "server_tags",
         "operator",
         "resolver",
         "resolver_preload",
@@ -113,8 +117,13 @@ impl Extension for HubKeys {
         "modbus",
         "gpio",
     ];
-    const LISTED: &'static [&'static str] =
-        &["cluster", "operator", "resolver", "resolver_preload"];
+    const LISTED: &'static [&'static str] = &[
+        "cluster",
+        "server_tags",
+        "operator",
+        "resolver",
+        "resolver_preload",
+    ];
 
     fn read_key<'de, A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<(), A::Error> {
         match key {
@@ -122,9 +131,37 @@ impl Extension for HubKeys {
             "resolver" => self.resolver = Some(map.next_value::<ResolverValue>()?.0),
             "resolver_preload" => self.resolver_preload = map.next_value()?,
             "cluster" => self.cluster = Some(map.next_value()?),
+            "server_tags" => self.server_tags = map.next_value::<ServerTags>()?.0,
             _ => LeafdKeys.read_key(key, map)?,
         }
         Ok(())
+    }
+}
+
+/// `server_tags`' value: one tag or a list of them (as nats-server reads it), normalized:
+/// trimmed, lowercased, empty ones and duplicates dropped.
+struct ServerTags(Vec<String>);
+
+impl<'de> Deserialize<'de> for ServerTags {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged, expecting = "a tag or a list of tags (strings)")]
+        enum OneOrMany {
+            One(String),
+            Many(Vec<String>),
+        }
+        let raw = match OneOrMany::deserialize(deserializer)? {
+            OneOrMany::One(tag) => vec![tag],
+            OneOrMany::Many(tags) => tags,
+        };
+        let mut tags: Vec<String> = Vec::new();
+        for tag in raw {
+            let tag = tag.trim().to_lowercase();
+            if !tag.is_empty() && !tags.contains(&tag) {
+                tags.push(tag);
+            }
+        }
+        Ok(ServerTags(tags))
     }
 }
 
@@ -391,6 +428,36 @@ mod tests {
             err.starts_with("hubd.conf:2:11: serial: a leafd setting"),
             "{err}"
         );
+    }
+
+    /// `server_tags` in every format: one tag or a list, normalized as nats-server's (trimmed,
+    /// lowercased, no duplicates); a value of another type names the key and its line.
+    #[test]
+    fn server_tags_in_every_format() {
+        let cases = [
+            (
+                "server_tags = [\"SSD\", \" eu \", \"ssd\"]\n",
+                Format::Toml,
+                "h.toml",
+            ),
+            (
+                "{\"server_tags\": [\"ssd\", \"EU\"]}",
+                Format::Json,
+                "h.json",
+            ),
+            ("server_tags: [ssd, eu]\n", Format::NatsConf, "h.conf"),
+        ];
+        for (text, format, file) in cases {
+            let (_, hub) = config::parse_str_with::<HubKeys>(text, format, file)
+                .unwrap_or_else(|e| panic!("{text:?}: {e}"));
+            assert_eq!(hub.server_tags, ["ssd", "eu"], "{text:?}");
+        }
+        let (_, hub) =
+            config::parse_str_with::<HubKeys>("server_tags: gpu\n", Format::NatsConf, "h.conf")
+                .unwrap();
+        assert_eq!(hub.server_tags, ["gpu"]);
+        let err = refusal("port = 1\nserver_tags = 5\n", Format::Toml, "h.toml");
+        assert!(err.starts_with("h.toml:2: server_tags:"), "{err}");
     }
 
     /// `hub/hubd.example.toml` (what the Debian package installs as /etc/hubd/hubd.toml)

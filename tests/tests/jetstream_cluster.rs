@@ -1994,3 +1994,79 @@ async fn a_member_behind_the_purged_log_catches_up_from_a_snapshot() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Issue 22, placement: a replicated stream's `placement.tags` choose its peers among the
+/// members whose `server_tags` hold every tag (one tag or a list in the configuration,
+/// compared without case); tags too few members hold are refused with nats-server's 10005
+/// "no suitable peers for placement, tags not matched [...]"; an R1 stream is created only on
+/// a member holding its tags.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn placement_tags_choose_members_by_their_server_tags() {
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let tags = [json!(["ssd", "eu"]), json!(["SSD"]), json!("hdd")];
+    let mut members = Vec::new();
+    for (i, tags) in tags.iter().enumerate() {
+        let name = format!("n{}", i + 1);
+        let store = StoreDir::new();
+        let http = free_port();
+        let mut config = member_config(&name, ports[i], &ports, http, &store);
+        config["server_tags"] = tags.clone();
+        let server = TestServer::with_config(ServerKind::Hubd, config.clone()).await;
+        members.push(Member {
+            server,
+            http,
+            name,
+            config,
+            _store: store,
+        });
+    }
+    agreed_leader(&members.iter().collect::<Vec<_>>(), None).await;
+    // From the member without the tag.
+    let client = app_client(&members[2]).await;
+    let created = create(
+        &client,
+        json!({"name": "FAST", "subjects": ["fast.>"], "num_replicas": 2,
+               "placement": {"tags": ["ssd"]}}),
+    )
+    .await;
+    assert_eq!(created["did_create"], true, "{created}");
+    let mut peers = group_members(&created);
+    peers.sort_unstable();
+    assert_eq!(peers, ["n1", "n2"], "{created}");
+    assert_eq!(created["config"]["placement"]["tags"], json!(["ssd"]));
+    let ack = acknowledged(&members[2], "fast.1").await;
+    assert_eq!(ack["stream"], "FAST", "{ack}");
+
+    // An R1 stream lives on the member that creates it: created where the tags match,
+    // refused (10005) where they do not.
+    let r1 = json!({"name": "EU", "subjects": ["eu.>"], "num_replicas": 1,
+                    "placement": {"tags": ["EU", "ssd"]}});
+    let refused = create(&client, r1.clone()).await;
+    assert_eq!(refused["error"]["err_code"], 10005, "{refused}");
+    let text = refused["error"]["description"].as_str().unwrap_or_default();
+    assert!(text.contains("tags not matched ['eu', 'ssd']"), "{refused}");
+    let created = create(&app_client(&members[0]).await, r1).await;
+    assert_eq!(created["did_create"], true, "{created}");
+
+    for (config, missing) in [
+        (
+            json!({"name": "EU2", "subjects": ["eu2.>"], "num_replicas": 2,
+                   "placement": {"tags": ["ssd", "eu"]}}),
+            "tags not matched ['ssd', 'eu']",
+        ),
+        (
+            json!({"name": "GPU", "subjects": ["gpu.>"], "num_replicas": 2,
+                   "placement": {"tags": ["gpu"]}}),
+            "tags not matched ['gpu']",
+        ),
+    ] {
+        let refused = create(&client, config).await;
+        assert_eq!(refused["error"]["err_code"], 10005, "{refused}");
+        let text = refused["error"]["description"].as_str().unwrap_or_default();
+        assert!(
+            text.starts_with("no suitable peers for placement") && text.contains(missing),
+            "{refused}"
+        );
+    }
+    assert!(!stream_names(&client).await.contains(&"GPU".to_owned()));
+}

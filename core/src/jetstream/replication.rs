@@ -71,6 +71,14 @@ pub trait Replication: Send + Sync {
     /// The replicated streams of `account` known here, by name.
     fn streams(&self, account: &str) -> Vec<Replicated>;
 
+    /// Checks that an R1 stream `config` may live on this server (R1 streams stay on the
+    /// member that creates them): a clustered server refuses a `placement` it does not
+    /// match (10005). By default anything goes.
+    fn check_here(&self, config: &StreamConfig) -> Result<(), ApiError> {
+        let _ = config;
+        Ok(())
+    }
+
     /// The replicated stream `name` of `account`, if known here.
     fn stream(&self, account: &str, name: &str) -> Option<Replicated> {
         self.streams(account)
@@ -214,7 +222,10 @@ impl Inner {
                 return Err(ApiError::subjects_overlap());
             }
         }
-        Ok(())
+        match self.replication() {
+            Some((hook, _)) => hook.check_here(cfg),
+            None => Ok(()),
+        }
     }
 
     /// A request on a replicated stream that this server does not serve (its kind and

@@ -264,6 +264,23 @@ impl MetaGroup {
         online
     }
 
+    /// The `server_tags` of the members up: this member's, and those of the members seen
+    /// over a route (their route INFO's `leaf_jsc`).
+    pub fn online_tags(&self) -> BTreeMap<u64, Vec<String>> {
+        let seen = self.seen();
+        let mut tags: BTreeMap<u64, Vec<String>> = self
+            .routes
+            .established()
+            .into_iter()
+            .filter_map(|(_, route)| route.jsc)
+            .filter(|jsc| seen.contains_key(&jsc.node_id))
+            .map(|jsc| (jsc.node_id, jsc.tags))
+            .collect();
+        let own = self.routes.jsc().map(|jsc| jsc.tags).unwrap_or_default();
+        tags.insert(self.own, own);
+        tags
+    }
+
     /// The name of member `id`, if known (the membership, or a route).
     pub fn name_of(&self, id: u64) -> Option<String> {
         let m = self.raft.metrics().borrow().clone();

@@ -72,6 +72,25 @@ impl Replication for ClusterStreams {
         })
     }
 
+    /// An R1 stream lives on this member: its `placement` must name this cluster and only
+    /// tags this member's `server_tags` hold.
+    fn check_here(&self, config: &StreamConfig) -> Result<(), ApiError> {
+        let Some(g) = self.0.upgrade() else {
+            return Ok(());
+        };
+        placement::check(config.placement.as_ref(), g.cluster_name()).map_err(no_peers)?;
+        let own = g.online_tags().remove(&g.own).unwrap_or_default();
+        let here = Voter {
+            id: g.own,
+            online: true,
+            tags: own,
+        };
+        let wanted = placement::tags(config.placement.as_ref());
+        placement::choose(1, &[here], &BTreeMap::new(), &wanted)
+            .map(drop)
+            .map_err(no_peers)
+    }
+
     fn streams(&self, account: &str) -> Vec<Replicated> {
         self.0
             .upgrade()
@@ -109,7 +128,7 @@ impl MetaGroup {
             };
         }
         let m = self.raft.metrics().borrow().clone();
-        let online = self.online();
+        let online = self.online_tags();
         let voters: Vec<Voter> = m
             .membership_config
             .membership()
@@ -117,6 +136,7 @@ impl MetaGroup {
             .map(|id| Voter {
                 id,
                 online: online.contains_key(&id),
+                tags: online.get(&id).cloned().unwrap_or_default(),
             })
             .collect();
         // No leader, or too few voters up to commit anything: the meta group is unavailable
@@ -126,7 +146,9 @@ impl MetaGroup {
             return Err(unavailable());
         }
         let replicas = usize::try_from(config.num_replicas).unwrap_or(0);
-        let peers = placement::choose(replicas, &voters, &state.load()).map_err(no_peers)?;
+        let wanted = placement::tags(config.placement.as_ref());
+        let peers =
+            placement::choose(replicas, &voters, &state.load(), &wanted).map_err(no_peers)?;
         let created_ns = now_ns();
         let text = serde_json::to_string(&config).map_err(|e| ApiError::general(&e.to_string()))?;
         let assignment = StreamAssignment {

@@ -682,7 +682,7 @@ impl Route<'_> {
             leaf_url: self.peer_leaf_url.clone(),
             client_urls: self.peer_client_urls.clone(),
             jetstream: self.peer_js.0,
-            jsc: self.peer_js.1,
+            jsc: self.peer_js.1.clone(),
         };
         // Flush what the handshake wrote before the interest table goes out.
         self.fanout.flush();

@@ -132,10 +132,13 @@ pub struct Routes {
 /// A hubd member's JetStream cluster identity, in its route INFO as `leaf_jsc` (nats-server
 /// ignores the field): how hubd members with JetStream recognise each other (see
 /// `hub/JETSTREAM-CLUSTER.md`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct JscInfo {
     /// Its Raft node id (derived from its server name).
     pub node_id: u64,
+    /// Its `server_tags` (a stream's `placement.tags` choose among them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
 }
 
 /// What route tasks started after the server (implicit routes) need.
@@ -269,7 +272,7 @@ impl Routes {
 
     /// This server's JetStream cluster identity, if it is a member.
     pub fn jsc(&self) -> Option<JscInfo> {
-        self.jsc.get().copied()
+        self.jsc.get().cloned()
     }
 
     /// The number of other members the configuration lists: distinct route URLs, less those
