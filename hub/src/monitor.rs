@@ -51,7 +51,11 @@ impl Pages for HubPages {
     }
 
     fn jsz(&self, jsz: &mut Value) {
-        if let (Some(meta), Some(map)) = (self.meta.get(), jsz.as_object_mut()) {
+        let Some(meta) = self.meta.get() else {
+            return;
+        };
+        meta.annotate_jsz(jsz);
+        if let Some(map) = jsz.as_object_mut() {
             map.insert("meta_cluster".into(), meta.meta_cluster());
         }
     }

@@ -1999,7 +1999,7 @@ async fn a_member_behind_the_purged_log_catches_up_from_a_snapshot() {
 /// members whose `server_tags` hold every tag (one tag or a list in the configuration,
 /// compared without case); tags too few members hold are refused with nats-server's 10005
 /// "no suitable peers for placement, tags not matched [...]"; an R1 stream is created only on
-/// a member holding its tags.
+/// a member holding its tags. A peer's `/jsz` shows the stream's group and cluster.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn placement_tags_choose_members_by_their_server_tags() {
     let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
@@ -2036,6 +2036,34 @@ async fn placement_tags_choose_members_by_their_server_tags() {
     assert_eq!(created["config"]["placement"]["tags"], json!(["ssd"]));
     let ack = acknowledged(&members[2], "fast.1").await;
     assert_eq!(ack["stream"], "FAST", "{ack}");
+    // A peer's /jsz shows the stream's group and cluster (its leader, once known).
+    let deadline = Instant::now() + ELECTION;
+    loop {
+        let (code, jsz) = http_get(members[0].http, "/jsz").await;
+        assert_eq!(code, 200, "{jsz}");
+        let detail = jsz["account_details"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|a| a["name"] == "$G")
+            .flat_map(|a| a["stream_detail"].as_array().cloned().unwrap_or_default())
+            .find(|d| d["name"] == "FAST")
+            .unwrap_or_else(|| panic!("FAST in /jsz: {jsz}"));
+        assert!(
+            detail["stream_raft_group"]
+                .as_str()
+                .is_some_and(|g| g.starts_with("S-")),
+            "{detail}"
+        );
+        assert_eq!(detail["cluster"]["name"], "C", "{detail}");
+        let mut shown = group_members(&detail);
+        shown.sort_unstable();
+        if detail["cluster"]["leader"].is_string() && shown == ["n1", "n2"] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no leader in /jsz: {detail}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // An R1 stream lives on the member that creates it: created where the tags match,
     // refused (10005) where they do not.

@@ -192,6 +192,38 @@ impl MetaGroup {
         }
     }
 
+    /// Adds to `/jsz`'s `account_details[].stream_detail[]` of each replicated stream this
+    /// member holds a copy of its group (`stream_raft_group`, as nats-server 2.10 names it)
+    /// and `cluster` (`name`, `leader`, `replicas`), as `STREAM.INFO` shows them.
+    pub fn annotate_jsz(&self, jsz: &mut serde_json::Value) {
+        let Some(accounts) = jsz["account_details"].as_array_mut() else {
+            return;
+        };
+        let online = self.online();
+        let state = self.state();
+        for account in accounts {
+            let name = account["name"].as_str().unwrap_or_default().to_owned();
+            let Some(details) = account["stream_detail"].as_array_mut() else {
+                continue;
+            };
+            for detail in details {
+                let stream = detail["name"].as_str().unwrap_or_default().to_owned();
+                let Some(sa) = state.streams.get(&(name.clone(), stream)) else {
+                    continue;
+                };
+                let Some(shown) = self.shown(sa, &online) else {
+                    continue;
+                };
+                if let Some(map) = detail.as_object_mut() {
+                    map.insert("stream_raft_group".into(), sa.group.name.clone().into());
+                    if let Ok(cluster) = serde_json::to_value(&shown.cluster) {
+                        map.insert("cluster".into(), cluster);
+                    }
+                }
+            }
+        }
+    }
+
     /// The replicated streams of `account` this member's state machine holds.
     fn streams_of(&self, account: &str) -> Vec<Replicated> {
         let online = self.online();
