@@ -4,20 +4,27 @@
 //! * [`LogStore`]: openraft's log storage of one group: entries, vote, committed index, the
 //!   last purged log id. Every write is a redb commit with `Durability::Immediate` (one fsync)
 //!   made before openraft is told it is done: an append is acknowledged (its `LogFlushed`
-//!   callback) only once it is on disk, and openraft hands over the entries of one replication
-//!   round together, which makes them one commit (group commit). Writes run on tokio's
-//!   blocking pool, never on a worker thread.
+//!   callback) only once it is on disk. Appends and removals go through the group's **log
+//!   writer** (a task per group, in the order openraft made them): `append` returns as soon
+//!   as the entries are handed over (and readable: the reader sees them on top of the file),
+//!   so openraft's core replicates them to the followers while the leader's own fsync runs,
+//!   and appends queued meanwhile share one commit (group commit). The one exception to the
+//!   fsync is the committed log id (`save_committed`): see [`LogStore::save_committed`].
+//!   Writes run on tokio's blocking pool, never on a worker thread.
 //! * [`SnapshotSlot`]: the group's last snapshot (its meta and bytes), kept in the same file,
 //!   for state machines that live in memory (the meta group's: see `super::machine`).
 //!
 //! A process killed at any point leaves the file at its last commit: whatever was
 //! acknowledged is there at the next start (redb's commits are atomic).
 
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
 use std::marker::PhantomData;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+
+use tokio::sync::{mpsc, oneshot};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{
@@ -67,9 +74,10 @@ pub enum OpenError {
     },
 }
 
-/// The Raft database of a node (one for all its groups).
+/// The Raft database of a node (one for all its groups), and the log writers of the groups
+/// running on it (one per group: see [`RaftDb::log`]).
 #[derive(Clone)]
-pub struct RaftDb(Arc<Database>);
+pub struct RaftDb(Arc<Database>, Arc<Mutex<HashMap<Arc<str>, Weak<Writes>>>>);
 
 impl RaftDb {
     /// Opens (or creates) `dir/raft.redb`.
@@ -88,14 +96,28 @@ impl RaftDb {
             Ok(())
         };
         tables().map_err(|source| OpenError::Tables { path: name, source })?;
-        Ok(RaftDb(Arc::new(db)))
+        Ok(RaftDb(Arc::new(db), Arc::default()))
     }
 
-    /// The log storage of group `group`.
+    /// The log storage of group `group`. Every log storage of a group shares its one log
+    /// writer while any of them lives (a group stopped and started again keeps the order of
+    /// its writes); the writer ends once the last is dropped and its queue is done.
     pub fn log<C: RaftTypeConfig>(&self, group: &str) -> LogStore<C> {
+        let group: Arc<str> = group.into();
+        let mut writers = self.1.lock().unwrap_or_else(PoisonError::into_inner);
+        writers.retain(|_, w| w.strong_count() > 0);
+        let writes = match writers.get(&group).and_then(Weak::upgrade) {
+            Some(writes) => writes,
+            None => {
+                let writes = Writes::start(self.0.clone(), group.clone());
+                writers.insert(group.clone(), Arc::downgrade(&writes));
+                writes
+            }
+        };
         LogStore {
             db: self.clone(),
-            group: group.into(),
+            group,
+            writes,
             _types: PhantomData,
         }
     }
@@ -135,7 +157,7 @@ impl RaftDb {
     /// Writes values of `group` in a commit that is not fsynced (`Durability::None`): it
     /// reaches the disk with the next durable commit of the file, and a crash before that
     /// loses it (for values that may be lost: a stream group's apply marker, see
-    /// `super::stream_machine`).
+    /// `super::stream_machine`, and the committed log id, see [`LogStore::save_committed`]).
     pub(super) async fn put_state_lazy(
         &self,
         group: &str,
@@ -215,10 +237,152 @@ async fn durable(
     .await
 }
 
+/// The log writer of one group: a task committing the group's appends and removals in the
+/// order they were handed over, the appends queued together in one commit.
+pub struct Writes {
+    /// Entries handed over and not committed yet (index → encoded entry): the log reader
+    /// sees them on top of the file.
+    pending: Arc<Mutex<BTreeMap<u64, Vec<u8>>>>,
+    /// The writer's queue. Unbounded: what fills it is bounded upstream (a stream group's
+    /// proposals, two batches unapplied; a follower's appends, one replication request at a
+    /// time from its leader; the meta group's few commands).
+    queue: mpsc::UnboundedSender<Write>,
+}
+
+/// One write of a group's log.
+enum Write {
+    /// Entries to append; `done` is told once they are fsynced (or why not).
+    Append {
+        rows: Vec<(u64, Vec<u8>)>,
+        done: Box<dyn FnOnce(Result<(), String>) + Send>,
+    },
+    /// Entries `start..=end` to remove (with the purged log id to record, for a purge);
+    /// answered once fsynced.
+    Remove {
+        start: u64,
+        end: u64,
+        purged: Option<Vec<u8>>,
+        done: oneshot::Sender<Result<(), String>>,
+    },
+}
+
+impl Writes {
+    /// Starts the log writer of `group`.
+    fn start(db: Arc<Database>, group: Arc<str>) -> Arc<Writes> {
+        let (queue, rx) = mpsc::unbounded_channel();
+        let pending = Arc::new(Mutex::new(BTreeMap::new()));
+        tokio::spawn(write_log(Arc::downgrade(&db), group, pending.clone(), rx));
+        Arc::new(Writes { pending, queue })
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Vec<u8>>> {
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The log writer's loop: each write in order; the appends queued together in one commit.
+/// It holds the database weakly: once every handle of it is gone, what is left fails.
+async fn write_log(
+    db: Weak<Database>,
+    group: Arc<str>,
+    pending: Arc<Mutex<BTreeMap<u64, Vec<u8>>>>,
+    mut rx: mpsc::UnboundedReceiver<Write>,
+) {
+    let mut next: Option<Write> = None;
+    loop {
+        let first = match next.take() {
+            Some(w) => w,
+            None => match rx.recv().await {
+                Some(w) => w,
+                None => return,
+            },
+        };
+        let Some(db) = db.upgrade() else {
+            let gone = || "the Raft database is closed".to_owned();
+            match first {
+                Write::Remove { done, .. } => drop(done.send(Err(gone()))),
+                Write::Append { done, .. } => done(Err(gone())),
+            }
+            continue;
+        };
+        match first {
+            Write::Remove {
+                start,
+                end,
+                purged,
+                done,
+            } => {
+                let group = group.clone();
+                let written = durable(db, move |txn| {
+                    let g: &str = &group;
+                    txn.open_table(LOG)?
+                        .retain_in((g, start)..=(g, end), |_, _| false)?;
+                    if let Some(p) = &purged {
+                        txn.open_table(STATE)?.insert((g, "purged"), p.as_slice())?;
+                    }
+                    Ok(())
+                })
+                .await;
+                let _ = done.send(written.map_err(|e| e.to_string()));
+            }
+            Write::Append { rows, done } => {
+                let mut appends = vec![(rows, done)];
+                // What was queued meanwhile joins this commit, up to a removal.
+                while let Ok(w) = rx.try_recv() {
+                    match w {
+                        Write::Append { rows, done } => appends.push((rows, done)),
+                        removal => {
+                            next = Some(removal);
+                            break;
+                        }
+                    }
+                }
+                let rows: Vec<Vec<(u64, Vec<u8>)>> =
+                    appends.iter_mut().map(|(r, _)| std::mem::take(r)).collect();
+                let (g, file) = (group.clone(), db);
+                let written = blocking(move || {
+                    let mut txn = file.begin_write()?;
+                    txn.set_durability(redb::Durability::Immediate)
+                        .map_err(|e| {
+                            redb::Error::from(redb::StorageError::from(std::io::Error::other(e)))
+                        })?;
+                    {
+                        let mut table = txn.open_table(LOG)?;
+                        for (index, bytes) in rows.iter().flatten() {
+                            table.insert((&*g, *index), bytes.as_slice())?;
+                        }
+                    }
+                    txn.commit()?;
+                    Ok(rows)
+                })
+                .await;
+                let outcome = match written {
+                    Ok(rows) => {
+                        // Committed: the file has them now (unless a newer entry took the
+                        // same index meanwhile, after a truncation).
+                        let mut pending = pending.lock().unwrap_or_else(PoisonError::into_inner);
+                        for (index, bytes) in rows.iter().flatten() {
+                            if pending.get(index) == Some(bytes) {
+                                pending.remove(index);
+                            }
+                        }
+                        Ok(())
+                    }
+                    Err(e) => Err(e.to_string()),
+                };
+                for (_, done) in appends {
+                    done(outcome.clone());
+                }
+            }
+        }
+    }
+}
+
 /// One group's log in the Raft database; also its own log reader.
 pub struct LogStore<C> {
     db: RaftDb,
     group: Arc<str>,
+    writes: Arc<Writes>,
     _types: PhantomData<fn() -> C>,
 }
 
@@ -227,6 +391,7 @@ impl<C> Clone for LogStore<C> {
         LogStore {
             db: self.db.clone(),
             group: self.group.clone(),
+            writes: self.writes.clone(),
             _types: PhantomData,
         }
     }
@@ -280,24 +445,43 @@ where
         }
     }
 
-    /// Entries with indexes in `start..=end`.
+    /// Entries with indexes in `start..=end`: the file's, and on top of them those handed to
+    /// the log writer and not committed yet.
     fn read_entries(&self, start: u64, end: u64) -> Result<Vec<C::Entry>, AnyError> {
+        // The pending ones first: an entry committed between the two reads is then found in
+        // the file (the writer removes it from `pending` only after its commit).
+        let pending: Vec<(u64, Vec<u8>)> = self
+            .writes
+            .pending()
+            .range(start..=end)
+            .map(|(i, b)| (*i, b.clone()))
+            .collect();
         let txn = self.db.0.begin_read().map_err(redb_err)?;
         let table = txn.open_table(LOG).map_err(redb_err)?;
         let group: &str = &self.group;
-        let mut out = Vec::new();
+        let mut rows: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
         for item in table
             .range((group, start)..=(group, end))
             .map_err(redb_err)?
         {
-            let (_, v) = item.map_err(redb_err)?;
-            out.push(decode(v.value())?);
+            let (k, v) = item.map_err(redb_err)?;
+            rows.insert(k.value().1, v.value().to_vec());
         }
-        Ok(out)
+        rows.extend(pending);
+        rows.values().map(|b| decode(b)).collect()
     }
 
-    /// The last entry's log id.
+    /// The last entry's log id (a pending one if any: they follow the file's).
     fn last_entry_id(&self) -> Result<Option<LogId<C::NodeId>>, AnyError> {
+        let last_pending = self
+            .writes
+            .pending()
+            .last_key_value()
+            .map(|(_, b)| b.clone());
+        if let Some(bytes) = last_pending {
+            let entry: C::Entry = decode(&bytes)?;
+            return Ok(Some(entry.get_log_id().clone()));
+        }
         let txn = self.db.0.begin_read().map_err(redb_err)?;
         let table = txn.open_table(LOG).map_err(redb_err)?;
         let group: &str = &self.group;
@@ -315,25 +499,33 @@ where
         }
     }
 
-    /// Removes the entries with indexes in `start..=end` in one durable commit, writing the
-    /// purged log id too when given.
+    /// Removes the entries with indexes in `start..=end` (pending ones at once, the file's
+    /// through the log writer, after the writes handed over before) in one durable commit,
+    /// writing the purged log id too when given.
     async fn remove_entries(
         &self,
         start: u64,
         end: u64,
         purged: Option<Vec<u8>>,
-    ) -> Result<(), redb::Error> {
-        let group = self.group.clone();
-        durable(self.db.0.clone(), move |txn| {
-            let g: &str = &group;
-            txn.open_table(LOG)?
-                .retain_in((g, start)..=(g, end), |_, _| false)?;
-            if let Some(p) = &purged {
-                txn.open_table(STATE)?.insert((g, "purged"), p.as_slice())?;
-            }
-            Ok(())
-        })
-        .await
+    ) -> Result<(), AnyError> {
+        self.writes
+            .pending()
+            .retain(|index, _| *index < start || *index > end);
+        let (done, answer) = oneshot::channel();
+        let write = Write::Remove {
+            start,
+            end,
+            purged,
+            done,
+        };
+        if self.writes.queue.send(write).is_err() {
+            return Err(AnyError::error("the log writer has stopped"));
+        }
+        match answer.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(AnyError::error(e)),
+            Err(_) => Err(AnyError::error("the log writer has stopped")),
+        }
     }
 }
 
@@ -386,18 +578,32 @@ where
             .map_err(|e| StorageIOError::read_vote(e).into())
     }
 
+    /// Saves the committed log id **without fsync** (`Durability::None`): it reaches the disk
+    /// with the file's next durable commit (the next append or vote). openraft calls this on
+    /// every commit, before it applies the entries, so an fsync here sat on every PubAck's
+    /// path. Safe because the value is only a hint: openraft reads it at start to re-apply
+    /// the entries up to it, and an older value (a crash lost the last lazy writes) only means
+    /// fewer entries re-applied at once; the rest are committed again by the leader as usual.
+    /// The id saved is never ahead of the durable log (openraft saves it after the entries
+    /// were flushed), and a lost write leaves the previous value, also behind the log.
     async fn save_committed(
         &mut self,
         committed: Option<LogId<C::NodeId>>,
     ) -> Result<(), StorageError<C::NodeId>> {
-        let value = match committed {
-            Some(c) => Some(encode(&c).map_err(io_write::<C>)?),
-            None => None,
+        let written = match committed {
+            Some(c) => {
+                let value = encode(&c).map_err(io_write::<C>)?;
+                self.db
+                    .put_state_lazy(&self.group, vec![("committed", value)])
+                    .await
+            }
+            None => {
+                self.db
+                    .put_state(&self.group, vec![("committed", None)])
+                    .await
+            }
         };
-        self.db
-            .put_state(&self.group, vec![("committed", value)])
-            .await
-            .map_err(|e| io_write::<C>(redb_err(e)))
+        written.map_err(|e| io_write::<C>(redb_err(e)))
     }
 
     async fn read_committed(
@@ -420,40 +626,40 @@ where
             let index = entry.get_log_id().index;
             rows.push((index, encode(&entry).map_err(io_write::<C>)?));
         }
-        let group = self.group.clone();
-        let written = durable(self.db.0.clone(), move |txn| {
-            let mut table = txn.open_table(LOG)?;
-            let g: &str = &group;
-            for (index, bytes) in &rows {
-                table.insert((g, *index), bytes.as_slice())?;
-            }
-            Ok(())
-        })
-        .await;
-        match written {
-            Ok(()) => {
-                callback.log_io_completed(Ok(()));
-                Ok(())
-            }
-            Err(e) => {
-                let text = e.to_string();
-                callback.log_io_completed(Err(std::io::Error::other(text)));
-                Err(io_write::<C>(redb_err(e)))
-            }
+        if rows.is_empty() {
+            callback.log_io_completed(Ok(()));
+            return Ok(());
         }
+        // Readable from now on (the reader overlays them), durable when `callback` is told.
+        self.writes.pending().extend(rows.iter().cloned());
+        let done = Box::new(move |outcome: Result<(), String>| {
+            callback.log_io_completed(outcome.map_err(std::io::Error::other));
+        });
+        if let Err(refused) = self.writes.queue.send(Write::Append { rows, done }) {
+            if let Write::Append { rows, done } = refused.0 {
+                let mut pending = self.writes.pending();
+                for (index, _) in &rows {
+                    pending.remove(index);
+                }
+                drop(pending);
+                done(Err("the log writer has stopped".into()));
+            }
+            return Err(io_write::<C>(AnyError::error("the log writer has stopped")));
+        }
+        Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId<C::NodeId>) -> Result<(), StorageError<C::NodeId>> {
         self.remove_entries(log_id.index, u64::MAX, None)
             .await
-            .map_err(|e| io_write::<C>(redb_err(e)))
+            .map_err(io_write::<C>)
     }
 
     async fn purge(&mut self, log_id: LogId<C::NodeId>) -> Result<(), StorageError<C::NodeId>> {
         let purged = encode(&log_id).map_err(io_write::<C>)?;
         self.remove_entries(0, log_id.index, Some(purged))
             .await
-            .map_err(|e| io_write::<C>(redb_err(e)))
+            .map_err(io_write::<C>)
     }
 }
 
