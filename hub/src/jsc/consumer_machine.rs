@@ -265,6 +265,44 @@ mod tests {
         }
     }
 
+    /// A fresh Raft database and stream store in a temporary directory, for openraft's
+    /// storage suite.
+    struct Fresh;
+
+    impl
+        openraft::testing::StoreBuilder<
+            ConsumerTypes,
+            crate::jsc::store::LogStore<ConsumerTypes>,
+            ConsumerMachine,
+            tempfile::TempDir,
+        > for Fresh
+    {
+        async fn build(
+            &self,
+        ) -> Result<
+            (
+                tempfile::TempDir,
+                crate::jsc::store::LogStore<ConsumerTypes>,
+                ConsumerMachine,
+            ),
+            StorageError<u64>,
+        > {
+            let dir = tempfile::tempdir().expect("a temporary directory");
+            let store = store_with_stream(dir.path()).await;
+            let db = RaftDb::open(dir.path()).expect("the Raft database opens");
+            let machine = ConsumerMachine::open(db.clone(), "C-x", store, "S", "C")
+                .map_err(|e| StorageIOError::read_state_machine(&e))?;
+            Ok((dir, db.log("C-x"), machine))
+        }
+    }
+
+    /// openraft's own checks of a log storage and state machine: log state, vote, append,
+    /// truncate, purge, apply, snapshots.
+    #[test]
+    fn openraft_suite() {
+        openraft::testing::Suite::test_all(Fresh).expect("openraft's storage suite passes");
+    }
+
     fn stored(store: &Store) -> Option<Vec<u8>> {
         store
             .consumers("S")
