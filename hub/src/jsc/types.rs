@@ -98,3 +98,24 @@ openraft::declare_raft_types!(
 
 /// A replicated stream's group's Raft.
 pub type StreamRaft = openraft::Raft<StreamTypes>;
+
+/// One entry of a replicated consumer's group's log: the consumer's whole state record, as the
+/// consumer task writes it on a single server (`put_consumer`: an opaque blob of the core's
+/// consumer module). State-based replication: applying a record replaces the previous one, so
+/// the leader's coalescing (at most one proposal in flight) carries over unchanged (see
+/// `super::consumer_machine`).
+#[allow(dead_code)] // proposed by the consumer group's leader (next)
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsumerRecord {
+    /// The consumer's state record.
+    pub state: Vec<u8>,
+}
+
+openraft::declare_raft_types!(
+    /// A replicated consumer's group's Raft types.
+    pub ConsumerTypes:
+        D = ConsumerRecord,
+        R = (),
+        NodeId = u64,
+        Node = Member,
+);

@@ -26,7 +26,9 @@
 //!   committed: acks in them are lost (those messages are delivered again) and deliveries in
 //!   them are repeated, i.e. delivery is at-least-once, as with nats-server. An ack sent with a
 //!   reply subject (`double_ack`) is answered only once it is durable. Ephemeral consumers are
-//!   not persisted.
+//!   not persisted. A replicated consumer's task (on its group's leader in hubd) puts its
+//!   records through a [`RecordSink`] instead (`start_with_sink`: the group's proposal, durable
+//!   once committed on a quorum), under the same rules.
 //! * **Retention.** On an interest or workqueue stream the messages an ack (or, with ack
 //!   policy `none`, a delivery) releases are collected and handed to the store in one
 //!   [`Store::remove_msgs`] right before the consumer's next state write (ephemerals: as their
@@ -178,7 +180,19 @@ struct NextRequest {
     idle_heartbeat: i64,
 }
 
-type WriteFuture = Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send>>;
+/// A write of a consumer's state record: resolves once the record is durable.
+pub type WriteFuture = Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send>>;
+
+/// Where a replicated durable consumer's task puts its state record instead of
+/// [`Store::put_consumer`]: hubd's consumer group proposes it to the group, and the returned
+/// future resolves once the proposal committed (a quorum fsynced it) and was applied, which
+/// writes the record to every peer's store (see "Consumer groups" in
+/// `hub/JETSTREAM-CLUSTER.md`). The task keeps its rules: at most one write in flight, AckAck
+/// replies answered after the write holding them resolved.
+pub trait RecordSink: Send + Sync {
+    /// Puts `record`, the state record of `consumer` of `stream`.
+    fn put(&self, stream: &str, consumer: &str, record: Vec<u8>) -> WriteFuture;
+}
 
 /// Creates a consumer (or resumes a stored one) and starts its task.
 pub(crate) fn start(
@@ -188,6 +202,20 @@ pub(crate) fn start(
     config: ConsumerConfig,
     created_ns: i64,
     stored: Option<Vec<u8>>,
+) -> Result<Arc<ConsumerHandle>, String> {
+    start_with_sink(stream, store, server, config, created_ns, stored, None)
+}
+
+/// [`start`], the state records going to `sink` instead of the store when given (a
+/// replicated consumer on its group's leader).
+pub(crate) fn start_with_sink(
+    stream: &Arc<Stream>,
+    store: Store,
+    server: Weak<Account>,
+    config: ConsumerConfig,
+    created_ns: i64,
+    stored: Option<Vec<u8>>,
+    sink: Option<Arc<dyn RecordSink>>,
 ) -> Result<Arc<ConsumerHandle>, String> {
     let name = config
         .consumer_name()
@@ -214,6 +242,7 @@ pub(crate) fn start(
         config,
         created_ns,
         store,
+        sink,
         server,
         state: State::new(rules),
         num_pending: 0,
@@ -266,6 +295,9 @@ struct Task {
     filters: Vec<String>,
     created_ns: i64,
     store: Store,
+    /// Where the state records go instead of `store` (a replicated consumer: see
+    /// [`RecordSink`]).
+    sink: Option<Arc<dyn RecordSink>>,
     server: Weak<Account>,
     state: State,
     /// Messages at or after `next_sseq` matching the filters (plus the `lps` list).
@@ -1180,15 +1212,19 @@ impl Task {
             state: self.state.stored(),
         };
         let bytes = serde_json::to_vec(&record).unwrap_or_default();
-        let put = self
-            .store
-            .put_consumer(&self.stream_name, &self.name, bytes);
+        let put: WriteFuture = match &self.sink {
+            Some(sink) => sink.put(&self.stream_name, &self.name, bytes),
+            None => Box::pin(
+                self.store
+                    .put_consumer(&self.stream_name, &self.name, bytes),
+            ),
+        };
         self.write = Some(match removal {
             Some(removal) => Box::pin(async move {
                 removal.await?;
                 put.await
             }),
-            None => Box::pin(put),
+            None => put,
         });
         self.replies_in_flight = std::mem::take(&mut self.replies_dirty);
     }
