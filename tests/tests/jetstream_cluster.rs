@@ -712,7 +712,7 @@ where
 /// once its group elected one). Creating it again is answered as existing, another
 /// configuration under its name is refused, so are overlapping subjects (R1 or R3), more
 /// replicas than members, another cluster in `placement` and more than five replicas. A
-/// publish is acknowledged; its other requests answer 10036. Deleted on the leader (a local
+/// publish is acknowledged, and purged from a member. Deleted on the leader (a local
 /// proposal), it is gone from every member.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_r3_stream_is_assigned_on_every_member() {
@@ -813,8 +813,13 @@ async fn an_r3_stream_is_assigned_on_every_member() {
     // A publish is acknowledged (by the group's leader).
     let ack = acknowledged(follower, "orders.new").await;
     assert_eq!(ack["seq"], 1, "{ack}");
+    // A purge goes through the stream's group (from a member not leading it).
     let purge = api(&client, "$JS.API.STREAM.PURGE.ORDERS", json!({})).await;
-    assert_eq!(purge["error"]["err_code"], 10036, "{purge}");
+    assert_eq!(
+        (&purge["success"], &purge["purged"]),
+        (&json!(true), &json!(1)),
+        "{purge}"
+    );
 
     // Deleted at the leader: gone everywhere.
     let leader_client = app_client(at_leader).await;
@@ -968,8 +973,8 @@ async fn acknowledged(m: &Member, subject: &str) -> Value {
 
 /// issue 22 step 3: each peer of an R2 stream holds a copy in its engine (the third member
 /// none), which answers reads (`MSG.GET`: no message); a publish through any member is
-/// acknowledged, before and after a restart of a peer; what would change a copy is refused
-/// (10036), as are reads on the member without a copy. Deleted from the member without a
+/// acknowledged, before and after a restart of a peer; a purge goes through the group;
+/// reads on the member without a copy and a durable R3 consumer are refused (10036). Deleted from the member without a
 /// copy, the copies go.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replicated_stream_has_a_copy_on_each_peer() {
@@ -1017,7 +1022,7 @@ async fn a_replicated_stream_has_a_copy_on_each_peer() {
         "answered from the copy: {get}"
     );
     let purge = api(&at_peer, "$JS.API.STREAM.PURGE.ORDERS", json!({})).await;
-    assert_eq!(purge["error"]["err_code"], 10036, "{purge}");
+    assert_eq!(purge["success"], true, "through the group: {purge}");
     let consumer = api(
         &at_peer,
         "$JS.API.CONSUMER.DURABLE.CREATE.ORDERS.D",
@@ -1147,16 +1152,19 @@ async fn copy_of(m: &Member, stream: &str, count: u64) -> Vec<(u64, String, Stri
 /// Three hubd members with a meta leader and an R3 stream `name` on `subjects` (created on the
 /// first member), once its group has a leader: the members and the leader's name.
 async fn three_members_with_an_r3_stream(name: &str, subjects: &str) -> (Vec<Member>, String) {
+    three_members_with(json!({"name": name, "subjects": [subjects], "num_replicas": 3})).await
+}
+
+/// Three hubd members with a meta leader and the replicated stream `config` (created on the
+/// first member), once its group has a leader: the members and the leader's name.
+async fn three_members_with(config: Value) -> (Vec<Member>, String) {
     let members = cluster(&[ServerKind::Hubd; 3]).await;
     let all: Vec<&Member> = members.iter().collect();
     agreed_leader(&all, None).await;
-    let created = create(
-        &app_client(&members[0]).await,
-        json!({"name": name, "subjects": [subjects], "num_replicas": 3}),
-    )
-    .await;
+    let name = config["name"].as_str().unwrap_or_default().to_owned();
+    let created = create(&app_client(&members[0]).await, config).await;
     assert_eq!(created["did_create"], true, "{created}");
-    let leader = stream_leader(&all, name, None).await;
+    let leader = stream_leader(&all, &name, None).await;
     (members, leader)
 }
 
@@ -1992,5 +2000,121 @@ async fn a_member_behind_the_purged_log_catches_up_from_a_snapshot() {
             members[stopped].name
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// issue 22 (R>1 as R1): `discard: new` with `max_msgs` and `max_msgs_per_subject` /
+/// `discard_new_per_subject`, and `max_msg_size`, on an R3 stream from a member not leading
+/// its group: each publish answered as the same publish to an R1 stream of the same
+/// configuration (10077 with the limit's text, 10054), and every copy holds the same
+/// messages, those the R1 stream holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discard_new_and_max_msg_size_on_a_replicated_stream_answer_as_r1() {
+    let limits = json!({
+        "discard": "new", "max_msgs": 3, "max_msgs_per_subject": 2,
+        "discard_new_per_subject": true, "max_msg_size": 64,
+    });
+    let with = |name: &str, subjects: &str, replicas: u64| {
+        let mut cfg = limits.clone();
+        cfg["name"] = json!(name);
+        cfg["subjects"] = json!([subjects]);
+        cfg["num_replicas"] = json!(replicas);
+        cfg
+    };
+    let (members, leader) = three_members_with(with("LIM", "lim.>", 3)).await;
+    let follower = members
+        .iter()
+        .find(|m| m.name != leader)
+        .expect("a member not leading");
+    let client = app_client(follower).await;
+    let r1 = create(&client, with("ONE", "one.>", 1)).await;
+    assert_eq!(r1["did_create"], true, "{r1}");
+    let pad = "p".repeat(80);
+    let publishes: [(&str, Vec<(&str, &str)>); 6] = [
+        ("a", vec![]),
+        ("a", vec![]),
+        ("a", vec![]),
+        ("b", vec![("X-Pad", pad.as_str())]),
+        ("b", vec![]),
+        ("c", vec![]),
+    ];
+    for (i, (subject, headers)) in publishes.iter().enumerate() {
+        let r3 = publish_expecting(&client, &format!("lim.{subject}"), headers).await;
+        let r1 = publish_expecting(&client, &format!("one.{subject}"), headers).await;
+        assert_eq!(r3["error"], r1["error"], "publish {i}: R3 {r3}, R1 {r1}");
+        assert_eq!(r3["seq"], r1["seq"], "publish {i}: R3 {r3}, R1 {r1}");
+    }
+    // The errors are the single server's.
+    let third = publish_expecting(&client, "one.a", &[]).await;
+    assert_eq!(third["error"]["err_code"], 10077, "{third}");
+    let big = publish_expecting(&client, "lim.d", &[("X-Pad", pad.as_str())]).await;
+    assert_eq!(big["error"]["err_code"], 10054, "{big}");
+    let full = publish_expecting(&client, "lim.d", &[]).await;
+    assert_eq!(full["error"]["err_code"], 10077, "{full}");
+    assert_eq!(
+        full["error"]["description"], "maximum messages exceeded",
+        "{full}"
+    );
+    let want: Vec<(u64, String, String)> = copy_of(follower, "ONE", 3).await;
+    for m in &members {
+        assert_eq!(copy_of(m, "LIM", 3).await, want, "{}'s copy", m.name);
+    }
+}
+
+/// issue 22 (R>1 as R1): `STREAM.PURGE` (everything of a subject but the newest, below a
+/// sequence) and `STREAM.MSG.DELETE` (with and without `no_erase`, and of a message not
+/// there) on an R3 stream, asked of a member not leading its group: each answered as the
+/// same request to an R1 stream holding the same messages, and every copy ends holding what
+/// the R1 stream holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purge_and_msg_delete_on_a_replicated_stream_apply_on_every_copy() {
+    let (members, leader) = three_members_with_an_r3_stream("PUR", "pur.>").await;
+    let follower = members
+        .iter()
+        .find(|m| m.name != leader)
+        .expect("a member not leading");
+    let client = app_client(follower).await;
+    let r1 = create(
+        &client,
+        json!({"name": "PONE", "subjects": ["pone.>"], "num_replicas": 1}),
+    )
+    .await;
+    assert_eq!(r1["did_create"], true, "{r1}");
+    for i in 1..=12 {
+        let subject = if i % 2 == 1 { "a" } else { "b" };
+        let id = format!("m{i}");
+        for prefix in ["pur", "pone"] {
+            let ack = publish_expecting(
+                &client,
+                &format!("{prefix}.{subject}"),
+                &[("Nats-Msg-Id", &id)],
+            )
+            .await;
+            assert_eq!(ack["seq"], i, "{prefix}: {ack}");
+        }
+    }
+    let requests = [
+        ("MSG.DELETE", json!({"seq": 2})),
+        ("MSG.DELETE", json!({"seq": 2})),
+        ("MSG.DELETE", json!({"seq": 4, "no_erase": true})),
+        ("MSG.DELETE", json!({"seq": 99})),
+        ("PURGE", json!({"filter": "pur.a", "keep": 2})),
+        ("PURGE", json!({"seq": 8})),
+        ("PURGE", json!({"filter": "pur.b", "seq": 11})),
+    ];
+    for (kind, body) in requests {
+        let r3 = api(&client, &format!("$JS.API.STREAM.{kind}.PUR"), body.clone()).await;
+        // The R1 stream's subjects are `pone.*`.
+        let text = body.to_string().replace("pur.", "pone.");
+        let body1: Value = e2e::serde_json::from_str(&text).expect("JSON");
+        let r1 = api(&client, &format!("$JS.API.STREAM.{kind}.PONE"), body1).await;
+        assert_eq!(r3, r1, "{kind} {body}");
+    }
+    let info = api(&client, "$JS.API.STREAM.INFO.PONE", json!({})).await;
+    let count = info["state"]["messages"].as_u64().expect("a count");
+    assert!(count > 0 && count < 12, "{info}");
+    let want: Vec<(u64, String, String)> = copy_of(follower, "PONE", count).await;
+    for m in &members {
+        assert_eq!(copy_of(m, "PUR", count).await, want, "{}'s copy", m.name);
     }
 }

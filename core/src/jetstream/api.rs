@@ -566,11 +566,14 @@ impl Inner {
             seq: Option<u64>,
             keep: Option<u64>,
         }
-        let Some(stream) = self.stream(name) else {
-            return err(KIND, &ApiError::stream_not_found());
+        let replicated = self.replicated(name);
+        let stream = self.stream(name);
+        let denied = match (&replicated, &stream) {
+            (Some(r), _) => r.config.deny_purge || r.config.sealed,
+            (None, Some(s)) => s.config().deny_purge || s.config().sealed,
+            (None, None) => return err(KIND, &ApiError::stream_not_found()),
         };
-        let cfg = stream.config();
-        if cfg.deny_purge || cfg.sealed {
+        if denied {
             return err(KIND, &JsError::PurgeNotPermitted.err());
         }
         let body: PurgeBody = if payload.is_empty() {
@@ -591,6 +594,18 @@ impl Inner {
             filter: body.filter.filter(|f| !f.is_empty()),
             up_to_seq: body.seq.filter(|&s| s > 0),
             keep: body.keep.filter(|&k| k > 0),
+        };
+        // A replicated stream: through its group, from any member.
+        if replicated.is_some() {
+            if let Some(answer) = self.purge_replicated(name, req.clone()).await {
+                return match answer {
+                    Ok(purged) => ok(KIND, json!({ "success": true, "purged": purged })),
+                    Err(e) => err(KIND, &e),
+                };
+            }
+        }
+        let Some(stream) = stream else {
+            return err(KIND, &ApiError::stream_not_found());
         };
         match self.store_of(name).purge(name, req).await {
             Ok(purged) => {
@@ -766,25 +781,40 @@ impl Inner {
         struct DeleteBody {
             seq: u64,
         }
-        let Some(stream) = self.stream(name) else {
-            return err(KIND, &ApiError::stream_not_found());
+        let replicated = self.replicated(name);
+        let stream = self.stream(name);
+        let denied = match (&replicated, &stream) {
+            (Some(r), _) => r.config.deny_delete || r.config.sealed,
+            (None, Some(s)) => s.config().deny_delete || s.config().sealed,
+            (None, None) => return err(KIND, &ApiError::stream_not_found()),
         };
-        let cfg = stream.config();
-        if cfg.deny_delete || cfg.sealed {
+        if denied {
             return err(KIND, &JsError::MsgDeleteNotPermitted.err());
         }
         let Ok(body) = serde_json::from_slice::<DeleteBody>(payload) else {
             return err(KIND, &ApiError::invalid_json());
+        };
+        let no_message = || JsError::StreamMsgDeleteFailed.with("no message found");
+        // A replicated stream: through its group, from any member (`no_erase` or not: the
+        // store does not erase).
+        if replicated.is_some() {
+            if let Some(answer) = self.delete_msg_replicated(name, body.seq).await {
+                return match answer {
+                    Ok(true) => ok(KIND, json!({ "success": true })),
+                    Ok(false) => err(KIND, &no_message()),
+                    Err(e) => err(KIND, &e),
+                };
+            }
+        }
+        let Some(stream) = stream else {
+            return err(KIND, &ApiError::stream_not_found());
         };
         match self.store_of(name).delete_msg(name, body.seq).await {
             Ok(true) => {
                 stream.consumers_recount();
                 ok(KIND, json!({ "success": true }))
             }
-            Ok(false) => err(
-                KIND,
-                &JsError::StreamMsgDeleteFailed.with("no message found"),
-            ),
+            Ok(false) => err(KIND, &no_message()),
             Err(e) => err(KIND, &JsError::StreamMsgDeleteFailed.with(&e.to_string())),
         }
     }

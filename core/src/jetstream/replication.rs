@@ -13,9 +13,11 @@
 //! `DIRECT.GET`) but never subscribes its subjects nor copies from sources: hubd's stream
 //! group writes it (the group's leader subscribes the subjects in [`JetStream::account`] and
 //! each peer appends the committed publishes to [`JetStream::store_of`]), so its stream task
-//! takes nothing. Requests that would change a copy (`STREAM.UPDATE`, `PURGE`,
-//! `MSG.DELETE`) are answered 10036 ("not currently supported in clustered mode"), as are
-//! reads and consumers on a member that holds no copy.
+//! takes nothing. `STREAM.PURGE` and `STREAM.MSG.DELETE` are checked here and handed to the
+//! hook ([`Replication::purge`], [`Replication::delete_msg`]: hubd proposes them to the
+//! stream's group, applied alike on every copy) from any member; `STREAM.UPDATE` of a copy
+//! is answered 10036 ("not currently supported in clustered mode"), as are reads and
+//! consumers on a member that holds no copy.
 //!
 //! **Consumers on a copy**: an ephemeral consumer, or a durable one with `num_replicas: 1`,
 //! created on a member with a copy of a stream with limits retention lives on that copy, as
@@ -31,6 +33,7 @@ use std::pin::Pin;
 
 use leaf_proto::subject::subjects_overlap;
 use leaf_proto::time::{now_ns, rfc3339};
+use leaf_store::PurgeRequest;
 
 use super::config::consumer::ConsumerConfig;
 use super::config::{Retention, StreamConfig};
@@ -65,6 +68,20 @@ pub trait Replication: Send + Sync {
     /// peer (`STREAM.LEADER.STEPDOWN`); by default not served (10036).
     fn step_down(&self, account: &str, name: &str) -> Pending<()> {
         let _ = (account, name);
+        Box::pin(async { Err(unserved()) })
+    }
+
+    /// Purges replicated stream `name` of `account` on every copy (`STREAM.PURGE`, checked
+    /// already): how many messages went; by default not served (10036).
+    fn purge(&self, account: &str, name: &str, req: PurgeRequest) -> Pending<u64> {
+        let _ = (account, name, req);
+        Box::pin(async { Err(unserved()) })
+    }
+
+    /// Deletes message `seq` of replicated stream `name` of `account` on every copy
+    /// (`STREAM.MSG.DELETE`): whether it was there; by default not served (10036).
+    fn delete_msg(&self, account: &str, name: &str, seq: u64) -> Pending<bool> {
+        let _ = (account, name, seq);
         Box::pin(async { Err(unserved()) })
     }
 
@@ -183,6 +200,30 @@ impl Inner {
         Some(hook.step_down(&account, name).await)
     }
 
+    /// `STREAM.PURGE` of replicated stream `name` (`req` checked): the answer; `None` when
+    /// the stream is not a replicated one known here (or the server has no hook).
+    pub(crate) async fn purge_replicated(
+        &self,
+        name: &str,
+        req: PurgeRequest,
+    ) -> Option<Result<u64, ApiError>> {
+        let (hook, account) = self.replication()?;
+        hook.stream(&account, name)?;
+        Some(hook.purge(&account, name, req).await)
+    }
+
+    /// `STREAM.MSG.DELETE` of message `seq` of replicated stream `name`: the answer; `None`
+    /// when the stream is not a replicated one known here (or the server has no hook).
+    pub(crate) async fn delete_msg_replicated(
+        &self,
+        name: &str,
+        seq: u64,
+    ) -> Option<Result<bool, ApiError>> {
+        let (hook, account) = self.replication()?;
+        hook.stream(&account, name)?;
+        Some(hook.delete_msg(&account, name, seq).await)
+    }
+
     /// The replicated stream `name` known here (not one of this engine's).
     pub(crate) fn replicated(&self, name: &str) -> Option<Replicated> {
         let (hook, account) = self.replication()?;
@@ -226,8 +267,6 @@ impl Inner {
     ) -> Option<(&'static str, &'a str)> {
         let (kind, name, writes) = match tokens {
             ["STREAM", "UPDATE", name] => ("stream_update_response", *name, true),
-            ["STREAM", "PURGE", name] => ("stream_purge_response", *name, true),
-            ["STREAM", "MSG", "DELETE", name] => ("stream_msg_delete_response", *name, true),
             // Consumers live on a member's copy (see `check_consumer_on_copy`): served where
             // there is one.
             ["CONSUMER", "CREATE", name, ..] | ["CONSUMER", "DURABLE", "CREATE", name, _] => {

@@ -34,7 +34,7 @@ use super::node_id::{node_id, peer_id, Names};
 use super::store::RaftDb;
 use super::stream_group::StreamGroup;
 use super::transport::{Handler, Transport};
-use super::types::{Member, MetaRaft, MetaTypes};
+use super::types::{Member, MetaRaft, MetaTypes, OpReply, StreamOp};
 use crate::route::Routes;
 
 /// The meta group's name (a subject token).
@@ -45,6 +45,9 @@ const TICK: Duration = Duration::from_millis(500);
 
 /// The deadline of a probe or a forwarded stepdown.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a stream change sent to its group's leader (`STREAM.PURGE`, `MSG.DELETE`) may
+/// take: its proposal, commit and apply (the leader gives up after 30 s itself).
+const OP_TIMEOUT: Duration = Duration::from_secs(35);
 
 /// How long a stepped-down leader stays silent at most, waiting for another to be elected.
 const STEPDOWN_SILENCE: Duration = Duration::from_secs(15);
@@ -579,6 +582,50 @@ impl MetaGroup {
         Err(JsError::ClusterNotAvail.err())
     }
 
+    /// Proposes `op` (`STREAM.PURGE`, `MSG.DELETE`) to the group of replicated stream `name`
+    /// of `account` through its leader: here when this member leads, else sent to the
+    /// leader this member knows, then to the other peers (a member not leading answers that
+    /// it does not); its reply once committed and applied on the leader.
+    pub async fn stream_op(
+        &self,
+        account: &str,
+        name: &str,
+        op: StreamOp,
+    ) -> Result<OpReply, ApiError> {
+        let sa = self
+            .state()
+            .streams
+            .values()
+            .find(|sa| sa.account == account && sa.name == name)
+            .cloned()
+            .ok_or_else(ApiError::stream_not_found)?;
+        let group = sa.group.name.clone();
+        let mut targets = Vec::new();
+        if let Some(sg) = self.stream_group_named(&group) {
+            if let Some(answer) = sg.propose_op(op.clone()).await {
+                return answer;
+            }
+            targets.extend(sg.raft.metrics().borrow().current_leader);
+        }
+        targets.extend(sa.group.peers.iter().copied());
+        targets.retain(|id| *id != self.own);
+        targets.dedup();
+        let body = postcard::to_allocvec(&op).map_err(|e| ApiError::general(&e.to_string()))?;
+        for target in targets {
+            let answer = self
+                .transport
+                .request(target, &group, "op", &body, OP_TIMEOUT)
+                .await;
+            let answer = answer
+                .ok()
+                .and_then(|a| postcard::from_bytes::<Option<Result<OpReply, ApiError>>>(&a).ok());
+            if let Some(Some(answer)) = answer {
+                return answer;
+            }
+        }
+        Err(JsError::ClusterNotAvail.err())
+    }
+
     /// Serves `$JS.API.META.LEADER.STEPDOWN` in the system account.
     fn serve_stepdown(self: &Arc<Self>) -> Result<(), String> {
         let (tx, mut rx) = mpsc::channel::<String>(16);
@@ -709,6 +756,10 @@ impl Handler for MetaHandler {
                 drop(g);
                 if rpc == "stepdown" {
                     return postcard::to_allocvec(&sg.step_down(own)).ok();
+                }
+                if rpc == "op" {
+                    let op: StreamOp = postcard::from_bytes(&body).ok()?;
+                    return postcard::to_allocvec(&sg.propose_op(op).await).ok();
                 }
                 return serve_rpc(&sg.raft, &rpc, &body).await;
             }

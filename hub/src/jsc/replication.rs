@@ -7,7 +7,8 @@
 //! `STREAM.NAMES` and `STREAM.LIST` on any member show the assignment. Each peer's copy is
 //! written by the stream's group ([`super::stream_group`]); on a peer the info's `cluster`
 //! block is the group's view (its leader, the replicas' state), on another member the peers
-//! without a leader.
+//! without a leader. `STREAM.PURGE` and `MSG.DELETE` are proposed to the stream's group through
+//! its leader ([`MetaGroup::stream_op`]) and applied alike on every copy.
 
 use std::collections::BTreeMap;
 use std::sync::Weak;
@@ -16,10 +17,12 @@ use leaf_core::jetstream::config::{ApiError, JsError, StreamConfig};
 use leaf_core::jetstream::replication::{Pending, Replicated, Replication};
 use leaf_core::jetstream::wire::{ClusterInfo, PeerInfo};
 use leaf_proto::time::now_ns;
+use leaf_store::PurgeRequest;
 
 use super::group::MetaGroup;
 use super::meta::{MetaCommand, RaftGroup, Refusal, StreamAssignment};
 use super::placement::{self, NoPeers, Voter};
+use super::types::{OpReply, StreamOp};
 
 /// hubd's hook: the meta group of this member.
 pub struct ClusterStreams(pub Weak<MetaGroup>);
@@ -69,6 +72,38 @@ impl Replication for ClusterStreams {
         Box::pin(async move {
             let g = group.upgrade().ok_or_else(unavailable)?;
             g.step_down_stream(&account, &name).await
+        })
+    }
+
+    fn purge(&self, account: &str, name: &str, req: PurgeRequest) -> Pending<u64> {
+        let group = self.0.clone();
+        let (account, name) = (account.to_owned(), name.to_owned());
+        Box::pin(async move {
+            let g = group.upgrade().ok_or_else(unavailable)?;
+            let op = StreamOp::Purge {
+                filter: req.filter,
+                up_to_seq: req.up_to_seq,
+                keep: req.keep,
+            };
+            match g.stream_op(&account, &name, op).await? {
+                OpReply::Purged(n) => Ok(n),
+                OpReply::Deleted(_) => Err(unavailable()),
+            }
+        })
+    }
+
+    fn delete_msg(&self, account: &str, name: &str, seq: u64) -> Pending<bool> {
+        let group = self.0.clone();
+        let (account, name) = (account.to_owned(), name.to_owned());
+        Box::pin(async move {
+            let g = group.upgrade().ok_or_else(unavailable)?;
+            match g
+                .stream_op(&account, &name, StreamOp::Delete { seq })
+                .await?
+            {
+                OpReply::Deleted(found) => Ok(found),
+                OpReply::Purged(_) => Err(unavailable()),
+            }
         })
     }
 

@@ -27,6 +27,12 @@
 //!   left; a refused publish is stored nowhere and answered with a single
 //!   server's error PubAck, 10060/10071/10070). Rollups (`Nats-Rollup`) are checked here and
 //!   applied by every peer after the store ([`super::rollup`]).
+//! * `discard: new` limits are decided by the state machine (10077, alike on every member);
+//!   `max_msg_size` is checked here before proposing (10054: it depends on the publish and the
+//!   configuration alone).
+//! * Purges and message deletes ([`StreamOp`]) are proposed by the leader alone
+//!   ([`StreamGroup::propose_op`]; other members send them to it: `MetaGroup::stream_op`) and
+//!   answered once applied here.
 //! * The copy's consumers (this member's own) are woken after each apply that stored
 //!   messages (`JetStream::replica_appended`).
 
@@ -50,8 +56,11 @@ use tracing::{info, warn};
 use super::group::MetaGroup;
 use super::meta::StreamAssignment;
 use super::network::GroupNetwork;
-use super::stream_machine::StreamMachine;
-use super::types::{Member, Refusal, StreamBatch, StreamMsg, StreamRaft, StreamReply, StreamTypes};
+use super::stream_machine::{DiscardNew, StreamMachine};
+use super::types::{
+    Member, OpReply, Refusal, StreamBatch, StreamMsg, StreamOp, StreamRaft, StreamReply,
+    StreamTypes,
+};
 
 /// Publishes captured and not proposed yet, at most.
 const QUEUE: usize = 8192;
@@ -155,6 +164,8 @@ pub struct StreamGroup {
     subjects: Vec<String>,
     /// The stream's `allow_rollup_hdrs`.
     allow_rollup: bool,
+    /// The stream's `max_msg_size` (negative: none), checked before proposing.
+    max_msg_size: i32,
     acct: Weak<Account>,
     queue: mpsc::Sender<Publish>,
     domain: Option<String>,
@@ -188,6 +199,7 @@ impl StreamGroup {
             .map_err(|e| e.to_string())?
             .on_stored(wake_consumers(js, &sa.name))
         };
+        machine.set_discard_new(DiscardNew::of(&config));
         let network = GroupNetwork {
             transport: meta.transport.clone(),
             group: group.clone(),
@@ -209,6 +221,7 @@ impl StreamGroup {
             stream,
             subjects: config.subjects.clone(),
             allow_rollup: config.allow_rollup_hdrs,
+            max_msg_size: config.max_msg_size,
             acct: Arc::downgrade(&acct),
             queue,
             domain: js.domain().map(str::to_owned),
@@ -289,6 +302,30 @@ impl StreamGroup {
         super::group::hand_over(&self.raft, own, &format!("stream {}", self.stream))
     }
 
+    /// Proposes `op` (a purge, a message delete) if this member leads the group: its reply
+    /// once committed and applied here; `None` when this member does not lead.
+    pub async fn propose_op(&self, op: StreamOp) -> Option<Result<OpReply, ApiError>> {
+        if self.raft.metrics().borrow().state != ServerState::Leader {
+            return None;
+        }
+        let batch = StreamBatch {
+            msgs: Vec::new(),
+            op: Some(op),
+        };
+        let written = tokio::time::timeout(ANSWER_AT_MOST, self.raft.client_write(batch)).await;
+        Some(match written {
+            Ok(Ok(resp)) => resp.data.op.ok_or_else(|| JsError::ClusterNotAvail.err()),
+            Ok(Err(openraft::error::RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
+                return None;
+            }
+            Ok(Err(e)) => {
+                warn!(stream = %self.stream, error = %e, "JetStream cluster: a stream change not written");
+                Err(JsError::ClusterNotAvail.err())
+            }
+            Err(_) => Err(JsError::ClusterNotAvail.err()),
+        })
+    }
+
     /// Answers a publish.
     fn answer(&self, reply: Option<&ReplyTo>, outcome: Result<StreamReply, ApiError>) {
         let (Some(reply), Some(acct)) = (reply, self.acct.upgrade()) else {
@@ -303,6 +340,7 @@ impl StreamGroup {
                     Refusal::StreamMismatch => ApiError::expected_stream_mismatch(),
                     Refusal::WrongLastSequence(seq) => ApiError::wrong_last_sequence(seq),
                     Refusal::WrongLastMsgId(id) => ApiError::wrong_last_msg_id(&id),
+                    Refusal::Discarded(limit) => ApiError::store_failed(limit.text()),
                 })),
                 ..PubAck::default()
             },
@@ -401,6 +439,14 @@ impl InternalSink for Capture {
             return;
         };
         let reply = msg.reply.map(|r| from.reply_to(r));
+        // As a single server: headers and payload against `max_msg_size`. Checked here, not
+        // in the apply: it depends on the publish and the configuration alone, and a refused
+        // publish then costs no log entry.
+        let size = msg.headers.map_or(0, <[u8]>::len) + msg.payload.len();
+        if u64::try_from(g.max_msg_size).is_ok_and(|max| size as u64 > max) {
+            g.answer(reply.as_ref(), Err(ApiError::message_too_large()));
+            return;
+        }
         if let Err(e) = super::rollup::check(msg.headers, g.allow_rollup) {
             g.answer(reply.as_ref(), Err(e));
             return;
@@ -471,7 +517,7 @@ async fn propose(
         let proposed = Instant::now();
         let applied_then = g.raft.metrics().borrow().last_applied.map(|l| l.index);
         tracing::debug!(stream = %g.stream, publishes = msgs.len(), bytes, "JetStream cluster: a batch proposed");
-        match g.raft.client_write_ff(StreamBatch { msgs }).await {
+        match g.raft.client_write_ff(StreamBatch { msgs, op: None }).await {
             Ok(applied) => {
                 drop(g);
                 let waiting = Waiting {
