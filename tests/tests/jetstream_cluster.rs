@@ -2118,3 +2118,60 @@ async fn purge_and_msg_delete_on_a_replicated_stream_apply_on_every_copy() {
         assert_eq!(copy_of(m, "PUR", count).await, want, "{}'s copy", m.name);
     }
 }
+
+/// issue 22 (R>1 as R1): `STREAM.UPDATE` of an R3 stream from a member not leading its group,
+/// through the meta group: a new subject captured by the group's leader, `discard: new` with
+/// `max_msgs` decided alike on every copy (10077), the description on every member's
+/// `STREAM.INFO`; a change of `num_replicas` or of the storage refused with a clear error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_of_a_replicated_stream_reaches_every_copy() {
+    let (members, leader) = three_members_with_an_r3_stream("UPD", "upd.a").await;
+    let follower = members
+        .iter()
+        .find(|m| m.name != leader)
+        .expect("a member not leading");
+    let client = app_client(follower).await;
+    assert_eq!(acknowledged(follower, "upd.a").await["seq"], 1);
+    let config = json!({
+        "name": "UPD", "subjects": ["upd.a", "upd.b"], "num_replicas": 3,
+        "description": "updated", "discard": "new", "max_msgs": 2,
+    });
+    let updated = api(&client, "$JS.API.STREAM.UPDATE.UPD", config.clone()).await;
+    assert!(updated["error"].is_null(), "{updated}");
+    assert_eq!(
+        updated["config"]["subjects"],
+        json!(["upd.a", "upd.b"]),
+        "{updated}"
+    );
+    // The leader captures the new subject once its member applied the update.
+    assert_eq!(acknowledged(follower, "upd.b").await["seq"], 2);
+    let full = publish_expecting(&client, "upd.a", &[]).await;
+    assert_eq!(full["error"]["err_code"], 10077, "{full}");
+    for m in &members {
+        let member = app_client(m).await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let info = api(&member, "$JS.API.STREAM.INFO.UPD", json!({})).await;
+            if info["config"]["description"] == "updated" {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{}: not updated: {info}", m.name);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let copy = copy_of(m, "UPD", 2).await;
+        assert_eq!(
+            copy.iter().map(|(seq, _, _)| *seq).collect::<Vec<_>>(),
+            [1, 2],
+            "{}",
+            m.name
+        );
+    }
+    let mut r5 = config.clone();
+    r5["num_replicas"] = json!(5);
+    let refused = api(&client, "$JS.API.STREAM.UPDATE.UPD", r5).await;
+    assert_eq!(refused["error"]["err_code"], 10052, "{refused}");
+    let mut memory = config;
+    memory["storage"] = json!("memory");
+    let refused = api(&client, "$JS.API.STREAM.UPDATE.UPD", memory).await;
+    assert_eq!(refused["error"]["err_code"], 10052, "{refused}");
+}

@@ -451,6 +451,12 @@ impl Inner {
 
     async fn stream_update(&self, name: &str, payload: &[u8]) -> Reply {
         const KIND: &str = "stream_update_response";
+        if let Some(answer) = self.update_replicated(name, payload).await {
+            return match answer {
+                Ok(body) => ok(KIND, body),
+                Err(e) => err(KIND, &e),
+            };
+        }
         match self.update_stream(name, payload).await {
             Ok(body) => ok(KIND, body),
             Err(e) => err(KIND, &e),
@@ -464,7 +470,53 @@ impl Inner {
     ) -> Result<StreamInfoResponse, ApiError> {
         let cfg = self.parse_config(name, payload)?;
         let stream = self.stream(name).ok_or_else(ApiError::stream_not_found)?;
-        let old = stream.config();
+        let cfg = check_update(&stream.config(), cfg)?;
+        self.check_overlap(&cfg)?;
+        self.apply_update(&stream, cfg).await?;
+        Ok(StreamInfoResponse::from(self.info_of(name)?))
+    }
+
+    /// Makes `cfg` (checked with [`check_update`]) the configuration of `stream`: stored, its
+    /// limits and compression set, its subjects and sources followed.
+    pub(crate) async fn apply_update(
+        &self,
+        stream: &std::sync::Arc<super::stream::Stream>,
+        cfg: StreamConfig,
+    ) -> Result<(), ApiError> {
+        let name = stream.name.as_str();
+        let failed = |e: StoreError| ApiError::general(&e.to_string());
+        let record = StoredConfig {
+            config: cfg.clone(),
+            created_ns: stream.created_ns,
+        };
+        let bytes = serde_json::to_vec(&record).unwrap_or_default();
+        self.store_of(name)
+            .update_stream_config(name, bytes)
+            .await
+            .map_err(failed)?;
+        // Tighter limits apply with the update, as on nats-server.
+        let removed = self
+            .store_of(name)
+            .set_retain(name, super::stream::retain_of(&cfg))
+            .await
+            .map_err(failed)?;
+        if removed > 0 {
+            stream.consumers_recount();
+        }
+        // A change of compression applies to the blocks written from now on.
+        let compressing = self.store_of(name).set_compression(name, cfg.compressed());
+        compressing.await.map_err(failed)?;
+        self.reconfigure(stream, cfg)
+    }
+}
+
+/// The configuration `cfg` (normalized) updating `old`, or why it may not: the changes a
+/// single server refuses (storage, retention, mirror, first sequence, unsealing).
+pub(crate) fn check_update(
+    old: &StreamConfig,
+    cfg: StreamConfig,
+) -> Result<StreamConfig, ApiError> {
+    {
         if old.storage != cfg.storage || old.retention != cfg.retention {
             return Err(ApiError::invalid_config(
                 "stream configuration update can not change storage type or retention policy",
@@ -488,33 +540,11 @@ impl Inner {
                 "stream configuration update can not unseal a sealed stream",
             ));
         }
-        self.check_overlap(&cfg)?;
-        let failed = |e: StoreError| ApiError::general(&e.to_string());
-        let record = StoredConfig {
-            config: cfg.clone(),
-            created_ns: stream.created_ns,
-        };
-        let bytes = serde_json::to_vec(&record).unwrap_or_default();
-        self.store_of(name)
-            .update_stream_config(name, bytes)
-            .await
-            .map_err(failed)?;
-        // Tighter limits apply with the update, as on nats-server.
-        let removed = self
-            .store_of(name)
-            .set_retain(name, super::stream::retain_of(&cfg))
-            .await
-            .map_err(failed)?;
-        if removed > 0 {
-            stream.consumers_recount();
-        }
-        // A change of compression applies to the blocks written from now on.
-        let compressing = self.store_of(name).set_compression(name, cfg.compressed());
-        compressing.await.map_err(failed)?;
-        self.reconfigure(&stream, cfg)?;
-        Ok(StreamInfoResponse::from(self.info_of(name)?))
+        Ok(cfg)
     }
+}
 
+impl Inner {
     async fn stream_delete(&self, name: &str) -> Reply {
         const KIND: &str = "stream_delete_response";
         if let Some(answer) = self.delete_replicated(name).await {

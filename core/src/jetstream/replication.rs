@@ -15,9 +15,11 @@
 //! each peer appends the committed publishes to [`JetStream::store_of`]), so its stream task
 //! takes nothing. `STREAM.PURGE` and `STREAM.MSG.DELETE` are checked here and handed to the
 //! hook ([`Replication::purge`], [`Replication::delete_msg`]: hubd proposes them to the
-//! stream's group, applied alike on every copy) from any member; `STREAM.UPDATE` of a copy
-//! is answered 10036 ("not currently supported in clustered mode"), as are reads and
-//! consumers on a member that holds no copy.
+//! stream's group, applied alike on every copy) from any member; `STREAM.UPDATE` is checked
+//! here as for a single server (a change of `num_replicas` refused) and handed to
+//! [`Replication::update`] (hubd: through the meta group, each copy updated with
+//! [`JetStream::update_replica`]). Reads and consumers on a member that holds no copy answer
+//! 10036 ("not currently supported in clustered mode").
 //!
 //! **Consumers on a copy**: an ephemeral consumer, or a durable one with `num_replicas: 1`,
 //! created on a member with a copy of a stream with limits retention lives on that copy, as
@@ -68,6 +70,14 @@ pub trait Replication: Send + Sync {
     /// peer (`STREAM.LEADER.STEPDOWN`); by default not served (10036).
     fn step_down(&self, account: &str, name: &str) -> Pending<()> {
         let _ = (account, name);
+        Box::pin(async { Err(unserved()) })
+    }
+
+    /// Updates replicated stream `config.name` of `account` to `config` (checked already
+    /// against its configuration, `num_replicas` unchanged): the stream as updated; by
+    /// default not served (10036).
+    fn update(&self, account: &str, config: StreamConfig) -> Pending<Replicated> {
+        let _ = (account, config);
         Box::pin(async { Err(unserved()) })
     }
 
@@ -200,6 +210,37 @@ impl Inner {
         Some(hook.step_down(&account, name).await)
     }
 
+    /// `STREAM.UPDATE` of replicated stream `name` (`payload` the request's body): the
+    /// answer; `None` when the stream is not a replicated one known here (or the server has
+    /// no hook). The single server's checks against the stream's configuration; a change of
+    /// `num_replicas` is refused.
+    pub(crate) async fn update_replicated(
+        &self,
+        name: &str,
+        payload: &[u8],
+    ) -> Option<Result<StreamInfoResponse, ApiError>> {
+        let (hook, account) = self.replication()?;
+        let old = hook.stream(&account, name)?.config;
+        let update = async {
+            let mut cfg = self.read_config(name, payload)?;
+            let replicas = cfg.num_replicas;
+            cfg.num_replicas = 1;
+            let mut cfg = cfg.normalize()?;
+            if replicas != old.num_replicas {
+                return Err(ApiError::invalid_config(
+                    "stream configuration update can not change num_replicas of a replicated \
+                     stream (not supported yet)",
+                ));
+            }
+            cfg.num_replicas = replicas;
+            let cfg = super::api::check_update(&old, cfg)?;
+            self.check_overlap(&cfg)?;
+            let stream = hook.update(&account, cfg).await?;
+            Ok(StreamInfoResponse::from(stream.info()))
+        };
+        Some(update.await)
+    }
+
     /// `STREAM.PURGE` of replicated stream `name` (`req` checked): the answer; `None` when
     /// the stream is not a replicated one known here (or the server has no hook).
     pub(crate) async fn purge_replicated(
@@ -266,7 +307,6 @@ impl Inner {
         tokens: &[&'a str],
     ) -> Option<(&'static str, &'a str)> {
         let (kind, name, writes) = match tokens {
-            ["STREAM", "UPDATE", name] => ("stream_update_response", *name, true),
             // Consumers live on a member's copy (see `check_consumer_on_copy`): served where
             // there is one.
             ["CONSUMER", "CREATE", name, ..] | ["CONSUMER", "DURABLE", "CREATE", name, _] => {
@@ -349,11 +389,31 @@ impl JetStream {
         }
         match inner.stream(&config.name) {
             Some(s) if s.config() == config => return Ok(false),
+            // The same stream, updated while this member did not see it.
+            Some(s) if s.config().is_replicated() && s.created_ns == created_ns => {
+                inner.apply_update(&s, config).await?;
+                return Ok(false);
+            }
             Some(_) => return Err(ApiError::stream_name_exists()),
             None => {}
         }
         inner.store_new_stream(config, created_ns).await?;
         Ok(true)
+    }
+
+    /// Makes `config` (an update the cluster agreed on) the configuration of this member's
+    /// copy of replicated stream `config.name`: stored, its store's limits set (tighter ones
+    /// apply at once, as on a single server); its stream task still takes nothing.
+    pub async fn update_replica(&self, config: StreamConfig) -> Result<(), ApiError> {
+        let inner = &self.inner;
+        if !config.is_replicated() {
+            return Err(ApiError::invalid_config("not a replicated stream"));
+        }
+        match inner.stream(&config.name) {
+            Some(s) if s.config() == config => Ok(()),
+            Some(s) if s.config().is_replicated() => inner.apply_update(&s, config).await,
+            _ => Err(ApiError::stream_not_found()),
+        }
     }
 
     /// Deletes this member's copy of replicated stream `name` with its data; `false` when

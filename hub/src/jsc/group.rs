@@ -193,19 +193,21 @@ impl MetaGroup {
             .cloned()
     }
 
-    /// Starts the group of assignment `sa` (this member has its copy in `js`) unless it runs.
+    /// Starts the group of assignment `sa` (this member has its copy in `js`) unless it runs;
+    /// a running one follows the assignment's configuration (`STREAM.UPDATE`).
     pub async fn ensure_stream_group(
         self: &Arc<Self>,
         sa: &StreamAssignment,
         js: &JetStream,
     ) -> Result<(), String> {
-        if self
+        let running = self
             .streams
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .contains_key(&sa.group.name)
-        {
-            return Ok(());
+            .get(&sa.group.name)
+            .cloned();
+        if let Some(g) = running {
+            return g.follow_config(sa, js).await;
         }
         let g = StreamGroup::start(self, sa, js).await?;
         self.streams

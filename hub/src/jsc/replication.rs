@@ -7,7 +7,8 @@
 //! `STREAM.NAMES` and `STREAM.LIST` on any member show the assignment. Each peer's copy is
 //! written by the stream's group ([`super::stream_group`]); on a peer the info's `cluster`
 //! block is the group's view (its leader, the replicas' state), on another member the peers
-//! without a leader. `STREAM.PURGE` and `MSG.DELETE` are proposed to the stream's group through
+//! without a leader. `STREAM.UPDATE` proposes the new configuration to the meta group, then
+//! the stream's `discard: new` limits to its group. `STREAM.PURGE` and `MSG.DELETE` are proposed to the stream's group through
 //! its leader ([`MetaGroup::stream_op`]) and applied alike on every copy.
 
 use std::collections::BTreeMap;
@@ -22,6 +23,7 @@ use leaf_store::PurgeRequest;
 use super::group::MetaGroup;
 use super::meta::{MetaCommand, RaftGroup, Refusal, StreamAssignment};
 use super::placement::{self, NoPeers, Voter};
+use super::stream_machine::DiscardNew;
 use super::types::{OpReply, StreamOp};
 
 /// hubd's hook: the meta group of this member.
@@ -75,6 +77,15 @@ impl Replication for ClusterStreams {
         })
     }
 
+    fn update(&self, account: &str, config: StreamConfig) -> Pending<Replicated> {
+        let group = self.0.clone();
+        let account = account.to_owned();
+        Box::pin(async move {
+            let g = group.upgrade().ok_or_else(unavailable)?;
+            g.update_stream(&account, config).await
+        })
+    }
+
     fn purge(&self, account: &str, name: &str, req: PurgeRequest) -> Pending<u64> {
         let group = self.0.clone();
         let (account, name) = (account.to_owned(), name.to_owned());
@@ -87,7 +98,7 @@ impl Replication for ClusterStreams {
             };
             match g.stream_op(&account, &name, op).await? {
                 OpReply::Purged(n) => Ok(n),
-                OpReply::Deleted(_) => Err(unavailable()),
+                _ => Err(unavailable()),
             }
         })
     }
@@ -102,7 +113,7 @@ impl Replication for ClusterStreams {
                 .await?
             {
                 OpReply::Deleted(found) => Ok(found),
-                OpReply::Purged(_) => Err(unavailable()),
+                _ => Err(unavailable()),
             }
         })
     }
@@ -188,6 +199,39 @@ impl MetaGroup {
             .replicated(stream)
             .ok_or_else(|| ApiError::general("the assignment's configuration is unreadable"))?;
         Ok((answer, true))
+    }
+
+    /// Updates the replicated stream `config.name` of `account` (checked by the core): the
+    /// new configuration through the meta group (each peer updates its copy as it applies
+    /// it, `jsc::stream_group`), then its `discard: new` limits through the stream's group
+    /// (so that every copy decides the publishes after that entry alike). A failure after the
+    /// meta group's commit answers 10008: the same update again is applied again.
+    async fn update_stream(
+        &self,
+        account: &str,
+        config: StreamConfig,
+    ) -> Result<Replicated, ApiError> {
+        let text = serde_json::to_string(&config).map_err(|e| ApiError::general(&e.to_string()))?;
+        let proposed = self
+            .propose(MetaCommand::UpdateStream {
+                account: account.to_owned(),
+                name: config.name.clone(),
+                config: text,
+            })
+            .await
+            .map_err(|_| unavailable())?;
+        if let Some(r) = proposed.reply.refused {
+            return Err(refused(r));
+        }
+        let limits = DiscardNew::of(&config);
+        self.stream_op(account, &config.name, StreamOp::Configure(limits))
+            .await?;
+        let key = (account.to_owned(), config.name.clone());
+        let applied = self.state().streams.get(&key).cloned();
+        applied
+            .as_ref()
+            .and_then(|sa| self.replicated(sa))
+            .ok_or_else(unavailable)
     }
 
     /// Removes the replicated stream `name` of `account`.

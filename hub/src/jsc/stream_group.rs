@@ -151,6 +151,30 @@ fn raft_config(group: &str) -> Result<Config, String> {
     .map_err(|e| format!("JetStream cluster: Raft configuration of {group}: {e}"))
 }
 
+/// What a stream group uses of its stream's configuration.
+#[derive(Debug, Clone)]
+struct Settings {
+    /// The assignment's configuration (JSON text) these come from.
+    config: String,
+    /// The stream's subjects (captured by the leader).
+    subjects: Vec<String>,
+    /// The stream's `allow_rollup_hdrs`.
+    allow_rollup: bool,
+    /// The stream's `max_msg_size` (negative: none), checked before proposing.
+    max_msg_size: i32,
+}
+
+impl Settings {
+    fn of(text: &str, config: &StreamConfig) -> Settings {
+        Settings {
+            config: text.to_owned(),
+            subjects: config.subjects.clone(),
+            allow_rollup: config.allow_rollup_hdrs,
+            max_msg_size: config.max_msg_size,
+        }
+    }
+}
+
 /// A replicated stream's group on this member.
 pub struct StreamGroup {
     /// The group's Raft.
@@ -161,11 +185,8 @@ pub struct StreamGroup {
     pub account: String,
     /// The stream's name.
     pub stream: String,
-    subjects: Vec<String>,
-    /// The stream's `allow_rollup_hdrs`.
-    allow_rollup: bool,
-    /// The stream's `max_msg_size` (negative: none), checked before proposing.
-    max_msg_size: i32,
+    /// What the group uses of the stream's configuration (changed by `STREAM.UPDATE`).
+    settings: Mutex<Settings>,
     acct: Weak<Account>,
     queue: mpsc::Sender<Publish>,
     domain: Option<String>,
@@ -219,9 +240,7 @@ impl StreamGroup {
             name: group,
             account: sa.account.clone(),
             stream,
-            subjects: config.subjects.clone(),
-            allow_rollup: config.allow_rollup_hdrs,
-            max_msg_size: config.max_msg_size,
+            settings: Mutex::new(Settings::of(&sa.config, &config)),
             acct: Arc::downgrade(&acct),
             queue,
             domain: js.domain().map(str::to_owned),
@@ -253,6 +272,52 @@ impl StreamGroup {
         Ok(g)
     }
 
+    /// What the group uses of the stream's configuration now.
+    fn settings(&self) -> Settings {
+        self.settings
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Follows assignment `sa`'s configuration if it changed (`STREAM.UPDATE`): this member's
+    /// copy in `js` updated (`JetStream::update_replica`), the leader's capture moved to the
+    /// new subjects, `max_msg_size` and rollups checked with the new values. The `discard:
+    /// new` limits change through the group's log (`StreamOp::Configure`).
+    pub async fn follow_config(
+        self: &Arc<Self>,
+        sa: &StreamAssignment,
+        js: &JetStream,
+    ) -> Result<(), String> {
+        if self.settings().config == sa.config {
+            return Ok(());
+        }
+        let config: StreamConfig = serde_json::from_str(&sa.config)
+            .map_err(|e| format!("its configuration does not read: {e}"))?;
+        js.update_replica(config.clone())
+            .await
+            .map_err(|e| format!("cannot update its copy: {}", e.description))?;
+        let new = Settings::of(&sa.config, &config);
+        let old = std::mem::replace(
+            &mut *self.settings.lock().unwrap_or_else(PoisonError::into_inner),
+            new,
+        );
+        let capturing = !self
+            .capture
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_empty();
+        if old.subjects != config.subjects && capturing {
+            self.release();
+            if self.raft.metrics().borrow().state == ServerState::Leader {
+                self.capture();
+            }
+        }
+        info!(account = %self.account, stream = %self.stream,
+              "JetStream cluster: the copy follows the stream's updated configuration");
+        Ok(())
+    }
+
     /// Stops the group's Raft and its capture.
     pub async fn stop(&self) {
         self.release();
@@ -268,7 +333,8 @@ impl StreamGroup {
         let Some(acct) = self.acct.upgrade() else {
             return;
         };
-        for subject in &self.subjects {
+        let subjects = self.settings().subjects;
+        for subject in &subjects {
             let sink = Arc::new(Capture(Arc::downgrade(self)));
             match acct.subscribe_internal(subject.as_bytes(), None, sink) {
                 Ok(sub) => subs.push(sub),
@@ -442,12 +508,16 @@ impl InternalSink for Capture {
         // As a single server: headers and payload against `max_msg_size`. Checked here, not
         // in the apply: it depends on the publish and the configuration alone, and a refused
         // publish then costs no log entry.
+        let (max_msg_size, allow_rollup) = {
+            let s = g.settings.lock().unwrap_or_else(PoisonError::into_inner);
+            (s.max_msg_size, s.allow_rollup)
+        };
         let size = msg.headers.map_or(0, <[u8]>::len) + msg.payload.len();
-        if u64::try_from(g.max_msg_size).is_ok_and(|max| size as u64 > max) {
+        if u64::try_from(max_msg_size).is_ok_and(|max| size as u64 > max) {
             g.answer(reply.as_ref(), Err(ApiError::message_too_large()));
             return;
         }
-        if let Err(e) = super::rollup::check(msg.headers, g.allow_rollup) {
+        if let Err(e) = super::rollup::check(msg.headers, allow_rollup) {
             g.answer(reply.as_ref(), Err(e));
             return;
         }

@@ -189,7 +189,7 @@ struct State {
 /// The `discard: new` limits of a stream (`max_msgs`, `max_bytes`, and
 /// `max_msgs_per_subject` with `discard_new_per_subject`): a publish past one is refused
 /// (10077), decided in the apply against the copy's store, alike on every member.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DiscardNew {
     max_msgs: Option<u64>,
     max_bytes: Option<u64>,
@@ -854,6 +854,10 @@ impl StreamMachine {
                     req.keep = None;
                 }
                 OpReply::Purged(self.store.purge(&self.stream, req).await.map_err(write)?)
+            }
+            StreamOp::Configure(limits) => {
+                self.set_discard_new(limits);
+                return Ok(OpReply::Configured);
             }
             StreamOp::Delete { seq } => {
                 let found = seq <= last

@@ -76,6 +76,9 @@ pub enum StreamOp {
         /// The sequence.
         seq: u64,
     },
+    /// `STREAM.UPDATE` (applied by the meta group): the stream's `discard: new` limits from
+    /// this entry on, so that every member decides the publishes after it alike.
+    Configure(Option<super::stream_machine::DiscardNew>),
 }
 
 /// What applying a [`StreamOp`] gave.
@@ -85,6 +88,8 @@ pub enum OpReply {
     Purged(u64),
     /// Whether a delete found its message.
     Deleted(bool),
+    /// The limits were set.
+    Configured,
 }
 
 /// What applying a [`StreamBatch`] gave: one [`StreamReply`] per publish, in the batch's
