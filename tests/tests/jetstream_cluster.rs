@@ -2175,3 +2175,44 @@ async fn an_update_of_a_replicated_stream_reaches_every_copy() {
     let refused = api(&client, "$JS.API.STREAM.UPDATE.UPD", memory).await;
     assert_eq!(refused["error"]["err_code"], 10052, "{refused}");
 }
+
+/// issue 22 (snapshots, a lost memory copy): an R3 memory stream; a follower SIGKILLed after
+/// more one-at-a-time publishes than the group's log keeps (its own log purged past a
+/// snapshot) restarts with an empty copy and an applied marker it cannot reach from its log:
+/// it resets its Raft state for the group (it logs it), the leader sends it a snapshot, and
+/// its copy then equals the leader's, the next publishes stored after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_memory_copy_is_rebuilt_from_a_snapshot() {
+    let (mut members, leader) = three_members_with(json!({
+        "name": "MEMS", "subjects": ["snap.>"], "num_replicas": 3, "storage": "memory",
+    }))
+    .await;
+    let at = members
+        .iter()
+        .position(|m| m.name == leader)
+        .expect("the leader");
+    let lost = members
+        .iter()
+        .position(|m| m.name != leader)
+        .expect("a follower");
+    let js = jetstream_on(&members[at]).await;
+    const N: usize = 1200;
+    publish_one_by_one(&js, 0, N, "m").await;
+    copy_of(&members[lost], "MEMS", N as u64).await;
+    members[lost].server.kill();
+    members[lost].server =
+        TestServer::with_config(ServerKind::Hubd, members[lost].config.clone()).await;
+    wait_for_log(&members[lost].server, "its Raft state is reset", 1).await;
+    wait_for_log(
+        &members[lost].server,
+        "installed a snapshot of the stream's group",
+        1,
+    )
+    .await;
+    let want = copy_of(&members[at], "MEMS", N as u64).await;
+    let got = copy_of(&members[lost], "MEMS", N as u64).await;
+    assert_eq!(got, want, "{}'s copy", members[lost].name);
+    publish_one_by_one(&js, N, 10, "after").await;
+    let after = copy_of(&members[lost], "MEMS", N as u64 + 10).await;
+    assert_eq!(after.last().map(|m| m.0), Some(N as u64 + 10));
+}

@@ -759,6 +759,11 @@ impl Handler for MetaHandler {
                 if rpc == "stepdown" {
                     return postcard::to_allocvec(&sg.step_down(own)).ok();
                 }
+                if rpc == "vote" {
+                    if let Some(refused) = sg.refuse_vote(&body) {
+                        return Some(refused);
+                    }
+                }
                 if rpc == "op" {
                     let op: StreamOp = postcard::from_bytes(&body).ok()?;
                     return postcard::to_allocvec(&sg.propose_op(op).await).ok();

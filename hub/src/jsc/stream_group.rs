@@ -47,7 +47,10 @@ use leaf_core::jetstream::JetStream;
 use leaf_core::server::fanout::{InternalSink, Msg};
 use leaf_core::server::{Account, Publisher, ReplyTo, SubRef};
 use leaf_proto::time::now_ns;
-use openraft::error::ClientWriteError;
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::raft::{VoteRequest, VoteResponse};
+use openraft::storage::RaftLogStorage;
+use openraft::LogId;
 use openraft::{Config, ServerState, SnapshotPolicy};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
@@ -56,7 +59,8 @@ use tracing::{info, warn};
 use super::group::MetaGroup;
 use super::meta::StreamAssignment;
 use super::network::GroupNetwork;
-use super::stream_machine::{DiscardNew, StreamMachine};
+use super::store::{RaftDb, RESET_FLOOR};
+use super::stream_machine::{copy_lost, DiscardNew, StreamMachine};
 use super::types::{
     Member, OpReply, Refusal, StreamBatch, StreamMsg, StreamOp, StreamRaft, StreamReply,
     StreamTypes,
@@ -187,6 +191,9 @@ pub struct StreamGroup {
     pub stream: String,
     /// What the group uses of the stream's configuration (changed by `STREAM.UPDATE`).
     settings: Mutex<Settings>,
+    /// The last log id this member had when its state was reset (its copy lost), if it was:
+    /// it refuses its vote to a candidate behind it until it applied it ([`Self::refuse_vote`]).
+    floor: Option<LogId<u64>>,
     acct: Weak<Account>,
     queue: mpsc::Sender<Publish>,
     domain: Option<String>,
@@ -210,6 +217,7 @@ impl StreamGroup {
         let (db, group, stream) = (meta.db.clone(), sa.group.name.clone(), sa.name.clone());
         let store = js.store_of(&sa.name).clone();
         let (window, first_seq) = (config.duplicate_window, config.first_seq);
+        let floor = reset_if_lost(&db, &group, &store, &stream).await?;
         let machine = {
             let (db, group, stream) = (db.clone(), group.clone(), stream.clone());
             tokio::task::spawn_blocking(move || {
@@ -241,6 +249,7 @@ impl StreamGroup {
             account: sa.account.clone(),
             stream,
             settings: Mutex::new(Settings::of(&sa.config, &config)),
+            floor,
             acct: Arc::downgrade(&acct),
             queue,
             domain: js.domain().map(str::to_owned),
@@ -270,6 +279,28 @@ impl StreamGroup {
         info!(account = %g.account, stream = %g.stream, group = %g.name,
               "JetStream cluster: stream group started");
         Ok(g)
+    }
+
+    /// The answer to vote request `body` when this member must refuse it: its state was
+    /// reset (its copy lost), it has not applied up to the last log id it had then (the
+    /// floor), and the candidate's log ends before the floor. Entries this member held may
+    /// have been committed with its acknowledgement; voting with an empty log for a candidate
+    /// lacking them could elect a leader without a committed entry. `None`: openraft decides.
+    pub fn refuse_vote(&self, body: &[u8]) -> Option<Vec<u8>> {
+        let floor = self.floor?;
+        if self.raft.metrics().borrow().last_applied >= Some(floor) {
+            return None;
+        }
+        let req: VoteRequest<u64> = postcard::from_bytes(body).ok()?;
+        if req.last_log_id >= Some(floor) {
+            return None;
+        }
+        let refused = VoteResponse {
+            vote: req.vote,
+            vote_granted: false,
+            last_log_id: Some(floor),
+        };
+        postcard::to_allocvec(&Ok::<_, RaftError<u64>>(refused)).ok()
     }
 
     /// What the group uses of the stream's configuration now.
@@ -477,6 +508,53 @@ impl StreamGroup {
             .collect();
         (leader.map(name), replicas)
     }
+}
+
+/// Resets group `group`'s Raft state on this member when its copy of `stream` in `store`
+/// was lost and cannot be rebuilt from the log ([`copy_lost`]): the log, commit, snapshot and
+/// applied marker go, the vote stays, and the last log id it had is kept as the reset's
+/// floor. The leader then finds this member with an empty log and sends a snapshot. The
+/// floor (this member's, or one kept from an earlier reset not caught up yet).
+async fn reset_if_lost(
+    db: &RaftDb,
+    group: &str,
+    store: &leaf_store::Store,
+    stream: &str,
+) -> Result<Option<LogId<u64>>, String> {
+    let lost = {
+        let (db, group, store, stream) = (
+            db.clone(),
+            group.to_owned(),
+            store.clone(),
+            stream.to_owned(),
+        );
+        tokio::task::spawn_blocking(move || copy_lost(&db, &group, &store, &stream))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?
+    };
+    if lost {
+        let mut log = db.log::<StreamTypes>(group);
+        let last = log
+            .get_log_state()
+            .await
+            .map_err(|e| e.to_string())?
+            .last_log_id;
+        let floor = postcard::to_allocvec(&last).map_err(|e| e.to_string())?;
+        db.reset_group(group, floor)
+            .await
+            .map_err(|e| format!("cannot reset its lost copy's state: {e}"))?;
+        warn!(group, stream, last_log = ?last,
+              "JetStream cluster: this member's copy of the stream was lost (memory storage) \
+               and the group's log is purged: its Raft state is reset, the leader sends a \
+               snapshot");
+    }
+    let kept = db
+        .get_state(group, RESET_FLOOR)
+        .map_err(|e| e.to_string())?
+        .and_then(|b| postcard::from_bytes::<Option<LogId<u64>>>(&b).ok())
+        .flatten();
+    Ok(kept)
 }
 
 /// Wakes the consumers of this member's copy of `stream` (in `js`) after the group stored

@@ -399,8 +399,8 @@ impl StreamMachine {
         if marker.last_seq > stored_last {
             // The store lost what the marker says was applied (a memory stream after a
             // restart): everything is applied again from the log; once the group's log was
-            // purged (a snapshot taken) this fails and the group does not start here (see
-            // "Snapshots and log purge" in `hub/JETSTREAM-CLUSTER.md`).
+            // purged the group's state was reset before (`copy_lost`) and the leader sends a
+            // snapshot (see "Snapshots and log purge" in `hub/JETSTREAM-CLUSTER.md`).
             warn!(
                 stream,
                 group,
@@ -449,6 +449,20 @@ impl StreamMachine {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// Whether this member's copy of `stream` lost what group `group` applied to it (a memory
+/// stream after a restart: the store behind the applied marker) while the group's log before
+/// the marker was purged, so that the entries cannot be applied again: the group's state is
+/// then reset so that the leader sends a snapshot (see `super::stream_group`).
+pub fn copy_lost(db: &RaftDb, group: &str, store: &Store, stream: &str) -> Result<bool, OpenError> {
+    let Some(bytes) = db.get_state(group, MARKER)? else {
+        return Ok(false);
+    };
+    let marker: Marker = postcard::from_bytes(&bytes)?;
+    let stored_last = store.stream_state(stream)?.map_or(0, |s| s.last_seq);
+    let purged = db.get_state(group, "purged")?.is_some();
+    Ok(marker.last_seq > stored_last && purged)
 }
 
 /// The `Nats-Msg-Id` of message `seq` of `stream`, if it is stored and has one.
@@ -1599,5 +1613,43 @@ mod tests {
         }
         assert_eq!(seqs(&store), [6, 7]);
         assert_eq!(store.stream_state("S").unwrap().unwrap().last_seq, 7);
+    }
+    /// A copy behind its applied marker is lost only once the log is purged (else the
+    /// entries apply again); a reset forgets everything of the group but its vote and keeps
+    /// the floor.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lost_copy_is_detected_and_its_group_reset() {
+        let (dir, store) = store_with_stream().await;
+        let db = RaftDb::open(dir.path()).unwrap();
+        assert!(!copy_lost(&db, "S-x", &store, "S").unwrap());
+        let mut m = StreamMachine::open(db.clone(), "S-x", store.clone(), "S", 0, 0).unwrap();
+        m.apply([batch_entry(1, vec![on("a", 1), on("b", 2)])])
+            .await
+            .unwrap();
+        assert!(!copy_lost(&db, "S-x", &store, "S").unwrap());
+        // The copy lost (a memory store after a restart).
+        let empty = Store::open_memory(leaf_store::StoreOptions::default()).unwrap();
+        empty.create_stream("S", b"{}".to_vec()).await.unwrap();
+        assert!(
+            !copy_lost(&db, "S-x", &empty, "S").unwrap(),
+            "the log is whole"
+        );
+        db.put_state(
+            "S-x",
+            vec![("purged", Some(vec![0])), ("vote", Some(vec![7]))],
+        )
+        .await
+        .unwrap();
+        assert!(copy_lost(&db, "S-x", &empty, "S").unwrap());
+        db.reset_group("S-x", vec![1, 2]).await.unwrap();
+        assert!(!copy_lost(&db, "S-x", &empty, "S").unwrap());
+        assert_eq!(db.get_state("S-x", MARKER).unwrap(), None);
+        assert_eq!(db.get_state("S-x", "purged").unwrap(), None);
+        assert_eq!(db.get_state("S-x", "vote").unwrap(), Some(vec![7]));
+        assert_eq!(
+            db.get_state("S-x", super::super::store::RESET_FLOOR)
+                .unwrap(),
+            Some(vec![1, 2])
+        );
     }
 }
