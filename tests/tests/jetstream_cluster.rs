@@ -2216,3 +2216,79 @@ async fn a_lost_memory_copy_is_rebuilt_from_a_snapshot() {
     let after = copy_of(&members[lost], "MEMS", N as u64 + 10).await;
     assert_eq!(after.last().map(|m| m.0), Some(N as u64 + 10));
 }
+
+/// issue 22 (`STREAM.PEER.REMOVE`): an R2 stream on three members; a peer not leading its
+/// group removed by a request on the member that is no peer (forwarded): the third member
+/// takes its place, catches up (its own copy holds every message), the removed member's copy
+/// goes, the leader's info shows the new peers, and publishes go on to both copies. A server
+/// that is no peer answers 10040.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_peer_is_replaced_and_the_new_one_catches_up() {
+    let (members, _) = three_members_with(json!({
+        "name": "PEERS", "subjects": ["peers.>"], "num_replicas": 2,
+    }))
+    .await;
+    let all: Vec<&Member> = members.iter().collect();
+    let leader = stream_leader(&all, "PEERS", None).await;
+    let at_leader = members
+        .iter()
+        .find(|m| m.name == leader)
+        .expect("the leader");
+    let info = api(
+        &app_client(at_leader).await,
+        "$JS.API.STREAM.INFO.PEERS",
+        json!({}),
+    )
+    .await;
+    let peers = group_members(&info);
+    assert_eq!(peers.len(), 2, "{info}");
+    let removed = members
+        .iter()
+        .find(|m| peers.contains(&m.name) && m.name != leader)
+        .expect("a peer not leading");
+    let third = members
+        .iter()
+        .find(|m| !peers.contains(&m.name))
+        .expect("a member without a copy");
+    for i in 1..=5 {
+        assert_eq!(acknowledged(third, &format!("peers.{i}")).await["seq"], i);
+    }
+    let client = app_client(third).await;
+    let not_peer = api(
+        &client,
+        "$JS.API.STREAM.PEER.REMOVE.PEERS",
+        json!({"peer": third.name}),
+    )
+    .await;
+    assert_eq!(not_peer["error"]["err_code"], 10040, "{not_peer}");
+    let done = api(
+        &client,
+        "$JS.API.STREAM.PEER.REMOVE.PEERS",
+        json!({"peer": removed.name}),
+    )
+    .await;
+    assert_eq!(done["success"], true, "{done}");
+    assert_eq!(copy_of(third, "PEERS", 5).await.len(), 5);
+    until_engine_streams(removed, 0).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let info = api(
+            &app_client(at_leader).await,
+            "$JS.API.STREAM.INFO.PEERS",
+            json!({}),
+        )
+        .await;
+        let mut now = group_members(&info);
+        now.sort();
+        let mut want = vec![leader.clone(), third.name.clone()];
+        want.sort();
+        if now == want {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the peers: {info}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(acknowledged(removed, "peers.6").await["seq"], 6);
+    assert_eq!(copy_of(third, "PEERS", 6).await.len(), 6);
+    assert_eq!(copy_of(at_leader, "PEERS", 6).await.len(), 6);
+}

@@ -151,6 +151,7 @@ impl Inner {
             ["STREAM", "DELETE", name] => self.stream_delete(name).await,
             ["STREAM", "LEADER", "STEPDOWN", name] => self.stream_leader_stepdown(name).await,
             ["STREAM", "PURGE", name] => self.stream_purge(name, &req.payload).await,
+            ["STREAM", "PEER", "REMOVE", name] => self.stream_peer_remove(name, &req.payload).await,
             ["STREAM", "NAMES"] => self.stream_names(&req.payload),
             ["STREAM", "LIST"] => self.stream_list(&req.payload),
             ["STREAM", "MSG", "GET", name] => self.msg_get(name, &req.payload),
@@ -556,6 +557,29 @@ impl Inner {
         match self.remove_stream(name).await {
             Ok(()) => ok(KIND, json!({ "success": true })),
             Err(e) => err(KIND, &e),
+        }
+    }
+
+    /// `STREAM.PEER.REMOVE` (`{"peer": <server name>}`): a peer of a replicated stream
+    /// replaced; a stream of this engine alone has no peers (10036).
+    async fn stream_peer_remove(&self, name: &str, payload: &[u8]) -> Reply {
+        const KIND: &str = "stream_remove_peer_response";
+        #[derive(Deserialize)]
+        struct PeerBody {
+            #[serde(default)]
+            peer: String,
+        }
+        let Ok(body) = serde_json::from_slice::<PeerBody>(payload) else {
+            return err(KIND, &ApiError::invalid_json());
+        };
+        if body.peer.is_empty() {
+            return err(KIND, &ApiError::bad_request("peer required"));
+        }
+        match self.remove_peer_replicated(name, &body.peer).await {
+            Some(Ok(())) => ok(KIND, json!({ "success": true })),
+            Some(Err(e)) => err(KIND, &e),
+            None if self.stream(name).is_some() => err(KIND, &super::replication::unserved()),
+            None => err(KIND, &ApiError::stream_not_found()),
         }
     }
 

@@ -81,6 +81,14 @@ pub trait Replication: Send + Sync {
         Box::pin(async { Err(unserved()) })
     }
 
+    /// Removes server `peer` (its name) from the peers of replicated stream `name` of
+    /// `account` (`STREAM.PEER.REMOVE`), another member taking its place when one is free;
+    /// by default not served (10036).
+    fn remove_peer(&self, account: &str, name: &str, peer: &str) -> Pending<()> {
+        let _ = (account, name, peer);
+        Box::pin(async { Err(unserved()) })
+    }
+
     /// Purges replicated stream `name` of `account` on every copy (`STREAM.PURGE`, checked
     /// already): how many messages went; by default not served (10036).
     fn purge(&self, account: &str, name: &str, req: PurgeRequest) -> Pending<u64> {
@@ -239,6 +247,18 @@ impl Inner {
             Ok(StreamInfoResponse::from(stream.info()))
         };
         Some(update.await)
+    }
+
+    /// `STREAM.PEER.REMOVE` of server `peer` from replicated stream `name`: the answer;
+    /// `None` when the stream is not a replicated one known here (or the server has no hook).
+    pub(crate) async fn remove_peer_replicated(
+        &self,
+        name: &str,
+        peer: &str,
+    ) -> Option<Result<(), ApiError>> {
+        let (hook, account) = self.replication()?;
+        hook.stream(&account, name)?;
+        Some(hook.remove_peer(&account, name, peer).await)
     }
 
     /// `STREAM.PURGE` of replicated stream `name` (`req` checked): the answer; `None` when

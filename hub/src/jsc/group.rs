@@ -628,6 +628,49 @@ impl MetaGroup {
         Err(JsError::ClusterNotAvail.err())
     }
 
+    /// Makes `peers` the voters of the group of assignment `sa` through its leader (here or
+    /// sent to it, `$HRG` request `members`), retried while the group has no leader (the
+    /// removed peer may have led it) within [`OP_TIMEOUT`].
+    pub async fn set_stream_members(
+        &self,
+        sa: &StreamAssignment,
+        peers: &[u64],
+    ) -> Result<(), ApiError> {
+        let members: Vec<(u64, String)> = peers
+            .iter()
+            .map(|id| (*id, self.name_of(*id).unwrap_or_else(|| id.to_string())))
+            .collect();
+        let body =
+            postcard::to_allocvec(&members).map_err(|e| ApiError::general(&e.to_string()))?;
+        let group = sa.group.name.clone();
+        let deadline = tokio::time::Instant::now() + OP_TIMEOUT;
+        loop {
+            if let Some(sg) = self.stream_group_named(&group) {
+                if let Some(answer) = sg.change_members(&members).await {
+                    return answer;
+                }
+            }
+            let mut targets: Vec<u64> = peers.iter().chain(&sa.group.peers).copied().collect();
+            targets.retain(|id| *id != self.own);
+            targets.dedup();
+            for target in targets {
+                let answer = self
+                    .transport
+                    .request(target, &group, "members", &body, OP_TIMEOUT)
+                    .await
+                    .ok()
+                    .and_then(|a| postcard::from_bytes::<Option<Result<(), ApiError>>>(&a).ok());
+                if let Some(Some(answer)) = answer {
+                    return answer;
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(JsError::ClusterNotAvail.err());
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
     /// Serves `$JS.API.META.LEADER.STEPDOWN` in the system account.
     fn serve_stepdown(self: &Arc<Self>) -> Result<(), String> {
         let (tx, mut rx) = mpsc::channel::<String>(16);
@@ -763,6 +806,10 @@ impl Handler for MetaHandler {
                     if let Some(refused) = sg.refuse_vote(&body) {
                         return Some(refused);
                     }
+                }
+                if rpc == "members" {
+                    let members: Vec<(u64, String)> = postcard::from_bytes(&body).ok()?;
+                    return postcard::to_allocvec(&sg.change_members(&members).await).ok();
                 }
                 if rpc == "op" {
                     let op: StreamOp = postcard::from_bytes(&body).ok()?;

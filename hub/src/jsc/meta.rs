@@ -94,6 +94,15 @@ pub enum MetaCommand {
         /// The consumer.
         name: String,
     },
+    /// Changes an assigned stream's peers (`STREAM.PEER.REMOVE`; its group's name unchanged).
+    SetStreamPeers {
+        /// The account.
+        account: String,
+        /// The stream.
+        name: String,
+        /// The peers' node ids.
+        peers: Vec<u64>,
+    },
     /// Changes an assigned stream's configuration (its peers and group unchanged).
     UpdateStream {
         /// The account.
@@ -223,6 +232,18 @@ impl MetaState {
                     None => Err(Refusal::ConsumerNotFound),
                 }
             }
+            MetaCommand::SetStreamPeers {
+                account,
+                name,
+                peers,
+            } => {
+                let key = (account.clone(), name.clone());
+                let Some(sa) = self.streams.get_mut(&key) else {
+                    return Err(Refusal::StreamNotFound);
+                };
+                sa.group.peers.clone_from(peers);
+                Ok(())
+            }
             MetaCommand::UpdateStream {
                 account,
                 name,
@@ -279,7 +300,7 @@ mod tests {
     /// An update changes the configuration alone, is refused for a stream not assigned and
     /// for subjects another stream captures.
     #[test]
-    fn streams_are_updated_in_place() {
+    fn streams_are_updated_and_moved_in_place() {
         let mut state = MetaState::default();
         let a = r#"{"subjects":["a.>"]}"#;
         assert_eq!(state.apply(&stream("A", a)), Ok(()));
@@ -299,6 +320,23 @@ mod tests {
         let sa = &state.streams[&("$G".to_owned(), "A".to_owned())];
         assert_eq!(sa.config, wider);
         assert_eq!((sa.group.name.as_str(), sa.created_ns), ("S-A", 1));
+        // New peers (`STREAM.PEER.REMOVE`): the group's name stays.
+        let peers = |name: &str, peers: Vec<u64>| MetaCommand::SetStreamPeers {
+            account: "$G".into(),
+            name: name.into(),
+            peers,
+        };
+        assert_eq!(
+            state.apply(&peers("C", vec![1])),
+            Err(Refusal::StreamNotFound)
+        );
+        assert_eq!(state.apply(&peers("A", vec![1, 3, 4])), Ok(()));
+        let sa = &state.streams[&("$G".to_owned(), "A".to_owned())];
+        assert_eq!(
+            (sa.group.name.as_str(), &sa.group.peers[..]),
+            ("S-A", &[1, 3, 4][..])
+        );
+        assert_eq!(state.load().get(&4), Some(&1));
     }
 
     #[test]

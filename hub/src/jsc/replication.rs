@@ -12,7 +12,9 @@
 //! its leader ([`MetaGroup::stream_op`]) and applied alike on every copy.
 
 use std::collections::BTreeMap;
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
+
+use tracing::warn;
 
 use leaf_core::jetstream::config::{ApiError, JsError, StreamConfig};
 use leaf_core::jetstream::replication::{Pending, Replicated, Replication};
@@ -83,6 +85,15 @@ impl Replication for ClusterStreams {
         Box::pin(async move {
             let g = group.upgrade().ok_or_else(unavailable)?;
             g.update_stream(&account, config).await
+        })
+    }
+
+    fn remove_peer(&self, account: &str, name: &str, peer: &str) -> Pending<()> {
+        let group = self.0.clone();
+        let (account, name, peer) = (account.to_owned(), name.to_owned(), peer.to_owned());
+        Box::pin(async move {
+            let g = group.upgrade().ok_or_else(unavailable)?;
+            g.remove_stream_peer(&account, &name, &peer).await
         })
     }
 
@@ -232,6 +243,93 @@ impl MetaGroup {
             .as_ref()
             .and_then(|sa| self.replicated(sa))
             .ok_or_else(unavailable)
+    }
+
+    /// Removes server `peer` from the peers of replicated stream `name` of `account`
+    /// (`STREAM.PEER.REMOVE`): a member online that is not a peer, the least loaded, takes its
+    /// place (placed last: it never initializes the group) when there is one, else the stream
+    /// keeps fewer peers. In three steps, so that the group keeps its quorum throughout: the
+    /// replacement is added to the assignment (it creates its copy and starts its group,
+    /// empty); the group's leader adds it as a learner, waits until it caught up (from the log
+    /// or a snapshot) and makes the new peers its voters ([`MetaGroup::set_stream_members`]);
+    /// then the assignment loses the removed peer (which drops its copy and group as it applies
+    /// it). Answered after the first step, as nats-server answers before the move; the rest
+    /// runs on (logged when it fails).
+    async fn remove_stream_peer(
+        self: &Arc<Self>,
+        account: &str,
+        name: &str,
+        peer: &str,
+    ) -> Result<(), ApiError> {
+        let key = (account.to_owned(), name.to_owned());
+        let state = self.state();
+        let sa = state
+            .streams
+            .get(&key)
+            .cloned()
+            .ok_or_else(ApiError::stream_not_found)?;
+        let removed = sa
+            .group
+            .peers
+            .iter()
+            .copied()
+            .find(|id| self.name_of(*id).as_deref() == Some(peer))
+            .ok_or_else(|| JsError::ClusterPeerNotMember.err())?;
+        let online = self.online();
+        let m = self.raft.metrics().borrow().clone();
+        let free: Vec<Voter> = m
+            .membership_config
+            .membership()
+            .voter_ids()
+            .filter(|id| !sa.group.peers.contains(id))
+            .map(|id| Voter {
+                id,
+                online: online.contains_key(&id),
+            })
+            .collect();
+        let added = placement::choose(1, &free, &state.load()).unwrap_or_default();
+        let mut with_new = sa.group.peers.clone();
+        with_new.extend(&added);
+        let mut last: Vec<u64> = with_new
+            .iter()
+            .copied()
+            .filter(|id| *id != removed)
+            .collect();
+        if !added.is_empty() {
+            self.set_peers(account, name, with_new).await?;
+        }
+        let g = Arc::clone(self);
+        let (account, name) = (account.to_owned(), name.to_owned());
+        tokio::spawn(async move {
+            let moved = match g.set_stream_members(&sa, &last).await {
+                Ok(()) => {
+                    g.set_peers(&account, &name, std::mem::take(&mut last))
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            if let Err(e) = moved {
+                warn!(account = %account, stream = %name, error = %e,
+                      "JetStream cluster: a stream's peer not removed");
+            }
+        });
+        Ok(())
+    }
+
+    /// Proposes `peers` as the peers of replicated stream `name` of `account`.
+    async fn set_peers(&self, account: &str, name: &str, peers: Vec<u64>) -> Result<(), ApiError> {
+        let proposed = self
+            .propose(MetaCommand::SetStreamPeers {
+                account: account.to_owned(),
+                name: name.to_owned(),
+                peers,
+            })
+            .await
+            .map_err(|_| unavailable())?;
+        match proposed.reply.refused {
+            None => Ok(()),
+            Some(r) => Err(refused(r)),
+        }
     }
 
     /// Removes the replicated stream `name` of `account`.
