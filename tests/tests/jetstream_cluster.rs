@@ -1168,6 +1168,19 @@ async fn three_members_with(config: Value) -> (Vec<Member>, String) {
     (members, leader)
 }
 
+/// The positions in `members` of member `leader` and of another member.
+fn leader_and_other(members: &[Member], leader: &str) -> (usize, usize) {
+    let at = members
+        .iter()
+        .position(|m| m.name == leader)
+        .expect("the leader");
+    let other = members
+        .iter()
+        .position(|m| m.name != leader)
+        .expect("another member");
+    (at, other)
+}
+
 /// A JetStream context on member `m` (the global account's user).
 async fn jetstream_on(m: &Member) -> e2e::async_nats::jetstream::Context {
     e2e::async_nats::jetstream::new(app_client(m).await)
@@ -1280,14 +1293,7 @@ async fn an_r3_stream_acknowledges_publishes_stored_alike_on_every_member() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_stream_leader_loses_no_acknowledged_publish() {
     let (mut members, leader) = three_members_with_an_r3_stream("ORDERS", "orders.>").await;
-    let killed = members
-        .iter()
-        .position(|m| m.name == leader)
-        .expect("the leader");
-    let client_member = members
-        .iter()
-        .position(|m| m.name != leader)
-        .expect("another member");
+    let (killed, client_member) = leader_and_other(&members, &leader);
     let js = jetstream_on(&members[client_member]).await;
     const N: usize = 300;
     const WINDOW: usize = 20;
@@ -1944,14 +1950,7 @@ async fn publish_one_by_one(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_behind_the_purged_log_catches_up_from_a_snapshot() {
     let (mut members, leader) = three_members_with_an_r3_stream("SNAP", "snap.>").await;
-    let at = members
-        .iter()
-        .position(|m| m.name == leader)
-        .expect("the leader");
-    let stopped = members
-        .iter()
-        .position(|m| m.name != leader)
-        .expect("a follower");
+    let (at, stopped) = leader_and_other(&members, &leader);
     members[stopped].server.kill();
     let js = jetstream_on(&members[at]).await;
     // Waves of 1,200 entries of 8 KiB: the log keeps at most about 1,024 entries.
@@ -2187,14 +2186,7 @@ async fn a_lost_memory_copy_is_rebuilt_from_a_snapshot() {
         "name": "MEMS", "subjects": ["snap.>"], "num_replicas": 3, "storage": "memory",
     }))
     .await;
-    let at = members
-        .iter()
-        .position(|m| m.name == leader)
-        .expect("the leader");
-    let lost = members
-        .iter()
-        .position(|m| m.name != leader)
-        .expect("a follower");
+    let (at, lost) = leader_and_other(&members, &leader);
     let js = jetstream_on(&members[at]).await;
     const N: usize = 1200;
     publish_one_by_one(&js, 0, N, "m").await;
@@ -2230,16 +2222,12 @@ async fn a_removed_peer_is_replaced_and_the_new_one_catches_up() {
     .await;
     let all: Vec<&Member> = members.iter().collect();
     let leader = stream_leader(&all, "PEERS", None).await;
-    let at_leader = members
-        .iter()
-        .find(|m| m.name == leader)
-        .expect("the leader");
-    let info = api(
-        &app_client(at_leader).await,
-        "$JS.API.STREAM.INFO.PEERS",
-        json!({}),
-    )
-    .await;
+    let at_leader = &members[leader_and_other(&members, &leader).0];
+    let info_on_leader = || async {
+        let client = app_client(at_leader).await;
+        api(&client, "$JS.API.STREAM.INFO.PEERS", json!({})).await
+    };
+    let info = info_on_leader().await;
     let peers = group_members(&info);
     assert_eq!(peers.len(), 2, "{info}");
     let removed = members
@@ -2272,12 +2260,7 @@ async fn a_removed_peer_is_replaced_and_the_new_one_catches_up() {
     until_engine_streams(removed, 0).await;
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let info = api(
-            &app_client(at_leader).await,
-            "$JS.API.STREAM.INFO.PEERS",
-            json!({}),
-        )
-        .await;
+        let info = info_on_leader().await;
         let mut now = group_members(&info);
         now.sort();
         let mut want = vec![leader.clone(), third.name.clone()];

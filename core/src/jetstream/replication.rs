@@ -256,8 +256,7 @@ impl Inner {
         name: &str,
         peer: &str,
     ) -> Option<Result<(), ApiError>> {
-        let (hook, account) = self.replication()?;
-        hook.stream(&account, name)?;
+        let (hook, account) = self.hook_of(name)?;
         Some(hook.remove_peer(&account, name, peer).await)
     }
 
@@ -268,8 +267,7 @@ impl Inner {
         name: &str,
         req: PurgeRequest,
     ) -> Option<Result<u64, ApiError>> {
-        let (hook, account) = self.replication()?;
-        hook.stream(&account, name)?;
+        let (hook, account) = self.hook_of(name)?;
         Some(hook.purge(&account, name, req).await)
     }
 
@@ -280,9 +278,15 @@ impl Inner {
         name: &str,
         seq: u64,
     ) -> Option<Result<bool, ApiError>> {
+        let (hook, account) = self.hook_of(name)?;
+        Some(hook.delete_msg(&account, name, seq).await)
+    }
+
+    /// The hook and the account when `name` is a replicated stream known here.
+    fn hook_of(&self, name: &str) -> Option<(std::sync::Arc<dyn Replication>, String)> {
         let (hook, account) = self.replication()?;
         hook.stream(&account, name)?;
-        Some(hook.delete_msg(&account, name, seq).await)
+        Some((hook, account))
     }
 
     /// The replicated stream `name` known here (not one of this engine's).

@@ -546,10 +546,13 @@ impl MetaGroup {
         hand_over(&self.raft, self.own, "meta group")
     }
 
-    /// `STREAM.LEADER.STEPDOWN` of replicated stream `name` of `account`: its group's leader
-    /// steps down, here or asked over the transport (the leader this member knows, else each
-    /// peer in turn). Errors: 10059 (no such stream), 10008 (no leader answered).
-    pub async fn step_down_stream(&self, account: &str, name: &str) -> Result<(), ApiError> {
+    /// The assignment of replicated stream `name` of `account` (10059 without one) and its
+    /// group on this member, if it runs here.
+    fn assigned(
+        &self,
+        account: &str,
+        name: &str,
+    ) -> Result<(StreamAssignment, Option<Arc<StreamGroup>>), ApiError> {
         let sa = self
             .state()
             .streams
@@ -557,18 +560,33 @@ impl MetaGroup {
             .find(|sa| sa.account == account && sa.name == name)
             .cloned()
             .ok_or_else(ApiError::stream_not_found)?;
-        let group = sa.group.name.clone();
-        let mut targets = Vec::new();
-        if let Some(sg) = self.stream_group_named(&group) {
-            if sg.step_down(self.own) {
-                return Ok(());
-            }
-            targets.extend(sg.raft.metrics().borrow().current_leader);
-        }
-        targets.extend(sa.group.peers.iter().copied());
-        targets.retain(|id| *id != self.own);
+        let here = self.stream_group_named(&sa.group.name);
+        Ok((sa, here))
+    }
+
+    /// The members to ask for something only `sa`'s group leader does: the leader this
+    /// member's group (`here`) knows, then each peer, never this member.
+    fn leader_targets(&self, sa: &StreamAssignment, here: Option<&StreamGroup>) -> Vec<u64> {
+        let mut targets: Vec<u64> = here
+            .and_then(|sg| sg.raft.metrics().borrow().current_leader)
+            .into_iter()
+            .chain(sa.group.peers.iter().copied())
+            .filter(|id| *id != self.own)
+            .collect();
         targets.dedup();
-        for target in targets {
+        targets
+    }
+
+    /// `STREAM.LEADER.STEPDOWN` of replicated stream `name` of `account`: its group's leader
+    /// steps down, here or asked over the transport (the leader this member knows, else each
+    /// peer in turn). Errors: 10059 (no such stream), 10008 (no leader answered).
+    pub async fn step_down_stream(&self, account: &str, name: &str) -> Result<(), ApiError> {
+        let (sa, here) = self.assigned(account, name)?;
+        let group = sa.group.name.clone();
+        if here.as_ref().is_some_and(|sg| sg.step_down(self.own)) {
+            return Ok(());
+        }
+        for target in self.leader_targets(&sa, here.as_deref()) {
             let answer = self
                 .transport
                 .request(target, &group, "stepdown", &[], PROBE_TIMEOUT)
@@ -594,26 +612,15 @@ impl MetaGroup {
         name: &str,
         op: StreamOp,
     ) -> Result<OpReply, ApiError> {
-        let sa = self
-            .state()
-            .streams
-            .values()
-            .find(|sa| sa.account == account && sa.name == name)
-            .cloned()
-            .ok_or_else(ApiError::stream_not_found)?;
+        let (sa, here) = self.assigned(account, name)?;
         let group = sa.group.name.clone();
-        let mut targets = Vec::new();
-        if let Some(sg) = self.stream_group_named(&group) {
+        if let Some(sg) = &here {
             if let Some(answer) = sg.propose_op(op.clone()).await {
                 return answer;
             }
-            targets.extend(sg.raft.metrics().borrow().current_leader);
         }
-        targets.extend(sa.group.peers.iter().copied());
-        targets.retain(|id| *id != self.own);
-        targets.dedup();
         let body = postcard::to_allocvec(&op).map_err(|e| ApiError::general(&e.to_string()))?;
-        for target in targets {
+        for target in self.leader_targets(&sa, here.as_deref()) {
             let answer = self
                 .transport
                 .request(target, &group, "op", &body, OP_TIMEOUT)

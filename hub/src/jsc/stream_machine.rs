@@ -561,38 +561,44 @@ impl StreamMachine {
     /// A snapshot's data: `marker` and the stream's messages up to its last sequence (those
     /// the store still holds: limits may have removed older ones since).
     fn image(&self, marker: &Marker) -> Result<Vec<u8>, OpenError> {
-        let first = self
+        let mut msgs = Vec::new();
+        self.scan(marker.last_seq.saturating_add(1), |m| {
+            msgs.push(ImageMsg {
+                seq: m.seq,
+                subject: m.subject,
+                headers: m.headers.map(|h| h.to_vec()),
+                payload: m.payload.to_vec(),
+                ts_ns: m.ts_ns,
+            });
+        })?;
+        let image = Image {
+            marker: marker.clone(),
+            msgs,
+        };
+        Ok(postcard::to_allocvec(&image)?)
+    }
+
+    /// Calls `f` with each message the copy holds below sequence `below`, in order.
+    fn scan(
+        &self,
+        below: u64,
+        mut f: impl FnMut(leaf_store::StoredMessage),
+    ) -> Result<(), leaf_store::StoreError> {
+        let mut from = self
             .store
             .stream_state(&self.stream)?
             .map_or(1, |s| s.first_seq.max(1));
-        let mut msgs = Vec::new();
-        let mut from = first;
-        while from <= marker.last_seq {
+        while from < below {
             let chunk = self
                 .store
                 .read_range(&self.stream, from, COPY_CHUNK, u64::MAX)?;
             let Some(last) = chunk.last().map(|m| m.seq) else {
                 break;
             };
-            msgs.extend(
-                chunk
-                    .into_iter()
-                    .filter(|m| m.seq <= marker.last_seq)
-                    .map(|m| ImageMsg {
-                        seq: m.seq,
-                        subject: m.subject,
-                        headers: m.headers.map(|h| h.to_vec()),
-                        payload: m.payload.to_vec(),
-                        ts_ns: m.ts_ns,
-                    }),
-            );
+            chunk.into_iter().filter(|m| m.seq < below).for_each(&mut f);
             from = last + 1;
         }
-        let image = Image {
-            marker: marker.clone(),
-            msgs,
-        };
-        Ok(postcard::to_allocvec(&image)?)
+        Ok(())
     }
 
     /// Makes the copy's store hold what the snapshot `marker`/`msgs` (in sequence order)
@@ -770,30 +776,12 @@ impl StreamMachine {
     fn keep_bound(&self, req: &PurgeRequest, keep: u64) -> Result<u64, leaf_store::StoreError> {
         let bound = req.up_to_seq.unwrap_or(u64::MAX);
         let filter = req.filter.as_deref().filter(|f| !f.is_empty());
-        let first = self
-            .store
-            .stream_state(&self.stream)?
-            .map_or(1, |s| s.first_seq.max(1));
         let mut seqs = Vec::new();
-        let mut from = first;
-        while from < bound {
-            let chunk = self
-                .store
-                .read_range(&self.stream, from, COPY_CHUNK, u64::MAX)?;
-            let Some(last) = chunk.last().map(|m| m.seq) else {
-                break;
-            };
-            seqs.extend(
-                chunk
-                    .iter()
-                    .filter(|m| m.seq < bound)
-                    .filter(|m| {
-                        filter.is_none_or(|f| subject_matches(f.as_bytes(), m.subject.as_bytes()))
-                    })
-                    .map(|m| m.seq),
-            );
-            from = last + 1;
-        }
+        self.scan(bound, |m| {
+            if filter.is_none_or(|f| subject_matches(f.as_bytes(), m.subject.as_bytes())) {
+                seqs.push(m.seq);
+            }
+        })?;
         let keep = usize::try_from(keep).unwrap_or(usize::MAX);
         Ok(match seqs.len().checked_sub(keep) {
             Some(n) if n > 0 => seqs[n],
@@ -1594,14 +1582,7 @@ mod tests {
             Some(OpReply::Purged(2)),
             None,
         ];
-        let seqs = |store: &Store| -> Vec<u64> {
-            store
-                .read_range("S", 1, 100, u64::MAX)
-                .unwrap()
-                .iter()
-                .map(|m| m.seq)
-                .collect()
-        };
+        let seqs = |store: &Store| super::super::rollup::stored_seqs(store, "S");
         let mut m = StreamMachine::open(db.clone(), "S-x", store.clone(), "S", 0, 0).unwrap();
         assert_eq!(ops(m.apply(entries.clone()).await.unwrap()), expected);
         assert_eq!(seqs(&store), [6, 7]);
