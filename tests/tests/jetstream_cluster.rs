@@ -712,7 +712,7 @@ where
 /// once its group elected one). Creating it again is answered as existing, another
 /// configuration under its name is refused, so are overlapping subjects (R1 or R3), more
 /// replicas than members, another cluster in `placement` and more than five replicas. A
-/// publish is acknowledged; its other requests answer 10036. Deleted on the leader (a local
+/// publish is acknowledged, and purged from a member. Deleted on the leader (a local
 /// proposal), it is gone from every member.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_r3_stream_is_assigned_on_every_member() {
@@ -813,8 +813,13 @@ async fn an_r3_stream_is_assigned_on_every_member() {
     // A publish is acknowledged (by the group's leader).
     let ack = acknowledged(follower, "orders.new").await;
     assert_eq!(ack["seq"], 1, "{ack}");
+    // A purge goes through the stream's group (from a member not leading it).
     let purge = api(&client, "$JS.API.STREAM.PURGE.ORDERS", json!({})).await;
-    assert_eq!(purge["error"]["err_code"], 10036, "{purge}");
+    assert_eq!(
+        (&purge["success"], &purge["purged"]),
+        (&json!(true), &json!(1)),
+        "{purge}"
+    );
 
     // Deleted at the leader: gone everywhere.
     let leader_client = app_client(at_leader).await;
@@ -968,8 +973,8 @@ async fn acknowledged(m: &Member, subject: &str) -> Value {
 
 /// issue 22 step 3: each peer of an R2 stream holds a copy in its engine (the third member
 /// none), which answers reads (`MSG.GET`: no message); a publish through any member is
-/// acknowledged, before and after a restart of a peer; what would change a copy is refused
-/// (10036), as are reads on the member without a copy. Deleted from the member without a
+/// acknowledged, before and after a restart of a peer; a purge goes through the group;
+/// reads on the member without a copy and a durable R3 consumer are refused (10036). Deleted from the member without a
 /// copy, the copies go.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replicated_stream_has_a_copy_on_each_peer() {
@@ -1017,7 +1022,7 @@ async fn a_replicated_stream_has_a_copy_on_each_peer() {
         "answered from the copy: {get}"
     );
     let purge = api(&at_peer, "$JS.API.STREAM.PURGE.ORDERS", json!({})).await;
-    assert_eq!(purge["error"]["err_code"], 10036, "{purge}");
+    assert_eq!(purge["success"], true, "through the group: {purge}");
     let consumer = api(
         &at_peer,
         "$JS.API.CONSUMER.DURABLE.CREATE.ORDERS.D",
@@ -1147,17 +1152,33 @@ async fn copy_of(m: &Member, stream: &str, count: u64) -> Vec<(u64, String, Stri
 /// Three hubd members with a meta leader and an R3 stream `name` on `subjects` (created on the
 /// first member), once its group has a leader: the members and the leader's name.
 async fn three_members_with_an_r3_stream(name: &str, subjects: &str) -> (Vec<Member>, String) {
+    three_members_with(json!({"name": name, "subjects": [subjects], "num_replicas": 3})).await
+}
+
+/// Three hubd members with a meta leader and the replicated stream `config` (created on the
+/// first member), once its group has a leader: the members and the leader's name.
+async fn three_members_with(config: Value) -> (Vec<Member>, String) {
     let members = cluster(&[ServerKind::Hubd; 3]).await;
     let all: Vec<&Member> = members.iter().collect();
     agreed_leader(&all, None).await;
-    let created = create(
-        &app_client(&members[0]).await,
-        json!({"name": name, "subjects": [subjects], "num_replicas": 3}),
-    )
-    .await;
+    let name = config["name"].as_str().unwrap_or_default().to_owned();
+    let created = create(&app_client(&members[0]).await, config).await;
     assert_eq!(created["did_create"], true, "{created}");
-    let leader = stream_leader(&all, name, None).await;
+    let leader = stream_leader(&all, &name, None).await;
     (members, leader)
+}
+
+/// The positions in `members` of member `leader` and of another member.
+fn leader_and_other(members: &[Member], leader: &str) -> (usize, usize) {
+    let at = members
+        .iter()
+        .position(|m| m.name == leader)
+        .expect("the leader");
+    let other = members
+        .iter()
+        .position(|m| m.name != leader)
+        .expect("another member");
+    (at, other)
 }
 
 /// A JetStream context on member `m` (the global account's user).
@@ -1272,14 +1293,7 @@ async fn an_r3_stream_acknowledges_publishes_stored_alike_on_every_member() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_stream_leader_loses_no_acknowledged_publish() {
     let (mut members, leader) = three_members_with_an_r3_stream("ORDERS", "orders.>").await;
-    let killed = members
-        .iter()
-        .position(|m| m.name == leader)
-        .expect("the leader");
-    let client_member = members
-        .iter()
-        .position(|m| m.name != leader)
-        .expect("another member");
+    let (killed, client_member) = leader_and_other(&members, &leader);
     let js = jetstream_on(&members[client_member]).await;
     const N: usize = 300;
     const WINDOW: usize = 20;
@@ -1936,14 +1950,7 @@ async fn publish_one_by_one(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_behind_the_purged_log_catches_up_from_a_snapshot() {
     let (mut members, leader) = three_members_with_an_r3_stream("SNAP", "snap.>").await;
-    let at = members
-        .iter()
-        .position(|m| m.name == leader)
-        .expect("the leader");
-    let stopped = members
-        .iter()
-        .position(|m| m.name != leader)
-        .expect("a follower");
+    let (at, stopped) = leader_and_other(&members, &leader);
     members[stopped].server.kill();
     let js = jetstream_on(&members[at]).await;
     // Waves of 1,200 entries of 8 KiB: the log keeps at most about 1,024 entries.
@@ -2097,4 +2104,278 @@ async fn placement_tags_choose_members_by_their_server_tags() {
         );
     }
     assert!(!stream_names(&client).await.contains(&"GPU".to_owned()));
+}
+
+/// issue 22 (R>1 as R1): `discard: new` with `max_msgs` and `max_msgs_per_subject` /
+/// `discard_new_per_subject`, and `max_msg_size`, on an R3 stream from a member not leading
+/// its group: each publish answered as the same publish to an R1 stream of the same
+/// configuration (10077 with the limit's text, 10054), and every copy holds the same
+/// messages, those the R1 stream holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discard_new_and_max_msg_size_on_a_replicated_stream_answer_as_r1() {
+    let limits = json!({
+        "discard": "new", "max_msgs": 3, "max_msgs_per_subject": 2,
+        "discard_new_per_subject": true, "max_msg_size": 64,
+    });
+    let with = |name: &str, subjects: &str, replicas: u64| {
+        let mut cfg = limits.clone();
+        cfg["name"] = json!(name);
+        cfg["subjects"] = json!([subjects]);
+        cfg["num_replicas"] = json!(replicas);
+        cfg
+    };
+    let (members, leader) = three_members_with(with("LIM", "lim.>", 3)).await;
+    let follower = members
+        .iter()
+        .find(|m| m.name != leader)
+        .expect("a member not leading");
+    let client = app_client(follower).await;
+    let r1 = create(&client, with("ONE", "one.>", 1)).await;
+    assert_eq!(r1["did_create"], true, "{r1}");
+    let pad = "p".repeat(80);
+    let publishes: [(&str, Vec<(&str, &str)>); 6] = [
+        ("a", vec![]),
+        ("a", vec![]),
+        ("a", vec![]),
+        ("b", vec![("X-Pad", pad.as_str())]),
+        ("b", vec![]),
+        ("c", vec![]),
+    ];
+    for (i, (subject, headers)) in publishes.iter().enumerate() {
+        let r3 = publish_expecting(&client, &format!("lim.{subject}"), headers).await;
+        let r1 = publish_expecting(&client, &format!("one.{subject}"), headers).await;
+        assert_eq!(r3["error"], r1["error"], "publish {i}: R3 {r3}, R1 {r1}");
+        assert_eq!(r3["seq"], r1["seq"], "publish {i}: R3 {r3}, R1 {r1}");
+    }
+    // The errors are the single server's.
+    let third = publish_expecting(&client, "one.a", &[]).await;
+    assert_eq!(third["error"]["err_code"], 10077, "{third}");
+    let big = publish_expecting(&client, "lim.d", &[("X-Pad", pad.as_str())]).await;
+    assert_eq!(big["error"]["err_code"], 10054, "{big}");
+    let full = publish_expecting(&client, "lim.d", &[]).await;
+    assert_eq!(full["error"]["err_code"], 10077, "{full}");
+    assert_eq!(
+        full["error"]["description"], "maximum messages exceeded",
+        "{full}"
+    );
+    let want: Vec<(u64, String, String)> = copy_of(follower, "ONE", 3).await;
+    for m in &members {
+        assert_eq!(copy_of(m, "LIM", 3).await, want, "{}'s copy", m.name);
+    }
+}
+
+/// issue 22 (R>1 as R1): `STREAM.PURGE` (everything of a subject but the newest, below a
+/// sequence) and `STREAM.MSG.DELETE` (with and without `no_erase`, and of a message not
+/// there) on an R3 stream, asked of a member not leading its group: each answered as the
+/// same request to an R1 stream holding the same messages, and every copy ends holding what
+/// the R1 stream holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purge_and_msg_delete_on_a_replicated_stream_apply_on_every_copy() {
+    let (members, leader) = three_members_with_an_r3_stream("PUR", "pur.>").await;
+    let follower = members
+        .iter()
+        .find(|m| m.name != leader)
+        .expect("a member not leading");
+    let client = app_client(follower).await;
+    let r1 = create(
+        &client,
+        json!({"name": "PONE", "subjects": ["pone.>"], "num_replicas": 1}),
+    )
+    .await;
+    assert_eq!(r1["did_create"], true, "{r1}");
+    for i in 1..=12 {
+        let subject = if i % 2 == 1 { "a" } else { "b" };
+        let id = format!("m{i}");
+        for prefix in ["pur", "pone"] {
+            let ack = publish_expecting(
+                &client,
+                &format!("{prefix}.{subject}"),
+                &[("Nats-Msg-Id", &id)],
+            )
+            .await;
+            assert_eq!(ack["seq"], i, "{prefix}: {ack}");
+        }
+    }
+    let requests = [
+        ("MSG.DELETE", json!({"seq": 2})),
+        ("MSG.DELETE", json!({"seq": 2})),
+        ("MSG.DELETE", json!({"seq": 4, "no_erase": true})),
+        ("MSG.DELETE", json!({"seq": 99})),
+        ("PURGE", json!({"filter": "pur.a", "keep": 2})),
+        ("PURGE", json!({"seq": 8})),
+        ("PURGE", json!({"filter": "pur.b", "seq": 11})),
+    ];
+    for (kind, body) in requests {
+        let r3 = api(&client, &format!("$JS.API.STREAM.{kind}.PUR"), body.clone()).await;
+        // The R1 stream's subjects are `pone.*`.
+        let text = body.to_string().replace("pur.", "pone.");
+        let body1: Value = e2e::serde_json::from_str(&text).expect("JSON");
+        let r1 = api(&client, &format!("$JS.API.STREAM.{kind}.PONE"), body1).await;
+        assert_eq!(r3, r1, "{kind} {body}");
+    }
+    let info = api(&client, "$JS.API.STREAM.INFO.PONE", json!({})).await;
+    let count = info["state"]["messages"].as_u64().expect("a count");
+    assert!(count > 0 && count < 12, "{info}");
+    let want: Vec<(u64, String, String)> = copy_of(follower, "PONE", count).await;
+    for m in &members {
+        assert_eq!(copy_of(m, "PUR", count).await, want, "{}'s copy", m.name);
+    }
+}
+
+/// issue 22 (R>1 as R1): `STREAM.UPDATE` of an R3 stream from a member not leading its group,
+/// through the meta group: a new subject captured by the group's leader, `discard: new` with
+/// `max_msgs` decided alike on every copy (10077), the description on every member's
+/// `STREAM.INFO`; a change of `num_replicas` or of the storage refused with a clear error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_of_a_replicated_stream_reaches_every_copy() {
+    let (members, leader) = three_members_with_an_r3_stream("UPD", "upd.a").await;
+    let follower = members
+        .iter()
+        .find(|m| m.name != leader)
+        .expect("a member not leading");
+    let client = app_client(follower).await;
+    assert_eq!(acknowledged(follower, "upd.a").await["seq"], 1);
+    let config = json!({
+        "name": "UPD", "subjects": ["upd.a", "upd.b"], "num_replicas": 3,
+        "description": "updated", "discard": "new", "max_msgs": 2,
+    });
+    let updated = api(&client, "$JS.API.STREAM.UPDATE.UPD", config.clone()).await;
+    assert!(updated["error"].is_null(), "{updated}");
+    assert_eq!(
+        updated["config"]["subjects"],
+        json!(["upd.a", "upd.b"]),
+        "{updated}"
+    );
+    // The leader captures the new subject once its member applied the update.
+    assert_eq!(acknowledged(follower, "upd.b").await["seq"], 2);
+    let full = publish_expecting(&client, "upd.a", &[]).await;
+    assert_eq!(full["error"]["err_code"], 10077, "{full}");
+    for m in &members {
+        let member = app_client(m).await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let info = api(&member, "$JS.API.STREAM.INFO.UPD", json!({})).await;
+            if info["config"]["description"] == "updated" {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{}: not updated: {info}", m.name);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let copy = copy_of(m, "UPD", 2).await;
+        assert_eq!(
+            copy.iter().map(|(seq, _, _)| *seq).collect::<Vec<_>>(),
+            [1, 2],
+            "{}",
+            m.name
+        );
+    }
+    let mut r5 = config.clone();
+    r5["num_replicas"] = json!(5);
+    let refused = api(&client, "$JS.API.STREAM.UPDATE.UPD", r5).await;
+    assert_eq!(refused["error"]["err_code"], 10052, "{refused}");
+    let mut memory = config;
+    memory["storage"] = json!("memory");
+    let refused = api(&client, "$JS.API.STREAM.UPDATE.UPD", memory).await;
+    assert_eq!(refused["error"]["err_code"], 10052, "{refused}");
+}
+
+/// issue 22 (snapshots, a lost memory copy): an R3 memory stream; a follower SIGKILLed after
+/// more one-at-a-time publishes than the group's log keeps (its own log purged past a
+/// snapshot) restarts with an empty copy and an applied marker it cannot reach from its log:
+/// it resets its Raft state for the group (it logs it), the leader sends it a snapshot, and
+/// its copy then equals the leader's, the next publishes stored after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_memory_copy_is_rebuilt_from_a_snapshot() {
+    let (mut members, leader) = three_members_with(json!({
+        "name": "MEMS", "subjects": ["snap.>"], "num_replicas": 3, "storage": "memory",
+    }))
+    .await;
+    let (at, lost) = leader_and_other(&members, &leader);
+    let js = jetstream_on(&members[at]).await;
+    const N: usize = 1200;
+    publish_one_by_one(&js, 0, N, "m").await;
+    copy_of(&members[lost], "MEMS", N as u64).await;
+    members[lost].server.kill();
+    members[lost].server =
+        TestServer::with_config(ServerKind::Hubd, members[lost].config.clone()).await;
+    wait_for_log(&members[lost].server, "its Raft state is reset", 1).await;
+    wait_for_log(
+        &members[lost].server,
+        "installed a snapshot of the stream's group",
+        1,
+    )
+    .await;
+    let want = copy_of(&members[at], "MEMS", N as u64).await;
+    let got = copy_of(&members[lost], "MEMS", N as u64).await;
+    assert_eq!(got, want, "{}'s copy", members[lost].name);
+    publish_one_by_one(&js, N, 10, "after").await;
+    let after = copy_of(&members[lost], "MEMS", N as u64 + 10).await;
+    assert_eq!(after.last().map(|m| m.0), Some(N as u64 + 10));
+}
+
+/// issue 22 (`STREAM.PEER.REMOVE`): an R2 stream on three members; a peer not leading its
+/// group removed by a request on the member that is no peer (forwarded): the third member
+/// takes its place, catches up (its own copy holds every message), the removed member's copy
+/// goes, the leader's info shows the new peers, and publishes go on to both copies. A server
+/// that is no peer answers 10040.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_peer_is_replaced_and_the_new_one_catches_up() {
+    let (members, _) = three_members_with(json!({
+        "name": "PEERS", "subjects": ["peers.>"], "num_replicas": 2,
+    }))
+    .await;
+    let all: Vec<&Member> = members.iter().collect();
+    let leader = stream_leader(&all, "PEERS", None).await;
+    let at_leader = &members[leader_and_other(&members, &leader).0];
+    let info_on_leader = || async {
+        let client = app_client(at_leader).await;
+        api(&client, "$JS.API.STREAM.INFO.PEERS", json!({})).await
+    };
+    let info = info_on_leader().await;
+    let peers = group_members(&info);
+    assert_eq!(peers.len(), 2, "{info}");
+    let removed = members
+        .iter()
+        .find(|m| peers.contains(&m.name) && m.name != leader)
+        .expect("a peer not leading");
+    let third = members
+        .iter()
+        .find(|m| !peers.contains(&m.name))
+        .expect("a member without a copy");
+    for i in 1..=5 {
+        assert_eq!(acknowledged(third, &format!("peers.{i}")).await["seq"], i);
+    }
+    let client = app_client(third).await;
+    let not_peer = api(
+        &client,
+        "$JS.API.STREAM.PEER.REMOVE.PEERS",
+        json!({"peer": third.name}),
+    )
+    .await;
+    assert_eq!(not_peer["error"]["err_code"], 10040, "{not_peer}");
+    let done = api(
+        &client,
+        "$JS.API.STREAM.PEER.REMOVE.PEERS",
+        json!({"peer": removed.name}),
+    )
+    .await;
+    assert_eq!(done["success"], true, "{done}");
+    assert_eq!(copy_of(third, "PEERS", 5).await.len(), 5);
+    until_engine_streams(removed, 0).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let info = info_on_leader().await;
+        let mut now = group_members(&info);
+        now.sort();
+        let mut want = vec![leader.clone(), third.name.clone()];
+        want.sort();
+        if now == want {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the peers: {info}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(acknowledged(removed, "peers.6").await["seq"], 6);
+    assert_eq!(copy_of(third, "PEERS", 6).await.len(), 6);
+    assert_eq!(copy_of(at_leader, "PEERS", 6).await.len(), 6);
 }

@@ -151,6 +151,7 @@ impl Inner {
             ["STREAM", "DELETE", name] => self.stream_delete(name).await,
             ["STREAM", "LEADER", "STEPDOWN", name] => self.stream_leader_stepdown(name).await,
             ["STREAM", "PURGE", name] => self.stream_purge(name, &req.payload).await,
+            ["STREAM", "PEER", "REMOVE", name] => self.stream_peer_remove(name, &req.payload).await,
             ["STREAM", "NAMES"] => self.stream_names(&req.payload),
             ["STREAM", "LIST"] => self.stream_list(&req.payload),
             ["STREAM", "MSG", "GET", name] => self.msg_get(name, &req.payload),
@@ -451,6 +452,12 @@ impl Inner {
 
     async fn stream_update(&self, name: &str, payload: &[u8]) -> Reply {
         const KIND: &str = "stream_update_response";
+        if let Some(answer) = self.update_replicated(name, payload).await {
+            return match answer {
+                Ok(body) => ok(KIND, body),
+                Err(e) => err(KIND, &e),
+            };
+        }
         match self.update_stream(name, payload).await {
             Ok(body) => ok(KIND, body),
             Err(e) => err(KIND, &e),
@@ -464,7 +471,53 @@ impl Inner {
     ) -> Result<StreamInfoResponse, ApiError> {
         let cfg = self.parse_config(name, payload)?;
         let stream = self.stream(name).ok_or_else(ApiError::stream_not_found)?;
-        let old = stream.config();
+        let cfg = check_update(&stream.config(), cfg)?;
+        self.check_overlap(&cfg)?;
+        self.apply_update(&stream, cfg).await?;
+        Ok(StreamInfoResponse::from(self.info_of(name)?))
+    }
+
+    /// Makes `cfg` (checked with [`check_update`]) the configuration of `stream`: stored, its
+    /// limits and compression set, its subjects and sources followed.
+    pub(crate) async fn apply_update(
+        &self,
+        stream: &std::sync::Arc<super::stream::Stream>,
+        cfg: StreamConfig,
+    ) -> Result<(), ApiError> {
+        let name = stream.name.as_str();
+        let failed = |e: StoreError| ApiError::general(&e.to_string());
+        let record = StoredConfig {
+            config: cfg.clone(),
+            created_ns: stream.created_ns,
+        };
+        let bytes = serde_json::to_vec(&record).unwrap_or_default();
+        self.store_of(name)
+            .update_stream_config(name, bytes)
+            .await
+            .map_err(failed)?;
+        // Tighter limits apply with the update, as on nats-server.
+        let removed = self
+            .store_of(name)
+            .set_retain(name, super::stream::retain_of(&cfg))
+            .await
+            .map_err(failed)?;
+        if removed > 0 {
+            stream.consumers_recount();
+        }
+        // A change of compression applies to the blocks written from now on.
+        let compressing = self.store_of(name).set_compression(name, cfg.compressed());
+        compressing.await.map_err(failed)?;
+        self.reconfigure(stream, cfg)
+    }
+}
+
+/// The configuration `cfg` (normalized) updating `old`, or why it may not: the changes a
+/// single server refuses (storage, retention, mirror, first sequence, unsealing).
+pub(crate) fn check_update(
+    old: &StreamConfig,
+    cfg: StreamConfig,
+) -> Result<StreamConfig, ApiError> {
+    {
         if old.storage != cfg.storage || old.retention != cfg.retention {
             return Err(ApiError::invalid_config(
                 "stream configuration update can not change storage type or retention policy",
@@ -488,33 +541,11 @@ impl Inner {
                 "stream configuration update can not unseal a sealed stream",
             ));
         }
-        self.check_overlap(&cfg)?;
-        let failed = |e: StoreError| ApiError::general(&e.to_string());
-        let record = StoredConfig {
-            config: cfg.clone(),
-            created_ns: stream.created_ns,
-        };
-        let bytes = serde_json::to_vec(&record).unwrap_or_default();
-        self.store_of(name)
-            .update_stream_config(name, bytes)
-            .await
-            .map_err(failed)?;
-        // Tighter limits apply with the update, as on nats-server.
-        let removed = self
-            .store_of(name)
-            .set_retain(name, super::stream::retain_of(&cfg))
-            .await
-            .map_err(failed)?;
-        if removed > 0 {
-            stream.consumers_recount();
-        }
-        // A change of compression applies to the blocks written from now on.
-        let compressing = self.store_of(name).set_compression(name, cfg.compressed());
-        compressing.await.map_err(failed)?;
-        self.reconfigure(&stream, cfg)?;
-        Ok(StreamInfoResponse::from(self.info_of(name)?))
+        Ok(cfg)
     }
+}
 
+impl Inner {
     async fn stream_delete(&self, name: &str) -> Reply {
         const KIND: &str = "stream_delete_response";
         if let Some(answer) = self.delete_replicated(name).await {
@@ -526,6 +557,29 @@ impl Inner {
         match self.remove_stream(name).await {
             Ok(()) => ok(KIND, json!({ "success": true })),
             Err(e) => err(KIND, &e),
+        }
+    }
+
+    /// `STREAM.PEER.REMOVE` (`{"peer": <server name>}`): a peer of a replicated stream
+    /// replaced; a stream of this engine alone has no peers (10036).
+    async fn stream_peer_remove(&self, name: &str, payload: &[u8]) -> Reply {
+        const KIND: &str = "stream_remove_peer_response";
+        #[derive(Deserialize)]
+        struct PeerBody {
+            #[serde(default)]
+            peer: String,
+        }
+        let Ok(body) = serde_json::from_slice::<PeerBody>(payload) else {
+            return err(KIND, &ApiError::invalid_json());
+        };
+        if body.peer.is_empty() {
+            return err(KIND, &ApiError::bad_request("peer required"));
+        }
+        match self.remove_peer_replicated(name, &body.peer).await {
+            Some(Ok(())) => ok(KIND, json!({ "success": true })),
+            Some(Err(e)) => err(KIND, &e),
+            None if self.stream(name).is_some() => err(KIND, &super::replication::unserved()),
+            None => err(KIND, &ApiError::stream_not_found()),
         }
     }
 
@@ -566,11 +620,14 @@ impl Inner {
             seq: Option<u64>,
             keep: Option<u64>,
         }
-        let Some(stream) = self.stream(name) else {
-            return err(KIND, &ApiError::stream_not_found());
+        let replicated = self.replicated(name);
+        let stream = self.stream(name);
+        let denied = match (&replicated, &stream) {
+            (Some(r), _) => r.config.deny_purge || r.config.sealed,
+            (None, Some(s)) => s.config().deny_purge || s.config().sealed,
+            (None, None) => return err(KIND, &ApiError::stream_not_found()),
         };
-        let cfg = stream.config();
-        if cfg.deny_purge || cfg.sealed {
+        if denied {
             return err(KIND, &JsError::PurgeNotPermitted.err());
         }
         let body: PurgeBody = if payload.is_empty() {
@@ -591,6 +648,18 @@ impl Inner {
             filter: body.filter.filter(|f| !f.is_empty()),
             up_to_seq: body.seq.filter(|&s| s > 0),
             keep: body.keep.filter(|&k| k > 0),
+        };
+        // A replicated stream: through its group, from any member.
+        if replicated.is_some() {
+            if let Some(answer) = self.purge_replicated(name, req.clone()).await {
+                return match answer {
+                    Ok(purged) => ok(KIND, json!({ "success": true, "purged": purged })),
+                    Err(e) => err(KIND, &e),
+                };
+            }
+        }
+        let Some(stream) = stream else {
+            return err(KIND, &ApiError::stream_not_found());
         };
         match self.store_of(name).purge(name, req).await {
             Ok(purged) => {
@@ -766,25 +835,40 @@ impl Inner {
         struct DeleteBody {
             seq: u64,
         }
-        let Some(stream) = self.stream(name) else {
-            return err(KIND, &ApiError::stream_not_found());
+        let replicated = self.replicated(name);
+        let stream = self.stream(name);
+        let denied = match (&replicated, &stream) {
+            (Some(r), _) => r.config.deny_delete || r.config.sealed,
+            (None, Some(s)) => s.config().deny_delete || s.config().sealed,
+            (None, None) => return err(KIND, &ApiError::stream_not_found()),
         };
-        let cfg = stream.config();
-        if cfg.deny_delete || cfg.sealed {
+        if denied {
             return err(KIND, &JsError::MsgDeleteNotPermitted.err());
         }
         let Ok(body) = serde_json::from_slice::<DeleteBody>(payload) else {
             return err(KIND, &ApiError::invalid_json());
+        };
+        let no_message = || JsError::StreamMsgDeleteFailed.with("no message found");
+        // A replicated stream: through its group, from any member (`no_erase` or not: the
+        // store does not erase).
+        if replicated.is_some() {
+            if let Some(answer) = self.delete_msg_replicated(name, body.seq).await {
+                return match answer {
+                    Ok(true) => ok(KIND, json!({ "success": true })),
+                    Ok(false) => err(KIND, &no_message()),
+                    Err(e) => err(KIND, &e),
+                };
+            }
+        }
+        let Some(stream) = stream else {
+            return err(KIND, &ApiError::stream_not_found());
         };
         match self.store_of(name).delete_msg(name, body.seq).await {
             Ok(true) => {
                 stream.consumers_recount();
                 ok(KIND, json!({ "success": true }))
             }
-            Ok(false) => err(
-                KIND,
-                &JsError::StreamMsgDeleteFailed.with("no message found"),
-            ),
+            Ok(false) => err(KIND, &no_message()),
             Err(e) => err(KIND, &JsError::StreamMsgDeleteFailed.with(&e.to_string())),
         }
     }

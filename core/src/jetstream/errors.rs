@@ -90,6 +90,8 @@ js_errors! {
     NotSupportedYet = (None, 501, 10003, Some("this consumer request is not supported yet by this server"));
     /// 400 10005, with the reason ("no suitable peers for placement", and why).
     ClusterNoPeers = (Some("JSClusterNoPeersErrF"), 400, 10005, None);
+    /// 400 10040: `STREAM.PEER.REMOVE` of a server that is not a peer of the stream.
+    ClusterPeerNotMember = (Some("JSClusterPeerNotMemberErr"), 400, 10040, Some("peer not a member"));
     /// 503 10008: no meta leader, or it did not answer.
     ClusterNotAvail = (Some("JSClusterNotAvailErr"), 503, 10008, Some("JetStream system temporarily unavailable"));
     /// 503 10036: a request on a replicated stream this server does not serve yet.

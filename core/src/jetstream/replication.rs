@@ -13,9 +13,13 @@
 //! `DIRECT.GET`) but never subscribes its subjects nor copies from sources: hubd's stream
 //! group writes it (the group's leader subscribes the subjects in [`JetStream::account`] and
 //! each peer appends the committed publishes to [`JetStream::store_of`]), so its stream task
-//! takes nothing. Requests that would change a copy (`STREAM.UPDATE`, `PURGE`,
-//! `MSG.DELETE`) are answered 10036 ("not currently supported in clustered mode"), as are
-//! reads and consumers on a member that holds no copy.
+//! takes nothing. `STREAM.PURGE` and `STREAM.MSG.DELETE` are checked here and handed to the
+//! hook ([`Replication::purge`], [`Replication::delete_msg`]: hubd proposes them to the
+//! stream's group, applied alike on every copy) from any member; `STREAM.UPDATE` is checked
+//! here as for a single server (a change of `num_replicas` refused) and handed to
+//! [`Replication::update`] (hubd: through the meta group, each copy updated with
+//! [`JetStream::update_replica`]). Reads and consumers on a member that holds no copy answer
+//! 10036 ("not currently supported in clustered mode").
 //!
 //! **Consumers on a copy**: an ephemeral consumer, or a durable one with `num_replicas: 1`,
 //! created on a member with a copy of a stream with limits retention lives on that copy, as
@@ -31,6 +35,7 @@ use std::pin::Pin;
 
 use leaf_proto::subject::subjects_overlap;
 use leaf_proto::time::{now_ns, rfc3339};
+use leaf_store::PurgeRequest;
 
 use super::config::consumer::ConsumerConfig;
 use super::config::{Retention, StreamConfig};
@@ -65,6 +70,36 @@ pub trait Replication: Send + Sync {
     /// peer (`STREAM.LEADER.STEPDOWN`); by default not served (10036).
     fn step_down(&self, account: &str, name: &str) -> Pending<()> {
         let _ = (account, name);
+        Box::pin(async { Err(unserved()) })
+    }
+
+    /// Updates replicated stream `config.name` of `account` to `config` (checked already
+    /// against its configuration, `num_replicas` unchanged): the stream as updated; by
+    /// default not served (10036).
+    fn update(&self, account: &str, config: StreamConfig) -> Pending<Replicated> {
+        let _ = (account, config);
+        Box::pin(async { Err(unserved()) })
+    }
+
+    /// Removes server `peer` (its name) from the peers of replicated stream `name` of
+    /// `account` (`STREAM.PEER.REMOVE`), another member taking its place when one is free;
+    /// by default not served (10036).
+    fn remove_peer(&self, account: &str, name: &str, peer: &str) -> Pending<()> {
+        let _ = (account, name, peer);
+        Box::pin(async { Err(unserved()) })
+    }
+
+    /// Purges replicated stream `name` of `account` on every copy (`STREAM.PURGE`, checked
+    /// already): how many messages went; by default not served (10036).
+    fn purge(&self, account: &str, name: &str, req: PurgeRequest) -> Pending<u64> {
+        let _ = (account, name, req);
+        Box::pin(async { Err(unserved()) })
+    }
+
+    /// Deletes message `seq` of replicated stream `name` of `account` on every copy
+    /// (`STREAM.MSG.DELETE`): whether it was there; by default not served (10036).
+    fn delete_msg(&self, account: &str, name: &str, seq: u64) -> Pending<bool> {
+        let _ = (account, name, seq);
         Box::pin(async { Err(unserved()) })
     }
 
@@ -191,6 +226,77 @@ impl Inner {
         Some(hook.step_down(&account, name).await)
     }
 
+    /// `STREAM.UPDATE` of replicated stream `name` (`payload` the request's body): the
+    /// answer; `None` when the stream is not a replicated one known here (or the server has
+    /// no hook). The single server's checks against the stream's configuration; a change of
+    /// `num_replicas` is refused.
+    pub(crate) async fn update_replicated(
+        &self,
+        name: &str,
+        payload: &[u8],
+    ) -> Option<Result<StreamInfoResponse, ApiError>> {
+        let (hook, account) = self.replication()?;
+        let old = hook.stream(&account, name)?.config;
+        let update = async {
+            let mut cfg = self.read_config(name, payload)?;
+            let replicas = cfg.num_replicas;
+            cfg.num_replicas = 1;
+            let mut cfg = cfg.normalize()?;
+            if replicas != old.num_replicas {
+                return Err(ApiError::invalid_config(
+                    "stream configuration update can not change num_replicas of a replicated \
+                     stream (not supported yet)",
+                ));
+            }
+            cfg.num_replicas = replicas;
+            let cfg = super::api::check_update(&old, cfg)?;
+            self.check_overlap(&cfg)?;
+            let stream = hook.update(&account, cfg).await?;
+            Ok(StreamInfoResponse::from(stream.info()))
+        };
+        Some(update.await)
+    }
+
+    /// `STREAM.PEER.REMOVE` of server `peer` from replicated stream `name`: the answer;
+    /// `None` when the stream is not a replicated one known here (or the server has no hook).
+    pub(crate) async fn remove_peer_replicated(
+        &self,
+        name: &str,
+        peer: &str,
+    ) -> Option<Result<(), ApiError>> {
+        let (hook, account) = self.hook_of(name)?;
+        Some(hook.remove_peer(&account, name, peer).await)
+    }
+
+    /// `STREAM.PURGE` of replicated stream `name` (`req` checked): the answer; `None` when
+    /// the stream is not a replicated one known here (or the server has no hook).
+    pub(crate) async fn purge_replicated(
+        &self,
+        name: &str,
+        req: PurgeRequest,
+    ) -> Option<Result<u64, ApiError>> {
+        let (hook, account) = self.hook_of(name)?;
+        Some(hook.purge(&account, name, req).await)
+    }
+
+    /// `STREAM.MSG.DELETE` of message `seq` of replicated stream `name`: the answer; `None`
+    /// when the stream is not a replicated one known here (or the server has no hook).
+    pub(crate) async fn delete_msg_replicated(
+        &self,
+        name: &str,
+        seq: u64,
+    ) -> Option<Result<bool, ApiError>> {
+        let (hook, account) = self.hook_of(name)?;
+        Some(hook.delete_msg(&account, name, seq).await)
+    }
+
+    /// The hook and the account when `name` is a replicated stream known here.
+    fn hook_of(&self, name: &str) -> Option<(std::sync::Arc<dyn Replication>, String)> {
+        let (hook, account) = self.replication()?;
+        hook.stream(&account, name)?;
+        Some((hook, account))
+    }
+
     /// The replicated stream `name` known here (not one of this engine's).
     pub(crate) fn replicated(&self, name: &str) -> Option<Replicated> {
         let (hook, account) = self.replication()?;
@@ -236,9 +342,6 @@ impl Inner {
         tokens: &[&'a str],
     ) -> Option<(&'static str, &'a str)> {
         let (kind, name, writes) = match tokens {
-            ["STREAM", "UPDATE", name] => ("stream_update_response", *name, true),
-            ["STREAM", "PURGE", name] => ("stream_purge_response", *name, true),
-            ["STREAM", "MSG", "DELETE", name] => ("stream_msg_delete_response", *name, true),
             // Consumers live on a member's copy (see `check_consumer_on_copy`): served where
             // there is one.
             ["CONSUMER", "CREATE", name, ..] | ["CONSUMER", "DURABLE", "CREATE", name, _] => {
@@ -321,11 +424,31 @@ impl JetStream {
         }
         match inner.stream(&config.name) {
             Some(s) if s.config() == config => return Ok(false),
+            // The same stream, updated while this member did not see it.
+            Some(s) if s.config().is_replicated() && s.created_ns == created_ns => {
+                inner.apply_update(&s, config).await?;
+                return Ok(false);
+            }
             Some(_) => return Err(ApiError::stream_name_exists()),
             None => {}
         }
         inner.store_new_stream(config, created_ns).await?;
         Ok(true)
+    }
+
+    /// Makes `config` (an update the cluster agreed on) the configuration of this member's
+    /// copy of replicated stream `config.name`: stored, its store's limits set (tighter ones
+    /// apply at once, as on a single server); its stream task still takes nothing.
+    pub async fn update_replica(&self, config: StreamConfig) -> Result<(), ApiError> {
+        let inner = &self.inner;
+        if !config.is_replicated() {
+            return Err(ApiError::invalid_config("not a replicated stream"));
+        }
+        match inner.stream(&config.name) {
+            Some(s) if s.config() == config => Ok(()),
+            Some(s) if s.config().is_replicated() => inner.apply_update(&s, config).await,
+            _ => Err(ApiError::stream_not_found()),
+        }
     }
 
     /// Deletes this member's copy of replicated stream `name` with its data; `false` when

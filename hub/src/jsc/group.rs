@@ -34,7 +34,7 @@ use super::node_id::{node_id, peer_id, Names};
 use super::store::RaftDb;
 use super::stream_group::StreamGroup;
 use super::transport::{Handler, Transport};
-use super::types::{Member, MetaRaft, MetaTypes};
+use super::types::{Member, MetaRaft, MetaTypes, OpReply, StreamOp};
 use crate::route::Routes;
 
 /// The meta group's name (a subject token).
@@ -45,6 +45,9 @@ const TICK: Duration = Duration::from_millis(500);
 
 /// The deadline of a probe or a forwarded stepdown.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a stream change sent to its group's leader (`STREAM.PURGE`, `MSG.DELETE`) may
+/// take: its proposal, commit and apply (the leader gives up after 30 s itself).
+const OP_TIMEOUT: Duration = Duration::from_secs(35);
 
 /// How long a stepped-down leader stays silent at most, waiting for another to be elected.
 const STEPDOWN_SILENCE: Duration = Duration::from_secs(15);
@@ -190,19 +193,21 @@ impl MetaGroup {
             .cloned()
     }
 
-    /// Starts the group of assignment `sa` (this member has its copy in `js`) unless it runs.
+    /// Starts the group of assignment `sa` (this member has its copy in `js`) unless it runs;
+    /// a running one follows the assignment's configuration (`STREAM.UPDATE`).
     pub async fn ensure_stream_group(
         self: &Arc<Self>,
         sa: &StreamAssignment,
         js: &JetStream,
     ) -> Result<(), String> {
-        if self
+        let running = self
             .streams
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .contains_key(&sa.group.name)
-        {
-            return Ok(());
+            .get(&sa.group.name)
+            .cloned();
+        if let Some(g) = running {
+            return g.follow_config(sa, js).await;
         }
         let g = StreamGroup::start(self, sa, js).await?;
         self.streams
@@ -558,10 +563,13 @@ impl MetaGroup {
         hand_over(&self.raft, self.own, "meta group")
     }
 
-    /// `STREAM.LEADER.STEPDOWN` of replicated stream `name` of `account`: its group's leader
-    /// steps down, here or asked over the transport (the leader this member knows, else each
-    /// peer in turn). Errors: 10059 (no such stream), 10008 (no leader answered).
-    pub async fn step_down_stream(&self, account: &str, name: &str) -> Result<(), ApiError> {
+    /// The assignment of replicated stream `name` of `account` (10059 without one) and its
+    /// group on this member, if it runs here.
+    fn assigned(
+        &self,
+        account: &str,
+        name: &str,
+    ) -> Result<(StreamAssignment, Option<Arc<StreamGroup>>), ApiError> {
         let sa = self
             .state()
             .streams
@@ -569,18 +577,33 @@ impl MetaGroup {
             .find(|sa| sa.account == account && sa.name == name)
             .cloned()
             .ok_or_else(ApiError::stream_not_found)?;
-        let group = sa.group.name.clone();
-        let mut targets = Vec::new();
-        if let Some(sg) = self.stream_group_named(&group) {
-            if sg.step_down(self.own) {
-                return Ok(());
-            }
-            targets.extend(sg.raft.metrics().borrow().current_leader);
-        }
-        targets.extend(sa.group.peers.iter().copied());
-        targets.retain(|id| *id != self.own);
+        let here = self.stream_group_named(&sa.group.name);
+        Ok((sa, here))
+    }
+
+    /// The members to ask for something only `sa`'s group leader does: the leader this
+    /// member's group (`here`) knows, then each peer, never this member.
+    fn leader_targets(&self, sa: &StreamAssignment, here: Option<&StreamGroup>) -> Vec<u64> {
+        let mut targets: Vec<u64> = here
+            .and_then(|sg| sg.raft.metrics().borrow().current_leader)
+            .into_iter()
+            .chain(sa.group.peers.iter().copied())
+            .filter(|id| *id != self.own)
+            .collect();
         targets.dedup();
-        for target in targets {
+        targets
+    }
+
+    /// `STREAM.LEADER.STEPDOWN` of replicated stream `name` of `account`: its group's leader
+    /// steps down, here or asked over the transport (the leader this member knows, else each
+    /// peer in turn). Errors: 10059 (no such stream), 10008 (no leader answered).
+    pub async fn step_down_stream(&self, account: &str, name: &str) -> Result<(), ApiError> {
+        let (sa, here) = self.assigned(account, name)?;
+        let group = sa.group.name.clone();
+        if here.as_ref().is_some_and(|sg| sg.step_down(self.own)) {
+            return Ok(());
+        }
+        for target in self.leader_targets(&sa, here.as_deref()) {
             let answer = self
                 .transport
                 .request(target, &group, "stepdown", &[], PROBE_TIMEOUT)
@@ -594,6 +617,82 @@ impl MetaGroup {
             }
         }
         Err(JsError::ClusterNotAvail.err())
+    }
+
+    /// Proposes `op` (`STREAM.PURGE`, `MSG.DELETE`) to the group of replicated stream `name`
+    /// of `account` through its leader: here when this member leads, else sent to the
+    /// leader this member knows, then to the other peers (a member not leading answers that
+    /// it does not); its reply once committed and applied on the leader.
+    pub async fn stream_op(
+        &self,
+        account: &str,
+        name: &str,
+        op: StreamOp,
+    ) -> Result<OpReply, ApiError> {
+        let (sa, here) = self.assigned(account, name)?;
+        let group = sa.group.name.clone();
+        if let Some(sg) = &here {
+            if let Some(answer) = sg.propose_op(op.clone()).await {
+                return answer;
+            }
+        }
+        let body = postcard::to_allocvec(&op).map_err(|e| ApiError::general(&e.to_string()))?;
+        for target in self.leader_targets(&sa, here.as_deref()) {
+            let answer = self
+                .transport
+                .request(target, &group, "op", &body, OP_TIMEOUT)
+                .await;
+            let answer = answer
+                .ok()
+                .and_then(|a| postcard::from_bytes::<Option<Result<OpReply, ApiError>>>(&a).ok());
+            if let Some(Some(answer)) = answer {
+                return answer;
+            }
+        }
+        Err(JsError::ClusterNotAvail.err())
+    }
+
+    /// Makes `peers` the voters of the group of assignment `sa` through its leader (here or
+    /// sent to it, `$HRG` request `members`), retried while the group has no leader (the
+    /// removed peer may have led it) within [`OP_TIMEOUT`].
+    pub async fn set_stream_members(
+        &self,
+        sa: &StreamAssignment,
+        peers: &[u64],
+    ) -> Result<(), ApiError> {
+        let members: Vec<(u64, String)> = peers
+            .iter()
+            .map(|id| (*id, self.name_of(*id).unwrap_or_else(|| id.to_string())))
+            .collect();
+        let body =
+            postcard::to_allocvec(&members).map_err(|e| ApiError::general(&e.to_string()))?;
+        let group = sa.group.name.clone();
+        let deadline = tokio::time::Instant::now() + OP_TIMEOUT;
+        loop {
+            if let Some(sg) = self.stream_group_named(&group) {
+                if let Some(answer) = sg.change_members(&members).await {
+                    return answer;
+                }
+            }
+            let mut targets: Vec<u64> = peers.iter().chain(&sa.group.peers).copied().collect();
+            targets.retain(|id| *id != self.own);
+            targets.dedup();
+            for target in targets {
+                let answer = self
+                    .transport
+                    .request(target, &group, "members", &body, OP_TIMEOUT)
+                    .await
+                    .ok()
+                    .and_then(|a| postcard::from_bytes::<Option<Result<(), ApiError>>>(&a).ok());
+                if let Some(Some(answer)) = answer {
+                    return answer;
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(JsError::ClusterNotAvail.err());
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
     }
 
     /// Serves `$JS.API.META.LEADER.STEPDOWN` in the system account.
@@ -726,6 +825,19 @@ impl Handler for MetaHandler {
                 drop(g);
                 if rpc == "stepdown" {
                     return postcard::to_allocvec(&sg.step_down(own)).ok();
+                }
+                if rpc == "vote" {
+                    if let Some(refused) = sg.refuse_vote(&body) {
+                        return Some(refused);
+                    }
+                }
+                if rpc == "members" {
+                    let members: Vec<(u64, String)> = postcard::from_bytes(&body).ok()?;
+                    return postcard::to_allocvec(&sg.change_members(&members).await).ok();
+                }
+                if rpc == "op" {
+                    let op: StreamOp = postcard::from_bytes(&body).ok()?;
+                    return postcard::to_allocvec(&sg.propose_op(op).await).ok();
                 }
                 return serve_rpc(&sg.raft, &rpc, &body).await;
             }

@@ -94,6 +94,24 @@ pub enum MetaCommand {
         /// The consumer.
         name: String,
     },
+    /// Changes an assigned stream's peers (`STREAM.PEER.REMOVE`; its group's name unchanged).
+    SetStreamPeers {
+        /// The account.
+        account: String,
+        /// The stream.
+        name: String,
+        /// The peers' node ids.
+        peers: Vec<u64>,
+    },
+    /// Changes an assigned stream's configuration (its peers and group unchanged).
+    UpdateStream {
+        /// The account.
+        account: String,
+        /// The stream.
+        name: String,
+        /// The new configuration, as JSON text.
+        config: String,
+    },
 }
 
 /// What applying a command gave: `None` when it was applied, else why not (the proposer
@@ -214,6 +232,37 @@ impl MetaState {
                     None => Err(Refusal::ConsumerNotFound),
                 }
             }
+            MetaCommand::SetStreamPeers {
+                account,
+                name,
+                peers,
+            } => {
+                let key = (account.clone(), name.clone());
+                let Some(sa) = self.streams.get_mut(&key) else {
+                    return Err(Refusal::StreamNotFound);
+                };
+                sa.group.peers.clone_from(peers);
+                Ok(())
+            }
+            MetaCommand::UpdateStream {
+                account,
+                name,
+                config,
+            } => {
+                let key = (account.clone(), name.clone());
+                let Some(old) = self.streams.get(&key) else {
+                    return Err(Refusal::StreamNotFound);
+                };
+                let updated = StreamAssignment {
+                    config: config.clone(),
+                    ..old.clone()
+                };
+                if self.overlaps(&updated) {
+                    return Err(Refusal::SubjectsOverlap);
+                }
+                self.streams.insert(key, updated);
+                Ok(())
+            }
         }
     }
 }
@@ -246,6 +295,48 @@ mod tests {
                 peers: vec![1, 2, 3],
             },
         })
+    }
+
+    /// An update changes the configuration alone, is refused for a stream not assigned and
+    /// for subjects another stream captures.
+    #[test]
+    fn streams_are_updated_and_moved_in_place() {
+        let mut state = MetaState::default();
+        let a = r#"{"subjects":["a.>"]}"#;
+        assert_eq!(state.apply(&stream("A", a)), Ok(()));
+        assert_eq!(state.apply(&stream("B", r#"{"subjects":["b.>"]}"#)), Ok(()));
+        let update = |name: &str, config: &str| MetaCommand::UpdateStream {
+            account: "$G".into(),
+            name: name.into(),
+            config: config.into(),
+        };
+        assert_eq!(
+            state.apply(&update("A", r#"{"subjects":["b.x"]}"#)),
+            Err(Refusal::SubjectsOverlap)
+        );
+        assert_eq!(state.apply(&update("C", a)), Err(Refusal::StreamNotFound));
+        let wider = r#"{"subjects":["a.>","c.>"]}"#;
+        assert_eq!(state.apply(&update("A", wider)), Ok(()));
+        let sa = &state.streams[&("$G".to_owned(), "A".to_owned())];
+        assert_eq!(sa.config, wider);
+        assert_eq!((sa.group.name.as_str(), sa.created_ns), ("S-A", 1));
+        // New peers (`STREAM.PEER.REMOVE`): the group's name stays.
+        let peers = |name: &str, peers: Vec<u64>| MetaCommand::SetStreamPeers {
+            account: "$G".into(),
+            name: name.into(),
+            peers,
+        };
+        assert_eq!(
+            state.apply(&peers("C", vec![1])),
+            Err(Refusal::StreamNotFound)
+        );
+        assert_eq!(state.apply(&peers("A", vec![1, 3, 4])), Ok(()));
+        let sa = &state.streams[&("$G".to_owned(), "A".to_owned())];
+        assert_eq!(
+            (sa.group.name.as_str(), &sa.group.peers[..]),
+            ("S-A", &[1, 3, 4][..])
+        );
+        assert_eq!(state.load().get(&4), Some(&1));
     }
 
     #[test]

@@ -7,19 +7,26 @@
 //! `STREAM.NAMES` and `STREAM.LIST` on any member show the assignment. Each peer's copy is
 //! written by the stream's group ([`super::stream_group`]); on a peer the info's `cluster`
 //! block is the group's view (its leader, the replicas' state), on another member the peers
-//! without a leader.
+//! without a leader. `STREAM.UPDATE` proposes the new configuration to the meta group, then
+//! the stream's `discard: new` limits to its group. `STREAM.PURGE` and `MSG.DELETE` are proposed to the stream's group through
+//! its leader ([`MetaGroup::stream_op`]) and applied alike on every copy.
 
 use std::collections::BTreeMap;
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
+
+use tracing::warn;
 
 use leaf_core::jetstream::config::{ApiError, JsError, StreamConfig};
 use leaf_core::jetstream::replication::{Pending, Replicated, Replication};
 use leaf_core::jetstream::wire::{ClusterInfo, PeerInfo};
 use leaf_proto::time::now_ns;
+use leaf_store::PurgeRequest;
 
 use super::group::MetaGroup;
 use super::meta::{MetaCommand, RaftGroup, Refusal, StreamAssignment};
 use super::placement::{self, NoPeers, Voter};
+use super::stream_machine::DiscardNew;
+use super::types::{OpReply, StreamOp};
 
 /// hubd's hook: the meta group of this member.
 pub struct ClusterStreams(pub Weak<MetaGroup>);
@@ -89,6 +96,56 @@ impl Replication for ClusterStreams {
         placement::choose(1, &[here], &BTreeMap::new(), &wanted)
             .map(drop)
             .map_err(no_peers)
+    }
+
+    fn update(&self, account: &str, config: StreamConfig) -> Pending<Replicated> {
+        let group = self.0.clone();
+        let account = account.to_owned();
+        Box::pin(async move {
+            let g = group.upgrade().ok_or_else(unavailable)?;
+            g.update_stream(&account, config).await
+        })
+    }
+
+    fn remove_peer(&self, account: &str, name: &str, peer: &str) -> Pending<()> {
+        let group = self.0.clone();
+        let (account, name, peer) = (account.to_owned(), name.to_owned(), peer.to_owned());
+        Box::pin(async move {
+            let g = group.upgrade().ok_or_else(unavailable)?;
+            g.remove_stream_peer(&account, &name, &peer).await
+        })
+    }
+
+    fn purge(&self, account: &str, name: &str, req: PurgeRequest) -> Pending<u64> {
+        let group = self.0.clone();
+        let (account, name) = (account.to_owned(), name.to_owned());
+        Box::pin(async move {
+            let g = group.upgrade().ok_or_else(unavailable)?;
+            let op = StreamOp::Purge {
+                filter: req.filter,
+                up_to_seq: req.up_to_seq,
+                keep: req.keep,
+            };
+            match g.stream_op(&account, &name, op).await? {
+                OpReply::Purged(n) => Ok(n),
+                _ => Err(unavailable()),
+            }
+        })
+    }
+
+    fn delete_msg(&self, account: &str, name: &str, seq: u64) -> Pending<bool> {
+        let group = self.0.clone();
+        let (account, name) = (account.to_owned(), name.to_owned());
+        Box::pin(async move {
+            let g = group.upgrade().ok_or_else(unavailable)?;
+            match g
+                .stream_op(&account, &name, StreamOp::Delete { seq })
+                .await?
+            {
+                OpReply::Deleted(found) => Ok(found),
+                _ => Err(unavailable()),
+            }
+        })
     }
 
     fn streams(&self, account: &str) -> Vec<Replicated> {
@@ -175,6 +232,131 @@ impl MetaGroup {
             .replicated(stream)
             .ok_or_else(|| ApiError::general("the assignment's configuration is unreadable"))?;
         Ok((answer, true))
+    }
+
+    /// Updates the replicated stream `config.name` of `account` (checked by the core): the
+    /// new configuration through the meta group (each peer updates its copy as it applies
+    /// it, `jsc::stream_group`), then its `discard: new` limits through the stream's group
+    /// (so that every copy decides the publishes after that entry alike). A failure after the
+    /// meta group's commit answers 10008: the same update again is applied again.
+    async fn update_stream(
+        &self,
+        account: &str,
+        config: StreamConfig,
+    ) -> Result<Replicated, ApiError> {
+        let text = serde_json::to_string(&config).map_err(|e| ApiError::general(&e.to_string()))?;
+        let proposed = self
+            .propose(MetaCommand::UpdateStream {
+                account: account.to_owned(),
+                name: config.name.clone(),
+                config: text,
+            })
+            .await
+            .map_err(|_| unavailable())?;
+        if let Some(r) = proposed.reply.refused {
+            return Err(refused(r));
+        }
+        let limits = DiscardNew::of(&config);
+        self.stream_op(account, &config.name, StreamOp::Configure(limits))
+            .await?;
+        let key = (account.to_owned(), config.name.clone());
+        let applied = self.state().streams.get(&key).cloned();
+        applied
+            .as_ref()
+            .and_then(|sa| self.replicated(sa))
+            .ok_or_else(unavailable)
+    }
+
+    /// Removes server `peer` from the peers of replicated stream `name` of `account`
+    /// (`STREAM.PEER.REMOVE`): a member online that is not a peer, the least loaded, takes its
+    /// place (placed last: it never initializes the group) when there is one, else the stream
+    /// keeps fewer peers. In three steps, so that the group keeps its quorum throughout: the
+    /// replacement is added to the assignment (it creates its copy and starts its group,
+    /// empty); the group's leader adds it as a learner, waits until it caught up (from the log
+    /// or a snapshot) and makes the new peers its voters ([`MetaGroup::set_stream_members`]);
+    /// then the assignment loses the removed peer (which drops its copy and group as it applies
+    /// it). Answered after the first step, as nats-server answers before the move; the rest
+    /// runs on (logged when it fails).
+    async fn remove_stream_peer(
+        self: &Arc<Self>,
+        account: &str,
+        name: &str,
+        peer: &str,
+    ) -> Result<(), ApiError> {
+        let key = (account.to_owned(), name.to_owned());
+        let state = self.state();
+        let sa = state
+            .streams
+            .get(&key)
+            .cloned()
+            .ok_or_else(ApiError::stream_not_found)?;
+        let removed = sa
+            .group
+            .peers
+            .iter()
+            .copied()
+            .find(|id| self.name_of(*id).as_deref() == Some(peer))
+            .ok_or_else(|| JsError::ClusterPeerNotMember.err())?;
+        let online = self.online_tags();
+        let m = self.raft.metrics().borrow().clone();
+        let free: Vec<Voter> = m
+            .membership_config
+            .membership()
+            .voter_ids()
+            .filter(|id| !sa.group.peers.contains(id))
+            .map(|id| Voter {
+                id,
+                online: online.contains_key(&id),
+                tags: online.get(&id).cloned().unwrap_or_default(),
+            })
+            .collect();
+        // The replacement holds the stream's placement tags too.
+        let wanted = serde_json::from_str::<StreamConfig>(&sa.config)
+            .map(|c| placement::tags(c.placement.as_ref()))
+            .unwrap_or_default();
+        let added = placement::choose(1, &free, &state.load(), &wanted).unwrap_or_default();
+        let mut with_new = sa.group.peers.clone();
+        with_new.extend(&added);
+        let mut last: Vec<u64> = with_new
+            .iter()
+            .copied()
+            .filter(|id| *id != removed)
+            .collect();
+        if !added.is_empty() {
+            self.set_peers(account, name, with_new).await?;
+        }
+        let g = Arc::clone(self);
+        let (account, name) = (account.to_owned(), name.to_owned());
+        tokio::spawn(async move {
+            let moved = match g.set_stream_members(&sa, &last).await {
+                Ok(()) => {
+                    g.set_peers(&account, &name, std::mem::take(&mut last))
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            if let Err(e) = moved {
+                warn!(account = %account, stream = %name, error = %e,
+                      "JetStream cluster: a stream's peer not removed");
+            }
+        });
+        Ok(())
+    }
+
+    /// Proposes `peers` as the peers of replicated stream `name` of `account`.
+    async fn set_peers(&self, account: &str, name: &str, peers: Vec<u64>) -> Result<(), ApiError> {
+        let proposed = self
+            .propose(MetaCommand::SetStreamPeers {
+                account: account.to_owned(),
+                name: name.to_owned(),
+                peers,
+            })
+            .await
+            .map_err(|_| unavailable())?;
+        match proposed.reply.refused {
+            None => Ok(()),
+            Some(r) => Err(refused(r)),
+        }
     }
 
     /// Removes the replicated stream `name` of `account`.

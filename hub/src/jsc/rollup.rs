@@ -66,6 +66,17 @@ pub async fn roll_up(
     Ok(removed)
 }
 
+/// The sequences of the first 100 messages stream `stream` of `store` holds (tests).
+#[cfg(test)]
+pub(crate) fn stored_seqs(store: &Store, stream: &str) -> Vec<u64> {
+    store
+        .read_range(stream, 1, 100, u64::MAX)
+        .unwrap()
+        .iter()
+        .map(|m| m.seq)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,14 +124,7 @@ mod tests {
         }
         stored[3].2 = Some(Rollup::Subject);
         assert!(roll_up(&store, "S", &stored).await.unwrap());
-        let seqs = |store: &Store| -> Vec<u64> {
-            store
-                .read_range("S", 1, 100, u64::MAX)
-                .unwrap()
-                .iter()
-                .map(|m| m.seq)
-                .collect()
-        };
+        let seqs = |store: &Store| stored_seqs(store, "S");
         assert_eq!(seqs(&store), [2, 4, 5]);
         // Applied again: nothing more to remove.
         assert!(!roll_up(&store, "S", &stored).await.unwrap());

@@ -48,7 +48,12 @@ const GROUP_KEYS: &[&str] = &[
     "snapshot",
     "snapshot_meta",
     "applied",
+    RESET_FLOOR,
 ];
+
+/// The key of the last log id a member had when its group's state was reset
+/// ([`RaftDb::reset_group`]): it refuses its vote to candidates behind it until it applied it.
+pub const RESET_FLOOR: &str = "reset_floor";
 
 /// The file's name in the store directory.
 pub const FILE_NAME: &str = "raft.redb";
@@ -185,18 +190,36 @@ impl RaftDb {
     /// Removes everything of `group` (its log entries and values) in one durable commit: a
     /// replicated stream's group once the stream is deleted.
     pub async fn remove_group(&self, group: &str) -> Result<(), redb::Error> {
+        self.clear_group(group, None).await
+    }
+
+    /// Removes `group`'s log entries and values, but its vote and the `floor` saved in its
+    /// place when there is one, in one durable commit.
+    async fn clear_group(&self, group: &str, floor: Option<Vec<u8>>) -> Result<(), redb::Error> {
         let group = group.to_owned();
         durable(self.0.clone(), move |txn| {
             let g: &str = &group;
             txn.open_table(LOG)?
                 .retain_in((g, 0)..=(g, u64::MAX), |_, _| false)?;
             let mut state = txn.open_table(STATE)?;
-            for key in GROUP_KEYS {
+            let keep_vote = floor.is_some();
+            for key in GROUP_KEYS.iter().filter(|k| !(keep_vote && **k == "vote")) {
                 state.remove((g, *key))?;
+            }
+            if let Some(floor) = &floor {
+                state.insert((g, RESET_FLOOR), floor.as_slice())?;
             }
             Ok(())
         })
         .await
+    }
+
+    /// Forgets `group`'s log, commit, snapshot and applied marker, keeping its vote, and saves
+    /// `floor` (postcard of the last log id it had) under [`RESET_FLOOR`], in one durable
+    /// commit: a member whose copy of a memory stream was lost then gets a snapshot from the
+    /// leader (see "Snapshots and log purge" in `hub/JETSTREAM-CLUSTER.md`).
+    pub async fn reset_group(&self, group: &str, floor: Vec<u8>) -> Result<(), redb::Error> {
+        self.clear_group(group, Some(floor)).await
     }
 
     /// The snapshot slot of `group`.

@@ -27,6 +27,12 @@
 //!   left; a refused publish is stored nowhere and answered with a single
 //!   server's error PubAck, 10060/10071/10070). Rollups (`Nats-Rollup`) are checked here and
 //!   applied by every peer after the store ([`super::rollup`]).
+//! * `discard: new` limits are decided by the state machine (10077, alike on every member);
+//!   `max_msg_size` is checked here before proposing (10054: it depends on the publish and the
+//!   configuration alone).
+//! * Purges and message deletes ([`StreamOp`]) are proposed by the leader alone
+//!   ([`StreamGroup::propose_op`]; other members send them to it: `MetaGroup::stream_op`) and
+//!   answered once applied here.
 //! * The copy's consumers (this member's own) are woken after each apply that stored
 //!   messages (`JetStream::replica_appended`).
 
@@ -41,7 +47,10 @@ use leaf_core::jetstream::JetStream;
 use leaf_core::server::fanout::{InternalSink, Msg};
 use leaf_core::server::{Account, Publisher, ReplyTo, SubRef};
 use leaf_proto::time::now_ns;
-use openraft::error::ClientWriteError;
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::raft::{VoteRequest, VoteResponse};
+use openraft::storage::RaftLogStorage;
+use openraft::LogId;
 use openraft::{Config, ServerState, SnapshotPolicy};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
@@ -50,8 +59,12 @@ use tracing::{info, warn};
 use super::group::MetaGroup;
 use super::meta::StreamAssignment;
 use super::network::GroupNetwork;
-use super::stream_machine::StreamMachine;
-use super::types::{Member, Refusal, StreamBatch, StreamMsg, StreamRaft, StreamReply, StreamTypes};
+use super::store::{RaftDb, RESET_FLOOR};
+use super::stream_machine::{copy_lost, DiscardNew, StreamMachine};
+use super::types::{
+    Member, OpReply, Refusal, StreamBatch, StreamMsg, StreamOp, StreamRaft, StreamReply,
+    StreamTypes,
+};
 
 /// Publishes captured and not proposed yet, at most.
 const QUEUE: usize = 8192;
@@ -142,6 +155,30 @@ fn raft_config(group: &str) -> Result<Config, String> {
     .map_err(|e| format!("JetStream cluster: Raft configuration of {group}: {e}"))
 }
 
+/// What a stream group uses of its stream's configuration.
+#[derive(Debug, Clone)]
+struct Settings {
+    /// The assignment's configuration (JSON text) these come from.
+    config: String,
+    /// The stream's subjects (captured by the leader).
+    subjects: Vec<String>,
+    /// The stream's `allow_rollup_hdrs`.
+    allow_rollup: bool,
+    /// The stream's `max_msg_size` (negative: none), checked before proposing.
+    max_msg_size: i32,
+}
+
+impl Settings {
+    fn of(text: &str, config: &StreamConfig) -> Settings {
+        Settings {
+            config: text.to_owned(),
+            subjects: config.subjects.clone(),
+            allow_rollup: config.allow_rollup_hdrs,
+            max_msg_size: config.max_msg_size,
+        }
+    }
+}
+
 /// A replicated stream's group on this member.
 pub struct StreamGroup {
     /// The group's Raft.
@@ -152,9 +189,11 @@ pub struct StreamGroup {
     pub account: String,
     /// The stream's name.
     pub stream: String,
-    subjects: Vec<String>,
-    /// The stream's `allow_rollup_hdrs`.
-    allow_rollup: bool,
+    /// What the group uses of the stream's configuration (changed by `STREAM.UPDATE`).
+    settings: Mutex<Settings>,
+    /// The last log id this member had when its state was reset (its copy lost), if it was:
+    /// it refuses its vote to a candidate behind it until it applied it ([`Self::refuse_vote`]).
+    floor: Option<LogId<u64>>,
     acct: Weak<Account>,
     queue: mpsc::Sender<Publish>,
     domain: Option<String>,
@@ -178,6 +217,7 @@ impl StreamGroup {
         let (db, group, stream) = (meta.db.clone(), sa.group.name.clone(), sa.name.clone());
         let store = js.store_of(&sa.name).clone();
         let (window, first_seq) = (config.duplicate_window, config.first_seq);
+        let floor = reset_if_lost(&db, &group, &store, &stream).await?;
         let machine = {
             let (db, group, stream) = (db.clone(), group.clone(), stream.clone());
             tokio::task::spawn_blocking(move || {
@@ -188,6 +228,7 @@ impl StreamGroup {
             .map_err(|e| e.to_string())?
             .on_stored(wake_consumers(js, &sa.name))
         };
+        machine.set_discard_new(DiscardNew::of(&config));
         let network = GroupNetwork {
             transport: meta.transport.clone(),
             group: group.clone(),
@@ -207,8 +248,8 @@ impl StreamGroup {
             name: group,
             account: sa.account.clone(),
             stream,
-            subjects: config.subjects.clone(),
-            allow_rollup: config.allow_rollup_hdrs,
+            settings: Mutex::new(Settings::of(&sa.config, &config)),
+            floor,
             acct: Arc::downgrade(&acct),
             queue,
             domain: js.domain().map(str::to_owned),
@@ -240,6 +281,74 @@ impl StreamGroup {
         Ok(g)
     }
 
+    /// The answer to vote request `body` when this member must refuse it: its state was
+    /// reset (its copy lost), it has not applied up to the last log id it had then (the
+    /// floor), and the candidate's log ends before the floor. Entries this member held may
+    /// have been committed with its acknowledgement; voting with an empty log for a candidate
+    /// lacking them could elect a leader without a committed entry. `None`: openraft decides.
+    pub fn refuse_vote(&self, body: &[u8]) -> Option<Vec<u8>> {
+        let floor = self.floor?;
+        if self.raft.metrics().borrow().last_applied >= Some(floor) {
+            return None;
+        }
+        let req: VoteRequest<u64> = postcard::from_bytes(body).ok()?;
+        if req.last_log_id >= Some(floor) {
+            return None;
+        }
+        let refused = VoteResponse {
+            vote: req.vote,
+            vote_granted: false,
+            last_log_id: Some(floor),
+        };
+        postcard::to_allocvec(&Ok::<_, RaftError<u64>>(refused)).ok()
+    }
+
+    /// What the group uses of the stream's configuration now.
+    fn settings(&self) -> Settings {
+        self.settings
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Follows assignment `sa`'s configuration if it changed (`STREAM.UPDATE`): this member's
+    /// copy in `js` updated (`JetStream::update_replica`), the leader's capture moved to the
+    /// new subjects, `max_msg_size` and rollups checked with the new values. The `discard:
+    /// new` limits change through the group's log (`StreamOp::Configure`).
+    pub async fn follow_config(
+        self: &Arc<Self>,
+        sa: &StreamAssignment,
+        js: &JetStream,
+    ) -> Result<(), String> {
+        if self.settings().config == sa.config {
+            return Ok(());
+        }
+        let config: StreamConfig = serde_json::from_str(&sa.config)
+            .map_err(|e| format!("its configuration does not read: {e}"))?;
+        js.update_replica(config.clone())
+            .await
+            .map_err(|e| format!("cannot update its copy: {}", e.description))?;
+        let new = Settings::of(&sa.config, &config);
+        let old = std::mem::replace(
+            &mut *self.settings.lock().unwrap_or_else(PoisonError::into_inner),
+            new,
+        );
+        let capturing = !self
+            .capture
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_empty();
+        if old.subjects != config.subjects && capturing {
+            self.release();
+            if self.raft.metrics().borrow().state == ServerState::Leader {
+                self.capture();
+            }
+        }
+        info!(account = %self.account, stream = %self.stream,
+              "JetStream cluster: the copy follows the stream's updated configuration");
+        Ok(())
+    }
+
     /// Stops the group's Raft and its capture.
     pub async fn stop(&self) {
         self.release();
@@ -255,7 +364,8 @@ impl StreamGroup {
         let Some(acct) = self.acct.upgrade() else {
             return;
         };
-        for subject in &self.subjects {
+        let subjects = self.settings().subjects;
+        for subject in &subjects {
             let sink = Arc::new(Capture(Arc::downgrade(self)));
             match acct.subscribe_internal(subject.as_bytes(), None, sink) {
                 Ok(sub) => subs.push(sub),
@@ -289,6 +399,71 @@ impl StreamGroup {
         super::group::hand_over(&self.raft, own, &format!("stream {}", self.stream))
     }
 
+    /// Proposes `op` (a purge, a message delete) if this member leads the group: its reply
+    /// once committed and applied here; `None` when this member does not lead.
+    pub async fn propose_op(&self, op: StreamOp) -> Option<Result<OpReply, ApiError>> {
+        if self.raft.metrics().borrow().state != ServerState::Leader {
+            return None;
+        }
+        let batch = StreamBatch {
+            msgs: Vec::new(),
+            op: Some(op),
+        };
+        let written = tokio::time::timeout(ANSWER_AT_MOST, self.raft.client_write(batch)).await;
+        Some(match written {
+            Ok(Ok(resp)) => resp.data.op.ok_or_else(|| JsError::ClusterNotAvail.err()),
+            Ok(Err(openraft::error::RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
+                return None;
+            }
+            Ok(Err(e)) => {
+                warn!(stream = %self.stream, error = %e, "JetStream cluster: a stream change not written");
+                Err(JsError::ClusterNotAvail.err())
+            }
+            Err(_) => Err(JsError::ClusterNotAvail.err()),
+        })
+    }
+
+    /// Makes `members` (node id, server name) the group's voters if this member leads it:
+    /// the new ones added as learners first (waiting until they caught up: from the log or a
+    /// snapshot), then the voters replaced. `None` when this member does not lead.
+    pub async fn change_members(&self, members: &[(u64, String)]) -> Option<Result<(), ApiError>> {
+        if self.raft.metrics().borrow().state != ServerState::Leader {
+            return None;
+        }
+        let unavailable = |e: &dyn std::fmt::Display| {
+            warn!(stream = %self.stream, error = %e, "JetStream cluster: the group's peers not changed");
+            Some(Err(JsError::ClusterNotAvail.err()))
+        };
+        let voters: std::collections::BTreeSet<u64> = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .collect();
+        for (id, name) in members.iter().filter(|(id, _)| !voters.contains(id)) {
+            let member = Member { name: name.clone() };
+            let added =
+                tokio::time::timeout(ANSWER_AT_MOST, self.raft.add_learner(*id, member, true))
+                    .await;
+            match added {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return unavailable(&e),
+                Err(e) => return unavailable(&e),
+            }
+        }
+        let ids: std::collections::BTreeSet<u64> = members.iter().map(|(id, _)| *id).collect();
+        match tokio::time::timeout(ANSWER_AT_MOST, self.raft.change_membership(ids, false)).await {
+            Ok(Ok(_)) => {
+                info!(stream = %self.stream, peers = ?members, "JetStream cluster: the group's peers changed");
+                Some(Ok(()))
+            }
+            Ok(Err(e)) => unavailable(&e),
+            Err(e) => unavailable(&e),
+        }
+    }
+
     /// Answers a publish.
     fn answer(&self, reply: Option<&ReplyTo>, outcome: Result<StreamReply, ApiError>) {
         let (Some(reply), Some(acct)) = (reply, self.acct.upgrade()) else {
@@ -303,6 +478,7 @@ impl StreamGroup {
                     Refusal::StreamMismatch => ApiError::expected_stream_mismatch(),
                     Refusal::WrongLastSequence(seq) => ApiError::wrong_last_sequence(seq),
                     Refusal::WrongLastMsgId(id) => ApiError::wrong_last_msg_id(&id),
+                    Refusal::Discarded(limit) => ApiError::store_failed(limit.text()),
                 })),
                 ..PubAck::default()
             },
@@ -375,6 +551,53 @@ impl StreamGroup {
     }
 }
 
+/// Resets group `group`'s Raft state on this member when its copy of `stream` in `store`
+/// was lost and cannot be rebuilt from the log ([`copy_lost`]): the log, commit, snapshot and
+/// applied marker go, the vote stays, and the last log id it had is kept as the reset's
+/// floor. The leader then finds this member with an empty log and sends a snapshot. The
+/// floor (this member's, or one kept from an earlier reset not caught up yet).
+async fn reset_if_lost(
+    db: &RaftDb,
+    group: &str,
+    store: &leaf_store::Store,
+    stream: &str,
+) -> Result<Option<LogId<u64>>, String> {
+    let lost = {
+        let (db, group, store, stream) = (
+            db.clone(),
+            group.to_owned(),
+            store.clone(),
+            stream.to_owned(),
+        );
+        tokio::task::spawn_blocking(move || copy_lost(&db, &group, &store, &stream))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?
+    };
+    if lost {
+        let mut log = db.log::<StreamTypes>(group);
+        let last = log
+            .get_log_state()
+            .await
+            .map_err(|e| e.to_string())?
+            .last_log_id;
+        let floor = postcard::to_allocvec(&last).map_err(|e| e.to_string())?;
+        db.reset_group(group, floor)
+            .await
+            .map_err(|e| format!("cannot reset its lost copy's state: {e}"))?;
+        warn!(group, stream, last_log = ?last,
+              "JetStream cluster: this member's copy of the stream was lost (memory storage) \
+               and the group's log is purged: its Raft state is reset, the leader sends a \
+               snapshot");
+    }
+    let kept = db
+        .get_state(group, RESET_FLOOR)
+        .map_err(|e| e.to_string())?
+        .and_then(|b| postcard::from_bytes::<Option<LogId<u64>>>(&b).ok())
+        .flatten();
+    Ok(kept)
+}
+
 /// Wakes the consumers of this member's copy of `stream` (in `js`) after the group stored
 /// messages in it (consumers on a copy are this member's own: see
 /// `hub/JETSTREAM-CLUSTER.md`, "Consumers on replicated streams").
@@ -401,7 +624,19 @@ impl InternalSink for Capture {
             return;
         };
         let reply = msg.reply.map(|r| from.reply_to(r));
-        if let Err(e) = super::rollup::check(msg.headers, g.allow_rollup) {
+        // As a single server: headers and payload against `max_msg_size`. Checked here, not
+        // in the apply: it depends on the publish and the configuration alone, and a refused
+        // publish then costs no log entry.
+        let (max_msg_size, allow_rollup) = {
+            let s = g.settings.lock().unwrap_or_else(PoisonError::into_inner);
+            (s.max_msg_size, s.allow_rollup)
+        };
+        let size = msg.headers.map_or(0, <[u8]>::len) + msg.payload.len();
+        if u64::try_from(max_msg_size).is_ok_and(|max| size as u64 > max) {
+            g.answer(reply.as_ref(), Err(ApiError::message_too_large()));
+            return;
+        }
+        if let Err(e) = super::rollup::check(msg.headers, allow_rollup) {
             g.answer(reply.as_ref(), Err(e));
             return;
         }
@@ -471,7 +706,7 @@ async fn propose(
         let proposed = Instant::now();
         let applied_then = g.raft.metrics().borrow().last_applied.map(|l| l.index);
         tracing::debug!(stream = %g.stream, publishes = msgs.len(), bytes, "JetStream cluster: a batch proposed");
-        match g.raft.client_write_ff(StreamBatch { msgs }).await {
+        match g.raft.client_write_ff(StreamBatch { msgs, op: None }).await {
             Ok(applied) => {
                 drop(g);
                 let waiting = Waiting {

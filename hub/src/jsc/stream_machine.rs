@@ -21,6 +21,17 @@
 //! again find the subject's last sequence at or before the marker's (a backward scan of the store,
 //! which holds more).
 //!
+//! **`discard: new`** ([`DiscardNew`]): after the expectations, a publish that would pass
+//! `max_msgs`, `max_bytes` or (with `discard_new_per_subject`) `max_msgs_per_subject` is refused
+//! ([`Limit`]), counted on the copy's store plus the messages of the same apply not stored yet
+//! (stored first when the store trims subjects, whose counts are then not exact); applied again
+//! after a crash, a publish was admitted iff the store holds it at the sequence it would take.
+//!
+//! **Stream changes** ([`StreamOp`]: purge, message delete) in an entry are applied after the
+//! messages of the entries before it are stored, bounded by the applied last sequence (so that
+//! applied again with the store ahead they remove nothing a later entry stored), and replied
+//! with an [`OpReply`].
+//!
 //! **Applied once**: after the entries openraft applies together are appended (durably: the store's
 //! commit), the *marker* (last applied log id, membership, last sequence and time) is saved in the
 //! Raft database, without an fsync of its own (it reaches the disk with the next log append). A
@@ -47,8 +58,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
+use leaf_core::jetstream::config::{Discard, StreamConfig};
 use leaf_proto::subject::subject_matches;
-use leaf_store::{Appended, NewMessage, Store};
+use leaf_store::{Appended, NewMessage, PurgeRequest, Store};
 use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{
     AnyError, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, StorageError, StorageIOError,
@@ -59,7 +71,9 @@ use tracing::{info, warn};
 
 use super::rollup::{check, roll_up, Rollup};
 use super::store::RaftDb;
-use super::types::{BatchReply, Member, Refusal, StreamMsg, StreamReply, StreamTypes};
+use super::types::{
+    BatchReply, Limit, Member, OpReply, Refusal, StreamMsg, StreamOp, StreamReply, StreamTypes,
+};
 
 /// The Raft database key of the marker.
 const MARKER: &str = "applied";
@@ -168,19 +182,78 @@ struct State {
     stored_last: u64,
     /// The `Nats-Msg-Id` of the message at the marker's sequence (`Nats-Expected-Last-Msg-Id`).
     last_msg_id: Option<String>,
+    /// The stream's `discard: new` limits, if it has any.
+    discard_new: Option<DiscardNew>,
+}
+
+/// The `discard: new` limits of a stream (`max_msgs`, `max_bytes`, and
+/// `max_msgs_per_subject` with `discard_new_per_subject`): a publish past one is refused
+/// (10077), decided in the apply against the copy's store, alike on every member.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiscardNew {
+    max_msgs: Option<u64>,
+    max_bytes: Option<u64>,
+    max_per_subject: Option<u64>,
+    /// The store trims each subject to `max_msgs_per_subject` after an append (`discard:
+    /// new` without `discard_new_per_subject`): the counts of messages not stored yet are not
+    /// exact, so they are stored before each check.
+    trims: bool,
+}
+
+impl DiscardNew {
+    /// The limits of `cfg`, `None` without `discard: new` or without a limit.
+    pub fn of(cfg: &StreamConfig) -> Option<DiscardNew> {
+        let positive = |n: i64| u64::try_from(n).ok().filter(|&n| n > 0);
+        if cfg.discard != Discard::New {
+            return None;
+        }
+        let limits = DiscardNew {
+            max_msgs: positive(cfg.max_msgs),
+            max_bytes: positive(cfg.max_bytes),
+            max_per_subject: positive(cfg.max_msgs_per_subject)
+                .filter(|_| cfg.discard_new_per_subject),
+            trims: positive(cfg.max_msgs_per_subject).is_some() && !cfg.discard_new_per_subject,
+        };
+        let any = limits.max_msgs.is_some()
+            || limits.max_bytes.is_some()
+            || limits.max_per_subject.is_some();
+        any.then_some(limits)
+    }
+
+    /// The limit `e` would exceed in a stream holding `msgs` messages of `bytes` bytes,
+    /// `same_subject` of them on `e`'s subject (a single server's order: bytes, per
+    /// subject, messages).
+    fn exceeded(&self, e: &StreamMsg, msgs: u64, bytes: u64, same_subject: u64) -> Option<Limit> {
+        let size = leaf_store::msg_size(
+            &e.subject,
+            e.headers.as_ref().map_or(0, Vec::len),
+            e.payload.len(),
+        );
+        if self.max_bytes.is_some_and(|max| bytes + size > max) {
+            Some(Limit::Bytes)
+        } else if self.max_per_subject.is_some_and(|max| same_subject >= max) {
+            Some(Limit::PerSubject)
+        } else if self.max_msgs.is_some_and(|max| msgs >= max) {
+            Some(Limit::Msgs)
+        } else {
+            None
+        }
+    }
 }
 
 impl State {
     /// Decides what entry `e` becomes (see the module documentation): its reply, and the
     /// message to store when it is neither a duplicate nor refused by its `Nats-Expected-*`
     /// headers. `stream` is the stream's name; `subject_last(filter, bound)` is the last
-    /// sequence of a message matching `filter` at or before `bound` (0 for none), as applied.
+    /// sequence of a message matching `filter` at or before `bound` (0 for none), as applied;
+    /// `admit(e, seq)` the `discard: new` limit `e` would exceed as message `seq`, if any.
     fn decide<E>(
         &mut self,
         e: StreamMsg,
         window_ns: i64,
         stream: &str,
         subject_last: impl FnOnce(&str, u64) -> Result<u64, E>,
+        admit: impl FnOnce(&StreamMsg, u64) -> Result<Option<Limit>, E>,
     ) -> Result<(StreamReply, Option<NewMessage>), E> {
         let ts = e.ts_ns.max(self.marker.last_ts);
         let header = |name: &str| {
@@ -232,6 +305,9 @@ impl State {
             if v.parse::<u64>().ok() != Some(found) {
                 return refused(Refusal::WrongLastSequence(found));
             }
+        }
+        if let Some(limit) = admit(&e, last + 1)? {
+            return refused(Refusal::Discarded(limit));
         }
         let seq = last + 1;
         self.marker.last_seq = seq;
@@ -323,8 +399,8 @@ impl StreamMachine {
         if marker.last_seq > stored_last {
             // The store lost what the marker says was applied (a memory stream after a
             // restart): everything is applied again from the log; once the group's log was
-            // purged (a snapshot taken) this fails and the group does not start here (see
-            // "Snapshots and log purge" in `hub/JETSTREAM-CLUSTER.md`).
+            // purged the group's state was reset before (`copy_lost`) and the leader sends a
+            // snapshot (see "Snapshots and log purge" in `hub/JETSTREAM-CLUSTER.md`).
             warn!(
                 stream,
                 group,
@@ -349,6 +425,7 @@ impl StreamMachine {
                 window,
                 stored_last,
                 last_msg_id,
+                discard_new: None,
             })),
             on_stored: None,
             too_big: Arc::new(AtomicBool::new(false)),
@@ -363,9 +440,29 @@ impl StreamMachine {
         }
     }
 
+    /// Sets the stream's `discard: new` limits ([`DiscardNew::of`] its configuration), for
+    /// the publishes applied from now on.
+    pub fn set_discard_new(&self, limits: Option<DiscardNew>) {
+        self.lock().discard_new = limits;
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// Whether this member's copy of `stream` lost what group `group` applied to it (a memory
+/// stream after a restart: the store behind the applied marker) while the group's log before
+/// the marker was purged, so that the entries cannot be applied again: the group's state is
+/// then reset so that the leader sends a snapshot (see `super::stream_group`).
+pub fn copy_lost(db: &RaftDb, group: &str, store: &Store, stream: &str) -> Result<bool, OpenError> {
+    let Some(bytes) = db.get_state(group, MARKER)? else {
+        return Ok(false);
+    };
+    let marker: Marker = postcard::from_bytes(&bytes)?;
+    let stored_last = store.stream_state(stream)?.map_or(0, |s| s.last_seq);
+    let purged = db.get_state(group, "purged")?.is_some();
+    Ok(marker.last_seq > stored_last && purged)
 }
 
 /// The `Nats-Msg-Id` of message `seq` of `stream`, if it is stored and has one.
@@ -464,38 +561,44 @@ impl StreamMachine {
     /// A snapshot's data: `marker` and the stream's messages up to its last sequence (those
     /// the store still holds: limits may have removed older ones since).
     fn image(&self, marker: &Marker) -> Result<Vec<u8>, OpenError> {
-        let first = self
+        let mut msgs = Vec::new();
+        self.scan(marker.last_seq.saturating_add(1), |m| {
+            msgs.push(ImageMsg {
+                seq: m.seq,
+                subject: m.subject,
+                headers: m.headers.map(|h| h.to_vec()),
+                payload: m.payload.to_vec(),
+                ts_ns: m.ts_ns,
+            });
+        })?;
+        let image = Image {
+            marker: marker.clone(),
+            msgs,
+        };
+        Ok(postcard::to_allocvec(&image)?)
+    }
+
+    /// Calls `f` with each message the copy holds below sequence `below`, in order.
+    fn scan(
+        &self,
+        below: u64,
+        mut f: impl FnMut(leaf_store::StoredMessage),
+    ) -> Result<(), leaf_store::StoreError> {
+        let mut from = self
             .store
             .stream_state(&self.stream)?
             .map_or(1, |s| s.first_seq.max(1));
-        let mut msgs = Vec::new();
-        let mut from = first;
-        while from <= marker.last_seq {
+        while from < below {
             let chunk = self
                 .store
                 .read_range(&self.stream, from, COPY_CHUNK, u64::MAX)?;
             let Some(last) = chunk.last().map(|m| m.seq) else {
                 break;
             };
-            msgs.extend(
-                chunk
-                    .into_iter()
-                    .filter(|m| m.seq <= marker.last_seq)
-                    .map(|m| ImageMsg {
-                        seq: m.seq,
-                        subject: m.subject,
-                        headers: m.headers.map(|h| h.to_vec()),
-                        payload: m.payload.to_vec(),
-                        ts_ns: m.ts_ns,
-                    }),
-            );
+            chunk.into_iter().filter(|m| m.seq < below).for_each(&mut f);
             from = last + 1;
         }
-        let image = Image {
-            marker: marker.clone(),
-            msgs,
-        };
-        Ok(postcard::to_allocvec(&image)?)
+        Ok(())
     }
 
     /// Makes the copy's store hold what the snapshot `marker`/`msgs` (in sequence order)
@@ -601,6 +704,180 @@ impl StreamMachine {
     }
 }
 
+impl StreamMachine {
+    /// Decides publish `e` against the applied state and the messages decided but not
+    /// stored yet (`to_store`, where a stored one goes): its reply.
+    fn apply_publish(
+        &self,
+        e: StreamMsg,
+        to_store: &mut Vec<(NewMessage, Option<u64>)>,
+    ) -> Result<StreamReply, leaf_store::StoreError> {
+        let mut st = self.lock();
+        let stored_last = st.stored_last;
+        let limits = st.discard_new;
+        let pending: &[(NewMessage, Option<u64>)] = to_store;
+        let subject_last = |filter: &str, bound: u64| {
+            let pending = pending
+                .iter()
+                .rev()
+                .find(|(m, _)| subject_matches(filter.as_bytes(), m.subject.as_bytes()));
+            match pending {
+                Some((_, before)) => Ok(before.map_or(0, |b| b + 1)),
+                None => last_in_store(&self.store, &self.stream, filter, bound),
+            }
+        };
+        let admit = |e: &StreamMsg, seq: u64| match limits {
+            None => Ok(None),
+            Some(l) if seq <= stored_last => {
+                // Applied again after a crash: the store holds what was decided then, and
+                // a refused publish took no sequence.
+                let held = self.store.get(&self.stream, seq)?.is_some_and(|m| {
+                    m.subject == e.subject
+                        && m.payload.as_ref() == e.payload.as_slice()
+                        && m.headers.as_deref() == e.headers.as_deref()
+                });
+                // Which limit refused it is not known again; nobody waits for this reply.
+                Ok((!held).then_some(l.max_msgs.map_or(Limit::Bytes, |_| Limit::Msgs)))
+            }
+            Some(l) => {
+                let state = self.store.stream_state(&self.stream)?;
+                let (mut msgs, mut bytes) = state.map_or((0, 0), |s| (s.msgs, s.bytes));
+                let mut same = match l.max_per_subject {
+                    Some(_) => self
+                        .store
+                        .subject_state(&self.stream, &e.subject)?
+                        .map_or(0, |s| s.msgs),
+                    None => 0,
+                };
+                for (m, _) in pending {
+                    msgs += 1;
+                    bytes += leaf_store::msg_size(
+                        &m.subject,
+                        m.headers.as_ref().map_or(0, |h| h.len()),
+                        m.payload.len(),
+                    );
+                    same += u64::from(m.subject == e.subject);
+                }
+                Ok(l.exceeded(e, msgs, bytes, same))
+            }
+        };
+        let (reply, msg) = st.decide(e, self.window_ns, &self.stream, subject_last, admit)?;
+        drop(st);
+        if let Some(msg) = msg {
+            if reply.seq > stored_last {
+                to_store.push((msg, Some(reply.seq - 1)));
+            }
+        }
+        Ok(reply)
+    }
+
+    /// The exclusive bound below which a purge `req` keeping the newest `keep` matching
+    /// messages before its `up_to_seq` removes: the sequence of the `keep`-th newest one.
+    fn keep_bound(&self, req: &PurgeRequest, keep: u64) -> Result<u64, leaf_store::StoreError> {
+        let bound = req.up_to_seq.unwrap_or(u64::MAX);
+        let filter = req.filter.as_deref().filter(|f| !f.is_empty());
+        let mut seqs = Vec::new();
+        self.scan(bound, |m| {
+            if filter.is_none_or(|f| subject_matches(f.as_bytes(), m.subject.as_bytes())) {
+                seqs.push(m.seq);
+            }
+        })?;
+        let keep = usize::try_from(keep).unwrap_or(usize::MAX);
+        Ok(match seqs.len().checked_sub(keep) {
+            Some(n) if n > 0 => seqs[n],
+            _ => 0,
+        })
+    }
+
+    /// Stores the decided messages `to_store` (one commit), applies their rollups, tells
+    /// `on_stored`, and empties it.
+    async fn store_pending(
+        &self,
+        to_store: &mut Vec<(NewMessage, Option<u64>)>,
+    ) -> Result<(), StorageError<u64>> {
+        let Some(last) = to_store
+            .last()
+            .and_then(|(_, before)| *before)
+            .map(|b| b + 1)
+        else {
+            to_store.clear();
+            return Ok(());
+        };
+        let to_store = std::mem::take(to_store);
+        // Checked by the leader: a rollup header here reads.
+        let kinds: Vec<_> = to_store
+            .iter()
+            .map(|(m, _)| (m.subject.clone(), check(m.headers.as_deref(), true)))
+            .collect();
+        let outcomes = self
+            .store
+            .append_each(&self.stream, to_store)
+            .await
+            .map_err(|e| sm_write(any(&e)))?;
+        let mut stored = Vec::with_capacity(outcomes.len());
+        for (outcome, (subject, rollup)) in outcomes.into_iter().zip(kinds) {
+            let appended = outcome.map_err(|e| sm_write(any(&e)))?;
+            stored.push((appended, subject, rollup.ok().flatten()));
+        }
+        let rolled_up = roll_up(&self.store, &self.stream, &stored)
+            .await
+            .map_err(|e| sm_write(any(&e)))?;
+        if let Some(on_stored) = &self.on_stored {
+            on_stored(&stored, rolled_up);
+        }
+        let mut st = self.lock();
+        st.stored_last = st.stored_last.max(last);
+        Ok(())
+    }
+
+    /// Applies `op` to the copy (after the earlier entries' messages were stored): bounded
+    /// by the applied state's last sequence, so that applied again after a crash (the store
+    /// holding messages of later entries) it removes only what it removed the first time.
+    async fn apply_op(&self, op: StreamOp) -> Result<OpReply, StorageError<u64>> {
+        let last = self.lock().marker.last_seq;
+        let write = |e: leaf_store::StoreError| sm_write(any(&e));
+        let reply = match op {
+            StreamOp::Purge {
+                filter,
+                up_to_seq,
+                keep,
+            } => {
+                let bound = last.saturating_add(1);
+                let mut req = PurgeRequest {
+                    filter,
+                    up_to_seq: Some(up_to_seq.map_or(bound, |u| u.min(bound))),
+                    keep,
+                };
+                let ahead = self.lock().stored_last > last;
+                if let (Some(keep), true) = (req.keep, ahead) {
+                    // The store's `keep` would count the later entries' messages: the
+                    // newest `keep` matching ones up to the bound are found here.
+                    req.up_to_seq = Some(self.keep_bound(&req, keep).map_err(write)?);
+                    req.keep = None;
+                }
+                OpReply::Purged(self.store.purge(&self.stream, req).await.map_err(write)?)
+            }
+            StreamOp::Configure(limits) => {
+                self.set_discard_new(limits);
+                return Ok(OpReply::Configured);
+            }
+            StreamOp::Delete { seq } => {
+                let found = seq <= last
+                    && self
+                        .store
+                        .delete_msg(&self.stream, seq)
+                        .await
+                        .map_err(write)?;
+                OpReply::Deleted(found)
+            }
+        };
+        if let Some(on_stored) = &self.on_stored {
+            on_stored(&[], true);
+        }
+        Ok(reply)
+    }
+}
+
 impl RaftSnapshotBuilder<StreamTypes> for StreamMachine {
     /// Saves the marker as saved after the last apply as the group's snapshot (openraft then
     /// purges the log before it); its data is read from the store when a member needs it
@@ -661,75 +938,44 @@ impl RaftStateMachine<StreamTypes> for StreamMachine {
     {
         let mut replies = Vec::new();
         let mut to_store: Vec<(NewMessage, Option<u64>)> = Vec::new();
-        let marker = {
-            let mut st = self.lock();
-            for entry in entries {
-                st.marker.applied = Some(entry.log_id);
-                match entry.payload {
-                    EntryPayload::Blank => replies.push(BatchReply::default()),
-                    EntryPayload::Membership(m) => {
-                        st.marker.membership = StoredMembership::new(Some(entry.log_id), m);
-                        replies.push(BatchReply::default());
-                    }
-                    EntryPayload::Normal(batch) => {
-                        let mut batch_replies = Vec::with_capacity(batch.msgs.len());
-                        for e in batch.msgs {
-                            let subject_last = |filter: &str, bound: u64| {
-                                let pending = to_store.iter().rev().find(|(m, _)| {
-                                    subject_matches(filter.as_bytes(), m.subject.as_bytes())
-                                });
-                                match pending {
-                                    Some((_, before)) => Ok(before.map_or(0, |b| b + 1)),
-                                    None => last_in_store(&self.store, &self.stream, filter, bound),
-                                }
-                            };
-                            let (reply, msg) = st
-                                .decide(e, self.window_ns, &self.stream, subject_last)
-                                .map_err(|e| sm_write(any(&e)))?;
-                            if let Some(msg) = msg {
-                                if reply.seq > st.stored_last {
-                                    to_store.push((msg, Some(reply.seq - 1)));
-                                }
-                            }
-                            batch_replies.push(reply);
+        for entry in entries {
+            self.lock().marker.applied = Some(entry.log_id);
+            match entry.payload {
+                EntryPayload::Blank => replies.push(BatchReply::default()),
+                EntryPayload::Membership(m) => {
+                    self.lock().marker.membership = StoredMembership::new(Some(entry.log_id), m);
+                    replies.push(BatchReply::default());
+                }
+                EntryPayload::Normal(batch) => {
+                    let mut batch_replies = Vec::with_capacity(batch.msgs.len());
+                    for e in batch.msgs {
+                        // Counts of messages not stored yet are not exact when the store
+                        // trims subjects: stored first, so every member decides alike.
+                        let trims = self.lock().discard_new.is_some_and(|l| l.trims);
+                        if trims && !to_store.is_empty() {
+                            self.store_pending(&mut to_store).await?;
                         }
-                        replies.push(BatchReply {
-                            replies: batch_replies,
-                        });
+                        let reply = self
+                            .apply_publish(e, &mut to_store)
+                            .map_err(|e| sm_write(any(&e)))?;
+                        batch_replies.push(reply);
                     }
+                    let op = match batch.op {
+                        Some(op) => {
+                            self.store_pending(&mut to_store).await?;
+                            Some(self.apply_op(op).await?)
+                        }
+                        None => None,
+                    };
+                    replies.push(BatchReply {
+                        replies: batch_replies,
+                        op,
+                    });
                 }
             }
-            st.marker.clone()
-        };
-        if let Some(last) = to_store
-            .last()
-            .and_then(|(_, before)| *before)
-            .map(|b| b + 1)
-        {
-            // Checked by the leader: a rollup header here reads.
-            let kinds: Vec<_> = to_store
-                .iter()
-                .map(|(m, _)| (m.subject.clone(), check(m.headers.as_deref(), true)))
-                .collect();
-            let outcomes = self
-                .store
-                .append_each(&self.stream, to_store)
-                .await
-                .map_err(|e| sm_write(any(&e)))?;
-            let mut stored = Vec::with_capacity(outcomes.len());
-            for (outcome, (subject, rollup)) in outcomes.into_iter().zip(kinds) {
-                let appended = outcome.map_err(|e| sm_write(any(&e)))?;
-                stored.push((appended, subject, rollup.ok().flatten()));
-            }
-            let rolled_up = roll_up(&self.store, &self.stream, &stored)
-                .await
-                .map_err(|e| sm_write(any(&e)))?;
-            if let Some(on_stored) = &self.on_stored {
-                on_stored(&stored, rolled_up);
-            }
-            let mut st = self.lock();
-            st.stored_last = st.stored_last.max(last);
         }
+        self.store_pending(&mut to_store).await?;
+        let marker = self.lock().marker.clone();
         let bytes = postcard::to_allocvec(&marker).map_err(|e| sm_write(any(&e)))?;
         // Not fsynced: losing it to a crash only makes the entries after an older marker
         // apply again, which changes nothing (see the module documentation).
@@ -787,13 +1033,17 @@ impl RaftStateMachine<StreamTypes> for StreamMachine {
         .map_err(write)?;
         let last_msg_id = msg_id_at(&self.store, &self.stream, marker.last_seq).map_err(write)?;
         let id = snapshot_id(&marker);
-        *self.lock() = State {
+        let mut st = self.lock();
+        let discard_new = st.discard_new;
+        *st = State {
             saved: marker.clone(),
             marker,
             window,
             stored_last,
             last_msg_id,
+            discard_new,
         };
+        drop(st);
         if let Some(on_stored) = &self.on_stored {
             on_stored(&[], true);
         }
@@ -845,7 +1095,7 @@ mod tests {
     fn batch_entry(index: u64, msgs: Vec<StreamMsg>) -> Entry<StreamTypes> {
         Entry {
             log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
-            payload: EntryPayload::Normal(StreamBatch { msgs }),
+            payload: EntryPayload::Normal(StreamBatch { msgs, op: None }),
         }
     }
 
@@ -982,8 +1232,14 @@ mod tests {
 
     /// `State::decide` without a store (no subject lookups).
     fn decide(st: &mut State, e: StreamMsg, w: i64) -> (StreamReply, Option<NewMessage>) {
-        st.decide(e, w, "S", |_, _| Ok::<u64, std::convert::Infallible>(0))
-            .unwrap()
+        st.decide(
+            e,
+            w,
+            "S",
+            |_, _| Ok::<u64, std::convert::Infallible>(0),
+            |_, _| Ok(None),
+        )
+        .unwrap()
     }
 
     fn with_headers(subject: &str, headers: &[(&str, &str)], ts: i64) -> StreamMsg {
@@ -1172,5 +1428,209 @@ mod tests {
         let replies = flat(m.apply([log_entry(1, entry(Some("a"), 5))]).await.unwrap());
         assert_eq!(replies[0].seq, 10);
         assert_eq!(store.stream_state("S").unwrap().unwrap().msgs, 1);
+    }
+    /// Log entry `index` holding `op` alone.
+    fn op_entry(index: u64, op: StreamOp) -> Entry<StreamTypes> {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(StreamBatch {
+                msgs: Vec::new(),
+                op: Some(op),
+            }),
+        }
+    }
+
+    fn on(subject: &str, ts: i64) -> StreamMsg {
+        StreamMsg {
+            subject: subject.into(),
+            headers: None,
+            payload: b"x".to_vec(),
+            ts_ns: ts,
+        }
+    }
+
+    /// `discard: new` refuses the publishes past `max_msgs` or per subject (10077's
+    /// limits), within one batch too; applied again after the marker was lost, one entry at
+    /// a time, the same decisions and nothing stored twice.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn discard_new_is_decided_alike() {
+        let cfg = |json: &str| {
+            let cfg: StreamConfig = serde_json::from_str(json).unwrap();
+            DiscardNew::of(&cfg)
+        };
+        assert_eq!(cfg(r#"{"name":"S","max_msgs":3}"#), None);
+        assert_eq!(cfg(r#"{"name":"S","discard":"new"}"#), None);
+        let per_subject = cfg(
+            r#"{"name":"S","discard":"new","max_msgs":4,"max_msgs_per_subject":2,
+                "discard_new_per_subject":true}"#,
+        );
+        assert!(per_subject.is_some());
+        let (dir, store) = store_with_stream().await;
+        let db = RaftDb::open(dir.path()).unwrap();
+        let msgs = vec![
+            on("a", 1),
+            on("a", 2),
+            on("a", 3),
+            on("b", 4),
+            on("c", 5),
+            on("d", 6),
+        ];
+        let expected = vec![
+            (1, None),
+            (2, None),
+            (0, Some(Refusal::Discarded(Limit::PerSubject))),
+            (3, None),
+            (4, None),
+            (0, Some(Refusal::Discarded(Limit::Msgs))),
+        ];
+        let outcome = |replies: Vec<BatchReply>| -> Vec<(u64, Option<Refusal>)> {
+            flat(replies)
+                .into_iter()
+                .map(|r| (r.seq, r.refused))
+                .collect()
+        };
+        let m = StreamMachine::open(db.clone(), "S-x", store.clone(), "S", 0, 0).unwrap();
+        m.set_discard_new(per_subject);
+        let mut m1 = m.clone();
+        let one = vec![batch_entry(1, msgs.clone())];
+        assert_eq!(outcome(m1.apply(one).await.unwrap()), expected);
+        assert_eq!(store.stream_state("S").unwrap().unwrap().msgs, 4);
+        // Applied again entry by entry (the store ahead of a lost marker): alike.
+        let entries: Vec<_> = msgs
+            .iter()
+            .cloned()
+            .enumerate()
+            .map(|(i, e)| log_entry(i as u64 + 1, e))
+            .collect();
+        db.put_state("S-x", vec![(MARKER, None)]).await.unwrap();
+        let mut m = StreamMachine::open(db.clone(), "S-x", store.clone(), "S", 0, 0).unwrap();
+        m.set_discard_new(per_subject);
+        let mut again = Vec::new();
+        for e in entries {
+            again.extend(outcome(m.apply([e]).await.unwrap()));
+        }
+        // Which limit is not known again (nobody waits for these replies): refused alike.
+        let refused = |v: &[(u64, Option<Refusal>)]| -> Vec<(u64, bool)> {
+            v.iter().map(|(s, r)| (*s, r.is_some())).collect()
+        };
+        assert_eq!(refused(&again), refused(&expected));
+        let state = store.stream_state("S").unwrap().unwrap();
+        assert_eq!((state.msgs, state.last_seq), (4, 4));
+        // max_bytes: the next message would pass it.
+        let (dir, store) = store_with_stream().await;
+        let db = RaftDb::open(dir.path()).unwrap();
+        let size = leaf_store::msg_size("a", 0, 1);
+        let bytes = cfg(&format!(
+            r#"{{"name":"S","discard":"new","max_bytes":{}}}"#,
+            2 * size
+        ));
+        let mut m = StreamMachine::open(db, "S-x", store, "S", 0, 0).unwrap();
+        m.set_discard_new(bytes);
+        let replies = m
+            .apply([batch_entry(1, vec![on("a", 1), on("a", 2), on("a", 3)])])
+            .await
+            .unwrap();
+        assert_eq!(
+            outcome(replies),
+            vec![
+                (1, None),
+                (2, None),
+                (0, Some(Refusal::Discarded(Limit::Bytes)))
+            ]
+        );
+    }
+
+    /// A purge and a message delete are applied after the publishes before them, bounded by
+    /// the applied state: applied again after a crash (the store holding later messages)
+    /// they remove nothing of what followed them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn purges_and_deletes_apply_in_log_order() {
+        let (dir, store) = store_with_stream().await;
+        let db = RaftDb::open(dir.path()).unwrap();
+        let entries = vec![
+            batch_entry(1, vec![on("a", 1), on("b", 2), on("a", 3), on("b", 4)]),
+            op_entry(2, StreamOp::Delete { seq: 2 }),
+            op_entry(
+                3,
+                StreamOp::Purge {
+                    filter: Some("a".into()),
+                    up_to_seq: None,
+                    keep: None,
+                },
+            ),
+            batch_entry(4, vec![on("a", 5), on("c", 6)]),
+            op_entry(5, StreamOp::Delete { seq: 9 }),
+            op_entry(
+                6,
+                StreamOp::Purge {
+                    filter: None,
+                    up_to_seq: None,
+                    keep: Some(1),
+                },
+            ),
+            batch_entry(7, vec![on("d", 7)]),
+        ];
+        let ops = |replies: Vec<BatchReply>| -> Vec<Option<OpReply>> {
+            replies.into_iter().map(|r| r.op).collect()
+        };
+        let expected = vec![
+            None,
+            Some(OpReply::Deleted(true)),
+            Some(OpReply::Purged(2)),
+            None,
+            Some(OpReply::Deleted(false)),
+            Some(OpReply::Purged(2)),
+            None,
+        ];
+        let seqs = |store: &Store| super::super::rollup::stored_seqs(store, "S");
+        let mut m = StreamMachine::open(db.clone(), "S-x", store.clone(), "S", 0, 0).unwrap();
+        assert_eq!(ops(m.apply(entries.clone()).await.unwrap()), expected);
+        assert_eq!(seqs(&store), [6, 7]);
+        // The marker lost: applied again, one entry at a time; the same copy.
+        db.put_state("S-x", vec![(MARKER, None)]).await.unwrap();
+        let mut m = StreamMachine::open(db.clone(), "S-x", store.clone(), "S", 0, 0).unwrap();
+        for e in entries {
+            m.apply([e]).await.unwrap();
+        }
+        assert_eq!(seqs(&store), [6, 7]);
+        assert_eq!(store.stream_state("S").unwrap().unwrap().last_seq, 7);
+    }
+    /// A copy behind its applied marker is lost only once the log is purged (else the
+    /// entries apply again); a reset forgets everything of the group but its vote and keeps
+    /// the floor.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lost_copy_is_detected_and_its_group_reset() {
+        let (dir, store) = store_with_stream().await;
+        let db = RaftDb::open(dir.path()).unwrap();
+        assert!(!copy_lost(&db, "S-x", &store, "S").unwrap());
+        let mut m = StreamMachine::open(db.clone(), "S-x", store.clone(), "S", 0, 0).unwrap();
+        m.apply([batch_entry(1, vec![on("a", 1), on("b", 2)])])
+            .await
+            .unwrap();
+        assert!(!copy_lost(&db, "S-x", &store, "S").unwrap());
+        // The copy lost (a memory store after a restart).
+        let empty = Store::open_memory(leaf_store::StoreOptions::default()).unwrap();
+        empty.create_stream("S", b"{}".to_vec()).await.unwrap();
+        assert!(
+            !copy_lost(&db, "S-x", &empty, "S").unwrap(),
+            "the log is whole"
+        );
+        db.put_state(
+            "S-x",
+            vec![("purged", Some(vec![0])), ("vote", Some(vec![7]))],
+        )
+        .await
+        .unwrap();
+        assert!(copy_lost(&db, "S-x", &empty, "S").unwrap());
+        db.reset_group("S-x", vec![1, 2]).await.unwrap();
+        assert!(!copy_lost(&db, "S-x", &empty, "S").unwrap());
+        assert_eq!(db.get_state("S-x", MARKER).unwrap(), None);
+        assert_eq!(db.get_state("S-x", "purged").unwrap(), None);
+        assert_eq!(db.get_state("S-x", "vote").unwrap(), Some(vec![7]));
+        assert_eq!(
+            db.get_state("S-x", super::super::store::RESET_FLOOR)
+                .unwrap(),
+            Some(vec![1, 2])
+        );
     }
 }

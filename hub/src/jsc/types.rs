@@ -52,6 +52,44 @@ pub struct StreamMsg {
 pub struct StreamBatch {
     /// The publishes, applied in this order.
     pub msgs: Vec<StreamMsg>,
+    /// A change of the stream's messages applied after the publishes (`STREAM.PURGE`,
+    /// `MSG.DELETE`): proposed alone, in an entry without publishes.
+    pub op: Option<StreamOp>,
+}
+
+/// A change of a replicated stream's messages other than a publish, applied alike on every
+/// member (see `super::stream_machine`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StreamOp {
+    /// `STREAM.PURGE`: the messages matching `filter` below `up_to_seq`, or all but the
+    /// newest `keep` of them.
+    Purge {
+        /// Subject filter (`None`: every subject).
+        filter: Option<String>,
+        /// Exclusive upper bound.
+        up_to_seq: Option<u64>,
+        /// How many of the newest matching messages stay.
+        keep: Option<u64>,
+    },
+    /// `STREAM.MSG.DELETE` (with or without `no_erase`): message `seq`.
+    Delete {
+        /// The sequence.
+        seq: u64,
+    },
+    /// `STREAM.UPDATE` (applied by the meta group): the stream's `discard: new` limits from
+    /// this entry on, so that every member decides the publishes after it alike.
+    Configure(Option<super::stream_machine::DiscardNew>),
+}
+
+/// What applying a [`StreamOp`] gave.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OpReply {
+    /// How many messages a purge removed.
+    Purged(u64),
+    /// Whether a delete found its message.
+    Deleted(bool),
+    /// The limits were set.
+    Configured,
 }
 
 /// What applying a [`StreamBatch`] gave: one [`StreamReply`] per publish, in the batch's
@@ -60,6 +98,8 @@ pub struct StreamBatch {
 pub struct BatchReply {
     /// The publishes' replies.
     pub replies: Vec<StreamReply>,
+    /// The reply of the batch's [`StreamOp`], if it has one.
+    pub op: Option<OpReply>,
 }
 
 /// What applying a [`StreamMsg`] gave: the stream sequence it has (for a duplicate, the
@@ -85,6 +125,30 @@ pub enum Refusal {
     WrongLastSequence(u64),
     /// `Nats-Expected-Last-Msg-Id` differs from the last stored message's id, given (10070).
     WrongLastMsgId(String),
+    /// `discard: new`: the publish would exceed this limit (10077, as a single server).
+    Discarded(Limit),
+}
+
+/// The `discard: new` limit a publish would exceed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Limit {
+    /// `max_msgs`.
+    Msgs,
+    /// `max_bytes`.
+    Bytes,
+    /// `max_msgs_per_subject` with `discard_new_per_subject`.
+    PerSubject,
+}
+
+impl Limit {
+    /// A single server's description of the refusal.
+    pub fn text(self) -> &'static str {
+        match self {
+            Limit::Msgs => "maximum messages exceeded",
+            Limit::Bytes => "maximum bytes exceeded",
+            Limit::PerSubject => "maximum messages per subject exceeded",
+        }
+    }
 }
 
 openraft::declare_raft_types!(
