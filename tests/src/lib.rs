@@ -718,6 +718,7 @@ impl TestServer {
 pub mod certs;
 pub mod creds;
 pub mod netns;
+pub mod partition;
 pub mod proxy;
 pub mod pty;
 pub mod uplink;
