@@ -717,6 +717,7 @@ impl TestServer {
 
 pub mod certs;
 pub mod creds;
+pub mod linearizable;
 pub mod netns;
 pub mod partition;
 pub mod proxy;
