@@ -78,6 +78,11 @@ impl Lan {
         };
         ip(&["link", "add", "name", &bridge, "type", "bridge"]);
         ip(&["addr", "add", &format!("10.78.{k}.1/24"), "dev", &bridge]);
+        // Bridged traffic kept out of iptables (a host whose FORWARD policy is DROP, e.g. with
+        // Docker, would otherwise cut the members apart from the start); best effort.
+        for family in ["nf_call_iptables", "nf_call_ip6tables", "nf_call_arptables"] {
+            ip_quiet(&["link", "set", "dev", &bridge, "type", "bridge", family, "0"]);
+        }
         ip(&["link", "set", &bridge, "up"]);
         for i in 0..n {
             let ns = format!("ptns{k}-{i}");
