@@ -717,7 +717,9 @@ impl TestServer {
 
 pub mod certs;
 pub mod creds;
+pub mod linearizable;
 pub mod netns;
+pub mod partition;
 pub mod proxy;
 pub mod pty;
 pub mod uplink;

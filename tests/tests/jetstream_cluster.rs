@@ -2,8 +2,10 @@
 //! over the routes (see `hub/JETSTREAM-CLUSTER.md`).
 //!
 //! Three members with JetStream elect one meta leader that every member's `/jsz` shows
-//! (`meta_cluster`), and `/healthz` is 503 until then; the leader SIGKILLed is replaced, and
-//! once restarted it rejoins from its own Raft log as a current follower; the system account's
+//! (`meta_cluster`), and `/healthz` is 503 until then; the leader SIGKILLed is replaced (while
+//! a reconnecting client's publishes to an R3 stream go on, each acknowledged one stored once,
+//! and streams are still created), and once restarted it rejoins from its own Raft log as a
+//! current follower; the system account's
 //! `$JS.API.META.LEADER.STEPDOWN` moves leadership; a nats-server member with JetStream is
 //! reported by name and routing goes on; two halves of a four-member cluster started apart
 //! elect no leader. The same steps run against a nats-server cluster where they apply, to
@@ -265,26 +267,87 @@ mod three_members_elect_one_meta_leader {
     }
 }
 
-/// The meta leader SIGKILLed: the two others elect a new leader; the killed member restarted
-/// on its store rejoins from its own Raft log (it does not initialize a group again), agrees
-/// on the leader, and the leader reports it current.
+/// The meta leader SIGKILLed (issue 22, "Repeat with the meta leader") while a client
+/// connected to it, reconnecting to the others, publishes async windows with msg ids to an R3
+/// stream: the two others elect a new leader, every publish is acknowledged and stored exactly
+/// once at its acknowledged sequence on both survivors, and a stream is still created (R2,
+/// through the new meta leader); the killed member restarted on its store rejoins from its own
+/// Raft log (it does not initialize a group again), agrees on the leader, the leader reports
+/// it current, and its copy holds the same messages.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_meta_leader_is_replaced_and_rejoins() {
     let mut members = cluster(&[ServerKind::Hubd; 3]).await;
     let first = {
         let all: Vec<&Member> = members.iter().collect();
-        agreed_leader(&all, None).await
+        let first = agreed_leader(&all, None).await;
+        let created = create(
+            &app_client(&members[0]).await,
+            json!({"name": "ORDERS", "subjects": ["orders.>"], "num_replicas": 3}),
+        )
+        .await;
+        assert_eq!(created["did_create"], true, "{created}");
+        stream_leader(&all, "ORDERS", None).await;
+        first
     };
     let idx = members
         .iter()
         .position(|m| m.name == first)
         .expect("the leader is a member");
+    // A client connected to the meta leader, that reconnects to the others when it dies.
+    let mut urls = vec![members[idx].server.url()];
+    urls.extend(
+        members
+            .iter()
+            .filter(|m| m.name != first)
+            .map(|m| m.server.url()),
+    );
+    let client = tokio::time::timeout(
+        Duration::from_secs(10),
+        TestServer::options()
+            .user_and_password("g".into(), "g".into())
+            .retain_servers_order()
+            .connect(urls),
+    )
+    .await
+    .expect("connected within 10 s")
+    .expect("connected");
+    let js = e2e::async_nats::jetstream::new(client);
+    const N: usize = 300;
+    let mut killed_yet = false;
+    let acked = publish_until_acknowledged(&js, N, |done| {
+        if !killed_yet && done >= N / 3 {
+            members[idx].server.kill();
+            killed_yet = true;
+        }
+    })
+    .await;
+    assert!(killed_yet, "the meta leader was killed mid-way");
     let mut killed = members.remove(idx);
-    killed.server.kill();
     let second = {
         let rest: Vec<&Member> = members.iter().collect();
         agreed_leader(&rest, Some(&first)).await
     };
+    for m in &members {
+        let copy = copy_of(m, "ORDERS", N as u64).await;
+        exactly_once(m, &copy, &acked);
+    }
+    // Streams are still created, by the new meta leader (R2: one voter is down).
+    let deadline = Instant::now() + ELECTION;
+    loop {
+        let created = create(
+            &app_client(&members[0]).await,
+            json!({"name": "AFTER", "subjects": ["after.>"], "num_replicas": 2}),
+        )
+        .await;
+        if created["did_create"] == json!(true) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no stream created after the meta leader died: {created}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
     assert_ne!(first, second);
     // Restarted on the same store and configuration.
     killed.server = TestServer::with_config(ServerKind::Hubd, killed.config.clone()).await;
@@ -318,6 +381,8 @@ async fn a_killed_meta_leader_is_replaced_and_rejoins() {
         "a restarted member rejoins from its log:\n{}",
         restarted.server.log()
     );
+    let copy = copy_of(restarted, "ORDERS", N as u64).await;
+    exactly_once(restarted, &copy, &acked);
 }
 
 /// A member joining a running cluster is added online by the leader (a learner that catches
@@ -1296,10 +1361,48 @@ async fn a_killed_stream_leader_loses_no_acknowledged_publish() {
     let (killed, client_member) = leader_and_other(&members, &leader);
     let js = jetstream_on(&members[client_member]).await;
     const N: usize = 300;
-    const WINDOW: usize = 20;
-    let mut acked: Vec<Option<u64>> = vec![None; N];
-    let deadline = Instant::now() + Duration::from_secs(120);
     let mut killed_yet = false;
+    let acked = publish_until_acknowledged(&js, N, |done| {
+        // Killed with a window in flight: some of it may be stored without its PubAck
+        // reaching the client, and is retried.
+        if !killed_yet && done >= N / 3 {
+            members[killed].server.kill();
+            killed_yet = true;
+        }
+    })
+    .await;
+    assert!(killed_yet, "the leader was killed mid-way");
+    let survivors: Vec<&Member> = members
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != killed)
+        .map(|(_, m)| m)
+        .collect();
+    let new_leader = stream_leader(&survivors, "ORDERS", Some(&leader)).await;
+    assert_ne!(new_leader, leader);
+    for m in &survivors {
+        let copy = copy_of(m, "ORDERS", N as u64).await;
+        exactly_once(m, &copy, &acked);
+    }
+    // The killed member restarted catches up.
+    members[killed].server =
+        TestServer::with_config(ServerKind::Hubd, members[killed].config.clone()).await;
+    let copy = copy_of(&members[killed], "ORDERS", N as u64).await;
+    exactly_once(&members[killed], &copy, &acked);
+}
+
+/// Publishes `orders.<i>` with `Nats-Msg-Id` `m<i>` and payload `p<i>` for every `i < n`
+/// through `js`, in async windows of 20, retrying what was not acknowledged (bounded: 120 s),
+/// calling `between` with the number acknowledged so far after each window is sent and
+/// before its PubAcks are awaited: the sequence each publish was acknowledged with.
+async fn publish_until_acknowledged(
+    js: &e2e::async_nats::jetstream::Context,
+    n: usize,
+    mut between: impl FnMut(usize),
+) -> Vec<u64> {
+    const WINDOW: usize = 20;
+    let mut acked: Vec<Option<u64>> = vec![None; n];
+    let deadline = Instant::now() + Duration::from_secs(120);
     while acked.iter().any(Option::is_none) {
         assert!(
             Instant::now() < deadline,
@@ -1307,7 +1410,7 @@ async fn a_killed_stream_leader_loses_no_acknowledged_publish() {
             acked.iter().filter(|a| a.is_none()).count()
         );
         // The next window of publishes not acknowledged yet (retries first).
-        let batch: Vec<usize> = (0..N)
+        let batch: Vec<usize> = (0..n)
             .filter(|i| acked[*i].is_none())
             .take(WINDOW)
             .collect();
@@ -1324,12 +1427,7 @@ async fn a_killed_stream_leader_loses_no_acknowledged_publish() {
                 pending.push((*i, ack));
             }
         }
-        // Killed with a window in flight: some of it may be stored without its PubAck
-        // reaching the client, and is retried.
-        if !killed_yet && acked.iter().filter(|a| a.is_some()).count() >= N / 3 {
-            members[killed].server.kill();
-            killed_yet = true;
-        }
+        between(acked.iter().filter(|a| a.is_some()).count());
         // Awaited together (a PubAck future's timeout starts when it is polled).
         let outcomes = futures::future::join_all(pending.into_iter().map(|(i, ack)| async move {
             (i, tokio::time::timeout(Duration::from_secs(10), ack).await)
@@ -1346,44 +1444,29 @@ async fn a_killed_stream_leader_loses_no_acknowledged_publish() {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
-    assert!(killed_yet, "the leader was killed mid-way");
-    let survivors: Vec<&Member> = members
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| *i != killed)
-        .map(|(_, m)| m)
-        .collect();
-    let new_leader = stream_leader(&survivors, "ORDERS", Some(&leader)).await;
-    assert_ne!(new_leader, leader);
-    // Exactly once: N messages, each id once, at the sequence its PubAck gave.
-    let check = |m: &Member, copy: &[(u64, String, String)]| {
-        let mut ids: Vec<&str> = copy.iter().map(|(_, id, _)| id.as_str()).collect();
-        ids.sort_unstable();
-        ids.dedup();
-        assert_eq!(ids.len(), N, "{}: every id once", m.name);
-        for (seq, id, payload) in copy {
-            let i: usize = id
-                .strip_prefix('m')
-                .and_then(|n| n.parse().ok())
-                .unwrap_or_else(|| panic!("{}: unexpected id {id}", m.name));
-            assert_eq!(payload, &format!("p{i}"), "{}", m.name);
-            assert_eq!(
-                acked[i],
-                Some(*seq),
-                "{}: {id} at its acknowledged sequence",
-                m.name
-            );
-        }
-    };
-    for m in &survivors {
-        let copy = copy_of(m, "ORDERS", N as u64).await;
-        check(m, &copy);
+    acked.into_iter().flatten().collect()
+}
+
+/// Exactly once: `copy` (of member `m`) holds each of the `acked.len()` ids once, with its
+/// payload, at the sequence its PubAck gave.
+fn exactly_once(m: &Member, copy: &[(u64, String, String)], acked: &[u64]) {
+    let mut ids: Vec<&str> = copy.iter().map(|(_, id, _)| id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), acked.len(), "{}: every id once", m.name);
+    for (seq, id, payload) in copy {
+        let i: usize = id
+            .strip_prefix('m')
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{}: unexpected id {id}", m.name));
+        assert_eq!(payload, &format!("p{i}"), "{}", m.name);
+        assert_eq!(
+            acked.get(i),
+            Some(seq),
+            "{}: {id} at its acknowledged sequence",
+            m.name
+        );
     }
-    // The killed member restarted catches up.
-    members[killed].server =
-        TestServer::with_config(ServerKind::Hubd, members[killed].config.clone()).await;
-    let copy = copy_of(&members[killed], "ORDERS", N as u64).await;
-    check(&members[killed], &copy);
 }
 
 /// issue 22 step 4 (c): with two of three members stopped, the member left (the stream's
