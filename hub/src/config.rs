@@ -387,8 +387,8 @@ mod tests {
         assert!(
             err.ends_with(
                 "leafnodes, accounts, system_account, lame_duck_duration, lame_duck_grace_period, \
-                 pid_file, pidfile, log_file, logfile, syslog, websocket, cluster, operator, \
-                 resolver, resolver_preload)"
+                 pid_file, pidfile, log_file, logfile, syslog, websocket, cluster, server_tags, \
+                 operator, resolver, resolver_preload)"
             ),
             "{err}"
         );
