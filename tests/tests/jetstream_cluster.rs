@@ -2098,3 +2098,195 @@ async fn placement_tags_choose_members_by_their_server_tags() {
     }
     assert!(!stream_names(&client).await.contains(&"GPU".to_owned()));
 }
+
+/// The `cluster.leader` of replicated consumer `consumer` of `stream` as some member of
+/// `members` sees it, other than `not` (bounded wait).
+async fn consumer_leader(
+    members: &[&Member],
+    stream: &str,
+    consumer: &str,
+    not: Option<&str>,
+) -> String {
+    let deadline = Instant::now() + ELECTION;
+    let subject = format!("$JS.API.CONSUMER.INFO.{stream}.{consumer}");
+    loop {
+        for m in members {
+            let client = app_client(m).await;
+            let info = api(&client, &subject, json!({})).await;
+            if let Some(leader) = info["cluster"]["leader"].as_str() {
+                if Some(leader) != not {
+                    return leader.to_owned();
+                }
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{stream}/{consumer}: no group leader (other than {not:?}) within {ELECTION:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// One pull request of `batch` messages of consumer `D` of stream `WORK` on `client`: the
+/// stream sequence and ack subject of each message received (within a bound; a status or an
+/// error ends it early).
+async fn fetch(client: &e2e::async_nats::Client, batch: u64) -> Vec<(u64, String)> {
+    let inbox = client.new_inbox();
+    let Ok(mut sub) = client.subscribe(inbox.clone()).await else {
+        return Vec::new();
+    };
+    let body = json!({"batch": batch, "expires": 2_000_000_000u64}).to_string();
+    if client
+        .publish_with_reply(
+            "$JS.API.CONSUMER.MSG.NEXT.WORK.D".to_owned(),
+            inbox,
+            body.into(),
+        )
+        .await
+        .is_err()
+    {
+        return Vec::new();
+    }
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(4);
+    while (got.len() as u64) < batch {
+        let Ok(Some(msg)) = tokio::time::timeout_at(deadline, sub.next()).await else {
+            break;
+        };
+        let Some(reply) = msg.reply.as_ref().map(|r| r.to_string()) else {
+            break; // a status (408, 404) or an error answer
+        };
+        let tokens: Vec<&str> = reply.split('.').collect();
+        let Some(seq) = tokens.get(5).and_then(|t| t.parse::<u64>().ok()) else {
+            break;
+        };
+        got.push((seq, reply));
+    }
+    got
+}
+
+/// issue 22 (consumer groups): an R3 stream with 1,000 messages and an R3 durable pull
+/// consumer (explicit ack): a client on the consumer's group leader fetches batches and
+/// double-acks every message (`+ACK` as a request: answered once its group committed it);
+/// the consumer leader SIGKILLed mid-way, the client moves to the new leader's member and
+/// finishes: every sequence received and acknowledged, none whose double ack succeeded
+/// delivered again; every member (the killed one restarted too) shows the ack floor 1,000 in
+/// `CONSUMER.INFO` (the record its group applied).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_consumer_leader_redelivers_no_double_acked_message() {
+    let (mut members, _) = three_members_with_an_r3_stream("WORK", "work.>").await;
+    const N: u64 = 1000;
+    let js = jetstream_on(&members[0]).await;
+    for window in 0..(N / 50) {
+        let mut acks = Vec::new();
+        for i in 0..50 {
+            let ack = js
+                .publish(format!("work.{}", window * 50 + i), "x".into())
+                .await
+                .expect("publish");
+            acks.push(ack);
+        }
+        for ack in acks {
+            tokio::time::timeout(Duration::from_secs(10), ack)
+                .await
+                .expect("a PubAck within 10 s")
+                .expect("a PubAck");
+        }
+    }
+    let created = api(
+        &app_client(&members[0]).await,
+        "$JS.API.CONSUMER.DURABLE.CREATE.WORK.D",
+        json!({"stream_name": "WORK", "config": {
+            "durable_name": "D", "ack_policy": "explicit", "ack_wait": 3_000_000_000u64,
+        }}),
+    )
+    .await;
+    assert_eq!(created["name"], "D", "{created}");
+    assert!(created["error"].is_null(), "{created}");
+    let all: Vec<&Member> = members.iter().collect();
+    let leader = consumer_leader(&all, "WORK", "D", None).await;
+    let mut at = members
+        .iter()
+        .position(|m| m.name == leader)
+        .expect("the leader");
+    let killed = at;
+    let mut client = app_client(&members[at]).await;
+    let mut double_acked = std::collections::BTreeSet::new();
+    let mut killed_yet = false;
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while (double_acked.len() as u64) < N {
+        assert!(
+            Instant::now() < deadline,
+            "not every message double-acked within 180 s: {} of {N}",
+            double_acked.len()
+        );
+        if !killed_yet && double_acked.len() as u64 >= N / 3 {
+            members[killed].server.kill();
+            killed_yet = true;
+            let survivors: Vec<&Member> = members
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != killed)
+                .map(|(_, m)| m)
+                .collect();
+            let new_leader = consumer_leader(&survivors, "WORK", "D", Some(&leader)).await;
+            at = members
+                .iter()
+                .position(|m| m.name == new_leader)
+                .expect("the new leader");
+            client = app_client(&members[at]).await;
+        }
+        let got = fetch(&client, 50).await;
+        if got.is_empty() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        }
+        for (seq, _) in &got {
+            assert!(
+                !double_acked.contains(seq),
+                "stream sequence {seq} delivered again after its double ack succeeded"
+            );
+        }
+        let outcomes = futures::future::join_all(got.into_iter().map(|(seq, reply)| {
+            let client = client.clone();
+            async move {
+                let answer = tokio::time::timeout(
+                    Duration::from_secs(5),
+                    client.request(reply, "+ACK".into()),
+                )
+                .await;
+                (seq, matches!(answer, Ok(Ok(_))))
+            }
+        }))
+        .await;
+        for (seq, acked) in outcomes {
+            if acked {
+                double_acked.insert(seq);
+            }
+        }
+    }
+    assert!(killed_yet, "the consumer leader was killed mid-way");
+    assert_eq!(
+        double_acked.iter().copied().collect::<Vec<u64>>(),
+        (1..=N).collect::<Vec<u64>>()
+    );
+    // The killed member restarted: every member shows the ack floor from its group's record.
+    members[killed].server =
+        TestServer::with_config(ServerKind::Hubd, members[killed].config.clone()).await;
+    for m in &members {
+        let client = app_client(m).await;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let info = api(&client, "$JS.API.CONSUMER.INFO.WORK.D", json!({})).await;
+            if info["ack_floor"]["stream_seq"] == json!(N) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: ack floor not {N} within 60 s: {info}",
+                m.name
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}

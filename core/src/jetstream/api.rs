@@ -849,6 +849,17 @@ impl Inner {
             return err(KIND, &ApiError::stream_not_found());
         };
         let stream_cfg = stream.config();
+        if super::replication::wants_group(&stream_cfg, &cfg) {
+            if let Some(answer) = self
+                .create_replicated_consumer(&stream_cfg, cfg.clone())
+                .await
+            {
+                return match answer {
+                    Ok(info) => ok(KIND, info),
+                    Err(e) => err(KIND, &e),
+                };
+            }
+        }
         if stream_cfg.is_replicated() {
             if let Err(e) = super::replication::check_consumer_on_copy(&stream_cfg, &cfg) {
                 return err(KIND, &e);
@@ -940,8 +951,20 @@ impl Inner {
         let Some(s) = self.stream(stream) else {
             return err(KIND, &ApiError::stream_not_found());
         };
-        match s.consumer(name) {
-            Some(c) => self.consumer_info_reply(KIND, &c).await,
+        let cluster = self.replicated_consumer_cluster(stream, name);
+        let info = match (s.consumer(name), &cluster) {
+            (Some(c), _) => c.info().await,
+            // A replicated consumer whose task runs on another member: this member's record.
+            (None, Some(_)) => self.replicated_consumer_record(stream, name),
+            (None, None) => None,
+        };
+        match info {
+            Some(mut info) => {
+                if cluster.is_some() {
+                    info.cluster = cluster;
+                }
+                ok(KIND, info)
+            }
             None => err(KIND, &JsError::ConsumerNotFound.err()),
         }
     }
@@ -951,6 +974,12 @@ impl Inner {
         let Some(s) = self.stream(stream) else {
             return err(KIND, &ApiError::stream_not_found());
         };
+        if let Some(deleted) = self.delete_replicated_consumer(stream, name).await {
+            return match deleted {
+                Ok(()) => ok(KIND, json!({ "success": true })),
+                Err(e) => err(KIND, &e),
+            };
+        }
         let Some(c) = s.remove_consumer(name) else {
             return err(KIND, &JsError::ConsumerNotFound.err());
         };

@@ -709,6 +709,12 @@ impl Inner {
                 continue;
             }
             let len = bytes.len();
+            // A replicated consumer is its group's: started on the member leading it.
+            let replicated = consumer::decode_record(&bytes)
+                .is_ok_and(|(config, _)| replication::wants_group(&stream.config(), &config));
+            if replicated {
+                continue;
+            }
             let started = consumer::decode_record(&bytes).and_then(|(config, created_ns)| {
                 consumer::start(
                     &stream,

@@ -35,7 +35,7 @@ use leaf_proto::time::{now_ns, rfc3339};
 use super::config::consumer::ConsumerConfig;
 use super::config::{Retention, StreamConfig};
 use super::errors::{ApiError, JsError};
-use super::wire::{ClusterInfo, StreamInfo, StreamInfoResponse, StreamState};
+use super::wire::{ClusterInfo, ConsumerInfo, StreamInfo, StreamInfoResponse, StreamState};
 use super::{Inner, JetStream};
 
 /// An answer the hook gives later.
@@ -85,6 +85,45 @@ pub trait Replication: Send + Sync {
             .into_iter()
             .find(|s| s.config.name == name)
     }
+
+    /// Creates the replicated consumer `config` (normalized, durable: see [`wants_group`]) of
+    /// replicated stream `stream` of `account`; by default not served (10036).
+    fn create_consumer(&self, account: &str, stream: &str, config: ConsumerConfig) -> Pending<()> {
+        let _ = (account, stream, config);
+        Box::pin(async { Err(unserved()) })
+    }
+
+    /// Deletes the replicated consumer `name` of stream `stream` of `account`; by default not
+    /// served (10036).
+    fn delete_consumer(&self, account: &str, stream: &str, name: &str) -> Pending<()> {
+        let _ = (account, stream, name);
+        Box::pin(async { Err(unserved()) })
+    }
+
+    /// The replicated consumer `name` of stream `stream` of `account`, if known here.
+    fn consumer(&self, account: &str, stream: &str, name: &str) -> Option<ReplicatedConsumer> {
+        let _ = (account, stream, name);
+        None
+    }
+}
+
+/// A replicated consumer as the cluster knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicatedConsumer {
+    /// Its configuration.
+    pub config: ConsumerConfig,
+    /// The cluster's name, the group's leader (none known) and its peers.
+    pub cluster: ClusterInfo,
+}
+
+/// Whether consumer `cfg` of stream `stream` is a replicated consumer with a group of its own
+/// (hubd's consumer groups): a durable consumer without `num_replicas: 1` of a replicated
+/// stream with limits retention.
+pub fn wants_group(stream: &StreamConfig, cfg: &ConsumerConfig) -> bool {
+    stream.is_replicated()
+        && stream.retention == Retention::Limits
+        && cfg.is_durable()
+        && cfg.num_replicas != 1
 }
 
 /// The `num_replicas` a `STREAM.CREATE` body asks for (1 when absent or unreadable: the
@@ -189,6 +228,76 @@ impl Inner {
         let (hook, account) = self.replication()?;
         hook.stream(&account, name)?;
         Some(hook.step_down(&account, name).await)
+    }
+
+    /// `CONSUMER.CREATE` of a replicated consumer (see [`wants_group`]) of copy `stream`:
+    /// the answer; `None` without a hook.
+    pub(crate) async fn create_replicated_consumer(
+        &self,
+        stream: &StreamConfig,
+        cfg: ConsumerConfig,
+    ) -> Option<Result<ConsumerInfo, ApiError>> {
+        let (hook, account) = self.replication()?;
+        let create = async {
+            let replicas = cfg.num_replicas;
+            if replicas > i64::from(stream.num_replicas) || replicas < 0 {
+                return Err(JsError::ConsumerReplicasExceedsStream.err());
+            }
+            // The single-server checks, then the replicas back.
+            let cfg = ConsumerConfig {
+                num_replicas: 0,
+                ..cfg
+            };
+            let mut cfg = cfg.normalize(stream)?;
+            cfg.num_replicas = replicas;
+            super::retention::check_config(stream, &cfg)?;
+            let name = cfg.consumer_name().unwrap_or_default().to_owned();
+            hook.create_consumer(&account, &stream.name, cfg.clone())
+                .await?;
+            let mut info = match self.replicated_consumer_record(&stream.name, &name) {
+                Some(info) => info,
+                None => super::consumer::info_of_config(&stream.name, &name, now_ns(), &cfg),
+            };
+            info.cluster = hook
+                .consumer(&account, &stream.name, &name)
+                .map(|c| c.cluster);
+            Ok(info)
+        };
+        Some(create.await)
+    }
+
+    /// `CONSUMER.DELETE` of a replicated consumer: the answer; `None` when it is not one
+    /// known here (or the server has no hook).
+    pub(crate) async fn delete_replicated_consumer(
+        &self,
+        stream: &str,
+        name: &str,
+    ) -> Option<Result<(), ApiError>> {
+        let (hook, account) = self.replication()?;
+        hook.consumer(&account, stream, name)?;
+        Some(hook.delete_consumer(&account, stream, name).await)
+    }
+
+    /// The cluster block of replicated consumer `name` of `stream`, if it is one known here.
+    pub(crate) fn replicated_consumer_cluster(
+        &self,
+        stream: &str,
+        name: &str,
+    ) -> Option<ClusterInfo> {
+        let (hook, account) = self.replication()?;
+        hook.consumer(&account, stream, name).map(|c| c.cluster)
+    }
+
+    /// The info of replicated consumer `name` of `stream` from this member's stored record
+    /// (what its group applied here), when there is one.
+    pub(crate) fn replicated_consumer_record(
+        &self,
+        stream: &str,
+        name: &str,
+    ) -> Option<ConsumerInfo> {
+        let stored = self.store_of(stream).consumers(stream).ok()?;
+        let (_, bytes) = stored.into_iter().find(|(c, _)| c == name)?;
+        super::consumer::info_of_record(stream, name, &bytes).ok()
     }
 
     /// The replicated stream `name` known here (not one of this engine's).
@@ -342,6 +451,78 @@ impl JetStream {
     /// subscribes a replicated stream's subjects there on the member leading its group.
     pub fn account(&self) -> Option<std::sync::Arc<crate::server::Account>> {
         self.inner.server.upgrade()
+    }
+
+    /// Starts the task of replicated consumer `config` (see [`wants_group`]) on this member's
+    /// copy of stream `stream`, from `record` (its group's last applied state record; `None`:
+    /// a new consumer created at `created_ns`), its state records going to `sink` (the
+    /// group's proposals): hubd does this on the member leading the consumer's group. A task
+    /// running already is stopped first.
+    pub async fn start_group_consumer(
+        &self,
+        stream: &str,
+        config: ConsumerConfig,
+        created_ns: i64,
+        record: Option<Vec<u8>>,
+        sink: std::sync::Arc<dyn super::consumer::RecordSink>,
+    ) -> Result<(), ApiError> {
+        let inner = &self.inner;
+        let Some(s) = inner.stream(stream) else {
+            return Err(ApiError::stream_not_found());
+        };
+        let name = config.consumer_name().unwrap_or_default().to_owned();
+        self.stop_group_consumer(stream, &name).await;
+        let (config, created_ns) = match &record {
+            Some(bytes) => super::consumer::decode_record(bytes)
+                .map_err(|e| JsError::ConsumerCreate.with(&e))?,
+            None => (config, created_ns),
+        };
+        let handle = super::consumer::start_with_sink(
+            &s,
+            inner.store_of(stream).clone(),
+            inner.server.clone(),
+            config,
+            created_ns,
+            record,
+            Some(sink),
+        )
+        .map_err(|e| JsError::ConsumerCreate.with(&e))?;
+        s.add_consumer(handle);
+        Ok(())
+    }
+
+    /// Stops the task of consumer `name` of this member's copy of `stream` (its group's lead
+    /// was lost, or it is deleted), waiting for its write in flight; its stored record stays.
+    /// Whether it ran.
+    pub async fn stop_group_consumer(&self, stream: &str, name: &str) -> bool {
+        let Some(s) = self.inner.stream(stream) else {
+            return false;
+        };
+        match s.remove_consumer(name) {
+            Some(c) => {
+                c.stop().await;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Deletes the stored record of replicated consumer `name` of this member's copy of
+    /// `stream` (the consumer is deleted), its task stopped first.
+    pub async fn delete_group_consumer(&self, stream: &str, name: &str) -> Result<(), ApiError> {
+        self.stop_group_consumer(stream, name).await;
+        if self.inner.stream(stream).is_none() {
+            return Ok(());
+        }
+        match self
+            .inner
+            .store_of(stream)
+            .delete_consumer(stream, name)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => Err(ApiError::general(&e.to_string())),
+        }
     }
 
     /// The names of this member's copies of replicated streams.

@@ -12,8 +12,9 @@
 use std::collections::BTreeMap;
 use std::sync::Weak;
 
+use leaf_core::jetstream::config::consumer::ConsumerConfig;
 use leaf_core::jetstream::config::{ApiError, JsError, StreamConfig};
-use leaf_core::jetstream::replication::{Pending, Replicated, Replication};
+use leaf_core::jetstream::replication::{Pending, Replicated, ReplicatedConsumer, Replication};
 use leaf_core::jetstream::wire::{ClusterInfo, PeerInfo};
 use leaf_proto::time::now_ns;
 
@@ -89,6 +90,28 @@ impl Replication for ClusterStreams {
         placement::choose(1, &[here], &BTreeMap::new(), &wanted)
             .map(drop)
             .map_err(no_peers)
+    }
+
+    fn create_consumer(&self, account: &str, stream: &str, config: ConsumerConfig) -> Pending<()> {
+        let group = self.0.clone();
+        let (account, stream) = (account.to_owned(), stream.to_owned());
+        Box::pin(async move {
+            let g = group.upgrade().ok_or_else(unavailable)?;
+            g.create_consumer(&account, &stream, config).await
+        })
+    }
+
+    fn delete_consumer(&self, account: &str, stream: &str, name: &str) -> Pending<()> {
+        let group = self.0.clone();
+        let (account, stream, name) = (account.to_owned(), stream.to_owned(), name.to_owned());
+        Box::pin(async move {
+            let g = group.upgrade().ok_or_else(unavailable)?;
+            g.delete_consumer(&account, &stream, &name).await
+        })
+    }
+
+    fn consumer(&self, account: &str, stream: &str, name: &str) -> Option<ReplicatedConsumer> {
+        self.0.upgrade()?.consumer_of(account, stream, name)
     }
 
     fn streams(&self, account: &str) -> Vec<Replicated> {
