@@ -969,7 +969,8 @@ async fn acknowledged(m: &Member, subject: &str) -> Value {
 /// issue 22 step 3: each peer of an R2 stream holds a copy in its engine (the third member
 /// none), which answers reads (`MSG.GET`: no message); a publish through any member is
 /// acknowledged, before and after a restart of a peer; what would change a copy is refused
-/// (10036), as are reads on the member without a copy. Deleted from the member without a
+/// (10036), as are reads on the member without a copy; a durable consumer is created as a
+/// replicated one (its group on the stream's peers). Deleted from the member without a
 /// copy, the copies go.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replicated_stream_has_a_copy_on_each_peer() {
@@ -1024,7 +1025,8 @@ async fn a_replicated_stream_has_a_copy_on_each_peer() {
         json!({"stream_name": "ORDERS", "config": {"durable_name": "D", "ack_policy": "explicit"}}),
     )
     .await;
-    assert_eq!(consumer["error"]["err_code"], 10036, "{consumer}");
+    // A replicated durable consumer: assigned to the stream's peers (its group).
+    assert_eq!(consumer["name"], "D", "{consumer}");
     let at_other = app_client(other).await;
     let get = api(
         &at_other,
@@ -1462,8 +1464,8 @@ async fn until_kv(kv: &e2e::async_nats::jetstream::kv::Store, key: &str, want: O
 /// the leader by interest): put, get, history (two revisions), keys, delete, purge (a rollup,
 /// applied on every copy); a watch on that
 /// member (an ephemeral consumer on its copy, woken as the group applies) sees a put made
-/// from a client on another member. A durable consumer without `num_replicas: 1` is refused
-/// (10036, consumer groups), one with it lives on the member's copy.
+/// from a client on another member. A durable consumer without `num_replicas: 1` is a
+/// replicated one (its group), one with it lives on the member's copy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_r3_kv_bucket_serves_puts_gets_history_keys_and_watches_from_every_member() {
     use e2e::async_nats::jetstream::kv;
@@ -1604,22 +1606,24 @@ async fn an_r3_kv_bucket_serves_puts_gets_history_keys_and_watches_from_every_me
         }
     }
 
-    // Durable consumers: replicated ones wait for consumer groups; R1 ones live here.
+    // Durable consumers: replicated ones have a group (see
+    // `a_killed_consumer_leader_redelivers_no_double_acked_message`); R1 ones live here.
     let client = app_client(follower).await;
-    let refused = api(
+    let replicated = api(
         &client,
         "$JS.API.CONSUMER.DURABLE.CREATE.KV_CFG.d",
         json!({"stream_name": "KV_CFG", "config": {"durable_name": "d", "ack_policy": "explicit"}}),
     )
     .await;
-    assert_eq!(refused["error"]["err_code"], 10036, "{refused}");
+    assert_eq!(replicated["name"], "d", "{replicated}");
+    assert!(replicated["cluster"].is_object(), "{replicated}");
     let r1 = api(
         &client,
-        "$JS.API.CONSUMER.DURABLE.CREATE.KV_CFG.d",
-        json!({"stream_name": "KV_CFG", "config": {"durable_name": "d", "ack_policy": "explicit", "num_replicas": 1}}),
+        "$JS.API.CONSUMER.DURABLE.CREATE.KV_CFG.r1",
+        json!({"stream_name": "KV_CFG", "config": {"durable_name": "r1", "ack_policy": "explicit", "num_replicas": 1}}),
     )
     .await;
-    assert_eq!(r1["name"], "d", "{r1}");
+    assert_eq!(r1["name"], "r1", "{r1}");
     // b's put and delete, a's purge marker.
     assert_eq!(r1["num_pending"], 3, "{r1}");
 }
@@ -2171,7 +2175,8 @@ async fn fetch(client: &e2e::async_nats::Client, batch: u64) -> Vec<(u64, String
 /// the consumer leader SIGKILLed mid-way, the client moves to the new leader's member and
 /// finishes: every sequence received and acknowledged, none whose double ack succeeded
 /// delivered again; every member (the killed one restarted too) shows the ack floor 1,000 in
-/// `CONSUMER.INFO` (the record its group applied).
+/// `CONSUMER.INFO` (the record its group applied). `CONSUMER.DELETE` on one member removes it
+/// from every member.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_consumer_leader_redelivers_no_double_acked_message() {
     let (mut members, _) = three_members_with_an_r3_stream("WORK", "work.>").await;
@@ -2220,6 +2225,14 @@ async fn a_killed_consumer_leader_redelivers_no_double_acked_message() {
             "not every message double-acked within 180 s: {} of {N}",
             double_acked.len()
         );
+        let got = fetch(&client, 50).await;
+        if got.is_empty() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        }
+        // Killed with a batch delivered and not acknowledged: the new leader delivers it
+        // again (after `ack_wait`), as its double acks never succeed.
+        let ack_client = client.clone();
         if !killed_yet && double_acked.len() as u64 >= N / 3 {
             members[killed].server.kill();
             killed_yet = true;
@@ -2236,11 +2249,6 @@ async fn a_killed_consumer_leader_redelivers_no_double_acked_message() {
                 .expect("the new leader");
             client = app_client(&members[at]).await;
         }
-        let got = fetch(&client, 50).await;
-        if got.is_empty() {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            continue;
-        }
         for (seq, _) in &got {
             assert!(
                 !double_acked.contains(seq),
@@ -2248,7 +2256,7 @@ async fn a_killed_consumer_leader_redelivers_no_double_acked_message() {
             );
         }
         let outcomes = futures::future::join_all(got.into_iter().map(|(seq, reply)| {
-            let client = client.clone();
+            let client = ack_client.clone();
             async move {
                 let answer = tokio::time::timeout(
                     Duration::from_secs(5),
@@ -2284,6 +2292,30 @@ async fn a_killed_consumer_leader_redelivers_no_double_acked_message() {
             assert!(
                 Instant::now() < deadline,
                 "{}: ack floor not {N} within 60 s: {info}",
+                m.name
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    // Deleted from any member: gone from every member.
+    let deleted = api(
+        &app_client(&members[killed]).await,
+        "$JS.API.CONSUMER.DELETE.WORK.D",
+        json!({}),
+    )
+    .await;
+    assert_eq!(deleted["success"], true, "{deleted}");
+    for m in &members {
+        let client = app_client(m).await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let info = api(&client, "$JS.API.CONSUMER.INFO.WORK.D", json!({})).await;
+            if info["error"]["err_code"] == json!(10014) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: the deleted consumer is still there: {info}",
                 m.name
             );
             tokio::time::sleep(Duration::from_millis(200)).await;

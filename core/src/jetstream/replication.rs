@@ -651,6 +651,44 @@ mod tests {
         }
     }
 
+    /// Durable consumers of a replicated limits stream without `num_replicas: 1` get a
+    /// group; ephemeral, R1, non-replicated streams and other retentions do not.
+    #[test]
+    fn only_replicated_durables_of_limits_streams_get_a_group() {
+        use super::wants_group;
+        use crate::jetstream::config::consumer::ConsumerConfig;
+        use crate::jetstream::config::Retention;
+        let stream = StreamConfig {
+            name: "S".into(),
+            num_replicas: 3,
+            ..StreamConfig::default()
+        };
+        let consumer = |json: &str| -> ConsumerConfig { serde_json::from_str(json).unwrap() };
+        assert!(wants_group(&stream, &consumer(r#"{"durable_name":"d"}"#)));
+        assert!(wants_group(
+            &stream,
+            &consumer(r#"{"durable_name":"d","num_replicas":3}"#)
+        ));
+        assert!(!wants_group(
+            &stream,
+            &consumer(r#"{"durable_name":"d","num_replicas":1}"#)
+        ));
+        assert!(!wants_group(&stream, &consumer(r#"{"num_replicas":3}"#)));
+        let r1 = StreamConfig {
+            num_replicas: 1,
+            ..stream.clone()
+        };
+        assert!(!wants_group(&r1, &consumer(r#"{"durable_name":"d"}"#)));
+        let interest = StreamConfig {
+            retention: Retention::Interest,
+            ..stream
+        };
+        assert!(!wants_group(
+            &interest,
+            &consumer(r#"{"durable_name":"d"}"#)
+        ));
+    }
+
     #[test]
     fn the_requested_replicas_are_read_leniently() {
         assert_eq!(requested_replicas(br#"{"name":"S","num_replicas":3}"#), 3);
