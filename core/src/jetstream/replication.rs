@@ -22,9 +22,13 @@
 //! nats-server's R1 consumers of an R3 stream live on one peer: it reads the copy's store, is
 //! woken by [`JetStream::replica_appended`] (which hubd calls after its group applied
 //! messages to the copy), takes its acks on this member, and is lost with the member (a
-//! durable R1 one comes back with the member's store). Replicated consumers (a durable one
-//! without `num_replicas: 1`) and consumers of interest or workqueue streams (their acks
-//! would remove messages from one copy only) answer 10036 (`check_consumer_on_copy`).
+//! durable R1 one comes back with the member's store). A durable one without
+//! `num_replicas: 1` of a limits stream is a **replicated consumer** ([`wants_group`]): the
+//! hook assigns it to the stream's peers (`create_consumer`, `delete_consumer`), hubd runs its
+//! group and starts its task on the member leading it (`JetStream::start_group_consumer`,
+//! the state records going to the group); boot does not resume it. Consumers of interest or
+//! workqueue streams (their acks would remove messages from one copy only) and replicated
+//! ephemerals answer 10036 (`check_consumer_on_copy`).
 
 use std::future::Future;
 use std::pin::Pin;
