@@ -2131,10 +2131,15 @@ async fn consumer_leader(
     }
 }
 
-/// One pull request of `batch` messages of consumer `D` of stream `WORK` on `client`: the
-/// stream sequence and ack subject of each message received (within a bound; a status or an
-/// error ends it early).
-async fn fetch(client: &e2e::async_nats::Client, batch: u64) -> Vec<(u64, String)> {
+/// One pull request of `batch` messages of consumer `consumer` of stream `stream` on
+/// `client`: the stream sequence and ack subject of each message received (within a bound; a
+/// status or an error ends it early).
+async fn fetch(
+    client: &e2e::async_nats::Client,
+    stream: &str,
+    consumer: &str,
+    batch: u64,
+) -> Vec<(u64, String)> {
     let inbox = client.new_inbox();
     let Ok(mut sub) = client.subscribe(inbox.clone()).await else {
         return Vec::new();
@@ -2142,7 +2147,7 @@ async fn fetch(client: &e2e::async_nats::Client, batch: u64) -> Vec<(u64, String
     let body = json!({"batch": batch, "expires": 2_000_000_000u64}).to_string();
     if client
         .publish_with_reply(
-            "$JS.API.CONSUMER.MSG.NEXT.WORK.D".to_owned(),
+            format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"),
             inbox,
             body.into(),
         )
@@ -2225,7 +2230,7 @@ async fn a_killed_consumer_leader_redelivers_no_double_acked_message() {
             "not every message double-acked within 180 s: {} of {N}",
             double_acked.len()
         );
-        let got = fetch(&client, 50).await;
+        let got = fetch(&client, "WORK", "D", 50).await;
         if got.is_empty() {
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
@@ -2255,23 +2260,7 @@ async fn a_killed_consumer_leader_redelivers_no_double_acked_message() {
                 "stream sequence {seq} delivered again after its double ack succeeded"
             );
         }
-        let outcomes = futures::future::join_all(got.into_iter().map(|(seq, reply)| {
-            let client = ack_client.clone();
-            async move {
-                let answer = tokio::time::timeout(
-                    Duration::from_secs(5),
-                    client.request(reply, "+ACK".into()),
-                )
-                .await;
-                (seq, matches!(answer, Ok(Ok(_))))
-            }
-        }))
-        .await;
-        for (seq, acked) in outcomes {
-            if acked {
-                double_acked.insert(seq);
-            }
-        }
+        double_acked.extend(double_ack(&ack_client, got).await);
     }
     assert!(killed_yet, "the consumer leader was killed mid-way");
     assert_eq!(
@@ -2321,4 +2310,89 @@ async fn a_killed_consumer_leader_redelivers_no_double_acked_message() {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
+}
+
+/// Double-acks (`+ACK` as a request) the messages `got` on `client`: the stream sequences whose
+/// double ack succeeded.
+async fn double_ack(client: &e2e::async_nats::Client, got: Vec<(u64, String)>) -> Vec<u64> {
+    let outcomes = futures::future::join_all(got.into_iter().map(|(seq, reply)| {
+        let client = client.clone();
+        async move {
+            let answer =
+                tokio::time::timeout(Duration::from_secs(5), client.request(reply, "+ACK".into()))
+                    .await;
+            (seq, matches!(answer, Ok(Ok(_))))
+        }
+    }))
+    .await;
+    outcomes
+        .into_iter()
+        .filter_map(|(seq, acked)| acked.then_some(seq))
+        .collect()
+}
+
+/// issue 22 (consumer groups, forwarding): a replicated consumer's pull requests sent to a
+/// member that does not lead its group are forwarded to the leader, whose task delivers to the
+/// client's inbox over the routes; the client's double acks reach the leader by interest:
+/// 100 messages fetched and double-acked through the two members not leading, each once, and
+/// the leader's `CONSUMER.INFO` shows the ack floor 100.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replicated_consumer_serves_pull_requests_on_every_member() {
+    let (members, _) = three_members_with_an_r3_stream("FWD", "fwd.>").await;
+    const N: u64 = 100;
+    let js = jetstream_on(&members[0]).await;
+    for i in 0..N {
+        js.publish(format!("fwd.{i}"), "x".into())
+            .await
+            .expect("publish")
+            .await
+            .expect("a PubAck");
+    }
+    let created = api(
+        &app_client(&members[1]).await,
+        "$JS.API.CONSUMER.DURABLE.CREATE.FWD.D",
+        json!({"stream_name": "FWD", "config": {
+            "durable_name": "D", "ack_policy": "explicit", "num_replicas": 3,
+        }}),
+    )
+    .await;
+    assert_eq!(created["name"], "D", "{created}");
+    let all: Vec<&Member> = members.iter().collect();
+    let leader = consumer_leader(&all, "FWD", "D", None).await;
+    let others: Vec<&Member> = members.iter().filter(|m| m.name != leader).collect();
+    let mut received = Vec::new();
+    let mut double_acked = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut turn = 0;
+    while (double_acked.len() as u64) < N {
+        assert!(
+            Instant::now() < deadline,
+            "not every message double-acked within 60 s through the members not leading: {} of {N}",
+            double_acked.len()
+        );
+        let client = app_client(others[turn % others.len()]).await;
+        turn += 1;
+        let got = fetch(&client, "FWD", "D", 25).await;
+        if got.is_empty() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        }
+        received.extend(got.iter().map(|(seq, _)| *seq));
+        double_acked.extend(double_ack(&client, got).await);
+    }
+    assert_eq!(
+        received,
+        (1..=N).collect::<Vec<u64>>(),
+        "each message delivered once, in order"
+    );
+    let at_leader = app_client(
+        members
+            .iter()
+            .find(|m| m.name == leader)
+            .expect("the leader"),
+    )
+    .await;
+    let info = api(&at_leader, "$JS.API.CONSUMER.INFO.FWD.D", json!({})).await;
+    assert_eq!(info["ack_floor"]["stream_seq"], json!(N), "{info}");
+    assert_eq!(info["num_ack_pending"], json!(0), "{info}");
 }

@@ -104,6 +104,22 @@ pub trait Replication: Send + Sync {
         Box::pin(async { Err(unserved()) })
     }
 
+    /// Forwards a pull request (`CONSUMER.MSG.NEXT`: its reply subject and body) for
+    /// replicated consumer `name` of stream `stream` of `account`, whose task does not run
+    /// here, to the member leading its group; `false` when it cannot (no leader known, or this
+    /// member leads and the task is not started yet). By default `false`.
+    fn forward_pull(
+        &self,
+        account: &str,
+        stream: &str,
+        name: &str,
+        reply: &str,
+        payload: &[u8],
+    ) -> bool {
+        let _ = (account, stream, name, reply, payload);
+        false
+    }
+
     /// The replicated consumer `name` of stream `stream` of `account`, if known here.
     fn consumer(&self, account: &str, stream: &str, name: &str) -> Option<ReplicatedConsumer> {
         let _ = (account, stream, name);
@@ -509,6 +525,17 @@ impl JetStream {
             }
             None => false,
         }
+    }
+
+    /// Serves a pull request forwarded by another member (see `Replication::forward_pull`)
+    /// for consumer `name` of this member's copy of `stream`: its messages (or its status) go
+    /// to `reply`, as if a client of this account had asked here.
+    pub fn forwarded_pull(&self, stream: &str, name: &str, reply: &str, payload: Vec<u8>) {
+        self.inner.pull_request(
+            &format!("{stream}.{name}"),
+            crate::server::ReplyTo::anyone(reply),
+            bytes::Bytes::from(payload),
+        );
     }
 
     /// Deletes the stored record of replicated consumer `name` of this member's copy of

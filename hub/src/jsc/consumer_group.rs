@@ -17,6 +17,9 @@
 //! * **The API** (the core's `Replication` hook, [`MetaGroup::create_consumer`]):
 //!   `CONSUMER.CREATE` proposes `AssignConsumer` (peers: the stream's), `CONSUMER.DELETE`
 //!   `RemoveConsumer`, `CONSUMER.INFO` shows the group's leader in `cluster`.
+//! * **Pull requests on any member**: one arriving where the task does not run is forwarded
+//!   to the group's leader as the group's RPC [`NEXT`] ([`MetaGroup::forward_pull`]); the
+//!   leader's task answers the client's reply subject over the routes.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
@@ -200,6 +203,69 @@ impl ConsumerGroup {
             })
             .collect();
         (leader.map(name), replicas)
+    }
+}
+
+/// The RPC of a pull request forwarded to the group's leader (see
+/// [`MetaGroup::forward_pull`]).
+pub const NEXT: &str = "next";
+
+/// How long the forwarding of a pull request waits for the leader's receipt.
+const FORWARD_TTL: Duration = Duration::from_secs(5);
+
+impl ConsumerGroup {
+    /// Serves a pull request another member forwarded (postcard of the reply subject and the
+    /// body): handed to the consumer's task here, which answers the client's reply subject
+    /// over the routes. The receipt (empty), or `None` when the body does not decode.
+    pub fn serve_forwarded(&self, body: &[u8]) -> Option<Vec<u8>> {
+        let (reply, payload): (String, Vec<u8>) = postcard::from_bytes(body).ok()?;
+        self.js
+            .forwarded_pull(&self.stream, &self.consumer, &reply, payload);
+        Some(Vec::new())
+    }
+}
+
+impl MetaGroup {
+    /// Forwards a pull request of replicated consumer `name` of stream `stream` of `account`
+    /// to the member leading its group (a client's request on a member that does not run the
+    /// task): `false` when this member has no group of it, or no other leader is known.
+    pub fn forward_pull(
+        &self,
+        account: &str,
+        stream: &str,
+        name: &str,
+        reply: &str,
+        payload: &[u8],
+    ) -> bool {
+        let key = (account.to_owned(), stream.to_owned(), name.to_owned());
+        let Some(group) = self
+            .state()
+            .consumers
+            .get(&key)
+            .map(|ca| ca.group.name.clone())
+        else {
+            return false;
+        };
+        let Some(cg) = self.consumer_group_named(&group) else {
+            return false;
+        };
+        let leader = cg.raft.metrics().borrow().current_leader;
+        let Some(leader) = leader.filter(|l| *l != self.own) else {
+            return false;
+        };
+        let Ok(body) = postcard::to_allocvec(&(reply, payload)) else {
+            return false;
+        };
+        let transport = self.transport.clone();
+        tokio::spawn(async move {
+            if let Err(e) = transport
+                .request(leader, &group, NEXT, &body, FORWARD_TTL)
+                .await
+            {
+                tracing::debug!(group = %group, error = %e, "JetStream cluster: a forwarded pull request was not received");
+            }
+        });
+        true
     }
 }
 

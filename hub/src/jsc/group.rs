@@ -800,6 +800,9 @@ impl Handler for MetaHandler {
             if group.starts_with("C-") {
                 let cg = g.consumer_group_named(&group)?;
                 drop(g);
+                if rpc == super::consumer_group::NEXT {
+                    return cg.serve_forwarded(&body);
+                }
                 return serve_rpc(&cg.raft, &rpc, &body).await;
             }
             if group != META {

@@ -110,6 +110,19 @@ impl Replication for ClusterStreams {
         })
     }
 
+    fn forward_pull(
+        &self,
+        account: &str,
+        stream: &str,
+        name: &str,
+        reply: &str,
+        payload: &[u8],
+    ) -> bool {
+        self.0
+            .upgrade()
+            .is_some_and(|g| g.forward_pull(account, stream, name, reply, payload))
+    }
+
     fn consumer(&self, account: &str, stream: &str, name: &str) -> Option<ReplicatedConsumer> {
         self.0.upgrade()?.consumer_of(account, stream, name)
     }
