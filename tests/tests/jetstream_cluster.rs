@@ -1073,12 +1073,17 @@ async fn a_replicated_stream_has_a_copy_on_each_peer() {
 /// Waits (bounded) until some member's `STREAM.INFO` of `stream` names a group leader other
 /// than `not`; returns it.
 async fn stream_leader(members: &[&Member], stream: &str, not: Option<&str>) -> String {
+    group_leader(members, &format!("$JS.API.STREAM.INFO.{stream}"), not).await
+}
+
+/// Waits (bounded) until some member's answer to the info request `subject` names a group
+/// leader (`cluster.leader`) other than `not`; returns it.
+async fn group_leader(members: &[&Member], subject: &str, not: Option<&str>) -> String {
     let deadline = Instant::now() + ELECTION;
-    let subject = format!("$JS.API.STREAM.INFO.{stream}");
     loop {
         for m in members {
             let client = app_client(m).await;
-            let info = api(&client, &subject, json!({})).await;
+            let info = api(&client, subject, json!({})).await;
             if let Some(leader) = info["cluster"]["leader"].as_str() {
                 if Some(leader) != not {
                     return leader.to_owned();
@@ -1087,7 +1092,7 @@ async fn stream_leader(members: &[&Member], stream: &str, not: Option<&str>) -> 
         }
         assert!(
             Instant::now() < deadline,
-            "{stream}: no group leader (other than {not:?}) within {ELECTION:?}"
+            "{subject}: no group leader (other than {not:?}) within {ELECTION:?}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -2111,24 +2116,8 @@ async fn consumer_leader(
     consumer: &str,
     not: Option<&str>,
 ) -> String {
-    let deadline = Instant::now() + ELECTION;
     let subject = format!("$JS.API.CONSUMER.INFO.{stream}.{consumer}");
-    loop {
-        for m in members {
-            let client = app_client(m).await;
-            let info = api(&client, &subject, json!({})).await;
-            if let Some(leader) = info["cluster"]["leader"].as_str() {
-                if Some(leader) != not {
-                    return leader.to_owned();
-                }
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{stream}/{consumer}: no group leader (other than {not:?}) within {ELECTION:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    group_leader(members, &subject, not).await
 }
 
 /// One pull request of `batch` messages of consumer `consumer` of stream `stream` on
