@@ -2260,20 +2260,10 @@ async fn a_killed_consumer_leader_redelivers_no_double_acked_message() {
     members[killed].server =
         TestServer::with_config(ServerKind::Hubd, members[killed].config.clone()).await;
     for m in &members {
-        let client = app_client(m).await;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let info = api(&client, "$JS.API.CONSUMER.INFO.WORK.D", json!({})).await;
-            if info["ack_floor"]["stream_seq"] == json!(N) {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{}: ack floor not {N} within 60 s: {info}",
-                m.name
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        until_answer(m, "$JS.API.CONSUMER.INFO.WORK.D", "the ack floor", |info| {
+            info["ack_floor"]["stream_seq"] == json!(N)
+        })
+        .await;
     }
     // Deleted from any member: gone from every member.
     let deleted = api(
@@ -2284,20 +2274,10 @@ async fn a_killed_consumer_leader_redelivers_no_double_acked_message() {
     .await;
     assert_eq!(deleted["success"], true, "{deleted}");
     for m in &members {
-        let client = app_client(m).await;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let info = api(&client, "$JS.API.CONSUMER.INFO.WORK.D", json!({})).await;
-            if info["error"]["err_code"] == json!(10014) {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{}: the deleted consumer is still there: {info}",
-                m.name
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        until_answer(m, "$JS.API.CONSUMER.INFO.WORK.D", "deleted", |info| {
+            info["error"]["err_code"] == json!(10014)
+        })
+        .await;
     }
 }
 
@@ -2384,4 +2364,23 @@ async fn a_replicated_consumer_serves_pull_requests_on_every_member() {
     let info = api(&at_leader, "$JS.API.CONSUMER.INFO.FWD.D", json!({})).await;
     assert_eq!(info["ack_floor"]["stream_seq"], json!(N), "{info}");
     assert_eq!(info["num_ack_pending"], json!(0), "{info}");
+}
+
+/// Waits (bounded: 60 s) until member `m`'s answer to API request `subject` meets `check`
+/// (`what` it waits for, in the failure's message).
+async fn until_answer(m: &Member, subject: &str, what: &str, check: impl Fn(&Value) -> bool) {
+    let client = app_client(m).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let answer = api(&client, subject, json!({})).await;
+        if check(&answer) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{}: {subject}: not {what} within 60 s: {answer}",
+            m.name
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
