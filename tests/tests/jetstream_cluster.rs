@@ -19,6 +19,10 @@
 //! retried ones are stored once (msg-id dedupe in the state machine); a member alone
 //! acknowledges nothing.
 //!
+//! Replicated consumers (consumer groups): an R3 durable pull consumer's leader SIGKILLed
+//! mid-way redelivers no message whose double ack succeeded and skips none; pull requests on
+//! members not leading its group are forwarded to the leader.
+//!
 //! Every wait is bounded.
 
 use std::time::{Duration, Instant};
