@@ -2308,7 +2308,8 @@ async fn double_ack(client: &e2e::async_nats::Client, got: Vec<(u64, String)>) -
 /// member that does not lead its group are forwarded to the leader, whose task delivers to the
 /// client's inbox over the routes; the client's double acks reach the leader by interest:
 /// 100 messages fetched and double-acked through the two members not leading, each once, and
-/// the leader's `CONSUMER.INFO` shows the ack floor 100.
+/// the leader's `CONSUMER.INFO` shows the ack floor 100. `CONSUMER.NAMES` and `LIST` on a
+/// member not leading show it (the meta assignments), with its leader.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replicated_consumer_serves_pull_requests_on_every_member() {
     let (members, _) = three_members_with_an_r3_stream("FWD", "fwd.>").await;
@@ -2333,6 +2334,17 @@ async fn a_replicated_consumer_serves_pull_requests_on_every_member() {
     let all: Vec<&Member> = members.iter().collect();
     let leader = consumer_leader(&all, "FWD", "D", None).await;
     let others: Vec<&Member> = members.iter().filter(|m| m.name != leader).collect();
+    // Listed on a member that does not run its task, with the group's leader.
+    let at_other = app_client(others[0]).await;
+    let names = api(&at_other, "$JS.API.CONSUMER.NAMES.FWD", json!({})).await;
+    assert_eq!(names["consumers"], json!(["D"]), "{names}");
+    let list = api(&at_other, "$JS.API.CONSUMER.LIST.FWD", json!({})).await;
+    assert_eq!(list["consumers"][0]["name"], "D", "{list}");
+    assert_eq!(
+        list["consumers"][0]["cluster"]["leader"],
+        json!(leader),
+        "{list}"
+    );
     let mut received = Vec::new();
     let mut double_acked = std::collections::BTreeSet::new();
     let deadline = Instant::now() + Duration::from_secs(60);

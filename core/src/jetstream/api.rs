@@ -951,22 +951,46 @@ impl Inner {
         let Some(s) = self.stream(stream) else {
             return err(KIND, &ApiError::stream_not_found());
         };
-        let cluster = self.replicated_consumer_cluster(stream, name);
-        let info = match (s.consumer(name), &cluster) {
-            (Some(c), _) => c.info().await,
-            // A replicated consumer whose task runs on another member: this member's record.
-            (None, Some(_)) => self.replicated_consumer_record(stream, name),
-            (None, None) => None,
-        };
-        match info {
-            Some(mut info) => {
-                if cluster.is_some() {
-                    info.cluster = cluster;
-                }
-                ok(KIND, info)
-            }
+        match self.consumer_info_of(&s, name).await {
+            Some(info) => ok(KIND, info),
             None => err(KIND, &JsError::ConsumerNotFound.err()),
         }
+    }
+
+    /// The info of consumer `name` of stream `s`: its task's, or for a replicated consumer
+    /// whose task runs on another member this member's record; a replicated one with its
+    /// `cluster`.
+    async fn consumer_info_of(
+        &self,
+        s: &super::stream::Stream,
+        name: &str,
+    ) -> Option<ConsumerInfo> {
+        let cluster = self.replicated_consumer_cluster(&s.name, name);
+        let info = match (s.consumer(name), &cluster) {
+            (Some(c), _) => c.info().await,
+            (None, Some(_)) => self.replicated_consumer_record(&s.name, name),
+            (None, None) => None,
+        };
+        info.map(|mut info| {
+            if cluster.is_some() {
+                info.cluster = cluster;
+            }
+            info
+        })
+    }
+
+    /// The names of the consumers of stream `s`: its tasks' and the replicated ones known
+    /// here, sorted.
+    fn all_consumer_names(&self, s: &super::stream::Stream) -> Vec<String> {
+        let mut names: Vec<String> = s
+            .consumers_snapshot()
+            .iter()
+            .map(|c| c.name.clone())
+            .collect();
+        names.extend(self.replicated_consumer_names(&s.name));
+        names.sort();
+        names.dedup();
+        names
     }
 
     async fn consumer_delete(&self, stream: &str, name: &str) -> Reply {
@@ -999,12 +1023,12 @@ impl Inner {
             return err(KIND, &ApiError::stream_not_found());
         };
         let (offset, _) = Self::list_request(payload);
-        let all = s.consumers_snapshot();
+        let all = self.all_consumer_names(&s);
         let names: Vec<&str> = all
             .iter()
             .skip(offset)
             .take(1024)
-            .map(|c| c.name.as_str())
+            .map(String::as_str)
             .collect();
         ok(
             KIND,
@@ -1018,10 +1042,10 @@ impl Inner {
             return err(KIND, &ApiError::stream_not_found());
         };
         let (offset, _) = Self::list_request(payload);
-        let all = s.consumers_snapshot();
+        let all = self.all_consumer_names(&s);
         let mut consumers = Vec::new();
-        for c in all.iter().skip(offset).take(256) {
-            if let Some(info) = c.info().await {
+        for name in all.iter().skip(offset).take(256) {
+            if let Some(info) = self.consumer_info_of(&s, name).await {
                 consumers.push(info);
             }
         }

@@ -120,6 +120,13 @@ pub trait Replication: Send + Sync {
         false
     }
 
+    /// The names of the replicated consumers of stream `stream` of `account` known here. By
+    /// default none.
+    fn consumer_names(&self, account: &str, stream: &str) -> Vec<String> {
+        let _ = (account, stream);
+        Vec::new()
+    }
+
     /// The replicated consumer `name` of stream `stream` of `account`, if known here.
     fn consumer(&self, account: &str, stream: &str, name: &str) -> Option<ReplicatedConsumer> {
         let _ = (account, stream, name);
@@ -296,6 +303,14 @@ impl Inner {
         let (hook, account) = self.replication()?;
         hook.consumer(&account, stream, name)?;
         Some(hook.delete_consumer(&account, stream, name).await)
+    }
+
+    /// The names of the replicated consumers of `stream` known here (running on this member
+    /// or not).
+    pub(crate) fn replicated_consumer_names(&self, stream: &str) -> Vec<String> {
+        self.replication()
+            .map(|(hook, account)| hook.consumer_names(&account, stream))
+            .unwrap_or_default()
     }
 
     /// The cluster block of replicated consumer `name` of `stream`, if it is one known here.

@@ -448,6 +448,17 @@ impl MetaGroup {
         }
     }
 
+    /// The names of the replicated consumers of stream `stream` of `account` (the meta
+    /// assignments).
+    pub fn consumer_names(&self, account: &str, stream: &str) -> Vec<String> {
+        self.state()
+            .consumers
+            .values()
+            .filter(|ca| ca.account == account && ca.stream == stream)
+            .map(|ca| ca.name.clone())
+            .collect()
+    }
+
     /// The replicated consumer `name` of stream `stream` of `account` as this member knows it:
     /// its configuration and, where this member runs its group, the group's leader.
     pub fn consumer_of(

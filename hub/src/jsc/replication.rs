@@ -123,6 +123,13 @@ impl Replication for ClusterStreams {
             .is_some_and(|g| g.forward_pull(account, stream, name, reply, payload))
     }
 
+    fn consumer_names(&self, account: &str, stream: &str) -> Vec<String> {
+        self.0
+            .upgrade()
+            .map(|g| g.consumer_names(account, stream))
+            .unwrap_or_default()
+    }
+
     fn consumer(&self, account: &str, stream: &str, name: &str) -> Option<ReplicatedConsumer> {
         self.0.upgrade()?.consumer_of(account, stream, name)
     }
