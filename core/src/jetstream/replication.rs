@@ -506,7 +506,7 @@ impl JetStream {
             return Err(ApiError::stream_not_found());
         };
         let name = config.consumer_name().unwrap_or_default().to_owned();
-        self.stop_group_consumer(stream, &name).await;
+        self.stop_group_consumer(stream, &name, true).await;
         let (config, created_ns) = match &record {
             Some(bytes) => super::consumer::decode_record(bytes)
                 .map_err(|e| JsError::ConsumerCreate.with(&e))?,
@@ -526,14 +526,19 @@ impl JetStream {
         Ok(())
     }
 
-    /// Stops the task of consumer `name` of this member's copy of `stream` (its group's lead
-    /// was lost, or it is deleted), waiting for its write in flight; its stored record stays.
-    /// Whether it ran.
-    pub async fn stop_group_consumer(&self, stream: &str, name: &str) -> bool {
+    /// Stops the task of consumer `name` of this member's copy of `stream`, waiting for its
+    /// write in flight; its stored record stays. `handover`: its group's lead was lost (the
+    /// waiting pull requests are told `409 Leadership Change`), else it is deleted or the
+    /// member stops (`409 Consumer Deleted`). Whether it ran.
+    pub async fn stop_group_consumer(&self, stream: &str, name: &str, handover: bool) -> bool {
         let Some(s) = self.inner.stream(stream) else {
             return false;
         };
         match s.remove_consumer(name) {
+            Some(c) if handover => {
+                c.hand_over().await;
+                true
+            }
             Some(c) => {
                 c.stop().await;
                 true
@@ -556,7 +561,7 @@ impl JetStream {
     /// Deletes the stored record of replicated consumer `name` of this member's copy of
     /// `stream` (the consumer is deleted), its task stopped first.
     pub async fn delete_group_consumer(&self, stream: &str, name: &str) -> Result<(), ApiError> {
-        self.stop_group_consumer(stream, name).await;
+        self.stop_group_consumer(stream, name, false).await;
         if self.inner.stream(stream).is_none() {
             return Ok(());
         }
@@ -695,6 +700,75 @@ mod tests {
             };
             assert_eq!(code(&s, &consumer("{}")), Some(10036));
         }
+    }
+
+    /// A replicated consumer's task started by the clustered server puts its state records
+    /// through the group's sink (a new one at once); stopped for a hand-over, its waiting pull
+    /// request hears `409 Leadership Change` (nats-server's status), not `Consumer Deleted`.
+    #[tokio::test]
+    async fn a_group_consumer_writes_through_its_sink_and_hands_over() {
+        use crate::jetstream::consumer::{RecordSink, WriteFuture};
+        use crate::server::fanout::{InternalSink, Msg};
+        use crate::server::Publisher;
+        use std::sync::{Arc, Mutex};
+
+        struct Recorded(Arc<Mutex<Vec<Vec<u8>>>>);
+        impl RecordSink for Recorded {
+            fn put(&self, _: &str, _: &str, record: Vec<u8>) -> WriteFuture {
+                self.0.lock().unwrap().push(record);
+                Box::pin(async { Ok(()) })
+            }
+        }
+        struct Statuses(Arc<Mutex<Vec<String>>>);
+        impl InternalSink for Statuses {
+            fn deliver(&self, msg: &Msg<'_>, _: &Publisher) {
+                let hdr = String::from_utf8_lossy(msg.headers.unwrap_or_default()).into_owned();
+                self.0.lock().unwrap().push(hdr);
+            }
+        }
+
+        let server = test_support::server().await;
+        let shared = server.shared().clone();
+        let dir = tempfile::tempdir().unwrap();
+        let account = shared.global().clone();
+        let js = JetStream::start(&shared, &account, test_support::options(dir.path())).unwrap();
+        let stream = StreamConfig {
+            name: "R3".into(),
+            subjects: vec!["r3.>".into()],
+            num_replicas: 3,
+            ..StreamConfig::default()
+        };
+        js.create_replica(stream.clone(), 1).await.unwrap();
+        let config: crate::jetstream::config::consumer::ConsumerConfig =
+            serde_json::from_str(r#"{"durable_name":"D","ack_policy":"explicit"}"#).unwrap();
+        let config = config.normalize(&stream).unwrap();
+        let records = Arc::new(Mutex::new(Vec::new()));
+        js.start_group_consumer("R3", config, 7, None, Arc::new(Recorded(records.clone())))
+            .await
+            .unwrap();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        while records.lock().unwrap().is_empty() {
+            assert!(tokio::time::Instant::now() < deadline, "no record put");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let (_, created) =
+            crate::jetstream::consumer::decode_record(&records.lock().unwrap()[0]).unwrap();
+        assert_eq!(created, 7);
+        assert!(
+            js.store_of("R3").consumers("R3").unwrap().is_empty(),
+            "the sink, not the store"
+        );
+        let statuses = Arc::new(Mutex::new(Vec::new()));
+        let _sub = account
+            .subscribe_internal(b"_INBOX.t", None, Arc::new(Statuses(statuses.clone())))
+            .unwrap();
+        js.forwarded_pull("R3", "D", "_INBOX.t", br#"{"batch":1}"#.to_vec());
+        // The request is queued before the hand-over (one task, in order).
+        assert!(js.stop_group_consumer("R3", "D", true).await);
+        let got = statuses.lock().unwrap().clone();
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(got[0].contains("409 Leadership Change"), "{got:?}");
+        assert!(!js.stop_group_consumer("R3", "D", true).await, "stopped");
     }
 
     /// Durable consumers of a replicated limits stream without `num_replicas: 1` get a

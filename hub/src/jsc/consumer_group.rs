@@ -173,7 +173,7 @@ impl ConsumerGroup {
     /// Stops the consumer's task (if it runs here) and the group's Raft.
     pub async fn stop(&self) {
         self.js
-            .stop_group_consumer(&self.stream, &self.consumer)
+            .stop_group_consumer(&self.stream, &self.consumer, false)
             .await;
         let _ = self.raft.shutdown().await;
     }
@@ -281,7 +281,7 @@ async fn follow_leadership(group: Weak<ConsumerGroup>) {
             break;
         };
         if !leads && running {
-            g.js.stop_group_consumer(&g.stream, &g.consumer).await;
+            g.js.stop_group_consumer(&g.stream, &g.consumer, true).await;
             running = false;
             info!(stream = %g.stream, consumer = %g.consumer,
                   "JetStream cluster: this member no longer leads the consumer");
@@ -295,7 +295,7 @@ async fn follow_leadership(group: Weak<ConsumerGroup>) {
         }
     }
     if let Some(g) = group.upgrade() {
-        g.js.stop_group_consumer(&g.stream, &g.consumer).await;
+        g.js.stop_group_consumer(&g.stream, &g.consumer, true).await;
     }
 }
 

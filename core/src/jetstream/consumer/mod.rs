@@ -180,6 +180,11 @@ struct NextRequest {
     idle_heartbeat: i64,
 }
 
+/// The 409 text of the pull requests waiting when the consumer is deleted or stopped.
+const DELETED: &str = "Consumer Deleted";
+/// The 409 text of the pull requests waiting when another member takes the consumer over.
+const LEADERSHIP_CHANGE: &str = "Leadership Change";
+
 /// A write of a consumer's state record: resolves once the record is durable.
 pub type WriteFuture = Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send>>;
 
@@ -395,19 +400,24 @@ impl Task {
                 // A client's command's charge is given back once it is handled.
                 cmd = rx.recv() => match cmd.map(|(cmd, _charge)| cmd) {
                     Some(Cmd::Stop(done)) => {
-                        self.stopped().await;
+                        self.stopped(DELETED).await;
+                        let _ = done.send(());
+                        return;
+                    }
+                    Some(Cmd::Handover(done)) => {
+                        self.stopped(LEADERSHIP_CHANGE).await;
                         let _ = done.send(());
                         return;
                     }
                     Some(cmd) => self.handle(cmd),
                     None => {
-                        self.stopped().await;
+                        self.stopped(DELETED).await;
                         return;
                     }
                 },
                 _ = tokio::time::sleep_until(deadline.unwrap_or_else(far_future)), if deadline.is_some() => {
                     if self.timers() {
-                        self.stopped().await;
+                        self.stopped(DELETED).await;
                         self.release().await;
                         return;
                     }
@@ -416,10 +426,11 @@ impl Task {
         }
     }
 
-    /// Tells the waiting requests the consumer is gone and waits for the write in flight.
-    async fn stopped(&mut self) {
+    /// Tells the waiting requests the consumer is gone here (`why`: the 409's text) and waits
+    /// for the write in flight.
+    async fn stopped(&mut self, why: &str) {
         for w in std::mem::take(&mut self.waiting) {
-            self.status(&w.reply, 409, "Consumer Deleted", None);
+            self.status(&w.reply, 409, why, None);
         }
         if let Some(write) = self.write.take() {
             let _ = write.await;
@@ -477,7 +488,7 @@ impl Task {
                 let _ = tx.send(self.info());
                 self.deliver();
             }
-            Cmd::Stop(_) => {}
+            Cmd::Stop(_) | Cmd::Handover(_) => {}
         }
     }
 
