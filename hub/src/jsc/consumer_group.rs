@@ -6,7 +6,8 @@
 //! when the assignment goes.
 //!
 //! * **Bootstrap**: the first peer of the assignment initializes the group with every peer as
-//!   a voter; the others wait to hear from it (as stream groups).
+//!   a voter; the others wait to hear from it (as stream groups, with their Raft timings and
+//!   snapshot policy: a snapshot is the marker, one record).
 //! * **Only the leader runs the task**: on leadership gained the member applies everything
 //!   committed (`ensure_linearizable`), then starts the core's consumer task on its copy from
 //!   the machine's applied record (`JetStream::start_group_consumer`), its state records going
@@ -35,7 +36,7 @@ use leaf_core::jetstream::wire::{ClusterInfo, PeerInfo};
 use leaf_core::jetstream::JetStream;
 use leaf_proto::time::now_ns;
 use leaf_store::StoreError;
-use openraft::{Config, ServerState};
+use openraft::ServerState;
 use tracing::{info, warn};
 
 use super::consumer_machine::ConsumerMachine;
@@ -63,23 +64,6 @@ pub fn group_name(account: &str, stream: &str, name: &str, created_ns: i64) -> S
         "C-{}",
         peer_id(&format!("{account}\0{stream}\0{name}\0{created_ns}"))
     )
-}
-
-/// The Raft configuration of a consumer group: the stream groups' timings, a snapshot (the
-/// marker: one record) every 256 entries.
-fn raft_config(group: &str) -> Result<Config, String> {
-    Config {
-        cluster_name: group.into(),
-        heartbeat_interval: 250,
-        election_timeout_min: 1500,
-        election_timeout_max: 3000,
-        install_snapshot_timeout: 5000,
-        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(256),
-        max_in_snapshot_log_to_keep: 256,
-        ..Config::default()
-    }
-    .validate()
-    .map_err(|e| format!("JetStream cluster: Raft configuration of {group}: {e}"))
 }
 
 /// A replicated consumer's group on this member.
@@ -131,7 +115,7 @@ impl ConsumerGroup {
         };
         let raft = ConsumerRaft::new(
             meta.own,
-            Arc::new(raft_config(&group)?),
+            Arc::new(super::stream_group::raft_config(&group)?),
             network,
             db.log::<ConsumerTypes>(&group),
             machine.clone(),
