@@ -21,6 +21,10 @@
 //! retried ones are stored once (msg-id dedupe in the state machine); a member alone
 //! acknowledges nothing.
 //!
+//! Replicated consumers (consumer groups): an R3 durable pull consumer's leader SIGKILLed
+//! mid-way redelivers no message whose double ack succeeded and skips none; pull requests on
+//! members not leading its group are forwarded to the leader.
+//!
 //! Every wait is bounded.
 
 use std::time::{Duration, Instant};
@@ -1039,7 +1043,8 @@ async fn acknowledged(m: &Member, subject: &str) -> Value {
 /// issue 22 step 3: each peer of an R2 stream holds a copy in its engine (the third member
 /// none), which answers reads (`MSG.GET`: no message); a publish through any member is
 /// acknowledged, before and after a restart of a peer; a purge goes through the group;
-/// reads on the member without a copy and a durable R3 consumer are refused (10036). Deleted from the member without a
+/// reads on the member without a copy are refused (10036); a durable consumer is created as a
+/// replicated one (its group on the stream's peers). Deleted from the member without a
 /// copy, the copies go.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replicated_stream_has_a_copy_on_each_peer() {
@@ -1094,7 +1099,8 @@ async fn a_replicated_stream_has_a_copy_on_each_peer() {
         json!({"stream_name": "ORDERS", "config": {"durable_name": "D", "ack_policy": "explicit"}}),
     )
     .await;
-    assert_eq!(consumer["error"]["err_code"], 10036, "{consumer}");
+    // A replicated durable consumer: assigned to the stream's peers (its group).
+    assert_eq!(consumer["name"], "D", "{consumer}");
     let at_other = app_client(other).await;
     let get = api(
         &at_other,
@@ -1141,12 +1147,17 @@ async fn a_replicated_stream_has_a_copy_on_each_peer() {
 /// Waits (bounded) until some member's `STREAM.INFO` of `stream` names a group leader other
 /// than `not`; returns it.
 async fn stream_leader(members: &[&Member], stream: &str, not: Option<&str>) -> String {
+    group_leader(members, &format!("$JS.API.STREAM.INFO.{stream}"), not).await
+}
+
+/// Waits (bounded) until some member's answer to the info request `subject` names a group
+/// leader (`cluster.leader`) other than `not`; returns it.
+async fn group_leader(members: &[&Member], subject: &str, not: Option<&str>) -> String {
     let deadline = Instant::now() + ELECTION;
-    let subject = format!("$JS.API.STREAM.INFO.{stream}");
     loop {
         for m in members {
             let client = app_client(m).await;
-            let info = api(&client, &subject, json!({})).await;
+            let info = api(&client, subject, json!({})).await;
             if let Some(leader) = info["cluster"]["leader"].as_str() {
                 if Some(leader) != not {
                     return leader.to_owned();
@@ -1155,7 +1166,7 @@ async fn stream_leader(members: &[&Member], stream: &str, not: Option<&str>) -> 
         }
         assert!(
             Instant::now() < deadline,
-            "{stream}: no group leader (other than {not:?}) within {ELECTION:?}"
+            "{subject}: no group leader (other than {not:?}) within {ELECTION:?}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -1559,8 +1570,8 @@ async fn until_kv(kv: &e2e::async_nats::jetstream::kv::Store, key: &str, want: O
 /// the leader by interest): put, get, history (two revisions), keys, delete, purge (a rollup,
 /// applied on every copy); a watch on that
 /// member (an ephemeral consumer on its copy, woken as the group applies) sees a put made
-/// from a client on another member. A durable consumer without `num_replicas: 1` is refused
-/// (10036, consumer groups), one with it lives on the member's copy.
+/// from a client on another member. A durable consumer without `num_replicas: 1` is a
+/// replicated one (its group), one with it lives on the member's copy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_r3_kv_bucket_serves_puts_gets_history_keys_and_watches_from_every_member() {
     use e2e::async_nats::jetstream::kv;
@@ -1701,22 +1712,24 @@ async fn an_r3_kv_bucket_serves_puts_gets_history_keys_and_watches_from_every_me
         }
     }
 
-    // Durable consumers: replicated ones wait for consumer groups; R1 ones live here.
+    // Durable consumers: replicated ones have a group (see
+    // `a_killed_consumer_leader_redelivers_no_double_acked_message`); R1 ones live here.
     let client = app_client(follower).await;
-    let refused = api(
+    let replicated = api(
         &client,
         "$JS.API.CONSUMER.DURABLE.CREATE.KV_CFG.d",
         json!({"stream_name": "KV_CFG", "config": {"durable_name": "d", "ack_policy": "explicit"}}),
     )
     .await;
-    assert_eq!(refused["error"]["err_code"], 10036, "{refused}");
+    assert_eq!(replicated["name"], "d", "{replicated}");
+    assert!(replicated["cluster"].is_object(), "{replicated}");
     let r1 = api(
         &client,
-        "$JS.API.CONSUMER.DURABLE.CREATE.KV_CFG.d",
-        json!({"stream_name": "KV_CFG", "config": {"durable_name": "d", "ack_policy": "explicit", "num_replicas": 1}}),
+        "$JS.API.CONSUMER.DURABLE.CREATE.KV_CFG.r1",
+        json!({"stream_name": "KV_CFG", "config": {"durable_name": "r1", "ack_policy": "explicit", "num_replicas": 1}}),
     )
     .await;
-    assert_eq!(r1["name"], "d", "{r1}");
+    assert_eq!(r1["name"], "r1", "{r1}");
     // b's put and delete, a's purge marker.
     assert_eq!(r1["num_pending"], 3, "{r1}");
 }
@@ -2461,4 +2474,293 @@ async fn a_removed_peer_is_replaced_and_the_new_one_catches_up() {
     assert_eq!(acknowledged(removed, "peers.6").await["seq"], 6);
     assert_eq!(copy_of(third, "PEERS", 6).await.len(), 6);
     assert_eq!(copy_of(at_leader, "PEERS", 6).await.len(), 6);
+}
+
+/// The `cluster.leader` of replicated consumer `consumer` of `stream` as some member of
+/// `members` sees it, other than `not` (bounded wait).
+async fn consumer_leader(
+    members: &[&Member],
+    stream: &str,
+    consumer: &str,
+    not: Option<&str>,
+) -> String {
+    let subject = format!("$JS.API.CONSUMER.INFO.{stream}.{consumer}");
+    group_leader(members, &subject, not).await
+}
+
+/// One pull request of `batch` messages of consumer `consumer` of stream `stream` on
+/// `client`: the stream sequence and ack subject of each message received (within a bound; a
+/// status or an error ends it early).
+async fn fetch(
+    client: &e2e::async_nats::Client,
+    stream: &str,
+    consumer: &str,
+    batch: u64,
+) -> Vec<(u64, String)> {
+    let inbox = client.new_inbox();
+    let Ok(mut sub) = client.subscribe(inbox.clone()).await else {
+        return Vec::new();
+    };
+    let body = json!({"batch": batch, "expires": 2_000_000_000u64}).to_string();
+    if client
+        .publish_with_reply(
+            format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"),
+            inbox,
+            body.into(),
+        )
+        .await
+        .is_err()
+    {
+        return Vec::new();
+    }
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(4);
+    while (got.len() as u64) < batch {
+        let Ok(Some(msg)) = tokio::time::timeout_at(deadline, sub.next()).await else {
+            break;
+        };
+        let Some(reply) = msg.reply.as_ref().map(|r| r.to_string()) else {
+            break; // a status (408, 404) or an error answer
+        };
+        let tokens: Vec<&str> = reply.split('.').collect();
+        let Some(seq) = tokens.get(5).and_then(|t| t.parse::<u64>().ok()) else {
+            break;
+        };
+        got.push((seq, reply));
+    }
+    got
+}
+
+/// issue 22 (consumer groups): an R3 stream with 1,000 messages and an R3 durable pull
+/// consumer (explicit ack): a client on the consumer's group leader fetches batches and
+/// double-acks every message (`+ACK` as a request: answered once its group committed it);
+/// the consumer leader SIGKILLed mid-way, the client moves to the new leader's member and
+/// finishes: every sequence received and acknowledged, none whose double ack succeeded
+/// delivered again; every member (the killed one restarted too) shows the ack floor 1,000 in
+/// `CONSUMER.INFO` (the record its group applied). `CONSUMER.DELETE` on one member removes it
+/// from every member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_consumer_leader_redelivers_no_double_acked_message() {
+    let (mut members, _) = three_members_with_an_r3_stream("WORK", "work.>").await;
+    const N: u64 = 1000;
+    let js = jetstream_on(&members[0]).await;
+    for window in 0..(N / 50) {
+        let mut acks = Vec::new();
+        for i in 0..50 {
+            let ack = js
+                .publish(format!("work.{}", window * 50 + i), "x".into())
+                .await
+                .expect("publish");
+            acks.push(ack);
+        }
+        for ack in acks {
+            tokio::time::timeout(Duration::from_secs(10), ack)
+                .await
+                .expect("a PubAck within 10 s")
+                .expect("a PubAck");
+        }
+    }
+    let created = api(
+        &app_client(&members[0]).await,
+        "$JS.API.CONSUMER.DURABLE.CREATE.WORK.D",
+        json!({"stream_name": "WORK", "config": {
+            "durable_name": "D", "ack_policy": "explicit", "ack_wait": 3_000_000_000u64,
+        }}),
+    )
+    .await;
+    assert_eq!(created["name"], "D", "{created}");
+    assert!(created["error"].is_null(), "{created}");
+    let all: Vec<&Member> = members.iter().collect();
+    let leader = consumer_leader(&all, "WORK", "D", None).await;
+    let mut at = members
+        .iter()
+        .position(|m| m.name == leader)
+        .expect("the leader");
+    let killed = at;
+    let mut client = app_client(&members[at]).await;
+    let mut double_acked = std::collections::BTreeSet::new();
+    let mut killed_yet = false;
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while (double_acked.len() as u64) < N {
+        assert!(
+            Instant::now() < deadline,
+            "not every message double-acked within 180 s: {} of {N}",
+            double_acked.len()
+        );
+        let got = fetch(&client, "WORK", "D", 50).await;
+        if got.is_empty() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        }
+        // Killed with a batch delivered and not acknowledged: the new leader delivers it
+        // again (after `ack_wait`), as its double acks never succeed.
+        let ack_client = client.clone();
+        if !killed_yet && double_acked.len() as u64 >= N / 3 {
+            members[killed].server.kill();
+            killed_yet = true;
+            let survivors: Vec<&Member> = members
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != killed)
+                .map(|(_, m)| m)
+                .collect();
+            let new_leader = consumer_leader(&survivors, "WORK", "D", Some(&leader)).await;
+            at = members
+                .iter()
+                .position(|m| m.name == new_leader)
+                .expect("the new leader");
+            client = app_client(&members[at]).await;
+        }
+        for (seq, _) in &got {
+            assert!(
+                !double_acked.contains(seq),
+                "stream sequence {seq} delivered again after its double ack succeeded"
+            );
+        }
+        double_acked.extend(double_ack(&ack_client, got).await);
+    }
+    assert!(killed_yet, "the consumer leader was killed mid-way");
+    assert_eq!(
+        double_acked.iter().copied().collect::<Vec<u64>>(),
+        (1..=N).collect::<Vec<u64>>()
+    );
+    // The killed member restarted: every member shows the ack floor from its group's record.
+    members[killed].server =
+        TestServer::with_config(ServerKind::Hubd, members[killed].config.clone()).await;
+    for m in &members {
+        until_answer(m, "$JS.API.CONSUMER.INFO.WORK.D", "the ack floor", |info| {
+            info["ack_floor"]["stream_seq"] == json!(N)
+        })
+        .await;
+    }
+    // Deleted from any member: gone from every member.
+    let deleted = api(
+        &app_client(&members[killed]).await,
+        "$JS.API.CONSUMER.DELETE.WORK.D",
+        json!({}),
+    )
+    .await;
+    assert_eq!(deleted["success"], true, "{deleted}");
+    for m in &members {
+        until_answer(m, "$JS.API.CONSUMER.INFO.WORK.D", "deleted", |info| {
+            info["error"]["err_code"] == json!(10014)
+        })
+        .await;
+    }
+}
+
+/// Double-acks (`+ACK` as a request) the messages `got` on `client`: the stream sequences whose
+/// double ack succeeded.
+async fn double_ack(client: &e2e::async_nats::Client, got: Vec<(u64, String)>) -> Vec<u64> {
+    let outcomes = futures::future::join_all(got.into_iter().map(|(seq, reply)| {
+        let client = client.clone();
+        async move {
+            let answer =
+                tokio::time::timeout(Duration::from_secs(5), client.request(reply, "+ACK".into()))
+                    .await;
+            (seq, matches!(answer, Ok(Ok(_))))
+        }
+    }))
+    .await;
+    outcomes
+        .into_iter()
+        .filter_map(|(seq, acked)| acked.then_some(seq))
+        .collect()
+}
+
+/// issue 22 (consumer groups, forwarding): a replicated consumer's pull requests sent to a
+/// member that does not lead its group are forwarded to the leader, whose task delivers to the
+/// client's inbox over the routes; the client's double acks reach the leader by interest:
+/// 100 messages fetched and double-acked through the two members not leading, each once, and
+/// the leader's `CONSUMER.INFO` shows the ack floor 100. `CONSUMER.NAMES` and `LIST` on a
+/// member not leading show it (the meta assignments), with its leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replicated_consumer_serves_pull_requests_on_every_member() {
+    let (members, _) = three_members_with_an_r3_stream("FWD", "fwd.>").await;
+    const N: u64 = 100;
+    let js = jetstream_on(&members[0]).await;
+    for i in 0..N {
+        js.publish(format!("fwd.{i}"), "x".into())
+            .await
+            .expect("publish")
+            .await
+            .expect("a PubAck");
+    }
+    let created = api(
+        &app_client(&members[1]).await,
+        "$JS.API.CONSUMER.DURABLE.CREATE.FWD.D",
+        json!({"stream_name": "FWD", "config": {
+            "durable_name": "D", "ack_policy": "explicit", "num_replicas": 3,
+        }}),
+    )
+    .await;
+    assert_eq!(created["name"], "D", "{created}");
+    let all: Vec<&Member> = members.iter().collect();
+    let leader = consumer_leader(&all, "FWD", "D", None).await;
+    let others: Vec<&Member> = members.iter().filter(|m| m.name != leader).collect();
+    // Listed on a member that does not run its task, with the group's leader.
+    let at_other = app_client(others[0]).await;
+    let names = api(&at_other, "$JS.API.CONSUMER.NAMES.FWD", json!({})).await;
+    assert_eq!(names["consumers"], json!(["D"]), "{names}");
+    let list = api(&at_other, "$JS.API.CONSUMER.LIST.FWD", json!({})).await;
+    assert_eq!(list["consumers"][0]["name"], "D", "{list}");
+    assert_eq!(
+        list["consumers"][0]["cluster"]["leader"],
+        json!(leader),
+        "{list}"
+    );
+    let mut received = Vec::new();
+    let mut double_acked = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut turn = 0;
+    while (double_acked.len() as u64) < N {
+        assert!(
+            Instant::now() < deadline,
+            "not every message double-acked within 60 s through the members not leading: {} of {N}",
+            double_acked.len()
+        );
+        let client = app_client(others[turn % others.len()]).await;
+        turn += 1;
+        let got = fetch(&client, "FWD", "D", 25).await;
+        if got.is_empty() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        }
+        received.extend(got.iter().map(|(seq, _)| *seq));
+        double_acked.extend(double_ack(&client, got).await);
+    }
+    assert_eq!(
+        received,
+        (1..=N).collect::<Vec<u64>>(),
+        "each message delivered once, in order"
+    );
+    let at_leader = app_client(
+        members
+            .iter()
+            .find(|m| m.name == leader)
+            .expect("the leader"),
+    )
+    .await;
+    let info = api(&at_leader, "$JS.API.CONSUMER.INFO.FWD.D", json!({})).await;
+    assert_eq!(info["ack_floor"]["stream_seq"], json!(N), "{info}");
+    assert_eq!(info["num_ack_pending"], json!(0), "{info}");
+}
+
+/// Waits (bounded: 60 s) until member `m`'s answer to API request `subject` meets `check`
+/// (`what` it waits for, in the failure's message).
+async fn until_answer(m: &Member, subject: &str, what: &str, check: impl Fn(&Value) -> bool) {
+    let client = app_client(m).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let answer = api(&client, subject, json!({})).await;
+        if check(&answer) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{}: {subject}: not {what} within 60 s: {answer}",
+            m.name
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

@@ -933,6 +933,17 @@ impl Inner {
             return err(KIND, &ApiError::stream_not_found());
         };
         let stream_cfg = stream.config();
+        if super::replication::wants_group(&stream_cfg, &cfg) {
+            if let Some(answer) = self
+                .create_replicated_consumer(&stream_cfg, cfg.clone())
+                .await
+            {
+                return match answer {
+                    Ok(info) => ok(KIND, info),
+                    Err(e) => err(KIND, &e),
+                };
+            }
+        }
         if stream_cfg.is_replicated() {
             if let Err(e) = super::replication::check_consumer_on_copy(&stream_cfg, &cfg) {
                 return err(KIND, &e);
@@ -1024,10 +1035,46 @@ impl Inner {
         let Some(s) = self.stream(stream) else {
             return err(KIND, &ApiError::stream_not_found());
         };
-        match s.consumer(name) {
-            Some(c) => self.consumer_info_reply(KIND, &c).await,
+        match self.consumer_info_of(&s, name).await {
+            Some(info) => ok(KIND, info),
             None => err(KIND, &JsError::ConsumerNotFound.err()),
         }
+    }
+
+    /// The info of consumer `name` of stream `s`: its task's, or for a replicated consumer
+    /// whose task runs on another member this member's record; a replicated one with its
+    /// `cluster`.
+    async fn consumer_info_of(
+        &self,
+        s: &super::stream::Stream,
+        name: &str,
+    ) -> Option<ConsumerInfo> {
+        let cluster = self.replicated_consumer_cluster(&s.name, name);
+        let info = match (s.consumer(name), &cluster) {
+            (Some(c), _) => c.info().await,
+            (None, Some(_)) => self.replicated_consumer_record(&s.name, name),
+            (None, None) => None,
+        };
+        info.map(|mut info| {
+            if cluster.is_some() {
+                info.cluster = cluster;
+            }
+            info
+        })
+    }
+
+    /// The names of the consumers of stream `s`: its tasks' and the replicated ones known
+    /// here, sorted.
+    fn all_consumer_names(&self, s: &super::stream::Stream) -> Vec<String> {
+        let mut names: Vec<String> = s
+            .consumers_snapshot()
+            .iter()
+            .map(|c| c.name.clone())
+            .collect();
+        names.extend(self.replicated_consumer_names(&s.name));
+        names.sort();
+        names.dedup();
+        names
     }
 
     async fn consumer_delete(&self, stream: &str, name: &str) -> Reply {
@@ -1035,6 +1082,12 @@ impl Inner {
         let Some(s) = self.stream(stream) else {
             return err(KIND, &ApiError::stream_not_found());
         };
+        if let Some(deleted) = self.delete_replicated_consumer(stream, name).await {
+            return match deleted {
+                Ok(()) => ok(KIND, json!({ "success": true })),
+                Err(e) => err(KIND, &e),
+            };
+        }
         let Some(c) = s.remove_consumer(name) else {
             return err(KIND, &JsError::ConsumerNotFound.err());
         };
@@ -1054,12 +1107,12 @@ impl Inner {
             return err(KIND, &ApiError::stream_not_found());
         };
         let (offset, _) = Self::list_request(payload);
-        let all = s.consumers_snapshot();
+        let all = self.all_consumer_names(&s);
         let names: Vec<&str> = all
             .iter()
             .skip(offset)
             .take(1024)
-            .map(|c| c.name.as_str())
+            .map(String::as_str)
             .collect();
         ok(
             KIND,
@@ -1073,10 +1126,10 @@ impl Inner {
             return err(KIND, &ApiError::stream_not_found());
         };
         let (offset, _) = Self::list_request(payload);
-        let all = s.consumers_snapshot();
+        let all = self.all_consumer_names(&s);
         let mut consumers = Vec::new();
-        for c in all.iter().skip(offset).take(256) {
-            if let Some(info) = c.info().await {
+        for name in all.iter().skip(offset).take(256) {
+            if let Some(info) = self.consumer_info_of(&s, name).await {
                 consumers.push(info);
             }
         }

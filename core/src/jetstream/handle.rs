@@ -89,6 +89,10 @@ pub(crate) enum Cmd {
     Update(Box<ConsumerConfig>, oneshot::Sender<ConsumerInfo>),
     /// Stop; answers once no write of this consumer is in flight any more.
     Stop(oneshot::Sender<()>),
+    /// Stop because another member takes the consumer over (a replicated consumer's group
+    /// changed leader): as `Stop`, the waiting pull requests told `409 Leadership Change`
+    /// (nats-server's status) rather than `409 Consumer Deleted`.
+    Handover(oneshot::Sender<()>),
 }
 
 /// A running consumer, as its stream keeps it.
@@ -178,6 +182,13 @@ impl ConsumerHandle {
     pub(crate) async fn stop(&self) {
         let (tx, rx) = oneshot::channel();
         self.send(Cmd::Stop(tx));
+        let _ = rx.await;
+    }
+
+    /// [`ConsumerHandle::stop`] for a hand-over to another member (see [`Cmd::Handover`]).
+    pub(crate) async fn hand_over(&self) {
+        let (tx, rx) = oneshot::channel();
+        self.send(Cmd::Handover(tx));
         let _ = rx.await;
     }
 }

@@ -709,6 +709,12 @@ impl Inner {
                 continue;
             }
             let len = bytes.len();
+            // A replicated consumer is its group's: started on the member leading it.
+            let replicated = consumer::decode_record(&bytes)
+                .is_ok_and(|(config, _)| replication::wants_group(&stream.config(), &config));
+            if replicated {
+                continue;
+            }
             let started = consumer::decode_record(&bytes).and_then(|(config, created_ns)| {
                 consumer::start(
                     &stream,
@@ -778,6 +784,16 @@ impl Inner {
                 }
             }
             None => {
+                // A replicated consumer led by another member: its leader serves it.
+                let forwarded = match (self.replication(), names.split_once('.')) {
+                    (Some((hook, account)), Some((s, c))) => {
+                        hook.forward_pull(&account, s, c, reply.subject(), &payload)
+                    }
+                    _ => false,
+                };
+                if forwarded {
+                    return;
+                }
                 if let Some(server) = self.server.upgrade() {
                     let hdr = leaf_proto::headers::Builder::new(Some((503, ""))).finish();
                     server.answer(&reply, Some(&hdr), b"");

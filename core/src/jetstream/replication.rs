@@ -26,9 +26,13 @@
 //! nats-server's R1 consumers of an R3 stream live on one peer: it reads the copy's store, is
 //! woken by [`JetStream::replica_appended`] (which hubd calls after its group applied
 //! messages to the copy), takes its acks on this member, and is lost with the member (a
-//! durable R1 one comes back with the member's store). Replicated consumers (a durable one
-//! without `num_replicas: 1`) and consumers of interest or workqueue streams (their acks
-//! would remove messages from one copy only) answer 10036 (`check_consumer_on_copy`).
+//! durable R1 one comes back with the member's store). A durable one without
+//! `num_replicas: 1` of a limits stream is a **replicated consumer** ([`wants_group`]): the
+//! hook assigns it to the stream's peers (`create_consumer`, `delete_consumer`), hubd runs its
+//! group and starts its task on the member leading it (`JetStream::start_group_consumer`,
+//! the state records going to the group); boot does not resume it. Consumers of interest or
+//! workqueue streams (their acks would remove messages from one copy only) and replicated
+//! ephemerals answer 10036 (`check_consumer_on_copy`).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -40,7 +44,7 @@ use leaf_store::PurgeRequest;
 use super::config::consumer::ConsumerConfig;
 use super::config::{Retention, StreamConfig};
 use super::errors::{ApiError, JsError};
-use super::wire::{ClusterInfo, StreamInfo, StreamInfoResponse, StreamState};
+use super::wire::{ClusterInfo, ConsumerInfo, StreamInfo, StreamInfoResponse, StreamState};
 use super::{Inner, JetStream};
 
 /// An answer the hook gives later.
@@ -120,6 +124,68 @@ pub trait Replication: Send + Sync {
             .into_iter()
             .find(|s| s.config.name == name)
     }
+
+    /// Creates the replicated consumer `config` (normalized, durable: see [`wants_group`]) of
+    /// replicated stream `stream` of `account`; by default not served (10036).
+    fn create_consumer(&self, account: &str, stream: &str, config: ConsumerConfig) -> Pending<()> {
+        let _ = (account, stream, config);
+        Box::pin(async { Err(unserved()) })
+    }
+
+    /// Deletes the replicated consumer `name` of stream `stream` of `account`; by default not
+    /// served (10036).
+    fn delete_consumer(&self, account: &str, stream: &str, name: &str) -> Pending<()> {
+        let _ = (account, stream, name);
+        Box::pin(async { Err(unserved()) })
+    }
+
+    /// Forwards a pull request (`CONSUMER.MSG.NEXT`: its reply subject and body) for
+    /// replicated consumer `name` of stream `stream` of `account`, whose task does not run
+    /// here, to the member leading its group; `false` when it cannot (no leader known, or this
+    /// member leads and the task is not started yet). By default `false`.
+    fn forward_pull(
+        &self,
+        account: &str,
+        stream: &str,
+        name: &str,
+        reply: &str,
+        payload: &[u8],
+    ) -> bool {
+        let _ = (account, stream, name, reply, payload);
+        false
+    }
+
+    /// The names of the replicated consumers of stream `stream` of `account` known here. By
+    /// default none.
+    fn consumer_names(&self, account: &str, stream: &str) -> Vec<String> {
+        let _ = (account, stream);
+        Vec::new()
+    }
+
+    /// The replicated consumer `name` of stream `stream` of `account`, if known here.
+    fn consumer(&self, account: &str, stream: &str, name: &str) -> Option<ReplicatedConsumer> {
+        let _ = (account, stream, name);
+        None
+    }
+}
+
+/// A replicated consumer as the cluster knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicatedConsumer {
+    /// Its configuration.
+    pub config: ConsumerConfig,
+    /// The cluster's name, the group's leader (none known) and its peers.
+    pub cluster: ClusterInfo,
+}
+
+/// Whether consumer `cfg` of stream `stream` is a replicated consumer with a group of its own
+/// (hubd's consumer groups): a durable consumer without `num_replicas: 1` of a replicated
+/// stream with limits retention.
+pub fn wants_group(stream: &StreamConfig, cfg: &ConsumerConfig) -> bool {
+    stream.is_replicated()
+        && stream.retention == Retention::Limits
+        && cfg.is_durable()
+        && cfg.num_replicas != 1
 }
 
 /// The `num_replicas` a `STREAM.CREATE` body asks for (1 when absent or unreadable: the
@@ -297,6 +363,84 @@ impl Inner {
         Some((hook, account))
     }
 
+    /// `CONSUMER.CREATE` of a replicated consumer (see [`wants_group`]) of copy `stream`:
+    /// the answer; `None` without a hook.
+    pub(crate) async fn create_replicated_consumer(
+        &self,
+        stream: &StreamConfig,
+        cfg: ConsumerConfig,
+    ) -> Option<Result<ConsumerInfo, ApiError>> {
+        let (hook, account) = self.replication()?;
+        let create = async {
+            let replicas = cfg.num_replicas;
+            if replicas > i64::from(stream.num_replicas) || replicas < 0 {
+                return Err(JsError::ConsumerReplicasExceedsStream.err());
+            }
+            // The single-server checks, then the replicas back.
+            let cfg = ConsumerConfig {
+                num_replicas: 0,
+                ..cfg
+            };
+            let mut cfg = cfg.normalize(stream)?;
+            cfg.num_replicas = replicas;
+            super::retention::check_config(stream, &cfg)?;
+            let name = cfg.consumer_name().unwrap_or_default().to_owned();
+            hook.create_consumer(&account, &stream.name, cfg.clone())
+                .await?;
+            let mut info = match self.replicated_consumer_record(&stream.name, &name) {
+                Some(info) => info,
+                None => super::consumer::info_of_config(&stream.name, &name, now_ns(), &cfg),
+            };
+            info.cluster = hook
+                .consumer(&account, &stream.name, &name)
+                .map(|c| c.cluster);
+            Ok(info)
+        };
+        Some(create.await)
+    }
+
+    /// `CONSUMER.DELETE` of a replicated consumer: the answer; `None` when it is not one
+    /// known here (or the server has no hook).
+    pub(crate) async fn delete_replicated_consumer(
+        &self,
+        stream: &str,
+        name: &str,
+    ) -> Option<Result<(), ApiError>> {
+        let (hook, account) = self.replication()?;
+        hook.consumer(&account, stream, name)?;
+        Some(hook.delete_consumer(&account, stream, name).await)
+    }
+
+    /// The names of the replicated consumers of `stream` known here (running on this member
+    /// or not).
+    pub(crate) fn replicated_consumer_names(&self, stream: &str) -> Vec<String> {
+        self.replication()
+            .map(|(hook, account)| hook.consumer_names(&account, stream))
+            .unwrap_or_default()
+    }
+
+    /// The cluster block of replicated consumer `name` of `stream`, if it is one known here.
+    pub(crate) fn replicated_consumer_cluster(
+        &self,
+        stream: &str,
+        name: &str,
+    ) -> Option<ClusterInfo> {
+        let (hook, account) = self.replication()?;
+        hook.consumer(&account, stream, name).map(|c| c.cluster)
+    }
+
+    /// The info of replicated consumer `name` of `stream` from this member's stored record
+    /// (what its group applied here), when there is one.
+    pub(crate) fn replicated_consumer_record(
+        &self,
+        stream: &str,
+        name: &str,
+    ) -> Option<ConsumerInfo> {
+        let stored = self.store_of(stream).consumers(stream).ok()?;
+        let (_, bytes) = stored.into_iter().find(|(c, _)| c == name)?;
+        super::consumer::info_of_record(stream, name, &bytes).ok()
+    }
+
     /// The replicated stream `name` known here (not one of this engine's).
     pub(crate) fn replicated(&self, name: &str) -> Option<Replicated> {
         let (hook, account) = self.replication()?;
@@ -467,6 +611,94 @@ impl JetStream {
         self.inner.server.upgrade()
     }
 
+    /// Starts the task of replicated consumer `config` (see [`wants_group`]) on this member's
+    /// copy of stream `stream`, from `record` (its group's last applied state record; `None`:
+    /// a new consumer created at `created_ns`), its state records going to `sink` (the
+    /// group's proposals): hubd does this on the member leading the consumer's group. A task
+    /// running already is stopped first.
+    pub async fn start_group_consumer(
+        &self,
+        stream: &str,
+        config: ConsumerConfig,
+        created_ns: i64,
+        record: Option<Vec<u8>>,
+        sink: std::sync::Arc<dyn super::consumer::RecordSink>,
+    ) -> Result<(), ApiError> {
+        let inner = &self.inner;
+        let Some(s) = inner.stream(stream) else {
+            return Err(ApiError::stream_not_found());
+        };
+        let name = config.consumer_name().unwrap_or_default().to_owned();
+        self.stop_group_consumer(stream, &name, true).await;
+        let (config, created_ns) = match &record {
+            Some(bytes) => super::consumer::decode_record(bytes)
+                .map_err(|e| JsError::ConsumerCreate.with(&e))?,
+            None => (config, created_ns),
+        };
+        let handle = super::consumer::start_with_sink(
+            &s,
+            inner.store_of(stream).clone(),
+            inner.server.clone(),
+            config,
+            created_ns,
+            record,
+            Some(sink),
+        )
+        .map_err(|e| JsError::ConsumerCreate.with(&e))?;
+        s.add_consumer(handle);
+        Ok(())
+    }
+
+    /// Stops the task of consumer `name` of this member's copy of `stream`, waiting for its
+    /// write in flight; its stored record stays. `handover`: its group's lead was lost (the
+    /// waiting pull requests are told `409 Leadership Change`), else it is deleted or the
+    /// member stops (`409 Consumer Deleted`). Whether it ran.
+    pub async fn stop_group_consumer(&self, stream: &str, name: &str, handover: bool) -> bool {
+        let Some(s) = self.inner.stream(stream) else {
+            return false;
+        };
+        match s.remove_consumer(name) {
+            Some(c) if handover => {
+                c.hand_over().await;
+                true
+            }
+            Some(c) => {
+                c.stop().await;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Serves a pull request forwarded by another member (see `Replication::forward_pull`)
+    /// for consumer `name` of this member's copy of `stream`: its messages (or its status) go
+    /// to `reply`, as if a client of this account had asked here.
+    pub fn forwarded_pull(&self, stream: &str, name: &str, reply: &str, payload: Vec<u8>) {
+        self.inner.pull_request(
+            &format!("{stream}.{name}"),
+            crate::server::ReplyTo::anyone(reply),
+            bytes::Bytes::from(payload),
+        );
+    }
+
+    /// Deletes the stored record of replicated consumer `name` of this member's copy of
+    /// `stream` (the consumer is deleted), its task stopped first.
+    pub async fn delete_group_consumer(&self, stream: &str, name: &str) -> Result<(), ApiError> {
+        self.stop_group_consumer(stream, name, false).await;
+        if self.inner.stream(stream).is_none() {
+            return Ok(());
+        }
+        match self
+            .inner
+            .store_of(stream)
+            .delete_consumer(stream, name)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => Err(ApiError::general(&e.to_string())),
+        }
+    }
+
     /// The names of this member's copies of replicated streams.
     pub fn replica_names(&self) -> Vec<String> {
         let mut names: Vec<String> = self
@@ -591,6 +823,113 @@ mod tests {
             };
             assert_eq!(code(&s, &consumer("{}")), Some(10036));
         }
+    }
+
+    /// A replicated consumer's task started by the clustered server puts its state records
+    /// through the group's sink (a new one at once); stopped for a hand-over, its waiting pull
+    /// request hears `409 Leadership Change` (nats-server's status), not `Consumer Deleted`.
+    #[tokio::test]
+    async fn a_group_consumer_writes_through_its_sink_and_hands_over() {
+        use crate::jetstream::consumer::{RecordSink, WriteFuture};
+        use crate::server::fanout::{InternalSink, Msg};
+        use crate::server::Publisher;
+        use std::sync::{Arc, Mutex};
+
+        struct Recorded(Arc<Mutex<Vec<Vec<u8>>>>);
+        impl RecordSink for Recorded {
+            fn put(&self, _: &str, _: &str, record: Vec<u8>) -> WriteFuture {
+                self.0.lock().unwrap().push(record);
+                Box::pin(async { Ok(()) })
+            }
+        }
+        struct Statuses(Arc<Mutex<Vec<String>>>);
+        impl InternalSink for Statuses {
+            fn deliver(&self, msg: &Msg<'_>, _: &Publisher) {
+                let hdr = String::from_utf8_lossy(msg.headers.unwrap_or_default()).into_owned();
+                self.0.lock().unwrap().push(hdr);
+            }
+        }
+
+        let server = test_support::server().await;
+        let shared = server.shared().clone();
+        let dir = tempfile::tempdir().unwrap();
+        let account = shared.global().clone();
+        let js = JetStream::start(&shared, &account, test_support::options(dir.path())).unwrap();
+        let stream = StreamConfig {
+            name: "R3".into(),
+            subjects: vec!["r3.>".into()],
+            num_replicas: 3,
+            ..StreamConfig::default()
+        };
+        js.create_replica(stream.clone(), 1).await.unwrap();
+        let config: crate::jetstream::config::consumer::ConsumerConfig =
+            serde_json::from_str(r#"{"durable_name":"D","ack_policy":"explicit"}"#).unwrap();
+        let config = config.normalize(&stream).unwrap();
+        let records = Arc::new(Mutex::new(Vec::new()));
+        js.start_group_consumer("R3", config, 7, None, Arc::new(Recorded(records.clone())))
+            .await
+            .unwrap();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        while records.lock().unwrap().is_empty() {
+            assert!(tokio::time::Instant::now() < deadline, "no record put");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let (_, created) =
+            crate::jetstream::consumer::decode_record(&records.lock().unwrap()[0]).unwrap();
+        assert_eq!(created, 7);
+        assert!(
+            js.store_of("R3").consumers("R3").unwrap().is_empty(),
+            "the sink, not the store"
+        );
+        let statuses = Arc::new(Mutex::new(Vec::new()));
+        let _sub = account
+            .subscribe_internal(b"_INBOX.t", None, Arc::new(Statuses(statuses.clone())))
+            .unwrap();
+        js.forwarded_pull("R3", "D", "_INBOX.t", br#"{"batch":1}"#.to_vec());
+        // The request is queued before the hand-over (one task, in order).
+        assert!(js.stop_group_consumer("R3", "D", true).await);
+        let got = statuses.lock().unwrap().clone();
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(got[0].contains("409 Leadership Change"), "{got:?}");
+        assert!(!js.stop_group_consumer("R3", "D", true).await, "stopped");
+    }
+
+    /// Durable consumers of a replicated limits stream without `num_replicas: 1` get a
+    /// group; ephemeral, R1, non-replicated streams and other retentions do not.
+    #[test]
+    fn only_replicated_durables_of_limits_streams_get_a_group() {
+        use super::wants_group;
+        use crate::jetstream::config::consumer::ConsumerConfig;
+        use crate::jetstream::config::Retention;
+        let stream = StreamConfig {
+            name: "S".into(),
+            num_replicas: 3,
+            ..StreamConfig::default()
+        };
+        let consumer = |json: &str| -> ConsumerConfig { serde_json::from_str(json).unwrap() };
+        assert!(wants_group(&stream, &consumer(r#"{"durable_name":"d"}"#)));
+        assert!(wants_group(
+            &stream,
+            &consumer(r#"{"durable_name":"d","num_replicas":3}"#)
+        ));
+        assert!(!wants_group(
+            &stream,
+            &consumer(r#"{"durable_name":"d","num_replicas":1}"#)
+        ));
+        assert!(!wants_group(&stream, &consumer(r#"{"num_replicas":3}"#)));
+        let r1 = StreamConfig {
+            num_replicas: 1,
+            ..stream.clone()
+        };
+        assert!(!wants_group(&r1, &consumer(r#"{"durable_name":"d"}"#)));
+        let interest = StreamConfig {
+            retention: Retention::Interest,
+            ..stream
+        };
+        assert!(!wants_group(
+            &interest,
+            &consumer(r#"{"durable_name":"d"}"#)
+        ));
     }
 
     #[test]

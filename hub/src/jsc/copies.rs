@@ -131,6 +131,9 @@ impl Copies {
             }
         }
         self.report_orphans(&mine, engines);
+        // The consumer groups of the copies made.
+        let copies = self.made.keys().cloned().collect();
+        super::consumer_group::follow(g, state, engines, &copies).await;
     }
 
     /// Creates the copy of `sa` (or finds it made already).

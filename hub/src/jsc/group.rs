@@ -27,8 +27,9 @@ use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
 use super::bootstrap::{self, ProbeAnswer, Step};
+use super::consumer_group::ConsumerGroup;
 use super::machine::MetaMachine;
-use super::meta::{MetaState, StreamAssignment};
+use super::meta::{ConsumerAssignment, MetaState, StreamAssignment};
 use super::network::{serve_rpc, GroupNetwork};
 use super::node_id::{node_id, peer_id, Names};
 use super::store::RaftDb;
@@ -79,6 +80,8 @@ pub struct MetaGroup {
     pub(super) db: RaftDb,
     /// The groups of the replicated streams this member is a peer of, by group name.
     streams: Mutex<HashMap<String, Arc<StreamGroup>>>,
+    /// The groups of the replicated consumers this member is a peer of, by group name.
+    consumers: Mutex<HashMap<String, Arc<ConsumerGroup>>>,
     /// The assignments as this member's state machine applied them.
     state: watch::Receiver<MetaState>,
     system: Arc<Account>,
@@ -145,6 +148,7 @@ impl MetaGroup {
             transport: transport.clone(),
             db: db.clone(),
             streams: Mutex::new(HashMap::new()),
+            consumers: Mutex::new(HashMap::new()),
             state,
             system: opts.system,
             names: Mutex::new(names),
@@ -177,10 +181,83 @@ impl MetaGroup {
             .drain()
             .map(|(_, g)| g)
             .collect();
+        let consumers: Vec<Arc<ConsumerGroup>> = self
+            .consumers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain()
+            .map(|(_, g)| g)
+            .collect();
+        for g in consumers {
+            g.stop().await;
+        }
         for g in streams {
             g.stop().await;
         }
         let _ = self.raft.shutdown().await;
+    }
+
+    /// Starts the group of consumer assignment `ca` (this member has the stream's copy in
+    /// `js`) unless it runs.
+    pub async fn ensure_consumer_group(
+        self: &Arc<Self>,
+        ca: &ConsumerAssignment,
+        js: &JetStream,
+    ) -> Result<(), String> {
+        if self.consumer_group_named(&ca.group.name).is_some() {
+            return Ok(());
+        }
+        let g = ConsumerGroup::start(self, ca, js).await?;
+        self.consumers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(ca.group.name.clone(), g);
+        Ok(())
+    }
+
+    /// The names of the consumer groups running here but those of `wanted`.
+    pub fn consumer_groups_except(&self, wanted: &BTreeSet<&str>) -> Vec<String> {
+        self.consumers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys()
+            .filter(|n| !wanted.contains(n.as_str()))
+            .cloned()
+            .collect()
+    }
+
+    /// Stops consumer group `name`, deletes the consumer's record from this member's copy
+    /// and removes the group's Raft state (the consumer is deleted).
+    pub async fn remove_consumer_group(&self, name: &str) {
+        let gone = self
+            .consumers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(name);
+        let Some(g) = gone else {
+            return;
+        };
+        g.stop().await;
+        if let Err(e) = g
+            .engine()
+            .delete_group_consumer(&g.stream, &g.consumer)
+            .await
+        {
+            warn!(group = %g.name, error = %e.description, "JetStream cluster: cannot delete a consumer's record");
+        }
+        if let Err(e) = self.db.remove_group(&g.name).await {
+            warn!(group = %g.name, error = %e, "JetStream cluster: cannot remove a consumer group's state");
+        }
+        info!(stream = %g.stream, consumer = %g.consumer, "JetStream cluster: consumer group removed");
+    }
+
+    /// The consumer group `name` running here.
+    pub(super) fn consumer_group_named(&self, name: &str) -> Option<Arc<ConsumerGroup>> {
+        self.consumers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(name)
+            .cloned()
     }
 
     /// The group of replicated stream `name` of `account`, if this member runs it.
@@ -819,6 +896,14 @@ impl Handler for MetaHandler {
         let weak = self.0.clone();
         Box::pin(async move {
             let g = weak.upgrade()?;
+            if group.starts_with("C-") {
+                let cg = g.consumer_group_named(&group)?;
+                drop(g);
+                if rpc == super::consumer_group::NEXT {
+                    return cg.serve_forwarded(&body);
+                }
+                return serve_rpc(&cg.raft, &rpc, &body).await;
+            }
             if group != META {
                 let sg = g.stream_group_named(&group)?;
                 let own = g.own;

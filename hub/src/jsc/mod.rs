@@ -20,13 +20,13 @@
 //! * [`stream_group`] and [`stream_machine`]: a replicated stream's group (its publishes
 //!   proposed by the leader, PubAcks after the commit) and its state machine (the copy's
 //!   store);
-//! * [`consumer_machine`]: a replicated consumer's group's state machine (the consumer's state
-//!   record in the member's store; the group itself is next: "Consumer groups" in
-//!   `hub/JETSTREAM-CLUSTER.md`).
+//! * [`consumer_group`] and [`consumer_machine`]: a replicated consumer's group (the leader
+//!   runs the consumer task, proposing its state records) and its state machine (the
+//!   consumer's state record in the member's store): "Consumer groups" in
+//!   `hub/JETSTREAM-CLUSTER.md`.
 
 pub mod bootstrap;
-// Wired into a member by the consumer group (next: "Consumer groups" in JETSTREAM-CLUSTER.md).
-#[allow(dead_code)]
+pub mod consumer_group;
 pub mod consumer_machine;
 pub mod copies;
 pub mod group;

@@ -16,8 +16,9 @@ use std::sync::{Arc, Weak};
 
 use tracing::warn;
 
+use leaf_core::jetstream::config::consumer::ConsumerConfig;
 use leaf_core::jetstream::config::{ApiError, JsError, StreamConfig};
-use leaf_core::jetstream::replication::{Pending, Replicated, Replication};
+use leaf_core::jetstream::replication::{Pending, Replicated, ReplicatedConsumer, Replication};
 use leaf_core::jetstream::wire::{ClusterInfo, PeerInfo};
 use leaf_proto::time::now_ns;
 use leaf_store::PurgeRequest;
@@ -146,6 +147,48 @@ impl Replication for ClusterStreams {
                 _ => Err(unavailable()),
             }
         })
+    }
+
+    fn create_consumer(&self, account: &str, stream: &str, config: ConsumerConfig) -> Pending<()> {
+        let group = self.0.clone();
+        let (account, stream) = (account.to_owned(), stream.to_owned());
+        Box::pin(async move {
+            let g = group.upgrade().ok_or_else(unavailable)?;
+            g.create_consumer(&account, &stream, config).await
+        })
+    }
+
+    fn delete_consumer(&self, account: &str, stream: &str, name: &str) -> Pending<()> {
+        let group = self.0.clone();
+        let (account, stream, name) = (account.to_owned(), stream.to_owned(), name.to_owned());
+        Box::pin(async move {
+            let g = group.upgrade().ok_or_else(unavailable)?;
+            g.delete_consumer(&account, &stream, &name).await
+        })
+    }
+
+    fn forward_pull(
+        &self,
+        account: &str,
+        stream: &str,
+        name: &str,
+        reply: &str,
+        payload: &[u8],
+    ) -> bool {
+        self.0
+            .upgrade()
+            .is_some_and(|g| g.forward_pull(account, stream, name, reply, payload))
+    }
+
+    fn consumer_names(&self, account: &str, stream: &str) -> Vec<String> {
+        self.0
+            .upgrade()
+            .map(|g| g.consumer_names(account, stream))
+            .unwrap_or_default()
+    }
+
+    fn consumer(&self, account: &str, stream: &str, name: &str) -> Option<ReplicatedConsumer> {
+        self.0.upgrade()?.consumer_of(account, stream, name)
     }
 
     fn streams(&self, account: &str) -> Vec<Replicated> {

@@ -138,7 +138,7 @@ const SNAPSHOT_CHUNK: u64 = 1024 * 1024;
 /// The Raft configuration of a stream group: the meta group's timings, a snapshot every
 /// [`SNAPSHOT_EVERY`] entries and the log purged before it but [`LOG_KEPT`] entries (see
 /// "Snapshots and log purge" in `hub/JETSTREAM-CLUSTER.md`).
-fn raft_config(group: &str) -> Result<Config, String> {
+pub(super) fn raft_config(group: &str) -> Result<Config, String> {
     Config {
         cluster_name: group.into(),
         heartbeat_interval: 250,

@@ -168,7 +168,6 @@ pub type StreamRaft = openraft::Raft<StreamTypes>;
 /// consumer module). State-based replication: applying a record replaces the previous one, so
 /// the leader's coalescing (at most one proposal in flight) carries over unchanged (see
 /// `super::consumer_machine`).
-#[allow(dead_code)] // proposed by the consumer group's leader (next)
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConsumerRecord {
     /// The consumer's state record.
@@ -183,3 +182,6 @@ openraft::declare_raft_types!(
         NodeId = u64,
         Node = Member,
 );
+
+/// A replicated consumer's group's Raft.
+pub type ConsumerRaft = openraft::Raft<ConsumerTypes>;

@@ -180,6 +180,11 @@ struct NextRequest {
     idle_heartbeat: i64,
 }
 
+/// The 409 text of the pull requests waiting when the consumer is deleted or stopped.
+const DELETED: &str = "Consumer Deleted";
+/// The 409 text of the pull requests waiting when another member takes the consumer over.
+const LEADERSHIP_CHANGE: &str = "Leadership Change";
+
 /// A write of a consumer's state record: resolves once the record is durable.
 pub type WriteFuture = Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send>>;
 
@@ -377,6 +382,15 @@ impl Task {
                     if let Err(e) = result {
                         warn!(stream = %printable(&self.stream_name), consumer = %printable(&self.name), error = %e,
                               "consumer state write failed");
+                        if self.sink.is_some() {
+                            // Not committed by the group: nothing of it is durable, so the
+                            // acks waiting on it are not answered yet; the state goes again.
+                            let mut replies = std::mem::take(&mut self.replies_in_flight);
+                            replies.append(&mut self.replies_dirty);
+                            self.replies_dirty = replies;
+                            self.dirty = true;
+                            continue;
+                        }
                     }
                     let replies = std::mem::take(&mut self.replies_in_flight);
                     for reply in replies {
@@ -386,19 +400,24 @@ impl Task {
                 // A client's command's charge is given back once it is handled.
                 cmd = rx.recv() => match cmd.map(|(cmd, _charge)| cmd) {
                     Some(Cmd::Stop(done)) => {
-                        self.stopped().await;
+                        self.stopped(DELETED).await;
+                        let _ = done.send(());
+                        return;
+                    }
+                    Some(Cmd::Handover(done)) => {
+                        self.stopped(LEADERSHIP_CHANGE).await;
                         let _ = done.send(());
                         return;
                     }
                     Some(cmd) => self.handle(cmd),
                     None => {
-                        self.stopped().await;
+                        self.stopped(DELETED).await;
                         return;
                     }
                 },
                 _ = tokio::time::sleep_until(deadline.unwrap_or_else(far_future)), if deadline.is_some() => {
                     if self.timers() {
-                        self.stopped().await;
+                        self.stopped(DELETED).await;
                         self.release().await;
                         return;
                     }
@@ -407,10 +426,11 @@ impl Task {
         }
     }
 
-    /// Tells the waiting requests the consumer is gone and waits for the write in flight.
-    async fn stopped(&mut self) {
+    /// Tells the waiting requests the consumer is gone here (`why`: the 409's text) and waits
+    /// for the write in flight.
+    async fn stopped(&mut self, why: &str) {
         for w in std::mem::take(&mut self.waiting) {
-            self.status(&w.reply, 409, "Consumer Deleted", None);
+            self.status(&w.reply, 409, why, None);
         }
         if let Some(write) = self.write.take() {
             let _ = write.await;
@@ -468,7 +488,7 @@ impl Task {
                 let _ = tx.send(self.info());
                 self.deliver();
             }
-            Cmd::Stop(_) => {}
+            Cmd::Stop(_) | Cmd::Handover(_) => {}
         }
     }
 
@@ -1232,32 +1252,83 @@ impl Task {
     // ---- info ----
 
     fn info(&self) -> ConsumerInfo {
-        let opt_ts = |ns: i64| (ns > 0).then(|| rfc3339(ns));
-        let (floor_dseq, floor_sseq) = self.state.ack.floor();
         ConsumerInfo {
-            stream_name: self.stream_name.clone(),
-            name: self.name.clone(),
-            created: rfc3339(self.created_ns),
-            config: self.config.clone(),
-            delivered: SequenceInfo {
-                consumer_seq: self.state.ack.dseq(),
-                stream_seq: self.state.next_sseq.saturating_sub(1),
-                last_active: opt_ts(self.state.last_delivered_ns),
-            },
-            ack_floor: SequenceInfo {
-                consumer_seq: floor_dseq,
-                stream_seq: floor_sseq,
-                last_active: opt_ts(self.state.last_ack_ns),
-            },
-            num_ack_pending: self.state.ack.num_ack_pending() as u64,
-            num_redelivered: self.state.ack.num_redelivered() as u64,
             num_waiting: self.waiting.len() as u64,
             num_pending: self.num_pending,
-            cluster: None,
             push_bound: self.push_bound(),
-            ts: Some(rfc3339(now_ns())),
+            ..state_info(
+                &self.stream_name,
+                &self.name,
+                self.created_ns,
+                &self.config,
+                &self.state,
+            )
         }
     }
+}
+
+/// The info of a consumer in `state` (no waiting requests, no pending count, no push binding).
+fn state_info(
+    stream_name: &str,
+    name: &str,
+    created_ns: i64,
+    config: &ConsumerConfig,
+    state: &State,
+) -> ConsumerInfo {
+    let opt_ts = |ns: i64| (ns > 0).then(|| rfc3339(ns));
+    let (floor_dseq, floor_sseq) = state.ack.floor();
+    ConsumerInfo {
+        stream_name: stream_name.to_owned(),
+        name: name.to_owned(),
+        created: rfc3339(created_ns),
+        config: config.clone(),
+        delivered: SequenceInfo {
+            consumer_seq: state.ack.dseq(),
+            stream_seq: state.next_sseq.saturating_sub(1),
+            last_active: opt_ts(state.last_delivered_ns),
+        },
+        ack_floor: SequenceInfo {
+            consumer_seq: floor_dseq,
+            stream_seq: floor_sseq,
+            last_active: opt_ts(state.last_ack_ns),
+        },
+        num_ack_pending: state.ack.num_ack_pending() as u64,
+        num_redelivered: state.ack.num_redelivered() as u64,
+        num_waiting: 0,
+        num_pending: 0,
+        cluster: None,
+        push_bound: None,
+        ts: Some(rfc3339(now_ns())),
+    }
+}
+
+/// The info of a new consumer `config` (nothing delivered yet).
+pub(crate) fn info_of_config(
+    stream_name: &str,
+    name: &str,
+    created_ns: i64,
+    config: &ConsumerConfig,
+) -> ConsumerInfo {
+    let state = State::new(Rules::of(config));
+    state_info(stream_name, name, created_ns, config, &state)
+}
+
+/// The info of stored consumer `name` of stream `stream_name` from its state record (a
+/// replicated consumer on a member that does not run its task: the record its group applied).
+pub(crate) fn info_of_record(
+    stream_name: &str,
+    name: &str,
+    bytes: &[u8],
+) -> Result<ConsumerInfo, String> {
+    let record: Record = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    let state = State::restore(Rules::of(&record.config), record.state);
+    Ok(state_info(
+        stream_name,
+        name,
+        record.created_ns,
+        &record.config,
+        &state,
+    ))
 }
 
 fn far_future() -> Instant {
