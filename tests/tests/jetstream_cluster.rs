@@ -1091,6 +1091,9 @@ async fn a_replicated_stream_has_a_copy_on_each_peer() {
         get["error"]["err_code"], 10037,
         "answered from the copy: {get}"
     );
+    // A purge goes through the group: once it has a leader (10008 before).
+    let holders: Vec<&Member> = members.iter().filter(|m| peers.contains(&m.name)).collect();
+    stream_leader(&holders, "ORDERS", None).await;
     let purge = api(&at_peer, "$JS.API.STREAM.PURGE.ORDERS", json!({})).await;
     assert_eq!(purge["success"], true, "through the group: {purge}");
     let consumer = api(

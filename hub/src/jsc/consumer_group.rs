@@ -22,7 +22,7 @@
 //!   to the group's leader as the group's RPC [`NEXT`] ([`MetaGroup::forward_pull`]); the
 //!   leader's task answers the client's reply subject over the routes.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::io;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -44,7 +44,7 @@ use super::group::MetaGroup;
 use super::meta::{ConsumerAssignment, MetaCommand, MetaState, RaftGroup};
 use super::network::GroupNetwork;
 use super::node_id::peer_id;
-use super::types::{ConsumerRaft, ConsumerRecord, ConsumerTypes, Member};
+use super::types::{ConsumerRaft, ConsumerRecord, ConsumerTypes};
 
 /// How long a new leader waits to have applied everything committed before it starts the
 /// task (tried again after [`RECHECK`]).
@@ -132,22 +132,8 @@ impl ConsumerGroup {
             machine,
             js: js.clone(),
         });
-        let m = g.raft.metrics().borrow().clone();
-        let has_state = m.current_term > 0 || m.last_log_index.is_some();
-        if ca.group.peers.first() == Some(&meta.own) && !has_state {
-            let nodes: BTreeMap<u64, Member> = ca
-                .group
-                .peers
-                .iter()
-                .map(|id| {
-                    let name = meta.name_of(*id).unwrap_or_else(|| id.to_string());
-                    (*id, Member { name })
-                })
-                .collect();
-            if let Err(e) = g.raft.initialize(nodes).await {
-                tracing::debug!(group = %g.name, error = %e, "consumer group not initialized here");
-            }
-        }
+        meta.initialize_group(&g.raft, &g.name, &ca.group.peers)
+            .await;
         tokio::spawn(follow_leadership(Arc::downgrade(&g)));
         info!(account = %g.account, stream = %g.stream, consumer = %g.consumer, group = %g.name,
               "JetStream cluster: consumer group started");

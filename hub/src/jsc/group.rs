@@ -363,6 +363,34 @@ impl MetaGroup {
         tags
     }
 
+    /// Initializes the group of a replicated stream or consumer (`raft`, named `name`) with
+    /// every one of its `peers` as a voter, if this member is the first of them and has no
+    /// Raft state for it yet (the others wait to be reached by its leader).
+    pub(super) async fn initialize_group<C>(
+        &self,
+        raft: &openraft::Raft<C>,
+        name: &str,
+        peers: &[u64],
+    ) where
+        C: openraft::RaftTypeConfig<NodeId = u64, Node = super::types::Member>,
+    {
+        let m = raft.metrics().borrow().clone();
+        let has_state = m.current_term > 0 || m.last_log_index.is_some();
+        if peers.first() != Some(&self.own) || has_state {
+            return;
+        }
+        let nodes: BTreeMap<u64, super::types::Member> = peers
+            .iter()
+            .map(|id| {
+                let name = self.name_of(*id).unwrap_or_else(|| id.to_string());
+                (*id, super::types::Member { name })
+            })
+            .collect();
+        if let Err(e) = raft.initialize(nodes).await {
+            tracing::debug!(group = %name, error = %e, "group not initialized here");
+        }
+    }
+
     /// The name of member `id`, if known (the membership, or a route).
     pub fn name_of(&self, id: u64) -> Option<String> {
         let m = self.raft.metrics().borrow().clone();

@@ -37,7 +37,6 @@
 //!   messages (`JetStream::replica_appended`).
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
@@ -255,23 +254,8 @@ impl StreamGroup {
             domain: js.domain().map(str::to_owned),
             capture: Mutex::new(Vec::new()),
         });
-        // The first peer initializes the group with every peer as a voter.
-        let m = g.raft.metrics().borrow().clone();
-        let has_state = m.current_term > 0 || m.last_log_index.is_some();
-        if sa.group.peers.first() == Some(&meta.own) && !has_state {
-            let nodes: BTreeMap<u64, Member> = sa
-                .group
-                .peers
-                .iter()
-                .map(|id| {
-                    let name = meta.name_of(*id).unwrap_or_else(|| id.to_string());
-                    (*id, Member { name })
-                })
-                .collect();
-            if let Err(e) = g.raft.initialize(nodes).await {
-                tracing::debug!(group = %g.name, error = %e, "stream group not initialized here");
-            }
-        }
+        meta.initialize_group(&g.raft, &g.name, &sa.group.peers)
+            .await;
         let (waits, waiting) = mpsc::channel(BATCHES_OUT);
         tokio::spawn(propose(Arc::downgrade(&g), rx, waits));
         tokio::spawn(answer(Arc::downgrade(&g), waiting));
