@@ -68,8 +68,15 @@ fn member_config(
             "APP": { "users": [ { "user": "a", "password": "a" } ] },
         },
         "system_account": "SYS",
-        // The global account's user (JetStream's account here).
-        "authorization": { "users": [ { "user": "g", "password": "g" } ] },
+        // The global account's users (JetStream's account here): `g`, and `r` who may only
+        // make API requests and receive on its inboxes.
+        "authorization": { "users": [
+            { "user": "g", "password": "g" },
+            { "user": "r", "password": "r", "permissions": {
+                "publish": { "allow": ["$JS.API.>"] },
+                "subscribe": { "allow": ["_INBOX.>"] },
+            } },
+        ] },
     })
 }
 
@@ -2766,4 +2773,71 @@ async fn until_answer(m: &Member, subject: &str, what: &str, check: impl Fn(&Val
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Hostile input: a pull request whose reply subject the requester may not publish to has its
+/// answers confined to the requester (`server::reply`); sent to a member that does not lead
+/// the replicated consumer, it is not forwarded (the leader could not confine the deliveries,
+/// which would reach whoever subscribes that subject): answered 503 to the requester alone,
+/// and a subscriber of that subject on the leader's member gets nothing. The same request from a user allowed to publish there
+/// is forwarded and delivered (the check can fail).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_request_with_a_confined_reply_is_not_forwarded() {
+    let (members, _) = three_members_with_an_r3_stream("CONF", "conf.>").await;
+    let js = jetstream_on(&members[0]).await;
+    for i in 0..3 {
+        js.publish(format!("conf.{i}"), "secret".into())
+            .await
+            .expect("publish")
+            .await
+            .expect("a PubAck");
+    }
+    let created = api(
+        &app_client(&members[1]).await,
+        "$JS.API.CONSUMER.DURABLE.CREATE.CONF.D",
+        json!({"stream_name": "CONF", "config": {
+            "durable_name": "D", "ack_policy": "explicit", "num_replicas": 3,
+        }}),
+    )
+    .await;
+    assert_eq!(created["name"], "D", "{created}");
+    let all: Vec<&Member> = members.iter().collect();
+    let leader = consumer_leader(&all, "CONF", "D", None).await;
+    let at_leader = members
+        .iter()
+        .find(|m| m.name == leader)
+        .expect("the leader");
+    let other = members.iter().find(|m| m.name != leader).expect("another");
+    let victim = app_client(at_leader).await;
+    let mut spied = victim.subscribe("victim.inbox").await.expect("subscribe");
+    victim.flush().await.expect("flush");
+    let limited = other
+        .server
+        .client_with(TestServer::options().user_and_password("r".into(), "r".into()))
+        .await;
+    // The limited user's request, reply `victim.inbox` (it may not publish there).
+    let next = "$JS.API.CONSUMER.MSG.NEXT.CONF.D";
+    limited
+        .publish_with_reply(next, "victim.inbox", json!({"batch": 1}).to_string().into())
+        .await
+        .expect("publish");
+    limited.flush().await.expect("flush");
+    let leaked = tokio::time::timeout(Duration::from_secs(2), spied.next()).await;
+    assert!(
+        leaked.is_err(),
+        "a confined pull request was forwarded: {:?}",
+        leaked.ok().flatten().map(|m| m.payload)
+    );
+    // The same request by a user allowed to publish there: forwarded, delivered.
+    let allowed = app_client(other).await;
+    allowed
+        .publish_with_reply(next, "victim.inbox", json!({"batch": 1}).to_string().into())
+        .await
+        .expect("publish");
+    allowed.flush().await.expect("flush");
+    let delivered = tokio::time::timeout(Duration::from_secs(10), spied.next())
+        .await
+        .expect("the forwarded request's delivery")
+        .expect("a message");
+    assert_eq!(&delivered.payload[..], b"secret");
 }

@@ -784,9 +784,12 @@ impl Inner {
                 }
             }
             None => {
-                // A replicated consumer led by another member: its leader serves it.
+                // A replicated consumer led by another member: its leader serves it. Not a
+                // request whose answers are confined to the requester (a reply subject it may
+                // not publish to, see `server::reply`): the leader could not confine them, so
+                // the messages would reach anyone subscribed to that subject there.
                 let forwarded = match (self.replication(), names.split_once('.')) {
-                    (Some((hook, account)), Some((s, c))) => {
+                    (Some((hook, account)), Some((s, c))) if reply.confined_to().is_none() => {
                         hook.forward_pull(&account, s, c, reply.subject(), &payload)
                     }
                     _ => false,
