@@ -196,6 +196,17 @@ impl RaftDb {
     /// Removes `group`'s log entries and values, but its vote and the `floor` saved in its
     /// place when there is one, in one durable commit.
     async fn clear_group(&self, group: &str, floor: Option<Vec<u8>>) -> Result<(), redb::Error> {
+        // Entries of a live log writer not committed yet are forgotten too (a group is
+        // cleared when it does not run: normally there are none).
+        let live = self
+            .1
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(group)
+            .and_then(Weak::upgrade);
+        if let Some(writes) = live {
+            writes.pending().clear();
+        }
         let group = group.to_owned();
         durable(self.0.clone(), move |txn| {
             let g: &str = &group;
