@@ -2779,8 +2779,8 @@ async fn until_answer(m: &Member, subject: &str, what: &str, check: impl Fn(&Val
 /// answers confined to the requester (`server::reply`); sent to a member that does not lead
 /// the replicated consumer, it is not forwarded (the leader could not confine the deliveries,
 /// which would reach whoever subscribes that subject): answered 503 to the requester alone,
-/// and a subscriber of that subject on the leader's member gets nothing. The same request from a user allowed to publish there
-/// is forwarded and delivered (the check can fail).
+/// and a subscriber of that subject on the leader's member gets nothing. The same request
+/// from a user allowed to publish there is forwarded and delivered (the check can fail).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pull_request_with_a_confined_reply_is_not_forwarded() {
     let (members, _) = three_members_with_an_r3_stream("CONF", "conf.>").await;
