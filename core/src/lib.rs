@@ -20,6 +20,7 @@
 //!   [`server`], never the other way round.
 //! * [`jetstream`]: streams, consumers, mirrors and sources, and the `$JS.API`, on the
 //!   `leaf-store` message store.
+//! * [`listen`]: TCP listeners with an accept queue sized for a fleet's reconnections.
 //! * [`monitor`]: the HTTP monitoring port (nats-server's pages; a binary adds its own through
 //!   [`monitor::Pages`]).
 //! * [`system`]: the system account's requests (`$SYS.REQ.SERVER.…`, answered with the
@@ -56,6 +57,7 @@ pub mod config;
 pub mod fleet;
 pub mod jetstream;
 pub mod leafnode;
+pub mod listen;
 pub mod monitor;
 pub mod process;
 pub mod redact;

@@ -149,7 +149,7 @@ impl Monitor {
         sources: Sources,
         tls: Option<TlsAcceptor>,
     ) -> std::io::Result<Monitor> {
-        let listener = TcpListener::bind((host, port)).await?;
+        let listener = crate::listen::bind((host, port)).await?;
         Ok(Monitor {
             listener,
             sources,

@@ -503,7 +503,7 @@ impl LeafState {
                     format!("{host}:{port}")
                 };
                 Some(
-                    TcpListener::bind(&addr)
+                    crate::listen::bind(&addr)
                         .await
                         .map_err(|source| ServerError::Bind { addr, source })?,
                 )

@@ -376,7 +376,7 @@ impl Server {
         peers: Option<Arc<dyn Peers>>,
     ) -> Result<Server, ServerError> {
         let addr = format!("{}:{}", opts.host, opts.port);
-        let listener = TcpListener::bind(&addr)
+        let listener = crate::listen::bind(&addr)
             .await
             .map_err(|source| ServerError::Bind {
                 addr: addr.clone(),

@@ -134,7 +134,7 @@ impl Listener {
         } else {
             format!("{}:{}", cfg.host, cfg.port)
         };
-        let tcp = TcpListener::bind(&addr).await?;
+        let tcp = crate::listen::bind(&addr).await?;
         Ok(Listener { tcp, cfg })
     }
 

@@ -222,7 +222,7 @@ impl Routes {
     /// Binds the route listener of `settings`.
     pub async fn bind(settings: ClusterSettings) -> Result<Arc<Routes>, String> {
         let addr = settings.listen_addr()?;
-        let listener = TcpListener::bind(&addr)
+        let listener = leaf_core::listen::bind(&addr)
             .await
             .map_err(|e| format!("cluster.listen: cannot listen on {addr}: {e}"))?;
         let listen_addr = listener

@@ -42,6 +42,11 @@ const ERRORS_KEPT: usize = 5;
 /// The first reconnection wait's ceiling, and the cap of the ceiling (leafd's defaults).
 const RECONNECT_MIN: Duration = Duration::from_millis(100);
 const RECONNECT_MAX: Duration = Duration::from_secs(10);
+/// How long a reconnecting gateway waits for the hub's handshake before it counts the
+/// attempt as refused and backs off (leafd's link waits 2 s for each handshake step). Without
+/// it, a connection the hub's full accept queue dropped after the client saw it established
+/// waits for an INFO forever.
+const HANDSHAKE_LIMIT: Duration = Duration::from_secs(2);
 
 /// `loadgen fleet` options.
 #[derive(Debug, clap::Args)]
@@ -619,7 +624,14 @@ async fn storm(plan: &Plan, mut leaf: Leaf, name: &str, inbox: &str, gw: &mut Ga
             ));
             return;
         }
-        match handshake_as(&plan.addr, name, plan.i, inbox, plan.creds.as_ref()).await {
+        let attempt = tokio::time::timeout(
+            HANDSHAKE_LIMIT,
+            handshake_as(&plan.addr, name, plan.i, inbox, plan.creds.as_ref()),
+        );
+        match attempt
+            .await
+            .unwrap_or_else(|_| Err("handshake timed out".into()))
+        {
             Ok(_) => {
                 let now = Instant::now();
                 gw.back_at = Some(now);
