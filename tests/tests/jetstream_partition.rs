@@ -176,39 +176,15 @@ async fn stream_names(m: &Member) -> Option<Vec<String>> {
 }
 
 /// `m`'s own copy of `stream`: its `STREAM.INFO` state and its messages as (sequence,
-/// `Nats-Msg-Id`), read with `MSG.GET` on `m`.
+/// `Nats-Msg-Id`), read with an ephemeral consumer on `m`'s copy (`MSG.GET` is answered by the
+/// group's leader).
 async fn copy_of(m: &Member, stream: &str) -> Option<(Value, Vec<(u64, String)>)> {
     let c = client(m).await;
     let info = try_api(&c, &format!("$JS.API.STREAM.INFO.{stream}"), json!({})).await?;
     let state = info["state"].clone();
     let count = state["messages"].as_u64()?;
-    let mut out = Vec::new();
-    let mut seq = 1;
-    while (out.len() as u64) < count {
-        let got = try_api(
-            &c,
-            &format!("$JS.API.STREAM.MSG.GET.{stream}"),
-            json!({"seq": seq, "next_by_subj": ">"}),
-        )
-        .await?;
-        let msg = &got["message"];
-        if !msg.is_object() {
-            return None;
-        }
-        use base64::Engine;
-        let headers = base64::engine::general_purpose::STANDARD
-            .decode(msg["hdrs"].as_str().unwrap_or_default())
-            .unwrap_or_default();
-        let id = String::from_utf8_lossy(&headers)
-            .lines()
-            .find_map(|l| l.strip_prefix("Nats-Msg-Id:"))
-            .map(|v| v.trim().to_owned())
-            .unwrap_or_default();
-        let at = msg["seq"].as_u64()?;
-        out.push((at, id));
-        seq = at + 1;
-    }
-    Some((state, out))
+    let msgs = e2e::copy::messages(&c, stream, count, Duration::from_secs(30)).await?;
+    Some((state, msgs.into_iter().map(|m| (m.seq, m.msg_id)).collect()))
 }
 
 /// A publish with `Nats-Msg-Id` `id`.
@@ -453,30 +429,15 @@ async fn a_partitioned_stream_leader_acknowledges_nothing_and_heals_without_loss
 }
 
 /// The values of `stream` in `m`'s own copy, as (sequence, payload parsed as a number), once
-/// `MSG.GET` answers every message `STREAM.INFO` counts.
+/// an ephemeral consumer on `m`'s copy reads every message `STREAM.INFO` counts.
 async fn values_of(m: &Member, stream: &str) -> Option<Vec<(u64, u64)>> {
     let c = client(m).await;
     let info = try_api(&c, &format!("$JS.API.STREAM.INFO.{stream}"), json!({})).await?;
     let count = info["state"]["messages"].as_u64()?;
-    let mut out = Vec::new();
-    let mut seq = 1;
-    while (out.len() as u64) < count {
-        let got = try_api(
-            &c,
-            &format!("$JS.API.STREAM.MSG.GET.{stream}"),
-            json!({"seq": seq, "next_by_subj": ">"}),
-        )
-        .await?;
-        let msg = &got["message"];
-        use base64::Engine;
-        let data = base64::engine::general_purpose::STANDARD
-            .decode(msg["data"].as_str()?)
-            .ok()?;
-        let at = msg["seq"].as_u64()?;
-        out.push((at, String::from_utf8_lossy(&data).parse().ok()?));
-        seq = at + 1;
-    }
-    Some(out)
+    let msgs = e2e::copy::messages(&c, stream, count, Duration::from_secs(30)).await?;
+    msgs.into_iter()
+        .map(|m| Some((m.seq, String::from_utf8_lossy(&m.payload).parse().ok()?)))
+        .collect()
 }
 
 /// One client's loop on the register: `get`, then `update` to the value plus one from the

@@ -44,6 +44,7 @@ pub mod errors;
 pub mod handle;
 pub mod info_request;
 mod msg_ids;
+pub mod reads;
 pub mod replication;
 mod republish;
 pub mod retention;
