@@ -1048,11 +1048,11 @@ async fn acknowledged(m: &Member, subject: &str) -> Value {
 }
 
 /// issue 22 step 3: each peer of an R2 stream holds a copy in its engine (the third member
-/// none), which answers reads (`MSG.GET`: no message); a publish through any member is
-/// acknowledged, before and after a restart of a peer; a purge goes through the group;
-/// reads on the member without a copy are refused (10036); a durable consumer is created as a
-/// replicated one (its group on the stream's peers). Deleted from the member without a
-/// copy, the copies go.
+/// none); once the group has a leader, reads are answered by it on a peer and on the member
+/// without a copy alike (`MSG.GET`: no message); a publish through any member is
+/// acknowledged, before and after a restart of a peer; a purge goes through the group; a
+/// durable consumer is created as a replicated one (its group on the stream's peers). Deleted
+/// from the member without a copy, the copies go.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replicated_stream_has_a_copy_on_each_peer() {
     let mut members = cluster(&[ServerKind::Hubd; 3]).await;
@@ -1093,14 +1093,14 @@ async fn a_replicated_stream_has_a_copy_on_each_peer() {
         info["created"], created["created"],
         "the assignment's creation time"
     );
+    // Reads and purges go through the group: once it has a leader (10008 before).
+    let holders: Vec<&Member> = members.iter().filter(|m| peers.contains(&m.name)).collect();
+    stream_leader(&holders, "ORDERS", None).await;
     let get = api(&at_peer, "$JS.API.STREAM.MSG.GET.ORDERS", json!({"seq": 1})).await;
     assert_eq!(
         get["error"]["err_code"], 10037,
-        "answered from the copy: {get}"
+        "answered by the group's leader: {get}"
     );
-    // A purge goes through the group: once it has a leader (10008 before).
-    let holders: Vec<&Member> = members.iter().filter(|m| peers.contains(&m.name)).collect();
-    stream_leader(&holders, "ORDERS", None).await;
     let purge = api(&at_peer, "$JS.API.STREAM.PURGE.ORDERS", json!({})).await;
     assert_eq!(purge["success"], true, "through the group: {purge}");
     let consumer = api(
@@ -1118,7 +1118,10 @@ async fn a_replicated_stream_has_a_copy_on_each_peer() {
         json!({"seq": 1}),
     )
     .await;
-    assert_eq!(get["error"]["err_code"], 10036, "no copy here: {get}");
+    assert_eq!(
+        get["error"]["err_code"], 10037,
+        "no copy here, answered by the group's leader: {get}"
+    );
     // A publish through any member is acknowledged by the group's leader.
     for (i, m) in members.iter().enumerate() {
         let ack = acknowledged(m, "orders.new").await;
