@@ -80,7 +80,12 @@ impl Inner {
         let Some((hook, account)) = self.replication() else {
             return false;
         };
-        if hook.stream(&account, name).is_none() {
+        // This engine's copy says it at once; without one, the cluster's assignments.
+        let replicated = match self.stream(name) {
+            Some(s) => s.config().is_replicated(),
+            None => hook.stream(&account, name).is_some(),
+        };
+        if !replicated {
             return false;
         }
         let Some(reply) = reply.cloned() else {

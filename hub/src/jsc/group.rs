@@ -675,11 +675,12 @@ impl MetaGroup {
         account: &str,
         name: &str,
     ) -> Result<(StreamAssignment, Option<Arc<StreamGroup>>), ApiError> {
+        // Looked up in place: the whole state is not cloned (reads come here for every get).
         let sa = self
-            .state()
+            .state
+            .borrow()
             .streams
-            .values()
-            .find(|sa| sa.account == account && sa.name == name)
+            .get(&(account.to_owned(), name.to_owned()))
             .cloned()
             .ok_or_else(ApiError::stream_not_found)?;
         let here = self.stream_group_named(&sa.group.name);
