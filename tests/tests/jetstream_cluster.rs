@@ -2851,6 +2851,21 @@ async fn member_without_copy<'a>(members: &'a [Member], at: &Member, stream: &st
     }
 }
 
+/// The sequence of `payload` published on `subject` through `js`, once acknowledged (within
+/// 10 s).
+async fn acked_seq(js: &e2e::async_nats::jetstream::Context, subject: &str, payload: &str) -> u64 {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        js.publish(subject.to_owned(), payload.to_owned().into())
+            .await
+            .expect("publish")
+            .await
+            .expect("a PubAck")
+            .sequence
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{subject}: no PubAck within 10 s"))
+}
+
 /// A `DIRECT.GET` request's answer: its `Nats-Sequence` header and payload (or its status).
 async fn direct_get(
     client: &e2e::async_nats::Client,
@@ -2950,16 +2965,7 @@ async fn reads_on_any_member_see_the_last_acknowledged_write() {
     let client_b = app_client(b).await;
     for round in 0..50u32 {
         let value = format!("v{round}");
-        let seq = tokio::time::timeout(Duration::from_secs(10), async {
-            js_a.publish("rg.x", value.clone().into())
-                .await
-                .expect("publish")
-                .await
-                .expect("a PubAck")
-                .sequence
-        })
-        .await
-        .unwrap_or_else(|_| panic!("round {round}: no PubAck within 10 s"));
+        let seq = acked_seq(&js_a, "rg.x", &value).await;
         for body in [json!({"seq": seq}), json!({"last_by_subj": "rg.x"})] {
             let got = api(&client_b, "$JS.API.STREAM.MSG.GET.RG", body.clone()).await;
             assert_eq!(
@@ -2990,16 +2996,7 @@ async fn reads_on_any_member_see_the_last_acknowledged_write() {
     .await;
     assert_eq!(created["did_create"], true, "{created}");
     let outside = member_without_copy(&members, a, "R2G").await;
-    let seq = tokio::time::timeout(Duration::from_secs(10), async {
-        js_a.publish("r2g.y", "there".into())
-            .await
-            .expect("publish")
-            .await
-            .expect("a PubAck")
-            .sequence
-    })
-    .await
-    .expect("a PubAck within 10 s");
+    let seq = acked_seq(&js_a, "r2g.y", "there").await;
     let client_out = app_client(outside).await;
     let got = api(
         &client_out,
