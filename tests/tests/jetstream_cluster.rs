@@ -1474,7 +1474,9 @@ fn exactly_once(m: &Member, copy: &[(u64, String, String)], acked: &[u64]) {
 /// issue 22 step 4 (c): with two of three members stopped, the member left (the stream's
 /// leader, which still takes the publishes) cannot acknowledge a publish to an R3 stream (no
 /// quorum): it is refused (10008) or times out, never a PubAck with a sequence, and nothing
-/// more is stored.
+/// more is stored. Nor does it answer reads from its copy (it cannot confirm that it still
+/// leads): `MSG.GET` of a message it holds answers 10008, `DIRECT.GET` a 503 status (no
+/// responders), where both answered that message before the two others stopped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_minority_member_acknowledges_nothing() {
     let mut members = cluster(&[ServerKind::Hubd; 3]).await;
@@ -1483,7 +1485,7 @@ async fn a_minority_member_acknowledges_nothing() {
         agreed_leader(&all, None).await;
         let created = create(
             &app_client(&members[0]).await,
-            json!({"name": "ORDERS", "subjects": ["orders.>"], "num_replicas": 3}),
+            json!({"name": "ORDERS", "subjects": ["orders.>"], "num_replicas": 3, "allow_direct": true}),
         )
         .await;
         assert_eq!(created["did_create"], true, "{created}");
@@ -1501,10 +1503,18 @@ async fn a_minority_member_acknowledges_nothing() {
         .expect("the leader");
     copy_of(&members[stays], "ORDERS", 1).await;
     let left = members.remove(stays);
+    let client = app_client(&left).await;
+    let get = "$JS.API.STREAM.MSG.GET.ORDERS";
+    let read = api(&client, get, json!({"seq": 1})).await;
+    assert_eq!(read["message"]["seq"], 1, "{read}");
+    let direct = "$JS.API.DIRECT.GET.ORDERS";
+    assert_eq!(
+        direct_get(&client, direct, r#"{"seq":1}"#).await,
+        Ok((1, "x".to_owned()))
+    );
     for m in &mut members {
         m.server.kill();
     }
-    let client = app_client(&left).await;
     let mut refused = 0;
     for _ in 0..3 {
         let answer = tokio::time::timeout(
@@ -1526,6 +1536,11 @@ async fn a_minority_member_acknowledges_nothing() {
     );
     let info = api(&client, "$JS.API.STREAM.INFO.ORDERS", json!({})).await;
     assert_eq!(info["state"]["messages"], 1, "{info}");
+    // No read from a copy that cannot be confirmed as the leader's.
+    let read = api(&client, get, json!({"seq": 1})).await;
+    assert_eq!(read["error"]["err_code"], 10008, "a minority read: {read}");
+    let direct = direct_get(&client, direct, r#"{"seq":1}"#).await;
+    assert!(direct.is_err(), "a minority direct get: {direct:?}");
 }
 
 /// Three hubd members, once they agree on a meta leader.
