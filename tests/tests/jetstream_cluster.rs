@@ -1550,8 +1550,9 @@ async fn three_members_with_a_meta_leader() -> Vec<Member> {
     members
 }
 
-/// Retries `get` of `key` in `kv` (bounded) until it reads `want`: a member's copy may be a
-/// heartbeat behind the group's leader (reads are served by each member's own copy).
+/// Retries `get` of `key` in `kv` (bounded) until it reads `want` (a `get` is answered by the
+/// group's leader, so once the write was acknowledged the first try reads it; retried for a
+/// write the test does not wait for).
 async fn until_kv(kv: &e2e::async_nats::jetstream::kv::Store, key: &str, want: Option<&str>) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -1625,20 +1626,29 @@ async fn an_r3_kv_bucket_serves_puts_gets_history_keys_and_watches_from_every_me
     assert_eq!(put("b", "x").await, 3);
     until_kv(&kv, "a", Some("2")).await;
     until_kv(&kv, "b", Some("x")).await;
-    let history: Vec<(u64, String)> = tokio::time::timeout(Duration::from_secs(10), async {
-        kv.history("a")
-            .await
-            .expect("history")
-            .map(|e| {
-                let e = e.expect("entry");
-                (e.revision, String::from_utf8_lossy(&e.value).into_owned())
-            })
-            .collect()
-            .await
-    })
-    .await
-    .expect("history within 10 s");
-    assert_eq!(history, [(1, "1".to_owned()), (2, "2".to_owned())]);
+    // `history` is a consumer on this member's copy (which may be a heartbeat behind the
+    // leader that answered the gets): waited for (bounded).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let history: Vec<(u64, String)> = tokio::time::timeout(Duration::from_secs(10), async {
+            kv.history("a")
+                .await
+                .expect("history")
+                .map(|e| {
+                    let e = e.expect("entry");
+                    (e.revision, String::from_utf8_lossy(&e.value).into_owned())
+                })
+                .collect()
+                .await
+        })
+        .await
+        .expect("history within 10 s");
+        if history == [(1, "1".to_owned()), (2, "2".to_owned())] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "history of a: {history:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let keys = |kv: kv::Store| async move {
         let mut keys: Vec<String> = tokio::time::timeout(Duration::from_secs(10), async {
             kv.keys()
@@ -1653,7 +1663,23 @@ async fn an_r3_kv_bucket_serves_puts_gets_history_keys_and_watches_from_every_me
         keys.sort();
         keys
     };
-    assert_eq!(keys(kv.clone()).await, ["a", "b"]);
+    // `keys` is a consumer on this member's copy, which may be a heartbeat behind the
+    // leader that answered the gets: waited for (bounded).
+    let until_keys = |want: &'static [&'static str]| {
+        let kv = kv.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let got = keys(kv.clone()).await;
+                if got == want {
+                    return;
+                }
+                assert!(Instant::now() < deadline, "keys {got:?}, not {want:?}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    until_keys(&["a", "b"]).await;
 
     // A watch here sees a put made on another member.
     let mut watch = kv.watch("a").await.expect("watch");
@@ -1682,7 +1708,7 @@ async fn an_r3_kv_bucket_serves_puts_gets_history_keys_and_watches_from_every_me
         .expect("delete within 10 s")
         .expect("delete");
     until_kv(&kv, "b", None).await;
-    assert_eq!(keys(kv.clone()).await, ["a"]);
+    until_keys(&["a"]).await;
 
     // A purge is a rollup: every copy keeps only its marker of the key.
     tokio::time::timeout(Duration::from_secs(10), kv.purge("a"))
