@@ -17,13 +17,16 @@
 //!
 //! The request is served off the API task (each read is a task of its own, bounded in time by
 //! the hook), so reads waiting on a barrier or a member's answer never hold the API's other
-//! requests.
+//! requests; at most [`MAX_READS_IN_FLIGHT`] wait at once (past it: answered as unavailable).
 //!
 //! [`Replication::read`]: super::replication::Replication::read
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
-use super::config::ApiError;
+use super::config::{ApiError, JsError};
 use super::wire::TYPE_PREFIX;
 use super::{Inner, JetStream};
 use crate::server::ReplyTo;
@@ -91,18 +94,51 @@ impl Inner {
         let Some(reply) = reply.cloned() else {
             return true; // nobody to answer
         };
-        let server = self.server.clone();
+        let Some(server) = self.server.upgrade() else {
+            return true;
+        };
+        let in_flight = InFlight::take(&self.reads_in_flight);
+        let Some(in_flight) = in_flight else {
+            let answer = ReadAnswer::failed(&read, &JsError::ClusterNotAvail.err());
+            server.answer(&reply, answer.headers.as_deref(), &answer.body);
+            return true;
+        };
+        let server = Arc::downgrade(&server);
         let name = name.to_owned();
         tokio::spawn(async move {
             let answer = match hook.read(&account, &name, read.clone()).await {
                 Ok(answer) => answer,
                 Err(e) => ReadAnswer::failed(&read, &e),
             };
+            drop(in_flight);
             if let Some(server) = server.upgrade() {
                 server.answer(&reply, answer.headers.as_deref(), &answer.body);
             }
         });
         true
+    }
+}
+
+/// Most reads of replicated streams one engine waits on at once: past it a read is answered
+/// as unavailable at once (each waits at most the hook's bounds, a few seconds).
+pub const MAX_READS_IN_FLIGHT: usize = 4096;
+
+/// One read counted in [`Inner`]'s reads in flight, until dropped.
+struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    /// Counts one more read, unless [`MAX_READS_IN_FLIGHT`] are waiting.
+    fn take(count: &Arc<AtomicUsize>) -> Option<InFlight> {
+        let taken = count.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < MAX_READS_IN_FLIGHT).then_some(n + 1)
+        });
+        taken.ok().map(|_| InFlight(count.clone()))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -118,6 +154,22 @@ impl JetStream {
 mod tests {
     use super::{Read, ReadAnswer};
     use crate::jetstream::config::JsError;
+
+    /// Reads in flight are counted up to the bound and released when dropped.
+    #[test]
+    fn reads_in_flight_are_bounded() {
+        use super::{InFlight, MAX_READS_IN_FLIGHT};
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let count = Arc::new(AtomicUsize::new(0));
+        let held: Vec<InFlight> = (0..MAX_READS_IN_FLIGHT)
+            .map(|_| InFlight::take(&count).expect("under the bound"))
+            .collect();
+        assert!(InFlight::take(&count).is_none(), "past the bound");
+        drop(held);
+        assert_eq!(count.load(Ordering::Acquire), 0);
+        assert!(InFlight::take(&count).is_some());
+    }
 
     /// A read that could not be served: `MSG.GET` answers the error in its JSON envelope,
     /// `DIRECT.GET` a 503 status without a body (never a copy's messages).
