@@ -716,6 +716,7 @@ impl TestServer {
 }
 
 pub mod certs;
+pub mod copy;
 pub mod creds;
 pub mod linearizable;
 pub mod netns;

@@ -13,11 +13,13 @@
 //! - **real-time order** violated: a successful update that completed before another was
 //!   invoked has the higher revision;
 //! - a **phantom read**: a read returning a revision/value pair that was never stored;
-//! - a **stale read**, only as far as the server promises fresh reads ([`Reads`]): hubd serves
-//!   `get` from the member's own copy, which may lag the group's leader (by a heartbeat in
-//!   steady state, more while a restarted member catches up), so reads are checked against
-//!   successful writes that completed at least [`Reads::StaleAfter`] before the read was
-//!   invoked, or not at all ([`Reads::MayBeStale`]). That is a stated gap, not a hidden one.
+//! - a **stale read**, as far as the server promises fresh reads ([`Reads`]): a read invoked at
+//!   least [`Reads::StaleAfter`] after a successful update completed must return that update's
+//!   revision or a later one. hubd answers `get` on the register's group leader after a read
+//!   barrier, whichever member is asked (`hub/JETSTREAM-CLUSTER.md`, "Reads on the group's
+//!   leader"), so its test asks `Reads::StaleAfter(Duration::ZERO)`: a read invoked after an
+//!   update completed sees it. [`Reads::MayBeStale`] checks only phantom reads (for a server
+//!   serving reads from a replica that may lag, as nats-server 2.9's direct gets).
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;

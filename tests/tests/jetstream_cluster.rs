@@ -1048,11 +1048,11 @@ async fn acknowledged(m: &Member, subject: &str) -> Value {
 }
 
 /// issue 22 step 3: each peer of an R2 stream holds a copy in its engine (the third member
-/// none), which answers reads (`MSG.GET`: no message); a publish through any member is
-/// acknowledged, before and after a restart of a peer; a purge goes through the group;
-/// reads on the member without a copy are refused (10036); a durable consumer is created as a
-/// replicated one (its group on the stream's peers). Deleted from the member without a
-/// copy, the copies go.
+/// none); once the group has a leader, reads are answered by it on a peer and on the member
+/// without a copy alike (`MSG.GET`: no message); a publish through any member is
+/// acknowledged, before and after a restart of a peer; a purge goes through the group; a
+/// durable consumer is created as a replicated one (its group on the stream's peers). Deleted
+/// from the member without a copy, the copies go.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replicated_stream_has_a_copy_on_each_peer() {
     let mut members = cluster(&[ServerKind::Hubd; 3]).await;
@@ -1093,14 +1093,14 @@ async fn a_replicated_stream_has_a_copy_on_each_peer() {
         info["created"], created["created"],
         "the assignment's creation time"
     );
+    // Reads and purges go through the group: once it has a leader (10008 before).
+    let holders: Vec<&Member> = members.iter().filter(|m| peers.contains(&m.name)).collect();
+    stream_leader(&holders, "ORDERS", None).await;
     let get = api(&at_peer, "$JS.API.STREAM.MSG.GET.ORDERS", json!({"seq": 1})).await;
     assert_eq!(
         get["error"]["err_code"], 10037,
-        "answered from the copy: {get}"
+        "answered by the group's leader: {get}"
     );
-    // A purge goes through the group: once it has a leader (10008 before).
-    let holders: Vec<&Member> = members.iter().filter(|m| peers.contains(&m.name)).collect();
-    stream_leader(&holders, "ORDERS", None).await;
     let purge = api(&at_peer, "$JS.API.STREAM.PURGE.ORDERS", json!({})).await;
     assert_eq!(purge["success"], true, "through the group: {purge}");
     let consumer = api(
@@ -1118,7 +1118,10 @@ async fn a_replicated_stream_has_a_copy_on_each_peer() {
         json!({"seq": 1}),
     )
     .await;
-    assert_eq!(get["error"]["err_code"], 10036, "no copy here: {get}");
+    assert_eq!(
+        get["error"]["err_code"], 10037,
+        "no copy here, answered by the group's leader: {get}"
+    );
     // A publish through any member is acknowledged by the group's leader.
     for (i, m) in members.iter().enumerate() {
         let ack = acknowledged(m, "orders.new").await;
@@ -1182,9 +1185,9 @@ async fn group_leader(members: &[&Member], subject: &str, not: Option<&str>) -> 
     }
 }
 
-/// The messages of `stream` in member `m`'s copy (its own `STREAM.INFO` and `MSG.GET`, no
-/// other member asked), once it holds `count` (bounded wait): (sequence, `Nats-Msg-Id`,
-/// payload) in order.
+/// The messages of `stream` in member `m`'s copy (its own `STREAM.INFO`, and an ephemeral
+/// consumer on its copy: `MSG.GET` is answered by the group's leader), once it holds `count`
+/// (bounded wait): (sequence, `Nats-Msg-Id`, payload) in order.
 async fn copy_of(m: &Member, stream: &str, count: u64) -> Vec<(u64, String, String)> {
     let client = app_client(m).await;
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -1202,37 +1205,15 @@ async fn copy_of(m: &Member, stream: &str, count: u64) -> Vec<(u64, String, Stri
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let get_subject = format!("$JS.API.STREAM.MSG.GET.{stream}");
-    let mut out = Vec::new();
-    let mut seq = 1;
-    while out.len() < usize::try_from(count).unwrap_or(usize::MAX) {
-        let got = api(
-            &client,
-            &get_subject,
-            json!({"seq": seq, "next_by_subj": ">"}),
-        )
-        .await;
-        let msg = &got["message"];
-        assert!(msg.is_object(), "{}: seq {seq}: {got}", m.name);
-        let decode = |field: &str| {
-            use base64::Engine;
-            let text = msg[field].as_str().unwrap_or_default();
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(text)
-                .unwrap_or_default();
-            String::from_utf8_lossy(&bytes).into_owned()
-        };
-        let headers = decode("hdrs");
-        let id = headers
-            .lines()
-            .find_map(|l| l.strip_prefix("Nats-Msg-Id:"))
-            .map(|v| v.trim().to_owned())
-            .unwrap_or_default();
-        let at = msg["seq"].as_u64().unwrap_or(0);
-        out.push((at, id, decode("data")));
-        seq = at + 1;
-    }
-    out
+    let msgs = e2e::copy::messages(&client, stream, count, Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|| panic!("{}: its copy's {count} messages not read", m.name));
+    msgs.into_iter()
+        .map(|c| {
+            let payload = String::from_utf8_lossy(&c.payload).into_owned();
+            (c.seq, c.msg_id, payload)
+        })
+        .collect()
 }
 
 /// Three hubd members with a meta leader and an R3 stream `name` on `subjects` (created on the
@@ -1493,7 +1474,9 @@ fn exactly_once(m: &Member, copy: &[(u64, String, String)], acked: &[u64]) {
 /// issue 22 step 4 (c): with two of three members stopped, the member left (the stream's
 /// leader, which still takes the publishes) cannot acknowledge a publish to an R3 stream (no
 /// quorum): it is refused (10008) or times out, never a PubAck with a sequence, and nothing
-/// more is stored.
+/// more is stored. Nor does it answer reads from its copy (it cannot confirm that it still
+/// leads): `MSG.GET` of a message it holds answers 10008, `DIRECT.GET` a 503 status (no
+/// responders), where both answered that message before the two others stopped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_minority_member_acknowledges_nothing() {
     let mut members = cluster(&[ServerKind::Hubd; 3]).await;
@@ -1502,7 +1485,7 @@ async fn a_minority_member_acknowledges_nothing() {
         agreed_leader(&all, None).await;
         let created = create(
             &app_client(&members[0]).await,
-            json!({"name": "ORDERS", "subjects": ["orders.>"], "num_replicas": 3}),
+            json!({"name": "ORDERS", "subjects": ["orders.>"], "num_replicas": 3, "allow_direct": true}),
         )
         .await;
         assert_eq!(created["did_create"], true, "{created}");
@@ -1520,10 +1503,18 @@ async fn a_minority_member_acknowledges_nothing() {
         .expect("the leader");
     copy_of(&members[stays], "ORDERS", 1).await;
     let left = members.remove(stays);
+    let client = app_client(&left).await;
+    let get = "$JS.API.STREAM.MSG.GET.ORDERS";
+    let read = api(&client, get, json!({"seq": 1})).await;
+    assert_eq!(read["message"]["seq"], 1, "{read}");
+    let direct = "$JS.API.DIRECT.GET.ORDERS";
+    assert_eq!(
+        direct_get(&client, direct, r#"{"seq":1}"#).await,
+        Ok((1, "x".to_owned()))
+    );
     for m in &mut members {
         m.server.kill();
     }
-    let client = app_client(&left).await;
     let mut refused = 0;
     for _ in 0..3 {
         let answer = tokio::time::timeout(
@@ -1545,6 +1536,11 @@ async fn a_minority_member_acknowledges_nothing() {
     );
     let info = api(&client, "$JS.API.STREAM.INFO.ORDERS", json!({})).await;
     assert_eq!(info["state"]["messages"], 1, "{info}");
+    // No read from a copy that cannot be confirmed as the leader's.
+    let read = api(&client, get, json!({"seq": 1})).await;
+    assert_eq!(read["error"]["err_code"], 10008, "a minority read: {read}");
+    let direct = direct_get(&client, direct, r#"{"seq":1}"#).await;
+    assert!(direct.is_err(), "a minority direct get: {direct:?}");
 }
 
 /// Three hubd members, once they agree on a meta leader.
@@ -1554,8 +1550,9 @@ async fn three_members_with_a_meta_leader() -> Vec<Member> {
     members
 }
 
-/// Retries `get` of `key` in `kv` (bounded) until it reads `want`: a member's copy may be a
-/// heartbeat behind the group's leader (reads are served by each member's own copy).
+/// Retries `get` of `key` in `kv` (bounded) until it reads `want` (a `get` is answered by the
+/// group's leader, so once the write was acknowledged the first try reads it; retried for a
+/// write the test does not wait for).
 async fn until_kv(kv: &e2e::async_nats::jetstream::kv::Store, key: &str, want: Option<&str>) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -1629,20 +1626,29 @@ async fn an_r3_kv_bucket_serves_puts_gets_history_keys_and_watches_from_every_me
     assert_eq!(put("b", "x").await, 3);
     until_kv(&kv, "a", Some("2")).await;
     until_kv(&kv, "b", Some("x")).await;
-    let history: Vec<(u64, String)> = tokio::time::timeout(Duration::from_secs(10), async {
-        kv.history("a")
-            .await
-            .expect("history")
-            .map(|e| {
-                let e = e.expect("entry");
-                (e.revision, String::from_utf8_lossy(&e.value).into_owned())
-            })
-            .collect()
-            .await
-    })
-    .await
-    .expect("history within 10 s");
-    assert_eq!(history, [(1, "1".to_owned()), (2, "2".to_owned())]);
+    // `history` is a consumer on this member's copy (which may be a heartbeat behind the
+    // leader that answered the gets): waited for (bounded).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let history: Vec<(u64, String)> = tokio::time::timeout(Duration::from_secs(10), async {
+            kv.history("a")
+                .await
+                .expect("history")
+                .map(|e| {
+                    let e = e.expect("entry");
+                    (e.revision, String::from_utf8_lossy(&e.value).into_owned())
+                })
+                .collect()
+                .await
+        })
+        .await
+        .expect("history within 10 s");
+        if history == [(1, "1".to_owned()), (2, "2".to_owned())] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "history of a: {history:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let keys = |kv: kv::Store| async move {
         let mut keys: Vec<String> = tokio::time::timeout(Duration::from_secs(10), async {
             kv.keys()
@@ -1657,7 +1663,23 @@ async fn an_r3_kv_bucket_serves_puts_gets_history_keys_and_watches_from_every_me
         keys.sort();
         keys
     };
-    assert_eq!(keys(kv.clone()).await, ["a", "b"]);
+    // `keys` is a consumer on this member's copy, which may be a heartbeat behind the
+    // leader that answered the gets: waited for (bounded).
+    let until_keys = |want: &'static [&'static str]| {
+        let kv = kv.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let got = keys(kv.clone()).await;
+                if got == want {
+                    return;
+                }
+                assert!(Instant::now() < deadline, "keys {got:?}, not {want:?}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    until_keys(&["a", "b"]).await;
 
     // A watch here sees a put made on another member.
     let mut watch = kv.watch("a").await.expect("watch");
@@ -1686,7 +1708,7 @@ async fn an_r3_kv_bucket_serves_puts_gets_history_keys_and_watches_from_every_me
         .expect("delete within 10 s")
         .expect("delete");
     until_kv(&kv, "b", None).await;
-    assert_eq!(keys(kv.clone()).await, ["a"]);
+    until_keys(&["a"]).await;
 
     // A purge is a rollup: every copy keeps only its marker of the key.
     tokio::time::timeout(Duration::from_secs(10), kv.purge("a"))
@@ -2840,4 +2862,263 @@ async fn a_pull_request_with_a_confined_reply_is_not_forwarded() {
         .expect("the forwarded request's delivery")
         .expect("a message");
     assert_eq!(&delivered.payload[..], b"secret");
+}
+
+/// The member of `members` not among the peers `STREAM.INFO` of `stream` names (its leader
+/// and replicas), asked on `at` (bounded wait until a leader is named).
+async fn member_without_copy<'a>(members: &'a [Member], at: &Member, stream: &str) -> &'a Member {
+    let client = app_client(at).await;
+    let deadline = Instant::now() + ELECTION;
+    loop {
+        let info = api(&client, &format!("$JS.API.STREAM.INFO.{stream}"), json!({})).await;
+        if let Some(leader) = info["cluster"]["leader"].as_str() {
+            let mut peers = vec![leader.to_owned()];
+            if let Some(replicas) = info["cluster"]["replicas"].as_array() {
+                peers.extend(
+                    replicas
+                        .iter()
+                        .filter_map(|r| r["name"].as_str().map(str::to_owned)),
+                );
+            }
+            if let Some(m) = members.iter().find(|m| !peers.contains(&m.name)) {
+                return m;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{stream}: no leader or no member without a copy: {info}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The sequence of `payload` published on `subject` through `js`, once acknowledged (within
+/// 10 s).
+async fn acked_seq(js: &e2e::async_nats::jetstream::Context, subject: &str, payload: &str) -> u64 {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        js.publish(subject.to_owned(), payload.to_owned().into())
+            .await
+            .expect("publish")
+            .await
+            .expect("a PubAck")
+            .sequence
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{subject}: no PubAck within 10 s"))
+}
+
+/// A `DIRECT.GET` request's answer: its `Nats-Sequence` header and payload (or its status).
+async fn direct_get(
+    client: &e2e::async_nats::Client,
+    subject: &str,
+    body: &str,
+) -> Result<(u64, String), String> {
+    let answer = tokio::time::timeout(
+        Duration::from_secs(10),
+        client.request(subject.to_owned(), body.to_owned().into()),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{subject}: no answer within 10 s"))
+    .map_err(|e| e.to_string())?;
+    let headers = answer.headers.ok_or("no headers")?;
+    let seq = headers
+        .get("Nats-Sequence")
+        .and_then(|v| v.as_str().parse().ok())
+        .ok_or_else(|| format!("no Nats-Sequence: {:?} {headers:?}", answer.status))?;
+    Ok((seq, String::from_utf8_lossy(&answer.payload).into_owned()))
+}
+
+/// issue 22, no stale read after a write: reads of a replicated stream's messages are
+/// answered by its group's leader after a read barrier, whichever member is asked. An R3 KV
+/// bucket: 200 rounds of a put from a client on one follower (A), then a get (`DIRECT.GET`
+/// last by subject) on the other follower (B) and on the leader's member (C): each returns the
+/// revision and value just put. An R3 stream: 50 rounds of a publish acknowledged on A, then
+/// on B `MSG.GET` of the acknowledged sequence, `MSG.GET` last by subject and `DIRECT.GET` by
+/// sequence: each returns that message. An R2 stream: `MSG.GET` and `DIRECT.GET` on the member
+/// without a copy are answered (by the leader) with the message just published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_on_any_member_see_the_last_acknowledged_write() {
+    use e2e::async_nats::jetstream::kv;
+    let members = three_members_with_a_meta_leader().await;
+    let all: Vec<&Member> = members.iter().collect();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        jetstream_on(&members[0])
+            .await
+            .create_key_value(kv::Config {
+                bucket: "RD".into(),
+                num_replicas: 3,
+                ..Default::default()
+            }),
+    )
+    .await
+    .expect("bucket created within 10 s")
+    .expect("bucket created");
+    let leader = stream_leader(&all, "KV_RD", None).await;
+    let followers: Vec<&Member> = members.iter().filter(|m| m.name != leader).collect();
+    let at_leader = members
+        .iter()
+        .find(|m| m.name == leader)
+        .expect("the leader");
+    let (a, b, c) = (followers[0], followers[1], at_leader);
+    let mut stores = Vec::new();
+    for m in [a, b, c] {
+        let js = jetstream_on(m).await;
+        stores.push(js.get_key_value("RD").await.expect("bucket opened"));
+    }
+    for round in 0..200u32 {
+        let value = round.to_string();
+        let rev = tokio::time::timeout(
+            Duration::from_secs(10),
+            stores[0].put("k", value.clone().into()),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("round {round}: no PubAck within 10 s"))
+        .unwrap_or_else(|e| panic!("round {round}: put: {e}"));
+        for (at, kv) in [(b, &stores[1]), (c, &stores[2])] {
+            let got = tokio::time::timeout(Duration::from_secs(10), kv.entry("k"))
+                .await
+                .unwrap_or_else(|_| panic!("round {round}: no get answer within 10 s"))
+                .unwrap_or_else(|e| panic!("round {round}: get on {}: {e}", at.name))
+                .unwrap_or_else(|| panic!("round {round}: get on {}: no entry", at.name));
+            assert_eq!(
+                (
+                    got.revision,
+                    String::from_utf8_lossy(&got.value).into_owned()
+                ),
+                (rev, value.clone()),
+                "round {round}: a stale get on {} after a put acknowledged on {}",
+                at.name,
+                a.name
+            );
+        }
+    }
+
+    // MSG.GET and DIRECT.GET right after a publish acknowledged on another member.
+    let created = create(
+        &app_client(a).await,
+        json!({"name": "RG", "subjects": ["rg.>"], "num_replicas": 3, "allow_direct": true}),
+    )
+    .await;
+    assert_eq!(created["did_create"], true, "{created}");
+    stream_leader(&all, "RG", None).await;
+    let js_a = jetstream_on(a).await;
+    let client_b = app_client(b).await;
+    for round in 0..50u32 {
+        let value = format!("v{round}");
+        let seq = acked_seq(&js_a, "rg.x", &value).await;
+        for body in [json!({"seq": seq}), json!({"last_by_subj": "rg.x"})] {
+            let got = api(&client_b, "$JS.API.STREAM.MSG.GET.RG", body.clone()).await;
+            assert_eq!(
+                got["message"]["seq"], seq,
+                "round {round}: MSG.GET {body} on {}: {got}",
+                b.name
+            );
+        }
+        let direct = direct_get(
+            &client_b,
+            "$JS.API.DIRECT.GET.RG",
+            &json!({"seq": seq}).to_string(),
+        )
+        .await;
+        assert_eq!(
+            direct,
+            Ok((seq, value)),
+            "round {round}: DIRECT.GET on {}",
+            b.name
+        );
+    }
+
+    // An R2 stream read on the member without a copy.
+    let created = create(
+        &app_client(a).await,
+        json!({"name": "R2G", "subjects": ["r2g.>"], "num_replicas": 2, "allow_direct": true}),
+    )
+    .await;
+    assert_eq!(created["did_create"], true, "{created}");
+    let outside = member_without_copy(&members, a, "R2G").await;
+    let seq = acked_seq(&js_a, "r2g.y", "there").await;
+    let client_out = app_client(outside).await;
+    let got = api(
+        &client_out,
+        "$JS.API.STREAM.MSG.GET.R2G",
+        json!({"seq": seq}),
+    )
+    .await;
+    assert_eq!(
+        got["message"]["seq"], seq,
+        "MSG.GET on {}: {got}",
+        outside.name
+    );
+    let direct = direct_get(&client_out, "$JS.API.DIRECT.GET.R2G.r2g.y", "").await;
+    assert_eq!(
+        direct,
+        Ok((seq, "there".to_owned())),
+        "DIRECT.GET on {}",
+        outside.name
+    );
+}
+
+/// Hostile input: a `MSG.GET` whose reply subject the requester may not publish to has its
+/// answer confined to the requester (`server::reply`). Sent to a follower, the read is served
+/// by the group's leader, but the answer is delivered by the member the requester asked, still
+/// confined: a subscriber of that subject on the leader's member or on the follower gets
+/// nothing. The same request from a user allowed to publish there is answered (the check can
+/// fail).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_with_a_confined_reply_reaches_only_the_requester() {
+    let (members, leader) = three_members_with_an_r3_stream("CRD", "crd.>").await;
+    let js = jetstream_on(&members[0]).await;
+    js.publish("crd.a", "secret".into())
+        .await
+        .expect("publish")
+        .await
+        .expect("a PubAck");
+    let at_leader = members
+        .iter()
+        .find(|m| m.name == leader)
+        .expect("the leader");
+    let other = members.iter().find(|m| m.name != leader).expect("another");
+    let mut spies = Vec::new();
+    for m in [at_leader, other] {
+        let victim = app_client(m).await;
+        let spied = victim.subscribe("victim.inbox").await.expect("subscribe");
+        victim.flush().await.expect("flush");
+        spies.push((victim, spied));
+    }
+    let limited = other
+        .server
+        .client_with(TestServer::options().user_and_password("r".into(), "r".into()))
+        .await;
+    let get = "$JS.API.STREAM.MSG.GET.CRD";
+    let body = json!({"seq": 1}).to_string();
+    limited
+        .publish_with_reply(get, "victim.inbox", body.clone().into())
+        .await
+        .expect("publish");
+    limited.flush().await.expect("flush");
+    for (_, spied) in &mut spies {
+        let leaked = tokio::time::timeout(Duration::from_secs(2), spied.next()).await;
+        assert!(
+            leaked.is_err(),
+            "a confined read's answer leaked: {:?}",
+            leaked.ok().flatten().map(|m| m.payload)
+        );
+    }
+    // The limited user's own inbox gets the answer.
+    let own = api(&limited, get, json!({"seq": 1})).await;
+    assert_eq!(own["message"]["seq"], 1, "{own}");
+    // A user allowed to publish there: the answer reaches the subscribers.
+    let allowed = app_client(other).await;
+    allowed
+        .publish_with_reply(get, "victim.inbox", body.into())
+        .await
+        .expect("publish");
+    allowed.flush().await.expect("flush");
+    let delivered = tokio::time::timeout(Duration::from_secs(10), spies[0].1.next())
+        .await
+        .expect("the answer within 10 s")
+        .expect("a message");
+    let answer: Value = e2e::serde_json::from_slice(&delivered.payload).expect("JSON");
+    assert_eq!(answer["message"]["seq"], 1, "{answer}");
 }

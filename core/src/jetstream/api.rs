@@ -24,6 +24,7 @@ use super::config::{ApiError, JsError, Storage, StreamConfig};
 use super::consumer;
 use super::handle::{Cmd, ConsumerHandle};
 use super::info_request::InfoRequest;
+use super::reads::{Read, ReadAnswer};
 use super::retention;
 use super::wire::{
     ConsumerCreateRequest, ConsumerInfo, ErrorResponse, MsgGetRequest, MsgGetResponse, Response,
@@ -72,6 +73,25 @@ enum Created {
     New(Box<StreamInfoResponse>),
     /// The stream existed with the same configuration.
     Existed,
+}
+
+/// The stream and the read of a `STREAM.MSG.GET` or `DIRECT.GET` request (the request's
+/// tokens after `$JS.API.`, and its body).
+fn replicated_read<'a>(tokens: &[&'a str], payload: &[u8]) -> Option<(&'a str, Read)> {
+    let (name, direct, last_by) = match tokens {
+        ["STREAM", "MSG", "GET", name] => (*name, false, None),
+        ["DIRECT", "GET", name] => (*name, true, None),
+        ["DIRECT", "GET", name, subject @ ..] if !subject.is_empty() => {
+            (*name, true, Some(subject.join(".")))
+        }
+        _ => return None,
+    };
+    let read = Read {
+        direct,
+        last_by,
+        payload: payload.to_vec(),
+    };
+    Some((name, read))
 }
 
 /// The answer of kind `kind` (`stream_info_response`…) with `body`'s fields after its `type`.
@@ -140,6 +160,12 @@ impl Inner {
             );
         };
         let tokens: Vec<&str> = rest.split('.').collect();
+        // A replicated stream's messages are read on its group's leader (see [`super::reads`]).
+        if let Some((name, read)) = replicated_read(&tokens, &req.payload) {
+            if self.read_replicated(name, read, req.reply.as_ref()) {
+                return Reply::Nothing;
+            }
+        }
         if let Some((kind, _)) = self.unserved_replicated(&tokens) {
             return err(kind, &super::replication::unserved());
         }
@@ -772,6 +798,30 @@ impl Inner {
         found
             .map_err(|e| ApiError::general(&e.to_string()))?
             .ok_or_else(ApiError::no_message_found)
+    }
+
+    /// Answers `read` of stream `name` from this engine's store (on a clustered server: the
+    /// copy of the member leading its group, after its read barrier).
+    pub(crate) fn answer_read_here(&self, name: &str, read: &Read) -> ReadAnswer {
+        let reply = if read.direct {
+            self.direct_get(name, &read.payload, read.last_by.clone())
+        } else {
+            self.msg_get(name, &read.payload)
+        };
+        match reply {
+            Reply::Json(body) => ReadAnswer {
+                headers: None,
+                body,
+            },
+            Reply::Raw(hdr, payload) => ReadAnswer {
+                headers: Some(hdr),
+                body: payload.to_vec(),
+            },
+            Reply::Nothing => ReadAnswer {
+                headers: None,
+                body: Vec::new(),
+            },
+        }
     }
 
     fn msg_get(&self, name: &str, payload: &[u8]) -> Reply {

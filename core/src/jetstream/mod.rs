@@ -44,6 +44,7 @@ pub mod errors;
 pub mod handle;
 pub mod info_request;
 mod msg_ids;
+pub mod reads;
 pub mod replication;
 mod republish;
 pub mod retention;
@@ -168,6 +169,8 @@ pub(crate) struct Inner {
     all_streams: Arc<Budget>,
     /// Records quarantined because they could not be read (see [`JetStream::quarantined`]).
     quarantined: Mutex<Vec<Quarantined>>,
+    /// Reads of replicated streams waiting for the group's leader ([`reads`]).
+    pub(crate) reads_in_flight: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// Hands API requests to the API task, and pull requests to their consumer. Each request's
@@ -345,6 +348,7 @@ impl JetStream {
             api_total: AtomicU64::new(0),
             all_streams: stream::all_streams_budget(),
             quarantined: Mutex::new(Vec::new()),
+            reads_in_flight: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
         });
         // What the store quarantined when it opened (or in an earlier run) stays listed.
         let earlier = inner

@@ -9,8 +9,8 @@
 //! What a replicated stream is here (see `hub/JETSTREAM-CLUSTER.md`, "Status and next
 //! steps"): an assignment the cluster agreed on (configuration, peers), and on each of its
 //! peers a **copy** in the engine ([`JetStream::create_replica`], called by hubd as the
-//! assignments are applied). A copy answers reads (`STREAM.INFO` from its store, `MSG.GET`,
-//! `DIRECT.GET`) but never subscribes its subjects nor copies from sources: hubd's stream
+//! assignments are applied). A copy answers `STREAM.INFO` from its store (`MSG.GET` and
+//! `DIRECT.GET` are served by the group's leader, see [`super::reads`]) but never subscribes its subjects nor copies from sources: hubd's stream
 //! group writes it (the group's leader subscribes the subjects in [`JetStream::account`] and
 //! each peer appends the committed publishes to [`JetStream::store_of`]), so its stream task
 //! takes nothing. `STREAM.PURGE` and `STREAM.MSG.DELETE` are checked here and handed to the
@@ -18,7 +18,7 @@
 //! stream's group, applied alike on every copy) from any member; `STREAM.UPDATE` is checked
 //! here as for a single server (a change of `num_replicas` refused) and handed to
 //! [`Replication::update`] (hubd: through the meta group, each copy updated with
-//! [`JetStream::update_replica`]). Reads and consumers on a member that holds no copy answer
+//! [`JetStream::update_replica`]). Consumers on a member that holds no copy answer
 //! 10036 ("not currently supported in clustered mode").
 //!
 //! **Consumers on a copy**: an ephemeral consumer, or a durable one with `num_replicas: 1`,
@@ -153,6 +153,19 @@ pub trait Replication: Send + Sync {
     ) -> bool {
         let _ = (account, stream, name, reply, payload);
         false
+    }
+
+    /// Serves `read` (`MSG.GET`, `DIRECT.GET`) of replicated stream `name` of `account` on the
+    /// member leading its group, after a read barrier (see [`super::reads`]): the answer for
+    /// the requester. By default not served (10036).
+    fn read(
+        &self,
+        account: &str,
+        name: &str,
+        read: super::reads::Read,
+    ) -> Pending<super::reads::ReadAnswer> {
+        let _ = (account, name, read);
+        Box::pin(async { Err(unserved()) })
     }
 
     /// The names of the replicated consumers of stream `stream` of `account` known here. By
@@ -480,7 +493,8 @@ impl Inner {
 
     /// A request on a replicated stream that this server does not serve (its kind and
     /// stream), from the request's tokens after `$JS.API.`: one that would change the stream,
-    /// or a read on a member without a copy.
+    /// or a consumer request on a member without a copy (message reads go to the group's
+    /// leader: [`super::reads`]).
     pub(crate) fn unserved_replicated<'a>(
         &self,
         tokens: &[&'a str],
@@ -492,7 +506,6 @@ impl Inner {
                 ("consumer_create_response", *name, false)
             }
             ["CONSUMER", "DELETE", name, _] => ("consumer_delete_response", *name, false),
-            ["STREAM", "MSG", "GET", name] => ("stream_msg_get_response", *name, false),
             ["CONSUMER", "INFO", name, _] => ("consumer_info_response", *name, false),
             ["CONSUMER", "NAMES", name] => ("consumer_names_response", *name, false),
             ["CONSUMER", "LIST", name] => ("consumer_list_response", *name, false),

@@ -670,16 +670,17 @@ impl MetaGroup {
 
     /// The assignment of replicated stream `name` of `account` (10059 without one) and its
     /// group on this member, if it runs here.
-    fn assigned(
+    pub(super) fn assigned(
         &self,
         account: &str,
         name: &str,
     ) -> Result<(StreamAssignment, Option<Arc<StreamGroup>>), ApiError> {
+        // Looked up in place: the whole state is not cloned (reads come here for every get).
         let sa = self
-            .state()
+            .state
+            .borrow()
             .streams
-            .values()
-            .find(|sa| sa.account == account && sa.name == name)
+            .get(&(account.to_owned(), name.to_owned()))
             .cloned()
             .ok_or_else(ApiError::stream_not_found)?;
         let here = self.stream_group_named(&sa.group.name);
@@ -688,7 +689,11 @@ impl MetaGroup {
 
     /// The members to ask for something only `sa`'s group leader does: the leader this
     /// member's group (`here`) knows, then each peer, never this member.
-    fn leader_targets(&self, sa: &StreamAssignment, here: Option<&StreamGroup>) -> Vec<u64> {
+    pub(super) fn leader_targets(
+        &self,
+        sa: &StreamAssignment,
+        here: Option<&StreamGroup>,
+    ) -> Vec<u64> {
         let mut targets: Vec<u64> = here
             .and_then(|sg| sg.raft.metrics().borrow().current_leader)
             .into_iter()
@@ -947,6 +952,11 @@ impl Handler for MetaHandler {
                 if rpc == "members" {
                     let members: Vec<(u64, String)> = postcard::from_bytes(&body).ok()?;
                     return postcard::to_allocvec(&sg.change_members(&members).await).ok();
+                }
+                if rpc == super::reads::READ {
+                    let read: leaf_core::jetstream::reads::Read =
+                        postcard::from_bytes(&body).ok()?;
+                    return postcard::to_allocvec(&sg.read(&read).await).ok();
                 }
                 if rpc == "op" {
                     let op: StreamOp = postcard::from_bytes(&body).ok()?;

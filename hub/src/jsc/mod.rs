@@ -20,6 +20,8 @@
 //! * [`stream_group`] and [`stream_machine`]: a replicated stream's group (its publishes
 //!   proposed by the leader, PubAcks after the commit) and its state machine (the copy's
 //!   store);
+//! * [`reads`]: reads of a replicated stream's messages on its group's leader, after a read
+//!   barrier;
 //! * [`consumer_group`] and [`consumer_machine`]: a replicated consumer's group (the leader
 //!   runs the consumer task, proposing its state records) and its state machine (the
 //!   consumer's state record in the member's store): "Consumer groups" in
@@ -36,6 +38,7 @@ pub mod network;
 pub mod node_id;
 pub mod placement;
 pub mod propose;
+pub mod reads;
 pub mod replication;
 pub mod rollup;
 pub mod store;

@@ -9,7 +9,8 @@
 //! block is the group's view (its leader, the replicas' state), on another member the peers
 //! without a leader. `STREAM.UPDATE` proposes the new configuration to the meta group, then
 //! the stream's `discard: new` limits to its group. `STREAM.PURGE` and `MSG.DELETE` are proposed to the stream's group through
-//! its leader ([`MetaGroup::stream_op`]) and applied alike on every copy.
+//! its leader ([`MetaGroup::stream_op`]) and applied alike on every copy. `MSG.GET` and
+//! `DIRECT.GET` are served by the group's leader after a read barrier ([`super::reads`]).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Weak};
@@ -18,6 +19,7 @@ use tracing::warn;
 
 use leaf_core::jetstream::config::consumer::ConsumerConfig;
 use leaf_core::jetstream::config::{ApiError, JsError, StreamConfig};
+use leaf_core::jetstream::reads::{Read, ReadAnswer};
 use leaf_core::jetstream::replication::{Pending, Replicated, ReplicatedConsumer, Replication};
 use leaf_core::jetstream::wire::{ClusterInfo, PeerInfo};
 use leaf_proto::time::now_ns;
@@ -178,6 +180,15 @@ impl Replication for ClusterStreams {
         self.0
             .upgrade()
             .is_some_and(|g| g.forward_pull(account, stream, name, reply, payload))
+    }
+
+    fn read(&self, account: &str, name: &str, read: Read) -> Pending<ReadAnswer> {
+        let group = self.0.clone();
+        let (account, name) = (account.to_owned(), name.to_owned());
+        Box::pin(async move {
+            let g = group.upgrade().ok_or_else(unavailable)?;
+            g.read_stream(&account, &name, read).await
+        })
     }
 
     fn consumer_names(&self, account: &str, stream: &str) -> Vec<String> {

@@ -35,6 +35,8 @@
 //!   answered once applied here.
 //! * The copy's consumers (this member's own) are woken after each apply that stored
 //!   messages (`JetStream::replica_appended`).
+//! * Reads of the stream's messages (`MSG.GET`, `DIRECT.GET`) are served by the leader after
+//!   a read barrier ([`super::reads`]).
 
 use std::borrow::Cow;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
@@ -198,6 +200,10 @@ pub struct StreamGroup {
     domain: Option<String>,
     /// The capturing subscriptions, while this member leads.
     capture: Mutex<Vec<SubRef>>,
+    /// This member's copy of the stream (its engine).
+    pub(super) js: JetStream,
+    /// The read barrier of the leader's reads (`super::reads`).
+    pub(super) reads: super::reads::ReadBarrier,
 }
 
 impl StreamGroup {
@@ -242,6 +248,7 @@ impl StreamGroup {
         .await
         .map_err(|e| format!("cannot start its group: {e}"))?;
         let (queue, rx) = mpsc::channel(QUEUE);
+        let raft_for_reads = raft.clone();
         let g = Arc::new(StreamGroup {
             raft,
             name: group,
@@ -253,6 +260,8 @@ impl StreamGroup {
             queue,
             domain: js.domain().map(str::to_owned),
             capture: Mutex::new(Vec::new()),
+            js: js.clone(),
+            reads: super::reads::ReadBarrier::of(&raft_for_reads),
         });
         meta.initialize_group(&g.raft, &g.name, &sa.group.peers)
             .await;
