@@ -232,6 +232,8 @@ async fn serve(
     let shutdown = until_shutdown(&node, &cfg, log_file);
     let shared = SharedReload::new(digests, set_level, &node);
     let _reloader = reload_on_sighup(cfg, shared, HubReload { args, hub });
+    // Start-up is over: its code need not stay resident.
+    leaf_core::process::startup_pages::release_after_start();
     node.server.run(shutdown, DRAIN_LIMIT).await;
     let _ = jsc_stop.send(true);
     if let Some(group) = meta.get() {

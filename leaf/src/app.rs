@@ -183,8 +183,8 @@ async fn serve(
         "accepting clients on {}",
         node.server.local_addr()
     ));
-    // Start-up is over: its code need not stay resident (see `startup_pages`).
-    crate::startup_pages::release_after_start();
+    // Start-up is over: its code need not stay resident.
+    leaf_core::process::startup_pages::release_after_start();
     let shutdown = async {
         shutdown.await;
         crate::systemd::stopping();

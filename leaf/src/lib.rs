@@ -15,8 +15,6 @@
 //!   (`[fleet]`).
 //! * [`reload`]: what a SIGHUP may change of leafd's own keys (uplink limits, the gateways).
 //! * [`monitor`]: leafd's monitoring pages (`/uplinkz`, `/sourcesz`) and metrics.
-//! * [`startup_pages`]: the code only start-up ran, dropped from the resident set once
-//!   leafd serves.
 //! * [`systemd`]: sd_notify (READY, STATUS, STOPPING, the watchdog) without libsystemd.
 //! * [`status_cmd`]: `leafd status`, which renders `/uplinkz`.
 //! * [`app`]: what the `leafd` binary runs.
@@ -30,7 +28,6 @@ pub mod fleet;
 pub mod gateway;
 pub mod monitor;
 pub mod reload;
-pub mod startup_pages;
 pub mod status_cmd;
 pub mod systemd;
 pub mod uplink;

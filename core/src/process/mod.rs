@@ -11,7 +11,9 @@
 //!   closed);
 //! * [`signals`]: the running server's signal handling: SIGTERM and SIGINT shut down, SIGUSR1
 //!   reopens the log file, SIGUSR2 runs lame duck mode and then shuts down (SIGHUP reloads:
-//!   `crate::app::reload_on_sighup`).
+//!   `crate::app::reload_on_sighup`);
+//! * [`startup_pages`]: the code only start-up ran, dropped from the resident set once the
+//!   server serves.
 //!
 //! See core/DESIGN.md, "Process conventions".
 
@@ -20,3 +22,4 @@ pub mod lameduck;
 pub mod logfile;
 pub mod pidfile;
 pub mod signals;
+pub mod startup_pages;

@@ -1,7 +1,8 @@
-//! Start-up code released once leafd serves: the pages of its program that only starting
-//! touched stop counting in its resident set.
+//! Start-up code released once the server serves: the pages of its program that only
+//! starting touched stop counting in its resident set (leafd and hubd both call
+//! [`release_after_start`] once they accept clients).
 //!
-//! Starting leafd runs code that never runs again: argument parsing (clap), the TOML reader
+//! Starting the server runs code that never runs again: argument parsing (clap), the TOML reader
 //! with its key paths (toml_edit, serde_path_to_error), every settings type's deserializer,
 //! the store's open and repair paths. Each page of code it touches is mapped into the
 //! process, and the kernel's fault-around maps the 64 KiB around it too, so after start-up
@@ -14,7 +15,7 @@
 //! the program file removes its pages from the process (the file's pages stay in the page
 //! cache), and the code that runs afterwards faults back in from the cache, a minor fault
 //! per 64 KiB, no disk read while the cache holds it. [`release_after_start`] does that twice:
-//! when leafd tells systemd it is ready, and [`SETTLE`] later, once the tasks start-up spawned
+//! when the server is ready (leafd: when it tells systemd so), and [`SETTLE`] later, once the tasks start-up spawned
 //! (the accept loop, the JetStream and store tasks, the uplinks' first connection attempts,
 //! the gateways opening their ports) have taken their first steps, which run code of their own
 //! once only. Measured on the gateway build: 4.4 MiB released at ready, 2.9 MiB more after
@@ -37,7 +38,7 @@
 //! the first to go under memory pressure, so on a small gateway the start-up code stops holding
 //! memory the kernel could use. What it does not change: a cgroup's memory count (`systemctl status`, `memory.current`)
 //! charges the page-cache pages of the file whether mapped or not; and the pages come back as
-//! leafd uses the code (a client's first connection maps the parser and routing paths).
+//! the server uses the code (a client's first connection maps the parser and routing paths).
 //! Best effort: any failure is reported to the caller and changes nothing.
 
 use std::io;
