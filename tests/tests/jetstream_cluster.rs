@@ -2841,3 +2841,243 @@ async fn a_pull_request_with_a_confined_reply_is_not_forwarded() {
         .expect("a message");
     assert_eq!(&delivered.payload[..], b"secret");
 }
+
+/// Publishes `n` messages on `subject.<i>` through `js`, each acknowledged (bounded).
+async fn publish_n(js: &e2e::async_nats::jetstream::Context, subject: &str, n: u64) {
+    for i in 0..n {
+        tokio::time::timeout(Duration::from_secs(10), async {
+            js.publish(format!("{subject}.{i}"), "x".into())
+                .await
+                .expect("publish")
+                .await
+                .expect("a PubAck")
+        })
+        .await
+        .expect("a PubAck within 10 s");
+    }
+}
+
+/// Creates durable pull consumer `name` of `stream` on `m` (`extra` config fields): the answer.
+async fn durable(m: &Member, stream: &str, name: &str, extra: Value) -> Value {
+    let mut config = json!({"durable_name": name, "ack_policy": "explicit"});
+    if let (Some(c), Some(e)) = (config.as_object_mut(), extra.as_object()) {
+        c.extend(e.clone());
+    }
+    api(
+        &app_client(m).await,
+        &format!("$JS.API.CONSUMER.DURABLE.CREATE.{stream}.{name}"),
+        json!({"stream_name": stream, "config": config}),
+    )
+    .await
+}
+
+/// Fetches and double-acks every one of `n` messages of consumer `consumer` of `stream` through
+/// `m` (bounded: 60 s): each delivered once, in stream order 1..=n.
+async fn consume_all(m: &Member, stream: &str, consumer: &str, n: u64) {
+    let client = app_client(m).await;
+    let mut received = Vec::new();
+    let mut acked = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while (acked.len() as u64) < n {
+        assert!(
+            Instant::now() < deadline,
+            "{consumer}: not every message double-acked within 60 s: {} of {n}",
+            acked.len()
+        );
+        let got = fetch(&client, stream, consumer, 25).await;
+        if got.is_empty() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        }
+        received.extend(got.iter().map(|(seq, _)| *seq));
+        acked.extend(double_ack(&client, got).await);
+    }
+    assert_eq!(received, (1..=n).collect::<Vec<u64>>(), "{consumer}");
+}
+
+/// The number of messages in member `m`'s copy of `stream` (its own `STREAM.INFO`).
+async fn copy_count(m: &Member, stream: &str) -> u64 {
+    let client = app_client(m).await;
+    let info = api(&client, &format!("$JS.API.STREAM.INFO.{stream}"), json!({})).await;
+    info["state"]["messages"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{}: {info}", m.name))
+}
+
+/// issue 22 (retention on R>1): an R3 workqueue stream with 100 messages and an R3 durable
+/// pull consumer; every message fetched and double-acked through a member not leading the
+/// consumer's group: every member's copy (its own `STREAM.INFO`) ends with no message, as
+/// each ack's removal is an entry of the stream's group. A second consumer overlapping the
+/// first answers a single server's workqueue errors (10099 unfiltered, 10100 filtered), and
+/// an R1 durable (it would remove from one copy only) 10036.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workqueue_r3_stream_removes_acked_messages_from_every_copy() {
+    let (members, _) = three_members_with(
+        json!({"name": "WQ", "subjects": ["wq.>"], "num_replicas": 3, "retention": "workqueue"}),
+    )
+    .await;
+    const N: u64 = 100;
+    publish_n(&jetstream_on(&members[0]).await, "wq", N).await;
+    let created = durable(&members[1], "WQ", "D", json!({})).await;
+    assert_eq!(created["name"], "D", "{created}");
+    let second = durable(&members[2], "WQ", "E", json!({})).await;
+    assert_eq!(second["error"]["err_code"], json!(10099), "{second}");
+    let filtered = durable(&members[0], "WQ", "F", json!({"filter_subject": "wq.7"})).await;
+    assert_eq!(filtered["error"]["err_code"], json!(10100), "{filtered}");
+    let r1 = durable(&members[0], "WQ", "R", json!({"num_replicas": 1})).await;
+    assert_eq!(r1["error"]["err_code"], json!(10036), "{r1}");
+    let all: Vec<&Member> = members.iter().collect();
+    let leader = consumer_leader(&all, "WQ", "D", None).await;
+    let other = members
+        .iter()
+        .find(|m| m.name != leader)
+        .expect("a member not leading");
+    consume_all(other, "WQ", "D", N).await;
+    for m in &members {
+        assert!(copy_of(m, "WQ", 0).await.is_empty());
+        let info = api(&app_client(m).await, "$JS.API.STREAM.INFO.WQ", json!({})).await;
+        assert_eq!(info["state"]["last_seq"], json!(N), "{}: {info}", m.name);
+    }
+}
+
+/// issue 22 (retention on R>1): an R3 interest stream with two R3 durables led by two
+/// different members (A's leader is SIGKILLed and restarted before B is created: B's group is
+/// initialized, and so led, by the first peer, while A's lead stayed with another), 50
+/// messages: all acked by A, every copy keeps them (B still has to ack them: A's leader sees
+/// it in the record B's group applied there; checked again after more than two of the
+/// leaders' reconcile periods); acked by B too, every member's copy ends empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interest_r3_stream_drops_messages_once_every_consumer_acked() {
+    let (mut members, _) = three_members_with(
+        json!({"name": "INT", "subjects": ["int.>"], "num_replicas": 3, "retention": "interest"}),
+    )
+    .await;
+    const N: u64 = 50;
+    let created = durable(&members[0], "INT", "A", json!({})).await;
+    assert_eq!(created["name"], "A", "{created}");
+    let all: Vec<&Member> = members.iter().collect();
+    let first = consumer_leader(&all, "INT", "A", None).await;
+    let killed = members
+        .iter()
+        .position(|m| m.name == first)
+        .expect("A's leader");
+    members[killed].server.kill();
+    let survivors: Vec<&Member> = members
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != killed)
+        .map(|(_, m)| m)
+        .collect();
+    let a_leader = consumer_leader(&survivors, "INT", "A", Some(&first)).await;
+    members[killed].server =
+        TestServer::with_config(ServerKind::Hubd, members[killed].config.clone()).await;
+    let all: Vec<&Member> = members.iter().collect();
+    agreed_leader(&all, None).await;
+    stream_leader(&all, "INT", None).await;
+    let created = durable(&members[killed], "INT", "B", json!({})).await;
+    assert_eq!(created["name"], "B", "{created}");
+    let b_leader = consumer_leader(&all, "INT", "B", None).await;
+    assert_ne!(a_leader, b_leader, "A and B are led by different members");
+    publish_n(&jetstream_on(&members[2]).await, "int", N).await;
+    consume_all(&members[2], "INT", "A", N).await;
+    for m in &members {
+        until_answer(m, "$JS.API.CONSUMER.INFO.INT.A", "A's ack floor", |info| {
+            info["ack_floor"]["stream_seq"] == json!(N)
+        })
+        .await;
+    }
+    // Past two reconcile periods of the consumers' leaders (2 s each): nothing removed.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    for m in &members {
+        assert_eq!(copy_count(m, "INT").await, N, "{}: B has not acked", m.name);
+    }
+    consume_all(&members[0], "INT", "B", N).await;
+    for m in &members {
+        assert!(copy_of(m, "INT", 0).await.is_empty());
+    }
+}
+
+/// issue 22 (retention on R>1): an R3 workqueue stream with 300 messages, an R3 durable
+/// consumer fetched and double-acked from a client; the consumer's leader SIGKILLed after a
+/// third: while the work goes on at the new leader no copy holds fewer messages than were
+/// never acked (no unacked message removed); at the end every copy (the killed member
+/// restarted too) is empty within a bounded wait (no acked message left forever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_workqueue_consumer_leader_leaves_no_acked_message() {
+    let (mut members, _) = three_members_with(
+        json!({"name": "WK", "subjects": ["wk.>"], "num_replicas": 3, "retention": "workqueue"}),
+    )
+    .await;
+    const N: u64 = 300;
+    publish_n(&jetstream_on(&members[0]).await, "wk", N).await;
+    let created = durable(
+        &members[0],
+        "WK",
+        "D",
+        json!({"ack_wait": 3_000_000_000u64}),
+    )
+    .await;
+    assert_eq!(created["name"], "D", "{created}");
+    let all: Vec<&Member> = members.iter().collect();
+    let leader = consumer_leader(&all, "WK", "D", None).await;
+    let killed = members
+        .iter()
+        .position(|m| m.name == leader)
+        .expect("the leader");
+    let mut client = app_client(&members[killed]).await;
+    let mut ack_sent = std::collections::BTreeSet::new();
+    let mut double_acked = std::collections::BTreeSet::new();
+    let mut killed_yet = false;
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while (double_acked.len() as u64) < N {
+        assert!(
+            Instant::now() < deadline,
+            "not every message double-acked within 180 s: {} of {N}",
+            double_acked.len()
+        );
+        let got = fetch(&client, "WK", "D", 30).await;
+        if got.is_empty() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        }
+        let ack_client = client.clone();
+        if !killed_yet && double_acked.len() as u64 >= N / 3 {
+            members[killed].server.kill();
+            killed_yet = true;
+            let survivors: Vec<&Member> = members
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != killed)
+                .map(|(_, m)| m)
+                .collect();
+            let new_leader = consumer_leader(&survivors, "WK", "D", Some(&leader)).await;
+            let at = members
+                .iter()
+                .position(|m| m.name == new_leader)
+                .expect("the new leader");
+            client = app_client(&members[at]).await;
+        }
+        ack_sent.extend(got.iter().map(|(seq, _)| *seq));
+        double_acked.extend(double_ack(&ack_client, got).await);
+        if killed_yet {
+            for (i, m) in members.iter().enumerate() {
+                if i == killed {
+                    continue;
+                }
+                let stored = copy_count(m, "WK").await;
+                assert!(
+                    stored >= N - ack_sent.len() as u64,
+                    "{}: {stored} stored, {} never acked",
+                    m.name,
+                    N - ack_sent.len() as u64
+                );
+            }
+        }
+    }
+    assert!(killed_yet, "the consumer leader was killed mid-way");
+    members[killed].server =
+        TestServer::with_config(ServerKind::Hubd, members[killed].config.clone()).await;
+    for m in &members {
+        assert!(copy_of(m, "WK", 0).await.is_empty());
+    }
+}

@@ -217,15 +217,37 @@ fn orphaned(retention: Retention, views: &[AckView], seq: u64, subject: &str) ->
 }
 
 /// At startup, once the stream's consumers are restored: removes the messages their stored
-/// acks already released (see [`orphaned`]). The crash ordering described in the module
-/// documentation makes these rare (a removal that failed while the acks were written); the
-/// scan covers what the consumers have passed (up to the lowest next sequence under interest
-/// retention, the highest under workqueue retention), not the undelivered backlog. The
+/// acks already released (see [`orphans`]). The crash ordering described in the module
+/// documentation makes these rare (a removal that failed while the acks were written). The
 /// removal is submitted before anything else can be written to the stream.
 pub(crate) fn reconcile(stream: &impl StreamView, store: &Store) {
+    let seqs = orphans(stream, store);
+    if seqs.is_empty() {
+        return;
+    }
+    let name = stream.name().to_owned();
+    let removal = store.remove_msgs(&name, seqs);
+    tokio::spawn(async move {
+        match removal.await {
+            Ok(n) => {
+                warn!(stream = %printable(&name), removed = n, "removed acknowledged messages left by a crash")
+            }
+            Err(e) => {
+                warn!(stream = %printable(&name), error = %e, "removing acknowledged messages failed")
+            }
+        }
+    });
+}
+
+/// The stored messages the stream's consumers' acks already released (see [`orphaned`]):
+/// the scan covers what the consumers have passed (up to the lowest next sequence under
+/// interest retention, the highest under workqueue retention), not the undelivered backlog.
+/// Used at startup ([`reconcile`]) and by a replicated consumer's leader (on taking the lead
+/// and, under interest retention, periodically: see `consumer/retain.rs`).
+pub(crate) fn orphans(stream: &impl StreamView, store: &Store) -> Vec<u64> {
     let retention = stream.retention();
     if retention == Retention::Limits {
-        return;
+        return Vec::new();
     }
     let views: Vec<AckView> = stream.views(None).iter().map(|v| lock(v).clone()).collect();
     let nexts = views.iter().map(|v| v.next);
@@ -233,7 +255,7 @@ pub(crate) fn reconcile(stream: &impl StreamView, store: &Store) {
         Retention::Interest => nexts.min(),
         _ => nexts.max(),
     }) else {
-        return;
+        return Vec::new();
     };
     let mut seqs = Vec::new();
     let mut from = 0;
@@ -251,21 +273,38 @@ pub(crate) fn reconcile(stream: &impl StreamView, store: &Store) {
         }
         from = last + 1;
     }
-    if seqs.is_empty() {
-        return;
+    seqs
+}
+
+/// A stream's views plus `extra` ones: the replicated consumers of a copy whose tasks run on
+/// other members, seen through the state records their groups applied here (see
+/// `consumer/retain.rs`).
+pub(crate) struct WithViews<'a, S: StreamView> {
+    /// The stream.
+    pub(crate) stream: &'a S,
+    /// Consumer name and view of each consumer not running here.
+    pub(crate) extra: Vec<(String, SharedView)>,
+}
+
+impl<S: StreamView> StreamView for WithViews<'_, S> {
+    fn name(&self) -> &str {
+        self.stream.name()
     }
-    let name = stream.name().to_owned();
-    let removal = store.remove_msgs(&name, seqs);
-    tokio::spawn(async move {
-        match removal.await {
-            Ok(n) => {
-                warn!(stream = %printable(&name), removed = n, "removed acknowledged messages left by a crash")
-            }
-            Err(e) => {
-                warn!(stream = %printable(&name), error = %e, "removing acknowledged messages failed")
-            }
-        }
-    });
+
+    fn retention(&self) -> Retention {
+        self.stream.retention()
+    }
+
+    fn views(&self, except: Option<&str>) -> Vec<SharedView> {
+        let mut views = self.stream.views(except);
+        views.extend(
+            self.extra
+                .iter()
+                .filter(|(name, _)| except != Some(name.as_str()))
+                .map(|(_, v)| v.clone()),
+        );
+        views
+    }
 }
 
 /// The ack floor (stream sequence) of a consumer, as its view last showed it.

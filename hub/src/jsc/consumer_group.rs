@@ -30,7 +30,7 @@ use std::time::Duration;
 use leaf_core::jetstream::accounts::AccountJetStreams;
 use leaf_core::jetstream::config::consumer::ConsumerConfig;
 use leaf_core::jetstream::config::{ApiError, JsError};
-use leaf_core::jetstream::consumer::{RecordSink, WriteFuture};
+use leaf_core::jetstream::consumer::{RecordSink, RemovalFuture, WriteFuture};
 use leaf_core::jetstream::replication::ReplicatedConsumer;
 use leaf_core::jetstream::wire::{ClusterInfo, PeerInfo};
 use leaf_core::jetstream::JetStream;
@@ -44,7 +44,7 @@ use super::group::MetaGroup;
 use super::meta::{ConsumerAssignment, MetaCommand, MetaState, RaftGroup};
 use super::network::GroupNetwork;
 use super::node_id::peer_id;
-use super::types::{ConsumerRaft, ConsumerRecord, ConsumerTypes};
+use super::types::{ConsumerRaft, ConsumerRecord, ConsumerTypes, OpReply, StreamOp};
 
 /// How long a new leader waits to have applied everything committed before it starts the
 /// task (tried again after [`RECHECK`]).
@@ -81,6 +81,8 @@ pub struct ConsumerGroup {
     config: ConsumerConfig,
     machine: ConsumerMachine,
     js: JetStream,
+    /// The meta group (the stream's group and the assignments are reached through it).
+    meta: Weak<MetaGroup>,
 }
 
 impl ConsumerGroup {
@@ -131,6 +133,7 @@ impl ConsumerGroup {
             config,
             machine,
             js: js.clone(),
+            meta: Arc::downgrade(meta),
         });
         meta.initialize_group(&g.raft, &g.name, &ca.group.peers)
             .await;
@@ -297,7 +300,9 @@ async fn lead(g: &Arc<ConsumerGroup>) -> bool {
 }
 
 /// The leader's record sink: each state record proposed to the group, done once committed and
-/// applied here.
+/// applied here; the messages its acks release (interest, workqueue retention) removed
+/// through the stream's group (`StreamOp::Remove`, through its leader: here or over the
+/// transport, as `MSG.DELETE`), so every copy removes them alike.
 struct Proposals(Weak<ConsumerGroup>);
 
 impl RecordSink for Proposals {
@@ -323,6 +328,44 @@ impl RecordSink for Proposals {
                 "the consumer group did not commit the state: {why}"
             ))))
         })
+    }
+
+    fn remove(&self, stream: &str, seqs: Vec<u64>) -> RemovalFuture {
+        let group = self.0.clone();
+        let stream = stream.to_owned();
+        Box::pin(async move {
+            let target = group.upgrade().map(|g| (g.meta.clone(), g.account.clone()));
+            let Some((Some(meta), account)) = target.map(|(m, a)| (m.upgrade(), a)) else {
+                return Err(StoreError::Closed);
+            };
+            let why = match meta
+                .stream_op(&account, &stream, StreamOp::Remove { seqs })
+                .await
+            {
+                Ok(OpReply::Removed(n)) => return Ok(n),
+                Ok(other) => format!("unexpected answer {other:?}"),
+                Err(e) => e.description,
+            };
+            tokio::time::sleep(RETRY_AFTER).await;
+            Err(StoreError::Io(io::Error::other(format!(
+                "the stream group did not remove acknowledged messages: {why}"
+            ))))
+        })
+    }
+
+    fn assigned(&self, stream: &str) -> Vec<ConsumerConfig> {
+        let Some(g) = self.0.upgrade() else {
+            return Vec::new();
+        };
+        let Some(meta) = g.meta.upgrade() else {
+            return Vec::new();
+        };
+        meta.state()
+            .consumers
+            .values()
+            .filter(|ca| ca.account == g.account && ca.stream == stream)
+            .filter_map(|ca| serde_json::from_str(&ca.config).ok())
+            .collect()
     }
 }
 

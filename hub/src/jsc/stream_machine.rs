@@ -861,6 +861,20 @@ impl StreamMachine {
                 self.set_discard_new(limits);
                 return Ok(OpReply::Configured);
             }
+            StreamOp::Remove { mut seqs } => {
+                // Bounded by the applied last sequence, as a delete (applied again after a
+                // crash with the store ahead, it removes nothing a later entry stored).
+                seqs.retain(|s| *s <= last);
+                let removed = if seqs.is_empty() {
+                    0
+                } else {
+                    self.store
+                        .remove_msgs(&self.stream, seqs)
+                        .await
+                        .map_err(write)?
+                };
+                OpReply::Removed(removed)
+            }
             StreamOp::Delete { seq } => {
                 let found = seq <= last
                     && self

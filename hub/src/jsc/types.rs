@@ -76,6 +76,13 @@ pub enum StreamOp {
         /// The sequence.
         seq: u64,
     },
+    /// Messages that acks released (interest or workqueue retention), as a replicated
+    /// consumer's leader found them (see `consumer_group`): each removed where it is still
+    /// stored; a message already gone (removed again, a lost answer resent) is no error.
+    Remove {
+        /// The sequences.
+        seqs: Vec<u64>,
+    },
     /// `STREAM.UPDATE` (applied by the meta group): the stream's `discard: new` limits from
     /// this entry on, so that every member decides the publishes after it alike.
     Configure(Option<super::stream_machine::DiscardNew>),
@@ -90,6 +97,8 @@ pub enum OpReply {
     Deleted(bool),
     /// The limits were set.
     Configured,
+    /// How many of the messages to remove were still there.
+    Removed(u64),
 }
 
 /// What applying a [`StreamBatch`] gave: one [`StreamReply`] per publish, in the batch's
