@@ -2842,18 +2842,34 @@ async fn a_pull_request_with_a_confined_reply_is_not_forwarded() {
     assert_eq!(&delivered.payload[..], b"secret");
 }
 
-/// Publishes `n` messages on `subject.<i>` through `js`, each acknowledged (bounded).
+/// Publishes `n` messages on `subject.<i>` through `js`, each acknowledged (with a
+/// `Nats-Msg-Id`, retried until acknowledged, bounded: a stream leader that changes answers
+/// 10008 to a publish in flight).
 async fn publish_n(js: &e2e::async_nats::jetstream::Context, subject: &str, n: u64) {
     for i in 0..n {
-        tokio::time::timeout(Duration::from_secs(10), async {
-            js.publish(format!("{subject}.{i}"), "x".into())
-                .await
-                .expect("publish")
-                .await
-                .expect("a PubAck")
-        })
-        .await
-        .expect("a PubAck within 10 s");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let id = format!("{subject}-{i}");
+            let sent = js
+                .publish_with_headers(format!("{subject}.{i}"), with_id(&id), "x".into())
+                .await;
+            let acked: Result<(), String> = match sent {
+                Ok(ack) => match tokio::time::timeout(Duration::from_secs(5), ack).await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(_) => Err("no PubAck within 5 s".into()),
+                },
+                Err(e) => Err(e.to_string()),
+            };
+            if acked.is_ok() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{subject}.{i} not acknowledged within 30 s: {acked:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 }
 
@@ -2871,9 +2887,15 @@ async fn durable(m: &Member, stream: &str, name: &str, extra: Value) -> Value {
     .await
 }
 
-/// Fetches and double-acks every one of `n` messages of consumer `consumer` of `stream` through
-/// `m` (bounded: 60 s): each delivered once, in stream order 1..=n.
-async fn consume_all(m: &Member, stream: &str, consumer: &str, n: u64) {
+/// Fetches and double-acks the messages at stream sequences `seqs` of consumer `consumer` of
+/// `stream` through `m` (bounded: 60 s): each delivered once, in order.
+async fn consume_all(
+    m: &Member,
+    stream: &str,
+    consumer: &str,
+    seqs: std::ops::RangeInclusive<u64>,
+) {
+    let n = seqs.clone().count() as u64;
     let client = app_client(m).await;
     let mut received = Vec::new();
     let mut acked = std::collections::BTreeSet::new();
@@ -2892,7 +2914,7 @@ async fn consume_all(m: &Member, stream: &str, consumer: &str, n: u64) {
         received.extend(got.iter().map(|(seq, _)| *seq));
         acked.extend(double_ack(&client, got).await);
     }
-    assert_eq!(received, (1..=n).collect::<Vec<u64>>(), "{consumer}");
+    assert_eq!(received, seqs.collect::<Vec<u64>>(), "{consumer}");
 }
 
 /// The number of messages in member `m`'s copy of `stream` (its own `STREAM.INFO`).
@@ -2932,7 +2954,7 @@ async fn a_workqueue_r3_stream_removes_acked_messages_from_every_copy() {
         .iter()
         .find(|m| m.name != leader)
         .expect("a member not leading");
-    consume_all(other, "WQ", "D", N).await;
+    consume_all(other, "WQ", "D", 1..=N).await;
     for m in &members {
         assert!(copy_of(m, "WQ", 0).await.is_empty());
         let info = api(&app_client(m).await, "$JS.API.STREAM.INFO.WQ", json!({})).await;
@@ -2945,15 +2967,35 @@ async fn a_workqueue_r3_stream_removes_acked_messages_from_every_copy() {
 /// initialized, and so led, by the first peer, while A's lead stayed with another), 50
 /// messages: all acked by A, every copy keeps them (B still has to ack them: A's leader sees
 /// it in the record B's group applied there; checked again after more than two of the
-/// leaders' reconcile periods); acked by B too, every member's copy ends empty.
+/// leaders' reconcile periods); acked by B too, every member's copy ends empty. Before any
+/// consumer exists, publishes are acknowledged with their sequences and kept nowhere (a
+/// single server's rule); after, a publish no consumer's filter matches neither.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interest_r3_stream_drops_messages_once_every_consumer_acked() {
     let (mut members, _) = three_members_with(
-        json!({"name": "INT", "subjects": ["int.>"], "num_replicas": 3, "retention": "interest"}),
+        json!({"name": "INT", "subjects": ["int.>", "other.>"], "num_replicas": 3,
+               "retention": "interest"}),
     )
     .await;
     const N: u64 = 50;
-    let created = durable(&members[0], "INT", "A", json!({})).await;
+    let js = jetstream_on(&members[1]).await;
+    for i in 1..=3u64 {
+        let ack = js
+            .publish("int.early", "x".into())
+            .await
+            .expect("publish")
+            .await
+            .expect("a PubAck");
+        assert_eq!(ack.sequence, i);
+    }
+    for m in &members {
+        until_answer(m, "$JS.API.STREAM.INFO.INT", "3 sequences taken", |info| {
+            info["state"]["last_seq"] == json!(3)
+        })
+        .await;
+        assert_eq!(copy_count(m, "INT").await, 0, "{}: no interest", m.name);
+    }
+    let created = durable(&members[0], "INT", "A", json!({"filter_subject": "int.>"})).await;
     assert_eq!(created["name"], "A", "{created}");
     let all: Vec<&Member> = members.iter().collect();
     let first = consumer_leader(&all, "INT", "A", None).await;
@@ -2974,15 +3016,21 @@ async fn an_interest_r3_stream_drops_messages_once_every_consumer_acked() {
     let all: Vec<&Member> = members.iter().collect();
     agreed_leader(&all, None).await;
     stream_leader(&all, "INT", None).await;
-    let created = durable(&members[killed], "INT", "B", json!({})).await;
+    let created = durable(
+        &members[killed],
+        "INT",
+        "B",
+        json!({"filter_subject": "int.>"}),
+    )
+    .await;
     assert_eq!(created["name"], "B", "{created}");
     let b_leader = consumer_leader(&all, "INT", "B", None).await;
     assert_ne!(a_leader, b_leader, "A and B are led by different members");
     publish_n(&jetstream_on(&members[2]).await, "int", N).await;
-    consume_all(&members[2], "INT", "A", N).await;
+    consume_all(&members[2], "INT", "A", 4..=N + 3).await;
     for m in &members {
         until_answer(m, "$JS.API.CONSUMER.INFO.INT.A", "A's ack floor", |info| {
-            info["ack_floor"]["stream_seq"] == json!(N)
+            info["ack_floor"]["stream_seq"] == json!(N + 3)
         })
         .await;
     }
@@ -2991,9 +3039,29 @@ async fn an_interest_r3_stream_drops_messages_once_every_consumer_acked() {
     for m in &members {
         assert_eq!(copy_count(m, "INT").await, N, "{}: B has not acked", m.name);
     }
-    consume_all(&members[0], "INT", "B", N).await;
+    consume_all(&members[0], "INT", "B", 4..=N + 3).await;
     for m in &members {
         assert!(copy_of(m, "INT", 0).await.is_empty());
+    }
+    // No consumer's filter matches `other.x`: its sequence taken, kept nowhere; `int.late` kept.
+    let js = jetstream_on(&members[2]).await;
+    let ack = js
+        .publish("other.x", "x".into())
+        .await
+        .expect("publish")
+        .await
+        .expect("a PubAck");
+    assert_eq!(ack.sequence, N + 4);
+    let ack = js
+        .publish("int.late", "x".into())
+        .await
+        .expect("publish")
+        .await
+        .expect("a PubAck");
+    assert_eq!(ack.sequence, N + 5);
+    for m in &members {
+        let copy = copy_of(m, "INT", 1).await;
+        assert_eq!(copy.len(), 1, "{}", m.name);
     }
 }
 

@@ -34,6 +34,7 @@ use leaf_core::jetstream::consumer::{RecordSink, RemovalFuture, WriteFuture};
 use leaf_core::jetstream::replication::ReplicatedConsumer;
 use leaf_core::jetstream::wire::{ClusterInfo, PeerInfo};
 use leaf_core::jetstream::JetStream;
+use leaf_proto::subject::subject_matches;
 use leaf_proto::time::now_ns;
 use leaf_store::StoreError;
 use openraft::ServerState;
@@ -459,6 +460,29 @@ impl MetaGroup {
             None => Ok(()),
             Some(_) => Err(JsError::ConsumerNotFound.err()),
         }
+    }
+
+    /// Whether a consumer the meta group assigned to stream `stream` of `account` (as this
+    /// member applied the assignments) has a filter matching `subject`: interest retention's
+    /// rule for a new publish (see "Retention on replicated streams" in
+    /// `hub/JETSTREAM-CLUSTER.md`).
+    pub fn has_interest(&self, account: &str, stream: &str, subject: &str) -> bool {
+        let state = self.watch_state();
+        let state = state.borrow();
+        let from = (account.to_owned(), stream.to_owned(), String::new());
+        state
+            .consumers
+            .range(from..)
+            .take_while(|((a, s, _), _)| a == account && s == stream)
+            .any(|(_, ca)| {
+                serde_json::from_str::<ConsumerConfig>(&ca.config).is_ok_and(|c| {
+                    let filters = c.filters();
+                    filters.is_empty()
+                        || filters
+                            .iter()
+                            .any(|f| subject_matches(f.as_bytes(), subject.as_bytes()))
+                })
+            })
     }
 
     /// The names of the replicated consumers of stream `stream` of `account` (the meta

@@ -41,6 +41,10 @@ pub struct StreamMsg {
     pub payload: Vec<u8>,
     /// The leader's clock when it captured the publish (ns since the epoch).
     pub ts_ns: i64,
+    /// Interest retention: no consumer's filter matched the subject when the leader captured
+    /// it, so every member takes its sequence without storing it (a single server's
+    /// `no_interest`, decided once by the leader so that every copy does the same).
+    pub no_interest: bool,
 }
 
 /// One entry of a replicated stream's group's log: the publishes the leader took from its
