@@ -3149,3 +3149,53 @@ async fn a_killed_workqueue_consumer_leader_leaves_no_acked_message() {
         assert!(copy_of(m, "WK", 0).await.is_empty());
     }
 }
+
+/// issue 22 (retention on R>1): deleting a replicated consumer of an R3 interest stream
+/// releases what only it held, on every copy: with A and B, 20 messages acked by A only,
+/// `CONSUMER.DELETE` of B empties every copy; 5 more messages, none acked, and the last
+/// consumer A deleted: every copy empty (nobody is left to reconcile: the delete's own
+/// release, through the stream's group, does it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_consumer_of_an_interest_r3_stream_releases_what_only_it_held() {
+    let (members, _) = three_members_with(
+        json!({"name": "REL", "subjects": ["rel.>"], "num_replicas": 3, "retention": "interest"}),
+    )
+    .await;
+    for (name, at) in [("A", 0), ("B", 1)] {
+        let created = durable(&members[at], "REL", name, json!({})).await;
+        assert_eq!(created["name"], name, "{created}");
+    }
+    let all: Vec<&Member> = members.iter().collect();
+    consumer_leader(&all, "REL", "A", None).await;
+    consumer_leader(&all, "REL", "B", None).await;
+    let js = jetstream_on(&members[2]).await;
+    publish_n(&js, "rel", 20).await;
+    consume_all(&members[2], "REL", "A", 1..=20).await;
+    for m in &members {
+        assert_eq!(copy_count(m, "REL").await, 20, "{}: B holds them", m.name);
+    }
+    let deleted = api(
+        &app_client(&members[1]).await,
+        "$JS.API.CONSUMER.DELETE.REL.B",
+        json!({}),
+    )
+    .await;
+    assert_eq!(deleted["success"], true, "{deleted}");
+    for m in &members {
+        assert!(copy_of(m, "REL", 0).await.is_empty());
+    }
+    publish_n(&js, "rel.more", 5).await;
+    for m in &members {
+        assert_eq!(copy_of(m, "REL", 5).await.len(), 5);
+    }
+    let deleted = api(
+        &app_client(&members[0]).await,
+        "$JS.API.CONSUMER.DELETE.REL.A",
+        json!({}),
+    )
+    .await;
+    assert_eq!(deleted["success"], true, "{deleted}");
+    for m in &members {
+        assert!(copy_of(m, "REL", 0).await.is_empty());
+    }
+}

@@ -113,6 +113,14 @@ pub trait Replication: Send + Sync {
         Box::pin(async { Err(unserved()) })
     }
 
+    /// Removes messages `seqs` of replicated stream `name` of `account` from every copy
+    /// (interest retention: what a deleted replicated consumer alone held); how many were
+    /// there. By default not served (10036).
+    fn remove_msgs(&self, account: &str, name: &str, seqs: Vec<u64>) -> Pending<u64> {
+        let _ = (account, name, seqs);
+        Box::pin(async { Err(unserved()) })
+    }
+
     /// The replicated streams of `account` known here, by name.
     fn streams(&self, account: &str) -> Vec<Replicated>;
 
@@ -424,7 +432,56 @@ impl Inner {
     ) -> Option<Result<(), ApiError>> {
         let (hook, account) = self.replication()?;
         hook.consumer(&account, stream, name)?;
-        Some(hook.delete_consumer(&account, stream, name).await)
+        let floor = self
+            .replicated_consumer_record(stream, name)
+            .map_or(0, |info| info.ack_floor.stream_seq);
+        let deleted = hook.delete_consumer(&account, stream, name).await;
+        if deleted.is_ok() {
+            self.release_replicated(hook.as_ref(), &account, stream, name, floor)
+                .await;
+        }
+        Some(deleted)
+    }
+
+    /// After replicated consumer `gone` (ack floor `floor`) of an interest stream was
+    /// deleted: removes, through the stream's group, the messages after its floor that no
+    /// remaining consumer needs (a single server's `retention::release`; the remaining
+    /// consumers seen through their records on this member's copy). A failure is logged: the
+    /// remaining consumers' leaders reconcile what they have all passed.
+    async fn release_replicated(
+        &self,
+        hook: &dyn Replication,
+        account: &str,
+        stream: &str,
+        gone: &str,
+        floor: u64,
+    ) {
+        let Some(copy) = self.stream(stream) else {
+            return;
+        };
+        if copy.config().retention != Retention::Interest {
+            return;
+        }
+        let assigned: Vec<ConsumerConfig> = hook
+            .consumer_names(account, stream)
+            .iter()
+            .filter(|n| n.as_str() != gone)
+            .filter_map(|n| hook.consumer(account, stream, n))
+            .map(|c| c.config)
+            .collect();
+        let store = self.store_of(stream);
+        let all = super::retention::WithViews {
+            stream: &*copy,
+            extra: super::consumer::remote_views(&copy, store, assigned, Some(gone)),
+        };
+        let seqs = super::retention::released(&all, store, gone, floor);
+        if seqs.is_empty() {
+            return;
+        }
+        if let Err(e) = hook.remove_msgs(account, stream, seqs).await {
+            tracing::warn!(stream, consumer = gone, error = %e.description,
+                           "removing messages of a deleted replicated consumer failed");
+        }
     }
 
     /// The names of the replicated consumers of `stream` known here (running on this member

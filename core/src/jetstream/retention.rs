@@ -161,14 +161,34 @@ pub(crate) fn removable(
 /// before its stored state is deleted (so a crash in between leaves the consumer, not
 /// messages nobody will ever remove).
 pub(crate) async fn release(stream: &impl StreamView, store: &Store, gone: &str, floor: u64) {
-    if stream.retention() != Retention::Interest {
+    let seqs = released(stream, store, gone, floor);
+    if seqs.is_empty() {
         return;
     }
+    match store.remove_msgs(stream.name(), seqs).await {
+        Ok(n) => debug!(stream = %printable(&stream.name()), consumer = gone, removed = n,
+                        "interest released by a deleted consumer"),
+        Err(e) => warn!(stream = %printable(&stream.name()), consumer = gone, error = %e,
+                        "removing messages of a deleted consumer failed"),
+    }
+}
+
+/// The stored messages after `floor` (the ack floor of consumer `gone`, which left an interest
+/// stream) that no remaining consumer has to acknowledge (see [`release`]).
+pub(crate) fn released(
+    stream: &impl StreamView,
+    store: &Store,
+    gone: &str,
+    floor: u64,
+) -> Vec<u64> {
+    if stream.retention() != Retention::Interest {
+        return Vec::new();
+    }
     let Ok(Some(state)) = store.stream_state(stream.name()) else {
-        return;
+        return Vec::new();
     };
     if state.msgs == 0 {
-        return;
+        return Vec::new();
     }
     let others = stream.views(Some(gone));
     let filtered = others.iter().any(|v| lock(v).is_filtered());
@@ -189,15 +209,7 @@ pub(crate) async fn release(stream: &impl StreamView, store: &Store, gone: &str,
         }
         from = last + 1;
     }
-    if seqs.is_empty() {
-        return;
-    }
-    match store.remove_msgs(stream.name(), seqs).await {
-        Ok(n) => debug!(stream = %printable(&stream.name()), consumer = gone, removed = n,
-                        "interest released by a deleted consumer"),
-        Err(e) => warn!(stream = %printable(&stream.name()), consumer = gone, error = %e,
-                        "removing messages of a deleted consumer failed"),
-    }
+    seqs
 }
 
 /// Whether, after a restart, stored message `seq` on `subject` is one that acks already

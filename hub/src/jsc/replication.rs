@@ -149,6 +149,21 @@ impl Replication for ClusterStreams {
         })
     }
 
+    fn remove_msgs(&self, account: &str, name: &str, seqs: Vec<u64>) -> Pending<u64> {
+        let group = self.0.clone();
+        let (account, name) = (account.to_owned(), name.to_owned());
+        Box::pin(async move {
+            let g = group.upgrade().ok_or_else(unavailable)?;
+            match g
+                .stream_op(&account, &name, StreamOp::Remove { seqs })
+                .await?
+            {
+                OpReply::Removed(n) => Ok(n),
+                _ => Err(unavailable()),
+            }
+        })
+    }
+
     fn create_consumer(&self, account: &str, stream: &str, config: ConsumerConfig) -> Pending<()> {
         let group = self.0.clone();
         let (account, stream) = (account.to_owned(), stream.to_owned());

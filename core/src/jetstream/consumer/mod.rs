@@ -39,6 +39,8 @@ mod ack_state;
 mod push;
 mod retain;
 
+pub(crate) use retain::remote_views;
+
 use leaf_proto::printable::printable;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;

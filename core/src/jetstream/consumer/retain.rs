@@ -29,10 +29,11 @@ use tokio::time::Instant;
 use super::ack_state::Forgot;
 use super::Task;
 use crate::jetstream::config::consumer::AckPolicy;
+use crate::jetstream::config::consumer::ConsumerConfig;
 use crate::jetstream::config::Retention;
 use crate::jetstream::retention::{self, lock, AckView, SharedView, WithViews};
 use crate::jetstream::stream::Stream;
-use leaf_store::{StoreError, StoredMessage};
+use leaf_store::{Store, StoreError, StoredMessage};
 
 /// How often the leader of a replicated consumer of an interest stream looks for messages
 /// every consumer is done with (see the module documentation).
@@ -149,41 +150,12 @@ impl Task {
     /// consumer's other consumers, from the records their groups applied to this member's
     /// store).
     fn remote_views(&self, stream: &Stream) -> Vec<(String, SharedView)> {
-        let Ok(stored) = self.store.consumers(&self.stream_name) else {
-            return Vec::new();
-        };
-        let live = stream
-            .consumers
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .keys()
-            .cloned()
-            .collect::<Vec<String>>();
-        let mut views: Vec<(String, SharedView)> = stored
-            .into_iter()
-            // Names with a dot are not consumers (an uplink's cursor).
-            .filter(|(name, _)| !name.contains('.') && !live.contains(name))
-            .filter_map(|(name, bytes)| {
-                let view = super::view_of_record(&bytes)?;
-                Some((name, Arc::new(Mutex::new(view))))
-            })
-            .collect();
-        // Assigned, no record here yet (just created): needs everything it matches.
         let assigned = self
             .sink
             .as_ref()
             .map(|s| s.assigned(&self.stream_name))
             .unwrap_or_default();
-        for config in assigned {
-            let Some(name) = config.consumer_name().map(str::to_owned) else {
-                continue;
-            };
-            if live.contains(&name) || views.iter().any(|(n, _)| *n == name) {
-                continue;
-            }
-            views.push((name, Arc::new(Mutex::new(AckView::new(&config)))));
-        }
-        views
+        remote_views(stream, &self.store, assigned, None)
     }
 
     /// A replicated consumer's leader (see the module documentation): queues the removal of
@@ -258,4 +230,46 @@ impl Task {
             }
         }
     }
+}
+
+/// The retention views of the consumers of `stream` (a replicated stream's copy) whose tasks
+/// do not run on this member, but `except`: from the records their groups applied to `store`,
+/// and, for a consumer in `assigned` (the cluster's assignments) without a record here yet
+/// (just created), a view needing everything its filters match.
+pub(crate) fn remote_views(
+    stream: &Stream,
+    store: &Store,
+    assigned: Vec<ConsumerConfig>,
+    except: Option<&str>,
+) -> Vec<(String, SharedView)> {
+    let Ok(stored) = store.consumers(&stream.name) else {
+        return Vec::new();
+    };
+    let live = stream
+        .consumers
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .keys()
+        .cloned()
+        .collect::<Vec<String>>();
+    let skip = |name: &str| live.iter().any(|l| l == name) || except == Some(name);
+    let mut views: Vec<(String, SharedView)> = stored
+        .into_iter()
+        // Names with a dot are not consumers (an uplink's cursor).
+        .filter(|(name, _)| !name.contains('.') && !skip(name))
+        .filter_map(|(name, bytes)| {
+            let view = super::view_of_record(&bytes)?;
+            Some((name, Arc::new(Mutex::new(view))))
+        })
+        .collect();
+    for config in assigned {
+        let Some(name) = config.consumer_name().map(str::to_owned) else {
+            continue;
+        };
+        if skip(&name) || views.iter().any(|(n, _)| *n == name) {
+            continue;
+        }
+        views.push((name, Arc::new(Mutex::new(AckView::new(&config)))));
+    }
+    views
 }
