@@ -1393,12 +1393,7 @@ async fn a_killed_stream_leader_loses_no_acknowledged_publish() {
     })
     .await;
     assert!(killed_yet, "the leader was killed mid-way");
-    let survivors: Vec<&Member> = members
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| *i != killed)
-        .map(|(_, m)| m)
-        .collect();
+    let survivors = survivors(&members, killed);
     let new_leader = stream_leader(&survivors, "ORDERS", Some(&leader)).await;
     assert_ne!(new_leader, leader);
     for m in &survivors {
@@ -2580,56 +2575,19 @@ async fn a_killed_consumer_leader_redelivers_no_double_acked_message() {
     .await;
     assert_eq!(created["name"], "D", "{created}");
     assert!(created["error"].is_null(), "{created}");
-    let all: Vec<&Member> = members.iter().collect();
-    let leader = consumer_leader(&all, "WORK", "D", None).await;
-    let mut at = members
-        .iter()
-        .position(|m| m.name == leader)
-        .expect("the leader");
-    let killed = at;
-    let mut client = app_client(&members[at]).await;
-    let mut double_acked = std::collections::BTreeSet::new();
-    let mut killed_yet = false;
-    let deadline = Instant::now() + Duration::from_secs(180);
-    while (double_acked.len() as u64) < N {
-        assert!(
-            Instant::now() < deadline,
-            "not every message double-acked within 180 s: {} of {N}",
-            double_acked.len()
-        );
-        let got = fetch(&client, "WORK", "D", 50).await;
-        if got.is_empty() {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            continue;
-        }
-        // Killed with a batch delivered and not acknowledged: the new leader delivers it
-        // again (after `ack_wait`), as its double acks never succeed.
-        let ack_client = client.clone();
-        if !killed_yet && double_acked.len() as u64 >= N / 3 {
-            members[killed].server.kill();
-            killed_yet = true;
-            let survivors: Vec<&Member> = members
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| *i != killed)
-                .map(|(_, m)| m)
-                .collect();
-            let new_leader = consumer_leader(&survivors, "WORK", "D", Some(&leader)).await;
-            at = members
-                .iter()
-                .position(|m| m.name == new_leader)
-                .expect("the new leader");
-            client = app_client(&members[at]).await;
-        }
+    let mut run = KillRun::start(&members, "WORK", "D", N, 50).await;
+    // Killed with a batch delivered and not acknowledged: the new leader delivers it again
+    // (after `ack_wait`), as its double acks never succeed.
+    while let Some((got, ack_client)) = run.next(&mut members).await {
         for (seq, _) in &got {
             assert!(
-                !double_acked.contains(seq),
+                !run.double_acked.contains(seq),
                 "stream sequence {seq} delivered again after its double ack succeeded"
             );
         }
-        double_acked.extend(double_ack(&ack_client, got).await);
+        run.double_acked.extend(double_ack(&ack_client, got).await);
     }
-    assert!(killed_yet, "the consumer leader was killed mid-way");
+    let (killed, double_acked) = (run.killed, run.double_acked);
     assert_eq!(
         double_acked.iter().copied().collect::<Vec<u64>>(),
         (1..=N).collect::<Vec<u64>>()
@@ -2656,6 +2614,117 @@ async fn a_killed_consumer_leader_redelivers_no_double_acked_message() {
             info["error"]["err_code"] == json!(10014)
         })
         .await;
+    }
+}
+
+/// The position in `members` of the leader of consumer `consumer` of `stream` (bounded wait).
+async fn consumer_leader_at(members: &[Member], stream: &str, consumer: &str) -> usize {
+    let all: Vec<&Member> = members.iter().collect();
+    let leader = consumer_leader(&all, stream, consumer, None).await;
+    members
+        .iter()
+        .position(|m| m.name == leader)
+        .expect("the leader")
+}
+
+/// The members but `members[killed]`.
+fn survivors(members: &[Member], killed: usize) -> Vec<&Member> {
+    members
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != killed)
+        .map(|(_, m)| m)
+        .collect()
+}
+
+/// SIGKILLs `members[killed]` (a process the test started), the leader of consumer `consumer`
+/// of `stream`, and waits (bounded) for another leader among the survivors: its name.
+async fn kill_consumer_leader(
+    members: &mut [Member],
+    killed: usize,
+    stream: &str,
+    consumer: &str,
+) -> String {
+    members[killed].server.kill();
+    let survivors = survivors(members, killed);
+    let old = members[killed].name.clone();
+    consumer_leader(&survivors, stream, consumer, Some(&old)).await
+}
+
+/// A client fetching a replicated consumer's messages on its group leader's member, that
+/// leader SIGKILLed (a process the test started) once a third of the `n` messages are
+/// double-acked, the client then moving to the new leader's member.
+struct KillRun {
+    stream: &'static str,
+    consumer: &'static str,
+    n: u64,
+    batch: u64,
+    /// The member killed (the first leader).
+    killed: usize,
+    client: e2e::async_nats::Client,
+    /// The stream sequences whose double ack succeeded (the caller adds them).
+    double_acked: std::collections::BTreeSet<u64>,
+    killed_yet: bool,
+    deadline: Instant,
+}
+
+impl KillRun {
+    /// Waits for the consumer's leader and connects to its member.
+    async fn start(
+        members: &[Member],
+        stream: &'static str,
+        consumer: &'static str,
+        n: u64,
+        batch: u64,
+    ) -> KillRun {
+        let killed = consumer_leader_at(members, stream, consumer).await;
+        KillRun {
+            stream,
+            consumer,
+            n,
+            batch,
+            killed,
+            client: app_client(&members[killed]).await,
+            double_acked: std::collections::BTreeSet::new(),
+            killed_yet: false,
+            deadline: Instant::now() + Duration::from_secs(180),
+        }
+    }
+
+    /// The next batch fetched and the client to ack it with (the batch's member's: the one
+    /// fetched right before the kill is acked through the killed member, never successfully);
+    /// `None` once every message is double-acked (bounded: 180 s), the leader killed.
+    async fn next(
+        &mut self,
+        members: &mut [Member],
+    ) -> Option<(Vec<(u64, String)>, e2e::async_nats::Client)> {
+        while (self.double_acked.len() as u64) < self.n {
+            assert!(
+                Instant::now() < self.deadline,
+                "not every message double-acked within 180 s: {} of {}",
+                self.double_acked.len(),
+                self.n
+            );
+            let got = fetch(&self.client, self.stream, self.consumer, self.batch).await;
+            if got.is_empty() {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+            let ack_client = self.client.clone();
+            if !self.killed_yet && self.double_acked.len() as u64 >= self.n / 3 {
+                self.killed_yet = true;
+                let new_leader =
+                    kill_consumer_leader(members, self.killed, self.stream, self.consumer).await;
+                let at = members
+                    .iter()
+                    .position(|m| m.name == new_leader)
+                    .expect("the new leader");
+                self.client = app_client(&members[at]).await;
+            }
+            return Some((got, ack_client));
+        }
+        assert!(self.killed_yet, "the consumer leader was killed mid-way");
+        None
     }
 }
 
@@ -2873,6 +2942,16 @@ async fn publish_n(js: &e2e::async_nats::jetstream::Context, subject: &str, n: u
     }
 }
 
+/// Publishes one message on `subject` through `js`: the sequence its PubAck gives.
+async fn sequence_of(js: &e2e::async_nats::jetstream::Context, subject: &str) -> u64 {
+    js.publish(subject.to_owned(), "x".into())
+        .await
+        .expect("publish")
+        .await
+        .expect("a PubAck")
+        .sequence
+}
+
 /// Creates durable pull consumer `name` of `stream` on `m` (`extra` config fields): the answer.
 async fn durable(m: &Member, stream: &str, name: &str, extra: Value) -> Value {
     let mut config = json!({"durable_name": name, "ack_policy": "explicit"});
@@ -2980,13 +3059,7 @@ async fn an_interest_r3_stream_drops_messages_once_every_consumer_acked() {
     const N: u64 = 50;
     let js = jetstream_on(&members[1]).await;
     for i in 1..=3u64 {
-        let ack = js
-            .publish("int.early", "x".into())
-            .await
-            .expect("publish")
-            .await
-            .expect("a PubAck");
-        assert_eq!(ack.sequence, i);
+        assert_eq!(sequence_of(&js, "int.early").await, i);
     }
     for m in &members {
         until_answer(m, "$JS.API.STREAM.INFO.INT", "3 sequences taken", |info| {
@@ -2997,20 +3070,8 @@ async fn an_interest_r3_stream_drops_messages_once_every_consumer_acked() {
     }
     let created = durable(&members[0], "INT", "A", json!({"filter_subject": "int.>"})).await;
     assert_eq!(created["name"], "A", "{created}");
-    let all: Vec<&Member> = members.iter().collect();
-    let first = consumer_leader(&all, "INT", "A", None).await;
-    let killed = members
-        .iter()
-        .position(|m| m.name == first)
-        .expect("A's leader");
-    members[killed].server.kill();
-    let survivors: Vec<&Member> = members
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| *i != killed)
-        .map(|(_, m)| m)
-        .collect();
-    let a_leader = consumer_leader(&survivors, "INT", "A", Some(&first)).await;
+    let killed = consumer_leader_at(&members, "INT", "A").await;
+    let a_leader = kill_consumer_leader(&mut members, killed, "INT", "A").await;
     members[killed].server =
         TestServer::with_config(ServerKind::Hubd, members[killed].config.clone()).await;
     let all: Vec<&Member> = members.iter().collect();
@@ -3045,20 +3106,8 @@ async fn an_interest_r3_stream_drops_messages_once_every_consumer_acked() {
     }
     // No consumer's filter matches `other.x`: its sequence taken, kept nowhere; `int.late` kept.
     let js = jetstream_on(&members[2]).await;
-    let ack = js
-        .publish("other.x", "x".into())
-        .await
-        .expect("publish")
-        .await
-        .expect("a PubAck");
-    assert_eq!(ack.sequence, N + 4);
-    let ack = js
-        .publish("int.late", "x".into())
-        .await
-        .expect("publish")
-        .await
-        .expect("a PubAck");
-    assert_eq!(ack.sequence, N + 5);
+    assert_eq!(sequence_of(&js, "other.x").await, N + 4);
+    assert_eq!(sequence_of(&js, "int.late").await, N + 5);
     for m in &members {
         let copy = copy_of(m, "INT", 1).await;
         assert_eq!(copy.len(), 1, "{}", m.name);
@@ -3086,63 +3135,27 @@ async fn a_killed_workqueue_consumer_leader_leaves_no_acked_message() {
     )
     .await;
     assert_eq!(created["name"], "D", "{created}");
-    let all: Vec<&Member> = members.iter().collect();
-    let leader = consumer_leader(&all, "WK", "D", None).await;
-    let killed = members
-        .iter()
-        .position(|m| m.name == leader)
-        .expect("the leader");
-    let mut client = app_client(&members[killed]).await;
+    let mut run = KillRun::start(&members, "WK", "D", N, 30).await;
     let mut ack_sent = std::collections::BTreeSet::new();
-    let mut double_acked = std::collections::BTreeSet::new();
-    let mut killed_yet = false;
-    let deadline = Instant::now() + Duration::from_secs(180);
-    while (double_acked.len() as u64) < N {
-        assert!(
-            Instant::now() < deadline,
-            "not every message double-acked within 180 s: {} of {N}",
-            double_acked.len()
-        );
-        let got = fetch(&client, "WK", "D", 30).await;
-        if got.is_empty() {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            continue;
-        }
-        let ack_client = client.clone();
-        if !killed_yet && double_acked.len() as u64 >= N / 3 {
-            members[killed].server.kill();
-            killed_yet = true;
-            let survivors: Vec<&Member> = members
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| *i != killed)
-                .map(|(_, m)| m)
-                .collect();
-            let new_leader = consumer_leader(&survivors, "WK", "D", Some(&leader)).await;
-            let at = members
-                .iter()
-                .position(|m| m.name == new_leader)
-                .expect("the new leader");
-            client = app_client(&members[at]).await;
-        }
+    while let Some((got, ack_client)) = run.next(&mut members).await {
         ack_sent.extend(got.iter().map(|(seq, _)| *seq));
-        double_acked.extend(double_ack(&ack_client, got).await);
-        if killed_yet {
+        run.double_acked.extend(double_ack(&ack_client, got).await);
+        if run.killed_yet {
+            let never_acked = N - ack_sent.len() as u64;
             for (i, m) in members.iter().enumerate() {
-                if i == killed {
+                if i == run.killed {
                     continue;
                 }
                 let stored = copy_count(m, "WK").await;
                 assert!(
-                    stored >= N - ack_sent.len() as u64,
-                    "{}: {stored} stored, {} never acked",
-                    m.name,
-                    N - ack_sent.len() as u64
+                    stored >= never_acked,
+                    "{}: {stored} stored, {never_acked} never acked",
+                    m.name
                 );
             }
         }
     }
-    assert!(killed_yet, "the consumer leader was killed mid-way");
+    let killed = run.killed;
     members[killed].server =
         TestServer::with_config(ServerKind::Hubd, members[killed].config.clone()).await;
     for m in &members {
@@ -3174,28 +3187,30 @@ async fn deleting_a_consumer_of_an_interest_r3_stream_releases_what_only_it_held
     for m in &members {
         assert_eq!(copy_count(m, "REL").await, 20, "{}: B holds them", m.name);
     }
-    let deleted = api(
-        &app_client(&members[1]).await,
-        "$JS.API.CONSUMER.DELETE.REL.B",
-        json!({}),
-    )
-    .await;
-    assert_eq!(deleted["success"], true, "{deleted}");
-    for m in &members {
-        assert!(copy_of(m, "REL", 0).await.is_empty());
-    }
+    delete_and_see_every_copy_empty(&members[1], &members, "REL", "B").await;
     publish_n(&js, "rel.more", 5).await;
     for m in &members {
         assert_eq!(copy_of(m, "REL", 5).await.len(), 5);
     }
+    delete_and_see_every_copy_empty(&members[0], &members, "REL", "A").await;
+}
+
+/// Deletes consumer `consumer` of `stream` through member `at`, then waits (bounded) until
+/// every member's copy of the stream is empty.
+async fn delete_and_see_every_copy_empty(
+    at: &Member,
+    members: &[Member],
+    stream: &str,
+    consumer: &str,
+) {
     let deleted = api(
-        &app_client(&members[0]).await,
-        "$JS.API.CONSUMER.DELETE.REL.A",
+        &app_client(at).await,
+        &format!("$JS.API.CONSUMER.DELETE.{stream}.{consumer}"),
         json!({}),
     )
     .await;
     assert_eq!(deleted["success"], true, "{deleted}");
-    for m in &members {
-        assert!(copy_of(m, "REL", 0).await.is_empty());
+    for m in members {
+        assert!(copy_of(m, stream, 0).await.is_empty());
     }
 }

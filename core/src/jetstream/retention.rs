@@ -339,7 +339,7 @@ pub(crate) fn check_config(stream: &StreamConfig, config: &ConsumerConfig) -> Re
 /// Checks a new consumer against a workqueue stream's rules, given the configurations of the
 /// stream's consumers (nats-server's order: explicit ack 10098, one unfiltered consumer 10099,
 /// disjoint filters 10100, deliver all 10101).
-pub(crate) fn check_new_consumer(
+pub fn check_new_consumer(
     stream: &StreamConfig,
     existing: &[ConsumerConfig],
     config: &ConsumerConfig,

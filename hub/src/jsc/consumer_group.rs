@@ -437,6 +437,7 @@ impl MetaGroup {
             None => Ok(()),
             Some(super::meta::Refusal::ConsumerExists) => Err(JsError::ConsumerAlreadyExists.err()),
             Some(super::meta::Refusal::StreamNotFound) => Err(ApiError::stream_not_found()),
+            Some(super::meta::Refusal::WorkQueue(e)) => Err(e),
             Some(r) => Err(ApiError::general(&r.to_string())),
         }
     }
