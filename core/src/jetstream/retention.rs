@@ -20,6 +20,11 @@
 //! once an ack is durable so is its removal; a crash in between can only lose the ack of a
 //! message already removed, which is then simply not delivered again. At startup `reconcile`
 //! removes what stored acks released if a removal was nevertheless lost (a failed write).
+//!
+//! **Replicated streams** (hubd): only replicated durables are served; their removals go to
+//! the stream's group instead of the store, the other consumers' views come from the records
+//! their groups applied ([`WithViews`]), and their leaders reconcile with [`orphans`] (see
+//! `consumer/retain.rs` and "Retention on replicated streams" in `hub/JETSTREAM-CLUSTER.md`).
 
 use leaf_proto::printable::printable;
 use std::collections::BTreeSet;
