@@ -473,6 +473,60 @@ mod tests {
         assert!(!orphaned(Retention::Limits, &interest, 3, "i.a"));
     }
 
+    /// A stream view with its own consumers' views (the running tasks').
+    struct Views(Retention, Vec<(String, SharedView)>);
+
+    impl StreamView for Views {
+        fn name(&self) -> &str {
+            "S"
+        }
+        fn retention(&self) -> Retention {
+            self.0
+        }
+        fn views(&self, except: Option<&str>) -> Vec<SharedView> {
+            self.1
+                .iter()
+                .filter(|(n, _)| except != Some(n.as_str()))
+                .map(|(_, v)| v.clone())
+                .collect()
+        }
+    }
+
+    /// The views of consumers running elsewhere (a replicated stream's copy) count as the
+    /// running ones do, `except` leaving out either kind: an interest message acked by the
+    /// running consumer stays while a remote one still needs it.
+    #[test]
+    fn remote_views_count_for_interest() {
+        let shared = |floor: u64, next: u64| -> SharedView {
+            let mut v = AckView::new(&consumer(r#"{"ack_policy":"explicit"}"#));
+            v.floor = floor;
+            v.next = next;
+            Arc::new(Mutex::new(v))
+        };
+        let own = Views(Retention::Interest, vec![("A".into(), shared(10, 11))]);
+        let with = WithViews {
+            stream: &own,
+            extra: vec![("B".into(), shared(4, 5))],
+        };
+        assert_eq!(with.views(None).len(), 2);
+        assert_eq!(with.views(Some("A")).len(), 1);
+        assert_eq!(with.views(Some("B")).len(), 1);
+        let needed = |seq: u64| {
+            with.views(Some("A"))
+                .iter()
+                .any(|v| lock(v).needs_ack(seq, None))
+        };
+        assert!(needed(5), "B has not got 5 yet");
+        assert!(!needed(4), "B acked 4");
+        assert!(!WithViews {
+            stream: &own,
+            extra: Vec::new()
+        }
+        .views(Some("A"))
+        .iter()
+        .any(|v| lock(v).needs_ack(5, None)));
+    }
+
     #[test]
     fn workqueue_consumer_rules() {
         let s = wq();
