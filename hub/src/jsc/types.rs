@@ -80,16 +80,17 @@ pub enum StreamOp {
         /// The sequence.
         seq: u64,
     },
+    /// `STREAM.UPDATE` (applied by the meta group): the stream's `discard: new` limits from
+    /// this entry on, so that every member decides the publishes after it alike.
+    Configure(Option<super::stream_machine::DiscardNew>),
     /// Messages that acks released (interest or workqueue retention), as a replicated
     /// consumer's leader found them (see `consumer_group`): each removed where it is still
     /// stored; a message already gone (removed again, a lost answer resent) is no error.
+    /// (Last: postcard numbers the variants, so older log entries keep their meaning.)
     Remove {
         /// The sequences.
         seqs: Vec<u64>,
     },
-    /// `STREAM.UPDATE` (applied by the meta group): the stream's `discard: new` limits from
-    /// this entry on, so that every member decides the publishes after it alike.
-    Configure(Option<super::stream_machine::DiscardNew>),
 }
 
 /// What applying a [`StreamOp`] gave.
