@@ -134,7 +134,8 @@ impl Task {
         let Some(stream) = self.stream.upgrade() else {
             return;
         };
-        let gone = if self.sink.is_some() {
+        // Workqueue removals do not look at the other consumers: no records to read.
+        let gone = if self.sink.is_some() && self.retention == Retention::Interest {
             let all = WithViews {
                 stream: &*stream,
                 extra: self.remote_views(&stream),
