@@ -3046,29 +3046,15 @@ async fn a_workqueue_r3_stream_removes_acked_messages_from_every_copy() {
 /// initialized, and so led, by the first peer, while A's lead stayed with another), 50
 /// messages: all acked by A, every copy keeps them (B still has to ack them: A's leader sees
 /// it in the record B's group applied there; checked again after more than two of the
-/// leaders' reconcile periods); acked by B too, every member's copy ends empty. Before any
-/// consumer exists, publishes are acknowledged with their sequences and kept nowhere (a
-/// single server's rule); after, a publish no consumer's filter matches neither.
+/// leaders' reconcile periods); acked by B too, every member's copy ends empty.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interest_r3_stream_drops_messages_once_every_consumer_acked() {
     let (mut members, _) = three_members_with(
-        json!({"name": "INT", "subjects": ["int.>", "other.>"], "num_replicas": 3,
-               "retention": "interest"}),
+        json!({"name": "INT", "subjects": ["int.>"], "num_replicas": 3, "retention": "interest"}),
     )
     .await;
     const N: u64 = 50;
-    let js = jetstream_on(&members[1]).await;
-    for i in 1..=3u64 {
-        assert_eq!(sequence_of(&js, "int.early").await, i);
-    }
-    for m in &members {
-        until_answer(m, "$JS.API.STREAM.INFO.INT", "3 sequences taken", |info| {
-            info["state"]["last_seq"] == json!(3)
-        })
-        .await;
-        assert_eq!(copy_count(m, "INT").await, 0, "{}: no interest", m.name);
-    }
-    let created = durable(&members[0], "INT", "A", json!({"filter_subject": "int.>"})).await;
+    let created = durable(&members[0], "INT", "A", json!({})).await;
     assert_eq!(created["name"], "A", "{created}");
     let killed = consumer_leader_at(&members, "INT", "A").await;
     let a_leader = kill_consumer_leader(&mut members, killed, "INT", "A").await;
@@ -3077,21 +3063,15 @@ async fn an_interest_r3_stream_drops_messages_once_every_consumer_acked() {
     let all: Vec<&Member> = members.iter().collect();
     agreed_leader(&all, None).await;
     stream_leader(&all, "INT", None).await;
-    let created = durable(
-        &members[killed],
-        "INT",
-        "B",
-        json!({"filter_subject": "int.>"}),
-    )
-    .await;
+    let created = durable(&members[killed], "INT", "B", json!({})).await;
     assert_eq!(created["name"], "B", "{created}");
     let b_leader = consumer_leader(&all, "INT", "B", None).await;
     assert_ne!(a_leader, b_leader, "A and B are led by different members");
     publish_n(&jetstream_on(&members[2]).await, "int", N).await;
-    consume_all(&members[2], "INT", "A", 4..=N + 3).await;
+    consume_all(&members[2], "INT", "A", 1..=N).await;
     for m in &members {
         until_answer(m, "$JS.API.CONSUMER.INFO.INT.A", "A's ack floor", |info| {
-            info["ack_floor"]["stream_seq"] == json!(N + 3)
+            info["ack_floor"]["stream_seq"] == json!(N)
         })
         .await;
     }
@@ -3100,17 +3080,52 @@ async fn an_interest_r3_stream_drops_messages_once_every_consumer_acked() {
     for m in &members {
         assert_eq!(copy_count(m, "INT").await, N, "{}: B has not acked", m.name);
     }
-    consume_all(&members[0], "INT", "B", 4..=N + 3).await;
+    consume_all(&members[0], "INT", "B", 1..=N).await;
     for m in &members {
         assert!(copy_of(m, "INT", 0).await.is_empty());
     }
-    // No consumer's filter matches `other.x`: its sequence taken, kept nowhere; `int.late` kept.
-    let js = jetstream_on(&members[2]).await;
-    assert_eq!(sequence_of(&js, "other.x").await, N + 4);
-    assert_eq!(sequence_of(&js, "int.late").await, N + 5);
+}
+
+/// issue 22 (retention on R>1): an R3 interest stream keeps no message nobody is interested
+/// in, alike on every copy (a single server's rule, decided by the stream's leader): before
+/// any consumer, three publishes acknowledged at sequences 1-3 and stored nowhere; with a
+/// consumer of `int.>`, `other.x` takes sequence 4 and is stored nowhere, `int.late` (5) is
+/// kept; a consumer of `other.>` created on a member not leading the stream, and a publish
+/// sent right after its answer (6) is kept: the stream's leader already sees the consumer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interest_r3_stream_keeps_no_message_nobody_is_interested_in() {
+    let (members, s_leader) = three_members_with(
+        json!({"name": "NI", "subjects": ["int.>", "other.>"], "num_replicas": 3,
+               "retention": "interest"}),
+    )
+    .await;
+    let js = jetstream_on(&members[1]).await;
+    for i in 1..=3u64 {
+        assert_eq!(sequence_of(&js, "int.early").await, i);
+    }
     for m in &members {
-        let copy = copy_of(m, "INT", 1).await;
-        assert_eq!(copy.len(), 1, "{}", m.name);
+        until_answer(m, "$JS.API.STREAM.INFO.NI", "3 sequences taken", |info| {
+            info["state"]["last_seq"] == json!(3)
+        })
+        .await;
+        assert_eq!(copy_count(m, "NI").await, 0, "{}: no interest", m.name);
+    }
+    let created = durable(&members[0], "NI", "A", json!({"filter_subject": "int.>"})).await;
+    assert_eq!(created["name"], "A", "{created}");
+    assert_eq!(sequence_of(&js, "other.x").await, 4);
+    assert_eq!(sequence_of(&js, "int.late").await, 5);
+    for m in &members {
+        assert_eq!(copy_of(m, "NI", 1).await.len(), 1, "{}", m.name);
+    }
+    let at = members
+        .iter()
+        .find(|m| m.name != s_leader)
+        .expect("a member not leading");
+    let created = durable(at, "NI", "C", json!({"filter_subject": "other.>"})).await;
+    assert_eq!(created["name"], "C", "{created}");
+    assert_eq!(sequence_of(&jetstream_on(at).await, "other.y").await, 6);
+    for m in &members {
+        assert_eq!(copy_of(m, "NI", 2).await.len(), 2, "{}", m.name);
     }
 }
 

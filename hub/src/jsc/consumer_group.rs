@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use leaf_core::jetstream::accounts::AccountJetStreams;
 use leaf_core::jetstream::config::consumer::ConsumerConfig;
-use leaf_core::jetstream::config::{ApiError, JsError};
+use leaf_core::jetstream::config::{ApiError, JsError, Retention, StreamConfig};
 use leaf_core::jetstream::consumer::{RecordSink, RemovalFuture, WriteFuture};
 use leaf_core::jetstream::replication::ReplicatedConsumer;
 use leaf_core::jetstream::wire::{ClusterInfo, PeerInfo};
@@ -418,6 +418,8 @@ impl MetaGroup {
             return Err(ApiError::stream_not_found());
         };
         let name = config.consumer_name().unwrap_or_default().to_owned();
+        let interest = serde_json::from_str::<StreamConfig>(&sa.config)
+            .is_ok_and(|c| c.retention == Retention::Interest);
         let text = serde_json::to_string(&config).map_err(|e| ApiError::general(&e.to_string()))?;
         let assignment = ConsumerAssignment {
             account: account.to_owned(),
@@ -434,7 +436,16 @@ impl MetaGroup {
             .await
             .map_err(|_| unavailable())?;
         match proposed.reply.refused {
-            None => Ok(()),
+            None => {
+                // Interest retention: the stream's leader decides whether a publish has
+                // interest against the assignments it applied; a publish sent right after
+                // this answer must find this consumer there.
+                if interest && !self.stream_leader_sees(account, stream, &name).await {
+                    warn!(account, stream, consumer = %name,
+                          "JetStream cluster: the stream leader did not confirm a new consumer in time");
+                }
+                Ok(())
+            }
             Some(super::meta::Refusal::ConsumerExists) => Err(JsError::ConsumerAlreadyExists.err()),
             Some(super::meta::Refusal::StreamNotFound) => Err(ApiError::stream_not_found()),
             Some(super::meta::Refusal::WorkQueue(e)) => Err(e),

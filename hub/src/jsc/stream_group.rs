@@ -393,6 +393,29 @@ impl StreamGroup {
         super::group::hand_over(&self.raft, own, &format!("stream {}", self.stream))
     }
 
+    /// Waits (at most [`SEES_WITHIN`]) until this member's meta state holds consumer `name` of
+    /// this stream, if this member leads the group (its capture decides interest retention's
+    /// `no_interest` against those assignments): whether it does; `None` when this member
+    /// does not lead. `CONSUMER.CREATE` of an interest stream's consumer asks it before it
+    /// answers (`MetaGroup::stream_leader_sees`).
+    pub async fn await_consumer(&self, name: &str) -> Option<bool> {
+        if self.raft.metrics().borrow().state != ServerState::Leader {
+            return None;
+        }
+        let mut state = self.meta.upgrade()?.watch_state();
+        let key = (self.account.clone(), self.stream.clone(), name.to_owned());
+        let seen = tokio::time::timeout(SEES_WITHIN, async {
+            while !state.borrow_and_update().consumers.contains_key(&key) {
+                if state.changed().await.is_err() {
+                    return false;
+                }
+            }
+            true
+        })
+        .await;
+        Some(seen.unwrap_or(false))
+    }
+
     /// Proposes `op` (a purge, a message delete) if this member leads the group: its reply
     /// once committed and applied here; `None` when this member does not lead.
     pub async fn propose_op(&self, op: StreamOp) -> Option<Result<OpReply, ApiError>> {
@@ -608,6 +631,13 @@ fn wake_consumers(js: &JetStream, stream: &str) -> super::stream_machine::OnStor
         );
     })
 }
+
+/// How long a stream group's leader waits to apply a new consumer's assignment (see
+/// [`StreamGroup::await_consumer`]).
+pub const SEES_WITHIN: Duration = Duration::from_millis(1500);
+
+/// The RPC asking a stream group's leader to wait for a consumer's assignment.
+pub const SEES_CONSUMER: &str = "sees";
 
 /// The capturing subscription of the leader.
 struct Capture(Weak<StreamGroup>);
