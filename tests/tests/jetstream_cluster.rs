@@ -1374,12 +1374,7 @@ async fn a_killed_stream_leader_loses_no_acknowledged_publish() {
     })
     .await;
     assert!(killed_yet, "the leader was killed mid-way");
-    let survivors: Vec<&Member> = members
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| *i != killed)
-        .map(|(_, m)| m)
-        .collect();
+    let survivors = survivors(&members, killed);
     let new_leader = stream_leader(&survivors, "ORDERS", Some(&leader)).await;
     assert_ne!(new_leader, leader);
     for m in &survivors {
@@ -2602,56 +2597,19 @@ async fn a_killed_consumer_leader_redelivers_no_double_acked_message() {
     .await;
     assert_eq!(created["name"], "D", "{created}");
     assert!(created["error"].is_null(), "{created}");
-    let all: Vec<&Member> = members.iter().collect();
-    let leader = consumer_leader(&all, "WORK", "D", None).await;
-    let mut at = members
-        .iter()
-        .position(|m| m.name == leader)
-        .expect("the leader");
-    let killed = at;
-    let mut client = app_client(&members[at]).await;
-    let mut double_acked = std::collections::BTreeSet::new();
-    let mut killed_yet = false;
-    let deadline = Instant::now() + Duration::from_secs(180);
-    while (double_acked.len() as u64) < N {
-        assert!(
-            Instant::now() < deadline,
-            "not every message double-acked within 180 s: {} of {N}",
-            double_acked.len()
-        );
-        let got = fetch(&client, "WORK", "D", 50).await;
-        if got.is_empty() {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            continue;
-        }
-        // Killed with a batch delivered and not acknowledged: the new leader delivers it
-        // again (after `ack_wait`), as its double acks never succeed.
-        let ack_client = client.clone();
-        if !killed_yet && double_acked.len() as u64 >= N / 3 {
-            members[killed].server.kill();
-            killed_yet = true;
-            let survivors: Vec<&Member> = members
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| *i != killed)
-                .map(|(_, m)| m)
-                .collect();
-            let new_leader = consumer_leader(&survivors, "WORK", "D", Some(&leader)).await;
-            at = members
-                .iter()
-                .position(|m| m.name == new_leader)
-                .expect("the new leader");
-            client = app_client(&members[at]).await;
-        }
+    let mut run = KillRun::start(&members, "WORK", "D", N, 50).await;
+    // Killed with a batch delivered and not acknowledged: the new leader delivers it again
+    // (after `ack_wait`), as its double acks never succeed.
+    while let Some((got, ack_client)) = run.next(&mut members).await {
         for (seq, _) in &got {
             assert!(
-                !double_acked.contains(seq),
+                !run.double_acked.contains(seq),
                 "stream sequence {seq} delivered again after its double ack succeeded"
             );
         }
-        double_acked.extend(double_ack(&ack_client, got).await);
+        run.double_acked.extend(double_ack(&ack_client, got).await);
     }
-    assert!(killed_yet, "the consumer leader was killed mid-way");
+    let (killed, double_acked) = (run.killed, run.double_acked);
     assert_eq!(
         double_acked.iter().copied().collect::<Vec<u64>>(),
         (1..=N).collect::<Vec<u64>>()
@@ -2678,6 +2636,117 @@ async fn a_killed_consumer_leader_redelivers_no_double_acked_message() {
             info["error"]["err_code"] == json!(10014)
         })
         .await;
+    }
+}
+
+/// The position in `members` of the leader of consumer `consumer` of `stream` (bounded wait).
+async fn consumer_leader_at(members: &[Member], stream: &str, consumer: &str) -> usize {
+    let all: Vec<&Member> = members.iter().collect();
+    let leader = consumer_leader(&all, stream, consumer, None).await;
+    members
+        .iter()
+        .position(|m| m.name == leader)
+        .expect("the leader")
+}
+
+/// The members but `members[killed]`.
+fn survivors(members: &[Member], killed: usize) -> Vec<&Member> {
+    members
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != killed)
+        .map(|(_, m)| m)
+        .collect()
+}
+
+/// SIGKILLs `members[killed]` (a process the test started), the leader of consumer `consumer`
+/// of `stream`, and waits (bounded) for another leader among the survivors: its name.
+async fn kill_consumer_leader(
+    members: &mut [Member],
+    killed: usize,
+    stream: &str,
+    consumer: &str,
+) -> String {
+    members[killed].server.kill();
+    let survivors = survivors(members, killed);
+    let old = members[killed].name.clone();
+    consumer_leader(&survivors, stream, consumer, Some(&old)).await
+}
+
+/// A client fetching a replicated consumer's messages on its group leader's member, that
+/// leader SIGKILLed (a process the test started) once a third of the `n` messages are
+/// double-acked, the client then moving to the new leader's member.
+struct KillRun {
+    stream: &'static str,
+    consumer: &'static str,
+    n: u64,
+    batch: u64,
+    /// The member killed (the first leader).
+    killed: usize,
+    client: e2e::async_nats::Client,
+    /// The stream sequences whose double ack succeeded (the caller adds them).
+    double_acked: std::collections::BTreeSet<u64>,
+    killed_yet: bool,
+    deadline: Instant,
+}
+
+impl KillRun {
+    /// Waits for the consumer's leader and connects to its member.
+    async fn start(
+        members: &[Member],
+        stream: &'static str,
+        consumer: &'static str,
+        n: u64,
+        batch: u64,
+    ) -> KillRun {
+        let killed = consumer_leader_at(members, stream, consumer).await;
+        KillRun {
+            stream,
+            consumer,
+            n,
+            batch,
+            killed,
+            client: app_client(&members[killed]).await,
+            double_acked: std::collections::BTreeSet::new(),
+            killed_yet: false,
+            deadline: Instant::now() + Duration::from_secs(180),
+        }
+    }
+
+    /// The next batch fetched and the client to ack it with (the batch's member's: the one
+    /// fetched right before the kill is acked through the killed member, never successfully);
+    /// `None` once every message is double-acked (bounded: 180 s), the leader killed.
+    async fn next(
+        &mut self,
+        members: &mut [Member],
+    ) -> Option<(Vec<(u64, String)>, e2e::async_nats::Client)> {
+        while (self.double_acked.len() as u64) < self.n {
+            assert!(
+                Instant::now() < self.deadline,
+                "not every message double-acked within 180 s: {} of {}",
+                self.double_acked.len(),
+                self.n
+            );
+            let got = fetch(&self.client, self.stream, self.consumer, self.batch).await;
+            if got.is_empty() {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+            let ack_client = self.client.clone();
+            if !self.killed_yet && self.double_acked.len() as u64 >= self.n / 3 {
+                self.killed_yet = true;
+                let new_leader =
+                    kill_consumer_leader(members, self.killed, self.stream, self.consumer).await;
+                let at = members
+                    .iter()
+                    .position(|m| m.name == new_leader)
+                    .expect("the new leader");
+                self.client = app_client(&members[at]).await;
+            }
+            return Some((got, ack_client));
+        }
+        assert!(self.killed_yet, "the consumer leader was killed mid-way");
+        None
     }
 }
 
@@ -3121,4 +3190,322 @@ async fn a_read_with_a_confined_reply_reaches_only_the_requester() {
         .expect("a message");
     let answer: Value = e2e::serde_json::from_slice(&delivered.payload).expect("JSON");
     assert_eq!(answer["message"]["seq"], 1, "{answer}");
+
+/// Publishes `n` messages on `subject.<i>` through `js`, each acknowledged (with a
+/// `Nats-Msg-Id`, retried until acknowledged, bounded: a stream leader that changes answers
+/// 10008 to a publish in flight).
+async fn publish_n(js: &e2e::async_nats::jetstream::Context, subject: &str, n: u64) {
+    for i in 0..n {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let id = format!("{subject}-{i}");
+            let sent = js
+                .publish_with_headers(format!("{subject}.{i}"), with_id(&id), "x".into())
+                .await;
+            let acked: Result<(), String> = match sent {
+                Ok(ack) => match tokio::time::timeout(Duration::from_secs(5), ack).await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(_) => Err("no PubAck within 5 s".into()),
+                },
+                Err(e) => Err(e.to_string()),
+            };
+            if acked.is_ok() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{subject}.{i} not acknowledged within 30 s: {acked:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// Publishes one message on `subject` through `js`: the sequence its PubAck gives.
+async fn sequence_of(js: &e2e::async_nats::jetstream::Context, subject: &str) -> u64 {
+    js.publish(subject.to_owned(), "x".into())
+        .await
+        .expect("publish")
+        .await
+        .expect("a PubAck")
+        .sequence
+}
+
+/// Creates durable pull consumer `name` of `stream` on `m` (`extra` config fields): the answer.
+async fn durable(m: &Member, stream: &str, name: &str, extra: Value) -> Value {
+    let mut config = json!({"durable_name": name, "ack_policy": "explicit"});
+    if let (Some(c), Some(e)) = (config.as_object_mut(), extra.as_object()) {
+        c.extend(e.clone());
+    }
+    api(
+        &app_client(m).await,
+        &format!("$JS.API.CONSUMER.DURABLE.CREATE.{stream}.{name}"),
+        json!({"stream_name": stream, "config": config}),
+    )
+    .await
+}
+
+/// Fetches and double-acks the messages at stream sequences `seqs` of consumer `consumer` of
+/// `stream` through `m` (bounded: 60 s): each delivered once, in order.
+async fn consume_all(
+    m: &Member,
+    stream: &str,
+    consumer: &str,
+    seqs: std::ops::RangeInclusive<u64>,
+) {
+    let n = seqs.clone().count() as u64;
+    let client = app_client(m).await;
+    let mut received = Vec::new();
+    let mut acked = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while (acked.len() as u64) < n {
+        assert!(
+            Instant::now() < deadline,
+            "{consumer}: not every message double-acked within 60 s: {} of {n}",
+            acked.len()
+        );
+        let got = fetch(&client, stream, consumer, 25).await;
+        if got.is_empty() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        }
+        received.extend(got.iter().map(|(seq, _)| *seq));
+        acked.extend(double_ack(&client, got).await);
+    }
+    assert_eq!(received, seqs.collect::<Vec<u64>>(), "{consumer}");
+}
+
+/// The number of messages in member `m`'s copy of `stream` (its own `STREAM.INFO`).
+async fn copy_count(m: &Member, stream: &str) -> u64 {
+    let client = app_client(m).await;
+    let info = api(&client, &format!("$JS.API.STREAM.INFO.{stream}"), json!({})).await;
+    info["state"]["messages"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{}: {info}", m.name))
+}
+
+/// issue 22 (retention on R>1): an R3 workqueue stream with 100 messages and an R3 durable
+/// pull consumer; every message fetched and double-acked through a member not leading the
+/// consumer's group: every member's copy (its own `STREAM.INFO`) ends with no message, as
+/// each ack's removal is an entry of the stream's group. A second consumer overlapping the
+/// first answers a single server's workqueue errors (10099 unfiltered, 10100 filtered), and
+/// an R1 durable (it would remove from one copy only) 10036.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workqueue_r3_stream_removes_acked_messages_from_every_copy() {
+    let (members, _) = three_members_with(
+        json!({"name": "WQ", "subjects": ["wq.>"], "num_replicas": 3, "retention": "workqueue"}),
+    )
+    .await;
+    const N: u64 = 100;
+    publish_n(&jetstream_on(&members[0]).await, "wq", N).await;
+    let created = durable(&members[1], "WQ", "D", json!({})).await;
+    assert_eq!(created["name"], "D", "{created}");
+    let second = durable(&members[2], "WQ", "E", json!({})).await;
+    assert_eq!(second["error"]["err_code"], json!(10099), "{second}");
+    let filtered = durable(&members[0], "WQ", "F", json!({"filter_subject": "wq.7"})).await;
+    assert_eq!(filtered["error"]["err_code"], json!(10100), "{filtered}");
+    let r1 = durable(&members[0], "WQ", "R", json!({"num_replicas": 1})).await;
+    assert_eq!(r1["error"]["err_code"], json!(10036), "{r1}");
+    let all: Vec<&Member> = members.iter().collect();
+    let leader = consumer_leader(&all, "WQ", "D", None).await;
+    let other = members
+        .iter()
+        .find(|m| m.name != leader)
+        .expect("a member not leading");
+    consume_all(other, "WQ", "D", 1..=N).await;
+    for m in &members {
+        assert!(copy_of(m, "WQ", 0).await.is_empty());
+        let info = api(&app_client(m).await, "$JS.API.STREAM.INFO.WQ", json!({})).await;
+        assert_eq!(info["state"]["last_seq"], json!(N), "{}: {info}", m.name);
+    }
+}
+
+/// issue 22 (retention on R>1): an R3 interest stream with two R3 durables led by two
+/// different members (A's leader is SIGKILLed and restarted before B is created: B's group is
+/// initialized, and so led, by the first peer, while A's lead stayed with another), 50
+/// messages: all acked by A, every copy keeps them (B still has to ack them: A's leader sees
+/// it in the record B's group applied there; checked again after more than two of the
+/// leaders' reconcile periods); acked by B too, every member's copy ends empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interest_r3_stream_drops_messages_once_every_consumer_acked() {
+    let (mut members, _) = three_members_with(
+        json!({"name": "INT", "subjects": ["int.>"], "num_replicas": 3, "retention": "interest"}),
+    )
+    .await;
+    const N: u64 = 50;
+    let created = durable(&members[0], "INT", "A", json!({})).await;
+    assert_eq!(created["name"], "A", "{created}");
+    let killed = consumer_leader_at(&members, "INT", "A").await;
+    let a_leader = kill_consumer_leader(&mut members, killed, "INT", "A").await;
+    members[killed].server =
+        TestServer::with_config(ServerKind::Hubd, members[killed].config.clone()).await;
+    let all: Vec<&Member> = members.iter().collect();
+    agreed_leader(&all, None).await;
+    stream_leader(&all, "INT", None).await;
+    let created = durable(&members[killed], "INT", "B", json!({})).await;
+    assert_eq!(created["name"], "B", "{created}");
+    let b_leader = consumer_leader(&all, "INT", "B", None).await;
+    assert_ne!(a_leader, b_leader, "A and B are led by different members");
+    publish_n(&jetstream_on(&members[2]).await, "int", N).await;
+    consume_all(&members[2], "INT", "A", 1..=N).await;
+    for m in &members {
+        until_answer(m, "$JS.API.CONSUMER.INFO.INT.A", "A's ack floor", |info| {
+            info["ack_floor"]["stream_seq"] == json!(N)
+        })
+        .await;
+    }
+    // Past two reconcile periods of the consumers' leaders (2 s each): nothing removed.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    for m in &members {
+        assert_eq!(copy_count(m, "INT").await, N, "{}: B has not acked", m.name);
+    }
+    consume_all(&members[0], "INT", "B", 1..=N).await;
+    for m in &members {
+        assert!(copy_of(m, "INT", 0).await.is_empty());
+    }
+}
+
+/// issue 22 (retention on R>1): an R3 interest stream keeps no message nobody is interested
+/// in, alike on every copy (a single server's rule, decided by the stream's leader): before
+/// any consumer, three publishes acknowledged at sequences 1-3 and stored nowhere; with a
+/// consumer of `int.>`, `other.x` takes sequence 4 and is stored nowhere, `int.late` (5) is
+/// kept; a consumer of `other.>` created on a member not leading the stream, and a publish
+/// sent right after its answer (6) is kept: the stream's leader already sees the consumer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interest_r3_stream_keeps_no_message_nobody_is_interested_in() {
+    let (members, s_leader) = three_members_with(
+        json!({"name": "NI", "subjects": ["int.>", "other.>"], "num_replicas": 3,
+               "retention": "interest"}),
+    )
+    .await;
+    let js = jetstream_on(&members[1]).await;
+    for i in 1..=3u64 {
+        assert_eq!(sequence_of(&js, "int.early").await, i);
+    }
+    for m in &members {
+        until_answer(m, "$JS.API.STREAM.INFO.NI", "3 sequences taken", |info| {
+            info["state"]["last_seq"] == json!(3)
+        })
+        .await;
+        assert_eq!(copy_count(m, "NI").await, 0, "{}: no interest", m.name);
+    }
+    let created = durable(&members[0], "NI", "A", json!({"filter_subject": "int.>"})).await;
+    assert_eq!(created["name"], "A", "{created}");
+    assert_eq!(sequence_of(&js, "other.x").await, 4);
+    assert_eq!(sequence_of(&js, "int.late").await, 5);
+    for m in &members {
+        assert_eq!(copy_of(m, "NI", 1).await.len(), 1, "{}", m.name);
+    }
+    let at = members
+        .iter()
+        .find(|m| m.name != s_leader)
+        .expect("a member not leading");
+    let created = durable(at, "NI", "C", json!({"filter_subject": "other.>"})).await;
+    assert_eq!(created["name"], "C", "{created}");
+    assert_eq!(sequence_of(&jetstream_on(at).await, "other.y").await, 6);
+    for m in &members {
+        assert_eq!(copy_of(m, "NI", 2).await.len(), 2, "{}", m.name);
+    }
+}
+
+/// issue 22 (retention on R>1): an R3 workqueue stream with 300 messages, an R3 durable
+/// consumer fetched and double-acked from a client; the consumer's leader SIGKILLed after a
+/// third: while the work goes on at the new leader no copy holds fewer messages than were
+/// never acked (no unacked message removed); at the end every copy (the killed member
+/// restarted too) is empty within a bounded wait (no acked message left forever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_workqueue_consumer_leader_leaves_no_acked_message() {
+    let (mut members, _) = three_members_with(
+        json!({"name": "WK", "subjects": ["wk.>"], "num_replicas": 3, "retention": "workqueue"}),
+    )
+    .await;
+    const N: u64 = 300;
+    publish_n(&jetstream_on(&members[0]).await, "wk", N).await;
+    let created = durable(
+        &members[0],
+        "WK",
+        "D",
+        json!({"ack_wait": 3_000_000_000u64}),
+    )
+    .await;
+    assert_eq!(created["name"], "D", "{created}");
+    let mut run = KillRun::start(&members, "WK", "D", N, 30).await;
+    let mut ack_sent = std::collections::BTreeSet::new();
+    while let Some((got, ack_client)) = run.next(&mut members).await {
+        ack_sent.extend(got.iter().map(|(seq, _)| *seq));
+        run.double_acked.extend(double_ack(&ack_client, got).await);
+        if run.killed_yet {
+            let never_acked = N - ack_sent.len() as u64;
+            for (i, m) in members.iter().enumerate() {
+                if i == run.killed {
+                    continue;
+                }
+                let stored = copy_count(m, "WK").await;
+                assert!(
+                    stored >= never_acked,
+                    "{}: {stored} stored, {never_acked} never acked",
+                    m.name
+                );
+            }
+        }
+    }
+    let killed = run.killed;
+    members[killed].server =
+        TestServer::with_config(ServerKind::Hubd, members[killed].config.clone()).await;
+    for m in &members {
+        assert!(copy_of(m, "WK", 0).await.is_empty());
+    }
+}
+
+/// issue 22 (retention on R>1): deleting a replicated consumer of an R3 interest stream
+/// releases what only it held, on every copy: with A and B, 20 messages acked by A only,
+/// `CONSUMER.DELETE` of B empties every copy; 5 more messages, none acked, and the last
+/// consumer A deleted: every copy empty (nobody is left to reconcile: the delete's own
+/// release, through the stream's group, does it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_consumer_of_an_interest_r3_stream_releases_what_only_it_held() {
+    let (members, _) = three_members_with(
+        json!({"name": "REL", "subjects": ["rel.>"], "num_replicas": 3, "retention": "interest"}),
+    )
+    .await;
+    for (name, at) in [("A", 0), ("B", 1)] {
+        let created = durable(&members[at], "REL", name, json!({})).await;
+        assert_eq!(created["name"], name, "{created}");
+    }
+    let all: Vec<&Member> = members.iter().collect();
+    consumer_leader(&all, "REL", "A", None).await;
+    consumer_leader(&all, "REL", "B", None).await;
+    let js = jetstream_on(&members[2]).await;
+    publish_n(&js, "rel", 20).await;
+    consume_all(&members[2], "REL", "A", 1..=20).await;
+    for m in &members {
+        assert_eq!(copy_count(m, "REL").await, 20, "{}: B holds them", m.name);
+    }
+    delete_and_see_every_copy_empty(&members[1], &members, "REL", "B").await;
+    publish_n(&js, "rel.more", 5).await;
+    for m in &members {
+        assert_eq!(copy_of(m, "REL", 5).await.len(), 5);
+    }
+    delete_and_see_every_copy_empty(&members[0], &members, "REL", "A").await;
+}
+
+/// Deletes consumer `consumer` of `stream` through member `at`, then waits (bounded) until
+/// every member's copy of the stream is empty.
+async fn delete_and_see_every_copy_empty(
+    at: &Member,
+    members: &[Member],
+    stream: &str,
+    consumer: &str,
+) {
+    let deleted = api(
+        &app_client(at).await,
+        &format!("$JS.API.CONSUMER.DELETE.{stream}.{consumer}"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(deleted["success"], true, "{deleted}");
+    for m in members {
+        assert!(copy_of(m, stream, 0).await.is_empty());
+    }
 }

@@ -27,12 +27,18 @@
 //! woken by [`JetStream::replica_appended`] (which hubd calls after its group applied
 //! messages to the copy), takes its acks on this member, and is lost with the member (a
 //! durable R1 one comes back with the member's store). A durable one without
-//! `num_replicas: 1` of a limits stream is a **replicated consumer** ([`wants_group`]): the
+//! `num_replicas: 1` (of any retention) is a **replicated consumer** ([`wants_group`]): the
 //! hook assigns it to the stream's peers (`create_consumer`, `delete_consumer`), hubd runs its
 //! group and starts its task on the member leading it (`JetStream::start_group_consumer`,
-//! the state records going to the group); boot does not resume it. Consumers of interest or
-//! workqueue streams (their acks would remove messages from one copy only) and replicated
-//! ephemerals answer 10036 (`check_consumer_on_copy`).
+//! the state records going to the group); boot does not resume it. Other consumers of
+//! interest or workqueue streams (their acks would remove messages from one copy only) and
+//! replicated ephemerals answer 10036 (`check_consumer_on_copy`).
+//!
+//! **Interest and workqueue retention**: only replicated durables are served (any other
+//! consumer's acks would remove messages from one copy only: 10036); the removals their acks
+//! release go to the stream's group through the [`super::consumer::RecordSink`] (see
+//! `consumer/retain.rs`), and a new consumer of a workqueue stream is checked against the
+//! assigned ones (10099, 10100) as on a single server.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -104,6 +110,14 @@ pub trait Replication: Send + Sync {
     /// (`STREAM.MSG.DELETE`): whether it was there; by default not served (10036).
     fn delete_msg(&self, account: &str, name: &str, seq: u64) -> Pending<bool> {
         let _ = (account, name, seq);
+        Box::pin(async { Err(unserved()) })
+    }
+
+    /// Removes messages `seqs` of replicated stream `name` of `account` from every copy
+    /// (interest retention: what a deleted replicated consumer alone held); how many were
+    /// there. By default not served (10036).
+    fn remove_msgs(&self, account: &str, name: &str, seqs: Vec<u64>) -> Pending<u64> {
+        let _ = (account, name, seqs);
         Box::pin(async { Err(unserved()) })
     }
 
@@ -193,12 +207,10 @@ pub struct ReplicatedConsumer {
 
 /// Whether consumer `cfg` of stream `stream` is a replicated consumer with a group of its own
 /// (hubd's consumer groups): a durable consumer without `num_replicas: 1` of a replicated
-/// stream with limits retention.
+/// stream, whatever its retention (under interest and workqueue retention the messages its
+/// acks release are removed through the stream's group: see `consumer/retain.rs`).
 pub fn wants_group(stream: &StreamConfig, cfg: &ConsumerConfig) -> bool {
-    stream.is_replicated()
-        && stream.retention == Retention::Limits
-        && cfg.is_durable()
-        && cfg.num_replicas != 1
+    stream.is_replicated() && cfg.is_durable() && cfg.num_replicas != 1
 }
 
 /// The `num_replicas` a `STREAM.CREATE` body asks for (1 when absent or unreadable: the
@@ -398,6 +410,18 @@ impl Inner {
             cfg.num_replicas = replicas;
             super::retention::check_config(stream, &cfg)?;
             let name = cfg.consumer_name().unwrap_or_default().to_owned();
+            // A workqueue's rules against the stream's other consumers (the replicated ones
+            // the cluster assigned; this one again with the same configuration is no new one).
+            if stream.retention == Retention::WorkQueue {
+                let existing: Vec<ConsumerConfig> = hook
+                    .consumer_names(&account, &stream.name)
+                    .iter()
+                    .filter(|n| **n != name)
+                    .filter_map(|n| hook.consumer(&account, &stream.name, n))
+                    .map(|c| c.config)
+                    .collect();
+                super::retention::check_new_consumer(stream, &existing, &cfg)?;
+            }
             hook.create_consumer(&account, &stream.name, cfg.clone())
                 .await?;
             let mut info = match self.replicated_consumer_record(&stream.name, &name) {
@@ -421,7 +445,56 @@ impl Inner {
     ) -> Option<Result<(), ApiError>> {
         let (hook, account) = self.replication()?;
         hook.consumer(&account, stream, name)?;
-        Some(hook.delete_consumer(&account, stream, name).await)
+        let floor = self
+            .replicated_consumer_record(stream, name)
+            .map_or(0, |info| info.ack_floor.stream_seq);
+        let deleted = hook.delete_consumer(&account, stream, name).await;
+        if deleted.is_ok() {
+            self.release_replicated(hook.as_ref(), &account, stream, name, floor)
+                .await;
+        }
+        Some(deleted)
+    }
+
+    /// After replicated consumer `gone` (ack floor `floor`) of an interest stream was
+    /// deleted: removes, through the stream's group, the messages after its floor that no
+    /// remaining consumer needs (a single server's `retention::release`; the remaining
+    /// consumers seen through their records on this member's copy). A failure is logged: the
+    /// remaining consumers' leaders reconcile what they have all passed.
+    async fn release_replicated(
+        &self,
+        hook: &dyn Replication,
+        account: &str,
+        stream: &str,
+        gone: &str,
+        floor: u64,
+    ) {
+        let Some(copy) = self.stream(stream) else {
+            return;
+        };
+        if copy.config().retention != Retention::Interest {
+            return;
+        }
+        let assigned: Vec<ConsumerConfig> = hook
+            .consumer_names(account, stream)
+            .iter()
+            .filter(|n| n.as_str() != gone)
+            .filter_map(|n| hook.consumer(account, stream, n))
+            .map(|c| c.config)
+            .collect();
+        let store = self.store_of(stream);
+        let all = super::retention::WithViews {
+            stream: &*copy,
+            extra: super::consumer::remote_views(&copy, store, assigned, Some(gone)),
+        };
+        let seqs = super::retention::released(&all, store, gone, floor);
+        if seqs.is_empty() {
+            return;
+        }
+        if let Err(e) = hook.remove_msgs(account, stream, seqs).await {
+            tracing::warn!(stream, consumer = gone, error = %e.description,
+                           "removing messages of a deleted replicated consumer failed");
+        }
     }
 
     /// The names of the replicated consumers of `stream` known here (running on this member
@@ -530,8 +603,10 @@ pub(crate) fn check_consumer_on_copy(
 ) -> Result<(), ApiError> {
     if stream.retention != Retention::Limits {
         return Err(JsError::ClusterUnSupportFeature.with(
-            "consumers on replicated streams with interest or workqueue retention are not \
-             supported yet",
+            "consumers on replicated streams with interest or workqueue retention must be \
+             replicated durables (their acks remove messages from every copy through the \
+             stream's group): an ephemeral consumer, or one with num_replicas 1, would remove \
+             them from one copy only",
         ));
     }
     let durable = cfg.is_durable();
@@ -843,7 +918,7 @@ mod tests {
     /// request hears `409 Leadership Change` (nats-server's status), not `Consumer Deleted`.
     #[tokio::test]
     async fn a_group_consumer_writes_through_its_sink_and_hands_over() {
-        use crate::jetstream::consumer::{RecordSink, WriteFuture};
+        use crate::jetstream::consumer::{RecordSink, RemovalFuture, WriteFuture};
         use crate::server::fanout::{InternalSink, Msg};
         use crate::server::Publisher;
         use std::sync::{Arc, Mutex};
@@ -853,6 +928,9 @@ mod tests {
             fn put(&self, _: &str, _: &str, record: Vec<u8>) -> WriteFuture {
                 self.0.lock().unwrap().push(record);
                 Box::pin(async { Ok(()) })
+            }
+            fn remove(&self, _: &str, _: Vec<u64>) -> RemovalFuture {
+                Box::pin(async { Ok(0) })
             }
         }
         struct Statuses(Arc<Mutex<Vec<String>>>);
@@ -907,10 +985,10 @@ mod tests {
         assert!(!js.stop_group_consumer("R3", "D", true).await, "stopped");
     }
 
-    /// Durable consumers of a replicated limits stream without `num_replicas: 1` get a
-    /// group; ephemeral, R1, non-replicated streams and other retentions do not.
+    /// Durable consumers of a replicated stream (any retention) without `num_replicas: 1` get
+    /// a group; ephemeral, R1 and non-replicated streams' do not.
     #[test]
-    fn only_replicated_durables_of_limits_streams_get_a_group() {
+    fn only_replicated_durables_get_a_group() {
         use super::wants_group;
         use crate::jetstream::config::consumer::ConsumerConfig;
         use crate::jetstream::config::Retention;
@@ -935,14 +1013,17 @@ mod tests {
             ..stream.clone()
         };
         assert!(!wants_group(&r1, &consumer(r#"{"durable_name":"d"}"#)));
-        let interest = StreamConfig {
-            retention: Retention::Interest,
-            ..stream
-        };
-        assert!(!wants_group(
-            &interest,
-            &consumer(r#"{"durable_name":"d"}"#)
-        ));
+        for retention in [Retention::Interest, Retention::WorkQueue] {
+            let s = StreamConfig {
+                retention,
+                ..stream.clone()
+            };
+            assert!(wants_group(&s, &consumer(r#"{"durable_name":"d"}"#)));
+            assert!(!wants_group(
+                &s,
+                &consumer(r#"{"durable_name":"d","num_replicas":1}"#)
+            ));
+        }
     }
 
     #[test]

@@ -20,6 +20,11 @@
 //! once an ack is durable so is its removal; a crash in between can only lose the ack of a
 //! message already removed, which is then simply not delivered again. At startup `reconcile`
 //! removes what stored acks released if a removal was nevertheless lost (a failed write).
+//!
+//! **Replicated streams** (hubd): only replicated durables are served; their removals go to
+//! the stream's group instead of the store, the other consumers' views come from the records
+//! their groups applied ([`WithViews`]), and their leaders reconcile with [`orphans`] (see
+//! `consumer/retain.rs` and "Retention on replicated streams" in `hub/JETSTREAM-CLUSTER.md`).
 
 use leaf_proto::printable::printable;
 use std::collections::BTreeSet;
@@ -161,14 +166,34 @@ pub(crate) fn removable(
 /// before its stored state is deleted (so a crash in between leaves the consumer, not
 /// messages nobody will ever remove).
 pub(crate) async fn release(stream: &impl StreamView, store: &Store, gone: &str, floor: u64) {
-    if stream.retention() != Retention::Interest {
+    let seqs = released(stream, store, gone, floor);
+    if seqs.is_empty() {
         return;
     }
+    match store.remove_msgs(stream.name(), seqs).await {
+        Ok(n) => debug!(stream = %printable(&stream.name()), consumer = gone, removed = n,
+                        "interest released by a deleted consumer"),
+        Err(e) => warn!(stream = %printable(&stream.name()), consumer = gone, error = %e,
+                        "removing messages of a deleted consumer failed"),
+    }
+}
+
+/// The stored messages after `floor` (the ack floor of consumer `gone`, which left an interest
+/// stream) that no remaining consumer has to acknowledge (see [`release`]).
+pub(crate) fn released(
+    stream: &impl StreamView,
+    store: &Store,
+    gone: &str,
+    floor: u64,
+) -> Vec<u64> {
+    if stream.retention() != Retention::Interest {
+        return Vec::new();
+    }
     let Ok(Some(state)) = store.stream_state(stream.name()) else {
-        return;
+        return Vec::new();
     };
     if state.msgs == 0 {
-        return;
+        return Vec::new();
     }
     let others = stream.views(Some(gone));
     let filtered = others.iter().any(|v| lock(v).is_filtered());
@@ -189,15 +214,7 @@ pub(crate) async fn release(stream: &impl StreamView, store: &Store, gone: &str,
         }
         from = last + 1;
     }
-    if seqs.is_empty() {
-        return;
-    }
-    match store.remove_msgs(stream.name(), seqs).await {
-        Ok(n) => debug!(stream = %printable(&stream.name()), consumer = gone, removed = n,
-                        "interest released by a deleted consumer"),
-        Err(e) => warn!(stream = %printable(&stream.name()), consumer = gone, error = %e,
-                        "removing messages of a deleted consumer failed"),
-    }
+    seqs
 }
 
 /// Whether, after a restart, stored message `seq` on `subject` is one that acks already
@@ -217,15 +234,37 @@ fn orphaned(retention: Retention, views: &[AckView], seq: u64, subject: &str) ->
 }
 
 /// At startup, once the stream's consumers are restored: removes the messages their stored
-/// acks already released (see [`orphaned`]). The crash ordering described in the module
-/// documentation makes these rare (a removal that failed while the acks were written); the
-/// scan covers what the consumers have passed (up to the lowest next sequence under interest
-/// retention, the highest under workqueue retention), not the undelivered backlog. The
+/// acks already released (see [`orphans`]). The crash ordering described in the module
+/// documentation makes these rare (a removal that failed while the acks were written). The
 /// removal is submitted before anything else can be written to the stream.
 pub(crate) fn reconcile(stream: &impl StreamView, store: &Store) {
+    let seqs = orphans(stream, store);
+    if seqs.is_empty() {
+        return;
+    }
+    let name = stream.name().to_owned();
+    let removal = store.remove_msgs(&name, seqs);
+    tokio::spawn(async move {
+        match removal.await {
+            Ok(n) => {
+                warn!(stream = %printable(&name), removed = n, "removed acknowledged messages left by a crash")
+            }
+            Err(e) => {
+                warn!(stream = %printable(&name), error = %e, "removing acknowledged messages failed")
+            }
+        }
+    });
+}
+
+/// The stored messages the stream's consumers' acks already released (see [`orphaned`]):
+/// the scan covers what the consumers have passed (up to the lowest next sequence under
+/// interest retention, the highest under workqueue retention), not the undelivered backlog.
+/// Used at startup ([`reconcile`]) and by a replicated consumer's leader (on taking the lead
+/// and, under interest retention, periodically: see `consumer/retain.rs`).
+pub(crate) fn orphans(stream: &impl StreamView, store: &Store) -> Vec<u64> {
     let retention = stream.retention();
     if retention == Retention::Limits {
-        return;
+        return Vec::new();
     }
     let views: Vec<AckView> = stream.views(None).iter().map(|v| lock(v).clone()).collect();
     let nexts = views.iter().map(|v| v.next);
@@ -233,7 +272,7 @@ pub(crate) fn reconcile(stream: &impl StreamView, store: &Store) {
         Retention::Interest => nexts.min(),
         _ => nexts.max(),
     }) else {
-        return;
+        return Vec::new();
     };
     let mut seqs = Vec::new();
     let mut from = 0;
@@ -251,21 +290,38 @@ pub(crate) fn reconcile(stream: &impl StreamView, store: &Store) {
         }
         from = last + 1;
     }
-    if seqs.is_empty() {
-        return;
+    seqs
+}
+
+/// A stream's views plus `extra` ones: the replicated consumers of a copy whose tasks run on
+/// other members, seen through the state records their groups applied here (see
+/// `consumer/retain.rs`).
+pub(crate) struct WithViews<'a, S: StreamView> {
+    /// The stream.
+    pub(crate) stream: &'a S,
+    /// Consumer name and view of each consumer not running here.
+    pub(crate) extra: Vec<(String, SharedView)>,
+}
+
+impl<S: StreamView> StreamView for WithViews<'_, S> {
+    fn name(&self) -> &str {
+        self.stream.name()
     }
-    let name = stream.name().to_owned();
-    let removal = store.remove_msgs(&name, seqs);
-    tokio::spawn(async move {
-        match removal.await {
-            Ok(n) => {
-                warn!(stream = %printable(&name), removed = n, "removed acknowledged messages left by a crash")
-            }
-            Err(e) => {
-                warn!(stream = %printable(&name), error = %e, "removing acknowledged messages failed")
-            }
-        }
-    });
+
+    fn retention(&self) -> Retention {
+        self.stream.retention()
+    }
+
+    fn views(&self, except: Option<&str>) -> Vec<SharedView> {
+        let mut views = self.stream.views(except);
+        views.extend(
+            self.extra
+                .iter()
+                .filter(|(name, _)| except != Some(name.as_str()))
+                .map(|(_, v)| v.clone()),
+        );
+        views
+    }
 }
 
 /// The ack floor (stream sequence) of a consumer, as its view last showed it.
@@ -288,7 +344,7 @@ pub(crate) fn check_config(stream: &StreamConfig, config: &ConsumerConfig) -> Re
 /// Checks a new consumer against a workqueue stream's rules, given the configurations of the
 /// stream's consumers (nats-server's order: explicit ack 10098, one unfiltered consumer 10099,
 /// disjoint filters 10100, deliver all 10101).
-pub(crate) fn check_new_consumer(
+pub fn check_new_consumer(
     stream: &StreamConfig,
     existing: &[ConsumerConfig],
     config: &ConsumerConfig,
@@ -415,6 +471,60 @@ mod tests {
             "no consumers: left alone"
         );
         assert!(!orphaned(Retention::Limits, &interest, 3, "i.a"));
+    }
+
+    /// A stream view with its own consumers' views (the running tasks').
+    struct Views(Retention, Vec<(String, SharedView)>);
+
+    impl StreamView for Views {
+        fn name(&self) -> &str {
+            "S"
+        }
+        fn retention(&self) -> Retention {
+            self.0
+        }
+        fn views(&self, except: Option<&str>) -> Vec<SharedView> {
+            self.1
+                .iter()
+                .filter(|(n, _)| except != Some(n.as_str()))
+                .map(|(_, v)| v.clone())
+                .collect()
+        }
+    }
+
+    /// The views of consumers running elsewhere (a replicated stream's copy) count as the
+    /// running ones do, `except` leaving out either kind: an interest message acked by the
+    /// running consumer stays while a remote one still needs it.
+    #[test]
+    fn remote_views_count_for_interest() {
+        let shared = |floor: u64, next: u64| -> SharedView {
+            let mut v = AckView::new(&consumer(r#"{"ack_policy":"explicit"}"#));
+            v.floor = floor;
+            v.next = next;
+            Arc::new(Mutex::new(v))
+        };
+        let own = Views(Retention::Interest, vec![("A".into(), shared(10, 11))]);
+        let with = WithViews {
+            stream: &own,
+            extra: vec![("B".into(), shared(4, 5))],
+        };
+        assert_eq!(with.views(None).len(), 2);
+        assert_eq!(with.views(Some("A")).len(), 1);
+        assert_eq!(with.views(Some("B")).len(), 1);
+        let needed = |seq: u64| {
+            with.views(Some("A"))
+                .iter()
+                .any(|v| lock(v).needs_ack(seq, None))
+        };
+        assert!(needed(5), "B has not got 5 yet");
+        assert!(!needed(4), "B acked 4");
+        assert!(!WithViews {
+            stream: &own,
+            extra: Vec::new()
+        }
+        .views(Some("A"))
+        .iter()
+        .any(|v| lock(v).needs_ack(5, None)));
     }
 
     #[test]

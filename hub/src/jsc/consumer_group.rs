@@ -29,11 +29,12 @@ use std::time::Duration;
 
 use leaf_core::jetstream::accounts::AccountJetStreams;
 use leaf_core::jetstream::config::consumer::ConsumerConfig;
-use leaf_core::jetstream::config::{ApiError, JsError};
-use leaf_core::jetstream::consumer::{RecordSink, WriteFuture};
+use leaf_core::jetstream::config::{ApiError, JsError, Retention, StreamConfig};
+use leaf_core::jetstream::consumer::{RecordSink, RemovalFuture, WriteFuture};
 use leaf_core::jetstream::replication::ReplicatedConsumer;
 use leaf_core::jetstream::wire::{ClusterInfo, PeerInfo};
 use leaf_core::jetstream::JetStream;
+use leaf_proto::subject::subject_matches;
 use leaf_proto::time::now_ns;
 use leaf_store::StoreError;
 use openraft::ServerState;
@@ -44,7 +45,7 @@ use super::group::MetaGroup;
 use super::meta::{ConsumerAssignment, MetaCommand, MetaState, RaftGroup};
 use super::network::GroupNetwork;
 use super::node_id::peer_id;
-use super::types::{ConsumerRaft, ConsumerRecord, ConsumerTypes};
+use super::types::{ConsumerRaft, ConsumerRecord, ConsumerTypes, OpReply, StreamOp};
 
 /// How long a new leader waits to have applied everything committed before it starts the
 /// task (tried again after [`RECHECK`]).
@@ -81,6 +82,8 @@ pub struct ConsumerGroup {
     config: ConsumerConfig,
     machine: ConsumerMachine,
     js: JetStream,
+    /// The meta group (the stream's group and the assignments are reached through it).
+    meta: Weak<MetaGroup>,
 }
 
 impl ConsumerGroup {
@@ -131,6 +134,7 @@ impl ConsumerGroup {
             config,
             machine,
             js: js.clone(),
+            meta: Arc::downgrade(meta),
         });
         meta.initialize_group(&g.raft, &g.name, &ca.group.peers)
             .await;
@@ -297,7 +301,9 @@ async fn lead(g: &Arc<ConsumerGroup>) -> bool {
 }
 
 /// The leader's record sink: each state record proposed to the group, done once committed and
-/// applied here.
+/// applied here; the messages its acks release (interest, workqueue retention) removed
+/// through the stream's group (`StreamOp::Remove`, through its leader: here or over the
+/// transport, as `MSG.DELETE`), so every copy removes them alike.
 struct Proposals(Weak<ConsumerGroup>);
 
 impl RecordSink for Proposals {
@@ -323,6 +329,44 @@ impl RecordSink for Proposals {
                 "the consumer group did not commit the state: {why}"
             ))))
         })
+    }
+
+    fn remove(&self, stream: &str, seqs: Vec<u64>) -> RemovalFuture {
+        let group = self.0.clone();
+        let stream = stream.to_owned();
+        Box::pin(async move {
+            let target = group.upgrade().map(|g| (g.meta.clone(), g.account.clone()));
+            let Some((Some(meta), account)) = target.map(|(m, a)| (m.upgrade(), a)) else {
+                return Err(StoreError::Closed);
+            };
+            let why = match meta
+                .stream_op(&account, &stream, StreamOp::Remove { seqs })
+                .await
+            {
+                Ok(OpReply::Removed(n)) => return Ok(n),
+                Ok(other) => format!("unexpected answer {other:?}"),
+                Err(e) => e.description,
+            };
+            tokio::time::sleep(RETRY_AFTER).await;
+            Err(StoreError::Io(io::Error::other(format!(
+                "the stream group did not remove acknowledged messages: {why}"
+            ))))
+        })
+    }
+
+    fn assigned(&self, stream: &str) -> Vec<ConsumerConfig> {
+        let Some(g) = self.0.upgrade() else {
+            return Vec::new();
+        };
+        let Some(meta) = g.meta.upgrade() else {
+            return Vec::new();
+        };
+        meta.state()
+            .consumers
+            .values()
+            .filter(|ca| ca.account == g.account && ca.stream == stream)
+            .filter_map(|ca| serde_json::from_str(&ca.config).ok())
+            .collect()
     }
 }
 
@@ -374,6 +418,8 @@ impl MetaGroup {
             return Err(ApiError::stream_not_found());
         };
         let name = config.consumer_name().unwrap_or_default().to_owned();
+        let interest = serde_json::from_str::<StreamConfig>(&sa.config)
+            .is_ok_and(|c| c.retention == Retention::Interest);
         let text = serde_json::to_string(&config).map_err(|e| ApiError::general(&e.to_string()))?;
         let assignment = ConsumerAssignment {
             account: account.to_owned(),
@@ -390,9 +436,19 @@ impl MetaGroup {
             .await
             .map_err(|_| unavailable())?;
         match proposed.reply.refused {
-            None => Ok(()),
+            None => {
+                // Interest retention: the stream's leader decides whether a publish has
+                // interest against the assignments it applied; a publish sent right after
+                // this answer must find this consumer there.
+                if interest && !self.stream_leader_sees(account, stream, &name).await {
+                    warn!(account, stream, consumer = %name,
+                          "JetStream cluster: the stream leader did not confirm a new consumer in time");
+                }
+                Ok(())
+            }
             Some(super::meta::Refusal::ConsumerExists) => Err(JsError::ConsumerAlreadyExists.err()),
             Some(super::meta::Refusal::StreamNotFound) => Err(ApiError::stream_not_found()),
+            Some(super::meta::Refusal::WorkQueue(e)) => Err(e),
             Some(r) => Err(ApiError::general(&r.to_string())),
         }
     }
@@ -416,6 +472,29 @@ impl MetaGroup {
             None => Ok(()),
             Some(_) => Err(JsError::ConsumerNotFound.err()),
         }
+    }
+
+    /// Whether a consumer the meta group assigned to stream `stream` of `account` (as this
+    /// member applied the assignments) has a filter matching `subject`: interest retention's
+    /// rule for a new publish (see "Retention on replicated streams" in
+    /// `hub/JETSTREAM-CLUSTER.md`).
+    pub fn has_interest(&self, account: &str, stream: &str, subject: &str) -> bool {
+        let state = self.watch_state();
+        let state = state.borrow();
+        let from = (account.to_owned(), stream.to_owned(), String::new());
+        state
+            .consumers
+            .range(from..)
+            .take_while(|((a, s, _), _)| a == account && s == stream)
+            .any(|(_, ca)| {
+                serde_json::from_str::<ConsumerConfig>(&ca.config).is_ok_and(|c| {
+                    let filters = c.filters();
+                    filters.is_empty()
+                        || filters
+                            .iter()
+                            .any(|f| subject_matches(f.as_bytes(), subject.as_bytes()))
+                })
+            })
     }
 
     /// The names of the replicated consumers of stream `stream` of `account` (the meta

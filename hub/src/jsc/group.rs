@@ -762,6 +762,38 @@ impl MetaGroup {
         Err(JsError::ClusterNotAvail.err())
     }
 
+    /// Waits (bounded) until the leader of replicated stream `name`'s group of `account` has
+    /// applied the assignment of consumer `consumer` (here, or asked of the leader this member
+    /// knows, then of each peer): whether it did. An interest stream's leader decides at
+    /// capture whether a publish has interest, against the assignments it applied.
+    pub async fn stream_leader_sees(&self, account: &str, name: &str, consumer: &str) -> bool {
+        let Ok((sa, here)) = self.assigned(account, name) else {
+            return false;
+        };
+        if let Some(sg) = &here {
+            if let Some(seen) = sg.await_consumer(consumer).await {
+                return seen;
+            }
+        }
+        let Ok(body) = postcard::to_allocvec(consumer) else {
+            return false;
+        };
+        let rpc = super::stream_group::SEES_CONSUMER;
+        let ttl = super::stream_group::SEES_WITHIN + Duration::from_millis(500);
+        for target in self.leader_targets(&sa, here.as_deref()) {
+            let answer = self
+                .transport
+                .request(target, &sa.group.name, rpc, &body, ttl)
+                .await
+                .ok()
+                .and_then(|a| postcard::from_bytes::<Option<bool>>(&a).ok());
+            if let Some(Some(seen)) = answer {
+                return seen;
+            }
+        }
+        false
+    }
+
     /// Makes `peers` the voters of the group of assignment `sa` through its leader (here or
     /// sent to it, `$HRG` request `members`), retried while the group has no leader (the
     /// removed peer may have led it) within [`OP_TIMEOUT`].
@@ -957,6 +989,10 @@ impl Handler for MetaHandler {
                     let read: leaf_core::jetstream::reads::Read =
                         postcard::from_bytes(&body).ok()?;
                     return postcard::to_allocvec(&sg.read(&read).await).ok();
+                }
+                if rpc == super::stream_group::SEES_CONSUMER {
+                    let name: String = postcard::from_bytes(&body).ok()?;
+                    return postcard::to_allocvec(&sg.await_consumer(&name).await).ok();
                 }
                 if rpc == "op" {
                     let op: StreamOp = postcard::from_bytes(&body).ok()?;

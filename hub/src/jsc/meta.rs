@@ -140,6 +140,10 @@ pub enum Refusal {
     /// The consumer is not assigned.
     #[error("consumer not found")]
     ConsumerNotFound,
+    /// A new consumer of a workqueue stream breaks its rules against the assigned ones
+    /// (10098-10101, as a single server answers).
+    #[error("{}", .0.description)]
+    WorkQueue(leaf_core::jetstream::config::ApiError),
 }
 
 /// The assignments of the cluster.
@@ -165,6 +169,34 @@ impl MetaState {
                         .any(|a| subjects_overlap(a.as_bytes(), b.as_bytes()))
                 })
             })
+    }
+
+    /// Checks new consumer `ca` of a workqueue stream against the stream's assigned consumers
+    /// (decided here, alike on every member, so that two creations on two members cannot both
+    /// pass); other retentions, and configurations that do not read, are not checked here.
+    fn check_workqueue(&self, ca: &ConsumerAssignment) -> Result<(), Refusal> {
+        use leaf_core::jetstream::config::consumer::ConsumerConfig;
+        use leaf_core::jetstream::config::{Retention, StreamConfig};
+        let Some(sa) = self.streams.get(&(ca.account.clone(), ca.stream.clone())) else {
+            return Ok(());
+        };
+        let Ok(stream) = serde_json::from_str::<StreamConfig>(&sa.config) else {
+            return Ok(());
+        };
+        if stream.retention != Retention::WorkQueue {
+            return Ok(());
+        }
+        let Ok(config) = serde_json::from_str::<ConsumerConfig>(&ca.config) else {
+            return Ok(());
+        };
+        let existing: Vec<ConsumerConfig> = self
+            .consumers
+            .values()
+            .filter(|o| o.account == ca.account && o.stream == ca.stream && o.name != ca.name)
+            .filter_map(|o| serde_json::from_str(&o.config).ok())
+            .collect();
+        leaf_core::jetstream::retention::check_new_consumer(&stream, &existing, &config)
+            .map_err(Refusal::WorkQueue)
     }
 
     /// The streams each node id is a peer of.
@@ -216,6 +248,7 @@ impl MetaState {
                     Some(old) if old.config != ca.config => Err(Refusal::ConsumerExists),
                     Some(_) => Ok(()),
                     None => {
+                        self.check_workqueue(ca)?;
                         self.consumers.insert(key, ca.clone());
                         Ok(())
                     }
@@ -385,6 +418,43 @@ mod tests {
         assert_eq!(state.apply(&other), Ok(()));
         assert_eq!(state.load().get(&1), Some(&3));
         assert_eq!(state.load().get(&4), None);
+    }
+
+    /// A workqueue stream's consumer rules are decided by the state machine against the
+    /// assigned consumers (a second unfiltered one 10099, an overlapping filter 10100), so
+    /// that creations on two members cannot both pass; other retentions are not checked.
+    #[test]
+    fn workqueue_consumers_are_checked_against_the_assigned_ones() {
+        let mut state = MetaState::default();
+        let wq = r#"{"name":"W","subjects":["w.>"],"retention":"workqueue","num_replicas":3}"#;
+        state.apply(&stream("W", wq)).unwrap();
+        state
+            .apply(&stream("L", r#"{"name":"L","subjects":["l.>"]}"#))
+            .unwrap();
+        let with = |stream: &str, name: &str, config: &str| match consumer(stream, name) {
+            MetaCommand::AssignConsumer(ca) => MetaCommand::AssignConsumer(ConsumerAssignment {
+                config: config.into(),
+                ..ca
+            }),
+            other => other,
+        };
+        let code = |r: Result<(), Refusal>| match r {
+            Err(Refusal::WorkQueue(e)) => e.err_code,
+            Err(other) => panic!("{other:?}"),
+            Ok(()) => 0,
+        };
+        let a = r#"{"durable_name":"A","ack_policy":"explicit","filter_subject":"w.a.>"}"#;
+        assert_eq!(code(state.apply(&with("W", "A", a))), 0);
+        let b = r#"{"durable_name":"B","ack_policy":"explicit"}"#;
+        assert_eq!(code(state.apply(&with("W", "B", b))), 10099);
+        let c = r#"{"durable_name":"C","ack_policy":"explicit","filter_subject":"w.a.x"}"#;
+        assert_eq!(code(state.apply(&with("W", "C", c))), 10100);
+        let d = r#"{"durable_name":"D","ack_policy":"explicit","filter_subject":"w.b"}"#;
+        assert_eq!(code(state.apply(&with("W", "D", d))), 0);
+        // The same assignment again: no new consumer, no check.
+        assert_eq!(code(state.apply(&with("W", "A", a))), 0);
+        assert_eq!(code(state.apply(&with("L", "B", b))), 0);
+        assert_eq!(code(state.apply(&with("L", "E", b))), 0);
     }
 
     #[test]

@@ -34,6 +34,25 @@ use super::types::{OpReply, StreamOp};
 /// hubd's hook: the meta group of this member.
 pub struct ClusterStreams(pub Weak<MetaGroup>);
 
+impl ClusterStreams {
+    /// Proposes `op` to replicated stream `name`'s group of `account` through its leader:
+    /// what `take` finds in the reply (anything else: 10008).
+    fn op<T: Send + 'static>(
+        &self,
+        account: &str,
+        name: &str,
+        op: StreamOp,
+        take: fn(OpReply) -> Option<T>,
+    ) -> Pending<T> {
+        let group = self.0.clone();
+        let (account, name) = (account.to_owned(), name.to_owned());
+        Box::pin(async move {
+            let g = group.upgrade().ok_or_else(unavailable)?;
+            take(g.stream_op(&account, &name, op).await?).ok_or_else(unavailable)
+        })
+    }
+}
+
 /// 10008: no meta leader, or it did not answer.
 fn unavailable() -> ApiError {
     JsError::ClusterNotAvail.err()
@@ -51,6 +70,7 @@ fn refused(r: Refusal) -> ApiError {
         Refusal::SubjectsOverlap => ApiError::subjects_overlap(),
         Refusal::StreamNotFound => ApiError::stream_not_found(),
         Refusal::ConsumerExists | Refusal::ConsumerNotFound => ApiError::general(&r.to_string()),
+        Refusal::WorkQueue(e) => e,
     }
 }
 
@@ -120,34 +140,28 @@ impl Replication for ClusterStreams {
     }
 
     fn purge(&self, account: &str, name: &str, req: PurgeRequest) -> Pending<u64> {
-        let group = self.0.clone();
-        let (account, name) = (account.to_owned(), name.to_owned());
-        Box::pin(async move {
-            let g = group.upgrade().ok_or_else(unavailable)?;
-            let op = StreamOp::Purge {
-                filter: req.filter,
-                up_to_seq: req.up_to_seq,
-                keep: req.keep,
-            };
-            match g.stream_op(&account, &name, op).await? {
-                OpReply::Purged(n) => Ok(n),
-                _ => Err(unavailable()),
-            }
+        let op = StreamOp::Purge {
+            filter: req.filter,
+            up_to_seq: req.up_to_seq,
+            keep: req.keep,
+        };
+        self.op(account, name, op, |r| match r {
+            OpReply::Purged(n) => Some(n),
+            _ => None,
         })
     }
 
     fn delete_msg(&self, account: &str, name: &str, seq: u64) -> Pending<bool> {
-        let group = self.0.clone();
-        let (account, name) = (account.to_owned(), name.to_owned());
-        Box::pin(async move {
-            let g = group.upgrade().ok_or_else(unavailable)?;
-            match g
-                .stream_op(&account, &name, StreamOp::Delete { seq })
-                .await?
-            {
-                OpReply::Deleted(found) => Ok(found),
-                _ => Err(unavailable()),
-            }
+        self.op(account, name, StreamOp::Delete { seq }, |r| match r {
+            OpReply::Deleted(found) => Some(found),
+            _ => None,
+        })
+    }
+
+    fn remove_msgs(&self, account: &str, name: &str, seqs: Vec<u64>) -> Pending<u64> {
+        self.op(account, name, StreamOp::Remove { seqs }, |r| match r {
+            OpReply::Removed(n) => Some(n),
+            _ => None,
         })
     }
 

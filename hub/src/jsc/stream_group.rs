@@ -30,9 +30,13 @@
 //! * `discard: new` limits are decided by the state machine (10077, alike on every member);
 //!   `max_msg_size` is checked here before proposing (10054: it depends on the publish and the
 //!   configuration alone).
-//! * Purges and message deletes ([`StreamOp`]) are proposed by the leader alone
-//!   ([`StreamGroup::propose_op`]; other members send them to it: `MetaGroup::stream_op`) and
-//!   answered once applied here.
+//! * Purges, message deletes and the removals a replicated consumer's acks release
+//!   ([`StreamOp`]) are proposed by the leader alone ([`StreamGroup::propose_op`]; other
+//!   members send them to it: `MetaGroup::stream_op`) and answered once applied here.
+//! * Interest retention: a publish no assigned consumer's filter matches is marked
+//!   `no_interest` here at capture (`MetaGroup::has_interest`), and every member takes its
+//!   sequence without storing it (see "Retention on replicated streams" in
+//!   `hub/JETSTREAM-CLUSTER.md`).
 //! * The copy's consumers (this member's own) are woken after each apply that stored
 //!   messages (`JetStream::replica_appended`).
 //! * Reads of the stream's messages (`MSG.GET`, `DIRECT.GET`) are served by the leader after
@@ -42,7 +46,7 @@ use std::borrow::Cow;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
-use leaf_core::jetstream::config::{ApiError, JsError, StreamConfig};
+use leaf_core::jetstream::config::{ApiError, JsError, Retention, StreamConfig};
 use leaf_core::jetstream::wire::{PeerInfo, PubAck};
 use leaf_core::jetstream::JetStream;
 use leaf_core::server::fanout::{InternalSink, Msg};
@@ -167,6 +171,8 @@ struct Settings {
     allow_rollup: bool,
     /// The stream's `max_msg_size` (negative: none), checked before proposing.
     max_msg_size: i32,
+    /// The stream has interest retention (a publish no consumer matches is not kept).
+    interest: bool,
 }
 
 impl Settings {
@@ -176,6 +182,7 @@ impl Settings {
             subjects: config.subjects.clone(),
             allow_rollup: config.allow_rollup_hdrs,
             max_msg_size: config.max_msg_size,
+            interest: config.retention == Retention::Interest,
         }
     }
 }
@@ -204,6 +211,8 @@ pub struct StreamGroup {
     pub(super) js: JetStream,
     /// The read barrier of the leader's reads (`super::reads`).
     pub(super) reads: super::reads::ReadBarrier,
+    /// The meta group (the stream's consumers, for interest retention).
+    meta: Weak<MetaGroup>,
 }
 
 impl StreamGroup {
@@ -262,6 +271,7 @@ impl StreamGroup {
             capture: Mutex::new(Vec::new()),
             js: js.clone(),
             reads: super::reads::ReadBarrier::of(&raft_for_reads),
+            meta: Arc::downgrade(meta),
         });
         meta.initialize_group(&g.raft, &g.name, &sa.group.peers)
             .await;
@@ -390,6 +400,29 @@ impl StreamGroup {
     /// whether it led.
     pub fn step_down(&self, own: u64) -> bool {
         super::group::hand_over(&self.raft, own, &format!("stream {}", self.stream))
+    }
+
+    /// Waits (at most [`SEES_WITHIN`]) until this member's meta state holds consumer `name` of
+    /// this stream, if this member leads the group (its capture decides interest retention's
+    /// `no_interest` against those assignments): whether it does; `None` when this member
+    /// does not lead. `CONSUMER.CREATE` of an interest stream's consumer asks it before it
+    /// answers (`MetaGroup::stream_leader_sees`).
+    pub async fn await_consumer(&self, name: &str) -> Option<bool> {
+        if self.raft.metrics().borrow().state != ServerState::Leader {
+            return None;
+        }
+        let mut state = self.meta.upgrade()?.watch_state();
+        let key = (self.account.clone(), self.stream.clone(), name.to_owned());
+        let seen = tokio::time::timeout(SEES_WITHIN, async {
+            while !state.borrow_and_update().consumers.contains_key(&key) {
+                if state.changed().await.is_err() {
+                    return false;
+                }
+            }
+            true
+        })
+        .await;
+        Some(seen.unwrap_or(false))
     }
 
     /// Proposes `op` (a purge, a message delete) if this member leads the group: its reply
@@ -608,6 +641,13 @@ fn wake_consumers(js: &JetStream, stream: &str) -> super::stream_machine::OnStor
     })
 }
 
+/// How long a stream group's leader waits to apply a new consumer's assignment (see
+/// [`StreamGroup::await_consumer`]).
+pub const SEES_WITHIN: Duration = Duration::from_millis(1500);
+
+/// The RPC asking a stream group's leader to wait for a consumer's assignment.
+pub const SEES_CONSUMER: &str = "sees";
+
 /// The capturing subscription of the leader.
 struct Capture(Weak<StreamGroup>);
 
@@ -620,9 +660,9 @@ impl InternalSink for Capture {
         // As a single server: headers and payload against `max_msg_size`. Checked here, not
         // in the apply: it depends on the publish and the configuration alone, and a refused
         // publish then costs no log entry.
-        let (max_msg_size, allow_rollup) = {
+        let (max_msg_size, allow_rollup, interest) = {
             let s = g.settings.lock().unwrap_or_else(PoisonError::into_inner);
-            (s.max_msg_size, s.allow_rollup)
+            (s.max_msg_size, s.allow_rollup, s.interest)
         };
         let size = msg.headers.map_or(0, <[u8]>::len) + msg.payload.len();
         if u64::try_from(max_msg_size).is_ok_and(|max| size as u64 > max) {
@@ -633,12 +673,21 @@ impl InternalSink for Capture {
             g.answer(reply.as_ref(), Err(e));
             return;
         }
+        let subject = String::from_utf8_lossy(msg.subject).into_owned();
+        // Interest retention: decided here, at capture, against the consumers the meta group
+        // assigned as this member applied them (as a single server decides against the
+        // consumers it has when the publish arrives); the entry carries the decision.
+        let no_interest = interest
+            && g.meta
+                .upgrade()
+                .is_some_and(|m| !m.has_interest(&g.account, &g.stream, &subject));
         let publish = Publish {
             msg: StreamMsg {
-                subject: String::from_utf8_lossy(msg.subject).into_owned(),
+                subject,
                 headers: msg.headers.map(<[u8]>::to_vec),
                 payload: msg.payload.to_vec(),
                 ts_ns: now_ns(),
+                no_interest,
             },
             reply,
         };

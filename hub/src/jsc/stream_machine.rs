@@ -27,7 +27,13 @@
 //! (stored first when the store trims subjects, whose counts are then not exact); applied again
 //! after a crash, a publish was admitted iff the store holds it at the sequence it would take.
 //!
-//! **Stream changes** ([`StreamOp`]: purge, message delete) in an entry are applied after the
+//! **No interest** (interest retention): a publish the leader marked `no_interest` (no
+//! consumer's filter matched it at capture) is decided as any other and, if it takes a new
+//! sequence, takes it without being stored (`skip_decided`: the messages decided before it
+//! stored first, then the store's skip), alike on every member.
+//!
+//! **Stream changes** ([`StreamOp`]: purge, message delete, the removals of acknowledged
+//! messages under interest or workqueue retention) in an entry are applied after the
 //! messages of the entries before it are stored, bounded by the applied last sequence (so that
 //! applied again with the store ahead they remove nothing a later entry stored), and replied
 //! with an [`OpReply`].
@@ -771,6 +777,40 @@ impl StreamMachine {
         Ok(reply)
     }
 
+    /// A publish the leader found no interest for (interest retention) was just decided as
+    /// `reply`: if it was to be stored (a new sequence, not stored before a crash), its
+    /// sequence is taken without storing it, after the messages decided before it.
+    async fn skip_decided(
+        &self,
+        reply: &StreamReply,
+        to_store: &mut Vec<(NewMessage, Option<u64>)>,
+    ) -> Result<(), StorageError<u64>> {
+        let decided_here = to_store
+            .last()
+            .is_some_and(|(_, before)| before.map(|b| b + 1) == Some(reply.seq));
+        if !decided_here || reply.duplicate || reply.refused.is_some() {
+            return Ok(());
+        }
+        let Some((msg, _)) = to_store.pop() else {
+            return Ok(());
+        };
+        self.store_pending(to_store).await?;
+        let skipped = self
+            .store
+            .skip(&self.stream, msg.ts_ns)
+            .await
+            .map_err(|e| sm_write(any(&e)))?;
+        if skipped.seq != reply.seq {
+            return Err(sm_write(AnyError::error(format!(
+                "the store skipped sequence {} where {} was decided",
+                skipped.seq, reply.seq
+            ))));
+        }
+        let mut st = self.lock();
+        st.stored_last = st.stored_last.max(reply.seq);
+        Ok(())
+    }
+
     /// The exclusive bound below which a purge `req` keeping the newest `keep` matching
     /// messages before its `up_to_seq` removes: the sequence of the `keep`-th newest one.
     fn keep_bound(&self, req: &PurgeRequest, keep: u64) -> Result<u64, leaf_store::StoreError> {
@@ -860,6 +900,20 @@ impl StreamMachine {
             StreamOp::Configure(limits) => {
                 self.set_discard_new(limits);
                 return Ok(OpReply::Configured);
+            }
+            StreamOp::Remove { mut seqs } => {
+                // Bounded by the applied last sequence, as a delete (applied again after a
+                // crash with the store ahead, it removes nothing a later entry stored).
+                seqs.retain(|s| *s <= last);
+                let removed = if seqs.is_empty() {
+                    0
+                } else {
+                    self.store
+                        .remove_msgs(&self.stream, seqs)
+                        .await
+                        .map_err(write)?
+                };
+                OpReply::Removed(removed)
             }
             StreamOp::Delete { seq } => {
                 let found = seq <= last
@@ -955,9 +1009,13 @@ impl RaftStateMachine<StreamTypes> for StreamMachine {
                         if trims && !to_store.is_empty() {
                             self.store_pending(&mut to_store).await?;
                         }
+                        let no_interest = e.no_interest;
                         let reply = self
                             .apply_publish(e, &mut to_store)
                             .map_err(|e| sm_write(any(&e)))?;
+                        if no_interest {
+                            self.skip_decided(&reply, &mut to_store).await?;
+                        }
                         batch_replies.push(reply);
                     }
                     let op = match batch.op {
@@ -1152,6 +1210,50 @@ mod tests {
         assert_eq!(store.stream_state("S").unwrap().unwrap().last_seq, 5);
     }
 
+    /// Publishes the leader found no interest for take their sequences without being stored,
+    /// between stored ones of the same batch, alike when applied again after a lost marker;
+    /// a duplicate of one is answered with its sequence.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn publishes_without_interest_take_a_sequence_and_are_not_stored() {
+        let (dir, store) = store_with_stream().await;
+        let db = RaftDb::open(dir.path()).unwrap();
+        let skip = |id: &str, ts: i64| StreamMsg {
+            no_interest: true,
+            ..entry(Some(id), ts)
+        };
+        let entries = vec![
+            batch_entry(
+                1,
+                vec![entry(Some("a"), 1), skip("b", 2), entry(Some("c"), 3)],
+            ),
+            batch_entry(2, vec![skip("d", 4), skip("b", 5), entry(Some("e"), 6)]),
+        ];
+        let decided = |replies: Vec<BatchReply>| -> Vec<(u64, bool)> {
+            flat(replies).iter().map(|r| (r.seq, r.duplicate)).collect()
+        };
+        let expected = vec![
+            (1, false),
+            (2, false),
+            (3, false),
+            (4, false),
+            (2, true),
+            (5, false),
+        ];
+        let mut m =
+            StreamMachine::open(db.clone(), "S-x", store.clone(), "S", 60_000_000_000, 0).unwrap();
+        assert_eq!(decided(m.apply(entries.clone()).await.unwrap()), expected);
+        let stored = |store: &Store| -> (u64, u64, Vec<u64>) {
+            let (_, last, msgs, held) = contents(store);
+            (last, msgs, held.iter().map(|m| m.seq).collect())
+        };
+        assert_eq!(stored(&store), (5, 3, vec![1, 3, 5]));
+        db.put_state("S-x", vec![(MARKER, None)]).await.unwrap();
+        let mut m =
+            StreamMachine::open(db.clone(), "S-x", store.clone(), "S", 60_000_000_000, 0).unwrap();
+        assert_eq!(decided(m.apply(entries).await.unwrap()), expected);
+        assert_eq!(stored(&store), (5, 3, vec![1, 3, 5]));
+    }
+
     /// What a copy holds: its counters and messages.
     fn contents(store: &Store) -> (u64, u64, u64, Vec<StoredMessage>) {
         let st = store.stream_state("S").unwrap().unwrap();
@@ -1227,6 +1329,7 @@ mod tests {
             headers: id.map(|id| format!("NATS/1.0\r\nNats-Msg-Id: {id}\r\n\r\n").into_bytes()),
             payload: b"x".to_vec(),
             ts_ns: ts,
+            no_interest: false,
         }
     }
 
@@ -1253,6 +1356,7 @@ mod tests {
             headers: Some(block.into_bytes()),
             payload: b"x".to_vec(),
             ts_ns: ts,
+            no_interest: false,
         }
     }
 
@@ -1446,6 +1550,7 @@ mod tests {
             headers: None,
             payload: b"x".to_vec(),
             ts_ns: ts,
+            no_interest: false,
         }
     }
 

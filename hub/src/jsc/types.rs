@@ -41,6 +41,10 @@ pub struct StreamMsg {
     pub payload: Vec<u8>,
     /// The leader's clock when it captured the publish (ns since the epoch).
     pub ts_ns: i64,
+    /// Interest retention: no consumer's filter matched the subject when the leader captured
+    /// it, so every member takes its sequence without storing it (a single server's
+    /// `no_interest`, decided once by the leader so that every copy does the same).
+    pub no_interest: bool,
 }
 
 /// One entry of a replicated stream's group's log: the publishes the leader took from its
@@ -79,6 +83,14 @@ pub enum StreamOp {
     /// `STREAM.UPDATE` (applied by the meta group): the stream's `discard: new` limits from
     /// this entry on, so that every member decides the publishes after it alike.
     Configure(Option<super::stream_machine::DiscardNew>),
+    /// Messages that acks released (interest or workqueue retention), as a replicated
+    /// consumer's leader found them (see `consumer_group`): each removed where it is still
+    /// stored; a message already gone (removed again, a lost answer resent) is no error.
+    /// (Last: postcard numbers the variants, so older log entries keep their meaning.)
+    Remove {
+        /// The sequences.
+        seqs: Vec<u64>,
+    },
 }
 
 /// What applying a [`StreamOp`] gave.
@@ -90,6 +102,8 @@ pub enum OpReply {
     Deleted(bool),
     /// The limits were set.
     Configured,
+    /// How many of the messages to remove were still there.
+    Removed(u64),
 }
 
 /// What applying a [`StreamBatch`] gave: one [`StreamReply`] per publish, in the batch's

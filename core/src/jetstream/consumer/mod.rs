@@ -39,6 +39,8 @@ mod ack_state;
 mod push;
 mod retain;
 
+pub(crate) use retain::remote_views;
+
 use leaf_proto::printable::printable;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
@@ -197,6 +199,38 @@ pub type WriteFuture = Pin<Box<dyn Future<Output = Result<(), StoreError>> + Sen
 pub trait RecordSink: Send + Sync {
     /// Puts `record`, the state record of `consumer` of `stream`.
     fn put(&self, stream: &str, consumer: &str, record: Vec<u8>) -> WriteFuture;
+
+    /// Removes messages `seqs` of `stream` that acks released (interest or workqueue
+    /// retention) from every copy: hubd proposes them to the stream's group (through its
+    /// leader), and the future resolves once that committed. The task submits it before the
+    /// record holding the acks, as it does with [`Store::remove_msgs`] on a single server.
+    /// Removing a message already gone is no error.
+    fn remove(&self, stream: &str, seqs: Vec<u64>) -> RemovalFuture;
+
+    /// The configurations of the stream's replicated consumers the cluster assigned (this
+    /// one included): one whose task does not run here and whose group applied no record
+    /// here yet counts as needing every message its filters match. By default none.
+    fn assigned(&self, stream: &str) -> Vec<ConsumerConfig> {
+        let _ = stream;
+        Vec::new()
+    }
+}
+
+/// A removal of messages through a [`RecordSink`]: how many went, once committed.
+pub type RemovalFuture = Pin<Box<dyn Future<Output = Result<u64, StoreError>> + Send>>;
+
+/// The retention view of a consumer as its stored record `bytes` shows it (a replicated
+/// consumer whose task runs on another member: see `retain.rs`); `None` when it does not
+/// read.
+pub(crate) fn view_of_record(bytes: &[u8]) -> Option<AckView> {
+    let record: Record = serde_json::from_slice(bytes).ok()?;
+    Some(AckView {
+        filters: record.config.filters(),
+        policy: record.config.ack_policy,
+        floor: record.state.ack_floor.1,
+        next: record.state.next_sseq,
+        pending: record.state.pending.keys().copied().collect(),
+    })
 }
 
 /// Creates a consumer (or resumes a stored one) and starts its task.
@@ -264,6 +298,8 @@ pub(crate) fn start_with_sink(
         view,
         retention,
         removals: Vec::new(),
+        removals_in_flight: Vec::new(),
+        reconcile_at: None,
         lag,
     };
     task.reset_push();
@@ -280,6 +316,7 @@ pub(crate) fn start_with_sink(
     }
     task.recount();
     task.publish_view();
+    task.reconcile_group();
     tokio::spawn(task.run(rx));
     Ok(handle)
 }
@@ -331,6 +368,12 @@ struct Task {
     /// Acknowledged messages to remove from the stream, handed to the store with the next
     /// write (before the consumer's own state).
     removals: Vec<u64>,
+    /// The removals of the write in flight (a replicated consumer's: put back into
+    /// `removals` when the write fails).
+    removals_in_flight: Vec<u64>,
+    /// When a replicated consumer of an interest stream next looks for messages every
+    /// consumer is done with (see `retain.rs`).
+    reconcile_at: Option<Instant>,
     /// How far behind the stream's notices the task is (shared with the handle).
     lag: Arc<Lag>,
 }
@@ -379,12 +422,18 @@ impl Task {
                 biased;
                 result = poll_write(&mut self.write), if self.write.is_some() => {
                     self.write = None;
+                    if result.is_ok() {
+                        self.removals_in_flight.clear();
+                    }
                     if let Err(e) = result {
                         warn!(stream = %printable(&self.stream_name), consumer = %printable(&self.name), error = %e,
                               "consumer state write failed");
                         if self.sink.is_some() {
                             // Not committed by the group: nothing of it is durable, so the
-                            // acks waiting on it are not answered yet; the state goes again.
+                            // acks waiting on it are not answered yet; the state goes again,
+                            // and so do its removals.
+                            let removed = std::mem::take(&mut self.removals_in_flight);
+                            self.removals.extend(removed);
                             let mut replies = std::mem::take(&mut self.replies_in_flight);
                             replies.append(&mut self.replies_dirty);
                             self.replies_dirty = replies;
@@ -1155,6 +1204,7 @@ impl Task {
             take(Some(self.inactive_deadline()));
         }
         take(self.push_deadline());
+        take(self.reconcile_at);
         d
     }
 
@@ -1180,6 +1230,9 @@ impl Task {
             self.schedule_ack_check();
         }
         self.expire_requests();
+        if self.reconcile_at.is_some_and(|t| t <= now) {
+            self.reconcile_group();
+        }
         self.push_timers(now);
         let mut due_hb = Vec::new();
         for w in &mut self.waiting {
