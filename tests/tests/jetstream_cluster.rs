@@ -3190,6 +3190,7 @@ async fn a_read_with_a_confined_reply_reaches_only_the_requester() {
         .expect("a message");
     let answer: Value = e2e::serde_json::from_slice(&delivered.payload).expect("JSON");
     assert_eq!(answer["message"]["seq"], 1, "{answer}");
+}
 
 /// Publishes `n` messages on `subject.<i>` through `js`, each acknowledged (with a
 /// `Nats-Msg-Id`, retried until acknowledged, bounded: a stream leader that changes answers
