@@ -45,7 +45,7 @@ pub const META: &str = "meta";
 const TICK: Duration = Duration::from_millis(500);
 
 /// The deadline of a probe or a forwarded stepdown.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+pub(super) const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a stream change sent to its group's leader (`STREAM.PURGE`, `MSG.DELETE`) may
 /// take: its proposal, commit and apply (the leader gives up after 30 s itself).
 const OP_TIMEOUT: Duration = Duration::from_secs(35);
@@ -204,7 +204,8 @@ impl MetaGroup {
         ca: &ConsumerAssignment,
         js: &JetStream,
     ) -> Result<(), String> {
-        if self.consumer_group_named(&ca.group.name).is_some() {
+        if let Some(running) = self.consumer_group_named(&ca.group.name) {
+            running.follow_config(ca).await;
             return Ok(());
         }
         let g = ConsumerGroup::start(self, ca, js).await?;
@@ -929,6 +930,9 @@ impl Handler for MetaHandler {
                 drop(g);
                 if rpc == super::consumer_group::NEXT {
                     return cg.serve_forwarded(&body);
+                }
+                if rpc == "stepdown" {
+                    return postcard::to_allocvec(&cg.step_down().await).ok();
                 }
                 return serve_rpc(&cg.raft, &rpc, &body).await;
             }

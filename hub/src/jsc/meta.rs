@@ -112,6 +112,18 @@ pub enum MetaCommand {
         /// The new configuration, as JSON text.
         config: String,
     },
+    /// Changes an assigned consumer's configuration (its group unchanged): a config update,
+    /// checked by the proposer with the single server's rules.
+    UpdateConsumer {
+        /// The account.
+        account: String,
+        /// The stream.
+        stream: String,
+        /// The consumer.
+        name: String,
+        /// The new configuration, as JSON text.
+        config: String,
+    },
 }
 
 /// What applying a command gave: `None` when it was applied, else why not (the proposer
@@ -263,6 +275,19 @@ impl MetaState {
                 self.streams.insert(key, updated);
                 Ok(())
             }
+            MetaCommand::UpdateConsumer {
+                account,
+                stream,
+                name,
+                config,
+            } => {
+                let key = (account.clone(), stream.clone(), name.clone());
+                let Some(ca) = self.consumers.get_mut(&key) else {
+                    return Err(Refusal::ConsumerNotFound);
+                };
+                ca.config.clone_from(config);
+                Ok(())
+            }
         }
     }
 }
@@ -400,6 +425,34 @@ mod tests {
         assert_eq!(state.apply(&remove), Ok(()));
         assert_eq!(state.apply(&remove), Err(Refusal::ConsumerNotFound));
         assert_eq!(state.streams.len(), 1);
+    }
+
+    /// An update changes a consumer's configuration alone; one not assigned is refused.
+    #[test]
+    fn consumers_are_updated_in_place() {
+        let mut state = MetaState::default();
+        state.apply(&stream("S", "{}")).unwrap();
+        state.apply(&consumer("S", "C1")).unwrap();
+        let update = |name: &str| MetaCommand::UpdateConsumer {
+            account: "$G".into(),
+            stream: "S".into(),
+            name: name.into(),
+            config: r#"{"ack_wait":1}"#.into(),
+        };
+        assert_eq!(state.apply(&update("C2")), Err(Refusal::ConsumerNotFound));
+        assert_eq!(state.apply(&update("C1")), Ok(()));
+        let ca = &state.consumers[&("$G".to_owned(), "S".to_owned(), "C1".to_owned())];
+        assert_eq!(ca.config, r#"{"ack_wait":1}"#);
+        assert_eq!(
+            (ca.group.name.as_str(), &ca.group.peers[..]),
+            ("C-C1", &[1, 2, 3][..])
+        );
+        // Assigned again with the new configuration: no change.
+        let mut again = consumer("S", "C1");
+        if let MetaCommand::AssignConsumer(ca) = &mut again {
+            ca.config = r#"{"ack_wait":1}"#.into();
+        }
+        assert_eq!(state.apply(&again), Ok(()));
     }
 
     #[test]

@@ -158,6 +158,24 @@ impl Replication for ClusterStreams {
         })
     }
 
+    fn update_consumer(&self, account: &str, stream: &str, config: ConsumerConfig) -> Pending<()> {
+        let group = self.0.clone();
+        let (account, stream) = (account.to_owned(), stream.to_owned());
+        Box::pin(async move {
+            let g = group.upgrade().ok_or_else(unavailable)?;
+            g.update_consumer(&account, &stream, config).await
+        })
+    }
+
+    fn step_down_consumer(&self, account: &str, stream: &str, name: &str) -> Pending<()> {
+        let group = self.0.clone();
+        let (account, stream, name) = (account.to_owned(), stream.to_owned(), name.to_owned());
+        Box::pin(async move {
+            let g = group.upgrade().ok_or_else(unavailable)?;
+            g.step_down_consumer(&account, &stream, &name).await
+        })
+    }
+
     fn delete_consumer(&self, account: &str, stream: &str, name: &str) -> Pending<()> {
         let group = self.0.clone();
         let (account, stream, name) = (account.to_owned(), stream.to_owned(), name.to_owned());
