@@ -3162,3 +3162,111 @@ async fn a_replicated_push_consumer_delivers_through_a_killed_leader() {
         .await;
     }
 }
+
+/// issue 22 (`SERVER.REMOVE`): four hubd members, an R3 stream on three of them with 20
+/// messages; a peer of the stream that does not lead the meta group SIGKILLed and removed with
+/// `$JS.API.SERVER.REMOVE` (system account, `{"peer": <name>}`, asked of a member that may not
+/// lead: the meta leader answers): answered as nats-server, the stream's peers become the three
+/// live members (the fourth caught up: every copy holds every message), a publish reaches all
+/// three, and the meta group counts three members. An unknown server answers 10044.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_server_is_replaced_in_its_streams() {
+    let mut members = cluster(&[ServerKind::Hubd; 4]).await;
+    let all: Vec<&Member> = members.iter().collect();
+    let meta_leader = agreed_leader(&all, None).await;
+    let created = create(
+        &app_client(&members[0]).await,
+        json!({"name": "SRV", "subjects": ["srv.>"], "num_replicas": 3}),
+    )
+    .await;
+    assert_eq!(created["did_create"], true, "{created}");
+    let stream_leader_name = stream_leader(&all, "SRV", None).await;
+    for i in 1..=20 {
+        assert_eq!(
+            acknowledged(&members[0], &format!("srv.{i}")).await["seq"],
+            i
+        );
+    }
+    let at_leader = &members[leader_and_other(&members, &stream_leader_name).0];
+    let info = api(
+        &app_client(at_leader).await,
+        "$JS.API.STREAM.INFO.SRV",
+        json!({}),
+    )
+    .await;
+    let peers = group_members(&info);
+    assert_eq!(peers.len(), 3, "{info}");
+    let victim = members
+        .iter()
+        .position(|m| peers.contains(&m.name) && m.name != meta_leader)
+        .expect("a peer of the stream not leading the meta group");
+    let victim_name = members[victim].name.clone();
+    members[victim].server.kill();
+    let live: Vec<&Member> = members
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != victim)
+        .map(|(_, m)| m)
+        .collect();
+    let asked = live
+        .iter()
+        .find(|m| m.name != meta_leader)
+        .expect("a live member not leading the meta group");
+    let sys = sys_client(asked).await;
+    let unknown = api(&sys, "$JS.API.SERVER.REMOVE", json!({"peer": "nobody"})).await;
+    assert_eq!(unknown["error"]["err_code"], 10044, "{unknown}");
+    let removed = api(&sys, "$JS.API.SERVER.REMOVE", json!({"peer": victim_name})).await;
+    assert_eq!(
+        removed,
+        json!({"type": "io.nats.jetstream.api.v1.meta_server_remove_response", "success": true}),
+    );
+    let mut want: Vec<String> = live.iter().map(|m| m.name.clone()).collect();
+    want.sort();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let leader = stream_leader(&live, "SRV", Some(&victim_name)).await;
+        let at = live
+            .iter()
+            .find(|m| m.name == leader)
+            .expect("the stream leader is live");
+        let info = api(&app_client(at).await, "$JS.API.STREAM.INFO.SRV", json!({})).await;
+        let mut now = group_members(&info);
+        now.sort();
+        if now == want {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the stream's peers are not the live members within 60 s: {info}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let first = copy_of(live[0], "SRV", 20).await;
+    assert_eq!(
+        first.iter().map(|(seq, _, _)| *seq).collect::<Vec<u64>>(),
+        (1..=20).collect::<Vec<u64>>()
+    );
+    for m in &live[1..] {
+        assert_eq!(copy_of(m, "SRV", 20).await, first, "{}", m.name);
+    }
+    assert_eq!(acknowledged(live[0], "srv.21").await["seq"], 21);
+    for m in &live {
+        assert_eq!(copy_of(m, "SRV", 21).await.len(), 21, "{}", m.name);
+    }
+    let leader_member = live
+        .iter()
+        .find(|m| m.name == meta_leader)
+        .expect("the meta leader is live");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let meta = meta_cluster(leader_member).await;
+        if meta["cluster_size"] == 3 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the meta group still counts the removed server: {meta}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -84,11 +84,11 @@ pub struct MetaGroup {
     consumers: Mutex<HashMap<String, Arc<ConsumerGroup>>>,
     /// The assignments as this member's state machine applied them.
     state: watch::Receiver<MetaState>,
-    system: Arc<Account>,
+    pub(super) system: Arc<Account>,
     names: Mutex<Names>,
     /// Names of members already reported (collisions, nats-server with JetStream).
     reported: Mutex<HashSet<String>>,
-    subs: Mutex<Vec<SubRef>>,
+    pub(super) subs: Mutex<Vec<SubRef>>,
 }
 
 /// The Raft timings of the meta group: heartbeats every 250 ms, elections after 1.5-3 s
@@ -157,6 +157,7 @@ impl MetaGroup {
         });
         transport.serve(Arc::new(MetaHandler(Arc::downgrade(&group))));
         group.serve_stepdown()?;
+        group.serve_server_remove()?;
         info!(
             node_id = own,
             expected = group.expected(),
@@ -585,7 +586,11 @@ impl MetaGroup {
         }
     }
 
-    fn member_name(&self, m: &openraft::RaftMetrics<u64, Member>, id: u64) -> Option<String> {
+    pub(super) fn member_name(
+        &self,
+        m: &openraft::RaftMetrics<u64, Member>,
+        id: u64,
+    ) -> Option<String> {
         if id == self.own {
             return Some(self.name.clone());
         }
@@ -963,6 +968,9 @@ impl Handler for MetaHandler {
                 "probe" => postcard::to_allocvec(&g.probe_answer()).ok(),
                 "stepdown" => postcard::to_allocvec(&g.step_down()).ok(),
                 "propose" => g.serve_proposal(&body).await,
+                super::server_remove::REMOVE_RPC => {
+                    postcard::to_allocvec(&g.serve_remove_server(&body).await).ok()
+                }
                 other => serve_rpc(&g.raft, other, &body).await,
             }
         })

@@ -38,6 +38,7 @@ pub mod placement;
 pub mod propose;
 pub mod replication;
 pub mod rollup;
+pub mod server_remove;
 pub mod store;
 pub mod stream_group;
 pub mod stream_machine;

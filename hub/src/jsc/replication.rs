@@ -349,7 +349,6 @@ impl MetaGroup {
         let sa = state
             .streams
             .get(&key)
-            .cloned()
             .ok_or_else(ApiError::stream_not_found)?;
         let removed = sa
             .group
@@ -358,6 +357,27 @@ impl MetaGroup {
             .copied()
             .find(|id| self.name_of(*id).as_deref() == Some(peer))
             .ok_or_else(|| JsError::ClusterPeerNotMember.err())?;
+        self.replace_stream_peer(account, name, removed).await
+    }
+
+    /// [`MetaGroup::remove_stream_peer`] of the peer with node id `removed` (`SERVER.REMOVE`
+    /// too, for each stream the server was a peer of).
+    pub(super) async fn replace_stream_peer(
+        self: &Arc<Self>,
+        account: &str,
+        name: &str,
+        removed: u64,
+    ) -> Result<(), ApiError> {
+        let key = (account.to_owned(), name.to_owned());
+        let state = self.state();
+        let sa = state
+            .streams
+            .get(&key)
+            .cloned()
+            .ok_or_else(ApiError::stream_not_found)?;
+        if !sa.group.peers.contains(&removed) {
+            return Err(JsError::ClusterPeerNotMember.err());
+        }
         let online = self.online_tags();
         let m = self.raft.metrics().borrow().clone();
         let free: Vec<Voter> = m
