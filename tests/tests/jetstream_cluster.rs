@@ -23,7 +23,10 @@
 //!
 //! Replicated consumers (consumer groups): an R3 durable pull consumer's leader SIGKILLed
 //! mid-way redelivers no message whose double ack succeeded and skips none; pull requests on
-//! members not leading its group are forwarded to the leader.
+//! members not leading its group are forwarded to the leader; `CONSUMER.LEADER.STEPDOWN`,
+//! configuration updates reaching every member and the next leader, an R3 push consumer
+//! through its leader's SIGKILL. `SERVER.REMOVE`: a dead server's streams and consumers get a
+//! replacement peer.
 //!
 //! Every wait is bounded.
 
@@ -3090,6 +3093,14 @@ async fn a_replicated_push_consumer_delivers_through_a_killed_leader() {
         .iter()
         .position(|m| m.name == leader)
         .expect("the leader");
+    // The leader as it sees itself (another member's view may be a term behind).
+    until_answer(
+        &members[killed],
+        "$JS.API.CONSUMER.INFO.PUSH.P",
+        "leading",
+        |info| info["cluster"]["leader"] == json!(leader),
+    )
+    .await;
     let at = members
         .iter()
         .position(|m| m.name != leader)
@@ -3098,12 +3109,32 @@ async fn a_replicated_push_consumer_delivers_through_a_killed_leader() {
     let mut sub = client.subscribe("dlv.P").await.expect("subscribe");
     client.flush().await.expect("flush");
     let mut double_acked = std::collections::BTreeSet::new();
+    let mut received = std::collections::BTreeSet::new();
     let mut killed_yet = false;
     // Each delivery double-acked as it arrives (concurrently: a double ack the dead leader
     // never answers waits out its 5 s while delivery goes on).
     let (done, mut outcomes) = tokio::sync::mpsc::unbounded_channel::<Vec<u64>>();
     let deadline = Instant::now() + Duration::from_secs(120);
+    // Until every sequence was received and double-acked, or received and acknowledged in
+    // the leader's state (a double ack the leader took may still time out at the client: it
+    // is then never delivered again, and the ack floor below shows it).
     while (double_acked.len() as u64) < N {
+        if received.len() as u64 == N && outcomes.is_empty() {
+            let live = all_but(&members, killed);
+            let leader_now = consumer_leader(&live, "PUSH", "P", None).await;
+            // Not the killed member (a survivor may still name it until the election).
+            if let Some(at_leader) = live.iter().find(|m| m.name == leader_now) {
+                let info = api(
+                    &app_client(at_leader).await,
+                    "$JS.API.CONSUMER.INFO.PUSH.P",
+                    json!({}),
+                )
+                .await;
+                if info["ack_floor"]["stream_seq"] == json!(N) {
+                    break;
+                }
+            }
+        }
         if Instant::now() >= deadline {
             let mut infos = Vec::new();
             for (i, m) in members.iter().enumerate().filter(|(i, _)| *i != killed) {
@@ -3143,6 +3174,7 @@ async fn a_replicated_push_consumer_delivers_through_a_killed_leader() {
             !double_acked.contains(&seq),
             "stream sequence {seq} delivered again after its double ack succeeded"
         );
+        received.insert(seq);
         let (client, done) = (client.clone(), done.clone());
         tokio::spawn(async move {
             let _ = done.send(double_ack(&client, vec![(seq, reply)]).await);
@@ -3150,8 +3182,9 @@ async fn a_replicated_push_consumer_delivers_through_a_killed_leader() {
     }
     assert!(killed_yet, "the consumer leader was killed mid-way");
     assert_eq!(
-        double_acked.iter().copied().collect::<Vec<u64>>(),
-        (1..=N).collect::<Vec<u64>>()
+        received.iter().copied().collect::<Vec<u64>>(),
+        (1..=N).collect::<Vec<u64>>(),
+        "every message delivered"
     );
     members[killed].server =
         TestServer::with_config(ServerKind::Hubd, members[killed].config.clone()).await;
@@ -3168,7 +3201,9 @@ async fn a_replicated_push_consumer_delivers_through_a_killed_leader() {
 /// `$JS.API.SERVER.REMOVE` (system account, `{"peer": <name>}`, asked of a member that may not
 /// lead: the meta leader answers): answered as nats-server, the stream's peers become the three
 /// live members (the fourth caught up: every copy holds every message), a publish reaches all
-/// three, and the meta group counts three members. An unknown server answers 10044.
+/// three, its replicated consumer's group moves alike (every live member shows the three as
+/// its peers and the ack floor 10), and the meta group counts three members. An unknown
+/// server answers 10044. (Whichever peer is killed: the stream's leader too.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_removed_server_is_replaced_in_its_streams() {
     let mut members = cluster(&[ServerKind::Hubd; 4]).await;
@@ -3187,6 +3222,26 @@ async fn a_removed_server_is_replaced_in_its_streams() {
             i
         );
     }
+    // A replicated consumer of the stream with 10 messages double-acked.
+    let created = api(
+        &app_client(&members[0]).await,
+        "$JS.API.CONSUMER.DURABLE.CREATE.SRV.C",
+        json!({"stream_name": "SRV", "config": {"durable_name": "C", "ack_policy": "explicit"}}),
+    )
+    .await;
+    assert!(created["error"].is_null(), "{created}");
+    let client = app_client(&members[0]).await;
+    let mut acked = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while acked.len() < 10 {
+        assert!(
+            Instant::now() < deadline,
+            "10 messages not double-acked: {acked:?}"
+        );
+        let want = 10 - acked.len() as u64;
+        let got = fetch(&client, "SRV", "C", want).await;
+        acked.extend(double_ack(&client, got).await);
+    }
     let at_leader = &members[leader_and_other(&members, &stream_leader_name).0];
     let info = api(
         &app_client(at_leader).await,
@@ -3196,9 +3251,16 @@ async fn a_removed_server_is_replaced_in_its_streams() {
     .await;
     let peers = group_members(&info);
     assert_eq!(peers.len(), 3, "{info}");
+    // The stream's leader when it does not lead the meta group (the harder case: the moves
+    // wait for the group's next leader), else another peer.
     let victim = members
         .iter()
-        .position(|m| peers.contains(&m.name) && m.name != meta_leader)
+        .position(|m| m.name == stream_leader_name && m.name != meta_leader)
+        .or_else(|| {
+            members
+                .iter()
+                .position(|m| peers.contains(&m.name) && m.name != meta_leader)
+        })
         .expect("a peer of the stream not leading the meta group");
     let victim_name = members[victim].name.clone();
     members[victim].server.kill();
@@ -3253,6 +3315,15 @@ async fn a_removed_server_is_replaced_in_its_streams() {
     for m in &live {
         assert_eq!(copy_of(m, "SRV", 21).await.len(), 21, "{}", m.name);
     }
+    // The consumer's group moved alike: the three live members, each with its state.
+    for m in &live {
+        until_answer(m, "$JS.API.CONSUMER.INFO.SRV.C", "moved", |info| {
+            let mut now = group_members(info);
+            now.sort();
+            now == want && info["ack_floor"]["stream_seq"] == json!(10)
+        })
+        .await;
+    }
     let leader_member = live
         .iter()
         .find(|m| m.name == meta_leader)
@@ -3269,4 +3340,14 @@ async fn a_removed_server_is_replaced_in_its_streams() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// The members but the one at `skip`.
+fn all_but(members: &[Member], skip: usize) -> Vec<&Member> {
+    members
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != skip)
+        .map(|(_, m)| m)
+        .collect()
 }

@@ -195,6 +195,13 @@ impl ConsumerGroup {
         self.js.update_group_consumer(&self.stream, config).await;
     }
 
+    /// Makes `members` the group's voters if this member leads it (see
+    /// [`super::group::change_members`]); `None` when it does not.
+    pub async fn change_members(&self, members: &[(u64, String)]) -> Option<Result<(), ApiError>> {
+        let what = format!("consumer {}", self.consumer);
+        super::group::change_members(&self.raft, members, COMMIT_WITHIN, &what).await
+    }
+
     /// Whether this member holds its task back after a stepdown.
     fn held(&self) -> bool {
         let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
@@ -548,31 +555,10 @@ impl MetaGroup {
                 return Ok(());
             }
         }
-        let mut targets: Vec<u64> = here
-            .and_then(|cg| cg.raft.metrics().borrow().current_leader)
-            .into_iter()
-            .chain(ca.group.peers.iter().copied())
-            .filter(|id| *id != self.own)
-            .collect();
-        targets.dedup();
-        for target in targets {
-            let answer = self
-                .transport
-                .request(
-                    target,
-                    &ca.group.name,
-                    "stepdown",
-                    &[],
-                    super::group::PROBE_TIMEOUT,
-                )
-                .await;
-            if answer
-                .ok()
-                .and_then(|a| postcard::from_bytes::<bool>(&a).ok())
-                == Some(true)
-            {
-                return Ok(());
-            }
+        let known = here.and_then(|cg| cg.raft.metrics().borrow().current_leader);
+        let targets = self.leader_targets(known, &ca.group.peers);
+        if self.ask_stepdown(&ca.group.name, targets).await {
+            return Ok(());
         }
         Err(unavailable())
     }

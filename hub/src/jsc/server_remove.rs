@@ -22,19 +22,17 @@
 //! group; 10003 for an empty body, or for the meta leader itself (step it down first); 10025
 //! for a body that is not JSON; 10008 when the membership change fails.
 //!
-//! Not built: consumer groups keep the removed server as a peer (2 of 3 voters still make a
-//! quorum); the replacement peer of their stream holds no member of them.
+//! The replicated consumers of each such stream follow it: once the stream's move is done,
+//! each consumer group with the removed server gets the stream's replacement the same way
+//! ([`MetaGroup::replace_stream_peer`] goes on with them; `MetaCommand::SetConsumerPeers`).
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use leaf_core::jetstream::config::{ApiError, JsError};
-use leaf_core::server::fanout::{InternalSink, Msg};
-use leaf_core::server::Publisher;
 use openraft::{ChangeMembers, ServerState};
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use super::group::MetaGroup;
@@ -63,55 +61,13 @@ struct RemoveRequest {
     peer_id: String,
 }
 
-/// A request queued for the meta group's task: the reply subject and the body.
-struct Request {
-    reply: String,
-    body: Vec<u8>,
-}
-
-/// The subscription: requests queued (at most 16 waiting; more are dropped, the requester
-/// times out).
-struct RemoveSink(mpsc::Sender<Request>);
-
-impl InternalSink for RemoveSink {
-    fn deliver(&self, msg: &Msg<'_>, _from: &Publisher) {
-        if let Some(reply) = msg.reply.and_then(|r| std::str::from_utf8(r).ok()) {
-            let _ = self.0.try_send(Request {
-                reply: reply.to_owned(),
-                body: msg.payload.to_vec(),
-            });
-        }
-    }
-}
-
 impl MetaGroup {
-    /// Serves `$JS.API.SERVER.REMOVE` in the system account (answered by the meta leader).
+    /// Serves `$JS.API.SERVER.REMOVE` in the system account (every member; see the module
+    /// documentation).
     pub(super) fn serve_server_remove(self: &Arc<Self>) -> Result<(), String> {
-        let (tx, mut rx) = mpsc::channel::<Request>(16);
-        let sub = self
-            .system
-            .subscribe_internal(SUBJECT, None, Arc::new(RemoveSink(tx)))
-            .map_err(|e| format!("JetStream cluster: cannot serve SERVER.REMOVE: {e}"))?;
-        self.subs
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(sub);
-        let weak = Arc::downgrade(self);
-        tokio::spawn(async move {
-            while let Some(req) = rx.recv().await {
-                let Some(g) = weak.upgrade() else {
-                    break;
-                };
-                let answer = answer_of(g.remove_server_anywhere(&req.body).await);
-                g.system.publish(&Msg {
-                    subject: req.reply.as_bytes(),
-                    reply: None,
-                    headers: None,
-                    payload: answer.to_string().as_bytes(),
-                });
-            }
-        });
-        Ok(())
+        self.serve_system_request(SUBJECT, |g, body| async move {
+            answer_of(g.remove_server_anywhere(&body).await)
+        })
     }
 
     /// Carries out the request `body` here if this member leads the meta group, else at the
