@@ -23,7 +23,10 @@
 //!
 //! Replicated consumers (consumer groups): an R3 durable pull consumer's leader SIGKILLed
 //! mid-way redelivers no message whose double ack succeeded and skips none; pull requests on
-//! members not leading its group are forwarded to the leader.
+//! members not leading its group are forwarded to the leader; `CONSUMER.LEADER.STEPDOWN`,
+//! configuration updates reaching every member and the next leader, an R3 push consumer
+//! through its leader's SIGKILL. `SERVER.REMOVE`: a dead server's streams and consumers get a
+//! replacement peer.
 //!
 //! Every wait is bounded.
 
@@ -3517,4 +3520,511 @@ async fn delete_and_see_every_copy_empty(
     for m in members {
         copy_holds(m, stream, 0).await;
     }
+}
+
+/// Publishes `n` messages `<prefix>.<i>` through `js`, each acknowledged (windows of 50).
+async fn publish_acknowledged(js: &e2e::async_nats::jetstream::Context, prefix: &str, n: u64) {
+    for window in 0..n.div_ceil(50) {
+        let mut acks = Vec::new();
+        for i in (window * 50)..((window + 1) * 50).min(n) {
+            acks.push(
+                js.publish(format!("{prefix}.{i}"), "x".into())
+                    .await
+                    .expect("publish"),
+            );
+        }
+        for ack in acks {
+            tokio::time::timeout(Duration::from_secs(10), ack)
+                .await
+                .expect("a PubAck within 10 s")
+                .expect("a PubAck");
+        }
+    }
+}
+
+/// issue 22 (`CONSUMER.LEADER.STEPDOWN`): an R3 stream with 200 messages and an R3 durable
+/// pull consumer; 60 fetched and double-acked, then the stepdown asked of a member that does
+/// not lead the consumer's group (forwarded to the leader): answered as nats-server
+/// (`consumer_leader_stepdown_response`, `success`), another member leads (`cluster.leader`),
+/// and fetching and acking go on to the end: every sequence double-acked, none delivered again
+/// after its double ack succeeded. The errors: 10014 for an unknown consumer, 10059 for an
+/// unknown stream, 10036 for an R1 consumer on a member's copy (it has no group).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_leader_steps_down_and_acks_go_on() {
+    let (members, _) = three_members_with_an_r3_stream("SD", "sd.>").await;
+    const N: u64 = 200;
+    publish_acknowledged(&jetstream_on(&members[0]).await, "sd", N).await;
+    let created = api(
+        &app_client(&members[0]).await,
+        "$JS.API.CONSUMER.DURABLE.CREATE.SD.D",
+        json!({"stream_name": "SD", "config": {
+            "durable_name": "D", "ack_policy": "explicit", "ack_wait": 3_000_000_000u64,
+        }}),
+    )
+    .await;
+    assert!(created["error"].is_null(), "{created}");
+    let all: Vec<&Member> = members.iter().collect();
+    let leader = consumer_leader(&all, "SD", "D", None).await;
+    let other = members
+        .iter()
+        .find(|m| m.name != leader)
+        .expect("a member not leading");
+    let client = app_client(other).await;
+    let mut double_acked = std::collections::BTreeSet::new();
+    let mut stepped_down = false;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while (double_acked.len() as u64) < N {
+        assert!(
+            Instant::now() < deadline,
+            "not every message double-acked within 120 s: {} of {N}",
+            double_acked.len()
+        );
+        if !stepped_down && double_acked.len() >= 60 {
+            let answer = api(&client, "$JS.API.CONSUMER.LEADER.STEPDOWN.SD.D", json!({})).await;
+            assert_eq!(
+                answer,
+                json!({
+                    "type": "io.nats.jetstream.api.v1.consumer_leader_stepdown_response",
+                    "success": true,
+                }),
+            );
+            let new_leader = consumer_leader(&all, "SD", "D", Some(&leader)).await;
+            assert_ne!(new_leader, leader);
+            stepped_down = true;
+        }
+        let got = fetch(&client, "SD", "D", 20).await;
+        if got.is_empty() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        }
+        for (seq, _) in &got {
+            assert!(
+                !double_acked.contains(seq),
+                "stream sequence {seq} delivered again after its double ack succeeded"
+            );
+        }
+        double_acked.extend(double_ack(&client, got).await);
+    }
+    assert!(stepped_down);
+    assert_eq!(
+        double_acked.iter().copied().collect::<Vec<u64>>(),
+        (1..=N).collect::<Vec<u64>>()
+    );
+    let code = |answer: &Value| answer["error"]["err_code"].clone();
+    let unknown = api(
+        &client,
+        "$JS.API.CONSUMER.LEADER.STEPDOWN.SD.NOPE",
+        json!({}),
+    )
+    .await;
+    assert_eq!(code(&unknown), 10014, "{unknown}");
+    let no_stream = api(
+        &client,
+        "$JS.API.CONSUMER.LEADER.STEPDOWN.NOPE.D",
+        json!({}),
+    )
+    .await;
+    assert_eq!(code(&no_stream), 10059, "{no_stream}");
+    let r1 = api(
+        &client,
+        "$JS.API.CONSUMER.DURABLE.CREATE.SD.ONE",
+        json!({"stream_name": "SD", "config": {
+            "durable_name": "ONE", "ack_policy": "explicit", "num_replicas": 1,
+        }}),
+    )
+    .await;
+    assert!(r1["error"].is_null(), "{r1}");
+    let r1_down = api(
+        &client,
+        "$JS.API.CONSUMER.LEADER.STEPDOWN.SD.ONE",
+        json!({}),
+    )
+    .await;
+    assert_eq!(code(&r1_down), 10036, "{r1_down}");
+}
+
+/// issue 22 (config update of a replicated consumer): an R3 durable pull consumer
+/// (`ack_wait` 120 s, `max_ack_pending` 1) with one message delivered and not acknowledged;
+/// `DURABLE.CREATE` with `ack_wait` 1 s and `max_deliver` 3 sent to a member not leading its
+/// group: answered with the new configuration, and `CONSUMER.INFO` on every member shows it;
+/// a change nats-server does not allow (`deliver_policy`) is refused (10012) and `action:
+/// create` with another configuration answers 10148. After a stepdown the new leader uses
+/// the new `ack_wait`: the unacknowledged message is delivered again well before 120 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replicated_consumer_update_reaches_every_member_and_the_next_leader() {
+    let (members, _) = three_members_with_an_r3_stream("UPD", "upd.>").await;
+    publish_acknowledged(&jetstream_on(&members[0]).await, "upd", 5).await;
+    let config = json!({
+        "durable_name": "D", "ack_policy": "explicit", "ack_wait": 120_000_000_000u64,
+        "max_ack_pending": 1,
+    });
+    let created = api(
+        &app_client(&members[0]).await,
+        "$JS.API.CONSUMER.DURABLE.CREATE.UPD.D",
+        json!({"stream_name": "UPD", "config": config}),
+    )
+    .await;
+    assert!(created["error"].is_null(), "{created}");
+    let all: Vec<&Member> = members.iter().collect();
+    let leader = consumer_leader(&all, "UPD", "D", None).await;
+    let other = members
+        .iter()
+        .find(|m| m.name != leader)
+        .expect("a member not leading");
+    let client = app_client(other).await;
+    let first = loop {
+        let got = fetch(&client, "UPD", "D", 1).await;
+        if let Some((seq, _)) = got.first() {
+            break *seq;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(first, 1);
+    let mut updated = config.clone();
+    updated["ack_wait"] = json!(1_000_000_000u64);
+    updated["max_deliver"] = json!(3);
+    let answer = api(
+        &client,
+        "$JS.API.CONSUMER.DURABLE.CREATE.UPD.D",
+        json!({"stream_name": "UPD", "config": updated}),
+    )
+    .await;
+    assert!(answer["error"].is_null(), "{answer}");
+    assert_eq!(answer["config"]["ack_wait"], 1_000_000_000u64, "{answer}");
+    assert_eq!(answer["config"]["max_deliver"], 3, "{answer}");
+    for m in &members {
+        until_answer(m, "$JS.API.CONSUMER.INFO.UPD.D", "updated", |info| {
+            info["config"]["ack_wait"] == json!(1_000_000_000u64)
+                && info["config"]["max_deliver"] == json!(3)
+        })
+        .await;
+    }
+    let mut refused = updated.clone();
+    refused["deliver_policy"] = json!("last");
+    let answer = api(
+        &client,
+        "$JS.API.CONSUMER.DURABLE.CREATE.UPD.D",
+        json!({"stream_name": "UPD", "config": refused}),
+    )
+    .await;
+    assert_eq!(answer["error"]["err_code"], 10012, "{answer}");
+    let mut other_config = updated.clone();
+    other_config["max_deliver"] = json!(4);
+    let answer = api(
+        &client,
+        "$JS.API.CONSUMER.CREATE.UPD.D",
+        json!({"stream_name": "UPD", "config": other_config, "action": "create"}),
+    )
+    .await;
+    assert_eq!(answer["error"]["err_code"], 10148, "{answer}");
+    let down = api(&client, "$JS.API.CONSUMER.LEADER.STEPDOWN.UPD.D", json!({})).await;
+    assert_eq!(down["success"], true, "{down}");
+    let new_leader = consumer_leader(&all, "UPD", "D", Some(&leader)).await;
+    let at_new = members
+        .iter()
+        .find(|m| m.name == new_leader)
+        .expect("the new leader");
+    until_answer(at_new, "$JS.API.CONSUMER.INFO.UPD.D", "updated", |info| {
+        info["config"]["ack_wait"] == json!(1_000_000_000u64)
+    })
+    .await;
+    // Delivered again by the new leader after the new ack_wait (the old one is 120 s).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let got = fetch(&client, "UPD", "D", 1).await;
+        if got.first().map(|(seq, _)| *seq) == Some(1) {
+            break;
+        }
+        assert!(got.is_empty(), "another message than 1 delivered: {got:?}");
+        assert!(
+            Instant::now() < deadline,
+            "message 1 not delivered again within 60 s"
+        );
+    }
+}
+
+/// issue 22 (replicated push consumers): an R3 stream with 300 messages and an R3 durable
+/// push consumer (`deliver_subject`, explicit ack) whose subscriber is a client of a member
+/// not leading the consumer's group (the leader delivers over a route); the subscriber
+/// double-acks each message; the consumer leader SIGKILLed mid-way: delivery goes on from
+/// the new leader, every sequence double-acked, none delivered again after its double ack
+/// succeeded, none skipped; the killed member restarted shows the ack floor 300.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replicated_push_consumer_delivers_through_a_killed_leader() {
+    let (mut members, _) = three_members_with_an_r3_stream("PUSH", "push.>").await;
+    const N: u64 = 300;
+    publish_acknowledged(&jetstream_on(&members[0]).await, "push", N).await;
+    let created = api(
+        &app_client(&members[0]).await,
+        "$JS.API.CONSUMER.DURABLE.CREATE.PUSH.P",
+        json!({"stream_name": "PUSH", "config": {
+            "durable_name": "P", "ack_policy": "explicit", "ack_wait": 3_000_000_000u64,
+            "deliver_subject": "dlv.P", "max_ack_pending": 20,
+        }}),
+    )
+    .await;
+    assert!(created["error"].is_null(), "{created}");
+    let all: Vec<&Member> = members.iter().collect();
+    let leader = consumer_leader(&all, "PUSH", "P", None).await;
+    let killed = members
+        .iter()
+        .position(|m| m.name == leader)
+        .expect("the leader");
+    // The leader as it sees itself (another member's view may be a term behind).
+    until_answer(
+        &members[killed],
+        "$JS.API.CONSUMER.INFO.PUSH.P",
+        "leading",
+        |info| info["cluster"]["leader"] == json!(leader),
+    )
+    .await;
+    let at = members
+        .iter()
+        .position(|m| m.name != leader)
+        .expect("a member not leading");
+    let client = app_client(&members[at]).await;
+    let mut sub = client.subscribe("dlv.P").await.expect("subscribe");
+    client.flush().await.expect("flush");
+    let mut double_acked = std::collections::BTreeSet::new();
+    let mut received = std::collections::BTreeSet::new();
+    let mut killed_yet = false;
+    // Each delivery double-acked as it arrives (concurrently: a double ack the dead leader
+    // never answers waits out its 5 s while delivery goes on).
+    let (done, mut outcomes) = tokio::sync::mpsc::unbounded_channel::<Vec<u64>>();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    // Until every sequence was received and double-acked, or received and acknowledged in
+    // the leader's state (a double ack the leader took may still time out at the client: it
+    // is then never delivered again, and the ack floor below shows it).
+    while (double_acked.len() as u64) < N {
+        if received.len() as u64 == N && outcomes.is_empty() {
+            let live = all_but(&members, killed);
+            let leader_now = consumer_leader(&live, "PUSH", "P", None).await;
+            // Not the killed member (a survivor may still name it until the election).
+            if let Some(at_leader) = live.iter().find(|m| m.name == leader_now) {
+                let info = api(
+                    &app_client(at_leader).await,
+                    "$JS.API.CONSUMER.INFO.PUSH.P",
+                    json!({}),
+                )
+                .await;
+                if info["ack_floor"]["stream_seq"] == json!(N) {
+                    break;
+                }
+            }
+        }
+        if Instant::now() >= deadline {
+            let mut infos = Vec::new();
+            for (i, m) in members.iter().enumerate().filter(|(i, _)| *i != killed) {
+                let client = app_client(m).await;
+                let info = api(&client, "$JS.API.CONSUMER.INFO.PUSH.P", json!({})).await;
+                infos.push(format!("{i} {}: {info}", m.name));
+            }
+            let missing: Vec<u64> = (1..=N).filter(|s| !double_acked.contains(s)).collect();
+            panic!(
+                "not every message double-acked within 120 s: {} of {N}, missing {missing:?}; {infos:#?}",
+                double_acked.len()
+            );
+        }
+        if !killed_yet && double_acked.len() as u64 >= N / 3 {
+            members[killed].server.kill();
+            killed_yet = true;
+        }
+        let msg = tokio::select! {
+            biased;
+            acked = outcomes.recv() => {
+                double_acked.extend(acked.unwrap_or_default());
+                continue;
+            }
+            msg = tokio::time::timeout(Duration::from_secs(5), sub.next()) => msg,
+        };
+        let Ok(Some(msg)) = msg else {
+            continue;
+        };
+        let Some(reply) = msg.reply.as_ref().map(|r| r.to_string()) else {
+            continue; // a heartbeat or flow control
+        };
+        let tokens: Vec<&str> = reply.split('.').collect();
+        let Some(seq) = tokens.get(5).and_then(|t| t.parse::<u64>().ok()) else {
+            continue;
+        };
+        assert!(
+            !double_acked.contains(&seq),
+            "stream sequence {seq} delivered again after its double ack succeeded"
+        );
+        received.insert(seq);
+        let (client, done) = (client.clone(), done.clone());
+        tokio::spawn(async move {
+            let _ = done.send(double_ack(&client, vec![(seq, reply)]).await);
+        });
+    }
+    assert!(killed_yet, "the consumer leader was killed mid-way");
+    assert_eq!(
+        received.iter().copied().collect::<Vec<u64>>(),
+        (1..=N).collect::<Vec<u64>>(),
+        "every message delivered"
+    );
+    members[killed].server =
+        TestServer::with_config(ServerKind::Hubd, members[killed].config.clone()).await;
+    for m in &members {
+        until_answer(m, "$JS.API.CONSUMER.INFO.PUSH.P", "the ack floor", |info| {
+            info["ack_floor"]["stream_seq"] == json!(N)
+        })
+        .await;
+    }
+}
+
+/// issue 22 (`SERVER.REMOVE`): four hubd members, an R3 stream on three of them with 20
+/// messages; a peer of the stream that does not lead the meta group SIGKILLed and removed with
+/// `$JS.API.SERVER.REMOVE` (system account, `{"peer": <name>}`, asked of a member that may not
+/// lead: the meta leader answers): answered as nats-server, the stream's peers become the three
+/// live members (the fourth caught up: every copy holds every message), a publish reaches all
+/// three, its replicated consumer's group moves alike (every live member shows the three as
+/// its peers and the ack floor 10), and the meta group counts three members. An unknown
+/// server answers 10044. (Whichever peer is killed: the stream's leader too.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_server_is_replaced_in_its_streams() {
+    let mut members = cluster(&[ServerKind::Hubd; 4]).await;
+    let all: Vec<&Member> = members.iter().collect();
+    let meta_leader = agreed_leader(&all, None).await;
+    let created = create(
+        &app_client(&members[0]).await,
+        json!({"name": "SRV", "subjects": ["srv.>"], "num_replicas": 3}),
+    )
+    .await;
+    assert_eq!(created["did_create"], true, "{created}");
+    let stream_leader_name = stream_leader(&all, "SRV", None).await;
+    for i in 1..=20 {
+        assert_eq!(
+            acknowledged(&members[0], &format!("srv.{i}")).await["seq"],
+            i
+        );
+    }
+    // A replicated consumer of the stream with 10 messages double-acked.
+    let created = api(
+        &app_client(&members[0]).await,
+        "$JS.API.CONSUMER.DURABLE.CREATE.SRV.C",
+        json!({"stream_name": "SRV", "config": {"durable_name": "C", "ack_policy": "explicit"}}),
+    )
+    .await;
+    assert!(created["error"].is_null(), "{created}");
+    let client = app_client(&members[0]).await;
+    let mut acked = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while acked.len() < 10 {
+        assert!(
+            Instant::now() < deadline,
+            "10 messages not double-acked: {acked:?}"
+        );
+        let want = 10 - acked.len() as u64;
+        let got = fetch(&client, "SRV", "C", want).await;
+        acked.extend(double_ack(&client, got).await);
+    }
+    let at_leader = &members[leader_and_other(&members, &stream_leader_name).0];
+    let info = api(
+        &app_client(at_leader).await,
+        "$JS.API.STREAM.INFO.SRV",
+        json!({}),
+    )
+    .await;
+    let peers = group_members(&info);
+    assert_eq!(peers.len(), 3, "{info}");
+    // The stream's leader when it does not lead the meta group (the harder case: the moves
+    // wait for the group's next leader), else another peer.
+    let victim = members
+        .iter()
+        .position(|m| m.name == stream_leader_name && m.name != meta_leader)
+        .or_else(|| {
+            members
+                .iter()
+                .position(|m| peers.contains(&m.name) && m.name != meta_leader)
+        })
+        .expect("a peer of the stream not leading the meta group");
+    let victim_name = members[victim].name.clone();
+    members[victim].server.kill();
+    let live: Vec<&Member> = members
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != victim)
+        .map(|(_, m)| m)
+        .collect();
+    let asked = live
+        .iter()
+        .find(|m| m.name != meta_leader)
+        .expect("a live member not leading the meta group");
+    let sys = sys_client(asked).await;
+    let unknown = api(&sys, "$JS.API.SERVER.REMOVE", json!({"peer": "nobody"})).await;
+    assert_eq!(unknown["error"]["err_code"], 10044, "{unknown}");
+    let removed = api(&sys, "$JS.API.SERVER.REMOVE", json!({"peer": victim_name})).await;
+    assert_eq!(
+        removed,
+        json!({"type": "io.nats.jetstream.api.v1.meta_server_remove_response", "success": true}),
+    );
+    let mut want: Vec<String> = live.iter().map(|m| m.name.clone()).collect();
+    want.sort();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let leader = stream_leader(&live, "SRV", Some(&victim_name)).await;
+        let at = live
+            .iter()
+            .find(|m| m.name == leader)
+            .expect("the stream leader is live");
+        let info = api(&app_client(at).await, "$JS.API.STREAM.INFO.SRV", json!({})).await;
+        let mut now = group_members(&info);
+        now.sort();
+        if now == want {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the stream's peers are not the live members within 60 s: {info}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let first = copy_of(live[0], "SRV", 20).await;
+    assert_eq!(
+        first.iter().map(|(seq, _, _)| *seq).collect::<Vec<u64>>(),
+        (1..=20).collect::<Vec<u64>>()
+    );
+    for m in &live[1..] {
+        assert_eq!(copy_of(m, "SRV", 20).await, first, "{}", m.name);
+    }
+    assert_eq!(acknowledged(live[0], "srv.21").await["seq"], 21);
+    for m in &live {
+        assert_eq!(copy_of(m, "SRV", 21).await.len(), 21, "{}", m.name);
+    }
+    // The consumer's group moved alike: the three live members, each with its state.
+    for m in &live {
+        until_answer(m, "$JS.API.CONSUMER.INFO.SRV.C", "moved", |info| {
+            let mut now = group_members(info);
+            now.sort();
+            now == want && info["ack_floor"]["stream_seq"] == json!(10)
+        })
+        .await;
+    }
+    let leader_member = live
+        .iter()
+        .find(|m| m.name == meta_leader)
+        .expect("the meta leader is live");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let meta = meta_cluster(leader_member).await;
+        if meta["cluster_size"] == 3 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the meta group still counts the removed server: {meta}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The members but the one at `skip`.
+fn all_but(members: &[Member], skip: usize) -> Vec<&Member> {
+    members
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != skip)
+        .map(|(_, m)| m)
+        .collect()
 }

@@ -215,6 +215,9 @@ impl Inner {
             ["CONSUMER", "DELETE", stream, name] => self.consumer_delete(stream, name).await,
             ["CONSUMER", "NAMES", stream] => self.consumer_names(stream, &req.payload),
             ["CONSUMER", "LIST", stream] => self.consumer_list(stream, &req.payload).await,
+            ["CONSUMER", "LEADER", "STEPDOWN", stream, name] => {
+                self.consumer_leader_stepdown(stream, name).await
+            }
             ["CONSUMER", "MSG", "NEXT", stream, name] => {
                 if let Some(reply) = &req.reply {
                     self.pull_request(
@@ -621,6 +624,24 @@ impl Inner {
         }
     }
 
+    /// `CONSUMER.LEADER.STEPDOWN`: the replicated consumer's group leader hands over; a
+    /// consumer of this engine alone has no group (10036, as `STREAM.LEADER.STEPDOWN`).
+    async fn consumer_leader_stepdown(&self, stream: &str, name: &str) -> Reply {
+        const KIND: &str = "consumer_leader_stepdown_response";
+        match self.step_down_replicated_consumer(stream, name).await {
+            Some(Ok(())) => ok(KIND, json!({ "success": true })),
+            Some(Err(e)) => err(KIND, &e),
+            None => match self.stream(stream) {
+                Some(s) if s.consumer(name).is_some() => err(KIND, &super::replication::unserved()),
+                Some(_) => err(KIND, &JsError::ConsumerNotFound.err()),
+                None if self.replicated(stream).is_some() => {
+                    err(KIND, &JsError::ConsumerNotFound.err())
+                }
+                None => err(KIND, &ApiError::stream_not_found()),
+            },
+        }
+    }
+
     /// Deletes stream `name` of this engine with its consumers and data.
     pub(crate) async fn remove_stream(&self, name: &str) -> Result<(), ApiError> {
         let stream = self.stream(name).ok_or_else(ApiError::stream_not_found)?;
@@ -985,7 +1006,7 @@ impl Inner {
         let stream_cfg = stream.config();
         if super::replication::wants_group(&stream_cfg, &cfg) {
             if let Some(answer) = self
-                .create_replicated_consumer(&stream_cfg, cfg.clone())
+                .create_replicated_consumer(&stream_cfg, cfg.clone(), &body.action)
                 .await
             {
                 return match answer {
@@ -1099,15 +1120,23 @@ impl Inner {
         s: &super::stream::Stream,
         name: &str,
     ) -> Option<ConsumerInfo> {
-        let cluster = self.replicated_consumer_cluster(&s.name, name);
-        let info = match (s.consumer(name), &cluster) {
+        let replicated = self.replicated_consumer(&s.name, name);
+        let info = match (s.consumer(name), &replicated) {
             (Some(c), _) => c.info().await,
-            (None, Some(_)) => self.replicated_consumer_record(&s.name, name),
+            // The record this member's group applied, with the configuration the cluster
+            // agreed on (an update reaches the record with the leader's next write).
+            (None, Some(r)) => {
+                self.replicated_consumer_record(&s.name, name)
+                    .map(|info| ConsumerInfo {
+                        config: r.config.clone(),
+                        ..info
+                    })
+            }
             (None, None) => None,
         };
         info.map(|mut info| {
-            if cluster.is_some() {
-                info.cluster = cluster;
+            if let Some(r) = replicated {
+                info.cluster = Some(r.cluster);
             }
             info
         })

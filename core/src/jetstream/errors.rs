@@ -92,6 +92,8 @@ js_errors! {
     ClusterNoPeers = (Some("JSClusterNoPeersErrF"), 400, 10005, None);
     /// 400 10040: `STREAM.PEER.REMOVE` of a server that is not a peer of the stream.
     ClusterPeerNotMember = (Some("JSClusterPeerNotMemberErr"), 400, 10040, Some("peer not a member"));
+    /// 400 10044: `SERVER.REMOVE` of a server that is not a member of the meta group.
+    ClusterServerNotMember = (Some("JSClusterServerNotMemberErr"), 400, 10044, Some("server is not a member of the cluster"));
     /// 503 10008: no meta leader, or it did not answer.
     ClusterNotAvail = (Some("JSClusterNotAvailErr"), 503, 10008, Some("JetStream system temporarily unavailable"));
     /// 503 10036: a request on a replicated stream this server does not serve yet.

@@ -30,9 +30,13 @@
 //! `num_replicas: 1` (of any retention) is a **replicated consumer** ([`wants_group`]): the
 //! hook assigns it to the stream's peers (`create_consumer`, `delete_consumer`), hubd runs its
 //! group and starts its task on the member leading it (`JetStream::start_group_consumer`,
-//! the state records going to the group); boot does not resume it. Other consumers of
-//! interest or workqueue streams (their acks would remove messages from one copy only) and
-//! replicated ephemerals answer 10036 (`check_consumer_on_copy`).
+//! the state records going to the group); boot does not resume it. An existing one created
+//! again with another configuration is updated (the single server's rules, then
+//! [`Replication::update_consumer`]; the running task gets it with
+//! [`JetStream::update_group_consumer`]); `CONSUMER.LEADER.STEPDOWN` is
+//! [`Replication::step_down_consumer`]. Other consumers of interest or workqueue streams
+//! (their acks would remove messages from one copy only) and replicated ephemerals answer
+//! 10036 (`check_consumer_on_copy`).
 //!
 //! **Interest and workqueue retention**: only replicated durables are served (any other
 //! consumer's acks would remove messages from one copy only: 10036); the removals their acks
@@ -143,6 +147,21 @@ pub trait Replication: Send + Sync {
     /// replicated stream `stream` of `account`; by default not served (10036).
     fn create_consumer(&self, account: &str, stream: &str, config: ConsumerConfig) -> Pending<()> {
         let _ = (account, stream, config);
+        Box::pin(async { Err(unserved()) })
+    }
+
+    /// Updates the replicated consumer `config` (normalized, checked against its configuration
+    /// with the single server's rules) of stream `stream` of `account`: every peer and every
+    /// later leader use it; by default not served (10036).
+    fn update_consumer(&self, account: &str, stream: &str, config: ConsumerConfig) -> Pending<()> {
+        let _ = (account, stream, config);
+        Box::pin(async { Err(unserved()) })
+    }
+
+    /// Moves the leadership of replicated consumer `name`'s group of stream `stream` of
+    /// `account` to another peer (`CONSUMER.LEADER.STEPDOWN`); by default not served (10036).
+    fn step_down_consumer(&self, account: &str, stream: &str, name: &str) -> Pending<()> {
+        let _ = (account, stream, name);
         Box::pin(async { Err(unserved()) })
     }
 
@@ -388,12 +407,15 @@ impl Inner {
         Some((hook, account))
     }
 
-    /// `CONSUMER.CREATE` of a replicated consumer (see [`wants_group`]) of copy `stream`:
-    /// the answer; `None` without a hook.
+    /// `CONSUMER.CREATE` of a replicated consumer (see [`wants_group`]) of copy `stream`
+    /// (`action`: the request's, `create`, `update` or empty): the answer; `None` without a
+    /// hook. An existing consumer with another configuration is updated as on a single
+    /// server (its rules: [`ConsumerConfig::check_update`]; 10148 for `action: create`).
     pub(crate) async fn create_replicated_consumer(
         &self,
         stream: &StreamConfig,
         cfg: ConsumerConfig,
+        action: &str,
     ) -> Option<Result<ConsumerInfo, ApiError>> {
         let (hook, account) = self.replication()?;
         let create = async {
@@ -410,22 +432,41 @@ impl Inner {
             cfg.num_replicas = replicas;
             super::retention::check_config(stream, &cfg)?;
             let name = cfg.consumer_name().unwrap_or_default().to_owned();
-            // A workqueue's rules against the stream's other consumers (the replicated ones
-            // the cluster assigned; this one again with the same configuration is no new one).
-            if stream.retention == Retention::WorkQueue {
-                let existing: Vec<ConsumerConfig> = hook
-                    .consumer_names(&account, &stream.name)
-                    .iter()
-                    .filter(|n| **n != name)
-                    .filter_map(|n| hook.consumer(&account, &stream.name, n))
-                    .map(|c| c.config)
-                    .collect();
-                super::retention::check_new_consumer(stream, &existing, &cfg)?;
+            match hook.consumer(&account, &stream.name, &name) {
+                Some(old) if old.config == cfg => {}
+                Some(_) if action == "create" => {
+                    return Err(JsError::ConsumerAlreadyExists.err());
+                }
+                Some(old) => {
+                    old.config.check_update(&cfg)?;
+                    hook.update_consumer(&account, &stream.name, cfg.clone())
+                        .await?;
+                }
+                None if action == "update" => return Err(JsError::ConsumerDoesNotExist.err()),
+                None => {
+                    // A workqueue's rules against the stream's other consumers (the
+                    // replicated ones the cluster assigned).
+                    if stream.retention == Retention::WorkQueue {
+                        let existing: Vec<ConsumerConfig> = hook
+                            .consumer_names(&account, &stream.name)
+                            .iter()
+                            .filter(|n| **n != name)
+                            .filter_map(|n| hook.consumer(&account, &stream.name, n))
+                            .map(|c| c.config)
+                            .collect();
+                        super::retention::check_new_consumer(stream, &existing, &cfg)?;
+                    }
+                    hook.create_consumer(&account, &stream.name, cfg.clone())
+                        .await?
+                }
             }
-            hook.create_consumer(&account, &stream.name, cfg.clone())
-                .await?;
             let mut info = match self.replicated_consumer_record(&stream.name, &name) {
-                Some(info) => info,
+                // The configuration the cluster holds (the record gets it with the leader's
+                // next write).
+                Some(info) => ConsumerInfo {
+                    config: cfg.clone(),
+                    ..info
+                },
                 None => super::consumer::info_of_config(&stream.name, &name, now_ns(), &cfg),
             };
             info.cluster = hook
@@ -505,14 +546,27 @@ impl Inner {
             .unwrap_or_default()
     }
 
-    /// The cluster block of replicated consumer `name` of `stream`, if it is one known here.
-    pub(crate) fn replicated_consumer_cluster(
+    /// Replicated consumer `name` of `stream` (its configuration and cluster block), if it
+    /// is one known here.
+    pub(crate) fn replicated_consumer(
         &self,
         stream: &str,
         name: &str,
-    ) -> Option<ClusterInfo> {
+    ) -> Option<ReplicatedConsumer> {
         let (hook, account) = self.replication()?;
-        hook.consumer(&account, stream, name).map(|c| c.cluster)
+        hook.consumer(&account, stream, name)
+    }
+
+    /// `CONSUMER.LEADER.STEPDOWN` of replicated consumer `name` of `stream`: the answer;
+    /// `None` when it is not one known here (or the server has no hook).
+    pub(crate) async fn step_down_replicated_consumer(
+        &self,
+        stream: &str,
+        name: &str,
+    ) -> Option<Result<(), ApiError>> {
+        let (hook, account) = self.replication()?;
+        hook.consumer(&account, stream, name)?;
+        Some(hook.step_down_consumer(&account, stream, name).await)
     }
 
     /// The info of replicated consumer `name` of `stream` from this member's stored record
@@ -702,8 +756,10 @@ impl JetStream {
     /// Starts the task of replicated consumer `config` (see [`wants_group`]) on this member's
     /// copy of stream `stream`, from `record` (its group's last applied state record; `None`:
     /// a new consumer created at `created_ns`), its state records going to `sink` (the
-    /// group's proposals): hubd does this on the member leading the consumer's group. A task
-    /// running already is stopped first.
+    /// group's proposals): hubd does this on the member leading the consumer's group. The
+    /// configuration is `config` (the cluster's, which an update may have changed since the
+    /// record was written), the creation time the record's. A task running already is
+    /// stopped first.
     pub async fn start_group_consumer(
         &self,
         stream: &str,
@@ -718,10 +774,13 @@ impl JetStream {
         };
         let name = config.consumer_name().unwrap_or_default().to_owned();
         self.stop_group_consumer(stream, &name, true).await;
-        let (config, created_ns) = match &record {
-            Some(bytes) => super::consumer::decode_record(bytes)
-                .map_err(|e| JsError::ConsumerCreate.with(&e))?,
-            None => (config, created_ns),
+        let created_ns = match &record {
+            Some(bytes) => {
+                super::consumer::decode_record(bytes)
+                    .map_err(|e| JsError::ConsumerCreate.with(&e))?
+                    .1
+            }
+            None => created_ns,
         };
         let handle = super::consumer::start_with_sink(
             &s,
@@ -735,6 +794,27 @@ impl JetStream {
         .map_err(|e| JsError::ConsumerCreate.with(&e))?;
         s.add_consumer(handle);
         Ok(())
+    }
+
+    /// Gives the task of replicated consumer `config`'s name on this member's copy of
+    /// `stream`, if it runs here, the configuration `config` (an update the cluster agreed
+    /// on), as `CONSUMER.CREATE` updates a single server's consumer. Whether it ran.
+    pub async fn update_group_consumer(&self, stream: &str, config: ConsumerConfig) -> bool {
+        let Some(s) = self.inner.stream(stream) else {
+            return false;
+        };
+        let Some(c) = s.consumer(config.consumer_name().unwrap_or_default()) else {
+            return false;
+        };
+        if c.config() == config {
+            return true;
+        }
+        *c.config
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = config.clone();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        c.send(super::handle::Cmd::Update(Box::new(config), tx));
+        rx.await.is_ok()
     }
 
     /// Stops the task of consumer `name` of this member's copy of `stream`, waiting for its

@@ -21,10 +21,16 @@
 //! * **Pull requests on any member**: one arriving where the task does not run is forwarded
 //!   to the group's leader as the group's RPC [`NEXT`] ([`MetaGroup::forward_pull`]); the
 //!   leader's task answers the client's reply subject over the routes.
+//! * **Stepdown** ([`MetaGroup::step_down_consumer`], `CONSUMER.LEADER.STEPDOWN`): the leader
+//!   stops its task and holds it while another member is elected.
+//! * **Updates** ([`MetaGroup::update_consumer`]): the configuration lives in the meta
+//!   assignment; each peer follows it ([`ConsumerGroup::follow_config`]) and the task gets it.
+//! * **A new leader starts the task once its whole log is applied**, not only up to
+//!   `ensure_linearizable`'s read point (see [`lead`]).
 
 use std::collections::BTreeSet;
 use std::io;
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use leaf_core::jetstream::accounts::AccountJetStreams;
@@ -38,6 +44,7 @@ use leaf_proto::subject::subject_matches;
 use leaf_proto::time::now_ns;
 use leaf_store::StoreError;
 use openraft::ServerState;
+use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::consumer_machine::ConsumerMachine;
@@ -57,6 +64,9 @@ const COMMIT_WITHIN: Duration = Duration::from_secs(10);
 /// How long a failed proposal holds the task before it tries again (no hot loop while the
 /// lead moves).
 const RETRY_AFTER: Duration = Duration::from_millis(200);
+/// How long a leader that stepped down keeps its task stopped at most while another member
+/// is elected (the meta group's hand-over silence).
+const STEPDOWN_HOLD: Duration = Duration::from_secs(15);
 
 /// The name of consumer `name`'s group of stream `stream` of `account`, created at
 /// `created_ns` (`C-` and 8 base62 characters).
@@ -79,7 +89,11 @@ pub struct ConsumerGroup {
     pub stream: String,
     /// The consumer's name.
     pub consumer: String,
-    config: ConsumerConfig,
+    /// The configuration of the assignment (updated as the meta group applies updates).
+    config: Mutex<ConsumerConfig>,
+    /// Until when this member does not run the task although it leads (it stepped down and
+    /// waits for another leader).
+    held: Mutex<Option<Instant>>,
     machine: ConsumerMachine,
     js: JetStream,
     /// The meta group (the stream's group and the assignments are reached through it).
@@ -131,7 +145,8 @@ impl ConsumerGroup {
             account: ca.account.clone(),
             stream: ca.stream.clone(),
             consumer: ca.name.clone(),
-            config,
+            config: Mutex::new(config),
+            held: Mutex::new(None),
             machine,
             js: js.clone(),
             meta: Arc::downgrade(meta),
@@ -155,6 +170,74 @@ impl ConsumerGroup {
     /// The engine of the stream's copy.
     pub fn engine(&self) -> &JetStream {
         &self.js
+    }
+
+    /// The configuration of the assignment.
+    fn config(&self) -> ConsumerConfig {
+        self.config
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Follows assignment `ca`'s configuration (a `CONSUMER.CREATE` update applied by the
+    /// meta group): kept for the next start of the task, and given to the task if it runs
+    /// here.
+    pub async fn follow_config(&self, ca: &ConsumerAssignment) {
+        let Ok(config) = serde_json::from_str::<ConsumerConfig>(&ca.config) else {
+            return;
+        };
+        {
+            let mut current = self.config.lock().unwrap_or_else(PoisonError::into_inner);
+            if *current == config {
+                return;
+            }
+            *current = config.clone();
+        }
+        info!(stream = %self.stream, consumer = %self.consumer,
+              "JetStream cluster: a replicated consumer's configuration updated");
+        self.js.update_group_consumer(&self.stream, config).await;
+    }
+
+    /// Makes `members` the group's voters if this member leads it (see
+    /// [`super::group::change_members`]); `None` when it does not.
+    pub async fn change_members(&self, members: &[(u64, String)]) -> Option<Result<(), ApiError>> {
+        let what = format!("consumer {}", self.consumer);
+        super::group::change_members(&self.raft, members, COMMIT_WITHIN, &what).await
+    }
+
+    /// Whether this member holds its task back after a stepdown.
+    fn held(&self) -> bool {
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        match *held {
+            Some(until) if Instant::now() < until => true,
+            Some(_) => {
+                *held = None;
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Steps down if this member leads the group (`CONSUMER.LEADER.STEPDOWN`): the task is
+    /// stopped first (its write in flight finished: nothing it answered is lost, and no
+    /// proposal keeps the followers from their election), then the group's heartbeats stop
+    /// until another member leads ([`super::group::hand_over`]). Whether it led.
+    pub async fn step_down(&self) -> bool {
+        let own = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            if m.state != ServerState::Leader {
+                return false;
+            }
+            m.id
+        };
+        *self.held.lock().unwrap_or_else(PoisonError::into_inner) =
+            Some(Instant::now() + STEPDOWN_HOLD);
+        self.js
+            .stop_group_consumer(&self.stream, &self.consumer, true)
+            .await;
+        super::group::hand_over(&self.raft, own, &format!("consumer {}", self.consumer))
     }
 
     /// The group's leader (its name) and the other peers (what this member knows of them).
@@ -254,6 +337,10 @@ async fn follow_leadership(group: Weak<ConsumerGroup>) {
         let Some(g) = group.upgrade() else {
             break;
         };
+        if !leads {
+            *g.held.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        }
+        let leads = leads && !g.held();
         if !leads && running {
             g.js.stop_group_consumer(&g.stream, &g.consumer, true).await;
             running = false;
@@ -280,14 +367,35 @@ async fn lead(g: &Arc<ConsumerGroup>) -> bool {
         Ok(Ok(_)) => {}
         _ => return false,
     }
+    // A leader restarted within its term (openraft 0.9 resumes it without an election) reads
+    // from its term's first entry and its committed index saved lazily, both possibly behind
+    // what it committed before the restart: the record would be stale, and the task would
+    // propose that stale state over the committed one. Everything in a leader's log is
+    // committed in the end (a leader never truncates its own log): the task starts once all
+    // of it is applied.
+    let last = g.raft.metrics().borrow().last_log_index;
+    let applied = g
+        .raft
+        .wait(Some(CATCH_UP))
+        .applied_index_at_least(last, "the leader's log applied")
+        .await;
+    if applied.is_err() {
+        return false;
+    }
     let record = g.machine.applied_record();
     let sink = Arc::new(Proposals(Arc::downgrade(g)));
+    let config = g.config();
     match g
         .js
-        .start_group_consumer(&g.stream, g.config.clone(), now_ns(), record, sink)
+        .start_group_consumer(&g.stream, config.clone(), now_ns(), record, sink)
         .await
     {
         Ok(()) => {
+            // An update applied while the task started.
+            let now = g.config();
+            if now != config {
+                g.js.update_group_consumer(&g.stream, now).await;
+            }
             info!(stream = %g.stream, consumer = %g.consumer,
                   "JetStream cluster: this member leads the consumer and runs it");
             true
@@ -451,6 +559,64 @@ impl MetaGroup {
             Some(super::meta::Refusal::WorkQueue(e)) => Err(e),
             Some(r) => Err(ApiError::general(&r.to_string())),
         }
+    }
+
+    /// Updates the replicated consumer `config` of stream `stream` of `account` (checked by the
+    /// core): the new configuration through the meta group; each peer keeps it for its next
+    /// start of the task, and the member running the task gives it the new configuration as
+    /// it applies the update ([`ConsumerGroup::follow_config`]).
+    pub async fn update_consumer(
+        &self,
+        account: &str,
+        stream: &str,
+        config: ConsumerConfig,
+    ) -> Result<(), ApiError> {
+        let name = config.consumer_name().unwrap_or_default().to_owned();
+        let text = serde_json::to_string(&config).map_err(|e| ApiError::general(&e.to_string()))?;
+        let proposed = self
+            .propose(MetaCommand::UpdateConsumer {
+                account: account.to_owned(),
+                stream: stream.to_owned(),
+                name,
+                config: text,
+            })
+            .await
+            .map_err(|_| unavailable())?;
+        match proposed.reply.refused {
+            None => Ok(()),
+            Some(_) => Err(JsError::ConsumerNotFound.err()),
+        }
+    }
+
+    /// `CONSUMER.LEADER.STEPDOWN` of replicated consumer `name` of stream `stream` of
+    /// `account`: its group's leader steps down, here or asked over the transport (the
+    /// leader this member knows, else each peer in turn). Errors: 10014 (no such consumer),
+    /// 10008 (no leader answered).
+    pub async fn step_down_consumer(
+        &self,
+        account: &str,
+        stream: &str,
+        name: &str,
+    ) -> Result<(), ApiError> {
+        let key = (account.to_owned(), stream.to_owned(), name.to_owned());
+        let ca = self
+            .state()
+            .consumers
+            .get(&key)
+            .cloned()
+            .ok_or_else(|| JsError::ConsumerNotFound.err())?;
+        let here = self.consumer_group_named(&ca.group.name);
+        if let Some(cg) = &here {
+            if cg.step_down().await {
+                return Ok(());
+            }
+        }
+        let known = here.and_then(|cg| cg.raft.metrics().borrow().current_leader);
+        let targets = self.leader_targets(known, &ca.group.peers);
+        if self.ask_stepdown(&ca.group.name, targets).await {
+            return Ok(());
+        }
+        Err(unavailable())
     }
 
     /// Removes the replicated consumer `name` of stream `stream` of `account`.

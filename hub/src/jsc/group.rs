@@ -45,7 +45,7 @@ pub const META: &str = "meta";
 const TICK: Duration = Duration::from_millis(500);
 
 /// The deadline of a probe or a forwarded stepdown.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+pub(super) const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a stream change sent to its group's leader (`STREAM.PURGE`, `MSG.DELETE`) may
 /// take: its proposal, commit and apply (the leader gives up after 30 s itself).
 const OP_TIMEOUT: Duration = Duration::from_secs(35);
@@ -84,11 +84,11 @@ pub struct MetaGroup {
     consumers: Mutex<HashMap<String, Arc<ConsumerGroup>>>,
     /// The assignments as this member's state machine applied them.
     state: watch::Receiver<MetaState>,
-    system: Arc<Account>,
+    pub(super) system: Arc<Account>,
     names: Mutex<Names>,
     /// Names of members already reported (collisions, nats-server with JetStream).
     reported: Mutex<HashSet<String>>,
-    subs: Mutex<Vec<SubRef>>,
+    pub(super) subs: Mutex<Vec<SubRef>>,
 }
 
 /// The Raft timings of the meta group: heartbeats every 250 ms, elections after 1.5-3 s
@@ -157,6 +157,7 @@ impl MetaGroup {
         });
         transport.serve(Arc::new(MetaHandler(Arc::downgrade(&group))));
         group.serve_stepdown()?;
+        group.serve_server_remove()?;
         info!(
             node_id = own,
             expected = group.expected(),
@@ -204,7 +205,8 @@ impl MetaGroup {
         ca: &ConsumerAssignment,
         js: &JetStream,
     ) -> Result<(), String> {
-        if self.consumer_group_named(&ca.group.name).is_some() {
+        if let Some(running) = self.consumer_group_named(&ca.group.name) {
+            running.follow_config(ca).await;
             return Ok(());
         }
         let g = ConsumerGroup::start(self, ca, js).await?;
@@ -584,7 +586,11 @@ impl MetaGroup {
         }
     }
 
-    fn member_name(&self, m: &openraft::RaftMetrics<u64, Member>, id: u64) -> Option<String> {
+    pub(super) fn member_name(
+        &self,
+        m: &openraft::RaftMetrics<u64, Member>,
+        id: u64,
+    ) -> Option<String> {
         if id == self.own {
             return Some(self.name.clone());
         }
@@ -687,21 +693,35 @@ impl MetaGroup {
         Ok((sa, here))
     }
 
-    /// The members to ask for something only `sa`'s group leader does: the leader this
-    /// member's group (`here`) knows, then each peer, never this member.
-    pub(super) fn leader_targets(
-        &self,
-        sa: &StreamAssignment,
-        here: Option<&StreamGroup>,
-    ) -> Vec<u64> {
-        let mut targets: Vec<u64> = here
-            .and_then(|sg| sg.raft.metrics().borrow().current_leader)
+    /// The members to ask for something only a group's leader does: `leader` (the leader this
+    /// member's copy of the group knows), then each of `peers`, never this member.
+    pub(super) fn leader_targets(&self, leader: Option<u64>, peers: &[u64]) -> Vec<u64> {
+        let mut targets: Vec<u64> = leader
             .into_iter()
-            .chain(sa.group.peers.iter().copied())
+            .chain(peers.iter().copied())
             .filter(|id| *id != self.own)
             .collect();
         targets.dedup();
         targets
+    }
+
+    /// Asks each of `targets` in turn to step down as leader of group `group` (its
+    /// `stepdown` RPC): whether one did.
+    pub(super) async fn ask_stepdown(&self, group: &str, targets: Vec<u64>) -> bool {
+        for target in targets {
+            let answer = self
+                .transport
+                .request(target, group, "stepdown", &[], PROBE_TIMEOUT)
+                .await;
+            if answer
+                .ok()
+                .and_then(|a| postcard::from_bytes::<bool>(&a).ok())
+                == Some(true)
+            {
+                return true;
+            }
+        }
+        false
     }
 
     /// `STREAM.LEADER.STEPDOWN` of replicated stream `name` of `account`: its group's leader
@@ -709,22 +729,13 @@ impl MetaGroup {
     /// peer in turn). Errors: 10059 (no such stream), 10008 (no leader answered).
     pub async fn step_down_stream(&self, account: &str, name: &str) -> Result<(), ApiError> {
         let (sa, here) = self.assigned(account, name)?;
-        let group = sa.group.name.clone();
         if here.as_ref().is_some_and(|sg| sg.step_down(self.own)) {
             return Ok(());
         }
-        for target in self.leader_targets(&sa, here.as_deref()) {
-            let answer = self
-                .transport
-                .request(target, &group, "stepdown", &[], PROBE_TIMEOUT)
-                .await;
-            if answer
-                .ok()
-                .and_then(|a| postcard::from_bytes::<bool>(&a).ok())
-                == Some(true)
-            {
-                return Ok(());
-            }
+        let known = here.and_then(|sg| sg.raft.metrics().borrow().current_leader);
+        let targets = self.leader_targets(known, &sa.group.peers);
+        if self.ask_stepdown(&sa.group.name, targets).await {
+            return Ok(());
         }
         Err(JsError::ClusterNotAvail.err())
     }
@@ -747,7 +758,8 @@ impl MetaGroup {
             }
         }
         let body = postcard::to_allocvec(&op).map_err(|e| ApiError::general(&e.to_string()))?;
-        for target in self.leader_targets(&sa, here.as_deref()) {
+        let known = here.and_then(|sg| sg.raft.metrics().borrow().current_leader);
+        for target in self.leader_targets(known, &sa.group.peers) {
             let answer = self
                 .transport
                 .request(target, &group, "op", &body, OP_TIMEOUT)
@@ -780,7 +792,11 @@ impl MetaGroup {
         };
         let rpc = super::stream_group::SEES_CONSUMER;
         let ttl = super::stream_group::SEES_WITHIN + Duration::from_millis(500);
-        for target in self.leader_targets(&sa, here.as_deref()) {
+        for target in self.leader_targets(
+            here.as_ref()
+                .and_then(|sg| sg.raft.metrics().borrow().current_leader),
+            &sa.group.peers,
+        ) {
             let answer = self
                 .transport
                 .request(target, &sa.group.name, rpc, &body, ttl)
@@ -802,27 +818,43 @@ impl MetaGroup {
         sa: &StreamAssignment,
         peers: &[u64],
     ) -> Result<(), ApiError> {
+        self.set_members(&sa.group.name, &sa.group.peers, peers)
+            .await
+    }
+
+    /// Makes `peers` the voters of group `group` (a stream's or a consumer's, whose peers were
+    /// `old`) through its leader, as [`MetaGroup::set_stream_members`].
+    pub async fn set_members(
+        &self,
+        group: &str,
+        old: &[u64],
+        peers: &[u64],
+    ) -> Result<(), ApiError> {
         let members: Vec<(u64, String)> = peers
             .iter()
             .map(|id| (*id, self.name_of(*id).unwrap_or_else(|| id.to_string())))
             .collect();
         let body =
             postcard::to_allocvec(&members).map_err(|e| ApiError::general(&e.to_string()))?;
-        let group = sa.group.name.clone();
         let deadline = tokio::time::Instant::now() + OP_TIMEOUT;
         loop {
-            if let Some(sg) = self.stream_group_named(&group) {
-                if let Some(answer) = sg.change_members(&members).await {
-                    return answer;
-                }
+            let here = match self.stream_group_named(group) {
+                Some(sg) => sg.change_members(&members).await,
+                None => match self.consumer_group_named(group) {
+                    Some(cg) => cg.change_members(&members).await,
+                    None => None,
+                },
+            };
+            if let Some(answer) = here {
+                return answer;
             }
-            let mut targets: Vec<u64> = peers.iter().chain(&sa.group.peers).copied().collect();
+            let mut targets: Vec<u64> = peers.iter().chain(old).copied().collect();
             targets.retain(|id| *id != self.own);
             targets.dedup();
             for target in targets {
                 let answer = self
                     .transport
-                    .request(target, &group, "members", &body, OP_TIMEOUT)
+                    .request(target, group, "members", &body, OP_TIMEOUT)
                     .await
                     .ok()
                     .and_then(|a| postcard::from_bytes::<Option<Result<(), ApiError>>>(&a).ok());
@@ -839,26 +871,44 @@ impl MetaGroup {
 
     /// Serves `$JS.API.META.LEADER.STEPDOWN` in the system account.
     fn serve_stepdown(self: &Arc<Self>) -> Result<(), String> {
-        let (tx, mut rx) = mpsc::channel::<String>(16);
+        self.serve_system_request(b"$JS.API.META.LEADER.STEPDOWN", |g, _| async move {
+            g.stepdown_request().await
+        })
+    }
+
+    /// Serves the API requests on `subject` in the system account: each answered with what
+    /// `handle` gives for its body (one at a time, in order; at most 16 waiting, more are
+    /// dropped and the requester times out).
+    pub(super) fn serve_system_request<F, Fut>(
+        self: &Arc<Self>,
+        subject: &[u8],
+        handle: F,
+    ) -> Result<(), String>
+    where
+        F: Fn(Arc<MetaGroup>, Vec<u8>) -> Fut + Send + 'static,
+        Fut: Future<Output = Value> + Send,
+    {
+        let (tx, mut rx) = mpsc::channel::<(String, Vec<u8>)>(16);
         let sub = self
             .system
-            .subscribe_internal(
-                b"$JS.API.META.LEADER.STEPDOWN",
-                None,
-                Arc::new(StepdownSink(tx)),
-            )
-            .map_err(|e| format!("JetStream cluster: cannot serve the meta stepdown: {e}"))?;
+            .subscribe_internal(subject, None, Arc::new(RequestSink(tx)))
+            .map_err(|e| {
+                format!(
+                    "JetStream cluster: cannot serve {}: {e}",
+                    String::from_utf8_lossy(subject)
+                )
+            })?;
         self.subs
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push(sub);
         let weak = Arc::downgrade(self);
         tokio::spawn(async move {
-            while let Some(reply) = rx.recv().await {
+            while let Some((reply, body)) = rx.recv().await {
                 let Some(g) = weak.upgrade() else {
                     break;
                 };
-                let answer = g.stepdown_request().await;
+                let answer = handle(g.clone(), body).await;
                 g.system.publish(&Msg {
                     subject: reply.as_bytes(),
                     reply: None,
@@ -906,6 +956,56 @@ impl Drop for MetaGroup {
     }
 }
 
+/// Makes `members` (node id, server name) the voters of `raft`'s group (`what`, for the log)
+/// if this member leads it: the new ones added as learners first (waiting until they caught
+/// up: from the log or a snapshot), then the voters replaced; each step within `within`.
+/// `None` when this member does not lead.
+pub(super) async fn change_members<C>(
+    raft: &openraft::Raft<C>,
+    members: &[(u64, String)],
+    within: Duration,
+    what: &str,
+) -> Option<Result<(), ApiError>>
+where
+    C: openraft::RaftTypeConfig<
+        NodeId = u64,
+        Node = Member,
+        Responder = openraft::impls::OneshotResponder<C>,
+    >,
+{
+    if raft.metrics().borrow().state != ServerState::Leader {
+        return None;
+    }
+    let unavailable = |e: &dyn std::fmt::Display| {
+        warn!(group = %what, error = %e, "JetStream cluster: the group's peers not changed");
+        Some(Err(JsError::ClusterNotAvail.err()))
+    };
+    let voters: BTreeSet<u64> = raft
+        .metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .voter_ids()
+        .collect();
+    for (id, name) in members.iter().filter(|(id, _)| !voters.contains(id)) {
+        let member = Member { name: name.clone() };
+        match tokio::time::timeout(within, raft.add_learner(*id, member, true)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return unavailable(&e),
+            Err(e) => return unavailable(&e),
+        }
+    }
+    let ids: BTreeSet<u64> = members.iter().map(|(id, _)| *id).collect();
+    match tokio::time::timeout(within, raft.change_membership(ids, false)).await {
+        Ok(Ok(_)) => {
+            info!(group = %what, peers = ?members, "JetStream cluster: the group's peers changed");
+            Some(Ok(()))
+        }
+        Ok(Err(e)) => unavailable(&e),
+        Err(e) => unavailable(&e),
+    }
+}
+
 /// Steps down if this member (`own`) leads `raft`'s group: its heartbeats stop until another
 /// member has been elected (at most [`STEPDOWN_SILENCE`]; openraft 0.9 has no leadership
 /// transfer), so the followers' election timeouts fire. Returns whether it led.
@@ -935,14 +1035,14 @@ where
     true
 }
 
-/// The stepdown request's subscription: the reply subject queued for the group's task (at
-/// most 16 waiting; more are dropped, the requester times out).
-struct StepdownSink(mpsc::Sender<String>);
+/// A system API request's subscription: the reply subject and body queued for the group's
+/// task (see [`MetaGroup::serve_system_request`]).
+struct RequestSink(mpsc::Sender<(String, Vec<u8>)>);
 
-impl InternalSink for StepdownSink {
+impl InternalSink for RequestSink {
     fn deliver(&self, msg: &Msg<'_>, _from: &Publisher) {
         if let Some(reply) = msg.reply.and_then(|r| std::str::from_utf8(r).ok()) {
-            let _ = self.0.try_send(reply.to_owned());
+            let _ = self.0.try_send((reply.to_owned(), msg.payload.to_vec()));
         }
     }
 }
@@ -961,16 +1061,30 @@ impl Handler for MetaHandler {
         let weak = self.0.clone();
         Box::pin(async move {
             let g = weak.upgrade()?;
+            // A group not running here answers a change of members at once (its proposer
+            // goes on to the next peer instead of waiting out the request).
+            let not_here = || postcard::to_allocvec(&None::<Result<(), ApiError>>).ok();
             if group.starts_with("C-") {
-                let cg = g.consumer_group_named(&group)?;
+                let Some(cg) = g.consumer_group_named(&group) else {
+                    return if rpc == "members" { not_here() } else { None };
+                };
                 drop(g);
                 if rpc == super::consumer_group::NEXT {
                     return cg.serve_forwarded(&body);
                 }
+                if rpc == "stepdown" {
+                    return postcard::to_allocvec(&cg.step_down().await).ok();
+                }
+                if rpc == "members" {
+                    let members: Vec<(u64, String)> = postcard::from_bytes(&body).ok()?;
+                    return postcard::to_allocvec(&cg.change_members(&members).await).ok();
+                }
                 return serve_rpc(&cg.raft, &rpc, &body).await;
             }
             if group != META {
-                let sg = g.stream_group_named(&group)?;
+                let Some(sg) = g.stream_group_named(&group) else {
+                    return if rpc == "members" { not_here() } else { None };
+                };
                 let own = g.own;
                 drop(g);
                 if rpc == "stepdown" {
@@ -1005,6 +1119,9 @@ impl Handler for MetaHandler {
                 "probe" => postcard::to_allocvec(&g.probe_answer()).ok(),
                 "stepdown" => postcard::to_allocvec(&g.step_down()).ok(),
                 "propose" => g.serve_proposal(&body).await,
+                super::server_remove::REMOVE_RPC => {
+                    postcard::to_allocvec(&g.serve_remove_server(&body).await).ok()
+                }
                 other => serve_rpc(&g.raft, other, &body).await,
             }
         })

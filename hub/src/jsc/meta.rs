@@ -112,6 +112,30 @@ pub enum MetaCommand {
         /// The new configuration, as JSON text.
         config: String,
     },
+    /// Changes an assigned consumer's peers (its stream's peer replaced; its group's name
+    /// unchanged).
+    SetConsumerPeers {
+        /// The account.
+        account: String,
+        /// The stream.
+        stream: String,
+        /// The consumer.
+        name: String,
+        /// The peers' node ids.
+        peers: Vec<u64>,
+    },
+    /// Changes an assigned consumer's configuration (its group unchanged): a config update,
+    /// checked by the proposer with the single server's rules.
+    UpdateConsumer {
+        /// The account.
+        account: String,
+        /// The stream.
+        stream: String,
+        /// The consumer.
+        name: String,
+        /// The new configuration, as JSON text.
+        config: String,
+    },
 }
 
 /// What applying a command gave: `None` when it was applied, else why not (the proposer
@@ -210,6 +234,19 @@ impl MetaState {
         load
     }
 
+    /// The assignment of consumer `name` of stream `stream` of `account`, to change.
+    fn consumer_mut(
+        &mut self,
+        account: &str,
+        stream: &str,
+        name: &str,
+    ) -> Result<&mut ConsumerAssignment, Refusal> {
+        let key = (account.to_owned(), stream.to_owned(), name.to_owned());
+        self.consumers
+            .get_mut(&key)
+            .ok_or(Refusal::ConsumerNotFound)
+    }
+
     /// Applies `cmd`; a refused command changes nothing.
     pub fn apply(&mut self, cmd: &MetaCommand) -> Result<(), Refusal> {
         match cmd {
@@ -294,6 +331,26 @@ impl MetaState {
                     return Err(Refusal::SubjectsOverlap);
                 }
                 self.streams.insert(key, updated);
+                Ok(())
+            }
+            MetaCommand::SetConsumerPeers {
+                account,
+                stream,
+                name,
+                peers,
+            } => {
+                let ca = self.consumer_mut(account, stream, name)?;
+                ca.group.peers.clone_from(peers);
+                Ok(())
+            }
+            MetaCommand::UpdateConsumer {
+                account,
+                stream,
+                name,
+                config,
+            } => {
+                let ca = self.consumer_mut(account, stream, name)?;
+                ca.config.clone_from(config);
                 Ok(())
             }
         }
@@ -470,6 +527,42 @@ mod tests {
         assert_eq!(state.apply(&remove), Ok(()));
         assert_eq!(state.apply(&remove), Err(Refusal::ConsumerNotFound));
         assert_eq!(state.streams.len(), 1);
+    }
+
+    /// An update changes a consumer's configuration alone; one not assigned is refused.
+    #[test]
+    fn consumers_are_updated_in_place() {
+        let mut state = MetaState::default();
+        state.apply(&stream("S", "{}")).unwrap();
+        state.apply(&consumer("S", "C1")).unwrap();
+        let update = |name: &str| MetaCommand::UpdateConsumer {
+            account: "$G".into(),
+            stream: "S".into(),
+            name: name.into(),
+            config: r#"{"ack_wait":1}"#.into(),
+        };
+        assert_eq!(state.apply(&update("C2")), Err(Refusal::ConsumerNotFound));
+        let peers = |name: &str| MetaCommand::SetConsumerPeers {
+            account: "$G".into(),
+            stream: "S".into(),
+            name: name.into(),
+            peers: vec![1, 3, 4],
+        };
+        assert_eq!(state.apply(&peers("C2")), Err(Refusal::ConsumerNotFound));
+        assert_eq!(state.apply(&peers("C1")), Ok(()));
+        assert_eq!(state.apply(&update("C1")), Ok(()));
+        let ca = &state.consumers[&("$G".to_owned(), "S".to_owned(), "C1".to_owned())];
+        assert_eq!(ca.config, r#"{"ack_wait":1}"#);
+        assert_eq!(
+            (ca.group.name.as_str(), &ca.group.peers[..]),
+            ("C-C1", &[1, 3, 4][..])
+        );
+        // Assigned again with the new configuration: no change.
+        let mut again = consumer("S", "C1");
+        if let MetaCommand::AssignConsumer(ca) = &mut again {
+            ca.config = r#"{"ack_wait":1}"#.into();
+        }
+        assert_eq!(state.apply(&again), Ok(()));
     }
 
     #[test]

@@ -41,6 +41,7 @@ pub mod propose;
 pub mod reads;
 pub mod replication;
 pub mod rollup;
+pub mod server_remove;
 pub mod store;
 pub mod stream_group;
 pub mod stream_machine;

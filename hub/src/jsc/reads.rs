@@ -175,7 +175,11 @@ impl MetaGroup {
         }
         let body = postcard::to_allocvec(&read).map_err(|e| ApiError::general(&e.to_string()))?;
         let deadline = Instant::now() + FORWARD_WITHIN;
-        for target in self.leader_targets(&sa, here.as_deref()) {
+        for target in self.leader_targets(
+            here.as_ref()
+                .and_then(|sg| sg.raft.metrics().borrow().current_leader),
+            &sa.group.peers,
+        ) {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break;

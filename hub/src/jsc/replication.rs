@@ -26,7 +26,7 @@ use leaf_proto::time::now_ns;
 use leaf_store::PurgeRequest;
 
 use super::group::MetaGroup;
-use super::meta::{MetaCommand, RaftGroup, Refusal, StreamAssignment};
+use super::meta::{ConsumerAssignment, MetaCommand, RaftGroup, Refusal, StreamAssignment};
 use super::placement::{self, NoPeers, Voter};
 use super::stream_machine::DiscardNew;
 use super::types::{OpReply, StreamOp};
@@ -56,6 +56,22 @@ impl ClusterStreams {
 /// 10008: no meta leader, or it did not answer.
 fn unavailable() -> ApiError {
     JsError::ClusterNotAvail.err()
+}
+
+impl ClusterStreams {
+    /// `work` with the meta group, later (10008 once the group is gone).
+    fn with_group<T, F, Fut>(&self, work: F) -> Pending<T>
+    where
+        F: FnOnce(Arc<MetaGroup>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<T, ApiError>> + Send,
+        T: 'static,
+    {
+        let group = self.0.clone();
+        Box::pin(async move {
+            let g = group.upgrade().ok_or_else(unavailable)?;
+            work(g).await
+        })
+    }
 }
 
 /// 10005 with the reason.
@@ -172,6 +188,16 @@ impl Replication for ClusterStreams {
             let g = group.upgrade().ok_or_else(unavailable)?;
             g.create_consumer(&account, &stream, config).await
         })
+    }
+
+    fn update_consumer(&self, account: &str, stream: &str, config: ConsumerConfig) -> Pending<()> {
+        let (account, stream) = (account.to_owned(), stream.to_owned());
+        self.with_group(|g| async move { g.update_consumer(&account, &stream, config).await })
+    }
+
+    fn step_down_consumer(&self, account: &str, stream: &str, name: &str) -> Pending<()> {
+        let (account, stream, name) = (account.to_owned(), stream.to_owned(), name.to_owned());
+        self.with_group(|g| async move { g.step_down_consumer(&account, &stream, &name).await })
     }
 
     fn delete_consumer(&self, account: &str, stream: &str, name: &str) -> Pending<()> {
@@ -351,13 +377,7 @@ impl MetaGroup {
         name: &str,
         peer: &str,
     ) -> Result<(), ApiError> {
-        let key = (account.to_owned(), name.to_owned());
-        let state = self.state();
-        let sa = state
-            .streams
-            .get(&key)
-            .cloned()
-            .ok_or_else(ApiError::stream_not_found)?;
+        let (sa, _) = self.assigned(account, name)?;
         let removed = sa
             .group
             .peers
@@ -365,6 +385,22 @@ impl MetaGroup {
             .copied()
             .find(|id| self.name_of(*id).as_deref() == Some(peer))
             .ok_or_else(|| JsError::ClusterPeerNotMember.err())?;
+        self.replace_stream_peer(account, name, removed).await
+    }
+
+    /// [`MetaGroup::remove_stream_peer`] of the peer with node id `removed` (`SERVER.REMOVE`
+    /// too, for each stream the server was a peer of).
+    pub(super) async fn replace_stream_peer(
+        self: &Arc<Self>,
+        account: &str,
+        name: &str,
+        removed: u64,
+    ) -> Result<(), ApiError> {
+        let state = self.state();
+        let (sa, _) = self.assigned(account, name)?;
+        if !sa.group.peers.contains(&removed) {
+            return Err(JsError::ClusterPeerNotMember.err());
+        }
         let online = self.online_tags();
         let m = self.raft.metrics().borrow().clone();
         let free: Vec<Voter> = m
@@ -406,25 +442,93 @@ impl MetaGroup {
             if let Err(e) = moved {
                 warn!(account = %account, stream = %name, error = %e,
                       "JetStream cluster: a stream's peer not removed");
+                return;
             }
+            g.replace_consumer_peers(&account, &name, removed, added.first().copied())
+                .await;
         });
         Ok(())
     }
 
-    /// Proposes `peers` as the peers of replicated stream `name` of `account`.
-    async fn set_peers(&self, account: &str, name: &str, peers: Vec<u64>) -> Result<(), ApiError> {
-        let proposed = self
-            .propose(MetaCommand::SetStreamPeers {
-                account: account.to_owned(),
-                name: name.to_owned(),
-                peers,
-            })
-            .await
-            .map_err(|_| unavailable())?;
+    /// After stream `name` of `account` lost peer `removed` (and gained `added`): the same
+    /// change for each of its replicated consumers whose group has `removed`, in the same three
+    /// steps (the new peer in the assignment, where it starts the consumer's group as its copy
+    /// is there; the group's leader makes it a learner, then a voter in the removed one's
+    /// place; the assignment without the removed peer). Failures are logged.
+    async fn replace_consumer_peers(
+        &self,
+        account: &str,
+        name: &str,
+        removed: u64,
+        added: Option<u64>,
+    ) {
+        let consumers: Vec<ConsumerAssignment> = self
+            .state()
+            .consumers
+            .values()
+            .filter(|ca| ca.account == account && ca.stream == name)
+            .filter(|ca| ca.group.peers.contains(&removed))
+            .cloned()
+            .collect();
+        for ca in consumers {
+            let mut with_new = ca.group.peers.clone();
+            with_new.extend(added.filter(|a| !with_new.contains(a)));
+            let last: Vec<u64> = with_new
+                .iter()
+                .copied()
+                .filter(|id| *id != removed)
+                .collect();
+            let mut moved = Ok(());
+            if added.is_some() {
+                moved = self.set_consumer_peers(&ca, with_new).await;
+            }
+            if moved.is_ok() {
+                moved = self
+                    .set_members(&ca.group.name, &ca.group.peers, &last)
+                    .await;
+            }
+            if moved.is_ok() {
+                moved = self.set_consumer_peers(&ca, last).await;
+            }
+            if let Err(e) = moved {
+                warn!(account = %account, stream = %name, consumer = %ca.name, error = %e,
+                      "JetStream cluster: a consumer's peer not removed");
+            }
+        }
+    }
+
+    /// Proposes `peers` as the peers of consumer assignment `ca`.
+    async fn set_consumer_peers(
+        &self,
+        ca: &ConsumerAssignment,
+        peers: Vec<u64>,
+    ) -> Result<(), ApiError> {
+        self.apply_command(MetaCommand::SetConsumerPeers {
+            account: ca.account.clone(),
+            stream: ca.stream.clone(),
+            name: ca.name.clone(),
+            peers,
+        })
+        .await
+    }
+
+    /// Proposes `cmd`: done, or the API error of its refusal (10008 when not applied).
+    async fn apply_command(&self, cmd: MetaCommand) -> Result<(), ApiError> {
+        let proposed = self.propose(cmd).await.map_err(|_| unavailable())?;
         match proposed.reply.refused {
             None => Ok(()),
             Some(r) => Err(refused(r)),
         }
+    }
+
+    /// Proposes `peers` as the peers of replicated stream `name` of `account`.
+    async fn set_peers(&self, account: &str, name: &str, peers: Vec<u64>) -> Result<(), ApiError> {
+        self.apply_command(MetaCommand::SetStreamPeers {
+            account: account.to_owned(),
+            name: name.to_owned(),
+            peers,
+        })
+        .await
     }
 
     /// Removes the replicated stream `name` of `account`.

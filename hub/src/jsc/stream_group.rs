@@ -453,41 +453,8 @@ impl StreamGroup {
     /// the new ones added as learners first (waiting until they caught up: from the log or a
     /// snapshot), then the voters replaced. `None` when this member does not lead.
     pub async fn change_members(&self, members: &[(u64, String)]) -> Option<Result<(), ApiError>> {
-        if self.raft.metrics().borrow().state != ServerState::Leader {
-            return None;
-        }
-        let unavailable = |e: &dyn std::fmt::Display| {
-            warn!(stream = %self.stream, error = %e, "JetStream cluster: the group's peers not changed");
-            Some(Err(JsError::ClusterNotAvail.err()))
-        };
-        let voters: std::collections::BTreeSet<u64> = self
-            .raft
-            .metrics()
-            .borrow()
-            .membership_config
-            .membership()
-            .voter_ids()
-            .collect();
-        for (id, name) in members.iter().filter(|(id, _)| !voters.contains(id)) {
-            let member = Member { name: name.clone() };
-            let added =
-                tokio::time::timeout(ANSWER_AT_MOST, self.raft.add_learner(*id, member, true))
-                    .await;
-            match added {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => return unavailable(&e),
-                Err(e) => return unavailable(&e),
-            }
-        }
-        let ids: std::collections::BTreeSet<u64> = members.iter().map(|(id, _)| *id).collect();
-        match tokio::time::timeout(ANSWER_AT_MOST, self.raft.change_membership(ids, false)).await {
-            Ok(Ok(_)) => {
-                info!(stream = %self.stream, peers = ?members, "JetStream cluster: the group's peers changed");
-                Some(Ok(()))
-            }
-            Ok(Err(e)) => unavailable(&e),
-            Err(e) => unavailable(&e),
-        }
+        let what = format!("stream {}", self.stream);
+        super::group::change_members(&self.raft, members, ANSWER_AT_MOST, &what).await
     }
 
     /// Answers a publish.

@@ -1119,6 +1119,14 @@ impl Task {
             ),
             None => (body, &b""[..]),
         };
+        // An ack of a delivery this task has not made: a previous leader of a replicated
+        // consumer made it and its state record was never committed (or a delivery lost
+        // with a restart). Neither taken nor answered: this task delivers the message
+        // (again) and takes its ack then, so a successful double ack always means a
+        // committed one.
+        if sseq > self.state.passed() && !self.state.ack.pending().contains_key(&sseq) {
+            return;
+        }
         let now = now_ns();
         self.state.last_ack_ns = now;
         let floor = self.state.ack.floor().1;
