@@ -1590,6 +1590,50 @@ mod tests {
         );
     }
 
+    /// The store lost its latest lazy applies in a crash (the marker, saved after them, did
+    /// not): the machine restarts from the last snapshot's marker, which the store holds,
+    /// the copy does not count as lost though the log was purged, and the lost entry applies
+    /// again alike.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn latest_lazy_applies_lost_apply_again_from_the_snapshot() {
+        let (dir, store) = store_with_stream().await;
+        let db = RaftDb::open(dir.path()).unwrap();
+        let mut m = StreamMachine::open(db.clone(), "S-x", store.clone(), "S", 0, 0).unwrap();
+        m.apply([batch_entry(1, vec![on("a", 1), on("b", 2)])])
+            .await
+            .unwrap();
+        m.build_snapshot().await.unwrap();
+        let third = flat(m.apply([batch_entry(2, vec![on("c", 3)])]).await.unwrap());
+        assert_eq!(third[0].seq, 3);
+        // What a crash leaves: the store without the last (lazy) commit, the marker with it.
+        let crashed = Store::open_memory(leaf_store::StoreOptions::default()).unwrap();
+        crashed.create_stream("S", b"{}".to_vec()).await.unwrap();
+        for seq in 1..=2 {
+            let kept = store.get("S", seq).unwrap().unwrap();
+            let msg = NewMessage {
+                subject: kept.subject,
+                headers: kept.headers,
+                payload: kept.payload,
+                ts_ns: kept.ts_ns,
+            };
+            crashed.append("S", msg).await.unwrap();
+        }
+        db.put_state("S-x", vec![("purged", Some(vec![0]))])
+            .await
+            .unwrap();
+        assert!(!copy_lost(&db, "S-x", &crashed, "S").unwrap());
+        let mut m = StreamMachine::open(db.clone(), "S-x", crashed.clone(), "S", 0, 0).unwrap();
+        assert_eq!(m.applied_state().await.unwrap().0.map(|l| l.index), Some(1));
+        let again = flat(m.apply([batch_entry(2, vec![on("c", 3)])]).await.unwrap());
+        assert_eq!((again[0].seq, again[0].duplicate), (3, false));
+        assert_eq!(contents(&crashed), contents(&store));
+        // Without a snapshot the store were lost for good once the log was purged.
+        db.put_state("S-x", vec![(SNAPSHOT, None)]).await.unwrap();
+        let empty = Store::open_memory(leaf_store::StoreOptions::default()).unwrap();
+        empty.create_stream("S", b"{}".to_vec()).await.unwrap();
+        assert!(copy_lost(&db, "S-x", &empty, "S").unwrap());
+    }
+
     /// A purge and a message delete are applied after the publishes before them, bounded by
     /// the applied state: applied again after a crash (the store holding later messages)
     /// they remove nothing of what followed them.
