@@ -5,7 +5,8 @@
 //! consumer records (the `jetstream` module of `leaf-core` builds on it).
 //!
 //! Durability contract: every write method returns a future that resolves `Ok` only after
-//! the redb commit holding the write was made durable (`Durability::Immediate`, one fsync).
+//! the redb commit holding the write was made durable (`Durability::Immediate`, one fsync);
+//! the one exception, [`Store::append_each_lazy`], says so (followed by [`Store::sync`]).
 //! Concurrent and pipelined callers share commits: the writer takes everything queued while
 //! the previous commit was in flight (up to [`StoreOptions::max_batch`]) into one transaction.
 //! The write methods send their operation to the writer *when called* (not when first
@@ -60,7 +61,7 @@ pub use repair::{QuickRepair, IDLE_BEFORE_RECORD};
 use backend::{BackendFactory, LimitBackend};
 use format::{decode, StateRec, StreamDef, SubjectRec};
 use queue::OpQueue;
-use writer::{Op, Writer};
+use writer::{Lazy, Op, Writer};
 
 /// The database file's name inside the store directory.
 pub const FILE_NAME: &str = "leaf.redb";
@@ -549,6 +550,7 @@ impl Store {
             scratch: Vec::new(),
             // Recorded once after open too: a repair at open leaves no record.
             unrecorded: true,
+            lazy_run: 0,
         };
         let thread = std::thread::Builder::new()
             .name("store-writer".into())
@@ -679,7 +681,31 @@ impl Store {
     ) -> impl Future<Output = Result<Vec<Result<Appended, StoreError>>, StoreError>> + Send + 'static
     {
         let name = name.to_string();
-        self.submit(move |r| Op::AppendEach(name, items, r))
+        self.submit(move |r| Op::AppendEach(name, items, Lazy::No, r))
+    }
+
+    /// [`Store::append_each`], but **not durable when it resolves**: the exception to the
+    /// durability contract, for a caller that holds the messages durably elsewhere (a
+    /// replicated stream's members, whose Raft log has them fsynced). A group of only such
+    /// appends is committed without an fsync; a crash may lose it and every commit after it,
+    /// never an earlier one (redb's commits are ordered). It becomes durable with the next
+    /// durable commit of the store: any other write, [`Store::sync`], the idle record
+    /// ([`QuickRepair::WhenIdle`]), or a lazy commit made durable anyway after 63 in a row
+    /// (which bounds the pages redb keeps until a durable commit).
+    pub fn append_each_lazy(
+        &self,
+        name: &str,
+        items: Vec<(NewMessage, Option<u64>)>,
+    ) -> impl Future<Output = Result<Vec<Result<Appended, StoreError>>, StoreError>> + Send + 'static
+    {
+        let name = name.to_string();
+        self.submit(move |r| Op::AppendEach(name, items, Lazy::Yes, r))
+    }
+
+    /// Resolves once everything written before the call is durable (one durable commit,
+    /// shared with whatever else is queued): after [`Store::append_each_lazy`].
+    pub fn sync(&self) -> impl Future<Output = Result<(), StoreError>> + Send + 'static {
+        self.submit(Op::Sync)
     }
 
     /// Appends messages with consecutive sequence numbers, all in one commit.

@@ -47,11 +47,15 @@ pub(crate) enum Op {
     Append(String, Vec<NewMessage>, Option<u64>, Reply<Vec<Appended>>),
     /// Append messages one by one, each with its own optional expected last sequence, each
     /// with its own outcome (as separate `Append`s would), under one queue entry and reply.
+    /// With `Lazy::Yes` the reply does not wait for an fsync (see [`Lazy`]).
     AppendEach(
         String,
         Vec<(NewMessage, Option<u64>)>,
+        Lazy,
         Reply<Vec<EachOutcome>>,
     ),
+    /// Nothing to write: the commit holding it is durable (with everything before it).
+    Sync(Reply<()>),
     /// Delete one message.
     DeleteMsg(String, u64, Reply<bool>),
     /// Purge messages.
@@ -73,7 +77,7 @@ impl Weighed for Op {
     fn weight(&self) -> usize {
         match self {
             Op::Append(_, m, _, _) => m.len().max(1),
-            Op::AppendEach(_, m, _) => m.len().max(1),
+            Op::AppendEach(_, m, _, _) => m.len().max(1),
             _ => 1,
         }
     }
@@ -86,13 +90,18 @@ impl Weighed for Op {
         };
         match self {
             Op::Append(_, m, _, _) => m.iter().map(size).sum(),
-            Op::AppendEach(_, m, _) => m.iter().map(|(m, _)| size(m)).sum(),
+            Op::AppendEach(_, m, _, _) => m.iter().map(|(m, _)| size(m)).sum(),
             _ => 0,
         }
     }
 }
 
 impl Op {
+    /// Whether the op may be committed without an fsync.
+    fn is_lazy(&self) -> bool {
+        matches!(self, Op::AppendEach(_, _, Lazy::Yes, _))
+    }
+
     fn is_append(&self) -> bool {
         matches!(self, Op::Append(..) | Op::AppendEach(..))
     }
@@ -105,7 +114,8 @@ impl Op {
             | Op::DeleteStream(_, r)
             | Op::PutConsumer(_, _, _, r) => drop(r.send(Err(e))),
             Op::Append(_, _, _, r) | Op::Skip(_, _, _, r) => drop(r.send(Err(e))),
-            Op::AppendEach(_, _, r) => drop(r.send(Err(e))),
+            Op::AppendEach(_, _, _, r) => drop(r.send(Err(e))),
+            Op::Sync(r) => drop(r.send(Err(e))),
             Op::DeleteMsg(_, _, r) | Op::DeleteConsumer(_, _, r) | Op::Quarantine(_, _, r) => {
                 drop(r.send(Err(e)))
             }
@@ -122,13 +132,14 @@ impl Op {
                 Op::UpdateConfig(_, _, r)
                 | Op::SetCompression(_, _, r)
                 | Op::DeleteStream(_, r)
-                | Op::PutConsumer(_, _, _, r),
+                | Op::PutConsumer(_, _, _, r)
+                | Op::Sync(r),
                 Done::Unit,
             ) => drop(r.send(Ok(()))),
             (Op::Append(_, _, _, r) | Op::Skip(_, _, _, r), Done::Appended(a)) => {
                 drop(r.send(Ok(a)))
             }
-            (Op::AppendEach(_, _, r), Done::Each(a)) => drop(r.send(Ok(a))),
+            (Op::AppendEach(_, _, _, r), Done::Each(a)) => drop(r.send(Ok(a))),
             (
                 Op::DeleteMsg(_, _, r) | Op::DeleteConsumer(_, _, r) | Op::Quarantine(_, _, r),
                 Done::Bool(b),
@@ -141,6 +152,27 @@ impl Op {
         }
     }
 }
+
+/// Whether an append's reply waits for the fsync of its commit.
+///
+/// `Lazy::Yes`: a batch made only of such appends is committed with `Durability::None` (no
+/// fsync; a crash loses it, and only it: redb's commits are ordered, so what survives is a
+/// prefix of the commits) and answered at once. It becomes durable with the next durable
+/// commit: any other write, a [`Store::sync`](crate::Store::sync), the idle record of
+/// `QuickRepair::WhenIdle`, or at the latest the [`MAX_LAZY_COMMITS`]-th lazy commit in a row.
+/// With `QuickRepair::EveryCommit` every commit is durable.
+/// For a caller that has the data durable elsewhere (a replicated stream's Raft log).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lazy {
+    /// The reply waits for the fsync (the store's durability contract).
+    No,
+    /// The reply does not wait for an fsync.
+    Yes,
+}
+
+/// Lazy commits in a row, at most, before one is made durable anyway (redb frees the pages
+/// of non-durable commits only at a durable one: this bounds the file's growth).
+pub(crate) const MAX_LAZY_COMMITS: u32 = 64;
 
 /// The outcome of one message of an [`Op::AppendEach`].
 pub(crate) type EachOutcome = Result<Appended, StoreError>;
@@ -173,6 +205,8 @@ pub(crate) struct Writer {
     /// The newest commit did not record redb's allocator state: with
     /// `QuickRepair::WhenIdle`, an idle writer records it with an extra commit.
     pub(crate) unrecorded: bool,
+    /// Lazy commits since the last durable one.
+    pub(crate) lazy_run: u32,
 }
 
 /// How long appends are refused after a no-space failure before a commit is tried again
@@ -208,6 +242,8 @@ impl Writer {
     /// latched the error.
     fn record_allocator_state(&mut self) {
         self.unrecorded = false;
+        // A durable commit (`repair::record_allocator_state`).
+        self.lazy_run = 0;
         if self.needs_reopen {
             return;
         }
@@ -337,7 +373,14 @@ impl Writer {
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut txn = super::repair::begin_write(db, self.shared.quick_repair.every_commit())?;
-        txn.set_durability(redb::Durability::Immediate)?;
+        let lazy = self.lazy_run < MAX_LAZY_COMMITS
+            && !self.shared.quick_repair.every_commit()
+            && ops.iter().all(Op::is_lazy);
+        txn.set_durability(if lazy {
+            redb::Durability::None
+        } else {
+            redb::Durability::Immediate
+        })?;
         let mut results = Vec::with_capacity(ops.len());
         let (overlay, next_id, freed) = {
             let full = self.full_since.is_some();
@@ -353,6 +396,7 @@ impl Writer {
             self.scratch = Vec::new();
         }
         txn.commit()?;
+        self.lazy_run = if lazy { self.lazy_run + 1 } else { 0 };
         Ok((results, overlay, next_id, freed))
     }
 }
@@ -432,7 +476,8 @@ impl<'t, 'o> Batch<'t, 'o> {
                 let subjects = msgs.iter().map(|m| m.subject.as_str());
                 self.keep_within_limits(name, subjects, appended)
             }
-            Op::AppendEach(name, items, _) => {
+            Op::Sync(_) => Ok(Ok(Done::Unit)),
+            Op::AppendEach(name, items, _, _) => {
                 let appended = self.append_each(name, items)?;
                 let subjects = items.iter().map(|(m, _)| m.subject.as_str());
                 self.keep_within_limits(name, subjects, appended)

@@ -22,9 +22,11 @@ use std::fmt::Debug;
 use std::marker::PhantomData;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use tokio::sync::{mpsc, oneshot};
+use tracing::warn;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{
@@ -163,11 +165,32 @@ impl RaftDb {
     /// reaches the disk with the next durable commit of the file, and a crash before that
     /// loses it (for values that may be lost: a stream group's apply marker, see
     /// `super::stream_machine`, and the committed log id, see [`LogStore::save_committed`]).
+    ///
+    /// While the group's log writer runs (its Raft is up), the values are handed to it and
+    /// this returns at once: the writer puts them into its next commit, the next append's
+    /// (durable) or, with no append queued, a commit of their own (not durable). They then
+    /// never wait for an fsync of the log (redb has one writer at a time), and the caller
+    /// (openraft's core for the committed id, the state machine for its marker) goes on
+    /// meanwhile. A reader may not see them at once; nothing reads them while the group
+    /// runs (they are read when it starts).
     pub(super) async fn put_state_lazy(
         &self,
         group: &str,
         values: Vec<(&'static str, Vec<u8>)>,
     ) -> Result<(), redb::Error> {
+        let values = match self.live_writer(group) {
+            Some(writes) => {
+                let epoch = writes.epoch.load(Ordering::Acquire);
+                match writes.queue.send(Write::Lazy { values, epoch }) {
+                    Ok(()) => return Ok(()),
+                    Err(refused) => match refused.0 {
+                        Write::Lazy { values, .. } => values,
+                        _ => return Ok(()),
+                    },
+                }
+            }
+            None => values,
+        };
         let group = group.to_owned();
         let db = self.0.clone();
         blocking(move || {
@@ -187,6 +210,15 @@ impl RaftDb {
         .await
     }
 
+    /// The log writer of `group`, if one runs.
+    fn live_writer(&self, group: &str) -> Option<Arc<Writes>> {
+        self.1
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(group)
+            .and_then(Weak::upgrade)
+    }
+
     /// Removes everything of `group` (its log entries and values) in one durable commit: a
     /// replicated stream's group once the stream is deleted.
     pub async fn remove_group(&self, group: &str) -> Result<(), redb::Error> {
@@ -198,14 +230,11 @@ impl RaftDb {
     async fn clear_group(&self, group: &str, floor: Option<Vec<u8>>) -> Result<(), redb::Error> {
         // Entries of a live log writer not committed yet are forgotten too (a group is
         // cleared when it does not run: normally there are none).
-        let live = self
-            .1
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(group)
-            .and_then(Weak::upgrade);
-        if let Some(writes) = live {
+        // Values handed to it and not written yet are dropped by it (the epoch moves on
+        // before this commit begins; the writer compares inside its own transaction).
+        if let Some(writes) = self.live_writer(group) {
             writes.pending().clear();
+            writes.epoch.fetch_add(1, Ordering::AcqRel);
         }
         let group = group.to_owned();
         durable(self.0.clone(), move |txn| {
@@ -281,6 +310,9 @@ pub struct Writes {
     /// proposals, two batches unapplied; a follower's appends, one replication request at a
     /// time from its leader; the meta group's few commands).
     queue: mpsc::UnboundedSender<Write>,
+    /// Moves on when the group's state is cleared ([`RaftDb::remove_group`],
+    /// [`RaftDb::reset_group`]): lazy values handed over before are not written.
+    epoch: Arc<AtomicU64>,
 }
 
 /// One write of a group's log.
@@ -298,6 +330,12 @@ enum Write {
         purged: Option<Vec<u8>>,
         done: oneshot::Sender<Result<(), String>>,
     },
+    /// Values of the group's state to write without an fsync of their own (see
+    /// [`RaftDb::put_state_lazy`]), if the group was not cleared since `epoch`.
+    Lazy {
+        values: Vec<(&'static str, Vec<u8>)>,
+        epoch: u64,
+    },
 }
 
 impl Writes {
@@ -305,8 +343,19 @@ impl Writes {
     fn start(db: Arc<Database>, group: Arc<str>) -> Arc<Writes> {
         let (queue, rx) = mpsc::unbounded_channel();
         let pending = Arc::new(Mutex::new(BTreeMap::new()));
-        tokio::spawn(write_log(Arc::downgrade(&db), group, pending.clone(), rx));
-        Arc::new(Writes { pending, queue })
+        let epoch = Arc::new(AtomicU64::new(0));
+        tokio::spawn(write_log(
+            Arc::downgrade(&db),
+            group,
+            pending.clone(),
+            epoch.clone(),
+            rx,
+        ));
+        Arc::new(Writes {
+            pending,
+            queue,
+            epoch,
+        })
     }
 
     fn pending(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Vec<u8>>> {
@@ -314,12 +363,14 @@ impl Writes {
     }
 }
 
-/// The log writer's loop: each write in order; the appends queued together in one commit.
-/// It holds the database weakly: once every handle of it is gone, what is left fails.
+/// The log writer's loop: each write in order; the appends and lazy values queued together
+/// in one commit (durable when it holds an append). It holds the database weakly: once every
+/// handle of it is gone, what is left fails.
 async fn write_log(
     db: Weak<Database>,
     group: Arc<str>,
     pending: Arc<Mutex<BTreeMap<u64, Vec<u8>>>>,
+    epoch: Arc<AtomicU64>,
     mut rx: mpsc::UnboundedReceiver<Write>,
 ) {
     let mut next: Option<Write> = None;
@@ -336,78 +387,140 @@ async fn write_log(
             match first {
                 Write::Remove { done, .. } => drop(done.send(Err(gone()))),
                 Write::Append { done, .. } => done(Err(gone())),
+                Write::Lazy { .. } => {}
             }
             continue;
         };
-        match first {
-            Write::Remove {
-                start,
-                end,
-                purged,
-                done,
-            } => {
-                let group = group.clone();
-                let written = durable(db, move |txn| {
-                    let g: &str = &group;
-                    txn.open_table(LOG)?
-                        .retain_in((g, start)..=(g, end), |_, _| false)?;
-                    if let Some(p) = &purged {
-                        txn.open_table(STATE)?.insert((g, "purged"), p.as_slice())?;
-                    }
-                    Ok(())
-                })
-                .await;
-                let _ = done.send(written.map_err(|e| e.to_string()));
-            }
-            Write::Append { rows, done } => {
-                let mut appends = vec![(rows, done)];
-                // What was queued meanwhile joins this commit, up to a removal.
-                while let Ok(w) = rx.try_recv() {
-                    match w {
-                        Write::Append { rows, done } => appends.push((rows, done)),
-                        removal => {
-                            next = Some(removal);
-                            break;
-                        }
-                    }
+        if let Write::Remove {
+            start,
+            end,
+            purged,
+            done,
+        } = first
+        {
+            let group = group.clone();
+            let written = durable(db, move |txn| {
+                let g: &str = &group;
+                txn.open_table(LOG)?
+                    .retain_in((g, start)..=(g, end), |_, _| false)?;
+                if let Some(p) = &purged {
+                    txn.open_table(STATE)?.insert((g, "purged"), p.as_slice())?;
                 }
-                let rows: Vec<Vec<(u64, Vec<u8>)>> =
-                    appends.iter_mut().map(|(r, _)| std::mem::take(r)).collect();
-                let (g, file) = (group.clone(), db);
-                let written = blocking(move || {
-                    let mut txn = file.begin_write()?;
-                    txn.set_durability(redb::Durability::Immediate)
-                        .map_err(|e| {
-                            redb::Error::from(redb::StorageError::from(std::io::Error::other(e)))
-                        })?;
-                    {
-                        let mut table = txn.open_table(LOG)?;
-                        for (index, bytes) in rows.iter().flatten() {
-                            table.insert((&*g, *index), bytes.as_slice())?;
-                        }
-                    }
-                    txn.commit()?;
-                    Ok(rows)
-                })
-                .await;
-                let outcome = match written {
-                    Ok(rows) => {
-                        // Committed: the file has them now (unless a newer entry took the
-                        // same index meanwhile, after a truncation).
-                        let mut pending = pending.lock().unwrap_or_else(PoisonError::into_inner);
-                        for (index, bytes) in rows.iter().flatten() {
-                            if pending.get(index) == Some(bytes) {
-                                pending.remove(index);
-                            }
-                        }
-                        Ok(())
-                    }
-                    Err(e) => Err(e.to_string()),
-                };
-                for (_, done) in appends {
-                    done(outcome.clone());
+                Ok(())
+            })
+            .await;
+            let _ = done.send(written.map_err(|e| e.to_string()));
+            continue;
+        }
+        // Appends and lazy values: what was queued meanwhile joins this commit, up to a
+        // removal.
+        let mut batch = Batch::default();
+        batch.add(first);
+        while let Ok(w) = rx.try_recv() {
+            match w {
+                removal @ Write::Remove { .. } => {
+                    next = Some(removal);
+                    break;
+                }
+                w => batch.add(w),
+            }
+        }
+        let Batch {
+            mut appends,
+            lazy,
+            lazy_epoch,
+        } = batch;
+        let rows: Vec<Vec<(u64, Vec<u8>)>> =
+            appends.iter_mut().map(|(r, _)| std::mem::take(r)).collect();
+        let (g, file, epoch) = (group.clone(), db, epoch.clone());
+        let written = blocking(move || {
+            let mut txn = file.begin_write()?;
+            let durability = if rows.is_empty() {
+                redb::Durability::None
+            } else {
+                redb::Durability::Immediate
+            };
+            txn.set_durability(durability).map_err(|e| {
+                redb::Error::from(redb::StorageError::from(std::io::Error::other(e)))
+            })?;
+            {
+                let mut table = txn.open_table(LOG)?;
+                for (index, bytes) in rows.iter().flatten() {
+                    table.insert((&*g, *index), bytes.as_slice())?;
                 }
             }
+            // Inside the transaction: a clear of the group either ran before it (the
+            // epoch moved on: the values are dropped) or runs after it (and clears them).
+            if lazy_epoch.is_some_and(|e| e == epoch.load(Ordering::Acquire)) {
+                let mut table = txn.open_table(STATE)?;
+                for (key, value) in &lazy {
+                    table.insert((&*g, *key), value.as_slice())?;
+                }
+            }
+            txn.commit()?;
+            Ok(rows)
+        })
+        .await;
+        let outcome = match written {
+            Ok(rows) => {
+                // Committed: the file has them now (unless a newer entry took the same
+                // index meanwhile, after a truncation).
+                let mut pending = pending.lock().unwrap_or_else(PoisonError::into_inner);
+                for (index, bytes) in rows.iter().flatten() {
+                    if pending.get(index) == Some(bytes) {
+                        pending.remove(index);
+                    }
+                }
+                Ok(())
+            }
+            Err(e) => {
+                if appends.is_empty() {
+                    warn!(group = &*group, error = %e, "JetStream cluster: a lazy Raft state write failed");
+                }
+                Err(e.to_string())
+            }
+        };
+        for (_, done) in appends {
+            done(outcome.clone());
+        }
+    }
+}
+
+/// The appends and lazy values the log writer puts into one commit.
+#[derive(Default)]
+struct Batch {
+    /// The appends' rows and callbacks, in order.
+    appends: Vec<AppendDone>,
+    /// The lazy values, the last one of each key (in the order first seen).
+    lazy: Vec<(&'static str, Vec<u8>)>,
+    /// The epoch the lazy values were handed over in (the newest, if several).
+    lazy_epoch: Option<u64>,
+}
+
+/// An append's rows and what is told once they are written.
+type AppendDone = (
+    Vec<(u64, Vec<u8>)>,
+    Box<dyn FnOnce(Result<(), String>) + Send>,
+);
+
+impl Batch {
+    fn add(&mut self, write: Write) {
+        match write {
+            Write::Append { rows, done } => self.appends.push((rows, done)),
+            Write::Lazy { values, epoch } => {
+                if self.lazy_epoch.is_some_and(|e| e != epoch) {
+                    // Handed over before a clear: dropped.
+                    self.lazy.clear();
+                }
+                self.lazy_epoch = Some(epoch);
+                for (key, value) in values {
+                    match self.lazy.iter_mut().find(|(k, _)| *k == key) {
+                        Some(slot) => slot.1 = value,
+                        None => self.lazy.push((key, value)),
+                    }
+                }
+            }
+            Write::Remove { .. } => {}
         }
     }
 }
@@ -619,7 +732,9 @@ where
     /// the entries up to it, and an older value (a crash lost the last lazy writes) only means
     /// fewer entries re-applied at once; the rest are committed again by the leader as usual.
     /// The id saved is never ahead of the durable log (openraft saves it after the entries
-    /// were flushed), and a lost write leaves the previous value, also behind the log.
+    /// were flushed), and a lost write leaves the previous value, also behind the log. It is
+    /// handed to the log writer without waiting ([`RaftDb::put_state_lazy`]): the core does
+    /// not wait behind the fsync of an append in flight (redb has one writer at a time).
     async fn save_committed(
         &mut self,
         committed: Option<LogId<C::NodeId>>,

@@ -140,15 +140,28 @@ const LOG_KEPT: u64 = 512;
 /// the transport's in-flight bound like an append request.
 const SNAPSHOT_CHUNK: u64 = 1024 * 1024;
 
+/// Heartbeats of a stream group's leader, every this many milliseconds.
+const HEARTBEAT_MS: u64 = 200;
+/// A stream group's election timeout, drawn in `ELECTION_MIN_MS..ELECTION_MAX_MS`. openraft
+/// 0.9 also makes a follower's leader lease `ELECTION_MAX_MS`: a follower refuses its vote
+/// while it heard from its leader within the lease, and starts an election only after the
+/// lease plus its timeout without a word from it, 3-4 s here (the meta group's 4.5-6 s). A
+/// leader killed is replaced about that much later (`loadgen failover`: 5.5 s with the meta
+/// group's timings, nats-server 4.6 s); a leader starved of CPU must miss 15 heartbeats in a
+/// row before a follower campaigns.
+const ELECTION_MIN_MS: u64 = 1000;
+/// See [`ELECTION_MIN_MS`].
+const ELECTION_MAX_MS: u64 = 2000;
+
 /// The Raft configuration of a stream group: the meta group's timings, a snapshot every
 /// [`SNAPSHOT_EVERY`] entries and the log purged before it but [`LOG_KEPT`] entries (see
 /// "Snapshots and log purge" in `hub/JETSTREAM-CLUSTER.md`).
 pub(super) fn raft_config(group: &str) -> Result<Config, String> {
     Config {
         cluster_name: group.into(),
-        heartbeat_interval: 250,
-        election_timeout_min: 1500,
-        election_timeout_max: 3000,
+        heartbeat_interval: HEARTBEAT_MS,
+        election_timeout_min: ELECTION_MIN_MS,
+        election_timeout_max: ELECTION_MAX_MS,
         install_snapshot_timeout: 5000,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(SNAPSHOT_EVERY),
         max_in_snapshot_log_to_keep: LOG_KEPT,

@@ -38,15 +38,27 @@
 //! applied again with the store ahead they remove nothing a later entry stored), and replied
 //! with an [`OpReply`].
 //!
-//! **Applied once**: after the entries openraft applies together are appended (durably: the store's
-//! commit), the *marker* (last applied log id, membership, last sequence and time) is saved in the
-//! Raft database, without an fsync of its own (it reaches the disk with the next log append). A
+//! **Applied once**: after the entries openraft applies together are appended (`append_each_lazy`:
+//! the store's commit, not awaiting its fsync, see below), the *marker* (last applied log id,
+//! membership, last sequence and time) is saved in the Raft database, without an fsync of its own
+//! (handed to the group's log writer, it reaches the disk with the next log append). A
 //! restart re-applies the entries after the marker (openraft does it), and every decision comes out
 //! the same: the dedupe window is rebuilt from the messages up to the marker's sequence only, and a
 //! publish whose sequence the store already holds (appended before the crash, marker not saved yet)
 //! is not appended again. Each append names the sequence it expects before it (`append_each` with
 //! the expected last sequence), so a peer whose store disagrees stops with an error rather than
 //! diverging.
+//!
+//! **The store's commit is lazy**: an apply does not wait for the fsync of the messages it stores
+//! (one fsync less on every PubAck's path): the entry is already fsynced in the Raft log of a
+//! quorum (openraft commits it only then), so the PubAck still follows a quorum's fsync. The
+//! store's lazy commits become durable with its next durable commit (any other write, the idle
+//! record, at least every 64th commit) and, before a snapshot is saved (which lets openraft
+//! purge the log before it), with `Store::sync`: the log goes only once the store holds its
+//! entries durably. A crash may lose the latest lazy commits (a suffix: redb's commits are
+//! ordered) while the marker, saved after them, reached the disk: at start a marker ahead of the
+//! store falls back to the last snapshot's marker (the store holds what it covers), and the
+//! entries after it, still in the log, apply again (the store ahead of that marker, as above).
 //!
 //! **Snapshots** (see "Snapshots and log purge" in `hub/JETSTREAM-CLUSTER.md`): a snapshot is
 //! the marker as saved after its messages were appended, durably saved under `snapshot`
@@ -403,6 +415,23 @@ impl StreamMachine {
         let stored_last = state.as_ref().map_or(0, |s| s.last_seq);
         let stored_first = state.as_ref().map_or(0, |s| s.first_seq);
         if marker.last_seq > stored_last {
+            // The store lost its last lazy commits (a crash: the applies do not wait for the
+            // store's fsync) but holds what the last snapshot covers (synced before it was
+            // saved): the entries after the snapshot are still in the log and apply again.
+            if let Some(snap) = snapshot_marker(&db, group)?.filter(|m| m.last_seq <= stored_last) {
+                info!(
+                    stream,
+                    group,
+                    applied = marker.last_seq,
+                    stored = stored_last,
+                    snapshot = snap.last_seq,
+                    "JetStream cluster: the stream lost its latest applies in a crash; applying \
+                     the group's log again from its last snapshot"
+                );
+                marker = snap;
+            }
+        }
+        if marker.last_seq > stored_last {
             // The store lost what the marker says was applied (a memory stream after a
             // restart): everything is applied again from the log; once the group's log was
             // purged the group's state was reset before (`copy_lost`) and the leader sends a
@@ -467,8 +496,22 @@ pub fn copy_lost(db: &RaftDb, group: &str, store: &Store, stream: &str) -> Resul
     };
     let marker: Marker = postcard::from_bytes(&bytes)?;
     let stored_last = store.stream_state(stream)?.map_or(0, |s| s.last_seq);
-    let purged = db.get_state(group, "purged")?.is_some();
-    Ok(marker.last_seq > stored_last && purged)
+    if marker.last_seq <= stored_last {
+        return Ok(false);
+    }
+    // Only the latest lazy applies lost (see `StreamMachine::open`): not the copy.
+    if snapshot_marker(db, group)?.is_some_and(|m| m.last_seq <= stored_last) {
+        return Ok(false);
+    }
+    Ok(db.get_state(group, "purged")?.is_some())
+}
+
+/// The marker of group `group`'s last snapshot built or installed, if any.
+fn snapshot_marker(db: &RaftDb, group: &str) -> Result<Option<Marker>, OpenError> {
+    match db.get_state(group, SNAPSHOT)? {
+        Some(bytes) => Ok(Some(postcard::from_bytes(&bytes)?)),
+        None => Ok(None),
+    }
 }
 
 /// The `Nats-Msg-Id` of message `seq` of `stream`, if it is stored and has one.
@@ -558,10 +601,7 @@ fn rebuild_window(
 impl StreamMachine {
     /// The marker of the last snapshot built (or installed), from the Raft database.
     fn saved_snapshot(&self) -> Result<Option<Marker>, OpenError> {
-        let Some(bytes) = self.db.get_state(&self.group, SNAPSHOT)? else {
-            return Ok(None);
-        };
-        Ok(Some(postcard::from_bytes(&bytes)?))
+        snapshot_marker(&self.db, &self.group)
     }
 
     /// A snapshot's data: `marker` and the stream's messages up to its last sequence (those
@@ -849,9 +889,11 @@ impl StreamMachine {
             .iter()
             .map(|(m, _)| (m.subject.clone(), check(m.headers.as_deref(), true)))
             .collect();
+        // Lazy (no fsync awaited): the entries are fsynced in the Raft log of a quorum, and
+        // the store is synced before a snapshot lets the log go (see the module doc).
         let outcomes = self
             .store
-            .append_each(&self.stream, to_store)
+            .append_each_lazy(&self.stream, to_store)
             .await
             .map_err(|e| sm_write(any(&e)))?;
         let mut stored = Vec::with_capacity(outcomes.len());
@@ -961,9 +1003,16 @@ impl RaftSnapshotBuilder<StreamTypes> for StreamMachine {
         } else {
             self.too_big.store(false, Ordering::Relaxed);
             let record = postcard::to_allocvec(&marker).map_err(|e| sm_write(any(&e)))?;
-            // Durable: the lazily saved marker before it reaches the disk with it.
+            // The applies' lazy store commits durable first: the log before the snapshot may
+            // be purged once it is saved, and the store is then their only copy here.
+            self.store.sync().await.map_err(|e| sm_write(any(&e)))?;
+            // Durable, with the marker itself: the lazily saved marker may still be queued
+            // at the log writer (see `RaftDb::put_state_lazy`).
             self.db
-                .put_state(&self.group, vec![(SNAPSHOT, Some(record))])
+                .put_state(
+                    &self.group,
+                    vec![(MARKER, Some(record.clone())), (SNAPSHOT, Some(record))],
+                )
                 .await
                 .map_err(|e| sm_write(any(&e)))?;
             marker
@@ -1035,8 +1084,9 @@ impl RaftStateMachine<StreamTypes> for StreamMachine {
         self.store_pending(&mut to_store).await?;
         let marker = self.lock().marker.clone();
         let bytes = postcard::to_allocvec(&marker).map_err(|e| sm_write(any(&e)))?;
-        // Not fsynced: losing it to a crash only makes the entries after an older marker
-        // apply again, which changes nothing (see the module documentation).
+        // Not fsynced, and handed to the group's log writer without waiting (it goes into
+        // the next log commit): losing it to a crash only makes the entries after an older
+        // marker apply again, which changes nothing (see the module documentation).
         self.db
             .put_state_lazy(&self.group, vec![(MARKER, bytes)])
             .await
@@ -1643,6 +1693,50 @@ mod tests {
                 (0, Some(Refusal::Discarded(Limit::Bytes)))
             ]
         );
+    }
+
+    /// The store lost its latest lazy applies in a crash (the marker, saved after them, did
+    /// not): the machine restarts from the last snapshot's marker, which the store holds,
+    /// the copy does not count as lost though the log was purged, and the lost entry applies
+    /// again alike.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn latest_lazy_applies_lost_apply_again_from_the_snapshot() {
+        let (dir, store) = store_with_stream().await;
+        let db = RaftDb::open(dir.path()).unwrap();
+        let mut m = StreamMachine::open(db.clone(), "S-x", store.clone(), "S", 0, 0).unwrap();
+        m.apply([batch_entry(1, vec![on("a", 1), on("b", 2)])])
+            .await
+            .unwrap();
+        m.build_snapshot().await.unwrap();
+        let third = flat(m.apply([batch_entry(2, vec![on("c", 3)])]).await.unwrap());
+        assert_eq!(third[0].seq, 3);
+        // What a crash leaves: the store without the last (lazy) commit, the marker with it.
+        let crashed = Store::open_memory(leaf_store::StoreOptions::default()).unwrap();
+        crashed.create_stream("S", b"{}".to_vec()).await.unwrap();
+        for seq in 1..=2 {
+            let kept = store.get("S", seq).unwrap().unwrap();
+            let msg = NewMessage {
+                subject: kept.subject,
+                headers: kept.headers,
+                payload: kept.payload,
+                ts_ns: kept.ts_ns,
+            };
+            crashed.append("S", msg).await.unwrap();
+        }
+        db.put_state("S-x", vec![("purged", Some(vec![0]))])
+            .await
+            .unwrap();
+        assert!(!copy_lost(&db, "S-x", &crashed, "S").unwrap());
+        let mut m = StreamMachine::open(db.clone(), "S-x", crashed.clone(), "S", 0, 0).unwrap();
+        assert_eq!(m.applied_state().await.unwrap().0.map(|l| l.index), Some(1));
+        let again = flat(m.apply([batch_entry(2, vec![on("c", 3)])]).await.unwrap());
+        assert_eq!((again[0].seq, again[0].duplicate), (3, false));
+        assert_eq!(contents(&crashed), contents(&store));
+        // Without a snapshot the store were lost for good once the log was purged.
+        db.put_state("S-x", vec![(SNAPSHOT, None)]).await.unwrap();
+        let empty = Store::open_memory(leaf_store::StoreOptions::default()).unwrap();
+        empty.create_stream("S", b"{}".to_vec()).await.unwrap();
+        assert!(copy_lost(&db, "S-x", &empty, "S").unwrap());
     }
 
     /// A purge and a message delete are applied after the publishes before them, bounded by

@@ -637,3 +637,34 @@ fn memory_store_is_bounded_and_recovers_after_a_purge() {
     rt.block_on(s.append("M", msg("m.y", 1))).unwrap();
     assert_eq!(s.stream_state("M").unwrap().unwrap().msgs, 1);
 }
+
+/// Lazy appends (`append_each_lazy`) are readable at once, keep their expected sequences,
+/// go on past the lazy commits allowed in a row (one is made durable), and are all there
+/// after `sync` and a reopen.
+#[test]
+fn lazy_appends_are_there_after_sync_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt();
+    let rounds = u64::from(crate::writer::MAX_LAZY_COMMITS) + 6;
+    {
+        let s = open(dir.path());
+        rt.block_on(s.create_stream("S", vec![])).unwrap();
+        for i in 1..=rounds {
+            let out = rt
+                .block_on(s.append_each_lazy("S", vec![(msg("a", i), Some(i - 1))]))
+                .unwrap();
+            assert_eq!(out.len(), 1);
+            assert_eq!(out[0].as_ref().unwrap().seq, i);
+            assert!(s.get("S", i).unwrap().is_some(), "readable at once");
+        }
+        let refused = rt
+            .block_on(s.append_each_lazy("S", vec![(msg("a", 0), Some(1))]))
+            .unwrap();
+        assert!(refused[0].is_err(), "a wrong expected sequence is refused");
+        rt.block_on(s.sync()).unwrap();
+    }
+    let s = open(dir.path());
+    let st = s.stream_state("S").unwrap().unwrap();
+    assert_eq!((st.first_seq, st.last_seq, st.msgs), (1, rounds, rounds));
+    check_consistent(&s, "S");
+}
