@@ -28,6 +28,14 @@
 //! through its leader's SIGKILL. `SERVER.REMOVE`: a dead server's streams and consumers get a
 //! replacement peer.
 //!
+//! Clients that reconnect to a restarted member (issue 22's "a client that reconnects", with
+//! the client given only that member's URL): a member SIGKILLed and restarted on the same
+//! ports and store, its async-nats client reconnects by itself and its publishes are
+//! acknowledged again (the member leading the stream or not, the stream or meta leader
+//! restarted at once or after the others elected, publishes going on through the restart,
+//! ids acknowledged before answered as duplicates), and a core request from it is answered by
+//! a responder on another member (its inbox's interest reaches the routes anew).
+//!
 //! Every wait is bounded.
 
 use std::time::{Duration, Instant};
@@ -4027,4 +4035,306 @@ fn all_but(members: &[Member], skip: usize) -> Vec<&Member> {
         .filter(|(i, _)| *i != skip)
         .map(|(_, m)| m)
         .collect()
+}
+
+/// SIGKILLs `m` (a process the test started) and restarts it on the same client port, store
+/// and configuration, so that its clients reconnect to the same URL.
+async fn restart_in_place(m: &mut Member) {
+    let port = m.server.port();
+    m.server.kill();
+    m.server = TestServer::builder(ServerKind::Hubd)
+        .config(m.config.clone())
+        .port(port)
+        .start()
+        .await;
+}
+
+/// A client of the global account on `m` only (no other URL), reconnecting as async-nats does
+/// by default, and a flag set when it is disconnected.
+async fn reconnecting_client(
+    m: &Member,
+) -> (
+    e2e::async_nats::Client,
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    let was_down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = was_down.clone();
+    let client = m
+        .server
+        .client_with(
+            TestServer::options()
+                .user_and_password("g".into(), "g".into())
+                .event_callback(move |event| {
+                    let flag = flag.clone();
+                    async move {
+                        if matches!(event, e2e::async_nats::Event::Disconnected) {
+                            flag.store(true, std::sync::atomic::Ordering::SeqCst);
+                        }
+                    }
+                }),
+        )
+        .await;
+    (client, was_down)
+}
+
+/// Waits (bounded: 30 s) until `client` went through a disconnection (`was_down`, set by the
+/// caller's event callback) and is connected again.
+async fn until_reconnected(
+    client: &e2e::async_nats::Client,
+    was_down: &std::sync::atomic::AtomicBool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !(was_down.load(std::sync::atomic::Ordering::SeqCst)
+        && client.connection_state() == e2e::async_nats::connection::State::Connected)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the client did not reconnect within 30 s: {:?}",
+            client.connection_state()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A publish of `subject` with `Nats-Msg-Id` `id` through `js`, retried (a new attempt every
+/// 3 s, bounded: 40 s) until acknowledged: its sequence, or the last error.
+async fn acknowledged_within(
+    js: &e2e::async_nats::jetstream::Context,
+    subject: &str,
+    id: &str,
+) -> Result<u64, String> {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        match js
+            .publish_with_headers(subject.to_owned(), with_id(id), id.to_owned().into())
+            .await
+        {
+            Ok(ack) => match tokio::time::timeout(Duration::from_secs(3), ack).await {
+                Ok(Ok(ack)) => return Ok(ack.sequence),
+                Ok(Err(e)) => last = format!("PubAck: {e}"),
+                Err(_) => last = "no PubAck within 3 s".to_owned(),
+            },
+            Err(e) => last = format!("publish: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    Err(last)
+}
+
+/// The reconnect symptom of issue 22: a client on member X (not the stream's leader) publishes
+/// with PubAcks, X is SIGKILLed and restarted on the same port and store, the client
+/// reconnects to it by itself (async-nats' default reconnect): its publishes are acknowledged
+/// again (bounded), as a fresh client's on X are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_reconnected_to_a_restarted_member_gets_pub_acks() {
+    let (mut members, leader) = three_members_with_an_r3_stream("ORDERS", "orders.>").await;
+    let (_, x) = leader_and_other(&members, &leader);
+    let (client, was_down) = reconnecting_client(&members[x]).await;
+    let js = e2e::async_nats::jetstream::new(client.clone());
+    for i in 0..5 {
+        acknowledged_within(&js, &format!("orders.{i}"), &format!("before{i}"))
+            .await
+            .unwrap_or_else(|e| panic!("before the restart, publish {i}: {e}"));
+    }
+    restart_in_place(&mut members[x]).await;
+    until_reconnected(&client, &was_down).await;
+    for i in 0..5 {
+        acknowledged_within(&js, &format!("orders.{i}"), &format!("after{i}"))
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "after the reconnect to {}, publish {i}: {e}\n---- {} log ----\n{}",
+                    members[x].name,
+                    members[x].name,
+                    members[x].server.log()
+                )
+            });
+    }
+    // A fresh client on X is acknowledged too.
+    let fresh = jetstream_on(&members[x]).await;
+    acknowledged_within(&fresh, "orders.fresh", "fresh")
+        .await
+        .unwrap_or_else(|e| panic!("a fresh client on {}: {e}", members[x].name));
+}
+
+/// The same reconnect with core request/reply: a responder on another member, a requester on
+/// member X that is SIGKILLed and restarted in place: once reconnected, its requests are
+/// answered again (bounded), i.e. its inbox's interest reaches the other members anew.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_requester_reconnected_to_a_restarted_member_gets_replies() {
+    let mut members = cluster(&[ServerKind::Hubd; 3]).await;
+    let responder = app_client(&members[1]).await;
+    let mut service = responder.subscribe("svc.echo").await.expect("subscribed");
+    tokio::spawn(async move {
+        while let Some(msg) = service.next().await {
+            if let Some(reply) = msg.reply {
+                let _ = responder.publish(reply, msg.payload).await;
+            }
+        }
+    });
+    let (client, was_down) = reconnecting_client(&members[0]).await;
+    let answered = |client: e2e::async_nats::Client, what: &'static str| async move {
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            let outcome = tokio::time::timeout(
+                Duration::from_secs(3),
+                client.request("svc.echo", what.into()),
+            )
+            .await;
+            match outcome {
+                Ok(Ok(answer)) if answer.payload == what.as_bytes() => return,
+                other => assert!(
+                    Instant::now() < deadline,
+                    "{what}: no answer within 40 s: {other:?}"
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    };
+    answered(client.clone(), "before").await;
+    restart_in_place(&mut members[0]).await;
+    until_reconnected(&client, &was_down).await;
+    answered(client.clone(), "after").await;
+}
+
+/// Issue 22's first CI test with one URL: a client on the stream leader's member X publishes
+/// async with `Nats-Msg-Id`, X is SIGKILLed with a window in flight and restarted in place
+/// (at once: it resumes as leader; or once the others elected a new leader), the client
+/// reconnects to X and publishes every id again (the acknowledged ones are duplicates): all
+/// acknowledged within the bound, each stored once.
+async fn a_client_of_a_restarted_stream_leader_case(elect_first: bool, meta: bool) {
+    let (mut members, stream_leader_name) =
+        three_members_with_an_r3_stream("ORDERS", "orders.>").await;
+    let leader = if meta {
+        let all: Vec<&Member> = members.iter().collect();
+        agreed_leader(&all, None).await
+    } else {
+        stream_leader_name
+    };
+    let (x, _) = leader_and_other(&members, &leader);
+    let (client, was_down) = reconnecting_client(&members[x]).await;
+    let js = e2e::async_nats::jetstream::new(client.clone());
+    const N: usize = 200;
+    let first = publish_until_acknowledged(&js, N / 2, |_| {}).await;
+    // A window in flight when X dies.
+    let mut pending = Vec::new();
+    for i in N / 2..N / 2 + 20 {
+        if let Ok(ack) = js
+            .publish_with_headers(
+                format!("orders.{i}"),
+                with_id(&format!("m{i}")),
+                format!("p{i}").into(),
+            )
+            .await
+        {
+            pending.push(ack);
+        }
+    }
+    let port = members[x].server.port();
+    members[x].server.kill();
+    drop(pending);
+    if elect_first {
+        let survivors = survivors(&members, x);
+        if meta {
+            agreed_leader(&survivors, Some(&leader)).await;
+        }
+        stream_leader(&survivors, "ORDERS", Some(&members[x].name)).await;
+    }
+    members[x].server = TestServer::builder(ServerKind::Hubd)
+        .config(members[x].config.clone())
+        .port(port)
+        .start()
+        .await;
+    until_reconnected(&client, &was_down).await;
+    let acked = publish_until_acknowledged(&js, N, |_| {}).await;
+    assert_eq!(
+        acked[..N / 2],
+        first[..],
+        "the first half again: duplicates"
+    );
+    for m in &members {
+        let copy = copy_of(m, "ORDERS", N as u64).await;
+        exactly_once(m, &copy, &acked);
+    }
+}
+
+/// See [`a_client_of_a_restarted_stream_leader_case`]: restarted at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_of_a_restarted_stream_leader_gets_pub_acks_again() {
+    a_client_of_a_restarted_stream_leader_case(false, false).await;
+}
+
+/// See [`a_client_of_a_restarted_stream_leader_case`]: restarted after a new election.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_of_a_replaced_stream_leader_gets_pub_acks_again() {
+    a_client_of_a_restarted_stream_leader_case(true, false).await;
+}
+
+/// See [`a_client_of_a_restarted_stream_leader_case`]: the meta leader's member, restarted
+/// after a new meta election.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_of_a_replaced_meta_leader_gets_pub_acks_again() {
+    a_client_of_a_restarted_stream_leader_case(true, true).await;
+}
+
+/// Issue 22's first CI test with one URL, the publishes going on through the restart: a client
+/// on member X (the stream leader's, or another) publishes async windows with `Nats-Msg-Id`;
+/// once a third is acknowledged X is SIGKILLed, and restarted in place 2 s later (the others
+/// meanwhile elect, when X led); the client, given only X's URL, reconnects and goes on: every
+/// publish acknowledged (bounded), each stored once on every copy.
+async fn publishes_through_a_restart_of_the_clients_member(x_leads: bool) {
+    let (mut members, leader) = three_members_with_an_r3_stream("ORDERS", "orders.>").await;
+    let (at_leader, other) = leader_and_other(&members, &leader);
+    let x = if x_leads { at_leader } else { other };
+    let (client, was_down) = reconnecting_client(&members[x]).await;
+    let js = e2e::async_nats::jetstream::new(client);
+    let mut victim = members.remove(x);
+    let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
+    let restarter = tokio::spawn(async move {
+        if go_rx.await.is_ok() {
+            let port = victim.server.port();
+            victim.server.kill();
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            victim.server = TestServer::builder(ServerKind::Hubd)
+                .config(victim.config.clone())
+                .port(port)
+                .start()
+                .await;
+        }
+        victim
+    });
+    let mut go = Some(go_tx);
+    const N: usize = 600;
+    let acked = publish_until_acknowledged(&js, N, |done| {
+        if done >= N / 3 {
+            if let Some(tx) = go.take() {
+                let _ = tx.send(());
+            }
+        }
+    })
+    .await;
+    assert!(go.is_none(), "the member was killed mid-way");
+    let victim = restarter.await.expect("restarted");
+    assert!(
+        was_down.load(std::sync::atomic::Ordering::SeqCst),
+        "the client saw its member go"
+    );
+    members.insert(x, victim);
+    for m in &members {
+        let copy = copy_of(m, "ORDERS", N as u64).await;
+        exactly_once(m, &copy, &acked);
+    }
+}
+
+/// See [`publishes_through_a_restart_of_the_clients_member`]: X leads the stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_go_on_through_a_restart_of_the_clients_stream_leader() {
+    publishes_through_a_restart_of_the_clients_member(true).await;
+}
+
+/// See [`publishes_through_a_restart_of_the_clients_member`]: X does not lead the stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_go_on_through_a_restart_of_the_clients_member() {
+    publishes_through_a_restart_of_the_clients_member(false).await;
 }
