@@ -1,4 +1,4 @@
-//! The interest every leafnode link has been told about: nats-server's per-link "smap".
+//! The interest every leafnode link has been told about (nats-server's per-link "smap").
 //!
 //! Every subscription change of the server goes through [`Shared::add_subscription`],
 //! [`Shared::remove_subscription`] or [`Shared::reweigh_subscription`], which, with leafnode
@@ -9,10 +9,16 @@
 //!   counted by origin: local (clients and the server's own components) or per link, with the
 //!   link's queue weight. A link that connects gets its first `LS+` burst from this table, so
 //!   the sublist never has to be walked;
-//! * one **smap** per established link: what that link was told, as a count per key. A plain
-//!   key is announced when its count goes from 0 to 1 (`LS+ subject`) and withdrawn when it
-//!   returns to 0 (`LS- subject`); a queue key is announced with its weight
-//!   (`LS+ subject queue weight`) whenever the weight changes, and withdrawn at 0.
+//! * the **established links**. What a link was told about a key (nats-server keeps it per
+//!   link, its "smap") is not stored: it is a function of the table (the members of the key
+//!   the link may see: local ones and those of other links, less what its side and its deny
+//!   lists keep from it), because every change to the table is passed on under the same lock
+//!   and the link's first burst was computed from the table too. A plain key is announced
+//!   when that count goes from 0 to 1 (`LS+ subject`) and withdrawn when it returns to 0
+//!   (`LS- subject`); a queue key is announced with its weight (`LS+ subject queue weight`)
+//!   whenever the weight changes, and withdrawn at 0. Not storing it keeps a hub's memory
+//!   linear in its interest: with N leaves each announcing its own subjects, per-link maps
+//!   would hold N² entries (about 60 KiB per link at 1,000 leaves).
 //!
 //! What a link is told depends on its side, as in nats-server: a link this server accepted
 //! (we are its hub) hears about all interest except its own; a link this server solicited (we
@@ -26,7 +32,7 @@
 //! its own subject come back and close its link as a loop). [`Interest::lds_elsewhere`] tells
 //! a link whether another link already announced a loop-detection subject.
 //!
-//! Holding one lock across the sublist change and the smap updates makes each link's view
+//! Holding one lock across the sublist change and the announcements makes each link's view
 //! exact: a link registering (snapshot + burst) and a subscription changing are ordered.
 //! The lock is never taken on the publish path (except by the rare auto-unsubscribe).
 //!
@@ -90,8 +96,7 @@ impl KeyInterest {
             .links
             .iter()
             .filter(|(l, s, _)| *l != id && !(solicited && *s))
-            .map(|(_, _, n)| *n)
-            .sum();
+            .fold(0u32, |sum, (_, _, n)| sum.saturating_add(*n));
         if lds {
             from_links
         } else {
@@ -100,12 +105,69 @@ impl KeyInterest {
     }
 }
 
-/// One established link's view.
+/// A key's members just before a change, summed so that what each link was told about it
+/// (see [`KeyInterest::visible_to`]) is found without a walk of the key's links per link.
+#[derive(Default)]
+struct Before {
+    local: u32,
+    /// Members of all links.
+    links: u64,
+    /// Members of links this server accepted (the only ones a solicited link is told about).
+    accepted: u64,
+    /// Members per link, for a key held by many links (looked up in `few` otherwise).
+    by_link: Option<HashMap<u64, (bool, u32)>>,
+    few: Vec<(u64, bool, u32)>,
+}
+
+/// Above this many links holding one key, [`Before`] indexes them by id.
+const INDEX_LINKS_ABOVE: usize = 16;
+
+impl Before {
+    fn of(entry: &KeyInterest) -> Before {
+        let mut b = Before {
+            local: entry.local,
+            ..Before::default()
+        };
+        for &(_, solicited, n) in &entry.links {
+            b.links += u64::from(n);
+            if !solicited {
+                b.accepted += u64::from(n);
+            }
+        }
+        if entry.links.len() > INDEX_LINKS_ABOVE {
+            b.by_link = Some(entry.links.iter().map(|&(id, s, n)| (id, (s, n))).collect());
+        } else {
+            b.few = entry.links.clone();
+        }
+        b
+    }
+
+    /// The same count as [`KeyInterest::visible_to`] on the entry this was taken from.
+    fn visible_to(&self, id: u64, solicited: bool, lds: bool) -> u32 {
+        let own = match &self.by_link {
+            Some(map) => map.get(&id).copied(),
+            None => self
+                .few
+                .iter()
+                .find(|(l, _, _)| *l == id)
+                .map(|&(_, s, n)| (s, n)),
+        };
+        let from_links = if solicited {
+            let own_accepted = own.filter(|(s, _)| !s).map_or(0, |(_, n)| n);
+            self.accepted.saturating_sub(u64::from(own_accepted))
+        } else {
+            self.links
+                .saturating_sub(own.map_or(0, |(_, n)| u64::from(n)))
+        };
+        let local = if lds { 0 } else { u64::from(self.local) };
+        u32::try_from(local.saturating_add(from_links)).unwrap_or(u32::MAX)
+    }
+}
+
+/// One established link.
 struct LinkView {
     handle: Arc<ClientHandle>,
     solicited: bool,
-    /// Count per key, as announced to the link.
-    smap: HashMap<Box<[u8]>, u32>,
 }
 
 /// All interest and every link's view of it; see the module documentation.
@@ -174,10 +236,15 @@ impl Interest {
         let announce = !(super::js_denied(subject) || lds && origin == Origin::Local);
         let mut key_buf = std::mem::take(&mut self.key);
         let key = make_key(&mut key_buf, subject, queue);
+        // What each link was told so far is what the table showed it before this change.
+        let before = match self.table.get(key) {
+            Some(entry) if announce => Before::of(entry),
+            _ => Before::default(),
+        };
         // Only what the table actually gained or lost is passed on: removing interest an
         // origin no longer holds (see `drop_origin`) changes nothing.
         let delta = self.update_table(key, origin, delta);
-        for link in self.links.iter_mut().filter(|_| announce && delta != 0) {
+        for link in self.links.iter().filter(|_| announce && delta != 0) {
             if !lds && import_denied(&link.handle, subject) {
                 continue;
             }
@@ -190,13 +257,8 @@ impl Interest {
             if !visible {
                 continue;
             }
-            let old = link.smap.get(key).copied().unwrap_or(0);
+            let old = before.visible_to(link.handle.id, link.solicited, lds);
             let new = apply(old, delta);
-            if new == 0 {
-                link.smap.remove(key);
-            } else {
-                link.smap.insert(key.into(), new);
-            }
             let mut out = BytesMut::new();
             write_update(&mut out, key, old, new);
             if !out.is_empty() {
@@ -280,7 +342,6 @@ impl Interest {
     /// know about, then the loop-detection subject `lds`.
     pub fn add_link(&mut self, handle: Arc<ClientHandle>, solicited: bool, lds: &[u8]) {
         let id = handle.id;
-        let mut smap = HashMap::new();
         let mut out = BytesMut::new();
         for (key, entry) in &self.table {
             let subject = split_key(key).0;
@@ -291,17 +352,12 @@ impl Interest {
             let n = entry.visible_to(id, solicited, lds);
             if n > 0 {
                 write_update(&mut out, key, 0, n);
-                smap.insert(key.clone(), n);
             }
         }
         proto::write_ls_plus(&mut out, lds, None);
         handle.out.append_bytes(&out);
         handle.out.flush();
-        self.links.push(LinkView {
-            handle,
-            solicited,
-            smap,
-        });
+        self.links.push(LinkView { handle, solicited });
     }
 
     /// Whether a link other than `id` announced the loop-detection subject `subject`: a
@@ -318,12 +374,22 @@ impl Interest {
         self.links.retain(|l| l.handle.id != id);
     }
 
-    /// How many keys link `id` was told about (for tests and status).
+    /// How many keys link `id` was told about (for tests and status): those its first burst
+    /// and the changes since have announced and not withdrawn, computed from the table.
     pub fn announced(&self, id: u64) -> usize {
-        self.links
+        let Some(link) = self.links.iter().find(|l| l.handle.id == id) else {
+            return 0;
+        };
+        self.table
             .iter()
-            .find(|l| l.handle.id == id)
-            .map_or(0, |l| l.smap.len())
+            .filter(|(key, entry)| {
+                let subject = split_key(key).0;
+                let lds = is_lds(subject);
+                !super::js_denied(subject)
+                    && (lds || !import_denied(&link.handle, subject))
+                    && entry.visible_to(id, link.solicited, lds) > 0
+            })
+            .count()
     }
 }
 
@@ -494,5 +560,92 @@ mod tests {
         let mut burst: Vec<String> = drain(&late).await.lines().map(str::to_owned).collect();
         burst.sort();
         assert_eq!(burst, ["LS+ $LDS.hub3", "LS+ $LDS.other", "LS+ up.x"]);
+    }
+
+    /// Random changes from local clients and from links of both sides, links joining late and
+    /// being replaced: what each link hears, replayed, is exactly what the table shows it (no
+    /// `LS-` for a key it was not told, no second `LS+` of a plain key, the weight of a queue
+    /// key its current one), so computing a link's view instead of storing it loses nothing.
+    #[tokio::test]
+    async fn what_each_link_hears_adds_up_to_the_table() {
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move |n: u64| {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (seed >> 33) % n
+        };
+        let keys: [(&[u8], Option<&[u8]>); 6] = [
+            (b"a", None),
+            (b"b.>", None),
+            (b"c", Some(b"q")),
+            (b"c", Some(b"r")),
+            (b"$LDS.z", None),
+            (b"$JS.API.x", None),
+        ];
+        let mut i = Interest::default();
+        let mut handles: Vec<(Arc<ClientHandle>, bool)> = Vec::new();
+        for step in 0..4000u64 {
+            if step % 400 == 0 && handles.len() < 8 {
+                let id = 100 + handles.len() as u64;
+                let solicited = id.is_multiple_of(3);
+                let h = link(id, solicited);
+                i.add_link(h.clone(), solicited, b"$LDS.me");
+                handles.push((h, solicited));
+            }
+            let (subject, queue) = keys[next(keys.len() as u64) as usize];
+            let origin = match next(4) {
+                0 => LOCAL,
+                _ => {
+                    // A link's side never changes: the same for its interest before
+                    // and after it is registered.
+                    let id = 100 + next(30);
+                    Origin::Link {
+                        id,
+                        solicited: id.is_multiple_of(3),
+                    }
+                }
+            };
+            let delta = [1, 2, -1, -2][next(4) as usize];
+            i.change(subject, queue, origin, delta);
+            if next(700) == 0 {
+                i.drop_origin(100 + next(30));
+            }
+        }
+        let registered: Vec<u64> = i.links.iter().map(|l| l.handle.id).collect();
+        // A replaced link (`drop_origin`) is told nothing more: only the others are checked.
+        assert!(registered.len() >= 4, "{registered:?}");
+        for (h, solicited) in handles.iter().filter(|(h, _)| registered.contains(&h.id)) {
+            let heard = drain(h).await;
+            let mut told: HashMap<String, u32> = HashMap::new();
+            for line in heard.lines() {
+                let words: Vec<&str> = line.split(' ').collect();
+                match words.as_slice() {
+                    ["LS+", subject] => {
+                        assert!(told.insert(subject.to_string(), 1).is_none(), "{line}");
+                    }
+                    ["LS+", subject, queue, weight] => {
+                        told.insert(format!("{subject} {queue}"), weight.parse().unwrap());
+                    }
+                    ["LS-", rest @ ..] => {
+                        assert!(told.remove(&rest.join(" ")).is_some(), "{line}");
+                    }
+                    _ => panic!("unexpected line {line}"),
+                }
+            }
+            told.remove("$LDS.me");
+            let mut shown: HashMap<String, u32> = HashMap::new();
+            for (key, entry) in &i.table {
+                let subject = split_key(key).0;
+                let lds = is_lds(subject);
+                let n = entry.visible_to(h.id, *solicited, lds);
+                if n > 0 && !super::super::js_denied(subject) {
+                    let key = String::from_utf8(key.to_vec()).unwrap();
+                    shown.insert(key.clone(), if key.contains(' ') { n } else { 1 });
+                }
+            }
+            assert_eq!(told, shown, "link {} (solicited {solicited})", h.id);
+            assert_eq!(i.announced(h.id), shown.len());
+        }
     }
 }
