@@ -328,16 +328,22 @@ impl MetaGroup {
         Ok((answer, true))
     }
 
-    /// Updates the replicated stream `config.name` of `account` (checked by the core): the
+    /// Updates the replicated stream `config.name` of `account` (checked by the core): a new
+    /// `num_replicas` first rescales its peers ([`MetaGroup::rescale_stream`]), then the
     /// new configuration through the meta group (each peer updates its copy as it applies
     /// it, `jsc::stream_group`), then its `discard: new` limits through the stream's group
     /// (so that every copy decides the publishes after that entry alike). A failure after the
     /// meta group's commit answers 10008: the same update again is applied again.
     async fn update_stream(
-        &self,
+        self: &Arc<Self>,
         account: &str,
         config: StreamConfig,
     ) -> Result<Replicated, ApiError> {
+        let (sa, _) = self.assigned(account, &config.name)?;
+        let old_r = serde_json::from_str::<StreamConfig>(&sa.config).map(|c| c.num_replicas);
+        if old_r.is_ok_and(|r| r != config.num_replicas) {
+            self.rescale_stream(&sa, &config).await?;
+        }
         let text = serde_json::to_string(&config).map_err(|e| ApiError::general(&e.to_string()))?;
         let proposed = self
             .propose(MetaCommand::UpdateStream {
@@ -498,7 +504,7 @@ impl MetaGroup {
     }
 
     /// Proposes `peers` as the peers of consumer assignment `ca`.
-    async fn set_consumer_peers(
+    pub(super) async fn set_consumer_peers(
         &self,
         ca: &ConsumerAssignment,
         peers: Vec<u64>,
@@ -513,7 +519,7 @@ impl MetaGroup {
     }
 
     /// Proposes `cmd`: done, or the API error of its refusal (10008 when not applied).
-    async fn apply_command(&self, cmd: MetaCommand) -> Result<(), ApiError> {
+    pub(super) async fn apply_command(&self, cmd: MetaCommand) -> Result<(), ApiError> {
         let proposed = self.propose(cmd).await.map_err(|_| unavailable())?;
         match proposed.reply.refused {
             None => Ok(()),
@@ -522,7 +528,12 @@ impl MetaGroup {
     }
 
     /// Proposes `peers` as the peers of replicated stream `name` of `account`.
-    async fn set_peers(&self, account: &str, name: &str, peers: Vec<u64>) -> Result<(), ApiError> {
+    pub(super) async fn set_peers(
+        &self,
+        account: &str,
+        name: &str,
+        peers: Vec<u64>,
+    ) -> Result<(), ApiError> {
         self.apply_command(MetaCommand::SetStreamPeers {
             account: account.to_owned(),
             name: name.to_owned(),
