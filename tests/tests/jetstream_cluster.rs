@@ -2367,7 +2367,9 @@ async fn purge_and_msg_delete_on_a_replicated_stream_apply_on_every_copy() {
 /// issue 22 (R>1 as R1): `STREAM.UPDATE` of an R3 stream from a member not leading its group,
 /// through the meta group: a new subject captured by the group's leader, `discard: new` with
 /// `max_msgs` decided alike on every copy (10077), the description on every member's
-/// `STREAM.INFO`; a change of `num_replicas` or of the storage refused with a clear error.
+/// `STREAM.INFO`; a change of the storage refused with a clear error, one to R5 on three
+/// members as a create of an R5 stream is (10005: see
+/// `a_stream_shrinks_to_r2_and_grows_back_to_r3` for the changes of `num_replicas`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_update_of_a_replicated_stream_reaches_every_copy() {
     let (members, leader) = three_members_with_an_r3_stream("UPD", "upd.a").await;
@@ -2414,7 +2416,7 @@ async fn an_update_of_a_replicated_stream_reaches_every_copy() {
     let mut r5 = config.clone();
     r5["num_replicas"] = json!(5);
     let refused = api(&client, "$JS.API.STREAM.UPDATE.UPD", r5).await;
-    assert_eq!(refused["error"]["err_code"], 10052, "{refused}");
+    assert_eq!(refused["error"]["err_code"], 10005, "{refused}");
     let mut memory = config;
     memory["storage"] = json!("memory");
     let refused = api(&client, "$JS.API.STREAM.UPDATE.UPD", memory).await;
