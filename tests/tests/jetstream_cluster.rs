@@ -4416,14 +4416,7 @@ async fn rescaled_from_r3_to_r5_and_back() {
     }
 
     // Publishes go on from a member that is not the old leader; the old leader goes.
-    let killed = members
-        .iter()
-        .position(|m| m.name == old_leader)
-        .expect("the old leader");
-    let via = members
-        .iter()
-        .position(|m| m.name != old_leader)
-        .expect("another member");
+    let (killed, via) = leader_and_other(&members, &old_leader);
     let js = jetstream_on(&members[via]).await;
     let second = publish_until_acknowledged(&js, 60, |_| {}).await;
     assert_eq!(second[..30], first[..], "the first 30 are duplicates");
@@ -4446,16 +4439,7 @@ async fn rescaled_from_r3_to_r5_and_back() {
     let shrunk = update_stream(live[0], config.clone()).await;
     assert!(shrunk["error"].is_null(), "{shrunk}");
     assert_eq!(shrunk["config"]["num_replicas"], 3, "{shrunk}");
-    let at = live
-        .iter()
-        .find(|m| m.name == leader)
-        .expect("the leader is live");
-    let info = api(
-        &app_client(at).await,
-        "$JS.API.STREAM.INFO.SCALE",
-        json!({}),
-    )
-    .await;
+    let info = info_on(&live, &leader, "SCALE").await;
     let peers = group_members(&info);
     assert_eq!(peers.len(), 3, "{info}");
     assert!(peers.contains(&leader), "the leader kept: {info}");
@@ -4479,6 +4463,16 @@ async fn rescaled_from_r3_to_r5_and_back() {
         })
         .await;
     }
+}
+
+/// `STREAM.INFO` of `stream` on the member of `members` named `name`.
+async fn info_on(members: &[&Member], name: &str, stream: &str) -> Value {
+    let m = members
+        .iter()
+        .find(|m| m.name == name)
+        .unwrap_or_else(|| panic!("{name} is not among the members"));
+    let subject = format!("$JS.API.STREAM.INFO.{stream}");
+    api(&app_client(m).await, &subject, json!({})).await
 }
 
 /// Stream configuration `config` with `num_replicas` `r`.
@@ -4555,13 +4549,7 @@ async fn shrink_and_grow_back(members: &[Member], leader: &str, config: &Value) 
     let shrunk = update_stream(&members[other], with_replicas(config, 2)).await;
     assert!(shrunk["error"].is_null(), "{shrunk}");
     assert_eq!(shrunk["config"]["num_replicas"], 2, "{shrunk}");
-    let at_leader = &members[leader_and_other(members, &leader).0];
-    let info = api(
-        &app_client(at_leader).await,
-        "$JS.API.STREAM.INFO.SHRINK",
-        json!({}),
-    )
-    .await;
+    let info = info_on(&all, &leader, "SHRINK").await;
     let peers = group_members(&info);
     assert_eq!(peers.len(), 2, "{info}");
     assert!(peers.contains(&leader), "the leader kept: {info}");
@@ -4620,10 +4608,7 @@ async fn a_stopped_consumer_replica_is_not_current() {
     consume_all(&members[0], "CREP", "D", 1..=5).await;
     let all: Vec<&Member> = members.iter().collect();
     let leader = consumer_leader(&all, "CREP", "D", None).await;
-    let at = members
-        .iter()
-        .position(|m| m.name == leader)
-        .expect("the consumer leader");
+    let (at, victim) = leader_and_other(&members, &leader);
     until_answer(
         &members[at],
         "$JS.API.CONSUMER.INFO.CREP.D",
@@ -4643,10 +4628,6 @@ async fn a_stopped_consumer_replica_is_not_current() {
         },
     )
     .await;
-    let victim = members
-        .iter()
-        .position(|m| m.name != leader)
-        .expect("a replica");
     let victim_name = members[victim].name.clone();
     members[victim].server.kill();
     until_answer(

@@ -394,6 +394,23 @@ impl MetaGroup {
         self.replace_stream_peer(account, name, removed).await
     }
 
+    /// The meta group's voters but `peers`, with whether each is up and its tags: where a
+    /// stream's new peer may be placed.
+    pub(super) fn voters_but(&self, peers: &[u64]) -> Vec<Voter> {
+        let online = self.online_tags();
+        let m = self.raft.metrics().borrow().clone();
+        m.membership_config
+            .membership()
+            .voter_ids()
+            .filter(|id| !peers.contains(id))
+            .map(|id| Voter {
+                id,
+                online: online.contains_key(&id),
+                tags: online.get(&id).cloned().unwrap_or_default(),
+            })
+            .collect()
+    }
+
     /// [`MetaGroup::remove_stream_peer`] of the peer with node id `removed` (`SERVER.REMOVE`
     /// too, for each stream the server was a peer of).
     pub(super) async fn replace_stream_peer(
@@ -407,19 +424,7 @@ impl MetaGroup {
         if !sa.group.peers.contains(&removed) {
             return Err(JsError::ClusterPeerNotMember.err());
         }
-        let online = self.online_tags();
-        let m = self.raft.metrics().borrow().clone();
-        let free: Vec<Voter> = m
-            .membership_config
-            .membership()
-            .voter_ids()
-            .filter(|id| !sa.group.peers.contains(id))
-            .map(|id| Voter {
-                id,
-                online: online.contains_key(&id),
-                tags: online.get(&id).cloned().unwrap_or_default(),
-            })
-            .collect();
+        let free = self.voters_but(&sa.group.peers);
         // The replacement holds the stream's placement tags too.
         let wanted = serde_json::from_str::<StreamConfig>(&sa.config)
             .map(|c| placement::tags(c.placement.as_ref()))

@@ -31,7 +31,7 @@ use tracing::{info, warn};
 
 use super::group::MetaGroup;
 use super::meta::{ConsumerAssignment, StreamAssignment};
-use super::placement::{self, NoPeers, Voter};
+use super::placement::{self, NoPeers};
 
 /// The peers kept when a group of `peers` shrinks to `r`, if `leader` leads it: the leader
 /// (when it is a peer), then the others online, then the others, in the assignment's order.
@@ -106,19 +106,7 @@ impl MetaGroup {
         let wanted = new_r - sa.group.peers.len();
         let mut peers = sa.group.peers.clone();
         if wanted > 0 {
-            let online = self.online_tags();
-            let m = self.raft.metrics().borrow().clone();
-            let free: Vec<Voter> = m
-                .membership_config
-                .membership()
-                .voter_ids()
-                .filter(|id| !sa.group.peers.contains(id))
-                .map(|id| Voter {
-                    id,
-                    online: online.contains_key(&id),
-                    tags: online.get(&id).cloned().unwrap_or_default(),
-                })
-                .collect();
+            let free = self.voters_but(&sa.group.peers);
             let tags = placement::tags(config.placement.as_ref());
             let added =
                 placement::choose(wanted, &free, &self.state().load(), &tags).map_err(no_peers)?;
