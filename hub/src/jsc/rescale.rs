@@ -82,6 +82,11 @@ impl MetaGroup {
         sa: &StreamAssignment,
         config: &StreamConfig,
     ) -> Result<(), ApiError> {
+        // Nothing moves unless the meta group can take the proposals that follow (a group
+        // changed and an assignment not would have to wait for the same update again).
+        if !self.meta_writable() {
+            return Err(leaf_core::jetstream::config::JsError::ClusterNotAvail.err());
+        }
         let old: StreamConfig = serde_json::from_str(&sa.config)
             .map_err(|e| ApiError::general(&format!("the assignment does not read: {e}")))?;
         let old_r = usize::try_from(old.num_replicas).unwrap_or(1);
@@ -93,6 +98,16 @@ impl MetaGroup {
         } else {
             self.shrink_stream(sa, old_r, new_r).await
         }
+    }
+
+    /// Whether the meta group has a leader this member sees up, and a majority of its voters
+    /// up (as this member sees them).
+    fn meta_writable(&self) -> bool {
+        let m = self.raft.metrics().borrow().clone();
+        let online = self.online();
+        let voters: Vec<u64> = m.membership_config.membership().voter_ids().collect();
+        let up = voters.iter().filter(|v| online.contains_key(v)).count();
+        m.current_leader.is_some_and(|l| online.contains_key(&l)) && up > voters.len() / 2
     }
 
     /// [`MetaGroup::rescale_stream`] up to `new_r` peers.
