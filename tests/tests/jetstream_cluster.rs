@@ -2367,7 +2367,9 @@ async fn purge_and_msg_delete_on_a_replicated_stream_apply_on_every_copy() {
 /// issue 22 (R>1 as R1): `STREAM.UPDATE` of an R3 stream from a member not leading its group,
 /// through the meta group: a new subject captured by the group's leader, `discard: new` with
 /// `max_msgs` decided alike on every copy (10077), the description on every member's
-/// `STREAM.INFO`; a change of `num_replicas` or of the storage refused with a clear error.
+/// `STREAM.INFO`; a change of the storage refused with a clear error, one to R5 on three
+/// members as a create of an R5 stream is (10005: see
+/// `a_stream_shrinks_to_r2_and_grows_back_to_r3` for the changes of `num_replicas`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_update_of_a_replicated_stream_reaches_every_copy() {
     let (members, leader) = three_members_with_an_r3_stream("UPD", "upd.a").await;
@@ -2414,7 +2416,7 @@ async fn an_update_of_a_replicated_stream_reaches_every_copy() {
     let mut r5 = config.clone();
     r5["num_replicas"] = json!(5);
     let refused = api(&client, "$JS.API.STREAM.UPDATE.UPD", r5).await;
-    assert_eq!(refused["error"]["err_code"], 10052, "{refused}");
+    assert_eq!(refused["error"]["err_code"], 10005, "{refused}");
     let mut memory = config;
     memory["storage"] = json!("memory");
     let refused = api(&client, "$JS.API.STREAM.UPDATE.UPD", memory).await;
@@ -4337,4 +4339,317 @@ async fn publishes_go_on_through_a_restart_of_the_clients_stream_leader() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publishes_go_on_through_a_restart_of_the_clients_member() {
     publishes_through_a_restart_of_the_clients_member(false).await;
+}
+
+/// `STREAM.UPDATE` of replicated stream `config["name"]` with `config` through `m` (the answer).
+async fn update_stream(m: &Member, config: Value) -> Value {
+    let subject = format!(
+        "$JS.API.STREAM.UPDATE.{}",
+        config["name"].as_str().unwrap_or_default()
+    );
+    api(&app_client(m).await, &subject, config).await
+}
+
+/// Waits (bounded) until every one of `members` shows stream `stream` with `config.num_replicas`
+/// `r` and its group as the members named `peers` (the leader and the replicas of its
+/// `STREAM.INFO`, in any order); on the group's leader each replica is also `current`.
+async fn until_rescaled(members: &[&Member], stream: &str, r: u64, peers: &[String]) {
+    let mut want = peers.to_vec();
+    want.sort();
+    let subject = format!("$JS.API.STREAM.INFO.{stream}");
+    for m in members {
+        until_answer(m, &subject, &format!("R{r} on {want:?}"), |info| {
+            let mut now = group_members(info);
+            now.sort();
+            let leading = info["cluster"]["leader"].as_str() == Some(m.name.as_str());
+            let current = info["cluster"]["replicas"]
+                .as_array()
+                .is_some_and(|rs| rs.iter().all(|r| r["current"] == true));
+            info["config"]["num_replicas"] == json!(r) && now == want && (!leading || current)
+        })
+        .await;
+    }
+}
+
+/// issue 22, a change of `num_replicas`: five members, an R3 stream with an R3 durable (its
+/// R inherited) that double-acked the first 30 messages; 30 publishes with msg ids, then
+/// `STREAM.UPDATE` to R5 through a member: answered with R5; every member shows R5, the five
+/// members as the group (each replica current on the leader) and the consumer's group on the
+/// five; 30 more publishes, the stream's former leader SIGKILLed, 20 more: every live copy,
+/// the two new ones included, holds the 80 ids once, in order, at their acknowledged
+/// sequences. Then down to R3 while the killed member is still down: the group becomes three
+/// live members (the down one dropped first, the leader kept), each live member shows R3,
+/// the two others drop their copy, publishes are still acknowledged and the consumer keeps
+/// its ack floor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_rescaled_from_r3_to_r5_and_back_keeps_every_message() {
+    // Boxed: the test's future is too large for the test thread's stack in a debug build.
+    Box::pin(rescaled_from_r3_to_r5_and_back()).await;
+}
+
+/// See [`a_stream_rescaled_from_r3_to_r5_and_back_keeps_every_message`].
+async fn rescaled_from_r3_to_r5_and_back() {
+    let mut members = cluster(&[ServerKind::Hubd; 5]).await;
+    let all: Vec<&Member> = members.iter().collect();
+    agreed_leader(&all, None).await;
+    let config = json!({"name": "SCALE", "subjects": ["orders.>"], "num_replicas": 3});
+    let created = create(&app_client(&members[0]).await, config.clone()).await;
+    assert_eq!(created["did_create"], true, "{created}");
+    let old_leader = stream_leader(&all, "SCALE", None).await;
+    let js = jetstream_on(&members[0]).await;
+    let first = publish_until_acknowledged(&js, 30, |_| {}).await;
+    assert_eq!(first, (1..=30).collect::<Vec<u64>>());
+    let made = durable(&members[0], "SCALE", "D", json!({})).await;
+    assert!(made["error"].is_null(), "{made}");
+    consume_all(&members[0], "SCALE", "D", 1..=30).await;
+
+    let grown = update_stream(&members[1], with_replicas(&config, 5)).await;
+    assert!(grown["error"].is_null(), "{grown}");
+    assert_eq!(grown["config"]["num_replicas"], 5, "{grown}");
+    let names: Vec<String> = members.iter().map(|m| m.name.clone()).collect();
+    until_rescaled(&all, "SCALE", 5, &names).await;
+    for m in &all {
+        until_answer(m, "$JS.API.CONSUMER.INFO.SCALE.D", "on five", |info| {
+            group_members(info).len() == 5 && info["ack_floor"]["stream_seq"] == json!(30)
+        })
+        .await;
+    }
+
+    // Publishes go on from a member that is not the old leader; the old leader goes.
+    let (killed, via) = leader_and_other(&members, &old_leader);
+    let js = jetstream_on(&members[via]).await;
+    let second = publish_until_acknowledged(&js, 60, |_| {}).await;
+    assert_eq!(second[..30], first[..], "the first 30 are duplicates");
+    members[killed].server.kill();
+    let live = all_but(&members, killed);
+    stream_leader(&live, "SCALE", Some(&old_leader)).await;
+    let acked = publish_until_acknowledged(&js, 80, |_| {}).await;
+    assert_eq!(acked[..60], second[..]);
+    let mut seqs = acked.clone();
+    seqs.sort_unstable();
+    seqs.dedup();
+    assert_eq!(seqs, (1..=80).collect::<Vec<u64>>(), "no gap, no double");
+    for m in &live {
+        let copy = copy_of(m, "SCALE", 80).await;
+        exactly_once(m, &copy, &acked);
+    }
+
+    // Down to R3 with the killed member still down: it is dropped first, the leader stays.
+    // (The killed member may have led the meta group: without a meta leader a rescale
+    // answers 10008 and changes nothing.)
+    agreed_leader(&live, Some(&old_leader)).await;
+    let leader = stream_leader(&live, "SCALE", Some(&old_leader)).await;
+    let shrunk = update_stream(live[0], config.clone()).await;
+    assert!(shrunk["error"].is_null(), "{shrunk}");
+    assert_eq!(shrunk["config"]["num_replicas"], 3, "{shrunk}");
+    let info = info_on(&live, &leader, "SCALE").await;
+    let peers = group_members(&info);
+    assert_eq!(peers.len(), 3, "{info}");
+    assert!(peers.contains(&leader), "the leader kept: {info}");
+    assert!(
+        !peers.contains(&old_leader),
+        "the down member dropped: {info}"
+    );
+    until_rescaled(&live, "SCALE", 3, &peers).await;
+    for m in live.iter().filter(|m| !peers.contains(&m.name)) {
+        until_engine_streams(m, 0).await;
+    }
+    assert_eq!(acknowledged(live[0], "orders.x").await["seq"], 81);
+    for m in live.iter().filter(|m| peers.contains(&m.name)) {
+        assert_eq!(copy_of(m, "SCALE", 81).await.len(), 81, "{}", m.name);
+        until_answer(m, "$JS.API.CONSUMER.INFO.SCALE.D", "on three", |info| {
+            let mut now = group_members(info);
+            now.sort();
+            let mut want = peers.clone();
+            want.sort();
+            now == want && info["ack_floor"]["stream_seq"] == json!(30)
+        })
+        .await;
+    }
+}
+
+/// `STREAM.INFO` of `stream` on the member of `members` named `name`.
+async fn info_on(members: &[&Member], name: &str, stream: &str) -> Value {
+    let m = members
+        .iter()
+        .find(|m| m.name == name)
+        .unwrap_or_else(|| panic!("{name} is not among the members"));
+    let subject = format!("$JS.API.STREAM.INFO.{stream}");
+    api(&app_client(m).await, &subject, json!({})).await
+}
+
+/// Stream configuration `config` with `num_replicas` `r`.
+fn with_replicas(config: &Value, r: u64) -> Value {
+    let mut config = config.clone();
+    config["num_replicas"] = json!(r);
+    config
+}
+
+/// issue 22, a change of `num_replicas` on three members: R3 to R5 is refused as a create of
+/// an R5 stream is (10005, the same text), to R1 and to R6 too (10061, 10052), and an R1
+/// stream cannot become R3 (10061), each leaving the stream as it was. R3 to R2 through the
+/// member that will be dropped: answered with R2, the leader kept, the dropped member's copy
+/// gone, every member showing R2; a publish through the dropped member acknowledged. Back to
+/// R3: the member added again catches up (every copy holds the 21 messages in order), the
+/// replicated consumer's group is on the three again with its ack floor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_shrinks_to_r2_and_grows_back_to_r3() {
+    // Boxed: the test's future is too large for the test thread's stack in a debug build.
+    Box::pin(shrinks_to_r2_and_grows_back()).await;
+}
+
+/// See [`a_stream_shrinks_to_r2_and_grows_back_to_r3`].
+async fn shrinks_to_r2_and_grows_back() {
+    let (members, leader) = three_members_with_an_r3_stream("SHRINK", "shrink.>").await;
+    let all: Vec<&Member> = members.iter().collect();
+    let config = json!({"name": "SHRINK", "subjects": ["shrink.>"], "num_replicas": 3});
+    for i in 1..=20 {
+        assert_eq!(
+            acknowledged(&members[0], &format!("shrink.{i}")).await["seq"],
+            i
+        );
+    }
+    let made = durable(&members[0], "SHRINK", "D", json!({"num_replicas": 3})).await;
+    assert!(made["error"].is_null(), "{made}");
+    consume_all(&members[0], "SHRINK", "D", 1..=20).await;
+    Box::pin(refused_rescales(&members, &config)).await;
+    let names: Vec<String> = members.iter().map(|m| m.name.clone()).collect();
+    until_rescaled(&all, "SHRINK", 3, &names).await;
+    Box::pin(shrink_and_grow_back(&members, &leader, &config)).await;
+}
+
+/// The changes of `num_replicas` of R3 stream `config` on three `members` that are refused.
+async fn refused_rescales(members: &[Member], config: &Value) {
+    let too_many = update_stream(&members[0], with_replicas(config, 5)).await;
+    let client = app_client(&members[0]).await;
+    let create_r5 = create(
+        &client,
+        json!({"name": "R5", "subjects": ["r5.>"], "num_replicas": 5}),
+    )
+    .await;
+    assert_eq!(too_many["error"]["err_code"], 10005, "{too_many}");
+    assert_eq!(too_many["error"], create_r5["error"], "as a create answers");
+    let to_r1 = update_stream(&members[0], with_replicas(config, 1)).await;
+    assert_eq!(to_r1["error"]["err_code"], 10061, "{to_r1}");
+    let to_r6 = update_stream(&members[0], with_replicas(config, 6)).await;
+    assert_eq!(to_r6["error"]["err_code"], 10052, "{to_r6}");
+    let plain = json!({"name": "PLAIN", "subjects": ["plain.>"]});
+    let created = create(&client, plain.clone()).await;
+    assert_eq!(created["did_create"], true, "{created}");
+    let plain_r3 = update_stream(&members[0], with_replicas(&plain, 3)).await;
+    assert_eq!(plain_r3["error"]["err_code"], 10061, "{plain_r3}");
+    let deleted = api(&client, "$JS.API.STREAM.DELETE.PLAIN", json!({})).await;
+    assert_eq!(deleted["success"], true, "{deleted}");
+}
+
+/// Stream `config` (R3 on `members`, led by `leader`) down to R2 and back to R3.
+async fn shrink_and_grow_back(members: &[Member], leader: &str, config: &Value) {
+    let all: Vec<&Member> = members.iter().collect();
+    let names: Vec<String> = members.iter().map(|m| m.name.clone()).collect();
+    let leader = leader.to_owned();
+    // Down to R2, asked on a member that is not the leader.
+    let (_, other) = leader_and_other(members, &leader);
+    let shrunk = update_stream(&members[other], with_replicas(config, 2)).await;
+    assert!(shrunk["error"].is_null(), "{shrunk}");
+    assert_eq!(shrunk["config"]["num_replicas"], 2, "{shrunk}");
+    let info = info_on(&all, &leader, "SHRINK").await;
+    let peers = group_members(&info);
+    assert_eq!(peers.len(), 2, "{info}");
+    assert!(peers.contains(&leader), "the leader kept: {info}");
+    until_rescaled(&all, "SHRINK", 2, &peers).await;
+    let dropped = members
+        .iter()
+        .find(|m| !peers.contains(&m.name))
+        .expect("a dropped member");
+    until_engine_streams(dropped, 0).await;
+    assert_eq!(acknowledged(dropped, "shrink.21").await["seq"], 21);
+    for m in members.iter().filter(|m| peers.contains(&m.name)) {
+        until_answer(m, "$JS.API.CONSUMER.INFO.SHRINK.D", "on two", |info| {
+            group_members(info).len() == 2
+                && info["config"]["num_replicas"] == json!(2)
+                && info["ack_floor"]["stream_seq"] == json!(20)
+        })
+        .await;
+    }
+
+    // Back to R3: the dropped member is the one added.
+    let grown = update_stream(dropped, config.clone()).await;
+    assert!(grown["error"].is_null(), "{grown}");
+    until_rescaled(&all, "SHRINK", 3, &names).await;
+    let first = copy_of(&members[0], "SHRINK", 21).await;
+    assert_eq!(
+        first.iter().map(|(seq, _, _)| *seq).collect::<Vec<u64>>(),
+        (1..=21).collect::<Vec<u64>>()
+    );
+    for m in &members[1..] {
+        assert_eq!(copy_of(m, "SHRINK", 21).await, first, "{}", m.name);
+    }
+    for m in &all {
+        until_answer(m, "$JS.API.CONSUMER.INFO.SHRINK.D", "on three", |info| {
+            group_members(info).len() == 3 && info["ack_floor"]["stream_seq"] == json!(20)
+        })
+        .await;
+    }
+    consume_all(dropped, "SHRINK", "D", 21..=21).await;
+}
+
+/// issue 22, `CONSUMER.INFO` `cluster.replicas` from the consumer group's Raft metrics: on
+/// the group's leader both replicas of an R3 consumer are `current` with `lag` 0 and an
+/// `active` time; a replica SIGKILLed shows `current: false` there (bounded wait), the other
+/// stays current.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_consumer_replica_is_not_current() {
+    let (mut members, _) = three_members_with_an_r3_stream("CREP", "crep.>").await;
+    for i in 1..=5 {
+        assert_eq!(
+            acknowledged(&members[0], &format!("crep.{i}")).await["seq"],
+            i
+        );
+    }
+    let made = durable(&members[0], "CREP", "D", json!({})).await;
+    assert!(made["error"].is_null(), "{made}");
+    consume_all(&members[0], "CREP", "D", 1..=5).await;
+    let all: Vec<&Member> = members.iter().collect();
+    let leader = consumer_leader(&all, "CREP", "D", None).await;
+    let (at, victim) = leader_and_other(&members, &leader);
+    until_answer(
+        &members[at],
+        "$JS.API.CONSUMER.INFO.CREP.D",
+        "all current",
+        |info| {
+            let replicas = info["cluster"]["replicas"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            info["cluster"]["leader"] == json!(leader)
+                && replicas.len() == 2
+                && replicas.iter().all(|r| {
+                    r["current"] == true
+                    && r["lag"].as_u64().unwrap_or(0) == 0 // omitted when 0
+                    && r["active"].as_u64().is_some()
+                })
+        },
+    )
+    .await;
+    let victim_name = members[victim].name.clone();
+    members[victim].server.kill();
+    until_answer(
+        &members[at],
+        "$JS.API.CONSUMER.INFO.CREP.D",
+        "the stopped one not current",
+        |info| {
+            let replicas = info["cluster"]["replicas"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            info["cluster"]["leader"] == json!(leader)
+                && replicas
+                    .iter()
+                    .any(|r| r["name"] == json!(victim_name) && r["current"] == false)
+                && replicas
+                    .iter()
+                    .any(|r| r["name"] != json!(victim_name) && r["current"] == true)
+        },
+    )
+    .await;
 }

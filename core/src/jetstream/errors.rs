@@ -152,6 +152,8 @@ js_errors! {
     StreamNotFound = (Some("JSStreamNotFoundErr"), 404, 10059, Some("stream not found"));
     /// 400 10060.
     StreamNotMatch = (Some("JSStreamNotMatchErr"), 400, 10060, Some("expected stream does not match"));
+    /// 400 10061.
+    StreamReplicasNotUpdatable = (Some("JSStreamReplicasNotUpdatableErr"), 400, 10061, Some("Replicas configuration can not be updated"));
     /// 400 10065.
     StreamSubjectOverlap = (Some("JSStreamSubjectOverlapErr"), 400, 10065, Some("subjects overlap with an existing stream"));
     /// 400 10070, with the ID.

@@ -16,7 +16,8 @@
 //! takes nothing. `STREAM.PURGE` and `STREAM.MSG.DELETE` are checked here and handed to the
 //! hook ([`Replication::purge`], [`Replication::delete_msg`]: hubd proposes them to the
 //! stream's group, applied alike on every copy) from any member; `STREAM.UPDATE` is checked
-//! here as for a single server (a change of `num_replicas` refused) and handed to
+//! here as for a single server (a change of `num_replicas` to or from R1 refused, 10061; one
+//! within 2-5 rescales the stream's group) and handed to
 //! [`Replication::update`] (hubd: through the meta group, each copy updated with
 //! [`JetStream::update_replica`]). Consumers on a member that holds no copy answer
 //! 10036 ("not currently supported in clustered mode").
@@ -88,8 +89,9 @@ pub trait Replication: Send + Sync {
     }
 
     /// Updates replicated stream `config.name` of `account` to `config` (checked already
-    /// against its configuration, `num_replicas` unchanged): the stream as updated; by
-    /// default not served (10036).
+    /// against its configuration; `num_replicas` 2-5, possibly another than the stream's:
+    /// then its peers grow or shrink to it): the stream as updated; by default not served
+    /// (10036).
     fn update(&self, account: &str, config: StreamConfig) -> Pending<Replicated> {
         let _ = (account, config);
         Box::pin(async { Err(unserved()) })
@@ -339,7 +341,8 @@ impl Inner {
     /// `STREAM.UPDATE` of replicated stream `name` (`payload` the request's body): the
     /// answer; `None` when the stream is not a replicated one known here (or the server has
     /// no hook). The single server's checks against the stream's configuration; a change of
-    /// `num_replicas` is refused.
+    /// `num_replicas` within 2-5 is the hook's to carry out (a rescale), one to R1 is refused
+    /// (10061, as [`Inner::replicas_not_updatable`] for R1 to R>1).
     pub(crate) async fn update_replicated(
         &self,
         name: &str,
@@ -350,13 +353,17 @@ impl Inner {
         let update = async {
             let mut cfg = self.read_config(name, payload)?;
             let replicas = cfg.num_replicas;
+            if replicas > MAX_REPLICAS {
+                return Err(ApiError::invalid_config(&format!(
+                    "maximum replicas is {MAX_REPLICAS}"
+                )));
+            }
             cfg.num_replicas = 1;
             let mut cfg = cfg.normalize()?;
-            if replicas != old.num_replicas {
-                return Err(ApiError::invalid_config(
-                    "stream configuration update can not change num_replicas of a replicated \
-                     stream (not supported yet)",
-                ));
+            // R2-R5 to R2-R5 is a rescale of the stream's group; to R1 it would turn the
+            // group into a plain stream of one member: not done (10061).
+            if replicas != old.num_replicas && replicas <= 1 {
+                return Err(JsError::StreamReplicasNotUpdatable.err());
             }
             cfg.num_replicas = replicas;
             let cfg = super::api::check_update(&old, cfg)?;
@@ -365,6 +372,18 @@ impl Inner {
             Ok(StreamInfoResponse::from(stream.info()))
         };
         Some(update.await)
+    }
+
+    /// `STREAM.UPDATE` of R1 stream `name` of this engine asking for `num_replicas` > 1
+    /// (`payload` the request's body) on a clustered server: 10061 (turning a stream of one
+    /// member into a group is not done; a single server answers 10074 as for a create).
+    pub(crate) fn replicas_not_updatable(&self, name: &str, payload: &[u8]) -> Option<ApiError> {
+        self.replication()?;
+        let plain = self
+            .stream(name)
+            .is_some_and(|s| !s.config().is_replicated());
+        (plain && requested_replicas(payload) > 1)
+            .then(|| JsError::StreamReplicasNotUpdatable.err())
     }
 
     /// `STREAM.PEER.REMOVE` of server `peer` from replicated stream `name`: the answer;

@@ -240,26 +240,11 @@ impl ConsumerGroup {
         super::group::hand_over(&self.raft, own, &format!("consumer {}", self.consumer))
     }
 
-    /// The group's leader (its name) and the other peers (what this member knows of them).
+    /// The group's leader (its name) and the other peers, with their state on the leader
+    /// ([`MetaGroup::group_cluster`]: `current`, `active` and `lag` from the group's Raft
+    /// metrics).
     fn cluster(&self, meta: &MetaGroup) -> (Option<String>, Vec<PeerInfo>) {
-        let m = self.raft.metrics().borrow().clone();
-        let leader = m.current_leader;
-        let name = |id: u64| meta.name_of(id).unwrap_or_else(|| id.to_string());
-        let online = meta.online();
-        let replicas = m
-            .membership_config
-            .membership()
-            .voter_ids()
-            .filter(|id| Some(*id) != leader)
-            .map(|id| PeerInfo {
-                name: name(id),
-                current: id == meta.own && leader.is_some(),
-                offline: !online.contains_key(&id),
-                active: 0,
-                lag: 0,
-            })
-            .collect();
-        (leader.map(name), replicas)
+        meta.group_cluster(&self.raft.metrics().borrow())
     }
 }
 

@@ -18,10 +18,11 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use leaf_core::jetstream::config::{ApiError, JsError};
+use leaf_core::jetstream::wire::PeerInfo;
 use leaf_core::jetstream::JetStream;
 use leaf_core::server::fanout::{InternalSink, Msg};
 use leaf_core::server::{Account, Publisher, SubRef};
-use openraft::{ChangeMembers, Config, ServerState};
+use openraft::{ChangeMembers, Config, RaftMetrics, ServerState};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
@@ -40,6 +41,9 @@ use crate::route::Routes;
 
 /// The meta group's name (a subject token).
 pub const META: &str = "meta";
+
+/// How lately a replica must have been heard from to be `current`.
+const RECENT: Duration = Duration::from_secs(5);
 
 /// How often membership and bootstrap are checked.
 const TICK: Duration = Duration::from_millis(500);
@@ -616,23 +620,13 @@ impl MetaGroup {
         let membership = m.membership_config.membership().clone();
         let voters: Vec<u64> = membership.voter_ids().collect();
         let leader = m.current_leader;
-        let last = m.last_log_index.unwrap_or(0);
         // As nats-server's: the replicas are known (and shown) by the leader only.
         let mut replicas = Vec::new();
         let leading = leader == Some(self.own);
         for id in voters.iter().filter(|id| leading && Some(**id) != leader) {
             let name = self.member_name(&m, *id).unwrap_or_default();
-            let since = if *id == self.own {
-                Some(Duration::ZERO)
-            } else {
-                self.transport.last_contact(*id).map(|t| t.elapsed())
-            };
-            let lag = m
-                .replication
-                .as_ref()
-                .and_then(|r| r.get(id).cloned())
-                .map(|matched| last.saturating_sub(matched.map_or(0, |l| l.index)));
-            let recent = since.is_some_and(|s| s < Duration::from_secs(5));
+            let (since, lag) = self.replica_state(&m, *id);
+            let recent = since.is_some_and(|s| s < RECENT);
             let current = match lag {
                 Some(lag) => lag == 0 && recent,
                 None => recent && leader.is_some(),
@@ -657,6 +651,74 @@ impl MetaGroup {
             block["leader"] = json!(name);
         }
         block
+    }
+
+    /// What this member knows of peer `id` of a group whose metrics are `m`: how long ago it
+    /// was last heard from over the transport (zero for this member), and on the group's
+    /// leader how many entries it is behind.
+    fn replica_state(
+        &self,
+        m: &RaftMetrics<u64, Member>,
+        id: u64,
+    ) -> (Option<Duration>, Option<u64>) {
+        let since = if id == self.own {
+            Some(Duration::ZERO)
+        } else {
+            self.transport.last_contact(id).map(|t| t.elapsed())
+        };
+        let last = m.last_log_index.unwrap_or(0);
+        let lag = m
+            .replication
+            .as_ref()
+            .and_then(|r| r.get(&id).cloned())
+            .map(|matched| last.saturating_sub(matched.map_or(0, |l| l.index)));
+        (since, lag)
+    }
+
+    /// The leader (its name) and the other voters of a stream's or consumer's group whose
+    /// metrics are `m`, as `STREAM.INFO` and `CONSUMER.INFO` show them: on the leader from
+    /// its replication state (`current`: caught up and heard from within [`RECENT`],
+    /// `active`: ns since last heard from, `lag`: entries behind); on a follower what it
+    /// knows (itself current while it has a leader, the others not, `lag` 0).
+    pub fn group_cluster(&self, m: &RaftMetrics<u64, Member>) -> (Option<String>, Vec<PeerInfo>) {
+        let leader = m.current_leader;
+        // The meta group's names first: the membership's were written when the group was
+        // initialized, possibly before the first peer had seen every other one.
+        let name = |id: u64| {
+            self.name_of(id)
+                .or_else(|| {
+                    m.membership_config
+                        .membership()
+                        .get_node(&id)
+                        .map(|n| n.name.clone())
+                })
+                .unwrap_or_else(|| id.to_string())
+        };
+        let online = self.online();
+        let leading = leader == Some(self.own);
+        let replicas = m
+            .membership_config
+            .membership()
+            .voter_ids()
+            .filter(|id| Some(*id) != leader)
+            .map(|id| {
+                let (since, lag) = self.replica_state(m, id);
+                let recent = since.is_some_and(|s| s < RECENT);
+                let current = if leading {
+                    lag == Some(0) && recent
+                } else {
+                    id == self.own && leader.is_some()
+                };
+                PeerInfo {
+                    name: name(id),
+                    current,
+                    offline: !online.contains_key(&id),
+                    active: since.map_or(0, |s| i64::try_from(s.as_nanos()).unwrap_or(i64::MAX)),
+                    lag: lag.unwrap_or(0),
+                }
+            })
+            .collect();
+        (leader.map(name), replicas)
     }
 
     /// Why the server is not ready: no meta leader.
@@ -830,14 +892,39 @@ impl MetaGroup {
         old: &[u64],
         peers: &[u64],
     ) -> Result<(), ApiError> {
-        let members: Vec<(u64, String)> = peers
+        let targets: Vec<u64> = peers.iter().chain(old).copied().collect();
+        self.change_group_members(group, &targets, |_| peers.to_vec())
+            .await
+            .map(drop)
+    }
+
+    /// Makes `members_if(leader)` the voters of group `group` (a stream's or a consumer's)
+    /// through its leader, here or sent to it (`$HRG` request `members`; each of `targets` is
+    /// asked with the voters wanted if it leads, a member not leading answers that it does
+    /// not), retried while the group has no leader within [`OP_TIMEOUT`]: the voters set. A
+    /// shrink keeps the leader this way without knowing it beforehand.
+    pub async fn change_group_members(
+        &self,
+        group: &str,
+        targets: &[u64],
+        members_if: impl Fn(u64) -> Vec<u64>,
+    ) -> Result<Vec<u64>, ApiError> {
+        let named = |peers: &[u64]| -> Vec<(u64, String)> {
+            peers
+                .iter()
+                .map(|id| (*id, self.name_of(*id).unwrap_or_else(|| id.to_string())))
+                .collect()
+        };
+        let mut seen = BTreeSet::new();
+        let targets: Vec<u64> = targets
             .iter()
-            .map(|id| (*id, self.name_of(*id).unwrap_or_else(|| id.to_string())))
+            .copied()
+            .filter(|id| *id != self.own && seen.insert(*id))
             .collect();
-        let body =
-            postcard::to_allocvec(&members).map_err(|e| ApiError::general(&e.to_string()))?;
         let deadline = tokio::time::Instant::now() + OP_TIMEOUT;
         loop {
+            let mine = members_if(self.own);
+            let members = named(&mine);
             let here = match self.stream_group_named(group) {
                 Some(sg) => sg.change_members(&members).await,
                 None => match self.consumer_group_named(group) {
@@ -846,20 +933,20 @@ impl MetaGroup {
                 },
             };
             if let Some(answer) = here {
-                return answer;
+                return answer.map(|()| mine);
             }
-            let mut targets: Vec<u64> = peers.iter().chain(old).copied().collect();
-            targets.retain(|id| *id != self.own);
-            targets.dedup();
-            for target in targets {
+            for target in &targets {
+                let theirs = members_if(*target);
+                let body = postcard::to_allocvec(&named(&theirs))
+                    .map_err(|e| ApiError::general(&e.to_string()))?;
                 let answer = self
                     .transport
-                    .request(target, group, "members", &body, OP_TIMEOUT)
+                    .request(*target, group, "members", &body, OP_TIMEOUT)
                     .await
                     .ok()
                     .and_then(|a| postcard::from_bytes::<Option<Result<(), ApiError>>>(&a).ok());
                 if let Some(Some(answer)) = answer {
-                    return answer;
+                    return answer.map(|()| theirs);
                 }
             }
             if tokio::time::Instant::now() >= deadline {

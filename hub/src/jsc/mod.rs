@@ -16,6 +16,8 @@
 //! * [`placement`]: which members carry a replicated stream;
 //! * [`replication`]: the JetStream API's replicated streams on the meta group (the core's
 //!   `Replication` hook);
+//! * [`rescale`]: a change of a replicated stream's `num_replicas` (its peers grow or shrink
+//!   online);
 //! * [`copies`]: each member's copies of the replicated streams assigned to it;
 //! * [`stream_group`] and [`stream_machine`]: a replicated stream's group (its publishes
 //!   proposed by the leader, PubAcks after the commit) and its state machine (the copy's
@@ -40,6 +42,7 @@ pub mod placement;
 pub mod propose;
 pub mod reads;
 pub mod replication;
+pub mod rescale;
 pub mod rollup;
 pub mod server_remove;
 pub mod store;

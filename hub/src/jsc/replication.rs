@@ -328,16 +328,22 @@ impl MetaGroup {
         Ok((answer, true))
     }
 
-    /// Updates the replicated stream `config.name` of `account` (checked by the core): the
+    /// Updates the replicated stream `config.name` of `account` (checked by the core): a new
+    /// `num_replicas` first rescales its peers ([`MetaGroup::rescale_stream`]), then the
     /// new configuration through the meta group (each peer updates its copy as it applies
     /// it, `jsc::stream_group`), then its `discard: new` limits through the stream's group
     /// (so that every copy decides the publishes after that entry alike). A failure after the
     /// meta group's commit answers 10008: the same update again is applied again.
     async fn update_stream(
-        &self,
+        self: &Arc<Self>,
         account: &str,
         config: StreamConfig,
     ) -> Result<Replicated, ApiError> {
+        let (sa, _) = self.assigned(account, &config.name)?;
+        let old_r = serde_json::from_str::<StreamConfig>(&sa.config).map(|c| c.num_replicas);
+        if old_r.is_ok_and(|r| r != config.num_replicas) {
+            self.rescale_stream(&sa, &config).await?;
+        }
         let text = serde_json::to_string(&config).map_err(|e| ApiError::general(&e.to_string()))?;
         let proposed = self
             .propose(MetaCommand::UpdateStream {
@@ -388,6 +394,23 @@ impl MetaGroup {
         self.replace_stream_peer(account, name, removed).await
     }
 
+    /// The meta group's voters but `peers`, with whether each is up and its tags: where a
+    /// stream's new peer may be placed.
+    pub(super) fn voters_but(&self, peers: &[u64]) -> Vec<Voter> {
+        let online = self.online_tags();
+        let m = self.raft.metrics().borrow().clone();
+        m.membership_config
+            .membership()
+            .voter_ids()
+            .filter(|id| !peers.contains(id))
+            .map(|id| Voter {
+                id,
+                online: online.contains_key(&id),
+                tags: online.get(&id).cloned().unwrap_or_default(),
+            })
+            .collect()
+    }
+
     /// [`MetaGroup::remove_stream_peer`] of the peer with node id `removed` (`SERVER.REMOVE`
     /// too, for each stream the server was a peer of).
     pub(super) async fn replace_stream_peer(
@@ -401,19 +424,7 @@ impl MetaGroup {
         if !sa.group.peers.contains(&removed) {
             return Err(JsError::ClusterPeerNotMember.err());
         }
-        let online = self.online_tags();
-        let m = self.raft.metrics().borrow().clone();
-        let free: Vec<Voter> = m
-            .membership_config
-            .membership()
-            .voter_ids()
-            .filter(|id| !sa.group.peers.contains(id))
-            .map(|id| Voter {
-                id,
-                online: online.contains_key(&id),
-                tags: online.get(&id).cloned().unwrap_or_default(),
-            })
-            .collect();
+        let free = self.voters_but(&sa.group.peers);
         // The replacement holds the stream's placement tags too.
         let wanted = serde_json::from_str::<StreamConfig>(&sa.config)
             .map(|c| placement::tags(c.placement.as_ref()))
@@ -498,7 +509,7 @@ impl MetaGroup {
     }
 
     /// Proposes `peers` as the peers of consumer assignment `ca`.
-    async fn set_consumer_peers(
+    pub(super) async fn set_consumer_peers(
         &self,
         ca: &ConsumerAssignment,
         peers: Vec<u64>,
@@ -513,7 +524,7 @@ impl MetaGroup {
     }
 
     /// Proposes `cmd`: done, or the API error of its refusal (10008 when not applied).
-    async fn apply_command(&self, cmd: MetaCommand) -> Result<(), ApiError> {
+    pub(super) async fn apply_command(&self, cmd: MetaCommand) -> Result<(), ApiError> {
         let proposed = self.propose(cmd).await.map_err(|_| unavailable())?;
         match proposed.reply.refused {
             None => Ok(()),
@@ -522,7 +533,12 @@ impl MetaGroup {
     }
 
     /// Proposes `peers` as the peers of replicated stream `name` of `account`.
-    async fn set_peers(&self, account: &str, name: &str, peers: Vec<u64>) -> Result<(), ApiError> {
+    pub(super) async fn set_peers(
+        &self,
+        account: &str,
+        name: &str,
+        peers: Vec<u64>,
+    ) -> Result<(), ApiError> {
         self.apply_command(MetaCommand::SetStreamPeers {
             account: account.to_owned(),
             name: name.to_owned(),

@@ -505,55 +505,10 @@ impl StreamGroup {
         acct.answer(reply, None, &body);
     }
 
-    /// The group's leader (its name) and, on the leader, the other peers as `STREAM.INFO`
-    /// shows them (`current`: caught up and heard from lately, `active`: ns since last heard
-    /// from, `lag`: entries behind); on a follower the peers with what it knows.
+    /// The group's leader (its name) and its other peers as `STREAM.INFO` shows them
+    /// ([`MetaGroup::group_cluster`]).
     pub fn cluster(&self, meta: &MetaGroup) -> (Option<String>, Vec<PeerInfo>) {
-        let m = self.raft.metrics().borrow().clone();
-        let leader = m.current_leader;
-        // The meta group's names first: the membership's were written when the group was
-        // initialized, possibly before the first peer had seen every other one.
-        let name = |id: u64| {
-            meta.name_of(id)
-                .or_else(|| {
-                    m.membership_config
-                        .membership()
-                        .get_node(&id)
-                        .map(|n| n.name.clone())
-                })
-                .unwrap_or_else(|| id.to_string())
-        };
-        let online = meta.online();
-        let last = m.last_log_index.unwrap_or(0);
-        let leading = leader == Some(meta.own);
-        let replicas = m
-            .membership_config
-            .membership()
-            .voter_ids()
-            .filter(|id| Some(*id) != leader)
-            .map(|id| {
-                let since = meta.transport.last_contact(id).map(|t| t.elapsed());
-                let lag = m
-                    .replication
-                    .as_ref()
-                    .and_then(|r| r.get(&id).cloned())
-                    .map(|matched| last.saturating_sub(matched.map_or(0, |l| l.index)));
-                let recent = since.is_some_and(|s| s < Duration::from_secs(5));
-                let current = if leading {
-                    lag == Some(0) && recent
-                } else {
-                    id == meta.own && leader.is_some()
-                };
-                PeerInfo {
-                    name: name(id),
-                    current,
-                    offline: !online.contains_key(&id),
-                    active: since.map_or(0, |s| i64::try_from(s.as_nanos()).unwrap_or(i64::MAX)),
-                    lag: lag.unwrap_or(0),
-                }
-            })
-            .collect();
-        (leader.map(name), replicas)
+        meta.group_cluster(&self.raft.metrics().borrow())
     }
 }
 
