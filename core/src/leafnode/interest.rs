@@ -212,6 +212,14 @@ fn split_key(key: &[u8]) -> (&[u8], Option<&[u8]>) {
     }
 }
 
+/// Whether [`write_update`] writes anything for a link going from `old` to `new` members.
+fn update_needed(key: &[u8], old: u32, new: u32) -> bool {
+    match split_key(key).1 {
+        Some(_) => new != old,
+        None => (old == 0) != (new == 0),
+    }
+}
+
 /// Writes the `LS+`/`LS-` that takes a link from `old` to `new` members of `key`, if any.
 fn write_update(out: &mut BytesMut, key: &[u8], old: u32, new: u32) {
     let (subject, queue) = split_key(key);
@@ -259,10 +267,10 @@ impl Interest {
             }
             let old = before.visible_to(link.handle.id, link.solicited, lds);
             let new = apply(old, delta);
-            let mut out = BytesMut::new();
-            write_update(&mut out, key, old, new);
-            if !out.is_empty() {
-                link.handle.out.append_bytes(&out);
+            if update_needed(key, old, new) {
+                link.handle
+                    .out
+                    .append(|out| write_update(out, key, old, new), None, &[]);
                 link.handle.out.flush();
             }
         }
@@ -342,20 +350,27 @@ impl Interest {
     /// know about, then the loop-detection subject `lds`.
     pub fn add_link(&mut self, handle: Arc<ClientHandle>, solicited: bool, lds: &[u8]) {
         let id = handle.id;
-        let mut out = BytesMut::new();
-        for (key, entry) in &self.table {
-            let subject = split_key(key).0;
-            let lds = is_lds(subject);
-            if super::js_denied(subject) || (!lds && import_denied(&handle, subject)) {
-                continue;
-            }
-            let n = entry.visible_to(id, solicited, lds);
-            if n > 0 {
-                write_update(&mut out, key, 0, n);
-            }
-        }
-        proto::write_ls_plus(&mut out, lds, None);
-        handle.out.append_bytes(&out);
+        // Written straight into the link's outbound buffer (no copy of the burst: a hub that
+        // a fleet reconnects to at once holds one burst per link, not two).
+        let table = &self.table;
+        handle.out.append(
+            |out| {
+                for (key, entry) in table {
+                    let subject = split_key(key).0;
+                    let lds = is_lds(subject);
+                    if super::js_denied(subject) || (!lds && import_denied(&handle, subject)) {
+                        continue;
+                    }
+                    let n = entry.visible_to(id, solicited, lds);
+                    if n > 0 {
+                        write_update(out, key, 0, n);
+                    }
+                }
+                proto::write_ls_plus(out, lds, None);
+            },
+            None,
+            &[],
+        );
         handle.out.flush();
         self.links.push(LinkView { handle, solicited });
     }
