@@ -245,6 +245,10 @@ impl StreamGroup {
         let store = js.store_of(&sa.name).clone();
         let (window, first_seq) = (config.duplicate_window, config.first_seq);
         let floor = reset_if_lost(&db, &group, &store, &stream).await?;
+        // The leader replicates its entries while its own fsync runs; applies and commit
+        // indexes wait for that fsync (see `LogStore::early_ack`).
+        let log = db.log::<StreamTypes>(&group).early_ack(meta.own);
+        let durable = log.durable();
         let machine = {
             let (db, group, stream) = (db.clone(), group.clone(), stream.clone());
             tokio::task::spawn_blocking(move || {
@@ -254,17 +258,19 @@ impl StreamGroup {
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())?
             .on_stored(wake_consumers(js, &sa.name))
+            .after_durable(durable.clone())
         };
         machine.set_discard_new(DiscardNew::of(&config));
         let network = GroupNetwork {
             transport: meta.transport.clone(),
             group: group.clone(),
+            durable: Some(durable),
         };
         let raft = StreamRaft::new(
             meta.own,
             Arc::new(raft_config(&group)?),
             network,
-            db.log::<StreamTypes>(&group),
+            log,
             machine,
         )
         .await
