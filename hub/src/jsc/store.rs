@@ -796,9 +796,22 @@ where
         Ok(())
     }
 
+    /// The saved vote; with [`LogStore::early_ack`], a committed vote for this member is read
+    /// back as not committed: openraft 0.9 would otherwise make the member leader again at
+    /// start in the same term, and its log may lack entries it acknowledged to itself before
+    /// they were fsynced (and sent to a follower): appending new entries under the same log
+    /// ids would make the logs diverge. So it starts as a follower that voted for itself in
+    /// that term, and leads again only after an election in a new term.
     async fn read_vote(&mut self) -> Result<Option<Vote<C::NodeId>>, StorageError<C::NodeId>> {
-        self.read_value("vote")
-            .map_err(|e| StorageIOError::read_vote(e).into())
+        let vote: Option<Vote<C::NodeId>> = self
+            .read_value("vote")
+            .map_err(|e| StorageError::from(StorageIOError::read_vote(e)))?;
+        Ok(vote.map(|v| match &self.own {
+            Some(own) if v.is_committed() && v.leader_id().voted_for().as_ref() == Some(own) => {
+                Vote::new(v.leader_id().get_term(), own.clone())
+            }
+            _ => v,
+        }))
     }
 
     /// Saves the committed log id **without fsync** (`Durability::None`): it reaches the disk
@@ -1065,7 +1078,8 @@ mod early_ack_tests {
     /// acknowledged and become durable (the durable end moves on); once it saved a vote for
     /// another leader, that leader's entries are acknowledged only once durable (the end is
     /// past them when the append returns); a truncation moves the end back; a reopen starts
-    /// it at the file's last entry.
+    /// it at the file's last entry and reads the member's own committed vote back as not
+    /// committed.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_leaders_own_appends_are_acknowledged_and_made_durable() {
         let dir = tempfile::tempdir().unwrap();
@@ -1096,10 +1110,18 @@ mod early_ack_tests {
                 .unwrap();
             assert_eq!(now(durable.reached(4)).await, None, "index 4 is gone");
             assert_eq!(now(durable.reached(3)).await, Some(true));
+            log.save_vote(&Vote::new_committed(5, 1)).await.unwrap();
         }
         let db = RaftDb::open(dir.path()).unwrap();
-        let log = db.log::<MetaTypes>("S-1").early_ack(1);
+        let mut log = db.log::<MetaTypes>("S-1").early_ack(1);
         assert_eq!(now(log.durable().reached(3)).await, Some(true));
         assert_eq!(now(log.durable().reached(4)).await, None);
+        // Its own leadership is not resumed in the same term after a restart.
+        assert_eq!(log.read_vote().await.unwrap(), Some(Vote::new(5, 1)));
+        let mut plain = db.log::<MetaTypes>("S-1");
+        assert_eq!(
+            plain.read_vote().await.unwrap(),
+            Some(Vote::new_committed(5, 1))
+        );
     }
 }
