@@ -129,6 +129,7 @@ impl ConsumerGroup {
         let network = GroupNetwork {
             transport: meta.transport.clone(),
             group: group.clone(),
+            durable: None,
         };
         let raft = ConsumerRaft::new(
             meta.own,

@@ -131,6 +131,7 @@ impl MetaGroup {
         let network = GroupNetwork {
             transport: transport.clone(),
             group: META.into(),
+            durable: None,
         };
         let raft = MetaRaft::new(
             own,

@@ -33,6 +33,7 @@ pub mod bootstrap;
 pub mod consumer_group;
 pub mod consumer_machine;
 pub mod copies;
+pub mod durable;
 pub mod group;
 pub mod machine;
 pub mod meta;

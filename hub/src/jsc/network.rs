@@ -17,6 +17,7 @@ use openraft::{Raft, RaftTypeConfig};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::durable::Durable;
 use super::transport::{RequestError, Transport};
 
 /// The network of group `group` (a factory of clients, one per target).
@@ -26,6 +27,9 @@ pub struct GroupNetwork {
     pub transport: Arc<Transport>,
     /// The group's name.
     pub group: String,
+    /// A group whose leader acknowledges its own appends before its fsync
+    /// (`LogStore::early_ack`): its log's durable end, past which no commit index is sent.
+    pub durable: Option<Durable>,
 }
 
 /// A client of one target.
@@ -91,9 +95,12 @@ where
 {
     async fn append_entries(
         &mut self,
-        rpc: AppendEntriesRequest<C>,
+        mut rpc: AppendEntriesRequest<C>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, C::Node, RaftError<u64>>> {
+        if let Some(durable) = &self.net.durable {
+            rpc.leader_commit = durable.clamp(rpc.leader_commit);
+        }
         self.call_typed("append", &rpc, &option).await
     }
 

@@ -7,8 +7,10 @@
 //!   callback) only once it is on disk. Appends and removals go through the group's **log
 //!   writer** (a task per group, in the order openraft made them): `append` returns as soon
 //!   as the entries are handed over (and readable: the reader sees them on top of the file),
-//!   so openraft's core replicates them to the followers while the leader's own fsync runs,
-//!   and appends queued meanwhile share one commit (group commit). The one exception to the
+//!   and appends queued meanwhile share one commit (group commit). openraft 0.9's core waits
+//!   for the callback before it replicates, so a stream group's log store acknowledges the
+//!   entries its member appends as leader at once ([`LogStore::early_ack`]) and the group
+//!   waits for the log's durable end ([`Durable`]) where it matters. The one exception to the
 //!   fsync is the committed log id (`save_committed`): see [`LogStore::save_committed`].
 //!   Writes run on tokio's blocking pool, never on a worker thread.
 //! * [`SnapshotSlot`]: the group's last snapshot (its meta and bytes), kept in the same file,
@@ -19,23 +21,24 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
-use std::marker::PhantomData;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use tokio::sync::{mpsc, oneshot};
-use tracing::warn;
+use tracing::{error, warn};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{
-    AnyError, LogId, OptionalSend, RaftLogId, RaftLogReader, RaftTypeConfig, StorageError,
-    StorageIOError, Vote,
+    AnyError, LeaderId, LogId, OptionalSend, RaftLogId, RaftLogReader, RaftTypeConfig,
+    StorageError, StorageIOError, Vote,
 };
 use redb::{Database, ReadableDatabase, TableDefinition};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+
+use super::durable::Durable;
 
 /// Entries: (group, index) → postcard of the entry.
 const LOG: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("raft_log");
@@ -125,7 +128,8 @@ impl RaftDb {
             db: self.clone(),
             group,
             writes,
-            _types: PhantomData,
+            own: None,
+            leading: None,
         }
     }
 
@@ -235,6 +239,7 @@ impl RaftDb {
         if let Some(writes) = self.live_writer(group) {
             writes.pending().clear();
             writes.epoch.fetch_add(1, Ordering::AcqRel);
+            writes.durable.cut(0);
         }
         let group = group.to_owned();
         durable(self.0.clone(), move |txn| {
@@ -307,19 +312,23 @@ pub struct Writes {
     /// sees them on top of the file.
     pending: Arc<Mutex<BTreeMap<u64, Vec<u8>>>>,
     /// The writer's queue. Unbounded: what fills it is bounded upstream (a stream group's
-    /// proposals, two batches unapplied; a follower's appends, one replication request at a
+    /// proposals, four batches unapplied; a follower's appends, one replication request at a
     /// time from its leader; the meta group's few commands).
     queue: mpsc::UnboundedSender<Write>,
     /// Moves on when the group's state is cleared ([`RaftDb::remove_group`],
     /// [`RaftDb::reset_group`]): lazy values handed over before are not written.
     epoch: Arc<AtomicU64>,
+    /// How far the log is on disk (moved on by the writer after each durable commit).
+    durable: Durable,
 }
 
 /// One write of a group's log.
 enum Write {
-    /// Entries to append; `done` is told once they are fsynced (or why not).
+    /// Entries to append (the last one's log id when it is a `LogId<u64>`); `done` is told
+    /// once they are fsynced (or why not).
     Append {
         rows: Vec<(u64, Vec<u8>)>,
+        last: Option<LogId<u64>>,
         done: Box<dyn FnOnce(Result<(), String>) + Send>,
     },
     /// Entries `start..=end` to remove (with the purged log id to record, for a purge);
@@ -344,17 +353,22 @@ impl Writes {
         let (queue, rx) = mpsc::unbounded_channel();
         let pending = Arc::new(Mutex::new(BTreeMap::new()));
         let epoch = Arc::new(AtomicU64::new(0));
+        // What the file holds is durable. A read error leaves it at none: a state machine
+        // waiting on it then waits for the next durable append.
+        let durable = Durable::new(last_index_in_file(&db, &group).unwrap_or(None));
         tokio::spawn(write_log(
             Arc::downgrade(&db),
             group,
             pending.clone(),
             epoch.clone(),
+            durable.clone(),
             rx,
         ));
         Arc::new(Writes {
             pending,
             queue,
             epoch,
+            durable,
         })
     }
 
@@ -363,14 +377,26 @@ impl Writes {
     }
 }
 
+/// The last index of `group`'s entries in the file.
+fn last_index_in_file(db: &Database, group: &str) -> Result<Option<u64>, redb::Error> {
+    let txn = db.begin_read()?;
+    let table = txn.open_table(LOG)?;
+    let last = table.range((group, 0)..=(group, u64::MAX))?.next_back();
+    Ok(match last {
+        Some(item) => Some(item?.0.value().1),
+        None => None,
+    })
+}
+
 /// The log writer's loop: each write in order; the appends and lazy values queued together
-/// in one commit (durable when it holds an append). It holds the database weakly: once every
-/// handle of it is gone, what is left fails.
+/// in one commit (durable when it holds an append), `on_disk` moved on after it. It holds the
+/// database weakly: once every handle of it is gone, what is left fails.
 async fn write_log(
     db: Weak<Database>,
     group: Arc<str>,
     pending: Arc<Mutex<BTreeMap<u64, Vec<u8>>>>,
     epoch: Arc<AtomicU64>,
+    on_disk: Durable,
     mut rx: mpsc::UnboundedReceiver<Write>,
 ) {
     let mut next: Option<Write> = None;
@@ -379,7 +405,10 @@ async fn write_log(
             Some(w) => w,
             None => match rx.recv().await {
                 Some(w) => w,
-                None => return,
+                None => {
+                    on_disk.close();
+                    return;
+                }
             },
         };
         let Some(db) = db.upgrade() else {
@@ -430,8 +459,11 @@ async fn write_log(
             lazy,
             lazy_epoch,
         } = batch;
-        let rows: Vec<Vec<(u64, Vec<u8>)>> =
-            appends.iter_mut().map(|(r, _)| std::mem::take(r)).collect();
+        let rows: Vec<Vec<(u64, Vec<u8>)>> = appends
+            .iter_mut()
+            .map(|(r, _, _)| std::mem::take(r))
+            .collect();
+        let last_id = appends.iter().rev().find_map(|(_, last, _)| *last);
         let (g, file, epoch) = (group.clone(), db, epoch.clone());
         let written = blocking(move || {
             let mut txn = file.begin_write()?;
@@ -471,16 +503,24 @@ async fn write_log(
                         pending.remove(index);
                     }
                 }
+                drop(pending);
+                if let Some(last) = rows.iter().flatten().map(|(i, _)| *i).max() {
+                    on_disk.advance(last, last_id);
+                }
                 Ok(())
             }
             Err(e) => {
                 if appends.is_empty() {
                     warn!(group = &*group, error = %e, "JetStream cluster: a lazy Raft state write failed");
+                } else {
+                    // Appends acknowledged before their fsync (`LogStore::early_ack`) never
+                    // become durable: what waits on them fails rather than waits on.
+                    on_disk.close();
                 }
                 Err(e.to_string())
             }
         };
-        for (_, done) in appends {
+        for (_, _, done) in appends {
             done(outcome.clone());
         }
     }
@@ -497,16 +537,17 @@ struct Batch {
     lazy_epoch: Option<u64>,
 }
 
-/// An append's rows and what is told once they are written.
+/// An append's rows, its last log id and what is told once they are written.
 type AppendDone = (
     Vec<(u64, Vec<u8>)>,
+    Option<LogId<u64>>,
     Box<dyn FnOnce(Result<(), String>) + Send>,
 );
 
 impl Batch {
     fn add(&mut self, write: Write) {
         match write {
-            Write::Append { rows, done } => self.appends.push((rows, done)),
+            Write::Append { rows, last, done } => self.appends.push((rows, last, done)),
             Write::Lazy { values, epoch } => {
                 if self.lazy_epoch.is_some_and(|e| e != epoch) {
                     // Handed over before a clear: dropped.
@@ -526,20 +567,49 @@ impl Batch {
 }
 
 /// One group's log in the Raft database; also its own log reader.
-pub struct LogStore<C> {
+pub struct LogStore<C: RaftTypeConfig> {
     db: RaftDb,
     group: Arc<str>,
     writes: Arc<Writes>,
-    _types: PhantomData<fn() -> C>,
+    /// With [`LogStore::early_ack`]: this member's id.
+    own: Option<C::NodeId>,
+    /// With [`LogStore::early_ack`]: the leader id of the last vote saved here when it names
+    /// this member (the entries it appends as that leader are acknowledged at once).
+    leading: Option<LeaderId<C::NodeId>>,
 }
 
-impl<C> Clone for LogStore<C> {
+impl<C: RaftTypeConfig> Clone for LogStore<C> {
     fn clone(&self) -> Self {
         LogStore {
             db: self.db.clone(),
             group: self.group.clone(),
             writes: self.writes.clone(),
-            _types: PhantomData,
+            own: self.own.clone(),
+            leading: self.leading.clone(),
+        }
+    }
+}
+
+impl<C: RaftTypeConfig> LogStore<C> {
+    /// The log's durable end (see [`Durable`]).
+    pub fn durable(&self) -> Durable {
+        self.writes.durable.clone()
+    }
+
+    /// Makes the appends this member (`own`) makes as the group's leader acknowledged to
+    /// openraft as soon as they are handed to the log writer, not once fsynced: openraft 0.9's
+    /// core waits for that acknowledgement before it sends the entries to the followers, so
+    /// the leader's fsync and the followers' would run one after the other. The leader then
+    /// counts itself in the commit quorum before its fsync ends; what makes that safe is the
+    /// group's use of [`Durable`]: its state machine applies an entry (and answers its
+    /// publishes) only once it is durable here too, and its network sends the followers no
+    /// commit index past it. A follower's appends are acknowledged only once fsynced, as
+    /// before. See "The leader's append does not wait for its own fsync" in
+    /// `hub/JETSTREAM-CLUSTER.md`.
+    pub fn early_ack(self, own: C::NodeId) -> LogStore<C> {
+        LogStore {
+            own: Some(own),
+            ..self
         }
     }
 }
@@ -713,16 +783,35 @@ where
     }
 
     async fn save_vote(&mut self, vote: &Vote<C::NodeId>) -> Result<(), StorageError<C::NodeId>> {
+        // Before anything else is appended: entries of another leader follow this vote.
+        self.leading = None;
         let bytes = encode(vote).map_err(|e| StorageError::from(StorageIOError::write_vote(e)))?;
         self.db
             .put_state(&self.group, vec![("vote", Some(bytes))])
             .await
-            .map_err(|e| StorageIOError::write_vote(redb_err(e)).into())
+            .map_err(|e| StorageIOError::write_vote(redb_err(e)))?;
+        if self.own.is_some() && vote.leader_id().voted_for() == self.own {
+            self.leading = Some(vote.leader_id().clone());
+        }
+        Ok(())
     }
 
+    /// The saved vote; with [`LogStore::early_ack`], a committed vote for this member is read
+    /// back as not committed: openraft 0.9 would otherwise make the member leader again at
+    /// start in the same term, and its log may lack entries it acknowledged to itself before
+    /// they were fsynced (and sent to a follower): appending new entries under the same log
+    /// ids would make the logs diverge. So it starts as a follower that voted for itself in
+    /// that term, and leads again only after an election in a new term.
     async fn read_vote(&mut self) -> Result<Option<Vote<C::NodeId>>, StorageError<C::NodeId>> {
-        self.read_value("vote")
-            .map_err(|e| StorageIOError::read_vote(e).into())
+        let vote: Option<Vote<C::NodeId>> = self
+            .read_value("vote")
+            .map_err(|e| StorageError::from(StorageIOError::read_vote(e)))?;
+        Ok(vote.map(|v| match &self.own {
+            Some(own) if v.is_committed() && v.leader_id().voted_for().as_ref() == Some(own) => {
+                Vote::new(v.leader_id().get_term(), own.clone())
+            }
+            _ => v,
+        }))
     }
 
     /// Saves the committed log id **without fsync** (`Durability::None`): it reaches the disk
@@ -771,21 +860,48 @@ where
         I::IntoIter: OptionalSend,
     {
         let mut rows = Vec::new();
+        let mut last = None;
+        // Whether every entry is this member's own as the leader it voted for (see
+        // `early_ack`): no other member makes entries with that leader id, and a vote for
+        // another leader is saved here before its entries are appended.
+        let mut own_entries = self.own.is_some() && self.leading.is_some();
         for entry in entries {
-            let index = entry.get_log_id().index;
+            let log_id = entry.get_log_id();
+            own_entries &= self.leading.as_ref() == Some(&log_id.leader_id);
+            let index = log_id.index;
+            last = Some(log_id.clone());
             rows.push((index, encode(&entry).map_err(io_write::<C>)?));
         }
+        let last = match last {
+            Some(l) => Some(encode(&l).map_err(io_write::<C>)?),
+            None => None,
+        };
         if rows.is_empty() {
             callback.log_io_completed(Ok(()));
             return Ok(());
         }
         // Readable from now on (the reader overlays them), durable when `callback` is told.
         self.writes.pending().extend(rows.iter().cloned());
-        let done = Box::new(move |outcome: Result<(), String>| {
-            callback.log_io_completed(outcome.map_err(std::io::Error::other));
-        });
-        if let Err(refused) = self.writes.queue.send(Write::Append { rows, done }) {
-            if let Write::Append { rows, done } = refused.0 {
+        let last = last.and_then(|l| postcard::from_bytes::<LogId<u64>>(&l).ok());
+        let done: Box<dyn FnOnce(Result<(), String>) + Send> = if own_entries {
+            // The leader's own entries (see `early_ack`): acknowledged now; a failed write
+            // leaves the durable end behind them, so nothing past it is applied here or
+            // committed on the followers.
+            callback.log_io_completed(Ok(()));
+            let group = self.group.clone();
+            Box::new(move |outcome: Result<(), String>| {
+                if let Err(e) = outcome {
+                    error!(group = &*group, error = %e,
+                           "JetStream cluster: the leader's Raft log append failed");
+                }
+            })
+        } else {
+            Box::new(move |outcome: Result<(), String>| {
+                callback.log_io_completed(outcome.map_err(std::io::Error::other));
+            })
+        };
+        if let Err(refused) = self.writes.queue.send(Write::Append { rows, last, done }) {
+            if let Write::Append { rows, done, .. } = refused.0 {
                 let mut pending = self.writes.pending();
                 for (index, _) in &rows {
                     pending.remove(index);
@@ -801,7 +917,11 @@ where
     async fn truncate(&mut self, log_id: LogId<C::NodeId>) -> Result<(), StorageError<C::NodeId>> {
         self.remove_entries(log_id.index, u64::MAX, None)
             .await
-            .map_err(io_write::<C>)
+            .map_err(io_write::<C>)?;
+        // After the writer made the appends before it durable (in order): the entries from
+        // here on are gone, the ones that take their place are not durable yet.
+        self.writes.durable.cut(log_id.index);
+        Ok(())
     }
 
     async fn purge(&mut self, log_id: LogId<C::NodeId>) -> Result<(), StorageError<C::NodeId>> {
@@ -924,5 +1044,84 @@ mod reopen_tests {
         let mut other = db.log::<MetaTypes>("S-other");
         assert_eq!(other.read_vote().await.unwrap(), Some(Vote::new(9, 2)));
         assert!(other.try_get_log_entries(..).await.unwrap().is_empty());
+    }
+}
+
+#[cfg(test)]
+mod early_ack_tests {
+    use std::future::Future;
+    use std::time::Duration;
+
+    use openraft::storage::{RaftLogStorage, RaftLogStorageExt};
+    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, RaftLogReader, Vote};
+
+    use super::RaftDb;
+    use crate::jsc::types::MetaTypes;
+
+    fn entry(term: u64, leader: u64, index: u64) -> Entry<MetaTypes> {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(term, leader), index),
+            payload: EntryPayload::Blank,
+        }
+    }
+
+    /// `f`'s output if it is ready at its first poll.
+    async fn now<F: Future>(f: F) -> Option<F::Output> {
+        tokio::select! {
+            biased;
+            out = f => Some(out),
+            () = std::future::ready(()) => None,
+        }
+    }
+
+    /// With `early_ack(1)`: entries member 1 appends as the leader of its vote are
+    /// acknowledged and become durable (the durable end moves on); once it saved a vote for
+    /// another leader, that leader's entries are acknowledged only once durable (the end is
+    /// past them when the append returns); a truncation moves the end back; a reopen starts
+    /// it at the file's last entry and reads the member's own committed vote back as not
+    /// committed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_leaders_own_appends_are_acknowledged_and_made_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = RaftDb::open(dir.path()).unwrap();
+            let mut log = db.log::<MetaTypes>("S-1").early_ack(1);
+            let durable = log.durable();
+            assert_eq!(now(durable.reached(0)).await, None, "an empty log");
+
+            log.save_vote(&Vote::new_committed(3, 1)).await.unwrap();
+            log.blocking_append((0..=2).map(|i| entry(3, 1, i)))
+                .await
+                .unwrap();
+            let reached = tokio::time::timeout(Duration::from_secs(10), durable.reached(2));
+            assert_eq!(reached.await, Ok(true), "the writer makes them durable");
+            let read = log.try_get_log_entries(0..=2).await.unwrap();
+            assert_eq!(read.len(), 3);
+
+            // A vote for member 2: its entries are acknowledged once fsynced.
+            log.save_vote(&Vote::new_committed(4, 2)).await.unwrap();
+            log.blocking_append((3..=4).map(|i| entry(4, 2, i)))
+                .await
+                .unwrap();
+            assert_eq!(now(durable.reached(4)).await, Some(true));
+
+            log.truncate(LogId::new(CommittedLeaderId::new(4, 2), 4))
+                .await
+                .unwrap();
+            assert_eq!(now(durable.reached(4)).await, None, "index 4 is gone");
+            assert_eq!(now(durable.reached(3)).await, Some(true));
+            log.save_vote(&Vote::new_committed(5, 1)).await.unwrap();
+        }
+        let db = RaftDb::open(dir.path()).unwrap();
+        let mut log = db.log::<MetaTypes>("S-1").early_ack(1);
+        assert_eq!(now(log.durable().reached(3)).await, Some(true));
+        assert_eq!(now(log.durable().reached(4)).await, None);
+        // Its own leadership is not resumed in the same term after a restart.
+        assert_eq!(log.read_vote().await.unwrap(), Some(Vote::new(5, 1)));
+        let mut plain = db.log::<MetaTypes>("S-1");
+        assert_eq!(
+            plain.read_vote().await.unwrap(),
+            Some(Vote::new_committed(5, 1))
+        );
     }
 }

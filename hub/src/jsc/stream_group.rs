@@ -80,9 +80,11 @@ const BATCH_MSGS: usize = 256;
 /// a follower to about the transport's in-flight bound (`super::transport`).
 const BATCH_BYTES: usize = 64 * 1024;
 /// Batches proposed and not applied yet, at most: the proposer waits past it, and what is
-/// captured meanwhile makes the next batch larger (the group commit). Two: one being
-/// replicated and applied while the next is appended.
-const BATCHES_OUT: usize = 2;
+/// captured meanwhile makes the next batch larger (the group commit). Four: since the
+/// leader replicates during its own fsync (`LogStore::early_ack`), batches proposed while one
+/// is at the followers go to them together in the next append request (openraft has one in
+/// flight per follower); with two the async R3 row was 20-25 % slower (BENCHMARKS.md).
+const BATCHES_OUT: usize = 4;
 /// Log entries (batches) in one append request to a follower, at most (openraft's
 /// `max_payload_entries`): 64 batches of at most [`BATCH_BYTES`] are 4 MiB.
 const MAX_PAYLOAD_ENTRIES: u64 = 64;
@@ -245,6 +247,10 @@ impl StreamGroup {
         let store = js.store_of(&sa.name).clone();
         let (window, first_seq) = (config.duplicate_window, config.first_seq);
         let floor = reset_if_lost(&db, &group, &store, &stream).await?;
+        // The leader replicates its entries while its own fsync runs; applies and commit
+        // indexes wait for that fsync (see `LogStore::early_ack`).
+        let log = db.log::<StreamTypes>(&group).early_ack(meta.own);
+        let durable = log.durable();
         let machine = {
             let (db, group, stream) = (db.clone(), group.clone(), stream.clone());
             tokio::task::spawn_blocking(move || {
@@ -254,17 +260,19 @@ impl StreamGroup {
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())?
             .on_stored(wake_consumers(js, &sa.name))
+            .after_durable(durable.clone())
         };
         machine.set_discard_new(DiscardNew::of(&config));
         let network = GroupNetwork {
             transport: meta.transport.clone(),
             group: group.clone(),
+            durable: Some(durable),
         };
         let raft = StreamRaft::new(
             meta.own,
             Arc::new(raft_config(&group)?),
             network,
-            db.log::<StreamTypes>(&group),
+            log,
             machine,
         )
         .await

@@ -87,6 +87,7 @@ use openraft::{
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
+use super::durable::Durable;
 use super::rollup::{check, roll_up, Rollup};
 use super::store::RaftDb;
 use super::types::{
@@ -366,6 +367,8 @@ pub struct StreamMachine {
     on_stored: Option<OnStored>,
     /// Whether the last snapshot was not built for the stream's size (logged once).
     too_big: Arc<AtomicBool>,
+    /// With [`StreamMachine::after_durable`]: how far this member's Raft log is on disk.
+    durable: Option<Durable>,
 }
 
 fn sm_write(e: impl Into<AnyError>) -> StorageError<u64> {
@@ -464,7 +467,19 @@ impl StreamMachine {
             })),
             on_stored: None,
             too_big: Arc::new(AtomicBool::new(false)),
+            durable: None,
         })
+    }
+
+    /// This machine, applying an entry only once this member's Raft log has it on disk
+    /// (`durable`): the group's leader acknowledges its own appends before its fsync (see
+    /// `LogStore::early_ack`), so what it applies, and the PubAcks it answers, wait for it
+    /// here. On a follower the wait ends at once (it acknowledged the entry only once fsynced).
+    pub fn after_durable(self, durable: Durable) -> StreamMachine {
+        StreamMachine {
+            durable: Some(durable),
+            ..self
+        }
     }
 
     /// This machine, telling `on_stored` of what each apply stores.
@@ -1039,6 +1054,14 @@ impl RaftStateMachine<StreamTypes> for StreamMachine {
         I: IntoIterator<Item = openraft::Entry<StreamTypes>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let entries: Vec<openraft::Entry<StreamTypes>> = entries.into_iter().collect();
+        if let (Some(durable), Some(last)) = (&self.durable, entries.last()) {
+            if !durable.reached(last.log_id.index).await {
+                return Err(sm_write(AnyError::error(
+                    "the Raft log writer stopped before the entry was on disk",
+                )));
+            }
+        }
         let mut replies = Vec::new();
         let mut to_store: Vec<(NewMessage, Option<u64>)> = Vec::new();
         for entry in entries {
