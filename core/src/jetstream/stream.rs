@@ -55,7 +55,7 @@ use super::handle::{Cmd, ConsumerHandle, SourceHandle};
 use super::msg_ids::{MsgId, MsgIds};
 use super::republish::{Republisher, Stored};
 use super::retention::{SharedView, StreamView};
-use super::wire::PubAck;
+use super::wire::{PubAck, PubAckEncoder};
 use crate::budget::{Budget, Charge};
 use crate::server::{Account, InternalSink, Msg, Publisher, ReplyTo};
 use leaf_proto::headers;
@@ -323,9 +323,14 @@ impl Stream {
         }
     }
 
-    /// Tells every consumer that `seq` was stored.
+    /// Tells every consumer and the readers of [`Stream::appended`] that `seq` was stored.
     pub(crate) fn consumers_appended(&self, seq: u64, subject: &str) {
         self.appended.send_replace(seq);
+        self.tell_consumers(seq, subject);
+    }
+
+    /// Tells every consumer that `seq` was stored.
+    fn tell_consumers(&self, seq: u64, subject: &str) {
         let consumers = self
             .consumers
             .read()
@@ -500,7 +505,10 @@ struct Runner {
     stream: Arc<Stream>,
     store: Store,
     server: Weak<Account>,
-    domain: Option<String>,
+    /// Writes the PubAcks of stored messages (no serde per message).
+    ack: PubAckEncoder,
+    /// The PubAck being written, reused.
+    ack_buf: Vec<u8>,
     /// `Nats-Msg-Id`s stored within the duplicate window and in flight.
     ids: MsgIds,
     /// The `Nats-Msg-Id` of the last stored message.
@@ -571,10 +579,11 @@ pub(crate) fn start(
     drop(store.set_retain(&stream.name, retain_of(&stream.config())));
     drop(store.set_compression(&stream.name, stream.config().compressed()));
     let runner = Runner {
+        ack: PubAckEncoder::new(&stream.name, domain.as_deref()),
+        ack_buf: Vec::new(),
         stream: stream.clone(),
         store,
         server,
-        domain,
         ids: MsgIds::default(),
         last_msg_id: None,
         rebuild_pending: true,
@@ -774,6 +783,16 @@ impl Runner {
         };
         if group.outcomes.is_none() {
             let answer = (&mut group.fut).await;
+            // The whole group is durable: readers of `appended` learn its newest message
+            // once (a watch send wakes 8 lists; once per message was a cost of its own).
+            let newest = answer.as_ref().ok().and_then(|each| {
+                each.iter()
+                    .filter_map(|r| r.as_ref().ok().map(|a| a.seq))
+                    .max()
+            });
+            if let Some(seq) = newest {
+                self.stream.appended.send_replace(seq);
+            }
             group.outcomes = Some(answer.map(Vec::into_iter));
         }
         let outcome = match group.outcomes.as_mut() {
@@ -809,19 +828,12 @@ impl Runner {
         self.reply(reply, &body);
     }
 
-    fn reply_ack(&self, reply: Option<&ReplyTo>, seq: u64, duplicate: bool) {
-        if reply.is_none() {
+    fn reply_ack(&mut self, reply: Option<&ReplyTo>, seq: u64, duplicate: bool) {
+        let (Some(reply), Some(server)) = (reply, self.server.upgrade()) else {
             return;
-        }
-        let body = serde_json::to_vec(&PubAck {
-            stream: Some(Cow::Borrowed(&self.stream.name)),
-            seq: Some(seq),
-            domain: self.domain.as_deref().map(Cow::Borrowed),
-            duplicate,
-            error: None,
-        })
-        .unwrap_or_default();
-        self.reply(reply, &body);
+        };
+        self.ack.encode(seq, duplicate, &mut self.ack_buf);
+        server.answer(reply, None, &self.ack_buf);
     }
 
     async fn ingest(&mut self, mut m: Ingest) {
@@ -1198,7 +1210,12 @@ impl Runner {
         }
         // Consumers first: a pull request sent after the PubAck finds the message counted
         // (and what the stream's limits removed in the same commit gone).
-        self.stream.consumers_appended(appended.seq, &done.subject);
+        if done.fut.is_some() {
+            self.stream.consumers_appended(appended.seq, &done.subject);
+        } else {
+            // A member of a group: `appended` was set once for the group (`next_done`).
+            self.stream.tell_consumers(appended.seq, &done.subject);
+        }
         if appended.trimmed > 0 {
             self.stream.consumers_recount();
         }
