@@ -67,7 +67,11 @@ fn pub_ack_bytes_are_unchanged() {
 #[test]
 fn pub_ack_encoder_writes_what_serde_writes() {
     let mut out = Vec::new();
-    for (stream, domain) in [("S", None), ("ORDERS", Some("hub")), ("a\"b\\c\u{e9}", Some("d\""))] {
+    for (stream, domain) in [
+        ("S", None),
+        ("ORDERS", Some("hub")),
+        ("a\"b\\c\u{e9}", Some("d\"")),
+    ] {
         let enc = PubAckEncoder::new(stream, domain);
         for (seq, duplicate) in [(0, false), (1, true), (u64::MAX, false), (42, true)] {
             enc.encode(seq, duplicate, &mut out);
@@ -78,7 +82,11 @@ fn pub_ack_encoder_writes_what_serde_writes() {
                 duplicate,
                 error: None,
             };
-            assert_eq!(out, serde_json::to_vec(&ack).unwrap(), "{stream} {domain:?} {seq}");
+            assert_eq!(
+                out,
+                serde_json::to_vec(&ack).unwrap(),
+                "{stream} {domain:?} {seq}"
+            );
         }
     }
 }
