@@ -710,14 +710,20 @@ impl Runner {
         let mut taken = VecDeque::new();
         loop {
             if taken.is_empty() {
+                // Everything taken so far is handled: if none of the stream's appends is
+                // being committed, the gathered ones go now (the writer is idle for us).
+                if self.groups.is_empty() {
+                    self.submit_pending();
+                }
                 stream.queue.take_all(&mut taken);
                 if taken.is_empty() {
                     self.submit_pending();
                 }
             }
+            let more = !taken.is_empty();
             tokio::select! {
                 biased;
-                result = self.next_done(), if !self.in_flight.is_empty() => {
+                result = self.next_done(more), if !self.in_flight.is_empty() => {
                     if let Some(done) = self.in_flight.pop_front() {
                         self.completed(done, result).await;
                     }
@@ -742,7 +748,7 @@ impl Runner {
     /// Waits for every append in flight and reports it.
     async fn drain(&mut self) {
         while !self.in_flight.is_empty() {
-            let result = self.next_done().await;
+            let result = self.next_done(false).await;
             let Some(done) = self.in_flight.pop_front() else {
                 break;
             };
@@ -765,8 +771,11 @@ impl Runner {
     }
 
     /// The outcome of the oldest append in flight (pending forever when none is). Cancel
-    /// safe: nothing changes until the store's answer is there.
-    async fn next_done(&mut self) -> Result<Appended, StoreError> {
+    /// safe: nothing changes until the store's answer is there. `more`: messages taken from
+    /// the queue are still to be handled; a group still being gathered waits for them (they
+    /// join it) rather than going to the store with its first message alone, which cost a
+    /// commit (an fsync) for one message at every restart of the pipeline.
+    async fn next_done(&mut self, more: bool) -> Result<Appended, StoreError> {
         match self.in_flight.front_mut() {
             None => return std::future::pending().await,
             Some(InFlight { fut: Some(f), .. }) => return f.await,
@@ -774,6 +783,9 @@ impl Runner {
         }
         if self.groups.is_empty() {
             // Its group is still being gathered.
+            if more {
+                return std::future::pending().await;
+            }
             self.submit_pending();
         }
         let Some(group) = self.groups.front_mut() else {
