@@ -6,10 +6,15 @@
 //! publisher's task and only copies the message into the stream's queue; the stream's own
 //! task does the rest in arrival order:
 //!
-//! * **Pipelining.** A plain message is handed to the store at once (the store's writer assigns
-//!   sequence numbers in arrival order and batches everything that arrives during one commit
-//!   into the next), and its PubAck is sent when that commit is durable, in order. Many
-//!   publishes are in flight at a time; none is acknowledged before it is on disk.
+//! * **Pipelining.** Plain messages are handed to the store in groups (`Store::append_each`,
+//!   one outcome each): those taken from the queue together go as one group once all of them
+//!   are handled, without waiting for more when none of the stream's appends is being
+//!   committed (at most `GROUP_MAX` per group). The store's writer assigns sequence numbers
+//!   in arrival order and batches everything that arrives during one commit into the next;
+//!   each PubAck is sent when the commit holding its message is durable, in order. Many
+//!   publishes are in flight at a time; none is acknowledged before it is on disk. A group
+//!   never starts with its first message alone while others already taken wait behind it:
+//!   that cost a commit (an fsync) for one message each time the pipeline restarted.
 //! * **Exact expectations.** A message with `Nats-Expected-*` headers, or whose `Nats-Msg-Id`
 //!   is still in flight, first waits until every earlier append of the stream is committed, so
 //!   its checks see the exact stored state (KV compare-and-set relies on this).
