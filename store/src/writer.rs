@@ -616,94 +616,123 @@ impl<'t, 'o> Batch<'t, 'o> {
         let Some((id, mut st)) = self.state_of(name) else {
             return Ok(Err(StoreError::NotFound(format!("stream {name}"))));
         };
-        if let Some(required) = after.filter(|&r| r != st.last_seq) {
-            return Ok(Err(StoreError::LastSeqMismatch {
-                required,
-                found: st.last_seq,
-            }));
-        }
-        for m in msgs {
-            if !subject::is_message_subject(&m.subject) {
-                return Ok(Err(StoreError::Invalid(format!(
-                    "subject {:?} is not a valid subject",
-                    m.subject
-                ))));
-            }
-        }
-        if self.full {
-            return Ok(Err(StoreError::InsufficientResources(
-                "store is full; free space (purge/delete) first".into(),
-            )));
+        if let Err(e) = Self::check_append(&st, after, msgs.iter(), self.full) {
+            return Ok(Err(e));
         }
         let mut out = Vec::with_capacity(msgs.len());
         for m in msgs {
-            let seq = st.last_seq + 1;
-            let size = format::msg_size(
-                &m.subject,
-                m.headers.as_ref().map_or(0, Bytes::len),
-                m.payload.len(),
-            );
-            if st.msgs == 0 {
-                st.first_seq = seq;
-                st.first_ts_ns = m.ts_ns;
-            }
-            st.last_seq = seq;
-            st.last_ts_ns = m.ts_ns;
-            st.msgs += 1;
-            st.bytes += size;
-            let mut prev_in_subject = 0;
-            let rec = match self.subject_get(id, &m.subject)? {
-                Some(mut r) => {
-                    prev_in_subject = r.last_seq;
-                    r.last_seq = seq;
-                    r.msgs += 1;
-                    r
-                }
-                None => {
-                    st.num_subjects += 1;
-                    SubjectRec {
-                        first_seq: seq,
-                        last_seq: seq,
-                        msgs: 1,
-                    }
-                }
-            };
-            self.subject_set(id, &m.subject, Some(rec));
-            let p = self.pending.entry(id).or_insert_with(|| Pending {
-                first_seq: seq,
-                msgs: Vec::new(),
-                bytes: 0,
-            });
-            p.msgs.push(m);
-            p.bytes += size as usize;
-            if p.bytes >= BLOCK_TARGET_BYTES {
-                self.flush_pending(id)?;
-            }
-            out.push(Appended {
-                seq,
-                ts_ns: m.ts_ns,
-                trimmed: 0,
-                prev_in_subject,
-            });
+            out.push(self.append_one(id, &mut st, m)?);
         }
         self.set_state(name, st);
         Ok(Ok(Done::Appended(out)))
     }
 
+    /// Why messages `msgs` may not be appended to a stream in state `st` (`after`: the last
+    /// sequence the stream must have), if they may not.
+    fn check_append<'m>(
+        st: &StateRec,
+        after: Option<u64>,
+        mut msgs: impl Iterator<Item = &'m NewMessage>,
+        full: bool,
+    ) -> Result<(), StoreError> {
+        if let Some(required) = after.filter(|&r| r != st.last_seq) {
+            return Err(StoreError::LastSeqMismatch {
+                required,
+                found: st.last_seq,
+            });
+        }
+        if let Some(m) = msgs.find(|m| !subject::is_message_subject(&m.subject)) {
+            return Err(StoreError::Invalid(format!(
+                "subject {:?} is not a valid subject",
+                m.subject
+            )));
+        }
+        if full {
+            return Err(StoreError::InsufficientResources(
+                "store is full; free space (purge/delete) first".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Appends one checked message to stream `id`, whose state `st` is updated (and written
+    /// back by the caller).
+    fn append_one(
+        &mut self,
+        id: u32,
+        st: &mut StateRec,
+        m: &'o NewMessage,
+    ) -> Result<Appended, StoreError> {
+        let seq = st.last_seq + 1;
+        let size = format::msg_size(
+            &m.subject,
+            m.headers.as_ref().map_or(0, Bytes::len),
+            m.payload.len(),
+        );
+        if st.msgs == 0 {
+            st.first_seq = seq;
+            st.first_ts_ns = m.ts_ns;
+        }
+        st.last_seq = seq;
+        st.last_ts_ns = m.ts_ns;
+        st.msgs += 1;
+        st.bytes += size;
+        let mut prev_in_subject = 0;
+        let rec = match self.subject_get(id, &m.subject)? {
+            Some(mut r) => {
+                prev_in_subject = r.last_seq;
+                r.last_seq = seq;
+                r.msgs += 1;
+                r
+            }
+            None => {
+                st.num_subjects += 1;
+                SubjectRec {
+                    first_seq: seq,
+                    last_seq: seq,
+                    msgs: 1,
+                }
+            }
+        };
+        self.subject_set(id, &m.subject, Some(rec));
+        let p = self.pending.entry(id).or_insert_with(|| Pending {
+            first_seq: seq,
+            msgs: Vec::new(),
+            bytes: 0,
+        });
+        p.msgs.push(m);
+        p.bytes += size as usize;
+        if p.bytes >= BLOCK_TARGET_BYTES {
+            self.flush_pending(id)?;
+        }
+        Ok(Appended {
+            seq,
+            ts_ns: m.ts_ns,
+            trimmed: 0,
+            prev_in_subject,
+        })
+    }
+
     /// Appends each message as a separate one-message append would, collecting the
-    /// outcomes (an outcome that fails the whole batch still fails it).
+    /// outcomes (an outcome that fails the whole batch still fails it). The stream's state
+    /// is looked up and written back once for all of them.
     fn append_each(&mut self, name: &str, items: &'o [(NewMessage, Option<u64>)]) -> OpResult {
+        let Some((id, mut st)) = self.state_of(name) else {
+            let e = StoreError::NotFound(format!("stream {name}"));
+            let out = items.iter().map(|_| Err(e.replicate())).collect();
+            return Ok(Ok(Done::Each(out)));
+        };
         let mut out = Vec::with_capacity(items.len());
         for (msg, after) in items {
             out.push(
-                match self.append(name, std::slice::from_ref(msg), *after)? {
-                    Ok(Done::Appended(mut a)) => a
-                        .pop()
-                        .ok_or_else(|| StoreError::Corrupt("internal: empty append".into())),
-                    Ok(_) => Err(StoreError::Corrupt("internal: reply type mismatch".into())),
+                match Self::check_append(&st, *after, std::iter::once(msg), self.full) {
+                    Ok(()) => Ok(self.append_one(id, &mut st, msg)?),
                     Err(e) => Err(e),
                 },
             );
+        }
+        if out.iter().any(Result::is_ok) {
+            self.set_state(name, st);
         }
         Ok(Ok(Done::Each(out)))
     }

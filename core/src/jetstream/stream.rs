@@ -6,10 +6,15 @@
 //! publisher's task and only copies the message into the stream's queue; the stream's own
 //! task does the rest in arrival order:
 //!
-//! * **Pipelining.** A plain message is handed to the store at once (the store's writer assigns
-//!   sequence numbers in arrival order and batches everything that arrives during one commit
-//!   into the next), and its PubAck is sent when that commit is durable, in order. Many
-//!   publishes are in flight at a time; none is acknowledged before it is on disk.
+//! * **Pipelining.** Plain messages are handed to the store in groups (`Store::append_each`,
+//!   one outcome each): those taken from the queue together go as one group once all of them
+//!   are handled, without waiting for more when none of the stream's appends is being
+//!   committed (at most `GROUP_MAX` per group). The store's writer assigns sequence numbers
+//!   in arrival order and batches everything that arrives during one commit into the next;
+//!   each PubAck is sent when the commit holding its message is durable, in order. Many
+//!   publishes are in flight at a time; none is acknowledged before it is on disk. A group
+//!   never starts with its first message alone while others already taken wait behind it:
+//!   that cost a commit (an fsync) for one message each time the pipeline restarted.
 //! * **Exact expectations.** A message with `Nats-Expected-*` headers, or whose `Nats-Msg-Id`
 //!   is still in flight, first waits until every earlier append of the stream is committed, so
 //!   its checks see the exact stored state (KV compare-and-set relies on this).
@@ -55,7 +60,7 @@ use super::handle::{Cmd, ConsumerHandle, SourceHandle};
 use super::msg_ids::{MsgId, MsgIds};
 use super::republish::{Republisher, Stored};
 use super::retention::{SharedView, StreamView};
-use super::wire::PubAck;
+use super::wire::{PubAck, PubAckEncoder};
 use crate::budget::{Budget, Charge};
 use crate::server::{Account, InternalSink, Msg, Publisher, ReplyTo};
 use leaf_proto::headers;
@@ -323,9 +328,14 @@ impl Stream {
         }
     }
 
-    /// Tells every consumer that `seq` was stored.
+    /// Tells every consumer and the readers of [`Stream::appended`] that `seq` was stored.
     pub(crate) fn consumers_appended(&self, seq: u64, subject: &str) {
         self.appended.send_replace(seq);
+        self.tell_consumers(seq, subject);
+    }
+
+    /// Tells every consumer that `seq` was stored.
+    fn tell_consumers(&self, seq: u64, subject: &str) {
         let consumers = self
             .consumers
             .read()
@@ -500,7 +510,10 @@ struct Runner {
     stream: Arc<Stream>,
     store: Store,
     server: Weak<Account>,
-    domain: Option<String>,
+    /// Writes the PubAcks of stored messages (no serde per message).
+    ack: PubAckEncoder,
+    /// The PubAck being written, reused.
+    ack_buf: Vec<u8>,
     /// `Nats-Msg-Id`s stored within the duplicate window and in flight.
     ids: MsgIds,
     /// The `Nats-Msg-Id` of the last stored message.
@@ -571,10 +584,11 @@ pub(crate) fn start(
     drop(store.set_retain(&stream.name, retain_of(&stream.config())));
     drop(store.set_compression(&stream.name, stream.config().compressed()));
     let runner = Runner {
+        ack: PubAckEncoder::new(&stream.name, domain.as_deref()),
+        ack_buf: Vec::new(),
         stream: stream.clone(),
         store,
         server,
-        domain,
         ids: MsgIds::default(),
         last_msg_id: None,
         rebuild_pending: true,
@@ -701,14 +715,20 @@ impl Runner {
         let mut taken = VecDeque::new();
         loop {
             if taken.is_empty() {
+                // Everything taken so far is handled: if none of the stream's appends is
+                // being committed, the gathered ones go now (the writer is idle for us).
+                if self.groups.is_empty() {
+                    self.submit_pending();
+                }
                 stream.queue.take_all(&mut taken);
                 if taken.is_empty() {
                     self.submit_pending();
                 }
             }
+            let more = !taken.is_empty();
             tokio::select! {
                 biased;
-                result = self.next_done(), if !self.in_flight.is_empty() => {
+                result = self.next_done(more), if !self.in_flight.is_empty() => {
                     if let Some(done) = self.in_flight.pop_front() {
                         self.completed(done, result).await;
                     }
@@ -733,7 +753,7 @@ impl Runner {
     /// Waits for every append in flight and reports it.
     async fn drain(&mut self) {
         while !self.in_flight.is_empty() {
-            let result = self.next_done().await;
+            let result = self.next_done(false).await;
             let Some(done) = self.in_flight.pop_front() else {
                 break;
             };
@@ -756,8 +776,11 @@ impl Runner {
     }
 
     /// The outcome of the oldest append in flight (pending forever when none is). Cancel
-    /// safe: nothing changes until the store's answer is there.
-    async fn next_done(&mut self) -> Result<Appended, StoreError> {
+    /// safe: nothing changes until the store's answer is there. `more`: messages taken from
+    /// the queue are still to be handled; a group still being gathered waits for them (they
+    /// join it) rather than going to the store with its first message alone, which cost a
+    /// commit (an fsync) for one message at every restart of the pipeline.
+    async fn next_done(&mut self, more: bool) -> Result<Appended, StoreError> {
         match self.in_flight.front_mut() {
             None => return std::future::pending().await,
             Some(InFlight { fut: Some(f), .. }) => return f.await,
@@ -765,6 +788,9 @@ impl Runner {
         }
         if self.groups.is_empty() {
             // Its group is still being gathered.
+            if more {
+                return std::future::pending().await;
+            }
             self.submit_pending();
         }
         let Some(group) = self.groups.front_mut() else {
@@ -774,6 +800,16 @@ impl Runner {
         };
         if group.outcomes.is_none() {
             let answer = (&mut group.fut).await;
+            // The whole group is durable: readers of `appended` learn its newest message
+            // once (a watch send wakes 8 lists; once per message was a cost of its own).
+            let newest = answer.as_ref().ok().and_then(|each| {
+                each.iter()
+                    .filter_map(|r| r.as_ref().ok().map(|a| a.seq))
+                    .max()
+            });
+            if let Some(seq) = newest {
+                self.stream.appended.send_replace(seq);
+            }
             group.outcomes = Some(answer.map(Vec::into_iter));
         }
         let outcome = match group.outcomes.as_mut() {
@@ -809,19 +845,12 @@ impl Runner {
         self.reply(reply, &body);
     }
 
-    fn reply_ack(&self, reply: Option<&ReplyTo>, seq: u64, duplicate: bool) {
-        if reply.is_none() {
+    fn reply_ack(&mut self, reply: Option<&ReplyTo>, seq: u64, duplicate: bool) {
+        let (Some(reply), Some(server)) = (reply, self.server.upgrade()) else {
             return;
-        }
-        let body = serde_json::to_vec(&PubAck {
-            stream: Some(Cow::Borrowed(&self.stream.name)),
-            seq: Some(seq),
-            domain: self.domain.as_deref().map(Cow::Borrowed),
-            duplicate,
-            error: None,
-        })
-        .unwrap_or_default();
-        self.reply(reply, &body);
+        };
+        self.ack.encode(seq, duplicate, &mut self.ack_buf);
+        server.answer(reply, None, &self.ack_buf);
     }
 
     async fn ingest(&mut self, mut m: Ingest) {
@@ -1198,7 +1227,12 @@ impl Runner {
         }
         // Consumers first: a pull request sent after the PubAck finds the message counted
         // (and what the stream's limits removed in the same commit gone).
-        self.stream.consumers_appended(appended.seq, &done.subject);
+        if done.fut.is_some() {
+            self.stream.consumers_appended(appended.seq, &done.subject);
+        } else {
+            // A member of a group: `appended` was set once for the group (`next_done`).
+            self.stream.tell_consumers(appended.seq, &done.subject);
+        }
         if appended.trimmed > 0 {
             self.stream.consumers_recount();
         }

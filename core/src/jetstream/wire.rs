@@ -55,6 +55,43 @@ pub struct PubAck<'a> {
     pub error: Option<Cow<'a, ApiError>>,
 }
 
+/// Writes the PubAck of a stored message, `{"stream":S,"seq":N,"domain"?:D,"duplicate"?:true}`,
+/// byte for byte as serializing a [`PubAck`] would, without serde on the publish path: the
+/// stream and domain (fixed for a stream's task) are escaped once, at construction.
+#[derive(Debug, Clone)]
+pub struct PubAckEncoder {
+    /// `{"stream":"<name>","seq":`
+    head: Vec<u8>,
+    /// `,"domain":"<domain>"` or nothing.
+    domain: Vec<u8>,
+}
+
+impl PubAckEncoder {
+    /// The encoder for the PubAcks of stream `stream` in JetStream domain `domain`.
+    pub fn new(stream: &str, domain: Option<&str>) -> Self {
+        let quoted = |s: &str| serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_owned());
+        let head = format!("{{\"stream\":{},\"seq\":", quoted(stream)).into_bytes();
+        let domain = domain
+            .map(|d| format!(",\"domain\":{}", quoted(d)).into_bytes())
+            .unwrap_or_default();
+        PubAckEncoder { head, domain }
+    }
+
+    /// Writes the PubAck of sequence `seq` into `out` (cleared first).
+    pub fn encode(&self, seq: u64, duplicate: bool, out: &mut Vec<u8>) {
+        use std::io::Write as _;
+        out.clear();
+        out.extend_from_slice(&self.head);
+        // Writing into a Vec cannot fail.
+        let _ = write!(out, "{seq}");
+        out.extend_from_slice(&self.domain);
+        if duplicate {
+            out.extend_from_slice(b",\"duplicate\":true");
+        }
+        out.push(b'}');
+    }
+}
+
 /// The `error` envelope of any JetStream API answer (`{"type"?, "error": {...}}`); other
 /// fields are ignored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -65,6 +65,33 @@ fn pub_ack_bytes_are_unchanged() {
 }
 
 #[test]
+fn pub_ack_encoder_writes_what_serde_writes() {
+    let mut out = Vec::new();
+    for (stream, domain) in [
+        ("S", None),
+        ("ORDERS", Some("hub")),
+        ("a\"b\\c\u{e9}", Some("d\"")),
+    ] {
+        let enc = PubAckEncoder::new(stream, domain);
+        for (seq, duplicate) in [(0, false), (1, true), (u64::MAX, false), (42, true)] {
+            enc.encode(seq, duplicate, &mut out);
+            let ack = PubAck {
+                stream: Some(stream.into()),
+                seq: Some(seq),
+                domain: domain.map(Into::into),
+                duplicate,
+                error: None,
+            };
+            assert_eq!(
+                out,
+                serde_json::to_vec(&ack).unwrap(),
+                "{stream} {domain:?} {seq}"
+            );
+        }
+    }
+}
+
+#[test]
 fn error_envelope() {
     let e: ErrorResponse = round_trip(
         r#"{"type":"io.nats.jetstream.api.v1.stream_info_response","error":{"code":404,"err_code":10059,"description":"stream not found"}}"#,

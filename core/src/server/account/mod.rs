@@ -96,7 +96,9 @@ impl Account {
             headers,
             payload,
         };
-        let result = self.sublist.matches(msg.subject);
+        // A reply subject is nearly always used once (an inbox per request, per PubAck):
+        // caching its match would cost a write lock and evict the subjects that repeat.
+        let result = self.sublist.matches_uncached(msg.subject);
         let delivered = match to.narrow(&result) {
             None => self.deliver(&result, &msg),
             Some(mine) => self.deliver(&mine, &msg),
@@ -144,7 +146,8 @@ impl Account {
         linked_reply: impl FnOnce() -> String,
     ) -> usize {
         let subject = to.subject().as_bytes();
-        let result = self.sublist.matches(subject);
+        // Used once, as in `answer`.
+        let result = self.sublist.matches_uncached(subject);
         let delivered = match to.narrow(&result) {
             None => self.deliver_split(&result, subject, local, linked_reply),
             Some(mine) => self.deliver_split(&mine, subject, local, linked_reply),
