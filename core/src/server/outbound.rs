@@ -38,6 +38,12 @@ const STALL_MARK_MAX: usize = 512 * 1024;
 /// How many chunks one vectored write hands to the kernel at most.
 const MAX_IOVECS: usize = 64;
 
+/// The most capacity an idle queue keeps in its append buffer. A burst leaves a buffer as
+/// large as the burst (a leafnode link's first interest is one line per subscription of the
+/// account: 250 KB with 10,000 gateways), and the buffer would keep that allocation for the
+/// connection's life; the writer frees a larger one once everything is written.
+const IDLE_KEEP: usize = 8 * 1024;
+
 /// Why an append was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AppendOutcome {
@@ -210,6 +216,26 @@ impl Outbound {
         }
     }
 
+    /// Frees the append buffer's allocation when nothing is queued and it is larger than
+    /// [`IDLE_KEEP`] (called by the writer when it finds the queue empty: what it wrote is
+    /// dropped by then, so the whole allocation goes back).
+    fn release_idle_buffer(&self) {
+        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        if q.current.is_empty() && q.chunks.is_empty() && q.current.capacity() > IDLE_KEEP {
+            q.current = BytesMut::new();
+        }
+    }
+
+    /// The capacity of the append buffer (tests).
+    #[cfg(test)]
+    fn buffer_capacity(&self) -> usize {
+        self.queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .current
+            .capacity()
+    }
+
     /// The writer task: drains the queue into `sink` until the queue is closed and empty, or a
     /// write fails or exceeds `write_deadline`. Returns the write error, if any.
     pub async fn run_writer<W>(
@@ -228,6 +254,7 @@ impl Outbound {
                 if self.is_closed() {
                     break;
                 }
+                self.release_idle_buffer();
                 notified.await;
                 continue;
             }
@@ -323,6 +350,56 @@ mod tests {
         expected.extend_from_slice(b"\r\n+OK\r\n");
         assert_eq!(sink, expected);
         assert_eq!(out.pending(), 0);
+    }
+
+    /// A burst larger than [`IDLE_KEEP`] (a leafnode link's first interest) leaves no large
+    /// allocation behind once written; a small buffer is kept for the next appends.
+    #[tokio::test]
+    async fn an_idle_queue_frees_the_buffer_of_a_burst() {
+        let out = Arc::new(Outbound::new(1 << 20));
+        let writer_out = out.clone();
+        let (mut sink, mut peer) = tokio::io::duplex(1 << 20);
+        let writer = tokio::spawn(async move {
+            writer_out
+                .run_writer(&mut sink, Duration::from_secs(5))
+                .await
+        });
+        let drained = |out: Arc<Outbound>| async move {
+            tokio::time::timeout(Duration::from_secs(5), async {
+                while out.pending() > 0 {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            })
+            .await
+            .expect("the writer drains the queue");
+        };
+        let line = b"LS+ $G _FLEET.1234.>\r\n";
+        for _ in 0..10_000 {
+            out.append_bytes(line);
+        }
+        assert!(out.buffer_capacity() > 100 * 1024, "the burst is buffered");
+        out.flush();
+        drained(out.clone()).await;
+        // The writer frees the buffer when it finds the queue empty after the write.
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while out.buffer_capacity() > IDLE_KEEP {
+                out.flush();
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await
+        .expect("the burst's buffer is freed once written");
+        out.append_bytes(b"PING\r\n");
+        out.flush();
+        drained(out.clone()).await;
+        out.close();
+        writer.await.unwrap().unwrap();
+        let mut got = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut peer, &mut got)
+            .await
+            .unwrap();
+        assert_eq!(got.len(), 10_000 * line.len() + 6, "every byte was written");
+        assert!(got.ends_with(b"PING\r\n"));
     }
 
     /// Producers on other threads racing the writer: `pending` must never underflow (it used to
