@@ -19,7 +19,8 @@
 //!
 //! Answer `{"type":"io.nats.jetstream.api.v1.meta_server_remove_response","success":true}`;
 //! 10044 ("server is not a member of the cluster") for a server that is no voter of the meta
-//! group; 10003 for an empty body, or for the meta leader itself (step it down first); 10025
+//! group; 10124 ("stream move already in progress") when a stream of the server is in the
+//! middle of another change of its peers (`jsc::moves`), before anything changes; 10003 for an empty body, or for the meta leader itself (step it down first); 10025
 //! for a body that is not JSON; 10008 when the membership change fails.
 //!
 //! The replicated consumers of each such stream follow it: once the stream's move is done,
@@ -140,6 +141,10 @@ impl MetaGroup {
             .filter(|sa| sa.group.peers.contains(&removed))
             .map(|sa| (sa.account.clone(), sa.name.clone()))
             .collect();
+        // Every stream's change begins, or none (one already changing: 10124).
+        for (account, stream) in &streams {
+            self.check_no_move(account, stream)?;
+        }
         for (account, stream) in streams {
             if let Err(e) = self.replace_stream_peer(&account, &stream, removed).await {
                 warn!(account = %account, stream = %stream, server = %name, error = %e.description,
