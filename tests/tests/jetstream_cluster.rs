@@ -2151,24 +2151,8 @@ async fn a_member_behind_the_purged_log_catches_up_from_a_snapshot() {
 /// a member holding its tags. A peer's `/jsz` shows the stream's group and cluster.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn placement_tags_choose_members_by_their_server_tags() {
-    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
     let tags = [json!(["ssd", "eu"]), json!(["SSD"]), json!("hdd")];
-    let mut members = Vec::new();
-    for (i, tags) in tags.iter().enumerate() {
-        let name = format!("n{}", i + 1);
-        let store = StoreDir::new();
-        let http = free_port();
-        let mut config = member_config(&name, ports[i], &ports, http, &store);
-        config["server_tags"] = tags.clone();
-        let server = TestServer::with_config(ServerKind::Hubd, config.clone()).await;
-        members.push(Member {
-            server,
-            http,
-            name,
-            config,
-            _store: store,
-        });
-    }
+    let members = tagged_cluster(&tags).await;
     agreed_leader(&members.iter().collect::<Vec<_>>(), None).await;
     // From the member without the tag.
     let client = app_client(&members[2]).await;
@@ -4713,18 +4697,7 @@ async fn second_change_waits_for_the_first() {
 
     // The shrink, once the grow is done (retried while its last steps end).
     let leader = stream_leader(&all, "SER", None).await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let shrunk = loop {
-        let answer = update_stream(&members[2], config.clone()).await;
-        if answer["error"]["err_code"] != 10124 {
-            break answer;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "still moving after 60 s: {answer}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let shrunk = update_once_unlocked(&members[2], &config).await;
     assert!(shrunk["error"].is_null(), "{shrunk}");
     let info = info_on(&all, &leader, "SER").await;
     let peers = group_members(&info);
@@ -4769,6 +4742,23 @@ async fn tagged_cluster(tags: &[Value]) -> Vec<Member> {
         });
     }
     members
+}
+
+/// `STREAM.UPDATE` of `config` through `m`, retried while another change of the stream's
+/// peers is in progress (10124; bounded: 90 s): the first other answer.
+async fn update_once_unlocked(m: &Member, config: &Value) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let answer = update_stream(m, config.clone()).await;
+        if answer["error"]["err_code"] != 10124 {
+            return answer;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still locked after 90 s: {answer}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// issue 22, a move by placement: six members, `n1`-`n3` tagged `a`, `n4`-`n6` tagged `b`;
@@ -4853,4 +4843,64 @@ async fn moves_by_placement() {
         .await;
     }
     consume_all(&members[4], "MOVE", "D", 31..=80).await;
+}
+
+/// issue 22, a change of a stream's peers whose runner dies: five members, member `n<i>`
+/// tagged `x<j>` for every other `j`, so that placement tags `x<k>` exclude member `k`. An R3
+/// stream placed away from the meta leader (which runs every change) with 1,000 publishes
+/// with ids; R3 → R4 asked on the meta leader, which is SIGKILLed as soon as it answered.
+/// The next meta leader finishes the change: every live member shows the four live members
+/// as the group, and the lock is released (R4 → R3 accepted, retried while 10124); then each
+/// of the three peers holds the 1,000 ids once at their acknowledged sequences.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_of_a_streams_peers_outlives_its_runner() {
+    // Boxed: the test's future is too large for the test thread's stack in a debug build.
+    Box::pin(change_outlives_its_runner()).await;
+}
+
+/// See [`a_change_of_a_streams_peers_outlives_its_runner`].
+async fn change_outlives_its_runner() {
+    let tags: Vec<Value> = (1..=5)
+        .map(|i| {
+            json!((1..=5)
+                .filter(|j| *j != i)
+                .map(|j| format!("x{j}"))
+                .collect::<Vec<_>>())
+        })
+        .collect();
+    let mut members = tagged_cluster(&tags).await;
+    let all: Vec<&Member> = members.iter().collect();
+    let leader = agreed_leader(&all, None).await;
+    let at = members
+        .iter()
+        .position(|m| m.name == leader)
+        .expect("the meta leader");
+    let config = json!({"name": "RUN", "subjects": ["orders.>"], "num_replicas": 3,
+                        "placement": {"tags": [format!("x{}", at + 1)]}});
+    let created = create(&app_client(&members[at]).await, config.clone()).await;
+    assert_eq!(created["did_create"], true, "{created}");
+    assert!(!group_members(&created).contains(&leader), "{created}");
+    let via = (at + 1) % members.len();
+    let js = jetstream_on(&members[via]).await;
+    let acked = publish_until_acknowledged(&js, 1000, |_| {}).await;
+
+    let grown = update_stream(&members[at], with_replicas(&config, 4)).await;
+    assert!(grown["error"].is_null(), "{grown}");
+    members[at].server.kill();
+    let live = all_but(&members, at);
+    agreed_leader(&live, Some(&leader)).await;
+    let names: Vec<String> = live.iter().map(|m| m.name.clone()).collect();
+    until_rescaled(&live, "RUN", 4, &names).await;
+
+    let shrunk = update_once_unlocked(live[0], &config).await;
+    assert!(shrunk["error"].is_null(), "{shrunk}");
+    let stream_leader = stream_leader(&live, "RUN", None).await;
+    let info = info_on(&live, &stream_leader, "RUN").await;
+    let peers = group_members(&info);
+    assert_eq!(peers.len(), 3, "{info}");
+    until_rescaled(&live, "RUN", 3, &peers).await;
+    for m in live.iter().filter(|m| peers.contains(&m.name)) {
+        let copy = copy_of(m, "RUN", 1000).await;
+        exactly_once(m, &copy, &acked);
+    }
 }

@@ -143,6 +143,17 @@ impl MetaGroup {
         Ok(())
     }
 
+    /// Whether a change of stream `sa`'s peers may begin: none in progress (10124), and the
+    /// meta group has a leader this member sees up and a majority of its voters up, so that it
+    /// can take the proposals that follow (10008 before anything moves).
+    pub(super) fn may_change_peers(&self, sa: &StreamAssignment) -> Result<(), ApiError> {
+        self.check_no_move(&sa.account, &sa.name)?;
+        if !self.meta_writable() {
+            return Err(JsError::ClusterNotAvail.err());
+        }
+        Ok(())
+    }
+
     /// Begins a change of stream `sa`'s peers: `peers` are its peers from now on (the new
     /// ones added) and `to` once done (empty: a shrink to `new_r`, see the module
     /// documentation). 10124 while another change runs; the meta leader runs it. Returns the
@@ -342,10 +353,7 @@ impl MetaGroup {
         sa: &StreamAssignment,
         config: &StreamConfig,
     ) -> Result<(), ApiError> {
-        self.check_no_move(&sa.account, &sa.name)?;
-        if !self.meta_writable() {
-            return Err(JsError::ClusterNotAvail.err());
-        }
+        self.may_change_peers(sa)?;
         let wanted = placement::tags(config.placement.as_ref());
         let gone = replaced(&sa.group.peers, &self.online_tags(), &wanted);
         if gone.is_empty() {

@@ -84,12 +84,9 @@ impl MetaGroup {
         sa: &StreamAssignment,
         config: &StreamConfig,
     ) -> Result<(), ApiError> {
-        self.check_no_move(&sa.account, &sa.name)?;
         // Nothing moves unless the meta group can take the proposals that follow (a group
         // changed and an assignment not would have to wait for the same update again).
-        if !self.meta_writable() {
-            return Err(leaf_core::jetstream::config::JsError::ClusterNotAvail.err());
-        }
+        self.may_change_peers(sa)?;
         let old: StreamConfig = serde_json::from_str(&sa.config)
             .map_err(|e| ApiError::general(&format!("the assignment does not read: {e}")))?;
         let old_r = usize::try_from(old.num_replicas).unwrap_or(1);
