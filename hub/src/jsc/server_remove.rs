@@ -9,10 +9,11 @@
 //! outcome. The leader, in this order:
 //!
 //! 1. each replicated stream the server is a peer of gets a replacement by placement, through
-//!    `STREAM.PEER.REMOVE`'s path ([`MetaGroup::replace_stream_peer`]: the replacement added to
-//!    the assignment, the stream group's leader makes it a learner, then a voter in the
-//!    removed one's place, then the assignment loses the removed one; the first step before the
-//!    answer, the rest runs on);
+//!    `STREAM.PEER.REMOVE`'s path ([`MetaGroup::replace_stream_peer`]: a change of the
+//!    stream's peers, `jsc::moves`: the replacement added to the assignment, the stream
+//!    group's leader makes it a learner, then a voter in the removed one's place, the
+//!    consumers follow, then the assignment loses the removed one; the first step before the
+//!    answer, the rest run by this member as meta leader);
 //! 2. the server is removed from the meta group's voters (`change_membership`, joint
 //!    consensus); the leader's upkeep adds only members seen over a route, so a dead server is
 //!    not added back (one that comes back is added again, as any new member).
@@ -23,9 +24,9 @@
 //! middle of another change of its peers (`jsc::moves`), before anything changes; 10003 for an empty body, or for the meta leader itself (step it down first); 10025
 //! for a body that is not JSON; 10008 when the membership change fails.
 //!
-//! The replicated consumers of each such stream follow it: once the stream's move is done,
-//! each consumer group with the removed server gets the stream's replacement the same way
-//! ([`MetaGroup::replace_stream_peer`] goes on with them; `MetaCommand::SetConsumerPeers`).
+//! The replicated consumers of each such stream follow it: once the stream's group has its new
+//! voters, each consumer group with the removed server gets the stream's replacement the same
+//! way (`jsc::moves`; `MetaCommand::SetConsumerPeers`).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
