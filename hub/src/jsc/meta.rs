@@ -85,6 +85,22 @@ pub struct StreamMove {
     pub old_r: usize,
     /// The stream's R after.
     pub new_r: usize,
+    /// The stream's `placement` after (JSON text, `null` for none). While the change runs, a
+    /// configuration update must say `new_r` replicas and this placement: one decided on a
+    /// stale state (the old R) would undo the change.
+    pub placement: String,
+}
+
+impl StreamMove {
+    /// Whether configuration `config` (JSON text) may be the stream's while this change runs.
+    fn admits(&self, config: &str) -> bool {
+        let Ok(config) = serde_json::from_str::<serde_json::Value>(config) else {
+            return false;
+        };
+        let placement = serde_json::from_str(&self.placement).unwrap_or(serde_json::Value::Null);
+        config["num_replicas"].as_u64() == u64::try_from(self.new_r).ok()
+            && config["placement"] == placement
+    }
 }
 
 /// One change of the meta state: a log entry of the meta group.
@@ -370,6 +386,9 @@ impl MetaState {
                 let Some(old) = self.streams.get(&key) else {
                     return Err(Refusal::StreamNotFound);
                 };
+                if self.moves.get(&key).is_some_and(|m| !m.admits(config)) {
+                    return Err(Refusal::MoveInProgress);
+                }
                 let updated = StreamAssignment {
                     config: config.clone(),
                     ..old.clone()
@@ -653,6 +672,7 @@ mod tests {
                 to: peers,
                 old_r: 3,
                 new_r: 5,
+                placement: "null".into(),
             },
         };
         let end = |id: i64| MetaCommand::EndMove {
@@ -685,6 +705,25 @@ mod tests {
             state.apply(&begin(4, vec![1, 2, 3, 4, 5], vec![1, 2, 3, 4, 5])),
             Ok(())
         );
+        // While it runs, the configuration may change, but not its R or placement (an update
+        // decided on the state before the change would undo it).
+        let update = |config: &str| MetaCommand::UpdateStream {
+            account: "$G".into(),
+            name: "S".into(),
+            config: config.into(),
+        };
+        assert_eq!(
+            state.apply(&update(r#"{"num_replicas":3}"#)),
+            Err(Refusal::MoveInProgress)
+        );
+        let elsewhere = r#"{"num_replicas":5,"placement":{"tags":["b"]}}"#;
+        assert_eq!(
+            state.apply(&update(elsewhere)),
+            Err(Refusal::MoveInProgress)
+        );
+        let limits = r#"{"num_replicas":5,"max_msgs":10}"#;
+        assert_eq!(state.apply(&update(limits)), Ok(()));
+        assert_eq!(state.streams[&key].config, limits);
         let remove = MetaCommand::RemoveStream {
             account: "$G".into(),
             name: "S".into(),
@@ -701,6 +740,7 @@ mod tests {
                 to: vec![],
                 old_r: 3,
                 new_r: 3,
+                placement: "null".into(),
             },
         };
         assert_eq!(state.apply(&other), Err(Refusal::StreamNotFound));

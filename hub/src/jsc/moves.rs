@@ -9,7 +9,9 @@
 //! `JSStreamMoveInProgressErr`) or when the stream's peers changed since the proposer looked
 //! at them; it adds the new peers to the assignment (they create their copy and start the
 //! group, empty) and records the change ([`StreamMove`]: the final peers, the old and new
-//! R). `MetaCommand::EndMove` with the change's id releases it once done.
+//! R, the placement). While it is recorded, a configuration update that says another R or
+//! placement is refused too (one decided on a stale state would undo the change).
+//! `MetaCommand::EndMove` with the change's id releases it once done.
 //!
 //! **The runner** is the meta leader, whichever member took the request: its upkeep (every
 //! 500 ms, and at once when it took the request itself) starts every recorded change it does
@@ -156,7 +158,7 @@ impl MetaGroup {
 
     /// Begins a change of stream `sa`'s peers: `peers` are its peers from now on (the new
     /// ones added) and `to` once done (empty: a shrink to `new_r`, see the module
-    /// documentation). 10124 while another change runs; the meta leader runs it. Returns the
+    /// documentation); `placement` the stream's once done. 10124 while another change runs; the meta leader runs it. Returns the
     /// change's id.
     pub(super) async fn begin_move(
         self: &Arc<Self>,
@@ -164,6 +166,7 @@ impl MetaGroup {
         peers: Vec<u64>,
         to: Vec<u64>,
         (old_r, new_r): (usize, usize),
+        placement: Option<&serde_json::Value>,
     ) -> Result<i64, ApiError> {
         let id = now_ns();
         let change = StreamMove {
@@ -171,6 +174,7 @@ impl MetaGroup {
             to,
             old_r,
             new_r,
+            placement: serde_json::to_string(&placement).unwrap_or_else(|_| "null".into()),
         };
         info!(account = %sa.account, stream = %sa.name, from = ?sa.group.peers, to = ?change.to,
               old_r, new_r, "JetStream cluster: a change of a stream's peers begins");
@@ -371,7 +375,9 @@ impl MetaGroup {
         let r = usize::try_from(config.num_replicas).unwrap_or(1);
         info!(account = %sa.account, stream = %sa.name, replaced = ?gone, by = ?added,
               "JetStream cluster: moving a stream by its placement");
-        self.begin_move(sa, with_new, to, (r, r)).await.map(drop)
+        self.begin_move(sa, with_new, to, (r, r), config.placement.as_ref())
+            .await
+            .map(drop)
     }
 }
 
@@ -385,6 +391,7 @@ mod tests {
             to: vec![1, 2, 3],
             old_r: 3,
             new_r: 3,
+            placement: "null".into(),
         }
     }
 

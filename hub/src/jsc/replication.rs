@@ -443,9 +443,10 @@ impl MetaGroup {
             .as_ref()
             .map(|c| placement::tags(c.placement.as_ref()))
             .unwrap_or_default();
-        let r = config.map_or(sa.group.peers.len(), |c| {
+        let r = config.as_ref().map_or(sa.group.peers.len(), |c| {
             usize::try_from(c.num_replicas).unwrap_or(1)
         });
+        let kept = config.as_ref().and_then(|c| c.placement.as_ref());
         let added = placement::choose(1, &free, &state.load(), &wanted).unwrap_or_default();
         let mut with_new = sa.group.peers.clone();
         with_new.extend(&added);
@@ -454,7 +455,9 @@ impl MetaGroup {
             .copied()
             .filter(|id| *id != removed)
             .collect();
-        self.begin_move(&sa, with_new, last, (r, r)).await.map(drop)
+        self.begin_move(&sa, with_new, last, (r, r), kept)
+            .await
+            .map(drop)
     }
 
     /// Proposes `peers` as the peers of consumer assignment `ca`.

@@ -96,7 +96,7 @@ impl MetaGroup {
         if new_r >= sa.group.peers.len() {
             self.grow_stream(sa, config, old_r, new_r).await
         } else {
-            self.begin_shrink(sa, old_r, new_r).await
+            self.begin_shrink(sa, config, old_r, new_r).await
         }
     }
 
@@ -128,9 +128,15 @@ impl MetaGroup {
                 placement::choose(wanted, &free, &self.state().load(), &tags).map_err(no_peers)?;
             peers.extend(added);
         }
-        self.begin_move(sa, peers.clone(), peers, (old_r, new_r))
-            .await
-            .map(drop)
+        self.begin_move(
+            sa,
+            peers.clone(),
+            peers,
+            (old_r, new_r),
+            config.placement.as_ref(),
+        )
+        .await
+        .map(drop)
     }
 
     /// The replicated consumers of stream `sa`, as assigned now.
@@ -162,11 +168,18 @@ impl MetaGroup {
     async fn begin_shrink(
         self: &Arc<Self>,
         sa: &StreamAssignment,
+        config: &StreamConfig,
         old_r: usize,
         new_r: usize,
     ) -> Result<(), ApiError> {
         let id = self
-            .begin_move(sa, sa.group.peers.clone(), Vec::new(), (old_r, new_r))
+            .begin_move(
+                sa,
+                sa.group.peers.clone(),
+                Vec::new(),
+                (old_r, new_r),
+                config.placement.as_ref(),
+            )
             .await?;
         if self.until_moved(&sa.account, &sa.name, id).await {
             Ok(())
