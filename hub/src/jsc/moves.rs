@@ -40,7 +40,7 @@ use leaf_core::jetstream::config::consumer::ConsumerConfig;
 use leaf_core::jetstream::config::{ApiError, JsError, StreamConfig};
 use leaf_proto::time::now_ns;
 use openraft::ServerState;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::group::MetaGroup;
 use super::meta::{ConsumerAssignment, MetaCommand, StreamAssignment, StreamMove};
@@ -158,8 +158,8 @@ impl MetaGroup {
 
     /// Begins a change of stream `sa`'s peers: `peers` are its peers from now on (the new
     /// ones added) and `to` once done (empty: a shrink to `new_r`, see the module
-    /// documentation); `placement` the stream's once done. 10124 while another change runs; the meta leader runs it. Returns the
-    /// change's id.
+    /// documentation); `placement` is the stream's once done. 10124 while another change
+    /// runs; the meta leader runs it. Returns the change's id.
     pub(super) async fn begin_move(
         self: &Arc<Self>,
         sa: &StreamAssignment,
@@ -233,7 +233,7 @@ impl MetaGroup {
             tokio::spawn(async move {
                 let outcome = match decided {
                     Next::Release => {
-                        warn!(account = %key.0, stream = %key.1, attempts = ATTEMPTS,
+                        error!(account = %key.0, stream = %key.1, attempts = ATTEMPTS,
                               "JetStream cluster: a change of a stream's peers failed; released");
                         g.end_move(&key, change.id).await
                     }
