@@ -2151,24 +2151,8 @@ async fn a_member_behind_the_purged_log_catches_up_from_a_snapshot() {
 /// a member holding its tags. A peer's `/jsz` shows the stream's group and cluster.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn placement_tags_choose_members_by_their_server_tags() {
-    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
     let tags = [json!(["ssd", "eu"]), json!(["SSD"]), json!("hdd")];
-    let mut members = Vec::new();
-    for (i, tags) in tags.iter().enumerate() {
-        let name = format!("n{}", i + 1);
-        let store = StoreDir::new();
-        let http = free_port();
-        let mut config = member_config(&name, ports[i], &ports, http, &store);
-        config["server_tags"] = tags.clone();
-        let server = TestServer::with_config(ServerKind::Hubd, config.clone()).await;
-        members.push(Member {
-            server,
-            http,
-            name,
-            config,
-            _store: store,
-        });
-    }
+    let members = tagged_cluster(&tags).await;
     agreed_leader(&members.iter().collect::<Vec<_>>(), None).await;
     // From the member without the tag.
     let client = app_client(&members[2]).await;
@@ -4652,4 +4636,271 @@ async fn a_stopped_consumer_replica_is_not_current() {
         },
     )
     .await;
+}
+
+/// issue 22, changes of a stream's peers one at a time: five members, an R3 stream holding
+/// 200 messages with ids and an R3 durable that double-acked them; R3 → R5, and at once
+/// R5 → R3 and a `STREAM.PEER.REMOVE`: both refused with 10124 "stream move already in
+/// progress" while the grow runs (its new peers catching up, the consumer following). Once
+/// every member shows the five and the consumer on five, the shrink is accepted (retried
+/// while the consumer still follows); then three peers, the leader kept, each holding the
+/// 200 ids once at their acknowledged sequences, the two others without a copy, the consumer
+/// on the three with its ack floor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_change_of_a_streams_peers_waits_for_the_first() {
+    // Boxed: the test's future is too large for the test thread's stack in a debug build.
+    Box::pin(second_change_waits_for_the_first()).await;
+}
+
+/// See [`a_second_change_of_a_streams_peers_waits_for_the_first`].
+async fn second_change_waits_for_the_first() {
+    let members = cluster(&[ServerKind::Hubd; 5]).await;
+    let all: Vec<&Member> = members.iter().collect();
+    agreed_leader(&all, None).await;
+    let config = json!({"name": "SER", "subjects": ["orders.>"], "num_replicas": 3});
+    let created = create(&app_client(&members[0]).await, config.clone()).await;
+    assert_eq!(created["did_create"], true, "{created}");
+    let first_peers = group_members(&created);
+    let js = jetstream_on(&members[0]).await;
+    let acked = publish_until_acknowledged(&js, 200, |_| {}).await;
+    let made = durable(&members[0], "SER", "D", json!({})).await;
+    assert!(made["error"].is_null(), "{made}");
+    consume_all(&members[0], "SER", "D", 1..=200).await;
+
+    let grown = update_stream(&members[1], with_replicas(&config, 5)).await;
+    assert!(grown["error"].is_null(), "{grown}");
+    let client = app_client(&members[2]).await;
+    let peer = first_peers.first().cloned().unwrap_or_default();
+    let (shrink, remove) = tokio::join!(
+        update_stream(&members[2], config.clone()),
+        api(
+            &client,
+            "$JS.API.STREAM.PEER.REMOVE.SER",
+            json!({ "peer": peer })
+        )
+    );
+    for refused in [&shrink, &remove] {
+        assert_eq!(refused["error"]["err_code"], 10124, "{refused}");
+        assert_eq!(
+            refused["error"]["description"], "stream move already in progress",
+            "{refused}"
+        );
+    }
+    let names: Vec<String> = members.iter().map(|m| m.name.clone()).collect();
+    until_rescaled(&all, "SER", 5, &names).await;
+    for m in &all {
+        until_answer(m, "$JS.API.CONSUMER.INFO.SER.D", "on five", |info| {
+            group_members(info).len() == 5 && info["ack_floor"]["stream_seq"] == json!(200)
+        })
+        .await;
+    }
+
+    // The shrink, once the grow is done (retried while its last steps end).
+    let leader = stream_leader(&all, "SER", None).await;
+    let shrunk = update_once_unlocked(&members[2], &config).await;
+    assert!(shrunk["error"].is_null(), "{shrunk}");
+    let info = info_on(&all, &leader, "SER").await;
+    let peers = group_members(&info);
+    assert_eq!(peers.len(), 3, "{info}");
+    assert!(peers.contains(&leader), "the leader kept: {info}");
+    until_rescaled(&all, "SER", 3, &peers).await;
+    for m in &all {
+        if peers.contains(&m.name) {
+            let copy = copy_of(m, "SER", 200).await;
+            exactly_once(m, &copy, &acked);
+            until_answer(m, "$JS.API.CONSUMER.INFO.SER.D", "on three", |info| {
+                let mut now = group_members(info);
+                now.sort();
+                let mut want = peers.clone();
+                want.sort();
+                now == want && info["ack_floor"]["stream_seq"] == json!(200)
+            })
+            .await;
+        } else {
+            until_engine_streams(m, 0).await;
+        }
+    }
+}
+
+/// Members named `n1`... with `server_tags` `tags[i]` each, listing each other's routes.
+async fn tagged_cluster(tags: &[Value]) -> Vec<Member> {
+    let ports: Vec<u16> = tags.iter().map(|_| free_port()).collect();
+    let mut members = Vec::new();
+    for (i, tags) in tags.iter().enumerate() {
+        let name = format!("n{}", i + 1);
+        let store = StoreDir::new();
+        let http = free_port();
+        let mut config = member_config(&name, ports[i], &ports, http, &store);
+        config["server_tags"] = tags.clone();
+        let server = TestServer::with_config(ServerKind::Hubd, config.clone()).await;
+        members.push(Member {
+            server,
+            http,
+            name,
+            config,
+            _store: store,
+        });
+    }
+    members
+}
+
+/// `STREAM.UPDATE` of `config` through `m`, retried while another change of the stream's
+/// peers is in progress (10124; bounded: 90 s): the first other answer.
+async fn update_once_unlocked(m: &Member, config: &Value) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let answer = update_stream(m, config.clone()).await;
+        if answer["error"]["err_code"] != 10124 {
+            return answer;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still locked after 90 s: {answer}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// issue 22, a move by placement: six members, `n1`-`n3` tagged `a`, `n4`-`n6` tagged `b`;
+/// an R3 stream on tags `a` with 30 publishes with ids and an R3 durable that double-acked
+/// them. Refused: tags no member holds (10005, as a create with those tags), a move and a
+/// scale in one update (10123). `STREAM.UPDATE` to tags `b` through `n1`, publishes going on
+/// at once through `n1` (the first 30 again: duplicates) until 80 are acknowledged: every
+/// member shows the stream on `n4`-`n6`, `n1`-`n3` have no copy left, each new copy holds
+/// the 80 ids once at their acknowledged sequences, the durable's group is on `n4`-`n6` with
+/// its ack floor, and delivers the next 50 in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_moves_to_the_members_of_its_new_placement_tags() {
+    // Boxed: the test's future is too large for the test thread's stack in a debug build.
+    Box::pin(moves_by_placement()).await;
+}
+
+/// See [`a_stream_moves_to_the_members_of_its_new_placement_tags`].
+async fn moves_by_placement() {
+    let tags = [
+        json!("a"),
+        json!("a"),
+        json!("a"),
+        json!("b"),
+        json!("b"),
+        json!("b"),
+    ];
+    let members = tagged_cluster(&tags).await;
+    let all: Vec<&Member> = members.iter().collect();
+    agreed_leader(&all, None).await;
+    let config = json!({"name": "MOVE", "subjects": ["orders.>"], "num_replicas": 3,
+                        "placement": {"tags": ["a"]}});
+    let client = app_client(&members[0]).await;
+    let created = create(&client, config.clone()).await;
+    assert_eq!(created["did_create"], true, "{created}");
+    let mut peers = group_members(&created);
+    peers.sort();
+    assert_eq!(peers, ["n1", "n2", "n3"], "{created}");
+    let js = jetstream_on(&members[0]).await;
+    let first = publish_until_acknowledged(&js, 30, |_| {}).await;
+    let made = durable(&members[0], "MOVE", "D", json!({})).await;
+    assert!(made["error"].is_null(), "{made}");
+    consume_all(&members[0], "MOVE", "D", 1..=30).await;
+
+    let mut to_c = config.clone();
+    to_c["placement"] = json!({"tags": ["c"]});
+    let refused = update_stream(&members[0], to_c).await;
+    let create_c = create(
+        &client,
+        json!({"name": "C", "subjects": ["c.>"], "num_replicas": 3,
+               "placement": {"tags": ["c"]}}),
+    )
+    .await;
+    assert_eq!(refused["error"]["err_code"], 10005, "{refused}");
+    assert_eq!(refused["error"], create_c["error"], "as a create answers");
+    let mut to_b = config.clone();
+    to_b["placement"] = json!({"tags": ["b"]});
+    let both = update_stream(&members[0], with_replicas(&to_b, 2)).await;
+    assert_eq!(both["error"]["err_code"], 10123, "{both}");
+
+    let moved = update_stream(&members[0], to_b).await;
+    assert!(moved["error"].is_null(), "{moved}");
+    assert_eq!(
+        moved["config"]["placement"]["tags"],
+        json!(["b"]),
+        "{moved}"
+    );
+    let acked = publish_until_acknowledged(&js, 80, |_| {}).await;
+    assert_eq!(acked[..30], first[..], "the first 30 are duplicates");
+    let new_peers = ["n4".to_owned(), "n5".to_owned(), "n6".to_owned()];
+    until_rescaled(&all, "MOVE", 3, &new_peers).await;
+    for m in &members[..3] {
+        until_engine_streams(m, 0).await;
+    }
+    for m in &members[3..] {
+        let copy = copy_of(m, "MOVE", 80).await;
+        exactly_once(m, &copy, &acked);
+        until_answer(m, "$JS.API.CONSUMER.INFO.MOVE.D", "on n4-n6", |info| {
+            let mut now = group_members(info);
+            now.sort();
+            now == new_peers && info["ack_floor"]["stream_seq"] == json!(30)
+        })
+        .await;
+    }
+    consume_all(&members[4], "MOVE", "D", 31..=80).await;
+}
+
+/// issue 22, a change of a stream's peers whose runner dies: five members, member `n<i>`
+/// tagged `x<j>` for every other `j`, so that placement tags `x<k>` exclude member `k`. An R3
+/// stream placed away from the meta leader (which runs every change) with 1,000 publishes
+/// with ids; R3 → R4 asked on the meta leader, which is SIGKILLed as soon as it answered.
+/// The next meta leader finishes the change: every live member shows the four live members
+/// as the group, and the lock is released (R4 → R3 accepted, retried while 10124); then each
+/// of the three peers holds the 1,000 ids once at their acknowledged sequences.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_of_a_streams_peers_outlives_its_runner() {
+    // Boxed: the test's future is too large for the test thread's stack in a debug build.
+    Box::pin(change_outlives_its_runner()).await;
+}
+
+/// See [`a_change_of_a_streams_peers_outlives_its_runner`].
+async fn change_outlives_its_runner() {
+    let tags: Vec<Value> = (1..=5)
+        .map(|i| {
+            json!((1..=5)
+                .filter(|j| *j != i)
+                .map(|j| format!("x{j}"))
+                .collect::<Vec<_>>())
+        })
+        .collect();
+    let mut members = tagged_cluster(&tags).await;
+    let all: Vec<&Member> = members.iter().collect();
+    let leader = agreed_leader(&all, None).await;
+    let at = members
+        .iter()
+        .position(|m| m.name == leader)
+        .expect("the meta leader");
+    let config = json!({"name": "RUN", "subjects": ["orders.>"], "num_replicas": 3,
+                        "placement": {"tags": [format!("x{}", at + 1)]}});
+    let created = create(&app_client(&members[at]).await, config.clone()).await;
+    assert_eq!(created["did_create"], true, "{created}");
+    assert!(!group_members(&created).contains(&leader), "{created}");
+    let via = (at + 1) % members.len();
+    let js = jetstream_on(&members[via]).await;
+    let acked = publish_until_acknowledged(&js, 1000, |_| {}).await;
+
+    let grown = update_stream(&members[at], with_replicas(&config, 4)).await;
+    assert!(grown["error"].is_null(), "{grown}");
+    members[at].server.kill();
+    let live = all_but(&members, at);
+    agreed_leader(&live, Some(&leader)).await;
+    let names: Vec<String> = live.iter().map(|m| m.name.clone()).collect();
+    until_rescaled(&live, "RUN", 4, &names).await;
+
+    let shrunk = update_once_unlocked(live[0], &config).await;
+    assert!(shrunk["error"].is_null(), "{shrunk}");
+    let stream_leader = stream_leader(&live, "RUN", None).await;
+    let info = info_on(&live, &stream_leader, "RUN").await;
+    let peers = group_members(&info);
+    assert_eq!(peers.len(), 3, "{info}");
+    until_rescaled(&live, "RUN", 3, &peers).await;
+    for m in live.iter().filter(|m| peers.contains(&m.name)) {
+        let copy = copy_of(m, "RUN", 1000).await;
+        exactly_once(m, &copy, &acked);
+    }
 }

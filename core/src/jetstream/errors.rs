@@ -221,6 +221,10 @@ js_errors! {
     ConsumerMaxPendingAckExcess = (Some("JSConsumerMaxPendingAckExcessErrF"), 400, 10121, None);
     /// 400 10126.
     ConsumerReplicasExceedsStream = (Some("JSConsumerReplicasExceedsStream"), 400, 10126, Some("consumer config replica count exceeds parent stream"));
+    /// 400 10123: `STREAM.UPDATE` changing both `placement` and `num_replicas`.
+    StreamMoveAndScale = (Some("JSStreamMoveAndScaleErr"), 400, 10123, Some("can not move and scale a stream in a single update"));
+    /// 400 10124: a change of a replicated stream's peers while another is in progress.
+    StreamMoveInProgress = (Some("JSStreamMoveInProgressErr"), 400, 10124, Some("stream move already in progress"));
     /// 400 10127.
     ConsumerNameContainsPathSeparators = (Some("JSConsumerNameContainsPathSeparatorsErr"), 400, 10127, Some("Consumer name can not contain path separators"));
     /// 400 10128.

@@ -93,6 +93,8 @@ pub struct MetaGroup {
     /// Names of members already reported (collisions, nats-server with JetStream).
     reported: Mutex<HashSet<String>>,
     pub(super) subs: Mutex<Vec<SubRef>>,
+    /// The changes of streams' peers this member runs as meta leader (`jsc::moves`).
+    pub(super) runs: super::moves::Runs,
 }
 
 /// The Raft timings of the meta group: heartbeats every 250 ms, elections after 1.5-3 s
@@ -159,6 +161,7 @@ impl MetaGroup {
             names: Mutex::new(names),
             reported: Mutex::new(HashSet::new()),
             subs: Mutex::new(Vec::new()),
+            runs: super::moves::Runs::default(),
         });
         transport.serve(Arc::new(MetaHandler(Arc::downgrade(&group))));
         group.serve_stepdown()?;
@@ -498,8 +501,9 @@ impl MetaGroup {
                 .is_some()
     }
 
-    /// One round of upkeep: bootstrap, or (leader) membership.
-    async fn tick(&self) {
+    /// One round of upkeep: bootstrap, or (leader) the changes of streams' peers recorded
+    /// (`jsc::moves`) and membership.
+    async fn tick(self: &Arc<Self>) {
         let seen = self.seen();
         if !self.has_state() {
             self.try_bootstrap(&seen).await;
@@ -509,6 +513,7 @@ impl MetaGroup {
         if m.current_leader != Some(self.own) || m.state != ServerState::Leader {
             return;
         }
+        self.resume_moves();
         let membership = m.membership_config.membership().clone();
         let voters: BTreeSet<u64> = membership.voter_ids().collect();
         let known: BTreeSet<u64> = membership.nodes().map(|(id, _)| *id).collect();

@@ -71,6 +71,38 @@ pub struct ConsumerAssignment {
     pub group: RaftGroup,
 }
 
+/// A change of a stream's peers in progress (a rescale, a peer removal, a move by placement):
+/// the lock that serializes them (see `jsc::moves`). While it is there, another change of the
+/// stream's peers is refused (`Refusal::MoveInProgress`, 10124).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamMove {
+    /// Tells this move from a later one (the proposer's clock, ns).
+    pub id: i64,
+    /// The stream's peers once done; empty for a shrink (the group's leader decides who
+    /// stays: `rescale::kept`).
+    pub to: Vec<u64>,
+    /// The stream's R before (the consumers that follow it).
+    pub old_r: usize,
+    /// The stream's R after.
+    pub new_r: usize,
+    /// The stream's `placement` after (JSON text, `null` for none). While the change runs, a
+    /// configuration update must say `new_r` replicas and this placement: one decided on a
+    /// stale state (the old R) would undo the change.
+    pub placement: String,
+}
+
+impl StreamMove {
+    /// Whether configuration `config` (JSON text) may be the stream's while this change runs.
+    fn admits(&self, config: &str) -> bool {
+        let Ok(config) = serde_json::from_str::<serde_json::Value>(config) else {
+            return false;
+        };
+        let placement = serde_json::from_str(&self.placement).unwrap_or(serde_json::Value::Null);
+        config["num_replicas"].as_u64() == u64::try_from(self.new_r).ok()
+            && config["placement"] == placement
+    }
+}
+
 /// One change of the meta state: a log entry of the meta group.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MetaCommand {
@@ -136,6 +168,31 @@ pub enum MetaCommand {
         /// The new configuration, as JSON text.
         config: String,
     },
+    /// Starts a change of a stream's peers: refused while another is in progress or when the
+    /// stream's peers are no longer `from` (the proposer decided on a stale state); else the
+    /// peers become `peers` (the new ones added, none removed yet) and `change` is recorded.
+    BeginMove {
+        /// The account.
+        account: String,
+        /// The stream.
+        name: String,
+        /// The peers the proposer saw.
+        from: Vec<u64>,
+        /// The peers from now on.
+        peers: Vec<u64>,
+        /// The change.
+        change: StreamMove,
+    },
+    /// Ends the change `id` of a stream's peers (done, or given up): its lock is released.
+    /// Another change's record is left alone.
+    EndMove {
+        /// The account.
+        account: String,
+        /// The stream.
+        name: String,
+        /// The change's id.
+        id: i64,
+    },
 }
 
 /// What applying a command gave: `None` when it was applied, else why not (the proposer
@@ -168,6 +225,9 @@ pub enum Refusal {
     /// (10098-10101, as a single server answers).
     #[error("{}", .0.description)]
     WorkQueue(leaf_core::jetstream::config::ApiError),
+    /// Another change of the stream's peers is in progress (or ended under the proposer).
+    #[error("stream move already in progress")]
+    MoveInProgress,
 }
 
 /// The assignments of the cluster.
@@ -177,6 +237,8 @@ pub struct MetaState {
     pub streams: BTreeMap<(String, String), StreamAssignment>,
     /// Consumers by (account, stream, name).
     pub consumers: BTreeMap<(String, String, String), ConsumerAssignment>,
+    /// The changes of streams' peers in progress, by (account, stream).
+    pub moves: BTreeMap<(String, String), StreamMove>,
 }
 
 impl MetaState {
@@ -269,6 +331,7 @@ impl MetaState {
                 if self.streams.remove(&key).is_none() {
                     return Err(Refusal::StreamNotFound);
                 }
+                self.moves.remove(&key);
                 self.consumers
                     .retain(|(a, s, _), _| !(a == account && s == name));
                 Ok(())
@@ -323,6 +386,9 @@ impl MetaState {
                 let Some(old) = self.streams.get(&key) else {
                     return Err(Refusal::StreamNotFound);
                 };
+                if self.moves.get(&key).is_some_and(|m| !m.admits(config)) {
+                    return Err(Refusal::MoveInProgress);
+                }
                 let updated = StreamAssignment {
                     config: config.clone(),
                     ..old.clone()
@@ -351,6 +417,31 @@ impl MetaState {
             } => {
                 let ca = self.consumer_mut(account, stream, name)?;
                 ca.config.clone_from(config);
+                Ok(())
+            }
+            MetaCommand::BeginMove {
+                account,
+                name,
+                from,
+                peers,
+                change,
+            } => {
+                let key = (account.clone(), name.clone());
+                let Some(sa) = self.streams.get_mut(&key) else {
+                    return Err(Refusal::StreamNotFound);
+                };
+                if self.moves.contains_key(&key) || sa.group.peers != *from {
+                    return Err(Refusal::MoveInProgress);
+                }
+                sa.group.peers.clone_from(peers);
+                self.moves.insert(key, change.clone());
+                Ok(())
+            }
+            MetaCommand::EndMove { account, name, id } => {
+                let key = (account.clone(), name.clone());
+                if self.moves.get(&key).is_some_and(|m| m.id == *id) {
+                    self.moves.remove(&key);
+                }
                 Ok(())
             }
         }
@@ -563,6 +654,96 @@ mod tests {
             ca.config = r#"{"ack_wait":1}"#.into();
         }
         assert_eq!(state.apply(&again), Ok(()));
+    }
+
+    /// A change of a stream's peers locks it until its own end; another is refused, as is one
+    /// decided on peers that changed since; a stream deleted takes its lock along.
+    #[test]
+    fn one_change_of_a_streams_peers_at_a_time() {
+        let mut state = MetaState::default();
+        state.apply(&stream("S", "{}")).unwrap();
+        let begin = |id: i64, from: Vec<u64>, peers: Vec<u64>| MetaCommand::BeginMove {
+            account: "$G".into(),
+            name: "S".into(),
+            from,
+            peers: peers.clone(),
+            change: StreamMove {
+                id,
+                to: peers,
+                old_r: 3,
+                new_r: 5,
+                placement: "null".into(),
+            },
+        };
+        let end = |id: i64| MetaCommand::EndMove {
+            account: "$G".into(),
+            name: "S".into(),
+            id,
+        };
+        let key = ("$G".to_owned(), "S".to_owned());
+        assert_eq!(
+            state.apply(&begin(1, vec![1, 2, 3], vec![1, 2, 3, 4, 5])),
+            Ok(())
+        );
+        assert_eq!(state.streams[&key].group.peers, [1, 2, 3, 4, 5]);
+        assert_eq!(
+            state.apply(&begin(2, vec![1, 2, 3, 4, 5], vec![1, 2, 3])),
+            Err(Refusal::MoveInProgress)
+        );
+        // Another change's end (a stale runner) leaves the lock.
+        assert_eq!(state.apply(&end(7)), Ok(()));
+        assert!(state.moves.contains_key(&key));
+        assert_eq!(state.apply(&end(1)), Ok(()));
+        assert!(state.moves.is_empty());
+        // Decided on the peers before the first change: refused, nothing changes.
+        assert_eq!(
+            state.apply(&begin(3, vec![1, 2, 3], vec![1, 2, 3, 6])),
+            Err(Refusal::MoveInProgress)
+        );
+        assert_eq!(state.streams[&key].group.peers, [1, 2, 3, 4, 5]);
+        assert_eq!(
+            state.apply(&begin(4, vec![1, 2, 3, 4, 5], vec![1, 2, 3, 4, 5])),
+            Ok(())
+        );
+        // While it runs, the configuration may change, but not its R or placement (an update
+        // decided on the state before the change would undo it).
+        let update = |config: &str| MetaCommand::UpdateStream {
+            account: "$G".into(),
+            name: "S".into(),
+            config: config.into(),
+        };
+        assert_eq!(
+            state.apply(&update(r#"{"num_replicas":3}"#)),
+            Err(Refusal::MoveInProgress)
+        );
+        let elsewhere = r#"{"num_replicas":5,"placement":{"tags":["b"]}}"#;
+        assert_eq!(
+            state.apply(&update(elsewhere)),
+            Err(Refusal::MoveInProgress)
+        );
+        let limits = r#"{"num_replicas":5,"max_msgs":10}"#;
+        assert_eq!(state.apply(&update(limits)), Ok(()));
+        assert_eq!(state.streams[&key].config, limits);
+        let remove = MetaCommand::RemoveStream {
+            account: "$G".into(),
+            name: "S".into(),
+        };
+        state.apply(&remove).unwrap();
+        assert!(state.moves.is_empty());
+        let other = MetaCommand::BeginMove {
+            account: "$G".into(),
+            name: "NOPE".into(),
+            from: vec![],
+            peers: vec![],
+            change: StreamMove {
+                id: 5,
+                to: vec![],
+                old_r: 3,
+                new_r: 3,
+                placement: "null".into(),
+            },
+        };
+        assert_eq!(state.apply(&other), Err(Refusal::StreamNotFound));
     }
 
     #[test]

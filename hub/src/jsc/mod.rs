@@ -18,6 +18,8 @@
 //!   `Replication` hook);
 //! * [`rescale`]: a change of a replicated stream's `num_replicas` (its peers grow or shrink
 //!   online);
+//! * [`moves`]: changes of a replicated stream's peers one at a time (a lock in the meta
+//!   state, run by the meta leader, finished by the next one), and moves by placement;
 //! * [`copies`]: each member's copies of the replicated streams assigned to it;
 //! * [`stream_group`] and [`stream_machine`]: a replicated stream's group (its publishes
 //!   proposed by the leader, PubAcks after the commit) and its state machine (the copy's
@@ -37,6 +39,7 @@ pub mod durable;
 pub mod group;
 pub mod machine;
 pub mod meta;
+pub mod moves;
 pub mod network;
 pub mod node_id;
 pub mod placement;

@@ -15,8 +15,6 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Weak};
 
-use tracing::warn;
-
 use leaf_core::jetstream::config::consumer::ConsumerConfig;
 use leaf_core::jetstream::config::{ApiError, JsError, StreamConfig};
 use leaf_core::jetstream::reads::{Read, ReadAnswer};
@@ -87,6 +85,7 @@ fn refused(r: Refusal) -> ApiError {
         Refusal::StreamNotFound => ApiError::stream_not_found(),
         Refusal::ConsumerExists | Refusal::ConsumerNotFound => ApiError::general(&r.to_string()),
         Refusal::WorkQueue(e) => e,
+        Refusal::MoveInProgress => JsError::StreamMoveInProgress.err(),
     }
 }
 
@@ -340,9 +339,19 @@ impl MetaGroup {
         config: StreamConfig,
     ) -> Result<Replicated, ApiError> {
         let (sa, _) = self.assigned(account, &config.name)?;
-        let old_r = serde_json::from_str::<StreamConfig>(&sa.config).map(|c| c.num_replicas);
-        if old_r.is_ok_and(|r| r != config.num_replicas) {
-            self.rescale_stream(&sa, &config).await?;
+        if let Ok(old) = serde_json::from_str::<StreamConfig>(&sa.config) {
+            let scaled = old.num_replicas != config.num_replicas;
+            let moved = old.placement != config.placement;
+            if scaled && moved {
+                return Err(JsError::StreamMoveAndScale.err());
+            }
+            if scaled {
+                self.rescale_stream(&sa, &config).await?;
+            } else if moved {
+                placement::check(config.placement.as_ref(), self.cluster_name())
+                    .map_err(no_peers)?;
+                self.move_stream(&sa, &config).await?;
+            }
         }
         let text = serde_json::to_string(&config).map_err(|e| ApiError::general(&e.to_string()))?;
         let proposed = self
@@ -375,8 +384,8 @@ impl MetaGroup {
     /// empty); the group's leader adds it as a learner, waits until it caught up (from the log
     /// or a snapshot) and makes the new peers its voters ([`MetaGroup::set_stream_members`]);
     /// then the assignment loses the removed peer (which drops its copy and group as it applies
-    /// it). Answered after the first step, as nats-server answers before the move; the rest
-    /// runs on (logged when it fails).
+    /// it). Answered after the first step, as nats-server answers before the move; the meta
+    /// leader runs the rest (`jsc::moves`: 10124 while another change of the stream runs).
     async fn remove_stream_peer(
         self: &Arc<Self>,
         account: &str,
@@ -412,7 +421,9 @@ impl MetaGroup {
     }
 
     /// [`MetaGroup::remove_stream_peer`] of the peer with node id `removed` (`SERVER.REMOVE`
-    /// too, for each stream the server was a peer of).
+    /// too, for each stream the server was a peer of): the change begun (`jsc::moves`, 10124
+    /// while another runs), the meta leader runs the rest; the stream's replicated consumers
+    /// whose group had the removed peer move alike once the stream's peers changed.
     pub(super) async fn replace_stream_peer(
         self: &Arc<Self>,
         account: &str,
@@ -424,88 +435,29 @@ impl MetaGroup {
         if !sa.group.peers.contains(&removed) {
             return Err(JsError::ClusterPeerNotMember.err());
         }
+        self.check_no_move(account, name)?;
         let free = self.voters_but(&sa.group.peers);
         // The replacement holds the stream's placement tags too.
-        let wanted = serde_json::from_str::<StreamConfig>(&sa.config)
+        let config = serde_json::from_str::<StreamConfig>(&sa.config).ok();
+        let wanted = config
+            .as_ref()
             .map(|c| placement::tags(c.placement.as_ref()))
             .unwrap_or_default();
+        let r = config.as_ref().map_or(sa.group.peers.len(), |c| {
+            usize::try_from(c.num_replicas).unwrap_or(1)
+        });
+        let kept = config.as_ref().and_then(|c| c.placement.as_ref());
         let added = placement::choose(1, &free, &state.load(), &wanted).unwrap_or_default();
         let mut with_new = sa.group.peers.clone();
         with_new.extend(&added);
-        let mut last: Vec<u64> = with_new
+        let last: Vec<u64> = with_new
             .iter()
             .copied()
             .filter(|id| *id != removed)
             .collect();
-        if !added.is_empty() {
-            self.set_peers(account, name, with_new).await?;
-        }
-        let g = Arc::clone(self);
-        let (account, name) = (account.to_owned(), name.to_owned());
-        tokio::spawn(async move {
-            let moved = match g.set_stream_members(&sa, &last).await {
-                Ok(()) => {
-                    g.set_peers(&account, &name, std::mem::take(&mut last))
-                        .await
-                }
-                Err(e) => Err(e),
-            };
-            if let Err(e) = moved {
-                warn!(account = %account, stream = %name, error = %e,
-                      "JetStream cluster: a stream's peer not removed");
-                return;
-            }
-            g.replace_consumer_peers(&account, &name, removed, added.first().copied())
-                .await;
-        });
-        Ok(())
-    }
-
-    /// After stream `name` of `account` lost peer `removed` (and gained `added`): the same
-    /// change for each of its replicated consumers whose group has `removed`, in the same three
-    /// steps (the new peer in the assignment, where it starts the consumer's group as its copy
-    /// is there; the group's leader makes it a learner, then a voter in the removed one's
-    /// place; the assignment without the removed peer). Failures are logged.
-    async fn replace_consumer_peers(
-        &self,
-        account: &str,
-        name: &str,
-        removed: u64,
-        added: Option<u64>,
-    ) {
-        let consumers: Vec<ConsumerAssignment> = self
-            .state()
-            .consumers
-            .values()
-            .filter(|ca| ca.account == account && ca.stream == name)
-            .filter(|ca| ca.group.peers.contains(&removed))
-            .cloned()
-            .collect();
-        for ca in consumers {
-            let mut with_new = ca.group.peers.clone();
-            with_new.extend(added.filter(|a| !with_new.contains(a)));
-            let last: Vec<u64> = with_new
-                .iter()
-                .copied()
-                .filter(|id| *id != removed)
-                .collect();
-            let mut moved = Ok(());
-            if added.is_some() {
-                moved = self.set_consumer_peers(&ca, with_new).await;
-            }
-            if moved.is_ok() {
-                moved = self
-                    .set_members(&ca.group.name, &ca.group.peers, &last)
-                    .await;
-            }
-            if moved.is_ok() {
-                moved = self.set_consumer_peers(&ca, last).await;
-            }
-            if let Err(e) = moved {
-                warn!(account = %account, stream = %name, consumer = %ca.name, error = %e,
-                      "JetStream cluster: a consumer's peer not removed");
-            }
-        }
+        self.begin_move(&sa, with_new, last, (r, r), kept)
+            .await
+            .map(drop)
     }
 
     /// Proposes `peers` as the peers of consumer assignment `ca`.

@@ -1,20 +1,22 @@
 //! A change of a replicated stream's `num_replicas` by `STREAM.UPDATE` (R2-R5 to R2-R5), as
 //! nats-server 2.9's `jsClusteredStreamUpdateRequest`: its peers grow or shrink online, with
 //! the machinery of `STREAM.PEER.REMOVE` (learners that catch up from the log or a snapshot,
-//! then joint consensus). See "Rescaling a stream" in `hub/JETSTREAM-CLUSTER.md`.
+//! then joint consensus), as a change of the stream's peers (`jsc::moves`: one at a time, run
+//! by the meta leader). See "Rescaling a stream" in `hub/JETSTREAM-CLUSTER.md`.
 //!
 //! * **Up** (R3 to R5): the new peers are chosen by placement among the members that are not
 //!   peers (the least loaded holding the stream's placement tags; too few: 10005 as a create
-//!   with too many replicas) and added to the assignment (they create their copy and start the
-//!   group, empty; placed last, they never initialize it). The update is answered then; the
-//!   rest runs on: the group's leader makes them learners, waits until they caught up, then
-//!   voters; then the stream's replicated consumers that follow its R get the same peers
-//!   (their groups grow the same way, only once the new copies caught up, so that a consumer
-//!   leader never runs on a copy behind).
-//! * **Down** (R5 to R3): before the answer, the group's leader makes the voters itself and
-//!   the other peers up to the new R (online ones first: the leader is kept), each replicated
-//!   consumer's group shrinks within those peers (its leader kept when it is one of them), and
-//!   the assignments lose the others, which drop their copy and groups as they apply it.
+//!   with too many replicas) and the change begins (they are added to the assignment: they
+//!   create their copy and start the group, empty; placed last, they never initialize it).
+//!   The update is answered then; the meta leader runs the rest: the group's leader makes them
+//!   learners, waits until they caught up, then voters; then the stream's replicated
+//!   consumers that follow its R get the same peers (their groups grow the same way, only once
+//!   the new copies caught up, so that a consumer leader never runs on a copy behind).
+//! * **Down** (R5 to R3): the change begins and is answered once done: the meta leader has the
+//!   group's leader make the voters itself and the other peers up to the new R (online ones
+//!   first: the leader is kept), each replicated consumer's group shrinks within those peers
+//!   (its leader kept when it is one of them), and the assignments lose the others, which drop
+//!   their copy and groups as they apply it.
 //! * The new configuration is proposed last, so that a failure half-way leaves the old R in
 //!   the configuration and the same update again carries on from where it stopped.
 //!
@@ -84,9 +86,7 @@ impl MetaGroup {
     ) -> Result<(), ApiError> {
         // Nothing moves unless the meta group can take the proposals that follow (a group
         // changed and an assignment not would have to wait for the same update again).
-        if !self.meta_writable() {
-            return Err(leaf_core::jetstream::config::JsError::ClusterNotAvail.err());
-        }
+        self.may_change_peers(sa)?;
         let old: StreamConfig = serde_json::from_str(&sa.config)
             .map_err(|e| ApiError::general(&format!("the assignment does not read: {e}")))?;
         let old_r = usize::try_from(old.num_replicas).unwrap_or(1);
@@ -96,13 +96,13 @@ impl MetaGroup {
         if new_r >= sa.group.peers.len() {
             self.grow_stream(sa, config, old_r, new_r).await
         } else {
-            self.shrink_stream(sa, old_r, new_r).await
+            self.begin_shrink(sa, config, old_r, new_r).await
         }
     }
 
     /// Whether the meta group has a leader this member sees up, and a majority of its voters
     /// up (as this member sees them).
-    fn meta_writable(&self) -> bool {
+    pub(super) fn meta_writable(&self) -> bool {
         let m = self.raft.metrics().borrow().clone();
         let online = self.online();
         let voters: Vec<u64> = m.membership_config.membership().voter_ids().collect();
@@ -110,7 +110,8 @@ impl MetaGroup {
         m.current_leader.is_some_and(|l| online.contains_key(&l)) && up > voters.len() / 2
     }
 
-    /// [`MetaGroup::rescale_stream`] up to `new_r` peers.
+    /// [`MetaGroup::rescale_stream`] up to `new_r` peers: the new ones chosen and the change
+    /// begun (`jsc::moves`: the meta leader runs the rest).
     async fn grow_stream(
         self: &Arc<Self>,
         sa: &StreamAssignment,
@@ -126,27 +127,20 @@ impl MetaGroup {
             let added =
                 placement::choose(wanted, &free, &self.state().load(), &tags).map_err(no_peers)?;
             peers.extend(added);
-            self.set_peers(&sa.account, &sa.name, peers.clone()).await?;
         }
-        let g = Arc::clone(self);
-        let sa = sa.clone();
-        tokio::spawn(async move {
-            if let Err(e) = g.set_stream_members(&sa, &peers).await {
-                warn!(account = %sa.account, stream = %sa.name, error = %e,
-                      "JetStream cluster: a stream's new peers not made voters");
-                return;
-            }
-            info!(account = %sa.account, stream = %sa.name, peers = ?peers,
-                  "JetStream cluster: a stream's peers grew");
-            for ca in g.consumers_of(&sa) {
-                g.grow_consumer(&ca, &peers, old_r, new_r).await;
-            }
-        });
-        Ok(())
+        self.begin_move(
+            sa,
+            peers.clone(),
+            peers,
+            (old_r, new_r),
+            config.placement.as_ref(),
+        )
+        .await
+        .map(drop)
     }
 
     /// The replicated consumers of stream `sa`, as assigned now.
-    fn consumers_of(&self, sa: &StreamAssignment) -> Vec<ConsumerAssignment> {
+    pub(super) fn consumers_of(&self, sa: &StreamAssignment) -> Vec<ConsumerAssignment> {
         self.state()
             .consumers
             .values()
@@ -155,40 +149,8 @@ impl MetaGroup {
             .collect()
     }
 
-    /// Consumer `ca` of a stream grown to `peers` (from `old_r` to `new_r` replicas): when it
-    /// follows the stream's R, its assignment gets the new peers (they start its group), its
-    /// group's leader makes them voters, and a configuration that named the old R names the
-    /// new one. Failures are logged.
-    async fn grow_consumer(
-        &self,
-        ca: &ConsumerAssignment,
-        peers: &[u64],
-        old_r: usize,
-        new_r: usize,
-    ) {
-        let Ok(config) = serde_json::from_str::<ConsumerConfig>(&ca.config) else {
-            return;
-        };
-        if !follows(&config, old_r) {
-            return;
-        }
-        let mut moved = self.set_consumer_peers(ca, peers.to_vec()).await;
-        if moved.is_ok() {
-            moved = self
-                .set_members(&ca.group.name, &ca.group.peers, peers)
-                .await;
-        }
-        if moved.is_ok() {
-            moved = self.consumer_names_r(ca, config, new_r).await;
-        }
-        if let Err(e) = moved {
-            warn!(account = %ca.account, stream = %ca.stream, consumer = %ca.name,
-                  error = %e, "JetStream cluster: a consumer's peers not grown");
-        }
-    }
-
     /// Makes consumer `ca`'s configuration `config` name `r` replicas when it named one.
-    async fn consumer_names_r(
+    pub(super) async fn consumer_names_r(
         &self,
         ca: &ConsumerAssignment,
         mut config: ConsumerConfig,
@@ -201,9 +163,34 @@ impl MetaGroup {
         self.update_consumer(&ca.account, &ca.stream, config).await
     }
 
-    /// [`MetaGroup::rescale_stream`] down to `new_r` peers: the stream's group, then each
+    /// [`MetaGroup::rescale_stream`] down to `new_r` peers: the change begun (`jsc::moves`),
+    /// answered once the meta leader ran it ([`MetaGroup::shrink_stream`]).
+    async fn begin_shrink(
+        self: &Arc<Self>,
+        sa: &StreamAssignment,
+        config: &StreamConfig,
+        old_r: usize,
+        new_r: usize,
+    ) -> Result<(), ApiError> {
+        let id = self
+            .begin_move(
+                sa,
+                sa.group.peers.clone(),
+                Vec::new(),
+                (old_r, new_r),
+                config.placement.as_ref(),
+            )
+            .await?;
+        if self.until_moved(&sa.account, &sa.name, id).await {
+            Ok(())
+        } else {
+            Err(leaf_core::jetstream::config::JsError::ClusterNotAvail.err())
+        }
+    }
+
+    /// A shrink to `new_r` peers, run by the meta leader: the stream's group, then each
     /// replicated consumer's, then the assignments (see the module documentation).
-    async fn shrink_stream(
+    pub(super) async fn shrink_stream(
         self: &Arc<Self>,
         sa: &StreamAssignment,
         old_r: usize,

@@ -9,22 +9,24 @@
 //! outcome. The leader, in this order:
 //!
 //! 1. each replicated stream the server is a peer of gets a replacement by placement, through
-//!    `STREAM.PEER.REMOVE`'s path ([`MetaGroup::replace_stream_peer`]: the replacement added to
-//!    the assignment, the stream group's leader makes it a learner, then a voter in the
-//!    removed one's place, then the assignment loses the removed one; the first step before the
-//!    answer, the rest runs on);
+//!    `STREAM.PEER.REMOVE`'s path ([`MetaGroup::replace_stream_peer`]: a change of the
+//!    stream's peers, `jsc::moves`: the replacement added to the assignment, the stream
+//!    group's leader makes it a learner, then a voter in the removed one's place, the
+//!    consumers follow, then the assignment loses the removed one; the first step before the
+//!    answer, the rest run by this member as meta leader);
 //! 2. the server is removed from the meta group's voters (`change_membership`, joint
 //!    consensus); the leader's upkeep adds only members seen over a route, so a dead server is
 //!    not added back (one that comes back is added again, as any new member).
 //!
 //! Answer `{"type":"io.nats.jetstream.api.v1.meta_server_remove_response","success":true}`;
 //! 10044 ("server is not a member of the cluster") for a server that is no voter of the meta
-//! group; 10003 for an empty body, or for the meta leader itself (step it down first); 10025
+//! group; 10124 ("stream move already in progress") when a stream of the server is in the
+//! middle of another change of its peers (`jsc::moves`), before anything changes; 10003 for an empty body, or for the meta leader itself (step it down first); 10025
 //! for a body that is not JSON; 10008 when the membership change fails.
 //!
-//! The replicated consumers of each such stream follow it: once the stream's move is done,
-//! each consumer group with the removed server gets the stream's replacement the same way
-//! ([`MetaGroup::replace_stream_peer`] goes on with them; `MetaCommand::SetConsumerPeers`).
+//! The replicated consumers of each such stream follow it: once the stream's group has its new
+//! voters, each consumer group with the removed server gets the stream's replacement the same
+//! way (`jsc::moves`; `MetaCommand::SetConsumerPeers`).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -140,6 +142,10 @@ impl MetaGroup {
             .filter(|sa| sa.group.peers.contains(&removed))
             .map(|sa| (sa.account.clone(), sa.name.clone()))
             .collect();
+        // Every stream's change begins, or none (one already changing: 10124).
+        for (account, stream) in &streams {
+            self.check_no_move(account, stream)?;
+        }
         for (account, stream) in streams {
             if let Err(e) = self.replace_stream_peer(&account, &stream, removed).await {
                 warn!(account = %account, stream = %stream, server = %name, error = %e.description,
