@@ -18,6 +18,8 @@
 //!   `Replication` hook);
 //! * [`rescale`]: a change of a replicated stream's `num_replicas` (its peers grow or shrink
 //!   online);
+//! * [`r1`]: R1 streams as the cluster's assignments with one peer (a plain stream there),
+//!   the API requests about them forwarded to that peer;
 //! * [`copies`]: each member's copies of the replicated streams assigned to it;
 //! * [`stream_group`] and [`stream_machine`]: a replicated stream's group (its publishes
 //!   proposed by the leader, PubAcks after the commit) and its state machine (the copy's
@@ -41,6 +43,7 @@ pub mod network;
 pub mod node_id;
 pub mod placement;
 pub mod propose;
+pub mod r1;
 pub mod reads;
 pub mod replication;
 pub mod rescale;

@@ -17,6 +17,7 @@ use std::sync::{Arc, Weak};
 
 use tracing::warn;
 
+use leaf_core::jetstream::cluster_r1::{Forward, Forwarded};
 use leaf_core::jetstream::config::consumer::ConsumerConfig;
 use leaf_core::jetstream::config::{ApiError, JsError, StreamConfig};
 use leaf_core::jetstream::reads::{Read, ReadAnswer};
@@ -54,7 +55,7 @@ impl ClusterStreams {
 }
 
 /// 10008: no meta leader, or it did not answer.
-fn unavailable() -> ApiError {
+pub(super) fn unavailable() -> ApiError {
     JsError::ClusterNotAvail.err()
 }
 
@@ -75,12 +76,12 @@ impl ClusterStreams {
 }
 
 /// 10005 with the reason.
-fn no_peers(e: NoPeers) -> ApiError {
+pub(super) fn no_peers(e: NoPeers) -> ApiError {
     JsError::ClusterNoPeers.with(&e.0)
 }
 
 /// The API error of a refused command.
-fn refused(r: Refusal) -> ApiError {
+pub(super) fn refused(r: Refusal) -> ApiError {
     match r {
         Refusal::StreamExists => ApiError::stream_name_exists(),
         Refusal::SubjectsOverlap => ApiError::subjects_overlap(),
@@ -217,9 +218,45 @@ impl Replication for ClusterStreams {
         reply: &str,
         payload: &[u8],
     ) -> bool {
+        self.0.upgrade().is_some_and(|g| {
+            g.forward_pull(account, stream, name, reply, payload)
+                || g.forward_r1_pull(account, stream, name, reply, payload)
+        })
+    }
+
+    fn clusters_r1(&self) -> bool {
+        true
+    }
+
+    fn assign_r1(&self, account: &str, config: StreamConfig) -> Pending<bool> {
+        let account = account.to_owned();
+        self.with_group(|g| async move { g.assign_r1(&account, config).await })
+    }
+
+    fn remove_r1(&self, account: &str, name: &str) -> Pending<()> {
+        let (account, name) = (account.to_owned(), name.to_owned());
+        self.with_group(|g| async move { g.remove_r1(&account, &name).await })
+    }
+
+    fn update_r1(&self, account: &str, config: StreamConfig) -> Pending<()> {
+        let account = account.to_owned();
+        self.with_group(|g| async move { g.update_r1(&account, config).await })
+    }
+
+    fn r1_here(&self, account: &str, name: &str) -> Option<bool> {
+        self.0.upgrade()?.r1_here(account, name)
+    }
+
+    fn r1_streams(&self, account: &str) -> Vec<Replicated> {
         self.0
             .upgrade()
-            .is_some_and(|g| g.forward_pull(account, stream, name, reply, payload))
+            .map(|g| g.r1_streams(account))
+            .unwrap_or_default()
+    }
+
+    fn forward(&self, account: &str, stream: &str, request: Forward) -> Pending<Option<Forwarded>> {
+        let (account, stream) = (account.to_owned(), stream.to_owned());
+        self.with_group(|g| async move { g.forward_api(&account, &stream, request).await })
     }
 
     fn read(&self, account: &str, name: &str, read: Read) -> Pending<ReadAnswer> {
@@ -424,6 +461,12 @@ impl MetaGroup {
         if !sa.group.peers.contains(&removed) {
             return Err(JsError::ClusterPeerNotMember.err());
         }
+        if sa.is_r1() {
+            // Its messages are on the removed server alone: nothing to move them from.
+            warn!(account = %account, stream = %name,
+                  "JetStream cluster: an R1 stream of a removed server stays assigned to it");
+            return Ok(());
+        }
         let free = self.voters_but(&sa.group.peers);
         // The replacement holds the stream's placement tags too.
         let wanted = serde_json::from_str::<StreamConfig>(&sa.config)
@@ -581,6 +624,9 @@ impl MetaGroup {
                 let Some(sa) = state.streams.get(&(name.clone(), stream)) else {
                     continue;
                 };
+                if sa.is_r1() {
+                    continue; // no group
+                }
                 let Some(shown) = self.shown(sa, &online) else {
                     continue;
                 };
@@ -600,7 +646,7 @@ impl MetaGroup {
         self.state()
             .streams
             .values()
-            .filter(|sa| sa.account == account)
+            .filter(|sa| sa.account == account && !sa.is_r1())
             .filter_map(|sa| self.shown(sa, &online))
             .collect()
     }
