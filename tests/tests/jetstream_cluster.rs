@@ -36,6 +36,12 @@
 //! ids acknowledged before answered as duplicates), and a core request from it is answered by
 //! a responder on another member (its inbox's interest reaches the routes anew).
 //!
+//! R1 streams are the cluster's (as nats-server 2.9's: one-peer assignments): created on one
+//! member, listed, read, consumed and deleted through the others; a KV bucket with the default
+//! R1 used from another member; streams from before the change assigned to their member (a
+//! name held by two members logged, the loser serving its own clients); a push delivery
+//! crossing a route arrives under its stored subject.
+//!
 //! Every wait is bounded.
 
 use std::time::{Duration, Instant};
@@ -101,6 +107,28 @@ async fn start(kind: ServerKind, name: &str, route_port: u16, routes: &[u16]) ->
         server,
         http,
         name: name.to_owned(),
+        config,
+        _store: store,
+    }
+}
+
+/// hubd member `n<i+1>` of a cluster on route ports `ports`, on `store`, its configuration
+/// changed by `tweak` first.
+async fn member_on(
+    i: usize,
+    ports: &[u16],
+    store: StoreDir,
+    tweak: impl FnOnce(&mut Value),
+) -> Member {
+    let name = format!("n{}", i + 1);
+    let http = free_port();
+    let mut config = member_config(&name, ports[i], ports, http, &store);
+    tweak(&mut config);
+    let server = TestServer::with_config(ServerKind::Hubd, config.clone()).await;
+    Member {
+        server,
+        http,
+        name,
         config,
         _store: store,
     }
@@ -2155,19 +2183,8 @@ async fn placement_tags_choose_members_by_their_server_tags() {
     let tags = [json!(["ssd", "eu"]), json!(["SSD"]), json!("hdd")];
     let mut members = Vec::new();
     for (i, tags) in tags.iter().enumerate() {
-        let name = format!("n{}", i + 1);
-        let store = StoreDir::new();
-        let http = free_port();
-        let mut config = member_config(&name, ports[i], &ports, http, &store);
-        config["server_tags"] = tags.clone();
-        let server = TestServer::with_config(ServerKind::Hubd, config.clone()).await;
-        members.push(Member {
-            server,
-            http,
-            name,
-            config,
-            _store: store,
-        });
+        let tagged = |config: &mut Value| config["server_tags"] = tags.clone();
+        members.push(member_on(i, &ports, StoreDir::new(), tagged).await);
     }
     agreed_leader(&members.iter().collect::<Vec<_>>(), None).await;
     // From the member without the tag.
@@ -4872,4 +4889,78 @@ async fn a_push_delivery_across_a_route_has_the_stored_subject() {
         .expect("a message");
     assert_eq!(heartbeat.subject.as_str(), "dlv.x");
     assert_eq!(heartbeat.status.map(u16::from), Some(100));
+}
+
+/// issue 22, R1 streams from before they were the cluster's: stores written by hubd members
+/// without a cluster (n1: `OLD` with two messages; n2: another `OLD`, one message, and
+/// `MINE`) become members of a cluster. Each member proposes its streams as assignments with
+/// itself as the peer: `MINE` is listed by n3 and served there from n2; one `OLD` gets the
+/// assignment, and the other member logs the conflict naming both members and keeps serving
+/// its own stream to its own clients.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r1_streams_from_before_are_assigned_to_their_member() {
+    let stores: Vec<StoreDir> = (0..3).map(|_| StoreDir::new()).collect();
+    let before: [&[(&str, &str, u64)]; 2] = [
+        &[("OLD", "old", 2)],
+        &[("OLD", "dup", 1), ("MINE", "mine", 1)],
+    ];
+    for (store, streams) in stores.iter().zip(before) {
+        let mut server = TestServer::with_config(
+            ServerKind::Hubd,
+            json!({ "jetstream": { "store_dir": store.path() } }),
+        )
+        .await;
+        let client = server.client().await;
+        for (name, prefix, n) in streams {
+            let created = create(
+                &client,
+                json!({"name": name, "subjects": [format!("{prefix}.>")]}),
+            )
+            .await;
+            assert_eq!(created["did_create"], true, "{created}");
+            for i in 0..*n {
+                let ack = api(&client, &format!("{prefix}.{i}"), json!({})).await;
+                assert!(ack["error"].is_null(), "{ack}");
+            }
+        }
+        server.kill();
+    }
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let mut members = Vec::new();
+    for (i, store) in stores.into_iter().enumerate() {
+        members.push(member_on(i, &ports, store, |_| {}).await);
+    }
+    agreed_leader(&members.iter().collect::<Vec<_>>(), None).await;
+    let c3 = app_client(&members[2]).await;
+    until_names(&c3, &["MINE", "OLD"]).await;
+    let mine = api(&c3, "$JS.API.STREAM.INFO.MINE", json!({})).await;
+    assert_eq!(mine["state"]["messages"], 1, "{mine}");
+    // The member holding `OLD`'s assignment, as n3 lists it.
+    let list = api(&c3, "$JS.API.STREAM.LIST", json!({})).await;
+    let holder = list["streams"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|s| s["config"]["name"] == "OLD")
+        .map(|s| s["cluster"]["leader"].clone())
+        .unwrap_or_default();
+    let (winner, loser, held) = match holder.as_str() {
+        Some("n1") => (0, 1, 2),
+        Some("n2") => (1, 0, 1),
+        _ => panic!("OLD not assigned to n1 or n2: {list}"),
+    };
+    let old = api(&c3, "$JS.API.STREAM.INFO.OLD", json!({})).await;
+    assert_eq!(old["state"]["messages"], held, "{old}");
+    let text = format!(
+        "a stream of this name on this member ({}) and the cluster's on {}",
+        members[loser].name, members[winner].name
+    );
+    wait_for_log(&members[loser].server, &text, 1).await;
+    let own = api(
+        &app_client(&members[loser]).await,
+        "$JS.API.STREAM.INFO.OLD",
+        json!({}),
+    )
+    .await;
+    assert_eq!(own["state"]["messages"], 3 - held, "{own}");
 }

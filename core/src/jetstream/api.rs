@@ -12,7 +12,8 @@
 //! they are not supported yet.
 //!
 //! On a clustered server, replicated streams (`num_replicas` > 1) go to the server's hook
-//! (see [`super::replication`]).
+//! (see [`super::replication`]), and R1 streams are the cluster's assignments, served by the
+//! member holding each (see [`super::cluster_r1`]).
 
 use base64::Engine;
 use bytes::Bytes;

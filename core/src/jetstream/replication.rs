@@ -130,9 +130,10 @@ pub trait Replication: Send + Sync {
     /// The replicated streams of `account` known here, by name.
     fn streams(&self, account: &str) -> Vec<Replicated>;
 
-    /// Checks that an R1 stream `config` may live on this server (R1 streams stay on the
-    /// member that creates them): a clustered server refuses a `placement` it does not
-    /// match (10005). By default anything goes.
+    /// Checks that an R1 stream `config` may live on this server: a clustered server refuses
+    /// a `placement` it does not match (10005; a cluster that assigns R1 streams,
+    /// [`Replication::clusters_r1`], has placed it on a member that matches first). By
+    /// default anything goes.
     fn check_here(&self, config: &StreamConfig) -> Result<(), ApiError> {
         let _ = config;
         Ok(())

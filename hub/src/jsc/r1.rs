@@ -34,7 +34,6 @@ use leaf_core::jetstream::accounts::AccountJetStreams;
 use leaf_core::jetstream::cluster_r1::{Forward, Forwarded};
 use leaf_core::jetstream::config::{ApiError, JsError, StreamConfig};
 use leaf_core::jetstream::replication::Replicated;
-use leaf_core::jetstream::wire::ClusterInfo;
 use leaf_core::jetstream::JetStream;
 use leaf_proto::time::now_ns;
 use tokio::sync::watch;
@@ -94,22 +93,7 @@ impl MetaGroup {
                 Err(ApiError::stream_name_exists())
             };
         }
-        let m = self.raft.metrics().borrow().clone();
-        let online = self.online_tags();
-        let voters: Vec<Voter> = m
-            .membership_config
-            .membership()
-            .voter_ids()
-            .map(|id| Voter {
-                id,
-                online: online.contains_key(&id),
-                tags: online.get(&id).cloned().unwrap_or_default(),
-            })
-            .collect();
-        let up = voters.iter().filter(|v| v.online).count();
-        if m.current_leader.is_none() || up <= voters.len() / 2 {
-            return Err(unavailable());
-        }
+        let voters = self.placeable()?;
         let wanted = placement::tags(config.placement.as_ref());
         // This member when it qualifies, else the least loaded one that does.
         let here: Vec<Voter> = voters
@@ -121,17 +105,7 @@ impl MetaGroup {
             Ok(p) => p,
             Err(_) => placement::choose(1, &voters, &state.load(), &wanted).map_err(no_peers)?,
         };
-        let created_ns = now_ns();
-        let assignment = StreamAssignment {
-            account: account.to_owned(),
-            name: config.name.clone(),
-            config: text,
-            group: RaftGroup {
-                name: placement::stream_group(account, &config.name, created_ns),
-                peers,
-            },
-            created_ns,
-        };
+        let assignment = one_peer(account, &config.name, text, peers, now_ns());
         let proposed = self
             .propose(MetaCommand::AssignStream(assignment))
             .await
@@ -173,15 +147,7 @@ impl MetaGroup {
             .filter_map(|sa| {
                 let config: StreamConfig = serde_json::from_str(&sa.config).ok()?;
                 let leader = sa.group.peers.first().and_then(|id| self.name_of(*id));
-                Some(Replicated {
-                    config,
-                    created_ns: sa.created_ns,
-                    cluster: ClusterInfo {
-                        name: Some(self.cluster_name().to_owned()),
-                        leader,
-                        replicas: Vec::new(),
-                    },
-                })
+                Some(self.as_shown(sa, config, leader, Vec::new()))
             })
             .collect()
     }
@@ -304,6 +270,27 @@ async fn run(
     }
 }
 
+/// The assignment of R1 stream `name` of `account` (its configuration as JSON `config`) to
+/// `peers` (one), created at `created_ns`.
+fn one_peer(
+    account: &str,
+    name: &str,
+    config: String,
+    peers: Vec<u64>,
+    created_ns: i64,
+) -> StreamAssignment {
+    StreamAssignment {
+        account: account.to_owned(),
+        name: name.to_owned(),
+        config,
+        group: RaftGroup {
+            name: placement::stream_group(account, name, created_ns),
+            peers,
+        },
+        created_ns,
+    }
+}
+
 /// The R1 assignments of `state` whose peer is `own`.
 fn assigned_to(own: u64, state: &MetaState) -> BTreeMap<Key, &StreamAssignment> {
     state
@@ -421,16 +408,7 @@ impl Follower {
                 let Ok(text) = serde_json::to_string(&config) else {
                     continue;
                 };
-                let assignment = StreamAssignment {
-                    account: account.to_owned(),
-                    name: config.name.clone(),
-                    config: text,
-                    group: RaftGroup {
-                        name: placement::stream_group(account, &config.name, created_ns),
-                        peers: vec![g.own],
-                    },
-                    created_ns,
-                };
+                let assignment = one_peer(account, &config.name, text, vec![g.own], created_ns);
                 if g.propose(MetaCommand::AssignStream(assignment))
                     .await
                     .is_err()

@@ -315,24 +315,7 @@ impl MetaGroup {
                 _ => Err(ApiError::stream_name_exists()),
             };
         }
-        let m = self.raft.metrics().borrow().clone();
-        let online = self.online_tags();
-        let voters: Vec<Voter> = m
-            .membership_config
-            .membership()
-            .voter_ids()
-            .map(|id| Voter {
-                id,
-                online: online.contains_key(&id),
-                tags: online.get(&id).cloned().unwrap_or_default(),
-            })
-            .collect();
-        // No leader, or too few voters up to commit anything: the meta group is unavailable
-        // (as nats-server answers a leaderless meta group, before placement).
-        let up = voters.iter().filter(|v| v.online).count();
-        if m.current_leader.is_none() || up <= voters.len() / 2 {
-            return Err(unavailable());
-        }
+        let voters = self.placeable()?;
         let replicas = usize::try_from(config.num_replicas).unwrap_or(0);
         let wanted = placement::tags(config.placement.as_ref());
         let peers =
@@ -429,6 +412,18 @@ impl MetaGroup {
             .find(|id| self.name_of(*id).as_deref() == Some(peer))
             .ok_or_else(|| JsError::ClusterPeerNotMember.err())?;
         self.replace_stream_peer(account, name, removed).await
+    }
+
+    /// The meta group's voters, with whether each is up and its tags, where a new stream may
+    /// be placed; 10008 without a leader, or with too few voters up to commit anything (as
+    /// nats-server answers a leaderless meta group, before placement).
+    pub(super) fn placeable(&self) -> Result<Vec<Voter>, ApiError> {
+        let voters = self.voters_but(&[]);
+        let up = voters.iter().filter(|v| v.online).count();
+        if self.raft.metrics().borrow().current_leader.is_none() || up <= voters.len() / 2 {
+            return Err(unavailable());
+        }
+        Ok(voters)
     }
 
     /// The meta group's voters but `peers`, with whether each is up and its tags: where a
@@ -684,7 +679,19 @@ impl MetaGroup {
                     .collect(),
             ),
         };
-        Some(Replicated {
+        Some(self.as_shown(sa, config, leader, replicas))
+    }
+
+    /// What the API shows of assignment `sa` with configuration `config`, its group's
+    /// `leader` and `replicas`.
+    pub(super) fn as_shown(
+        &self,
+        sa: &StreamAssignment,
+        config: StreamConfig,
+        leader: Option<String>,
+        replicas: Vec<PeerInfo>,
+    ) -> Replicated {
+        Replicated {
             config,
             created_ns: sa.created_ns,
             cluster: ClusterInfo {
@@ -692,7 +699,7 @@ impl MetaGroup {
                 leader,
                 replicas,
             },
-        })
+        }
     }
 }
 
