@@ -4696,8 +4696,9 @@ async fn until_names(client: &e2e::async_nats::Client, want: &[&str]) {
 /// shows them; a durable pull consumer is created, fetched and acked through B (the pull
 /// request forwarded to A, the messages crossing back by the reply's interest); `MSG.GET`
 /// through C; a second create through B answers as nats-server (the same configuration: the
-/// existing stream; another: 10058), overlapping subjects 10065; the stream deleted through C
-/// is gone from A and from every member's names.
+/// existing stream; another: 10058), overlapping subjects 10065; updated through B (the
+/// assignment's subjects follow: an overlap with the new one is refused on C); the stream
+/// deleted through C is gone from A and from every member's names.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_r1_stream_is_the_clusters_and_served_from_every_member() {
     let members = three_members_with_a_meta_leader().await;
@@ -4772,6 +4773,23 @@ async fn an_r1_stream_is_the_clusters_and_served_from_every_member() {
     let other = create(&cb, json!({"name": "SOLO", "subjects": ["solo.>", "more"]})).await;
     assert_eq!(other["error"]["err_code"], 10058, "{other}");
     let overlap = create(&cc, json!({"name": "SOLO2", "subjects": ["solo.x"]})).await;
+    assert_eq!(overlap["error"]["err_code"], 10065, "{overlap}");
+
+    // Updated through B: applied on A, and the assignment's subjects follow (an overlap with
+    // the new subject is refused on C).
+    let updated = api(
+        &cb,
+        "$JS.API.STREAM.UPDATE.SOLO",
+        json!({"name": "SOLO", "subjects": ["solo.>", "solo2.>"]}),
+    )
+    .await;
+    assert_eq!(
+        updated["config"]["subjects"],
+        json!(["solo.>", "solo2.>"]),
+        "{updated}"
+    );
+    assert_eq!(updated["state"]["messages"], 5, "{updated}");
+    let overlap = create(&cc, json!({"name": "SOLO3", "subjects": ["solo2.x"]})).await;
     assert_eq!(overlap["error"]["err_code"], 10065, "{overlap}");
 
     // Deleted through C: gone from A.
