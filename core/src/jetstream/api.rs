@@ -436,6 +436,7 @@ impl Inner {
     async fn stream_create(&self, name: &str, req: &Request) -> Reply {
         const KIND: &str = "stream_create_response";
         let payload = &req.payload;
+        let mut r1 = super::cluster_r1::R1Create::Ordinary;
         if super::replication::requested_replicas(payload) > 1 {
             if let Some(answer) = self.create_replicated(name, payload).await {
                 return match answer {
@@ -443,13 +444,17 @@ impl Inner {
                     Err(e) => err(KIND, &e),
                 };
             }
-        } else if let Some(answer) = self.create_r1(name, req).await {
+        } else {
+            r1 = self.create_r1(name, req).await;
+        }
+        if let super::cluster_r1::R1Create::Answered(answer) = r1 {
             // Sent to the member it was assigned to, or refused by the cluster.
             return match answer {
                 Ok(()) => Reply::Nothing,
                 Err(e) => err(KIND, &e),
             };
         }
+        let assigned_here = matches!(r1, super::cluster_r1::R1Create::Here);
         match self.create_stream(name, payload).await {
             Ok(Created::New(body)) => ok(KIND, *body),
             // Creating the same stream again is fine (answered as STREAM.INFO).
@@ -458,7 +463,12 @@ impl Inner {
             Err(e) if e.err_code == 10058 && self.has_config(name, payload) => {
                 self.stream_info_reply(name)
             }
-            Err(e) => err(KIND, &e),
+            Err(e) => {
+                if assigned_here && self.stream(name).is_none() {
+                    self.undo_r1(name).await;
+                }
+                err(KIND, &e)
+            }
         }
     }
 

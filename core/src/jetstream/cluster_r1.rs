@@ -59,6 +59,19 @@ pub struct Forwarded {
     pub body: Vec<u8>,
 }
 
+/// What `STREAM.CREATE` of an R1 stream does on a member of a cluster that assigns them.
+pub(super) enum R1Create {
+    /// The ordinary create (no such cluster, the stream exists here, its configuration does
+    /// not read or overlaps one of this member's streams).
+    Ordinary,
+    /// The cluster assigned it to this member: the ordinary create, its assignment removed
+    /// again if that fails.
+    Here,
+    /// Answered: an error, or `Ok` when the request went to the member it was assigned to
+    /// (which answers).
+    Answered(Result<(), ApiError>),
+}
+
 /// The stream a request (its tokens after `$JS.API.`) is about, for the requests the member
 /// holding an R1 stream serves (not `STREAM.CREATE` and `STREAM.DELETE`, which go through
 /// the cluster first).
@@ -128,34 +141,47 @@ impl Inner {
         });
     }
 
-    /// `STREAM.CREATE` of an R1 stream on a member of a cluster that assigns them: `None`
-    /// when the ordinary create follows (no such cluster, the stream exists here, its
-    /// configuration does not read, or the cluster assigned it to this member), else the
-    /// answer (an error, or nothing: the request went to the member it was assigned to).
-    pub(super) async fn create_r1(
-        &self,
-        name: &str,
-        req: &Request,
-    ) -> Option<Result<(), ApiError>> {
-        let (hook, account) = self.replication()?;
+    /// `STREAM.CREATE` of an R1 stream on a member of a cluster that assigns them (see
+    /// [`R1Create`]).
+    pub(super) async fn create_r1(&self, name: &str, req: &Request) -> R1Create {
+        let Some((hook, account)) = self.replication() else {
+            return R1Create::Ordinary;
+        };
         if !hook.clusters_r1() || self.stream(name).is_some() {
-            return None;
+            return R1Create::Ordinary;
         }
-        let cfg = self
+        let Some(cfg) = self
             .read_config(name, &req.payload)
-            .ok()?
-            .normalize()
-            .ok()?;
+            .ok()
+            .and_then(|c| c.normalize().ok())
+        else {
+            return R1Create::Ordinary; // the ordinary create answers the error
+        };
         // Overlaps with this member's streams: the ordinary create answers them.
-        self.check_overlap(&cfg).ok()?;
+        if self.check_overlap(&cfg).is_err() {
+            return R1Create::Ordinary;
+        }
         match hook.assign_r1(&account, cfg).await {
-            Ok(true) => None,
-            Ok(false) if req.forwarded => Some(Err(JsError::ClusterNotAvail.err())),
+            Ok(true) => R1Create::Here,
+            Ok(false) if req.forwarded => R1Create::Answered(Err(JsError::ClusterNotAvail.err())),
             Ok(false) => {
                 self.send_forward(hook, account, name, req);
-                Some(Ok(()))
+                R1Create::Answered(Ok(()))
             }
-            Err(e) => Some(Err(e)),
+            Err(e) => R1Create::Answered(Err(e)),
+        }
+    }
+
+    /// After R1 stream `name` was assigned to this member and its create failed here (a
+    /// limit, the store): its assignment is removed again (a failure is logged; the
+    /// member's follower keeps trying to create it then).
+    pub(super) async fn undo_r1(&self, name: &str) {
+        let Some((hook, account)) = self.replication() else {
+            return;
+        };
+        if let Err(e) = hook.remove_r1(&account, name).await {
+            tracing::warn!(stream = name, error = %e.description,
+                           "an R1 stream not created here keeps its assignment");
         }
     }
 

@@ -7,7 +7,8 @@
 //! its replicated streams next to the engine's own. leafd never sets one and keeps refusing.
 //!
 //! What a replicated stream is here (see `hub/JETSTREAM-CLUSTER.md`, "Status and next
-//! steps"): an assignment the cluster agreed on (configuration, peers), and on each of its
+//! steps"; R1 streams of a cluster that assigns them are in [`super::cluster_r1`]): an
+//! assignment the cluster agreed on (configuration, peers), and on each of its
 //! peers a **copy** in the engine ([`JetStream::create_replica`], called by hubd as the
 //! assignments are applied). A copy answers `STREAM.INFO` from its store (`MSG.GET` and
 //! `DIRECT.GET` are served by the group's leader, see [`super::reads`]) but never subscribes its subjects nor copies from sources: hubd's stream
