@@ -213,6 +213,12 @@ async fn serve(
                         engines.clone(),
                         jsc_stop.subscribe(),
                     );
+                    // The R1 streams assigned to this member; requests forwarded to it.
+                    crate::jsc::r1::start(
+                        Arc::downgrade(&group),
+                        engines.clone(),
+                        jsc_stop.subscribe(),
+                    );
                 }
                 let _ = meta.set(group);
             }

@@ -36,6 +36,12 @@
 //! ids acknowledged before answered as duplicates), and a core request from it is answered by
 //! a responder on another member (its inbox's interest reaches the routes anew).
 //!
+//! R1 streams are the cluster's (as nats-server 2.9's: one-peer assignments): created on one
+//! member, listed, read, consumed and deleted through the others; a KV bucket with the default
+//! R1 used from another member; streams from before the change assigned to their member (a
+//! name held by two members logged, the loser serving its own clients); a push delivery
+//! crossing a route arrives under its stored subject.
+//!
 //! Every wait is bounded.
 
 use std::time::{Duration, Instant};
@@ -101,6 +107,28 @@ async fn start(kind: ServerKind, name: &str, route_port: u16, routes: &[u16]) ->
         server,
         http,
         name: name.to_owned(),
+        config,
+        _store: store,
+    }
+}
+
+/// hubd member `n<i+1>` of a cluster on route ports `ports`, on `store`, its configuration
+/// changed by `tweak` first.
+async fn member_on(
+    i: usize,
+    ports: &[u16],
+    store: StoreDir,
+    tweak: impl FnOnce(&mut Value),
+) -> Member {
+    let name = format!("n{}", i + 1);
+    let http = free_port();
+    let mut config = member_config(&name, ports[i], ports, http, &store);
+    tweak(&mut config);
+    let server = TestServer::with_config(ServerKind::Hubd, config.clone()).await;
+    Member {
+        server,
+        http,
+        name,
         config,
         _store: store,
     }
@@ -926,7 +954,7 @@ async fn an_r3_stream_is_assigned_on_every_member() {
 
 /// Without a meta leader (two of three members killed) a replicated stream is refused with
 /// 10008 ("JetStream system temporarily unavailable", nats-server's words) within a bounded
-/// time; an R1 stream is still created on the member left.
+/// time; so is an R1 stream (the cluster's too, as on nats-server 2.9).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicated_streams_need_a_meta_leader() {
     let mut members = cluster(&[ServerKind::Hubd; 3]).await;
@@ -951,7 +979,7 @@ async fn replicated_streams_need_a_meta_leader() {
         "{refused}"
     );
     let r1 = create(&client, json!({"name": "LOCAL", "subjects": ["local.>"]})).await;
-    assert!(r1["error"].is_null(), "{r1}");
+    assert_eq!(r1["error"]["err_code"], 10008, "{r1}");
 }
 
 /// Without a JetStream cluster (leafd, a single hubd) `num_replicas` > 1 is refused as a
@@ -2147,8 +2175,8 @@ async fn a_member_behind_the_purged_log_catches_up_from_a_snapshot() {
 /// Issue 22, placement: a replicated stream's `placement.tags` choose its peers among the
 /// members whose `server_tags` hold every tag (one tag or a list in the configuration,
 /// compared without case); tags too few members hold are refused with nats-server's 10005
-/// "no suitable peers for placement, tags not matched [...]"; an R1 stream is created only on
-/// a member holding its tags. A peer's `/jsz` shows the stream's group and cluster.
+/// "no suitable peers for placement, tags not matched [...]"; an R1 stream is placed on a
+/// member holding its tags, whichever member is asked. A peer's `/jsz` shows the stream's group and cluster.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn placement_tags_choose_members_by_their_server_tags() {
     let tags = [json!(["ssd", "eu"]), json!(["SSD"]), json!("hdd")];
@@ -2198,16 +2226,22 @@ async fn placement_tags_choose_members_by_their_server_tags() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    // An R1 stream lives on the member that creates it: created where the tags match,
-    // refused (10005) where they do not.
+    // An R1 stream is the cluster's (as nats-server 2.9): asked on the member without its
+    // tags, it is placed on the one holding them (and answered from there); tags no member
+    // holds are refused (10005).
     let r1 = json!({"name": "EU", "subjects": ["eu.>"], "num_replicas": 1,
                     "placement": {"tags": ["EU", "ssd"]}});
-    let refused = create(&client, r1.clone()).await;
+    let created = create(&client, r1.clone()).await;
+    assert_eq!(created["did_create"], true, "{created}");
+    until_engine_streams(&members[0], 2).await;
+    let refused = create(
+        &client,
+        json!({"name": "EU3", "subjects": ["eu3.>"], "placement": {"tags": ["eu", "hdd"]}}),
+    )
+    .await;
     assert_eq!(refused["error"]["err_code"], 10005, "{refused}");
     let text = refused["error"]["description"].as_str().unwrap_or_default();
-    assert!(text.contains("tags not matched ['eu', 'ssd']"), "{refused}");
-    let created = create(&app_client(&members[0]).await, r1).await;
-    assert_eq!(created["did_create"], true, "{created}");
+    assert!(text.contains("tags not matched"), "{refused}");
 
     for (config, missing) in [
         (
@@ -4727,19 +4761,8 @@ async fn tagged_cluster(tags: &[Value]) -> Vec<Member> {
     let ports: Vec<u16> = tags.iter().map(|_| free_port()).collect();
     let mut members = Vec::new();
     for (i, tags) in tags.iter().enumerate() {
-        let name = format!("n{}", i + 1);
-        let store = StoreDir::new();
-        let http = free_port();
-        let mut config = member_config(&name, ports[i], &ports, http, &store);
-        config["server_tags"] = tags.clone();
-        let server = TestServer::with_config(ServerKind::Hubd, config.clone()).await;
-        members.push(Member {
-            server,
-            http,
-            name,
-            config,
-            _store: store,
-        });
+        let tagged = |config: &mut Value| config["server_tags"] = tags.clone();
+        members.push(member_on(i, &ports, StoreDir::new(), tagged).await);
     }
     members
 }
@@ -4903,4 +4926,310 @@ async fn change_outlives_its_runner() {
         let copy = copy_of(m, "RUN", 1000).await;
         exactly_once(m, &copy, &acked);
     }
+}
+
+/// Waits (bounded) until `client`'s `STREAM.NAMES` lists exactly `want`.
+async fn until_names(client: &e2e::async_nats::Client, want: &[&str]) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let names = stream_names(client).await;
+        if names == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "names {names:?}, not {want:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// issue 22, R1 streams (as nats-server 2.9: an assignment of the meta group with one peer):
+/// an R1 stream created on member A of three is listed by B and C (names and list) and held
+/// by A's engine alone; publishes through C are stored once, on A; `STREAM.INFO` through B
+/// shows them; a durable pull consumer is created, fetched and acked through B (the pull
+/// request forwarded to A, the messages crossing back by the reply's interest); `MSG.GET`
+/// through C; a second create through B answers as nats-server (the same configuration: the
+/// existing stream; another: 10058), overlapping subjects 10065; updated through B (the
+/// assignment's subjects follow: an overlap with the new one is refused on C); the stream
+/// deleted through C is gone from A and from every member's names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_r1_stream_is_the_clusters_and_served_from_every_member() {
+    let members = three_members_with_a_meta_leader().await;
+    let (a, b, c) = (&members[0], &members[1], &members[2]);
+    let (ca, cb, cc) = (
+        app_client(a).await,
+        app_client(b).await,
+        app_client(c).await,
+    );
+    let config = json!({"name": "SOLO", "subjects": ["solo.>"]});
+    let created = create(&ca, config.clone()).await;
+    assert_eq!(created["did_create"], true, "{created}");
+    for client in [&ca, &cb, &cc] {
+        until_names(client, &["SOLO"]).await;
+    }
+    let list = api(&cb, "$JS.API.STREAM.LIST", json!({})).await;
+    assert_eq!(list["total"], 1, "{list}");
+    assert_eq!(list["streams"][0]["config"]["name"], "SOLO", "{list}");
+    until_engine_streams(a, 1).await;
+    assert_eq!(engine_streams(b).await, 0, "B holds nothing");
+    assert_eq!(engine_streams(c).await, 0, "C holds nothing");
+
+    // Publishes through C, stored on A.
+    for i in 1..=5u64 {
+        let ack = acknowledged(c, &format!("solo.{i}")).await;
+        assert_eq!(
+            (&ack["stream"], &ack["seq"]),
+            (&json!("SOLO"), &json!(i)),
+            "{ack}"
+        );
+    }
+    let info = api(&cb, "$JS.API.STREAM.INFO.SOLO", json!({})).await;
+    assert_eq!(info["config"]["name"], "SOLO", "{info}");
+    assert_eq!(info["state"]["messages"], 5, "{info}");
+    assert_eq!(info["state"]["last_seq"], 5, "{info}");
+
+    // A durable pull consumer through B: created, fetched, acked.
+    let durable = api(
+        &cb,
+        "$JS.API.CONSUMER.DURABLE.CREATE.SOLO.D",
+        json!({"stream_name": "SOLO", "config": {"durable_name": "D", "ack_policy": "explicit"}}),
+    )
+    .await;
+    assert_eq!(durable["name"], "D", "{durable}");
+    assert_eq!(durable["num_pending"], 5, "{durable}");
+    let names = api(&cc, "$JS.API.CONSUMER.NAMES.SOLO", json!({})).await;
+    assert_eq!(names["consumers"], json!(["D"]), "{names}");
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while got.len() < 5 {
+        got.extend(fetch(&cb, "SOLO", "D", 5 - got.len() as u64).await);
+        assert!(Instant::now() < deadline, "fetched only {got:?}");
+    }
+    let seqs: Vec<u64> = got.iter().map(|(s, _)| *s).collect();
+    assert_eq!(seqs, [1, 2, 3, 4, 5]);
+    assert_eq!(double_ack(&cb, got).await, [1, 2, 3, 4, 5]);
+    let consumer = api(&cc, "$JS.API.CONSUMER.INFO.SOLO.D", json!({})).await;
+    assert_eq!(consumer["ack_floor"]["stream_seq"], 5, "{consumer}");
+    assert_eq!(consumer["num_pending"], 0, "{consumer}");
+
+    // MSG.GET through C.
+    let msg = api(&cc, "$JS.API.STREAM.MSG.GET.SOLO", json!({"seq": 3})).await;
+    assert_eq!(msg["message"]["subject"], "solo.3", "{msg}");
+
+    // Created again through B: the same configuration is the existing stream, another one
+    // is refused, and so are overlapping subjects.
+    let again = create(&cb, config.clone()).await;
+    assert!(again["error"].is_null(), "{again}");
+    assert_eq!(again["config"]["name"], "SOLO", "{again}");
+    assert_eq!(again["state"]["messages"], 5, "{again}");
+    assert_ne!(again["did_create"], true, "{again}");
+    let other = create(&cb, json!({"name": "SOLO", "subjects": ["solo.>", "more"]})).await;
+    assert_eq!(other["error"]["err_code"], 10058, "{other}");
+    let overlap = create(&cc, json!({"name": "SOLO2", "subjects": ["solo.x"]})).await;
+    assert_eq!(overlap["error"]["err_code"], 10065, "{overlap}");
+
+    // Updated through B: applied on A, and the assignment's subjects follow (an overlap with
+    // the new subject is refused on C).
+    let updated = api(
+        &cb,
+        "$JS.API.STREAM.UPDATE.SOLO",
+        json!({"name": "SOLO", "subjects": ["solo.>", "solo2.>"]}),
+    )
+    .await;
+    assert_eq!(
+        updated["config"]["subjects"],
+        json!(["solo.>", "solo2.>"]),
+        "{updated}"
+    );
+    assert_eq!(updated["state"]["messages"], 5, "{updated}");
+    let overlap = create(&cc, json!({"name": "SOLO3", "subjects": ["solo2.x"]})).await;
+    assert_eq!(overlap["error"]["err_code"], 10065, "{overlap}");
+
+    // Deleted through C: gone from A.
+    let deleted = api(&cc, "$JS.API.STREAM.DELETE.SOLO", json!({})).await;
+    assert_eq!(deleted["success"], true, "{deleted}");
+    until_engine_streams(a, 0).await;
+    for client in [&ca, &cb, &cc] {
+        until_names(client, &[]).await;
+    }
+    let info = api(&ca, "$JS.API.STREAM.INFO.SOLO", json!({})).await;
+    assert_eq!(info["error"]["err_code"], 10059, "{info}");
+}
+
+/// issue 22, R1 streams: a KV bucket created with the default R1 through async-nats on one
+/// member lives there, and a client on another member uses it: puts (crossing to the holder
+/// by interest), gets (`DIRECT.GET` served by the holder), a watch (its ordered consumer on
+/// the holder delivering across the route).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_r1_kv_bucket_is_used_from_another_member() {
+    use e2e::async_nats::jetstream::kv;
+    let members = three_members_with_a_meta_leader().await;
+    let (a, b) = (&members[0], &members[1]);
+    let js_a = jetstream_on(a).await;
+    let bucket_a = tokio::time::timeout(
+        Duration::from_secs(10),
+        js_a.create_key_value(kv::Config {
+            bucket: "SOLOKV".into(),
+            history: 3,
+            ..Default::default()
+        }),
+    )
+    .await
+    .expect("created within 10 s")
+    .expect("created");
+    until_engine_streams(a, 1).await;
+    let js_b = jetstream_on(b).await;
+    let bucket_b = tokio::time::timeout(Duration::from_secs(10), js_b.get_key_value("SOLOKV"))
+        .await
+        .expect("bound within 10 s")
+        .expect("the bucket, from B");
+    assert_eq!(engine_streams(b).await, 0, "B holds nothing");
+    let mut watch = tokio::time::timeout(Duration::from_secs(10), bucket_b.watch("k.>"))
+        .await
+        .expect("watching within 10 s")
+        .expect("a watch from B");
+    // The holder's interest in `$KV.SOLOKV.>` reaches B by the routes: retried (bounded).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let revision = loop {
+        match tokio::time::timeout(Duration::from_secs(5), bucket_b.put("k.1", "v1".into())).await {
+            Ok(Ok(rev)) => break rev,
+            other => assert!(Instant::now() < deadline, "put from B: {other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(revision, 1);
+    until_kv(&bucket_b, "k.1", Some("v1")).await;
+    until_kv(&bucket_a, "k.1", Some("v1")).await;
+    let seen = tokio::time::timeout(Duration::from_secs(10), watch.next())
+        .await
+        .expect("a watch entry within 10 s")
+        .expect("an entry")
+        .expect("no error");
+    assert_eq!(
+        (seen.key.as_str(), &seen.value[..], seen.revision),
+        ("k.1", &b"v1"[..], 1)
+    );
+    let rev2 = bucket_a.put("k.1", "v2".into()).await.expect("put on A");
+    assert_eq!(rev2, 2);
+    until_kv(&bucket_b, "k.1", Some("v2")).await;
+    let seen = tokio::time::timeout(Duration::from_secs(10), watch.next())
+        .await
+        .expect("a second watch entry within 10 s")
+        .expect("an entry")
+        .expect("no error");
+    assert_eq!((&seen.value[..], seen.revision), (&b"v2"[..], 2));
+}
+
+/// A push consumer's delivery crossing a route (the consumer on the member holding an R1
+/// stream, its deliver subject subscribed on another member) reaches the client as from a
+/// consumer of its own member: under the stored subject, with the ack reply (the linked form
+/// `<ack>@<subject>` on the deliver subject is undone by the receiving member), and its
+/// heartbeats on the deliver subject.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_delivery_across_a_route_has_the_stored_subject() {
+    let members = three_members_with_a_meta_leader().await;
+    let (a, b) = (&members[0], &members[1]);
+    let ca = app_client(a).await;
+    let cb = app_client(b).await;
+    let created = create(&ca, json!({"name": "P", "subjects": ["p.>"]})).await;
+    assert_eq!(created["did_create"], true, "{created}");
+    acknowledged(a, "p.1").await;
+    let mut sub = cb.subscribe("dlv.x").await.expect("subscribed");
+    sync(&cb).await;
+    let consumer = api(
+        &cb,
+        "$JS.API.CONSUMER.CREATE.P",
+        json!({"stream_name": "P", "config": {"deliver_subject": "dlv.x", "flow_control": true,
+               "idle_heartbeat": 500_000_000u64, "ack_policy": "none"}}),
+    )
+    .await;
+    assert!(consumer["error"].is_null(), "{consumer}");
+    let msg = tokio::time::timeout(Duration::from_secs(10), sub.next())
+        .await
+        .expect("a delivery within 10 s")
+        .expect("a message");
+    assert_eq!(msg.subject.as_str(), "p.1");
+    let reply = msg.reply.map(|r| r.to_string()).unwrap_or_default();
+    assert!(
+        reply.starts_with("$JS.ACK.P.") && !reply.contains('@'),
+        "{reply}"
+    );
+    let heartbeat = tokio::time::timeout(Duration::from_secs(10), sub.next())
+        .await
+        .expect("a heartbeat within 10 s")
+        .expect("a message");
+    assert_eq!(heartbeat.subject.as_str(), "dlv.x");
+    assert_eq!(heartbeat.status.map(u16::from), Some(100));
+}
+
+/// issue 22, R1 streams from before they were the cluster's: stores written by hubd members
+/// without a cluster (n1: `OLD` with two messages; n2: another `OLD`, one message, and
+/// `MINE`) become members of a cluster. Each member proposes its streams as assignments with
+/// itself as the peer: `MINE` is listed by n3 and served there from n2; one `OLD` gets the
+/// assignment, and the other member logs the conflict naming both members and keeps serving
+/// its own stream to its own clients.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r1_streams_from_before_are_assigned_to_their_member() {
+    let stores: Vec<StoreDir> = (0..3).map(|_| StoreDir::new()).collect();
+    let before: [&[(&str, &str, u64)]; 2] = [
+        &[("OLD", "old", 2)],
+        &[("OLD", "dup", 1), ("MINE", "mine", 1)],
+    ];
+    for (store, streams) in stores.iter().zip(before) {
+        let mut server = TestServer::with_config(
+            ServerKind::Hubd,
+            json!({ "jetstream": { "store_dir": store.path() } }),
+        )
+        .await;
+        let client = server.client().await;
+        for (name, prefix, n) in streams {
+            let created = create(
+                &client,
+                json!({"name": name, "subjects": [format!("{prefix}.>")]}),
+            )
+            .await;
+            assert_eq!(created["did_create"], true, "{created}");
+            for i in 0..*n {
+                let ack = api(&client, &format!("{prefix}.{i}"), json!({})).await;
+                assert!(ack["error"].is_null(), "{ack}");
+            }
+        }
+        server.kill();
+    }
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let mut members = Vec::new();
+    for (i, store) in stores.into_iter().enumerate() {
+        members.push(member_on(i, &ports, store, |_| {}).await);
+    }
+    agreed_leader(&members.iter().collect::<Vec<_>>(), None).await;
+    let c3 = app_client(&members[2]).await;
+    until_names(&c3, &["MINE", "OLD"]).await;
+    let mine = api(&c3, "$JS.API.STREAM.INFO.MINE", json!({})).await;
+    assert_eq!(mine["state"]["messages"], 1, "{mine}");
+    // The member holding `OLD`'s assignment, as n3 lists it.
+    let list = api(&c3, "$JS.API.STREAM.LIST", json!({})).await;
+    let holder = list["streams"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|s| s["config"]["name"] == "OLD")
+        .map(|s| s["cluster"]["leader"].clone())
+        .unwrap_or_default();
+    let (winner, loser, held) = match holder.as_str() {
+        Some("n1") => (0, 1, 2),
+        Some("n2") => (1, 0, 1),
+        _ => panic!("OLD not assigned to n1 or n2: {list}"),
+    };
+    let old = api(&c3, "$JS.API.STREAM.INFO.OLD", json!({})).await;
+    assert_eq!(old["state"]["messages"], held, "{old}");
+    let text = format!(
+        "a stream of this name on this member ({}) and the cluster's on {}",
+        members[loser].name, members[winner].name
+    );
+    wait_for_log(&members[loser].server, &text, 1).await;
+    let own = api(
+        &app_client(&members[loser]).await,
+        "$JS.API.STREAM.INFO.OLD",
+        json!({}),
+    )
+    .await;
+    assert_eq!(own["state"]["messages"], 3 - held, "{own}");
 }

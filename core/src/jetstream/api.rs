@@ -12,7 +12,8 @@
 //! they are not supported yet.
 //!
 //! On a clustered server, replicated streams (`num_replicas` > 1) go to the server's hook
-//! (see [`super::replication`]).
+//! (see [`super::replication`]), and R1 streams are the cluster's assignments, served by the
+//! member holding each (see [`super::cluster_r1`]).
 
 use base64::Engine;
 use bytes::Bytes;
@@ -44,16 +45,36 @@ pub(crate) struct Request {
     /// Where the answer may go (only the requester, when it may not publish there itself).
     pub(crate) reply: Option<ReplyTo>,
     pub(crate) payload: Bytes,
+    /// Sent by another member of the cluster (see [`super::cluster_r1`]): never forwarded
+    /// again.
+    pub(crate) forwarded: bool,
 }
 
 /// What the handler answers with.
-enum Reply {
+pub(super) enum Reply {
     /// A JSON answer, serialized.
     Json(Vec<u8>),
     /// A raw message (DIRECT.GET): headers and payload.
     Raw(Vec<u8>, Bytes),
     /// Nothing (someone else answers).
     Nothing,
+}
+
+impl Reply {
+    /// The answer as it goes back to a member that forwarded the request (`None`: nothing).
+    pub(super) fn into_forwarded(self) -> Option<super::cluster_r1::Forwarded> {
+        match self {
+            Reply::Json(body) => Some(super::cluster_r1::Forwarded {
+                headers: None,
+                body,
+            }),
+            Reply::Raw(hdr, payload) => Some(super::cluster_r1::Forwarded {
+                headers: Some(hdr),
+                body: payload.to_vec(),
+            }),
+            Reply::Nothing => None,
+        }
+    }
 }
 
 /// Which subject form created a consumer.
@@ -152,7 +173,7 @@ impl Inner {
         }
     }
 
-    async fn dispatch(&self, req: &Request) -> Reply {
+    pub(super) async fn dispatch(&self, req: &Request) -> Reply {
         let Some(rest) = req.subject.strip_prefix("$JS.API.") else {
             return err(
                 "error_response",
@@ -160,6 +181,13 @@ impl Inner {
             );
         };
         let tokens: Vec<&str> = rest.split('.').collect();
+        // An R1 stream of the cluster held by another member: served there (see
+        // [`super::cluster_r1`]).
+        if let Some(name) = super::cluster_r1::r1_scoped(&tokens) {
+            if self.forward_r1(name, req) {
+                return Reply::Nothing;
+            }
+        }
         // A replicated stream's messages are read on its group's leader (see [`super::reads`]).
         if let Some((name, read)) = replicated_read(&tokens, &req.payload) {
             if self.read_replicated(name, read, req.reply.as_ref()) {
@@ -171,7 +199,7 @@ impl Inner {
         }
         match tokens.as_slice() {
             ["INFO"] => self.account_info(),
-            ["STREAM", "CREATE", name] => self.stream_create(name, &req.payload).await,
+            ["STREAM", "CREATE", name] => self.stream_create(name, req).await,
             ["STREAM", "UPDATE", name] => self.stream_update(name, &req.payload).await,
             ["STREAM", "INFO", name] => self.stream_info(name, &req.payload),
             ["STREAM", "DELETE", name] => self.stream_delete(name).await,
@@ -405,8 +433,10 @@ impl Inner {
         }
     }
 
-    async fn stream_create(&self, name: &str, payload: &[u8]) -> Reply {
+    async fn stream_create(&self, name: &str, req: &Request) -> Reply {
         const KIND: &str = "stream_create_response";
+        let payload = &req.payload;
+        let mut r1 = super::cluster_r1::R1Create::Ordinary;
         if super::replication::requested_replicas(payload) > 1 {
             if let Some(answer) = self.create_replicated(name, payload).await {
                 return match answer {
@@ -414,12 +444,39 @@ impl Inner {
                     Err(e) => err(KIND, &e),
                 };
             }
+        } else {
+            r1 = self.create_r1(name, req).await;
         }
+        if let super::cluster_r1::R1Create::Answered(answer) = r1 {
+            // Sent to the member it was assigned to, or refused by the cluster.
+            return match answer {
+                Ok(()) => Reply::Nothing,
+                Err(e) => err(KIND, &e),
+            };
+        }
+        let assigned_here = matches!(r1, super::cluster_r1::R1Create::Here);
         match self.create_stream(name, payload).await {
             Ok(Created::New(body)) => ok(KIND, *body),
             // Creating the same stream again is fine (answered as STREAM.INFO).
             Ok(Created::Existed) => self.stream_info_reply(name),
-            Err(e) => err(KIND, &e),
+            // Created meanwhile as the cluster's assignment was applied here.
+            Err(e) if e.err_code == 10058 && self.has_config(name, payload) => {
+                self.stream_info_reply(name)
+            }
+            Err(e) => {
+                if assigned_here && self.stream(name).is_none() {
+                    self.undo_r1(name).await;
+                }
+                err(KIND, &e)
+            }
+        }
+    }
+
+    /// Whether stream `name` exists here with the configuration `payload` asks for.
+    fn has_config(&self, name: &str, payload: &[u8]) -> bool {
+        match (self.stream(name), self.parse_config(name, payload)) {
+            (Some(s), Ok(cfg)) => s.config() == cfg,
+            _ => false,
         }
     }
 
@@ -505,6 +562,7 @@ impl Inner {
         let stream = self.stream(name).ok_or_else(ApiError::stream_not_found)?;
         let cfg = check_update(&stream.config(), cfg)?;
         self.check_overlap(&cfg)?;
+        self.update_r1_assignment(&cfg).await?;
         self.apply_update(&stream, cfg).await?;
         Ok(StreamInfoResponse::from(self.info_of(name)?))
     }
@@ -581,6 +639,12 @@ impl Inner {
     async fn stream_delete(&self, name: &str) -> Reply {
         const KIND: &str = "stream_delete_response";
         if let Some(answer) = self.delete_replicated(name).await {
+            return match answer {
+                Ok(()) => ok(KIND, json!({ "success": true })),
+                Err(e) => err(KIND, &e),
+            };
+        }
+        if let Some(answer) = self.delete_r1(name).await {
             return match answer {
                 Ok(()) => ok(KIND, json!({ "success": true })),
                 Err(e) => err(KIND, &e),
@@ -752,6 +816,13 @@ impl Inner {
                 .filter(|r| captures(&r.config.subjects))
                 .map(|r| r.config.name),
         );
+        // The cluster's R1 streams held by other members.
+        names.extend(
+            self.r1_elsewhere()
+                .into_iter()
+                .filter(|r| captures(&r.config.subjects))
+                .map(|r| r.config.name),
+        );
         names.sort();
         names.dedup();
         names
@@ -780,6 +851,11 @@ impl Inner {
                 self.info_of(n)
                     .ok()
                     .or_else(|| self.replicated(n).map(|r| r.info()))
+                    .or_else(|| {
+                        let elsewhere = self.r1_elsewhere();
+                        let r = elsewhere.into_iter().find(|r| r.config.name == *n)?;
+                        Some(r.info())
+                    })
             })
             .collect();
         let page = ListPage {

@@ -37,6 +37,7 @@
 
 pub mod accounts;
 pub mod api;
+pub mod cluster_r1;
 pub mod config;
 pub mod consumer;
 pub mod disabled;
@@ -267,6 +268,7 @@ impl InternalSink for ApiSink {
             subject,
             reply: msg.reply.map(|r| from.reply_to(r)),
             payload: Bytes::copy_from_slice(msg.payload),
+            forwarded: false,
         };
         if let Err(refused) = self.tx.try_send(request, bytes) {
             self.refuse(&refused);

@@ -7,7 +7,8 @@
 //! its replicated streams next to the engine's own. leafd never sets one and keeps refusing.
 //!
 //! What a replicated stream is here (see `hub/JETSTREAM-CLUSTER.md`, "Status and next
-//! steps"): an assignment the cluster agreed on (configuration, peers), and on each of its
+//! steps"; R1 streams of a cluster that assigns them are in [`super::cluster_r1`]): an
+//! assignment the cluster agreed on (configuration, peers), and on each of its
 //! peers a **copy** in the engine ([`JetStream::create_replica`], called by hubd as the
 //! assignments are applied). A copy answers `STREAM.INFO` from its store (`MSG.GET` and
 //! `DIRECT.GET` are served by the group's leader, see [`super::reads`]) but never subscribes its subjects nor copies from sources: hubd's stream
@@ -130,9 +131,10 @@ pub trait Replication: Send + Sync {
     /// The replicated streams of `account` known here, by name.
     fn streams(&self, account: &str) -> Vec<Replicated>;
 
-    /// Checks that an R1 stream `config` may live on this server (R1 streams stay on the
-    /// member that creates them): a clustered server refuses a `placement` it does not
-    /// match (10005). By default anything goes.
+    /// Checks that an R1 stream `config` may live on this server: a clustered server refuses
+    /// a `placement` it does not match (10005; a cluster that assigns R1 streams,
+    /// [`Replication::clusters_r1`], has placed it on a member that matches first). By
+    /// default anything goes.
     fn check_here(&self, config: &StreamConfig) -> Result<(), ApiError> {
         let _ = config;
         Ok(())
@@ -214,6 +216,63 @@ pub trait Replication: Send + Sync {
     fn consumer(&self, account: &str, stream: &str, name: &str) -> Option<ReplicatedConsumer> {
         let _ = (account, stream, name);
         None
+    }
+
+    /// Whether R1 streams are the cluster's (hubd in a JetStream cluster, as nats-server 2.9:
+    /// see [`super::cluster_r1`]); `false` by default: they are this server's alone.
+    fn clusters_r1(&self) -> bool {
+        false
+    }
+
+    /// Assigns R1 stream `config` (normalized) of `account` to one member through the cluster
+    /// (or finds it assigned with this configuration): whether that member is this one. By
+    /// default: this one.
+    fn assign_r1(&self, account: &str, config: StreamConfig) -> Pending<bool> {
+        let _ = (account, config);
+        Box::pin(async { Ok(true) })
+    }
+
+    /// Removes the assignment of R1 stream `name` of `account` (its member deletes it as it
+    /// applies the removal). By default nothing to remove.
+    fn remove_r1(&self, account: &str, name: &str) -> Pending<()> {
+        let _ = (account, name);
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Makes `config` (checked already) the configuration of R1 stream `config.name`'s
+    /// assignment of `account` (names and subjects stay unique in the cluster). By default
+    /// nothing to do.
+    fn update_r1(&self, account: &str, config: StreamConfig) -> Pending<()> {
+        let _ = (account, config);
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Where R1 stream `name` of `account` is assigned: `Some(true)` on this member,
+    /// `Some(false)` on another, `None` without an assignment.
+    fn r1_here(&self, account: &str, name: &str) -> Option<bool> {
+        let _ = (account, name);
+        None
+    }
+
+    /// The R1 streams of `account` the cluster assigned (on any member), as shown by members
+    /// that do not hold them: configuration, creation, the member holding them as `leader`.
+    fn r1_streams(&self, account: &str) -> Vec<Replicated> {
+        let _ = account;
+        Vec::new()
+    }
+
+    /// Sends API request `request` about R1 stream `stream` of `account` to the member
+    /// holding it, which serves it as its own clients' ([`JetStream::serve_forwarded`]): its
+    /// answer (`None`: it answers nothing, e.g. a pull request, whose messages it sends to the
+    /// reply subject itself). By default not served (10036).
+    fn forward(
+        &self,
+        account: &str,
+        stream: &str,
+        request: super::cluster_r1::Forward,
+    ) -> Pending<Option<super::cluster_r1::Forwarded>> {
+        let _ = (account, stream, request);
+        Box::pin(async { Err(unserved()) })
     }
 }
 

@@ -473,8 +473,11 @@ impl Fanout {
     ) -> usize {
         let mut bodies = SharedBodies::default();
         let mut delivered = 0;
-        // One hop: what came over a route never goes out on a route.
-        let from_route = matches!(&self.publisher, Publisher::Link(h) if h.route().is_some());
+        // One hop: what came over a route never goes out on a route. A hubd cluster's
+        // internal traffic (`$HRG.`) goes out on a route only when a server published it
+        // (never a client's or a leafnode link's: hubd's `jsc::transport`).
+        let from_route = matches!(&self.publisher, Publisher::Link(h) if h.route().is_some())
+            || (msg.subject.starts_with(b"$HRG.") && !matches!(&self.publisher, Publisher::Server));
         for sub in &result.plain {
             if let SubTarget::Leaf(link) = &sub.0.target {
                 if Some(link.id) != no_echo

@@ -73,7 +73,8 @@ fn assigned_to(own: u64, state: &MetaState) -> BTreeMap<Key, &StreamAssignment> 
     state
         .streams
         .iter()
-        .filter(|(_, sa)| sa.group.peers.contains(&own))
+        // R1 streams are plain streams of their peer (`jsc::r1`), not copies.
+        .filter(|(_, sa)| !sa.is_r1() && sa.group.peers.contains(&own))
         .map(|(k, sa)| (k.clone(), sa))
         .collect()
 }

@@ -17,6 +17,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
+use leaf_core::jetstream::accounts::AccountJetStreams;
 use leaf_core::jetstream::config::{ApiError, JsError};
 use leaf_core::jetstream::wire::PeerInfo;
 use leaf_core::jetstream::JetStream;
@@ -95,6 +96,9 @@ pub struct MetaGroup {
     pub(super) subs: Mutex<Vec<SubRef>>,
     /// The changes of streams' peers this member runs as meta leader (`jsc::moves`).
     pub(super) runs: super::moves::Runs,
+    /// The JetStream engines of this member's accounts (set once the R1 streams are followed:
+    /// `jsc::r1`), which serve the API requests other members forward.
+    pub(super) engines: std::sync::OnceLock<Arc<AccountJetStreams>>,
 }
 
 /// The Raft timings of the meta group: heartbeats every 250 ms, elections after 1.5-3 s
@@ -162,6 +166,7 @@ impl MetaGroup {
             reported: Mutex::new(HashSet::new()),
             subs: Mutex::new(Vec::new()),
             runs: super::moves::Runs::default(),
+            engines: std::sync::OnceLock::new(),
         });
         transport.serve(Arc::new(MetaHandler(Arc::downgrade(&group))));
         group.serve_stepdown()?;
@@ -1212,6 +1217,7 @@ impl Handler for MetaHandler {
                 "probe" => postcard::to_allocvec(&g.probe_answer()).ok(),
                 "stepdown" => postcard::to_allocvec(&g.step_down()).ok(),
                 "propose" => g.serve_proposal(&body).await,
+                super::r1::API_RPC => g.serve_api(&body).await,
                 super::server_remove::REMOVE_RPC => {
                     postcard::to_allocvec(&g.serve_remove_server(&body).await).ok()
                 }

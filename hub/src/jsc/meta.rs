@@ -35,6 +35,16 @@ pub struct StreamAssignment {
 }
 
 impl StreamAssignment {
+    /// Whether it is an R1 stream (`num_replicas` 0 or 1 in its configuration, which always
+    /// has it: a configuration without it is not taken for one): one peer holding a plain stream,
+    /// no group (see `jsc::r1`).
+    pub fn is_r1(&self) -> bool {
+        serde_json::from_str::<serde_json::Value>(&self.config)
+            .ok()
+            .and_then(|v| v["num_replicas"].as_i64())
+            .is_some_and(|r| r <= 1)
+    }
+
     /// The subjects its configuration captures.
     pub fn subjects(&self) -> Vec<String> {
         serde_json::from_str::<serde_json::Value>(&self.config)
@@ -46,7 +56,7 @@ impl StreamAssignment {
 
 /// Whether two configurations (JSON texts) are the same: compared as JSON values, so that the
 /// order of an object's keys does not matter.
-fn same_config(a: &str, b: &str) -> bool {
+pub(super) fn same_config(a: &str, b: &str) -> bool {
     match (
         serde_json::from_str::<serde_json::Value>(a),
         serde_json::from_str::<serde_json::Value>(b),

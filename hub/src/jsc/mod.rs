@@ -20,6 +20,8 @@
 //!   online);
 //! * [`moves`]: changes of a replicated stream's peers one at a time (a lock in the meta
 //!   state, run by the meta leader, finished by the next one), and moves by placement;
+//! * [`r1`]: R1 streams as the cluster's assignments with one peer (a plain stream there),
+//!   the API requests about them forwarded to that peer;
 //! * [`copies`]: each member's copies of the replicated streams assigned to it;
 //! * [`stream_group`] and [`stream_machine`]: a replicated stream's group (its publishes
 //!   proposed by the leader, PubAcks after the commit) and its state machine (the copy's
@@ -44,6 +46,7 @@ pub mod network;
 pub mod node_id;
 pub mod placement;
 pub mod propose;
+pub mod r1;
 pub mod reads;
 pub mod replication;
 pub mod rescale;

@@ -15,6 +15,9 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Weak};
 
+use tracing::warn;
+
+use leaf_core::jetstream::cluster_r1::{Forward, Forwarded};
 use leaf_core::jetstream::config::consumer::ConsumerConfig;
 use leaf_core::jetstream::config::{ApiError, JsError, StreamConfig};
 use leaf_core::jetstream::reads::{Read, ReadAnswer};
@@ -52,7 +55,7 @@ impl ClusterStreams {
 }
 
 /// 10008: no meta leader, or it did not answer.
-fn unavailable() -> ApiError {
+pub(super) fn unavailable() -> ApiError {
     JsError::ClusterNotAvail.err()
 }
 
@@ -73,12 +76,12 @@ impl ClusterStreams {
 }
 
 /// 10005 with the reason.
-fn no_peers(e: NoPeers) -> ApiError {
+pub(super) fn no_peers(e: NoPeers) -> ApiError {
     JsError::ClusterNoPeers.with(&e.0)
 }
 
 /// The API error of a refused command.
-fn refused(r: Refusal) -> ApiError {
+pub(super) fn refused(r: Refusal) -> ApiError {
     match r {
         Refusal::StreamExists => ApiError::stream_name_exists(),
         Refusal::SubjectsOverlap => ApiError::subjects_overlap(),
@@ -216,9 +219,45 @@ impl Replication for ClusterStreams {
         reply: &str,
         payload: &[u8],
     ) -> bool {
+        self.0.upgrade().is_some_and(|g| {
+            g.forward_pull(account, stream, name, reply, payload)
+                || g.forward_r1_pull(account, stream, name, reply, payload)
+        })
+    }
+
+    fn clusters_r1(&self) -> bool {
+        true
+    }
+
+    fn assign_r1(&self, account: &str, config: StreamConfig) -> Pending<bool> {
+        let account = account.to_owned();
+        self.with_group(|g| async move { g.assign_r1(&account, config).await })
+    }
+
+    fn remove_r1(&self, account: &str, name: &str) -> Pending<()> {
+        let (account, name) = (account.to_owned(), name.to_owned());
+        self.with_group(|g| async move { g.remove_r1(&account, &name).await })
+    }
+
+    fn update_r1(&self, account: &str, config: StreamConfig) -> Pending<()> {
+        let account = account.to_owned();
+        self.with_group(|g| async move { g.update_r1(&account, config).await })
+    }
+
+    fn r1_here(&self, account: &str, name: &str) -> Option<bool> {
+        self.0.upgrade()?.r1_here(account, name)
+    }
+
+    fn r1_streams(&self, account: &str) -> Vec<Replicated> {
         self.0
             .upgrade()
-            .is_some_and(|g| g.forward_pull(account, stream, name, reply, payload))
+            .map(|g| g.r1_streams(account))
+            .unwrap_or_default()
+    }
+
+    fn forward(&self, account: &str, stream: &str, request: Forward) -> Pending<Option<Forwarded>> {
+        let (account, stream) = (account.to_owned(), stream.to_owned());
+        self.with_group(|g| async move { g.forward_api(&account, &stream, request).await })
     }
 
     fn read(&self, account: &str, name: &str, read: Read) -> Pending<ReadAnswer> {
@@ -277,24 +316,7 @@ impl MetaGroup {
                 _ => Err(ApiError::stream_name_exists()),
             };
         }
-        let m = self.raft.metrics().borrow().clone();
-        let online = self.online_tags();
-        let voters: Vec<Voter> = m
-            .membership_config
-            .membership()
-            .voter_ids()
-            .map(|id| Voter {
-                id,
-                online: online.contains_key(&id),
-                tags: online.get(&id).cloned().unwrap_or_default(),
-            })
-            .collect();
-        // No leader, or too few voters up to commit anything: the meta group is unavailable
-        // (as nats-server answers a leaderless meta group, before placement).
-        let up = voters.iter().filter(|v| v.online).count();
-        if m.current_leader.is_none() || up <= voters.len() / 2 {
-            return Err(unavailable());
-        }
+        let voters = self.placeable()?;
         let replicas = usize::try_from(config.num_replicas).unwrap_or(0);
         let wanted = placement::tags(config.placement.as_ref());
         let peers =
@@ -403,6 +425,18 @@ impl MetaGroup {
         self.replace_stream_peer(account, name, removed).await
     }
 
+    /// The meta group's voters, with whether each is up and its tags, where a new stream may
+    /// be placed; 10008 without a leader, or with too few voters up to commit anything (as
+    /// nats-server answers a leaderless meta group, before placement).
+    pub(super) fn placeable(&self) -> Result<Vec<Voter>, ApiError> {
+        let voters = self.voters_but(&[]);
+        let up = voters.iter().filter(|v| v.online).count();
+        if self.raft.metrics().borrow().current_leader.is_none() || up <= voters.len() / 2 {
+            return Err(unavailable());
+        }
+        Ok(voters)
+    }
+
     /// The meta group's voters but `peers`, with whether each is up and its tags: where a
     /// stream's new peer may be placed.
     pub(super) fn voters_but(&self, peers: &[u64]) -> Vec<Voter> {
@@ -434,6 +468,12 @@ impl MetaGroup {
         let (sa, _) = self.assigned(account, name)?;
         if !sa.group.peers.contains(&removed) {
             return Err(JsError::ClusterPeerNotMember.err());
+        }
+        if sa.is_r1() {
+            // Its messages are on the removed server alone: nothing to move them from.
+            warn!(account = %account, stream = %name,
+                  "JetStream cluster: an R1 stream of a removed server stays assigned to it");
+            return Ok(());
         }
         self.check_no_move(account, name)?;
         let free = self.voters_but(&sa.group.peers);
@@ -533,6 +573,9 @@ impl MetaGroup {
                 let Some(sa) = state.streams.get(&(name.clone(), stream)) else {
                     continue;
                 };
+                if sa.is_r1() {
+                    continue; // no group
+                }
                 let Some(shown) = self.shown(sa, &online) else {
                     continue;
                 };
@@ -552,7 +595,7 @@ impl MetaGroup {
         self.state()
             .streams
             .values()
-            .filter(|sa| sa.account == account)
+            .filter(|sa| sa.account == account && !sa.is_r1())
             .filter_map(|sa| self.shown(sa, &online))
             .collect()
     }
@@ -590,7 +633,19 @@ impl MetaGroup {
                     .collect(),
             ),
         };
-        Some(Replicated {
+        Some(self.as_shown(sa, config, leader, replicas))
+    }
+
+    /// What the API shows of assignment `sa` with configuration `config`, its group's
+    /// `leader` and `replicas`.
+    pub(super) fn as_shown(
+        &self,
+        sa: &StreamAssignment,
+        config: StreamConfig,
+        leader: Option<String>,
+        replicas: Vec<PeerInfo>,
+    ) -> Replicated {
+        Replicated {
             config,
             created_ns: sa.created_ns,
             cluster: ClusterInfo {
@@ -598,7 +653,7 @@ impl MetaGroup {
                 leader,
                 replicas,
             },
-        })
+        }
     }
 }
 

@@ -34,6 +34,12 @@ pub const MAX_QUEUED: usize = 1024;
 /// The subject prefix of Raft traffic.
 pub const PREFIX: &str = "$HRG";
 
+/// The RPCs accepted only when they arrive over a route (another member's server sent them:
+/// a `$HRG.` message goes out on a route only when a server published it, see
+/// `leaf_core::server::fanout`), never from a connection to this member: an API request
+/// forwarded to the member holding an R1 stream acts in any account (`jsc::r1`).
+pub const ROUTE_ONLY: &[&str] = &[super::r1::API_RPC];
+
 /// Why a request got no answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RequestError {
@@ -120,10 +126,11 @@ struct Requests {
 }
 
 impl InternalSink for Requests {
-    fn deliver(&self, msg: &Msg<'_>, _from: &Publisher) {
+    fn deliver(&self, msg: &Msg<'_>, from_publisher: &Publisher) {
         let Some(t) = self.transport.upgrade() else {
             return;
         };
+        let from_route = matches!(from_publisher, Publisher::Link(h) if h.route().is_some());
         let parsed = std::str::from_utf8(msg.subject).ok().and_then(|s| {
             let mut parts = s.split('.');
             let (_, group, _, rpc) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
@@ -142,6 +149,10 @@ impl InternalSink for Requests {
             t.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         };
+        if !from_route && ROUTE_ONLY.contains(&rpc.as_str()) {
+            t.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         let size = msg.payload.len();
         if t.queued.load(Ordering::Relaxed) >= MAX_QUEUED
             || t.queued_bytes.load(Ordering::Relaxed) + size > MAX_QUEUED_BYTES

@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Buf;
+use leaf_core::server::account::{js_linked_delivery, split_near_far};
 use leaf_core::server::fanout::{
     ClientHandle, ConnKind, Fanout, LinkStats, MatchCache, Msg, RoutePeer, SubRef, SubTarget,
     Subscription,
@@ -818,6 +819,29 @@ impl Route<'_> {
             return;
         };
         if result.is_empty() {
+            return;
+        }
+        // A JetStream delivery from a consumer on the peer, in the linked form (sent on the
+        // deliver subject, the stored subject after the ack reply's `@`): this server's
+        // subscribers get the stored subject and the ack reply, as from a consumer here;
+        // leafnode links keep the linked form.
+        if let Some((ack, subject)) = msg.reply.and_then(js_linked_delivery) {
+            let local = Msg {
+                subject,
+                reply: Some(ack),
+                ..msg
+            };
+            match split_near_far(&result) {
+                None => {
+                    self.fanout
+                        .fan_out_from_link(&acc, &result, &local, id, queues);
+                }
+                Some((near, far)) => {
+                    self.fanout
+                        .fan_out_from_link(&acc, &near, &local, id, queues);
+                    self.fanout.fan_out_from_link(&acc, &far, &msg, id, queues);
+                }
+            }
             return;
         }
         self.fanout

@@ -169,34 +169,9 @@ impl Account {
         if result.is_empty() {
             return 0;
         }
-        let remote = |s: &SubRef| matches!(s.0.target, SubTarget::Leaf(_));
         let mut fanout = Fanout::default();
-        let any_remote = result.plain.iter().any(remote)
-            || result.queues.iter().any(|g| g.members.iter().any(remote));
         let mut delivered = 0;
-        if !any_remote {
-            delivered += fanout.fan_out(self, result, local, None);
-        } else {
-            // Queue groups stay local when they have a local member.
-            let mut near = MatchResult::new();
-            let mut far = MatchResult::new();
-            for sub in &result.plain {
-                let side = if remote(sub) { &mut far } else { &mut near };
-                side.plain.push(sub.clone());
-            }
-            for group in &result.queues {
-                let (remote_members, local_members): (Vec<SubRef>, Vec<SubRef>) =
-                    group.members.iter().cloned().partition(|m| remote(m));
-                let (side, members) = if local_members.is_empty() {
-                    (&mut far, remote_members)
-                } else {
-                    (&mut near, local_members)
-                };
-                side.queues.push(QueueGroup {
-                    name: group.name.clone(),
-                    members,
-                });
-            }
+        if let Some((near, far)) = split_near_far(result) {
             if !near.is_empty() {
                 delivered += fanout.fan_out(self, &near, local, None);
             }
@@ -210,6 +185,8 @@ impl Account {
                 };
                 delivered += fanout.fan_out(self, &far, &linked, None);
             }
+        } else {
+            delivered += fanout.fan_out(self, result, local, None);
         }
         fanout.flush();
         fanout.clear_stalled();
@@ -394,5 +371,86 @@ impl Accounts {
     /// Subscriptions of every account together.
     pub fn subscription_count(&self) -> usize {
         self.all().iter().map(|a| a.sublist.count()).sum()
+    }
+}
+
+/// `result` split into the subscriptions of this server (`near`) and those behind links to
+/// other servers (`far`: leafnode links and routes), a queue group staying near when it has a
+/// member here; `None` when nothing is behind a link.
+pub fn split_near_far(
+    result: &MatchResult<SubRef>,
+) -> Option<(MatchResult<SubRef>, MatchResult<SubRef>)> {
+    let remote = |s: &SubRef| matches!(s.0.target, SubTarget::Leaf(_));
+    let any_remote = result.plain.iter().any(remote)
+        || result.queues.iter().any(|g| g.members.iter().any(remote));
+    if !any_remote {
+        return None;
+    }
+    let mut near = MatchResult::new();
+    let mut far = MatchResult::new();
+    for sub in &result.plain {
+        let side = if remote(sub) { &mut far } else { &mut near };
+        side.plain.push(sub.clone());
+    }
+    for group in &result.queues {
+        let (remote_members, local_members): (Vec<SubRef>, Vec<SubRef>) =
+            group.members.iter().cloned().partition(|m| remote(m));
+        let (side, members) = if local_members.is_empty() {
+            (&mut far, remote_members)
+        } else {
+            (&mut near, local_members)
+        };
+        side.queues.push(QueueGroup {
+            name: group.name.clone(),
+            members,
+        });
+    }
+    Some((near, far))
+}
+
+/// The ack reply and the stored subject of a JetStream delivery that crossed a link in the
+/// linked form [`Account::publish_split`] gives it (`$JS.ACK.<7 tokens>@<subject>`, sent on
+/// the deliver subject): `None` for any other reply. The `@` counts only after the ack's
+/// eight dots (subjects may hold `@`), as nats-server reads it.
+pub fn js_linked_delivery(reply: &[u8]) -> Option<(&[u8], &[u8])> {
+    if !reply.starts_with(b"$JS.ACK.") {
+        return None;
+    }
+    let mut dots = 0;
+    for (i, b) in reply.iter().enumerate() {
+        match b {
+            b'.' => dots += 1,
+            b'@' if dots >= 8 => {
+                let subject = &reply[i + 1..];
+                return (!subject.is_empty()).then(|| (&reply[..i], subject));
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod linked_tests {
+    use super::js_linked_delivery;
+
+    #[test]
+    fn linked_deliveries_are_read_after_the_acks_eight_dots() {
+        let (ack, subject) =
+            js_linked_delivery(b"$JS.ACK.S.C.1.2.3.4.0@orders.new").expect("linked");
+        assert_eq!(ack, b"$JS.ACK.S.C.1.2.3.4.0");
+        assert_eq!(subject, b"orders.new");
+        // An `@` within the stream or consumer name is part of it.
+        let (ack, subject) = js_linked_delivery(b"$JS.ACK.S@x.C.1.2.3.4.0@a@b").expect("linked");
+        assert_eq!(ack, b"$JS.ACK.S@x.C.1.2.3.4.0");
+        assert_eq!(subject, b"a@b");
+        for plain in [
+            &b"$JS.ACK.S.C.1.2.3.4.0"[..],
+            b"$JS.ACK.S.C.1.2.3.4.0@",
+            b"_INBOX.x@y",
+            b"$JS.ACK.S@C",
+        ] {
+            assert_eq!(js_linked_delivery(plain), None, "{plain:?}");
+        }
     }
 }
