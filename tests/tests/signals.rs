@@ -447,6 +447,20 @@ async fn a_lame_duck_member_hands_its_leaves_over(kinds: [ServerKind; 2]) {
         sync(&hub).await;
         e2e::await_interest(&ca, "ldm.probe", &mut probe).await;
     }
+    // b's JetStream is up: its meta group (b alone, a runs no JetStream) has a leader. A
+    // hubd member that never saw a keeps expecting it (the routes list it), and every stream,
+    // R1 ones included, is the meta group's (hub/JETSTREAM-CLUSTER.md, "Bootstrap").
+    until_async(
+        Duration::from_secs(20),
+        "b's meta group has a leader",
+        || async {
+            let (code, body) = http_get(http[1], "/jsz").await;
+            assert_eq!(code, 200, "{body}");
+            u64::from(body["meta_cluster"]["leader"] == "b")
+        },
+        1,
+    )
+    .await;
     let stores: Vec<StoreDir> = (0..3).map(|_| StoreDir::new()).collect();
     let mut gateways = Vec::new();
     for (i, store) in stores.iter().enumerate() {
