@@ -5233,3 +5233,48 @@ async fn r1_streams_from_before_are_assigned_to_their_member() {
     .await;
     assert_eq!(own["state"]["messages"], 3 - held, "{own}");
 }
+
+/// Hostile input, issue 22: a client may not speak the cluster's internal protocol. A message
+/// a client publishes on `$HRG.` (the subjects of the members' Raft and API RPCs, such as
+/// the `api` RPC that makes a member act in any account) is never sent over a route, even
+/// by a user of the system account where the members' RPCs live; only the servers' own
+/// `$HRG.` traffic crosses. A subject published next to it does cross, so the route carries
+/// what it should.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clients_hrg_message_never_crosses_a_route() {
+    use futures::StreamExt;
+    let members = three_members_with_a_meta_leader().await;
+    let (a, b) = (sys_client(&members[0]).await, sys_client(&members[1]).await);
+    // Subscribed in this order on one connection: once `ctl.hrg`'s interest reached a, the
+    // `$HRG.` one (sent before it over the same route) did too.
+    let mut forged = b.subscribe("$HRG.>").await.expect("subscribe $HRG.>");
+    let mut ctl = b.subscribe("ctl.hrg").await.expect("subscribe ctl");
+    b.flush().await.expect("flush");
+    e2e::await_interest(&a, "ctl.hrg", &mut ctl).await;
+    let node = members[1].name.clone();
+    a.publish(format!("$HRG.meta.{node}.api"), "forged".into())
+        .await
+        .expect("publish");
+    a.publish("ctl.hrg", "after".into()).await.expect("publish");
+    a.flush().await.expect("flush");
+    // The route keeps a's order: the control message arriving means anything published
+    // before it on a was delivered already.
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(5), ctl.next())
+            .await
+            .expect("the control message crosses the route")
+            .expect("subscription open");
+        if msg.payload.as_ref() == b"after" {
+            break;
+        }
+    }
+    while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_millis(300), forged.next()).await
+    {
+        assert_ne!(
+            msg.payload.as_ref(),
+            b"forged",
+            "a client's $HRG. message crossed a route: {}",
+            msg.subject
+        );
+    }
+}
