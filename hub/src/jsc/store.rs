@@ -312,7 +312,7 @@ pub struct Writes {
     /// sees them on top of the file.
     pending: Arc<Mutex<BTreeMap<u64, Vec<u8>>>>,
     /// The writer's queue. Unbounded: what fills it is bounded upstream (a stream group's
-    /// proposals, four batches unapplied; a follower's appends, one replication request at a
+    /// proposals, eight batches unapplied; a follower's appends, one replication request at a
     /// time from its leader; the meta group's few commands).
     queue: mpsc::UnboundedSender<Write>,
     /// Moves on when the group's state is cleared ([`RaftDb::remove_group`],

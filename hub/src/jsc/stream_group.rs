@@ -80,11 +80,13 @@ const BATCH_MSGS: usize = 256;
 /// a follower to about the transport's in-flight bound (`super::transport`).
 const BATCH_BYTES: usize = 64 * 1024;
 /// Batches proposed and not applied yet, at most: the proposer waits past it, and what is
-/// captured meanwhile makes the next batch larger (the group commit). Four: since the
+/// captured meanwhile makes the next batch larger (the group commit). Eight: since the
 /// leader replicates during its own fsync (`LogStore::early_ack`), batches proposed while one
 /// is at the followers go to them together in the next append request (openraft has one in
-/// flight per follower); with two the async R3 row was 20-25 % slower (BENCHMARKS.md).
-const BATCHES_OUT: usize = 4;
+/// flight per follower); with two the async R3 row was 20-25 % slower than with four, and
+/// four about 10 % slower than eight (BENCHMARKS.md, "JetStream clusters"). At most eight
+/// batches of [`BATCH_BYTES`] (512 KiB) wait per group.
+const BATCHES_OUT: usize = 8;
 /// Log entries (batches) in one append request to a follower, at most (openraft's
 /// `max_payload_entries`): 64 batches of at most [`BATCH_BYTES`] are 4 MiB.
 const MAX_PAYLOAD_ENTRIES: u64 = 64;
