@@ -4504,8 +4504,8 @@ fn with_replicas(config: &Value, r: u64) -> Value {
 }
 
 /// issue 22, a change of `num_replicas` on three members: R3 to R5 is refused as a create of
-/// an R5 stream is (10005, the same text), to R1 and to R6 too (10061, 10052), and an R1
-/// stream cannot become R3 (10061), each leaving the stream as it was. R3 to R2 through the
+/// an R5 stream is (10005, the same text), to R1 and to R6 too (10061, 10052), each leaving
+/// the stream as it was; an R1 stream to R6 is refused (10052), to R3 accepted (then deleted). R3 to R2 through the
 /// member that will be dropped: answered with R2, the leader kept, the dropped member's copy
 /// gone, every member showing R2; a publish through the dropped member acknowledged. Back to
 /// R3: the member added again catches up (every copy holds the 21 messages in order), the
@@ -4554,8 +4554,15 @@ async fn refused_rescales(members: &[Member], config: &Value) {
     let plain = json!({"name": "PLAIN", "subjects": ["plain.>"]});
     let created = create(&client, plain.clone()).await;
     assert_eq!(created["did_create"], true, "{created}");
+    let plain_r6 = update_stream(&members[0], with_replicas(&plain, 6)).await;
+    assert_eq!(plain_r6["error"]["err_code"], 10052, "{plain_r6}");
+    // R1 to R3 is built (`an_r1_stream_updated_to_r3_keeps_every_message`); the stream made
+    // replicated is then deleted as any other.
     let plain_r3 = update_stream(&members[0], with_replicas(&plain, 3)).await;
-    assert_eq!(plain_r3["error"]["err_code"], 10061, "{plain_r3}");
+    assert!(plain_r3["error"].is_null(), "{plain_r3}");
+    let all: Vec<&Member> = members.iter().collect();
+    let names: Vec<String> = members.iter().map(|m| m.name.clone()).collect();
+    until_rescaled(&all, "PLAIN", 3, &names).await;
     let deleted = api(&client, "$JS.API.STREAM.DELETE.PLAIN", json!({})).await;
     assert_eq!(deleted["success"], true, "{deleted}");
 }
@@ -5276,5 +5283,77 @@ async fn a_clients_hrg_message_never_crosses_a_route() {
             "a client's $HRG. message crossed a route: {}",
             msg.subject
         );
+    }
+}
+
+/// issue 22, an R1 stream made replicated (`STREAM.UPDATE` of `num_replicas` 1 to 3, as
+/// nats-server 2.9): three members, an R1 stream created on A (its peer), 50 publishes with
+/// msg ids through B, a durable pull consumer on A that double-acked 10. Updated to R3
+/// through C: answered with R3; every member shows R3 on the three (each replica current on
+/// the leader); every copy holds the 50 ids once at their acknowledged sequences (A's store
+/// was adopted, the two others got it in a snapshot). Publishes go on (the 50 again are
+/// duplicates of their sequences, 20 new ones acknowledged 51-70); the durable, an R1
+/// consumer of A's copy now, delivers message 11 next and then every later one. The stream
+/// leader SIGKILLed: a new leader, 10 more acknowledged, every surviving copy holds the 80
+/// ids exactly once in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_r1_stream_updated_to_r3_keeps_every_message() {
+    // Boxed: the test's future is too large for the test thread's stack in a debug build.
+    Box::pin(r1_updated_to_r3()).await;
+}
+
+/// See [`an_r1_stream_updated_to_r3_keeps_every_message`].
+async fn r1_updated_to_r3() {
+    let mut members = three_members_with_a_meta_leader().await;
+    let all: Vec<&Member> = members.iter().collect();
+    let names: Vec<String> = members.iter().map(|m| m.name.clone()).collect();
+    let config = json!({"name": "GROW", "subjects": ["orders.>"]});
+    let created = create(&app_client(&members[0]).await, config.clone()).await;
+    assert_eq!(created["did_create"], true, "{created}");
+    assert_eq!(
+        engine_streams(&members[0]).await,
+        1,
+        "A holds the R1 stream"
+    );
+    let js_b = jetstream_on(&members[1]).await;
+    let acked = publish_until_acknowledged(&js_b, 50, |_| {}).await;
+    assert_eq!(acked, (1..=50).collect::<Vec<u64>>());
+    let made = durable(&members[0], "GROW", "D", json!({})).await;
+    assert!(made["error"].is_null(), "{made}");
+    let client_a = app_client(&members[0]).await;
+    let got = fetch(&client_a, "GROW", "D", 10).await;
+    let seqs: Vec<u64> = got.iter().map(|(seq, _)| *seq).collect();
+    assert_eq!(seqs, (1..=10).collect::<Vec<u64>>());
+    double_ack(&client_a, got).await;
+
+    let grown = update_stream(&members[2], with_replicas(&config, 3)).await;
+    assert!(grown["error"].is_null(), "{grown}");
+    assert_eq!(grown["config"]["num_replicas"], 3, "{grown}");
+    until_rescaled(&all, "GROW", 3, &names).await;
+    for m in &all {
+        let copy = copy_of(m, "GROW", 50).await;
+        exactly_once(m, &copy, &acked);
+    }
+
+    let acked = publish_until_acknowledged(&js_b, 70, |_| {}).await;
+    assert_eq!(
+        acked,
+        (1..=70).collect::<Vec<u64>>(),
+        "the first 50 duplicates"
+    );
+    consume_all(&members[0], "GROW", "D", 11..=70).await;
+
+    let leader = stream_leader(&all, "GROW", None).await;
+    let (killed, other) = leader_and_other(&members, &leader);
+    members[killed].server.kill();
+    let survivors = survivors(&members, killed);
+    let new_leader = stream_leader(&survivors, "GROW", Some(&leader)).await;
+    assert_ne!(new_leader, leader);
+    let js = jetstream_on(&members[other]).await;
+    let acked = publish_until_acknowledged(&js, 80, |_| {}).await;
+    assert_eq!(acked, (1..=80).collect::<Vec<u64>>());
+    for m in &survivors {
+        let copy = copy_of(m, "GROW", 80).await;
+        exactly_once(m, &copy, &acked);
     }
 }

@@ -4,7 +4,8 @@
 //! (`JetStream::create_replica`: it answers reads, its stream task takes no publish) and its
 //! stream group started ([`MetaGroup::ensure_stream_group`]: the group writes the copy), and
 //! one that was assigned to it and no longer is (removed, or created again: another creation
-//! time) is deleted after its group is stopped and its Raft state removed.
+//! time) is deleted after its group is stopped and its Raft state removed. An R1 stream made
+//! replicated becomes the copy on the member that held it (`jsc::replicate::adopt`).
 //!
 //! Deletions follow what this task saw change, never the mere absence of an assignment: at
 //! start the state machine may not have applied the whole log yet, and deleting a copy the
@@ -117,6 +118,7 @@ impl Copies {
         }
         for (key, sa) in &mine {
             if self.made.get(key) != Some(&sa.created_ns) {
+                self.adopt(g, key, sa, engines).await;
                 self.make(key, sa, engines).await;
             }
             // The copy's group (started once; retried while it fails).
@@ -135,6 +137,36 @@ impl Copies {
         // The consumer groups of the copies made.
         let copies = self.made.keys().cloned().collect();
         super::consumer_group::follow(g, state, engines, &copies).await;
+    }
+
+    /// Makes this member's plain stream the copy of `sa` when it was that stream's R1 peer
+    /// (an R1 stream made replicated: `jsc::replicate`); [`Copies::make`] then finds it.
+    async fn adopt(
+        &mut self,
+        g: &MetaGroup,
+        key: &Key,
+        sa: &StreamAssignment,
+        engines: &AccountJetStreams,
+    ) {
+        let Some(js) = engines.get(&key.0) else {
+            return;
+        };
+        if !super::replicate::adopts(g.own, sa, &js) {
+            return;
+        }
+        let config: StreamConfig = match serde_json::from_str(&sa.config) {
+            Ok(c) => c,
+            Err(e) => {
+                self.report(key, &format!("its configuration does not read: {e}"));
+                return;
+            }
+        };
+        if let Err(e) = super::replicate::adopt(&g.db, sa, &js, config).await {
+            self.report(
+                key,
+                &format!("cannot make this member's R1 stream its copy: {e}"),
+            );
+        }
     }
 
     /// Creates the copy of `sa` (or finds it made already).

@@ -301,6 +301,18 @@ fn assigned_to(own: u64, state: &MetaState) -> BTreeMap<Key, &StreamAssignment> 
         .collect()
 }
 
+/// `gone` (R1 streams of this member `own` no longer assigned as such) split into those
+/// removed and those made replicated with this member as a peer, which `jsc::copies` keeps
+/// (see `jsc::replicate`).
+fn replicated_here(own: u64, state: &MetaState, gone: Vec<Key>) -> (Vec<Key>, Vec<Key>) {
+    gone.into_iter().partition(|k| {
+        !state
+            .streams
+            .get(k)
+            .is_some_and(|sa| !sa.is_r1() && sa.group.peers.contains(&own))
+    })
+}
+
 /// What the task knows of this member's R1 streams.
 #[derive(Default)]
 struct Follower {
@@ -326,6 +338,11 @@ impl Follower {
             .filter(|k| !mine.contains_key(*k))
             .cloned()
             .collect();
+        let (gone, replicated) = replicated_here(g.own, state, gone);
+        for key in replicated {
+            // Made replicated: the stream is kept, as the copy (`jsc::replicate`).
+            self.seen.remove(&key);
+        }
         for key in gone {
             let Some(js) = engines.get(&key.0) else {
                 self.seen.remove(&key);

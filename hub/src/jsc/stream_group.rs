@@ -294,8 +294,21 @@ impl StreamGroup {
             reads: super::reads::ReadBarrier::of(&raft_for_reads),
             meta: Arc::downgrade(meta),
         });
-        meta.initialize_group(&g.raft, &g.name, &sa.group.peers)
-            .await;
+        // A group adopting a plain stream's store starts with that member alone, whatever
+        // peers the assignment lists by now (`jsc::replicate`).
+        let adopting = super::stream_machine::adopting(&db, &g.name).map_err(|e| e.to_string())?;
+        let first = if adopting {
+            vec![meta.own]
+        } else {
+            sa.group.peers.clone()
+        };
+        meta.initialize_group(&g.raft, &g.name, &first).await;
+        if adopting {
+            if let Err(e) = super::replicate::settle(&g.raft, meta.own, &db, &g.name).await {
+                let _ = g.raft.shutdown().await;
+                return Err(e);
+            }
+        }
         let (waits, waiting) = mpsc::channel(BATCHES_OUT);
         tokio::spawn(propose(Arc::downgrade(&g), rx, waits));
         tokio::spawn(answer(Arc::downgrade(&g), waiting));

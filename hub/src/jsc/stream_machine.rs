@@ -521,6 +521,48 @@ pub fn copy_lost(db: &RaftDb, group: &str, store: &Store, stream: &str) -> Resul
     Ok(db.get_state(group, "purged")?.is_some())
 }
 
+/// The Raft database key saying that group `group` adopted a store (see [`adopt`]) whose
+/// snapshot is not built and log not purged yet.
+const ADOPTED: &str = "adopted";
+
+/// Makes group `group` (without Raft state yet) start from what a plain stream left in its
+/// store: the stream's last sequence `last_seq` (and that message's time `last_ts`) saved as
+/// the applied marker (no log entry applied, no membership), and the group marked as
+/// *adopting* until [`adopted_done`]. The messages are then the copy's as if the group had
+/// applied them: its first publish takes `last_seq + 1`, the dedupe window is rebuilt from
+/// them, and a snapshot built after the group's start holds them (see
+/// "R1 to R2-R5" in `hub/JETSTREAM-CLUSTER.md`). Durable (one commit).
+pub async fn adopt(
+    db: &RaftDb,
+    group: &str,
+    last_seq: u64,
+    last_ts: i64,
+) -> Result<(), redb::Error> {
+    let marker = Marker {
+        last_seq,
+        last_ts,
+        ..Marker::default()
+    };
+    let bytes = postcard::to_allocvec(&marker).unwrap_or_default();
+    db.put_state(
+        group,
+        vec![(MARKER, Some(bytes)), (ADOPTED, Some(Vec::new()))],
+    )
+    .await
+}
+
+/// Whether group `group` adopted a store and has not built its first snapshot and purged
+/// its log yet ([`adopt`]).
+pub fn adopting(db: &RaftDb, group: &str) -> Result<bool, redb::Error> {
+    Ok(db.get_state(group, ADOPTED)?.is_some())
+}
+
+/// Group `group`'s adoption ([`adopt`]) is done: its first snapshot is built and its log
+/// purged up to it, so a member added later gets the adopted messages in a snapshot.
+pub async fn adopted_done(db: &RaftDb, group: &str) -> Result<(), redb::Error> {
+    db.put_state(group, vec![(ADOPTED, None)]).await
+}
+
 /// The marker of group `group`'s last snapshot built or installed, if any.
 fn snapshot_marker(db: &RaftDb, group: &str) -> Result<Option<Marker>, OpenError> {
     match db.get_state(group, SNAPSHOT)? {
@@ -583,7 +625,8 @@ fn rebuild_window(
     stored_first: u64,
 ) -> Result<Window, leaf_store::StoreError> {
     let mut window = Window::default();
-    if window_ns <= 0 || marker.applied.is_none() {
+    // An adopted store's marker has no applied entry but messages (see [`adopt`]).
+    if window_ns <= 0 || (marker.applied.is_none() && marker.last_seq == 0) {
         return Ok(window);
     }
     let cutoff = marker.last_ts.saturating_sub(window_ns);
