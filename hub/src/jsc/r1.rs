@@ -507,6 +507,20 @@ mod tests {
     }
 
     #[test]
+    fn an_r1_stream_made_replicated_here_is_not_gone() {
+        let mut state = MetaState::default();
+        for sa in [assignment("X", 3, &[1, 2, 3]), assignment("Y", 3, &[2, 3])] {
+            state
+                .streams
+                .insert((sa.account.clone(), sa.name.clone()), sa);
+        }
+        let key = |n: &str| ("$G".to_owned(), n.to_owned());
+        let (gone, replicated) = replicated_here(1, &state, vec![key("X"), key("Y"), key("Z")]);
+        assert_eq!(gone, [key("Y"), key("Z")]);
+        assert_eq!(replicated, [key("X")]);
+    }
+
+    #[test]
     fn only_r1_assignments_of_a_member_are_its_plain_streams() {
         let mut state = MetaState::default();
         for sa in [

@@ -1326,6 +1326,43 @@ mod tests {
         assert_eq!(store.stream_state("S").unwrap().unwrap().last_seq, 5);
     }
 
+    /// A group adopting a store a plain stream wrote (`adopt`): its first publish takes the
+    /// store's last sequence + 1, a msg id the store holds is a duplicate of its sequence, and
+    /// the adoption is pending until `adopted_done`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_adopted_store_is_where_the_group_starts() {
+        let (dir, store) = store_with_stream().await;
+        let db = RaftDb::open(dir.path()).unwrap();
+        let window = 60_000_000_000;
+        // The plain stream's messages (written here by another group's machine).
+        let mut writer =
+            StreamMachine::open(db.clone(), "S-plain", store.clone(), "S", window, 0).unwrap();
+        let written: Vec<Entry<StreamTypes>> = ["a", "b", "c"]
+            .into_iter()
+            .enumerate()
+            .map(|(i, id)| log_entry(i as u64 + 1, entry(Some(id), 1_000 + i as i64)))
+            .collect();
+        writer.apply(written).await.unwrap();
+        assert!(!adopting(&db, "S-new").unwrap());
+        adopt(&db, "S-new", 3, 1_002).await.unwrap();
+        assert!(adopting(&db, "S-new").unwrap());
+        let mut m =
+            StreamMachine::open(db.clone(), "S-new", store.clone(), "S", window, 0).unwrap();
+        assert_eq!(m.applied_state().await.unwrap().0, None);
+        let replies = m
+            .apply([
+                log_entry(1, entry(Some("b"), 2_000)),
+                log_entry(2, entry(Some("d"), 2_001)),
+            ])
+            .await
+            .unwrap();
+        let seqs: Vec<(u64, bool)> = flat(replies).iter().map(|r| (r.seq, r.duplicate)).collect();
+        assert_eq!(seqs, [(2, true), (4, false)]);
+        assert_eq!(store.stream_state("S").unwrap().unwrap().last_seq, 4);
+        adopted_done(&db, "S-new").await.unwrap();
+        assert!(!adopting(&db, "S-new").unwrap());
+    }
+
     /// Publishes the leader found no interest for take their sequences without being stored,
     /// between stored ones of the same batch, alike when applied again after a lost marker;
     /// a duplicate of one is answered with its sequence.
