@@ -52,6 +52,7 @@ use super::meta::{MetaCommand, StreamAssignment};
 use super::placement;
 use super::replication::no_peers;
 use super::store::RaftDb;
+use super::stream_machine::SNAPSHOT_MAX_BYTES;
 use super::types::{Member, StreamRaft};
 
 /// The metrics of a stream group's Raft.
@@ -89,6 +90,22 @@ impl MetaGroup {
             return Err(JsError::StreamMoveAndScale.err());
         }
         self.may_change_peers(&sa)?;
+        // The other peers get the adopted messages in one snapshot, which openraft 0.9 holds
+        // in memory: a stream too large for it is not replicated (the group would never be
+        // ready for them).
+        let bytes = self
+            .engines
+            .get()
+            .and_then(|e| e.get(account))
+            .and_then(|js| js.store_of(&config.name).stream_state(&config.name).ok())
+            .flatten()
+            .map_or(0, |st| st.bytes);
+        if bytes > SNAPSHOT_MAX_BYTES {
+            return Err(JsError::StreamReplicasNotUpdatable.with(&format!(
+                "replicas configuration can not be updated: the stream holds {bytes} bytes, more than \
+                 a snapshot may ({SNAPSHOT_MAX_BYTES})"
+            )));
+        }
         let new_r = usize::try_from(config.num_replicas).unwrap_or(1);
         let tags = placement::tags(config.placement.as_ref());
         let free = self.voters_but(&sa.group.peers);

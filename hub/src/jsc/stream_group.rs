@@ -3,7 +3,9 @@
 //! copy of a stream assigned to it and stopped (its Raft state removed) when the stream goes.
 //!
 //! * **Bootstrap**: the first peer of the assignment initializes the group with every peer as
-//!   a voter; the others wait to hear from it (one membership, no split brain).
+//!   a voter; the others wait to hear from it (one membership, no split brain). A group
+//!   adopting an R1 stream's store (`jsc::replicate`) starts with its first peer alone, which
+//!   builds a snapshot and purges its log before it serves anything.
 //! * **Leader only captures**: the member leading the group subscribes the stream's subjects
 //!   in the stream's account (and unsubscribes when it loses the lead), so exactly one member
 //!   takes each publish; clients on other members reach it over a route by interest.
