@@ -344,6 +344,23 @@ impl Replicated {
 }
 
 impl Inner {
+    /// The stream configuration of request body `payload` for stream `name`, normalized by the
+    /// single server's rules as if it were R1, with its `num_replicas` (more than
+    /// [`MAX_REPLICAS`]: 10052, as nats-server).
+    fn replicated_config(&self, name: &str, payload: &[u8]) -> Result<StreamConfig, ApiError> {
+        let mut cfg = self.read_config(name, payload)?;
+        let replicas = cfg.num_replicas;
+        if replicas > MAX_REPLICAS {
+            return Err(ApiError::invalid_config(&format!(
+                "maximum replicas is {MAX_REPLICAS}"
+            )));
+        }
+        cfg.num_replicas = 1;
+        let mut cfg = cfg.normalize()?;
+        cfg.num_replicas = replicas;
+        Ok(cfg)
+    }
+
     /// `STREAM.CREATE` with `num_replicas` > 1 (`payload` the request's body) on a clustered
     /// server: the answer; `None` without a hook (the ordinary path then refuses, 10074).
     pub(crate) async fn create_replicated(
@@ -353,17 +370,7 @@ impl Inner {
     ) -> Option<Result<StreamInfoResponse, ApiError>> {
         let (hook, account) = self.replication()?;
         let create = async {
-            let mut cfg = self.read_config(name, payload)?;
-            let replicas = cfg.num_replicas;
-            if replicas > MAX_REPLICAS {
-                return Err(ApiError::invalid_config(&format!(
-                    "maximum replicas is {MAX_REPLICAS}"
-                )));
-            }
-            // The single-server checks, then the replicas back.
-            cfg.num_replicas = 1;
-            let mut cfg = cfg.normalize()?;
-            cfg.num_replicas = replicas;
+            let cfg = self.replicated_config(name, payload)?;
             // An R1 stream of this engine keeps its name and subjects (a copy of a replicated
             // stream is the cluster's to judge).
             if self
@@ -420,21 +427,12 @@ impl Inner {
         let (hook, account) = self.replication()?;
         let old = hook.stream(&account, name)?.config;
         let update = async {
-            let mut cfg = self.read_config(name, payload)?;
-            let replicas = cfg.num_replicas;
-            if replicas > MAX_REPLICAS {
-                return Err(ApiError::invalid_config(&format!(
-                    "maximum replicas is {MAX_REPLICAS}"
-                )));
-            }
-            cfg.num_replicas = 1;
-            let mut cfg = cfg.normalize()?;
+            let cfg = self.replicated_config(name, payload)?;
             // R2-R5 to R2-R5 is a rescale of the stream's group; to R1 it would turn the
             // group into a plain stream of one member: not done (10061).
-            if replicas != old.num_replicas && replicas <= 1 {
+            if cfg.num_replicas != old.num_replicas && cfg.num_replicas <= 1 {
                 return Err(JsError::StreamReplicasNotUpdatable.err());
             }
-            cfg.num_replicas = replicas;
             let cfg = super::api::check_update(&old, cfg)?;
             self.check_overlap(&cfg)?;
             let stream = hook.update(&account, cfg).await?;
@@ -461,16 +459,7 @@ impl Inner {
             return None;
         }
         let update = async {
-            let mut cfg = self.read_config(name, payload)?;
-            if i64::from(cfg.num_replicas) > i64::from(MAX_REPLICAS) {
-                return Err(ApiError::invalid_config(&format!(
-                    "maximum replicas is {MAX_REPLICAS}"
-                )));
-            }
-            let replicas = cfg.num_replicas;
-            cfg.num_replicas = 1;
-            let mut cfg = cfg.normalize()?;
-            cfg.num_replicas = replicas;
+            let cfg = self.replicated_config(name, payload)?;
             let cfg = super::api::check_update(&stream.config(), cfg)?;
             self.check_overlap(&cfg)?;
             // Consumers of a copy of such a stream would remove messages from one copy only.

@@ -154,12 +154,8 @@ impl Copies {
         if !super::replicate::adopts(g.own, sa, &js) {
             return;
         }
-        let config: StreamConfig = match serde_json::from_str(&sa.config) {
-            Ok(c) => c,
-            Err(e) => {
-                self.report(key, &format!("its configuration does not read: {e}"));
-                return;
-            }
+        let Some(config) = self.config_of(key, sa) else {
+            return;
         };
         if let Err(e) = super::replicate::adopt(&g.db, sa, &js, config).await {
             self.report(
@@ -176,12 +172,8 @@ impl Copies {
             self.report(key, "its account has no JetStream on this member");
             return;
         };
-        let config: StreamConfig = match serde_json::from_str(&sa.config) {
-            Ok(c) => c,
-            Err(e) => {
-                self.report(key, &format!("its configuration does not read: {e}"));
-                return;
-            }
+        let Some(config) = self.config_of(key, sa) else {
+            return;
         };
         // A copy of an earlier stream of that name (deleted and created again while this
         // member did not see it): replaced.
@@ -241,6 +233,17 @@ impl Copies {
                          STREAM.DELETE on this member removes it)",
                     );
                 }
+            }
+        }
+    }
+
+    /// The configuration of assignment `sa` (of copy `key`); one that does not read is logged.
+    fn config_of(&mut self, key: &Key, sa: &StreamAssignment) -> Option<StreamConfig> {
+        match serde_json::from_str(&sa.config) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                self.report(key, &format!("its configuration does not read: {e}"));
+                None
             }
         }
     }
