@@ -5295,7 +5295,8 @@ async fn a_clients_hrg_message_never_crosses_a_route() {
 /// once at their acknowledged sequences (A's store was adopted, the two others got it in a
 /// snapshot). The durable, an R1 consumer of A's copy now (`num_replicas: 1`), delivers
 /// message 11 next and every later one in order. The stream leader SIGKILLed: a new leader,
-/// 20 more acknowledged, every surviving copy holds the 320 ids exactly once.
+/// 20 more acknowledged, every surviving copy holds the 320 ids exactly once; restarted, its
+/// copy catches up, and A's durable (resumed from its record) delivers the 20 new ones.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_r1_stream_updated_to_r3_keeps_every_message() {
     // Boxed: the test's future is too large for the test thread's stack in a debug build.
@@ -5371,6 +5372,23 @@ async fn r1_updated_to_r3() {
         let copy = copy_of(m, "GROW", 320).await;
         exactly_once(m, &copy, &acked);
     }
+    // The killed member restarted: its copy catches up; on A the durable is back (an R1
+    // consumer of the copy, resumed from its record) with its ack floor.
+    members[killed].server =
+        TestServer::with_config(ServerKind::Hubd, members[killed].config.clone()).await;
+    let copy = copy_of(&members[killed], "GROW", 320).await;
+    exactly_once(&members[killed], &copy, &acked);
+    until_answer(
+        &members[0],
+        "$JS.API.CONSUMER.INFO.GROW.D",
+        "D on A",
+        |info| {
+            info["ack_floor"]["stream_seq"] == json!(300)
+                && info["config"]["num_replicas"] == json!(1)
+        },
+    )
+    .await;
+    consume_all(&members[0], "GROW", "D", 301..=320).await;
 }
 
 /// issue 22, a KV bucket made with async-nats' defaults (R1) on A, two revisions of a key
