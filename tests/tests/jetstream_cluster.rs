@@ -4504,8 +4504,8 @@ fn with_replicas(config: &Value, r: u64) -> Value {
 }
 
 /// issue 22, a change of `num_replicas` on three members: R3 to R5 is refused as a create of
-/// an R5 stream is (10005, the same text), to R1 and to R6 too (10061, 10052), and an R1
-/// stream cannot become R3 (10061), each leaving the stream as it was. R3 to R2 through the
+/// an R5 stream is (10005, the same text), to R1 and to R6 too (10061, 10052), each leaving
+/// the stream as it was; an R1 stream to R6 is refused (10052), to R3 accepted (then deleted). R3 to R2 through the
 /// member that will be dropped: answered with R2, the leader kept, the dropped member's copy
 /// gone, every member showing R2; a publish through the dropped member acknowledged. Back to
 /// R3: the member added again catches up (every copy holds the 21 messages in order), the
@@ -4554,8 +4554,15 @@ async fn refused_rescales(members: &[Member], config: &Value) {
     let plain = json!({"name": "PLAIN", "subjects": ["plain.>"]});
     let created = create(&client, plain.clone()).await;
     assert_eq!(created["did_create"], true, "{created}");
+    let plain_r6 = update_stream(&members[0], with_replicas(&plain, 6)).await;
+    assert_eq!(plain_r6["error"]["err_code"], 10052, "{plain_r6}");
+    // R1 to R3 is built (`an_r1_stream_updated_to_r3_keeps_every_message`); the stream made
+    // replicated is then deleted as any other.
     let plain_r3 = update_stream(&members[0], with_replicas(&plain, 3)).await;
-    assert_eq!(plain_r3["error"]["err_code"], 10061, "{plain_r3}");
+    assert!(plain_r3["error"].is_null(), "{plain_r3}");
+    let all: Vec<&Member> = members.iter().collect();
+    let names: Vec<String> = members.iter().map(|m| m.name.clone()).collect();
+    until_rescaled(&all, "PLAIN", 3, &names).await;
     let deleted = api(&client, "$JS.API.STREAM.DELETE.PLAIN", json!({})).await;
     assert_eq!(deleted["success"], true, "{deleted}");
 }
@@ -5277,4 +5284,176 @@ async fn a_clients_hrg_message_never_crosses_a_route() {
             msg.subject
         );
     }
+}
+
+/// issue 22, an R1 stream made replicated (`STREAM.UPDATE` of `num_replicas` 1 to 3, as
+/// nats-server 2.9): three members, an R1 stream created on A (its peer), 50 publishes with
+/// msg ids through B, a durable pull consumer on A that double-acked 10. Updated to R3
+/// through C while 300 publishes with msg ids go on through B (the first 50 again: duplicates
+/// of their sequences; each retried until acknowledged): answered with R3; every member
+/// shows R3 on the three (each replica current on the leader); every copy holds the 300 ids
+/// once at their acknowledged sequences (A's store was adopted, the two others got it in a
+/// snapshot). The durable, an R1 consumer of A's copy now (`num_replicas: 1`), delivers
+/// message 11 next and every later one in order. The stream leader SIGKILLed: a new leader,
+/// 20 more acknowledged, every surviving copy holds the 320 ids exactly once; restarted, its
+/// copy catches up, and A's durable (resumed from its record) delivers the 20 new ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_r1_stream_updated_to_r3_keeps_every_message() {
+    // Boxed: the test's future is too large for the test thread's stack in a debug build.
+    Box::pin(r1_updated_to_r3()).await;
+}
+
+/// See [`an_r1_stream_updated_to_r3_keeps_every_message`].
+async fn r1_updated_to_r3() {
+    let mut members = three_members_with_a_meta_leader().await;
+    let all: Vec<&Member> = members.iter().collect();
+    let names: Vec<String> = members.iter().map(|m| m.name.clone()).collect();
+    let config = json!({"name": "GROW", "subjects": ["orders.>"]});
+    let created = create(&app_client(&members[0]).await, config.clone()).await;
+    assert_eq!(created["did_create"], true, "{created}");
+    assert_eq!(
+        engine_streams(&members[0]).await,
+        1,
+        "A holds the R1 stream"
+    );
+    let js_b = jetstream_on(&members[1]).await;
+    let acked = publish_until_acknowledged(&js_b, 50, |_| {}).await;
+    assert_eq!(acked, (1..=50).collect::<Vec<u64>>());
+    let made = durable(&members[0], "GROW", "D", json!({})).await;
+    assert!(made["error"].is_null(), "{made}");
+    let client_a = app_client(&members[0]).await;
+    let got = fetch(&client_a, "GROW", "D", 10).await;
+    let seqs: Vec<u64> = got.iter().map(|(seq, _)| *seq).collect();
+    assert_eq!(seqs, (1..=10).collect::<Vec<u64>>());
+    double_ack(&client_a, got).await;
+
+    // Updated through C while publishes go on through B: each is stored by the R1 stream,
+    // refused (no responders while neither the stream nor the group's leader captures:
+    // retried) or stored by the group.
+    let client_c = app_client(&members[2]).await;
+    let r3 = with_replicas(&config, 3);
+    let update =
+        tokio::spawn(async move { api(&client_c, "$JS.API.STREAM.UPDATE.GROW", r3).await });
+    let acked = publish_until_acknowledged(&js_b, 300, |_| {}).await;
+    let grown = update.await.expect("the update's task");
+    assert!(grown["error"].is_null(), "{grown}");
+    assert_eq!(grown["config"]["num_replicas"], 3, "{grown}");
+    assert_eq!(
+        &acked[..50],
+        &(1..=50).collect::<Vec<u64>>()[..],
+        "duplicates"
+    );
+    until_rescaled(&all, "GROW", 3, &names).await;
+    for m in &all {
+        let copy = copy_of(m, "GROW", 300).await;
+        exactly_once(m, &copy, &acked);
+    }
+    consume_all(&members[0], "GROW", "D", 11..=300).await;
+    let consumer = api(
+        &app_client(&members[0]).await,
+        "$JS.API.CONSUMER.INFO.GROW.D",
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        consumer["config"]["num_replicas"], 1,
+        "an R1 consumer of A's copy: {consumer}"
+    );
+
+    let leader = stream_leader(&all, "GROW", None).await;
+    let (killed, other) = leader_and_other(&members, &leader);
+    members[killed].server.kill();
+    let survivors = survivors(&members, killed);
+    let new_leader = stream_leader(&survivors, "GROW", Some(&leader)).await;
+    assert_ne!(new_leader, leader);
+    let js = jetstream_on(&members[other]).await;
+    let acked = publish_until_acknowledged(&js, 320, |_| {}).await;
+    for m in &survivors {
+        let copy = copy_of(m, "GROW", 320).await;
+        exactly_once(m, &copy, &acked);
+    }
+    // The killed member restarted: its copy catches up; on A the durable is back (an R1
+    // consumer of the copy, resumed from its record) with its ack floor.
+    members[killed].server =
+        TestServer::with_config(ServerKind::Hubd, members[killed].config.clone()).await;
+    let copy = copy_of(&members[killed], "GROW", 320).await;
+    exactly_once(&members[killed], &copy, &acked);
+    until_answer(
+        &members[0],
+        "$JS.API.CONSUMER.INFO.GROW.D",
+        "D on A",
+        |info| {
+            info["ack_floor"]["stream_seq"] == json!(300)
+                && info["config"]["num_replicas"] == json!(1)
+        },
+    )
+    .await;
+    consume_all(&members[0], "GROW", "D", 301..=320).await;
+}
+
+/// issue 22, a KV bucket made with async-nats' defaults (R1) on A, two revisions of a key
+/// put, then its stream updated to R3 through B (`STREAM.UPDATE` with the stream's own
+/// configuration and `num_replicas: 3`): every member shows R3 on the three; from C the
+/// bucket is still usable: `get` reads the latest revision, a put is revision 3, `history`
+/// lists the three revisions, and a `create` of an existing key is refused (CAS).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_r1_kv_bucket_updated_to_r3_is_still_usable() {
+    use e2e::async_nats::jetstream::kv;
+    let members = three_members_with_a_meta_leader().await;
+    let all: Vec<&Member> = members.iter().collect();
+    let names: Vec<String> = members.iter().map(|m| m.name.clone()).collect();
+    let js_a = jetstream_on(&members[0]).await;
+    let bucket_a = tokio::time::timeout(
+        Duration::from_secs(10),
+        js_a.create_key_value(kv::Config {
+            bucket: "GROWKV".into(),
+            history: 5,
+            ..Default::default()
+        }),
+    )
+    .await
+    .expect("created within 10 s")
+    .expect("created");
+    assert_eq!(bucket_a.put("k", "v1".into()).await.expect("put"), 1);
+    assert_eq!(bucket_a.put("k", "v2".into()).await.expect("put"), 2);
+
+    let info = api(
+        &app_client(&members[1]).await,
+        "$JS.API.STREAM.INFO.KV_GROWKV",
+        json!({}),
+    )
+    .await;
+    let grown = update_stream(&members[1], with_replicas(&info["config"], 3)).await;
+    assert!(grown["error"].is_null(), "{grown}");
+    until_rescaled(&all, "KV_GROWKV", 3, &names).await;
+
+    let js_c = jetstream_on(&members[2]).await;
+    let bucket_c = tokio::time::timeout(Duration::from_secs(10), js_c.get_key_value("GROWKV"))
+        .await
+        .expect("bound within 10 s")
+        .expect("the bucket, from C");
+    until_kv(&bucket_c, "k", Some("v2")).await;
+    let rev3 = tokio::time::timeout(Duration::from_secs(10), bucket_c.put("k", "v3".into()))
+        .await
+        .expect("put within 10 s")
+        .expect("put from C");
+    assert_eq!(rev3, 3);
+    until_kv(&bucket_a, "k", Some("v3")).await;
+    let history = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut entries = bucket_c.history("k").await.expect("history");
+        let mut values = Vec::new();
+        while let Some(entry) = entries.next().await {
+            let entry = entry.expect("an entry");
+            values.push(String::from_utf8_lossy(&entry.value).into_owned());
+            if values.len() == 3 {
+                break;
+            }
+        }
+        values
+    })
+    .await
+    .expect("history within 10 s");
+    assert_eq!(history, ["v1", "v2", "v3"]);
+    let again = bucket_c.create("k", "v4".into()).await;
+    assert!(again.is_err(), "create of an existing key: {again:?}");
 }

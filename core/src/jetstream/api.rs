@@ -544,8 +544,11 @@ impl Inner {
                 Err(e) => err(KIND, &e),
             };
         }
-        if let Some(e) = self.replicas_not_updatable(name, payload) {
-            return err(KIND, &e);
+        if let Some(answer) = self.replicate_plain(name, payload).await {
+            return match answer {
+                Ok(body) => ok(KIND, body),
+                Err(e) => err(KIND, &e),
+            };
         }
         match self.update_stream(name, payload).await {
             Ok(body) => ok(KIND, body),

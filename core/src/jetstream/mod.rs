@@ -697,7 +697,7 @@ impl Inner {
 
     /// Resumes the stored consumers of stream `name`; one that cannot be read is
     /// quarantined and the others resume.
-    fn restore_consumers(&self, name: &str) {
+    pub(crate) fn restore_consumers(&self, name: &str) {
         let Some(stream) = self.stream(name) else {
             return;
         };

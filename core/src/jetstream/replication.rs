@@ -17,8 +17,9 @@
 //! takes nothing. `STREAM.PURGE` and `STREAM.MSG.DELETE` are checked here and handed to the
 //! hook ([`Replication::purge`], [`Replication::delete_msg`]: hubd proposes them to the
 //! stream's group, applied alike on every copy) from any member; `STREAM.UPDATE` is checked
-//! here as for a single server (a change of `num_replicas` to or from R1 refused, 10061; one
-//! within 2-5 rescales the stream's group) and handed to
+//! here as for a single server (a change of `num_replicas` to R1 refused, 10061; one
+//! within 2-5 rescales the stream's group; an R1 stream of a cluster that assigns them goes
+//! to R2-R5 with [`Replication::replicate_r1`]) and handed to
 //! [`Replication::update`] (hubd: through the meta group, each copy updated with
 //! [`JetStream::update_replica`]). Consumers on a member that holds no copy answer
 //! 10036 ("not currently supported in clustered mode").
@@ -247,6 +248,15 @@ pub trait Replication: Send + Sync {
         Box::pin(async { Ok(()) })
     }
 
+    /// Turns R1 stream `config.name` of `account`, this member's plain stream, into a
+    /// replicated stream of `config.num_replicas` (2-5; `config` checked already against the
+    /// stream's): the stream as updated. By default refused (10061, nats-server's words for a
+    /// server that cannot).
+    fn replicate_r1(&self, account: &str, config: StreamConfig) -> Pending<Replicated> {
+        let _ = (account, config);
+        Box::pin(async { Err(JsError::StreamReplicasNotUpdatable.err()) })
+    }
+
     /// Where R1 stream `name` of `account` is assigned: `Some(true)` on this member,
     /// `Some(false)` on another, `None` without an assignment.
     fn r1_here(&self, account: &str, name: &str) -> Option<bool> {
@@ -334,6 +344,23 @@ impl Replicated {
 }
 
 impl Inner {
+    /// The stream configuration of request body `payload` for stream `name`, normalized by the
+    /// single server's rules as if it were R1, with its `num_replicas` (more than
+    /// [`MAX_REPLICAS`]: 10052, as nats-server).
+    fn replicated_config(&self, name: &str, payload: &[u8]) -> Result<StreamConfig, ApiError> {
+        let mut cfg = self.read_config(name, payload)?;
+        let replicas = cfg.num_replicas;
+        if replicas > MAX_REPLICAS {
+            return Err(ApiError::invalid_config(&format!(
+                "maximum replicas is {MAX_REPLICAS}"
+            )));
+        }
+        cfg.num_replicas = 1;
+        let mut cfg = cfg.normalize()?;
+        cfg.num_replicas = replicas;
+        Ok(cfg)
+    }
+
     /// `STREAM.CREATE` with `num_replicas` > 1 (`payload` the request's body) on a clustered
     /// server: the answer; `None` without a hook (the ordinary path then refuses, 10074).
     pub(crate) async fn create_replicated(
@@ -343,17 +370,7 @@ impl Inner {
     ) -> Option<Result<StreamInfoResponse, ApiError>> {
         let (hook, account) = self.replication()?;
         let create = async {
-            let mut cfg = self.read_config(name, payload)?;
-            let replicas = cfg.num_replicas;
-            if replicas > MAX_REPLICAS {
-                return Err(ApiError::invalid_config(&format!(
-                    "maximum replicas is {MAX_REPLICAS}"
-                )));
-            }
-            // The single-server checks, then the replicas back.
-            cfg.num_replicas = 1;
-            let mut cfg = cfg.normalize()?;
-            cfg.num_replicas = replicas;
+            let cfg = self.replicated_config(name, payload)?;
             // An R1 stream of this engine keeps its name and subjects (a copy of a replicated
             // stream is the cluster's to judge).
             if self
@@ -401,7 +418,7 @@ impl Inner {
     /// answer; `None` when the stream is not a replicated one known here (or the server has
     /// no hook). The single server's checks against the stream's configuration; a change of
     /// `num_replicas` within 2-5 is the hook's to carry out (a rescale), one to R1 is refused
-    /// (10061, as [`Inner::replicas_not_updatable`] for R1 to R>1).
+    /// (10061; R1 to R>1 is [`Inner::replicate_plain`]).
     pub(crate) async fn update_replicated(
         &self,
         name: &str,
@@ -410,21 +427,12 @@ impl Inner {
         let (hook, account) = self.replication()?;
         let old = hook.stream(&account, name)?.config;
         let update = async {
-            let mut cfg = self.read_config(name, payload)?;
-            let replicas = cfg.num_replicas;
-            if replicas > MAX_REPLICAS {
-                return Err(ApiError::invalid_config(&format!(
-                    "maximum replicas is {MAX_REPLICAS}"
-                )));
-            }
-            cfg.num_replicas = 1;
-            let mut cfg = cfg.normalize()?;
+            let cfg = self.replicated_config(name, payload)?;
             // R2-R5 to R2-R5 is a rescale of the stream's group; to R1 it would turn the
             // group into a plain stream of one member: not done (10061).
-            if replicas != old.num_replicas && replicas <= 1 {
+            if cfg.num_replicas != old.num_replicas && cfg.num_replicas <= 1 {
                 return Err(JsError::StreamReplicasNotUpdatable.err());
             }
-            cfg.num_replicas = replicas;
             let cfg = super::api::check_update(&old, cfg)?;
             self.check_overlap(&cfg)?;
             let stream = hook.update(&account, cfg).await?;
@@ -434,15 +442,34 @@ impl Inner {
     }
 
     /// `STREAM.UPDATE` of R1 stream `name` of this engine asking for `num_replicas` > 1
-    /// (`payload` the request's body) on a clustered server: 10061 (turning a stream of one
-    /// member into a group is not done; a single server answers 10074 as for a create).
-    pub(crate) fn replicas_not_updatable(&self, name: &str, payload: &[u8]) -> Option<ApiError> {
-        self.replication()?;
-        let plain = self
-            .stream(name)
-            .is_some_and(|s| !s.config().is_replicated());
-        (plain && requested_replicas(payload) > 1)
-            .then(|| JsError::StreamReplicasNotUpdatable.err())
+    /// (`payload` the request's body) on a clustered server: the answer; `None` otherwise (a
+    /// single server answers 10074 as for a create). The single server's checks against the
+    /// stream's configuration, then the hook turns the plain stream into a replicated one
+    /// ([`Replication::replicate_r1`]: hubd makes it the copy of a new group that grows to
+    /// the new R; a hook that cannot answers 10061).
+    pub(crate) async fn replicate_plain(
+        &self,
+        name: &str,
+        payload: &[u8],
+    ) -> Option<Result<StreamInfoResponse, ApiError>> {
+        let (hook, account) = self.replication()?;
+        let stream = self.stream(name).filter(|s| !s.config().is_replicated())?;
+        let replicas = requested_replicas(payload);
+        if replicas <= 1 {
+            return None;
+        }
+        let update = async {
+            let cfg = self.replicated_config(name, payload)?;
+            let cfg = super::api::check_update(&stream.config(), cfg)?;
+            self.check_overlap(&cfg)?;
+            // Consumers of a copy of such a stream would remove messages from one copy only.
+            if cfg.retention != Retention::Limits && stream.consumer_count() > 0 {
+                return Err(JsError::StreamReplicasNotUpdatable.err());
+            }
+            let replicated = hook.replicate_r1(&account, cfg).await?;
+            Ok(StreamInfoResponse::from(replicated.info()))
+        };
+        Some(update.await)
     }
 
     /// `STREAM.PEER.REMOVE` of server `peer` from replicated stream `name`: the answer;
@@ -798,6 +825,98 @@ impl JetStream {
         }
         inner.store_new_stream(config, created_ns).await?;
         Ok(true)
+    }
+
+    /// Stops plain (R1) stream `name` from taking anything (its
+    /// subjects unsubscribed, its sources stopped) and waits, at most 10 s, until what it
+    /// took is stored and answered: its store's last sequence and the time of that message
+    /// (`None` for none held). The first step of making it a replicated stream's copy
+    /// (hubd); [`JetStream::plain_to_copy`] is the last.
+    pub async fn quiesce_plain(&self, name: &str) -> Result<(u64, Option<i64>), ApiError> {
+        let inner = &self.inner;
+        let stream = match inner.stream(name) {
+            Some(s) if !s.config().is_replicated() => s,
+            _ => return Err(ApiError::stream_not_found()),
+        };
+        inner.unsubscribe_subjects(name);
+        super::source::stop_all(&stream);
+        let drained = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            while stream.queued() > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+        if drained.is_err() {
+            return Err(ApiError::general("the stream still stores what it took"));
+        }
+        let store = inner.store_of(name);
+        let failed = |e: leaf_store::StoreError| ApiError::general(&e.to_string());
+        let last = store
+            .stream_state(name)
+            .map_err(failed)?
+            .map_or(0, |s| s.last_seq);
+        let ts = store.get(name, last).map_err(failed)?.map(|m| m.ts_ns);
+        Ok((last, ts))
+    }
+
+    /// Makes `config` (`num_replicas` > 1) the configuration of this member's plain stream
+    /// `config.name`, stopped with [`JetStream::quiesce_plain`], and `created_ns` (the
+    /// cluster's assignment's) its creation time: from now on it is a replicated stream's
+    /// copy (its stream task takes nothing, hubd's group writes it), with its messages. Its
+    /// consumers stay, as R1 consumers of the copy: each stopped (its last state written),
+    /// a durable one's record made to say `num_replicas: 1` (else it would be taken for a
+    /// replicated consumer, which a copy does not resume), then the stream reopened as a copy
+    /// with them. Nothing to do when it is a copy already.
+    pub async fn plain_to_copy(
+        &self,
+        config: StreamConfig,
+        created_ns: i64,
+    ) -> Result<(), ApiError> {
+        let inner = &self.inner;
+        if !config.is_replicated() {
+            return Err(ApiError::invalid_config("not a replicated stream"));
+        }
+        let name = config.name.clone();
+        let stream = match inner.stream(&name) {
+            Some(s) if s.config().is_replicated() => return Ok(()),
+            Some(s) => s,
+            None => return Err(ApiError::stream_not_found()),
+        };
+        let store = inner.store_for(config.storage).clone();
+        let failed = |e: leaf_store::StoreError| ApiError::general(&e.to_string());
+        for c in stream.consumers_snapshot() {
+            stream.remove_consumer(&c.name);
+            c.stop().await;
+        }
+        for (cname, bytes) in store.consumers(&name).map_err(failed)? {
+            let durable = super::consumer::decode_record(&bytes)
+                .is_ok_and(|(c, _)| c.is_durable() && c.num_replicas != 1);
+            if cname.contains('.') || !durable {
+                continue;
+            }
+            let Ok(mut record) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+                continue;
+            };
+            record["config"]["num_replicas"] = serde_json::json!(1);
+            let bytes = serde_json::to_vec(&record).unwrap_or(bytes);
+            store
+                .put_consumer(&name, &cname, bytes)
+                .await
+                .map_err(failed)?;
+        }
+        inner.close_stream(&name);
+        let record = super::StoredConfig {
+            config: config.clone(),
+            created_ns,
+        };
+        let bytes = serde_json::to_vec(&record).unwrap_or_default();
+        store
+            .update_stream_config(&name, bytes)
+            .await
+            .map_err(failed)?;
+        inner.open_stream(&name, config, created_ns)?;
+        inner.restore_consumers(&name);
+        Ok(())
     }
 
     /// Makes `config` (an update the cluster agreed on) the configuration of this member's

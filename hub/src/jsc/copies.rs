@@ -4,7 +4,8 @@
 //! (`JetStream::create_replica`: it answers reads, its stream task takes no publish) and its
 //! stream group started ([`MetaGroup::ensure_stream_group`]: the group writes the copy), and
 //! one that was assigned to it and no longer is (removed, or created again: another creation
-//! time) is deleted after its group is stopped and its Raft state removed.
+//! time) is deleted after its group is stopped and its Raft state removed. An R1 stream made
+//! replicated becomes the copy on the member that held it (`jsc::replicate::adopt`).
 //!
 //! Deletions follow what this task saw change, never the mere absence of an assignment: at
 //! start the state machine may not have applied the whole log yet, and deleting a copy the
@@ -117,6 +118,7 @@ impl Copies {
         }
         for (key, sa) in &mine {
             if self.made.get(key) != Some(&sa.created_ns) {
+                self.adopt(g, key, sa, engines).await;
                 self.make(key, sa, engines).await;
             }
             // The copy's group (started once; retried while it fails).
@@ -137,6 +139,32 @@ impl Copies {
         super::consumer_group::follow(g, state, engines, &copies).await;
     }
 
+    /// Makes this member's plain stream the copy of `sa` when it was that stream's R1 peer
+    /// (an R1 stream made replicated: `jsc::replicate`); [`Copies::make`] then finds it.
+    async fn adopt(
+        &mut self,
+        g: &MetaGroup,
+        key: &Key,
+        sa: &StreamAssignment,
+        engines: &AccountJetStreams,
+    ) {
+        let Some(js) = engines.get(&key.0) else {
+            return;
+        };
+        if !super::replicate::adopts(g.own, sa, &js) {
+            return;
+        }
+        let Some(config) = self.config_of(key, sa) else {
+            return;
+        };
+        if let Err(e) = super::replicate::adopt(&g.db, sa, &js, config).await {
+            self.report(
+                key,
+                &format!("cannot make this member's R1 stream its copy: {e}"),
+            );
+        }
+    }
+
     /// Creates the copy of `sa` (or finds it made already).
     async fn make(&mut self, key: &Key, sa: &StreamAssignment, engines: &AccountJetStreams) {
         let (account, name) = key;
@@ -144,12 +172,8 @@ impl Copies {
             self.report(key, "its account has no JetStream on this member");
             return;
         };
-        let config: StreamConfig = match serde_json::from_str(&sa.config) {
-            Ok(c) => c,
-            Err(e) => {
-                self.report(key, &format!("its configuration does not read: {e}"));
-                return;
-            }
+        let Some(config) = self.config_of(key, sa) else {
+            return;
         };
         // A copy of an earlier stream of that name (deleted and created again while this
         // member did not see it): replaced.
@@ -209,6 +233,17 @@ impl Copies {
                          STREAM.DELETE on this member removes it)",
                     );
                 }
+            }
+        }
+    }
+
+    /// The configuration of assignment `sa` (of copy `key`); one that does not read is logged.
+    fn config_of(&mut self, key: &Key, sa: &StreamAssignment) -> Option<StreamConfig> {
+        match serde_json::from_str(&sa.config) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                self.report(key, &format!("its configuration does not read: {e}"));
+                None
             }
         }
     }

@@ -48,6 +48,7 @@ pub mod placement;
 pub mod propose;
 pub mod r1;
 pub mod reads;
+pub mod replicate;
 pub mod replication;
 pub mod rescale;
 pub mod rollup;

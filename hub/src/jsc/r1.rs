@@ -301,6 +301,18 @@ fn assigned_to(own: u64, state: &MetaState) -> BTreeMap<Key, &StreamAssignment> 
         .collect()
 }
 
+/// `gone` (R1 streams of this member `own` no longer assigned as such) split into those
+/// removed and those made replicated with this member as a peer, which `jsc::copies` keeps
+/// (see `jsc::replicate`).
+fn replicated_here(own: u64, state: &MetaState, gone: Vec<Key>) -> (Vec<Key>, Vec<Key>) {
+    gone.into_iter().partition(|k| {
+        !state
+            .streams
+            .get(k)
+            .is_some_and(|sa| !sa.is_r1() && sa.group.peers.contains(&own))
+    })
+}
+
 /// What the task knows of this member's R1 streams.
 #[derive(Default)]
 struct Follower {
@@ -326,6 +338,11 @@ impl Follower {
             .filter(|k| !mine.contains_key(*k))
             .cloned()
             .collect();
+        let (gone, replicated) = replicated_here(g.own, state, gone);
+        for key in replicated {
+            // Made replicated: the stream is kept, as the copy (`jsc::replicate`).
+            self.seen.remove(&key);
+        }
         for key in gone {
             let Some(js) = engines.get(&key.0) else {
                 self.seen.remove(&key);
@@ -487,6 +504,20 @@ mod tests {
             },
             created_ns: 1,
         }
+    }
+
+    #[test]
+    fn an_r1_stream_made_replicated_here_is_not_gone() {
+        let mut state = MetaState::default();
+        for sa in [assignment("X", 3, &[1, 2, 3]), assignment("Y", 3, &[2, 3])] {
+            state
+                .streams
+                .insert((sa.account.clone(), sa.name.clone()), sa);
+        }
+        let key = |n: &str| ("$G".to_owned(), n.to_owned());
+        let (gone, replicated) = replicated_here(1, &state, vec![key("X"), key("Y"), key("Z")]);
+        assert_eq!(gone, [key("Y"), key("Z")]);
+        assert_eq!(replicated, [key("X")]);
     }
 
     #[test]

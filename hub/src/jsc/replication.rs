@@ -244,6 +244,11 @@ impl Replication for ClusterStreams {
         self.with_group(|g| async move { g.update_r1(&account, config).await })
     }
 
+    fn replicate_r1(&self, account: &str, config: StreamConfig) -> Pending<Replicated> {
+        let account = account.to_owned();
+        self.with_group(|g| async move { g.replicate_r1(&account, config).await })
+    }
+
     fn r1_here(&self, account: &str, name: &str) -> Option<bool> {
         self.0.upgrade()?.r1_here(account, name)
     }
@@ -362,7 +367,14 @@ impl MetaGroup {
     ) -> Result<Replicated, ApiError> {
         let (sa, _) = self.assigned(account, &config.name)?;
         if let Ok(old) = serde_json::from_str::<StreamConfig>(&sa.config) {
-            let scaled = old.num_replicas != config.num_replicas;
+            // Fewer peers than the configuration says, with no change running: an R1
+            // stream made replicated whose change of peers did not begin (`jsc::replicate`).
+            let short = !self
+                .state()
+                .moves
+                .contains_key(&(account.to_owned(), config.name.clone()))
+                && usize::try_from(config.num_replicas).is_ok_and(|r| sa.group.peers.len() < r);
+            let scaled = old.num_replicas != config.num_replicas || short;
             let moved = old.placement != config.placement;
             if scaled && moved {
                 return Err(JsError::StreamMoveAndScale.err());
@@ -602,7 +614,7 @@ impl MetaGroup {
 
     /// What the API shows of an assignment: its configuration, creation and peers (with the
     /// leader and their state where this member runs the stream's group).
-    fn replicated(&self, sa: &StreamAssignment) -> Option<Replicated> {
+    pub(super) fn replicated(&self, sa: &StreamAssignment) -> Option<Replicated> {
         self.shown(sa, &self.online())
     }
 

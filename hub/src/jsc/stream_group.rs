@@ -3,7 +3,9 @@
 //! copy of a stream assigned to it and stopped (its Raft state removed) when the stream goes.
 //!
 //! * **Bootstrap**: the first peer of the assignment initializes the group with every peer as
-//!   a voter; the others wait to hear from it (one membership, no split brain).
+//!   a voter; the others wait to hear from it (one membership, no split brain). A group
+//!   adopting an R1 stream's store (`jsc::replicate`) starts with its first peer alone, which
+//!   builds a snapshot and purges its log before it serves anything.
 //! * **Leader only captures**: the member leading the group subscribes the stream's subjects
 //!   in the stream's account (and unsubscribes when it loses the lead), so exactly one member
 //!   takes each publish; clients on other members reach it over a route by interest.
@@ -296,8 +298,21 @@ impl StreamGroup {
             reads: super::reads::ReadBarrier::of(&raft_for_reads),
             meta: Arc::downgrade(meta),
         });
-        meta.initialize_group(&g.raft, &g.name, &sa.group.peers)
-            .await;
+        // A group adopting a plain stream's store starts with that member alone, whatever
+        // peers the assignment lists by now (`jsc::replicate`).
+        let adopting = super::stream_machine::adopting(&db, &g.name).map_err(|e| e.to_string())?;
+        let first = if adopting {
+            vec![meta.own]
+        } else {
+            sa.group.peers.clone()
+        };
+        meta.initialize_group(&g.raft, &g.name, &first).await;
+        if adopting {
+            if let Err(e) = super::replicate::settle(&g.raft, meta.own, &db, &g.name).await {
+                let _ = g.raft.shutdown().await;
+                return Err(e);
+            }
+        }
         let (waits, waiting) = mpsc::channel(BATCHES_OUT);
         tokio::spawn(propose(Arc::downgrade(&g), rx, waits));
         tokio::spawn(answer(Arc::downgrade(&g), waiting));

@@ -521,6 +521,48 @@ pub fn copy_lost(db: &RaftDb, group: &str, store: &Store, stream: &str) -> Resul
     Ok(db.get_state(group, "purged")?.is_some())
 }
 
+/// The Raft database key saying that group `group` adopted a store (see [`adopt`]) whose
+/// snapshot is not built and log not purged yet.
+const ADOPTED: &str = "adopted";
+
+/// Makes group `group` (without Raft state yet) start from what a plain stream left in its
+/// store: the stream's last sequence `last_seq` (and that message's time `last_ts`) saved as
+/// the applied marker (no log entry applied, no membership), and the group marked as
+/// *adopting* until [`adopted_done`]. The messages are then the copy's as if the group had
+/// applied them: its first publish takes `last_seq + 1`, the dedupe window is rebuilt from
+/// them, and a snapshot built after the group's start holds them (see
+/// "R1 to R2-R5" in `hub/JETSTREAM-CLUSTER.md`). Durable (one commit).
+pub async fn adopt(
+    db: &RaftDb,
+    group: &str,
+    last_seq: u64,
+    last_ts: i64,
+) -> Result<(), redb::Error> {
+    let marker = Marker {
+        last_seq,
+        last_ts,
+        ..Marker::default()
+    };
+    let bytes = postcard::to_allocvec(&marker).unwrap_or_default();
+    db.put_state(
+        group,
+        vec![(MARKER, Some(bytes)), (ADOPTED, Some(Vec::new()))],
+    )
+    .await
+}
+
+/// Whether group `group` adopted a store and has not built its first snapshot and purged
+/// its log yet ([`adopt`]).
+pub fn adopting(db: &RaftDb, group: &str) -> Result<bool, redb::Error> {
+    Ok(db.get_state(group, ADOPTED)?.is_some())
+}
+
+/// Group `group`'s adoption ([`adopt`]) is done: its first snapshot is built and its log
+/// purged up to it, so a member added later gets the adopted messages in a snapshot.
+pub async fn adopted_done(db: &RaftDb, group: &str) -> Result<(), redb::Error> {
+    db.put_state(group, vec![(ADOPTED, None)]).await
+}
+
 /// The marker of group `group`'s last snapshot built or installed, if any.
 fn snapshot_marker(db: &RaftDb, group: &str) -> Result<Option<Marker>, OpenError> {
     match db.get_state(group, SNAPSHOT)? {
@@ -583,7 +625,8 @@ fn rebuild_window(
     stored_first: u64,
 ) -> Result<Window, leaf_store::StoreError> {
     let mut window = Window::default();
-    if window_ns <= 0 || marker.applied.is_none() {
+    // An adopted store's marker has no applied entry but messages (see [`adopt`]).
+    if window_ns <= 0 || (marker.applied.is_none() && marker.last_seq == 0) {
         return Ok(window);
     }
     let cutoff = marker.last_ts.saturating_sub(window_ns);
@@ -1281,6 +1324,43 @@ mod tests {
             .unwrap();
         assert_eq!(seqs(next), [(2, true), (5, false)]);
         assert_eq!(store.stream_state("S").unwrap().unwrap().last_seq, 5);
+    }
+
+    /// A group adopting a store a plain stream wrote (`adopt`): its first publish takes the
+    /// store's last sequence + 1, a msg id the store holds is a duplicate of its sequence, and
+    /// the adoption is pending until `adopted_done`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_adopted_store_is_where_the_group_starts() {
+        let (dir, store) = store_with_stream().await;
+        let db = RaftDb::open(dir.path()).unwrap();
+        let window = 60_000_000_000;
+        // The plain stream's messages (written here by another group's machine).
+        let mut writer =
+            StreamMachine::open(db.clone(), "S-plain", store.clone(), "S", window, 0).unwrap();
+        let written: Vec<Entry<StreamTypes>> = ["a", "b", "c"]
+            .into_iter()
+            .enumerate()
+            .map(|(i, id)| log_entry(i as u64 + 1, entry(Some(id), 1_000 + i as i64)))
+            .collect();
+        writer.apply(written).await.unwrap();
+        assert!(!adopting(&db, "S-new").unwrap());
+        adopt(&db, "S-new", 3, 1_002).await.unwrap();
+        assert!(adopting(&db, "S-new").unwrap());
+        let mut m =
+            StreamMachine::open(db.clone(), "S-new", store.clone(), "S", window, 0).unwrap();
+        assert_eq!(m.applied_state().await.unwrap().0, None);
+        let replies = m
+            .apply([
+                log_entry(1, entry(Some("b"), 2_000)),
+                log_entry(2, entry(Some("d"), 2_001)),
+            ])
+            .await
+            .unwrap();
+        let seqs: Vec<(u64, bool)> = flat(replies).iter().map(|r| (r.seq, r.duplicate)).collect();
+        assert_eq!(seqs, [(2, true), (4, false)]);
+        assert_eq!(store.stream_state("S").unwrap().unwrap().last_seq, 4);
+        adopted_done(&db, "S-new").await.unwrap();
+        assert!(!adopting(&db, "S-new").unwrap());
     }
 
     /// Publishes the leader found no interest for take their sequences without being stored,
