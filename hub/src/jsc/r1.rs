@@ -88,7 +88,11 @@ impl MetaGroup {
         let state = self.state();
         if let Some(existing) = state.streams.get(&key) {
             return if existing.is_r1() && same_config(&existing.config, &text) {
-                Ok(existing.group.peers.contains(&self.own))
+                let here = existing.group.peers.contains(&self.own);
+                if here {
+                    self.hold_assigned(account, &config.name).await?;
+                }
+                Ok(here)
             } else {
                 Err(ApiError::stream_name_exists())
             };
@@ -107,13 +111,19 @@ impl MetaGroup {
         };
         let assignment = one_peer(account, &config.name, text, peers, now_ns());
         let proposed = self
-            .propose(MetaCommand::AssignStream(assignment))
+            .propose(self.assign_command(assignment))
             .await
             .map_err(|_| unavailable())?;
         if let Some(r) = proposed.reply.refused {
             return Err(refused(r));
         }
-        self.r1_here(account, &config.name).ok_or_else(unavailable)
+        let here = self
+            .r1_here(account, &config.name)
+            .ok_or_else(unavailable)?;
+        if here {
+            self.hold_assigned(account, &config.name).await?;
+        }
+        Ok(here)
     }
 
     /// Removes the assignment of R1 stream `name` of `account`.
@@ -259,7 +269,9 @@ async fn run(
         let Some(g) = group.upgrade() else {
             break;
         };
+        follower.load_held(&g);
         follower.follow(&g, &state, &engines).await;
+        follower.sweep(&g, &engines).await;
         follower.migrate(&g, &engines).await;
         drop(g);
         tokio::select! {
@@ -313,6 +325,11 @@ struct Follower {
     started_ns: i64,
     /// Assignments of this member without a stream yet, since when (see [`LEFT_TO_THE_API`]).
     missing: BTreeMap<Key, tokio::time::Instant>,
+    /// The streams recorded as held for their assignment (`jsc::r1_held`); `None` until the
+    /// records were read (nothing is proposed as a stream from before meanwhile).
+    held: Option<BTreeSet<Key>>,
+    /// Whether the sweep at start ran (`jsc::r1_held`).
+    swept: bool,
 }
 
 impl Follower {
@@ -329,6 +346,7 @@ impl Follower {
         for key in gone {
             let Some(js) = engines.get(&key.0) else {
                 self.seen.remove(&key);
+                self.release(g, key).await;
                 continue;
             };
             match js.delete_assigned(&key.1).await {
@@ -338,15 +356,20 @@ impl Follower {
                               "JetStream cluster: R1 stream deleted (its assignment removed)");
                     }
                     self.seen.remove(&key);
+                    self.release(g, key).await;
                 }
                 Err(e) => warn!(account = %key.0, stream = %key.1, error = %e.description,
                                 "JetStream cluster: cannot delete an R1 stream (retried)"),
             }
         }
+        let unheld = self.hold(g, &mine).await;
         for (key, sa) in mine {
             // Seen: its removal deletes this member's stream, whoever created it (the API
             // request that made it, or this task).
             self.seen.insert(key.clone());
+            if unheld.contains(&key) {
+                continue; // not created without its record: the next tick
+            }
             let Some(js) = engines.get(&key.0) else {
                 self.report(&key, "its account has no JetStream on this member");
                 continue;
@@ -396,7 +419,10 @@ impl Follower {
     async fn migrate_engine(&mut self, g: &MetaGroup, account: &str, js: &JetStream) {
         for (config, created_ns) in js.plain_streams() {
             let key = (account.to_owned(), config.name.clone());
+            // A stream held for an assignment is never one from before (`jsc::r1_held`).
+            let held = self.held.as_ref().is_none_or(|h| h.contains(&key));
             if created_ns >= self.started_ns
+                || held
                 || self.seen.contains(&key)
                 || self.reported.contains(&key)
             {
@@ -421,6 +447,10 @@ impl Follower {
                     if existing.is_none() {
                         info!(account = %account, stream = %config.name,
                               "JetStream cluster: R1 stream from before assigned to this member");
+                    }
+                    let mine = BTreeMap::from([(key.clone(), &sa)]);
+                    if !self.hold(g, &mine).await.is_empty() {
+                        continue; // recorded on a later tick
                     }
                     self.seen.insert(key);
                 }
@@ -461,6 +491,74 @@ impl Follower {
                     }
                 }
             }
+        }
+    }
+
+    /// Reads the records of the streams held here for their assignment, until they read.
+    fn load_held(&mut self, g: &MetaGroup) {
+        if self.held.is_some() {
+            return;
+        }
+        match g.held_r1() {
+            Ok(held) => self.held = Some(held.into_keys().collect()),
+            Err(e) => {
+                warn!(error = %e, "JetStream cluster: the R1 streams held here do not read (retried)")
+            }
+        }
+    }
+
+    /// Records the assignments of `mine` not recorded yet as held here (one durable commit);
+    /// returns those that could not be (not created until they are).
+    async fn hold(
+        &mut self,
+        g: &MetaGroup,
+        mine: &BTreeMap<Key, &StreamAssignment>,
+    ) -> BTreeSet<Key> {
+        let Some(held) = self.held.as_mut() else {
+            return mine.keys().cloned().collect();
+        };
+        let new: Vec<(Key, i64)> = mine
+            .iter()
+            .filter(|(k, _)| !held.contains(*k))
+            .map(|(k, sa)| (k.clone(), sa.created_ns))
+            .collect();
+        if new.is_empty() {
+            return BTreeSet::new();
+        }
+        match g.hold_r1(&new).await {
+            Ok(()) => {
+                held.extend(new.into_iter().map(|(k, _)| k));
+                BTreeSet::new()
+            }
+            Err(e) => {
+                warn!(error = %e, "JetStream cluster: R1 streams not recorded as held (retried)");
+                new.into_iter().map(|(k, _)| k).collect()
+            }
+        }
+    }
+
+    /// Removes the record of `key` (its stream deleted for a removal this task saw).
+    async fn release(&mut self, g: &MetaGroup, key: Key) {
+        match g.release_r1(std::slice::from_ref(&key)).await {
+            Ok(()) => {
+                if let Some(held) = self.held.as_mut() {
+                    held.remove(&key);
+                }
+            }
+            Err(e) => warn!(account = %key.0, stream = %key.1, error = %e,
+                            "JetStream cluster: the record of a deleted R1 stream stays"),
+        }
+    }
+
+    /// The sweep at start (`jsc::r1_held`), until it ran; the records read again after it.
+    async fn sweep(&mut self, g: &MetaGroup, engines: &AccountJetStreams) {
+        if self.swept || self.held.is_none() {
+            return;
+        }
+        if g.sweep_r1(engines).await {
+            self.swept = true;
+            self.held = None;
+            self.load_held(g);
         }
     }
 
