@@ -24,7 +24,9 @@
 //! * **Streams from before** (no assignment: stores from before this change): once the meta
 //!   group has a leader each is proposed as an assignment with this member as its peer; when
 //!   another member's assignment holds the name or subjects, that is logged (both members
-//!   named) and the local stream keeps serving this member's clients, as before.
+//!   named) and the local stream keeps serving this member's clients, as before. A stream
+//!   recorded as held for an assignment (`jsc::r1_held`) is never one from before: once the
+//!   meta state caught up at start, one no longer assigned here is deleted.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Weak};

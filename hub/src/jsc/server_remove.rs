@@ -13,7 +13,11 @@
 //!    stream's peers, `jsc::moves`: the replacement added to the assignment, the stream
 //!    group's leader makes it a learner, then a voter in the removed one's place, the
 //!    consumers follow, then the assignment loses the removed one; the first step before the
-//!    answer, the rest run by this member as meta leader);
+//!    answer, the rest run by this member as meta leader); each **R1 stream** of the server
+//!    is assigned to another member up holding its placement tags instead (one meta command,
+//!    `MetaCommand::ReassignR1`; created there, empty: its messages were on the removed
+//!    server alone), or stays assigned to the removed server when no member qualifies
+//!    (logged);
 //! 2. the server is removed from the meta group's voters (`change_membership`, joint
 //!    consensus); the leader's upkeep adds only members seen over a route, so a dead server is
 //!    not added back (one that comes back is added again, as any new member).
