@@ -573,10 +573,11 @@ impl Follower {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn assignment(name: &str, replicas: i64, peers: &[u64]) -> StreamAssignment {
+    /// An assignment of stream `name` of `$G` with `replicas` to `peers` (unit tests).
+    pub(in crate::jsc) fn assignment(name: &str, replicas: i64, peers: &[u64]) -> StreamAssignment {
         StreamAssignment {
             account: "$G".into(),
             name: name.into(),

@@ -206,20 +206,7 @@ impl MetaGroup {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::jsc::meta::{RaftGroup, StreamAssignment};
-
-    fn assignment(name: &str, replicas: i64, peers: &[u64]) -> StreamAssignment {
-        StreamAssignment {
-            account: "$G".into(),
-            name: name.into(),
-            config: format!(r#"{{"name":"{name}","num_replicas":{replicas}}}"#),
-            group: RaftGroup {
-                name: format!("S-{name}"),
-                peers: peers.to_vec(),
-            },
-            created_ns: 1,
-        }
-    }
+    use crate::jsc::r1::tests::assignment;
 
     /// A recorded stream is kept while assigned to this member (or replicated now), and goes
     /// when its assignment is gone or names another member.
