@@ -273,7 +273,7 @@ async fn run(
         };
         follower.load_held(&g);
         follower.follow(&g, &state, &engines).await;
-        follower.sweep(&g, &engines).await;
+        follower.sweep(&g, &engines);
         follower.migrate(&g, &engines).await;
         drop(g);
         tokio::select! {
@@ -330,8 +330,10 @@ struct Follower {
     /// The streams recorded as held for their assignment (`jsc::r1_held`); `None` until the
     /// records were read (nothing is proposed as a stream from before meanwhile).
     held: Option<BTreeSet<Key>>,
-    /// Whether the sweep at start ran (`jsc::r1_held`).
-    swept: bool,
+    /// The sweep at start (`jsc::r1_held`): `None` until started, then whether it ran.
+    swept: Option<Arc<std::sync::atomic::AtomicBool>>,
+    /// Whether the records were read again after the sweep.
+    reloaded: bool,
 }
 
 impl Follower {
@@ -552,15 +554,33 @@ impl Follower {
         }
     }
 
-    /// The sweep at start (`jsc::r1_held`), until it ran; the records read again after it.
-    async fn sweep(&mut self, g: &MetaGroup, engines: &AccountJetStreams) {
-        if self.swept || self.held.is_none() {
-            return;
-        }
-        if g.sweep_r1(engines).await {
-            self.swept = true;
-            self.held = None;
-            self.load_held(g);
+    /// Starts the sweep at start (`jsc::r1_held`) in a task of its own, tried every
+    /// [`TICK`] until it ran (its wait for the meta leader never holds this task up); the
+    /// records are read again once it ran.
+    fn sweep(&mut self, g: &Arc<MetaGroup>, engines: &Arc<AccountJetStreams>) {
+        use std::sync::atomic::Ordering;
+        match &self.swept {
+            None => {
+                let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                self.swept = Some(done.clone());
+                let (group, engines) = (Arc::downgrade(g), engines.clone());
+                tokio::spawn(async move {
+                    while let Some(g) = group.upgrade() {
+                        if g.sweep_r1(&engines).await {
+                            done.store(true, Ordering::Release);
+                            break;
+                        }
+                        drop(g);
+                        tokio::time::sleep(TICK).await;
+                    }
+                });
+            }
+            Some(done) if !self.reloaded && done.load(Ordering::Acquire) => {
+                self.reloaded = true;
+                self.held = None;
+                self.load_held(g);
+            }
+            Some(_) => {}
         }
     }
 

@@ -176,10 +176,10 @@ impl MetaGroup {
                 return false;
             }
         };
-        let state = self.state();
         let mut released = Vec::new();
         for key in held.into_keys() {
-            let Some(why) = not_held_because(&state, self.own, &key) else {
+            // The state as it is now (a stream assigned here again meanwhile stays).
+            let Some(why) = not_held_because(&self.state(), self.own, &key) else {
                 continue;
             };
             if let Some(js) = engines.get(&key.0) {
