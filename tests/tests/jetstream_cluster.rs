@@ -40,7 +40,10 @@
 //! member, listed, read, consumed and deleted through the others; a KV bucket with the default
 //! R1 used from another member; streams from before the change assigned to their member (a
 //! name held by two members logged, the loser serving its own clients); a push delivery
-//! crossing a route arrives under its stored subject.
+//! crossing a route arrives under its stored subject; one deleted while its member was down
+//! does not come back when the member learns the removal from a snapshot; `SERVER.REMOVE` of
+//! its member gives it another one; `max_streams` and `$JS.API.INFO` count the account's
+//! assignments on every member.
 //!
 //! Every wait is bounded.
 
