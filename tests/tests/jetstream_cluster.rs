@@ -40,7 +40,10 @@
 //! member, listed, read, consumed and deleted through the others; a KV bucket with the default
 //! R1 used from another member; streams from before the change assigned to their member (a
 //! name held by two members logged, the loser serving its own clients); a push delivery
-//! crossing a route arrives under its stored subject.
+//! crossing a route arrives under its stored subject; one deleted while its member was down
+//! does not come back when the member learns the removal from a snapshot; `SERVER.REMOVE` of
+//! its member gives it another one; `max_streams` and `$JS.API.INFO` count the account's
+//! assignments on every member.
 //!
 //! Every wait is bounded.
 
@@ -5456,4 +5459,202 @@ async fn an_r1_kv_bucket_updated_to_r3_is_still_usable() {
     assert_eq!(history, ["v1", "v2", "v3"]);
     let again = bucket_c.create("k", "v4".into()).await;
     assert!(again.is_err(), "create of an existing key: {again:?}");
+}
+
+/// An API request through `client` retried (bounded) while it answers 10008 (no meta leader
+/// yet after a member was killed): its answer.
+async fn api_once_available(client: &e2e::async_nats::Client, subject: &str, body: Value) -> Value {
+    let deadline = Instant::now() + ELECTION;
+    loop {
+        let answer = api(client, subject, body.clone()).await;
+        if answer["error"]["err_code"] != 10008 {
+            return answer;
+        }
+        assert!(Instant::now() < deadline, "{subject}: {answer}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// issue 22, R1 streams (`jsc::r1_held`): an R1 stream deleted while its member was down does
+/// not come back. R1 stream `GONE` on A of three; A SIGKILLed; `GONE` deleted through B
+/// (answered `success`); then enough further meta changes through B (R1 streams created and
+/// deleted) that the meta log A lacks is purged behind a snapshot; A restarted learns the
+/// state from the leader's snapshot (its log says so) and deletes `GONE` (logged with its
+/// name): by the sweep at start when A's state never assigned it since it started (`GONE`
+/// recorded as held, no assignment once caught up), else by its follower as the snapshot's
+/// state dropped it; never proposed as a stream from before: no member lists it, A's engine
+/// holds nothing, also after A's follower ran a few more rounds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_r1_stream_deleted_while_its_member_was_down_does_not_come_back() {
+    let mut members = three_members_with_a_meta_leader().await;
+    let ca = app_client(&members[0]).await;
+    let created = create(&ca, json!({"name": "GONE", "subjects": ["gone.>"]})).await;
+    assert_eq!(created["did_create"], true, "{created}");
+    assert_eq!(acknowledged(&members[2], "gone.1").await["seq"], 1);
+    until_engine_streams(&members[0], 1).await;
+    drop(ca);
+
+    members[0].server.kill();
+    agreed_leader(&[&members[1], &members[2]], Some("n1")).await;
+    let cb = app_client(&members[1]).await;
+    let deleted = api_once_available(&cb, "$JS.API.STREAM.DELETE.GONE", json!({})).await;
+    assert_eq!(deleted["success"], true, "{deleted}");
+    // Meta changes past a snapshot and its kept log (128 + 64 entries).
+    for i in 0..150 {
+        let name = format!("CHURN{i}");
+        let config = json!({"name": name, "subjects": [format!("churn.{i}")], "storage": "memory"});
+        let created = create(&cb, config).await;
+        assert_eq!(created["did_create"], true, "{created}");
+        let gone = api(&cb, &format!("$JS.API.STREAM.DELETE.{name}"), json!({})).await;
+        assert_eq!(gone["success"], true, "{gone}");
+    }
+
+    restart_in_place(&mut members[0]).await;
+    let a = &members[0];
+    wait_for_log(
+        &a.server,
+        "meta state installed from the leader's snapshot",
+        1,
+    )
+    .await;
+    // Deleted by the sweep at start, or (when A's own log still assigned it as A started)
+    // by the follower as the snapshot's state dropped it: never proposed again.
+    let log = wait_for_log(&a.server, "R1 stream deleted", 1).await;
+    assert!(
+        log.lines()
+            .any(|l| l.contains("R1 stream deleted") && l.contains("GONE")),
+        "{log}"
+    );
+    until_engine_streams(a, 0).await;
+    // A's follower runs every second: the stream stays gone through a few of its rounds.
+    for _ in 0..3 {
+        for m in &members {
+            until_names(&app_client(m).await, &[]).await;
+        }
+        assert_eq!(engine_streams(&members[0]).await, 0);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert!(
+        !members[0].server.log().contains("from before assigned"),
+        "{}",
+        members[0].server.log()
+    );
+}
+
+/// issue 22, R1 streams and `SERVER.REMOVE` (as nats-server 2.9's peer removal: the stream is
+/// remapped to another member, where it starts empty): R1 stream `MOVED` on member A (not the
+/// meta leader) with one message; A SIGKILLed and removed through another member: the stream
+/// gets a live member as its peer (created in its engine), every live member lists it, and
+/// publishes through the other live member are acknowledged there, from sequence 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_servers_r1_stream_goes_to_another_member() {
+    let mut members = three_members_with_a_meta_leader().await;
+    let all: Vec<&Member> = members.iter().collect();
+    let meta_leader = agreed_leader(&all, None).await;
+    let victim = members
+        .iter()
+        .position(|m| m.name != meta_leader)
+        .expect("a member not leading the meta group");
+    let victim_name = members[victim].name.clone();
+    let created = create(
+        &app_client(&members[victim]).await,
+        json!({"name": "MOVED", "subjects": ["moved.>"]}),
+    )
+    .await;
+    assert_eq!(created["did_create"], true, "{created}");
+    assert_eq!(acknowledged(&members[victim], "moved.1").await["seq"], 1);
+    until_engine_streams(&members[victim], 1).await;
+    members[victim].server.kill();
+    let live = all_but(&members, victim);
+    let sys = sys_client(live[0]).await;
+    let removed = api(&sys, "$JS.API.SERVER.REMOVE", json!({"peer": victim_name})).await;
+    assert_eq!(
+        removed,
+        json!({"type": "io.nats.jetstream.api.v1.meta_server_remove_response", "success": true}),
+    );
+    // The new peer holds it (empty); the other lists it with the new peer as its leader.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let holder = loop {
+        let mut holders = Vec::new();
+        for (i, m) in live.iter().enumerate() {
+            if engine_streams(m).await == 1 {
+                holders.push(i);
+            }
+        }
+        if holders.len() == 1 {
+            break holders[0];
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no single live member holds MOVED: {holders:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let other = live[1 - holder];
+    let list = api(&app_client(other).await, "$JS.API.STREAM.LIST", json!({})).await;
+    assert_eq!(list["streams"][0]["config"]["name"], "MOVED", "{list}");
+    assert_eq!(
+        list["streams"][0]["cluster"]["leader"], live[holder].name,
+        "{list}"
+    );
+    assert_eq!(acknowledged(other, "moved.2").await["seq"], 1);
+    let info = api(
+        &app_client(other).await,
+        "$JS.API.STREAM.INFO.MOVED",
+        json!({}),
+    )
+    .await;
+    assert_eq!(info["state"]["messages"], 1, "{info}");
+    for m in &live {
+        until_names(&app_client(m).await, &["MOVED"]).await;
+    }
+}
+
+/// issue 22, R1 streams and account limits (as nats-server's clustered account info and
+/// create): account `APP` with `max_streams` 2 on each of three members; R1 streams created
+/// on two different members; a third refused on every member with the single server's error
+/// (10027), although no member's engine holds two; `$JS.API.INFO` on every member counts the
+/// account's two streams.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_streams_counts_the_accounts_r1_streams_on_every_member() {
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let mut members = Vec::new();
+    for i in 0..3 {
+        members.push(
+            member_on(i, &ports, StoreDir::new(), |c| {
+                c["accounts"]["APP"]["jetstream"] = json!({"max_streams": 2});
+            })
+            .await,
+        );
+    }
+    agreed_leader(&members.iter().collect::<Vec<_>>(), None).await;
+    let mut clients = Vec::new();
+    for m in &members {
+        clients.push(
+            m.server
+                .client_with(TestServer::options().user_and_password("a".into(), "a".into()))
+                .await,
+        );
+    }
+    for (i, name) in ["ONE", "TWO"].iter().enumerate() {
+        let created = create(
+            &clients[i],
+            json!({"name": name, "subjects": [format!("{}.>", name.to_lowercase())]}),
+        )
+        .await;
+        assert_eq!(created["did_create"], true, "{created}");
+    }
+    for client in &clients {
+        until_names(client, &["ONE", "TWO"]).await;
+    }
+    for (i, client) in clients.iter().enumerate() {
+        let refused = create(client, json!({"name": "THREE", "subjects": ["three.>"]})).await;
+        assert_eq!(refused["error"]["err_code"], 10027, "n{}: {refused}", i + 1);
+        let info = api(client, "$JS.API.INFO", json!({})).await;
+        assert_eq!(info["streams"], 2, "n{}: {info}", i + 1);
+        assert_eq!(info["limits"]["max_streams"], 2, "n{}: {info}", i + 1);
+    }
+    for client in &clients {
+        until_names(client, &["ONE", "TWO"]).await;
+    }
 }

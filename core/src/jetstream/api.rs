@@ -266,6 +266,8 @@ impl Inner {
 
     fn account_info(&self) -> Reply {
         let streams = self.streams_snapshot();
+        // In a cluster: the account's assignments (see `cluster_r1`).
+        let counts = self.cluster_counts();
         let used = |storage: Storage| -> u64 {
             streams
                 .iter()
@@ -279,8 +281,11 @@ impl Inner {
             "storage": used(Storage::File),
             "reserved_memory": 0,
             "reserved_storage": 0,
-            "streams": streams.len(),
-            "consumers": streams.iter().map(|s| s.consumer_count()).sum::<usize>(),
+            "streams": counts.map_or(streams.len(), |c| c.streams),
+            "consumers": counts.map_or_else(
+                || streams.iter().map(|s| s.consumer_count()).sum::<usize>(),
+                |c| c.consumers,
+            ),
             "limits": {
                 "max_memory": self.max_memory_bytes, "max_storage": self.max_file_bytes.map_or(-1, |b| b as i64),
                 "max_streams": self.max_streams().map_or(-1, |n| n as i64),

@@ -238,7 +238,63 @@ impl Inner {
     }
 }
 
+/// The account's streams and consumers as `$JS.API.INFO` counts them in a cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ClusterCounts {
+    /// The account's streams: its assignments (R1 and replicated, whichever member holds
+    /// them) and this member's streams no assignment accounts for.
+    pub(crate) streams: usize,
+    /// The replicated consumers assigned, and the other consumers of this member's streams
+    /// and copies (those of R1 streams held elsewhere are on their member: not counted).
+    pub(crate) consumers: usize,
+}
+
+impl Inner {
+    /// The account's counts across the cluster (`None` without a cluster that assigns R1
+    /// streams: the engine's own counts then), as nats-server's clustered account info: the
+    /// streams are the account's assignments.
+    pub(crate) fn cluster_counts(&self) -> Option<ClusterCounts> {
+        let (hook, account) = self.replication()?;
+        if !hook.clusters_r1() {
+            return None;
+        }
+        let replicated = hook.streams(&account);
+        let mut names: std::collections::BTreeSet<String> = replicated
+            .iter()
+            .map(|r| r.config.name.clone())
+            .chain(hook.r1_streams(&account).into_iter().map(|r| r.config.name))
+            .collect();
+        let mut consumers = 0;
+        for r in &replicated {
+            consumers += hook.consumer_names(&account, &r.config.name).len();
+        }
+        for stream in self.streams_snapshot().iter() {
+            names.insert(stream.name.clone());
+            let grouped = if stream.config().is_replicated() {
+                hook.consumer_names(&account, &stream.name)
+            } else {
+                Vec::new()
+            };
+            consumers += stream
+                .consumers_snapshot()
+                .iter()
+                .filter(|c| !grouped.contains(&c.name))
+                .count();
+        }
+        Some(ClusterCounts {
+            streams: names.len(),
+            consumers,
+        })
+    }
+}
+
 impl JetStream {
+    /// The account's most streams (`None`: unlimited); in a cluster the meta group holds the
+    /// account's assignments to it.
+    pub fn max_streams(&self) -> Option<u64> {
+        self.inner.max_streams()
+    }
+
     /// Serves an API request another member of the cluster forwarded (see the module
     /// documentation) as if a client of this engine's account had sent it: the answer, or
     /// `None` (a pull request: its messages go to the request's reply subject from here).

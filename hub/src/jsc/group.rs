@@ -101,8 +101,16 @@ pub struct MetaGroup {
     pub(super) engines: std::sync::OnceLock<Arc<AccountJetStreams>>,
 }
 
+/// Meta log entries applied since the last snapshot that make the meta group take a new one.
+/// The meta state is small (assignments), so a snapshot is cheap; a member behind by more
+/// than [`META_SNAPSHOT_EVERY`] + [`META_LOG_KEPT`] entries gets one instead of the log.
+const META_SNAPSHOT_EVERY: u64 = 128;
+/// Meta log entries kept before the last snapshot.
+const META_LOG_KEPT: u64 = 64;
+
 /// The Raft timings of the meta group: heartbeats every 250 ms, elections after 1.5-3 s
-/// without one (the routes are a LAN; nats-server's are 4-9 s).
+/// without one (the routes are a LAN; nats-server's are 4-9 s); a snapshot every
+/// [`META_SNAPSHOT_EVERY`] entries.
 fn raft_config() -> Result<Config, String> {
     Config {
         cluster_name: META.into(),
@@ -110,6 +118,8 @@ fn raft_config() -> Result<Config, String> {
         election_timeout_min: 1500,
         election_timeout_max: 3000,
         install_snapshot_timeout: 5000,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(META_SNAPSHOT_EVERY),
+        max_in_snapshot_log_to_keep: META_LOG_KEPT,
         ..Config::default()
     }
     .validate()
@@ -1218,6 +1228,7 @@ impl Handler for MetaHandler {
                 "stepdown" => postcard::to_allocvec(&g.step_down()).ok(),
                 "propose" => g.serve_proposal(&body).await,
                 super::r1::API_RPC => g.serve_api(&body).await,
+                super::r1_held::READ_INDEX_RPC => g.serve_read_index().await,
                 super::server_remove::REMOVE_RPC => {
                     postcard::to_allocvec(&g.serve_remove_server(&body).await).ok()
                 }

@@ -184,8 +184,13 @@ impl RaftStateMachine<MetaTypes> for MetaMachine {
         image.membership = meta.last_membership.clone();
         self.store(&image).await?;
         let state = image.state.clone();
+        let index = image.last_applied.map(|l| l.index);
         *self.lock() = image;
         self.changes.send_replace(state);
+        tracing::info!(
+            index,
+            "JetStream cluster: meta state installed from the leader's snapshot"
+        );
         Ok(())
     }
 

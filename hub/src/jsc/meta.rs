@@ -203,6 +203,29 @@ pub enum MetaCommand {
         /// The change's id.
         id: i64,
     },
+    /// Gives R1 stream `name` another member, `to`, in place of `from` (`SERVER.REMOVE` of
+    /// `from`: the stream is created there, empty). One step, so no change of the stream's
+    /// peers is recorded for it; refused while one is (10124), or when the stream is not an
+    /// R1 stream of `from` any more (decided on a stale state: 10124 too).
+    ReassignR1 {
+        /// The account.
+        account: String,
+        /// The stream.
+        name: String,
+        /// The member removed.
+        from: u64,
+        /// The member taking it.
+        to: u64,
+    },
+    /// Creates a stream as [`MetaCommand::AssignStream`] does, unless its account already has
+    /// `max_streams` assigned streams (the account's limit on the proposing member:
+    /// `Refusal::MaxStreams`, 10027). The same stream again is not a new one.
+    AssignStreamWithin {
+        /// The assignment.
+        assignment: StreamAssignment,
+        /// The account's most streams.
+        max_streams: u64,
+    },
 }
 
 /// What applying a command gave: `None` when it was applied, else why not (the proposer
@@ -238,6 +261,9 @@ pub enum Refusal {
     /// Another change of the stream's peers is in progress (or ended under the proposer).
     #[error("stream move already in progress")]
     MoveInProgress,
+    /// The account has as many streams as its `max_streams` allows.
+    #[error("maximum number of streams reached")]
+    MaxStreams,
 }
 
 /// The assignments of the cluster.
@@ -454,7 +480,50 @@ impl MetaState {
                 }
                 Ok(())
             }
+            MetaCommand::ReassignR1 {
+                account,
+                name,
+                from,
+                to,
+            } => self.reassign_r1(account, name, *from, *to),
+            MetaCommand::AssignStreamWithin {
+                assignment,
+                max_streams,
+            } => {
+                let key = (assignment.account.clone(), assignment.name.clone());
+                if !self.streams.contains_key(&key)
+                    && self.streams_of(&assignment.account) >= *max_streams
+                {
+                    return Err(Refusal::MaxStreams);
+                }
+                self.apply(&MetaCommand::AssignStream(assignment.clone()))
+            }
         }
+    }
+
+    /// How many streams account `account` has assigned.
+    pub fn streams_of(&self, account: &str) -> u64 {
+        let n = self.streams.keys().filter(|(a, _)| a == account).count();
+        u64::try_from(n).unwrap_or(u64::MAX)
+    }
+
+    /// [`MetaCommand::ReassignR1`].
+    fn reassign_r1(
+        &mut self,
+        account: &str,
+        name: &str,
+        from: u64,
+        to: u64,
+    ) -> Result<(), Refusal> {
+        let key = (account.to_owned(), name.to_owned());
+        let Some(sa) = self.streams.get_mut(&key) else {
+            return Err(Refusal::StreamNotFound);
+        };
+        if self.moves.contains_key(&key) || !sa.is_r1() || sa.group.peers != [from] {
+            return Err(Refusal::MoveInProgress);
+        }
+        sa.group.peers = vec![to];
+        Ok(())
     }
 }
 
@@ -754,6 +823,65 @@ mod tests {
             },
         };
         assert_eq!(state.apply(&other), Err(Refusal::StreamNotFound));
+    }
+
+    /// An R1 stream of a removed member goes to another one in one step, unless a change of
+    /// its peers is recorded or it is no longer the removed member's R1 stream.
+    #[test]
+    fn an_r1_stream_is_reassigned_in_one_step() {
+        let mut state = MetaState::default();
+        let mut r1 = stream("S", r#"{"num_replicas":1}"#);
+        if let MetaCommand::AssignStream(sa) = &mut r1 {
+            sa.group.peers = vec![1];
+        }
+        state.apply(&r1).unwrap();
+        state.apply(&stream("R3", r#"{"num_replicas":3}"#)).unwrap();
+        let reassign = |name: &str, from: u64, to: u64| MetaCommand::ReassignR1 {
+            account: "$G".into(),
+            name: name.into(),
+            from,
+            to,
+        };
+        assert_eq!(
+            state.apply(&reassign("S", 2, 3)),
+            Err(Refusal::MoveInProgress)
+        );
+        assert_eq!(
+            state.apply(&reassign("R3", 1, 4)),
+            Err(Refusal::MoveInProgress)
+        );
+        assert_eq!(
+            state.apply(&reassign("NOPE", 1, 4)),
+            Err(Refusal::StreamNotFound)
+        );
+        assert_eq!(state.apply(&reassign("S", 1, 3)), Ok(()));
+        let key = ("$G".to_owned(), "S".to_owned());
+        assert_eq!(state.streams[&key].group.peers, [3]);
+    }
+
+    /// `max_streams` counts the account's assigned streams, whichever member holds them; the
+    /// same stream again is no new one, another account has its own count.
+    #[test]
+    fn max_streams_counts_the_accounts_assignments() {
+        let mut state = MetaState::default();
+        let within = |name: &str, account: &str| {
+            let MetaCommand::AssignStream(mut sa) =
+                stream(name, &format!(r#"{{"subjects":["{name}"]}}"#))
+            else {
+                unreachable!()
+            };
+            sa.account = account.into();
+            MetaCommand::AssignStreamWithin {
+                assignment: sa,
+                max_streams: 2,
+            }
+        };
+        assert_eq!(state.apply(&within("A", "$G")), Ok(()));
+        assert_eq!(state.apply(&within("B", "$G")), Ok(()));
+        assert_eq!(state.apply(&within("B", "$G")), Ok(()));
+        assert_eq!(state.apply(&within("C", "$G")), Err(Refusal::MaxStreams));
+        assert_eq!(state.apply(&within("C", "OTHER")), Ok(()));
+        assert_eq!(state.streams_of("$G"), 2);
     }
 
     #[test]

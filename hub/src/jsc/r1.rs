@@ -24,7 +24,9 @@
 //! * **Streams from before** (no assignment: stores from before this change): once the meta
 //!   group has a leader each is proposed as an assignment with this member as its peer; when
 //!   another member's assignment holds the name or subjects, that is logged (both members
-//!   named) and the local stream keeps serving this member's clients, as before.
+//!   named) and the local stream keeps serving this member's clients, as before. A stream
+//!   recorded as held for an assignment (`jsc::r1_held`) is never one from before: once the
+//!   meta state caught up at start, one no longer assigned here is deleted.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Weak};
@@ -88,7 +90,11 @@ impl MetaGroup {
         let state = self.state();
         if let Some(existing) = state.streams.get(&key) {
             return if existing.is_r1() && same_config(&existing.config, &text) {
-                Ok(existing.group.peers.contains(&self.own))
+                let here = existing.group.peers.contains(&self.own);
+                if here {
+                    self.hold_assigned(account, &config.name).await?;
+                }
+                Ok(here)
             } else {
                 Err(ApiError::stream_name_exists())
             };
@@ -107,13 +113,19 @@ impl MetaGroup {
         };
         let assignment = one_peer(account, &config.name, text, peers, now_ns());
         let proposed = self
-            .propose(MetaCommand::AssignStream(assignment))
+            .propose(self.assign_command(assignment))
             .await
             .map_err(|_| unavailable())?;
         if let Some(r) = proposed.reply.refused {
             return Err(refused(r));
         }
-        self.r1_here(account, &config.name).ok_or_else(unavailable)
+        let here = self
+            .r1_here(account, &config.name)
+            .ok_or_else(unavailable)?;
+        if here {
+            self.hold_assigned(account, &config.name).await?;
+        }
+        Ok(here)
     }
 
     /// Removes the assignment of R1 stream `name` of `account`.
@@ -259,7 +271,9 @@ async fn run(
         let Some(g) = group.upgrade() else {
             break;
         };
+        follower.load_held(&g);
         follower.follow(&g, &state, &engines).await;
+        follower.sweep(&g, &engines);
         follower.migrate(&g, &engines).await;
         drop(g);
         tokio::select! {
@@ -325,6 +339,13 @@ struct Follower {
     started_ns: i64,
     /// Assignments of this member without a stream yet, since when (see [`LEFT_TO_THE_API`]).
     missing: BTreeMap<Key, tokio::time::Instant>,
+    /// The streams recorded as held for their assignment (`jsc::r1_held`); `None` until the
+    /// records were read (nothing is proposed as a stream from before meanwhile).
+    held: Option<BTreeSet<Key>>,
+    /// The sweep at start (`jsc::r1_held`): `None` until started, then whether it ran.
+    swept: Option<Arc<std::sync::atomic::AtomicBool>>,
+    /// Whether the records were read again after the sweep.
+    reloaded: bool,
 }
 
 impl Follower {
@@ -346,6 +367,7 @@ impl Follower {
         for key in gone {
             let Some(js) = engines.get(&key.0) else {
                 self.seen.remove(&key);
+                self.release(g, key).await;
                 continue;
             };
             match js.delete_assigned(&key.1).await {
@@ -355,15 +377,20 @@ impl Follower {
                               "JetStream cluster: R1 stream deleted (its assignment removed)");
                     }
                     self.seen.remove(&key);
+                    self.release(g, key).await;
                 }
                 Err(e) => warn!(account = %key.0, stream = %key.1, error = %e.description,
                                 "JetStream cluster: cannot delete an R1 stream (retried)"),
             }
         }
+        let unheld = self.hold(g, &mine).await;
         for (key, sa) in mine {
             // Seen: its removal deletes this member's stream, whoever created it (the API
             // request that made it, or this task).
             self.seen.insert(key.clone());
+            if unheld.contains(&key) {
+                continue; // not created without its record: the next tick
+            }
             let Some(js) = engines.get(&key.0) else {
                 self.report(&key, "its account has no JetStream on this member");
                 continue;
@@ -413,7 +440,10 @@ impl Follower {
     async fn migrate_engine(&mut self, g: &MetaGroup, account: &str, js: &JetStream) {
         for (config, created_ns) in js.plain_streams() {
             let key = (account.to_owned(), config.name.clone());
+            // A stream held for an assignment is never one from before (`jsc::r1_held`).
+            let held = self.held.as_ref().is_none_or(|h| h.contains(&key));
             if created_ns >= self.started_ns
+                || held
                 || self.seen.contains(&key)
                 || self.reported.contains(&key)
             {
@@ -438,6 +468,10 @@ impl Follower {
                     if existing.is_none() {
                         info!(account = %account, stream = %config.name,
                               "JetStream cluster: R1 stream from before assigned to this member");
+                    }
+                    let mine = BTreeMap::from([(key.clone(), &sa)]);
+                    if !self.hold(g, &mine).await.is_empty() {
+                        continue; // recorded on a later tick
                     }
                     self.seen.insert(key);
                 }
@@ -481,6 +515,92 @@ impl Follower {
         }
     }
 
+    /// Reads the records of the streams held here for their assignment, until they read.
+    fn load_held(&mut self, g: &MetaGroup) {
+        if self.held.is_some() {
+            return;
+        }
+        match g.held_r1() {
+            Ok(held) => self.held = Some(held.into_keys().collect()),
+            Err(e) => {
+                warn!(error = %e, "JetStream cluster: the R1 streams held here do not read (retried)")
+            }
+        }
+    }
+
+    /// Records the assignments of `mine` not recorded yet as held here (one durable commit);
+    /// returns those that could not be (not created until they are).
+    async fn hold(
+        &mut self,
+        g: &MetaGroup,
+        mine: &BTreeMap<Key, &StreamAssignment>,
+    ) -> BTreeSet<Key> {
+        let Some(held) = self.held.as_mut() else {
+            return mine.keys().cloned().collect();
+        };
+        let new: Vec<(Key, i64)> = mine
+            .iter()
+            .filter(|(k, _)| !held.contains(*k))
+            .map(|(k, sa)| (k.clone(), sa.created_ns))
+            .collect();
+        if new.is_empty() {
+            return BTreeSet::new();
+        }
+        match g.hold_r1(&new).await {
+            Ok(()) => {
+                held.extend(new.into_iter().map(|(k, _)| k));
+                BTreeSet::new()
+            }
+            Err(e) => {
+                warn!(error = %e, "JetStream cluster: R1 streams not recorded as held (retried)");
+                new.into_iter().map(|(k, _)| k).collect()
+            }
+        }
+    }
+
+    /// Removes the record of `key` (its stream deleted for a removal this task saw).
+    async fn release(&mut self, g: &MetaGroup, key: Key) {
+        match g.release_r1(std::slice::from_ref(&key)).await {
+            Ok(()) => {
+                if let Some(held) = self.held.as_mut() {
+                    held.remove(&key);
+                }
+            }
+            Err(e) => warn!(account = %key.0, stream = %key.1, error = %e,
+                            "JetStream cluster: the record of a deleted R1 stream stays"),
+        }
+    }
+
+    /// Starts the sweep at start (`jsc::r1_held`) in a task of its own, tried every
+    /// [`TICK`] until it ran (its wait for the meta leader never holds this task up); the
+    /// records are read again once it ran.
+    fn sweep(&mut self, g: &Arc<MetaGroup>, engines: &Arc<AccountJetStreams>) {
+        use std::sync::atomic::Ordering;
+        match &self.swept {
+            None => {
+                let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                self.swept = Some(done.clone());
+                let (group, engines) = (Arc::downgrade(g), engines.clone());
+                tokio::spawn(async move {
+                    while let Some(g) = group.upgrade() {
+                        if g.sweep_r1(&engines).await {
+                            done.store(true, Ordering::Release);
+                            break;
+                        }
+                        drop(g);
+                        tokio::time::sleep(TICK).await;
+                    }
+                });
+            }
+            Some(done) if !self.reloaded && done.load(Ordering::Acquire) => {
+                self.reloaded = true;
+                self.held = None;
+                self.load_held(g);
+            }
+            Some(_) => {}
+        }
+    }
+
     /// Logs a problem with R1 stream `key`, once until it is solved.
     fn report(&mut self, key: &Key, why: &str) {
         if self.reported.insert(key.clone()) {
@@ -490,10 +610,11 @@ impl Follower {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn assignment(name: &str, replicas: i64, peers: &[u64]) -> StreamAssignment {
+    /// An assignment of stream `name` of `$G` with `replicas` to `peers` (unit tests).
+    pub(in crate::jsc) fn assignment(name: &str, replicas: i64, peers: &[u64]) -> StreamAssignment {
         StreamAssignment {
             account: "$G".into(),
             name: name.into(),

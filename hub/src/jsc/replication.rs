@@ -89,6 +89,7 @@ pub(super) fn refused(r: Refusal) -> ApiError {
         Refusal::ConsumerExists | Refusal::ConsumerNotFound => ApiError::general(&r.to_string()),
         Refusal::WorkQueue(e) => e,
         Refusal::MoveInProgress => JsError::StreamMoveInProgress.err(),
+        Refusal::MaxStreams => JsError::MaximumStreamsLimit.err(),
     }
 }
 
@@ -339,7 +340,7 @@ impl MetaGroup {
             created_ns,
         };
         let proposed = self
-            .propose(MetaCommand::AssignStream(assignment.clone()))
+            .propose(self.assign_command(assignment.clone()))
             .await
             .map_err(|_| unavailable())?;
         if let Some(r) = proposed.reply.refused {

@@ -13,7 +13,11 @@
 //!    stream's peers, `jsc::moves`: the replacement added to the assignment, the stream
 //!    group's leader makes it a learner, then a voter in the removed one's place, the
 //!    consumers follow, then the assignment loses the removed one; the first step before the
-//!    answer, the rest run by this member as meta leader);
+//!    answer, the rest run by this member as meta leader); each **R1 stream** of the server
+//!    is assigned to another member up holding its placement tags instead (one meta command,
+//!    `MetaCommand::ReassignR1`; created there, empty: its messages were on the removed
+//!    server alone), or stays assigned to the removed server when no member qualifies
+//!    (logged);
 //! 2. the server is removed from the meta group's voters (`change_membership`, joint
 //!    consensus); the leader's upkeep adds only members seen over a route, so a dead server is
 //!    not added back (one that comes back is added again, as any new member).
@@ -37,8 +41,12 @@ use openraft::{ChangeMembers, ServerState};
 use serde_json::{json, Value};
 use tracing::{info, warn};
 
+use leaf_core::jetstream::config::StreamConfig;
+
 use super::group::MetaGroup;
+use super::meta::{MetaCommand, StreamAssignment};
 use super::node_id::peer_id;
+use super::placement;
 
 /// The request's subject.
 const SUBJECT: &[u8] = b"$JS.API.SERVER.REMOVE";
@@ -147,7 +155,17 @@ impl MetaGroup {
             self.check_no_move(account, stream)?;
         }
         for (account, stream) in streams {
-            if let Err(e) = self.replace_stream_peer(&account, &stream, removed).await {
+            let r1 = self
+                .state()
+                .streams
+                .get(&(account.clone(), stream.clone()))
+                .is_some_and(StreamAssignment::is_r1);
+            let replaced = if r1 {
+                self.reassign_r1(&account, &stream, removed).await
+            } else {
+                self.replace_stream_peer(&account, &stream, removed).await
+            };
+            if let Err(e) = replaced {
                 warn!(account = %account, stream = %stream, server = %name, error = %e.description,
                       "JetStream cluster: a removed server's stream peer not replaced");
                 return Err(e);
@@ -172,6 +190,50 @@ impl MetaGroup {
             }
             Err(_) => Err(JsError::ClusterNotAvail.err()),
         }
+    }
+}
+
+impl MetaGroup {
+    /// R1 stream `name` of `account` on the removed server `removed`: assigned to another
+    /// member up that holds its `placement` tags, the least loaded (`MetaCommand::ReassignR1`,
+    /// one step of the meta state, refused with 10124 while another change of the stream's
+    /// peers runs); that member creates it, empty (its messages and consumers were on the
+    /// removed server alone). No such member: it stays assigned to the removed server
+    /// (logged), which serves it again if it comes back.
+    async fn reassign_r1(&self, account: &str, name: &str, removed: u64) -> Result<(), ApiError> {
+        let state = self.state();
+        let Some(sa) = state
+            .streams
+            .get(&(account.to_owned(), name.to_owned()))
+            .cloned()
+        else {
+            return Ok(());
+        };
+        let wanted = serde_json::from_str::<StreamConfig>(&sa.config)
+            .map(|c| placement::tags(c.placement.as_ref()))
+            .unwrap_or_default();
+        let free = self.voters_but(&[removed]);
+        let to = match placement::choose(1, &free, &state.load(), &wanted) {
+            Ok(to) => to,
+            Err(e) => {
+                warn!(account, stream = name, reason = %e.0,
+                      "JetStream cluster: an R1 stream of a removed server stays assigned to it");
+                return Ok(());
+            }
+        };
+        let Some(to) = to.first().copied() else {
+            return Ok(());
+        };
+        self.apply_command(MetaCommand::ReassignR1 {
+            account: account.to_owned(),
+            name: name.to_owned(),
+            from: removed,
+            to,
+        })
+        .await?;
+        info!(account, stream = name, to = %self.name_of(to).unwrap_or_default(),
+              "JetStream cluster: an R1 stream of a removed server assigned to another member (empty)");
+        Ok(())
     }
 }
 

@@ -44,6 +44,9 @@ use super::durable::Durable;
 const LOG: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("raft_log");
 /// Per group values: (group, key) → postcard of the value.
 const STATE: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("raft_state");
+/// Small records of this member beside the Raft state: (kind, key) → value (the R1 streams
+/// this member holds for their assignment: `super::r1_held`).
+const SIDE: TableDefinition<(&str, &[u8]), &[u8]> = TableDefinition::new("side");
 
 /// Every value a group may have in [`STATE`] (what [`RaftDb::remove_group`] removes).
 const GROUP_KEYS: &[&str] = &[
@@ -59,6 +62,9 @@ const GROUP_KEYS: &[&str] = &[
 /// The key of the last log id a member had when its group's state was reset
 /// ([`RaftDb::reset_group`]): it refuses its vote to candidates behind it until it applied it.
 pub const RESET_FLOOR: &str = "reset_floor";
+
+/// A side record (see [`SIDE`]): its key and value.
+pub type SideRecord = (Vec<u8>, Vec<u8>);
 
 /// The file's name in the store directory.
 pub const FILE_NAME: &str = "raft.redb";
@@ -102,6 +108,7 @@ impl RaftDb {
             let txn = db.begin_write()?;
             txn.open_table(LOG)?;
             txn.open_table(STATE)?;
+            txn.open_table(SIDE)?;
             txn.commit()?;
             Ok(())
         };
@@ -265,6 +272,46 @@ impl RaftDb {
     /// leader (see "Snapshots and log purge" in `hub/JETSTREAM-CLUSTER.md`).
     pub async fn reset_group(&self, group: &str, floor: Vec<u8>) -> Result<(), redb::Error> {
         self.clear_group(group, Some(floor)).await
+    }
+
+    /// The side records of `kind` (see [`SIDE`]): key and value.
+    pub(super) fn side(&self, kind: &str) -> Result<Vec<SideRecord>, redb::Error> {
+        let txn = self.0.begin_read()?;
+        let table = txn.open_table(SIDE)?;
+        let mut out = Vec::new();
+        for row in table.range((kind, &[][..])..)? {
+            let (k, v) = row?;
+            let (k_kind, key) = k.value();
+            if k_kind != kind {
+                break;
+            }
+            out.push((key.to_vec(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Writes (or with `None`, removes) side records of `kind` in one durable commit, on the
+    /// blocking pool.
+    pub(super) async fn put_side(
+        &self,
+        kind: &'static str,
+        records: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    ) -> Result<(), redb::Error> {
+        durable(self.0.clone(), move |txn| {
+            let mut table = txn.open_table(SIDE)?;
+            for (key, value) in &records {
+                match value {
+                    Some(v) => {
+                        table.insert((kind, key.as_slice()), v.as_slice())?;
+                    }
+                    None => {
+                        table.remove((kind, key.as_slice()))?;
+                    }
+                }
+            }
+            Ok(())
+        })
+        .await
     }
 
     /// The snapshot slot of `group`.
