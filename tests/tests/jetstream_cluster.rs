@@ -4507,8 +4507,9 @@ fn with_replicas(config: &Value, r: u64) -> Value {
 }
 
 /// issue 22, a change of `num_replicas` on three members: R3 to R5 is refused as a create of
-/// an R5 stream is (10005, the same text), to R1 and to R6 too (10061, 10052), each leaving
-/// the stream as it was; an R1 stream to R6 is refused (10052), to R3 accepted (then deleted). R3 to R2 through the
+/// an R5 stream is (10005, the same text), to R6 too (10052), each leaving the stream as it
+/// was (R3 to R1 is built: `a_stream_updated_to_r1_keeps_its_leaders_copy`); an R1 stream to
+/// R6 is refused (10052), to R3 accepted (then deleted). R3 to R2 through the
 /// member that will be dropped: answered with R2, the leader kept, the dropped member's copy
 /// gone, every member showing R2; a publish through the dropped member acknowledged. Back to
 /// R3: the member added again catches up (every copy holds the 21 messages in order), the
@@ -4550,8 +4551,6 @@ async fn refused_rescales(members: &[Member], config: &Value) {
     .await;
     assert_eq!(too_many["error"]["err_code"], 10005, "{too_many}");
     assert_eq!(too_many["error"], create_r5["error"], "as a create answers");
-    let to_r1 = update_stream(&members[0], with_replicas(config, 1)).await;
-    assert_eq!(to_r1["error"]["err_code"], 10061, "{to_r1}");
     let to_r6 = update_stream(&members[0], with_replicas(config, 6)).await;
     assert_eq!(to_r6["error"]["err_code"], 10052, "{to_r6}");
     let plain = json!({"name": "PLAIN", "subjects": ["plain.>"]});
@@ -5656,5 +5655,105 @@ async fn max_streams_counts_the_accounts_r1_streams_on_every_member() {
     }
     for client in &clients {
         until_names(client, &["ONE", "TWO"]).await;
+    }
+}
+
+/// issue 22, a replicated stream made R1 (`STREAM.UPDATE` of `num_replicas` 3 to 1, as
+/// nats-server 2.9: the peers removed down to one, the stream stays): three members, an R3
+/// stream, 50 publishes with msg ids; a replicated durable `D` and, on the stream's leader, an
+/// R1 durable `E` of its copy that double-acked 10. Updated to R1 through a member that is not
+/// the leader while the first 60 ids are published again through the third member (each
+/// retried until acknowledged): answered with R1; the first 50 are duplicates, the other 10
+/// stored at 51-60; every member shows the stream R1 with the former leader as its one peer
+/// (`cluster.leader`, no replicas); only that member's engine holds a stream, the 60 ids
+/// once at their acknowledged sequences. `D` is gone (10014 on every member), `E` delivers
+/// 11-60 in order. 70 ids published again: the 10 new ones at 61-70. Back to R3 (the R1 to
+/// R3 path): every copy holds the 70 ids once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_updated_to_r1_keeps_its_leaders_copy() {
+    // Boxed: the test's future is too large for the test thread's stack in a debug build.
+    Box::pin(updated_to_r1()).await;
+}
+
+/// See [`a_stream_updated_to_r1_keeps_its_leaders_copy`].
+async fn updated_to_r1() {
+    let (members, leader) = three_members_with_an_r3_stream("SHRINK1", "orders.>").await;
+    let all: Vec<&Member> = members.iter().collect();
+    let names: Vec<String> = members.iter().map(|m| m.name.clone()).collect();
+    let config = json!({"name": "SHRINK1", "subjects": ["orders.>"], "num_replicas": 3});
+    let (kept, other) = leader_and_other(&members, &leader);
+    let third = (0..3)
+        .find(|i| *i != kept && *i != other)
+        .expect("a third member");
+    let js_third = jetstream_on(&members[third]).await;
+    let acked = publish_until_acknowledged(&jetstream_on(&members[other]).await, 50, |_| {}).await;
+    assert_eq!(acked, (1..=50).collect::<Vec<u64>>());
+    let made = durable(&members[other], "SHRINK1", "D", json!({})).await;
+    assert!(made["error"].is_null(), "{made}");
+    let made = durable(&members[kept], "SHRINK1", "E", json!({"num_replicas": 1})).await;
+    assert!(made["error"].is_null(), "{made}");
+    let client_kept = app_client(&members[kept]).await;
+    let got = fetch(&client_kept, "SHRINK1", "E", 10).await;
+    let seqs: Vec<u64> = got.iter().map(|(seq, _)| *seq).collect();
+    assert_eq!(seqs, (1..=10).collect::<Vec<u64>>());
+    double_ack(&client_kept, got).await;
+
+    let client_other = app_client(&members[other]).await;
+    let r1 = with_replicas(&config, 1);
+    let update =
+        tokio::spawn(async move { api(&client_other, "$JS.API.STREAM.UPDATE.SHRINK1", r1).await });
+    let during = publish_until_acknowledged(&js_third, 60, |_| {}).await;
+    let r1 = update.await.expect("the update's task");
+    assert!(r1["error"].is_null(), "{r1}");
+    assert_eq!(r1["config"]["num_replicas"], 1, "{r1}");
+    assert_eq!(
+        &during[..50],
+        &(1..=50).collect::<Vec<u64>>()[..],
+        "duplicates"
+    );
+    let mut new = during[50..].to_vec();
+    new.sort_unstable();
+    assert_eq!(new, (51..=60).collect::<Vec<u64>>());
+    for m in &all {
+        until_answer(
+            m,
+            "$JS.API.STREAM.INFO.SHRINK1",
+            "R1 on the leader",
+            |info| {
+                info["config"]["num_replicas"] == json!(1)
+                    && group_members(info) == [leader.clone()]
+                    && info["cluster"]["leader"] == json!(leader)
+            },
+        )
+        .await;
+    }
+    for (i, m) in members.iter().enumerate() {
+        until_engine_streams(m, u64::from(i == kept)).await;
+    }
+    let copy = copy_of(&members[kept], "SHRINK1", 60).await;
+    exactly_once(&members[kept], &copy, &during);
+    for m in &all {
+        let gone = api(
+            &app_client(m).await,
+            "$JS.API.CONSUMER.INFO.SHRINK1.D",
+            json!({}),
+        )
+        .await;
+        assert_eq!(gone["error"]["err_code"], 10014, "{}: {gone}", m.name);
+    }
+    consume_all(&members[kept], "SHRINK1", "E", 11..=60).await;
+
+    let acked = publish_until_acknowledged(&js_third, 70, |_| {}).await;
+    assert_eq!(&acked[..60], &during[..], "duplicates");
+    assert_eq!(&acked[60..], &(61..=70).collect::<Vec<u64>>()[..]);
+    let copy = copy_of(&members[kept], "SHRINK1", 70).await;
+    exactly_once(&members[kept], &copy, &acked);
+
+    let r3 = update_stream(&members[other], config.clone()).await;
+    assert!(r3["error"].is_null(), "{r3}");
+    until_rescaled(&all, "SHRINK1", 3, &names).await;
+    for m in &all {
+        let copy = copy_of(m, "SHRINK1", 70).await;
+        exactly_once(m, &copy, &acked);
     }
 }

@@ -321,12 +321,13 @@ impl Inner {
             (state.first_seq, state.last_seq)
         };
         let (mirror, sources) = super::source::info(&stream);
-        // A replicated stream's copy: the cluster's view of its peers.
-        let cluster = stream
-            .config()
-            .is_replicated()
-            .then(|| self.replicated(name).map(|r| r.cluster))
-            .flatten();
+        // A replicated stream's copy: the cluster's view of its peers; an R1 stream the
+        // cluster assigned here: its one peer as leader.
+        let cluster = if stream.config().is_replicated() {
+            self.replicated(name).map(|r| r.cluster)
+        } else {
+            self.r1_cluster(name)
+        };
         Ok(StreamInfo {
             config: stream.config(),
             created: rfc3339(stream.created_ns),

@@ -250,6 +250,20 @@ pub(crate) struct ClusterCounts {
 }
 
 impl Inner {
+    /// What `STREAM.INFO` shows as `cluster` of plain stream `name` when it is an R1 stream
+    /// the cluster assigned to this member (the cluster's name, this member as its leader,
+    /// as nats-server shows an R1 stream of a cluster); `None` otherwise.
+    pub(crate) fn r1_cluster(&self, name: &str) -> Option<super::wire::ClusterInfo> {
+        let (hook, account) = self.replication()?;
+        if hook.r1_here(&account, name) != Some(true) {
+            return None;
+        }
+        hook.r1_streams(&account)
+            .into_iter()
+            .find(|r| r.config.name == name)
+            .map(|r| r.cluster)
+    }
+
     /// The account's counts across the cluster (`None` without a cluster that assigns R1
     /// streams: the engine's own counts then), as nats-server's clustered account info: the
     /// streams are the account's assignments.

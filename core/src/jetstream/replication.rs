@@ -17,8 +17,9 @@
 //! takes nothing. `STREAM.PURGE` and `STREAM.MSG.DELETE` are checked here and handed to the
 //! hook ([`Replication::purge`], [`Replication::delete_msg`]: hubd proposes them to the
 //! stream's group, applied alike on every copy) from any member; `STREAM.UPDATE` is checked
-//! here as for a single server (a change of `num_replicas` to R1 refused, 10061; one
-//! within 2-5 rescales the stream's group; an R1 stream of a cluster that assigns them goes
+//! here as for a single server (a change of `num_replicas` within 2-5 rescales the stream's
+//! group; one to R1 is [`Replication::unreplicate`], the leader's copy becoming a plain
+//! stream with [`JetStream::copy_to_plain`]; an R1 stream of a cluster that assigns them goes
 //! to R2-R5 with [`Replication::replicate_r1`]) and handed to
 //! [`Replication::update`] (hubd: through the meta group, each copy updated with
 //! [`JetStream::update_replica`]). Consumers on a member that holds no copy answer
@@ -257,6 +258,14 @@ pub trait Replication: Send + Sync {
         Box::pin(async { Err(JsError::StreamReplicasNotUpdatable.err()) })
     }
 
+    /// Turns replicated stream `config.name` of `account` into an R1 stream (`config`, its
+    /// `num_replicas` 1, checked already against the stream's): the stream as updated. By
+    /// default refused (10061).
+    fn unreplicate(&self, account: &str, config: StreamConfig) -> Pending<Replicated> {
+        let _ = (account, config);
+        Box::pin(async { Err(JsError::StreamReplicasNotUpdatable.err()) })
+    }
+
     /// Where R1 stream `name` of `account` is assigned: `Some(true)` on this member,
     /// `Some(false)` on another, `None` without an assignment.
     fn r1_here(&self, account: &str, name: &str) -> Option<bool> {
@@ -417,8 +426,8 @@ impl Inner {
     /// `STREAM.UPDATE` of replicated stream `name` (`payload` the request's body): the
     /// answer; `None` when the stream is not a replicated one known here (or the server has
     /// no hook). The single server's checks against the stream's configuration; a change of
-    /// `num_replicas` within 2-5 is the hook's to carry out (a rescale), one to R1 is refused
-    /// (10061; R1 to R>1 is [`Inner::replicate_plain`]).
+    /// `num_replicas` within 2-5 is the hook's to carry out (a rescale), one to R1 too
+    /// ([`Replication::unreplicate`]; R1 to R>1 is [`Inner::replicate_plain`]).
     pub(crate) async fn update_replicated(
         &self,
         name: &str,
@@ -427,15 +436,20 @@ impl Inner {
         let (hook, account) = self.replication()?;
         let old = hook.stream(&account, name)?.config;
         let update = async {
-            let cfg = self.replicated_config(name, payload)?;
-            // R2-R5 to R2-R5 is a rescale of the stream's group; to R1 it would turn the
-            // group into a plain stream of one member: not done (10061).
-            if cfg.num_replicas != old.num_replicas && cfg.num_replicas <= 1 {
-                return Err(JsError::StreamReplicasNotUpdatable.err());
+            let mut cfg = self.replicated_config(name, payload)?;
+            // R2-R5 to R2-R5 is a rescale of the stream's group; to R1 the group shrinks to
+            // its leader, whose copy becomes a plain stream.
+            let to_r1 = cfg.num_replicas != old.num_replicas && cfg.num_replicas <= 1;
+            if to_r1 {
+                cfg.num_replicas = 1;
             }
             let cfg = super::api::check_update(&old, cfg)?;
             self.check_overlap(&cfg)?;
-            let stream = hook.update(&account, cfg).await?;
+            let stream = if to_r1 {
+                hook.unreplicate(&account, cfg).await?
+            } else {
+                hook.update(&account, cfg).await?
+            };
             Ok(StreamInfoResponse::from(stream.info()))
         };
         Some(update.await)
@@ -903,6 +917,49 @@ impl JetStream {
                 .put_consumer(&name, &cname, bytes)
                 .await
                 .map_err(failed)?;
+        }
+        inner.close_stream(&name);
+        let record = super::StoredConfig {
+            config: config.clone(),
+            created_ns,
+        };
+        let bytes = serde_json::to_vec(&record).unwrap_or_default();
+        store
+            .update_stream_config(&name, bytes)
+            .await
+            .map_err(failed)?;
+        inner.open_stream(&name, config, created_ns)?;
+        inner.restore_consumers(&name);
+        Ok(())
+    }
+
+    /// Makes this member's copy of replicated stream `config.name` a plain (R1) stream of
+    /// configuration `config` (`num_replicas` 1) created at `created_ns`, the reverse of
+    /// [`JetStream::plain_to_copy`] (hubd: its group shrank to this member and was stopped):
+    /// its consumers stopped, the stream reopened from its store as a plain stream (its
+    /// subjects subscribed, its own task stores from its last sequence, the dedupe window
+    /// rebuilt from the stored ids) with the consumers stored for it. Nothing to do when it
+    /// is a plain stream already.
+    pub async fn copy_to_plain(
+        &self,
+        config: StreamConfig,
+        created_ns: i64,
+    ) -> Result<(), ApiError> {
+        let inner = &self.inner;
+        if config.is_replicated() {
+            return Err(ApiError::invalid_config("a replicated stream"));
+        }
+        let name = config.name.clone();
+        let stream = match inner.stream(&name) {
+            Some(s) if s.config().is_replicated() => s,
+            Some(_) => return Ok(()),
+            None => return Err(ApiError::stream_not_found()),
+        };
+        let store = inner.store_for(config.storage).clone();
+        let failed = |e: leaf_store::StoreError| ApiError::general(&e.to_string());
+        for c in stream.consumers_snapshot() {
+            stream.remove_consumer(&c.name);
+            c.stop().await;
         }
         inner.close_stream(&name);
         let record = super::StoredConfig {

@@ -84,11 +84,18 @@ impl Copies {
     /// Creates and deletes copies for the assignments of `state`.
     async fn follow(&mut self, g: &Arc<MetaGroup>, state: &MetaState, engines: &AccountJetStreams) {
         let mine = assigned_to(g.own, state);
-        // Gone, or created again: this copy's assignment is no more.
+        self.convert_r1(g, state, engines).await;
+        // Gone, or created again: this copy's assignment is no more. One made R1 with this
+        // member as its peer is converted, never deleted (`jsc::unreplicate`).
         let stale: Vec<Key> = self
             .made
             .iter()
             .filter(|(k, created)| mine.get(*k).is_none_or(|sa| sa.created_ns != **created))
+            .filter(|(k, created)| {
+                !state.streams.get(*k).is_some_and(|sa| {
+                    sa.is_r1() && sa.group.peers == [g.own] && sa.created_ns == **created
+                })
+            })
             .map(|(k, _)| k.clone())
             .collect();
         for (account, name) in stale {
@@ -137,6 +144,40 @@ impl Copies {
         // The consumer groups of the copies made.
         let copies = self.made.keys().cloned().collect();
         super::consumer_group::follow(g, state, engines, &copies).await;
+    }
+
+    /// Converts this member's copies whose assignment became R1 with this member as its
+    /// peer into plain streams (`jsc::unreplicate::to_plain`): at once for a copy this task
+    /// made for that assignment, else (a copy found at start) once the meta state caught up
+    /// with the leader.
+    async fn convert_r1(&mut self, g: &MetaGroup, state: &MetaState, engines: &AccountJetStreams) {
+        let mut caught_up = None;
+        for (key, sa) in &state.streams {
+            let Some(js) = engines.get(&key.0) else {
+                continue;
+            };
+            if !super::unreplicate::converts(g.own, sa, &js) {
+                continue;
+            }
+            if self.made.get(key) != Some(&sa.created_ns) {
+                if caught_up.is_none() {
+                    caught_up = Some(g.caught_up().await);
+                }
+                if caught_up != Some(true) {
+                    continue;
+                }
+            }
+            match super::unreplicate::to_plain(g, sa, &js).await {
+                Ok(()) => {
+                    self.made.remove(key);
+                    self.reported.remove(key);
+                }
+                Err(e) => self.report(
+                    key,
+                    &format!("cannot make this member's copy its R1 stream: {e}"),
+                ),
+            }
+        }
     }
 
     /// Makes this member's plain stream the copy of `sa` when it was that stream's R1 peer

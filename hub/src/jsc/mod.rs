@@ -60,5 +60,6 @@ pub mod stream_group;
 pub mod stream_machine;
 pub mod transport;
 pub mod types;
+pub mod unreplicate;
 
 pub use group::{MetaGroup, MetaOptions};

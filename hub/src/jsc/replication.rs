@@ -250,6 +250,11 @@ impl Replication for ClusterStreams {
         self.with_group(|g| async move { g.replicate_r1(&account, config).await })
     }
 
+    fn unreplicate(&self, account: &str, config: StreamConfig) -> Pending<Replicated> {
+        let account = account.to_owned();
+        self.with_group(|g| async move { g.unreplicate(&account, config).await })
+    }
+
     fn r1_here(&self, account: &str, name: &str) -> Option<bool> {
         self.0.upgrade()?.r1_here(account, name)
     }
