@@ -43,7 +43,8 @@
 //! crossing a route arrives under its stored subject; one deleted while its member was down
 //! does not come back when the member learns the removal from a snapshot; `SERVER.REMOVE` of
 //! its member gives it another one; `max_streams` and `$JS.API.INFO` count the account's
-//! assignments on every member.
+//! assignments on every member. An R3 stream updated to R1 keeps its leader's copy as the R1
+//! stream (publishes going on meanwhile), and goes back to R3.
 //!
 //! Every wait is bounded.
 
@@ -5441,6 +5442,9 @@ async fn an_r1_kv_bucket_updated_to_r3_is_still_usable() {
         .expect("put from C");
     assert_eq!(rev3, 3);
     until_kv(&bucket_a, "k", Some("v3")).await;
+    // `history` reads C's own copy (an ordered consumer lives on the copy of the member
+    // asked), which may apply revision 3 after the leader answered the put.
+    copy_holds(&members[2], "KV_GROWKV", 3).await;
     let history = tokio::time::timeout(Duration::from_secs(10), async {
         let mut entries = bucket_c.history("k").await.expect("history");
         let mut values = Vec::new();

@@ -36,7 +36,7 @@
 //! Consumers of the R1 stream stay on this member as consumers of its copy (R1 consumers of
 //! a copy: their state and acks as they were, served to clients of this member and lost with
 //! it), as nats-server's R1 consumers of a replicated stream; they do not become consumer
-//! groups. R>1 to R1 is still refused (10061).
+//! groups. R>1 to R1 is `jsc::unreplicate`.
 
 use std::sync::Arc;
 use std::time::Duration;

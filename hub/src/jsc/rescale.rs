@@ -3,7 +3,8 @@
 //! the machinery of `STREAM.PEER.REMOVE` (learners that catch up from the log or a snapshot,
 //! then joint consensus), as a change of the stream's peers (`jsc::moves`: one at a time, run
 //! by the meta leader). See "Rescaling a stream" in `hub/JETSTREAM-CLUSTER.md`. An R1 stream
-//! made R2-R5 is `jsc::replicate`'s; R2-R5 to R1 is refused (10061).
+//! made R2-R5 is `jsc::replicate`'s; R2-R5 to R1 is `jsc::unreplicate`'s (this shrink to the
+//! leader, then the leader's copy made the R1 stream).
 //!
 //! * **Up** (R3 to R5): the new peers are chosen by placement among the members that are not
 //!   peers (the least loaded holding the stream's placement tags; too few: 10005 as a create
