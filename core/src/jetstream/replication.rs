@@ -918,19 +918,7 @@ impl JetStream {
                 .await
                 .map_err(failed)?;
         }
-        inner.close_stream(&name);
-        let record = super::StoredConfig {
-            config: config.clone(),
-            created_ns,
-        };
-        let bytes = serde_json::to_vec(&record).unwrap_or_default();
-        store
-            .update_stream_config(&name, bytes)
-            .await
-            .map_err(failed)?;
-        inner.open_stream(&name, config, created_ns)?;
-        inner.restore_consumers(&name);
-        Ok(())
+        reopen_with(inner, &store, config, created_ns).await
     }
 
     /// Makes this member's copy of replicated stream `config.name` a plain (R1) stream of
@@ -956,24 +944,11 @@ impl JetStream {
             None => return Err(ApiError::stream_not_found()),
         };
         let store = inner.store_for(config.storage).clone();
-        let failed = |e: leaf_store::StoreError| ApiError::general(&e.to_string());
         for c in stream.consumers_snapshot() {
             stream.remove_consumer(&c.name);
             c.stop().await;
         }
-        inner.close_stream(&name);
-        let record = super::StoredConfig {
-            config: config.clone(),
-            created_ns,
-        };
-        let bytes = serde_json::to_vec(&record).unwrap_or_default();
-        store
-            .update_stream_config(&name, bytes)
-            .await
-            .map_err(failed)?;
-        inner.open_stream(&name, config, created_ns)?;
-        inner.restore_consumers(&name);
-        Ok(())
+        reopen_with(inner, &store, config, created_ns).await
     }
 
     /// Makes `config` (an update the cluster agreed on) the configuration of this member's
@@ -1138,6 +1113,31 @@ impl JetStream {
 /// The error of a request on a replicated stream not served yet.
 pub(crate) fn unserved() -> ApiError {
     JsError::ClusterUnSupportFeature.err()
+}
+
+/// Closes stream `config.name` of `inner`, stores `config` (created at `created_ns`) as its
+/// configuration and opens it again from its store with its stored consumers: how a plain
+/// stream becomes a copy and back ([`JetStream::plain_to_copy`], [`JetStream::copy_to_plain`]).
+async fn reopen_with(
+    inner: &Inner,
+    store: &leaf_store::Store,
+    config: StreamConfig,
+    created_ns: i64,
+) -> Result<(), ApiError> {
+    let name = config.name.clone();
+    inner.close_stream(&name);
+    let record = super::StoredConfig {
+        config: config.clone(),
+        created_ns,
+    };
+    let bytes = serde_json::to_vec(&record).unwrap_or_default();
+    store
+        .update_stream_config(&name, bytes)
+        .await
+        .map_err(|e| ApiError::general(&e.to_string()))?;
+    inner.open_stream(&name, config, created_ns)?;
+    inner.restore_consumers(&name);
+    Ok(())
 }
 
 #[cfg(test)]
