@@ -5761,3 +5761,78 @@ async fn updated_to_r1() {
         exactly_once(m, &copy, &acked);
     }
 }
+
+/// issue 22, `STREAM.UPDATE` of an R1 stream that cannot become replicated leaves it as it
+/// was: on three members, R1 to R5 answers the create's 10005 (too few members) and an
+/// interest stream with a consumer R1 to R3 answers 10061 (its R1 consumer would remove
+/// messages a group's copies hold); each stream is still R1 on its member, holds its
+/// messages, and takes the next publish at the next sequence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_r1_stream_that_cannot_be_replicated_is_left_as_it_was() {
+    let members = three_members_with_a_meta_leader().await;
+    let client_a = app_client(&members[0]).await;
+    let client_b = app_client(&members[1]).await;
+    let limits = json!({"name": "STAY", "subjects": ["stay.>"]});
+    let interest = json!({"name": "HEED", "subjects": ["heed.>"], "retention": "interest"});
+    for config in [&limits, &interest] {
+        let created = create(&client_a, config.clone()).await;
+        assert_eq!(created["did_create"], true, "{created}");
+    }
+    let made = durable(&members[0], "HEED", "D", json!({})).await;
+    assert!(made["error"].is_null(), "{made}");
+    let js_b = jetstream_on(&members[1]).await;
+    for (subject, n) in [("stay.x", 5u64), ("heed.x", 3)] {
+        for i in 1..=n {
+            let ack = js_b
+                .publish(subject, format!("m{i}").into())
+                .await
+                .expect("publish")
+                .await
+                .expect("PubAck");
+            assert_eq!(ack.sequence, i, "{subject}");
+        }
+    }
+
+    let to_r5 = api(
+        &client_b,
+        "$JS.API.STREAM.UPDATE.STAY",
+        with_replicas(&limits, 5),
+    )
+    .await;
+    assert_eq!(to_r5["error"]["err_code"], 10005, "{to_r5}");
+    let heed_r3 = api(
+        &client_b,
+        "$JS.API.STREAM.UPDATE.HEED",
+        with_replicas(&interest, 3),
+    )
+    .await;
+    assert_eq!(heed_r3["error"]["err_code"], 10061, "{heed_r3}");
+
+    for (name, subject, held) in [("STAY", "stay.x", 5u64), ("HEED", "heed.x", 3)] {
+        for m in &members {
+            let info = api(
+                &app_client(m).await,
+                &format!("$JS.API.STREAM.INFO.{name}"),
+                json!({}),
+            )
+            .await;
+            assert_eq!(info["config"]["num_replicas"], 1, "{}: {info}", m.name);
+            assert_eq!(info["state"]["messages"], held, "{}: {info}", m.name);
+        }
+        let ack = js_b
+            .publish(subject, "next".into())
+            .await
+            .expect("publish")
+            .await
+            .expect("PubAck");
+        assert_eq!(ack.sequence, held + 1, "{name}");
+    }
+    assert_eq!(
+        engine_streams(&members[0]).await,
+        2,
+        "A still holds both streams"
+    );
+    for m in &members[1..] {
+        assert_eq!(engine_streams(m).await, 0, "{} holds no copy", m.name);
+    }
+}
