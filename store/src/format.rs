@@ -16,7 +16,11 @@ use super::StoreError;
 /// * 3: a block value may be compressed ([`COMPRESSED_MAGIC`]); a version 2 file is one as
 ///   it is (its migration writes the new version only), but older binaries cannot read a
 ///   version 3 file's compressed blocks, so they refuse it.
-pub const FORMAT_VERSION: u32 = 3;
+/// * 4: blocks may live in sealed segment files (`seg-<n>.redb`) named by the `sealed` and
+///   `segments` tables; a version 3 file is a version 4 file without segments (its
+///   migration creates the two tables and writes the version), but older binaries would not
+///   see the sealed blocks, so they refuse it.
+pub const FORMAT_VERSION: u32 = 4;
 
 /// `meta`: `"format_version"` → u32 LE, `"next_stream_id"` → u32 LE.
 pub(crate) const META: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("meta");
@@ -29,6 +33,13 @@ pub(crate) const STATES: redb::TableDefinition<u32, &[u8]> =
 /// `blocks`: (stream id, seq of the block's first slot) → [`BlockRec`].
 pub(crate) const BLOCKS: redb::TableDefinition<(u32, u64), &[u8]> =
     redb::TableDefinition::new("blocks");
+/// `sealed`: (stream id, seq of the block's first slot) → the number of the segment file
+/// holding that block (the block is then not in `blocks`; a block lives in exactly one place).
+pub(crate) const SEALED: redb::TableDefinition<(u32, u64), u64> =
+    redb::TableDefinition::new("sealed");
+/// `segments`: segment number → how many `sealed` entries name it. A segment no entry names
+/// is removed from this table in the same commit, and its file after the commit.
+pub(crate) const SEGMENTS: redb::TableDefinition<u64, u64> = redb::TableDefinition::new("segments");
 /// `subjects`: (stream id, literal subject) → [`SubjectRec`].
 pub(crate) const SUBJECTS: redb::TableDefinition<(u32, &str), &[u8]> =
     redb::TableDefinition::new("subjects");

@@ -36,6 +36,7 @@ mod quarantine;
 mod queue;
 mod read;
 mod repair;
+mod segments;
 mod subject;
 mod writer;
 
@@ -84,7 +85,17 @@ pub struct StoreOptions {
     /// the whole file. Default [`QuickRepair::WhenIdle`] after [`IDLE_BEFORE_RECORD`];
     /// [`Store::open_memory`] ignores it (nothing to recover).
     pub quick_repair: QuickRepair,
+    /// Once this many bytes of blocks were written into the active file (`leaf.redb`) since
+    /// the last seal, a background thread moves its blocks into a sealed segment file
+    /// (`seg-<n>.redb`, written once and closed cleanly), so that the file an open after a
+    /// crash must walk stays about this small. Default [`SEAL_BYTES`]; `None`: never (every
+    /// block stays in the active file). Stores without a directory never seal.
+    pub seal_bytes: Option<u64>,
 }
+
+/// The default [`StoreOptions::seal_bytes`]: 32 MiB (an open after a crash walks about
+/// this much, ~20 ms on the machine of `BENCHMARKS.md`).
+pub const SEAL_BYTES: u64 = 32 << 20;
 
 impl Default for StoreOptions {
     fn default() -> Self {
@@ -94,6 +105,7 @@ impl Default for StoreOptions {
             max_batch_bytes: 4 << 20,
             cache_bytes: 32 << 20,
             quick_repair: QuickRepair::default(),
+            seal_bytes: Some(SEAL_BYTES),
         }
     }
 }
@@ -287,6 +299,12 @@ pub(crate) struct Shared {
     pub(crate) quick_repair: QuickRepair,
     /// The newest commit recorded redb's allocator state (tests wait for it).
     pub(crate) recorded: std::sync::atomic::AtomicBool,
+    /// The sealed segment files the newest commit names.
+    pub(crate) segs: segments::Segments,
+    /// Their size on disk.
+    pub(crate) sealed_bytes: AtomicU64,
+    /// A sealer is at work (tests wait for it).
+    pub(crate) sealing: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -356,6 +374,7 @@ fn init_format(db: &Database, record: bool) -> Result<(), StoreError> {
     match found {
         Some(1) => return migrate::from_v1(db),
         Some(2) => return migrate::from_v2(db),
+        Some(3) => return migrate::from_v3(db),
         Some(FORMAT_VERSION) => return Ok(()),
         Some(found) => {
             return Err(StoreError::Version {
@@ -376,11 +395,24 @@ fn init_format(db: &Database, record: bool) -> Result<(), StoreError> {
         txn.open_table(format::STREAMS)?;
         txn.open_table(format::STATES)?;
         txn.open_table(format::BLOCKS)?;
+        txn.open_table(format::SEALED)?;
+        txn.open_table(format::SEGMENTS)?;
         txn.open_table(format::SUBJECTS)?;
         txn.open_table(format::CONSUMERS)?;
     }
     txn.commit()?;
     Ok(())
+}
+
+/// The segments the newest commit names.
+fn live_segments(db: &Database) -> Result<std::collections::HashSet<u64>, StoreError> {
+    let r = db.begin_read()?;
+    let table = r.open_table(format::SEGMENTS)?;
+    let mut live = std::collections::HashSet::new();
+    for e in table.iter()? {
+        live.insert(e?.0.value());
+    }
+    Ok(live)
 }
 
 /// A stream definition that cannot be read at open: (name, its bytes, why).
@@ -458,6 +490,19 @@ fn quarantine_at_open(db: &Database, bad: &[BadStream], record: bool) -> Result<
     Ok(())
 }
 
+/// The active file's `blocks` table in a read transaction.
+type ActiveTable = redb::ReadOnlyTable<(u32, u64), read::Val>;
+/// The `sealed` table in a read transaction.
+type SealedTable = redb::ReadOnlyTable<(u32, u64), u64>;
+
+/// Opens the two tables that place a stream's blocks.
+fn read_tables(txn: &redb::ReadTransaction) -> Result<(ActiveTable, SealedTable), StoreError> {
+    Ok((
+        txn.open_table(format::BLOCKS)?,
+        txn.open_table(format::SEALED)?,
+    ))
+}
+
 /// The handle: owns the writer thread's sender; the last clone's drop stops the writer
 /// (after it finished the queued operations) and closes the file cleanly.
 struct Inner {
@@ -504,7 +549,7 @@ impl Store {
     /// creates are mode 0700 and the file 0600, whatever the umask.
     pub fn open(dir: &Path, opts: StoreOptions) -> Result<Store, StoreError> {
         create_private_dir(dir)?;
-        Store::open_with(backend::file_factory(dir.join(FILE_NAME)), opts)
+        Store::open_in(backend::file_factory(dir.join(FILE_NAME)), Some(dir), opts)
     }
 
     /// Opens a store held in memory only (JetStream's `storage: memory`): nothing is
@@ -518,12 +563,22 @@ impl Store {
         Store::open_with(backend::memory_factory(), opts)
     }
 
-    /// Opens the store over any backend factory (tests plug in fault-injecting storage).
+    /// Opens the store over any backend factory (tests plug in fault-injecting storage),
+    /// without segment files.
     pub(crate) fn open_with(
         factory: BackendFactory,
         opts: StoreOptions,
     ) -> Result<Store, StoreError> {
-        let shared = Shared {
+        Store::open_in(factory, None, opts)
+    }
+
+    /// Opens the store over a backend factory; with `dir`, sealed segments live there.
+    pub(crate) fn open_in(
+        factory: BackendFactory,
+        dir: Option<&Path>,
+        opts: StoreOptions,
+    ) -> Result<Store, StoreError> {
+        let mut shared = Shared {
             db: RwLock::new(None),
             cache: RwLock::new(Cache::default()),
             commits: AtomicU64::new(0),
@@ -533,8 +588,15 @@ impl Store {
             cache_bytes: opts.cache_bytes,
             quick_repair: opts.quick_repair,
             recorded: std::sync::atomic::AtomicBool::new(false),
+            segs: segments::Segments::none(),
+            sealed_bytes: AtomicU64::new(0),
+            sealing: std::sync::atomic::AtomicBool::new(false),
         };
         let (db, cache) = shared.open_db()?;
+        if let Some(dir) = dir {
+            shared.segs = segments::Segments::open(dir, live_segments(&db)?)?;
+            shared.sealed_bytes = AtomicU64::new(shared.segs.bytes());
+        }
         *shared.db.write().unwrap_or_else(PoisonError::into_inner) = Some(db);
         *shared.cache.write().unwrap_or_else(PoisonError::into_inner) = cache;
         let shared = Arc::new(shared);
@@ -551,6 +613,10 @@ impl Store {
             // Recorded once after open too: a repair at open leaves no record.
             unrecorded: true,
             lazy_run: 0,
+            seal_bytes: opts.seal_bytes.filter(|_| dir.is_some()).map(|b| b.max(1)),
+            active_written: 0,
+            len_checked: false,
+            sealing: None,
         };
         let thread = std::thread::Builder::new()
             .name("store-writer".into())
@@ -868,12 +934,25 @@ impl Store {
         }
     }
 
+    /// A stream's blocks wherever they live, as `txn` sees them.
+    fn blocks<'a>(
+        &'a self,
+        active: &'a ActiveTable,
+        sealed: &'a SealedTable,
+    ) -> read::Blocks<'a, ActiveTable, SealedTable> {
+        read::Blocks {
+            active,
+            sealed,
+            segs: &self.inner.shared.segs,
+        }
+    }
+
     /// The message `seq`, `None` if it is not stored (never written, deleted or purged).
     pub fn get(&self, name: &str, seq: u64) -> Result<Option<StoredMessage>, StoreError> {
         let id = self.stream_id(name)?;
         self.with_read(|txn| {
-            let t = txn.open_table(format::BLOCKS)?;
-            read::get_msg(&t, id, seq)
+            let (active, sealed) = read_tables(txn)?;
+            read::get_msg(&self.blocks(&active, &sealed), id, seq)
         })
     }
 
@@ -886,7 +965,8 @@ impl Store {
     ) -> Result<Option<StoredMessage>, StoreError> {
         let id = self.stream_id(name)?;
         self.with_read(|txn| {
-            let blocks = txn.open_table(format::BLOCKS)?;
+            let (active, sealed) = read_tables(txn)?;
+            let blocks = self.blocks(&active, &sealed);
             if subject::is_literal(filter) && !filter.is_empty() {
                 let subjects = txn.open_table(format::SUBJECTS)?;
                 let Some(v) = subjects.get((id, filter))? else {
@@ -917,7 +997,8 @@ impl Store {
     ) -> Result<Option<StoredMessage>, StoreError> {
         let id = self.stream_id(name)?;
         self.with_read(|txn| {
-            let blocks = txn.open_table(format::BLOCKS)?;
+            let (active, sealed) = read_tables(txn)?;
+            let blocks = self.blocks(&active, &sealed);
             let mut from = from_seq;
             let mut until = u64::MAX;
             if subject::is_literal(filter) && !filter.is_empty() {
@@ -962,7 +1043,8 @@ impl Store {
             return Ok(Vec::new());
         }
         self.with_read(|txn| {
-            let blocks = txn.open_table(format::BLOCKS)?;
+            let (active, sealed) = read_tables(txn)?;
+            let blocks = self.blocks(&active, &sealed);
             let mut out = Vec::new();
             let mut bytes = 0u64;
             read::scan_forward(&blocks, id, from_seq, |seq, m| {
@@ -1067,15 +1149,35 @@ impl Store {
         })
     }
 
-    /// Current length of the database file in bytes. redb grows the file by doubling it
-    /// (sparsely) and never shrinks it except through [`Store::compact`].
+    /// Bytes the store takes on disk: the active file's length (redb grows it by doubling,
+    /// sparsely, and never shrinks it except through [`Store::compact`]) plus the sealed
+    /// segment files'.
     pub fn file_size(&self) -> u64 {
         self.inner.shared.len.load(Ordering::Relaxed)
+            + self.inner.shared.sealed_bytes.load(Ordering::Relaxed)
+    }
+
+    /// How many sealed segment files the store has (see [`StoreOptions::seal_bytes`]).
+    pub fn segments(&self) -> usize {
+        self.inner.shared.segs.count()
     }
 
     /// Successful commits since open (diagnostics: appends per commit = batching factor).
     pub fn commits(&self) -> u64 {
         self.inner.shared.commits.load(Ordering::Relaxed)
+    }
+
+    /// Waits (at most `within`) until no sealer is at work; whether none is.
+    #[cfg(test)]
+    pub(crate) fn wait_sealed(&self, within: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + within;
+        while self.inner.shared.sealing.load(Ordering::Acquire) {
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        true
     }
 
     /// Whether the newest commit recorded redb's allocator state, so that an open after a

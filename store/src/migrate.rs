@@ -1,5 +1,9 @@
 //! Migrations of older store files, run when the file is opened.
 //!
+//! Version 3 to 4: the `sealed` and `segments` tables are created (empty: no segments yet)
+//! and the version is written, so that older binaries, which would not see sealed blocks,
+//! refuse the file. Every migration ends at the current version, so every one creates them.
+//!
 //! Version 2 to 3: nothing to change (version 3 only adds compressed blocks); the version is
 //! written so that older binaries refuse the file.
 //!
@@ -51,8 +55,15 @@ pub(crate) fn from_v2(db: &Database) -> Result<(), StoreError> {
     commit_version(db.begin_write()?, 2)
 }
 
+/// Migrates a version 3 file to the current version (see the module documentation).
+pub(crate) fn from_v3(db: &Database) -> Result<(), StoreError> {
+    commit_version(db.begin_write()?, 3)
+}
+
 /// Writes the current version into `txn` and commits the migration from version `from`.
 fn commit_version(txn: redb::WriteTransaction, from: u32) -> Result<(), StoreError> {
+    txn.open_table(format::SEALED)?;
+    txn.open_table(format::SEGMENTS)?;
     txn.open_table(format::META)?.insert(
         format::META_VERSION,
         format::u32_bytes(FORMAT_VERSION).as_slice(),

@@ -9,16 +9,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use redb::{ReadableTable, Table, WriteTransaction};
+use redb::{ReadableTable, ReadableTableMetadata, Table, WriteTransaction};
 use tokio::sync::oneshot;
 
 use super::format::{
     self, encode, BlockRec, BlockRef, MsgRef, StateRec, StreamDef, SubjectRec, BLOCKS,
-    BLOCK_TARGET_BYTES, CONSUMERS, META, QUARANTINE, STATES, STREAMS, SUBJECTS,
+    BLOCK_TARGET_BYTES, CONSUMERS, META, QUARANTINE, SEALED, SEGMENTS, STATES, STREAMS, SUBJECTS,
 };
 use super::quarantine::{self, Target as QuarantineTarget};
 use super::queue::{OpQueue, Taken, Weighed};
-use super::read::{block_containing, scan_forward, Val};
+use super::read::{block_containing, scan_forward, Blocks, Val};
+use super::segments::Segments;
 use super::{
     subject, Appended, Cache, NewMessage, PurgeRequest, Retain, Shared, StoreError, StreamEntry,
     StreamState,
@@ -26,6 +27,9 @@ use super::{
 
 mod remove;
 mod retain;
+mod seal;
+
+pub(crate) use seal::{Adoption, Sealing};
 
 /// The reply channel of an operation.
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
@@ -70,6 +74,9 @@ pub(crate) enum Op {
     Skip(String, i64, u64, Reply<Vec<Appended>>),
     /// Move a record into the quarantine table with the reason; false if there was none.
     Quarantine(QuarantineTarget, String, Reply<bool>),
+    /// Name a segment file the sealer wrote (sent by the sealer thread; no reply: the writer
+    /// itself acts on the outcome).
+    Adopt(Box<Adoption>),
 }
 
 impl Weighed for Op {
@@ -122,6 +129,7 @@ impl Op {
             Op::Purge(_, _, r) | Op::RemoveMsgs(_, _, r) | Op::SetRetain(_, _, r) => {
                 drop(r.send(Err(e)))
             }
+            Op::Adopt(_) => {}
         }
     }
 
@@ -148,6 +156,7 @@ impl Op {
                 Op::Purge(_, _, r) | Op::RemoveMsgs(_, _, r) | Op::SetRetain(_, _, r),
                 Done::Count(n),
             ) => drop(r.send(Ok(n))),
+            (Op::Adopt(_), _) => {}
             (op, _) => op.fail(StoreError::Corrupt("internal: reply type mismatch".into())),
         }
     }
@@ -207,6 +216,15 @@ pub(crate) struct Writer {
     pub(crate) unrecorded: bool,
     /// Lazy commits since the last durable one.
     pub(crate) lazy_run: u32,
+    /// Seal once this many bytes of blocks were written into the active file since the last
+    /// seal (`StoreOptions::seal_bytes`); `None`: never.
+    pub(crate) seal_bytes: Option<u64>,
+    /// Bytes of blocks written into the active file since the last seal started (or open).
+    pub(crate) active_written: u64,
+    /// The file's length was looked at after open (`seal::Writer::maybe_seal`).
+    pub(crate) len_checked: bool,
+    /// The sealer at work, if any.
+    pub(crate) sealing: Option<Sealing>,
 }
 
 /// How long appends are refused after a no-space failure before a commit is tried again
@@ -234,6 +252,7 @@ impl Writer {
                 Taken::Closed => break,
             }
         }
+        self.stop_sealer();
         tracing::debug!("store writer exiting");
     }
 
@@ -285,15 +304,27 @@ impl Writer {
         }
         // Deletes may need a few fresh pages even at the limit: give batches without appends
         // headroom, so a purge can always free space.
+        // The sealed segments count against the limit: the active file gets what they leave.
+        let sealed = self.shared.sealed_bytes.load(Ordering::Relaxed);
         let limit = match self.max_file_bytes {
             None => u64::MAX,
-            Some(m) if ops.iter().any(Op::is_append) => m,
-            Some(m) => m.saturating_add((m / 8).max(4 << 20)),
+            Some(m) if ops.iter().any(Op::is_append) => m.saturating_sub(sealed),
+            Some(m) => m
+                .saturating_sub(sealed)
+                .saturating_add((m / 8).max(4 << 20)),
         };
         self.shared.limit.store(limit, Ordering::Relaxed);
 
         match self.apply_and_commit(&ops) {
-            Ok((results, overlay, next_id, freed)) => {
+            Ok((results, done)) => {
+                let Finished {
+                    overlay,
+                    next_id,
+                    freed,
+                    dead,
+                    written,
+                    active_blocks,
+                } = done;
                 self.shared.commits.fetch_add(1, Ordering::Relaxed);
                 let every = self.shared.quick_repair.every_commit();
                 self.shared.recorded.store(every, Ordering::Release);
@@ -315,6 +346,22 @@ impl Writer {
                     }
                     cache.next_id = next_id;
                 }
+                for (op, r) in ops.iter().zip(&results) {
+                    if let Op::Adopt(a) = op {
+                        let adopted = match r {
+                            Ok(Done::Count(n)) => Some(*n),
+                            _ => None,
+                        };
+                        self.seal_done(a.n, adopted);
+                    }
+                }
+                for n in &dead {
+                    self.shared.segs.forget(*n);
+                }
+                if !dead.is_empty() {
+                    self.refresh_sealed_bytes();
+                }
+                self.maybe_seal(written, active_blocks);
                 for (op, r) in ops.into_iter().zip(results) {
                     match r {
                         Ok(d) => op.complete(d),
@@ -329,6 +376,11 @@ impl Writer {
                 self.shared.recorded.store(false, Ordering::Release);
                 if matches!(e, StoreError::InsufficientResources(_)) {
                     self.full_since = Some(Instant::now());
+                }
+                for op in &ops {
+                    if let Op::Adopt(a) = op {
+                        self.seal_done(a.n, None);
+                    }
                 }
                 for op in ops {
                     op.fail(e.replicate());
@@ -352,15 +404,7 @@ impl Writer {
     fn apply_and_commit(
         &mut self,
         ops: &[Op],
-    ) -> Result<
-        (
-            Vec<Result<Done, StoreError>>,
-            HashMap<String, Option<StreamEntry>>,
-            u32,
-            bool,
-        ),
-        StoreError,
-    > {
+    ) -> Result<(Vec<Result<Done, StoreError>>, Finished), StoreError> {
         let db_guard = self
             .shared
             .db
@@ -382,9 +426,17 @@ impl Writer {
             redb::Durability::Immediate
         })?;
         let mut results = Vec::with_capacity(ops.len());
-        let (overlay, next_id, freed) = {
+        let done = {
             let full = self.full_since.is_some();
-            let mut b = Batch::open(&txn, &cache, full, &mut self.scratch)?;
+            let touched = self.sealing.as_mut().map(|s| &mut s.touched);
+            let mut b = Batch::open(
+                &txn,
+                &cache,
+                full,
+                &mut self.scratch,
+                &self.shared.segs,
+                touched,
+            )?;
             for op in ops {
                 results.push(b.apply(op)?);
             }
@@ -397,7 +449,7 @@ impl Writer {
         }
         txn.commit()?;
         self.lazy_run = if lazy { self.lazy_run + 1 } else { 0 };
-        Ok((results, overlay, next_id, freed))
+        Ok((results, done))
     }
 }
 
@@ -414,6 +466,18 @@ struct Batch<'t, 'o> {
     streams: Table<'t, &'static str, &'static [u8]>,
     states: Table<'t, u32, &'static [u8]>,
     blocks: Table<'t, (u32, u64), Val>,
+    /// Blocks living in segment files: (stream id, first seq) → segment number.
+    sealed: Table<'t, (u32, u64), u64>,
+    /// Segment number → how many `sealed` entries name it.
+    segments: Table<'t, u64, u64>,
+    /// The segment files, for reading sealed blocks.
+    segs: &'t Segments,
+    /// Per segment, how many of its blocks this batch took out of `sealed`.
+    released: HashMap<u64, u64>,
+    /// The keys this batch rewrote or removed while a sealer runs (`None` otherwise).
+    touched: Option<&'t mut seal::Touched>,
+    /// Bytes of block values this batch wrote into the active file.
+    written: u64,
     subjects: Table<'t, (u32, &'static str), &'static [u8]>,
     consumers: Table<'t, (u32, &'static str), &'static [u8]>,
     quarantine: Table<'t, (&'static str, i64), &'static [u8]>,
@@ -442,12 +506,20 @@ impl<'t, 'o> Batch<'t, 'o> {
         base: &'t Cache,
         full: bool,
         scratch: &'t mut Vec<u8>,
+        segs: &'t Segments,
+        touched: Option<&'t mut seal::Touched>,
     ) -> Result<Self, StoreError> {
         Ok(Batch {
             meta: txn.open_table(META)?,
             streams: txn.open_table(STREAMS)?,
             states: txn.open_table(STATES)?,
             blocks: txn.open_table(BLOCKS)?,
+            sealed: txn.open_table(SEALED)?,
+            segments: txn.open_table(SEGMENTS)?,
+            segs,
+            released: HashMap::new(),
+            touched,
+            written: 0,
             subjects: txn.open_table(SUBJECTS)?,
             consumers: txn.open_table(CONSUMERS)?,
             quarantine: txn.open_table(QUARANTINE)?,
@@ -489,6 +561,16 @@ impl<'t, 'o> Batch<'t, 'o> {
             Op::RemoveMsgs(name, seqs, _) => self.remove_msgs(name, seqs),
             Op::Skip(name, ts_ns, n, _) => self.skip(name, *ts_ns, *n),
             Op::Quarantine(target, reason, _) => self.quarantine(target, reason),
+            Op::Adopt(a) => self.adopt(a),
+        }
+    }
+
+    /// The stream blocks as this transaction sees them, active and sealed.
+    fn view(&self) -> Blocks<'_, Table<'t, (u32, u64), Val>, SealedTable<'t>> {
+        Blocks {
+            active: &self.blocks,
+            sealed: &self.sealed,
+            segs: self.segs,
         }
     }
 
@@ -599,8 +681,7 @@ impl<'t, 'o> Batch<'t, 'o> {
         };
         self.pending.remove(&id);
         self.subj.remove(&id);
-        self.blocks
-            .retain_in((id, 0u64)..=(id, u64::MAX), |_, _| false)?;
+        self.remove_all_blocks(id)?;
         self.subjects
             .retain_in((id, "")..(id + 1, ""), |_, _| false)?;
         self.consumers
@@ -757,6 +838,7 @@ impl<'t, 'o> Batch<'t, 'o> {
                 .collect(),
         };
         format::encode_into(&block, self.scratch)?;
+        // A new block: its key (a sequence never used before) cannot be sealed.
         self.insert_block(id, p.first_seq)?;
         Ok(())
     }
@@ -775,9 +857,57 @@ impl<'t, 'o> Batch<'t, 'o> {
         if compress {
             format::compress_block(self.scratch, &mut self.packed)?;
             self.blocks.insert((id, first), self.packed.as_slice())?;
+            self.written += self.packed.len() as u64;
         } else {
             self.blocks.insert((id, first), self.scratch.as_slice())?;
+            self.written += self.scratch.len() as u64;
         }
+        Ok(())
+    }
+
+    /// Stores the block encoded in `scratch` in place of an existing block `first` of
+    /// stream `id`, which may be sealed: the new version goes into the active file and the
+    /// sealed one is released.
+    fn rewrite_block(&mut self, id: u32, first: u64) -> Result<(), StoreError> {
+        self.release_sealed(id, first)?;
+        self.insert_block(id, first)
+    }
+
+    /// Removes block `first` of stream `id`, active or sealed.
+    fn remove_block(&mut self, id: u32, first: u64) -> Result<(), StoreError> {
+        if let Some(t) = self.touched.as_deref_mut() {
+            t.keys.insert((id, first));
+        }
+        if self.blocks.remove((id, first))?.is_none() {
+            self.release_sealed(id, first)?;
+        }
+        Ok(())
+    }
+
+    /// Takes block `first` of stream `id` out of `sealed`, if it is there, counting it
+    /// against its segment; and records the key as touched for a running sealer.
+    fn release_sealed(&mut self, id: u32, first: u64) -> Result<(), StoreError> {
+        if let Some(t) = self.touched.as_deref_mut() {
+            t.keys.insert((id, first));
+        }
+        if let Some(n) = self.sealed.remove((id, first))? {
+            *self.released.entry(n.value()).or_default() += 1;
+        }
+        Ok(())
+    }
+
+    /// Removes every block of stream `id`, active and sealed.
+    fn remove_all_blocks(&mut self, id: u32) -> Result<(), StoreError> {
+        if let Some(t) = self.touched.as_deref_mut() {
+            t.ids.insert(id);
+        }
+        self.blocks
+            .retain_in((id, 0u64)..=(id, u64::MAX), |_, _| false)?;
+        let released = &mut self.released;
+        self.sealed.retain_in((id, 0u64)..=(id, u64::MAX), |_, n| {
+            *released.entry(n).or_default() += 1;
+            false
+        })?;
         Ok(())
     }
 
@@ -794,10 +924,10 @@ impl<'t, 'o> Batch<'t, 'o> {
     /// Writes back a modified block, or removes it when no live message is left.
     fn put_block(&mut self, id: u32, first: u64, block: &BlockRec) -> Result<(), StoreError> {
         if block.slots.iter().all(Option::is_none) {
-            self.blocks.remove((id, first))?;
+            self.remove_block(id, first)?;
         } else {
             format::encode_into(block, self.scratch)?;
-            self.insert_block(id, first)?;
+            self.rewrite_block(id, first)?;
         }
         Ok(())
     }
@@ -805,7 +935,7 @@ impl<'t, 'o> Batch<'t, 'o> {
     /// First live message at or after `from`: (seq, ts).
     fn first_live(&self, id: u32, from: u64) -> Result<Option<(u64, i64)>, StoreError> {
         let mut found = None;
-        scan_forward(&self.blocks, id, from, |seq, m| {
+        scan_forward(&self.view(), id, from, |seq, m| {
             found = Some((seq, m.ts_ns));
             false
         })?;
@@ -837,7 +967,7 @@ impl<'t, 'o> Batch<'t, 'o> {
             return Ok(Err(StoreError::NotFound(format!("stream {name}"))));
         };
         self.flush_pending(id)?;
-        let Some((first, mut block)) = block_containing(&self.blocks, id, seq)? else {
+        let Some((first, mut block)) = block_containing(&self.view(), id, seq)? else {
             return Ok(Ok(Done::Bool(false)));
         };
         let idx = usize::try_from(seq - first).map_err(|_| StoreError::Corrupt("slot".into()))?;
@@ -856,7 +986,7 @@ impl<'t, 'o> Batch<'t, 'o> {
             } else {
                 if seq == r.first_seq {
                     let mut next = None;
-                    scan_forward(&self.blocks, id, seq + 1, |s, x| {
+                    scan_forward(&self.view(), id, seq + 1, |s, x| {
                         if x.subject == m.subject {
                             next = Some(s);
                             return false;
@@ -869,7 +999,7 @@ impl<'t, 'o> Batch<'t, 'o> {
                 }
                 if seq == r.last_seq {
                     let mut prev = None;
-                    super::read::scan_backward(&self.blocks, id, seq - 1, |s, x| {
+                    super::read::scan_backward(&self.view(), id, seq - 1, |s, x| {
                         if x.subject == m.subject {
                             prev = Some(s);
                             return false;
@@ -902,8 +1032,7 @@ impl<'t, 'o> Batch<'t, 'o> {
         // Everything: drop the whole key ranges.
         if filter.is_none() && req.up_to_seq.is_none() && req.keep.is_none() {
             let n = st.msgs;
-            self.blocks
-                .retain_in((id, 0u64)..=(id, u64::MAX), |_, _| false)?;
+            self.remove_all_blocks(id)?;
             self.subjects
                 .retain_in((id, "")..(id + 1, ""), |_, _| false)?;
             self.subj.remove(&id);
@@ -925,7 +1054,7 @@ impl<'t, 'o> Batch<'t, 'o> {
         };
         if let Some(keep) = req.keep {
             let mut seqs = Vec::new();
-            scan_forward(&self.blocks, id, st.first_seq, |seq, m| {
+            scan_forward(&self.view(), id, st.first_seq, |seq, m| {
                 if matches(m.subject) {
                     seqs.push(seq);
                 }
@@ -947,11 +1076,14 @@ impl<'t, 'o> Batch<'t, 'o> {
         let mut per_subject: HashMap<String, u64> = HashMap::new();
         let mut count = 0u64;
         let mut bytes = 0u64;
-        for e in self.blocks.range((id, 0u64)..=(id, cutoff))? {
-            let (k, v) = e?;
-            let first = k.value().1;
-            let mut block: BlockRef<'_> =
-                format::decode(format::block_bytes(v.value(), &mut self.unpacked)?)?;
+        let view = Blocks {
+            active: &self.blocks,
+            sealed: &self.sealed,
+            segs: self.segs,
+        };
+        let unpacked = &mut self.unpacked;
+        view.for_each(id, 0, cutoff, false, |first, v| {
+            let mut block: BlockRef<'_> = format::decode(format::block_bytes(v, unpacked)?)?;
             let mut changed = false;
             for (i, slot) in block.slots.iter_mut().enumerate() {
                 let seq = first + i as u64;
@@ -980,15 +1112,14 @@ impl<'t, 'o> Batch<'t, 'o> {
                 };
                 rewrites.push((first, rest));
             }
-        }
+            Ok(true)
+        })?;
         for (first, rest) in rewrites {
             match rest {
-                None => {
-                    self.blocks.remove((id, first))?;
-                }
+                None => self.remove_block(id, first)?,
                 Some(b) => {
                     *self.scratch = b;
-                    self.insert_block(id, first)?;
+                    self.rewrite_block(id, first)?;
                 }
             }
         }
@@ -1015,7 +1146,7 @@ impl<'t, 'o> Batch<'t, 'o> {
         }
         if !need_first.is_empty() {
             let mut found: Vec<(String, u64)> = Vec::new();
-            scan_forward(&self.blocks, id, cutoff + 1, |seq, m| {
+            scan_forward(&self.view(), id, cutoff + 1, |seq, m| {
                 if need_first.remove(m.subject) {
                     found.push((m.subject.to_string(), seq));
                 }
@@ -1096,12 +1227,37 @@ impl<'t, 'o> Batch<'t, 'o> {
         Ok(Ok(Done::Bool(true)))
     }
 
-    /// Writes the open blocks, the dirty subject entries and the touched stream states.
-    #[allow(clippy::type_complexity)]
-    fn finish(mut self) -> Result<(HashMap<String, Option<StreamEntry>>, u32, bool), StoreError> {
+    /// Writes the open blocks, the dirty subject entries and the touched stream states, and
+    /// the counts of the segments this batch took blocks out of.
+    fn finish(mut self) -> Result<Finished, StoreError> {
         let ids: Vec<u32> = self.pending.keys().copied().collect();
         for id in ids {
             self.flush_pending(id)?;
+        }
+        let mut dead = Vec::new();
+        for (n, released) in std::mem::take(&mut self.released) {
+            let held = match self.segments.get(n)? {
+                Some(v) => v.value(),
+                None => {
+                    return Err(StoreError::Corrupt(format!(
+                        "sealed blocks name segment {n}, which the store does not list"
+                    )))
+                }
+            };
+            match held.checked_sub(released) {
+                Some(0) => {
+                    self.segments.remove(n)?;
+                    dead.push(n);
+                }
+                Some(left) => {
+                    self.segments.insert(n, left)?;
+                }
+                None => {
+                    return Err(StoreError::Corrupt(format!(
+                        "segment {n} lists {held} blocks, {released} were taken out"
+                    )))
+                }
+            }
         }
         for (id, entries) in &self.subj {
             for (s, (r, dirty)) in entries {
@@ -1122,6 +1278,31 @@ impl<'t, 'o> Batch<'t, 'o> {
         for e in self.over.values().flatten() {
             self.states.insert(e.id, encode(&e.state)?.as_slice())?;
         }
-        Ok((self.over, self.next_id, self.freed))
+        Ok(Finished {
+            overlay: self.over,
+            next_id: self.next_id,
+            freed: self.freed,
+            dead,
+            written: self.written,
+            active_blocks: self.blocks.len()?,
+        })
     }
+}
+
+/// The `sealed` table in a write transaction.
+type SealedTable<'t> = Table<'t, (u32, u64), u64>;
+
+/// What a batch leaves for the writer to act on once it committed.
+struct Finished {
+    /// The streams it changed (`None`: deleted).
+    overlay: HashMap<String, Option<StreamEntry>>,
+    next_id: u32,
+    /// It freed space (a delete or purge).
+    freed: bool,
+    /// Segments no `sealed` entry names any more: their files go after the commit.
+    dead: Vec<u64>,
+    /// Bytes of block values written into the active file.
+    written: u64,
+    /// Blocks in the active file after it.
+    active_blocks: u64,
 }

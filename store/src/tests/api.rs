@@ -404,14 +404,14 @@ fn newer_format_is_refused() {
         let txn = db.begin_write().unwrap();
         txn.open_table(crate::format::META)
             .unwrap()
-            .insert("format_version", 4u32.to_le_bytes().as_slice())
+            .insert("format_version", 5u32.to_le_bytes().as_slice())
             .unwrap();
         txn.commit().unwrap();
     }
     match Store::open(dir.path(), StoreOptions::default()) {
         Err(StoreError::Version {
-            found: 4,
-            supported: 3,
+            found: 5,
+            supported: 4,
         }) => {}
         other => panic!("expected a version error, got {other:?}"),
     }

@@ -20,12 +20,18 @@ fn bench_opts() -> StoreOptions {
 /// The default options with `quick_repair` named by `mode` (see [`bench_opts`]).
 fn opts_for(mode: &str) -> StoreOptions {
     let quick_repair = match mode {
-        "off" => QuickRepair::Off,
+        "off" | "unsealed" => QuickRepair::Off,
         "every" => QuickRepair::EveryCommit,
         _ => QuickRepair::default(),
     };
+    // "unsealed": every block stays in the active file (as before sealed segments).
+    let seal_bytes = match mode {
+        "unsealed" => None,
+        _ => StoreOptions::default().seal_bytes,
+    };
     StoreOptions {
         quick_repair,
+        seal_bytes,
         ..StoreOptions::default()
     }
 }
@@ -134,6 +140,7 @@ fn bench_open_after_kill() {
         ("idle", "killed 100 ms after the last ack: ", after),
         ("every", "recorded by every commit: ", Duration::ZERO),
         ("off", "never recorded: ", Duration::ZERO),
+        ("unsealed", "never recorded, never sealed: ", Duration::ZERO),
     ] {
         open_after_kill(mode, label, wait);
     }
@@ -167,9 +174,11 @@ fn open_after_kill(mode: &str, label: &str, wait: Duration) {
     child.kill().unwrap();
     child.wait().unwrap();
     let ready = ready.expect("the child stored its messages");
-    let len = std::fs::metadata(dir.path().join(crate::FILE_NAME))
+    // Every file of the store: the active one and the sealed segments.
+    let len: u64 = std::fs::read_dir(dir.path())
         .unwrap()
-        .len();
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
     let t = Instant::now();
     let s = Store::open(dir.path(), opts_for(mode)).unwrap();
     let dirty = t.elapsed();
@@ -180,8 +189,9 @@ fn open_after_kill(mode: &str, label: &str, wait: Duration) {
     let clean = t.elapsed();
     assert!(s.get("R", 1).unwrap().is_some());
     println!(
-        "{label}file {:.0} MB: open after SIGKILL {:?}, clean open {:?} (child: {ready})",
+        "{label}files {:.0} MB ({} segments): open after SIGKILL {:?}, clean open {:?} (child: {ready})",
         len as f64 / 1e6,
+        s.segments(),
         dirty,
         clean
     );

@@ -11,6 +11,7 @@ mod model;
 mod quarantine;
 mod repair;
 mod retention;
+mod segments;
 
 use std::path::Path;
 

@@ -37,7 +37,7 @@ impl Batch<'_, '_> {
                 if let Some((first, block, true)) = current.take() {
                     self.put_block(id, first, &block)?;
                 }
-                current = block_containing(&self.blocks, id, seq)?.map(|(f, b)| (f, b, false));
+                current = block_containing(&self.view(), id, seq)?.map(|(f, b)| (f, b, false));
             }
             let Some((first, block, changed)) = current.as_mut() else {
                 continue;
@@ -75,7 +75,7 @@ impl Batch<'_, '_> {
             // `gone` is sorted: its ends tell whether the index bounds went.
             if gone.first() == Some(&r.first_seq) {
                 let mut next = None;
-                scan_forward(&self.blocks, id, r.first_seq + 1, |s, m| {
+                scan_forward(&self.view(), id, r.first_seq + 1, |s, m| {
                     if m.subject == subject {
                         next = Some(s);
                         return false;
@@ -88,7 +88,7 @@ impl Batch<'_, '_> {
             }
             if gone.last() == Some(&r.last_seq) {
                 let mut prev = None;
-                scan_backward(&self.blocks, id, r.last_seq.saturating_sub(1), |s, m| {
+                scan_backward(&self.view(), id, r.last_seq.saturating_sub(1), |s, m| {
                     if m.subject == subject {
                         prev = Some(s);
                         return false;

@@ -105,7 +105,7 @@ impl Batch<'_, '_> {
         }
         self.flush_pending(id)?;
         let mut seqs = Vec::new();
-        scan_forward(&self.blocks, id, rec.first_seq, |seq, m| {
+        scan_forward(&self.view(), id, rec.first_seq, |seq, m| {
             if m.subject == subject {
                 seqs.push(seq);
             }
@@ -132,7 +132,7 @@ impl Batch<'_, '_> {
         }
         self.flush_pending(id)?;
         let (mut seqs, mut freed) = (Vec::new(), 0u64);
-        scan_forward(&self.blocks, id, st.first_seq, |seq, m| {
+        scan_forward(&self.view(), id, st.first_seq, |seq, m| {
             seqs.push(seq);
             freed += m.size();
             (seqs.len() as u64) < msgs_excess || freed < bytes_excess

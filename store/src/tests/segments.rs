@@ -1,0 +1,210 @@
+//! Sealed segments: blocks move out of the active file into `seg-<n>.redb` files; reads,
+//! deletes and purges find them there; a segment no commit names is removed; a failed seal
+//! loses nothing; a version 3 file is migrated.
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::{check_consistent, msg, rt};
+use crate::{PurgeRequest, Store, StoreOptions};
+
+/// A store that seals once 16 KiB of blocks were written.
+fn open_sealing(dir: &Path) -> Store {
+    Store::open(
+        dir,
+        StoreOptions {
+            seal_bytes: Some(16 << 10),
+            ..StoreOptions::default()
+        },
+    )
+    .expect("open")
+}
+
+/// The segment files in `dir`.
+fn segment_files(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("seg-"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Appends `n` messages in commits of 20, waiting for each sealer in between.
+fn fill(s: &Store, from: u64, n: u64) {
+    let rt = rt();
+    for chunk in (from..from + n).collect::<Vec<_>>().chunks(20) {
+        let msgs = chunk
+            .iter()
+            .map(|i| msg(["s.a", "s.b", "s.c"][(*i % 3) as usize], *i))
+            .collect();
+        rt.block_on(s.append_batch("S", msgs)).unwrap();
+        assert!(
+            s.wait_sealed(Duration::from_secs(10)),
+            "a sealer never ended"
+        );
+    }
+}
+
+#[test]
+fn blocks_move_into_segments_and_every_read_finds_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt();
+    let s = open_sealing(dir.path());
+    rt.block_on(s.create_stream("S", vec![])).unwrap();
+    fill(&s, 1, 2000);
+    assert!(s.segments() >= 2, "only {} segments", s.segments());
+    assert_eq!(segment_files(dir.path()).len(), s.segments());
+    // Every sealed file opens read-only, which redb refuses for a file needing a repair.
+    for f in segment_files(dir.path()) {
+        redb::ReadOnlyDatabase::open(dir.path().join(&f))
+            .unwrap_or_else(|e| panic!("{f} does not open clean: {e}"))
+            .close()
+            .unwrap();
+    }
+    for seq in 1..=2000u64 {
+        let m = s.get("S", seq).unwrap().expect("stored");
+        assert_eq!(m.payload, msg("x", seq).payload, "seq {seq}");
+    }
+    assert_eq!(s.last_by_subject("S", "s.a").unwrap().unwrap().seq, 1998);
+    assert_eq!(
+        s.next_by_subject("S", 501, "s.c").unwrap().unwrap().seq,
+        503
+    );
+    // Deletes, purges and removals in sealed blocks.
+    assert!(rt.block_on(s.delete_msg("S", 7)).unwrap());
+    assert!(!rt.block_on(s.delete_msg("S", 7)).unwrap());
+    assert_eq!(
+        rt.block_on(s.remove_msgs("S", vec![100, 101, 1999]))
+            .unwrap(),
+        3
+    );
+    let purged = rt
+        .block_on(s.purge(
+            "S",
+            PurgeRequest {
+                filter: Some("s.b".into()),
+                up_to_seq: Some(1000),
+                keep: None,
+            },
+        ))
+        .unwrap();
+    assert_eq!(
+        purged, 331,
+        "333 on s.b below 1000, of which 7 and 100 were deleted"
+    );
+    let before = check_consistent(&s, "S");
+    assert_eq!(before.len(), 2000 - 1 - 3 - 331);
+    drop(s);
+    let s = open_sealing(dir.path());
+    assert_eq!(check_consistent(&s, "S"), before);
+    assert!(s.get("S", 7).unwrap().is_none());
+    assert!(s.get("S", 8).unwrap().is_some());
+}
+
+#[test]
+fn a_segment_whose_blocks_are_all_gone_is_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt();
+    let s = open_sealing(dir.path());
+    rt.block_on(s.create_stream("S", vec![])).unwrap();
+    rt.block_on(s.create_stream("T", vec![])).unwrap();
+    fill(&s, 1, 600);
+    assert!(s.segments() > 0);
+    let size = s.file_size();
+    rt.block_on(s.purge("S", PurgeRequest::default())).unwrap();
+    assert_eq!(s.segments(), 0, "every sealed block was purged");
+    assert!(segment_files(dir.path()).is_empty());
+    assert!(s.file_size() < size);
+    // The same through a stream's deletion.
+    fill(&s, 601, 600);
+    assert!(s.segments() > 0);
+    rt.block_on(s.delete_stream("S")).unwrap();
+    assert_eq!(s.segments(), 0);
+    assert!(segment_files(dir.path()).is_empty());
+}
+
+#[test]
+fn a_segment_file_no_commit_names_is_removed_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt();
+    let s = open_sealing(dir.path());
+    rt.block_on(s.create_stream("S", vec![])).unwrap();
+    fill(&s, 1, 400);
+    let named = segment_files(dir.path());
+    assert!(!named.is_empty());
+    drop(s);
+    // What a sealer killed before its segment was adopted leaves behind.
+    std::fs::write(dir.path().join("seg-999.redb"), b"half a segment").unwrap();
+    let s = open_sealing(dir.path());
+    assert_eq!(segment_files(dir.path()), named);
+    assert_eq!(check_consistent(&s, "S").len(), 400);
+    // New segments are numbered past it.
+    fill(&s, 401, 400);
+    assert!(segment_files(dir.path())
+        .iter()
+        .any(|f| f == "seg-1000.redb"));
+}
+
+#[test]
+fn a_seal_that_fails_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt();
+    let s = open_sealing(dir.path());
+    rt.block_on(s.create_stream("S", vec![])).unwrap();
+    // The first segment's name is taken by a directory: creating the file fails.
+    std::fs::create_dir(dir.path().join("seg-1.redb")).unwrap();
+    fill(&s, 1, 400);
+    assert!(dir.path().join("seg-1.redb").is_dir());
+    assert!(s.segments() > 0, "later seals went on");
+    assert_eq!(check_consistent(&s, "S").len(), 400);
+    std::fs::remove_dir(dir.path().join("seg-1.redb")).unwrap();
+    drop(s);
+    let s = open_sealing(dir.path());
+    assert_eq!(check_consistent(&s, "S").len(), 400);
+}
+
+/// A version 3 file (no segment tables) opens as a version 4 file without segments, and
+/// seals from then on.
+#[test]
+fn version_3_files_are_migrated() {
+    use redb::ReadableDatabase;
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt();
+    {
+        let s = Store::open(
+            dir.path(),
+            StoreOptions {
+                seal_bytes: None,
+                ..StoreOptions::default()
+            },
+        )
+        .unwrap();
+        rt.block_on(s.create_stream("S", vec![])).unwrap();
+        fill(&s, 1, 300);
+        assert_eq!(s.segments(), 0);
+    }
+    {
+        let db = redb::Database::open(dir.path().join(crate::FILE_NAME)).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.delete_table(crate::format::SEALED).unwrap();
+        txn.delete_table(crate::format::SEGMENTS).unwrap();
+        txn.open_table(crate::format::META)
+            .unwrap()
+            .insert("format_version", 3u32.to_le_bytes().as_slice())
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let s = open_sealing(dir.path());
+    assert_eq!(check_consistent(&s, "S").len(), 300);
+    fill(&s, 301, 400);
+    assert!(s.segments() > 0);
+    assert_eq!(check_consistent(&s, "S").len(), 700);
+    drop(s);
+    let db = redb::Database::open(dir.path().join(crate::FILE_NAME)).unwrap();
+    let r = db.begin_read().unwrap();
+    let meta = r.open_table(crate::format::META).unwrap();
+    let v = meta.get("format_version").unwrap().unwrap();
+    assert_eq!(v.value(), 4u32.to_le_bytes().as_slice());
+}
