@@ -37,9 +37,12 @@ pub(crate) const BLOCKS: redb::TableDefinition<(u32, u64), &[u8]> =
 /// holding that block (the block is then not in `blocks`; a block lives in exactly one place).
 pub(crate) const SEALED: redb::TableDefinition<(u32, u64), u64> =
     redb::TableDefinition::new("sealed");
-/// `segments`: segment number → how many `sealed` entries name it. A segment no entry names
-/// is removed from this table in the same commit, and its file after the commit.
-pub(crate) const SEGMENTS: redb::TableDefinition<u64, u64> = redb::TableDefinition::new("segments");
+/// `segments`: segment number → (how many `sealed` entries name it, how many blocks it was
+/// adopted with). A segment no entry names is removed from this table in the same commit,
+/// and its file after the commit; one named by a quarter of its blocks or fewer is unsealed
+/// (its live blocks written back into the active file, to be sealed again with others).
+pub(crate) const SEGMENTS: redb::TableDefinition<u64, (u64, u64)> =
+    redb::TableDefinition::new("segments");
 /// `subjects`: (stream id, literal subject) → [`SubjectRec`].
 pub(crate) const SUBJECTS: redb::TableDefinition<(u32, &str), &[u8]> =
     redb::TableDefinition::new("subjects");

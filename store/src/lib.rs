@@ -404,15 +404,31 @@ fn init_format(db: &Database, record: bool) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// The segments the newest commit names.
-fn live_segments(db: &Database) -> Result<std::collections::HashSet<u64>, StoreError> {
+/// The segments the newest commit names, and those of them that are sparse (named by a
+/// quarter of their blocks or fewer: the writer unseals them).
+#[allow(clippy::type_complexity)]
+fn live_segments(
+    db: &Database,
+) -> Result<
+    (
+        std::collections::HashSet<u64>,
+        std::collections::BTreeSet<u64>,
+    ),
+    StoreError,
+> {
     let r = db.begin_read()?;
     let table = r.open_table(format::SEGMENTS)?;
     let mut live = std::collections::HashSet::new();
+    let mut sparse = std::collections::BTreeSet::new();
     for e in table.iter()? {
-        live.insert(e?.0.value());
+        let (k, v) = e?;
+        let (held, total) = v.value();
+        live.insert(k.value());
+        if writer::is_sparse(held, total) {
+            sparse.insert(k.value());
+        }
     }
-    Ok(live)
+    Ok((live, sparse))
 }
 
 /// A stream definition that cannot be read at open: (name, its bytes, why).
@@ -593,8 +609,11 @@ impl Store {
             sealing: std::sync::atomic::AtomicBool::new(false),
         };
         let (db, cache) = shared.open_db()?;
+        let mut sparse = std::collections::BTreeSet::new();
         if let Some(dir) = dir {
-            shared.segs = segments::Segments::open(dir, live_segments(&db)?)?;
+            let (live, sparse_at_open) = live_segments(&db)?;
+            sparse = sparse_at_open;
+            shared.segs = segments::Segments::open(dir, live)?;
             shared.sealed_bytes = AtomicU64::new(shared.segs.bytes());
         }
         *shared.db.write().unwrap_or_else(PoisonError::into_inner) = Some(db);
@@ -617,6 +636,8 @@ impl Store {
             active_written: 0,
             len_checked: false,
             sealing: None,
+            sparse,
+            unsealing: None,
         };
         let thread = std::thread::Builder::new()
             .name("store-writer".into())

@@ -29,7 +29,7 @@ mod remove;
 mod retain;
 mod seal;
 
-pub(crate) use seal::{Adoption, Sealing};
+pub(crate) use seal::{is_sparse, Adoption, Sealing};
 
 /// The reply channel of an operation.
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
@@ -77,6 +77,9 @@ pub(crate) enum Op {
     /// Name a segment file the sealer wrote (sent by the sealer thread; no reply: the writer
     /// itself acts on the outcome).
     Adopt(Box<Adoption>),
+    /// Write the blocks a sparse segment still holds back into the active file (queued by
+    /// the writer itself; no reply).
+    Unseal(u64),
 }
 
 impl Weighed for Op {
@@ -129,7 +132,7 @@ impl Op {
             Op::Purge(_, _, r) | Op::RemoveMsgs(_, _, r) | Op::SetRetain(_, _, r) => {
                 drop(r.send(Err(e)))
             }
-            Op::Adopt(_) => {}
+            Op::Adopt(_) | Op::Unseal(_) => {}
         }
     }
 
@@ -156,7 +159,7 @@ impl Op {
                 Op::Purge(_, _, r) | Op::RemoveMsgs(_, _, r) | Op::SetRetain(_, _, r),
                 Done::Count(n),
             ) => drop(r.send(Ok(n))),
-            (Op::Adopt(_), _) => {}
+            (Op::Adopt(_) | Op::Unseal(_), _) => {}
             (op, _) => op.fail(StoreError::Corrupt("internal: reply type mismatch".into())),
         }
     }
@@ -225,6 +228,10 @@ pub(crate) struct Writer {
     pub(crate) len_checked: bool,
     /// The sealer at work, if any.
     pub(crate) sealing: Option<Sealing>,
+    /// Segments named by a quarter of their blocks or fewer, to unseal.
+    pub(crate) sparse: std::collections::BTreeSet<u64>,
+    /// The segment whose `Op::Unseal` is queued, if any.
+    pub(crate) unsealing: Option<u64>,
 }
 
 /// How long appends are refused after a no-space failure before a commit is tried again
@@ -240,6 +247,8 @@ const SCRATCH_KEEP_BYTES: usize = 1 << 20;
 impl Writer {
     /// Runs until every `Store` handle (every sender) is gone.
     pub(crate) fn run(mut self) {
+        // Sparse segments found at open.
+        self.maybe_unseal();
         loop {
             let mut ops = Vec::new();
             let idle = self.shared.quick_repair.idle().filter(|_| self.unrecorded);
@@ -322,6 +331,7 @@ impl Writer {
                     next_id,
                     freed,
                     dead,
+                    sparse,
                     written,
                     active_blocks,
                 } = done;
@@ -347,17 +357,33 @@ impl Writer {
                     cache.next_id = next_id;
                 }
                 for (op, r) in ops.iter().zip(&results) {
-                    if let Op::Adopt(a) = op {
-                        let adopted = match r {
-                            Ok(Done::Count(n)) => Some(*n),
-                            _ => None,
-                        };
-                        self.seal_done(a.n, adopted);
+                    match op {
+                        Op::Adopt(a) => {
+                            let adopted = match r {
+                                Ok(Done::Count(n)) => Some(*n),
+                                _ => None,
+                            };
+                            self.seal_done(a.n, adopted);
+                        }
+                        Op::Unseal(n) => {
+                            self.unsealing = None;
+                            if let Ok(Done::Count(moved)) = r {
+                                tracing::info!(
+                                    segment = n,
+                                    blocks = moved,
+                                    "sparse segment unsealed"
+                                );
+                            }
+                        }
+                        _ => {}
                     }
                 }
                 for n in &dead {
+                    self.sparse.remove(n);
                     self.shared.segs.forget(*n);
                 }
+                self.sparse.extend(sparse);
+                self.maybe_unseal();
                 if !dead.is_empty() {
                     self.refresh_sealed_bytes();
                 }
@@ -378,8 +404,11 @@ impl Writer {
                     self.full_since = Some(Instant::now());
                 }
                 for op in &ops {
-                    if let Op::Adopt(a) = op {
-                        self.seal_done(a.n, None);
+                    match op {
+                        Op::Adopt(a) => self.seal_done(a.n, None),
+                        // Tried again after the next commit that releases one of its blocks.
+                        Op::Unseal(_) => self.unsealing = None,
+                        _ => {}
                     }
                 }
                 for op in ops {
@@ -469,7 +498,7 @@ struct Batch<'t, 'o> {
     /// Blocks living in segment files: (stream id, first seq) → segment number.
     sealed: Table<'t, (u32, u64), u64>,
     /// Segment number → how many `sealed` entries name it.
-    segments: Table<'t, u64, u64>,
+    segments: Table<'t, u64, (u64, u64)>,
     /// The segment files, for reading sealed blocks.
     segs: &'t Segments,
     /// Per segment, how many of its blocks this batch took out of `sealed`.
@@ -562,6 +591,7 @@ impl<'t, 'o> Batch<'t, 'o> {
             Op::Skip(name, ts_ns, n, _) => self.skip(name, *ts_ns, *n),
             Op::Quarantine(target, reason, _) => self.quarantine(target, reason),
             Op::Adopt(a) => self.adopt(a),
+            Op::Unseal(n) => self.unseal(*n),
         }
     }
 
@@ -1235,8 +1265,9 @@ impl<'t, 'o> Batch<'t, 'o> {
             self.flush_pending(id)?;
         }
         let mut dead = Vec::new();
+        let mut sparse = Vec::new();
         for (n, released) in std::mem::take(&mut self.released) {
-            let held = match self.segments.get(n)? {
+            let (held, total) = match self.segments.get(n)? {
                 Some(v) => v.value(),
                 None => {
                     return Err(StoreError::Corrupt(format!(
@@ -1250,7 +1281,10 @@ impl<'t, 'o> Batch<'t, 'o> {
                     dead.push(n);
                 }
                 Some(left) => {
-                    self.segments.insert(n, left)?;
+                    self.segments.insert(n, (left, total))?;
+                    if seal::is_sparse(left, total) {
+                        sparse.push(n);
+                    }
                 }
                 None => {
                     return Err(StoreError::Corrupt(format!(
@@ -1283,6 +1317,7 @@ impl<'t, 'o> Batch<'t, 'o> {
             next_id: self.next_id,
             freed: self.freed,
             dead,
+            sparse,
             written: self.written,
             active_blocks: self.blocks.len()?,
         })
@@ -1301,6 +1336,8 @@ struct Finished {
     freed: bool,
     /// Segments no `sealed` entry names any more: their files go after the commit.
     dead: Vec<u64>,
+    /// Segments it left named by a quarter of their blocks or fewer.
+    sparse: Vec<u64>,
     /// Bytes of block values written into the active file.
     written: u64,
     /// Blocks in the active file after it.

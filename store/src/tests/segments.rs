@@ -31,6 +31,21 @@ fn segment_files(dir: &Path) -> Vec<String> {
     v
 }
 
+/// Every segment the store names: number → (blocks named, blocks adopted).
+fn segment_counts(s: &Store) -> Vec<(u64, (u64, u64))> {
+    use redb::{ReadableDatabase, ReadableTable};
+    let db = s.inner.shared.db.read().unwrap();
+    let r = db.as_ref().unwrap().begin_read().unwrap();
+    let t = r.open_table(crate::format::SEGMENTS).unwrap();
+    t.iter()
+        .unwrap()
+        .map(|e| {
+            let (k, v) = e.unwrap();
+            (k.value(), v.value())
+        })
+        .collect()
+}
+
 /// Appends `n` messages in commits of 20, waiting for each sealer in between.
 fn fill(s: &Store, from: u64, n: u64) {
     let rt = rt();
@@ -207,4 +222,60 @@ fn version_3_files_are_migrated() {
     let meta = r.open_table(crate::format::META).unwrap();
     let v = meta.get("format_version").unwrap().unwrap();
     assert_eq!(v.value(), 4u32.to_le_bytes().as_slice());
+}
+
+/// A segment whose blocks mostly went (a KV bucket's old revisions, say) is not kept for the
+/// few it still holds: they are written back into the active file and the file is removed.
+#[test]
+fn a_sparse_segment_is_unsealed() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt();
+    let s = open_sealing(dir.path());
+    rt.block_on(s.create_stream("S", vec![])).unwrap();
+    // 60 blocks of 20 messages (one commit each).
+    fill(&s, 1, 1200);
+    let first_segments = segment_files(dir.path());
+    assert!(!first_segments.is_empty());
+    // Every block but one in eight goes whole.
+    let gone: Vec<u64> = (1..=1200u64)
+        .filter(|seq| ((seq - 1) / 20) % 8 != 0)
+        .collect();
+    assert_eq!(
+        rt.block_on(s.remove_msgs("S", gone)).unwrap(),
+        1200 - 8 * 20
+    );
+    // The unsealing is queued by the writer after that commit: wait until no segment is
+    // sparse (a segment adopted with under 4 blocks never is: 1 of 3 is a third).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while segment_counts(&s)
+        .iter()
+        .any(|(_, (live, total))| crate::writer::is_sparse(*live, *total))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "sparse segments kept: {:?}",
+            segment_counts(&s)
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let left: Vec<String> = segment_files(dir.path())
+        .into_iter()
+        .filter(|f| first_segments.contains(f))
+        .collect();
+    assert!(
+        left.len() < first_segments.len(),
+        "no segment was unsealed: {left:?}"
+    );
+    assert!(s.wait_sealed(Duration::from_secs(10)));
+    let kept = check_consistent(&s, "S");
+    let want: Vec<u64> = (1..=1200u64)
+        .filter(|seq| ((seq - 1) / 20) % 8 == 0)
+        .collect();
+    assert_eq!(kept.iter().map(|m| m.seq).collect::<Vec<_>>(), want);
+    for m in &kept {
+        assert_eq!(m.payload, msg("x", m.seq).payload);
+    }
+    drop(s);
+    let s = open_sealing(dir.path());
+    assert_eq!(check_consistent(&s, "S"), kept);
 }

@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use redb::ReadableDatabase;
+use redb::{ReadableDatabase, ReadableTable};
 
 use super::{Batch, Done, Op, OpResult, Writer};
 use crate::format::BLOCKS;
@@ -92,10 +92,40 @@ impl Batch<'_, '_> {
             count += 1;
         }
         if count > 0 {
-            self.segments.insert(a.n, count)?;
+            self.segments.insert(a.n, (count, count))?;
         }
         Ok(Ok(Done::Count(count)))
     }
+
+    /// Writes every block segment `n` still holds back into the active file (it is then
+    /// named by nothing and removed after the commit); the count of blocks moved is the
+    /// result.
+    pub(super) fn unseal(&mut self, n: u64) -> OpResult {
+        let mut keys = Vec::new();
+        for e in self.sealed.iter()? {
+            let (k, v) = e?;
+            if v.value() == n {
+                keys.push(k.value());
+            }
+        }
+        let mut moved = 0u64;
+        for (id, first) in keys {
+            let Some(value) = self.segs.read_block(n, id, first)? else {
+                continue;
+            };
+            self.release_sealed(id, first)?;
+            self.blocks.insert((id, first), value.as_slice())?;
+            self.written += value.len() as u64;
+            moved += 1;
+        }
+        Ok(Ok(Done::Count(moved)))
+    }
+}
+
+/// Whether a segment named by `live` of the `total` blocks it was adopted with holds so
+/// little that it is unsealed.
+pub(crate) fn is_sparse(live: u64, total: u64) -> bool {
+    live > 0 && live.saturating_mul(4) <= total
 }
 
 impl Writer {
@@ -181,6 +211,19 @@ impl Writer {
         }
         self.refresh_sealed_bytes();
         self.shared.sealing.store(false, Ordering::Release);
+    }
+
+    /// Queues the unsealing of one sparse segment, unless one is queued already.
+    pub(super) fn maybe_unseal(&mut self) {
+        if self.unsealing.is_some() {
+            return;
+        }
+        let Some(n) = self.sparse.pop_first() else {
+            return;
+        };
+        if self.queue.push(Op::Unseal(n)).is_ok() {
+            self.unsealing = Some(n);
+        }
     }
 
     /// Stops a running sealer (the store is closing); its file is removed.
