@@ -111,7 +111,8 @@ impl Segments {
     }
 
     /// Segment `n` is no longer named by the newest commit: its handle is closed and its
-    /// file removed (a failure to remove is logged; the next open removes it).
+    /// file removed (a failure to remove is logged; the next open removes it). The caller
+    /// makes sure no read still runs on a snapshot that names it (see [`Self::read_block`]).
     pub(crate) fn forget(&self, n: u64) {
         self.live
             .write()
@@ -153,15 +154,18 @@ impl Segments {
             .len()
     }
 
-    /// The value of block `(id, first)` in segment `n`. `None` when the segment was forgotten
-    /// after the reader's snapshot was taken (every block it held is gone since: the reader
-    /// sees the block as deleted, never an error) or does not hold the block.
+    /// The value of block `(id, first)` in segment `n`; `None` if the segment is not live
+    /// (which a committed snapshot cannot see: the writer forgets a segment only after the
+    /// commit that stopped naming it, under the database's write lock, so no read that
+    /// started before that commit is still running).
     pub(crate) fn read_block(
         &self,
         n: u64,
         id: u32,
         first: u64,
     ) -> Result<Option<Vec<u8>>, StoreError> {
+        #[cfg(test)]
+        PAUSE_BEFORE_SEALED_READ.with(|p| std::thread::sleep(p.get()));
         let Some(db) = self.handle(n)? else {
             return Ok(None);
         };
@@ -222,6 +226,14 @@ impl Segments {
 /// The blocks a sealer copies: (stream id, first seq) and the value, in key order.
 pub(crate) type BlockSource<'a> =
     dyn Iterator<Item = Result<((u32, u64), Vec<u8>), StoreError>> + 'a;
+
+#[cfg(test)]
+thread_local! {
+    /// Tests widen the window between a reader's snapshot and its read of a sealed block
+    /// (on the thread that sets it only).
+    pub(crate) static PAUSE_BEFORE_SEALED_READ: std::cell::Cell<std::time::Duration> =
+        const { std::cell::Cell::new(std::time::Duration::ZERO) };
+}
 
 /// `seg-<n>.redb` in `dir`.
 pub(crate) fn segment_path(dir: &Path, n: u64) -> PathBuf {

@@ -378,9 +378,19 @@ impl Writer {
                         _ => {}
                     }
                 }
-                for n in &dead {
-                    self.sparse.remove(n);
-                    self.shared.segs.forget(*n);
+                if !dead.is_empty() {
+                    // Readers hold the read lock for their whole read: taking the write lock
+                    // waits for the reads in flight (whose snapshots may name these segments),
+                    // and every later read sees the commit that stopped naming them.
+                    let _no_reader = self
+                        .shared
+                        .db
+                        .write()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    for n in &dead {
+                        self.sparse.remove(n);
+                        self.shared.segs.forget(*n);
+                    }
                 }
                 self.sparse.extend(sparse);
                 self.maybe_unseal();
