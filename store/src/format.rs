@@ -58,6 +58,10 @@ pub(crate) const QUARANTINE: redb::TableDefinition<(&str, i64), &[u8]> =
 
 /// Key of the format version in `meta`.
 pub(crate) const META_VERSION: &str = "format_version";
+/// Key in `meta` of the bytes of blocks written into the active file since the last seal,
+/// u64 LE: written by a clean close, removed by the first commit after the next open (so a
+/// crash leaves none, and the open after it estimates from the file's length instead).
+pub(crate) const META_UNSEALED: &str = "unsealed_bytes";
 /// Key of the next unused stream id in `meta` (ids are never reused).
 pub(crate) const META_NEXT_ID: &str = "next_stream_id";
 

@@ -404,6 +404,24 @@ fn init_format(db: &Database, record: bool) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// The unsealed bytes the last clean close recorded, if it did (see `format::META_UNSEALED`).
+fn recorded_unsealed(db: &Database) -> Result<Option<u64>, StoreError> {
+    let r = db.begin_read()?;
+    let meta = r.open_table(format::META)?;
+    let value = meta.get(format::META_UNSEALED)?;
+    let Some(v) = value else {
+        return Ok(None);
+    };
+    match <[u8; 8]>::try_from(v.value()) {
+        Ok(b) => Ok(Some(u64::from_le_bytes(b))),
+        Err(_) => {
+            // Only a hint: the file's length stands in for it.
+            tracing::warn!("meta unsealed_bytes is not 8 bytes; ignored");
+            Ok(None)
+        }
+    }
+}
+
 /// The segments the newest commit names, and those of them that are sparse (named by a
 /// quarter of their blocks or fewer: the writer unseals them).
 #[allow(clippy::type_complexity)]
@@ -610,6 +628,10 @@ impl Store {
         };
         let (db, cache) = shared.open_db()?;
         let mut sparse = std::collections::BTreeSet::new();
+        let unsealed = match dir {
+            Some(_) => recorded_unsealed(&db)?,
+            None => None,
+        };
         if let Some(dir) = dir {
             let (live, sparse_at_open) = live_segments(&db)?;
             sparse = sparse_at_open;
@@ -633,8 +655,10 @@ impl Store {
             unrecorded: true,
             lazy_run: 0,
             seal_bytes: opts.seal_bytes.filter(|_| dir.is_some()).map(|b| b.max(1)),
-            active_written: 0,
-            len_checked: false,
+            active_written: unsealed.unwrap_or(0),
+            len_checked: unsealed.is_some(),
+            sealing_from: 0,
+            clear_unsealed: unsealed.is_some(),
             sealing: None,
             sparse,
             unsealing: None,

@@ -224,8 +224,13 @@ pub(crate) struct Writer {
     pub(crate) seal_bytes: Option<u64>,
     /// Bytes of blocks written into the active file since the last seal started (or open).
     pub(crate) active_written: u64,
-    /// The file's length was looked at after open (`seal::Writer::maybe_seal`).
+    /// The file's length was looked at after open (`seal::Writer::maybe_seal`), or need not
+    /// be: the last close recorded the unsealed bytes.
     pub(crate) len_checked: bool,
+    /// `active_written` when the running seal started (given back if it adopts nothing).
+    pub(crate) sealing_from: u64,
+    /// The next commit removes `META_UNSEALED` (read at open).
+    pub(crate) clear_unsealed: bool,
     /// The sealer at work, if any.
     pub(crate) sealing: Option<Sealing>,
     /// Segments named by a quarter of their blocks or fewer, to unseal.
@@ -262,6 +267,7 @@ impl Writer {
             }
         }
         self.stop_sealer();
+        self.record_unsealed();
         tracing::debug!("store writer exiting");
     }
 
@@ -475,6 +481,7 @@ impl Writer {
                 &mut self.scratch,
                 &self.shared.segs,
                 touched,
+                self.clear_unsealed,
             )?;
             for op in ops {
                 results.push(b.apply(op)?);
@@ -487,6 +494,7 @@ impl Writer {
             self.scratch = Vec::new();
         }
         txn.commit()?;
+        self.clear_unsealed = false;
         self.lazy_run = if lazy { self.lazy_run + 1 } else { 0 };
         Ok((results, done))
     }
@@ -547,9 +555,14 @@ impl<'t, 'o> Batch<'t, 'o> {
         scratch: &'t mut Vec<u8>,
         segs: &'t Segments,
         touched: Option<&'t mut seal::Touched>,
+        clear_unsealed: bool,
     ) -> Result<Self, StoreError> {
+        let mut meta = txn.open_table(META)?;
+        if clear_unsealed {
+            meta.remove(format::META_UNSEALED)?;
+        }
         Ok(Batch {
-            meta: txn.open_table(META)?,
+            meta,
             streams: txn.open_table(STREAMS)?,
             states: txn.open_table(STATES)?,
             blocks: txn.open_table(BLOCKS)?,

@@ -385,3 +385,47 @@ fn a_read_in_flight_keeps_the_segment_it_reads() {
         .iter()
         .all(|f| !segments_before.contains(f)));
 }
+
+/// A clean close records how much the active file holds unsealed, so the next open does not
+/// take a large file for an unsealed one and seal at its first commit (a restarted hub
+/// would read the active file back while its gateways reconnect).
+#[test]
+fn a_clean_reopen_does_not_seal_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt();
+    let opts = StoreOptions {
+        seal_bytes: Some(64 << 10),
+        ..StoreOptions::default()
+    };
+    let s = Store::open(dir.path(), opts.clone()).unwrap();
+    rt.block_on(s.create_stream("S", vec![])).unwrap();
+    // Past one seal (the first commit may seal too: a fresh file is already long), then a
+    // little more that stays unsealed.
+    let mut n = 1;
+    while s.segments() == 0 {
+        fill(&s, n, 200);
+        n += 200;
+    }
+    fill(&s, n, 100);
+    n += 100;
+    let before = segment_files(dir.path());
+    let active_len = s
+        .inner
+        .shared
+        .len
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        active_len >= 2 * (64 << 10),
+        "the active file ({active_len} B) is long enough to look unsealed"
+    );
+    drop(s);
+    let s = Store::open(dir.path(), opts).unwrap();
+    fill(&s, n, 20);
+    assert!(s.wait_sealed(Duration::from_secs(10)));
+    assert_eq!(
+        segment_files(dir.path()),
+        before,
+        "the reopen sealed at once"
+    );
+    assert_eq!(check_consistent(&s, "S").len() as u64, n + 20 - 1);
+}

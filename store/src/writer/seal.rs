@@ -139,8 +139,9 @@ impl Writer {
         if self.sealing.is_some() || !self.shared.segs.enabled() || active_blocks == 0 {
             return;
         }
-        // The first commit after open also looks at the file's length: a file written
-        // before segments existed (or by a run that never sealed) holds everything.
+        // Unless the last close recorded how much is unsealed (`META_UNSEALED`), the first
+        // commit after open also looks at the file's length: after a crash, or in a file
+        // written before segments existed, the active file may hold everything.
         let file_len = self.shared.len.load(Ordering::Relaxed);
         let large_at_open = !self.len_checked && file_len >= seal_bytes.saturating_mul(2);
         self.len_checked = true;
@@ -180,6 +181,7 @@ impl Writer {
             .spawn(move || run_sealer(txn, dir, n, &queue, &stop))?;
         tracing::debug!(segment = n, "sealing started");
         self.shared.sealing.store(true, Ordering::Release);
+        self.sealing_from = self.active_written;
         self.active_written = 0;
         self.sealing = Some(Sealing {
             n,
@@ -207,8 +209,13 @@ impl Writer {
             Some(blocks) if blocks > 0 => {
                 tracing::info!(segment = n, blocks, "segment sealed");
             }
-            _ => self.shared.segs.forget(n),
+            _ => {
+                // Nothing moved: what the seal was to take is still in the active file.
+                self.active_written = self.active_written.saturating_add(self.sealing_from);
+                self.shared.segs.forget(n);
+            }
         }
+        self.sealing_from = 0;
         self.refresh_sealed_bytes();
         self.shared.sealing.store(false, Ordering::Release);
     }
@@ -235,8 +242,36 @@ impl Writer {
                     tracing::error!("store sealer thread panicked");
                 }
             }
+            self.active_written = self.active_written.saturating_add(self.sealing_from);
+            self.sealing_from = 0;
         }
         self.shared.sealing.store(false, Ordering::Release);
+    }
+
+    /// Records, at a clean close, how many bytes of blocks the active file holds unsealed,
+    /// so that the next open need not guess from the file's length (and seal at once).
+    pub(super) fn record_unsealed(&mut self) {
+        if self.seal_bytes.is_none() || self.needs_reopen {
+            return;
+        }
+        let result = (|| {
+            let db = self
+                .shared
+                .db
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let db = db.as_ref().ok_or(StoreError::Closed)?;
+            let txn = crate::repair::begin_write(db, false)?;
+            txn.open_table(crate::format::META)?.insert(
+                crate::format::META_UNSEALED,
+                self.active_written.to_le_bytes().as_slice(),
+            )?;
+            txn.commit()?;
+            Ok::<(), StoreError>(())
+        })();
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "could not record the unsealed bytes at close");
+        }
     }
 
     /// Re-reads the size of the live segment files (after one was added or removed).
