@@ -429,3 +429,55 @@ fn a_clean_reopen_does_not_seal_at_once() {
     );
     assert_eq!(check_consistent(&s, "S").len() as u64, n + 20 - 1);
 }
+
+/// A segment file that went missing (deleted by hand, a bad restore) does not stop the store
+/// from opening (under systemd that would be a crash loop): its messages read as gone, the
+/// rest is served and appends go on.
+#[test]
+fn a_missing_segment_file_is_survived() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt();
+    let s = open_sealing(dir.path());
+    rt.block_on(s.create_stream("S", vec![])).unwrap();
+    fill(&s, 1, 400);
+    let files = segment_files(dir.path());
+    assert!(!files.is_empty());
+    drop(s);
+    std::fs::remove_file(dir.path().join(&files[0])).unwrap();
+    let s = open_sealing(dir.path());
+    let read = s.read_range("S", 0, usize::MAX, u64::MAX).unwrap();
+    assert!(
+        read.len() < 400,
+        "the missing segment's messages cannot be read"
+    );
+    assert_eq!(s.get("S", 400).unwrap().unwrap().seq, 400);
+    let next = rt.block_on(s.append("S", msg("s.a", 401))).unwrap();
+    assert_eq!(next.seq, 401);
+}
+
+/// A segment file overwritten with garbage: reading its messages is an error (never a
+/// panic), and everything else is served and written as before.
+#[test]
+fn a_garbage_segment_file_is_an_error_not_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt();
+    let s = open_sealing(dir.path());
+    rt.block_on(s.create_stream("S", vec![])).unwrap();
+    rt.block_on(s.create_stream("T", vec![])).unwrap();
+    fill(&s, 1, 400);
+    let files = segment_files(dir.path());
+    assert!(!files.is_empty());
+    drop(s);
+    let path = dir.path().join(&files[0]);
+    let len = std::fs::metadata(&path).unwrap().len() as usize;
+    std::fs::write(&path, vec![0xa5u8; len]).unwrap();
+    let s = open_sealing(dir.path());
+    assert!(s.get("S", 1).is_err(), "seq 1 lives in the damaged segment");
+    assert!(s.read_range("S", 0, usize::MAX, u64::MAX).is_err());
+    assert_eq!(s.get("S", 400).unwrap().unwrap().seq, 400);
+    let a = rt.block_on(s.append("T", msg("t", 1))).unwrap();
+    assert_eq!(
+        s.get("T", a.seq).unwrap().unwrap().payload,
+        msg("t", 1).payload
+    );
+}
