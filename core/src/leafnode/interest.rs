@@ -32,20 +32,33 @@
 //! its own subject come back and close its link as a loop). [`Interest::lds_elsewhere`] tells
 //! a link whether another link already announced a loop-detection subject.
 //!
+//! **The first burst is written step by step** ([`Interest::continue_burst`], driven by the
+//! link's writer through [`FirstBurst`] whenever its queue drains below
+//! [`REFILL_BELOW`](crate::server::outbound::REFILL_BELOW)): the table is ordered by key and
+//! the link keeps the last key its burst went past. A change to a key up to there is passed on
+//! at once (the link was told about the key); a change to a key beyond is not, the burst writes
+//! that key's state when it gets there. So what the link hears still adds up to the table at
+//! every point, and a hub that thousands of gateways reconnect to at once holds one step
+//! ([`BURST_STEP`]) of interest per link in its queues, not one copy of the whole table per
+//! link (with N gateways each announcing its own subjects, N² lines at once).
+//!
 //! Holding one lock across the sublist change and the announcements makes each link's view
-//! exact: a link registering (snapshot + burst) and a subscription changing are ordered.
+//! exact: a link registering (and each step of its burst) and a subscription changing are
+//! ordered.
 //! The lock is never taken on the publish path (except by the rare auto-unsubscribe).
 //!
 //! [`Shared::add_subscription`]: crate::server::Shared::add_subscription
 //! [`Shared::remove_subscription`]: crate::server::Shared::remove_subscription
 //! [`Shared::reweigh_subscription`]: crate::server::Shared::reweigh_subscription
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
+use std::sync::{Arc, Mutex, Weak};
 
 use bytes::BytesMut;
 
 use crate::server::fanout::{ClientHandle, SubTarget, Subscription};
+use crate::server::outbound::{AppendOutcome, Outbound, Refill};
 use leaf_proto as proto;
 
 /// Where a piece of interest comes from.
@@ -164,16 +177,47 @@ impl Before {
     }
 }
 
+/// How much of a link's first burst is written per step: one step runs whenever the link's
+/// outbound queue has drained below [`crate::server::outbound::REFILL_BELOW`].
+pub const BURST_STEP: usize = 8 * 1024;
+
+/// Where a link's first burst stands: the keys up to `after` were written (none while
+/// `after` is `None`); the loop-detection subject `lds` ends it.
+struct Burst {
+    /// The last key the burst went past; `None` before the first step.
+    after: Option<Box<[u8]>>,
+    /// This server's loop-detection subject for the link, announced last.
+    lds: Box<[u8]>,
+}
+
 /// One established link.
 struct LinkView {
     handle: Arc<ClientHandle>,
     solicited: bool,
+    /// The first burst, while it is still being written.
+    burst: Option<Burst>,
+}
+
+impl LinkView {
+    /// Whether the link was already told about `key` (its first burst went past it): changes
+    /// to a key the burst has not reached are not passed on, the burst writes the key's state
+    /// when it gets there.
+    fn told(&self, key: &[u8]) -> bool {
+        match &self.burst {
+            None => true,
+            Some(Burst { after: None, .. }) => false,
+            Some(Burst {
+                after: Some(after), ..
+            }) => key <= &after[..],
+        }
+    }
 }
 
 /// All interest and every link's view of it; see the module documentation.
 #[derive(Default)]
 pub struct Interest {
-    table: HashMap<Box<[u8]>, KeyInterest>,
+    /// Ordered, so that a first burst written step by step can stand at a key.
+    table: BTreeMap<Box<[u8]>, KeyInterest>,
     links: Vec<LinkView>,
     /// Scratch space for building keys.
     key: Vec<u8>,
@@ -253,7 +297,7 @@ impl Interest {
         // origin no longer holds (see `drop_origin`) changes nothing.
         let delta = self.update_table(key, origin, delta);
         for link in self.links.iter().filter(|_| announce && delta != 0) {
-            if !lds && import_denied(&link.handle, subject) {
+            if !link.told(key) || !lds && import_denied(&link.handle, subject) {
                 continue;
             }
             let visible = match origin {
@@ -346,33 +390,75 @@ impl Interest {
         self.remove_link(id);
     }
 
-    /// Registers an established link and queues its first `LS+` burst: every key it should
-    /// know about, then the loop-detection subject `lds`.
+    /// Registers an established link. Its first `LS+` burst (every key it should know about,
+    /// then the loop-detection subject `lds`) is not written here but step by step, as the
+    /// link's socket takes it: [`Interest::continue_burst`], driven by the [`FirstBurst`] the
+    /// caller hands the link's outbound queue. A hub that a fleet reconnects to at once thus
+    /// holds one step per link, not one whole copy of its interest per link.
     pub fn add_link(&mut self, handle: Arc<ClientHandle>, solicited: bool, lds: &[u8]) {
-        let id = handle.id;
-        // Written straight into the link's outbound buffer (no copy of the burst: a hub that
-        // a fleet reconnects to at once holds one burst per link, not two).
-        let table = &self.table;
-        handle.out.append(
+        self.links.push(LinkView {
+            handle,
+            solicited,
+            burst: Some(Burst {
+                after: None,
+                lds: lds.into(),
+            }),
+        });
+    }
+
+    /// Writes the next step (at least `budget` bytes, unless the burst ends first) of link
+    /// `id`'s first burst into its outbound queue; returns whether more is to come.
+    pub fn continue_burst(&mut self, id: u64, budget: usize) -> bool {
+        let Some(link) = self.links.iter_mut().find(|l| l.handle.id == id) else {
+            return false;
+        };
+        let Some(burst) = link.burst.as_mut() else {
+            return false;
+        };
+        let start = match &burst.after {
+            Some(after) => Bound::Excluded(after),
+            None => Bound::Unbounded,
+        };
+        let mut keys = self.table.range::<Box<[u8]>, _>((start, Bound::Unbounded));
+        let (handle, solicited) = (&link.handle, link.solicited);
+        let mut last: Option<&Box<[u8]>> = None;
+        let mut finished = false;
+        let outcome = handle.out.append(
             |out| {
-                for (key, entry) in table {
+                let begin = out.len();
+                loop {
+                    let Some((key, entry)) = keys.next() else {
+                        proto::write_ls_plus(out, &burst.lds, None);
+                        finished = true;
+                        break;
+                    };
+                    last = Some(key);
                     let subject = split_key(key).0;
                     let lds = is_lds(subject);
-                    if super::js_denied(subject) || (!lds && import_denied(&handle, subject)) {
+                    if super::js_denied(subject) || (!lds && import_denied(handle, subject)) {
                         continue;
                     }
                     let n = entry.visible_to(id, solicited, lds);
                     if n > 0 {
                         write_update(out, key, 0, n);
+                        if out.len() - begin >= budget {
+                            break;
+                        }
                     }
                 }
-                proto::write_ls_plus(out, lds, None);
             },
             None,
             &[],
         );
-        handle.out.flush();
-        self.links.push(LinkView { handle, solicited });
+        // A closed queue takes nothing more: the burst is over.
+        if finished || outcome == AppendOutcome::Closed {
+            link.burst = None;
+            return false;
+        }
+        if let Some(key) = last {
+            burst.after = Some(key.clone());
+        }
+        true
     }
 
     /// Whether a link other than `id` announced the loop-detection subject `subject`: a
@@ -390,7 +476,8 @@ impl Interest {
     }
 
     /// How many keys link `id` was told about (for tests and status): those its first burst
-    /// and the changes since have announced and not withdrawn, computed from the table.
+    /// (as far as it went) and the changes since have announced and not withdrawn, computed
+    /// from the table.
     pub fn announced(&self, id: u64) -> usize {
         let Some(link) = self.links.iter().find(|l| l.handle.id == id) else {
             return 0;
@@ -400,11 +487,31 @@ impl Interest {
             .filter(|(key, entry)| {
                 let subject = split_key(key).0;
                 let lds = is_lds(subject);
-                !super::js_denied(subject)
+                link.told(key)
+                    && !super::js_denied(subject)
                     && (lds || !import_denied(&link.handle, subject))
                     && entry.visible_to(id, link.solicited, lds) > 0
             })
             .count()
+    }
+}
+
+/// Feeds a link's first burst to its outbound queue as the socket drains (the queue's
+/// [`Refill`]): one [`Interest::continue_burst`] step each time, under the interest lock. Holds
+/// the table weakly: the table holds the link's handle, which holds this.
+pub struct FirstBurst {
+    /// The link's account's interest table.
+    pub interest: Weak<Mutex<Interest>>,
+    /// The link's connection id.
+    pub id: u64,
+}
+
+impl Refill for FirstBurst {
+    fn refill(&self, _out: &Outbound) -> bool {
+        match self.interest.upgrade() {
+            Some(table) => super::lock_interest(&table).continue_burst(self.id, BURST_STEP),
+            None => false,
+        }
     }
 }
 
@@ -430,6 +537,13 @@ mod tests {
         ))
     }
 
+    /// Registers a link and writes its whole first burst at once.
+    fn add(i: &mut Interest, h: Arc<ClientHandle>, solicited: bool, lds: &[u8]) {
+        let id = h.id;
+        i.add_link(h, solicited, lds);
+        while i.continue_burst(id, BURST_STEP) {}
+    }
+
     async fn drain(h: &ClientHandle) -> String {
         h.out.close();
         let mut sink = Vec::new();
@@ -446,7 +560,7 @@ mod tests {
     async fn plain_and_queue_transitions() {
         let mut i = Interest::default();
         let a = link(1, false);
-        i.add_link(a.clone(), false, b"$LDS.x");
+        add(&mut i, a.clone(), false, b"$LDS.x");
         i.change(b"foo", None, LOCAL, 1);
         i.change(b"foo", None, LOCAL, 1);
         i.change(b"foo", None, LOCAL, -1);
@@ -460,22 +574,53 @@ mod tests {
         );
     }
 
+    /// A first burst written a line at a time: a change to a key the burst has not reached is
+    /// left to the burst (which writes the key's state then), a change to a key it went past
+    /// is passed on at once.
+    #[tokio::test]
+    async fn a_burst_in_steps_and_changes_meanwhile() {
+        let mut i = Interest::default();
+        for key in [&b"a"[..], b"b", b"c", b"d"] {
+            i.change(key, None, LOCAL, 1);
+        }
+        let l = link(1, false);
+        i.add_link(l.clone(), false, b"$LDS.x");
+        // Not reached yet: `a` comes and goes, `b` goes, `e` comes; the link hears nothing.
+        i.change(b"a", None, LOCAL, 1);
+        i.change(b"b", None, LOCAL, -1);
+        i.change(b"e", None, LOCAL, 1);
+        assert_eq!(i.announced(1), 0);
+        assert!(i.continue_burst(1, 1));
+        assert_eq!(i.announced(1), 1);
+        // Past `a` now: its change is passed on; `c` is not reached.
+        i.change(b"a", None, LOCAL, -2);
+        i.change(b"c", None, LOCAL, -1);
+        i.change(b"c", None, LOCAL, 1);
+        while i.continue_burst(1, 1) {}
+        assert!(!i.continue_burst(1, 1));
+        i.change(b"e", None, LOCAL, -1);
+        assert_eq!(
+            drain(&l).await,
+            "LS+ a\r\nLS- a\r\nLS+ c\r\nLS+ d\r\nLS+ e\r\nLS+ $LDS.x\r\nLS- e\r\n"
+        );
+    }
+
     #[tokio::test]
     async fn a_replaced_link_withdraws_its_interest_once() {
         let mut i = Interest::default();
         let other = link(2, false);
-        i.add_link(other.clone(), false, b"$LDS.hub");
+        add(&mut i, other.clone(), false, b"$LDS.hub");
         let old = Origin::Link {
             id: 1,
             solicited: false,
         };
-        i.add_link(link(1, false), false, b"$LDS.hub");
+        add(&mut i, link(1, false), false, b"$LDS.hub");
         i.change(b"$LDS.leaf", None, old, 1);
         i.change(b"x", Some(b"q"), old, 2);
         i.drop_origin(1);
         // The same leaf's new connection hears nothing of the old one (no loop).
         let new = link(3, false);
-        i.add_link(new.clone(), false, b"$LDS.hub");
+        add(&mut i, new.clone(), false, b"$LDS.hub");
         // The old connection's teardown removes the same interest again: no effect.
         i.change(b"$LDS.leaf", None, old, -1);
         i.change(b"x", Some(b"q"), old, -2);
@@ -501,8 +646,8 @@ mod tests {
         // Interest learned from a hub (solicited link 7) and from a leaf below us (link 8).
         let hub = link(7, true);
         let below = link(8, false);
-        i.add_link(hub.clone(), true, b"$LDS.x");
-        i.add_link(below.clone(), false, b"$LDS.x");
+        add(&mut i, hub.clone(), true, b"$LDS.x");
+        add(&mut i, below.clone(), false, b"$LDS.x");
         i.change(
             b"from.hub",
             None,
@@ -523,7 +668,7 @@ mod tests {
         );
         // A second hub connects: it hears local and leaf interest, not the first hub's.
         let hub2 = link(9, true);
-        i.add_link(hub2.clone(), true, b"$LDS.x");
+        add(&mut i, hub2.clone(), true, b"$LDS.x");
         let mut burst: Vec<String> = drain(&hub2).await.lines().map(str::to_owned).collect();
         burst.sort();
         assert_eq!(burst, ["LS+ $LDS.x", "LS+ from.leaf g 3", "LS+ local"]);
@@ -554,7 +699,7 @@ mod tests {
                 import_allow: Some(vec!["down.>".into()]),
                 ..crate::leafnode::LinkDeny::default()
             });
-        i.add_link(restricted.clone(), false, b"$LDS.hub1");
+        add(&mut i, restricted.clone(), false, b"$LDS.hub1");
         let other = Origin::Link {
             id: 2,
             solicited: false,
@@ -567,7 +712,7 @@ mod tests {
         assert!(!i.lds_elsewhere(b"$LDS.other", 2));
         assert!(!i.lds_elsewhere(b"$LDS.victim", 1));
         let late = link(3, false);
-        i.add_link(late.clone(), false, b"$LDS.hub3");
+        add(&mut i, late.clone(), false, b"$LDS.hub3");
         assert_eq!(
             drain(&restricted).await,
             "LS+ $LDS.hub1\r\nLS+ $LDS.other\r\n"
@@ -577,8 +722,9 @@ mod tests {
         assert_eq!(burst, ["LS+ $LDS.hub3", "LS+ $LDS.other", "LS+ up.x"]);
     }
 
-    /// Random changes from local clients and from links of both sides, links joining late and
-    /// being replaced: what each link hears, replayed, is exactly what the table shows it (no
+    /// Random changes from local clients and from links of both sides, links joining late (their
+    /// first bursts written a line or two at a time between the changes) and being replaced:
+    /// what each link hears, replayed, is exactly what the table shows it (no
     /// `LS-` for a key it was not told, no second `LS+` of a plain key, the weight of a queue
     /// key its current one), so computing a link's view instead of storing it loses nothing.
     #[tokio::test]
@@ -590,13 +736,21 @@ mod tests {
                 .wrapping_add(1_442_695_040_888_963_407);
             (seed >> 33) % n
         };
-        let keys: [(&[u8], Option<&[u8]>); 6] = [
+        let keys: [(&[u8], Option<&[u8]>); 14] = [
             (b"a", None),
             (b"b.>", None),
             (b"c", Some(b"q")),
             (b"c", Some(b"r")),
             (b"$LDS.z", None),
             (b"$JS.API.x", None),
+            (b"d.1", None),
+            (b"d.2", None),
+            (b"d.3", Some(b"q")),
+            (b"e", None),
+            (b"f.*", None),
+            (b"g", Some(b"r")),
+            (b"h.>", None),
+            (b"i", None),
         ];
         let mut i = Interest::default();
         let mut handles: Vec<(Arc<ClientHandle>, bool)> = Vec::new();
@@ -605,8 +759,13 @@ mod tests {
                 let id = 100 + handles.len() as u64;
                 let solicited = id.is_multiple_of(3);
                 let h = link(id, solicited);
+                // Its first burst is written a line or two at a time between changes.
                 i.add_link(h.clone(), solicited, b"$LDS.me");
                 handles.push((h, solicited));
+            }
+            if next(3) == 0 && !handles.is_empty() {
+                let id = handles[next(handles.len() as u64) as usize].0.id;
+                i.continue_burst(id, 1 + next(24) as usize);
             }
             let (subject, queue) = keys[next(keys.len() as u64) as usize];
             let origin = match next(4) {
@@ -621,11 +780,16 @@ mod tests {
                     }
                 }
             };
-            let delta = [1, 2, -1, -2][next(4) as usize];
+            // Removals a little more likely than additions: keys keep coming and going
+            // (0 <-> 1 transitions) instead of piling up members.
+            let delta = [1, 2, -1, -2, -2][next(5) as usize];
             i.change(subject, queue, origin, delta);
             if next(700) == 0 {
                 i.drop_origin(100 + next(30));
             }
+        }
+        for (h, _) in &handles {
+            while i.continue_burst(h.id, BURST_STEP) {}
         }
         let registered: Vec<u64> = i.links.iter().map(|l| l.handle.id).collect();
         // A replaced link (`drop_origin`) is told nothing more: only the others are checked.

@@ -69,6 +69,7 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use super::info::{new_nonce, HubInfo, LeafConnect, PeerInfo};
+use super::interest::FirstBurst;
 use super::login::{self, Login};
 use super::nkey::RemoteAuth;
 use super::tls::{ClientTls, FlushingWriter};
@@ -773,7 +774,9 @@ impl Link<'_> {
     fn handle_op(&mut self, op: LeafOp<'_>) -> Result<(), Ended> {
         match op {
             LeafOp::Ping => {
-                self.fanout.send(&self.handle, proto::PONG);
+                // After the first burst of interest, if it is still being written.
+                self.handle.out.pong();
+                self.fanout.flush_later(&self.handle);
                 return Ok(());
             }
             LeafOp::Pong => {
@@ -1138,11 +1141,13 @@ impl Link<'_> {
             let _ = peer.deny.set(rules);
         }
         let lds = self.leaf.new_lds();
-        lock_interest(&self.leaf.interest(self.account.name())).add_link(
-            self.handle.clone(),
-            solicited,
-            &lds,
-        );
+        let table = self.leaf.interest(self.account.name());
+        lock_interest(&table).add_link(self.handle.clone(), solicited, &lds);
+        // The first burst is written as the socket takes it (see `Interest::add_link`).
+        self.handle.out.set_refill(Arc::new(FirstBurst {
+            interest: Arc::downgrade(&table),
+            id: self.handle.id,
+        }));
         self.lds = Some(lds);
         self.registered = true;
         let url = match &self.side {

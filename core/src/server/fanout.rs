@@ -672,6 +672,11 @@ impl Fanout {
         self.flush_set.add(client);
     }
 
+    /// Wakes `client`'s writer at the next flush (for bytes queued by other means).
+    pub fn flush_later(&mut self, client: &Arc<ClientHandle>) {
+        self.flush_set.add(client);
+    }
+
     /// Queues bytes that `encode` writes for `client`.
     pub fn send_with(&mut self, client: &Arc<ClientHandle>, encode: impl FnOnce(&mut BytesMut)) {
         client.out.append(encode, None, &[]);

@@ -21,7 +21,7 @@
 use std::collections::VecDeque;
 use std::io::IoSlice;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -43,6 +43,17 @@ const MAX_IOVECS: usize = 64;
 /// account: 250 KB with 10,000 gateways), and the buffer would keep that allocation for the
 /// connection's life; the writer frees a larger one once everything is written.
 const IDLE_KEEP: usize = 8 * 1024;
+
+/// A queue with a [`Refill`] asks it for more whenever fewer bytes than this are queued.
+pub const REFILL_BELOW: usize = 16 * 1024;
+
+/// A producer of a long stream of protocol bytes that is written into the queue step by step,
+/// as the socket takes it, instead of all at once (a leafnode link's first `LS+` burst: one
+/// line per subscription of the account, for every link of a fleet reconnecting at once).
+pub trait Refill: Send + Sync {
+    /// Appends the next step to `out`; returns whether more is to come (`false` ends it).
+    fn refill(&self, out: &Outbound) -> bool;
+}
 
 /// Why an append was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +90,13 @@ pub struct Outbound {
     closing: Notify,
     max_pending: usize,
     stall_mark: usize,
+    /// What feeds the queue as it drains, if anything ([`Outbound::set_refill`]).
+    refill: Mutex<Option<Arc<dyn Refill>>>,
+    /// Whether `refill` is set (read by the writer without the lock).
+    has_refill: AtomicBool,
+    /// `PONG`s owed to the peer once the refill is done ([`Outbound::pong`]); changed only
+    /// under the `refill` lock.
+    owed_pongs: AtomicUsize,
 }
 
 impl Outbound {
@@ -98,6 +116,9 @@ impl Outbound {
             closing: Notify::new(),
             max_pending,
             stall_mark: (max_pending / 4).min(STALL_MARK_MAX),
+            refill: Mutex::new(None),
+            has_refill: AtomicBool::new(false),
+            owed_pongs: AtomicUsize::new(0),
         }
     }
 
@@ -152,6 +173,57 @@ impl Outbound {
     /// Wakes the writer task: call after a batch of appends.
     pub fn flush(&self) {
         self.wake_writer.notify_one();
+    }
+
+    /// Hands the queue a producer that the writer asks for more whenever fewer than
+    /// [`REFILL_BELOW`] bytes are queued, until it says it is done (replacing any earlier one).
+    pub fn set_refill(&self, refill: Arc<dyn Refill>) {
+        *self.refill.lock().unwrap_or_else(|e| e.into_inner()) = Some(refill);
+        self.has_refill.store(true, Ordering::Release);
+        self.wake_writer.notify_one();
+    }
+
+    /// Asks the queue's producer for its next step if the queue runs low; forgets the
+    /// producer once it is done. Called by the writer only.
+    fn refill_if_low(&self) {
+        if !self.has_refill.load(Ordering::Acquire) || self.pending() >= REFILL_BELOW {
+            return;
+        }
+        let refill = self
+            .refill
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let more = refill.is_some_and(|r| r.refill(self));
+        if !more {
+            let owed = {
+                let mut slot = self.refill.lock().unwrap_or_else(|e| e.into_inner());
+                *slot = None;
+                self.has_refill.store(false, Ordering::Release);
+                self.owed_pongs.swap(0, Ordering::Relaxed)
+            };
+            for _ in 0..owed {
+                if self.append_bytes(leaf_proto::PONG) == AppendOutcome::Closed {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Answers a `PING`: at once, or, while a refill is under way, right after it. A `PONG`
+    /// tells the peer that it has everything the server had to say before it (a leafnode
+    /// link's first burst of interest, as nats-server writes it whole before reading on).
+    /// Owed `PONG`s are a count: a peer pinging without reading costs no memory until the
+    /// refill ends, and then no more than its queue may hold.
+    pub fn pong(&self) -> AppendOutcome {
+        if self.has_refill.load(Ordering::Acquire) {
+            let slot = self.refill.lock().unwrap_or_else(|e| e.into_inner());
+            if slot.is_some() {
+                self.owed_pongs.fetch_add(1, Ordering::Relaxed);
+                return AppendOutcome::Queued;
+            }
+        }
+        self.append_bytes(leaf_proto::PONG)
     }
 
     /// Closes the queue: further appends are refused and the writer exits after draining what is
@@ -249,6 +321,9 @@ impl Outbound {
         let mut batch: Vec<Bytes> = Vec::with_capacity(16);
         loop {
             let notified = self.wake_writer.notified();
+            if !self.is_closed() {
+                self.refill_if_low();
+            }
             self.take(&mut batch);
             if batch.is_empty() {
                 if self.is_closed() {
@@ -350,6 +425,64 @@ mod tests {
         expected.extend_from_slice(b"\r\n+OK\r\n");
         assert_eq!(sink, expected);
         assert_eq!(out.pending(), 0);
+    }
+
+    /// A long stream handed over as a [`Refill`] is written whole and in order, and produced
+    /// step by step as the (slow) reader takes it: the queue never holds more than the low mark
+    /// plus one step. A `PONG` asked for meanwhile follows the stream.
+    #[tokio::test]
+    async fn a_refill_is_produced_as_the_socket_drains() {
+        const STEP: usize = 4096;
+        const STEPS: usize = 100;
+        struct Counter {
+            next: std::sync::atomic::AtomicUsize,
+            most_queued: std::sync::atomic::AtomicUsize,
+        }
+        impl Refill for Counter {
+            fn refill(&self, out: &Outbound) -> bool {
+                let n = self.next.fetch_add(1, Ordering::Relaxed);
+                let byte = b'a' + (n % 26) as u8;
+                out.append(|b| b.extend_from_slice(&[byte; STEP]), None, &[]);
+                self.most_queued.fetch_max(out.pending(), Ordering::Relaxed);
+                n + 1 < STEPS
+            }
+        }
+        let out = Arc::new(Outbound::new(1 << 20));
+        let counter = Arc::new(Counter {
+            next: 0.into(),
+            most_queued: 0.into(),
+        });
+        // A pipe much smaller than the stream: the writer waits on the reader.
+        let (mut sink, mut peer) = tokio::io::duplex(8 * 1024);
+        let writer_out = out.clone();
+        let writer = tokio::spawn(async move {
+            writer_out
+                .run_writer(&mut sink, Duration::from_secs(5))
+                .await
+        });
+        out.set_refill(counter.clone());
+        // A PING answered while the stream is written: its PONG comes after all of it.
+        out.pong();
+        out.flush();
+        let mut got = vec![0u8; STEP * STEPS + leaf_proto::PONG.len()];
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio::io::AsyncReadExt::read_exact(&mut peer, &mut got),
+        )
+        .await
+        .expect("the whole stream arrives")
+        .unwrap();
+        let (stream, pong) = got.split_at(STEP * STEPS);
+        for (n, step) in stream.chunks(STEP).enumerate() {
+            assert!(step.iter().all(|&b| b == b'a' + (n % 26) as u8), "step {n}");
+        }
+        assert_eq!(pong, leaf_proto::PONG);
+        assert_eq!(out.pong(), AppendOutcome::Queued, "answered at once now");
+        assert_eq!(counter.next.load(Ordering::Relaxed), STEPS);
+        let most = counter.most_queued.load(Ordering::Relaxed);
+        assert!(most <= REFILL_BELOW + STEP, "{most} bytes queued at once");
+        out.close();
+        writer.await.unwrap().unwrap();
     }
 
     /// A burst larger than [`IDLE_KEEP`] (a leafnode link's first interest) leaves no large
