@@ -33,8 +33,8 @@
 //! a link whether another link already announced a loop-detection subject.
 //!
 //! **The first burst is written step by step** ([`Interest::continue_burst`], driven by the
-//! link's writer through [`FirstBurst`] whenever its queue drains below
-//! [`REFILL_BELOW`](crate::server::outbound::REFILL_BELOW)): the table is ordered by key and
+//! link's writer through [`FirstBurst`]: one step each time it has written what was queued, so
+//! other traffic on the link never starves the burst): the table is ordered by key and
 //! the link keeps the last key its burst went past. A change to a key up to there is passed on
 //! at once (the link was told about the key); a change to a key beyond is not, the burst writes
 //! that key's state when it gets there. So what the link hears still adds up to the table at
@@ -177,8 +177,8 @@ impl Before {
     }
 }
 
-/// How much of a link's first burst is written per step: one step runs whenever the link's
-/// outbound queue has drained below [`crate::server::outbound::REFILL_BELOW`].
+/// How much of a link's first burst is written per step: one step runs each time the link's
+/// writer has written what was queued.
 pub const BURST_STEP: usize = 8 * 1024;
 
 /// Where a link's first burst stands: the keys up to `after` were written (none while

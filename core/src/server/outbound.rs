@@ -44,9 +44,6 @@ const MAX_IOVECS: usize = 64;
 /// connection's life; the writer frees a larger one once everything is written.
 const IDLE_KEEP: usize = 8 * 1024;
 
-/// A queue with a [`Refill`] asks it for more whenever fewer bytes than this are queued.
-pub const REFILL_BELOW: usize = 16 * 1024;
-
 /// A producer of a long stream of protocol bytes that is written into the queue step by step,
 /// as the socket takes it, instead of all at once (a leafnode link's first `LS+` burst: one
 /// line per subscription of the account, for every link of a fleet reconnecting at once).
@@ -175,18 +172,20 @@ impl Outbound {
         self.wake_writer.notify_one();
     }
 
-    /// Hands the queue a producer that the writer asks for more whenever fewer than
-    /// [`REFILL_BELOW`] bytes are queued, until it says it is done (replacing any earlier one).
+    /// Hands the queue a producer that the writer asks for one step each time it has written
+    /// what was queued (before its next write), until it says it is done (replacing any
+    /// earlier one). The producer thus goes at the socket's pace and is never starved by other
+    /// traffic on the connection: the queue holds that traffic plus one step.
     pub fn set_refill(&self, refill: Arc<dyn Refill>) {
         *self.refill.lock().unwrap_or_else(|e| e.into_inner()) = Some(refill);
         self.has_refill.store(true, Ordering::Release);
         self.wake_writer.notify_one();
     }
 
-    /// Asks the queue's producer for its next step if the queue runs low; forgets the
-    /// producer once it is done. Called by the writer only.
-    fn refill_if_low(&self) {
-        if !self.has_refill.load(Ordering::Acquire) || self.pending() >= REFILL_BELOW {
+    /// Asks the queue's producer for its next step; forgets the producer once it is done.
+    /// Called by the writer only, once per write.
+    fn refill(&self) {
+        if !self.has_refill.load(Ordering::Acquire) {
             return;
         }
         let refill = self
@@ -322,7 +321,7 @@ impl Outbound {
         loop {
             let notified = self.wake_writer.notified();
             if !self.is_closed() {
-                self.refill_if_low();
+                self.refill();
             }
             self.take(&mut batch);
             if batch.is_empty() {
@@ -428,8 +427,8 @@ mod tests {
     }
 
     /// A long stream handed over as a [`Refill`] is written whole and in order, and produced
-    /// step by step as the (slow) reader takes it: the queue never holds more than the low mark
-    /// plus one step. A `PONG` asked for meanwhile follows the stream.
+    /// step by step as the (slow) reader takes it: the queue never holds much more than one
+    /// step. A `PONG` asked for meanwhile follows the stream.
     #[tokio::test]
     async fn a_refill_is_produced_as_the_socket_drains() {
         const STEP: usize = 4096;
@@ -480,9 +479,69 @@ mod tests {
         assert_eq!(out.pong(), AppendOutcome::Queued, "answered at once now");
         assert_eq!(counter.next.load(Ordering::Relaxed), STEPS);
         let most = counter.most_queued.load(Ordering::Relaxed);
-        assert!(most <= REFILL_BELOW + STEP, "{most} bytes queued at once");
+        assert!(most <= 2 * STEP, "{most} bytes queued at once");
         out.close();
         writer.await.unwrap().unwrap();
+    }
+
+    /// Other traffic keeping the queue full (a leafd uplink replaying through a slow WAN while
+    /// its link's first burst is written) does not starve the refill: it gets one step per
+    /// write, and the `PONG` owed after it goes out (a CI run once saw a nats-server hub
+    /// close such a link as stale: the burst waited for a queue that never ran low).
+    #[tokio::test]
+    async fn a_busy_queue_does_not_starve_its_refill() {
+        const STEPS: usize = 5;
+        struct Steps(std::sync::atomic::AtomicUsize);
+        impl Refill for Steps {
+            fn refill(&self, out: &Outbound) -> bool {
+                out.append_bytes(b"step\r\n");
+                self.0.fetch_add(1, Ordering::Relaxed) + 1 < STEPS
+            }
+        }
+        let out = Arc::new(Outbound::new(64 << 20));
+        let steps = Arc::new(Steps(0.into()));
+        let (mut sink, mut peer) = tokio::io::duplex(16 * 1024);
+        // The link is busy before its burst starts.
+        out.append_bytes(&[b'x'; 64 * 1024]);
+        out.set_refill(steps.clone());
+        out.pong();
+        let writer_out = out.clone();
+        let writer = tokio::spawn(async move {
+            writer_out
+                .run_writer(&mut sink, Duration::from_secs(5))
+                .await
+        });
+        // The other traffic: before each of its reads (at most 16 KiB) the peer has 16 KiB more
+        // queued (a replay that keeps the link full), as long as the refill runs: the queue is
+        // never below 16 KiB when the writer comes back for more.
+        let reader_out = out.clone();
+        let reader = tokio::spawn(async move {
+            let mut seen = Vec::new();
+            let mut buf = vec![0u8; 16 * 1024];
+            loop {
+                if reader_out.has_refill.load(Ordering::Acquire) {
+                    reader_out.append_bytes(&[b'x'; 16 * 1024]);
+                    reader_out.flush();
+                }
+                match tokio::io::AsyncReadExt::read(&mut peer, &mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => seen.extend(buf[..n].iter().filter(|&&b| b != b'x')),
+                }
+            }
+            seen
+        });
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while out.has_refill.load(Ordering::Acquire) {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await
+        .expect("the refill finishes while the queue stays busy");
+        assert_eq!(steps.0.load(Ordering::Relaxed), STEPS);
+        out.close();
+        writer.await.unwrap().unwrap();
+        let seen = String::from_utf8(reader.await.unwrap()).unwrap();
+        assert_eq!(seen, format!("{}PONG\r\n", "step\r\n".repeat(STEPS)));
     }
 
     /// A burst larger than [`IDLE_KEEP`] (a leafnode link's first interest) leaves no large
